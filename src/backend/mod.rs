@@ -1,0 +1,92 @@
+//! The storage backends behind one trait. Replication logic only sees a
+//! `SnapshotSource` (a byte stream out of a snapshot) and a `SnapshotSink`
+//! (a byte stream into a new snapshot that is kept only if `commit` is called).
+
+pub mod btrfs;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use crate::config::{BackendKind, Volume};
+use crate::error::{Error, Result};
+
+/// A stream of one snapshot's data, produced by the backend (`btrfs send`...).
+pub trait SnapshotSource: Read + Send {
+    /// Called after EOF: checks that the producer exited cleanly.
+    fn finish(self: Box<Self>) -> Result<()>;
+    /// Stop producing (on an error elsewhere).
+    fn abort(self: Box<Self>);
+}
+
+/// Consumes one snapshot's data. Nothing it wrote may survive unless
+/// `commit` returns Ok.
+pub trait SnapshotSink: Write + Send {
+    /// End of data: wait for the backend, verify what it made, and move it
+    /// into place. Returns the storage id of the received snapshot.
+    fn commit(self: Box<Self>) -> Result<Option<String>>;
+    /// Throw away everything this receive created.
+    fn abort(self: Box<Self>);
+}
+
+pub trait Backend: Send + Sync {
+    fn kind(&self) -> BackendKind;
+
+    /// Check tools and the volume; returns notes (warnings) for `check`.
+    fn probe(&self, vol: &Volume, primary: bool) -> Result<Vec<String>>;
+
+    /// Volumes with equal keys can be snapshotted together atomically in one
+    /// `snapshot` call. `None`: one at a time.
+    fn atomic_key(&self, _vol: &Volume) -> Option<String> {
+        None
+    }
+
+    /// Snapshot every volume in `vols` under `name`; atomically across them
+    /// when they share an atomic key. On error nothing new remains.
+    fn snapshot(&self, vols: &[&Volume], name: &str) -> Result<()>;
+
+    /// The storage's own id of a snapshot (btrfs uuid, ZFS guid).
+    fn storage_id(&self, vol: &Volume, name: &str) -> Result<Option<String>>;
+
+    /// Complete snapsite snapshots of the volume on this site, oldest first.
+    fn list(&self, vol: &Volume) -> Result<Vec<String>>;
+
+    fn send(&self, vol: &Volume, name: &str, base: Option<&str>)
+    -> Result<Box<dyn SnapshotSource>>;
+
+    /// `expect_id`: the sender's storage id, checked against what arrives
+    /// where the storage records it (btrfs received uuid).
+    fn receive(
+        &self,
+        vol: &Volume,
+        name: &str,
+        base: Option<&str>,
+        expect_id: Option<&str>,
+    ) -> Result<Box<dyn SnapshotSink>>;
+
+    /// Find and remove leftovers of interrupted receives. Returns what was removed.
+    fn cleanup_partial(&self, vol: &Volume) -> Result<Vec<String>>;
+
+    fn destroy(&self, vol: &Volume, name: &str) -> Result<()>;
+
+    /// Make a writable copy of snapshot `name` (the snapshot stays pristine)
+    /// at the volume's live location; returns the path holding the data.
+    fn writable_copy(&self, vol: &Volume, name: &str) -> Result<PathBuf>;
+
+    /// Does a writable copy already exist at the live location?
+    fn writable_copy_exists(&self, vol: &Volume) -> Result<bool>;
+
+    /// Remove a writable copy made by `writable_copy` (failover rollback).
+    fn remove_writable_copy(&self, vol: &Volume) -> Result<()>;
+}
+
+pub fn for_volume(vol: &Volume) -> Result<Box<dyn Backend>> {
+    match vol.backend {
+        BackendKind::Btrfs => Ok(Box::new(btrfs::Btrfs)),
+        other => Err(Error::config(format!(
+            "volume `{}`: backend `{}` is not implemented in this build",
+            vol.role,
+            other.as_str()
+        ))
+        .with_hint("btrfs is available; ZFS and LVM are in progress")),
+    }
+}

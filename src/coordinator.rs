@@ -1,0 +1,510 @@
+//! The primary's work: take snapshot sets in the configured order, and ship
+//! every snapshot the standby lacks, oldest first, incremental from the
+//! common snapshot where one exists.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::backend::{self, Backend};
+use crate::catalog::Catalog;
+use crate::config::{Config, Volume};
+use crate::error::{Context, Error, Result};
+use crate::model::{MANIFEST_FORMAT, Manifest, Member, SetKind, new_set_id};
+use crate::stream::{MAX_DATA_FRAME, Msg, PROTOCOL_VERSION};
+use crate::transport;
+
+/// Undo sets whose taking was interrupted (crash between the first snapshot
+/// and the manifest): their snapshots are destroyed, never presented as a set.
+pub fn recover_pending(cfg: &Config, catalog: &Catalog) -> Result<Vec<String>> {
+    let mut undone = Vec::new();
+    for p in catalog.pending()? {
+        if catalog.has_manifest(&p.id) {
+            catalog.remove_pending(&p.id)?;
+            continue;
+        }
+        for m in &p.members {
+            if let Some(vol) = cfg.volume(&m.role) {
+                backend::for_volume(vol)?
+                    .destroy(vol, &p.id)
+                    .ctx(format!("undoing interrupted set {}", p.id))?;
+            }
+        }
+        catalog.remove_pending(&p.id)?;
+        tracing::warn!(set = %p.id, "removed the snapshots of an interrupted set");
+        undone.push(p.id);
+    }
+    Ok(undone)
+}
+
+/// Group consecutive volumes that one backend call can snapshot atomically.
+fn atomic_groups<'a>(vols: &[&'a Volume]) -> Result<Vec<Vec<&'a Volume>>> {
+    let mut groups: Vec<(Option<String>, Vec<&Volume>)> = Vec::new();
+    for v in vols {
+        let key = backend::for_volume(v)?
+            .atomic_key(v)
+            .map(|k| format!("{}:{k}", v.backend.as_str()));
+        match groups.last_mut() {
+            Some((Some(k), g)) if key.as_ref() == Some(k) => g.push(v),
+            _ => groups.push((key, vec![v])),
+        }
+    }
+    Ok(groups.into_iter().map(|(_, g)| g).collect())
+}
+
+/// Take a set: every volume (full) or the redolog volume alone, in order.
+/// Each member records the time just before and just after its snapshot.
+pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manifest> {
+    recover_pending(cfg, catalog)?;
+    let vols: Vec<&Volume> = match kind {
+        SetKind::Full => cfg.volumes.iter().collect(),
+        SetKind::Redolog => vec![cfg.redolog()],
+    };
+    let mut id = new_set_id(Timestamp::now(), kind);
+    while catalog.has_manifest(&id) {
+        std::thread::sleep(Duration::from_millis(2));
+        id = new_set_id(Timestamp::now(), kind);
+    }
+    let mut manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        id: id.clone(),
+        kind,
+        site: cfg.site.clone(),
+        members: Vec::new(),
+        safety_margin_ms: cfg.safety_margin.as_millis() as i64,
+        committed_at: None,
+    };
+    // The intent, so a crash mid-set is undone on the next run.
+    let intent = Manifest {
+        members: vols.iter().map(|v| placeholder_member(v, &id)).collect(),
+        ..manifest.clone()
+    };
+    catalog.write_pending(&intent)?;
+
+    let mut done: Vec<&Volume> = Vec::new();
+    let result = (|| -> Result<()> {
+        for (gi, group) in atomic_groups(&vols)?.into_iter().enumerate() {
+            let b = backend::for_volume(group[0])?;
+            let before = Timestamp::now();
+            b.snapshot(&group, &id)?;
+            let after = Timestamp::now();
+            for v in &group {
+                done.push(v);
+                manifest.members.push(Member {
+                    before,
+                    after,
+                    atomic_group: (group.len() > 1).then_some(gi as u32),
+                    ..placeholder_member(v, &id)
+                });
+            }
+        }
+        for m in &mut manifest.members {
+            let v = cfg.volume(&m.role).expect("configured");
+            m.storage_id = backend::for_volume(v)?.storage_id(v, &id)?;
+        }
+        catalog.write_manifest(&manifest)
+    })();
+    match result {
+        Ok(()) => {
+            catalog.remove_pending(&id)?;
+            tracing::info!(set = %id, skew_ms = manifest.skew().as_millis() as i64, "set taken");
+            Ok(manifest)
+        }
+        Err(e) => {
+            for v in done {
+                if let Err(de) = backend::for_volume(v).and_then(|b| b.destroy(v, &id)) {
+                    tracing::error!(volume = %v.role, error = %de, "could not remove snapshot of failed set");
+                    return Err(e.context(format!("set {id} failed and snapshot cleanup failed too ({de}); run `snapsite snapshot` again to retry the cleanup")));
+                }
+            }
+            let _ = catalog.remove_pending(&id);
+            Err(e.context(format!("set {id} not taken (its snapshots were removed)")))
+        }
+    }
+}
+
+fn placeholder_member(v: &Volume, id: &str) -> Member {
+    Member {
+        role: v.role.clone(),
+        backend: v.backend.as_str().into(),
+        source: v.source.clone(),
+        snapshot: id.to_string(),
+        storage_id: None,
+        before: Timestamp::UNIX_EPOCH,
+        after: Timestamp::UNIX_EPOCH,
+        atomic_group: None,
+        receipt: None,
+    }
+}
+
+/// Is every member of the set still present on this site?
+pub fn complete_locally(cfg: &Config, m: &Manifest, lists: &BTreeMap<String, Vec<String>>) -> bool {
+    m.members.iter().all(|mem| {
+        cfg.volume(&mem.role).is_some()
+            && lists
+                .get(&mem.role)
+                .is_some_and(|l| l.contains(&mem.snapshot))
+    })
+}
+
+pub fn local_lists(cfg: &Config) -> Result<BTreeMap<String, Vec<String>>> {
+    let mut out = BTreeMap::new();
+    for v in &cfg.volumes {
+        out.insert(v.role.clone(), backend::for_volume(v)?.list(v)?);
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ShippedSnapshot {
+    pub set_id: String,
+    pub role: String,
+    pub snapshot: String,
+    pub base: Option<String>,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ShipReport {
+    pub standby: String,
+    pub committed: Vec<String>,
+    pub snapshots: Vec<ShippedSnapshot>,
+    pub payload_bytes: u64,
+    pub wire_bytes: u64,
+    pub seconds: f64,
+}
+
+/// One step of the ship plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedSend {
+    pub role: String,
+    pub snapshot: String,
+    /// The common snapshot to send incrementally from.
+    pub base: Option<String>,
+}
+
+/// Pure planner: which members of `set` to send, and from which base, given
+/// what the standby holds per role and what this site holds per role.
+pub fn plan_set(
+    set: &Manifest,
+    standby_has: &BTreeMap<String, BTreeSet<String>>,
+    local_has: &BTreeMap<String, Vec<String>>,
+) -> Vec<PlannedSend> {
+    let mut out = Vec::new();
+    for m in &set.members {
+        let remote = standby_has.get(&m.role);
+        if remote.is_some_and(|r| r.contains(&m.snapshot)) {
+            continue;
+        }
+        let local = local_has.get(&m.role);
+        // Set ids sort by time: the newest snapshot both sites hold that is
+        // older than this one is the common snapshot.
+        let base = remote.and_then(|r| {
+            r.iter()
+                .rev()
+                .find(|s| s.as_str() < m.snapshot.as_str() && local.is_some_and(|l| l.contains(s)))
+                .cloned()
+        });
+        out.push(PlannedSend {
+            role: m.role.clone(),
+            snapshot: m.snapshot.clone(),
+            base,
+        });
+    }
+    out
+}
+
+/// Progress callback: (role, snapshot, bytes so far, done).
+pub type Progress<'a> = &'a mut dyn FnMut(&str, &str, u64, bool);
+
+pub fn ship(cfg: &Config, catalog: &Catalog, progress: Progress) -> Result<ShipReport> {
+    let standby = cfg.standby.as_ref().ok_or_else(|| {
+        Error::config(format!(
+            "{}: no [standby] section: nowhere to ship to",
+            cfg.path.display()
+        ))
+    })?;
+    recover_pending(cfg, catalog)?;
+    let started = Instant::now();
+    let mut conn = transport::connect(standby)?;
+    let desc = conn.display();
+    let result = ship_session(cfg, catalog, &mut conn, progress);
+    match result {
+        Ok(mut report) => {
+            report.wire_bytes = conn.writer.bytes_out;
+            report.standby = desc;
+            report.seconds = started.elapsed().as_secs_f64();
+            conn.close().ctx("standby session")?;
+            Ok(report)
+        }
+        Err(e) => {
+            conn.abort();
+            Err(e)
+        }
+    }
+}
+
+fn ship_session(
+    cfg: &Config,
+    catalog: &Catalog,
+    conn: &mut transport::Connection,
+    progress: Progress,
+) -> Result<ShipReport> {
+    let mut report = ShipReport::default();
+    conn.writer.magic()?;
+    conn.writer.msg(&Msg::Hello {
+        protocol: PROTOCOL_VERSION,
+        site: cfg.site.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })?;
+    conn.reader.magic()?;
+    let (volumes, committed) = match conn.reader.msg()? {
+        Msg::Welcome {
+            protocol,
+            volumes,
+            committed,
+            site,
+        } => {
+            if protocol != PROTOCOL_VERSION {
+                return Err(Error::protocol(format!(
+                    "standby {site} speaks protocol {protocol}, we speak {PROTOCOL_VERSION}"
+                )));
+            }
+            (volumes, committed)
+        }
+        other => return Err(Error::protocol(format!("expected welcome, got {other:?}"))),
+    };
+    let mut standby_has: BTreeMap<String, BTreeSet<String>> = volumes
+        .into_iter()
+        .map(|v| (v.role, v.snapshots.into_iter().collect()))
+        .collect();
+    let committed: BTreeSet<String> = committed.into_iter().collect();
+    let local_has = local_lists(cfg)?;
+
+    for set in catalog.manifests()? {
+        if committed.contains(&set.id) {
+            continue;
+        }
+        if !complete_locally(cfg, &set, &local_has) {
+            tracing::warn!(set = %set.id, "not shipped: some member snapshots are gone on this site");
+            continue;
+        }
+        for step in plan_set(&set, &standby_has, &local_has) {
+            let vol = cfg.volume(&step.role).expect("complete_locally checked");
+            let member = set.member(&step.role).expect("planned from members");
+            let t = Instant::now();
+            let bytes = send_one(
+                conn,
+                vol,
+                &set.id,
+                &step,
+                member.storage_id.as_deref(),
+                progress,
+            )?;
+            let shipped = ShippedSnapshot {
+                set_id: set.id.clone(),
+                role: step.role.clone(),
+                snapshot: step.snapshot.clone(),
+                base: step.base.clone(),
+                bytes,
+                seconds: t.elapsed().as_secs_f64(),
+            };
+            report.payload_bytes += bytes;
+            report.snapshots.push(shipped);
+            standby_has
+                .entry(step.role.clone())
+                .or_default()
+                .insert(step.snapshot.clone());
+        }
+        conn.writer.msg(&Msg::Commit {
+            manifest: set.clone(),
+        })?;
+        match conn.reader.msg()? {
+            Msg::Committed { set_id } if set_id == set.id => report.committed.push(set_id),
+            other => {
+                return Err(Error::protocol(format!(
+                    "set {}: expected committed, got {other:?}",
+                    set.id
+                )));
+            }
+        }
+        tracing::info!(set = %set.id, "committed on standby");
+    }
+    conn.writer.msg(&Msg::Bye)?;
+    Ok(report)
+}
+
+fn send_one(
+    conn: &mut transport::Connection,
+    vol: &Volume,
+    set_id: &str,
+    step: &PlannedSend,
+    storage_id: Option<&str>,
+    progress: Progress,
+) -> Result<u64> {
+    let b: Box<dyn Backend> = backend::for_volume(vol)?;
+    conn.writer.msg(&Msg::Begin {
+        set_id: set_id.into(),
+        role: step.role.clone(),
+        snapshot: step.snapshot.clone(),
+        base: step.base.clone(),
+        storage_id: storage_id.map(str::to_string),
+    })?;
+    let mut src = b.send(vol, &step.snapshot, step.base.as_deref())?;
+    let mut buf = vec![0u8; MAX_DATA_FRAME];
+    let mut hasher = blake3::Hasher::new();
+    let mut bytes = 0u64;
+    loop {
+        let n = match fill(&mut src, &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                src.abort();
+                conn.writer.msg(&Msg::Abort {
+                    reason: e.to_string(),
+                })?;
+                return Err(Error::storage(format!(
+                    "volume `{}`: reading the send stream: {e}",
+                    step.role
+                )));
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+        if let Err(e) = conn.writer.data(&buf[..n]) {
+            src.abort();
+            return Err(e.context(format!("sending {} {}", step.role, step.snapshot)));
+        }
+        progress(&step.role, &step.snapshot, bytes, false);
+    }
+    if let Err(e) = src.finish() {
+        conn.writer.msg(&Msg::Abort {
+            reason: e.to_string(),
+        })?;
+        let _ = conn.reader.msg();
+        return Err(e.context(format!("volume `{}`", step.role)));
+    }
+    conn.writer.msg(&Msg::End {
+        bytes,
+        blake3: hasher.finalize().to_hex().to_string(),
+    })?;
+    progress(&step.role, &step.snapshot, bytes, true);
+    match conn.reader.msg()? {
+        Msg::Ack { role, snapshot, .. } if role == step.role && snapshot == step.snapshot => {
+            Ok(bytes)
+        }
+        Msg::Nack { error, .. } => Err(Error::integrity(format!(
+            "standby rejected {} {}: {error}",
+            step.role, step.snapshot
+        ))
+        .with_hint("nothing was committed for this set; run `snapsite ship` again to retry")),
+        other => Err(Error::protocol(format!("expected ack, got {other:?}"))),
+    }
+}
+
+fn fill(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(id: &str, roles: &[&str]) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            id: id.into(),
+            kind: SetKind::Full,
+            site: "a".into(),
+            members: roles
+                .iter()
+                .map(|r| Member {
+                    role: r.to_string(),
+                    backend: "btrfs".into(),
+                    source: "/x".into(),
+                    snapshot: id.into(),
+                    storage_id: None,
+                    before: Timestamp::UNIX_EPOCH,
+                    after: Timestamp::UNIX_EPOCH,
+                    atomic_group: None,
+                    receipt: None,
+                })
+                .collect(),
+            safety_margin_ms: 0,
+            committed_at: None,
+        }
+    }
+
+    fn map<T: Clone>(
+        pairs: &[(&str, &[&str])],
+        f: impl Fn(Vec<String>) -> T,
+    ) -> BTreeMap<String, T> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), f(v.iter().map(|s| s.to_string()).collect())))
+            .collect()
+    }
+
+    const A: &str = "20261127T080000.000Z-full";
+    const B: &str = "20261127T081500.000Z-redolog";
+    const C: &str = "20261127T090000.000Z-full";
+
+    #[test]
+    fn first_ship_is_full() {
+        let p = plan_set(
+            &set(A, &["mysql", "redolog"]),
+            &BTreeMap::new(),
+            &map(&[("mysql", &[A]), ("redolog", &[A])], |v| v),
+        );
+        assert_eq!(p.len(), 2);
+        assert!(p.iter().all(|s| s.base.is_none()));
+    }
+
+    #[test]
+    fn incremental_from_newest_common_and_skips_received() {
+        let local = map(&[("mysql", &[A, C]), ("redolog", &[A, B, C])], |v| v);
+        let remote = map(&[("mysql", &[A]), ("redolog", &[A, B, C])], |v| {
+            v.into_iter().collect::<BTreeSet<_>>()
+        });
+        let p = plan_set(&set(C, &["mysql", "redolog"]), &remote, &local);
+        assert_eq!(
+            p,
+            vec![PlannedSend {
+                role: "mysql".into(),
+                snapshot: C.into(),
+                base: Some(A.into())
+            }]
+        );
+        // redolog: newest common is B, not A.
+        let remote = map(&[("redolog", &[A, B])], |v| {
+            v.into_iter().collect::<BTreeSet<_>>()
+        });
+        let p = plan_set(&set(C, &["redolog"]), &remote, &local);
+        assert_eq!(p[0].base.as_deref(), Some(B));
+    }
+
+    #[test]
+    fn base_must_exist_on_both_sites() {
+        let local = map(&[("mysql", &[C])], |v| v); // A pruned here
+        let remote = map(&[("mysql", &[A])], |v| {
+            v.into_iter().collect::<BTreeSet<_>>()
+        });
+        let p = plan_set(&set(C, &["mysql"]), &remote, &local);
+        assert_eq!(p[0].base, None);
+    }
+}

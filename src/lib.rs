@@ -1,0 +1,23 @@
+//! snapsite keeps a standby site for a multi-volume application by driving
+//! the storage layer's own snapshots (btrfs now; ZFS and LVM thin next).
+//!
+//! Data flow (see DESIGN.md): `coordinator::take_set` snapshots the volumes
+//! in order and writes a manifest; `coordinator::ship` streams every snapshot
+//! the standby lacks through `transport` to `serve`, which verifies, receives
+//! and commits manifests; `failover` brings the standby up from the newest
+//! complete set plus the newest redolog snapshot and runs the replay.
+
+pub mod backend;
+pub mod catalog;
+pub mod cmd;
+pub mod config;
+pub mod coordinator;
+pub mod error;
+pub mod failover;
+pub mod model;
+pub mod replay;
+pub mod serve;
+pub mod stream;
+pub mod transport;
+
+pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,459 @@
+//! The `snapsite` command line: parse, load the config, call the library, render.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use snapsite::catalog::Catalog;
+use snapsite::config::{self, Config};
+use snapsite::coordinator::{self, complete_locally, local_lists};
+use snapsite::failover;
+use snapsite::model::SetKind;
+use snapsite::replay::format_zmplayredo;
+use snapsite::{backend, serve, transport};
+
+#[derive(Parser)]
+#[command(
+    name = "snapsite",
+    version,
+    about = "Keep a standby site for a multi-volume application with storage snapshots",
+    long_about = "snapsite takes ordered snapshot sets of an application's volumes (btrfs today; \
+ZFS and LVM thin next), ships them to a standby site over a local pipe or ssh, and on \
+failover brings the standby up from the newest complete set plus the newest redolog \
+snapshot and runs the redo replay with --fromTime set to the set's first snapshot time.",
+    after_help = "Typical use:\n  primary:  snapsite check && snapsite snapshot && snapsite ship\n            snapsite snapshot --redolog && snapsite ship     (every 15 min)\n  standby:  snapsite failover --dry-run; snapsite failover\n\nExit status: 0 ok, 1 error, 3 failover done but replay failed."
+)]
+struct Cli {
+    /// Config file
+    #[arg(long, short = 'c', global = true, env = "SNAPSITE_CONFIG", default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// More log output (-v info, -vv debug: every external command)
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Log line format on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config, probe tools, volumes and the standby; print what would be done
+    Check,
+    /// Take a full snapshot set of all volumes in order (or --redolog: the redolog volume alone)
+    Snapshot {
+        /// Snapshot only the redolog volume
+        #[arg(long)]
+        redolog: bool,
+        /// Print the manifest as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send every snapshot the standby lacks, oldest first, incremental where possible
+    Ship {
+        /// Print the transfer report as JSON
+        #[arg(long)]
+        json: bool,
+        /// Show what would be sent, send nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List the snapshot sets on this site
+    Sets {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The standby's receiving end (spawned by `ship` locally or through ssh)
+    Serve {
+        /// Speak the protocol on stdin/stdout
+        #[arg(long, required = true)]
+        stdio: bool,
+    },
+    /// On the standby: bring the site up from the newest complete set and run the replay
+    Failover {
+        /// Use this full set instead of the newest complete one
+        #[arg(long)]
+        set: Option<String>,
+        /// Print the plan and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Make and mount the copies but do not run the replay command
+        #[arg(long)]
+        no_replay: bool,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging(cli: &Cli) {
+    let default = match cli.verbose {
+        0 => "snapsite=warn",
+        1 => "snapsite=info",
+        _ => "snapsite=debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SNAPSITE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.with_target(false).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("snapsite: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Config> {
+    Ok(Config::load(&cli.config)?)
+}
+
+fn human_bytes(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < units.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let cfg = load(&cli)?;
+    let catalog = Catalog::new(&cfg.state_dir);
+    let tz = jiff::tz::TimeZone::system();
+    match cli.command {
+        Command::Check => check(&cfg)?,
+        Command::Snapshot { redolog, json } => {
+            let _lock = catalog.lock("snapshot", Duration::from_secs(600))?;
+            let kind = if redolog {
+                SetKind::Redolog
+            } else {
+                SetKind::Full
+            };
+            let m = coordinator::take_set(&cfg, &catalog, kind)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            } else {
+                println!("{}", m.id);
+                eprintln!(
+                    "{} set {}: {} member(s), from_time {}, skew {} ms",
+                    m.kind.as_str(),
+                    m.id,
+                    m.members.len(),
+                    format_zmplayredo(m.from_time(), &tz),
+                    m.skew().as_millis()
+                );
+            }
+        }
+        Command::Ship { json, dry_run } => {
+            if dry_run {
+                return ship_dry_run(&cfg, &catalog).map(|_| ExitCode::SUCCESS);
+            }
+            let _lock = catalog.lock("ship", Duration::from_secs(600))?;
+            let tty = std::io::stderr().is_terminal();
+            let mut last = Instant::now();
+            let start = Instant::now();
+            let mut progress = |role: &str, snap: &str, bytes: u64, done: bool| {
+                if done {
+                    if tty {
+                        eprint!("\r\x1b[K");
+                    }
+                    eprintln!("  sent {role:<10} {snap}  {}", human_bytes(bytes));
+                } else if tty && last.elapsed() > Duration::from_millis(250) {
+                    last = Instant::now();
+                    let rate = bytes as f64 / start.elapsed().as_secs_f64().max(0.001);
+                    eprint!(
+                        "\r\x1b[K  sending {role} {snap}: {} ({}/s)",
+                        human_bytes(bytes),
+                        human_bytes(rate as u64)
+                    );
+                }
+            };
+            let r = coordinator::ship(&cfg, &catalog, &mut progress)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "shipped {} snapshot(s), {} payload ({} on the wire) in {:.2} s; committed {} set(s) on the standby",
+                    r.snapshots.len(),
+                    human_bytes(r.payload_bytes),
+                    human_bytes(r.wire_bytes),
+                    r.seconds,
+                    r.committed.len()
+                );
+                for id in &r.committed {
+                    println!("  committed {id}");
+                }
+            }
+        }
+        Command::Sets { json } => sets(&cfg, &catalog, json)?,
+        Command::Serve { stdio: _ } => {
+            let stdin = std::io::stdin().lock();
+            let stdout = std::io::stdout().lock();
+            serve::serve(
+                &cfg,
+                stdin,
+                std::io::BufWriter::with_capacity(1 << 16, stdout),
+            )?;
+        }
+        Command::Failover {
+            set,
+            dry_run,
+            no_replay,
+            json,
+        } => {
+            let opts = failover::Options {
+                set: set.as_deref(),
+                no_replay,
+            };
+            if dry_run {
+                let (plan, resumed) = failover::current_plan(&cfg, &opts)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&plan)?);
+                } else {
+                    println!(
+                        "failover plan (dry run: nothing is changed){}",
+                        if resumed {
+                            ", resuming an interrupted failover"
+                        } else {
+                            ""
+                        }
+                    );
+                    print!("{}", failover::render_plan(&plan));
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let report = failover::run(&cfg, &opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", failover::render_report(&report));
+            }
+            if !report.ok() {
+                return Ok(ExitCode::from(3));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(cfg: &Config) -> anyhow::Result<()> {
+    let primary = cfg.standby.is_some();
+    println!("config    {} (valid)", cfg.path.display());
+    println!(
+        "site      {} ({})",
+        cfg.site,
+        if primary {
+            "primary: has a [standby] to ship to"
+        } else {
+            "standby: no [standby] section"
+        }
+    );
+    println!("state     {}", cfg.state_dir.display());
+    let mut problems = 0;
+    for v in &cfg.volumes {
+        let b = backend::for_volume(v)?;
+        match b.probe(v, primary) {
+            Ok(notes) => {
+                println!(
+                    "volume    {:<10} {} {}  ok",
+                    v.role,
+                    v.backend.as_str(),
+                    v.source
+                );
+                for n in notes {
+                    println!("          note: {n}");
+                }
+            }
+            Err(e) => {
+                problems += 1;
+                println!(
+                    "volume    {:<10} {} {}  PROBLEM: {e}",
+                    v.role,
+                    v.backend.as_str(),
+                    v.source
+                );
+            }
+        }
+    }
+    println!(
+        "order     {} (redolog volume: {})",
+        cfg.volumes
+            .iter()
+            .map(|v| v.role.as_str())
+            .collect::<Vec<_>>()
+            .join(" -> "),
+        cfg.redolog_role
+    );
+    if let Some(r) = &cfg.replay {
+        let demo = r.time_format.format(jiff::Timestamp::now(), &r.timezone);
+        println!("replay    {:?} with {{from_time}} like `{demo}`", r.command);
+    }
+    if let Some(s) = &cfg.standby {
+        let cmd = transport::command(s)?;
+        print!("standby   {} ... ", cmd.display());
+        match probe_standby(cfg) {
+            Ok(msg) => println!("ok: {msg}"),
+            Err(e) => {
+                problems += 1;
+                println!("PROBLEM: {e:#}");
+            }
+        }
+    }
+    if problems > 0 {
+        anyhow::bail!("{problems} problem(s) found");
+    }
+    Ok(())
+}
+
+/// Handshake with the standby and compare its volumes with ours.
+fn probe_standby(cfg: &Config) -> anyhow::Result<String> {
+    use snapsite::stream::{Msg, PROTOCOL_VERSION};
+    let mut conn = transport::connect(cfg.standby.as_ref().unwrap())?;
+    let res = (|| -> anyhow::Result<String> {
+        conn.writer.magic()?;
+        conn.writer.msg(&Msg::Hello {
+            protocol: PROTOCOL_VERSION,
+            site: cfg.site.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        })?;
+        conn.reader.magic()?;
+        let Msg::Welcome {
+            site,
+            volumes,
+            committed,
+            ..
+        } = conn.reader.msg()?
+        else {
+            anyhow::bail!("unexpected answer");
+        };
+        for v in &cfg.volumes {
+            match volumes.iter().find(|r| r.role == v.role) {
+                None => anyhow::bail!("standby {site} has no volume `{}`", v.role),
+                Some(r) if r.backend != v.backend.as_str() => anyhow::bail!(
+                    "volume `{}` is {} here but {} on standby {site}",
+                    v.role,
+                    v.backend.as_str(),
+                    r.backend
+                ),
+                _ => {}
+            }
+        }
+        conn.writer.msg(&Msg::Bye)?;
+        Ok(format!(
+            "standby `{site}` holds {} committed set(s)",
+            committed.len()
+        ))
+    })();
+    match res {
+        Ok(m) => {
+            conn.close()?;
+            Ok(m)
+        }
+        Err(e) => {
+            conn.abort();
+            Err(e)
+        }
+    }
+}
+
+fn ship_dry_run(cfg: &Config, catalog: &Catalog) -> anyhow::Result<()> {
+    let lists = local_lists(cfg)?;
+    println!(
+        "ship (dry run): local sets, oldest first; the standby's inventory decides at ship time"
+    );
+    for m in catalog.manifests()? {
+        let ok = complete_locally(cfg, &m, &lists);
+        println!(
+            "  {} {}",
+            m.id,
+            if ok {
+                ""
+            } else {
+                "(incomplete here: would be skipped)"
+            }
+        );
+    }
+    Ok(())
+}
+
+fn sets(cfg: &Config, catalog: &Catalog, json: bool) -> anyhow::Result<()> {
+    let lists = local_lists(cfg).context("listing snapshots")?;
+    let tz = jiff::tz::TimeZone::system();
+    let standby = cfg.standby.is_none();
+    let rows: Vec<_> = catalog
+        .manifests()?
+        .into_iter()
+        .map(|m| {
+            let complete =
+                complete_locally(cfg, &m, &lists) && (!standby || m.committed_at.is_some());
+            (m, complete)
+        })
+        .collect();
+    if json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(m, c)| serde_json::json!({"id": m.id, "kind": m.kind, "complete": c, "from_time": m.from_time(), "manifest": m}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no sets on this site ({})", cfg.state_dir.display());
+        return Ok(());
+    }
+    println!(
+        "{:<30} {:<8} {:<9} {:<24} members (role: snapshot time)",
+        "SET", "KIND", "COMPLETE", "FROM_TIME (local)"
+    );
+    for (m, c) in rows {
+        let members: Vec<String> = m
+            .members
+            .iter()
+            .map(|x| {
+                format!(
+                    "{}: {}",
+                    x.role,
+                    x.before.to_zoned(tz.clone()).strftime("%H:%M:%S%.3f")
+                )
+            })
+            .collect();
+        println!(
+            "{:<30} {:<8} {:<9} {:<24} {}",
+            m.id,
+            m.kind.as_str(),
+            if c { "yes" } else { "NO" },
+            format_zmplayredo(m.from_time(), &tz),
+            members.join(", ")
+        );
+    }
+    Ok(())
+}
