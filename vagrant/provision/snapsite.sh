@@ -1,0 +1,16 @@
+#!/bin/bash
+# Vagrant provisioning, step 3 of 4: build snapsite from the synced checkout
+# (/snapsite) and install it as /usr/local/bin/snapsite. Debian 12's rustc is
+# older than the crate's rust-version, so the toolchain comes from rustup
+# (minimal profile, root's ~/.cargo). Re-run with `vagrant provision --provision-with snapsite`
+# after `vagrant rsync` to pick up changes.
+set -euo pipefail
+export PATH=/root/.cargo/bin:$PATH
+if ! command -v cargo > /dev/null; then
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+fi
+cd /snapsite
+CARGO_TARGET_DIR=/var/cache/snapsite-build cargo build --release --locked
+install -m 0755 /var/cache/snapsite-build/release/snapsite /usr/local/bin/snapsite
+mkdir -p /etc/snapsite /var/lib/snapsite
+snapsite --help > /dev/null && echo "snapsite installed: /usr/local/bin/snapsite"
