@@ -1,12 +1,16 @@
 #!/bin/bash
 # Vagrant provisioning, step 2 of 4: the storage snapsite drives.
-#   ZFS pool "tank" with datasets tank/mysql, tank/blob, tank/index
-#   LVM VG "vg0" with thin pool vg0/pool and thin volume vg0/redolog (ext4)
+#   both:     ZFS pool "tank", LVM VG "vg0" with thin pool vg0/pool
+#   primary:  the live volumes: datasets tank/mysql, tank/blob, tank/index,
+#             thin volume vg0/redolog (ext4 on /srv/redolog)
+#   standby:  nothing more: received snapshots create their own volumes
 # Uses the first two empty extra disks; without them, sparse files under
 # /var/lib/snapsite-demo (ZFS file vdev; LVM on a loop device re-attached at
 # boot by snapsite-demo-loop.service). Idempotent.
+# Env: SNAPSITE_NODE=primary|standby
 set -euo pipefail
 export LC_ALL=C
+NODE=${SNAPSITE_NODE:?}
 DEMO=/var/lib/snapsite-demo
 mkdir -p "$DEMO"
 
@@ -34,9 +38,11 @@ if ! zpool list tank > /dev/null 2>&1; then
         zpool create -f -O compression=lz4 -O atime=off -O mountpoint=/srv/tank tank "$vdev"
     fi
 fi
-for ds in mysql blob index; do
-    zfs list "tank/$ds" > /dev/null 2>&1 || zfs create "tank/$ds"
-done
+if [ "$NODE" = primary ]; then
+    for ds in mysql blob index; do
+        zfs list "tank/$ds" > /dev/null 2>&1 || zfs create "tank/$ds"
+    done
+fi
 
 if ! vgs vg0 > /dev/null 2>&1; then
     mapfile -t disks < <(empty_disks)
@@ -66,12 +72,14 @@ UNIT
     vgcreate vg0 "$pv"
 fi
 lvs vg0/pool > /dev/null 2>&1 || lvcreate -y -L 6G -T vg0/pool
-if ! lvs vg0/redolog > /dev/null 2>&1; then
-    lvcreate -y -V 2G -T vg0/pool -n redolog
-    mkfs.ext4 -q /dev/vg0/redolog
+if [ "$NODE" = primary ]; then
+    if ! lvs vg0/redolog > /dev/null 2>&1; then
+        lvcreate -y -V 2G -T vg0/pool -n redolog
+        mkfs.ext4 -q /dev/vg0/redolog
+    fi
+    mkdir -p /srv/redolog
+    grep -q '^/dev/vg0/redolog ' /etc/fstab || echo '/dev/vg0/redolog /srv/redolog ext4 defaults,nofail 0 2' >> /etc/fstab
+    mountpoint -q /srv/redolog || mount /srv/redolog
 fi
-mkdir -p /srv/redolog
-grep -q '^/dev/vg0/redolog ' /etc/fstab || echo '/dev/vg0/redolog /srv/redolog ext4 defaults,nofail 0 2' >> /etc/fstab
-mountpoint -q /srv/redolog || mount /srv/redolog
 zfs list -o name,used,mountpoint -r tank
 lvs vg0
