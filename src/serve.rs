@@ -234,37 +234,38 @@ fn receive_one<R: Read>(
     }
     if let Some(e) = write_err {
         // The backend stopped reading; its own error (from commit) says why.
-        let msg = match sink.commit() {
-            Err(be) => format!("{be}"),
-            Ok(_) => {
-                let _ = backend.destroy(vol, snapshot);
-                format!("receive stopped reading its input ({e})")
-            }
+        let msg = match sink.commit(&mut |_| Err(Error::integrity("not all data was written"))) {
+            Err(be) => format!("{be} (input not fully consumed: {e})"),
+            Ok(_) => unreachable!("record refused the commit"),
         };
         tracing::error!(%role, %snapshot, error = %msg, "receive failed");
         return Ok(nack(msg));
     }
-    match sink.commit() {
-        Ok(id) => {
-            let receipt = Receipt {
-                base: base.map(str::to_string),
-                bytes,
-                blake3: got_hash,
-                received_at: Timestamp::now(),
-                storage_id: id,
-            };
-            if let Err(e) = catalog.write_receipt(role, snapshot, &receipt) {
-                let _ = backend.destroy(vol, snapshot);
-                return Ok(nack(e.to_string()));
-            }
+    let received_at = Timestamp::now();
+    let mut receipt = None;
+    let committed = sink.commit(&mut |storage_id| {
+        let r = Receipt {
+            base: base.map(str::to_string),
+            bytes,
+            blake3: got_hash.clone(),
+            received_at,
+            storage_id,
+        };
+        catalog.write_receipt(role, snapshot, &r)?;
+        receipt = Some(r);
+        Ok(())
+    });
+    match committed {
+        Ok(_) => {
             tracing::info!(%role, %snapshot, bytes, "received and verified");
             Ok(Msg::Ack {
                 role: role.into(),
                 snapshot: snapshot.into(),
-                receipt,
+                receipt: receipt.expect("recorded"),
             })
         }
         Err(e) => {
+            let _ = catalog.remove_receipt(role, snapshot);
             tracing::error!(%role, %snapshot, error = %e, "receive failed");
             Ok(nack(e.to_string()))
         }

@@ -1,9 +1,12 @@
 //! btrfs: read-only snapshots in `snapshot_dir`, `btrfs send [-p]` and
-//! `btrfs receive`. Receives land in `snapshot_dir/.incoming/` and are renamed
-//! into place only after the stream verified and the received subvolume is
-//! read-only with a Received UUID; anything left in `.incoming` is a cut
-//! receive and is deleted. Snapshots of several subvolumes are not atomic
-//! together, so every volume is its own atomic group.
+//! `btrfs receive`. Before a receive starts, a marker `.receiving-<name>` is
+//! written (and fsynced) next to where the subvolume will appear; it is
+//! removed only after the stream verified, the received subvolume is
+//! read-only with the sender's uuid as Received UUID, and the caller recorded
+//! its receipt. A subvolume whose marker is still there was cut and is
+//! deleted. (A received subvolume cannot be renamed into another directory:
+//! it is read-only, and a move would rewrite its `..`.) Snapshots of several
+//! subvolumes are not atomic together: every volume is its own atomic group.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -17,7 +20,7 @@ use crate::model::parse_set_id;
 
 pub struct Btrfs;
 
-const INCOMING: &str = ".incoming";
+const MARKER_PREFIX: &str = ".receiving-";
 
 /// The fields of `btrfs subvolume show` we rely on.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -130,7 +133,7 @@ impl Backend for Btrfs {
                 dir.display()
             ));
         } else {
-            let stale = self.leftovers(vol)?;
+            let stale = self.leftovers(vol);
             if !stale.is_empty() {
                 notes.push(format!(
                     "{} interrupted receive(s) will be cleaned up",
@@ -184,10 +187,14 @@ impl Backend for Btrfs {
                 ));
             }
         };
+        let receiving = self.leftovers(vol);
         for ent in rd {
             let ent = ent.ctx(format!("read {}", dir.display()))?;
             let name = ent.file_name().to_string_lossy().into_owned();
-            if parse_set_id(&name).is_some() && is_subvolume(&ent.path()) {
+            if parse_set_id(&name).is_some()
+                && !receiving.contains(&name)
+                && is_subvolume(&ent.path())
+            {
                 names.push(name);
             }
         }
@@ -235,19 +242,24 @@ impl Backend for Btrfs {
             }
         }
         self.cleanup_partial(vol)?;
-        let incoming = snapshot_dir(vol).join(INCOMING);
-        std::fs::create_dir_all(&incoming).ctx(format!("create {}", incoming.display()))?;
+        let dir = snapshot_dir(vol).to_path_buf();
+        std::fs::create_dir_all(&dir).ctx(format!("create {}", dir.display()))?;
+        let marker = dir.join(format!("{MARKER_PREFIX}{name}"));
+        std::fs::write(&marker, b"").ctx(format!("create {}", marker.display()))?;
+        fsync_dir(&dir)?;
+        let before: Vec<String> = dir_entries(&dir);
         let mut running = Cmd::new("btrfs")
             .arg("receive")
-            .arg(&incoming)
+            .arg(&dir)
             .spawn(Stdio::piped(), Stdio::null())?;
         let stdin = running.child.stdin.take().expect("piped");
         Ok(Box::new(BtrfsSink {
             running: Some(running),
             stdin: Some(stdin),
-            incoming,
+            dir,
+            before,
+            marker,
             name: name.to_string(),
-            final_path,
             expect_id: expect_id.map(str::to_string),
             role: vol.role.clone(),
         }))
@@ -255,14 +267,19 @@ impl Backend for Btrfs {
 
     fn cleanup_partial(&self, vol: &Volume) -> Result<Vec<String>> {
         let mut removed = Vec::new();
-        for p in self.leftovers(vol)? {
-            tracing::warn!(volume = %vol.role, path = %p.display(), "deleting interrupted receive");
+        let dir = snapshot_dir(vol);
+        for name in self.leftovers(vol) {
+            let p = dir.join(&name);
             if is_subvolume(&p) {
+                tracing::warn!(volume = %vol.role, path = %p.display(), "deleting interrupted receive");
                 delete_subvolume(&p).ctx(format!("volume `{}`", vol.role))?;
-            } else {
-                std::fs::remove_dir_all(&p).ctx(format!("remove {}", p.display()))?;
+                removed.push(p.display().to_string());
             }
-            removed.push(p.display().to_string());
+            let marker = dir.join(format!("{MARKER_PREFIX}{name}"));
+            std::fs::remove_file(&marker).ctx(format!("remove {}", marker.display()))?;
+        }
+        if !removed.is_empty() {
+            fsync_dir(dir)?;
         }
         Ok(removed)
     }
@@ -311,18 +328,25 @@ impl Backend for Btrfs {
 }
 
 impl Btrfs {
-    /// Everything in `.incoming`: a verified receive is renamed out of it
-    /// before it is acknowledged, so whatever is still there was cut.
-    fn leftovers(&self, vol: &Volume) -> Result<Vec<PathBuf>> {
-        let incoming = snapshot_dir(vol).join(INCOMING);
-        let mut out = Vec::new();
-        if let Ok(rd) = std::fs::read_dir(&incoming) {
-            for ent in rd.flatten() {
-                out.push(ent.path());
-            }
-        }
-        Ok(out)
+    /// Names whose receive marker is still present: cut receives.
+    fn leftovers(&self, vol: &Volume) -> Vec<String> {
+        dir_entries(snapshot_dir(vol))
+            .into_iter()
+            .filter_map(|n| n.strip_prefix(MARKER_PREFIX).map(str::to_string))
+            .collect()
     }
+}
+
+fn dir_entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }
 
 struct ProcessSource {
@@ -352,9 +376,11 @@ impl SnapshotSource for ProcessSource {
 struct BtrfsSink {
     running: Option<Running>,
     stdin: Option<ChildStdin>,
-    incoming: PathBuf,
+    dir: PathBuf,
+    /// Entries of `dir` before the receive: anything else new is ours to remove.
+    before: Vec<String>,
+    marker: PathBuf,
     name: String,
-    final_path: PathBuf,
     expect_id: Option<String>,
     role: String,
 }
@@ -372,37 +398,54 @@ impl Write for BtrfsSink {
 }
 
 impl BtrfsSink {
+    /// Remove whatever this receive created, then the marker.
     fn discard(&mut self) {
         drop(self.stdin.take());
         if let Some(r) = self.running.take() {
             r.kill();
         }
-        if let Ok(rd) = std::fs::read_dir(&self.incoming) {
-            for ent in rd.flatten() {
-                let p = ent.path();
-                let r = if is_subvolume(&p) {
-                    delete_subvolume(&p)
-                } else {
-                    std::fs::remove_dir_all(&p).ctx("remove")
-                };
-                if let Err(e) = r {
-                    tracing::error!(volume = %self.role, path = %p.display(), error = %e, "could not remove partial receive");
+        for n in dir_entries(&self.dir) {
+            if self.before.contains(&n) || n.starts_with(MARKER_PREFIX) {
+                continue;
+            }
+            let p = self.dir.join(&n);
+            if is_subvolume(&p) {
+                if let Err(e) = delete_subvolume(&p) {
+                    tracing::error!(volume = %self.role, path = %p.display(), error = %e, "could not remove partial receive; the marker stays so the next serve retries");
+                    return;
                 }
             }
         }
+        let _ = std::fs::remove_file(&self.marker);
+        let _ = fsync_dir(&self.dir);
     }
 
-    fn finish(&mut self) -> Result<Option<String>> {
+    fn finish(
+        &mut self,
+        record: &mut dyn FnMut(Option<String>) -> Result<()>,
+    ) -> Result<Option<String>> {
         drop(self.stdin.take());
         self.running
             .take()
             .expect("running")
             .wait()
             .ctx(format!("volume `{}`", self.role))?;
-        let got = self.incoming.join(&self.name);
+        let got = self.dir.join(&self.name);
+        let unexpected: Vec<String> = dir_entries(&self.dir)
+            .into_iter()
+            .filter(|n| {
+                !self.before.contains(n) && *n != self.name && !n.starts_with(MARKER_PREFIX)
+            })
+            .collect();
+        if !unexpected.is_empty() {
+            return Err(Error::integrity(format!(
+                "volume `{}`: the stream created {unexpected:?} instead of {}",
+                self.role, self.name
+            )));
+        }
         if !is_subvolume(&got) {
             return Err(Error::integrity(format!(
-                "volume `{}`: btrfs receive did not create {} (the stream names another subvolume?)",
+                "volume `{}`: btrfs receive did not create {}",
                 self.role,
                 got.display()
             )));
@@ -425,21 +468,19 @@ impl BtrfsSink {
                 )));
             }
         }
-        std::fs::rename(&got, &self.final_path).ctx(format!(
-            "rename {} -> {}",
-            got.display(),
-            self.final_path.display()
-        ))?;
-        if let Some(dir) = self.final_path.parent() {
-            fsync_dir(dir)?;
-        }
+        record(Some(info.uuid.clone()))?;
+        std::fs::remove_file(&self.marker).ctx(format!("remove {}", self.marker.display()))?;
+        fsync_dir(&self.dir)?;
         Ok(Some(info.uuid))
     }
 }
 
 impl SnapshotSink for BtrfsSink {
-    fn commit(mut self: Box<Self>) -> Result<Option<String>> {
-        match self.finish() {
+    fn commit(
+        mut self: Box<Self>,
+        record: &mut dyn FnMut(Option<String>) -> Result<()>,
+    ) -> Result<Option<String>> {
+        match self.finish(record) {
             Ok(id) => Ok(id),
             Err(e) => {
                 self.discard();

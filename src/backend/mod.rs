@@ -21,9 +21,14 @@ pub trait SnapshotSource: Read + Send {
 /// Consumes one snapshot's data. Nothing it wrote may survive unless
 /// `commit` returns Ok.
 pub trait SnapshotSink: Write + Send {
-    /// End of data: wait for the backend, verify what it made, and move it
-    /// into place. Returns the storage id of the received snapshot.
-    fn commit(self: Box<Self>) -> Result<Option<String>>;
+    /// End of data: wait for the backend and verify what it made; then
+    /// `record` (the caller's receipt, given the storage id) runs, and only
+    /// if it succeeds is the snapshot marked complete. On any error nothing
+    /// remains. Returns the storage id of the received snapshot.
+    fn commit(
+        self: Box<Self>,
+        record: &mut dyn FnMut(Option<String>) -> Result<()>,
+    ) -> Result<Option<String>>;
     /// Throw away everything this receive created.
     fn abort(self: Box<Self>);
 }

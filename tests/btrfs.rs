@@ -1,0 +1,507 @@
+//! set -> ship -> failover on real btrfs (loop devices), over the local
+//! transport, a custom command transport that cuts or corrupts the stream,
+//! and OpenSSH between network namespaces (tests/ssh.rs).
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use jiff::Timestamp;
+use snapsite::replay::format_zmplayredo;
+
+const MIB: usize = 1 << 20;
+
+/// A replay command that records its argv and exits with the code in
+/// `<dir>/replay-rc` (0 when absent).
+fn replay_script(dir: &Path) -> String {
+    let script = dir.join("replay.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > {d}/replay-args\necho \"$SNAPSITE_SET_ID\" > {d}/replay-env\ncat \"$3/log\" > {d}/replay-redolog 2>/dev/null\nexit $(cat {d}/replay-rc 2>/dev/null || echo 0)\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    sh(&["chmod", "+x", script.to_str().unwrap()]);
+    format!(
+        "[\"{}\", \"--fromTime\", \"{{from_time}}\", \"{{mount:redolog}}\"]",
+        script.display()
+    )
+}
+
+fn new_lab() -> Lab {
+    let tmp = tempfile::tempdir_in("/var/tmp").unwrap();
+    let replay = replay_script(tmp.path());
+    let lab = Lab::new(&replay);
+    // Keep the script dir alive with the lab by moving the script in.
+    let dst = lab.dir.path().join("replay.sh");
+    std::fs::copy(tmp.path().join("replay.sh"), &dst).unwrap();
+    let fixed = replay_script(lab.dir.path());
+    std::fs::write(&lab.stb_cfg, lab.standby_toml(&fixed)).unwrap();
+    lab
+}
+
+fn fill_volumes(lab: &Lab, seed: u64) {
+    for (i, r) in ROLES.iter().enumerate() {
+        write_file(
+            &lab.live(r).join("data"),
+            &random_bytes(seed + i as u64, 256 * 1024),
+        );
+    }
+}
+
+fn append_redolog(lab: &Lab, line: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(lab.live("redolog").join("log"))
+        .unwrap();
+    writeln!(f, "{line}").unwrap();
+    f.sync_all().unwrap();
+}
+
+fn parse_ts(v: &serde_json::Value) -> Timestamp {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn set_ship_failover_end_to_end_local() {
+    require_real!();
+    let lab = new_lab();
+    fill_volumes(&lab, 1);
+    append_redolog(&lab, "op 1");
+    let full = lab.snapshot(false);
+    let roles: Vec<&str> = full["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ROLES, "members in the configured order");
+    let befores: Vec<Timestamp> = full["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| parse_ts(&m["before"]))
+        .collect();
+    assert!(befores.windows(2).all(|w| w[0] <= w[1]), "taken in order");
+
+    append_redolog(&lab, "op 2");
+    let redo1 = lab.snapshot(true);
+    assert_eq!(redo1["members"].as_array().unwrap().len(), 1);
+    append_redolog(&lab, "op 3");
+    let redo2 = lab.snapshot(true);
+    append_redolog(&lab, "op 4 (after the last snapshot: lost)");
+
+    let report = lab.ship(&lab.pri_cfg);
+    assert_eq!(report["committed"].as_array().unwrap().len(), 3);
+    // redolog snapshots after the first are incremental
+    let snaps = report["snapshots"].as_array().unwrap();
+    let redo_sends: Vec<_> = snaps.iter().filter(|s| s["role"] == "redolog").collect();
+    assert_eq!(redo_sends.len(), 3);
+    assert!(redo_sends[0]["base"].is_null());
+    assert_eq!(redo_sends[1]["base"], full["id"]);
+    assert_eq!(redo_sends[2]["base"], redo1["id"]);
+
+    // Nothing left to ship the second time.
+    let again = lab.ship(&lab.pri_cfg);
+    assert_eq!(again["snapshots"].as_array().unwrap().len(), 0);
+
+    // sets on the standby: all complete
+    let sets: serde_json::Value =
+        serde_json::from_str(&lab.ok(&lab.stb_cfg, &["sets", "--json"])).unwrap();
+    assert_eq!(sets.as_array().unwrap().len(), 3);
+    assert!(
+        sets.as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["complete"] == true)
+    );
+
+    // dry run changes nothing
+    let plan = lab.ok(&lab.stb_cfg, &["failover", "--dry-run"]);
+    assert!(plan.contains(full["id"].as_str().unwrap()), "{plan}");
+    assert!(plan.contains(redo2["id"].as_str().unwrap()), "{plan}");
+    assert!(!lab.standby_live("mysql").exists());
+
+    let out = run_snapsite(
+        &lab.stb_cfg,
+        &["failover", "--json"],
+        &[("TZ", "America/New_York")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rep["plan"]["set_id"], full["id"]);
+    assert_eq!(rep["plan"]["redolog_set_id"], redo2["id"]);
+    assert_eq!(rep["replay"]["exit_code"], 0);
+
+    // --fromTime: the set's earliest member before-time, zmplayredo format, local time.
+    let tz = jiff::tz::TimeZone::get("America/New_York").unwrap();
+    let want = format_zmplayredo(befores[0], &tz);
+    let args = std::fs::read_to_string(lab.dir.path().join("replay-args")).unwrap();
+    let args: Vec<&str> = args.lines().collect();
+    assert_eq!(args[0], "--fromTime");
+    assert_eq!(args[1], want);
+    assert_eq!(
+        args[2],
+        lab.dir.path().join("mnt-app/redolog").to_str().unwrap()
+    );
+    assert_eq!(
+        std::fs::read_to_string(lab.dir.path().join("replay-env"))
+            .unwrap()
+            .trim(),
+        full["id"].as_str().unwrap()
+    );
+    // The replay saw the newest redolog snapshot (op 3), not the lost op 4.
+    let seen = std::fs::read_to_string(lab.dir.path().join("replay-redolog")).unwrap();
+    assert_eq!(seen, "op 1\nop 2\nop 3\n");
+    assert_eq!(
+        parse_ts(&rep["recovery_point"]),
+        parse_ts(&redo2["members"][0]["before"])
+    );
+
+    // Data on the standby equals the set's snapshots on the primary.
+    for r in ["mysql", "blob", "index"] {
+        assert_eq!(
+            tree_digest(&lab.standby_live(r)),
+            tree_digest(&lab.primary_snap(r, full["id"].as_str().unwrap())),
+            "{r}"
+        );
+        assert_eq!(
+            tree_digest(&lab.dir.path().join("mnt-app").join(r)),
+            tree_digest(&lab.standby_live(r))
+        );
+    }
+    // Received snapshots stay pristine (read-only) for further replication.
+    let info = sh(&[
+        "btrfs",
+        "subvolume",
+        "show",
+        lab.standby_recv("mysql")
+            .join(full["id"].as_str().unwrap())
+            .to_str()
+            .unwrap(),
+    ]);
+    assert!(info.contains("readonly"), "{info}");
+
+    // A second failover is refused and says why.
+    let out = lab.run(&lab.stb_cfg, &["failover"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already completed"));
+}
+
+#[test]
+fn incremental_ship_sends_about_the_changed_bytes() {
+    require_real!();
+    let lab = new_lab();
+    fill_volumes(&lab, 10);
+    write_file(&lab.live("blob").join("big"), &random_bytes(99, 48 * MIB));
+    lab.snapshot(false);
+    let first = lab.ship(&lab.pri_cfg);
+    let blob_full = first["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["role"] == "blob")
+        .unwrap()["bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        blob_full >= 48 * MIB as u64,
+        "full send carries the data: {blob_full}"
+    );
+
+    // Change 4 MiB in the middle of the 48 MiB file.
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(lab.live("blob").join("big"))
+            .unwrap();
+        f.seek(SeekFrom::Start(20 * MIB as u64)).unwrap();
+        f.write_all(&random_bytes(7, 4 * MIB)).unwrap();
+        f.sync_all().unwrap();
+    }
+    lab.snapshot(false);
+    let second = lab.ship(&lab.pri_cfg);
+    let snaps = second["snapshots"].as_array().unwrap();
+    assert!(
+        snaps.iter().all(|s| !s["base"].is_null()),
+        "all incremental: {second}"
+    );
+    let blob = snaps.iter().find(|s| s["role"] == "blob").unwrap()["bytes"]
+        .as_u64()
+        .unwrap();
+    let changed = 4 * MIB as u64;
+    eprintln!("incremental blob bytes {blob} for {changed} changed (full: {blob_full})");
+    assert!(blob >= changed, "{blob} < {changed}");
+    assert!(
+        blob < changed + changed / 10,
+        "{blob} is more than 10% over the changed bytes"
+    );
+    for s in snaps.iter().filter(|s| s["role"] != "blob") {
+        assert!(
+            s["bytes"].as_u64().unwrap() < 64 * 1024,
+            "unchanged volume sent {s}"
+        );
+    }
+}
+
+/// A pass-through filter (python, forwarding data as it arrives) that cuts
+/// the stream after `at` bytes (`cut`) or flips one bit at offset `at` (`flip`).
+fn stream_filter(mode: &str, at: usize) -> String {
+    format!(
+        "python3 -c 'import sys\nmode, at = sys.argv[1], int(sys.argv[2])\ni, o = sys.stdin.buffer, sys.stdout.buffer\npos = 0\nwhile True:\n  c = i.read1(65536)\n  if not c: break\n  if mode == \"cut\" and pos + len(c) >= at:\n    o.write(c[:at - pos]); o.flush(); sys.exit(0)\n  if mode == \"flip\" and pos <= at < pos + len(c):\n    c = bytearray(c); c[at - pos] ^= 1; c = bytes(c)\n  o.write(c); o.flush(); pos += len(c)\n' {mode} {at}"
+    )
+}
+
+/// A primary config whose transport pipes the stream through `filter`
+/// (an argv reading stdin, writing stdout) before the standby's serve.
+fn filtered_transport(lab: &Lab, name: &str, filter: &str) -> std::path::PathBuf {
+    let script = lab.dir.path().join(format!("{name}.sh"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n{filter} | exec {} serve --stdio --config {}\n",
+            snapsite_exe(),
+            lab.stb_cfg.display()
+        ),
+    )
+    .unwrap();
+    sh(&["chmod", "+x", script.to_str().unwrap()]);
+    lab.primary_variant(
+        name,
+        &format!(
+            "transport = \"command\"\ncommand = [\"{}\"]",
+            script.display()
+        ),
+    )
+}
+
+fn assert_nothing_half_received(lab: &Lab) {
+    let entries = lab.standby_recv_entries();
+    assert!(
+        entries.iter().all(|e| !e.contains("/.receiving-")),
+        "leftovers: {entries:?}"
+    );
+}
+
+#[test]
+fn cut_stream_leaves_nothing_and_next_ship_completes() {
+    require_real!();
+    let lab = new_lab();
+    fill_volumes(&lab, 20);
+    write_file(&lab.live("blob").join("big"), &random_bytes(5, 16 * MIB));
+    let set = lab.snapshot(false);
+    // Cut 6 MB into the stream: inside the blob volume's data.
+    let cut = filtered_transport(&lab, "cut", &stream_filter("cut", 6_000_000));
+    let out = lab.run(&cut, &["ship"]);
+    assert!(!out.status.success(), "a cut ship must fail");
+    eprintln!("cut ship said: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        lab.standby_manifests().is_empty(),
+        "no manifest after a cut"
+    );
+    assert_nothing_half_received(&lab);
+    // Members before the cut were received (and are reused), blob was not.
+    let entries = lab.standby_recv_entries();
+    let id = set["id"].as_str().unwrap();
+    assert!(entries.contains(&format!("mysql/{id}")), "{entries:?}");
+    assert!(!entries.contains(&format!("blob/{id}")), "{entries:?}");
+    // failover sees no set
+    let out = lab.run(&lab.stb_cfg, &["failover", "--dry-run"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no complete full set"));
+
+    let report = lab.ship(&lab.pri_cfg);
+    assert_eq!(report["committed"][0], set["id"]);
+    let sent: Vec<&str> = report["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sent,
+        ["blob", "index", "redolog"],
+        "mysql was not sent twice"
+    );
+    assert_eq!(
+        tree_digest(&lab.standby_recv("blob").join(id)),
+        tree_digest(&lab.primary_snap("blob", id))
+    );
+}
+
+#[test]
+fn flipped_byte_is_detected_and_discarded() {
+    require_real!();
+    let lab = new_lab();
+    fill_volumes(&lab, 30);
+    write_file(&lab.live("blob").join("big"), &random_bytes(6, 8 * MIB));
+    let set = lab.snapshot(false);
+    // Flip one bit 3 MB into the stream (inside the blob volume's file data).
+    let flip = stream_filter("flip", 3_000_000);
+    let bad = filtered_transport(&lab, "flip", &flip);
+    let out = lab.run(&bad, &["ship"]);
+    assert!(!out.status.success(), "a corrupted ship must fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("corrupted ship said: {err}");
+    assert!(err.contains("blob"), "{err}");
+    assert!(lab.standby_manifests().is_empty());
+    assert_nothing_half_received(&lab);
+    let id = set["id"].as_str().unwrap();
+    assert!(!lab.standby_recv_entries().contains(&format!("blob/{id}")));
+
+    lab.ship(&lab.pri_cfg);
+    assert_eq!(lab.standby_manifests(), [format!("{id}.json")]);
+    assert_eq!(
+        tree_digest(&lab.standby_recv("blob").join(id)),
+        tree_digest(&lab.primary_snap("blob", id))
+    );
+}
+
+#[test]
+fn half_received_subvolume_from_a_killed_receiver_is_removed() {
+    require_real!();
+    let lab = new_lab();
+    fill_volumes(&lab, 40);
+    write_file(&lab.live("index").join("big"), &random_bytes(8, 8 * MIB));
+    let set = lab.snapshot(false);
+    let id = set["id"].as_str().unwrap();
+    // What a receiver killed mid-stream leaves: its marker, and a writable
+    // subvolume without a Received UUID.
+    let dir = lab.standby_recv("index");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!(".receiving-{id}")), "").unwrap();
+    let send = std::process::Command::new("btrfs")
+        .args(["send", "-q"])
+        .arg(lab.primary_snap("index", id))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let head = std::process::Command::new("head")
+        .args(["-c", "3000000"])
+        .stdin(send.stdout.unwrap())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let st = std::process::Command::new("btrfs")
+        .arg("receive")
+        .arg(&dir)
+        .stdin(head.stdout.unwrap())
+        .status()
+        .unwrap();
+    assert!(!st.success());
+    assert!(
+        dir.join(id).exists(),
+        "the partial subvolume exists before cleanup"
+    );
+    // It is not presented as received.
+    let sets = lab.ok(&lab.stb_cfg, &["sets"]);
+    assert!(sets.contains("no sets"), "{sets}");
+
+    let report = lab.ship(&lab.pri_cfg);
+    assert!(
+        report["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["role"] == "index")
+    );
+    assert!(!dir.join(format!(".receiving-{id}")).exists());
+    assert_nothing_half_received(&lab);
+    assert_eq!(
+        tree_digest(&dir.join(id)),
+        tree_digest(&lab.primary_snap("index", id))
+    );
+}
+
+#[test]
+fn failover_rolls_back_on_error_and_resumes_after_failed_replay() {
+    require_real!();
+    let lab = new_lab();
+    fill_volumes(&lab, 50);
+    lab.snapshot(false);
+    lab.ship(&lab.pri_cfg);
+
+    // Something already sits where the index copy would go: refuse, undo the rest.
+    std::fs::create_dir_all(lab.standby_live("index")).unwrap();
+    std::fs::write(lab.standby_live("index").join("precious"), "do not touch").unwrap();
+    let out = lab.run(&lab.stb_cfg, &["failover"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("index") && err.contains("rolled back"),
+        "{err}"
+    );
+    assert!(
+        !lab.standby_live("mysql").exists(),
+        "mysql copy rolled back"
+    );
+    assert!(!lab.standby_live("blob").exists(), "blob copy rolled back");
+    assert_eq!(
+        std::fs::read_to_string(lab.standby_live("index").join("precious")).unwrap(),
+        "do not touch"
+    );
+    std::fs::remove_dir_all(lab.standby_live("index")).unwrap();
+
+    // Replay fails: copies stay, exit 3, report says so; re-run resumes and replays again.
+    std::fs::write(lab.dir.path().join("replay-rc"), "5").unwrap();
+    let out = lab.run(&lab.stb_cfg, &["failover"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("replay exit   5"), "{text}");
+    assert!(lab.standby_live("mysql").exists());
+    std::fs::remove_file(lab.dir.path().join("replay-rc")).unwrap();
+    let out = lab.ok(&lab.stb_cfg, &["failover"]);
+    assert!(
+        out.contains("(resumed)") && out.contains("result        OK"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_config_is_a_clear_error_and_touches_nothing() {
+    // No root needed: validation happens before any storage is touched.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    let state = dir.path().join("state");
+    std::fs::write(
+        &cfg,
+        format!(
+            "site = \"a\"\nstate_dir = \"{}\"\n[[volume]]\nrole = \"mysql\"\nbackend = \"btrfs\"\nsource = \"relative/path\"\nsnapshot_dir = \"/x\"\n[[volume]]\nrole = \"redolog\"\nbackend = \"btrfs\"\nsource = \"/r\"\nsnapshot_dir = \"/y\"\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    for args in [&["check"][..], &["snapshot"], &["failover", "--dry-run"]] {
+        let out = run_snapsite(&cfg, args, &[]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(cfg.to_str().unwrap())
+                && err.contains("volume[0].source")
+                && err.contains("absolute"),
+            "{err}"
+        );
+    }
+    assert!(!state.exists(), "nothing was created");
+    let out = run_snapsite(&dir.path().join("missing.toml"), &["check"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("missing.toml") && err.contains("hint"),
+        "{err}"
+    );
+}
