@@ -232,6 +232,14 @@ pub struct Options<'a> {
     pub no_replay: bool,
 }
 
+fn stderr_stdio() -> Stdio {
+    use std::os::fd::AsFd;
+    match std::io::stderr().as_fd().try_clone_to_owned() {
+        Ok(fd) => Stdio::from(fd),
+        Err(_) => Stdio::inherit(),
+    }
+}
+
 fn state_path(cfg: &Config) -> PathBuf {
     cfg.state_dir.join("failover").join("state.json")
 }
@@ -392,6 +400,8 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Report> {
             .env("SNAPSITE_FROM_TIME", &plan.from_time_arg)
             .env("SNAPSITE_FROM_TIME_UTC", plan.from_time.to_string())
             .stdin(Stdio::null())
+            // Its output goes to our stderr: our stdout stays the report.
+            .stdout(stderr_stdio())
             .status();
         let exit_code = match status {
             Ok(s) => s.code(),
