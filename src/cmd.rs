@@ -148,6 +148,12 @@ impl Cmd {
             .spawn()
             .map_err(|e| self.spawn_error(e))?;
         let stderr = child.stderr.take().map(collect_stderr);
+        if let Some(i) = &child.stdin {
+            grow_pipe(i);
+        }
+        if let Some(o) = &child.stdout {
+            grow_pipe(o);
+        }
         Ok(Running {
             argv: self.argv.clone(),
             child,
@@ -155,6 +161,12 @@ impl Cmd {
             started: Instant::now(),
         })
     }
+}
+
+/// Snapshot streams move gigabytes through these pipes: a 1 MiB pipe buffer
+/// instead of 64 KiB lets producer and consumer overlap (best effort).
+fn grow_pipe(fd: &impl std::os::fd::AsRawFd) {
+    let _ = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
 }
 
 fn collect_stderr(mut s: ChildStderr) -> JoinHandle<Vec<u8>> {
