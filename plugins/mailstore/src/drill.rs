@@ -260,9 +260,53 @@ pub fn render_verdict(v: &Verdict, acks: &[Ack]) -> String {
 
 /// The drill's timeline in the guide's style: `HH:MM:SS.mmm what`, local
 /// time. `events`: lines `<RFC 3339>\t<text>` written by the drill;
-/// `manifests`: `snapsite snapshot --json` outputs.
-pub fn timeline(events: &Path, manifests: &Path) -> Result<String> {
+/// `manifests`: `snapsite snapshot --json` outputs; `report`: the failover
+/// report; `acks`: the writer's acknowledgements.
+pub fn timeline(
+    events: &Path,
+    manifests: &Path,
+    report: Option<&serde_json::Value>,
+    acks: &[Ack],
+) -> Result<String> {
     let mut lines: Vec<(Timestamp, String)> = Vec::new();
+    if let Some(first) = acks.first() {
+        lines.push((
+            first.acked_at,
+            format!("writer: message {} acknowledged (the first)", first.id),
+        ));
+    }
+    if let Some(r) = report {
+        let rp = ts(&r["recovery_point"], "recovery_point")?;
+        lines.push((
+            rp,
+            format!(
+                "  ^ recovery point: redolog snapshot {} (the last one on the standby)",
+                r["plan"]["redolog_set_id"].as_str().unwrap_or("?")
+            ),
+        ));
+        if let Some(last) = acks.iter().filter(|a| a.acked_at < rp).next_back() {
+            lines.push((
+                last.acked_at,
+                format!(
+                    "writer: message {} acknowledged (the last before the recovery point)",
+                    last.id
+                ),
+            ));
+        }
+        lines.push((
+            ts(&r["finished_at"], "finished_at")?,
+            format!(
+                "standby: failover finished, replay exit {}",
+                r["replay"]["exit_code"]
+            ),
+        ));
+    }
+    if let Some(last) = acks.last() {
+        lines.push((
+            last.acked_at,
+            format!("writer: message {} acknowledged (the last)", last.id),
+        ));
+    }
     if let Ok(text) = std::fs::read_to_string(events) {
         for l in text.lines() {
             if let Some((t, what)) = l.split_once('\t') {

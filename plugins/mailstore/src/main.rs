@@ -98,6 +98,12 @@ enum Command {
         events: PathBuf,
         #[arg(long)]
         manifests: PathBuf,
+        /// `snapsite failover --json` output
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// The writer's acknowledgements file
+        #[arg(long)]
+        acks: Option<PathBuf>,
     },
 }
 
@@ -185,8 +191,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
-        Command::Timeline { events, manifests } => {
-            print!("{}", drill::timeline(&events, &manifests)?);
+        Command::Timeline {
+            events,
+            manifests,
+            report,
+            acks,
+        } => {
+            let report: Option<serde_json::Value> = match report {
+                Some(p) => Some(serde_json::from_slice(&std::fs::read(&p)?)?),
+                None => None,
+            };
+            let acks = match acks {
+                Some(p) => drill::read_acks(&p)?,
+                None => Vec::new(),
+            };
+            print!(
+                "{}",
+                drill::timeline(&events, &manifests, report.as_ref(), &acks)?
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
