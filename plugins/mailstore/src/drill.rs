@@ -284,7 +284,7 @@ pub fn timeline(
                 r["plan"]["redolog_set_id"].as_str().unwrap_or("?")
             ),
         ));
-        if let Some(last) = acks.iter().filter(|a| a.acked_at < rp).next_back() {
+        if let Some(last) = acks.iter().rfind(|a| a.acked_at < rp) {
             lines.push((
                 last.acked_at,
                 format!(
@@ -309,10 +309,10 @@ pub fn timeline(
     }
     if let Ok(text) = std::fs::read_to_string(events) {
         for l in text.lines() {
-            if let Some((t, what)) = l.split_once('\t') {
-                if let Ok(t) = t.parse::<Timestamp>() {
-                    lines.push((t, what.to_string()));
-                }
+            if let Some((t, what)) = l.split_once('\t')
+                && let Ok(t) = t.parse::<Timestamp>()
+            {
+                lines.push((t, what.to_string()));
             }
         }
     }

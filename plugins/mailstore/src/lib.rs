@@ -146,15 +146,16 @@ pub fn replay(v: &Volumes, from: Timestamp) -> Result<ReplaySummary> {
             p.display()
         );
     }
-    if let Some(first) = log.records.first() {
-        if first.seq != 1 && first.ts > from {
-            bail!(
-                "the redolog does not reach back to --fromTime {from}: its oldest record is seq {} at {}; \
-                 operations between them would be lost (were archived logs deleted?)",
-                first.seq,
-                first.ts
-            );
-        }
+    if let Some(first) = log.records.first()
+        && first.seq != 1
+        && first.ts > from
+    {
+        bail!(
+            "the redolog does not reach back to --fromTime {from}: its oldest record is seq {} at {}; \
+             operations between them would be lost (were archived logs deleted?)",
+            first.seq,
+            first.ts
+        );
     }
     let todo: Vec<&Record> = log.records.iter().filter(|r| r.ts >= from).collect();
     // Rows: a few hundred statements per client run.

@@ -136,15 +136,15 @@ pub fn read_log(dir: &Path) -> Result<LogContents> {
                 });
             match parsed {
                 Ok(r) => {
-                    if let Some(prev) = out.records.last() {
-                        if r.seq != prev.seq + 1 {
-                            bail!(
-                                "{}: redolog sequence jumps from {} to {}: a log file is missing",
-                                path.display(),
-                                prev.seq,
-                                r.seq
-                            );
-                        }
+                    if let Some(prev) = out.records.last()
+                        && r.seq != prev.seq + 1
+                    {
+                        bail!(
+                            "{}: redolog sequence jumps from {} to {}: a log file is missing",
+                            path.display(),
+                            prev.seq,
+                            r.seq
+                        );
                     }
                     out.records.push(r);
                 }
