@@ -42,6 +42,13 @@ pub struct Volume {
     /// path, ZFS dataset, LVM `vg/lv`. On the standby, where failover puts the
     /// writable copy (btrfs) or where received snapshots land (ZFS, LVM).
     pub source: String,
+    /// zfs / lvm, on the standby: where received snapshots land (a ZFS
+    /// dataset, or an LVM thin `vg/lv`); failover then makes its writable
+    /// copy at `source`. btrfs uses `snapshot_dir` instead.
+    pub replica: Option<String>,
+    /// zfs: send options (recorded in each member of the manifest).
+    #[serde(default)]
+    pub zfs: ZfsOptions,
     /// btrfs: directory (on the same filesystem) holding this site's
     /// snapshots of the volume: taken ones on the primary, received ones on
     /// the standby.
@@ -49,6 +56,40 @@ pub struct Volume {
     /// Where the application expects the volume. On failover the writable
     /// copy is bind-mounted here when it differs from `source`.
     pub mountpoint: Option<PathBuf>,
+}
+
+/// `zfs = { raw = true, ... }` on a ZFS volume.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ZfsOptions {
+    /// `zfs send -w`: send encrypted datasets as they are on disk.
+    #[serde(default)]
+    pub raw: bool,
+    /// `zfs send -c`: keep blocks compressed on the wire.
+    #[serde(default)]
+    pub compressed: bool,
+    /// `zfs send -L`: allow blocks larger than 128 KiB.
+    #[serde(default)]
+    pub large_blocks: bool,
+    /// `zfs send -I`: carry intermediate snapshots (not only -i).
+    #[serde(default)]
+    pub intermediates: bool,
+}
+
+impl ZfsOptions {
+    /// The options as recorded in manifests.
+    pub fn names(&self) -> Vec<String> {
+        [
+            (self.raw, "raw"),
+            (self.compressed, "compressed"),
+            (self.large_blocks, "large_blocks"),
+            (self.intermediates, "intermediates"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| n.to_string())
+        .collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -122,6 +163,38 @@ struct RawConfig {
     set: SetSection,
     standby: Option<Standby>,
     replay: Option<ReplaySection>,
+    schedule: Option<ScheduleSection>,
+    retention: Option<RetentionSection>,
+    status: Option<StatusSection>,
+}
+
+/// `[schedule]`: what `snapsite run` does and how often (primary).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleSection {
+    full_set_interval: String,
+    redolog_interval: Option<String>,
+    retry_min: Option<String>,
+    retry_max: Option<String>,
+}
+
+/// `[retention]`: zrepl-style grids, applied by `snapsite prune` and `run`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionSection {
+    grid: String,
+    redolog_grid: Option<String>,
+}
+
+/// `[status]`: thresholds for `snapsite status` and the metrics file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StatusSection {
+    recovery_point_warning: Option<String>,
+    recovery_point_critical: Option<String>,
+    full_set_warning: Option<String>,
+    full_set_critical: Option<String>,
+    prometheus: Option<PathBuf>,
 }
 
 /// A validated configuration.
@@ -136,6 +209,52 @@ pub struct Config {
     pub safety_margin: Duration,
     pub standby: Option<Standby>,
     pub replay: Option<Replay>,
+    /// `[schedule]`, if `snapsite run` is configured.
+    pub schedule: Option<Schedule>,
+    /// `[retention]`, if pruning is configured.
+    pub retention: Option<Retention>,
+    /// `[status]`, with defaults when absent.
+    pub status: StatusThresholds,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    pub full_set_interval: Duration,
+    /// `None`: no separate redolog snapshots.
+    pub redolog_interval: Option<Duration>,
+    /// First retry delay after a failed ship; doubles up to `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retention {
+    pub full: crate::prune::Grid,
+    pub redolog: crate::prune::Grid,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusThresholds {
+    /// Age of the newest redolog snapshot committed on the standby.
+    pub recovery_point_warning: Duration,
+    pub recovery_point_critical: Duration,
+    /// Age of the newest complete full set on the standby.
+    pub full_set_warning: Duration,
+    pub full_set_critical: Duration,
+    /// Default for `status --prometheus`; `run` refreshes it after each cycle.
+    pub prometheus: Option<PathBuf>,
+}
+
+impl Default for StatusThresholds {
+    fn default() -> Self {
+        StatusThresholds {
+            recovery_point_warning: Duration::from_secs(30 * 60),
+            recovery_point_critical: Duration::from_secs(60 * 60),
+            full_set_warning: Duration::from_secs(2 * 3600),
+            full_set_critical: Duration::from_secs(24 * 3600),
+            prometheus: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -194,7 +313,33 @@ impl Config {
                     format!("role `{}` is configured twice", v.role),
                 ));
             }
-            validate_source(v).map_err(|m| err(&key("source"), m))?;
+            validate_source(v.backend, &v.source).map_err(|m| err(&key("source"), m))?;
+            if v.backend != BackendKind::Zfs && v.zfs != ZfsOptions::default() {
+                return Err(err(
+                    &key("zfs"),
+                    format!(
+                        "send options apply to ZFS volumes only, this one is {}",
+                        v.backend.as_str()
+                    ),
+                ));
+            }
+            if let Some(r) = &v.replica {
+                if v.backend == BackendKind::Btrfs {
+                    return Err(err(
+                        &key("replica"),
+                        "btrfs volumes keep received snapshots in snapshot_dir; remove `replica`"
+                            .into(),
+                    ));
+                }
+                validate_source(v.backend, r).map_err(|m| err(&key("replica"), m))?;
+                if r == &v.source {
+                    return Err(err(
+                        &key("replica"),
+                        "must differ from `source` (failover makes its writable copy at `source`)"
+                            .into(),
+                    ));
+                }
+            }
             if v.backend == BackendKind::Btrfs {
                 match &v.snapshot_dir {
                     None => {
@@ -289,6 +434,117 @@ impl Config {
             }
         };
 
+        let duration = |key: &str, v: &str| {
+            humantime::parse_duration(v)
+                .map_err(|e| err(key, format!("`{v}`: {e} (e.g. \"1h\", \"15m\", \"30s\")")))
+        };
+        let positive = |key: &str, v: &str| {
+            let d = duration(key, v)?;
+            if d < Duration::from_secs(1) {
+                return Err(err(key, format!("`{v}` must be at least 1s")));
+            }
+            Ok(d)
+        };
+        let schedule = match &raw.schedule {
+            None => None,
+            Some(s) => {
+                let full_set_interval =
+                    positive("schedule.full_set_interval", &s.full_set_interval)?;
+                let redolog_interval = s
+                    .redolog_interval
+                    .as_deref()
+                    .map(|v| positive("schedule.redolog_interval", v))
+                    .transpose()?;
+                let retry_min = match &s.retry_min {
+                    Some(v) => positive("schedule.retry_min", v)?,
+                    None => Duration::from_secs(10),
+                };
+                let retry_max = match &s.retry_max {
+                    Some(v) => positive("schedule.retry_max", v)?,
+                    None => Duration::from_secs(15 * 60),
+                };
+                if retry_max < retry_min {
+                    return Err(err(
+                        "schedule.retry_max",
+                        "must not be shorter than schedule.retry_min".into(),
+                    ));
+                }
+                if raw.standby.is_none() {
+                    return Err(err(
+                        "schedule",
+                        "`snapsite run` runs on the primary: this config has no [standby] section"
+                            .into(),
+                    ));
+                }
+                Some(Schedule {
+                    full_set_interval,
+                    redolog_interval,
+                    retry_min,
+                    retry_max,
+                })
+            }
+        };
+        let retention = match &raw.retention {
+            None => None,
+            Some(r) => {
+                let full =
+                    crate::prune::Grid::parse(&r.grid).map_err(|m| err("retention.grid", m))?;
+                let redolog = match &r.redolog_grid {
+                    Some(g) => crate::prune::Grid::parse(g)
+                        .map_err(|m| err("retention.redolog_grid", m))?,
+                    None => full.clone(),
+                };
+                Some(Retention { full, redolog })
+            }
+        };
+        let status = {
+            let s = raw.status.clone().unwrap_or_default();
+            let d = StatusThresholds::default();
+            let pick = |key: &str, v: &Option<String>, def: Duration| match v {
+                Some(v) => duration(key, v),
+                None => Ok(def),
+            };
+            let t = StatusThresholds {
+                recovery_point_warning: pick(
+                    "status.recovery_point_warning",
+                    &s.recovery_point_warning,
+                    d.recovery_point_warning,
+                )?,
+                recovery_point_critical: pick(
+                    "status.recovery_point_critical",
+                    &s.recovery_point_critical,
+                    d.recovery_point_critical,
+                )?,
+                full_set_warning: pick(
+                    "status.full_set_warning",
+                    &s.full_set_warning,
+                    d.full_set_warning,
+                )?,
+                full_set_critical: pick(
+                    "status.full_set_critical",
+                    &s.full_set_critical,
+                    d.full_set_critical,
+                )?,
+                prometheus: s.prometheus.clone(),
+            };
+            if t.recovery_point_critical < t.recovery_point_warning {
+                return Err(err(
+                    "status.recovery_point_critical",
+                    "must not be shorter than status.recovery_point_warning".into(),
+                ));
+            }
+            if t.full_set_critical < t.full_set_warning {
+                return Err(err(
+                    "status.full_set_critical",
+                    "must not be shorter than status.full_set_warning".into(),
+                ));
+            }
+            if let Some(p) = &t.prometheus {
+                check_abs_path(p).map_err(|m| err("status.prometheus", m))?;
+            }
+            t
+        };
+
         Ok(Config {
             path: path.to_owned(),
             site: raw.site,
@@ -298,6 +554,9 @@ impl Config {
             safety_margin,
             standby: raw.standby,
             replay,
+            schedule,
+            retention,
+            status,
         })
     }
 
@@ -330,9 +589,8 @@ fn check_abs_path(p: &Path) -> std::result::Result<(), String> {
 }
 
 /// Validate a backend address so it can only name what it says.
-fn validate_source(v: &Volume) -> std::result::Result<(), String> {
-    let s = &v.source;
-    match v.backend {
+pub fn validate_source(backend: BackendKind, s: &str) -> std::result::Result<(), String> {
+    match backend {
         BackendKind::Btrfs => check_abs_path(Path::new(s)),
         BackendKind::Zfs => {
             let ok = !s.is_empty()
@@ -492,5 +750,63 @@ command = ["zmplayredo", "--fromTime", "{from_time}"]
             &GOOD.replace("/srv/mysql", "/srv/../etc"),
             "volume[0].source",
         );
+    }
+
+    const RUN: &str = r#"
+[schedule]
+full_set_interval = "1h"
+redolog_interval = "15m"
+[retention]
+grid = "1x1h(keep=all) | 24x1h | 14x1d"
+redolog_grid = "1x1h(keep=all) | 6x1h"
+[status]
+recovery_point_warning = "20m"
+recovery_point_critical = "45m"
+prometheus = "/var/lib/node_exporter/textfile/snapsite.prom"
+"#;
+
+    #[test]
+    fn run_sections_parse_and_default() {
+        let c = parse(GOOD).unwrap();
+        assert!(c.schedule.is_none() && c.retention.is_none());
+        assert_eq!(c.status, StatusThresholds::default());
+        let c = parse(&format!("{GOOD}{RUN}")).unwrap();
+        let s = c.schedule.unwrap();
+        assert_eq!(s.full_set_interval, Duration::from_secs(3600));
+        assert_eq!(s.redolog_interval, Some(Duration::from_secs(900)));
+        let r = c.retention.unwrap();
+        assert_eq!(r.full.to_string(), "1x1h(keep=all) | 24x1h | 14x1d");
+        assert_eq!(r.redolog.to_string(), "1x1h(keep=all) | 6x1h");
+        assert_eq!(c.status.recovery_point_warning, Duration::from_secs(1200));
+        assert_eq!(c.status.full_set_critical, Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn run_section_errors_name_file_and_key() {
+        let all = format!("{GOOD}{RUN}");
+        expect_err(
+            &all.replace("\"15m\"", "\"often\""),
+            "schedule.redolog_interval",
+        );
+        expect_err(
+            &all.replace("\"1h\"\n", "\"0s\"\n"),
+            "schedule.full_set_interval",
+        );
+        expect_err(&all.replace("24x1h", "24y1h"), "retention.grid");
+        expect_err(&all.replace("6x1h", "6x"), "retention.redolog_grid");
+        expect_err(
+            &all.replace("\"45m\"", "\"10m\""),
+            "status.recovery_point_critical",
+        );
+        expect_err(
+            &all.replace("\"/var/lib/node", "\"var/lib/node"),
+            "status.prometheus",
+        );
+        expect_err(&all.replace("[status]", "[status]\nbogus = 1"), "bogus");
+        let no_standby = all.replace(
+            "[standby]\ntransport = \"ssh\"\nhost = \"standby.example\"\n",
+            "",
+        );
+        expect_err(&no_standby, "schedule");
     }
 }

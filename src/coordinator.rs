@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::backend::{self, Backend};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, StandbyRecord};
 use crate::config::{Config, Volume};
 use crate::error::{Context, Error, Result};
 use crate::model::{MANIFEST_FORMAT, Manifest, Member, SetKind, new_set_id};
@@ -136,6 +136,7 @@ fn placeholder_member(v: &Volume, id: &str) -> Member {
         before: Timestamp::UNIX_EPOCH,
         after: Timestamp::UNIX_EPOCH,
         atomic_group: None,
+        send_options: v.zfs.names(),
         receipt: None,
     }
 }
@@ -278,15 +279,39 @@ fn ship_session(
         }
         other => return Err(Error::protocol(format!("expected welcome, got {other:?}"))),
     };
+    let mut resumable: BTreeMap<String, crate::backend::Resumable> = volumes
+        .iter()
+        .filter_map(|v| v.resumable.clone().map(|r| (v.role.clone(), r)))
+        .collect();
     let mut standby_has: BTreeMap<String, BTreeSet<String>> = volumes
         .into_iter()
         .map(|v| (v.role, v.snapshots.into_iter().collect()))
         .collect();
     let committed: BTreeSet<String> = committed.into_iter().collect();
     let local_has = local_lists(cfg)?;
+    // What the standby holds, kept for retention (the common snapshot) and
+    // status; updated after every acknowledged snapshot and committed set.
+    let previous = catalog.standby_record()?.unwrap_or_default();
+    let mut record = StandbyRecord {
+        standby: conn.display(),
+        updated_at: Some(Timestamp::now()),
+        last_ship_ok: previous.last_ship_ok,
+        holds: standby_has.clone(),
+        committed: committed.clone(),
+        last_bytes: previous.last_bytes,
+    };
+    catalog.write_standby_record(&record)?;
+    // Sets are shipped oldest first and committed in that order, so a set
+    // older than the newest committed one was pruned on the standby or
+    // skipped as incomplete: sending it again would only resurrect it.
+    let newest_committed = committed.iter().next_back().cloned();
 
     for set in catalog.manifests()? {
         if committed.contains(&set.id) {
+            continue;
+        }
+        if newest_committed.as_ref().is_some_and(|n| &set.id < n) {
+            tracing::debug!(set = %set.id, "not shipped: older than the newest set on the standby");
             continue;
         }
         if !complete_locally(cfg, &set, &local_has) {
@@ -297,12 +322,17 @@ fn ship_session(
             let vol = cfg.volume(&step.role).expect("complete_locally checked");
             let member = set.member(&step.role).expect("planned from members");
             let t = Instant::now();
+            let token = resumable
+                .remove(&step.role)
+                .filter(|r| r.snapshot.as_ref().is_none_or(|s| s == &step.snapshot))
+                .map(|r| r.token);
             let bytes = send_one(
                 conn,
                 vol,
                 &set.id,
                 &step,
                 member.storage_id.as_deref(),
+                token.as_deref(),
                 progress,
             )?;
             let shipped = ShippedSnapshot {
@@ -319,12 +349,25 @@ fn ship_session(
                 .entry(step.role.clone())
                 .or_default()
                 .insert(step.snapshot.clone());
+            record.note_received(&step.role, &step.snapshot, step.base.is_some(), bytes);
+            catalog.write_standby_record(&record)?;
         }
         conn.writer.msg(&Msg::Commit {
             manifest: set.clone(),
         })?;
         match conn.reader.msg()? {
-            Msg::Committed { set_id } if set_id == set.id => report.committed.push(set_id),
+            Msg::Committed { set_id } if set_id == set.id => {
+                record.committed.insert(set_id.clone());
+                record.updated_at = Some(Timestamp::now());
+                catalog.write_standby_record(&record)?;
+                // The set's members are now the common snapshots: protect
+                // them here (the standby protects its side on commit).
+                for m in &set.members {
+                    let vol = cfg.volume(&m.role).expect("complete_locally checked");
+                    backend::for_volume(vol)?.protect_common(vol, &m.snapshot)?;
+                }
+                report.committed.push(set_id)
+            }
             other => {
                 return Err(Error::protocol(format!(
                     "set {}: expected committed, got {other:?}",
@@ -335,17 +378,53 @@ fn ship_session(
         tracing::info!(set = %set.id, "committed on standby");
     }
     conn.writer.msg(&Msg::Bye)?;
+    record.last_ship_ok = Some(Timestamp::now());
+    catalog.write_standby_record(&record)?;
     Ok(report)
 }
 
+/// Send one snapshot; with a resume token, first try to continue the cut
+/// receive, and fall back to a fresh send when the token is stale.
 fn send_one(
     conn: &mut transport::Connection,
     vol: &Volume,
     set_id: &str,
     step: &PlannedSend,
     storage_id: Option<&str>,
+    token: Option<&str>,
     progress: Progress,
 ) -> Result<u64> {
+    if let Some(tok) = token {
+        match send_stream(conn, vol, set_id, step, storage_id, Some(tok), progress) {
+            Ok(Sent::Done(bytes)) => return Ok(bytes),
+            Ok(Sent::Stale(why)) => {
+                tracing::warn!(volume = %step.role, snapshot = %step.snapshot, reason = %why, "resume token is stale; sending the snapshot again");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match send_stream(conn, vol, set_id, step, storage_id, None, progress)? {
+        Sent::Done(bytes) => Ok(bytes),
+        Sent::Stale(why) => Err(Error::storage(why)),
+    }
+}
+
+enum Sent {
+    Done(u64),
+    /// Resuming failed before any data was sent; the standby discarded its
+    /// partial state.
+    Stale(String),
+}
+
+fn send_stream(
+    conn: &mut transport::Connection,
+    vol: &Volume,
+    set_id: &str,
+    step: &PlannedSend,
+    storage_id: Option<&str>,
+    token: Option<&str>,
+    progress: Progress,
+) -> Result<Sent> {
     let b: Box<dyn Backend> = backend::for_volume(vol)?;
     conn.writer.msg(&Msg::Begin {
         set_id: set_id.into(),
@@ -353,8 +432,32 @@ fn send_one(
         snapshot: step.snapshot.clone(),
         base: step.base.clone(),
         storage_id: storage_id.map(str::to_string),
+        resume: token.is_some(),
     })?;
-    let mut src = b.send(vol, &step.snapshot, step.base.as_deref())?;
+    // Tell the standby to drop its half of the transfer, and read its answer.
+    let abort = |conn: &mut transport::Connection, reason: String| -> Result<()> {
+        conn.writer.msg(&Msg::Abort { reason })?;
+        match conn.reader.msg()? {
+            Msg::Nack { .. } => Ok(()),
+            other => Err(Error::protocol(format!(
+                "expected nack after abort, got {other:?}"
+            ))),
+        }
+    };
+    let opened = match token {
+        Some(t) => b.send_resume(vol, &step.snapshot, t),
+        None => b.send(vol, &step.snapshot, step.base.as_deref()),
+    };
+    let mut src = match opened {
+        Ok(s) => s,
+        Err(e) => {
+            abort(conn, e.to_string())?;
+            return match token {
+                Some(_) => Ok(Sent::Stale(e.to_string())),
+                None => Err(e.context(format!("volume `{}`", step.role))),
+            };
+        }
+    };
     let mut buf = vec![0u8; MAX_DATA_FRAME];
     let mut hasher = blake3::Hasher::new();
     let mut bytes = 0u64;
@@ -363,9 +466,7 @@ fn send_one(
             Ok(n) => n,
             Err(e) => {
                 src.abort();
-                conn.writer.msg(&Msg::Abort {
-                    reason: e.to_string(),
-                })?;
+                abort(conn, e.to_string())?;
                 return Err(Error::storage(format!(
                     "volume `{}`: reading the send stream: {e}",
                     step.role
@@ -384,10 +485,10 @@ fn send_one(
         progress(&step.role, &step.snapshot, bytes, false);
     }
     if let Err(e) = src.finish() {
-        conn.writer.msg(&Msg::Abort {
-            reason: e.to_string(),
-        })?;
-        let _ = conn.reader.msg();
+        abort(conn, e.to_string())?;
+        if token.is_some() && bytes == 0 {
+            return Ok(Sent::Stale(e.to_string()));
+        }
         return Err(e.context(format!("volume `{}`", step.role)));
     }
     conn.writer.msg(&Msg::End {
@@ -397,7 +498,7 @@ fn send_one(
     progress(&step.role, &step.snapshot, bytes, true);
     match conn.reader.msg()? {
         Msg::Ack { role, snapshot, .. } if role == step.role && snapshot == step.snapshot => {
-            Ok(bytes)
+            Ok(Sent::Done(bytes))
         }
         Msg::Nack { error, .. } => Err(Error::integrity(format!(
             "standby rejected {} {}: {error}",
@@ -442,6 +543,7 @@ mod tests {
                     before: Timestamp::UNIX_EPOCH,
                     after: Timestamp::UNIX_EPOCH,
                     atomic_group: None,
+                    send_options: Vec::new(),
                     receipt: None,
                 })
                 .collect(),

@@ -358,21 +358,33 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Report> {
     let result = (|| -> Result<()> {
         for c in &plan.copies {
             let Some(mp) = &c.mountpoint else { continue };
-            if Path::new(&c.target) == mp.as_path() || st.mounts_done.contains(&c.role) {
+            if st.mounts_done.contains(&c.role) {
                 continue;
+            }
+            let vol = cfg.volume(&c.role).ok_or_else(|| {
+                Error::config(format!("volume `{}` vanished from the config", c.role))
+            })?;
+            let data = backend::for_volume(vol)?.writable_copy_path(vol)?;
+            if data == *mp {
+                continue; // the backend mounted it there itself (ZFS clone)
             }
             if !is_mounted(mp) {
                 std::fs::create_dir_all(mp).ctx(format!("create mountpoint {}", mp.display()))?;
                 Cmd::new("mount")
                     .arg("--bind")
-                    .arg(&c.target)
+                    .arg(&data)
                     .arg(mp)
                     .run()
                     .ctx(format!("volume `{}`", c.role))?;
             }
             st.mounts_done.push(c.role.clone());
             write_json(&sp, &st)?;
-            eprintln!("  mount    {:<10} {} at {}", c.role, c.target, mp.display());
+            eprintln!(
+                "  mount    {:<10} {} at {}",
+                c.role,
+                data.display(),
+                mp.display()
+            );
         }
         Ok(())
     })();
@@ -574,6 +586,7 @@ mod tests {
                     before: before + jiff::SignedDuration::from_secs(i as i64),
                     after: before + jiff::SignedDuration::from_millis(i as i64 * 1000 + 500),
                     atomic_group: None,
+                    send_options: Vec::new(),
                     receipt: None,
                 })
                 .collect(),

@@ -106,6 +106,9 @@ pub struct Member {
     pub after: Timestamp,
     /// Members sharing a group number were snapshotted in one atomic call.
     pub atomic_group: Option<u32>,
+    /// Backend stream options used to ship it (ZFS: raw, compressed...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub send_options: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<Receipt>,
 }
@@ -197,6 +200,7 @@ mod tests {
             before: before.parse().unwrap(),
             after: after.parse().unwrap(),
             atomic_group: None,
+            send_options: Vec::new(),
             receipt: None,
         }
     }

@@ -24,6 +24,7 @@ pub fn inventory(cfg: &Config) -> Result<Vec<VolumeInventory>> {
                 role: v.role.clone(),
                 backend: v.backend.as_str().into(),
                 snapshots: b.list(v)?,
+                resumable: b.resumable(v)?,
             })
         })
         .collect()
@@ -83,16 +84,20 @@ pub fn serve<R: Read, W: Write>(cfg: &Config, input: R, output: W) -> Result<()>
                 snapshot,
                 base,
                 storage_id,
+                resume,
             }) => {
                 let reply = receive_one(
                     cfg,
                     &catalog,
                     &mut r,
-                    &set_id,
-                    &role,
-                    &snapshot,
-                    base.as_deref(),
-                    storage_id.as_deref(),
+                    Incoming {
+                        set_id: &set_id,
+                        role: &role,
+                        snapshot: &snapshot,
+                        base: base.as_deref(),
+                        storage_id: storage_id.as_deref(),
+                        resume,
+                    },
                 )?;
                 w.msg(&reply)?;
             }
@@ -138,17 +143,30 @@ fn drain<R: Read>(r: &mut Reader<R>) -> Result<()> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a `Begin` announced.
+struct Incoming<'a> {
+    set_id: &'a str,
+    role: &'a str,
+    snapshot: &'a str,
+    base: Option<&'a str>,
+    storage_id: Option<&'a str>,
+    resume: bool,
+}
+
 fn receive_one<R: Read>(
     cfg: &Config,
     catalog: &Catalog,
     r: &mut Reader<R>,
-    set_id: &str,
-    role: &str,
-    snapshot: &str,
-    base: Option<&str>,
-    storage_id: Option<&str>,
+    inc: Incoming,
 ) -> Result<Msg> {
+    let Incoming {
+        set_id,
+        role,
+        snapshot,
+        base,
+        storage_id,
+        resume,
+    } = inc;
     let nack = |error: String| Msg::Nack {
         role: role.into(),
         snapshot: snapshot.into(),
@@ -173,7 +191,7 @@ fn receive_one<R: Read>(
         }
     }
     let backend = backend::for_volume(vol)?;
-    let sink = match backend.receive(vol, snapshot, base, storage_id) {
+    let sink = match backend.receive(vol, snapshot, base, storage_id, resume) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(%role, %snapshot, error = %e, "cannot receive");
@@ -210,16 +228,18 @@ fn receive_one<R: Read>(
                 )));
             }
             Ok(None) => {
-                sink.abort();
-                tracing::error!(%role, %snapshot, bytes, "stream cut; partial receive removed");
+                sink.cut();
+                tracing::error!(%role, %snapshot, bytes, "stream cut; partial receive removed or kept for resuming");
                 return Err(Error::protocol(format!(
-                    "stream cut after {bytes} bytes of {role} {snapshot}; partial receive removed"
+                    "stream cut after {bytes} bytes of {role} {snapshot}"
                 )));
             }
             Err(e) => {
-                sink.abort();
-                tracing::error!(%role, %snapshot, error = %e, "corrupt stream; partial receive removed");
-                return Err(e.context(format!("{role} {snapshot}: partial receive removed")));
+                // A corrupt frame: nothing of it reached the backend, so
+                // what was received before it is as good as a cut.
+                sink.cut();
+                tracing::error!(%role, %snapshot, error = %e, "corrupt stream; partial receive removed or kept for resuming");
+                return Err(e.context(format!("{role} {snapshot}")));
             }
         }
     };
@@ -319,6 +339,10 @@ fn commit(cfg: &Config, catalog: &Catalog, mut m: Manifest) -> Result<()> {
     }
     m.committed_at = Some(Timestamp::now());
     catalog.write_manifest(&m)?;
+    for member in &m.members {
+        let vol = cfg.volume(&member.role).expect("checked above");
+        backend::for_volume(vol)?.protect_common(vol, &member.snapshot)?;
+    }
     tracing::info!(set = %m.id, kind = m.kind.as_str(), "set committed");
     Ok(())
 }

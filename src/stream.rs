@@ -29,6 +29,9 @@ pub struct VolumeInventory {
     pub backend: String,
     /// Snapshots the standby holds completely, oldest first.
     pub snapshots: Vec<String>,
+    /// A cut receive the standby can resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumable: Option<crate::backend::Resumable>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -52,6 +55,9 @@ pub enum Msg {
         snapshot: String,
         base: Option<String>,
         storage_id: Option<String>,
+        /// The data continues a cut receive (sent with the standby's token).
+        #[serde(default)]
+        resume: bool,
     },
     End {
         bytes: u64,

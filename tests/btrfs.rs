@@ -380,25 +380,28 @@ fn half_received_subvolume_from_a_killed_receiver_is_removed() {
     let dir = lab.standby_recv("index");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(format!(".receiving-{id}")), "").unwrap();
-    let send = std::process::Command::new("btrfs")
+    let mut send = std::process::Command::new("btrfs")
         .args(["send", "-q"])
         .arg(lab.primary_snap("index", id))
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let head = std::process::Command::new("head")
+    let mut head = std::process::Command::new("head")
         .args(["-c", "3000000"])
-        .stdin(send.stdout.unwrap())
+        .stdin(send.stdout.take().unwrap())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let st = std::process::Command::new("btrfs")
         .arg("receive")
         .arg(&dir)
-        .stdin(head.stdout.unwrap())
+        .stdin(head.stdout.take().unwrap())
         .status()
         .unwrap();
     assert!(!st.success());
+    let _ = head.wait();
+    let _ = send.kill();
+    let _ = send.wait();
     assert!(
         dir.join(id).exists(),
         "the partial subvolume exists before cleanup"

@@ -224,6 +224,7 @@ impl Backend for Btrfs {
         name: &str,
         base: Option<&str>,
         expect_id: Option<&str>,
+        _resume: bool,
     ) -> Result<Box<dyn SnapshotSink>> {
         let final_path = snap_path(vol, name);
         if final_path.exists() {
@@ -312,6 +313,10 @@ impl Backend for Btrfs {
             .run()
             .ctx(format!("volume `{}`", vol.role))?;
         Ok(target)
+    }
+
+    fn writable_copy_path(&self, vol: &Volume) -> Result<PathBuf> {
+        Ok(PathBuf::from(&vol.source))
     }
 
     fn writable_copy_exists(&self, vol: &Volume) -> Result<bool> {

@@ -3,6 +3,7 @@
 //! (a byte stream into a new snapshot that is kept only if `commit` is called).
 
 pub mod btrfs;
+pub mod zfs;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -31,6 +32,20 @@ pub trait SnapshotSink: Write + Send {
     ) -> Result<Option<String>>;
     /// Throw away everything this receive created.
     fn abort(self: Box<Self>);
+    /// The stream was cut (connection lost): backends that can resume keep
+    /// their partial state for `send_resume`; others discard like `abort`.
+    fn cut(self: Box<Self>) {
+        self.abort()
+    }
+}
+
+/// A partial receive the standby can resume (ZFS `receive_resume_token`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Resumable {
+    /// The snapshot whose receive was cut, when the receiver knows it (the
+    /// sender checks the token against its snapshot either way).
+    pub snapshot: Option<String>,
+    pub token: String,
 }
 
 pub trait Backend: Send + Sync {
@@ -58,15 +73,38 @@ pub trait Backend: Send + Sync {
     fn send(&self, vol: &Volume, name: &str, base: Option<&str>)
     -> Result<Box<dyn SnapshotSource>>;
 
+    /// Continue a cut send of snapshot `name` from the receiver's resume
+    /// token; an error when the token is stale or names another snapshot.
+    fn send_resume(
+        &self,
+        vol: &Volume,
+        _name: &str,
+        _token: &str,
+    ) -> Result<Box<dyn SnapshotSource>> {
+        Err(Error::storage(format!(
+            "volume `{}`: {} cannot resume a transfer",
+            vol.role,
+            self.kind().as_str()
+        )))
+    }
+
     /// `expect_id`: the sender's storage id, checked against what arrives
-    /// where the storage records it (btrfs received uuid).
+    /// where the storage records it (btrfs received uuid, ZFS guid).
+    /// `resume`: the stream continues a cut receive of `name`; otherwise
+    /// any partial state is discarded first.
     fn receive(
         &self,
         vol: &Volume,
         name: &str,
         base: Option<&str>,
         expect_id: Option<&str>,
+        resume: bool,
     ) -> Result<Box<dyn SnapshotSink>>;
+
+    /// A cut receive this site could resume, if any.
+    fn resumable(&self, _vol: &Volume) -> Result<Option<Resumable>> {
+        Ok(None)
+    }
 
     /// Find and remove leftovers of interrupted receives. Returns what was removed.
     fn cleanup_partial(&self, vol: &Volume) -> Result<Vec<String>>;
@@ -77,16 +115,27 @@ pub trait Backend: Send + Sync {
     /// at the volume's live location; returns the path holding the data.
     fn writable_copy(&self, vol: &Volume, name: &str) -> Result<PathBuf>;
 
+    /// Where the data of the writable copy is reachable as a directory.
+    fn writable_copy_path(&self, vol: &Volume) -> Result<PathBuf>;
+
     /// Does a writable copy already exist at the live location?
     fn writable_copy_exists(&self, vol: &Volume) -> Result<bool>;
 
     /// Remove a writable copy made by `writable_copy` (failover rollback).
     fn remove_writable_copy(&self, vol: &Volume) -> Result<()>;
+
+    /// Protect snapshot `name` as the common snapshot (ZFS: a hold), so
+    /// that no pruning, by snapsite or by hand, can destroy it; release the
+    /// protection of every older snapsite snapshot of the volume.
+    fn protect_common(&self, _vol: &Volume, _name: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 pub fn for_volume(vol: &Volume) -> Result<Box<dyn Backend>> {
     match vol.backend {
         BackendKind::Btrfs => Ok(Box::new(btrfs::Btrfs)),
+        BackendKind::Zfs => Ok(Box::new(zfs::Zfs)),
         other => Err(Error::config(format!(
             "volume `{}`: backend `{}` is not implemented in this build",
             vol.role,

@@ -47,6 +47,7 @@ macro_rules! require_lab {
 }
 
 mod smoke;
+mod zfs;
 
 /// Written by `scripts/vmlab/guest-entry` once the guest is prepared.
 pub const GUEST_MARKER: &str = "/run/snapsite-vmlab/guest";

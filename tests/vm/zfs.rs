@@ -1,0 +1,369 @@
+//! The ZFS backend on real OpenZFS, driven through the `snapsite` binary:
+//! atomic sets across two pools, set -> ship -> failover, holds on the
+//! common snapshot, a transfer cut at a random offset and resumed, a stale
+//! resume token, send options recorded in the manifest.
+
+use super::*;
+
+const ROLES: [&str; 4] = ["mysql", "blob", "index", "redolog"];
+
+/// Primary: mysql + blob on pool A, index + redolog on pool B (two atomic
+/// groups). Standby: replicas under C/replica, failover clones under C/live.
+struct ZfsLab {
+    // Pools drop last (fields drop in order): nothing must still use them.
+    dir: PathBuf,
+    pri_cfg: PathBuf,
+    stb_cfg: PathBuf,
+    a: Zpool,
+    b: Zpool,
+    c: Zpool,
+}
+
+impl ZfsLab {
+    fn new(extra_volume_keys: &str) -> ZfsLab {
+        let a = Zpool::on_file(&unique_name("za"), 512 * MIB, &[]);
+        let b = Zpool::on_file(&unique_name("zb"), 512 * MIB, &[]);
+        let c = Zpool::on_file(&unique_name("zc"), 1024 * MIB, &[]);
+        let dir = scratch().join(unique_name("zlab"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, r) in ROLES.iter().enumerate() {
+            let pool = if i < 2 { &a } else { &b };
+            sh(&["zfs", "create", &pool.dataset(r)]);
+        }
+        sh(&[
+            "zfs",
+            "create",
+            "-o",
+            "mountpoint=none",
+            &c.dataset("replica"),
+        ]);
+        sh(&["zfs", "create", "-o", "mountpoint=none", &c.dataset("live")]);
+        let mut pri = format!(
+            "site = \"primary\"\nstate_dir = \"{}/state-pri\"\n",
+            dir.display()
+        );
+        let mut stb = format!(
+            "site = \"standby\"\nstate_dir = \"{}/state-stb\"\n",
+            dir.display()
+        );
+        for (i, r) in ROLES.iter().enumerate() {
+            let pool = if i < 2 { &a } else { &b };
+            pri.push_str(&format!(
+                "[[volume]]\nrole = \"{r}\"\nbackend = \"zfs\"\nsource = \"{}\"\n{extra_volume_keys}\n",
+                pool.dataset(r)
+            ));
+            stb.push_str(&format!(
+                "[[volume]]\nrole = \"{r}\"\nbackend = \"zfs\"\nsource = \"{}\"\nreplica = \"{}\"\nmountpoint = \"{}/app/{r}\"\n",
+                c.dataset(&format!("live/{r}")),
+                c.dataset(&format!("replica/{r}")),
+                dir.display()
+            ));
+        }
+        let stb_cfg = dir.join("standby.toml");
+        stb.push_str(&format!(
+            "[replay]\ncommand = [\"/bin/sh\", \"-c\", \"printf '%s\\\\n' \\\"$@\\\" > {}/replay-args\", \"replay\", \"--fromTime\", \"{{from_time}}\"]\n",
+            dir.display()
+        ));
+        std::fs::write(&stb_cfg, stb).unwrap();
+        let pri_cfg = dir.join("primary.toml");
+        std::fs::write(
+            &pri_cfg,
+            format!(
+                "{pri}[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
+                stb_cfg.display()
+            ),
+        )
+        .unwrap();
+        ZfsLab {
+            dir,
+            pri_cfg,
+            stb_cfg,
+            a,
+            b,
+            c,
+        }
+    }
+
+    fn pool(&self, role: &str) -> &Zpool {
+        if role == "mysql" || role == "blob" {
+            &self.a
+        } else {
+            &self.b
+        }
+    }
+    fn source(&self, role: &str) -> String {
+        self.pool(role).dataset(role)
+    }
+    fn replica(&self, role: &str) -> String {
+        self.c.dataset(&format!("replica/{role}"))
+    }
+    fn live(&self, role: &str) -> String {
+        self.c.dataset(&format!("live/{role}"))
+    }
+    fn file(&self, role: &str, name: &str) -> PathBuf {
+        zfs_mountpoint(&self.source(role)).join(name)
+    }
+
+    fn snapsite(&self, cfg: &Path, args: &[&str]) -> Output {
+        let mut argv = vec![snapsite_bin(), "--config", cfg.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        run(&argv)
+    }
+    fn ok(&self, cfg: &Path, args: &[&str]) -> String {
+        let out = self.snapsite(cfg, args);
+        assert!(
+            out.status.success(),
+            "snapsite {args:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    fn json(&self, cfg: &Path, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.ok(cfg, args)).unwrap()
+    }
+    fn standby_manifests(&self) -> usize {
+        std::fs::read_dir(self.dir.join("state-stb/sets"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+    /// A primary config whose transport passes the stream through a filter
+    /// that cuts it after `at` bytes.
+    fn cutting_config(&self, at: u64) -> PathBuf {
+        let script = self.dir.join("cut.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\npython3 -c 'import sys\nat = int(sys.argv[1])\ni, o = sys.stdin.buffer, sys.stdout.buffer\npos = 0\nwhile True:\n  c = i.read1(65536)\n  if not c: break\n  if pos + len(c) >= at:\n    o.write(c[:at - pos]); o.flush(); sys.exit(0)\n  o.write(c); o.flush(); pos += len(c)\n' {at} | exec {} serve --stdio --config {}\n",
+                snapsite_bin(),
+                self.stb_cfg.display()
+            ),
+        )
+        .unwrap();
+        sh(&["chmod", "+x", script.to_str().unwrap()]);
+        let text = std::fs::read_to_string(&self.pri_cfg).unwrap();
+        let i = text.find("[standby]").unwrap();
+        let cfg = self.dir.join("primary-cut.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "{}[standby]\ntransport = \"command\"\ncommand = [\"{}\"]\n",
+                &text[..i],
+                script.display()
+            ),
+        )
+        .unwrap();
+        cfg
+    }
+}
+
+impl Drop for ZfsLab {
+    fn drop(&mut self) {
+        // Clones first (failover), then the pools go in field order.
+        for r in ROLES {
+            let _ = run(&["zfs", "destroy", "-r", &self.live(r)]);
+        }
+    }
+}
+
+fn digest(path: &Path) -> String {
+    sha256(path)
+}
+
+#[test]
+fn zfs_atomic_sets_across_two_pools_ship_and_failover() {
+    require_lab!();
+    let lab = ZfsLab::new("zfs = { compressed = true }");
+    for (i, r) in ROLES.iter().enumerate() {
+        write_pattern(&lab.file(r, "data"), 0, i as u64, 4 * MIB as usize);
+    }
+    let full = lab.json(&lab.pri_cfg, &["snapshot", "--json"]);
+    let members = full["members"].as_array().unwrap();
+    // One `zfs snapshot` per pool: members of a pool share group and times.
+    assert_eq!(members[0]["atomic_group"], members[1]["atomic_group"]);
+    assert_eq!(members[2]["atomic_group"], members[3]["atomic_group"]);
+    assert_ne!(members[0]["atomic_group"], members[2]["atomic_group"]);
+    assert_eq!(members[0]["before"], members[1]["before"]);
+    assert_eq!(
+        members[0]["send_options"],
+        serde_json::json!(["compressed"])
+    );
+    let id = full["id"].as_str().unwrap().to_string();
+    for (m, r) in members.iter().zip(ROLES) {
+        assert_eq!(
+            m["storage_id"].as_str().unwrap(),
+            zfs_get("guid", &format!("{}@{id}", lab.source(r)))
+        );
+    }
+
+    write_pattern(&lab.file("redolog", "more"), 0, 99, MIB as usize);
+    let redo = lab.json(&lab.pri_cfg, &["snapshot", "--redolog", "--json"]);
+    let rid = redo["id"].as_str().unwrap().to_string();
+    write_pattern(&lab.file("redolog", "lost"), 0, 100, MIB as usize);
+
+    let report = lab.json(&lab.pri_cfg, &["ship", "--json"]);
+    assert_eq!(report["committed"].as_array().unwrap().len(), 2);
+    let redo_send = report["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["snapshot"] == rid.as_str())
+        .unwrap();
+    assert_eq!(
+        redo_send["base"],
+        id.as_str(),
+        "redolog snapshot shipped incrementally"
+    );
+    for r in ROLES {
+        // Same guid on both sites: the same snapshot.
+        assert_eq!(
+            zfs_get("guid", &format!("{}@{id}", lab.source(r))),
+            zfs_get("guid", &format!("{}@{id}", lab.replica(r)))
+        );
+        assert_eq!(zfs_get("readonly", &lab.replica(r)), "on");
+    }
+
+    // The common snapshot is held on both sites: destroying it is refused.
+    let common = format!("{}@{rid}", lab.source("redolog"));
+    assert!(sh(&["zfs", "holds", "-H", &common]).contains("snapsite-common"));
+    assert!(
+        sh(&[
+            "zfs",
+            "holds",
+            "-H",
+            &format!("{}@{rid}", lab.replica("redolog"))
+        ])
+        .contains("snapsite-common")
+    );
+    assert!(
+        !sh(&[
+            "zfs",
+            "holds",
+            "-H",
+            &format!("{}@{id}", lab.source("redolog"))
+        ])
+        .contains("snapsite-common"),
+        "older hold released"
+    );
+    let out = run(&["zfs", "destroy", &common]);
+    assert!(
+        !out.status.success(),
+        "destroying the held common snapshot must fail"
+    );
+    assert!(zfs_exists(&common));
+
+    let rep = lab.json(&lab.stb_cfg, &["failover", "--json"]);
+    assert_eq!(rep["plan"]["set_id"], id.as_str());
+    assert_eq!(rep["plan"]["redolog_set_id"], rid.as_str());
+    assert_eq!(rep["replay"]["exit_code"], 0);
+    let args = std::fs::read_to_string(lab.dir.join("replay-args")).unwrap();
+    assert_eq!(
+        args.lines().nth(1).unwrap(),
+        rep["plan"]["from_time_arg"].as_str().unwrap()
+    );
+    for (i, r) in ROLES.iter().enumerate() {
+        let mp = lab.dir.join("app").join(r);
+        assert_eq!(
+            zfs_mountpoint(&lab.live(r)),
+            mp,
+            "{r} clone mounted at the mountpoint"
+        );
+        assert_eq!(
+            zfs_get("origin", &lab.live(r)),
+            format!(
+                "{}@{}",
+                lab.replica(r),
+                if *r == "redolog" { &rid } else { &id }
+            )
+        );
+        assert_pattern(&mp.join("data"), 0, i as u64, 4 * MIB as usize);
+    }
+    assert_eq!(
+        digest(&lab.dir.join("app/redolog/more")),
+        digest(&lab.file("redolog", "more"))
+    );
+    assert!(!lab.dir.join("app/redolog/lost").exists());
+    // The clone is writable; the received snapshots stay as they were.
+    std::fs::write(lab.dir.join("app/mysql/new"), b"written after failover").unwrap();
+    assert_eq!(zfs_get("readonly", &lab.replica("mysql")), "on");
+}
+
+#[test]
+fn zfs_cut_transfer_resumes_and_stale_token_is_discarded() {
+    require_lab!();
+    let lab = ZfsLab::new("");
+    for (i, r) in ROLES.iter().enumerate() {
+        write_pattern(&lab.file(r, "data"), 0, 10 + i as u64, MIB as usize);
+    }
+    lab.ok(&lab.pri_cfg, &["snapshot"]);
+    lab.ok(&lab.pri_cfg, &["ship"]);
+    assert_eq!(lab.standby_manifests(), 1);
+
+    // A 24 MiB incremental on blob, cut at a random offset inside it.
+    write_pattern(&lab.file("blob", "big"), 0, 42, 24 * MIB as usize);
+    let set2 = lab.json(&lab.pri_cfg, &["snapshot", "--json"]);
+    let id2 = set2["id"].as_str().unwrap().to_string();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    // mysql's small incremental goes first; cut 4..20 MB into the stream.
+    let at = 4_000_000 + nanos % 16_000_000;
+    eprintln!("cutting the transfer at byte {at}");
+    let cut = lab.cutting_config(at);
+    let out = lab.snapsite(&cut, &["ship"]);
+    assert!(!out.status.success(), "a cut ship must fail");
+    assert_eq!(lab.standby_manifests(), 1, "no manifest for the cut set");
+    let token = zfs_get("receive_resume_token", &lab.replica("blob"));
+    assert_ne!(token, "-", "the cut receive left a resume token");
+    assert!(!zfs_exists(&format!("{}@{id2}", lab.replica("blob"))));
+
+    // The next ship resumes: only the rest of blob's stream crosses.
+    let report = lab.json(&lab.pri_cfg, &["ship", "--json"]);
+    assert_eq!(report["committed"][0], id2.as_str());
+    let blob = report["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["role"] == "blob")
+        .unwrap();
+    let resumed_bytes = blob["bytes"].as_u64().unwrap();
+    eprintln!("resumed blob transfer carried {resumed_bytes} bytes");
+    assert!(
+        resumed_bytes < 24 * MIB,
+        "resumed, not restarted: {resumed_bytes}"
+    );
+    assert_eq!(zfs_get("receive_resume_token", &lab.replica("blob")), "-");
+    assert_eq!(
+        zfs_get("guid", &format!("{}@{id2}", lab.replica("blob"))),
+        zfs_get("guid", &format!("{}@{id2}", lab.source("blob")))
+    );
+
+    // Stale token: cut set 3, then the primary loses set 3's blob snapshot;
+    // the next ship (set 4) must discard the partial receive and go on.
+    write_pattern(&lab.file("blob", "big"), 0, 43, 24 * MIB as usize);
+    let id3 = lab.ok(&lab.pri_cfg, &["snapshot"]).trim().to_string();
+    let out = lab.snapsite(&lab.cutting_config(6_000_000), &["ship"]);
+    assert!(!out.status.success());
+    assert_ne!(zfs_get("receive_resume_token", &lab.replica("blob")), "-");
+    sh(&["zfs", "destroy", &format!("{}@{id3}", lab.source("blob"))]);
+    write_pattern(&lab.file("blob", "big"), 0, 44, 4 * MIB as usize);
+    let id4 = lab.ok(&lab.pri_cfg, &["snapshot"]).trim().to_string();
+    let report = lab.json(&lab.pri_cfg, &["ship", "--json"]);
+    assert_eq!(
+        report["committed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect::<Vec<_>>(),
+        vec![id4.as_str()]
+    );
+    assert_eq!(zfs_get("receive_resume_token", &lab.replica("blob")), "-");
+    assert!(!zfs_exists(&format!("{}@{id3}", lab.replica("blob"))));
+    assert_eq!(
+        zfs_get("guid", &format!("{}@{id4}", lab.replica("blob"))),
+        zfs_get("guid", &format!("{}@{id4}", lab.source("blob")))
+    );
+}
