@@ -6,7 +6,10 @@
 //! received/<role>/<snap>.json    receipt of a received snapshot (standby)
 //! failover/state.json            progress of a failover, for resuming
 //! reports/failover-<time>.json   failover reports
+//! standby.json                   what the standby holds, as of the last ship (primary)
+//! run.json                       what `snapsite run` did last (primary)
 //! lock                           one mutating snapsite at a time
+//! run.lock                       one `snapsite run` at a time
 //! ```
 //!
 //! Every file is written temp-file -> fsync -> rename -> fsync(dir).
@@ -15,14 +18,84 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::model::{Manifest, Receipt, parse_set_id, validate_set_id};
 
 pub struct Catalog {
     root: PathBuf,
+}
+
+/// The primary's knowledge of the standby, updated during every ship (from
+/// the standby's inventory at the start of a session and after every
+/// acknowledged snapshot and committed set). The standby never prunes its
+/// newest received snapshot of a volume, so the newest entry per role here
+/// stays valid until the next ship replaces it: that is the common snapshot
+/// retention must keep.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StandbyRecord {
+    /// How the standby is reached (the transport's command line).
+    pub standby: String,
+    pub updated_at: Option<Timestamp>,
+    /// End of the last ship that completed without error.
+    pub last_ship_ok: Option<Timestamp>,
+    /// Snapshots the standby holds, per role (it may have pruned older ones since).
+    pub holds: BTreeMap<String, BTreeSet<String>>,
+    /// Sets committed on the standby.
+    pub committed: BTreeSet<String>,
+    /// Payload bytes of the last transfer per role: `full` and `incremental`
+    /// (an estimate for the next one's ETA).
+    #[serde(default)]
+    pub last_bytes: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+impl StandbyRecord {
+    /// Per role, the newest snapshot the standby holds that is also in
+    /// `local` (this site's snapshots): the common snapshot.
+    pub fn common_snapshots(&self, local: &BTreeMap<String, Vec<String>>) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (role, held) in &self.holds {
+            let here = local.get(role);
+            if let Some(s) = held
+                .iter()
+                .rev()
+                .find(|s| here.is_some_and(|l| l.contains(s)))
+            {
+                out.push((role.clone(), s.clone()));
+            }
+        }
+        out
+    }
+
+    /// A snapshot was received and verified by the standby.
+    pub fn note_received(&mut self, role: &str, snapshot: &str, incremental: bool, bytes: u64) {
+        self.holds
+            .entry(role.to_string())
+            .or_default()
+            .insert(snapshot.to_string());
+        let mode = if incremental { "incremental" } else { "full" };
+        self.last_bytes
+            .entry(role.to_string())
+            .or_default()
+            .insert(mode.to_string(), bytes);
+        self.updated_at = Some(Timestamp::now());
+    }
+
+    /// Payload bytes of the last transfer of `role` of the same kind.
+    pub fn estimate(&self, role: &str, incremental: bool) -> Option<u64> {
+        let mode = if incremental { "incremental" } else { "full" };
+        self.last_bytes.get(role)?.get(mode).copied()
+    }
+
+    /// The newest snapshot of `role` the standby holds.
+    pub fn newest(&self, role: &str) -> Option<&String> {
+        self.holds.get(role).and_then(|h| h.iter().next_back())
+    }
 }
 
 /// Holds `state_dir/lock` (flock) until dropped.
@@ -105,6 +178,44 @@ impl Catalog {
                 }
             }
         }
+    }
+
+    /// Take `state_dir/run.lock` without waiting: one `snapsite run` per site.
+    /// (The site lock, `lock`, is taken per step so that `snapshot` and
+    /// `ship` by hand can interleave with a running `run`.)
+    pub fn run_lock(&self) -> Result<Lock> {
+        std::fs::create_dir_all(&self.root)
+            .ctx(format!("create state_dir {}", self.root.display()))?;
+        let path = self.root.join("run.lock");
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .ctx(format!("open {}", path.display()))?;
+        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(l) => Ok(Lock { _f: l }),
+            Err((_, e)) => Err(Error::refused(format!(
+                "another `snapsite run` holds {} ({e})",
+                path.display()
+            ))
+            .with_hint(
+                "only one `snapsite run` per site; stop the other one (systemctl stop snapsite)",
+            )),
+        }
+    }
+
+    pub fn standby_record(&self) -> Result<Option<StandbyRecord>> {
+        let p = self.root.join("standby.json");
+        if p.exists() {
+            read_json(&p).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    pub fn write_standby_record(&self, r: &StandbyRecord) -> Result<()> {
+        write_json(&self.root.join("standby.json"), r)
     }
 
     fn set_path(&self, id: &str) -> PathBuf {

@@ -15,8 +15,12 @@ pub mod coordinator;
 pub mod error;
 pub mod failover;
 pub mod model;
+pub mod prune;
 pub mod replay;
+pub mod run;
+pub mod schedule;
 pub mod serve;
+pub mod status;
 pub mod stream;
 pub mod transport;
 

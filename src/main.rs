@@ -95,10 +95,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// On the primary: take sets and redolog snapshots on the [schedule], ship after each, prune
+    Run {
+        /// Do what is due now and exit (for a systemd timer instead of a service)
+        #[arg(long)]
+        once: bool,
+    },
+    /// Destroy the sets the [retention] grid does not keep (never the common snapshot
+    /// or the newest complete set)
+    Prune {
+        /// Print what would be destroyed and why, destroy nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// How far behind the standby is; exit 0 ok, 1 warning, 2 critical (3: unknown)
+    Status {
+        #[arg(long)]
+        json: bool,
+        /// Also write Prometheus text-format metrics to FILE (node_exporter textfile collector)
+        #[arg(long, value_name = "FILE")]
+        prometheus: Option<PathBuf>,
+    },
 }
 
 fn init_logging(cli: &Cli) {
     let default = match cli.verbose {
+        // an unattended `run` logs what it does
+        0 if matches!(cli.command, Command::Run { .. }) => "snapsite=info",
         0 => "snapsite=warn",
         1 => "snapsite=info",
         _ => "snapsite=debug",
@@ -178,24 +203,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return ship_dry_run(&cfg, &catalog).map(|_| ExitCode::SUCCESS);
             }
             let _lock = catalog.lock("ship", Duration::from_secs(600))?;
-            let tty = std::io::stderr().is_terminal();
-            let mut last = Instant::now();
-            let start = Instant::now();
+            let mut display = ProgressDisplay::new(&catalog, true);
             let mut progress = |role: &str, snap: &str, bytes: u64, done: bool| {
-                if done {
-                    if tty {
-                        eprint!("\r\x1b[K");
-                    }
-                    eprintln!("  sent {role:<10} {snap}  {}", human_bytes(bytes));
-                } else if tty && last.elapsed() > Duration::from_millis(250) {
-                    last = Instant::now();
-                    let rate = bytes as f64 / start.elapsed().as_secs_f64().max(0.001);
-                    eprint!(
-                        "\r\x1b[K  sending {role} {snap}: {} ({}/s)",
-                        human_bytes(bytes),
-                        human_bytes(rate as u64)
-                    );
-                }
+                display.update(role, snap, bytes, done)
             };
             let r = coordinator::ship(&cfg, &catalog, &mut progress)?;
             if json {
@@ -215,6 +225,88 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Sets { json } => sets(&cfg, &catalog, json)?,
+        Command::Run { once } => {
+            snapsite::run::install_stop_handler()?;
+            let mut display = ProgressDisplay::new(&catalog, false);
+            let mut progress = |role: &str, snap: &str, bytes: u64, done: bool| {
+                display.update(role, snap, bytes, done)
+            };
+            let rec = snapsite::run::run(&cfg, &snapsite::run::Options { once }, &mut progress)?;
+            if once {
+                println!(
+                    "{} full set(s), {} redolog snapshot(s) taken; {} set(s) committed on the standby; {} pruned",
+                    rec.full_sets_taken,
+                    rec.redolog_sets_taken,
+                    rec.sets_committed,
+                    rec.sets_pruned
+                );
+            }
+        }
+        Command::Prune { dry_run, json } => {
+            let retention = cfg.retention.as_ref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: no [retention] section: nothing says what to keep (e.g. grid = \"1x1h(keep=all) | 24x1h | 14x1d\")",
+                    cfg.path.display()
+                )
+            })?;
+            let _lock = catalog.lock("prune", Duration::from_secs(600))?;
+            let plan = snapsite::prune::plan(&cfg, &catalog, retention)?;
+            let report = snapsite::prune::apply(&cfg, &catalog, plan, dry_run)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                let verb = if dry_run {
+                    "would destroy"
+                } else {
+                    "destroyed"
+                };
+                for d in &report.plan.sets {
+                    println!(
+                        "{:<8} {:<30} {}",
+                        if !d.destroy {
+                            "keep"
+                        } else if dry_run {
+                            "DESTROY?"
+                        } else {
+                            "DESTROY"
+                        },
+                        d.set_id,
+                        d.reason
+                    );
+                }
+                for (role, snap) in &report.plan.orphans {
+                    println!(
+                        "{:<8} {role} {snap}: a snapshot whose set can never be committed",
+                        if dry_run { "DESTROY?" } else { "DESTROY" }
+                    );
+                }
+                println!(
+                    "{verb} {} set(s) and {} orphan snapshot(s); kept {} set(s)",
+                    report.plan.to_destroy().count(),
+                    report.plan.orphans.len(),
+                    report.kept_sets
+                );
+            }
+        }
+        Command::Status { json, prometheus } => {
+            let s = match snapsite::status::gather(&cfg, jiff::Timestamp::now()) {
+                Ok(s) => s,
+                Err(e) => {
+                    // Nagios: 3 = UNKNOWN
+                    println!("snapsite UNKNOWN - {}: {e}", cfg.site);
+                    return Ok(ExitCode::from(3));
+                }
+            };
+            if let Some(p) = prometheus.as_ref().or(cfg.status.prometheus.as_ref()) {
+                snapsite::status::write_prometheus(&s, p)?;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", snapsite::status::render_text(&s, &tz));
+            }
+            return Ok(ExitCode::from(s.level as u8));
+        }
         Command::Serve { stdio: _ } => {
             let stdin = std::io::stdin().lock();
             let stdout = std::io::stdout().lock();
@@ -263,6 +355,89 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Transfer progress: bytes, rate and ETA on a terminal (the estimate is
+/// the last transfer of the same volume and kind, from the standby record);
+/// otherwise a log line every 30 s for long transfers and one per snapshot.
+struct ProgressDisplay<'a> {
+    catalog: &'a Catalog,
+    tty: bool,
+    /// Print a line per snapshot sent (interactive `ship`); `run` logs instead.
+    print_done: bool,
+    current: Option<(String, String)>,
+    started: Instant,
+    last: Instant,
+    estimate: Option<u64>,
+}
+
+impl<'a> ProgressDisplay<'a> {
+    fn new(catalog: &'a Catalog, print_done: bool) -> Self {
+        ProgressDisplay {
+            catalog,
+            tty: std::io::stderr().is_terminal(),
+            print_done,
+            current: None,
+            started: Instant::now(),
+            last: Instant::now(),
+            estimate: None,
+        }
+    }
+
+    fn update(&mut self, role: &str, snap: &str, bytes: u64, done: bool) {
+        let key = (role.to_string(), snap.to_string());
+        if self.current.as_ref() != Some(&key) {
+            // A new transfer: incremental if the standby holds any snapshot
+            // of the volume (the planner's choice, approximately).
+            let rec = self.catalog.standby_record().ok().flatten();
+            self.estimate = rec.as_ref().and_then(|r| {
+                let incremental = r.holds.get(role).is_some_and(|h| !h.is_empty());
+                r.estimate(role, incremental)
+            });
+            self.current = Some(key);
+            self.started = Instant::now();
+            self.last = Instant::now();
+        }
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = bytes as f64 / secs;
+        if done {
+            if self.tty {
+                eprint!("\r\x1b[K");
+            }
+            if self.print_done {
+                eprintln!(
+                    "  sent {role:<10} {snap}  {} in {secs:.1} s ({}/s)",
+                    human_bytes(bytes),
+                    human_bytes(rate as u64)
+                );
+            } else {
+                tracing::info!(volume = %role, snapshot = %snap, bytes, seconds = secs, "sent");
+            }
+            self.current = None;
+            return;
+        }
+        if self.tty && self.last.elapsed() > Duration::from_millis(250) {
+            self.last = Instant::now();
+            let eta = match self.estimate {
+                Some(total) if total > bytes && rate > 0.0 => format!(
+                    ", ~{:.0}% ETA {}",
+                    100.0 * bytes as f64 / total as f64,
+                    humantime::format_duration(Duration::from_secs(
+                        ((total - bytes) as f64 / rate) as u64
+                    ))
+                ),
+                _ => String::new(),
+            };
+            eprint!(
+                "\r\x1b[K  sending {role} {snap}: {} ({}/s{eta})",
+                human_bytes(bytes),
+                human_bytes(rate as u64)
+            );
+        } else if !self.tty && self.last.elapsed() > Duration::from_secs(30) {
+            self.last = Instant::now();
+            tracing::info!(volume = %role, snapshot = %snap, bytes, rate_bytes_per_second = rate as u64, estimate_bytes = self.estimate, "sending");
+        }
+    }
 }
 
 fn check(cfg: &Config) -> anyhow::Result<()> {

@@ -1,0 +1,631 @@
+//! Retention: which sets to destroy. The keep rule is a zrepl-style grid
+//! (`1x1h(keep=all) | 24x1h | 14x1d`), applied per kind (full sets with
+//! `retention.grid`, redolog sets with `retention.redolog_grid`) as a pure
+//! function with table tests; on top of it, sets holding a protected
+//! snapshot are never destroyed:
+//!
+//! - primary: per volume the **common snapshot** (the newest snapshot the
+//!   standby holds, recorded after every ship in `state_dir/standby.json`),
+//!   and every member of the newest complete full set;
+//! - standby: per volume the newest received snapshot (the base of the next
+//!   incremental, even if its set is not committed yet), the newest complete
+//!   full set and the redolog set failover would use with it.
+//!
+//! Sets are pruned whole: every member snapshot, then (standby) the
+//! receipts, then the manifest — see `apply` for why in that order.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::backend;
+use crate::catalog::{Catalog, StandbyRecord};
+use crate::config::{Config, Retention};
+use crate::coordinator::{complete_locally, local_lists};
+use crate::error::{Context, Result};
+use crate::model::{Manifest, SetKind, parse_set_id};
+
+/// How many snapshots one bucket keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    All,
+    Newest(u32),
+}
+
+/// `COUNTxLENGTH(keep=K)`: COUNT adjacent buckets of LENGTH, each keeping
+/// the newest K snapshots (default 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interval {
+    pub count: u32,
+    pub length: Duration,
+    pub keep: Keep,
+    /// The length as written (`1h`), for display.
+    pub length_text: String,
+}
+
+/// A retention grid: intervals laid end to end into the past, starting at
+/// the youngest snapshot. Snapshots older than the whole grid are destroyed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grid {
+    pub intervals: Vec<Interval>,
+}
+
+impl Grid {
+    pub fn parse(text: &str) -> std::result::Result<Grid, String> {
+        let mut intervals = Vec::new();
+        for part in text.split('|') {
+            let part = part.trim();
+            let bad = |why: &str| {
+                format!(
+                    "`{part}`: {why} (expected e.g. `1x1h(keep=all) | 24x1h | 14x1d`: COUNTxLENGTH, optional (keep=N|all))"
+                )
+            };
+            if part.is_empty() {
+                return Err(bad("empty interval"));
+            }
+            let (head, keep) = match part.split_once('(') {
+                None => (part, Keep::Newest(1)),
+                Some((h, rest)) => {
+                    let inner = rest.strip_suffix(')').ok_or_else(|| bad("missing `)`"))?;
+                    let v = inner
+                        .trim()
+                        .strip_prefix("keep")
+                        .map(str::trim_start)
+                        .and_then(|s| s.strip_prefix('='))
+                        .map(str::trim)
+                        .ok_or_else(|| bad("only `(keep=N)` or `(keep=all)` is understood"))?;
+                    let keep = if v == "all" {
+                        Keep::All
+                    } else {
+                        match v.parse::<u32>() {
+                            Ok(n) if n > 0 => Keep::Newest(n),
+                            _ => return Err(bad("keep must be `all` or a positive number")),
+                        }
+                    };
+                    (h.trim(), keep)
+                }
+            };
+            let (count, length_text) = head
+                .split_once('x')
+                .ok_or_else(|| bad("missing `x` between count and length"))?;
+            let count: u32 = match count.trim().parse() {
+                Ok(n) if n > 0 => n,
+                _ => return Err(bad("the count must be a positive number")),
+            };
+            let length_text = length_text.trim().to_string();
+            let length = humantime::parse_duration(&length_text)
+                .map_err(|e| bad(&format!("length `{length_text}`: {e}")))?;
+            if length.is_zero() {
+                return Err(bad("the length must not be zero"));
+            }
+            intervals.push(Interval {
+                count,
+                length,
+                keep,
+                length_text,
+            });
+        }
+        Ok(Grid { intervals })
+    }
+
+    /// The buckets, youngest first: (start age, end age, keep).
+    fn buckets(&self) -> Vec<(Duration, Duration, Keep)> {
+        let mut out = Vec::new();
+        let mut start = Duration::ZERO;
+        for i in &self.intervals {
+            for _ in 0..i.count {
+                let end = start.saturating_add(i.length);
+                out.push((start, end, i.keep));
+                start = end;
+            }
+        }
+        out
+    }
+
+    /// How far back the grid reaches from the youngest snapshot.
+    pub fn span(&self) -> Duration {
+        self.buckets().last().map(|b| b.1).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for Grid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .intervals
+            .iter()
+            .map(|i| {
+                let keep = match i.keep {
+                    Keep::All => "(keep=all)".to_string(),
+                    Keep::Newest(1) => String::new(),
+                    Keep::Newest(n) => format!("(keep={n})"),
+                };
+                format!("{}x{}{keep}", i.count, i.length_text)
+            })
+            .collect();
+        write!(f, "{}", parts.join(" | "))
+    }
+}
+
+/// The grid as a pure keep rule: returns the indexes of `times` to destroy.
+/// Buckets start at the youngest time; within a bucket the newest `keep`
+/// survive; anything older than the grid is destroyed.
+pub fn grid_destroy(grid: &Grid, times: &[Timestamp]) -> BTreeSet<usize> {
+    let mut destroy = BTreeSet::new();
+    let Some(youngest) = times.iter().max().copied() else {
+        return destroy;
+    };
+    let buckets = grid.buckets();
+    let mut in_bucket: Vec<Vec<usize>> = vec![Vec::new(); buckets.len()];
+    for (i, t) in times.iter().enumerate() {
+        let age = youngest.duration_since(*t).unsigned_abs();
+        match buckets.iter().position(|(s, e, _)| age >= *s && age < *e) {
+            Some(b) => in_bucket[b].push(i),
+            None => {
+                destroy.insert(i);
+            }
+        }
+    }
+    for (b, members) in in_bucket.iter_mut().enumerate() {
+        let keep = match buckets[b].2 {
+            Keep::All => continue,
+            Keep::Newest(n) => n as usize,
+        };
+        // Newest first; ties broken by index so the result is deterministic.
+        members.sort_by(|a, b| times[*b].cmp(&times[*a]).then(a.cmp(b)));
+        destroy.extend(members.iter().skip(keep).copied());
+    }
+    destroy
+}
+
+/// What prune decided for one set.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SetDecision {
+    pub set_id: String,
+    pub kind: SetKind,
+    pub destroy: bool,
+    /// Why (protected by what, outside the grid, incomplete...).
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PrunePlan {
+    /// Oldest first.
+    pub sets: Vec<SetDecision>,
+    /// Standby only: snapshots without a manifest that can never be
+    /// committed (older than the newest committed set) and are not protected.
+    pub orphans: Vec<(String, String)>,
+}
+
+impl PrunePlan {
+    pub fn to_destroy(&self) -> impl Iterator<Item = &SetDecision> {
+        self.sets.iter().filter(|d| d.destroy)
+    }
+}
+
+/// Pure: decide every set. `protected` maps set ids to the reason they must
+/// stay. Incomplete sets (members gone, e.g. a prune interrupted between
+/// destroying snapshots and removing the manifest) are finished off unless
+/// protected; the grid sees the complete ones.
+pub fn plan_sets(
+    manifests: &[Manifest],
+    complete: &dyn Fn(&Manifest) -> bool,
+    protected: &BTreeMap<String, String>,
+    retention: &Retention,
+) -> Vec<SetDecision> {
+    let mut decided: BTreeMap<String, SetDecision> = BTreeMap::new();
+    for kind in [SetKind::Full, SetKind::Redolog] {
+        let grid = match kind {
+            SetKind::Full => &retention.full,
+            SetKind::Redolog => &retention.redolog,
+        };
+        let of_kind: Vec<&Manifest> = manifests.iter().filter(|m| m.kind == kind).collect();
+        let (done, partial): (Vec<&Manifest>, Vec<&Manifest>) =
+            of_kind.into_iter().partition(|m| complete(m));
+        let times: Vec<Timestamp> = done.iter().map(|m| set_time(m)).collect();
+        let by_grid = grid_destroy(grid, &times);
+        for (i, m) in done.iter().enumerate() {
+            let (destroy, reason) = if let Some(why) = protected.get(&m.id) {
+                (false, format!("protected: {why}"))
+            } else if by_grid.contains(&i) {
+                (true, format!("not kept by the grid `{grid}`"))
+            } else {
+                (false, format!("kept by the grid `{grid}`"))
+            };
+            decided.insert(
+                m.id.clone(),
+                SetDecision {
+                    set_id: m.id.clone(),
+                    kind,
+                    destroy,
+                    reason,
+                },
+            );
+        }
+        for m in partial {
+            let (destroy, reason) = match protected.get(&m.id) {
+                Some(why) => (false, format!("incomplete but protected: {why}")),
+                None => (true, "incomplete: members are missing".to_string()),
+            };
+            decided.insert(
+                m.id.clone(),
+                SetDecision {
+                    set_id: m.id.clone(),
+                    kind,
+                    destroy,
+                    reason,
+                },
+            );
+        }
+    }
+    decided.into_values().collect()
+}
+
+/// The time a set stands for in the grid: its id's time (when it was started).
+fn set_time(m: &Manifest) -> Timestamp {
+    parse_set_id(&m.id)
+        .map(|(t, _)| t)
+        .unwrap_or_else(|| m.completed_time())
+}
+
+/// Primary: per role the common snapshot with the standby (newest snapshot
+/// the standby is recorded to hold that is also here), and the newest
+/// complete full set.
+pub fn protect_primary(
+    manifests: &[Manifest],
+    complete: &dyn Fn(&Manifest) -> bool,
+    local: &BTreeMap<String, Vec<String>>,
+    record: Option<&StandbyRecord>,
+) -> BTreeMap<String, String> {
+    let mut p = BTreeMap::new();
+    if let Some(s) = newest_complete(manifests, complete, SetKind::Full) {
+        p.insert(s.id.clone(), "the newest complete full set".to_string());
+    }
+    if let Some(rec) = record {
+        for (role, common) in rec.common_snapshots(local) {
+            add_reason(
+                &mut p,
+                &common,
+                format!("common snapshot of `{role}` with the standby"),
+            );
+        }
+    }
+    p
+}
+
+/// Standby: per role the newest received snapshot, the newest complete full
+/// set S and the redolog set failover would replay with it.
+pub fn protect_standby(
+    manifests: &[Manifest],
+    complete: &dyn Fn(&Manifest) -> bool,
+    local: &BTreeMap<String, Vec<String>>,
+    redolog_role: &str,
+) -> BTreeMap<String, String> {
+    let mut p = BTreeMap::new();
+    if let Ok((s, r)) = crate::failover::select(manifests, complete, redolog_role, None) {
+        p.insert(s.id.clone(), "the newest complete full set".to_string());
+        add_reason(
+            &mut p,
+            &r.id,
+            "the redolog snapshot failover would use".into(),
+        );
+    }
+    for (role, snaps) in local {
+        if let Some(newest) = snaps.last() {
+            add_reason(
+                &mut p,
+                newest,
+                format!("newest received `{role}` (base of the next incremental)"),
+            );
+        }
+    }
+    p
+}
+
+fn add_reason(p: &mut BTreeMap<String, String>, id: &str, why: String) {
+    p.entry(id.to_string())
+        .and_modify(|r| {
+            r.push_str("; ");
+            r.push_str(&why);
+        })
+        .or_insert(why);
+}
+
+fn newest_complete<'a>(
+    manifests: &'a [Manifest],
+    complete: &dyn Fn(&Manifest) -> bool,
+    kind: SetKind,
+) -> Option<&'a Manifest> {
+    manifests
+        .iter()
+        .rev()
+        .find(|m| m.kind == kind && complete(m))
+}
+
+/// Pure: standby snapshots without a manifest that are older than the newest
+/// committed set (ship goes oldest first and never goes back, so they can
+/// never be committed) and hold nothing protected.
+pub fn plan_orphans(
+    manifests: &[Manifest],
+    local: &BTreeMap<String, Vec<String>>,
+    protected: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let Some(newest) = manifests.iter().map(|m| m.id.as_str()).max() else {
+        return Vec::new();
+    };
+    let known: BTreeSet<&str> = manifests.iter().map(|m| m.id.as_str()).collect();
+    let mut out = Vec::new();
+    for (role, snaps) in local {
+        for s in snaps {
+            if !known.contains(s.as_str())
+                && s.as_str() < newest
+                && !protected.contains_key(s)
+                && snaps.last() != Some(s)
+            {
+                out.push((role.clone(), s.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Decide what to prune on this site (reads the catalog and the storage).
+pub fn plan(cfg: &Config, catalog: &Catalog, retention: &Retention) -> Result<PrunePlan> {
+    let manifests = catalog.manifests()?;
+    let local = local_lists(cfg)?;
+    let primary = cfg.standby.is_some();
+    let complete =
+        |m: &Manifest| complete_locally(cfg, m, &local) && (primary || m.committed_at.is_some());
+    let (protected, orphans) = if primary {
+        let record = catalog.standby_record()?;
+        (
+            protect_primary(&manifests, &complete, &local, record.as_ref()),
+            Vec::new(),
+        )
+    } else {
+        let p = protect_standby(&manifests, &complete, &local, &cfg.redolog_role);
+        let o = plan_orphans(&manifests, &local, &p);
+        (p, o)
+    };
+    Ok(PrunePlan {
+        sets: plan_sets(&manifests, &complete, &protected, retention),
+        orphans,
+    })
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub plan: PrunePlan,
+    pub destroyed_sets: Vec<String>,
+    pub destroyed_snapshots: usize,
+    pub kept_sets: usize,
+}
+
+/// Carry out a plan. The caller holds the site lock.
+///
+/// Order per set: destroy every member snapshot, remove its receipts
+/// (standby), and only then remove the manifest. A crash in between leaves a
+/// manifest whose members are partly gone: every reader (`sets`, `ship`,
+/// `failover`, `status`) checks members with `complete_locally` and treats
+/// it as incomplete — never as a usable set — and the next prune finishes
+/// it (incomplete sets are destroyed unless protected). The other order
+/// would leave snapshots without a manifest: invisible, never cleaned up on
+/// the primary, and on the standby indistinguishable from a set still in
+/// transit. `Backend::destroy` is idempotent, so re-running is safe.
+pub fn apply(
+    cfg: &Config,
+    catalog: &Catalog,
+    plan: PrunePlan,
+    dry_run: bool,
+) -> Result<PruneReport> {
+    let mut report = PruneReport {
+        dry_run,
+        kept_sets: plan.sets.iter().filter(|d| !d.destroy).count(),
+        ..Default::default()
+    };
+    let standby = cfg.standby.is_none();
+    if !dry_run {
+        let manifests: BTreeMap<String, Manifest> = catalog
+            .manifests()?
+            .into_iter()
+            .map(|m| (m.id.clone(), m))
+            .collect();
+        for d in plan.to_destroy() {
+            let Some(m) = manifests.get(&d.set_id) else {
+                continue; // removed by someone else meanwhile
+            };
+            for mem in &m.members {
+                let Some(vol) = cfg.volume(&mem.role) else {
+                    continue;
+                };
+                backend::for_volume(vol)?
+                    .destroy(vol, &mem.snapshot)
+                    .ctx(format!("pruning set {}", m.id))?;
+                report.destroyed_snapshots += 1;
+                if standby {
+                    catalog.remove_receipt(&mem.role, &mem.snapshot)?;
+                }
+            }
+            catalog.remove_manifest(&m.id)?;
+            tracing::info!(set = %m.id, kind = m.kind.as_str(), reason = %d.reason, "pruned");
+            report.destroyed_sets.push(m.id.clone());
+        }
+        for (role, snap) in &plan.orphans {
+            if let Some(vol) = cfg.volume(role) {
+                backend::for_volume(vol)?
+                    .destroy(vol, snap)
+                    .ctx(format!("pruning orphan snapshot {role} {snap}"))?;
+                catalog.remove_receipt(role, snap)?;
+                tracing::info!(%role, snapshot = %snap, "pruned a snapshot that can never be committed");
+                report.destroyed_snapshots += 1;
+            }
+        }
+    }
+    report.plan = plan;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{MANIFEST_FORMAT, Member, new_set_id};
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn grid_parses_and_prints() {
+        let g = Grid::parse("1x1h(keep=all) | 24x1h | 14x1d").unwrap();
+        assert_eq!(g.intervals.len(), 3);
+        assert_eq!(g.intervals[0].keep, Keep::All);
+        assert_eq!(g.intervals[1].count, 24);
+        assert_eq!(g.intervals[2].length, Duration::from_secs(86400));
+        assert_eq!(g.to_string(), "1x1h(keep=all) | 24x1h | 14x1d");
+        assert_eq!(g.span(), Duration::from_secs(3600 + 24 * 3600 + 14 * 86400));
+        let g = Grid::parse("2x15m(keep=3)|1x1w").unwrap();
+        assert_eq!(g.to_string(), "2x15m(keep=3) | 1x1w");
+        for bad in [
+            "",
+            "1h",
+            "0x1h",
+            "1x0s",
+            "1xsoon",
+            "1x1h(keep=0)",
+            "1x1h(keep=2",
+            "1x1h(hold=2)",
+            "1x1h ||",
+        ] {
+            assert!(Grid::parse(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    /// Table tests: (grid, snapshot times relative to the youngest in
+    /// minutes ago, indexes destroyed).
+    #[test]
+    fn grid_table() {
+        let base = t("2026-11-27T12:00:00Z");
+        let cases: &[(&str, &[i64], &[usize])] = &[
+            // keep=all keeps everything inside the interval
+            ("1x1h(keep=all)", &[0, 10, 59], &[]),
+            // ... and nothing beyond the grid
+            ("1x1h(keep=all)", &[0, 60, 120], &[1, 2]),
+            // keep=1 per bucket: the newest in each hour
+            ("3x1h", &[0, 30, 61, 90, 119, 150], &[1, 3, 4]),
+            // keep=2
+            ("1x1h(keep=2)", &[0, 10, 20, 30], &[2, 3]),
+            // an empty bucket in between changes nothing
+            ("1x1h(keep=all) | 4x1h", &[0, 5, 200, 230], &[3]),
+            // mixed grid, 15-minute history over 3 hours
+            (
+                "1x30m(keep=all) | 2x1h",
+                &[0, 15, 30, 45, 60, 75, 90, 105, 120, 135, 150, 165, 180],
+                &[3, 4, 5, 7, 8, 9, 10, 11, 12],
+            ),
+            // order of input does not matter
+            ("2x1h", &[90, 0, 30], &[2]),
+        ];
+        for (grid, ago, want) in cases {
+            let g = Grid::parse(grid).unwrap();
+            let times: Vec<Timestamp> = ago
+                .iter()
+                .map(|m| base - jiff::SignedDuration::from_mins(*m))
+                .collect();
+            let got: Vec<usize> = grid_destroy(&g, &times).into_iter().collect();
+            assert_eq!(&got, want, "grid {grid} on {ago:?}");
+        }
+        assert!(grid_destroy(&Grid::parse("1x1h").unwrap(), &[]).is_empty());
+    }
+
+    fn manifest(at: Timestamp, kind: SetKind, roles: &[&str]) -> Manifest {
+        let id = new_set_id(at, kind);
+        Manifest {
+            format: MANIFEST_FORMAT,
+            id: id.clone(),
+            kind,
+            site: "a".into(),
+            members: roles
+                .iter()
+                // Through serde, so fields added to Member later keep their defaults.
+                .map(|r| {
+                    serde_json::from_value::<Member>(serde_json::json!({
+                        "role": r, "backend": "btrfs", "source": "/x", "snapshot": id,
+                        "storage_id": null, "before": at, "after": at, "atomic_group": null,
+                    }))
+                    .unwrap()
+                })
+                .collect(),
+            safety_margin_ms: 0,
+            committed_at: Some(at),
+        }
+    }
+
+    fn retention(g: &str) -> Retention {
+        Retention {
+            full: Grid::parse(g).unwrap(),
+            redolog: Grid::parse(g).unwrap(),
+        }
+    }
+
+    #[test]
+    fn protected_and_incomplete_sets() {
+        let base = t("2026-11-27T12:00:00Z");
+        let h = |n: i64| base - jiff::SignedDuration::from_hours(n);
+        let ms = vec![
+            manifest(h(5), SetKind::Full, &["mysql", "redolog"]),
+            manifest(h(4), SetKind::Full, &["mysql", "redolog"]),
+            manifest(h(3), SetKind::Full, &["mysql", "redolog"]),
+            manifest(h(2), SetKind::Redolog, &["redolog"]),
+            manifest(h(0), SetKind::Full, &["mysql", "redolog"]),
+        ];
+        let incomplete = ms[2].id.clone();
+        let complete = |m: &Manifest| m.id != incomplete;
+        let mut protected = BTreeMap::new();
+        protected.insert(ms[0].id.clone(), "common snapshot".to_string());
+        let d = plan_sets(&ms, &complete, &protected, &retention("1x1h"));
+        let destroyed: Vec<&str> = d
+            .iter()
+            .filter(|d| d.destroy)
+            .map(|d| d.set_id.as_str())
+            .collect();
+        // h(5) protected; h(4) outside the grid; h(3) incomplete;
+        // the redolog set is its own kind: youngest of its kind, kept.
+        assert_eq!(destroyed, vec![ms[1].id.as_str(), ms[2].id.as_str()]);
+        assert!(d[0].reason.contains("protected"));
+        assert!(d[2].reason.contains("incomplete"));
+        assert!(!d[3].destroy && !d[4].destroy);
+    }
+
+    #[test]
+    fn standby_protects_newest_received_and_failover_pair() {
+        let base = t("2026-11-27T12:00:00Z");
+        let h = |n: i64| base - jiff::SignedDuration::from_hours(n);
+        let ms = vec![
+            manifest(h(3), SetKind::Full, &["mysql", "redolog"]),
+            manifest(h(2), SetKind::Redolog, &["redolog"]),
+            manifest(h(1), SetKind::Redolog, &["redolog"]),
+        ];
+        let uncommitted = new_set_id(h(0), SetKind::Full);
+        let orphan = new_set_id(h(4), SetKind::Full);
+        let mut local = BTreeMap::new();
+        local.insert(
+            "mysql".to_string(),
+            vec![orphan.clone(), ms[0].id.clone(), uncommitted.clone()],
+        );
+        local.insert(
+            "redolog".to_string(),
+            ms.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
+        );
+        let p = protect_standby(&ms, &|_| true, &local, "redolog");
+        assert!(p[&ms[0].id].contains("newest complete full set"));
+        assert!(p[&ms[2].id].contains("failover would use"));
+        assert!(p[&ms[2].id].contains("newest received `redolog`"));
+        assert!(p[&uncommitted].contains("newest received `mysql`"));
+        assert!(!p.contains_key(&ms[1].id));
+        let orphans = plan_orphans(&ms, &local, &p);
+        assert_eq!(orphans, vec![("mysql".to_string(), orphan)]);
+    }
+}

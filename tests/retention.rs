@@ -1,0 +1,451 @@
+//! Retention: property tests of the pure keep rules on random histories
+//! (the common snapshot, the newest complete set and the failover pair are
+//! never lost; pruning is whole-set and stable), and `snapsite prune` on
+//! real btrfs: what it destroys on disk, and that shipping stays incremental
+//! from the common snapshot afterwards.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::{SignedDuration, Timestamp};
+use proptest::prelude::*;
+
+use common::*;
+use snapsite::catalog::StandbyRecord;
+use snapsite::config::Retention;
+use snapsite::failover;
+use snapsite::model::{MANIFEST_FORMAT, Manifest, Member, SetKind, new_set_id};
+use snapsite::prune::{Grid, plan_sets, protect_primary, protect_standby};
+
+const VOLS: [&str; 3] = ["mysql", "blob", "redolog"];
+
+fn manifest(at: Timestamp, kind: SetKind) -> Manifest {
+    let id = new_set_id(at, kind);
+    let roles: &[&str] = match kind {
+        SetKind::Full => &VOLS,
+        SetKind::Redolog => &["redolog"],
+    };
+    Manifest {
+        format: MANIFEST_FORMAT,
+        id: id.clone(),
+        kind,
+        site: "p".into(),
+        members: roles
+            .iter()
+            // Through serde, so fields added to Member later keep their defaults.
+            .map(|r| {
+                serde_json::from_value::<Member>(serde_json::json!({
+                    "role": r, "backend": "btrfs", "source": "/x", "snapshot": id,
+                    "storage_id": null, "before": at, "after": at, "atomic_group": null,
+                }))
+                .unwrap()
+            })
+            .collect(),
+        safety_margin_ms: 0,
+        committed_at: Some(at),
+    }
+}
+
+/// A random history: sets at increasing times (gaps of 1 s .. 3 h), some
+/// members lost (incomplete sets), what the standby holds.
+#[derive(Debug, Clone)]
+struct History {
+    manifests: Vec<Manifest>,
+    local: BTreeMap<String, Vec<String>>,
+    standby_holds: BTreeMap<String, BTreeSet<String>>,
+    grid: String,
+    redolog_grid: String,
+}
+
+fn grid_strategy() -> impl Strategy<Value = String> {
+    let interval = (
+        1u32..5,
+        prop::sample::select(vec!["30s", "5m", "15m", "1h", "6h", "1d"]),
+        prop::option::of(prop_oneof![Just(0u32), 1u32..4]),
+    )
+        .prop_map(|(n, len, keep)| match keep {
+            None => format!("{n}x{len}"),
+            Some(0) => format!("{n}x{len}(keep=all)"),
+            Some(k) => format!("{n}x{len}(keep={k})"),
+        });
+    prop::collection::vec(interval, 1..4).prop_map(|v| v.join(" | "))
+}
+
+fn history_strategy() -> impl Strategy<Value = History> {
+    (
+        prop::collection::vec(
+            (
+                1i64..10_800,
+                prop::bool::weighted(0.3),
+                prop::bool::weighted(0.1),
+                prop::bool::weighted(0.6),
+            ),
+            1..60,
+        ),
+        grid_strategy(),
+        grid_strategy(),
+    )
+        .prop_map(|(steps, grid, redolog_grid)| {
+            let mut t: Timestamp = "2026-11-27T00:00:00Z".parse().unwrap();
+            let mut manifests = Vec::new();
+            let mut local: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let mut standby_holds: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for (gap, full, lose_member, shipped) in steps {
+                t += SignedDuration::from_secs(gap);
+                let kind = if full {
+                    SetKind::Full
+                } else {
+                    SetKind::Redolog
+                };
+                let m = manifest(t, kind);
+                for (i, mem) in m.members.iter().enumerate() {
+                    // an interrupted prune or a hand-deleted snapshot: the first member gone
+                    if !(lose_member && i == 0) {
+                        local
+                            .entry(mem.role.clone())
+                            .or_default()
+                            .push(m.id.clone());
+                    }
+                    if shipped {
+                        standby_holds
+                            .entry(mem.role.clone())
+                            .or_default()
+                            .insert(m.id.clone());
+                    }
+                }
+                manifests.push(m);
+            }
+            History {
+                manifests,
+                local,
+                standby_holds,
+                grid,
+                redolog_grid,
+            }
+        })
+}
+
+fn retention(h: &History) -> Retention {
+    Retention {
+        full: Grid::parse(&h.grid).unwrap(),
+        redolog: Grid::parse(&h.redolog_grid).unwrap(),
+    }
+}
+
+fn complete_in(local: &BTreeMap<String, Vec<String>>) -> impl Fn(&Manifest) -> bool + '_ {
+    move |m: &Manifest| {
+        m.members
+            .iter()
+            .all(|x| local.get(&x.role).is_some_and(|l| l.contains(&x.snapshot)))
+    }
+}
+
+/// Remove the destroyed sets (whole) from a history's manifests and lists.
+fn after_prune(
+    manifests: &[Manifest],
+    local: &BTreeMap<String, Vec<String>>,
+    destroyed: &BTreeSet<String>,
+) -> (Vec<Manifest>, BTreeMap<String, Vec<String>>) {
+    let ms = manifests
+        .iter()
+        .filter(|m| !destroyed.contains(&m.id))
+        .cloned()
+        .collect();
+    let l = local
+        .iter()
+        .map(|(r, v)| {
+            (
+                r.clone(),
+                v.iter()
+                    .filter(|s| !destroyed.contains(*s))
+                    .cloned()
+                    .collect(),
+            )
+        })
+        .collect();
+    (ms, l)
+}
+
+fn newest_complete_full(ms: &[Manifest], complete: &dyn Fn(&Manifest) -> bool) -> Option<String> {
+    ms.iter()
+        .rev()
+        .find(|m| m.kind == SetKind::Full && complete(m))
+        .map(|m| m.id.clone())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn primary_never_loses_the_common_snapshot_or_newest_complete_set(h in history_strategy()) {
+        let record = StandbyRecord { holds: h.standby_holds.clone(), ..Default::default() };
+        let complete = complete_in(&h.local);
+        let protected = protect_primary(&h.manifests, &complete, &h.local, Some(&record));
+        let decisions = plan_sets(&h.manifests, &complete, &protected, &retention(&h));
+        prop_assert_eq!(decisions.len(), h.manifests.len(), "one decision per set");
+        let destroyed: BTreeSet<String> = decisions.iter().filter(|d| d.destroy).map(|d| d.set_id.clone()).collect();
+
+        // the common snapshot per volume, computed independently
+        for (role, held) in &h.standby_holds {
+            let here = h.local.get(role).cloned().unwrap_or_default();
+            if let Some(common) = held.iter().rev().find(|s| here.contains(s)) {
+                prop_assert!(!destroyed.contains(common), "common snapshot {} of {} destroyed", common, role);
+            }
+        }
+        let newest = newest_complete_full(&h.manifests, &complete);
+        if let Some(n) = &newest {
+            prop_assert!(!destroyed.contains(n), "newest complete set {} destroyed", n);
+        }
+        // after pruning the newest complete set is the same, and still complete
+        let (ms, local) = after_prune(&h.manifests, &h.local, &destroyed);
+        let complete2 = complete_in(&local);
+        prop_assert_eq!(newest_complete_full(&ms, &complete2), newest);
+        // incomplete sets are gone unless protected
+        for m in &ms {
+            prop_assert!(complete2(m) || protected.contains_key(&m.id));
+        }
+        // stable: a second prune of the survivors destroys nothing more
+        let protected2 = protect_primary(&ms, &complete2, &local, Some(&record));
+        let again = plan_sets(&ms, &complete2, &protected2, &retention(&h));
+        let more: Vec<&str> = again.iter().filter(|d| d.destroy).map(|d| d.set_id.as_str()).collect();
+        let incomplete_left: Vec<&str> = ms.iter().filter(|m| !complete2(m)).map(|m| m.id.as_str()).collect();
+        prop_assert!(more.iter().all(|id| incomplete_left.contains(id)), "second prune destroyed {:?}", more);
+    }
+
+    #[test]
+    fn standby_keeps_newest_received_and_the_failover_pair(h in history_strategy()) {
+        let complete = complete_in(&h.local);
+        let protected = protect_standby(&h.manifests, &complete, &h.local, "redolog");
+        let decisions = plan_sets(&h.manifests, &complete, &protected, &retention(&h));
+        let destroyed: BTreeSet<String> = decisions.iter().filter(|d| d.destroy).map(|d| d.set_id.clone()).collect();
+        for (role, snaps) in &h.local {
+            if let Some(newest) = snaps.last() {
+                prop_assert!(!destroyed.contains(newest), "newest received {} of {} destroyed", newest, role);
+            }
+        }
+        let before = failover::select(&h.manifests, &complete, "redolog", None)
+            .ok()
+            .map(|(s, r)| (s.id.clone(), r.id.clone()));
+        let (ms, local) = after_prune(&h.manifests, &h.local, &destroyed);
+        let complete2 = complete_in(&local);
+        let after = failover::select(&ms, &complete2, "redolog", None)
+            .ok()
+            .map(|(s, r)| (s.id.clone(), r.id.clone()));
+        prop_assert_eq!(before, after, "failover would use other sets after pruning");
+    }
+
+    #[test]
+    fn first_interval_keep_all_keeps_everything_in_it(h in history_strategy()) {
+        let grid = format!("1x2h(keep=all) | {}", h.grid);
+        let r = Retention { full: Grid::parse(&grid).unwrap(), redolog: Grid::parse(&grid).unwrap() };
+        let complete = |_: &Manifest| true;
+        let decisions = plan_sets(&h.manifests, &complete, &BTreeMap::new(), &r);
+        for kind in [SetKind::Full, SetKind::Redolog] {
+            let of_kind: Vec<&Manifest> = h.manifests.iter().filter(|m| m.kind == kind).collect();
+            let Some(youngest) = of_kind.last() else { continue };
+            let t0 = youngest.members[0].before;
+            for m in of_kind {
+                let young = t0.duration_since(m.members[0].before) < SignedDuration::from_hours(2);
+                let d = decisions.iter().find(|d| d.set_id == m.id).unwrap();
+                if young {
+                    prop_assert!(!d.destroy, "{} is within the keep=all interval", m.id);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// `snapsite prune` on real btrfs.
+
+fn append(lab: &Lab, role: &str, line: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(lab.live(role).join("log"))
+        .unwrap();
+    writeln!(f, "{line}").unwrap();
+    f.sync_all().unwrap();
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+}
+
+fn ids(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn prune_on_btrfs_keeps_the_common_snapshot_and_shipping_stays_incremental() {
+    require_real!();
+    let lab = Lab::new("[\"/bin/true\"]");
+    // Keep only the newest set of each kind by the grid: everything else
+    // goes unless protected.
+    let retention = "\n[retention]\ngrid = \"1x1ms\"\n";
+    let mut pri = std::fs::read_to_string(&lab.pri_cfg).unwrap();
+    pri.push_str(retention);
+    std::fs::write(&lab.pri_cfg, pri).unwrap();
+    let mut stb = std::fs::read_to_string(&lab.stb_cfg).unwrap();
+    stb.push_str(retention);
+    std::fs::write(&lab.stb_cfg, stb).unwrap();
+    for r in ROLES {
+        write_file(&lab.live(r).join("data"), &random_bytes(7, 512 * 1024));
+    }
+
+    // F1 R1 shipped; then F2 R2 R3 taken but not shipped.
+    let f1 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    append(&lab, "redolog", "1");
+    let r1 = lab.snapshot(true)["id"].as_str().unwrap().to_string();
+    lab.ship(&lab.pri_cfg);
+    append(&lab, "redolog", "2");
+    let f2 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    append(&lab, "redolog", "3");
+    let r2 = lab.snapshot(true)["id"].as_str().unwrap().to_string();
+    append(&lab, "redolog", "4");
+    let r3 = lab.snapshot(true)["id"].as_str().unwrap().to_string();
+
+    // The dry run names every set and changes nothing.
+    let dry = json(&lab.ok(&lab.pri_cfg, &["prune", "--dry-run", "--json"]));
+    assert_eq!(dry["dry_run"], true);
+    assert!(dry["destroyed_sets"].as_array().unwrap().is_empty());
+    let decisions: BTreeMap<String, (bool, String)> = dry["plan"]["sets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["set_id"].as_str().unwrap().to_string(),
+                (
+                    d["destroy"].as_bool().unwrap(),
+                    d["reason"].as_str().unwrap().to_string(),
+                ),
+            )
+        })
+        .collect();
+    // Primary: F1 holds the common snapshot of mysql/blob/index, R1 of
+    // redolog; F2 is the newest complete full set; R3 the newest redolog.
+    assert!(
+        !decisions[&f1].0 && decisions[&f1].1.contains("common snapshot"),
+        "{decisions:?}"
+    );
+    assert!(
+        !decisions[&r1].0 && decisions[&r1].1.contains("common snapshot of `redolog`"),
+        "{decisions:?}"
+    );
+    assert!(
+        !decisions[&f2].0 && decisions[&f2].1.contains("newest complete full set"),
+        "{decisions:?}"
+    );
+    assert!(decisions[&r2].0, "{decisions:?}");
+    assert!(!decisions[&r3].0, "{decisions:?}");
+    assert!(lab.primary_snap("redolog", &r2).exists());
+
+    let text = lab.ok(&lab.pri_cfg, &["prune"]);
+    assert!(text.contains("destroyed 1 set(s)"), "{text}");
+    assert!(
+        !lab.primary_snap("redolog", &r2).exists(),
+        "snapshot destroyed"
+    );
+    assert!(
+        !lab.dir
+            .path()
+            .join(format!("state-pri/sets/{r2}.json"))
+            .exists(),
+        "manifest removed"
+    );
+    let sets = ids(&json(&lab.ok(&lab.pri_cfg, &["sets", "--json"])));
+    assert_eq!(sets, vec![f1.clone(), r1.clone(), f2.clone(), r3.clone()]);
+
+    // Shipping goes on incrementally from the common snapshots.
+    let rep = lab.ship(&lab.pri_cfg);
+    let bases: BTreeMap<(String, String), Option<String>> = rep["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                (
+                    s["set_id"].as_str().unwrap().to_string(),
+                    s["role"].as_str().unwrap().to_string(),
+                ),
+                s["base"].as_str().map(str::to_string),
+            )
+        })
+        .collect();
+    assert_eq!(
+        bases[&(f2.clone(), "mysql".to_string())].as_deref(),
+        Some(f1.as_str())
+    );
+    assert_eq!(
+        bases[&(f2.clone(), "redolog".to_string())].as_deref(),
+        Some(r1.as_str())
+    );
+    assert_eq!(
+        bases[&(r3.clone(), "redolog".to_string())].as_deref(),
+        Some(f2.as_str())
+    );
+    assert!(
+        bases.values().all(|b| b.is_some()),
+        "all incremental: {bases:?}"
+    );
+
+    // Now the common snapshots moved to F2 / R3: the primary may drop F1, R1.
+    let text = lab.ok(&lab.pri_cfg, &["prune"]);
+    assert!(text.contains("destroyed 2 set(s)"), "{text}");
+    assert_eq!(
+        ids(&json(&lab.ok(&lab.pri_cfg, &["sets", "--json"]))),
+        vec![f2.clone(), r3.clone()]
+    );
+
+    // The standby keeps the failover pair (F2, R3) and its newest received
+    // snapshots; F1 and R1 go, with their receipts.
+    let plan_before = lab.ok(&lab.stb_cfg, &["failover", "--dry-run"]);
+    let out = lab.ok(&lab.stb_cfg, &["prune"]);
+    assert!(out.contains("destroyed 2 set(s)"), "{out}");
+    assert_eq!(
+        ids(&json(&lab.ok(&lab.stb_cfg, &["sets", "--json"]))),
+        vec![f2.clone(), r3.clone()]
+    );
+    assert!(!lab.standby_recv("mysql").join(&f1).exists());
+    assert!(
+        !lab.dir
+            .path()
+            .join(format!("state-stb/received/mysql/{f1}.json"))
+            .exists()
+    );
+    assert_eq!(
+        lab.ok(&lab.stb_cfg, &["failover", "--dry-run"]),
+        plan_before
+    );
+
+    // The next set still ships incrementally on both sides of the prune, and
+    // the pruned sets are not sent again.
+    append(&lab, "redolog", "5");
+    let r4 = lab.snapshot(true)["id"].as_str().unwrap().to_string();
+    let rep = lab.ship(&lab.pri_cfg);
+    let snaps = rep["snapshots"].as_array().unwrap();
+    assert_eq!(snaps.len(), 1, "{rep}");
+    assert_eq!(snaps[0]["set_id"], r4.as_str());
+    assert_eq!(snaps[0]["base"], r3.as_str());
+    assert_eq!(rep["committed"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn prune_refuses_without_retention_and_names_the_file() {
+    require_real!();
+    let lab = Lab::new("[\"/bin/true\"]");
+    let out = lab.run(&lab.pri_cfg, &["prune", "--dry-run"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no [retention] section") && err.contains("primary.toml"),
+        "{err}"
+    );
+}
