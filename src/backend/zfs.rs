@@ -396,7 +396,7 @@ impl Backend for Zfs {
         // A clone is mounted on creation when its pool is imported here.
         let mounted = get("mounted", target)?;
         let mp = get("mountpoint", target)?.unwrap_or_default();
-        if mounted.as_deref() != Some("yes") {
+        if mounted.as_deref() != Some("yes") && mp.starts_with('/') {
             zfs()
                 .args(["mount", target])
                 .run()
