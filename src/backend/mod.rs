@@ -3,6 +3,7 @@
 //! (a byte stream into a new snapshot that is kept only if `commit` is called).
 
 pub mod btrfs;
+pub mod lvm;
 pub mod zfs;
 
 use std::io::{Read, Write};
@@ -136,11 +137,6 @@ pub fn for_volume(vol: &Volume) -> Result<Box<dyn Backend>> {
     match vol.backend {
         BackendKind::Btrfs => Ok(Box::new(btrfs::Btrfs)),
         BackendKind::Zfs => Ok(Box::new(zfs::Zfs)),
-        other => Err(Error::config(format!(
-            "volume `{}`: backend `{}` is not implemented in this build",
-            vol.role,
-            other.as_str()
-        ))
-        .with_hint("btrfs is available; ZFS and LVM are in progress")),
+        BackendKind::Lvm => Ok(Box::new(lvm::Lvm)),
     }
 }

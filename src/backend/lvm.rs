@@ -1,0 +1,1109 @@
+//! LVM over the LVM command line (`LC_ALL=C`, `lvs --reportformat json`),
+//! with thin LVs as the main mode. LVM has snapshots but no send/receive, so
+//! snapsite ships blocks itself, in its own stream (`lvm/format.rs`):
+//!
+//! - A snapshot of `vg/lv` is the thin snapshot `vg/lv.<set id>`, read-only,
+//!   tagged `snapsite` and `snapsite-set-<set id>` (LV names allow
+//!   `[a-zA-Z0-9+_.-]`, tags also `/=!:&#`, so set ids fit both as they are).
+//!   Thin snapshots skip activation; they are activated (`-K`) to be read.
+//! - Full send: the blocks the pool has mapped for the snapshot (`thin_dump
+//!   --dev-id`); incremental send: the blocks `thin_delta` reports between the
+//!   common snapshot and the new one. Both read the pool's metadata
+//!   snapshot, reserved for as long as the tool runs and released always
+//!   (`lvm/thin.rs`). Pool blocks become byte ranges of the device.
+//! - Classic (non-thin) LVs get classic snapshots (`-l 100%ORIGIN`, so they
+//!   cannot overflow) and a full image on every send; `check` warns.
+//! - The standby receives into `replica`, a thin LV of the same size, then
+//!   takes the thin snapshot `replica.<set id>` — the same chain as the
+//!   primary's. Written ranges are fsynced, read back and checked against
+//!   the stream's end hash before the snapshot is taken. The received
+//!   snapshot carries `snapsite-from-<sender's LV uuid>`: the storage id,
+//!   which the next incremental's header is checked against.
+//! - Failover: a writable thin snapshot of the received one at `source`
+//!   (same VG as the replica), activated and mounted at `mountpoint`.
+
+mod format;
+mod report;
+mod thin;
+
+pub use format::{Decoder, Encoder, Event, Extent, Header, RecordHash, StreamKind};
+pub use report::{LvInfo, dm_name, lvm, parse_lvs, vg_lvs};
+pub use thin::{
+    BlockRange, Delta, DeltaKind, Mapping, MetadataSnap, Pool, parse_held_root, parse_thin_delta,
+    parse_thin_dump,
+};
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::{Backend, SnapshotSink, SnapshotSource};
+use crate::cmd::Cmd;
+use crate::config::{BackendKind, Volume};
+use crate::error::{Context, Error, Result};
+use crate::model::parse_set_id;
+
+pub struct Lvm;
+
+pub const TAG: &str = "snapsite";
+/// `snapsite-set-<set id>` on every snapshot snapsite takes or receives.
+pub const SET_TAG: &str = "snapsite-set-";
+/// `snapsite-from-<LV uuid>` on a received snapshot: the sender's snapshot.
+pub const FROM_TAG: &str = "snapsite-from-";
+/// On the standby's replica LV (scratch between receives).
+pub const REPLICA_TAG: &str = "snapsite-replica";
+/// On failover's writable snapshot.
+pub const FAILOVER_TAG: &str = "snapsite-failover";
+
+/// Zero-detection unit of classic LVs (thin LVs use the pool's block size).
+const CLASSIC_UNIT: u64 = 64 << 10;
+
+/// `vg/lv` (validated by the config) into its parts.
+fn split(addr: &str) -> (&str, &str) {
+    addr.split_once('/')
+        .expect("validated: LVM addresses are vg/lv")
+}
+
+/// The LV whose snapshots this site holds: `replica` on the standby,
+/// `source` on the primary.
+fn home(vol: &Volume) -> &str {
+    vol.replica.as_deref().unwrap_or(&vol.source)
+}
+
+/// The snapshot LV of `lv` for set `name`.
+pub fn snap_lv(lv: &str, name: &str) -> String {
+    format!("{lv}.{name}")
+}
+
+fn dev_path(vg: &str, lv: &str) -> PathBuf {
+    PathBuf::from("/dev").join(vg).join(lv)
+}
+
+fn find<'a>(all: &'a [LvInfo], name: &str) -> Option<&'a LvInfo> {
+    all.iter().find(|l| l.name == name)
+}
+
+fn lvs_of(vol: &Volume, vg: &str) -> Result<Vec<LvInfo>> {
+    vg_lvs(vg)?.ok_or_else(|| {
+        Error::storage(format!(
+            "volume `{}`: volume group {vg} does not exist",
+            vol.role
+        ))
+    })
+}
+
+fn activate(vg: &str, lv: &str) -> Result<()> {
+    lvm("lvchange")
+        .args(["-ay", "-K"])
+        .arg(format!("{vg}/{lv}"))
+        .run()
+}
+
+fn remove_lv(vg: &str, lv: &str) -> Result<()> {
+    lvm("lvremove")
+        .args(["-y", "--"])
+        .arg(format!("{vg}/{lv}"))
+        .run()
+}
+
+/// The snapsite snapshots of `lv` among `all`, oldest first.
+pub fn snapshots_of(all: &[LvInfo], lv: &str) -> Vec<String> {
+    let prefix = format!("{lv}.");
+    let mut names: Vec<String> = all
+        .iter()
+        .filter_map(|l| {
+            let id = l.name.strip_prefix(&prefix)?;
+            (parse_set_id(id).is_some() && l.tag_value(SET_TAG) == Some(id)).then(|| id.to_string())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// The pool a replica lives in: the existing replica's, else the only thin
+/// pool of the VG.
+fn replica_pool(vol: &Volume, all: &[LvInfo], rlv: &str) -> Result<String> {
+    if let Some(r) = find(all, rlv) {
+        if let Some(p) = &r.pool {
+            return Ok(p.clone());
+        }
+    }
+    let pools: Vec<&LvInfo> = all
+        .iter()
+        .filter(|l| l.is_thin_pool() && !l.is_hidden())
+        .collect();
+    let vg = split(home(vol)).0;
+    match pools.as_slice() {
+        [one] => Ok(one.name.clone()),
+        [] => Err(Error::storage(format!(
+            "volume `{}`: volume group {vg} has no thin pool for the replica",
+            vol.role
+        ))
+        .with_hint(format!("lvcreate --type thin-pool -L SIZE -n pool {vg}"))),
+        many => Err(Error::storage(format!(
+            "volume `{}`: volume group {vg} has {} thin pools ({}); snapsite cannot tell which one the replica belongs in",
+            vol.role,
+            many.len(),
+            many.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+        ))
+        .with_hint(format!(
+            "create the replica in the pool you want, tagged for snapsite: lvcreate -V SIZE -T {vg}/POOL -n {rlv} --addtag {REPLICA_TAG}"
+        ))),
+    }
+}
+
+/// Turn `thin_delta` output into byte extents: rewritten and new blocks
+/// carry data, blocks only the base had are zero now.
+pub fn delta_extents(delta: &Delta, size: u64) -> Vec<Extent> {
+    let bs = delta.block_size;
+    let mut out: Vec<Extent> = Vec::new();
+    for (kind, r) in &delta.ranges {
+        let data = match kind {
+            DeltaKind::Same => continue,
+            DeltaKind::Different | DeltaKind::RightOnly => true,
+            DeltaKind::LeftOnly => false,
+        };
+        push_extent(&mut out, r.begin * bs, r.length * bs, data, size);
+    }
+    out.sort_by_key(|e| e.offset);
+    out
+}
+
+/// Mapped blocks of a device as data extents.
+pub fn mapping_extents(m: &Mapping, size: u64) -> Vec<Extent> {
+    let mut out = Vec::new();
+    for r in &m.ranges {
+        push_extent(
+            &mut out,
+            r.begin * m.block_size,
+            r.length * m.block_size,
+            true,
+            size,
+        );
+    }
+    out
+}
+
+/// Append, clamped to the device and merged with an adjacent extent of the
+/// same kind.
+fn push_extent(out: &mut Vec<Extent>, offset: u64, len: u64, data: bool, size: u64) {
+    if offset >= size {
+        return;
+    }
+    let len = len.min(size - offset);
+    if let Some(last) = out.last_mut() {
+        if last.data == data && last.offset + last.len == offset {
+            last.len += len;
+            return;
+        }
+    }
+    out.push(Extent { offset, len, data });
+}
+
+/// Storage ids go into tags and come from the other site: LV uuids only.
+fn check_uuid(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(Error::refused(format!(
+            "`{id}` is not an LVM uuid (storage id)"
+        )));
+    }
+    Ok(())
+}
+
+fn mountinfo_lines() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|s| s.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// The source device of the mount at `mp`, if something is mounted there.
+fn mounted_source(mp: &Path) -> Option<String> {
+    let want = mp.to_string_lossy();
+    mountinfo_lines().iter().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        if f.get(4).map(|m| unescape(m)) != Some(want.to_string()) {
+            return None;
+        }
+        let sep = f.iter().position(|x| *x == "-")?;
+        f.get(sep + 2).map(|s| unescape(s))
+    })
+}
+
+/// Does `source` (from mountinfo) name the LV `vg/lv`?
+fn is_device_of(source: &str, vg: &str, lv: &str) -> bool {
+    let dm = format!("/dev/mapper/{}", dm_name(vg, lv, None));
+    let canon = |p: &str| std::fs::canonicalize(p).ok();
+    source == dm
+        || source == dev_path(vg, lv).to_string_lossy()
+        || (canon(source).is_some() && canon(source) == canon(&dm))
+}
+
+fn mount_copy(vol: &Volume, vg: &str, lv: &str, mp: &Path) -> Result<()> {
+    std::fs::create_dir_all(mp).ctx(format!("create mountpoint {}", mp.display()))?;
+    let dev = dev_path(vg, lv);
+    let fstype = Cmd::new("blkid")
+        .args(["-o", "value", "-s", "TYPE"])
+        .arg(&dev)
+        .output()
+        .unwrap_or_default();
+    let mut cmd = Cmd::new("mount");
+    if fstype.trim() == "xfs" {
+        // the received snapshots share the filesystem uuid
+        cmd = cmd.args(["-o", "nouuid"]);
+    }
+    cmd.arg(&dev).arg(mp).run().ctx(format!(
+        "volume `{}`: mount the writable snapshot",
+        vol.role
+    ))
+}
+
+impl Backend for Lvm {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Lvm
+    }
+
+    fn probe(&self, vol: &Volume, primary: bool) -> Result<Vec<String>> {
+        let version = lvm("lvm").arg("version").output()?;
+        let mut notes: Vec<String> = version
+            .lines()
+            .take(1)
+            .map(|l| l.trim().to_string())
+            .collect();
+        if primary {
+            let (vg, lv) = split(&vol.source);
+            let all = lvs_of(vol, vg)?;
+            let info = find(&all, lv).ok_or_else(|| {
+                Error::storage(format!(
+                    "volume `{}`: logical volume {} does not exist",
+                    vol.role, vol.source
+                ))
+            })?;
+            if info.is_thin() {
+                for tool in ["thin_delta", "thin_dump"] {
+                    Cmd::new(tool).arg("-V").run().map_err(|e| {
+                        e.with_hint("install thin-provisioning-tools: incremental sends need thin_delta and thin_dump")
+                    })?;
+                }
+                lvm("dmsetup").arg("version").run()?;
+                notes.push(format!(
+                    "thin LV in pool {vg}/{}: incremental sends of changed blocks",
+                    info.pool.as_deref().unwrap_or("?")
+                ));
+            } else {
+                notes.push(format!(
+                    "warning: {} is a classic (non-thin) LV: every ship sends a full image and each snapshot reserves the LV's size; incremental shipping needs thin LVs",
+                    vol.source
+                ));
+            }
+        } else {
+            let replica = vol.replica.as_deref().ok_or_else(|| {
+                Error::config(format!(
+                    "volume `{}`: an LVM standby needs `replica` (the thin vg/lv received snapshots land in)",
+                    vol.role
+                ))
+            })?;
+            let (vg, rlv) = split(replica);
+            if split(&vol.source).0 != vg {
+                return Err(Error::config(format!(
+                    "volume `{}`: source {} must be in the replica's volume group {vg} (failover makes a thin snapshot of the replica there)",
+                    vol.role, vol.source
+                )));
+            }
+            let all = lvs_of(vol, vg)?;
+            let pool = replica_pool(vol, &all, rlv)?;
+            match find(&all, rlv) {
+                Some(r) if !r.has_tag(REPLICA_TAG) => {
+                    return Err(Error::refused(format!(
+                        "volume `{}`: {replica} exists and is not a snapsite replica (no tag {REPLICA_TAG}); receiving would overwrite it",
+                        vol.role
+                    ))
+                    .with_hint(format!("if it is meant to be the replica: lvchange --addtag {REPLICA_TAG} {replica}")));
+                }
+                Some(_) => notes.push(format!(
+                    "replica {replica} in pool {vg}/{pool}, {} snapshot(s) received",
+                    snapshots_of(&all, rlv).len()
+                )),
+                None => notes.push(format!(
+                    "replica {replica} will be created in pool {vg}/{pool} by the first full receive"
+                )),
+            }
+        }
+        Ok(notes)
+    }
+
+    fn snapshot(&self, vols: &[&Volume], name: &str) -> Result<()> {
+        let mut taken: Vec<(String, String)> = Vec::new();
+        for vol in vols {
+            let (vg, lv) = split(home(vol));
+            let r = (|| -> Result<()> {
+                let info = find(&lvs_of(vol, vg)?, lv).cloned().ok_or_else(|| {
+                    Error::storage(format!("logical volume {vg}/{lv} does not exist"))
+                })?;
+                let mut cmd = lvm("lvcreate").args(["-y", "-s", "-pr"]);
+                if !info.is_thin() {
+                    cmd = cmd.args(["-l", "100%ORIGIN"]);
+                }
+                cmd.arg("-n")
+                    .arg(snap_lv(lv, name))
+                    .args(["--addtag", TAG, "--addtag"])
+                    .arg(format!("{SET_TAG}{name}"))
+                    .arg(format!("{vg}/{lv}"))
+                    .run()
+            })();
+            if let Err(e) = r {
+                for (vg, s) in taken {
+                    let _ = remove_lv(&vg, &s);
+                }
+                return Err(e.context(format!("volume `{}`", vol.role)));
+            }
+            taken.push((vg.to_string(), snap_lv(lv, name)));
+        }
+        Ok(())
+    }
+
+    fn storage_id(&self, vol: &Volume, name: &str) -> Result<Option<String>> {
+        let (vg, lv) = split(home(vol));
+        Ok(find(&lvs_of(vol, vg)?, &snap_lv(lv, name)).map(|s| {
+            s.tag_value(FROM_TAG)
+                .map(str::to_string)
+                .unwrap_or_else(|| s.uuid.clone())
+        }))
+    }
+
+    fn list(&self, vol: &Volume) -> Result<Vec<String>> {
+        let (vg, lv) = split(home(vol));
+        Ok(vg_lvs(vg)?
+            .map(|all| snapshots_of(&all, lv))
+            .unwrap_or_default())
+    }
+
+    fn send(
+        &self,
+        vol: &Volume,
+        name: &str,
+        base: Option<&str>,
+    ) -> Result<Box<dyn SnapshotSource>> {
+        let (vg, lv) = split(home(vol));
+        let all = lvs_of(vol, vg)?;
+        let snap_name = snap_lv(lv, name);
+        let snap = find(&all, &snap_name).cloned().ok_or_else(|| {
+            Error::storage(format!(
+                "volume `{}`: snapshot {vg}/{snap_name} does not exist",
+                vol.role
+            ))
+        })?;
+        if snap.is_invalid_snapshot() {
+            return Err(Error::storage(format!(
+                "volume `{}`: classic snapshot {vg}/{snap_name} is invalid (its copy-on-write space overflowed)",
+                vol.role
+            )));
+        }
+        let base_info = base.and_then(|b| find(&all, &snap_lv(lv, b)).cloned());
+        if !snap.active {
+            activate(vg, &snap_name).ctx(format!("volume `{}`", vol.role))?;
+        }
+        let (kind, block_size, extents, base_used) = if snap.is_thin() {
+            let pool = Pool {
+                vg: vg.to_string(),
+                name: snap.pool.clone().expect("thin LVs have a pool"),
+            };
+            let id = snap.thin_id.ok_or_else(|| {
+                Error::storage(format!("lvs reports no thin id for {vg}/{snap_name}"))
+            })?;
+            let incremental_base = base_info
+                .as_ref()
+                .filter(|b| b.is_thin() && b.pool == snap.pool && b.thin_id.is_some());
+            let ms = MetadataSnap::reserve(&pool).ctx(format!("volume `{}`", vol.role))?;
+            let planned = match incremental_base {
+                Some(b) => ms.delta(b.thin_id.expect("filtered"), id).map(|d| {
+                    (
+                        StreamKind::Incremental,
+                        d.block_size,
+                        delta_extents(&d, snap.size),
+                        Some(b.clone()),
+                    )
+                }),
+                None => ms.mapped(id).map(|m| {
+                    (
+                        StreamKind::Full,
+                        m.block_size,
+                        mapping_extents(&m, snap.size),
+                        None,
+                    )
+                }),
+            };
+            // Released before any data moves; an error above releases on drop.
+            ms.release()?;
+            planned.ctx(format!("volume `{}`", vol.role))?
+        } else {
+            if base.is_some() {
+                tracing::info!(volume = %vol.role, "classic LV: sending a full image");
+            }
+            let all_of_it = vec![Extent {
+                offset: 0,
+                len: snap.size,
+                data: true,
+            }];
+            (StreamKind::Full, CLASSIC_UNIT, all_of_it, None)
+        };
+        let header = Header {
+            version: format::VERSION,
+            kind,
+            size: snap.size,
+            block_size,
+            snapshot: name.to_string(),
+            storage_id: Some(snap.uuid.clone()),
+            base: base_used.as_ref().and(base.map(str::to_string)),
+            base_storage_id: base_used.as_ref().map(|b| b.uuid.clone()),
+        };
+        let dev_p = dev_path(vg, &snap_name);
+        let dev =
+            File::open(&dev_p).ctx(format!("volume `{}`: open {}", vol.role, dev_p.display()))?;
+        tracing::info!(
+            volume = %vol.role,
+            snapshot = name,
+            kind = ?kind,
+            bytes = extents.iter().filter(|e| e.data).map(|e| e.len).sum::<u64>(),
+            "sending changed blocks"
+        );
+        Ok(Box::new(LvmSource {
+            enc: Encoder::new(dev, &header, extents),
+            classic: (!snap.is_thin()).then(|| (vg.to_string(), snap_name)),
+        }))
+    }
+
+    fn receive(
+        &self,
+        vol: &Volume,
+        name: &str,
+        base: Option<&str>,
+        expect_id: Option<&str>,
+        _resume: bool,
+    ) -> Result<Box<dyn SnapshotSink>> {
+        let replica = vol.replica.as_deref().ok_or_else(|| {
+            Error::config(format!(
+                "volume `{}`: an LVM standby needs `replica` (the thin vg/lv received snapshots land in)",
+                vol.role
+            ))
+        })?;
+        let (vg, rlv) = split(replica);
+        let all = lvs_of(vol, vg)?;
+        if find(&all, &snap_lv(rlv, name)).is_some() {
+            return Err(Error::storage(format!(
+                "volume `{}`: {vg}/{} already exists",
+                vol.role,
+                snap_lv(rlv, name)
+            )));
+        }
+        if let Some(b) = base {
+            if find(&all, &snap_lv(rlv, b)).is_none() {
+                return Err(Error::storage(format!(
+                    "volume `{}`: base snapshot {b} is missing on {replica}",
+                    vol.role
+                )));
+            }
+        }
+        if let Some(id) = expect_id {
+            check_uuid(id)?;
+        }
+        Ok(Box::new(LvmSink {
+            vol: vol.clone(),
+            vg: vg.to_string(),
+            rlv: rlv.to_string(),
+            name: name.to_string(),
+            base: base.map(str::to_string),
+            expect_id: expect_id.map(str::to_string),
+            decoder: Decoder::default(),
+            header: None,
+            dev: None,
+            hash: RecordHash::default(),
+            records: Vec::new(),
+            end: None,
+            failed: None,
+        }))
+    }
+
+    fn cleanup_partial(&self, _vol: &Volume) -> Result<Vec<String>> {
+        // A cut receive leaves only writes in the replica, which the next
+        // receive recreates anyway (see `LvmSink::prepare`); no snapshot is
+        // made before the data verified.
+        Ok(Vec::new())
+    }
+
+    fn destroy(&self, vol: &Volume, name: &str) -> Result<()> {
+        let (vg, lv) = split(home(vol));
+        let s = snap_lv(lv, name);
+        match vg_lvs(vg)? {
+            Some(all) if find(&all, &s).is_some() => {
+                remove_lv(vg, &s).ctx(format!("volume `{}`", vol.role))
+            }
+            _ => Ok(()), // idempotent
+        }
+    }
+
+    fn writable_copy(&self, vol: &Volume, name: &str) -> Result<PathBuf> {
+        let replica = vol.replica.as_deref().ok_or_else(|| {
+            Error::config(format!(
+                "volume `{}`: failover on LVM needs `replica` (where the received snapshots are)",
+                vol.role
+            ))
+        })?;
+        let (rvg, rlv) = split(replica);
+        let (vg, lv) = split(&vol.source);
+        if vg != rvg {
+            return Err(Error::config(format!(
+                "volume `{}`: source {} must be in the replica's volume group {rvg}",
+                vol.role, vol.source
+            )));
+        }
+        let all = lvs_of(vol, vg)?;
+        if find(&all, lv).is_some() {
+            return Err(Error::refused(format!(
+                "volume `{}`: logical volume {} already exists; refusing to overwrite it",
+                vol.role, vol.source
+            ))
+            .with_hint("rename or remove it (it may be live data) and run failover again"));
+        }
+        let origin = snap_lv(rlv, name);
+        if find(&all, &origin).is_none() {
+            return Err(Error::storage(format!(
+                "volume `{}`: received snapshot {vg}/{origin} does not exist",
+                vol.role
+            )));
+        }
+        lvm("lvcreate")
+            .args(["-y", "-s", "-kn", "-ay", "-prw", "-n", lv])
+            .args(["--addtag", TAG, "--addtag", FAILOVER_TAG])
+            .arg(format!("{vg}/{origin}"))
+            .run()
+            .ctx(format!("volume `{}`", vol.role))?;
+        match &vol.mountpoint {
+            None => Ok(dev_path(vg, lv)),
+            Some(mp) => {
+                if let Err(e) = mount_copy(vol, vg, lv, mp) {
+                    let _ = remove_lv(vg, lv);
+                    return Err(e);
+                }
+                Ok(mp.clone())
+            }
+        }
+    }
+
+    fn writable_copy_path(&self, vol: &Volume) -> Result<PathBuf> {
+        let (vg, lv) = split(&vol.source);
+        match &vol.mountpoint {
+            None => Ok(dev_path(vg, lv)),
+            Some(mp) => {
+                match mounted_source(mp) {
+                    Some(src) if is_device_of(&src, vg, lv) => {}
+                    Some(other) => {
+                        return Err(Error::storage(format!(
+                            "volume `{}`: {} is mounted at {}, not {}",
+                            vol.role,
+                            other,
+                            mp.display(),
+                            vol.source
+                        )));
+                    }
+                    // a failover interrupted between snapshot and mount
+                    None => mount_copy(vol, vg, lv, mp)?,
+                }
+                Ok(mp.clone())
+            }
+        }
+    }
+
+    fn writable_copy_exists(&self, vol: &Volume) -> Result<bool> {
+        let (vg, lv) = split(&vol.source);
+        Ok(vg_lvs(vg)?.is_some_and(|all| find(&all, lv).is_some()))
+    }
+
+    fn remove_writable_copy(&self, vol: &Volume) -> Result<()> {
+        let (vg, lv) = split(&vol.source);
+        let Some(all) = vg_lvs(vg)? else {
+            return Ok(());
+        };
+        let Some(info) = find(&all, lv) else {
+            return Ok(());
+        };
+        // Only ever remove a writable snapshot of our own replica.
+        let rlv = vol.replica.as_deref().map(|r| split(r).1).unwrap_or("");
+        let ours = info.has_tag(FAILOVER_TAG)
+            && info
+                .origin
+                .as_deref()
+                .is_some_and(|o| !rlv.is_empty() && o.starts_with(&format!("{rlv}.")));
+        if !ours {
+            return Err(Error::refused(format!(
+                "volume `{}`: {} is not a failover snapshot of {} (origin {:?}); not removing it",
+                vol.role,
+                vol.source,
+                vol.replica.as_deref().unwrap_or("-"),
+                info.origin
+            )));
+        }
+        if let Some(mp) = &vol.mountpoint {
+            if mounted_source(mp).is_some_and(|s| is_device_of(&s, vg, lv)) {
+                Cmd::new("umount")
+                    .arg(mp)
+                    .run()
+                    .ctx(format!("volume `{}`", vol.role))?;
+            }
+        }
+        remove_lv(vg, lv).ctx(format!("volume `{}`", vol.role))
+    }
+}
+
+/// The sending end: records from the snapshot device.
+struct LvmSource {
+    enc: Encoder,
+    /// A classic snapshot (vg, lv): checked again after reading, since it
+    /// turns invalid if its copy-on-write space overflows meanwhile.
+    classic: Option<(String, String)>,
+}
+
+impl Read for LvmSource {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.enc.read(buf)
+    }
+}
+
+impl SnapshotSource for LvmSource {
+    fn finish(self: Box<Self>) -> Result<()> {
+        if let Some((vg, lv)) = &self.classic {
+            if report::lv_info(vg, lv)?.is_none_or(|i| i.is_invalid_snapshot()) {
+                return Err(Error::storage(format!(
+                    "classic snapshot {vg}/{lv} became invalid while it was sent"
+                )));
+            }
+        }
+        Ok(())
+    }
+    fn abort(self: Box<Self>) {}
+}
+
+/// One record of a received stream, for reading back.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    offset: u64,
+    len: u64,
+    data: bool,
+}
+
+/// The receiving end: writes the ranges into the replica LV, and on commit
+/// verifies them and takes the snapshot.
+struct LvmSink {
+    vol: Volume,
+    vg: String,
+    rlv: String,
+    name: String,
+    base: Option<String>,
+    expect_id: Option<String>,
+    decoder: Decoder,
+    header: Option<Header>,
+    dev: Option<File>,
+    hash: RecordHash,
+    records: Vec<Written>,
+    end: Option<(u64, [u8; 32])>,
+    /// The first error; `commit` returns it.
+    failed: Option<Error>,
+}
+
+fn io_of(e: &Error) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+impl LvmSink {
+    fn ctx(&self) -> String {
+        format!("volume `{}`", self.vol.role)
+    }
+
+    fn replica(&self) -> String {
+        format!("{}/{}", self.vg, self.rlv)
+    }
+
+    /// Make the replica hold what the stream applies to, and open it.
+    ///
+    /// The replica is recreated for every receive: empty for a full stream,
+    /// a thin snapshot of the base snapshot for an incremental one. So a cut
+    /// or rejected receive, which leaves partial writes in the replica, can
+    /// never leak into the next one: the chain stays exact without tracking
+    /// whether the replica was touched. For thin LVs both are metadata
+    /// operations (two LVM commands), whatever the size.
+    fn prepare(&mut self, h: &Header) -> Result<()> {
+        if h.snapshot != self.name {
+            return Err(Error::integrity(format!(
+                "the stream carries snapshot {}, expected {}",
+                h.snapshot, self.name
+            )));
+        }
+        if let Some(id) = &h.storage_id {
+            check_uuid(id)?;
+        }
+        if let (Some(want), Some(got)) = (&self.expect_id, &h.storage_id) {
+            if want != got {
+                return Err(Error::integrity(format!(
+                    "the stream is of LV {got}, the sender announced {want}"
+                )));
+            }
+        }
+        if h.size == 0 || h.size % 512 != 0 {
+            return Err(Error::protocol(format!(
+                "device size {} in the stream",
+                h.size
+            )));
+        }
+        let all = vg_lvs(&self.vg)?.unwrap_or_default();
+        let existing = find(&all, &self.rlv).cloned();
+        if let Some(r) = &existing {
+            if !r.has_tag(REPLICA_TAG) {
+                return Err(Error::refused(format!(
+                    "{} exists and is not a snapsite replica (no tag {REPLICA_TAG}); not overwriting it",
+                    self.replica()
+                )));
+            }
+        }
+        match h.kind {
+            StreamKind::Full => {
+                let pool = replica_pool(&self.vol, &all, &self.rlv)?;
+                if existing.is_some() {
+                    remove_lv(&self.vg, &self.rlv)?;
+                }
+                lvm("lvcreate")
+                    .args(["-y", "-V"])
+                    .arg(format!("{}b", h.size))
+                    .arg("-T")
+                    .arg(format!("{}/{pool}", self.vg))
+                    .args(["-n", &self.rlv, "--addtag", TAG, "--addtag", REPLICA_TAG])
+                    .run()?;
+            }
+            StreamKind::Incremental => {
+                let base = match (&h.base, &self.base) {
+                    (Some(hb), Some(b)) if hb == b => b.clone(),
+                    (hb, b) => {
+                        return Err(Error::protocol(format!(
+                            "incremental stream from base {hb:?}, but the sender announced base {b:?}"
+                        )));
+                    }
+                };
+                let base_lv = snap_lv(&self.rlv, &base);
+                let bi = find(&all, &base_lv).ok_or_else(|| {
+                    Error::storage(format!("base snapshot {}/{base_lv} is missing", self.vg))
+                })?;
+                if let (Some(want), Some(got)) = (&h.base_storage_id, bi.tag_value(FROM_TAG)) {
+                    if want != got {
+                        return Err(Error::integrity(format!(
+                            "base {base} here was received from LV {got}, the sender's base is {want}"
+                        )));
+                    }
+                }
+                if existing.is_some() {
+                    remove_lv(&self.vg, &self.rlv)?;
+                }
+                lvm("lvcreate")
+                    .args(["-y", "-s", "-kn", "-ay", "-prw", "-n", &self.rlv])
+                    .args(["--addtag", TAG, "--addtag", REPLICA_TAG])
+                    .arg(format!("{}/{base_lv}", self.vg))
+                    .run()?;
+                if bi.size < h.size {
+                    lvm("lvextend")
+                        .args(["-y", "-L"])
+                        .arg(format!("{}b", h.size))
+                        .arg(self.replica())
+                        .run()?;
+                } else if bi.size > h.size {
+                    return Err(Error::storage(format!(
+                        "the source shrank from {} to {} bytes; ship a full snapshot",
+                        bi.size, h.size
+                    )));
+                }
+            }
+        }
+        let p = dev_path(&self.vg, &self.rlv);
+        let dev = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .ctx(format!("open {}", p.display()))?;
+        let len = dev.metadata().map(|_| ()).and_then(|_| {
+            use std::io::Seek;
+            (&dev).seek(io::SeekFrom::End(0))
+        });
+        match len {
+            Ok(n) if n >= h.size => {}
+            Ok(n) => {
+                return Err(Error::storage(format!(
+                    "{} has {n} bytes, the stream needs {}",
+                    p.display(),
+                    h.size
+                )));
+            }
+            Err(e) => return Err(Error::io(format!("size of {}", p.display()), e)),
+        }
+        self.dev = Some(dev);
+        self.header = Some(h.clone());
+        Ok(())
+    }
+
+    fn on_event(&mut self, ev: Event) -> Result<()> {
+        match ev {
+            Event::Header(h) => self.prepare(&h)?,
+            Event::Write { offset, len } => {
+                self.hash.begin_write(offset, len);
+                self.records.push(Written {
+                    offset,
+                    len: len as u64,
+                    data: true,
+                });
+            }
+            Event::Data { offset, data } => {
+                self.hash.more(data);
+                self.dev
+                    .as_ref()
+                    .expect("opened on the header")
+                    .write_all_at(data, offset)
+                    .ctx(format!("write the replica at {offset}"))?;
+            }
+            Event::Zero { offset, len } => {
+                self.hash.zero(offset, len);
+                self.records.push(Written {
+                    offset,
+                    len,
+                    data: false,
+                });
+                zero_range(self.dev.as_ref().expect("opened"), offset, len)?;
+            }
+            Event::End { data_bytes, hash } => self.end = Some((data_bytes, hash)),
+        }
+        Ok(())
+    }
+
+    fn finish(
+        &mut self,
+        record: &mut dyn FnMut(Option<String>) -> Result<()>,
+    ) -> Result<Option<String>> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        let (data_bytes, hash) = self
+            .end
+            .ok_or_else(|| Error::protocol("the LVM stream ended before its end record"))?;
+        if data_bytes != self.hash.data_bytes || hash != self.hash.finish() {
+            return Err(Error::integrity(format!(
+                "LVM stream end record does not match its records ({data_bytes} bytes announced, {} received)",
+                self.hash.data_bytes
+            )));
+        }
+        let dev = self.dev.take().expect("header seen");
+        dev.sync_all().ctx("fsync the replica")?;
+        // Read back from the device, not the page cache.
+        unsafe {
+            nix::libc::posix_fadvise(dev.as_raw_fd(), 0, 0, nix::libc::POSIX_FADV_DONTNEED);
+        }
+        let mut back = RecordHash::default();
+        let mut buf = Vec::new();
+        for w in &self.records {
+            buf.resize(w.len.min(format::MAX_WRITE) as usize, 0);
+            if w.data {
+                dev.read_exact_at(&mut buf[..w.len as usize], w.offset)
+                    .ctx("read back the replica")?;
+                back.write(w.offset, &buf[..w.len as usize]);
+            } else {
+                if !range_is_zero(&dev, w.offset, w.len, &mut buf)? {
+                    return Err(Error::integrity(format!(
+                        "replica range {}+{} should read as zeros",
+                        w.offset, w.len
+                    )));
+                }
+                back.zero(w.offset, w.len);
+            }
+        }
+        if back.finish() != hash {
+            return Err(Error::integrity(format!(
+                "{}: what was written does not read back as the stream's data",
+                self.replica()
+            )));
+        }
+        drop(dev);
+        let h = self.header.as_ref().expect("header seen");
+        let id = h.storage_id.clone();
+        record(id.clone())?;
+        let mut cmd = lvm("lvcreate")
+            .args(["-y", "-s", "-pr", "-n"])
+            .arg(snap_lv(&self.rlv, &self.name))
+            .args(["--addtag", TAG, "--addtag"])
+            .arg(format!("{SET_TAG}{}", self.name));
+        if let Some(id) = &id {
+            cmd = cmd.arg("--addtag").arg(format!("{FROM_TAG}{id}"));
+        }
+        cmd.arg(self.replica()).run()?;
+        Ok(id)
+    }
+}
+
+/// Make `len` bytes at `offset` read as zeros: discard (thin unmaps whole
+/// blocks), then check, and write zeros where the discard did not take.
+fn zero_range(dev: &File, offset: u64, len: u64) -> Result<()> {
+    let range: [u64; 2] = [offset, len];
+    // BLKDISCARD = _IO(0x12, 119); a failure just means "write zeros".
+    let _ = unsafe { nix::libc::ioctl(dev.as_raw_fd(), 0x1277 as _, range.as_ptr()) };
+    let mut buf = Vec::new();
+    let mut at = offset;
+    while at < offset + len {
+        let n = (offset + len - at).min(format::MAX_WRITE);
+        buf.resize(n as usize, 0);
+        dev.read_exact_at(&mut buf, at).ctx("read the replica")?;
+        if buf.iter().any(|b| *b != 0) {
+            buf.fill(0);
+            dev.write_all_at(&buf, at).ctx("zero the replica")?;
+        }
+        at += n;
+    }
+    Ok(())
+}
+
+fn range_is_zero(dev: &File, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<bool> {
+    let mut at = offset;
+    while at < offset + len {
+        let n = (offset + len - at).min(format::MAX_WRITE);
+        buf.resize(n as usize, 0);
+        dev.read_exact_at(buf, at).ctx("read back the replica")?;
+        if buf.iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        at += n;
+    }
+    Ok(true)
+}
+
+impl Write for LvmSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(e) = &self.failed {
+            return Err(io_of(e));
+        }
+        let mut dec = std::mem::take(&mut self.decoder);
+        let mut err: Option<Error> = None;
+        let r = dec.feed(buf, &mut |ev| {
+            self.on_event(ev).map_err(|e| {
+                let io = io_of(&e);
+                err = Some(e);
+                io
+            })
+        });
+        self.decoder = dec;
+        match r {
+            Ok(()) => Ok(buf.len()),
+            Err(e) => {
+                let ctx = self.ctx();
+                self.failed = Some(
+                    err.unwrap_or_else(|| Error::protocol(format!("bad LVM stream: {e}")))
+                        .context(ctx),
+                );
+                Err(e)
+            }
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SnapshotSink for LvmSink {
+    fn commit(
+        mut self: Box<Self>,
+        record: &mut dyn FnMut(Option<String>) -> Result<()>,
+    ) -> Result<Option<String>> {
+        let ctx = self.ctx();
+        self.finish(record).ctx(ctx)
+    }
+    fn abort(self: Box<Self>) {
+        // Partial writes stay in the replica, which the next receive
+        // recreates from the newest received snapshot (see `prepare`).
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(begin: u64, length: u64) -> BlockRange {
+        BlockRange { begin, length }
+    }
+
+    #[test]
+    fn delta_becomes_byte_extents() {
+        let d = Delta {
+            block_size: 65536,
+            ranges: vec![
+                (DeltaKind::Same, r(0, 16)),
+                (DeltaKind::Different, r(16, 16)),
+                (DeltaKind::RightOnly, r(32, 2)),
+                (DeltaKind::LeftOnly, r(48, 4)),
+                (DeltaKind::RightOnly, r(1023, 4)), // past the end: clamped
+            ],
+        };
+        let e = delta_extents(&d, 64 << 20);
+        assert_eq!(
+            e,
+            vec![
+                Extent {
+                    offset: 1 << 20,
+                    len: (1 << 20) + 2 * 65536,
+                    data: true
+                },
+                Extent {
+                    offset: 3 << 20,
+                    len: 4 * 65536,
+                    data: false
+                },
+                Extent {
+                    offset: 1023 * 65536,
+                    len: 65536,
+                    data: true
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn snapshots_are_named_and_tagged() {
+        let mk = |name: &str, tags: &[&str]| LvInfo {
+            name: name.into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            ..Default::default()
+        };
+        let all = vec![
+            mk(
+                "data.20261127T090000.456Z-full",
+                &["snapsite", "snapsite-set-20261127T090000.456Z-full"],
+            ),
+            mk(
+                "data.20261127T080000.123Z-full",
+                &["snapsite", "snapsite-set-20261127T080000.123Z-full"],
+            ),
+            // not tagged: someone's LV with a lookalike name
+            mk("data.20261127T070000.000Z-full", &[]),
+            mk("data", &["snapsite", "snapsite-replica"]),
+            mk(
+                "data2.20261127T080000.123Z-full",
+                &["snapsite-set-20261127T080000.123Z-full"],
+            ),
+        ];
+        assert_eq!(
+            snapshots_of(&all, "data"),
+            vec!["20261127T080000.123Z-full", "20261127T090000.456Z-full"]
+        );
+        assert!(check_uuid("aWuivk-zyKd-8Tko-IYJJ-eeA3-f2gg-z1NQXu").is_ok());
+        assert!(check_uuid("x,snapsite-replica").is_err());
+    }
+}

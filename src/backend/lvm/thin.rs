@@ -1,0 +1,416 @@
+//! The thin pool's metadata: which blocks of a thin device are mapped
+//! (`thin_dump`) and which differ between two thin devices (`thin_delta`),
+//! read from the pool's *metadata snapshot* while the pool stays live.
+//!
+//! The metadata snapshot is one per pool and is held by whoever reserved it
+//! until released, across reboots. [`MetadataSnap`] releases it on drop, so
+//! an error or a panic cannot leave it held; a pid file under
+//! `/run/snapsite/lvm/` lets the next send release one left by a snapsite
+//! process that was killed (SIGKILL, power loss) while holding it. A held
+//! snapshot without our pid file belongs to someone else (wyng, an admin):
+//! we never release it, we report it.
+
+use std::path::PathBuf;
+
+use super::report::{dm_name, lvm};
+use crate::cmd::Cmd;
+use crate::error::{Context, Error, Result};
+
+/// Where the pid files of held metadata snapshots live.
+pub const RUN_DIR: &str = "/run/snapsite/lvm";
+
+/// What changed for a range of pool blocks, from `thin_delta`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeltaKind {
+    Same,
+    /// Mapped in both, to different data blocks: rewritten.
+    Different,
+    /// Mapped in the older device only: discarded since.
+    LeftOnly,
+    /// Mapped in the newer device only: written since.
+    RightOnly,
+}
+
+/// A run of thin-device blocks (in units of the pool's data block size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRange {
+    pub begin: u64,
+    pub length: u64,
+}
+
+/// Parsed `thin_delta` output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delta {
+    /// The pool's data block size in bytes.
+    pub block_size: u64,
+    pub ranges: Vec<(DeltaKind, BlockRange)>,
+}
+
+/// Parsed `thin_dump --dev-id` output: the mapped blocks of one device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapping {
+    pub block_size: u64,
+    pub dev_id: u64,
+    pub ranges: Vec<BlockRange>,
+}
+
+fn xml_error(tool: &str, what: impl std::fmt::Display) -> Error {
+    Error::storage(format!("unexpected `{tool}` output: {what}"))
+}
+
+fn attr_u64(tool: &str, n: roxmltree::Node, name: &str) -> Result<u64> {
+    let v = n.attribute(name).ok_or_else(|| {
+        xml_error(
+            tool,
+            format!("<{}> has no `{name}` attribute", n.tag_name().name()),
+        )
+    })?;
+    v.parse()
+        .map_err(|_| xml_error(tool, format!("`{name}=\"{v}\"` is not a number")))
+}
+
+/// The `<superblock data_block_size=...>` (in 512-byte sectors) in bytes.
+fn superblock_block_size(tool: &str, doc: &roxmltree::Document) -> Result<u64> {
+    let root = doc.root_element();
+    if root.tag_name().name() != "superblock" {
+        return Err(xml_error(
+            tool,
+            format!("root element <{}>", root.tag_name().name()),
+        ));
+    }
+    let sectors = attr_u64(tool, root, "data_block_size")?;
+    if sectors == 0 {
+        return Err(xml_error(tool, "data_block_size 0"));
+    }
+    Ok(sectors * 512)
+}
+
+/// Parse `thin_delta [-m] --snap1 A --snap2 B` (thin-provisioning-tools 0.9).
+pub fn parse_thin_delta(xml: &str) -> Result<Delta> {
+    let tool = "thin_delta";
+    let doc = roxmltree::Document::parse(xml).map_err(|e| xml_error(tool, e))?;
+    let block_size = superblock_block_size(tool, &doc)?;
+    let diff = doc
+        .root_element()
+        .children()
+        .find(|n| n.has_tag_name("diff"))
+        .ok_or_else(|| xml_error(tool, "no <diff> element"))?;
+    let mut ranges = Vec::new();
+    for n in diff.children().filter(|n| n.is_element()) {
+        let kind = match n.tag_name().name() {
+            "same" => DeltaKind::Same,
+            "different" => DeltaKind::Different,
+            "left_only" => DeltaKind::LeftOnly,
+            "right_only" => DeltaKind::RightOnly,
+            other => return Err(xml_error(tool, format!("unknown element <{other}>"))),
+        };
+        ranges.push((
+            kind,
+            BlockRange {
+                begin: attr_u64(tool, n, "begin")?,
+                length: attr_u64(tool, n, "length")?,
+            },
+        ));
+    }
+    Ok(Delta { block_size, ranges })
+}
+
+/// Parse `thin_dump [-m] --dev-id ID`: the device's mapped blocks, from
+/// `<range_mapping origin_begin= length=>` and `<single_mapping origin_block=>`.
+pub fn parse_thin_dump(xml: &str, dev_id: u64) -> Result<Mapping> {
+    let tool = "thin_dump";
+    let doc = roxmltree::Document::parse(xml).map_err(|e| xml_error(tool, e))?;
+    let block_size = superblock_block_size(tool, &doc)?;
+    let dev = doc
+        .root_element()
+        .children()
+        .filter(|n| n.has_tag_name("device"))
+        .find(|n| n.attribute("dev_id") == Some(dev_id.to_string().as_str()))
+        .ok_or_else(|| xml_error(tool, format!("no <device dev_id=\"{dev_id}\">")))?;
+    let mut ranges = Vec::new();
+    for n in dev.children().filter(|n| n.is_element()) {
+        match n.tag_name().name() {
+            "range_mapping" => ranges.push(BlockRange {
+                begin: attr_u64(tool, n, "origin_begin")?,
+                length: attr_u64(tool, n, "length")?,
+            }),
+            "single_mapping" => ranges.push(BlockRange {
+                begin: attr_u64(tool, n, "origin_block")?,
+                length: 1,
+            }),
+            other => return Err(xml_error(tool, format!("unknown element <{other}>"))),
+        }
+    }
+    ranges.sort_by_key(|r| r.begin);
+    Ok(Mapping {
+        block_size,
+        dev_id,
+        ranges: coalesce(ranges),
+    })
+}
+
+/// Merge adjacent or overlapping block ranges (input sorted by begin).
+pub fn coalesce(ranges: Vec<BlockRange>) -> Vec<BlockRange> {
+    let mut out: Vec<BlockRange> = Vec::with_capacity(ranges.len());
+    for r in ranges.into_iter().filter(|r| r.length > 0) {
+        match out.last_mut() {
+            Some(last) if r.begin <= last.begin + last.length => {
+                let end = (last.begin + last.length).max(r.begin + r.length);
+                last.length = end - last.begin;
+            }
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// The held metadata root from `dmsetup status <vg>-<pool>-tpool`:
+/// `0 LEN thin-pool TRANSACTION META_USED/TOTAL DATA_USED/TOTAL HELD_ROOT ...`,
+/// `-` when none is held.
+pub fn parse_held_root(status: &str) -> Result<Option<u64>> {
+    let f: Vec<&str> = status.split_whitespace().collect();
+    if f.len() < 7 || f[2] != "thin-pool" {
+        return Err(Error::storage(format!(
+            "unexpected `dmsetup status` of a thin pool: {}",
+            status.trim()
+        )));
+    }
+    match f[6] {
+        "-" => Ok(None),
+        v => v.parse().map(Some).map_err(|_| {
+            Error::storage(format!("dmsetup status: held root `{v}` is not a number"))
+        }),
+    }
+}
+
+/// A thin pool's device-mapper names.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub vg: String,
+    pub name: String,
+}
+
+impl Pool {
+    /// The pool target (`<vg>-<pool>-tpool`) that takes messages.
+    pub fn tpool(&self) -> String {
+        dm_name(&self.vg, &self.name, Some("tpool"))
+    }
+    /// The metadata device the thin tools read.
+    pub fn tmeta(&self) -> PathBuf {
+        PathBuf::from("/dev/mapper").join(dm_name(&self.vg, &format!("{}_tmeta", self.name), None))
+    }
+    pub fn held_root(&self) -> Result<Option<u64>> {
+        parse_held_root(&lvm("dmsetup").arg("status").arg(self.tpool()).output()?)
+    }
+    fn message(&self, msg: &str) -> Result<()> {
+        lvm("dmsetup")
+            .arg("message")
+            .arg(self.tpool())
+            .args(["0", msg])
+            .run()
+    }
+    fn pid_file(&self) -> PathBuf {
+        PathBuf::from(RUN_DIR).join(format!("{}.metadata-snap", self.tpool()))
+    }
+}
+
+fn pid_alive(pid: i32) -> bool {
+    use nix::errno::Errno;
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(Errno::ESRCH) => false,
+        Err(_) => true, // EPERM: it exists
+    }
+}
+
+/// The pool's reserved metadata snapshot, released on drop.
+pub struct MetadataSnap {
+    pool: Pool,
+    released: bool,
+}
+
+impl MetadataSnap {
+    /// Reserve the metadata snapshot of `pool`. One left by a dead snapsite
+    /// process is released first; one held by anybody else is an error.
+    pub fn reserve(pool: &Pool) -> Result<MetadataSnap> {
+        let pid_file = pool.pid_file();
+        if pool.held_root()?.is_some() {
+            let holder = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok());
+            match holder {
+                Some(pid) if !pid_alive(pid) => {
+                    tracing::warn!(pool = %pool.tpool(), pid, "releasing the metadata snapshot left by a snapsite process that died");
+                    pool.message("release_metadata_snap")?;
+                    let _ = std::fs::remove_file(&pid_file);
+                }
+                Some(pid) => {
+                    return Err(Error::storage(format!(
+                        "thin pool {}/{}: the metadata snapshot is held by snapsite process {pid}",
+                        pool.vg, pool.name
+                    ))
+                    .with_hint("wait for that transfer to finish"));
+                }
+                None => {
+                    return Err(Error::storage(format!(
+                        "thin pool {}/{}: its metadata snapshot is held by another program",
+                        pool.vg, pool.name
+                    ))
+                    .with_hint(format!(
+                        "if nothing uses it (a backup tool?), release it: dmsetup message {} 0 release_metadata_snap",
+                        pool.tpool()
+                    )));
+                }
+            }
+        }
+        std::fs::create_dir_all(RUN_DIR).ctx(format!("create {RUN_DIR}"))?;
+        std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+            .ctx(format!("write {}", pid_file.display()))?;
+        if let Err(e) = pool.message("reserve_metadata_snap") {
+            let _ = std::fs::remove_file(&pid_file);
+            return Err(e.context(format!("thin pool {}/{}", pool.vg, pool.name)));
+        }
+        Ok(MetadataSnap {
+            pool: pool.clone(),
+            released: false,
+        })
+    }
+
+    /// Release now and report failure (drop releases too, logging only).
+    pub fn release(mut self) -> Result<()> {
+        self.released = true;
+        self.pool
+            .message("release_metadata_snap")
+            .ctx(format!("thin pool {}/{}", self.pool.vg, self.pool.name))?;
+        let _ = std::fs::remove_file(self.pool.pid_file());
+        Ok(())
+    }
+
+    /// `thin_delta -m --snap1 OLD --snap2 NEW` on the reserved snapshot.
+    pub fn delta(&self, old: u64, new: u64) -> Result<Delta> {
+        parse_thin_delta(
+            &Cmd::new("thin_delta")
+                .args([
+                    "-m",
+                    "--snap1",
+                    &old.to_string(),
+                    "--snap2",
+                    &new.to_string(),
+                ])
+                .arg(self.pool.tmeta())
+                .output()?,
+        )
+    }
+
+    /// `thin_dump -m --dev-id ID`: the mapped blocks of one thin device.
+    pub fn mapped(&self, dev_id: u64) -> Result<Mapping> {
+        parse_thin_dump(
+            &Cmd::new("thin_dump")
+                .args(["-m", "--dev-id", &dev_id.to_string()])
+                .arg(self.pool.tmeta())
+                .output()?,
+            dev_id,
+        )
+    }
+}
+
+impl Drop for MetadataSnap {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        match self.pool.message("release_metadata_snap") {
+            Ok(()) => {
+                let _ = std::fs::remove_file(self.pool.pid_file());
+            }
+            Err(e) => {
+                tracing::error!(pool = %self.pool.tpool(), error = %e, "could not release the metadata snapshot; the next send retries")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/lvm-2.03")
+            .join(name);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    fn r(begin: u64, length: u64) -> BlockRange {
+        BlockRange { begin, length }
+    }
+
+    #[test]
+    fn thin_delta_on_captured_output() {
+        // 1 MiB rewritten at 1 MiB, 256 KiB discarded at 3 MiB, 2 MiB new at 8 MiB
+        let d = parse_thin_delta(&fixture("thin_delta-m.xml")).unwrap();
+        assert_eq!(d.block_size, 65536);
+        let of = |k: DeltaKind| {
+            d.ranges
+                .iter()
+                .filter(|(kind, _)| *kind == k)
+                .map(|(_, r)| *r)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(of(DeltaKind::Different), vec![r(16, 16)]);
+        assert_eq!(of(DeltaKind::LeftOnly), vec![r(48, 4)]);
+        assert_eq!(of(DeltaKind::RightOnly), vec![r(128, 32)]);
+        assert_eq!(of(DeltaKind::Same).len(), 4);
+    }
+
+    #[test]
+    fn thin_dump_on_captured_output() {
+        let m = parse_thin_dump(&fixture("thin_dump-m-dev.xml"), 2).unwrap();
+        assert_eq!(m.block_size, 65536);
+        assert_eq!(m.ranges, vec![r(0, 64), r(200, 3)]);
+        // the newer device: data blocks moved, but origin ranges are what we
+        // read; adjacent origin ranges coalesce
+        let m = parse_thin_dump(&fixture("thin_dump-m-dev2.xml"), 3).unwrap();
+        assert_eq!(m.ranges, vec![r(0, 48), r(52, 12), r(128, 32), r(200, 3)]);
+        assert!(parse_thin_dump(&fixture("thin_dump-m-dev2.xml"), 7).is_err());
+    }
+
+    #[test]
+    fn single_mappings_and_bad_xml() {
+        let xml = r#"<superblock uuid="" time="0" transaction="1" data_block_size="128" nr_data_blocks="0">
+  <device dev_id="1" mapped_blocks="3" transaction="0" creation_time="0" snap_time="0">
+    <single_mapping origin_block="5" data_block="9" time="0"/>
+    <range_mapping origin_begin="6" data_begin="1" length="2" time="0"/>
+    <single_mapping origin_block="10" data_block="3" time="0"/>
+  </device>
+</superblock>"#;
+        let m = parse_thin_dump(xml, 1).unwrap();
+        assert_eq!(m.ranges, vec![r(5, 3), r(10, 1)]);
+        assert!(parse_thin_delta("<superblock data_block_size=\"128\"><diff>").is_err());
+        assert!(parse_thin_delta("<superblock><diff/></superblock>").is_err());
+        assert!(parse_thin_delta("no current metadata snap").is_err());
+    }
+
+    #[test]
+    fn held_root_from_dmsetup_status() {
+        assert_eq!(
+            parse_held_root(&fixture("dmsetup-status-tpool.txt")).unwrap(),
+            None
+        );
+        assert_eq!(
+            parse_held_root(&fixture("dmsetup-status-tpool-held.txt")).unwrap(),
+            Some(58)
+        );
+        assert!(parse_held_root("0 1024 linear 7:0 0").is_err());
+    }
+
+    #[test]
+    fn pool_device_names() {
+        let p = Pool {
+            vg: "vg-a".into(),
+            name: "pool".into(),
+        };
+        assert_eq!(p.tpool(), "vg--a-pool-tpool");
+        assert_eq!(p.tmeta(), PathBuf::from("/dev/mapper/vg--a-pool_tmeta"));
+    }
+}
