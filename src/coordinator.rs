@@ -249,13 +249,15 @@ pub fn ship(cfg: &Config, catalog: &Catalog, progress: Progress) -> Result<ShipR
     }
 }
 
-fn ship_session(
-    cfg: &Config,
-    catalog: &Catalog,
-    conn: &mut transport::Connection,
-    progress: Progress,
-) -> Result<ShipReport> {
-    let mut report = ShipReport::default();
+/// The standby as it answered the handshake.
+pub struct StandbyView {
+    pub site: String,
+    pub volumes: Vec<crate::stream::VolumeInventory>,
+    pub committed: BTreeSet<String>,
+}
+
+/// Versioned handshake: our hello, the standby's welcome with its inventory.
+pub fn handshake(cfg: &Config, conn: &mut transport::Connection) -> Result<StandbyView> {
     conn.writer.magic()?;
     conn.writer.msg(&Msg::Hello {
         protocol: PROTOCOL_VERSION,
@@ -263,7 +265,7 @@ fn ship_session(
         version: env!("CARGO_PKG_VERSION").into(),
     })?;
     conn.reader.magic()?;
-    let (volumes, committed) = match conn.reader.msg()? {
+    match conn.reader.msg()? {
         Msg::Welcome {
             protocol,
             volumes,
@@ -275,10 +277,108 @@ fn ship_session(
                     "standby {site} speaks protocol {protocol}, we speak {PROTOCOL_VERSION}"
                 )));
             }
-            (volumes, committed)
+            Ok(StandbyView {
+                site,
+                volumes,
+                committed: committed.into_iter().collect(),
+            })
         }
-        other => return Err(Error::protocol(format!("expected welcome, got {other:?}"))),
-    };
+        other => Err(Error::protocol(format!("expected welcome, got {other:?}"))),
+    }
+}
+
+/// The local sets the standby lacks, oldest first.
+pub fn sets_to_ship(
+    cfg: &Config,
+    catalog: &Catalog,
+    committed: &BTreeSet<String>,
+    local_has: &BTreeMap<String, Vec<String>>,
+) -> Result<Vec<Manifest>> {
+    // Sets are shipped oldest first and committed in that order, so a set
+    // older than the newest committed one was pruned on the standby or
+    // skipped as incomplete: sending it again would only resurrect it.
+    let newest_committed = committed.iter().next_back().cloned();
+    let mut out = Vec::new();
+    for set in catalog.manifests()? {
+        if committed.contains(&set.id) {
+            continue;
+        }
+        if newest_committed.as_ref().is_some_and(|n| &set.id < n) {
+            tracing::debug!(set = %set.id, "not shipped: older than the newest set on the standby");
+            continue;
+        }
+        if !complete_locally(cfg, &set, local_has) {
+            tracing::warn!(set = %set.id, "not shipped: some member snapshots are gone on this site");
+            continue;
+        }
+        out.push(set);
+    }
+    Ok(out)
+}
+
+/// What `ship` would do now.
+pub struct ShipPlan {
+    pub standby: StandbyView,
+    /// Per set, oldest first: the snapshots to send.
+    pub sets: Vec<(String, Vec<PlannedSend>)>,
+}
+
+/// What `ship` would send now: asks the standby for its inventory, sends nothing.
+pub fn ship_plan(cfg: &Config, catalog: &Catalog) -> Result<ShipPlan> {
+    let standby = cfg.standby.as_ref().ok_or_else(|| {
+        Error::config(format!(
+            "{}: no [standby] section: nowhere to ship to",
+            cfg.path.display()
+        ))
+    })?;
+    let mut conn = transport::connect(standby)?;
+    let res = (|| -> Result<ShipPlan> {
+        let view = handshake(cfg, &mut conn)?;
+        let mut standby_has: BTreeMap<String, BTreeSet<String>> = view
+            .volumes
+            .iter()
+            .map(|v| (v.role.clone(), v.snapshots.iter().cloned().collect()))
+            .collect();
+        let local_has = local_lists(cfg)?;
+        let mut plan = Vec::new();
+        for set in sets_to_ship(cfg, catalog, &view.committed, &local_has)? {
+            let steps = plan_set(&set, &standby_has, &local_has);
+            for st in &steps {
+                standby_has
+                    .entry(st.role.clone())
+                    .or_default()
+                    .insert(st.snapshot.clone());
+            }
+            plan.push((set.id, steps));
+        }
+        conn.writer.msg(&Msg::Bye)?;
+        Ok(ShipPlan {
+            standby: view,
+            sets: plan,
+        })
+    })();
+    match res {
+        Ok(p) => {
+            conn.close()?;
+            Ok(p)
+        }
+        Err(e) => {
+            conn.abort();
+            Err(e)
+        }
+    }
+}
+
+fn ship_session(
+    cfg: &Config,
+    catalog: &Catalog,
+    conn: &mut transport::Connection,
+    progress: Progress,
+) -> Result<ShipReport> {
+    let mut report = ShipReport::default();
+    let StandbyView {
+        volumes, committed, ..
+    } = handshake(cfg, conn)?;
     let mut resumable: BTreeMap<String, crate::backend::Resumable> = volumes
         .iter()
         .filter_map(|v| v.resumable.clone().map(|r| (v.role.clone(), r)))
@@ -287,7 +387,6 @@ fn ship_session(
         .into_iter()
         .map(|v| (v.role, v.snapshots.into_iter().collect()))
         .collect();
-    let committed: BTreeSet<String> = committed.into_iter().collect();
     let local_has = local_lists(cfg)?;
     // What the standby holds, kept for retention (the common snapshot) and
     // status; updated after every acknowledged snapshot and committed set.
@@ -301,23 +400,7 @@ fn ship_session(
         last_bytes: previous.last_bytes,
     };
     catalog.write_standby_record(&record)?;
-    // Sets are shipped oldest first and committed in that order, so a set
-    // older than the newest committed one was pruned on the standby or
-    // skipped as incomplete: sending it again would only resurrect it.
-    let newest_committed = committed.iter().next_back().cloned();
-
-    for set in catalog.manifests()? {
-        if committed.contains(&set.id) {
-            continue;
-        }
-        if newest_committed.as_ref().is_some_and(|n| &set.id < n) {
-            tracing::debug!(set = %set.id, "not shipped: older than the newest set on the standby");
-            continue;
-        }
-        if !complete_locally(cfg, &set, &local_has) {
-            tracing::warn!(set = %set.id, "not shipped: some member snapshots are gone on this site");
-            continue;
-        }
+    for set in sets_to_ship(cfg, catalog, &committed, &local_has)? {
         for step in plan_set(&set, &standby_has, &local_has) {
             let vol = cfg.volume(&step.role).expect("complete_locally checked");
             let member = set.member(&step.role).expect("planned from members");

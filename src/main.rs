@@ -142,11 +142,17 @@ fn init_logging(cli: &Cli) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
+    // For monitoring, a status that cannot be read is UNKNOWN (3), not a warning (1).
+    let failed = if matches!(cli.command, Command::Status { .. }) {
+        3
+    } else {
+        1
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("snapsite: error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(failed)
         }
     }
 }
@@ -509,73 +515,52 @@ fn check(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Handshake with the standby and compare its volumes with ours.
+/// Handshake with the standby, compare its volumes with ours, and say what
+/// `ship` would send.
 fn probe_standby(cfg: &Config) -> anyhow::Result<String> {
-    use snapsite::stream::{Msg, PROTOCOL_VERSION};
-    let mut conn = transport::connect(cfg.standby.as_ref().unwrap())?;
-    let res = (|| -> anyhow::Result<String> {
-        conn.writer.magic()?;
-        conn.writer.msg(&Msg::Hello {
-            protocol: PROTOCOL_VERSION,
-            site: cfg.site.clone(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        })?;
-        conn.reader.magic()?;
-        let Msg::Welcome {
-            site,
-            volumes,
-            committed,
-            ..
-        } = conn.reader.msg()?
-        else {
-            anyhow::bail!("unexpected answer");
-        };
-        for v in &cfg.volumes {
-            match volumes.iter().find(|r| r.role == v.role) {
-                None => anyhow::bail!("standby {site} has no volume `{}`", v.role),
-                Some(r) if r.backend != v.backend.as_str() => anyhow::bail!(
-                    "volume `{}` is {} here but {} on standby {site}",
-                    v.role,
-                    v.backend.as_str(),
-                    r.backend
-                ),
-                _ => {}
-            }
-        }
-        conn.writer.msg(&Msg::Bye)?;
-        Ok(format!(
-            "standby `{site}` holds {} committed set(s)",
-            committed.len()
-        ))
-    })();
-    match res {
-        Ok(m) => {
-            conn.close()?;
-            Ok(m)
-        }
-        Err(e) => {
-            conn.abort();
-            Err(e)
+    let plan = coordinator::ship_plan(cfg, &Catalog::new(&cfg.state_dir))?;
+    let site = &plan.standby.site;
+    for v in &cfg.volumes {
+        match plan.standby.volumes.iter().find(|r| r.role == v.role) {
+            None => anyhow::bail!("standby {site} has no volume `{}`", v.role),
+            Some(r) if r.backend != v.backend.as_str() => anyhow::bail!(
+                "volume `{}` is {} here but {} on standby {site}",
+                v.role,
+                v.backend.as_str(),
+                r.backend
+            ),
+            _ => {}
         }
     }
+    let sends: usize = plan.sets.iter().map(|(_, s)| s.len()).sum();
+    Ok(format!(
+        "standby `{site}` holds {} committed set(s); `ship` would send {sends} snapshot(s) of {} set(s)",
+        plan.standby.committed.len(),
+        plan.sets.len()
+    ))
 }
 
 fn ship_dry_run(cfg: &Config, catalog: &Catalog) -> anyhow::Result<()> {
-    let lists = local_lists(cfg)?;
+    let plan = coordinator::ship_plan(cfg, catalog)?;
     println!(
-        "ship (dry run): local sets, oldest first; the standby's inventory decides at ship time"
+        "ship (dry run: nothing is sent) to standby `{}`, which holds {} committed set(s)",
+        plan.standby.site,
+        plan.standby.committed.len()
     );
-    for m in catalog.manifests()? {
-        let ok = complete_locally(cfg, &m, &lists);
-        println!(
-            "  {} {}",
-            m.id,
-            if ok {
-                ""
-            } else {
-                "(incomplete here: would be skipped)"
+    if plan.sets.is_empty() {
+        println!("  nothing to ship");
+    }
+    for (id, steps) in &plan.sets {
+        println!("  set {id}");
+        for st in steps {
+            match &st.base {
+                Some(b) => println!("    {:<10} incremental from {b}", st.role),
+                None => println!("    {:<10} full", st.role),
             }
-        );
+        }
+        if steps.is_empty() {
+            println!("    (all members already on the standby: commit only)");
+        }
     }
     Ok(())
 }
