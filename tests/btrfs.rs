@@ -96,6 +96,19 @@ fn set_ship_failover_end_to_end_local() {
     let redo2 = lab.snapshot(true);
     append_redolog(&lab, "op 4 (after the last snapshot: lost)");
 
+    // The dry run asks the standby and sends nothing.
+    let plan = lab.ok(&lab.pri_cfg, &["ship", "--dry-run"]);
+    assert_eq!(plan.matches("  set ").count(), 3, "{plan}");
+    assert_eq!(plan.matches(" full").count(), 4, "{plan}");
+    assert!(
+        plan.contains(&format!(
+            "redolog    incremental from {}",
+            redo1["id"].as_str().unwrap()
+        )),
+        "{plan}"
+    );
+    assert!(lab.standby_manifests().is_empty());
+
     let report = lab.ship(&lab.pri_cfg);
     assert_eq!(report["committed"].as_array().unwrap().len(), 3);
     // redolog snapshots after the first are incremental
