@@ -30,8 +30,14 @@ pub fn shell_quote(w: &str) -> String {
 pub fn command(s: &Standby) -> Result<Cmd> {
     Ok(match s.transport {
         TransportKind::Local => {
-            let exe = std::env::current_exe()
+            let mut exe = std::env::current_exe()
                 .map_err(|e| Error::io("cannot find the snapsite executable", e))?;
+            // A long-running `snapsite run` outlives an upgrade of its binary:
+            // Linux then reports the path as "... (deleted)". Run this very
+            // binary (same protocol) through /proc/self/exe instead.
+            if !exe.exists() && std::path::Path::new("/proc/self/exe").exists() {
+                exe = "/proc/self/exe".into();
+            }
             Cmd::new(exe)
                 .args(["serve", "--stdio", "--config"])
                 .arg(s.config.as_ref().expect("validated"))

@@ -236,6 +236,10 @@ fn status_after_a_known_sequence() {
     append_cfg(&lab.pri_cfg, status_cfg);
     append_cfg(&lab.stb_cfg, status_cfg);
 
+    // A status that cannot be read is UNKNOWN for monitoring.
+    let out = run_snapsite(&lab.dir.path().join("missing.toml"), &["status"], &[]);
+    assert_eq!(out.status.code(), Some(3));
+
     // Nothing shipped yet: critical, and the figures say so.
     let (code, st) = status(&lab.pri_cfg);
     assert_eq!(code, 2, "{st:#}");
