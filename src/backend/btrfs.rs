@@ -8,11 +8,11 @@
 //! it is read-only, and a move would rewrite its `..`.) Snapshots of several
 //! subvolumes are not atomic together: every volume is its own atomic group.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, ChildStdout, Stdio};
+use std::process::{ChildStdin, Stdio};
 
-use super::{Backend, SnapshotSink, SnapshotSource};
+use super::{Backend, ProcessSource, SnapshotSink, SnapshotSource};
 use crate::cmd::{Cmd, Running};
 use crate::config::{BackendKind, Volume};
 use crate::error::{Context, Error, Result};
@@ -212,10 +212,7 @@ impl Backend for Btrfs {
         if let Some(b) = base {
             cmd = cmd.arg("-p").arg(snap_path(vol, b));
         }
-        cmd = cmd.arg(snap_path(vol, name));
-        let mut running = cmd.spawn(Stdio::null(), Stdio::piped())?;
-        let stdout = running.child.stdout.take().expect("piped");
-        Ok(Box::new(ProcessSource { running, stdout }))
+        ProcessSource::spawn(cmd.arg(snap_path(vol, name)))
     }
 
     fn receive(
@@ -352,30 +349,6 @@ fn dir_entries(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
-}
-
-struct ProcessSource {
-    running: Running,
-    stdout: ChildStdout,
-}
-
-impl Read for ProcessSource {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.stdout.read(buf)
-    }
-}
-
-impl SnapshotSource for ProcessSource {
-    fn finish(self: Box<Self>) -> Result<()> {
-        let ProcessSource { running, stdout } = *self;
-        drop(stdout);
-        running.wait()
-    }
-    fn abort(self: Box<Self>) {
-        let ProcessSource { running, stdout } = *self;
-        drop(stdout);
-        running.kill();
-    }
 }
 
 struct BtrfsSink {

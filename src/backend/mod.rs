@@ -8,6 +8,9 @@ pub mod zfs;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::process::{ChildStdout, Stdio};
+
+use crate::cmd::{Cmd, Running};
 
 use crate::config::{BackendKind, Volume};
 use crate::error::{Error, Result};
@@ -138,5 +141,50 @@ pub fn for_volume(vol: &Volume) -> Result<Box<dyn Backend>> {
         BackendKind::Btrfs => Ok(Box::new(btrfs::Btrfs)),
         BackendKind::Zfs => Ok(Box::new(zfs::Zfs)),
         BackendKind::Lvm => Ok(Box::new(lvm::Lvm)),
+    }
+}
+
+/// The dataset / `vg/lv` a standby receives into: `replica` is required there.
+pub fn require_replica<'a>(vol: &'a Volume, what: &str) -> Result<&'a str> {
+    vol.replica.as_deref().ok_or_else(|| {
+        Error::config(format!(
+            "volume `{}`: a {} standby needs `replica` (the {what} received snapshots land in)",
+            vol.role,
+            vol.backend.as_str()
+        ))
+    })
+}
+
+/// A snapshot stream read from an external program's stdout (`btrfs send`,
+/// `zfs send`); `finish` checks its exit status.
+pub struct ProcessSource {
+    running: Running,
+    stdout: ChildStdout,
+}
+
+impl ProcessSource {
+    pub fn spawn(cmd: Cmd) -> Result<Box<dyn SnapshotSource>> {
+        let mut running = cmd.spawn(Stdio::null(), Stdio::piped())?;
+        let stdout = running.child.stdout.take().expect("piped");
+        Ok(Box::new(ProcessSource { running, stdout }))
+    }
+}
+
+impl Read for ProcessSource {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.stdout.read(buf)
+    }
+}
+
+impl SnapshotSource for ProcessSource {
+    fn finish(self: Box<Self>) -> Result<()> {
+        let ProcessSource { running, stdout } = *self;
+        drop(stdout);
+        running.wait()
+    }
+    fn abort(self: Box<Self>) {
+        let ProcessSource { running, stdout } = *self;
+        drop(stdout);
+        running.kill();
     }
 }

@@ -15,11 +15,11 @@
 //! - Failover clones the received snapshot to `source` (mounted at the
 //!   volume's mountpoint); the received snapshot stays pristine.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{ChildStdin, ChildStdout, Stdio};
+use std::process::{ChildStdin, Stdio};
 
-use super::{Backend, Resumable, SnapshotSink, SnapshotSource};
+use super::{Backend, ProcessSource, Resumable, SnapshotSink, SnapshotSource, require_replica};
 use crate::cmd::{Cmd, Running};
 use crate::config::{BackendKind, Volume};
 use crate::error::{Context, Error, Result};
@@ -136,12 +136,7 @@ impl Backend for Zfs {
                 )));
             }
         } else {
-            if vol.replica.is_none() {
-                return Err(Error::config(format!(
-                    "volume `{}`: a ZFS standby needs `replica` (the dataset received snapshots land in)",
-                    vol.role
-                )));
-            }
+            require_replica(vol, "dataset")?;
             if !exists(ds)? {
                 let parent = ds.rsplit_once('/').map(|(p, _)| p).unwrap_or(ds);
                 if !exists(parent)? {
@@ -232,7 +227,7 @@ impl Backend for Zfs {
                 .arg(snap(vol, b));
         }
         cmd = cmd.arg(snap(vol, name));
-        spawn_source(cmd)
+        ProcessSource::spawn(cmd)
     }
 
     fn send_resume(
@@ -266,7 +261,7 @@ impl Backend for Zfs {
                 )));
             }
         }
-        spawn_source(zfs().args(["send", "-t", token]))
+        ProcessSource::spawn(zfs().args(["send", "-t", token]))
     }
 
     fn receive(
@@ -277,12 +272,7 @@ impl Backend for Zfs {
         expect_id: Option<&str>,
         resume: bool,
     ) -> Result<Box<dyn SnapshotSink>> {
-        let ds = vol.replica.as_deref().ok_or_else(|| {
-            Error::config(format!(
-                "volume `{}`: a ZFS standby needs `replica` (the dataset received snapshots land in)",
-                vol.role
-            ))
-        })?;
+        let ds = require_replica(vol, "dataset")?;
         let partial = self.resumable(vol)?;
         if !resume && partial.is_some() {
             tracing::warn!(volume = %vol.role, "discarding a cut receive that is not being resumed");
@@ -493,36 +483,6 @@ fn check_token(t: &str) -> Result<()> {
         return Err(Error::refused("malformed ZFS resume token"));
     }
     Ok(())
-}
-
-fn spawn_source(cmd: Cmd) -> Result<Box<dyn SnapshotSource>> {
-    let mut running = cmd.spawn(Stdio::null(), Stdio::piped())?;
-    let stdout = running.child.stdout.take().expect("piped");
-    Ok(Box::new(ZfsSource { running, stdout }))
-}
-
-struct ZfsSource {
-    running: Running,
-    stdout: ChildStdout,
-}
-
-impl Read for ZfsSource {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.stdout.read(buf)
-    }
-}
-
-impl SnapshotSource for ZfsSource {
-    fn finish(self: Box<Self>) -> Result<()> {
-        let ZfsSource { running, stdout } = *self;
-        drop(stdout);
-        running.wait()
-    }
-    fn abort(self: Box<Self>) {
-        let ZfsSource { running, stdout } = *self;
-        drop(stdout);
-        running.kill();
-    }
 }
 
 struct ZfsSink {
