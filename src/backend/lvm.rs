@@ -412,6 +412,10 @@ impl Backend for Lvm {
         if !snap.active {
             activate(vg, &snap_name).ctx(format!("volume `{}`", vol.role))?;
         }
+        // The device's size: `lv_size` of a classic snapshot is its
+        // copy-on-write space, not the size of the data.
+        let dev_p = dev_path(vg, &snap_name);
+        let (dev, size) = open_sized(&dev_p, false).ctx(format!("volume `{}`", vol.role))?;
         let (kind, block_size, extents, base_used) = if snap.is_thin() {
             let pool = Pool {
                 vg: vg.to_string(),
@@ -429,7 +433,7 @@ impl Backend for Lvm {
                     (
                         StreamKind::Incremental,
                         d.block_size,
-                        delta_extents(&d, snap.size),
+                        delta_extents(&d, size),
                         Some(b.clone()),
                     )
                 }),
@@ -437,7 +441,7 @@ impl Backend for Lvm {
                     (
                         StreamKind::Full,
                         m.block_size,
-                        mapping_extents(&m, snap.size),
+                        mapping_extents(&m, size),
                         None,
                     )
                 }),
@@ -451,7 +455,7 @@ impl Backend for Lvm {
             }
             let all_of_it = vec![Extent {
                 offset: 0,
-                len: snap.size,
+                len: size,
                 data: true,
             }];
             (StreamKind::Full, CLASSIC_UNIT, all_of_it, None)
@@ -459,16 +463,13 @@ impl Backend for Lvm {
         let header = Header {
             version: format::VERSION,
             kind,
-            size: snap.size,
+            size,
             block_size,
             snapshot: name.to_string(),
             storage_id: Some(snap.uuid.clone()),
             base: base_used.as_ref().and(base.map(str::to_string)),
             base_storage_id: base_used.as_ref().map(|b| b.uuid.clone()),
         };
-        let dev_p = dev_path(vg, &snap_name);
-        let dev =
-            File::open(&dev_p).ctx(format!("volume `{}`: open {}", vol.role, dev_p.display()))?;
         tracing::info!(
             volume = %vol.role,
             snapshot = name,
@@ -830,25 +831,13 @@ impl LvmSink {
             }
         }
         let p = dev_path(&self.vg, &self.rlv);
-        let dev = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&p)
-            .ctx(format!("open {}", p.display()))?;
-        let len = dev.metadata().map(|_| ()).and_then(|_| {
-            use std::io::Seek;
-            (&dev).seek(io::SeekFrom::End(0))
-        });
-        match len {
-            Ok(n) if n >= h.size => {}
-            Ok(n) => {
-                return Err(Error::storage(format!(
-                    "{} has {n} bytes, the stream needs {}",
-                    p.display(),
-                    h.size
-                )));
-            }
-            Err(e) => return Err(Error::io(format!("size of {}", p.display()), e)),
+        let (dev, n) = open_sized(&p, true)?;
+        if n < h.size {
+            return Err(Error::storage(format!(
+                "{} has {n} bytes, the stream needs {}",
+                p.display(),
+                h.size
+            )));
         }
         self.dev = Some(dev);
         self.header = Some(h.clone());
@@ -949,6 +938,20 @@ impl LvmSink {
         cmd.arg(self.replica()).run()?;
         Ok(id)
     }
+}
+
+/// Open a block device; returns it with its size in bytes.
+fn open_sized(p: &Path, write: bool) -> Result<(File, u64)> {
+    use std::io::Seek;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(write)
+        .open(p)
+        .ctx(format!("open {}", p.display()))?;
+    let n = f
+        .seek(io::SeekFrom::End(0))
+        .ctx(format!("size of {}", p.display()))?;
+    Ok((f, n))
 }
 
 /// Make `len` bytes at `offset` read as zeros: discard (thin unmaps whole

@@ -46,6 +46,7 @@ macro_rules! require_lab {
     };
 }
 
+mod lvm;
 mod smoke;
 mod zfs;
 
