@@ -609,40 +609,55 @@ impl Drop for ZfsSink {
 mod tests {
     use super::*;
 
-    /// Output captured from OpenZFS 2.3.2 by tests/fixtures/capture-zfs.sh.
-    fn fixture(name: &str) -> String {
+    /// Output captured from OpenZFS 2.1.11 and 2.3.2 by
+    /// tests/fixtures/capture-zfs.sh (run in the storage VM).
+    fn fixture(version: &str, name: &str) -> String {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/zfs-2.3")
+            .join("tests/fixtures")
+            .join(format!("zfs-{version}"))
             .join(name);
         std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
     }
 
     #[test]
-    fn parses_captured_zfs_2_3_output() {
-        assert_eq!(
-            parse_snapshot_list("cap/mysql", &fixture("list-snapshots.txt")),
-            vec!["20261127T080000.000Z-full", "20261127T081500.000Z-redolog"],
-            "the manual snapshot is not ours"
-        );
-        assert_eq!(
-            parse_value(&fixture("get-guid.txt")).as_deref(),
-            Some("12010562538145391458")
-        );
-        assert_eq!(parse_value(&fixture("get-token-none.txt")), None);
-        assert_eq!(parse_value(&fixture("get-token-after-abort.txt")), None);
-        let token = parse_value(&fixture("get-token.txt")).unwrap();
-        assert!(check_token(&token).is_ok());
-        assert_eq!(
-            parse_token_toname(&fixture("send-nv-token.txt")).as_deref(),
-            Some("cap/mysql@20261127T090000.000Z-full")
-        );
-        assert_eq!(
-            parse_holds(&fixture("holds.txt")),
-            vec![(
-                "cap/mysql@20261127T080000.000Z-full".to_string(),
-                HOLD_TAG.to_string()
-            )]
-        );
+    fn parses_captured_zfs_2_1_and_2_3_output() {
+        for v in ["2.1", "2.3"] {
+            assert!(
+                fixture(v, "version.txt").starts_with(&format!("zfs-{v}.")),
+                "{v}"
+            );
+            assert_eq!(
+                parse_snapshot_list("cap/mysql", &fixture(v, "list-snapshots.txt")),
+                vec!["20261127T080000.000Z-full", "20261127T081500.000Z-redolog"],
+                "{v}: the manual snapshot is not ours"
+            );
+            let guid = parse_value(&fixture(v, "get-guid.txt")).unwrap();
+            assert!(
+                guid.len() > 10 && guid.chars().all(|c| c.is_ascii_digit()),
+                "{v}: {guid}"
+            );
+            assert_eq!(parse_value(&fixture(v, "get-token-none.txt")), None, "{v}");
+            assert_eq!(
+                parse_value(&fixture(v, "get-token-after-abort.txt")),
+                None,
+                "{v}"
+            );
+            let token = parse_value(&fixture(v, "get-token.txt")).unwrap();
+            assert!(check_token(&token).is_ok(), "{v}");
+            assert_eq!(
+                parse_token_toname(&fixture(v, "send-nv-token.txt")).as_deref(),
+                Some("cap/mysql@20261127T090000.000Z-full"),
+                "{v}"
+            );
+            assert_eq!(
+                parse_holds(&fixture(v, "holds.txt")),
+                vec![(
+                    "cap/mysql@20261127T080000.000Z-full".to_string(),
+                    HOLD_TAG.to_string()
+                )],
+                "{v}"
+            );
+        }
     }
 
     #[test]
