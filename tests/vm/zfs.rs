@@ -367,3 +367,61 @@ fn zfs_cut_transfer_resumes_and_stale_token_is_discarded() {
         zfs_get("guid", &format!("{}@{id4}", lab.source("blob")))
     );
 }
+
+#[test]
+fn zfs_prune_keeps_the_held_common_snapshot_and_incrementals_go_on() {
+    require_lab!();
+    let lab = ZfsLab::new("");
+    let mut ids = Vec::new();
+    for i in 0..3u64 {
+        write_pattern(&lab.file("mysql", "data"), 0, 200 + i, MIB as usize);
+        ids.push(lab.ok(&lab.pri_cfg, &["snapshot"]).trim().to_string());
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    lab.ok(&lab.pri_cfg, &["ship"]);
+    // A grid of one 1 s bucket: everything but the newest is prunable.
+    for cfg in [&lab.pri_cfg, &lab.stb_cfg] {
+        let mut text = std::fs::read_to_string(cfg).unwrap();
+        text.push_str("\n[retention]\ngrid = \"1x1s\"\n");
+        std::fs::write(cfg, text).unwrap();
+    }
+    let plan = lab.ok(&lab.pri_cfg, &["prune", "--dry-run"]);
+    eprintln!("{plan}");
+    for id in &ids {
+        assert!(
+            zfs_exists(&format!("{}@{id}", lab.source("mysql"))),
+            "dry run destroyed {id}"
+        );
+    }
+    lab.ok(&lab.pri_cfg, &["prune"]);
+    lab.ok(&lab.stb_cfg, &["prune"]);
+    for (site_ds, label) in [
+        (lab.source("mysql"), "primary"),
+        (lab.replica("mysql"), "standby"),
+    ] {
+        assert!(
+            !zfs_exists(&format!("{site_ds}@{}", ids[0])),
+            "{label}: oldest set pruned"
+        );
+        assert!(
+            zfs_exists(&format!("{site_ds}@{}", ids[2])),
+            "{label}: the common snapshot stays"
+        );
+        assert!(
+            sh(&["zfs", "holds", "-H", &format!("{site_ds}@{}", ids[2])])
+                .contains("snapsite-common")
+        );
+    }
+    // The chain is intact: the next ship is incremental from the kept one.
+    write_pattern(&lab.file("mysql", "data"), 0, 300, MIB as usize);
+    let id4 = lab.ok(&lab.pri_cfg, &["snapshot"]).trim().to_string();
+    let report = lab.json(&lab.pri_cfg, &["ship", "--json"]);
+    let mysql = report["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["role"] == "mysql")
+        .unwrap();
+    assert_eq!(mysql["snapshot"], id4.as_str());
+    assert_eq!(mysql["base"], ids[2].as_str());
+}
