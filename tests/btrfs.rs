@@ -521,3 +521,57 @@ fn bad_config_is_a_clear_error_and_touches_nothing() {
         "{err}"
     );
 }
+
+#[test]
+fn failover_killed_mid_way_resumes_on_the_next_run() {
+    require_real!();
+    let lab = new_lab();
+    fill_volumes(&lab, 60);
+    let set = lab.snapshot(false);
+    lab.ship(&lab.pri_cfg);
+    // A replay that SIGKILLs the failover process the first time it runs:
+    // a crash after the copies and mounts, before the report.
+    let script = lab.dir.path().join("crash-once.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ ! -e {d}/crashed ]; then touch {d}/crashed; kill -9 $PPID; exit 1; fi\nprintf '%s\\n' \"$@\" > {d}/replay-args\n",
+            d = lab.dir.path().display()
+        ),
+    )
+    .unwrap();
+    sh(&["chmod", "+x", script.to_str().unwrap()]);
+    std::fs::write(
+        &lab.stb_cfg,
+        lab.standby_toml(&format!(
+            "[\"{}\", \"--fromTime\", \"{{from_time}}\"]",
+            script.display()
+        )),
+    )
+    .unwrap();
+    let out = lab.run(&lab.stb_cfg, &["failover"]);
+    assert!(!out.status.success(), "the first failover was killed");
+    assert!(
+        lab.standby_live("mysql").exists(),
+        "its copies are in place"
+    );
+    assert!(!lab.dir.path().join("replay-args").exists());
+    let plan = lab.ok(&lab.stb_cfg, &["failover", "--dry-run"]);
+    assert!(plan.contains("resuming an interrupted failover"), "{plan}");
+
+    let out = lab.ok(&lab.stb_cfg, &["failover"]);
+    assert!(
+        out.contains("(resumed)") && out.contains("result        OK"),
+        "{out}"
+    );
+    assert!(out.contains(set["id"].as_str().unwrap()));
+    let args = std::fs::read_to_string(lab.dir.path().join("replay-args")).unwrap();
+    assert_eq!(args.lines().next(), Some("--fromTime"));
+    for r in ["mysql", "blob", "index"] {
+        assert_eq!(
+            tree_digest(&lab.standby_live(r)),
+            tree_digest(&lab.primary_snap(r, set["id"].as_str().unwrap())),
+            "{r}"
+        );
+    }
+}
