@@ -377,7 +377,7 @@ fn lvm_cut_transfer_recovers_and_metadata_snapshot_is_always_released() {
     // the next send finds it stale and releases it.
     let pidfile = lab.dir.join("fake.pid");
     let bin = lab.fake_thin_delta(&format!("echo $$ > {}; exec sleep 60", pidfile.display()));
-    let mut argv = vec![
+    let argv = vec![
         snapsite_bin(),
         "--config",
         lab.pri_cfg.to_str().unwrap(),
@@ -405,7 +405,6 @@ fn lvm_cut_transfer_recovers_and_metadata_snapshot_is_always_released() {
         .to_string();
     let _ = run(&["kill", "-KILL", &sleeper]);
     assert_ne!(lab.held_root(), "-", "a killed sender cannot release");
-    argv.push("--json");
     let r = lab.json(&lab.pri_cfg, &["ship", "--json"]);
     assert_eq!(r["committed"][0], id3.as_str());
     assert_eq!(lab.held_root(), "-", "stale metadata snapshot released");
