@@ -92,6 +92,90 @@ pub fn snapsite_bin() -> &'static str {
 }
 
 // ---------------------------------------------------------------------------
+// Driving snapsite (shared by the backend suites)
+
+/// `snapsite --config CFG ARGS...`, with `path_prefix` put first on PATH
+/// (fake tools), whatever the exit status.
+pub fn snapsite_run(cfg: &Path, args: &[&str], path_prefix: Option<&Path>) -> Output {
+    let mut argv = vec![
+        snapsite_bin(),
+        "--config",
+        cfg.to_str().expect("utf-8 path"),
+    ];
+    argv.extend_from_slice(args);
+    let mut cmd = command(&argv);
+    if let Some(p) = path_prefix {
+        cmd.env(
+            "PATH",
+            format!(
+                "{}:{}",
+                p.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        );
+    }
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot start `{}`: {e}", display_argv(&argv)))
+}
+
+/// Like [`snapsite_run`] without fake tools; panics unless it exits 0. Returns stdout.
+pub fn snapsite_ok(cfg: &Path, args: &[&str]) -> String {
+    let out = snapsite_run(cfg, args, None);
+    assert!(
+        out.status.success(),
+        "snapsite {args:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// [`snapsite_ok`] of a `--json` command, parsed.
+pub fn snapsite_json(cfg: &Path, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&snapsite_ok(cfg, args)).expect("snapsite printed JSON")
+}
+
+/// How many manifests (committed sets) a site's `state_dir` holds.
+pub fn manifest_count(state_dir: &Path) -> usize {
+    std::fs::read_dir(state_dir.join("sets"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// A copy of primary config `pri_cfg` (written to `dir`) whose transport
+/// runs the standby's `serve` behind a filter that cuts the stream after
+/// `at` bytes, passing data through as it arrives.
+pub fn cutting_config(dir: &Path, pri_cfg: &Path, stb_cfg: &Path, at: u64) -> PathBuf {
+    let script = dir.join("cut.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\npython3 -c 'import sys\nat = int(sys.argv[1])\ni, o = sys.stdin.buffer, sys.stdout.buffer\npos = 0\nwhile True:\n  c = i.read1(65536)\n  if not c: break\n  if pos + len(c) >= at:\n    o.write(c[:at - pos]); o.flush(); sys.exit(0)\n  o.write(c); o.flush(); pos += len(c)\n' {at} | exec {} serve --stdio --config {}\n",
+            snapsite_bin(),
+            stb_cfg.display()
+        ),
+    )
+    .expect("write cut.sh");
+    sh(&["chmod", "+x", script.to_str().expect("utf-8 path")]);
+    let text = std::fs::read_to_string(pri_cfg).expect("read primary config");
+    let i = text
+        .find("[standby]")
+        .expect("primary config has a [standby] section");
+    let cfg = dir.join("primary-cut.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}[standby]\ntransport = \"command\"\ncommand = [\"{}\"]\n",
+            &text[..i],
+            script.display()
+        ),
+    )
+    .expect("write primary-cut.toml");
+    cfg
+}
+
+// ---------------------------------------------------------------------------
 // Running programs
 
 fn display_argv(argv: &[&str]) -> String {

@@ -105,56 +105,19 @@ impl ZfsLab {
     }
 
     fn snapsite(&self, cfg: &Path, args: &[&str]) -> Output {
-        let mut argv = vec![snapsite_bin(), "--config", cfg.to_str().unwrap()];
-        argv.extend_from_slice(args);
-        run(&argv)
+        snapsite_run(cfg, args, None)
     }
     fn ok(&self, cfg: &Path, args: &[&str]) -> String {
-        let out = self.snapsite(cfg, args);
-        assert!(
-            out.status.success(),
-            "snapsite {args:?} failed ({}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        snapsite_ok(cfg, args)
     }
     fn json(&self, cfg: &Path, args: &[&str]) -> serde_json::Value {
-        serde_json::from_str(&self.ok(cfg, args)).unwrap()
+        snapsite_json(cfg, args)
     }
     fn standby_manifests(&self) -> usize {
-        std::fs::read_dir(self.dir.join("state-stb/sets"))
-            .map(|d| d.count())
-            .unwrap_or(0)
+        manifest_count(&self.dir.join("state-stb"))
     }
-    /// A primary config whose transport passes the stream through a filter
-    /// that cuts it after `at` bytes.
     fn cutting_config(&self, at: u64) -> PathBuf {
-        let script = self.dir.join("cut.sh");
-        std::fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\npython3 -c 'import sys\nat = int(sys.argv[1])\ni, o = sys.stdin.buffer, sys.stdout.buffer\npos = 0\nwhile True:\n  c = i.read1(65536)\n  if not c: break\n  if pos + len(c) >= at:\n    o.write(c[:at - pos]); o.flush(); sys.exit(0)\n  o.write(c); o.flush(); pos += len(c)\n' {at} | exec {} serve --stdio --config {}\n",
-                snapsite_bin(),
-                self.stb_cfg.display()
-            ),
-        )
-        .unwrap();
-        sh(&["chmod", "+x", script.to_str().unwrap()]);
-        let text = std::fs::read_to_string(&self.pri_cfg).unwrap();
-        let i = text.find("[standby]").unwrap();
-        let cfg = self.dir.join("primary-cut.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "{}[standby]\ntransport = \"command\"\ncommand = [\"{}\"]\n",
-                &text[..i],
-                script.display()
-            ),
-        )
-        .unwrap();
-        cfg
+        cutting_config(&self.dir, &self.pri_cfg, &self.stb_cfg, at)
     }
 }
 
