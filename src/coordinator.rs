@@ -3,7 +3,6 @@
 //! common snapshot where one exists.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -545,7 +544,7 @@ fn send_stream(
     let mut hasher = blake3::Hasher::new();
     let mut bytes = 0u64;
     loop {
-        let n = match fill(&mut src, &mut buf) {
+        let n = match crate::stream::fill(&mut *src, &mut buf) {
             Ok(n) => n,
             Err(e) => {
                 src.abort();
@@ -590,19 +589,6 @@ fn send_stream(
         .with_hint("nothing was committed for this set; run `snapsite ship` again to retry")),
         other => Err(Error::protocol(format!("expected ack, got {other:?}"))),
     }
-}
-
-fn fill(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]

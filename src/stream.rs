@@ -227,13 +227,19 @@ impl<R: Read> Reader<R> {
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
+    fill(r, buf).map_err(io_err)
+}
+
+/// Read until `buf` is full or EOF; returns how much was read (short only
+/// at EOF).
+pub fn fill(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_err(e)),
+            Err(e) => return Err(e),
         }
     }
     Ok(n)
