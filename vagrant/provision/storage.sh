@@ -3,7 +3,8 @@
 #   both:     ZFS pool "tank", LVM VG "vg0" with thin pool vg0/pool
 #   primary:  the live volumes: datasets tank/mysql, tank/blob, tank/index,
 #             thin volume vg0/redolog (ext4 on /srv/redolog)
-#   standby:  nothing more: received snapshots create their own volumes
+#   standby:  tank/snapsite (unmounted parent of the ZFS replicas); the first
+#             full receive creates each replica
 # Uses the first two empty extra disks; without them, sparse files under
 # /var/lib/snapsite-demo (ZFS file vdev; LVM on a loop device re-attached at
 # boot by snapsite-demo-loop.service). Idempotent.
@@ -42,6 +43,9 @@ if [ "$NODE" = primary ]; then
     for ds in mysql blob index; do
         zfs list "tank/$ds" > /dev/null 2>&1 || zfs create "tank/$ds"
     done
+else
+    # parent of the replicas (`replica = "tank/snapsite/<role>"`): never mounted
+    zfs list tank/snapsite > /dev/null 2>&1 || zfs create -o mountpoint=none tank/snapsite
 fi
 
 if ! vgs vg0 > /dev/null 2>&1; then
