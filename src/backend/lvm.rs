@@ -306,12 +306,7 @@ impl Backend for Lvm {
                 ));
             }
         } else {
-            let replica = vol.replica.as_deref().ok_or_else(|| {
-                Error::config(format!(
-                    "volume `{}`: an LVM standby needs `replica` (the thin vg/lv received snapshots land in)",
-                    vol.role
-                ))
-            })?;
+            let replica = super::require_replica(vol, "thin vg/lv")?;
             let (vg, rlv) = split(replica);
             if split(&vol.source).0 != vg {
                 return Err(Error::config(format!(
@@ -491,12 +486,7 @@ impl Backend for Lvm {
         expect_id: Option<&str>,
         _resume: bool,
     ) -> Result<Box<dyn SnapshotSink>> {
-        let replica = vol.replica.as_deref().ok_or_else(|| {
-            Error::config(format!(
-                "volume `{}`: an LVM standby needs `replica` (the thin vg/lv received snapshots land in)",
-                vol.role
-            ))
-        })?;
+        let replica = super::require_replica(vol, "thin vg/lv")?;
         let (vg, rlv) = split(replica);
         let all = lvs_of(vol, vg)?;
         if find(&all, &snap_lv(rlv, name)).is_some() {
@@ -553,12 +543,7 @@ impl Backend for Lvm {
     }
 
     fn writable_copy(&self, vol: &Volume, name: &str) -> Result<PathBuf> {
-        let replica = vol.replica.as_deref().ok_or_else(|| {
-            Error::config(format!(
-                "volume `{}`: failover on LVM needs `replica` (where the received snapshots are)",
-                vol.role
-            ))
-        })?;
+        let replica = super::require_replica(vol, "thin vg/lv")?;
         let (rvg, rlv) = split(replica);
         let (vg, lv) = split(&vol.source);
         if vg != rvg {
