@@ -8,6 +8,7 @@
 //! reports/failover-<time>.json   failover reports
 //! standby.json                   what the standby holds, as of the last ship (primary)
 //! run.json                       what `snapsite run` did last (primary)
+//! serve.json                     the `serve` session holding the lock (standby)
 //! lock                           one mutating snapsite at a time
 //! run.lock                       one `snapsite run` at a time
 //! ```
@@ -98,6 +99,20 @@ impl StandbyRecord {
     }
 }
 
+/// Written by `serve` (standby) once it holds the site lock, removed when it
+/// ends: the session `failover` stops instead of waiting for it. The serve
+/// process leads its own process group, so killing `-pgid` also stops the
+/// `btrfs receive` / `zfs receive` it started.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServeRecord {
+    pub pid: i32,
+    pub pgid: i32,
+    pub started_at: Timestamp,
+    /// The primary's site name from its hello (as sent; for display only).
+    #[serde(default)]
+    pub primary: Option<String>,
+}
+
 /// Holds `state_dir/lock` (flock) until dropped.
 pub struct Lock {
     _f: nix::fcntl::Flock<File>,
@@ -111,11 +126,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         path.file_name().unwrap().to_string_lossy(),
         std::process::id()
     ));
-    let mut f = File::create(&tmp).ctx(format!("create {}", tmp.display()))?;
-    f.write_all(bytes).ctx(format!("write {}", tmp.display()))?;
-    f.sync_all().ctx(format!("fsync {}", tmp.display()))?;
-    drop(f);
-    std::fs::rename(&tmp, path).ctx(format!("rename {} -> {}", tmp.display(), path.display()))?;
+    let written = (|| -> Result<()> {
+        let mut f = File::create(&tmp).ctx(format!("create {}", tmp.display()))?;
+        f.write_all(bytes).ctx(format!("write {}", tmp.display()))?;
+        f.sync_all().ctx(format!("fsync {}", tmp.display()))?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+            .ctx(format!("rename {} -> {}", tmp.display(), path.display()))
+    })();
+    if let Err(e) = written {
+        // A full disk must not keep the space of a half-written temp file.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     File::open(dir)
         .and_then(|d| d.sync_all())
         .ctx(format!("fsync {}", dir.display()))?;
@@ -216,6 +239,24 @@ impl Catalog {
 
     pub fn write_standby_record(&self, r: &StandbyRecord) -> Result<()> {
         write_json(&self.root.join("standby.json"), r)
+    }
+
+    pub fn write_serve_record(&self, r: &ServeRecord) -> Result<()> {
+        write_json(&self.root.join("serve.json"), r)
+    }
+
+    /// The serve session that holds (or held, if it was killed) the lock.
+    pub fn serve_record(&self) -> Result<Option<ServeRecord>> {
+        let p = self.root.join("serve.json");
+        if p.exists() {
+            read_json(&p).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    pub fn remove_serve_record(&self) {
+        let _ = std::fs::remove_file(self.root.join("serve.json"));
     }
 
     fn set_path(&self, id: &str) -> PathBuf {

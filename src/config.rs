@@ -184,6 +184,7 @@ struct ScheduleSection {
 struct RetentionSection {
     grid: String,
     redolog_grid: Option<String>,
+    keep_min_age: Option<String>,
 }
 
 /// `[status]`: thresholds for `snapsite status` and the metrics file.
@@ -231,6 +232,11 @@ pub struct Schedule {
 pub struct Retention {
     pub full: crate::prune::Grid,
     pub redolog: crate::prune::Grid,
+    /// On the standby: sets committed less than this long ago (by the
+    /// standby's own clock) are never pruned, whatever the primary sends, so
+    /// a burst of sets from a compromised primary cannot push good history
+    /// out of the grid. Default 7 days.
+    pub keep_min_age: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -494,7 +500,26 @@ impl Config {
                         .map_err(|m| err("retention.redolog_grid", m))?,
                     None => full.clone(),
                 };
-                Some(Retention { full, redolog })
+                let keep_min_age = match &r.keep_min_age {
+                    None => Duration::from_secs(7 * 24 * 3600),
+                    Some(v) => humantime::parse_duration(v).map_err(|e| {
+                        err(
+                            "retention.keep_min_age",
+                            format!("`{v}`: {e} (e.g. \"7d\", \"0s\" to turn it off)"),
+                        )
+                    })?,
+                };
+                if keep_min_age > Duration::from_secs(100 * 365 * 24 * 3600) {
+                    return Err(err(
+                        "retention.keep_min_age",
+                        "must be at most 100 years".to_string(),
+                    ));
+                }
+                Some(Retention {
+                    full,
+                    redolog,
+                    keep_min_age,
+                })
             }
         };
         let status = {

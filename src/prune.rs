@@ -567,6 +567,7 @@ mod tests {
         Retention {
             full: Grid::parse(g).unwrap(),
             redolog: Grid::parse(g).unwrap(),
+            keep_min_age: std::time::Duration::ZERO,
         }
     }
 

@@ -130,6 +130,7 @@ fn retention(h: &History) -> Retention {
     Retention {
         full: Grid::parse(&h.grid).unwrap(),
         redolog: Grid::parse(&h.redolog_grid).unwrap(),
+        keep_min_age: std::time::Duration::ZERO,
     }
 }
 
@@ -238,7 +239,7 @@ proptest! {
     #[test]
     fn first_interval_keep_all_keeps_everything_in_it(h in history_strategy()) {
         let grid = format!("1x2h(keep=all) | {}", h.grid);
-        let r = Retention { full: Grid::parse(&grid).unwrap(), redolog: Grid::parse(&grid).unwrap() };
+        let r = Retention { full: Grid::parse(&grid).unwrap(), redolog: Grid::parse(&grid).unwrap(), keep_min_age: std::time::Duration::ZERO };
         let complete = |_: &Manifest| true;
         let decisions = plan_sets(&h.manifests, &complete, &BTreeMap::new(), &r);
         for kind in [SetKind::Full, SetKind::Redolog] {
