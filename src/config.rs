@@ -2,7 +2,6 @@
 //! the file and the key (`volume[2].source`), and nothing is touched on disk
 //! before a config has validated.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -283,300 +282,40 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config> {
         let raw: RawConfig = toml::from_str(text)
             .map_err(|e| Error::config(format!("{}: {}", path.display(), e.to_string().trim())))?;
-        let err =
-            |key: &str, msg: String| Error::config(format!("{}: {key}: {msg}", path.display()));
-
-        if raw.site.is_empty()
-            || !raw
-                .site
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(err(
-                "site",
-                format!(
-                    "`{}` must be non-empty and use only a-z, 0-9, `-`, `_`, `.`",
-                    raw.site
-                ),
-            ));
-        }
-        if !raw.state_dir.is_absolute() {
-            return Err(err(
-                "state_dir",
-                format!("`{}` must be an absolute path", raw.state_dir.display()),
-            ));
-        }
-        if raw.volumes.is_empty() {
-            return Err(err("volume", "no [[volume]] is configured".into()));
-        }
-        let mut seen = HashSet::new();
+        let cx = Ctx { path };
+        validate_site(&cx, &raw.site, &raw.state_dir)?;
         for (i, v) in raw.volumes.iter().enumerate() {
-            let key = |k: &str| format!("volume[{i}].{k}");
-            validate_role(&v.role).map_err(|m| err(&key("role"), m))?;
-            if !seen.insert(v.role.clone()) {
-                return Err(err(
-                    &key("role"),
-                    format!("role `{}` is configured twice", v.role),
-                ));
-            }
-            validate_source(v.backend, &v.source).map_err(|m| err(&key("source"), m))?;
-            if v.backend != BackendKind::Zfs && v.zfs != ZfsOptions::default() {
-                return Err(err(
-                    &key("zfs"),
-                    format!(
-                        "send options apply to ZFS volumes only, this one is {}",
-                        v.backend.as_str()
-                    ),
-                ));
-            }
-            if let Some(r) = &v.replica {
-                if v.backend == BackendKind::Btrfs {
-                    return Err(err(
-                        &key("replica"),
-                        "btrfs volumes keep received snapshots in snapshot_dir; remove `replica`"
-                            .into(),
-                    ));
-                }
-                validate_source(v.backend, r).map_err(|m| err(&key("replica"), m))?;
-                if r == &v.source {
-                    return Err(err(
-                        &key("replica"),
-                        "must differ from `source` (failover makes its writable copy at `source`)"
-                            .into(),
-                    ));
-                }
-            }
-            if v.backend == BackendKind::Btrfs {
-                match &v.snapshot_dir {
-                    None => {
-                        return Err(err(
-                            &key("snapshot_dir"),
-                            "btrfs volumes need a snapshot_dir on the same filesystem".into(),
-                        ));
-                    }
-                    Some(d) => check_abs_path(d).map_err(|m| err(&key("snapshot_dir"), m))?,
-                }
-            }
-            if let Some(m) = &v.mountpoint {
-                check_abs_path(m).map_err(|m| err(&key("mountpoint"), m))?;
-            }
+            validate_volume(&cx, i, v, &raw.volumes[..i])?;
         }
-
-        let volumes = if raw.set.order.is_empty() {
-            raw.volumes.clone()
-        } else {
-            let mut ordered = Vec::new();
-            for (i, r) in raw.set.order.iter().enumerate() {
-                let v = raw.volumes.iter().find(|v| &v.role == r).ok_or_else(|| {
-                    err(
-                        &format!("set.order[{i}]"),
-                        format!("no volume has role `{r}`"),
-                    )
-                })?;
-                if ordered.iter().any(|o: &Volume| &o.role == r) {
-                    return Err(err(
-                        &format!("set.order[{i}]"),
-                        format!("`{r}` is listed twice"),
-                    ));
-                }
-                ordered.push(v.clone());
-            }
-            if ordered.len() != raw.volumes.len() {
-                let missing: Vec<_> = raw
-                    .volumes
-                    .iter()
-                    .filter(|v| !raw.set.order.contains(&v.role))
-                    .map(|v| v.role.as_str())
-                    .collect();
-                return Err(err(
-                    "set.order",
-                    format!("does not list {}", missing.join(", ")),
-                ));
-            }
-            ordered
-        };
-        let redolog_role = raw.set.redolog.clone().unwrap_or_else(|| "redolog".into());
-        if !volumes.iter().any(|v| v.role == redolog_role) {
-            return Err(err(
-                "set.redolog",
-                format!(
-                    "no volume has role `{redolog_role}` (set `set.redolog` to the role of the redo log volume)"
-                ),
-            ));
-        }
-        let safety_margin = match &raw.set.safety_margin {
-            None => Duration::ZERO,
-            Some(s) => humantime::parse_duration(s).map_err(|e| {
-                err(
-                    "set.safety_margin",
-                    format!("`{s}`: {e} (e.g. \"2s\", \"500ms\")"),
-                )
-            })?,
-        };
-
+        let set = validate_set(&cx, &raw.set, &raw.volumes)?;
+        validate_layout(&cx, &raw.state_dir, &raw.volumes, &set.volumes)?;
         if let Some(s) = &raw.standby {
-            validate_standby(s).map_err(|(k, m)| err(&format!("standby.{k}"), m))?;
+            validate_standby(&cx, s)?;
         }
-
-        let replay = match &raw.replay {
-            None => None,
-            Some(r) => {
-                let roles: Vec<&str> = volumes.iter().map(|v| v.role.as_str()).collect();
-                let command =
-                    Template::parse(&r.command, &roles).map_err(|m| err("replay.command", m))?;
-                let time_format =
-                    TimeFormat::parse(r.time_format.as_deref().unwrap_or("zmplayredo"))
-                        .map_err(|m| err("replay.time_format", m))?;
-                let timezone = match &r.timezone {
-                    None => jiff::tz::TimeZone::system(),
-                    Some(z) => jiff::tz::TimeZone::get(z)
-                        .map_err(|e| err("replay.timezone", format!("`{z}`: {e}")))?,
-                };
-                Some(Replay {
-                    command,
-                    time_format,
-                    timezone,
-                })
-            }
-        };
-
-        let duration = |key: &str, v: &str| {
-            humantime::parse_duration(v)
-                .map_err(|e| err(key, format!("`{v}`: {e} (e.g. \"1h\", \"15m\", \"30s\")")))
-        };
-        let positive = |key: &str, v: &str| {
-            let d = duration(key, v)?;
-            if d < Duration::from_secs(1) {
-                return Err(err(key, format!("`{v}` must be at least 1s")));
-            }
-            Ok(d)
-        };
-        let schedule = match &raw.schedule {
-            None => None,
-            Some(s) => {
-                let full_set_interval =
-                    positive("schedule.full_set_interval", &s.full_set_interval)?;
-                let redolog_interval = s
-                    .redolog_interval
-                    .as_deref()
-                    .map(|v| positive("schedule.redolog_interval", v))
-                    .transpose()?;
-                let retry_min = match &s.retry_min {
-                    Some(v) => positive("schedule.retry_min", v)?,
-                    None => Duration::from_secs(10),
-                };
-                let retry_max = match &s.retry_max {
-                    Some(v) => positive("schedule.retry_max", v)?,
-                    None => Duration::from_secs(15 * 60),
-                };
-                if retry_max < retry_min {
-                    return Err(err(
-                        "schedule.retry_max",
-                        "must not be shorter than schedule.retry_min".into(),
-                    ));
-                }
-                if raw.standby.is_none() {
-                    return Err(err(
-                        "schedule",
-                        "`snapsite run` runs on the primary: this config has no [standby] section"
-                            .into(),
-                    ));
-                }
-                Some(Schedule {
-                    full_set_interval,
-                    redolog_interval,
-                    retry_min,
-                    retry_max,
-                })
-            }
-        };
-        let retention = match &raw.retention {
-            None => None,
-            Some(r) => {
-                let full =
-                    crate::prune::Grid::parse(&r.grid).map_err(|m| err("retention.grid", m))?;
-                let redolog = match &r.redolog_grid {
-                    Some(g) => crate::prune::Grid::parse(g)
-                        .map_err(|m| err("retention.redolog_grid", m))?,
-                    None => full.clone(),
-                };
-                let keep_min_age = match &r.keep_min_age {
-                    None => Duration::from_secs(7 * 24 * 3600),
-                    Some(v) => humantime::parse_duration(v).map_err(|e| {
-                        err(
-                            "retention.keep_min_age",
-                            format!("`{v}`: {e} (e.g. \"7d\", \"0s\" to turn it off)"),
-                        )
-                    })?,
-                };
-                if keep_min_age > Duration::from_secs(100 * 365 * 24 * 3600) {
-                    return Err(err(
-                        "retention.keep_min_age",
-                        "must be at most 100 years".to_string(),
-                    ));
-                }
-                Some(Retention {
-                    full,
-                    redolog,
-                    keep_min_age,
-                })
-            }
-        };
-        let status = {
-            let s = raw.status.clone().unwrap_or_default();
-            let d = StatusThresholds::default();
-            let pick = |key: &str, v: &Option<String>, def: Duration| match v {
-                Some(v) => duration(key, v),
-                None => Ok(def),
-            };
-            let t = StatusThresholds {
-                recovery_point_warning: pick(
-                    "status.recovery_point_warning",
-                    &s.recovery_point_warning,
-                    d.recovery_point_warning,
-                )?,
-                recovery_point_critical: pick(
-                    "status.recovery_point_critical",
-                    &s.recovery_point_critical,
-                    d.recovery_point_critical,
-                )?,
-                full_set_warning: pick(
-                    "status.full_set_warning",
-                    &s.full_set_warning,
-                    d.full_set_warning,
-                )?,
-                full_set_critical: pick(
-                    "status.full_set_critical",
-                    &s.full_set_critical,
-                    d.full_set_critical,
-                )?,
-                prometheus: s.prometheus.clone(),
-            };
-            if t.recovery_point_critical < t.recovery_point_warning {
-                return Err(err(
-                    "status.recovery_point_critical",
-                    "must not be shorter than status.recovery_point_warning".into(),
-                ));
-            }
-            if t.full_set_critical < t.full_set_warning {
-                return Err(err(
-                    "status.full_set_critical",
-                    "must not be shorter than status.full_set_warning".into(),
-                ));
-            }
-            if let Some(p) = &t.prometheus {
-                check_abs_path(p).map_err(|m| err("status.prometheus", m))?;
-            }
-            t
-        };
+        let replay = raw
+            .replay
+            .as_ref()
+            .map(|r| validate_replay(&cx, r, &raw.volumes))
+            .transpose()?;
+        let schedule = raw
+            .schedule
+            .as_ref()
+            .map(|s| validate_schedule(&cx, s, raw.standby.is_some()))
+            .transpose()?;
+        let retention = raw
+            .retention
+            .as_ref()
+            .map(|r| validate_retention(&cx, r))
+            .transpose()?;
+        let status = validate_status(&cx, raw.status.as_ref())?;
 
         Ok(Config {
             path: path.to_owned(),
             site: raw.site,
             state_dir: raw.state_dir,
-            volumes,
-            redolog_role,
-            safety_margin,
+            volumes: set.volumes,
+            redolog_role: set.redolog_role,
+            safety_margin: set.safety_margin,
             standby: raw.standby,
             replay,
             schedule,
@@ -652,20 +391,426 @@ pub fn validate_source(backend: BackendKind, s: &str) -> std::result::Result<(),
     }
 }
 
-fn validate_standby(s: &Standby) -> std::result::Result<(), (&'static str, String)> {
+/// The longest `set.safety_margin`: `from_time` moves back by the margin, and
+/// a few seconds are enough (an operation logged before the first snapshot
+/// reaches the database within them). Anything near this bound is a typo.
+pub const MAX_SAFETY_MARGIN: Duration = Duration::from_secs(3600);
+const SECOND: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Where errors point: the file. Every error also names its key.
+struct Ctx<'a> {
+    path: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn err(&self, key: &str, msg: impl std::fmt::Display) -> Error {
+        Error::config(format!("{}: {key}: {msg}", self.path.display()))
+    }
+
+    /// A duration in `min..=max`; `examples` shows the syntax on a parse error.
+    fn duration(
+        &self,
+        key: &str,
+        v: &str,
+        (min, max): (Duration, Duration),
+        examples: &str,
+    ) -> Result<Duration> {
+        let d = humantime::parse_duration(v)
+            .map_err(|e| self.err(key, format!("`{v}`: {e} (e.g. {examples})")))?;
+        if d < min {
+            return Err(self.err(
+                key,
+                format!("`{v}` must be at least {}", humantime::format_duration(min)),
+            ));
+        }
+        if d > max {
+            return Err(self.err(
+                key,
+                format!(
+                    "`{v}` is longer than {}, the most this setting allows",
+                    humantime::format_duration(max)
+                ),
+            ));
+        }
+        Ok(d)
+    }
+}
+
+/// `site`, `state_dir`.
+fn validate_site(cx: &Ctx, site: &str, state_dir: &Path) -> Result<()> {
+    if site.is_empty()
+        || !site
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(cx.err(
+            "site",
+            format!("`{site}` must be non-empty and use only a-z, 0-9, `-`, `_`, `.`"),
+        ));
+    }
+    check_abs_path(state_dir).map_err(|m| cx.err("state_dir", m))
+}
+
+/// One `[[volume]]` on its own; `earlier` are the volumes before it in the
+/// file. Conflicts between volumes are `validate_layout`'s.
+fn validate_volume(cx: &Ctx, i: usize, v: &Volume, earlier: &[Volume]) -> Result<()> {
+    let key = |k: &str| format!("volume[{i}].{k}");
+    validate_role(&v.role).map_err(|m| cx.err(&key("role"), m))?;
+    if earlier.iter().any(|w| w.role == v.role) {
+        return Err(cx.err(
+            &key("role"),
+            format!("role `{}` is configured twice", v.role),
+        ));
+    }
+    validate_source(v.backend, &v.source).map_err(|m| cx.err(&key("source"), m))?;
+    if v.backend != BackendKind::Zfs && v.zfs != ZfsOptions::default() {
+        return Err(cx.err(
+            &key("zfs"),
+            format!(
+                "send options apply to ZFS volumes only, this one is {}",
+                v.backend.as_str()
+            ),
+        ));
+    }
+    if let Some(r) = &v.replica {
+        if v.backend == BackendKind::Btrfs {
+            return Err(cx.err(
+                &key("replica"),
+                "btrfs volumes keep received snapshots in snapshot_dir; remove `replica`",
+            ));
+        }
+        validate_source(v.backend, r).map_err(|m| cx.err(&key("replica"), m))?;
+        if r == &v.source {
+            return Err(cx.err(
+                &key("replica"),
+                "must differ from `source` (failover makes its writable copy at `source`)",
+            ));
+        }
+    }
+    match (&v.snapshot_dir, v.backend) {
+        (None, BackendKind::Btrfs) => {
+            return Err(cx.err(
+                &key("snapshot_dir"),
+                "btrfs volumes need a snapshot_dir on the same filesystem",
+            ));
+        }
+        (Some(d), BackendKind::Btrfs) => {
+            check_abs_path(d).map_err(|m| cx.err(&key("snapshot_dir"), m))?
+        }
+        (Some(_), b) => {
+            return Err(cx.err(
+                &key("snapshot_dir"),
+                format!(
+                    "applies to btrfs volumes only; {} keeps its snapshots in the {} itself{}",
+                    b.as_str(),
+                    if b == BackendKind::Zfs {
+                        "dataset"
+                    } else {
+                        "volume group"
+                    },
+                    " (on the standby: in `replica`)"
+                ),
+            ));
+        }
+        (None, _) => {}
+    }
+    if let Some(m) = &v.mountpoint {
+        check_abs_path(m).map_err(|m| cx.err(&key("mountpoint"), m))?;
+    }
+    Ok(())
+}
+
+/// What `[set]` decides: the snapshot order, the redolog volume, the margin.
+struct SetParts {
+    volumes: Vec<Volume>,
+    redolog_role: String,
+    safety_margin: Duration,
+}
+
+/// `[set]`: `order`, `redolog`, `safety_margin`.
+fn validate_set(cx: &Ctx, set: &SetSection, raw: &[Volume]) -> Result<SetParts> {
+    if raw.is_empty() {
+        return Err(cx.err("volume", "no [[volume]] is configured"));
+    }
+    let volumes = if set.order.is_empty() {
+        raw.to_vec()
+    } else {
+        let mut ordered: Vec<Volume> = Vec::new();
+        for (i, r) in set.order.iter().enumerate() {
+            let v = raw.iter().find(|v| &v.role == r).ok_or_else(|| {
+                cx.err(
+                    &format!("set.order[{i}]"),
+                    format!("no volume has role `{r}`"),
+                )
+            })?;
+            if ordered.iter().any(|o| &o.role == r) {
+                return Err(cx.err(&format!("set.order[{i}]"), format!("`{r}` is listed twice")));
+            }
+            ordered.push(v.clone());
+        }
+        if ordered.len() != raw.len() {
+            let missing: Vec<_> = raw
+                .iter()
+                .filter(|v| !set.order.contains(&v.role))
+                .map(|v| v.role.as_str())
+                .collect();
+            return Err(cx.err("set.order", format!("does not list {}", missing.join(", "))));
+        }
+        ordered
+    };
+    let redolog_role = set.redolog.clone().unwrap_or_else(|| "redolog".into());
+    if !volumes.iter().any(|v| v.role == redolog_role) {
+        return Err(cx.err(
+            "set.redolog",
+            format!(
+                "no volume has role `{redolog_role}` (set `set.redolog` to the role of the redo log volume)"
+            ),
+        ));
+    }
+    let safety_margin = match &set.safety_margin {
+        None => Duration::ZERO,
+        Some(s) => cx.duration(
+            "set.safety_margin",
+            s,
+            (Duration::ZERO, MAX_SAFETY_MARGIN),
+            "\"2s\", \"500ms\"",
+        )?,
+    };
+    Ok(SetParts {
+        volumes,
+        redolog_role,
+        safety_margin,
+    })
+}
+
+/// What a path-valued volume key is.
+#[derive(Clone, Copy, PartialEq)]
+enum PathKind {
+    /// A btrfs `source` (the live subvolume; on the standby failover's copy).
+    Source,
+    SnapshotDir,
+    Mountpoint,
+}
+
+impl PathKind {
+    fn key(self) -> &'static str {
+        match self {
+            PathKind::Source => "source",
+            PathKind::SnapshotDir => "snapshot_dir",
+            PathKind::Mountpoint => "mountpoint",
+        }
+    }
+}
+
+/// Conflicts between volumes, and between the volumes and `state_dir`, that
+/// would only show at failover: shared or nested data, snapshots inside live
+/// data, mounts that hide snapshots, data or each other.
+fn validate_layout(cx: &Ctx, state_dir: &Path, raw: &[Volume], ordered: &[Volume]) -> Result<()> {
+    struct Place<'a> {
+        i: usize,
+        kind: PathKind,
+        path: &'a Path,
+    }
+    let mut places = Vec::new();
+    for (i, v) in raw.iter().enumerate() {
+        if v.backend == BackendKind::Btrfs {
+            let path = Path::new(&v.source);
+            places.push(Place {
+                i,
+                kind: PathKind::Source,
+                path,
+            });
+        }
+        if let Some(d) = &v.snapshot_dir {
+            places.push(Place {
+                i,
+                kind: PathKind::SnapshotDir,
+                path: d,
+            });
+        }
+        if let Some(m) = &v.mountpoint {
+            places.push(Place {
+                i,
+                kind: PathKind::Mountpoint,
+                path: m,
+            });
+        }
+    }
+    let key = |p: &Place| format!("volume[{}].{}", p.i, p.kind.key());
+    let name = |p: &Place| {
+        format!(
+            "volume[{}].{} `{}` (role `{}`)",
+            p.i,
+            p.kind.key(),
+            p.path.display(),
+            raw[p.i].role
+        )
+    };
+    // Failover mounts ZFS and LVM copies while it makes them, then bind-mounts
+    // the btrfs ones, each group in snapshot order.
+    let mount_seq = |i: usize| {
+        let v = &raw[i];
+        let pos = ordered.iter().position(|o| o.role == v.role).unwrap_or(0);
+        (v.backend == BackendKind::Btrfs, pos)
+    };
+    use PathKind::*;
+    for (n, p) in places.iter().enumerate() {
+        for q in &places[..n] {
+            // p comes after q in the file (or is a later key of the same volume).
+            let same = p.i == q.i;
+            if p.path == q.path {
+                let rank = |k: PathKind| k as u8;
+                let pair = if rank(q.kind) <= rank(p.kind) {
+                    (q.kind, p.kind)
+                } else {
+                    (p.kind, q.kind)
+                };
+                let why = match pair {
+                    (Source, Source) => "two volumes cannot share their data",
+                    (SnapshotDir, SnapshotDir) => "each volume needs its own snapshot_dir",
+                    (Mountpoint, Mountpoint) => "failover would mount two volumes at one place",
+                    (Source, Mountpoint) if same => continue, // the copy is already there
+                    (Source, Mountpoint) => {
+                        "failover would mount one volume over another one's copy"
+                    }
+                    (Source, SnapshotDir) => {
+                        "snapshots must live beside the live subvolume, not in it"
+                    }
+                    _ => "failover's mount would hide the received snapshots",
+                };
+                return Err(cx.err(
+                    &key(p),
+                    format!("`{}` is also {}: {why}", p.path.display(), name(q)),
+                ));
+            }
+            let (inner, outer) = if p.path.starts_with(q.path) {
+                (p, q)
+            } else if q.path.starts_with(p.path) {
+                (q, p)
+            } else {
+                continue;
+            };
+            let why = match (inner.kind, outer.kind) {
+                (Source, Source) => {
+                    "nested subvolumes are snapshotted and copied separately; put them side by side"
+                }
+                (SnapshotDir, SnapshotDir) => {
+                    "each volume needs its own snapshot_dir; put them side by side"
+                }
+                (SnapshotDir, Source) => {
+                    "snapshots would nest in the live subvolume, and on the standby failover puts its copy there"
+                }
+                (Source, SnapshotDir) => "the live data must not live among the snapshots",
+                (Mountpoint, Mountpoint) => {
+                    if mount_seq(outer.i) < mount_seq(inner.i) {
+                        continue; // mounted first, then the inner one inside it
+                    }
+                    "failover mounts that one after this one (ZFS and LVM copies first, then btrfs, each in set.order), hiding this one"
+                }
+                (Mountpoint, SnapshotDir) => "a mount there would hide received snapshots",
+                (Mountpoint, Source) => {
+                    "failover would mount into a subvolume that it replaces with a copy"
+                }
+                (_, Mountpoint) => "failover's mount there would hide it",
+            };
+            return Err(cx.err(
+                &key(inner),
+                format!(
+                    "`{}` is inside {}: {why}",
+                    inner.path.display(),
+                    name(outer)
+                ),
+            ));
+        }
+    }
+    if let Some(p) = places.iter().find(|p| state_dir.starts_with(p.path)) {
+        return Err(cx.err(
+            "state_dir",
+            format!(
+                "`{}` is inside {}: keep the state on a disk that survives the volumes (failover's copies and mounts would replace or hide it)",
+                state_dir.display(),
+                name(p)
+            ),
+        ));
+    }
+
+    // ZFS datasets and LVM `vg/lv` names: source and replica.
+    let mut names: Vec<(usize, &'static str, &str)> = Vec::new();
+    for (i, v) in raw.iter().enumerate() {
+        if v.backend == BackendKind::Btrfs {
+            continue;
+        }
+        names.push((i, "source", &v.source));
+        if let Some(r) = &v.replica {
+            names.push((i, "replica", r));
+        }
+    }
+    for (n, &(i, k, a)) in names.iter().enumerate() {
+        for &(j, l, b) in &names[..n] {
+            if i == j || raw[i].backend != raw[j].backend {
+                continue;
+            }
+            let other = format!("volume[{j}].{l} `{b}` (role `{}`)", raw[j].role);
+            if a == b {
+                return Err(cx.err(
+                    &format!("volume[{i}].{k}"),
+                    format!("`{a}` is also {other}: each volume needs its own"),
+                ));
+            }
+            if raw[i].backend != BackendKind::Zfs || (k == "source" && l == "source") {
+                continue;
+            }
+            let under = |x: &str, y: &str| x.strip_prefix(y).is_some_and(|r| r.starts_with('/'));
+            let why = "receiving or cloning inside another volume's dataset fails at failover; put them side by side";
+            if under(a, b) {
+                return Err(cx.err(
+                    &format!("volume[{i}].{k}"),
+                    format!("`{a}` is inside {other}: {why}"),
+                ));
+            }
+            if under(b, a) {
+                return Err(cx.err(
+                    &format!("volume[{j}].{l}"),
+                    format!(
+                        "`{b}` is inside volume[{i}].{k} `{a}` (role `{}`): {why}",
+                        raw[i].role
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `[standby]`: how to reach the standby.
+fn validate_standby(cx: &Ctx, s: &Standby) -> Result<()> {
+    let err = |k: &str, m: String| cx.err(&format!("standby.{k}"), m);
     match s.transport {
         TransportKind::Local => {
-            let c = s.config.as_ref().ok_or((
-                "config",
-                "the local transport needs the standby's config file".to_string(),
-            ))?;
-            check_abs_path(c).map_err(|m| ("config", m))?;
+            let c = s.config.as_ref().ok_or_else(|| {
+                err(
+                    "config",
+                    "the local transport needs the standby's config file".into(),
+                )
+            })?;
+            check_abs_path(c).map_err(|m| err("config", m))?;
+            if c == cx.path {
+                return Err(err(
+                    "config",
+                    format!(
+                        "`{}` is this config itself: the standby needs its own",
+                        c.display()
+                    ),
+                ));
+            }
         }
         TransportKind::Ssh => {
             let h = s
                 .host
                 .as_deref()
-                .ok_or(("host", "the ssh transport needs a host".to_string()))?;
+                .ok_or_else(|| err("host", "the ssh transport needs a host".into()))?;
             let ok = |x: &str| {
                 !x.is_empty()
                     && !x.starts_with('-')
@@ -673,26 +818,201 @@ fn validate_standby(s: &Standby) -> std::result::Result<(), (&'static str, Strin
                         .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
             };
             if !ok(h) {
-                return Err(("host", format!("`{h}` is not a host name or address")));
+                return Err(err("host", format!("`{h}` is not a host name or address")));
             }
             if let Some(u) = &s.user {
                 if !ok(u) {
-                    return Err(("user", format!("`{u}` is not a user name")));
+                    return Err(err("user", format!("`{u}` is not a user name")));
                 }
+            }
+            if s.port == Some(0) {
+                return Err(err("port", "0 is not a port".into()));
             }
             for o in &s.ssh_options {
                 if !o.contains('=') || o.starts_with('-') {
-                    return Err(("ssh_options", format!("`{o}` should look like `Key=Value`")));
+                    return Err(err(
+                        "ssh_options",
+                        format!("`{o}` should look like `Key=Value`"),
+                    ));
                 }
             }
         }
         TransportKind::Command => {
             if s.command.is_empty() {
-                return Err(("command", "the command transport needs an argv".into()));
+                return Err(err("command", "the command transport needs an argv".into()));
             }
         }
     }
+    // Relative paths would depend on the directory `ship` was started in.
+    if let Some(p) = &s.identity {
+        check_abs_path(p).map_err(|m| err("identity", m))?;
+    }
+    if let Some(p) = &s.ssh_config {
+        check_abs_path(p).map_err(|m| err("ssh_config", m))?;
+    }
     Ok(())
+}
+
+/// `[replay]`: the command failover runs, its time format and zone.
+fn validate_replay(cx: &Ctx, r: &ReplaySection, raw: &[Volume]) -> Result<Replay> {
+    let roles: Vec<&str> = raw.iter().map(|v| v.role.as_str()).collect();
+    let command = Template::parse(&r.command, &roles).map_err(|m| cx.err("replay.command", m))?;
+    let program = &r.command[0];
+    if !program.contains('{') && program.contains('/') && !Path::new(program).is_absolute() {
+        return Err(cx.err(
+            "replay.command",
+            format!(
+                "`{program}` is a relative path: failover would look for it in whatever directory it was started from; give an absolute path, or a bare name found on PATH"
+            ),
+        ));
+    }
+    for p in command.placeholders() {
+        let Some(role) = p.strip_prefix("mount:") else {
+            continue;
+        };
+        let Some((i, v)) = raw.iter().enumerate().find(|(_, v)| v.role == role) else {
+            continue;
+        };
+        if v.mountpoint.is_none() && v.backend != BackendKind::Btrfs {
+            return Err(cx.err(
+                "replay.command",
+                format!(
+                    "`{{{p}}}`: volume[{i}] (role `{role}`) is {} and has no mountpoint, so it has no path to pass; set volume[{i}].mountpoint",
+                    v.backend.as_str()
+                ),
+            ));
+        }
+    }
+    let time_format = TimeFormat::parse(r.time_format.as_deref().unwrap_or("zmplayredo"))
+        .map_err(|m| cx.err("replay.time_format", m))?;
+    let timezone = match &r.timezone {
+        None => jiff::tz::TimeZone::system(),
+        Some(z) => jiff::tz::TimeZone::get(z)
+            .map_err(|e| cx.err("replay.timezone", format!("`{z}`: {e}")))?,
+    };
+    Ok(Replay {
+        command,
+        time_format,
+        timezone,
+    })
+}
+
+const INTERVAL_EXAMPLES: &str = "\"1h\", \"15m\", \"30s\"";
+
+/// `[schedule]`: what `snapsite run` does (on the primary).
+fn validate_schedule(cx: &Ctx, s: &ScheduleSection, has_standby: bool) -> Result<Schedule> {
+    let d =
+        |key: &str, v: &str, max: Duration| cx.duration(key, v, (SECOND, max), INTERVAL_EXAMPLES);
+    let full_set_interval = d("schedule.full_set_interval", &s.full_set_interval, 30 * DAY)?;
+    let redolog_interval = s
+        .redolog_interval
+        .as_deref()
+        .map(|v| d("schedule.redolog_interval", v, DAY))
+        .transpose()?;
+    if redolog_interval.is_some_and(|r| r >= full_set_interval) {
+        return Err(cx.err(
+            "schedule.redolog_interval",
+            "must be shorter than schedule.full_set_interval (a full set snapshots the redolog volume too); remove it to take full sets only",
+        ));
+    }
+    let retry_min = match &s.retry_min {
+        Some(v) => d("schedule.retry_min", v, HOUR)?,
+        None => Duration::from_secs(10),
+    };
+    let retry_max = match &s.retry_max {
+        Some(v) => d("schedule.retry_max", v, DAY)?,
+        None => Duration::from_secs(15 * 60),
+    };
+    if retry_max < retry_min {
+        return Err(cx.err(
+            "schedule.retry_max",
+            "must not be shorter than schedule.retry_min",
+        ));
+    }
+    if !has_standby {
+        return Err(cx.err(
+            "schedule",
+            "`snapsite run` runs on the primary: this config has no [standby] section",
+        ));
+    }
+    Ok(Schedule {
+        full_set_interval,
+        redolog_interval,
+        retry_min,
+        retry_max,
+    })
+}
+
+/// `[retention]`: the grids and the standby's minimum age.
+fn validate_retention(cx: &Ctx, r: &RetentionSection) -> Result<Retention> {
+    let full = crate::prune::Grid::parse(&r.grid).map_err(|m| cx.err("retention.grid", m))?;
+    let redolog = match &r.redolog_grid {
+        Some(g) => crate::prune::Grid::parse(g).map_err(|m| cx.err("retention.redolog_grid", m))?,
+        None => full.clone(),
+    };
+    let keep_min_age = match &r.keep_min_age {
+        None => 7 * DAY,
+        Some(v) => cx.duration(
+            "retention.keep_min_age",
+            v,
+            (Duration::ZERO, 100 * 365 * DAY),
+            "\"7d\", \"0s\" to turn it off",
+        )?,
+    };
+    Ok(Retention {
+        full,
+        redolog,
+        keep_min_age,
+    })
+}
+
+/// `[status]`: thresholds, with defaults.
+fn validate_status(cx: &Ctx, s: Option<&StatusSection>) -> Result<StatusThresholds> {
+    let s = s.cloned().unwrap_or_default();
+    let d = StatusThresholds::default();
+    let pick = |key: &str, v: &Option<String>, def: Duration| match v {
+        Some(v) => cx.duration(key, v, (SECOND, 365 * DAY), INTERVAL_EXAMPLES),
+        None => Ok(def),
+    };
+    let t = StatusThresholds {
+        recovery_point_warning: pick(
+            "status.recovery_point_warning",
+            &s.recovery_point_warning,
+            d.recovery_point_warning,
+        )?,
+        recovery_point_critical: pick(
+            "status.recovery_point_critical",
+            &s.recovery_point_critical,
+            d.recovery_point_critical,
+        )?,
+        full_set_warning: pick(
+            "status.full_set_warning",
+            &s.full_set_warning,
+            d.full_set_warning,
+        )?,
+        full_set_critical: pick(
+            "status.full_set_critical",
+            &s.full_set_critical,
+            d.full_set_critical,
+        )?,
+        prometheus: s.prometheus.clone(),
+    };
+    if t.recovery_point_critical < t.recovery_point_warning {
+        return Err(cx.err(
+            "status.recovery_point_critical",
+            "must not be shorter than status.recovery_point_warning",
+        ));
+    }
+    if t.full_set_critical < t.full_set_warning {
+        return Err(cx.err(
+            "status.full_set_critical",
+            "must not be shorter than status.full_set_warning",
+        ));
+    }
+    if let Some(p) = &t.prometheus {
+        check_abs_path(p).map_err(|m| cx.err("status.prometheus", m))?;
+    }
+    Ok(t)
 }
 
 #[cfg(test)]
