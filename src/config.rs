@@ -1015,6 +1015,132 @@ fn validate_status(cx: &Ctx, s: Option<&StatusSection>) -> Result<StatusThreshol
     Ok(t)
 }
 
+// ---- Checks of a valid config against this host and the other site, for
+// `snapsite check`: what parsing alone cannot know.
+
+impl Config {
+    /// Where failover would find the replay program: `Ok(None)` when there
+    /// is no `[replay]` or the program is a placeholder (known only at
+    /// failover); an error when it is missing or not executable.
+    pub fn replay_program(&self) -> std::result::Result<Option<PathBuf>, String> {
+        let Some(r) = &self.replay else {
+            return Ok(None);
+        };
+        let argv = r.command.argv();
+        let program = &argv[0];
+        if program.contains('{') {
+            return Ok(None);
+        }
+        let executable = |p: &Path| {
+            p.is_file()
+                && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok()
+                && std::fs::metadata(p).is_ok_and(|m| {
+                    use std::os::unix::fs::PermissionsExt;
+                    m.permissions().mode() & 0o111 != 0
+                })
+        };
+        if program.contains('/') {
+            let p = Path::new(program);
+            return match std::fs::metadata(p) {
+                Err(e) => Err(format!("`{program}`: {e}")),
+                Ok(m) if m.is_dir() => Err(format!("`{program}` is a directory")),
+                Ok(_) if !executable(p) => Err(format!("`{program}` is not executable")),
+                Ok(_) => Ok(Some(p.to_owned())),
+            };
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .filter(|d| d.is_absolute())
+            .map(|d| d.join(program))
+            .find(|p| executable(p))
+            .map(Some)
+            .ok_or_else(|| {
+                format!(
+                    "`{program}` is not an executable found on PATH ({}); give its absolute path",
+                    std::env::join_paths(std::env::split_paths(&path))
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                )
+            })
+    }
+
+    /// Volumes with something already mounted at their mountpoint, as
+    /// (role, mountpoint, what is mounted there). On the standby that is
+    /// stale: failover would find the mountpoint taken and run the replay on
+    /// whatever is there instead of on its copy.
+    pub fn occupied_mountpoints(&self) -> Vec<(String, PathBuf, String)> {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut out = Vec::new();
+        for v in &self.volumes {
+            let Some(mp) = &v.mountpoint else { continue };
+            let real = std::fs::canonicalize(mp).unwrap_or_else(|_| mp.clone());
+            if let Some(what) = mounted_at(&info, mp).or_else(|| mounted_at(&info, &real)) {
+                out.push((v.role.clone(), mp.clone(), what));
+            }
+        }
+        out
+    }
+
+    /// How this site's volumes differ from another site's inventory
+    /// (role, backend), both ways: every volume here must be there with the
+    /// same backend, and every volume there must be here, or the sets
+    /// shipped between them are not sets failover can use.
+    pub fn volume_mismatches(&self, other_site: &str, other: &[(&str, &str)]) -> Vec<String> {
+        let mut out = Vec::new();
+        for v in &self.volumes {
+            match other.iter().find(|(r, _)| *r == v.role) {
+                None => out.push(format!(
+                    "volume `{}` is configured here, but standby `{other_site}` has no such volume",
+                    v.role
+                )),
+                Some((_, b)) if *b != v.backend.as_str() => out.push(format!(
+                    "volume `{}` is {} here but {b} on standby `{other_site}`",
+                    v.role,
+                    v.backend.as_str()
+                )),
+                _ => {}
+            }
+        }
+        for (r, b) in other {
+            if self.volume(r).is_none() {
+                out.push(format!(
+                    "standby `{other_site}` has volume `{r}` ({b}), which this config does not name: sets shipped from here would lack it and failover there could not use them"
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// What `/proc/self/mountinfo` (text in `info`) says is mounted exactly at
+/// `at` (the topmost mount), as `SOURCE[ROOT] (FSTYPE)`.
+pub fn mounted_at(info: &str, at: &Path) -> Option<String> {
+    let unescape = |s: &str| {
+        s.replace("\\040", " ")
+            .replace("\\011", "\t")
+            .replace("\\012", "\n")
+            .replace("\\134", "\\")
+    };
+    info.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let mp = unescape(f.get(4)?);
+            if Path::new(&mp) != at {
+                return None;
+            }
+            let root = unescape(f.get(3)?);
+            let dash = f.iter().position(|x| *x == "-")?;
+            let fstype = f.get(dash + 1)?;
+            let source = unescape(f.get(dash + 2)?);
+            Some(if root == "/" {
+                format!("{source} ({fstype})")
+            } else {
+                format!("{source}[{root}] ({fstype})")
+            })
+        })
+        .next_back()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1153,5 +1279,420 @@ prometheus = "/var/lib/node_exporter/textfile/snapsite.prom"
             "",
         );
         expect_err(&no_standby, "schedule");
+    }
+
+    /// Four volumes as a standby would have them: two btrfs, two ZFS.
+    const LAYOUT: &str = r#"
+site = "b"
+state_dir = "/var/lib/snapsite"
+[[volume]]
+role = "mysql"
+backend = "btrfs"
+source = "/srv/live/mysql"
+snapshot_dir = "/srv/snap/mysql"
+mountpoint = "/opt/app/mysql"
+[[volume]]
+role = "blob"
+backend = "btrfs"
+source = "/srv/live/blob"
+snapshot_dir = "/srv/snap/blob"
+mountpoint = "/opt/app/blob"
+[[volume]]
+role = "index"
+backend = "zfs"
+source = "tank/live/index"
+replica = "tank/replica/index"
+mountpoint = "/opt/app/index"
+[[volume]]
+role = "redolog"
+backend = "zfs"
+source = "tank/live/redolog"
+replica = "tank/replica/redolog"
+mountpoint = "/opt/app/redolog"
+[replay]
+command = ["/usr/bin/zmplayredo", "--fromTime", "{from_time}", "--index", "{mount:index}"]
+"#;
+
+    /// `LAYOUT` with `key = "from"` in the volume of `role` set to `to`.
+    fn layout(role: &str, key: &str, to: &str) -> String {
+        let head = format!("role = \"{role}\"");
+        let (before, after) = LAYOUT.split_once(&head).unwrap();
+        let (vol, rest) = after.split_once("[[volume]]").unwrap_or((after, ""));
+        let mut lines: Vec<String> = vol
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{key} =")))
+            .map(str::to_string)
+            .collect();
+        if !to.is_empty() {
+            lines.insert(1, format!("{key} = \"{to}\""));
+        }
+        let vol = lines.join("\n");
+        if rest.is_empty() {
+            format!("{before}{head}{vol}\n")
+        } else {
+            format!("{before}{head}{vol}\n[[volume]]{rest}")
+        }
+    }
+
+    /// The error names the file, `key`, and every `needles`.
+    fn expect_err_all(text: &str, key: &str, needles: &[&str]) {
+        let e = parse(text).expect_err(text).to_string();
+        assert!(e.contains("/etc/snapsite/t.toml"), "no file in: {e}");
+        assert!(e.contains(&format!("{key}: ")), "key `{key}` not in: {e}");
+        for n in needles {
+            assert!(e.contains(n), "`{n}` not in: {e}");
+        }
+    }
+
+    #[test]
+    fn layout_base_and_allowed_variants_parse() {
+        parse(LAYOUT).unwrap();
+        // a btrfs copy used in place: mountpoint = its own source
+        parse(&layout("mysql", "mountpoint", "/srv/live/mysql")).unwrap();
+        // nested mountpoints when the outer one is mounted first
+        parse(&layout("blob", "mountpoint", "/opt/app/mysql/blob")).unwrap();
+        // a mountpoint is optional
+        parse(&layout("blob", "mountpoint", "")).unwrap();
+        // bare replay program (looked up on PATH by check)
+        parse(&LAYOUT.replace("/usr/bin/zmplayredo", "zmplayredo")).unwrap();
+    }
+
+    #[test]
+    fn volumes_sharing_data_are_errors_naming_both_keys() {
+        expect_err_all(
+            &layout("blob", "mountpoint", "/opt/app/mysql"),
+            "volume[1].mountpoint",
+            &["volume[0].mountpoint", "`mysql`", "two volumes at one place"],
+        );
+        expect_err_all(
+            &layout("blob", "mountpoint", "/opt/app/mysql/"),
+            "volume[1].mountpoint",
+            &["volume[0].mountpoint"],
+        );
+        expect_err_all(
+            &layout("blob", "source", "/srv/live/mysql"),
+            "volume[1].source",
+            &["volume[0].source", "share"],
+        );
+        expect_err_all(
+            &layout("blob", "snapshot_dir", "/srv/snap/mysql"),
+            "volume[1].snapshot_dir",
+            &["volume[0].snapshot_dir"],
+        );
+        expect_err_all(
+            &layout("redolog", "replica", "tank/replica/index"),
+            "volume[3].replica",
+            &["volume[2].replica", "`index`"],
+        );
+        expect_err_all(
+            &layout("index", "replica", "tank/live/redolog"),
+            "volume[3].source",
+            &["volume[2].replica"],
+        );
+        expect_err_all(
+            &layout("redolog", "source", "tank/live/index"),
+            "volume[3].source",
+            &["volume[2].source"],
+        );
+    }
+
+    #[test]
+    fn nested_volume_paths_are_errors() {
+        // snapshot_dir inside its own source, or another volume's
+        expect_err_all(
+            &layout("mysql", "snapshot_dir", "/srv/live/mysql/.snap"),
+            "volume[0].snapshot_dir",
+            &["inside volume[0].source"],
+        );
+        expect_err_all(
+            &layout("blob", "snapshot_dir", "/srv/live/mysql/snaps"),
+            "volume[1].snapshot_dir",
+            &["inside volume[0].source `/srv/live/mysql`"],
+        );
+        // the live data among the snapshots
+        expect_err_all(
+            &layout("blob", "source", "/srv/snap/mysql/blob"),
+            "volume[1].source",
+            &["inside volume[0].snapshot_dir"],
+        );
+        // nested subvolumes / snapshot dirs
+        expect_err_all(
+            &layout("blob", "source", "/srv/live/mysql/blob"),
+            "volume[1].source",
+            &["inside volume[0].source"],
+        );
+        expect_err_all(
+            &layout("mysql", "snapshot_dir", "/srv/snap"),
+            "volume[1].snapshot_dir",
+            &["inside volume[0].snapshot_dir"],
+        );
+        // mountpoints over snapshots, into or over live data
+        expect_err_all(
+            &layout("blob", "mountpoint", "/srv/snap/mysql/x"),
+            "volume[1].mountpoint",
+            &["inside volume[0].snapshot_dir", "hide"],
+        );
+        expect_err_all(
+            &layout("blob", "mountpoint", "/srv/snap"),
+            "volume[0].snapshot_dir",
+            &["inside volume[1].mountpoint", "hide"],
+        );
+        expect_err_all(
+            &layout("blob", "mountpoint", "/srv/live/mysql"),
+            "volume[1].mountpoint",
+            &["volume[0].source"],
+        );
+        expect_err_all(
+            &layout("mysql", "mountpoint", "/srv/live/mysql/data"),
+            "volume[0].mountpoint",
+            &["inside volume[0].source"],
+        );
+        expect_err_all(
+            &layout("mysql", "mountpoint", "/srv"),
+            "volume[0].source",
+            &["inside volume[0].mountpoint `/srv`"],
+        );
+        // an outer mountpoint mounted after the inner one hides it: btrfs
+        // later in the order, or btrfs over a ZFS clone (mounted first)
+        expect_err_all(
+            &layout("mysql", "mountpoint", "/opt/app/blob/mysql"),
+            "volume[0].mountpoint",
+            &["inside volume[1].mountpoint", "after"],
+        );
+        expect_err_all(
+            &layout("index", "mountpoint", "/opt/app/mysql/index"),
+            "volume[2].mountpoint",
+            &["inside volume[0].mountpoint"],
+        );
+        // ZFS datasets of one volume inside another's replica
+        expect_err_all(
+            &layout("redolog", "replica", "tank/replica/index/redolog"),
+            "volume[3].replica",
+            &["inside volume[2].replica"],
+        );
+        expect_err_all(
+            &layout("redolog", "source", "tank/replica/index/redolog"),
+            "volume[3].source",
+            &["inside volume[2].replica"],
+        );
+        // a dataset name that merely starts the same is not nested
+        parse(&layout("redolog", "replica", "tank/replica/index2")).unwrap();
+        // the state on a volume
+        expect_err_all(
+            &LAYOUT.replace("/var/lib/snapsite", "/srv/live/blob/state"),
+            "state_dir",
+            &["inside volume[1].source"],
+        );
+        expect_err_all(
+            &LAYOUT.replace("/var/lib/snapsite", "/opt/app/index"),
+            "state_dir",
+            &["volume[2].mountpoint"],
+        );
+        expect_err_all(
+            &LAYOUT.replace("/var/lib/snapsite", "/var/lib/../snapsite"),
+            "state_dir",
+            &["`..`"],
+        );
+    }
+
+    #[test]
+    fn backend_specific_keys_are_errors_elsewhere() {
+        expect_err_all(
+            &layout("index", "snapshot_dir", "/srv/snap/index"),
+            "volume[2].snapshot_dir",
+            &["btrfs volumes only"],
+        );
+        expect_err_all(
+            &layout("mysql", "replica", "/srv/replica/mysql"),
+            "volume[0].replica",
+            &["snapshot_dir"],
+        );
+    }
+
+    #[test]
+    fn durations_are_range_checked() {
+        let margin = |m: &str| format!("{LAYOUT}[set]\nsafety_margin = \"{m}\"\n");
+        expect_err_all(&margin("20000y"), "set.safety_margin", &["`20000y`", "1h"]);
+        expect_err_all(&margin("61m"), "set.safety_margin", &["1h"]);
+        assert_eq!(
+            parse(&margin("1h")).unwrap().safety_margin,
+            MAX_SAFETY_MARGIN
+        );
+        assert_eq!(parse(&margin("0s")).unwrap().safety_margin, Duration::ZERO);
+
+        let all = format!("{GOOD}{RUN}");
+        expect_err_all(
+            &all.replace("full_set_interval = \"1h\"", "full_set_interval = \"400d\""),
+            "schedule.full_set_interval",
+            &["`400d`", "30days"],
+        );
+        expect_err_all(
+            &all.replace("\"15m\"", "\"2h\""),
+            "schedule.redolog_interval",
+            &["shorter than schedule.full_set_interval"],
+        );
+        expect_err_all(
+            &all.replace("\"15m\"", "\"1h\""),
+            "schedule.redolog_interval",
+            &["shorter"],
+        );
+        expect_err_all(
+            &all.replace("redolog_interval = \"15m\"", "retry_min = \"2h\""),
+            "schedule.retry_min",
+            &["`2h`"],
+        );
+        expect_err_all(
+            &all.replace("redolog_interval = \"15m\"", "retry_max = \"20000y\""),
+            "schedule.retry_max",
+            &["`20000y`"],
+        );
+        expect_err_all(
+            &all.replace("\"45m\"", "\"2y\""),
+            "status.recovery_point_critical",
+            &["`2y`"],
+        );
+        expect_err_all(
+            &all.replace("\"20m\"", "\"0s\""),
+            "status.recovery_point_warning",
+            &["at least 1s"],
+        );
+        expect_err_all(
+            &all.replace("redolog_grid", "keep_min_age = \"20000y\"\nredolog_grid"),
+            "retention.keep_min_age",
+            &["`20000y`"],
+        );
+        let c = parse(&all.replace("redolog_grid", "keep_min_age = \"0s\"\nredolog_grid")).unwrap();
+        assert_eq!(c.retention.unwrap().keep_min_age, Duration::ZERO);
+    }
+
+    #[test]
+    fn replay_mistakes_that_fail_only_at_failover() {
+        expect_err_all(
+            &LAYOUT.replace("/usr/bin/zmplayredo", "bin/zmplayredo"),
+            "replay.command",
+            &["`bin/zmplayredo` is a relative path"],
+        );
+        // {mount:index} of a ZFS volume without a mountpoint has no path
+        expect_err_all(
+            &layout("index", "mountpoint", ""),
+            "replay.command",
+            &["{mount:index}", "volume[2].mountpoint"],
+        );
+        // a btrfs volume without a mountpoint passes its source
+        parse(&layout("mysql", "mountpoint", "").replace("{mount:index}", "{mount:mysql}"))
+            .unwrap();
+    }
+
+    #[test]
+    fn standby_section_mistakes() {
+        let local = GOOD.replace(
+            "transport = \"ssh\"\nhost = \"standby.example\"",
+            "transport = \"local\"\nconfig = \"/etc/snapsite/t.toml\"",
+        );
+        expect_err_all(&local, "standby.config", &["this config itself"]);
+        parse(&local.replace("/t.toml\"", "/standby.toml\"")).unwrap();
+        expect_err_all(
+            &GOOD.replace("standby.example\"", "standby.example\"\nidentity = \"id_ed25519\""),
+            "standby.identity",
+            &["absolute"],
+        );
+        expect_err_all(
+            &GOOD.replace("standby.example\"", "standby.example\"\nport = 0"),
+            "standby.port",
+            &["0"],
+        );
+    }
+
+    #[test]
+    fn mounted_at_reads_mountinfo() {
+        let info = "\
+22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+95 22 7:3 / /var/tmp/t/stb rw,relatime shared:50 - btrfs /dev/loop3 rw,space_cache=v2
+96 22 7:3 /live/mysql /opt/app\\040one rw,relatime shared:50 - btrfs /dev/loop3 rw
+97 96 0:50 / /opt/app\\040one rw,relatime - tmpfs tmpfs rw
+";
+        assert_eq!(
+            mounted_at(info, Path::new("/var/tmp/t/stb")).as_deref(),
+            Some("/dev/loop3 (btrfs)")
+        );
+        // the topmost of stacked mounts, with an escaped space
+        assert_eq!(
+            mounted_at(info, Path::new("/opt/app one")).as_deref(),
+            Some("tmpfs (tmpfs)")
+        );
+        let below = info.lines().take(3).collect::<Vec<_>>().join("\n");
+        assert_eq!(
+            mounted_at(&below, Path::new("/opt/app one")).as_deref(),
+            Some("/dev/loop3[/live/mysql] (btrfs)")
+        );
+        assert_eq!(mounted_at(info, Path::new("/var/tmp/t")), None);
+        assert_eq!(mounted_at(info, Path::new("/opt/app")), None);
+    }
+
+    #[test]
+    fn volume_mismatches_both_ways() {
+        let c = parse(LAYOUT).unwrap();
+        let same = [
+            ("mysql", "btrfs"),
+            ("blob", "btrfs"),
+            ("index", "zfs"),
+            ("redolog", "zfs"),
+        ];
+        assert!(c.volume_mismatches("a", &same).is_empty());
+        // the other site has a volume this config does not name
+        let mut three = parse(&LAYOUT.replace(
+            "[[volume]]\nrole = \"blob\"\nbackend = \"btrfs\"\nsource = \"/srv/live/blob\"\nsnapshot_dir = \"/srv/snap/blob\"\nmountpoint = \"/opt/app/blob\"\n",
+            "",
+        ))
+        .unwrap()
+        .volume_mismatches("a", &same);
+        assert_eq!(three.len(), 1, "{three:?}");
+        let m = three.pop().unwrap();
+        assert!(m.contains("`blob`") && m.contains("standby `a`"), "{m}");
+        // this config names a volume the other site lacks
+        let m = c.volume_mismatches("a", &same[..3]);
+        assert!(m.len() == 1 && m[0].contains("`redolog`"), "{m:?}");
+        // backends differ
+        let m = c.volume_mismatches(
+            "a",
+            &[
+                ("mysql", "btrfs"),
+                ("blob", "btrfs"),
+                ("index", "lvm"),
+                ("redolog", "zfs"),
+            ],
+        );
+        assert!(
+            m.len() == 1 && m[0].contains("`index` is zfs here but lvm"),
+            "{m:?}"
+        );
+    }
+
+    #[test]
+    fn replay_program_is_found_and_executable() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |program: &str| {
+            let text = LAYOUT.replace("/usr/bin/zmplayredo", program);
+            parse(&text).unwrap().replay_program()
+        };
+        let missing = dir.path().join("missing");
+        let e = with(missing.to_str().unwrap()).unwrap_err();
+        assert!(e.contains("missing") && e.contains("No such file"), "{e}");
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+        let e = with(plain.to_str().unwrap()).unwrap_err();
+        assert!(e.contains("not executable"), "{e}");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(with(plain.to_str().unwrap()).unwrap(), Some(plain.clone()));
+        let e = with(dir.path().to_str().unwrap()).unwrap_err();
+        assert!(e.contains("directory"), "{e}");
+        // bare names: looked up on PATH like failover's exec does
+        let sh = with("sh").unwrap().unwrap();
+        assert!(sh.is_absolute() && sh.ends_with("sh"), "{sh:?}");
+        let e = with("snapsite-no-such-program").unwrap_err();
+        assert!(e.contains("PATH"), "{e}");
+        // a placeholder is only known at failover
+        assert_eq!(with("{mount:mysql}/replay").unwrap(), None);
     }
 }
