@@ -1362,7 +1362,11 @@ command = ["/usr/bin/zmplayredo", "--fromTime", "{from_time}", "--index", "{moun
         expect_err_all(
             &layout("blob", "mountpoint", "/opt/app/mysql"),
             "volume[1].mountpoint",
-            &["volume[0].mountpoint", "`mysql`", "two volumes at one place"],
+            &[
+                "volume[0].mountpoint",
+                "`mysql`",
+                "two volumes at one place",
+            ],
         );
         expect_err_all(
             &layout("blob", "mountpoint", "/opt/app/mysql/"),
@@ -1592,7 +1596,10 @@ command = ["/usr/bin/zmplayredo", "--fromTime", "{from_time}", "--index", "{moun
         expect_err_all(&local, "standby.config", &["this config itself"]);
         parse(&local.replace("/t.toml\"", "/standby.toml\"")).unwrap();
         expect_err_all(
-            &GOOD.replace("standby.example\"", "standby.example\"\nidentity = \"id_ed25519\""),
+            &GOOD.replace(
+                "standby.example\"",
+                "standby.example\"\nidentity = \"id_ed25519\"",
+            ),
             "standby.identity",
             &["absolute"],
         );
