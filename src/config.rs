@@ -841,6 +841,16 @@ fn validate_standby(cx: &Ctx, s: &Standby) -> Result<()> {
             if s.command.is_empty() {
                 return Err(err("command", "the command transport needs an argv".into()));
             }
+            let program = Path::new(&s.command[0]);
+            if s.command[0].contains('/') && !program.is_absolute() {
+                return Err(err(
+                    "command",
+                    format!(
+                        "`{}` is a relative path: it would depend on the directory `ship` was started from; give an absolute path, or a bare name found on PATH",
+                        program.display()
+                    ),
+                ));
+            }
         }
     }
     // Relative paths would depend on the directory `ship` was started in.
@@ -1603,6 +1613,17 @@ command = ["/usr/bin/zmplayredo", "--fromTime", "{from_time}", "--index", "{moun
             "standby.identity",
             &["absolute"],
         );
+        let command = GOOD.replace(
+            "transport = \"ssh\"\nhost = \"standby.example\"",
+            "transport = \"command\"\ncommand = [\"bin/serve\", \"--stdio\"]",
+        );
+        expect_err_all(
+            &command,
+            "standby.command",
+            &["`bin/serve` is a relative path"],
+        );
+        parse(&command.replace("bin/serve", "/usr/local/bin/serve")).unwrap();
+        parse(&command.replace("bin/serve", "snapsite")).unwrap();
         expect_err_all(
             &GOOD.replace("standby.example\"", "standby.example\"\nport = 0"),
             "standby.port",
