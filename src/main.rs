@@ -325,10 +325,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Lead a process group (unless sshd made us a session leader,
             // which leads one already), so that `failover` can stop this
             // session and the receive it runs with one kill.
-            let _ = nix::unistd::setpgid(
-                nix::unistd::Pid::from_raw(0),
-                nix::unistd::Pid::from_raw(0),
-            );
+            let _ =
+                nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
             // Deadlines sit under the buffers: poll sees the real pipe.
             let stdin = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
             let stdout = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);

@@ -130,12 +130,10 @@ impl SnapshotSink for MemSink {
         }
         let id = blake3::hash(&self.buf).to_hex().to_string();
         record(Some(id.clone()))?;
-        self.store
-            .0
-            .lock()
-            .unwrap()
-            .snaps
-            .insert((self.role.clone(), self.name.clone()), std::mem::take(&mut self.buf));
+        self.store.0.lock().unwrap().snaps.insert(
+            (self.role.clone(), self.name.clone()),
+            std::mem::take(&mut self.buf),
+        );
         Ok(Some(id))
     }
     fn abort(mut self: Box<Self>) {
@@ -285,7 +283,9 @@ impl Backend for MemStore {
         Ok(())
     }
     fn writable_copy(&self, _vol: &Volume, _name: &str) -> Result<PathBuf> {
-        Err(Error::storage("the in-memory store makes no writable copies"))
+        Err(Error::storage(
+            "the in-memory store makes no writable copies",
+        ))
     }
     fn writable_copy_path(&self, vol: &Volume) -> Result<PathBuf> {
         Ok(PathBuf::from(&vol.source))
