@@ -201,7 +201,7 @@ fn ship_full(site: &Site, secs: i64) -> String {
 fn honest_session_commits_with_the_standby_receipts() {
     let site = site();
     let id = ship_full(&site, 0);
-    assert_eq!(site.manifests(), [id.clone()]);
+    assert_eq!(site.manifests(), vec![id.clone()]);
     let m = &site.catalog().manifests().unwrap()[0];
     assert!(m.committed_at.is_some());
     assert!(m.members.iter().all(|x| {
@@ -214,7 +214,7 @@ fn honest_session_commits_with_the_standby_receipts() {
         Msg::Welcome {
             committed, volumes, ..
         } => {
-            assert_eq!(committed, [id.clone()]);
+            assert_eq!(committed, vec![id.clone()]);
             assert!(volumes.iter().all(|v| v.snapshots == [id.clone()]));
         }
         other => panic!("{other:?}"),
@@ -297,6 +297,7 @@ fn checksum_mismatch_and_wrong_stream_leave_nothing() {
 }
 
 #[test]
+#[allow(clippy::vec_init_then_push)]
 fn bogus_manifests_are_refused_and_nothing_is_committed() {
     let site = site();
     let good = ship_full(&site, 0);
