@@ -488,16 +488,17 @@ pub fn run_with(cfg: &Config, opts: &Options, progress: &mut dyn FnMut(&Event)) 
         },
     };
     ctx.st.attempt = me;
-    ctx.save()?;
     let started_at = Timestamp::now();
     let t0 = Instant::now();
-
     if resumed {
+        ctx.save()?;
         reconcile(cfg, &plan, &mut ctx)?;
         ctx.save()?;
     }
-    // Nothing is created before every mountpoint is known to be free.
+    // Nothing is created (not even the progress file of a new failover)
+    // before every mountpoint is known to be free.
     check_mountpoints(cfg, &plan, &ctx.st)?;
+    ctx.save()?;
 
     if let Err(e) = make_copies(cfg, &plan, &mut ctx) {
         rollback(cfg, &mut ctx.st, &ctx.sp);
