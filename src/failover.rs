@@ -680,12 +680,11 @@ fn our_copy_mounted(vol: &Volume, mp: &Path) -> bool {
         BackendKind::Btrfs => mount::same_file(mp, Path::new(&vol.source)),
         BackendKind::Zfs => top.fstype == "zfs" && top.source == vol.source,
         BackendKind::Lvm => {
+            // The same block device, whichever of its names mount recorded.
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
             let dev = PathBuf::from("/dev").join(&vol.source);
-            match (
-                std::fs::canonicalize(&top.source),
-                std::fs::canonicalize(&dev),
-            ) {
-                (Ok(a), Ok(b)) => a == b,
+            match (std::fs::metadata(&top.source), std::fs::metadata(&dev)) {
+                (Ok(a), Ok(b)) => a.file_type().is_block_device() && a.rdev() == b.rdev(),
                 _ => false,
             }
         }
