@@ -1400,6 +1400,112 @@ mod tests {
 
     const ALL: &[&str] = &["mysql", "blob", "index", "redolog"];
 
+    fn cfg(margin: &str) -> Config {
+        let text = format!(
+            "site = \"b\"\nstate_dir = \"/var/lib/snapsite\"\n[set]\nsafety_margin = \"{margin}\"\n[[volume]]\nrole = \"mysql\"\nbackend = \"btrfs\"\nsource = \"/srv/mysql\"\nsnapshot_dir = \"/srv/snap/mysql\"\n[[volume]]\nrole = \"redolog\"\nbackend = \"btrfs\"\nsource = \"/srv/redolog\"\nsnapshot_dir = \"/srv/snap/redolog\"\n"
+        );
+        Config::parse(&text, Path::new("/etc/snapsite/test.toml")).unwrap()
+    }
+
+    #[test]
+    fn the_larger_margin_applies_and_absurd_manifest_margins_are_refused() {
+        let mut s = m(
+            "20261127T080000.000Z-full",
+            SetKind::Full,
+            ALL,
+            "2026-11-27T08:00:00Z",
+        );
+        s.safety_margin_ms = 2000;
+        let mg = Margin::of(&cfg("5s"), &s).unwrap();
+        assert_eq!(
+            (mg.standby_ms, mg.manifest_ms, mg.applied_ms),
+            (5000, 2000, 5000)
+        );
+        assert!(mg.applies().contains("standby"));
+        let mg = Margin::of(&cfg("500ms"), &s).unwrap();
+        assert_eq!(mg.applied_ms, 2000);
+        assert!(mg.applies().contains("manifest"));
+        s.safety_margin_ms = 500;
+        assert_eq!(Margin::of(&cfg("500ms"), &s).unwrap().applies(), "equal");
+        for bad in [-1, i64::MIN, MAX_MANIFEST_MARGIN_MS + 1, i64::MAX] {
+            s.safety_margin_ms = bad;
+            let e = Margin::of(&cfg("5s"), &s).unwrap_err();
+            assert!(
+                e.message.contains(&s.id) && e.message.contains(&bad.to_string()),
+                "{e}"
+            );
+        }
+        s.safety_margin_ms = MAX_MANIFEST_MARGIN_MS;
+        assert_eq!(
+            Margin::of(&cfg("5s"), &s).unwrap().applied_ms,
+            MAX_MANIFEST_MARGIN_MS
+        );
+    }
+
+    #[test]
+    fn progress_lines_keep_their_shape() {
+        let e = Event::Copy {
+            role: "mysql".into(),
+            snapshot: "S".into(),
+            target: "/srv/mysql".into(),
+            earlier: false,
+        };
+        assert_eq!(e.to_string(), "  copy     mysql      S -> /srv/mysql");
+        let e = Event::Mount {
+            role: "blob".into(),
+            data: "/srv/blob".into(),
+            mountpoint: "/opt/blob".into(),
+            earlier: true,
+        };
+        assert_eq!(
+            e.to_string(),
+            "  mount    blob       /srv/blob at /opt/blob (mounted by the interrupted attempt)"
+        );
+    }
+
+    #[test]
+    fn proc_stat_and_groups() {
+        let me = std::process::id() as i32;
+        let st = procs::stat(me).unwrap();
+        assert_eq!(st.pgrp, nix::unistd::getpgrp().as_raw());
+        assert!(st.start_ticks > 0);
+        assert!(procs::members(st.pgrp).contains(&me));
+        assert!(
+            !procs::is_live_serve(me),
+            "a test binary is not a serve session"
+        );
+        let r = procs::record(me as u32);
+        assert_eq!(r.start_ticks, st.start_ticks);
+        assert!(!r.boot_id.is_empty());
+    }
+
+    #[test]
+    fn a_gated_child_runs_only_after_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let mark = dir.path().join("ran");
+        let argv: Vec<String> = vec![
+            "sh".into(),
+            "-c".into(),
+            "touch \"$1\"; [ \"$SNAPSITE_HOOK\" = replay ] && exit 7".into(),
+            "sh".into(),
+            mark.display().to_string(),
+        ];
+        let env = [("SNAPSITE_HOOK", "replay".to_string())];
+        // Cancelled before the gate opens: it never runs.
+        let g = procs::spawn_gated(&argv, &env).unwrap();
+        let pid = g.pid() as i32;
+        assert_eq!(procs::stat(pid).unwrap().pgrp, pid, "its own group");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(!mark.exists(), "held at the gate");
+        g.cancel();
+        assert!(!mark.exists(), "never ran");
+        // Let go: it runs with the environment and its exit code comes back.
+        let g = procs::spawn_gated(&argv, &env).unwrap();
+        assert_eq!(g.go().unwrap(), Some(7));
+        assert!(mark.exists());
+        assert!(procs::spawn_gated(&["/nonexistent/replay".into()], &env).is_err());
+    }
+
     fn history() -> Vec<Manifest> {
         vec![
             m(
