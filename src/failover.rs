@@ -925,7 +925,16 @@ fn take_site_lock(
     let msg = format!(
         "aborted receive session pid {} from {} (started {})",
         rec.pid,
-        rec.primary.as_deref().unwrap_or("an unnamed primary"),
+        // As the primary sent it: shown, never trusted; printable and short.
+        rec.primary
+            .as_deref()
+            .map(|p| p
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect::<String>())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "an unnamed primary".into()),
         format_zmplayredo(rec.started_at, &tz)
     );
     progress(&Event::Note(msg.clone()));
