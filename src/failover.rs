@@ -1,25 +1,37 @@
 //! Failover on the standby: pick the newest complete full set S and the
 //! newest redolog snapshot R not older than S; make writable copies (the
 //! received snapshots stay pristine), mount them, run the replay with
-//! `{from_time}` = S's earliest member time, and report the truth: which set,
-//! which redolog snapshot, the data-loss bound, replay status, durations.
+//! `{from_time}` = S's earliest member time minus the safety margin, and
+//! report the truth: which set, which redolog snapshot, the data-loss bound,
+//! replay status, durations.
 //!
-//! Progress is kept in `state_dir/failover/state.json`: an interrupted
-//! failover resumes where it stopped; a failed step rolls back what this
-//! failover created.
+//! Crash safety. Progress is kept in `state_dir/failover/state.json`. A
+//! failover leads its own process group (so the `btrfs` and `mount` it starts
+//! are in it) and the replay runs in a process group of its own; both are
+//! recorded there (the replay's before it may exec). A rerun first kills what
+//! is left of the recorded groups of an earlier attempt, then checks the
+//! progress file against reality (copies present and made from the planned
+//! snapshot, mounts present and of the right copy) and redoes the steps
+//! reality disagrees with. A failed step rolls back what this failover
+//! created.
+//!
+//! The failover never waits for the thing that failed: a `serve` session
+//! holding the site lock (a half-dead primary) is killed, its partial receive
+//! discarded.
 
 use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::backend;
-use crate::catalog::{Catalog, read_json, write_json};
+use crate::catalog::{Catalog, Lock, read_json, write_json};
 use crate::cmd::Cmd;
-use crate::config::Config;
+use crate::config::{BackendKind, Config, Volume};
 use crate::coordinator::{complete_locally, local_lists};
 use crate::error::{Context, Error, Result};
 use crate::model::{Manifest, SetKind};
@@ -42,6 +54,52 @@ pub struct MemberTime {
     pub after: Timestamp,
 }
 
+/// The safety margins subtracted from the set's earliest member time: the
+/// standby's own `[set] safety_margin` and the one the primary recorded in
+/// the manifest. The larger applies.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct Margin {
+    pub standby_ms: i64,
+    pub manifest_ms: i64,
+    pub applied_ms: i64,
+}
+
+/// A manifest's margin above this is nonsense (wire input, refused).
+pub const MAX_MANIFEST_MARGIN_MS: i64 = 24 * 3600 * 1000;
+
+impl Margin {
+    pub fn new(standby_ms: i64, manifest_ms: i64) -> Margin {
+        Margin {
+            standby_ms,
+            manifest_ms,
+            applied_ms: standby_ms.max(manifest_ms),
+        }
+    }
+
+    /// Which of the two applies, in words.
+    pub fn applies(&self) -> &'static str {
+        match self.standby_ms.cmp(&self.manifest_ms) {
+            std::cmp::Ordering::Greater => "the standby's [set] safety_margin applies",
+            std::cmp::Ordering::Less => "the manifest's safety_margin_ms applies",
+            std::cmp::Ordering::Equal => "equal",
+        }
+    }
+
+    /// Both margins from config and manifest; the manifest's is checked.
+    pub fn of(cfg: &Config, s: &Manifest) -> Result<Margin> {
+        let m = s.safety_margin_ms;
+        if !(0..=MAX_MANIFEST_MARGIN_MS).contains(&m) {
+            return Err(Error::integrity(format!(
+                "set {}: its manifest's safety_margin_ms is {m}, not a margin (0 .. 1 day); refusing to compute a replay start from it",
+                s.id
+            ))
+            .with_hint("choose another set with --set, or fix the primary's [set] safety_margin"));
+        }
+        let standby = i64::try_from(cfg.safety_margin.as_millis()).unwrap_or(i64::MAX);
+        Ok(Margin::new(standby, m))
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Plan {
     pub site: String,
@@ -51,11 +109,18 @@ pub struct Plan {
     pub redolog_set_id: String,
     pub redolog_before: Timestamp,
     pub redolog_after: Timestamp,
+    /// The instant the replay starts from (what `from_time_arg` stands for).
     pub from_time: Timestamp,
     /// `{from_time}` as handed to the replay command.
     pub from_time_arg: String,
     pub copies: Vec<PlannedCopy>,
     pub replay_argv: Option<Vec<String>>,
+    #[serde(default)]
+    pub margin: Margin,
+    /// Why `from_time` is earlier than earliest member minus margin (a
+    /// local time in a repeated DST hour), if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_time_note: Option<String>,
 }
 
 /// Pure selection: S = the requested or newest full set among `complete`,
@@ -114,12 +179,21 @@ pub fn plan(cfg: &Config, requested: Option<&str>) -> Result<Plan> {
     let lists = local_lists(cfg)?;
     let complete = |m: &Manifest| m.committed_at.is_some() && complete_locally(cfg, m, &lists);
     let (s, r) = select(&manifests, &complete, &cfg.redolog_role, requested)?;
-    let from_time = s.from_time();
+    let margin = Margin::of(cfg, s)?;
+    let earliest = s
+        .members
+        .iter()
+        .map(|m| m.before)
+        .min()
+        .ok_or_else(|| Error::integrity(format!("set {} has no members", s.id)))?;
+    let wanted = earliest - jiff::SignedDuration::from_millis(margin.applied_ms);
     let (tf, tz) = match &cfg.replay {
         Some(rp) => (rp.time_format.clone(), rp.timezone.clone()),
         None => (TimeFormat::Zmplayredo, jiff::tz::TimeZone::system()),
     };
-    let from_time_arg = tf.format(from_time, &tz);
+    let rt = tf.format_for_replay(wanted, &tz);
+    let from_time = rt.instant;
+    let from_time_arg = rt.text;
     let redo = r.member(&cfg.redolog_role).expect("selected for it");
     let copies: Vec<PlannedCopy> = cfg
         .volumes
@@ -178,7 +252,22 @@ pub fn plan(cfg: &Config, requested: Option<&str>) -> Result<Plan> {
         from_time_arg,
         copies,
         replay_argv: cfg.replay.as_ref().map(|rp| rp.command.render(&vars)),
+        margin,
+        from_time_note: rt.note,
     })
+}
+
+/// A process group leader as recorded in the progress file: enough to find
+/// what is left of its group after a crash, and to not mistake another
+/// group for it (pid reuse, reboot).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProcRecord {
+    pub pid: i32,
+    pub pgid: i32,
+    /// Start time of `pid` in clock ticks since boot (/proc/PID/stat).
+    pub start_ticks: u64,
+    /// /proc/sys/kernel/random/boot_id when it ran.
+    pub boot_id: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -192,6 +281,13 @@ struct State {
     replay_exit: Option<i32>,
     completed_at: Option<Timestamp>,
     report: Option<PathBuf>,
+    /// The failover process of the latest attempt (leader of its group).
+    #[serde(default)]
+    attempt: Option<ProcRecord>,
+    /// The replay of the latest attempt (leader of its own group), recorded
+    /// before it may exec.
+    #[serde(default)]
+    replay_proc: Option<ProcRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -218,6 +314,13 @@ pub struct Report {
     pub seconds_mounts: f64,
     pub seconds_total: f64,
     pub report_path: Option<PathBuf>,
+    /// "aborted receive session pid N from PRIMARY (started ...)".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_session: Option<String>,
+    /// What this run found and did beyond the plan: an earlier attempt's
+    /// processes stopped, steps redone because reality disagreed, ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -231,35 +334,79 @@ pub struct Options<'a> {
     pub no_replay: bool,
 }
 
-fn stderr_stdio() -> Stdio {
-    use std::os::fd::AsFd;
-    match std::io::stderr().as_fd().try_clone_to_owned() {
-        Ok(fd) => Stdio::from(fd),
-        Err(_) => Stdio::inherit(),
+/// Progress of a failover, for the caller to show (`run` prints each to
+/// stderr, one line each).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Something found or done beyond the plan (also kept in the report).
+    Note(String),
+    /// A writable copy is in place; `earlier`: made by an interrupted attempt.
+    Copy {
+        role: String,
+        snapshot: String,
+        target: String,
+        earlier: bool,
+    },
+    /// A copy is mounted; `earlier`: mounted by an interrupted attempt.
+    Mount {
+        role: String,
+        data: PathBuf,
+        mountpoint: PathBuf,
+        earlier: bool,
+    },
+    Replay {
+        argv: Vec<String>,
+    },
+    ReplayNotStarted {
+        error: String,
+    },
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let earlier = |e: &bool, what: &str| {
+            if *e {
+                format!(" ({what} by the interrupted attempt)")
+            } else {
+                String::new()
+            }
+        };
+        match self {
+            Event::Note(s) => write!(f, "  note     {s}"),
+            Event::Copy {
+                role,
+                snapshot,
+                target,
+                earlier: e,
+            } => write!(
+                f,
+                "  copy     {role:<10} {snapshot} -> {target}{}",
+                earlier(e, "made")
+            ),
+            Event::Mount {
+                role,
+                data,
+                mountpoint,
+                earlier: e,
+            } => write!(
+                f,
+                "  mount    {role:<10} {} at {}{}",
+                data.display(),
+                mountpoint.display(),
+                earlier(e, "mounted")
+            ),
+            Event::Replay { argv } => write!(
+                f,
+                "  replay   {}",
+                crate::cmd::display_argv(&argv.iter().map(Into::into).collect::<Vec<_>>())
+            ),
+            Event::ReplayNotStarted { error } => write!(f, "  replay could not start: {error}"),
+        }
     }
 }
 
 fn state_path(cfg: &Config) -> PathBuf {
     cfg.state_dir.join("failover").join("state.json")
-}
-
-fn is_mounted(p: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = p.to_string_lossy();
-    info.lines().any(|l| {
-        l.split(' ')
-            .nth(4)
-            .is_some_and(|mp| unescape_mountinfo(mp) == want)
-    })
-}
-
-fn unescape_mountinfo(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
 }
 
 /// The plan a (possibly resumed) failover would carry out, and whether it resumes.
@@ -283,151 +430,96 @@ pub fn current_plan(cfg: &Config, opts: &Options) -> Result<(Plan, bool)> {
     Ok((plan(cfg, opts.set)?, false))
 }
 
+/// Fail over, printing progress to stderr.
 pub fn run(cfg: &Config, opts: &Options) -> Result<Report> {
+    run_with(cfg, opts, &mut |e: &Event| eprintln!("{e}"))
+}
+
+/// What one run carries between its steps.
+struct Ctx<'p> {
+    sp: PathBuf,
+    st: State,
+    notes: Vec<String>,
+    progress: &'p mut dyn FnMut(&Event),
+}
+
+impl Ctx<'_> {
+    fn note(&mut self, s: String) {
+        (self.progress)(&Event::Note(s.clone()));
+        self.notes.push(s);
+    }
+    fn save(&self) -> Result<()> {
+        write_json(&self.sp, &self.st)
+    }
+}
+
+/// Fail over, reporting progress through `progress`.
+pub fn run_with(cfg: &Config, opts: &Options, progress: &mut dyn FnMut(&Event)) -> Result<Report> {
+    // Before any child is started: the btrfs/mount children of this
+    // attempt share its group, which a rerun kills if this one dies.
+    let me = lead_process_group();
     let catalog = Catalog::new(&cfg.state_dir);
-    let _lock = catalog.lock("failover", std::time::Duration::from_secs(5))?;
+    let mut notes = Vec::new();
+    let (_lock, aborted_session) = take_site_lock(cfg, &catalog, &mut notes, progress)?;
     let sp = state_path(cfg);
-    if sp.exists() {
-        let st: State = read_json(&sp)?;
-        if let Some(done) = st.completed_at {
-            let prev = st
-                .report
-                .as_deref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            return Err(Error::refused(format!(
-                "failover already completed at {done} (report: {prev})"
-            ))
-            .with_hint(format!("the standby is live; to fail over again, unmount and remove the copies and delete {}", sp.display())));
-        }
+    let previous: Option<State> = if sp.exists() {
+        Some(read_json(&sp)?)
+    } else {
+        None
+    };
+    refuse_if_completed(previous.as_ref(), &sp)?;
+    let mut ctx = Ctx {
+        sp,
+        st: State::default(),
+        notes,
+        progress,
+    };
+    if let Some(prev) = &previous {
+        stop_earlier_attempt(prev, &mut ctx)?;
     }
     let (plan, resumed) = current_plan(cfg, opts)?;
-    let mut st: State = if resumed {
-        read_json(&sp)?
-    } else {
-        State {
+    ctx.st = match previous {
+        Some(prev) if resumed => prev,
+        _ => State {
             plan: Some(plan.clone()),
             started_at: Some(Timestamp::now()),
             ..Default::default()
-        }
+        },
     };
-    write_json(&sp, &st)?;
+    ctx.st.attempt = me;
     let started_at = Timestamp::now();
     let t0 = Instant::now();
+    if resumed {
+        ctx.save()?;
+        reconcile(cfg, &plan, &mut ctx)?;
+        ctx.save()?;
+    }
+    // Nothing is created (not even the progress file of a new failover)
+    // before every mountpoint is known to be free.
+    check_mountpoints(cfg, &plan, &ctx.st)?;
+    ctx.save()?;
 
-    // 1. writable copies
-    let result = (|| -> Result<()> {
-        for c in &plan.copies {
-            if st.copies_done.contains(&c.role) {
-                continue;
-            }
-            let vol = cfg.volume(&c.role).ok_or_else(|| {
-                Error::config(format!("volume `{}` vanished from the config", c.role))
-            })?;
-            let b = backend::for_volume(vol)?;
-            if st.copies_started.contains(&c.role) && b.writable_copy_exists(vol)? {
-                // Made by this failover before it was interrupted.
-                tracing::info!(volume = %c.role, "resuming: writable copy already made");
-            } else {
-                if b.writable_copy_exists(vol)? {
-                    return Err(Error::refused(format!(
-                        "volume `{}`: {} already exists and was not made by this failover",
-                        c.role, c.target
-                    ))
-                    .with_hint("move it away (it may be live data) and run failover again"));
-                }
-                st.copies_started.push(c.role.clone());
-                write_json(&sp, &st)?;
-                b.writable_copy(vol, &c.snapshot)?;
-            }
-            st.copies_done.push(c.role.clone());
-            write_json(&sp, &st)?;
-            eprintln!("  copy     {:<10} {} -> {}", c.role, c.snapshot, c.target);
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        rollback(cfg, &mut st, &sp);
+    if let Err(e) = make_copies(cfg, &plan, &mut ctx) {
+        rollback(cfg, &mut ctx.st, &ctx.sp);
         return Err(e.context("failover failed; what it created was rolled back"));
     }
     let seconds_copies = t0.elapsed().as_secs_f64();
 
-    // 2. mounts
     let t1 = Instant::now();
-    let result = (|| -> Result<()> {
-        for c in &plan.copies {
-            let Some(mp) = &c.mountpoint else { continue };
-            if st.mounts_done.contains(&c.role) {
-                continue;
-            }
-            let vol = cfg.volume(&c.role).ok_or_else(|| {
-                Error::config(format!("volume `{}` vanished from the config", c.role))
-            })?;
-            let data = backend::for_volume(vol)?.writable_copy_path(vol)?;
-            if data == *mp {
-                continue; // the backend mounted it there itself (ZFS clone)
-            }
-            if !is_mounted(mp) {
-                std::fs::create_dir_all(mp).ctx(format!("create mountpoint {}", mp.display()))?;
-                Cmd::new("mount")
-                    .arg("--bind")
-                    .arg(&data)
-                    .arg(mp)
-                    .run()
-                    .ctx(format!("volume `{}`", c.role))?;
-            }
-            st.mounts_done.push(c.role.clone());
-            write_json(&sp, &st)?;
-            eprintln!(
-                "  mount    {:<10} {} at {}",
-                c.role,
-                data.display(),
-                mp.display()
-            );
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        rollback(cfg, &mut st, &sp);
+    if let Err(e) = mount_copies(cfg, &plan, &mut ctx) {
+        rollback(cfg, &mut ctx.st, &ctx.sp);
         return Err(e.context("failover failed; what it created was rolled back"));
     }
     let seconds_mounts = t1.elapsed().as_secs_f64();
 
-    // 3. replay
-    let mut replay = None;
     let replay_skipped = opts.no_replay || plan.replay_argv.is_none();
-    if !replay_skipped {
-        let argv = plan.replay_argv.clone().expect("checked");
-        eprintln!(
-            "  replay   {}",
-            crate::cmd::display_argv(&argv.iter().map(Into::into).collect::<Vec<_>>())
-        );
-        let t = Instant::now();
-        let status = std::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .env("SNAPSITE_HOOK", "replay")
-            .env("SNAPSITE_SET_ID", &plan.set_id)
-            .env("SNAPSITE_REDOLOG_SET_ID", &plan.redolog_set_id)
-            .env("SNAPSITE_FROM_TIME", &plan.from_time_arg)
-            .env("SNAPSITE_FROM_TIME_UTC", plan.from_time.to_string())
-            .stdin(Stdio::null())
-            // Its output goes to our stderr: our stdout stays the report.
-            .stdout(stderr_stdio())
-            .status();
-        let exit_code = match status {
-            Ok(s) => s.code(),
-            Err(e) => {
-                eprintln!("  replay could not start: {e}");
-                Some(127)
-            }
-        };
-        st.replay_exit = exit_code;
-        replay = Some(ReplayOutcome {
-            argv,
-            exit_code,
-            seconds: t.elapsed().as_secs_f64(),
-        });
-    }
+    let replay = if replay_skipped {
+        None
+    } else {
+        verify_mounts(cfg, &plan)?;
+        Some(run_replay(&plan, &mut ctx)?)
+    };
+
     let finished_at = Timestamp::now();
     let mut report = Report {
         recovery_point: plan.redolog_before,
@@ -442,19 +534,306 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Report> {
         seconds_mounts,
         seconds_total: t0.elapsed().as_secs_f64(),
         report_path: None,
+        aborted_session,
+        notes: std::mem::take(&mut ctx.notes),
     };
+    save_report(cfg, &mut report, &mut ctx)?;
+    Ok(report)
+}
+
+fn refuse_if_completed(previous: Option<&State>, sp: &Path) -> Result<()> {
+    let Some(done) = previous.and_then(|st| st.completed_at) else {
+        return Ok(());
+    };
+    let prev = previous
+        .and_then(|st| st.report.as_deref())
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    Err(Error::refused(format!(
+        "failover already completed at {done} (report: {prev})"
+    ))
+    .with_hint(format!(
+        "the standby is live; to fail over again, unmount and remove the copies and delete {}",
+        sp.display()
+    )))
+}
+
+fn volume<'c>(cfg: &'c Config, role: &str) -> Result<&'c Volume> {
+    cfg.volume(role)
+        .ok_or_else(|| Error::config(format!("volume `{role}` vanished from the config")))
+}
+
+/// Kill what is left of an earlier, interrupted attempt: its own process
+/// group (the `btrfs`, `mount` it had started) and its replay's.
+fn stop_earlier_attempt(prev: &State, ctx: &mut Ctx) -> Result<()> {
+    let groups = [
+        (prev.attempt.as_ref(), "an interrupted failover"),
+        (
+            prev.replay_proc.as_ref(),
+            "the interrupted failover's replay",
+        ),
+    ];
+    for (rec, what) in groups {
+        if let Some(rec) = rec {
+            if let Some(msg) = procs::stop_recorded_group(rec, what)? {
+                ctx.note(msg);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Check the progress file of an interrupted attempt against reality and
+/// forget the steps reality does not confirm, so they are redone.
+fn reconcile(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
+    for c in &plan.copies {
+        let vol = volume(cfg, &c.role)?;
+        let b = backend::for_volume(vol)?;
+        if ctx.st.copies_started.contains(&c.role) {
+            if !b.writable_copy_exists(vol)? {
+                if ctx.st.copies_done.contains(&c.role) {
+                    ctx.note(format!(
+                        "volume `{}`: the interrupted attempt made a copy at {} but it is gone: making it again",
+                        c.role, c.target
+                    ));
+                }
+                ctx.st.copies_started.retain(|r| r != &c.role);
+                ctx.st.copies_done.retain(|r| r != &c.role);
+                ctx.st.mounts_done.retain(|r| r != &c.role);
+                continue;
+            }
+            check_copy_origin(vol, c)?;
+        }
+        if let Some(mp) = &c.mountpoint {
+            if ctx.st.mounts_done.contains(&c.role) && !our_copy_mounted(vol, mp) {
+                ctx.note(format!(
+                    "volume `{}`: recorded as mounted at {} but it is not (after a reboot?): mounting it again",
+                    c.role,
+                    mp.display()
+                ));
+                ctx.st.mounts_done.retain(|r| r != &c.role);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A btrfs copy found in place must be a snapshot of the planned received
+/// snapshot, nothing else that happens to sit there.
+fn check_copy_origin(vol: &Volume, c: &PlannedCopy) -> Result<()> {
+    if vol.backend != BackendKind::Btrfs {
+        return Ok(()); // ZFS/LVM check the origin when they remove a copy
+    }
+    let Some(dir) = &vol.snapshot_dir else {
+        return Ok(());
+    };
+    let copy =
+        backend::btrfs::subvolume_show(Path::new(&c.target)).ctx(format!("volume `{}`", c.role))?;
+    let snap = backend::btrfs::subvolume_show(&dir.join(&c.snapshot))
+        .ctx(format!("volume `{}`", c.role))?;
+    if copy.parent_uuid.as_deref() != Some(snap.uuid.as_str()) {
+        return Err(Error::refused(format!(
+            "volume `{}`: {} is not a copy of snapshot {} (its parent uuid is {}, the snapshot's uuid {}); not using it",
+            c.role,
+            c.target,
+            c.snapshot,
+            copy.parent_uuid.as_deref().unwrap_or("-"),
+            snap.uuid
+        ))
+        .with_hint("move it away (it may be live data) and run failover again"));
+    }
+    Ok(())
+}
+
+/// Refuse a mountpoint that has something mounted on it other than this
+/// failover's own copy — before any copy is made.
+fn check_mountpoints(cfg: &Config, plan: &Plan, st: &State) -> Result<()> {
+    for c in &plan.copies {
+        let Some(mp) = &c.mountpoint else { continue };
+        let vol = volume(cfg, &c.role)?;
+        let Some(top) = mount::top(mp) else { continue };
+        if st.copies_started.contains(&c.role) && our_copy_mounted(vol, mp) {
+            continue;
+        }
+        return Err(foreign_mount(&c.role, mp, &top));
+    }
+    Ok(())
+}
+
+fn foreign_mount(role: &str, mp: &Path, top: &mount::Entry) -> Error {
+    Error::refused(format!(
+        "volume `{role}`: {} already has {} ({}) mounted on it, which is not this failover's copy; nothing was changed",
+        mp.display(),
+        top.source,
+        top.fstype
+    ))
+    .with_hint("unmount it (it may be stale or live data) and run failover again")
+}
+
+/// Is this volume's writable copy what is mounted (on top) at `mp`?
+fn our_copy_mounted(vol: &Volume, mp: &Path) -> bool {
+    let Some(top) = mount::top(mp) else {
+        return false;
+    };
+    match vol.backend {
+        BackendKind::Btrfs => mount::same_file(mp, Path::new(&vol.source)),
+        BackendKind::Zfs => top.fstype == "zfs" && top.source == vol.source,
+        BackendKind::Lvm => {
+            // The same block device, whichever of its names mount recorded.
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            let dev = PathBuf::from("/dev").join(&vol.source);
+            match (std::fs::metadata(&top.source), std::fs::metadata(&dev)) {
+                (Ok(a), Ok(b)) => a.file_type().is_block_device() && a.rdev() == b.rdev(),
+                _ => false,
+            }
+        }
+    }
+}
+
+/// Does the volume's copy need a mount of ours at `mp` (rather than being
+/// there already: a btrfs copy made at its mountpoint)?
+fn needs_mount(vol: &Volume, mp: &Path) -> bool {
+    !(vol.backend == BackendKind::Btrfs && Path::new(&vol.source) == mp)
+}
+
+fn make_copies(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
+    for c in &plan.copies {
+        if ctx.st.copies_done.contains(&c.role) {
+            continue;
+        }
+        let vol = volume(cfg, &c.role)?;
+        let b = backend::for_volume(vol)?;
+        let earlier = ctx.st.copies_started.contains(&c.role) && b.writable_copy_exists(vol)?;
+        if earlier {
+            // Made by this failover before it was interrupted.
+            check_copy_origin(vol, c)?;
+        } else {
+            if b.writable_copy_exists(vol)? {
+                return Err(Error::refused(format!(
+                    "volume `{}`: {} already exists and was not made by this failover",
+                    c.role, c.target
+                ))
+                .with_hint("move it away (it may be live data) and run failover again"));
+            }
+            ctx.st.copies_started.push(c.role.clone());
+            ctx.save()?;
+            b.writable_copy(vol, &c.snapshot)?;
+        }
+        ctx.st.copies_done.push(c.role.clone());
+        ctx.save()?;
+        (ctx.progress)(&Event::Copy {
+            role: c.role.clone(),
+            snapshot: c.snapshot.clone(),
+            target: c.target.clone(),
+            earlier,
+        });
+    }
+    Ok(())
+}
+
+fn mount_copies(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
+    for c in &plan.copies {
+        let Some(mp) = &c.mountpoint else { continue };
+        if ctx.st.mounts_done.contains(&c.role) {
+            continue;
+        }
+        let vol = volume(cfg, &c.role)?;
+        let data = backend::for_volume(vol)?.writable_copy_path(vol)?;
+        if data == *mp {
+            continue; // the backend mounted it there itself (ZFS clone, LVM)
+        }
+        let earlier = our_copy_mounted(vol, mp);
+        if !earlier {
+            if let Some(top) = mount::top(mp) {
+                return Err(foreign_mount(&c.role, mp, &top));
+            }
+            std::fs::create_dir_all(mp).ctx(format!("create mountpoint {}", mp.display()))?;
+            Cmd::new("mount")
+                .arg("--bind")
+                .arg(&data)
+                .arg(mp)
+                .run()
+                .ctx(format!("volume `{}`", c.role))?;
+        }
+        ctx.st.mounts_done.push(c.role.clone());
+        ctx.save()?;
+        (ctx.progress)(&Event::Mount {
+            role: c.role.clone(),
+            data,
+            mountpoint: mp.clone(),
+            earlier,
+        });
+    }
+    Ok(())
+}
+
+/// Right before the replay: every mountpoint holds its copy.
+fn verify_mounts(cfg: &Config, plan: &Plan) -> Result<()> {
+    for c in &plan.copies {
+        let Some(mp) = &c.mountpoint else { continue };
+        let vol = volume(cfg, &c.role)?;
+        if needs_mount(vol, mp) && !our_copy_mounted(vol, mp) {
+            return Err(Error::storage(format!(
+                "volume `{}`: its copy {} is not what is mounted at {}; not replaying on it",
+                c.role,
+                c.target,
+                mp.display()
+            ))
+            .with_hint("run failover again: it checks and redoes the mounts"));
+        }
+    }
+    Ok(())
+}
+
+fn run_replay(plan: &Plan, ctx: &mut Ctx) -> Result<ReplayOutcome> {
+    let argv = plan.replay_argv.clone().expect("checked");
+    (ctx.progress)(&Event::Replay { argv: argv.clone() });
+    let env = [
+        ("SNAPSITE_HOOK", "replay".to_string()),
+        ("SNAPSITE_SET_ID", plan.set_id.clone()),
+        ("SNAPSITE_REDOLOG_SET_ID", plan.redolog_set_id.clone()),
+        ("SNAPSITE_FROM_TIME", plan.from_time_arg.clone()),
+        ("SNAPSITE_FROM_TIME_UTC", plan.from_time.to_string()),
+    ];
+    let t = Instant::now();
+    let exit_code = match procs::spawn_gated(&argv, &env) {
+        Err(e) => {
+            (ctx.progress)(&Event::ReplayNotStarted {
+                error: e.to_string(),
+            });
+            Some(127)
+        }
+        Ok(child) => {
+            // Recorded before the replay may exec: a rerun after a crash
+            // from here on finds and stops it.
+            ctx.st.replay_proc = Some(procs::record(child.pid()));
+            if let Err(e) = ctx.save() {
+                child.cancel();
+                return Err(e);
+            }
+            child.go()?
+        }
+    };
+    ctx.st.replay_exit = exit_code;
+    Ok(ReplayOutcome {
+        argv,
+        exit_code,
+        seconds: t.elapsed().as_secs_f64(),
+    })
+}
+
+fn save_report(cfg: &Config, report: &mut Report, ctx: &mut Ctx) -> Result<()> {
     let path = cfg.state_dir.join("reports").join(format!(
         "failover-{}.json",
-        finished_at.strftime("%Y%m%dT%H%M%S%.3fZ")
+        report.finished_at.strftime("%Y%m%dT%H%M%S%.3fZ")
     ));
     report.report_path = Some(path.clone());
-    write_json(&path, &report)?;
-    st.report = Some(path);
+    write_json(&path, &*report)?;
+    ctx.st.report = Some(path);
     if report.ok() {
-        st.completed_at = Some(finished_at);
+        ctx.st.completed_at = Some(report.finished_at);
     }
-    write_json(&sp, &st)?;
-    Ok(report)
+    ctx.save()
 }
 
 /// Undo what this failover made: unmount, remove copies, forget the state.
@@ -480,6 +859,420 @@ fn rollback(cfg: &Config, st: &mut State, sp: &Path) {
     let _ = std::fs::remove_file(sp);
 }
 
+/// Make this process the leader of its own process group (unless it is one
+/// already, as under an interactive shell or a service manager) and return
+/// its record; `None` when that is impossible (then nothing is recorded, so
+/// a rerun can never kill a group that is not ours).
+fn lead_process_group() -> Option<ProcRecord> {
+    use nix::unistd::{Pid, getpgrp, getpid, setpgid};
+    if getpgrp() != getpid() {
+        if let Err(e) = setpgid(Pid::from_raw(0), Pid::from_raw(0)) {
+            tracing::warn!(error = %e, "cannot lead a process group; an interrupted failover's children cannot be stopped by a rerun");
+        }
+    }
+    (getpgrp() == getpid()).then(|| procs::record(getpid().as_raw() as u32))
+}
+
+/// Take the site lock. If a `serve` session holds it (a primary that went
+/// silent, or one still sending), stop that session: kill its process group,
+/// wait (bounded) for the lock, discard its partial receives. Anything else
+/// holding the lock (another failover, a prune) is waited for a little,
+/// then reported.
+fn take_site_lock(
+    cfg: &Config,
+    catalog: &Catalog,
+    notes: &mut Vec<String>,
+    progress: &mut dyn FnMut(&Event),
+) -> Result<(Lock, Option<String>)> {
+    if let Ok(l) = catalog.lock("failover", Duration::ZERO) {
+        return Ok((l, None));
+    }
+    let rec = match catalog.serve_record() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable serve record");
+            None
+        }
+    };
+    let Some(rec) = rec.filter(|r| procs::is_live_serve(r.pid)) else {
+        return Ok((catalog.lock("failover", Duration::from_secs(5))?, None));
+    };
+    let whole_group = procs::stat(rec.pid).is_some_and(|s| s.pgrp == rec.pgid)
+        && rec.pgid > 1
+        && rec.pgid != nix::unistd::getpgrp().as_raw();
+    let killed = if whole_group {
+        procs::kill_group_and_wait(rec.pgid, "the serve session")?
+    } else {
+        // Not its own group leader: the session alone.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(rec.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        vec![rec.pid]
+    };
+    tracing::warn!(
+        pid = rec.pid,
+        pgid = rec.pgid,
+        ?killed,
+        "killed the serve session holding the site lock"
+    );
+    let lock = catalog
+        .lock("failover", Duration::from_secs(10))
+        .map_err(|e| e.context(format!("killed serve session pid {}, but", rec.pid)))?;
+    catalog.remove_serve_record();
+    let tz = jiff::tz::TimeZone::system();
+    let msg = format!(
+        "aborted receive session pid {} from {} (started {})",
+        rec.pid,
+        // As the primary sent it: shown, never trusted; printable and short.
+        rec.primary
+            .as_deref()
+            .map(|p| p
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect::<String>())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "an unnamed primary".into()),
+        format_zmplayredo(rec.started_at, &tz)
+    );
+    progress(&Event::Note(msg.clone()));
+    for vol in &cfg.volumes {
+        match backend::for_volume(vol).and_then(|b| b.cleanup_partial(vol)) {
+            Ok(removed) => {
+                for r in removed {
+                    let n = format!("volume `{}`: discarded the partial receive {r}", vol.role);
+                    progress(&Event::Note(n.clone()));
+                    notes.push(n);
+                }
+            }
+            // A leftover never blocks the failover: sets without a
+            // manifest are not used anyway.
+            Err(e) => {
+                let n = format!(
+                    "volume `{}`: could not discard a partial receive: {e}",
+                    vol.role
+                );
+                progress(&Event::Note(n.clone()));
+                notes.push(n);
+            }
+        }
+    }
+    Ok((lock, Some(msg)))
+}
+
+/// /proc/self/mountinfo, read for what is mounted where.
+mod mount {
+    use std::path::Path;
+
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Entry {
+        pub fstype: String,
+        pub source: String,
+    }
+
+    fn unescape(s: &str) -> String {
+        s.replace("\\040", " ")
+            .replace("\\011", "\t")
+            .replace("\\012", "\n")
+            .replace("\\134", "\\")
+    }
+
+    /// Entries mounted at `mp`, in mount order (the last one is visible).
+    pub fn at(mp: &Path) -> Vec<Entry> {
+        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return Vec::new();
+        };
+        let want = std::fs::canonicalize(mp).unwrap_or_else(|_| mp.to_path_buf());
+        let want = want.to_string_lossy();
+        info.lines()
+            .filter_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                let at = unescape(left.split(' ').nth(4)?);
+                let mut r = right.split(' ');
+                let fstype = r.next()?.to_string();
+                let source = unescape(r.next()?);
+                (at == want).then_some(Entry { fstype, source })
+            })
+            .collect()
+    }
+
+    pub fn top(mp: &Path) -> Option<Entry> {
+        at(mp).pop()
+    }
+
+    /// Same inode on the same device (a bind mount of `b` at `a`).
+    pub fn same_file(a: &Path, b: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    }
+}
+
+/// Processes: /proc, process groups, the gated replay child.
+mod procs {
+    use super::*;
+    use nix::errno::Errno;
+    use nix::libc;
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::Pid;
+
+    pub fn boot_id() -> String {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    pub struct Stat {
+        pub state: char,
+        pub pgrp: i32,
+        pub start_ticks: u64,
+    }
+
+    pub fn stat(pid: i32) -> Option<Stat> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // comm may hold spaces and parens: the fields follow the last ')'.
+        let rest = &s[s.rfind(')')? + 1..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some(Stat {
+            state: f.first()?.chars().next()?,
+            pgrp: f.get(2)?.parse().ok()?,
+            start_ticks: f.get(19)?.parse().ok()?,
+        })
+    }
+
+    pub fn record(pid: u32) -> ProcRecord {
+        let pid = pid as i32;
+        ProcRecord {
+            pid,
+            pgid: pid,
+            start_ticks: stat(pid).map(|s| s.start_ticks).unwrap_or(0),
+            boot_id: boot_id(),
+        }
+    }
+
+    /// Live (not zombie) processes of group `pgid`.
+    pub fn members(pgid: i32) -> Vec<i32> {
+        let Ok(rd) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let mut v: Vec<i32> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| stat(*pid).is_some_and(|s| s.pgrp == pgid && s.state != 'Z'))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// `snapsite ... serve ...`, alive.
+    pub fn is_live_serve(pid: i32) -> bool {
+        if pid <= 1 || stat(pid).is_none_or(|s| s.state == 'Z') {
+            return false;
+        }
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            return false;
+        };
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let exe_ok = args
+            .first()
+            .and_then(|a| Path::new(a).file_name())
+            .is_some_and(|n| n.to_string_lossy().contains("snapsite"));
+        exe_ok && args.iter().skip(1).any(|a| a == "serve")
+    }
+
+    const STOP_WAIT: Duration = Duration::from_secs(10);
+
+    /// SIGKILL group `pgid`, wait (bounded) until no live process is left
+    /// in it; returns the pids that were there.
+    pub fn kill_group_and_wait(pgid: i32, what: &str) -> Result<Vec<i32>> {
+        let before = members(pgid);
+        if before.is_empty() {
+            return Ok(before);
+        }
+        match killpg(Pid::from_raw(pgid), Signal::SIGKILL) {
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(e) => {
+                return Err(Error::refused(format!(
+                    "cannot kill {what} (process group {pgid}): {e}"
+                )));
+            }
+        }
+        let start = Instant::now();
+        loop {
+            let left = members(pgid);
+            if left.is_empty() {
+                return Ok(before);
+            }
+            if start.elapsed() > STOP_WAIT {
+                return Err(Error::refused(format!(
+                    "{what} (process group {pgid}) still has processes {left:?} {} s after SIGKILL",
+                    STOP_WAIT.as_secs()
+                ))
+                .with_hint("they are stuck in the kernel (a hung mount or device?); free them or reboot, then run failover again"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stop what is left of a recorded group; `None` when nothing is (the
+    /// machine rebooted, the group ended, or its pid now names another).
+    pub fn stop_recorded_group(rec: &ProcRecord, what: &str) -> Result<Option<String>> {
+        if rec.boot_id != boot_id() || rec.pgid <= 1 {
+            return Ok(None);
+        }
+        if rec.pgid == nix::unistd::getpgrp().as_raw() {
+            return Ok(None);
+        }
+        // While any process is in the group, its number cannot be reused;
+        // a process with the leader's pid but another start time means the
+        // group ended and the number was taken again.
+        if stat(rec.pid).is_some_and(|s| s.start_ticks != rec.start_ticks) {
+            return Ok(None);
+        }
+        let killed = kill_group_and_wait(rec.pgid, what)?;
+        if killed.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "stopped {} process(es) left by {what} (process group {}: pids {killed:?})",
+            killed.len(),
+            rec.pgid
+        )))
+    }
+
+    /// A child forked into its own process group that waits, before it
+    /// execs, for `go` (or exits when the parent dies first).
+    pub struct Gated {
+        pid: Pid,
+        gate: std::os::fd::OwnedFd,
+    }
+
+    impl Gated {
+        pub fn pid(&self) -> u32 {
+            self.pid.as_raw() as u32
+        }
+        /// Let it exec, wait for it; its exit code (`None`: killed by a signal).
+        pub fn go(self) -> Result<Option<i32>> {
+            use nix::sys::wait::{WaitStatus, waitpid};
+            let Gated { pid, gate } = self;
+            let _ = nix::unistd::write(&gate, b"g");
+            drop(gate);
+            loop {
+                match waitpid(pid, None) {
+                    Ok(WaitStatus::Exited(_, code)) => return Ok(Some(code)),
+                    Ok(WaitStatus::Signaled(..)) => return Ok(None),
+                    Ok(_) | Err(Errno::EINTR) => continue,
+                    Err(e) => {
+                        return Err(Error::io("waiting for the replay", std::io::Error::from(e)));
+                    }
+                }
+            }
+        }
+        /// Never let it exec.
+        pub fn cancel(self) {
+            let Gated { pid, gate } = self;
+            drop(gate); // it reads EOF and exits
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+    }
+
+    fn find_program(name: &str) -> Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let executable = |p: &Path| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        };
+        if name.contains('/') {
+            return if executable(Path::new(name)) {
+                Ok(PathBuf::from(name))
+            } else {
+                Err(Error::not_found(format!("{name}: not an executable file")))
+            };
+        }
+        let path =
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        std::env::split_paths(&path)
+            .map(|d| d.join(name))
+            .find(|p| executable(p))
+            .ok_or_else(|| Error::not_found(format!("{name}: not found in PATH")))
+    }
+
+    fn cstr(s: impl AsRef<[u8]>) -> Result<CString> {
+        CString::new(s.as_ref().to_vec())
+            .map_err(|_| Error::config("the replay command has a NUL byte in an argument"))
+    }
+
+    /// Fork `argv` (stdin /dev/null, stdout to our stderr, `env` added) in
+    /// a new process group, held before exec until `Gated::go`.
+    pub fn spawn_gated(argv: &[String], env: &[(&str, String)]) -> Result<Gated> {
+        use std::os::unix::ffi::OsStrExt;
+        let prog = cstr(find_program(&argv[0])?.as_os_str().as_bytes())?;
+        let args: Vec<CString> = argv.iter().map(cstr).collect::<Result<_>>()?;
+        let mut envs: Vec<CString> = Vec::new();
+        for (k, v) in std::env::vars_os() {
+            if env.iter().any(|(ek, _)| k.as_bytes() == ek.as_bytes()) {
+                continue;
+            }
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            if let Ok(c) = CString::new(kv) {
+                envs.push(c);
+            }
+        }
+        for (k, v) in env {
+            envs.push(cstr(format!("{k}={v}"))?);
+        }
+        let mut arg_ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+        arg_ptrs.push(std::ptr::null());
+        let mut env_ptrs: Vec<*const libc::c_char> = envs.iter().map(|a| a.as_ptr()).collect();
+        env_ptrs.push(std::ptr::null());
+        let devnull = std::fs::File::open("/dev/null").ctx("open /dev/null")?;
+        let (gate_r, gate_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::io("pipe", std::io::Error::from(e)))?;
+        let (r, w, null) = (gate_r.as_raw_fd(), gate_w.as_raw_fd(), devnull.as_raw_fd());
+        // SAFETY: the child only makes async-signal-safe calls (setpgid,
+        // close, read, dup2, execve, _exit) on data prepared before the fork.
+        match unsafe { nix::unistd::fork() } {
+            Err(e) => Err(Error::io("fork", std::io::Error::from(e))),
+            Ok(nix::unistd::ForkResult::Child) => unsafe {
+                libc::setpgid(0, 0);
+                libc::close(w);
+                let mut b = 0u8;
+                loop {
+                    let n = libc::read(r, (&mut b as *mut u8).cast(), 1);
+                    if n == 1 {
+                        break;
+                    }
+                    if n < 0 && *libc::__errno_location() == libc::EINTR {
+                        continue;
+                    }
+                    // The failover died before it recorded us: never run.
+                    libc::_exit(125);
+                }
+                libc::dup2(null, 0);
+                libc::dup2(2, 1);
+                libc::execve(prog.as_ptr(), arg_ptrs.as_ptr(), env_ptrs.as_ptr());
+                libc::_exit(127)
+            },
+            Ok(nix::unistd::ForkResult::Parent { child }) => {
+                drop(gate_r);
+                // Also from this side: the group exists before we record it.
+                let _ = nix::unistd::setpgid(child, child);
+                Ok(Gated {
+                    pid: child,
+                    gate: gate_w,
+                })
+            }
+        }
+    }
+}
+
 pub fn render_plan(p: &Plan) -> String {
     let mut s = String::new();
     let tz = jiff::tz::TimeZone::system();
@@ -498,10 +1291,21 @@ pub fn render_plan(p: &Plan) -> String {
         p.redolog_set_id,
         t(p.redolog_before)
     ));
+    let secs = |ms: i64| format!("{:.3} s", ms as f64 / 1000.0);
+    s.push_str(&format!(
+        "margin        standby {}, manifest {}: {} ({} before the earliest snapshot)\n",
+        secs(p.margin.standby_ms),
+        secs(p.margin.manifest_ms),
+        p.margin.applies(),
+        secs(p.margin.applied_ms)
+    ));
     s.push_str(&format!(
         "from_time     {}  ({} UTC)\n",
         p.from_time_arg, p.from_time
     ));
+    if let Some(n) = &p.from_time_note {
+        s.push_str(&format!("  note        {n}\n"));
+    }
     for c in &p.copies {
         let at = c
             .mountpoint
@@ -527,7 +1331,15 @@ pub fn render_report(r: &Report) -> String {
     let tz = jiff::tz::TimeZone::system();
     let mut s = String::from("=== snapsite failover report ===\n");
     s.push_str(&format!("site          {}\n", r.plan.site));
+    if let Some(a) = &r.aborted_session {
+        s.push_str(&format!("session       {a}\n"));
+    }
     s.push_str(&render_plan(&r.plan));
+    for n in &r.notes {
+        if Some(n) != r.aborted_session.as_ref() {
+            s.push_str(&format!("note          {n}\n"));
+        }
+    }
     s.push_str(&format!(
         "recovery point {}: data written on the primary after it is not recovered ({:.1} s before failover started)\n",
         format_zmplayredo(r.recovery_point, &tz),
@@ -597,6 +1409,112 @@ mod tests {
     }
 
     const ALL: &[&str] = &["mysql", "blob", "index", "redolog"];
+
+    fn cfg(margin: &str) -> Config {
+        let text = format!(
+            "site = \"b\"\nstate_dir = \"/var/lib/snapsite\"\n[set]\nsafety_margin = \"{margin}\"\n[[volume]]\nrole = \"mysql\"\nbackend = \"btrfs\"\nsource = \"/srv/mysql\"\nsnapshot_dir = \"/srv/snap/mysql\"\n[[volume]]\nrole = \"redolog\"\nbackend = \"btrfs\"\nsource = \"/srv/redolog\"\nsnapshot_dir = \"/srv/snap/redolog\"\n"
+        );
+        Config::parse(&text, Path::new("/etc/snapsite/test.toml")).unwrap()
+    }
+
+    #[test]
+    fn the_larger_margin_applies_and_absurd_manifest_margins_are_refused() {
+        let mut s = m(
+            "20261127T080000.000Z-full",
+            SetKind::Full,
+            ALL,
+            "2026-11-27T08:00:00Z",
+        );
+        s.safety_margin_ms = 2000;
+        let mg = Margin::of(&cfg("5s"), &s).unwrap();
+        assert_eq!(
+            (mg.standby_ms, mg.manifest_ms, mg.applied_ms),
+            (5000, 2000, 5000)
+        );
+        assert!(mg.applies().contains("standby"));
+        let mg = Margin::of(&cfg("500ms"), &s).unwrap();
+        assert_eq!(mg.applied_ms, 2000);
+        assert!(mg.applies().contains("manifest"));
+        s.safety_margin_ms = 500;
+        assert_eq!(Margin::of(&cfg("500ms"), &s).unwrap().applies(), "equal");
+        for bad in [-1, i64::MIN, MAX_MANIFEST_MARGIN_MS + 1, i64::MAX] {
+            s.safety_margin_ms = bad;
+            let e = Margin::of(&cfg("5s"), &s).unwrap_err();
+            assert!(
+                e.message.contains(&s.id) && e.message.contains(&bad.to_string()),
+                "{e}"
+            );
+        }
+        s.safety_margin_ms = MAX_MANIFEST_MARGIN_MS;
+        assert_eq!(
+            Margin::of(&cfg("5s"), &s).unwrap().applied_ms,
+            MAX_MANIFEST_MARGIN_MS
+        );
+    }
+
+    #[test]
+    fn progress_lines_keep_their_shape() {
+        let e = Event::Copy {
+            role: "mysql".into(),
+            snapshot: "S".into(),
+            target: "/srv/mysql".into(),
+            earlier: false,
+        };
+        assert_eq!(e.to_string(), "  copy     mysql      S -> /srv/mysql");
+        let e = Event::Mount {
+            role: "blob".into(),
+            data: "/srv/blob".into(),
+            mountpoint: "/opt/blob".into(),
+            earlier: true,
+        };
+        assert_eq!(
+            e.to_string(),
+            "  mount    blob       /srv/blob at /opt/blob (mounted by the interrupted attempt)"
+        );
+    }
+
+    #[test]
+    fn proc_stat_and_groups() {
+        let me = std::process::id() as i32;
+        let st = procs::stat(me).unwrap();
+        assert_eq!(st.pgrp, nix::unistd::getpgrp().as_raw());
+        assert!(st.start_ticks > 0);
+        assert!(procs::members(st.pgrp).contains(&me));
+        assert!(
+            !procs::is_live_serve(me),
+            "a test binary is not a serve session"
+        );
+        let r = procs::record(me as u32);
+        assert_eq!(r.start_ticks, st.start_ticks);
+        assert!(!r.boot_id.is_empty());
+    }
+
+    #[test]
+    fn a_gated_child_runs_only_after_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let mark = dir.path().join("ran");
+        let argv: Vec<String> = vec![
+            "sh".into(),
+            "-c".into(),
+            "touch \"$1\"; [ \"$SNAPSITE_HOOK\" = replay ] && exit 7".into(),
+            "sh".into(),
+            mark.display().to_string(),
+        ];
+        let env = [("SNAPSITE_HOOK", "replay".to_string())];
+        // Cancelled before the gate opens: it never runs.
+        let g = procs::spawn_gated(&argv, &env).unwrap();
+        let pid = g.pid() as i32;
+        assert_eq!(procs::stat(pid).unwrap().pgrp, pid, "its own group");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(!mark.exists(), "held at the gate");
+        g.cancel();
+        assert!(!mark.exists(), "never ran");
+        // Let go: it runs with the environment and its exit code comes back.
+        let g = procs::spawn_gated(&argv, &env).unwrap();
+        assert_eq!(g.go().unwrap(), Some(7));
+        assert!(mark.exists());
+        assert!(procs::spawn_gated(&["/nonexistent/replay".into()], &env).is_err());
+    }
 
     fn history() -> Vec<Manifest> {
         vec![

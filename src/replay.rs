@@ -10,8 +10,8 @@
 
 use std::collections::BTreeMap;
 
-use jiff::Timestamp;
-use jiff::tz::TimeZone;
+use jiff::tz::{AmbiguousOffset, TimeZone};
+use jiff::{SignedDuration, Timestamp};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum TimeFormat {
@@ -51,6 +51,85 @@ impl TimeFormat {
             }
         }
     }
+}
+
+/// `{from_time}` as handed to the replay command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayTime {
+    /// The text handed to the replay command.
+    pub text: String,
+    /// The instant the text stands for: the one asked for, or an earlier one
+    /// when the asked-for local time was ambiguous.
+    pub instant: Timestamp,
+    /// Why the instant was moved earlier, for the plan and the report.
+    pub note: Option<String>,
+}
+
+impl TimeFormat {
+    /// Does the text carry its UTC offset (so a repeated local hour cannot
+    /// make it ambiguous)?
+    pub fn carries_offset(&self) -> bool {
+        match self {
+            TimeFormat::Rfc3339 => true,
+            TimeFormat::Zmplayredo => false,
+            TimeFormat::Strftime(p) => p.contains("%z") || p.contains(":z") || p.contains("%s"),
+        }
+    }
+
+    /// Format `t` for the replay command so that the receiver cannot read it
+    /// as a later instant than `t`. A local time inside a repeated
+    /// (fall-back) hour names two instants, and zmplayredo's parser (Java's
+    /// SimpleDateFormat) takes the later one; such a time is replaced by the
+    /// last instant before the repeated hour began, and `note` says so.
+    pub fn format_for_replay(&self, t: Timestamp, tz: &TimeZone) -> ReplayTime {
+        let instant = if self.carries_offset() {
+            t
+        } else {
+            unambiguous_not_later(t, tz)
+        };
+        let text = self.format(instant, tz);
+        let note = (instant != t).then(|| {
+            let zone = tz.iana_name().unwrap_or("the local zone");
+            format!(
+                "the local time {} ({zone}) lies in a repeated (fall-back) hour and names two instants, of which a parser takes the later; from_time moved {:.3} s earlier to {}, the last instant before the repeated hour began",
+                format_zmplayredo(t, tz),
+                t.duration_since(instant).as_secs_f64(),
+                format_zmplayredo(instant, tz),
+            )
+        });
+        ReplayTime {
+            text,
+            instant,
+            note,
+        }
+    }
+}
+
+/// The latest instant not later than `t` whose local time in `tz` names one
+/// instant only: `t` itself, unless its local time falls in a repeated
+/// (fall-back) stretch; then the last nanosecond before that stretch began.
+pub fn unambiguous_not_later(t: Timestamp, tz: &TimeZone) -> Timestamp {
+    let mut cur = t;
+    // Each round moves before one fold; two folds back to back do not exist
+    // in the tz database, a few rounds are more than enough.
+    for _ in 0..8 {
+        let dt = tz.to_datetime(cur);
+        let AmbiguousOffset::Fold { before, after } = tz.to_ambiguous_timestamp(dt).offset() else {
+            return cur;
+        };
+        // The repeated stretch is [transition - len, transition + len) in
+        // instants, [transition + after, transition + before) in local time.
+        let len = before.duration_since(after).abs();
+        let later = after.to_timestamp(dt).unwrap_or(cur);
+        let transition = tz
+            .preceding(later + SignedDuration::from_nanos(1))
+            .next()
+            .map(|tr| tr.timestamp())
+            .unwrap_or(later);
+        let first = transition - len;
+        cur = first.min(cur) - SignedDuration::from_nanos(1);
+    }
+    cur
 }
 
 /// `yyyy/MM/dd HH:mm:ss.SSS` in `tz`, milliseconds truncated (never rounded
@@ -212,6 +291,165 @@ mod tests {
         assert_eq!(
             format_zmplayredo(ts("2026-11-01T06:30:00Z"), &ny),
             "2026/11/01 01:30:00.000"
+        );
+    }
+
+    /// Every format, across every transition of 2026 in zones with 1 h,
+    /// 30 min and no DST shifts: the text names one local instant only, and
+    /// even read pessimistically (the later of two) it is never later than
+    /// the instant asked for, and never much earlier.
+    #[test]
+    fn replay_time_is_unambiguous_and_never_later_across_transitions() {
+        let formats = [
+            (TimeFormat::Zmplayredo, "%Y/%m/%d %H:%M:%S%.f"),
+            (TimeFormat::Rfc3339, ""),
+            (
+                TimeFormat::parse("%Y/%m/%d %H:%M:%S").unwrap(),
+                "%Y/%m/%d %H:%M:%S",
+            ),
+            (
+                TimeFormat::parse("%Y/%m/%d-%H:%M:%S-%3f").unwrap(),
+                "%Y/%m/%d-%H:%M:%S-%3f",
+            ),
+            (TimeFormat::parse("%Y%m%d.%H%M%S").unwrap(), "%Y%m%d.%H%M%S"),
+            (
+                TimeFormat::parse("%Y-%m-%dT%H:%M:%S%.3f%:z").unwrap(),
+                "%Y-%m-%dT%H:%M:%S%.f%:z",
+            ),
+        ];
+        let zones = [
+            ("America/New_York", 2),
+            ("Europe/Berlin", 2),
+            ("Australia/Lord_Howe", 2),
+            ("Australia/Sydney", 2),
+            ("Asia/Tokyo", 0),
+            ("UTC", 0),
+        ];
+        let (y0, y1) = (ts("2026-01-01T00:00:00Z"), ts("2027-01-01T00:00:00Z"));
+        let mut adjusted = 0;
+        for (name, n_transitions) in zones {
+            let tz = TimeZone::get(name).unwrap();
+            let transitions: Vec<Timestamp> = tz
+                .following(y0)
+                .map(|tr| tr.timestamp())
+                .take_while(|t| *t < y1)
+                .collect();
+            assert_eq!(transitions.len(), n_transitions, "{name}");
+            // Around every transition, and around two ordinary moments.
+            let centres: Vec<Timestamp> = transitions
+                .iter()
+                .copied()
+                .chain([ts("2026-06-15T12:00:00Z"), ts("2026-12-20T01:30:00Z")])
+                .collect();
+            for c in centres {
+                let mut samples: Vec<Timestamp> = (-36..=36)
+                    .map(|i| c + SignedDuration::from_secs(i * 5 * 60 + 7))
+                    .collect();
+                for ns in [
+                    -3_600_000_000_001i64,
+                    -1_800_000_000_000,
+                    -1,
+                    0,
+                    1,
+                    1_799_999_999_999,
+                ] {
+                    samples.push(c + SignedDuration::from_nanos(ns));
+                }
+                for t in samples {
+                    for (f, pattern) in &formats {
+                        let rt = f.format_for_replay(t, &tz);
+                        assert!(rt.instant <= t, "{name} {t}");
+                        let read = if *f == TimeFormat::Rfc3339 {
+                            rt.text.parse::<Timestamp>().unwrap()
+                        } else {
+                            let parsed = jiff::fmt::strtime::parse(pattern, &rt.text).unwrap();
+                            if f.carries_offset() {
+                                parsed.to_timestamp().unwrap()
+                            } else {
+                                let dt = parsed.to_datetime().unwrap();
+                                let amb = tz.to_ambiguous_timestamp(dt);
+                                assert!(
+                                    !amb.is_ambiguous(),
+                                    "{name}: `{}` for {t} names two instants",
+                                    rt.text
+                                );
+                                amb.later().unwrap()
+                            }
+                        };
+                        assert!(
+                            read <= t,
+                            "{name} {f:?}: `{}` reads as {read}, later than {t}",
+                            rt.text
+                        );
+                        let early = t.duration_since(read);
+                        match &rt.note {
+                            None => {
+                                assert_eq!(rt.instant, t);
+                                assert!(
+                                    early < SignedDuration::from_secs(1),
+                                    "{name} {f:?} {t}: {early:?}"
+                                );
+                            }
+                            Some(note) => {
+                                adjusted += 1;
+                                assert!(note.contains("repeated"), "{note}");
+                                // At most both occurrences of the repeated
+                                // hour (an instant late in the second one
+                                // moves before the first), plus truncation.
+                                assert!(
+                                    early <= SignedDuration::from_secs(2 * 3600 + 1),
+                                    "{name} {f:?} {t}: {early:?}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(adjusted > 0, "some samples fell in a repeated hour");
+    }
+
+    #[test]
+    fn repeated_hour_examples() {
+        let z = TimeFormat::Zmplayredo;
+        let ny = TimeZone::get("America/New_York").unwrap();
+        // 01:30 happens twice on 2026-11-01; both become 00:59:59.999 EDT.
+        for t in ["2026-11-01T05:30:00Z", "2026-11-01T06:30:00Z"] {
+            let rt = z.format_for_replay(ts(t), &ny);
+            assert_eq!(rt.text, "2026/11/01 00:59:59.999", "{t}");
+            assert!(rt.note.unwrap().contains("America/New_York"));
+        }
+        // Just before and just after the repeated hour: untouched.
+        let rt = z.format_for_replay(ts("2026-11-01T04:59:59.5Z"), &ny);
+        assert_eq!(
+            (rt.text.as_str(), rt.note),
+            ("2026/11/01 00:59:59.500", None)
+        );
+        let rt = z.format_for_replay(ts("2026-11-01T07:00:00Z"), &ny);
+        assert_eq!(
+            (rt.text.as_str(), rt.note),
+            ("2026/11/01 02:00:00.000", None)
+        );
+        // Spring forward: no local time is repeated, nothing moves.
+        let rt = z.format_for_replay(ts("2026-03-08T07:00:00Z"), &ny);
+        assert_eq!(
+            (rt.text.as_str(), rt.note),
+            ("2026/03/08 03:00:00.000", None)
+        );
+        // Lord Howe falls back 30 minutes (02:00 +11 -> 01:30 +10:30) on 2026-04-05.
+        let lh = TimeZone::get("Australia/Lord_Howe").unwrap();
+        let rt = z.format_for_replay(ts("2026-04-04T14:50:00Z"), &lh); // 01:50 +10:30
+        assert_eq!(rt.text, "2026/04/05 01:29:59.999");
+        assert_eq!(rt.instant, ts("2026-04-04T14:29:59.999999999Z"));
+        // Berlin 2026-10-25: 02:00-03:00 twice.
+        let be = TimeZone::get("Europe/Berlin").unwrap();
+        let rt = z.format_for_replay(ts("2026-10-25T01:15:00Z"), &be); // 02:15 CET
+        assert_eq!(rt.text, "2026/10/25 01:59:59.999");
+        // RFC 3339 carries the offset: never moved.
+        let rt = TimeFormat::Rfc3339.format_for_replay(ts("2026-11-01T05:30:00Z"), &ny);
+        assert_eq!(
+            (rt.text.as_str(), rt.note),
+            ("2026-11-01T05:30:00.000Z", None)
         );
     }
 
