@@ -113,6 +113,27 @@ pub struct ServeRecord {
     pub primary: Option<String>,
 }
 
+/// `state_dir/sequence.json`: the last set sequence number and id handed
+/// out on this site. Written (fsynced) before the set's first snapshot, so
+/// a number is never reused, whatever happens to the clock or the process.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SequenceRecord {
+    pub seq: u64,
+    pub last_id: Option<String>,
+    /// The latest member time seen (for detecting a clock that steps back).
+    #[serde(default)]
+    pub last_time: Option<Timestamp>,
+}
+
+/// What `next_sequence` hands out.
+#[derive(Debug, Clone)]
+pub struct NextSet {
+    pub seq: u64,
+    pub id: String,
+    /// How far the clock is behind the newest set taken before, if it is.
+    pub clock_step: Option<std::time::Duration>,
+}
+
 /// Holds `state_dir/lock` (flock) until dropped.
 pub struct Lock {
     _f: nix::fcntl::Flock<File>,
@@ -131,8 +152,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         f.write_all(bytes).ctx(format!("write {}", tmp.display()))?;
         f.sync_all().ctx(format!("fsync {}", tmp.display()))?;
         drop(f);
-        std::fs::rename(&tmp, path)
-            .ctx(format!("rename {} -> {}", tmp.display(), path.display()))
+        std::fs::rename(&tmp, path).ctx(format!("rename {} -> {}", tmp.display(), path.display()))
     })();
     if let Err(e) = written {
         // A full disk must not keep the space of a half-written temp file.
@@ -241,6 +261,75 @@ impl Catalog {
         write_json(&self.root.join("standby.json"), r)
     }
 
+    /// The next set's sequence number and id, persisted before it is used.
+    /// The id's time is a hybrid logical clock: the wall clock, or 1 ms
+    /// after the previous id when the clock is behind it, so ids keep
+    /// sorting in the order sets were taken even after the clock steps back.
+    pub fn next_sequence(&self, now: Timestamp, kind: crate::model::SetKind) -> Result<NextSet> {
+        let path = self.root.join("sequence.json");
+        let mut rec: SequenceRecord = if path.exists() {
+            read_json(&path)?
+        } else {
+            SequenceRecord::default()
+        };
+        // A lost or older sequence file must not make numbers go back.
+        let mut known: Vec<Manifest> = self.manifests()?;
+        known.extend(self.pending()?);
+        for m in &known {
+            rec.seq = rec.seq.max(m.seq);
+            if rec.last_id.as_ref().is_none_or(|l| &m.id > l) {
+                rec.last_id = Some(m.id.clone());
+            }
+            let t = m.completed_time();
+            if crate::model::plausible_time(t) && rec.last_time.is_none_or(|l| t > l) {
+                rec.last_time = Some(t);
+            }
+        }
+        let last_id_time = rec
+            .last_id
+            .as_deref()
+            .and_then(parse_set_id)
+            .map(|(t, _)| t);
+        let mut at = now;
+        if let Some(l) = last_id_time {
+            let floor = l + jiff::SignedDuration::from_millis(1);
+            if at < floor {
+                at = floor;
+            }
+        }
+        let mut id = crate::model::new_set_id(at, kind);
+        while self.has_manifest(&id) || rec.last_id.as_ref().is_some_and(|l| &id <= l) {
+            at += jiff::SignedDuration::from_millis(1);
+            id = crate::model::new_set_id(at, kind);
+        }
+        let clock_step = rec.last_time.and_then(|l| {
+            (now < l)
+                .then(|| std::time::Duration::try_from(l.duration_since(now)).unwrap_or_default())
+        });
+        rec.seq += 1;
+        rec.last_id = Some(id.clone());
+        rec.last_time = Some(rec.last_time.map_or(now, |l| l.max(now)));
+        write_json(&path, &rec)?;
+        Ok(NextSet {
+            seq: rec.seq,
+            id,
+            clock_step,
+        })
+    }
+
+    /// This site's generation (incremented when a failover makes it primary).
+    pub fn generation(&self) -> Result<u64> {
+        let p = self.root.join("generation");
+        match std::fs::read_to_string(&p) {
+            Ok(s) => s
+                .trim()
+                .parse::<u64>()
+                .map_err(|e| Error::integrity(format!("{} is not a number: {e}", p.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(1),
+            Err(e) => Err(Error::io(format!("read {}", p.display()), e)),
+        }
+    }
+
     pub fn write_serve_record(&self, r: &ServeRecord) -> Result<()> {
         write_json(&self.root.join("serve.json"), r)
     }
@@ -310,7 +399,9 @@ impl Catalog {
             }
             out.push(m);
         }
-        out.sort_by(|a, b| a.id.cmp(&b.id));
+        // Order by sequence, never by the clock (ids agree for sets taken
+        // by this version: they are a logical clock).
+        out.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
         Ok(out)
     }
 

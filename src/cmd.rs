@@ -14,6 +14,7 @@ use crate::error::{Error, ErrorKind, Result};
 pub struct Cmd {
     argv: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    own_group: bool,
 }
 
 /// Render an argv for logs and errors; each word quoted only when needed.
@@ -39,6 +40,7 @@ impl Cmd {
         Cmd {
             argv: vec![program.as_ref().to_owned()],
             env: Vec::new(),
+            own_group: false,
         }
     }
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
@@ -59,6 +61,12 @@ impl Cmd {
             .push((k.as_ref().to_owned(), v.as_ref().to_owned()));
         self
     }
+    /// Start the child in a process group of its own: `Running::kill` then
+    /// stops it and everything it started (a transfer's whole pipeline).
+    pub fn own_process_group(mut self) -> Self {
+        self.own_group = true;
+        self
+    }
     pub fn argv(&self) -> &[OsString] {
         &self.argv
     }
@@ -71,6 +79,10 @@ impl Cmd {
         c.args(&self.argv[1..]);
         for (k, v) in &self.env {
             c.env(k, v);
+        }
+        if self.own_group {
+            use std::os::unix::process::CommandExt;
+            c.process_group(0);
         }
         c
     }
@@ -159,6 +171,7 @@ impl Cmd {
             child,
             stderr,
             started: Instant::now(),
+            own_group: self.own_group,
         })
     }
 }
@@ -197,6 +210,7 @@ pub struct Running {
     pub child: Child,
     stderr: Option<JoinHandle<Vec<u8>>>,
     started: Instant,
+    own_group: bool,
 }
 
 impl Running {
@@ -225,9 +239,16 @@ impl Running {
             Err(failure(&self.argv, status, &stderr))
         }
     }
-    /// Kill this exact child (by its PID, never by pattern) and reap it.
+    /// Kill this exact child (by its PID, never by pattern) — and its
+    /// process group when it was started in its own — and reap it.
     pub fn kill(mut self) {
         drop(self.child.stdin.take());
+        if self.own_group {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(self.child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(h) = self.stderr.take() {

@@ -3,7 +3,7 @@
 //! common snapshot where one exists.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use jiff::Timestamp;
 use serde::Serialize;
@@ -12,7 +12,7 @@ use crate::backend::{self, Backend};
 use crate::catalog::{Catalog, StandbyRecord};
 use crate::config::{Config, Volume};
 use crate::error::{Context, Error, Result};
-use crate::model::{MANIFEST_FORMAT, Manifest, Member, SetKind, new_set_id};
+use crate::model::{MANIFEST_FORMAT, Manifest, Member, SetKind};
 use crate::stream::{MAX_DATA_FRAME, Msg, PROTOCOL_VERSION};
 use crate::transport;
 
@@ -62,16 +62,24 @@ pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manife
         SetKind::Full => cfg.volumes.iter().collect(),
         SetKind::Redolog => vec![cfg.redolog()],
     };
-    let mut id = new_set_id(Timestamp::now(), kind);
-    while catalog.has_manifest(&id) {
-        std::thread::sleep(Duration::from_millis(2));
-        id = new_set_id(Timestamp::now(), kind);
+    let now = crate::model::now();
+    let next = catalog.next_sequence(now, kind)?;
+    if let Some(step) = next.clock_step {
+        tracing::warn!(
+            set = %next.id,
+            behind_ms = step.as_millis() as i64,
+            "the clock is behind the previous set's time (stepped back?): the set id continues the sequence; its member times are the clock's, so replay from_time stays early (safe); raise set.safety_margin by at least {}s if this clock cannot be trusted",
+            (step.as_secs_f64().ceil()) as i64
+        );
     }
+    let id = next.id.clone();
     let mut manifest = Manifest {
         format: MANIFEST_FORMAT,
         id: id.clone(),
         kind,
         site: cfg.site.clone(),
+        seq: next.seq,
+        generation: catalog.generation()?,
         members: Vec::new(),
         safety_margin_ms: cfg.safety_margin.as_millis() as i64,
         committed_at: None,
@@ -87,9 +95,9 @@ pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manife
     let result = (|| -> Result<()> {
         for (gi, group) in atomic_groups(&vols)?.into_iter().enumerate() {
             let b = backend::for_volume(group[0])?;
-            let before = Timestamp::now();
+            let before = crate::model::now();
             b.snapshot(&group, &id)?;
-            let after = Timestamp::now();
+            let after = crate::model::now();
             for v in &group {
                 done.push(v);
                 manifest.members.push(Member {
@@ -286,6 +294,46 @@ pub fn handshake(cfg: &Config, conn: &mut transport::Connection) -> Result<Stand
     }
 }
 
+/// The primary and the standby must name the same volumes with the same
+/// backends: a standby with a volume the primary does not ship would get
+/// "complete" sets that failover cannot use.
+pub fn check_volumes_match(cfg: &Config, view: &StandbyView) -> Result<()> {
+    let ours: BTreeMap<&str, &str> = cfg
+        .volumes
+        .iter()
+        .map(|v| (v.role.as_str(), v.backend.as_str()))
+        .collect();
+    let theirs: BTreeMap<&str, &str> = view
+        .volumes
+        .iter()
+        .map(|v| (v.role.as_str(), v.backend.as_str()))
+        .collect();
+    if ours != theirs {
+        let fmt = |m: &BTreeMap<&str, &str>| {
+            m.iter()
+                .map(|(r, b)| {
+                    format!(
+                        "{}:{}",
+                        crate::model::wire_str(r),
+                        crate::model::wire_str(b)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        return Err(Error::config(format!(
+            "the volumes differ: this primary has [{}], standby {} has [{}]",
+            fmt(&ours),
+            crate::model::wire_str(&view.site),
+            fmt(&theirs)
+        ))
+        .with_hint(
+            "both sites' configs must list the same roles with the same backends; nothing was sent",
+        ));
+    }
+    Ok(())
+}
+
 /// The local sets the standby lacks, oldest first.
 pub fn sets_to_ship(
     cfg: &Config,
@@ -333,6 +381,7 @@ pub fn ship_plan(cfg: &Config, catalog: &Catalog) -> Result<ShipPlan> {
     let mut conn = transport::connect(standby)?;
     let res = (|| -> Result<ShipPlan> {
         let view = handshake(cfg, &mut conn)?;
+        check_volumes_match(cfg, &view)?;
         let mut standby_has: BTreeMap<String, BTreeSet<String>> = view
             .volumes
             .iter()
@@ -375,9 +424,11 @@ fn ship_session(
     progress: Progress,
 ) -> Result<ShipReport> {
     let mut report = ShipReport::default();
+    let view = handshake(cfg, conn)?;
+    check_volumes_match(cfg, &view)?;
     let StandbyView {
         volumes, committed, ..
-    } = handshake(cfg, conn)?;
+    } = view;
     let mut resumable: BTreeMap<String, crate::backend::Resumable> = volumes
         .iter()
         .filter_map(|v| v.resumable.clone().map(|r| (v.role.clone(), r)))
@@ -601,6 +652,8 @@ mod tests {
             id: id.into(),
             kind: SetKind::Full,
             site: "a".into(),
+            seq: 1,
+            generation: 1,
             members: roles
                 .iter()
                 .map(|r| Member {

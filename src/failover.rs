@@ -574,6 +574,8 @@ mod tests {
             id: id.into(),
             kind,
             site: "a".into(),
+            seq: 1,
+            generation: 1,
             members: roles
                 .iter()
                 .enumerate()

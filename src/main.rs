@@ -79,6 +79,10 @@ enum Command {
         /// Speak the protocol on stdin/stdout
         #[arg(long, required = true)]
         stdio: bool,
+        /// End the session (discarding a partial receive, releasing the lock)
+        /// when the primary sends nothing for this long
+        #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = humantime::parse_duration)]
+        idle_timeout: std::time::Duration,
     },
     /// On the standby: bring the site up from the newest complete set and run the replay
     Failover {
@@ -313,13 +317,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             return Ok(ExitCode::from(s.level as u8));
         }
-        Command::Serve { stdio: _ } => {
-            let stdin = std::io::stdin().lock();
-            let stdout = std::io::stdout().lock();
+        Command::Serve {
+            stdio: _,
+            idle_timeout,
+        } => {
+            use std::os::fd::AsFd;
+            // Deadlines sit under the buffers: poll sees the real pipe.
+            let stdin = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
+            let stdout = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
+            let timeout = (!idle_timeout.is_zero()).then_some(idle_timeout);
             serve::serve(
                 &cfg,
-                stdin,
-                std::io::BufWriter::with_capacity(1 << 16, stdout),
+                std::io::BufReader::with_capacity(
+                    1 << 20,
+                    snapsite::stream::Deadline::new(stdin, timeout, "the primary"),
+                ),
+                std::io::BufWriter::with_capacity(
+                    1 << 16,
+                    snapsite::stream::Deadline::new(stdout, timeout, "the primary"),
+                ),
             )?;
         }
         Command::Failover {

@@ -5,8 +5,42 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Manifest format version written by this build.
-pub const MANIFEST_FORMAT: u32 = 1;
+/// Manifest format version written by this build (2: `seq`, `generation`).
+pub const MANIFEST_FORMAT: u32 = 2;
+
+/// The wall clock. Times are for display and `--fromTime`, never for order
+/// (sets are ordered by `seq`). `SNAPSITE_TEST_CLOCK_OFFSET` (e.g. `-1h`)
+/// shifts it, so tests can step the clock back without root or libfaketime.
+pub fn now() -> Timestamp {
+    let t = Timestamp::now();
+    match std::env::var("SNAPSITE_TEST_CLOCK_OFFSET") {
+        Ok(v) if !v.is_empty() => {
+            let (neg, text) = match v.strip_prefix('-') {
+                Some(rest) => (true, rest),
+                None => (false, v.trim_start_matches('+')),
+            };
+            match humantime::parse_duration(text) {
+                Ok(d) => {
+                    let d = SignedDuration::try_from(d).unwrap_or(SignedDuration::ZERO);
+                    t.checked_add(if neg { -d } else { d }).unwrap_or(t)
+                }
+                Err(_) => t,
+            }
+        }
+        _ => t,
+    }
+}
+
+/// Bounds for times that arrive in manifests: anything outside is refused
+/// (and never reaches arithmetic that could overflow).
+pub fn plausible_time(t: Timestamp) -> bool {
+    let lo: Timestamp = "2000-01-01T00:00:00Z".parse().expect("constant");
+    let hi: Timestamp = "2200-01-01T00:00:00Z".parse().expect("constant");
+    t >= lo && t < hi
+}
+
+/// The largest safety margin a manifest may carry (one day).
+pub const MAX_SAFETY_MARGIN_MS: i64 = 24 * 3600 * 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "lowercase")]
@@ -59,6 +93,24 @@ pub fn validate_set_id(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// A string that came over the wire, made safe for a log line or an error:
+/// control characters and non-ASCII escaped, at most 80 characters kept.
+pub fn wire_str(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i >= 80 {
+            out.push_str("...");
+            break;
+        }
+        if c.is_ascii_graphic() || c == ' ' {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    out
+}
+
 /// Roles name volumes in configs, paths and snapshot names: keep them plain.
 pub fn validate_role(role: &str) -> std::result::Result<(), String> {
     let ok = !role.is_empty()
@@ -88,6 +140,13 @@ pub struct Receipt {
     pub received_at: Timestamp,
     /// Storage id of the received copy (btrfs: its uuid).
     pub storage_id: Option<String>,
+    /// The set the snapshot was announced for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_id: Option<String>,
+    /// The sender's storage id as announced in `Begin` (and checked by the
+    /// backend where the storage records it): the commit must agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_storage_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -119,6 +178,13 @@ pub struct Manifest {
     pub id: String,
     pub kind: SetKind,
     pub site: String,
+    /// Per-site sequence number: the order of sets (never the clock).
+    /// Persisted on the primary, never reused, survives clock steps.
+    #[serde(default)]
+    pub seq: u64,
+    /// The site's generation (which primary took it).
+    #[serde(default = "default_generation")]
+    pub generation: u64,
     pub members: Vec<Member>,
     /// Subtracted from the earliest member time to give `from_time`.
     #[serde(default)]
@@ -128,23 +194,119 @@ pub struct Manifest {
     pub committed_at: Option<Timestamp>,
 }
 
+fn default_generation() -> u64 {
+    1
+}
+
 impl Manifest {
     /// Time from which the redo log must be replayed on top of this set: the
     /// earliest member's before-time minus the safety margin. Replaying a
-    /// little too much is harmless; replaying too little loses mail.
+    /// little too much is harmless; replaying too little loses mail. Never
+    /// panics: a margin out of range is clamped to the earliest time
+    /// representable (validated manifests never carry one).
     pub fn from_time(&self) -> Timestamp {
+        self.from_time_with_margin(self.safety_margin_ms)
+    }
+
+    /// `from_time` with another margin (the standby may apply a larger one).
+    pub fn from_time_with_margin(&self, margin_ms: i64) -> Timestamp {
         let earliest = self
             .members
             .iter()
             .map(|m| m.before)
             .min()
-            .expect("a manifest has at least one member");
-        earliest - SignedDuration::from_millis(self.safety_margin_ms)
+            .unwrap_or(Timestamp::MIN);
+        let margin = SignedDuration::from_millis(margin_ms.clamp(0, MAX_SAFETY_MARGIN_MS));
+        earliest.checked_sub(margin).unwrap_or(Timestamp::MIN)
     }
 
     /// The time the set stands for: when its last member was done.
     pub fn completed_time(&self) -> Timestamp {
-        self.members.iter().map(|m| m.after).max().expect("members")
+        self.members
+            .iter()
+            .map(|m| m.after)
+            .max()
+            .unwrap_or(Timestamp::MIN)
+    }
+
+    /// Order of sets on a site: generation, then sequence, then id.
+    pub fn order_key(&self) -> (u64, u64, &str) {
+        (self.generation, self.seq, self.id.as_str())
+    }
+
+    /// Everything about a manifest that can be checked without the site:
+    /// id and kind agree, members named after the set, unique roles, times
+    /// plausible and in order, margin in range. Errors say which field.
+    pub fn validate_shape(&self) -> Result<()> {
+        let bad = |what: String| {
+            Err(Error::refused(format!(
+                "set {}: {what}",
+                wire_str(&self.id)
+            )))
+        };
+        let Some((_, kind)) = parse_set_id(&self.id) else {
+            return bad("not a snapsite set id".into());
+        };
+        if kind != self.kind {
+            return bad(format!(
+                "the id says {} but the manifest says {}",
+                kind.as_str(),
+                self.kind.as_str()
+            ));
+        }
+        if self.format != MANIFEST_FORMAT {
+            return bad(format!(
+                "manifest format {} (this standby reads {MANIFEST_FORMAT})",
+                self.format
+            ));
+        }
+        if self.seq == 0 {
+            return bad("no sequence number".into());
+        }
+        if self.generation == 0 {
+            return bad("generation 0".into());
+        }
+        if !(0..=MAX_SAFETY_MARGIN_MS).contains(&self.safety_margin_ms) {
+            return bad(format!(
+                "safety_margin_ms {} is outside 0..={MAX_SAFETY_MARGIN_MS}",
+                self.safety_margin_ms
+            ));
+        }
+        if self.members.is_empty() {
+            return bad("no members".into());
+        }
+        let mut roles = std::collections::BTreeSet::new();
+        for m in &self.members {
+            if validate_role(&m.role).is_err() {
+                return bad(format!(
+                    "member role `{}` is not a valid role",
+                    wire_str(&m.role)
+                ));
+            }
+            if !roles.insert(m.role.as_str()) {
+                return bad(format!("volume `{}` appears twice", m.role));
+            }
+            if m.snapshot != self.id {
+                return bad(format!(
+                    "member `{}` snapshot `{}` is not named after its set",
+                    m.role,
+                    wire_str(&m.snapshot)
+                ));
+            }
+            if !plausible_time(m.before) || !plausible_time(m.after) {
+                return bad(format!("member `{}` has an implausible time", m.role));
+            }
+            if m.after < m.before {
+                return bad(format!("member `{}` ends before it begins", m.role));
+            }
+            if m.after.duration_since(m.before) > SignedDuration::from_hours(24) {
+                return bad(format!("member `{}` took more than a day", m.role));
+            }
+        }
+        if self.skew() > SignedDuration::from_hours(24) {
+            return bad("members more than a day apart".into());
+        }
+        Ok(())
     }
 
     pub fn member(&self, role: &str) -> Option<&Member> {
@@ -153,14 +315,12 @@ impl Manifest {
 
     /// Largest gap between the members' snapshot moments (0 when atomic).
     pub fn skew(&self) -> SignedDuration {
-        let first = self
-            .members
-            .iter()
-            .map(|m| m.before)
-            .min()
-            .expect("members");
-        let last = self.members.iter().map(|m| m.after).max().expect("members");
-        last.duration_since(first)
+        let first = self.members.iter().map(|m| m.before).min();
+        let last = self.members.iter().map(|m| m.after).max();
+        match (first, last) {
+            (Some(f), Some(l)) => l.duration_since(f),
+            _ => SignedDuration::ZERO,
+        }
     }
 }
 
@@ -212,6 +372,8 @@ mod tests {
             id: "x".into(),
             kind: SetKind::Full,
             site: "a".into(),
+            seq: 1,
+            generation: 1,
             members: vec![
                 member("blob", "2026-11-27T08:00:01Z", "2026-11-27T08:00:01.5Z"),
                 member("mysql", "2026-11-27T08:00:00Z", "2026-11-27T08:00:00.5Z"),

@@ -547,6 +547,8 @@ mod tests {
             id: id.clone(),
             kind,
             site: "a".into(),
+            seq: 1,
+            generation: 1,
             members: roles
                 .iter()
                 // Through serde, so fields added to Member later keep their defaults.

@@ -1,19 +1,28 @@
 //! The standby's receiving end: `snapsite serve --stdio`, for every
-//! transport. It accepts only the volumes its own config names, acknowledges
-//! a snapshot only after the trailer checksum matched and the backend's
-//! receive succeeded, and commits a set's manifest only when every member
-//! is present. Anything cut or corrupted is removed.
+//! transport. Everything that arrives here may come from an intruder holding
+//! the primary's key, so serve trusts only its own config, clock and records:
+//! it accepts only the volumes its config names, makes every name and marker
+//! itself, acknowledges a snapshot only after the trailer checksum matched
+//! and the backend's confined receive succeeded, and commits a set's
+//! manifest only when it agrees with this standby's config and receipts.
+//! Anything cut, corrupted or refused is removed, and the session is logged
+//! on the standby (`state_dir/serve.log`), whatever the primary sees.
 
 use std::io::{Read, Write};
+use std::time::Duration;
 
 use jiff::Timestamp;
 
 use crate::backend::{self, SnapshotSink};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, ServeRecord};
 use crate::config::{Config, Volume};
 use crate::error::{Error, Result};
-use crate::model::{Manifest, Receipt, validate_set_id};
+use crate::model::{Manifest, Receipt, SetKind, parse_set_id, validate_set_id, wire_str};
 use crate::stream::{Frame, Msg, PROTOCOL_VERSION, Reader, VolumeInventory, Writer};
+
+/// How long serve waits for the primary to say anything before it gives up
+/// the session (discarding a partial receive and releasing the lock).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub fn inventory(cfg: &Config) -> Result<Vec<VolumeInventory>> {
     cfg.volumes
@@ -30,10 +39,92 @@ pub fn inventory(cfg: &Config) -> Result<Vec<VolumeInventory>> {
         .collect()
 }
 
-/// Serve one session on `input`/`output` (stdin/stdout for `--stdio`).
+/// The standby's own record of serve sessions: `state_dir/serve.log`, one
+/// line per event, every wire string escaped. Also goes to tracing.
+pub struct SessionLog {
+    path: std::path::PathBuf,
+    session: String,
+}
+
+impl SessionLog {
+    pub fn new(catalog: &Catalog) -> SessionLog {
+        SessionLog {
+            path: catalog.root().join("serve.log"),
+            session: format!("{}-{}", Timestamp::now().as_second(), std::process::id()),
+        }
+    }
+
+    /// `text` must already be safe (wire strings passed through `wire_str`).
+    pub fn event(&self, level: tracing::Level, text: &str) {
+        match level {
+            tracing::Level::ERROR => tracing::error!("{text}"),
+            tracing::Level::WARN => tracing::warn!("{text}"),
+            _ => tracing::info!("{text}"),
+        }
+        let line = format!(
+            "{} session={} {} {}\n",
+            Timestamp::now(),
+            self.session,
+            level.as_str(),
+            text.replace(['\n', '\r'], " ")
+        );
+        let _ = std::fs::create_dir_all(self.path.parent().unwrap_or(&self.path));
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
+            let _ = f.write_all(line.as_bytes());
+            let _ = f.sync_data();
+        }
+    }
+}
+
+/// Removes `serve.json` when the session ends, however it ends.
+struct ServeRecordGuard<'a>(&'a Catalog);
+
+impl Drop for ServeRecordGuard<'_> {
+    fn drop(&mut self) {
+        self.0.remove_serve_record();
+    }
+}
+
+/// Serve one session on `input`/`output` (stdin/stdout for `--stdio`; give
+/// them a `stream::Deadline` so a silent primary ends the session).
 pub fn serve<R: Read, W: Write>(cfg: &Config, input: R, output: W) -> Result<()> {
     let catalog = Catalog::new(&cfg.state_dir);
-    let _lock = catalog.lock("serve", std::time::Duration::from_secs(600))?;
+    let log = SessionLog::new(&catalog);
+    let res = serve_session(cfg, &catalog, &log, input, output);
+    match &res {
+        Ok(()) => log.event(tracing::Level::INFO, "session finished"),
+        Err(e) => log.event(
+            tracing::Level::ERROR,
+            &format!("session failed: {}", wire_str(&format!("{e:#}"))),
+        ),
+    }
+    res
+}
+
+fn serve_session<R: Read, W: Write>(
+    cfg: &Config,
+    catalog: &Catalog,
+    log: &SessionLog,
+    input: R,
+    output: W,
+) -> Result<()> {
+    // Lead a process group, so that `failover` can stop this session and
+    // the receive it runs with one kill (it never waits for a primary).
+    let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
+    let _lock = catalog.lock("serve", Duration::from_secs(60))?;
+    let pid = std::process::id() as i32;
+    let record = ServeRecord {
+        pid,
+        pgid: nix::unistd::getpgrp().as_raw(),
+        started_at: Timestamp::now(),
+        primary: None,
+    };
+    catalog.write_serve_record(&record)?;
+    let _guard = ServeRecordGuard(catalog);
     let mut r = Reader::new(input);
     let mut w = Writer::new(output);
     w.magic()?;
@@ -47,19 +138,43 @@ pub fn serve<R: Read, W: Write>(cfg: &Config, input: R, output: W) -> Result<()>
         } => {
             if protocol != PROTOCOL_VERSION {
                 let message = format!(
-                    "protocol {protocol} from {site} (snapsite {version}) is not supported; this standby speaks {PROTOCOL_VERSION}"
+                    "protocol {protocol} from {} (snapsite {}) is not supported; this standby speaks {PROTOCOL_VERSION}",
+                    wire_str(&site),
+                    wire_str(&version)
                 );
                 let _ = w.msg(&Msg::Error {
                     message: message.clone(),
                 });
                 return Err(Error::protocol(message));
             }
-            tracing::info!(primary = %site, %version, "session started");
+            log.event(
+                tracing::Level::INFO,
+                &format!(
+                    "session started: primary {} (snapsite {})",
+                    wire_str(&site),
+                    wire_str(&version)
+                ),
+            );
+            let _ = catalog.write_serve_record(&ServeRecord {
+                primary: Some(wire_str(&site)),
+                ..record
+            });
         }
-        other => return Err(Error::protocol(format!("expected hello, got {other:?}"))),
+        other => {
+            return Err(Error::protocol(format!(
+                "expected hello, got {}",
+                msg_name(&other)
+            )));
+        }
     }
     for v in &cfg.volumes {
-        backend::for_volume(v)?.cleanup_partial(v)?;
+        let removed = backend::for_volume(v)?.cleanup_partial(v)?;
+        for p in removed {
+            log.event(
+                tracing::Level::WARN,
+                &format!("volume `{}`: removed interrupted receive {p}", v.role),
+            );
+        }
     }
     let committed = catalog.manifests()?.into_iter().map(|m| m.id).collect();
     w.msg(&Msg::Welcome {
@@ -72,7 +187,7 @@ pub fn serve<R: Read, W: Write>(cfg: &Config, input: R, output: W) -> Result<()>
     loop {
         let frame = match r.next_frame()? {
             None => {
-                tracing::info!("primary closed the session");
+                log.event(tracing::Level::INFO, "primary closed the session");
                 return Ok(());
             }
             Some(f) => f,
@@ -88,7 +203,8 @@ pub fn serve<R: Read, W: Write>(cfg: &Config, input: R, output: W) -> Result<()>
             }) => {
                 let reply = receive_one(
                     cfg,
-                    &catalog,
+                    catalog,
+                    log,
                     &mut r,
                     Incoming {
                         set_id: &set_id,
@@ -102,26 +218,51 @@ pub fn serve<R: Read, W: Write>(cfg: &Config, input: R, output: W) -> Result<()>
                 w.msg(&reply)?;
             }
             Frame::Msg(Msg::Commit { manifest }) => {
-                let id = manifest.id.clone();
-                match commit(cfg, &catalog, manifest) {
-                    Ok(()) => w.msg(&Msg::Committed { set_id: id })?,
+                let id = wire_str(&manifest.id);
+                let reply_id = manifest.id.clone();
+                match commit(cfg, catalog, manifest) {
+                    Ok(()) => {
+                        log.event(tracing::Level::INFO, &format!("set {id} committed"));
+                        w.msg(&Msg::Committed { set_id: reply_id })?
+                    }
                     Err(e) => {
-                        tracing::error!(set = %id, error = %e, "commit refused");
+                        let e = wire_str(&e.to_string());
+                        log.event(
+                            tracing::Level::ERROR,
+                            &format!("commit of set {id} refused: {e}"),
+                        );
                         w.msg(&Msg::Error {
                             message: format!("set {id}: {e}"),
                         })?;
                     }
                 }
             }
-            Frame::Msg(Msg::Bye) => {
-                tracing::info!("session finished");
-                return Ok(());
-            }
+            Frame::Msg(Msg::Bye) => return Ok(()),
             Frame::Msg(other) => {
-                return Err(Error::protocol(format!("unexpected message {other:?}")));
+                return Err(Error::protocol(format!(
+                    "unexpected message {}",
+                    msg_name(&other)
+                )));
             }
             Frame::Data(_) => return Err(Error::protocol("data frame outside a snapshot")),
         }
+    }
+}
+
+/// A message's name for logs (never its wire content).
+fn msg_name(m: &Msg) -> &'static str {
+    match m {
+        Msg::Hello { .. } => "hello",
+        Msg::Welcome { .. } => "welcome",
+        Msg::Begin { .. } => "begin",
+        Msg::End { .. } => "end",
+        Msg::Abort { .. } => "abort",
+        Msg::Ack { .. } => "ack",
+        Msg::Nack { .. } => "nack",
+        Msg::Commit { .. } => "commit",
+        Msg::Committed { .. } => "committed",
+        Msg::Error { .. } => "error",
+        Msg::Bye => "bye",
     }
 }
 
@@ -135,7 +276,8 @@ fn drain<R: Read>(r: &mut Reader<R>) -> Result<()> {
             }
             Some(Frame::Msg(m)) => {
                 return Err(Error::protocol(format!(
-                    "unexpected message {m:?} inside a snapshot"
+                    "unexpected message {} inside a snapshot",
+                    msg_name(&m)
                 )));
             }
             None => return Err(Error::protocol("stream cut inside a snapshot")),
@@ -153,12 +295,90 @@ struct Incoming<'a> {
     resume: bool,
 }
 
+/// Check a `Begin` against this standby's config and records; the refusal
+/// text is safe to log and to send back.
+fn admit<'c>(
+    cfg: &'c Config,
+    catalog: &Catalog,
+    inc: &Incoming,
+) -> std::result::Result<&'c Volume, String> {
+    let vol = cfg.volume(inc.role).ok_or_else(|| {
+        format!(
+            "volume `{}` is not configured on standby {}; refused",
+            wire_str(inc.role),
+            cfg.site
+        )
+    })?;
+    for name in [Some(inc.set_id), Some(inc.snapshot), inc.base]
+        .into_iter()
+        .flatten()
+    {
+        validate_set_id(name)
+            .map_err(|_| format!("`{}` is not a snapsite set id; refused", wire_str(name)))?;
+    }
+    if inc.snapshot != inc.set_id {
+        return Err(format!(
+            "snapshot `{}` is not named after its set `{}`; refused",
+            wire_str(inc.snapshot),
+            wire_str(inc.set_id)
+        ));
+    }
+    if let Some((_, SetKind::Redolog)) = parse_set_id(inc.set_id) {
+        if vol.role != cfg.redolog_role {
+            return Err(format!(
+                "a redolog set carries only the redolog volume `{}`, not `{}`; refused",
+                cfg.redolog_role, vol.role
+            ));
+        }
+    }
+    if let Some(base) = inc.base {
+        if base >= inc.snapshot {
+            return Err(format!(
+                "base `{base}` is not older than `{}`; refused",
+                inc.snapshot
+            ));
+        }
+    }
+    if catalog.has_manifest(inc.set_id) {
+        return Err(format!(
+            "set `{}` is already committed here; refused",
+            inc.set_id
+        ));
+    }
+    if let Some(id) = inc.storage_id {
+        if id.is_empty()
+            || id.len() > 128
+            || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(format!(
+                "storage id `{}` is not plausible; refused",
+                wire_str(id)
+            ));
+        }
+    }
+    Ok(vol)
+}
+
 fn receive_one<R: Read>(
     cfg: &Config,
     catalog: &Catalog,
+    log: &SessionLog,
     r: &mut Reader<R>,
     inc: Incoming,
 ) -> Result<Msg> {
+    let nack = |error: String| Msg::Nack {
+        role: inc.role.into(),
+        snapshot: inc.snapshot.into(),
+        error,
+    };
+    let vol = match admit(cfg, catalog, &inc) {
+        Ok(v) => v,
+        Err(why) => {
+            log.event(tracing::Level::WARN, &why);
+            drain(r)?;
+            return Ok(nack(why));
+        }
+    };
     let Incoming {
         set_id,
         role,
@@ -167,36 +387,17 @@ fn receive_one<R: Read>(
         storage_id,
         resume,
     } = inc;
-    let nack = |error: String| Msg::Nack {
-        role: role.into(),
-        snapshot: snapshot.into(),
-        error,
-    };
-    let vol: &Volume = match cfg.volume(role) {
-        Some(v) => v,
-        None => {
-            tracing::warn!(%role, %snapshot, "refused: volume not in this standby's config");
-            drain(r)?;
-            return Ok(nack(format!(
-                "volume `{role}` is not configured on standby {}; refused",
-                cfg.site
-            )));
-        }
-    };
-    for name in [Some(set_id), Some(snapshot), base].into_iter().flatten() {
-        if let Err(e) = validate_set_id(name) {
-            tracing::warn!(%role, error = %e, "refused: bad snapshot name");
-            drain(r)?;
-            return Ok(nack(e.to_string()));
-        }
-    }
     let backend = backend::for_volume(vol)?;
     let sink = match backend.receive(vol, snapshot, base, storage_id, resume) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!(%role, %snapshot, error = %e, "cannot receive");
+            let why = wire_str(&e.to_string());
+            log.event(
+                tracing::Level::ERROR,
+                &format!("volume `{role}` {snapshot}: cannot receive: {why}"),
+            );
             drain(r)?;
-            return Ok(nack(e.to_string()));
+            return Ok(nack(why));
         }
     };
     tracing::info!(%role, %snapshot, base = base.unwrap_or("-"), "receiving");
@@ -218,27 +419,43 @@ fn receive_one<R: Read>(
             Ok(Some(Frame::Msg(Msg::End { bytes, blake3 }))) => break (bytes, blake3),
             Ok(Some(Frame::Msg(Msg::Abort { reason }))) => {
                 sink.abort();
-                tracing::warn!(%role, %snapshot, %reason, "sender aborted; partial receive removed");
-                return Ok(nack(format!("aborted by sender: {reason}")));
+                log.event(
+                    tracing::Level::WARN,
+                    &format!(
+                        "volume `{role}` {snapshot}: sender aborted ({}); partial receive removed",
+                        wire_str(&reason)
+                    ),
+                );
+                return Ok(nack(format!("aborted by sender: {}", wire_str(&reason))));
             }
             Ok(Some(Frame::Msg(m))) => {
                 sink.abort();
                 return Err(Error::protocol(format!(
-                    "unexpected message {m:?} inside snapshot data"
+                    "unexpected message {} inside snapshot data",
+                    msg_name(&m)
                 )));
             }
             Ok(None) => {
                 sink.cut();
-                tracing::error!(%role, %snapshot, bytes, "stream cut; partial receive removed or kept for resuming");
+                log.event(
+                    tracing::Level::ERROR,
+                    &format!("volume `{role}` {snapshot}: stream cut after {bytes} bytes; partial receive removed or kept for resuming"),
+                );
                 return Err(Error::protocol(format!(
                     "stream cut after {bytes} bytes of {role} {snapshot}"
                 )));
             }
             Err(e) => {
-                // A corrupt frame: nothing of it reached the backend, so
-                // what was received before it is as good as a cut.
+                // A corrupt frame or a silent primary: nothing of it reached
+                // the backend, so what was received before is as good as a cut.
                 sink.cut();
-                tracing::error!(%role, %snapshot, error = %e, "corrupt stream; partial receive removed or kept for resuming");
+                log.event(
+                    tracing::Level::ERROR,
+                    &format!(
+                        "volume `{role}` {snapshot}: {}; partial receive removed or kept for resuming",
+                        wire_str(&e.to_string())
+                    ),
+                );
                 return Err(e.context(format!("{role} {snapshot}")));
             }
         }
@@ -247,96 +464,154 @@ fn receive_one<R: Read>(
     if want_bytes != bytes || want_hash != got_hash {
         sink.abort();
         let msg = format!(
-            "checksum mismatch on {role} {snapshot}: received {bytes} bytes blake3 {got_hash}, sender says {want_bytes} bytes blake3 {want_hash}; discarded"
+            "checksum mismatch on {role} {snapshot}: received {bytes} bytes blake3 {got_hash}, sender says {want_bytes} bytes blake3 {}; discarded",
+            wire_str(&want_hash)
         );
-        tracing::error!("{msg}");
+        log.event(tracing::Level::ERROR, &msg);
         return Ok(nack(msg));
     }
     if let Some(e) = write_err {
         // The backend stopped reading; its own error (from commit) says why.
         let msg = match sink.commit(&mut |_| Err(Error::integrity("not all data was written"))) {
             Err(be) => format!("{be} (input not fully consumed: {e})"),
-            Ok(_) => unreachable!("record refused the commit"),
+            Ok(_) => format!("the receive stopped reading early ({e})"),
         };
-        tracing::error!(%role, %snapshot, error = %msg, "receive failed");
+        let msg = wire_str(&msg);
+        log.event(
+            tracing::Level::ERROR,
+            &format!("volume `{role}` {snapshot}: receive failed: {msg}"),
+        );
         return Ok(nack(msg));
     }
     let received_at = Timestamp::now();
     let mut receipt = None;
-    let committed = sink.commit(&mut |storage_id| {
+    let committed = sink.commit(&mut |local_id| {
         let r = Receipt {
             base: base.map(str::to_string),
             bytes,
             blake3: got_hash.clone(),
             received_at,
-            storage_id,
+            storage_id: local_id,
+            set_id: Some(set_id.to_string()),
+            sender_storage_id: storage_id.map(str::to_string),
         };
         catalog.write_receipt(role, snapshot, &r)?;
         receipt = Some(r);
         Ok(())
     });
-    match committed {
-        Ok(_) => {
-            tracing::info!(%role, %snapshot, bytes, "received and verified");
+    match (committed, receipt) {
+        (Ok(_), Some(receipt)) => {
+            log.event(
+                tracing::Level::INFO,
+                &format!("volume `{role}` {snapshot}: received and verified, {bytes} bytes"),
+            );
             Ok(Msg::Ack {
                 role: role.into(),
                 snapshot: snapshot.into(),
-                receipt: receipt.expect("recorded"),
+                receipt,
             })
         }
-        Err(e) => {
+        (res, _) => {
             let _ = catalog.remove_receipt(role, snapshot);
-            tracing::error!(%role, %snapshot, error = %e, "receive failed");
-            Ok(nack(e.to_string()))
+            let why = match res {
+                Err(e) => wire_str(&e.to_string()),
+                Ok(_) => "the backend did not record a receipt".to_string(),
+            };
+            log.event(
+                tracing::Level::ERROR,
+                &format!("volume `{role}` {snapshot}: receive failed: {why}"),
+            );
+            Ok(nack(why))
         }
     }
 }
 
-/// Write the manifest — the commit record — once every member is here.
-fn commit(cfg: &Config, catalog: &Catalog, mut m: Manifest) -> Result<()> {
-    validate_set_id(&m.id)?;
-    if catalog.has_manifest(&m.id) {
-        return Ok(()); // already committed by an earlier session
+/// Check a manifest from the wire against this standby's own config and
+/// records; returns it with the standby's receipts filled in.
+pub fn validate_commit(cfg: &Config, catalog: &Catalog, mut m: Manifest) -> Result<Manifest> {
+    m.validate_shape()?;
+    if m.site.is_empty() || m.site.len() > 64 || wire_str(&m.site) != m.site {
+        return Err(Error::refused(format!(
+            "set {}: site name `{}` is not plausible",
+            m.id,
+            wire_str(&m.site)
+        )));
     }
-    if m.members.is_empty() {
-        return Err(Error::refused("a set without members"));
+    let expected: Vec<&str> = match m.kind {
+        SetKind::Full => cfg.volumes.iter().map(|v| v.role.as_str()).collect(),
+        SetKind::Redolog => vec![cfg.redolog_role.as_str()],
+    };
+    let mut got: Vec<&str> = m.members.iter().map(|x| x.role.as_str()).collect();
+    got.sort_unstable();
+    let mut want = expected.clone();
+    want.sort_unstable();
+    if got != want {
+        return Err(Error::refused(format!(
+            "set {}: a {} set here has exactly the volumes {:?}, the manifest lists {:?}",
+            m.id,
+            m.kind.as_str(),
+            want,
+            got.iter().map(|r| wire_str(r)).collect::<Vec<_>>()
+        ))
+        .with_hint("the primary's and the standby's configs must name the same volumes"));
     }
     for member in &mut m.members {
-        let vol = cfg.volume(&member.role).ok_or_else(|| {
-            Error::refused(format!(
-                "volume `{}` is not configured on this standby",
-                member.role
-            ))
-        })?;
+        let vol = cfg.volume(&member.role).expect("roles checked above");
         if vol.backend.as_str() != member.backend {
             return Err(Error::refused(format!(
-                "volume `{}` is {} on the primary but {} here",
+                "set {}: volume `{}` is {} on the primary but {} here",
+                m.id,
                 member.role,
-                member.backend,
+                wire_str(&member.backend),
                 vol.backend.as_str()
-            )));
-        }
-        if member.snapshot != m.id {
-            return Err(Error::refused(format!(
-                "member {} is not named after its set",
-                member.snapshot
             )));
         }
         let present = backend::for_volume(vol)?.list(vol)?;
         if !present.contains(&member.snapshot) {
             return Err(Error::storage(format!(
-                "member `{}` {} has not been received",
-                member.role, member.snapshot
+                "set {}: member `{}` has not been received",
+                m.id, member.role
             )));
         }
-        member.receipt = catalog.receipt(&member.role, &member.snapshot)?;
-        if member.receipt.is_none() {
-            return Err(Error::storage(format!(
-                "member `{}` {} has no receipt",
-                member.role, member.snapshot
+        let receipt = catalog
+            .receipt(&member.role, &member.snapshot)?
+            .ok_or_else(|| {
+                Error::storage(format!(
+                    "set {}: member `{}` has no receipt",
+                    m.id, member.role
+                ))
+            })?;
+        if receipt.set_id.as_deref().is_some_and(|s| s != m.id) {
+            return Err(Error::refused(format!(
+                "set {}: member `{}` was received for another set",
+                m.id, member.role
             )));
         }
+        if let (Some(announced), Some(claimed)) = (
+            receipt.sender_storage_id.as_deref(),
+            member.storage_id.as_deref(),
+        ) {
+            if announced != claimed {
+                return Err(Error::integrity(format!(
+                    "set {}: member `{}` storage id {} differs from the one received ({announced})",
+                    m.id,
+                    member.role,
+                    wire_str(claimed)
+                )));
+            }
+        }
+        member.receipt = Some(receipt);
     }
+    Ok(m)
+}
+
+/// Write the manifest — the commit record — once every member is here.
+fn commit(cfg: &Config, catalog: &Catalog, m: Manifest) -> Result<()> {
+    validate_set_id(&m.id)?;
+    if catalog.has_manifest(&m.id) {
+        return Ok(()); // already committed by an earlier session
+    }
+    let mut m = validate_commit(cfg, catalog, m)?;
     m.committed_at = Some(Timestamp::now());
     catalog.write_manifest(&m)?;
     for member in &m.members {

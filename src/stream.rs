@@ -3,25 +3,130 @@
 //! is followed by a trailer with its byte count and blake3; the standby
 //! acknowledges only when both match and the backend's receive succeeded.
 //!
-//! Frame: 1 byte tag (`M` message, `D` data), 4 bytes big-endian length,
-//! then the payload. Frames are bounded, so a corrupted length cannot make
-//! either side allocate or wait for gigabytes.
+//! Frame (protocol 2): 1 byte tag (`M` message, `D` data), 4 bytes
+//! big-endian length, 4 bytes header check, the payload, and for messages a
+//! 16-byte body check. The header check is blake3(frame number, tag, length)
+//! so a flipped tag or length byte — or a lost, repeated or reordered frame —
+//! is caught before the length is trusted: never a wait for bytes that will
+//! not come. The body check covers every control message (manifests
+//! included) end to end; data frames are covered by the snapshot trailer's
+//! blake3. Frames are bounded, so no input can make either side allocate
+//! more than `MAX_MESSAGE_FRAME`.
+//!
+//! Every read and write can be given a deadline (`Deadline`): a peer that
+//! goes silent is an error after `timeout`, not a session held forever.
 
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::{Manifest, Receipt};
 
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Magic first bytes, so a wrong program on the other end is recognised.
-pub const MAGIC: &[u8; 8] = b"SNAPSIT1";
+pub const MAGIC: &[u8; 8] = b"SNAPSIT2";
 pub const MAX_DATA_FRAME: usize = 1 << 20;
-pub const MAX_MESSAGE_FRAME: usize = 16 << 20;
+pub const MAX_MESSAGE_FRAME: usize = 4 << 20;
 
 const TAG_MESSAGE: u8 = b'M';
 const TAG_DATA: u8 = b'D';
+const HEAD_LEN: usize = 9;
+const BODY_CHECK_LEN: usize = 16;
+
+/// blake3 over the frame number, tag and length: the header check.
+fn head_check(frame_no: u64, tag: u8, len: u32) -> [u8; 4] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"snapsite frame head");
+    h.update(&frame_no.to_le_bytes());
+    h.update(&[tag]);
+    h.update(&len.to_be_bytes());
+    let mut out = [0u8; 4];
+    out.copy_from_slice(&h.finalize().as_bytes()[..4]);
+    out
+}
+
+/// blake3 over the frame number and a message body: the body check.
+fn body_check(frame_no: u64, body: &[u8]) -> [u8; BODY_CHECK_LEN] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"snapsite message");
+    h.update(&frame_no.to_le_bytes());
+    h.update(body);
+    let mut out = [0u8; BODY_CHECK_LEN];
+    out.copy_from_slice(&h.finalize().as_bytes()[..BODY_CHECK_LEN]);
+    out
+}
+
+/// A file descriptor whose reads and writes fail with `TimedOut` when the
+/// other side makes no progress for `timeout` (poll before each call).
+pub struct Deadline<T> {
+    inner: T,
+    timeout: Option<Duration>,
+    what: &'static str,
+}
+
+impl<T: AsFd> Deadline<T> {
+    /// `timeout`: `None` waits forever. `what` names the peer in errors.
+    pub fn new(inner: T, timeout: Option<Duration>, what: &'static str) -> Self {
+        Deadline {
+            inner,
+            timeout,
+            what,
+        }
+    }
+
+    fn wait(&self, flags: nix::poll::PollFlags) -> std::io::Result<()> {
+        let Some(t) = self.timeout else {
+            return Ok(());
+        };
+        let start = std::time::Instant::now();
+        loop {
+            let left = t.saturating_sub(start.elapsed());
+            let ms = left.as_millis().min(i32::MAX as u128) as i32;
+            let mut fds = [nix::poll::PollFd::new(self.inner.as_fd(), flags)];
+            match nix::poll::poll(
+                &mut fds,
+                nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX),
+            ) {
+                Ok(0) => {
+                    if start.elapsed() >= t {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!(
+                                "no progress from {} for {}s",
+                                self.what,
+                                t.as_secs_f64().round()
+                            ),
+                        ));
+                    }
+                }
+                // Readable, writable, hung up or in error: the call itself says which.
+                Ok(_) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(std::io::Error::from(e)),
+            }
+        }
+    }
+}
+
+impl<T: AsFd + Read> Read for Deadline<T> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.wait(nix::poll::PollFlags::POLLIN)?;
+        self.inner.read(buf)
+    }
+}
+
+impl<T: AsFd + Write> Write for Deadline<T> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.wait(nix::poll::PollFlags::POLLOUT)?;
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VolumeInventory {
@@ -98,6 +203,7 @@ pub enum Frame {
 pub struct Writer<W: Write> {
     inner: W,
     pub bytes_out: u64,
+    frames: u64,
 }
 
 impl<W: Write> Writer<W> {
@@ -105,6 +211,7 @@ impl<W: Write> Writer<W> {
         Writer {
             inner,
             bytes_out: 0,
+            frames: 0,
         }
     }
     pub fn magic(&mut self) -> Result<()> {
@@ -113,12 +220,20 @@ impl<W: Write> Writer<W> {
         Ok(())
     }
     fn frame(&mut self, tag: u8, payload: &[u8]) -> Result<()> {
-        let mut head = [0u8; 5];
+        let len = payload.len() as u32;
+        let mut head = [0u8; HEAD_LEN];
         head[0] = tag;
-        head[1..].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+        head[1..5].copy_from_slice(&len.to_be_bytes());
+        head[5..].copy_from_slice(&head_check(self.frames, tag, len));
         self.inner.write_all(&head).map_err(io_err)?;
         self.inner.write_all(payload).map_err(io_err)?;
-        self.bytes_out += 5 + payload.len() as u64;
+        self.bytes_out += (HEAD_LEN + payload.len()) as u64;
+        if tag == TAG_MESSAGE {
+            let check = body_check(self.frames, payload);
+            self.inner.write_all(&check).map_err(io_err)?;
+            self.bytes_out += BODY_CHECK_LEN as u64;
+        }
+        self.frames += 1;
         Ok(())
     }
     pub fn msg(&mut self, m: &Msg) -> Result<()> {
@@ -133,11 +248,17 @@ impl<W: Write> Writer<W> {
     pub fn flush(&mut self) -> Result<()> {
         self.inner.flush().map_err(io_err)
     }
+    /// The underlying writer (tests: the encoded bytes).
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
 }
 
 fn io_err(e: std::io::Error) -> Error {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
         Error::protocol("the other side closed the connection")
+    } else if e.kind() == std::io::ErrorKind::TimedOut {
+        Error::protocol(format!("connection timed out: {e}"))
     } else {
         Error::protocol(format!("connection error: {e}"))
     }
@@ -146,11 +267,16 @@ fn io_err(e: std::io::Error) -> Error {
 pub struct Reader<R: Read> {
     inner: R,
     pub bytes_in: u64,
+    frames: u64,
 }
 
 impl<R: Read> Reader<R> {
     pub fn new(inner: R) -> Self {
-        Reader { inner, bytes_in: 0 }
+        Reader {
+            inner,
+            bytes_in: 0,
+            frames: 0,
+        }
     }
     pub fn magic(&mut self) -> Result<()> {
         let mut m = [0u8; 8];
@@ -160,8 +286,8 @@ impl<R: Read> Reader<R> {
         })?;
         if &m != MAGIC {
             return Err(Error::protocol(format!(
-                "the other side is not speaking snapsite protocol {PROTOCOL_VERSION} (got {:?})",
-                String::from_utf8_lossy(&m)
+                "the other side is not speaking snapsite protocol {PROTOCOL_VERSION} (got {})",
+                crate::model::wire_str(&String::from_utf8_lossy(&m))
             ))
             .with_hint("check that both sites run a compatible snapsite, and that the ssh login prints nothing"));
         }
@@ -171,17 +297,24 @@ impl<R: Read> Reader<R> {
 
     /// Next frame; `Ok(None)` on a clean EOF at a frame boundary.
     pub fn next_frame(&mut self) -> Result<Option<Frame>> {
-        let mut head = [0u8; 5];
+        let mut head = [0u8; HEAD_LEN];
         match read_full(&mut self.inner, &mut head)? {
             0 => return Ok(None),
-            5 => {}
+            HEAD_LEN => {}
             n => {
                 return Err(Error::protocol(format!(
-                    "stream cut inside a frame header ({n} of 5 bytes)"
+                    "stream cut inside a frame header ({n} of {HEAD_LEN} bytes)"
                 )));
             }
         }
-        let len = u32::from_be_bytes(head[1..].try_into().unwrap()) as usize;
+        let len32 = u32::from_be_bytes(head[1..5].try_into().expect("4 bytes"));
+        if head[5..] != head_check(self.frames, head[0], len32) {
+            return Err(Error::integrity(format!(
+                "corrupt stream: header check of frame {} failed (tag 0x{:02x}, length {len32})",
+                self.frames, head[0]
+            )));
+        }
+        let len = len32 as usize;
         let max = match head[0] {
             TAG_MESSAGE => MAX_MESSAGE_FRAME,
             TAG_DATA => MAX_DATA_FRAME,
@@ -203,10 +336,23 @@ impl<R: Read> Reader<R> {
                 "stream cut inside a frame ({got} of {len} bytes)"
             )));
         }
-        self.bytes_in += 5 + len as u64;
+        self.bytes_in += (HEAD_LEN + len) as u64;
+        let frame_no = self.frames;
+        self.frames += 1;
         Ok(Some(if head[0] == TAG_MESSAGE {
+            let mut check = [0u8; BODY_CHECK_LEN];
+            let got = read_full(&mut self.inner, &mut check)?;
+            if got != BODY_CHECK_LEN {
+                return Err(Error::protocol("stream cut inside a message check"));
+            }
+            self.bytes_in += BODY_CHECK_LEN as u64;
+            if check != body_check(frame_no, &buf) {
+                return Err(Error::integrity(format!(
+                    "corrupt stream: checksum of control message {frame_no} does not match"
+                )));
+            }
             let m: Msg = serde_json::from_slice(&buf)
-                .map_err(|e| Error::protocol(format!("corrupt control message: {e}")))?;
+                .map_err(|e| Error::protocol(format!("invalid control message: {e}")))?;
             Frame::Msg(m)
         } else {
             Frame::Data(buf)
@@ -217,7 +363,8 @@ impl<R: Read> Reader<R> {
     pub fn msg(&mut self) -> Result<Msg> {
         match self.next_frame()? {
             Some(Frame::Msg(Msg::Error { message })) => Err(Error::protocol(format!(
-                "the other side reported: {message}"
+                "the other side reported: {}",
+                crate::model::wire_str(&message)
             ))),
             Some(Frame::Msg(m)) => Ok(m),
             Some(Frame::Data(_)) => Err(Error::protocol("unexpected data frame")),
@@ -258,7 +405,7 @@ mod tests {
                 Frame::Data(d) => w.data(d).unwrap(),
             }
         }
-        w.inner
+        w.into_inner()
     }
 
     #[test]
@@ -275,45 +422,109 @@ mod tests {
         assert_eq!(r.bytes_in, bytes.len() as u64);
     }
 
+    fn read_all(bytes: &[u8]) -> Result<Vec<Frame>> {
+        let mut r = Reader::new(bytes);
+        r.magic()?;
+        let mut out = Vec::new();
+        while let Some(f) = r.next_frame()? {
+            out.push(f);
+        }
+        Ok(out)
+    }
+
     #[test]
     fn every_truncation_is_an_error_or_clean_eof_at_boundary() {
         let bytes = encode(&[Frame::Msg(Msg::Bye), Frame::Data(vec![7; 100])]);
-        let boundaries = [8, 8 + 5 + 12];
+        let boundaries = [8, 8 + HEAD_LEN + 12 + BODY_CHECK_LEN];
         for cut in 8..bytes.len() {
-            let mut r = Reader::new(&bytes[..cut]);
-            r.magic().unwrap();
-            let mut res = Ok(());
-            loop {
-                match r.next_frame() {
-                    Ok(Some(_)) => continue,
-                    Ok(None) => break,
-                    Err(e) => {
-                        res = Err(e);
-                        break;
-                    }
-                }
-            }
+            let res = read_all(&bytes[..cut]);
             assert_eq!(res.is_ok(), boundaries.contains(&cut), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn every_flipped_bit_outside_data_payload_is_an_error() {
+        let frames = [
+            Frame::Msg(Msg::Hello {
+                protocol: PROTOCOL_VERSION,
+                site: "a".into(),
+                version: "0".into(),
+            }),
+            Frame::Data(vec![7; 100]),
+            Frame::Msg(Msg::End {
+                bytes: 100,
+                blake3: "00".into(),
+            }),
+        ];
+        let bytes = encode(&frames);
+        // The data payload: after magic, the hello frame and the data header.
+        let hello_len = HEAD_LEN
+            + serde_json::to_vec(match &frames[0] {
+                Frame::Msg(m) => m,
+                _ => unreachable!(),
+            })
+            .unwrap()
+            .len()
+            + BODY_CHECK_LEN;
+        let data = 8 + hello_len + HEAD_LEN..8 + hello_len + HEAD_LEN + 100;
+        for i in 0..bytes.len() {
+            if data.contains(&i) {
+                continue; // covered by the snapshot trailer's blake3 (serve)
+            }
+            for bit in 0..8 {
+                let mut b = bytes.clone();
+                b[i] ^= 1 << bit;
+                assert!(
+                    read_all(&b).is_err(),
+                    "flip of bit {bit} at byte {i} went unnoticed"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reordered_or_repeated_frames_are_errors() {
+        let one = encode(&[Frame::Msg(Msg::Bye)]);
+        let frame = &one[8..];
+        let mut twice = one.clone();
+        twice.extend_from_slice(frame);
+        assert!(read_all(&twice).is_err(), "a repeated frame must not pass");
+    }
+
+    #[test]
+    fn a_silent_peer_times_out() {
+        let (rd, wr) = nix::unistd::pipe().unwrap();
+        let mut r = Reader::new(Deadline::new(
+            std::fs::File::from(rd),
+            Some(Duration::from_millis(200)),
+            "the test",
+        ));
+        let t = std::time::Instant::now();
+        let e = r.magic().unwrap_err();
+        assert!(t.elapsed() >= Duration::from_millis(200));
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert!(e.message.contains("no snapsite handshake"), "{e}");
+        drop(wr);
     }
 
     #[test]
     fn corrupt_header_is_detected() {
         let mut bytes = encode(&[Frame::Data(vec![7; 100])]);
         bytes[8] = b'X';
-        let mut r = Reader::new(&bytes[..]);
-        r.magic().unwrap();
         assert!(
-            r.next_frame()
+            read_all(&bytes)
                 .unwrap_err()
                 .message
-                .contains("unknown frame tag")
+                .contains("header check")
         );
         let mut bytes = encode(&[Frame::Data(vec![7; 100])]);
         bytes[9] = 0xff;
-        let mut r = Reader::new(&bytes[..]);
-        r.magic().unwrap();
-        assert!(r.next_frame().unwrap_err().message.contains("exceeds"));
+        assert!(
+            read_all(&bytes)
+                .unwrap_err()
+                .message
+                .contains("header check")
+        );
         let mut r = Reader::new(&b"SSH-2.0-OpenSSH"[..]);
         assert!(r.magic().is_err());
     }

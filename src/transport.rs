@@ -7,12 +7,23 @@ use std::process::{ChildStdin, ChildStdout, Stdio};
 use crate::cmd::{Cmd, Running};
 use crate::config::{Standby, TransportKind};
 use crate::error::{Error, Result};
-use crate::stream::{Reader, Writer};
+use crate::stream::{Deadline, Reader, Writer};
+
+/// How long `ship` waits for the standby to answer or accept data before it
+/// gives up (the standby may verify a large snapshot before it acks).
+/// `SNAPSITE_IO_TIMEOUT` (e.g. `30s`) overrides it.
+pub fn io_timeout() -> std::time::Duration {
+    std::env::var("SNAPSITE_IO_TIMEOUT")
+        .ok()
+        .and_then(|v| humantime::parse_duration(&v).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(std::time::Duration::from_secs(600))
+}
 
 pub struct Connection {
     running: Running,
-    pub reader: Reader<BufReader<ChildStdout>>,
-    pub writer: Writer<BufWriter<ChildStdin>>,
+    pub reader: Reader<BufReader<Deadline<ChildStdout>>>,
+    pub writer: Writer<BufWriter<Deadline<ChildStdin>>>,
 }
 
 /// Quote one word for the remote shell that sshd runs the command with.
@@ -81,15 +92,22 @@ pub fn command(s: &Standby) -> Result<Cmd> {
 }
 
 pub fn connect(s: &Standby) -> Result<Connection> {
-    let cmd = command(s)?;
+    let cmd = command(s)?.own_process_group();
     tracing::info!(cmd = %cmd.display(), "connecting to standby");
     let mut running = cmd.spawn_stdio(Stdio::piped(), Stdio::piped(), false)?;
     let stdin = running.child.stdin.take().expect("piped");
     let stdout = running.child.stdout.take().expect("piped");
+    let t = Some(io_timeout());
     Ok(Connection {
         running,
-        reader: Reader::new(BufReader::with_capacity(1 << 20, stdout)),
-        writer: Writer::new(BufWriter::with_capacity(1 << 20, stdin)),
+        reader: Reader::new(BufReader::with_capacity(
+            1 << 20,
+            Deadline::new(stdout, t, "the standby"),
+        )),
+        writer: Writer::new(BufWriter::with_capacity(
+            1 << 20,
+            Deadline::new(stdin, t, "the standby"),
+        )),
     })
 }
 

@@ -197,8 +197,7 @@ fn set_ship_failover_end_to_end_local() {
         "btrfs",
         "subvolume",
         "show",
-        lab.standby_recv("mysql")
-            .join(full["id"].as_str().unwrap())
+        lab.standby_snap("mysql", full["id"].as_str().unwrap())
             .to_str()
             .unwrap(),
     ]);
@@ -347,7 +346,7 @@ fn cut_stream_leaves_nothing_and_next_ship_completes() {
         "mysql was not sent twice"
     );
     assert_eq!(
-        tree_digest(&lab.standby_recv("blob").join(id)),
+        tree_digest(&lab.standby_snap("blob", id)),
         tree_digest(&lab.primary_snap("blob", id))
     );
 }
@@ -375,7 +374,7 @@ fn flipped_byte_is_detected_and_discarded() {
     lab.ship(&lab.pri_cfg);
     assert_eq!(lab.standby_manifests(), [format!("{id}.json")]);
     assert_eq!(
-        tree_digest(&lab.standby_recv("blob").join(id)),
+        tree_digest(&lab.standby_snap("blob", id)),
         tree_digest(&lab.primary_snap("blob", id))
     );
 }
@@ -434,7 +433,7 @@ fn half_received_subvolume_from_a_killed_receiver_is_removed() {
     assert!(!dir.join(format!(".receiving-{id}")).exists());
     assert_nothing_half_received(&lab);
     assert_eq!(
-        tree_digest(&dir.join(id)),
+        tree_digest(&lab.standby_snap("index", id)),
         tree_digest(&lab.primary_snap("index", id))
     );
 }

@@ -31,6 +31,8 @@ fn manifest(at: Timestamp, kind: SetKind) -> Manifest {
         id: id.clone(),
         kind,
         site: "p".into(),
+        seq: 1,
+        generation: 1,
         members: roles
             .iter()
             // Through serde, so fields added to Member later keep their defaults.

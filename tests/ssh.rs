@@ -238,7 +238,7 @@ fn set_ship_failover_over_ssh_between_namespaces() {
     let id = full["id"].as_str().unwrap();
     for r in ROLES {
         assert_eq!(
-            tree_digest(&lab.standby_recv(r).join(id)),
+            tree_digest(&lab.standby_snap(r, id)),
             tree_digest(&lab.primary_snap(r, id)),
             "{r}"
         );

@@ -1,12 +1,25 @@
 //! btrfs: read-only snapshots in `snapshot_dir`, `btrfs send [-p]` and
-//! `btrfs receive`. Before a receive starts, a marker `.receiving-<name>` is
-//! written (and fsynced) next to where the subvolume will appear; it is
-//! removed only after the stream verified, the received subvolume is
-//! read-only with the sender's uuid as Received UUID, and the caller recorded
-//! its receipt. A subvolume whose marker is still there was cut and is
-//! deleted. (A received subvolume cannot be renamed into another directory:
-//! it is read-only, and a move would rewrite its `..`.) Snapshots of several
-//! subvolumes are not atomic together: every volume is its own atomic group.
+//! `btrfs receive`.
+//!
+//! Snapshots taken here live at `snapshot_dir/<id>`. A received snapshot
+//! lives at `snapshot_dir/<id>/<id>`: the stream comes from the primary, which
+//! may be in an intruder's hands, and btrfs-progs does not sanitize the paths
+//! in a send stream (`../`, absolute symlinks, several subvolumes, any
+//! names). So serve makes an empty directory `snapshot_dir/<id>/` and runs
+//! `btrfs receive -e --chroot` inside it: whatever the stream says, it can
+//! only create things in that directory. Afterwards the directory must hold
+//! exactly one read-only subvolume named `<id>` whose Received UUID is the
+//! sender's uuid; anything else is discarded whole. (The received subvolume
+//! cannot be moved out: it is read-only, and a move into another directory
+//! would rewrite its `..`.)
+//!
+//! Before a receive starts, serve writes (and fsyncs) the marker
+//! `snapshot_dir/.receiving-<id>`, out of the stream's reach; it is removed
+//! only after the stream verified and the caller recorded its receipt. A
+//! directory whose marker is still there was cut and is removed; a marker is
+//! only ever written for a name that did not exist, so cleanup can never
+//! touch a committed snapshot. Snapshots of several subvolumes are not atomic
+//! together: every volume is its own atomic group.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -94,8 +107,39 @@ fn snapshot_dir(vol: &Volume) -> &Path {
         .expect("validated: btrfs volumes have a snapshot_dir")
 }
 
+/// Where snapshot `name` is: `snapshot_dir/<name>` when taken here,
+/// `snapshot_dir/<name>/<name>` when received.
 fn snap_path(vol: &Volume, name: &str) -> PathBuf {
-    snapshot_dir(vol).join(name)
+    let dir = snapshot_dir(vol).join(name);
+    let nested = dir.join(name);
+    if !is_subvolume(&dir) && is_subvolume(&nested) {
+        nested
+    } else {
+        dir
+    }
+}
+
+/// Remove `path` and everything below it without following symlinks:
+/// subvolumes with `btrfs subvolume delete`, the rest as files/directories.
+fn purge(path: &Path) -> Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("inspect {}", path.display()), e)),
+    };
+    if meta.is_dir() {
+        if is_subvolume(path) {
+            return delete_subvolume(path);
+        }
+        let rd = std::fs::read_dir(path).ctx(format!("read {}", path.display()))?;
+        for ent in rd {
+            let ent = ent.ctx(format!("read {}", path.display()))?;
+            purge(&ent.path())?;
+        }
+        std::fs::remove_dir(path).ctx(format!("remove {}", path.display()))
+    } else {
+        std::fs::remove_file(path).ctx(format!("remove {}", path.display()))
+    }
 }
 
 fn fsync_dir(dir: &Path) -> Result<()> {
@@ -193,7 +237,7 @@ impl Backend for Btrfs {
             let name = ent.file_name().to_string_lossy().into_owned();
             if parse_set_id(&name).is_some()
                 && !receiving.contains(&name)
-                && is_subvolume(&ent.path())
+                && (is_subvolume(&ent.path()) || is_subvolume(&ent.path().join(&name)))
             {
                 names.push(name);
             }
@@ -223,39 +267,62 @@ impl Backend for Btrfs {
         expect_id: Option<&str>,
         _resume: bool,
     ) -> Result<Box<dyn SnapshotSink>> {
-        let final_path = snap_path(vol, name);
-        if final_path.exists() {
+        if expect_id.is_none() {
+            return Err(Error::refused(format!(
+                "volume `{}`: no sender uuid announced for {name}; refused",
+                vol.role
+            )));
+        }
+        // Names come from the wire: only set ids ever become paths here.
+        if parse_set_id(name).is_none() || base.is_some_and(|b| parse_set_id(b).is_none()) {
+            return Err(Error::refused(format!(
+                "volume `{}`: not a snapsite set id",
+                vol.role
+            )));
+        }
+        self.cleanup_partial(vol)?;
+        let dir = snapshot_dir(vol).to_path_buf();
+        let jail = dir.join(name);
+        if std::fs::symlink_metadata(&jail).is_ok() {
             return Err(Error::storage(format!(
                 "volume `{}`: {} already exists",
                 vol.role,
-                final_path.display()
+                jail.display()
             )));
         }
         if let Some(b) = base {
-            if !is_subvolume(&snap_path(vol, b)) {
+            if !self.list(vol)?.iter().any(|s| s == b) {
                 return Err(Error::storage(format!(
                     "volume `{}`: base snapshot {b} for incremental receive is missing",
                     vol.role
                 )));
             }
         }
-        self.cleanup_partial(vol)?;
-        let dir = snapshot_dir(vol).to_path_buf();
         std::fs::create_dir_all(&dir).ctx(format!("create {}", dir.display()))?;
         let marker = dir.join(format!("{MARKER_PREFIX}{name}"));
         std::fs::write(&marker, b"").ctx(format!("create {}", marker.display()))?;
+        std::fs::create_dir(&jail).ctx(format!("create {}", jail.display()))?;
         fsync_dir(&dir)?;
-        let before: Vec<String> = dir_entries(&dir);
-        let mut running = Cmd::new("btrfs")
-            .arg("receive")
-            .arg(&dir)
-            .spawn(Stdio::piped(), Stdio::null())?;
+        // -e: stop at the first end marker (one stream, not several);
+        // --chroot: every path of the stream resolves inside `jail`.
+        let running = Cmd::new("btrfs")
+            .args(["receive", "-e", "--chroot"])
+            .arg(&jail)
+            .spawn(Stdio::piped(), Stdio::null());
+        let mut running = match running {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = purge(&jail);
+                let _ = std::fs::remove_file(&marker);
+                return Err(e);
+            }
+        };
         let stdin = running.child.stdin.take().expect("piped");
         Ok(Box::new(BtrfsSink {
             running: Some(running),
             stdin: Some(stdin),
             dir,
-            before,
+            jail,
             marker,
             name: name.to_string(),
             expect_id: expect_id.map(str::to_string),
@@ -267,13 +334,15 @@ impl Backend for Btrfs {
         let mut removed = Vec::new();
         let dir = snapshot_dir(vol);
         for name in self.leftovers(vol) {
-            let p = dir.join(&name);
-            if is_subvolume(&p) {
-                tracing::warn!(volume = %vol.role, path = %p.display(), "deleting interrupted receive");
-                delete_subvolume(&p).ctx(format!("volume `{}`", vol.role))?;
-                removed.push(p.display().to_string());
-            }
             let marker = dir.join(format!("{MARKER_PREFIX}{name}"));
+            if parse_set_id(&name).is_some() {
+                let p = dir.join(&name);
+                if std::fs::symlink_metadata(&p).is_ok() {
+                    tracing::warn!(volume = %vol.role, path = %p.display(), "deleting interrupted receive");
+                    purge(&p).ctx(format!("volume `{}`", vol.role))?;
+                    removed.push(p.display().to_string());
+                }
+            }
             std::fs::remove_file(&marker).ctx(format!("remove {}", marker.display()))?;
         }
         if !removed.is_empty() {
@@ -283,11 +352,21 @@ impl Backend for Btrfs {
     }
 
     fn destroy(&self, vol: &Volume, name: &str) -> Result<()> {
-        let p = snap_path(vol, name);
-        if !is_subvolume(&p) {
+        if parse_set_id(name).is_none() {
+            return Err(Error::refused(format!(
+                "volume `{}`: `{name}` is not a snapsite set id",
+                vol.role
+            )));
+        }
+        let p = snapshot_dir(vol).join(name);
+        if is_subvolume(&p) {
+            return delete_subvolume(&p).ctx(format!("volume `{}`", vol.role));
+        }
+        if std::fs::symlink_metadata(&p).is_err() {
             return Ok(()); // idempotent: already gone
         }
-        delete_subvolume(&p).ctx(format!("volume `{}`", vol.role))
+        // A received snapshot: the subvolume inside its directory, then it.
+        purge(&p).ctx(format!("volume `{}`", vol.role))
     }
 
     fn writable_copy(&self, vol: &Volume, name: &str) -> Result<PathBuf> {
@@ -354,9 +433,10 @@ fn dir_entries(dir: &Path) -> Vec<String> {
 struct BtrfsSink {
     running: Option<Running>,
     stdin: Option<ChildStdin>,
+    /// `snapshot_dir`
     dir: PathBuf,
-    /// Entries of `dir` before the receive: anything else new is ours to remove.
-    before: Vec<String>,
+    /// `snapshot_dir/<name>`: the receive's chroot, made empty by us.
+    jail: PathBuf,
     marker: PathBuf,
     name: String,
     expect_id: Option<String>,
@@ -376,23 +456,15 @@ impl Write for BtrfsSink {
 }
 
 impl BtrfsSink {
-    /// Remove whatever this receive created, then the marker.
+    /// Remove whatever this receive created (its whole chroot), then the marker.
     fn discard(&mut self) {
         drop(self.stdin.take());
         if let Some(r) = self.running.take() {
             r.kill();
         }
-        for n in dir_entries(&self.dir) {
-            if self.before.contains(&n) || n.starts_with(MARKER_PREFIX) {
-                continue;
-            }
-            let p = self.dir.join(&n);
-            if is_subvolume(&p) {
-                if let Err(e) = delete_subvolume(&p) {
-                    tracing::error!(volume = %self.role, path = %p.display(), error = %e, "could not remove partial receive; the marker stays so the next serve retries");
-                    return;
-                }
-            }
+        if let Err(e) = purge(&self.jail) {
+            tracing::error!(volume = %self.role, path = %self.jail.display(), error = %e, "could not remove partial receive; the marker stays so the next serve retries");
+            return;
         }
         let _ = std::fs::remove_file(&self.marker);
         let _ = fsync_dir(&self.dir);
@@ -408,22 +480,22 @@ impl BtrfsSink {
             .expect("running")
             .wait()
             .ctx(format!("volume `{}`", self.role))?;
-        let got = self.dir.join(&self.name);
-        let unexpected: Vec<String> = dir_entries(&self.dir)
-            .into_iter()
-            .filter(|n| {
-                !self.before.contains(n) && *n != self.name && !n.starts_with(MARKER_PREFIX)
-            })
-            .collect();
-        if !unexpected.is_empty() {
+        let got = self.jail.join(&self.name);
+        let made = dir_entries(&self.jail);
+        if made != [self.name.clone()] {
             return Err(Error::integrity(format!(
-                "volume `{}`: the stream created {unexpected:?} instead of {}",
-                self.role, self.name
+                "volume `{}`: the stream created {} instead of exactly the subvolume {}",
+                self.role,
+                made.iter()
+                    .map(|n| crate::model::wire_str(n))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.name
             )));
         }
         if !is_subvolume(&got) {
             return Err(Error::integrity(format!(
-                "volume `{}`: btrfs receive did not create {}",
+                "volume `{}`: btrfs receive did not create the subvolume {}",
                 self.role,
                 got.display()
             )));
@@ -441,8 +513,10 @@ impl BtrfsSink {
         if let Some(want) = &self.expect_id {
             if info.received_uuid.as_deref() != Some(want.as_str()) {
                 return Err(Error::integrity(format!(
-                    "volume `{}`: received uuid {:?} does not match the sender's snapshot uuid {want}",
-                    self.role, info.received_uuid
+                    "volume `{}`: received uuid {:?} does not match the sender's snapshot uuid {}",
+                    self.role,
+                    info.received_uuid,
+                    crate::model::wire_str(want)
                 )));
             }
         }

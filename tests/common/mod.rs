@@ -226,6 +226,11 @@ impl Lab {
     pub fn standby_recv(&self, role: &str) -> PathBuf {
         self.stb.path(&format!("recv/{role}"))
     }
+    /// A received snapshot on the standby: `snapshot_dir/<id>/<id>` (serve
+    /// confines each receive to a directory of its own).
+    pub fn standby_snap(&self, role: &str, id: &str) -> PathBuf {
+        self.standby_recv(role).join(id).join(id)
+    }
     pub fn primary_snap(&self, role: &str, id: &str) -> PathBuf {
         self.pri.path(&format!("snap/{role}/{id}"))
     }
