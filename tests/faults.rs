@@ -297,7 +297,10 @@ impl Rig {
 }
 
 /// Control frames of a captured direction: (start, end, what).
-fn control_frames(bytes: &[u8]) -> (Vec<(usize, usize, String)>, Vec<(usize, usize)>) {
+/// A control frame's byte range in a capture, and its message kind.
+type MsgSpan = (usize, usize, String);
+
+fn control_frames(bytes: &[u8]) -> (Vec<MsgSpan>, Vec<(usize, usize)>) {
     let mut r = Reader::new(bytes);
     r.magic().expect("captured stream starts with the magic");
     let mut msgs = Vec::new();
@@ -320,9 +323,9 @@ fn control_frames(bytes: &[u8]) -> (Vec<(usize, usize, String)>, Vec<(usize, usi
 
 struct Capture {
     up: Vec<u8>,
-    up_msgs: Vec<(usize, usize, String)>,
+    up_msgs: Vec<MsgSpan>,
     up_data: Vec<(usize, usize)>,
-    down_msgs: Vec<(usize, usize, String)>,
+    down_msgs: Vec<MsgSpan>,
 }
 
 /// Ship once through the recording filters; locate the frames.
