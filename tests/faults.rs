@@ -171,7 +171,7 @@ impl Rig {
                 return Some(child.wait_with_output().unwrap());
             }
             if start.elapsed() > RUN_LIMIT {
-                if std::env::var("FAULTS_DEBUG").is_ok() {
+                if std::env::var("FAULTS_ONLY").is_ok() {
                     eprintln!("{}", sh(&["ps", "-eo", "pid,pgid,ppid,stat,wchan:20,cmd"]));
                     eprintln!(
                         "{}",
@@ -387,14 +387,17 @@ type Run = (String, &'static str, usize, u8);
 /// Every run from a standby that never saw the set; each one bounded, its
 /// outcome checked, then a clean ship that must complete the set.
 fn run_all(rig: &Rig, runs: &[Run], started: Instant) -> Vec<String> {
-    eprintln!("{} runs", runs.len());
     let mut runs = runs;
     let mut failures = Vec::new();
     let mut hangs = 0;
     let mut succeeded = 0;
-    if std::env::var("FAULTS_DEBUG").is_ok() {
-        runs = &runs[..1];
+    // FAULTS_ONLY=<text>: only the runs whose name contains it (debugging).
+    let only: Vec<Run>;
+    if let Ok(w) = std::env::var("FAULTS_ONLY") {
+        only = runs.iter().filter(|r| r.0.contains(&w)).cloned().collect();
+        runs = &only;
     }
+    eprintln!("{} runs", runs.len());
     for (what, dir, off, mask) in runs {
         rig.reset_standby();
         let t = Instant::now();
@@ -427,7 +430,9 @@ fn run_all(rig: &Rig, runs: &[Run], started: Instant) -> Vec<String> {
         match next {
             Some(o) if o.status.success() && rig.committed_is_right() == Ok(true) => {}
             Some(o) => failures.push(format!(
-                "{what} (byte {off}): the next clean ship failed: {}",
+                "{what} (byte {off}): after the next clean ship (exit {}): committed {:?}; {}",
+                o.status,
+                rig.committed_is_right(),
                 String::from_utf8_lossy(&o.stderr)
             )),
             None => failures.push(format!("{what} (byte {off}): the next clean ship hung")),
