@@ -617,6 +617,8 @@ fn ransomware_drill() {
     let redo_tpl = primary_manifest(&lab, &redo_id);
     let mut ids = Ids(0);
     let mut refused_sessions = 0usize;
+    // Snapshots and sets that must be refused; each is named in serve.log.
+    let mut refused_ids: Vec<String> = Vec::new();
 
     // --- (a) symlinks out of the subvolume, then writes through them ---
     {
@@ -635,6 +637,7 @@ fn ransomware_drill() {
         match Session::open(&lab, "primary", &[]) {
             Ok(mut s) => {
                 let rep = s.send(&h, "blob", Some(&uuid_string(&u)), w.bytes());
+                refused_ids.push(h.clone());
                 f.check(case, !rep.is_ack(), format!("stream refused: {rep:?}"));
                 s.close();
                 refused_sessions += 1;
@@ -669,6 +672,7 @@ fn ransomware_drill() {
         match Session::open(&lab, "primary", &[]) {
             Ok(mut s) => {
                 let rep = s.send(&h, "mysql", Some(&uuid_string(&u)), w.bytes());
+                refused_ids.push(h.clone());
                 f.check(case, !rep.is_ack(), format!("stream refused: {rep:?}"));
                 s.close();
                 refused_sessions += 1;
@@ -693,6 +697,7 @@ fn ransomware_drill() {
         match Session::open(&lab, "primary", &[]) {
             Ok(mut s) => {
                 let rep = s.send(&h, "mysql", Some(&uuid_string(&u)), w.bytes());
+                refused_ids.push(h.clone());
                 f.check(
                     case,
                     !rep.is_ack(),
@@ -719,6 +724,7 @@ fn ransomware_drill() {
         match Session::open(&lab, "primary", &[]) {
             Ok(mut s) => {
                 let rep = s.send(&h, "blob", Some(&uuid_string(&u)), &stream);
+                refused_ids.push(h.clone());
                 f.check(case, !rep.is_ack(), format!("stream refused: {rep:?}"));
                 // The same, announced as the committed snapshot itself.
                 let rep = s.send(&full_id, "index", Some(&uuid_string(&u)), &stream);
@@ -776,7 +782,17 @@ fn ransomware_drill() {
                 let rep = s.send(&h, "redolog", Some(&uuid_string(&u)), w2.bytes());
                 // Acking the first stream is tolerable (with `receive -e` the
                 // rest is never read); what the rest says must not happen.
-                eprintln!("[{case}] reply: {rep:?}");
+                eprintln!("[{case}] reply: {}", short(&rep));
+                if rep.is_ack() {
+                    let p = received(&lab, "redolog", &h);
+                    let files: Vec<String> = tree_digest(&p).into_keys().collect();
+                    f.check(
+                        case,
+                        show_field(&subvol_show(&p), "Received UUID") == uuid_string(&u)
+                            && files == ["log"],
+                        format!("what was acked is the first stream only: {files:?}"),
+                    );
+                }
                 s.close();
                 refused_sessions += 1;
             }
@@ -873,13 +889,21 @@ fn ransomware_drill() {
         match Session::open(&lab, "primary", &[]) {
             Ok(mut s) => {
                 let mut seed = 0xf000u64;
+                // Setup receives that were not acked, or not kept as announced.
+                let mut bad_setup: Vec<String> = Vec::new();
                 // Receive a snapshot `id` of `role`; returns the announced uuid.
                 let mut recv = |s: &mut Session, id: &str, role: &str| -> String {
                     seed += 1;
                     let u = uuid_from_seed(seed);
                     let rep = s.send(id, role, Some(&uuid_string(&u)), &plain_stream(id, u, b"r"));
-                    if !rep.is_ack() {
-                        eprintln!("[{case}] setup receive of {role} {id} not acked: {rep:?}");
+                    let p = received(&lab, role, id);
+                    let kept = p.exists() && {
+                        let show = subvol_show(&p);
+                        show_field(&show, "Received UUID") == uuid_string(&u)
+                            && show_field(&show, "Flags").contains("readonly")
+                    };
+                    if !rep.is_ack() || !kept {
+                        bad_setup.push(format!("{role} {id}: {} kept={kept}", short(&rep)));
                     }
                     uuid_string(&u)
                 };
@@ -1047,9 +1071,19 @@ fn ransomware_drill() {
                         v["members"][0]["before"] = t(0);
                     }),
                 ));
+                f.check(
+                    case,
+                    bad_setup.is_empty(),
+                    format!(
+                        "well-formed snapshots are acked and kept read-only with the announced uuid: {bad_setup:?}"
+                    ),
+                );
                 for (what, m) in bogus {
                     let id = m.id.clone();
                     let was = standby_manifest(&lab, &id);
+                    if was.is_none() {
+                        refused_ids.push(id.clone());
+                    }
                     let rep = s.commit(m);
                     f.check(
                         case,
@@ -1352,6 +1386,22 @@ fn ransomware_drill() {
         case,
         !log.iter().any(|&b| (b < 0x20 && b != b'\n') || b == 0x7f),
         "serve.log has no raw control characters",
+    );
+    let unlogged: Vec<&String> = refused_ids
+        .iter()
+        .filter(|id| {
+            !text
+                .lines()
+                .any(|l| l.contains(id.as_str()) && (l.contains("WARN") || l.contains("ERROR")))
+        })
+        .collect();
+    f.check(
+        case,
+        unlogged.is_empty(),
+        format!(
+            "every refused snapshot or set ({}) has a WARN/ERROR line in serve.log; missing: {unlogged:?}",
+            refused_ids.len()
+        ),
     );
     f.check(
         case,
