@@ -2,7 +2,6 @@
 //! the file and the key (`volume[2].source`), and nothing is touched on disk
 //! before a config has validated.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -283,300 +282,40 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config> {
         let raw: RawConfig = toml::from_str(text)
             .map_err(|e| Error::config(format!("{}: {}", path.display(), e.to_string().trim())))?;
-        let err =
-            |key: &str, msg: String| Error::config(format!("{}: {key}: {msg}", path.display()));
-
-        if raw.site.is_empty()
-            || !raw
-                .site
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(err(
-                "site",
-                format!(
-                    "`{}` must be non-empty and use only a-z, 0-9, `-`, `_`, `.`",
-                    raw.site
-                ),
-            ));
-        }
-        if !raw.state_dir.is_absolute() {
-            return Err(err(
-                "state_dir",
-                format!("`{}` must be an absolute path", raw.state_dir.display()),
-            ));
-        }
-        if raw.volumes.is_empty() {
-            return Err(err("volume", "no [[volume]] is configured".into()));
-        }
-        let mut seen = HashSet::new();
+        let cx = Ctx { path };
+        validate_site(&cx, &raw.site, &raw.state_dir)?;
         for (i, v) in raw.volumes.iter().enumerate() {
-            let key = |k: &str| format!("volume[{i}].{k}");
-            validate_role(&v.role).map_err(|m| err(&key("role"), m))?;
-            if !seen.insert(v.role.clone()) {
-                return Err(err(
-                    &key("role"),
-                    format!("role `{}` is configured twice", v.role),
-                ));
-            }
-            validate_source(v.backend, &v.source).map_err(|m| err(&key("source"), m))?;
-            if v.backend != BackendKind::Zfs && v.zfs != ZfsOptions::default() {
-                return Err(err(
-                    &key("zfs"),
-                    format!(
-                        "send options apply to ZFS volumes only, this one is {}",
-                        v.backend.as_str()
-                    ),
-                ));
-            }
-            if let Some(r) = &v.replica {
-                if v.backend == BackendKind::Btrfs {
-                    return Err(err(
-                        &key("replica"),
-                        "btrfs volumes keep received snapshots in snapshot_dir; remove `replica`"
-                            .into(),
-                    ));
-                }
-                validate_source(v.backend, r).map_err(|m| err(&key("replica"), m))?;
-                if r == &v.source {
-                    return Err(err(
-                        &key("replica"),
-                        "must differ from `source` (failover makes its writable copy at `source`)"
-                            .into(),
-                    ));
-                }
-            }
-            if v.backend == BackendKind::Btrfs {
-                match &v.snapshot_dir {
-                    None => {
-                        return Err(err(
-                            &key("snapshot_dir"),
-                            "btrfs volumes need a snapshot_dir on the same filesystem".into(),
-                        ));
-                    }
-                    Some(d) => check_abs_path(d).map_err(|m| err(&key("snapshot_dir"), m))?,
-                }
-            }
-            if let Some(m) = &v.mountpoint {
-                check_abs_path(m).map_err(|m| err(&key("mountpoint"), m))?;
-            }
+            validate_volume(&cx, i, v, &raw.volumes[..i])?;
         }
-
-        let volumes = if raw.set.order.is_empty() {
-            raw.volumes.clone()
-        } else {
-            let mut ordered = Vec::new();
-            for (i, r) in raw.set.order.iter().enumerate() {
-                let v = raw.volumes.iter().find(|v| &v.role == r).ok_or_else(|| {
-                    err(
-                        &format!("set.order[{i}]"),
-                        format!("no volume has role `{r}`"),
-                    )
-                })?;
-                if ordered.iter().any(|o: &Volume| &o.role == r) {
-                    return Err(err(
-                        &format!("set.order[{i}]"),
-                        format!("`{r}` is listed twice"),
-                    ));
-                }
-                ordered.push(v.clone());
-            }
-            if ordered.len() != raw.volumes.len() {
-                let missing: Vec<_> = raw
-                    .volumes
-                    .iter()
-                    .filter(|v| !raw.set.order.contains(&v.role))
-                    .map(|v| v.role.as_str())
-                    .collect();
-                return Err(err(
-                    "set.order",
-                    format!("does not list {}", missing.join(", ")),
-                ));
-            }
-            ordered
-        };
-        let redolog_role = raw.set.redolog.clone().unwrap_or_else(|| "redolog".into());
-        if !volumes.iter().any(|v| v.role == redolog_role) {
-            return Err(err(
-                "set.redolog",
-                format!(
-                    "no volume has role `{redolog_role}` (set `set.redolog` to the role of the redo log volume)"
-                ),
-            ));
-        }
-        let safety_margin = match &raw.set.safety_margin {
-            None => Duration::ZERO,
-            Some(s) => humantime::parse_duration(s).map_err(|e| {
-                err(
-                    "set.safety_margin",
-                    format!("`{s}`: {e} (e.g. \"2s\", \"500ms\")"),
-                )
-            })?,
-        };
-
+        let set = validate_set(&cx, &raw.set, &raw.volumes)?;
+        validate_layout(&cx, &raw.state_dir, &raw.volumes, &set.volumes)?;
         if let Some(s) = &raw.standby {
-            validate_standby(s).map_err(|(k, m)| err(&format!("standby.{k}"), m))?;
+            validate_standby(&cx, s)?;
         }
-
-        let replay = match &raw.replay {
-            None => None,
-            Some(r) => {
-                let roles: Vec<&str> = volumes.iter().map(|v| v.role.as_str()).collect();
-                let command =
-                    Template::parse(&r.command, &roles).map_err(|m| err("replay.command", m))?;
-                let time_format =
-                    TimeFormat::parse(r.time_format.as_deref().unwrap_or("zmplayredo"))
-                        .map_err(|m| err("replay.time_format", m))?;
-                let timezone = match &r.timezone {
-                    None => jiff::tz::TimeZone::system(),
-                    Some(z) => jiff::tz::TimeZone::get(z)
-                        .map_err(|e| err("replay.timezone", format!("`{z}`: {e}")))?,
-                };
-                Some(Replay {
-                    command,
-                    time_format,
-                    timezone,
-                })
-            }
-        };
-
-        let duration = |key: &str, v: &str| {
-            humantime::parse_duration(v)
-                .map_err(|e| err(key, format!("`{v}`: {e} (e.g. \"1h\", \"15m\", \"30s\")")))
-        };
-        let positive = |key: &str, v: &str| {
-            let d = duration(key, v)?;
-            if d < Duration::from_secs(1) {
-                return Err(err(key, format!("`{v}` must be at least 1s")));
-            }
-            Ok(d)
-        };
-        let schedule = match &raw.schedule {
-            None => None,
-            Some(s) => {
-                let full_set_interval =
-                    positive("schedule.full_set_interval", &s.full_set_interval)?;
-                let redolog_interval = s
-                    .redolog_interval
-                    .as_deref()
-                    .map(|v| positive("schedule.redolog_interval", v))
-                    .transpose()?;
-                let retry_min = match &s.retry_min {
-                    Some(v) => positive("schedule.retry_min", v)?,
-                    None => Duration::from_secs(10),
-                };
-                let retry_max = match &s.retry_max {
-                    Some(v) => positive("schedule.retry_max", v)?,
-                    None => Duration::from_secs(15 * 60),
-                };
-                if retry_max < retry_min {
-                    return Err(err(
-                        "schedule.retry_max",
-                        "must not be shorter than schedule.retry_min".into(),
-                    ));
-                }
-                if raw.standby.is_none() {
-                    return Err(err(
-                        "schedule",
-                        "`snapsite run` runs on the primary: this config has no [standby] section"
-                            .into(),
-                    ));
-                }
-                Some(Schedule {
-                    full_set_interval,
-                    redolog_interval,
-                    retry_min,
-                    retry_max,
-                })
-            }
-        };
-        let retention = match &raw.retention {
-            None => None,
-            Some(r) => {
-                let full =
-                    crate::prune::Grid::parse(&r.grid).map_err(|m| err("retention.grid", m))?;
-                let redolog = match &r.redolog_grid {
-                    Some(g) => crate::prune::Grid::parse(g)
-                        .map_err(|m| err("retention.redolog_grid", m))?,
-                    None => full.clone(),
-                };
-                let keep_min_age = match &r.keep_min_age {
-                    None => Duration::from_secs(7 * 24 * 3600),
-                    Some(v) => humantime::parse_duration(v).map_err(|e| {
-                        err(
-                            "retention.keep_min_age",
-                            format!("`{v}`: {e} (e.g. \"7d\", \"0s\" to turn it off)"),
-                        )
-                    })?,
-                };
-                if keep_min_age > Duration::from_secs(100 * 365 * 24 * 3600) {
-                    return Err(err(
-                        "retention.keep_min_age",
-                        "must be at most 100 years".to_string(),
-                    ));
-                }
-                Some(Retention {
-                    full,
-                    redolog,
-                    keep_min_age,
-                })
-            }
-        };
-        let status = {
-            let s = raw.status.clone().unwrap_or_default();
-            let d = StatusThresholds::default();
-            let pick = |key: &str, v: &Option<String>, def: Duration| match v {
-                Some(v) => duration(key, v),
-                None => Ok(def),
-            };
-            let t = StatusThresholds {
-                recovery_point_warning: pick(
-                    "status.recovery_point_warning",
-                    &s.recovery_point_warning,
-                    d.recovery_point_warning,
-                )?,
-                recovery_point_critical: pick(
-                    "status.recovery_point_critical",
-                    &s.recovery_point_critical,
-                    d.recovery_point_critical,
-                )?,
-                full_set_warning: pick(
-                    "status.full_set_warning",
-                    &s.full_set_warning,
-                    d.full_set_warning,
-                )?,
-                full_set_critical: pick(
-                    "status.full_set_critical",
-                    &s.full_set_critical,
-                    d.full_set_critical,
-                )?,
-                prometheus: s.prometheus.clone(),
-            };
-            if t.recovery_point_critical < t.recovery_point_warning {
-                return Err(err(
-                    "status.recovery_point_critical",
-                    "must not be shorter than status.recovery_point_warning".into(),
-                ));
-            }
-            if t.full_set_critical < t.full_set_warning {
-                return Err(err(
-                    "status.full_set_critical",
-                    "must not be shorter than status.full_set_warning".into(),
-                ));
-            }
-            if let Some(p) = &t.prometheus {
-                check_abs_path(p).map_err(|m| err("status.prometheus", m))?;
-            }
-            t
-        };
+        let replay = raw
+            .replay
+            .as_ref()
+            .map(|r| validate_replay(&cx, r, &raw.volumes))
+            .transpose()?;
+        let schedule = raw
+            .schedule
+            .as_ref()
+            .map(|s| validate_schedule(&cx, s, raw.standby.is_some()))
+            .transpose()?;
+        let retention = raw
+            .retention
+            .as_ref()
+            .map(|r| validate_retention(&cx, r))
+            .transpose()?;
+        let status = validate_status(&cx, raw.status.as_ref())?;
 
         Ok(Config {
             path: path.to_owned(),
             site: raw.site,
             state_dir: raw.state_dir,
-            volumes,
-            redolog_role,
-            safety_margin,
+            volumes: set.volumes,
+            redolog_role: set.redolog_role,
+            safety_margin: set.safety_margin,
             standby: raw.standby,
             replay,
             schedule,
@@ -652,20 +391,426 @@ pub fn validate_source(backend: BackendKind, s: &str) -> std::result::Result<(),
     }
 }
 
-fn validate_standby(s: &Standby) -> std::result::Result<(), (&'static str, String)> {
+/// The longest `set.safety_margin`: `from_time` moves back by the margin, and
+/// a few seconds are enough (an operation logged before the first snapshot
+/// reaches the database within them). Anything near this bound is a typo.
+pub const MAX_SAFETY_MARGIN: Duration = Duration::from_secs(3600);
+const SECOND: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Where errors point: the file. Every error also names its key.
+struct Ctx<'a> {
+    path: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn err(&self, key: &str, msg: impl std::fmt::Display) -> Error {
+        Error::config(format!("{}: {key}: {msg}", self.path.display()))
+    }
+
+    /// A duration in `min..=max`; `examples` shows the syntax on a parse error.
+    fn duration(
+        &self,
+        key: &str,
+        v: &str,
+        (min, max): (Duration, Duration),
+        examples: &str,
+    ) -> Result<Duration> {
+        let d = humantime::parse_duration(v)
+            .map_err(|e| self.err(key, format!("`{v}`: {e} (e.g. {examples})")))?;
+        if d < min {
+            return Err(self.err(
+                key,
+                format!("`{v}` must be at least {}", humantime::format_duration(min)),
+            ));
+        }
+        if d > max {
+            return Err(self.err(
+                key,
+                format!(
+                    "`{v}` is longer than {}, the most this setting allows",
+                    humantime::format_duration(max)
+                ),
+            ));
+        }
+        Ok(d)
+    }
+}
+
+/// `site`, `state_dir`.
+fn validate_site(cx: &Ctx, site: &str, state_dir: &Path) -> Result<()> {
+    if site.is_empty()
+        || !site
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(cx.err(
+            "site",
+            format!("`{site}` must be non-empty and use only a-z, 0-9, `-`, `_`, `.`"),
+        ));
+    }
+    check_abs_path(state_dir).map_err(|m| cx.err("state_dir", m))
+}
+
+/// One `[[volume]]` on its own; `earlier` are the volumes before it in the
+/// file. Conflicts between volumes are `validate_layout`'s.
+fn validate_volume(cx: &Ctx, i: usize, v: &Volume, earlier: &[Volume]) -> Result<()> {
+    let key = |k: &str| format!("volume[{i}].{k}");
+    validate_role(&v.role).map_err(|m| cx.err(&key("role"), m))?;
+    if earlier.iter().any(|w| w.role == v.role) {
+        return Err(cx.err(
+            &key("role"),
+            format!("role `{}` is configured twice", v.role),
+        ));
+    }
+    validate_source(v.backend, &v.source).map_err(|m| cx.err(&key("source"), m))?;
+    if v.backend != BackendKind::Zfs && v.zfs != ZfsOptions::default() {
+        return Err(cx.err(
+            &key("zfs"),
+            format!(
+                "send options apply to ZFS volumes only, this one is {}",
+                v.backend.as_str()
+            ),
+        ));
+    }
+    if let Some(r) = &v.replica {
+        if v.backend == BackendKind::Btrfs {
+            return Err(cx.err(
+                &key("replica"),
+                "btrfs volumes keep received snapshots in snapshot_dir; remove `replica`",
+            ));
+        }
+        validate_source(v.backend, r).map_err(|m| cx.err(&key("replica"), m))?;
+        if r == &v.source {
+            return Err(cx.err(
+                &key("replica"),
+                "must differ from `source` (failover makes its writable copy at `source`)",
+            ));
+        }
+    }
+    match (&v.snapshot_dir, v.backend) {
+        (None, BackendKind::Btrfs) => {
+            return Err(cx.err(
+                &key("snapshot_dir"),
+                "btrfs volumes need a snapshot_dir on the same filesystem",
+            ));
+        }
+        (Some(d), BackendKind::Btrfs) => {
+            check_abs_path(d).map_err(|m| cx.err(&key("snapshot_dir"), m))?
+        }
+        (Some(_), b) => {
+            return Err(cx.err(
+                &key("snapshot_dir"),
+                format!(
+                    "applies to btrfs volumes only; {} keeps its snapshots in the {} itself{}",
+                    b.as_str(),
+                    if b == BackendKind::Zfs {
+                        "dataset"
+                    } else {
+                        "volume group"
+                    },
+                    " (on the standby: in `replica`)"
+                ),
+            ));
+        }
+        (None, _) => {}
+    }
+    if let Some(m) = &v.mountpoint {
+        check_abs_path(m).map_err(|m| cx.err(&key("mountpoint"), m))?;
+    }
+    Ok(())
+}
+
+/// What `[set]` decides: the snapshot order, the redolog volume, the margin.
+struct SetParts {
+    volumes: Vec<Volume>,
+    redolog_role: String,
+    safety_margin: Duration,
+}
+
+/// `[set]`: `order`, `redolog`, `safety_margin`.
+fn validate_set(cx: &Ctx, set: &SetSection, raw: &[Volume]) -> Result<SetParts> {
+    if raw.is_empty() {
+        return Err(cx.err("volume", "no [[volume]] is configured"));
+    }
+    let volumes = if set.order.is_empty() {
+        raw.to_vec()
+    } else {
+        let mut ordered: Vec<Volume> = Vec::new();
+        for (i, r) in set.order.iter().enumerate() {
+            let v = raw.iter().find(|v| &v.role == r).ok_or_else(|| {
+                cx.err(
+                    &format!("set.order[{i}]"),
+                    format!("no volume has role `{r}`"),
+                )
+            })?;
+            if ordered.iter().any(|o| &o.role == r) {
+                return Err(cx.err(&format!("set.order[{i}]"), format!("`{r}` is listed twice")));
+            }
+            ordered.push(v.clone());
+        }
+        if ordered.len() != raw.len() {
+            let missing: Vec<_> = raw
+                .iter()
+                .filter(|v| !set.order.contains(&v.role))
+                .map(|v| v.role.as_str())
+                .collect();
+            return Err(cx.err("set.order", format!("does not list {}", missing.join(", "))));
+        }
+        ordered
+    };
+    let redolog_role = set.redolog.clone().unwrap_or_else(|| "redolog".into());
+    if !volumes.iter().any(|v| v.role == redolog_role) {
+        return Err(cx.err(
+            "set.redolog",
+            format!(
+                "no volume has role `{redolog_role}` (set `set.redolog` to the role of the redo log volume)"
+            ),
+        ));
+    }
+    let safety_margin = match &set.safety_margin {
+        None => Duration::ZERO,
+        Some(s) => cx.duration(
+            "set.safety_margin",
+            s,
+            (Duration::ZERO, MAX_SAFETY_MARGIN),
+            "\"2s\", \"500ms\"",
+        )?,
+    };
+    Ok(SetParts {
+        volumes,
+        redolog_role,
+        safety_margin,
+    })
+}
+
+/// What a path-valued volume key is.
+#[derive(Clone, Copy, PartialEq)]
+enum PathKind {
+    /// A btrfs `source` (the live subvolume; on the standby failover's copy).
+    Source,
+    SnapshotDir,
+    Mountpoint,
+}
+
+impl PathKind {
+    fn key(self) -> &'static str {
+        match self {
+            PathKind::Source => "source",
+            PathKind::SnapshotDir => "snapshot_dir",
+            PathKind::Mountpoint => "mountpoint",
+        }
+    }
+}
+
+/// Conflicts between volumes, and between the volumes and `state_dir`, that
+/// would only show at failover: shared or nested data, snapshots inside live
+/// data, mounts that hide snapshots, data or each other.
+fn validate_layout(cx: &Ctx, state_dir: &Path, raw: &[Volume], ordered: &[Volume]) -> Result<()> {
+    struct Place<'a> {
+        i: usize,
+        kind: PathKind,
+        path: &'a Path,
+    }
+    let mut places = Vec::new();
+    for (i, v) in raw.iter().enumerate() {
+        if v.backend == BackendKind::Btrfs {
+            let path = Path::new(&v.source);
+            places.push(Place {
+                i,
+                kind: PathKind::Source,
+                path,
+            });
+        }
+        if let Some(d) = &v.snapshot_dir {
+            places.push(Place {
+                i,
+                kind: PathKind::SnapshotDir,
+                path: d,
+            });
+        }
+        if let Some(m) = &v.mountpoint {
+            places.push(Place {
+                i,
+                kind: PathKind::Mountpoint,
+                path: m,
+            });
+        }
+    }
+    let key = |p: &Place| format!("volume[{}].{}", p.i, p.kind.key());
+    let name = |p: &Place| {
+        format!(
+            "volume[{}].{} `{}` (role `{}`)",
+            p.i,
+            p.kind.key(),
+            p.path.display(),
+            raw[p.i].role
+        )
+    };
+    // Failover mounts ZFS and LVM copies while it makes them, then bind-mounts
+    // the btrfs ones, each group in snapshot order.
+    let mount_seq = |i: usize| {
+        let v = &raw[i];
+        let pos = ordered.iter().position(|o| o.role == v.role).unwrap_or(0);
+        (v.backend == BackendKind::Btrfs, pos)
+    };
+    use PathKind::*;
+    for (n, p) in places.iter().enumerate() {
+        for q in &places[..n] {
+            // p comes after q in the file (or is a later key of the same volume).
+            let same = p.i == q.i;
+            if p.path == q.path {
+                let rank = |k: PathKind| k as u8;
+                let pair = if rank(q.kind) <= rank(p.kind) {
+                    (q.kind, p.kind)
+                } else {
+                    (p.kind, q.kind)
+                };
+                let why = match pair {
+                    (Source, Source) => "two volumes cannot share their data",
+                    (SnapshotDir, SnapshotDir) => "each volume needs its own snapshot_dir",
+                    (Mountpoint, Mountpoint) => "failover would mount two volumes at one place",
+                    (Source, Mountpoint) if same => continue, // the copy is already there
+                    (Source, Mountpoint) => {
+                        "failover would mount one volume over another one's copy"
+                    }
+                    (Source, SnapshotDir) => {
+                        "snapshots must live beside the live subvolume, not in it"
+                    }
+                    _ => "failover's mount would hide the received snapshots",
+                };
+                return Err(cx.err(
+                    &key(p),
+                    format!("`{}` is also {}: {why}", p.path.display(), name(q)),
+                ));
+            }
+            let (inner, outer) = if p.path.starts_with(q.path) {
+                (p, q)
+            } else if q.path.starts_with(p.path) {
+                (q, p)
+            } else {
+                continue;
+            };
+            let why = match (inner.kind, outer.kind) {
+                (Source, Source) => {
+                    "nested subvolumes are snapshotted and copied separately; put them side by side"
+                }
+                (SnapshotDir, SnapshotDir) => {
+                    "each volume needs its own snapshot_dir; put them side by side"
+                }
+                (SnapshotDir, Source) => {
+                    "snapshots would nest in the live subvolume, and on the standby failover puts its copy there"
+                }
+                (Source, SnapshotDir) => "the live data must not live among the snapshots",
+                (Mountpoint, Mountpoint) => {
+                    if mount_seq(outer.i) < mount_seq(inner.i) {
+                        continue; // mounted first, then the inner one inside it
+                    }
+                    "failover mounts that one after this one (ZFS and LVM copies first, then btrfs, each in set.order), hiding this one"
+                }
+                (Mountpoint, SnapshotDir) => "a mount there would hide received snapshots",
+                (Mountpoint, Source) => {
+                    "failover would mount into a subvolume that it replaces with a copy"
+                }
+                (_, Mountpoint) => "failover's mount there would hide it",
+            };
+            return Err(cx.err(
+                &key(inner),
+                format!(
+                    "`{}` is inside {}: {why}",
+                    inner.path.display(),
+                    name(outer)
+                ),
+            ));
+        }
+    }
+    if let Some(p) = places.iter().find(|p| state_dir.starts_with(p.path)) {
+        return Err(cx.err(
+            "state_dir",
+            format!(
+                "`{}` is inside {}: keep the state on a disk that survives the volumes (failover's copies and mounts would replace or hide it)",
+                state_dir.display(),
+                name(p)
+            ),
+        ));
+    }
+
+    // ZFS datasets and LVM `vg/lv` names: source and replica.
+    let mut names: Vec<(usize, &'static str, &str)> = Vec::new();
+    for (i, v) in raw.iter().enumerate() {
+        if v.backend == BackendKind::Btrfs {
+            continue;
+        }
+        names.push((i, "source", &v.source));
+        if let Some(r) = &v.replica {
+            names.push((i, "replica", r));
+        }
+    }
+    for (n, &(i, k, a)) in names.iter().enumerate() {
+        for &(j, l, b) in &names[..n] {
+            if i == j || raw[i].backend != raw[j].backend {
+                continue;
+            }
+            let other = format!("volume[{j}].{l} `{b}` (role `{}`)", raw[j].role);
+            if a == b {
+                return Err(cx.err(
+                    &format!("volume[{i}].{k}"),
+                    format!("`{a}` is also {other}: each volume needs its own"),
+                ));
+            }
+            if raw[i].backend != BackendKind::Zfs || (k == "source" && l == "source") {
+                continue;
+            }
+            let under = |x: &str, y: &str| x.strip_prefix(y).is_some_and(|r| r.starts_with('/'));
+            let why = "receiving or cloning inside another volume's dataset fails at failover; put them side by side";
+            if under(a, b) {
+                return Err(cx.err(
+                    &format!("volume[{i}].{k}"),
+                    format!("`{a}` is inside {other}: {why}"),
+                ));
+            }
+            if under(b, a) {
+                return Err(cx.err(
+                    &format!("volume[{j}].{l}"),
+                    format!(
+                        "`{b}` is inside volume[{i}].{k} `{a}` (role `{}`): {why}",
+                        raw[i].role
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `[standby]`: how to reach the standby.
+fn validate_standby(cx: &Ctx, s: &Standby) -> Result<()> {
+    let err = |k: &str, m: String| cx.err(&format!("standby.{k}"), m);
     match s.transport {
         TransportKind::Local => {
-            let c = s.config.as_ref().ok_or((
-                "config",
-                "the local transport needs the standby's config file".to_string(),
-            ))?;
-            check_abs_path(c).map_err(|m| ("config", m))?;
+            let c = s.config.as_ref().ok_or_else(|| {
+                err(
+                    "config",
+                    "the local transport needs the standby's config file".into(),
+                )
+            })?;
+            check_abs_path(c).map_err(|m| err("config", m))?;
+            if c == cx.path {
+                return Err(err(
+                    "config",
+                    format!(
+                        "`{}` is this config itself: the standby needs its own",
+                        c.display()
+                    ),
+                ));
+            }
         }
         TransportKind::Ssh => {
             let h = s
                 .host
                 .as_deref()
-                .ok_or(("host", "the ssh transport needs a host".to_string()))?;
+                .ok_or_else(|| err("host", "the ssh transport needs a host".into()))?;
             let ok = |x: &str| {
                 !x.is_empty()
                     && !x.starts_with('-')
@@ -673,26 +818,337 @@ fn validate_standby(s: &Standby) -> std::result::Result<(), (&'static str, Strin
                         .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
             };
             if !ok(h) {
-                return Err(("host", format!("`{h}` is not a host name or address")));
+                return Err(err("host", format!("`{h}` is not a host name or address")));
             }
             if let Some(u) = &s.user {
                 if !ok(u) {
-                    return Err(("user", format!("`{u}` is not a user name")));
+                    return Err(err("user", format!("`{u}` is not a user name")));
                 }
+            }
+            if s.port == Some(0) {
+                return Err(err("port", "0 is not a port".into()));
             }
             for o in &s.ssh_options {
                 if !o.contains('=') || o.starts_with('-') {
-                    return Err(("ssh_options", format!("`{o}` should look like `Key=Value`")));
+                    return Err(err(
+                        "ssh_options",
+                        format!("`{o}` should look like `Key=Value`"),
+                    ));
                 }
             }
         }
         TransportKind::Command => {
             if s.command.is_empty() {
-                return Err(("command", "the command transport needs an argv".into()));
+                return Err(err("command", "the command transport needs an argv".into()));
+            }
+            let program = Path::new(&s.command[0]);
+            if s.command[0].contains('/') && !program.is_absolute() {
+                return Err(err(
+                    "command",
+                    format!(
+                        "`{}` is a relative path: it would depend on the directory `ship` was started from; give an absolute path, or a bare name found on PATH",
+                        program.display()
+                    ),
+                ));
             }
         }
     }
+    // Relative paths would depend on the directory `ship` was started in.
+    if let Some(p) = &s.identity {
+        check_abs_path(p).map_err(|m| err("identity", m))?;
+    }
+    if let Some(p) = &s.ssh_config {
+        check_abs_path(p).map_err(|m| err("ssh_config", m))?;
+    }
     Ok(())
+}
+
+/// `[replay]`: the command failover runs, its time format and zone.
+fn validate_replay(cx: &Ctx, r: &ReplaySection, raw: &[Volume]) -> Result<Replay> {
+    let roles: Vec<&str> = raw.iter().map(|v| v.role.as_str()).collect();
+    let command = Template::parse(&r.command, &roles).map_err(|m| cx.err("replay.command", m))?;
+    let program = &r.command[0];
+    if !program.contains('{') && program.contains('/') && !Path::new(program).is_absolute() {
+        return Err(cx.err(
+            "replay.command",
+            format!(
+                "`{program}` is a relative path: failover would look for it in whatever directory it was started from; give an absolute path, or a bare name found on PATH"
+            ),
+        ));
+    }
+    for p in command.placeholders() {
+        let Some(role) = p.strip_prefix("mount:") else {
+            continue;
+        };
+        let Some((i, v)) = raw.iter().enumerate().find(|(_, v)| v.role == role) else {
+            continue;
+        };
+        if v.mountpoint.is_none() && v.backend != BackendKind::Btrfs {
+            return Err(cx.err(
+                "replay.command",
+                format!(
+                    "`{{{p}}}`: volume[{i}] (role `{role}`) is {} and has no mountpoint, so it has no path to pass; set volume[{i}].mountpoint",
+                    v.backend.as_str()
+                ),
+            ));
+        }
+    }
+    let time_format = TimeFormat::parse(r.time_format.as_deref().unwrap_or("zmplayredo"))
+        .map_err(|m| cx.err("replay.time_format", m))?;
+    let timezone = match &r.timezone {
+        None => jiff::tz::TimeZone::system(),
+        Some(z) => jiff::tz::TimeZone::get(z)
+            .map_err(|e| cx.err("replay.timezone", format!("`{z}`: {e}")))?,
+    };
+    Ok(Replay {
+        command,
+        time_format,
+        timezone,
+    })
+}
+
+const INTERVAL_EXAMPLES: &str = "\"1h\", \"15m\", \"30s\"";
+
+/// `[schedule]`: what `snapsite run` does (on the primary).
+fn validate_schedule(cx: &Ctx, s: &ScheduleSection, has_standby: bool) -> Result<Schedule> {
+    let d =
+        |key: &str, v: &str, max: Duration| cx.duration(key, v, (SECOND, max), INTERVAL_EXAMPLES);
+    let full_set_interval = d("schedule.full_set_interval", &s.full_set_interval, 30 * DAY)?;
+    let redolog_interval = s
+        .redolog_interval
+        .as_deref()
+        .map(|v| d("schedule.redolog_interval", v, DAY))
+        .transpose()?;
+    if redolog_interval.is_some_and(|r| r >= full_set_interval) {
+        return Err(cx.err(
+            "schedule.redolog_interval",
+            "must be shorter than schedule.full_set_interval (a full set snapshots the redolog volume too); remove it to take full sets only",
+        ));
+    }
+    let retry_min = match &s.retry_min {
+        Some(v) => d("schedule.retry_min", v, HOUR)?,
+        None => Duration::from_secs(10),
+    };
+    let retry_max = match &s.retry_max {
+        Some(v) => d("schedule.retry_max", v, DAY)?,
+        None => Duration::from_secs(15 * 60),
+    };
+    if retry_max < retry_min {
+        return Err(cx.err(
+            "schedule.retry_max",
+            "must not be shorter than schedule.retry_min",
+        ));
+    }
+    if !has_standby {
+        return Err(cx.err(
+            "schedule",
+            "`snapsite run` runs on the primary: this config has no [standby] section",
+        ));
+    }
+    Ok(Schedule {
+        full_set_interval,
+        redolog_interval,
+        retry_min,
+        retry_max,
+    })
+}
+
+/// `[retention]`: the grids and the standby's minimum age.
+fn validate_retention(cx: &Ctx, r: &RetentionSection) -> Result<Retention> {
+    let full = crate::prune::Grid::parse(&r.grid).map_err(|m| cx.err("retention.grid", m))?;
+    let redolog = match &r.redolog_grid {
+        Some(g) => crate::prune::Grid::parse(g).map_err(|m| cx.err("retention.redolog_grid", m))?,
+        None => full.clone(),
+    };
+    let keep_min_age = match &r.keep_min_age {
+        None => 7 * DAY,
+        Some(v) => cx.duration(
+            "retention.keep_min_age",
+            v,
+            (Duration::ZERO, 100 * 365 * DAY),
+            "\"7d\", \"0s\" to turn it off",
+        )?,
+    };
+    Ok(Retention {
+        full,
+        redolog,
+        keep_min_age,
+    })
+}
+
+/// `[status]`: thresholds, with defaults.
+fn validate_status(cx: &Ctx, s: Option<&StatusSection>) -> Result<StatusThresholds> {
+    let s = s.cloned().unwrap_or_default();
+    let d = StatusThresholds::default();
+    let pick = |key: &str, v: &Option<String>, def: Duration| match v {
+        Some(v) => cx.duration(key, v, (SECOND, 365 * DAY), INTERVAL_EXAMPLES),
+        None => Ok(def),
+    };
+    let t = StatusThresholds {
+        recovery_point_warning: pick(
+            "status.recovery_point_warning",
+            &s.recovery_point_warning,
+            d.recovery_point_warning,
+        )?,
+        recovery_point_critical: pick(
+            "status.recovery_point_critical",
+            &s.recovery_point_critical,
+            d.recovery_point_critical,
+        )?,
+        full_set_warning: pick(
+            "status.full_set_warning",
+            &s.full_set_warning,
+            d.full_set_warning,
+        )?,
+        full_set_critical: pick(
+            "status.full_set_critical",
+            &s.full_set_critical,
+            d.full_set_critical,
+        )?,
+        prometheus: s.prometheus.clone(),
+    };
+    if t.recovery_point_critical < t.recovery_point_warning {
+        return Err(cx.err(
+            "status.recovery_point_critical",
+            "must not be shorter than status.recovery_point_warning",
+        ));
+    }
+    if t.full_set_critical < t.full_set_warning {
+        return Err(cx.err(
+            "status.full_set_critical",
+            "must not be shorter than status.full_set_warning",
+        ));
+    }
+    if let Some(p) = &t.prometheus {
+        check_abs_path(p).map_err(|m| cx.err("status.prometheus", m))?;
+    }
+    Ok(t)
+}
+
+// ---- Checks of a valid config against this host and the other site, for
+// `snapsite check`: what parsing alone cannot know.
+
+impl Config {
+    /// Where failover would find the replay program: `Ok(None)` when there
+    /// is no `[replay]` or the program is a placeholder (known only at
+    /// failover); an error when it is missing or not executable.
+    pub fn replay_program(&self) -> std::result::Result<Option<PathBuf>, String> {
+        let Some(r) = &self.replay else {
+            return Ok(None);
+        };
+        let argv = r.command.argv();
+        let program = &argv[0];
+        if program.contains('{') {
+            return Ok(None);
+        }
+        let executable = |p: &Path| {
+            p.is_file()
+                && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok()
+                && std::fs::metadata(p).is_ok_and(|m| {
+                    use std::os::unix::fs::PermissionsExt;
+                    m.permissions().mode() & 0o111 != 0
+                })
+        };
+        if program.contains('/') {
+            let p = Path::new(program);
+            return match std::fs::metadata(p) {
+                Err(e) => Err(format!("`{program}`: {e}")),
+                Ok(m) if m.is_dir() => Err(format!("`{program}` is a directory")),
+                Ok(_) if !executable(p) => Err(format!("`{program}` is not executable")),
+                Ok(_) => Ok(Some(p.to_owned())),
+            };
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .filter(|d| d.is_absolute())
+            .map(|d| d.join(program))
+            .find(|p| executable(p))
+            .map(Some)
+            .ok_or_else(|| {
+                format!(
+                    "`{program}` is not an executable found on PATH ({}); give its absolute path",
+                    std::env::join_paths(std::env::split_paths(&path))
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                )
+            })
+    }
+
+    /// Volumes with something already mounted at their mountpoint, as
+    /// (role, mountpoint, what is mounted there). On the standby that is
+    /// stale: failover would find the mountpoint taken and run the replay on
+    /// whatever is there instead of on its copy.
+    pub fn occupied_mountpoints(&self) -> Vec<(String, PathBuf, String)> {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut out = Vec::new();
+        for v in &self.volumes {
+            let Some(mp) = &v.mountpoint else { continue };
+            let real = std::fs::canonicalize(mp).unwrap_or_else(|_| mp.clone());
+            if let Some(what) = mounted_at(&info, mp).or_else(|| mounted_at(&info, &real)) {
+                out.push((v.role.clone(), mp.clone(), what));
+            }
+        }
+        out
+    }
+
+    /// How this site's volumes differ from another site's inventory
+    /// (role, backend), both ways: every volume here must be there with the
+    /// same backend, and every volume there must be here, or the sets
+    /// shipped between them are not sets failover can use.
+    pub fn volume_mismatches(&self, other_site: &str, other: &[(&str, &str)]) -> Vec<String> {
+        let mut out = Vec::new();
+        for v in &self.volumes {
+            match other.iter().find(|(r, _)| *r == v.role) {
+                None => out.push(format!(
+                    "volume `{}` is configured here, but standby `{other_site}` has no such volume",
+                    v.role
+                )),
+                Some((_, b)) if *b != v.backend.as_str() => out.push(format!(
+                    "volume `{}` is {} here but {b} on standby `{other_site}`",
+                    v.role,
+                    v.backend.as_str()
+                )),
+                _ => {}
+            }
+        }
+        for (r, b) in other {
+            if self.volume(r).is_none() {
+                out.push(format!(
+                    "standby `{other_site}` has volume `{r}` ({b}), which this config does not name: sets shipped from here would lack it and failover there could not use them"
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// What `/proc/self/mountinfo` (text in `info`) says is mounted exactly at
+/// `at` (the topmost mount), as `SOURCE[ROOT] (FSTYPE)`.
+pub fn mounted_at(info: &str, at: &Path) -> Option<String> {
+    let unescape = |s: &str| {
+        s.replace("\\040", " ")
+            .replace("\\011", "\t")
+            .replace("\\012", "\n")
+            .replace("\\134", "\\")
+    };
+    info.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let mp = unescape(f.get(4)?);
+            if Path::new(&mp) != at {
+                return None;
+            }
+            let root = unescape(f.get(3)?);
+            let dash = f.iter().position(|x| *x == "-")?;
+            let fstype = f.get(dash + 1)?;
+            let source = unescape(f.get(dash + 2)?);
+            Some(if root == "/" {
+                format!("{source} ({fstype})")
+            } else {
+                format!("{source}[{root}] ({fstype})")
+            })
+        })
+        .next_back()
 }
 
 #[cfg(test)]
@@ -833,5 +1289,438 @@ prometheus = "/var/lib/node_exporter/textfile/snapsite.prom"
             "",
         );
         expect_err(&no_standby, "schedule");
+    }
+
+    /// Four volumes as a standby would have them: two btrfs, two ZFS.
+    const LAYOUT: &str = r#"
+site = "b"
+state_dir = "/var/lib/snapsite"
+[[volume]]
+role = "mysql"
+backend = "btrfs"
+source = "/srv/live/mysql"
+snapshot_dir = "/srv/snap/mysql"
+mountpoint = "/opt/app/mysql"
+[[volume]]
+role = "blob"
+backend = "btrfs"
+source = "/srv/live/blob"
+snapshot_dir = "/srv/snap/blob"
+mountpoint = "/opt/app/blob"
+[[volume]]
+role = "index"
+backend = "zfs"
+source = "tank/live/index"
+replica = "tank/replica/index"
+mountpoint = "/opt/app/index"
+[[volume]]
+role = "redolog"
+backend = "zfs"
+source = "tank/live/redolog"
+replica = "tank/replica/redolog"
+mountpoint = "/opt/app/redolog"
+[replay]
+command = ["/usr/bin/zmplayredo", "--fromTime", "{from_time}", "--index", "{mount:index}"]
+"#;
+
+    /// `LAYOUT` with `key = "from"` in the volume of `role` set to `to`.
+    fn layout(role: &str, key: &str, to: &str) -> String {
+        let head = format!("role = \"{role}\"");
+        let (before, after) = LAYOUT.split_once(&head).unwrap();
+        let (vol, rest) = after.split_once("[[volume]]").unwrap_or((after, ""));
+        let mut lines: Vec<String> = vol
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{key} =")))
+            .map(str::to_string)
+            .collect();
+        if !to.is_empty() {
+            lines.insert(1, format!("{key} = \"{to}\""));
+        }
+        let vol = lines.join("\n");
+        if rest.is_empty() {
+            format!("{before}{head}{vol}\n")
+        } else {
+            format!("{before}{head}{vol}\n[[volume]]{rest}")
+        }
+    }
+
+    /// The error names the file, `key`, and every `needles`.
+    fn expect_err_all(text: &str, key: &str, needles: &[&str]) {
+        let e = parse(text).expect_err(text).to_string();
+        assert!(e.contains("/etc/snapsite/t.toml"), "no file in: {e}");
+        assert!(e.contains(&format!("{key}: ")), "key `{key}` not in: {e}");
+        for n in needles {
+            assert!(e.contains(n), "`{n}` not in: {e}");
+        }
+    }
+
+    #[test]
+    fn layout_base_and_allowed_variants_parse() {
+        parse(LAYOUT).unwrap();
+        // a btrfs copy used in place: mountpoint = its own source
+        parse(&layout("mysql", "mountpoint", "/srv/live/mysql")).unwrap();
+        // nested mountpoints when the outer one is mounted first
+        parse(&layout("blob", "mountpoint", "/opt/app/mysql/blob")).unwrap();
+        // a mountpoint is optional
+        parse(&layout("blob", "mountpoint", "")).unwrap();
+        // bare replay program (looked up on PATH by check)
+        parse(&LAYOUT.replace("/usr/bin/zmplayredo", "zmplayredo")).unwrap();
+    }
+
+    #[test]
+    fn volumes_sharing_data_are_errors_naming_both_keys() {
+        expect_err_all(
+            &layout("blob", "mountpoint", "/opt/app/mysql"),
+            "volume[1].mountpoint",
+            &[
+                "volume[0].mountpoint",
+                "`mysql`",
+                "two volumes at one place",
+            ],
+        );
+        expect_err_all(
+            &layout("blob", "mountpoint", "/opt/app/mysql/"),
+            "volume[1].mountpoint",
+            &["volume[0].mountpoint"],
+        );
+        expect_err_all(
+            &layout("blob", "source", "/srv/live/mysql"),
+            "volume[1].source",
+            &["volume[0].source", "share"],
+        );
+        expect_err_all(
+            &layout("blob", "snapshot_dir", "/srv/snap/mysql"),
+            "volume[1].snapshot_dir",
+            &["volume[0].snapshot_dir"],
+        );
+        expect_err_all(
+            &layout("redolog", "replica", "tank/replica/index"),
+            "volume[3].replica",
+            &["volume[2].replica", "`index`"],
+        );
+        expect_err_all(
+            &layout("index", "replica", "tank/live/redolog"),
+            "volume[3].source",
+            &["volume[2].replica"],
+        );
+        expect_err_all(
+            &layout("redolog", "source", "tank/live/index"),
+            "volume[3].source",
+            &["volume[2].source"],
+        );
+    }
+
+    #[test]
+    fn nested_volume_paths_are_errors() {
+        // snapshot_dir inside its own source, or another volume's
+        expect_err_all(
+            &layout("mysql", "snapshot_dir", "/srv/live/mysql/.snap"),
+            "volume[0].snapshot_dir",
+            &["inside volume[0].source"],
+        );
+        expect_err_all(
+            &layout("blob", "snapshot_dir", "/srv/live/mysql/snaps"),
+            "volume[1].snapshot_dir",
+            &["inside volume[0].source `/srv/live/mysql`"],
+        );
+        // the live data among the snapshots
+        expect_err_all(
+            &layout("blob", "source", "/srv/snap/mysql/blob"),
+            "volume[1].source",
+            &["inside volume[0].snapshot_dir"],
+        );
+        // nested subvolumes / snapshot dirs
+        expect_err_all(
+            &layout("blob", "source", "/srv/live/mysql/blob"),
+            "volume[1].source",
+            &["inside volume[0].source"],
+        );
+        expect_err_all(
+            &layout("mysql", "snapshot_dir", "/srv/snap"),
+            "volume[1].snapshot_dir",
+            &["inside volume[0].snapshot_dir"],
+        );
+        // mountpoints over snapshots, into or over live data
+        expect_err_all(
+            &layout("blob", "mountpoint", "/srv/snap/mysql/x"),
+            "volume[1].mountpoint",
+            &["inside volume[0].snapshot_dir", "hide"],
+        );
+        expect_err_all(
+            &layout("blob", "mountpoint", "/srv/snap"),
+            "volume[0].snapshot_dir",
+            &["inside volume[1].mountpoint", "hide"],
+        );
+        expect_err_all(
+            &layout("blob", "mountpoint", "/srv/live/mysql"),
+            "volume[1].mountpoint",
+            &["volume[0].source"],
+        );
+        expect_err_all(
+            &layout("mysql", "mountpoint", "/srv/live/mysql/data"),
+            "volume[0].mountpoint",
+            &["inside volume[0].source"],
+        );
+        expect_err_all(
+            &layout("mysql", "mountpoint", "/srv"),
+            "volume[0].source",
+            &["inside volume[0].mountpoint `/srv`"],
+        );
+        // an outer mountpoint mounted after the inner one hides it: btrfs
+        // later in the order, or btrfs over a ZFS clone (mounted first)
+        expect_err_all(
+            &layout("mysql", "mountpoint", "/opt/app/blob/mysql"),
+            "volume[0].mountpoint",
+            &["inside volume[1].mountpoint", "after"],
+        );
+        expect_err_all(
+            &layout("index", "mountpoint", "/opt/app/mysql/index"),
+            "volume[2].mountpoint",
+            &["inside volume[0].mountpoint"],
+        );
+        // ZFS datasets of one volume inside another's replica
+        expect_err_all(
+            &layout("redolog", "replica", "tank/replica/index/redolog"),
+            "volume[3].replica",
+            &["inside volume[2].replica"],
+        );
+        expect_err_all(
+            &layout("redolog", "source", "tank/replica/index/redolog"),
+            "volume[3].source",
+            &["inside volume[2].replica"],
+        );
+        // a dataset name that merely starts the same is not nested
+        parse(&layout("redolog", "replica", "tank/replica/index2")).unwrap();
+        // the state on a volume
+        expect_err_all(
+            &LAYOUT.replace("/var/lib/snapsite", "/srv/live/blob/state"),
+            "state_dir",
+            &["inside volume[1].source"],
+        );
+        expect_err_all(
+            &LAYOUT.replace("/var/lib/snapsite", "/opt/app/index"),
+            "state_dir",
+            &["volume[2].mountpoint"],
+        );
+        expect_err_all(
+            &LAYOUT.replace("/var/lib/snapsite", "/var/lib/../snapsite"),
+            "state_dir",
+            &["`..`"],
+        );
+    }
+
+    #[test]
+    fn backend_specific_keys_are_errors_elsewhere() {
+        expect_err_all(
+            &layout("index", "snapshot_dir", "/srv/snap/index"),
+            "volume[2].snapshot_dir",
+            &["btrfs volumes only"],
+        );
+        expect_err_all(
+            &layout("mysql", "replica", "/srv/replica/mysql"),
+            "volume[0].replica",
+            &["snapshot_dir"],
+        );
+    }
+
+    #[test]
+    fn durations_are_range_checked() {
+        let margin = |m: &str| format!("{LAYOUT}[set]\nsafety_margin = \"{m}\"\n");
+        expect_err_all(&margin("20000y"), "set.safety_margin", &["`20000y`", "1h"]);
+        expect_err_all(&margin("61m"), "set.safety_margin", &["1h"]);
+        assert_eq!(
+            parse(&margin("1h")).unwrap().safety_margin,
+            MAX_SAFETY_MARGIN
+        );
+        assert_eq!(parse(&margin("0s")).unwrap().safety_margin, Duration::ZERO);
+
+        let all = format!("{GOOD}{RUN}");
+        expect_err_all(
+            &all.replace("full_set_interval = \"1h\"", "full_set_interval = \"400d\""),
+            "schedule.full_set_interval",
+            &["`400d`", "30days"],
+        );
+        expect_err_all(
+            &all.replace("\"15m\"", "\"2h\""),
+            "schedule.redolog_interval",
+            &["shorter than schedule.full_set_interval"],
+        );
+        expect_err_all(
+            &all.replace("\"15m\"", "\"1h\""),
+            "schedule.redolog_interval",
+            &["shorter"],
+        );
+        expect_err_all(
+            &all.replace("redolog_interval = \"15m\"", "retry_min = \"2h\""),
+            "schedule.retry_min",
+            &["`2h`"],
+        );
+        expect_err_all(
+            &all.replace("redolog_interval = \"15m\"", "retry_max = \"20000y\""),
+            "schedule.retry_max",
+            &["`20000y`"],
+        );
+        expect_err_all(
+            &all.replace("\"45m\"", "\"2y\""),
+            "status.recovery_point_critical",
+            &["`2y`"],
+        );
+        expect_err_all(
+            &all.replace("\"20m\"", "\"0s\""),
+            "status.recovery_point_warning",
+            &["at least 1s"],
+        );
+        expect_err_all(
+            &all.replace("redolog_grid", "keep_min_age = \"20000y\"\nredolog_grid"),
+            "retention.keep_min_age",
+            &["`20000y`"],
+        );
+        let c = parse(&all.replace("redolog_grid", "keep_min_age = \"0s\"\nredolog_grid")).unwrap();
+        assert_eq!(c.retention.unwrap().keep_min_age, Duration::ZERO);
+    }
+
+    #[test]
+    fn replay_mistakes_that_fail_only_at_failover() {
+        expect_err_all(
+            &LAYOUT.replace("/usr/bin/zmplayredo", "bin/zmplayredo"),
+            "replay.command",
+            &["`bin/zmplayredo` is a relative path"],
+        );
+        // {mount:index} of a ZFS volume without a mountpoint has no path
+        expect_err_all(
+            &layout("index", "mountpoint", ""),
+            "replay.command",
+            &["{mount:index}", "volume[2].mountpoint"],
+        );
+        // a btrfs volume without a mountpoint passes its source
+        parse(&layout("mysql", "mountpoint", "").replace("{mount:index}", "{mount:mysql}"))
+            .unwrap();
+    }
+
+    #[test]
+    fn standby_section_mistakes() {
+        let local = GOOD.replace(
+            "transport = \"ssh\"\nhost = \"standby.example\"",
+            "transport = \"local\"\nconfig = \"/etc/snapsite/t.toml\"",
+        );
+        expect_err_all(&local, "standby.config", &["this config itself"]);
+        parse(&local.replace("/t.toml\"", "/standby.toml\"")).unwrap();
+        expect_err_all(
+            &GOOD.replace(
+                "standby.example\"",
+                "standby.example\"\nidentity = \"id_ed25519\"",
+            ),
+            "standby.identity",
+            &["absolute"],
+        );
+        let command = GOOD.replace(
+            "transport = \"ssh\"\nhost = \"standby.example\"",
+            "transport = \"command\"\ncommand = [\"bin/serve\", \"--stdio\"]",
+        );
+        expect_err_all(
+            &command,
+            "standby.command",
+            &["`bin/serve` is a relative path"],
+        );
+        parse(&command.replace("bin/serve", "/usr/local/bin/serve")).unwrap();
+        parse(&command.replace("bin/serve", "snapsite")).unwrap();
+        expect_err_all(
+            &GOOD.replace("standby.example\"", "standby.example\"\nport = 0"),
+            "standby.port",
+            &["0"],
+        );
+    }
+
+    #[test]
+    fn mounted_at_reads_mountinfo() {
+        let info = "\
+22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+95 22 7:3 / /var/tmp/t/stb rw,relatime shared:50 - btrfs /dev/loop3 rw,space_cache=v2
+96 22 7:3 /live/mysql /opt/app\\040one rw,relatime shared:50 - btrfs /dev/loop3 rw
+97 96 0:50 / /opt/app\\040one rw,relatime - tmpfs tmpfs rw
+";
+        assert_eq!(
+            mounted_at(info, Path::new("/var/tmp/t/stb")).as_deref(),
+            Some("/dev/loop3 (btrfs)")
+        );
+        // the topmost of stacked mounts, with an escaped space
+        assert_eq!(
+            mounted_at(info, Path::new("/opt/app one")).as_deref(),
+            Some("tmpfs (tmpfs)")
+        );
+        let below = info.lines().take(3).collect::<Vec<_>>().join("\n");
+        assert_eq!(
+            mounted_at(&below, Path::new("/opt/app one")).as_deref(),
+            Some("/dev/loop3[/live/mysql] (btrfs)")
+        );
+        assert_eq!(mounted_at(info, Path::new("/var/tmp/t")), None);
+        assert_eq!(mounted_at(info, Path::new("/opt/app")), None);
+    }
+
+    #[test]
+    fn volume_mismatches_both_ways() {
+        let c = parse(LAYOUT).unwrap();
+        let same = [
+            ("mysql", "btrfs"),
+            ("blob", "btrfs"),
+            ("index", "zfs"),
+            ("redolog", "zfs"),
+        ];
+        assert!(c.volume_mismatches("a", &same).is_empty());
+        // the other site has a volume this config does not name
+        let mut three = parse(&LAYOUT.replace(
+            "[[volume]]\nrole = \"blob\"\nbackend = \"btrfs\"\nsource = \"/srv/live/blob\"\nsnapshot_dir = \"/srv/snap/blob\"\nmountpoint = \"/opt/app/blob\"\n",
+            "",
+        ))
+        .unwrap()
+        .volume_mismatches("a", &same);
+        assert_eq!(three.len(), 1, "{three:?}");
+        let m = three.pop().unwrap();
+        assert!(m.contains("`blob`") && m.contains("standby `a`"), "{m}");
+        // this config names a volume the other site lacks
+        let m = c.volume_mismatches("a", &same[..3]);
+        assert!(m.len() == 1 && m[0].contains("`redolog`"), "{m:?}");
+        // backends differ
+        let m = c.volume_mismatches(
+            "a",
+            &[
+                ("mysql", "btrfs"),
+                ("blob", "btrfs"),
+                ("index", "lvm"),
+                ("redolog", "zfs"),
+            ],
+        );
+        assert!(
+            m.len() == 1 && m[0].contains("`index` is zfs here but lvm"),
+            "{m:?}"
+        );
+    }
+
+    #[test]
+    fn replay_program_is_found_and_executable() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |program: &str| {
+            let text = LAYOUT.replace("/usr/bin/zmplayredo", program);
+            parse(&text).unwrap().replay_program()
+        };
+        let missing = dir.path().join("missing");
+        let e = with(missing.to_str().unwrap()).unwrap_err();
+        assert!(e.contains("missing") && e.contains("No such file"), "{e}");
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+        let e = with(plain.to_str().unwrap()).unwrap_err();
+        assert!(e.contains("not executable"), "{e}");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(with(plain.to_str().unwrap()).unwrap(), Some(plain.clone()));
+        let e = with(dir.path().to_str().unwrap()).unwrap_err();
+        assert!(e.contains("directory"), "{e}");
+        // bare names: looked up on PATH like failover's exec does
+        let sh = with("sh").unwrap().unwrap();
+        assert!(sh.is_absolute() && sh.ends_with("sh"), "{sh:?}");
+        let e = with("snapsite-no-such-program").unwrap_err();
+        assert!(e.contains("PATH"), "{e}");
+        // a placeholder is only known at failover
+        assert_eq!(with("{mount:mysql}/replay").unwrap(), None);
     }
 }

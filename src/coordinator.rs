@@ -298,38 +298,28 @@ pub fn handshake(cfg: &Config, conn: &mut transport::Connection) -> Result<Stand
 /// backends: a standby with a volume the primary does not ship would get
 /// "complete" sets that failover cannot use.
 pub fn check_volumes_match(cfg: &Config, view: &StandbyView) -> Result<()> {
-    let ours: BTreeMap<&str, &str> = cfg
+    let site = crate::model::wire_str(&view.site);
+    let theirs: Vec<(String, String)> = view
         .volumes
         .iter()
-        .map(|v| (v.role.as_str(), v.backend.as_str()))
+        .map(|v| {
+            (
+                crate::model::wire_str(&v.role),
+                crate::model::wire_str(&v.backend),
+            )
+        })
         .collect();
-    let theirs: BTreeMap<&str, &str> = view
-        .volumes
+    let theirs: Vec<(&str, &str)> = theirs
         .iter()
-        .map(|v| (v.role.as_str(), v.backend.as_str()))
+        .map(|(r, b)| (r.as_str(), b.as_str()))
         .collect();
-    if ours != theirs {
-        let fmt = |m: &BTreeMap<&str, &str>| {
-            m.iter()
-                .map(|(r, b)| {
-                    format!(
-                        "{}:{}",
-                        crate::model::wire_str(r),
-                        crate::model::wire_str(b)
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
+    let problems = cfg.volume_mismatches(&site, &theirs);
+    if !problems.is_empty() {
         return Err(Error::config(format!(
-            "the volumes differ: this primary has [{}], standby {} has [{}]",
-            fmt(&ours),
-            crate::model::wire_str(&view.site),
-            fmt(&theirs)
+            "the volumes differ: {}",
+            problems.join("; ")
         ))
-        .with_hint(
-            "both sites' configs must list the same roles with the same backends; nothing was sent",
-        ));
+        .with_hint("both sites' configs must list the same roles with the same backends; nothing was sent"));
     }
     Ok(())
 }

@@ -94,17 +94,16 @@ pub fn select<'a>(
                 )
             })?,
     };
-    let s_redo = s
-        .member(redolog_role)
+    s.member(redolog_role)
         .ok_or_else(|| Error::storage(format!("set {} has no `{redolog_role}` member", s.id)))?;
+    // Order by sequence, never by the clock: a redolog snapshot taken after
+    // S counts even when the primary's clock stepped back in between.
     let r = manifests
         .iter()
         .filter(|m| m.kind == SetKind::Redolog && complete(m))
-        .filter(|m| {
-            m.member(redolog_role)
-                .is_some_and(|r| r.before >= s_redo.before)
-        })
-        .max_by_key(|m| m.member(redolog_role).map(|r| r.before))
+        .filter(|m| m.member(redolog_role).is_some())
+        .filter(|m| m.order_key() > s.order_key())
+        .max_by_key(|m| m.order_key())
         .unwrap_or(s);
     Ok((s, r))
 }
@@ -687,5 +686,36 @@ mod tests {
                 .contains("no complete full set")
         );
         assert!(select(&[], &|_| true, "redolog", None).is_err());
+    }
+
+    #[test]
+    fn order_is_by_sequence_not_by_clock() {
+        // F1, then the clock steps back an hour: F2 and R2 carry earlier
+        // times than F1 but later sequence numbers.
+        let mut f1 = m(
+            "20261127T090000.000Z-full",
+            SetKind::Full,
+            ALL,
+            "2026-11-27T09:00:00Z",
+        );
+        f1.seq = 1;
+        let mut f2 = m(
+            "20261127T090000.001Z-full",
+            SetKind::Full,
+            ALL,
+            "2026-11-27T08:05:00Z",
+        );
+        f2.seq = 2;
+        let mut r2 = m(
+            "20261127T090000.002Z-redolog",
+            SetKind::Redolog,
+            &["redolog"],
+            "2026-11-27T08:10:00Z",
+        );
+        r2.seq = 3;
+        let h = vec![f1, f2, r2];
+        let (s, r) = select(&h, &|_| true, "redolog", None).unwrap();
+        assert_eq!(s.seq, 2);
+        assert_eq!(r.seq, 3, "the redolog snapshot taken after S is used");
     }
 }

@@ -322,6 +322,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             idle_timeout,
         } => {
             use std::os::fd::AsFd;
+            // Lead a process group (unless sshd made us a session leader,
+            // which leads one already), so that `failover` can stop this
+            // session and the receive it runs with one kill.
+            let _ =
+                nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
             // Deadlines sit under the buffers: poll sees the real pipe.
             let stdin = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
             let stdout = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
@@ -501,6 +506,23 @@ fn check(cfg: &Config) -> anyhow::Result<()> {
             }
         }
     }
+    if !primary {
+        // Failover skips a mountpoint that is already mounted, so whatever is
+        // there now would be what the replay runs on.
+        let failed_over = cfg.state_dir.join("failover").join("state.json").exists();
+        for (role, mp, what) in cfg.occupied_mountpoints() {
+            problems += 1;
+            println!(
+                "mount     {role:<10} {}  PROBLEM: {what} is already mounted there: failover would leave it in place of its copy and replay on stale data; unmount it{}",
+                mp.display(),
+                if failed_over {
+                    " (a failover has run on this site: if it mounted this, the site is live, not a standby)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
     println!(
         "order     {} (redolog volume: {})",
         cfg.volumes
@@ -510,9 +532,37 @@ fn check(cfg: &Config) -> anyhow::Result<()> {
             .join(" -> "),
         cfg.redolog_role
     );
-    if let Some(r) = &cfg.replay {
-        let demo = r.time_format.format(jiff::Timestamp::now(), &r.timezone);
-        println!("replay    {:?} with {{from_time}} like `{demo}`", r.command);
+    let margin = humantime::format_duration(cfg.safety_margin);
+    if primary {
+        println!(
+            "margin    {margin} (set.safety_margin: recorded in each set taken here; {{from_time}} = the set's earliest snapshot time minus the margin)"
+        );
+    } else {
+        println!(
+            "margin    {margin} (set.safety_margin); failover applies the larger of it and the margin each set was taken with: {{from_time}} = the set's earliest snapshot time minus that"
+        );
+    }
+    match &cfg.replay {
+        Some(r) => {
+            let demo = r.time_format.format(jiff::Timestamp::now(), &r.timezone);
+            println!("replay    {} with {{from_time}} like `{demo}`", r.command);
+            match cfg.replay_program() {
+                Ok(Some(p)) => println!("          program {} ok", p.display()),
+                Ok(None) => println!(
+                    "          note: the program is a placeholder; it can only be checked at failover"
+                ),
+                Err(e) => {
+                    problems += 1;
+                    println!(
+                        "          PROBLEM: {e}: failover would make and mount the copies, then fail the replay (exit 3)"
+                    );
+                }
+            }
+        }
+        None if !primary => println!(
+            "replay    none ([replay] is not configured): failover makes and mounts the copies and replays nothing"
+        ),
+        None => {}
     }
     if let Some(s) = &cfg.standby {
         let cmd = transport::command(s)?;
@@ -531,28 +581,31 @@ fn check(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Handshake with the standby, compare its volumes with ours, and say what
-/// `ship` would send.
+/// Handshake with the standby, compare its volumes with ours both ways
+/// (roles and backends), and say what `ship` would send.
 fn probe_standby(cfg: &Config) -> anyhow::Result<String> {
     let plan = coordinator::ship_plan(cfg, &Catalog::new(&cfg.state_dir))?;
     let site = &plan.standby.site;
-    for v in &cfg.volumes {
-        match plan.standby.volumes.iter().find(|r| r.role == v.role) {
-            None => anyhow::bail!("standby {site} has no volume `{}`", v.role),
-            Some(r) if r.backend != v.backend.as_str() => anyhow::bail!(
-                "volume `{}` is {} here but {} on standby {site}",
-                v.role,
-                v.backend.as_str(),
-                r.backend
-            ),
-            _ => {}
-        }
+    let theirs: Vec<(&str, &str)> = plan
+        .standby
+        .volumes
+        .iter()
+        .map(|v| (v.role.as_str(), v.backend.as_str()))
+        .collect();
+    let mismatches = cfg.volume_mismatches(site, &theirs);
+    if !mismatches.is_empty() {
+        anyhow::bail!("{}", mismatches.join("; "));
     }
     let sends: usize = plan.sets.iter().map(|(_, s)| s.len()).sum();
     Ok(format!(
-        "standby `{site}` holds {} committed set(s); `ship` would send {sends} snapshot(s) of {} set(s)",
+        "standby `{site}` holds {} committed set(s); `ship` would send {sends} snapshot(s) of {} set(s){}",
         plan.standby.committed.len(),
-        plan.sets.len()
+        plan.sets.len(),
+        if *site == cfg.site {
+            "\n          note: the standby has this site's name: is [standby] pointing back at this site?"
+        } else {
+            ""
+        }
     ))
 }
 

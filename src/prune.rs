@@ -215,6 +215,19 @@ pub fn plan_sets(
     protected: &BTreeMap<String, String>,
     retention: &Retention,
 ) -> Vec<SetDecision> {
+    plan_sets_by(manifests, complete, protected, retention, &set_time)
+}
+
+/// `plan_sets` with the grid placing each set at `time_of(set)`: the
+/// standby uses the time it committed the set (its own clock), so sets from
+/// a primary — honest or not — cannot claim a place in the grid's past.
+pub fn plan_sets_by(
+    manifests: &[Manifest],
+    complete: &dyn Fn(&Manifest) -> bool,
+    protected: &BTreeMap<String, String>,
+    retention: &Retention,
+    time_of: &dyn Fn(&Manifest) -> Timestamp,
+) -> Vec<SetDecision> {
     let mut decided: BTreeMap<String, SetDecision> = BTreeMap::new();
     for kind in [SetKind::Full, SetKind::Redolog] {
         let grid = match kind {
@@ -224,7 +237,7 @@ pub fn plan_sets(
         let of_kind: Vec<&Manifest> = manifests.iter().filter(|m| m.kind == kind).collect();
         let (done, partial): (Vec<&Manifest>, Vec<&Manifest>) =
             of_kind.into_iter().partition(|m| complete(m));
-        let times: Vec<Timestamp> = done.iter().map(|m| set_time(m)).collect();
+        let times: Vec<Timestamp> = done.iter().map(|m| time_of(m)).collect();
         let by_grid = grid_destroy(grid, &times);
         for (i, m) in done.iter().enumerate() {
             let (destroy, reason) = if let Some(why) = protected.get(&m.id) {
@@ -324,6 +337,37 @@ pub fn protect_standby(
     p
 }
 
+/// Standby: every set committed less than `keep_min_age` ago by this
+/// site's own clock stays, whatever the primary sends — a burst of sets
+/// from a compromised primary cannot push good history out of the grid.
+pub fn protect_recent(
+    p: &mut BTreeMap<String, String>,
+    manifests: &[Manifest],
+    retention: &Retention,
+    now: Timestamp,
+) {
+    if retention.keep_min_age.is_zero() {
+        return;
+    }
+    let min_age =
+        jiff::SignedDuration::try_from(retention.keep_min_age).unwrap_or(jiff::SignedDuration::MAX);
+    let Some(cutoff) = now.checked_sub(min_age).ok() else {
+        return;
+    };
+    for m in manifests {
+        if m.committed_at.is_some_and(|c| c >= cutoff) {
+            add_reason(
+                p,
+                &m.id,
+                format!(
+                    "committed less than keep_min_age ({}) ago",
+                    humantime::format_duration(retention.keep_min_age)
+                ),
+            );
+        }
+    }
+}
+
 fn add_reason(p: &mut BTreeMap<String, String>, id: &str, why: String) {
     p.entry(id.to_string())
         .and_modify(|r| {
@@ -385,14 +429,19 @@ pub fn plan(cfg: &Config, catalog: &Catalog, retention: &Retention) -> Result<Pr
             Vec::new(),
         )
     } else {
-        let p = protect_standby(&manifests, &complete, &local, &cfg.redolog_role);
+        let mut p = protect_standby(&manifests, &complete, &local, &cfg.redolog_role);
+        protect_recent(&mut p, &manifests, retention, crate::model::now());
         let o = plan_orphans(&manifests, &local, &p);
         (p, o)
     };
-    Ok(PrunePlan {
-        sets: plan_sets(&manifests, &complete, &protected, retention),
-        orphans,
-    })
+    let sets = if primary {
+        plan_sets(&manifests, &complete, &protected, retention)
+    } else {
+        plan_sets_by(&manifests, &complete, &protected, retention, &|m| {
+            m.committed_at.unwrap_or_else(|| set_time(m))
+        })
+    };
+    Ok(PrunePlan { sets, orphans })
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -630,5 +679,45 @@ mod tests {
         assert!(!p.contains_key(&ms[1].id));
         let orphans = plan_orphans(&ms, &local, &p);
         assert_eq!(orphans, vec![("mysql".to_string(), orphan)]);
+    }
+
+    #[test]
+    fn standby_keeps_recent_commits_whatever_the_primary_claims() {
+        let now = t("2026-11-30T12:00:00Z");
+        // An old good set, then a burst of 50 sets claiming times in the
+        // past, all committed just now.
+        let mut ms = vec![manifest(
+            t("2026-11-20T08:00:00Z"),
+            SetKind::Full,
+            &["mysql"],
+        )];
+        ms[0].committed_at = Some(t("2026-11-29T08:00:00Z"));
+        for i in 0..50 {
+            let mut m = manifest(
+                t("2026-11-20T08:00:00Z") + jiff::SignedDuration::from_mins(i + 1),
+                SetKind::Full,
+                &["mysql"],
+            );
+            m.committed_at = Some(now);
+            ms.push(m);
+        }
+        let mut r = retention("1x1h(keep=all) | 1x30d(keep=1)");
+        r.keep_min_age = std::time::Duration::from_secs(7 * 86400);
+        let mut p = BTreeMap::new();
+        protect_recent(&mut p, &ms, &r, now);
+        assert!(p.contains_key(&ms[0].id), "the good set is protected");
+        assert_eq!(p.len(), 51);
+        // By the standby's clock the burst is recent and the good set is
+        // older: the grid keeps the good one in its own bucket.
+        let d = plan_sets_by(&ms, &|_| true, &BTreeMap::new(), &r, &|m| {
+            m.committed_at.unwrap()
+        });
+        let good = d.iter().find(|x| x.set_id == ms[0].id).unwrap();
+        assert!(!good.destroy, "{}", good.reason);
+        // keep_min_age = 0 turns it off.
+        r.keep_min_age = std::time::Duration::ZERO;
+        let mut p = BTreeMap::new();
+        protect_recent(&mut p, &ms, &r, now);
+        assert!(p.is_empty());
     }
 }

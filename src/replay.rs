@@ -273,3 +273,70 @@ mod tests {
         assert!(Template::parse(&[], &[]).is_err());
     }
 }
+
+/// The template as a person would type it: each word shell-quoted where
+/// needed, placeholders shown as `{from_time}`, literal braces as `{{`/`}}`.
+impl std::fmt::Display for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let argv: Vec<std::ffi::OsString> = self.argv().into_iter().map(Into::into).collect();
+        f.write_str(&crate::cmd::display_argv(&argv))
+    }
+}
+
+impl Template {
+    /// The words as written in the config (placeholders unexpanded).
+    pub fn argv(&self) -> Vec<String> {
+        self.words
+            .iter()
+            .map(|pieces| {
+                pieces
+                    .iter()
+                    .map(|p| match p {
+                        Piece::Lit(s) => s.replace('{', "{{").replace('}', "}}"),
+                        Piece::Var(v) => format!("{{{v}}}"),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The placeholder names used, in order (`from_time`, `mount:mysql`, ...).
+    pub fn placeholders(&self) -> Vec<&str> {
+        self.words
+            .iter()
+            .flatten()
+            .filter_map(|p| match p {
+                Piece::Var(v) => Some(v.as_str()),
+                Piece::Lit(_) => None,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+
+    #[test]
+    fn template_displays_as_typed() {
+        let argv: Vec<String> = [
+            "/opt/zimbra/bin/zmplayredo",
+            "--fromTime",
+            "{from_time}",
+            "--x={set_id}/{{lit}}",
+            "{mount:mysql}",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let t = Template::parse(&argv, &["mysql"]).unwrap();
+        assert_eq!(t.argv(), argv);
+        assert_eq!(
+            t.to_string(),
+            "/opt/zimbra/bin/zmplayredo --fromTime '{from_time}' '--x={set_id}/{{lit}}' '{mount:mysql}'"
+        );
+        assert_eq!(t.placeholders(), ["from_time", "set_id", "mount:mysql"]);
+        // argv() parses back to the same template
+        assert_eq!(Template::parse(&t.argv(), &["mysql"]).unwrap(), t);
+    }
+}

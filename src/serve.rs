@@ -24,11 +24,22 @@ use crate::stream::{Frame, Msg, PROTOCOL_VERSION, Reader, VolumeInventory, Write
 /// the session (discarding a partial receive and releasing the lock).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How far ahead of the standby's clock a set may be dated.
+const MAX_AHEAD: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+
+/// Opens the backend of a volume: `backend::for_volume` in production,
+/// an in-memory store in the protocol tests.
+pub type OpenBackend<'a> = &'a dyn Fn(&Volume) -> Result<Box<dyn backend::Backend>>;
+
 pub fn inventory(cfg: &Config) -> Result<Vec<VolumeInventory>> {
+    inventory_with(cfg, &backend::for_volume)
+}
+
+fn inventory_with(cfg: &Config, open: OpenBackend) -> Result<Vec<VolumeInventory>> {
     cfg.volumes
         .iter()
         .map(|v| {
-            let b = backend::for_volume(v)?;
+            let b = open(v)?;
             Ok(VolumeInventory {
                 role: v.role.clone(),
                 backend: v.backend.as_str().into(),
@@ -92,9 +103,19 @@ impl Drop for ServeRecordGuard<'_> {
 /// Serve one session on `input`/`output` (stdin/stdout for `--stdio`; give
 /// them a `stream::Deadline` so a silent primary ends the session).
 pub fn serve<R: Read, W: Write>(cfg: &Config, input: R, output: W) -> Result<()> {
+    serve_with(cfg, &backend::for_volume, input, output)
+}
+
+/// `serve` with the volumes' backends opened by `open`.
+pub fn serve_with<R: Read, W: Write>(
+    cfg: &Config,
+    open: OpenBackend,
+    input: R,
+    output: W,
+) -> Result<()> {
     let catalog = Catalog::new(&cfg.state_dir);
     let log = SessionLog::new(&catalog);
-    let res = serve_session(cfg, &catalog, &log, input, output);
+    let res = serve_session(cfg, open, &catalog, &log, input, output);
     match &res {
         Ok(()) => log.event(tracing::Level::INFO, "session finished"),
         Err(e) => log.event(
@@ -107,14 +128,12 @@ pub fn serve<R: Read, W: Write>(cfg: &Config, input: R, output: W) -> Result<()>
 
 fn serve_session<R: Read, W: Write>(
     cfg: &Config,
+    open: OpenBackend,
     catalog: &Catalog,
     log: &SessionLog,
     input: R,
     output: W,
 ) -> Result<()> {
-    // Lead a process group, so that `failover` can stop this session and
-    // the receive it runs with one kill (it never waits for a primary).
-    let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
     let _lock = catalog.lock("serve", Duration::from_secs(60))?;
     let pid = std::process::id() as i32;
     let record = ServeRecord {
@@ -168,7 +187,7 @@ fn serve_session<R: Read, W: Write>(
         }
     }
     for v in &cfg.volumes {
-        let removed = backend::for_volume(v)?.cleanup_partial(v)?;
+        let removed = open(v)?.cleanup_partial(v)?;
         for p in removed {
             log.event(
                 tracing::Level::WARN,
@@ -180,7 +199,7 @@ fn serve_session<R: Read, W: Write>(
     w.msg(&Msg::Welcome {
         protocol: PROTOCOL_VERSION,
         site: cfg.site.clone(),
-        volumes: inventory(cfg)?,
+        volumes: inventory_with(cfg, open)?,
         committed,
     })?;
 
@@ -203,6 +222,7 @@ fn serve_session<R: Read, W: Write>(
             }) => {
                 let reply = receive_one(
                     cfg,
+                    open,
                     catalog,
                     log,
                     &mut r,
@@ -220,7 +240,7 @@ fn serve_session<R: Read, W: Write>(
             Frame::Msg(Msg::Commit { manifest }) => {
                 let id = wire_str(&manifest.id);
                 let reply_id = manifest.id.clone();
-                match commit(cfg, catalog, manifest) {
+                match commit(cfg, open, catalog, manifest) {
                     Ok(()) => {
                         log.event(tracing::Level::INFO, &format!("set {id} committed"));
                         w.msg(&Msg::Committed { set_id: reply_id })?
@@ -361,6 +381,7 @@ fn admit<'c>(
 
 fn receive_one<R: Read>(
     cfg: &Config,
+    open: OpenBackend,
     catalog: &Catalog,
     log: &SessionLog,
     r: &mut Reader<R>,
@@ -387,7 +408,7 @@ fn receive_one<R: Read>(
         storage_id,
         resume,
     } = inc;
-    let backend = backend::for_volume(vol)?;
+    let backend = open(vol)?;
     let sink = match backend.receive(vol, snapshot, base, storage_id, resume) {
         Ok(s) => s,
         Err(e) => {
@@ -528,8 +549,24 @@ fn receive_one<R: Read>(
 
 /// Check a manifest from the wire against this standby's own config and
 /// records; returns it with the standby's receipts filled in.
-pub fn validate_commit(cfg: &Config, catalog: &Catalog, mut m: Manifest) -> Result<Manifest> {
+pub fn validate_commit(
+    cfg: &Config,
+    open: OpenBackend,
+    catalog: &Catalog,
+    mut m: Manifest,
+) -> Result<Manifest> {
     m.validate_shape()?;
+    // The standby's clock is the one it trusts: a set from the future would
+    // sort after every honest set that follows it.
+    let horizon = crate::model::now() + MAX_AHEAD;
+    let id_time = parse_set_id(&m.id).map(|(t, _)| t);
+    if id_time.is_some_and(|t| t > horizon) || m.members.iter().any(|x| x.after > horizon) {
+        return Err(Error::refused(format!(
+            "set {}: dated more than a day ahead of this standby's clock",
+            m.id
+        ))
+        .with_hint("check both sites' clocks (NTP)"));
+    }
     if m.site.is_empty() || m.site.len() > 64 || wire_str(&m.site) != m.site {
         return Err(Error::refused(format!(
             "set {}: site name `{}` is not plausible",
@@ -566,7 +603,7 @@ pub fn validate_commit(cfg: &Config, catalog: &Catalog, mut m: Manifest) -> Resu
                 vol.backend.as_str()
             )));
         }
-        let present = backend::for_volume(vol)?.list(vol)?;
+        let present = open(vol)?.list(vol)?;
         if !present.contains(&member.snapshot) {
             return Err(Error::storage(format!(
                 "set {}: member `{}` has not been received",
@@ -606,17 +643,17 @@ pub fn validate_commit(cfg: &Config, catalog: &Catalog, mut m: Manifest) -> Resu
 }
 
 /// Write the manifest — the commit record — once every member is here.
-fn commit(cfg: &Config, catalog: &Catalog, m: Manifest) -> Result<()> {
+fn commit(cfg: &Config, open: OpenBackend, catalog: &Catalog, m: Manifest) -> Result<()> {
     validate_set_id(&m.id)?;
     if catalog.has_manifest(&m.id) {
         return Ok(()); // already committed by an earlier session
     }
-    let mut m = validate_commit(cfg, catalog, m)?;
+    let mut m = validate_commit(cfg, open, catalog, m)?;
     m.committed_at = Some(Timestamp::now());
     catalog.write_manifest(&m)?;
     for member in &m.members {
         let vol = cfg.volume(&member.role).expect("checked above");
-        backend::for_volume(vol)?.protect_common(vol, &member.snapshot)?;
+        open(vol)?.protect_common(vol, &member.snapshot)?;
     }
     tracing::info!(set = %m.id, kind = m.kind.as_str(), "set committed");
     Ok(())

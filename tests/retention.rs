@@ -296,7 +296,12 @@ fn prune_on_btrfs_keeps_the_common_snapshot_and_shipping_stays_incremental() {
     pri.push_str(retention);
     std::fs::write(&lab.pri_cfg, pri).unwrap();
     let mut stb = std::fs::read_to_string(&lab.stb_cfg).unwrap();
+    // The standby's default keep_min_age (7 days) would keep every set
+    // committed in this test: checked below, then turned off.
+    let stb_default_age = lab.dir.path().join("standby-default-age.toml");
+    std::fs::write(&stb_default_age, format!("{stb}{retention}")).unwrap();
     stb.push_str(retention);
+    stb.push_str("keep_min_age = \"0s\"\n");
     std::fs::write(&lab.stb_cfg, stb).unwrap();
     for r in ROLES {
         write_file(&lab.live(r).join("data"), &random_bytes(7, 512 * 1024));
@@ -410,6 +415,12 @@ fn prune_on_btrfs_keeps_the_common_snapshot_and_shipping_stays_incremental() {
     // The standby keeps the failover pair (F2, R3) and its newest received
     // snapshots; F1 and R1 go, with their receipts.
     let plan_before = lab.ok(&lab.stb_cfg, &["failover", "--dry-run"]);
+    let young = lab.ok(&stb_default_age, &["prune", "--dry-run"]);
+    assert!(young.contains("keep_min_age"), "{young}");
+    assert!(
+        young.contains("would destroy 0 set(s)"),
+        "nothing is destroyed while young: {young}"
+    );
     let out = lab.ok(&lab.stb_cfg, &["prune"]);
     assert!(out.contains("destroyed 2 set(s)"), "{out}");
     assert_eq!(

@@ -4,6 +4,7 @@
 
 pub mod btrfs;
 pub mod lvm;
+pub mod mem;
 pub mod zfs;
 
 use std::io::{Read, Write};

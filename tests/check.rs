@@ -1,0 +1,265 @@
+//! `snapsite check` catches what would only hurt at failover: a stale mount
+//! at a standby mountpoint, a replay program that is not there, a primary
+//! whose volumes differ from the standby's. The real binary, real mounts, a
+//! real btrfs two-site lab over the `local` transport.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::{Lab, ROLES, run_snapsite, sh};
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn both(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A standby config in `dir`: four btrfs volumes (nothing needs to exist for
+/// a standby's check), mountpoints under `dir/app`, `replay` as the program.
+fn standby_config(dir: &Path, replay: &str) -> PathBuf {
+    let mut s = format!(
+        "site = \"standby\"\nstate_dir = \"{}\"\n",
+        dir.join("state").display()
+    );
+    for r in ROLES {
+        s.push_str(&format!(
+            "[[volume]]\nrole = \"{r}\"\nbackend = \"btrfs\"\nsource = \"{d}/live/{r}\"\nsnapshot_dir = \"{d}/recv/{r}\"\nmountpoint = \"{d}/app/{r}\"\n",
+            d = dir.display()
+        ));
+    }
+    s.push_str(&format!(
+        "[replay]\ncommand = [\"{replay}\", \"--fromTime\", \"{{from_time}}\", \"--blob\", \"{{mount:blob}}\"]\n"
+    ));
+    let p = dir.join("standby.toml");
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+/// Unmounts an exact path on drop (also when an assertion failed).
+struct BindMount(PathBuf);
+
+impl BindMount {
+    fn new(from: &Path, at: &Path) -> BindMount {
+        std::fs::create_dir_all(at).unwrap();
+        sh(&[
+            "mount",
+            "--bind",
+            from.to_str().unwrap(),
+            at.to_str().unwrap(),
+        ]);
+        BindMount(at.to_owned())
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn something_mounted_at_a_standby_mountpoint_is_a_problem() {
+    require_real!();
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let cfg = standby_config(dir.path(), "/bin/true");
+    let out = run_snapsite(&cfg, &["check"], &[]);
+    assert!(out.status.success(), "clean standby: {}", both(&out));
+    assert!(!stdout(&out).contains("PROBLEM"), "{}", both(&out));
+
+    // Yesterday's data, left mounted where failover will want the blob copy.
+    let stale = dir.path().join("stale-blob-data");
+    std::fs::create_dir_all(&stale).unwrap();
+    let mp = dir.path().join("app/blob");
+    let mount = BindMount::new(&stale, &mp);
+    let out = run_snapsite(&cfg, &["check"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.contains("PROBLEM"))
+        .unwrap_or_else(|| panic!("no problem line: {}", both(&out)));
+    assert!(
+        line.starts_with("mount")
+            && line.contains("blob")
+            && line.contains(mp.to_str().unwrap())
+            && line.contains("stale-blob-data")
+            && line.contains("already mounted"),
+        "the line names the volume, the mountpoint and what is mounted there: {line}"
+    );
+    assert_eq!(text.matches("PROBLEM").count(), 1, "only blob: {text}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("1 problem(s)"),
+        "{}",
+        both(&out)
+    );
+    drop(mount);
+    let out = run_snapsite(&cfg, &["check"], &[]);
+    assert!(out.status.success(), "unmounted again: {}", both(&out));
+}
+
+#[test]
+fn a_replay_program_that_failover_could_not_run_is_a_problem() {
+    require_real!();
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let program = dir.path().join("replay-here");
+
+    // Missing.
+    let cfg = standby_config(dir.path(), program.to_str().unwrap());
+    let out = run_snapsite(&cfg, &["check"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("PROBLEM")
+            && text.contains(program.to_str().unwrap())
+            && text.contains("No such file"),
+        "{}",
+        both(&out)
+    );
+    // The command as a person would type it, not a debug structure.
+    let replay_line = text.lines().find(|l| l.starts_with("replay")).unwrap();
+    assert!(
+        replay_line.contains(&format!(
+            "{} --fromTime '{{from_time}}' --blob '{{mount:blob}}'",
+            program.display()
+        )) && !replay_line.contains("Template"),
+        "{replay_line}"
+    );
+
+    // There, but not executable.
+    std::fs::write(&program, "#!/bin/sh\nexit 0\n").unwrap();
+    let out = run_snapsite(&cfg, &["check"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert!(stdout(&out).contains("not executable"), "{}", both(&out));
+
+    // Executable: no problem.
+    sh(&["chmod", "+x", program.to_str().unwrap()]);
+    let out = run_snapsite(&cfg, &["check"], &[]);
+    assert!(out.status.success(), "{}", both(&out));
+    assert!(
+        stdout(&out).contains(&format!("program {} ok", program.display())),
+        "{}",
+        both(&out)
+    );
+
+    // A bare name is looked up on PATH, like failover's exec does.
+    let cfg = standby_config(dir.path(), "snapsite-no-such-replay");
+    let out = run_snapsite(&cfg, &["check"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert!(
+        stdout(&out).contains("`snapsite-no-such-replay` is not an executable found on PATH"),
+        "{}",
+        both(&out)
+    );
+    let cfg = standby_config(dir.path(), "replay-here");
+    let path = format!("{}:/usr/bin:/bin", dir.path().display());
+    let out = run_snapsite(&cfg, &["check"], &[("PATH", &path)]);
+    assert!(out.status.success(), "found on PATH: {}", both(&out));
+}
+
+/// `text` without the `[[volume]]` block of `role`.
+fn drop_volume(text: &str, role: &str) -> String {
+    let mut parts = text.split("[[volume]]");
+    let mut out = parts.next().unwrap().to_string();
+    for p in parts {
+        if !p.starts_with(&format!("\nrole = \"{role}\"\n")) {
+            out.push_str("[[volume]]");
+            out.push_str(p);
+        }
+    }
+    assert_ne!(out, text, "no volume `{role}`");
+    out
+}
+
+#[test]
+fn volumes_differing_from_the_standby_are_a_problem_both_ways() {
+    require_real!();
+    let lab = Lab::new("[\"/bin/true\"]");
+    let out = lab.run(&lab.pri_cfg, &["check"]);
+    assert!(out.status.success(), "matching sites: {}", both(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("ok: standby `standby`") && text.contains("margin    0s"),
+        "{text}"
+    );
+
+    // The primary names 3 of the standby's 4 volumes: its "complete" sets
+    // would lack the index, and failover could not use them.
+    let three = lab.dir.path().join("primary-3.toml");
+    std::fs::write(
+        &three,
+        drop_volume(&std::fs::read_to_string(&lab.pri_cfg).unwrap(), "index"),
+    )
+    .unwrap();
+    let out = lab.run(&three, &["check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    let line = stdout(&out)
+        .lines()
+        .find(|l| l.starts_with("standby"))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.contains("PROBLEM") && line.contains("`index`") && line.contains("standby"),
+        "{line}"
+    );
+
+    // The other way: the standby lacks a volume the primary ships.
+    let stb3 = lab.dir.path().join("standby-3.toml");
+    std::fs::write(
+        &stb3,
+        drop_volume(&std::fs::read_to_string(&lab.stb_cfg).unwrap(), "blob"),
+    )
+    .unwrap();
+    let pri = lab.primary_variant(
+        "primary-to-3",
+        &format!("transport = \"local\"\nconfig = \"{}\"", stb3.display()),
+    );
+    let out = lab.run(&pri, &["check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    let line = stdout(&out)
+        .lines()
+        .find(|l| l.starts_with("standby"))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.contains("PROBLEM") && line.contains("`blob`"),
+        "{line}"
+    );
+}
+
+#[test]
+fn check_shows_margins_on_both_sites() {
+    // No storage touched before the config validated: a too-large margin
+    // fails at once, naming the key and the file.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = standby_config(dir.path(), "/bin/true");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{text}[set]\nsafety_margin = \"20000y\"\n")).unwrap();
+    let out = run_snapsite(&cfg, &["check"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(cfg.to_str().unwrap()) && err.contains("set.safety_margin"),
+        "{err}"
+    );
+    assert!(!dir.path().join("state").exists(), "nothing was created");
+
+    require_real!();
+    std::fs::write(&cfg, format!("{text}[set]\nsafety_margin = \"5s\"\n")).unwrap();
+    let out = run_snapsite(&cfg, &["check"], &[]);
+    assert!(out.status.success(), "{}", both(&out));
+    let text = stdout(&out);
+    let margin = text.lines().find(|l| l.starts_with("margin")).unwrap();
+    assert!(
+        margin.contains("5s") && margin.contains("larger of it and the margin each set"),
+        "{margin}"
+    );
+}
