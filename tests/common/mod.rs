@@ -3,6 +3,8 @@
 //! Everything is created under a temp dir and removed by exact name on drop.
 #![allow(dead_code)]
 
+pub mod btrfs_stream;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
