@@ -26,7 +26,7 @@ mod format;
 mod report;
 mod thin;
 
-pub use format::{Decoder, Encoder, Event, Extent, Header, RecordHash, StreamKind};
+pub use format::{Decoder, Encoder, Event, Extent, Header, MAGIC, RecordHash, StreamKind, VERSION};
 pub use report::{LvInfo, dm_name, lvm, parse_lvs, vg_lvs, vg_size};
 pub use thin::{
     BlockRange, Delta, DeltaKind, Mapping, MetadataSnap, Pool, PoolUsage, parse_held_root,

@@ -268,11 +268,39 @@ impl Pool {
     pub fn tmeta(&self) -> PathBuf {
         PathBuf::from("/dev/mapper").join(dm_name(&self.vg, &format!("{}_tmeta", self.name), None))
     }
+    /// `dmsetup status|table` of the pool target: `<vg>-<pool>-tpool`, or
+    /// `<vg>-<pool>` itself while the pool holds no thin LV (LVM then
+    /// activates it without the `-tpool` layer). An inactive pool is
+    /// activated first.
+    fn dm_query(&self, what: &str) -> Result<String> {
+        let names = [self.tpool(), dm_name(&self.vg, &self.name, None)];
+        for attempt in 0..2 {
+            for n in &names {
+                let out = lvm("dmsetup").arg(what).arg(n).run_raw()?;
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                if out.status.success() && text.split_whitespace().nth(2) == Some("thin-pool") {
+                    return Ok(text);
+                }
+            }
+            if attempt == 0 {
+                lvm("lvchange")
+                    .arg("-ay")
+                    .arg(format!("{}/{}", self.vg, self.name))
+                    .run()?;
+            }
+        }
+        Err(Error::storage(format!(
+            "thin pool {}/{}: no active thin-pool device ({})",
+            self.vg,
+            self.name,
+            names.join(", ")
+        )))
+    }
     pub fn usage(&self) -> Result<PoolUsage> {
-        parse_pool_usage(&lvm("dmsetup").arg("status").arg(self.tpool()).output()?)
+        parse_pool_usage(&self.dm_query("status")?)
     }
     pub fn block_size(&self) -> Result<u64> {
-        parse_pool_block_size(&lvm("dmsetup").arg("table").arg(self.tpool()).output()?)
+        parse_pool_block_size(&self.dm_query("table")?)
     }
     pub fn held_root(&self) -> Result<Option<u64>> {
         parse_held_root(&lvm("dmsetup").arg("status").arg(self.tpool()).output()?)
