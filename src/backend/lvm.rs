@@ -1204,11 +1204,9 @@ impl Write for LvmSink {
         match r {
             Ok(()) => Ok(buf.len()),
             Err(e) => {
-                let ctx = self.ctx();
-                self.failed = Some(
-                    err.unwrap_or_else(|| Error::protocol(format!("bad LVM stream: {e}")))
-                        .context(ctx),
-                );
+                // `commit` names the volume.
+                self.failed =
+                    Some(err.unwrap_or_else(|| Error::protocol(format!("bad LVM stream: {e}"))));
                 Err(e)
             }
         }

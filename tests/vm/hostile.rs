@@ -404,10 +404,10 @@ fn hostile_lvm_streams_are_refused_promptly_and_release_the_pool() {
     let pname = unique_name("hlp");
     let sname = unique_name("hls");
     let pri_lo = LoopDevice::attach(&sparse_file(&pname, 512 * MIB));
-    let stb_lo = LoopDevice::attach(&sparse_file(&sname, 256 * MIB));
+    let stb_lo = LoopDevice::attach(&sparse_file(&sname, 128 * MIB));
     let pri = VolumeGroup::create(&pname, &[&pri_lo.path]);
     let stb = VolumeGroup::create(&sname, &[&stb_lo.path]);
-    for (vg, size) in [(&pri, "384M"), (&stb, "160M")] {
+    for (vg, size) in [(&pri, "384M"), (&stb, "64M")] {
         sh(&[
             "lvcreate",
             "-y",
@@ -475,9 +475,10 @@ fn hostile_lvm_streams_are_refused_promptly_and_release_the_pool() {
     };
     let full_pib = header(StreamKind::Full, PIB, None);
     let inc = |size| header(StreamKind::Incremental, size, Some(&s1));
-    // ~1.3 MB of 512-byte writes, one per 64 KiB pool block, over 240 MiB:
-    // unchecked, they would allocate 240 MiB in a 160 MiB pool.
-    let fill_size = 240 * MIB;
+    // ~1 MB of 512-byte writes, one per 64 KiB pool block, over 120 MiB
+    // (within the default max_size, the 124 MiB VG): unchecked, they would
+    // allocate 120 MiB in a 64 MiB pool.
+    let fill_size = 120 * MIB;
     let fill: Vec<(u64, Vec<u8>)> = (0..fill_size / 65536)
         .map(|k| (k * 65536, pattern(k, 512)))
         .collect();
@@ -548,7 +549,7 @@ fn hostile_lvm_streams_are_refused_promptly_and_release_the_pool() {
         "lvcreate",
         "-y",
         "-V",
-        "150M",
+        "60M",
         "-T",
         &stb.lv("pool"),
         "-n",
