@@ -131,7 +131,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         f.write_all(bytes).ctx(format!("write {}", tmp.display()))?;
         f.sync_all().ctx(format!("fsync {}", tmp.display()))?;
         drop(f);
-        std::fs::rename(&tmp, path).ctx(format!("rename {} -> {}", tmp.display(), path.display()))
+        std::fs::rename(&tmp, path)
+            .ctx(format!("rename {} -> {}", tmp.display(), path.display()))
     })();
     if let Err(e) = written {
         // A full disk must not keep the space of a half-written temp file.
