@@ -55,6 +55,48 @@ pub struct Volume {
     /// Where the application expects the volume. On failover the writable
     /// copy is bind-mounted here when it differs from `source`.
     pub mountpoint: Option<PathBuf>,
+    /// lvm, on the standby: the largest replica a stream may declare
+    /// (`"2TiB"`, `"500GiB"`, bytes with a binary suffix). Default: the size
+    /// of the replica's volume group. See [`Volume::max_size_bytes`].
+    pub max_size: Option<String>,
+}
+
+impl Volume {
+    /// `max_size` in bytes (validated when the config loaded).
+    pub fn max_size_bytes(&self) -> Option<u64> {
+        self.max_size.as_deref().and_then(|s| parse_size(s).ok())
+    }
+}
+
+/// `"2TiB"`, `"512MiB"`, `"4096"` (bytes); suffixes B, KiB, MiB, GiB, TiB,
+/// PiB (also K, M, G, T, P, binary). Not zero.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size like \"2TiB\" or \"500GiB\""))?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        "T" | "TiB" => 40,
+        "P" | "PiB" => 50,
+        u => {
+            return Err(format!(
+                "`{s}`: unknown unit `{u}` (use B, KiB, MiB, GiB, TiB or PiB)"
+            ));
+        }
+    };
+    let bytes = n
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("`{s}` is too large"))?;
+    if bytes == 0 {
+        return Err(format!("`{s}`: the size must be more than zero"));
+    }
+    Ok(bytes)
 }
 
 /// `zfs = { raw = true, ... }` on a ZFS volume.
@@ -518,6 +560,27 @@ fn validate_volume(cx: &Ctx, i: usize, v: &Volume, earlier: &[Volume]) -> Result
     }
     if let Some(m) = &v.mountpoint {
         check_abs_path(m).map_err(|m| cx.err(&key("mountpoint"), m))?;
+    }
+    if v.zfs.intermediates {
+        // `zfs send -I` is a compound stream; the standby refuses those
+        // (they can carry children and properties), and snapsite ships
+        // every snapshot in order anyway.
+        return Err(cx.err(
+            &key("zfs"),
+            "`intermediates` is not supported: a standby refuses `zfs send -I` streams (they are compound packages); snapsite ships every snapshot in order without it",
+        ));
+    }
+    if let Some(ms) = &v.max_size {
+        if v.backend != BackendKind::Lvm {
+            return Err(cx.err(
+                &key("max_size"),
+                format!(
+                    "applies to LVM volumes only, this one is {}",
+                    v.backend.as_str()
+                ),
+            ));
+        }
+        parse_size(ms).map_err(|m| cx.err(&key("max_size"), m))?;
     }
     Ok(())
 }
@@ -1193,6 +1256,30 @@ command = ["zmplayredo", "--fromTime", "{from_time}"]
         let e = parse(text).unwrap_err().to_string();
         assert!(e.contains("/etc/snapsite/t.toml"), "no file in: {e}");
         assert!(e.contains(needle), "`{needle}` not in: {e}");
+    }
+
+    #[test]
+    fn max_size_is_validated_and_lvm_only() {
+        let lvm = "site = \"b\"\nstate_dir = \"/var/lib/snapsite\"\n[[volume]]\nrole = \"redolog\"\nbackend = \"lvm\"\nsource = \"vg/live\"\nreplica = \"vg/redolog\"\n";
+        let c = parse(&format!("{lvm}max_size = \"2TiB\"\n")).unwrap();
+        assert_eq!(c.volumes[0].max_size_bytes(), Some(2 << 40));
+        assert_eq!(parse(lvm).unwrap().volumes[0].max_size_bytes(), None);
+        expect_err(
+            &format!("{lvm}max_size = \"2 parsecs\"\n"),
+            "volume[0].max_size",
+        );
+        expect_err(&format!("{lvm}max_size = \"0GiB\"\n"), "volume[0].max_size");
+        expect_err(&format!("{lvm}max_size = \"99999999PiB\"\n"), "too large");
+        expect_err(
+            &GOOD.replace(
+                "source = \"tank/redolog\"",
+                "source = \"tank/redolog\"\nmax_size = \"1TiB\"",
+            ),
+            "volume[1].max_size",
+        );
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("-1G").is_err());
     }
 
     #[test]

@@ -26,11 +26,11 @@ mod format;
 mod report;
 mod thin;
 
-pub use format::{Decoder, Encoder, Event, Extent, Header, RecordHash, StreamKind};
-pub use report::{LvInfo, dm_name, lvm, parse_lvs, vg_lvs};
+pub use format::{Decoder, Encoder, Event, Extent, Header, MAGIC, RecordHash, StreamKind, VERSION};
+pub use report::{LvInfo, dm_name, lvm, parse_lvs, vg_lvs, vg_size};
 pub use thin::{
-    BlockRange, Delta, DeltaKind, Mapping, MetadataSnap, Pool, parse_held_root, parse_thin_delta,
-    parse_thin_dump,
+    BlockRange, Delta, DeltaKind, Mapping, MetadataSnap, Pool, PoolUsage, parse_held_root,
+    parse_pool_block_size, parse_pool_usage, parse_thin_delta, parse_thin_dump,
 };
 
 use std::fs::{File, OpenOptions};
@@ -59,6 +59,14 @@ pub const FAILOVER_TAG: &str = "snapsite-failover";
 
 /// Zero-detection unit of classic LVs (thin LVs use the pool's block size).
 const CLASSIC_UNIT: u64 = 64 << 10;
+
+/// A receive never fills the standby's thin pool past this share (data or
+/// metadata): the rest is for failover's writable snapshots, and a thin pool
+/// at 100% stops every thin LV in it.
+pub const POOL_LIMIT_PERCENT: u64 = 90;
+
+/// At most this much may be written between two looks at the pool.
+const WATCH_STEP: u64 = 64 << 20;
 
 /// `vg/lv` (validated by the config) into its parts.
 fn split(addr: &str) -> (&str, &str) {
@@ -202,6 +210,74 @@ fn push_extent(out: &mut Vec<Extent>, offset: u64, len: u64, data: bool, size: u
     out.push(Extent { offset, len, data });
 }
 
+/// A thin pool at or past [`POOL_LIMIT_PERCENT`], described.
+pub fn pool_problem(pool: &Pool, u: &PoolUsage) -> Option<String> {
+    let (d, m) = u.percents();
+    (d >= POOL_LIMIT_PERCENT || m >= POOL_LIMIT_PERCENT).then(|| {
+        format!(
+            "thin pool {}/{} is {d}% full (metadata {m}%, limit {POOL_LIMIT_PERCENT}%): failover's writable snapshots would have no room to write, and receives into it are refused",
+            pool.vg, pool.name
+        )
+    })
+}
+
+/// Watches the thin pool while a receive writes: every write is charged
+/// with the pool blocks it can allocate (an upper bound); when the charges
+/// reach what the pool had room for at the last look, the replica is
+/// fsynced (buffered writes allocate only at writeback) and the pool asked
+/// again. A receive that would pass [`POOL_LIMIT_PERCENT`] fails there.
+struct PoolWatch {
+    pool: Pool,
+    block_size: u64,
+    /// Bytes that may still be charged before the next look.
+    budget: u64,
+}
+
+impl PoolWatch {
+    fn open(pool: Pool) -> Result<PoolWatch> {
+        let block_size = pool.block_size()?;
+        let mut w = PoolWatch {
+            pool,
+            block_size,
+            budget: 0,
+        };
+        w.look(None, 0)?;
+        Ok(w)
+    }
+
+    /// Ask the pool; fail unless `need` more bytes fit under the limit.
+    fn look(&mut self, dev: Option<&File>, need: u64) -> Result<()> {
+        if let Some(d) = dev {
+            d.sync_data().ctx("fsync the replica")?;
+        }
+        let u = self.pool.usage()?;
+        let room = u.data_headroom(POOL_LIMIT_PERCENT) * self.block_size;
+        if !u.meta_ok(POOL_LIMIT_PERCENT) || room < need.max(1) {
+            let (d, m) = u.percents();
+            return Err(Error::refused(format!(
+                "thin pool {}/{} would pass {POOL_LIMIT_PERCENT}% ({d}% of its data and {m}% of its metadata in use): the receive stops so that failover's writable snapshots keep room",
+                self.pool.vg, self.pool.name
+            )));
+        }
+        self.budget = room.min(WATCH_STEP.max(need));
+        Ok(())
+    }
+
+    /// A write of `len` bytes at `offset` is about to happen.
+    fn charge(&mut self, dev: Option<&File>, offset: u64, len: u64) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let bs = self.block_size;
+        let bytes = ((offset + len - 1) / bs - offset / bs + 1) * bs;
+        if bytes > self.budget {
+            self.look(dev, bytes)?;
+        }
+        self.budget -= bytes;
+        Ok(())
+    }
+}
+
 /// Storage ids go into tags and come from the other site: LV uuids only.
 fn check_uuid(id: &str) -> Result<()> {
     if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
@@ -332,8 +408,36 @@ impl Backend for Lvm {
                     "replica {replica} will be created in pool {vg}/{pool} by the first full receive"
                 )),
             }
+            if let Some(p) = self.capacity_problem(vol)? {
+                notes.push(format!("warning: {p}"));
+            }
         }
         Ok(notes)
+    }
+
+    fn capacity_problem(&self, vol: &Volume) -> Result<Option<String>> {
+        let Some(replica) = vol.replica.as_deref() else {
+            return Ok(None);
+        };
+        let (vg, rlv) = split(replica);
+        let Some(all) = vg_lvs(vg)? else {
+            return Ok(None);
+        };
+        // No (single) pool: `probe` and `receive` say so themselves.
+        let Ok(name) = replica_pool(vol, &all, rlv) else {
+            return Ok(None);
+        };
+        let pool = Pool {
+            vg: vg.to_string(),
+            name,
+        };
+        match pool.usage() {
+            Ok(u) => Ok(pool_problem(&pool, &u)),
+            Err(e) => {
+                tracing::warn!(volume = %vol.role, error = %e, "cannot read the thin pool's fill level (inactive?)");
+                Ok(None)
+            }
+        }
     }
 
     fn snapshot(&self, vols: &[&Volume], name: &str) -> Result<()> {
@@ -521,6 +625,9 @@ impl Backend for Lvm {
             records: Vec::new(),
             end: None,
             failed: None,
+            touched: false,
+            before: None,
+            watch: None,
         }))
     }
 
@@ -703,6 +810,13 @@ struct LvmSink {
     end: Option<(u64, [u8; 32])>,
     /// The first error; `commit` returns it.
     failed: Option<Error>,
+    /// `prepare` changed the replica: until the snapshot is taken, any
+    /// failure puts it back (`release`), so a refused stream keeps nothing.
+    touched: bool,
+    /// The replica before this receive when it had no snapshot to be
+    /// recreated from (a replica made by hand): (size, pool).
+    before: Option<(u64, String)>,
+    watch: Option<PoolWatch>,
 }
 
 fn io_of(e: &Error) -> io::Error {
@@ -759,19 +873,29 @@ impl LvmSink {
                 )));
             }
         }
-        match h.kind {
+        // Sizes: the standby's own limit, never the stream's word.
+        let (limit, limit_from) = match self.vol.max_size_bytes() {
+            Some(l) => (l, "max_size".to_string()),
+            None => (
+                vg_size(&self.vg)?,
+                format!("the default max_size, the size of volume group {}", self.vg),
+            ),
+        };
+        let too_big = |size: u64| {
+            Error::refused(format!(
+                "the stream declares a device of {size} bytes, more than {limit} bytes ({limit_from}); nothing was created"
+            ))
+            .with_hint(format!(
+                "if the primary's LV really is that large, set max_size on volume `{}` in the standby's config",
+                self.vol.role
+            ))
+        };
+        let (pool, base_lv) = match h.kind {
             StreamKind::Full => {
-                let pool = replica_pool(&self.vol, &all, &self.rlv)?;
-                if existing.is_some() {
-                    remove_lv(&self.vg, &self.rlv)?;
+                if h.size > limit {
+                    return Err(too_big(h.size));
                 }
-                lvm("lvcreate")
-                    .args(["-y", "-V"])
-                    .arg(format!("{}b", h.size))
-                    .arg("-T")
-                    .arg(format!("{}/{pool}", self.vg))
-                    .args(["-n", &self.rlv, "--addtag", TAG, "--addtag", REPLICA_TAG])
-                    .run()?;
+                (replica_pool(&self.vol, &all, &self.rlv)?, None)
             }
             StreamKind::Incremental => {
                 let base = match (&h.base, &self.base) {
@@ -793,28 +917,61 @@ impl LvmSink {
                         )));
                     }
                 }
-                if existing.is_some() {
-                    remove_lv(&self.vg, &self.rlv)?;
-                }
-                lvm("lvcreate")
-                    .args(["-y", "-s", "-kn", "-ay", "-prw", "-n", &self.rlv])
-                    .args(["--addtag", TAG, "--addtag", REPLICA_TAG])
-                    .arg(format!("{}/{base_lv}", self.vg))
-                    .run()?;
-                if bi.size < h.size {
-                    lvm("lvextend")
-                        .args(["-y", "-L"])
-                        .arg(format!("{}b", h.size))
-                        .arg(self.replica())
-                        .run()?;
-                } else if bi.size > h.size {
+                if bi.size > h.size {
                     return Err(Error::storage(format!(
                         "the source shrank from {} to {} bytes; ship a full snapshot",
                         bi.size, h.size
                     )));
                 }
+                if h.size > bi.size && h.size > limit {
+                    return Err(too_big(h.size));
+                }
+                let pool = bi.pool.clone().ok_or_else(|| {
+                    Error::storage(format!("base snapshot {}/{base_lv} is not thin", self.vg))
+                })?;
+                (pool, Some((base_lv, bi.size)))
+            }
+        };
+        let watch = PoolWatch::open(Pool {
+            vg: self.vg.clone(),
+            name: pool.clone(),
+        })?;
+        if snapshots_of(&all, &self.rlv).is_empty() {
+            self.before = existing
+                .as_ref()
+                .and_then(|r| Some((r.size, r.pool.clone()?)));
+        }
+        // From here on the replica changes: a failure puts it back.
+        self.touched = true;
+        if existing.is_some() {
+            remove_lv(&self.vg, &self.rlv)?;
+        }
+        match base_lv {
+            None => {
+                lvm("lvcreate")
+                    .args(["-y", "-V"])
+                    .arg(format!("{}b", h.size))
+                    .arg("-T")
+                    .arg(format!("{}/{pool}", self.vg))
+                    .args(["-n", &self.rlv, "--addtag", TAG, "--addtag", REPLICA_TAG])
+                    .run()?;
+            }
+            Some((base_lv, base_size)) => {
+                lvm("lvcreate")
+                    .args(["-y", "-s", "-kn", "-ay", "-prw", "-n", &self.rlv])
+                    .args(["--addtag", TAG, "--addtag", REPLICA_TAG])
+                    .arg(format!("{}/{base_lv}", self.vg))
+                    .run()?;
+                if base_size < h.size {
+                    lvm("lvextend")
+                        .args(["-y", "-L"])
+                        .arg(format!("{}b", h.size))
+                        .arg(self.replica())
+                        .run()?;
+                }
             }
         }
+        self.watch = Some(watch);
         let p = dev_path(&self.vg, &self.rlv);
         let (dev, n) = open_sized(&p, true)?;
         if n < h.size {
@@ -833,6 +990,11 @@ impl LvmSink {
         match ev {
             Event::Header(h) => self.prepare(&h)?,
             Event::Write { offset, len } => {
+                self.watch.as_mut().expect("opened on the header").charge(
+                    self.dev.as_ref(),
+                    offset,
+                    len as u64,
+                )?;
                 self.hash.begin_write(offset, len);
                 self.records.push(Written {
                     offset,
@@ -855,7 +1017,9 @@ impl LvmSink {
                     len,
                     data: false,
                 });
-                zero_range(self.dev.as_ref().expect("opened"), offset, len)?;
+                let dev = self.dev.as_ref().expect("opened");
+                let watch = self.watch.as_mut().expect("opened");
+                zero_range(dev, offset, len, &mut |o, l| watch.charge(Some(dev), o, l))?;
             }
             Event::End { data_bytes, hash } => self.end = Some((data_bytes, hash)),
         }
@@ -921,7 +1085,49 @@ impl LvmSink {
             cmd = cmd.arg("--addtag").arg(format!("{FROM_TAG}{id}"));
         }
         cmd.arg(self.replica()).run()?;
+        self.touched = false;
         Ok(id)
+    }
+
+    /// Put the replica back as it was before this receive, releasing every
+    /// pool block the receive allocated: remove it, then recreate it from
+    /// its newest snapshot (a thin snapshot: no data moves), or as the empty
+    /// LV it was when it had none.
+    fn release(&mut self) {
+        if !self.touched {
+            return;
+        }
+        self.touched = false;
+        self.dev = None;
+        let res = (|| -> Result<()> {
+            let all = vg_lvs(&self.vg)?.unwrap_or_default();
+            if find(&all, &self.rlv).is_some_and(|r| r.has_tag(REPLICA_TAG)) {
+                remove_lv(&self.vg, &self.rlv)?;
+            }
+            let tags = ["--addtag", TAG, "--addtag", REPLICA_TAG];
+            match (snapshots_of(&all, &self.rlv).last(), &self.before) {
+                (Some(newest), _) => lvm("lvcreate")
+                    .args(["-y", "-s", "-kn", "-prw", "-n", &self.rlv])
+                    .args(tags)
+                    .arg(format!("{}/{}", self.vg, snap_lv(&self.rlv, newest)))
+                    .run(),
+                (None, Some((size, pool))) => lvm("lvcreate")
+                    .args(["-y", "-V"])
+                    .arg(format!("{size}b"))
+                    .arg("-T")
+                    .arg(format!("{}/{pool}", self.vg))
+                    .args(["-n", &self.rlv])
+                    .args(tags)
+                    .run(),
+                (None, None) => Ok(()),
+            }
+        })();
+        match res {
+            Ok(()) => tracing::info!(volume = %self.vol.role, "rejected receive released"),
+            Err(e) => {
+                tracing::error!(volume = %self.vol.role, error = %e, "could not release a rejected receive")
+            }
+        }
     }
 }
 
@@ -941,7 +1147,12 @@ fn open_sized(p: &Path, write: bool) -> Result<(File, u64)> {
 
 /// Make `len` bytes at `offset` read as zeros: discard (thin unmaps whole
 /// blocks), then check, and write zeros where the discard did not take.
-fn zero_range(dev: &File, offset: u64, len: u64) -> Result<()> {
+fn zero_range(
+    dev: &File,
+    offset: u64,
+    len: u64,
+    charge: &mut dyn FnMut(u64, u64) -> Result<()>,
+) -> Result<()> {
     let range: [u64; 2] = [offset, len];
     // BLKDISCARD = _IO(0x12, 119); a failure just means "write zeros".
     let _ = unsafe { nix::libc::ioctl(dev.as_raw_fd(), 0x1277 as _, range.as_ptr()) };
@@ -952,6 +1163,7 @@ fn zero_range(dev: &File, offset: u64, len: u64) -> Result<()> {
         buf.resize(n as usize, 0);
         dev.read_exact_at(&mut buf, at).ctx("read the replica")?;
         if buf.iter().any(|b| *b != 0) {
+            charge(at, n)?;
             buf.fill(0);
             dev.write_all_at(&buf, at).ctx("zero the replica")?;
         }
@@ -992,11 +1204,9 @@ impl Write for LvmSink {
         match r {
             Ok(()) => Ok(buf.len()),
             Err(e) => {
-                let ctx = self.ctx();
-                self.failed = Some(
-                    err.unwrap_or_else(|| Error::protocol(format!("bad LVM stream: {e}")))
-                        .context(ctx),
-                );
+                // `commit` names the volume.
+                self.failed =
+                    Some(err.unwrap_or_else(|| Error::protocol(format!("bad LVM stream: {e}"))));
                 Err(e)
             }
         }
@@ -1012,11 +1222,20 @@ impl SnapshotSink for LvmSink {
         record: &mut dyn FnMut(Option<String>) -> Result<()>,
     ) -> Result<Option<String>> {
         let ctx = self.ctx();
-        self.finish(record).ctx(ctx)
+        let r = self.finish(record).ctx(ctx);
+        if r.is_err() {
+            self.release();
+        }
+        r
     }
-    fn abort(self: Box<Self>) {
-        // Partial writes stay in the replica, which the next receive
-        // recreates from the newest received snapshot (see `prepare`).
+    fn abort(mut self: Box<Self>) {
+        self.release();
+    }
+}
+
+impl Drop for LvmSink {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

@@ -59,6 +59,14 @@ pub trait Backend: Send + Sync {
     /// Check tools and the volume; returns notes (warnings) for `check`.
     fn probe(&self, vol: &Volume, primary: bool) -> Result<Vec<String>>;
 
+    /// A storage condition under which failover could not make its writable
+    /// copy of this volume, or a receive would be refused (a thin pool or a
+    /// ZFS pool nearly full). `None` when there is room. `check` reports it;
+    /// `failover --dry-run` should too.
+    fn capacity_problem(&self, _vol: &Volume) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     /// Volumes with equal keys can be snapshotted together atomically in one
     /// `snapshot` call. `None`: one at a time.
     fn atomic_key(&self, _vol: &Volume) -> Option<String> {

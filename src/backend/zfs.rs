@@ -4,9 +4,20 @@
 //! - Atomic sets: the volumes of one pool share an atomic key, and the
 //!   coordinator hands them to ONE `zfs snapshot a@x b@x ...` call.
 //! - Snapshots of a volume live on `source` on the primary and on `replica`
-//!   on the standby (received with `-s -u`, `readonly=on`, `canmount=noauto`
-//!   on the first full receive, so the replica is never modified and every
-//!   incremental applies without `-F`).
+//!   on the standby, so the replica is never modified and every incremental
+//!   applies without `-F`.
+//! - The standby trusts nothing in a stream: before `zfs receive` sees a
+//!   byte, the stream's first record (DRR_BEGIN) must describe ONE snapshot
+//!   of ONE filesystem (a substream: no `-R`/`-p`/`-I`/`-b`/`--holds`
+//!   package, which could carry child datasets and properties), named as
+//!   announced, from the base this replica holds (by guid) or from nothing
+//!   for a full stream ([`check_begin`]). Every receive, full or
+//!   incremental, overrides what could mount, execute, share or reserve
+//!   space ([`RECEIVE_OVERRIDES`]): replicas stay `readonly=on`,
+//!   `canmount=noauto`, `mountpoint=none`, `exec=off`, `setuid=off`,
+//!   `devices=off`. Failover's clone takes its properties from its own
+//!   parent (plus `readonly=off`, `canmount=on`, the configured
+//!   mountpoint), never from the replica.
 //! - A cut receive keeps its state (`receive_resume_token`); the sender
 //!   resumes with `zfs send -t`, after checking that the token names the
 //!   snapshot it means to send. A stale token is discarded with `receive -A`.
@@ -29,6 +40,212 @@ pub struct Zfs;
 
 /// The user hold tag on the common snapshot.
 pub const HOLD_TAG: &str = "snapsite-common";
+
+/// `zfs receive` options on EVERY receive (full, incremental, resumed):
+/// whatever the stream says, the replica is never mounted, executable,
+/// shared, or reserving space. `-o` sets a local value, which wins over a
+/// received one: measured on OpenZFS 2.3, `-x mountpoint` and `-x
+/// refreservation` did NOT keep a `zfs send -p -i` stream's values, so
+/// everything that protects the standby is an `-o`; `-x` only for what has
+/// no safe fixed value (the standby's inherited one is kept). The stream
+/// header check refuses property-carrying streams before this anyway.
+pub const RECEIVE_OVERRIDES: &[&str] = &[
+    "-o",
+    "readonly=on",
+    "-o",
+    "canmount=noauto",
+    "-o",
+    "mountpoint=none",
+    "-o",
+    "exec=off",
+    "-o",
+    "setuid=off",
+    "-o",
+    "devices=off",
+    "-o",
+    "sharenfs=off",
+    "-o",
+    "sharesmb=off",
+    "-o",
+    "refreservation=none",
+    "-o",
+    "reservation=none",
+    "-o",
+    "quota=none",
+    "-o",
+    "refquota=none",
+    "-x",
+    "copies",
+    "-x",
+    "special_small_blocks",
+    "-x",
+    "zoned",
+    "-x",
+    "overlay",
+];
+
+/// Size of a send stream's records (`dmu_replay_record_t`); the first one
+/// is DRR_BEGIN.
+pub const BEGIN_RECORD_LEN: usize = 312;
+const DMU_BACKUP_MAGIC: u64 = 0x2F5B_ACBAC;
+const DRR_BEGIN: u32 = 0;
+const DMU_SUBSTREAM: u64 = 1;
+const DMU_COMPOUNDSTREAM: u64 = 2;
+const DMU_OST_ZFS: u32 = 2;
+const DRR_FLAG_CLONE: u32 = 1;
+
+/// The DRR_BEGIN record of a `zfs send` stream (OpenZFS
+/// `include/sys/zfs_ioctl.h`: `struct drr_begin` after the record's type and
+/// payload length; in the sender's byte order, told by the magic).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamBegin {
+    /// DMU_COMPOUNDSTREAM: a package (`-R`, `-p`, `-I`, `-b`, `--holds`)
+    /// with an nvlist of datasets/properties and several substreams.
+    pub compound: bool,
+    /// `drr_versioninfo` feature flags.
+    pub features: u64,
+    /// `dmu_objset_type_t`: 2 filesystem, 1 volume.
+    pub objset_type: u32,
+    pub flags: u32,
+    pub toguid: u64,
+    /// 0 for a full stream, the base snapshot's guid for an incremental.
+    pub fromguid: u64,
+    /// `pool/fs@snap` on the sender.
+    pub toname: String,
+    pub payload_len: u32,
+}
+
+impl StreamBegin {
+    /// The snapshot part of `toname`.
+    pub fn snapshot(&self) -> Option<&str> {
+        self.toname.split_once('@').map(|(_, s)| s)
+    }
+}
+
+/// Parse a stream's first record (at least [`BEGIN_RECORD_LEN`] bytes).
+pub fn parse_begin(rec: &[u8]) -> std::result::Result<StreamBegin, String> {
+    if rec.len() < BEGIN_RECORD_LEN {
+        return Err(format!(
+            "the stream ended after {} bytes, inside its first record",
+            rec.len()
+        ));
+    }
+    let le = u64::from_le_bytes(rec[8..16].try_into().expect("8"));
+    let be = u64::from_be_bytes(rec[8..16].try_into().expect("8"));
+    let little = if le == DMU_BACKUP_MAGIC {
+        true
+    } else if be == DMU_BACKUP_MAGIC {
+        false
+    } else {
+        return Err("not a ZFS send stream (no DRR_BEGIN magic)".into());
+    };
+    let u32_at = |o: usize| {
+        let b: [u8; 4] = rec[o..o + 4].try_into().expect("4");
+        if little {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        }
+    };
+    let u64_at = |o: usize| {
+        let b: [u8; 8] = rec[o..o + 8].try_into().expect("8");
+        if little {
+            u64::from_le_bytes(b)
+        } else {
+            u64::from_be_bytes(b)
+        }
+    };
+    if u32_at(0) != DRR_BEGIN {
+        return Err(format!(
+            "the first record is of type {}, not DRR_BEGIN",
+            u32_at(0)
+        ));
+    }
+    let versioninfo = u64_at(16);
+    let compound = match versioninfo & 3 {
+        DMU_SUBSTREAM => false,
+        DMU_COMPOUNDSTREAM => true,
+        t => return Err(format!("unknown stream header type {t}")),
+    };
+    let name = &rec[56..BEGIN_RECORD_LEN];
+    let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
+    let toname = std::str::from_utf8(name)
+        .map_err(|_| "the stream's snapshot name is not UTF-8".to_string())?
+        .to_string();
+    Ok(StreamBegin {
+        compound,
+        features: (versioninfo >> 2) & ((1 << 30) - 1),
+        objset_type: u32_at(32),
+        flags: u32_at(36),
+        toguid: u64_at(40),
+        fromguid: u64_at(48),
+        toname,
+        payload_len: u32_at(4),
+    })
+}
+
+/// What the standby accepts: one filesystem snapshot named `snapshot`, from
+/// `fromguid` (the replica's base) or, with `None`, a full stream; with
+/// `toguid`, of that snapshot.
+pub fn check_begin(
+    b: &StreamBegin,
+    snapshot: &str,
+    fromguid: Option<u64>,
+    toguid: Option<u64>,
+) -> std::result::Result<(), String> {
+    if b.compound {
+        return Err(format!(
+            "stream of {} is a replication package (zfs send -R, -p, -I, -b or --holds: properties, child datasets or several snapshots); this standby receives one snapshot of one dataset",
+            b.toname
+        ));
+    }
+    if b.objset_type != DMU_OST_ZFS {
+        return Err(format!(
+            "stream of {} is not of a filesystem (object set type {})",
+            b.toname, b.objset_type
+        ));
+    }
+    if b.flags & DRR_FLAG_CLONE != 0 {
+        return Err(format!("stream of {} is a clone stream", b.toname));
+    }
+    if b.snapshot() != Some(snapshot) {
+        return Err(format!(
+            "the stream carries snapshot `{}`, the sender announced {snapshot}",
+            b.toname
+        ));
+    }
+    match fromguid {
+        None if b.fromguid != 0 => {
+            return Err(format!(
+                "announced as a full stream, but {} is incremental (from guid {})",
+                b.toname, b.fromguid
+            ));
+        }
+        Some(want) if b.fromguid != want => {
+            return Err(if b.fromguid == 0 {
+                format!(
+                    "announced as incremental, but the stream of {} is a full stream",
+                    b.toname
+                )
+            } else {
+                format!(
+                    "the stream of {} applies to snapshot guid {}, the base here has guid {want}",
+                    b.toname, b.fromguid
+                )
+            });
+        }
+        _ => {}
+    }
+    if let Some(want) = toguid {
+        if b.toguid != want {
+            return Err(format!(
+                "the stream of {} has guid {}, the sender announced {want}",
+                b.toname, b.toguid
+            ));
+        }
+    }
+    Ok(())
+}
 
 fn zfs() -> Cmd {
     Cmd::new("zfs")
@@ -156,8 +373,20 @@ impl Backend for Zfs {
                     r.snapshot.as_deref().unwrap_or("a snapshot")
                 ));
             }
+            if let Some(p) = self.capacity_problem(vol)? {
+                notes.push(format!("warning: {p}"));
+            }
         }
         Ok(notes)
+    }
+
+    fn capacity_problem(&self, vol: &Volume) -> Result<Option<String>> {
+        let pool = pool_of(dataset(vol));
+        let out = Cmd::new("zpool")
+            .args(["get", "-H", "-p", "-o", "value", "capacity"])
+            .arg(pool)
+            .output()?;
+        Ok(pool_capacity_problem(pool, &out))
     }
 
     fn atomic_key(&self, vol: &Volume) -> Option<String> {
@@ -302,23 +531,41 @@ impl Backend for Zfs {
             ))
             .with_hint(format!("if {ds} is disposable, `zfs destroy -r {ds}` and ship again")));
         }
-        if let Some(b) = base {
-            if !exists(&snap(vol, b))? {
-                return Err(Error::storage(format!(
-                    "volume `{}`: base snapshot {b} is missing on {ds}",
-                    vol.role
-                )));
+        let fromguid = match base {
+            None => None,
+            Some(b) => {
+                let missing = || {
+                    Error::storage(format!(
+                        "volume `{}`: base snapshot {b} is missing on {ds}",
+                        vol.role
+                    ))
+                };
+                if !exists(&snap(vol, b))? {
+                    return Err(missing());
+                }
+                let g = get("guid", &snap(vol, b))?.ok_or_else(missing)?;
+                Some(g.parse::<u64>().map_err(|_| {
+                    Error::storage(format!("volume `{}`: guid `{g}` of {b}", vol.role))
+                })?)
             }
-        }
-        let mut cmd = zfs().args(["receive", "-s", "-u"]);
-        if full {
-            cmd = cmd.args(["-o", "readonly=on", "-o", "canmount=noauto"]);
-        }
-        let mut running = cmd.arg(ds).spawn(Stdio::piped(), Stdio::null())?;
-        let stdin = running.child.stdin.take().expect("piped");
+        };
+        // The sender's storage id is the snapshot's guid: a number, or nothing.
+        let toguid = match expect_id {
+            None => None,
+            Some(id) => Some(id.parse::<u64>().map_err(|_| {
+                Error::refused(format!(
+                    "volume `{}`: `{id}` is not a ZFS guid (storage id)",
+                    vol.role
+                ))
+            })?),
+        };
         Ok(Box::new(ZfsSink {
-            running: Some(running),
-            stdin: Some(stdin),
+            running: None,
+            stdin: None,
+            head: Vec::with_capacity(BEGIN_RECORD_LEN),
+            fromguid,
+            toguid,
+            failed: None,
             ds: ds.to_string(),
             name: name.to_string(),
             created_ds: full,
@@ -474,6 +721,21 @@ impl Backend for Zfs {
     }
 }
 
+/// Above this share of its size a ZFS pool slows down and may soon refuse
+/// writes: failover's clones would start on a pool about to fill.
+pub const POOL_FULL_PERCENT: u64 = 90;
+
+/// `zpool get -H -p -o value capacity POOL` (a percentage) -> a problem
+/// when the pool is at least [`POOL_FULL_PERCENT`] full.
+pub fn pool_capacity_problem(pool: &str, text: &str) -> Option<String> {
+    let pct: u64 = text.trim().trim_end_matches('%').parse().ok()?;
+    (pct >= POOL_FULL_PERCENT).then(|| {
+        format!(
+            "ZFS pool {pool} is {pct}% full (limit {POOL_FULL_PERCENT}%): failover's clones would have almost no room to write"
+        )
+    })
+}
+
 /// Tokens go on the command line: allow only what OpenZFS produces.
 fn check_token(t: &str) -> Result<()> {
     if t.is_empty()
@@ -486,8 +748,17 @@ fn check_token(t: &str) -> Result<()> {
 }
 
 struct ZfsSink {
+    /// `zfs receive`, started once the stream's first record passed
+    /// [`check_begin`].
     running: Option<Running>,
     stdin: Option<ChildStdin>,
+    /// The first record, collected before anything reaches `zfs receive`.
+    head: Vec<u8>,
+    /// The base's guid (incremental), `None` for a full stream.
+    fromguid: Option<u64>,
+    toguid: Option<u64>,
+    /// Why the stream was refused; `commit` returns it.
+    failed: Option<Error>,
     ds: String,
     name: String,
     /// This receive creates the replica dataset (first full receive).
@@ -498,13 +769,34 @@ struct ZfsSink {
 
 impl Write for ZfsSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.stdin
-            .as_mut()
-            .expect("open until commit/abort")
-            .write(buf)
+        if let Some(e) = &self.failed {
+            return Err(std::io::Error::other(e.to_string()));
+        }
+        if let Some(stdin) = self.stdin.as_mut() {
+            return stdin.write(buf);
+        }
+        // Still collecting the first record.
+        let take = (BEGIN_RECORD_LEN - self.head.len()).min(buf.len());
+        self.head.extend_from_slice(&buf[..take]);
+        if self.head.len() < BEGIN_RECORD_LEN {
+            return Ok(buf.len());
+        }
+        let rest = &buf[take..];
+        if let Err(e) = self.start() {
+            let io = std::io::Error::other(e.to_string());
+            self.failed = Some(e);
+            return Err(io);
+        }
+        let stdin = self.stdin.as_mut().expect("started");
+        stdin.write_all(&self.head)?;
+        stdin.write_all(rest)?;
+        Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        self.stdin.as_mut().expect("open").flush()
+        match self.stdin.as_mut() {
+            Some(s) => s.flush(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -513,10 +805,45 @@ impl ZfsSink {
         format!("{}@{}", self.ds, self.name)
     }
 
+    /// Check the first record; only then start `zfs receive`.
+    fn start(&mut self) -> Result<()> {
+        let begin = parse_begin(&self.head)
+            .and_then(|b| {
+                check_begin(&b, &self.name, self.fromguid, self.toguid)?;
+                Ok(b)
+            })
+            .map_err(|m| {
+                Error::refused(format!(
+                    "volume `{}`: refused before zfs receive: {m}",
+                    self.role
+                ))
+            })?;
+        tracing::debug!(volume = %self.role, toname = %begin.toname, features = begin.features, "stream header accepted");
+        let mut running = zfs()
+            .args(["receive", "-s", "-u"])
+            .args(RECEIVE_OVERRIDES)
+            .arg(&self.ds)
+            .spawn(Stdio::piped(), Stdio::null())
+            .ctx(format!("volume `{}`", self.role))?;
+        self.stdin = Some(running.child.stdin.take().expect("piped"));
+        self.running = Some(running);
+        Ok(())
+    }
+
     fn finish(
         &mut self,
         record: &mut dyn FnMut(Option<String>) -> Result<()>,
     ) -> Result<Option<String>> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        if self.running.is_none() {
+            let m = parse_begin(&self.head).err().unwrap_or_default();
+            return Err(Error::refused(format!(
+                "volume `{}`: not a ZFS send stream: {m}",
+                self.role
+            )));
+        }
         drop(self.stdin.take());
         self.running
             .take()
@@ -540,8 +867,11 @@ impl ZfsSink {
         Ok(guid)
     }
 
-    /// Remove everything this receive made: the partial state and, if it
-    /// completed, the snapshot (and a replica it created).
+    /// Remove everything this receive made: the partial state, the snapshot
+    /// if it completed, and the replica dataset if this (full) receive
+    /// created it. Committed snapshots are never touched: the stream could
+    /// only name `name` (checked before `zfs receive` started), which did
+    /// not exist before.
     fn discard(&mut self) {
         drop(self.stdin.take());
         if let Some(r) = self.running.take() {
@@ -556,12 +886,12 @@ impl ZfsSink {
             {
                 zfs().args(["receive", "-A", &self.ds]).run()?;
             }
-            if exists(&s)? {
-                if self.created_ds {
+            if self.created_ds {
+                if exists(&self.ds)? {
                     zfs().args(["destroy", "-r", &self.ds]).run()?;
-                } else {
-                    zfs().args(["destroy", &s]).run()?;
                 }
+            } else if exists(&s)? {
+                zfs().args(["destroy", &s]).run()?;
             }
             Ok(())
         })();
@@ -658,6 +988,131 @@ mod tests {
                 "{v}"
             );
         }
+    }
+
+    fn begin_fixture(name: &str) -> Vec<u8> {
+        let hex = fixture("2.3", name);
+        let hex = hex.trim();
+        assert_eq!(hex.len(), 2 * BEGIN_RECORD_LEN, "{name}");
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn captured_guids() -> (u64, u64) {
+        let text = fixture("2.3", "guids.txt");
+        let g = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        };
+        (g("S1 "), g("S2 "))
+    }
+
+    const S1: &str = "20261127T080000.000Z-full";
+    const S2: &str = "20261127T090000.000Z-full";
+
+    /// First records of real `zfs send` streams from OpenZFS 2.3.2
+    /// (tests/fixtures/capture-zfs-send.sh in the storage VM).
+    #[test]
+    fn begin_record_of_captured_streams() {
+        let (g1, g2) = captured_guids();
+        let full = parse_begin(&begin_fixture("send-full.hex")).unwrap();
+        assert!(!full.compound);
+        assert_eq!(full.toname, format!("caps/mysql@{S1}"));
+        assert_eq!((full.toguid, full.fromguid), (g1, 0));
+        assert_eq!(full.objset_type, DMU_OST_ZFS);
+        assert!(check_begin(&full, S1, None, Some(g1)).is_ok());
+
+        let inc = parse_begin(&begin_fixture("send-incremental.hex")).unwrap();
+        assert!(!inc.compound);
+        assert_eq!((inc.toguid, inc.fromguid), (g2, g1));
+        assert!(check_begin(&inc, S2, Some(g1), Some(g2)).is_ok());
+        // the wrong name, base, guid or kind is refused
+        let e = check_begin(&inc, "20261127T100000.000Z-full", Some(g1), None).unwrap_err();
+        assert!(e.contains("carries snapshot"), "{e}");
+        let e = check_begin(&inc, S2, Some(g1 ^ 1), None).unwrap_err();
+        assert!(e.contains("the base here has guid"), "{e}");
+        let e = check_begin(&inc, S2, None, None).unwrap_err();
+        assert!(e.contains("announced as a full stream"), "{e}");
+        let e = check_begin(&full, S1, Some(g1), None).unwrap_err();
+        assert!(e.contains("is a full stream"), "{e}");
+        assert!(check_begin(&inc, S2, Some(g1), Some(g1)).is_err());
+
+        // the resumed incremental is a substream of the same snapshot
+        let res = parse_begin(&begin_fixture("send-resume.hex")).unwrap();
+        assert!(!res.compound);
+        assert!(res.payload_len > 0, "resume nvlist");
+        assert!(check_begin(&res, S2, Some(g1), Some(g2)).is_ok());
+
+        // -p, -R and -I make compound streams: refused
+        for (f, snap) in [
+            ("send-props-incremental.hex", S2),
+            ("send-replicate-full.hex", S1),
+            ("send-intermediates.hex", S2),
+        ] {
+            let b = parse_begin(&begin_fixture(f)).unwrap();
+            assert!(b.compound, "{f}");
+            let e = check_begin(&b, snap, None, None).unwrap_err();
+            assert!(e.contains("replication package"), "{f}: {e}");
+        }
+    }
+
+    #[test]
+    fn begin_record_garbage_and_byte_order() {
+        let rec = begin_fixture("send-full.hex");
+        assert!(
+            parse_begin(&rec[..100])
+                .unwrap_err()
+                .contains("ended after 100")
+        );
+        let mut bad = rec.clone();
+        bad[8] ^= 0xff;
+        assert!(parse_begin(&bad).unwrap_err().contains("magic"));
+        let mut clone = rec.clone();
+        clone[36] |= DRR_FLAG_CLONE as u8;
+        let b = parse_begin(&clone).unwrap();
+        assert!(
+            check_begin(&b, S1, None, None)
+                .unwrap_err()
+                .contains("clone")
+        );
+        let mut zvol = rec.clone();
+        zvol[32] = 1;
+        let b = parse_begin(&zvol).unwrap();
+        assert!(
+            check_begin(&b, S1, None, None)
+                .unwrap_err()
+                .contains("filesystem")
+        );
+        // A big-endian sender's record: every field swapped.
+        let mut be = rec.clone();
+        for (o, n) in [
+            (0, 4),
+            (4, 4),
+            (8, 8),
+            (16, 8),
+            (24, 8),
+            (32, 4),
+            (36, 4),
+            (40, 8),
+            (48, 8),
+        ] {
+            be[o..o + n].reverse();
+        }
+        assert_eq!(parse_begin(&be).unwrap(), parse_begin(&rec).unwrap());
+    }
+
+    #[test]
+    fn pool_capacity() {
+        assert_eq!(pool_capacity_problem("tank", "4\n"), None);
+        let p = pool_capacity_problem("tank", "93\n").unwrap();
+        assert!(p.contains("tank is 93% full"), "{p}");
+        assert_eq!(pool_capacity_problem("tank", "garbage"), None);
     }
 
     #[test]

@@ -46,6 +46,7 @@ macro_rules! require_lab {
     };
 }
 
+mod hostile;
 mod lvm;
 mod smoke;
 mod zfs;

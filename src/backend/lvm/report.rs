@@ -177,6 +177,28 @@ pub fn lv_info(vg: &str, lv: &str) -> Result<Option<LvInfo>> {
     Ok(vg_lvs(vg)?.and_then(|all| all.into_iter().find(|l| l.name == lv)))
 }
 
+/// The size of volume group `vg` in bytes.
+pub fn vg_size(vg: &str) -> Result<u64> {
+    let out = lvm("vgs")
+        .args([
+            "--noheadings",
+            "--units",
+            "b",
+            "--nosuffix",
+            "-o",
+            "vg_size",
+            "--",
+        ])
+        .arg(vg)
+        .output()?;
+    out.trim().parse().map_err(|_| {
+        Error::storage(format!(
+            "vgs: size `{}` of {vg} is not a byte count",
+            out.trim()
+        ))
+    })
+}
+
 /// The device-mapper name of `vg/lv` (plus a layer like `tpool`): dashes
 /// inside names are doubled, parts are joined by single dashes.
 pub fn dm_name(vg: &str, lv: &str, layer: Option<&str>) -> String {

@@ -183,6 +183,75 @@ pub fn parse_held_root(status: &str) -> Result<Option<u64>> {
     }
 }
 
+/// A thin pool's fill level, from `dmsetup status <vg>-<pool>-tpool`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// Metadata blocks (4 KiB) used / total.
+    pub meta_used: u64,
+    pub meta_total: u64,
+    /// Data blocks (the pool's block size) used / total.
+    pub data_used: u64,
+    pub data_total: u64,
+}
+
+impl PoolUsage {
+    /// Percent of data and of metadata in use (rounded up).
+    pub fn percents(&self) -> (u64, u64) {
+        let pct = |u: u64, t: u64| if t == 0 { 100 } else { (u * 100).div_ceil(t) };
+        (
+            pct(self.data_used, self.data_total),
+            pct(self.meta_used, self.meta_total),
+        )
+    }
+    /// Data blocks that may still be allocated before `limit_percent`.
+    pub fn data_headroom(&self, limit_percent: u64) -> u64 {
+        (self.data_total * limit_percent / 100).saturating_sub(self.data_used)
+    }
+    /// Metadata is below `limit_percent`.
+    pub fn meta_ok(&self, limit_percent: u64) -> bool {
+        self.meta_used * 100 < self.meta_total * limit_percent
+    }
+}
+
+/// `0 LEN thin-pool TRANSACTION META_USED/TOTAL DATA_USED/TOTAL ...`
+pub fn parse_pool_usage(status: &str) -> Result<PoolUsage> {
+    let bad = || {
+        Error::storage(format!(
+            "unexpected `dmsetup status` of a thin pool: {}",
+            status.trim()
+        ))
+    };
+    let f: Vec<&str> = status.split_whitespace().collect();
+    if f.len() < 6 || f[2] != "thin-pool" {
+        return Err(bad());
+    }
+    let pair = |s: &str| -> Result<(u64, u64)> {
+        let (a, b) = s.split_once('/').ok_or_else(bad)?;
+        Ok((a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?))
+    };
+    let (meta_used, meta_total) = pair(f[4])?;
+    let (data_used, data_total) = pair(f[5])?;
+    Ok(PoolUsage {
+        meta_used,
+        meta_total,
+        data_used,
+        data_total,
+    })
+}
+
+/// The data block size in bytes from `dmsetup table <vg>-<pool>-tpool`:
+/// `0 LEN thin-pool META_DEV DATA_DEV BLOCK_SECTORS LOW_WATER ...`.
+pub fn parse_pool_block_size(table: &str) -> Result<u64> {
+    let f: Vec<&str> = table.split_whitespace().collect();
+    match (f.get(2), f.get(5).and_then(|s| s.parse::<u64>().ok())) {
+        (Some(&"thin-pool"), Some(sectors)) if sectors > 0 => Ok(sectors * 512),
+        _ => Err(Error::storage(format!(
+            "unexpected `dmsetup table` of a thin pool: {}",
+            table.trim()
+        ))),
+    }
+}
+
 /// A thin pool's device-mapper names.
 #[derive(Debug, Clone)]
 pub struct Pool {
@@ -198,6 +267,40 @@ impl Pool {
     /// The metadata device the thin tools read.
     pub fn tmeta(&self) -> PathBuf {
         PathBuf::from("/dev/mapper").join(dm_name(&self.vg, &format!("{}_tmeta", self.name), None))
+    }
+    /// `dmsetup status|table` of the pool target: `<vg>-<pool>-tpool`, or
+    /// `<vg>-<pool>` itself while the pool holds no thin LV (LVM then
+    /// activates it without the `-tpool` layer). An inactive pool is
+    /// activated first.
+    fn dm_query(&self, what: &str) -> Result<String> {
+        let names = [self.tpool(), dm_name(&self.vg, &self.name, None)];
+        for attempt in 0..2 {
+            for n in &names {
+                let out = lvm("dmsetup").arg(what).arg(n).run_raw()?;
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                if out.status.success() && text.split_whitespace().nth(2) == Some("thin-pool") {
+                    return Ok(text);
+                }
+            }
+            if attempt == 0 {
+                lvm("lvchange")
+                    .arg("-ay")
+                    .arg(format!("{}/{}", self.vg, self.name))
+                    .run()?;
+            }
+        }
+        Err(Error::storage(format!(
+            "thin pool {}/{}: no active thin-pool device ({})",
+            self.vg,
+            self.name,
+            names.join(", ")
+        )))
+    }
+    pub fn usage(&self) -> Result<PoolUsage> {
+        parse_pool_usage(&self.dm_query("status")?)
+    }
+    pub fn block_size(&self) -> Result<u64> {
+        parse_pool_block_size(&self.dm_query("table")?)
     }
     pub fn held_root(&self) -> Result<Option<u64>> {
         parse_held_root(&lvm("dmsetup").arg("status").arg(self.tpool()).output()?)
@@ -402,6 +505,36 @@ mod tests {
             Some(58)
         );
         assert!(parse_held_root("0 1024 linear 7:0 0").is_err());
+    }
+
+    #[test]
+    fn pool_usage_and_block_size() {
+        let u = parse_pool_usage(&fixture("dmsetup-status-tpool.txt")).unwrap();
+        assert_eq!(
+            u,
+            PoolUsage {
+                meta_used: 113,
+                meta_total: 1024,
+                data_used: 115,
+                data_total: 4096
+            }
+        );
+        assert_eq!(u.percents(), (3, 12));
+        assert_eq!(u.data_headroom(90), 4096 * 90 / 100 - 115);
+        assert!(u.meta_ok(90));
+        let full = PoolUsage {
+            data_used: 4000,
+            ..u
+        };
+        assert_eq!(full.data_headroom(90), 0);
+        assert!(parse_pool_usage("0 1024 linear 7:0 0").is_err());
+        assert!(parse_pool_usage("0 1024 thin-pool 3 x/1 2/3").is_err());
+        assert_eq!(
+            parse_pool_block_size("0 327680 thin-pool 253:1 253:2 128 0 1 skip_block_zeroing")
+                .unwrap(),
+            65536
+        );
+        assert!(parse_pool_block_size("0 327680 thin-pool 253:1 253:2 0 0").is_err());
     }
 
     #[test]
