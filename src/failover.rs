@@ -121,6 +121,10 @@ pub struct Plan {
     /// local time in a repeated DST hour), if it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_time_note: Option<String>,
+    /// Problems failover would meet (a pool too full for its copies), as
+    /// seen when the plan was made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Pure selection: S = the requested or newest full set among `complete`,
@@ -186,7 +190,9 @@ pub fn plan(cfg: &Config, requested: Option<&str>) -> Result<Plan> {
         .map(|m| m.before)
         .min()
         .ok_or_else(|| Error::integrity(format!("set {} has no members", s.id)))?;
-    let wanted = earliest - jiff::SignedDuration::from_millis(margin.applied_ms);
+    let wanted = earliest
+        .checked_sub(jiff::SignedDuration::from_millis(margin.applied_ms))
+        .map_err(|e| Error::integrity(format!("set {}: from_time out of range: {e}", s.id)))?;
     let (tf, tz) = match &cfg.replay {
         Some(rp) => (rp.time_format.clone(), rp.timezone.clone()),
         None => (TimeFormat::Zmplayredo, jiff::tz::TimeZone::system()),
@@ -215,6 +221,17 @@ pub fn plan(cfg: &Config, requested: Option<&str>) -> Result<Plan> {
                 "set {} has no member for volume `{}`",
                 s.id, c.role
             )));
+        }
+    }
+    let mut warnings = Vec::new();
+    for v in &cfg.volumes {
+        match backend::for_volume(v).and_then(|b| b.capacity_problem(v)) {
+            Ok(Some(p)) => warnings.push(format!("volume `{}`: {p}", v.role)),
+            Ok(None) => {}
+            Err(e) => warnings.push(format!(
+                "volume `{}`: free space could not be checked: {e}",
+                v.role
+            )),
         }
     }
     let mut vars = BTreeMap::new();
@@ -254,6 +271,7 @@ pub fn plan(cfg: &Config, requested: Option<&str>) -> Result<Plan> {
         replay_argv: cfg.replay.as_ref().map(|rp| rp.command.render(&vars)),
         margin,
         from_time_note: rt.note,
+        warnings,
     })
 }
 
@@ -624,12 +642,12 @@ fn check_copy_origin(vol: &Volume, c: &PlannedCopy) -> Result<()> {
     if vol.backend != BackendKind::Btrfs {
         return Ok(()); // ZFS/LVM check the origin when they remove a copy
     }
-    let Some(dir) = &vol.snapshot_dir else {
+    if vol.snapshot_dir.is_none() {
         return Ok(());
-    };
+    }
     let copy =
         backend::btrfs::subvolume_show(Path::new(&c.target)).ctx(format!("volume `{}`", c.role))?;
-    let snap = backend::btrfs::subvolume_show(&dir.join(&c.snapshot))
+    let snap = backend::btrfs::subvolume_show(&backend::btrfs::snapshot_path(vol, &c.snapshot))
         .ctx(format!("volume `{}`", c.role))?;
     if copy.parent_uuid.as_deref() != Some(snap.uuid.as_str()) {
         return Err(Error::refused(format!(
@@ -1305,6 +1323,9 @@ pub fn render_plan(p: &Plan) -> String {
     ));
     if let Some(n) = &p.from_time_note {
         s.push_str(&format!("  note        {n}\n"));
+    }
+    for w in &p.warnings {
+        s.push_str(&format!("WARNING       {w}\n"));
     }
     for c in &p.copies {
         let at = c

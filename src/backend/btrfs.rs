@@ -109,6 +109,10 @@ fn snapshot_dir(vol: &Volume) -> &Path {
 
 /// Where snapshot `name` is: `snapshot_dir/<name>` when taken here,
 /// `snapshot_dir/<name>/<name>` when received.
+pub fn snapshot_path(vol: &Volume, name: &str) -> PathBuf {
+    snap_path(vol, name)
+}
+
 fn snap_path(vol: &Volume, name: &str) -> PathBuf {
     let dir = snapshot_dir(vol).join(name);
     let nested = dir.join(name);
