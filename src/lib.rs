@@ -20,6 +20,7 @@ pub mod replay;
 pub mod run;
 pub mod schedule;
 pub mod serve;
+pub mod site;
 pub mod status;
 pub mod stream;
 pub mod transport;
