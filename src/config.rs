@@ -271,8 +271,8 @@ pub struct Schedule {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Retention {
-    pub full: crate::prune::Grid,
-    pub redolog: crate::prune::Grid,
+    pub full: crate::retention::Grid,
+    pub redolog: crate::retention::Grid,
     /// On the standby: sets committed less than this long ago (by the
     /// standby's own clock) are never pruned, whatever the primary sends, so
     /// a burst of sets from a compromised primary cannot push good history
@@ -1018,9 +1018,11 @@ fn validate_schedule(cx: &Ctx, s: &ScheduleSection, has_standby: bool) -> Result
 
 /// `[retention]`: the grids and the standby's minimum age.
 fn validate_retention(cx: &Ctx, r: &RetentionSection) -> Result<Retention> {
-    let full = crate::prune::Grid::parse(&r.grid).map_err(|m| cx.err("retention.grid", m))?;
+    let full = crate::retention::Grid::parse(&r.grid).map_err(|m| cx.err("retention.grid", m))?;
     let redolog = match &r.redolog_grid {
-        Some(g) => crate::prune::Grid::parse(g).map_err(|m| cx.err("retention.redolog_grid", m))?,
+        Some(g) => {
+            crate::retention::Grid::parse(g).map_err(|m| cx.err("retention.redolog_grid", m))?
+        }
         None => full.clone(),
     };
     let keep_min_age = match &r.keep_min_age {

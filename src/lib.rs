@@ -17,6 +17,7 @@ pub mod failover;
 pub mod model;
 pub mod prune;
 pub mod replay;
+pub mod retention;
 pub mod run;
 pub mod schedule;
 pub mod serve;
