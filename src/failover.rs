@@ -29,7 +29,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::backend;
-use crate::catalog::{Catalog, Lock, read_json, write_json};
+use crate::catalog::{Catalog, Lock};
 use crate::cmd::Cmd;
 use crate::config::{BackendKind, Config, Volume};
 use crate::coordinator::{complete_locally, local_lists};
@@ -423,22 +423,17 @@ impl std::fmt::Display for Event {
     }
 }
 
-fn state_path(cfg: &Config) -> PathBuf {
-    cfg.state_dir.join("failover").join("state.json")
-}
-
 /// The plan a (possibly resumed) failover would carry out, and whether it resumes.
 pub fn current_plan(cfg: &Config, opts: &Options) -> Result<(Plan, bool)> {
-    let sp = state_path(cfg);
-    if sp.exists() {
-        let st: State = read_json(&sp)?;
+    let catalog = Catalog::new(&cfg.state_dir);
+    if let Some(st) = catalog.failover_state::<State>()? {
         if let Some(p) = st.plan {
             if st.completed_at.is_none() {
                 if let Some(want) = opts.set {
                     if want != p.set_id {
                         return Err(Error::refused(format!(
                             "an interrupted failover with set {} is in progress; it must finish first", p.set_id
-                        )).with_hint(format!("run `snapsite failover` without --set to resume it, or remove {} after undoing its copies", sp.display())));
+                        )).with_hint(format!("run `snapsite failover` without --set to resume it, or remove {} after undoing its copies", catalog.failover_state_path().display())));
                     }
                 }
                 return Ok((p, true));
@@ -455,7 +450,7 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Report> {
 
 /// What one run carries between its steps.
 struct Ctx<'p> {
-    sp: PathBuf,
+    catalog: Catalog,
     st: State,
     notes: Vec<String>,
     progress: &'p mut dyn FnMut(&Event),
@@ -467,7 +462,7 @@ impl Ctx<'_> {
         self.notes.push(s);
     }
     fn save(&self) -> Result<()> {
-        write_json(&self.sp, &self.st)
+        self.catalog.write_failover_state(&self.st)
     }
 }
 
@@ -479,15 +474,10 @@ pub fn run_with(cfg: &Config, opts: &Options, progress: &mut dyn FnMut(&Event)) 
     let catalog = Catalog::new(&cfg.state_dir);
     let mut notes = Vec::new();
     let (_lock, aborted_session) = take_site_lock(cfg, &catalog, &mut notes, progress)?;
-    let sp = state_path(cfg);
-    let previous: Option<State> = if sp.exists() {
-        Some(read_json(&sp)?)
-    } else {
-        None
-    };
-    refuse_if_completed(previous.as_ref(), &sp)?;
+    let previous: Option<State> = catalog.failover_state()?;
+    refuse_if_completed(previous.as_ref(), &catalog.failover_state_path())?;
     let mut ctx = Ctx {
-        sp,
+        catalog: Catalog::new(&cfg.state_dir),
         st: State::default(),
         notes,
         progress,
@@ -518,14 +508,14 @@ pub fn run_with(cfg: &Config, opts: &Options, progress: &mut dyn FnMut(&Event)) 
     ctx.save()?;
 
     if let Err(e) = make_copies(cfg, &plan, &mut ctx) {
-        rollback(cfg, &mut ctx.st, &ctx.sp);
+        rollback(cfg, &mut ctx.st, &ctx.catalog);
         return Err(e.context("failover failed; what it created was rolled back"));
     }
     let seconds_copies = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
     if let Err(e) = mount_copies(cfg, &plan, &mut ctx) {
-        rollback(cfg, &mut ctx.st, &ctx.sp);
+        rollback(cfg, &mut ctx.st, &ctx.catalog);
         return Err(e.context("failover failed; what it created was rolled back"));
     }
     let seconds_mounts = t1.elapsed().as_secs_f64();
@@ -555,7 +545,7 @@ pub fn run_with(cfg: &Config, opts: &Options, progress: &mut dyn FnMut(&Event)) 
         aborted_session,
         notes: std::mem::take(&mut ctx.notes),
     };
-    save_report(cfg, &mut report, &mut ctx)?;
+    save_report(&mut report, &mut ctx)?;
     Ok(report)
 }
 
@@ -840,13 +830,10 @@ fn run_replay(plan: &Plan, ctx: &mut Ctx) -> Result<ReplayOutcome> {
     })
 }
 
-fn save_report(cfg: &Config, report: &mut Report, ctx: &mut Ctx) -> Result<()> {
-    let path = cfg.state_dir.join("reports").join(format!(
-        "failover-{}.json",
-        report.finished_at.strftime("%Y%m%dT%H%M%S%.3fZ")
-    ));
-    report.report_path = Some(path.clone());
-    write_json(&path, &*report)?;
+fn save_report(report: &mut Report, ctx: &mut Ctx) -> Result<()> {
+    let path = ctx
+        .catalog
+        .write_failover_report(report.finished_at, report, |r, p| r.report_path = Some(p))?;
     ctx.st.report = Some(path);
     if report.ok() {
         ctx.st.completed_at = Some(report.finished_at);
@@ -855,7 +842,7 @@ fn save_report(cfg: &Config, report: &mut Report, ctx: &mut Ctx) -> Result<()> {
 }
 
 /// Undo what this failover made: unmount, remove copies, forget the state.
-fn rollback(cfg: &Config, st: &mut State, sp: &Path) {
+fn rollback(cfg: &Config, st: &mut State, catalog: &Catalog) {
     let Some(plan) = st.plan.clone() else { return };
     for c in plan.copies.iter().rev() {
         if st.mounts_done.contains(&c.role) {
@@ -874,7 +861,7 @@ fn rollback(cfg: &Config, st: &mut State, sp: &Path) {
             }
         }
     }
-    let _ = std::fs::remove_file(sp);
+    catalog.remove_failover_state();
 }
 
 /// Make this process the leader of its own process group (unless it is one

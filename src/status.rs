@@ -17,12 +17,11 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::catalog::{Catalog, write_atomic};
+use crate::catalog::{Catalog, RunRecord, write_atomic};
 use crate::config::Config;
 use crate::coordinator::{complete_locally, local_lists};
 use crate::error::Result;
 use crate::model::{Manifest, SetKind, parse_set_id};
-use crate::run::{RunRecord, read_record};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -147,11 +146,7 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
                 .count(),
         );
     }
-    let run = if primary {
-        read_record(&catalog)?
-    } else {
-        None
-    };
+    let run = if primary { catalog.run_record()? } else { None };
     let record = if primary {
         catalog.standby_record()?
     } else {
