@@ -966,44 +966,18 @@ fn take_site_lock(
     Ok((lock, Some(msg)))
 }
 
-/// /proc/self/mountinfo, read for what is mounted where.
+/// What is mounted where (through `mountinfo`, the one parser).
 mod mount {
     use std::path::Path;
 
-    #[derive(Debug, Clone, PartialEq)]
-    pub struct Entry {
-        pub fstype: String,
-        pub source: String,
-    }
+    use crate::mountinfo;
 
-    fn unescape(s: &str) -> String {
-        s.replace("\\040", " ")
-            .replace("\\011", "\t")
-            .replace("\\012", "\n")
-            .replace("\\134", "\\")
-    }
+    pub type Entry = mountinfo::Mount;
 
-    /// Entries mounted at `mp`, in mount order (the last one is visible).
-    pub fn at(mp: &Path) -> Vec<Entry> {
-        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-            return Vec::new();
-        };
-        let want = std::fs::canonicalize(mp).unwrap_or_else(|_| mp.to_path_buf());
-        let want = want.to_string_lossy();
-        info.lines()
-            .filter_map(|l| {
-                let (left, right) = l.split_once(" - ")?;
-                let at = unescape(left.split(' ').nth(4)?);
-                let mut r = right.split(' ');
-                let fstype = r.next()?.to_string();
-                let source = unescape(r.next()?);
-                (at == want).then_some(Entry { fstype, source })
-            })
-            .collect()
-    }
-
+    /// The visible mount at `mp` (its canonical path).
     pub fn top(mp: &Path) -> Option<Entry> {
-        at(mp).pop()
+        let want = std::fs::canonicalize(mp).unwrap_or_else(|_| mp.to_path_buf());
+        mountinfo::top_at(&mountinfo::read(), &want).cloned()
     }
 
     /// Same inode on the same device (a bind mount of `b` at `a`).

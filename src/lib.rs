@@ -15,6 +15,7 @@ pub mod coordinator;
 pub mod error;
 pub mod failover;
 pub mod model;
+pub mod mountinfo;
 pub mod prune;
 pub mod replay;
 pub mod retention;
