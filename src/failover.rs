@@ -32,7 +32,6 @@ use crate::backend;
 use crate::catalog::{Catalog, Lock};
 use crate::cmd::Cmd;
 use crate::config::{BackendKind, Config, Volume};
-use crate::coordinator::{complete_locally, local_lists};
 use crate::error::{Context, Error, Result};
 use crate::model::{Manifest, SetKind};
 use crate::replay::{TimeFormat, format_zmplayredo};
@@ -178,11 +177,8 @@ pub fn select<'a>(
 }
 
 pub fn plan(cfg: &Config, requested: Option<&str>) -> Result<Plan> {
-    let catalog = Catalog::new(&cfg.state_dir);
-    let manifests = catalog.manifests()?;
-    let lists = local_lists(cfg)?;
-    let complete = |m: &Manifest| m.committed_at.is_some() && complete_locally(cfg, m, &lists);
-    let (s, r) = select(&manifests, &complete, &cfg.redolog_role, requested)?;
+    let site = crate::site::Site::open(cfg)?;
+    let (s, r) = site.failover_pair(requested)?;
     let margin = Margin::of(cfg, s)?;
     let earliest = s
         .members

@@ -22,6 +22,7 @@ pub mod retention;
 pub mod run;
 pub mod schedule;
 pub mod serve;
+pub mod site;
 pub mod status;
 pub mod stream;
 pub mod transport;

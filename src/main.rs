@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use snapsite::catalog::Catalog;
 use snapsite::config::{self, Config};
-use snapsite::coordinator::{self, complete_locally, local_lists};
+use snapsite::coordinator;
 use snapsite::failover;
 use snapsite::model::SetKind;
 use snapsite::replay::format_zmplayredo;
@@ -635,17 +635,13 @@ fn ship_dry_run(cfg: &Config, catalog: &Catalog) -> anyhow::Result<()> {
 }
 
 fn sets(cfg: &Config, catalog: &Catalog, json: bool) -> anyhow::Result<()> {
-    let lists = local_lists(cfg).context("listing snapshots")?;
+    let _ = catalog;
+    let site = snapsite::site::Site::open(cfg).context("listing snapshots")?;
     let tz = jiff::tz::TimeZone::system();
-    let standby = cfg.standby.is_none();
-    let rows: Vec<_> = catalog
-        .manifests()?
-        .into_iter()
-        .map(|m| {
-            let complete =
-                complete_locally(cfg, &m, &lists) && (!standby || m.committed_at.is_some());
-            (m, complete)
-        })
+    let rows: Vec<_> = site
+        .manifests()
+        .iter()
+        .map(|m| (m.clone(), site.is_usable(m)))
         .collect();
     if json {
         let v: Vec<_> = rows

@@ -93,12 +93,22 @@ pub fn validate_set_id(id: &str) -> Result<()> {
     Ok(())
 }
 
-/// A string that came over the wire, made safe for a log line or an error:
+/// A name that came over the wire, made safe for a log line or an error:
 /// control characters and non-ASCII escaped, at most 80 characters kept.
 pub fn wire_str(s: &str) -> String {
+    escape_limited(s, 80)
+}
+
+/// A message that may contain wire strings (an error text, a reason):
+/// escaped like `wire_str`, at most 4000 characters kept.
+pub fn wire_text(s: &str) -> String {
+    escape_limited(s, 4000)
+}
+
+fn escape_limited(s: &str, limit: usize) -> String {
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i >= 80 {
+        if i >= limit {
             out.push_str("...");
             break;
         }

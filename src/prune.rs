@@ -22,7 +22,6 @@ use serde::Serialize;
 use crate::backend;
 use crate::catalog::{Catalog, StandbyRecord};
 use crate::config::{Config, Retention};
-use crate::coordinator::{complete_locally, local_lists};
 use crate::error::{Context, Result};
 use crate::model::{Manifest, SetKind, parse_set_id};
 /// The grid itself lives in `retention` (pure, imports nothing of snapsite);
@@ -266,27 +265,27 @@ pub fn plan_orphans(
 
 /// Decide what to prune on this site (reads the catalog and the storage).
 pub fn plan(cfg: &Config, catalog: &Catalog, retention: &Retention) -> Result<PrunePlan> {
-    let manifests = catalog.manifests()?;
-    let local = local_lists(cfg)?;
-    let primary = cfg.standby.is_some();
-    let complete =
-        |m: &Manifest| complete_locally(cfg, m, &local) && (primary || m.committed_at.is_some());
+    let site = crate::site::Site::open(cfg)?;
+    let manifests = site.manifests();
+    let local = site.local();
+    let primary = site.role == crate::site::Role::Primary;
+    let complete = |m: &Manifest| site.is_usable(m);
     let (protected, orphans) = if primary {
         let record = catalog.standby_record()?;
         (
-            protect_primary(&manifests, &complete, &local, record.as_ref()),
+            protect_primary(manifests, &complete, local, record.as_ref()),
             Vec::new(),
         )
     } else {
-        let mut p = protect_standby(&manifests, &complete, &local, &cfg.redolog_role);
-        protect_recent(&mut p, &manifests, retention, crate::model::now());
-        let o = plan_orphans(&manifests, &local, &p);
+        let mut p = protect_standby(manifests, &complete, local, &cfg.redolog_role);
+        protect_recent(&mut p, manifests, retention, crate::model::now());
+        let o = plan_orphans(manifests, local, &p);
         (p, o)
     };
     let sets = if primary {
-        plan_sets(&manifests, &complete, &protected, retention)
+        plan_sets(manifests, &complete, &protected, retention)
     } else {
-        plan_sets_by(&manifests, &complete, &protected, retention, &|m| {
+        plan_sets_by(manifests, &complete, &protected, retention, &|m| {
             m.committed_at.unwrap_or_else(|| set_time(m))
         })
     };

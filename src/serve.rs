@@ -17,7 +17,9 @@ use crate::backend::{self, SnapshotSink};
 use crate::catalog::{Catalog, ServeRecord};
 use crate::config::{Config, Volume};
 use crate::error::{Error, Result};
-use crate::model::{Manifest, Receipt, SetKind, parse_set_id, validate_set_id, wire_str};
+use crate::model::{
+    Manifest, Receipt, SetKind, parse_set_id, validate_set_id, wire_str, wire_text,
+};
 use crate::stream::{Frame, Msg, PROTOCOL_VERSION, Reader, VolumeInventory, Writer};
 
 /// How long serve waits for the primary to say anything before it gives up
@@ -120,7 +122,7 @@ pub fn serve_with<R: Read, W: Write>(
         Ok(()) => log.event(tracing::Level::INFO, "session finished"),
         Err(e) => log.event(
             tracing::Level::ERROR,
-            &format!("session failed: {}", wire_str(&format!("{e:#}"))),
+            &format!("session failed: {}", wire_text(&format!("{e:#}"))),
         ),
     }
     res
@@ -246,7 +248,7 @@ fn serve_session<R: Read, W: Write>(
                         w.msg(&Msg::Committed { set_id: reply_id })?
                     }
                     Err(e) => {
-                        let e = wire_str(&e.to_string());
+                        let e = wire_text(&e.to_string());
                         log.event(
                             tracing::Level::ERROR,
                             &format!("commit of set {id} refused: {e}"),
@@ -412,7 +414,7 @@ fn receive_one<R: Read>(
     let sink = match backend.receive(vol, snapshot, base, storage_id, resume) {
         Ok(s) => s,
         Err(e) => {
-            let why = wire_str(&e.to_string());
+            let why = wire_text(&e.to_string());
             log.event(
                 tracing::Level::ERROR,
                 &format!("volume `{role}` {snapshot}: cannot receive: {why}"),
@@ -444,10 +446,10 @@ fn receive_one<R: Read>(
                     tracing::Level::WARN,
                     &format!(
                         "volume `{role}` {snapshot}: sender aborted ({}); partial receive removed",
-                        wire_str(&reason)
+                        wire_text(&reason)
                     ),
                 );
-                return Ok(nack(format!("aborted by sender: {}", wire_str(&reason))));
+                return Ok(nack(format!("aborted by sender: {}", wire_text(&reason))));
             }
             Ok(Some(Frame::Msg(m))) => {
                 sink.abort();
@@ -474,7 +476,7 @@ fn receive_one<R: Read>(
                     tracing::Level::ERROR,
                     &format!(
                         "volume `{role}` {snapshot}: {}; partial receive removed or kept for resuming",
-                        wire_str(&e.to_string())
+                        wire_text(&e.to_string())
                     ),
                 );
                 return Err(e.context(format!("{role} {snapshot}")));
@@ -497,7 +499,7 @@ fn receive_one<R: Read>(
             Err(be) => format!("{be} (input not fully consumed: {e})"),
             Ok(_) => format!("the receive stopped reading early ({e})"),
         };
-        let msg = wire_str(&msg);
+        let msg = wire_text(&msg);
         log.event(
             tracing::Level::ERROR,
             &format!("volume `{role}` {snapshot}: receive failed: {msg}"),
@@ -535,7 +537,7 @@ fn receive_one<R: Read>(
         (res, _) => {
             let _ = catalog.remove_receipt(role, snapshot);
             let why = match res {
-                Err(e) => wire_str(&e.to_string()),
+                Err(e) => wire_text(&e.to_string()),
                 Ok(_) => "the backend did not record a receipt".to_string(),
             };
             log.event(

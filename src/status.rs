@@ -17,9 +17,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::catalog::{Catalog, RunRecord, write_atomic};
+use crate::catalog::{RunRecord, write_atomic};
 use crate::config::Config;
-use crate::coordinator::{complete_locally, local_lists};
 use crate::error::Result;
 use crate::model::{Manifest, SetKind, parse_set_id};
 
@@ -129,22 +128,16 @@ fn redolog_time(
 
 /// Gather the figures (reads the catalog and lists the snapshots).
 pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
-    let catalog = Catalog::new(&cfg.state_dir);
-    let manifests = catalog.manifests()?;
-    let local = local_lists(cfg)?;
-    let primary = cfg.standby.is_some();
+    let site = crate::site::Site::open(cfg)?;
+    let catalog = &site.catalog;
+    let manifests = site.manifests();
+    let local = site.local();
+    let primary = site.role == crate::site::Role::Primary;
     let by_id: BTreeMap<&str, &Manifest> = manifests.iter().map(|m| (m.id.as_str(), m)).collect();
-    let complete =
-        |m: &Manifest| complete_locally(cfg, m, &local) && (primary || m.committed_at.is_some());
+    let complete = |m: &Manifest| site.is_usable(m);
     let mut sets = BTreeMap::new();
     for kind in [SetKind::Full, SetKind::Redolog] {
-        sets.insert(
-            kind.as_str().to_string(),
-            manifests
-                .iter()
-                .filter(|m| m.kind == kind && complete(m))
-                .count(),
-        );
+        sets.insert(kind.as_str().to_string(), site.usable_count(kind));
     }
     let run = if primary { catalog.run_record()? } else { None };
     let record = if primary {
@@ -202,7 +195,7 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
             }
         }
     } else {
-        match crate::failover::select(&manifests, &complete, &cfg.redolog_role, None) {
+        match site.failover_pair(None) {
             Ok((s, r)) => (
                 r.member(&cfg.redolog_role).map(|m| (&r.id, m.before)),
                 Some((&s.id, s.from_time())),

@@ -364,7 +364,7 @@ impl<R: Read> Reader<R> {
         match self.next_frame()? {
             Some(Frame::Msg(Msg::Error { message })) => Err(Error::protocol(format!(
                 "the other side reported: {}",
-                crate::model::wire_str(&message)
+                crate::model::wire_text(&message)
             ))),
             Some(Frame::Msg(m)) => Ok(m),
             Some(Frame::Data(_)) => Err(Error::protocol("unexpected data frame")),

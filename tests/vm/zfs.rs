@@ -342,10 +342,11 @@ fn zfs_prune_keeps_the_held_common_snapshot_and_incrementals_go_on() {
         std::thread::sleep(Duration::from_millis(1500));
     }
     lab.ok(&lab.pri_cfg, &["ship"]);
-    // A grid of one 1 s bucket: everything but the newest is prunable.
+    // A grid of one 1 s bucket: everything but the newest is prunable
+    // (keep_min_age off: the standby's default would keep these young sets).
     for cfg in [&lab.pri_cfg, &lab.stb_cfg] {
         let mut text = std::fs::read_to_string(cfg).unwrap();
-        text.push_str("\n[retention]\ngrid = \"1x1s\"\n");
+        text.push_str("\n[retention]\ngrid = \"1x1s\"\nkeep_min_age = \"0s\"\n");
         std::fs::write(cfg, text).unwrap();
     }
     let plan = lab.ok(&lab.pri_cfg, &["prune", "--dry-run"]);

@@ -1,0 +1,236 @@
+//! One site as this process sees it: its config, its catalog, its role and
+//! what its storage holds. The ONE place that answers "which sets are usable
+//! here" and "what would failover use": `sets`, `status`, `prune` and
+//! `failover` all ask it, so they cannot disagree.
+//!
+//! A set is usable on a site when every member's snapshot is present on
+//! this site's storage for a volume this site's config names — and, on a
+//! standby, when the set was committed here (its manifest validated against
+//! the standby's own config and receipts). Sets are ordered by generation
+//! and sequence, never by the clock.
+
+use std::collections::BTreeMap;
+
+use crate::backend;
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::error::Result;
+use crate::model::{Manifest, SetKind};
+
+/// Which end of replication this site is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Has a `[standby]` to ship to.
+    Primary,
+    /// Receives (`serve`) and fails over.
+    Standby,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Standby => "standby",
+        }
+    }
+}
+
+pub struct Site<'a> {
+    pub cfg: &'a Config,
+    pub catalog: Catalog,
+    pub role: Role,
+    manifests: Vec<Manifest>,
+    /// Per role, the snapsite snapshots present here, oldest first.
+    local: BTreeMap<String, Vec<String>>,
+}
+
+impl<'a> Site<'a> {
+    /// Read the catalog and list every volume's snapshots once.
+    pub fn open(cfg: &'a Config) -> Result<Site<'a>> {
+        let catalog = Catalog::new(&cfg.state_dir);
+        let manifests = catalog.manifests()?;
+        let mut local = BTreeMap::new();
+        for v in &cfg.volumes {
+            local.insert(v.role.clone(), backend::for_volume(v)?.list(v)?);
+        }
+        Ok(Site::from_parts(cfg, catalog, manifests, local))
+    }
+
+    /// A site from what was already read (tests, or a caller that listed).
+    pub fn from_parts(
+        cfg: &'a Config,
+        catalog: Catalog,
+        manifests: Vec<Manifest>,
+        local: BTreeMap<String, Vec<String>>,
+    ) -> Site<'a> {
+        let role = if cfg.standby.is_some() {
+            Role::Primary
+        } else {
+            Role::Standby
+        };
+        Site {
+            cfg,
+            catalog,
+            role,
+            manifests,
+            local,
+        }
+    }
+
+    /// Every set recorded here, in order (generation, sequence).
+    pub fn manifests(&self) -> &[Manifest] {
+        &self.manifests
+    }
+
+    /// Per role, the snapshots present on this site's storage.
+    pub fn local(&self) -> &BTreeMap<String, Vec<String>> {
+        &self.local
+    }
+
+    /// Are all of the set's snapshots here, for volumes this site names?
+    pub fn present(&self, m: &Manifest) -> bool {
+        !m.members.is_empty()
+            && m.members.iter().all(|mem| {
+                self.cfg.volume(&mem.role).is_some()
+                    && self
+                        .local
+                        .get(&mem.role)
+                        .is_some_and(|l| l.contains(&mem.snapshot))
+            })
+    }
+
+    /// THE definition of a usable set on this site.
+    pub fn is_usable(&self, m: &Manifest) -> bool {
+        self.present(m) && (self.role == Role::Primary || m.committed_at.is_some())
+    }
+
+    /// The usable sets, in order.
+    pub fn usable(&self) -> impl Iterator<Item = &Manifest> {
+        self.manifests.iter().filter(|m| self.is_usable(m))
+    }
+
+    /// How many usable sets of each kind.
+    pub fn usable_count(&self, kind: SetKind) -> usize {
+        self.usable().filter(|m| m.kind == kind).count()
+    }
+
+    /// The newest usable full set.
+    pub fn newest_full(&self) -> Option<&Manifest> {
+        self.usable().filter(|m| m.kind == SetKind::Full).last()
+    }
+
+    /// What failover would use: S (the requested or newest usable full set)
+    /// and R (the newest usable redolog-bearing set taken after S, or S).
+    pub fn failover_pair(&self, requested: Option<&str>) -> Result<(&Manifest, &Manifest)> {
+        crate::failover::select(
+            &self.manifests,
+            &|m| self.is_usable(m),
+            &self.cfg.redolog_role,
+            requested,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{MANIFEST_FORMAT, Member};
+
+    fn cfg(standby: bool) -> Config {
+        let mut t = String::from("site = \"s\"\nstate_dir = \"/var/lib/snapsite-site-test\"\n");
+        for r in ["mysql", "redolog"] {
+            t.push_str(&format!(
+                "[[volume]]\nrole = \"{r}\"\nbackend = \"btrfs\"\nsource = \"/srv/live/{r}\"\nsnapshot_dir = \"/srv/snap/{r}\"\n"
+            ));
+        }
+        if !standby {
+            t.push_str("[standby]\ntransport = \"ssh\"\nhost = \"b.example\"\n");
+        }
+        Config::parse(&t, std::path::Path::new("/x.toml")).unwrap()
+    }
+
+    fn m(id: &str, seq: u64, roles: &[&str], committed: bool) -> Manifest {
+        let kind = if id.ends_with("-full") {
+            SetKind::Full
+        } else {
+            SetKind::Redolog
+        };
+        let t: jiff::Timestamp = "2026-11-27T08:00:00Z".parse().unwrap();
+        Manifest {
+            format: MANIFEST_FORMAT,
+            id: id.into(),
+            kind,
+            site: "p".into(),
+            seq,
+            generation: 1,
+            members: roles
+                .iter()
+                .map(|r| Member {
+                    role: r.to_string(),
+                    backend: "btrfs".into(),
+                    source: "/x".into(),
+                    snapshot: id.into(),
+                    storage_id: None,
+                    before: t,
+                    after: t,
+                    atomic_group: None,
+                    send_options: Vec::new(),
+                    receipt: None,
+                })
+                .collect(),
+            safety_margin_ms: 0,
+            committed_at: committed.then_some(t),
+        }
+    }
+
+    const F1: &str = "20261127T080000.000Z-full";
+    const R1: &str = "20261127T081500.000Z-redolog";
+    const F2: &str = "20261127T090000.000Z-full";
+
+    #[test]
+    fn one_definition_of_usable_on_each_role() {
+        let all = ["mysql", "redolog"];
+        let ms = vec![
+            m(F1, 1, &all, true),
+            m(R1, 2, &["redolog"], true),
+            m(F2, 3, &all, false), // received, not committed
+        ];
+        let local: BTreeMap<String, Vec<String>> = [
+            ("mysql".to_string(), vec![F1.to_string(), F2.to_string()]),
+            (
+                "redolog".to_string(),
+                vec![F1.to_string(), R1.to_string(), F2.to_string()],
+            ),
+        ]
+        .into();
+        let c = cfg(true);
+        let stb = Site::from_parts(&c, Catalog::new(&c.state_dir), ms.clone(), local.clone());
+        assert_eq!(stb.role, Role::Standby);
+        let ids: Vec<&str> = stb.usable().map(|m| m.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [F1, R1],
+            "an uncommitted set is not usable on a standby"
+        );
+        let (s, r) = stb.failover_pair(None).unwrap();
+        assert_eq!((s.id.as_str(), r.id.as_str()), (F1, R1));
+
+        let p = cfg(false);
+        let pri = Site::from_parts(&p, Catalog::new(&p.state_dir), ms.clone(), local.clone());
+        assert_eq!(pri.role, Role::Primary);
+        assert_eq!(
+            pri.usable().count(),
+            3,
+            "the primary's own sets need no commit"
+        );
+        assert_eq!(pri.newest_full().unwrap().id, F2);
+
+        // A member gone from storage makes the set unusable on both.
+        let mut gone = local.clone();
+        gone.get_mut("mysql").unwrap().retain(|s| s != F1);
+        let stb = Site::from_parts(&c, Catalog::new(&c.state_dir), ms, gone);
+        assert!(stb.failover_pair(None).is_err());
+        assert_eq!(stb.usable_count(SetKind::Full), 0);
+    }
+}
