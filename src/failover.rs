@@ -33,7 +33,7 @@ use crate::catalog::{Catalog, Lock};
 use crate::cmd::Cmd;
 use crate::config::{BackendKind, Config, Volume};
 use crate::error::{Context, Error, Result};
-use crate::model::{Manifest, SetKind};
+use crate::model::Manifest;
 use crate::replay::{TimeFormat, format_zmplayredo};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -126,55 +126,9 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
-/// Pure selection: S = the requested or newest full set among `complete`,
-/// R = the newest redolog-bearing set not older than S.
-pub fn select<'a>(
-    manifests: &'a [Manifest],
-    complete: &dyn Fn(&Manifest) -> bool,
-    redolog_role: &str,
-    requested: Option<&str>,
-) -> Result<(&'a Manifest, &'a Manifest)> {
-    let fulls: Vec<&Manifest> = manifests
-        .iter()
-        .filter(|m| m.kind == SetKind::Full)
-        .collect();
-    let s = match requested {
-        Some(id) => {
-            let m = fulls.iter().find(|m| m.id == id).ok_or_else(|| {
-                Error::not_found(format!("no full set `{id}` on this site"))
-                    .with_hint("`snapsite sets` lists them")
-            })?;
-            if !complete(m) {
-                return Err(Error::not_found(format!(
-                    "set {id} is not complete on this site"
-                )));
-            }
-            *m
-        }
-        None => fulls
-            .iter()
-            .rev()
-            .find(|m| complete(m))
-            .copied()
-            .ok_or_else(|| {
-                Error::not_found("no complete full set on this standby").with_hint(
-                    "ship one first: `snapsite snapshot && snapsite ship` on the primary",
-                )
-            })?,
-    };
-    s.member(redolog_role)
-        .ok_or_else(|| Error::storage(format!("set {} has no `{redolog_role}` member", s.id)))?;
-    // Order by sequence, never by the clock: a redolog snapshot taken after
-    // S counts even when the primary's clock stepped back in between.
-    let r = manifests
-        .iter()
-        .filter(|m| m.kind == SetKind::Redolog && complete(m))
-        .filter(|m| m.member(redolog_role).is_some())
-        .filter(|m| m.order_key() > s.order_key())
-        .max_by_key(|m| m.order_key())
-        .unwrap_or(s);
-    Ok((s, r))
-}
+/// The pure selection lives with `Site` (which failover asks); the name
+/// stays here for callers.
+pub use crate::site::select;
 
 pub fn plan(cfg: &Config, requested: Option<&str>) -> Result<Plan> {
     let site = crate::site::Site::open(cfg)?;
@@ -1354,7 +1308,7 @@ pub fn render_report(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{MANIFEST_FORMAT, Member};
+    use crate::model::{MANIFEST_FORMAT, Member, SetKind};
 
     fn m(id: &str, kind: SetKind, roles: &[&str], before: &str) -> Manifest {
         let before: Timestamp = before.parse().unwrap();

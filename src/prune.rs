@@ -165,7 +165,7 @@ pub fn protect_standby(
     redolog_role: &str,
 ) -> BTreeMap<String, String> {
     let mut p = BTreeMap::new();
-    if let Ok((s, r)) = crate::failover::select(manifests, complete, redolog_role, None) {
+    if let Ok((s, r)) = crate::site::select(manifests, complete, redolog_role, None) {
         p.insert(s.id.clone(), "the newest complete full set".to_string());
         add_reason(
             &mut p,
