@@ -113,6 +113,38 @@ pub struct ServeRecord {
     pub primary: Option<String>,
 }
 
+/// What `snapsite run` failed at last.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepError {
+    pub at: Timestamp,
+    pub step: String,
+    pub message: String,
+}
+
+/// `state_dir/run.json`: what `run` did, for `status` and the admin.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunRecord {
+    pub pid: u32,
+    pub started_at: Option<Timestamp>,
+    pub stopped_at: Option<Timestamp>,
+    pub last_cycle_at: Option<Timestamp>,
+    pub last_ship_ok_at: Option<Timestamp>,
+    /// Failed ships in a row (0 when the last one succeeded).
+    pub ship_failures: u32,
+    /// When the last failed ship started.
+    #[serde(default)]
+    pub last_ship_error_at: Option<Timestamp>,
+    /// Failed snapshots in a row.
+    #[serde(default)]
+    pub snapshot_failures: u32,
+    pub last_error: Option<StepError>,
+    /// Counters since `started_at`.
+    pub full_sets_taken: u64,
+    pub redolog_sets_taken: u64,
+    pub sets_committed: u64,
+    pub sets_pruned: u64,
+}
+
 /// `state_dir/sequence.json`: the last set sequence number and id handed
 /// out on this site. Written (fsynced) before the set's first snapshot, so
 /// a number is never reused, whatever happens to the clock or the process.
@@ -346,6 +378,69 @@ impl Catalog {
 
     pub fn remove_serve_record(&self) {
         let _ = std::fs::remove_file(self.root.join("serve.json"));
+    }
+
+    /// `run.json`: what `snapsite run` did last (primary).
+    pub fn run_record(&self) -> Result<Option<RunRecord>> {
+        let p = self.root.join("run.json");
+        if p.exists() {
+            read_json(&p).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    pub fn write_run_record(&self, r: &RunRecord) -> Result<()> {
+        write_json(&self.root.join("run.json"), r)
+    }
+
+    /// `failover/state.json`: the progress of a failover on this site, for
+    /// resuming it (and, once completed, the mark of a live site).
+    pub fn failover_state_path(&self) -> PathBuf {
+        self.root.join("failover").join("state.json")
+    }
+
+    pub fn has_failover_state(&self) -> bool {
+        self.failover_state_path().exists()
+    }
+
+    /// The failover progress record, if there is one. Generic over the
+    /// record type so the catalog need not know failover's types.
+    pub fn failover_state<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        let p = self.failover_state_path();
+        if p.exists() {
+            read_json(&p).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    pub fn write_failover_state<T: Serialize>(&self, st: &T) -> Result<()> {
+        write_json(&self.failover_state_path(), st)
+    }
+
+    /// Forget the failover progress (best effort: rollback has nothing
+    /// better to do with an error here).
+    pub fn remove_failover_state(&self) {
+        let _ = std::fs::remove_file(self.failover_state_path());
+    }
+
+    /// Write a failover report as `reports/failover-<finished_at>.json`.
+    /// `record_path` puts the path into the report before it is written
+    /// (the report names its own file); the path is returned too.
+    pub fn write_failover_report<T: Serialize>(
+        &self,
+        finished_at: Timestamp,
+        report: &mut T,
+        record_path: impl FnOnce(&mut T, PathBuf),
+    ) -> Result<PathBuf> {
+        let path = self.root.join("reports").join(format!(
+            "failover-{}.json",
+            finished_at.strftime("%Y%m%dT%H%M%S%.3fZ")
+        ));
+        record_path(report, path.clone());
+        write_json(&path, &*report)?;
+        Ok(path)
     }
 
     fn set_path(&self, id: &str) -> PathBuf {

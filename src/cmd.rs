@@ -20,19 +20,27 @@ pub struct Cmd {
 /// Render an argv for logs and errors; each word quoted only when needed.
 pub fn display_argv(argv: &[OsString]) -> String {
     argv.iter()
-        .map(|a| {
-            let s = a.to_string_lossy();
-            if !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c))
-            {
-                s.into_owned()
-            } else {
-                format!("'{}'", s.replace('\'', "'\\''"))
-            }
-        })
+        .map(|a| quote_word(&a.to_string_lossy(), "%"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Quote one word for a POSIX shell: left as it is when it is not empty and
+/// holds only ASCII letters, digits, `-_./=:@,+` and the characters in
+/// `also_plain`; otherwise in single quotes, each `'` written `'\''`. The
+/// one quoting rule of snapsite: `display_argv` (logs and messages, `%`
+/// plain) and the ssh transport's remote command (`transport::shell_quote`,
+/// nothing more plain), which the remote shell must split back into the
+/// same argv.
+pub fn quote_word(w: &str, also_plain: &str) -> String {
+    if !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+".contains(c) || also_plain.contains(c))
+    {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
 }
 
 impl Cmd {
@@ -279,6 +287,49 @@ mod tests {
             .output()
             .unwrap_err();
         assert!(e.hint.unwrap().contains("installed"));
+    }
+
+    #[test]
+    fn display_quotes_like_before() {
+        let argv: Vec<OsString> = ["btrfs", "send", "-p", "/a b/c", "50%", "it's", "", "x=$y"]
+            .iter()
+            .map(Into::into)
+            .collect();
+        assert_eq!(
+            display_argv(&argv),
+            "btrfs send -p '/a b/c' 50% 'it'\\''s' '' 'x=$y'"
+        );
+    }
+
+    /// What `quote_word` makes of a word, a shell makes the word again.
+    #[test]
+    fn quoted_words_come_back_whole_from_a_shell() {
+        let words = [
+            "plain",
+            "",
+            "a b",
+            "it's",
+            "''",
+            "$(id)",
+            "`x`",
+            "*",
+            "a\\b",
+            "50%",
+            "tab\tnl\n",
+            "-o",
+            "~root",
+            "#x",
+            "!x",
+            "a;b|c&d",
+            "é",
+        ];
+        for also in ["", "%"] {
+            let line: Vec<String> = words.iter().map(|w| quote_word(w, also)).collect();
+            let script = format!("printf '%s\\0' {}", line.join(" "));
+            let out = Cmd::new("sh").args(["-c", &script]).output().unwrap();
+            let got: Vec<&str> = out.split('\0').collect();
+            assert_eq!(got[..got.len() - 1], words, "{script}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::model::validate_role;
+use crate::mountinfo;
 use crate::replay::{Template, TimeFormat};
 
 pub const DEFAULT_PATH: &str = "/etc/snapsite/snapsite.toml";
@@ -271,8 +272,8 @@ pub struct Schedule {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Retention {
-    pub full: crate::prune::Grid,
-    pub redolog: crate::prune::Grid,
+    pub full: crate::retention::Grid,
+    pub redolog: crate::retention::Grid,
     /// On the standby: sets committed less than this long ago (by the
     /// standby's own clock) are never pruned, whatever the primary sends, so
     /// a burst of sets from a compromised primary cannot push good history
@@ -1018,9 +1019,11 @@ fn validate_schedule(cx: &Ctx, s: &ScheduleSection, has_standby: bool) -> Result
 
 /// `[retention]`: the grids and the standby's minimum age.
 fn validate_retention(cx: &Ctx, r: &RetentionSection) -> Result<Retention> {
-    let full = crate::prune::Grid::parse(&r.grid).map_err(|m| cx.err("retention.grid", m))?;
+    let full = crate::retention::Grid::parse(&r.grid).map_err(|m| cx.err("retention.grid", m))?;
     let redolog = match &r.redolog_grid {
-        Some(g) => crate::prune::Grid::parse(g).map_err(|m| cx.err("retention.redolog_grid", m))?,
+        Some(g) => {
+            crate::retention::Grid::parse(g).map_err(|m| cx.err("retention.redolog_grid", m))?
+        }
         None => full.clone(),
     };
     let keep_min_age = match &r.keep_min_age {
@@ -1142,12 +1145,13 @@ impl Config {
     /// stale: failover would find the mountpoint taken and run the replay on
     /// whatever is there instead of on its copy.
     pub fn occupied_mountpoints(&self) -> Vec<(String, PathBuf, String)> {
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mounts = mountinfo::read();
         let mut out = Vec::new();
         for v in &self.volumes {
             let Some(mp) = &v.mountpoint else { continue };
             let real = std::fs::canonicalize(mp).unwrap_or_else(|_| mp.clone());
-            if let Some(what) = mounted_at(&info, mp).or_else(|| mounted_at(&info, &real)) {
+            let top = mountinfo::top_at(&mounts, mp).or_else(|| mountinfo::top_at(&mounts, &real));
+            if let Some(what) = top.map(mountinfo::Mount::describe) {
                 out.push((v.role.clone(), mp.clone(), what));
             }
         }
@@ -1183,35 +1187,6 @@ impl Config {
         }
         out
     }
-}
-
-/// What `/proc/self/mountinfo` (text in `info`) says is mounted exactly at
-/// `at` (the topmost mount), as `SOURCE[ROOT] (FSTYPE)`.
-pub fn mounted_at(info: &str, at: &Path) -> Option<String> {
-    let unescape = |s: &str| {
-        s.replace("\\040", " ")
-            .replace("\\011", "\t")
-            .replace("\\012", "\n")
-            .replace("\\134", "\\")
-    };
-    info.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            let mp = unescape(f.get(4)?);
-            if Path::new(&mp) != at {
-                return None;
-            }
-            let root = unescape(f.get(3)?);
-            let dash = f.iter().position(|x| *x == "-")?;
-            let fstype = f.get(dash + 1)?;
-            let source = unescape(f.get(dash + 2)?);
-            Some(if root == "/" {
-                format!("{source} ({fstype})")
-            } else {
-                format!("{source}[{root}] ({fstype})")
-            })
-        })
-        .next_back()
 }
 
 #[cfg(test)]
@@ -1716,32 +1691,6 @@ command = ["/usr/bin/zmplayredo", "--fromTime", "{from_time}", "--index", "{moun
             "standby.port",
             &["0"],
         );
-    }
-
-    #[test]
-    fn mounted_at_reads_mountinfo() {
-        let info = "\
-22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
-95 22 7:3 / /var/tmp/t/stb rw,relatime shared:50 - btrfs /dev/loop3 rw,space_cache=v2
-96 22 7:3 /live/mysql /opt/app\\040one rw,relatime shared:50 - btrfs /dev/loop3 rw
-97 96 0:50 / /opt/app\\040one rw,relatime - tmpfs tmpfs rw
-";
-        assert_eq!(
-            mounted_at(info, Path::new("/var/tmp/t/stb")).as_deref(),
-            Some("/dev/loop3 (btrfs)")
-        );
-        // the topmost of stacked mounts, with an escaped space
-        assert_eq!(
-            mounted_at(info, Path::new("/opt/app one")).as_deref(),
-            Some("tmpfs (tmpfs)")
-        );
-        let below = info.lines().take(3).collect::<Vec<_>>().join("\n");
-        assert_eq!(
-            mounted_at(&below, Path::new("/opt/app one")).as_deref(),
-            Some("/dev/loop3[/live/mysql] (btrfs)")
-        );
-        assert_eq!(mounted_at(info, Path::new("/var/tmp/t")), None);
-        assert_eq!(mounted_at(info, Path::new("/opt/app")), None);
     }
 
     #[test]

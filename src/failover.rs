@@ -29,11 +29,11 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::backend;
-use crate::catalog::{Catalog, Lock, read_json, write_json};
+use crate::catalog::{Catalog, Lock};
 use crate::cmd::Cmd;
 use crate::config::{BackendKind, Config, Volume};
 use crate::error::{Context, Error, Result};
-use crate::model::{Manifest, SetKind};
+use crate::model::Manifest;
 use crate::replay::{TimeFormat, format_zmplayredo};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -126,55 +126,9 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
-/// Pure selection: S = the requested or newest full set among `complete`,
-/// R = the newest redolog-bearing set not older than S.
-pub fn select<'a>(
-    manifests: &'a [Manifest],
-    complete: &dyn Fn(&Manifest) -> bool,
-    redolog_role: &str,
-    requested: Option<&str>,
-) -> Result<(&'a Manifest, &'a Manifest)> {
-    let fulls: Vec<&Manifest> = manifests
-        .iter()
-        .filter(|m| m.kind == SetKind::Full)
-        .collect();
-    let s = match requested {
-        Some(id) => {
-            let m = fulls.iter().find(|m| m.id == id).ok_or_else(|| {
-                Error::not_found(format!("no full set `{id}` on this site"))
-                    .with_hint("`snapsite sets` lists them")
-            })?;
-            if !complete(m) {
-                return Err(Error::not_found(format!(
-                    "set {id} is not complete on this site"
-                )));
-            }
-            *m
-        }
-        None => fulls
-            .iter()
-            .rev()
-            .find(|m| complete(m))
-            .copied()
-            .ok_or_else(|| {
-                Error::not_found("no complete full set on this standby").with_hint(
-                    "ship one first: `snapsite snapshot && snapsite ship` on the primary",
-                )
-            })?,
-    };
-    s.member(redolog_role)
-        .ok_or_else(|| Error::storage(format!("set {} has no `{redolog_role}` member", s.id)))?;
-    // Order by sequence, never by the clock: a redolog snapshot taken after
-    // S counts even when the primary's clock stepped back in between.
-    let r = manifests
-        .iter()
-        .filter(|m| m.kind == SetKind::Redolog && complete(m))
-        .filter(|m| m.member(redolog_role).is_some())
-        .filter(|m| m.order_key() > s.order_key())
-        .max_by_key(|m| m.order_key())
-        .unwrap_or(s);
-    Ok((s, r))
-}
+/// The pure selection lives with `Site` (which failover asks); the name
+/// stays here for callers.
+pub use crate::site::select;
 
 pub fn plan(cfg: &Config, requested: Option<&str>) -> Result<Plan> {
     let site = crate::site::Site::open(cfg)?;
@@ -419,22 +373,17 @@ impl std::fmt::Display for Event {
     }
 }
 
-fn state_path(cfg: &Config) -> PathBuf {
-    cfg.state_dir.join("failover").join("state.json")
-}
-
 /// The plan a (possibly resumed) failover would carry out, and whether it resumes.
 pub fn current_plan(cfg: &Config, opts: &Options) -> Result<(Plan, bool)> {
-    let sp = state_path(cfg);
-    if sp.exists() {
-        let st: State = read_json(&sp)?;
+    let catalog = Catalog::new(&cfg.state_dir);
+    if let Some(st) = catalog.failover_state::<State>()? {
         if let Some(p) = st.plan {
             if st.completed_at.is_none() {
                 if let Some(want) = opts.set {
                     if want != p.set_id {
                         return Err(Error::refused(format!(
                             "an interrupted failover with set {} is in progress; it must finish first", p.set_id
-                        )).with_hint(format!("run `snapsite failover` without --set to resume it, or remove {} after undoing its copies", sp.display())));
+                        )).with_hint(format!("run `snapsite failover` without --set to resume it, or remove {} after undoing its copies", catalog.failover_state_path().display())));
                     }
                 }
                 return Ok((p, true));
@@ -451,7 +400,7 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Report> {
 
 /// What one run carries between its steps.
 struct Ctx<'p> {
-    sp: PathBuf,
+    catalog: Catalog,
     st: State,
     notes: Vec<String>,
     progress: &'p mut dyn FnMut(&Event),
@@ -463,7 +412,7 @@ impl Ctx<'_> {
         self.notes.push(s);
     }
     fn save(&self) -> Result<()> {
-        write_json(&self.sp, &self.st)
+        self.catalog.write_failover_state(&self.st)
     }
 }
 
@@ -475,15 +424,10 @@ pub fn run_with(cfg: &Config, opts: &Options, progress: &mut dyn FnMut(&Event)) 
     let catalog = Catalog::new(&cfg.state_dir);
     let mut notes = Vec::new();
     let (_lock, aborted_session) = take_site_lock(cfg, &catalog, &mut notes, progress)?;
-    let sp = state_path(cfg);
-    let previous: Option<State> = if sp.exists() {
-        Some(read_json(&sp)?)
-    } else {
-        None
-    };
-    refuse_if_completed(previous.as_ref(), &sp)?;
+    let previous: Option<State> = catalog.failover_state()?;
+    refuse_if_completed(previous.as_ref(), &catalog.failover_state_path())?;
     let mut ctx = Ctx {
-        sp,
+        catalog: Catalog::new(&cfg.state_dir),
         st: State::default(),
         notes,
         progress,
@@ -514,14 +458,14 @@ pub fn run_with(cfg: &Config, opts: &Options, progress: &mut dyn FnMut(&Event)) 
     ctx.save()?;
 
     if let Err(e) = make_copies(cfg, &plan, &mut ctx) {
-        rollback(cfg, &mut ctx.st, &ctx.sp);
+        rollback(cfg, &mut ctx.st, &ctx.catalog);
         return Err(e.context("failover failed; what it created was rolled back"));
     }
     let seconds_copies = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
     if let Err(e) = mount_copies(cfg, &plan, &mut ctx) {
-        rollback(cfg, &mut ctx.st, &ctx.sp);
+        rollback(cfg, &mut ctx.st, &ctx.catalog);
         return Err(e.context("failover failed; what it created was rolled back"));
     }
     let seconds_mounts = t1.elapsed().as_secs_f64();
@@ -551,7 +495,7 @@ pub fn run_with(cfg: &Config, opts: &Options, progress: &mut dyn FnMut(&Event)) 
         aborted_session,
         notes: std::mem::take(&mut ctx.notes),
     };
-    save_report(cfg, &mut report, &mut ctx)?;
+    save_report(&mut report, &mut ctx)?;
     Ok(report)
 }
 
@@ -836,13 +780,10 @@ fn run_replay(plan: &Plan, ctx: &mut Ctx) -> Result<ReplayOutcome> {
     })
 }
 
-fn save_report(cfg: &Config, report: &mut Report, ctx: &mut Ctx) -> Result<()> {
-    let path = cfg.state_dir.join("reports").join(format!(
-        "failover-{}.json",
-        report.finished_at.strftime("%Y%m%dT%H%M%S%.3fZ")
-    ));
-    report.report_path = Some(path.clone());
-    write_json(&path, &*report)?;
+fn save_report(report: &mut Report, ctx: &mut Ctx) -> Result<()> {
+    let path = ctx
+        .catalog
+        .write_failover_report(report.finished_at, report, |r, p| r.report_path = Some(p))?;
     ctx.st.report = Some(path);
     if report.ok() {
         ctx.st.completed_at = Some(report.finished_at);
@@ -851,7 +792,7 @@ fn save_report(cfg: &Config, report: &mut Report, ctx: &mut Ctx) -> Result<()> {
 }
 
 /// Undo what this failover made: unmount, remove copies, forget the state.
-fn rollback(cfg: &Config, st: &mut State, sp: &Path) {
+fn rollback(cfg: &Config, st: &mut State, catalog: &Catalog) {
     let Some(plan) = st.plan.clone() else { return };
     for c in plan.copies.iter().rev() {
         if st.mounts_done.contains(&c.role) {
@@ -870,7 +811,7 @@ fn rollback(cfg: &Config, st: &mut State, sp: &Path) {
             }
         }
     }
-    let _ = std::fs::remove_file(sp);
+    catalog.remove_failover_state();
 }
 
 /// Make this process the leader of its own process group (unless it is one
@@ -975,44 +916,18 @@ fn take_site_lock(
     Ok((lock, Some(msg)))
 }
 
-/// /proc/self/mountinfo, read for what is mounted where.
+/// What is mounted where (through `mountinfo`, the one parser).
 mod mount {
     use std::path::Path;
 
-    #[derive(Debug, Clone, PartialEq)]
-    pub struct Entry {
-        pub fstype: String,
-        pub source: String,
-    }
+    use crate::mountinfo;
 
-    fn unescape(s: &str) -> String {
-        s.replace("\\040", " ")
-            .replace("\\011", "\t")
-            .replace("\\012", "\n")
-            .replace("\\134", "\\")
-    }
+    pub type Entry = mountinfo::Mount;
 
-    /// Entries mounted at `mp`, in mount order (the last one is visible).
-    pub fn at(mp: &Path) -> Vec<Entry> {
-        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-            return Vec::new();
-        };
-        let want = std::fs::canonicalize(mp).unwrap_or_else(|_| mp.to_path_buf());
-        let want = want.to_string_lossy();
-        info.lines()
-            .filter_map(|l| {
-                let (left, right) = l.split_once(" - ")?;
-                let at = unescape(left.split(' ').nth(4)?);
-                let mut r = right.split(' ');
-                let fstype = r.next()?.to_string();
-                let source = unescape(r.next()?);
-                (at == want).then_some(Entry { fstype, source })
-            })
-            .collect()
-    }
-
+    /// The visible mount at `mp` (its canonical path).
     pub fn top(mp: &Path) -> Option<Entry> {
-        at(mp).pop()
+        let want = std::fs::canonicalize(mp).unwrap_or_else(|_| mp.to_path_buf());
+        mountinfo::top_at(&mountinfo::read(), &want).cloned()
     }
 
     /// Same inode on the same device (a bind mount of `b` at `a`).
@@ -1393,7 +1308,7 @@ pub fn render_report(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{MANIFEST_FORMAT, Member};
+    use crate::model::{MANIFEST_FORMAT, Member, SetKind};
 
     fn m(id: &str, kind: SetKind, roles: &[&str], before: &str) -> Manifest {
         let before: Timestamp = before.parse().unwrap();

@@ -509,7 +509,7 @@ fn check(cfg: &Config) -> anyhow::Result<()> {
     if !primary {
         // Failover skips a mountpoint that is already mounted, so whatever is
         // there now would be what the replay runs on.
-        let failed_over = cfg.state_dir.join("failover").join("state.json").exists();
+        let failed_over = Catalog::new(&cfg.state_dir).has_failover_state();
         for (role, mp, what) in cfg.occupied_mountpoints() {
             problems += 1;
             println!(

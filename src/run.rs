@@ -16,9 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 
-use crate::catalog::{Catalog, read_json, write_json};
+use crate::catalog::Catalog;
 use crate::config::{Config, Schedule};
 use crate::coordinator::{self, Progress};
 use crate::error::{Error, Result};
@@ -61,49 +60,9 @@ pub fn request_stop() {
     STOP.store(true, Ordering::SeqCst);
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StepError {
-    pub at: Timestamp,
-    pub step: String,
-    pub message: String,
-}
-
-/// `state_dir/run.json`: what `run` did, for `status` and the admin.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct RunRecord {
-    pub pid: u32,
-    pub started_at: Option<Timestamp>,
-    pub stopped_at: Option<Timestamp>,
-    pub last_cycle_at: Option<Timestamp>,
-    pub last_ship_ok_at: Option<Timestamp>,
-    /// Failed ships in a row (0 when the last one succeeded).
-    pub ship_failures: u32,
-    /// When the last failed ship started.
-    #[serde(default)]
-    pub last_ship_error_at: Option<Timestamp>,
-    /// Failed snapshots in a row.
-    #[serde(default)]
-    pub snapshot_failures: u32,
-    pub last_error: Option<StepError>,
-    /// Counters since `started_at`.
-    pub full_sets_taken: u64,
-    pub redolog_sets_taken: u64,
-    pub sets_committed: u64,
-    pub sets_pruned: u64,
-}
-
-pub fn read_record(catalog: &Catalog) -> Result<Option<RunRecord>> {
-    let p = catalog.root().join("run.json");
-    if p.exists() {
-        read_json(&p).map(Some)
-    } else {
-        Ok(None)
-    }
-}
-
-fn write_record(catalog: &Catalog, r: &RunRecord) -> Result<()> {
-    write_json(&catalog.root().join("run.json"), r)
-}
+/// The record lives in the catalog with the other records on disk; these
+/// names stay here for callers of `run`.
+pub use crate::catalog::{RunRecord, StepError};
 
 pub struct Options {
     /// Do what is due now and exit (for a systemd timer).
@@ -143,7 +102,7 @@ pub fn run(cfg: &Config, opts: &Options, progress: Progress) -> Result<RunRecord
         started_at: Some(Timestamp::now()),
         ..Default::default()
     };
-    if let Some(prev) = read_record(&catalog)? {
+    if let Some(prev) = catalog.run_record()? {
         rec.last_ship_ok_at = prev.last_ship_ok_at;
     }
     let mut st = RunState {
@@ -157,7 +116,7 @@ pub fn run(cfg: &Config, opts: &Options, progress: Progress) -> Result<RunRecord
         once = opts.once,
         "run started"
     );
-    write_record(&catalog, &rec)?;
+    catalog.write_run_record(&rec)?;
     let mut any_failed = false;
     loop {
         if stop_requested() {
@@ -287,7 +246,7 @@ pub fn run(cfg: &Config, opts: &Options, progress: Progress) -> Result<RunRecord
                 }
             }
             rec.last_cycle_at = Some(Timestamp::now());
-            write_record(&catalog, &rec)?;
+            catalog.write_run_record(&rec)?;
             refresh_metrics(cfg);
         }
         if opts.once {
@@ -295,7 +254,7 @@ pub fn run(cfg: &Config, opts: &Options, progress: Progress) -> Result<RunRecord
         }
     }
     rec.stopped_at = Some(Timestamp::now());
-    write_record(&catalog, &rec)?;
+    catalog.write_run_record(&rec)?;
     refresh_metrics(cfg);
     tracing::info!(
         full_sets = rec.full_sets_taken,

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use crate::backend;
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{Manifest, SetKind};
 
 /// Which end of replication this site is.
@@ -123,13 +123,63 @@ impl<'a> Site<'a> {
     /// What failover would use: S (the requested or newest usable full set)
     /// and R (the newest usable redolog-bearing set taken after S, or S).
     pub fn failover_pair(&self, requested: Option<&str>) -> Result<(&Manifest, &Manifest)> {
-        crate::failover::select(
+        select(
             &self.manifests,
             &|m| self.is_usable(m),
             &self.cfg.redolog_role,
             requested,
         )
     }
+}
+
+/// Pure selection: S = the requested or newest full set among `complete`,
+/// R = the newest redolog-bearing set not older than S.
+pub fn select<'a>(
+    manifests: &'a [Manifest],
+    complete: &dyn Fn(&Manifest) -> bool,
+    redolog_role: &str,
+    requested: Option<&str>,
+) -> Result<(&'a Manifest, &'a Manifest)> {
+    let fulls: Vec<&Manifest> = manifests
+        .iter()
+        .filter(|m| m.kind == SetKind::Full)
+        .collect();
+    let s = match requested {
+        Some(id) => {
+            let m = fulls.iter().find(|m| m.id == id).ok_or_else(|| {
+                Error::not_found(format!("no full set `{id}` on this site"))
+                    .with_hint("`snapsite sets` lists them")
+            })?;
+            if !complete(m) {
+                return Err(Error::not_found(format!(
+                    "set {id} is not complete on this site"
+                )));
+            }
+            *m
+        }
+        None => fulls
+            .iter()
+            .rev()
+            .find(|m| complete(m))
+            .copied()
+            .ok_or_else(|| {
+                Error::not_found("no complete full set on this standby").with_hint(
+                    "ship one first: `snapsite snapshot && snapsite ship` on the primary",
+                )
+            })?,
+    };
+    s.member(redolog_role)
+        .ok_or_else(|| Error::storage(format!("set {} has no `{redolog_role}` member", s.id)))?;
+    // Order by sequence, never by the clock: a redolog snapshot taken after
+    // S counts even when the primary's clock stepped back in between.
+    let r = manifests
+        .iter()
+        .filter(|m| m.kind == SetKind::Redolog && complete(m))
+        .filter(|m| m.member(redolog_role).is_some())
+        .filter(|m| m.order_key() > s.order_key())
+        .max_by_key(|m| m.order_key())
+        .unwrap_or(s);
+    Ok((s, r))
 }
 
 #[cfg(test)]

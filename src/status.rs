@@ -17,11 +17,10 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::catalog::write_atomic;
+use crate::catalog::{RunRecord, write_atomic};
 use crate::config::Config;
 use crate::error::Result;
 use crate::model::{Manifest, SetKind, parse_set_id};
-use crate::run::{RunRecord, read_record};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -140,7 +139,7 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
     for kind in [SetKind::Full, SetKind::Redolog] {
         sets.insert(kind.as_str().to_string(), site.usable_count(kind));
     }
-    let run = if primary { read_record(catalog)? } else { None };
+    let run = if primary { catalog.run_record()? } else { None };
     let record = if primary {
         catalog.standby_record()?
     } else {

@@ -28,14 +28,7 @@ pub struct Connection {
 
 /// Quote one word for the remote shell that sshd runs the command with.
 pub fn shell_quote(w: &str) -> String {
-    if !w.is_empty()
-        && w.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+".contains(c))
-    {
-        w.to_string()
-    } else {
-        format!("'{}'", w.replace('\'', "'\\''"))
-    }
+    crate::cmd::quote_word(w, "")
 }
 
 pub fn command(s: &Standby) -> Result<Cmd> {

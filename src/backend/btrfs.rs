@@ -21,12 +21,11 @@
 //! touch a committed snapshot. Snapshots of several subvolumes are not atomic
 //! together: every volume is its own atomic group.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Stdio};
+use std::process::Stdio;
 
-use super::{Backend, ProcessSource, SnapshotSink, SnapshotSource};
-use crate::cmd::{Cmd, Running};
+use super::{Backend, ProcessSink, ProcessSource, ReceiveSteps, SnapshotSink, SnapshotSource};
+use crate::cmd::Cmd;
 use crate::config::{BackendKind, Volume};
 use crate::error::{Context, Error, Result};
 use crate::model::parse_set_id;
@@ -313,7 +312,7 @@ impl Backend for Btrfs {
             .args(["receive", "-e", "--chroot"])
             .arg(&jail)
             .spawn(Stdio::piped(), Stdio::null());
-        let mut running = match running {
+        let running = match running {
             Ok(r) => r,
             Err(e) => {
                 let _ = purge(&jail);
@@ -321,17 +320,18 @@ impl Backend for Btrfs {
                 return Err(e);
             }
         };
-        let stdin = running.child.stdin.take().expect("piped");
-        Ok(Box::new(BtrfsSink {
-            running: Some(running),
-            stdin: Some(stdin),
-            dir,
-            jail,
-            marker,
-            name: name.to_string(),
-            expect_id: expect_id.map(str::to_string),
-            role: vol.role.clone(),
-        }))
+        Ok(Box::new(ProcessSink::new(
+            &vol.role,
+            running,
+            BtrfsReceive {
+                dir,
+                jail,
+                marker,
+                name: name.to_string(),
+                expect_id: expect_id.map(str::to_string),
+                role: vol.role.clone(),
+            },
+        )))
     }
 
     fn cleanup_partial(&self, vol: &Volume) -> Result<Vec<String>> {
@@ -434,9 +434,8 @@ fn dir_entries(dir: &Path) -> Vec<String> {
     v
 }
 
-struct BtrfsSink {
-    running: Option<Running>,
-    stdin: Option<ChildStdin>,
+/// The btrfs part of a receive (a [`ProcessSink`] over `btrfs receive`).
+struct BtrfsReceive {
     /// `snapshot_dir`
     dir: PathBuf,
     /// `snapshot_dir/<name>`: the receive's chroot, made empty by us.
@@ -447,25 +446,9 @@ struct BtrfsSink {
     role: String,
 }
 
-impl Write for BtrfsSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.stdin
-            .as_mut()
-            .expect("open until commit/abort")
-            .write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.stdin.as_mut().expect("open").flush()
-    }
-}
-
-impl BtrfsSink {
+impl ReceiveSteps for BtrfsReceive {
     /// Remove whatever this receive created (its whole chroot), then the marker.
     fn discard(&mut self) {
-        drop(self.stdin.take());
-        if let Some(r) = self.running.take() {
-            r.kill();
-        }
         if let Err(e) = purge(&self.jail) {
             tracing::error!(volume = %self.role, path = %self.jail.display(), error = %e, "could not remove partial receive; the marker stays so the next serve retries");
             return;
@@ -474,16 +457,12 @@ impl BtrfsSink {
         let _ = fsync_dir(&self.dir);
     }
 
-    fn finish(
+    /// `btrfs receive` exited 0: exactly the announced subvolume, read-only,
+    /// with the sender's uuid as its received uuid.
+    fn verify(
         &mut self,
         record: &mut dyn FnMut(Option<String>) -> Result<()>,
     ) -> Result<Option<String>> {
-        drop(self.stdin.take());
-        self.running
-            .take()
-            .expect("running")
-            .wait()
-            .ctx(format!("volume `{}`", self.role))?;
         let got = self.jail.join(&self.name);
         let made = dir_entries(&self.jail);
         if made != [self.name.clone()] {
@@ -528,32 +507,6 @@ impl BtrfsSink {
         std::fs::remove_file(&self.marker).ctx(format!("remove {}", self.marker.display()))?;
         fsync_dir(&self.dir)?;
         Ok(Some(info.uuid))
-    }
-}
-
-impl SnapshotSink for BtrfsSink {
-    fn commit(
-        mut self: Box<Self>,
-        record: &mut dyn FnMut(Option<String>) -> Result<()>,
-    ) -> Result<Option<String>> {
-        match self.finish(record) {
-            Ok(id) => Ok(id),
-            Err(e) => {
-                self.discard();
-                Err(e)
-            }
-        }
-    }
-    fn abort(mut self: Box<Self>) {
-        self.discard();
-    }
-}
-
-impl Drop for BtrfsSink {
-    fn drop(&mut self) {
-        if self.running.is_some() {
-            self.discard();
-        }
     }
 }
 

@@ -44,6 +44,7 @@ use crate::cmd::Cmd;
 use crate::config::{BackendKind, Volume};
 use crate::error::{Context, Error, Result};
 use crate::model::parse_set_id;
+use crate::mountinfo;
 
 pub struct Lvm;
 
@@ -289,30 +290,9 @@ fn check_uuid(id: &str) -> Result<()> {
     Ok(())
 }
 
-fn mountinfo_lines() -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|s| s.lines().map(str::to_string).collect())
-        .unwrap_or_default()
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
-}
-
 /// The source device of the mount at `mp`, if something is mounted there.
 fn mounted_source(mp: &Path) -> Option<String> {
-    let want = mp.to_string_lossy();
-    mountinfo_lines().iter().rev().find_map(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        if f.get(4).map(|m| unescape(m)) != Some(want.to_string()) {
-            return None;
-        }
-        let sep = f.iter().position(|x| *x == "-")?;
-        f.get(sep + 2).map(|s| unescape(s))
-    })
+    mountinfo::top_at(&mountinfo::read(), mp).map(|m| m.source.clone())
 }
 
 /// Does `source` (from mountinfo) name the LV `vg/lv`?

@@ -26,11 +26,13 @@
 //! - Failover clones the received snapshot to `source` (mounted at the
 //!   volume's mountpoint); the received snapshot stays pristine.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{ChildStdin, Stdio};
+use std::process::Stdio;
 
-use super::{Backend, ProcessSource, Resumable, SnapshotSink, SnapshotSource, require_replica};
+use super::{
+    Backend, ProcessSink, ProcessSource, ReceiveSteps, Resumable, SnapshotSink, SnapshotSource,
+    require_replica,
+};
 use crate::cmd::{Cmd, Running};
 use crate::config::{BackendKind, Volume};
 use crate::error::{Context, Error, Result};
@@ -559,19 +561,24 @@ impl Backend for Zfs {
                 ))
             })?),
         };
-        Ok(Box::new(ZfsSink {
-            running: None,
-            stdin: None,
-            head: Vec::with_capacity(BEGIN_RECORD_LEN),
-            fromguid,
-            toguid,
-            failed: None,
-            ds: ds.to_string(),
-            name: name.to_string(),
-            created_ds: full,
-            expect_id: expect_id.map(str::to_string),
-            role: vol.role.clone(),
-        }))
+        // Nothing reaches `zfs receive` before the stream's first record
+        // passed `check_begin`; a cut keeps `zfs receive -s`'s resume state.
+        Ok(Box::new(
+            ProcessSink::gated(
+                &vol.role,
+                BEGIN_RECORD_LEN,
+                ZfsReceive {
+                    fromguid,
+                    toguid,
+                    ds: ds.to_string(),
+                    name: name.to_string(),
+                    created_ds: full,
+                    expect_id: expect_id.map(str::to_string),
+                    role: vol.role.clone(),
+                },
+            )
+            .resumable(),
+        ))
     }
 
     fn resumable(&self, vol: &Volume) -> Result<Option<Resumable>> {
@@ -747,18 +754,11 @@ fn check_token(t: &str) -> Result<()> {
     Ok(())
 }
 
-struct ZfsSink {
-    /// `zfs receive`, started once the stream's first record passed
-    /// [`check_begin`].
-    running: Option<Running>,
-    stdin: Option<ChildStdin>,
-    /// The first record, collected before anything reaches `zfs receive`.
-    head: Vec<u8>,
+/// The ZFS part of a receive (a gated [`ProcessSink`] over `zfs receive`).
+struct ZfsReceive {
     /// The base's guid (incremental), `None` for a full stream.
     fromguid: Option<u64>,
     toguid: Option<u64>,
-    /// Why the stream was refused; `commit` returns it.
-    failed: Option<Error>,
     ds: String,
     name: String,
     /// This receive creates the replica dataset (first full receive).
@@ -767,47 +767,16 @@ struct ZfsSink {
     role: String,
 }
 
-impl Write for ZfsSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Some(e) = &self.failed {
-            return Err(std::io::Error::other(e.to_string()));
-        }
-        if let Some(stdin) = self.stdin.as_mut() {
-            return stdin.write(buf);
-        }
-        // Still collecting the first record.
-        let take = (BEGIN_RECORD_LEN - self.head.len()).min(buf.len());
-        self.head.extend_from_slice(&buf[..take]);
-        if self.head.len() < BEGIN_RECORD_LEN {
-            return Ok(buf.len());
-        }
-        let rest = &buf[take..];
-        if let Err(e) = self.start() {
-            let io = std::io::Error::other(e.to_string());
-            self.failed = Some(e);
-            return Err(io);
-        }
-        let stdin = self.stdin.as_mut().expect("started");
-        stdin.write_all(&self.head)?;
-        stdin.write_all(rest)?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self.stdin.as_mut() {
-            Some(s) => s.flush(),
-            None => Ok(()),
-        }
-    }
-}
-
-impl ZfsSink {
+impl ZfsReceive {
     fn snap(&self) -> String {
         format!("{}@{}", self.ds, self.name)
     }
+}
 
+impl ReceiveSteps for ZfsReceive {
     /// Check the first record; only then start `zfs receive`.
-    fn start(&mut self) -> Result<()> {
-        let begin = parse_begin(&self.head)
+    fn start(&mut self, head: &[u8]) -> Result<Running> {
+        let begin = parse_begin(head)
             .and_then(|b| {
                 check_begin(&b, &self.name, self.fromguid, self.toguid)?;
                 Ok(b)
@@ -819,37 +788,27 @@ impl ZfsSink {
                 ))
             })?;
         tracing::debug!(volume = %self.role, toname = %begin.toname, features = begin.features, "stream header accepted");
-        let mut running = zfs()
+        zfs()
             .args(["receive", "-s", "-u"])
             .args(RECEIVE_OVERRIDES)
             .arg(&self.ds)
             .spawn(Stdio::piped(), Stdio::null())
-            .ctx(format!("volume `{}`", self.role))?;
-        self.stdin = Some(running.child.stdin.take().expect("piped"));
-        self.running = Some(running);
-        Ok(())
+            .ctx(format!("volume `{}`", self.role))
     }
 
-    fn finish(
+    fn not_started(&mut self, head: &[u8]) -> Error {
+        let m = parse_begin(head).err().unwrap_or_default();
+        Error::refused(format!(
+            "volume `{}`: not a ZFS send stream: {m}",
+            self.role
+        ))
+    }
+
+    /// `zfs receive` exited 0: the snapshot exists with the sender's guid.
+    fn verify(
         &mut self,
         record: &mut dyn FnMut(Option<String>) -> Result<()>,
     ) -> Result<Option<String>> {
-        if let Some(e) = self.failed.take() {
-            return Err(e);
-        }
-        if self.running.is_none() {
-            let m = parse_begin(&self.head).err().unwrap_or_default();
-            return Err(Error::refused(format!(
-                "volume `{}`: not a ZFS send stream: {m}",
-                self.role
-            )));
-        }
-        drop(self.stdin.take());
-        self.running
-            .take()
-            .expect("running")
-            .wait()
-            .ctx(format!("volume `{}`", self.role))?;
         let s = self.snap();
         let guid = get("guid", &s).ctx(format!(
             "volume `{}`: zfs receive did not create {s}",
@@ -873,10 +832,6 @@ impl ZfsSink {
     /// only name `name` (checked before `zfs receive` started), which did
     /// not exist before.
     fn discard(&mut self) {
-        drop(self.stdin.take());
-        if let Some(r) = self.running.take() {
-            r.kill();
-        }
         let s = self.snap();
         let res = (|| -> Result<()> {
             if get("receive_resume_token", &self.ds)
@@ -897,40 +852,6 @@ impl ZfsSink {
         })();
         if let Err(e) = res {
             tracing::error!(volume = %self.role, error = %e, "could not remove a rejected receive");
-        }
-    }
-}
-
-impl SnapshotSink for ZfsSink {
-    fn commit(
-        mut self: Box<Self>,
-        record: &mut dyn FnMut(Option<String>) -> Result<()>,
-    ) -> Result<Option<String>> {
-        match self.finish(record) {
-            Ok(id) => Ok(id),
-            Err(e) => {
-                self.discard();
-                Err(e)
-            }
-        }
-    }
-    fn abort(mut self: Box<Self>) {
-        self.discard();
-    }
-    fn cut(mut self: Box<Self>) {
-        // End of input mid-stream: `zfs receive -s` saves its resumable
-        // state and exits non-zero. Keep that state.
-        drop(self.stdin.take());
-        if let Some(r) = self.running.take() {
-            let _ = r.wait();
-        }
-    }
-}
-
-impl Drop for ZfsSink {
-    fn drop(&mut self) {
-        if self.running.is_some() {
-            self.discard();
         }
     }
 }
