@@ -648,16 +648,19 @@ fn every_flipped_byte_of_the_commit_commits_nothing_wrong() {
             let _ = r.msg().unwrap();
         }
         let start = w.bytes_out as usize;
-        w.msg(&Msg::Commit {
+        // A corrupted header makes serve drop the session at once: our
+        // write may then meet a closed socket, which is fine.
+        let sent = w.msg(&Msg::Commit {
             manifest: m.clone(),
-        })
-        .unwrap();
-        let end = w.bytes_out as usize;
+        });
+        let end = start
+            + if sent.is_ok() {
+                (w.bytes_out as usize) - start
+            } else {
+                0
+            };
         let _ = r.next_frame();
-        w.into_inner()
-            .sock
-            .shutdown(std::net::Shutdown::Write)
-            .unwrap();
+        let _ = w.into_inner().sock.shutdown(std::net::Shutdown::Write);
         let _ = serve.join().unwrap();
         let got = site.catalog().manifests().unwrap().into_iter().next();
         (site, got, start, end)
