@@ -644,11 +644,39 @@ pub fn validate_commit(
     Ok(m)
 }
 
+/// Does a committed manifest say what `sent` says (ignoring what the
+/// standby added: receipts and the commit time)?
+fn same_as_sent(have: &Manifest, sent: &Manifest) -> bool {
+    let strip = |m: &Manifest| {
+        let mut m = m.clone();
+        m.committed_at = None;
+        for x in &mut m.members {
+            x.receipt = None;
+        }
+        m
+    };
+    strip(have) == strip(sent)
+}
+
 /// Write the manifest — the commit record — once every member is here.
 fn commit(cfg: &Config, open: OpenBackend, catalog: &Catalog, m: Manifest) -> Result<()> {
     validate_set_id(&m.id)?;
     if catalog.has_manifest(&m.id) {
-        return Ok(()); // already committed by an earlier session
+        // Committed by an earlier session: the same manifest again is a
+        // retry (the primary missed our answer); anything else is refused.
+        let have = catalog
+            .manifests()?
+            .into_iter()
+            .find(|x| x.id == m.id)
+            .ok_or_else(|| Error::storage(format!("set {} vanished", m.id)))?;
+        return if same_as_sent(&have, &m) {
+            Ok(())
+        } else {
+            Err(Error::refused(format!(
+                "set {} is already committed here with other content; the commit record is kept as it is",
+                m.id
+            )))
+        };
     }
     let mut m = validate_commit(cfg, open, catalog, m)?;
     m.committed_at = Some(Timestamp::now());

@@ -689,3 +689,24 @@ fn every_flipped_byte_of_the_commit_commits_nothing_wrong() {
         "every flipped byte of the commit is caught"
     );
 }
+
+#[test]
+fn a_committed_set_is_never_rewritten() {
+    let site = site();
+    let id = ship_full(&site, 0);
+    let before = std::fs::read(site.cfg.state_dir.join(format!("sets/{id}.json"))).unwrap();
+    let honest = manifest(&id, SetKind::Full, &ROLES, &|r| payload(&id, r));
+    let (mut s, _) = site.hello();
+    // The same manifest again (the primary missed the answer): idempotent.
+    assert!(matches!(s.commit(&honest).unwrap(), Msg::Committed { .. }));
+    // Other content under the committed id: refused, record untouched.
+    let mut other = honest.clone();
+    other.members[0].before -= jiff::SignedDuration::from_secs(3600);
+    let e = s.commit(&other).unwrap_err();
+    assert!(e.message.contains("already committed"), "{e}");
+    s.bye().unwrap();
+    let after = std::fs::read(site.cfg.state_dir.join(format!("sets/{id}.json"))).unwrap();
+    assert_eq!(before, after);
+    let log = std::fs::read_to_string(site.cfg.state_dir.join("serve.log")).unwrap();
+    assert!(log.contains("already committed"), "{log}");
+}
