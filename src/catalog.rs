@@ -197,6 +197,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// A record that may not exist yet: `None` when the file is absent.
+fn read_optional<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    match std::fs::metadata(path) {
+        Ok(_) => read_json(path).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
+    }
+}
+
 pub fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(v).expect("serializable");
     bytes.push(b'\n');
@@ -281,12 +290,7 @@ impl Catalog {
     }
 
     pub fn standby_record(&self) -> Result<Option<StandbyRecord>> {
-        let p = self.root.join("standby.json");
-        if p.exists() {
-            read_json(&p).map(Some)
-        } else {
-            Ok(None)
-        }
+        read_optional(&self.root.join("standby.json"))
     }
 
     pub fn write_standby_record(&self, r: &StandbyRecord) -> Result<()> {
@@ -299,11 +303,7 @@ impl Catalog {
     /// sorting in the order sets were taken even after the clock steps back.
     pub fn next_sequence(&self, now: Timestamp, kind: crate::model::SetKind) -> Result<NextSet> {
         let path = self.root.join("sequence.json");
-        let mut rec: SequenceRecord = if path.exists() {
-            read_json(&path)?
-        } else {
-            SequenceRecord::default()
-        };
+        let mut rec: SequenceRecord = read_optional(&path)?.unwrap_or_default();
         // A lost or older sequence file must not make numbers go back.
         let mut known: Vec<Manifest> = self.manifests()?;
         known.extend(self.pending()?);
@@ -368,12 +368,7 @@ impl Catalog {
 
     /// The serve session that holds (or held, if it was killed) the lock.
     pub fn serve_record(&self) -> Result<Option<ServeRecord>> {
-        let p = self.root.join("serve.json");
-        if p.exists() {
-            read_json(&p).map(Some)
-        } else {
-            Ok(None)
-        }
+        read_optional(&self.root.join("serve.json"))
     }
 
     pub fn remove_serve_record(&self) {
@@ -382,12 +377,7 @@ impl Catalog {
 
     /// `run.json`: what `snapsite run` did last (primary).
     pub fn run_record(&self) -> Result<Option<RunRecord>> {
-        let p = self.root.join("run.json");
-        if p.exists() {
-            read_json(&p).map(Some)
-        } else {
-            Ok(None)
-        }
+        read_optional(&self.root.join("run.json"))
     }
 
     pub fn write_run_record(&self, r: &RunRecord) -> Result<()> {
@@ -407,12 +397,7 @@ impl Catalog {
     /// The failover progress record, if there is one. Generic over the
     /// record type so the catalog need not know failover's types.
     pub fn failover_state<T: DeserializeOwned>(&self) -> Result<Option<T>> {
-        let p = self.failover_state_path();
-        if p.exists() {
-            read_json(&p).map(Some)
-        } else {
-            Ok(None)
-        }
+        read_optional(&self.failover_state_path())
     }
 
     pub fn write_failover_state<T: Serialize>(&self, st: &T) -> Result<()> {
@@ -450,6 +435,12 @@ impl Catalog {
     pub fn write_manifest(&self, m: &Manifest) -> Result<()> {
         validate_set_id(&m.id)?;
         write_json(&self.set_path(&m.id), m)
+    }
+
+    /// One committed manifest, if there is one with this id.
+    pub fn manifest(&self, id: &str) -> Result<Option<Manifest>> {
+        validate_set_id(id)?;
+        read_optional(&self.set_path(id))
     }
 
     pub fn has_manifest(&self, id: &str) -> bool {
@@ -535,12 +526,7 @@ impl Catalog {
         write_json(&self.receipt_path(role, snap), r)
     }
     pub fn receipt(&self, role: &str, snap: &str) -> Result<Option<Receipt>> {
-        let p = self.receipt_path(role, snap);
-        if p.exists() {
-            read_json(&p).map(Some)
-        } else {
-            Ok(None)
-        }
+        read_optional(&self.receipt_path(role, snap))
     }
     pub fn remove_receipt(&self, role: &str, snap: &str) -> Result<()> {
         let _ = std::fs::remove_file(self.receipt_path(role, snap));

@@ -148,23 +148,7 @@ fn placeholder_member(v: &Volume, id: &str) -> Member {
     }
 }
 
-/// Is every member of the set still present on this site?
-pub fn complete_locally(cfg: &Config, m: &Manifest, lists: &BTreeMap<String, Vec<String>>) -> bool {
-    m.members.iter().all(|mem| {
-        cfg.volume(&mem.role).is_some()
-            && lists
-                .get(&mem.role)
-                .is_some_and(|l| l.contains(&mem.snapshot))
-    })
-}
-
-pub fn local_lists(cfg: &Config) -> Result<BTreeMap<String, Vec<String>>> {
-    let mut out = BTreeMap::new();
-    for v in &cfg.volumes {
-        out.insert(v.role.clone(), backend::for_volume(v)?.list(v)?);
-    }
-    Ok(out)
-}
+pub use crate::site::{complete_locally, local_lists};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ShippedSnapshot {

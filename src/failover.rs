@@ -64,7 +64,7 @@ pub struct Margin {
 }
 
 /// A manifest's margin above this is nonsense (wire input, refused).
-pub const MAX_MANIFEST_MARGIN_MS: i64 = 24 * 3600 * 1000;
+pub const MAX_MANIFEST_MARGIN_MS: i64 = crate::model::MAX_SAFETY_MARGIN_MS;
 
 impl Margin {
     pub fn new(standby_ms: i64, manifest_ms: i64) -> Margin {

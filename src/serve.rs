@@ -665,9 +665,7 @@ fn commit(cfg: &Config, open: OpenBackend, catalog: &Catalog, m: Manifest) -> Re
         // Committed by an earlier session: the same manifest again is a
         // retry (the primary missed our answer); anything else is refused.
         let have = catalog
-            .manifests()?
-            .into_iter()
-            .find(|x| x.id == m.id)
+            .manifest(&m.id)?
             .ok_or_else(|| Error::storage(format!("set {} vanished", m.id)))?;
         return if same_as_sent(&have, &m) {
             Ok(())

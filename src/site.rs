@@ -36,6 +36,28 @@ impl Role {
     }
 }
 
+/// Is every member of the set present in `lists` (this site's snapshots per
+/// role), for volumes this site's config names? A set without members is
+/// never present.
+pub fn complete_locally(cfg: &Config, m: &Manifest, lists: &BTreeMap<String, Vec<String>>) -> bool {
+    !m.members.is_empty()
+        && m.members.iter().all(|mem| {
+            cfg.volume(&mem.role).is_some()
+                && lists
+                    .get(&mem.role)
+                    .is_some_and(|l| l.contains(&mem.snapshot))
+        })
+}
+
+/// Per role, the snapsite snapshots on this site's storage, oldest first.
+pub fn local_lists(cfg: &Config) -> Result<BTreeMap<String, Vec<String>>> {
+    let mut out = BTreeMap::new();
+    for v in &cfg.volumes {
+        out.insert(v.role.clone(), backend::for_volume(v)?.list(v)?);
+    }
+    Ok(out)
+}
+
 pub struct Site<'a> {
     pub cfg: &'a Config,
     pub catalog: Catalog,
@@ -50,10 +72,7 @@ impl<'a> Site<'a> {
     pub fn open(cfg: &'a Config) -> Result<Site<'a>> {
         let catalog = Catalog::new(&cfg.state_dir);
         let manifests = catalog.manifests()?;
-        let mut local = BTreeMap::new();
-        for v in &cfg.volumes {
-            local.insert(v.role.clone(), backend::for_volume(v)?.list(v)?);
-        }
+        let local = local_lists(cfg)?;
         Ok(Site::from_parts(cfg, catalog, manifests, local))
     }
 
@@ -90,14 +109,7 @@ impl<'a> Site<'a> {
 
     /// Are all of the set's snapshots here, for volumes this site names?
     pub fn present(&self, m: &Manifest) -> bool {
-        !m.members.is_empty()
-            && m.members.iter().all(|mem| {
-                self.cfg.volume(&mem.role).is_some()
-                    && self
-                        .local
-                        .get(&mem.role)
-                        .is_some_and(|l| l.contains(&mem.snapshot))
-            })
+        complete_locally(self.cfg, m, &self.local)
     }
 
     /// THE definition of a usable set on this site.
