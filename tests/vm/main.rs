@@ -46,6 +46,7 @@ macro_rules! require_lab {
     };
 }
 
+mod drill;
 mod hostile;
 mod lvm;
 mod smoke;
