@@ -498,7 +498,7 @@ impl Drop for Drill {
             for r in ROLES {
                 let mp = self.dir.join(sub).join(r);
                 if mp.exists() {
-                    let _ = run(&["umount", path_str(&mp)]);
+                    umount(&mp);
                 }
             }
         }
@@ -506,6 +506,34 @@ impl Drop for Drill {
             let _ = run(&["zfs", "destroy", "-r", &stb.dataset("live")]);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Unmounts `mp` if it is a mount point, retrying for a few seconds while
+/// killed processes let go of it; says so when it cannot.
+fn umount(mp: &Path) {
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mounts")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split(' ').nth(1) == Some(path_str(mp)))
+    };
+    let start = Instant::now();
+    while mounted() {
+        let out = run(&["umount", path_str(mp)]);
+        if out.status.success() {
+            continue;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            eprintln!(
+                "warning: umount {}: {}; holders: {}",
+                mp.display(),
+                String::from_utf8_lossy(&out.stderr).trim(),
+                String::from_utf8_lossy(&run(&["fuser", "-vm", path_str(mp)]).stderr).trim()
+            );
+            return;
+        }
+        thread::sleep(Duration::from_millis(200));
     }
 }
 
