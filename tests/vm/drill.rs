@@ -283,9 +283,25 @@ impl Drill {
         pri.push_str(&format!(
             "[schedule]\nfull_set_interval = \"{FULL_EVERY}s\"\nredolog_interval = \"{REDO_EVERY}s\"\nretry_min = \"1s\"\nretry_max = \"{REDO_EVERY}s\"\n"
         ));
+        // The standby's `serve` in its own session: killing the primary
+        // (the process group of `snapsite run`) must not kill the standby's
+        // end, as it would not on two machines; it sees the stream end. Its
+        // PID is recorded so the test can wait for it before tearing down.
+        let serve = self.dir.join("serve.sh");
+        std::fs::write(
+            &serve,
+            format!(
+                "#!/bin/sh\necho $$ > {}\nexec setsid {} serve --stdio --config {}\n",
+                self.dir.join("serve.pid").display(),
+                snapsite_bin(),
+                self.stb_cfg.display()
+            ),
+        )
+        .unwrap();
+        sh(&["chmod", "+x", path_str(&serve)]);
         pri.push_str(&format!(
-            "[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
-            self.stb_cfg.display()
+            "[standby]\ntransport = \"command\"\ncommand = [\"{}\"]\n",
+            serve.display()
         ));
         let replay = [
             path_str(&repo().join("plugins/mailstore/replay")).to_string(),
@@ -461,11 +477,55 @@ impl Drill {
         self.procs.clear();
     }
 
+    /// The primary "lost power": an `lvcreate` killed mid-snapshot leaves
+    /// the origin's device-mapper device suspended (I/O to it, `sync`,
+    /// `umount` would block forever). A dead machine does not care; this
+    /// guest must go on, so resume every suspended device of the primary VG.
+    fn resume_primary_devices(&self) {
+        let Storage::Lvm { pri, .. } = &self.storage else {
+            return;
+        };
+        let prefix = format!("{}-", pri.name);
+        let out = run(&[
+            "dmsetup",
+            "info",
+            "-c",
+            "--noheadings",
+            "--separator",
+            " ",
+            "-o",
+            "name,suspended",
+        ]);
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some((name, state)) = line.trim().split_once(' ') {
+                if name.starts_with(&prefix) && state == "Suspended" {
+                    eprintln!(
+                        "drill: {name} was left suspended by the killed primary: resuming it"
+                    );
+                    let _ = run(&["dmsetup", "resume", name]);
+                }
+            }
+        }
+    }
+
+    /// The standby's last `serve` (its own session): waited for, killed
+    /// after 60 s.
+    fn wait_for_serve(&self) {
+        stop_pid_file(&self.dir.join("serve.pid"), false);
+    }
+
     /// The MariaDB the replay plugin started on the standby, stopped and
     /// waited for (it is not our child: poll its /proc entry).
     fn stop_standby_mariadb(&self) {
-        let pidf = self.run.join("standby/mariadbd.pid");
-        let Some(pid) = std::fs::read_to_string(&pidf)
+        stop_pid_file(&self.run.join("standby/mariadbd.pid"), true);
+    }
+}
+
+/// The process in `pidf` (not our child): SIGTERM when `term`, then wait
+/// for it to go (its /proc entry), SIGKILL after 60 s.
+fn stop_pid_file(pidf: &Path, term: bool) {
+    {
+        let Some(pid) = std::fs::read_to_string(pidf)
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok())
         else {
@@ -473,16 +533,25 @@ impl Drill {
         };
         use nix::sys::signal::{Signal, kill};
         let pid = nix::unistd::Pid::from_raw(pid);
-        if kill(pid, Signal::SIGTERM).is_err() {
+        if term && kill(pid, Signal::SIGTERM).is_err() {
             return;
         }
         let start = Instant::now();
-        while Path::new(&format!("/proc/{pid}")).exists() {
+        // A zombie keeps its /proc entry: state `Z` counts as gone.
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    s.rsplit_once(") ")
+                        .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+                })
+                .unwrap_or(false)
+        };
+        while alive() {
             if start.elapsed() > Duration::from_secs(60) {
                 let _ = kill(pid, Signal::SIGKILL);
             }
             if start.elapsed() > Duration::from_secs(70) {
-                eprintln!("warning: standby mariadbd {pid} does not exit");
+                eprintln!("warning: {} ({pid}) does not exit", pidf.display());
                 break;
             }
             thread::sleep(Duration::from_millis(100));
@@ -493,6 +562,8 @@ impl Drill {
 impl Drop for Drill {
     fn drop(&mut self) {
         self.kill_primary();
+        self.resume_primary_devices();
+        self.wait_for_serve();
         self.stop_standby_mariadb();
         for sub in ["app", "pri"] {
             for r in ROLES {
@@ -603,6 +674,7 @@ fn drill(backend: Backend) {
         % (KILL_JITTER_MS + 1);
     thread::sleep(Duration::from_millis(jitter));
     d.kill_primary();
+    d.resume_primary_devices();
     let acks = d.run.join("acks");
     let acked = std::fs::read_to_string(&acks).unwrap().lines().count();
     eprintln!(
