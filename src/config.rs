@@ -180,6 +180,28 @@ pub struct Standby {
     /// command: the argv to spawn.
     #[serde(default)]
     pub command: Vec<String>,
+    /// Compression on the wire: `none` (default), `zstd`, `zstd:LEVEL`.
+    pub compress: Option<String>,
+    /// Bandwidth limit of `ship`/`run`: `"20MiB/s"`, `"100Mbit/s"`.
+    pub bwlimit: Option<String>,
+    /// Windows with another limit: `["Mon-Fri 08:00-18:00 5MiB/s"]`.
+    #[serde(default)]
+    pub bwlimit_schedule: Vec<String>,
+}
+
+impl Standby {
+    /// `compress` (validated when the config loaded).
+    pub fn compression(&self) -> crate::compress::Compression {
+        self.compress
+            .as_deref()
+            .and_then(|c| crate::compress::Compression::parse(c).ok())
+            .unwrap_or_default()
+    }
+    /// `bwlimit` and `bwlimit_schedule` (validated when the config loaded).
+    pub fn bwlimit(&self) -> crate::ratelimit::Bwlimit {
+        crate::ratelimit::Bwlimit::parse(self.bwlimit.as_deref(), &self.bwlimit_schedule)
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -851,6 +873,15 @@ fn validate_layout(cx: &Ctx, state_dir: &Path, raw: &[Volume], ordered: &[Volume
 /// `[standby]`: how to reach the standby.
 fn validate_standby(cx: &Ctx, s: &Standby) -> Result<()> {
     let err = |k: &str, m: String| cx.err(&format!("standby.{k}"), m);
+    if let Some(c) = &s.compress {
+        crate::compress::Compression::parse(c).map_err(|m| err("compress", m))?;
+    }
+    crate::ratelimit::Bwlimit::parse(s.bwlimit.as_deref(), &s.bwlimit_schedule).map_err(
+        |(i, m)| match i {
+            usize::MAX => err("bwlimit", m),
+            i => err(&format!("bwlimit_schedule[{i}]"), m),
+        },
+    )?;
     match s.transport {
         TransportKind::Local => {
             let c = s.config.as_ref().ok_or_else(|| {
@@ -1657,6 +1688,35 @@ command = ["/usr/bin/zmplayredo", "--fromTime", "{from_time}", "--index", "{moun
         // a btrfs volume without a mountpoint passes its source
         parse(&layout("mysql", "mountpoint", "").replace("{mount:index}", "{mount:mysql}"))
             .unwrap();
+    }
+
+    #[test]
+    fn wan_keys_are_validated_and_named() {
+        let with =
+            |extra: &str| GOOD.replace("standby.example\"", &format!("standby.example\"\n{extra}"));
+        let c = parse(&with(
+            "compress = \"zstd:5\"\nbwlimit = \"20MiB/s\"\nbwlimit_schedule = [\"Mon-Fri 08:00-18:00 5MiB/s\"]",
+        ))
+        .unwrap();
+        let s = c.standby.as_ref().unwrap();
+        assert_eq!(
+            s.compression(),
+            crate::compress::Compression::Zstd { level: 5 }
+        );
+        assert!(!s.bwlimit().is_unlimited());
+        let plain = parse(GOOD).unwrap();
+        assert_eq!(
+            plain.standby.as_ref().unwrap().compression(),
+            crate::compress::Compression::None
+        );
+        assert!(plain.standby.as_ref().unwrap().bwlimit().is_unlimited());
+        expect_err(&with("compress = \"gzip\""), "standby.compress");
+        expect_err(&with("compress = \"zstd:42\""), "standby.compress");
+        expect_err(&with("bwlimit = \"20MiB\""), "standby.bwlimit");
+        expect_err(
+            &with("bwlimit_schedule = [\"* 00:00-06:00 none\", \"Mon-Fri 18:00-08:00 5MiB/s\"]"),
+            "standby.bwlimit_schedule[1]",
+        );
     }
 
     #[test]

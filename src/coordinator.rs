@@ -13,7 +13,7 @@ use crate::catalog::{Catalog, StandbyRecord};
 use crate::config::{Config, Volume};
 use crate::error::{Context, Error, Result};
 use crate::model::{MANIFEST_FORMAT, Manifest, Member, SetKind};
-use crate::stream::{MAX_DATA_FRAME, Msg, PROTOCOL_VERSION};
+use crate::stream::{Msg, PROTOCOL_VERSION};
 use crate::transport;
 
 /// Undo sets whose taking was interrupted (crash between the first snapshot
@@ -168,6 +168,10 @@ pub struct ShipReport {
     pub payload_bytes: u64,
     pub wire_bytes: u64,
     pub seconds: f64,
+    /// Compression used on the wire (`none`, `zstd:3`), as negotiated.
+    pub compression: String,
+    /// Seconds the transfer waited for the bandwidth limit.
+    pub bwlimit_wait_seconds: f64,
 }
 
 /// One step of the ship plan.
@@ -228,6 +232,7 @@ pub fn ship(cfg: &Config, catalog: &Catalog, progress: Progress) -> Result<ShipR
     match result {
         Ok(mut report) => {
             report.wire_bytes = conn.writer.bytes_out;
+            report.bwlimit_wait_seconds = conn.writer.limit_waited().as_secs_f64();
             report.standby = desc;
             report.seconds = started.elapsed().as_secs_f64();
             conn.close().ctx("standby session")?;
@@ -245,6 +250,8 @@ pub struct StandbyView {
     pub site: String,
     pub volumes: Vec<crate::stream::VolumeInventory>,
     pub committed: BTreeSet<String>,
+    /// The codecs the standby decodes (empty: an older standby).
+    pub compress: Vec<String>,
 }
 
 /// Versioned handshake: our hello, the standby's welcome with its inventory.
@@ -262,6 +269,7 @@ pub fn handshake(cfg: &Config, conn: &mut transport::Connection) -> Result<Stand
             volumes,
             committed,
             site,
+            compress,
         } => {
             if protocol != PROTOCOL_VERSION {
                 return Err(Error::protocol(format!(
@@ -272,6 +280,7 @@ pub fn handshake(cfg: &Config, conn: &mut transport::Connection) -> Result<Stand
                 site,
                 volumes,
                 committed: committed.into_iter().collect(),
+                compress,
             })
         }
         other => Err(Error::protocol(format!("expected welcome, got {other:?}"))),
@@ -401,8 +410,16 @@ fn ship_session(
     let view = handshake(cfg, conn)?;
     check_volumes_match(cfg, &view)?;
     let StandbyView {
-        volumes, committed, ..
+        volumes,
+        committed,
+        compress,
+        ..
     } = view;
+    let standby = cfg.standby.as_ref().expect("ship checked [standby]");
+    let compression = standby.compression().negotiate(&compress);
+    conn.writer.set_limit(standby.bwlimit());
+    tracing::debug!(compression = %compression.name(), "wire");
+    report.compression = compression.name();
     let mut resumable: BTreeMap<String, crate::backend::Resumable> = volumes
         .iter()
         .filter_map(|v| v.resumable.clone().map(|r| (v.role.clone(), r)))
@@ -433,15 +450,13 @@ fn ship_session(
                 .remove(&step.role)
                 .filter(|r| r.snapshot.as_ref().is_none_or(|s| s == &step.snapshot))
                 .map(|r| r.token);
-            let bytes = send_one(
-                conn,
-                vol,
-                &set.id,
-                &step,
-                member.storage_id.as_deref(),
-                token.as_deref(),
-                progress,
-            )?;
+            let out = Outgoing {
+                set_id: &set.id,
+                step: &step,
+                storage_id: member.storage_id.as_deref(),
+                compression: stream_compression(compression, &member.send_options),
+            };
+            let bytes = send_one(conn, vol, &out, token.as_deref(), progress)?;
             let shipped = ShippedSnapshot {
                 set_id: set.id.clone(),
                 role: step.role.clone(),
@@ -490,19 +505,39 @@ fn ship_session(
     Ok(report)
 }
 
+/// What one snapshot's transfer needs besides the connection.
+struct Outgoing<'a> {
+    set_id: &'a str,
+    step: &'a PlannedSend,
+    storage_id: Option<&'a str>,
+    compression: crate::compress::Compression,
+}
+
+/// No zstd over a stream ZFS already compressed (`-c`) or encrypted (`-w`):
+/// it would spend CPU for nothing.
+fn stream_compression(
+    negotiated: crate::compress::Compression,
+    send_options: &[String],
+) -> crate::compress::Compression {
+    if send_options.iter().any(|o| o == "compressed" || o == "raw") {
+        crate::compress::Compression::None
+    } else {
+        negotiated
+    }
+}
+
 /// Send one snapshot; with a resume token, first try to continue the cut
 /// receive, and fall back to a fresh send when the token is stale.
 fn send_one(
     conn: &mut transport::Connection,
     vol: &Volume,
-    set_id: &str,
-    step: &PlannedSend,
-    storage_id: Option<&str>,
+    out: &Outgoing,
     token: Option<&str>,
     progress: Progress,
 ) -> Result<u64> {
+    let step = out.step;
     if let Some(tok) = token {
-        match send_stream(conn, vol, set_id, step, storage_id, Some(tok), progress) {
+        match send_stream(conn, vol, out, Some(tok), progress) {
             Ok(Sent::Done(bytes)) => return Ok(bytes),
             Ok(Sent::Stale(why)) => {
                 tracing::warn!(volume = %step.role, snapshot = %step.snapshot, reason = %why, "resume token is stale; sending the snapshot again");
@@ -510,7 +545,7 @@ fn send_one(
             Err(e) => return Err(e),
         }
     }
-    match send_stream(conn, vol, set_id, step, storage_id, None, progress)? {
+    match send_stream(conn, vol, out, None, progress)? {
         Sent::Done(bytes) => Ok(bytes),
         Sent::Stale(why) => Err(Error::storage(why)),
     }
@@ -526,19 +561,18 @@ enum Sent {
 fn send_stream(
     conn: &mut transport::Connection,
     vol: &Volume,
-    set_id: &str,
-    step: &PlannedSend,
-    storage_id: Option<&str>,
+    out: &Outgoing,
     token: Option<&str>,
     progress: Progress,
 ) -> Result<Sent> {
+    let step = out.step;
     let b: Box<dyn Backend> = backend::for_volume(vol)?;
     conn.writer.msg(&Msg::Begin {
-        set_id: set_id.into(),
+        set_id: out.set_id.into(),
         role: step.role.clone(),
         snapshot: step.snapshot.clone(),
         base: step.base.clone(),
-        storage_id: storage_id.map(str::to_string),
+        storage_id: out.storage_id.map(str::to_string),
         resume: token.is_some(),
     })?;
     // Tell the standby to drop its half of the transfer, and read its answer.
@@ -565,32 +599,33 @@ fn send_stream(
             };
         }
     };
-    let mut buf = vec![0u8; MAX_DATA_FRAME];
-    let mut hasher = blake3::Hasher::new();
-    let mut bytes = 0u64;
-    loop {
-        let n = match crate::stream::fill(&mut *src, &mut buf) {
-            Ok(n) => n,
-            Err(e) => {
-                src.abort();
-                abort(conn, e.to_string())?;
-                return Err(Error::storage(format!(
-                    "volume `{}`: reading the send stream: {e}",
-                    step.role
-                )));
-            }
-        };
-        if n == 0 {
-            break;
+    let mut sent = 0u64;
+    let writer = &mut conn.writer;
+    let piped = crate::pipeline::run(&mut *src, out.compression, &mut |chunk| {
+        sent += chunk.raw_len() as u64;
+        match &chunk {
+            crate::pipeline::Chunk::Plain(d) => writer.data(d)?,
+            crate::pipeline::Chunk::Compressed { z, .. } => writer.data_compressed(z)?,
         }
-        hasher.update(&buf[..n]);
-        bytes += n as u64;
-        if let Err(e) = conn.writer.data(&buf[..n]) {
+        progress(&step.role, &step.snapshot, sent, false);
+        Ok(())
+    });
+    let summary = match piped {
+        Ok(s) => s,
+        Err(crate::pipeline::Failed::Read(e)) => {
+            src.abort();
+            abort(conn, e.to_string())?;
+            return Err(Error::storage(format!(
+                "volume `{}`: reading the send stream: {e}",
+                step.role
+            )));
+        }
+        Err(crate::pipeline::Failed::Emit(e)) => {
             src.abort();
             return Err(e.context(format!("sending {} {}", step.role, step.snapshot)));
         }
-        progress(&step.role, &step.snapshot, bytes, false);
-    }
+    };
+    let bytes = summary.bytes;
     if let Err(e) = src.finish() {
         abort(conn, e.to_string())?;
         if token.is_some() && bytes == 0 {
@@ -600,7 +635,7 @@ fn send_stream(
     }
     conn.writer.msg(&Msg::End {
         bytes,
-        blake3: hasher.finalize().to_hex().to_string(),
+        blake3: summary.blake3,
     })?;
     progress(&step.role, &step.snapshot, bytes, true);
     match conn.reader.msg()? {

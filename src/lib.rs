@@ -10,13 +10,16 @@
 pub mod backend;
 pub mod catalog;
 pub mod cmd;
+pub mod compress;
 pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod failover;
 pub mod model;
 pub mod mountinfo;
+pub mod pipeline;
 pub mod prune;
+pub mod ratelimit;
 pub mod replay;
 pub mod retention;
 pub mod run;

@@ -137,9 +137,8 @@ fn serve_session<R: Read, W: Write>(
     output: W,
 ) -> Result<()> {
     let _lock = catalog.lock("serve", Duration::from_secs(60))?;
-    let pid = std::process::id() as i32;
     let record = ServeRecord {
-        pid,
+        pid: std::process::id() as i32,
         pgid: nix::unistd::getpgrp().as_raw(),
         started_at: Timestamp::now(),
         primary: None,
@@ -151,6 +150,23 @@ fn serve_session<R: Read, W: Write>(
     w.magic()?;
     w.flush()?;
     r.magic()?;
+    let primary = expect_hello(&mut r, &mut w, log)?;
+    let _ = catalog.write_serve_record(&ServeRecord {
+        primary: Some(primary),
+        ..record
+    });
+    remove_interrupted(cfg, open, log)?;
+    welcome(cfg, open, catalog, &mut r, &mut w)?;
+    session_loop(cfg, open, catalog, log, &mut r, &mut w)
+}
+
+/// The primary's hello: a protocol this standby speaks. Returns its site
+/// name, escaped.
+fn expect_hello<R: Read, W: Write>(
+    r: &mut Reader<R>,
+    w: &mut Writer<W>,
+    log: &SessionLog,
+) -> Result<String> {
     match r.msg()? {
         Msg::Hello {
             protocol,
@@ -176,18 +192,17 @@ fn serve_session<R: Read, W: Write>(
                     wire_str(&version)
                 ),
             );
-            let _ = catalog.write_serve_record(&ServeRecord {
-                primary: Some(wire_str(&site)),
-                ..record
-            });
+            Ok(wire_str(&site))
         }
-        other => {
-            return Err(Error::protocol(format!(
-                "expected hello, got {}",
-                msg_name(&other)
-            )));
-        }
+        other => Err(Error::protocol(format!(
+            "expected hello, got {}",
+            msg_name(&other)
+        ))),
     }
+}
+
+/// Leftovers of receives an earlier session did not finish.
+fn remove_interrupted(cfg: &Config, open: OpenBackend, log: &SessionLog) -> Result<()> {
     for v in &cfg.volumes {
         let removed = open(v)?.cleanup_partial(v)?;
         for p in removed {
@@ -197,14 +212,38 @@ fn serve_session<R: Read, W: Write>(
             );
         }
     }
+    Ok(())
+}
+
+/// The inventory, committed sets and the codecs we decode; compressed
+/// frames are accepted from here on.
+fn welcome<R: Read, W: Write>(
+    cfg: &Config,
+    open: OpenBackend,
+    catalog: &Catalog,
+    r: &mut Reader<R>,
+    w: &mut Writer<W>,
+) -> Result<()> {
     let committed = catalog.manifests()?.into_iter().map(|m| m.id).collect();
     w.msg(&Msg::Welcome {
         protocol: PROTOCOL_VERSION,
         site: cfg.site.clone(),
         volumes: inventory_with(cfg, open)?,
         committed,
+        compress: crate::compress::supported(),
     })?;
+    r.accept_compressed()
+}
 
+/// Snapshots and commits until the primary says bye or closes.
+fn session_loop<R: Read, W: Write>(
+    cfg: &Config,
+    open: OpenBackend,
+    catalog: &Catalog,
+    log: &SessionLog,
+    r: &mut Reader<R>,
+    w: &mut Writer<W>,
+) -> Result<()> {
     loop {
         let frame = match r.next_frame()? {
             None => {
@@ -222,42 +261,19 @@ fn serve_session<R: Read, W: Write>(
                 storage_id,
                 resume,
             }) => {
-                let reply = receive_one(
-                    cfg,
-                    open,
-                    catalog,
-                    log,
-                    &mut r,
-                    Incoming {
-                        set_id: &set_id,
-                        role: &role,
-                        snapshot: &snapshot,
-                        base: base.as_deref(),
-                        storage_id: storage_id.as_deref(),
-                        resume,
-                    },
-                )?;
+                let inc = Incoming {
+                    set_id: &set_id,
+                    role: &role,
+                    snapshot: &snapshot,
+                    base: base.as_deref(),
+                    storage_id: storage_id.as_deref(),
+                    resume,
+                };
+                let reply = receive_one(cfg, open, catalog, log, r, inc)?;
                 w.msg(&reply)?;
             }
             Frame::Msg(Msg::Commit { manifest }) => {
-                let id = wire_str(&manifest.id);
-                let reply_id = manifest.id.clone();
-                match commit(cfg, open, catalog, manifest) {
-                    Ok(()) => {
-                        log.event(tracing::Level::INFO, &format!("set {id} committed"));
-                        w.msg(&Msg::Committed { set_id: reply_id })?
-                    }
-                    Err(e) => {
-                        let e = wire_text(&e.to_string());
-                        log.event(
-                            tracing::Level::ERROR,
-                            &format!("commit of set {id} refused: {e}"),
-                        );
-                        w.msg(&Msg::Error {
-                            message: format!("set {id}: {e}"),
-                        })?;
-                    }
-                }
+                w.msg(&commit_reply(cfg, open, catalog, log, manifest))?;
             }
             Frame::Msg(Msg::Bye) => return Ok(()),
             Frame::Msg(other) => {
@@ -267,6 +283,34 @@ fn serve_session<R: Read, W: Write>(
                 )));
             }
             Frame::Data(_) => return Err(Error::protocol("data frame outside a snapshot")),
+        }
+    }
+}
+
+/// Commit a set and say how it went (a refusal is an answer, not an end).
+fn commit_reply(
+    cfg: &Config,
+    open: OpenBackend,
+    catalog: &Catalog,
+    log: &SessionLog,
+    manifest: Manifest,
+) -> Msg {
+    let id = wire_str(&manifest.id);
+    let reply_id = manifest.id.clone();
+    match commit(cfg, open, catalog, manifest) {
+        Ok(()) => {
+            log.event(tracing::Level::INFO, &format!("set {id} committed"));
+            Msg::Committed { set_id: reply_id }
+        }
+        Err(e) => {
+            let e = wire_text(&e.to_string());
+            log.event(
+                tracing::Level::ERROR,
+                &format!("commit of set {id} refused: {e}"),
+            );
+            Msg::Error {
+                message: format!("set {id}: {e}"),
+            }
         }
     }
 }
@@ -402,16 +446,10 @@ fn receive_one<R: Read>(
             return Ok(nack(why));
         }
     };
-    let Incoming {
-        set_id,
-        role,
-        snapshot,
-        base,
-        storage_id,
-        resume,
-    } = inc;
-    let backend = open(vol)?;
-    let sink = match backend.receive(vol, snapshot, base, storage_id, resume) {
+    let (role, snapshot) = (inc.role, inc.snapshot);
+    let sink = match open(vol)
+        .and_then(|b| b.receive(vol, snapshot, inc.base, inc.storage_id, inc.resume))
+    {
         Ok(s) => s,
         Err(e) => {
             let why = wire_text(&e.to_string());
@@ -423,12 +461,52 @@ fn receive_one<R: Read>(
             return Ok(nack(why));
         }
     };
-    tracing::info!(%role, %snapshot, base = base.unwrap_or("-"), "receiving");
-    let mut sink: Box<dyn SnapshotSink> = sink;
+    tracing::info!(%role, %snapshot, base = inc.base.unwrap_or("-"), "receiving");
+    let data = match pump(r, sink, log, &inc)? {
+        Pumped::Complete(d) => d,
+        Pumped::Aborted(reason) => return Ok(nack(reason)),
+    };
+    match verify_and_commit(catalog, log, &inc, data) {
+        Ok(receipt) => Ok(Msg::Ack {
+            role: role.into(),
+            snapshot: snapshot.into(),
+            receipt,
+        }),
+        Err(why) => Ok(nack(why)),
+    }
+}
+
+/// A snapshot's data, all of it received up to the sender's `End`.
+struct Received {
+    sink: Box<dyn SnapshotSink>,
+    bytes: u64,
+    hash: String,
+    want_bytes: u64,
+    want_hash: String,
+    /// The backend stopped taking data (its own error, from commit, says why).
+    write_err: Option<std::io::Error>,
+}
+
+enum Pumped {
+    Complete(Received),
+    /// The sender aborted; the partial receive is gone. The nack's text.
+    Aborted(String),
+}
+
+/// Data frames into the sink (hashing what was decoded: the blake3 covers
+/// uncompressed bytes) up to `End` or `Abort`. A cut or corrupt stream is
+/// an error; the sink keeps its partial state only where it can resume.
+fn pump<R: Read>(
+    r: &mut Reader<R>,
+    mut sink: Box<dyn SnapshotSink>,
+    log: &SessionLog,
+    inc: &Incoming,
+) -> Result<Pumped> {
+    let (role, snapshot) = (inc.role, inc.snapshot);
     let mut hasher = blake3::Hasher::new();
     let mut bytes = 0u64;
     let mut write_err: Option<std::io::Error> = None;
-    let (want_bytes, want_hash) = loop {
+    loop {
         match r.next_frame() {
             Ok(Some(Frame::Data(d))) => {
                 hasher.update(&d);
@@ -439,7 +517,19 @@ fn receive_one<R: Read>(
                     }
                 }
             }
-            Ok(Some(Frame::Msg(Msg::End { bytes, blake3 }))) => break (bytes, blake3),
+            Ok(Some(Frame::Msg(Msg::End {
+                bytes: want_bytes,
+                blake3: want_hash,
+            }))) => {
+                return Ok(Pumped::Complete(Received {
+                    sink,
+                    bytes,
+                    hash: hasher.finalize().to_hex().to_string(),
+                    want_bytes,
+                    want_hash,
+                    write_err,
+                }));
+            }
             Ok(Some(Frame::Msg(Msg::Abort { reason }))) => {
                 sink.abort();
                 log.event(
@@ -449,7 +539,10 @@ fn receive_one<R: Read>(
                         wire_text(&reason)
                     ),
                 );
-                return Ok(nack(format!("aborted by sender: {}", wire_text(&reason))));
+                return Ok(Pumped::Aborted(format!(
+                    "aborted by sender: {}",
+                    wire_text(&reason)
+                )));
             }
             Ok(Some(Frame::Msg(m))) => {
                 sink.abort();
@@ -469,8 +562,9 @@ fn receive_one<R: Read>(
                 )));
             }
             Err(e) => {
-                // A corrupt frame or a silent primary: nothing of it reached
-                // the backend, so what was received before is as good as a cut.
+                // A corrupt frame (one that does not decompress, too) or a
+                // silent primary: nothing of it reached the backend, so what
+                // was received before is as good as a cut.
                 sink.cut();
                 log.event(
                     tracing::Level::ERROR,
@@ -482,19 +576,36 @@ fn receive_one<R: Read>(
                 return Err(e.context(format!("{role} {snapshot}")));
             }
         }
-    };
-    let got_hash = hasher.finalize().to_hex().to_string();
-    if want_bytes != bytes || want_hash != got_hash {
+    }
+}
+
+/// The trailer must match what arrived and the backend must accept it;
+/// then the receipt is written. `Err`: the nack's text, nothing kept.
+fn verify_and_commit(
+    catalog: &Catalog,
+    log: &SessionLog,
+    inc: &Incoming,
+    data: Received,
+) -> std::result::Result<Receipt, String> {
+    let (role, snapshot) = (inc.role, inc.snapshot);
+    let Received {
+        sink,
+        bytes,
+        hash,
+        want_bytes,
+        want_hash,
+        write_err,
+    } = data;
+    if want_bytes != bytes || want_hash != hash {
         sink.abort();
         let msg = format!(
-            "checksum mismatch on {role} {snapshot}: received {bytes} bytes blake3 {got_hash}, sender says {want_bytes} bytes blake3 {}; discarded",
+            "checksum mismatch on {role} {snapshot}: received {bytes} bytes blake3 {hash}, sender says {want_bytes} bytes blake3 {}; discarded",
             wire_str(&want_hash)
         );
         log.event(tracing::Level::ERROR, &msg);
-        return Ok(nack(msg));
+        return Err(msg);
     }
     if let Some(e) = write_err {
-        // The backend stopped reading; its own error (from commit) says why.
         let msg = match sink.commit(&mut |_| Err(Error::integrity("not all data was written"))) {
             Err(be) => format!("{be} (input not fully consumed: {e})"),
             Ok(_) => format!("the receive stopped reading early ({e})"),
@@ -504,19 +615,19 @@ fn receive_one<R: Read>(
             tracing::Level::ERROR,
             &format!("volume `{role}` {snapshot}: receive failed: {msg}"),
         );
-        return Ok(nack(msg));
+        return Err(msg);
     }
     let received_at = Timestamp::now();
     let mut receipt = None;
     let committed = sink.commit(&mut |local_id| {
         let r = Receipt {
-            base: base.map(str::to_string),
+            base: inc.base.map(str::to_string),
             bytes,
-            blake3: got_hash.clone(),
+            blake3: hash.clone(),
             received_at,
             storage_id: local_id,
-            set_id: Some(set_id.to_string()),
-            sender_storage_id: storage_id.map(str::to_string),
+            set_id: Some(inc.set_id.to_string()),
+            sender_storage_id: inc.storage_id.map(str::to_string),
         };
         catalog.write_receipt(role, snapshot, &r)?;
         receipt = Some(r);
@@ -528,11 +639,7 @@ fn receive_one<R: Read>(
                 tracing::Level::INFO,
                 &format!("volume `{role}` {snapshot}: received and verified, {bytes} bytes"),
             );
-            Ok(Msg::Ack {
-                role: role.into(),
-                snapshot: snapshot.into(),
-                receipt,
-            })
+            Ok(receipt)
         }
         (res, _) => {
             let _ = catalog.remove_receipt(role, snapshot);
@@ -544,7 +651,7 @@ fn receive_one<R: Read>(
                 tracing::Level::ERROR,
                 &format!("volume `{role}` {snapshot}: receive failed: {why}"),
             );
-            Ok(nack(why))
+            Err(why)
         }
     }
 }
