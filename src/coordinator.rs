@@ -8,7 +8,7 @@ use std::time::Instant;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::backend::{self, Backend};
+use crate::backend::{self, Store, Stores};
 use crate::catalog::{Catalog, StandbyRecord};
 use crate::config::{Config, Volume};
 use crate::error::{Context, Error, Result};
@@ -20,15 +20,16 @@ use crate::transport;
 /// and the manifest): their snapshots are destroyed, never presented as a set.
 pub fn recover_pending(cfg: &Config, catalog: &Catalog) -> Result<Vec<String>> {
     let mut undone = Vec::new();
+    let stores = Stores::open(cfg);
     for p in catalog.pending()? {
         if catalog.has_manifest(&p.id) {
             catalog.remove_pending(&p.id)?;
             continue;
         }
         for m in &p.members {
-            if let Some(vol) = cfg.volume(&m.role) {
-                backend::for_volume(vol)?
-                    .destroy(vol, &p.id)
+            if let Some(store) = stores.find(&m.role) {
+                store
+                    .destroy(&p.id)
                     .ctx(format!("undoing interrupted set {}", p.id))?;
             }
         }
@@ -40,27 +41,26 @@ pub fn recover_pending(cfg: &Config, catalog: &Catalog) -> Result<Vec<String>> {
 }
 
 /// Group consecutive volumes that one backend call can snapshot atomically.
-fn atomic_groups<'a>(vols: &[&'a Volume]) -> Result<Vec<Vec<&'a Volume>>> {
-    let mut groups: Vec<(Option<String>, Vec<&Volume>)> = Vec::new();
-    for v in vols {
-        let key = backend::for_volume(v)?
-            .atomic_key(v)
-            .map(|k| format!("{}:{k}", v.backend.as_str()));
+fn atomic_groups<'a>(stores: &[&'a Store]) -> Vec<Vec<&'a Store>> {
+    let mut groups: Vec<(Option<String>, Vec<&Store>)> = Vec::new();
+    for s in stores {
+        let key = s.atomic_key();
         match groups.last_mut() {
-            Some((Some(k), g)) if key.as_ref() == Some(k) => g.push(v),
-            _ => groups.push((key, vec![v])),
+            Some((Some(k), g)) if key.as_ref() == Some(k) => g.push(s),
+            _ => groups.push((key, vec![s])),
         }
     }
-    Ok(groups.into_iter().map(|(_, g)| g).collect())
+    groups.into_iter().map(|(_, g)| g).collect()
 }
 
 /// Take a set: every volume (full) or the redolog volume alone, in order.
 /// Each member records the time just before and just after its snapshot.
 pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manifest> {
     recover_pending(cfg, catalog)?;
-    let vols: Vec<&Volume> = match kind {
-        SetKind::Full => cfg.volumes.iter().collect(),
-        SetKind::Redolog => vec![cfg.redolog()],
+    let stores = Stores::open(cfg);
+    let chosen: Vec<&Store> = match kind {
+        SetKind::Full => stores.iter().collect(),
+        SetKind::Redolog => vec![stores.get(&cfg.redolog_role)?],
     };
     let now = crate::model::now();
     let next = catalog.next_sequence(now, kind)?;
@@ -86,31 +86,32 @@ pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manife
     };
     // The intent, so a crash mid-set is undone on the next run.
     let intent = Manifest {
-        members: vols.iter().map(|v| placeholder_member(v, &id)).collect(),
+        members: chosen
+            .iter()
+            .map(|s| placeholder_member(s.volume(), &id))
+            .collect(),
         ..manifest.clone()
     };
     catalog.write_pending(&intent)?;
 
-    let mut done: Vec<&Volume> = Vec::new();
+    let mut done: Vec<&Store> = Vec::new();
     let result = (|| -> Result<()> {
-        for (gi, group) in atomic_groups(&vols)?.into_iter().enumerate() {
-            let b = backend::for_volume(group[0])?;
+        for (gi, group) in atomic_groups(&chosen).into_iter().enumerate() {
             let before = crate::model::now();
-            b.snapshot(&group, &id)?;
+            backend::snapshot_together(&group, &id)?;
             let after = crate::model::now();
-            for v in &group {
-                done.push(v);
+            for s in &group {
+                done.push(s);
                 manifest.members.push(Member {
                     before,
                     after,
                     atomic_group: (group.len() > 1).then_some(gi as u32),
-                    ..placeholder_member(v, &id)
+                    ..placeholder_member(s.volume(), &id)
                 });
             }
         }
         for m in &mut manifest.members {
-            let v = cfg.volume(&m.role).expect("configured");
-            m.storage_id = backend::for_volume(v)?.storage_id(v, &id)?;
+            m.storage_id = stores.get(&m.role)?.storage_id(&id)?;
         }
         catalog.write_manifest(&manifest)
     })();
@@ -121,9 +122,9 @@ pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manife
             Ok(manifest)
         }
         Err(e) => {
-            for v in done {
-                if let Err(de) = backend::for_volume(v).and_then(|b| b.destroy(v, &id)) {
-                    tracing::error!(volume = %v.role, error = %de, "could not remove snapshot of failed set");
+            for s in done {
+                if let Err(de) = s.destroy(&id) {
+                    tracing::error!(volume = %s.role(), error = %de, "could not remove snapshot of failed set");
                     return Err(e.context(format!("set {id} failed and snapshot cleanup failed too ({de}); run `snapsite snapshot` again to retry the cleanup")));
                 }
             }
@@ -136,14 +137,14 @@ pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manife
 fn placeholder_member(v: &Volume, id: &str) -> Member {
     Member {
         role: v.role.clone(),
-        backend: v.backend.as_str().into(),
+        backend: v.backend().as_str().into(),
         source: v.source.clone(),
         snapshot: id.to_string(),
         storage_id: None,
         before: Timestamp::UNIX_EPOCH,
         after: Timestamp::UNIX_EPOCH,
         atomic_group: None,
-        send_options: v.zfs.names(),
+        send_options: v.zfs_options().names(),
         receipt: None,
     }
 }
@@ -370,7 +371,8 @@ pub fn ship_plan(cfg: &Config, catalog: &Catalog) -> Result<ShipPlan> {
             .iter()
             .map(|v| (v.role.clone(), v.snapshots.iter().cloned().collect()))
             .collect();
-        let local_has = local_lists(cfg)?;
+        let stores = Stores::open(cfg);
+        let local_has = local_lists(&stores)?;
         let mut plan = Vec::new();
         for set in sets_to_ship(cfg, catalog, &view.committed, &local_has)? {
             let steps = plan_set(&set, &standby_has, &local_has);
@@ -416,8 +418,8 @@ fn ship_session(
         ..
     } = view;
     let standby = cfg.standby.as_ref().expect("ship checked [standby]");
-    let compression = standby.compression().negotiate(&compress);
-    conn.writer.set_limit(standby.bwlimit());
+    let compression = standby.compression.negotiate(&compress);
+    conn.writer.set_limit(standby.bwlimit.clone());
     tracing::debug!(compression = %compression.name(), "wire");
     report.compression = compression.name();
     let mut resumable: BTreeMap<String, crate::backend::Resumable> = volumes
@@ -428,7 +430,8 @@ fn ship_session(
         .into_iter()
         .map(|v| (v.role, v.snapshots.into_iter().collect()))
         .collect();
-    let local_has = local_lists(cfg)?;
+    let stores = Stores::open(cfg);
+    let local_has = local_lists(&stores)?;
     // What the standby holds, kept for retention (the common snapshot) and
     // status; updated after every acknowledged snapshot and committed set.
     let previous = catalog.standby_record()?.unwrap_or_default();
@@ -443,7 +446,7 @@ fn ship_session(
     catalog.write_standby_record(&record)?;
     for set in sets_to_ship(cfg, catalog, &committed, &local_has)? {
         for step in plan_set(&set, &standby_has, &local_has) {
-            let vol = cfg.volume(&step.role).expect("complete_locally checked");
+            let store = stores.get(&step.role)?;
             let member = set.member(&step.role).expect("planned from members");
             let t = Instant::now();
             let token = resumable
@@ -456,7 +459,7 @@ fn ship_session(
                 storage_id: member.storage_id.as_deref(),
                 compression: stream_compression(compression, &member.send_options),
             };
-            let bytes = send_one(conn, vol, &out, token.as_deref(), progress)?;
+            let bytes = send_one(conn, store, &out, token.as_deref(), progress)?;
             let shipped = ShippedSnapshot {
                 set_id: set.id.clone(),
                 role: step.role.clone(),
@@ -485,8 +488,7 @@ fn ship_session(
                 // The set's members are now the common snapshots: protect
                 // them here (the standby protects its side on commit).
                 for m in &set.members {
-                    let vol = cfg.volume(&m.role).expect("complete_locally checked");
-                    backend::for_volume(vol)?.protect_common(vol, &m.snapshot)?;
+                    stores.get(&m.role)?.protect_common(&m.snapshot)?;
                 }
                 report.committed.push(set_id)
             }
@@ -530,14 +532,14 @@ fn stream_compression(
 /// receive, and fall back to a fresh send when the token is stale.
 fn send_one(
     conn: &mut transport::Connection,
-    vol: &Volume,
+    store: &Store,
     out: &Outgoing,
     token: Option<&str>,
     progress: Progress,
 ) -> Result<u64> {
     let step = out.step;
     if let Some(tok) = token {
-        match send_stream(conn, vol, out, Some(tok), progress) {
+        match send_stream(conn, store, out, Some(tok), progress) {
             Ok(Sent::Done(bytes)) => return Ok(bytes),
             Ok(Sent::Stale(why)) => {
                 tracing::warn!(volume = %step.role, snapshot = %step.snapshot, reason = %why, "resume token is stale; sending the snapshot again");
@@ -545,7 +547,7 @@ fn send_one(
             Err(e) => return Err(e),
         }
     }
-    match send_stream(conn, vol, out, None, progress)? {
+    match send_stream(conn, store, out, None, progress)? {
         Sent::Done(bytes) => Ok(bytes),
         Sent::Stale(why) => Err(Error::storage(why)),
     }
@@ -560,13 +562,12 @@ enum Sent {
 
 fn send_stream(
     conn: &mut transport::Connection,
-    vol: &Volume,
+    store: &Store,
     out: &Outgoing,
     token: Option<&str>,
     progress: Progress,
 ) -> Result<Sent> {
     let step = out.step;
-    let b: Box<dyn Backend> = backend::for_volume(vol)?;
     conn.writer.msg(&Msg::Begin {
         set_id: out.set_id.into(),
         role: step.role.clone(),
@@ -586,8 +587,8 @@ fn send_stream(
         }
     };
     let opened = match token {
-        Some(t) => b.send_resume(vol, &step.snapshot, t),
-        None => b.send(vol, &step.snapshot, step.base.as_deref()),
+        Some(t) => store.send_resume(&step.snapshot, t),
+        None => store.send(&step.snapshot, step.base.as_deref()),
     };
     let mut src = match opened {
         Ok(s) => s,
