@@ -94,7 +94,7 @@ impl FrameCompressor {
             .map_err(|e| Error::protocol(format!("zstd: {e}")))?;
         Ok(FrameCompressor {
             inner,
-            out: Vec::with_capacity(crate::stream::MAX_DATA_FRAME),
+            out: Vec::new(),
         })
     }
 

@@ -159,6 +159,10 @@ pub struct ShippedSnapshot {
     pub base: Option<String>,
     pub bytes: u64,
     pub seconds: f64,
+    /// Bytes on the wire for this snapshot (frames, after compression).
+    pub wire_bytes: u64,
+    /// `none`, or the zstd level its data frames were compressed with.
+    pub compression: String,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -459,6 +463,7 @@ fn ship_session(
                 storage_id: member.storage_id.as_deref(),
                 compression: stream_compression(compression, &member.send_options),
             };
+            let wire_before = conn.writer.bytes_out;
             let bytes = send_one(conn, store, &out, token.as_deref(), progress)?;
             let shipped = ShippedSnapshot {
                 set_id: set.id.clone(),
@@ -467,6 +472,8 @@ fn ship_session(
                 base: step.base.clone(),
                 bytes,
                 seconds: t.elapsed().as_secs_f64(),
+                wire_bytes: conn.writer.bytes_out - wire_before,
+                compression: out.compression.name(),
             };
             report.payload_bytes += bytes;
             report.snapshots.push(shipped);

@@ -24,6 +24,7 @@ pub mod replay;
 pub mod retention;
 pub mod run;
 pub mod schedule;
+pub mod seed;
 pub mod serve;
 pub mod site;
 pub mod status;

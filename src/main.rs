@@ -68,6 +68,14 @@ enum Command {
         /// Show what would be sent, send nothing
         #[arg(long)]
         dry_run: bool,
+        /// Seed a standby from a disk: write the newest complete full set as
+        /// a framed, checksummed stream in chunk files under DIR/<set>.seed/
+        /// (read on the standby with `serve --from`)
+        #[arg(long, value_name = "DIR", conflicts_with = "dry_run")]
+        to: Option<std::path::PathBuf>,
+        /// Size of each chunk file of `--to`
+        #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = snapsite::config::parse_size, requires = "to")]
+        chunk_size: u64,
     },
     /// List the snapshot sets on this site
     Sets {
@@ -77,8 +85,11 @@ enum Command {
     /// The standby's receiving end (spawned by `ship` locally or through ssh)
     Serve {
         /// Speak the protocol on stdin/stdout
-        #[arg(long, required = true)]
+        #[arg(long, required_unless_present = "from")]
         stdio: bool,
+        /// Receive a seed written by `ship --to` (its `<set>.seed` directory)
+        #[arg(long, value_name = "DIR", conflicts_with = "stdio")]
+        from: Option<std::path::PathBuf>,
         /// End the session (discarding a partial receive, releasing the lock)
         /// when the primary sends nothing for this long
         #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = humantime::parse_duration)]
@@ -208,9 +219,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        Command::Ship { json, dry_run } => {
+        Command::Ship {
+            json,
+            dry_run,
+            to,
+            chunk_size,
+        } => {
             if dry_run {
                 return ship_dry_run(&cfg, &catalog).map(|_| ExitCode::SUCCESS);
+            }
+            if let Some(dir) = to {
+                let _lock = catalog.lock("ship", Duration::from_secs(600))?;
+                let mut display = ProgressDisplay::new(&catalog, true);
+                let mut progress = |role: &str, snap: &str, bytes: u64, done: bool| {
+                    display.update(role, snap, bytes, done)
+                };
+                let r =
+                    snapsite::seed::write_seed(&cfg, &catalog, &dir, chunk_size, &mut progress)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    println!(
+                        "seed of set {} written to {}: {} part(s), {} payload ({} stream, compression {}); on the standby: snapsite serve --from {}",
+                        r.set_id,
+                        r.dir.display(),
+                        r.parts,
+                        human_bytes(r.payload_bytes),
+                        human_bytes(r.stream_bytes),
+                        r.compression,
+                        r.dir.display()
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
             }
             let _lock = catalog.lock("ship", Duration::from_secs(600))?;
             let mut display = ProgressDisplay::new(&catalog, true);
@@ -318,7 +358,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(s.level as u8));
         }
         Command::Serve {
+            from: Some(dir), ..
+        } => {
+            let id = snapsite::seed::receive_seed(&cfg, &dir)?;
+            println!("seeded: set {id} committed from {}", dir.display());
+        }
+        Command::Serve {
             stdio: _,
+            from: None,
             idle_timeout,
         } => {
             use std::os::fd::AsFd;

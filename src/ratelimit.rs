@@ -39,9 +39,29 @@ pub fn parse_rate(s: &str) -> std::result::Result<Option<u64>, String> {
             return Ok(Some(r));
         }
     }
-    crate::config::parse_size(body)
-        .map(Some)
-        .map_err(|e| format!("{e} (a rate like \"20MiB/s\" or \"100Mbit/s\")"))
+    let split = body
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(body.len());
+    let (num, unit) = body.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a rate like \"20MiB/s\" or \"100Mbit/s\""))?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        u => {
+            return Err(format!(
+                "`{s}`: unknown unit `{u}` (B, KiB, MiB, GiB per second, or kbit, Mbit, Gbit)"
+            ));
+        }
+    };
+    match n.checked_mul(1u64 << shift) {
+        Some(0) => Err(format!("`{s}`: the rate must be more than zero")),
+        Some(r) => Ok(Some(r)),
+        None => Err(format!("`{s}` is too large")),
+    }
 }
 
 /// One window of the schedule.

@@ -49,6 +49,7 @@ macro_rules! require_lab {
 mod hostile;
 mod lvm;
 mod smoke;
+mod wan;
 mod zfs;
 
 /// Written by `scripts/vmlab/guest-entry` once the guest is prepared.
