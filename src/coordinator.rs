@@ -12,7 +12,8 @@ use crate::backend::{self, Backend};
 use crate::catalog::{Catalog, StandbyRecord};
 use crate::config::{Config, Volume};
 use crate::error::{Context, Error, Result};
-use crate::model::{MANIFEST_FORMAT, Manifest, Member, SetKind};
+use crate::hooks::{self, OnFailure};
+use crate::model::{Consistency, MANIFEST_FORMAT, Manifest, Member, SetKind};
 use crate::stream::{MAX_DATA_FRAME, Msg, PROTOCOL_VERSION};
 use crate::transport;
 
@@ -92,20 +93,82 @@ pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manife
     catalog.write_pending(&intent)?;
 
     let mut done: Vec<&Volume> = Vec::new();
+    // `[hooks.set]`: started before the first snapshot, released after the
+    // last; its post runs whatever happens (below, if the closure left early).
+    let mut set_hook = cfg
+        .hooks
+        .set
+        .as_ref()
+        .map(|h| hooks::start_pre(h, &hook_env(cfg, &id, kind, None)));
     let result = (|| -> Result<()> {
+        if let Some(s) = &set_hook {
+            if !s.ok && s.on_failure() == OnFailure::Abort {
+                return Err(s.error());
+            }
+        }
         for (gi, group) in atomic_groups(&vols)?.into_iter().enumerate() {
             let b = backend::for_volume(group[0])?;
-            let before = crate::model::now();
-            b.snapshot(&group, &id)?;
-            let after = crate::model::now();
+            // `[hooks.volume.ROLE]` of this group's members, held around
+            // exactly this snapshot call.
+            let mut held: Vec<(String, hooks::Started)> = Vec::new();
             for v in &group {
-                done.push(v);
-                manifest.members.push(Member {
-                    before,
-                    after,
-                    atomic_group: (group.len() > 1).then_some(gi as u32),
-                    ..placeholder_member(v, &id)
-                });
+                let Some(h) = cfg.hooks.for_volume(&v.role) else {
+                    continue;
+                };
+                let s = hooks::start_pre(h, &hook_env(cfg, &id, kind, Some(v)));
+                if !s.ok && s.on_failure() == OnFailure::Abort {
+                    let e = s.error();
+                    held.push((v.role.clone(), s));
+                    for (_, s) in held {
+                        s.finish(false);
+                    }
+                    return Err(e.context(format!("volume `{}`", v.role)));
+                }
+                held.push((v.role.clone(), s));
+            }
+            let before = crate::model::now();
+            let snap = b.snapshot(&group, &id);
+            let after = crate::model::now();
+            if snap.is_ok() {
+                for v in &group {
+                    done.push(v);
+                    manifest.members.push(Member {
+                        before,
+                        after,
+                        atomic_group: (group.len() > 1).then_some(gi as u32),
+                        ..placeholder_member(v, &id)
+                    });
+                }
+            }
+            let mut hook_abort = None;
+            for (role, s) in held {
+                let s = s.finish(snap.is_ok());
+                if !s.ok && s.on_failure() == OnFailure::Abort && hook_abort.is_none() {
+                    hook_abort = Some(s.error().context(format!("volume `{role}`")));
+                }
+                if let Some(m) = manifest.members.iter_mut().find(|m| m.role == role) {
+                    m.consistency = Some(consistency_of(&s));
+                }
+            }
+            snap?;
+            if let Some(e) = hook_abort {
+                return Err(e);
+            }
+        }
+        if let Some(s) = set_hook.take() {
+            let s = s.finish(true);
+            for m in &mut manifest.members {
+                if !matches!(m.consistency, Some(Consistency::CrashConsistent { .. })) {
+                    m.consistency = Some(consistency_of(&s));
+                }
+            }
+            if !s.ok && s.on_failure() == OnFailure::Abort {
+                return Err(s.error());
+            }
+        }
+        for m in &mut manifest.members {
+            if let Some(Consistency::CrashConsistent { reason }) = &m.consistency {
+                tracing::warn!(set = %id, volume = %m.role, %reason, "snapshot taken crash-consistent: its quiesce hook failed");
             }
         }
         for m in &mut manifest.members {
@@ -114,6 +177,9 @@ pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manife
         }
         catalog.write_manifest(&manifest)
     })();
+    if let Some(s) = set_hook.take() {
+        s.finish(false);
+    }
     match result {
         Ok(()) => {
             catalog.remove_pending(&id)?;
@@ -133,6 +199,26 @@ pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manife
     }
 }
 
+/// The environment of a hook for set `id` (and volume `v`).
+fn hook_env(cfg: &Config, id: &str, kind: SetKind, v: Option<&Volume>) -> hooks::HookEnv {
+    hooks::HookEnv {
+        site: cfg.site.clone(),
+        set_id: id.to_string(),
+        set_kind: kind.as_str().to_string(),
+        volume: v.map(|v| (v.role.clone(), v.source.clone())),
+    }
+}
+
+fn consistency_of(s: &hooks::Started) -> Consistency {
+    if s.ok {
+        Consistency::Quiesced
+    } else {
+        Consistency::CrashConsistent {
+            reason: s.error().to_string(),
+        }
+    }
+}
+
 fn placeholder_member(v: &Volume, id: &str) -> Member {
     Member {
         role: v.role.clone(),
@@ -145,6 +231,7 @@ fn placeholder_member(v: &Volume, id: &str) -> Member {
         atomic_group: None,
         send_options: v.zfs.names(),
         receipt: None,
+        consistency: None,
     }
 }
 
@@ -641,6 +728,7 @@ mod tests {
                     atomic_group: None,
                     send_options: Vec::new(),
                     receipt: None,
+                    consistency: None,
                 })
                 .collect(),
             safety_margin_ms: 0,
