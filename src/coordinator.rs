@@ -46,7 +46,7 @@ fn atomic_groups<'a>(vols: &[&'a Volume]) -> Result<Vec<Vec<&'a Volume>>> {
     for v in vols {
         let key = backend::for_volume(v)?
             .atomic_key(v)
-            .map(|k| format!("{}:{k}", v.backend.as_str()));
+            .map(|k| format!("{}:{k}", v.backend().as_str()));
         match groups.last_mut() {
             Some((Some(k), g)) if key.as_ref() == Some(k) => g.push(v),
             _ => groups.push((key, vec![v])),
@@ -222,14 +222,14 @@ fn consistency_of(s: &hooks::Started) -> Consistency {
 fn placeholder_member(v: &Volume, id: &str) -> Member {
     Member {
         role: v.role.clone(),
-        backend: v.backend.as_str().into(),
+        backend: v.backend().as_str().into(),
         source: v.source.clone(),
         snapshot: id.to_string(),
         storage_id: None,
         before: Timestamp::UNIX_EPOCH,
         after: Timestamp::UNIX_EPOCH,
         atomic_group: None,
-        send_options: v.zfs.names(),
+        send_options: v.zfs_options().names(),
         receipt: None,
         consistency: None,
     }

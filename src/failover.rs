@@ -579,15 +579,13 @@ fn reconcile(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
 /// A btrfs copy found in place must be a snapshot of the planned received
 /// snapshot, nothing else that happens to sit there.
 fn check_copy_origin(vol: &Volume, c: &PlannedCopy) -> Result<()> {
-    if vol.backend != BackendKind::Btrfs {
+    if vol.backend() != BackendKind::Btrfs {
         return Ok(()); // ZFS/LVM check the origin when they remove a copy
-    }
-    if vol.snapshot_dir.is_none() {
-        return Ok(());
     }
     let copy =
         backend::btrfs::subvolume_show(Path::new(&c.target)).ctx(format!("volume `{}`", c.role))?;
-    let snap = backend::btrfs::subvolume_show(&backend::btrfs::snapshot_path(vol, &c.snapshot))
+    let snap = backend::btrfs::snapshot_path(vol, &c.snapshot)
+        .and_then(|p| backend::btrfs::subvolume_show(&p))
         .ctx(format!("volume `{}`", c.role))?;
     if copy.parent_uuid.as_deref() != Some(snap.uuid.as_str()) {
         return Err(Error::refused(format!(
@@ -633,7 +631,7 @@ fn our_copy_mounted(vol: &Volume, mp: &Path) -> bool {
     let Some(top) = mount::top(mp) else {
         return false;
     };
-    match vol.backend {
+    match vol.backend() {
         BackendKind::Btrfs => mount::same_file(mp, Path::new(&vol.source)),
         BackendKind::Zfs => top.fstype == "zfs" && top.source == vol.source,
         BackendKind::Lvm => {
@@ -651,7 +649,7 @@ fn our_copy_mounted(vol: &Volume, mp: &Path) -> bool {
 /// Does the volume's copy need a mount of ours at `mp` (rather than being
 /// there already: a btrfs copy made at its mountpoint)?
 fn needs_mount(vol: &Volume, mp: &Path) -> bool {
-    !(vol.backend == BackendKind::Btrfs && Path::new(&vol.source) == mp)
+    !(vol.backend() == BackendKind::Btrfs && Path::new(&vol.source) == mp)
 }
 
 fn make_copies(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {

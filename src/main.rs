@@ -589,7 +589,7 @@ fn check(cfg: &Config) -> anyhow::Result<()> {
                 println!(
                     "volume    {:<10} {} {}  ok",
                     v.role,
-                    v.backend.as_str(),
+                    v.backend().as_str(),
                     v.source
                 );
                 for n in notes {
@@ -601,7 +601,7 @@ fn check(cfg: &Config) -> anyhow::Result<()> {
                 println!(
                     "volume    {:<10} {} {}  PROBLEM: {e}",
                     v.role,
-                    v.backend.as_str(),
+                    v.backend().as_str(),
                     v.source
                 );
             }

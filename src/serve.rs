@@ -44,7 +44,7 @@ fn inventory_with(cfg: &Config, open: OpenBackend) -> Result<Vec<VolumeInventory
             let b = open(v)?;
             Ok(VolumeInventory {
                 role: v.role.clone(),
-                backend: v.backend.as_str().into(),
+                backend: v.backend().as_str().into(),
                 snapshots: b.list(v)?,
                 resumable: b.resumable(v)?,
             })
@@ -596,13 +596,13 @@ pub fn validate_commit(
     }
     for member in &mut m.members {
         let vol = cfg.volume(&member.role).expect("roles checked above");
-        if vol.backend.as_str() != member.backend {
+        if vol.backend().as_str() != member.backend {
             return Err(Error::refused(format!(
                 "set {}: volume `{}` is {} on the primary but {} here",
                 m.id,
                 member.role,
                 wire_str(&member.backend),
-                vol.backend.as_str()
+                vol.backend().as_str()
             )));
         }
         let present = open(vol)?.list(vol)?;

@@ -146,7 +146,7 @@ pub trait Backend: Send + Sync {
 }
 
 pub fn for_volume(vol: &Volume) -> Result<Box<dyn Backend>> {
-    match vol.backend {
+    match vol.backend() {
         BackendKind::Btrfs => Ok(Box::new(btrfs::Btrfs)),
         BackendKind::Zfs => Ok(Box::new(zfs::Zfs)),
         BackendKind::Lvm => Ok(Box::new(lvm::Lvm)),
@@ -154,12 +154,12 @@ pub fn for_volume(vol: &Volume) -> Result<Box<dyn Backend>> {
 }
 
 /// The dataset / `vg/lv` a standby receives into: `replica` is required there.
-pub fn require_replica<'a>(vol: &'a Volume, what: &str) -> Result<&'a str> {
-    vol.replica.as_deref().ok_or_else(|| {
+pub fn require_replica(vol: &Volume, what: &str) -> Result<String> {
+    vol.replica().ok_or_else(|| {
         Error::config(format!(
             "volume `{}`: a {} standby needs `replica` (the {what} received snapshots land in)",
             vol.role,
-            vol.backend.as_str()
+            vol.backend().as_str()
         ))
     })
 }
