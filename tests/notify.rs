@@ -59,7 +59,10 @@ fn setup(extra: &str) -> Setup {
     sh(&["chmod", "+x", recorder.to_str().unwrap()]);
     let cfg = lab.primary_variant(
         "primary-cmd",
-        &format!("transport = \"command\"\ncommand = [\"{}\"]", script.display()),
+        &format!(
+            "transport = \"command\"\ncommand = [\"{}\"]",
+            script.display()
+        ),
     );
     let mut f = std::fs::OpenOptions::new().append(true).open(&cfg).unwrap();
     write!(
@@ -86,7 +89,10 @@ impl Setup {
             .collect()
     }
     fn count(&self, prefix: &str) -> usize {
-        self.notes().iter().filter(|l| l.starts_with(prefix)).count()
+        self.notes()
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .count()
     }
 }
 
@@ -140,9 +146,11 @@ fn one_notification_per_state_change_not_per_failed_cycle() {
     let log = s.lab.dir.path().join("run.log");
     let mut child = spawn_run(&s.cfg, &log, &[]);
     // Ship fails every second; after 2 s of failing: one `ship critical`.
-    wait_for("the ship-failing notification", Duration::from_secs(30), || {
-        s.count("ship critical") == 1
-    });
+    wait_for(
+        "the ship-failing notification",
+        Duration::from_secs(30),
+        || s.count("ship critical") == 1,
+    );
     // Several more failed cycles: still one.
     let failures = |log: &Path| {
         std::fs::read_to_string(log)
@@ -166,7 +174,10 @@ fn one_notification_per_state_change_not_per_failed_cycle() {
     let notes = s.notes();
     assert_eq!(s.count("ship critical"), 1, "{notes:?}");
     assert_eq!(s.count("ship ok"), 1, "{notes:?}");
-    let crit = notes.iter().position(|l| l.starts_with("ship critical")).unwrap();
+    let crit = notes
+        .iter()
+        .position(|l| l.starts_with("ship critical"))
+        .unwrap();
     let ok = notes.iter().position(|l| l.starts_with("ship ok")).unwrap();
     assert!(crit < ok, "{notes:?}");
     assert!(
