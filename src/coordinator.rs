@@ -319,13 +319,20 @@ pub fn sets_to_ship(
     // Sets are shipped oldest first and committed in that order, so a set
     // older than the newest committed one was pruned on the standby or
     // skipped as incomplete: sending it again would only resurrect it.
-    let newest_committed = committed.iter().next_back().cloned();
+    let newest_committed = committed
+        .iter()
+        .filter_map(|c| crate::model::SetId::parse(c).ok())
+        .max()
+        .map(|id| id.as_str().to_string());
     let mut out = Vec::new();
     for set in catalog.manifests()? {
         if committed.contains(&set.id) {
             continue;
         }
-        if newest_committed.as_ref().is_some_and(|n| &set.id < n) {
+        if newest_committed
+            .as_ref()
+            .is_some_and(|n| crate::model::older_set(&set.id, n))
+        {
             tracing::debug!(set = %set.id, "not shipped: older than the newest set on the standby");
             continue;
         }
