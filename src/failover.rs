@@ -175,7 +175,7 @@ pub fn plan(cfg: &Config, requested: Option<&str>) -> Result<Plan> {
     }
     let mut warnings = Vec::new();
     for v in &cfg.volumes {
-        match backend::for_volume(v).and_then(|b| b.capacity_problem(v)) {
+        match backend::open(v).capacity_problem() {
             Ok(Some(p)) => warnings.push(format!("volume `{}`: {p}", v.role)),
             Ok(None) => {}
             Err(e) => warnings.push(format!(
@@ -546,9 +546,9 @@ fn stop_earlier_attempt(prev: &State, ctx: &mut Ctx) -> Result<()> {
 fn reconcile(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
     for c in &plan.copies {
         let vol = volume(cfg, &c.role)?;
-        let b = backend::for_volume(vol)?;
+        let b = backend::open(vol);
         if ctx.st.copies_started.contains(&c.role) {
-            if !b.writable_copy_exists(vol)? {
+            if !b.writable_copy_exists()? {
                 if ctx.st.copies_done.contains(&c.role) {
                     ctx.note(format!(
                         "volume `{}`: the interrupted attempt made a copy at {} but it is gone: making it again",
@@ -658,13 +658,13 @@ fn make_copies(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
             continue;
         }
         let vol = volume(cfg, &c.role)?;
-        let b = backend::for_volume(vol)?;
-        let earlier = ctx.st.copies_started.contains(&c.role) && b.writable_copy_exists(vol)?;
+        let b = backend::open(vol);
+        let earlier = ctx.st.copies_started.contains(&c.role) && b.writable_copy_exists()?;
         if earlier {
             // Made by this failover before it was interrupted.
             check_copy_origin(vol, c)?;
         } else {
-            if b.writable_copy_exists(vol)? {
+            if b.writable_copy_exists()? {
                 return Err(Error::refused(format!(
                     "volume `{}`: {} already exists and was not made by this failover",
                     c.role, c.target
@@ -673,7 +673,7 @@ fn make_copies(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
             }
             ctx.st.copies_started.push(c.role.clone());
             ctx.save()?;
-            b.writable_copy(vol, &c.snapshot)?;
+            b.writable_copy(&c.snapshot)?;
         }
         ctx.st.copies_done.push(c.role.clone());
         ctx.save()?;
@@ -694,7 +694,7 @@ fn mount_copies(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
             continue;
         }
         let vol = volume(cfg, &c.role)?;
-        let data = backend::for_volume(vol)?.writable_copy_path(vol)?;
+        let data = backend::open(vol).writable_copy_path()?;
         if data == *mp {
             continue; // the backend mounted it there itself (ZFS clone, LVM)
         }
@@ -802,7 +802,7 @@ fn rollback(cfg: &Config, st: &mut State, catalog: &Catalog) {
         }
         if st.copies_started.contains(&c.role) {
             if let Some(vol) = cfg.volume(&c.role) {
-                if let Err(e) = backend::for_volume(vol).and_then(|b| b.remove_writable_copy(vol)) {
+                if let Err(e) = backend::open(vol).remove_writable_copy() {
                     tracing::error!(volume = %c.role, error = %e, "rollback: could not remove writable copy");
                     return; // keep the state: a re-run must see what is left
                 }
@@ -891,7 +891,7 @@ fn take_site_lock(
     );
     progress(&Event::Note(msg.clone()));
     for vol in &cfg.volumes {
-        match backend::for_volume(vol).and_then(|b| b.cleanup_partial(vol)) {
+        match backend::open(vol).cleanup_partial() {
             Ok(removed) => {
                 for r in removed {
                     let n = format!("volume `{}`: discarded the partial receive {r}", vol.role);

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::backend;
+use crate::backend::{Store, Stores};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -25,6 +25,12 @@ pub enum Role {
     Primary,
     /// Receives (`serve`) and fails over.
     Standby,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Role {
@@ -50,10 +56,10 @@ pub fn complete_locally(cfg: &Config, m: &Manifest, lists: &BTreeMap<String, Vec
 }
 
 /// Per role, the snapsite snapshots on this site's storage, oldest first.
-pub fn local_lists(cfg: &Config) -> Result<BTreeMap<String, Vec<String>>> {
+pub fn local_lists(stores: &Stores) -> Result<BTreeMap<String, Vec<String>>> {
     let mut out = BTreeMap::new();
-    for v in &cfg.volumes {
-        out.insert(v.role.clone(), backend::for_volume(v)?.list(v)?);
+    for s in stores.iter() {
+        out.insert(s.role().to_string(), s.list()?);
     }
     Ok(out)
 }
@@ -62,6 +68,8 @@ pub struct Site<'a> {
     pub cfg: &'a Config,
     pub catalog: Catalog,
     pub role: Role,
+    /// Every configured volume's storage, opened once.
+    pub stores: Stores,
     manifests: Vec<Manifest>,
     /// Per role, the snapsite snapshots present here, oldest first.
     local: BTreeMap<String, Vec<String>>,
@@ -72,14 +80,16 @@ impl<'a> Site<'a> {
     pub fn open(cfg: &'a Config) -> Result<Site<'a>> {
         let catalog = Catalog::new(&cfg.state_dir);
         let manifests = catalog.manifests()?;
-        let local = local_lists(cfg)?;
-        Ok(Site::from_parts(cfg, catalog, manifests, local))
+        let stores = Stores::open(cfg);
+        let local = local_lists(&stores)?;
+        Ok(Site::from_parts(cfg, catalog, stores, manifests, local))
     }
 
     /// A site from what was already read (tests, or a caller that listed).
     pub fn from_parts(
         cfg: &'a Config,
         catalog: Catalog,
+        stores: Stores,
         manifests: Vec<Manifest>,
         local: BTreeMap<String, Vec<String>>,
     ) -> Site<'a> {
@@ -92,9 +102,15 @@ impl<'a> Site<'a> {
             cfg,
             catalog,
             role,
+            stores,
             manifests,
             local,
         }
+    }
+
+    /// The store of a configured role.
+    pub fn store(&self, role: &str) -> Result<&Store> {
+        self.stores.get(role)
     }
 
     /// Every set recorded here, in order (generation, sequence).
@@ -268,7 +284,13 @@ mod tests {
         ]
         .into();
         let c = cfg(true);
-        let stb = Site::from_parts(&c, Catalog::new(&c.state_dir), ms.clone(), local.clone());
+        let stb = Site::from_parts(
+            &c,
+            Catalog::new(&c.state_dir),
+            Stores::open(&c),
+            ms.clone(),
+            local.clone(),
+        );
         assert_eq!(stb.role, Role::Standby);
         let ids: Vec<&str> = stb.usable().map(|m| m.id.as_str()).collect();
         assert_eq!(
@@ -280,7 +302,13 @@ mod tests {
         assert_eq!((s.id.as_str(), r.id.as_str()), (F1, R1));
 
         let p = cfg(false);
-        let pri = Site::from_parts(&p, Catalog::new(&p.state_dir), ms.clone(), local.clone());
+        let pri = Site::from_parts(
+            &p,
+            Catalog::new(&p.state_dir),
+            Stores::open(&p),
+            ms.clone(),
+            local.clone(),
+        );
         assert_eq!(pri.role, Role::Primary);
         assert_eq!(
             pri.usable().count(),
@@ -292,7 +320,7 @@ mod tests {
         // A member gone from storage makes the set unusable on both.
         let mut gone = local.clone();
         gone.get_mut("mysql").unwrap().retain(|s| s != F1);
-        let stb = Site::from_parts(&c, Catalog::new(&c.state_dir), ms, gone);
+        let stb = Site::from_parts(&c, Catalog::new(&c.state_dir), Stores::open(&c), ms, gone);
         assert!(stb.failover_pair(None).is_err());
         assert_eq!(stb.usable_count(SetKind::Full), 0);
     }
