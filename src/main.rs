@@ -494,7 +494,8 @@ fn cmd_failover(
         Ok(r) => r,
         Err(e) => {
             snapsite::notify::event(
-                cfg,
+                cfg.notify.as_ref(),
+                &cfg.site,
                 "failover",
                 snapsite::notify::Severity::Critical,
                 &format!("failover failed: {e}"),
@@ -503,7 +504,8 @@ fn cmd_failover(
         }
     };
     snapsite::notify::event(
-        cfg,
+        cfg.notify.as_ref(),
+        &cfg.site,
         "failover",
         if report.ok() {
             snapsite::notify::Severity::Ok

@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::cmd::Cmd;
-use crate::config::Config;
 
 const PLACEHOLDERS: [&str; 4] = ["event", "severity", "site", "message"];
 
@@ -129,16 +128,6 @@ impl Severity {
     }
 }
 
-impl From<crate::status::Level> for Severity {
-    fn from(l: crate::status::Level) -> Self {
-        match l {
-            crate::status::Level::Ok => Severity::Ok,
-            crate::status::Level::Warning => Severity::Warning,
-            crate::status::Level::Critical => Severity::Critical,
-        }
-    }
-}
-
 /// Replace the placeholders of one argv word.
 pub fn render_word(w: &str, vars: &[(&str, &str)]) -> String {
     let mut out = String::new();
@@ -214,10 +203,11 @@ pub fn send(n: &Notify, site: &str, event: &str, severity: Severity, message: &s
     }
 }
 
-/// A one-off event (failover, rehearsal): sent every time, if configured.
-pub fn event(cfg: &Config, event: &str, severity: Severity, message: &str) {
-    if let Some(n) = &cfg.notify {
-        send(n, &cfg.site, event, severity, message);
+/// A one-off event (failover, rehearsal): sent every time, if configured
+/// (`cfg.notify.as_ref()`, `cfg.site`).
+pub fn event(n: Option<&Notify>, site: &str, event: &str, severity: Severity, message: &str) {
+    if let Some(n) = n {
+        send(n, site, event, severity, message);
     }
 }
 
@@ -238,12 +228,9 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    pub fn new(cfg: &Config) -> Notifier {
-        Self::at(
-            cfg.notify.clone(),
-            &cfg.site,
-            &cfg.state_dir.join("notify.json"),
-        )
+    /// `[notify]` of a site whose records live in `state_dir`.
+    pub fn new(notify: Option<Notify>, site: &str, state_dir: &Path) -> Notifier {
+        Self::at(notify, site, &state_dir.join("notify.json"))
     }
 
     pub fn at(notify: Option<Notify>, site: &str, path: &Path) -> Notifier {
@@ -283,7 +270,9 @@ impl Notifier {
             .states
             .insert(event.to_string(), state.to_string());
         let bytes = serde_json::to_vec_pretty(&self.told).expect("serializable");
-        if let Err(e) = crate::catalog::write_atomic(&self.path, &bytes) {
+        let tmp = self.path.with_extension("json.tmp");
+        let written = std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = written {
             tracing::warn!(path = %self.path.display(), error = %e, "could not record the notification state");
         }
         true

@@ -192,7 +192,7 @@ impl<'a> Runner<'a> {
             },
             any_failed: false,
             ship_failing_since,
-            notifier: Notifier::new(cfg),
+            notifier: Notifier::new(cfg.notify.clone(), &cfg.site, &cfg.state_dir),
             sd: systemd::Notifier::from_env(),
         })
     }
@@ -392,7 +392,11 @@ impl<'a> Runner<'a> {
                             .collect::<Vec<_>>()
                             .join("; ")
                     };
-                    let sev = Severity::from(s.level);
+                    let sev = match s.level {
+                        status::Level::Ok => Severity::Ok,
+                        status::Level::Warning => Severity::Warning,
+                        status::Level::Critical => Severity::Critical,
+                    };
                     self.notifier
                         .observe("recovery_point", sev.as_str(), sev, &message);
                 }
