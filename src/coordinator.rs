@@ -54,6 +54,69 @@ fn atomic_groups<'a>(stores: &[&'a Store]) -> Vec<Vec<&'a Store>> {
     groups.into_iter().map(|(_, g)| g).collect()
 }
 
+/// Snapshot one atomic group under `id`, with its members'
+/// `[hooks.volume.ROLE]` held around exactly this snapshot call. When the
+/// snapshot succeeds its members join `manifest` (with the consistency their
+/// hooks earned) and `done` (what a failure of the set must destroy).
+fn snapshot_group<'s>(
+    cfg: &Config,
+    id: &str,
+    kind: SetKind,
+    gi: usize,
+    group: &[&'s Store],
+    manifest: &mut Manifest,
+    done: &mut Vec<&'s Store>,
+) -> Result<()> {
+    // `[hooks.volume.ROLE]` of this group's members, held around
+    // exactly this snapshot call.
+    let mut held: Vec<(String, hooks::Started)> = Vec::new();
+    for st in group {
+        let v = st.volume();
+        let Some(h) = cfg.hooks.for_volume(&v.role) else {
+            continue;
+        };
+        let s = hooks::start_pre(h, &hook_env(cfg, id, kind, Some(v)));
+        if !s.ok && s.on_failure() == OnFailure::Abort {
+            let e = s.error();
+            held.push((v.role.clone(), s));
+            for (_, s) in held {
+                s.finish(false);
+            }
+            return Err(e.context(format!("volume `{}`", v.role)));
+        }
+        held.push((v.role.clone(), s));
+    }
+    let before = crate::model::now();
+    let snap = backend::snapshot_together(group, id);
+    let after = crate::model::now();
+    if snap.is_ok() {
+        for s in group {
+            done.push(s);
+            manifest.members.push(Member {
+                before,
+                after,
+                atomic_group: (group.len() > 1).then_some(gi as u32),
+                ..placeholder_member(s.volume(), id)
+            });
+        }
+    }
+    let mut hook_abort = None;
+    for (role, s) in held {
+        let s = s.finish(snap.is_ok());
+        if !s.ok && s.on_failure() == OnFailure::Abort && hook_abort.is_none() {
+            hook_abort = Some(s.error().context(format!("volume `{role}`")));
+        }
+        if let Some(m) = manifest.members.iter_mut().find(|m| m.role == role) {
+            m.consistency = Some(consistency_of(&s));
+        }
+    }
+    snap?;
+    if let Some(e) = hook_abort {
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Take a set: every volume (full) or the redolog volume alone, in order.
 /// Each member records the time just before and just after its snapshot.
 pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manifest> {
@@ -110,53 +173,7 @@ pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manife
             }
         }
         for (gi, group) in atomic_groups(&chosen).into_iter().enumerate() {
-            // `[hooks.volume.ROLE]` of this group's members, held around
-            // exactly this snapshot call.
-            let mut held: Vec<(String, hooks::Started)> = Vec::new();
-            for st in &group {
-                let v = st.volume();
-                let Some(h) = cfg.hooks.for_volume(&v.role) else {
-                    continue;
-                };
-                let s = hooks::start_pre(h, &hook_env(cfg, &id, kind, Some(v)));
-                if !s.ok && s.on_failure() == OnFailure::Abort {
-                    let e = s.error();
-                    held.push((v.role.clone(), s));
-                    for (_, s) in held {
-                        s.finish(false);
-                    }
-                    return Err(e.context(format!("volume `{}`", v.role)));
-                }
-                held.push((v.role.clone(), s));
-            }
-            let before = crate::model::now();
-            let snap = backend::snapshot_together(&group, &id);
-            let after = crate::model::now();
-            if snap.is_ok() {
-                for s in &group {
-                    done.push(s);
-                    manifest.members.push(Member {
-                        before,
-                        after,
-                        atomic_group: (group.len() > 1).then_some(gi as u32),
-                        ..placeholder_member(s.volume(), &id)
-                    });
-                }
-            }
-            let mut hook_abort = None;
-            for (role, s) in held {
-                let s = s.finish(snap.is_ok());
-                if !s.ok && s.on_failure() == OnFailure::Abort && hook_abort.is_none() {
-                    hook_abort = Some(s.error().context(format!("volume `{role}`")));
-                }
-                if let Some(m) = manifest.members.iter_mut().find(|m| m.role == role) {
-                    m.consistency = Some(consistency_of(&s));
-                }
-            }
-            snap?;
-            if let Some(e) = hook_abort {
-                return Err(e);
-            }
+            snapshot_group(cfg, &id, kind, gi, &group, &mut manifest, &mut done)?;
         }
         if let Some(s) = set_hook.take() {
             let s = s.finish(true);
