@@ -15,8 +15,10 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod failover;
+pub mod hooks;
 pub mod model;
 pub mod mountinfo;
+pub mod notify;
 pub mod pipeline;
 pub mod prune;
 pub mod ratelimit;
@@ -29,6 +31,7 @@ pub mod serve;
 pub mod site;
 pub mod status;
 pub mod stream;
+pub mod systemd;
 pub mod transport;
 
 pub use error::{Error, ErrorKind, Result};

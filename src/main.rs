@@ -125,6 +125,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write man pages and shell completions (for packaging)
+    #[command(hide = true)]
+    Generate {
+        /// Directory for the man pages (snapsite.1, snapsite-SUBCOMMAND.1)
+        #[arg(long, value_name = "DIR")]
+        man: Option<PathBuf>,
+        /// Directory for bash, zsh and fish completions
+        #[arg(long, value_name = "DIR")]
+        completions: Option<PathBuf>,
+    },
     /// How far behind the standby is; exit 0 ok, 1 warning, 2 critical (3: unknown)
     Status {
         #[arg(long)]
@@ -145,6 +155,19 @@ fn init_logging(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SNAPSITE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Under systemd, stderr is the journal: each line carries its syslog
+    // priority (`<3>` for errors) and no colours.
+    if snapsite::systemd::stderr_is_journal() {
+        let b = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(snapsite::systemd::JournalStderr);
+        match cli.log_format {
+            LogFormat::Json => b.json().init(),
+            LogFormat::Text => b.with_target(false).init(),
+        }
+        return;
+    }
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -154,8 +177,53 @@ fn init_logging(cli: &Cli) {
     }
 }
 
+/// `snapsite generate`: man pages (one per subcommand) and completions.
+fn generate(
+    man: Option<&std::path::Path>,
+    completions: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    cmd.build();
+    if let Some(dir) = man {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let write = |name: &str, c: clap::Command| -> anyhow::Result<()> {
+            let path = dir.join(format!("{name}.1"));
+            let mut out = Vec::new();
+            clap_mangen::Man::new(c).render(&mut out)?;
+            std::fs::write(&path, out).with_context(|| format!("write {}", path.display()))
+        };
+        write("snapsite", cmd.clone())?;
+        for sub in cmd
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        {
+            let name = format!("snapsite-{}", sub.get_name());
+            let display: &'static str = Box::leak(name.clone().into_boxed_str());
+            write(&name, sub.clone().name(display).display_name(display))?;
+        }
+    }
+    if let Some(dir) = completions {
+        use clap_complete::Shell;
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        for sh in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            clap_complete::generate_to(sh, &mut cmd, "snapsite", dir)?;
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Generate { man, completions } = &cli.command {
+        return match generate(man.as_deref(), completions.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("snapsite: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_logging(&cli);
     // For monitoring, a status that cannot be read is UNKNOWN (3), not a warning (1).
     let failed = if matches!(cli.command, Command::Status { .. }) {
@@ -166,7 +234,14 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("snapsite: error: {e:#}");
+            // Under systemd: an error line (priority 3) in the journal.
+            let line = format!("snapsite: error: {e:#}\n");
+            let bytes = if snapsite::systemd::stderr_is_journal() {
+                snapsite::systemd::prefix_lines(3, line.as_bytes())
+            } else {
+                line.into_bytes()
+            };
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), &bytes);
             ExitCode::from(failed)
         }
     }
@@ -194,239 +269,317 @@ fn human_bytes(b: u64) -> String {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cfg = load(&cli)?;
     let catalog = Catalog::new(&cfg.state_dir);
-    let tz = jiff::tz::TimeZone::system();
     match cli.command {
-        Command::Check => check(&cfg)?,
-        Command::Snapshot { redolog, json } => {
-            let _lock = catalog.lock("snapshot", Duration::from_secs(600))?;
-            let kind = if redolog {
-                SetKind::Redolog
-            } else {
-                SetKind::Full
-            };
-            let m = coordinator::take_set(&cfg, &catalog, kind)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&m)?);
-            } else {
-                println!("{}", m.id);
-                eprintln!(
-                    "{} set {}: {} member(s), from_time {}, skew {} ms",
-                    m.kind.as_str(),
-                    m.id,
-                    m.members.len(),
-                    format_zmplayredo(m.from_time(), &tz),
-                    m.skew().as_millis()
-                );
-            }
-        }
+        Command::Generate { .. } => unreachable!("handled before the config is loaded"),
+        Command::Check => check(&cfg).map(|_| ExitCode::SUCCESS),
+        Command::Snapshot { redolog, json } => cmd_snapshot(&cfg, &catalog, redolog, json),
         Command::Ship {
             json,
             dry_run,
-            to,
+            to: Some(dir),
             chunk_size,
-        } => {
-            if dry_run {
-                return ship_dry_run(&cfg, &catalog).map(|_| ExitCode::SUCCESS);
-            }
-            if let Some(dir) = to {
-                let _lock = catalog.lock("ship", Duration::from_secs(600))?;
-                let mut display = ProgressDisplay::new(&catalog, true);
-                let mut progress = |role: &str, snap: &str, bytes: u64, done: bool| {
-                    display.update(role, snap, bytes, done)
-                };
-                let r =
-                    snapsite::seed::write_seed(&cfg, &catalog, &dir, chunk_size, &mut progress)?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&r)?);
-                } else {
-                    println!(
-                        "seed of set {} written to {}: {} part(s), {} payload ({} stream, compression {}); on the standby: snapsite serve --from {}",
-                        r.set_id,
-                        r.dir.display(),
-                        r.parts,
-                        human_bytes(r.payload_bytes),
-                        human_bytes(r.stream_bytes),
-                        r.compression,
-                        r.dir.display()
-                    );
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            let _lock = catalog.lock("ship", Duration::from_secs(600))?;
-            let mut display = ProgressDisplay::new(&catalog, true);
-            let mut progress = |role: &str, snap: &str, bytes: u64, done: bool| {
-                display.update(role, snap, bytes, done)
-            };
-            let r = coordinator::ship(&cfg, &catalog, &mut progress)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                println!(
-                    "shipped {} snapshot(s), {} payload ({} on the wire) in {:.2} s; committed {} set(s) on the standby",
-                    r.snapshots.len(),
-                    human_bytes(r.payload_bytes),
-                    human_bytes(r.wire_bytes),
-                    r.seconds,
-                    r.committed.len()
-                );
-                for id in &r.committed {
-                    println!("  committed {id}");
-                }
-            }
-        }
-        Command::Sets { json } => sets(&cfg, &catalog, json)?,
-        Command::Run { once } => {
-            snapsite::run::install_stop_handler()?;
-            let mut display = ProgressDisplay::new(&catalog, false);
-            let mut progress = |role: &str, snap: &str, bytes: u64, done: bool| {
-                display.update(role, snap, bytes, done)
-            };
-            let rec = snapsite::run::run(&cfg, &snapsite::run::Options { once }, &mut progress)?;
-            if once {
-                println!(
-                    "{} full set(s), {} redolog snapshot(s) taken; {} set(s) committed on the standby; {} pruned",
-                    rec.full_sets_taken,
-                    rec.redolog_sets_taken,
-                    rec.sets_committed,
-                    rec.sets_pruned
-                );
-            }
-        }
-        Command::Prune { dry_run, json } => {
-            let retention = cfg.retention.as_ref().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{}: no [retention] section: nothing says what to keep (e.g. grid = \"1x1h(keep=all) | 24x1h | 14x1d\")",
-                    cfg.path.display()
-                )
-            })?;
-            let _lock = catalog.lock("prune", Duration::from_secs(600))?;
-            let plan = snapsite::prune::plan(&cfg, &catalog, retention)?;
-            let report = snapsite::prune::apply(&cfg, &catalog, plan, dry_run)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                let verb = if dry_run {
-                    "would destroy"
-                } else {
-                    "destroyed"
-                };
-                for d in &report.plan.sets {
-                    println!(
-                        "{:<8} {:<30} {}",
-                        if !d.destroy {
-                            "keep"
-                        } else if dry_run {
-                            "DESTROY?"
-                        } else {
-                            "DESTROY"
-                        },
-                        d.set_id,
-                        d.reason
-                    );
-                }
-                for (role, snap) in &report.plan.orphans {
-                    println!(
-                        "{:<8} {role} {snap}: a snapshot whose set can never be committed",
-                        if dry_run { "DESTROY?" } else { "DESTROY" }
-                    );
-                }
-                println!(
-                    "{verb} {} set(s) and {} orphan snapshot(s); kept {} set(s)",
-                    report.plan.to_destroy().count(),
-                    report.plan.orphans.len(),
-                    report.kept_sets
-                );
-            }
-        }
-        Command::Status { json, prometheus } => {
-            let s = match snapsite::status::gather(&cfg, jiff::Timestamp::now()) {
-                Ok(s) => s,
-                Err(e) => {
-                    // Nagios: 3 = UNKNOWN
-                    println!("snapsite UNKNOWN - {}: {e}", cfg.site);
-                    return Ok(ExitCode::from(3));
-                }
-            };
-            if let Some(p) = prometheus.as_ref().or(cfg.status.prometheus.as_ref()) {
-                snapsite::status::write_prometheus(&s, p)?;
-            }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
-            } else {
-                print!("{}", snapsite::status::render_text(&s, &tz));
-            }
-            return Ok(ExitCode::from(s.level as u8));
-        }
+        } if !dry_run => cmd_seed(&cfg, &catalog, &dir, chunk_size, json),
+        Command::Ship { json, dry_run, .. } => cmd_ship(&cfg, &catalog, json, dry_run),
+        Command::Sets { json } => sets(&cfg, &catalog, json).map(|_| ExitCode::SUCCESS),
+        Command::Run { once } => cmd_run(&cfg, &catalog, once),
+        Command::Prune { dry_run, json } => cmd_prune(&cfg, &catalog, dry_run, json),
+        Command::Status { json, prometheus } => cmd_status(&cfg, json, prometheus),
         Command::Serve {
             from: Some(dir), ..
         } => {
             let id = snapsite::seed::receive_seed(&cfg, &dir)?;
             println!("seeded: set {id} committed from {}", dir.display());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Serve {
             stdio: _,
             from: None,
             idle_timeout,
-        } => {
-            use std::os::fd::AsFd;
-            // Lead a process group (unless sshd made us a session leader,
-            // which leads one already), so that `failover` can stop this
-            // session and the receive it runs with one kill.
-            let _ =
-                nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
-            // Deadlines sit under the buffers: poll sees the real pipe.
-            let stdin = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
-            let stdout = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
-            let timeout = (!idle_timeout.is_zero()).then_some(idle_timeout);
-            serve::serve(
-                &cfg,
-                std::io::BufReader::with_capacity(
-                    1 << 20,
-                    snapsite::stream::Deadline::new(stdin, timeout, "the primary"),
-                ),
-                std::io::BufWriter::with_capacity(
-                    1 << 16,
-                    snapsite::stream::Deadline::new(stdout, timeout, "the primary"),
-                ),
-            )?;
-        }
+        } => cmd_serve(&cfg, idle_timeout),
         Command::Failover {
             set,
             dry_run,
             no_replay,
             json,
-        } => {
-            let opts = failover::Options {
-                set: set.as_deref(),
-                no_replay,
-            };
-            if dry_run {
-                let (plan, resumed) = failover::current_plan(&cfg, &opts)?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&plan)?);
-                } else {
-                    println!(
-                        "failover plan (dry run: nothing is changed){}",
-                        if resumed {
-                            ", resuming an interrupted failover"
-                        } else {
-                            ""
-                        }
-                    );
-                    print!("{}", failover::render_plan(&plan));
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            let report = failover::run(&cfg, &opts)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", failover::render_report(&report));
-            }
-            if !report.ok() {
-                return Ok(ExitCode::from(3));
-            }
+        } => cmd_failover(&cfg, set, dry_run, no_replay, json),
+    }
+}
+
+/// `snapshot`: take one set now.
+fn cmd_snapshot(
+    cfg: &Config,
+    catalog: &Catalog,
+    redolog: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let tz = jiff::tz::TimeZone::system();
+    let _lock = catalog.lock("snapshot", Duration::from_secs(600))?;
+    let kind = if redolog {
+        SetKind::Redolog
+    } else {
+        SetKind::Full
+    };
+    let m = coordinator::take_set(cfg, catalog, kind)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&m)?);
+    } else {
+        println!("{}", m.id);
+        eprintln!(
+            "{} set {}: {} member(s), from_time {}, skew {} ms",
+            m.kind.as_str(),
+            m.id,
+            m.members.len(),
+            format_zmplayredo(m.from_time(), &tz),
+            m.skew().as_millis()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ship`: send what the standby lacks (or show the plan).
+fn cmd_ship(
+    cfg: &Config,
+    catalog: &Catalog,
+    json: bool,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    if dry_run {
+        return ship_dry_run(cfg, catalog).map(|_| ExitCode::SUCCESS);
+    }
+    let _lock = catalog.lock("ship", Duration::from_secs(600))?;
+    let mut display = ProgressDisplay::new(catalog, true);
+    let mut progress =
+        |role: &str, snap: &str, bytes: u64, done: bool| display.update(role, snap, bytes, done);
+    let r = coordinator::ship(cfg, catalog, &mut progress)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "shipped {} snapshot(s), {} payload ({} on the wire) in {:.2} s; committed {} set(s) on the standby",
+            r.snapshots.len(),
+            human_bytes(r.payload_bytes),
+            human_bytes(r.wire_bytes),
+            r.seconds,
+            r.committed.len()
+        );
+        for id in &r.committed {
+            println!("  committed {id}");
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ship --to DIR`: write a seed of the newest complete full set.
+fn cmd_seed(
+    cfg: &Config,
+    catalog: &Catalog,
+    dir: &std::path::Path,
+    chunk_size: u64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let _lock = catalog.lock("ship", Duration::from_secs(600))?;
+    let mut display = ProgressDisplay::new(catalog, true);
+    let mut progress =
+        |role: &str, snap: &str, bytes: u64, done: bool| display.update(role, snap, bytes, done);
+    let r = snapsite::seed::write_seed(cfg, catalog, dir, chunk_size, &mut progress)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "seed of set {} written to {}: {} part(s), {} payload ({} stream, compression {}); on the standby: snapsite serve --from {}",
+            r.set_id,
+            r.dir.display(),
+            r.parts,
+            human_bytes(r.payload_bytes),
+            human_bytes(r.stream_bytes),
+            r.compression,
+            r.dir.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `run`: the schedule loop (or one cycle).
+fn cmd_run(cfg: &Config, catalog: &Catalog, once: bool) -> anyhow::Result<ExitCode> {
+    snapsite::run::install_stop_handler()?;
+    let mut display = ProgressDisplay::new(catalog, false);
+    let mut progress =
+        |role: &str, snap: &str, bytes: u64, done: bool| display.update(role, snap, bytes, done);
+    let rec = snapsite::run::run(cfg, &snapsite::run::Options { once }, &mut progress)?;
+    if once {
+        println!(
+            "{} full set(s), {} redolog snapshot(s) taken; {} set(s) committed on the standby; {} pruned",
+            rec.full_sets_taken, rec.redolog_sets_taken, rec.sets_committed, rec.sets_pruned
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `prune`: apply the retention grids.
+fn cmd_prune(
+    cfg: &Config,
+    catalog: &Catalog,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let retention = cfg.retention.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: no [retention] section: nothing says what to keep (e.g. grid = \"1x1h(keep=all) | 24x1h | 14x1d\")",
+            cfg.path.display()
+        )
+    })?;
+    let _lock = catalog.lock("prune", Duration::from_secs(600))?;
+    let plan = snapsite::prune::plan(cfg, catalog, retention)?;
+    let report = snapsite::prune::apply(cfg, catalog, plan, dry_run)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let verb = if dry_run {
+            "would destroy"
+        } else {
+            "destroyed"
+        };
+        for d in &report.plan.sets {
+            println!(
+                "{:<8} {:<30} {}",
+                if !d.destroy {
+                    "keep"
+                } else if dry_run {
+                    "DESTROY?"
+                } else {
+                    "DESTROY"
+                },
+                d.set_id,
+                d.reason
+            );
+        }
+        for (role, snap) in &report.plan.orphans {
+            println!(
+                "{:<8} {role} {snap}: a snapshot whose set can never be committed",
+                if dry_run { "DESTROY?" } else { "DESTROY" }
+            );
+        }
+        println!(
+            "{verb} {} set(s) and {} orphan snapshot(s); kept {} set(s)",
+            report.plan.to_destroy().count(),
+            report.plan.orphans.len(),
+            report.kept_sets
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `status`: Nagios-style exit code, text or JSON, Prometheus file.
+fn cmd_status(cfg: &Config, json: bool, prometheus: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let tz = jiff::tz::TimeZone::system();
+    let s = match snapsite::status::gather(cfg, jiff::Timestamp::now()) {
+        Ok(s) => s,
+        Err(e) => {
+            // Nagios: 3 = UNKNOWN
+            println!("snapsite UNKNOWN - {}: {e}", cfg.site);
+            return Ok(ExitCode::from(3));
+        }
+    };
+    if let Some(p) = prometheus.as_ref().or(cfg.status.prometheus.as_ref()) {
+        snapsite::status::write_prometheus(&s, p)?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", snapsite::status::render_text(&s, &tz));
+    }
+    Ok(ExitCode::from(s.level as u8))
+}
+
+/// `serve --stdio`: one session with the primary, deadlines on both pipes.
+fn cmd_serve(cfg: &Config, idle_timeout: Duration) -> anyhow::Result<ExitCode> {
+    use std::os::fd::AsFd;
+    // Lead a process group (unless sshd made us a session leader,
+    // which leads one already), so that `failover` can stop this
+    // session and the receive it runs with one kill.
+    let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
+    // Deadlines sit under the buffers: poll sees the real pipe.
+    let stdin = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
+    let stdout = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
+    let timeout = (!idle_timeout.is_zero()).then_some(idle_timeout);
+    serve::serve(
+        cfg,
+        std::io::BufReader::with_capacity(
+            1 << 20,
+            snapsite::stream::Deadline::new(stdin, timeout, "the primary"),
+        ),
+        std::io::BufWriter::with_capacity(
+            1 << 16,
+            snapsite::stream::Deadline::new(stdout, timeout, "the primary"),
+        ),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `failover`: plan (dry run) or bring this standby up.
+fn cmd_failover(
+    cfg: &Config,
+    set: Option<String>,
+    dry_run: bool,
+    no_replay: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let opts = failover::Options {
+        set: set.as_deref(),
+        no_replay,
+    };
+    if dry_run {
+        let (plan, resumed) = failover::current_plan(cfg, &opts)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            println!(
+                "failover plan (dry run: nothing is changed){}",
+                if resumed {
+                    ", resuming an interrupted failover"
+                } else {
+                    ""
+                }
+            );
+            print!("{}", failover::render_plan(&plan));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report = match failover::run(cfg, &opts) {
+        Ok(r) => r,
+        Err(e) => {
+            snapsite::notify::event(
+                cfg.notify.as_ref(),
+                &cfg.site,
+                "failover",
+                snapsite::notify::Severity::Critical,
+                &format!("failover failed: {e}"),
+            );
+            return Err(e.into());
+        }
+    };
+    snapsite::notify::event(
+        cfg.notify.as_ref(),
+        &cfg.site,
+        "failover",
+        if report.ok() {
+            snapsite::notify::Severity::Ok
+        } else {
+            snapsite::notify::Severity::Critical
+        },
+        if report.ok() {
+            "failover finished: the standby is up"
+        } else {
+            "failover made the copies but the replay failed (exit 3)"
+        },
+    );
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", failover::render_report(&report));
+    }
+    if !report.ok() {
+        return Ok(ExitCode::from(3));
     }
     Ok(ExitCode::SUCCESS)
 }

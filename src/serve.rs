@@ -414,7 +414,7 @@ fn admit<'s>(
         }
     }
     if let Some(base) = inc.base {
-        if base >= inc.snapshot {
+        if !crate::model::older_set(base, inc.snapshot) {
             return Err(format!(
                 "base `{base}` is not older than `{}`; refused",
                 inc.snapshot

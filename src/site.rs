@@ -27,6 +27,12 @@ pub enum Role {
     Standby,
 }
 
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -249,6 +255,7 @@ mod tests {
                     atomic_group: None,
                     send_options: Vec::new(),
                     receipt: None,
+                    consistency: None,
                 })
                 .collect(),
             safety_margin_ms: 0,

@@ -21,6 +21,7 @@ use crate::catalog::{RunRecord, write_atomic};
 use crate::config::Config;
 use crate::error::Result;
 use crate::model::{Manifest, SetKind, parse_set_id};
+use crate::site::Role;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -78,7 +79,7 @@ pub struct SetAt {
 pub struct Status {
     pub site: String,
     /// `primary` (has a [standby]) or `standby`.
-    pub role: String,
+    pub role: Role,
     pub now: Timestamp,
     pub level: Level,
     pub findings: Vec<Finding>,
@@ -132,7 +133,7 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
     let catalog = &site.catalog;
     let manifests = site.manifests();
     let local = site.local();
-    let primary = site.role == crate::site::Role::Primary;
+    let primary = site.role == Role::Primary;
     let by_id: BTreeMap<&str, &Manifest> = manifests.iter().map(|m| (m.id.as_str(), m)).collect();
     let complete = |m: &Manifest| site.is_usable(m);
     let mut sets = BTreeMap::new();
@@ -212,7 +213,7 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
     };
     let mut status = Status {
         site: cfg.site.clone(),
-        role: if primary { "primary" } else { "standby" }.into(),
+        role: site.role,
         now,
         level: Level::Ok,
         findings: Vec::new(),
@@ -367,7 +368,7 @@ pub fn render_text(s: &Status, tz: &jiff::tz::TimeZone) -> String {
             let _ = writeln!(o, "newest full set  none complete on the standby");
         }
     }
-    let shipped = if s.role == "primary" {
+    let shipped = if s.role == Role::Primary {
         "STANDBY HAS"
     } else {
         "COMMITTED"
@@ -376,7 +377,7 @@ pub fn render_text(s: &Status, tz: &jiff::tz::TimeZone) -> String {
         o,
         "{:<10} {:<30} {:<30} {:>8}",
         "VOLUME",
-        if s.role == "primary" {
+        if s.role == Role::Primary {
             "NEWEST HERE"
         } else {
             "NEWEST RECEIVED"
@@ -558,7 +559,7 @@ recovery_point_critical = "1h"
         };
         Status {
             site: "a".into(),
-            role: "primary".into(),
+            role: Role::Primary,
             now,
             level: Level::Ok,
             findings: vec![],
