@@ -120,6 +120,9 @@ pub struct FrameDecompressor {
 
 impl FrameDecompressor {
     pub fn new() -> Result<FrameDecompressor> {
+        // One-shot decoding writes straight into the bounded output buffer
+        // and keeps no window of its own: whatever window size a frame
+        // declares, it cannot make this allocate more than `max`.
         Ok(FrameDecompressor {
             inner: zstd::bulk::Decompressor::new()
                 .map_err(|e| Error::protocol(format!("zstd: {e}")))?,
@@ -204,6 +207,40 @@ mod tests {
             })
             .collect();
         assert!(c.compress(&noise).is_none());
+    }
+
+    #[test]
+    fn a_frame_asking_for_a_large_window_decodes_within_the_bound() {
+        // A hand-made frame: no content size, a window descriptor asking
+        // for 2^27 bytes, then one raw block of 4 bytes.
+        let z = [
+            0x28,
+            0xb5,
+            0x2f,
+            0xfd,
+            0x00,
+            17 << 3,
+            0x21,
+            0x00,
+            0x00,
+            1,
+            2,
+            3,
+            4,
+        ];
+        let mut d = FrameDecompressor::new().unwrap();
+        assert_eq!(d.decompress(&z, 1 << 20, 3).unwrap(), [1, 2, 3, 4]);
+        // Declaring 1 MiB of content in a frame that holds 4 bytes, or
+        // more content than the bound, is refused.
+        let mut big = z.to_vec();
+        big[4] = 0x80; // FCS field: 4 bytes
+        big.splice(6..6, (2u32 << 20).to_le_bytes());
+        assert!(d.decompress(&big, 1 << 20, 3).is_err());
+        // An honest frame of 1 MiB passes.
+        let mut ours = FrameCompressor::new(19).unwrap();
+        let raw: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        let z = ours.compress(&raw).unwrap().to_vec();
+        assert_eq!(d.decompress(&z, 1 << 20, 0).unwrap(), raw);
     }
 
     #[test]
