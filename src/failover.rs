@@ -289,6 +289,9 @@ pub struct Report {
     /// processes stopped, steps redone because reality disagreed, ...
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The generation this site became primary in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 impl Report {
@@ -469,6 +472,8 @@ pub fn run_with(cfg: &Config, opts: &Options, progress: &mut dyn FnMut(&Event)) 
         return Err(e.context("failover failed; what it created was rolled back"));
     }
     let seconds_mounts = t1.elapsed().as_secs_f64();
+    // From here the copies are the live data: this site is the primary.
+    let generation = promote(cfg, &plan, &mut ctx)?;
 
     let replay_skipped = opts.no_replay || plan.replay_argv.is_none();
     let replay = if replay_skipped {
@@ -494,9 +499,56 @@ pub fn run_with(cfg: &Config, opts: &Options, progress: &mut dyn FnMut(&Event)) 
         report_path: None,
         aborted_session,
         notes: std::mem::take(&mut ctx.notes),
+        generation: Some(generation),
     };
     save_report(&mut report, &mut ctx)?;
     Ok(report)
+}
+
+/// Record this site as the primary, in a generation one more than any it
+/// has seen (its own, any set's, its peer's): every set it takes from now on
+/// carries it, and a returning old primary learns from it that it must not
+/// ship. A resumed failover keeps the generation its first attempt recorded.
+fn promote(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<u64> {
+    if let Some(r) = ctx.catalog.role_record()? {
+        if r.role == crate::catalog::Role::Primary
+            && r.how == "failover"
+            && r.set_id.as_deref() == Some(plan.set_id.as_str())
+        {
+            return Ok(r.generation);
+        }
+    }
+    let generation = next_generation(cfg, &ctx.catalog)?;
+    ctx.catalog
+        .write_role_record(&crate::catalog::RoleRecord {
+            role: crate::catalog::Role::Primary,
+            generation,
+            since: Timestamp::now(),
+            how: "failover".into(),
+            set_id: Some(plan.set_id.clone()),
+        })
+        .ctx("record this site as the primary")?;
+    ctx.note(format!(
+        "this site is now the primary in generation {generation} (state_dir/role.json)"
+    ));
+    Ok(generation)
+}
+
+/// One more than any generation this site has seen: its own, any set's,
+/// its peer's.
+pub fn next_generation(cfg: &Config, catalog: &Catalog) -> Result<u64> {
+    let (_, own) = crate::site::current_role(cfg, catalog)?;
+    let sets = catalog
+        .manifests()?
+        .iter()
+        .map(|m| m.generation)
+        .max()
+        .unwrap_or(0);
+    let peer = catalog
+        .peer_record()?
+        .and_then(|p| p.generation)
+        .unwrap_or(0);
+    Ok(own.max(sets).max(peer).saturating_add(1))
 }
 
 fn refuse_if_completed(previous: Option<&State>, sp: &Path) -> Result<()> {
@@ -1286,6 +1338,11 @@ pub fn render_report(r: &Report) -> String {
             rp.seconds
         )),
         None => s.push_str("replay        skipped\n"),
+    }
+    if let Some(g) = r.generation {
+        s.push_str(&format!(
+            "role          primary in generation {g} (a returning old primary refuses to ship to this site)\n"
+        ));
     }
     s.push_str(&format!(
         "durations     copies {:.2} s, mounts {:.2} s, total {:.2} s{}\n",

@@ -42,6 +42,12 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Primary,
+    Standby,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -111,6 +117,14 @@ enum Command {
         /// Print what would be destroyed and why, destroy nothing
         #[arg(long)]
         dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// This site's recorded role and generation; --init records it once
+    Role {
+        /// Record the role of a site that has none recorded yet
+        #[arg(long, value_enum)]
+        init: Option<RoleArg>,
         #[arg(long)]
         json: bool,
     },
@@ -296,6 +310,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     report.plan.orphans.len(),
                     report.kept_sets
                 );
+            }
+        }
+        Command::Role { init, json } => {
+            let catalog = Catalog::new(&cfg.state_dir);
+            if let Some(r) = init {
+                let role = match r {
+                    RoleArg::Primary => snapsite::site::Role::Primary,
+                    RoleArg::Standby => snapsite::site::Role::Standby,
+                };
+                snapsite::site::init_role(&catalog, role)?;
+            }
+            let (role, generation) = snapsite::site::current_role(&cfg, &catalog)?;
+            let rec = catalog.role_record()?;
+            let peer = catalog.peer_record()?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "site": cfg.site, "role": role, "generation": generation,
+                        "record": rec, "peer": peer,
+                    }))?
+                );
+            } else {
+                println!(
+                    "{} is {} in generation {}{}",
+                    cfg.site,
+                    role.as_str(),
+                    generation,
+                    match &rec {
+                        Some(r) => format!(" (recorded: {} at {})", r.how, r.since),
+                        None => " (from the config: no role recorded)".into(),
+                    }
+                );
+                if let Some(p) = peer {
+                    println!(
+                        "peer {} said {} in generation {} at {}",
+                        p.site,
+                        p.role.map(|r| r.as_str()).unwrap_or("?"),
+                        p.generation.map(|g| g.to_string()).unwrap_or("?".into()),
+                        p.seen_at
+                    );
+                }
             }
         }
         Command::Status { json, prometheus } => {

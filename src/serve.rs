@@ -198,12 +198,32 @@ fn serve_session<R: Read, W: Write>(
         }
     }
     let committed = catalog.manifests()?.into_iter().map(|m| m.id).collect();
+    let (role, generation) = crate::site::current_role(cfg, catalog)?;
     w.msg(&Msg::Welcome {
         protocol: PROTOCOL_VERSION,
         site: cfg.site.clone(),
         volumes: inventory_with(cfg, open)?,
         committed,
+        role: Some(role.as_str().to_string()),
+        generation: Some(generation),
     })?;
+    if role == crate::site::Role::Primary {
+        // Split-brain guard, receiving end: a primary never takes sets from
+        // anyone (a returning old primary must not overwrite the new one).
+        let message = format!(
+            "this site ({}) is the primary in generation {generation}: it receives nothing; the sender must become its standby (`snapsite failback` there)",
+            cfg.site
+        );
+        log.event(
+            tracing::Level::ERROR,
+            &format!("session refused: {message}"),
+        );
+        let _ = w.msg(&Msg::Error {
+            message: message.clone(),
+        });
+        let _ = w.flush();
+        return Err(Error::refused(message));
+    }
 
     loop {
         let frame = match r.next_frame()? {
@@ -675,6 +695,13 @@ fn commit(cfg: &Config, open: OpenBackend, catalog: &Catalog, m: Manifest) -> Re
                 m.id
             )))
         };
+    }
+    let own = crate::site::current_role(cfg, catalog)?.1;
+    if m.generation < own {
+        return Err(Error::refused(format!(
+            "set {} was taken in generation {}, older than this site's generation {own}: a set of an old primary is never committed",
+            m.id, m.generation
+        )));
     }
     let mut m = validate_commit(cfg, open, catalog, m)?;
     m.committed_at = Some(Timestamp::now());

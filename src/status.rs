@@ -77,8 +77,17 @@ pub struct SetAt {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Status {
     pub site: String,
-    /// `primary` (has a [standby]) or `standby`.
+    /// `primary` or `standby`: the recorded role (`role.json`), or what
+    /// the config implies (a `[standby]` section: primary).
     pub role: String,
+    /// This site's generation (failover makes it one more than any seen).
+    pub generation: u64,
+    /// Since when, and how, the role is recorded (absent: from the config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_record: Option<crate::catalog::RoleRecord>,
+    /// The peer's role and generation as seen in the last handshake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<crate::catalog::PeerRecord>,
     pub now: Timestamp,
     pub level: Level,
     pub findings: Vec<Finding>,
@@ -212,7 +221,10 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
     };
     let mut status = Status {
         site: cfg.site.clone(),
-        role: if primary { "primary" } else { "standby" }.into(),
+        role: site.role.as_str().into(),
+        generation: site.generation,
+        role_record: catalog.role_record()?,
+        peer: catalog.peer_record()?,
         now,
         level: Level::Ok,
         findings: Vec::new(),
@@ -246,6 +258,28 @@ fn age(s: f64) -> String {
 pub fn evaluate(cfg: &Config, s: &Status) -> Vec<Finding> {
     let t = &cfg.status;
     let mut out = Vec::new();
+    // The split-brain guard: a primary whose peer is primary too, or holds
+    // a newer generation, must not ship (and `ship` refuses).
+    if s.role == "primary" {
+        if let Some(p) = &s.peer {
+            let newer = p.generation.is_some_and(|g| g > s.generation);
+            let also_primary = p.role == Some(crate::catalog::Role::Primary);
+            if newer || also_primary || p.refused.is_some() {
+                out.push(Finding {
+                    level: Level::Critical,
+                    message: format!(
+                        "split-brain guard: peer `{}` said it is {}{} (this site: primary in generation {}); this site refuses to ship: stop its application and run `snapsite failback` here",
+                        p.site,
+                        p.role.map(|r| r.as_str()).unwrap_or("of unknown role"),
+                        p.generation
+                            .map(|g| format!(" in generation {g}"))
+                            .unwrap_or_default(),
+                        s.generation
+                    ),
+                });
+            }
+        }
+    }
     let mut check = |what: &str, x: &Option<SetAt>, warn: Duration, crit: Duration| match x {
         None => out.push(Finding {
             level: Level::Critical,
@@ -340,6 +374,36 @@ pub fn render_text(s: &Status, tz: &jiff::tz::TimeZone) -> String {
         s.site,
         s.role
     );
+    let _ = writeln!(
+        o,
+        "role             {} in generation {}{}",
+        s.role,
+        s.generation,
+        match &s.role_record {
+            Some(r) => format!(
+                " (since {}, by {}{})",
+                local(r.since),
+                r.how,
+                r.set_id
+                    .as_ref()
+                    .map(|x| format!(" from set {x}"))
+                    .unwrap_or_default()
+            ),
+            None => " (from the config: no role recorded)".into(),
+        }
+    );
+    if let Some(p) = &s.peer {
+        let _ = writeln!(
+            o,
+            "peer             {} said {}{} at {}",
+            p.site,
+            p.role.map(|r| r.as_str()).unwrap_or("(no role)"),
+            p.generation
+                .map(|g| format!(" in generation {g}"))
+                .unwrap_or_default(),
+            local(p.seen_at)
+        );
+    }
     match &s.recovery_point {
         Some(r) => {
             let _ = writeln!(
@@ -451,6 +515,18 @@ pub fn render_prometheus(s: &Status) -> String {
         "0 ok, 1 warning, 2 critical (as the exit status of snapsite status)",
         vec![(format!("role=\"{}\"", s.role), s.level as i32 as f64)],
     );
+    metric(
+        "generation",
+        "This site's generation (failover makes it one more than any seen)",
+        vec![(format!("role=\"{}\"", s.role), s.generation as f64)],
+    );
+    if let Some(g) = s.peer.as_ref().and_then(|p| p.generation) {
+        metric(
+            "peer_generation",
+            "The peer's generation as seen in the last handshake",
+            vec![(String::new(), g as f64)],
+        );
+    }
     let mut newest = Vec::new();
     let mut lag = Vec::new();
     let mut count = Vec::new();
@@ -559,6 +635,9 @@ recovery_point_critical = "1h"
         Status {
             site: "a".into(),
             role: "primary".into(),
+            generation: 1,
+            role_record: None,
+            peer: None,
             now,
             level: Level::Ok,
             findings: vec![],

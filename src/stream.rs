@@ -152,6 +152,14 @@ pub enum Msg {
         site: String,
         volumes: Vec<VolumeInventory>,
         committed: Vec<String>,
+        /// The standby's recorded role (`primary` / `standby`; absent from
+        /// older builds): a primary whose peer is primary does not ship.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
+        /// The standby's generation: a primary whose peer holds a newer
+        /// one does not ship (split-brain guard).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        generation: Option<u64>,
     },
     /// A snapshot's data follows in `D` frames, then `End`.
     Begin {
