@@ -510,6 +510,45 @@ impl Catalog {
         Ok(path)
     }
 
+    /// `rehearsal/state.json`: a rehearsal in progress (or killed).
+    pub fn rehearsal_state<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        read_optional(&self.root.join("rehearsal").join("state.json"))
+    }
+
+    pub fn write_rehearsal_state<T: Serialize>(&self, st: &T) -> Result<()> {
+        write_json(&self.root.join("rehearsal").join("state.json"), st)
+    }
+
+    pub fn remove_rehearsal_state(&self) -> Result<()> {
+        let p = self.root.join("rehearsal").join("state.json");
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("remove {}", p.display()), e)),
+        }
+    }
+
+    /// `rehearsal/last.json`: the last rehearsal's report (status, metrics).
+    pub fn last_rehearsal<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        read_optional(&self.root.join("rehearsal").join("last.json"))
+    }
+
+    /// Write a rehearsal report as `reports/rehearsal-<finished_at>.json`
+    /// and as `rehearsal/last.json`; returns the first path.
+    pub fn write_rehearsal_report<T: Serialize>(
+        &self,
+        finished_at: Timestamp,
+        report: &T,
+    ) -> Result<PathBuf> {
+        let path = self.root.join("reports").join(format!(
+            "rehearsal-{}.json",
+            finished_at.strftime("%Y%m%dT%H%M%S%.3fZ")
+        ));
+        write_json(&path, report)?;
+        write_json(&self.root.join("rehearsal").join("last.json"), report)?;
+        Ok(path)
+    }
+
     fn set_path(&self, id: &str) -> PathBuf {
         self.root.join("sets").join(format!("{id}.json"))
     }

@@ -131,6 +131,16 @@ pub struct Plan {
 pub use crate::site::select;
 
 pub fn plan(cfg: &Config, requested: Option<&str>) -> Result<Plan> {
+    plan_with(cfg, requested, None)
+}
+
+/// Where a plan's copies go instead of the live locations (rehearsal:
+/// scratch clones, no mountpoints), per volume.
+pub type Scratch<'a> = &'a dyn Fn(&Volume) -> Result<PathBuf>;
+
+/// The plan, with the copies at `scratch` locations when given (then
+/// `{mount:ROLE}` is the scratch location and nothing is mounted).
+pub fn plan_with(cfg: &Config, requested: Option<&str>, scratch: Option<Scratch>) -> Result<Plan> {
     let site = crate::site::Site::open(cfg)?;
     let (s, r) = site.failover_pair(requested)?;
     let margin = Margin::of(cfg, s)?;
@@ -154,17 +164,23 @@ pub fn plan(cfg: &Config, requested: Option<&str>) -> Result<Plan> {
     let copies: Vec<PlannedCopy> = cfg
         .volumes
         .iter()
-        .map(|v| PlannedCopy {
-            role: v.role.clone(),
-            snapshot: if v.role == cfg.redolog_role {
-                r.id.clone()
-            } else {
-                s.id.clone()
-            },
-            target: v.source.clone(),
-            mountpoint: v.mountpoint.clone(),
+        .map(|v| {
+            let (target, mountpoint) = match scratch {
+                Some(f) => (f(v)?.display().to_string(), None),
+                None => (v.source.clone(), v.mountpoint.clone()),
+            };
+            Ok(PlannedCopy {
+                role: v.role.clone(),
+                snapshot: if v.role == cfg.redolog_role {
+                    r.id.clone()
+                } else {
+                    s.id.clone()
+                },
+                target,
+                mountpoint,
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     for c in &copies {
         if s.member(&c.role).is_none() {
             return Err(Error::storage(format!(
@@ -870,7 +886,7 @@ fn rollback(cfg: &Config, st: &mut State, catalog: &Catalog) {
 /// already, as under an interactive shell or a service manager) and return
 /// its record; `None` when that is impossible (then nothing is recorded, so
 /// a rerun can never kill a group that is not ours).
-fn lead_process_group() -> Option<ProcRecord> {
+pub(crate) fn lead_process_group() -> Option<ProcRecord> {
     use nix::unistd::{Pid, getpgrp, getpid, setpgid};
     if getpgrp() != getpid() {
         if let Err(e) = setpgid(Pid::from_raw(0), Pid::from_raw(0)) {
@@ -992,8 +1008,9 @@ mod mount {
     }
 }
 
-/// Processes: /proc, process groups, the gated replay child.
-mod procs {
+/// Processes: /proc, process groups, the gated replay child (also used by
+/// `rehearse`).
+pub(crate) mod procs {
     use super::*;
     use nix::errno::Errno;
     use nix::libc;
@@ -1099,6 +1116,13 @@ mod procs {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Is the recorded process still running (same boot, same start time)?
+    pub fn is_alive(rec: &ProcRecord) -> bool {
+        rec.boot_id == boot_id()
+            && rec.pid > 1
+            && stat(rec.pid).is_some_and(|s| s.state != 'Z' && s.start_ticks == rec.start_ticks)
     }
 
     /// Stop what is left of a recorded group; `None` when nothing is (the

@@ -17,6 +17,7 @@ pub mod failover;
 pub mod model;
 pub mod mountinfo;
 pub mod prune;
+pub mod rehearse;
 pub mod replay;
 pub mod retention;
 pub mod run;

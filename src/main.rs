@@ -120,6 +120,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// On the standby: prove failover works, leaving production alone (scratch clones of the
+    /// newest set, the replay with SNAPSITE_REHEARSAL=1, a report, everything removed).
+    /// Exit 0 ok, 3 the replay failed, 1 error
+    Rehearse {
+        /// Use this full set instead of the newest complete one
+        #[arg(long)]
+        set: Option<String>,
+        /// Print the plan and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// This site's recorded role and generation; --init records it once
     Role {
         /// Record the role of a site that has none recorded yet
@@ -310,6 +323,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     report.plan.orphans.len(),
                     report.kept_sets
                 );
+            }
+        }
+        Command::Rehearse { set, dry_run, json } => {
+            if dry_run {
+                let plan = snapsite::rehearse::plan(&cfg, set.as_deref())?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&plan)?);
+                } else {
+                    println!("rehearsal plan (dry run: nothing is changed)");
+                    print!("{}", failover::render_plan(&plan));
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let report = snapsite::rehearse::run(
+                &cfg,
+                &snapsite::rehearse::Options {
+                    set: set.as_deref(),
+                    lock_wait: Duration::from_secs(600),
+                },
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", snapsite::rehearse::render_report(&report));
+            }
+            if !report.ok {
+                return Ok(ExitCode::from(3));
             }
         }
         Command::Role { init, json } => {

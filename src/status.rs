@@ -88,6 +88,9 @@ pub struct Status {
     /// The peer's role and generation as seen in the last handshake.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<crate::catalog::PeerRecord>,
+    /// The last rehearsal (`snapsite rehearse`) on this site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rehearsal: Option<RehearsalStatus>,
     pub now: Timestamp,
     pub level: Level,
     pub findings: Vec<Finding>,
@@ -103,6 +106,29 @@ pub struct Status {
     pub standby_record_updated_at: Option<Timestamp>,
     pub last_ship_ok_at: Option<Timestamp>,
     pub run: Option<RunRecord>,
+}
+
+/// The last rehearsal, from its report.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RehearsalStatus {
+    pub finished_at: Timestamp,
+    pub ok: bool,
+    pub set_id: String,
+    pub recovery_point: Timestamp,
+    pub seconds_total: f64,
+    pub seconds_replay: f64,
+}
+
+fn rehearsal_status(catalog: &crate::catalog::Catalog) -> Result<Option<RehearsalStatus>> {
+    let r: Option<crate::rehearse::Report> = catalog.last_rehearsal()?;
+    Ok(r.map(|r| RehearsalStatus {
+        finished_at: r.finished_at,
+        ok: r.ok,
+        set_id: r.plan.set_id,
+        recovery_point: r.recovery_point,
+        seconds_total: r.seconds_total,
+        seconds_replay: r.seconds_replay,
+    }))
 }
 
 fn at(snapshot: &str, time: Timestamp, now: Timestamp) -> SnapshotAt {
@@ -225,6 +251,7 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
         generation: site.generation,
         role_record: catalog.role_record()?,
         peer: catalog.peer_record()?,
+        rehearsal: rehearsal_status(catalog)?,
         now,
         level: Level::Ok,
         findings: Vec::new(),
@@ -318,6 +345,17 @@ pub fn evaluate(cfg: &Config, s: &Status) -> Vec<Finding> {
         t.full_set_warning,
         t.full_set_critical,
     );
+    if let Some(r) = &s.rehearsal {
+        if !r.ok {
+            out.push(Finding {
+                level: Level::Warning,
+                message: format!(
+                    "the last rehearsal (set {}) failed: failover may not come up cleanly",
+                    r.set_id
+                ),
+            });
+        }
+    }
     if let Some(r) = &s.run {
         // A ship by hand that succeeded since (the standby record says so)
         // clears run's failures.
@@ -485,6 +523,16 @@ pub fn render_text(s: &Status, tz: &jiff::tz::TimeZone) -> String {
             r.pid, r.full_sets_taken, r.redolog_sets_taken, r.sets_committed, r.sets_pruned
         );
     }
+    if let Some(r) = &s.rehearsal {
+        let _ = writeln!(
+            o,
+            "last rehearsal   {} {} (set {}, {:.1} s)",
+            local(r.finished_at),
+            if r.ok { "OK" } else { "FAILED" },
+            r.set_id,
+            r.seconds_total
+        );
+    }
     for f in &s.findings {
         let _ = writeln!(o, "{:<8} {}", f.level.as_str(), f.message);
     }
@@ -588,6 +636,33 @@ pub fn render_prometheus(s: &Status) -> String {
             vec![(String::new(), ts(t))],
         );
     }
+    if let Some(r) = &s.rehearsal {
+        metric(
+            "rehearsal_ok",
+            "1 when the last rehearsal's replay succeeded",
+            vec![(String::new(), if r.ok { 1.0 } else { 0.0 })],
+        );
+        metric(
+            "rehearsal_timestamp_seconds",
+            "When the last rehearsal finished",
+            vec![(String::new(), ts(r.finished_at))],
+        );
+        metric(
+            "rehearsal_seconds",
+            "How long the last rehearsal took (clones, replay, teardown)",
+            vec![(String::new(), r.seconds_total)],
+        );
+        metric(
+            "rehearsal_replay_seconds",
+            "How long the last rehearsal's replay took",
+            vec![(String::new(), r.seconds_replay)],
+        );
+        metric(
+            "rehearsal_recovery_point_timestamp_seconds",
+            "The recovery point the last rehearsal proved",
+            vec![(String::new(), ts(r.recovery_point))],
+        );
+    }
     if let Some(r) = &s.run {
         metric(
             "run_ship_failures",
@@ -638,6 +713,7 @@ recovery_point_critical = "1h"
             generation: 1,
             role_record: None,
             peer: None,
+            rehearsal: None,
             now,
             level: Level::Ok,
             findings: vec![],

@@ -33,6 +33,8 @@ use crate::model::parse_set_id;
 pub struct Btrfs;
 
 const MARKER_PREFIX: &str = ".receiving-";
+/// A rehearsal's writable clone, in `snapshot_dir`.
+const REHEARSAL_NAME: &str = ".rehearsal";
 
 /// The fields of `btrfs subvolume show` we rely on.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -401,6 +403,34 @@ impl Backend for Btrfs {
 
     fn writable_copy_exists(&self, vol: &Volume) -> Result<bool> {
         Ok(Path::new(&vol.source).exists())
+    }
+
+    /// `snapshot_dir/.rehearsal`: on the snapshots' filesystem, a name no
+    /// set id can take (listing, receives and prune never see it).
+    fn rehearsal_copy_path(&self, vol: &Volume) -> Result<PathBuf> {
+        Ok(snapshot_dir(vol).join(REHEARSAL_NAME))
+    }
+
+    fn rehearsal_copy(&self, vol: &Volume, name: &str) -> Result<PathBuf> {
+        let target = self.rehearsal_copy_path(vol)?;
+        if std::fs::symlink_metadata(&target).is_ok() {
+            return Err(Error::refused(format!(
+                "volume `{}`: {} already exists (a rehearsal's leftover?)",
+                vol.role,
+                target.display()
+            )));
+        }
+        Cmd::new("btrfs")
+            .args(["subvolume", "snapshot"])
+            .arg(snap_path(vol, name))
+            .arg(&target)
+            .run()
+            .ctx(format!("volume `{}`", vol.role))?;
+        Ok(target)
+    }
+
+    fn remove_rehearsal_copy(&self, vol: &Volume) -> Result<()> {
+        purge(&self.rehearsal_copy_path(vol)?).ctx(format!("volume `{}`", vol.role))
     }
 
     fn remove_writable_copy(&self, vol: &Volume) -> Result<()> {

@@ -137,6 +137,27 @@ pub trait Backend: Send + Sync {
     /// Remove a writable copy made by `writable_copy` (failover rollback).
     fn remove_writable_copy(&self, vol: &Volume) -> Result<()>;
 
+    /// Where a rehearsal's writable clone of this volume lives (scratch,
+    /// never the live location or mountpoint); a directory once made.
+    fn rehearsal_copy_path(&self, vol: &Volume) -> Result<PathBuf> {
+        Err(Error::storage(format!(
+            "volume `{}`: rehearsal is not supported on {} yet",
+            vol.role,
+            self.kind().as_str()
+        )))
+    }
+
+    /// Make the rehearsal's writable clone of snapshot `name` (the snapshot
+    /// stays pristine); returns the directory holding its data.
+    fn rehearsal_copy(&self, vol: &Volume, _name: &str) -> Result<PathBuf> {
+        self.rehearsal_copy_path(vol)
+    }
+
+    /// Remove the rehearsal's clone (idempotent: nothing there is fine).
+    fn remove_rehearsal_copy(&self, _vol: &Volume) -> Result<()> {
+        Ok(())
+    }
+
     /// Protect snapshot `name` as the common snapshot (ZFS: a hold), so
     /// that no pruning, by snapsite or by hand, can destroy it; release the
     /// protection of every older snapsite snapshot of the volume.
