@@ -369,7 +369,11 @@ impl Catalog {
         known.extend(self.pending()?);
         for m in &known {
             rec.seq = rec.seq.max(m.seq);
-            if rec.last_id.as_ref().is_none_or(|l| &m.id > l) {
+            if rec
+                .last_id
+                .as_ref()
+                .is_none_or(|l| crate::model::older_set(l, &m.id))
+            {
                 rec.last_id = Some(m.id.clone());
             }
             let t = m.completed_time();

@@ -32,40 +32,154 @@ impl BackendKind {
     }
 }
 
+/// One `[[volume]]` as written in the file; [`validate_volume`] turns it
+/// into a [`Volume`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Volume {
+struct RawVolume {
     /// mysql, blob, index, redolog, or any name.
-    pub role: String,
-    pub backend: BackendKind,
+    role: String,
+    backend: BackendKind,
     /// The backend's address of the live data on this site: btrfs subvolume
     /// path, ZFS dataset, LVM `vg/lv`. On the standby, where failover puts the
     /// writable copy (btrfs) or where received snapshots land (ZFS, LVM).
-    pub source: String,
+    source: String,
     /// zfs / lvm, on the standby: where received snapshots land (a ZFS
     /// dataset, or an LVM thin `vg/lv`); failover then makes its writable
     /// copy at `source`. btrfs uses `snapshot_dir` instead.
-    pub replica: Option<String>,
+    replica: Option<String>,
     /// zfs: send options (recorded in each member of the manifest).
     #[serde(default)]
-    pub zfs: ZfsOptions,
+    zfs: ZfsOptions,
     /// btrfs: directory (on the same filesystem) holding this site's
     /// snapshots of the volume: taken ones on the primary, received ones on
     /// the standby.
-    pub snapshot_dir: Option<PathBuf>,
+    snapshot_dir: Option<PathBuf>,
+    /// Where the application expects the volume. On failover the writable
+    /// copy is bind-mounted here when it differs from `source`.
+    mountpoint: Option<PathBuf>,
+    /// lvm, on the standby: the largest replica a stream may declare
+    /// (`"2TiB"`, `"500GiB"`, bytes with a binary suffix). Default: the size
+    /// of the replica's volume group.
+    max_size: Option<String>,
+}
+
+/// A validated volume: its role, where the application sees it, and its
+/// backend's address, which holds exactly the keys that backend uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Volume {
+    /// mysql, blob, index, redolog, or any name (validated by `validate_role`).
+    pub role: String,
+    /// The address of the live data as written in the config (a path, a
+    /// dataset, `vg/lv`), for messages and inventories; the typed form is in
+    /// `addr`.
+    pub source: String,
+    pub addr: VolumeAddr,
     /// Where the application expects the volume. On failover the writable
     /// copy is bind-mounted here when it differs from `source`.
     pub mountpoint: Option<PathBuf>,
-    /// lvm, on the standby: the largest replica a stream may declare
-    /// (`"2TiB"`, `"500GiB"`, bytes with a binary suffix). Default: the size
-    /// of the replica's volume group. See [`Volume::max_size_bytes`].
-    pub max_size: Option<String>,
+}
+
+/// Where a volume's data and snapshots live, per backend.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VolumeAddr {
+    /// `subvolume`: the live subvolume (on the standby, where failover puts
+    /// its writable copy); `snapshot_dir`: this site's snapshots, on the same
+    /// filesystem.
+    Btrfs {
+        subvolume: PathBuf,
+        snapshot_dir: PathBuf,
+    },
+    /// `dataset`: the live dataset (on the standby, failover's clone);
+    /// `replica`: where a standby receives; `send`: `zfs send` options.
+    Zfs {
+        dataset: String,
+        replica: Option<String>,
+        send: ZfsOptions,
+    },
+    /// `lv`: the live thin LV (on the standby, failover's copy); `replica`:
+    /// where a standby receives; `max_size`: the largest replica a stream
+    /// may declare, in bytes.
+    Lvm {
+        lv: LvName,
+        replica: Option<LvName>,
+        max_size: Option<u64>,
+    },
+}
+
+/// An LVM logical volume, `vg/lv`, both parts validated LVM names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LvName {
+    pub vg: String,
+    pub lv: String,
+}
+
+impl LvName {
+    /// `vg/lv`, validated as an LVM source is.
+    pub fn parse(s: &str) -> std::result::Result<LvName, String> {
+        validate_source(BackendKind::Lvm, s)?;
+        let (vg, lv) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}` is not `vg/lv`"))?;
+        Ok(LvName {
+            vg: vg.to_string(),
+            lv: lv.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for LvName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.vg, self.lv)
+    }
 }
 
 impl Volume {
-    /// `max_size` in bytes (validated when the config loaded).
+    pub fn backend(&self) -> BackendKind {
+        match self.addr {
+            VolumeAddr::Btrfs { .. } => BackendKind::Btrfs,
+            VolumeAddr::Zfs { .. } => BackendKind::Zfs,
+            VolumeAddr::Lvm { .. } => BackendKind::Lvm,
+        }
+    }
+
+    /// Where a standby receives (ZFS dataset or LVM `vg/lv`), if configured.
+    pub fn replica(&self) -> Option<String> {
+        match &self.addr {
+            VolumeAddr::Btrfs { .. } => None,
+            VolumeAddr::Zfs { replica, .. } => replica.clone(),
+            VolumeAddr::Lvm { replica, .. } => replica.as_ref().map(LvName::to_string),
+        }
+    }
+
+    /// ZFS send options (none for other backends).
+    pub fn zfs_options(&self) -> ZfsOptions {
+        match &self.addr {
+            VolumeAddr::Zfs { send, .. } => send.clone(),
+            _ => ZfsOptions::default(),
+        }
+    }
+
+    /// LVM `max_size` in bytes.
     pub fn max_size_bytes(&self) -> Option<u64> {
-        self.max_size.as_deref().and_then(|s| parse_size(s).ok())
+        match &self.addr {
+            VolumeAddr::Lvm { max_size, .. } => *max_size,
+            _ => None,
+        }
+    }
+
+    /// A volume for unit tests and in-memory backends: btrfs-shaped, with
+    /// its snapshots beside the source.
+    pub fn for_tests(role: &str, source: &str) -> Volume {
+        Volume {
+            role: role.to_string(),
+            source: source.to_string(),
+            addr: VolumeAddr::Btrfs {
+                subvolume: PathBuf::from(source),
+                snapshot_dir: PathBuf::from(format!("{source}.snap")),
+            },
+            mountpoint: None,
+        }
     }
 }
 
@@ -148,7 +262,7 @@ pub struct SetSection {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum TransportKind {
+enum TransportKind {
     /// Spawn `snapsite serve --stdio` on this host (standby on the same host,
     /// or storage reachable locally).
     Local,
@@ -158,28 +272,76 @@ pub enum TransportKind {
     Command,
 }
 
+/// `[standby]` as written; [`validate_standby`] turns it into a [`Standby`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Standby {
-    pub transport: TransportKind,
+struct RawStandby {
+    transport: TransportKind,
     /// local: the standby's config file.
-    pub config: Option<PathBuf>,
+    config: Option<PathBuf>,
     /// ssh: host name or address.
-    pub host: Option<String>,
+    host: Option<String>,
+    user: Option<String>,
+    port: Option<u16>,
+    identity: Option<PathBuf>,
+    /// ssh: an ssh_config file (`ssh -F`).
+    ssh_config: Option<PathBuf>,
+    /// ssh: extra `-o Key=Value` options.
+    #[serde(default)]
+    ssh_options: Vec<String>,
+    /// ssh: the command run on the standby (default `snapsite serve --stdio`).
+    #[serde(default)]
+    remote_command: Vec<String>,
+    /// command: the argv to spawn.
+    #[serde(default)]
+    command: Vec<String>,
+}
+
+/// `[standby]`, validated: how this primary reaches its standby.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Standby {
+    pub transport: Transport,
+}
+
+/// The pipe to the standby's `snapsite serve --stdio`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transport {
+    /// Spawn `snapsite serve --stdio --config CONFIG` on this host.
+    Local { config: PathBuf },
+    /// `ssh -o BatchMode=yes ... -- HOST REMOTE_COMMAND`.
+    Ssh(SshTarget),
+    /// Any argv whose stdin/stdout speak the protocol (`ip netns exec`...).
+    Command { argv: Vec<String> },
+}
+
+/// Everything `ssh` needs; the host and user are validated names, the
+/// paths absolute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SshTarget {
+    pub host: String,
     pub user: Option<String>,
     pub port: Option<u16>,
     pub identity: Option<PathBuf>,
-    /// ssh: an ssh_config file (`ssh -F`).
+    /// An ssh_config file (`ssh -F`).
     pub ssh_config: Option<PathBuf>,
-    /// ssh: extra `-o Key=Value` options.
-    #[serde(default)]
+    /// Extra `-o Key=Value` options.
     pub ssh_options: Vec<String>,
-    /// ssh: the command run on the standby (default `snapsite serve --stdio`).
-    #[serde(default)]
+    /// The command run on the standby (default `snapsite serve --stdio`).
     pub remote_command: Vec<String>,
-    /// command: the argv to spawn.
-    #[serde(default)]
-    pub command: Vec<String>,
+}
+
+impl Standby {
+    /// Parse a `[standby]` table on its own (tests, tools).
+    pub fn from_toml(text: &str) -> Result<Standby> {
+        let raw: RawStandby = toml::from_str(text)
+            .map_err(|e| Error::config(format!("[standby]: {}", e.to_string().trim())))?;
+        validate_standby(
+            &Ctx {
+                path: Path::new("[standby]"),
+            },
+            raw,
+        )
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -200,10 +362,10 @@ struct RawConfig {
     site: String,
     state_dir: PathBuf,
     #[serde(rename = "volume", default)]
-    volumes: Vec<Volume>,
+    volumes: Vec<RawVolume>,
     #[serde(default)]
     set: SetSection,
-    standby: Option<Standby>,
+    standby: Option<RawStandby>,
     replay: Option<ReplaySection>,
     schedule: Option<ScheduleSection>,
     retention: Option<RetentionSection>,
@@ -327,14 +489,14 @@ impl Config {
             .map_err(|e| Error::config(format!("{}: {}", path.display(), e.to_string().trim())))?;
         let cx = Ctx { path };
         validate_site(&cx, &raw.site, &raw.state_dir)?;
+        let mut typed = Vec::new();
         for (i, v) in raw.volumes.iter().enumerate() {
-            validate_volume(&cx, i, v, &raw.volumes[..i])?;
+            typed.push(validate_volume(&cx, i, v, &raw.volumes[..i])?);
         }
-        let set = validate_set(&cx, &raw.set, &raw.volumes)?;
+        let set = validate_set(&cx, &raw.set, typed)?;
         validate_layout(&cx, &raw.state_dir, &raw.volumes, &set.volumes)?;
-        if let Some(s) = &raw.standby {
-            validate_standby(&cx, s)?;
-        }
+        let has_standby = raw.standby.is_some();
+        let standby = raw.standby.map(|s| validate_standby(&cx, s)).transpose()?;
         let replay = raw
             .replay
             .as_ref()
@@ -343,7 +505,7 @@ impl Config {
         let schedule = raw
             .schedule
             .as_ref()
-            .map(|s| validate_schedule(&cx, s, raw.standby.is_some()))
+            .map(|s| validate_schedule(&cx, s, has_standby))
             .transpose()?;
         let retention = raw
             .retention
@@ -359,7 +521,7 @@ impl Config {
             volumes: set.volumes,
             redolog_role: set.redolog_role,
             safety_margin: set.safety_margin,
-            standby: raw.standby,
+            standby,
             replay,
             schedule,
             retention,
@@ -498,7 +660,7 @@ fn validate_site(cx: &Ctx, site: &str, state_dir: &Path) -> Result<()> {
 
 /// One `[[volume]]` on its own; `earlier` are the volumes before it in the
 /// file. Conflicts between volumes are `validate_layout`'s.
-fn validate_volume(cx: &Ctx, i: usize, v: &Volume, earlier: &[Volume]) -> Result<()> {
+fn validate_volume(cx: &Ctx, i: usize, v: &RawVolume, earlier: &[RawVolume]) -> Result<Volume> {
     let key = |k: &str| format!("volume[{i}].{k}");
     validate_role(&v.role).map_err(|m| cx.err(&key("role"), m))?;
     if earlier.iter().any(|w| w.role == v.role) {
@@ -583,7 +745,36 @@ fn validate_volume(cx: &Ctx, i: usize, v: &Volume, earlier: &[Volume]) -> Result
         }
         parse_size(ms).map_err(|m| cx.err(&key("max_size"), m))?;
     }
-    Ok(())
+    let lv = |k: &str, s: &str| LvName::parse(s).map_err(|m| cx.err(&key(k), m));
+    let addr = match v.backend {
+        BackendKind::Btrfs => VolumeAddr::Btrfs {
+            subvolume: PathBuf::from(&v.source),
+            snapshot_dir: v
+                .snapshot_dir
+                .clone()
+                .ok_or_else(|| cx.err(&key("snapshot_dir"), "missing"))?,
+        },
+        BackendKind::Zfs => VolumeAddr::Zfs {
+            dataset: v.source.clone(),
+            replica: v.replica.clone(),
+            send: v.zfs.clone(),
+        },
+        BackendKind::Lvm => VolumeAddr::Lvm {
+            lv: lv("source", &v.source)?,
+            replica: v.replica.as_deref().map(|r| lv("replica", r)).transpose()?,
+            max_size: v
+                .max_size
+                .as_deref()
+                .map(|s| parse_size(s).map_err(|m| cx.err(&key("max_size"), m)))
+                .transpose()?,
+        },
+    };
+    Ok(Volume {
+        role: v.role.clone(),
+        source: v.source.clone(),
+        addr,
+        mountpoint: v.mountpoint.clone(),
+    })
 }
 
 /// What `[set]` decides: the snapshot order, the redolog volume, the margin.
@@ -594,12 +785,12 @@ struct SetParts {
 }
 
 /// `[set]`: `order`, `redolog`, `safety_margin`.
-fn validate_set(cx: &Ctx, set: &SetSection, raw: &[Volume]) -> Result<SetParts> {
+fn validate_set(cx: &Ctx, set: &SetSection, raw: Vec<Volume>) -> Result<SetParts> {
     if raw.is_empty() {
         return Err(cx.err("volume", "no [[volume]] is configured"));
     }
     let volumes = if set.order.is_empty() {
-        raw.to_vec()
+        raw
     } else {
         let mut ordered: Vec<Volume> = Vec::new();
         for (i, r) in set.order.iter().enumerate() {
@@ -671,7 +862,12 @@ impl PathKind {
 /// Conflicts between volumes, and between the volumes and `state_dir`, that
 /// would only show at failover: shared or nested data, snapshots inside live
 /// data, mounts that hide snapshots, data or each other.
-fn validate_layout(cx: &Ctx, state_dir: &Path, raw: &[Volume], ordered: &[Volume]) -> Result<()> {
+fn validate_layout(
+    cx: &Ctx,
+    state_dir: &Path,
+    raw: &[RawVolume],
+    ordered: &[Volume],
+) -> Result<()> {
     struct Place<'a> {
         i: usize,
         kind: PathKind,
@@ -849,9 +1045,16 @@ fn validate_layout(cx: &Ctx, state_dir: &Path, raw: &[Volume], ordered: &[Volume
 }
 
 /// `[standby]`: how to reach the standby.
-fn validate_standby(cx: &Ctx, s: &Standby) -> Result<()> {
+fn validate_standby(cx: &Ctx, s: RawStandby) -> Result<Standby> {
     let err = |k: &str, m: String| cx.err(&format!("standby.{k}"), m);
-    match s.transport {
+    // Relative paths would depend on the directory `ship` was started in.
+    if let Some(p) = &s.identity {
+        check_abs_path(p).map_err(|m| err("identity", m))?;
+    }
+    if let Some(p) = &s.ssh_config {
+        check_abs_path(p).map_err(|m| err("ssh_config", m))?;
+    }
+    let transport = match s.transport {
         TransportKind::Local => {
             let c = s.config.as_ref().ok_or_else(|| {
                 err(
@@ -869,6 +1072,7 @@ fn validate_standby(cx: &Ctx, s: &Standby) -> Result<()> {
                     ),
                 ));
             }
+            Transport::Local { config: c.clone() }
         }
         TransportKind::Ssh => {
             let h = s
@@ -900,6 +1104,15 @@ fn validate_standby(cx: &Ctx, s: &Standby) -> Result<()> {
                     ));
                 }
             }
+            Transport::Ssh(SshTarget {
+                host: h.to_string(),
+                user: s.user,
+                port: s.port,
+                identity: s.identity,
+                ssh_config: s.ssh_config,
+                ssh_options: s.ssh_options,
+                remote_command: s.remote_command,
+            })
         }
         TransportKind::Command => {
             if s.command.is_empty() {
@@ -915,20 +1128,14 @@ fn validate_standby(cx: &Ctx, s: &Standby) -> Result<()> {
                     ),
                 ));
             }
+            Transport::Command { argv: s.command }
         }
-    }
-    // Relative paths would depend on the directory `ship` was started in.
-    if let Some(p) = &s.identity {
-        check_abs_path(p).map_err(|m| err("identity", m))?;
-    }
-    if let Some(p) = &s.ssh_config {
-        check_abs_path(p).map_err(|m| err("ssh_config", m))?;
-    }
-    Ok(())
+    };
+    Ok(Standby { transport })
 }
 
 /// `[replay]`: the command failover runs, its time format and zone.
-fn validate_replay(cx: &Ctx, r: &ReplaySection, raw: &[Volume]) -> Result<Replay> {
+fn validate_replay(cx: &Ctx, r: &ReplaySection, raw: &[RawVolume]) -> Result<Replay> {
     let roles: Vec<&str> = raw.iter().map(|v| v.role.as_str()).collect();
     let command = Template::parse(&r.command, &roles).map_err(|m| cx.err("replay.command", m))?;
     let program = &r.command[0];
@@ -1170,10 +1377,10 @@ impl Config {
                     "volume `{}` is configured here, but standby `{other_site}` has no such volume",
                     v.role
                 )),
-                Some((_, b)) if *b != v.backend.as_str() => out.push(format!(
+                Some((_, b)) if *b != v.backend().as_str() => out.push(format!(
                     "volume `{}` is {} here but {b} on standby `{other_site}`",
                     v.role,
-                    v.backend.as_str()
+                    v.backend().as_str()
                 )),
                 _ => {}
             }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::backend::{self, Backend};
+use crate::backend::{self, Store, Stores};
 use crate::catalog::{Catalog, StandbyRecord};
 use crate::config::{Config, Volume};
 use crate::error::{Context, Error, Result};
@@ -20,15 +20,16 @@ use crate::transport;
 /// and the manifest): their snapshots are destroyed, never presented as a set.
 pub fn recover_pending(cfg: &Config, catalog: &Catalog) -> Result<Vec<String>> {
     let mut undone = Vec::new();
+    let stores = Stores::open(cfg);
     for p in catalog.pending()? {
         if catalog.has_manifest(&p.id) {
             catalog.remove_pending(&p.id)?;
             continue;
         }
         for m in &p.members {
-            if let Some(vol) = cfg.volume(&m.role) {
-                backend::for_volume(vol)?
-                    .destroy(vol, &p.id)
+            if let Some(store) = stores.find(&m.role) {
+                store
+                    .destroy(&p.id)
                     .ctx(format!("undoing interrupted set {}", p.id))?;
             }
         }
@@ -40,27 +41,26 @@ pub fn recover_pending(cfg: &Config, catalog: &Catalog) -> Result<Vec<String>> {
 }
 
 /// Group consecutive volumes that one backend call can snapshot atomically.
-fn atomic_groups<'a>(vols: &[&'a Volume]) -> Result<Vec<Vec<&'a Volume>>> {
-    let mut groups: Vec<(Option<String>, Vec<&Volume>)> = Vec::new();
-    for v in vols {
-        let key = backend::for_volume(v)?
-            .atomic_key(v)
-            .map(|k| format!("{}:{k}", v.backend.as_str()));
+fn atomic_groups<'a>(stores: &[&'a Store]) -> Vec<Vec<&'a Store>> {
+    let mut groups: Vec<(Option<String>, Vec<&Store>)> = Vec::new();
+    for s in stores {
+        let key = s.atomic_key();
         match groups.last_mut() {
-            Some((Some(k), g)) if key.as_ref() == Some(k) => g.push(v),
-            _ => groups.push((key, vec![v])),
+            Some((Some(k), g)) if key.as_ref() == Some(k) => g.push(s),
+            _ => groups.push((key, vec![s])),
         }
     }
-    Ok(groups.into_iter().map(|(_, g)| g).collect())
+    groups.into_iter().map(|(_, g)| g).collect()
 }
 
 /// Take a set: every volume (full) or the redolog volume alone, in order.
 /// Each member records the time just before and just after its snapshot.
 pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manifest> {
     recover_pending(cfg, catalog)?;
-    let vols: Vec<&Volume> = match kind {
-        SetKind::Full => cfg.volumes.iter().collect(),
-        SetKind::Redolog => vec![cfg.redolog()],
+    let stores = Stores::open(cfg);
+    let chosen: Vec<&Store> = match kind {
+        SetKind::Full => stores.iter().collect(),
+        SetKind::Redolog => vec![stores.get(&cfg.redolog_role)?],
     };
     let now = crate::model::now();
     let next = catalog.next_sequence(now, kind)?;
@@ -86,31 +86,32 @@ pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manife
     };
     // The intent, so a crash mid-set is undone on the next run.
     let intent = Manifest {
-        members: vols.iter().map(|v| placeholder_member(v, &id)).collect(),
+        members: chosen
+            .iter()
+            .map(|s| placeholder_member(s.volume(), &id))
+            .collect(),
         ..manifest.clone()
     };
     catalog.write_pending(&intent)?;
 
-    let mut done: Vec<&Volume> = Vec::new();
+    let mut done: Vec<&Store> = Vec::new();
     let result = (|| -> Result<()> {
-        for (gi, group) in atomic_groups(&vols)?.into_iter().enumerate() {
-            let b = backend::for_volume(group[0])?;
+        for (gi, group) in atomic_groups(&chosen).into_iter().enumerate() {
             let before = crate::model::now();
-            b.snapshot(&group, &id)?;
+            backend::snapshot_together(&group, &id)?;
             let after = crate::model::now();
-            for v in &group {
-                done.push(v);
+            for s in &group {
+                done.push(s);
                 manifest.members.push(Member {
                     before,
                     after,
                     atomic_group: (group.len() > 1).then_some(gi as u32),
-                    ..placeholder_member(v, &id)
+                    ..placeholder_member(s.volume(), &id)
                 });
             }
         }
         for m in &mut manifest.members {
-            let v = cfg.volume(&m.role).expect("configured");
-            m.storage_id = backend::for_volume(v)?.storage_id(v, &id)?;
+            m.storage_id = stores.get(&m.role)?.storage_id(&id)?;
         }
         catalog.write_manifest(&manifest)
     })();
@@ -121,9 +122,9 @@ pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manife
             Ok(manifest)
         }
         Err(e) => {
-            for v in done {
-                if let Err(de) = backend::for_volume(v).and_then(|b| b.destroy(v, &id)) {
-                    tracing::error!(volume = %v.role, error = %de, "could not remove snapshot of failed set");
+            for s in done {
+                if let Err(de) = s.destroy(&id) {
+                    tracing::error!(volume = %s.role(), error = %de, "could not remove snapshot of failed set");
                     return Err(e.context(format!("set {id} failed and snapshot cleanup failed too ({de}); run `snapsite snapshot` again to retry the cleanup")));
                 }
             }
@@ -136,14 +137,14 @@ pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manife
 fn placeholder_member(v: &Volume, id: &str) -> Member {
     Member {
         role: v.role.clone(),
-        backend: v.backend.as_str().into(),
+        backend: v.backend().as_str().into(),
         source: v.source.clone(),
         snapshot: id.to_string(),
         storage_id: None,
         before: Timestamp::UNIX_EPOCH,
         after: Timestamp::UNIX_EPOCH,
         atomic_group: None,
-        send_options: v.zfs.names(),
+        send_options: v.zfs_options().names(),
         receipt: None,
     }
 }
@@ -379,13 +380,20 @@ pub fn sets_to_ship(
     // Sets are shipped oldest first and committed in that order, so a set
     // older than the newest committed one was pruned on the standby or
     // skipped as incomplete: sending it again would only resurrect it.
-    let newest_committed = committed.iter().next_back().cloned();
+    let newest_committed = committed
+        .iter()
+        .filter_map(|c| crate::model::SetId::parse(c).ok())
+        .max()
+        .map(|id| id.as_str().to_string());
     let mut out = Vec::new();
     for set in catalog.manifests()? {
         if committed.contains(&set.id) {
             continue;
         }
-        if newest_committed.as_ref().is_some_and(|n| &set.id < n) {
+        if newest_committed
+            .as_ref()
+            .is_some_and(|n| crate::model::older_set(&set.id, n))
+        {
             tracing::debug!(set = %set.id, "not shipped: older than the newest set on the standby");
             continue;
         }
@@ -424,7 +432,8 @@ pub fn ship_plan(cfg: &Config, catalog: &Catalog) -> Result<ShipPlan> {
             .iter()
             .map(|v| (v.role.clone(), v.snapshots.iter().cloned().collect()))
             .collect();
-        let local_has = local_lists(cfg)?;
+        let stores = Stores::open(cfg);
+        let local_has = local_lists(&stores)?;
         let mut plan = Vec::new();
         for set in sets_to_ship(cfg, catalog, &view.committed, &local_has)? {
             let steps = plan_set(&set, &standby_has, &local_has);
@@ -475,7 +484,8 @@ fn ship_session(
         .into_iter()
         .map(|v| (v.role, v.snapshots.into_iter().collect()))
         .collect();
-    let local_has = local_lists(cfg)?;
+    let stores = Stores::open(cfg);
+    let local_has = local_lists(&stores)?;
     // What the standby holds, kept for retention (the common snapshot) and
     // status; updated after every acknowledged snapshot and committed set.
     let previous = catalog.standby_record()?.unwrap_or_default();
@@ -490,7 +500,7 @@ fn ship_session(
     catalog.write_standby_record(&record)?;
     for set in sets_to_ship(cfg, catalog, &committed, &local_has)? {
         for step in plan_set(&set, &standby_has, &local_has) {
-            let vol = cfg.volume(&step.role).expect("complete_locally checked");
+            let store = stores.get(&step.role)?;
             let member = set.member(&step.role).expect("planned from members");
             let t = Instant::now();
             let token = resumable
@@ -499,7 +509,7 @@ fn ship_session(
                 .map(|r| r.token);
             let bytes = send_one(
                 conn,
-                vol,
+                store,
                 &set.id,
                 &step,
                 member.storage_id.as_deref(),
@@ -534,8 +544,7 @@ fn ship_session(
                 // The set's members are now the common snapshots: protect
                 // them here (the standby protects its side on commit).
                 for m in &set.members {
-                    let vol = cfg.volume(&m.role).expect("complete_locally checked");
-                    backend::for_volume(vol)?.protect_common(vol, &m.snapshot)?;
+                    stores.get(&m.role)?.protect_common(&m.snapshot)?;
                 }
                 report.committed.push(set_id)
             }
@@ -558,7 +567,7 @@ fn ship_session(
 /// receive, and fall back to a fresh send when the token is stale.
 fn send_one(
     conn: &mut transport::Connection,
-    vol: &Volume,
+    store: &Store,
     set_id: &str,
     step: &PlannedSend,
     storage_id: Option<&str>,
@@ -566,7 +575,7 @@ fn send_one(
     progress: Progress,
 ) -> Result<u64> {
     if let Some(tok) = token {
-        match send_stream(conn, vol, set_id, step, storage_id, Some(tok), progress) {
+        match send_stream(conn, store, set_id, step, storage_id, Some(tok), progress) {
             Ok(Sent::Done(bytes)) => return Ok(bytes),
             Ok(Sent::Stale(why)) => {
                 tracing::warn!(volume = %step.role, snapshot = %step.snapshot, reason = %why, "resume token is stale; sending the snapshot again");
@@ -574,7 +583,7 @@ fn send_one(
             Err(e) => return Err(e),
         }
     }
-    match send_stream(conn, vol, set_id, step, storage_id, None, progress)? {
+    match send_stream(conn, store, set_id, step, storage_id, None, progress)? {
         Sent::Done(bytes) => Ok(bytes),
         Sent::Stale(why) => Err(Error::storage(why)),
     }
@@ -589,14 +598,13 @@ enum Sent {
 
 fn send_stream(
     conn: &mut transport::Connection,
-    vol: &Volume,
+    store: &Store,
     set_id: &str,
     step: &PlannedSend,
     storage_id: Option<&str>,
     token: Option<&str>,
     progress: Progress,
 ) -> Result<Sent> {
-    let b: Box<dyn Backend> = backend::for_volume(vol)?;
     conn.writer.msg(&Msg::Begin {
         set_id: set_id.into(),
         role: step.role.clone(),
@@ -616,8 +624,8 @@ fn send_stream(
         }
     };
     let opened = match token {
-        Some(t) => b.send_resume(vol, &step.snapshot, t),
-        None => b.send(vol, &step.snapshot, step.base.as_deref()),
+        Some(t) => store.send_resume(&step.snapshot, t),
+        None => store.send(&step.snapshot, step.base.as_deref()),
     };
     let mut src = match opened {
         Ok(s) => s,

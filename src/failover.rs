@@ -191,7 +191,7 @@ pub fn plan_with(cfg: &Config, requested: Option<&str>, scratch: Option<Scratch>
     }
     let mut warnings = Vec::new();
     for v in &cfg.volumes {
-        match backend::for_volume(v).and_then(|b| b.capacity_problem(v)) {
+        match backend::open(v).capacity_problem() {
             Ok(Some(p)) => warnings.push(format!("volume `{}`: {p}", v.role)),
             Ok(None) => {}
             Err(e) => warnings.push(format!(
@@ -614,9 +614,9 @@ fn stop_earlier_attempt(prev: &State, ctx: &mut Ctx) -> Result<()> {
 fn reconcile(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
     for c in &plan.copies {
         let vol = volume(cfg, &c.role)?;
-        let b = backend::for_volume(vol)?;
+        let b = backend::open(vol);
         if ctx.st.copies_started.contains(&c.role) {
-            if !b.writable_copy_exists(vol)? {
+            if !b.writable_copy_exists()? {
                 if ctx.st.copies_done.contains(&c.role) {
                     ctx.note(format!(
                         "volume `{}`: the interrupted attempt made a copy at {} but it is gone: making it again",
@@ -647,15 +647,13 @@ fn reconcile(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
 /// A btrfs copy found in place must be a snapshot of the planned received
 /// snapshot, nothing else that happens to sit there.
 fn check_copy_origin(vol: &Volume, c: &PlannedCopy) -> Result<()> {
-    if vol.backend != BackendKind::Btrfs {
+    if vol.backend() != BackendKind::Btrfs {
         return Ok(()); // ZFS/LVM check the origin when they remove a copy
-    }
-    if vol.snapshot_dir.is_none() {
-        return Ok(());
     }
     let copy =
         backend::btrfs::subvolume_show(Path::new(&c.target)).ctx(format!("volume `{}`", c.role))?;
-    let snap = backend::btrfs::subvolume_show(&backend::btrfs::snapshot_path(vol, &c.snapshot))
+    let snap = backend::btrfs::snapshot_path(vol, &c.snapshot)
+        .and_then(|p| backend::btrfs::subvolume_show(&p))
         .ctx(format!("volume `{}`", c.role))?;
     if copy.parent_uuid.as_deref() != Some(snap.uuid.as_str()) {
         return Err(Error::refused(format!(
@@ -701,7 +699,7 @@ fn our_copy_mounted(vol: &Volume, mp: &Path) -> bool {
     let Some(top) = mount::top(mp) else {
         return false;
     };
-    match vol.backend {
+    match vol.backend() {
         BackendKind::Btrfs => mount::same_file(mp, Path::new(&vol.source)),
         BackendKind::Zfs => top.fstype == "zfs" && top.source == vol.source,
         BackendKind::Lvm => {
@@ -719,7 +717,7 @@ fn our_copy_mounted(vol: &Volume, mp: &Path) -> bool {
 /// Does the volume's copy need a mount of ours at `mp` (rather than being
 /// there already: a btrfs copy made at its mountpoint)?
 fn needs_mount(vol: &Volume, mp: &Path) -> bool {
-    !(vol.backend == BackendKind::Btrfs && Path::new(&vol.source) == mp)
+    !(vol.backend() == BackendKind::Btrfs && Path::new(&vol.source) == mp)
 }
 
 fn make_copies(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
@@ -728,13 +726,13 @@ fn make_copies(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
             continue;
         }
         let vol = volume(cfg, &c.role)?;
-        let b = backend::for_volume(vol)?;
-        let earlier = ctx.st.copies_started.contains(&c.role) && b.writable_copy_exists(vol)?;
+        let b = backend::open(vol);
+        let earlier = ctx.st.copies_started.contains(&c.role) && b.writable_copy_exists()?;
         if earlier {
             // Made by this failover before it was interrupted.
             check_copy_origin(vol, c)?;
         } else {
-            if b.writable_copy_exists(vol)? {
+            if b.writable_copy_exists()? {
                 return Err(Error::refused(format!(
                     "volume `{}`: {} already exists and was not made by this failover",
                     c.role, c.target
@@ -743,7 +741,7 @@ fn make_copies(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
             }
             ctx.st.copies_started.push(c.role.clone());
             ctx.save()?;
-            b.writable_copy(vol, &c.snapshot)?;
+            b.writable_copy(&c.snapshot)?;
         }
         ctx.st.copies_done.push(c.role.clone());
         ctx.save()?;
@@ -764,7 +762,7 @@ fn mount_copies(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
             continue;
         }
         let vol = volume(cfg, &c.role)?;
-        let data = backend::for_volume(vol)?.writable_copy_path(vol)?;
+        let data = backend::open(vol).writable_copy_path()?;
         if data == *mp {
             continue; // the backend mounted it there itself (ZFS clone, LVM)
         }
@@ -872,7 +870,7 @@ fn rollback(cfg: &Config, st: &mut State, catalog: &Catalog) {
         }
         if st.copies_started.contains(&c.role) {
             if let Some(vol) = cfg.volume(&c.role) {
-                if let Err(e) = backend::for_volume(vol).and_then(|b| b.remove_writable_copy(vol)) {
+                if let Err(e) = backend::open(vol).remove_writable_copy() {
                     tracing::error!(volume = %c.role, error = %e, "rollback: could not remove writable copy");
                     return; // keep the state: a re-run must see what is left
                 }
@@ -961,7 +959,7 @@ fn take_site_lock(
     );
     progress(&Event::Note(msg.clone()));
     for vol in &cfg.volumes {
-        match backend::for_volume(vol).and_then(|b| b.cleanup_partial(vol)) {
+        match backend::open(vol).cleanup_partial() {
             Ok(removed) => {
                 for r in removed {
                     let n = format!("volume `{}`: discarded the partial receive {r}", vol.role);

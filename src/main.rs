@@ -577,14 +577,14 @@ fn check(cfg: &Config) -> anyhow::Result<()> {
     );
     println!("state     {}", cfg.state_dir.display());
     let mut problems = 0;
-    for v in &cfg.volumes {
-        let b = backend::for_volume(v)?;
-        match b.probe(v, primary) {
+    for store in backend::Stores::open(cfg).iter() {
+        let v = store.volume();
+        match store.probe(primary) {
             Ok(notes) => {
                 println!(
                     "volume    {:<10} {} {}  ok",
                     v.role,
-                    v.backend.as_str(),
+                    v.backend().as_str(),
                     v.source
                 );
                 for n in notes {
@@ -596,7 +596,7 @@ fn check(cfg: &Config) -> anyhow::Result<()> {
                 println!(
                     "volume    {:<10} {} {}  PROBLEM: {e}",
                     v.role,
-                    v.backend.as_str(),
+                    v.backend().as_str(),
                     v.source
                 );
             }

@@ -337,6 +337,7 @@ pub fn apply(
         for n in notes {
             tracing::warn!("{n}");
         }
+        let stores = backend::Stores::open(cfg);
         let manifests: BTreeMap<String, Manifest> = catalog
             .manifests()?
             .into_iter()
@@ -347,11 +348,11 @@ pub fn apply(
                 continue; // removed by someone else meanwhile
             };
             for mem in &m.members {
-                let Some(vol) = cfg.volume(&mem.role) else {
+                let Some(store) = stores.find(&mem.role) else {
                     continue;
                 };
-                backend::for_volume(vol)?
-                    .destroy(vol, &mem.snapshot)
+                store
+                    .destroy(&mem.snapshot)
                     .ctx(format!("pruning set {}", m.id))?;
                 report.destroyed_snapshots += 1;
                 if standby {
@@ -363,9 +364,9 @@ pub fn apply(
             report.destroyed_sets.push(m.id.clone());
         }
         for (role, snap) in &plan.orphans {
-            if let Some(vol) = cfg.volume(role) {
-                backend::for_volume(vol)?
-                    .destroy(vol, snap)
+            if let Some(store) = stores.find(role) {
+                store
+                    .destroy(snap)
                     .ctx(format!("pruning orphan snapshot {role} {snap}"))?;
                 catalog.remove_receipt(role, snap)?;
                 tracing::info!(%role, snapshot = %snap, "pruned a snapshot that can never be committed");

@@ -77,7 +77,7 @@ pub fn plan(cfg: &Config, set: Option<&str>) -> Result<Plan> {
 }
 
 fn scratch(v: &crate::config::Volume) -> Result<PathBuf> {
-    backend::for_volume(v)?.rehearsal_copy_path(v)
+    backend::open(v).rehearsal_copy_path()
 }
 
 /// The set ids under the clones of a rehearsal that is still running, for
@@ -139,8 +139,8 @@ fn teardown(cfg: &Config, st: &State) -> Result<()> {
         let Some(vol) = cfg.volume(role) else {
             continue;
         };
-        backend::for_volume(vol)?
-            .remove_rehearsal_copy(vol)
+        backend::open(vol)
+            .remove_rehearsal_copy()
             .ctx("rehearsal teardown")?;
     }
     Ok(())
@@ -185,7 +185,7 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Report> {
                     .ok_or_else(|| Error::config(format!("volume `{}` vanished", c.role)))?;
                 st.clones.push(c.role.clone());
                 catalog.write_rehearsal_state(&st)?;
-                backend::for_volume(vol)?.rehearsal_copy(vol, &c.snapshot)?;
+                backend::open(vol).rehearsal_copy(&c.snapshot)?;
                 eprintln!("  clone    {:<10} {} -> {}", c.role, c.snapshot, c.target);
             }
             Ok(())

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::backend::{self, SnapshotSink};
+use crate::backend::{self, SnapshotSink, Store, Stores};
 use crate::catalog::{Catalog, ServeRecord};
 use crate::config::{Config, Volume};
 use crate::error::{Error, Result};
@@ -29,24 +29,37 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How far ahead of the standby's clock a set may be dated.
 const MAX_AHEAD: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
 
-/// Opens the backend of a volume: `backend::for_volume` in production,
-/// an in-memory store in the protocol tests.
+/// The backend implementation of a volume: `backend::implementation` in
+/// production, an in-memory store in the protocol tests. Serve binds each
+/// volume to its implementation once per session ([`Stores`]).
 pub type OpenBackend<'a> = &'a dyn Fn(&Volume) -> Result<Box<dyn backend::Backend>>;
 
-pub fn inventory(cfg: &Config) -> Result<Vec<VolumeInventory>> {
-    inventory_with(cfg, &backend::for_volume)
+fn production(vol: &Volume) -> Result<Box<dyn backend::Backend>> {
+    Ok(backend::implementation(vol))
 }
 
-fn inventory_with(cfg: &Config, open: OpenBackend) -> Result<Vec<VolumeInventory>> {
-    cfg.volumes
+fn open_stores(cfg: &Config, open: OpenBackend) -> Result<Stores> {
+    let stores = cfg
+        .volumes
         .iter()
-        .map(|v| {
-            let b = open(v)?;
+        .map(|v| Ok(Store::bind(v.clone(), open(v)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Stores::from_stores(stores))
+}
+
+pub fn inventory(cfg: &Config) -> Result<Vec<VolumeInventory>> {
+    inventory_of(&open_stores(cfg, &production)?)
+}
+
+fn inventory_of(stores: &Stores) -> Result<Vec<VolumeInventory>> {
+    stores
+        .iter()
+        .map(|s| {
             Ok(VolumeInventory {
-                role: v.role.clone(),
-                backend: v.backend.as_str().into(),
-                snapshots: b.list(v)?,
-                resumable: b.resumable(v)?,
+                role: s.role().to_string(),
+                backend: s.kind().as_str().into(),
+                snapshots: s.list()?,
+                resumable: s.resumable()?,
             })
         })
         .collect()
@@ -105,7 +118,7 @@ impl Drop for ServeRecordGuard<'_> {
 /// Serve one session on `input`/`output` (stdin/stdout for `--stdio`; give
 /// them a `stream::Deadline` so a silent primary ends the session).
 pub fn serve<R: Read, W: Write>(cfg: &Config, input: R, output: W) -> Result<()> {
-    serve_with(cfg, &backend::for_volume, input, output)
+    serve_with(cfg, &production, input, output)
 }
 
 /// `serve` with the volumes' backends opened by `open`.
@@ -117,7 +130,8 @@ pub fn serve_with<R: Read, W: Write>(
 ) -> Result<()> {
     let catalog = Catalog::new(&cfg.state_dir);
     let log = SessionLog::new(&catalog);
-    let res = serve_session(cfg, open, &catalog, &log, input, output);
+    let res = open_stores(cfg, open)
+        .and_then(|stores| serve_session(cfg, &stores, &catalog, &log, input, output));
     match &res {
         Ok(()) => log.event(tracing::Level::INFO, "session finished"),
         Err(e) => log.event(
@@ -130,7 +144,7 @@ pub fn serve_with<R: Read, W: Write>(
 
 fn serve_session<R: Read, W: Write>(
     cfg: &Config,
-    open: OpenBackend,
+    stores: &Stores,
     catalog: &Catalog,
     log: &SessionLog,
     input: R,
@@ -188,12 +202,12 @@ fn serve_session<R: Read, W: Write>(
             )));
         }
     }
-    for v in &cfg.volumes {
-        let removed = open(v)?.cleanup_partial(v)?;
+    for st in stores.iter() {
+        let removed = st.cleanup_partial()?;
         for p in removed {
             log.event(
                 tracing::Level::WARN,
-                &format!("volume `{}`: removed interrupted receive {p}", v.role),
+                &format!("volume `{}`: removed interrupted receive {p}", st.role()),
             );
         }
     }
@@ -202,7 +216,7 @@ fn serve_session<R: Read, W: Write>(
     w.msg(&Msg::Welcome {
         protocol: PROTOCOL_VERSION,
         site: cfg.site.clone(),
-        volumes: inventory_with(cfg, open)?,
+        volumes: inventory_of(stores)?,
         committed,
         role: Some(role.as_str().to_string()),
         generation: Some(generation),
@@ -244,7 +258,7 @@ fn serve_session<R: Read, W: Write>(
             }) => {
                 let reply = receive_one(
                     cfg,
-                    open,
+                    stores,
                     catalog,
                     log,
                     &mut r,
@@ -262,7 +276,7 @@ fn serve_session<R: Read, W: Write>(
             Frame::Msg(Msg::Commit { manifest }) => {
                 let id = wire_str(&manifest.id);
                 let reply_id = manifest.id.clone();
-                match commit(cfg, open, catalog, manifest) {
+                match commit(cfg, stores, catalog, manifest) {
                     Ok(()) => {
                         log.event(tracing::Level::INFO, &format!("set {id} committed"));
                         w.msg(&Msg::Committed { set_id: reply_id })?
@@ -339,12 +353,13 @@ struct Incoming<'a> {
 
 /// Check a `Begin` against this standby's config and records; the refusal
 /// text is safe to log and to send back.
-fn admit<'c>(
-    cfg: &'c Config,
+fn admit<'s>(
+    cfg: &Config,
+    stores: &'s Stores,
     catalog: &Catalog,
     inc: &Incoming,
-) -> std::result::Result<&'c Volume, String> {
-    let vol = cfg.volume(inc.role).ok_or_else(|| {
+) -> std::result::Result<&'s Store, String> {
+    let store = stores.find(inc.role).ok_or_else(|| {
         format!(
             "volume `{}` is not configured on standby {}; refused",
             wire_str(inc.role),
@@ -366,15 +381,16 @@ fn admit<'c>(
         ));
     }
     if let Some((_, SetKind::Redolog)) = parse_set_id(inc.set_id) {
-        if vol.role != cfg.redolog_role {
+        if store.role() != cfg.redolog_role {
             return Err(format!(
                 "a redolog set carries only the redolog volume `{}`, not `{}`; refused",
-                cfg.redolog_role, vol.role
+                cfg.redolog_role,
+                store.role()
             ));
         }
     }
     if let Some(base) = inc.base {
-        if base >= inc.snapshot {
+        if !crate::model::older_set(base, inc.snapshot) {
             return Err(format!(
                 "base `{base}` is not older than `{}`; refused",
                 inc.snapshot
@@ -398,12 +414,12 @@ fn admit<'c>(
             ));
         }
     }
-    Ok(vol)
+    Ok(store)
 }
 
 fn receive_one<R: Read>(
     cfg: &Config,
-    open: OpenBackend,
+    stores: &Stores,
     catalog: &Catalog,
     log: &SessionLog,
     r: &mut Reader<R>,
@@ -414,7 +430,7 @@ fn receive_one<R: Read>(
         snapshot: inc.snapshot.into(),
         error,
     };
-    let vol = match admit(cfg, catalog, &inc) {
+    let store = match admit(cfg, stores, catalog, &inc) {
         Ok(v) => v,
         Err(why) => {
             log.event(tracing::Level::WARN, &why);
@@ -430,8 +446,7 @@ fn receive_one<R: Read>(
         storage_id,
         resume,
     } = inc;
-    let backend = open(vol)?;
-    let sink = match backend.receive(vol, snapshot, base, storage_id, resume) {
+    let sink = match store.receive(snapshot, base, storage_id, resume) {
         Ok(s) => s,
         Err(e) => {
             let why = wire_text(&e.to_string());
@@ -573,7 +588,7 @@ fn receive_one<R: Read>(
 /// records; returns it with the standby's receipts filled in.
 pub fn validate_commit(
     cfg: &Config,
-    open: OpenBackend,
+    stores: &Stores,
     catalog: &Catalog,
     mut m: Manifest,
 ) -> Result<Manifest> {
@@ -616,16 +631,16 @@ pub fn validate_commit(
     }
     for member in &mut m.members {
         let vol = cfg.volume(&member.role).expect("roles checked above");
-        if vol.backend.as_str() != member.backend {
+        if vol.backend().as_str() != member.backend {
             return Err(Error::refused(format!(
                 "set {}: volume `{}` is {} on the primary but {} here",
                 m.id,
                 member.role,
                 wire_str(&member.backend),
-                vol.backend.as_str()
+                vol.backend().as_str()
             )));
         }
-        let present = open(vol)?.list(vol)?;
+        let present = stores.get(&member.role)?.list()?;
         if !present.contains(&member.snapshot) {
             return Err(Error::storage(format!(
                 "set {}: member `{}` has not been received",
@@ -679,7 +694,7 @@ fn same_as_sent(have: &Manifest, sent: &Manifest) -> bool {
 }
 
 /// Write the manifest — the commit record — once every member is here.
-fn commit(cfg: &Config, open: OpenBackend, catalog: &Catalog, m: Manifest) -> Result<()> {
+fn commit(cfg: &Config, stores: &Stores, catalog: &Catalog, m: Manifest) -> Result<()> {
     validate_set_id(&m.id)?;
     if catalog.has_manifest(&m.id) {
         // Committed by an earlier session: the same manifest again is a
@@ -703,12 +718,11 @@ fn commit(cfg: &Config, open: OpenBackend, catalog: &Catalog, m: Manifest) -> Re
             m.id, m.generation
         )));
     }
-    let mut m = validate_commit(cfg, open, catalog, m)?;
+    let mut m = validate_commit(cfg, stores, catalog, m)?;
     m.committed_at = Some(Timestamp::now());
     catalog.write_manifest(&m)?;
     for member in &m.members {
-        let vol = cfg.volume(&member.role).expect("checked above");
-        open(vol)?.protect_common(vol, &member.snapshot)?;
+        stores.get(&member.role)?.protect_common(&member.snapshot)?;
     }
     tracing::info!(set = %m.id, kind = m.kind.as_str(), "set committed");
     Ok(())

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::backend;
+use crate::backend::{Store, Stores};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -81,10 +81,10 @@ pub fn complete_locally(cfg: &Config, m: &Manifest, lists: &BTreeMap<String, Vec
 }
 
 /// Per role, the snapsite snapshots on this site's storage, oldest first.
-pub fn local_lists(cfg: &Config) -> Result<BTreeMap<String, Vec<String>>> {
+pub fn local_lists(stores: &Stores) -> Result<BTreeMap<String, Vec<String>>> {
     let mut out = BTreeMap::new();
-    for v in &cfg.volumes {
-        out.insert(v.role.clone(), backend::for_volume(v)?.list(v)?);
+    for s in stores.iter() {
+        out.insert(s.role().to_string(), s.list()?);
     }
     Ok(out)
 }
@@ -95,6 +95,8 @@ pub struct Site<'a> {
     pub role: Role,
     /// This site's generation (see `current_role`).
     pub generation: u64,
+    /// Every configured volume's storage, opened once.
+    pub stores: Stores,
     manifests: Vec<Manifest>,
     /// Per role, the snapsite snapshots present here, oldest first.
     local: BTreeMap<String, Vec<String>>,
@@ -105,9 +107,10 @@ impl<'a> Site<'a> {
     pub fn open(cfg: &'a Config) -> Result<Site<'a>> {
         let catalog = Catalog::new(&cfg.state_dir);
         let manifests = catalog.manifests()?;
-        let local = local_lists(cfg)?;
+        let stores = Stores::open(cfg);
+        let local = local_lists(&stores)?;
         let (role, generation) = current_role(cfg, &catalog)?;
-        let mut site = Site::from_parts(cfg, catalog, manifests, local);
+        let mut site = Site::from_parts(cfg, catalog, stores, manifests, local);
         site.role = role;
         site.generation = generation;
         Ok(site)
@@ -117,6 +120,7 @@ impl<'a> Site<'a> {
     pub fn from_parts(
         cfg: &'a Config,
         catalog: Catalog,
+        stores: Stores,
         manifests: Vec<Manifest>,
         local: BTreeMap<String, Vec<String>>,
     ) -> Site<'a> {
@@ -125,9 +129,15 @@ impl<'a> Site<'a> {
             catalog,
             role: configured_role(cfg),
             generation: 1,
+            stores,
             manifests,
             local,
         }
+    }
+
+    /// The store of a configured role.
+    pub fn store(&self, role: &str) -> Result<&Store> {
+        self.stores.get(role)
     }
 
     /// Every set recorded here, in order (generation, sequence).
@@ -300,7 +310,13 @@ mod tests {
         ]
         .into();
         let c = cfg(true);
-        let stb = Site::from_parts(&c, Catalog::new(&c.state_dir), ms.clone(), local.clone());
+        let stb = Site::from_parts(
+            &c,
+            Catalog::new(&c.state_dir),
+            Stores::open(&c),
+            ms.clone(),
+            local.clone(),
+        );
         assert_eq!(stb.role, Role::Standby);
         let ids: Vec<&str> = stb.usable().map(|m| m.id.as_str()).collect();
         assert_eq!(
@@ -312,7 +328,13 @@ mod tests {
         assert_eq!((s.id.as_str(), r.id.as_str()), (F1, R1));
 
         let p = cfg(false);
-        let pri = Site::from_parts(&p, Catalog::new(&p.state_dir), ms.clone(), local.clone());
+        let pri = Site::from_parts(
+            &p,
+            Catalog::new(&p.state_dir),
+            Stores::open(&p),
+            ms.clone(),
+            local.clone(),
+        );
         assert_eq!(pri.role, Role::Primary);
         assert_eq!(
             pri.usable().count(),
@@ -324,7 +346,7 @@ mod tests {
         // A member gone from storage makes the set unusable on both.
         let mut gone = local.clone();
         gone.get_mut("mysql").unwrap().retain(|s| s != F1);
-        let stb = Site::from_parts(&c, Catalog::new(&c.state_dir), ms, gone);
+        let stb = Site::from_parts(&c, Catalog::new(&c.state_dir), Stores::open(&c), ms, gone);
         assert!(stb.failover_pair(None).is_err());
         assert_eq!(stb.usable_count(SetKind::Full), 0);
     }

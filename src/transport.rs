@@ -5,7 +5,7 @@ use std::io::{BufReader, BufWriter};
 use std::process::{ChildStdin, ChildStdout, Stdio};
 
 use crate::cmd::{Cmd, Running};
-use crate::config::{Standby, TransportKind};
+use crate::config::{Standby, Transport};
 use crate::error::{Error, Result};
 use crate::stream::{Deadline, Reader, Writer};
 
@@ -32,8 +32,8 @@ pub fn shell_quote(w: &str) -> String {
 }
 
 pub fn command(s: &Standby) -> Result<Cmd> {
-    Ok(match s.transport {
-        TransportKind::Local => {
+    Ok(match &s.transport {
+        Transport::Local { config } => {
             let mut exe = std::env::current_exe()
                 .map_err(|e| Error::io("cannot find the snapsite executable", e))?;
             // A long-running `snapsite run` outlives an upgrade of its binary:
@@ -44,9 +44,9 @@ pub fn command(s: &Standby) -> Result<Cmd> {
             }
             Cmd::new(exe)
                 .args(["serve", "--stdio", "--config"])
-                .arg(s.config.as_ref().expect("validated"))
+                .arg(config)
         }
-        TransportKind::Ssh => {
+        Transport::Ssh(s) => {
             let mut c = Cmd::new("ssh").args([
                 "-o",
                 "BatchMode=yes",
@@ -70,7 +70,7 @@ pub fn command(s: &Standby) -> Result<Cmd> {
             for o in &s.ssh_options {
                 c = c.arg("-o").arg(o);
             }
-            c = c.arg("--").arg(s.host.as_ref().expect("validated"));
+            c = c.arg("--").arg(&s.host);
             let remote: Vec<String> = if s.remote_command.is_empty() {
                 vec!["snapsite".into(), "serve".into(), "--stdio".into()]
             } else {
@@ -80,7 +80,7 @@ pub fn command(s: &Standby) -> Result<Cmd> {
             // quote every word so it arrives as the same argv.
             c.args(remote.iter().map(|w| shell_quote(w)))
         }
-        TransportKind::Command => Cmd::new(&s.command[0]).args(&s.command[1..]),
+        Transport::Command { argv } => Cmd::new(&argv[0]).args(&argv[1..]),
     })
 }
 
@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn ssh_argv() {
-        let s: Standby = toml::from_str(
+        let s = Standby::from_toml(
             r#"transport = "ssh"
 host = "stb"
 user = "root"

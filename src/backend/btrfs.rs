@@ -26,13 +26,15 @@ use std::process::Stdio;
 
 use super::{Backend, ProcessSink, ProcessSource, ReceiveSteps, SnapshotSink, SnapshotSource};
 use crate::cmd::Cmd;
-use crate::config::{BackendKind, Volume};
+use crate::config::{BackendKind, Volume, VolumeAddr};
 use crate::error::{Context, Error, Result};
 use crate::model::parse_set_id;
 
 pub struct Btrfs;
 
 const MARKER_PREFIX: &str = ".receiving-";
+/// Divergent data kept when this site stopped being primary, in `snapshot_dir`.
+const DIVERGENT_PREFIX: &str = "divergent-";
 /// A rehearsal's writable clone, in `snapshot_dir`.
 const REHEARSAL_NAME: &str = ".rehearsal";
 
@@ -102,26 +104,33 @@ fn delete_subvolume(path: &Path) -> Result<()> {
         .run()
 }
 
-fn snapshot_dir(vol: &Volume) -> &Path {
-    vol.snapshot_dir
-        .as_deref()
-        .expect("validated: btrfs volumes have a snapshot_dir")
+/// The volume's snapshot directory, or an error for a volume of another
+/// backend (a caller's mistake: stores are opened by backend kind).
+fn snapshot_dir(vol: &Volume) -> Result<&Path> {
+    match &vol.addr {
+        VolumeAddr::Btrfs { snapshot_dir, .. } => Ok(snapshot_dir),
+        _ => Err(Error::config(format!(
+            "volume `{}` is a {} volume, not btrfs",
+            vol.role,
+            vol.backend().as_str()
+        ))),
+    }
 }
 
 /// Where snapshot `name` is: `snapshot_dir/<name>` when taken here,
 /// `snapshot_dir/<name>/<name>` when received.
-pub fn snapshot_path(vol: &Volume, name: &str) -> PathBuf {
+pub fn snapshot_path(vol: &Volume, name: &str) -> Result<PathBuf> {
     snap_path(vol, name)
 }
 
-fn snap_path(vol: &Volume, name: &str) -> PathBuf {
-    let dir = snapshot_dir(vol).join(name);
+fn snap_path(vol: &Volume, name: &str) -> Result<PathBuf> {
+    let dir = snapshot_dir(vol)?.join(name);
     let nested = dir.join(name);
-    if !is_subvolume(&dir) && is_subvolume(&nested) {
+    Ok(if !is_subvolume(&dir) && is_subvolume(&nested) {
         nested
     } else {
         dir
-    }
+    })
 }
 
 /// Remove `path` and everything below it without following symlinks:
@@ -161,7 +170,7 @@ impl Backend for Btrfs {
     fn probe(&self, vol: &Volume, primary: bool) -> Result<Vec<String>> {
         let mut notes = Vec::new();
         Cmd::new("btrfs").arg("--version").run()?;
-        let dir = snapshot_dir(vol);
+        let dir = snapshot_dir(vol)?;
         if primary {
             let src = Path::new(&vol.source);
             if !is_subvolume(src) {
@@ -182,7 +191,7 @@ impl Backend for Btrfs {
                 dir.display()
             ));
         } else {
-            let stale = self.leftovers(vol);
+            let stale = self.leftovers(vol)?;
             if !stale.is_empty() {
                 notes.push(format!(
                     "{} interrupted receive(s) will be cleaned up",
@@ -196,13 +205,13 @@ impl Backend for Btrfs {
     fn snapshot(&self, vols: &[&Volume], name: &str) -> Result<()> {
         let mut taken: Vec<PathBuf> = Vec::new();
         for vol in vols {
-            let dir = snapshot_dir(vol);
+            let dir = snapshot_dir(vol)?;
             std::fs::create_dir_all(dir).ctx(format!(
                 "volume `{}`: create {}",
                 vol.role,
                 dir.display()
             ))?;
-            let dst = snap_path(vol, name);
+            let dst = snap_path(vol, name)?;
             let r = Cmd::new("btrfs")
                 .args(["subvolume", "snapshot", "-r"])
                 .arg(&vol.source)
@@ -220,11 +229,11 @@ impl Backend for Btrfs {
     }
 
     fn storage_id(&self, vol: &Volume, name: &str) -> Result<Option<String>> {
-        Ok(Some(subvolume_show(&snap_path(vol, name))?.uuid))
+        Ok(Some(subvolume_show(&snap_path(vol, name)?)?.uuid))
     }
 
     fn list(&self, vol: &Volume) -> Result<Vec<String>> {
-        let dir = snapshot_dir(vol);
+        let dir = snapshot_dir(vol)?;
         let mut names = Vec::new();
         let rd = match std::fs::read_dir(dir) {
             Ok(rd) => rd,
@@ -236,7 +245,7 @@ impl Backend for Btrfs {
                 ));
             }
         };
-        let receiving = self.leftovers(vol);
+        let receiving = self.leftovers(vol)?;
         for ent in rd {
             let ent = ent.ctx(format!("read {}", dir.display()))?;
             let name = ent.file_name().to_string_lossy().into_owned();
@@ -259,9 +268,9 @@ impl Backend for Btrfs {
     ) -> Result<Box<dyn SnapshotSource>> {
         let mut cmd = Cmd::new("btrfs").args(["send", "-q"]);
         if let Some(b) = base {
-            cmd = cmd.arg("-p").arg(snap_path(vol, b));
+            cmd = cmd.arg("-p").arg(snap_path(vol, b)?);
         }
-        ProcessSource::spawn(cmd.arg(snap_path(vol, name)))
+        ProcessSource::spawn(cmd.arg(snap_path(vol, name)?))
     }
 
     fn receive(
@@ -286,7 +295,7 @@ impl Backend for Btrfs {
             )));
         }
         self.cleanup_partial(vol)?;
-        let dir = snapshot_dir(vol).to_path_buf();
+        let dir = snapshot_dir(vol)?.to_path_buf();
         let jail = dir.join(name);
         if std::fs::symlink_metadata(&jail).is_ok() {
             return Err(Error::storage(format!(
@@ -338,8 +347,8 @@ impl Backend for Btrfs {
 
     fn cleanup_partial(&self, vol: &Volume) -> Result<Vec<String>> {
         let mut removed = Vec::new();
-        let dir = snapshot_dir(vol);
-        for name in self.leftovers(vol) {
+        let dir = snapshot_dir(vol)?;
+        for name in self.leftovers(vol)? {
             let marker = dir.join(format!("{MARKER_PREFIX}{name}"));
             if parse_set_id(&name).is_some() {
                 let p = dir.join(&name);
@@ -364,7 +373,7 @@ impl Backend for Btrfs {
                 vol.role
             )));
         }
-        let p = snapshot_dir(vol).join(name);
+        let p = snapshot_dir(vol)?.join(name);
         if is_subvolume(&p) {
             return delete_subvolume(&p).ctx(format!("volume `{}`", vol.role));
         }
@@ -390,7 +399,7 @@ impl Backend for Btrfs {
         }
         Cmd::new("btrfs")
             .args(["subvolume", "snapshot"])
-            .arg(snap_path(vol, name))
+            .arg(snap_path(vol, name)?)
             .arg(&target)
             .run()
             .ctx(format!("volume `{}`", vol.role))?;
@@ -408,7 +417,7 @@ impl Backend for Btrfs {
     /// `snapshot_dir/.rehearsal`: on the snapshots' filesystem, a name no
     /// set id can take (listing, receives and prune never see it).
     fn rehearsal_copy_path(&self, vol: &Volume) -> Result<PathBuf> {
-        Ok(snapshot_dir(vol).join(REHEARSAL_NAME))
+        Ok(snapshot_dir(vol)?.join(REHEARSAL_NAME))
     }
 
     fn rehearsal_copy(&self, vol: &Volume, name: &str) -> Result<PathBuf> {
@@ -422,11 +431,49 @@ impl Backend for Btrfs {
         }
         Cmd::new("btrfs")
             .args(["subvolume", "snapshot"])
-            .arg(snap_path(vol, name))
+            .arg(snap_path(vol, name)?)
             .arg(&target)
             .run()
             .ctx(format!("volume `{}`", vol.role))?;
         Ok(target)
+    }
+
+    /// `snapshot_dir/divergent-<label>`: a read-only snapshot of `source`.
+    fn keep_divergent(&self, vol: &Volume, label: &str) -> Result<String> {
+        validate_label(label)?;
+        let src = Path::new(&vol.source);
+        if !is_subvolume(src) {
+            return Err(Error::storage(format!(
+                "volume `{}`: {} is not a btrfs subvolume; nothing to keep",
+                vol.role,
+                src.display()
+            )));
+        }
+        let dir = snapshot_dir(vol)?;
+        std::fs::create_dir_all(dir).ctx(format!("create {}", dir.display()))?;
+        let dst = dir.join(format!("{DIVERGENT_PREFIX}{label}"));
+        if std::fs::symlink_metadata(&dst).is_err() {
+            Cmd::new("btrfs")
+                .args(["subvolume", "snapshot", "-r"])
+                .arg(src)
+                .arg(&dst)
+                .run()
+                .ctx(format!("volume `{}`", vol.role))?;
+        } else if !is_subvolume(&dst) || !subvolume_show(&dst)?.readonly {
+            return Err(Error::storage(format!(
+                "volume `{}`: {} exists and is not a read-only snapshot",
+                vol.role,
+                dst.display()
+            )));
+        }
+        Ok(dst.display().to_string())
+    }
+
+    fn divergent(&self, vol: &Volume) -> Result<Vec<String>> {
+        Ok(dir_entries(snapshot_dir(vol)?)
+            .into_iter()
+            .filter(|n| n.starts_with(DIVERGENT_PREFIX))
+            .collect())
     }
 
     fn remove_rehearsal_copy(&self, vol: &Volume) -> Result<()> {
@@ -444,11 +491,28 @@ impl Backend for Btrfs {
 
 impl Btrfs {
     /// Names whose receive marker is still present: cut receives.
-    fn leftovers(&self, vol: &Volume) -> Vec<String> {
-        dir_entries(snapshot_dir(vol))
+    fn leftovers(&self, vol: &Volume) -> Result<Vec<String>> {
+        Ok(dir_entries(snapshot_dir(vol)?)
             .into_iter()
             .filter_map(|n| n.strip_prefix(MARKER_PREFIX).map(str::to_string))
-            .collect()
+            .collect())
+    }
+}
+
+/// A divergent label becomes a path component: plain characters only.
+fn validate_label(label: &str) -> Result<()> {
+    let ok = !label.is_empty()
+        && label.len() <= 64
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+        && !label.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::refused(format!(
+            "`{label}` is not a valid divergent label"
+        )))
     }
 }
 

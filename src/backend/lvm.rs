@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Backend, SnapshotSink, SnapshotSource};
 use crate::cmd::Cmd;
-use crate::config::{BackendKind, Volume};
+use crate::config::{BackendKind, LvName, Volume, VolumeAddr};
 use crate::error::{Context, Error, Result};
 use crate::model::parse_set_id;
 use crate::mountinfo;
@@ -69,16 +69,44 @@ pub const POOL_LIMIT_PERCENT: u64 = 90;
 /// At most this much may be written between two looks at the pool.
 const WATCH_STEP: u64 = 64 << 20;
 
-/// `vg/lv` (validated by the config) into its parts.
-fn split(addr: &str) -> (&str, &str) {
-    addr.split_once('/')
-        .expect("validated: LVM addresses are vg/lv")
+/// A logical volume's parts: (vg, lv).
+fn split(addr: &LvName) -> (&str, &str) {
+    (&addr.vg, &addr.lv)
+}
+
+/// The volume's own LVM address, or an error for a volume of another
+/// backend (a caller's mistake: stores are opened by backend kind).
+fn lvm_addr(vol: &Volume) -> Result<(&LvName, Option<&LvName>)> {
+    match &vol.addr {
+        VolumeAddr::Lvm { lv, replica, .. } => Ok((lv, replica.as_ref())),
+        _ => Err(Error::config(format!(
+            "volume `{}` is a {} volume, not LVM",
+            vol.role,
+            vol.backend().as_str()
+        ))),
+    }
+}
+
+/// The live LV (`source`): on the standby, where failover makes its copy.
+fn source_lv(vol: &Volume) -> Result<&LvName> {
+    Ok(lvm_addr(vol)?.0)
 }
 
 /// The LV whose snapshots this site holds: `replica` on the standby,
 /// `source` on the primary.
-fn home(vol: &Volume) -> &str {
-    vol.replica.as_deref().unwrap_or(&vol.source)
+fn home(vol: &Volume) -> Result<&LvName> {
+    let (lv, replica) = lvm_addr(vol)?;
+    Ok(replica.unwrap_or(lv))
+}
+
+/// The thin LV a standby receives into: `replica` is required there.
+fn require_replica(vol: &Volume) -> Result<&LvName> {
+    lvm_addr(vol)?.1.ok_or_else(|| {
+        Error::config(format!(
+            "volume `{}`: an lvm standby needs `replica` (the thin vg/lv received snapshots land in)",
+            vol.role
+        ))
+    })
 }
 
 /// The snapshot LV of `lv` for set `name`.
@@ -143,7 +171,7 @@ fn replica_pool(vol: &Volume, all: &[LvInfo], rlv: &str) -> Result<String> {
         .iter()
         .filter(|l| l.is_thin_pool() && !l.is_hidden())
         .collect();
-    let vg = split(home(vol)).0;
+    let vg = split(home(vol)?).0;
     match pools.as_slice() {
         [one] => Ok(one.name.clone()),
         [] => Err(Error::storage(format!(
@@ -336,7 +364,7 @@ impl Backend for Lvm {
             .map(|l| l.trim().to_string())
             .collect();
         if primary {
-            let (vg, lv) = split(&vol.source);
+            let (vg, lv) = split(source_lv(vol)?);
             let all = lvs_of(vol, vg)?;
             let info = find(&all, lv).ok_or_else(|| {
                 Error::storage(format!(
@@ -362,9 +390,9 @@ impl Backend for Lvm {
                 ));
             }
         } else {
-            let replica = super::require_replica(vol, "thin vg/lv")?;
+            let replica = require_replica(vol)?;
             let (vg, rlv) = split(replica);
-            if split(&vol.source).0 != vg {
+            if split(source_lv(vol)?).0 != vg {
                 return Err(Error::config(format!(
                     "volume `{}`: source {} must be in the replica's volume group {vg} (failover makes a thin snapshot of the replica there)",
                     vol.role, vol.source
@@ -396,7 +424,7 @@ impl Backend for Lvm {
     }
 
     fn capacity_problem(&self, vol: &Volume) -> Result<Option<String>> {
-        let Some(replica) = vol.replica.as_deref() else {
+        let Some(replica) = lvm_addr(vol)?.1 else {
             return Ok(None);
         };
         let (vg, rlv) = split(replica);
@@ -423,7 +451,7 @@ impl Backend for Lvm {
     fn snapshot(&self, vols: &[&Volume], name: &str) -> Result<()> {
         let mut taken: Vec<(String, String)> = Vec::new();
         for vol in vols {
-            let (vg, lv) = split(home(vol));
+            let (vg, lv) = split(home(vol)?);
             let r = (|| -> Result<()> {
                 let info = find(&lvs_of(vol, vg)?, lv).cloned().ok_or_else(|| {
                     Error::storage(format!("logical volume {vg}/{lv} does not exist"))
@@ -451,7 +479,7 @@ impl Backend for Lvm {
     }
 
     fn storage_id(&self, vol: &Volume, name: &str) -> Result<Option<String>> {
-        let (vg, lv) = split(home(vol));
+        let (vg, lv) = split(home(vol)?);
         Ok(find(&lvs_of(vol, vg)?, &snap_lv(lv, name)).map(|s| {
             s.tag_value(FROM_TAG)
                 .map(str::to_string)
@@ -460,7 +488,7 @@ impl Backend for Lvm {
     }
 
     fn list(&self, vol: &Volume) -> Result<Vec<String>> {
-        let (vg, lv) = split(home(vol));
+        let (vg, lv) = split(home(vol)?);
         Ok(vg_lvs(vg)?
             .map(|all| snapshots_of(&all, lv))
             .unwrap_or_default())
@@ -472,7 +500,7 @@ impl Backend for Lvm {
         name: &str,
         base: Option<&str>,
     ) -> Result<Box<dyn SnapshotSource>> {
-        let (vg, lv) = split(home(vol));
+        let (vg, lv) = split(home(vol)?);
         let all = lvs_of(vol, vg)?;
         let snap_name = snap_lv(lv, name);
         let snap = find(&all, &snap_name).cloned().ok_or_else(|| {
@@ -570,7 +598,7 @@ impl Backend for Lvm {
         expect_id: Option<&str>,
         _resume: bool,
     ) -> Result<Box<dyn SnapshotSink>> {
-        let replica = super::require_replica(vol, "thin vg/lv")?;
+        let replica = require_replica(vol)?;
         let (vg, rlv) = split(replica);
         let all = lvs_of(vol, vg)?;
         if find(&all, &snap_lv(rlv, name)).is_some() {
@@ -619,7 +647,7 @@ impl Backend for Lvm {
     }
 
     fn destroy(&self, vol: &Volume, name: &str) -> Result<()> {
-        let (vg, lv) = split(home(vol));
+        let (vg, lv) = split(home(vol)?);
         let s = snap_lv(lv, name);
         match vg_lvs(vg)? {
             Some(all) if find(&all, &s).is_some() => {
@@ -630,9 +658,9 @@ impl Backend for Lvm {
     }
 
     fn writable_copy(&self, vol: &Volume, name: &str) -> Result<PathBuf> {
-        let replica = super::require_replica(vol, "thin vg/lv")?;
+        let replica = require_replica(vol)?;
         let (rvg, rlv) = split(replica);
-        let (vg, lv) = split(&vol.source);
+        let (vg, lv) = split(source_lv(vol)?);
         if vg != rvg {
             return Err(Error::config(format!(
                 "volume `{}`: source {} must be in the replica's volume group {rvg}",
@@ -673,7 +701,7 @@ impl Backend for Lvm {
     }
 
     fn writable_copy_path(&self, vol: &Volume) -> Result<PathBuf> {
-        let (vg, lv) = split(&vol.source);
+        let (vg, lv) = split(source_lv(vol)?);
         match &vol.mountpoint {
             None => Ok(dev_path(vg, lv)),
             Some(mp) => {
@@ -697,12 +725,12 @@ impl Backend for Lvm {
     }
 
     fn writable_copy_exists(&self, vol: &Volume) -> Result<bool> {
-        let (vg, lv) = split(&vol.source);
+        let (vg, lv) = split(source_lv(vol)?);
         Ok(vg_lvs(vg)?.is_some_and(|all| find(&all, lv).is_some()))
     }
 
     fn remove_writable_copy(&self, vol: &Volume) -> Result<()> {
-        let (vg, lv) = split(&vol.source);
+        let (vg, lv) = split(source_lv(vol)?);
         let Some(all) = vg_lvs(vg)? else {
             return Ok(());
         };
@@ -710,7 +738,7 @@ impl Backend for Lvm {
             return Ok(());
         };
         // Only ever remove a writable snapshot of our own replica.
-        let rlv = vol.replica.as_deref().map(|r| split(r).1).unwrap_or("");
+        let rlv = lvm_addr(vol)?.1.map(|r| r.lv.as_str()).unwrap_or("");
         let ours = info.has_tag(FAILOVER_TAG)
             && info
                 .origin
@@ -721,7 +749,7 @@ impl Backend for Lvm {
                 "volume `{}`: {} is not a failover snapshot of {} (origin {:?}); not removing it",
                 vol.role,
                 vol.source,
-                vol.replica.as_deref().unwrap_or("-"),
+                vol.replica().unwrap_or_else(|| "-".into()),
                 info.origin
             )));
         }

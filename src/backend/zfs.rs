@@ -34,7 +34,7 @@ use super::{
     require_replica,
 };
 use crate::cmd::{Cmd, Running};
-use crate::config::{BackendKind, Volume};
+use crate::config::{BackendKind, Volume, VolumeAddr};
 use crate::error::{Context, Error, Result};
 use crate::model::parse_set_id;
 
@@ -255,7 +255,12 @@ fn zfs() -> Cmd {
 
 /// The dataset holding this site's snapshots of the volume.
 pub fn dataset(vol: &Volume) -> &str {
-    vol.replica.as_deref().unwrap_or(&vol.source)
+    match &vol.addr {
+        VolumeAddr::Zfs {
+            replica: Some(r), ..
+        } => r,
+        _ => &vol.source,
+    }
 }
 
 fn snap(vol: &Volume, name: &str) -> String {
@@ -325,7 +330,7 @@ pub fn parse_holds(text: &str) -> Vec<(String, String)> {
 
 fn send_flags(vol: &Volume) -> Vec<&'static str> {
     let mut f = Vec::new();
-    let o = &vol.zfs;
+    let o = vol.zfs_options();
     if o.raw {
         f.push("-w");
     }
@@ -454,7 +459,11 @@ impl Backend for Zfs {
         let mut cmd = zfs().arg("send").args(send_flags(vol));
         if let Some(b) = base {
             cmd = cmd
-                .arg(if vol.zfs.intermediates { "-I" } else { "-i" })
+                .arg(if vol.zfs_options().intermediates {
+                    "-I"
+                } else {
+                    "-i"
+                })
                 .arg(snap(vol, b));
         }
         cmd = cmd.arg(snap(vol, name));
@@ -503,7 +512,7 @@ impl Backend for Zfs {
         expect_id: Option<&str>,
         resume: bool,
     ) -> Result<Box<dyn SnapshotSink>> {
-        let ds = require_replica(vol, "dataset")?;
+        let ds = &require_replica(vol, "dataset")?;
         let partial = self.resumable(vol)?;
         if !resume && partial.is_some() {
             tracing::warn!(volume = %vol.role, "discarding a cut receive that is not being resumed");
@@ -582,16 +591,24 @@ impl Backend for Zfs {
     }
 
     fn resumable(&self, vol: &Volume) -> Result<Option<Resumable>> {
-        let Some(ds) = vol.replica.as_deref() else {
+        let Some(ds) = vol.replica() else {
             return Ok(None);
         };
         // One call (each `zfs` exec counts on slow hosts): a missing
         // dataset has nothing to resume.
         let out = zfs()
-            .args(["get", "-H", "-p", "-o", "value", "receive_resume_token", ds])
+            .args([
+                "get",
+                "-H",
+                "-p",
+                "-o",
+                "value",
+                "receive_resume_token",
+                &ds,
+            ])
             .run_raw()?;
         if !out.status.success() {
-            if !exists(ds)? {
+            if !exists(&ds)? {
                 return Ok(None);
             }
             return Err(crate::cmd::failure(
