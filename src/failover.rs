@@ -694,6 +694,11 @@ fn foreign_mount(role: &str, mp: &Path, top: &mount::Entry) -> Error {
     .with_hint("unmount it (it may be stale or live data) and run failover again")
 }
 
+/// Is this volume's live copy what is mounted (on top) at `mp`? (failback)
+pub(crate) fn live_copy_mounted(vol: &Volume, mp: &Path) -> bool {
+    our_copy_mounted(vol, mp)
+}
+
 /// Is this volume's writable copy what is mounted (on top) at `mp`?
 fn our_copy_mounted(vol: &Volume, mp: &Path) -> bool {
     let Some(top) = mount::top(mp) else {

@@ -13,6 +13,7 @@ pub mod cmd;
 pub mod config;
 pub mod coordinator;
 pub mod error;
+pub mod failback;
 pub mod failover;
 pub mod model;
 pub mod mountinfo;
@@ -26,6 +27,7 @@ pub mod serve;
 pub mod site;
 pub mod status;
 pub mod stream;
+pub mod switchover;
 pub mod transport;
 
 pub use error::{Error, ErrorKind, Result};

@@ -133,6 +133,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// On the returning old primary, after a failover: become the new primary's standby.
+    /// Keeps this site's data written after the common base as read-only divergent
+    /// snapshots; the new primary's next ship sends only what changed since the base
+    Failback {
+        /// Print the plan and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// On the primary, application stopped: final set, ship it, become the standby; then run
+    /// `snapsite failover --set FINAL` on the peer. Zero loss by construction
+    Switchover {
+        /// Print the plan and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// This site's recorded role and generation; --init records it once
     Role {
         /// Record the role of a site that has none recorded yet
@@ -350,6 +369,47 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if !report.ok {
                 return Ok(ExitCode::from(3));
+            }
+        }
+        Command::Failback { dry_run, json } => {
+            let (plan, report) = snapsite::failback::run(&cfg, dry_run)?;
+            if json {
+                match &report {
+                    Some(r) => println!("{}", serde_json::to_string_pretty(r)?),
+                    None => println!("{}", serde_json::to_string_pretty(&plan)?),
+                }
+            } else {
+                println!(
+                    "failback{}",
+                    if dry_run {
+                        " plan (dry run: nothing is changed)"
+                    } else {
+                        ""
+                    }
+                );
+                print!("{}", snapsite::failback::render_plan(&plan));
+                if let Some(r) = report {
+                    for (role, at) in &r.divergent.snapshots {
+                        println!("kept          {role:<10} {at} (read-only)");
+                    }
+                    println!(
+                        "done          this site is the standby of {} in generation {}; run `snapsite ship` there",
+                        plan.peer,
+                        plan.peer_generation.max(plan.generation)
+                    );
+                }
+            }
+        }
+        Command::Switchover { dry_run, json } => {
+            if dry_run {
+                print!("{}", snapsite::switchover::check(&cfg)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let r = snapsite::switchover::run(&cfg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", snapsite::switchover::render_report(&r));
             }
         }
         Command::Role { init, json } => {
@@ -739,13 +799,36 @@ fn sets(cfg: &Config, catalog: &Catalog, json: bool) -> anyhow::Result<()> {
         .iter()
         .map(|m| (m.clone(), site.is_usable(m)))
         .collect();
+    // Data this site kept when it stopped being primary (failback, switchover).
+    let divergent = snapsite::failback::divergent_records(&site.catalog)?;
     if json {
-        let v: Vec<_> = rows
+        let mut v: Vec<_> = rows
             .iter()
             .map(|(m, c)| serde_json::json!({"id": m.id, "kind": m.kind, "complete": c, "from_time": m.from_time(), "manifest": m}))
             .collect();
+        v.extend(divergent.iter().map(|d| {
+            serde_json::json!({"id": format!("divergent-{}", d.label), "kind": "divergent", "complete": false, "divergent": d})
+        }));
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
+    }
+    for d in &divergent {
+        println!(
+            "divergent-{} ({} at {}, peer {} generation {}): read-only, never shipped or pruned",
+            d.label, d.how, d.at, d.peer, d.peer_generation
+        );
+        for (role, at) in &d.snapshots {
+            println!("  {role:<10} {at}");
+        }
+        if !d.sets.is_empty() {
+            println!("  sets the peer never got: {}", d.sets.join(", "));
+        }
+        if let Some(rp) = d.recovery_point {
+            println!(
+                "  written here after {} (the peer's recovery point): only in these snapshots",
+                format_zmplayredo(rp, &tz)
+            );
+        }
     }
     if rows.is_empty() {
         println!("no sets on this site ({})", cfg.state_dir.display());

@@ -159,3 +159,191 @@ fn a_site_recorded_as_standby_neither_ships_nor_is_shipped_to_as_primary() {
     let log = std::fs::read_to_string(lab.dir.path().join("state-stb/serve.log")).unwrap();
     assert!(log.contains("session refused"), "{log}");
 }
+
+fn send_size(path: &Path) -> u64 {
+    let out = std::process::Command::new("btrfs")
+        .args(["send", "-q"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout.len() as u64
+}
+
+fn readonly(path: &Path) -> bool {
+    sh(&[
+        "btrfs",
+        "property",
+        "get",
+        "-ts",
+        path.to_str().unwrap(),
+        "ro",
+    ])
+    .trim()
+        == "ro=true"
+}
+
+const MIB: usize = 1 << 20;
+
+#[test]
+fn failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
+    require_real!();
+    let lab = Lab::new("[\"true\"]");
+    let b_cfg = b_with_peer(&lab);
+    // A, primary: a 16 MiB blob store, a database, a redolog; a set and a
+    // redolog snapshot shipped.
+    write_file(&lab.live("blob").join("m1"), &random_bytes(1, 16 * MIB));
+    write_file(&lab.live("mysql").join("db"), &random_bytes(2, 2 * MIB));
+    write_file(
+        &lab.live("redolog").join("log1"),
+        &random_bytes(3, 64 << 10),
+    );
+    let s = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    write_file(
+        &lab.live("redolog").join("log2"),
+        &random_bytes(4, 64 << 10),
+    );
+    let r = lab.snapshot(true)["id"].as_str().unwrap().to_string();
+    lab.ship(&lab.pri_cfg);
+    // A goes on writing, cut off from B: a redolog snapshot B never gets.
+    write_file(
+        &lab.live("blob").join("a-late"),
+        &random_bytes(5, 256 << 10),
+    );
+    write_file(
+        &lab.live("redolog").join("log-a"),
+        &random_bytes(6, 64 << 10),
+    );
+    let a1 = lab.snapshot(true)["id"].as_str().unwrap().to_string();
+
+    // B fails over (generation 2); the writer goes on on B.
+    let rep = json(&lab.ok(&lab.stb_cfg, &["failover", "--json"]));
+    assert_eq!(rep["plan"]["redolog_set_id"].as_str(), Some(r.as_str()));
+    let b_changed: [(&str, &str, usize, u64); 3] = [
+        ("blob", "b1", 4 * MIB, 11),
+        ("mysql", "b-db", MIB, 12),
+        ("redolog", "log-b", 64 << 10, 13),
+    ];
+    for (role, f, len, seed) in b_changed {
+        write_file(&lab.standby_live(role).join(f), &random_bytes(seed, len));
+    }
+    let changed: u64 = b_changed.iter().map(|x| x.2 as u64).sum();
+
+    // A returns: the guard stops its ship; failback, dry run first.
+    assert!(!lab.run(&lab.pri_cfg, &["ship"]).status.success());
+    let plan = json(&lab.ok(&lab.pri_cfg, &["failback", "--dry-run", "--json"]));
+    for role in ROLES {
+        let want = if role == "redolog" { &r } else { &s };
+        assert_eq!(plan["base"][role].as_str(), Some(want.as_str()), "{plan}");
+    }
+    assert_eq!(plan["base_set"].as_str(), Some(s.as_str()));
+    assert_eq!(plan["divergent_sets"], serde_json::json!([a1]));
+    assert!(lab.live("blob").exists(), "a dry run changes nothing");
+    let (_, a) = status(&lab.pri_cfg);
+    assert_eq!(a["role"].as_str(), Some("primary"));
+
+    let fb = json(&lab.ok(&lab.pri_cfg, &["failback", "--json"]));
+    let label = fb["divergent"]["label"].as_str().unwrap().to_string();
+    let (_, a) = status(&lab.pri_cfg);
+    assert_eq!(
+        (a["role"].as_str(), a["generation"].as_u64()),
+        (Some("standby"), Some(2)),
+        "{a}"
+    );
+    // A's data written after the base is kept, read-only, and listed.
+    let kept = lab.pri.path(&format!("snap/blob/divergent-{label}"));
+    assert!(readonly(&kept));
+    assert_eq!(
+        std::fs::read(kept.join("a-late")).unwrap(),
+        random_bytes(5, 256 << 10)
+    );
+    assert!(
+        lab.pri
+            .path(&format!("snap/redolog/divergent-{label}/log-a"))
+            .exists()
+    );
+    assert!(!lab.live("blob").exists(), "the live copy is removed");
+    let sets = lab.ok(&lab.pri_cfg, &["sets"]);
+    assert!(
+        sets.contains(&format!("divergent-{label}")) && sets.contains(&a1),
+        "{sets}"
+    );
+
+    // B ships its first set of generation 2: only what changed since the base.
+    let b2 = json(&lab.ok(&b_cfg, &["snapshot", "--json"]))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let shipped = json(&lab.ok(&b_cfg, &["ship", "--json"]));
+    assert_eq!(shipped["committed"], serde_json::json!([b2]), "{shipped}");
+    for sn in shipped["snapshots"].as_array().unwrap() {
+        assert!(sn["base"].is_string(), "every volume incremental: {sn}");
+    }
+    let payload = shipped["payload_bytes"].as_u64().unwrap();
+    let full: u64 = ROLES
+        .iter()
+        .map(|r| send_size(&lab.stb.path(&format!("recv/{r}/{b2}"))))
+        .sum();
+    eprintln!(
+        "FAILBACK btrfs: shipped {payload} bytes for {changed} bytes changed since the base ({:.3}x); a full send is {full} bytes ({:.3} of it)",
+        payload as f64 / changed as f64,
+        payload as f64 / full as f64
+    );
+    assert!(
+        payload as f64 <= 1.1 * changed as f64,
+        "{payload} vs {changed}"
+    );
+    assert!(payload * 3 < full, "{payload} vs full {full}");
+    let got = lab.pri.path(&format!("snap/blob/{b2}/{b2}"));
+    assert_eq!(tree_digest(&got), tree_digest(&lab.standby_live("blob")));
+
+    // Switchover back to A: mail written just before it must not be lost.
+    write_file(
+        &lab.standby_live("blob").join("b-last"),
+        &random_bytes(14, 128 << 10),
+    );
+    let b_final = tree_digest(&lab.standby_live("blob"));
+    let t = std::time::Instant::now();
+    let so = json(&lab.ok(&b_cfg, &["switchover", "--json"]));
+    let fin = so["final_set"].as_str().unwrap().to_string();
+    let rep = json(&lab.ok(&lab.pri_cfg, &["failover", "--set", &fin, "--json"]));
+    let downtime = t.elapsed();
+    assert_eq!(rep["generation"].as_u64(), Some(3));
+    eprintln!(
+        "SWITCHOVER btrfs: {:.2} s from the stopped application on B to the copies up on A (final set shipped {} bytes)",
+        downtime.as_secs_f64(),
+        so["ship_payload_bytes"]
+    );
+    assert_eq!(tree_digest(&lab.live("blob")), b_final, "zero loss");
+    let (_, b) = status(&b_cfg);
+    assert_eq!(
+        (b["role"].as_str(), b["generation"].as_u64()),
+        (Some("standby"), Some(2)),
+        "{b}"
+    );
+    assert!(!lab.standby_live("blob").exists());
+    assert!(
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .all(|l| !l.contains(&lab.dir.path().join("mnt-app").display().to_string())),
+        "B's live mounts are gone"
+    );
+    // A ships to B again: only the new change, from the final set.
+    write_file(
+        &lab.live("blob").join("a-new"),
+        &random_bytes(15, 512 << 10),
+    );
+    let a3 = lab.snapshot(false);
+    assert_eq!(a3["generation"].as_u64(), Some(3));
+    let shipped = lab.ship(&lab.pri_cfg);
+    let p = shipped["payload_bytes"].as_u64().unwrap();
+    assert!(p < 2 * (512 << 10), "{p}");
+    for sn in shipped["snapshots"].as_array().unwrap() {
+        assert_eq!(sn["base"].as_str(), Some(fin.as_str()), "{sn}");
+    }
+}
