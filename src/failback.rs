@@ -314,13 +314,19 @@ pub fn demote(cfg: &Config, catalog: &Catalog, plan: &Plan, how: &str) -> Result
     for role in plan.live.keys() {
         stores.get(role)?.remove_writable_copy()?;
     }
-    // 5. A completed failover's record would block the next failover here.
+    // 5. The bases, taken here, become receivable from the peer.
+    for (role, base) in &plan.base {
+        if let Some(b) = base {
+            stores.get(role)?.make_receivable(b)?;
+        }
+    }
+    // 6. A completed failover's record would block the next failover here.
     let fs = catalog.failover_state_path();
     if fs.exists() {
         let to = fs.with_file_name(format!("state-until-{}.json", plan.label));
         std::fs::rename(&fs, &to).ctx(format!("move {} aside", fs.display()))?;
     }
-    // 6. The standby of the peer's generation.
+    // 7. The standby of the peer's generation.
     catalog.write_role_record(&RoleRecord {
         role: Role::Standby,
         generation: plan.peer_generation.max(plan.generation),

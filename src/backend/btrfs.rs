@@ -469,6 +469,54 @@ impl Backend for Btrfs {
         Ok(dst.display().to_string())
     }
 
+    /// A snapshot taken here has no Received UUID; the peer's streams name
+    /// their parent and clone sources by the peer's Received UUID, which is
+    /// this snapshot's uuid. btrfs-progs finds a parent by uuid too, but
+    /// (before 6.10) a clone source only by Received UUID: "clone: did not
+    /// find source subvol". So the snapshot is put into the received form:
+    /// `snapshot_dir/<id>/<id>`, a snapshot of it whose Received UUID is the
+    /// original's uuid (BTRFS_IOC_SET_RECEIVED_SUBVOL), read-only; then the
+    /// original goes. Idempotent; a received snapshot is left alone.
+    fn make_receivable(&self, vol: &Volume, name: &str) -> Result<()> {
+        if parse_set_id(name).is_none() {
+            return Err(Error::refused(format!("`{name}` is not a set id")));
+        }
+        let dir = snapshot_dir(vol)?;
+        let flat = dir.join(name);
+        let nested = flat.join(name);
+        let orig = dir.join(format!(".orig-{name}"));
+        let ctx = || format!("volume `{}`: make {name} receivable", vol.role);
+        if is_subvolume(&flat) {
+            let info = subvolume_show(&flat)?;
+            if info.received_uuid.is_some() {
+                return Ok(());
+            }
+            std::fs::rename(&flat, &orig).ctx(ctx())?;
+        }
+        if !is_subvolume(&orig) {
+            return Ok(()); // already in the received form (or not here)
+        }
+        let info = subvolume_show(&orig)?;
+        std::fs::create_dir_all(&flat).ctx(ctx())?;
+        if !is_subvolume(&nested) {
+            Cmd::new("btrfs")
+                .args(["subvolume", "snapshot"])
+                .arg(&orig)
+                .arg(&nested)
+                .run()
+                .ctx(ctx())?;
+        }
+        set_received_uuid(&nested, &info.uuid).ctx(ctx())?;
+        Cmd::new("btrfs")
+            .args(["property", "set", "-ts"])
+            .arg(&nested)
+            .args(["ro", "true"])
+            .run()
+            .ctx(ctx())?;
+        delete_subvolume(&orig).ctx(ctx())?;
+        fsync_dir(dir)
+    }
+
     fn divergent(&self, vol: &Volume) -> Result<Vec<String>> {
         Ok(dir_entries(snapshot_dir(vol)?)
             .into_iter()
@@ -497,6 +545,35 @@ impl Btrfs {
             .filter_map(|n| n.strip_prefix(MARKER_PREFIX).map(str::to_string))
             .collect())
     }
+}
+
+/// BTRFS_IOC_SET_RECEIVED_SUBVOL on a writable subvolume: its Received
+/// UUID becomes `uuid` (what `btrfs receive` sets on what it made).
+fn set_received_uuid(path: &Path, uuid: &str) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let hex: String = uuid.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return Err(Error::storage(format!("`{uuid}` is not a uuid")));
+    }
+    // struct btrfs_ioctl_received_subvol_args: uuid[16], stransid, rtransid,
+    // stime {u64, u32, pad}, rtime {u64, u32, pad}, flags, reserved[16].
+    let mut args = [0u8; 200];
+    for i in 0..16 {
+        args[i] = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+            .map_err(|_| Error::storage(format!("`{uuid}` is not a uuid")))?;
+    }
+    args[16..24].copy_from_slice(&1u64.to_le_bytes()); // stransid
+    let f = std::fs::File::open(path).ctx(format!("open {}", path.display()))?;
+    const REQ: u64 = (3 << 30) | (200 << 16) | (0x94 << 8) | 37;
+    // SAFETY: `args` is the 200-byte struct the ioctl reads and writes.
+    let rc = unsafe { nix::libc::ioctl(f.as_raw_fd(), REQ as _, args.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(Error::io(
+            format!("set the received uuid of {}", path.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
 }
 
 /// A divergent label becomes a path component: plain characters only.

@@ -170,6 +170,13 @@ pub trait Backend: Send + Sync {
         )))
     }
 
+    /// Prepare snapshot `name`, taken on this site, to be the base of
+    /// incremental receives from the peer (after a failback or switchover
+    /// turns the direction around). btrfs: see `Btrfs::make_receivable`.
+    fn make_receivable(&self, _vol: &Volume, _name: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// The divergent snapshots kept here, oldest first.
     fn divergent(&self, _vol: &Volume) -> Result<Vec<String>> {
         Ok(Vec::new())
@@ -301,6 +308,9 @@ impl Store {
     }
     pub fn keep_divergent(&self, label: &str) -> Result<String> {
         self.imp.keep_divergent(&self.vol, label)
+    }
+    pub fn make_receivable(&self, name: &str) -> Result<()> {
+        self.imp.make_receivable(&self.vol, name)
     }
     pub fn divergent(&self) -> Result<Vec<String>> {
         self.imp.divergent(&self.vol)
