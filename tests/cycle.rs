@@ -347,3 +347,108 @@ fn failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
         assert_eq!(sn["base"].as_str(), Some(fin.as_str()), "{sn}");
     }
 }
+
+/// `scripts/demo --cycle`, short: the reference mail store on two btrfs
+/// sites over ssh, through failover, failback and switchover back, every
+/// message accounted for (see scripts/demo-cycle).
+#[test]
+fn cycle_drill_accounts_for_every_message() {
+    require_real!();
+    for p in ["/usr/sbin/mariadbd", "/usr/sbin/sshd", "/usr/bin/ssh"] {
+        if !Path::new(p).exists() {
+            assert!(
+                !must_be_real(),
+                "cycle drill cannot run under CI: {p} missing"
+            );
+            eprintln!("SKIP cycle drill: {p} is missing");
+            return;
+        }
+    }
+    let mailstore = Path::new(snapsite_exe()).with_file_name("mailstore");
+    assert!(mailstore.exists(), "build it: cargo build -p mailstore");
+    let dir = tempfile::Builder::new()
+        .prefix("snapsite-cycle-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let demo = dir.path().join("cycle");
+    let out_json = dir.path().join("cycle.json");
+    let name = format!("sct{}", std::process::id() % 10000);
+    let net = format!("10.234.{}", std::process::id() % 250 + 1);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo");
+    let mut child = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("--cycle")
+        .env("SNAPSITE_BIN", snapsite_exe())
+        .env("MAILSTORE_BIN", &mailstore)
+        .env("DRILL_NO_INSTALL", "1")
+        .env("DEMO", &demo)
+        .env("DRILL_NAME", &name)
+        .env("DRILL_NET", &net)
+        .env("FULL_EVERY", "8")
+        .env("REDO_EVERY", "2")
+        .env("KILL_JITTER", "3")
+        .env("RATE", "20")
+        .env("B_SECONDS", "8")
+        .env("CYCLE_JSON", &out_json)
+        .env("TZ", "America/New_York")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        use nix::sys::signal::{Signal, kill};
+        if rx
+            .recv_timeout(std::time::Duration::from_secs(360))
+            .is_err()
+        {
+            let _ = kill(pid, Signal::SIGTERM);
+            if rx.recv_timeout(std::time::Duration::from_secs(30)).is_err() {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
+    });
+    let stderr = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
+    let out = std::io::read_to_string(child.stdout.take().unwrap()).unwrap();
+    let status = child.wait().unwrap();
+    let _ = tx.send(());
+    let err = err.join().unwrap();
+    eprintln!("{out}");
+    assert!(
+        status.success(),
+        "cycle drill failed ({status}):\n{out}\n{err}"
+    );
+    let v = json(&std::fs::read_to_string(&out_json).unwrap());
+    assert_eq!(v["ok"], true, "{v:#}");
+    assert_eq!(v["b_lost"].as_u64(), Some(0), "{v:#}");
+    assert!(v["b_written"].as_u64().unwrap() >= 20, "{v:#}");
+    assert_eq!(
+        v["a_lost_kept_divergent"], v["a_lost_found_in_divergent"],
+        "{v:#}"
+    );
+    let (p, c) = (
+        v["failback_payload_bytes"].as_f64().unwrap(),
+        v["changed_bytes"].as_f64().unwrap(),
+    );
+    assert!(p <= 1.1 * c + 65536.0, "{v:#}");
+    assert!(p < v["full_send_bytes"].as_f64().unwrap(), "{v:#}");
+    for what in [
+        "split-brain guard",
+        "failback",
+        "switchover",
+        "cycle timeline",
+    ] {
+        assert!(out.contains(what), "{what} missing in:\n{out}");
+    }
+    // Cleaned up.
+    assert!(!sh(&["ip", "netns", "list"]).contains(&name));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&demo.display().to_string()),
+        "mounts left behind"
+    );
+    assert!(!demo.exists());
+}
