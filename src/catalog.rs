@@ -79,23 +79,26 @@ impl StandbyRecord {
     }
 
     /// A snapshot was received and verified by the standby.
+    ///
+    /// `last_bytes` is keyed by [`TransferKind::as_str`].
     pub fn note_received(&mut self, role: &str, snapshot: &str, incremental: bool, bytes: u64) {
         self.holds
             .entry(role.to_string())
             .or_default()
             .insert(snapshot.to_string());
-        let mode = if incremental { "incremental" } else { "full" };
         self.last_bytes
             .entry(role.to_string())
             .or_default()
-            .insert(mode.to_string(), bytes);
+            .insert(TransferKind::of(incremental).as_str().to_string(), bytes);
         self.updated_at = Some(Timestamp::now());
     }
 
     /// Payload bytes of the last transfer of `role` of the same kind.
     pub fn estimate(&self, role: &str, incremental: bool) -> Option<u64> {
-        let mode = if incremental { "incremental" } else { "full" };
-        self.last_bytes.get(role)?.get(mode).copied()
+        self.last_bytes
+            .get(role)?
+            .get(TransferKind::of(incremental).as_str())
+            .copied()
     }
 
     /// The newest snapshot of `role` the standby holds.
@@ -656,5 +659,30 @@ impl Catalog {
     pub fn remove_receipt(&self, role: &str, snap: &str) -> Result<()> {
         let _ = std::fs::remove_file(self.receipt_path(role, snap));
         Ok(())
+    }
+}
+
+/// How a snapshot travelled: the whole snapshot, or the changes since a base
+/// the standby holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferKind {
+    Full,
+    Incremental,
+}
+
+impl TransferKind {
+    pub fn of(incremental: bool) -> TransferKind {
+        if incremental {
+            TransferKind::Incremental
+        } else {
+            TransferKind::Full
+        }
+    }
+    /// The key in the standby record's `last_bytes`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferKind::Full => "full",
+            TransferKind::Incremental => "incremental",
+        }
     }
 }

@@ -229,313 +229,381 @@ fn human_bytes(b: u64) -> String {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cfg = load(&cli)?;
     let catalog = Catalog::new(&cfg.state_dir);
-    let tz = jiff::tz::TimeZone::system();
     match cli.command {
-        Command::Check => check(&cfg)?,
-        Command::Snapshot { redolog, json } => {
-            let _lock = catalog.lock("snapshot", Duration::from_secs(600))?;
-            let kind = if redolog {
-                SetKind::Redolog
-            } else {
-                SetKind::Full
-            };
-            let m = coordinator::take_set(&cfg, &catalog, kind)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&m)?);
-            } else {
-                println!("{}", m.id);
-                eprintln!(
-                    "{} set {}: {} member(s), from_time {}, skew {} ms",
-                    m.kind.as_str(),
-                    m.id,
-                    m.members.len(),
-                    format_zmplayredo(m.from_time(), &tz),
-                    m.skew().as_millis()
-                );
-            }
-        }
-        Command::Ship { json, dry_run } => {
-            if dry_run {
-                return ship_dry_run(&cfg, &catalog).map(|_| ExitCode::SUCCESS);
-            }
-            let _lock = catalog.lock("ship", Duration::from_secs(600))?;
-            let mut display = ProgressDisplay::new(&catalog, true);
-            let mut progress = |role: &str, snap: &str, bytes: u64, done: bool| {
-                display.update(role, snap, bytes, done)
-            };
-            let r = coordinator::ship(&cfg, &catalog, &mut progress)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                println!(
-                    "shipped {} snapshot(s), {} payload ({} on the wire) in {:.2} s; committed {} set(s) on the standby",
-                    r.snapshots.len(),
-                    human_bytes(r.payload_bytes),
-                    human_bytes(r.wire_bytes),
-                    r.seconds,
-                    r.committed.len()
-                );
-                for id in &r.committed {
-                    println!("  committed {id}");
-                }
-            }
-        }
-        Command::Sets { json } => sets(&cfg, &catalog, json)?,
-        Command::Run { once } => {
-            snapsite::run::install_stop_handler()?;
-            let mut display = ProgressDisplay::new(&catalog, false);
-            let mut progress = |role: &str, snap: &str, bytes: u64, done: bool| {
-                display.update(role, snap, bytes, done)
-            };
-            let rec = snapsite::run::run(&cfg, &snapsite::run::Options { once }, &mut progress)?;
-            if once {
-                println!(
-                    "{} full set(s), {} redolog snapshot(s) taken; {} set(s) committed on the standby; {} pruned",
-                    rec.full_sets_taken,
-                    rec.redolog_sets_taken,
-                    rec.sets_committed,
-                    rec.sets_pruned
-                );
-            }
-        }
-        Command::Prune { dry_run, json } => {
-            let retention = cfg.retention.as_ref().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{}: no [retention] section: nothing says what to keep (e.g. grid = \"1x1h(keep=all) | 24x1h | 14x1d\")",
-                    cfg.path.display()
-                )
-            })?;
-            let _lock = catalog.lock("prune", Duration::from_secs(600))?;
-            let plan = snapsite::prune::plan(&cfg, &catalog, retention)?;
-            let report = snapsite::prune::apply(&cfg, &catalog, plan, dry_run)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                let verb = if dry_run {
-                    "would destroy"
-                } else {
-                    "destroyed"
-                };
-                for d in &report.plan.sets {
-                    println!(
-                        "{:<8} {:<30} {}",
-                        if !d.destroy {
-                            "keep"
-                        } else if dry_run {
-                            "DESTROY?"
-                        } else {
-                            "DESTROY"
-                        },
-                        d.set_id,
-                        d.reason
-                    );
-                }
-                for (role, snap) in &report.plan.orphans {
-                    println!(
-                        "{:<8} {role} {snap}: a snapshot whose set can never be committed",
-                        if dry_run { "DESTROY?" } else { "DESTROY" }
-                    );
-                }
-                println!(
-                    "{verb} {} set(s) and {} orphan snapshot(s); kept {} set(s)",
-                    report.plan.to_destroy().count(),
-                    report.plan.orphans.len(),
-                    report.kept_sets
-                );
-            }
-        }
-        Command::Rehearse { set, dry_run, json } => {
-            if dry_run {
-                let plan = snapsite::rehearse::plan(&cfg, set.as_deref())?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&plan)?);
-                } else {
-                    println!("rehearsal plan (dry run: nothing is changed)");
-                    print!("{}", failover::render_plan(&plan));
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            let report = snapsite::rehearse::run(
-                &cfg,
-                &snapsite::rehearse::Options {
-                    set: set.as_deref(),
-                    lock_wait: Duration::from_secs(600),
-                },
-            )?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", snapsite::rehearse::render_report(&report));
-            }
-            if !report.ok {
-                return Ok(ExitCode::from(3));
-            }
-        }
-        Command::Failback { dry_run, json } => {
-            let (plan, report) = snapsite::failback::run(&cfg, dry_run)?;
-            if json {
-                match &report {
-                    Some(r) => println!("{}", serde_json::to_string_pretty(r)?),
-                    None => println!("{}", serde_json::to_string_pretty(&plan)?),
-                }
-            } else {
-                println!(
-                    "failback{}",
-                    if dry_run {
-                        " plan (dry run: nothing is changed)"
-                    } else {
-                        ""
-                    }
-                );
-                print!("{}", snapsite::failback::render_plan(&plan));
-                if let Some(r) = report {
-                    for (role, at) in &r.divergent.snapshots {
-                        println!("kept          {role:<10} {at} (read-only)");
-                    }
-                    println!(
-                        "done          this site is the standby of {} in generation {}; run `snapsite ship` there",
-                        plan.peer,
-                        plan.peer_generation.max(plan.generation)
-                    );
-                }
-            }
-        }
-        Command::Switchover { dry_run, json } => {
-            if dry_run {
-                print!("{}", snapsite::switchover::check(&cfg)?);
-                return Ok(ExitCode::SUCCESS);
-            }
-            let r = snapsite::switchover::run(&cfg)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                print!("{}", snapsite::switchover::render_report(&r));
-            }
-        }
-        Command::Role { init, json } => {
-            let catalog = Catalog::new(&cfg.state_dir);
-            if let Some(r) = init {
-                let role = match r {
-                    RoleArg::Primary => snapsite::site::Role::Primary,
-                    RoleArg::Standby => snapsite::site::Role::Standby,
-                };
-                snapsite::site::init_role(&catalog, role)?;
-            }
-            let (role, generation) = snapsite::site::current_role(&cfg, &catalog)?;
-            let rec = catalog.role_record()?;
-            let peer = catalog.peer_record()?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({
-                        "site": cfg.site, "role": role, "generation": generation,
-                        "record": rec, "peer": peer,
-                    }))?
-                );
-            } else {
-                println!(
-                    "{} is {} in generation {}{}",
-                    cfg.site,
-                    role.as_str(),
-                    generation,
-                    match &rec {
-                        Some(r) => format!(" (recorded: {} at {})", r.how, r.since),
-                        None => " (from the config: no role recorded)".into(),
-                    }
-                );
-                if let Some(p) = peer {
-                    println!(
-                        "peer {} said {} in generation {} at {}",
-                        p.site,
-                        p.role.map(|r| r.as_str()).unwrap_or("?"),
-                        p.generation.map(|g| g.to_string()).unwrap_or("?".into()),
-                        p.seen_at
-                    );
-                }
-            }
-        }
-        Command::Status { json, prometheus } => {
-            let s = match snapsite::status::gather(&cfg, jiff::Timestamp::now()) {
-                Ok(s) => s,
-                Err(e) => {
-                    // Nagios: 3 = UNKNOWN
-                    println!("snapsite UNKNOWN - {}: {e}", cfg.site);
-                    return Ok(ExitCode::from(3));
-                }
-            };
-            if let Some(p) = prometheus.as_ref().or(cfg.status.prometheus.as_ref()) {
-                snapsite::status::write_prometheus(&s, p)?;
-            }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
-            } else {
-                print!("{}", snapsite::status::render_text(&s, &tz));
-            }
-            return Ok(ExitCode::from(s.level as u8));
-        }
+        Command::Check => check(&cfg).map(|_| ExitCode::SUCCESS),
+        Command::Snapshot { redolog, json } => cmd_snapshot(&cfg, &catalog, redolog, json),
+        Command::Ship { json, dry_run } => cmd_ship(&cfg, &catalog, json, dry_run),
+        Command::Sets { json } => sets(&cfg, &catalog, json).map(|_| ExitCode::SUCCESS),
+        Command::Run { once } => cmd_run(&cfg, &catalog, once),
+        Command::Prune { dry_run, json } => cmd_prune(&cfg, &catalog, dry_run, json),
+        Command::Status { json, prometheus } => cmd_status(&cfg, json, prometheus),
         Command::Serve {
             stdio: _,
             idle_timeout,
-        } => {
-            use std::os::fd::AsFd;
-            // Lead a process group (unless sshd made us a session leader,
-            // which leads one already), so that `failover` can stop this
-            // session and the receive it runs with one kill.
-            let _ =
-                nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
-            // Deadlines sit under the buffers: poll sees the real pipe.
-            let stdin = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
-            let stdout = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
-            let timeout = (!idle_timeout.is_zero()).then_some(idle_timeout);
-            serve::serve(
-                &cfg,
-                std::io::BufReader::with_capacity(
-                    1 << 20,
-                    snapsite::stream::Deadline::new(stdin, timeout, "the primary"),
-                ),
-                std::io::BufWriter::with_capacity(
-                    1 << 16,
-                    snapsite::stream::Deadline::new(stdout, timeout, "the primary"),
-                ),
-            )?;
-        }
+        } => cmd_serve(&cfg, idle_timeout),
         Command::Failover {
             set,
             dry_run,
             no_replay,
             json,
-        } => {
-            let opts = failover::Options {
-                set: set.as_deref(),
-                no_replay,
-            };
-            if dry_run {
-                let (plan, resumed) = failover::current_plan(&cfg, &opts)?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&plan)?);
-                } else {
-                    println!(
-                        "failover plan (dry run: nothing is changed){}",
-                        if resumed {
-                            ", resuming an interrupted failover"
-                        } else {
-                            ""
-                        }
-                    );
-                    print!("{}", failover::render_plan(&plan));
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            let report = failover::run(&cfg, &opts)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", failover::render_report(&report));
-            }
-            if !report.ok() {
-                return Ok(ExitCode::from(3));
-            }
+        } => cmd_failover(&cfg, set, dry_run, no_replay, json),
+        Command::Rehearse { set, dry_run, json } => cmd_rehearse(&cfg, set, dry_run, json),
+        Command::Failback { dry_run, json } => cmd_failback(&cfg, dry_run, json),
+        Command::Switchover { dry_run, json } => cmd_switchover(&cfg, dry_run, json),
+        Command::Role { init, json } => cmd_role(&cfg, &catalog, init, json),
+    }
+}
+
+/// `rehearse`: prove failover on scratch clones (exit 3: the replay failed).
+fn cmd_rehearse(
+    cfg: &Config,
+    set: Option<String>,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if dry_run {
+        let plan = snapsite::rehearse::plan(cfg, set.as_deref())?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            println!("rehearsal plan (dry run: nothing is changed)");
+            print!("{}", failover::render_plan(&plan));
         }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report = snapsite::rehearse::run(
+        cfg,
+        &snapsite::rehearse::Options {
+            set: set.as_deref(),
+            lock_wait: Duration::from_secs(600),
+        },
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", snapsite::rehearse::render_report(&report));
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+/// `failback`: on the returning old primary, become the new primary's standby.
+fn cmd_failback(cfg: &Config, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let (plan, report) = snapsite::failback::run(cfg, dry_run)?;
+    if json {
+        match &report {
+            Some(r) => println!("{}", serde_json::to_string_pretty(r)?),
+            None => println!("{}", serde_json::to_string_pretty(&plan)?),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "failback{}",
+        if dry_run {
+            " plan (dry run: nothing is changed)"
+        } else {
+            ""
+        }
+    );
+    print!("{}", snapsite::failback::render_plan(&plan));
+    if let Some(r) = report {
+        for (role, at) in &r.divergent.snapshots {
+            println!("kept          {role:<10} {at} (read-only)");
+        }
+        println!(
+            "done          this site is the standby of {} in generation {}; run `snapsite ship` there",
+            plan.peer,
+            plan.peer_generation.max(plan.generation)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `switchover`: final set, ship, become the standby.
+fn cmd_switchover(cfg: &Config, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+    if dry_run {
+        print!("{}", snapsite::switchover::check(cfg)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r = snapsite::switchover::run(cfg)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", snapsite::switchover::render_report(&r));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `role`: this site's recorded role and generation; `--init` records it once.
+fn cmd_role(
+    cfg: &Config,
+    catalog: &Catalog,
+    init: Option<RoleArg>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if let Some(r) = init {
+        let role = match r {
+            RoleArg::Primary => snapsite::site::Role::Primary,
+            RoleArg::Standby => snapsite::site::Role::Standby,
+        };
+        snapsite::site::init_role(catalog, role)?;
+    }
+    let (role, generation) = snapsite::site::current_role(cfg, catalog)?;
+    let rec = catalog.role_record()?;
+    let peer = catalog.peer_record()?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "site": cfg.site, "role": role, "generation": generation,
+                "record": rec, "peer": peer,
+            }))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} is {} in generation {}{}",
+        cfg.site,
+        role.as_str(),
+        generation,
+        match &rec {
+            Some(r) => format!(" (recorded: {} at {})", r.how, r.since),
+            None => " (from the config: no role recorded)".into(),
+        }
+    );
+    if let Some(p) = peer {
+        println!(
+            "peer {} said {} in generation {} at {}",
+            p.site,
+            p.role.map(|r| r.as_str()).unwrap_or("?"),
+            p.generation.map(|g| g.to_string()).unwrap_or("?".into()),
+            p.seen_at
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `snapshot`: take one set now.
+fn cmd_snapshot(
+    cfg: &Config,
+    catalog: &Catalog,
+    redolog: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let tz = jiff::tz::TimeZone::system();
+    let _lock = catalog.lock("snapshot", Duration::from_secs(600))?;
+    let kind = if redolog {
+        SetKind::Redolog
+    } else {
+        SetKind::Full
+    };
+    let m = coordinator::take_set(cfg, catalog, kind)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&m)?);
+    } else {
+        println!("{}", m.id);
+        eprintln!(
+            "{} set {}: {} member(s), from_time {}, skew {} ms",
+            m.kind.as_str(),
+            m.id,
+            m.members.len(),
+            format_zmplayredo(m.from_time(), &tz),
+            m.skew().as_millis()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ship`: send what the standby lacks (or show the plan).
+fn cmd_ship(
+    cfg: &Config,
+    catalog: &Catalog,
+    json: bool,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    if dry_run {
+        return ship_dry_run(cfg, catalog).map(|_| ExitCode::SUCCESS);
+    }
+    let _lock = catalog.lock("ship", Duration::from_secs(600))?;
+    let mut display = ProgressDisplay::new(catalog, true);
+    let mut progress =
+        |role: &str, snap: &str, bytes: u64, done: bool| display.update(role, snap, bytes, done);
+    let r = coordinator::ship(cfg, catalog, &mut progress)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "shipped {} snapshot(s), {} payload ({} on the wire) in {:.2} s; committed {} set(s) on the standby",
+            r.snapshots.len(),
+            human_bytes(r.payload_bytes),
+            human_bytes(r.wire_bytes),
+            r.seconds,
+            r.committed.len()
+        );
+        for id in &r.committed {
+            println!("  committed {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `run`: the schedule loop (or one cycle).
+fn cmd_run(cfg: &Config, catalog: &Catalog, once: bool) -> anyhow::Result<ExitCode> {
+    snapsite::run::install_stop_handler()?;
+    let mut display = ProgressDisplay::new(catalog, false);
+    let mut progress =
+        |role: &str, snap: &str, bytes: u64, done: bool| display.update(role, snap, bytes, done);
+    let rec = snapsite::run::run(cfg, &snapsite::run::Options { once }, &mut progress)?;
+    if once {
+        println!(
+            "{} full set(s), {} redolog snapshot(s) taken; {} set(s) committed on the standby; {} pruned",
+            rec.full_sets_taken, rec.redolog_sets_taken, rec.sets_committed, rec.sets_pruned
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `prune`: apply the retention grids.
+fn cmd_prune(
+    cfg: &Config,
+    catalog: &Catalog,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let retention = cfg.retention.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: no [retention] section: nothing says what to keep (e.g. grid = \"1x1h(keep=all) | 24x1h | 14x1d\")",
+            cfg.path.display()
+        )
+    })?;
+    let _lock = catalog.lock("prune", Duration::from_secs(600))?;
+    let plan = snapsite::prune::plan(cfg, catalog, retention)?;
+    let report = snapsite::prune::apply(cfg, catalog, plan, dry_run)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let verb = if dry_run {
+            "would destroy"
+        } else {
+            "destroyed"
+        };
+        for d in &report.plan.sets {
+            println!(
+                "{:<8} {:<30} {}",
+                if !d.destroy {
+                    "keep"
+                } else if dry_run {
+                    "DESTROY?"
+                } else {
+                    "DESTROY"
+                },
+                d.set_id,
+                d.reason
+            );
+        }
+        for (role, snap) in &report.plan.orphans {
+            println!(
+                "{:<8} {role} {snap}: a snapshot whose set can never be committed",
+                if dry_run { "DESTROY?" } else { "DESTROY" }
+            );
+        }
+        println!(
+            "{verb} {} set(s) and {} orphan snapshot(s); kept {} set(s)",
+            report.plan.to_destroy().count(),
+            report.plan.orphans.len(),
+            report.kept_sets
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `status`: Nagios-style exit code, text or JSON, Prometheus file.
+fn cmd_status(cfg: &Config, json: bool, prometheus: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let tz = jiff::tz::TimeZone::system();
+    let s = match snapsite::status::gather(cfg, jiff::Timestamp::now()) {
+        Ok(s) => s,
+        Err(e) => {
+            // Nagios: 3 = UNKNOWN
+            println!("snapsite UNKNOWN - {}: {e}", cfg.site);
+            return Ok(ExitCode::from(3));
+        }
+    };
+    if let Some(p) = prometheus.as_ref().or(cfg.status.prometheus.as_ref()) {
+        snapsite::status::write_prometheus(&s, p)?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", snapsite::status::render_text(&s, &tz));
+    }
+    Ok(ExitCode::from(s.level as u8))
+}
+
+/// `serve --stdio`: one session with the primary, deadlines on both pipes.
+fn cmd_serve(cfg: &Config, idle_timeout: Duration) -> anyhow::Result<ExitCode> {
+    use std::os::fd::AsFd;
+    // Lead a process group (unless sshd made us a session leader,
+    // which leads one already), so that `failover` can stop this
+    // session and the receive it runs with one kill.
+    let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
+    // Deadlines sit under the buffers: poll sees the real pipe.
+    let stdin = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
+    let stdout = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
+    let timeout = (!idle_timeout.is_zero()).then_some(idle_timeout);
+    serve::serve(
+        cfg,
+        std::io::BufReader::with_capacity(
+            1 << 20,
+            snapsite::stream::Deadline::new(stdin, timeout, "the primary"),
+        ),
+        std::io::BufWriter::with_capacity(
+            1 << 16,
+            snapsite::stream::Deadline::new(stdout, timeout, "the primary"),
+        ),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `failover`: plan (dry run) or bring this standby up.
+fn cmd_failover(
+    cfg: &Config,
+    set: Option<String>,
+    dry_run: bool,
+    no_replay: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let opts = failover::Options {
+        set: set.as_deref(),
+        no_replay,
+    };
+    if dry_run {
+        let (plan, resumed) = failover::current_plan(cfg, &opts)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            println!(
+                "failover plan (dry run: nothing is changed){}",
+                if resumed {
+                    ", resuming an interrupted failover"
+                } else {
+                    ""
+                }
+            );
+            print!("{}", failover::render_plan(&plan));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report = failover::run(cfg, &opts)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", failover::render_report(&report));
+    }
+    if !report.ok() {
+        return Ok(ExitCode::from(3));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -30,6 +30,12 @@ pub fn configured_role(cfg: &Config) -> Role {
     }
 }
 
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// This site's role and generation: `role.json` when a failover, failback
 /// or switchover wrote one, else what the config implies (generation from
 /// the catalog, 1 on a new site).

@@ -21,6 +21,7 @@ use crate::catalog::{RunRecord, write_atomic};
 use crate::config::Config;
 use crate::error::Result;
 use crate::model::{Manifest, SetKind, parse_set_id};
+use crate::site::Role;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -79,7 +80,7 @@ pub struct Status {
     pub site: String,
     /// `primary` or `standby`: the recorded role (`role.json`), or what
     /// the config implies (a `[standby]` section: primary).
-    pub role: String,
+    pub role: Role,
     /// This site's generation (failover makes it one more than any seen).
     pub generation: u64,
     /// Since when, and how, the role is recorded (absent: from the config).
@@ -167,7 +168,7 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
     let catalog = &site.catalog;
     let manifests = site.manifests();
     let local = site.local();
-    let primary = site.role == crate::site::Role::Primary;
+    let primary = site.role == Role::Primary;
     let by_id: BTreeMap<&str, &Manifest> = manifests.iter().map(|m| (m.id.as_str(), m)).collect();
     let complete = |m: &Manifest| site.is_usable(m);
     let mut sets = BTreeMap::new();
@@ -247,7 +248,7 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
     };
     let mut status = Status {
         site: cfg.site.clone(),
-        role: site.role.as_str().into(),
+        role: site.role,
         generation: site.generation,
         role_record: catalog.role_record()?,
         peer: catalog.peer_record()?,
@@ -287,7 +288,7 @@ pub fn evaluate(cfg: &Config, s: &Status) -> Vec<Finding> {
     let mut out = Vec::new();
     // The split-brain guard: a primary whose peer is primary too, or holds
     // a newer generation, must not ship (and `ship` refuses).
-    if s.role == "primary" {
+    if s.role == Role::Primary {
         if let Some(p) = &s.peer {
             let newer = p.generation.is_some_and(|g| g > s.generation);
             let also_primary = p.role == Some(crate::catalog::Role::Primary);
@@ -469,7 +470,7 @@ pub fn render_text(s: &Status, tz: &jiff::tz::TimeZone) -> String {
             let _ = writeln!(o, "newest full set  none complete on the standby");
         }
     }
-    let shipped = if s.role == "primary" {
+    let shipped = if s.role == Role::Primary {
         "STANDBY HAS"
     } else {
         "COMMITTED"
@@ -478,7 +479,7 @@ pub fn render_text(s: &Status, tz: &jiff::tz::TimeZone) -> String {
         o,
         "{:<10} {:<30} {:<30} {:>8}",
         "VOLUME",
-        if s.role == "primary" {
+        if s.role == Role::Primary {
             "NEWEST HERE"
         } else {
             "NEWEST RECEIVED"
@@ -709,7 +710,7 @@ recovery_point_critical = "1h"
         };
         Status {
             site: "a".into(),
-            role: "primary".into(),
+            role: Role::Primary,
             generation: 1,
             role_record: None,
             peer: None,
