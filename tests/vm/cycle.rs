@@ -106,3 +106,107 @@ fn zfs_rehearsal_replays_on_clones_and_removes_them() {
         let _ = run(&["zfs", "destroy", "-r", &c.dataset(&format!("live-{r}"))]);
     }
 }
+
+#[test]
+fn lvm_rehearsal_replays_on_thin_snapshots_and_removes_them() {
+    require_lab!();
+    let pname = unique_name("lrp");
+    let sname = unique_name("lrs");
+    let pri_lo = LoopDevice::attach(&sparse_file(&pname, 1024 * MIB));
+    let stb_lo = LoopDevice::attach(&sparse_file(&sname, 1024 * MIB));
+    let pri = VolumeGroup::create(&pname, &[&pri_lo.path]);
+    let stb = VolumeGroup::create(&sname, &[&stb_lo.path]);
+    for vg in [&pri, &stb] {
+        sh(&[
+            "lvcreate",
+            "-y",
+            "-L",
+            "512M",
+            "--chunksize",
+            "64k",
+            "-T",
+            &vg.lv("pool"),
+        ]);
+    }
+    let dir = scratch().join(unique_name("lrehearse"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let roles = ["mysql", "redolog"];
+    let mut p = format!(
+        "site = \"p\"\nstate_dir = \"{}/state-pri\"\n",
+        dir.display()
+    );
+    let mut s = format!(
+        "site = \"s\"\nstate_dir = \"{}/state-stb\"\n",
+        dir.display()
+    );
+    for r in roles {
+        sh(&[
+            "lvcreate",
+            "-y",
+            "-V",
+            "64M",
+            "-T",
+            &pri.lv("pool"),
+            "-n",
+            r,
+        ]);
+        let dev = pri.dev(r);
+        sh(&["mkfs.ext4", "-q", "-E", "nodiscard", dev.to_str().unwrap()]);
+        let mp = dir.join("pri").join(r);
+        std::fs::create_dir_all(&mp).unwrap();
+        sh(&["mount", dev.to_str().unwrap(), mp.to_str().unwrap()]);
+        p.push_str(&format!(
+            "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{}\"\n",
+            pri.lv(r)
+        ));
+        s.push_str(&format!(
+            "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{}\"\nreplica = \"{}\"\nmountpoint = \"{}/app/{r}\"\n",
+            stb.lv(&format!("{r}live")),
+            stb.lv(r),
+            dir.display()
+        ));
+    }
+    let log = dir.join("replay.log");
+    s.push_str(&format!(
+        "[replay]\ncommand = [\"/bin/sh\", \"-c\", \"echo rehearsal=$SNAPSITE_REHEARSAL mysql=$1 > {log}; cat $1/db >> {log}; echo scribble > $1/db\", \"replay\", \"{{mount:mysql}}\"]\n",
+        log = log.display()
+    ));
+    let stb_cfg = dir.join("standby.toml");
+    std::fs::write(&stb_cfg, s).unwrap();
+    let pri_cfg = dir.join("primary.toml");
+    std::fs::write(
+        &pri_cfg,
+        format!(
+            "{p}[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
+            stb_cfg.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("pri/mysql/db"), "row 1\n").unwrap();
+    sh(&["sync"]);
+    snapsite_ok(&pri_cfg, &["snapshot"]);
+    snapsite_ok(&pri_cfg, &["ship"]);
+
+    let rep = snapsite_json(&stb_cfg, &["rehearse", "--json"]);
+    assert_eq!(rep["ok"], true, "{rep}");
+    let mp = PathBuf::from("/run/snapsite/rehearsal").join(format!("{}_mysql-rehearsal", stb.name));
+    let got = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(got, format!("rehearsal=1 mysql={}\nrow 1\n", mp.display()));
+    let lvs = sh(&["lvs", "--noheadings", "-o", "lv_name", &stb.name]);
+    assert!(!lvs.contains("rehearsal"), "{lvs}");
+    assert!(!lvs.contains("mysqllive"), "nothing live was made: {lvs}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("/run/snapsite/rehearsal/"), "{mounts}");
+    let st = snapsite_json(&stb_cfg, &["status", "--json"]);
+    assert_eq!(st["rehearsal"]["ok"], true, "{st}");
+    // A failover after the rehearsal sees the data as shipped, not the scribble.
+    snapsite_ok(&stb_cfg, &["failover", "--no-replay"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("app/mysql/db")).unwrap(),
+        "row 1\n"
+    );
+    for r in roles {
+        let _ = run(&["umount", dir.join("app").join(r).to_str().unwrap()]);
+        let _ = run(&["umount", dir.join("pri").join(r).to_str().unwrap()]);
+    }
+}
