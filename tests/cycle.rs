@@ -452,3 +452,34 @@ fn cycle_drill_accounts_for_every_message() {
     );
     assert!(!demo.exists());
 }
+
+#[test]
+fn a_standby_never_commits_a_set_of_an_older_generation() {
+    require_real!();
+    let lab = Lab::new("[\"true\"]");
+    // A set taken in generation 1, not shipped yet.
+    let old = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    assert_eq!(lab.snapshot(true)["generation"].as_u64(), Some(1));
+    // Both sites have since moved on to generation 3 (recorded roles).
+    let now = "2026-11-30T00:00:00Z";
+    for (state, role) in [("state-pri", "primary"), ("state-stb", "standby")] {
+        std::fs::create_dir_all(lab.dir.path().join(state)).unwrap();
+        std::fs::write(
+            lab.dir.path().join(state).join("role.json"),
+            format!(
+                "{{\"role\":\"{role}\",\"generation\":3,\"since\":\"{now}\",\"how\":\"test\"}}"
+            ),
+        )
+        .unwrap();
+    }
+    // The guard lets the ship start (3 is not older than 3), the standby
+    // refuses to commit the generation-1 sets, and says why.
+    let o = lab.run(&lab.pri_cfg, &["ship"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("older than this site's generation 3"), "{e}");
+    assert!(!lab.standby_manifests().contains(&format!("{old}.json")));
+    // A set of generation 3 commits.
+    let new = lab.snapshot(false);
+    assert_eq!(new["generation"].as_u64(), Some(3));
+}
