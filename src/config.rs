@@ -370,6 +370,8 @@ struct RawConfig {
     schedule: Option<ScheduleSection>,
     retention: Option<RetentionSection>,
     status: Option<StatusSection>,
+    hooks: Option<crate::hooks::RawHooks>,
+    notify: Option<crate::notify::RawNotify>,
 }
 
 /// `[schedule]`: what `snapsite run` does and how often (primary).
@@ -420,6 +422,10 @@ pub struct Config {
     pub retention: Option<Retention>,
     /// `[status]`, with defaults when absent.
     pub status: StatusThresholds,
+    /// `[hooks]`: quiesce hooks around sets and members (empty when absent).
+    pub hooks: crate::hooks::Hooks,
+    /// `[notify]`, if push notifications are configured.
+    pub notify: Option<crate::notify::Notify>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -513,6 +519,20 @@ impl Config {
             .map(|r| validate_retention(&cx, r))
             .transpose()?;
         let status = validate_status(&cx, raw.status.as_ref())?;
+        let roles: Vec<&str> = raw.volumes.iter().map(|v| v.role.as_str()).collect();
+        let hooks = raw
+            .hooks
+            .as_ref()
+            .map(|h| crate::hooks::validate(h, &roles))
+            .transpose()
+            .map_err(|m| Error::config(format!("{}: {m}", path.display())))?
+            .unwrap_or_default();
+        let notify = raw
+            .notify
+            .as_ref()
+            .map(crate::notify::validate)
+            .transpose()
+            .map_err(|m| Error::config(format!("{}: {m}", path.display())))?;
 
         Ok(Config {
             path: path.to_owned(),
@@ -526,6 +546,8 @@ impl Config {
             schedule,
             retention,
             status,
+            hooks,
+            notify,
         })
     }
 

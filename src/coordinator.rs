@@ -12,7 +12,8 @@ use crate::backend::{self, Store, Stores};
 use crate::catalog::{Catalog, StandbyRecord};
 use crate::config::{Config, Volume};
 use crate::error::{Context, Error, Result};
-use crate::model::{MANIFEST_FORMAT, Manifest, Member, SetKind};
+use crate::hooks::{self, OnFailure};
+use crate::model::{Consistency, MANIFEST_FORMAT, Manifest, Member, SetKind};
 use crate::stream::{MAX_DATA_FRAME, Msg, PROTOCOL_VERSION};
 use crate::transport;
 
@@ -51,6 +52,69 @@ fn atomic_groups<'a>(stores: &[&'a Store]) -> Vec<Vec<&'a Store>> {
         }
     }
     groups.into_iter().map(|(_, g)| g).collect()
+}
+
+/// Snapshot one atomic group under `id`, with its members'
+/// `[hooks.volume.ROLE]` held around exactly this snapshot call. When the
+/// snapshot succeeds its members join `manifest` (with the consistency their
+/// hooks earned) and `done` (what a failure of the set must destroy).
+fn snapshot_group<'s>(
+    cfg: &Config,
+    id: &str,
+    kind: SetKind,
+    gi: usize,
+    group: &[&'s Store],
+    manifest: &mut Manifest,
+    done: &mut Vec<&'s Store>,
+) -> Result<()> {
+    // `[hooks.volume.ROLE]` of this group's members, held around
+    // exactly this snapshot call.
+    let mut held: Vec<(String, hooks::Started)> = Vec::new();
+    for st in group {
+        let v = st.volume();
+        let Some(h) = cfg.hooks.for_volume(&v.role) else {
+            continue;
+        };
+        let s = hooks::start_pre(h, &hook_env(cfg, id, kind, Some(v)));
+        if !s.ok && s.on_failure() == OnFailure::Abort {
+            let e = s.error();
+            held.push((v.role.clone(), s));
+            for (_, s) in held {
+                s.finish(false);
+            }
+            return Err(e.context(format!("volume `{}`", v.role)));
+        }
+        held.push((v.role.clone(), s));
+    }
+    let before = crate::model::now();
+    let snap = backend::snapshot_together(group, id);
+    let after = crate::model::now();
+    if snap.is_ok() {
+        for s in group {
+            done.push(s);
+            manifest.members.push(Member {
+                before,
+                after,
+                atomic_group: (group.len() > 1).then_some(gi as u32),
+                ..placeholder_member(s.volume(), id)
+            });
+        }
+    }
+    let mut hook_abort = None;
+    for (role, s) in held {
+        let s = s.finish(snap.is_ok());
+        if !s.ok && s.on_failure() == OnFailure::Abort && hook_abort.is_none() {
+            hook_abort = Some(s.error().context(format!("volume `{role}`")));
+        }
+        if let Some(m) = manifest.members.iter_mut().find(|m| m.role == role) {
+            m.consistency = Some(consistency_of(&s));
+        }
+    }
+    snap?;
+    if let Some(e) = hook_abort {
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// Take a set: every volume (full) or the redolog volume alone, in order.
@@ -95,19 +159,36 @@ pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manife
     catalog.write_pending(&intent)?;
 
     let mut done: Vec<&Store> = Vec::new();
+    // `[hooks.set]`: started before the first snapshot, released after the
+    // last; its post runs whatever happens (below, if the closure left early).
+    let mut set_hook = cfg
+        .hooks
+        .set
+        .as_ref()
+        .map(|h| hooks::start_pre(h, &hook_env(cfg, &id, kind, None)));
     let result = (|| -> Result<()> {
+        if let Some(s) = &set_hook {
+            if !s.ok && s.on_failure() == OnFailure::Abort {
+                return Err(s.error());
+            }
+        }
         for (gi, group) in atomic_groups(&chosen).into_iter().enumerate() {
-            let before = crate::model::now();
-            backend::snapshot_together(&group, &id)?;
-            let after = crate::model::now();
-            for s in &group {
-                done.push(s);
-                manifest.members.push(Member {
-                    before,
-                    after,
-                    atomic_group: (group.len() > 1).then_some(gi as u32),
-                    ..placeholder_member(s.volume(), &id)
-                });
+            snapshot_group(cfg, &id, kind, gi, &group, &mut manifest, &mut done)?;
+        }
+        if let Some(s) = set_hook.take() {
+            let s = s.finish(true);
+            for m in &mut manifest.members {
+                if !matches!(m.consistency, Some(Consistency::CrashConsistent { .. })) {
+                    m.consistency = Some(consistency_of(&s));
+                }
+            }
+            if !s.ok && s.on_failure() == OnFailure::Abort {
+                return Err(s.error());
+            }
+        }
+        for m in &manifest.members {
+            if let Some(Consistency::CrashConsistent { reason }) = &m.consistency {
+                tracing::warn!(set = %id, volume = %m.role, %reason, "snapshot taken crash-consistent: its quiesce hook failed");
             }
         }
         for m in &mut manifest.members {
@@ -115,6 +196,9 @@ pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manife
         }
         catalog.write_manifest(&manifest)
     })();
+    if let Some(s) = set_hook.take() {
+        s.finish(false);
+    }
     match result {
         Ok(()) => {
             catalog.remove_pending(&id)?;
@@ -134,6 +218,26 @@ pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manife
     }
 }
 
+/// The environment of a hook for set `id` (and volume `v`).
+fn hook_env(cfg: &Config, id: &str, kind: SetKind, v: Option<&Volume>) -> hooks::HookEnv {
+    hooks::HookEnv {
+        site: cfg.site.clone(),
+        set_id: id.to_string(),
+        set_kind: kind.as_str().to_string(),
+        volume: v.map(|v| (v.role.clone(), v.source.clone())),
+    }
+}
+
+fn consistency_of(s: &hooks::Started) -> Consistency {
+    if s.ok {
+        Consistency::Quiesced
+    } else {
+        Consistency::CrashConsistent {
+            reason: s.error().to_string(),
+        }
+    }
+}
+
 fn placeholder_member(v: &Volume, id: &str) -> Member {
     Member {
         role: v.role.clone(),
@@ -146,6 +250,7 @@ fn placeholder_member(v: &Volume, id: &str) -> Member {
         atomic_group: None,
         send_options: v.zfs_options().names(),
         receipt: None,
+        consistency: None,
     }
 }
 
@@ -713,6 +818,7 @@ mod tests {
                     atomic_group: None,
                     send_options: Vec::new(),
                     receipt: None,
+                    consistency: None,
                 })
                 .collect(),
             safety_margin_ms: 0,

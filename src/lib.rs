@@ -15,8 +15,10 @@ pub mod coordinator;
 pub mod error;
 pub mod failback;
 pub mod failover;
+pub mod hooks;
 pub mod model;
 pub mod mountinfo;
+pub mod notify;
 pub mod prune;
 pub mod rehearse;
 pub mod replay;
@@ -28,6 +30,7 @@ pub mod site;
 pub mod status;
 pub mod stream;
 pub mod switchover;
+pub mod systemd;
 pub mod transport;
 
 pub use error::{Error, ErrorKind, Result};

@@ -160,6 +160,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write man pages and shell completions (for packaging)
+    #[command(hide = true)]
+    Generate {
+        /// Directory for the man pages (snapsite.1, snapsite-SUBCOMMAND.1)
+        #[arg(long, value_name = "DIR")]
+        man: Option<PathBuf>,
+        /// Directory for bash, zsh and fish completions
+        #[arg(long, value_name = "DIR")]
+        completions: Option<PathBuf>,
+    },
     /// How far behind the standby is; exit 0 ok, 1 warning, 2 critical (3: unknown)
     Status {
         #[arg(long)]
@@ -180,6 +190,19 @@ fn init_logging(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SNAPSITE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Under systemd, stderr is the journal: each line carries its syslog
+    // priority (`<3>` for errors) and no colours.
+    if snapsite::systemd::stderr_is_journal() {
+        let b = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(snapsite::systemd::JournalStderr);
+        match cli.log_format {
+            LogFormat::Json => b.json().init(),
+            LogFormat::Text => b.with_target(false).init(),
+        }
+        return;
+    }
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -189,8 +212,53 @@ fn init_logging(cli: &Cli) {
     }
 }
 
+/// `snapsite generate`: man pages (one per subcommand) and completions.
+fn generate(
+    man: Option<&std::path::Path>,
+    completions: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    cmd.build();
+    if let Some(dir) = man {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let write = |name: &str, c: clap::Command| -> anyhow::Result<()> {
+            let path = dir.join(format!("{name}.1"));
+            let mut out = Vec::new();
+            clap_mangen::Man::new(c).render(&mut out)?;
+            std::fs::write(&path, out).with_context(|| format!("write {}", path.display()))
+        };
+        write("snapsite", cmd.clone())?;
+        for sub in cmd
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        {
+            let name = format!("snapsite-{}", sub.get_name());
+            let display: &'static str = Box::leak(name.clone().into_boxed_str());
+            write(&name, sub.clone().name(display).display_name(display))?;
+        }
+    }
+    if let Some(dir) = completions {
+        use clap_complete::Shell;
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        for sh in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            clap_complete::generate_to(sh, &mut cmd, "snapsite", dir)?;
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Generate { man, completions } = &cli.command {
+        return match generate(man.as_deref(), completions.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("snapsite: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_logging(&cli);
     // For monitoring, a status that cannot be read is UNKNOWN (3), not a warning (1).
     let failed = if matches!(cli.command, Command::Status { .. }) {
@@ -201,7 +269,14 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("snapsite: error: {e:#}");
+            // Under systemd: an error line (priority 3) in the journal.
+            let line = format!("snapsite: error: {e:#}\n");
+            let bytes = if snapsite::systemd::stderr_is_journal() {
+                snapsite::systemd::prefix_lines(3, line.as_bytes())
+            } else {
+                line.into_bytes()
+            };
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), &bytes);
             ExitCode::from(failed)
         }
     }
@@ -230,6 +305,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cfg = load(&cli)?;
     let catalog = Catalog::new(&cfg.state_dir);
     match cli.command {
+        Command::Generate { .. } => unreachable!("handled before the config is loaded"),
         Command::Check => check(&cfg).map(|_| ExitCode::SUCCESS),
         Command::Snapshot { redolog, json } => cmd_snapshot(&cfg, &catalog, redolog, json),
         Command::Ship { json, dry_run } => cmd_ship(&cfg, &catalog, json, dry_run),
@@ -596,7 +672,34 @@ fn cmd_failover(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let report = failover::run(cfg, &opts)?;
+    let report = match failover::run(cfg, &opts) {
+        Ok(r) => r,
+        Err(e) => {
+            snapsite::notify::event(
+                cfg.notify.as_ref(),
+                &cfg.site,
+                "failover",
+                snapsite::notify::Severity::Critical,
+                &format!("failover failed: {e}"),
+            );
+            return Err(e.into());
+        }
+    };
+    snapsite::notify::event(
+        cfg.notify.as_ref(),
+        &cfg.site,
+        "failover",
+        if report.ok() {
+            snapsite::notify::Severity::Ok
+        } else {
+            snapsite::notify::Severity::Critical
+        },
+        if report.ok() {
+            "failover finished: the standby is up"
+        } else {
+            "failover made the copies but the replay failed (exit 3)"
+        },
+    );
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -248,6 +248,21 @@ pub struct Member {
     pub send_options: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<Receipt>,
+    /// Set when a quiesce hook (`[hooks]`) covered this member: quiesced,
+    /// or taken crash-consistent because the hook failed. Absent: no hook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<Consistency>,
+}
+
+/// What a quiesce hook achieved for a member (`Member::consistency`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", tag = "state")]
+pub enum Consistency {
+    /// Every hook covering it held while its snapshot was taken.
+    Quiesced,
+    /// A hook failed (`on_failure = "crash-consistent"`): the snapshot is
+    /// of the running application, recovered by its own crash recovery.
+    CrashConsistent { reason: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -457,6 +472,7 @@ mod tests {
             atomic_group: None,
             send_options: Vec::new(),
             receipt: None,
+            consistency: None,
         }
     }
 
