@@ -334,6 +334,7 @@ pub fn ship(cfg: &Config, catalog: &Catalog, progress: Progress) -> Result<ShipR
             cfg.path.display()
         ))
     })?;
+    refuse_unless_primary(cfg, catalog)?;
     recover_pending(cfg, catalog)?;
     let started = Instant::now();
     let mut conn = transport::connect(standby)?;
@@ -362,6 +363,9 @@ pub struct StandbyView {
     pub committed: BTreeSet<String>,
     /// The codecs the standby decodes (empty: an older standby).
     pub compress: Vec<String>,
+    /// The peer's recorded role and generation (absent from older builds).
+    pub role: Option<String>,
+    pub generation: Option<u64>,
 }
 
 /// Versioned handshake: our hello, the standby's welcome with its inventory.
@@ -380,6 +384,8 @@ pub fn handshake(cfg: &Config, conn: &mut transport::Connection) -> Result<Stand
             committed,
             site,
             compress,
+            role,
+            generation,
         } => {
             if protocol != PROTOCOL_VERSION {
                 return Err(Error::protocol(format!(
@@ -391,9 +397,64 @@ pub fn handshake(cfg: &Config, conn: &mut transport::Connection) -> Result<Stand
                 volumes,
                 committed: committed.into_iter().collect(),
                 compress,
+                role,
+                generation,
             })
         }
         other => Err(Error::protocol(format!("expected welcome, got {other:?}"))),
+    }
+}
+
+/// This site ships only while it is the primary by its recorded role.
+pub fn refuse_unless_primary(cfg: &Config, catalog: &Catalog) -> Result<()> {
+    let (role, generation) = crate::site::current_role(cfg, catalog)?;
+    if role != crate::site::Role::Primary {
+        return Err(Error::refused(format!(
+            "this site ({}) is a standby in generation {generation} (state_dir/role.json): it does not ship",
+            cfg.site
+        ))
+        .with_hint("`snapsite status` says who is primary; `snapsite switchover` or `failover` changes it"));
+    }
+    Ok(())
+}
+
+/// The split-brain guard, shipping end: a primary whose peer says it is
+/// primary too, or holds a newer generation, refuses to ship (a returning
+/// old primary must not overwrite the new one). What the peer said is
+/// recorded in `peer.json`, so `status` turns critical.
+pub fn split_brain_guard(cfg: &Config, catalog: &Catalog, view: &StandbyView) -> Result<()> {
+    let (_, own) = crate::site::current_role(cfg, catalog)?;
+    let peer_role = match view.role.as_deref() {
+        Some("primary") => Some(crate::site::Role::Primary),
+        Some("standby") => Some(crate::site::Role::Standby),
+        _ => None,
+    };
+    let site = crate::model::wire_str(&view.site);
+    let refused = match (peer_role, view.generation) {
+        (Some(crate::site::Role::Primary), g) => Some(format!(
+            "split-brain guard: peer `{site}` is the primary{} (this site: generation {own}); this site refuses to ship",
+            g.map(|g| format!(" in generation {g}")).unwrap_or_default()
+        )),
+        (_, Some(g)) if g > own => Some(format!(
+            "split-brain guard: peer `{site}` holds generation {g}, newer than this site's {own}: a failover happened there; this site refuses to ship"
+        )),
+        _ => None,
+    };
+    let record = crate::catalog::PeerRecord {
+        site,
+        role: peer_role,
+        generation: view.generation,
+        seen_at: Timestamp::now(),
+        refused: refused.clone(),
+    };
+    if let Err(e) = catalog.write_peer_record(&record) {
+        tracing::warn!(error = %e, "could not record the peer's generation");
+    }
+    match refused {
+        Some(m) => Err(Error::refused(m).with_hint(
+            "this site is no longer the primary: stop its application, fence it, and run `snapsite failback` here to become the new primary's standby",
+        )),
+        None => Ok(()),
     }
 }
 
@@ -472,6 +533,7 @@ pub struct ShipPlan {
 
 /// What `ship` would send now: asks the standby for its inventory, sends nothing.
 pub fn ship_plan(cfg: &Config, catalog: &Catalog) -> Result<ShipPlan> {
+    refuse_unless_primary(cfg, catalog)?;
     let standby = cfg.standby.as_ref().ok_or_else(|| {
         Error::config(format!(
             "{}: no [standby] section: nowhere to ship to",
@@ -481,6 +543,7 @@ pub fn ship_plan(cfg: &Config, catalog: &Catalog) -> Result<ShipPlan> {
     let mut conn = transport::connect(standby)?;
     let res = (|| -> Result<ShipPlan> {
         let view = handshake(cfg, &mut conn)?;
+        split_brain_guard(cfg, catalog, &view)?;
         check_volumes_match(cfg, &view)?;
         let mut standby_has: BTreeMap<String, BTreeSet<String>> = view
             .volumes
@@ -526,6 +589,7 @@ fn ship_session(
 ) -> Result<ShipReport> {
     let mut report = ShipReport::default();
     let view = handshake(cfg, conn)?;
+    split_brain_guard(cfg, catalog, &view)?;
     check_volumes_match(cfg, &view)?;
     let StandbyView {
         volumes,

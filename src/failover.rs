@@ -131,6 +131,16 @@ pub struct Plan {
 pub use crate::site::select;
 
 pub fn plan(cfg: &Config, requested: Option<&str>) -> Result<Plan> {
+    plan_with(cfg, requested, None)
+}
+
+/// Where a plan's copies go instead of the live locations (rehearsal:
+/// scratch clones, no mountpoints), per volume.
+pub type Scratch<'a> = &'a dyn Fn(&Volume) -> Result<PathBuf>;
+
+/// The plan, with the copies at `scratch` locations when given (then
+/// `{mount:ROLE}` is the scratch location and nothing is mounted).
+pub fn plan_with(cfg: &Config, requested: Option<&str>, scratch: Option<Scratch>) -> Result<Plan> {
     let site = crate::site::Site::open(cfg)?;
     let (s, r) = site.failover_pair(requested)?;
     let margin = Margin::of(cfg, s)?;
@@ -154,17 +164,23 @@ pub fn plan(cfg: &Config, requested: Option<&str>) -> Result<Plan> {
     let copies: Vec<PlannedCopy> = cfg
         .volumes
         .iter()
-        .map(|v| PlannedCopy {
-            role: v.role.clone(),
-            snapshot: if v.role == cfg.redolog_role {
-                r.id.clone()
-            } else {
-                s.id.clone()
-            },
-            target: v.source.clone(),
-            mountpoint: v.mountpoint.clone(),
+        .map(|v| {
+            let (target, mountpoint) = match scratch {
+                Some(f) => (f(v)?.display().to_string(), None),
+                None => (v.source.clone(), v.mountpoint.clone()),
+            };
+            Ok(PlannedCopy {
+                role: v.role.clone(),
+                snapshot: if v.role == cfg.redolog_role {
+                    r.id.clone()
+                } else {
+                    s.id.clone()
+                },
+                target,
+                mountpoint,
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     for c in &copies {
         if s.member(&c.role).is_none() {
             return Err(Error::storage(format!(
@@ -289,6 +305,9 @@ pub struct Report {
     /// processes stopped, steps redone because reality disagreed, ...
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The generation this site became primary in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 impl Report {
@@ -469,6 +488,8 @@ pub fn run_with(cfg: &Config, opts: &Options, progress: &mut dyn FnMut(&Event)) 
         return Err(e.context("failover failed; what it created was rolled back"));
     }
     let seconds_mounts = t1.elapsed().as_secs_f64();
+    // From here the copies are the live data: this site is the primary.
+    let generation = promote(cfg, &plan, &mut ctx)?;
 
     let replay_skipped = opts.no_replay || plan.replay_argv.is_none();
     let replay = if replay_skipped {
@@ -494,9 +515,56 @@ pub fn run_with(cfg: &Config, opts: &Options, progress: &mut dyn FnMut(&Event)) 
         report_path: None,
         aborted_session,
         notes: std::mem::take(&mut ctx.notes),
+        generation: Some(generation),
     };
     save_report(&mut report, &mut ctx)?;
     Ok(report)
+}
+
+/// Record this site as the primary, in a generation one more than any it
+/// has seen (its own, any set's, its peer's): every set it takes from now on
+/// carries it, and a returning old primary learns from it that it must not
+/// ship. A resumed failover keeps the generation its first attempt recorded.
+fn promote(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<u64> {
+    if let Some(r) = ctx.catalog.role_record()? {
+        if r.role == crate::catalog::Role::Primary
+            && r.how == "failover"
+            && r.set_id.as_deref() == Some(plan.set_id.as_str())
+        {
+            return Ok(r.generation);
+        }
+    }
+    let generation = next_generation(cfg, &ctx.catalog)?;
+    ctx.catalog
+        .write_role_record(&crate::catalog::RoleRecord {
+            role: crate::catalog::Role::Primary,
+            generation,
+            since: Timestamp::now(),
+            how: "failover".into(),
+            set_id: Some(plan.set_id.clone()),
+        })
+        .ctx("record this site as the primary")?;
+    ctx.note(format!(
+        "this site is now the primary in generation {generation} (state_dir/role.json)"
+    ));
+    Ok(generation)
+}
+
+/// One more than any generation this site has seen: its own, any set's,
+/// its peer's.
+pub fn next_generation(cfg: &Config, catalog: &Catalog) -> Result<u64> {
+    let (_, own) = crate::site::current_role(cfg, catalog)?;
+    let sets = catalog
+        .manifests()?
+        .iter()
+        .map(|m| m.generation)
+        .max()
+        .unwrap_or(0);
+    let peer = catalog
+        .peer_record()?
+        .and_then(|p| p.generation)
+        .unwrap_or(0);
+    Ok(own.max(sets).max(peer).saturating_add(1))
 }
 
 fn refuse_if_completed(previous: Option<&State>, sp: &Path) -> Result<()> {
@@ -624,6 +692,11 @@ fn foreign_mount(role: &str, mp: &Path, top: &mount::Entry) -> Error {
         top.fstype
     ))
     .with_hint("unmount it (it may be stale or live data) and run failover again")
+}
+
+/// Is this volume's live copy what is mounted (on top) at `mp`? (failback)
+pub(crate) fn live_copy_mounted(vol: &Volume, mp: &Path) -> bool {
+    our_copy_mounted(vol, mp)
 }
 
 /// Is this volume's writable copy what is mounted (on top) at `mp`?
@@ -816,7 +889,7 @@ fn rollback(cfg: &Config, st: &mut State, catalog: &Catalog) {
 /// already, as under an interactive shell or a service manager) and return
 /// its record; `None` when that is impossible (then nothing is recorded, so
 /// a rerun can never kill a group that is not ours).
-fn lead_process_group() -> Option<ProcRecord> {
+pub(crate) fn lead_process_group() -> Option<ProcRecord> {
     use nix::unistd::{Pid, getpgrp, getpid, setpgid};
     if getpgrp() != getpid() {
         if let Err(e) = setpgid(Pid::from_raw(0), Pid::from_raw(0)) {
@@ -938,8 +1011,9 @@ mod mount {
     }
 }
 
-/// Processes: /proc, process groups, the gated replay child.
-mod procs {
+/// Processes: /proc, process groups, the gated replay child (also used by
+/// `rehearse`).
+pub(crate) mod procs {
     use super::*;
     use nix::errno::Errno;
     use nix::libc;
@@ -1045,6 +1119,13 @@ mod procs {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Is the recorded process still running (same boot, same start time)?
+    pub fn is_alive(rec: &ProcRecord) -> bool {
+        rec.boot_id == boot_id()
+            && rec.pid > 1
+            && stat(rec.pid).is_some_and(|s| s.state != 'Z' && s.start_ticks == rec.start_ticks)
     }
 
     /// Stop what is left of a recorded group; `None` when nothing is (the
@@ -1284,6 +1365,11 @@ pub fn render_report(r: &Report) -> String {
             rp.seconds
         )),
         None => s.push_str("replay        skipped\n"),
+    }
+    if let Some(g) = r.generation {
+        s.push_str(&format!(
+            "role          primary in generation {g} (a returning old primary refuses to ship to this site)\n"
+        ));
     }
     s.push_str(&format!(
         "durations     copies {:.2} s, mounts {:.2} s, total {:.2} s{}\n",

@@ -42,6 +42,12 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Primary,
+    Standby,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -122,6 +128,46 @@ enum Command {
         /// Print what would be destroyed and why, destroy nothing
         #[arg(long)]
         dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// On the standby: prove failover works, leaving production alone (scratch clones of the
+    /// newest set, the replay with SNAPSITE_REHEARSAL=1, a report, everything removed).
+    /// Exit 0 ok, 3 the replay failed, 1 error
+    Rehearse {
+        /// Use this full set instead of the newest complete one
+        #[arg(long)]
+        set: Option<String>,
+        /// Print the plan and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// On the returning old primary, after a failover: become the new primary's standby.
+    /// Keeps this site's data written after the common base as read-only divergent
+    /// snapshots; the new primary's next ship sends only what changed since the base
+    Failback {
+        /// Print the plan and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// On the primary, application stopped: final set, ship it, become the standby; then run
+    /// `snapsite failover --set FINAL` on the peer. Zero loss by construction
+    Switchover {
+        /// Print the plan and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// This site's recorded role and generation; --init records it once
+    Role {
+        /// Record the role of a site that has none recorded yet
+        #[arg(long, value_enum)]
+        init: Option<RoleArg>,
         #[arg(long)]
         json: bool,
     },
@@ -302,7 +348,143 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             no_replay,
             json,
         } => cmd_failover(&cfg, set, dry_run, no_replay, json),
+        Command::Rehearse { set, dry_run, json } => cmd_rehearse(&cfg, set, dry_run, json),
+        Command::Failback { dry_run, json } => cmd_failback(&cfg, dry_run, json),
+        Command::Switchover { dry_run, json } => cmd_switchover(&cfg, dry_run, json),
+        Command::Role { init, json } => cmd_role(&cfg, &catalog, init, json),
     }
+}
+
+/// `rehearse`: prove failover on scratch clones (exit 3: the replay failed).
+fn cmd_rehearse(
+    cfg: &Config,
+    set: Option<String>,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if dry_run {
+        let plan = snapsite::rehearse::plan(cfg, set.as_deref())?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            println!("rehearsal plan (dry run: nothing is changed)");
+            print!("{}", failover::render_plan(&plan));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report = snapsite::rehearse::run(
+        cfg,
+        &snapsite::rehearse::Options {
+            set: set.as_deref(),
+            lock_wait: Duration::from_secs(600),
+        },
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", snapsite::rehearse::render_report(&report));
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+/// `failback`: on the returning old primary, become the new primary's standby.
+fn cmd_failback(cfg: &Config, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let (plan, report) = snapsite::failback::run(cfg, dry_run)?;
+    if json {
+        match &report {
+            Some(r) => println!("{}", serde_json::to_string_pretty(r)?),
+            None => println!("{}", serde_json::to_string_pretty(&plan)?),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "failback{}",
+        if dry_run {
+            " plan (dry run: nothing is changed)"
+        } else {
+            ""
+        }
+    );
+    print!("{}", snapsite::failback::render_plan(&plan));
+    if let Some(r) = report {
+        for (role, at) in &r.divergent.snapshots {
+            println!("kept          {role:<10} {at} (read-only)");
+        }
+        println!(
+            "done          this site is the standby of {} in generation {}; run `snapsite ship` there",
+            plan.peer,
+            plan.peer_generation.max(plan.generation)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `switchover`: final set, ship, become the standby.
+fn cmd_switchover(cfg: &Config, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+    if dry_run {
+        print!("{}", snapsite::switchover::check(cfg)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r = snapsite::switchover::run(cfg)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", snapsite::switchover::render_report(&r));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `role`: this site's recorded role and generation; `--init` records it once.
+fn cmd_role(
+    cfg: &Config,
+    catalog: &Catalog,
+    init: Option<RoleArg>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if let Some(r) = init {
+        let role = match r {
+            RoleArg::Primary => snapsite::site::Role::Primary,
+            RoleArg::Standby => snapsite::site::Role::Standby,
+        };
+        snapsite::site::init_role(catalog, role)?;
+    }
+    let (role, generation) = snapsite::site::current_role(cfg, catalog)?;
+    let rec = catalog.role_record()?;
+    let peer = catalog.peer_record()?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "site": cfg.site, "role": role, "generation": generation,
+                "record": rec, "peer": peer,
+            }))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} is {} in generation {}{}",
+        cfg.site,
+        role.as_str(),
+        generation,
+        match &rec {
+            Some(r) => format!(" (recorded: {} at {})", r.how, r.since),
+            None => " (from the config: no role recorded)".into(),
+        }
+    );
+    if let Some(p) = peer {
+        println!(
+            "peer {} said {} in generation {} at {}",
+            p.site,
+            p.role.map(|r| r.as_str()).unwrap_or("?"),
+            p.generation.map(|g| g.to_string()).unwrap_or("?".into()),
+            p.seen_at
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `snapshot`: take one set now.
@@ -843,13 +1025,36 @@ fn sets(cfg: &Config, catalog: &Catalog, json: bool) -> anyhow::Result<()> {
         .iter()
         .map(|m| (m.clone(), site.is_usable(m)))
         .collect();
+    // Data this site kept when it stopped being primary (failback, switchover).
+    let divergent = snapsite::failback::divergent_records(&site.catalog)?;
     if json {
-        let v: Vec<_> = rows
+        let mut v: Vec<_> = rows
             .iter()
             .map(|(m, c)| serde_json::json!({"id": m.id, "kind": m.kind, "complete": c, "from_time": m.from_time(), "manifest": m}))
             .collect();
+        v.extend(divergent.iter().map(|d| {
+            serde_json::json!({"id": format!("divergent-{}", d.label), "kind": "divergent", "complete": false, "divergent": d})
+        }));
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
+    }
+    for d in &divergent {
+        println!(
+            "divergent-{} ({} at {}, peer {} generation {}): read-only, never shipped or pruned",
+            d.label, d.how, d.at, d.peer, d.peer_generation
+        );
+        for (role, at) in &d.snapshots {
+            println!("  {role:<10} {at}");
+        }
+        if !d.sets.is_empty() {
+            println!("  sets the peer never got: {}", d.sets.join(", "));
+        }
+        if let Some(rp) = d.recovery_point {
+            println!(
+                "  written here after {} (the peer's recovery point): only in these snapshots",
+                format_zmplayredo(rp, &tz)
+            );
+        }
     }
     if rows.is_empty() {
         println!("no sets on this site ({})", cfg.state_dir.display());

@@ -279,6 +279,10 @@ pub fn plan(cfg: &Config, catalog: &Catalog, retention: &Retention) -> Result<Pr
     } else {
         let mut p = protect_standby(manifests, &complete, local, &cfg.redolog_role);
         protect_recent(&mut p, manifests, retention, crate::model::now());
+        for id in crate::rehearse::in_use(catalog)? {
+            p.entry(id)
+                .or_insert_with(|| "under a running rehearsal's clone".into());
+        }
         let o = plan_orphans(manifests, local, &p);
         (p, o)
     };
@@ -325,6 +329,14 @@ pub fn apply(
     };
     let standby = cfg.standby.is_none();
     if !dry_run {
+        // A rehearsal that was killed leaves clones: remove them first.
+        let mut notes = Vec::new();
+        if let Err(e) = crate::rehearse::cleanup_stale(cfg, catalog, &mut notes) {
+            tracing::warn!(error = %e, "could not clean up after a killed rehearsal");
+        }
+        for n in notes {
+            tracing::warn!("{n}");
+        }
         let stores = backend::Stores::open(cfg);
         let manifests: BTreeMap<String, Manifest> = catalog
             .manifests()?

@@ -170,7 +170,7 @@ fn serve_session<R: Read, W: Write>(
         ..record
     });
     remove_interrupted(stores, log)?;
-    welcome(cfg, stores, catalog, &mut r, &mut w)?;
+    welcome(cfg, stores, catalog, log, &mut r, &mut w)?;
     session_loop(cfg, stores, catalog, log, &mut r, &mut w)
 }
 
@@ -235,17 +235,38 @@ fn welcome<R: Read, W: Write>(
     cfg: &Config,
     stores: &Stores,
     catalog: &Catalog,
+    log: &SessionLog,
     r: &mut Reader<R>,
     w: &mut Writer<W>,
 ) -> Result<()> {
     let committed = catalog.manifests()?.into_iter().map(|m| m.id).collect();
+    let (role, generation) = crate::site::current_role(cfg, catalog)?;
     w.msg(&Msg::Welcome {
         protocol: PROTOCOL_VERSION,
         site: cfg.site.clone(),
         volumes: inventory_of(stores)?,
         committed,
         compress: crate::compress::supported(),
+        role: Some(role.as_str().to_string()),
+        generation: Some(generation),
     })?;
+    if role == crate::site::Role::Primary {
+        // Split-brain guard, receiving end: a primary never takes sets from
+        // anyone (a returning old primary must not overwrite the new one).
+        let message = format!(
+            "this site ({}) is the primary in generation {generation}: it receives nothing; the sender must become its standby (`snapsite failback` there)",
+            cfg.site
+        );
+        log.event(
+            tracing::Level::ERROR,
+            &format!("session refused: {message}"),
+        );
+        let _ = w.msg(&Msg::Error {
+            message: message.clone(),
+        });
+        let _ = w.flush();
+        return Err(Error::refused(message));
+    }
     r.accept_compressed()
 }
 
@@ -796,6 +817,13 @@ fn commit(cfg: &Config, stores: &Stores, catalog: &Catalog, m: Manifest) -> Resu
                 m.id
             )))
         };
+    }
+    let own = crate::site::current_role(cfg, catalog)?.1;
+    if m.generation < own {
+        return Err(Error::refused(format!(
+            "set {} was taken in generation {}, older than this site's generation {own}: a set of an old primary is never committed",
+            m.id, m.generation
+        )));
     }
     let mut m = validate_commit(cfg, stores, catalog, m)?;
     m.committed_at = Some(Timestamp::now());

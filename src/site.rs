@@ -17,14 +17,17 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::{Manifest, SetKind};
 
-/// Which end of replication this site is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Has a `[standby]` to ship to.
-    Primary,
-    /// Receives (`serve`) and fails over.
-    Standby,
+/// Which end of replication this site is (recorded state; see `catalog::Role`).
+pub use crate::catalog::Role;
+
+/// The role a site's config implies when nothing is recorded: a
+/// `[standby]` section makes it the primary.
+pub fn configured_role(cfg: &Config) -> Role {
+    if cfg.standby.is_some() {
+        Role::Primary
+    } else {
+        Role::Standby
+    }
 }
 
 impl std::fmt::Display for Role {
@@ -33,13 +36,41 @@ impl std::fmt::Display for Role {
     }
 }
 
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Primary => "primary",
-            Role::Standby => "standby",
-        }
+/// This site's role and generation: `role.json` when a failover, failback
+/// or switchover wrote one, else what the config implies (generation from
+/// the catalog, 1 on a new site).
+pub fn current_role(cfg: &Config, catalog: &Catalog) -> Result<(Role, u64)> {
+    match catalog.role_record()? {
+        Some(r) => Ok((r.role, r.generation)),
+        None => Ok((configured_role(cfg), catalog.generation()?)),
     }
+}
+
+/// Record this site's role for the first time (`snapsite role --init`):
+/// sites whose configs both name a peer say here which one is primary.
+/// Refused once a role is recorded: failover, failback and switchover
+/// change it from then on.
+pub fn init_role(catalog: &Catalog, role: Role) -> Result<crate::catalog::RoleRecord> {
+    let _lock = catalog.lock("role --init", std::time::Duration::from_secs(10))?;
+    if let Some(r) = catalog.role_record()? {
+        return Err(Error::refused(format!(
+            "this site already has a recorded role: {} in generation {} (by {} at {})",
+            r.role.as_str(),
+            r.generation,
+            r.how,
+            r.since
+        ))
+        .with_hint("failover, failback and switchover change roles; nothing was changed"));
+    }
+    let rec = crate::catalog::RoleRecord {
+        role,
+        generation: catalog.generation()?,
+        since: jiff::Timestamp::now(),
+        how: "init".into(),
+        set_id: None,
+    };
+    catalog.write_role_record(&rec)?;
+    Ok(rec)
 }
 
 /// Is every member of the set present in `lists` (this site's snapshots per
@@ -68,6 +99,8 @@ pub struct Site<'a> {
     pub cfg: &'a Config,
     pub catalog: Catalog,
     pub role: Role,
+    /// This site's generation (see `current_role`).
+    pub generation: u64,
     /// Every configured volume's storage, opened once.
     pub stores: Stores,
     manifests: Vec<Manifest>,
@@ -82,7 +115,11 @@ impl<'a> Site<'a> {
         let manifests = catalog.manifests()?;
         let stores = Stores::open(cfg);
         let local = local_lists(&stores)?;
-        Ok(Site::from_parts(cfg, catalog, stores, manifests, local))
+        let (role, generation) = current_role(cfg, &catalog)?;
+        let mut site = Site::from_parts(cfg, catalog, stores, manifests, local);
+        site.role = role;
+        site.generation = generation;
+        Ok(site)
     }
 
     /// A site from what was already read (tests, or a caller that listed).
@@ -93,15 +130,11 @@ impl<'a> Site<'a> {
         manifests: Vec<Manifest>,
         local: BTreeMap<String, Vec<String>>,
     ) -> Site<'a> {
-        let role = if cfg.standby.is_some() {
-            Role::Primary
-        } else {
-            Role::Standby
-        };
         Site {
             cfg,
             catalog,
-            role,
+            role: configured_role(cfg),
+            generation: 1,
             stores,
             manifests,
             local,

@@ -78,8 +78,20 @@ pub struct SetAt {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Status {
     pub site: String,
-    /// `primary` (has a [standby]) or `standby`.
+    /// `primary` or `standby`: the recorded role (`role.json`), or what
+    /// the config implies (a `[standby]` section: primary).
     pub role: Role,
+    /// This site's generation (failover makes it one more than any seen).
+    pub generation: u64,
+    /// Since when, and how, the role is recorded (absent: from the config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_record: Option<crate::catalog::RoleRecord>,
+    /// The peer's role and generation as seen in the last handshake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<crate::catalog::PeerRecord>,
+    /// The last rehearsal (`snapsite rehearse`) on this site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rehearsal: Option<RehearsalStatus>,
     pub now: Timestamp,
     pub level: Level,
     pub findings: Vec<Finding>,
@@ -95,6 +107,29 @@ pub struct Status {
     pub standby_record_updated_at: Option<Timestamp>,
     pub last_ship_ok_at: Option<Timestamp>,
     pub run: Option<RunRecord>,
+}
+
+/// The last rehearsal, from its report.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RehearsalStatus {
+    pub finished_at: Timestamp,
+    pub ok: bool,
+    pub set_id: String,
+    pub recovery_point: Timestamp,
+    pub seconds_total: f64,
+    pub seconds_replay: f64,
+}
+
+fn rehearsal_status(catalog: &crate::catalog::Catalog) -> Result<Option<RehearsalStatus>> {
+    let r: Option<crate::rehearse::Report> = catalog.last_rehearsal()?;
+    Ok(r.map(|r| RehearsalStatus {
+        finished_at: r.finished_at,
+        ok: r.ok,
+        set_id: r.plan.set_id,
+        recovery_point: r.recovery_point,
+        seconds_total: r.seconds_total,
+        seconds_replay: r.seconds_replay,
+    }))
 }
 
 fn at(snapshot: &str, time: Timestamp, now: Timestamp) -> SnapshotAt {
@@ -214,6 +249,10 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
     let mut status = Status {
         site: cfg.site.clone(),
         role: site.role,
+        generation: site.generation,
+        role_record: catalog.role_record()?,
+        peer: catalog.peer_record()?,
+        rehearsal: rehearsal_status(catalog)?,
         now,
         level: Level::Ok,
         findings: Vec::new(),
@@ -247,6 +286,28 @@ fn age(s: f64) -> String {
 pub fn evaluate(cfg: &Config, s: &Status) -> Vec<Finding> {
     let t = &cfg.status;
     let mut out = Vec::new();
+    // The split-brain guard: a primary whose peer is primary too, or holds
+    // a newer generation, must not ship (and `ship` refuses).
+    if s.role == Role::Primary {
+        if let Some(p) = &s.peer {
+            let newer = p.generation.is_some_and(|g| g > s.generation);
+            let also_primary = p.role == Some(crate::catalog::Role::Primary);
+            if newer || also_primary || p.refused.is_some() {
+                out.push(Finding {
+                    level: Level::Critical,
+                    message: format!(
+                        "split-brain guard: peer `{}` said it is {}{} (this site: primary in generation {}); this site refuses to ship: stop its application and run `snapsite failback` here",
+                        p.site,
+                        p.role.map(|r| r.as_str()).unwrap_or("of unknown role"),
+                        p.generation
+                            .map(|g| format!(" in generation {g}"))
+                            .unwrap_or_default(),
+                        s.generation
+                    ),
+                });
+            }
+        }
+    }
     let mut check = |what: &str, x: &Option<SetAt>, warn: Duration, crit: Duration| match x {
         None => out.push(Finding {
             level: Level::Critical,
@@ -285,6 +346,17 @@ pub fn evaluate(cfg: &Config, s: &Status) -> Vec<Finding> {
         t.full_set_warning,
         t.full_set_critical,
     );
+    if let Some(r) = &s.rehearsal {
+        if !r.ok {
+            out.push(Finding {
+                level: Level::Warning,
+                message: format!(
+                    "the last rehearsal (set {}) failed: failover may not come up cleanly",
+                    r.set_id
+                ),
+            });
+        }
+    }
     if let Some(r) = &s.run {
         // A ship by hand that succeeded since (the standby record says so)
         // clears run's failures.
@@ -341,6 +413,36 @@ pub fn render_text(s: &Status, tz: &jiff::tz::TimeZone) -> String {
         s.site,
         s.role
     );
+    let _ = writeln!(
+        o,
+        "role             {} in generation {}{}",
+        s.role,
+        s.generation,
+        match &s.role_record {
+            Some(r) => format!(
+                " (since {}, by {}{})",
+                local(r.since),
+                r.how,
+                r.set_id
+                    .as_ref()
+                    .map(|x| format!(" from set {x}"))
+                    .unwrap_or_default()
+            ),
+            None => " (from the config: no role recorded)".into(),
+        }
+    );
+    if let Some(p) = &s.peer {
+        let _ = writeln!(
+            o,
+            "peer             {} said {}{} at {}",
+            p.site,
+            p.role.map(|r| r.as_str()).unwrap_or("(no role)"),
+            p.generation
+                .map(|g| format!(" in generation {g}"))
+                .unwrap_or_default(),
+            local(p.seen_at)
+        );
+    }
     match &s.recovery_point {
         Some(r) => {
             let _ = writeln!(
@@ -422,6 +524,16 @@ pub fn render_text(s: &Status, tz: &jiff::tz::TimeZone) -> String {
             r.pid, r.full_sets_taken, r.redolog_sets_taken, r.sets_committed, r.sets_pruned
         );
     }
+    if let Some(r) = &s.rehearsal {
+        let _ = writeln!(
+            o,
+            "last rehearsal   {} {} (set {}, {:.1} s)",
+            local(r.finished_at),
+            if r.ok { "OK" } else { "FAILED" },
+            r.set_id,
+            r.seconds_total
+        );
+    }
     for f in &s.findings {
         let _ = writeln!(o, "{:<8} {}", f.level.as_str(), f.message);
     }
@@ -452,6 +564,18 @@ pub fn render_prometheus(s: &Status) -> String {
         "0 ok, 1 warning, 2 critical (as the exit status of snapsite status)",
         vec![(format!("role=\"{}\"", s.role), s.level as i32 as f64)],
     );
+    metric(
+        "generation",
+        "This site's generation (failover makes it one more than any seen)",
+        vec![(format!("role=\"{}\"", s.role), s.generation as f64)],
+    );
+    if let Some(g) = s.peer.as_ref().and_then(|p| p.generation) {
+        metric(
+            "peer_generation",
+            "The peer's generation as seen in the last handshake",
+            vec![(String::new(), g as f64)],
+        );
+    }
     let mut newest = Vec::new();
     let mut lag = Vec::new();
     let mut count = Vec::new();
@@ -513,6 +637,33 @@ pub fn render_prometheus(s: &Status) -> String {
             vec![(String::new(), ts(t))],
         );
     }
+    if let Some(r) = &s.rehearsal {
+        metric(
+            "rehearsal_ok",
+            "1 when the last rehearsal's replay succeeded",
+            vec![(String::new(), if r.ok { 1.0 } else { 0.0 })],
+        );
+        metric(
+            "rehearsal_timestamp_seconds",
+            "When the last rehearsal finished",
+            vec![(String::new(), ts(r.finished_at))],
+        );
+        metric(
+            "rehearsal_seconds",
+            "How long the last rehearsal took (clones, replay, teardown)",
+            vec![(String::new(), r.seconds_total)],
+        );
+        metric(
+            "rehearsal_replay_seconds",
+            "How long the last rehearsal's replay took",
+            vec![(String::new(), r.seconds_replay)],
+        );
+        metric(
+            "rehearsal_recovery_point_timestamp_seconds",
+            "The recovery point the last rehearsal proved",
+            vec![(String::new(), ts(r.recovery_point))],
+        );
+    }
     if let Some(r) = &s.run {
         metric(
             "run_ship_failures",
@@ -560,6 +711,10 @@ recovery_point_critical = "1h"
         Status {
             site: "a".into(),
             role: Role::Primary,
+            generation: 1,
+            role_record: None,
+            peer: None,
+            rehearsal: None,
             now,
             level: Level::Ok,
             findings: vec![],

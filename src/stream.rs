@@ -158,6 +158,14 @@ pub enum Msg {
         /// from a standby that predates compression.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         compress: Vec<String>,
+        /// The standby's recorded role (`primary` / `standby`; absent from
+        /// older builds): a primary whose peer is primary does not ship.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
+        /// The standby's generation: a primary whose peer holds a newer
+        /// one does not ship (split-brain guard).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        generation: Option<u64>,
     },
     /// A snapshot's data follows in `D` frames, then `End`.
     Begin {

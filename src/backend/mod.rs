@@ -137,6 +137,51 @@ pub trait Backend: Send + Sync {
     /// Remove a writable copy made by `writable_copy` (failover rollback).
     fn remove_writable_copy(&self, vol: &Volume) -> Result<()>;
 
+    /// Where a rehearsal's writable clone of this volume lives (scratch,
+    /// never the live location or mountpoint); a directory once made.
+    fn rehearsal_copy_path(&self, vol: &Volume) -> Result<PathBuf> {
+        Err(Error::storage(format!(
+            "volume `{}`: rehearsal is not supported on {} yet",
+            vol.role,
+            self.kind().as_str()
+        )))
+    }
+
+    /// Make the rehearsal's writable clone of snapshot `name` (the snapshot
+    /// stays pristine); returns the directory holding its data.
+    fn rehearsal_copy(&self, vol: &Volume, _name: &str) -> Result<PathBuf> {
+        self.rehearsal_copy_path(vol)
+    }
+
+    /// Remove the rehearsal's clone (idempotent: nothing there is fine).
+    fn remove_rehearsal_copy(&self, _vol: &Volume) -> Result<()> {
+        Ok(())
+    }
+
+    /// Keep this site's live data (`source`) as a read-only "divergent"
+    /// snapshot named `divergent-<label>`, outside the set namespace (never
+    /// listed, shipped or pruned); returns where it is. Used when this site
+    /// stops being primary: what it wrote after the common base is kept.
+    fn keep_divergent(&self, vol: &Volume, _label: &str) -> Result<String> {
+        Err(Error::storage(format!(
+            "volume `{}`: keeping divergent data is not supported on {} yet",
+            vol.role,
+            self.kind().as_str()
+        )))
+    }
+
+    /// Prepare snapshot `name`, taken on this site, to be the base of
+    /// incremental receives from the peer (after a failback or switchover
+    /// turns the direction around). btrfs: see `Btrfs::make_receivable`.
+    fn make_receivable(&self, _vol: &Volume, _name: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// The divergent snapshots kept here, oldest first.
+    fn divergent(&self, _vol: &Volume) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// Protect snapshot `name` as the common snapshot (ZFS: a hold), so
     /// that no pruning, by snapsite or by hand, can destroy it; release the
     /// protection of every older snapsite snapshot of the volume.
@@ -251,6 +296,24 @@ impl Store {
     }
     pub fn protect_common(&self, name: &str) -> Result<()> {
         self.imp.protect_common(&self.vol, name)
+    }
+    pub fn rehearsal_copy_path(&self) -> Result<PathBuf> {
+        self.imp.rehearsal_copy_path(&self.vol)
+    }
+    pub fn rehearsal_copy(&self, name: &str) -> Result<PathBuf> {
+        self.imp.rehearsal_copy(&self.vol, name)
+    }
+    pub fn remove_rehearsal_copy(&self) -> Result<()> {
+        self.imp.remove_rehearsal_copy(&self.vol)
+    }
+    pub fn keep_divergent(&self, label: &str) -> Result<String> {
+        self.imp.keep_divergent(&self.vol, label)
+    }
+    pub fn make_receivable(&self, name: &str) -> Result<()> {
+        self.imp.make_receivable(&self.vol, name)
+    }
+    pub fn divergent(&self) -> Result<Vec<String>> {
+        self.imp.divergent(&self.vol)
     }
 }
 

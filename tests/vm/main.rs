@@ -46,6 +46,7 @@ macro_rules! require_lab {
     };
 }
 
+mod cycle;
 mod hostile;
 mod lvm;
 mod smoke;
