@@ -370,6 +370,7 @@ struct RawConfig {
     schedule: Option<ScheduleSection>,
     retention: Option<RetentionSection>,
     status: Option<StatusSection>,
+    stream: Option<crate::streamconf::StreamSection>,
 }
 
 /// `[schedule]`: what `snapsite run` does and how often (primary).
@@ -420,6 +421,8 @@ pub struct Config {
     pub retention: Option<Retention>,
     /// `[status]`, with defaults when absent.
     pub status: StatusThresholds,
+    /// `[stream]`: redolog streaming (issue 17), if configured.
+    pub stream: Option<crate::streamconf::StreamSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -513,6 +516,11 @@ impl Config {
             .map(|r| validate_retention(&cx, r))
             .transpose()?;
         let status = validate_status(&cx, raw.status.as_ref())?;
+        let stream = raw
+            .stream
+            .as_ref()
+            .map(|s| crate::streamconf::validate(path, s))
+            .transpose()?;
 
         Ok(Config {
             path: path.to_owned(),
@@ -526,6 +534,7 @@ impl Config {
             schedule,
             retention,
             status,
+            stream,
         })
     }
 

@@ -17,6 +17,7 @@ pub mod failover;
 pub mod model;
 pub mod mountinfo;
 pub mod prune;
+pub mod redostream;
 pub mod replay;
 pub mod retention;
 pub mod run;
@@ -25,6 +26,7 @@ pub mod serve;
 pub mod site;
 pub mod status;
 pub mod stream;
+pub mod streamconf;
 pub mod transport;
 
 pub use error::{Error, ErrorKind, Result};

@@ -117,6 +117,11 @@ pub fn run(cfg: &Config, opts: &Options, progress: Progress) -> Result<RunRecord
         "run started"
     );
     catalog.write_run_record(&rec)?;
+    // Redolog streaming (issue 17): a thread beside the loop, with its own
+    // session to the standby; stopped when `run` returns.
+    let _follower = (!opts.once)
+        .then(|| crate::redostream::start_follower(cfg))
+        .flatten();
     let mut any_failed = false;
     loop {
         if stop_requested() {

@@ -150,6 +150,17 @@ fn serve_session<R: Read, W: Write>(
     input: R,
     output: W,
 ) -> Result<()> {
+    let mut r = Reader::new(input);
+    let mut w = Writer::new(output);
+    w.magic()?;
+    w.flush()?;
+    r.magic()?;
+    let first = r.msg()?;
+    if let Msg::SpoolHello { .. } = first {
+        // Redolog streaming: a long-lived session beside the ship sessions,
+        // under the spool's own lock (never the site lock).
+        return crate::redostream::serve_spool(cfg, catalog, &|l, t| log.event(l, t), first, r, w);
+    }
     let _lock = catalog.lock("serve", Duration::from_secs(60))?;
     let pid = std::process::id() as i32;
     let record = ServeRecord {
@@ -160,12 +171,7 @@ fn serve_session<R: Read, W: Write>(
     };
     catalog.write_serve_record(&record)?;
     let _guard = ServeRecordGuard(catalog);
-    let mut r = Reader::new(input);
-    let mut w = Writer::new(output);
-    w.magic()?;
-    w.flush()?;
-    r.magic()?;
-    match r.msg()? {
+    match first {
         Msg::Hello {
             protocol,
             site,
@@ -259,6 +265,13 @@ fn serve_session<R: Read, W: Write>(
                 match commit(cfg, stores, catalog, manifest) {
                     Ok(()) => {
                         log.event(tracing::Level::INFO, &format!("set {id} committed"));
+                        crate::redostream::checkpoint_after_commit(
+                            cfg,
+                            stores,
+                            catalog,
+                            &|l, t| log.event(l, t),
+                            &reply_id,
+                        );
                         w.msg(&Msg::Committed { set_id: reply_id })?
                     }
                     Err(e) => {
@@ -299,6 +312,11 @@ fn msg_name(m: &Msg) -> &'static str {
         Msg::Committed { .. } => "committed",
         Msg::Error { .. } => "error",
         Msg::Bye => "bye",
+        Msg::SpoolHello { .. }
+        | Msg::SpoolWelcome { .. }
+        | Msg::SpoolBatch { .. }
+        | Msg::SpoolAck { .. }
+        | Msg::SpoolRefused { .. } => "spool",
     }
 }
 

@@ -95,6 +95,9 @@ pub struct Status {
     pub standby_record_updated_at: Option<Timestamp>,
     pub last_ship_ok_at: Option<Timestamp>,
     pub run: Option<RunRecord>,
+    /// Redolog streaming (issue 17): lag and spool, when `[stream]` is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<crate::redostream::StreamStatus>,
 }
 
 fn at(snapshot: &str, time: Timestamp, now: Timestamp) -> SnapshotAt {
@@ -224,6 +227,7 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
         standby_record_updated_at: record.as_ref().and_then(|r| r.updated_at),
         last_ship_ok_at: record.as_ref().and_then(|r| r.last_ship_ok),
         run,
+        stream: crate::redostream::stream_status(cfg, now),
     };
     status.findings = evaluate(cfg, &status);
     status.level = status
@@ -422,6 +426,9 @@ pub fn render_text(s: &Status, tz: &jiff::tz::TimeZone) -> String {
             r.pid, r.full_sets_taken, r.redolog_sets_taken, r.sets_committed, r.sets_pruned
         );
     }
+    if let Some(st) = &s.stream {
+        o.push_str(&crate::redostream::render_status(st));
+    }
     for f in &s.findings {
         let _ = writeln!(o, "{:<8} {}", f.level.as_str(), f.message);
     }
@@ -520,6 +527,9 @@ pub fn render_prometheus(s: &Status) -> String {
             vec![(String::new(), r.ship_failures as f64)],
         );
     }
+    if let Some(st) = &s.stream {
+        o.push_str(&crate::redostream::render_metrics(st, &site));
+    }
     o
 }
 
@@ -576,6 +586,7 @@ recovery_point_critical = "1h"
             standby_record_updated_at: None,
             last_ship_ok_at: None,
             run: None,
+            stream: None,
         }
     }
 
