@@ -769,8 +769,29 @@ impl<'a> View<'a> {
         ok
     }
 
-    /// Is the directory at the state `sim`? `Err(reason)` if not.
-    fn at(&mut self, sp: &Spool, sim: &Sim, check_bytes: bool) -> std::result::Result<(), String> {
+    /// Bytes `[from, to)` of range `r` equal in the file?
+    fn equal_part(&self, sp: &Spool, name: &str, r: &Range, from: u64, to: u64) -> bool {
+        let want = &sp.data(r.src)[(from - r.offset) as usize..(to - r.offset) as usize];
+        safe_path(self.root, name)
+            .ok()
+            .and_then(|p| open_nofollow(&p, false).ok())
+            .is_some_and(|f| {
+                let mut buf = vec![0u8; want.len()];
+                f.read_exact_at(&mut buf, from).is_ok() && buf == want
+            })
+    }
+
+    /// Is the directory at the state `sim`? `Err(reason)` if not. With
+    /// `fin` (the state after the whole spool), bytes the directory holds
+    /// beyond `sim`'s sizes must agree with what the spool appends there
+    /// later (a snapshot may be ahead of the follower, never different).
+    fn at(
+        &mut self,
+        sp: &Spool,
+        sim: &Sim,
+        check_bytes: bool,
+        fin: Option<&Sim>,
+    ) -> std::result::Result<(), String> {
         for (name, &i) in &sim.names {
             let inst = &sim.insts[i];
             match self.size(name)? {
@@ -805,6 +826,19 @@ impl<'a> View<'a> {
                         ));
                     }
                 }
+                let (Some(fin), Ok(Some(have))) = (fin, self.size(name)) else {
+                    continue;
+                };
+                let size = sim.insts[i].size;
+                for r in fin.insts.get(i).map(|x| &x.ranges[..]).unwrap_or(&[]) {
+                    let (from, to) = (r.offset.max(size), (r.offset + r.len).min(have));
+                    if from < to && !self.equal_part(sp, name, r, from, to) {
+                        return Err(format!(
+                            "`{}`: bytes {from}..{to} differ from what the spool appends there",
+                            wire_str(name)
+                        ));
+                    }
+                }
             }
         }
         Ok(())
@@ -820,7 +854,7 @@ fn find_cut(sp: &Spool, root: &Path) -> std::result::Result<(usize, Sim), String
     // Forward: remember which cuts pass the cheap check (names and sizes).
     let mut first_err = None;
     for j in 0..=sp.items.len() {
-        match view.at(sp, &sim, false) {
+        match view.at(sp, &sim, false, None) {
             Ok(()) => states.push((j, sim.clone())),
             Err(e) if j == 0 => first_err = Some(e),
             Err(_) => {}
@@ -831,7 +865,7 @@ fn find_cut(sp: &Spool, root: &Path) -> std::result::Result<(usize, Sim), String
         }
     }
     for (j, s) in states.into_iter().rev() {
-        match view.at(sp, &s, true) {
+        match view.at(sp, &s, true, Some(&sim)) {
             Ok(()) => return Ok((j, s)),
             Err(e) => {
                 first_err.get_or_insert(e);
@@ -1289,7 +1323,7 @@ pub fn apply_dir(spool: &Path, root: &Path, snapshot_time: Timestamp) -> Result<
     let sim = sp.sim();
     sync_dirs(root, &sim.known);
     View::new(root)
-        .at(&sp, &sim, true)
+        .at(&sp, &sim, true, None)
         .map_err(|e| Error::integrity(format!("the copy after applying the spool: {e}")))?;
     let last = sp.items.last().map(|i| i.as_of).or(sp.last_as_of);
     Ok(StreamRecovery {
