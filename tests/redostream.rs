@@ -368,7 +368,8 @@ fn hostile_batches_are_refused_and_leave_the_spool_as_it_was() {
         len,
     };
     let big = vec![7u8; 1 << 20];
-    let cases: Vec<(&str, u64, Vec<SpoolEvent>, Vec<u8>, Option<&str>)> = vec![
+    type Case<'a> = (&'a str, u64, Vec<SpoolEvent>, Vec<u8>, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             "traversal",
             2,
