@@ -538,3 +538,111 @@ fn config_errors_name_the_stream_key() {
         dir.path().join("live")
     );
 }
+
+fn wait_acked(cfg: &Config, after: jiff::Timestamp) {
+    let t = std::time::Instant::now();
+    loop {
+        if let Some(r) = redostream::follower_record(cfg) {
+            if r.acked_as_of.is_some_and(|a| a > after) && r.lag_bytes == 0 {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "follower did not catch up: {r:?}"
+            );
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no follower record");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn add_stream(path: &Path) {
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(format!("\n{STREAM}").as_bytes()).unwrap();
+}
+
+#[test]
+fn btrfs_failover_appends_the_streamed_tail() {
+    require_real!();
+    let lab = common::Lab::new("[\"/bin/true\"]");
+    add_stream(&lab.stb_cfg);
+    let pri = lab.primary_variant(
+        "stream-primary",
+        &format!(
+            "transport = \"command\"\ncommand = [\"{}\", \"serve\", \"--stdio\", \"--config\", \"{}\"]",
+            common::snapsite_exe(),
+            lab.stb_cfg.display()
+        ),
+    );
+    add_stream(&pri);
+    let cfg = Config::load(&pri).unwrap();
+    let mut log = Log::new(&lab.live("redolog"));
+    log.append(50);
+    lab.ok(&pri, &["snapshot"]);
+    lab.ok(&pri, &["ship"]);
+    let follower = redostream::start_follower(&cfg).expect("[stream] is on");
+    log.append(30);
+    wait_acked(&cfg, jiff::Timestamp::now());
+    log.rollover();
+    log.append(20);
+    wait_acked(&cfg, jiff::Timestamp::now());
+    // A redolog snapshot, shipped: the standby's checkpoint drops what it holds.
+    lab.ok(&pri, &["snapshot", "--redolog"]);
+    lab.ok(&pri, &["ship"]);
+    let serve_log = std::fs::read_to_string(lab.dir.path().join("state-stb/serve.log")).unwrap();
+    assert!(serve_log.contains("spooled events; dropped"), "{serve_log}");
+    log.append(25);
+    log.rollover();
+    log.append(7);
+    let last_write = jiff::Timestamp::now();
+    wait_acked(&cfg, last_write);
+    let status = lab.ok(&pri, &["status"]);
+    assert!(status.contains("stream        lag"), "{status}");
+    drop(follower);
+    let want = digest(&lab.live("redolog"));
+    let out = lab.ok(&lab.stb_cfg, &["failover", "--no-replay", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let copy = lab.dir.path().join("mnt-app/redolog");
+    assert_eq!(digest(&copy), want, "redolog copy = primary's files");
+    let snap_rp: jiff::Timestamp = report["recovery_point"].as_str().unwrap().parse().unwrap();
+    let stream_rp: jiff::Timestamp = report["stream"]["recovery_point"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(stream_rp > last_write && stream_rp > snap_rp, "{report}");
+    assert!(report["stream"]["events_applied"].as_u64().unwrap() >= 3);
+}
+
+#[test]
+fn btrfs_failover_no_stream_uses_the_snapshot_alone() {
+    require_real!();
+    let lab = common::Lab::new("[\"/bin/true\"]");
+    add_stream(&lab.stb_cfg);
+    let pri = lab.primary_variant(
+        "stream-primary",
+        &format!(
+            "transport = \"command\"\ncommand = [\"{}\", \"serve\", \"--stdio\", \"--config\", \"{}\"]",
+            common::snapsite_exe(),
+            lab.stb_cfg.display()
+        ),
+    );
+    add_stream(&pri);
+    let cfg = Config::load(&pri).unwrap();
+    let mut log = Log::new(&lab.live("redolog"));
+    log.append(10);
+    lab.ok(&pri, &["snapshot"]);
+    lab.ok(&pri, &["ship"]);
+    let snap = digest(&lab.live("redolog"));
+    let follower = redostream::start_follower(&cfg).unwrap();
+    log.append(10);
+    wait_acked(&cfg, jiff::Timestamp::now());
+    drop(follower);
+    let out = lab.ok(
+        &lab.stb_cfg,
+        &["failover", "--no-replay", "--no-stream", "--json"],
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(report.get("stream").is_none(), "{report}");
+    assert_eq!(digest(&lab.dir.path().join("mnt-app/redolog")), snap);
+}
