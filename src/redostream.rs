@@ -620,6 +620,20 @@ impl Spool {
                 &data,
             ));
         }
+        // Batches without events after the last item still said "nothing
+        // new as of": keep the newest of them (sequence and time).
+        let last_item_seq = self.items.last().map_or(first_seq, |i| i.seq);
+        if let Some(as_of) = self.last_as_of.filter(|_| self.last_seq > last_item_seq) {
+            out.extend(encode_record(
+                &RecordMeta::Batch {
+                    seq: self.last_seq,
+                    as_of,
+                    reset: false,
+                    events: vec![],
+                },
+                &[],
+            ));
+        }
         out
     }
 
@@ -1136,7 +1150,11 @@ pub fn serve_spool<R: Read, W: Write>(
             }
         }
         let got = blake3::hash(&data).to_hex().to_string();
-        let refused = |e: String| Msg::SpoolRefused { seq, error: e };
+        let refused = |e: String| Msg::SpoolRefused {
+            seq,
+            error: e,
+            full: false,
+        };
         if got != want_hash {
             let e = format!("spool batch {seq}: checksum mismatch; refused");
             log(tracing::Level::ERROR, &e);
@@ -1185,7 +1203,11 @@ pub fn serve_spool<R: Read, W: Write>(
                 s.spool_max
             );
             log(tracing::Level::WARN, &e);
-            w.msg(&refused(e))?;
+            w.msg(&Msg::SpoolRefused {
+                seq,
+                error: e,
+                full: true,
+            })?;
             continue;
         }
         if reset {
@@ -1325,7 +1347,9 @@ pub fn apply_dir(spool: &Path, root: &Path, snapshot_time: Timestamp) -> Result<
     View::new(root)
         .at(&sp, &sim, true, None)
         .map_err(|e| Error::integrity(format!("the copy after applying the spool: {e}")))?;
-    let last = sp.items.last().map(|i| i.as_of).or(sp.last_as_of);
+    // The newest batch, with or without events: the primary had looked at
+    // its files then, and everything it found is applied.
+    let last = sp.last_as_of;
     Ok(StreamRecovery {
         recovery_point: Some(last.map_or(snapshot_time, |t| t.max(snapshot_time))),
         events_applied: sp.items.len() - j,
@@ -1895,10 +1919,14 @@ impl Follower {
                 rec.last_error = None;
                 Ok(poll.complete)
             }
-            Msg::SpoolRefused { error, .. } => {
-                // Start over from a base at the next flush.
-                self.need_reset = true;
-                self.tracked.clear();
+            Msg::SpoolRefused { error, full, .. } => {
+                // A full spool: the same changes again later (after a
+                // checkpoint made room). Anything else: start over from a
+                // base at the next flush.
+                if !full {
+                    self.need_reset = true;
+                    self.tracked.clear();
+                }
                 Err(Error::refused(format!(
                     "the standby refused spool batch {seq}: {}",
                     wire_text(&error)

@@ -227,6 +227,9 @@ pub enum Msg {
     SpoolRefused {
         seq: u64,
         error: String,
+        /// The spool is full (`stream.spool_max`): retry the same changes later.
+        #[serde(default)]
+        full: bool,
     },
 }
 

@@ -237,6 +237,10 @@ fn checkpoint_drops_what_the_snapshot_covers_and_refuses_a_mismatch() {
             .unwrap()
             .len();
     assert!(spooled(&stb.spool()) > tail);
+    // Batches without changes still advance the stream's time.
+    flush(&mut f, &mut c);
+    let as_of = |d: &Path| redostream::Spool::load(d, false).unwrap().last_as_of();
+    let newest = as_of(&stb.spool());
     let dropped = redostream::checkpoint(&stb.spool(), snap.path(), "s1")
         .unwrap()
         .unwrap();
@@ -467,8 +471,8 @@ fn hostile_batches_are_refused_and_leave_the_spool_as_it_was() {
             None,
         ) {
             Msg::SpoolAck { .. } => off += big.len() as u64,
-            Msg::SpoolRefused { error, .. } => {
-                assert!(error.contains("spool_max"), "{error}");
+            Msg::SpoolRefused { error, full, .. } => {
+                assert!(error.contains("spool_max") && full, "{error}");
                 refused_at = Some(s);
                 break;
             }
