@@ -250,6 +250,7 @@ fn checkpoint_drops_what_the_snapshot_covers_and_refuses_a_mismatch() {
         tail,
         "only what the snapshot lacks is left"
     );
+    assert_eq!(as_of(&stb.spool()), newest, "kept across the checkpoint");
     let after = std::fs::metadata(&journal).unwrap().len();
     let copy = tempfile::tempdir().unwrap();
     copy_tree(snap.path(), copy.path());
