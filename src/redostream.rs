@@ -926,17 +926,81 @@ pub struct Broken {
     pub reason: String,
 }
 
-/// Where a committed snapshot's files can be read, if the backend allows it
-/// without mounting (btrfs: the received read-only subvolume).
-fn snapshot_root(cfg: &Config, stores: &Stores, set_id: &str) -> Option<PathBuf> {
-    let st = stores.find(&cfg.redolog_role)?;
-    match &st.volume().addr {
-        VolumeAddr::Btrfs { .. } => {
-            let p = crate::backend::btrfs::snapshot_path(st.volume(), set_id).ok()?;
-            p.is_dir().then_some(p)
+/// A committed snapshot's files, readable: btrfs reads the received
+/// read-only subvolume in place; ZFS mounts the replica's snapshot and LVM
+/// the thin snapshot (activated) read-only, without journal replay, on a
+/// directory of the spool's own, unmounted again on drop.
+struct SnapshotView {
+    root: PathBuf,
+    mounted: bool,
+}
+
+impl Drop for SnapshotView {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = crate::cmd::Cmd::new("umount").arg(&self.root).run();
+            let _ = std::fs::remove_dir(&self.root);
         }
-        _ => None,
     }
+}
+
+fn snapshot_view(cfg: &Config, stores: &Stores, dir: &Path, set_id: &str) -> Result<SnapshotView> {
+    crate::model::validate_set_id(set_id)?;
+    let st = stores
+        .find(&cfg.redolog_role)
+        .ok_or_else(|| Error::config("no redolog volume"))?;
+    let (device, options): (String, Vec<&str>) = match &st.volume().addr {
+        VolumeAddr::Btrfs { .. } => {
+            let p = crate::backend::btrfs::snapshot_path(st.volume(), set_id)?;
+            if !p.is_dir() {
+                return Err(Error::not_found(format!("{} is not there", p.display())));
+            }
+            return Ok(SnapshotView {
+                root: p,
+                mounted: false,
+            });
+        }
+        VolumeAddr::Zfs { .. } => {
+            let r = crate::backend::require_replica(st.volume(), "a checkpoint")?;
+            (format!("{r}@{set_id}"), vec!["-t", "zfs", "-o", "ro"])
+        }
+        VolumeAddr::Lvm { replica, .. } => {
+            let r = replica
+                .as_ref()
+                .ok_or_else(|| Error::config("lvm redolog volume without replica"))?;
+            let lv = crate::backend::lvm::snap_lv(&r.lv, set_id);
+            crate::cmd::Cmd::new("lvchange")
+                .env("LC_ALL", "C")
+                .args(["-ay", "-K"])
+                .arg(format!("{}/{lv}", r.vg))
+                .run()?;
+            let dev = format!("/dev/{}/{lv}", r.vg);
+            let fstype = crate::cmd::Cmd::new("blkid")
+                .args(["-o", "value", "-s", "TYPE", "--"])
+                .arg(&dev)
+                .output()?;
+            let opts = match fstype.trim() {
+                "xfs" => "ro,norecovery,nouuid",
+                "ext4" | "ext3" => "ro,noload",
+                _ => "ro",
+            };
+            (dev, vec!["-o", opts])
+        }
+    };
+    let root = dir.join(format!("view-{}", std::process::id()));
+    std::fs::create_dir_all(&root).ctx(format!("create {}", root.display()))?;
+    crate::cmd::Cmd::new("mount")
+        .args(options)
+        .arg(&device)
+        .arg(&root)
+        .run()
+        .inspect_err(|_| {
+            let _ = std::fs::remove_dir(&root);
+        })?;
+    Ok(SnapshotView {
+        root,
+        mounted: true,
+    })
 }
 
 /// After serve committed a set: if it holds the redolog volume, match the
@@ -961,15 +1025,20 @@ pub fn checkpoint_after_commit(
     if m.member(&cfg.redolog_role).is_none() {
         return;
     }
-    let Some(root) = snapshot_root(cfg, stores, set_id) else {
-        log(
-            tracing::Level::WARN,
-            &format!(
-                "spool: set {set_id}: the redolog snapshot's files cannot be read here; spool kept unchecked"
-            ),
-        );
-        return;
+    let view = match snapshot_view(cfg, stores, &dir, set_id) {
+        Ok(v) => v,
+        Err(e) => {
+            log(
+                tracing::Level::WARN,
+                &format!(
+                    "spool: set {set_id}: the redolog snapshot's files cannot be read ({}); spool kept unchecked",
+                    wire_text(&e.to_string())
+                ),
+            );
+            return;
+        }
     };
+    let root = view.root.clone();
     match checkpoint(&dir, &root, set_id) {
         Ok(Some(dropped)) => log(
             tracing::Level::INFO,

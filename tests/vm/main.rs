@@ -48,6 +48,7 @@ macro_rules! require_lab {
 
 mod hostile;
 mod lvm;
+mod redostream;
 mod smoke;
 mod zfs;
 
