@@ -864,12 +864,13 @@ impl<'a> View<'a> {
 fn find_cut(sp: &Spool, root: &Path) -> std::result::Result<(usize, Sim), String> {
     let mut view = View::new(root);
     let mut sim = sp.base_sim();
-    let mut states = vec![];
-    // Forward: remember which cuts pass the cheap check (names and sizes).
+    // Forward: which cuts pass the cheap check (names and sizes); only
+    // their indices are kept (a state is rebuilt when its bytes are checked).
+    let mut candidates = vec![];
     let mut first_err = None;
     for j in 0..=sp.items.len() {
         match view.at(sp, &sim, false, None) {
-            Ok(()) => states.push((j, sim.clone())),
+            Ok(()) => candidates.push(j),
             Err(e) if j == 0 => first_err = Some(e),
             Err(_) => {}
         }
@@ -878,8 +879,13 @@ fn find_cut(sp: &Spool, root: &Path) -> std::result::Result<(usize, Sim), String
                 .expect("recorded items apply");
         }
     }
-    for (j, s) in states.into_iter().rev() {
-        match view.at(sp, &s, true, Some(&sim)) {
+    let fin = sim;
+    for j in candidates.into_iter().rev() {
+        let mut s = sp.base_sim();
+        for (i, it) in sp.items[..j].iter().enumerate() {
+            s.apply(&it.ev, Src::Item(i)).expect("recorded items apply");
+        }
+        match view.at(sp, &s, true, Some(&fin)) {
             Ok(()) => return Ok((j, s)),
             Err(e) => {
                 first_err.get_or_insert(e);
