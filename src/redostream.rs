@@ -1287,7 +1287,14 @@ pub fn serve_spool<R: Read, W: Write>(
         }
         if reset {
             write_journal_atomic(&dir, &rec)?;
-            log(tracing::Level::WARN, "spool reset by the primary");
+            // A first start is one too; a reset of a spool holding events
+            // means the primary could not continue it.
+            let level = if sp.items.is_empty() {
+                tracing::Level::INFO
+            } else {
+                tracing::Level::WARN
+            };
+            log(level, "spool started over from the primary's current files");
         } else {
             append_journal(&dir, &rec)?;
         }
