@@ -714,6 +714,15 @@ fn append_journal(dir: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The journal's (inode, size): changed by anyone but this session only
+/// through a checkpoint's rewrite.
+fn journal_id(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir.join(JOURNAL))
+        .ok()
+        .map(|m| (m.ino(), m.len()))
+}
+
 /// Short lock around every change of the journal (a batch, a checkpoint).
 fn spool_lock(dir: &Path, name: &str, wait: Duration) -> Result<nix::fcntl::Flock<File>> {
     std::fs::create_dir_all(dir).ctx(format!("create {}", dir.display()))?;
@@ -1177,10 +1186,11 @@ pub fn serve_spool<R: Read, W: Write>(
             wire_str(&version)
         ),
     );
-    let sp = {
+    let mut sp = {
         let _l = spool_lock(&dir, "lock", Duration::from_secs(30))?;
         Spool::load(&dir, true)?
     };
+    let mut known = journal_id(&dir);
     w.msg(&Msg::SpoolWelcome {
         site: cfg.site.clone(),
         last_seq: sp.last_seq,
@@ -1237,8 +1247,11 @@ pub fn serve_spool<R: Read, W: Write>(
             continue;
         }
         let _l = spool_lock(&dir, "lock", Duration::from_secs(30))?;
-        // A checkpoint may have rewritten the journal since.
-        let sp = Spool::load(&dir, true)?;
+        // A checkpoint may have rewritten the journal since (a new inode):
+        // read it again; otherwise what this session holds is current.
+        if journal_id(&dir) != known {
+            sp = Spool::load(&dir, true)?;
+        }
         if let Err(e) = refuse_reason(s, &sp, seq, &events, bytes, as_of) {
             log(tracing::Level::WARN, &format!("spool batch refused: {e}"));
             w.msg(&refused(e))?;
@@ -1298,6 +1311,9 @@ pub fn serve_spool<R: Read, W: Write>(
         } else {
             append_journal(&dir, &rec)?;
         }
+        trial.disk_bytes = new_size;
+        sp = trial;
+        known = journal_id(&dir);
         drop(_l);
         w.msg(&Msg::SpoolAck { seq })?;
     }
