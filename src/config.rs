@@ -383,6 +383,7 @@ struct RawConfig {
     status: Option<StatusSection>,
     hooks: Option<crate::hooks::RawHooks>,
     notify: Option<crate::notify::RawNotify>,
+    stream: Option<crate::streamconf::StreamSection>,
 }
 
 /// `[schedule]`: what `snapsite run` does and how often (primary).
@@ -437,6 +438,8 @@ pub struct Config {
     pub hooks: crate::hooks::Hooks,
     /// `[notify]`, if push notifications are configured.
     pub notify: Option<crate::notify::Notify>,
+    /// `[stream]`: redolog streaming (issue 17), if configured.
+    pub stream: Option<crate::streamconf::StreamSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -544,6 +547,11 @@ impl Config {
             .map(crate::notify::validate)
             .transpose()
             .map_err(|m| Error::config(format!("{}: {m}", path.display())))?;
+        let stream = raw
+            .stream
+            .as_ref()
+            .map(|s| crate::streamconf::validate(path, s))
+            .transpose()?;
 
         Ok(Config {
             path: path.to_owned(),
@@ -559,6 +567,7 @@ impl Config {
             status,
             hooks,
             notify,
+            stream,
         })
     }
 

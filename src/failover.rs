@@ -292,6 +292,11 @@ pub struct Report {
     pub replay: Option<ReplayOutcome>,
     pub replay_skipped: bool,
     pub resumed: bool,
+    /// Redolog streaming (issue 17): the spooled tail appended to the
+    /// redolog copy and the stream's recovery point (primary's clock), next
+    /// to the snapshot-only `recovery_point`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<crate::redostream::StreamRecovery>,
     pub started_at: Timestamp,
     pub finished_at: Timestamp,
     pub seconds_copies: f64,
@@ -319,6 +324,8 @@ impl Report {
 pub struct Options<'a> {
     pub set: Option<&'a str>,
     pub no_replay: bool,
+    /// Ignore the redolog spool (issue 17): the snapshot alone.
+    pub no_stream: bool,
 }
 
 /// Progress of a failover, for the caller to show (`run` prints each to
@@ -491,6 +498,18 @@ pub fn run_with(cfg: &Config, opts: &Options, progress: &mut dyn FnMut(&Event)) 
     // From here the copies are the live data: this site is the primary.
     let generation = promote(cfg, &plan, &mut ctx)?;
 
+    // Redolog streaming: the spooled tail onto the redolog copy, before replay.
+    let stream = if opts.no_stream {
+        None
+    } else {
+        let copy = backend::open(cfg.redolog()).writable_copy_path();
+        copy.ok()
+            .and_then(|root| crate::redostream::apply_at_failover(cfg, &root, plan.redolog_before))
+    };
+    if let Some(n) = stream.as_ref().and_then(|s| s.not_used.clone()) {
+        ctx.note(format!("redolog spool not used: {n}"));
+    }
+
     let replay_skipped = opts.no_replay || plan.replay_argv.is_none();
     let replay = if replay_skipped {
         None
@@ -507,6 +526,7 @@ pub fn run_with(cfg: &Config, opts: &Options, progress: &mut dyn FnMut(&Event)) 
         replay,
         replay_skipped,
         resumed,
+        stream,
         started_at,
         finished_at,
         seconds_copies,
@@ -1356,6 +1376,15 @@ pub fn render_report(r: &Report) -> String {
         format_zmplayredo(r.recovery_point, &tz),
         r.data_loss_bound_seconds
     ));
+    if let Some(rp) = r.stream.as_ref().and_then(|st| st.recovery_point) {
+        let st = r.stream.as_ref().expect("some");
+        s.push_str(&format!(
+            "stream point  {} (primary's clock): the redolog spool added {} events, {} bytes; data written after it is not recovered\n",
+            format_zmplayredo(rp, &tz),
+            st.events_applied,
+            st.bytes_applied
+        ));
+    }
     match &r.replay {
         Some(rp) => s.push_str(&format!(
             "replay exit   {} after {:.2} s\n",

@@ -112,6 +112,9 @@ enum Command {
         /// Make and mount the copies but do not run the replay command
         #[arg(long)]
         no_replay: bool,
+        /// Ignore the redolog spool (streamed tail): use the redolog snapshot alone
+        #[arg(long)]
+        no_stream: bool,
         /// Print the report as JSON
         #[arg(long)]
         json: bool,
@@ -346,8 +349,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             set,
             dry_run,
             no_replay,
+            no_stream,
             json,
-        } => cmd_failover(&cfg, set, dry_run, no_replay, json),
+        } => cmd_failover(&cfg, set, dry_run, no_replay, no_stream, json),
         Command::Rehearse { set, dry_run, json } => cmd_rehearse(&cfg, set, dry_run, json),
         Command::Failback { dry_run, json } => cmd_failback(&cfg, dry_run, json),
         Command::Switchover { dry_run, json } => cmd_switchover(&cfg, dry_run, json),
@@ -704,11 +708,13 @@ fn cmd_failover(
     set: Option<String>,
     dry_run: bool,
     no_replay: bool,
+    no_stream: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let opts = failover::Options {
         set: set.as_deref(),
         no_replay,
+        no_stream,
     };
     if dry_run {
         let (plan, resumed) = failover::current_plan(cfg, &opts)?;

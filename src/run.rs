@@ -115,6 +115,11 @@ struct Runner<'a> {
 pub fn run(cfg: &Config, opts: &Options, progress: Progress) -> Result<RunRecord> {
     let mut r = Runner::start(cfg, opts)?;
     r.sd.ready("waiting for the first step");
+    // Redolog streaming (issue 17): a thread beside the loop, with its own
+    // session to the standby; stopped when `run` returns.
+    let _follower = (!opts.once)
+        .then(|| crate::redostream::start_follower(cfg))
+        .flatten();
     loop {
         if stop_requested() {
             break;

@@ -150,6 +150,34 @@ fn serve_session<R: Read, W: Write>(
     input: R,
     output: W,
 ) -> Result<()> {
+    let mut r = Reader::new(input);
+    let mut w = Writer::new(output);
+    w.magic()?;
+    w.flush()?;
+    r.magic()?;
+    let first = r.msg()?;
+    if let Msg::SpoolHello { .. } = first {
+        // Redolog streaming: a long-lived session beside the ship sessions,
+        // under the spool's own lock (never the site lock). A site recorded
+        // as primary spools nothing (split-brain guard).
+        let (role, generation) = crate::site::current_role(cfg, catalog)?;
+        if role == crate::site::Role::Primary {
+            let message = format!(
+                "this site ({}) is the primary in generation {generation}: it spools nothing",
+                cfg.site
+            );
+            log.event(
+                tracing::Level::ERROR,
+                &format!("spool session refused: {message}"),
+            );
+            let _ = w.msg(&Msg::Error {
+                message: message.clone(),
+            });
+            let _ = w.flush();
+            return Err(Error::refused(message));
+        }
+        return crate::redostream::serve_spool(cfg, catalog, &|l, t| log.event(l, t), first, r, w);
+    }
     let _lock = catalog.lock("serve", Duration::from_secs(60))?;
     let record = ServeRecord {
         pid: std::process::id() as i32,
@@ -159,12 +187,7 @@ fn serve_session<R: Read, W: Write>(
     };
     catalog.write_serve_record(&record)?;
     let _guard = ServeRecordGuard(catalog);
-    let mut r = Reader::new(input);
-    let mut w = Writer::new(output);
-    w.magic()?;
-    w.flush()?;
-    r.magic()?;
-    let primary = expect_hello(&mut r, &mut w, log)?;
+    let primary = expect_hello(first, &mut w, log)?;
     let _ = catalog.write_serve_record(&ServeRecord {
         primary: Some(primary),
         ..record
@@ -176,12 +199,8 @@ fn serve_session<R: Read, W: Write>(
 
 /// The primary's hello: a protocol this standby speaks. Returns its site
 /// name, escaped.
-fn expect_hello<R: Read, W: Write>(
-    r: &mut Reader<R>,
-    w: &mut Writer<W>,
-    log: &SessionLog,
-) -> Result<String> {
-    match r.msg()? {
+fn expect_hello<W: Write>(first: Msg, w: &mut Writer<W>, log: &SessionLog) -> Result<String> {
+    match first {
         Msg::Hello {
             protocol,
             site,
@@ -335,6 +354,13 @@ fn commit_reply(
     match commit(cfg, stores, catalog, manifest) {
         Ok(()) => {
             log.event(tracing::Level::INFO, &format!("set {id} committed"));
+            crate::redostream::checkpoint_after_commit(
+                cfg,
+                stores,
+                catalog,
+                &|l, t| log.event(l, t),
+                &reply_id,
+            );
             Msg::Committed { set_id: reply_id }
         }
         Err(e) => {
@@ -364,6 +390,11 @@ fn msg_name(m: &Msg) -> &'static str {
         Msg::Committed { .. } => "committed",
         Msg::Error { .. } => "error",
         Msg::Bye => "bye",
+        Msg::SpoolHello { .. }
+        | Msg::SpoolWelcome { .. }
+        | Msg::SpoolBatch { .. }
+        | Msg::SpoolAck { .. }
+        | Msg::SpoolRefused { .. } => "spool",
     }
 }
 

@@ -107,6 +107,9 @@ pub struct Status {
     pub standby_record_updated_at: Option<Timestamp>,
     pub last_ship_ok_at: Option<Timestamp>,
     pub run: Option<RunRecord>,
+    /// Redolog streaming (issue 17): lag and spool, when `[stream]` is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<crate::redostream::StreamStatus>,
 }
 
 /// The last rehearsal, from its report.
@@ -263,6 +266,7 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
         standby_record_updated_at: record.as_ref().and_then(|r| r.updated_at),
         last_ship_ok_at: record.as_ref().and_then(|r| r.last_ship_ok),
         run,
+        stream: crate::redostream::stream_status(cfg, now),
     };
     status.findings = evaluate(cfg, &status);
     status.level = status
@@ -534,6 +538,9 @@ pub fn render_text(s: &Status, tz: &jiff::tz::TimeZone) -> String {
             r.seconds_total
         );
     }
+    if let Some(st) = &s.stream {
+        o.push_str(&crate::redostream::render_status(st));
+    }
     for f in &s.findings {
         let _ = writeln!(o, "{:<8} {}", f.level.as_str(), f.message);
     }
@@ -671,6 +678,9 @@ pub fn render_prometheus(s: &Status) -> String {
             vec![(String::new(), r.ship_failures as f64)],
         );
     }
+    if let Some(st) = &s.stream {
+        o.push_str(&crate::redostream::render_metrics(st, &site));
+    }
     o
 }
 
@@ -731,6 +741,7 @@ recovery_point_critical = "1h"
             standby_record_updated_at: None,
             last_ship_ok_at: None,
             run: None,
+            stream: None,
         }
     }
 

@@ -206,6 +206,72 @@ pub enum Msg {
         message: String,
     },
     Bye,
+    /// Redolog streaming (issue 17, `redostream`): opens a spool session
+    /// instead of a ship session (no site lock; the spool has its own).
+    SpoolHello {
+        protocol: u32,
+        site: String,
+        version: String,
+    },
+    /// The spool as the standby holds it (fsynced and recorded), for resuming.
+    SpoolWelcome {
+        site: String,
+        last_seq: u64,
+        last_as_of: Option<jiff::Timestamp>,
+        files: Vec<SpoolFileState>,
+    },
+    /// One flush: `events` in the primary's order; the appended bytes follow
+    /// in `D` frames, `bytes` in all, covered by `blake3`. `as_of`: the
+    /// primary's clock just before it looked at the files (display only).
+    /// `reset`: drop the spool first (the follower cannot continue it).
+    SpoolBatch {
+        seq: u64,
+        as_of: jiff::Timestamp,
+        #[serde(default)]
+        reset: bool,
+        events: Vec<SpoolEvent>,
+        bytes: u64,
+        blake3: String,
+    },
+    /// The batch is written and fsynced on the standby.
+    SpoolAck {
+        seq: u64,
+    },
+    /// The batch was refused (nothing of it was kept).
+    SpoolRefused {
+        seq: u64,
+        error: String,
+        /// The spool is full (`stream.spool_max`): retry the same changes later.
+        #[serde(default)]
+        full: bool,
+    },
+}
+
+/// One change to the followed redolog files (names relative to the redolog
+/// volume's root).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "ev", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SpoolEvent {
+    /// The primary holds `file` with at least `size` bytes; none shipped.
+    Base { file: String, size: u64 },
+    /// `len` bytes appended at `offset` (which continues the file exactly).
+    Append { file: String, offset: u64, len: u64 },
+    /// The file was cut to `size` bytes (a torn record removed).
+    Truncate { file: String, size: u64 },
+    /// The file was renamed (rollover into the archive).
+    Rename { from: String, to: String },
+    /// The file is gone (deleted or replaced).
+    Remove { file: String },
+}
+
+/// A followed file as the spool knows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SpoolFileState {
+    pub file: String,
+    pub size: u64,
+    /// blake3 of the last `tail_len` bytes before `size` the spool holds.
+    pub tail_len: u64,
+    pub tail_blake3: String,
 }
 
 #[derive(Debug)]

@@ -49,6 +49,7 @@ macro_rules! require_lab {
 mod cycle;
 mod hostile;
 mod lvm;
+mod redostream;
 mod smoke;
 mod wan;
 mod zfs;
