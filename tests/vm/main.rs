@@ -47,6 +47,7 @@ macro_rules! require_lab {
 }
 
 mod cycle;
+mod drill;
 mod hostile;
 mod lvm;
 mod redostream;
