@@ -856,15 +856,19 @@ impl<'a> ProgressDisplay<'a> {
 }
 
 fn check(cfg: &Config) -> anyhow::Result<()> {
-    let primary = cfg.standby.is_some();
+    let catalog = Catalog::new(&cfg.state_dir);
+    let (role, generation) = snapsite::site::current_role(cfg, &catalog)?;
+    let recorded = catalog.role_record()?.is_some();
+    let primary = role == snapsite::site::Role::Primary;
     println!("config    {} (valid)", cfg.path.display());
     println!(
-        "site      {} ({})",
+        "site      {} ({}, generation {generation}: {})",
         cfg.site,
-        if primary {
-            "primary: has a [standby] to ship to"
-        } else {
-            "standby: no [standby] section"
+        role.as_str(),
+        match (recorded, primary) {
+            (true, _) => "recorded by failover, failback, switchover or `role --init`",
+            (false, true) => "has a [standby] to ship to",
+            (false, false) => "no [standby] section",
         }
     );
     println!("state     {}", cfg.state_dir.display());
@@ -952,7 +956,14 @@ fn check(cfg: &Config) -> anyhow::Result<()> {
         ),
         None => {}
     }
-    if let Some(s) = &cfg.standby {
+    if let Some(s) = cfg.standby.as_ref().filter(|_| !primary) {
+        // A recorded standby whose config names its peer (after a failback
+        // or switchover): the peer is the primary, nothing is shipped there.
+        println!(
+            "peer      {} (this site is the standby: the peer ships here; `ship` is refused)",
+            transport::command(s)?.display()
+        );
+    } else if let Some(s) = &cfg.standby {
         let cmd = transport::command(s)?;
         print!("standby   {} ... ", cmd.display());
         match probe_standby(cfg) {

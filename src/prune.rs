@@ -327,7 +327,9 @@ pub fn apply(
         kept_sets: plan.sets.iter().filter(|d| !d.destroy).count(),
         ..Default::default()
     };
-    let standby = cfg.standby.is_none();
+    // The recorded role (failover, failback and switchover change it), not
+    // the config's: a standby deletes receipts with its snapshots.
+    let standby = crate::site::current_role(cfg, catalog)?.0 == crate::site::Role::Standby;
     if !dry_run {
         // A rehearsal that was killed leaves clones: remove them first.
         let mut notes = Vec::new();
