@@ -376,13 +376,45 @@ fn cmd_rehearse(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let report = snapsite::rehearse::run(
+    let report = match snapsite::rehearse::run(
         cfg,
         &snapsite::rehearse::Options {
             set: set.as_deref(),
             lock_wait: Duration::from_secs(600),
         },
-    )?;
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            snapsite::notify::event(
+                cfg.notify.as_ref(),
+                &cfg.site,
+                "rehearsal",
+                snapsite::notify::Severity::Critical,
+                &format!("rehearsal failed: {e}"),
+            );
+            return Err(e.into());
+        }
+    };
+    snapsite::notify::event(
+        cfg.notify.as_ref(),
+        &cfg.site,
+        "rehearsal",
+        if report.ok {
+            snapsite::notify::Severity::Ok
+        } else {
+            snapsite::notify::Severity::Critical
+        },
+        &format!(
+            "rehearsal {} in {:.1} s (set {}, replay exit {})",
+            if report.ok { "passed" } else { "FAILED" },
+            report.seconds_total,
+            report.plan.set_id,
+            report
+                .replay_exit
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into())
+        ),
+    );
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -85,6 +85,14 @@ fn clones(lab: &Lab) -> Vec<PathBuf> {
 fn a_rehearsal_replays_on_scratch_clones_and_leaves_production_alone() {
     require_real!();
     let (lab, d) = lab();
+    // `[notify]` on the standby: the rehearsal's verdict is pushed.
+    let notified = d.join("notified");
+    let mut stb = std::fs::read_to_string(&lab.stb_cfg).unwrap();
+    stb.push_str(&format!(
+        "\n[notify]\ncommand = [\"/bin/sh\", \"-c\", \"echo \\\"$1 $2 $4\\\" >> {}\", \"notify\", \"{{event}}\", \"{{severity}}\", \"{{site}}\", \"{{message}}\"]\n",
+        notified.display()
+    ));
+    std::fs::write(&lab.stb_cfg, stb).unwrap();
     write_file(&lab.live("blob").join("m1"), &random_bytes(7, 8192));
     let s = lab.snapshot(false)["id"].as_str().unwrap().to_string();
     let r = lab.snapshot(true)["id"].as_str().unwrap().to_string();
@@ -110,6 +118,11 @@ fn a_rehearsal_replays_on_scratch_clones_and_leaves_production_alone() {
     let took = t.elapsed();
     assert_eq!(rep["ok"], true, "{rep}");
     assert_eq!(rep["replay_exit"].as_i64(), Some(0));
+    let told = std::fs::read_to_string(&notified).unwrap_or_default();
+    assert!(
+        told.starts_with("rehearsal ok rehearsal passed in "),
+        "the rehearsal's verdict goes to [notify]: {told:?}"
+    );
     let calls = std::fs::read_to_string(d.join("calls")).unwrap();
     let blob = lab.standby_recv("blob").join(".rehearsal");
     let redo = lab.standby_recv("redolog").join(".rehearsal");
