@@ -9,6 +9,11 @@
 //! standby.json                   what the standby holds, as of the last ship (primary)
 //! run.json                       what `snapsite run` did last (primary)
 //! serve.json                     the `serve` session holding the lock (standby)
+//! role.json                      which end this site is, in which generation
+//! peer.json                      the peer's role and generation, as last seen
+//! divergent/<id>.json            data kept when this site stopped being primary
+//! rehearsal/state.json           a rehearsal in progress (for cleanup after a kill)
+//! reports/rehearsal-*.json       rehearsal reports
 //! lock                           one mutating snapsite at a time
 //! run.lock                       one `snapsite run` at a time
 //! ```
@@ -74,23 +79,26 @@ impl StandbyRecord {
     }
 
     /// A snapshot was received and verified by the standby.
+    ///
+    /// `last_bytes` is keyed by [`TransferKind::as_str`].
     pub fn note_received(&mut self, role: &str, snapshot: &str, incremental: bool, bytes: u64) {
         self.holds
             .entry(role.to_string())
             .or_default()
             .insert(snapshot.to_string());
-        let mode = if incremental { "incremental" } else { "full" };
         self.last_bytes
             .entry(role.to_string())
             .or_default()
-            .insert(mode.to_string(), bytes);
+            .insert(TransferKind::of(incremental).as_str().to_string(), bytes);
         self.updated_at = Some(Timestamp::now());
     }
 
     /// Payload bytes of the last transfer of `role` of the same kind.
     pub fn estimate(&self, role: &str, incremental: bool) -> Option<u64> {
-        let mode = if incremental { "incremental" } else { "full" };
-        self.last_bytes.get(role)?.get(mode).copied()
+        self.last_bytes
+            .get(role)?
+            .get(TransferKind::of(incremental).as_str())
+            .copied()
     }
 
     /// The newest snapshot of `role` the standby holds.
@@ -164,6 +172,61 @@ pub struct NextSet {
     pub id: String,
     /// How far the clock is behind the newest set taken before, if it is.
     pub clock_step: Option<std::time::Duration>,
+}
+
+/// Which end of replication a site is. Recorded state (`role.json`), not
+/// config: failover, failback and switchover change it. A site without a
+/// record is what its config says (a `[standby]` section: primary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Takes sets and ships them to its peer.
+    Primary,
+    /// Receives (`serve`) and fails over.
+    Standby,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Standby => "standby",
+        }
+    }
+}
+
+/// `state_dir/role.json`: this site's role and generation. The generation
+/// counts primaries: every failover makes the new primary's generation one
+/// more than any it has seen, and every set carries the generation of the
+/// site that took it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RoleRecord {
+    pub role: Role,
+    pub generation: u64,
+    pub since: Timestamp,
+    /// What made it so: `failover`, `failback`, `switchover`, `init`.
+    pub how: String,
+    /// The set the change was based on (failover: the set used; failback:
+    /// the common base; switchover: the final set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_id: Option<String>,
+}
+
+/// `state_dir/peer.json`: the peer's role and generation as it said in the
+/// last handshake (display and the split-brain guard; never trusted for
+/// anything that destroys data).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerRecord {
+    /// The peer's site name as it sent it (escaped).
+    pub site: String,
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub generation: Option<u64>,
+    pub seen_at: Timestamp,
+    /// Set when this site refused to ship because of what the peer said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// Holds `state_dir/lock` (flock) until dropped.
@@ -309,7 +372,11 @@ impl Catalog {
         known.extend(self.pending()?);
         for m in &known {
             rec.seq = rec.seq.max(m.seq);
-            if rec.last_id.as_ref().is_none_or(|l| &m.id > l) {
+            if rec
+                .last_id
+                .as_ref()
+                .is_none_or(|l| crate::model::older_set(l, &m.id))
+            {
                 rec.last_id = Some(m.id.clone());
             }
             let t = m.completed_time();
@@ -349,8 +416,30 @@ impl Catalog {
         })
     }
 
-    /// This site's generation (incremented when a failover makes it primary).
+    /// `role.json`, if a failover, failback or switchover wrote one.
+    pub fn role_record(&self) -> Result<Option<RoleRecord>> {
+        read_optional(&self.root.join("role.json"))
+    }
+
+    pub fn write_role_record(&self, r: &RoleRecord) -> Result<()> {
+        write_json(&self.root.join("role.json"), r)
+    }
+
+    /// `peer.json`: the peer as last seen in a handshake.
+    pub fn peer_record(&self) -> Result<Option<PeerRecord>> {
+        read_optional(&self.root.join("peer.json"))
+    }
+
+    pub fn write_peer_record(&self, r: &PeerRecord) -> Result<()> {
+        write_json(&self.root.join("peer.json"), r)
+    }
+
+    /// This site's generation: `role.json`'s, else the older `generation`
+    /// file's, else 1.
     pub fn generation(&self) -> Result<u64> {
+        if let Some(r) = self.role_record()? {
+            return Ok(r.generation);
+        }
         let p = self.root.join("generation");
         match std::fs::read_to_string(&p) {
             Ok(s) => s
@@ -425,6 +514,45 @@ impl Catalog {
         ));
         record_path(report, path.clone());
         write_json(&path, &*report)?;
+        Ok(path)
+    }
+
+    /// `rehearsal/state.json`: a rehearsal in progress (or killed).
+    pub fn rehearsal_state<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        read_optional(&self.root.join("rehearsal").join("state.json"))
+    }
+
+    pub fn write_rehearsal_state<T: Serialize>(&self, st: &T) -> Result<()> {
+        write_json(&self.root.join("rehearsal").join("state.json"), st)
+    }
+
+    pub fn remove_rehearsal_state(&self) -> Result<()> {
+        let p = self.root.join("rehearsal").join("state.json");
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("remove {}", p.display()), e)),
+        }
+    }
+
+    /// `rehearsal/last.json`: the last rehearsal's report (status, metrics).
+    pub fn last_rehearsal<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        read_optional(&self.root.join("rehearsal").join("last.json"))
+    }
+
+    /// Write a rehearsal report as `reports/rehearsal-<finished_at>.json`
+    /// and as `rehearsal/last.json`; returns the first path.
+    pub fn write_rehearsal_report<T: Serialize>(
+        &self,
+        finished_at: Timestamp,
+        report: &T,
+    ) -> Result<PathBuf> {
+        let path = self.root.join("reports").join(format!(
+            "rehearsal-{}.json",
+            finished_at.strftime("%Y%m%dT%H%M%S%.3fZ")
+        ));
+        write_json(&path, report)?;
+        write_json(&self.root.join("rehearsal").join("last.json"), report)?;
         Ok(path)
     }
 
@@ -531,5 +659,30 @@ impl Catalog {
     pub fn remove_receipt(&self, role: &str, snap: &str) -> Result<()> {
         let _ = std::fs::remove_file(self.receipt_path(role, snap));
         Ok(())
+    }
+}
+
+/// How a snapshot travelled: the whole snapshot, or the changes since a base
+/// the standby holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferKind {
+    Full,
+    Incremental,
+}
+
+impl TransferKind {
+    pub fn of(incremental: bool) -> TransferKind {
+        if incremental {
+            TransferKind::Incremental
+        } else {
+            TransferKind::Full
+        }
+    }
+    /// The key in the standby record's `last_bytes`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferKind::Full => "full",
+            TransferKind::Incremental => "incremental",
+        }
     }
 }

@@ -295,12 +295,23 @@ struct RawStandby {
     /// command: the argv to spawn.
     #[serde(default)]
     command: Vec<String>,
+    /// Compression on the wire: `none` (default), `zstd`, `zstd:LEVEL`.
+    compress: Option<String>,
+    /// Bandwidth limit of `ship`/`run`: `"20MiB/s"`, `"100Mbit/s"`.
+    bwlimit: Option<String>,
+    /// Windows with another limit: `["Mon-Fri 08:00-18:00 5MiB/s"]`.
+    #[serde(default)]
+    bwlimit_schedule: Vec<String>,
 }
 
 /// `[standby]`, validated: how this primary reaches its standby.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Standby {
     pub transport: Transport,
+    /// `compress`: what this primary offers; used when the standby decodes it.
+    pub compression: crate::compress::Compression,
+    /// `bwlimit` with `bwlimit_schedule`.
+    pub bwlimit: crate::ratelimit::Bwlimit,
 }
 
 /// The pipe to the standby's `snapsite serve --stdio`.
@@ -370,6 +381,9 @@ struct RawConfig {
     schedule: Option<ScheduleSection>,
     retention: Option<RetentionSection>,
     status: Option<StatusSection>,
+    hooks: Option<crate::hooks::RawHooks>,
+    notify: Option<crate::notify::RawNotify>,
+    stream: Option<crate::streamconf::StreamSection>,
 }
 
 /// `[schedule]`: what `snapsite run` does and how often (primary).
@@ -420,6 +434,12 @@ pub struct Config {
     pub retention: Option<Retention>,
     /// `[status]`, with defaults when absent.
     pub status: StatusThresholds,
+    /// `[hooks]`: quiesce hooks around sets and members (empty when absent).
+    pub hooks: crate::hooks::Hooks,
+    /// `[notify]`, if push notifications are configured.
+    pub notify: Option<crate::notify::Notify>,
+    /// `[stream]`: redolog streaming (issue 17), if configured.
+    pub stream: Option<crate::streamconf::StreamSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -513,6 +533,25 @@ impl Config {
             .map(|r| validate_retention(&cx, r))
             .transpose()?;
         let status = validate_status(&cx, raw.status.as_ref())?;
+        let roles: Vec<&str> = raw.volumes.iter().map(|v| v.role.as_str()).collect();
+        let hooks = raw
+            .hooks
+            .as_ref()
+            .map(|h| crate::hooks::validate(h, &roles))
+            .transpose()
+            .map_err(|m| Error::config(format!("{}: {m}", path.display())))?
+            .unwrap_or_default();
+        let notify = raw
+            .notify
+            .as_ref()
+            .map(crate::notify::validate)
+            .transpose()
+            .map_err(|m| Error::config(format!("{}: {m}", path.display())))?;
+        let stream = raw
+            .stream
+            .as_ref()
+            .map(|s| crate::streamconf::validate(path, s))
+            .transpose()?;
 
         Ok(Config {
             path: path.to_owned(),
@@ -526,6 +565,9 @@ impl Config {
             schedule,
             retention,
             status,
+            hooks,
+            notify,
+            stream,
         })
     }
 
@@ -1047,6 +1089,15 @@ fn validate_layout(
 /// `[standby]`: how to reach the standby.
 fn validate_standby(cx: &Ctx, s: RawStandby) -> Result<Standby> {
     let err = |k: &str, m: String| cx.err(&format!("standby.{k}"), m);
+    let compression = match &s.compress {
+        Some(c) => crate::compress::Compression::parse(c).map_err(|m| err("compress", m))?,
+        None => crate::compress::Compression::None,
+    };
+    let bwlimit = crate::ratelimit::Bwlimit::parse(s.bwlimit.as_deref(), &s.bwlimit_schedule)
+        .map_err(|(i, m)| match i {
+            usize::MAX => err("bwlimit", m),
+            i => err(&format!("bwlimit_schedule[{i}]"), m),
+        })?;
     // Relative paths would depend on the directory `ship` was started in.
     if let Some(p) = &s.identity {
         check_abs_path(p).map_err(|m| err("identity", m))?;
@@ -1131,7 +1182,11 @@ fn validate_standby(cx: &Ctx, s: RawStandby) -> Result<Standby> {
             Transport::Command { argv: s.command }
         }
     };
-    Ok(Standby { transport })
+    Ok(Standby {
+        transport,
+        compression,
+        bwlimit,
+    })
 }
 
 /// `[replay]`: the command failover runs, its time format and zone.
@@ -1864,6 +1919,35 @@ command = ["/usr/bin/zmplayredo", "--fromTime", "{from_time}", "--index", "{moun
         // a btrfs volume without a mountpoint passes its source
         parse(&layout("mysql", "mountpoint", "").replace("{mount:index}", "{mount:mysql}"))
             .unwrap();
+    }
+
+    #[test]
+    fn wan_keys_are_validated_and_named() {
+        let with =
+            |extra: &str| GOOD.replace("standby.example\"", &format!("standby.example\"\n{extra}"));
+        let c = parse(&with(
+            "compress = \"zstd:5\"\nbwlimit = \"20MiB/s\"\nbwlimit_schedule = [\"Mon-Fri 08:00-18:00 5MiB/s\"]",
+        ))
+        .unwrap();
+        let s = c.standby.as_ref().unwrap();
+        assert_eq!(
+            s.compression,
+            crate::compress::Compression::Zstd { level: 5 }
+        );
+        assert!(!s.bwlimit.is_unlimited());
+        let plain = parse(GOOD).unwrap();
+        assert_eq!(
+            plain.standby.as_ref().unwrap().compression,
+            crate::compress::Compression::None
+        );
+        assert!(plain.standby.as_ref().unwrap().bwlimit.is_unlimited());
+        expect_err(&with("compress = \"gzip\""), "standby.compress");
+        expect_err(&with("compress = \"zstd:42\""), "standby.compress");
+        expect_err(&with("bwlimit = \"20MiB\""), "standby.bwlimit");
+        expect_err(
+            &with("bwlimit_schedule = [\"* 00:00-06:00 none\", \"Mon-Fri 18:00-08:00 5MiB/s\"]"),
+            "standby.bwlimit_schedule[1]",
+        );
     }
 
     #[test]

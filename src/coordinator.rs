@@ -8,27 +8,29 @@ use std::time::Instant;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::backend::{self, Backend};
+use crate::backend::{self, Store, Stores};
 use crate::catalog::{Catalog, StandbyRecord};
 use crate::config::{Config, Volume};
 use crate::error::{Context, Error, Result};
-use crate::model::{MANIFEST_FORMAT, Manifest, Member, SetKind};
-use crate::stream::{MAX_DATA_FRAME, Msg, PROTOCOL_VERSION};
+use crate::hooks::{self, OnFailure};
+use crate::model::{Consistency, MANIFEST_FORMAT, Manifest, Member, SetKind};
+use crate::stream::{Msg, PROTOCOL_VERSION};
 use crate::transport;
 
 /// Undo sets whose taking was interrupted (crash between the first snapshot
 /// and the manifest): their snapshots are destroyed, never presented as a set.
 pub fn recover_pending(cfg: &Config, catalog: &Catalog) -> Result<Vec<String>> {
     let mut undone = Vec::new();
+    let stores = Stores::open(cfg);
     for p in catalog.pending()? {
         if catalog.has_manifest(&p.id) {
             catalog.remove_pending(&p.id)?;
             continue;
         }
         for m in &p.members {
-            if let Some(vol) = cfg.volume(&m.role) {
-                backend::for_volume(vol)?
-                    .destroy(vol, &p.id)
+            if let Some(store) = stores.find(&m.role) {
+                store
+                    .destroy(&p.id)
                     .ctx(format!("undoing interrupted set {}", p.id))?;
             }
         }
@@ -40,27 +42,89 @@ pub fn recover_pending(cfg: &Config, catalog: &Catalog) -> Result<Vec<String>> {
 }
 
 /// Group consecutive volumes that one backend call can snapshot atomically.
-fn atomic_groups<'a>(vols: &[&'a Volume]) -> Result<Vec<Vec<&'a Volume>>> {
-    let mut groups: Vec<(Option<String>, Vec<&Volume>)> = Vec::new();
-    for v in vols {
-        let key = backend::for_volume(v)?
-            .atomic_key(v)
-            .map(|k| format!("{}:{k}", v.backend().as_str()));
+fn atomic_groups<'a>(stores: &[&'a Store]) -> Vec<Vec<&'a Store>> {
+    let mut groups: Vec<(Option<String>, Vec<&Store>)> = Vec::new();
+    for s in stores {
+        let key = s.atomic_key();
         match groups.last_mut() {
-            Some((Some(k), g)) if key.as_ref() == Some(k) => g.push(v),
-            _ => groups.push((key, vec![v])),
+            Some((Some(k), g)) if key.as_ref() == Some(k) => g.push(s),
+            _ => groups.push((key, vec![s])),
         }
     }
-    Ok(groups.into_iter().map(|(_, g)| g).collect())
+    groups.into_iter().map(|(_, g)| g).collect()
+}
+
+/// Snapshot one atomic group under `id`, with its members'
+/// `[hooks.volume.ROLE]` held around exactly this snapshot call. When the
+/// snapshot succeeds its members join `manifest` (with the consistency their
+/// hooks earned) and `done` (what a failure of the set must destroy).
+fn snapshot_group<'s>(
+    cfg: &Config,
+    id: &str,
+    kind: SetKind,
+    gi: usize,
+    group: &[&'s Store],
+    manifest: &mut Manifest,
+    done: &mut Vec<&'s Store>,
+) -> Result<()> {
+    // `[hooks.volume.ROLE]` of this group's members, held around
+    // exactly this snapshot call.
+    let mut held: Vec<(String, hooks::Started)> = Vec::new();
+    for st in group {
+        let v = st.volume();
+        let Some(h) = cfg.hooks.for_volume(&v.role) else {
+            continue;
+        };
+        let s = hooks::start_pre(h, &hook_env(cfg, id, kind, Some(v)));
+        if !s.ok && s.on_failure() == OnFailure::Abort {
+            let e = s.error();
+            held.push((v.role.clone(), s));
+            for (_, s) in held {
+                s.finish(false);
+            }
+            return Err(e.context(format!("volume `{}`", v.role)));
+        }
+        held.push((v.role.clone(), s));
+    }
+    let before = crate::model::now();
+    let snap = backend::snapshot_together(group, id);
+    let after = crate::model::now();
+    if snap.is_ok() {
+        for s in group {
+            done.push(s);
+            manifest.members.push(Member {
+                before,
+                after,
+                atomic_group: (group.len() > 1).then_some(gi as u32),
+                ..placeholder_member(s.volume(), id)
+            });
+        }
+    }
+    let mut hook_abort = None;
+    for (role, s) in held {
+        let s = s.finish(snap.is_ok());
+        if !s.ok && s.on_failure() == OnFailure::Abort && hook_abort.is_none() {
+            hook_abort = Some(s.error().context(format!("volume `{role}`")));
+        }
+        if let Some(m) = manifest.members.iter_mut().find(|m| m.role == role) {
+            m.consistency = Some(consistency_of(&s));
+        }
+    }
+    snap?;
+    if let Some(e) = hook_abort {
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// Take a set: every volume (full) or the redolog volume alone, in order.
 /// Each member records the time just before and just after its snapshot.
 pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manifest> {
     recover_pending(cfg, catalog)?;
-    let vols: Vec<&Volume> = match kind {
-        SetKind::Full => cfg.volumes.iter().collect(),
-        SetKind::Redolog => vec![cfg.redolog()],
+    let stores = Stores::open(cfg);
+    let chosen: Vec<&Store> = match kind {
+        SetKind::Full => stores.iter().collect(),
+        SetKind::Redolog => vec![stores.get(&cfg.redolog_role)?],
     };
     let now = crate::model::now();
     let next = catalog.next_sequence(now, kind)?;
@@ -86,34 +150,55 @@ pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manife
     };
     // The intent, so a crash mid-set is undone on the next run.
     let intent = Manifest {
-        members: vols.iter().map(|v| placeholder_member(v, &id)).collect(),
+        members: chosen
+            .iter()
+            .map(|s| placeholder_member(s.volume(), &id))
+            .collect(),
         ..manifest.clone()
     };
     catalog.write_pending(&intent)?;
 
-    let mut done: Vec<&Volume> = Vec::new();
+    let mut done: Vec<&Store> = Vec::new();
+    // `[hooks.set]`: started before the first snapshot, released after the
+    // last; its post runs whatever happens (below, if the closure left early).
+    let mut set_hook = cfg
+        .hooks
+        .set
+        .as_ref()
+        .map(|h| hooks::start_pre(h, &hook_env(cfg, &id, kind, None)));
     let result = (|| -> Result<()> {
-        for (gi, group) in atomic_groups(&vols)?.into_iter().enumerate() {
-            let b = backend::for_volume(group[0])?;
-            let before = crate::model::now();
-            b.snapshot(&group, &id)?;
-            let after = crate::model::now();
-            for v in &group {
-                done.push(v);
-                manifest.members.push(Member {
-                    before,
-                    after,
-                    atomic_group: (group.len() > 1).then_some(gi as u32),
-                    ..placeholder_member(v, &id)
-                });
+        if let Some(s) = &set_hook {
+            if !s.ok && s.on_failure() == OnFailure::Abort {
+                return Err(s.error());
+            }
+        }
+        for (gi, group) in atomic_groups(&chosen).into_iter().enumerate() {
+            snapshot_group(cfg, &id, kind, gi, &group, &mut manifest, &mut done)?;
+        }
+        if let Some(s) = set_hook.take() {
+            let s = s.finish(true);
+            for m in &mut manifest.members {
+                if !matches!(m.consistency, Some(Consistency::CrashConsistent { .. })) {
+                    m.consistency = Some(consistency_of(&s));
+                }
+            }
+            if !s.ok && s.on_failure() == OnFailure::Abort {
+                return Err(s.error());
+            }
+        }
+        for m in &manifest.members {
+            if let Some(Consistency::CrashConsistent { reason }) = &m.consistency {
+                tracing::warn!(set = %id, volume = %m.role, %reason, "snapshot taken crash-consistent: its quiesce hook failed");
             }
         }
         for m in &mut manifest.members {
-            let v = cfg.volume(&m.role).expect("configured");
-            m.storage_id = backend::for_volume(v)?.storage_id(v, &id)?;
+            m.storage_id = stores.get(&m.role)?.storage_id(&id)?;
         }
         catalog.write_manifest(&manifest)
     })();
+    if let Some(s) = set_hook.take() {
+        s.finish(false);
+    }
     match result {
         Ok(()) => {
             catalog.remove_pending(&id)?;
@@ -121,14 +206,34 @@ pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manife
             Ok(manifest)
         }
         Err(e) => {
-            for v in done {
-                if let Err(de) = backend::for_volume(v).and_then(|b| b.destroy(v, &id)) {
-                    tracing::error!(volume = %v.role, error = %de, "could not remove snapshot of failed set");
+            for s in done {
+                if let Err(de) = s.destroy(&id) {
+                    tracing::error!(volume = %s.role(), error = %de, "could not remove snapshot of failed set");
                     return Err(e.context(format!("set {id} failed and snapshot cleanup failed too ({de}); run `snapsite snapshot` again to retry the cleanup")));
                 }
             }
             let _ = catalog.remove_pending(&id);
             Err(e.context(format!("set {id} not taken (its snapshots were removed)")))
+        }
+    }
+}
+
+/// The environment of a hook for set `id` (and volume `v`).
+fn hook_env(cfg: &Config, id: &str, kind: SetKind, v: Option<&Volume>) -> hooks::HookEnv {
+    hooks::HookEnv {
+        site: cfg.site.clone(),
+        set_id: id.to_string(),
+        set_kind: kind.as_str().to_string(),
+        volume: v.map(|v| (v.role.clone(), v.source.clone())),
+    }
+}
+
+fn consistency_of(s: &hooks::Started) -> Consistency {
+    if s.ok {
+        Consistency::Quiesced
+    } else {
+        Consistency::CrashConsistent {
+            reason: s.error().to_string(),
         }
     }
 }
@@ -145,6 +250,7 @@ fn placeholder_member(v: &Volume, id: &str) -> Member {
         atomic_group: None,
         send_options: v.zfs_options().names(),
         receipt: None,
+        consistency: None,
     }
 }
 
@@ -158,6 +264,10 @@ pub struct ShippedSnapshot {
     pub base: Option<String>,
     pub bytes: u64,
     pub seconds: f64,
+    /// Bytes on the wire for this snapshot (frames, after compression).
+    pub wire_bytes: u64,
+    /// `none`, or the zstd level its data frames were compressed with.
+    pub compression: String,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -168,6 +278,10 @@ pub struct ShipReport {
     pub payload_bytes: u64,
     pub wire_bytes: u64,
     pub seconds: f64,
+    /// Compression used on the wire (`none`, `zstd:3`), as negotiated.
+    pub compression: String,
+    /// Seconds the transfer waited for the bandwidth limit.
+    pub bwlimit_wait_seconds: f64,
 }
 
 /// One step of the ship plan.
@@ -220,6 +334,7 @@ pub fn ship(cfg: &Config, catalog: &Catalog, progress: Progress) -> Result<ShipR
             cfg.path.display()
         ))
     })?;
+    refuse_unless_primary(cfg, catalog)?;
     recover_pending(cfg, catalog)?;
     let started = Instant::now();
     let mut conn = transport::connect(standby)?;
@@ -228,6 +343,7 @@ pub fn ship(cfg: &Config, catalog: &Catalog, progress: Progress) -> Result<ShipR
     match result {
         Ok(mut report) => {
             report.wire_bytes = conn.writer.bytes_out;
+            report.bwlimit_wait_seconds = conn.writer.limit_waited().as_secs_f64();
             report.standby = desc;
             report.seconds = started.elapsed().as_secs_f64();
             conn.close().ctx("standby session")?;
@@ -245,6 +361,11 @@ pub struct StandbyView {
     pub site: String,
     pub volumes: Vec<crate::stream::VolumeInventory>,
     pub committed: BTreeSet<String>,
+    /// The codecs the standby decodes (empty: an older standby).
+    pub compress: Vec<String>,
+    /// The peer's recorded role and generation (absent from older builds).
+    pub role: Option<String>,
+    pub generation: Option<u64>,
 }
 
 /// Versioned handshake: our hello, the standby's welcome with its inventory.
@@ -262,6 +383,9 @@ pub fn handshake(cfg: &Config, conn: &mut transport::Connection) -> Result<Stand
             volumes,
             committed,
             site,
+            compress,
+            role,
+            generation,
         } => {
             if protocol != PROTOCOL_VERSION {
                 return Err(Error::protocol(format!(
@@ -272,9 +396,65 @@ pub fn handshake(cfg: &Config, conn: &mut transport::Connection) -> Result<Stand
                 site,
                 volumes,
                 committed: committed.into_iter().collect(),
+                compress,
+                role,
+                generation,
             })
         }
         other => Err(Error::protocol(format!("expected welcome, got {other:?}"))),
+    }
+}
+
+/// This site ships only while it is the primary by its recorded role.
+pub fn refuse_unless_primary(cfg: &Config, catalog: &Catalog) -> Result<()> {
+    let (role, generation) = crate::site::current_role(cfg, catalog)?;
+    if role != crate::site::Role::Primary {
+        return Err(Error::refused(format!(
+            "this site ({}) is a standby in generation {generation} (state_dir/role.json): it does not ship",
+            cfg.site
+        ))
+        .with_hint("`snapsite status` says who is primary; `snapsite switchover` or `failover` changes it"));
+    }
+    Ok(())
+}
+
+/// The split-brain guard, shipping end: a primary whose peer says it is
+/// primary too, or holds a newer generation, refuses to ship (a returning
+/// old primary must not overwrite the new one). What the peer said is
+/// recorded in `peer.json`, so `status` turns critical.
+pub fn split_brain_guard(cfg: &Config, catalog: &Catalog, view: &StandbyView) -> Result<()> {
+    let (_, own) = crate::site::current_role(cfg, catalog)?;
+    let peer_role = match view.role.as_deref() {
+        Some("primary") => Some(crate::site::Role::Primary),
+        Some("standby") => Some(crate::site::Role::Standby),
+        _ => None,
+    };
+    let site = crate::model::wire_str(&view.site);
+    let refused = match (peer_role, view.generation) {
+        (Some(crate::site::Role::Primary), g) => Some(format!(
+            "split-brain guard: peer `{site}` is the primary{} (this site: generation {own}); this site refuses to ship",
+            g.map(|g| format!(" in generation {g}")).unwrap_or_default()
+        )),
+        (_, Some(g)) if g > own => Some(format!(
+            "split-brain guard: peer `{site}` holds generation {g}, newer than this site's {own}: a failover happened there; this site refuses to ship"
+        )),
+        _ => None,
+    };
+    let record = crate::catalog::PeerRecord {
+        site,
+        role: peer_role,
+        generation: view.generation,
+        seen_at: Timestamp::now(),
+        refused: refused.clone(),
+    };
+    if let Err(e) = catalog.write_peer_record(&record) {
+        tracing::warn!(error = %e, "could not record the peer's generation");
+    }
+    match refused {
+        Some(m) => Err(Error::refused(m).with_hint(
+            "this site is no longer the primary: stop its application, fence it, and run `snapsite failback` here to become the new primary's standby",
+        )),
+        None => Ok(()),
     }
 }
 
@@ -318,13 +498,20 @@ pub fn sets_to_ship(
     // Sets are shipped oldest first and committed in that order, so a set
     // older than the newest committed one was pruned on the standby or
     // skipped as incomplete: sending it again would only resurrect it.
-    let newest_committed = committed.iter().next_back().cloned();
+    let newest_committed = committed
+        .iter()
+        .filter_map(|c| crate::model::SetId::parse(c).ok())
+        .max()
+        .map(|id| id.as_str().to_string());
     let mut out = Vec::new();
     for set in catalog.manifests()? {
         if committed.contains(&set.id) {
             continue;
         }
-        if newest_committed.as_ref().is_some_and(|n| &set.id < n) {
+        if newest_committed
+            .as_ref()
+            .is_some_and(|n| crate::model::older_set(&set.id, n))
+        {
             tracing::debug!(set = %set.id, "not shipped: older than the newest set on the standby");
             continue;
         }
@@ -346,6 +533,7 @@ pub struct ShipPlan {
 
 /// What `ship` would send now: asks the standby for its inventory, sends nothing.
 pub fn ship_plan(cfg: &Config, catalog: &Catalog) -> Result<ShipPlan> {
+    refuse_unless_primary(cfg, catalog)?;
     let standby = cfg.standby.as_ref().ok_or_else(|| {
         Error::config(format!(
             "{}: no [standby] section: nowhere to ship to",
@@ -355,13 +543,15 @@ pub fn ship_plan(cfg: &Config, catalog: &Catalog) -> Result<ShipPlan> {
     let mut conn = transport::connect(standby)?;
     let res = (|| -> Result<ShipPlan> {
         let view = handshake(cfg, &mut conn)?;
+        split_brain_guard(cfg, catalog, &view)?;
         check_volumes_match(cfg, &view)?;
         let mut standby_has: BTreeMap<String, BTreeSet<String>> = view
             .volumes
             .iter()
             .map(|v| (v.role.clone(), v.snapshots.iter().cloned().collect()))
             .collect();
-        let local_has = local_lists(cfg)?;
+        let stores = Stores::open(cfg);
+        let local_has = local_lists(&stores)?;
         let mut plan = Vec::new();
         for set in sets_to_ship(cfg, catalog, &view.committed, &local_has)? {
             let steps = plan_set(&set, &standby_has, &local_has);
@@ -399,10 +589,19 @@ fn ship_session(
 ) -> Result<ShipReport> {
     let mut report = ShipReport::default();
     let view = handshake(cfg, conn)?;
+    split_brain_guard(cfg, catalog, &view)?;
     check_volumes_match(cfg, &view)?;
     let StandbyView {
-        volumes, committed, ..
+        volumes,
+        committed,
+        compress,
+        ..
     } = view;
+    let standby = cfg.standby.as_ref().expect("ship checked [standby]");
+    let compression = standby.compression.negotiate(&compress);
+    conn.writer.set_limit(standby.bwlimit.clone());
+    tracing::debug!(compression = %compression.name(), "wire");
+    report.compression = compression.name();
     let mut resumable: BTreeMap<String, crate::backend::Resumable> = volumes
         .iter()
         .filter_map(|v| v.resumable.clone().map(|r| (v.role.clone(), r)))
@@ -411,7 +610,8 @@ fn ship_session(
         .into_iter()
         .map(|v| (v.role, v.snapshots.into_iter().collect()))
         .collect();
-    let local_has = local_lists(cfg)?;
+    let stores = Stores::open(cfg);
+    let local_has = local_lists(&stores)?;
     // What the standby holds, kept for retention (the common snapshot) and
     // status; updated after every acknowledged snapshot and committed set.
     let previous = catalog.standby_record()?.unwrap_or_default();
@@ -426,22 +626,21 @@ fn ship_session(
     catalog.write_standby_record(&record)?;
     for set in sets_to_ship(cfg, catalog, &committed, &local_has)? {
         for step in plan_set(&set, &standby_has, &local_has) {
-            let vol = cfg.volume(&step.role).expect("complete_locally checked");
+            let store = stores.get(&step.role)?;
             let member = set.member(&step.role).expect("planned from members");
             let t = Instant::now();
             let token = resumable
                 .remove(&step.role)
                 .filter(|r| r.snapshot.as_ref().is_none_or(|s| s == &step.snapshot))
                 .map(|r| r.token);
-            let bytes = send_one(
-                conn,
-                vol,
-                &set.id,
-                &step,
-                member.storage_id.as_deref(),
-                token.as_deref(),
-                progress,
-            )?;
+            let out = Outgoing {
+                set_id: &set.id,
+                step: &step,
+                storage_id: member.storage_id.as_deref(),
+                compression: stream_compression(compression, &member.send_options),
+            };
+            let wire_before = conn.writer.bytes_out;
+            let bytes = send_one(conn, store, &out, token.as_deref(), progress)?;
             let shipped = ShippedSnapshot {
                 set_id: set.id.clone(),
                 role: step.role.clone(),
@@ -449,6 +648,8 @@ fn ship_session(
                 base: step.base.clone(),
                 bytes,
                 seconds: t.elapsed().as_secs_f64(),
+                wire_bytes: conn.writer.bytes_out - wire_before,
+                compression: out.compression.name(),
             };
             report.payload_bytes += bytes;
             report.snapshots.push(shipped);
@@ -470,8 +671,7 @@ fn ship_session(
                 // The set's members are now the common snapshots: protect
                 // them here (the standby protects its side on commit).
                 for m in &set.members {
-                    let vol = cfg.volume(&m.role).expect("complete_locally checked");
-                    backend::for_volume(vol)?.protect_common(vol, &m.snapshot)?;
+                    stores.get(&m.role)?.protect_common(&m.snapshot)?;
                 }
                 report.committed.push(set_id)
             }
@@ -490,19 +690,39 @@ fn ship_session(
     Ok(report)
 }
 
+/// What one snapshot's transfer needs besides the connection.
+struct Outgoing<'a> {
+    set_id: &'a str,
+    step: &'a PlannedSend,
+    storage_id: Option<&'a str>,
+    compression: crate::compress::Compression,
+}
+
+/// No zstd over a stream ZFS already compressed (`-c`) or encrypted (`-w`):
+/// it would spend CPU for nothing.
+fn stream_compression(
+    negotiated: crate::compress::Compression,
+    send_options: &[String],
+) -> crate::compress::Compression {
+    if send_options.iter().any(|o| o == "compressed" || o == "raw") {
+        crate::compress::Compression::None
+    } else {
+        negotiated
+    }
+}
+
 /// Send one snapshot; with a resume token, first try to continue the cut
 /// receive, and fall back to a fresh send when the token is stale.
 fn send_one(
     conn: &mut transport::Connection,
-    vol: &Volume,
-    set_id: &str,
-    step: &PlannedSend,
-    storage_id: Option<&str>,
+    store: &Store,
+    out: &Outgoing,
     token: Option<&str>,
     progress: Progress,
 ) -> Result<u64> {
+    let step = out.step;
     if let Some(tok) = token {
-        match send_stream(conn, vol, set_id, step, storage_id, Some(tok), progress) {
+        match send_stream(conn, store, out, Some(tok), progress) {
             Ok(Sent::Done(bytes)) => return Ok(bytes),
             Ok(Sent::Stale(why)) => {
                 tracing::warn!(volume = %step.role, snapshot = %step.snapshot, reason = %why, "resume token is stale; sending the snapshot again");
@@ -510,7 +730,7 @@ fn send_one(
             Err(e) => return Err(e),
         }
     }
-    match send_stream(conn, vol, set_id, step, storage_id, None, progress)? {
+    match send_stream(conn, store, out, None, progress)? {
         Sent::Done(bytes) => Ok(bytes),
         Sent::Stale(why) => Err(Error::storage(why)),
     }
@@ -525,20 +745,18 @@ enum Sent {
 
 fn send_stream(
     conn: &mut transport::Connection,
-    vol: &Volume,
-    set_id: &str,
-    step: &PlannedSend,
-    storage_id: Option<&str>,
+    store: &Store,
+    out: &Outgoing,
     token: Option<&str>,
     progress: Progress,
 ) -> Result<Sent> {
-    let b: Box<dyn Backend> = backend::for_volume(vol)?;
+    let step = out.step;
     conn.writer.msg(&Msg::Begin {
-        set_id: set_id.into(),
+        set_id: out.set_id.into(),
         role: step.role.clone(),
         snapshot: step.snapshot.clone(),
         base: step.base.clone(),
-        storage_id: storage_id.map(str::to_string),
+        storage_id: out.storage_id.map(str::to_string),
         resume: token.is_some(),
     })?;
     // Tell the standby to drop its half of the transfer, and read its answer.
@@ -552,8 +770,8 @@ fn send_stream(
         }
     };
     let opened = match token {
-        Some(t) => b.send_resume(vol, &step.snapshot, t),
-        None => b.send(vol, &step.snapshot, step.base.as_deref()),
+        Some(t) => store.send_resume(&step.snapshot, t),
+        None => store.send(&step.snapshot, step.base.as_deref()),
     };
     let mut src = match opened {
         Ok(s) => s,
@@ -565,32 +783,33 @@ fn send_stream(
             };
         }
     };
-    let mut buf = vec![0u8; MAX_DATA_FRAME];
-    let mut hasher = blake3::Hasher::new();
-    let mut bytes = 0u64;
-    loop {
-        let n = match crate::stream::fill(&mut *src, &mut buf) {
-            Ok(n) => n,
-            Err(e) => {
-                src.abort();
-                abort(conn, e.to_string())?;
-                return Err(Error::storage(format!(
-                    "volume `{}`: reading the send stream: {e}",
-                    step.role
-                )));
-            }
-        };
-        if n == 0 {
-            break;
+    let mut sent = 0u64;
+    let writer = &mut conn.writer;
+    let piped = crate::pipeline::run(&mut *src, out.compression, &mut |chunk| {
+        sent += chunk.raw_len() as u64;
+        match &chunk {
+            crate::pipeline::Chunk::Plain(d) => writer.data(d)?,
+            crate::pipeline::Chunk::Compressed { z, .. } => writer.data_compressed(z)?,
         }
-        hasher.update(&buf[..n]);
-        bytes += n as u64;
-        if let Err(e) = conn.writer.data(&buf[..n]) {
+        progress(&step.role, &step.snapshot, sent, false);
+        Ok(())
+    });
+    let summary = match piped {
+        Ok(s) => s,
+        Err(crate::pipeline::Failed::Read(e)) => {
+            src.abort();
+            abort(conn, e.to_string())?;
+            return Err(Error::storage(format!(
+                "volume `{}`: reading the send stream: {e}",
+                step.role
+            )));
+        }
+        Err(crate::pipeline::Failed::Emit(e)) => {
             src.abort();
             return Err(e.context(format!("sending {} {}", step.role, step.snapshot)));
         }
-        progress(&step.role, &step.snapshot, bytes, false);
-    }
+    };
+    let bytes = summary.bytes;
     if let Err(e) = src.finish() {
         abort(conn, e.to_string())?;
         if token.is_some() && bytes == 0 {
@@ -600,7 +819,7 @@ fn send_stream(
     }
     conn.writer.msg(&Msg::End {
         bytes,
-        blake3: hasher.finalize().to_hex().to_string(),
+        blake3: summary.blake3,
     })?;
     progress(&step.role, &step.snapshot, bytes, true);
     match conn.reader.msg()? {
@@ -641,6 +860,7 @@ mod tests {
                     atomic_group: None,
                     send_options: Vec::new(),
                     receipt: None,
+                    consistency: None,
                 })
                 .collect(),
             safety_margin_ms: 0,

@@ -131,6 +131,16 @@ pub struct Plan {
 pub use crate::site::select;
 
 pub fn plan(cfg: &Config, requested: Option<&str>) -> Result<Plan> {
+    plan_with(cfg, requested, None)
+}
+
+/// Where a plan's copies go instead of the live locations (rehearsal:
+/// scratch clones, no mountpoints), per volume.
+pub type Scratch<'a> = &'a dyn Fn(&Volume) -> Result<PathBuf>;
+
+/// The plan, with the copies at `scratch` locations when given (then
+/// `{mount:ROLE}` is the scratch location and nothing is mounted).
+pub fn plan_with(cfg: &Config, requested: Option<&str>, scratch: Option<Scratch>) -> Result<Plan> {
     let site = crate::site::Site::open(cfg)?;
     let (s, r) = site.failover_pair(requested)?;
     let margin = Margin::of(cfg, s)?;
@@ -154,17 +164,23 @@ pub fn plan(cfg: &Config, requested: Option<&str>) -> Result<Plan> {
     let copies: Vec<PlannedCopy> = cfg
         .volumes
         .iter()
-        .map(|v| PlannedCopy {
-            role: v.role.clone(),
-            snapshot: if v.role == cfg.redolog_role {
-                r.id.clone()
-            } else {
-                s.id.clone()
-            },
-            target: v.source.clone(),
-            mountpoint: v.mountpoint.clone(),
+        .map(|v| {
+            let (target, mountpoint) = match scratch {
+                Some(f) => (f(v)?.display().to_string(), None),
+                None => (v.source.clone(), v.mountpoint.clone()),
+            };
+            Ok(PlannedCopy {
+                role: v.role.clone(),
+                snapshot: if v.role == cfg.redolog_role {
+                    r.id.clone()
+                } else {
+                    s.id.clone()
+                },
+                target,
+                mountpoint,
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     for c in &copies {
         if s.member(&c.role).is_none() {
             return Err(Error::storage(format!(
@@ -175,7 +191,7 @@ pub fn plan(cfg: &Config, requested: Option<&str>) -> Result<Plan> {
     }
     let mut warnings = Vec::new();
     for v in &cfg.volumes {
-        match backend::for_volume(v).and_then(|b| b.capacity_problem(v)) {
+        match backend::open(v).capacity_problem() {
             Ok(Some(p)) => warnings.push(format!("volume `{}`: {p}", v.role)),
             Ok(None) => {}
             Err(e) => warnings.push(format!(
@@ -276,6 +292,11 @@ pub struct Report {
     pub replay: Option<ReplayOutcome>,
     pub replay_skipped: bool,
     pub resumed: bool,
+    /// Redolog streaming (issue 17): the spooled tail appended to the
+    /// redolog copy and the stream's recovery point (primary's clock), next
+    /// to the snapshot-only `recovery_point`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<crate::redostream::StreamRecovery>,
     pub started_at: Timestamp,
     pub finished_at: Timestamp,
     pub seconds_copies: f64,
@@ -289,6 +310,9 @@ pub struct Report {
     /// processes stopped, steps redone because reality disagreed, ...
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The generation this site became primary in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 impl Report {
@@ -300,6 +324,8 @@ impl Report {
 pub struct Options<'a> {
     pub set: Option<&'a str>,
     pub no_replay: bool,
+    /// Ignore the redolog spool (issue 17): the snapshot alone.
+    pub no_stream: bool,
 }
 
 /// Progress of a failover, for the caller to show (`run` prints each to
@@ -469,6 +495,20 @@ pub fn run_with(cfg: &Config, opts: &Options, progress: &mut dyn FnMut(&Event)) 
         return Err(e.context("failover failed; what it created was rolled back"));
     }
     let seconds_mounts = t1.elapsed().as_secs_f64();
+    // From here the copies are the live data: this site is the primary.
+    let generation = promote(cfg, &plan, &mut ctx)?;
+
+    // Redolog streaming: the spooled tail onto the redolog copy, before replay.
+    let stream = if opts.no_stream {
+        None
+    } else {
+        let copy = backend::open(cfg.redolog()).writable_copy_path();
+        copy.ok()
+            .and_then(|root| crate::redostream::apply_at_failover(cfg, &root, plan.redolog_before))
+    };
+    if let Some(n) = stream.as_ref().and_then(|s| s.not_used.clone()) {
+        ctx.note(format!("redolog spool not used: {n}"));
+    }
 
     let replay_skipped = opts.no_replay || plan.replay_argv.is_none();
     let replay = if replay_skipped {
@@ -486,6 +526,7 @@ pub fn run_with(cfg: &Config, opts: &Options, progress: &mut dyn FnMut(&Event)) 
         replay,
         replay_skipped,
         resumed,
+        stream,
         started_at,
         finished_at,
         seconds_copies,
@@ -494,9 +535,56 @@ pub fn run_with(cfg: &Config, opts: &Options, progress: &mut dyn FnMut(&Event)) 
         report_path: None,
         aborted_session,
         notes: std::mem::take(&mut ctx.notes),
+        generation: Some(generation),
     };
     save_report(&mut report, &mut ctx)?;
     Ok(report)
+}
+
+/// Record this site as the primary, in a generation one more than any it
+/// has seen (its own, any set's, its peer's): every set it takes from now on
+/// carries it, and a returning old primary learns from it that it must not
+/// ship. A resumed failover keeps the generation its first attempt recorded.
+fn promote(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<u64> {
+    if let Some(r) = ctx.catalog.role_record()? {
+        if r.role == crate::catalog::Role::Primary
+            && r.how == "failover"
+            && r.set_id.as_deref() == Some(plan.set_id.as_str())
+        {
+            return Ok(r.generation);
+        }
+    }
+    let generation = next_generation(cfg, &ctx.catalog)?;
+    ctx.catalog
+        .write_role_record(&crate::catalog::RoleRecord {
+            role: crate::catalog::Role::Primary,
+            generation,
+            since: Timestamp::now(),
+            how: "failover".into(),
+            set_id: Some(plan.set_id.clone()),
+        })
+        .ctx("record this site as the primary")?;
+    ctx.note(format!(
+        "this site is now the primary in generation {generation} (state_dir/role.json)"
+    ));
+    Ok(generation)
+}
+
+/// One more than any generation this site has seen: its own, any set's,
+/// its peer's.
+pub fn next_generation(cfg: &Config, catalog: &Catalog) -> Result<u64> {
+    let (_, own) = crate::site::current_role(cfg, catalog)?;
+    let sets = catalog
+        .manifests()?
+        .iter()
+        .map(|m| m.generation)
+        .max()
+        .unwrap_or(0);
+    let peer = catalog
+        .peer_record()?
+        .and_then(|p| p.generation)
+        .unwrap_or(0);
+    Ok(own.max(sets).max(peer).saturating_add(1))
 }
 
 fn refuse_if_completed(previous: Option<&State>, sp: &Path) -> Result<()> {
@@ -546,9 +634,9 @@ fn stop_earlier_attempt(prev: &State, ctx: &mut Ctx) -> Result<()> {
 fn reconcile(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
     for c in &plan.copies {
         let vol = volume(cfg, &c.role)?;
-        let b = backend::for_volume(vol)?;
+        let b = backend::open(vol);
         if ctx.st.copies_started.contains(&c.role) {
-            if !b.writable_copy_exists(vol)? {
+            if !b.writable_copy_exists()? {
                 if ctx.st.copies_done.contains(&c.role) {
                     ctx.note(format!(
                         "volume `{}`: the interrupted attempt made a copy at {} but it is gone: making it again",
@@ -626,6 +714,11 @@ fn foreign_mount(role: &str, mp: &Path, top: &mount::Entry) -> Error {
     .with_hint("unmount it (it may be stale or live data) and run failover again")
 }
 
+/// Is this volume's live copy what is mounted (on top) at `mp`? (failback)
+pub(crate) fn live_copy_mounted(vol: &Volume, mp: &Path) -> bool {
+    our_copy_mounted(vol, mp)
+}
+
 /// Is this volume's writable copy what is mounted (on top) at `mp`?
 fn our_copy_mounted(vol: &Volume, mp: &Path) -> bool {
     let Some(top) = mount::top(mp) else {
@@ -658,13 +751,13 @@ fn make_copies(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
             continue;
         }
         let vol = volume(cfg, &c.role)?;
-        let b = backend::for_volume(vol)?;
-        let earlier = ctx.st.copies_started.contains(&c.role) && b.writable_copy_exists(vol)?;
+        let b = backend::open(vol);
+        let earlier = ctx.st.copies_started.contains(&c.role) && b.writable_copy_exists()?;
         if earlier {
             // Made by this failover before it was interrupted.
             check_copy_origin(vol, c)?;
         } else {
-            if b.writable_copy_exists(vol)? {
+            if b.writable_copy_exists()? {
                 return Err(Error::refused(format!(
                     "volume `{}`: {} already exists and was not made by this failover",
                     c.role, c.target
@@ -673,7 +766,7 @@ fn make_copies(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
             }
             ctx.st.copies_started.push(c.role.clone());
             ctx.save()?;
-            b.writable_copy(vol, &c.snapshot)?;
+            b.writable_copy(&c.snapshot)?;
         }
         ctx.st.copies_done.push(c.role.clone());
         ctx.save()?;
@@ -694,7 +787,7 @@ fn mount_copies(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
             continue;
         }
         let vol = volume(cfg, &c.role)?;
-        let data = backend::for_volume(vol)?.writable_copy_path(vol)?;
+        let data = backend::open(vol).writable_copy_path()?;
         if data == *mp {
             continue; // the backend mounted it there itself (ZFS clone, LVM)
         }
@@ -802,7 +895,7 @@ fn rollback(cfg: &Config, st: &mut State, catalog: &Catalog) {
         }
         if st.copies_started.contains(&c.role) {
             if let Some(vol) = cfg.volume(&c.role) {
-                if let Err(e) = backend::for_volume(vol).and_then(|b| b.remove_writable_copy(vol)) {
+                if let Err(e) = backend::open(vol).remove_writable_copy() {
                     tracing::error!(volume = %c.role, error = %e, "rollback: could not remove writable copy");
                     return; // keep the state: a re-run must see what is left
                 }
@@ -816,7 +909,7 @@ fn rollback(cfg: &Config, st: &mut State, catalog: &Catalog) {
 /// already, as under an interactive shell or a service manager) and return
 /// its record; `None` when that is impossible (then nothing is recorded, so
 /// a rerun can never kill a group that is not ours).
-fn lead_process_group() -> Option<ProcRecord> {
+pub(crate) fn lead_process_group() -> Option<ProcRecord> {
     use nix::unistd::{Pid, getpgrp, getpid, setpgid};
     if getpgrp() != getpid() {
         if let Err(e) = setpgid(Pid::from_raw(0), Pid::from_raw(0)) {
@@ -891,7 +984,7 @@ fn take_site_lock(
     );
     progress(&Event::Note(msg.clone()));
     for vol in &cfg.volumes {
-        match backend::for_volume(vol).and_then(|b| b.cleanup_partial(vol)) {
+        match backend::open(vol).cleanup_partial() {
             Ok(removed) => {
                 for r in removed {
                     let n = format!("volume `{}`: discarded the partial receive {r}", vol.role);
@@ -938,8 +1031,9 @@ mod mount {
     }
 }
 
-/// Processes: /proc, process groups, the gated replay child.
-mod procs {
+/// Processes: /proc, process groups, the gated replay child (also used by
+/// `rehearse`).
+pub(crate) mod procs {
     use super::*;
     use nix::errno::Errno;
     use nix::libc;
@@ -1045,6 +1139,13 @@ mod procs {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Is the recorded process still running (same boot, same start time)?
+    pub fn is_alive(rec: &ProcRecord) -> bool {
+        rec.boot_id == boot_id()
+            && rec.pid > 1
+            && stat(rec.pid).is_some_and(|s| s.state != 'Z' && s.start_ticks == rec.start_ticks)
     }
 
     /// Stop what is left of a recorded group; `None` when nothing is (the
@@ -1275,6 +1376,15 @@ pub fn render_report(r: &Report) -> String {
         format_zmplayredo(r.recovery_point, &tz),
         r.data_loss_bound_seconds
     ));
+    if let Some(rp) = r.stream.as_ref().and_then(|st| st.recovery_point) {
+        let st = r.stream.as_ref().expect("some");
+        s.push_str(&format!(
+            "stream point  {} (primary's clock): the redolog spool added {} events, {} bytes; data written after it is not recovered\n",
+            format_zmplayredo(rp, &tz),
+            st.events_applied,
+            st.bytes_applied
+        ));
+    }
     match &r.replay {
         Some(rp) => s.push_str(&format!(
             "replay exit   {} after {:.2} s\n",
@@ -1284,6 +1394,11 @@ pub fn render_report(r: &Report) -> String {
             rp.seconds
         )),
         None => s.push_str("replay        skipped\n"),
+    }
+    if let Some(g) = r.generation {
+        s.push_str(&format!(
+            "role          primary in generation {g} (a returning old primary refuses to ship to this site)\n"
+        ));
     }
     s.push_str(&format!(
         "durations     copies {:.2} s, mounts {:.2} s, total {:.2} s{}\n",
@@ -1331,6 +1446,7 @@ mod tests {
                     atomic_group: None,
                     send_options: Vec::new(),
                     receipt: None,
+                    consistency: None,
                 })
                 .collect(),
             safety_margin_ms: 0,

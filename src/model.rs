@@ -68,30 +68,97 @@ pub fn new_set_id(at: Timestamp, kind: SetKind) -> String {
     format!("{}-{}", at.strftime("%Y%m%dT%H%M%S%.3fZ"), kind.as_str())
 }
 
+/// A validated set id: `20261127T080000.123Z-full`. Ordered by its time
+/// (then kind, then text), never by string comparison. A set id is also
+/// the snapshot name of every member of the set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SetId {
+    text: String,
+    time: Timestamp,
+    kind: SetKind,
+}
+
+impl SetId {
+    /// An error names the id and shows the expected form.
+    pub fn parse(id: &str) -> Result<SetId> {
+        Self::try_parse(id).ok_or_else(|| {
+            Error::refused(format!(
+                "`{}` is not a snapsite set id (expected e.g. 20261127T080000.000Z-full)",
+                wire_str(id)
+            ))
+        })
+    }
+
+    fn try_parse(id: &str) -> Option<SetId> {
+        let (ts, kind) = id.rsplit_once('-')?;
+        let kind = match kind {
+            "full" => SetKind::Full,
+            "redolog" => SetKind::Redolog,
+            _ => return None,
+        };
+        if ts.len() != 20 || !ts.ends_with('Z') {
+            return None;
+        }
+        let t = jiff::fmt::strtime::parse("%Y%m%dT%H%M%S%.fZ", ts).ok()?;
+        let dt = t.to_datetime().ok()?;
+        let z = dt.to_zoned(jiff::tz::TimeZone::UTC).ok()?;
+        Some(SetId {
+            text: id.to_string(),
+            time: z.timestamp(),
+            kind,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+    /// The time in the id (the primary's hybrid clock: display, and the
+    /// order of ids from one primary; never the standby's clock).
+    pub fn time(&self) -> Timestamp {
+        self.time
+    }
+    pub fn kind(&self) -> SetKind {
+        self.kind
+    }
+}
+
+impl Ord for SetId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.time, self.kind.as_str(), &self.text).cmp(&(
+            other.time,
+            other.kind.as_str(),
+            &other.text,
+        ))
+    }
+}
+
+impl PartialOrd for SetId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Display for SetId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Is `a` an older set id than `b`? Ids that do not parse are never older.
+pub fn older_set(a: &str, b: &str) -> bool {
+    match (SetId::try_parse(a), SetId::try_parse(b)) {
+        (Some(a), Some(b)) => a < b,
+        _ => false,
+    }
+}
+
 /// Parse a set id back into (time, kind); `None` when it isn't one of ours.
 pub fn parse_set_id(id: &str) -> Option<(Timestamp, SetKind)> {
-    let (ts, kind) = id.rsplit_once('-')?;
-    let kind = match kind {
-        "full" => SetKind::Full,
-        "redolog" => SetKind::Redolog,
-        _ => return None,
-    };
-    if ts.len() != 20 || !ts.ends_with('Z') {
-        return None;
-    }
-    let t = jiff::fmt::strtime::parse("%Y%m%dT%H%M%S%.fZ", ts).ok()?;
-    let dt = t.to_datetime().ok()?;
-    let z = dt.to_zoned(jiff::tz::TimeZone::UTC).ok()?;
-    Some((z.timestamp(), kind))
+    SetId::try_parse(id).map(|s| (s.time, s.kind))
 }
 
 pub fn validate_set_id(id: &str) -> Result<()> {
-    if parse_set_id(id).is_none() {
-        return Err(Error::refused(format!(
-            "`{id}` is not a snapsite set id (expected e.g. 20261127T080000.000Z-full)"
-        )));
-    }
-    Ok(())
+    SetId::parse(id).map(|_| ())
 }
 
 /// A name that came over the wire, made safe for a log line or an error:
@@ -181,6 +248,21 @@ pub struct Member {
     pub send_options: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<Receipt>,
+    /// Set when a quiesce hook (`[hooks]`) covered this member: quiesced,
+    /// or taken crash-consistent because the hook failed. Absent: no hook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<Consistency>,
+}
+
+/// What a quiesce hook achieved for a member (`Member::consistency`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", tag = "state")]
+pub enum Consistency {
+    /// Every hook covering it held while its snapshot was taken.
+    Quiesced,
+    /// A hook failed (`on_failure = "crash-consistent"`): the snapshot is
+    /// of the running application, recovered by its own crash recovery.
+    CrashConsistent { reason: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -353,6 +435,23 @@ mod tests {
     }
 
     #[test]
+    fn set_ids_order_by_time_not_by_text() {
+        let a = SetId::parse("20261127T080000.123Z-full").unwrap();
+        let b = SetId::parse("20261127T080000.124Z-full").unwrap();
+        let r = SetId::parse("20261127T080000.123Z-redolog").unwrap();
+        assert!(a < b && a < r && r < b);
+        assert_eq!(a.kind(), SetKind::Full);
+        assert!(older_set(a.as_str(), b.as_str()));
+        assert!(!older_set(b.as_str(), a.as_str()));
+        assert!(!older_set(a.as_str(), a.as_str()));
+        // an id that does not parse is never older (nor newer)
+        assert!(!older_set("0-full", a.as_str()));
+        assert!(!older_set(a.as_str(), "zzz"));
+        let e = SetId::parse("20261127T080000.123Z-bogus\n").unwrap_err();
+        assert!(e.to_string().contains("not a snapsite set id"), "{e}");
+    }
+
+    #[test]
     fn roles_are_plain_names() {
         assert!(validate_role("redolog").is_ok());
         assert!(validate_role("blob_2").is_ok());
@@ -373,6 +472,7 @@ mod tests {
             atomic_group: None,
             send_options: Vec::new(),
             receipt: None,
+            consistency: None,
         }
     }
 

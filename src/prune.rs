@@ -279,6 +279,10 @@ pub fn plan(cfg: &Config, catalog: &Catalog, retention: &Retention) -> Result<Pr
     } else {
         let mut p = protect_standby(manifests, &complete, local, &cfg.redolog_role);
         protect_recent(&mut p, manifests, retention, crate::model::now());
+        for id in crate::rehearse::in_use(catalog)? {
+            p.entry(id)
+                .or_insert_with(|| "under a running rehearsal's clone".into());
+        }
         let o = plan_orphans(manifests, local, &p);
         (p, o)
     };
@@ -323,8 +327,19 @@ pub fn apply(
         kept_sets: plan.sets.iter().filter(|d| !d.destroy).count(),
         ..Default::default()
     };
-    let standby = cfg.standby.is_none();
+    // The recorded role (failover, failback and switchover change it), not
+    // the config's: a standby deletes receipts with its snapshots.
+    let standby = crate::site::current_role(cfg, catalog)?.0 == crate::site::Role::Standby;
     if !dry_run {
+        // A rehearsal that was killed leaves clones: remove them first.
+        let mut notes = Vec::new();
+        if let Err(e) = crate::rehearse::cleanup_stale(cfg, catalog, &mut notes) {
+            tracing::warn!(error = %e, "could not clean up after a killed rehearsal");
+        }
+        for n in notes {
+            tracing::warn!("{n}");
+        }
+        let stores = backend::Stores::open(cfg);
         let manifests: BTreeMap<String, Manifest> = catalog
             .manifests()?
             .into_iter()
@@ -335,11 +350,11 @@ pub fn apply(
                 continue; // removed by someone else meanwhile
             };
             for mem in &m.members {
-                let Some(vol) = cfg.volume(&mem.role) else {
+                let Some(store) = stores.find(&mem.role) else {
                     continue;
                 };
-                backend::for_volume(vol)?
-                    .destroy(vol, &mem.snapshot)
+                store
+                    .destroy(&mem.snapshot)
                     .ctx(format!("pruning set {}", m.id))?;
                 report.destroyed_snapshots += 1;
                 if standby {
@@ -351,9 +366,9 @@ pub fn apply(
             report.destroyed_sets.push(m.id.clone());
         }
         for (role, snap) in &plan.orphans {
-            if let Some(vol) = cfg.volume(role) {
-                backend::for_volume(vol)?
-                    .destroy(vol, snap)
+            if let Some(store) = stores.find(role) {
+                store
+                    .destroy(snap)
                     .ctx(format!("pruning orphan snapshot {role} {snap}"))?;
                 catalog.remove_receipt(role, snap)?;
                 tracing::info!(%role, snapshot = %snap, "pruned a snapshot that can never be committed");

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::backend::{self, SnapshotSink};
+use crate::backend::{self, SnapshotSink, Store, Stores};
 use crate::catalog::{Catalog, ServeRecord};
 use crate::config::{Config, Volume};
 use crate::error::{Error, Result};
@@ -29,24 +29,37 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How far ahead of the standby's clock a set may be dated.
 const MAX_AHEAD: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
 
-/// Opens the backend of a volume: `backend::for_volume` in production,
-/// an in-memory store in the protocol tests.
+/// The backend implementation of a volume: `backend::implementation` in
+/// production, an in-memory store in the protocol tests. Serve binds each
+/// volume to its implementation once per session ([`Stores`]).
 pub type OpenBackend<'a> = &'a dyn Fn(&Volume) -> Result<Box<dyn backend::Backend>>;
 
-pub fn inventory(cfg: &Config) -> Result<Vec<VolumeInventory>> {
-    inventory_with(cfg, &backend::for_volume)
+fn production(vol: &Volume) -> Result<Box<dyn backend::Backend>> {
+    Ok(backend::implementation(vol))
 }
 
-fn inventory_with(cfg: &Config, open: OpenBackend) -> Result<Vec<VolumeInventory>> {
-    cfg.volumes
+fn open_stores(cfg: &Config, open: OpenBackend) -> Result<Stores> {
+    let stores = cfg
+        .volumes
         .iter()
-        .map(|v| {
-            let b = open(v)?;
+        .map(|v| Ok(Store::bind(v.clone(), open(v)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Stores::from_stores(stores))
+}
+
+pub fn inventory(cfg: &Config) -> Result<Vec<VolumeInventory>> {
+    inventory_of(&open_stores(cfg, &production)?)
+}
+
+fn inventory_of(stores: &Stores) -> Result<Vec<VolumeInventory>> {
+    stores
+        .iter()
+        .map(|s| {
             Ok(VolumeInventory {
-                role: v.role.clone(),
-                backend: v.backend().as_str().into(),
-                snapshots: b.list(v)?,
-                resumable: b.resumable(v)?,
+                role: s.role().to_string(),
+                backend: s.kind().as_str().into(),
+                snapshots: s.list()?,
+                resumable: s.resumable()?,
             })
         })
         .collect()
@@ -105,7 +118,7 @@ impl Drop for ServeRecordGuard<'_> {
 /// Serve one session on `input`/`output` (stdin/stdout for `--stdio`; give
 /// them a `stream::Deadline` so a silent primary ends the session).
 pub fn serve<R: Read, W: Write>(cfg: &Config, input: R, output: W) -> Result<()> {
-    serve_with(cfg, &backend::for_volume, input, output)
+    serve_with(cfg, &production, input, output)
 }
 
 /// `serve` with the volumes' backends opened by `open`.
@@ -117,7 +130,8 @@ pub fn serve_with<R: Read, W: Write>(
 ) -> Result<()> {
     let catalog = Catalog::new(&cfg.state_dir);
     let log = SessionLog::new(&catalog);
-    let res = serve_session(cfg, open, &catalog, &log, input, output);
+    let res = open_stores(cfg, open)
+        .and_then(|stores| serve_session(cfg, &stores, &catalog, &log, input, output));
     match &res {
         Ok(()) => log.event(tracing::Level::INFO, "session finished"),
         Err(e) => log.event(
@@ -130,28 +144,63 @@ pub fn serve_with<R: Read, W: Write>(
 
 fn serve_session<R: Read, W: Write>(
     cfg: &Config,
-    open: OpenBackend,
+    stores: &Stores,
     catalog: &Catalog,
     log: &SessionLog,
     input: R,
     output: W,
 ) -> Result<()> {
+    let mut r = Reader::new(input);
+    let mut w = Writer::new(output);
+    w.magic()?;
+    w.flush()?;
+    r.magic()?;
+    let first = r.msg()?;
+    if let Msg::SpoolHello { .. } = first {
+        // Redolog streaming: a long-lived session beside the ship sessions,
+        // under the spool's own lock (never the site lock). A site recorded
+        // as primary spools nothing (split-brain guard).
+        let (role, generation) = crate::site::current_role(cfg, catalog)?;
+        if role == crate::site::Role::Primary {
+            let message = format!(
+                "this site ({}) is the primary in generation {generation}: it spools nothing",
+                cfg.site
+            );
+            log.event(
+                tracing::Level::ERROR,
+                &format!("spool session refused: {message}"),
+            );
+            let _ = w.msg(&Msg::Error {
+                message: message.clone(),
+            });
+            let _ = w.flush();
+            return Err(Error::refused(message));
+        }
+        return crate::redostream::serve_spool(cfg, catalog, &|l, t| log.event(l, t), first, r, w);
+    }
     let _lock = catalog.lock("serve", Duration::from_secs(60))?;
-    let pid = std::process::id() as i32;
     let record = ServeRecord {
-        pid,
+        pid: std::process::id() as i32,
         pgid: nix::unistd::getpgrp().as_raw(),
         started_at: Timestamp::now(),
         primary: None,
     };
     catalog.write_serve_record(&record)?;
     let _guard = ServeRecordGuard(catalog);
-    let mut r = Reader::new(input);
-    let mut w = Writer::new(output);
-    w.magic()?;
-    w.flush()?;
-    r.magic()?;
-    match r.msg()? {
+    let primary = expect_hello(first, &mut w, log)?;
+    let _ = catalog.write_serve_record(&ServeRecord {
+        primary: Some(primary),
+        ..record
+    });
+    remove_interrupted(stores, log)?;
+    welcome(cfg, stores, catalog, log, &mut r, &mut w)?;
+    session_loop(cfg, stores, catalog, log, &mut r, &mut w)
+}
+
+/// The primary's hello: a protocol this standby speaks. Returns its site
+/// name, escaped.
+fn expect_hello<W: Write>(first: Msg, w: &mut Writer<W>, log: &SessionLog) -> Result<String> {
+    match first {
         Msg::Hello {
             protocol,
             site,
@@ -176,35 +225,79 @@ fn serve_session<R: Read, W: Write>(
                     wire_str(&version)
                 ),
             );
-            let _ = catalog.write_serve_record(&ServeRecord {
-                primary: Some(wire_str(&site)),
-                ..record
-            });
+            Ok(wire_str(&site))
         }
-        other => {
-            return Err(Error::protocol(format!(
-                "expected hello, got {}",
-                msg_name(&other)
-            )));
-        }
+        other => Err(Error::protocol(format!(
+            "expected hello, got {}",
+            msg_name(&other)
+        ))),
     }
-    for v in &cfg.volumes {
-        let removed = open(v)?.cleanup_partial(v)?;
+}
+
+/// Leftovers of receives an earlier session did not finish.
+fn remove_interrupted(stores: &Stores, log: &SessionLog) -> Result<()> {
+    for st in stores.iter() {
+        let removed = st.cleanup_partial()?;
         for p in removed {
             log.event(
                 tracing::Level::WARN,
-                &format!("volume `{}`: removed interrupted receive {p}", v.role),
+                &format!("volume `{}`: removed interrupted receive {p}", st.role()),
             );
         }
     }
+    Ok(())
+}
+
+/// The inventory, committed sets and the codecs we decode; compressed
+/// frames are accepted from here on.
+fn welcome<R: Read, W: Write>(
+    cfg: &Config,
+    stores: &Stores,
+    catalog: &Catalog,
+    log: &SessionLog,
+    r: &mut Reader<R>,
+    w: &mut Writer<W>,
+) -> Result<()> {
     let committed = catalog.manifests()?.into_iter().map(|m| m.id).collect();
+    let (role, generation) = crate::site::current_role(cfg, catalog)?;
     w.msg(&Msg::Welcome {
         protocol: PROTOCOL_VERSION,
         site: cfg.site.clone(),
-        volumes: inventory_with(cfg, open)?,
+        volumes: inventory_of(stores)?,
         committed,
+        compress: crate::compress::supported(),
+        role: Some(role.as_str().to_string()),
+        generation: Some(generation),
     })?;
+    if role == crate::site::Role::Primary {
+        // Split-brain guard, receiving end: a primary never takes sets from
+        // anyone (a returning old primary must not overwrite the new one).
+        let message = format!(
+            "this site ({}) is the primary in generation {generation}: it receives nothing; the sender must become its standby (`snapsite failback` there)",
+            cfg.site
+        );
+        log.event(
+            tracing::Level::ERROR,
+            &format!("session refused: {message}"),
+        );
+        let _ = w.msg(&Msg::Error {
+            message: message.clone(),
+        });
+        let _ = w.flush();
+        return Err(Error::refused(message));
+    }
+    r.accept_compressed()
+}
 
+/// Snapshots and commits until the primary says bye or closes.
+fn session_loop<R: Read, W: Write>(
+    cfg: &Config,
+    stores: &Stores,
+    catalog: &Catalog,
+    log: &SessionLog,
+    r: &mut Reader<R>,
+    w: &mut Writer<W>,
+) -> Result<()> {
     loop {
         let frame = match r.next_frame()? {
             None => {
@@ -222,42 +315,19 @@ fn serve_session<R: Read, W: Write>(
                 storage_id,
                 resume,
             }) => {
-                let reply = receive_one(
-                    cfg,
-                    open,
-                    catalog,
-                    log,
-                    &mut r,
-                    Incoming {
-                        set_id: &set_id,
-                        role: &role,
-                        snapshot: &snapshot,
-                        base: base.as_deref(),
-                        storage_id: storage_id.as_deref(),
-                        resume,
-                    },
-                )?;
+                let inc = Incoming {
+                    set_id: &set_id,
+                    role: &role,
+                    snapshot: &snapshot,
+                    base: base.as_deref(),
+                    storage_id: storage_id.as_deref(),
+                    resume,
+                };
+                let reply = receive_one(cfg, stores, catalog, log, r, inc)?;
                 w.msg(&reply)?;
             }
             Frame::Msg(Msg::Commit { manifest }) => {
-                let id = wire_str(&manifest.id);
-                let reply_id = manifest.id.clone();
-                match commit(cfg, open, catalog, manifest) {
-                    Ok(()) => {
-                        log.event(tracing::Level::INFO, &format!("set {id} committed"));
-                        w.msg(&Msg::Committed { set_id: reply_id })?
-                    }
-                    Err(e) => {
-                        let e = wire_text(&e.to_string());
-                        log.event(
-                            tracing::Level::ERROR,
-                            &format!("commit of set {id} refused: {e}"),
-                        );
-                        w.msg(&Msg::Error {
-                            message: format!("set {id}: {e}"),
-                        })?;
-                    }
-                }
+                w.msg(&commit_reply(cfg, stores, catalog, log, manifest))?;
             }
             Frame::Msg(Msg::Bye) => return Ok(()),
             Frame::Msg(other) => {
@@ -267,6 +337,41 @@ fn serve_session<R: Read, W: Write>(
                 )));
             }
             Frame::Data(_) => return Err(Error::protocol("data frame outside a snapshot")),
+        }
+    }
+}
+
+/// Commit a set and say how it went (a refusal is an answer, not an end).
+fn commit_reply(
+    cfg: &Config,
+    stores: &Stores,
+    catalog: &Catalog,
+    log: &SessionLog,
+    manifest: Manifest,
+) -> Msg {
+    let id = wire_str(&manifest.id);
+    let reply_id = manifest.id.clone();
+    match commit(cfg, stores, catalog, manifest) {
+        Ok(()) => {
+            log.event(tracing::Level::INFO, &format!("set {id} committed"));
+            crate::redostream::checkpoint_after_commit(
+                cfg,
+                stores,
+                catalog,
+                &|l, t| log.event(l, t),
+                &reply_id,
+            );
+            Msg::Committed { set_id: reply_id }
+        }
+        Err(e) => {
+            let e = wire_text(&e.to_string());
+            log.event(
+                tracing::Level::ERROR,
+                &format!("commit of set {id} refused: {e}"),
+            );
+            Msg::Error {
+                message: format!("set {id}: {e}"),
+            }
         }
     }
 }
@@ -285,6 +390,11 @@ fn msg_name(m: &Msg) -> &'static str {
         Msg::Committed { .. } => "committed",
         Msg::Error { .. } => "error",
         Msg::Bye => "bye",
+        Msg::SpoolHello { .. }
+        | Msg::SpoolWelcome { .. }
+        | Msg::SpoolBatch { .. }
+        | Msg::SpoolAck { .. }
+        | Msg::SpoolRefused { .. } => "spool",
     }
 }
 
@@ -319,12 +429,13 @@ struct Incoming<'a> {
 
 /// Check a `Begin` against this standby's config and records; the refusal
 /// text is safe to log and to send back.
-fn admit<'c>(
-    cfg: &'c Config,
+fn admit<'s>(
+    cfg: &Config,
+    stores: &'s Stores,
     catalog: &Catalog,
     inc: &Incoming,
-) -> std::result::Result<&'c Volume, String> {
-    let vol = cfg.volume(inc.role).ok_or_else(|| {
+) -> std::result::Result<&'s Store, String> {
+    let store = stores.find(inc.role).ok_or_else(|| {
         format!(
             "volume `{}` is not configured on standby {}; refused",
             wire_str(inc.role),
@@ -346,15 +457,16 @@ fn admit<'c>(
         ));
     }
     if let Some((_, SetKind::Redolog)) = parse_set_id(inc.set_id) {
-        if vol.role != cfg.redolog_role {
+        if store.role() != cfg.redolog_role {
             return Err(format!(
                 "a redolog set carries only the redolog volume `{}`, not `{}`; refused",
-                cfg.redolog_role, vol.role
+                cfg.redolog_role,
+                store.role()
             ));
         }
     }
     if let Some(base) = inc.base {
-        if base >= inc.snapshot {
+        if !crate::model::older_set(base, inc.snapshot) {
             return Err(format!(
                 "base `{base}` is not older than `{}`; refused",
                 inc.snapshot
@@ -378,12 +490,12 @@ fn admit<'c>(
             ));
         }
     }
-    Ok(vol)
+    Ok(store)
 }
 
 fn receive_one<R: Read>(
     cfg: &Config,
-    open: OpenBackend,
+    stores: &Stores,
     catalog: &Catalog,
     log: &SessionLog,
     r: &mut Reader<R>,
@@ -394,7 +506,7 @@ fn receive_one<R: Read>(
         snapshot: inc.snapshot.into(),
         error,
     };
-    let vol = match admit(cfg, catalog, &inc) {
+    let store = match admit(cfg, stores, catalog, &inc) {
         Ok(v) => v,
         Err(why) => {
             log.event(tracing::Level::WARN, &why);
@@ -402,16 +514,8 @@ fn receive_one<R: Read>(
             return Ok(nack(why));
         }
     };
-    let Incoming {
-        set_id,
-        role,
-        snapshot,
-        base,
-        storage_id,
-        resume,
-    } = inc;
-    let backend = open(vol)?;
-    let sink = match backend.receive(vol, snapshot, base, storage_id, resume) {
+    let (role, snapshot) = (inc.role, inc.snapshot);
+    let sink = match store.receive(snapshot, inc.base, inc.storage_id, inc.resume) {
         Ok(s) => s,
         Err(e) => {
             let why = wire_text(&e.to_string());
@@ -423,12 +527,52 @@ fn receive_one<R: Read>(
             return Ok(nack(why));
         }
     };
-    tracing::info!(%role, %snapshot, base = base.unwrap_or("-"), "receiving");
-    let mut sink: Box<dyn SnapshotSink> = sink;
+    tracing::info!(%role, %snapshot, base = inc.base.unwrap_or("-"), "receiving");
+    let data = match pump(r, sink, log, &inc)? {
+        Pumped::Complete(d) => d,
+        Pumped::Aborted(reason) => return Ok(nack(reason)),
+    };
+    match verify_and_commit(catalog, log, &inc, data) {
+        Ok(receipt) => Ok(Msg::Ack {
+            role: role.into(),
+            snapshot: snapshot.into(),
+            receipt,
+        }),
+        Err(why) => Ok(nack(why)),
+    }
+}
+
+/// A snapshot's data, all of it received up to the sender's `End`.
+struct Received {
+    sink: Box<dyn SnapshotSink>,
+    bytes: u64,
+    hash: String,
+    want_bytes: u64,
+    want_hash: String,
+    /// The backend stopped taking data (its own error, from commit, says why).
+    write_err: Option<std::io::Error>,
+}
+
+enum Pumped {
+    Complete(Received),
+    /// The sender aborted; the partial receive is gone. The nack's text.
+    Aborted(String),
+}
+
+/// Data frames into the sink (hashing what was decoded: the blake3 covers
+/// uncompressed bytes) up to `End` or `Abort`. A cut or corrupt stream is
+/// an error; the sink keeps its partial state only where it can resume.
+fn pump<R: Read>(
+    r: &mut Reader<R>,
+    mut sink: Box<dyn SnapshotSink>,
+    log: &SessionLog,
+    inc: &Incoming,
+) -> Result<Pumped> {
+    let (role, snapshot) = (inc.role, inc.snapshot);
     let mut hasher = blake3::Hasher::new();
     let mut bytes = 0u64;
     let mut write_err: Option<std::io::Error> = None;
-    let (want_bytes, want_hash) = loop {
+    loop {
         match r.next_frame() {
             Ok(Some(Frame::Data(d))) => {
                 hasher.update(&d);
@@ -439,7 +583,19 @@ fn receive_one<R: Read>(
                     }
                 }
             }
-            Ok(Some(Frame::Msg(Msg::End { bytes, blake3 }))) => break (bytes, blake3),
+            Ok(Some(Frame::Msg(Msg::End {
+                bytes: want_bytes,
+                blake3: want_hash,
+            }))) => {
+                return Ok(Pumped::Complete(Received {
+                    sink,
+                    bytes,
+                    hash: hasher.finalize().to_hex().to_string(),
+                    want_bytes,
+                    want_hash,
+                    write_err,
+                }));
+            }
             Ok(Some(Frame::Msg(Msg::Abort { reason }))) => {
                 sink.abort();
                 log.event(
@@ -449,7 +605,10 @@ fn receive_one<R: Read>(
                         wire_text(&reason)
                     ),
                 );
-                return Ok(nack(format!("aborted by sender: {}", wire_text(&reason))));
+                return Ok(Pumped::Aborted(format!(
+                    "aborted by sender: {}",
+                    wire_text(&reason)
+                )));
             }
             Ok(Some(Frame::Msg(m))) => {
                 sink.abort();
@@ -469,8 +628,9 @@ fn receive_one<R: Read>(
                 )));
             }
             Err(e) => {
-                // A corrupt frame or a silent primary: nothing of it reached
-                // the backend, so what was received before is as good as a cut.
+                // A corrupt frame (one that does not decompress, too) or a
+                // silent primary: nothing of it reached the backend, so what
+                // was received before is as good as a cut.
                 sink.cut();
                 log.event(
                     tracing::Level::ERROR,
@@ -482,19 +642,36 @@ fn receive_one<R: Read>(
                 return Err(e.context(format!("{role} {snapshot}")));
             }
         }
-    };
-    let got_hash = hasher.finalize().to_hex().to_string();
-    if want_bytes != bytes || want_hash != got_hash {
+    }
+}
+
+/// The trailer must match what arrived and the backend must accept it;
+/// then the receipt is written. `Err`: the nack's text, nothing kept.
+fn verify_and_commit(
+    catalog: &Catalog,
+    log: &SessionLog,
+    inc: &Incoming,
+    data: Received,
+) -> std::result::Result<Receipt, String> {
+    let (role, snapshot) = (inc.role, inc.snapshot);
+    let Received {
+        sink,
+        bytes,
+        hash,
+        want_bytes,
+        want_hash,
+        write_err,
+    } = data;
+    if want_bytes != bytes || want_hash != hash {
         sink.abort();
         let msg = format!(
-            "checksum mismatch on {role} {snapshot}: received {bytes} bytes blake3 {got_hash}, sender says {want_bytes} bytes blake3 {}; discarded",
+            "checksum mismatch on {role} {snapshot}: received {bytes} bytes blake3 {hash}, sender says {want_bytes} bytes blake3 {}; discarded",
             wire_str(&want_hash)
         );
         log.event(tracing::Level::ERROR, &msg);
-        return Ok(nack(msg));
+        return Err(msg);
     }
     if let Some(e) = write_err {
-        // The backend stopped reading; its own error (from commit) says why.
         let msg = match sink.commit(&mut |_| Err(Error::integrity("not all data was written"))) {
             Err(be) => format!("{be} (input not fully consumed: {e})"),
             Ok(_) => format!("the receive stopped reading early ({e})"),
@@ -504,19 +681,19 @@ fn receive_one<R: Read>(
             tracing::Level::ERROR,
             &format!("volume `{role}` {snapshot}: receive failed: {msg}"),
         );
-        return Ok(nack(msg));
+        return Err(msg);
     }
     let received_at = Timestamp::now();
     let mut receipt = None;
     let committed = sink.commit(&mut |local_id| {
         let r = Receipt {
-            base: base.map(str::to_string),
+            base: inc.base.map(str::to_string),
             bytes,
-            blake3: got_hash.clone(),
+            blake3: hash.clone(),
             received_at,
             storage_id: local_id,
-            set_id: Some(set_id.to_string()),
-            sender_storage_id: storage_id.map(str::to_string),
+            set_id: Some(inc.set_id.to_string()),
+            sender_storage_id: inc.storage_id.map(str::to_string),
         };
         catalog.write_receipt(role, snapshot, &r)?;
         receipt = Some(r);
@@ -528,11 +705,7 @@ fn receive_one<R: Read>(
                 tracing::Level::INFO,
                 &format!("volume `{role}` {snapshot}: received and verified, {bytes} bytes"),
             );
-            Ok(Msg::Ack {
-                role: role.into(),
-                snapshot: snapshot.into(),
-                receipt,
-            })
+            Ok(receipt)
         }
         (res, _) => {
             let _ = catalog.remove_receipt(role, snapshot);
@@ -544,7 +717,7 @@ fn receive_one<R: Read>(
                 tracing::Level::ERROR,
                 &format!("volume `{role}` {snapshot}: receive failed: {why}"),
             );
-            Ok(nack(why))
+            Err(why)
         }
     }
 }
@@ -553,7 +726,7 @@ fn receive_one<R: Read>(
 /// records; returns it with the standby's receipts filled in.
 pub fn validate_commit(
     cfg: &Config,
-    open: OpenBackend,
+    stores: &Stores,
     catalog: &Catalog,
     mut m: Manifest,
 ) -> Result<Manifest> {
@@ -605,7 +778,7 @@ pub fn validate_commit(
                 vol.backend().as_str()
             )));
         }
-        let present = open(vol)?.list(vol)?;
+        let present = stores.get(&member.role)?.list()?;
         if !present.contains(&member.snapshot) {
             return Err(Error::storage(format!(
                 "set {}: member `{}` has not been received",
@@ -659,7 +832,7 @@ fn same_as_sent(have: &Manifest, sent: &Manifest) -> bool {
 }
 
 /// Write the manifest — the commit record — once every member is here.
-fn commit(cfg: &Config, open: OpenBackend, catalog: &Catalog, m: Manifest) -> Result<()> {
+fn commit(cfg: &Config, stores: &Stores, catalog: &Catalog, m: Manifest) -> Result<()> {
     validate_set_id(&m.id)?;
     if catalog.has_manifest(&m.id) {
         // Committed by an earlier session: the same manifest again is a
@@ -676,12 +849,18 @@ fn commit(cfg: &Config, open: OpenBackend, catalog: &Catalog, m: Manifest) -> Re
             )))
         };
     }
-    let mut m = validate_commit(cfg, open, catalog, m)?;
+    let own = crate::site::current_role(cfg, catalog)?.1;
+    if m.generation < own {
+        return Err(Error::refused(format!(
+            "set {} was taken in generation {}, older than this site's generation {own}: a set of an old primary is never committed",
+            m.id, m.generation
+        )));
+    }
+    let mut m = validate_commit(cfg, stores, catalog, m)?;
     m.committed_at = Some(Timestamp::now());
     catalog.write_manifest(&m)?;
     for member in &m.members {
-        let vol = cfg.volume(&member.role).expect("checked above");
-        open(vol)?.protect_common(vol, &member.snapshot)?;
+        stores.get(&member.role)?.protect_common(&member.snapshot)?;
     }
     tracing::info!(set = %m.id, kind = m.kind.as_str(), "set committed");
     Ok(())

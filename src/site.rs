@@ -11,29 +11,66 @@
 
 use std::collections::BTreeMap;
 
-use crate::backend;
+use crate::backend::{Store, Stores};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::{Manifest, SetKind};
 
-/// Which end of replication this site is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Has a `[standby]` to ship to.
-    Primary,
-    /// Receives (`serve`) and fails over.
-    Standby,
+/// Which end of replication this site is (recorded state; see `catalog::Role`).
+pub use crate::catalog::Role;
+
+/// The role a site's config implies when nothing is recorded: a
+/// `[standby]` section makes it the primary.
+pub fn configured_role(cfg: &Config) -> Role {
+    if cfg.standby.is_some() {
+        Role::Primary
+    } else {
+        Role::Standby
+    }
 }
 
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Primary => "primary",
-            Role::Standby => "standby",
-        }
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
+}
+
+/// This site's role and generation: `role.json` when a failover, failback
+/// or switchover wrote one, else what the config implies (generation from
+/// the catalog, 1 on a new site).
+pub fn current_role(cfg: &Config, catalog: &Catalog) -> Result<(Role, u64)> {
+    match catalog.role_record()? {
+        Some(r) => Ok((r.role, r.generation)),
+        None => Ok((configured_role(cfg), catalog.generation()?)),
+    }
+}
+
+/// Record this site's role for the first time (`snapsite role --init`):
+/// sites whose configs both name a peer say here which one is primary.
+/// Refused once a role is recorded: failover, failback and switchover
+/// change it from then on.
+pub fn init_role(catalog: &Catalog, role: Role) -> Result<crate::catalog::RoleRecord> {
+    let _lock = catalog.lock("role --init", std::time::Duration::from_secs(10))?;
+    if let Some(r) = catalog.role_record()? {
+        return Err(Error::refused(format!(
+            "this site already has a recorded role: {} in generation {} (by {} at {})",
+            r.role.as_str(),
+            r.generation,
+            r.how,
+            r.since
+        ))
+        .with_hint("failover, failback and switchover change roles; nothing was changed"));
+    }
+    let rec = crate::catalog::RoleRecord {
+        role,
+        generation: catalog.generation()?,
+        since: jiff::Timestamp::now(),
+        how: "init".into(),
+        set_id: None,
+    };
+    catalog.write_role_record(&rec)?;
+    Ok(rec)
 }
 
 /// Is every member of the set present in `lists` (this site's snapshots per
@@ -50,10 +87,10 @@ pub fn complete_locally(cfg: &Config, m: &Manifest, lists: &BTreeMap<String, Vec
 }
 
 /// Per role, the snapsite snapshots on this site's storage, oldest first.
-pub fn local_lists(cfg: &Config) -> Result<BTreeMap<String, Vec<String>>> {
+pub fn local_lists(stores: &Stores) -> Result<BTreeMap<String, Vec<String>>> {
     let mut out = BTreeMap::new();
-    for v in &cfg.volumes {
-        out.insert(v.role.clone(), backend::for_volume(v)?.list(v)?);
+    for s in stores.iter() {
+        out.insert(s.role().to_string(), s.list()?);
     }
     Ok(out)
 }
@@ -62,6 +99,10 @@ pub struct Site<'a> {
     pub cfg: &'a Config,
     pub catalog: Catalog,
     pub role: Role,
+    /// This site's generation (see `current_role`).
+    pub generation: u64,
+    /// Every configured volume's storage, opened once.
+    pub stores: Stores,
     manifests: Vec<Manifest>,
     /// Per role, the snapsite snapshots present here, oldest first.
     local: BTreeMap<String, Vec<String>>,
@@ -72,29 +113,37 @@ impl<'a> Site<'a> {
     pub fn open(cfg: &'a Config) -> Result<Site<'a>> {
         let catalog = Catalog::new(&cfg.state_dir);
         let manifests = catalog.manifests()?;
-        let local = local_lists(cfg)?;
-        Ok(Site::from_parts(cfg, catalog, manifests, local))
+        let stores = Stores::open(cfg);
+        let local = local_lists(&stores)?;
+        let (role, generation) = current_role(cfg, &catalog)?;
+        let mut site = Site::from_parts(cfg, catalog, stores, manifests, local);
+        site.role = role;
+        site.generation = generation;
+        Ok(site)
     }
 
     /// A site from what was already read (tests, or a caller that listed).
     pub fn from_parts(
         cfg: &'a Config,
         catalog: Catalog,
+        stores: Stores,
         manifests: Vec<Manifest>,
         local: BTreeMap<String, Vec<String>>,
     ) -> Site<'a> {
-        let role = if cfg.standby.is_some() {
-            Role::Primary
-        } else {
-            Role::Standby
-        };
         Site {
             cfg,
             catalog,
-            role,
+            role: configured_role(cfg),
+            generation: 1,
+            stores,
             manifests,
             local,
         }
+    }
+
+    /// The store of a configured role.
+    pub fn store(&self, role: &str) -> Result<&Store> {
+        self.stores.get(role)
     }
 
     /// Every set recorded here, in order (generation, sequence).
@@ -239,6 +288,7 @@ mod tests {
                     atomic_group: None,
                     send_options: Vec::new(),
                     receipt: None,
+                    consistency: None,
                 })
                 .collect(),
             safety_margin_ms: 0,
@@ -267,7 +317,13 @@ mod tests {
         ]
         .into();
         let c = cfg(true);
-        let stb = Site::from_parts(&c, Catalog::new(&c.state_dir), ms.clone(), local.clone());
+        let stb = Site::from_parts(
+            &c,
+            Catalog::new(&c.state_dir),
+            Stores::open(&c),
+            ms.clone(),
+            local.clone(),
+        );
         assert_eq!(stb.role, Role::Standby);
         let ids: Vec<&str> = stb.usable().map(|m| m.id.as_str()).collect();
         assert_eq!(
@@ -279,7 +335,13 @@ mod tests {
         assert_eq!((s.id.as_str(), r.id.as_str()), (F1, R1));
 
         let p = cfg(false);
-        let pri = Site::from_parts(&p, Catalog::new(&p.state_dir), ms.clone(), local.clone());
+        let pri = Site::from_parts(
+            &p,
+            Catalog::new(&p.state_dir),
+            Stores::open(&p),
+            ms.clone(),
+            local.clone(),
+        );
         assert_eq!(pri.role, Role::Primary);
         assert_eq!(
             pri.usable().count(),
@@ -291,7 +353,7 @@ mod tests {
         // A member gone from storage makes the set unusable on both.
         let mut gone = local.clone();
         gone.get_mut("mysql").unwrap().retain(|s| s != F1);
-        let stb = Site::from_parts(&c, Catalog::new(&c.state_dir), ms, gone);
+        let stb = Site::from_parts(&c, Catalog::new(&c.state_dir), Stores::open(&c), ms, gone);
         assert!(stb.failover_pair(None).is_err());
         assert_eq!(stb.usable_count(SetKind::Full), 0);
     }

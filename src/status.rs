@@ -21,6 +21,7 @@ use crate::catalog::{RunRecord, write_atomic};
 use crate::config::Config;
 use crate::error::Result;
 use crate::model::{Manifest, SetKind, parse_set_id};
+use crate::site::Role;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -77,8 +78,20 @@ pub struct SetAt {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Status {
     pub site: String,
-    /// `primary` (has a [standby]) or `standby`.
-    pub role: String,
+    /// `primary` or `standby`: the recorded role (`role.json`), or what
+    /// the config implies (a `[standby]` section: primary).
+    pub role: Role,
+    /// This site's generation (failover makes it one more than any seen).
+    pub generation: u64,
+    /// Since when, and how, the role is recorded (absent: from the config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_record: Option<crate::catalog::RoleRecord>,
+    /// The peer's role and generation as seen in the last handshake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<crate::catalog::PeerRecord>,
+    /// The last rehearsal (`snapsite rehearse`) on this site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rehearsal: Option<RehearsalStatus>,
     pub now: Timestamp,
     pub level: Level,
     pub findings: Vec<Finding>,
@@ -94,6 +107,32 @@ pub struct Status {
     pub standby_record_updated_at: Option<Timestamp>,
     pub last_ship_ok_at: Option<Timestamp>,
     pub run: Option<RunRecord>,
+    /// Redolog streaming (issue 17): lag and spool, when `[stream]` is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<crate::redostream::StreamStatus>,
+}
+
+/// The last rehearsal, from its report.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RehearsalStatus {
+    pub finished_at: Timestamp,
+    pub ok: bool,
+    pub set_id: String,
+    pub recovery_point: Timestamp,
+    pub seconds_total: f64,
+    pub seconds_replay: f64,
+}
+
+fn rehearsal_status(catalog: &crate::catalog::Catalog) -> Result<Option<RehearsalStatus>> {
+    let r: Option<crate::rehearse::Report> = catalog.last_rehearsal()?;
+    Ok(r.map(|r| RehearsalStatus {
+        finished_at: r.finished_at,
+        ok: r.ok,
+        set_id: r.plan.set_id,
+        recovery_point: r.recovery_point,
+        seconds_total: r.seconds_total,
+        seconds_replay: r.seconds_replay,
+    }))
 }
 
 fn at(snapshot: &str, time: Timestamp, now: Timestamp) -> SnapshotAt {
@@ -132,7 +171,7 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
     let catalog = &site.catalog;
     let manifests = site.manifests();
     let local = site.local();
-    let primary = site.role == crate::site::Role::Primary;
+    let primary = site.role == Role::Primary;
     let by_id: BTreeMap<&str, &Manifest> = manifests.iter().map(|m| (m.id.as_str(), m)).collect();
     let complete = |m: &Manifest| site.is_usable(m);
     let mut sets = BTreeMap::new();
@@ -212,7 +251,11 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
     };
     let mut status = Status {
         site: cfg.site.clone(),
-        role: if primary { "primary" } else { "standby" }.into(),
+        role: site.role,
+        generation: site.generation,
+        role_record: catalog.role_record()?,
+        peer: catalog.peer_record()?,
+        rehearsal: rehearsal_status(catalog)?,
         now,
         level: Level::Ok,
         findings: Vec::new(),
@@ -223,6 +266,7 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
         standby_record_updated_at: record.as_ref().and_then(|r| r.updated_at),
         last_ship_ok_at: record.as_ref().and_then(|r| r.last_ship_ok),
         run,
+        stream: crate::redostream::stream_status(cfg, now),
     };
     status.findings = evaluate(cfg, &status);
     status.level = status
@@ -246,6 +290,28 @@ fn age(s: f64) -> String {
 pub fn evaluate(cfg: &Config, s: &Status) -> Vec<Finding> {
     let t = &cfg.status;
     let mut out = Vec::new();
+    // The split-brain guard: a primary whose peer is primary too, or holds
+    // a newer generation, must not ship (and `ship` refuses).
+    if s.role == Role::Primary {
+        if let Some(p) = &s.peer {
+            let newer = p.generation.is_some_and(|g| g > s.generation);
+            let also_primary = p.role == Some(crate::catalog::Role::Primary);
+            if newer || also_primary || p.refused.is_some() {
+                out.push(Finding {
+                    level: Level::Critical,
+                    message: format!(
+                        "split-brain guard: peer `{}` said it is {}{} (this site: primary in generation {}); this site refuses to ship: stop its application and run `snapsite failback` here",
+                        p.site,
+                        p.role.map(|r| r.as_str()).unwrap_or("of unknown role"),
+                        p.generation
+                            .map(|g| format!(" in generation {g}"))
+                            .unwrap_or_default(),
+                        s.generation
+                    ),
+                });
+            }
+        }
+    }
     let mut check = |what: &str, x: &Option<SetAt>, warn: Duration, crit: Duration| match x {
         None => out.push(Finding {
             level: Level::Critical,
@@ -284,6 +350,17 @@ pub fn evaluate(cfg: &Config, s: &Status) -> Vec<Finding> {
         t.full_set_warning,
         t.full_set_critical,
     );
+    if let Some(r) = &s.rehearsal {
+        if !r.ok {
+            out.push(Finding {
+                level: Level::Warning,
+                message: format!(
+                    "the last rehearsal (set {}) failed: failover may not come up cleanly",
+                    r.set_id
+                ),
+            });
+        }
+    }
     if let Some(r) = &s.run {
         // A ship by hand that succeeded since (the standby record says so)
         // clears run's failures.
@@ -340,6 +417,36 @@ pub fn render_text(s: &Status, tz: &jiff::tz::TimeZone) -> String {
         s.site,
         s.role
     );
+    let _ = writeln!(
+        o,
+        "role             {} in generation {}{}",
+        s.role,
+        s.generation,
+        match &s.role_record {
+            Some(r) => format!(
+                " (since {}, by {}{})",
+                local(r.since),
+                r.how,
+                r.set_id
+                    .as_ref()
+                    .map(|x| format!(" from set {x}"))
+                    .unwrap_or_default()
+            ),
+            None => " (from the config: no role recorded)".into(),
+        }
+    );
+    if let Some(p) = &s.peer {
+        let _ = writeln!(
+            o,
+            "peer             {} said {}{} at {}",
+            p.site,
+            p.role.map(|r| r.as_str()).unwrap_or("(no role)"),
+            p.generation
+                .map(|g| format!(" in generation {g}"))
+                .unwrap_or_default(),
+            local(p.seen_at)
+        );
+    }
     match &s.recovery_point {
         Some(r) => {
             let _ = writeln!(
@@ -367,7 +474,7 @@ pub fn render_text(s: &Status, tz: &jiff::tz::TimeZone) -> String {
             let _ = writeln!(o, "newest full set  none complete on the standby");
         }
     }
-    let shipped = if s.role == "primary" {
+    let shipped = if s.role == Role::Primary {
         "STANDBY HAS"
     } else {
         "COMMITTED"
@@ -376,7 +483,7 @@ pub fn render_text(s: &Status, tz: &jiff::tz::TimeZone) -> String {
         o,
         "{:<10} {:<30} {:<30} {:>8}",
         "VOLUME",
-        if s.role == "primary" {
+        if s.role == Role::Primary {
             "NEWEST HERE"
         } else {
             "NEWEST RECEIVED"
@@ -421,6 +528,19 @@ pub fn render_text(s: &Status, tz: &jiff::tz::TimeZone) -> String {
             r.pid, r.full_sets_taken, r.redolog_sets_taken, r.sets_committed, r.sets_pruned
         );
     }
+    if let Some(r) = &s.rehearsal {
+        let _ = writeln!(
+            o,
+            "last rehearsal   {} {} (set {}, {:.1} s)",
+            local(r.finished_at),
+            if r.ok { "OK" } else { "FAILED" },
+            r.set_id,
+            r.seconds_total
+        );
+    }
+    if let Some(st) = &s.stream {
+        o.push_str(&crate::redostream::render_status(st));
+    }
     for f in &s.findings {
         let _ = writeln!(o, "{:<8} {}", f.level.as_str(), f.message);
     }
@@ -451,6 +571,18 @@ pub fn render_prometheus(s: &Status) -> String {
         "0 ok, 1 warning, 2 critical (as the exit status of snapsite status)",
         vec![(format!("role=\"{}\"", s.role), s.level as i32 as f64)],
     );
+    metric(
+        "generation",
+        "This site's generation (failover makes it one more than any seen)",
+        vec![(format!("role=\"{}\"", s.role), s.generation as f64)],
+    );
+    if let Some(g) = s.peer.as_ref().and_then(|p| p.generation) {
+        metric(
+            "peer_generation",
+            "The peer's generation as seen in the last handshake",
+            vec![(String::new(), g as f64)],
+        );
+    }
     let mut newest = Vec::new();
     let mut lag = Vec::new();
     let mut count = Vec::new();
@@ -512,12 +644,42 @@ pub fn render_prometheus(s: &Status) -> String {
             vec![(String::new(), ts(t))],
         );
     }
+    if let Some(r) = &s.rehearsal {
+        metric(
+            "rehearsal_ok",
+            "1 when the last rehearsal's replay succeeded",
+            vec![(String::new(), if r.ok { 1.0 } else { 0.0 })],
+        );
+        metric(
+            "rehearsal_timestamp_seconds",
+            "When the last rehearsal finished",
+            vec![(String::new(), ts(r.finished_at))],
+        );
+        metric(
+            "rehearsal_seconds",
+            "How long the last rehearsal took (clones, replay, teardown)",
+            vec![(String::new(), r.seconds_total)],
+        );
+        metric(
+            "rehearsal_replay_seconds",
+            "How long the last rehearsal's replay took",
+            vec![(String::new(), r.seconds_replay)],
+        );
+        metric(
+            "rehearsal_recovery_point_timestamp_seconds",
+            "The recovery point the last rehearsal proved",
+            vec![(String::new(), ts(r.recovery_point))],
+        );
+    }
     if let Some(r) = &s.run {
         metric(
             "run_ship_failures",
             "Failed ships in a row in snapsite run",
             vec![(String::new(), r.ship_failures as f64)],
         );
+    }
+    if let Some(st) = &s.stream {
+        o.push_str(&crate::redostream::render_metrics(st, &site));
     }
     o
 }
@@ -558,7 +720,11 @@ recovery_point_critical = "1h"
         };
         Status {
             site: "a".into(),
-            role: "primary".into(),
+            role: Role::Primary,
+            generation: 1,
+            role_record: None,
+            peer: None,
+            rehearsal: None,
             now,
             level: Level::Ok,
             findings: vec![],
@@ -575,6 +741,7 @@ recovery_point_critical = "1h"
             standby_record_updated_at: None,
             last_ship_ok_at: None,
             run: None,
+            stream: None,
         }
     }
 

@@ -172,6 +172,7 @@ fn manifest(
                 atomic_group: None,
                 send_options: Vec::new(),
                 receipt: None,
+                consistency: None,
             })
             .collect(),
         safety_margin_ms: 0,

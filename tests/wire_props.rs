@@ -47,6 +47,7 @@ fn any_member() -> impl Strategy<Value = Member> {
             atomic_group,
             send_options: Vec::new(),
             receipt: None,
+            consistency: None,
         })
 }
 

@@ -33,6 +33,10 @@ use crate::model::parse_set_id;
 pub struct Btrfs;
 
 const MARKER_PREFIX: &str = ".receiving-";
+/// Divergent data kept when this site stopped being primary, in `snapshot_dir`.
+const DIVERGENT_PREFIX: &str = "divergent-";
+/// A rehearsal's writable clone, in `snapshot_dir`.
+const REHEARSAL_NAME: &str = ".rehearsal";
 
 /// The fields of `btrfs subvolume show` we rely on.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -410,6 +414,120 @@ impl Backend for Btrfs {
         Ok(Path::new(&vol.source).exists())
     }
 
+    /// `snapshot_dir/.rehearsal`: on the snapshots' filesystem, a name no
+    /// set id can take (listing, receives and prune never see it).
+    fn rehearsal_copy_path(&self, vol: &Volume) -> Result<PathBuf> {
+        Ok(snapshot_dir(vol)?.join(REHEARSAL_NAME))
+    }
+
+    fn rehearsal_copy(&self, vol: &Volume, name: &str) -> Result<PathBuf> {
+        let target = self.rehearsal_copy_path(vol)?;
+        if std::fs::symlink_metadata(&target).is_ok() {
+            return Err(Error::refused(format!(
+                "volume `{}`: {} already exists (a rehearsal's leftover?)",
+                vol.role,
+                target.display()
+            )));
+        }
+        Cmd::new("btrfs")
+            .args(["subvolume", "snapshot"])
+            .arg(snap_path(vol, name)?)
+            .arg(&target)
+            .run()
+            .ctx(format!("volume `{}`", vol.role))?;
+        Ok(target)
+    }
+
+    /// `snapshot_dir/divergent-<label>`: a read-only snapshot of `source`.
+    fn keep_divergent(&self, vol: &Volume, label: &str) -> Result<String> {
+        validate_label(label)?;
+        let src = Path::new(&vol.source);
+        if !is_subvolume(src) {
+            return Err(Error::storage(format!(
+                "volume `{}`: {} is not a btrfs subvolume; nothing to keep",
+                vol.role,
+                src.display()
+            )));
+        }
+        let dir = snapshot_dir(vol)?;
+        std::fs::create_dir_all(dir).ctx(format!("create {}", dir.display()))?;
+        let dst = dir.join(format!("{DIVERGENT_PREFIX}{label}"));
+        if std::fs::symlink_metadata(&dst).is_err() {
+            Cmd::new("btrfs")
+                .args(["subvolume", "snapshot", "-r"])
+                .arg(src)
+                .arg(&dst)
+                .run()
+                .ctx(format!("volume `{}`", vol.role))?;
+        } else if !is_subvolume(&dst) || !subvolume_show(&dst)?.readonly {
+            return Err(Error::storage(format!(
+                "volume `{}`: {} exists and is not a read-only snapshot",
+                vol.role,
+                dst.display()
+            )));
+        }
+        Ok(dst.display().to_string())
+    }
+
+    /// A snapshot taken here has no Received UUID; the peer's streams name
+    /// their parent and clone sources by the peer's Received UUID, which is
+    /// this snapshot's uuid. btrfs-progs finds a parent by uuid too, but
+    /// (before 6.10) a clone source only by Received UUID: "clone: did not
+    /// find source subvol". So the snapshot is put into the received form:
+    /// `snapshot_dir/<id>/<id>`, a snapshot of it whose Received UUID is the
+    /// original's uuid (BTRFS_IOC_SET_RECEIVED_SUBVOL), read-only; then the
+    /// original goes. Idempotent; a received snapshot is left alone.
+    fn make_receivable(&self, vol: &Volume, name: &str) -> Result<()> {
+        if parse_set_id(name).is_none() {
+            return Err(Error::refused(format!("`{name}` is not a set id")));
+        }
+        let dir = snapshot_dir(vol)?;
+        let flat = dir.join(name);
+        let nested = flat.join(name);
+        let orig = dir.join(format!(".orig-{name}"));
+        let ctx = || format!("volume `{}`: make {name} receivable", vol.role);
+        if is_subvolume(&flat) {
+            let info = subvolume_show(&flat)?;
+            if info.received_uuid.is_some() {
+                return Ok(());
+            }
+            std::fs::rename(&flat, &orig).ctx(ctx())?;
+        }
+        if !is_subvolume(&orig) {
+            return Ok(()); // already in the received form (or not here)
+        }
+        let info = subvolume_show(&orig)?;
+        std::fs::create_dir_all(&flat).ctx(ctx())?;
+        if !is_subvolume(&nested) {
+            Cmd::new("btrfs")
+                .args(["subvolume", "snapshot"])
+                .arg(&orig)
+                .arg(&nested)
+                .run()
+                .ctx(ctx())?;
+        }
+        set_received_uuid(&nested, &info.uuid).ctx(ctx())?;
+        Cmd::new("btrfs")
+            .args(["property", "set", "-ts"])
+            .arg(&nested)
+            .args(["ro", "true"])
+            .run()
+            .ctx(ctx())?;
+        delete_subvolume(&orig).ctx(ctx())?;
+        fsync_dir(dir)
+    }
+
+    fn divergent(&self, vol: &Volume) -> Result<Vec<String>> {
+        Ok(dir_entries(snapshot_dir(vol)?)
+            .into_iter()
+            .filter(|n| n.starts_with(DIVERGENT_PREFIX))
+            .collect())
+    }
+
+    fn remove_rehearsal_copy(&self, vol: &Volume) -> Result<()> {
+        purge(&self.rehearsal_copy_path(vol)?).ctx(format!("volume `{}`", vol.role))
+    }
+
     fn remove_writable_copy(&self, vol: &Volume) -> Result<()> {
         let p = Path::new(&vol.source);
         if is_subvolume(p) {
@@ -426,6 +544,52 @@ impl Btrfs {
             .into_iter()
             .filter_map(|n| n.strip_prefix(MARKER_PREFIX).map(str::to_string))
             .collect())
+    }
+}
+
+/// BTRFS_IOC_SET_RECEIVED_SUBVOL on a writable subvolume: its Received
+/// UUID becomes `uuid` (what `btrfs receive` sets on what it made).
+fn set_received_uuid(path: &Path, uuid: &str) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let hex: String = uuid.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return Err(Error::storage(format!("`{uuid}` is not a uuid")));
+    }
+    // struct btrfs_ioctl_received_subvol_args: uuid[16], stransid, rtransid,
+    // stime {u64, u32, pad}, rtime {u64, u32, pad}, flags, reserved[16].
+    let mut args = [0u8; 200];
+    for i in 0..16 {
+        args[i] = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+            .map_err(|_| Error::storage(format!("`{uuid}` is not a uuid")))?;
+    }
+    args[16..24].copy_from_slice(&1u64.to_le_bytes()); // stransid
+    let f = std::fs::File::open(path).ctx(format!("open {}", path.display()))?;
+    const REQ: u64 = (3 << 30) | (200 << 16) | (0x94 << 8) | 37;
+    // SAFETY: `args` is the 200-byte struct the ioctl reads and writes.
+    let rc = unsafe { nix::libc::ioctl(f.as_raw_fd(), REQ as _, args.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(Error::io(
+            format!("set the received uuid of {}", path.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// A divergent label becomes a path component: plain characters only.
+fn validate_label(label: &str) -> Result<()> {
+    let ok = !label.is_empty()
+        && label.len() <= 64
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+        && !label.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::refused(format!(
+            "`{label}` is not a valid divergent label"
+        )))
     }
 }
 

@@ -57,6 +57,15 @@ pub const FROM_TAG: &str = "snapsite-from-";
 pub const REPLICA_TAG: &str = "snapsite-replica";
 /// On failover's writable snapshot.
 pub const FAILOVER_TAG: &str = "snapsite-failover";
+/// Tag of a rehearsal's writable snapshot.
+pub const REHEARSAL_TAG: &str = "snapsite-rehearsal";
+
+/// A rehearsal's writable snapshot: `<replica lv>-rehearsal` in the
+/// replica's VG (never a name a set snapshot `<lv>.<id>` can take).
+fn rehearsal_lv(vol: &Volume) -> Result<(String, String)> {
+    let (vg, rlv) = split(require_replica(vol)?);
+    Ok((vg.to_string(), format!("{rlv}-rehearsal")))
+}
 
 /// Zero-detection unit of classic LVs (thin LVs use the pool's block size).
 const CLASSIC_UNIT: u64 = 64 << 10;
@@ -727,6 +736,75 @@ impl Backend for Lvm {
     fn writable_copy_exists(&self, vol: &Volume) -> Result<bool> {
         let (vg, lv) = split(source_lv(vol)?);
         Ok(vg_lvs(vg)?.is_some_and(|all| find(&all, lv).is_some()))
+    }
+
+    /// `/run/snapsite/rehearsal/<vg>_<lv>`: never the live mountpoint.
+    fn rehearsal_copy_path(&self, vol: &Volume) -> Result<PathBuf> {
+        let (vg, lv) = rehearsal_lv(vol)?;
+        Ok(PathBuf::from("/run/snapsite/rehearsal").join(format!("{vg}_{lv}")))
+    }
+
+    /// A writable thin snapshot of the received snapshot, mounted at the
+    /// scratch path (the received snapshot stays pristine).
+    fn rehearsal_copy(&self, vol: &Volume, name: &str) -> Result<PathBuf> {
+        let (vg, lv) = rehearsal_lv(vol)?;
+        let (_, rlv) = split(require_replica(vol)?);
+        let all = lvs_of(vol, &vg)?;
+        if find(&all, &lv).is_some() {
+            return Err(Error::refused(format!(
+                "volume `{}`: {vg}/{lv} already exists (a rehearsal's leftover?)",
+                vol.role
+            )));
+        }
+        let origin = snap_lv(rlv, name);
+        if find(&all, &origin).is_none() {
+            return Err(Error::storage(format!(
+                "volume `{}`: received snapshot {vg}/{origin} does not exist",
+                vol.role
+            )));
+        }
+        lvm("lvcreate")
+            .args(["-y", "-s", "-kn", "-ay", "-prw", "-n", &lv])
+            .args(["--addtag", TAG, "--addtag", REHEARSAL_TAG])
+            .arg(format!("{vg}/{origin}"))
+            .run()
+            .ctx(format!("volume `{}`: rehearsal snapshot", vol.role))?;
+        let mp = self.rehearsal_copy_path(vol)?;
+        if let Err(e) = mount_copy(vol, &vg, &lv, &mp) {
+            let _ = remove_lv(&vg, &lv);
+            return Err(e);
+        }
+        Ok(mp)
+    }
+
+    fn remove_rehearsal_copy(&self, vol: &Volume) -> Result<()> {
+        let (vg, lv) = rehearsal_lv(vol)?;
+        let (_, rlv) = split(require_replica(vol)?);
+        let Some(all) = vg_lvs(&vg)? else {
+            return Ok(());
+        };
+        let Some(info) = find(&all, &lv) else {
+            return Ok(());
+        };
+        let ours = info.has_tag(REHEARSAL_TAG)
+            && info
+                .origin
+                .as_deref()
+                .is_some_and(|o| o.starts_with(&format!("{rlv}.")));
+        if !ours {
+            return Err(Error::refused(format!(
+                "volume `{}`: {vg}/{lv} is not a rehearsal snapshot of {rlv} (origin {:?}); not removing it",
+                vol.role, info.origin
+            )));
+        }
+        let mp = self.rehearsal_copy_path(vol)?;
+        if mounted_source(&mp).is_some_and(|s| is_device_of(&s, &vg, &lv)) {
+            Cmd::new("umount").arg(&mp).run().ctx(format!(
+                "volume `{}`: unmount the rehearsal snapshot",
+                vol.role
+            ))?;
+        }
+        remove_lv(&vg, &lv).ctx(format!("volume `{}`", vol.role))
     }
 
     fn remove_writable_copy(&self, vol: &Volume) -> Result<()> {

@@ -137,6 +137,51 @@ pub trait Backend: Send + Sync {
     /// Remove a writable copy made by `writable_copy` (failover rollback).
     fn remove_writable_copy(&self, vol: &Volume) -> Result<()>;
 
+    /// Where a rehearsal's writable clone of this volume lives (scratch,
+    /// never the live location or mountpoint); a directory once made.
+    fn rehearsal_copy_path(&self, vol: &Volume) -> Result<PathBuf> {
+        Err(Error::storage(format!(
+            "volume `{}`: rehearsal is not supported on {} yet",
+            vol.role,
+            self.kind().as_str()
+        )))
+    }
+
+    /// Make the rehearsal's writable clone of snapshot `name` (the snapshot
+    /// stays pristine); returns the directory holding its data.
+    fn rehearsal_copy(&self, vol: &Volume, _name: &str) -> Result<PathBuf> {
+        self.rehearsal_copy_path(vol)
+    }
+
+    /// Remove the rehearsal's clone (idempotent: nothing there is fine).
+    fn remove_rehearsal_copy(&self, _vol: &Volume) -> Result<()> {
+        Ok(())
+    }
+
+    /// Keep this site's live data (`source`) as a read-only "divergent"
+    /// snapshot named `divergent-<label>`, outside the set namespace (never
+    /// listed, shipped or pruned); returns where it is. Used when this site
+    /// stops being primary: what it wrote after the common base is kept.
+    fn keep_divergent(&self, vol: &Volume, _label: &str) -> Result<String> {
+        Err(Error::storage(format!(
+            "volume `{}`: keeping divergent data is not supported on {} yet",
+            vol.role,
+            self.kind().as_str()
+        )))
+    }
+
+    /// Prepare snapshot `name`, taken on this site, to be the base of
+    /// incremental receives from the peer (after a failback or switchover
+    /// turns the direction around). btrfs: see `Btrfs::make_receivable`.
+    fn make_receivable(&self, _vol: &Volume, _name: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// The divergent snapshots kept here, oldest first.
+    fn divergent(&self, _vol: &Volume) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// Protect snapshot `name` as the common snapshot (ZFS: a hold), so
     /// that no pruning, by snapsite or by hand, can destroy it; release the
     /// protection of every older snapsite snapshot of the volume.
@@ -145,11 +190,178 @@ pub trait Backend: Send + Sync {
     }
 }
 
-pub fn for_volume(vol: &Volume) -> Result<Box<dyn Backend>> {
+/// The backend implementation for a volume's kind.
+pub fn implementation(vol: &Volume) -> Box<dyn Backend> {
     match vol.backend() {
-        BackendKind::Btrfs => Ok(Box::new(btrfs::Btrfs)),
-        BackendKind::Zfs => Ok(Box::new(zfs::Zfs)),
-        BackendKind::Lvm => Ok(Box::new(lvm::Lvm)),
+        BackendKind::Btrfs => Box::new(btrfs::Btrfs),
+        BackendKind::Zfs => Box::new(zfs::Zfs),
+        BackendKind::Lvm => Box::new(lvm::Lvm),
+    }
+}
+
+/// Open a volume's storage: its backend, bound to its address.
+pub fn open(vol: &Volume) -> Store {
+    Store::bind(vol.clone(), implementation(vol))
+}
+
+/// One volume's storage: a backend bound to the volume's address. Every
+/// storage operation of replication, prune, status and failover goes
+/// through a `Store`; none of them names the volume again.
+pub struct Store {
+    vol: Volume,
+    imp: Box<dyn Backend>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("role", &self.vol.role)
+            .field("kind", &self.imp.kind())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Bind an implementation (a real backend, or [`mem::MemStore`]'s in
+    /// tests) to a volume.
+    pub fn bind(vol: Volume, imp: Box<dyn Backend>) -> Store {
+        Store { vol, imp }
+    }
+    pub fn volume(&self) -> &Volume {
+        &self.vol
+    }
+    pub fn role(&self) -> &str {
+        &self.vol.role
+    }
+    pub fn kind(&self) -> BackendKind {
+        self.imp.kind()
+    }
+    pub fn probe(&self, primary: bool) -> Result<Vec<String>> {
+        self.imp.probe(&self.vol, primary)
+    }
+    pub fn capacity_problem(&self) -> Result<Option<String>> {
+        self.imp.capacity_problem(&self.vol)
+    }
+    /// Stores with equal keys can be snapshotted together atomically by
+    /// [`snapshot_together`]. `None`: one at a time.
+    pub fn atomic_key(&self) -> Option<String> {
+        self.imp
+            .atomic_key(&self.vol)
+            .map(|k| format!("{}:{k}", self.kind().as_str()))
+    }
+    pub fn snapshot(&self, name: &str) -> Result<()> {
+        self.imp.snapshot(&[&self.vol], name)
+    }
+    pub fn storage_id(&self, name: &str) -> Result<Option<String>> {
+        self.imp.storage_id(&self.vol, name)
+    }
+    pub fn list(&self) -> Result<Vec<String>> {
+        self.imp.list(&self.vol)
+    }
+    pub fn send(&self, name: &str, base: Option<&str>) -> Result<Box<dyn SnapshotSource>> {
+        self.imp.send(&self.vol, name, base)
+    }
+    pub fn send_resume(&self, name: &str, token: &str) -> Result<Box<dyn SnapshotSource>> {
+        self.imp.send_resume(&self.vol, name, token)
+    }
+    pub fn receive(
+        &self,
+        name: &str,
+        base: Option<&str>,
+        expect_id: Option<&str>,
+        resume: bool,
+    ) -> Result<Box<dyn SnapshotSink>> {
+        self.imp.receive(&self.vol, name, base, expect_id, resume)
+    }
+    pub fn resumable(&self) -> Result<Option<Resumable>> {
+        self.imp.resumable(&self.vol)
+    }
+    pub fn cleanup_partial(&self) -> Result<Vec<String>> {
+        self.imp.cleanup_partial(&self.vol)
+    }
+    pub fn destroy(&self, name: &str) -> Result<()> {
+        self.imp.destroy(&self.vol, name)
+    }
+    pub fn writable_copy(&self, name: &str) -> Result<PathBuf> {
+        self.imp.writable_copy(&self.vol, name)
+    }
+    pub fn writable_copy_path(&self) -> Result<PathBuf> {
+        self.imp.writable_copy_path(&self.vol)
+    }
+    pub fn writable_copy_exists(&self) -> Result<bool> {
+        self.imp.writable_copy_exists(&self.vol)
+    }
+    pub fn remove_writable_copy(&self) -> Result<()> {
+        self.imp.remove_writable_copy(&self.vol)
+    }
+    pub fn protect_common(&self, name: &str) -> Result<()> {
+        self.imp.protect_common(&self.vol, name)
+    }
+    pub fn rehearsal_copy_path(&self) -> Result<PathBuf> {
+        self.imp.rehearsal_copy_path(&self.vol)
+    }
+    pub fn rehearsal_copy(&self, name: &str) -> Result<PathBuf> {
+        self.imp.rehearsal_copy(&self.vol, name)
+    }
+    pub fn remove_rehearsal_copy(&self) -> Result<()> {
+        self.imp.remove_rehearsal_copy(&self.vol)
+    }
+    pub fn keep_divergent(&self, label: &str) -> Result<String> {
+        self.imp.keep_divergent(&self.vol, label)
+    }
+    pub fn make_receivable(&self, name: &str) -> Result<()> {
+        self.imp.make_receivable(&self.vol, name)
+    }
+    pub fn divergent(&self) -> Result<Vec<String>> {
+        self.imp.divergent(&self.vol)
+    }
+}
+
+/// Snapshot every store under `name` in one backend call, atomically when
+/// they share an [`Store::atomic_key`]; on error nothing new remains.
+pub fn snapshot_together(stores: &[&Store], name: &str) -> Result<()> {
+    let Some(first) = stores.first() else {
+        return Ok(());
+    };
+    if let Some(other) = stores.iter().find(|s| s.kind() != first.kind()) {
+        return Err(Error::config(format!(
+            "volumes `{}` ({}) and `{}` ({}) cannot be snapshotted in one call",
+            first.role(),
+            first.kind().as_str(),
+            other.role(),
+            other.kind().as_str()
+        )));
+    }
+    let vols: Vec<&Volume> = stores.iter().map(|s| &s.vol).collect();
+    first.imp.snapshot(&vols, name)
+}
+
+/// Every configured volume's store, opened once, in snapshot order.
+#[derive(Debug)]
+pub struct Stores {
+    stores: Vec<Store>,
+}
+
+impl Stores {
+    pub fn open(cfg: &crate::config::Config) -> Stores {
+        Stores {
+            stores: cfg.volumes.iter().map(open).collect(),
+        }
+    }
+    /// Stores bound to other implementations (tests: in-memory backends).
+    pub fn from_stores(stores: Vec<Store>) -> Stores {
+        Stores { stores }
+    }
+    /// The store of a configured role; an error names an unknown role.
+    pub fn get(&self, role: &str) -> Result<&Store> {
+        self.find(role)
+            .ok_or_else(|| Error::config(format!("no volume has role `{role}` in this config")))
+    }
+    pub fn find(&self, role: &str) -> Option<&Store> {
+        self.stores.iter().find(|s| s.role() == role)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &Store> {
+        self.stores.iter()
     }
 }
 

@@ -263,6 +263,11 @@ pub fn dataset(vol: &Volume) -> &str {
     }
 }
 
+/// A rehearsal's clone: next to the replica, never the live `source`.
+fn rehearsal_dataset(vol: &Volume) -> String {
+    format!("{}-rehearsal", dataset(vol))
+}
+
 fn snap(vol: &Volume, name: &str) -> String {
     format!("{}@{name}", dataset(vol))
 }
@@ -712,6 +717,62 @@ impl Backend for Zfs {
             .args(["destroy", target])
             .run()
             .ctx(format!("volume `{}`", vol.role))
+    }
+
+    /// `/run/snapsite/rehearsal/<dataset, / as _>`: the rehearsal clone's
+    /// mountpoint, never the live one.
+    fn rehearsal_copy_path(&self, vol: &Volume) -> Result<PathBuf> {
+        Ok(PathBuf::from("/run/snapsite/rehearsal").join(rehearsal_dataset(vol).replace('/', "_")))
+    }
+
+    /// A clone `<replica>-rehearsal` of the received snapshot, mounted at
+    /// the scratch path; the snapshot stays pristine.
+    fn rehearsal_copy(&self, vol: &Volume, name: &str) -> Result<PathBuf> {
+        let ds = rehearsal_dataset(vol);
+        if exists(&ds)? {
+            return Err(Error::refused(format!(
+                "volume `{}`: {ds} already exists (a rehearsal's leftover?)",
+                vol.role
+            )));
+        }
+        let mp = self.rehearsal_copy_path(vol)?;
+        std::fs::create_dir_all(&mp).ctx(format!("create {}", mp.display()))?;
+        zfs()
+            .arg("clone")
+            .args(["-o", "readonly=off", "-o", "canmount=on"])
+            .args(["-o", "sharenfs=off", "-o", "sharesmb=off"])
+            .arg("-o")
+            .arg(format!("mountpoint={}", mp.display()))
+            .arg(snap(vol, name))
+            .arg(&ds)
+            .run()
+            .ctx(format!("volume `{}`: rehearsal clone", vol.role))?;
+        if get("mounted", &ds)?.as_deref() != Some("yes") {
+            zfs()
+                .args(["mount", &ds])
+                .run()
+                .ctx(format!("volume `{}`: mount rehearsal clone", vol.role))?;
+        }
+        Ok(mp)
+    }
+
+    fn remove_rehearsal_copy(&self, vol: &Volume) -> Result<()> {
+        let ds = rehearsal_dataset(vol);
+        if !exists(&ds)? {
+            return Ok(());
+        }
+        let origin = get("origin", &ds)?.unwrap_or_default();
+        if !origin.starts_with(&format!("{}@", dataset(vol))) {
+            return Err(Error::refused(format!(
+                "volume `{}`: {ds} is not a clone of {} (origin {origin:?}); not destroying it",
+                vol.role,
+                dataset(vol)
+            )));
+        }
+        zfs()
+            .args(["destroy", "-f", &ds])
+            .run()
+            .ctx(format!("volume `{}`: remove rehearsal clone", vol.role))
     }
 
     fn protect_common(&self, vol: &Volume, name: &str) -> Result<()> {

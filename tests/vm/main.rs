@@ -46,10 +46,13 @@ macro_rules! require_lab {
     };
 }
 
+mod cycle;
 mod drill;
 mod hostile;
 mod lvm;
+mod redostream;
 mod smoke;
+mod wan;
 mod zfs;
 
 /// Written by `scripts/vmlab/guest-entry` once the guest is prepared.

@@ -68,7 +68,18 @@ pub struct Verdict {
     pub lost_older_than_recovery_point: Vec<u64>,
     /// Logged on the primary but killed before acknowledging; recovered anyway.
     pub in_flight_recovered: usize,
+    /// The recovery point judged against: the stream's (redolog spool,
+    /// snapsite issue 17) when the failover applied one, else the snapshot's.
     pub recovery_point: Timestamp,
+    /// The last shipped redolog snapshot's time (snapshot-only recovery point).
+    pub snapshot_recovery_point: Timestamp,
+    /// Whether the failover appended a streamed redolog tail.
+    pub streamed: bool,
+    /// Last acknowledgement minus the recovery point: the window of
+    /// acknowledged messages at risk (0 if nothing was acknowledged after it).
+    pub window_seconds: f64,
+    /// Last acknowledgement minus the first lost one's (0 if none was lost).
+    pub lost_window_seconds: f64,
     pub from_time: Timestamp,
     pub set_id: String,
     pub redolog_set_id: String,
@@ -98,7 +109,11 @@ pub fn judge(
     stores_agree: bool,
     command_at: Option<Timestamp>,
 ) -> Result<Verdict> {
-    let recovery_point = ts(&report["recovery_point"], "recovery_point")?;
+    let snapshot_recovery_point = ts(&report["recovery_point"], "recovery_point")?;
+    let stream_point = report["stream"]["recovery_point"]
+        .as_str()
+        .and_then(|s| s.parse::<Timestamp>().ok());
+    let recovery_point = stream_point.unwrap_or(snapshot_recovery_point);
     let from_time = ts(&report["plan"]["from_time"], "plan.from_time")?;
     let finished = ts(&report["finished_at"], "finished_at")?;
     let set_members = report["plan"]["set_members"].as_array();
@@ -125,6 +140,14 @@ pub fn judge(
         .map(|a| a.acked_at.duration_since(a.logged_at).as_secs_f64())
         .fold(0.0, f64::max);
     let zero_loss = lost_older.is_empty() && stores_agree && replay_exit == Some(0);
+    let last_ack = acks.iter().map(|a| a.acked_at).max();
+    let window_seconds = last_ack.map_or(0.0, |l| {
+        l.duration_since(recovery_point).as_secs_f64().max(0.0)
+    });
+    let lost_window_seconds = match (last_ack, lost.iter().map(|a| a.acked_at).min()) {
+        (Some(l), Some(f)) => l.duration_since(f).as_secs_f64().max(0.0),
+        _ => 0.0,
+    };
     Ok(Verdict {
         written: acks.len(),
         recovered: acks.len() - lost.len(),
@@ -136,6 +159,10 @@ pub fn judge(
         lost_older_than_recovery_point: lost_older,
         in_flight_recovered: present.iter().filter(|id| !acked.contains(id)).count(),
         recovery_point,
+        snapshot_recovery_point,
+        streamed: stream_point.is_some(),
+        window_seconds,
+        lost_window_seconds,
         from_time,
         set_id: report["plan"]["set_id"].as_str().unwrap_or_default().into(),
         redolog_set_id: report["plan"]["redolog_set_id"]
@@ -190,6 +217,19 @@ pub fn render_verdict(v: &Verdict, acks: &[Ack]) -> String {
         local(v.recovery_point),
         v.redolog_set_id
     ));
+    if v.streamed {
+        s.push_str(&format!(
+            "  (streamed redolog tail; the snapshot alone: {}, {:.1} s earlier)\n",
+            local(v.snapshot_recovery_point),
+            v.recovery_point
+                .duration_since(v.snapshot_recovery_point)
+                .as_secs_f64()
+        ));
+    }
+    s.push_str(&format!(
+        "  window at risk (last acknowledged - recovery point) {:.1} s; lost {:.1} s of acknowledged mail\n",
+        v.window_seconds, v.lost_window_seconds
+    ));
     s.push_str(&format!(
         "  acknowledged before it: {}, recovered {}\n",
         v.before_recovery_point, v.before_recovery_point_recovered
@@ -228,7 +268,11 @@ pub fn render_verdict(v: &Verdict, acks: &[Ack]) -> String {
         if v.stores_agree { "yes" } else { "NO" }
     ));
     if v.zero_loss {
-        s.push_str("verdict: ZERO LOSS — every message acknowledged before the last shipped redolog snapshot is back");
+        s.push_str(if v.streamed {
+            "verdict: ZERO LOSS — every message acknowledged before the stream's recovery point (last acknowledged spool batch) is back"
+        } else {
+            "verdict: ZERO LOSS — every message acknowledged before the last shipped redolog snapshot is back"
+        });
         if v.lost > 0 {
             s.push_str("; only messages younger than it were lost");
         }

@@ -1,0 +1,2187 @@
+//! Redolog streaming (issue 17): a recovery point of seconds, not one
+//! redolog interval.
+//!
+//! * **Follower** (primary, a thread of `snapsite run`): every
+//!   `[stream] flush_interval` it looks at the redolog volume's files
+//!   (`[stream] files` globs), and sends what changed since the last
+//!   acknowledged batch — appended ranges, truncations, renames (rollover into
+//!   `archive/`), removals — as one [`Msg::SpoolBatch`] over its own
+//!   long-lived session (`SpoolHello` to the same `snapsite serve --stdio`).
+//!   It only reads (`pread` on a descriptor it keeps open, so a renamed file
+//!   is followed to its end): no fsync, no write on the primary.
+//! * **Spool** (standby, [`serve_spool`]): each batch is checked (names
+//!   against the standby's own globs, offsets continuing the spool exactly,
+//!   sizes, the batch checksum, the disk cap), appended to
+//!   `state_dir/spool/journal` as one self-checking record, fsynced, and
+//!   only then acknowledged. On restart only complete records count (a torn
+//!   tail is cut off).
+//! * **Checkpoint** ([`checkpoint_after_commit`]): when a set holding the
+//!   redolog volume is committed, the spool is matched against the
+//!   snapshot's files: the newest prefix of the spool's events the snapshot
+//!   already contains (every spooled byte it holds must be equal) is
+//!   dropped. No match is an error: logged, recorded in `spool/broken.json`
+//!   (status shows it), and the spool is not used until a snapshot matches.
+//! * **Failover** ([`apply_at_failover`]): after the redolog copy is made,
+//!   the same match against the copy (the snapshot's content), then the
+//!   rest of the spool is applied to the copy's files in order, and the
+//!   result is verified against every spooled byte. The report gives the
+//!   stream's recovery point (the primary's clock when it looked at the files
+//!   for the last batch applied) next to the snapshot-only one.
+//!
+//! The model: the spool is a base state (files and sizes, with up to 4 KiB
+//! of known tail each) plus events in the primary's order. Replaying the
+//! first `j` events gives a *virtual state*: which names exist, their
+//! sizes, and the bytes the spool knows of them. A snapshot "is at" cut `j`
+//! when every name of that state exists in it, at least as long, with equal
+//! bytes where the spool knows them, and every name the spool saw removed
+//! is absent. The largest such `j` is where the snapshot stands in the
+//! stream; everything after it is what the snapshot lacks.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Stores;
+use crate::catalog::Catalog;
+use crate::config::{Config, VolumeAddr};
+use crate::error::{Context, Error, Result};
+use crate::model::{wire_str, wire_text};
+use crate::stream::{Frame, Msg, PROTOCOL_VERSION, Reader, SpoolEvent, SpoolFileState, Writer};
+use crate::streamconf::{StreamSettings, check_name, glob_match};
+
+/// Most bytes one batch carries (the follower cuts larger changes).
+pub const MAX_BATCH_BYTES: u64 = 8 << 20;
+/// Most events in one batch.
+pub const MAX_BATCH_EVENTS: usize = 4096;
+/// Known tail kept per file across a checkpoint (resume check).
+const TAIL: usize = 4096;
+const JOURNAL: &str = "journal";
+
+/// `[stream]` if configured and enabled.
+pub fn settings(cfg: &Config) -> Option<&StreamSettings> {
+    cfg.stream.as_ref().filter(|s| s.enabled)
+}
+
+/// Where the redolog volume's files are on this site: `[stream] root`, the
+/// volume's mountpoint, or its btrfs subvolume.
+pub fn live_root(cfg: &Config) -> Result<PathBuf> {
+    let s = settings(cfg).ok_or_else(|| Error::config("no enabled [stream] section"))?;
+    if let Some(r) = &s.root {
+        return Ok(r.clone());
+    }
+    let v = cfg.redolog();
+    if let Some(m) = &v.mountpoint {
+        return Ok(m.clone());
+    }
+    match &v.addr {
+        VolumeAddr::Btrfs { subvolume, .. } => Ok(subvolume.clone()),
+        _ => Err(Error::config(format!(
+            "{}: stream.root: the redolog volume `{}` has no mountpoint; set stream.root to where its files are",
+            cfg.path.display(),
+            v.role
+        ))),
+    }
+}
+
+fn spool_dir(catalog: &Catalog) -> PathBuf {
+    catalog.root().join("spool")
+}
+
+// ---------------------------------------------------------------------------
+// Files below a root, never through a symlink.
+
+/// `root/name` after checking every component below `root` is a real
+/// directory (no symlink), the name itself validated.
+fn safe_path(root: &Path, name: &str) -> std::result::Result<PathBuf, String> {
+    check_name(name)?;
+    let mut p = root.to_path_buf();
+    let comps: Vec<&str> = name.split('/').collect();
+    for c in &comps[..comps.len() - 1] {
+        p.push(c);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(format!("{} is not a directory", p.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", p.display())),
+        }
+    }
+    p.push(comps[comps.len() - 1]);
+    Ok(p)
+}
+
+/// Size of a regular file `name` below `root`; `None` if absent; an error
+/// for anything else there (a symlink, a directory).
+fn file_size(root: &Path, name: &str) -> std::result::Result<Option<u64>, String> {
+    let p = safe_path(root, name)?;
+    match std::fs::symlink_metadata(&p) {
+        Ok(m) if m.is_file() => Ok(Some(m.len())),
+        Ok(_) => Err(format!("{} is not a regular file", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", p.display())),
+    }
+}
+
+fn open_nofollow(p: &Path, write: bool) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(p)
+}
+
+/// The regular files below `root` matching `globs`, with (dev, ino, size).
+pub fn scan(root: &Path, globs: &[String]) -> Result<BTreeMap<String, (u64, u64, u64)>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    for g in globs {
+        let comps: Vec<&str> = g.split('/').collect();
+        let mut dirs: Vec<(PathBuf, String)> = vec![(root.to_path_buf(), String::new())];
+        for (i, c) in comps.iter().enumerate() {
+            let last = i + 1 == comps.len();
+            let mut next = Vec::new();
+            for (d, rel) in &dirs {
+                let names: Vec<String> = if c.contains(['*', '?']) {
+                    match std::fs::read_dir(d) {
+                        Ok(rd) => rd
+                            .filter_map(|e| e.ok())
+                            .filter_map(|e| e.file_name().into_string().ok())
+                            .filter(|n| crate::streamconf::component_match(c, n))
+                            .collect(),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(Error::io(format!("read {}", d.display()), e)),
+                    }
+                } else {
+                    vec![c.to_string()]
+                };
+                for n in names {
+                    let p = d.join(&n);
+                    let rel = if rel.is_empty() {
+                        n.clone()
+                    } else {
+                        format!("{rel}/{n}")
+                    };
+                    let Ok(m) = std::fs::symlink_metadata(&p) else {
+                        continue;
+                    };
+                    if last && m.is_file() && check_name(&rel).is_ok() {
+                        out.insert(rel, (m.dev(), m.ino(), m.len()));
+                    } else if !last && m.is_dir() {
+                        next.push((p, rel));
+                    }
+                }
+            }
+            dirs = next;
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// The spool: journal records on disk, the virtual state in memory.
+
+/// A batch or a base as recorded in the journal (its data follows it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "rec", rename_all = "snake_case")]
+enum RecordMeta {
+    /// A new start (checkpoint): files with their sizes and known tails.
+    Base {
+        seq: u64,
+        as_of: Option<Timestamp>,
+        files: Vec<BaseMeta>,
+    },
+    Batch {
+        seq: u64,
+        as_of: Timestamp,
+        reset: bool,
+        events: Vec<SpoolEvent>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct BaseMeta {
+    file: String,
+    size: u64,
+    tail_len: u64,
+}
+
+fn encode_record(meta: &RecordMeta, data: &[u8]) -> Vec<u8> {
+    let m = serde_json::to_vec(meta).expect("records serialize");
+    let mut out = Vec::with_capacity(12 + m.len() + data.len() + 32);
+    out.extend_from_slice(&(m.len() as u32).to_be_bytes());
+    out.extend_from_slice(&(data.len() as u64).to_be_bytes());
+    out.extend_from_slice(&m);
+    out.extend_from_slice(data);
+    let check = blake3::hash(&out);
+    out.extend_from_slice(check.as_bytes());
+    out
+}
+
+/// Records of a journal; stops at the first incomplete or failing record.
+/// Also returns where each record ends.
+fn decode_records(bytes: &[u8]) -> (Vec<(RecordMeta, Vec<u8>)>, Vec<usize>) {
+    let mut out = Vec::new();
+    let mut ends = Vec::new();
+    let mut pos = 0usize;
+    loop {
+        let rest = &bytes[pos..];
+        if rest.len() < 12 {
+            break;
+        }
+        let ml = u32::from_be_bytes(rest[..4].try_into().expect("4")) as usize;
+        let dl = u64::from_be_bytes(rest[4..12].try_into().expect("8"));
+        let Some(total) = (dl as usize)
+            .checked_add(12 + ml + 32)
+            .filter(|t| *t <= rest.len())
+        else {
+            break;
+        };
+        let body = &rest[..total - 32];
+        if blake3::hash(body).as_bytes() != &rest[total - 32..total] {
+            break;
+        }
+        let Ok(meta) = serde_json::from_slice::<RecordMeta>(&body[12..12 + ml]) else {
+            break;
+        };
+        out.push((meta, body[12 + ml..].to_vec()));
+        pos += total;
+        ends.push(pos);
+    }
+    (out, ends)
+}
+
+/// Where spooled bytes come from: a base file's tail or an item's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Src {
+    Base(usize),
+    Item(usize),
+}
+
+#[derive(Debug, Clone)]
+struct Range {
+    offset: u64,
+    len: u64,
+    src: Src,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Inst {
+    size: u64,
+    ranges: Vec<Range>,
+}
+
+/// The virtual state after some prefix of the spool.
+#[derive(Debug, Clone, Default)]
+struct Sim {
+    names: BTreeMap<String, usize>,
+    insts: Vec<Inst>,
+    /// Every name the spool has seen (a name seen but not in `names` was
+    /// removed or renamed away).
+    known: BTreeSet<String>,
+}
+
+impl Sim {
+    fn apply(&mut self, ev: &SpoolEvent, src: Src) -> std::result::Result<(), String> {
+        match ev {
+            SpoolEvent::Base { file, size } => {
+                self.insts.push(Inst {
+                    size: *size,
+                    ranges: vec![],
+                });
+                self.names.insert(file.clone(), self.insts.len() - 1);
+                self.known.insert(file.clone());
+            }
+            SpoolEvent::Append { file, offset, len } => {
+                let i = match self.names.get(file) {
+                    Some(i) => *i,
+                    None if *offset == 0 => {
+                        self.insts.push(Inst::default());
+                        self.names.insert(file.clone(), self.insts.len() - 1);
+                        self.known.insert(file.clone());
+                        self.insts.len() - 1
+                    }
+                    None => {
+                        return Err(format!(
+                            "append to `{}` at offset {offset}: the spool does not hold that file",
+                            wire_str(file)
+                        ));
+                    }
+                };
+                let inst = &mut self.insts[i];
+                if *offset != inst.size {
+                    return Err(format!(
+                        "append to `{}` at offset {offset}: the spool holds it up to {} (no gaps, no overlaps)",
+                        wire_str(file),
+                        inst.size
+                    ));
+                }
+                if *len > 0 {
+                    inst.ranges.push(Range {
+                        offset: *offset,
+                        len: *len,
+                        src,
+                    });
+                }
+                inst.size += len;
+            }
+            SpoolEvent::Truncate { file, size } => {
+                let i = *self
+                    .names
+                    .get(file)
+                    .ok_or_else(|| format!("truncate of unknown file `{}`", wire_str(file)))?;
+                let inst = &mut self.insts[i];
+                if *size > inst.size {
+                    return Err(format!(
+                        "truncate of `{}` to {size} bytes would grow it (spool holds {})",
+                        wire_str(file),
+                        inst.size
+                    ));
+                }
+                inst.size = *size;
+                inst.ranges.retain(|r| r.offset < *size);
+                for r in &mut inst.ranges {
+                    r.len = r.len.min(size - r.offset);
+                }
+            }
+            SpoolEvent::Rename { from, to } => {
+                if from == to {
+                    return Err(format!("rename of `{}` onto itself", wire_str(from)));
+                }
+                let i = self
+                    .names
+                    .remove(from)
+                    .ok_or_else(|| format!("rename of unknown file `{}`", wire_str(from)))?;
+                self.names.insert(to.clone(), i);
+                self.known.insert(to.clone());
+            }
+            SpoolEvent::Remove { file } => {
+                self.names
+                    .remove(file)
+                    .ok_or_else(|| format!("removal of unknown file `{}`", wire_str(file)))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One event of the spool with its data.
+#[derive(Debug, Clone)]
+struct Item {
+    ev: SpoolEvent,
+    data: Vec<u8>,
+    seq: u64,
+    as_of: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+struct BaseFile {
+    file: String,
+    size: u64,
+    tail: Vec<u8>,
+}
+
+/// The spool as recorded: base + items.
+#[derive(Debug, Clone, Default)]
+pub struct Spool {
+    base: Vec<BaseFile>,
+    base_as_of: Option<Timestamp>,
+    items: Vec<Item>,
+    last_seq: u64,
+    last_as_of: Option<Timestamp>,
+    /// Bytes of the journal on disk.
+    disk_bytes: u64,
+}
+
+impl Spool {
+    fn data(&self, src: Src) -> &[u8] {
+        match src {
+            Src::Base(i) => &self.base[i].tail,
+            Src::Item(i) => &self.items[i].data,
+        }
+    }
+
+    /// The state after the base alone.
+    fn base_sim(&self) -> Sim {
+        let mut sim = Sim::default();
+        for (i, b) in self.base.iter().enumerate() {
+            let _ = sim.apply(
+                &SpoolEvent::Base {
+                    file: b.file.clone(),
+                    size: b.size,
+                },
+                Src::Base(i),
+            );
+            if !b.tail.is_empty() {
+                let inst = sim.insts.last_mut().expect("just pushed");
+                inst.ranges.push(Range {
+                    offset: b.size - b.tail.len() as u64,
+                    len: b.tail.len() as u64,
+                    src: Src::Base(i),
+                });
+            }
+        }
+        sim
+    }
+
+    /// The state after every item.
+    fn sim(&self) -> Sim {
+        let mut sim = self.base_sim();
+        for (i, it) in self.items.iter().enumerate() {
+            sim.apply(&it.ev, Src::Item(i))
+                .expect("recorded items applied when they were received");
+        }
+        sim
+    }
+
+    /// Build from journal records (items are checked as they are replayed;
+    /// a record that does not apply ends the journal there).
+    fn from_records(recs: Vec<(RecordMeta, Vec<u8>)>) -> (Spool, usize) {
+        let mut sp = Spool::default();
+        let mut sim = Sim::default();
+        let mut good = 0;
+        for (meta, data) in recs {
+            match meta {
+                RecordMeta::Base { seq, as_of, files } => {
+                    let mut pos = 0usize;
+                    let mut base = Vec::new();
+                    for f in files {
+                        let end = pos + f.tail_len as usize;
+                        if end > data.len() || f.tail_len > f.size {
+                            return (sp, good);
+                        }
+                        base.push(BaseFile {
+                            file: f.file,
+                            size: f.size,
+                            tail: data[pos..end].to_vec(),
+                        });
+                        pos = end;
+                    }
+                    sp = Spool {
+                        base,
+                        base_as_of: as_of,
+                        last_seq: seq,
+                        last_as_of: as_of,
+                        ..Default::default()
+                    };
+                    sim = sp.base_sim();
+                }
+                RecordMeta::Batch {
+                    seq,
+                    as_of,
+                    reset,
+                    events,
+                } => {
+                    let mut trial = if reset {
+                        Spool {
+                            last_seq: sp.last_seq,
+                            ..Default::default()
+                        }
+                    } else {
+                        sp.clone()
+                    };
+                    let mut tsim = if reset { Sim::default() } else { sim.clone() };
+                    if trial
+                        .push_batch(&mut tsim, seq, as_of, &events, &data)
+                        .is_err()
+                    {
+                        return (sp, good);
+                    }
+                    sp = trial;
+                    sim = tsim;
+                }
+            }
+            good += 1;
+        }
+        (sp, good)
+    }
+
+    /// Append a batch's items (checked against `sim`, which advances).
+    fn push_batch(
+        &mut self,
+        sim: &mut Sim,
+        seq: u64,
+        as_of: Timestamp,
+        events: &[SpoolEvent],
+        data: &[u8],
+    ) -> std::result::Result<(), String> {
+        let mut pos = 0usize;
+        for ev in events {
+            let d = match ev {
+                SpoolEvent::Append { len, .. } => {
+                    let end = pos
+                        .checked_add(*len as usize)
+                        .filter(|e| *e <= data.len())
+                        .ok_or("the events announce more bytes than the batch carries")?;
+                    let d = data[pos..end].to_vec();
+                    pos = end;
+                    d
+                }
+                _ => Vec::new(),
+            };
+            sim.apply(ev, Src::Item(self.items.len()))?;
+            self.items.push(Item {
+                ev: ev.clone(),
+                data: d,
+                seq,
+                as_of,
+            });
+        }
+        if pos != data.len() {
+            return Err("the batch carries more bytes than its events announce".into());
+        }
+        self.last_seq = seq;
+        self.last_as_of = Some(as_of);
+        Ok(())
+    }
+
+    /// Read `state_dir/spool/journal` (absent: empty). `repair`: cut a torn
+    /// or failing tail off the file (only the spool's writer does).
+    pub fn load(dir: &Path, repair: bool) -> Result<Spool> {
+        let path = dir.join(JOURNAL);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Spool::default()),
+            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+        };
+        let (recs, ends) = decode_records(&bytes);
+        let (mut sp, good) = Spool::from_records(recs);
+        // Only records that decode and apply count.
+        let good_bytes = if good == 0 { 0 } else { ends[good - 1] };
+        if good_bytes < bytes.len() && repair {
+            tracing::warn!(
+                path = %path.display(),
+                cut = bytes.len() - good_bytes,
+                "spool journal: cutting an incomplete or failing tail"
+            );
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .ctx(format!("open {}", path.display()))?;
+            f.set_len(good_bytes as u64)
+                .ctx(format!("truncate {}", path.display()))?;
+            f.sync_all().ctx(format!("fsync {}", path.display()))?;
+        }
+        sp.disk_bytes = good_bytes as u64;
+        Ok(sp)
+    }
+
+    /// The records that reproduce this spool (a base, then one record per
+    /// batch of remaining items).
+    fn records(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut data = Vec::new();
+        let files = self
+            .base
+            .iter()
+            .map(|b| {
+                data.extend_from_slice(&b.tail);
+                BaseMeta {
+                    file: b.file.clone(),
+                    size: b.size,
+                    tail_len: b.tail.len() as u64,
+                }
+            })
+            .collect();
+        let first_seq = self.items.first().map_or(self.last_seq, |i| i.seq - 1);
+        out.extend(encode_record(
+            &RecordMeta::Base {
+                seq: first_seq,
+                as_of: self.base_as_of,
+                files,
+            },
+            &data,
+        ));
+        let mut i = 0;
+        while i < self.items.len() {
+            let seq = self.items[i].seq;
+            let as_of = self.items[i].as_of;
+            let mut events = Vec::new();
+            let mut data = Vec::new();
+            while i < self.items.len() && self.items[i].seq == seq {
+                events.push(self.items[i].ev.clone());
+                data.extend_from_slice(&self.items[i].data);
+                i += 1;
+            }
+            out.extend(encode_record(
+                &RecordMeta::Batch {
+                    seq,
+                    as_of,
+                    reset: false,
+                    events,
+                },
+                &data,
+            ));
+        }
+        // Batches without events after the last item still said "nothing
+        // new as of": keep the newest of them (sequence and time).
+        let last_item_seq = self.items.last().map_or(first_seq, |i| i.seq);
+        if let Some(as_of) = self.last_as_of.filter(|_| self.last_seq > last_item_seq) {
+            out.extend(encode_record(
+                &RecordMeta::Batch {
+                    seq: self.last_seq,
+                    as_of,
+                    reset: false,
+                    events: vec![],
+                },
+                &[],
+            ));
+        }
+        out
+    }
+
+    /// What a follower needs to resume: each file's size and known tail.
+    fn file_states(&self) -> Vec<SpoolFileState> {
+        let sim = self.sim();
+        sim.names
+            .iter()
+            .map(|(name, &i)| {
+                let inst = &sim.insts[i];
+                let tail = self.known_tail(inst);
+                SpoolFileState {
+                    file: name.clone(),
+                    size: inst.size,
+                    tail_len: tail.len() as u64,
+                    tail_blake3: blake3::hash(&tail).to_hex().to_string(),
+                }
+            })
+            .collect()
+    }
+
+    /// The last ≤ TAIL contiguous known bytes ending at the file's size.
+    fn known_tail(&self, inst: &Inst) -> Vec<u8> {
+        let mut parts: Vec<&[u8]> = Vec::new();
+        let mut end = inst.size;
+        let mut have = 0usize;
+        for r in inst.ranges.iter().rev() {
+            if r.offset + r.len != end || have >= TAIL {
+                break;
+            }
+            let d = &self.data(r.src)[..r.len as usize];
+            let take = d.len().min(TAIL - have);
+            parts.push(&d[d.len() - take..]);
+            have += take;
+            end = r.offset + (r.len - take as u64);
+            if take < d.len() {
+                break;
+            }
+        }
+        parts.reverse();
+        parts.concat()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn pending_bytes(&self) -> u64 {
+        self.items.iter().map(|i| i.data.len() as u64).sum()
+    }
+
+    pub fn last_as_of(&self) -> Option<Timestamp> {
+        self.last_as_of
+    }
+}
+
+fn write_journal_atomic(dir: &Path, bytes: &[u8]) -> Result<()> {
+    crate::catalog::write_atomic(&dir.join(JOURNAL), bytes)
+}
+
+fn append_journal(dir: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::create_dir_all(dir).ctx(format!("create {}", dir.display()))?;
+    let path = dir.join(JOURNAL);
+    let existed = path.exists();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .ctx(format!("open {}", path.display()))?;
+    f.write_all(bytes)
+        .ctx(format!("append to {}", path.display()))?;
+    f.sync_data().ctx(format!("fsync {}", path.display()))?;
+    if !existed {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .ctx(format!("fsync {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The journal's (inode, size): changed by anyone but this session only
+/// through a checkpoint's rewrite.
+fn journal_id(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir.join(JOURNAL))
+        .ok()
+        .map(|m| (m.ino(), m.len()))
+}
+
+/// Short lock around every change of the journal (a batch, a checkpoint).
+fn spool_lock(dir: &Path, name: &str, wait: Duration) -> Result<nix::fcntl::Flock<File>> {
+    std::fs::create_dir_all(dir).ctx(format!("create {}", dir.display()))?;
+    let path = dir.join(name);
+    let start = Instant::now();
+    loop {
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .ctx(format!("open {}", path.display()))?;
+        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(l) => return Ok(l),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) if start.elapsed() < wait => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err((_, e)) => {
+                return Err(Error::refused(format!(
+                    "another snapsite holds {} ({e})",
+                    path.display()
+                )));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Matching the spool against a directory (a snapshot or failover's copy).
+
+/// A view of a directory's files, cached (sizes and compared ranges).
+struct View<'a> {
+    root: &'a Path,
+    sizes: HashMap<String, std::result::Result<Option<u64>, String>>,
+    same: HashMap<(String, u64, Src, u64), bool>,
+}
+
+impl<'a> View<'a> {
+    fn new(root: &'a Path) -> Self {
+        View {
+            root,
+            sizes: HashMap::new(),
+            same: HashMap::new(),
+        }
+    }
+    fn size(&mut self, name: &str) -> std::result::Result<Option<u64>, String> {
+        let root = self.root;
+        self.sizes
+            .entry(name.to_string())
+            .or_insert_with(|| file_size(root, name))
+            .clone()
+    }
+    fn equal(&mut self, sp: &Spool, name: &str, r: &Range) -> bool {
+        let key = (name.to_string(), r.offset, r.src, r.len);
+        if let Some(v) = self.same.get(&key) {
+            return *v;
+        }
+        let want = &sp.data(r.src)[..r.len as usize];
+        let ok = safe_path(self.root, name)
+            .ok()
+            .and_then(|p| open_nofollow(&p, false).ok())
+            .is_some_and(|f| {
+                let mut buf = vec![0u8; want.len()];
+                f.read_exact_at(&mut buf, r.offset).is_ok() && buf == want
+            });
+        self.same.insert(key, ok);
+        ok
+    }
+
+    /// Bytes `[from, to)` of range `r` equal in the file?
+    fn equal_part(&self, sp: &Spool, name: &str, r: &Range, from: u64, to: u64) -> bool {
+        let want = &sp.data(r.src)[(from - r.offset) as usize..(to - r.offset) as usize];
+        safe_path(self.root, name)
+            .ok()
+            .and_then(|p| open_nofollow(&p, false).ok())
+            .is_some_and(|f| {
+                let mut buf = vec![0u8; want.len()];
+                f.read_exact_at(&mut buf, from).is_ok() && buf == want
+            })
+    }
+
+    /// Is the directory at the state `sim`? `Err(reason)` if not. With
+    /// `fin` (the state after the whole spool), bytes the directory holds
+    /// beyond `sim`'s sizes must agree with what the spool appends there
+    /// later (a snapshot may be ahead of the follower, never different).
+    fn at(
+        &mut self,
+        sp: &Spool,
+        sim: &Sim,
+        check_bytes: bool,
+        fin: Option<&Sim>,
+    ) -> std::result::Result<(), String> {
+        for (name, &i) in &sim.names {
+            let inst = &sim.insts[i];
+            match self.size(name)? {
+                None => return Err(format!("`{}` is missing", wire_str(name))),
+                Some(s) if s < inst.size => {
+                    return Err(format!(
+                        "`{}` has {s} bytes, the spool continues it from {}",
+                        wire_str(name),
+                        inst.size
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        for name in sim.known.iter().filter(|n| !sim.names.contains_key(*n)) {
+            if self.size(name)?.is_some() {
+                return Err(format!(
+                    "`{}` is present, the spool has it renamed or removed",
+                    wire_str(name)
+                ));
+            }
+        }
+        if check_bytes {
+            for (name, &i) in &sim.names {
+                for r in &sim.insts[i].ranges {
+                    if !self.equal(sp, name, r) {
+                        return Err(format!(
+                            "`{}`: bytes {}..{} differ from the spooled ones",
+                            wire_str(name),
+                            r.offset,
+                            r.offset + r.len
+                        ));
+                    }
+                }
+                let (Some(fin), Ok(Some(have))) = (fin, self.size(name)) else {
+                    continue;
+                };
+                let size = sim.insts[i].size;
+                for r in fin.insts.get(i).map(|x| &x.ranges[..]).unwrap_or(&[]) {
+                    let (from, to) = (r.offset.max(size), (r.offset + r.len).min(have));
+                    if from < to && !self.equal_part(sp, name, r, from, to) {
+                        return Err(format!(
+                            "`{}`: bytes {from}..{to} differ from what the spool appends there",
+                            wire_str(name)
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The largest `j` such that the directory holds the state after the
+/// spool's first `j` items; `Err` with the reason the base does not match.
+fn find_cut(sp: &Spool, root: &Path) -> std::result::Result<(usize, Sim), String> {
+    let mut view = View::new(root);
+    let mut sim = sp.base_sim();
+    // Forward: which cuts pass the cheap check (names and sizes); only
+    // their indices are kept (a state is rebuilt when its bytes are checked).
+    let mut candidates = vec![];
+    let mut first_err = None;
+    for j in 0..=sp.items.len() {
+        match view.at(sp, &sim, false, None) {
+            Ok(()) => candidates.push(j),
+            Err(e) if j == 0 => first_err = Some(e),
+            Err(_) => {}
+        }
+        if j < sp.items.len() {
+            sim.apply(&sp.items[j].ev, Src::Item(j))
+                .expect("recorded items apply");
+        }
+    }
+    let fin = sim;
+    for j in candidates.into_iter().rev() {
+        let mut s = sp.base_sim();
+        for (i, it) in sp.items[..j].iter().enumerate() {
+            s.apply(&it.ev, Src::Item(i)).expect("recorded items apply");
+        }
+        match view.at(sp, &s, true, Some(&fin)) {
+            Ok(()) => return Ok((j, s)),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_err.unwrap_or_else(|| "no prefix of the spool matches".into()))
+}
+
+/// Drop the first `j` items: the state they lead to becomes the base (with
+/// up to 4 KiB of known tail per file, from the spool).
+fn rebase(sp: &Spool, j: usize, sim: &Sim, as_of: Option<Timestamp>) -> Spool {
+    let base = sim
+        .names
+        .iter()
+        .map(|(name, &i)| BaseFile {
+            file: name.clone(),
+            size: sim.insts[i].size,
+            tail: sp.known_tail(&sim.insts[i]),
+        })
+        .collect();
+    let items: Vec<Item> = sp.items[j..].to_vec();
+    let base_as_of = if j > 0 {
+        Some(sp.items[j - 1].as_of)
+    } else {
+        sp.base_as_of
+    }
+    .max(as_of);
+    Spool {
+        base,
+        base_as_of,
+        items,
+        last_seq: sp.last_seq,
+        last_as_of: sp.last_as_of,
+        disk_bytes: 0,
+    }
+}
+
+/// The outcome of the last checkpoint, when it failed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Broken {
+    pub set_id: String,
+    pub at: Timestamp,
+    pub reason: String,
+}
+
+/// A committed snapshot's files, readable: btrfs reads the received
+/// read-only subvolume in place; ZFS mounts the replica's snapshot and LVM
+/// the thin snapshot (activated) read-only, without journal replay, on a
+/// directory of the spool's own, unmounted again on drop.
+struct SnapshotView {
+    root: PathBuf,
+    mounted: bool,
+}
+
+impl Drop for SnapshotView {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = crate::cmd::Cmd::new("umount").arg(&self.root).run();
+            let _ = std::fs::remove_dir(&self.root);
+        }
+    }
+}
+
+fn snapshot_view(cfg: &Config, stores: &Stores, dir: &Path, set_id: &str) -> Result<SnapshotView> {
+    crate::model::validate_set_id(set_id)?;
+    let st = stores
+        .find(&cfg.redolog_role)
+        .ok_or_else(|| Error::config("no redolog volume"))?;
+    let (device, options): (String, Vec<&str>) = match &st.volume().addr {
+        VolumeAddr::Btrfs { .. } => {
+            let p = crate::backend::btrfs::snapshot_path(st.volume(), set_id)?;
+            if !p.is_dir() {
+                return Err(Error::not_found(format!("{} is not there", p.display())));
+            }
+            return Ok(SnapshotView {
+                root: p,
+                mounted: false,
+            });
+        }
+        VolumeAddr::Zfs { .. } => {
+            let r = crate::backend::require_replica(st.volume(), "a checkpoint")?;
+            (format!("{r}@{set_id}"), vec!["-t", "zfs", "-o", "ro"])
+        }
+        VolumeAddr::Lvm { replica, .. } => {
+            let r = replica
+                .as_ref()
+                .ok_or_else(|| Error::config("lvm redolog volume without replica"))?;
+            let lv = crate::backend::lvm::snap_lv(&r.lv, set_id);
+            crate::cmd::Cmd::new("lvchange")
+                .env("LC_ALL", "C")
+                .args(["-ay", "-K"])
+                .arg(format!("{}/{lv}", r.vg))
+                .run()?;
+            let dev = format!("/dev/{}/{lv}", r.vg);
+            let fstype = crate::cmd::Cmd::new("blkid")
+                .args(["-o", "value", "-s", "TYPE", "--"])
+                .arg(&dev)
+                .output()?;
+            let opts = match fstype.trim() {
+                "xfs" => "ro,norecovery,nouuid",
+                "ext4" | "ext3" => "ro,noload",
+                _ => "ro",
+            };
+            (dev, vec!["-o", opts])
+        }
+    };
+    let root = dir.join(format!("view-{}", std::process::id()));
+    std::fs::create_dir_all(&root).ctx(format!("create {}", root.display()))?;
+    crate::cmd::Cmd::new("mount")
+        .args(options)
+        .arg(&device)
+        .arg(&root)
+        .run()
+        .inspect_err(|_| {
+            let _ = std::fs::remove_dir(&root);
+        })?;
+    Ok(SnapshotView {
+        root,
+        mounted: true,
+    })
+}
+
+/// After serve committed a set: if it holds the redolog volume, match the
+/// spool against its files and drop what it covers. Never fails the commit.
+pub fn checkpoint_after_commit(
+    cfg: &Config,
+    stores: &Stores,
+    catalog: &Catalog,
+    log: &dyn Fn(tracing::Level, &str),
+    set_id: &str,
+) {
+    if settings(cfg).is_none() {
+        return;
+    }
+    let dir = spool_dir(catalog);
+    if !dir.join(JOURNAL).exists() {
+        return;
+    }
+    let Ok(Some(m)) = catalog.manifest(set_id) else {
+        return;
+    };
+    if m.member(&cfg.redolog_role).is_none() {
+        return;
+    }
+    let view = match snapshot_view(cfg, stores, &dir, set_id) {
+        Ok(v) => v,
+        Err(e) => {
+            log(
+                tracing::Level::WARN,
+                &format!(
+                    "spool: set {set_id}: the redolog snapshot's files cannot be read ({}); spool kept unchecked",
+                    wire_text(&e.to_string())
+                ),
+            );
+            return;
+        }
+    };
+    let root = view.root.clone();
+    match checkpoint(&dir, &root, set_id) {
+        Ok(Some(dropped)) => log(
+            tracing::Level::INFO,
+            &format!("spool: set {set_id} covers {dropped} spooled events; dropped"),
+        ),
+        Ok(None) => {}
+        Err(e) => log(
+            tracing::Level::ERROR,
+            &format!("spool: set {set_id}: {}", wire_text(&e.to_string())),
+        ),
+    }
+}
+
+/// Match the spool in `dir` against a committed snapshot's files at `root`
+/// and drop the events it covers. `Ok(None)`: nothing to do. A mismatch is
+/// recorded in `broken.json` and returned as an error.
+pub fn checkpoint(dir: &Path, root: &Path, set_id: &str) -> Result<Option<usize>> {
+    let _l = spool_lock(dir, "lock", Duration::from_secs(30))?;
+    let sp = Spool::load(dir, true)?;
+    if sp.base.is_empty() && sp.items.is_empty() {
+        return Ok(None);
+    }
+    match find_cut(&sp, root) {
+        Ok((j, sim)) => {
+            let new = rebase(&sp, j, &sim, None);
+            write_journal_atomic(dir, &new.records())?;
+            let _ = std::fs::remove_file(dir.join("broken.json"));
+            Ok(Some(j))
+        }
+        Err(reason) => {
+            let b = Broken {
+                set_id: set_id.to_string(),
+                at: Timestamp::now(),
+                reason: reason.clone(),
+            };
+            crate::catalog::write_json(&dir.join("broken.json"), &b)?;
+            Err(Error::integrity(format!(
+                "the spool does not continue the redolog snapshot ({reason}); it is not used until a snapshot matches"
+            )))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The standby's spool session.
+
+fn refuse_reason(
+    s: &StreamSettings,
+    sp: &Spool,
+    seq: u64,
+    events: &[SpoolEvent],
+    bytes: u64,
+    as_of: Timestamp,
+) -> std::result::Result<(), String> {
+    if seq != sp.last_seq + 1 {
+        return Err(format!(
+            "batch {seq} does not follow the spool's last batch {}",
+            sp.last_seq
+        ));
+    }
+    if events.len() > MAX_BATCH_EVENTS || bytes > MAX_BATCH_BYTES {
+        return Err(format!(
+            "batch of {} events and {bytes} bytes exceeds {MAX_BATCH_EVENTS} events / {MAX_BATCH_BYTES} bytes",
+            events.len()
+        ));
+    }
+    if as_of > crate::model::now() + jiff::SignedDuration::from_hours(24) {
+        return Err("batch dated more than a day ahead of this standby's clock".into());
+    }
+    for ev in events {
+        let names: Vec<&String> = match ev {
+            SpoolEvent::Base { file, .. }
+            | SpoolEvent::Append { file, .. }
+            | SpoolEvent::Truncate { file, .. }
+            | SpoolEvent::Remove { file } => vec![file],
+            SpoolEvent::Rename { from, to } => vec![from, to],
+        };
+        for n in names {
+            check_name(n).map_err(|e| wire_str(&e))?;
+            if !s.files.iter().any(|g| glob_match(g, n)) {
+                return Err(format!(
+                    "`{}` matches none of this standby's [stream] files",
+                    wire_str(n)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A spool session: `first` was the `SpoolHello`.
+pub fn serve_spool<R: Read, W: Write>(
+    cfg: &Config,
+    catalog: &Catalog,
+    log: &dyn Fn(tracing::Level, &str),
+    first: Msg,
+    mut r: Reader<R>,
+    mut w: Writer<W>,
+) -> Result<()> {
+    let Msg::SpoolHello {
+        protocol,
+        site,
+        version,
+    } = first
+    else {
+        return Err(Error::protocol("expected a spool hello"));
+    };
+    let Some(s) = settings(cfg) else {
+        let m = format!(
+            "standby {} has no [stream] section: redolog streaming refused",
+            cfg.site
+        );
+        let _ = w.msg(&Msg::Error { message: m.clone() });
+        return Err(Error::refused(m));
+    };
+    if protocol != PROTOCOL_VERSION {
+        let m = format!("spool protocol {protocol} is not supported");
+        let _ = w.msg(&Msg::Error { message: m.clone() });
+        return Err(Error::protocol(m));
+    }
+    let dir = spool_dir(catalog);
+    // One spool session at a time; an old one whose primary vanished ends
+    // at its idle timeout or when its pipe closes.
+    let _session = spool_lock(&dir, "session.lock", Duration::from_secs(150))?;
+    log(
+        tracing::Level::INFO,
+        &format!(
+            "spool session started: primary {} (snapsite {})",
+            wire_str(&site),
+            wire_str(&version)
+        ),
+    );
+    let mut sp = {
+        let _l = spool_lock(&dir, "lock", Duration::from_secs(30))?;
+        Spool::load(&dir, true)?
+    };
+    let mut known = journal_id(&dir);
+    w.msg(&Msg::SpoolWelcome {
+        site: cfg.site.clone(),
+        last_seq: sp.last_seq,
+        last_as_of: sp.last_as_of,
+        files: sp.file_states(),
+    })?;
+    loop {
+        let frame = match r.next_frame()? {
+            None => return Ok(()),
+            Some(f) => f,
+        };
+        let (seq, as_of, reset, events, bytes, want_hash) = match frame {
+            Frame::Msg(Msg::SpoolBatch {
+                seq,
+                as_of,
+                reset,
+                events,
+                bytes,
+                blake3,
+            }) => (seq, as_of, reset, events, bytes, blake3),
+            Frame::Msg(Msg::Bye) => return Ok(()),
+            Frame::Msg(_) => return Err(Error::protocol("unexpected message in a spool session")),
+            Frame::Data(_) => return Err(Error::protocol("data frame outside a spool batch")),
+        };
+        if bytes > MAX_BATCH_BYTES {
+            return Err(Error::protocol(format!(
+                "spool batch of {bytes} bytes exceeds {MAX_BATCH_BYTES}"
+            )));
+        }
+        let mut data = Vec::with_capacity(bytes as usize);
+        while (data.len() as u64) < bytes {
+            match r.next_frame()? {
+                Some(Frame::Data(d)) if data.len() as u64 + d.len() as u64 <= bytes => {
+                    data.extend_from_slice(&d)
+                }
+                Some(Frame::Data(_)) => {
+                    return Err(Error::protocol(
+                        "spool batch carries more bytes than announced",
+                    ));
+                }
+                _ => return Err(Error::protocol("spool batch cut before its data")),
+            }
+        }
+        let got = blake3::hash(&data).to_hex().to_string();
+        let refused = |e: String| Msg::SpoolRefused {
+            seq,
+            error: e,
+            full: false,
+        };
+        if got != want_hash {
+            let e = format!("spool batch {seq}: checksum mismatch; refused");
+            log(tracing::Level::ERROR, &e);
+            w.msg(&refused(e))?;
+            continue;
+        }
+        let _l = spool_lock(&dir, "lock", Duration::from_secs(30))?;
+        // A checkpoint may have rewritten the journal since (a new inode):
+        // read it again; otherwise what this session holds is current.
+        if journal_id(&dir) != known {
+            sp = Spool::load(&dir, true)?;
+        }
+        if let Err(e) = refuse_reason(s, &sp, seq, &events, bytes, as_of) {
+            log(tracing::Level::WARN, &format!("spool batch refused: {e}"));
+            w.msg(&refused(e))?;
+            continue;
+        }
+        let mut trial = if reset {
+            Spool {
+                last_seq: sp.last_seq,
+                ..Default::default()
+            }
+        } else {
+            sp.clone()
+        };
+        let mut sim = if reset { Sim::default() } else { trial.sim() };
+        if let Err(e) = trial.push_batch(&mut sim, seq, as_of, &events, &data) {
+            log(tracing::Level::WARN, &format!("spool batch refused: {e}"));
+            w.msg(&refused(e))?;
+            continue;
+        }
+        let rec = encode_record(
+            &RecordMeta::Batch {
+                seq,
+                as_of,
+                reset,
+                events: events.clone(),
+            },
+            &data,
+        );
+        let new_size = if reset {
+            rec.len() as u64
+        } else {
+            sp.disk_bytes + rec.len() as u64
+        };
+        if new_size > s.spool_max {
+            let e = format!(
+                "the spool would grow to {new_size} bytes, beyond stream.spool_max {}; refused until a snapshot is committed",
+                s.spool_max
+            );
+            log(tracing::Level::WARN, &e);
+            w.msg(&Msg::SpoolRefused {
+                seq,
+                error: e,
+                full: true,
+            })?;
+            continue;
+        }
+        if reset {
+            write_journal_atomic(&dir, &rec)?;
+            // A first start is one too; a reset of a spool holding events
+            // means the primary could not continue it.
+            let level = if sp.items.is_empty() {
+                tracing::Level::INFO
+            } else {
+                tracing::Level::WARN
+            };
+            log(level, "spool started over from the primary's current files");
+        } else {
+            append_journal(&dir, &rec)?;
+        }
+        trial.disk_bytes = new_size;
+        sp = trial;
+        known = journal_id(&dir);
+        drop(_l);
+        w.msg(&Msg::SpoolAck { seq })?;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Failover: apply the spool to the redolog copy.
+
+/// What the spool added at failover.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StreamRecovery {
+    /// The primary's clock when it looked at the files for the last batch
+    /// applied (never earlier than the snapshot's time): data acknowledged
+    /// on the primary before it is in the copy. Primary's clock, as sent.
+    pub recovery_point: Option<Timestamp>,
+    pub events_applied: usize,
+    pub bytes_applied: u64,
+    /// Why the spool was not used, if it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_used: Option<String>,
+}
+
+fn apply_event(root: &Path, it: &Item) -> std::result::Result<(), String> {
+    let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    match &it.ev {
+        SpoolEvent::Base { .. } => {}
+        SpoolEvent::Append { file, offset, len } => {
+            let p = safe_path(root, file)?;
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+            }
+            let f = match open_nofollow(&p, true) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && *offset == 0 => {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .read(true)
+                        .create_new(true)
+                        .mode(0o644)
+                        .open(&p)
+                        .map_err(|e| io(&p, e))?
+                }
+                Err(e) => return Err(io(&p, e)),
+            };
+            let size = f.metadata().map_err(|e| io(&p, e))?.len();
+            if size < *offset {
+                return Err(format!(
+                    "{}: {size} bytes, the spool continues it at {offset}",
+                    p.display()
+                ));
+            }
+            // Bytes already there (the copy was ahead) must be the same.
+            let have = (size - offset).min(*len) as usize;
+            let mut buf = vec![0u8; have];
+            f.read_exact_at(&mut buf, *offset).map_err(|e| io(&p, e))?;
+            if buf != it.data[..have] {
+                return Err(format!(
+                    "{}: bytes at {offset} differ from the spool",
+                    p.display()
+                ));
+            }
+            f.write_all_at(&it.data[have..], offset + have as u64)
+                .map_err(|e| io(&p, e))?;
+            f.sync_data().map_err(|e| io(&p, e))?;
+        }
+        SpoolEvent::Truncate { file, size } => {
+            let p = safe_path(root, file)?;
+            let f = open_nofollow(&p, true).map_err(|e| io(&p, e))?;
+            f.set_len(*size).map_err(|e| io(&p, e))?;
+            f.sync_data().map_err(|e| io(&p, e))?;
+        }
+        SpoolEvent::Rename { from, to } => {
+            let a = safe_path(root, from)?;
+            let b = safe_path(root, to)?;
+            if let Some(parent) = b.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+            }
+            std::fs::rename(&a, &b).map_err(|e| io(&a, e))?;
+        }
+        SpoolEvent::Remove { file } => {
+            let p = safe_path(root, file)?;
+            std::fs::remove_file(&p).map_err(|e| io(&p, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn sync_dirs(root: &Path, names: &BTreeSet<String>) {
+    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    dirs.insert(root.to_path_buf());
+    for n in names {
+        if let Ok(p) = safe_path(root, n) {
+            if let Some(d) = p.parent() {
+                dirs.insert(d.to_path_buf());
+            }
+        }
+    }
+    for d in dirs {
+        let _ = File::open(&d).and_then(|f| f.sync_all());
+    }
+}
+
+/// Apply the spool in `spool_dir` to the files at `root` (the redolog copy,
+/// which holds snapshot `snapshot_time`'s content or a partly applied
+/// spool from an interrupted failover: the match finds where it stands).
+/// Returns what was applied; the copy is then verified against every
+/// spooled byte.
+pub fn apply_dir(spool: &Path, root: &Path, snapshot_time: Timestamp) -> Result<StreamRecovery> {
+    let sp = Spool::load(spool, false)?;
+    if sp.base.is_empty() && sp.items.is_empty() {
+        return Ok(StreamRecovery {
+            not_used: Some("the spool is empty".into()),
+            ..Default::default()
+        });
+    }
+    let (j, _) = find_cut(&sp, root).map_err(|reason| {
+        Error::integrity(format!(
+            "the spool does not continue the redolog copy: {reason}"
+        ))
+    })?;
+    let mut bytes = 0u64;
+    for it in &sp.items[j..] {
+        apply_event(root, it).map_err(|e| Error::storage(format!("applying the spool: {e}")))?;
+        bytes += it.data.len() as u64;
+    }
+    let sim = sp.sim();
+    sync_dirs(root, &sim.known);
+    View::new(root)
+        .at(&sp, &sim, true, None)
+        .map_err(|e| Error::integrity(format!("the copy after applying the spool: {e}")))?;
+    // The newest batch, with or without events: the primary had looked at
+    // its files then, and everything it found is applied.
+    let last = sp.last_as_of;
+    Ok(StreamRecovery {
+        recovery_point: Some(last.map_or(snapshot_time, |t| t.max(snapshot_time))),
+        events_applied: sp.items.len() - j,
+        bytes_applied: bytes,
+        not_used: None,
+    })
+}
+
+/// Failover's hook: apply the spool to the redolog copy at `copy_root`. Never
+/// fails the failover: a spool that does not fit is reported and ignored
+/// (the copy is then the snapshot alone, unless the failure came midway, in
+/// which case the error says so).
+pub fn apply_at_failover(
+    cfg: &Config,
+    copy_root: &Path,
+    snapshot_time: Timestamp,
+) -> Option<StreamRecovery> {
+    settings(cfg)?;
+    let catalog = Catalog::new(&cfg.state_dir);
+    let dir = spool_dir(&catalog);
+    if !dir.join(JOURNAL).exists() {
+        return Some(StreamRecovery {
+            not_used: Some("no spool on this standby".into()),
+            ..Default::default()
+        });
+    }
+    Some(match apply_dir(&dir, copy_root, snapshot_time) {
+        Ok(r) => r,
+        Err(e) => StreamRecovery {
+            not_used: Some(e.to_string()),
+            ..Default::default()
+        },
+    })
+}
+
+/// Streaming as `status` shows it: the primary's follower (lag) and the
+/// standby's spool.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StreamStatus {
+    /// Primary: seconds since the primary looked at the files for the last
+    /// acknowledged batch (the stream's recovery point, primary's clock).
+    pub lag_seconds: Option<f64>,
+    /// Primary: bytes written to the followed files not yet acknowledged.
+    pub lag_bytes: Option<u64>,
+    pub follower: Option<FollowerRecord>,
+    pub spool: Option<SpoolStatus>,
+}
+
+pub fn stream_status(cfg: &Config, now: Timestamp) -> Option<StreamStatus> {
+    settings(cfg)?;
+    let follower = follower_record(cfg);
+    Some(StreamStatus {
+        lag_seconds: follower
+            .as_ref()
+            .and_then(|f| f.acked_as_of)
+            .map(|t| now.duration_since(t).as_secs_f64()),
+        lag_bytes: follower.as_ref().map(|f| f.lag_bytes),
+        follower,
+        spool: spool_status(cfg),
+    })
+}
+
+/// `status` lines.
+pub fn render_status(s: &StreamStatus) -> String {
+    let mut o = String::new();
+    if let Some(f) = &s.follower {
+        o.push_str(&format!(
+            "stream        lag {} s, {} bytes; {} batches, {} bytes shipped, {} resets{}\n",
+            s.lag_seconds
+                .map(|x| format!("{x:.1}"))
+                .unwrap_or_else(|| "-".into()),
+            f.lag_bytes,
+            f.batches,
+            f.bytes_shipped,
+            f.resets,
+            f.last_error
+                .as_ref()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default()
+        ));
+    } else if s.spool.is_none() {
+        o.push_str("stream        enabled, nothing followed or spooled yet\n");
+    }
+    if let Some(sp) = &s.spool {
+        o.push_str(&format!(
+            "spool         {} events, {} bytes beyond the newest redolog snapshot, {} bytes on disk; last batch as of {} (primary's clock)\n",
+            sp.events,
+            sp.bytes,
+            sp.disk_bytes,
+            sp.last_as_of.map(|t| t.to_string()).unwrap_or_else(|| "-".into())
+        ));
+        if let Some(b) = &sp.broken {
+            o.push_str(&format!(
+                "spool         NOT USABLE since set {}: {}\n",
+                b.set_id, b.reason
+            ));
+        }
+    }
+    o
+}
+
+/// Metrics lines (`site` already escaped).
+pub fn render_metrics(s: &StreamStatus, site: &str) -> String {
+    let mut o = String::new();
+    let mut m = |name: &str, help: &str, v: f64| {
+        o.push_str(&format!(
+            "# HELP snapsite_{name} {help}\n# TYPE snapsite_{name} gauge\nsnapsite_{name}{{site=\"{site}\"}} {v}\n"
+        ));
+    };
+    if let Some(x) = s.lag_seconds {
+        m(
+            "stream_lag_seconds",
+            "Seconds since the primary's files were last looked at for an acknowledged spool batch.",
+            x,
+        );
+    }
+    if let Some(x) = s.lag_bytes {
+        m(
+            "stream_lag_bytes",
+            "Bytes of the followed redolog files not yet acknowledged by the standby.",
+            x as f64,
+        );
+    }
+    if let Some(sp) = &s.spool {
+        m(
+            "spool_bytes",
+            "Bytes spooled on the standby beyond the newest redolog snapshot.",
+            sp.bytes as f64,
+        );
+        m(
+            "spool_usable",
+            "1 if the spool matched the newest redolog snapshot.",
+            if sp.broken.is_none() { 1.0 } else { 0.0 },
+        );
+    }
+    o
+}
+
+/// The standby's spool, for `status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SpoolStatus {
+    pub last_as_of: Option<Timestamp>,
+    pub events: usize,
+    pub bytes: u64,
+    pub disk_bytes: u64,
+    pub broken: Option<Broken>,
+}
+
+pub fn spool_status(cfg: &Config) -> Option<SpoolStatus> {
+    settings(cfg)?;
+    let dir = spool_dir(&Catalog::new(&cfg.state_dir));
+    if !dir.join(JOURNAL).exists() {
+        return None;
+    }
+    let sp = Spool::load(&dir, false).ok()?;
+    Some(SpoolStatus {
+        last_as_of: sp.last_as_of,
+        events: sp.items.len(),
+        bytes: sp.pending_bytes(),
+        disk_bytes: sp.disk_bytes,
+        broken: crate::catalog::read_json(&dir.join("broken.json")).ok(),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The primary's follower.
+
+/// The follower's record on the primary (`state_dir/stream.json`), for
+/// `status` and the metrics.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FollowerRecord {
+    pub updated_at: Option<Timestamp>,
+    /// The primary's clock when it looked at the files for the last
+    /// acknowledged batch.
+    pub acked_as_of: Option<Timestamp>,
+    pub acked_seq: u64,
+    /// Bytes in the followed files not yet acknowledged by the standby.
+    pub lag_bytes: u64,
+    pub batches: u64,
+    pub bytes_shipped: u64,
+    pub resets: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+pub fn follower_record(cfg: &Config) -> Option<FollowerRecord> {
+    crate::catalog::read_json(&Catalog::new(&cfg.state_dir).root().join("stream.json")).ok()
+}
+
+struct Tracked {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    file: Arc<File>,
+}
+
+/// What one poll found: events, their data, and the tracking after them.
+struct Poll {
+    events: Vec<SpoolEvent>,
+    data: Vec<u8>,
+    next: BTreeMap<String, (u64, u64, u64, Arc<File>)>,
+    complete: bool,
+}
+
+/// Reads `[from, to)` of a file into the batch (cut at the batch budget).
+type ReadRange<'a> = dyn Fn(&File, u64, u64, &mut Vec<u8>, &mut bool) -> Result<u64> + 'a;
+
+/// The follower's state: what the standby has acknowledged.
+pub struct Follower {
+    root: PathBuf,
+    globs: Vec<String>,
+    tracked: BTreeMap<String, Tracked>,
+    seq: u64,
+    need_reset: bool,
+    pub acked_as_of: Option<Timestamp>,
+    pub max_batch: u64,
+}
+
+impl Follower {
+    pub fn new(root: PathBuf, globs: Vec<String>) -> Follower {
+        Follower {
+            root,
+            globs,
+            tracked: BTreeMap::new(),
+            seq: 0,
+            need_reset: true,
+            acked_as_of: None,
+            max_batch: MAX_BATCH_BYTES,
+        }
+    }
+
+    /// After a (re)connect: continue where the standby's spool stands if our
+    /// files still hold exactly what it has (tails compared), else reset.
+    pub fn resume(&mut self, last_seq: u64, files: &[SpoolFileState]) -> Result<()> {
+        let same_seq = last_seq == self.seq;
+        self.seq = last_seq;
+        let theirs: BTreeMap<&str, &SpoolFileState> =
+            files.iter().map(|f| (f.file.as_str(), f)).collect();
+        let ours_same = theirs.len() == self.tracked.len()
+            && self
+                .tracked
+                .iter()
+                .all(|(n, t)| theirs.get(n.as_str()).is_some_and(|f| f.size == t.size));
+        if same_seq && !self.need_reset && ours_same && !self.tracked.is_empty() {
+            return Ok(()); // the standby holds exactly what we tracked
+        }
+        self.tracked.clear();
+        self.need_reset = true;
+        if files.is_empty() {
+            return Ok(());
+        }
+        let now = scan(&self.root, &self.globs)?;
+        let names_equal =
+            now.len() == theirs.len() && now.keys().all(|k| theirs.contains_key(k.as_str()));
+        if !names_equal {
+            return Ok(());
+        }
+        let mut tracked = BTreeMap::new();
+        for (name, (dev, ino, size)) in &now {
+            let f = theirs[name.as_str()];
+            if *size < f.size || f.tail_len == 0 || f.tail_len > f.size {
+                return Ok(());
+            }
+            let p = self.root.join(name);
+            let Ok(file) = open_nofollow(&p, false) else {
+                return Ok(());
+            };
+            let mut buf = vec![0u8; f.tail_len as usize];
+            if file.read_exact_at(&mut buf, f.size - f.tail_len).is_err()
+                || blake3::hash(&buf).to_hex().as_str() != f.tail_blake3
+            {
+                return Ok(());
+            }
+            tracked.insert(
+                name.clone(),
+                Tracked {
+                    dev: *dev,
+                    ino: *ino,
+                    size: f.size,
+                    file: Arc::new(file),
+                },
+            );
+        }
+        self.tracked = tracked;
+        self.need_reset = false;
+        Ok(())
+    }
+
+    fn poll(&self) -> Result<Poll> {
+        let now = scan(&self.root, &self.globs)?;
+        let mut events = Vec::new();
+        let mut data = Vec::new();
+        let mut complete = true;
+        let mut next: BTreeMap<String, (u64, u64, u64, Arc<File>)> = BTreeMap::new();
+        let budget = self.max_batch;
+        let read_range = |f: &File,
+                          from: u64,
+                          to: u64,
+                          data: &mut Vec<u8>,
+                          complete: &mut bool|
+         -> Result<u64> {
+            let room = budget.saturating_sub(data.len() as u64);
+            let to = if to - from > room {
+                *complete = false;
+                from + room
+            } else {
+                to
+            };
+            let mut buf = vec![0u8; (to - from) as usize];
+            let n = fill_at(f, &mut buf, from)
+                .map_err(|e| Error::io("read a followed redolog file", e))?;
+            buf.truncate(n);
+            data.extend_from_slice(&buf);
+            Ok(n as u64)
+        };
+        if self.need_reset {
+            for (name, (dev, ino, size)) in &now {
+                let Ok(f) = open_nofollow(&self.root.join(name), false) else {
+                    continue;
+                };
+                events.push(SpoolEvent::Base {
+                    file: name.clone(),
+                    size: *size,
+                });
+                next.insert(name.clone(), (*dev, *ino, *size, Arc::new(f)));
+            }
+            return Ok(Poll {
+                events,
+                data,
+                next,
+                complete,
+            });
+        }
+        let by_ino: HashMap<(u64, u64), &String> =
+            now.iter().map(|(n, (d, i, _))| ((*d, *i), n)).collect();
+        // 1. Tracked files that left their name: read their rest (through the
+        // kept descriptor), then rename or remove.
+        let mut moves: Vec<(String, Option<String>)> = Vec::new();
+        let mut state: BTreeMap<String, (u64, u64, u64, Arc<File>)> = self
+            .tracked
+            .iter()
+            .map(|(n, t)| (n.clone(), (t.dev, t.ino, t.size, t.file.clone())))
+            .collect();
+        for (name, t) in &self.tracked {
+            let same = now
+                .get(name)
+                .is_some_and(|(d, i, _)| *d == t.dev && *i == t.ino);
+            if same {
+                continue;
+            }
+            let cur = t.file.metadata().map(|m| m.len()).unwrap_or(t.size);
+            if cur > t.size {
+                let n = read_range(&t.file, t.size, cur, &mut data, &mut complete)?;
+                if n > 0 {
+                    events.push(SpoolEvent::Append {
+                        file: name.clone(),
+                        offset: t.size,
+                        len: n,
+                    });
+                    state.get_mut(name).expect("tracked").2 += n;
+                }
+                if !complete {
+                    return Ok(Poll {
+                        events,
+                        data,
+                        next: state,
+                        complete,
+                    });
+                }
+            }
+            let to = by_ino.get(&(t.dev, t.ino)).map(|s| (*s).clone());
+            moves.push((name.clone(), to));
+        }
+        // Order renames so that none overwrites a name still to be moved.
+        let mut pending = moves;
+        while !pending.is_empty() {
+            let froms: BTreeSet<String> = pending.iter().map(|(f, _)| f.clone()).collect();
+            let (ready, rest): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(from, to)| {
+                to.as_ref()
+                    .is_none_or(|to| to == from || !froms.contains(to))
+            });
+            if ready.is_empty() {
+                // A cycle of renames: the next flush starts over from a base.
+                return Err(Error::storage("followed files were renamed in a cycle"));
+            }
+            for (from, to) in ready {
+                let entry = state.remove(&from).expect("tracked");
+                match to {
+                    Some(to) => {
+                        events.push(SpoolEvent::Rename {
+                            from: from.clone(),
+                            to: to.clone(),
+                        });
+                        state.insert(to, entry);
+                    }
+                    None => events.push(SpoolEvent::Remove { file: from }),
+                }
+            }
+            pending = rest;
+        }
+        // 2. Every current file: appended, cut, or new.
+        for (name, (dev, ino, size)) in &now {
+            match state.get_mut(name) {
+                Some(e) if e.0 == *dev && e.1 == *ino => {
+                    if *size > e.2 {
+                        let n = read_range(&e.3, e.2, *size, &mut data, &mut complete)?;
+                        if n > 0 {
+                            events.push(SpoolEvent::Append {
+                                file: name.clone(),
+                                offset: e.2,
+                                len: n,
+                            });
+                            e.2 += n;
+                        }
+                    } else if *size < e.2 {
+                        events.push(SpoolEvent::Truncate {
+                            file: name.clone(),
+                            size: *size,
+                        });
+                        e.2 = *size;
+                    }
+                }
+                Some(_) => {
+                    // Replaced behind a rename we could not see: remove, then new.
+                    events.push(SpoolEvent::Remove { file: name.clone() });
+                    state.remove(name);
+                    self.new_file(
+                        name,
+                        *dev,
+                        *ino,
+                        *size,
+                        &mut state,
+                        &mut events,
+                        &mut data,
+                        &mut complete,
+                        &read_range,
+                    )?;
+                }
+                None => {
+                    self.new_file(
+                        name,
+                        *dev,
+                        *ino,
+                        *size,
+                        &mut state,
+                        &mut events,
+                        &mut data,
+                        &mut complete,
+                        &read_range,
+                    )?;
+                }
+            }
+            if !complete {
+                break;
+            }
+        }
+        next.extend(state);
+        Ok(Poll {
+            events,
+            data,
+            next,
+            complete,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_file(
+        &self,
+        name: &str,
+        dev: u64,
+        ino: u64,
+        size: u64,
+        state: &mut BTreeMap<String, (u64, u64, u64, Arc<File>)>,
+        events: &mut Vec<SpoolEvent>,
+        data: &mut Vec<u8>,
+        complete: &mut bool,
+        read_range: &ReadRange,
+    ) -> Result<()> {
+        let Ok(f) = open_nofollow(&self.root.join(name), false) else {
+            return Ok(());
+        };
+        let n = read_range(&f, 0, size, data, complete)?;
+        events.push(SpoolEvent::Append {
+            file: name.to_string(),
+            offset: 0,
+            len: n,
+        });
+        state.insert(name.to_string(), (dev, ino, n, Arc::new(f)));
+        Ok(())
+    }
+
+    /// Bytes in the followed files beyond what was acknowledged.
+    pub fn lag_bytes(&self) -> u64 {
+        let Ok(now) = scan(&self.root, &self.globs) else {
+            return 0;
+        };
+        let mut lag = 0;
+        for (name, (dev, ino, size)) in &now {
+            match self.tracked.get(name) {
+                Some(t) if t.dev == *dev && t.ino == *ino => lag += size.saturating_sub(t.size),
+                _ => lag += size,
+            }
+        }
+        lag
+    }
+
+    /// One flush over `conn`: send what changed, wait for the ack. Returns
+    /// whether everything that was there was sent (else call again soon).
+    pub fn flush<R: Read, W: Write>(
+        &mut self,
+        r: &mut Reader<R>,
+        w: &mut Writer<W>,
+        rec: &mut FollowerRecord,
+    ) -> Result<bool> {
+        let as_of = Timestamp::now();
+        let poll = self.poll()?;
+        let reset = self.need_reset;
+        // A cut batch claims nothing new about time.
+        let claimed = if poll.complete {
+            as_of
+        } else {
+            self.acked_as_of
+                .unwrap_or(as_of - jiff::SignedDuration::from_hours(24 * 365))
+        };
+        let seq = self.seq + 1;
+        w.msg(&Msg::SpoolBatch {
+            seq,
+            as_of: claimed,
+            reset,
+            events: poll.events.clone(),
+            bytes: poll.data.len() as u64,
+            blake3: blake3::hash(&poll.data).to_hex().to_string(),
+        })?;
+        for c in poll.data.chunks(crate::stream::MAX_DATA_FRAME) {
+            w.data(c)?;
+        }
+        w.flush()?;
+        match r.msg()? {
+            Msg::SpoolAck { seq: s } if s == seq => {
+                self.seq = seq;
+                self.need_reset = false;
+                self.tracked = poll
+                    .next
+                    .into_iter()
+                    .map(|(n, (dev, ino, size, file))| {
+                        (
+                            n,
+                            Tracked {
+                                dev,
+                                ino,
+                                size,
+                                file,
+                            },
+                        )
+                    })
+                    .collect();
+                if poll.complete {
+                    self.acked_as_of = Some(as_of);
+                }
+                rec.acked_seq = seq;
+                rec.acked_as_of = self.acked_as_of;
+                rec.batches += 1;
+                rec.bytes_shipped += poll.data.len() as u64;
+                if reset {
+                    rec.resets += 1;
+                }
+                rec.last_error = None;
+                Ok(poll.complete)
+            }
+            Msg::SpoolRefused { error, full, .. } => {
+                // A full spool: the same changes again later (after a
+                // checkpoint made room). Anything else: start over from a
+                // base at the next flush.
+                if !full {
+                    self.need_reset = true;
+                    self.tracked.clear();
+                }
+                Err(Error::refused(format!(
+                    "the standby refused spool batch {seq}: {}",
+                    wire_text(&error)
+                )))
+            }
+            other => Err(Error::protocol(format!(
+                "expected a spool ack, got {other:?}"
+            ))),
+        }
+    }
+}
+
+fn fill_at(f: &File, buf: &mut [u8], mut off: u64) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], off) {
+            Ok(0) => break,
+            Ok(k) => {
+                n += k;
+                off += k as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Open a spool session on a connection's reader/writer (after the magic).
+pub fn spool_handshake<R: Read, W: Write>(
+    cfg: &Config,
+    r: &mut Reader<R>,
+    w: &mut Writer<W>,
+) -> Result<(u64, Vec<SpoolFileState>)> {
+    w.magic()?;
+    w.msg(&Msg::SpoolHello {
+        protocol: PROTOCOL_VERSION,
+        site: cfg.site.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })?;
+    r.magic()?;
+    match r.msg()? {
+        Msg::SpoolWelcome {
+            last_seq, files, ..
+        } => Ok((last_seq, files)),
+        other => Err(Error::protocol(format!(
+            "expected a spool welcome, got {other:?}"
+        ))),
+    }
+}
+
+/// The follower thread of `snapsite run`; dropping it stops the thread.
+pub struct FollowerHandle {
+    stop: Arc<AtomicBool>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Drop for FollowerHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Bounded: a transfer blocked on a silent standby is not waited for.
+        let _ = self.done.recv_timeout(Duration::from_secs(3));
+    }
+}
+
+/// Start following (if `[stream]` is enabled and there is a standby).
+/// Errors are logged and retried with backoff; `run` is never stopped by it.
+pub fn start_follower(cfg: &Config) -> Option<FollowerHandle> {
+    let s = settings(cfg)?.clone();
+    let standby = cfg.standby.clone()?;
+    let root = match live_root(cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "redolog streaming not started");
+            return None;
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, done) = std::sync::mpsc::channel();
+    tracing::info!(root = %root.display(), "redolog streaming started");
+    let cfg = cfg.clone();
+    let stop2 = stop.clone();
+    std::thread::Builder::new()
+        .name("redostream".into())
+        .spawn(move || {
+            follow(&cfg, &standby, &root, &s, &stop2);
+            let _ = tx.send(());
+        })
+        .ok()?;
+    Some(FollowerHandle { stop, done })
+}
+
+fn write_record(catalog: &Catalog, rec: &FollowerRecord) {
+    let _ = crate::catalog::write_json(&catalog.root().join("stream.json"), rec);
+}
+
+/// The follower loop: connect, resume, flush every interval; on any error
+/// close the connection and reconnect after a backoff (1 s doubling to 30 s).
+fn follow(
+    cfg: &Config,
+    standby: &crate::config::Standby,
+    root: &Path,
+    s: &StreamSettings,
+    stop: &AtomicBool,
+) {
+    let catalog = Catalog::new(&cfg.state_dir);
+    let mut f = Follower::new(root.to_path_buf(), s.files.clone());
+    let mut rec = follower_record(cfg).unwrap_or_default();
+    let mut backoff = Duration::from_secs(1);
+    let sleep = |d: Duration| {
+        let end = Instant::now() + d;
+        while Instant::now() < end && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50).min(d));
+        }
+    };
+    while !stop.load(Ordering::SeqCst) {
+        let mut conn = match crate::transport::connect(standby) {
+            Ok(c) => c,
+            Err(e) => {
+                rec.last_error = Some(e.to_string());
+                write_record(&catalog, &rec);
+                sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        let res = (|| -> Result<()> {
+            let (last_seq, files) = spool_handshake(cfg, &mut conn.reader, &mut conn.writer)?;
+            f.resume(last_seq, &files)?;
+            while !stop.load(Ordering::SeqCst) {
+                let t = Instant::now();
+                let complete = f.flush(&mut conn.reader, &mut conn.writer, &mut rec)?;
+                rec.lag_bytes = f.lag_bytes();
+                rec.updated_at = Some(Timestamp::now());
+                write_record(&catalog, &rec);
+                backoff = Duration::from_secs(1);
+                if complete {
+                    sleep(s.flush_interval.saturating_sub(t.elapsed()));
+                }
+            }
+            let _ = conn.writer.msg(&Msg::Bye);
+            Ok(())
+        })();
+        match res {
+            Ok(()) => {
+                let _ = conn.close();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "redolog streaming: session failed; reconnecting");
+                rec.last_error = Some(e.to_string());
+                rec.lag_bytes = f.lag_bytes();
+                rec.updated_at = Some(Timestamp::now());
+                write_record(&catalog, &rec);
+                conn.abort();
+                sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! Seeding a standby from a disk: `snapsite ship --to DIR` writes the same
+//! framed, checksummed stream `ship` sends over the network — hello, every
+//! member of the newest complete full set sent in full, the commit — into
+//! chunk files `DIR/<set id>.seed/part-000000...`, and an `index.json` with
+//! each part's size and blake3, written last (a seed without it is
+//! incomplete). On the standby, `snapsite serve --from DIR/<set id>.seed`
+//! feeds those files to the same `serve` session a network primary talks
+//! to: every check applies (names, sizes, frame checks, the trailers' blake3,
+//! the commit against the standby's config), and a part whose blake3 differs
+//! from the index is an integrity error before its bytes reach the backend.
+//! Afterwards `ship` over the network finds the set on the standby and
+//! continues incrementally from it.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Stores;
+use crate::catalog::Catalog;
+use crate::compress::Compression;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::model::{Manifest, SetKind, validate_set_id};
+use crate::pipeline::{self, Chunk};
+use crate::stream::{Msg, PROTOCOL_VERSION, Writer};
+
+pub const INDEX: &str = "index.json";
+const FORMAT: u32 = 1;
+pub const DEFAULT_CHUNK: u64 = 1 << 30;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Part {
+    pub name: String,
+    pub bytes: u64,
+    pub blake3: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Index {
+    pub format: u32,
+    pub set_id: String,
+    pub site: String,
+    pub compression: String,
+    pub parts: Vec<Part>,
+    /// Snapshot data (uncompressed) per role.
+    pub payload_bytes: u64,
+}
+
+fn part_name(i: usize) -> String {
+    format!("part-{i:06}")
+}
+
+/// Writes the stream into numbered parts of at most `chunk` bytes each,
+/// fsynced, with their blake3 for the index.
+struct ChunkWriter {
+    dir: PathBuf,
+    chunk: u64,
+    current: Option<(File, blake3::Hasher, u64)>,
+    parts: Vec<Part>,
+}
+
+impl ChunkWriter {
+    fn seal(&mut self) -> std::io::Result<()> {
+        if let Some((f, h, n)) = self.current.take() {
+            f.sync_all()?;
+            self.parts.push(Part {
+                name: part_name(self.parts.len()),
+                bytes: n,
+                blake3: h.finalize().to_hex().to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.current.as_ref().is_some_and(|c| c.2 >= self.chunk) {
+            self.seal()?;
+        }
+        if self.current.is_none() {
+            let f = File::create_new(self.dir.join(part_name(self.parts.len())))?;
+            self.current = Some((f, blake3::Hasher::new(), 0));
+        }
+        let (f, h, n) = self.current.as_mut().expect("opened above");
+        let room = (self.chunk - *n).min(buf.len() as u64) as usize;
+        let k = f.write(&buf[..room])?;
+        h.update(&buf[..k]);
+        *n += k as u64;
+        Ok(k)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.current {
+            Some((f, _, _)) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What `ship --to` wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeedReport {
+    pub dir: PathBuf,
+    pub set_id: String,
+    pub parts: usize,
+    pub payload_bytes: u64,
+    pub stream_bytes: u64,
+    pub compression: String,
+}
+
+/// The newest full set whose members all exist here.
+fn newest_complete_full(cfg: &Config, catalog: &Catalog, stores: &Stores) -> Result<Manifest> {
+    let local = crate::site::local_lists(stores)?;
+    catalog
+        .manifests()?
+        .into_iter()
+        .rfind(|m| m.kind == SetKind::Full && crate::site::complete_locally(cfg, m, &local))
+        .ok_or_else(|| {
+            Error::storage("no complete full set on this site to seed from")
+                .with_hint("take one with `snapsite snapshot`")
+        })
+}
+
+/// `ship --to DIR`: write the newest complete full set as a seed.
+pub fn write_seed(
+    cfg: &Config,
+    catalog: &Catalog,
+    dir: &Path,
+    chunk: u64,
+    progress: crate::coordinator::Progress,
+) -> Result<SeedReport> {
+    let stores = Stores::open(cfg);
+    let set = newest_complete_full(cfg, catalog, &stores)?;
+    validate_set_id(&set.id)?;
+    let compression = cfg
+        .standby
+        .as_ref()
+        .map(|s| s.compression)
+        .unwrap_or_default();
+    let out = dir.join(format!("{}.seed", set.id));
+    std::fs::create_dir(&out).map_err(|e| {
+        Error::io(
+            format!(
+                "cannot create {} (it must not exist yet; remove a half-written seed first)",
+                out.display()
+            ),
+            e,
+        )
+    })?;
+    let mut w = Writer::new(std::io::BufWriter::with_capacity(
+        1 << 20,
+        ChunkWriter {
+            dir: out.clone(),
+            chunk: chunk.max(1 << 20),
+            current: None,
+            parts: Vec::new(),
+        },
+    ));
+    w.magic()?;
+    w.msg(&Msg::Hello {
+        protocol: PROTOCOL_VERSION,
+        site: cfg.site.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })?;
+    let mut payload = 0u64;
+    for m in &set.members {
+        let store = stores.get(&m.role)?;
+        w.msg(&Msg::Begin {
+            set_id: set.id.clone(),
+            role: m.role.clone(),
+            snapshot: m.snapshot.clone(),
+            base: None,
+            storage_id: m.storage_id.clone(),
+            resume: false,
+        })?;
+        let c = if m
+            .send_options
+            .iter()
+            .any(|o| o == "compressed" || o == "raw")
+        {
+            Compression::None
+        } else {
+            compression
+        };
+        let mut src = store.send(&m.snapshot, None)?;
+        let mut sent = 0u64;
+        let piped = pipeline::run(&mut *src, c, &mut |chunk| {
+            sent += chunk.raw_len() as u64;
+            match &chunk {
+                Chunk::Plain(d) => w.data(d)?,
+                Chunk::Compressed { z, .. } => w.data_compressed(z)?,
+            }
+            progress(&m.role, &m.snapshot, sent, false);
+            Ok(())
+        });
+        let summary = match piped {
+            Ok(s) => s,
+            Err(pipeline::Failed::Read(e)) => {
+                src.abort();
+                return Err(Error::storage(format!(
+                    "volume `{}`: reading the send stream: {e}",
+                    m.role
+                )));
+            }
+            Err(pipeline::Failed::Emit(e)) => {
+                src.abort();
+                return Err(e.context(format!("writing the seed in {}", out.display())));
+            }
+        };
+        src.finish()?;
+        progress(&m.role, &m.snapshot, summary.bytes, true);
+        payload += summary.bytes;
+        w.msg(&Msg::End {
+            bytes: summary.bytes,
+            blake3: summary.blake3,
+        })?;
+    }
+    w.msg(&Msg::Commit {
+        manifest: set.clone(),
+    })?;
+    w.msg(&Msg::Bye)?;
+    let stream_bytes = w.bytes_out;
+    let mut chunks = w
+        .into_inner()
+        .into_inner()
+        .map_err(|e| Error::io("writing the seed", e.into_error()))?;
+    chunks
+        .seal()
+        .map_err(|e| Error::io("writing the seed", e))?;
+    let index = Index {
+        format: FORMAT,
+        set_id: set.id.clone(),
+        site: cfg.site.clone(),
+        compression: compression.name(),
+        parts: chunks.parts,
+        payload_bytes: payload,
+    };
+    let tmp = out.join(".index.json.tmp");
+    let mut f = File::create(&tmp).map_err(|e| Error::io("writing the seed index", e))?;
+    f.write_all(&serde_json::to_vec_pretty(&index).expect("serializes"))
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io("writing the seed index", e))?;
+    std::fs::rename(&tmp, out.join(INDEX)).map_err(|e| Error::io("writing the seed index", e))?;
+    File::open(&out)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("writing the seed", e))?;
+    Ok(SeedReport {
+        dir: out,
+        set_id: set.id,
+        parts: index.parts.len(),
+        payload_bytes: payload,
+        stream_bytes,
+        compression: index.compression,
+    })
+}
+
+/// Reads the parts in order, checking each one's size and blake3 against
+/// the index when it ends (a mismatch is an error before EOF is reported,
+/// so serve treats it as a corrupt stream and commits nothing).
+pub struct SeedReader {
+    dir: PathBuf,
+    parts: Vec<Part>,
+    next: usize,
+    current: Option<(File, blake3::Hasher, u64)>,
+}
+
+impl SeedReader {
+    /// Open a seed directory; the index must be there and plausible.
+    pub fn open(dir: &Path) -> Result<(SeedReader, Index)> {
+        let text = std::fs::read(dir.join(INDEX)).map_err(|e| {
+            Error::io(
+                format!(
+                    "{}: no {INDEX} (an incomplete seed, or not a seed directory)",
+                    dir.display()
+                ),
+                e,
+            )
+        })?;
+        let index: Index = serde_json::from_slice(&text).map_err(|e| {
+            Error::integrity(format!("{}: {INDEX} is not valid: {e}", dir.display()))
+        })?;
+        if index.format != FORMAT {
+            return Err(Error::protocol(format!(
+                "{}: seed format {} is not supported (this snapsite reads {FORMAT})",
+                dir.display(),
+                index.format
+            )));
+        }
+        validate_set_id(&index.set_id)?;
+        for (i, p) in index.parts.iter().enumerate() {
+            if p.name != part_name(i) {
+                return Err(Error::integrity(format!(
+                    "{}: {INDEX} lists `{}` as part {i}",
+                    dir.display(),
+                    crate::model::wire_str(&p.name)
+                )));
+            }
+            let len = std::fs::metadata(dir.join(&p.name))
+                .map_err(|e| Error::io(format!("{}: part {}", dir.display(), p.name), e))?
+                .len();
+            if len != p.bytes {
+                return Err(Error::integrity(format!(
+                    "{}: {} has {len} bytes, the index says {}",
+                    dir.display(),
+                    p.name,
+                    p.bytes
+                )));
+            }
+        }
+        Ok((
+            SeedReader {
+                dir: dir.to_path_buf(),
+                parts: index.parts.clone(),
+                next: 0,
+                current: None,
+            },
+            index,
+        ))
+    }
+}
+
+impl Read for SeedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.current.is_none() {
+                if self.next == self.parts.len() {
+                    return Ok(0);
+                }
+                let f = File::open(self.dir.join(&self.parts[self.next].name))?;
+                self.current = Some((f, blake3::Hasher::new(), 0));
+            }
+            let (f, h, n) = self.current.as_mut().expect("opened above");
+            let k = f.read(buf)?;
+            if k > 0 {
+                h.update(&buf[..k]);
+                *n += k as u64;
+                return Ok(k);
+            }
+            let part = &self.parts[self.next];
+            let got = h.finalize().to_hex().to_string();
+            if *n != part.bytes || got != part.blake3 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "seed part {} does not match its index ({n} bytes blake3 {got}, the index says {} bytes blake3 {})",
+                        part.name, part.bytes, part.blake3
+                    ),
+                ));
+            }
+            self.current = None;
+            self.next += 1;
+        }
+    }
+}
+
+/// `serve --from DIR`: receive a seed; an error unless its set committed.
+pub fn receive_seed(cfg: &Config, dir: &Path) -> Result<String> {
+    let (reader, index) = SeedReader::open(dir)?;
+    let input = std::io::BufReader::with_capacity(1 << 20, reader);
+    crate::serve::serve(cfg, input, std::io::sink())?;
+    let catalog = Catalog::new(&cfg.state_dir);
+    if catalog.has_manifest(&index.set_id) {
+        Ok(index.set_id)
+    } else {
+        Err(Error::refused(format!(
+            "the seed's set {} was not committed here",
+            index.set_id
+        ))
+        .with_hint("`state_dir/serve.log` says why; nothing was committed"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_round_trip_and_a_changed_part_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ChunkWriter {
+            dir: dir.path().to_path_buf(),
+            chunk: 1000,
+            current: None,
+            parts: Vec::new(),
+        };
+        let data: Vec<u8> = (0..3500u32).map(|i| (i * 7) as u8).collect();
+        for c in data.chunks(333) {
+            w.write_all(c).unwrap();
+        }
+        w.seal().unwrap();
+        assert_eq!(
+            w.parts.iter().map(|p| p.bytes).collect::<Vec<_>>(),
+            [1000, 1000, 1000, 500]
+        );
+        let index = Index {
+            format: FORMAT,
+            set_id: "20261127T080000.000Z-full".into(),
+            site: "a".into(),
+            compression: "none".into(),
+            parts: w.parts.clone(),
+            payload_bytes: 0,
+        };
+        std::fs::write(dir.path().join(INDEX), serde_json::to_vec(&index).unwrap()).unwrap();
+        let (mut r, _) = SeedReader::open(dir.path()).unwrap();
+        let mut back = Vec::new();
+        r.read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+        // One flipped byte in part 2: an error when that part ends.
+        let p = dir.path().join("part-000002");
+        let mut b = std::fs::read(&p).unwrap();
+        b[10] ^= 1;
+        std::fs::write(&p, b).unwrap();
+        let (mut r, _) = SeedReader::open(dir.path()).unwrap();
+        let e = r.read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("part-000002"), "{e}");
+        // A missing part: refused before anything is read.
+        std::fs::remove_file(dir.path().join("part-000003")).unwrap();
+        assert!(SeedReader::open(dir.path()).is_err());
+    }
+}

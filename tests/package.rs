@@ -1,0 +1,151 @@
+//! `scripts/package-deb` for real: build the .deb around the test binary
+//! (uncompressed, to keep it quick), install it with dpkg on this machine,
+//! use what it installed (`snapsite --help`, `man snapsite-ship`, the bash
+//! completion), and remove it: nothing of it may stay behind.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+fn run(argv: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = Command::new(argv[0]);
+    c.args(&argv[1..]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+}
+
+fn ok(argv: &[&str], env: &[(&str, &str)]) -> String {
+    let out = run(argv, env);
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn missing() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root to install a package".into());
+    }
+    for t in ["/usr/bin/dpkg", "/usr/bin/dpkg-deb", "/usr/bin/man"] {
+        if !Path::new(t).exists() {
+            return Some(format!("{t} is missing (apt-get install dpkg-dev man-db)"));
+        }
+    }
+    // Never clobber a snapsite installed by someone else.
+    let st = run(&["dpkg-query", "-W", "-f=${Status}", "snapsite"], &[]);
+    if String::from_utf8_lossy(&st.stdout).contains("installed") {
+        return Some("a snapsite package is installed on this machine already".into());
+    }
+    None
+}
+
+#[test]
+fn the_deb_installs_man_pages_completions_and_units_and_removes_cleanly() {
+    if let Some(reason) = missing() {
+        if common::must_be_real() {
+            panic!("package test cannot run under CI: {reason}");
+        }
+        eprintln!("SKIP: {reason}");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/package-deb");
+    let deb = ok(
+        &[
+            script.to_str().unwrap(),
+            "--binary",
+            common::snapsite_exe(),
+            "--out",
+            out.path().to_str().unwrap(),
+            "--fast",
+        ],
+        &[],
+    );
+    let deb = deb.trim();
+    assert!(deb.ends_with(".deb") && Path::new(deb).exists(), "{deb}");
+    let info = ok(&["dpkg-deb", "--info", deb], &[]);
+    assert!(info.contains("Package: snapsite"), "{info}");
+    assert!(
+        info.contains(&format!("Version: {}", env!("CARGO_PKG_VERSION"))),
+        "{info}"
+    );
+    let contents = ok(&["dpkg-deb", "--contents", deb], &[]);
+    for f in [
+        "./usr/bin/snapsite",
+        "./usr/lib/snapsite/plugins/mysql/quiesce",
+        "./usr/lib/snapsite/plugins/zimbra/replay",
+        "./lib/systemd/system/snapsite.service",
+        "./usr/share/doc/snapsite/examples/snapsite.toml",
+        "./usr/share/man/man1/snapsite-ship.1.gz",
+        "./usr/share/man/man1/snapsite-failover.1.gz",
+        "./usr/share/zsh/vendor-completions/_snapsite",
+        "./usr/share/fish/vendor_completions.d/snapsite.fish",
+    ] {
+        assert!(
+            contents.contains(f),
+            "{f} is not in the package:\n{contents}"
+        );
+    }
+
+    ok(&["dpkg", "-i", deb], &[]);
+    let files = ok(&["dpkg", "-L", "snapsite"], &[]);
+    let result = std::panic::catch_unwind(|| {
+        let help = ok(&["/usr/bin/snapsite", "--help"], &[]);
+        assert!(help.contains("failover"), "{help}");
+        // The man page of a subcommand, rendered by man-db.
+        let page = ok(
+            &["man", "-P", "cat", "snapsite-ship"],
+            &[("MANWIDTH", "80")],
+        );
+        assert!(page.contains("snapsite-ship"), "{page}");
+        assert!(page.contains("--dry-run"), "{page}");
+        // The bash completion completes subcommands.
+        let words = ok(
+            &[
+                "bash",
+                "-c",
+                "source /usr/share/bash-completion/completions/snapsite; \
+                 COMP_WORDS=(snapsite fail); COMP_CWORD=1; COMP_LINE='snapsite fail'; COMP_POINT=13; \
+                 _snapsite snapsite fail snapsite; printf '%s\\n' \"${COMPREPLY[@]}\"",
+            ],
+            &[],
+        );
+        assert!(
+            words.lines().any(|w| w == "failover"),
+            "bash completion of `snapsite fail`: {words:?}"
+        );
+        // The units are installed, pointing at the packaged binary; none is
+        // enabled (nothing under /etc/systemd).
+        let unit = std::fs::read_to_string("/lib/systemd/system/snapsite.service").unwrap();
+        assert!(unit.contains("ExecStart=/usr/bin/snapsite "), "{unit}");
+        assert!(unit.contains("WatchdogSec="), "{unit}");
+        assert!(
+            !Path::new("/etc/systemd/system/multi-user.target.wants/snapsite.service").exists()
+        );
+    });
+    ok(&["dpkg", "-r", "snapsite"], &[]);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+    let st = run(&["dpkg-query", "-W", "-f=${Status}", "snapsite"], &[]);
+    assert!(
+        !String::from_utf8_lossy(&st.stdout).contains(" installed"),
+        "still installed: {}",
+        String::from_utf8_lossy(&st.stdout)
+    );
+    for f in files.lines().filter(|f| !f.is_empty() && *f != "/.") {
+        let p = Path::new(f);
+        // Shared directories (/usr/bin, /usr/share/man/man1 ...) stay.
+        if p.is_dir() {
+            continue;
+        }
+        assert!(!p.exists(), "{f} was left behind by dpkg -r");
+    }
+}

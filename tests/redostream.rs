@@ -1,0 +1,653 @@
+//! Redolog streaming (issue 17). In process: the primary's follower against
+//! `serve` over a socket pair (in-memory store), the spool's journal, the
+//! checkpoint and the failover apply on plain directories, and hostile
+//! batches. On real btrfs: `snapsite ship` + the follower of `run` + `snapsite
+//! failover`, the redolog copy then equal to the primary's files.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use snapsite::backend::mem::MemStore;
+use snapsite::config::Config;
+use snapsite::redostream::{self, Follower, FollowerRecord};
+use snapsite::stream::{Deadline, Msg, PROTOCOL_VERSION, Reader, SpoolEvent, Writer};
+
+const STREAM: &str = "[stream]\nfiles = [\"redo.log\", \"archive/redo-*.log\"]\nflush_interval = \"100ms\"\nspool_max = \"2MiB\"\n";
+
+struct Standby {
+    dir: tempfile::TempDir,
+    cfg: Config,
+    store: MemStore,
+}
+
+fn standby() -> Standby {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = format!(
+        "site = \"standby\"\nstate_dir = \"{}\"\n",
+        dir.path().join("state").display()
+    );
+    for r in ["mysql", "redolog"] {
+        text.push_str(&format!(
+            "[[volume]]\nrole = \"{r}\"\nbackend = \"btrfs\"\nsource = \"{0}/live/{r}\"\nsnapshot_dir = \"{0}/snap/{r}\"\n",
+            dir.path().display()
+        ));
+    }
+    text.push_str(STREAM);
+    let cfg = Config::parse(&text, &dir.path().join("standby.toml")).unwrap();
+    Standby {
+        dir,
+        cfg,
+        store: MemStore::new(),
+    }
+}
+
+struct Conn {
+    r: Reader<UnixStream>,
+    w: Writer<UnixStream>,
+    serve: JoinHandle<snapsite::Result<()>>,
+}
+
+impl Standby {
+    fn spool(&self) -> PathBuf {
+        self.cfg.state_dir.join("spool")
+    }
+    fn connect(&self) -> Conn {
+        let (client, server) = UnixStream::pair().unwrap();
+        let cfg = self.cfg.clone();
+        let store = self.store.clone();
+        let serve = std::thread::spawn(move || {
+            let t = Some(Duration::from_secs(20));
+            let input = Deadline::new(server.try_clone().unwrap(), t, "the primary");
+            let output = Deadline::new(server, t, "the primary");
+            snapsite::serve::serve_with(&cfg, &move |_| Ok(store.backend()), input, output)
+        });
+        Conn {
+            w: Writer::new(client.try_clone().unwrap()),
+            r: Reader::new(client),
+            serve,
+        }
+    }
+    /// A spool session, handshake done.
+    fn session(&self) -> (Conn, u64, Vec<snapsite::stream::SpoolFileState>) {
+        let mut c = self.connect();
+        let (seq, files) = redostream::spool_handshake(&self.cfg, &mut c.r, &mut c.w).unwrap();
+        (c, seq, files)
+    }
+}
+
+impl Conn {
+    fn close(mut self) {
+        self.w.msg(&Msg::Bye).unwrap();
+        drop(self.w);
+        self.serve.join().unwrap().unwrap();
+    }
+}
+
+/// A stand-in for the mail store's redolog: appends lines, rolls over.
+struct Log {
+    root: PathBuf,
+    n: u64,
+}
+
+impl Log {
+    fn new(root: &Path) -> Log {
+        std::fs::create_dir_all(root.join("archive")).unwrap();
+        std::fs::write(root.join("redo.log"), b"").unwrap();
+        Log {
+            root: root.to_path_buf(),
+            n: 0,
+        }
+    }
+    fn append(&mut self, k: usize) {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.root.join("redo.log"))
+            .unwrap();
+        for _ in 0..k {
+            self.n += 1;
+            writeln!(
+                f,
+                "record {} {}",
+                self.n,
+                "x".repeat((self.n % 97) as usize)
+            )
+            .unwrap();
+        }
+    }
+    fn rollover(&mut self) {
+        std::fs::rename(
+            self.root.join("redo.log"),
+            self.root.join(format!("archive/redo-{:08}.log", self.n)),
+        )
+        .unwrap();
+        std::fs::write(self.root.join("redo.log"), b"").unwrap();
+    }
+}
+
+fn digest(root: &Path) -> BTreeMap<String, String> {
+    common::tree_digest(root)
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let out = std::process::Command::new("cp")
+        .args(["-a", &format!("{}/.", from.display())])
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(out.success());
+}
+
+fn flush(f: &mut Follower, c: &mut Conn) -> FollowerRecord {
+    let mut rec = FollowerRecord::default();
+    while !f.flush(&mut c.r, &mut c.w, &mut rec).unwrap() {}
+    rec
+}
+
+#[test]
+fn spool_continues_a_snapshot_taken_anywhere_in_the_stream() {
+    let stb = standby();
+    let pri = tempfile::tempdir().unwrap();
+    let root = pri.path().join("redolog");
+    let mut log = Log::new(&root);
+    log.append(20);
+    let (mut c, seq, files) = stb.session();
+    assert_eq!((seq, files.len()), (0, 0), "a fresh spool");
+    let mut f = Follower::new(root.clone(), redostream_globs());
+    f.resume(seq, &files).unwrap();
+    flush(&mut f, &mut c); // the base: sizes, no bytes
+    // Snapshots at different moments of the stream, each to be continued.
+    let mut snaps = Vec::new();
+    for round in 0..6 {
+        log.append(7 + round);
+        if round % 2 == 1 {
+            log.rollover();
+            log.append(3);
+        }
+        if round == 3 {
+            // A torn record cut off by the writer: the file shrinks.
+            let p = root.join("redo.log");
+            let len = std::fs::metadata(&p).unwrap().len();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_len(len - 5)
+                .unwrap();
+        }
+        // A snapshot between a change and the flush that ships it.
+        let snap = tempfile::tempdir().unwrap();
+        copy_tree(&root, snap.path());
+        snaps.push(snap);
+        flush(&mut f, &mut c);
+    }
+    log.append(5);
+    flush(&mut f, &mut c);
+    let want = digest(&root);
+    let t0 = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    for (i, snap) in snaps.iter().enumerate() {
+        let copy = tempfile::tempdir().unwrap();
+        copy_tree(snap.path(), copy.path());
+        assert_ne!(digest(copy.path()), want, "snapshot {i} lacks the tail");
+        let r = redostream::apply_dir(&stb.spool(), copy.path(), t0).unwrap();
+        assert_eq!(digest(copy.path()), want, "snapshot {i} + spool = primary");
+        assert!(r.events_applied > 0 && r.recovery_point.unwrap() > t0);
+        // Applying again (an interrupted failover rerun) changes nothing.
+        let again = redostream::apply_dir(&stb.spool(), copy.path(), t0).unwrap();
+        assert_eq!(again.events_applied, 0);
+        assert_eq!(digest(copy.path()), want);
+    }
+    c.close();
+}
+
+fn redostream_globs() -> Vec<String> {
+    vec!["redo.log".into(), "archive/redo-*.log".into()]
+}
+
+#[test]
+fn checkpoint_drops_what_the_snapshot_covers_and_refuses_a_mismatch() {
+    let stb = standby();
+    let pri = tempfile::tempdir().unwrap();
+    let root = pri.path().join("redolog");
+    let mut log = Log::new(&root);
+    log.append(10);
+    let (mut c, seq, files) = stb.session();
+    let mut f = Follower::new(root.clone(), redostream_globs());
+    f.resume(seq, &files).unwrap();
+    flush(&mut f, &mut c);
+    log.append(10);
+    flush(&mut f, &mut c);
+    log.rollover();
+    log.append(4);
+    flush(&mut f, &mut c);
+    let journal = stb.spool().join("journal");
+    // The snapshot is taken here: everything so far is in it.
+    let snap = tempfile::tempdir().unwrap();
+    copy_tree(&root, snap.path());
+    log.append(6);
+    flush(&mut f, &mut c);
+    let spooled = |d: &Path| redostream::Spool::load(d, false).unwrap().pending_bytes();
+    let tail = std::fs::metadata(root.join("redo.log")).unwrap().len()
+        - std::fs::metadata(snap.path().join("redo.log"))
+            .unwrap()
+            .len();
+    assert!(spooled(&stb.spool()) > tail);
+    // Batches without changes still advance the stream's time.
+    flush(&mut f, &mut c);
+    let as_of = |d: &Path| redostream::Spool::load(d, false).unwrap().last_as_of();
+    let newest = as_of(&stb.spool());
+    let dropped = redostream::checkpoint(&stb.spool(), snap.path(), "s1")
+        .unwrap()
+        .unwrap();
+    assert!(dropped >= 4, "dropped {dropped}");
+    assert_eq!(
+        spooled(&stb.spool()),
+        tail,
+        "only what the snapshot lacks is left"
+    );
+    assert_eq!(as_of(&stb.spool()), newest, "kept across the checkpoint");
+    let after = std::fs::metadata(&journal).unwrap().len();
+    let copy = tempfile::tempdir().unwrap();
+    copy_tree(snap.path(), copy.path());
+    redostream::apply_dir(&stb.spool(), copy.path(), jiff::Timestamp::now()).unwrap();
+    assert_eq!(digest(copy.path()), digest(&root));
+    // A snapshot whose bytes differ from the spool: error, recorded, spool kept.
+    let bad = tempfile::tempdir().unwrap();
+    copy_tree(&root, bad.path());
+    let p = bad.path().join("redo.log");
+    let mut b = std::fs::read(&p).unwrap();
+    let n = b.len();
+    b[n - 3] ^= 0x20;
+    std::fs::write(&p, &b).unwrap();
+    let e = redostream::checkpoint(&stb.spool(), bad.path(), "s2").unwrap_err();
+    assert!(e.to_string().contains("does not continue"), "{e}");
+    assert!(stb.spool().join("broken.json").exists());
+    assert_eq!(std::fs::metadata(&journal).unwrap().len(), after);
+    // ...and failover does not use it on such a copy (nothing written).
+    let before_apply = digest(bad.path());
+    assert!(redostream::apply_dir(&stb.spool(), bad.path(), jiff::Timestamp::now()).is_err());
+    assert_eq!(digest(bad.path()), before_apply);
+    // The next matching snapshot makes it usable again.
+    redostream::checkpoint(&stb.spool(), &root, "s3").unwrap();
+    assert!(!stb.spool().join("broken.json").exists());
+    c.close();
+}
+
+#[test]
+fn restarts_resume_and_a_torn_journal_tail_is_cut() {
+    let stb = standby();
+    let pri = tempfile::tempdir().unwrap();
+    let root = pri.path().join("redolog");
+    let mut log = Log::new(&root);
+    log.append(10);
+    let (mut c, seq, files) = stb.session();
+    let mut f = Follower::new(root.clone(), redostream_globs());
+    f.resume(seq, &files).unwrap();
+    flush(&mut f, &mut c);
+    log.append(10);
+    flush(&mut f, &mut c);
+    c.close();
+    // A restart of `run`: a new follower, resuming from the tails.
+    let (mut c, seq, files) = stb.session();
+    assert_eq!(seq, 2);
+    let mut f2 = Follower::new(root.clone(), redostream_globs());
+    f2.resume(seq, &files).unwrap();
+    log.append(3);
+    let rec = flush(&mut f2, &mut c);
+    assert_eq!(rec.resets, 0, "resumed, not reset");
+    c.close();
+    // A standby crash mid-write: garbage after the last record is cut.
+    let journal = stb.spool().join("journal");
+    let good = std::fs::metadata(&journal).unwrap().len();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&journal)
+        .unwrap()
+        .write_all(&[0, 0, 0, 9, 1, 2, 3])
+        .unwrap();
+    let (mut c, seq, files) = stb.session();
+    assert_eq!(seq, 3);
+    assert_eq!(std::fs::metadata(&journal).unwrap().len(), good);
+    // The primary's file was replaced while run was down: reset, not resume.
+    std::fs::remove_file(root.join("redo.log")).unwrap();
+    std::fs::write(root.join("redo.log"), b"another file altogether\n").unwrap();
+    let mut f3 = Follower::new(root.clone(), redostream_globs());
+    f3.resume(seq, &files).unwrap();
+    let rec = flush(&mut f3, &mut c);
+    assert_eq!(rec.resets, 1);
+    c.close();
+}
+
+/// Send a raw batch; returns the answer.
+fn raw_batch(
+    c: &mut Conn,
+    seq: u64,
+    events: Vec<SpoolEvent>,
+    data: &[u8],
+    hash: Option<&str>,
+) -> Msg {
+    let h = blake3::hash(data).to_hex().to_string();
+    c.w.msg(&Msg::SpoolBatch {
+        seq,
+        as_of: jiff::Timestamp::now(),
+        reset: false,
+        events,
+        bytes: data.len() as u64,
+        blake3: hash.unwrap_or(&h).to_string(),
+    })
+    .unwrap();
+    for ch in data.chunks(1 << 20) {
+        c.w.data(ch).unwrap();
+    }
+    c.w.flush().unwrap();
+    c.r.msg().unwrap()
+}
+
+#[test]
+fn hostile_batches_are_refused_and_leave_the_spool_as_it_was() {
+    let stb = standby();
+    let (mut c, seq, _) = stb.session();
+    assert_eq!(seq, 0);
+    let ok = raw_batch(
+        &mut c,
+        1,
+        vec![SpoolEvent::Append {
+            file: "redo.log".into(),
+            offset: 0,
+            len: 4,
+        }],
+        b"abcd",
+        None,
+    );
+    assert_eq!(ok, Msg::SpoolAck { seq: 1 });
+    let journal = stb.spool().join("journal");
+    let size = std::fs::metadata(&journal).unwrap().len();
+    let app = |file: &str, offset: u64, len: u64| SpoolEvent::Append {
+        file: file.into(),
+        offset,
+        len,
+    };
+    let big = vec![7u8; 1 << 20];
+    type Case<'a> = (&'a str, u64, Vec<SpoolEvent>, Vec<u8>, Option<&'a str>);
+    let cases: Vec<Case> = vec![
+        (
+            "traversal",
+            2,
+            vec![app("../etc/passwd", 0, 1)],
+            b"x".to_vec(),
+            None,
+        ),
+        (
+            "absolute",
+            2,
+            vec![app("/etc/passwd", 0, 1)],
+            b"x".to_vec(),
+            None,
+        ),
+        (
+            "not in the globs",
+            2,
+            vec![app("other.log", 0, 1)],
+            b"x".to_vec(),
+            None,
+        ),
+        ("gap", 2, vec![app("redo.log", 5, 1)], b"x".to_vec(), None),
+        (
+            "overlap",
+            2,
+            vec![app("redo.log", 2, 1)],
+            b"x".to_vec(),
+            None,
+        ),
+        (
+            "seq skips",
+            3,
+            vec![app("redo.log", 4, 1)],
+            b"x".to_vec(),
+            None,
+        ),
+        (
+            "bytes beyond events",
+            2,
+            vec![app("redo.log", 4, 1)],
+            b"xy".to_vec(),
+            None,
+        ),
+        (
+            "checksum",
+            2,
+            vec![app("redo.log", 4, 1)],
+            b"x".to_vec(),
+            Some("00"),
+        ),
+        (
+            "grow by truncate",
+            2,
+            vec![SpoolEvent::Truncate {
+                file: "redo.log".into(),
+                size: 99,
+            }],
+            vec![],
+            None,
+        ),
+        (
+            "rename unknown",
+            2,
+            vec![SpoolEvent::Rename {
+                from: "archive/redo-1.log".into(),
+                to: "redo.log".into(),
+            }],
+            vec![],
+            None,
+        ),
+        (
+            "long name",
+            2,
+            vec![app(&format!("archive/redo-{}.log", "9".repeat(300)), 0, 1)],
+            b"x".to_vec(),
+            None,
+        ),
+    ];
+    for (what, seq, events, data, hash) in cases {
+        match raw_batch(&mut c, seq, events, &data, hash) {
+            Msg::SpoolRefused { .. } => {}
+            other => panic!("{what}: {other:?}"),
+        }
+        assert_eq!(std::fs::metadata(&journal).unwrap().len(), size, "{what}");
+    }
+    // The disk cap (2 MiB here): refused before it is passed.
+    let mut refused_at = None;
+    let mut off = 4;
+    for s in 2..6 {
+        match raw_batch(
+            &mut c,
+            s,
+            vec![app("redo.log", off, big.len() as u64)],
+            &big,
+            None,
+        ) {
+            Msg::SpoolAck { .. } => off += big.len() as u64,
+            Msg::SpoolRefused { error, full, .. } => {
+                assert!(error.contains("spool_max") && full, "{error}");
+                refused_at = Some(s);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(refused_at.is_some(), "the cap must bite");
+    assert!(std::fs::metadata(&journal).unwrap().len() <= 2 << 20);
+    c.close();
+    // A standby without [stream] refuses spool sessions altogether.
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "site = \"s\"\nstate_dir = \"{0}/state\"\n[[volume]]\nrole = \"redolog\"\nbackend = \"btrfs\"\nsource = \"{0}/live\"\nsnapshot_dir = \"{0}/snap\"\n",
+        dir.path().display()
+    );
+    let cfg = Config::parse(&text, &dir.path().join("s.toml")).unwrap();
+    let (client, server) = UnixStream::pair().unwrap();
+    let store = MemStore::new();
+    let h = std::thread::spawn(move || {
+        snapsite::serve::serve_with(
+            &cfg,
+            &move |_| Ok(store.backend()),
+            server.try_clone().unwrap(),
+            server,
+        )
+    });
+    let mut w = Writer::new(client.try_clone().unwrap());
+    let mut r = Reader::new(client);
+    w.magic().unwrap();
+    w.msg(&Msg::SpoolHello {
+        protocol: PROTOCOL_VERSION,
+        site: "p".into(),
+        version: "t".into(),
+    })
+    .unwrap();
+    r.magic().unwrap();
+    let e = r.msg().unwrap_err();
+    assert!(e.to_string().contains("no [stream] section"), "{e}");
+    assert!(h.join().unwrap().is_err());
+    let _ = stb.dir.path();
+}
+
+#[test]
+fn config_errors_name_the_stream_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!(
+        "site = \"s\"\nstate_dir = \"{0}/state\"\n[[volume]]\nrole = \"redolog\"\nbackend = \"btrfs\"\nsource = \"{0}/live\"\nsnapshot_dir = \"{0}/snap\"\n",
+        dir.path().display()
+    );
+    for (section, key) in [
+        ("[stream]\nfiles = [\"../x\"]\n", "stream.files[0]"),
+        (
+            "[stream]\nflush_interval = \"soon\"\n",
+            "stream.flush_interval",
+        ),
+        ("[stream]\nspool_max = \"1KiB\"\n", "stream.spool_max"),
+        ("[stream]\nbogus = 1\n", "bogus"),
+    ] {
+        let e = Config::parse(&format!("{base}{section}"), &dir.path().join("s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key), "{section}: {e}");
+    }
+    let cfg = Config::parse(&format!("{base}[stream]\n"), &dir.path().join("s.toml")).unwrap();
+    assert_eq!(
+        redostream::live_root(&cfg).unwrap(),
+        dir.path().join("live")
+    );
+}
+
+fn wait_acked(cfg: &Config, after: jiff::Timestamp) {
+    let t = std::time::Instant::now();
+    loop {
+        if let Some(r) = redostream::follower_record(cfg) {
+            if r.acked_as_of.is_some_and(|a| a > after) && r.lag_bytes == 0 {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "follower did not catch up: {r:?}"
+            );
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no follower record");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn add_stream(path: &Path) {
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(format!("\n{STREAM}").as_bytes()).unwrap();
+}
+
+#[test]
+fn btrfs_failover_appends_the_streamed_tail() {
+    require_real!();
+    let lab = common::Lab::new("[\"/bin/true\"]");
+    add_stream(&lab.stb_cfg);
+    let pri = lab.primary_variant(
+        "stream-primary",
+        &format!(
+            "transport = \"command\"\ncommand = [\"{}\", \"serve\", \"--stdio\", \"--config\", \"{}\"]",
+            common::snapsite_exe(),
+            lab.stb_cfg.display()
+        ),
+    );
+    add_stream(&pri);
+    let cfg = Config::load(&pri).unwrap();
+    let mut log = Log::new(&lab.live("redolog"));
+    log.append(50);
+    lab.ok(&pri, &["snapshot"]);
+    lab.ok(&pri, &["ship"]);
+    let follower = redostream::start_follower(&cfg).expect("[stream] is on");
+    log.append(30);
+    wait_acked(&cfg, jiff::Timestamp::now());
+    log.rollover();
+    log.append(20);
+    wait_acked(&cfg, jiff::Timestamp::now());
+    // A redolog snapshot, shipped: the standby's checkpoint drops what it holds.
+    lab.ok(&pri, &["snapshot", "--redolog"]);
+    lab.ok(&pri, &["ship"]);
+    let serve_log = std::fs::read_to_string(lab.dir.path().join("state-stb/serve.log")).unwrap();
+    assert!(serve_log.contains("spooled events; dropped"), "{serve_log}");
+    log.append(25);
+    log.rollover();
+    log.append(7);
+    let last_write = jiff::Timestamp::now();
+    wait_acked(&cfg, last_write);
+    let status = lab.ok(&pri, &["status"]);
+    assert!(status.contains("stream        lag"), "{status}");
+    drop(follower);
+    let want = digest(&lab.live("redolog"));
+    let out = lab.ok(&lab.stb_cfg, &["failover", "--no-replay", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let copy = lab.dir.path().join("mnt-app/redolog");
+    assert_eq!(digest(&copy), want, "redolog copy = primary's files");
+    let snap_rp: jiff::Timestamp = report["recovery_point"].as_str().unwrap().parse().unwrap();
+    let stream_rp: jiff::Timestamp = report["stream"]["recovery_point"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(stream_rp > last_write && stream_rp > snap_rp, "{report}");
+    assert!(report["stream"]["events_applied"].as_u64().unwrap() >= 3);
+}
+
+#[test]
+fn btrfs_failover_no_stream_uses_the_snapshot_alone() {
+    require_real!();
+    let lab = common::Lab::new("[\"/bin/true\"]");
+    add_stream(&lab.stb_cfg);
+    let pri = lab.primary_variant(
+        "stream-primary",
+        &format!(
+            "transport = \"command\"\ncommand = [\"{}\", \"serve\", \"--stdio\", \"--config\", \"{}\"]",
+            common::snapsite_exe(),
+            lab.stb_cfg.display()
+        ),
+    );
+    add_stream(&pri);
+    let cfg = Config::load(&pri).unwrap();
+    let mut log = Log::new(&lab.live("redolog"));
+    log.append(10);
+    lab.ok(&pri, &["snapshot"]);
+    lab.ok(&pri, &["ship"]);
+    let snap = digest(&lab.live("redolog"));
+    let follower = redostream::start_follower(&cfg).unwrap();
+    log.append(10);
+    wait_acked(&cfg, jiff::Timestamp::now());
+    drop(follower);
+    let out = lab.ok(
+        &lab.stb_cfg,
+        &["failover", "--no-replay", "--no-stream", "--json"],
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(report.get("stream").is_none(), "{report}");
+    assert_eq!(digest(&lab.dir.path().join("mnt-app/redolog")), snap);
+}
