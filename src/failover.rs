@@ -124,6 +124,11 @@ pub struct Plan {
     /// seen when the plan was made.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The full set's skew: 0 when its members are one atomic snapshot.
+    #[serde(default)]
+    pub skew_ms: i64,
+    #[serde(default)]
+    pub atomic: bool,
 }
 
 /// The pure selection lives with `Site` (which failover asks); the name
@@ -217,6 +222,8 @@ pub fn plan_with(cfg: &Config, requested: Option<&str>, scratch: Option<Scratch>
         vars.insert(format!("mount:{}", c.role), at.display().to_string());
     }
     Ok(Plan {
+        skew_ms: s.skew().as_millis() as i64,
+        atomic: s.is_atomic(),
         site: cfg.site.clone(),
         set_id: s.id.clone(),
         set_members: s
@@ -1314,6 +1321,15 @@ pub fn render_plan(p: &Plan) -> String {
             t(m.after)
         ));
     }
+    s.push_str(&format!(
+        "skew          {} ms{}\n",
+        p.skew_ms,
+        if p.atomic && p.set_members.len() > 1 {
+            " (one atomic snapshot of every member)"
+        } else {
+            ""
+        }
+    ));
     s.push_str(&format!(
         "redolog       {} (snapshot {})\n",
         p.redolog_set_id,

@@ -406,13 +406,30 @@ impl Manifest {
         self.members.iter().find(|m| m.role == role)
     }
 
-    /// Largest gap between the members' snapshot moments (0 when atomic).
+    /// Largest gap between the members' snapshot moments, bounded from
+    /// above: from the earliest start to the latest end. 0 when there is
+    /// one moment only — a single member, or every member in one atomic
+    /// group (one `zfs snapshot` of several datasets in one pool).
     pub fn skew(&self) -> SignedDuration {
+        if self.is_atomic() {
+            return SignedDuration::ZERO;
+        }
         let first = self.members.iter().map(|m| m.before).min();
         let last = self.members.iter().map(|m| m.after).max();
         match (first, last) {
             (Some(f), Some(l)) => l.duration_since(f),
             _ => SignedDuration::ZERO,
+        }
+    }
+
+    /// Were all members taken in one moment (one member, or one atomic group)?
+    pub fn is_atomic(&self) -> bool {
+        match self.members.as_slice() {
+            [] | [_] => true,
+            [first, rest @ ..] => {
+                first.atomic_group.is_some()
+                    && rest.iter().all(|m| m.atomic_group == first.atomic_group)
+            }
         }
     }
 }
@@ -497,5 +514,20 @@ mod tests {
         assert_eq!(m.skew(), SignedDuration::from_millis(3200));
         m.safety_margin_ms = 1500;
         assert_eq!(m.from_time().to_string(), "2026-11-27T07:59:58.5Z");
+        assert!(!m.is_atomic());
+
+        // one atomic group (one `zfs snapshot` over one pool): one moment
+        for x in &mut m.members {
+            x.atomic_group = Some(0);
+        }
+        assert!(m.is_atomic());
+        assert_eq!(m.skew(), SignedDuration::ZERO);
+        // two groups: the bound again
+        m.members[2].atomic_group = Some(1);
+        assert!(!m.is_atomic());
+        assert_eq!(m.skew(), SignedDuration::from_millis(3200));
+        // a member outside any group next to a group: not one moment
+        m.members[2].atomic_group = None;
+        assert!(!m.is_atomic());
     }
 }
