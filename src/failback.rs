@@ -145,6 +145,27 @@ pub fn plan(cfg: &Config, view: &StandbyView) -> Result<Plan> {
     demote_plan(cfg, &catalog, &site, peer_gen, &theirs, &view.committed)
 }
 
+/// ZFS and LVM receive into `replica`: a site without one cannot be the
+/// peer's standby. Checked before anything changes; the error names the
+/// volumes and what to add.
+pub fn require_replicas(cfg: &Config, stores: &Stores) -> Result<()> {
+    let no_replica: Vec<String> = stores
+        .iter()
+        .filter(|s| s.kind() != crate::config::BackendKind::Btrfs)
+        .filter(|s| s.volume().replica().is_none())
+        .map(|s| format!("`{}` ({})", s.role(), s.volume().source))
+        .collect();
+    if no_replica.is_empty() {
+        return Ok(());
+    }
+    Err(Error::refused(format!(
+            "{}: volume(s) {} have no `replica`: as the peer's standby this site receives into it",
+            cfg.path.display(),
+            no_replica.join(", ")
+        ))
+        .with_hint("nothing was changed; add `replica = \"<pool>/<dataset>\"` (ZFS: a dataset that need not exist yet, in the pool of `source`) or `replica = \"<vg>/<lv>\"` (LVM) to each such volume, and `mountpoint` where failover should mount it, then run this again"))
+}
+
 /// What demoting this site to the peer's standby involves.
 pub fn demote_plan(
     cfg: &Config,
@@ -156,22 +177,7 @@ pub fn demote_plan(
 ) -> Result<Plan> {
     let (_, own) = crate::site::current_role(cfg, catalog)?;
     let stores = Stores::open(cfg);
-    // ZFS and LVM receive into `replica`: a site without one cannot be a
-    // standby. Refuse before anything changes, naming what to add.
-    let no_replica: Vec<String> = stores
-        .iter()
-        .filter(|s| s.kind() != crate::config::BackendKind::Btrfs)
-        .filter(|s| s.volume().replica().is_none())
-        .map(|s| format!("`{}` ({})", s.role(), s.volume().source))
-        .collect();
-    if !no_replica.is_empty() {
-        return Err(Error::refused(format!(
-            "{}: volume(s) {} have no `replica`: as the peer's standby this site receives into it",
-            cfg.path.display(),
-            no_replica.join(", ")
-        ))
-        .with_hint("nothing was changed; add `replica = \"<pool>/<dataset>\"` (ZFS: a dataset that need not exist yet, in the pool of `source`) or `replica = \"<vg>/<lv>\"` (LVM) to each such volume, and `mountpoint` where failover should mount it, then run failback again"));
-    }
+    require_replicas(cfg, &stores)?;
     let mut base = BTreeMap::new();
     let mut live = BTreeMap::new();
     let mut unmount = Vec::new();

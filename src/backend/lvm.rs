@@ -1622,4 +1622,32 @@ mod tests {
         assert!(check_uuid("aWuivk-zyKd-8Tko-IYJJ-eeA3-f2gg-z1NQXu").is_ok());
         assert!(check_uuid("x,snapsite-replica").is_err());
     }
+
+    #[test]
+    fn chain_is_the_replica_and_the_live_source() {
+        let mk = |name: &str| {
+            let id = name.split_once('.').map(|x| x.1).unwrap_or("");
+            LvInfo {
+                name: name.into(),
+                tags: vec!["snapsite".into(), format!("{SET_TAG}{id}")],
+                ..Default::default()
+            }
+        };
+        let s1 = "20261127T080000.000Z-full";
+        let s2 = "20261127T090000.000Z-full";
+        let s3 = "20261127T100000.000Z-full";
+        let mut all = vec![
+            mk(&format!("rep.{s1}")),
+            mk(&format!("rep.{s2}")),
+            mk(&format!("live.{s3}")),
+            // a divergent LV's sets are nobody's
+            mk(&format!("live-divergent-x.{s3}")),
+        ];
+        // no live LV: only the replica's (a set of a removed LV is not listed)
+        assert_eq!(chain_of(&all, "rep", "live"), vec![s1, s2]);
+        all.push(mk("live"));
+        assert_eq!(chain_of(&all, "rep", "live"), vec![s1, s2, s3]);
+        // a primary without replica: home == source
+        assert_eq!(chain_of(&all, "live", "live"), vec![s3]);
+    }
 }

@@ -358,7 +358,15 @@ impl Backend for Zfs {
         let mut notes = vec![version.lines().collect::<Vec<_>>().join(", ")];
         let ds = dataset(vol);
         if primary {
-            if !exists(ds)? {
+            // A primary's live data is `source`; with a `replica` too (a
+            // site of a DR cycle), either one (`check` tells the roles by
+            // the [standby] section, which both such sites have).
+            let ds = vol.source.as_str();
+            let replica_there = match vol.replica() {
+                Some(r) => exists(&r)?,
+                None => false,
+            };
+            if !replica_there && !exists(ds)? {
                 return Err(Error::storage(format!(
                     "volume `{}`: ZFS dataset {ds} does not exist",
                     vol.role
@@ -1423,6 +1431,37 @@ mod tests {
             parse_snapshot_list("tank/mysql", text),
             vec!["20261127T080000.000Z-full", "20261127T081500.000Z-redolog"]
         );
+    }
+
+    #[test]
+    fn chain_lists_both_datasets_in_creation_order() {
+        let dss = vec!["tank/rep".to_string(), "tank/live".to_string()];
+        let text = "tank/rep@20261127T080000.000Z-full\ntank/live@20261127T090000.000Z-full\ntank/live@manual\ntank/live-divergent-x@20261127T093000.000Z-full\ntank/rep2@20261127T100000.000Z-full\ntank/live@20261127T085000.000Z-redolog\n";
+        assert_eq!(
+            parse_chain(&dss, text),
+            vec![
+                (
+                    "20261127T080000.000Z-full".to_string(),
+                    "tank/rep@20261127T080000.000Z-full".to_string()
+                ),
+                (
+                    "20261127T090000.000Z-full".to_string(),
+                    "tank/live@20261127T090000.000Z-full".to_string()
+                ),
+                (
+                    "20261127T085000.000Z-redolog".to_string(),
+                    "tank/live@20261127T085000.000Z-redolog".to_string()
+                ),
+            ]
+        );
+        assert_eq!(
+            divergent_dataset("tank/live", "L1"),
+            "tank/live-divergent-L1"
+        );
+        assert!(check_label("20261130T091500.123Z").is_ok());
+        for bad in ["", "-x", ".x", "a/b", "a@b", "a b"] {
+            assert!(check_label(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

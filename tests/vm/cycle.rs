@@ -340,15 +340,12 @@ fn zfs_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
     }
     let changed: u64 = b_changed.iter().map(|x| x.2 as u64).sum();
 
-    // A returns: the guard stops it; failback needs a replica in A's config
-    // and says so, changing nothing.
-    let e = snapsite_err(&pri_cfg, &["ship"]);
-    assert!(e.contains("split-brain guard"), "{e}");
-    let e = snapsite_err(&pri_cfg, &["failback", "--dry-run"]);
-    assert!(e.contains("replica") && e.contains("`mysql`"), "{e}");
+    // A returns: failback needs a replica in A's config and says so,
+    // changing nothing.
     let e = snapsite_err(&pri_cfg, &["failback"]);
-    assert!(e.contains("replica"), "{e}");
+    assert!(e.contains("replica") && e.contains("`mysql`"), "{e}");
     assert!(zfs_exists(&za.dataset("mysql")), "nothing changed");
+    assert_eq!(zfs_get("readonly", &za.dataset("mysql")), "off");
     std::fs::write(&pri_cfg, a_conf(true)).unwrap();
     let plan = snapsite_json(&pri_cfg, &["failback", "--dry-run", "--json"]);
     assert_eq!(plan["base"]["mysql"].as_str(), Some(s.as_str()), "{plan}");
@@ -588,9 +585,9 @@ fn lvm_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
     .unwrap();
     let id_of = |v: serde_json::Value| v["id"].as_str().unwrap().to_string();
 
-    // A, primary: a 48 MiB database and a redolog, shipped; then A writes
+    // A, primary: a 32 MiB database and a redolog, shipped; then A writes
     // on, cut off from B.
-    write_random(&a_mp("mysql").join("db"), 1, 48 * MIB as usize);
+    write_random(&a_mp("mysql").join("db"), 1, 32 * MIB as usize);
     write_random(&a_mp("redolog").join("log1"), 2, 256 << 10);
     sh(&["sync"]);
     let s = id_of(snapsite_json(&pri_cfg, &["snapshot", "--json"]));
@@ -613,7 +610,7 @@ fn lvm_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
     let rep = snapsite_json(&stb_cfg, &["failover", "--no-replay", "--json"]);
     assert_eq!(rep["generation"].as_u64(), Some(2), "{rep}");
     let b_changed: [(&str, &str, usize, u64); 2] = [
-        ("mysql", "b-db", 12 * MIB as usize, 11),
+        ("mysql", "b-db", 10 * MIB as usize, 11),
         ("redolog", "log-b", MIB as usize, 12),
     ];
     for (role, f, len, seed) in b_changed {
@@ -728,8 +725,8 @@ fn lvm_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
     assert_eq!(rep["generation"].as_u64(), Some(3), "{rep}");
     for (f, seed, len) in [
         ("b-last", 13, 128 << 10),
-        ("b-db", 11, 12 * MIB as usize),
-        ("db", 1, 48 * MIB as usize),
+        ("b-db", 11, 10 * MIB as usize),
+        ("db", 1, 32 * MIB as usize),
     ] {
         assert_eq!(
             std::fs::read(a_mp("mysql").join(f)).unwrap(),
