@@ -145,6 +145,27 @@ pub fn plan(cfg: &Config, view: &StandbyView) -> Result<Plan> {
     demote_plan(cfg, &catalog, &site, peer_gen, &theirs, &view.committed)
 }
 
+/// ZFS and LVM receive into `replica`: a site without one cannot be the
+/// peer's standby. Checked before anything changes; the error names the
+/// volumes and what to add.
+pub fn require_replicas(cfg: &Config, stores: &Stores) -> Result<()> {
+    let no_replica: Vec<String> = stores
+        .iter()
+        .filter(|s| s.kind() != crate::config::BackendKind::Btrfs)
+        .filter(|s| s.volume().replica().is_none())
+        .map(|s| format!("`{}` ({})", s.role(), s.volume().source))
+        .collect();
+    if no_replica.is_empty() {
+        return Ok(());
+    }
+    Err(Error::refused(format!(
+            "{}: volume(s) {} have no `replica`: as the peer's standby this site receives into it",
+            cfg.path.display(),
+            no_replica.join(", ")
+        ))
+        .with_hint("nothing was changed; add `replica = \"<pool>/<dataset>\"` (ZFS: a dataset that need not exist yet, in the pool of `source`) or `replica = \"<vg>/<lv>\"` (LVM) to each such volume, and `mountpoint` where failover should mount it, then run this again"))
+}
+
 /// What demoting this site to the peer's standby involves.
 pub fn demote_plan(
     cfg: &Config,
@@ -156,6 +177,7 @@ pub fn demote_plan(
 ) -> Result<Plan> {
     let (_, own) = crate::site::current_role(cfg, catalog)?;
     let stores = Stores::open(cfg);
+    require_replicas(cfg, &stores)?;
     let mut base = BTreeMap::new();
     let mut live = BTreeMap::new();
     let mut unmount = Vec::new();
@@ -306,6 +328,16 @@ pub fn demote(cfg: &Config, catalog: &Catalog, plan: &Plan, how: &str) -> Result
     }
     // 4. The live copies go (their data is in the divergent snapshots).
     for mp in &plan.unmount {
+        // Keeping the divergent data may have moved the mount (ZFS
+        // renames the live dataset and mounts it elsewhere).
+        let moved = stores.iter().any(|s| {
+            s.kind() != crate::config::BackendKind::Btrfs
+                && s.volume().mountpoint.as_deref() == Some(mp.as_path())
+                && !crate::failover::live_copy_mounted(s.volume(), mp)
+        });
+        if moved {
+            continue;
+        }
         Cmd::new("umount")
             .arg(mp)
             .run()

@@ -44,6 +44,7 @@ pub struct Report {
 pub fn check(cfg: &Config) -> Result<String> {
     let catalog = Catalog::new(&cfg.state_dir);
     coordinator::refuse_unless_primary(cfg, &catalog)?;
+    failback::require_replicas(cfg, &crate::backend::Stores::open(cfg))?;
     let view = failback::peer_view(cfg)?;
     coordinator::split_brain_guard(cfg, &catalog, &view)?;
     let (_, own) = crate::site::current_role(cfg, &catalog)?;
@@ -69,6 +70,9 @@ pub fn run(cfg: &Config) -> Result<Report> {
     let catalog = Catalog::new(&cfg.state_dir);
     let _lock = catalog.lock("switchover", std::time::Duration::from_secs(600))?;
     coordinator::refuse_unless_primary(cfg, &catalog)?;
+    // As the peer's standby this site receives into `replica` (ZFS, LVM):
+    // refused now, before the final set, rather than after it shipped.
+    failback::require_replicas(cfg, &crate::backend::Stores::open(cfg))?;
     let fin = coordinator::take_set(cfg, &catalog, SetKind::Full).ctx("the final set")?;
     let seconds_final_set = t0.elapsed().as_secs_f64();
     let t1 = std::time::Instant::now();

@@ -460,7 +460,7 @@ impl Backend for Lvm {
     fn snapshot(&self, vols: &[&Volume], name: &str) -> Result<()> {
         let mut taken: Vec<(String, String)> = Vec::new();
         for vol in vols {
-            let (vg, lv) = split(home(vol)?);
+            let (vg, lv) = split(head(vol)?);
             let r = (|| -> Result<()> {
                 let info = find(&lvs_of(vol, vg)?, lv).cloned().ok_or_else(|| {
                     Error::storage(format!("logical volume {vg}/{lv} does not exist"))
@@ -488,8 +488,9 @@ impl Backend for Lvm {
     }
 
     fn storage_id(&self, vol: &Volume, name: &str) -> Result<Option<String>> {
-        let (vg, lv) = split(home(vol)?);
-        Ok(find(&lvs_of(vol, vg)?, &snap_lv(lv, name)).map(|s| {
+        let (vg, _) = split(home(vol)?);
+        let all = lvs_of(vol, vg)?;
+        Ok(find(&all, &snap_of(vol, &all, name)?).map(|s| {
             s.tag_value(FROM_TAG)
                 .map(str::to_string)
                 .unwrap_or_else(|| s.uuid.clone())
@@ -497,6 +498,9 @@ impl Backend for Lvm {
     }
 
     fn list(&self, vol: &Volume) -> Result<Vec<String>> {
+        if vol.replica().is_some() {
+            return chain(vol);
+        }
         let (vg, lv) = split(home(vol)?);
         Ok(vg_lvs(vg)?
             .map(|all| snapshots_of(&all, lv))
@@ -509,9 +513,9 @@ impl Backend for Lvm {
         name: &str,
         base: Option<&str>,
     ) -> Result<Box<dyn SnapshotSource>> {
-        let (vg, lv) = split(home(vol)?);
+        let (vg, _) = split(home(vol)?);
         let all = lvs_of(vol, vg)?;
-        let snap_name = snap_lv(lv, name);
+        let snap_name = snap_of(vol, &all, name)?;
         let snap = find(&all, &snap_name).cloned().ok_or_else(|| {
             Error::storage(format!(
                 "volume `{}`: snapshot {vg}/{snap_name} does not exist",
@@ -524,7 +528,10 @@ impl Backend for Lvm {
                 vol.role
             )));
         }
-        let base_info = base.and_then(|b| find(&all, &snap_lv(lv, b)).cloned());
+        let base_info = match base {
+            Some(b) => find(&all, &snap_of(vol, &all, b)?).cloned(),
+            None => None,
+        };
         if !snap.active {
             activate(vg, &snap_name).ctx(format!("volume `{}`", vol.role))?;
         }
@@ -584,7 +591,13 @@ impl Backend for Lvm {
             snapshot: name.to_string(),
             storage_id: Some(snap.uuid.clone()),
             base: base_used.as_ref().and(base.map(str::to_string)),
-            base_storage_id: base_used.as_ref().map(|b| b.uuid.clone()),
+            // What the base was received from (the peer's snapshot), else
+            // its own uuid: the id both sites know the base by.
+            base_storage_id: base_used.as_ref().map(|b| {
+                b.tag_value(FROM_TAG)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| b.uuid.clone())
+            }),
         };
         tracing::info!(
             volume = %vol.role,
@@ -656,10 +669,10 @@ impl Backend for Lvm {
     }
 
     fn destroy(&self, vol: &Volume, name: &str) -> Result<()> {
-        let (vg, lv) = split(home(vol)?);
-        let s = snap_lv(lv, name);
+        let (vg, _) = split(home(vol)?);
         match vg_lvs(vg)? {
-            Some(all) if find(&all, &s).is_some() => {
+            Some(all) if find(&all, &snap_of(vol, &all, name)?).is_some() => {
+                let s = snap_of(vol, &all, name)?;
                 remove_lv(vg, &s).ctx(format!("volume `{}`", vol.role))
             }
             _ => Ok(()), // idempotent
@@ -807,6 +820,26 @@ impl Backend for Lvm {
         remove_lv(&vg, &lv).ctx(format!("volume `{}`", vol.role))
     }
 
+    fn keep_divergent(&self, vol: &Volume, label: &str) -> Result<String> {
+        keep_divergent(vol, label)
+    }
+
+    fn make_receivable(&self, vol: &Volume, name: &str) -> Result<()> {
+        make_receivable(vol, name)
+    }
+
+    fn divergent(&self, vol: &Volume) -> Result<Vec<String>> {
+        let (vg, _) = split(source_lv(vol)?);
+        let mut v: Vec<String> = vg_lvs(vg)?
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| l.has_tag(DIVERGENT_TAG))
+            .map(|l| format!("{vg}/{}", l.name))
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
     fn remove_writable_copy(&self, vol: &Volume) -> Result<()> {
         let (vg, lv) = split(source_lv(vol)?);
         let Some(all) = vg_lvs(vg)? else {
@@ -841,6 +874,196 @@ impl Backend for Lvm {
         }
         remove_lv(vg, lv).ctx(format!("volume `{}`", vol.role))
     }
+}
+
+// ---------------------------------------------------------------------
+// The DR cycle on LVM thin: which LV holds a snapshot, failback, switchover.
+//
+// A volume whose config names a `replica` has the received chain
+// `replica.<id>` and, once this site is primary, its own sets
+// `source.<id>` (thin snapshots of failover's copy `source`, which is a
+// thin snapshot of a received one): all in one thin pool, so `thin_delta`
+// diffs a received base against a set taken here. The volume's snapshots
+// are both, by id. A base is named in streams by the id both sites know
+// it by: what it was received from (`snapsite-from-<uuid>`), else its own
+// uuid.
+//
+// Demoting (failback, switchover): the live LV is unmounted and renamed
+// `<source>-divergent-<label>`, read-only, tagged `snapsite-divergent`
+// (nothing copied, nothing destroyed); then the sets taken here up to the
+// base are renamed into the replica chain (`replica.<id>`, tagged with
+// their own uuid as `snapsite-from-`), the later ones after the divergent
+// LV (`<divergent>.<id>`, out of every listing), so the next incremental
+// from the peer applies to `replica.<base>`.
+// ---------------------------------------------------------------------
+
+/// Tag of a divergent LV (a demoted site's live data, read-only).
+pub const DIVERGENT_TAG: &str = "snapsite-divergent";
+
+/// The LV a new set's snapshot is taken of: `source` when the config names
+/// a replica and `source` exists (this site is primary after a failover),
+/// else the home LV.
+fn head(vol: &Volume) -> Result<&LvName> {
+    let (lv, replica) = lvm_addr(vol)?;
+    if replica.is_some() {
+        let (vg, l) = split(lv);
+        if vg_lvs(vg)?.is_some_and(|all| find(&all, l).is_some()) {
+            return Ok(lv);
+        }
+    }
+    home(vol)
+}
+
+/// The LV name of snapshot `name` of the volume among `all`: `source.<id>`
+/// when the config names a replica and that LV exists, else the home LV's.
+fn snap_of(vol: &Volume, all: &[LvInfo], name: &str) -> Result<String> {
+    let (lv, replica) = lvm_addr(vol)?;
+    if replica.is_some() {
+        let own = snap_lv(&lv.lv, name);
+        if find(all, &own).is_some() {
+            return Ok(own);
+        }
+    }
+    Ok(snap_lv(&home(vol)?.lv, name))
+}
+
+/// The volume's snapshots with a replica configured: the replica's and,
+/// while `source` exists, the source's, by id.
+fn chain(vol: &Volume) -> Result<Vec<String>> {
+    let (lv, replica) = lvm_addr(vol)?;
+    let (vg, rlv) = split(replica.unwrap_or(lv));
+    let Some(all) = vg_lvs(vg)? else {
+        return Ok(Vec::new());
+    };
+    Ok(chain_of(&all, rlv, &lv.lv))
+}
+
+/// [`chain`] on an `lvs` report: `replica.<id>` and, when the LV `source`
+/// is there, `source.<id>`; sorted, without duplicates.
+pub fn chain_of(all: &[LvInfo], rlv: &str, slv: &str) -> Vec<String> {
+    let mut v = snapshots_of(all, rlv);
+    if slv != rlv && find(all, slv).is_some() {
+        v.extend(snapshots_of(all, slv));
+    }
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn check_label(label: &str) -> Result<()> {
+    let ok = !label.is_empty()
+        && label.len() <= 64
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+        && !label.starts_with(['.', '-']);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::refused(format!(
+            "`{label}` is not a valid divergent label"
+        )))
+    }
+}
+
+/// Keep the live LV as `<source>-divergent-<label>`: unmounted from the
+/// volume's mountpoint, renamed, read-only, tagged [`DIVERGENT_TAG`].
+fn keep_divergent(vol: &Volume, label: &str) -> Result<String> {
+    check_label(label)?;
+    let (vg, lv) = split(source_lv(vol)?);
+    let dst = format!("{lv}-divergent-{label}");
+    let ctx = || format!("volume `{}`: keep {vg}/{lv} as divergent", vol.role);
+    let all = lvs_of(vol, vg)?;
+    if find(&all, lv).is_none() {
+        if find(&all, &dst).is_some() {
+            return Ok(format!("{vg}/{dst}"));
+        }
+        return Err(Error::storage(format!(
+            "volume `{}`: logical volume {vg}/{lv} does not exist; nothing to keep",
+            vol.role
+        )));
+    }
+    if find(&all, &dst).is_some() {
+        return Err(Error::refused(format!(
+            "volume `{}`: {vg}/{dst} exists already; nothing was changed",
+            vol.role
+        )));
+    }
+    if let Some(mp) = &vol.mountpoint {
+        if mounted_source(mp).is_some_and(|s| is_device_of(&s, vg, lv)) {
+            Cmd::new("umount").arg(mp).run().ctx(ctx())?;
+        }
+    }
+    lvm("lvrename")
+        .args([vg, lv, dst.as_str()])
+        .run()
+        .ctx(ctx())?;
+    lvm("lvchange")
+        .args(["-pr", "--addtag", DIVERGENT_TAG])
+        .arg(format!("{vg}/{dst}"))
+        .run()
+        .ctx(ctx())?;
+    Ok(format!("{vg}/{dst}"))
+}
+
+/// Make `replica.<name>` exist: this site's sets up to the base move into
+/// the replica chain, later ones after the newest divergent LV.
+fn make_receivable(vol: &Volume, name: &str) -> Result<()> {
+    if parse_set_id(name).is_none() {
+        return Err(Error::refused(format!("`{name}` is not a set id")));
+    }
+    let (vg, rlv) = split(require_replica(vol)?);
+    let (svg, slv) = split(source_lv(vol)?);
+    if svg != vg {
+        return Err(Error::config(format!(
+            "volume `{}`: source {} must be in the replica's volume group {vg}",
+            vol.role, vol.source
+        )));
+    }
+    let ctx = || format!("volume `{}`: make {name} receivable", vol.role);
+    let all = lvs_of(vol, vg)?;
+    let divergent = all
+        .iter()
+        .filter(|l| l.has_tag(DIVERGENT_TAG) && l.name.starts_with(&format!("{slv}-divergent-")))
+        .map(|l| l.name.clone())
+        .max();
+    for id in snapshots_of(&all, slv) {
+        let info = find(&all, &snap_lv(slv, &id)).expect("listed");
+        let to = if id.as_str() <= name {
+            snap_lv(rlv, &id)
+        } else if let Some(d) = &divergent {
+            snap_lv(d, &id)
+        } else {
+            continue;
+        };
+        if find(&all, &to).is_some() {
+            return Err(Error::refused(format!(
+                "volume `{}`: {vg}/{to} exists already; not renaming {vg}/{} onto it",
+                vol.role, info.name
+            )));
+        }
+        lvm("lvrename")
+            .args([vg, info.name.as_str(), to.as_str()])
+            .run()
+            .ctx(ctx())?;
+        if info.tag_value(FROM_TAG).is_none() {
+            lvm("lvchange")
+                .arg("--addtag")
+                .arg(format!("{FROM_TAG}{}", info.uuid))
+                .arg(format!("{vg}/{to}"))
+                .run()
+                .ctx(ctx())?;
+        }
+    }
+    let all = lvs_of(vol, vg)?;
+    if find(&all, &snap_lv(rlv, name)).is_none() {
+        return Err(Error::storage(format!(
+            "volume `{}`: no LV holds snapshot {name} ({vg}/{} is missing)",
+            vol.role,
+            snap_lv(rlv, name)
+        )));
+    }
+    Ok(())
 }
 
 /// The sending end: records from the snapshot device.
@@ -1398,5 +1621,33 @@ mod tests {
         );
         assert!(check_uuid("aWuivk-zyKd-8Tko-IYJJ-eeA3-f2gg-z1NQXu").is_ok());
         assert!(check_uuid("x,snapsite-replica").is_err());
+    }
+
+    #[test]
+    fn chain_is_the_replica_and_the_live_source() {
+        let mk = |name: &str| {
+            let id = name.split_once('.').map(|x| x.1).unwrap_or("");
+            LvInfo {
+                name: name.into(),
+                tags: vec!["snapsite".into(), format!("{SET_TAG}{id}")],
+                ..Default::default()
+            }
+        };
+        let s1 = "20261127T080000.000Z-full";
+        let s2 = "20261127T090000.000Z-full";
+        let s3 = "20261127T100000.000Z-full";
+        let mut all = vec![
+            mk(&format!("rep.{s1}")),
+            mk(&format!("rep.{s2}")),
+            mk(&format!("live.{s3}")),
+            // a divergent LV's sets are nobody's
+            mk(&format!("live-divergent-x.{s3}")),
+        ];
+        // no live LV: only the replica's (a set of a removed LV is not listed)
+        assert_eq!(chain_of(&all, "rep", "live"), vec![s1, s2]);
+        all.push(mk("live"));
+        assert_eq!(chain_of(&all, "rep", "live"), vec![s1, s2, s3]);
+        // a primary without replica: home == source
+        assert_eq!(chain_of(&all, "live", "live"), vec![s3]);
     }
 }

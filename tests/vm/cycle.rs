@@ -2,8 +2,9 @@
 //! snapshots next to the replica (`<replica>-rehearsal`, mounted under
 //! /run/snapsite/rehearsal), runs the replay there with
 //! SNAPSITE_REHEARSAL=1, and removes every clone; the received snapshots
-//! and the live datasets are untouched. (Failback on ZFS and LVM is not
-//! built yet: see README "The DR cycle".)
+//! and the live datasets are untouched. Failback and switchover on ZFS:
+//! failover -> writes on B -> failback (A keeps its divergent data, B ships
+//! only the changes) -> switchover back to A with zero loss.
 
 use super::*;
 
@@ -209,4 +210,547 @@ fn lvm_rehearsal_replays_on_thin_snapshots_and_removes_them() {
         let _ = run(&["umount", dir.join("app").join(r).to_str().unwrap()]);
         let _ = run(&["umount", dir.join("pri").join(r).to_str().unwrap()]);
     }
+}
+
+/// `snapsite ... --json` that must fail; returns stderr.
+fn snapsite_err(cfg: &Path, args: &[&str]) -> String {
+    let o = snapsite_run(cfg, args, None);
+    assert!(!o.status.success(), "{args:?} succeeded");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn write_random(path: &Path, seed: u64, len: usize) {
+    std::fs::write(path, pattern(seed, len)).unwrap();
+}
+
+/// Bytes of `zfs send [-i base] snap` (what a send of it costs).
+fn zfs_send_size(snap: &str) -> u64 {
+    let out = std::process::Command::new("zfs")
+        .args(["send", snap])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout.len() as u64
+}
+
+#[test]
+fn zfs_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
+    require_lab!();
+    let t0 = Instant::now();
+    let za = Zpool::on_file(&unique_name("zfa"), 384 * MIB, &[]);
+    let zb = Zpool::on_file(&unique_name("zfb"), 384 * MIB, &[]);
+    let dir = scratch().join(unique_name("zcycle"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let roles = ["mysql", "redolog"];
+    sh(&[
+        "zfs",
+        "create",
+        "-o",
+        "mountpoint=none",
+        &zb.dataset("replica"),
+    ]);
+    let a_mp = |r: &str| dir.join("a").join(r);
+    let b_mp = |r: &str| dir.join("b").join(r);
+    let pri_cfg = dir.join("a.toml");
+    let stb_cfg = dir.join("b.toml");
+    let b_cfg = dir.join("b-peer.toml");
+    // A: the primary, no replica yet (as most primaries are configured).
+    let a_conf = |with_replica: bool| {
+        let mut c = format!("site = \"a\"\nstate_dir = \"{}/state-a\"\n", dir.display());
+        for r in roles {
+            c.push_str(&format!(
+                "[[volume]]\nrole = \"{r}\"\nbackend = \"zfs\"\nsource = \"{}\"\nmountpoint = \"{}\"\n",
+                za.dataset(r),
+                a_mp(r).display()
+            ));
+            if with_replica {
+                c.push_str(&format!(
+                    "replica = \"{}\"\n",
+                    za.dataset(&format!("replica/{r}"))
+                ));
+            }
+        }
+        c.push_str(&format!(
+            "[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
+            stb_cfg.display()
+        ));
+        c
+    };
+    std::fs::write(&pri_cfg, a_conf(false)).unwrap();
+    let mut b = format!("site = \"b\"\nstate_dir = \"{}/state-b\"\n", dir.display());
+    for r in roles {
+        sh(&[
+            "zfs",
+            "create",
+            "-o",
+            &format!("mountpoint={}", a_mp(r).display()),
+            &za.dataset(r),
+        ]);
+        b.push_str(&format!(
+            "[[volume]]\nrole = \"{r}\"\nbackend = \"zfs\"\nsource = \"{}\"\nreplica = \"{}\"\nmountpoint = \"{}\"\n",
+            zb.dataset(&format!("live-{r}")),
+            zb.dataset(&format!("replica/{r}")),
+            b_mp(r).display()
+        ));
+    }
+    std::fs::write(&stb_cfg, &b).unwrap();
+    std::fs::write(
+        &b_cfg,
+        format!(
+            "{b}[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
+            pri_cfg.display()
+        ),
+    )
+    .unwrap();
+
+    // A, primary: a 16 MiB database, a redolog; a set and a redolog
+    // snapshot shipped; then A writes on, cut off from B.
+    write_random(&a_mp("mysql").join("db"), 1, 16 * MIB as usize);
+    write_random(&a_mp("redolog").join("log1"), 2, 256 << 10);
+    let s = snapsite_json(&pri_cfg, &["snapshot", "--json"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    write_random(&a_mp("redolog").join("log2"), 3, 64 << 10);
+    let r = snapsite_json(&pri_cfg, &["snapshot", "--redolog", "--json"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    snapsite_ok(&pri_cfg, &["ship"]);
+    write_random(&a_mp("mysql").join("a-late"), 4, 256 << 10);
+    write_random(&a_mp("redolog").join("log-a"), 5, 64 << 10);
+    let a1 = snapsite_json(&pri_cfg, &["snapshot", "--redolog", "--json"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // B fails over (generation 2); the application writes on B.
+    let rep = snapsite_json(&stb_cfg, &["failover", "--no-replay", "--json"]);
+    assert_eq!(rep["generation"].as_u64(), Some(2), "{rep}");
+    let b_changed: [(&str, &str, usize, u64); 2] = [
+        ("mysql", "b-db", 4 * MIB as usize, 11),
+        ("redolog", "log-b", 256 << 10, 12),
+    ];
+    for (role, f, len, seed) in b_changed {
+        write_random(&b_mp(role).join(f), seed, len);
+    }
+    let changed: u64 = b_changed.iter().map(|x| x.2 as u64).sum();
+
+    // A returns: failback needs a replica in A's config and says so,
+    // changing nothing.
+    let e = snapsite_err(&pri_cfg, &["failback"]);
+    assert!(e.contains("replica") && e.contains("`mysql`"), "{e}");
+    assert!(zfs_exists(&za.dataset("mysql")), "nothing changed");
+    assert_eq!(zfs_get("readonly", &za.dataset("mysql")), "off");
+    std::fs::write(&pri_cfg, a_conf(true)).unwrap();
+    let plan = snapsite_json(&pri_cfg, &["failback", "--dry-run", "--json"]);
+    assert_eq!(plan["base"]["mysql"].as_str(), Some(s.as_str()), "{plan}");
+    assert_eq!(plan["base"]["redolog"].as_str(), Some(r.as_str()), "{plan}");
+    assert_eq!(plan["divergent_sets"], serde_json::json!([a1]), "{plan}");
+    let t = Instant::now();
+    let fb = snapsite_json(&pri_cfg, &["failback", "--json"]);
+    eprintln!("ZFS failback on A: {:.2} s", t.elapsed().as_secs_f64());
+    let label = fb["divergent"]["label"].as_str().unwrap().to_string();
+    let st = snapsite_json(&pri_cfg, &["status", "--json"]);
+    assert_eq!(
+        (st["role"].as_str(), st["generation"].as_u64()),
+        (Some("standby"), Some(2)),
+        "{st}"
+    );
+    // A's data after the base is kept: read-only, readable, listed.
+    for (role, f, seed, len) in [
+        ("mysql", "a-late", 4, 256 << 10),
+        ("redolog", "log-a", 5, 64 << 10),
+    ] {
+        let kept = format!("{}-divergent-{label}", za.dataset(role));
+        assert_eq!(
+            fb["divergent"]["snapshots"][role].as_str(),
+            Some(kept.as_str()),
+            "{fb}"
+        );
+        assert_eq!(zfs_get("readonly", &kept), "on");
+        let mp = zfs_mountpoint(&kept);
+        assert_eq!(
+            std::fs::read(mp.join(f)).unwrap(),
+            pattern(seed, len),
+            "{role}"
+        );
+        assert!(std::fs::write(mp.join("x"), b"x").is_err(), "read-only");
+        assert!(zfs_exists(&format!("{kept}@{a1}")) || role == "mysql");
+        assert!(
+            !zfs_exists(&za.dataset(role)),
+            "the live dataset moved away"
+        );
+    }
+    assert!(zfs_exists(&format!("{}@{s}", za.dataset("replica/mysql"))));
+    let sets = snapsite_ok(&pri_cfg, &["sets"]);
+    assert!(
+        sets.contains(&format!("divergent-{label}")) && sets.contains(&a1),
+        "{sets}"
+    );
+
+    // B ships its first set of generation 2: only what changed since the base.
+    let b2 = snapsite_json(&b_cfg, &["snapshot", "--json"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        zfs_get("origin", &zb.dataset("live-mysql")),
+        "-",
+        "promoted"
+    );
+    let shipped = snapsite_json(&b_cfg, &["ship", "--json"]);
+    assert_eq!(shipped["committed"], serde_json::json!([b2]), "{shipped}");
+    for sn in shipped["snapshots"].as_array().unwrap() {
+        assert!(sn["base"].is_string(), "every volume incremental: {sn}");
+    }
+    let payload = shipped["payload_bytes"].as_u64().unwrap();
+    let full: u64 = roles
+        .iter()
+        .map(|r| zfs_send_size(&format!("{}@{b2}", zb.dataset(&format!("live-{r}")))))
+        .sum();
+    eprintln!(
+        "FAILBACK zfs: shipped {payload} bytes for {changed} bytes changed since the base ({:.3}x); a full send is {full} bytes ({:.3} of it)",
+        payload as f64 / changed as f64,
+        payload as f64 / full as f64
+    );
+    assert!(
+        payload as f64 <= 1.1 * changed as f64,
+        "{payload} vs {changed}"
+    );
+    assert!(payload * 3 < full, "{payload} vs full {full}");
+    assert_eq!(
+        zfs_get("guid", &format!("{}@{b2}", za.dataset("replica/mysql"))),
+        zfs_get("guid", &format!("{}@{b2}", zb.dataset("live-mysql")))
+    );
+
+    // Switchover back to A: what B wrote just before it must not be lost.
+    write_random(&b_mp("mysql").join("b-last"), 13, 128 << 10);
+    let t = Instant::now();
+    let so = snapsite_json(&b_cfg, &["switchover", "--json"]);
+    let fin = so["final_set"].as_str().unwrap().to_string();
+    let rep = snapsite_json(
+        &pri_cfg,
+        &["failover", "--set", &fin, "--no-replay", "--json"],
+    );
+    eprintln!(
+        "SWITCHOVER zfs: {:.2} s from the stopped application on B to the copies up on A (final set shipped {} bytes)",
+        t.elapsed().as_secs_f64(),
+        so["ship_payload_bytes"]
+    );
+    assert_eq!(rep["generation"].as_u64(), Some(3), "{rep}");
+    for (f, seed, len) in [
+        ("b-last", 13, 128 << 10),
+        ("b-db", 11, 4 * MIB as usize),
+        ("db", 1, 16 * MIB as usize),
+    ] {
+        assert_eq!(
+            std::fs::read(a_mp("mysql").join(f)).unwrap(),
+            pattern(seed, len),
+            "zero loss: {f}"
+        );
+    }
+    assert!(
+        !a_mp("mysql").join("a-late").exists(),
+        "A's divergent data stays divergent"
+    );
+    let st = snapsite_json(&b_cfg, &["status", "--json"]);
+    assert_eq!(
+        (st["role"].as_str(), st["generation"].as_u64()),
+        (Some("standby"), Some(2)),
+        "{st}"
+    );
+    assert!(!zfs_exists(&zb.dataset("live-mysql")));
+    // A ships to B again, incrementally from the final set.
+    write_random(&a_mp("mysql").join("a-new"), 15, 512 << 10);
+    let a3 = snapsite_json(&pri_cfg, &["snapshot", "--json"]);
+    assert_eq!(a3["generation"].as_u64(), Some(3));
+    let shipped = snapsite_json(&pri_cfg, &["ship", "--json"]);
+    let p = shipped["payload_bytes"].as_u64().unwrap();
+    assert!(p < 2 * (512 << 10), "{p}");
+    for sn in shipped["snapshots"].as_array().unwrap() {
+        assert_eq!(sn["base"].as_str(), Some(fin.as_str()), "{sn}");
+    }
+    eprintln!("ZFS cycle test: {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// Unmounts what a test mounted, by path, even after a panic (before the
+/// volume group guard removes the LVs).
+struct Unmount(Vec<PathBuf>);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            while run(&["umount", p.to_str().unwrap()]).status.success() {}
+        }
+    }
+}
+
+#[test]
+fn lvm_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
+    require_lab!();
+    let t0 = Instant::now();
+    let aname = unique_name("lfa");
+    let bname = unique_name("lfb");
+    let a_lo = LoopDevice::attach(&sparse_file(&aname, 1024 * MIB));
+    let b_lo = LoopDevice::attach(&sparse_file(&bname, 1024 * MIB));
+    let va = VolumeGroup::create(&aname, &[&a_lo.path]);
+    let vb = VolumeGroup::create(&bname, &[&b_lo.path]);
+    for vg in [&va, &vb] {
+        sh(&[
+            "lvcreate",
+            "-y",
+            "-L",
+            "640M",
+            "--chunksize",
+            "64k",
+            "-T",
+            &vg.lv("pool"),
+        ]);
+    }
+    let dir = scratch().join(unique_name("lcycle"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let roles = ["mysql", "redolog"];
+    let a_mp = |r: &str| dir.join("a").join(r);
+    let b_mp = |r: &str| dir.join("b").join(r);
+    let _unmount = Unmount(
+        roles
+            .iter()
+            .flat_map(|r| [a_mp(r), b_mp(r), dir.join("look").join(r)])
+            .collect(),
+    );
+    let pri_cfg = dir.join("a.toml");
+    let stb_cfg = dir.join("b.toml");
+    let b_cfg = dir.join("b-peer.toml");
+    let a_conf = |with_replica: bool| {
+        let mut c = format!("site = \"a\"\nstate_dir = \"{}/state-a\"\n", dir.display());
+        for r in roles {
+            c.push_str(&format!(
+                "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{}\"\nmountpoint = \"{}\"\n",
+                va.lv(r),
+                a_mp(r).display()
+            ));
+            if with_replica {
+                c.push_str(&format!("replica = \"{}\"\n", va.lv(&format!("rep-{r}"))));
+            }
+        }
+        c.push_str(&format!(
+            "[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
+            stb_cfg.display()
+        ));
+        c
+    };
+    std::fs::write(&pri_cfg, a_conf(false)).unwrap();
+    let mut b = format!("site = \"b\"\nstate_dir = \"{}/state-b\"\n", dir.display());
+    for r in roles {
+        sh(&[
+            "lvcreate",
+            "-y",
+            "-V",
+            "128M",
+            "-T",
+            &va.lv("pool"),
+            "-n",
+            r,
+        ]);
+        let dev = va.dev(r);
+        sh(&[
+            "mkfs.ext4",
+            "-q",
+            "-E",
+            "nodiscard,lazy_itable_init=0,lazy_journal_init=0",
+            dev.to_str().unwrap(),
+        ]);
+        std::fs::create_dir_all(a_mp(r)).unwrap();
+        sh(&["mount", dev.to_str().unwrap(), a_mp(r).to_str().unwrap()]);
+        b.push_str(&format!(
+            "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{}\"\nreplica = \"{}\"\nmountpoint = \"{}\"\n",
+            vb.lv(&format!("live-{r}")),
+            vb.lv(&format!("rep-{r}")),
+            b_mp(r).display()
+        ));
+    }
+    std::fs::write(&stb_cfg, &b).unwrap();
+    std::fs::write(
+        &b_cfg,
+        format!(
+            "{b}[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
+            pri_cfg.display()
+        ),
+    )
+    .unwrap();
+    let id_of = |v: serde_json::Value| v["id"].as_str().unwrap().to_string();
+
+    // A, primary: a 32 MiB database and a redolog, shipped; then A writes
+    // on, cut off from B.
+    write_random(&a_mp("mysql").join("db"), 1, 32 * MIB as usize);
+    write_random(&a_mp("redolog").join("log1"), 2, 256 << 10);
+    sh(&["sync"]);
+    let s = id_of(snapsite_json(&pri_cfg, &["snapshot", "--json"]));
+    write_random(&a_mp("redolog").join("log2"), 3, 64 << 10);
+    sh(&["sync"]);
+    let r = id_of(snapsite_json(
+        &pri_cfg,
+        &["snapshot", "--redolog", "--json"],
+    ));
+    snapsite_ok(&pri_cfg, &["ship"]);
+    write_random(&a_mp("mysql").join("a-late"), 4, 256 << 10);
+    write_random(&a_mp("redolog").join("log-a"), 5, 64 << 10);
+    sh(&["sync"]);
+    let a1 = id_of(snapsite_json(
+        &pri_cfg,
+        &["snapshot", "--redolog", "--json"],
+    ));
+
+    // B fails over (generation 2); the application writes on B.
+    let rep = snapsite_json(&stb_cfg, &["failover", "--no-replay", "--json"]);
+    assert_eq!(rep["generation"].as_u64(), Some(2), "{rep}");
+    let b_changed: [(&str, &str, usize, u64); 2] = [
+        ("mysql", "b-db", 10 * MIB as usize, 11),
+        ("redolog", "log-b", MIB as usize, 12),
+    ];
+    for (role, f, len, seed) in b_changed {
+        write_random(&b_mp(role).join(f), seed, len);
+    }
+    sh(&["sync"]);
+    let changed: u64 = b_changed.iter().map(|x| x.2 as u64).sum();
+
+    // A returns: refused until its config names replicas; then failback.
+    let e = snapsite_err(&pri_cfg, &["failback", "--dry-run"]);
+    assert!(e.contains("replica") && e.contains("`redolog`"), "{e}");
+    std::fs::write(&pri_cfg, a_conf(true)).unwrap();
+    let plan = snapsite_json(&pri_cfg, &["failback", "--dry-run", "--json"]);
+    assert_eq!(plan["base"]["mysql"].as_str(), Some(s.as_str()), "{plan}");
+    assert_eq!(plan["base"]["redolog"].as_str(), Some(r.as_str()), "{plan}");
+    assert_eq!(plan["divergent_sets"], serde_json::json!([a1]), "{plan}");
+    let t = Instant::now();
+    let fb = snapsite_json(&pri_cfg, &["failback", "--json"]);
+    eprintln!("LVM failback on A: {:.2} s", t.elapsed().as_secs_f64());
+    let label = fb["divergent"]["label"].as_str().unwrap().to_string();
+    let st = snapsite_json(&pri_cfg, &["status", "--json"]);
+    assert_eq!(
+        (st["role"].as_str(), st["generation"].as_u64()),
+        (Some("standby"), Some(2)),
+        "{st}"
+    );
+    // A's data after the base is kept: a read-only LV, readable, listed.
+    for (role, f, seed, len) in [
+        ("mysql", "a-late", 4, 256 << 10),
+        ("redolog", "log-a", 5, 64 << 10),
+    ] {
+        let kept = format!("{role}-divergent-{label}");
+        assert_eq!(
+            fb["divergent"]["snapshots"][role].as_str(),
+            Some(va.lv(&kept).as_str()),
+            "{fb}"
+        );
+        assert!(
+            va.lvs_field(&kept, "lv_attr").as_bytes()[1] == b'r',
+            "read-only"
+        );
+        let look = dir.join("look").join(role);
+        std::fs::create_dir_all(&look).unwrap();
+        sh(&[
+            "mount",
+            "-o",
+            "ro",
+            va.dev(&kept).to_str().unwrap(),
+            look.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            std::fs::read(look.join(f)).unwrap(),
+            pattern(seed, len),
+            "{role}"
+        );
+        sh(&["umount", look.to_str().unwrap()]);
+        let lvs = sh(&["lvs", "--noheadings", "-o", "lv_name", &va.name]);
+        assert!(
+            !lvs.lines().any(|l| l.trim() == role),
+            "the live LV moved away: {lvs}"
+        );
+    }
+    let sets = snapsite_ok(&pri_cfg, &["sets"]);
+    assert!(
+        sets.contains(&format!("divergent-{label}")) && sets.contains(&a1),
+        "{sets}"
+    );
+
+    // B ships its first set of generation 2: only what changed since the base.
+    let b2 = id_of(snapsite_json(&b_cfg, &["snapshot", "--json"]));
+    let shipped = snapsite_json(&b_cfg, &["ship", "--json"]);
+    assert_eq!(shipped["committed"], serde_json::json!([b2]), "{shipped}");
+    for sn in shipped["snapshots"].as_array().unwrap() {
+        assert!(sn["base"].is_string(), "every volume incremental: {sn}");
+    }
+    let payload = shipped["payload_bytes"].as_u64().unwrap();
+    let full: u64 = roles
+        .iter()
+        .map(|r| {
+            let lv = format!("live-{r}.{b2}");
+            let size: f64 = vb.lvs_field(&lv, "lv_size").parse().unwrap();
+            let pct: f64 = vb.lvs_field(&lv, "data_percent").parse().unwrap();
+            (size * pct / 100.0) as u64
+        })
+        .sum();
+    eprintln!(
+        "FAILBACK lvm: shipped {payload} bytes for {changed} bytes written since the base ({:.3}x); a full send is about {full} bytes ({:.3} of it)",
+        payload as f64 / changed as f64,
+        payload as f64 / full as f64
+    );
+    assert!(
+        payload as f64 <= 1.1 * changed as f64,
+        "{payload} vs {changed}"
+    );
+    assert!(payload * 3 < full, "{payload} vs full {full}");
+
+    // Switchover back to A: what B wrote just before it must not be lost.
+    write_random(&b_mp("mysql").join("b-last"), 13, 128 << 10);
+    sh(&["sync"]);
+    let t = Instant::now();
+    let so = snapsite_json(&b_cfg, &["switchover", "--json"]);
+    let fin = so["final_set"].as_str().unwrap().to_string();
+    let rep = snapsite_json(
+        &pri_cfg,
+        &["failover", "--set", &fin, "--no-replay", "--json"],
+    );
+    eprintln!(
+        "SWITCHOVER lvm: {:.2} s from the stopped application on B to the copies up on A (final set shipped {} bytes)",
+        t.elapsed().as_secs_f64(),
+        so["ship_payload_bytes"]
+    );
+    assert_eq!(rep["generation"].as_u64(), Some(3), "{rep}");
+    for (f, seed, len) in [
+        ("b-last", 13, 128 << 10),
+        ("b-db", 11, 10 * MIB as usize),
+        ("db", 1, 32 * MIB as usize),
+    ] {
+        assert_eq!(
+            std::fs::read(a_mp("mysql").join(f)).unwrap(),
+            pattern(seed, len),
+            "zero loss: {f}"
+        );
+    }
+    assert!(!a_mp("mysql").join("a-late").exists());
+    let st = snapsite_json(&b_cfg, &["status", "--json"]);
+    assert_eq!(
+        (st["role"].as_str(), st["generation"].as_u64()),
+        (Some("standby"), Some(2)),
+        "{st}"
+    );
+    // A ships to B again, incrementally from the final set.
+    write_random(&a_mp("mysql").join("a-new"), 15, 512 << 10);
+    sh(&["sync"]);
+    let a3 = snapsite_json(&pri_cfg, &["snapshot", "--json"]);
+    assert_eq!(a3["generation"].as_u64(), Some(3));
+    let shipped = snapsite_json(&pri_cfg, &["ship", "--json"]);
+    let p = shipped["payload_bytes"].as_u64().unwrap();
+    assert!(p < 4 * (512 << 10), "{p}");
+    for sn in shipped["snapshots"].as_array().unwrap() {
+        assert_eq!(sn["base"].as_str(), Some(fin.as_str()), "{sn}");
+    }
+    eprintln!("LVM cycle test: {:.1} s", t0.elapsed().as_secs_f64());
 }
