@@ -162,19 +162,15 @@ fn serve_session<R: Read, W: Write>(
         // as primary spools nothing (split-brain guard).
         let (role, generation) = crate::site::current_role(cfg, catalog)?;
         if role == crate::site::Role::Primary {
-            let message = format!(
-                "this site ({}) is the primary in generation {generation}: it spools nothing",
-                cfg.site
-            );
-            log.event(
-                tracing::Level::ERROR,
-                &format!("spool session refused: {message}"),
-            );
-            let _ = w.msg(&Msg::Error {
-                message: message.clone(),
-            });
-            let _ = w.flush();
-            return Err(Error::refused(message));
+            return Err(refuse_as_primary(
+                log,
+                &mut w,
+                "spool session",
+                format!(
+                    "this site ({}) is the primary in generation {generation}: it spools nothing",
+                    cfg.site
+                ),
+            ));
         }
         return crate::redostream::serve_spool(cfg, catalog, &|l, t| log.event(l, t), first, r, w);
     }
@@ -272,21 +268,33 @@ fn welcome<R: Read, W: Write>(
     if role == crate::site::Role::Primary {
         // Split-brain guard, receiving end: a primary never takes sets from
         // anyone (a returning old primary must not overwrite the new one).
-        let message = format!(
-            "this site ({}) is the primary in generation {generation}: it receives nothing; the sender must become its standby (`snapsite failback` there)",
-            cfg.site
-        );
-        log.event(
-            tracing::Level::ERROR,
-            &format!("session refused: {message}"),
-        );
-        let _ = w.msg(&Msg::Error {
-            message: message.clone(),
-        });
-        let _ = w.flush();
-        return Err(Error::refused(message));
+        return Err(refuse_as_primary(
+            log,
+            w,
+            "session",
+            format!(
+                "this site ({}) is the primary in generation {generation}: it receives nothing; the sender must become its standby (`snapsite failback` there)",
+                cfg.site
+            ),
+        ));
     }
     r.accept_compressed()
+}
+
+/// Split-brain guard: a site recorded as primary refuses `what`; the peer
+/// is told why, the refusal is logged.
+fn refuse_as_primary<W: Write>(
+    log: &SessionLog,
+    w: &mut Writer<W>,
+    what: &str,
+    message: String,
+) -> Error {
+    log.event(tracing::Level::ERROR, &format!("{what} refused: {message}"));
+    let _ = w.msg(&Msg::Error {
+        message: message.clone(),
+    });
+    let _ = w.flush();
+    Error::refused(message)
 }
 
 /// Snapshots and commits until the primary says bye or closes.
