@@ -29,6 +29,12 @@ pub fn recover_pending(cfg: &Config, catalog: &Catalog) -> Result<Vec<String>> {
         }
         for m in &p.members {
             if let Some(store) = stores.find(&m.role) {
+                for note in store
+                    .recover_interrupted()
+                    .ctx(format!("undoing interrupted set {}", p.id))?
+                {
+                    tracing::warn!(set = %p.id, volume = %m.role, "{note}");
+                }
                 store
                     .destroy(&p.id)
                     .ctx(format!("undoing interrupted set {}", p.id))?;

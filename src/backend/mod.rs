@@ -122,6 +122,14 @@ pub trait Backend: Send + Sync {
     /// Find and remove leftovers of interrupted receives. Returns what was removed.
     fn cleanup_partial(&self, vol: &Volume) -> Result<Vec<String>>;
 
+    /// Undo what a snapshot interrupted on this site left behind besides
+    /// the snapshot itself (LVM: devices a killed `lvcreate` left
+    /// suspended, which would block the application's I/O). Called before
+    /// an interrupted set's snapshots are destroyed. Returns what it did.
+    fn recover_interrupted(&self, _vol: &Volume) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     fn destroy(&self, vol: &Volume, name: &str) -> Result<()>;
 
     /// Make a writable copy of snapshot `name` (the snapshot stays pristine)
@@ -278,6 +286,9 @@ impl Store {
     }
     pub fn cleanup_partial(&self) -> Result<Vec<String>> {
         self.imp.cleanup_partial(&self.vol)
+    }
+    pub fn recover_interrupted(&self) -> Result<Vec<String>> {
+        self.imp.recover_interrupted(&self.vol)
     }
     pub fn destroy(&self, name: &str) -> Result<()> {
         self.imp.destroy(&self.vol, name)

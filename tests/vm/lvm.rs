@@ -472,3 +472,93 @@ fn lvm_classic_lvs_ship_full_images_and_check_warns() {
     lab.assert_same(&id2);
     assert_eq!(lab.standby_manifests(), 2);
 }
+
+/// `snapsite snapshot` SIGKILLed while `lvcreate` holds the origin
+/// suspended (the application's I/O to it would hang): the next snapshot
+/// resumes the device, removes what the interrupted set left and takes its
+/// set.
+#[test]
+fn lvm_a_snapshot_killed_mid_lvcreate_leaves_no_suspended_device() {
+    require_lab!();
+    let lab = LvmLab::new(false);
+    let origin = lab.pri.lv(ROLES[0]);
+    let dm = sh(&["lvs", "--noheadings", "-o", "lv_dm_path", &origin])
+        .trim()
+        .to_string();
+    let state = |dm: &str| -> String {
+        let out = run(&[
+            "dmsetup",
+            "info",
+            "-c",
+            "--noheadings",
+            "-o",
+            "suspended",
+            dm,
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(state(&dm), "Active");
+    let bin = lab.dir.join(unique_name("fakebin"));
+    std::fs::create_dir_all(&bin).unwrap();
+    let marker = lab.dir.join("lvcreate-started");
+    std::fs::write(
+        bin.join("lvcreate"),
+        format!(
+            "#!/bin/sh\ndmsetup suspend {dm}\ntouch {}\nexec sleep 300\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    sh(&["chmod", "+x", bin.join("lvcreate").to_str().unwrap()]);
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new(snapsite_bin())
+            .args(["--config", lab.pri_cfg.to_str().unwrap(), "snapshot"])
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    wait_for("the fake lvcreate", Duration::from_secs(60), || {
+        marker.exists()
+    });
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        state(&dm),
+        "Suspended",
+        "the killed lvcreate left it suspended"
+    );
+    assert_eq!(manifest_count(&lab.dir.join("state-pri")), 0);
+
+    // The next snapshot (the real lvcreate) recovers the interrupted set.
+    let id = lab.snapshot();
+    assert_eq!(state(&dm), "Active", "resumed by the next snapshot");
+    assert_eq!(manifest_count(&lab.dir.join("state-pri")), 1, "set {id}");
+    // I/O to the origin goes through again.
+    let dev = format!("/dev/{origin}");
+    sh(&[
+        "timeout",
+        "30",
+        "dd",
+        "if=/dev/zero",
+        &format!("of={dev}"),
+        "bs=4096",
+        "count=16",
+        "oflag=direct",
+        "status=none",
+    ]);
+}
