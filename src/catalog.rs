@@ -301,29 +301,13 @@ impl Catalog {
         std::fs::create_dir_all(&self.root)
             .ctx(format!("create state_dir {}", self.root.display()))?;
         let path = self.root.join("lock");
-        let start = std::time::Instant::now();
-        loop {
-            let f = File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .ctx(format!("open {}", path.display()))?;
-            match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-                Ok(l) => return Ok(Lock { _f: l }),
-                Err((_, nix::errno::Errno::EWOULDBLOCK)) if start.elapsed() < wait => {
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                Err((_, e)) => {
-                    return Err(Error::refused(format!(
-                        "{what}: another snapsite holds {} ({e})",
-                        path.display()
-                    ))
-                    .with_hint(
-                        "wait for it to finish; it may be a running `snapsite run` or `serve`",
-                    ));
-                }
-            }
+        match flock_exclusive(&path, wait, std::time::Duration::from_millis(100))? {
+            Ok(l) => Ok(Lock { _f: l }),
+            Err(e) => Err(Error::refused(format!(
+                "{what}: another snapsite holds {} ({e})",
+                path.display()
+            ))
+            .with_hint("wait for it to finish; it may be a running `snapsite run` or `serve`")),
         }
     }
 
@@ -334,15 +318,9 @@ impl Catalog {
         std::fs::create_dir_all(&self.root)
             .ctx(format!("create state_dir {}", self.root.display()))?;
         let path = self.root.join("run.lock");
-        let f = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .ctx(format!("open {}", path.display()))?;
-        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        match flock_exclusive(&path, std::time::Duration::ZERO, std::time::Duration::ZERO)? {
             Ok(l) => Ok(Lock { _f: l }),
-            Err((_, e)) => Err(Error::refused(format!(
+            Err(e) => Err(Error::refused(format!(
                 "another `snapsite run` holds {} ({e})",
                 path.display()
             ))
@@ -683,6 +661,32 @@ impl TransferKind {
         match self {
             TransferKind::Full => "full",
             TransferKind::Incremental => "incremental",
+        }
+    }
+}
+
+/// An exclusive `flock` on `path` (created if missing), retried every
+/// `poll` until `wait` has passed. The outer error: the file could not be
+/// opened; the inner one: someone else still holds the lock.
+pub fn flock_exclusive(
+    path: &Path,
+    wait: std::time::Duration,
+    poll: std::time::Duration,
+) -> Result<std::result::Result<nix::fcntl::Flock<File>, nix::errno::Errno>> {
+    let start = std::time::Instant::now();
+    loop {
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .ctx(format!("open {}", path.display()))?;
+        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(l) => return Ok(Ok(l)),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) if start.elapsed() < wait => {
+                std::thread::sleep(poll);
+            }
+            Err((_, e)) => return Ok(Err(e)),
         }
     }
 }

@@ -727,27 +727,8 @@ fn journal_id(dir: &Path) -> Option<(u64, u64)> {
 fn spool_lock(dir: &Path, name: &str, wait: Duration) -> Result<nix::fcntl::Flock<File>> {
     std::fs::create_dir_all(dir).ctx(format!("create {}", dir.display()))?;
     let path = dir.join(name);
-    let start = Instant::now();
-    loop {
-        let f = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .ctx(format!("open {}", path.display()))?;
-        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(l) => return Ok(l),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) if start.elapsed() < wait => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err((_, e)) => {
-                return Err(Error::refused(format!(
-                    "another snapsite holds {} ({e})",
-                    path.display()
-                )));
-            }
-        }
-    }
+    crate::catalog::flock_exclusive(&path, wait, Duration::from_millis(50))?
+        .map_err(|e| Error::refused(format!("another snapsite holds {} ({e})", path.display())))
 }
 
 // ---------------------------------------------------------------------------
