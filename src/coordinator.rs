@@ -757,6 +757,16 @@ fn send_stream(
     progress: Progress,
 ) -> Result<Sent> {
     let step = out.step;
+    // A resume is checked against the standby's verified prefix before
+    // anything is said (reading a large prefix back must not hold the
+    // standby's session idle): a stale token falls back to a fresh send.
+    let early = match token {
+        Some(t) => match store.send_resume(&step.snapshot, t) {
+            Ok(src) => Some(src),
+            Err(e) => return Ok(Sent::Stale(e.to_string())),
+        },
+        None => None,
+    };
     conn.writer.msg(&Msg::Begin {
         set_id: out.set_id.into(),
         role: step.role.clone(),
@@ -775,18 +785,15 @@ fn send_stream(
             ))),
         }
     };
-    let opened = match token {
-        Some(t) => store.send_resume(&step.snapshot, t),
+    let opened = match early {
+        Some(src) => Ok(src),
         None => store.send(&step.snapshot, step.base.as_deref()),
     };
     let mut src = match opened {
         Ok(s) => s,
         Err(e) => {
             abort(conn, e.to_string())?;
-            return match token {
-                Some(_) => Ok(Sent::Stale(e.to_string())),
-                None => Err(e.context(format!("volume `{}`", step.role))),
-            };
+            return Err(e.context(format!("volume `{}`", step.role)));
         }
     };
     let mut sent = 0u64;
@@ -832,6 +839,11 @@ fn send_stream(
         Msg::Ack { role, snapshot, .. } if role == step.role && snapshot == step.snapshot => {
             Ok(Sent::Done(bytes))
         }
+        // The standby dropped the resumed receive: send it all again.
+        Msg::Nack { error, .. } if token.is_some() => Ok(Sent::Stale(format!(
+            "standby rejected the resumed {} {}: {error}",
+            step.role, step.snapshot
+        ))),
         Msg::Nack { error, .. } => Err(Error::integrity(format!(
             "standby rejected {} {}: {error}",
             step.role, step.snapshot

@@ -24,6 +24,7 @@
 
 mod format;
 mod report;
+mod resume;
 mod thin;
 
 pub use format::{Decoder, Encoder, Event, Extent, Header, MAGIC, RecordHash, StreamKind, VERSION};
@@ -121,6 +122,18 @@ fn require_replica(vol: &Volume) -> Result<&LvName> {
 /// The snapshot LV of `lv` for set `name`.
 pub fn snap_lv(lv: &str, name: &str) -> String {
     format!("{lv}.{name}")
+}
+
+/// The replica's resume tag and its token, if it has a valid one.
+fn resume_tag(r: &LvInfo) -> Option<(String, resume::Token)> {
+    let tag = r.tags.iter().find(|t| t.starts_with(resume::RESUME_TAG))?;
+    match resume::Token::parse(tag) {
+        Ok(t) => Some((tag.clone(), t)),
+        Err(e) => {
+            tracing::warn!(lv = %r.name, error = %e, "ignoring a malformed resume tag");
+            None
+        }
+    }
 }
 
 fn dev_path(vg: &str, lv: &str) -> PathBuf {
@@ -513,102 +526,77 @@ impl Backend for Lvm {
         name: &str,
         base: Option<&str>,
     ) -> Result<Box<dyn SnapshotSource>> {
-        let (vg, _) = split(home(vol)?);
-        let all = lvs_of(vol, vg)?;
-        let snap_name = snap_of(vol, &all, name)?;
-        let snap = find(&all, &snap_name).cloned().ok_or_else(|| {
-            Error::storage(format!(
-                "volume `{}`: snapshot {vg}/{snap_name} does not exist",
-                vol.role
-            ))
-        })?;
-        if snap.is_invalid_snapshot() {
-            return Err(Error::storage(format!(
-                "volume `{}`: classic snapshot {vg}/{snap_name} is invalid (its copy-on-write space overflowed)",
-                vol.role
-            )));
-        }
-        let base_info = match base {
-            Some(b) => find(&all, &snap_of(vol, &all, b)?).cloned(),
-            None => None,
-        };
-        if !snap.active {
-            activate(vg, &snap_name).ctx(format!("volume `{}`", vol.role))?;
-        }
-        // The device's size: `lv_size` of a classic snapshot is its
-        // copy-on-write space, not the size of the data.
-        let dev_p = dev_path(vg, &snap_name);
-        let (dev, size) = open_sized(&dev_p, false).ctx(format!("volume `{}`", vol.role))?;
-        let (kind, block_size, extents, base_used) = if snap.is_thin() {
-            let pool = Pool {
-                vg: vg.to_string(),
-                name: snap.pool.clone().expect("thin LVs have a pool"),
-            };
-            let id = snap.thin_id.ok_or_else(|| {
-                Error::storage(format!("lvs reports no thin id for {vg}/{snap_name}"))
-            })?;
-            let incremental_base = base_info
-                .as_ref()
-                .filter(|b| b.is_thin() && b.pool == snap.pool && b.thin_id.is_some());
-            let ms = MetadataSnap::reserve(&pool).ctx(format!("volume `{}`", vol.role))?;
-            let planned = match incremental_base {
-                Some(b) => ms.delta(b.thin_id.expect("filtered"), id).map(|d| {
-                    (
-                        StreamKind::Incremental,
-                        d.block_size,
-                        delta_extents(&d, size),
-                        Some(b.clone()),
-                    )
-                }),
-                None => ms.mapped(id).map(|m| {
-                    (
-                        StreamKind::Full,
-                        m.block_size,
-                        mapping_extents(&m, size),
-                        None,
-                    )
-                }),
-            };
-            // Released before any data moves; an error above releases on drop.
-            ms.release()?;
-            planned.ctx(format!("volume `{}`", vol.role))?
-        } else {
-            if base.is_some() {
-                tracing::info!(volume = %vol.role, "classic LV: sending a full image");
-            }
-            let all_of_it = vec![Extent {
-                offset: 0,
-                len: size,
-                data: true,
-            }];
-            (StreamKind::Full, CLASSIC_UNIT, all_of_it, None)
-        };
-        let header = Header {
-            version: format::VERSION,
-            kind,
-            size,
-            block_size,
-            snapshot: name.to_string(),
-            storage_id: Some(snap.uuid.clone()),
-            base: base_used.as_ref().and(base.map(str::to_string)),
-            // What the base was received from (the peer's snapshot), else
-            // its own uuid: the id both sites know the base by.
-            base_storage_id: base_used.as_ref().map(|b| {
-                b.tag_value(FROM_TAG)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| b.uuid.clone())
-            }),
-        };
+        let p = plan_send(vol, name, base)?;
         tracing::info!(
             volume = %vol.role,
             snapshot = name,
-            kind = ?kind,
-            bytes = extents.iter().filter(|e| e.data).map(|e| e.len).sum::<u64>(),
+            kind = ?p.header.kind,
+            bytes = p.extents.iter().filter(|e| e.data).map(|e| e.len).sum::<u64>(),
             "sending changed blocks"
         );
         Ok(Box::new(LvmSource {
-            enc: Encoder::new(dev, &header, extents),
-            classic: (!snap.is_thin()).then(|| (vg.to_string(), snap_name)),
+            enc: Encoder::new(p.dev, &p.header, p.extents),
+            classic: p.classic,
+        }))
+    }
+
+    fn send_resume(
+        &self,
+        vol: &Volume,
+        name: &str,
+        token: &str,
+    ) -> Result<Box<dyn SnapshotSource>> {
+        let tok = resume::Token::parse(token)?;
+        if tok.snapshot != name {
+            return Err(Error::storage(format!(
+                "volume `{}`: the resume token is for {}, not {name}",
+                vol.role, tok.snapshot
+            )));
+        }
+        let mut p = plan_send(vol, name, tok.base.as_deref())?;
+        if resume::header_digest(&p.header) != tok.header {
+            return Err(Error::storage(format!(
+                "volume `{}`: the resume token is for another stream of {name} (its header differs)",
+                vol.role
+            )));
+        }
+        if tok.high > p.header.size {
+            return Err(Error::storage(format!(
+                "volume `{}`: the resume token lies beyond the device ({} > {})",
+                vol.role, tok.high, p.header.size
+            )));
+        }
+        // Recompute the chain over the standby's segments from this
+        // snapshot: any byte that differs makes the token stale.
+        let mut chain = [0u8; 32];
+        for (a, b) in tok.segments() {
+            let dev = p.dev.try_clone().ctx("reopen the snapshot device")?;
+            let (bytes, h) = format::records_hash(dev, &p.header, format::clip(&p.extents, a, b))
+                .ctx(format!("volume `{}`: read the verified prefix", vol.role))?;
+            chain = resume::chain_step(&chain, a, b, bytes, &h);
+        }
+        if chain != tok.chain {
+            return Err(Error::storage(format!(
+                "volume `{}`: the standby's partial receive of {name} does not match this snapshot",
+                vol.role
+            )));
+        }
+        let from = tok.offset();
+        p.header.resume = Some(format::ResumeFrom {
+            bounds: tok.bounds.clone(),
+            chain: resume::hex(&chain),
+        });
+        let rest = format::clip(&p.extents, from, p.header.size);
+        tracing::info!(
+            volume = %vol.role,
+            snapshot = name,
+            from,
+            bytes = rest.iter().filter(|e| e.data).map(|e| e.len).sum::<u64>(),
+            "resuming a cut transfer"
+        );
+        Ok(Box::new(LvmSource {
+            enc: Encoder::new(p.dev, &p.header, rest),
+            classic: p.classic,
         }))
     }
 
@@ -618,7 +606,7 @@ impl Backend for Lvm {
         name: &str,
         base: Option<&str>,
         expect_id: Option<&str>,
-        _resume: bool,
+        resume: bool,
     ) -> Result<Box<dyn SnapshotSink>> {
         let replica = require_replica(vol)?;
         let (vg, rlv) = split(replica);
@@ -658,7 +646,26 @@ impl Backend for Lvm {
             touched: false,
             before: None,
             watch: None,
+            resume_req: resume,
+            progress: Progress::default(),
         }))
+    }
+
+    fn resumable(&self, vol: &Volume) -> Result<Option<super::Resumable>> {
+        let Some(replica) = lvm_addr(vol)?.1 else {
+            return Ok(None);
+        };
+        let (vg, rlv) = split(replica);
+        let Some(all) = vg_lvs(vg)? else {
+            return Ok(None);
+        };
+        Ok(find(&all, rlv)
+            .filter(|r| r.has_tag(REPLICA_TAG))
+            .and_then(resume_tag)
+            .map(|(tag, t)| super::Resumable {
+                snapshot: Some(t.snapshot),
+                token: tag,
+            }))
     }
 
     fn recover_interrupted(&self, vol: &Volume) -> Result<Vec<String>> {
@@ -1091,6 +1098,111 @@ fn make_receivable(vol: &Volume, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A planned send: the snapshot device, the stream header and the extents.
+struct Planned {
+    dev: File,
+    header: Header,
+    extents: Vec<Extent>,
+    classic: Option<(String, String)>,
+}
+
+/// What a send of `name` (from `base`) reads: the device, the header and the extents.
+fn plan_send(vol: &Volume, name: &str, base: Option<&str>) -> Result<Planned> {
+    let (vg, _) = split(home(vol)?);
+    let all = lvs_of(vol, vg)?;
+    let snap_name = snap_of(vol, &all, name)?;
+    let snap = find(&all, &snap_name).cloned().ok_or_else(|| {
+        Error::storage(format!(
+            "volume `{}`: snapshot {vg}/{snap_name} does not exist",
+            vol.role
+        ))
+    })?;
+    if snap.is_invalid_snapshot() {
+        return Err(Error::storage(format!(
+            "volume `{}`: classic snapshot {vg}/{snap_name} is invalid (its copy-on-write space overflowed)",
+            vol.role
+        )));
+    }
+    let base_info = match base {
+        Some(b) => find(&all, &snap_of(vol, &all, b)?).cloned(),
+        None => None,
+    };
+    if !snap.active {
+        activate(vg, &snap_name).ctx(format!("volume `{}`", vol.role))?;
+    }
+    // The device's size: `lv_size` of a classic snapshot is its
+    // copy-on-write space, not the size of the data.
+    let dev_p = dev_path(vg, &snap_name);
+    let (dev, size) = open_sized(&dev_p, false).ctx(format!("volume `{}`", vol.role))?;
+    let (kind, block_size, extents, base_used) = if snap.is_thin() {
+        let pool = Pool {
+            vg: vg.to_string(),
+            name: snap.pool.clone().expect("thin LVs have a pool"),
+        };
+        let id = snap.thin_id.ok_or_else(|| {
+            Error::storage(format!("lvs reports no thin id for {vg}/{snap_name}"))
+        })?;
+        let incremental_base = base_info
+            .as_ref()
+            .filter(|b| b.is_thin() && b.pool == snap.pool && b.thin_id.is_some());
+        let ms = MetadataSnap::reserve(&pool).ctx(format!("volume `{}`", vol.role))?;
+        let planned = match incremental_base {
+            Some(b) => ms.delta(b.thin_id.expect("filtered"), id).map(|d| {
+                (
+                    StreamKind::Incremental,
+                    d.block_size,
+                    delta_extents(&d, size),
+                    Some(b.clone()),
+                )
+            }),
+            None => ms.mapped(id).map(|m| {
+                (
+                    StreamKind::Full,
+                    m.block_size,
+                    mapping_extents(&m, size),
+                    None,
+                )
+            }),
+        };
+        // Released before any data moves; an error above releases on drop.
+        ms.release()?;
+        planned.ctx(format!("volume `{}`", vol.role))?
+    } else {
+        if base.is_some() {
+            tracing::info!(volume = %vol.role, "classic LV: sending a full image");
+        }
+        let all_of_it = vec![Extent {
+            offset: 0,
+            len: size,
+            data: true,
+        }];
+        (StreamKind::Full, CLASSIC_UNIT, all_of_it, None)
+    };
+    let header = Header {
+        version: format::VERSION,
+        kind,
+        size,
+        block_size,
+        snapshot: name.to_string(),
+        storage_id: Some(snap.uuid.clone()),
+        base: base_used.as_ref().and(base.map(str::to_string)),
+        // What the base was received from (the peer's snapshot), else
+        // its own uuid: the id both sites know the base by.
+        base_storage_id: base_used.as_ref().map(|b| {
+            b.tag_value(FROM_TAG)
+                .map(str::to_string)
+                .unwrap_or_else(|| b.uuid.clone())
+        }),
+        resume: None,
+    };
+    Ok(Planned {
+        dev,
+        header,
+        extents,
+        classic: (!snap.is_thin()).then(|| (vg.to_string(), snap_name)),
+    })
+}
+
 /// The sending end: records from the snapshot device.
 struct LvmSource {
     enc: Encoder,
@@ -1151,6 +1263,48 @@ struct LvmSink {
     /// recreated from (a replica made by hand): (size, pool).
     before: Option<(u64, String)>,
     watch: Option<PoolWatch>,
+    /// The sender announced a resumed stream (`Begin { resume }`).
+    resume_req: bool,
+    /// Verified progress, for resuming a cut receive (`lvm/resume.rs`).
+    progress: Progress,
+}
+
+/// What a receive has verified so far, and the resume tag that says so.
+#[derive(Default)]
+struct Progress {
+    /// Where this session's records start (0, or the offset resumed from).
+    start: u64,
+    /// The chain and segment ends of the sessions before this one.
+    prev_chain: [u8; 32],
+    prev_bounds: Vec<u64>,
+    /// No byte at or beyond this was written before this session.
+    high_floor: u64,
+    /// End of the last complete record, and the record hash there.
+    done_upto: u64,
+    boundary: RecordHash,
+    /// Bytes still to come of the `W` record being received.
+    pending: u64,
+    /// Highest offset this session wrote (or began to write) up to.
+    high: u64,
+    /// Writes must stay below this until the next checkpoint: the `high`
+    /// the tag on the replica promises.
+    limit: u64,
+    /// The resume tag on the replica now.
+    tag: Option<String>,
+    /// Records read back and checked so far, as a hash.
+    readback: RecordHash,
+    header: [u8; 16],
+}
+
+/// Bytes received between two checkpoints of a long receive (fsync, read
+/// back, tag): what a killed `serve` or a reboot can lose at most.
+/// `SNAPSITE_LVM_CHECKPOINT_BYTES` overrides it (tests).
+fn checkpoint_every() -> u64 {
+    std::env::var("SNAPSITE_LVM_CHECKPOINT_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|v| *v >= 1 << 20)
+        .unwrap_or(1 << 30)
 }
 
 fn io_of(e: &Error) -> io::Error {
@@ -1266,6 +1420,19 @@ impl LvmSink {
                 (pool, Some((base_lv, bi.size)))
             }
         };
+        if h.resume.is_some() != self.resume_req {
+            return Err(Error::protocol(format!(
+                "the stream {} a resumed one, the sender announced {}",
+                if h.resume.is_some() { "is" } else { "is not" },
+                if self.resume_req {
+                    "a resume"
+                } else {
+                    "a fresh send"
+                }
+            )));
+        }
+        self.progress.header = resume::header_digest(h);
+        self.progress.limit = checkpoint_every();
         let watch = PoolWatch::open(Pool {
             vg: self.vg.clone(),
             name: pool.clone(),
@@ -1274,6 +1441,9 @@ impl LvmSink {
             self.before = existing
                 .as_ref()
                 .and_then(|r| Some((r.size, r.pool.clone()?)));
+        }
+        if let Some(from) = &h.resume {
+            return self.prepare_resumed(h, from, existing.as_ref(), watch);
         }
         // From here on the replica changes: a failure puts it back.
         self.touched = true;
@@ -1306,6 +1476,10 @@ impl LvmSink {
             }
         }
         self.watch = Some(watch);
+        self.open_replica(h)
+    }
+
+    fn open_replica(&mut self, h: &Header) -> Result<()> {
         let p = dev_path(&self.vg, &self.rlv);
         let (dev, n) = open_sized(&p, true)?;
         if n < h.size {
@@ -1320,10 +1494,207 @@ impl LvmSink {
         Ok(())
     }
 
+    /// Continue a cut receive: the replica must carry the resume tag this
+    /// stream continues (same header, same segments, same chain); a full
+    /// stream's range a cut record may have touched is zeroed first.
+    fn prepare_resumed(
+        &mut self,
+        h: &Header,
+        from: &format::ResumeFrom,
+        existing: Option<&LvInfo>,
+        watch: PoolWatch,
+    ) -> Result<()> {
+        let (tag, tok) = existing.and_then(resume_tag).ok_or_else(|| {
+            Error::protocol(format!("{} holds no cut receive to resume", self.replica()))
+        })?;
+        if tok.snapshot != h.snapshot
+            || tok.base != h.base
+            || tok.header != self.progress.header
+            || tok.bounds != from.bounds
+            || resume::hex(&tok.chain) != from.chain
+        {
+            return Err(Error::protocol(format!(
+                "the resumed stream does not continue the cut receive on {} ({})",
+                self.replica(),
+                tok.snapshot
+            )));
+        }
+        let start = tok.offset();
+        if tok.high > h.size {
+            return Err(Error::protocol(format!(
+                "the cut receive on {} reaches beyond the device",
+                self.replica()
+            )));
+        }
+        self.touched = true;
+        self.watch = Some(watch);
+        self.open_replica(h)?;
+        if h.kind == StreamKind::Full && tok.high > start {
+            let dev = self.dev.as_ref().expect("opened");
+            let watch = self.watch.as_mut().expect("opened");
+            zero_range(dev, start, tok.high - start, &mut |o, l| {
+                watch.charge(Some(dev), o, l)
+            })?;
+        }
+        let pr = &mut self.progress;
+        pr.start = start;
+        pr.done_upto = start;
+        pr.prev_chain = tok.chain;
+        pr.prev_bounds = tok.bounds.clone();
+        pr.high_floor = tok.high;
+        pr.high = start;
+        pr.limit = tok.high;
+        pr.tag = Some(tag);
+        tracing::info!(volume = %self.vol.role, snapshot = %h.snapshot, from = start, "resuming a cut receive");
+        Ok(())
+    }
+
+    /// Writes up to `end` are about to start: past the tag's promise, take
+    /// a checkpoint first (the previous records are complete here).
+    fn before_write(&mut self, end: u64) -> Result<()> {
+        if end > self.progress.limit {
+            self.checkpoint(Some(end))?;
+        }
+        self.progress.high = self.progress.high.max(end);
+        Ok(())
+    }
+
+    /// Records come in increasing offsets (what makes one offset describe
+    /// the verified progress), and a resumed stream's after its start.
+    fn in_order(&self, offset: u64) -> Result<()> {
+        if offset < self.progress.done_upto {
+            return Err(Error::protocol(format!(
+                "record at {offset} comes after one ending at {}: records must increase",
+                self.progress.done_upto
+            )));
+        }
+        Ok(())
+    }
+
+    /// A record is complete: the verified prefix may end here.
+    fn record_done(&mut self, end: u64) {
+        self.progress.done_upto = end;
+        self.progress.boundary = self.hash.clone();
+    }
+
+    /// Read back the complete records not yet checked, into `readback`.
+    fn read_back(&mut self, complete: usize) -> Result<()> {
+        let dev = self.dev.as_ref().expect("header seen");
+        dev.sync_all().ctx("fsync the replica")?;
+        if complete == 0 {
+            return Ok(());
+        }
+        let (first, last) = (self.records[0], self.records[complete - 1]);
+        // Read back from the device, not the page cache.
+        unsafe {
+            nix::libc::posix_fadvise(
+                dev.as_raw_fd(),
+                first.offset as i64,
+                (last.offset + last.len - first.offset) as i64,
+                nix::libc::POSIX_FADV_DONTNEED,
+            );
+        }
+        let mut buf = Vec::new();
+        for w in &self.records[..complete] {
+            buf.resize(w.len.min(format::MAX_WRITE) as usize, 0);
+            if w.data {
+                dev.read_exact_at(&mut buf[..w.len as usize], w.offset)
+                    .ctx("read back the replica")?;
+                self.progress
+                    .readback
+                    .write(w.offset, &buf[..w.len as usize]);
+            } else {
+                if !range_is_zero(dev, w.offset, w.len, &mut buf)? {
+                    return Err(Error::integrity(format!(
+                        "replica range {}+{} should read as zeros",
+                        w.offset, w.len
+                    )));
+                }
+                self.progress.readback.zero(w.offset, w.len);
+            }
+        }
+        self.records.drain(..complete);
+        Ok(())
+    }
+
+    /// Make what was received so far verified progress: fsync, read back
+    /// the complete records and check them against what arrived, then tag
+    /// the replica with the token. `next`: the end of the record about to
+    /// be written (a periodic checkpoint); `None`: the stream was cut.
+    /// Returns false when there is nothing to keep.
+    fn checkpoint(&mut self, next: Option<u64>) -> Result<bool> {
+        let complete = self.records.len() - usize::from(self.progress.pending > 0);
+        self.read_back(complete)?;
+        let pr = &mut self.progress;
+        if pr.readback.data_bytes != pr.boundary.data_bytes
+            || pr.readback.finish() != pr.boundary.finish()
+        {
+            return Err(Error::integrity(format!(
+                "{}/{}: what was written does not read back as what was received",
+                self.vg, self.rlv
+            )));
+        }
+        let high = pr.high.max(pr.high_floor).max(pr.done_upto);
+        let (bounds, chain) =
+            if pr.done_upto > pr.start && pr.prev_bounds.len() < resume::MAX_SEGMENTS {
+                let chain = resume::chain_step(
+                    &pr.prev_chain,
+                    pr.start,
+                    pr.done_upto,
+                    pr.boundary.data_bytes,
+                    &pr.boundary.finish(),
+                );
+                let mut b = pr.prev_bounds.clone();
+                b.push(pr.done_upto);
+                (b, chain)
+            } else if !pr.prev_bounds.is_empty() {
+                // Nothing new verified (or no room for a segment): the old
+                // token, with the new high.
+                (pr.prev_bounds.clone(), pr.prev_chain)
+            } else {
+                // Nothing verified at all: no tag (writes stay untracked: the
+                // next receive recreates the replica).
+                pr.limit = next.map_or(u64::MAX, |n| n.max(pr.done_upto + checkpoint_every()));
+                return Ok(false);
+            };
+        let h = self.header.as_ref().expect("header seen");
+        let limit = match next {
+            None => high,
+            Some(n) => high
+                .max(n)
+                .max(pr.done_upto + checkpoint_every())
+                .min(h.size),
+        };
+        let tok = resume::Token {
+            header: pr.header,
+            chain,
+            high: limit,
+            bounds,
+            base: h.base.clone(),
+            snapshot: h.snapshot.clone(),
+        };
+        let tag = tok.to_tag();
+        if pr.tag.as_deref() != Some(tag.as_str()) {
+            let mut cmd = lvm("lvchange").arg("--addtag").arg(&tag);
+            if let Some(old) = &pr.tag {
+                cmd = cmd.arg("--deltag").arg(old);
+            }
+            cmd.arg(format!("{}/{}", self.vg, self.rlv))
+                .run()
+                .ctx("record the verified progress")?;
+            pr.tag = Some(tag);
+        }
+        pr.limit = limit;
+        tracing::debug!(volume = %self.vol.role, verified = pr.done_upto, high = limit, "checkpoint");
+        Ok(true)
+    }
+
     fn on_event(&mut self, ev: Event) -> Result<()> {
         match ev {
             Event::Header(h) => self.prepare(&h)?,
             Event::Write { offset, len } => {
+                self.in_order(offset)?;
+                self.before_write(offset + len as u64)?;
                 self.watch.as_mut().expect("opened on the header").charge(
                     self.dev.as_ref(),
                     offset,
@@ -1335,6 +1706,7 @@ impl LvmSink {
                     len: len as u64,
                     data: true,
                 });
+                self.progress.pending = len as u64;
             }
             Event::Data { offset, data } => {
                 self.hash.more(data);
@@ -1343,8 +1715,14 @@ impl LvmSink {
                     .expect("opened on the header")
                     .write_all_at(data, offset)
                     .ctx(format!("write the replica at {offset}"))?;
+                self.progress.pending -= data.len() as u64;
+                if self.progress.pending == 0 {
+                    self.record_done(offset + data.len() as u64);
+                }
             }
             Event::Zero { offset, len } => {
+                self.in_order(offset)?;
+                self.before_write(offset + len)?;
                 self.hash.zero(offset, len);
                 self.records.push(Written {
                     offset,
@@ -1354,6 +1732,7 @@ impl LvmSink {
                 let dev = self.dev.as_ref().expect("opened");
                 let watch = self.watch.as_mut().expect("opened");
                 zero_range(dev, offset, len, &mut |o, l| watch.charge(Some(dev), o, l))?;
+                self.record_done(offset + len);
             }
             Event::End { data_bytes, hash } => self.end = Some((data_bytes, hash)),
         }
@@ -1376,35 +1755,22 @@ impl LvmSink {
                 self.hash.data_bytes
             )));
         }
-        let dev = self.dev.take().expect("header seen");
-        dev.sync_all().ctx("fsync the replica")?;
-        // Read back from the device, not the page cache.
-        unsafe {
-            nix::libc::posix_fadvise(dev.as_raw_fd(), 0, 0, nix::libc::POSIX_FADV_DONTNEED);
-        }
-        let mut back = RecordHash::default();
-        let mut buf = Vec::new();
-        for w in &self.records {
-            buf.resize(w.len.min(format::MAX_WRITE) as usize, 0);
-            if w.data {
-                dev.read_exact_at(&mut buf[..w.len as usize], w.offset)
-                    .ctx("read back the replica")?;
-                back.write(w.offset, &buf[..w.len as usize]);
-            } else {
-                if !range_is_zero(&dev, w.offset, w.len, &mut buf)? {
-                    return Err(Error::integrity(format!(
-                        "replica range {}+{} should read as zeros",
-                        w.offset, w.len
-                    )));
-                }
-                back.zero(w.offset, w.len);
-            }
-        }
-        if back.finish() != hash {
+        self.read_back(self.records.len())?;
+        if self.progress.readback.finish() != hash {
             return Err(Error::integrity(format!(
                 "{}: what was written does not read back as the stream's data",
                 self.replica()
             )));
+        }
+        let dev = self.dev.take().expect("header seen");
+        // The resume tag goes before the snapshot is taken: a snapshot
+        // never carries it.
+        if let Some(tag) = self.progress.tag.take() {
+            lvm("lvchange")
+                .arg("--deltag")
+                .arg(&tag)
+                .arg(self.replica())
+                .run()?;
         }
         drop(dev);
         let h = self.header.as_ref().expect("header seen");
@@ -1564,6 +1930,29 @@ impl SnapshotSink for LvmSink {
     }
     fn abort(mut self: Box<Self>) {
         self.release();
+    }
+    /// A cut stream: what arrived complete and reads back right stays, as
+    /// verified progress the next ship continues from (`resumable`).
+    fn cut(mut self: Box<Self>) {
+        if self.failed.is_some() || self.header.is_none() || !self.touched || self.dev.is_none() {
+            return self.release();
+        }
+        match self.checkpoint(None) {
+            Ok(true) => {
+                self.touched = false;
+                self.dev = None;
+                tracing::info!(
+                    volume = %self.vol.role,
+                    verified = self.progress.done_upto,
+                    "cut receive kept for resuming"
+                );
+            }
+            Ok(false) => self.release(),
+            Err(e) => {
+                tracing::warn!(volume = %self.vol.role, error = %e, "cut receive not kept");
+                self.release()
+            }
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! The LVM backend on real LVM thin (and classic) volumes, driven through
 //! the `snapsite` binary: full and incremental round trips compared byte
 //! for byte, the bytes shipped for a known change, a cut transfer recovered,
+//! cut transfers resumed from the standby's verified progress (full and
+//! incremental, cut again while resuming, a byte flipped before a cut),
 //! the pool's metadata snapshot released after a failure and after a killed
 //! sender, set -> ship -> failover with ext4 on thin LVs, and classic LVs.
 
@@ -367,6 +369,105 @@ fn lvm_cut_transfer_recovers_and_metadata_snapshot_is_always_released() {
     assert_eq!(r["committed"][0], id3.as_str());
     assert_eq!(lab.held_root(), "-", "stale metadata snapshot released");
     lab.assert_same(&id3);
+}
+
+/// The standby replica's resume tag, if any.
+fn resume_tag(lab: &LvmLab, role: &str) -> Option<String> {
+    let tags = lab.stb.lvs_field(role, "lv_tags");
+    tags.split(',')
+        .find(|t| t.starts_with("snapsite-resume:"))
+        .map(str::to_string)
+}
+
+/// Segments a resume tag holds (one per session that made progress).
+fn segments(tag: &str) -> usize {
+    tag.split(':').nth(5).unwrap().split('+').count()
+}
+
+fn random_between(lo: u64, hi: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    lo + (nanos ^ (nanos >> 7)) % (hi - lo)
+}
+
+#[test]
+fn lvm_cut_transfers_resume_from_the_standbys_verified_progress() {
+    require_lab!();
+    let lab = LvmLab::new(false);
+    let mysql = lab.pri.dev("mysql");
+    // Full: 40 MiB of data in a 64 MiB thin LV, cut twice at random offsets.
+    write_pattern(&mysql, 0, 21, 40 * MIB as usize);
+    let id1 = lab.snapshot();
+    let at = random_between(6_000_000, 30_000_000);
+    eprintln!("full: cutting at byte {at}");
+    let out = lab.snapsite(&lab.cutting_config(at), &["ship"]);
+    assert!(!out.status.success(), "a cut ship must fail");
+    assert_eq!(lab.standby_manifests(), 0);
+    let tag = resume_tag(&lab, "mysql").expect("the cut full receive kept its verified progress");
+    assert_eq!(segments(&tag), 1, "{tag}");
+    assert!(tag.ends_with(&id1), "{tag}");
+    // Cut again while resuming: the progress grows by a segment.
+    let at2 = random_between(3_000_000, 8_000_000);
+    eprintln!("full, resumed: cutting at byte {at2}");
+    let out = lab.snapsite(&lab.cutting_config(at2), &["ship"]);
+    assert!(!out.status.success());
+    let tag2 = resume_tag(&lab, "mysql").expect("still resumable");
+    assert_eq!(
+        segments(&tag2),
+        2,
+        "the resumed session's progress kept: {tag2}"
+    );
+    let r = lab.json(&lab.pri_cfg, &["ship", "--json"]);
+    assert_eq!(r["committed"][0], id1.as_str());
+    let (bytes, _) = shipped(&r, "mysql", &id1);
+    eprintln!("full: the last session carried {bytes} bytes of 40 MiB");
+    // Each cut loses at most the frame (1 MiB) and the record (1 MiB) it
+    // was in, and the session's framing.
+    assert!(
+        bytes + at + at2 <= 45 * MIB,
+        "resumed from the verified progress, not restarted: {bytes}"
+    );
+    lab.assert_same(&id1);
+    assert_eq!(resume_tag(&lab, "mysql"), None, "no tag after the commit");
+
+    // Incremental: 24 MiB changed; cut, then a byte flipped on the wire
+    // before a second cut: the standby's prefix no longer matches the
+    // primary's snapshot, so the token is stale and the send starts over.
+    write_pattern(&mysql, 8 * MIB, 22, 24 * MIB as usize);
+    let id2 = lab.snapshot();
+    let at = random_between(6_000_000, 20_000_000);
+    eprintln!("incremental: cutting at byte {at}");
+    assert!(
+        !lab.snapsite(&lab.cutting_config(at), &["ship"])
+            .status
+            .success()
+    );
+    let tag = resume_tag(&lab, "mysql").expect("the cut incremental kept its progress");
+    assert!(
+        tag.contains(&format!(":{id1}:{id2}")),
+        "base and snapshot: {tag}"
+    );
+    let r = lab.json(&lab.pri_cfg, &["ship", "--json"]);
+    assert_eq!(r["committed"][0], id2.as_str());
+    let (bytes, base) = shipped(&r, "mysql", &id2);
+    assert_eq!(base.as_deref(), Some(id1.as_str()));
+    assert!(bytes + at <= 27 * MIB, "resumed: {bytes}");
+    lab.assert_same(&id2);
+
+    write_pattern(&mysql, 0, 23, 24 * MIB as usize);
+    let id3 = lab.snapshot();
+    let at = random_between(12_000_000, 20_000_000);
+    let flip = at - random_between(2_000_000, 8_000_000);
+    eprintln!("incremental: byte {flip} flipped, cut at {at}");
+    let cfg = damaging_config(&lab.dir, &lab.pri_cfg, &lab.stb_cfg, at, Some(flip));
+    assert!(!lab.snapsite(&cfg, &["ship"]).status.success());
+    let r = lab.json(&lab.pri_cfg, &["ship", "--json"]);
+    assert_eq!(r["committed"][0], id3.as_str());
+    lab.assert_same(&id3);
+    assert_eq!(resume_tag(&lab, "mysql"), None);
+    assert_eq!(resume_tag(&lab, "redolog"), None);
 }
 
 #[test]

@@ -152,11 +152,24 @@ pub fn manifest_count(state_dir: &Path) -> usize {
 /// runs the standby's `serve` behind a filter that cuts the stream after
 /// `at` bytes, passing data through as it arrives.
 pub fn cutting_config(dir: &Path, pri_cfg: &Path, stb_cfg: &Path, at: u64) -> PathBuf {
+    damaging_config(dir, pri_cfg, stb_cfg, at, None)
+}
+
+/// Like `cutting_config`, and when `flip` is given the byte at that offset
+/// of the primary's stream (before the cut) arrives with its bits flipped.
+pub fn damaging_config(
+    dir: &Path,
+    pri_cfg: &Path,
+    stb_cfg: &Path,
+    at: u64,
+    flip: Option<u64>,
+) -> PathBuf {
     let script = dir.join("cut.sh");
+    let flip = flip.map_or(-1, |f| f as i64);
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\npython3 -c 'import sys\nat = int(sys.argv[1])\ni, o = sys.stdin.buffer, sys.stdout.buffer\npos = 0\nwhile True:\n  c = i.read1(65536)\n  if not c: break\n  if pos + len(c) >= at:\n    o.write(c[:at - pos]); o.flush(); sys.exit(0)\n  o.write(c); o.flush(); pos += len(c)\n' {at} | exec {} serve --stdio --config {}\n",
+            "#!/bin/sh\npython3 -c 'import sys\nat, flip = int(sys.argv[1]), int(sys.argv[2])\ni, o = sys.stdin.buffer, sys.stdout.buffer\npos = 0\nwhile True:\n  c = i.read1(65536)\n  if not c: break\n  if pos <= flip < pos + len(c):\n    c = bytearray(c); c[flip - pos] ^= 0xff; c = bytes(c)\n  if pos + len(c) >= at:\n    o.write(c[:at - pos]); o.flush(); sys.exit(0)\n  o.write(c); o.flush(); pos += len(c)\n' {at} {flip} | exec {} serve --stdio --config {}\n",
             snapsite_bin(),
             stb_cfg.display()
         ),

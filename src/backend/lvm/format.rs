@@ -52,6 +52,18 @@ pub struct Header {
     /// Incremental only: the base snapshot and its LV uuid on the sender.
     pub base: Option<String>,
     pub base_storage_id: Option<String>,
+    /// This stream continues a cut receive (`resume.rs`): its records start
+    /// at the offset the standby verified, after the segments it names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumeFrom>,
+}
+
+/// Where a resumed stream continues: the token's segment ends and chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResumeFrom {
+    pub bounds: Vec<u64>,
+    /// Hex of the chain over the segments (see `resume.rs`).
+    pub chain: String,
 }
 
 /// A byte range of the device and what the stream says about it.
@@ -64,7 +76,7 @@ pub struct Extent {
 }
 
 /// The running hash of the records, the same on both ends.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct RecordHash {
     h: blake3::Hasher,
     pub data_bytes: u64,
@@ -96,6 +108,51 @@ impl RecordHash {
     pub fn finish(&self) -> [u8; 32] {
         *self.h.finalize().as_bytes()
     }
+}
+
+/// The extents restricted to `[from, to)`.
+pub fn clip(extents: &[Extent], from: u64, to: u64) -> Vec<Extent> {
+    extents
+        .iter()
+        .filter_map(|e| {
+            let a = e.offset.max(from);
+            let b = (e.offset + e.len).min(to);
+            (a < b).then(|| Extent {
+                offset: a,
+                len: b - a,
+                data: e.data,
+            })
+        })
+        .collect()
+}
+
+/// The data bytes and record hash of the stream `header` and `extents`
+/// make (what its end record carries), reading the device.
+pub fn records_hash(
+    dev: File,
+    header: &Header,
+    extents: Vec<Extent>,
+) -> io::Result<(u64, [u8; 32])> {
+    struct Tail(Vec<u8>);
+    impl io::Write for Tail {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.extend_from_slice(b);
+            let keep = self.0.len().saturating_sub(41);
+            self.0.drain(..keep);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut tail = Tail(Vec::new());
+    io::copy(&mut Encoder::new(dev, header, extents), &mut tail)?;
+    let t = &tail.0;
+    if t.len() < 41 || t[t.len() - 41] != b'E' {
+        return Err(bad("the encoder did not end with an end record"));
+    }
+    let e = &t[t.len() - 40..];
+    Ok((be64(e), e[8..40].try_into().expect("32")))
 }
 
 /// Produces the stream of one snapshot from its device and the extents to
@@ -440,6 +497,7 @@ mod tests {
             storage_id: Some("aWuivk-zyKd-8Tko-IYJJ-eeA3-f2gg-z1NQXu".into()),
             base: None,
             base_storage_id: None,
+            resume: None,
         }
     }
 
