@@ -373,7 +373,9 @@ fn lvm_cut_transfer_recovers_and_metadata_snapshot_is_always_released() {
 
 /// The standby replica's resume tag, if any.
 fn resume_tag(lab: &LvmLab, role: &str) -> Option<String> {
-    let tags = lab.stb.lvs_field(role, "lv_tags");
+    // The replica does not exist before the first receive creates it.
+    let out = run(&["lvs", "--noheadings", "-o", "lv_tags", &lab.stb.lv(role)]);
+    let tags = String::from_utf8_lossy(&out.stdout).trim().to_string();
     tags.split(',')
         .find(|t| t.starts_with("snapsite-resume:"))
         .map(str::to_string)
@@ -468,6 +470,70 @@ fn lvm_cut_transfers_resume_from_the_standbys_verified_progress() {
     lab.assert_same(&id3);
     assert_eq!(resume_tag(&lab, "mysql"), None);
     assert_eq!(resume_tag(&lab, "redolog"), None);
+}
+
+/// `serve` SIGKILLed in the middle of a full receive (no cut handling
+/// runs): the periodic checkpoint (every 4 MiB here) is what survives, and
+/// its `high` covers every byte the killed receive could have written.
+#[test]
+fn lvm_a_killed_serve_resumes_from_its_last_checkpoint() {
+    require_lab!();
+    let lab = LvmLab::new(false);
+    let mysql = lab.pri.dev("mysql");
+    write_pattern(&mysql, 0, 31, 48 * MIB as usize);
+    let id1 = lab.snapshot();
+    let pidfile = lab.dir.join("serve.pid");
+    let script = lab.dir.join("serve-pid.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho $$ > {}\nSNAPSITE_LVM_CHECKPOINT_BYTES=4194304 exec {} serve --stdio --config {}\n",
+            pidfile.display(),
+            snapsite_bin(),
+            lab.stb_cfg.display()
+        ),
+    )
+    .unwrap();
+    sh(&["chmod", "+x", script.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&lab.pri_cfg).unwrap();
+    let cfg = lab.dir.join("primary-pid.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}[standby]\ntransport = \"command\"\ncommand = [\"{}\"]\n",
+            &text[..text.find("[standby]").unwrap()],
+            script.display()
+        ),
+    )
+    .unwrap();
+    let argv = [snapsite_bin(), "--config", cfg.to_str().unwrap(), "ship"];
+    let mut child = command(&argv)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Two checkpoints at least: 8 MiB verified.
+    wait_for("a second checkpoint", Duration::from_secs(300), || {
+        resume_tag(&lab, "mysql").is_some_and(|t| {
+            let end: u64 = t.split(':').nth(5).unwrap().parse().unwrap_or(0);
+            end >= 8 * MIB
+        })
+    });
+    let pid = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .to_string();
+    sh(&["kill", "-KILL", &pid]);
+    let _ = child.wait();
+    let tag = resume_tag(&lab, "mysql").expect("the checkpoint survives the kill");
+    eprintln!("after the kill: {tag}");
+    let r = lab.json(&lab.pri_cfg, &["ship", "--json"]);
+    assert_eq!(r["committed"][0], id1.as_str());
+    let (bytes, _) = shipped(&r, "mysql", &id1);
+    eprintln!("resumed after the kill: {bytes} bytes of 48 MiB");
+    assert!(bytes <= 41 * MIB, "resumed from the checkpoint: {bytes}");
+    lab.assert_same(&id1);
+    assert_eq!(resume_tag(&lab, "mysql"), None);
 }
 
 #[test]
