@@ -399,10 +399,10 @@ fn lvm_cut_transfers_resume_from_the_standbys_verified_progress() {
     require_lab!();
     let lab = LvmLab::new(false);
     let mysql = lab.pri.dev("mysql");
-    // Full: 40 MiB of data in a 64 MiB thin LV, cut twice at random offsets.
-    write_pattern(&mysql, 0, 21, 40 * MIB as usize);
+    // Full: 24 MiB of data in a 64 MiB thin LV, cut twice at random offsets.
+    write_pattern(&mysql, 0, 21, 24 * MIB as usize);
     let id1 = lab.snapshot();
-    let at = random_between(6_000_000, 30_000_000);
+    let at = random_between(5_000_000, 16_000_000);
     eprintln!("full: cutting at byte {at}");
     let out = lab.snapsite(&lab.cutting_config(at), &["ship"]);
     assert!(!out.status.success(), "a cut ship must fail");
@@ -411,7 +411,7 @@ fn lvm_cut_transfers_resume_from_the_standbys_verified_progress() {
     assert_eq!(segments(&tag), 1, "{tag}");
     assert!(tag.ends_with(&id1), "{tag}");
     // Cut again while resuming: the progress grows by a segment.
-    let at2 = random_between(3_000_000, 8_000_000);
+    let at2 = random_between(3_000_000, 6_000_000);
     eprintln!("full, resumed: cutting at byte {at2}");
     let out = lab.snapsite(&lab.cutting_config(at2), &["ship"]);
     assert!(!out.status.success());
@@ -424,22 +424,22 @@ fn lvm_cut_transfers_resume_from_the_standbys_verified_progress() {
     let r = lab.json(&lab.pri_cfg, &["ship", "--json"]);
     assert_eq!(r["committed"][0], id1.as_str());
     let (bytes, _) = shipped(&r, "mysql", &id1);
-    eprintln!("full: the last session carried {bytes} bytes of 40 MiB");
+    eprintln!("full: the last session carried {bytes} bytes of 24 MiB");
     // Each cut loses at most the frame (1 MiB) and the record (1 MiB) it
     // was in, and the session's framing.
     assert!(
-        bytes + at + at2 <= 45 * MIB,
+        bytes + at + at2 <= 29 * MIB,
         "resumed from the verified progress, not restarted: {bytes}"
     );
     lab.assert_same(&id1);
     assert_eq!(resume_tag(&lab, "mysql"), None, "no tag after the commit");
 
-    // Incremental: 24 MiB changed; cut, then a byte flipped on the wire
+    // Incremental: 16 MiB changed; cut, then a byte flipped on the wire
     // before a second cut: the standby's prefix no longer matches the
     // primary's snapshot, so the token is stale and the send starts over.
-    write_pattern(&mysql, 8 * MIB, 22, 24 * MIB as usize);
+    write_pattern(&mysql, 8 * MIB, 22, 16 * MIB as usize);
     let id2 = lab.snapshot();
-    let at = random_between(6_000_000, 20_000_000);
+    let at = random_between(4_000_000, 13_000_000);
     eprintln!("incremental: cutting at byte {at}");
     assert!(
         !lab.snapsite(&lab.cutting_config(at), &["ship"])
@@ -455,13 +455,13 @@ fn lvm_cut_transfers_resume_from_the_standbys_verified_progress() {
     assert_eq!(r["committed"][0], id2.as_str());
     let (bytes, base) = shipped(&r, "mysql", &id2);
     assert_eq!(base.as_deref(), Some(id1.as_str()));
-    assert!(bytes + at <= 27 * MIB, "resumed: {bytes}");
+    assert!(bytes + at <= 19 * MIB, "resumed: {bytes}");
     lab.assert_same(&id2);
 
-    write_pattern(&mysql, 0, 23, 24 * MIB as usize);
+    write_pattern(&mysql, 0, 23, 12 * MIB as usize);
     let id3 = lab.snapshot();
-    let at = random_between(12_000_000, 20_000_000);
-    let flip = at - random_between(2_000_000, 8_000_000);
+    let at = random_between(8_000_000, 11_000_000);
+    let flip = at - random_between(2_000_000, 6_000_000);
     eprintln!("incremental: byte {flip} flipped, cut at {at}");
     let cfg = damaging_config(&lab.dir, &lab.pri_cfg, &lab.stb_cfg, at, Some(flip));
     assert!(!lab.snapsite(&cfg, &["ship"]).status.success());
@@ -473,21 +473,21 @@ fn lvm_cut_transfers_resume_from_the_standbys_verified_progress() {
 }
 
 /// `serve` SIGKILLed in the middle of a full receive (no cut handling
-/// runs): the periodic checkpoint (every 4 MiB here) is what survives, and
+/// runs): the periodic checkpoint (every 2 MiB here) is what survives, and
 /// its `high` covers every byte the killed receive could have written.
 #[test]
 fn lvm_a_killed_serve_resumes_from_its_last_checkpoint() {
     require_lab!();
     let lab = LvmLab::new(false);
     let mysql = lab.pri.dev("mysql");
-    write_pattern(&mysql, 0, 31, 48 * MIB as usize);
+    write_pattern(&mysql, 0, 31, 32 * MIB as usize);
     let id1 = lab.snapshot();
     let pidfile = lab.dir.join("serve.pid");
     let script = lab.dir.join("serve-pid.sh");
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\necho $$ > {}\nSNAPSITE_LVM_CHECKPOINT_BYTES=4194304 exec {} serve --stdio --config {}\n",
+            "#!/bin/sh\necho $$ > {}\nSNAPSITE_LVM_CHECKPOINT_BYTES=2097152 exec {} serve --stdio --config {}\n",
             pidfile.display(),
             snapsite_bin(),
             lab.stb_cfg.display()
@@ -512,11 +512,11 @@ fn lvm_a_killed_serve_resumes_from_its_last_checkpoint() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Two checkpoints at least: 8 MiB verified.
+    // Two checkpoints at least: 4 MiB verified.
     wait_for("a second checkpoint", Duration::from_secs(300), || {
         resume_tag(&lab, "mysql").is_some_and(|t| {
             let end: u64 = t.split(':').nth(5).unwrap().parse().unwrap_or(0);
-            end >= 8 * MIB
+            end >= 4 * MIB
         })
     });
     let pid = std::fs::read_to_string(&pidfile)
@@ -530,8 +530,8 @@ fn lvm_a_killed_serve_resumes_from_its_last_checkpoint() {
     let r = lab.json(&lab.pri_cfg, &["ship", "--json"]);
     assert_eq!(r["committed"][0], id1.as_str());
     let (bytes, _) = shipped(&r, "mysql", &id1);
-    eprintln!("resumed after the kill: {bytes} bytes of 48 MiB");
-    assert!(bytes <= 41 * MIB, "resumed from the checkpoint: {bytes}");
+    eprintln!("resumed after the kill: {bytes} bytes of 32 MiB");
+    assert!(bytes <= 29 * MIB, "resumed from the checkpoint: {bytes}");
     lab.assert_same(&id1);
     assert_eq!(resume_tag(&lab, "mysql"), None);
 }
