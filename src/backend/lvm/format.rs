@@ -107,10 +107,34 @@ const READ_BATCH: u64 = 4 * MAX_WRITE;
 /// buffers in use, memory stays under 8 batches whatever the device's size.
 const READ_AHEAD: usize = 2;
 
+/// Bytes in front of a `W` record's data: tag, offset, length.
+const W_HEAD: usize = 13;
+
 /// One read of the device, or a `Z` extent, in the order of the extents.
 enum Batch {
-    Data { offset: u64, buf: Vec<u8> },
+    /// `len` bytes at `offset`, laid out as the `W` records of its pieces
+    /// would be: each piece's data follows `W_HEAD` bytes left for its
+    /// record head, so a batch without zeros is sent as it was read.
+    Data {
+        offset: u64,
+        len: u64,
+        buf: Vec<u8>,
+    },
     Zero(Extent),
+}
+
+/// The pieces (`MAX_WRITE` each, the last one shorter) of a batch of `len`
+/// bytes: (offset in the batch's data, length, where its record starts in
+/// the buffer).
+fn pieces(len: u64) -> impl Iterator<Item = (u64, usize, usize)> {
+    (0..len.div_ceil(MAX_WRITE)).map(move |k| {
+        let at = k * MAX_WRITE;
+        (
+            at,
+            (len - at).min(MAX_WRITE) as usize,
+            k as usize * (W_HEAD + MAX_WRITE as usize),
+        )
+    })
 }
 
 /// Produces the stream of one snapshot from its device and the extents to
@@ -185,13 +209,15 @@ impl Encoder {
             );
         }
         let (batch_tx, batch_rx) = sync_channel::<io::Result<Batch>>(READ_AHEAD);
-        let (free_tx, free_rx) = sync_channel::<Vec<u8>>(READ_AHEAD + 2);
+        // Buffers back to the reader: from the encoder (a batch it copied
+        // from) and from the consumer (bytes it has passed on).
+        let (free_tx, free_rx) = sync_channel::<Vec<u8>>(2 * READ_AHEAD + 2);
         let (out_tx, out_rx) = sync_channel::<io::Result<Vec<u8>>>(READ_AHEAD);
-        let (spent_tx, spent_rx) = sync_channel::<Vec<u8>>(READ_AHEAD + 2);
         let reader = std::thread::Builder::new()
             .name("lvm-read".into())
             .spawn(move || read_batches(&dev, extents, &batch_tx, &free_rx))?;
         self.threads.push(reader);
+        let spent_tx = free_tx.clone();
         let encoder = std::thread::Builder::new()
             .name("lvm-encode".into())
             .spawn(move || {
@@ -204,38 +230,51 @@ impl Encoder {
                     hashing: Duration::ZERO,
                 };
                 let mut spent = Spent::default();
-                let mut ok = true;
+                let send = |v: Vec<u8>, blocked: &mut Duration| {
+                    let t = Instant::now();
+                    let ok = out_tx.send(Ok(v)).is_ok();
+                    *blocked += t.elapsed();
+                    ok
+                };
                 for batch in batch_rx {
                     let t = Instant::now();
+                    let mut ready = None;
                     match batch {
                         Ok(Batch::Zero(ext)) => e.push_zero(ext.offset, ext.len),
-                        Ok(Batch::Data { offset, buf }) => {
-                            for (k, piece) in buf.chunks(MAX_WRITE as usize).enumerate() {
-                                e.piece(offset + k as u64 * MAX_WRITE, piece);
+                        Ok(Batch::Data {
+                            offset,
+                            len,
+                            mut buf,
+                        }) => {
+                            spent.bytes += len;
+                            if e.in_place(offset, len, &mut buf) {
+                                ready = Some(buf);
+                            } else {
+                                for (at, n, rec) in pieces(len) {
+                                    let data = &buf[rec + W_HEAD..rec + W_HEAD + n];
+                                    e.piece(offset + at, data);
+                                }
+                                let _ = free_tx.try_send(buf);
                             }
-                            spent.bytes += buf.len() as u64;
-                            let _ = free_tx.try_send(buf);
                         }
                         Err(err) => {
                             let _ = out_tx.send(Err(err));
                             return;
                         }
                     }
-                    let t1 = Instant::now();
-                    spent.work += t1 - t;
-                    if e.out.len() >= MAX_WRITE as usize {
-                        let next = spent_rx.try_recv().unwrap_or_default();
-                        if out_tx.send(Ok(e.take(next))).is_err() {
-                            ok = false; // the consumer went away
-                            break;
+                    spent.work += t.elapsed();
+                    let flush = ready.is_some() || e.out.len() >= MAX_WRITE as usize;
+                    if flush && !e.out.is_empty() && !send(e.take(), &mut spent.blocked) {
+                        return; // the consumer went away
+                    }
+                    if let Some(buf) = ready {
+                        if !send(buf, &mut spent.blocked) {
+                            return;
                         }
-                        spent.blocked += t1.elapsed();
                     }
                 }
-                if ok {
-                    e.end();
-                    let _ = out_tx.send(Ok(e.take(Vec::new())));
-                }
+                e.end();
+                let _ = out_tx.send(Ok(e.take()));
                 tracing::debug!(
                     encode_s = spent.work.as_secs_f64(),
                     of_which_hash_s = e.hashing.as_secs_f64(),
@@ -342,16 +381,22 @@ fn read_extents(
         }
         let mut at = 0u64;
         while at < ext.len {
-            let n = (ext.len - at).min(READ_BATCH) as usize;
+            let len = (ext.len - at).min(READ_BATCH);
+            let n = len as usize;
             let mut buf = free.try_recv().unwrap_or_default();
-            // A recycled buffer is overwritten by the read: no need to
+            // A recycled buffer is overwritten by the reads: no need to
             // clear it (only growth is zeroed).
-            buf.resize(n, 0);
+            buf.resize(
+                pieces(len).last().map_or(0, |(_, n, rec)| rec + W_HEAD + n),
+                0,
+            );
             let offset = ext.offset + at;
             let t = Instant::now();
-            let batch = dev
-                .read_exact_at(&mut buf, offset)
-                .map(|()| Batch::Data { offset, buf });
+            let batch = pieces(len)
+                .try_for_each(|(p, n, rec)| {
+                    dev.read_exact_at(&mut buf[rec + W_HEAD..rec + W_HEAD + n], offset + p)
+                })
+                .map(|()| Batch::Data { offset, len, buf });
             let t1 = Instant::now();
             spent.work += t1 - t;
             spent.bytes += n as u64;
@@ -389,9 +434,34 @@ struct Records {
 }
 
 impl Records {
-    fn take(&mut self, mut next: Vec<u8>) -> Vec<u8> {
-        next.clear();
-        std::mem::replace(&mut self.out, next)
+    fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// A batch whose units all hold data: its pieces are whole `W` records.
+    /// Writes their heads into the gaps the reader left and hashes them;
+    /// false (nothing changed) when a unit reads as zeros.
+    fn in_place(&mut self, offset: u64, len: u64, buf: &mut [u8]) -> bool {
+        let unit = self.unit;
+        let all_data = pieces(len).all(|(_, n, rec)| {
+            let data = &buf[rec + W_HEAD..rec + W_HEAD + n];
+            data.chunks(unit).all(|u| !is_zero(u))
+        });
+        if !all_data {
+            return false;
+        }
+        let t = Instant::now();
+        for (at, n, rec) in pieces(len) {
+            let head = &mut buf[rec..rec + W_HEAD];
+            head[0] = b'W';
+            head[1..9].copy_from_slice(&(offset + at).to_be_bytes());
+            head[9..].copy_from_slice(&(n as u32).to_be_bytes());
+            // The record hash of a `W` record is the hash of its bytes.
+            self.hash.h.update(&buf[rec..rec + W_HEAD + n]);
+            self.hash.data_bytes += n as u64;
+        }
+        self.hashing += t.elapsed();
+        true
     }
 
     fn push_write(&mut self, offset: u64, data: &[u8]) {
@@ -864,6 +934,10 @@ mod tests {
                 }
             }
             at = end;
+        }
+        // 12..20 MiB all data: whole batches sent as they were read
+        for (k, b) in data[12 << 20..20 << 20].iter_mut().enumerate() {
+            *b = (k % 251) as u8 | 2;
         }
         data[(5 << 20) + 65535] = 0;
         data[(9 << 20) - 1] = 42;
