@@ -6,6 +6,7 @@
 
 use std::io::Read;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::time::{Duration, Instant};
 
 use crate::compress::{Compression, FrameCompressor};
 use crate::error::{Error, Result};
@@ -96,19 +97,35 @@ pub fn run<S: Read + Send + ?Sized>(
         let reader = scope.spawn(move || -> std::io::Result<Summary> {
             let mut hasher = blake3::Hasher::new();
             let mut bytes = 0u64;
+            let (mut reading, mut hashing, mut blocked) =
+                (Duration::ZERO, Duration::ZERO, Duration::ZERO);
             for i in 0.. {
+                let t = Instant::now();
                 let mut buf = vec![0u8; MAX_DATA_FRAME];
                 let n = crate::stream::fill(src, &mut buf)?;
+                let t1 = Instant::now();
+                reading += t1 - t;
                 if n == 0 {
                     break;
                 }
                 buf.truncate(n);
                 hasher.update(&buf);
+                let t2 = Instant::now();
+                hashing += t2 - t1;
                 bytes += n as u64;
-                if to_workers[i % k].send(buf).is_err() {
+                let gone = to_workers[i % k].send(buf).is_err();
+                blocked += t2.elapsed();
+                if gone {
                     break; // the writer stopped: its error is the one to report
                 }
             }
+            tracing::debug!(
+                source_s = reading.as_secs_f64(),
+                hash_s = hashing.as_secs_f64(),
+                queue_full_s = blocked.as_secs_f64(),
+                bytes,
+                "sender pipeline: reading the snapshot's stream"
+            );
             Ok(Summary {
                 bytes,
                 blake3: hasher.finalize().to_hex().to_string(),
@@ -116,11 +133,18 @@ pub fn run<S: Read + Send + ?Sized>(
         });
         let mut emitted = 0u64;
         let mut emit_err = None;
+        let (mut waiting, mut emitting) = (Duration::ZERO, Duration::ZERO);
         'out: for i in 0.. {
-            match from_workers[i % k].recv() {
+            let t = Instant::now();
+            let next = from_workers[i % k].recv();
+            let t1 = Instant::now();
+            waiting += t1 - t;
+            match next {
                 Ok(chunk) => {
                     emitted += chunk.raw_len() as u64;
-                    if let Err(e) = emit(chunk) {
+                    let r = emit(chunk);
+                    emitting += t1.elapsed();
+                    if let Err(e) = r {
                         emit_err = Some(e);
                         break 'out;
                     }
@@ -128,6 +152,12 @@ pub fn run<S: Read + Send + ?Sized>(
                 Err(_) => break,
             }
         }
+        tracing::debug!(
+            wait_s = waiting.as_secs_f64(),
+            wire_s = emitting.as_secs_f64(),
+            bytes = emitted,
+            "sender pipeline: frames to the wire"
+        );
         // Unblocks the workers and then the reader if we stopped early.
         drop(from_workers);
         let read = reader.join().expect("the reader thread does not panic");

@@ -21,6 +21,8 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -155,21 +157,71 @@ pub fn records_hash(
     Ok((be64(e), e[8..40].try_into().expect("32")))
 }
 
+/// Bytes of the device one read asks for (several `W` records' worth): large
+/// reads keep the device busy with few system calls.
+const READ_BATCH: u64 = 4 * MAX_WRITE;
+/// Reads (and encoded batches) queued ahead of the consumer: with the
+/// buffers in use, memory stays under 8 batches whatever the device's size.
+const READ_AHEAD: usize = 2;
+
+/// Bytes in front of a `W` record's data: tag, offset, length.
+const W_HEAD: usize = 13;
+
+/// One read of the device, or a `Z` extent, in the order of the extents.
+enum Batch {
+    /// `len` bytes at `offset`, laid out as the `W` records of its pieces
+    /// would be: each piece's data follows `W_HEAD` bytes left for its
+    /// record head, so a batch without zeros is sent as it was read.
+    Data {
+        offset: u64,
+        len: u64,
+        buf: Vec<u8>,
+    },
+    Zero(Extent),
+}
+
+/// The pieces (`MAX_WRITE` each, the last one shorter) of a batch of `len`
+/// bytes: (offset in the batch's data, length, where its record starts in
+/// the buffer).
+fn pieces(len: u64) -> impl Iterator<Item = (u64, usize, usize)> {
+    (0..len.div_ceil(MAX_WRITE)).map(move |k| {
+        let at = k * MAX_WRITE;
+        (
+            at,
+            (len - at).min(MAX_WRITE) as usize,
+            k as usize * (W_HEAD + MAX_WRITE as usize),
+        )
+    })
+}
+
 /// Produces the stream of one snapshot from its device and the extents to
 /// ship (sorted, non-overlapping).
+///
+/// The work runs on two threads of its own, over bounded queues, so the
+/// consumer (the send pipeline: its own hash and the wire) only copies
+/// bytes: a *reader* reads the device in `READ_BATCH` reads ahead of need,
+/// and an *encoder* detects zeros, builds the records and hashes them. The
+/// records are exactly those of reading the extents one `MAX_WRITE` piece
+/// at a time (pieces start at the extent's offset), whatever the batching.
 pub struct Encoder {
+    /// Until the first read: what the threads need.
+    start: Option<Start>,
+    /// Encoded bytes, in order; an error ends the stream.
+    rx: Option<Receiver<io::Result<Vec<u8>>>>,
+    /// Spent output buffers, back to the encoder.
+    spent: Option<SyncSender<Vec<u8>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    out: Vec<u8>,
+    pos: usize,
+}
+
+struct Start {
     dev: File,
-    header: Option<Vec<u8>>,
-    extents: std::vec::IntoIter<Extent>,
-    current: Option<Extent>,
+    header: Vec<u8>,
+    extents: Vec<Extent>,
     kind: StreamKind,
     /// Unit of zero detection inside data extents.
     unit: u64,
-    hash: RecordHash,
-    ended: bool,
-    chunk: Vec<u8>,
-    out: Vec<u8>,
-    pos: usize,
 }
 
 impl Encoder {
@@ -181,28 +233,303 @@ impl Encoder {
         h.extend_from_slice(&json);
         let unit = header.block_size.clamp(4096, MAX_WRITE);
         Encoder {
-            dev,
-            header: Some(h),
-            extents: extents.into_iter(),
-            current: None,
-            kind: header.kind,
-            unit,
-            hash: RecordHash::default(),
-            ended: false,
-            chunk: Vec::new(),
+            start: Some(Start {
+                dev,
+                header: h,
+                extents,
+                kind: header.kind,
+                unit,
+            }),
+            rx: None,
+            spent: None,
+            threads: Vec::new(),
             out: Vec::new(),
             pos: 0,
         }
     }
 
-    fn push_write(&mut self, offset: u64, data_at: std::ops::Range<usize>) {
-        let data = &self.chunk[data_at];
+    fn spawn(&mut self, s: Start) -> io::Result<()> {
+        let Start {
+            dev,
+            header,
+            extents,
+            kind,
+            unit,
+        } = s;
+        // The kernel's read-ahead of the device doubles; a hint only.
+        unsafe {
+            nix::libc::posix_fadvise(
+                std::os::fd::AsRawFd::as_raw_fd(&dev),
+                0,
+                0,
+                nix::libc::POSIX_FADV_SEQUENTIAL,
+            );
+        }
+        let (batch_tx, batch_rx) = sync_channel::<io::Result<Batch>>(READ_AHEAD);
+        // Buffers back to the reader: from the encoder (a batch it copied
+        // from) and from the consumer (bytes it has passed on).
+        let (free_tx, free_rx) = sync_channel::<Vec<u8>>(2 * READ_AHEAD + 2);
+        let (out_tx, out_rx) = sync_channel::<io::Result<Vec<u8>>>(READ_AHEAD);
+        let reader = std::thread::Builder::new()
+            .name("lvm-read".into())
+            .spawn(move || read_batches(&dev, extents, &batch_tx, &free_rx))?;
+        self.threads.push(reader);
+        let spent_tx = free_tx.clone();
+        let encoder = std::thread::Builder::new()
+            .name("lvm-encode".into())
+            .spawn(move || {
+                let t0 = Instant::now();
+                let mut e = Records {
+                    kind,
+                    unit: unit as usize,
+                    hash: RecordHash::default(),
+                    out: header,
+                    hashing: Duration::ZERO,
+                };
+                let mut spent = Spent::default();
+                let send = |v: Vec<u8>, blocked: &mut Duration| {
+                    let t = Instant::now();
+                    let ok = out_tx.send(Ok(v)).is_ok();
+                    *blocked += t.elapsed();
+                    ok
+                };
+                for batch in batch_rx {
+                    let t = Instant::now();
+                    let mut ready = None;
+                    match batch {
+                        Ok(Batch::Zero(ext)) => e.push_zero(ext.offset, ext.len),
+                        Ok(Batch::Data {
+                            offset,
+                            len,
+                            mut buf,
+                        }) => {
+                            spent.bytes += len;
+                            if e.in_place(offset, len, &mut buf) {
+                                ready = Some(buf);
+                            } else {
+                                for (at, n, rec) in pieces(len) {
+                                    let data = &buf[rec + W_HEAD..rec + W_HEAD + n];
+                                    e.piece(offset + at, data);
+                                }
+                                let _ = free_tx.try_send(buf);
+                            }
+                        }
+                        Err(err) => {
+                            let _ = out_tx.send(Err(err));
+                            return;
+                        }
+                    }
+                    spent.work += t.elapsed();
+                    let flush = ready.is_some() || e.out.len() >= MAX_WRITE as usize;
+                    if flush && !e.out.is_empty() && !send(e.take(), &mut spent.blocked) {
+                        return; // the consumer went away
+                    }
+                    if let Some(buf) = ready {
+                        if !send(buf, &mut spent.blocked) {
+                            return;
+                        }
+                    }
+                }
+                e.end();
+                let _ = out_tx.send(Ok(e.take()));
+                tracing::debug!(
+                    encode_s = spent.work.as_secs_f64(),
+                    of_which_hash_s = e.hashing.as_secs_f64(),
+                    queue_full_s = spent.blocked.as_secs_f64(),
+                    total_s = t0.elapsed().as_secs_f64(),
+                    bytes = spent.bytes,
+                    "sender phases: zero detection, records, record hash"
+                );
+            })?;
+        self.threads.push(encoder);
+        self.rx = Some(out_rx);
+        self.spent = Some(spent_tx);
+        Ok(())
+    }
+
+    /// Next encoded bytes into `out`; false at the end of the stream.
+    fn refill(&mut self) -> io::Result<bool> {
+        if let Some(s) = self.start.take() {
+            self.spawn(s)?;
+        }
+        let Some(rx) = &self.rx else {
+            return Ok(false);
+        };
+        match rx.recv() {
+            Ok(Ok(next)) => {
+                let spent = std::mem::replace(&mut self.out, next);
+                self.pos = 0;
+                if let Some(tx) = &self.spent {
+                    let _ = tx.try_send(spent);
+                }
+                Ok(true)
+            }
+            Ok(Err(e)) => {
+                self.stop();
+                Err(e)
+            }
+            Err(_) => {
+                // The encoder sent its last bytes (or died: a panic there
+                // is a bug, and the end record is then missing).
+                self.stop();
+                Ok(false)
+            }
+        }
+    }
+
+    /// Stop the threads and wait for them: dropping the channels makes
+    /// every blocked send and receive return.
+    fn stop(&mut self) {
+        self.rx = None;
+        self.spent = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Encoder {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Time spent by a thread of the encoder, for the debug log.
+#[derive(Default)]
+struct Spent {
+    work: Duration,
+    blocked: Duration,
+    bytes: u64,
+}
+
+/// The reader thread: the extents' data in batches of up to `READ_BATCH`
+/// bytes that start on a piece boundary, and the `Z` extents, in order.
+fn read_batches(
+    dev: &File,
+    extents: Vec<Extent>,
+    tx: &SyncSender<io::Result<Batch>>,
+    free: &Receiver<Vec<u8>>,
+) {
+    let t0 = Instant::now();
+    let mut spent = Spent::default();
+    read_extents(dev, extents, tx, free, &mut spent);
+    tracing::debug!(
+        read_s = spent.work.as_secs_f64(),
+        queue_full_s = spent.blocked.as_secs_f64(),
+        total_s = t0.elapsed().as_secs_f64(),
+        bytes = spent.bytes,
+        "sender phases: device reads"
+    );
+}
+
+fn read_extents(
+    dev: &File,
+    extents: Vec<Extent>,
+    tx: &SyncSender<io::Result<Batch>>,
+    free: &Receiver<Vec<u8>>,
+    spent: &mut Spent,
+) {
+    for ext in extents {
+        if !ext.data {
+            if tx.send(Ok(Batch::Zero(ext))).is_err() {
+                return;
+            }
+            continue;
+        }
+        let mut at = 0u64;
+        while at < ext.len {
+            let len = (ext.len - at).min(READ_BATCH);
+            let n = len as usize;
+            let mut buf = free.try_recv().unwrap_or_default();
+            // A recycled buffer is overwritten by the reads: no need to
+            // clear it (only growth is zeroed).
+            buf.resize(
+                pieces(len).last().map_or(0, |(_, n, rec)| rec + W_HEAD + n),
+                0,
+            );
+            let offset = ext.offset + at;
+            let t = Instant::now();
+            let batch = pieces(len)
+                .try_for_each(|(p, n, rec)| {
+                    dev.read_exact_at(&mut buf[rec + W_HEAD..rec + W_HEAD + n], offset + p)
+                })
+                .map(|()| Batch::Data { offset, len, buf });
+            let t1 = Instant::now();
+            spent.work += t1 - t;
+            spent.bytes += n as u64;
+            let failed = batch.is_err();
+            let gone = tx.send(batch).is_err();
+            spent.blocked += t1.elapsed();
+            if gone || failed {
+                return;
+            }
+            at += n as u64;
+        }
+    }
+}
+
+/// True when every byte is zero; vectorizes (an OR over blocks) and stops
+/// at the first block with data.
+fn is_zero(b: &[u8]) -> bool {
+    let mut blocks = b.chunks_exact(256);
+    for c in &mut blocks {
+        if c.iter().fold(0u8, |a, x| a | x) != 0 {
+            return false;
+        }
+    }
+    blocks.remainder().iter().all(|x| *x == 0)
+}
+
+/// The encoder thread's state: the records so far and their hash.
+struct Records {
+    kind: StreamKind,
+    unit: usize,
+    hash: RecordHash,
+    out: Vec<u8>,
+    /// Time in the record hash (debug log).
+    hashing: Duration,
+}
+
+impl Records {
+    fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// A batch whose units all hold data: its pieces are whole `W` records.
+    /// Writes their heads into the gaps the reader left and hashes them;
+    /// false (nothing changed) when a unit reads as zeros.
+    fn in_place(&mut self, offset: u64, len: u64, buf: &mut [u8]) -> bool {
+        let unit = self.unit;
+        let all_data = pieces(len).all(|(_, n, rec)| {
+            let data = &buf[rec + W_HEAD..rec + W_HEAD + n];
+            data.chunks(unit).all(|u| !is_zero(u))
+        });
+        if !all_data {
+            return false;
+        }
+        let t = Instant::now();
+        for (at, n, rec) in pieces(len) {
+            let head = &mut buf[rec..rec + W_HEAD];
+            head[0] = b'W';
+            head[1..9].copy_from_slice(&(offset + at).to_be_bytes());
+            head[9..].copy_from_slice(&(n as u32).to_be_bytes());
+            // The record hash of a `W` record is the hash of its bytes.
+            self.hash.h.update(&buf[rec..rec + W_HEAD + n]);
+            self.hash.data_bytes += n as u64;
+        }
+        self.hashing += t.elapsed();
+        true
+    }
+
+    fn push_write(&mut self, offset: u64, data: &[u8]) {
         self.out.push(b'W');
         self.out.extend_from_slice(&offset.to_be_bytes());
         self.out
             .extend_from_slice(&(data.len() as u32).to_be_bytes());
         self.out.extend_from_slice(data);
+        let t = Instant::now();
         self.hash.write(offset, data);
+        self.hashing += t.elapsed();
     }
 
     fn push_zero(&mut self, offset: u64, len: u64) {
@@ -212,69 +539,43 @@ impl Encoder {
         self.hash.zero(offset, len);
     }
 
-    /// Fill `out` with the next records; false at the end of the stream.
-    fn refill(&mut self) -> io::Result<bool> {
-        self.out.clear();
-        self.pos = 0;
-        if let Some(h) = self.header.take() {
-            self.out = h;
-            return Ok(true);
-        }
-        loop {
-            let ext = match self.current.take() {
-                Some(e) if e.len > 0 => e,
-                _ => match self.extents.next() {
-                    Some(e) => e,
-                    None => {
-                        if self.ended {
-                            return Ok(false);
-                        }
-                        self.ended = true;
-                        self.out.push(b'E');
-                        self.out
-                            .extend_from_slice(&self.hash.data_bytes.to_be_bytes());
-                        let h = self.hash.finish();
-                        self.out.extend_from_slice(&h);
-                        return Ok(true);
-                    }
-                },
-            };
-            if !ext.data {
-                self.push_zero(ext.offset, ext.len);
-                return Ok(true);
-            }
-            let n = ext.len.min(MAX_WRITE);
-            self.chunk.resize(n as usize, 0);
-            self.dev.read_exact_at(&mut self.chunk, ext.offset)?;
-            self.current = Some(Extent {
-                offset: ext.offset + n,
-                len: ext.len - n,
-                data: true,
-            });
-            // Split into runs of zero and non-zero units.
-            let unit = self.unit as usize;
-            let mut i = 0usize;
-            let len = self.chunk.len();
-            while i < len {
-                let zero_at =
-                    |c: &[u8], at: usize| c[at..(at + unit).min(c.len())].iter().all(|b| *b == 0);
-                let zero = zero_at(&self.chunk, i);
-                let mut j = i;
-                while j < len && zero_at(&self.chunk, j) == zero {
-                    j = (j + unit).min(len);
+    /// One piece (up to `MAX_WRITE` bytes) of a data extent at `offset`:
+    /// runs of zero and non-zero units.
+    fn piece(&mut self, offset: u64, chunk: &[u8]) {
+        let unit = self.unit;
+        let zero_at = |at: usize| is_zero(&chunk[at..(at + unit).min(chunk.len())]);
+        let len = chunk.len();
+        let mut i = 0usize;
+        let mut zero = len > 0 && zero_at(0);
+        while i < len {
+            // Extend the run while the units agree; `next` is the first
+            // unit of the other kind (or the end).
+            let mut j = (i + unit).min(len);
+            let mut next = zero;
+            while j < len {
+                next = zero_at(j);
+                if next != zero {
+                    break;
                 }
-                let off = ext.offset + i as u64;
-                match (zero, self.kind) {
-                    (true, StreamKind::Full) => {} // the receiver starts from zeros
-                    (true, StreamKind::Incremental) => self.push_zero(off, (j - i) as u64),
-                    (false, _) => self.push_write(off, i..j),
-                }
-                i = j;
+                j = (j + unit).min(len);
             }
-            if !self.out.is_empty() {
-                return Ok(true);
+            let off = offset + i as u64;
+            match (zero, self.kind) {
+                (true, StreamKind::Full) => {} // the receiver starts from zeros
+                (true, StreamKind::Incremental) => self.push_zero(off, (j - i) as u64),
+                (false, _) => self.push_write(off, &chunk[i..j]),
             }
+            i = j;
+            zero = next;
         }
+    }
+
+    fn end(&mut self) {
+        self.out.push(b'E');
+        self.out
+            .extend_from_slice(&self.hash.data_bytes.to_be_bytes());
+        let h = self.hash.finish();
+        self.out.extend_from_slice(&h);
     }
 }
 
@@ -613,6 +914,160 @@ mod tests {
             assert!(decode_into(&stream, &dst, piece), "end record verifies");
             assert_eq!(read_all(&new, size), read_all(&dst, size), "piece {piece}");
         }
+    }
+
+    /// The stream as the first encoder produced it (one `MAX_WRITE` read at
+    /// a time from each extent's offset, runs of zero and non-zero units):
+    /// the bytes on the wire must not change with how the device is read.
+    fn reference_stream(dev: &File, h: &Header, extents: &[Extent]) -> Vec<u8> {
+        let json = serde_json::to_vec(h).unwrap();
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&(json.len() as u32).to_be_bytes());
+        out.extend_from_slice(&json);
+        let unit = h.block_size.clamp(4096, MAX_WRITE) as usize;
+        let mut hash = RecordHash::default();
+        for e in extents {
+            if !e.data {
+                out.push(b'Z');
+                out.extend_from_slice(&e.offset.to_be_bytes());
+                out.extend_from_slice(&e.len.to_be_bytes());
+                hash.zero(e.offset, e.len);
+                continue;
+            }
+            let mut at = e.offset;
+            while at < e.offset + e.len {
+                let n = (e.offset + e.len - at).min(MAX_WRITE) as usize;
+                let mut chunk = vec![0; n];
+                dev.read_exact_at(&mut chunk, at).unwrap();
+                let zero_at = |i: usize| chunk[i..(i + unit).min(n)].iter().all(|b| *b == 0);
+                let mut i = 0;
+                while i < n {
+                    let z = zero_at(i);
+                    let mut j = i;
+                    while j < n && zero_at(j) == z {
+                        j = (j + unit).min(n);
+                    }
+                    let off = at + i as u64;
+                    if !z {
+                        out.push(b'W');
+                        out.extend_from_slice(&off.to_be_bytes());
+                        out.extend_from_slice(&((j - i) as u32).to_be_bytes());
+                        out.extend_from_slice(&chunk[i..j]);
+                        hash.write(off, &chunk[i..j]);
+                    } else if h.kind == StreamKind::Incremental {
+                        out.push(b'Z');
+                        out.extend_from_slice(&off.to_be_bytes());
+                        out.extend_from_slice(&((j - i) as u64).to_be_bytes());
+                        hash.zero(off, (j - i) as u64);
+                    }
+                    i = j;
+                }
+                at += n as u64;
+            }
+        }
+        out.push(b'E');
+        out.extend_from_slice(&hash.data_bytes.to_be_bytes());
+        out.extend_from_slice(&hash.finish());
+        out
+    }
+
+    #[test]
+    fn batched_read_ahead_sends_the_same_bytes_as_one_read_per_record() {
+        // 23 MiB + 4 KiB: data and zeros in runs that cross the pieces'
+        // and the batches' boundaries, a single non-zero byte at the end
+        // of a zero unit, an odd tail.
+        let size: u64 = (23 << 20) + 4096;
+        let mut x = 7u64;
+        let mut data = vec![0u8; size as usize];
+        let mut at = 0usize;
+        while at < data.len() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let run = 4096 * (1 + (x % 700) as usize);
+            let end = (at + run).min(data.len());
+            if x % 3 != 0 {
+                for (k, b) in data[at..end].iter_mut().enumerate() {
+                    *b = (x >> (k % 56)) as u8 | 1;
+                }
+            }
+            at = end;
+        }
+        // 12..20 MiB all data: whole batches sent as they were read
+        for (k, b) in data[12 << 20..20 << 20].iter_mut().enumerate() {
+            *b = (k % 251) as u8 | 2;
+        }
+        data[(5 << 20) + 65535] = 0;
+        data[(9 << 20) - 1] = 42;
+        let dev = tempfile::tempfile().unwrap();
+        dev.write_all_at(&data, 0).unwrap();
+        let extent = |offset: u64, len: u64, data: bool| Extent { offset, len, data };
+        let layouts = [
+            vec![extent(0, size, true)],
+            vec![
+                extent(0, 65536, true),
+                extent(65536, 3 << 20, false),
+                extent((3 << 20) + 65536, (7 << 20) + 12288, true),
+                extent(11 << 20, 0, true),
+                extent(12 << 20, size - (12 << 20), true),
+            ],
+        ];
+        for kind in [StreamKind::Full, StreamKind::Incremental] {
+            for block in [4096, 65536, 1 << 20] {
+                for ext in &layouts {
+                    let mut h = header(kind, size);
+                    h.block_size = block;
+                    let mut got = Vec::new();
+                    Encoder::new(dev.try_clone().unwrap(), &h, ext.clone())
+                        .read_to_end(&mut got)
+                        .unwrap();
+                    let want = reference_stream(&dev, &h, ext);
+                    assert!(
+                        got == want,
+                        "{kind:?}, unit {block}, {} extents: {} bytes, want {}",
+                        ext.len(),
+                        got.len(),
+                        want.len()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_read_error_ends_the_stream_with_the_error_and_a_dropped_encoder_stops() {
+        let dev = tempfile::tempfile().unwrap();
+        dev.set_len(1 << 20).unwrap();
+        let h = header(StreamKind::Full, 8 << 20);
+        // The extent runs past the end of the file: a short read.
+        let ext = vec![Extent {
+            offset: 0,
+            len: 8 << 20,
+            data: true,
+        }];
+        let mut out = Vec::new();
+        let e = Encoder::new(dev.try_clone().unwrap(), &h, ext.clone())
+            .read_to_end(&mut out)
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
+        // Read a little, then drop: the threads are stopped, not leaked
+        // blocked on their queues (the drop returns).
+        let big = tempfile::tempfile().unwrap();
+        big.set_len(64 << 20).unwrap();
+        big.write_all_at(&[1u8; 1 << 20], 0).unwrap();
+        let mut enc = Encoder::new(
+            big,
+            &header(StreamKind::Full, 64 << 20),
+            vec![Extent {
+                offset: 0,
+                len: 64 << 20,
+                data: true,
+            }],
+        );
+        let mut buf = [0u8; 4096];
+        enc.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf[..MAGIC.len()], MAGIC);
+        drop(enc);
     }
 
     #[test]
