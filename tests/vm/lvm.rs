@@ -298,11 +298,7 @@ fn lvm_cut_transfer_recovers_and_metadata_snapshot_is_always_released() {
     // 24 MiB changed, the transfer cut 4..20 MB into it.
     write_pattern(&mysql, 8 * MIB, 12, 24 * MIB as usize);
     let id2 = lab.snapshot();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    let at = 4_000_000 + nanos % 16_000_000;
+    let at = random_between(4_000_000, 20_000_000);
     eprintln!("cutting the transfer at byte {at}");
     let out = lab.snapsite(&lab.cutting_config(at), &["ship"]);
     assert!(!out.status.success(), "a cut ship must fail");
