@@ -507,6 +507,50 @@ impl Backend for Lvm {
             .unwrap_or_default())
     }
 
+    /// Volumes of one VG are listed by one `lvs`.
+    fn listing_key(&self, vol: &Volume) -> Option<String> {
+        home(vol).ok().map(|h| h.vg.clone())
+    }
+
+    fn list_batch(&self, vols: &[&Volume]) -> Result<Vec<super::VolumeListing>> {
+        use std::collections::BTreeMap;
+        let mut reports: BTreeMap<String, Option<Vec<LvInfo>>> = BTreeMap::new();
+        vols.iter()
+            .map(|vol| {
+                let (lv, replica) = lvm_addr(vol)?;
+                let (vg, hlv) = split(home(vol)?);
+                if !reports.contains_key(vg) {
+                    reports.insert(vg.to_string(), vg_lvs(vg)?);
+                }
+                let Some(all) = reports[vg].as_deref() else {
+                    return Ok(super::VolumeListing {
+                        resumable: self.resumable(vol)?,
+                        ..Default::default()
+                    });
+                };
+                // as `list`: the chain with a replica, else home's snapshots
+                let snapshots = match replica {
+                    Some(_) => chain_of(all, hlv, &lv.lv),
+                    None => snapshots_of(all, hlv),
+                };
+                let mut ids = BTreeMap::new();
+                for name in &snapshots {
+                    // as `storage_id`: the sender's uuid it was received
+                    // from, else its own
+                    if let Some(s) = find(all, &snap_of(vol, all, name)?) {
+                        let id = s.tag_value(FROM_TAG).unwrap_or(&s.uuid);
+                        ids.insert(name.clone(), id.to_string());
+                    }
+                }
+                Ok(super::VolumeListing {
+                    snapshots,
+                    ids,
+                    resumable: self.resumable(vol)?,
+                })
+            })
+            .collect()
+    }
+
     fn send(
         &self,
         vol: &Volume,
