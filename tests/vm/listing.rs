@@ -321,6 +321,14 @@ fn zfs_one_listing_per_pool_per_side_per_ship() {
     // receive and reads the new guid after it; the primary lists the
     // volume's snapshots to move the hold.
     check("zfs", &two, &four, 2);
+    // The common snapshot's holds move in one batch for every volume.
+    for (n, (_, inc)) in [(2, &two), (4, &four)] {
+        for side in [&inc.primary, &inc.standby] {
+            for c in ["zfs holds", "zfs hold", "zfs release"] {
+                assert_eq!(side.get(c), Some(&1), "{c} with {n} volumes: {side:?}");
+            }
+        }
+    }
 }
 
 #[test]
