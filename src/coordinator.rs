@@ -2,7 +2,7 @@
 //! every snapshot the standby lacks, oldest first, incremental from the
 //! common snapshot where one exists.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use jiff::Timestamp;
@@ -197,8 +197,17 @@ pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manife
                 tracing::warn!(set = %id, volume = %m.role, %reason, "snapshot taken crash-consistent: its quiesce hook failed");
             }
         }
+        // One listing shows the storage ids of several members at once
+        // (ZFS guids, LVM uuids); what it does not show is asked alone.
+        let listing = match manifest.members.len() {
+            0 | 1 => None,
+            _ => Some(stores.listing()?),
+        };
         for m in &mut manifest.members {
-            m.storage_id = stores.get(&m.role)?.storage_id(&id)?;
+            m.storage_id = match listing.as_ref().and_then(|l| l.storage_id(&m.role, &id)) {
+                Some(sid) => Some(sid.to_string()),
+                None => stores.get(&m.role)?.storage_id(&id)?,
+            };
         }
         catalog.write_manifest(&manifest)
     })();
@@ -274,6 +283,8 @@ pub struct ShippedSnapshot {
     pub wire_bytes: u64,
     /// `none`, or the zstd level its data frames were compressed with.
     pub compression: String,
+    /// This transfer continued a cut one (`bytes` is only the rest).
+    pub resumed: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -288,6 +299,9 @@ pub struct ShipReport {
     pub compression: String,
     /// Seconds the transfer waited for the bandwidth limit.
     pub bwlimit_wait_seconds: f64,
+    /// How many times the sender waited for the standby's answer (the
+    /// handshake, then one per set: snapshots and commit are pipelined).
+    pub round_trips: u32,
 }
 
 /// One step of the ship plan.
@@ -376,12 +390,23 @@ pub struct StandbyView {
 
 /// Versioned handshake: our hello, the standby's welcome with its inventory.
 pub fn handshake(cfg: &Config, conn: &mut transport::Connection) -> Result<StandbyView> {
+    send_hello(cfg, conn)?;
+    read_welcome(conn)
+}
+
+/// Our half of the handshake; it needs no answer to be sent, so the
+/// sender can do its own listing while the hello travels.
+pub fn send_hello(cfg: &Config, conn: &mut transport::Connection) -> Result<()> {
     conn.writer.magic()?;
     conn.writer.msg(&Msg::Hello {
         protocol: PROTOCOL_VERSION,
         site: cfg.site.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
-    })?;
+    })
+}
+
+/// The standby's half: its welcome with its inventory.
+pub fn read_welcome(conn: &mut transport::Connection) -> Result<StandbyView> {
     conn.reader.magic()?;
     match conn.reader.msg()? {
         Msg::Welcome {
@@ -548,7 +573,10 @@ pub fn ship_plan(cfg: &Config, catalog: &Catalog) -> Result<ShipPlan> {
     })?;
     let mut conn = transport::connect(standby)?;
     let res = (|| -> Result<ShipPlan> {
-        let view = handshake(cfg, &mut conn)?;
+        send_hello(cfg, &mut conn)?;
+        // our listing while the standby makes its own
+        let local_has = local_lists(&Stores::open(cfg))?;
+        let view = read_welcome(&mut conn)?;
         split_brain_guard(cfg, catalog, &view)?;
         check_volumes_match(cfg, &view)?;
         let mut standby_has: BTreeMap<String, BTreeSet<String>> = view
@@ -556,8 +584,6 @@ pub fn ship_plan(cfg: &Config, catalog: &Catalog) -> Result<ShipPlan> {
             .iter()
             .map(|v| (v.role.clone(), v.snapshots.iter().cloned().collect()))
             .collect();
-        let stores = Stores::open(cfg);
-        let local_has = local_lists(&stores)?;
         let mut plan = Vec::new();
         for set in sets_to_ship(cfg, catalog, &view.committed, &local_has)? {
             let steps = plan_set(&set, &standby_has, &local_has);
@@ -594,7 +620,13 @@ fn ship_session(
     progress: Progress,
 ) -> Result<ShipReport> {
     let mut report = ShipReport::default();
-    let view = handshake(cfg, conn)?;
+    send_hello(cfg, conn)?;
+    // One listing of this site's storage, made while the hello travels
+    // and the standby lists its own; every step below reuses it.
+    let stores = Stores::open(cfg);
+    let local_has = local_lists(&stores)?;
+    let view = read_welcome(conn)?;
+    report.round_trips = 1;
     split_brain_guard(cfg, catalog, &view)?;
     check_volumes_match(cfg, &view)?;
     let StandbyView {
@@ -612,16 +644,14 @@ fn ship_session(
         .iter()
         .filter_map(|v| v.resumable.clone().map(|r| (v.role.clone(), r)))
         .collect();
-    let mut standby_has: BTreeMap<String, BTreeSet<String>> = volumes
+    let standby_has: BTreeMap<String, BTreeSet<String>> = volumes
         .into_iter()
         .map(|v| (v.role, v.snapshots.into_iter().collect()))
         .collect();
-    let stores = Stores::open(cfg);
-    let local_has = local_lists(&stores)?;
     // What the standby holds, kept for retention (the common snapshot) and
     // status; updated after every acknowledged snapshot and committed set.
     let previous = catalog.standby_record()?.unwrap_or_default();
-    let mut record = StandbyRecord {
+    let record = StandbyRecord {
         standby: conn.display(),
         updated_at: Some(Timestamp::now()),
         last_ship_ok: previous.last_ship_ok,
@@ -630,8 +660,18 @@ fn ship_session(
         last_bytes: previous.last_bytes,
     };
     catalog.write_standby_record(&record)?;
+    let mut acks = Acks {
+        catalog,
+        record,
+        standby_has,
+        report,
+        in_flight: VecDeque::new(),
+    };
     for set in sets_to_ship(cfg, catalog, &committed, &local_has)? {
-        for step in plan_set(&set, &standby_has, &local_has) {
+        // Every snapshot of the set, then its commit, without waiting: the
+        // standby answers in order (an ack or a nack per snapshot, then the
+        // commit's answer), read once the commit is sent.
+        for step in plan_set(&set, &acks.standby_has, &local_has) {
             let store = stores.get(&step.role)?;
             let member = set.member(&step.role).expect("planned from members");
             let t = Instant::now();
@@ -646,8 +686,9 @@ fn ship_session(
                 compression: stream_compression(compression, &member.send_options),
             };
             let wire_before = conn.writer.bytes_out;
-            let bytes = send_one(conn, store, &out, token.as_deref(), progress)?;
-            let shipped = ShippedSnapshot {
+            let (bytes, resumed) =
+                send_one(conn, store, &out, token.as_deref(), progress, &mut acks)?;
+            acks.in_flight.push_back(ShippedSnapshot {
                 set_id: set.id.clone(),
                 role: step.role.clone(),
                 snapshot: step.snapshot.clone(),
@@ -656,30 +697,28 @@ fn ship_session(
                 seconds: t.elapsed().as_secs_f64(),
                 wire_bytes: conn.writer.bytes_out - wire_before,
                 compression: out.compression.name(),
-            };
-            report.payload_bytes += bytes;
-            report.snapshots.push(shipped);
-            standby_has
-                .entry(step.role.clone())
-                .or_default()
-                .insert(step.snapshot.clone());
-            record.note_received(&step.role, &step.snapshot, step.base.is_some(), bytes);
-            catalog.write_standby_record(&record)?;
+                resumed,
+            });
         }
         conn.writer.msg(&Msg::Commit {
             manifest: set.clone(),
         })?;
+        acks.report.round_trips += 1;
+        acks.read_all(conn)?;
         match conn.reader.msg()? {
             Msg::Committed { set_id } if set_id == set.id => {
-                record.committed.insert(set_id.clone());
-                record.updated_at = Some(Timestamp::now());
-                catalog.write_standby_record(&record)?;
+                acks.record.committed.insert(set_id.clone());
+                acks.record.updated_at = Some(Timestamp::now());
+                catalog.write_standby_record(&acks.record)?;
                 // The set's members are now the common snapshots: protect
                 // them here (the standby protects its side on commit).
-                for m in &set.members {
-                    stores.get(&m.role)?.protect_common(&m.snapshot)?;
-                }
-                report.committed.push(set_id)
+                let members: Vec<(&str, &str)> = set
+                    .members
+                    .iter()
+                    .map(|m| (m.role.as_str(), m.snapshot.as_str()))
+                    .collect();
+                stores.protect_common(&members)?;
+                acks.report.committed.push(set_id)
             }
             other => {
                 return Err(Error::protocol(format!(
@@ -691,9 +730,62 @@ fn ship_session(
         tracing::info!(set = %set.id, "committed on standby");
     }
     conn.writer.msg(&Msg::Bye)?;
+    let Acks {
+        mut record, report, ..
+    } = acks;
     record.last_ship_ok = Some(Timestamp::now());
     catalog.write_standby_record(&record)?;
     Ok(report)
+}
+
+/// Snapshots sent whose answers the sender has not read yet, and what an
+/// ack updates: the standby record (written at every ack, as retention's
+/// common snapshot depends on it), the planner's view and the report.
+struct Acks<'a> {
+    catalog: &'a Catalog,
+    record: StandbyRecord,
+    standby_has: BTreeMap<String, BTreeSet<String>>,
+    report: ShipReport,
+    in_flight: VecDeque<ShippedSnapshot>,
+}
+
+impl Acks<'_> {
+    /// Read the answers to every snapshot in flight, in the order sent: an
+    /// ack records it; a nack (or anything else) is the error.
+    fn read_all(&mut self, conn: &mut transport::Connection) -> Result<()> {
+        while let Some(s) = self.in_flight.pop_front() {
+            match conn.reader.msg()? {
+                Msg::Ack { role, snapshot, .. } if role == s.role && snapshot == s.snapshot => {}
+                Msg::Nack { error, .. } => {
+                    return Err(Error::integrity(format!(
+                        "standby rejected {} {}: {}",
+                        s.role,
+                        s.snapshot,
+                        crate::model::wire_text(&error)
+                    ))
+                    .with_hint(
+                        "nothing was committed for this set; run `snapsite ship` again to retry",
+                    ));
+                }
+                other => {
+                    return Err(Error::protocol(format!(
+                        "expected ack of {} {}, got {other:?}",
+                        s.role, s.snapshot
+                    )));
+                }
+            }
+            self.standby_has
+                .entry(s.role.clone())
+                .or_default()
+                .insert(s.snapshot.clone());
+            self.record
+                .note_received(&s.role, &s.snapshot, s.base.is_some(), s.bytes);
+            self.catalog.write_standby_record(&self.record)?;
+            self.report.payload_bytes += s.bytes;
+            self.report.snapshots.push(s);
+        }
+        Ok(())
+    }
 }
 
 /// What one snapshot's transfer needs besides the connection.
@@ -725,19 +817,20 @@ fn send_one(
     out: &Outgoing,
     token: Option<&str>,
     progress: Progress,
-) -> Result<u64> {
+    acks: &mut Acks,
+) -> Result<(u64, bool)> {
     let step = out.step;
     if let Some(tok) = token {
-        match send_stream(conn, store, out, Some(tok), progress) {
-            Ok(Sent::Done(bytes)) => return Ok(bytes),
+        match send_stream(conn, store, out, Some(tok), progress, acks) {
+            Ok(Sent::Done(bytes)) => return Ok((bytes, true)),
             Ok(Sent::Stale(why)) => {
                 tracing::warn!(volume = %step.role, snapshot = %step.snapshot, reason = %why, "resume token is stale; sending the snapshot again");
             }
             Err(e) => return Err(e),
         }
     }
-    match send_stream(conn, store, out, None, progress)? {
-        Sent::Done(bytes) => Ok(bytes),
+    match send_stream(conn, store, out, None, progress, acks)? {
+        Sent::Done(bytes) => Ok((bytes, false)),
         Sent::Stale(why) => Err(Error::storage(why)),
     }
 }
@@ -749,12 +842,15 @@ enum Sent {
     Stale(String),
 }
 
+/// Send one snapshot: `Begin`, its data, `End`. Its answer is read later
+/// (`Acks::read_all`); only an `Abort` waits, for the nack that ends it.
 fn send_stream(
     conn: &mut transport::Connection,
     store: &Store,
     out: &Outgoing,
     token: Option<&str>,
     progress: Progress,
+    acks: &mut Acks,
 ) -> Result<Sent> {
     let step = out.step;
     // A resume is checked against the standby's verified prefix before
@@ -775,9 +871,12 @@ fn send_stream(
         storage_id: out.storage_id.map(str::to_string),
         resume: token.is_some(),
     })?;
-    // Tell the standby to drop its half of the transfer, and read its answer.
-    let abort = |conn: &mut transport::Connection, reason: String| -> Result<()> {
+    // Tell the standby to drop its half of the transfer, and read its
+    // answer (after those to the snapshots still in flight).
+    let abort = |conn: &mut transport::Connection, acks: &mut Acks, reason: String| -> Result<()> {
         conn.writer.msg(&Msg::Abort { reason })?;
+        acks.report.round_trips += 1;
+        acks.read_all(conn)?;
         match conn.reader.msg()? {
             Msg::Nack { .. } => Ok(()),
             other => Err(Error::protocol(format!(
@@ -792,7 +891,7 @@ fn send_stream(
     let mut src = match opened {
         Ok(s) => s,
         Err(e) => {
-            abort(conn, e.to_string())?;
+            abort(conn, acks, e.to_string())?;
             return Err(e.context(format!("volume `{}`", step.role)));
         }
     };
@@ -811,7 +910,7 @@ fn send_stream(
         Ok(s) => s,
         Err(crate::pipeline::Failed::Read(e)) => {
             src.abort();
-            abort(conn, e.to_string())?;
+            abort(conn, acks, e.to_string())?;
             return Err(Error::storage(format!(
                 "volume `{}`: reading the send stream: {e}",
                 step.role
@@ -824,7 +923,7 @@ fn send_stream(
     };
     let bytes = summary.bytes;
     if let Err(e) = src.finish() {
-        abort(conn, e.to_string())?;
+        abort(conn, acks, e.to_string())?;
         if token.is_some() && bytes == 0 {
             return Ok(Sent::Stale(e.to_string()));
         }
@@ -835,22 +934,7 @@ fn send_stream(
         blake3: summary.blake3,
     })?;
     progress(&step.role, &step.snapshot, bytes, true);
-    match conn.reader.msg()? {
-        Msg::Ack { role, snapshot, .. } if role == step.role && snapshot == step.snapshot => {
-            Ok(Sent::Done(bytes))
-        }
-        // The standby dropped the resumed receive: send it all again.
-        Msg::Nack { error, .. } if token.is_some() => Ok(Sent::Stale(format!(
-            "standby rejected the resumed {} {}: {error}",
-            step.role, step.snapshot
-        ))),
-        Msg::Nack { error, .. } => Err(Error::integrity(format!(
-            "standby rejected {} {}: {error}",
-            step.role, step.snapshot
-        ))
-        .with_hint("nothing was committed for this set; run `snapsite ship` again to retry")),
-        other => Err(Error::protocol(format!("expected ack, got {other:?}"))),
-    }
+    Ok(Sent::Done(bytes))
 }
 
 #[cfg(test)]

@@ -580,6 +580,14 @@ fn cmd_ship(
             r.seconds,
             r.committed.len()
         );
+        for s in r.snapshots.iter().filter(|s| s.resumed) {
+            println!(
+                "  {} {}: resumed a cut transfer ({} sent this time)",
+                s.role,
+                s.snapshot,
+                human_bytes(s.bytes)
+            );
+        }
         for id in &r.committed {
             println!("  committed {id}");
         }

@@ -51,15 +51,19 @@ pub fn inventory(cfg: &Config) -> Result<Vec<VolumeInventory>> {
     inventory_of(&open_stores(cfg, &production)?)
 }
 
+/// Every volume's snapshots and resumable receive, from one listing per
+/// pool / volume group / filesystem.
 fn inventory_of(stores: &Stores) -> Result<Vec<VolumeInventory>> {
+    let mut listing = stores.listing()?;
     stores
         .iter()
         .map(|s| {
+            let l = listing.volumes.remove(s.role()).unwrap_or_default();
             Ok(VolumeInventory {
                 role: s.role().to_string(),
                 backend: s.kind().as_str().into(),
-                snapshots: s.list()?,
-                resumable: s.resumable()?,
+                snapshots: l.snapshots,
+                resumable: l.resumable,
             })
         })
         .collect()
@@ -775,6 +779,8 @@ pub fn validate_commit(
         ))
         .with_hint("the primary's and the standby's configs must name the same volumes"));
     }
+    // What is here: one listing for every member.
+    let present = stores.listing()?;
     for member in &mut m.members {
         let vol = cfg.volume(&member.role).expect("roles checked above");
         if vol.backend().as_str() != member.backend {
@@ -786,8 +792,11 @@ pub fn validate_commit(
                 vol.backend().as_str()
             )));
         }
-        let present = stores.get(&member.role)?.list()?;
-        if !present.contains(&member.snapshot) {
+        stores.get(&member.role)?;
+        if !present
+            .get(&member.role)
+            .is_some_and(|l| l.snapshots.contains(&member.snapshot))
+        {
             return Err(Error::storage(format!(
                 "set {}: member `{}` has not been received",
                 m.id, member.role
@@ -867,9 +876,12 @@ fn commit(cfg: &Config, stores: &Stores, catalog: &Catalog, m: Manifest) -> Resu
     let mut m = validate_commit(cfg, stores, catalog, m)?;
     m.committed_at = Some(Timestamp::now());
     catalog.write_manifest(&m)?;
-    for member in &m.members {
-        stores.get(&member.role)?.protect_common(&member.snapshot)?;
-    }
+    let members: Vec<(&str, &str)> = m
+        .members
+        .iter()
+        .map(|x| (x.role.as_str(), x.snapshot.as_str()))
+        .collect();
+    stores.protect_common(&members)?;
     tracing::info!(set = %m.id, kind = m.kind.as_str(), "set committed");
     Ok(())
 }

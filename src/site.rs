@@ -86,13 +86,10 @@ pub fn complete_locally(cfg: &Config, m: &Manifest, lists: &BTreeMap<String, Vec
         })
 }
 
-/// Per role, the snapsite snapshots on this site's storage, oldest first.
+/// Per role, the snapsite snapshots on this site's storage, oldest first:
+/// one listing per pool / volume group / filesystem ([`Stores::listing`]).
 pub fn local_lists(stores: &Stores) -> Result<BTreeMap<String, Vec<String>>> {
-    let mut out = BTreeMap::new();
-    for s in stores.iter() {
-        out.insert(s.role().to_string(), s.list()?);
-    }
-    Ok(out)
+    Ok(stores.listing()?.snapshots())
 }
 
 pub struct Site<'a> {

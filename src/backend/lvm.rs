@@ -124,6 +124,17 @@ pub fn snap_lv(lv: &str, name: &str) -> String {
     format!("{lv}.{name}")
 }
 
+/// The cut receive replica `rlv` holds, from a listing of its VG.
+fn resumable_in(all: &[LvInfo], rlv: &str) -> Option<super::Resumable> {
+    find(all, rlv)
+        .filter(|r| r.has_tag(REPLICA_TAG))
+        .and_then(resume_tag)
+        .map(|(tag, t)| super::Resumable {
+            snapshot: Some(t.snapshot),
+            token: tag,
+        })
+}
+
 /// The replica's resume tag and its token, if it has a valid one.
 fn resume_tag(r: &LvInfo) -> Option<(String, resume::Token)> {
     let tag = r.tags.iter().find(|t| t.starts_with(resume::RESUME_TAG))?;
@@ -520,6 +531,48 @@ impl Backend for Lvm {
             .unwrap_or_default())
     }
 
+    /// Volumes of one VG are listed by one `lvs`.
+    fn listing_key(&self, vol: &Volume) -> Option<String> {
+        home(vol).ok().map(|h| h.vg.clone())
+    }
+
+    fn list_batch(&self, vols: &[&Volume]) -> Result<Vec<super::VolumeListing>> {
+        use std::collections::BTreeMap;
+        let mut reports: BTreeMap<String, Option<Vec<LvInfo>>> = BTreeMap::new();
+        vols.iter()
+            .map(|vol| {
+                let (lv, replica) = lvm_addr(vol)?;
+                let (vg, hlv) = split(home(vol)?);
+                if !reports.contains_key(vg) {
+                    reports.insert(vg.to_string(), vg_lvs(vg)?);
+                }
+                let Some(all) = reports[vg].as_deref() else {
+                    return Ok(super::VolumeListing::default());
+                };
+                // as `list`: the chain with a replica, else home's snapshots
+                let snapshots = match replica {
+                    Some(_) => chain_of(all, hlv, &lv.lv),
+                    None => snapshots_of(all, hlv),
+                };
+                let mut ids = BTreeMap::new();
+                for name in &snapshots {
+                    // as `storage_id`: the sender's uuid it was received
+                    // from, else its own
+                    if let Some(s) = find(all, &snap_of(vol, all, name)?) {
+                        let id = s.tag_value(FROM_TAG).unwrap_or(&s.uuid);
+                        ids.insert(name.clone(), id.to_string());
+                    }
+                }
+                Ok(super::VolumeListing {
+                    snapshots,
+                    ids,
+                    // the replica is home on a standby: in the same report
+                    resumable: replica.and_then(|r| resumable_in(all, &r.lv)),
+                })
+            })
+            .collect()
+    }
+
     fn send(
         &self,
         vol: &Volume,
@@ -656,16 +709,7 @@ impl Backend for Lvm {
             return Ok(None);
         };
         let (vg, rlv) = split(replica);
-        let Some(all) = vg_lvs(vg)? else {
-            return Ok(None);
-        };
-        Ok(find(&all, rlv)
-            .filter(|r| r.has_tag(REPLICA_TAG))
-            .and_then(resume_tag)
-            .map(|(tag, t)| super::Resumable {
-                snapshot: Some(t.snapshot),
-                token: tag,
-            }))
+        Ok(vg_lvs(vg)?.and_then(|all| resumable_in(&all, rlv)))
     }
 
     fn recover_interrupted(&self, vol: &Volume) -> Result<Vec<String>> {

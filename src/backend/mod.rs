@@ -7,6 +7,7 @@ pub mod lvm;
 pub mod mem;
 pub mod zfs;
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{ChildStdin, ChildStdout, Stdio};
@@ -53,6 +54,44 @@ pub struct Resumable {
     pub token: String,
 }
 
+/// One volume's part of a [`Listing`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VolumeListing {
+    /// Complete snapsite snapshots, oldest first (what `list` says).
+    pub snapshots: Vec<String>,
+    /// Storage ids (ZFS guid, LVM sender uuid) of snapshots, where the
+    /// listing shows them; a snapshot missing here is asked for alone.
+    pub ids: BTreeMap<String, String>,
+    /// A cut receive this site could resume.
+    pub resumable: Option<Resumable>,
+}
+
+/// What this site's storage holds, per role, from one listing per pool /
+/// volume group / filesystem ([`Stores::listing`]). A ship takes one per
+/// side and every step reuses it: the local lists, the standby's
+/// inventory, storage ids, resume tokens.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Listing {
+    pub volumes: BTreeMap<String, VolumeListing>,
+}
+
+impl Listing {
+    /// Per role, the snapshots, oldest first.
+    pub fn snapshots(&self) -> BTreeMap<String, Vec<String>> {
+        self.volumes
+            .iter()
+            .map(|(r, v)| (r.clone(), v.snapshots.clone()))
+            .collect()
+    }
+    pub fn get(&self, role: &str) -> Option<&VolumeListing> {
+        self.volumes.get(role)
+    }
+    /// The storage id of `name` of `role`, when the listing showed it.
+    pub fn storage_id(&self, role: &str, name: &str) -> Option<&str> {
+        self.get(role)?.ids.get(name).map(String::as_str)
+    }
+}
+
 pub trait Backend: Send + Sync {
     fn kind(&self) -> BackendKind;
 
@@ -82,6 +121,29 @@ pub trait Backend: Send + Sync {
 
     /// Complete snapsite snapshots of the volume on this site, oldest first.
     fn list(&self, vol: &Volume) -> Result<Vec<String>>;
+
+    /// Volumes whose listings one storage command gives share a key (ZFS:
+    /// every dataset, one `zfs list` takes them all; LVM: the volume
+    /// group). `None`: the volume is listed on its own.
+    fn listing_key(&self, _vol: &Volume) -> Option<String> {
+        None
+    }
+
+    /// What this site holds of each of `vols` (all of this backend, with
+    /// equal [`Backend::listing_key`]s), in as few storage commands as the
+    /// storage allows: the snapshots (as `list`), the storage ids the
+    /// listing shows, and a cut receive to resume (as `resumable`).
+    fn list_batch(&self, vols: &[&Volume]) -> Result<Vec<VolumeListing>> {
+        vols.iter()
+            .map(|v| {
+                Ok(VolumeListing {
+                    snapshots: self.list(v)?,
+                    ids: BTreeMap::new(),
+                    resumable: self.resumable(v)?,
+                })
+            })
+            .collect()
+    }
 
     fn send(&self, vol: &Volume, name: &str, base: Option<&str>)
     -> Result<Box<dyn SnapshotSource>>;
@@ -196,6 +258,15 @@ pub trait Backend: Send + Sync {
     fn protect_common(&self, _vol: &Volume, _name: &str) -> Result<()> {
         Ok(())
     }
+
+    /// `protect_common` of several volumes (with equal
+    /// [`Backend::listing_key`]s), in as few commands as the storage allows.
+    fn protect_common_batch(&self, items: &[(&Volume, &str)]) -> Result<()> {
+        for (v, name) in items {
+            self.protect_common(v, name)?;
+        }
+        Ok(())
+    }
 }
 
 /// The backend implementation for a volume's kind.
@@ -265,6 +336,12 @@ impl Store {
     }
     pub fn list(&self) -> Result<Vec<String>> {
         self.imp.list(&self.vol)
+    }
+    /// This volume alone: what [`Stores::listing`] says of it.
+    pub fn listing(&self) -> Result<VolumeListing> {
+        let mut v = self.imp.list_batch(&[&self.vol])?;
+        v.pop()
+            .ok_or_else(|| Error::storage(format!("volume `{}`: empty listing", self.role())))
     }
     pub fn send(&self, name: &str, base: Option<&str>) -> Result<Box<dyn SnapshotSource>> {
         self.imp.send(&self.vol, name, base)
@@ -373,6 +450,66 @@ impl Stores {
     }
     pub fn iter(&self) -> impl Iterator<Item = &Store> {
         self.stores.iter()
+    }
+
+    /// `stores` in batches one backend call can serve: volumes of the same
+    /// backend with equal [`Backend::listing_key`]s together, in order of
+    /// first appearance; a volume without a key alone.
+    fn batches<T>(items: Vec<(&Store, T)>) -> Vec<Vec<(&Store, T)>> {
+        let mut keys: Vec<Option<String>> = Vec::new();
+        let mut groups: Vec<Vec<(&Store, T)>> = Vec::new();
+        for (s, t) in items {
+            let key = s
+                .imp
+                .listing_key(&s.vol)
+                .map(|k| format!("{}:{k}", s.kind().as_str()));
+            match keys.iter().position(|k| key.is_some() && *k == key) {
+                Some(i) => groups[i].push((s, t)),
+                None => {
+                    keys.push(key);
+                    groups.push(vec![(s, t)]);
+                }
+            }
+        }
+        groups
+    }
+
+    /// `protect_common` of snapshot `name` of each role in `items`, one
+    /// batch per pool / volume group (as [`Stores::listing`] groups them).
+    pub fn protect_common(&self, items: &[(&str, &str)]) -> Result<()> {
+        let items = items
+            .iter()
+            .map(|(role, name)| Ok((self.get(role)?, *name)))
+            .collect::<Result<Vec<_>>>()?;
+        for g in Self::batches(items) {
+            let batch: Vec<(&Volume, &str)> = g.iter().map(|(s, n)| (&s.vol, *n)).collect();
+            g[0].0.imp.protect_common_batch(&batch)?;
+        }
+        Ok(())
+    }
+
+    /// What every volume's storage holds, from one listing per pool /
+    /// volume group (volumes of the same backend with equal
+    /// [`Backend::listing_key`]s are listed by one call of the first one's
+    /// implementation); the others one by one.
+    pub fn listing(&self) -> Result<Listing> {
+        let mut out = Listing::default();
+        for g in Self::batches(self.stores.iter().map(|s| (s, ())).collect()) {
+            let vols: Vec<&Volume> = g.iter().map(|(s, _)| &s.vol).collect();
+            let got = g[0].0.imp.list_batch(&vols)?;
+            if got.len() != g.len() {
+                return Err(Error::storage(format!(
+                    "{} listing of {} volumes returned {}",
+                    g[0].0.kind().as_str(),
+                    g.len(),
+                    got.len()
+                )));
+            }
+            for ((s, _), l) in g.iter().zip(got) {
+                out.volumes.insert(s.role().to_string(), l);
+            }
+        }
+        Ok(out)
     }
 }
 

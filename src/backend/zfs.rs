@@ -26,12 +26,13 @@
 //! - Failover clones the received snapshot to `source` (mounted at the
 //!   volume's mountpoint); the received snapshot stays pristine.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Stdio;
 
 use super::{
     Backend, ProcessSink, ProcessSource, ReceiveSteps, Resumable, SnapshotSink, SnapshotSource,
-    require_replica,
+    VolumeListing, require_replica,
 };
 use crate::cmd::{Cmd, Running};
 use crate::config::{BackendKind, Volume, VolumeAddr};
@@ -295,6 +296,157 @@ pub fn parse_snapshot_list(ds: &str, text: &str) -> Vec<String> {
         .collect()
 }
 
+/// What one `zfs list` says of some datasets and their snapshots.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DatasetListing {
+    /// The listed datasets that exist.
+    pub exists: BTreeSet<String>,
+    /// `receive_resume_token` of the datasets that have one.
+    pub tokens: BTreeMap<String, String>,
+    /// Their snapshots in creation order: (dataset, name, guid).
+    pub snaps: Vec<(String, String, Option<String>)>,
+}
+
+impl DatasetListing {
+    pub fn has_snap(&self, ds: &str, name: &str) -> bool {
+        self.snaps.iter().any(|(d, n, _)| d == ds && n == name)
+    }
+    pub fn guid(&self, ds: &str, name: &str) -> Option<&str> {
+        self.snaps
+            .iter()
+            .find(|(d, n, _)| d == ds && n == name)
+            .and_then(|(_, _, g)| g.as_deref())
+    }
+}
+
+/// The columns [`list_datasets`] asks for.
+const LISTING_ARGS: [&str; 11] = [
+    "list",
+    "-H",
+    "-p",
+    "-o",
+    "name,guid,receive_resume_token",
+    "-t",
+    "filesystem,volume,snapshot",
+    "-s",
+    "createtxg",
+    "-d",
+    "1",
+];
+
+/// Parse `zfs list -H -p -o name,guid,receive_resume_token -t
+/// filesystem,volume,snapshot -s createtxg -d 1 DS...`: only lines of the
+/// datasets `dss` and of their snapshots count (`-d 1` also shows child
+/// datasets).
+pub fn parse_dataset_listing(dss: &[String], text: &str) -> DatasetListing {
+    let mut out = DatasetListing::default();
+    for l in text.lines() {
+        let mut f = l.trim_end_matches(['\n', '\r']).split('\t');
+        let (Some(name), Some(guid), token) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        match name.split_once('@') {
+            Some((ds, snap)) if dss.iter().any(|d| d == ds) => {
+                out.snaps
+                    .push((ds.to_string(), snap.to_string(), parse_value(guid)))
+            }
+            None if dss.iter().any(|d| d == name) => {
+                out.exists.insert(name.to_string());
+                if let Some(t) = token.and_then(parse_value) {
+                    out.tokens.insert(name.to_string(), t);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Is every line of `zfs list`'s stderr a dataset of `dss` that does not
+/// exist (the one failure a listing of several datasets may have)?
+pub fn only_missing_datasets(dss: &[String], stderr: &str) -> bool {
+    stderr.lines().filter(|l| !l.trim().is_empty()).all(|l| {
+        l.trim()
+            .strip_prefix("cannot open '")
+            .and_then(|r| r.strip_suffix("': dataset does not exist"))
+            .is_some_and(|n| dss.iter().any(|d| d == n))
+    })
+}
+
+/// One `zfs list` of the datasets `dss` (any number, any pools) and their
+/// snapshots: which exist, their resume tokens, their snapshots' guids.
+/// A dataset that does not exist is simply absent.
+pub fn list_datasets(dss: &[String]) -> Result<DatasetListing> {
+    if dss.is_empty() {
+        return Ok(DatasetListing::default());
+    }
+    let out = zfs().args(LISTING_ARGS).args(dss).run_raw()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && !only_missing_datasets(dss, &stderr) {
+        let mut argv: Vec<std::ffi::OsString> = vec!["zfs".into()];
+        argv.extend(LISTING_ARGS.iter().map(Into::into));
+        argv.extend(dss.iter().map(Into::into));
+        return Err(crate::cmd::failure(&argv, out.status, &out.stderr));
+    }
+    Ok(parse_dataset_listing(
+        dss,
+        &String::from_utf8_lossy(&out.stdout),
+    ))
+}
+
+/// The datasets a volume's snapshots can be in: `replica` and `source`
+/// with a replica configured (see [`chain_in`]), else `source`.
+fn datasets_of(vol: &Volume) -> Vec<String> {
+    match vol.replica() {
+        Some(r) if r != vol.source => vec![r, vol.source.clone()],
+        Some(r) => vec![r],
+        None => vec![dataset(vol).to_string()],
+    }
+}
+
+/// The volume's part of a listing: its snapsite snapshots, oldest first
+/// (creation order), with the full name of each: `replica`'s and, when it
+/// exists, the live `source`'s.
+fn chain_in(vol: &Volume, l: &DatasetListing) -> Vec<(String, String, Option<String>)> {
+    let dss: Vec<String> = datasets_of(vol)
+        .into_iter()
+        .filter(|d| l.exists.contains(d))
+        .collect();
+    l.snaps
+        .iter()
+        .filter(|(ds, name, _)| dss.contains(ds) && parse_set_id(name).is_some())
+        .map(|(ds, name, g)| (name.clone(), format!("{ds}@{name}"), g.clone()))
+        .collect()
+}
+
+/// A volume's [`VolumeListing`] from a listing that covered its datasets.
+fn volume_listing(vol: &Volume, l: &DatasetListing) -> VolumeListing {
+    let mut snapshots = Vec::new();
+    let mut ids = BTreeMap::new();
+    for (name, full, guid) in chain_in(vol, l) {
+        // as `snap_of`: the live source's snapshot when both have one
+        let live = full.starts_with(&format!("{}@", vol.source));
+        if let Some(g) = guid {
+            if live || !ids.contains_key(&name) {
+                ids.insert(name.clone(), g);
+            }
+        }
+        snapshots.push(name);
+    }
+    let resumable = vol
+        .replica()
+        .and_then(|r| l.tokens.get(&r).cloned())
+        .map(|token| Resumable {
+            snapshot: None,
+            token,
+        });
+    VolumeListing {
+        snapshots,
+        ids,
+        resumable,
+    }
+}
+
 /// Parse one value of `zfs get -H -p -o value PROP NAME`; `-` means unset.
 pub fn parse_value(text: &str) -> Option<String> {
     let v = text.trim();
@@ -429,45 +581,31 @@ impl Backend for Zfs {
     }
 
     fn storage_id(&self, vol: &Volume, name: &str) -> Result<Option<String>> {
-        get("guid", &snap_of(vol, name)?)
+        Ok(volume_listing(vol, &list_datasets(&datasets_of(vol))?)
+            .ids
+            .remove(name))
     }
 
     fn list(&self, vol: &Volume) -> Result<Vec<String>> {
-        if vol.replica().is_some() {
-            // Replica and live dataset: see [`chain`].
-            return Ok(chain(vol)?.into_iter().map(|(n, _)| n).collect());
-        }
-        let ds = dataset(vol);
-        let out = zfs()
-            .args([
-                "list",
-                "-H",
-                "-p",
-                "-o",
-                "name",
-                "-t",
-                "snapshot",
-                "-s",
-                "createtxg",
-                "-d",
-                "1",
-            ])
-            .arg(ds)
-            .run_raw()?;
-        if !out.status.success() {
-            if !exists(ds)? {
-                return Ok(Vec::new());
+        Ok(volume_listing(vol, &list_datasets(&datasets_of(vol))?).snapshots)
+    }
+
+    /// Every ZFS volume of the site in one `zfs list`, whatever its pool.
+    fn listing_key(&self, _vol: &Volume) -> Option<String> {
+        Some("zfs".into())
+    }
+
+    fn list_batch(&self, vols: &[&Volume]) -> Result<Vec<VolumeListing>> {
+        let mut dss: Vec<String> = Vec::new();
+        for v in vols {
+            for d in datasets_of(v) {
+                if !dss.contains(&d) {
+                    dss.push(d);
+                }
             }
-            return Err(crate::cmd::failure(
-                &["zfs".into(), "list".into(), ds.into()],
-                out.status,
-                &out.stderr,
-            ));
         }
-        Ok(parse_snapshot_list(
-            ds,
-            &String::from_utf8_lossy(&out.stdout),
-        ))
+        let l = list_datasets(&dss)?;
+        Ok(vols.iter().map(|v| volume_listing(v, &l)).collect())
     }
 
     fn send(
@@ -477,6 +615,15 @@ impl Backend for Zfs {
         base: Option<&str>,
     ) -> Result<Box<dyn SnapshotSource>> {
         let mut cmd = zfs().arg("send").args(send_flags(vol));
+        // Where the snapshots are: one listing for both (see `snap_of`).
+        let live = match vol.replica() {
+            Some(_) => Some(list_datasets(std::slice::from_ref(&vol.source))?),
+            None => None,
+        };
+        let full_name = |n: &str| match &live {
+            Some(l) if l.has_snap(&vol.source, n) => format!("{}@{n}", vol.source),
+            _ => snap(vol, n),
+        };
         if let Some(b) = base {
             cmd = cmd
                 .arg(if vol.zfs_options().intermediates {
@@ -484,9 +631,9 @@ impl Backend for Zfs {
                 } else {
                     "-i"
                 })
-                .arg(snap_of(vol, b)?);
+                .arg(full_name(b));
         }
-        cmd = cmd.arg(snap_of(vol, name)?);
+        cmd = cmd.arg(full_name(name));
         ProcessSource::spawn(cmd)
     }
 
@@ -533,21 +680,26 @@ impl Backend for Zfs {
         resume: bool,
     ) -> Result<Box<dyn SnapshotSink>> {
         let ds = &require_replica(vol, "dataset")?;
-        let partial = self.resumable(vol)?;
-        if !resume && partial.is_some() {
+        // One listing answers every question below: the partial state, the
+        // snapshot and the dataset, the base and its guid.
+        let mut l = list_datasets(std::slice::from_ref(ds))?;
+        let partial = l.tokens.contains_key(ds);
+        if !resume && partial {
             tracing::warn!(volume = %vol.role, "discarding a cut receive that is not being resumed");
             zfs()
                 .args(["receive", "-A", ds])
                 .run()
                 .ctx(format!("volume `{}`", vol.role))?;
+            // a cut first receive took its dataset with it
+            l = list_datasets(std::slice::from_ref(ds))?;
         }
-        if resume && partial.is_none() {
+        if resume && !partial {
             return Err(Error::storage(format!(
                 "volume `{}`: no cut receive to resume on {ds}",
                 vol.role
             )));
         }
-        if exists(&snap(vol, name))? {
+        if l.has_snap(ds, name) {
             return Err(Error::storage(format!(
                 "volume `{}`: {} already exists",
                 vol.role,
@@ -555,7 +707,7 @@ impl Backend for Zfs {
             )));
         }
         let full = base.is_none() && !resume;
-        if full && exists(ds)? {
+        if full && l.exists.contains(ds) {
             return Err(Error::refused(format!(
                 "volume `{}`: replica {ds} exists but holds no snapshot in common with the primary; a full receive would overwrite it",
                 vol.role
@@ -571,10 +723,7 @@ impl Backend for Zfs {
                         vol.role
                     ))
                 };
-                if !exists(&snap(vol, b))? {
-                    return Err(missing());
-                }
-                let g = get("guid", &snap(vol, b))?.ok_or_else(missing)?;
+                let g = l.guid(ds, b).ok_or_else(missing)?;
                 Some(g.parse::<u64>().map_err(|_| {
                     Error::storage(format!("volume `{}`: guid `{g}` of {b}", vol.role))
                 })?)
@@ -616,33 +765,11 @@ impl Backend for Zfs {
         };
         // One call (each `zfs` exec counts on slow hosts): a missing
         // dataset has nothing to resume.
-        let out = zfs()
-            .args([
-                "get",
-                "-H",
-                "-p",
-                "-o",
-                "value",
-                "receive_resume_token",
-                &ds,
-            ])
-            .run_raw()?;
-        if !out.status.success() {
-            if !exists(&ds)? {
-                return Ok(None);
-            }
-            return Err(crate::cmd::failure(
-                &["zfs".into(), "get".into(), ds.into()],
-                out.status,
-                &out.stderr,
-            ));
-        }
-        Ok(
-            parse_value(&String::from_utf8_lossy(&out.stdout)).map(|token| Resumable {
-                snapshot: None,
-                token,
-            }),
-        )
+        let l = list_datasets(std::slice::from_ref(&ds))?;
+        Ok(l.tokens.get(&ds).map(|token| Resumable {
+            snapshot: None,
+            token: token.clone(),
+        }))
     }
 
     fn cleanup_partial(&self, _vol: &Volume) -> Result<Vec<String>> {
@@ -803,8 +930,35 @@ impl Backend for Zfs {
     }
 
     fn protect_common(&self, vol: &Volume, name: &str) -> Result<()> {
-        let s = snap_of(vol, name)?;
-        let snaps: Vec<String> = chain(vol)?.into_iter().map(|(_, full)| full).collect();
+        self.protect_common_batch(&[(vol, name)])
+    }
+
+    /// One listing, one `zfs holds`, one `zfs hold` and one `zfs release`
+    /// for every volume, however many.
+    fn protect_common_batch(&self, items: &[(&Volume, &str)]) -> Result<()> {
+        let mut dss: Vec<String> = Vec::new();
+        for (v, _) in items {
+            for d in datasets_of(v) {
+                if !dss.contains(&d) {
+                    dss.push(d);
+                }
+            }
+        }
+        let l = list_datasets(&dss)?;
+        let mut want: Vec<String> = Vec::new();
+        let mut snaps: Vec<String> = Vec::new();
+        for (vol, name) in items {
+            // as `snap_of`: on the live source when it is there
+            let live = format!("{}@{name}", vol.source);
+            want.push(
+                if vol.replica().is_some() && l.has_snap(&vol.source, name) {
+                    live
+                } else {
+                    snap(vol, name)
+                },
+            );
+            snaps.extend(chain_in(vol, &l).into_iter().map(|(_, full, _)| full));
+        }
         let held: Vec<String> = if snaps.is_empty() {
             Vec::new()
         } else {
@@ -814,20 +968,29 @@ impl Backend for Zfs {
                 .map(|(n, _)| n)
                 .collect()
         };
-        // Hold the new one first: the chain is never unprotected.
-        if !held.contains(&s) {
+        let roles = || {
+            items
+                .iter()
+                .map(|(v, _)| format!("`{}`", v.role))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        // Hold the new ones first: the chain is never unprotected.
+        let hold: Vec<&String> = want.iter().filter(|s| !held.contains(s)).collect();
+        if !hold.is_empty() {
             zfs()
                 .args(["hold", HOLD_TAG])
-                .arg(&s)
+                .args(&hold)
                 .run()
-                .ctx(format!("volume `{}`", vol.role))?;
+                .ctx(format!("volume {}", roles()))?;
         }
-        for old in held.iter().filter(|h| **h != s) {
+        let release: Vec<&String> = held.iter().filter(|h| !want.contains(h)).collect();
+        if !release.is_empty() {
             zfs()
                 .args(["release", HOLD_TAG])
-                .arg(old)
+                .args(&release)
                 .run()
-                .ctx(format!("volume `{}`", vol.role))?;
+                .ctx(format!("volume {}", roles()))?;
         }
         Ok(())
     }
@@ -856,31 +1019,6 @@ impl Backend for Zfs {
 
 /// Where divergent datasets are mounted (read-only).
 const DIVERGENT_MOUNT_DIR: &str = "/run/snapsite/divergent";
-
-/// The volume's snapsite snapshots, oldest first (creation order), with the
-/// full name of each: `replica`'s and, when it exists, the live `source`'s.
-fn chain(vol: &Volume) -> Result<Vec<(String, String)>> {
-    let mut dss: Vec<String> = Vec::new();
-    if let Some(r) = vol.replica() {
-        if exists(&r)? {
-            dss.push(r);
-        }
-        if vol.source != dss.first().map(String::as_str).unwrap_or("") && exists(&vol.source)? {
-            dss.push(vol.source.clone());
-        }
-    } else if exists(&vol.source)? {
-        dss.push(vol.source.clone());
-    }
-    if dss.is_empty() {
-        return Ok(Vec::new());
-    }
-    let text = zfs()
-        .args(["list", "-H", "-p", "-o", "name", "-t", "snapshot"])
-        .args(["-s", "createtxg", "-d", "1"])
-        .args(&dss)
-        .output()?;
-    Ok(parse_chain(&dss, &text))
-}
 
 /// Parse `zfs list -H -o name -t snapshot -s createtxg -d 1 DS...`: the
 /// snapsite snapshots of the datasets `dss`, in the listed order, as
@@ -1422,6 +1560,68 @@ mod tests {
         let p = pool_capacity_problem("tank", "93\n").unwrap();
         assert!(p.contains("tank is 93% full"), "{p}");
         assert_eq!(pool_capacity_problem("tank", "garbage"), None);
+    }
+
+    #[test]
+    fn one_listing_of_several_datasets() {
+        let dss = vec!["tank/rep".to_string(), "tank/live".to_string()];
+        // name, guid, receive_resume_token; -d 1 also shows a child dataset
+        let text = "tank/rep\t111\t1-abc-def\n\
+tank/rep@20261127T080000.000Z-full\t201\t-\n\
+tank/rep/child\t112\t-\n\
+tank/rep@manual\t202\t-\n\
+tank/live\t113\t-\n\
+tank/live@20261127T080000.000Z-full\t301\t-\n\
+tank/live@20261127T090000.000Z-full\t302\t-\n\
+tank/other@20261127T090000.000Z-full\t401\t-\n";
+        let l = parse_dataset_listing(&dss, text);
+        assert_eq!(
+            l.exists.iter().collect::<Vec<_>>(),
+            ["tank/live", "tank/rep"]
+        );
+        assert_eq!(
+            l.tokens.get("tank/rep").map(String::as_str),
+            Some("1-abc-def")
+        );
+        assert!(!l.tokens.contains_key("tank/live"));
+        assert!(l.has_snap("tank/rep", "manual"));
+        assert!(!l.has_snap("tank/other", "20261127T090000.000Z-full"));
+        assert_eq!(
+            l.guid("tank/live", "20261127T090000.000Z-full"),
+            Some("302")
+        );
+
+        // a volume with a replica: both datasets, creation order, set ids
+        // only; the live source's guid where both have the snapshot
+        let cfg = crate::config::Config::parse(
+            "site = \"s\"\nstate_dir = \"/var/lib/snapsite-zfs-test\"\n[[volume]]\nrole = \"redolog\"\nbackend = \"zfs\"\nsource = \"tank/live\"\nreplica = \"tank/rep\"\n",
+            std::path::Path::new("/x.toml"),
+        )
+        .unwrap();
+        let vol = cfg.volume("redolog").unwrap().clone();
+        let v = volume_listing(&vol, &l);
+        assert_eq!(
+            v.snapshots,
+            [
+                "20261127T080000.000Z-full",
+                "20261127T080000.000Z-full",
+                "20261127T090000.000Z-full"
+            ]
+        );
+        assert_eq!(v.ids["20261127T080000.000Z-full"], "301");
+        assert_eq!(v.resumable.unwrap().token, "1-abc-def");
+
+        // only missing datasets may fail a listing
+        let missing = "cannot open 'tank/live': dataset does not exist\n";
+        assert!(only_missing_datasets(&dss, missing));
+        assert!(!only_missing_datasets(
+            &dss,
+            "cannot open 'tank/x': dataset does not exist\n"
+        ));
+        assert!(!only_missing_datasets(
+            &dss,
+            "internal error: out of memory\n"
+        ));
     }
 
     #[test]

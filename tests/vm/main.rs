@@ -49,6 +49,7 @@ macro_rules! require_lab {
 mod cycle;
 mod drill;
 mod hostile;
+mod listing;
 mod lvm;
 mod redostream;
 mod smoke;

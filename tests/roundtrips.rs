@@ -1,0 +1,259 @@
+//! What a ship costs in external commands and protocol round trips, on real
+//! btrfs (loop devices): the storage commands per ship do not grow with the
+//! number of volumes beyond what each shipped snapshot needs (a send, a
+//! receive, a check of what was received), a ship with nothing to send runs
+//! no storage command at all on either side, and the sender waits for the
+//! standby once for the handshake and once per set, not once per snapshot.
+//!
+//! Commands are counted from each side's own trace log (`SNAPSITE_LOG`:
+//! every external program runs through `cmd.rs`, which logs its argv); the
+//! standby's `serve` writes its log to a file of its own through a
+//! `transport = "command"` wrapper.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// Per program, how many times it ran (`run` or `spawn`), from a trace log.
+fn count_commands(log: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for line in log.lines() {
+        let plain = strip_ansi(line);
+        for ev in [" run cmd=", " spawn cmd="] {
+            if let Some(i) = plain.find(ev) {
+                let rest = &plain[i + ev.len()..];
+                let prog = rest.split_whitespace().next().unwrap_or("").to_string();
+                let prog = prog.rsplit('/').next().unwrap_or("").to_string();
+                *out.entry(prog).or_insert(0) += 1;
+            }
+        }
+    }
+    out
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\x1b' {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The storage programs among counted commands (not the transport).
+fn storage(counts: &BTreeMap<String, usize>) -> BTreeMap<String, usize> {
+    counts
+        .iter()
+        .filter(|(p, _)| ["btrfs", "zfs", "zpool", "lvs", "lvm", "vgs"].contains(&p.as_str()))
+        .map(|(p, n)| (p.clone(), *n))
+        .collect()
+}
+
+struct Sites {
+    pri: BtrfsFs,
+    stb: BtrfsFs,
+    pri_cfg: PathBuf,
+    stb_log: PathBuf,
+    roles: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+fn sites(n: usize) -> Sites {
+    let dir = tempfile::Builder::new()
+        .prefix("snapsite-rt-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let pri = BtrfsFs::new(dir.path(), "pri", "512M");
+    let stb = BtrfsFs::new(dir.path(), "stb", "512M");
+    let mut roles: Vec<String> = (1..n).map(|i| format!("vol{i}")).collect();
+    roles.push("redolog".into());
+    std::fs::create_dir_all(pri.path("live")).unwrap();
+    let vols = |fs: &BtrfsFs, snapdir: &str| {
+        let mut s = String::new();
+        for r in &roles {
+            s.push_str(&format!(
+                "[[volume]]\nrole = \"{r}\"\nbackend = \"btrfs\"\nsource = \"{}\"\nsnapshot_dir = \"{}\"\n",
+                fs.path(&format!("live/{r}")).display(),
+                fs.path(&format!("{snapdir}/{r}")).display()
+            ));
+        }
+        s
+    };
+    for r in &roles {
+        sh(&[
+            "btrfs",
+            "-q",
+            "subvolume",
+            "create",
+            pri.path(&format!("live/{r}")).to_str().unwrap(),
+        ]);
+    }
+    let stb_cfg = dir.path().join("standby.toml");
+    std::fs::write(
+        &stb_cfg,
+        format!(
+            "site = \"standby\"\nstate_dir = \"{}\"\n{}\n[replay]\ncommand = [\"/bin/true\"]\n",
+            dir.path().join("state-stb").display(),
+            vols(&stb, "recv")
+        ),
+    )
+    .unwrap();
+    let stb_log = dir.path().join("serve.log");
+    // The standby's serve, its trace log to a file of its own.
+    let pri_cfg = dir.path().join("primary.toml");
+    std::fs::write(
+        &pri_cfg,
+        format!(
+            "site = \"primary\"\nstate_dir = \"{}\"\n{}\n[standby]\ntransport = \"command\"\ncommand = [\"sh\", \"-c\", \"exec \\\"$0\\\" serve --stdio --config \\\"$1\\\" 2>>\\\"$2\\\"\", \"{}\", \"{}\", \"{}\"]\n",
+            dir.path().join("state-pri").display(),
+            vols(&pri, "snap"),
+            snapsite_exe(),
+            stb_cfg.display(),
+            stb_log.display()
+        ),
+    )
+    .unwrap();
+    Sites {
+        pri,
+        stb,
+        pri_cfg,
+        stb_log,
+        roles,
+        _dir: dir,
+    }
+}
+
+/// One counted ship: (primary's storage commands, standby's, the report).
+struct Counted {
+    primary: BTreeMap<String, usize>,
+    standby: BTreeMap<String, usize>,
+    report: serde_json::Value,
+}
+
+const TRACE: [(&str, &str); 2] = [("SNAPSITE_LOG", "snapsite::cmd=debug"), ("NO_COLOR", "1")];
+
+fn counted_ship(s: &Sites) -> Counted {
+    std::fs::write(&s.stb_log, b"").unwrap();
+    let out = run_snapsite(&s.pri_cfg, &["ship", "--json"], &TRACE);
+    assert!(
+        out.status.success(),
+        "ship failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let primary = storage(&count_commands(&String::from_utf8_lossy(&out.stderr)));
+    let standby = storage(&count_commands(
+        &std::fs::read_to_string(&s.stb_log).unwrap(),
+    ));
+    Counted {
+        primary,
+        standby,
+        report,
+    }
+}
+
+fn total(c: &BTreeMap<String, usize>) -> usize {
+    c.values().sum()
+}
+
+fn ok(cfg: &Path, args: &[&str]) -> String {
+    let out = run_snapsite(cfg, args, &[]);
+    assert!(
+        out.status.success(),
+        "snapsite {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Full ship, no-change ship, one-set incremental ship with `n` volumes.
+fn measure(n: usize) -> (Counted, Counted, Vec<String>, Sites) {
+    let s = sites(n);
+    for (i, r) in s.roles.iter().enumerate() {
+        write_file(
+            &s.pri.path(&format!("live/{r}/data")),
+            &random_bytes(i as u64, 64 * 1024),
+        );
+    }
+    ok(&s.pri_cfg, &["snapshot"]);
+    let first = counted_ship(&s);
+    assert_eq!(first.report["snapshots"].as_array().unwrap().len(), n);
+    let none = counted_ship(&s);
+    assert!(none.report["snapshots"].as_array().unwrap().is_empty());
+    for (i, r) in s.roles.iter().enumerate() {
+        write_file(
+            &s.pri.path(&format!("live/{r}/more")),
+            &random_bytes(100 + i as u64, 16 * 1024),
+        );
+    }
+    let set: serde_json::Value =
+        serde_json::from_str(&ok(&s.pri_cfg, &["snapshot", "--json"])).unwrap();
+    let id = set["id"].as_str().unwrap().to_string();
+    let inc = counted_ship(&s);
+    // what was shipped is what the primary holds
+    let sent = inc.report["snapshots"].as_array().unwrap();
+    assert_eq!(sent.len(), n, "{}", inc.report);
+    assert!(sent.iter().all(|x| x["base"].is_string()), "incremental");
+    assert_eq!(inc.report["committed"], serde_json::json!([id]));
+    let mut digests = Vec::new();
+    for r in &s.roles {
+        let got = tree_digest(&s.stb.path(&format!("recv/{r}/{id}/{id}")));
+        assert_eq!(got, tree_digest(&s.pri.path(&format!("snap/{r}/{id}"))));
+        digests.push(format!("{r}:{}", got.len()));
+    }
+    (none, inc, digests, s)
+}
+
+#[test]
+fn storage_commands_and_round_trips_per_ship_do_not_grow_with_volumes() {
+    require_real!();
+    let (none2, inc2, files2, _s2) = measure(2);
+    let (none4, inc4, files4, _s4) = measure(4);
+    for (what, c) in [
+        ("no-change 2 volumes", &none2),
+        ("no-change 4 volumes", &none4),
+        ("incremental 2 volumes", &inc2),
+        ("incremental 4 volumes", &inc4),
+    ] {
+        eprintln!(
+            "{what}: primary {:?} standby {:?} round_trips {}",
+            c.primary, c.standby, c.report["round_trips"]
+        );
+    }
+    assert_eq!(files2.len(), 2);
+    assert_eq!(files4.len(), 4);
+    // Nothing to send: no storage command on either side (btrfs lists
+    // snapshot directories, it does not exec `btrfs`), whatever the count.
+    assert_eq!(total(&none2.primary) + total(&none2.standby), 0);
+    assert_eq!(total(&none4.primary) + total(&none4.standby), 0);
+    // An incremental set: per shipped snapshot one `btrfs send` on the
+    // primary; one `btrfs receive` and one `btrfs subvolume show` (the
+    // received uuid check) on the standby. Nothing per volume besides.
+    for (n, c) in [(2, &inc2), (4, &inc4)] {
+        assert_eq!(c.primary.get("btrfs"), Some(&n), "primary, {n} volumes");
+        assert_eq!(
+            c.standby.get("btrfs"),
+            Some(&(2 * n)),
+            "standby, {n} volumes"
+        );
+    }
+    // The sender waits for the standby once to start and once per set.
+    for c in [&none2, &none4] {
+        assert_eq!(c.report["round_trips"], 1, "{}", c.report);
+    }
+    for c in [&inc2, &inc4] {
+        assert_eq!(c.report["round_trips"], 2, "{}", c.report);
+    }
+}

@@ -1,0 +1,340 @@
+//! One listing per pool / volume group per side per ship, on real OpenZFS
+//! and LVM thin: the listing commands (`zfs list`/`zfs get`, `lvs`) a ship
+//! runs on each side do not grow with the number of volumes in the same
+//! pool/VG (2 vs 4 volumes), and the ship's results are what they were
+//! (incrementals from the common snapshot, the same guids/data on both
+//! sides). Counted from each side's own trace log: every external program
+//! runs through `cmd.rs`, which logs its argv at debug level.
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\x1b' {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Per command (program and subcommand, e.g. `zfs list`, `lvs`), how many
+/// times it ran, from a trace log.
+fn count_commands(log: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for line in log.lines() {
+        let plain = strip_ansi(line);
+        for ev in [" run cmd=", " spawn cmd="] {
+            if let Some(i) = plain.find(ev) {
+                let mut words = plain[i + ev.len()..].split_whitespace();
+                let prog = words.next().unwrap_or("");
+                let prog = prog.rsplit('/').next().unwrap_or("");
+                let key = match prog {
+                    "zfs" | "zpool" | "dmsetup" => {
+                        format!("{prog} {}", words.next().unwrap_or(""))
+                    }
+                    "sh" | "ssh" | "snapsite" => continue,
+                    p => p.to_string(),
+                };
+                *out.entry(key).or_insert(0) += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The listing commands among them: what a ship asks the storage about
+/// what is there (not what it does to it).
+fn listings(c: &BTreeMap<String, usize>) -> usize {
+    c.iter()
+        .filter(|(k, _)| ["zfs list", "zfs get", "lvs", "vgs"].contains(&k.as_str()))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+struct Counted {
+    primary: BTreeMap<String, usize>,
+    standby: BTreeMap<String, usize>,
+    report: serde_json::Value,
+}
+
+/// Configs whose standby `serve` writes its trace log to `stb_log`.
+fn write_configs(dir: &Path, pri_vols: &str, stb_vols: &str) -> (PathBuf, PathBuf) {
+    let stb_cfg = dir.join("standby.toml");
+    let stb_log = dir.join("serve.log");
+    std::fs::write(
+        &stb_cfg,
+        format!(
+            "site = \"standby\"\nstate_dir = \"{}/state-stb\"\n{stb_vols}[replay]\ncommand = [\"/bin/true\"]\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let pri_cfg = dir.join("primary.toml");
+    std::fs::write(
+        &pri_cfg,
+        format!(
+            "site = \"primary\"\nstate_dir = \"{}/state-pri\"\n{pri_vols}[standby]\ntransport = \"command\"\ncommand = [\"sh\", \"-c\", \"exec \\\"$0\\\" serve --stdio --config \\\"$1\\\" 2>>\\\"$2\\\"\", \"{}\", \"{}\", \"{}\"]\n",
+            dir.display(),
+            snapsite_bin(),
+            stb_cfg.display(),
+            stb_log.display()
+        ),
+    )
+    .unwrap();
+    (pri_cfg, stb_log)
+}
+
+fn counted_ship(pri_cfg: &Path, stb_log: &Path) -> Counted {
+    std::fs::write(stb_log, b"").unwrap();
+    let mut argv = vec![snapsite_bin(), "--config", pri_cfg.to_str().unwrap()];
+    argv.extend(["ship", "--json"]);
+    let out = command(&argv)
+        .env("SNAPSITE_LOG", "snapsite::cmd=debug")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ship failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Counted {
+        primary: count_commands(&String::from_utf8_lossy(&out.stderr)),
+        standby: count_commands(&std::fs::read_to_string(stb_log).unwrap()),
+        report: serde_json::from_slice(&out.stdout).unwrap(),
+    }
+}
+
+fn roles(n: usize) -> Vec<String> {
+    let mut r: Vec<String> = (1..n).map(|i| format!("vol{i}")).collect();
+    r.push("redolog".into());
+    r
+}
+
+/// Full, no-change and one-set incremental ship of `n` volumes; returns
+/// the counted no-change and incremental ships.
+fn zfs_ships(n: usize) -> (Counted, Counted) {
+    let pool = Zpool::on_file(&unique_name("zl"), 512 * MIB, &[]);
+    let dir = scratch().join(unique_name("zlist"));
+    std::fs::create_dir_all(&dir).unwrap();
+    sh(&["zfs", "create", &pool.dataset("pri")]);
+    sh(&[
+        "zfs",
+        "create",
+        "-o",
+        "mountpoint=none",
+        &pool.dataset("replica"),
+    ]);
+    let (mut p, mut s) = (String::new(), String::new());
+    for r in roles(n) {
+        sh(&["zfs", "create", &pool.dataset(&format!("pri/{r}"))]);
+        p.push_str(&format!(
+            "[[volume]]\nrole = \"{r}\"\nbackend = \"zfs\"\nsource = \"{}\"\n",
+            pool.dataset(&format!("pri/{r}"))
+        ));
+        s.push_str(&format!(
+            "[[volume]]\nrole = \"{r}\"\nbackend = \"zfs\"\nsource = \"{}\"\nreplica = \"{}\"\nmountpoint = \"{}/app/{r}\"\n",
+            pool.dataset(&format!("live/{r}")),
+            pool.dataset(&format!("replica/{r}")),
+            dir.display()
+        ));
+    }
+    let (pri_cfg, stb_log) = write_configs(&dir, &p, &s);
+    let fill = |seed: u64| {
+        for (i, r) in roles(n).iter().enumerate() {
+            let f = zfs_mountpoint(&pool.dataset(&format!("pri/{r}"))).join(format!("f{seed}"));
+            write_pattern(&f, 0, seed + i as u64, 256 * 1024);
+        }
+    };
+    fill(1);
+    snapsite_ok(&pri_cfg, &["snapshot"]);
+    let first = counted_ship(&pri_cfg, &stb_log);
+    assert_eq!(first.report["snapshots"].as_array().unwrap().len(), n);
+    let none = counted_ship(&pri_cfg, &stb_log);
+    assert!(none.report["snapshots"].as_array().unwrap().is_empty());
+    fill(10);
+    let id = snapsite_ok(&pri_cfg, &["snapshot"]).trim().to_string();
+    let inc = counted_ship(&pri_cfg, &stb_log);
+    assert_eq!(inc.report["committed"], serde_json::json!([id]));
+    let sent = inc.report["snapshots"].as_array().unwrap();
+    assert_eq!(sent.len(), n);
+    for r in roles(n) {
+        let x = sent.iter().find(|x| x["role"] == r.as_str()).unwrap();
+        assert!(x["base"].is_string(), "{r}: incremental");
+        assert_eq!(
+            zfs_get(
+                "guid",
+                &format!("{}@{id}", pool.dataset(&format!("replica/{r}")))
+            ),
+            zfs_get(
+                "guid",
+                &format!("{}@{id}", pool.dataset(&format!("pri/{r}")))
+            ),
+            "{r}: the standby holds the primary's snapshot"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    (none, inc)
+}
+
+fn lvm_ships(n: usize) -> (Counted, Counted) {
+    const SIZE: u64 = 16 * MIB;
+    let pname = unique_name("llp");
+    let sname = unique_name("lls");
+    let pri_lo = LoopDevice::attach(&sparse_file(&pname, 512 * MIB));
+    let stb_lo = LoopDevice::attach(&sparse_file(&sname, 512 * MIB));
+    let pri = VolumeGroup::create(&pname, &[&pri_lo.path]);
+    let stb = VolumeGroup::create(&sname, &[&stb_lo.path]);
+    for vg in [&pri, &stb] {
+        sh(&[
+            "lvcreate",
+            "-y",
+            "-L",
+            "384M",
+            "--chunksize",
+            "64k",
+            "-T",
+            &vg.lv("pool"),
+        ]);
+    }
+    let dir = scratch().join(unique_name("llist"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (mut p, mut s) = (String::new(), String::new());
+    for r in roles(n) {
+        sh(&[
+            "lvcreate",
+            "-y",
+            "-V",
+            &format!("{SIZE}b"),
+            "-T",
+            &pri.lv("pool"),
+            "-n",
+            &r,
+        ]);
+        p.push_str(&format!(
+            "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{}\"\n",
+            pri.lv(&r)
+        ));
+        s.push_str(&format!(
+            "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{}\"\nreplica = \"{}\"\nmountpoint = \"{}/app/{r}\"\n",
+            stb.lv(&format!("{r}live")),
+            stb.lv(&r),
+            dir.display()
+        ));
+    }
+    let (pri_cfg, stb_log) = write_configs(&dir, &p, &s);
+    let fill = |seed: u64| {
+        for (i, r) in roles(n).iter().enumerate() {
+            write_pattern(&pri.dev(r), seed * 65536, seed + i as u64, 65536);
+        }
+    };
+    fill(1);
+    snapsite_ok(&pri_cfg, &["snapshot"]);
+    let first = counted_ship(&pri_cfg, &stb_log);
+    assert_eq!(first.report["snapshots"].as_array().unwrap().len(), n);
+    let none = counted_ship(&pri_cfg, &stb_log);
+    assert!(none.report["snapshots"].as_array().unwrap().is_empty());
+    fill(10);
+    let id = snapsite_ok(&pri_cfg, &["snapshot"]).trim().to_string();
+    let inc = counted_ship(&pri_cfg, &stb_log);
+    assert_eq!(inc.report["committed"], serde_json::json!([id]));
+    let sent = inc.report["snapshots"].as_array().unwrap();
+    assert_eq!(sent.len(), n);
+    for r in roles(n) {
+        let x = sent.iter().find(|x| x["role"] == r.as_str()).unwrap();
+        assert!(x["base"].is_string(), "{r}: incremental");
+        let lv = format!("{r}.{id}");
+        for vg in [&pri, &stb] {
+            if vg.lvs_field(&lv, "lv_active") != "active" {
+                sh(&["lvchange", "-ay", "-K", &vg.lv(&lv)]);
+            }
+        }
+        assert_eq!(
+            sha256(&stb.dev(&lv)),
+            sha256(&pri.dev(&lv)),
+            "{r}: the standby holds the primary's snapshot"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    (none, inc)
+}
+
+fn report(what: &str, n: usize, none: &Counted, inc: &Counted) {
+    for (ship, c) in [("no-change", none), ("incremental", inc)] {
+        eprintln!(
+            "LISTING {what} {n} volumes {ship}: round_trips {} primary {:?} standby {:?}",
+            c.report["round_trips"], c.primary, c.standby
+        );
+    }
+}
+
+/// The listing commands of a no-change ship are the same for 2 and 4
+/// volumes on each side; an incremental ship's grow only by what each
+/// shipped snapshot needs itself (at most `per_snapshot` on a side).
+fn check(what: &str, two: &(Counted, Counted), four: &(Counted, Counted), per_snapshot: usize) {
+    report(what, 2, &two.0, &two.1);
+    report(what, 4, &four.0, &four.1);
+    for side in ["primary", "standby"] {
+        let get = |c: &Counted| {
+            listings(if side == "primary" {
+                &c.primary
+            } else {
+                &c.standby
+            })
+        };
+        assert_eq!(
+            get(&two.0),
+            get(&four.0),
+            "{what} {side}: a no-change ship lists once per pool/VG, whatever the number of volumes"
+        );
+        assert!(
+            get(&two.0) <= 1,
+            "{what} {side}: a no-change ship lists at most once ({})",
+            get(&two.0)
+        );
+        let slope = get(&four.1).saturating_sub(get(&two.1));
+        assert!(
+            slope <= 2 * per_snapshot,
+            "{what} {side}: 2 more volumes cost {slope} more listings (at most {} expected)",
+            2 * per_snapshot
+        );
+    }
+}
+
+#[test]
+fn zfs_one_listing_per_pool_per_side_per_ship() {
+    require_lab!();
+    let two = zfs_ships(2);
+    let four = zfs_ships(4);
+    // per shipped snapshot: the standby lists the replica before the
+    // receive and reads the new guid after it; the primary lists the
+    // volume's snapshots to move the hold.
+    check("zfs", &two, &four, 2);
+    // The common snapshot's holds move in one batch for every volume.
+    for (n, (_, inc)) in [(2, &two), (4, &four)] {
+        for side in [&inc.primary, &inc.standby] {
+            for c in ["zfs holds", "zfs hold", "zfs release"] {
+                assert_eq!(side.get(c), Some(&1), "{c} with {n} volumes: {side:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn lvm_one_listing_per_vg_per_side_per_ship() {
+    require_lab!();
+    let two = lvm_ships(2);
+    let four = lvm_ships(4);
+    check("lvm", &two, &four, 8);
+}
