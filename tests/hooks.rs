@@ -62,6 +62,9 @@ impl Db {
                     "--user=root",
                     "--auth-root-authentication-method=socket",
                     "--skip-test-db",
+                    // its own temporary files: the tests run in parallel,
+                    // and a shared /tmp lost one's temporary table once
+                    &format!("--tmpdir={}", run.display()),
                 ])
                 .output()
                 .unwrap();
@@ -79,6 +82,7 @@ impl Db {
                 &format!("--pid-file={}", run.join(format!("{name}.pid")).display()),
                 &format!("--log-error={}", err.display()),
                 "--innodb-buffer-pool-size=64M",
+                &format!("--tmpdir={}", run.display()),
             ])
             .stdin(Stdio::null())
             .spawn()
