@@ -712,12 +712,7 @@ fn ship_session(
                 catalog.write_standby_record(&acks.record)?;
                 // The set's members are now the common snapshots: protect
                 // them here (the standby protects its side on commit).
-                let members: Vec<(&str, &str)> = set
-                    .members
-                    .iter()
-                    .map(|m| (m.role.as_str(), m.snapshot.as_str()))
-                    .collect();
-                stores.protect_common(&members)?;
+                stores.protect_common(&set.member_snapshots())?;
                 acks.report.committed.push(set_id)
             }
             other => {

@@ -330,6 +330,14 @@ impl Manifest {
     /// Everything about a manifest that can be checked without the site:
     /// id and kind agree, members named after the set, unique roles, times
     /// plausible and in order, margin in range. Errors say which field.
+    /// (role, snapshot) of every member.
+    pub fn member_snapshots(&self) -> Vec<(&str, &str)> {
+        self.members
+            .iter()
+            .map(|m| (m.role.as_str(), m.snapshot.as_str()))
+            .collect()
+    }
+
     pub fn validate_shape(&self) -> Result<()> {
         let bad = |what: String| {
             Err(Error::refused(format!(

@@ -876,12 +876,7 @@ fn commit(cfg: &Config, stores: &Stores, catalog: &Catalog, m: Manifest) -> Resu
     let mut m = validate_commit(cfg, stores, catalog, m)?;
     m.committed_at = Some(Timestamp::now());
     catalog.write_manifest(&m)?;
-    let members: Vec<(&str, &str)> = m
-        .members
-        .iter()
-        .map(|x| (x.role.as_str(), x.snapshot.as_str()))
-        .collect();
-    stores.protect_common(&members)?;
+    stores.protect_common(&m.member_snapshots())?;
     tracing::info!(set = %m.id, kind = m.kind.as_str(), "set committed");
     Ok(())
 }

@@ -1321,14 +1321,13 @@ struct Progress {
     /// The chain and segment ends of the sessions before this one.
     prev_chain: [u8; 32],
     prev_bounds: Vec<u64>,
-    /// No byte at or beyond this was written before this session.
-    high_floor: u64,
     /// End of the last complete record, and the record hash there.
     done_upto: u64,
     boundary: RecordHash,
     /// Bytes still to come of the `W` record being received.
     pending: u64,
-    /// Highest offset this session wrote (or began to write) up to.
+    /// Highest offset written (or begun to be written) up to, by this
+    /// session or the cut ones it continues.
     high: u64,
     /// Writes must stay below this until the next checkpoint: the `high`
     /// the tag on the replica promises.
@@ -1585,8 +1584,7 @@ impl LvmSink {
         pr.done_upto = start;
         pr.prev_chain = tok.chain;
         pr.prev_bounds = tok.bounds.clone();
-        pr.high_floor = tok.high;
-        pr.high = start;
+        pr.high = tok.high;
         pr.limit = tok.high;
         pr.tag = Some(tag);
         tracing::info!(volume = %self.vol.role, snapshot = %h.snapshot, from = start, "resuming a cut receive");
@@ -1678,7 +1676,7 @@ impl LvmSink {
                 self.vg, self.rlv
             )));
         }
-        let high = pr.high.max(pr.high_floor).max(pr.done_upto);
+        let high = pr.high;
         let (bounds, chain) =
             if pr.done_upto > pr.start && pr.prev_bounds.len() < resume::MAX_SEGMENTS {
                 let chain = resume::chain_step(

@@ -490,18 +490,7 @@ fn lvm_a_killed_serve_resumes_from_its_last_checkpoint() {
         ),
     )
     .unwrap();
-    sh(&["chmod", "+x", script.to_str().unwrap()]);
-    let text = std::fs::read_to_string(&lab.pri_cfg).unwrap();
-    let cfg = lab.dir.join("primary-pid.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "{}[standby]\ntransport = \"command\"\ncommand = [\"{}\"]\n",
-            &text[..text.find("[standby]").unwrap()],
-            script.display()
-        ),
-    )
-    .unwrap();
+    let cfg = script_config(&lab.pri_cfg, &script, &lab.dir.join("primary-pid.toml"));
     let argv = [snapsite_bin(), "--config", cfg.to_str().unwrap(), "ship"];
     let mut child = command(&argv)
         .stdout(Stdio::null())

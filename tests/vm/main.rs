@@ -176,22 +176,27 @@ pub fn damaging_config(
         ),
     )
     .expect("write cut.sh");
+    script_config(pri_cfg, &script, &dir.join("primary-cut.toml"))
+}
+
+/// Makes `script` executable and writes `cfg`: the primary config
+/// `pri_cfg` with a `[standby]` whose transport runs `script`.
+pub fn script_config(pri_cfg: &Path, script: &Path, cfg: &Path) -> PathBuf {
     sh(&["chmod", "+x", script.to_str().expect("utf-8 path")]);
     let text = std::fs::read_to_string(pri_cfg).expect("read primary config");
     let i = text
         .find("[standby]")
         .expect("primary config has a [standby] section");
-    let cfg = dir.join("primary-cut.toml");
     std::fs::write(
-        &cfg,
+        cfg,
         format!(
             "{}[standby]\ntransport = \"command\"\ncommand = [\"{}\"]\n",
             &text[..i],
             script.display()
         ),
     )
-    .expect("write primary-cut.toml");
-    cfg
+    .unwrap_or_else(|e| panic!("write {}: {e}", cfg.display()));
+    cfg.to_path_buf()
 }
 
 // ---------------------------------------------------------------------------
