@@ -1804,7 +1804,7 @@ impl LvmSink {
                 self.replica()
             )));
         }
-        let dev = self.dev.take().expect("header seen");
+        self.dev = None;
         // The resume tag goes before the snapshot is taken: a snapshot
         // never carries it.
         if let Some(tag) = self.progress.tag.take() {
@@ -1814,7 +1814,6 @@ impl LvmSink {
                 .arg(self.replica())
                 .run()?;
         }
-        drop(dev);
         let h = self.header.as_ref().expect("header seen");
         let id = h.storage_id.clone();
         record(id.clone())?;
