@@ -135,26 +135,23 @@ pub fn records_hash(
     header: &Header,
     extents: Vec<Extent>,
 ) -> io::Result<(u64, [u8; 32])> {
-    struct Tail(Vec<u8>);
-    impl io::Write for Tail {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.extend_from_slice(b);
-            let keep = self.0.len().saturating_sub(41);
-            self.0.drain(..keep);
-            Ok(b.len())
+    let mut enc = Encoder::new(dev, header, extents);
+    let mut dec = Decoder::default();
+    let mut end = None;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = enc.read(&mut buf)?;
+        if n == 0 {
+            break;
         }
-        fn flush(&mut self) -> io::Result<()> {
+        dec.feed(&buf[..n], &mut |ev| {
+            if let Event::End { data_bytes, hash } = ev {
+                end = Some((data_bytes, hash));
+            }
             Ok(())
-        }
+        })?;
     }
-    let mut tail = Tail(Vec::new());
-    io::copy(&mut Encoder::new(dev, header, extents), &mut tail)?;
-    let t = &tail.0;
-    if t.len() < 41 || t[t.len() - 41] != b'E' {
-        return Err(bad("the encoder did not end with an end record"));
-    }
-    let e = &t[t.len() - 40..];
-    Ok((be64(e), e[8..40].try_into().expect("32")))
+    end.ok_or_else(|| bad("the encoder did not end with an end record"))
 }
 
 /// Bytes of the device one read asks for (several `W` records' worth): large
