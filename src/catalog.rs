@@ -383,7 +383,13 @@ impl Catalog {
             (now < l)
                 .then(|| std::time::Duration::try_from(l.duration_since(now)).unwrap_or_default())
         });
-        rec.seq += 1;
+        rec.seq = rec.seq.checked_add(1).ok_or_else(|| {
+            Error::refused(format!(
+                "the set sequence number is at its limit ({}); no set was taken",
+                rec.seq
+            ))
+            .with_hint("a sequence number this high was never handed out by snapsite: check sequence.json and the sets' manifests under state_dir")
+        })?;
         rec.last_id = Some(id.clone());
         rec.last_time = Some(rec.last_time.map_or(now, |l| l.max(now)));
         write_json(&path, &rec)?;

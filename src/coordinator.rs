@@ -153,6 +153,7 @@ pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manife
         members: Vec::new(),
         safety_margin_ms: cfg.safety_margin.as_millis() as i64,
         committed_at: None,
+        standby_order: None,
     };
     // The intent, so a crash mid-set is undone on the next run.
     let intent = Manifest {
@@ -461,7 +462,20 @@ pub fn split_brain_guard(cfg: &Config, catalog: &Catalog, view: &StandbyView) ->
         _ => None,
     };
     let site = crate::model::wire_str(&view.site);
+    // A generation more than one above any this site has seen is no
+    // peer's honest claim: it is not recorded (it would become the base
+    // of this site's next generation), and this site does not ship.
+    let seen = crate::site::highest_generation_seen(cfg, catalog)?;
+    let unbelievable = view.generation.and_then(|g| {
+        crate::site::check_claimed_generation(&format!("peer `{site}`"), g, seen)
+            .err()
+            .map(|e| e.to_string())
+    });
+    let generation = view.generation.filter(|_| unbelievable.is_none());
     let refused = match (peer_role, view.generation) {
+        _ if unbelievable.is_some() => {
+            unbelievable.map(|e| format!("split-brain guard: {e}; this site refuses to ship"))
+        }
         (Some(crate::site::Role::Primary), g) => Some(format!(
             "split-brain guard: peer `{site}` is the primary{} (this site: generation {own}); this site refuses to ship",
             g.map(|g| format!(" in generation {g}")).unwrap_or_default()
@@ -474,7 +488,7 @@ pub fn split_brain_guard(cfg: &Config, catalog: &Catalog, view: &StandbyView) ->
     let record = crate::catalog::PeerRecord {
         site,
         role: peer_role,
-        generation: view.generation,
+        generation,
         seen_at: Timestamp::now(),
         refused: refused.clone(),
     };
@@ -962,6 +976,7 @@ mod tests {
                 .collect(),
             safety_margin_ms: 0,
             committed_at: None,
+            standby_order: None,
         }
     }
 

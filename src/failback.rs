@@ -137,6 +137,11 @@ pub fn plan(cfg: &Config, view: &StandbyView) -> Result<Plan> {
         ))
         .with_hint("fail over on the peer first (`snapsite failover` there), or use `snapsite switchover` for a planned move"));
     }
+    // This site becomes the standby in the peer's generation: a claim it
+    // must be able to believe (a failover there made it one more than any
+    // generation both sites knew).
+    let seen = crate::site::highest_generation_seen(cfg, &catalog)?;
+    crate::site::check_claimed_generation(&format!("peer `{site}`"), peer_gen, seen)?;
     let theirs: BTreeMap<String, BTreeSet<String>> = view
         .volumes
         .iter()

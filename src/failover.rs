@@ -578,20 +578,15 @@ fn promote(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<u64> {
 }
 
 /// One more than any generation this site has seen: its own, any set's,
-/// its peer's.
+/// its peer's. Refused rather than wrapped or stuck at the top of the range.
 pub fn next_generation(cfg: &Config, catalog: &Catalog) -> Result<u64> {
-    let (_, own) = crate::site::current_role(cfg, catalog)?;
-    let sets = catalog
-        .manifests()?
-        .iter()
-        .map(|m| m.generation)
-        .max()
-        .unwrap_or(0);
-    let peer = catalog
-        .peer_record()?
-        .and_then(|p| p.generation)
-        .unwrap_or(0);
-    Ok(own.max(sets).max(peer).saturating_add(1))
+    let seen = crate::site::highest_generation_seen(cfg, catalog)?;
+    seen.checked_add(1).ok_or_else(|| {
+        Error::refused(format!(
+            "this site has seen generation {seen}: there is no next one; nothing was changed"
+        ))
+        .with_hint("a generation this high was never made by snapsite: check role.json, peer.json and the sets' manifests under state_dir")
+    })
 }
 
 fn refuse_if_completed(previous: Option<&State>, sp: &Path) -> Result<()> {
@@ -1467,6 +1462,7 @@ mod tests {
                 .collect(),
             safety_margin_ms: 0,
             committed_at: Some(before),
+            standby_order: None,
         }
     }
 

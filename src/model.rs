@@ -285,6 +285,22 @@ pub struct Manifest {
     /// Set by the standby when it committed the set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub committed_at: Option<Timestamp>,
+    /// Set by the standby when it committed the set: its own place for it
+    /// in the order of sets (never taken from the wire; see `order_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby_order: Option<StandbyOrder>,
+}
+
+/// Where a standby put a set it committed, from values it holds itself:
+/// its own generation at the time and its own commit counter. A manifest's
+/// `generation` and `seq` are the sender's claims (bounded at commit, see
+/// `serve::check_order_claims`); these two decide which committed set is newest.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StandbyOrder {
+    /// The standby's own generation when it committed the set.
+    pub generation: u64,
+    /// The standby's commit counter: 1 for its first commit, one more for each after.
+    pub commit: u64,
 }
 
 fn default_generation() -> u64 {
@@ -322,9 +338,20 @@ impl Manifest {
             .unwrap_or(Timestamp::MIN)
     }
 
-    /// Order of sets on a site: generation, then sequence, then id.
-    pub fn order_key(&self) -> (u64, u64, &str) {
-        (self.generation, self.seq, self.id.as_str())
+    /// Order of sets on a site: generation, then the standby's commit
+    /// counter, then sequence, then id. A set this site committed as a
+    /// standby ranks by what the standby recorded (`standby_order`: its own
+    /// generation and commit counter), never by what the sender claimed, so
+    /// no manifest can outrank the sets committed after it. A site's own
+    /// sets (and sets committed before `standby_order` existed) rank by
+    /// their generation and sequence number; within a generation they come
+    /// before the committed ones (a site never takes sets in the generation
+    /// whose sets it receives).
+    pub fn order_key(&self) -> (u64, u64, u64, &str) {
+        match self.standby_order {
+            Some(o) => (o.generation, o.commit, self.seq, self.id.as_str()),
+            None => (self.generation, 0, self.seq, self.id.as_str()),
+        }
     }
 
     /// Everything about a manifest that can be checked without the site:
@@ -517,6 +544,7 @@ mod tests {
             ],
             safety_margin_ms: 0,
             committed_at: None,
+            standby_order: None,
         };
         assert_eq!(m.from_time().to_string(), "2026-11-27T08:00:00Z");
         assert_eq!(m.skew(), SignedDuration::from_millis(3200));

@@ -411,6 +411,7 @@ mod tests {
                 .collect(),
             safety_margin_ms: 0,
             committed_at: Some(at),
+            standby_order: None,
         }
     }
 

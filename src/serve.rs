@@ -29,6 +29,21 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How far ahead of the standby's clock a set may be dated.
 const MAX_AHEAD: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
 
+/// How far a set's sequence number may run ahead of the highest this
+/// standby holds: sets the primary took (and maybe pruned) while the
+/// standby was away — 19 years of one set a minute.
+pub const MAX_SEQ_STEP: u64 = 10_000_000;
+
+/// No set's sequence number is above this (2^53: exact in every JSON
+/// reader; 285 000 years of a set a millisecond), so the sequence of a
+/// site promoted from this standby never runs out.
+pub const MAX_SEQ: u64 = 1 << 53;
+
+/// The generation a standby's first set may claim: a new standby has seen
+/// no generation yet, so it takes the primary's (bounded, so that the one
+/// after it always exists).
+pub const MAX_FIRST_GENERATION: u64 = 1 << 32;
+
 /// The backend implementation of a volume: `backend::implementation` in
 /// production, an in-memory store in the protocol tests. Serve binds each
 /// volume to its implementation once per session ([`Stores`]).
@@ -742,6 +757,9 @@ pub fn validate_commit(
     catalog: &Catalog,
     mut m: Manifest,
 ) -> Result<Manifest> {
+    // The standby's own fields are the standby's to write.
+    m.committed_at = None;
+    m.standby_order = None;
     m.validate_shape()?;
     // The standby's clock is the one it trusts: a set from the future would
     // sort after every honest set that follows it.
@@ -840,6 +858,7 @@ fn same_as_sent(have: &Manifest, sent: &Manifest) -> bool {
     let strip = |m: &Manifest| {
         let mut m = m.clone();
         m.committed_at = None;
+        m.standby_order = None;
         for x in &mut m.members {
             x.receipt = None;
         }
@@ -873,10 +892,80 @@ fn commit(cfg: &Config, stores: &Stores, catalog: &Catalog, m: Manifest) -> Resu
             m.id, m.generation
         )));
     }
+    let known = catalog.manifests()?;
+    check_order_claims(cfg, catalog, &m, &known)?;
     let mut m = validate_commit(cfg, stores, catalog, m)?;
     m.committed_at = Some(Timestamp::now());
+    m.standby_order = Some(next_standby_order(own, &m.id, &known)?);
     catalog.write_manifest(&m)?;
     stores.protect_common(&m.member_snapshots())?;
     tracing::info!(set = %m.id, kind = m.kind.as_str(), "set committed");
     Ok(())
+}
+
+/// The manifest's claims about its place in the order — generation and
+/// sequence number — within what this standby can believe: a generation at
+/// most one above the highest it has seen (any, below a bound, for its
+/// first set), a sequence number at most [`MAX_SEQ_STEP`] above the highest
+/// it holds and never above [`MAX_SEQ`]. (The order of committed sets is
+/// the standby's own, `standby_order`; these bounds keep what a promoted
+/// standby continues from — its next generation and sequence — honest.)
+fn check_order_claims(
+    cfg: &Config,
+    catalog: &Catalog,
+    m: &Manifest,
+    known: &[Manifest],
+) -> Result<()> {
+    let what = format!("set {}", wire_str(&m.id));
+    let first_contact = known.is_empty() && catalog.role_record()?.is_none();
+    if first_contact {
+        if m.generation > MAX_FIRST_GENERATION {
+            return Err(Error::refused(format!(
+                "{what} claims generation {}, above {MAX_FIRST_GENERATION} (the most a standby's first set may claim); refused",
+                m.generation
+            )));
+        }
+    } else {
+        let seen = crate::site::highest_generation_seen(cfg, catalog)?;
+        crate::site::check_claimed_generation(&what, m.generation, seen)?;
+    }
+    let highest = known.iter().map(|k| k.seq).max();
+    let bound = highest.map_or(MAX_SEQ, |h| h.saturating_add(MAX_SEQ_STEP).min(MAX_SEQ));
+    if m.seq > bound {
+        return Err(Error::refused(match highest {
+            Some(h) => format!(
+                "{what} claims sequence number {}, more than {MAX_SEQ_STEP} above the highest this standby holds ({h}) or above {MAX_SEQ}; refused",
+                m.seq
+            ),
+            None => format!(
+                "{what} claims sequence number {}, above {MAX_SEQ}; refused",
+                m.seq
+            ),
+        }));
+    }
+    Ok(())
+}
+
+/// The standby's place for a set it commits now: its own generation and
+/// one more than its highest commit counter.
+fn next_standby_order(
+    own: u64,
+    id: &str,
+    known: &[Manifest],
+) -> Result<crate::model::StandbyOrder> {
+    let last = known
+        .iter()
+        .filter_map(|k| k.standby_order.map(|o| o.commit))
+        .max()
+        .unwrap_or(0);
+    let commit = last.checked_add(1).ok_or_else(|| {
+        Error::refused(format!(
+            "set {}: the commit counter is at its limit ({last}); refused",
+            wire_str(id)
+        ))
+    })?;
+    Ok(crate::model::StandbyOrder {
+        generation: own,
+        commit,
+    })
 }

@@ -46,6 +46,42 @@ pub fn current_role(cfg: &Config, catalog: &Catalog) -> Result<(Role, u64)> {
     }
 }
 
+/// The highest generation this site has seen: its own, any set's in its
+/// catalog, its peer's as recorded. Whatever the other site claims is
+/// checked against it ([`check_claimed_generation`]).
+pub fn highest_generation_seen(cfg: &Config, catalog: &Catalog) -> Result<u64> {
+    let (_, own) = current_role(cfg, catalog)?;
+    let sets = catalog
+        .manifests()?
+        .iter()
+        .map(|m| m.generation)
+        .max()
+        .unwrap_or(0);
+    let peer = catalog
+        .peer_record()?
+        .and_then(|p| p.generation)
+        .unwrap_or(0);
+    Ok(own.max(sets).max(peer))
+}
+
+/// A generation claimed by the other site (a manifest, a peer's welcome)
+/// may be at most one above the highest this site has seen: a failover
+/// makes the new primary's generation exactly one more than any it has
+/// seen, so anything higher is a claim no honest peer makes. `what` names
+/// the claim in the refusal. Never wraps: at the top of the range nothing
+/// is above.
+pub fn check_claimed_generation(what: &str, claimed: u64, seen: u64) -> Result<()> {
+    match seen.checked_add(1) {
+        Some(bound) if claimed <= bound => Ok(()),
+        _ => Err(Error::refused(format!(
+            "{what} claims generation {claimed}, more than one above the highest this site has seen ({seen}); refused"
+        ))
+        .with_hint(
+            "a failover raises the generation by exactly one: a higher one is not believed (if the peer really went through several failovers since this site last saw it, re-seed this site as its new standby)",
+        )),
+    }
+}
+
 /// Record this site's role for the first time (`snapsite role --init`):
 /// sites whose configs both name a peer say here which one is primary.
 /// Refused once a role is recorded: failover, failback and switchover
@@ -290,6 +326,7 @@ mod tests {
                 .collect(),
             safety_margin_ms: 0,
             committed_at: committed.then_some(t),
+            standby_order: None,
         }
     }
 

@@ -234,10 +234,15 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
             }
         }
     } else {
+        // A set's times are the sender's claims: no newer than when this
+        // standby committed it (its own clock), so a set dated ahead never
+        // makes the standby look current.
+        let checked = |m: &Manifest, t: Timestamp| m.committed_at.map_or(t, |c| t.min(c));
         match site.failover_pair(None) {
             Ok((s, r)) => (
-                r.member(&cfg.redolog_role).map(|m| (&r.id, m.before)),
-                Some((&s.id, s.from_time())),
+                r.member(&cfg.redolog_role)
+                    .map(|m| (&r.id, checked(r, m.before))),
+                Some((&s.id, checked(s, s.from_time()))),
             ),
             Err(_) => (None, None),
         }

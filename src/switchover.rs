@@ -60,7 +60,9 @@ pub fn check(cfg: &Config) -> Result<String> {
         crate::model::wire_str(&view.site),
         view.role.as_deref().unwrap_or("?"),
         view.generation.map(|g| g.to_string()).unwrap_or("?".into()),
-        own + 1
+        own.checked_add(1)
+            .map_or("none: the generation counter is exhausted".into(), |g| g
+                .to_string())
     ))
 }
 

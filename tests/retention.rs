@@ -46,6 +46,7 @@ fn manifest(at: Timestamp, kind: SetKind) -> Manifest {
             .collect(),
         safety_margin_ms: 0,
         committed_at: Some(at),
+        standby_order: None,
     }
 }
 

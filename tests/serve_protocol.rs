@@ -177,6 +177,7 @@ fn manifest(
             .collect(),
         safety_margin_ms: 0,
         committed_at: None,
+        standby_order: None,
     }
 }
 

@@ -84,6 +84,7 @@ fn any_manifest() -> impl Strategy<Value = Manifest> {
                 members,
                 safety_margin_ms: margin,
                 committed_at: None,
+                standby_order: None,
             },
         )
 }

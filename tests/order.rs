@@ -1,0 +1,504 @@
+//! The order of sets on a standby is the standby's own (issue 24, item 2):
+//! a manifest's generation and sequence number are the sender's claims,
+//! bounded when `serve` commits them, and the newest committed set is the
+//! one the standby committed last — whatever a hostile primary claimed.
+//! Driven through `serve` over a socket pair with the in-memory store (as
+//! tests/serve_protocol.rs), plus the DR verbs' handshake checks.
+
+use std::os::unix::net::UnixStream;
+use std::thread::JoinHandle;
+
+use proptest::prelude::*;
+use snapsite::backend::mem::MemStore;
+use snapsite::catalog::Catalog;
+use snapsite::config::Config;
+use snapsite::model::{MANIFEST_FORMAT, Manifest, Member, SetKind, new_set_id};
+use snapsite::serve::{MAX_SEQ, MAX_SEQ_STEP};
+use snapsite::stream::{Msg, PROTOCOL_VERSION, Reader, Writer};
+
+const ROLES: [&str; 2] = ["mysql", "redolog"];
+
+struct Site {
+    _dir: tempfile::TempDir,
+    cfg: Config,
+    store: MemStore,
+}
+
+fn site() -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = format!(
+        "site = \"standby\"\nstate_dir = \"{}\"\n",
+        dir.path().join("state").display()
+    );
+    for r in ROLES {
+        text.push_str(&format!(
+            "[[volume]]\nrole = \"{r}\"\nbackend = \"btrfs\"\nsource = \"{0}/live/{r}\"\nsnapshot_dir = \"{0}/snap/{r}\"\n",
+            dir.path().display()
+        ));
+    }
+    let cfg = Config::parse(&text, &dir.path().join("standby.toml")).unwrap();
+    Site {
+        _dir: dir,
+        cfg,
+        store: MemStore::new(),
+    }
+}
+
+struct Session {
+    w: Writer<UnixStream>,
+    r: Reader<UnixStream>,
+    serve: JoinHandle<snapsite::Result<()>>,
+}
+
+impl Site {
+    fn catalog(&self) -> Catalog {
+        Catalog::new(&self.cfg.state_dir)
+    }
+
+    fn session(&self) -> Session {
+        let (client, server) = UnixStream::pair().unwrap();
+        let cfg = self.cfg.clone();
+        let store = self.store.clone();
+        let serve = std::thread::spawn(move || {
+            snapsite::serve::serve_with(
+                &cfg,
+                &move |_| Ok(store.backend()),
+                server.try_clone().unwrap(),
+                server,
+            )
+        });
+        let mut w = Writer::new(client.try_clone().unwrap());
+        let mut r = Reader::new(client);
+        w.magic().unwrap();
+        r.magic().unwrap();
+        w.msg(&Msg::Hello {
+            protocol: PROTOCOL_VERSION,
+            site: "primary".into(),
+            version: "test".into(),
+        })
+        .unwrap();
+        assert!(matches!(r.msg().unwrap(), Msg::Welcome { .. }));
+        Session { w, r, serve }
+    }
+
+    /// What failover would use: (S, R) among the committed sets, in the
+    /// catalog's order.
+    fn chosen(&self) -> (String, String) {
+        let ms = self.catalog().manifests().unwrap();
+        let (s, r) =
+            snapsite::site::select(&ms, &|m| m.committed_at.is_some(), "redolog", None).unwrap();
+        (s.id.clone(), r.id.clone())
+    }
+}
+
+fn payload(id: &str, role: &str) -> Vec<u8> {
+    MemStore::stream(id, None, format!("{role} data of {id}").as_bytes())
+}
+
+/// A set as a primary would send it, claiming `seq` and `generation`.
+fn manifest(id: &str, seq: u64, generation: u64) -> Manifest {
+    let (t, kind) = snapsite::model::parse_set_id(id).unwrap();
+    let roles: &[&str] = match kind {
+        SetKind::Full => &ROLES,
+        SetKind::Redolog => &["redolog"],
+    };
+    Manifest {
+        format: MANIFEST_FORMAT,
+        id: id.into(),
+        kind,
+        site: "primary".into(),
+        seq,
+        generation,
+        members: roles
+            .iter()
+            .map(|r| Member {
+                role: r.to_string(),
+                backend: "btrfs".into(),
+                source: format!("/live/{r}"),
+                snapshot: id.into(),
+                storage_id: Some(blake3::hash(&payload(id, r)).to_hex().to_string()),
+                before: t,
+                after: t + jiff::SignedDuration::from_millis(5),
+                atomic_group: None,
+                send_options: Vec::new(),
+                receipt: None,
+                consistency: None,
+            })
+            .collect(),
+        safety_margin_ms: 0,
+        committed_at: None,
+        standby_order: None,
+    }
+}
+
+impl Session {
+    /// Send every member of `m`, then its commit: Ok = committed, Err = the refusal.
+    fn ship(&mut self, m: &Manifest) -> Result<(), String> {
+        for x in &m.members {
+            let stream = payload(&m.id, &x.role);
+            self.w
+                .msg(&Msg::Begin {
+                    set_id: m.id.clone(),
+                    role: x.role.clone(),
+                    snapshot: m.id.clone(),
+                    base: None,
+                    storage_id: x.storage_id.clone(),
+                    resume: false,
+                })
+                .unwrap();
+            self.w.data(&stream).unwrap();
+            self.w
+                .msg(&Msg::End {
+                    bytes: stream.len() as u64,
+                    blake3: blake3::hash(&stream).to_hex().to_string(),
+                })
+                .unwrap();
+            let reply = self.r.msg().unwrap();
+            assert!(matches!(reply, Msg::Ack { .. }), "{}: {reply:?}", m.id);
+        }
+        self.w
+            .msg(&Msg::Commit {
+                manifest: m.clone(),
+            })
+            .unwrap();
+        match self.r.msg() {
+            Ok(Msg::Committed { set_id }) if set_id == m.id => Ok(()),
+            Ok(other) => panic!("{}: {other:?}", m.id),
+            Err(e) => Err(e.message),
+        }
+    }
+
+    fn bye(mut self) {
+        self.w.msg(&Msg::Bye).unwrap();
+        self.serve.join().unwrap().unwrap();
+    }
+}
+
+/// An id `minutes` after a base a month ago, plus `ms`.
+fn id_at(kind: SetKind, minutes: i64, ms: i64) -> String {
+    let base = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * 30);
+    new_set_id(
+        base + jiff::SignedDuration::from_mins(minutes) + jiff::SignedDuration::from_millis(ms),
+        kind,
+    )
+}
+
+/// The attacks as issue 24 found them: a set claiming generation 2^64-1,
+/// or sequence number 2^64-1, stayed "newest" forever and the promoted
+/// site's counters wrapped or stuck. Now the claims are refused, a claim
+/// within the bounds does not outrank what is committed after it, and the
+/// promoted site's next generation and sequence number are honest.
+#[test]
+fn a_hostile_set_never_outranks_later_honest_ones() {
+    let site = site();
+    let mut s = site.session();
+    let f1 = id_at(SetKind::Full, 0, 0);
+    s.ship(&manifest(&f1, 100, 1)).unwrap();
+
+    let h = id_at(SetKind::Full, 1, 0);
+    let e = s.ship(&manifest(&h, 101, u64::MAX)).unwrap_err();
+    assert!(e.contains("claims generation 18446744073709551615"), "{e}");
+    let h = id_at(SetKind::Full, 2, 0);
+    let e = s.ship(&manifest(&h, u64::MAX, 1)).unwrap_err();
+    assert!(
+        e.contains("claims sequence number 18446744073709551615"),
+        "{e}"
+    );
+    let h = id_at(SetKind::Full, 3, 0);
+    let e = s
+        .ship(&manifest(&h, 100 + MAX_SEQ_STEP + 1, 1))
+        .unwrap_err();
+    assert!(e.contains("sequence number"), "{e}");
+    let h = id_at(SetKind::Full, 4, 0);
+    assert!(
+        s.ship(&manifest(&h, 101, 3))
+            .unwrap_err()
+            .contains("generation 3")
+    );
+
+    // Within the bounds: generation one above, sequence far ahead, dated
+    // ahead of every honest set still to come (within the day allowed).
+    let hostile = new_set_id(
+        jiff::Timestamp::now() + jiff::SignedDuration::from_hours(23),
+        SetKind::Full,
+    );
+    s.ship(&manifest(&hostile, 100 + MAX_SEQ_STEP, 2)).unwrap();
+    assert_eq!(site.chosen(), (hostile.clone(), hostile.clone()));
+    // The honest primary goes on in generation 1, sequence 101, 102.
+    let f2 = id_at(SetKind::Full, 10, 0);
+    s.ship(&manifest(&f2, 101, 1)).unwrap();
+    assert_eq!(site.chosen(), (f2.clone(), f2.clone()));
+    let r2 = id_at(SetKind::Redolog, 11, 0);
+    s.ship(&manifest(&r2, 102, 1)).unwrap();
+    assert_eq!(site.chosen(), (f2.clone(), r2.clone()));
+    s.bye();
+    let committed = site.catalog().manifests().unwrap();
+    assert_eq!(
+        committed.last().map(|m| m.id.as_str()),
+        Some(r2.as_str()),
+        "the catalog's newest is the last commit"
+    );
+    let orders: Vec<u64> = committed
+        .iter()
+        .map(|m| m.standby_order.unwrap().commit)
+        .collect();
+    assert_eq!(orders, [1, 2, 3, 4]);
+
+    // A promoted standby continues from the bounded claims, never wrapping.
+    let cat = site.catalog();
+    assert_eq!(
+        snapsite::failover::next_generation(&site.cfg, &cat).unwrap(),
+        3
+    );
+    let next = cat
+        .next_sequence(jiff::Timestamp::now(), SetKind::Full)
+        .unwrap();
+    assert_eq!(next.seq, 100 + MAX_SEQ_STEP + 1);
+}
+
+/// Sets recorded before these bounds (or a hand-edited catalog) may hold
+/// claims at the top of the range: the promoted site refuses to take a
+/// set or a generation rather than wrap to 0 or stay at 2^64-1.
+#[test]
+fn counters_at_the_top_of_the_range_refuse_instead_of_wrapping() {
+    let site = site();
+    let cat = site.catalog();
+    let mut m = manifest(&id_at(SetKind::Full, 0, 0), u64::MAX, u64::MAX);
+    m.committed_at = Some(jiff::Timestamp::now());
+    cat.write_manifest(&m).unwrap();
+    let e = cat
+        .next_sequence(jiff::Timestamp::now(), SetKind::Full)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("sequence number is at its limit"),
+        "{e}"
+    );
+    let e = snapsite::failover::next_generation(&site.cfg, &cat).unwrap_err();
+    assert!(e.to_string().contains("there is no next one"), "{e}");
+    assert!(
+        !site.cfg.state_dir.join("sequence.json").exists()
+            || std::fs::read_to_string(site.cfg.state_dir.join("sequence.json"))
+                .unwrap()
+                .contains(&u64::MAX.to_string()),
+        "no wrapped counter was written"
+    );
+}
+
+/// A manifest's own `standby_order`, `committed_at` from the wire are
+/// ignored: the standby writes its own.
+#[test]
+fn the_standby_order_is_never_taken_from_the_wire() {
+    let site = site();
+    let mut s = site.session();
+    let f1 = id_at(SetKind::Full, 0, 0);
+    s.ship(&manifest(&f1, 1, 1)).unwrap();
+    let f2 = id_at(SetKind::Full, 1, 0);
+    let mut m = manifest(&f1, 1, 1);
+    m.standby_order = Some(snapsite::model::StandbyOrder {
+        generation: u64::MAX,
+        commit: u64::MAX,
+    });
+    let mut lie = manifest(&f2, 2, 1);
+    lie.standby_order = m.standby_order;
+    lie.committed_at = Some("2000-01-01T00:00:00Z".parse().unwrap());
+    s.ship(&lie).unwrap();
+    // The first set again, with a forged order: a retry, nothing changes.
+    s.w.msg(&Msg::Commit { manifest: m }).unwrap();
+    assert!(matches!(s.r.msg().unwrap(), Msg::Committed { .. }));
+    s.bye();
+    let ms = site.catalog().manifests().unwrap();
+    let orders: Vec<_> = ms.iter().map(|m| m.standby_order.unwrap()).collect();
+    assert_eq!(
+        orders
+            .iter()
+            .map(|o| (o.generation, o.commit))
+            .collect::<Vec<_>>(),
+        [(1, 1), (1, 2)]
+    );
+    assert!(ms[1].committed_at.unwrap() > "2020-01-01T00:00:00Z".parse().unwrap());
+}
+
+/// A new standby takes the primary's generation with its first set
+/// (bounded); from then on, one above what it has seen at most.
+#[test]
+fn a_new_standby_takes_the_primarys_generation_once() {
+    let site = site();
+    let mut s = site.session();
+    let e = s
+        .ship(&manifest(&id_at(SetKind::Full, 0, 0), 1, (1 << 32) + 1))
+        .unwrap_err();
+    assert!(e.contains("first set"), "{e}");
+    s.ship(&manifest(&id_at(SetKind::Full, 1, 0), 7, 5))
+        .unwrap();
+    assert!(
+        s.ship(&manifest(&id_at(SetKind::Full, 2, 0), 8, 7))
+            .is_err()
+    );
+    s.ship(&manifest(&id_at(SetKind::Full, 3, 0), 8, 6))
+        .unwrap();
+    s.bye();
+}
+
+/// The DR verbs' handshake: a peer claiming a generation this site cannot
+/// believe is refused by failback, and the ship's split-brain guard
+/// neither records it nor ships.
+#[test]
+fn a_peer_claiming_an_unbelievable_generation_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "site = \"a\"\nstate_dir = \"{0}/state\"\n[[volume]]\nrole = \"redolog\"\nbackend = \"btrfs\"\nsource = \"{0}/live\"\nsnapshot_dir = \"{0}/snap\"\n[standby]\ntransport = \"ssh\"\nhost = \"b.example\"\n",
+        dir.path().display()
+    );
+    let cfg = Config::parse(&text, &dir.path().join("a.toml")).unwrap();
+    let cat = Catalog::new(&cfg.state_dir);
+    let view = |g: u64| snapsite::coordinator::StandbyView {
+        site: "b".into(),
+        volumes: Vec::new(),
+        committed: Default::default(),
+        compress: Vec::new(),
+        role: Some("primary".into()),
+        generation: Some(g),
+    };
+    for g in [3, u64::MAX] {
+        let e = snapsite::failback::plan(&cfg, &view(g)).unwrap_err();
+        assert!(
+            e.to_string().contains(&format!("claims generation {g}")),
+            "{e}"
+        );
+    }
+    let mut standby = view(u64::MAX);
+    standby.role = Some("standby".into());
+    let e = snapsite::coordinator::split_brain_guard(&cfg, &cat, &standby).unwrap_err();
+    assert!(e.to_string().contains("claims generation"), "{e}");
+    let rec = cat.peer_record().unwrap().unwrap();
+    assert_eq!(rec.generation, None, "the claim is not recorded");
+    assert!(rec.refused.is_some());
+    assert_eq!(
+        snapsite::failover::next_generation(&cfg, &cat).unwrap(),
+        2,
+        "nothing the peer claimed raised this site's next generation"
+    );
+}
+
+/// One step of a history: a set from the honest primary, or from someone
+/// holding its key with whatever claims.
+#[derive(Debug, Clone)]
+enum Step {
+    Honest {
+        full: bool,
+    },
+    Hostile {
+        full: bool,
+        generation: Claim,
+        seq: Claim,
+        ahead_hours: i64,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Claim {
+    /// The honest value.
+    Same,
+    /// This much above the highest the standby holds.
+    Above(u64),
+    Max,
+    Any(u64),
+}
+
+fn claim() -> impl Strategy<Value = Claim> {
+    prop_oneof![
+        Just(Claim::Same),
+        (0u64..3).prop_map(Claim::Above),
+        Just(Claim::Above(MAX_SEQ_STEP)),
+        Just(Claim::Above(MAX_SEQ_STEP + 1)),
+        Just(Claim::Max),
+        any::<u64>().prop_map(Claim::Any),
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        2 => any::<bool>().prop_map(|full| Step::Honest { full }),
+        1 => (any::<bool>(), claim(), claim(), -48i64..23).prop_map(
+            |(full, generation, seq, ahead_hours)| Step::Hostile { full, generation, seq, ahead_hours }
+        ),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, .. ProptestConfig::default() })]
+
+    /// Over random histories of honest and hostile commits: every honest
+    /// set commits; a hostile one commits exactly when its claims are
+    /// within the bounds (generation at most one above any seen, sequence
+    /// at most MAX_SEQ_STEP above the highest held); and what failover
+    /// would use is always the full set committed last and the redolog set
+    /// committed after it — the standby's own order, whatever was claimed.
+    #[test]
+    fn the_newest_set_is_the_one_committed_last(steps in proptest::collection::vec(step(), 1..14)) {
+        let site = site();
+        let mut s = site.session();
+        // The honest primary: generation 1, its own sequence.
+        let mut honest_seq = 1000u64;
+        let mut minute = 0i64;
+        // The model: what is committed, in commit order: (id, full, seq, generation).
+        let mut log: Vec<(String, bool, u64, u64)> = Vec::new();
+        let first = id_at(SetKind::Full, minute, 0);
+        s.ship(&manifest(&first, honest_seq, 1)).unwrap();
+        log.push((first, true, honest_seq, 1));
+        for (i, st) in steps.iter().enumerate() {
+            minute += 1;
+            let (id, seq, generation) = match st {
+                Step::Honest { full } => {
+                    honest_seq += 1;
+                    let kind = if *full { SetKind::Full } else { SetKind::Redolog };
+                    (id_at(kind, minute, 0), honest_seq, 1)
+                }
+                Step::Hostile { full, generation, seq, ahead_hours } => {
+                    let kind = if *full { SetKind::Full } else { SetKind::Redolog };
+                    let at = jiff::Timestamp::now()
+                        + jiff::SignedDuration::from_hours(*ahead_hours)
+                        + jiff::SignedDuration::from_millis(i as i64 + 1);
+                    let top_seq = log.iter().map(|l| l.2).max().unwrap();
+                    let top_gen = log.iter().map(|l| l.3).max().unwrap();
+                    let pick = |c: &Claim, same: u64, top: u64| match c {
+                        Claim::Same => same,
+                        Claim::Above(n) => top.saturating_add(*n),
+                        Claim::Max => u64::MAX,
+                        Claim::Any(n) => *n,
+                    };
+                    (new_set_id(at, kind), pick(seq, honest_seq, top_seq), pick(generation, 1, top_gen))
+                }
+            };
+            if log.iter().any(|l| l.0 == id) {
+                continue;
+            }
+            let top_seq = log.iter().map(|l| l.2).max().unwrap();
+            let top_gen = log.iter().map(|l| l.3).max().unwrap();
+            let believable = seq >= 1
+                && seq <= (top_seq + MAX_SEQ_STEP).min(MAX_SEQ)
+                && generation >= 1
+                && generation <= top_gen + 1;
+            let res = s.ship(&manifest(&id, seq, generation));
+            match st {
+                Step::Honest { .. } => prop_assert!(res.is_ok(), "honest set {} refused: {:?}", id, res),
+                Step::Hostile { .. } => prop_assert_eq!(res.is_ok(), believable, "{} seq {} gen {}: {:?}", id, seq, generation, res),
+            }
+            if res.is_ok() {
+                log.push((id.clone(), id.ends_with("-full"), seq, generation));
+            }
+            let s_want = log.iter().rev().find(|l| l.1).unwrap().0.clone();
+            let s_at = log.iter().position(|l| l.0 == s_want).unwrap();
+            let r_want = log[s_at + 1..].iter().rev().find(|l| !l.1).map_or(s_want.clone(), |l| l.0.clone());
+            prop_assert_eq!(site.chosen(), (s_want, r_want));
+        }
+        s.bye();
+        // The promoted site's counters continue from the bounded claims.
+        let cat = site.catalog();
+        let top_gen = log.iter().map(|l| l.3).max().unwrap();
+        prop_assert_eq!(snapsite::failover::next_generation(&site.cfg, &cat).unwrap(), top_gen + 1);
+        let next = cat.next_sequence(jiff::Timestamp::now(), SetKind::Full).unwrap();
+        prop_assert_eq!(next.seq, log.iter().map(|l| l.2).max().unwrap() + 1);
+        prop_assert!(next.seq <= MAX_SEQ + 1);
+    }
+}
