@@ -62,6 +62,11 @@ struct RawVolume {
     /// (`"2TiB"`, `"500GiB"`, bytes with a binary suffix). Default: the size
     /// of the replica's volume group.
     max_size: Option<String>,
+    /// Let set-uid/set-gid files, device nodes and file capabilities from
+    /// the other site work here (default false: a btrfs standby refuses
+    /// streams carrying them; failover copies are mounted nosuid,nodev).
+    #[serde(default)]
+    allow_privileged_files: bool,
 }
 
 /// A validated volume: its role, where the application sees it, and its
@@ -78,6 +83,10 @@ pub struct Volume {
     /// Where the application expects the volume. On failover the writable
     /// copy is bind-mounted here when it differs from `source`.
     pub mountpoint: Option<PathBuf>,
+    /// `allow_privileged_files`: nothing from the other site may be
+    /// set-uid/set-gid, a device node or carry file capabilities unless
+    /// this is set (see the README's Security section).
+    pub allow_privileged_files: bool,
 }
 
 /// Where a volume's data and snapshots live, per backend.
@@ -179,6 +188,7 @@ impl Volume {
                 snapshot_dir: PathBuf::from(format!("{source}.snap")),
             },
             mountpoint: None,
+            allow_privileged_files: false,
         }
     }
 }
@@ -816,6 +826,7 @@ fn validate_volume(cx: &Ctx, i: usize, v: &RawVolume, earlier: &[RawVolume]) -> 
         source: v.source.clone(),
         addr,
         mountpoint: v.mountpoint.clone(),
+        allow_privileged_files: v.allow_privileged_files,
     })
 }
 

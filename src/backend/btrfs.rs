@@ -20,10 +20,16 @@
 //! only ever written for a name that did not exist, so cleanup can never
 //! touch a committed snapshot. Snapshots of several subvolumes are not atomic
 //! together: every volume is its own atomic group.
+//!
+//! Nothing privileged arrives: the stream is vetted on its way to `btrfs
+//! receive` (`btrfs_vet`) and refused if it would make a device node, a
+//! set-uid or set-gid file, or give a file capabilities — unless the volume
+//! says `allow_privileged_files = true`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use super::btrfs_vet::StreamVet;
 use super::{Backend, ProcessSink, ProcessSource, ReceiveSteps, SnapshotSink, SnapshotSource};
 use crate::cmd::Cmd;
 use crate::config::{BackendKind, Volume, VolumeAddr};
@@ -331,7 +337,7 @@ impl Backend for Btrfs {
                 return Err(e);
             }
         };
-        Ok(Box::new(ProcessSink::new(
+        let sink = Box::new(ProcessSink::new(
             &vol.role,
             running,
             BtrfsReceive {
@@ -342,7 +348,16 @@ impl Backend for Btrfs {
                 expect_id: expect_id.map(str::to_string),
                 role: vol.role.clone(),
             },
-        )))
+        ));
+        if vol.allow_privileged_files {
+            return Ok(sink);
+        }
+        Ok(Box::new(Vetted {
+            inner: sink,
+            vet: StreamVet::new(),
+            role: vol.role.clone(),
+            refused: None,
+        }))
     }
 
     fn cleanup_partial(&self, vol: &Volume) -> Result<Vec<String>> {
@@ -603,6 +618,78 @@ fn dir_entries(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
+}
+
+/// A receive whose stream is vetted before `btrfs receive` sees it
+/// ([`StreamVet`]: no device nodes, set-uid/set-gid files or file
+/// capabilities from the wire). A refused stream never reaches the end of
+/// the offending command; the receive is discarded and `commit` says why.
+struct Vetted {
+    inner: Box<dyn SnapshotSink>,
+    vet: StreamVet,
+    role: String,
+    refused: Option<Error>,
+}
+
+impl Vetted {
+    fn refuse(&mut self, why: String) {
+        self.refused = Some(
+            Error::refused(format!(
+                "volume `{}`: {why}; the stream is refused (nothing privileged is received from the other site)",
+                self.role
+            ))
+            .with_hint("if the application needs it, set `allow_privileged_files = true` on this volume in the standby's config (README: Security)"),
+        );
+    }
+}
+
+impl std::io::Write for Vetted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.refused.is_some() {
+            return Err(std::io::Error::other("refused by the stream check"));
+        }
+        match self.vet.feed(buf) {
+            Ok(n) => {
+                self.inner.write_all(&self.vet.pending()[..n])?;
+                self.vet.consume(n);
+                Ok(buf.len())
+            }
+            Err(why) => {
+                self.refuse(why);
+                Err(std::io::Error::other("refused by the stream check"))
+            }
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl SnapshotSink for Vetted {
+    fn commit(
+        mut self: Box<Self>,
+        record: &mut dyn FnMut(Option<String>) -> Result<()>,
+    ) -> Result<Option<String>> {
+        if self.refused.is_none() {
+            if let Err(why) = self.vet.finish() {
+                self.refuse(why);
+            }
+        }
+        if let Some(e) = self.refused.take() {
+            self.inner.abort();
+            return Err(e);
+        }
+        // An incomplete last command: `btrfs receive` refuses it whole.
+        let rest = self.vet.pending().to_vec();
+        let _ = self.inner.write_all(&rest);
+        self.inner.commit(record)
+    }
+    fn abort(self: Box<Self>) {
+        self.inner.abort();
+    }
+    fn cut(self: Box<Self>) {
+        self.inner.cut();
+    }
 }
 
 /// The btrfs part of a receive (a [`ProcessSink`] over `btrfs receive`).

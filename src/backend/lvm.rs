@@ -373,10 +373,18 @@ fn mount_copy(vol: &Volume, vg: &str, lv: &str, mp: &Path) -> Result<()> {
         .arg(&dev)
         .output()
         .unwrap_or_default();
-    let mut cmd = Cmd::new("mount");
+    let mut opts = Vec::new();
     if fstype.trim() == "xfs" {
         // the received snapshots share the filesystem uuid
-        cmd = cmd.args(["-o", "nouuid"]);
+        opts.push("nouuid");
+    }
+    if !vol.allow_privileged_files {
+        // Nothing privileged from the other site works (README: Security).
+        opts.extend(["nosuid", "nodev"]);
+    }
+    let mut cmd = Cmd::new("mount");
+    if !opts.is_empty() {
+        cmd = cmd.arg("-o").arg(opts.join(","));
     }
     cmd.arg(&dev).arg(mp).run().ctx(format!(
         "volume `{}`: mount the writable snapshot",

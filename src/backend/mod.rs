@@ -3,6 +3,7 @@
 //! (a byte stream into a new snapshot that is kept only if `commit` is called).
 
 pub mod btrfs;
+pub mod btrfs_vet;
 pub mod lvm;
 pub mod mem;
 pub mod zfs;

@@ -500,6 +500,17 @@ fn send_flags(vol: &Volume) -> Vec<&'static str> {
     f
 }
 
+/// Failover's and a rehearsal's clones: set-uid files and device nodes
+/// from the other site do not work there (README: Security), unless the
+/// volume says `allow_privileged_files = true`.
+fn unprivileged(vol: &Volume) -> &'static [&'static str] {
+    if vol.allow_privileged_files {
+        &[]
+    } else {
+        &["-o", "setuid=off", "-o", "devices=off"]
+    }
+}
+
 impl Backend for Zfs {
     fn kind(&self) -> BackendKind {
         BackendKind::Zfs
@@ -807,7 +818,8 @@ impl Backend for Zfs {
         }
         let mut cmd = zfs()
             .arg("clone")
-            .args(["-o", "readonly=off", "-o", "canmount=on"]);
+            .args(["-o", "readonly=off", "-o", "canmount=on"])
+            .args(unprivileged(vol));
         if let Some(mp) = &vol.mountpoint {
             cmd = cmd.arg("-o").arg(format!("mountpoint={}", mp.display()));
         }
@@ -883,6 +895,7 @@ impl Backend for Zfs {
             .arg("clone")
             .args(["-o", "readonly=off", "-o", "canmount=on"])
             .args(["-o", "sharenfs=off", "-o", "sharesmb=off"])
+            .args(unprivileged(vol))
             .arg("-o")
             .arg(format!("mountpoint={}", mp.display()))
             .arg(snap(vol, name))

@@ -1,0 +1,239 @@
+//! Nothing privileged from the wire, on real btrfs (issue 24, item 1): a
+//! send stream carrying a set-uid-root binary, a set-gid file or a device
+//! node is refused at receive, with an error naming the file, and nothing
+//! of it stays. The positive control first: with the volume's opt-out
+//! (`allow_privileged_files = true`) the same stream arrives and the
+//! unprivileged user `nobody` gets euid 0 from the received binary and
+//! writes through the received device node — the hazard the check removes.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use snapsite::config::Config;
+use snapsite::model::{SetKind, new_set_id};
+use snapsite::stream::{Msg, PROTOCOL_VERSION, Reader, Writer};
+
+/// A standby config with one btrfs volume `blob` on `fs`.
+fn standby(dir: &Path, fs: &BtrfsFs, allow: bool) -> Config {
+    let text = format!(
+        "site = \"standby\"\nstate_dir = \"{}\"\n[set]\nredolog = \"blob\"\n[[volume]]\nrole = \"blob\"\nbackend = \"btrfs\"\nsource = \"{}\"\nsnapshot_dir = \"{}\"\nallow_privileged_files = {allow}\n",
+        dir.join(format!("state-{allow}")).display(),
+        fs.path(&format!("live-{allow}")).display(),
+        fs.path(&format!("recv-{allow}")).display(),
+    );
+    Config::parse(&text, &dir.join("standby.toml")).unwrap()
+}
+
+/// A read-only snapshot `id` of a subvolume filled by `fill`, and its send stream.
+fn snapshot_stream(fs: &BtrfsFs, id: &str, fill: &dyn Fn(&Path)) -> (Vec<u8>, String) {
+    let src = fs.path(&format!("src-{id}"));
+    sh(&["btrfs", "-q", "subvolume", "create", src.to_str().unwrap()]);
+    fill(&src);
+    std::fs::create_dir_all(fs.path("snaps")).unwrap();
+    let snap = fs.path("snaps").join(id);
+    sh(&[
+        "btrfs",
+        "-q",
+        "subvolume",
+        "snapshot",
+        "-r",
+        src.to_str().unwrap(),
+        snap.to_str().unwrap(),
+    ]);
+    let out = Command::new("btrfs")
+        .args(["send", "-q"])
+        .arg(&snap)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let show = sh(&["btrfs", "subvolume", "show", snap.to_str().unwrap()]);
+    let uuid = show
+        .lines()
+        .filter_map(|l| l.trim().split_once(':'))
+        .find(|(k, _)| k.trim() == "UUID")
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap();
+    (out.stdout, uuid)
+}
+
+/// One snapshot through `serve` (real btrfs backend): the ack or nack.
+fn receive(cfg: &Config, id: &str, stream: &[u8], uuid: &str) -> Msg {
+    let (client, server) = UnixStream::pair().unwrap();
+    let c = cfg.clone();
+    let serve =
+        std::thread::spawn(move || snapsite::serve::serve(&c, server.try_clone().unwrap(), server));
+    let mut w = Writer::new(client.try_clone().unwrap());
+    let mut r = Reader::new(client);
+    w.magic().unwrap();
+    r.magic().unwrap();
+    w.msg(&Msg::Hello {
+        protocol: PROTOCOL_VERSION,
+        site: "primary".into(),
+        version: "test".into(),
+    })
+    .unwrap();
+    assert!(matches!(r.msg().unwrap(), Msg::Welcome { .. }));
+    w.msg(&Msg::Begin {
+        set_id: id.into(),
+        role: "blob".into(),
+        snapshot: id.into(),
+        base: None,
+        storage_id: Some(uuid.into()),
+        resume: false,
+    })
+    .unwrap();
+    for c in stream.chunks(64 * 1024) {
+        w.data(c).unwrap();
+    }
+    w.msg(&Msg::End {
+        bytes: stream.len() as u64,
+        blake3: blake3::hash(stream).to_hex().to_string(),
+    })
+    .unwrap();
+    let reply = r.msg().unwrap();
+    w.msg(&Msg::Bye).unwrap();
+    serve.join().unwrap().unwrap();
+    reply
+}
+
+/// Run `argv` as `nobody` (no groups): (exit ok, stdout, stderr).
+fn as_nobody(argv: &[&str]) -> (bool, String, String) {
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ])
+        .args(argv)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+fn setuid_id(src: &Path) {
+    std::fs::create_dir(src.join("bin")).unwrap();
+    let id = src.join("bin/id");
+    std::fs::copy("/usr/bin/id", &id).unwrap();
+    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    write_file(&src.join("mail.txt"), b"an ordinary file\n");
+}
+
+fn device(src: &Path) {
+    // /dev/null's numbers, writable by anyone.
+    let p = src.join("null");
+    nix::sys::stat::mknod(
+        &p,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
+}
+
+fn setgid(src: &Path) {
+    let p = src.join("g");
+    std::fs::copy("/usr/bin/id", &p).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o2755)).unwrap();
+}
+
+fn received(cfg: &Config, id: &str) -> PathBuf {
+    let snapsite::config::VolumeAddr::Btrfs { snapshot_dir, .. } = &cfg.volumes[0].addr else {
+        unreachable!()
+    };
+    snapshot_dir.join(id).join(id)
+}
+
+#[test]
+fn set_uid_files_and_device_nodes_from_the_wire_are_refused() {
+    require_real!();
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    // `nobody` must be able to reach the received files.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let fs = BtrfsFs::new(dir.path(), "fs", "300M");
+    std::fs::set_permissions(&fs.mnt, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let t0 = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    let id = |n: i64| new_set_id(t0 + jiff::SignedDuration::from_secs(n), SetKind::Full);
+    let (suid_id, dev_id, sgid_id) = (id(1), id(2), id(3));
+    let (suid, suid_uuid) = snapshot_stream(&fs, &suid_id, &setuid_id);
+    let (dev, dev_uuid) = snapshot_stream(&fs, &dev_id, &device);
+    let (sgid, sgid_uuid) = snapshot_stream(&fs, &sgid_id, &setgid);
+
+    // The hazard, with the opt-out: euid 0 and a working device node.
+    let open = standby(dir.path(), &fs, true);
+    assert!(matches!(
+        receive(&open, &suid_id, &suid, &suid_uuid),
+        Msg::Ack { .. }
+    ));
+    assert!(matches!(
+        receive(&open, &dev_id, &dev, &dev_uuid),
+        Msg::Ack { .. }
+    ));
+    let bin = received(&open, &suid_id).join("bin/id");
+    let (ok, out, err) = as_nobody(&[bin.to_str().unwrap(), "-u"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out, "0",
+        "control: a set-uid-root binary gives nobody euid 0"
+    );
+    let null = received(&open, &dev_id).join("null");
+    let (ok, _, err) = as_nobody(&["sh", "-c", "echo x > \"$1\"", "sh", null.to_str().unwrap()]);
+    assert!(
+        ok,
+        "control: nobody writes through the received device node: {err}"
+    );
+
+    // The default: refused at receive, naming the file; nothing stays.
+    let cfg = standby(dir.path(), &fs, false);
+    for (id, stream, uuid, want) in [
+        (&suid_id, &suid, &suid_uuid, "`bin/id` set-uid (mode 4755)"),
+        (&dev_id, &dev, &dev_uuid, "`null` a device node"),
+        (&sgid_id, &sgid, &sgid_uuid, "`g` set-gid (mode 2755)"),
+    ] {
+        match receive(&cfg, id, stream, uuid) {
+            Msg::Nack { error, .. } => {
+                assert!(error.contains(want), "{id}: {error}");
+                assert!(error.contains("allow_privileged_files"), "{error}");
+            }
+            other => panic!("{id}: {other:?}"),
+        }
+        let recv = received(&cfg, id);
+        let area = recv.parent().unwrap().parent().unwrap();
+        let left: Vec<_> = std::fs::read_dir(area)
+            .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{id}: left behind {left:?}");
+    }
+    let log = std::fs::read_to_string(cfg.state_dir.join("serve.log")).unwrap();
+    assert!(
+        log.contains("set-uid") && log.contains("device node"),
+        "{log}"
+    );
+
+    // An ordinary snapshot still arrives.
+    let plain_id = id(4);
+    let (plain, plain_uuid) = snapshot_stream(&fs, &plain_id, &|src: &Path| {
+        std::fs::create_dir(src.join("d")).unwrap();
+        std::fs::set_permissions(src.join("d"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        write_file(&src.join("d/f"), &random_bytes(3, 200_000));
+    });
+    assert!(matches!(
+        receive(&cfg, &plain_id, &plain, &plain_uuid),
+        Msg::Ack { .. }
+    ));
+    assert_eq!(
+        tree_digest(&received(&cfg, &plain_id)),
+        tree_digest(&fs.path("snaps").join(&plain_id))
+    );
+}
