@@ -543,13 +543,19 @@ pub fn sets_to_ship(
     // Sets are shipped oldest first and committed in that order, so a set
     // older than the newest committed one was pruned on the standby or
     // skipped as incomplete: sending it again would only resurrect it.
+    // Only sets this site knows count: a set the standby holds that this
+    // site never had (committed there by whoever else held the key, dated
+    // ahead) must not keep this site's own sets from shipping.
+    let manifests = catalog.manifests()?;
+    let known: BTreeSet<&str> = manifests.iter().map(|m| m.id.as_str()).collect();
     let newest_committed = committed
         .iter()
+        .filter(|c| known.contains(c.as_str()))
         .filter_map(|c| crate::model::SetId::parse(c).ok())
         .max()
         .map(|id| id.as_str().to_string());
     let mut out = Vec::new();
-    for set in catalog.manifests()? {
+    for set in manifests.iter().cloned() {
         if committed.contains(&set.id) {
             continue;
         }

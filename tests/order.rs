@@ -502,3 +502,31 @@ proptest! {
         prop_assert!(next.seq <= MAX_SEQ + 1);
     }
 }
+
+/// The primary's side of the same attack: a set the standby committed that
+/// the primary never took (dated ahead) must not stop the primary's own
+/// sets from shipping ("older than the newest set on the standby").
+#[test]
+fn a_foreign_set_on_the_standby_does_not_stop_the_primarys_sets() {
+    let site = site();
+    let cat = site.catalog();
+    let a = id_at(SetKind::Full, 0, 0);
+    let b = id_at(SetKind::Full, 1, 0);
+    for (id, seq) in [(&a, 1), (&b, 2)] {
+        cat.write_manifest(&manifest(id, seq, 1)).unwrap();
+    }
+    let foreign = new_set_id(
+        jiff::Timestamp::now() + jiff::SignedDuration::from_hours(23),
+        SetKind::Full,
+    );
+    let local: std::collections::BTreeMap<String, Vec<String>> = ROLES
+        .iter()
+        .map(|r| (r.to_string(), vec![a.clone(), b.clone()]))
+        .collect();
+    let committed = [a.clone(), foreign].into_iter().collect();
+    let ship = snapsite::coordinator::sets_to_ship(&site.cfg, &cat, &committed, &local).unwrap();
+    assert_eq!(
+        ship.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        [b.as_str()]
+    );
+}
