@@ -237,3 +237,45 @@ fn set_uid_files_and_device_nodes_from_the_wire_are_refused() {
         tree_digest(&fs.path("snaps").join(&plain_id))
     );
 }
+
+/// The per-mount options of the mount at `mp` (from /proc/self/mountinfo).
+fn mount_options(mp: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mp = mp.to_str().unwrap();
+    info.lines()
+        .filter(|l| l.split(' ').nth(4) == Some(mp))
+        .last()
+        .and_then(|l| l.split(' ').nth(5))
+        .map(str::to_string)
+}
+
+/// Failover's bind mount of a btrfs copy at the volume's mountpoint is
+/// `nosuid,nodev`: a set-uid-root binary that got into the copy (there
+/// locally, or received with the opt-out) gives `nobody` root through the
+/// filesystem's own mount, not through the mountpoint the application uses.
+#[test]
+fn failovers_bind_mounts_are_nosuid_nodev() {
+    require_real!();
+    let lab = Lab::new("[\"/bin/true\"]");
+    std::fs::set_permissions(lab.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    lab.snapshot(false);
+    lab.ship(&lab.pri_cfg);
+    lab.ok(&lab.stb_cfg, &["failover"]);
+    for r in ROLES {
+        let mp = lab.dir.path().join("mnt-app").join(r);
+        let opts = mount_options(&mp).unwrap_or_else(|| panic!("{} not mounted", mp.display()));
+        let opts: Vec<&str> = opts.split(',').collect();
+        assert!(
+            opts.contains(&"nosuid") && opts.contains(&"nodev"),
+            "{r}: {opts:?}"
+        );
+    }
+    setuid_id(&lab.standby_live("blob"));
+    let direct = lab.standby_live("blob").join("bin/id");
+    let (ok, out, err) = as_nobody(&[direct.to_str().unwrap(), "-u"]);
+    assert!(ok && out == "0", "control: {out} {err}");
+    let through = lab.dir.path().join("mnt-app/blob/bin/id");
+    let (ok, out, err) = as_nobody(&[through.to_str().unwrap(), "-u"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "65534", "no euid 0 through failover's mount");
+}
