@@ -243,8 +243,7 @@ fn mount_options(mp: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let mp = mp.to_str().unwrap();
     info.lines()
-        .filter(|l| l.split(' ').nth(4) == Some(mp))
-        .last()
+        .rfind(|l| l.split(' ').nth(4) == Some(mp))
         .and_then(|l| l.split(' ').nth(5))
         .map(str::to_string)
 }
