@@ -5,6 +5,8 @@
 //! Driven through `serve` over a socket pair with the in-memory store (as
 //! tests/serve_protocol.rs), plus the DR verbs' handshake checks.
 
+mod common;
+
 use std::os::unix::net::UnixStream;
 use std::thread::JoinHandle;
 
@@ -528,5 +530,38 @@ fn a_foreign_set_on_the_standby_does_not_stop_the_primarys_sets() {
     assert_eq!(
         ship.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
         [b.as_str()]
+    );
+}
+
+/// `status` on real btrfs: a set the primary's clock dated 20 hours ahead
+/// is aged from when this standby committed it, so ten hours later the
+/// standby is CRITICAL — not "current" because of the claimed time.
+#[test]
+fn status_is_never_current_because_of_a_claimed_time() {
+    require_real!();
+    let lab = common::Lab::new("[\"/bin/true\"]");
+    let out = common::run_snapsite(
+        &lab.pri_cfg,
+        &["snapshot", "--json"],
+        &[("SNAPSITE_TEST_CLOCK_OFFSET", "+20h")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lab.ship(&lab.pri_cfg);
+    let cfg = Config::load(&lab.stb_cfg).unwrap();
+    let now = jiff::Timestamp::now();
+    let st = snapsite::status::gather(&cfg, now).unwrap();
+    assert_eq!(st.level, snapsite::status::Level::Ok, "{:?}", st.findings);
+    let later = snapsite::status::gather(&cfg, now + jiff::SignedDuration::from_hours(10)).unwrap();
+    let rp = later.recovery_point.as_ref().unwrap();
+    assert!(rp.age_seconds >= 10.0 * 3600.0 - 60.0, "{rp:?}");
+    assert_eq!(
+        later.level,
+        snapsite::status::Level::Critical,
+        "{:?}",
+        later.findings
     );
 }
