@@ -297,7 +297,9 @@ pub struct Manifest {
 /// `serve::check_order_claims`); these two decide which committed set is newest.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StandbyOrder {
-    /// The standby's own generation when it committed the set.
+    /// The standby's own generation when it committed the set (or the
+    /// highest its catalog's sets ranked by, if higher: every commit ranks
+    /// after everything the standby held before it).
     pub generation: u64,
     /// The standby's commit counter: 1 for its first commit, one more for each after.
     pub commit: u64,
@@ -344,9 +346,8 @@ impl Manifest {
     /// generation and commit counter), never by what the sender claimed, so
     /// no manifest can outrank the sets committed after it. A site's own
     /// sets (and sets committed before `standby_order` existed) rank by
-    /// their generation and sequence number; within a generation they come
-    /// before the committed ones (a site never takes sets in the generation
-    /// whose sets it receives).
+    /// their generation and sequence number; a set committed here ranks
+    /// after every set the catalog held when it was committed.
     pub fn order_key(&self) -> (u64, u64, u64, &str) {
         match self.standby_order {
             Some(o) => (o.generation, o.commit, self.seq, self.id.as_str()),

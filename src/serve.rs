@@ -946,13 +946,22 @@ fn check_order_claims(
     Ok(())
 }
 
-/// The standby's place for a set it commits now: its own generation and
-/// one more than its highest commit counter.
+/// The standby's place for a set it commits now: after everything its
+/// catalog holds. Its generation is its own, or the highest a set in the
+/// catalog ranks by if that is higher (sets committed before
+/// `standby_order` existed rank by their claimed generation); its commit
+/// counter one more than the highest recorded.
 fn next_standby_order(
     own: u64,
     id: &str,
     known: &[Manifest],
 ) -> Result<crate::model::StandbyOrder> {
+    let generation = known
+        .iter()
+        .map(|k| k.order_key().0)
+        .max()
+        .unwrap_or(0)
+        .max(own);
     let last = known
         .iter()
         .filter_map(|k| k.standby_order.map(|o| o.commit))
@@ -964,8 +973,5 @@ fn next_standby_order(
             wire_str(id)
         ))
     })?;
-    Ok(crate::model::StandbyOrder {
-        generation: own,
-        commit,
-    })
+    Ok(crate::model::StandbyOrder { generation, commit })
 }

@@ -565,3 +565,33 @@ fn status_is_never_current_because_of_a_claimed_time() {
         later.findings
     );
 }
+
+/// Sets committed before `standby_order` existed rank by their claimed
+/// generation: a standby without a recorded role (its own generation 1)
+/// holding such a set of generation 3 still ranks what it commits next
+/// after it.
+#[test]
+fn a_commit_ranks_after_sets_committed_by_an_older_version() {
+    let site = site();
+    let cat = site.catalog();
+    let old = id_at(SetKind::Full, 0, 0);
+    let mut m = manifest(&old, 10, 3);
+    m.committed_at = Some(jiff::Timestamp::now());
+    cat.write_manifest(&m).unwrap();
+    for r in ROLES {
+        site.store.insert(r, &old, b"old");
+    }
+    let mut s = site.session();
+    let new = id_at(SetKind::Full, 1, 0);
+    s.ship(&manifest(&new, 11, 3)).unwrap();
+    s.bye();
+    assert_eq!(site.chosen(), (new.clone(), new.clone()));
+    let ms = cat.manifests().unwrap();
+    assert_eq!(
+        ms.last().unwrap().standby_order,
+        Some(snapsite::model::StandbyOrder {
+            generation: 3,
+            commit: 1
+        })
+    );
+}
