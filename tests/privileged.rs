@@ -31,6 +31,15 @@ fn standby(dir: &Path, fs: &BtrfsFs, allow: bool) -> Config {
 
 /// A read-only snapshot `id` of a subvolume filled by `fill`, and its send stream.
 fn snapshot_stream(fs: &BtrfsFs, id: &str, fill: &dyn Fn(&Path)) -> (Vec<u8>, String) {
+    snapshot_stream_with(fs, id, fill, &[])
+}
+
+fn snapshot_stream_with(
+    fs: &BtrfsFs,
+    id: &str,
+    fill: &dyn Fn(&Path),
+    send_args: &[&str],
+) -> (Vec<u8>, String) {
     let src = fs.path(&format!("src-{id}"));
     sh(&["btrfs", "-q", "subvolume", "create", src.to_str().unwrap()]);
     fill(&src);
@@ -47,6 +56,7 @@ fn snapshot_stream(fs: &BtrfsFs, id: &str, fill: &dyn Fn(&Path)) -> (Vec<u8>, St
     ]);
     let out = Command::new("btrfs")
         .args(["send", "-q"])
+        .args(send_args)
         .arg(&snap)
         .output()
         .unwrap();
@@ -236,6 +246,26 @@ fn set_uid_files_and_device_nodes_from_the_wire_are_refused() {
         tree_digest(&received(&cfg, &plain_id)),
         tree_digest(&fs.path("snaps").join(&plain_id))
     );
+    // Protocol 2 (DATA without a length, encoded writes) too.
+    let v2_id = id(5);
+    let (v2, v2_uuid) = snapshot_stream_with(
+        &fs,
+        &v2_id,
+        &|src: &Path| write_file(&src.join("f"), &random_bytes(4, 300_000)),
+        &["--proto", "2", "--compressed-data"],
+    );
+    assert_eq!(&v2[13..17], &2u32.to_le_bytes());
+    assert!(matches!(
+        receive(&cfg, &v2_id, &v2, &v2_uuid),
+        Msg::Ack { .. }
+    ));
+    // And a set-uid file in a v2 stream is refused the same way.
+    let v2s_id = id(6);
+    let (v2s, v2s_uuid) = snapshot_stream_with(&fs, &v2s_id, &setuid_id, &["--proto", "2"]);
+    assert!(matches!(
+        receive(&cfg, &v2s_id, &v2s, &v2s_uuid),
+        Msg::Nack { error, .. } if error.contains("`bin/id` set-uid")
+    ));
 }
 
 /// The per-mount options of the mount at `mp` (from /proc/self/mountinfo).
