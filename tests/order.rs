@@ -595,3 +595,63 @@ fn a_commit_ranks_after_sets_committed_by_an_older_version() {
         })
     );
 }
+
+/// The attack as issue 24 reported it, end to end on real btrfs through the
+/// CLI: a primary (here: a hand-edited catalog) ships a set claiming a
+/// higher generation, then honest sets follow. `failover --dry-run` and
+/// `status` name the set committed last; a claim of generation 2^64-1 or
+/// sequence 2^64-1 is refused at commit, with a message saying so.
+#[test]
+fn failover_dry_run_and_status_use_the_set_committed_last() {
+    require_real!();
+    let lab = common::Lab::new("[\"/bin/true\"]");
+    let set_file = |id: &str| {
+        lab.dir
+            .path()
+            .join("state-pri/sets")
+            .join(format!("{id}.json"))
+    };
+    let edit = |id: &str, key: &str, v: u64| {
+        let p = set_file(id);
+        let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        m[key] = v.into();
+        std::fs::write(&p, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    };
+    let f1 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    edit(&f1, "generation", 2);
+    lab.ship(&lab.pri_cfg);
+    let f2 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    lab.ship(&lab.pri_cfg);
+    assert_eq!(lab.standby_manifests().len(), 2);
+    let plan = lab.ok(&lab.stb_cfg, &["failover", "--dry-run"]);
+    assert!(plan.contains(&f2) && !plan.contains(&f1), "{plan}");
+    let st: serde_json::Value =
+        serde_json::from_str(&lab.ok(&lab.stb_cfg, &["status", "--json"])).unwrap();
+    assert_eq!(
+        st["newest_complete_full_set"]["set_id"],
+        f2.as_str(),
+        "{st}"
+    );
+
+    for (key, v) in [("generation", u64::MAX), ("seq", u64::MAX)] {
+        let f = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+        edit(&f, key, v);
+        let out = lab.run(&lab.pri_cfg, &["ship"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            err.contains(&format!(
+                "claims {}",
+                if key == "seq" {
+                    "sequence number"
+                } else {
+                    "generation"
+                }
+            )),
+            "{err}"
+        );
+        std::fs::remove_file(set_file(&f)).unwrap();
+    }
+    let plan = lab.ok(&lab.stb_cfg, &["failover", "--dry-run"]);
+    assert!(plan.contains(&f2), "{plan}");
+}
