@@ -185,12 +185,21 @@ pub fn protect_standby(
     p
 }
 
-/// Standby: every set committed less than `keep_min_age` ago by this
-/// site's own clock stays, whatever the primary sends — a burst of sets
-/// from a compromised primary cannot push good history out of the grid.
+/// Standby: what `keep_min_age` protects, by this site's own clock — a
+/// burst of sets from a compromised primary cannot push good history out of
+/// the grid, and the count stays bounded whatever the redolog cadence:
+///
+/// - every **full set** committed less than `keep_min_age` ago;
+/// - of the redolog sets committed less than `keep_min_age` ago, only the
+///   **last complete one before each later full set**: a failover to the
+///   full set before it (`failover --set`) replays up to there. The other
+///   redolog sets are left to `redolog_grid` (whose `keep=all` tier is the
+///   short window in which every one stays).
 pub fn protect_recent(
     p: &mut BTreeMap<String, String>,
     manifests: &[Manifest],
+    complete: &dyn Fn(&Manifest) -> bool,
+    redolog_role: &str,
     retention: &Retention,
     now: Timestamp,
 ) {
@@ -202,17 +211,85 @@ pub fn protect_recent(
     let Some(cutoff) = now.checked_sub(min_age).ok() else {
         return;
     };
-    for m in manifests {
-        if m.committed_at.is_some_and(|c| c >= cutoff) {
-            add_reason(
-                p,
-                &m.id,
-                format!(
-                    "committed less than keep_min_age ({}) ago",
-                    humantime::format_duration(retention.keep_min_age)
-                ),
-            );
+    let recent = |m: &Manifest| m.committed_at.is_some_and(|c| c >= cutoff);
+    let age = humantime::format_duration(retention.keep_min_age);
+    let mut ordered: Vec<&Manifest> = manifests.iter().collect();
+    ordered.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+    // The newest complete redolog set since the last full set.
+    let mut last_redolog: Option<&Manifest> = None;
+    for m in ordered {
+        match m.kind {
+            SetKind::Redolog => {
+                if complete(m) && m.member(redolog_role).is_some() {
+                    last_redolog = Some(m);
+                }
+            }
+            SetKind::Full => {
+                if let Some(r) = last_redolog.take().filter(|r| recent(r)) {
+                    add_reason(
+                        p,
+                        &r.id,
+                        format!(
+                            "the last redolog set before full set {}, committed less than keep_min_age ({age}) ago",
+                            m.id
+                        ),
+                    );
+                }
+                if recent(m) {
+                    add_reason(
+                        p,
+                        &m.id,
+                        format!("full set committed less than keep_min_age ({age}) ago"),
+                    );
+                }
+            }
         }
+    }
+}
+
+/// At most how many snapshots one volume holds under `schedule` and
+/// `retention` (`snapsite check` prints it), assuming sets are taken on the
+/// schedule (one per slot) and shipped as they are taken. The redolog
+/// volume holds both kinds; the others only full sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CountBound {
+    pub primary: u64,
+    pub standby: u64,
+}
+
+pub fn max_snapshots_per_volume(
+    schedule: &crate::config::Schedule,
+    retention: &Retention,
+) -> CountBound {
+    let f = schedule.full_set_interval;
+    let full = retention.full.max_kept(f);
+    let redolog = schedule
+        .redolog_interval
+        .map_or(0, |r| retention.redolog.max_kept(r));
+    // keep_min_age: the full sets committed in it (one per slot, plus one
+    // more for a late ship) and one redolog set before each of them.
+    let recent_full = if retention.keep_min_age.is_zero() {
+        0
+    } else {
+        u64::try_from(retention.keep_min_age.as_nanos().div_ceil(f.as_nanos().max(1)))
+            .unwrap_or(u64::MAX / 4)
+            .saturating_add(2)
+    };
+    let partners = if schedule.redolog_interval.is_some() {
+        recent_full
+    } else {
+        0
+    };
+    // Protected outside the grid: primary the common snapshot and the newest
+    // complete full set; standby the newest received snapshot and the failover pair.
+    let protected = 2;
+    CountBound {
+        primary: full + redolog + protected,
+        standby: full
+            .saturating_add(redolog)
+            .saturating_add(recent_full)
+            .saturating_add(partners)
+            .saturating_add(protected),
     }
 }
 
@@ -278,7 +355,14 @@ pub fn plan(cfg: &Config, catalog: &Catalog, retention: &Retention) -> Result<Pr
         )
     } else {
         let mut p = protect_standby(manifests, &complete, local, &cfg.redolog_role);
-        protect_recent(&mut p, manifests, retention, crate::model::now());
+        protect_recent(
+            &mut p,
+            manifests,
+            &complete,
+            &cfg.redolog_role,
+            retention,
+            crate::model::now(),
+        );
         for id in crate::rehearse::in_use(catalog)? {
             p.entry(id)
                 .or_insert_with(|| "under a running rehearsal's clone".into());
@@ -504,7 +588,7 @@ mod tests {
         let mut r = retention("1x1h(keep=all) | 1x30d(keep=1)");
         r.keep_min_age = std::time::Duration::from_secs(7 * 86400);
         let mut p = BTreeMap::new();
-        protect_recent(&mut p, &ms, &r, now);
+        protect_recent(&mut p, &ms, &|_| true, "redolog", &r, now);
         assert!(p.contains_key(&ms[0].id), "the good set is protected");
         assert_eq!(p.len(), 51);
         // By the standby's clock the burst is recent and the good set is
@@ -517,7 +601,7 @@ mod tests {
         // keep_min_age = 0 turns it off.
         r.keep_min_age = std::time::Duration::ZERO;
         let mut p = BTreeMap::new();
-        protect_recent(&mut p, &ms, &r, now);
+        protect_recent(&mut p, &ms, &|_| true, "redolog", &r, now);
         assert!(p.is_empty());
     }
 }

@@ -463,3 +463,270 @@ fn prune_refuses_without_retention_and_names_the_file() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Long histories (issue 23): thousands of prunes at random cadences, each
+// checked against an independent model of the rule the README documents,
+// and the grid's promise (every bucket that received a set holds one).
+
+const MIN: i64 = 60_000;
+const HOUR: i64 = 60 * MIN;
+const DAY: i64 = 24 * HOUR;
+
+/// A tier as the test sees it: COUNT x LEN (ms), keep N oldest (None: all).
+#[derive(Debug, Clone)]
+struct ModelTier {
+    count: i64,
+    len: i64,
+    keep: Option<usize>,
+}
+
+fn unit(len: i64) -> String {
+    match len {
+        l if l % DAY == 0 => format!("{}d", l / DAY),
+        l if l % HOUR == 0 => format!("{}h", l / HOUR),
+        l if l % MIN == 0 => format!("{}m", l / MIN),
+        l => format!("{l}ms"),
+    }
+}
+
+fn grid_text(tiers: &[ModelTier]) -> String {
+    tiers
+        .iter()
+        .map(|t| {
+            let keep = match t.keep {
+                None => "(keep=all)".to_string(),
+                Some(1) => String::new(),
+                Some(k) => format!("(keep={k})"),
+            };
+            format!("{}x{}{keep}", t.count, unit(t.len))
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// The documented rule, written from the README: the youngest set is kept;
+/// tiers laid end to end by age from it; in a tier, the bucket of a set is
+/// floor(t / LEN) in UTC milliseconds since the epoch; each (tier, bucket)
+/// keeps its N oldest (equal times: the earlier listed); older than the grid
+/// goes. Returns the kept indexes.
+fn model_keep(tiers: &[ModelTier], times: &[i64]) -> BTreeSet<usize> {
+    let mut kept = BTreeSet::new();
+    let Some(&y) = times.iter().max() else {
+        return kept;
+    };
+    let anchor = times.iter().position(|&t| t == y).unwrap();
+    kept.insert(anchor);
+    let place = |i: usize| -> Option<(usize, i64)> {
+        let age = y - times[i];
+        let mut start = 0;
+        for (n, t) in tiers.iter().enumerate() {
+            let end = start + t.count * t.len;
+            if age >= start && age < end {
+                return Some((n, times[i].div_euclid(t.len)));
+            }
+            start = end;
+        }
+        None
+    };
+    let places: Vec<Option<(usize, i64)>> = (0..times.len()).map(place).collect();
+    for i in 0..times.len() {
+        if i == anchor {
+            continue;
+        }
+        let Some((n, b)) = places[i] else { continue };
+        let keep = match tiers[n].keep {
+            None => usize::MAX,
+            Some(k) => k,
+        };
+        let older = (0..times.len())
+            .filter(|&j| j != anchor && j != i && places[j] == Some((n, b)))
+            .filter(|&j| times[j] < times[i] || (times[j] == times[i] && j < i))
+            .count();
+        if older < keep {
+            kept.insert(i);
+        }
+    }
+    kept
+}
+
+/// Every bucket lying wholly inside a tier that ever received a set holds
+/// one now. `created` and `times` ascending.
+fn check_occupancy(tiers: &[ModelTier], created: &[i64], times: &[i64]) -> Result<(), String> {
+    let Some(&y) = times.last() else {
+        return Ok(());
+    };
+    let mut start = 0;
+    for (n, t) in tiers.iter().enumerate() {
+        let end = start + t.count * t.len;
+        // ages in [start, end) are times in (y - end, y - start]
+        let first = (y - end).div_euclid(t.len) + 1;
+        let last = (y - start + 1).div_euclid(t.len) - 1;
+        for b in first..=last {
+            let (lo, hi) = (b * t.len, (b + 1) * t.len);
+            let had = created.partition_point(|&c| c < lo) < created.partition_point(|&c| c < hi);
+            let holds = times.partition_point(|&c| c < lo) < times.partition_point(|&c| c < hi);
+            if had && !holds {
+                return Err(format!(
+                    "tier {n} ({}x{}) bucket {} is empty though it received a set (youngest {})",
+                    t.count,
+                    unit(t.len),
+                    ts(lo),
+                    ts(y)
+                ));
+            }
+        }
+        start = end;
+    }
+    Ok(())
+}
+
+fn ts(ms: i64) -> Timestamp {
+    Timestamp::from_millisecond(ms).unwrap()
+}
+
+/// splitmix64: a seeded generator, so a failing history can be replayed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+}
+
+/// Tiers whose lengths grow and divide each other (1m | 5m | 15m | 1h |
+/// 6h | 1d | 30d), optionally `keep=all` first.
+fn nested_tiers(rng: &mut Rng) -> Vec<ModelTier> {
+    let lens = [MIN, 5 * MIN, 15 * MIN, HOUR, 6 * HOUR, DAY, 30 * DAY];
+    let mut out = Vec::new();
+    let mut i = rng.below(4) as usize;
+    if rng.chance(0.5) {
+        out.push(ModelTier {
+            count: 1 + rng.below(3) as i64,
+            len: lens[i],
+            keep: None,
+        });
+    }
+    for _ in 0..1 + rng.below(3) {
+        out.push(ModelTier {
+            count: 1 + rng.below(8) as i64,
+            len: lens[i],
+            keep: Some(1 + rng.below(3) as usize),
+        });
+        i = (i + rng.below(3) as usize).min(lens.len() - 1);
+    }
+    out
+}
+
+/// Any tiers at all (lengths need not nest or grow): only the model is
+/// checked on these.
+fn any_tiers(rng: &mut Rng) -> Vec<ModelTier> {
+    let lens = [7_000, MIN, 45 * MIN, HOUR, 5 * HOUR, DAY];
+    (0..1 + rng.below(4))
+        .map(|_| ModelTier {
+            count: 1 + rng.below(5) as i64,
+            len: lens[rng.below(lens.len() as u64) as usize],
+            keep: if rng.chance(0.2) {
+                None
+            } else {
+                Some(1 + rng.below(3) as usize)
+            },
+        })
+        .collect()
+}
+
+/// One long history: sets at a cadence (on slots with lateness of
+/// milliseconds to seconds, or at random gaps), bursts and outages, a prune
+/// at random moments; after every prune production equals the model, and
+/// (nested tiers) every bucket that received a set holds one.
+fn long_history(seed: u64, steps: usize, nested: bool) {
+    let mut rng = Rng(seed);
+    let tiers = if nested {
+        nested_tiers(&mut rng)
+    } else {
+        any_tiers(&mut rng)
+    };
+    let text = grid_text(&tiers);
+    let grid = Grid::parse(&text).unwrap();
+    let cadence = [MIN, 5 * MIN, 15 * MIN, HOUR][rng.below(4) as usize];
+    let prune_p = [1.0, 0.3, 0.05][rng.below(3) as usize];
+    let on_slots = rng.chance(0.6);
+    let mut t: i64 = 1_790_000_000_000 + rng.below(DAY as u64) as i64;
+    let mut created: Vec<i64> = Vec::new();
+    let mut times: Vec<i64> = Vec::new();
+    let mut prunes = 0;
+    for step in 0..steps {
+        let next = if rng.chance(0.01) {
+            t + 1 + rng.below(3) as i64 // a burst
+        } else if rng.chance(0.005) {
+            t + rng.below(3 * DAY as u64) as i64 // an outage
+        } else if on_slots {
+            // the next slot, taken late by milliseconds (sometimes seconds)
+            let slot = (t.div_euclid(cadence) + 1) * cadence;
+            slot + if rng.chance(0.1) {
+                rng.below(30_000) as i64
+            } else {
+                rng.below(50) as i64
+            }
+        } else {
+            t + 1 + rng.below(2 * cadence as u64) as i64
+        };
+        t = next.max(t + 1);
+        created.push(t);
+        times.push(t);
+        if !rng.chance(prune_p) && step + 1 < steps {
+            continue;
+        }
+        prunes += 1;
+        let stamps: Vec<Timestamp> = times.iter().map(|&x| ts(x)).collect();
+        let destroy = snapsite::prune::grid_destroy(&grid, &stamps);
+        let kept = model_keep(&tiers, &times);
+        let want: BTreeSet<usize> = (0..times.len()).filter(|i| !kept.contains(i)).collect();
+        assert_eq!(
+            destroy, want,
+            "seed {seed} grid `{text}` step {step}: production and model differ"
+        );
+        times = times
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !destroy.contains(i))
+            .map(|(_, &x)| x)
+            .collect();
+        // A prune of the survivors destroys nothing more.
+        let stamps: Vec<Timestamp> = times.iter().map(|&x| ts(x)).collect();
+        assert!(
+            snapsite::prune::grid_destroy(&grid, &stamps).is_empty(),
+            "seed {seed} grid `{text}` step {step}: a second prune destroys more"
+        );
+        if nested {
+            if let Err(e) = check_occupancy(&tiers, &created, &times) {
+                panic!("seed {seed} grid `{text}` step {step}: {e}");
+            }
+        }
+    }
+    assert!(prunes > 0);
+}
+
+#[test]
+fn long_histories_equal_the_model_and_fill_every_bucket() {
+    // 24 histories of 2 000 sets each (about 30 000 prunes), nested grids.
+    for seed in 0..24 {
+        long_history(0x5eed_0000 + seed, 2_000, true);
+    }
+}
+
+#[test]
+fn long_histories_with_any_grid_equal_the_model() {
+    for seed in 0..16 {
+        long_history(0xa11_0000 + seed, 1_500, false);
+    }
+}
