@@ -271,9 +271,14 @@ pub fn max_snapshots_per_volume(
     let recent_full = if retention.keep_min_age.is_zero() {
         0
     } else {
-        u64::try_from(retention.keep_min_age.as_nanos().div_ceil(f.as_nanos().max(1)))
-            .unwrap_or(u64::MAX / 4)
-            .saturating_add(2)
+        u64::try_from(
+            retention
+                .keep_min_age
+                .as_nanos()
+                .div_ceil(f.as_nanos().max(1)),
+        )
+        .unwrap_or(u64::MAX / 4)
+        .saturating_add(2)
     };
     let partners = if schedule.redolog_interval.is_some() {
         recent_full

@@ -176,9 +176,7 @@ impl Grid {
                 .saturating_add(2);
             let n = match t.keep {
                 Keep::All => fit,
-                Keep::Oldest(k) => {
-                    fit.min((u64::from(t.count) + 1).saturating_mul(u64::from(k)))
-                }
+                Keep::Oldest(k) => fit.min((u64::from(t.count) + 1).saturating_mul(u64::from(k))),
             };
             total = total.saturating_add(n);
         }

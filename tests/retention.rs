@@ -730,3 +730,439 @@ fn long_histories_with_any_grid_equal_the_model() {
         long_history(0xa11_0000 + seed, 1_500, false);
     }
 }
+
+fn example_tiers() -> Vec<ModelTier> {
+    vec![
+        ModelTier {
+            count: 1,
+            len: HOUR,
+            keep: None,
+        },
+        ModelTier {
+            count: 24,
+            len: HOUR,
+            keep: Some(1),
+        },
+        ModelTier {
+            count: 30,
+            len: DAY,
+            keep: Some(1),
+        },
+        ModelTier {
+            count: 11,
+            len: 30 * DAY,
+            keep: Some(1),
+        },
+    ]
+}
+
+fn example_redolog_tiers() -> Vec<ModelTier> {
+    vec![
+        ModelTier {
+            count: 1,
+            len: HOUR,
+            keep: None,
+        },
+        ModelTier {
+            count: 6,
+            len: HOUR,
+            keep: Some(1),
+        },
+    ]
+}
+
+/// How many of `times` (ascending) lie in each tier, by age from the youngest.
+fn per_tier(tiers: &[ModelTier], times: &[i64]) -> Vec<usize> {
+    let mut out = vec![0; tiers.len()];
+    let Some(&y) = times.last() else { return out };
+    for &t in times {
+        let mut start = 0;
+        for (n, tr) in tiers.iter().enumerate() {
+            let end = start + tr.count * tr.len;
+            if y - t >= start && y - t < end {
+                out[n] += 1;
+                break;
+            }
+            start = end;
+        }
+    }
+    out
+}
+
+/// The rule before issue 23, for the transition: buckets laid from the
+/// youngest set by age, each keeping its newest set.
+fn old_rule_keep(tiers: &[ModelTier], times: &[i64]) -> BTreeSet<usize> {
+    let Some(&y) = times.iter().max() else {
+        return BTreeSet::new();
+    };
+    let mut best: BTreeMap<i64, usize> = BTreeMap::new(); // bucket start age -> index
+    let mut keep_all = BTreeSet::new();
+    for (i, &t) in times.iter().enumerate() {
+        let age = y - t;
+        let mut start = 0;
+        for tr in tiers {
+            if age >= start && age < start + tr.count * tr.len {
+                let b = start + (age - start) / tr.len * tr.len;
+                if tr.keep.is_none() {
+                    keep_all.insert(i);
+                } else {
+                    let e = best.entry(b).or_insert(i);
+                    if times[*e] < t {
+                        *e = i;
+                    }
+                }
+                break;
+            }
+            start += tr.count * tr.len;
+        }
+    }
+    keep_all.extend(best.values());
+    keep_all
+}
+
+/// A year of hourly sets, taken on the hour and late by up to 50 ms
+/// (sometimes 30 s), the example grid, a prune after each: production
+/// equals the model at every prune and every bucket that received a set
+/// holds one. The same year under the old rule ends as issue 23 found it,
+/// and the first prune under the new rule loses no bucket's only set.
+#[test]
+fn a_year_of_hourly_sets_fills_every_tier_of_the_example_grid() {
+    let tiers = example_tiers();
+    let grid = Grid::parse(&grid_text(&tiers)).unwrap();
+    assert_eq!(grid.to_string(), "1x1h(keep=all) | 24x1h | 30x1d | 11x30d");
+    let mut rng = Rng(23);
+    let start: i64 = "2026-01-01T00:00:00Z"
+        .parse::<Timestamp>()
+        .unwrap()
+        .as_millisecond();
+    let mut created = Vec::new();
+    let mut times: Vec<i64> = Vec::new();
+    let mut old: Vec<i64> = Vec::new();
+    for h in 0..365 * 24 {
+        let late = if rng.chance(0.1) {
+            rng.below(30_000)
+        } else {
+            rng.below(50)
+        };
+        let t = start + h * HOUR + late as i64;
+        created.push(t);
+        times.push(t);
+        old.push(t);
+        let stamps: Vec<Timestamp> = times.iter().map(|&x| ts(x)).collect();
+        let destroy = snapsite::prune::grid_destroy(&grid, &stamps);
+        let kept = model_keep(&tiers, &times);
+        assert_eq!(destroy.len() + kept.len(), times.len(), "hour {h}");
+        assert!(destroy.iter().all(|i| !kept.contains(i)), "hour {h}");
+        times = kept.iter().map(|&i| times[i]).collect();
+        check_occupancy(&tiers, &created, &times).unwrap_or_else(|e| panic!("hour {h}: {e}"));
+        let k = old_rule_keep(&tiers, &old);
+        old = k.iter().map(|&i| old[i]).collect();
+    }
+    let new_tiers = per_tier(&tiers, &times);
+    let old_tiers = per_tier(&tiers, &old);
+    eprintln!("after a year, sets per tier: new rule {new_tiers:?}, old rule {old_tiers:?}");
+    // Every full bucket of each tier holds its set; the edges of a tier hold
+    // one more or one less depending on the minute.
+    assert!((1..=2).contains(&new_tiers[0]), "{new_tiers:?}");
+    assert!((23..=25).contains(&new_tiers[1]), "{new_tiers:?}");
+    assert!((29..=31).contains(&new_tiers[2]), "{new_tiers:?}");
+    assert!((10..=12).contains(&new_tiers[3]), "{new_tiers:?}");
+    // The defect the issue found: nothing reaches the daily tiers.
+    assert!(old_tiers[2] <= 1 && old_tiers[3] == 0, "{old_tiers:?}");
+
+    // The first prune under the new rule of what the old rule kept: every
+    // tier and every bucket of it that held a set still holds one.
+    let stamps: Vec<Timestamp> = old.iter().map(|&x| ts(x)).collect();
+    let destroy = snapsite::prune::grid_destroy(&grid, &stamps);
+    let after: Vec<i64> = (0..old.len())
+        .filter(|i| !destroy.contains(i))
+        .map(|i| old[i])
+        .collect();
+    let y = *old.last().unwrap();
+    assert_eq!(after.last(), Some(&y), "the youngest stays");
+    let bucket_of = |t: i64| -> Option<(usize, i64)> {
+        let mut s = 0;
+        for (n, tr) in tiers.iter().enumerate() {
+            if y - t >= s && y - t < s + tr.count * tr.len {
+                return Some((n, t.div_euclid(tr.len)));
+            }
+            s += tr.count * tr.len;
+        }
+        None
+    };
+    let before: BTreeSet<_> = old.iter().filter_map(|&t| bucket_of(t)).collect();
+    let now: BTreeSet<_> = after.iter().filter_map(|&t| bucket_of(t)).collect();
+    assert_eq!(before, now, "a bucket lost its only set in the transition");
+    assert_eq!(
+        per_tier(&tiers, &after).iter().filter(|&&n| n > 0).count(),
+        old_tiers.iter().filter(|&&n| n > 0).count()
+    );
+}
+
+/// A simulated standby: full sets every `full` ms and redolog sets every
+/// `redo` ms on their slots, each committed 1 s .. `max_delay` after it was
+/// taken (by the standby's clock), the whole prune planner
+/// (`protect_standby`, `protect_recent`, `plan_sets_by` on commit times) at
+/// random moments. Returns the per-volume count of the redolog volume
+/// (it holds both kinds) after each prune, and the final manifests.
+struct StandbySim {
+    counts: Vec<(i64, usize)>,
+    manifests: Vec<Manifest>,
+    committed_full: Vec<i64>,
+    primary_counts: Vec<(i64, usize)>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn simulate_sites(
+    days: i64,
+    full: i64,
+    redo: i64,
+    retention: &Retention,
+    model: Option<(&[ModelTier], &[ModelTier])>,
+    max_delay: i64,
+    prune_every: u64,
+    seed: u64,
+) -> StandbySim {
+    use snapsite::prune::{plan_sets_by, protect_recent};
+    let mut rng = Rng(seed);
+    let start: i64 = "2026-03-01T00:00:00Z"
+        .parse::<Timestamp>()
+        .unwrap()
+        .as_millisecond();
+    let mut stb: Vec<Manifest> = Vec::new();
+    let mut pri: Vec<Manifest> = Vec::new();
+    let mut out = StandbySim {
+        counts: Vec::new(),
+        manifests: Vec::new(),
+        committed_full: Vec::new(),
+        primary_counts: Vec::new(),
+    };
+    let k = SignedDuration::try_from(retention.keep_min_age)
+        .unwrap()
+        .as_millis() as i64;
+    let slots = days * DAY / redo;
+    for slot in 0..slots {
+        let at = start + slot * redo + rng.below(50) as i64;
+        let kind = if (slot * redo) % full == 0 {
+            SetKind::Full
+        } else {
+            SetKind::Redolog
+        };
+        let mut m = manifest(ts(at), kind);
+        // commits follow each other: a ship ends before the next set is taken
+        let commit = (at + 1_000 + rng.below(max_delay as u64) as i64)
+            .min(start + (slot + 1) * redo - 1)
+            .max(
+                stb.last()
+                    .and_then(|m| m.committed_at)
+                    .map_or(0, |c| c.as_millisecond() + 1),
+            );
+        m.committed_at = Some(ts(commit));
+        if kind == SetKind::Full {
+            out.committed_full.push(commit);
+        }
+        pri.push(m.clone());
+        stb.push(m);
+        if rng.below(prune_every) != 0 && slot + 1 < slots {
+            continue;
+        }
+        let now = ts(commit + rng.below(1_000) as i64);
+        // the standby
+        let all = |_: &Manifest| true;
+        let mut local: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for m in &stb {
+            for mem in &m.members {
+                local
+                    .entry(mem.role.clone())
+                    .or_default()
+                    .push(m.id.clone());
+            }
+        }
+        let mut p = protect_standby(&stb, &all, &local, "redolog");
+        protect_recent(&mut p, &stb, &all, "redolog", retention, now);
+        let d = plan_sets_by(&stb, &all, &p, retention, &|m| m.committed_at.unwrap());
+        let destroyed: BTreeSet<&str> = d
+            .iter()
+            .filter(|x| x.destroy)
+            .map(|x| x.set_id.as_str())
+            .collect();
+        if let Some((ft, rt)) = model {
+            // The documented standby rule, independently: the grids on commit
+            // times, the newest full set and the newest redolog set after it,
+            // every full set committed within keep_min_age, and the last
+            // redolog set before each full set when committed within it.
+            let c = |m: &Manifest| m.committed_at.unwrap().as_millisecond();
+            let recent = |m: &Manifest| now.as_millisecond() - c(m) <= k;
+            let mut kept: BTreeSet<String> = BTreeSet::new();
+            for (kind, tiers) in [(SetKind::Full, ft), (SetKind::Redolog, rt)] {
+                let of: Vec<&Manifest> = stb.iter().filter(|m| m.kind == kind).collect();
+                let t: Vec<i64> = of.iter().map(|m| c(m)).collect();
+                kept.extend(model_keep(tiers, &t).into_iter().map(|i| of[i].id.clone()));
+            }
+            let newest_full = stb.iter().rposition(|m| m.kind == SetKind::Full);
+            if let Some(f) = newest_full {
+                kept.insert(stb[f].id.clone());
+            }
+            kept.insert(stb.last().unwrap().id.clone());
+            for (i, m) in stb.iter().enumerate() {
+                if m.kind == SetKind::Full {
+                    if recent(m) {
+                        kept.insert(m.id.clone());
+                    }
+                    if i > 0 && stb[i - 1].kind == SetKind::Redolog && recent(&stb[i - 1]) {
+                        kept.insert(stb[i - 1].id.clone());
+                    }
+                }
+            }
+            let got: BTreeSet<String> = stb
+                .iter()
+                .filter(|m| !destroyed.contains(m.id.as_str()))
+                .map(|m| m.id.clone())
+                .collect();
+            assert_eq!(
+                got, kept,
+                "slot {slot}: the planner differs from the documented rule"
+            );
+        }
+        stb.retain(|m| !destroyed.contains(m.id.as_str()));
+        out.counts.push((commit - start, stb.len()));
+        // the primary: the standby holds everything shipped
+        let mut local: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for m in &pri {
+            for mem in &m.members {
+                local
+                    .entry(mem.role.clone())
+                    .or_default()
+                    .push(m.id.clone());
+            }
+        }
+        let holds: BTreeMap<String, BTreeSet<String>> = local
+            .iter()
+            .map(|(r, v)| {
+                (
+                    r.clone(),
+                    v.iter()
+                        .filter(|id| stb.iter().any(|m| &m.id == *id))
+                        .cloned()
+                        .collect(),
+                )
+            })
+            .collect();
+        let record = StandbyRecord {
+            holds,
+            ..Default::default()
+        };
+        let p = protect_primary(&pri, &all, &local, Some(&record));
+        let d = plan_sets(&pri, &all, &p, retention);
+        let destroyed: BTreeSet<&str> = d
+            .iter()
+            .filter(|x| x.destroy)
+            .map(|x| x.set_id.as_str())
+            .collect();
+        pri.retain(|m| !destroyed.contains(m.id.as_str()));
+        out.primary_counts.push((commit - start, pri.len()));
+    }
+    out.manifests = stb;
+    out
+}
+
+fn example_retention(keep_min_age_days: u64) -> Retention {
+    Retention {
+        full: Grid::parse(&grid_text(&example_tiers())).unwrap(),
+        redolog: Grid::parse(&grid_text(&example_redolog_tiers())).unwrap(),
+        keep_min_age: std::time::Duration::from_secs(keep_min_age_days * 86_400),
+    }
+}
+
+/// The standby over 60 days (hourly full sets, 15-minute redolog sets,
+/// keep_min_age 7 days, the whole planner checked against the documented
+/// rule at every prune): every bucket of the full grid that received a
+/// committed set holds one. `SNAPSITE_LONG=1` runs a whole year.
+#[test]
+fn the_standby_planner_keeps_the_documented_sets_and_fills_the_grid() {
+    let days = if std::env::var_os("SNAPSITE_LONG").is_some() {
+        365
+    } else {
+        60
+    };
+    let r = example_retention(7);
+    let sim = simulate_sites(
+        days,
+        HOUR,
+        15 * MIN,
+        &r,
+        Some((&example_tiers(), &example_redolog_tiers())),
+        120_000,
+        6,
+        7,
+    );
+    let full: Vec<i64> = sim
+        .manifests
+        .iter()
+        .filter(|m| m.kind == SetKind::Full)
+        .map(|m| m.committed_at.unwrap().as_millisecond())
+        .collect();
+    check_occupancy(&example_tiers(), &sim.committed_full, &full).unwrap();
+    let tiers = per_tier(&example_tiers(), &full);
+    eprintln!(
+        "standby after {days} days: full sets per tier {tiers:?}, {} sets in all; primary {} sets",
+        sim.manifests.len(),
+        sim.primary_counts.last().unwrap().1
+    );
+    // the tiers the run reached are full (the 11x30d one from day 31 on);
+    // the daily tier also holds the hourly sets keep_min_age protects
+    assert!((23..=25).contains(&tiers[1]) && tiers[2] >= 29, "{tiers:?}");
+    assert!(tiers[3] as i64 >= (days - 31) / 30, "{tiers:?}");
+}
+
+/// Issue 23 item 1: with a 1-minute redolog cadence (hourly full sets, the
+/// example retention, keep_min_age 7 days) the count per volume on both
+/// sites stays within what `snapsite check` prints, over 10 simulated days
+/// of the standby's commit times (`SNAPSITE_LONG=1`: 30 days).
+#[test]
+fn counts_stay_within_the_printed_bound_at_a_one_minute_cadence() {
+    use snapsite::config::Schedule;
+    let days = if std::env::var_os("SNAPSITE_LONG").is_some() {
+        30
+    } else {
+        10
+    };
+    let r = example_retention(7);
+    let schedule = Schedule {
+        full_set_interval: std::time::Duration::from_secs(3600),
+        redolog_interval: Some(std::time::Duration::from_secs(60)),
+        retry_min: std::time::Duration::from_secs(10),
+        retry_max: std::time::Duration::from_secs(900),
+    };
+    let bound = snapsite::prune::max_snapshots_per_volume(&schedule, &r);
+    let sim = simulate_sites(days, HOUR, MIN, &r, None, 50_000, 20, 11);
+    let max_stb = sim.counts.iter().map(|c| c.1).max().unwrap();
+    let max_pri = sim.primary_counts.iter().map(|c| c.1).max().unwrap();
+    // steady state: after keep_min_age has passed
+    let steady = |v: &[(i64, usize)]| {
+        v.iter()
+            .filter(|c| c.0 > 8 * DAY)
+            .map(|c| c.1)
+            .max()
+            .unwrap()
+    };
+    eprintln!(
+        "1-minute redolog cadence, {days} days: at most {max_stb} snapshots per volume on the standby (steady state {}), {max_pri} on the primary (steady {}); bound printed by check: {bound:?}",
+        steady(&sim.counts),
+        steady(&sim.primary_counts)
+    );
+    assert!(
+        max_stb as u64 <= bound.standby,
+        "standby {max_stb} > {bound:?}"
+    );
+    assert!(
+        max_pri as u64 <= bound.primary,
+        "primary {max_pri} > {bound:?}"
+    );
+    // and it is close to what is really held (the monthly and most of the
+    // daily tier are still empty after 10 days: up to 41 + 12 sets)
+    assert!(bound.standby <= max_stb as u64 + 100, "{bound:?}");
+    // Without the thinning, keep_min_age alone would have kept every redolog
+    // set of the last 7 days.
+    assert!(max_stb < 7 * 24 * 60 / 10);
+}
