@@ -650,7 +650,7 @@ fn cmd_prune(
 ) -> anyhow::Result<ExitCode> {
     let retention = cfg.retention.as_ref().ok_or_else(|| {
         anyhow::anyhow!(
-            "{}: no [retention] section: nothing says what to keep (e.g. grid = \"1x1h(keep=all) | 24x1h | 14x1d\")",
+            "{}: no [retention] section: nothing says what to keep (e.g. grid = \"1x1h(keep=all) | 24x1h | 30x1d | 11x30d\")",
             cfg.path.display()
         )
     })?;

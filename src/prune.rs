@@ -1,5 +1,6 @@
 //! Retention: which sets to destroy. The keep rule is a zrepl-style grid
-//! (`1x1h(keep=all) | 24x1h | 14x1d`), applied per kind (full sets with
+//! (`1x1h(keep=all) | 24x1h | 30x1d | 11x30d`, see `retention` for its exact
+//! semantics), applied per kind (full sets with
 //! `retention.grid`, redolog sets with `retention.redolog_grid`) as a pure
 //! function with table tests; on top of it, sets holding a protected
 //! snapshot are never destroyed:
@@ -9,7 +10,9 @@
 //!   and every member of the newest complete full set;
 //! - standby: per volume the newest received snapshot (the base of the next
 //!   incremental, even if its set is not committed yet), the newest complete
-//!   full set and the redolog set failover would use with it.
+//!   full set and the redolog set failover would use with it; within
+//!   `keep_min_age` every full set and the last redolog set before each
+//!   (`protect_recent`). `max_snapshots_per_volume` bounds the count.
 //!
 //! Sets are pruned whole: every member snapshot, then (standby) the
 //! receipts, then the manifest — see `apply` for why in that order.

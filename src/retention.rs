@@ -87,7 +87,7 @@ impl Grid {
             let part = part.trim();
             let bad = |why: &str| {
                 format!(
-                    "`{part}`: {why} (expected e.g. `1x1h(keep=all) | 24x1h | 14x1d`: COUNTxLENGTH, optional (keep=N|all))"
+                    "`{part}`: {why} (expected e.g. `1x1h(keep=all) | 24x1h | 30x1d | 11x30d`: COUNTxLENGTH, optional (keep=N|all))"
                 )
             };
             if part.is_empty() {
