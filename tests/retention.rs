@@ -1166,3 +1166,328 @@ fn counts_stay_within_the_printed_bound_at_a_one_minute_cadence() {
     // set of the last 7 days.
     assert!(max_stb < 7 * 24 * 60 / 10);
 }
+
+// ---------------------------------------------------------------------------
+// Issue 23 item 4: `snapsite run --once` stepped through a faked clock
+// (libfaketime, frozen at each step's time, TZ Europe/Vienna across the
+// March DST change) on real btrfs, the standby pruning after each step:
+// after every step, the sets on both sites
+// are what the documented rules predict (computed here from the times the
+// test chose), no snapshot is left without a set, and at the end a
+// rehearsal from an old full set and a failover to the newest one both
+// replay the data of their sets.
+
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// What the test knows of one set: id, kind, the time in its id, and the
+/// step time at which the standby committed it.
+#[derive(Debug, Clone)]
+struct Known {
+    id: String,
+    kind: SetKind,
+    taken: i64,
+    committed: i64,
+}
+
+fn ids_in(dir: &std::path::Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_suffix(".json"))
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn entries(dir: &std::path::Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The documented keep rule of one site for the sets the model holds
+/// (`time` places a set in the grids), plus what is never pruned there.
+fn predict(
+    sets: &[Known],
+    time: &dyn Fn(&Known) -> i64,
+    standby_now: Option<(i64, i64)>,
+) -> BTreeSet<String> {
+    let mut kept = BTreeSet::new();
+    for (kind, tiers) in [
+        (SetKind::Full, example_tiers()),
+        (SetKind::Redolog, example_redolog_tiers()),
+    ] {
+        let of: Vec<&Known> = sets.iter().filter(|k| k.kind == kind).collect();
+        let t: Vec<i64> = of.iter().map(|k| time(k)).collect();
+        kept.extend(model_keep(&tiers, &t).into_iter().map(|i| of[i].id.clone()));
+    }
+    // Both sites: the newest set holding each volume (the common snapshot
+    // on the primary, the newest received on the standby) and the newest
+    // full set; the standby also the newest redolog set after it.
+    if let Some(f) = sets.iter().rev().find(|k| k.kind == SetKind::Full) {
+        kept.insert(f.id.clone());
+    }
+    if let Some(last) = sets.last() {
+        kept.insert(last.id.clone());
+    }
+    if let Some((now, min_age)) = standby_now {
+        for (i, k) in sets.iter().enumerate() {
+            if k.kind == SetKind::Full {
+                if now - k.committed <= min_age {
+                    kept.insert(k.id.clone());
+                }
+                if i > 0
+                    && sets[i - 1].kind == SetKind::Redolog
+                    && now - sets[i - 1].committed <= min_age
+                {
+                    kept.insert(sets[i - 1].id.clone());
+                }
+            }
+        }
+    }
+    kept
+}
+
+#[test]
+fn a_month_of_run_once_through_a_faked_clock() {
+    require_real!();
+    if !std::path::Path::new(FAKETIME_LIB).exists() {
+        let why =
+            "libfaketime is not installed (apt-get install faketime; scripts/test installs it)";
+        assert!(!must_be_real(), "{why}");
+        eprintln!("SKIP a_month_of_run_once_through_a_faked_clock: {why}");
+        return;
+    }
+    let long = std::env::var_os("SNAPSITE_LONG").is_some();
+    let t_start = std::time::Instant::now();
+    let out_dir = tempfile::tempdir().unwrap();
+    let replayed = out_dir.path().join("replayed");
+    std::fs::create_dir_all(&replayed).unwrap();
+    let lab = Lab::new(&format!(
+        "[\"/usr/bin/cp\", \"{{mount:mysql}}/state\", \"{{mount:redolog}}/log\", \"{}/\"]",
+        replayed.display()
+    ));
+    let retention = "\n[retention]\ngrid = \"1x1h(keep=all) | 24x1h | 30x1d | 11x30d\"\nredolog_grid = \"1x1h(keep=all) | 6x1h\"\nkeep_min_age = \"7d\"\n";
+    let mut pri = std::fs::read_to_string(&lab.pri_cfg).unwrap();
+    pri.push_str(&format!(
+        "\n[schedule]\nfull_set_interval = \"15m\"\nredolog_interval = \"1m\"\n{retention}"
+    ));
+    std::fs::write(&lab.pri_cfg, pri).unwrap();
+    let mut stb = std::fs::read_to_string(&lab.stb_cfg).unwrap();
+    stb.push_str(retention);
+    std::fs::write(&lab.stb_cfg, stb).unwrap();
+
+    let vienna = jiff::tz::TimeZone::get("Europe/Vienna").unwrap();
+    let faked = |at: i64, cfg: &std::path::Path, args: &[&str]| -> String {
+        // libfaketime reads an absolute time as local time (TZ).
+        let local = ts(at)
+            .to_zoned(vienna.clone())
+            .strftime("%Y-%m-%d %H:%M:%S")
+            .to_string();
+        let out = run_snapsite(
+            cfg,
+            args,
+            &[
+                ("LD_PRELOAD", FAKETIME_LIB),
+                ("FAKETIME", &local),
+                ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+                ("TZ", "Europe/Vienna"),
+                ("SNAPSITE_LOG", "snapsite=warn"),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "snapsite {args:?} at {} failed:\n{}\n{}",
+            ts(at),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    // The step times: whole seconds (libfaketime's format), across the DST
+    // change of 2026-03-29. Sparse for four weeks, then dense for two days
+    // so the hourly tiers fill (SNAPSITE_LONG=1: dense throughout).
+    let mut rng = Rng(4);
+    let start: i64 = "2026-03-01T00:00:07Z"
+        .parse::<Timestamp>()
+        .unwrap()
+        .as_millisecond();
+    let end = start + 30 * DAY;
+    let dense_from = if long { start } else { end - DAY };
+    let mut steps = vec![start];
+    loop {
+        let t = *steps.last().unwrap();
+        let gap = if t < dense_from {
+            10 * HOUR + rng.below(26 * HOUR as u64) as i64
+        } else if rng.chance(0.5) {
+            // within the full set's 15-minute slot: a redolog snapshot
+            MIN + rng.below(13 * MIN as u64) as i64
+        } else if long {
+            15 * MIN + rng.below(3 * HOUR as u64) as i64
+        } else {
+            20 * MIN + rng.below(80 * MIN as u64) as i64
+        };
+        let next = (t + gap) / 1000 * 1000;
+        if next > end {
+            break;
+        }
+        steps.push(next);
+    }
+
+    let pri_sets = lab.dir.path().join("state-pri/sets");
+    let stb_sets = lab.dir.path().join("state-stb/sets");
+    let mut pri_model: Vec<Known> = Vec::new();
+    let mut stb_model: Vec<Known> = Vec::new();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut state_at: BTreeMap<String, u64> = BTreeMap::new(); // set id -> step number
+    let mut max_pri = 0;
+    let mut max_stb = 0;
+    for (n, &at) in steps.iter().enumerate() {
+        let n = n as u64 + 1;
+        // The application writes between steps.
+        write_file(
+            &lab.live("mysql").join("state"),
+            format!("{n}\n").as_bytes(),
+        );
+        append(&lab, "redolog", &format!("step {n}"));
+        if n % 5 == 0 {
+            write_file(
+                &lab.live("blob").join(format!("m{n}")),
+                &random_bytes(n, 4096),
+            );
+        }
+        faked(at, &lab.pri_cfg, &["run", "--once"]);
+        // The standby prunes on its own (a timer in production), here
+        // right after each step, by its own (faked) clock.
+        faked(at, &lab.stb_cfg, &["prune"]);
+
+        // What this step took: the sets the test has not seen yet.
+        let here = ids_in(&pri_sets);
+        let mut new: Vec<String> = here.difference(&seen).cloned().collect();
+        new.sort();
+        assert!(!new.is_empty(), "step {n} at {} took nothing", ts(at));
+        for id in new {
+            let (t, kind) = snapsite::model::parse_set_id(&id).unwrap();
+            // The faked clock is frozen at the step's time: ids are that
+            // time (or 1 ms after the previous id).
+            let taken = t.as_millisecond();
+            assert!(
+                (at..at + 10).contains(&taken),
+                "{id} not taken at {}",
+                ts(at)
+            );
+            let k = Known {
+                id: id.clone(),
+                kind,
+                taken,
+                committed: at,
+            };
+            seen.insert(id.clone());
+            state_at.insert(id, n);
+            pri_model.push(k.clone());
+            stb_model.push(k);
+        }
+        let want_pri = predict(&pri_model, &|k| k.taken, None);
+        let want_stb = predict(&stb_model, &|k| k.committed, Some((at, 7 * DAY)));
+        pri_model.retain(|k| want_pri.contains(&k.id));
+        stb_model.retain(|k| want_stb.contains(&k.id));
+        assert_eq!(here, want_pri, "primary after step {n} at {}", ts(at));
+        assert_eq!(
+            ids_in(&stb_sets),
+            want_stb,
+            "standby after step {n} at {}",
+            ts(at)
+        );
+        // No snapshot leaked: on disk exactly the members of the sets.
+        for role in ROLES {
+            let members = |sets: &BTreeSet<String>| -> BTreeSet<String> {
+                sets.iter()
+                    .filter(|id| role == "redolog" || id.ends_with("-full"))
+                    .cloned()
+                    .collect()
+            };
+            assert_eq!(
+                entries(&lab.pri.path(&format!("snap/{role}"))),
+                members(&want_pri),
+                "primary {role} step {n}"
+            );
+            assert_eq!(
+                entries(&lab.standby_recv(role)),
+                members(&want_stb),
+                "standby {role} step {n}"
+            );
+        }
+        max_pri = max_pri.max(want_pri.len());
+        max_stb = max_stb.max(want_stb.len());
+    }
+    let last = *steps.last().unwrap();
+    let fulls: Vec<&Known> = stb_model
+        .iter()
+        .filter(|k| k.kind == SetKind::Full)
+        .collect();
+    let tiers = per_tier(
+        &example_tiers(),
+        &fulls.iter().map(|k| k.committed).collect::<Vec<_>>(),
+    );
+    eprintln!(
+        "{} steps over 30 days in {:.1}s: primary {} sets (max {max_pri}), standby {} (max {max_stb}); standby full sets per tier {tiers:?}",
+        steps.len(),
+        t_start.elapsed().as_secs_f64(),
+        pri_model.len(),
+        stb_model.len()
+    );
+    // The daily tier reached back 30 days: a full set for (almost) every day.
+    assert!(tiers[2] >= 20, "{tiers:?}");
+
+    // A rehearsal from the oldest full set replays its data ...
+    let oldest = fulls.first().unwrap().id.clone();
+    let newest_full = fulls.last().unwrap().id.clone();
+    // failover pairs a full set with the newest redolog set after it (or
+    // the full set's own redolog snapshot when there is none)
+    let redolog_step = stb_model
+        .iter()
+        .rev()
+        .find(|k| k.kind == SetKind::Redolog)
+        .map(|k| state_at[&k.id])
+        .unwrap_or(state_at[&oldest]);
+    assert!(
+        stb_model.iter().any(|k| k.kind == SetKind::Redolog),
+        "no redolog set was kept"
+    );
+    faked(last + MIN, &lab.stb_cfg, &["rehearse", "--set", &oldest]);
+    let state = std::fs::read_to_string(replayed.join("state")).unwrap();
+    assert_eq!(
+        state.trim(),
+        state_at[&oldest].to_string(),
+        "rehearsal of {oldest}"
+    );
+    let log = std::fs::read_to_string(replayed.join("log")).unwrap();
+    let lines = log.lines().count() as u64;
+    assert_eq!(lines, redolog_step, "rehearsal's redolog");
+    // ... and a failover to the newest full set too.
+    std::fs::remove_dir_all(&replayed).unwrap();
+    std::fs::create_dir_all(&replayed).unwrap();
+    faked(last + 2 * MIN, &lab.stb_cfg, &["failover"]);
+    let state = std::fs::read_to_string(replayed.join("state")).unwrap();
+    assert_eq!(
+        state.trim(),
+        state_at[&newest_full].to_string(),
+        "failover to {newest_full}"
+    );
+    let log = std::fs::read_to_string(replayed.join("log")).unwrap();
+    assert_eq!(
+        log.lines().count() as u64,
+        steps.len() as u64,
+        "failover replays every step's log"
+    );
+}
