@@ -1034,6 +1034,12 @@ fn print_retention_bound(
         r.redolog,
         humantime::format_duration(r.keep_min_age)
     );
+    for note in r.full.nesting_notes() {
+        println!("          note: grid: {note}");
+    }
+    for note in r.redolog.nesting_notes() {
+        println!("          note: redolog_grid: {note}");
+    }
     match schedule {
         Some(s) => {
             let b = snapsite::prune::max_snapshots_per_volume(s, r);

@@ -161,6 +161,22 @@ impl Grid {
         self.tiers().last().map(|t| t.end).unwrap_or_default()
     }
 
+    /// Where the tiers do not nest (a longer length that is not a multiple
+    /// of the one before it), sets may not age through as the module doc
+    /// says: one note per such pair, for `check`.
+    pub fn nesting_notes(&self) -> Vec<String> {
+        self.intervals
+            .windows(2)
+            .filter(|w| w[1].length.as_nanos() % w[0].length.as_nanos().max(1) != 0)
+            .map(|w| {
+                format!(
+                    "`{}` is not a multiple of `{}`: a `{}` bucket keeps the oldest set the `{}` tier left in it, which need not be its first",
+                    w[1].length_text, w[0].length_text, w[1].length_text, w[0].length_text
+                )
+            })
+            .collect()
+    }
+
     /// At most how many sets the grid keeps of a history with at most one
     /// set per `cadence`-long slot (sets taken on a schedule): per tier the
     /// fewer of what its buckets keep (a tier COUNT buckets long overlaps at
@@ -366,6 +382,30 @@ mod tests {
         .collect();
         let got: Vec<usize> = grid_destroy(&g, &times).into_iter().collect();
         assert_eq!(got, vec![2]);
+    }
+
+    #[test]
+    fn tiers_that_do_not_nest_are_noted() {
+        let g = Grid::parse("1x1h(keep=all) | 24x1h | 30x1d | 11x30d | 2x1w").unwrap();
+        assert!(
+            Grid::parse("1x15m | 4x1h | 7x1d | 4x1w")
+                .unwrap()
+                .nesting_notes()
+                .is_empty()
+        );
+        let notes = g.nesting_notes();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with("`1w` is not a multiple of `30d`"),
+            "{notes:?}"
+        );
+        assert_eq!(
+            Grid::parse("1x1d | 1x1month")
+                .unwrap()
+                .nesting_notes()
+                .len(),
+            1
+        );
     }
 
     #[test]
