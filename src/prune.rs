@@ -612,4 +612,91 @@ mod tests {
         protect_recent(&mut p, &ms, &|_| true, "redolog", &r, now);
         assert!(p.is_empty());
     }
+
+    /// A flood of redolog sets from a compromised primary (one a second for
+    /// an hour, all committed now) neither pushes the good history out nor
+    /// stays beyond the redolog grid: the good full sets and the last good
+    /// redolog set before each are kept, and of the flood only what
+    /// `redolog_grid` keeps.
+    #[test]
+    fn a_flood_of_redolog_sets_keeps_good_history_and_stays_bounded() {
+        let now = t("2026-11-30T12:00:00Z");
+        let mut ms = Vec::new();
+        // Three good days: a full set every hour, a redolog set every 15 min.
+        let start = t("2026-11-27T12:00:00Z");
+        for q in 0..(3 * 24 * 4) {
+            let at = start + jiff::SignedDuration::from_mins(15 * q);
+            let kind = if q % 4 == 0 {
+                SetKind::Full
+            } else {
+                SetKind::Redolog
+            };
+            let roles: &[&str] = match kind {
+                SetKind::Full => &["mysql", "redolog"],
+                SetKind::Redolog => &["redolog"],
+            };
+            ms.push(manifest(at, kind, roles));
+        }
+        let good = ms.len();
+        for s in 0..3600 {
+            let mut m = manifest(
+                t("2026-11-30T11:00:00Z") + jiff::SignedDuration::from_secs(s),
+                SetKind::Redolog,
+                &["redolog"],
+            );
+            m.committed_at = Some(now - jiff::SignedDuration::from_secs(3600 - s));
+            ms.push(m);
+        }
+        let r = Retention {
+            full: Grid::parse("1x1h(keep=all) | 24x1h | 30x1d | 11x30d").unwrap(),
+            redolog: Grid::parse("1x1h(keep=all) | 6x1h").unwrap(),
+            keep_min_age: std::time::Duration::from_secs(7 * 86400),
+        };
+        let mut p = BTreeMap::new();
+        protect_recent(&mut p, &ms, &|_| true, "redolog", &r, now);
+        let d = plan_sets_by(&ms, &|_| true, &p, &r, &|m| m.committed_at.unwrap());
+        let kept: BTreeSet<&str> = d
+            .iter()
+            .filter(|x| !x.destroy)
+            .map(|x| x.set_id.as_str())
+            .collect();
+        for (i, m) in ms[..good].iter().enumerate() {
+            if m.kind == SetKind::Full {
+                assert!(kept.contains(m.id.as_str()), "good full set {} lost", m.id);
+                if i > 0 {
+                    let before = &ms[i - 1];
+                    assert!(
+                        kept.contains(before.id.as_str()),
+                        "its redolog partner {} lost",
+                        before.id
+                    );
+                }
+            }
+        }
+        let flood_kept = ms[good..]
+            .iter()
+            .filter(|m| kept.contains(m.id.as_str()))
+            .count();
+        // keep=all for the hour: the flood is an hour long, so all of it
+        // stays for now (the bound at a 1 s cadence), and the next prunes
+        // thin it to one per clock hour as it ages.
+        assert_eq!(flood_kept, 3600);
+        let later = now + jiff::SignedDuration::from_hours(2);
+        let mut ms2: Vec<Manifest> = ms
+            .into_iter()
+            .filter(|m| kept.contains(m.id.as_str()))
+            .collect();
+        let mut newest = manifest(later, SetKind::Redolog, &["redolog"]);
+        newest.committed_at = Some(later);
+        ms2.push(newest);
+        let mut p = BTreeMap::new();
+        protect_recent(&mut p, &ms2, &|_| true, "redolog", &r, later);
+        let d = plan_sets_by(&ms2, &|_| true, &p, &r, &|m| m.committed_at.unwrap());
+        let flood_left = d
+            .iter()
+            .filter(|x| !x.destroy && x.set_id.as_str() >= "20261130T110000")
+            .count();
+        // one per clock hour of commit time (11:00-12:00 and 12:00) plus the newest
+        assert!(flood_left <= 3, "{flood_left} of the flood left");
+    }
 }
