@@ -650,7 +650,7 @@ fn cmd_prune(
 ) -> anyhow::Result<ExitCode> {
     let retention = cfg.retention.as_ref().ok_or_else(|| {
         anyhow::anyhow!(
-            "{}: no [retention] section: nothing says what to keep (e.g. grid = \"1x1h(keep=all) | 24x1h | 14x1d\")",
+            "{}: no [retention] section: nothing says what to keep (e.g. grid = \"1x1h(keep=all) | 24x1h | 30x1d | 11x30d\")",
             cfg.path.display()
         )
     })?;
@@ -996,6 +996,9 @@ fn check(cfg: &Config) -> anyhow::Result<()> {
         ),
         None => {}
     }
+    if let Some(r) = &cfg.retention {
+        print_retention_bound(cfg.schedule.as_ref(), r);
+    }
     if let Some(s) = cfg.standby.as_ref().filter(|_| !primary) {
         // A recorded standby whose config names its peer (after a failback
         // or switchover): the peer is the primary, nothing is shipped there.
@@ -1018,6 +1021,39 @@ fn check(cfg: &Config) -> anyhow::Result<()> {
         anyhow::bail!("{problems} problem(s) found");
     }
     Ok(())
+}
+
+/// `check`: the retention and the most snapshots it lets one volume hold.
+fn print_retention_bound(
+    schedule: Option<&snapsite::config::Schedule>,
+    r: &snapsite::config::Retention,
+) {
+    println!(
+        "retention grid `{}`, redolog_grid `{}`, keep_min_age {} (standby)",
+        r.full,
+        r.redolog,
+        humantime::format_duration(r.keep_min_age)
+    );
+    for note in r.full.nesting_notes() {
+        println!("          note: grid: {note}");
+    }
+    for note in r.redolog.nesting_notes() {
+        println!("          note: redolog_grid: {note}");
+    }
+    match schedule {
+        Some(s) => {
+            let b = snapsite::prune::max_snapshots_per_volume(s, r);
+            println!(
+                "          this schedule and retention keep at most {} snapshots per volume on each site (primary {}, standby {} if its [retention] is the same)",
+                b.primary.max(b.standby),
+                b.primary,
+                b.standby
+            );
+        }
+        None => println!(
+            "          how many snapshots per volume this keeps depends on the primary's [schedule]: `snapsite check` there prints it"
+        ),
+    }
 }
 
 /// Handshake with the standby, compare its volumes with ours both ways

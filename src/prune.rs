@@ -1,5 +1,6 @@
 //! Retention: which sets to destroy. The keep rule is a zrepl-style grid
-//! (`1x1h(keep=all) | 24x1h | 14x1d`), applied per kind (full sets with
+//! (`1x1h(keep=all) | 24x1h | 30x1d | 11x30d`, see `retention` for its exact
+//! semantics), applied per kind (full sets with
 //! `retention.grid`, redolog sets with `retention.redolog_grid`) as a pure
 //! function with table tests; on top of it, sets holding a protected
 //! snapshot are never destroyed:
@@ -9,7 +10,9 @@
 //!   and every member of the newest complete full set;
 //! - standby: per volume the newest received snapshot (the base of the next
 //!   incremental, even if its set is not committed yet), the newest complete
-//!   full set and the redolog set failover would use with it.
+//!   full set and the redolog set failover would use with it; within
+//!   `keep_min_age` every full set and the last redolog set before each
+//!   (`protect_recent`). `max_snapshots_per_volume` bounds the count.
 //!
 //! Sets are pruned whole: every member snapshot, then (standby) the
 //! receipts, then the manifest — see `apply` for why in that order.
@@ -185,12 +188,21 @@ pub fn protect_standby(
     p
 }
 
-/// Standby: every set committed less than `keep_min_age` ago by this
-/// site's own clock stays, whatever the primary sends — a burst of sets
-/// from a compromised primary cannot push good history out of the grid.
+/// Standby: what `keep_min_age` protects, by this site's own clock — a
+/// burst of sets from a compromised primary cannot push good history out of
+/// the grid, and the count stays bounded whatever the redolog cadence:
+///
+/// - every **full set** committed less than `keep_min_age` ago;
+/// - of the redolog sets committed less than `keep_min_age` ago, only the
+///   **last complete one before each later full set**: a failover to the
+///   full set before it (`failover --set`) replays up to there. The other
+///   redolog sets are left to `redolog_grid` (whose `keep=all` tier is the
+///   short window in which every one stays).
 pub fn protect_recent(
     p: &mut BTreeMap<String, String>,
     manifests: &[Manifest],
+    complete: &dyn Fn(&Manifest) -> bool,
+    redolog_role: &str,
     retention: &Retention,
     now: Timestamp,
 ) {
@@ -202,17 +214,90 @@ pub fn protect_recent(
     let Some(cutoff) = now.checked_sub(min_age).ok() else {
         return;
     };
-    for m in manifests {
-        if m.committed_at.is_some_and(|c| c >= cutoff) {
-            add_reason(
-                p,
-                &m.id,
-                format!(
-                    "committed less than keep_min_age ({}) ago",
-                    humantime::format_duration(retention.keep_min_age)
-                ),
-            );
+    let recent = |m: &Manifest| m.committed_at.is_some_and(|c| c >= cutoff);
+    let age = humantime::format_duration(retention.keep_min_age);
+    let mut ordered: Vec<&Manifest> = manifests.iter().collect();
+    ordered.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+    // The newest complete redolog set since the last full set.
+    let mut last_redolog: Option<&Manifest> = None;
+    for m in ordered {
+        match m.kind {
+            SetKind::Redolog => {
+                if complete(m) && m.member(redolog_role).is_some() {
+                    last_redolog = Some(m);
+                }
+            }
+            SetKind::Full => {
+                if let Some(r) = last_redolog.take().filter(|r| recent(r)) {
+                    add_reason(
+                        p,
+                        &r.id,
+                        format!(
+                            "the last redolog set before full set {}, committed less than keep_min_age ({age}) ago",
+                            m.id
+                        ),
+                    );
+                }
+                if recent(m) {
+                    add_reason(
+                        p,
+                        &m.id,
+                        format!("full set committed less than keep_min_age ({age}) ago"),
+                    );
+                }
+            }
         }
+    }
+}
+
+/// At most how many snapshots one volume holds under `schedule` and
+/// `retention` (`snapsite check` prints it), assuming sets are taken on the
+/// schedule (one per slot) and shipped as they are taken. The redolog
+/// volume holds both kinds; the others only full sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CountBound {
+    pub primary: u64,
+    pub standby: u64,
+}
+
+pub fn max_snapshots_per_volume(
+    schedule: &crate::config::Schedule,
+    retention: &Retention,
+) -> CountBound {
+    let f = schedule.full_set_interval;
+    let full = retention.full.max_kept(f);
+    let redolog = schedule
+        .redolog_interval
+        .map_or(0, |r| retention.redolog.max_kept(r));
+    // keep_min_age: the full sets committed in it (one per slot, plus one
+    // more for a late ship) and one redolog set before each of them.
+    let recent_full = if retention.keep_min_age.is_zero() {
+        0
+    } else {
+        u64::try_from(
+            retention
+                .keep_min_age
+                .as_nanos()
+                .div_ceil(f.as_nanos().max(1)),
+        )
+        .unwrap_or(u64::MAX / 4)
+        .saturating_add(2)
+    };
+    let partners = if schedule.redolog_interval.is_some() {
+        recent_full
+    } else {
+        0
+    };
+    // Protected outside the grid: primary the common snapshot and the newest
+    // complete full set; standby the newest received snapshot and the failover pair.
+    let protected = 2;
+    CountBound {
+        primary: full + redolog + protected,
+        standby: full
+            .saturating_add(redolog)
+            .saturating_add(recent_full)
+            .saturating_add(partners)
+            .saturating_add(protected),
     }
 }
 
@@ -278,7 +363,14 @@ pub fn plan(cfg: &Config, catalog: &Catalog, retention: &Retention) -> Result<Pr
         )
     } else {
         let mut p = protect_standby(manifests, &complete, local, &cfg.redolog_role);
-        protect_recent(&mut p, manifests, retention, crate::model::now());
+        protect_recent(
+            &mut p,
+            manifests,
+            &complete,
+            &cfg.redolog_role,
+            retention,
+            crate::model::now(),
+        );
         for id in crate::rehearse::in_use(catalog)? {
             p.entry(id)
                 .or_insert_with(|| "under a running rehearsal's clone".into());
@@ -505,7 +597,7 @@ mod tests {
         let mut r = retention("1x1h(keep=all) | 1x30d(keep=1)");
         r.keep_min_age = std::time::Duration::from_secs(7 * 86400);
         let mut p = BTreeMap::new();
-        protect_recent(&mut p, &ms, &r, now);
+        protect_recent(&mut p, &ms, &|_| true, "redolog", &r, now);
         assert!(p.contains_key(&ms[0].id), "the good set is protected");
         assert_eq!(p.len(), 51);
         // By the standby's clock the burst is recent and the good set is
@@ -518,7 +610,94 @@ mod tests {
         // keep_min_age = 0 turns it off.
         r.keep_min_age = std::time::Duration::ZERO;
         let mut p = BTreeMap::new();
-        protect_recent(&mut p, &ms, &r, now);
+        protect_recent(&mut p, &ms, &|_| true, "redolog", &r, now);
         assert!(p.is_empty());
+    }
+
+    /// A flood of redolog sets from a compromised primary (one a second for
+    /// an hour, all committed now) neither pushes the good history out nor
+    /// stays beyond the redolog grid: the good full sets and the last good
+    /// redolog set before each are kept, and of the flood only what
+    /// `redolog_grid` keeps.
+    #[test]
+    fn a_flood_of_redolog_sets_keeps_good_history_and_stays_bounded() {
+        let now = t("2026-11-30T12:00:00Z");
+        let mut ms = Vec::new();
+        // Three good days: a full set every hour, a redolog set every 15 min.
+        let start = t("2026-11-27T12:00:00Z");
+        for q in 0..(3 * 24 * 4) {
+            let at = start + jiff::SignedDuration::from_mins(15 * q);
+            let kind = if q % 4 == 0 {
+                SetKind::Full
+            } else {
+                SetKind::Redolog
+            };
+            let roles: &[&str] = match kind {
+                SetKind::Full => &["mysql", "redolog"],
+                SetKind::Redolog => &["redolog"],
+            };
+            ms.push(manifest(at, kind, roles));
+        }
+        let good = ms.len();
+        for s in 0..3600 {
+            let mut m = manifest(
+                t("2026-11-30T11:00:00Z") + jiff::SignedDuration::from_secs(s),
+                SetKind::Redolog,
+                &["redolog"],
+            );
+            m.committed_at = Some(now - jiff::SignedDuration::from_secs(3600 - s));
+            ms.push(m);
+        }
+        let r = Retention {
+            full: Grid::parse("1x1h(keep=all) | 24x1h | 30x1d | 11x30d").unwrap(),
+            redolog: Grid::parse("1x1h(keep=all) | 6x1h").unwrap(),
+            keep_min_age: std::time::Duration::from_secs(7 * 86400),
+        };
+        let mut p = BTreeMap::new();
+        protect_recent(&mut p, &ms, &|_| true, "redolog", &r, now);
+        let d = plan_sets_by(&ms, &|_| true, &p, &r, &|m| m.committed_at.unwrap());
+        let kept: BTreeSet<&str> = d
+            .iter()
+            .filter(|x| !x.destroy)
+            .map(|x| x.set_id.as_str())
+            .collect();
+        for (i, m) in ms[..good].iter().enumerate() {
+            if m.kind == SetKind::Full {
+                assert!(kept.contains(m.id.as_str()), "good full set {} lost", m.id);
+                if i > 0 {
+                    let before = &ms[i - 1];
+                    assert!(
+                        kept.contains(before.id.as_str()),
+                        "its redolog partner {} lost",
+                        before.id
+                    );
+                }
+            }
+        }
+        let flood_kept = ms[good..]
+            .iter()
+            .filter(|m| kept.contains(m.id.as_str()))
+            .count();
+        // keep=all for the hour: the flood is an hour long, so all of it
+        // stays for now (the bound at a 1 s cadence), and the next prunes
+        // thin it to one per clock hour as it ages.
+        assert_eq!(flood_kept, 3600);
+        let later = now + jiff::SignedDuration::from_hours(2);
+        let mut ms2: Vec<Manifest> = ms
+            .into_iter()
+            .filter(|m| kept.contains(m.id.as_str()))
+            .collect();
+        let mut newest = manifest(later, SetKind::Redolog, &["redolog"]);
+        newest.committed_at = Some(later);
+        ms2.push(newest);
+        let mut p = BTreeMap::new();
+        protect_recent(&mut p, &ms2, &|_| true, "redolog", &r, later);
+        let d = plan_sets_by(&ms2, &|_| true, &p, &r, &|m| m.committed_at.unwrap());
+        let flood_left = d
+            .iter()
+            .filter(|x| !x.destroy && x.set_id.as_str() >= "20261130T110000")
+            .count();
+        // one per clock hour of commit time (11:00-12:00 and 12:00) plus the newest
+        assert!(flood_left <= 3, "{flood_left} of the flood left");
     }
 }

@@ -263,3 +263,37 @@ fn check_shows_margins_on_both_sites() {
         "{margin}"
     );
 }
+
+/// Issue 23: `check` prints the most snapshots per volume the schedule and
+/// retention let each site hold (hourly full sets, a 1-minute redolog
+/// cadence, the example retention: primary 144, standby 484, see
+/// tests/retention.rs for the simulation that stays under it).
+#[test]
+fn check_prints_the_snapshot_bound_per_volume() {
+    require_real!();
+    let lab = Lab::new("[\"/bin/true\"]");
+    let retention = "\n[retention]\ngrid = \"1x1h(keep=all) | 24x1h | 30x1d | 11x30d\"\nredolog_grid = \"1x1h(keep=all) | 6x1h\"\n";
+    let mut pri = std::fs::read_to_string(&lab.pri_cfg).unwrap();
+    pri.push_str(&format!(
+        "\n[schedule]\nfull_set_interval = \"1h\"\nredolog_interval = \"1m\"\n{retention}"
+    ));
+    std::fs::write(&lab.pri_cfg, pri).unwrap();
+    let out = lab.run(&lab.pri_cfg, &["check"]);
+    assert!(out.status.success(), "{}", both(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("this schedule and retention keep at most 484 snapshots per volume on each site (primary 144, standby 484"),
+        "{text}"
+    );
+    let mut stb = std::fs::read_to_string(&lab.stb_cfg).unwrap();
+    stb.push_str(retention);
+    std::fs::write(&lab.stb_cfg, stb).unwrap();
+    let out = lab.run(&lab.stb_cfg, &["check"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("keep_min_age 7days (standby)")
+            && text.contains("depends on the primary's [schedule]"),
+        "{}",
+        both(&out)
+    );
+}
