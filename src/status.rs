@@ -92,6 +92,10 @@ pub struct Status {
     /// The last rehearsal (`snapsite rehearse`) on this site.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rehearsal: Option<RehearsalStatus>,
+    /// Verbs that stopped before their end (their journals in state_dir),
+    /// with the command that finishes each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interrupted: Vec<crate::journal::Interrupted>,
     pub now: Timestamp,
     pub level: Level,
     pub findings: Vec<Finding>,
@@ -256,6 +260,7 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
         role_record: catalog.role_record()?,
         peer: catalog.peer_record()?,
         rehearsal: rehearsal_status(catalog)?,
+        interrupted: crate::journal::interrupted(catalog)?,
         now,
         level: Level::Ok,
         findings: Vec::new(),
@@ -290,6 +295,12 @@ fn age(s: f64) -> String {
 pub fn evaluate(cfg: &Config, s: &Status) -> Vec<Finding> {
     let t = &cfg.status;
     let mut out = Vec::new();
+    for i in &s.interrupted {
+        out.push(Finding {
+            level: Level::Critical,
+            message: crate::journal::render(i),
+        });
+    }
     // The split-brain guard: a primary whose peer is primary too, or holds
     // a newer generation, must not ship (and `ship` refuses).
     if s.role == Role::Primary {
@@ -725,6 +736,7 @@ recovery_point_critical = "1h"
             role_record: None,
             peer: None,
             rehearsal: None,
+            interrupted: vec![],
             now,
             level: Level::Ok,
             findings: vec![],
