@@ -71,7 +71,12 @@ pub fn load(catalog: &Catalog, verb: &str) -> Result<Option<Open>> {
 }
 
 /// Record the intent of `verb` before it acts.
-pub fn begin<T: Serialize>(catalog: &Catalog, verb: &str, finish: &str, intent: &T) -> Result<Open> {
+pub fn begin<T: Serialize>(
+    catalog: &Catalog,
+    verb: &str,
+    finish: &str,
+    intent: &T,
+) -> Result<Open> {
     let now = Timestamp::now();
     let j = Open {
         path: path(catalog, verb),
@@ -146,7 +151,12 @@ impl Open {
         match std::fs::remove_file(&self.path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(crate::Error::io(format!("remove {}", self.path.display()), e)),
+            Err(e) => {
+                return Err(crate::Error::io(
+                    format!("remove {}", self.path.display()),
+                    e,
+                ));
+            }
         }
         let dir = self.path.parent().expect("journal has a directory");
         std::fs::File::open(dir)

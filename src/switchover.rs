@@ -76,6 +76,16 @@ pub struct Intent {
     pub plan: Option<failback::Plan>,
 }
 
+/// A switchover up to its demote: the final set shipped, the plan made.
+struct Prepared {
+    fin_id: String,
+    payload: u64,
+    wire: u64,
+    plan: failback::Plan,
+    seconds_final_set: f64,
+    seconds_ship: f64,
+}
+
 /// Switch over: final set, ship, demote. Journaled: a rerun after a crash
 /// reuses the recorded final set (no second one), does not ship what the
 /// peer committed, and finishes a demote from its first step not done.
@@ -103,73 +113,105 @@ pub fn run(cfg: &Config) -> Result<Report> {
         }
     };
     let mut intent: Intent = j.intent()?;
-    let fin_id = match intent.final_set.clone() {
-        Some(id) if catalog.has_manifest(&id) => id,
-        _ => {
-            let fin = coordinator::take_set(cfg, &catalog, SetKind::Full).ctx("the final set")?;
-            intent.final_set = Some(fin.id.clone());
-            j.set_intent(&intent)?;
-            crate::failpoint!("switchover.after_final_set");
-            fin.id
-        }
-    };
-    let seconds_final_set = t0.elapsed().as_secs_f64();
-    let t1 = std::time::Instant::now();
-    let (mut payload, mut wire) = (0, 0);
-    if !j.is_done("shipped") {
-        let ship: ShipReport = coordinator::ship(cfg, &catalog, &mut |_, _, _, _| {})
-            .ctx("shipping the final set; this site stays primary")?;
-        payload = ship.payload_bytes;
-        wire = ship.wire_bytes;
-        // Committed by this ship, or by an earlier run's.
-        let committed = ship.committed.contains(&fin_id)
-            || catalog
-                .standby_record()?
-                .is_some_and(|r| r.committed.contains(&fin_id));
-        if !committed {
-            return Err(Error::storage(format!(
-                "the final set {fin_id} did not commit on the peer; this site stays primary"
-            ))
-            .with_hint("fix the cause (`snapsite ship` says it) and run switchover again"));
-        }
-        j.done("shipped")?;
-        crate::failpoint!("switchover.after_ship");
-    }
-    let seconds_ship = t1.elapsed().as_secs_f64();
-    let plan = match intent.plan.clone() {
-        Some(p) => p,
-        None => {
-            // The peer's inventory now, with the final set in it.
-            let view = failback::peer_view(cfg)?;
-            let theirs = view
-                .volumes
-                .iter()
-                .map(|v| (v.role.clone(), v.snapshots.iter().cloned().collect()))
-                .collect();
-            let peer = crate::model::wire_str(&view.site);
-            let (_, own) = crate::site::current_role(cfg, &catalog)?;
-            let plan = failback::demote_plan(
-                cfg,
-                &catalog,
-                &peer,
-                view.generation.unwrap_or(own).min(own),
-                &theirs,
-                &view.committed,
-            )?;
-            if plan
-                .base
-                .values()
-                .any(|b| b.as_deref() != Some(fin_id.as_str()))
-            {
-                return Err(Error::integrity(format!(
-                    "the peer does not hold every member of the final set {fin_id} (bases: {:?}); this site stays primary",
-                    plan.base
-                )));
+    // Until the demote plan is recorded this site is a full primary: a
+    // plain error (the peer unreachable, the final set not committed)
+    // ends the switchover, and the next one starts afresh with a new final
+    // set (the application may have run in between). Only a crash leaves
+    // the journal behind for a rerun to resume.
+    let before_demote = (|| -> Result<Prepared> {
+        let fin_id = match intent.final_set.clone() {
+            Some(id) if catalog.has_manifest(&id) => id,
+            _ => {
+                let fin =
+                    coordinator::take_set(cfg, &catalog, SetKind::Full).ctx("the final set")?;
+                intent.final_set = Some(fin.id.clone());
+                j.set_intent(&intent)?;
+                crate::failpoint!("switchover.after_final_set");
+                fin.id
             }
-            intent.plan = Some(plan.clone());
-            j.set_intent(&intent)?;
-            crate::failpoint!("switchover.after_plan");
-            plan
+        };
+        let seconds_final_set = t0.elapsed().as_secs_f64();
+        let t1 = std::time::Instant::now();
+        let (mut payload, mut wire) = (0, 0);
+        if !j.is_done("shipped") {
+            let ship: ShipReport = coordinator::ship(cfg, &catalog, &mut |_, _, _, _| {})
+                .ctx("shipping the final set; this site stays primary")?;
+            payload = ship.payload_bytes;
+            wire = ship.wire_bytes;
+            // Committed by this ship, or by an earlier run's.
+            let committed = ship.committed.contains(&fin_id)
+                || catalog
+                    .standby_record()?
+                    .is_some_and(|r| r.committed.contains(&fin_id));
+            if !committed {
+                return Err(Error::storage(format!(
+                    "the final set {fin_id} did not commit on the peer; this site stays primary"
+                ))
+                .with_hint("fix the cause (`snapsite ship` says it) and run switchover again"));
+            }
+            j.done("shipped")?;
+            crate::failpoint!("switchover.after_ship");
+        }
+        let seconds_ship = t1.elapsed().as_secs_f64();
+        let plan = match intent.plan.clone() {
+            Some(p) => p,
+            None => {
+                // The peer's inventory now, with the final set in it.
+                let view = failback::peer_view(cfg)?;
+                let theirs = view
+                    .volumes
+                    .iter()
+                    .map(|v| (v.role.clone(), v.snapshots.iter().cloned().collect()))
+                    .collect();
+                let peer = crate::model::wire_str(&view.site);
+                let (_, own) = crate::site::current_role(cfg, &catalog)?;
+                let plan = failback::demote_plan(
+                    cfg,
+                    &catalog,
+                    &peer,
+                    view.generation.unwrap_or(own).min(own),
+                    &theirs,
+                    &view.committed,
+                )?;
+                if plan
+                    .base
+                    .values()
+                    .any(|b| b.as_deref() != Some(fin_id.as_str()))
+                {
+                    return Err(Error::integrity(format!(
+                        "the peer does not hold every member of the final set {fin_id} (bases: {:?}); this site stays primary",
+                        plan.base
+                    )));
+                }
+                intent.plan = Some(plan.clone());
+                j.set_intent(&intent)?;
+                crate::failpoint!("switchover.after_plan");
+                plan
+            }
+        };
+        Ok(Prepared {
+            fin_id,
+            payload,
+            wire,
+            plan,
+            seconds_final_set,
+            seconds_ship,
+        })
+    })();
+    let Prepared {
+        fin_id,
+        payload,
+        wire,
+        plan,
+        seconds_final_set,
+        seconds_ship,
+    } = match before_demote {
+        Ok(x) => x,
+        Err(e) => {
+            if intent.plan.is_none() {
+                j.finish()?;
+            }
+            return Err(e);
         }
     };
     let demote = failback::demote_steps(cfg, &catalog, &plan, "switchover", &mut j)?;
