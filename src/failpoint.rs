@@ -137,6 +137,48 @@ pub const ALL: &[Failpoint] = &[
         state: "this site is recorded as the standby; the journal is not yet removed",
         recovery: "rerun the verb: it finds every step done and removes the journal",
     },
+    Failpoint {
+        name: "failover.after_copy",
+        verbs: &["failover"],
+        state: "a volume's writable copy is made, not yet recorded in failover/state.json",
+        recovery: "rerun `snapsite failover` (same --set, or none): the copy is checked against the plan and reused",
+    },
+    Failpoint {
+        name: "failover.after_mount",
+        verbs: &["failover"],
+        state: "a copy is bind-mounted at its mountpoint, not yet recorded",
+        recovery: "rerun `snapsite failover`: a copy already mounted is not mounted twice; after a reboot it is mounted again",
+    },
+    Failpoint {
+        name: "failover.after_promote",
+        verbs: &["failover"],
+        state: "copies made and mounted; this site is recorded as the primary of the next generation; no replay yet",
+        recovery: "rerun `snapsite failover`: it keeps the recorded generation and runs the replay",
+    },
+    Failpoint {
+        name: "failover.after_replay",
+        verbs: &["failover"],
+        state: "the replay finished (its exit recorded); no report yet, the failover not recorded as complete",
+        recovery: "rerun `snapsite failover`: a replay that exited 0 is not run again; it writes the report and completes",
+    },
+    Failpoint {
+        name: "rehearse.after_clone",
+        verbs: &["rehearse"],
+        state: "a scratch clone (snapshot_dir/.rehearsal) is made; no replay yet",
+        recovery: "rerun `snapsite rehearse` (or `snapsite prune`): the clones of the killed rehearsal are removed first",
+    },
+    Failpoint {
+        name: "rehearse.after_replay",
+        verbs: &["rehearse"],
+        state: "the replay ran on the clones; they are not torn down",
+        recovery: "rerun `snapsite rehearse` (or `snapsite prune`): the clones of the killed rehearsal are removed first",
+    },
+    Failpoint {
+        name: "rehearse.after_teardown",
+        verbs: &["rehearse"],
+        state: "the clones are removed; no report written",
+        recovery: "nothing to finish (no verdict was recorded): rerun `snapsite rehearse` for one",
+    },
 ];
 
 /// Whether `name` is listed in [`ALL`] (usable in a const context: the

@@ -491,7 +491,7 @@ fn cmd_role(
     let (role, generation) = snapsite::site::current_role(cfg, catalog)?;
     let rec = catalog.role_record()?;
     let peer = catalog.peer_record()?;
-    let interrupted = snapsite::journal::interrupted(catalog)?;
+    let interrupted = snapsite::status::interrupted(catalog)?;
     if json {
         println!(
             "{}",

@@ -169,6 +169,15 @@ fn redolog_time(
         .or_else(|| id_time(id))
 }
 
+/// Every verb that stopped before its end on this site: the journaled
+/// ones, an unfinished failover, a killed rehearsal.
+pub fn interrupted(catalog: &crate::catalog::Catalog) -> Result<Vec<crate::journal::Interrupted>> {
+    let mut out = crate::journal::interrupted(catalog)?;
+    out.extend(crate::failover::interrupted(catalog)?);
+    out.extend(crate::rehearse::interrupted(catalog)?);
+    Ok(out)
+}
+
 /// Gather the figures (reads the catalog and lists the snapshots).
 pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
     let site = crate::site::Site::open(cfg)?;
@@ -260,7 +269,7 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
         role_record: catalog.role_record()?,
         peer: catalog.peer_record()?,
         rehearsal: rehearsal_status(catalog)?,
-        interrupted: crate::journal::interrupted(catalog)?,
+        interrupted: interrupted(catalog)?,
         now,
         level: Level::Ok,
         findings: Vec::new(),

@@ -33,6 +33,27 @@ use snapsite::failpoint;
 
 const KIB: usize = 1 << 10;
 
+/// replay.command: succeed at once.
+const TRUE: &str = "[\"true\"]";
+/// replay.command: count the replays in `$SNAPSITE_TEST_REPLAY_LOG`.
+const COUNTING: &str = "[\"sh\", \"-c\", \"echo replay >> \\\"$SNAPSITE_TEST_REPLAY_LOG\\\"\"]";
+const REPLAY_LOG: &str = "SNAPSITE_TEST_REPLAY_LOG";
+
+/// After these nothing is left to finish (nothing interrupted to show).
+const NOTHING_TO_FINISH: &[&str] = &["rehearse.after_teardown"];
+
+fn ok_env(cfg: &Path, args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+    let o = run_snapsite(cfg, args, env);
+    assert!(
+        o.status.success(),
+        "snapsite {args:?} failed ({}):\n{}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    json(&o.stdout)
+}
+
 fn json(out: &[u8]) -> serde_json::Value {
     serde_json::from_slice(out).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(out)))
 }
@@ -90,8 +111,8 @@ impl Drop for Sites {
 }
 
 impl Sites {
-    fn new() -> Sites {
-        let lab = Lab::new("[\"true\"]");
+    fn new(replay: &str) -> Sites {
+        let lab = Lab::new(replay);
         let a_mnt = lab.dir.path().join("mnt-a");
         let mut cfg = std::fs::read_to_string(&lab.pri_cfg).unwrap();
         for r in ROLES {
@@ -213,16 +234,7 @@ fn mounts_below(dir: &Path) -> Vec<String> {
 /// per volume on A, holding `kept` (A's live data when it stopped being
 /// primary). Returns the divergent label.
 fn check_clean(s: &Sites, kept: &BTreeMap<String, BTreeMap<String, String>>) -> String {
-    for site in ['a', 'b'] {
-        let leftovers: Vec<String> = walk(&s.state(site))
-            .into_iter()
-            .filter(|p| {
-                let n = p.rsplit('/').next().unwrap();
-                n.starts_with("journal-") || n.contains(".tmp.")
-            })
-            .collect();
-        assert!(leftovers.is_empty(), "site {site}: {leftovers:?}");
-    }
+    check_state_clean(s);
     let mut labels = BTreeSet::new();
     for r in ROLES {
         for (fs, dir) in [(&s.lab.pri, "snap"), (&s.lab.stb, "recv")] {
@@ -294,11 +306,14 @@ fn check_ship_back(s: &Sites, base: &BTreeMap<String, String>, changed: u64) {
     }
 }
 
-/// Run the verb with the failpoint set: it must stop there, and `role`
-/// and `status` must then name the verb and the command that finishes it.
-fn crash(s: &Sites, cell: &Cell) {
+/// Run the verb on `cfg` with the failpoint set: it must stop there, and
+/// `role` and `status` must then name the verb and the command that
+/// finishes it.
+fn crash(s: &Sites, cfg: &Path, cell: &Cell, env: &[(&str, &str)]) {
     let fp = cell.failpoint.unwrap();
-    let o = run_snapsite(s.a(), &[cell.verb, "--json"], &[(failpoint::ENV, fp)]);
+    let mut env = env.to_vec();
+    env.push((failpoint::ENV, fp));
+    let o = run_snapsite(cfg, &[cell.verb, "--json"], &env);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(
         o.status.code(),
@@ -307,33 +322,182 @@ fn crash(s: &Sites, cell: &Cell) {
         cell.verb
     );
     assert!(err.contains(&format!("stopped at failpoint {fp}")), "{err}");
-    let (_, _, r) = role(s.a());
+    let (_, _, r) = role(cfg);
     let finish = format!("snapsite {}", cell.verb);
-    assert_eq!(
-        r["interrupted"][0]["finish"].as_str(),
-        Some(finish.as_str()),
-        "role names the interrupted verb: {r}"
-    );
-    let st = run_snapsite(s.a(), &["status", "--json"], &[]);
-    let st = json(&st.stdout);
-    assert!(
-        st["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f["message"].as_str().unwrap().contains(&finish)),
-        "status names the command that finishes it: {st}"
-    );
-    if cell.reboot {
-        unmount_below(&s.a_mnt);
+    if NOTHING_TO_FINISH.contains(&fp) {
+        assert_eq!(r["interrupted"], serde_json::json!([]), "{r}");
+    } else {
+        assert_eq!(
+            r["interrupted"][0]["finish"].as_str(),
+            Some(finish.as_str()),
+            "role names the interrupted verb: {r}"
+        );
+        let st = run_snapsite(cfg, &["status", "--json"], &[]);
+        let st = json(&st.stdout);
+        assert!(
+            st["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["message"].as_str().unwrap().contains(&finish)),
+            "status names the command that finishes it: {st}"
+        );
     }
+    if cell.reboot {
+        // The mounts are gone after a reboot (the filesystems themselves
+        // come back: they stand for the disks).
+        unmount_below(&s.a_mnt);
+        unmount_below(&s.lab.dir.path().join("mnt-app"));
+    }
+}
+
+/// No journal or temp file left in either site's state_dir.
+fn check_state_clean(s: &Sites) {
+    for site in ['a', 'b'] {
+        let leftovers: Vec<String> = walk(&s.state(site))
+            .into_iter()
+            .filter(|p| {
+                let n = p.rsplit('/').next().unwrap();
+                n.starts_with("journal-") || n.contains(".tmp.")
+            })
+            .collect();
+        assert!(leftovers.is_empty(), "site {site}: {leftovers:?}");
+    }
+    for cfg in [&s.lab.pri_cfg, &s.b_cfg] {
+        let (_, _, r) = role(cfg);
+        assert_eq!(r["interrupted"], serde_json::json!([]), "{r}");
+    }
+}
+
+/// A set S and a redolog snapshot R on A, shipped to B; returns (S, R).
+fn shipped_pair(s: &Sites) -> (String, String) {
+    let lab = &s.lab;
+    write_file(&lab.live("blob").join("m1"), &random_bytes(4, 512 * KIB));
+    write_file(&lab.live("mysql").join("db"), &random_bytes(5, 128 * KIB));
+    write_file(&lab.live("index").join("ix"), &random_bytes(6, 64 * KIB));
+    write_file(
+        &lab.live("redolog").join("log1"),
+        &random_bytes(7, 16 * KIB),
+    );
+    let set = id(&lab.snapshot(false));
+    write_file(
+        &lab.live("redolog").join("log2"),
+        &random_bytes(8, 16 * KIB),
+    );
+    let redo = id(&lab.snapshot(true));
+    lab.ship(s.a());
+    (set, redo)
+}
+
+fn replays(s: &Sites) -> usize {
+    std::fs::read_to_string(s.lab.dir.path().join("replays.log"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+/// Failover: B fails over to A's shipped set and redolog snapshot.
+fn failover_cell(cell: &Cell) {
+    let s = Sites::new(COUNTING);
+    let log = s.lab.dir.path().join("replays.log");
+    let env = [(REPLAY_LOG, log.to_str().unwrap())];
+    let (set, redo) = shipped_pair(&s);
+    let want: BTreeMap<String, BTreeMap<String, String>> = ROLES
+        .iter()
+        .map(|r| {
+            let snap = if *r == "redolog" { &redo } else { &set };
+            (r.to_string(), tree_digest(&s.lab.primary_snap(r, snap)))
+        })
+        .collect();
+    let a_before = manifests(&s.state('a'));
+    let b_before = manifests(&s.state('b'));
+    if cell.failpoint.is_some() {
+        crash(&s, &s.lab.stb_cfg, cell, &env);
+    }
+    let f = ok_env(&s.lab.stb_cfg, &["failover", "--json"], &env);
+    assert_eq!(f["generation"].as_u64(), Some(2), "{f}");
+    assert_eq!(f["plan"]["set_id"].as_str(), Some(set.as_str()), "{f}");
+    assert_eq!(f["plan"]["redolog_set_id"].as_str(), Some(redo.as_str()));
+    assert_eq!(replays(&s), 1, "the replay ran exactly once");
+    check_state_clean(&s);
+    let (ra, ga, _) = role(s.a());
+    let (rb, gb, _) = role(&s.b_cfg);
+    assert_eq!(
+        (ra.as_str(), ga, rb.as_str(), gb),
+        ("primary", 1, "primary", 2)
+    );
+    assert_eq!(s.b_live_digests(), want, "B's copies hold what A shipped");
+    let mnt = s.lab.dir.path().join("mnt-app");
+    let mounts = mounts_below(&mnt);
+    for r in ROLES {
+        let at = mnt.join(r).display().to_string();
+        assert_eq!(
+            mounts.iter().filter(|m| **m == at).count(),
+            1,
+            "{r} mounted once: {mounts:?}"
+        );
+        assert_eq!(tree_digest(&mnt.join(r)), want[r]);
+    }
+    assert_eq!(manifests(&s.state('a')), a_before, "A's sets");
+    assert_eq!(manifests(&s.state('b')), b_before, "B's sets");
+}
+
+/// Rehearse: B rehearses a failover on scratch clones.
+fn rehearse_cell(cell: &Cell) {
+    let s = Sites::new(COUNTING);
+    let log = s.lab.dir.path().join("replays.log");
+    let env = [(REPLAY_LOG, log.to_str().unwrap())];
+    let (set, redo) = shipped_pair(&s);
+    let recv = |r: &str| {
+        let snap = if r == "redolog" { &redo } else { &set };
+        tree_digest(&s.lab.standby_snap(r, snap))
+    };
+    let before: Vec<_> = ROLES.iter().map(|r| recv(r)).collect();
+    let a_before = manifests(&s.state('a'));
+    let b_before = manifests(&s.state('b'));
+    if cell.failpoint.is_some() {
+        crash(&s, &s.lab.stb_cfg, cell, &env);
+    }
+    let r = ok_env(&s.lab.stb_cfg, &["rehearse", "--json"], &env);
+    assert_eq!(r["ok"].as_bool(), Some(true), "{r}");
+    assert_eq!(r["plan"]["set_id"].as_str(), Some(set.as_str()), "{r}");
+    let ran_before = matches!(
+        cell.failpoint,
+        Some("rehearse.after_replay" | "rehearse.after_teardown")
+    );
+    assert_eq!(replays(&s), 1 + usize::from(ran_before));
+    check_state_clean(&s);
+    assert!(!s.state('b').join("rehearsal/state.json").exists());
+    for rl in ROLES {
+        let d = s.lab.standby_recv(rl);
+        let names: Vec<String> = std::fs::read_dir(&d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(names.is_empty(), "{}: {names:?}", d.display());
+    }
+    let m = mounts_below(&s.lab.stb.mnt);
+    assert!(m.is_empty(), "nothing mounted in B's filesystem: {m:?}");
+    let m = mounts_below(&s.lab.dir.path().join("mnt-app"));
+    assert!(m.is_empty(), "nothing mounted at B's mountpoints: {m:?}");
+    let (ra, ga, _) = role(s.a());
+    let (rb, gb, _) = role(&s.lab.stb_cfg);
+    assert_eq!(
+        (ra.as_str(), ga, rb.as_str(), gb),
+        ("primary", 1, "standby", 1)
+    );
+    assert_eq!(manifests(&s.state('a')), a_before, "A's sets");
+    assert_eq!(manifests(&s.state('b')), b_before, "B's sets");
+    let after: Vec<_> = ROLES.iter().map(|r| recv(r)).collect();
+    assert_eq!(after, before, "B's received snapshots unchanged");
 }
 
 /// Failback: A was primary (two full sets and a redolog snapshot shipped,
 /// then a redolog snapshot B never got); B failed over and wrote more; A
 /// fails back.
 fn failback_cell(cell: &Cell) {
-    let s = Sites::new();
+    let s = Sites::new(TRUE);
     let lab = &s.lab;
     write_file(&lab.live("blob").join("m0"), &random_bytes(1, 256 * KIB));
     write_file(&lab.live("mysql").join("db0"), &random_bytes(2, 64 * KIB));
@@ -381,7 +545,7 @@ fn failback_cell(cell: &Cell) {
     let b_before = manifests(&s.state('b'));
 
     if cell.failpoint.is_some() {
-        crash(&s, cell);
+        crash(&s, s.a(), cell, &[]);
     }
     let fb = ok(s.a(), &["failback", "--json"]);
 
@@ -418,7 +582,7 @@ fn failback_cell(cell: &Cell) {
 /// Switchover: A is primary with B its standby (one set shipped); A's
 /// application stops after writing more; A switches over to B.
 fn switchover_cell(cell: &Cell) {
-    let s = Sites::new();
+    let s = Sites::new(TRUE);
     let lab = &s.lab;
     write_file(&lab.live("blob").join("m0"), &random_bytes(1, 256 * KIB));
     write_file(&lab.live("mysql").join("db0"), &random_bytes(2, 64 * KIB));
@@ -438,7 +602,7 @@ fn switchover_cell(cell: &Cell) {
     let b_before = manifests(&s.state('b'));
 
     if cell.failpoint.is_some() {
-        crash(&s, cell);
+        crash(&s, s.a(), cell, &[]);
     }
     let fin = match cell.recovery {
         Recovery::Rerun => {
@@ -513,7 +677,7 @@ fn switchover_cell(cell: &Cell) {
 
 fn cells(full: bool) -> Vec<Cell> {
     let mut v = Vec::new();
-    for verb in ["failback", "switchover"] {
+    for verb in ["failback", "switchover", "failover", "rehearse"] {
         v.push(Cell {
             verb,
             failpoint: None,
@@ -598,7 +762,9 @@ fn every_verb_survives_a_crash_at_every_failpoint() {
         let t = Instant::now();
         let r = std::panic::catch_unwind(|| match cell.verb {
             "failback" => failback_cell(&cell),
-            _ => switchover_cell(&cell),
+            "switchover" => switchover_cell(&cell),
+            "failover" => failover_cell(&cell),
+            _ => rehearse_cell(&cell),
         });
         let outcome = match r {
             Ok(()) => match cell.failpoint {
