@@ -182,15 +182,33 @@ pub fn interrupted(catalog: &Catalog) -> Result<Vec<Interrupted>> {
         .collect();
     paths.sort();
     for p in paths {
-        let j: Journal = crate::catalog::read_json(&p)?;
-        out.push(Interrupted {
-            verb: j.verb,
-            started_at: j.started_at,
-            last_step: j.done.last().cloned(),
-            steps_done: j.done.len(),
-            finish: j.finish,
-            journal: p,
-        });
+        match crate::catalog::read_json::<Journal>(&p) {
+            Ok(j) => out.push(Interrupted {
+                verb: j.verb,
+                started_at: j.started_at,
+                last_step: j.done.last().cloned(),
+                steps_done: j.done.len(),
+                finish: j.finish,
+                journal: p,
+            }),
+            // Still an interrupted verb: say so rather than fail `status`
+            // (the verb itself refuses to go on and names the file).
+            Err(e) => {
+                let name = p.file_name().unwrap_or_default().to_string_lossy();
+                let verb = name
+                    .trim_start_matches("journal-")
+                    .trim_end_matches(".json")
+                    .to_string();
+                out.push(Interrupted {
+                    finish: format!("snapsite {verb} (its journal is unreadable: {e})"),
+                    verb,
+                    started_at: Timestamp::UNIX_EPOCH,
+                    last_step: None,
+                    steps_done: 0,
+                    journal: p,
+                });
+            }
+        }
     }
     Ok(out)
 }
