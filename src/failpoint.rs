@@ -36,6 +36,36 @@ const FB: &[&str] = &["failback", "switchover"];
 /// Every failpoint, in the order a run reaches them.
 pub const ALL: &[Failpoint] = &[
     Failpoint {
+        name: "take_set.after_intent",
+        verbs: &["snapshot", "switchover"],
+        state: "the set's intent is in state_dir/pending/<id>.json; no snapshot taken",
+        recovery: "nothing to finish by hand: the next `snapsite snapshot`, `ship` or `run` drops the intent",
+    },
+    Failpoint {
+        name: "take_set.after_snapshot",
+        verbs: &["snapshot", "switchover"],
+        state: "some members of the set are snapshotted (one atomic group), no manifest",
+        recovery: "nothing to finish by hand: the next `snapsite snapshot`, `ship` or `run` destroys the set's snapshots and drops the intent",
+    },
+    Failpoint {
+        name: "take_set.after_manifest",
+        verbs: &["snapshot", "switchover"],
+        state: "the set is complete (manifest written); its intent is not yet removed",
+        recovery: "nothing to finish by hand: the next `snapsite snapshot`, `ship` or `run` keeps the set and drops the intent",
+    },
+    Failpoint {
+        name: "ship.after_ack",
+        verbs: &["ship", "switchover"],
+        state: "the standby acknowledged a snapshot (recorded in standby.json); its set's commit was sent, its answer not read",
+        recovery: "rerun `snapsite ship` (or let `run` do it): what the standby holds or committed is not sent again",
+    },
+    Failpoint {
+        name: "ship.after_committed",
+        verbs: &["ship", "switchover"],
+        state: "the standby committed a set; this site has not recorded it (nor protected its members)",
+        recovery: "rerun `snapsite ship`: the handshake shows the set committed; it is recorded and its members protected",
+    },
+    Failpoint {
         name: "switchover.after_final_set",
         verbs: &["switchover"],
         state: "the final set is taken, nothing shipped",

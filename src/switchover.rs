@@ -119,9 +119,32 @@ pub fn run(cfg: &Config) -> Result<Report> {
     // set (the application may have run in between). Only a crash leaves
     // the journal behind for a rerun to resume.
     let before_demote = (|| -> Result<Prepared> {
-        let fin_id = match intent.final_set.clone() {
-            Some(id) if catalog.has_manifest(&id) => id,
-            _ => {
+        let mut recorded = intent
+            .final_set
+            .clone()
+            .filter(|id| catalog.has_manifest(id));
+        if recorded.is_none() {
+            // A run that died right after its final set was complete,
+            // before recording it, left a full set taken since the journal
+            // began: that is the final set.
+            recorded = catalog
+                .manifests()?
+                .into_iter()
+                .rev()
+                .find(|m| {
+                    m.kind == SetKind::Full
+                        && m.site == cfg.site
+                        && m.members.iter().all(|x| x.before >= j.journal.started_at)
+                })
+                .map(|m| m.id);
+            if let Some(id) = &recorded {
+                intent.final_set = Some(id.clone());
+                j.set_intent(&intent)?;
+            }
+        }
+        let fin_id = match recorded {
+            Some(id) => id,
+            None => {
                 let fin =
                     coordinator::take_set(cfg, &catalog, SetKind::Full).ctx("the final set")?;
                 intent.final_set = Some(fin.id.clone());

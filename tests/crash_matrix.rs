@@ -324,7 +324,12 @@ fn crash(s: &Sites, cfg: &Path, cell: &Cell, env: &[(&str, &str)]) {
     assert!(err.contains(&format!("stopped at failpoint {fp}")), "{err}");
     let (_, _, r) = role(cfg);
     let finish = format!("snapsite {}", cell.verb);
-    if NOTHING_TO_FINISH.contains(&fp) {
+    // take_set and ship are undone or finished by the next snapshot, ship
+    // or run on their own: nothing is shown as interrupted (unless they ran
+    // inside a switchover, whose journal says so).
+    let automatic =
+        cell.verb != "switchover" && (fp.starts_with("take_set.") || fp.starts_with("ship."));
+    if NOTHING_TO_FINISH.contains(&fp) || automatic {
         assert_eq!(r["interrupted"], serde_json::json!([]), "{r}");
     } else {
         assert_eq!(
@@ -625,9 +630,13 @@ fn switchover_cell(cell: &Cell) {
     check_clean(&s, &kept);
     let (ra, ga, _) = role(s.a());
     let (rb, gb, _) = role(&s.b_cfg);
-    assert_eq!(
-        (ra.as_str(), ga, rb.as_str(), gb),
-        ("standby", 1, "primary", 2)
+    // A switchover's demote records A as the standby of its own
+    // generation; a failback after the peer's failover (when no demote
+    // plan was recorded yet) as the standby of the peer's.
+    let a_gen_ok = ga == 1 || (cell.recovery == Recovery::PeerFailoverThenFailback && ga == 2);
+    assert!(
+        ra == "standby" && a_gen_ok && rb == "primary" && gb == 2,
+        "roles: A {ra} in {ga}, B {rb} in {gb}"
     );
     // One final set, no second one; nothing else changed.
     let a_after = manifests(&s.state('a'));
@@ -675,9 +684,163 @@ fn switchover_cell(cell: &Cell) {
     check_ship_back(&s, &base, 128 * KIB as u64);
 }
 
+/// Set ids (snapshot names) in A's snapshot directory of each volume.
+fn a_snapshots(s: &Sites) -> BTreeMap<String, BTreeSet<String>> {
+    ROLES
+        .iter()
+        .map(|r| {
+            let names = std::fs::read_dir(s.lab.pri.path(&format!("snap/{r}")))
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.') && !n.starts_with("divergent-"))
+                .collect();
+            (r.to_string(), names)
+        })
+        .collect()
+}
+
+/// A's snapshots are exactly its sets' members; every set is committed on
+/// B with the same members, and B's received data equals A's snapshots.
+fn check_sets_shipped(s: &Sites) {
+    let a = manifests(&s.state('a'));
+    let mut want: BTreeMap<String, BTreeSet<String>> = ROLES
+        .iter()
+        .map(|r| (r.to_string(), BTreeSet::new()))
+        .collect();
+    for (id, m) in &a {
+        for x in m["members"].as_array().unwrap() {
+            want.get_mut(x["role"].as_str().unwrap())
+                .unwrap()
+                .insert(id.clone());
+        }
+    }
+    assert_eq!(
+        a_snapshots(s),
+        want,
+        "A's snapshots are its sets' members, no more"
+    );
+    let b = manifests(&s.state('b'));
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "every set of A committed on B"
+    );
+    for (r, ids) in &want {
+        for id in ids {
+            assert_eq!(
+                tree_digest(&s.lab.standby_snap(r, id)),
+                tree_digest(&s.lab.primary_snap(r, id)),
+                "{r} {id}: B holds what A took"
+            );
+        }
+    }
+    assert!(
+        std::fs::read_dir(s.state('a').join("pending"))
+            .map(|rd| rd.count() == 0)
+            .unwrap_or(true),
+        "no pending set on A"
+    );
+    let entries = s.lab.standby_recv_entries();
+    assert!(
+        entries.iter().all(|e| !e.contains("/.")),
+        "no marker or hidden entry on B: {entries:?}"
+    );
+    let rec = json(&std::fs::read(s.state('a').join("standby.json")).unwrap());
+    let recorded: BTreeSet<String> = rec["committed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    for id in a.keys() {
+        assert!(recorded.contains(id), "A recorded {id} as committed: {rec}");
+    }
+    let (ra, ga, _) = role(s.a());
+    let (rb, gb, _) = role(&s.lab.stb_cfg);
+    assert_eq!(
+        (ra.as_str(), ga, rb.as_str(), gb),
+        ("primary", 1, "standby", 1)
+    );
+}
+
+/// Snapshot: A takes a set (one already shipped before).
+fn snapshot_cell(cell: &Cell) {
+    let s = Sites::new(TRUE);
+    let lab = &s.lab;
+    write_file(&lab.live("blob").join("m0"), &random_bytes(1, 128 * KIB));
+    lab.snapshot(false);
+    lab.ship(s.a());
+    write_file(&lab.live("blob").join("m1"), &random_bytes(2, 128 * KIB));
+    write_file(
+        &lab.live("redolog").join("log1"),
+        &random_bytes(3, 16 * KIB),
+    );
+    let before = manifests(&s.state('a'));
+    if cell.failpoint.is_some() {
+        crash(&s, s.a(), cell, &[]);
+    }
+    let new = id(&ok(s.a(), &["snapshot", "--json"]));
+    lab.ship(s.a());
+    let after = manifests(&s.state('a'));
+    assert!(after.contains_key(&new));
+    let extra: Vec<&String> = after
+        .keys()
+        .filter(|k| !before.contains_key(*k) && **k != new)
+        .collect();
+    let complete_before_crash = cell.failpoint == Some("take_set.after_manifest");
+    assert_eq!(
+        extra.len(),
+        usize::from(complete_before_crash),
+        "only a set completed before the crash stays: {extra:?}"
+    );
+    check_state_clean(&s);
+    check_sets_shipped(&s);
+}
+
+/// Ship: A ships two sets (one already shipped before).
+fn ship_cell(cell: &Cell) {
+    let s = Sites::new(TRUE);
+    let lab = &s.lab;
+    write_file(&lab.live("blob").join("m0"), &random_bytes(1, 128 * KIB));
+    lab.snapshot(false);
+    lab.ship(s.a());
+    write_file(&lab.live("blob").join("m1"), &random_bytes(2, 256 * KIB));
+    lab.snapshot(false);
+    write_file(&lab.live("blob").join("m2"), &random_bytes(3, 256 * KIB));
+    write_file(
+        &lab.live("redolog").join("log2"),
+        &random_bytes(4, 16 * KIB),
+    );
+    lab.snapshot(false);
+    if cell.failpoint.is_some() {
+        crash(&s, s.a(), cell, &[]);
+    }
+    // What B holds now is not sent again.
+    let held: BTreeSet<String> = lab.standby_recv_entries().into_iter().collect();
+    let rep = ok(s.a(), &["ship", "--json"]);
+    for sn in rep["snapshots"].as_array().unwrap() {
+        let e = format!(
+            "{}/{}",
+            sn["role"].as_str().unwrap(),
+            sn["snapshot"].as_str().unwrap()
+        );
+        assert!(!held.contains(&e), "resent {e}: {rep}");
+    }
+    check_state_clean(&s);
+    check_sets_shipped(&s);
+}
+
 fn cells(full: bool) -> Vec<Cell> {
     let mut v = Vec::new();
-    for verb in ["failback", "switchover", "failover", "rehearse"] {
+    for verb in [
+        "snapshot",
+        "ship",
+        "failback",
+        "switchover",
+        "failover",
+        "rehearse",
+    ] {
         v.push(Cell {
             verb,
             failpoint: None,
@@ -712,12 +875,12 @@ fn cells(full: bool) -> Vec<Cell> {
                 recovery: Recovery::Rerun,
                 reboot: true,
             });
-            if verb == "switchover"
-                && !matches!(
-                    f.name,
-                    "switchover.after_final_set" | "switchover.after_ship"
-                )
-            {
+            // The peer can fail over to the final set once it is committed
+            // there and no session of this run is left on it.
+            let committed_on_peer = !(f.name.starts_with("take_set.")
+                || f.name.starts_with("ship.")
+                || f.name == "switchover.after_final_set");
+            if verb == "switchover" && committed_on_peer {
                 v.push(Cell {
                     verb,
                     failpoint: Some(f.name),
@@ -764,6 +927,8 @@ fn every_verb_survives_a_crash_at_every_failpoint() {
             "failback" => failback_cell(&cell),
             "switchover" => switchover_cell(&cell),
             "failover" => failover_cell(&cell),
+            "snapshot" => snapshot_cell(&cell),
+            "ship" => ship_cell(&cell),
             _ => rehearse_cell(&cell),
         });
         let outcome = match r {
