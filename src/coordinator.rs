@@ -164,6 +164,7 @@ pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manife
         ..manifest.clone()
     };
     catalog.write_pending(&intent)?;
+    crate::failpoint!("take_set.after_intent");
 
     let mut done: Vec<&Store> = Vec::new();
     // `[hooks.set]`: started before the first snapshot, released after the
@@ -181,6 +182,7 @@ pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manife
         }
         for (gi, group) in atomic_groups(&chosen).into_iter().enumerate() {
             snapshot_group(cfg, &id, kind, gi, &group, &mut manifest, &mut done)?;
+            crate::failpoint!("take_set.after_snapshot");
         }
         if let Some(s) = set_hook.take() {
             let s = s.finish(true);
@@ -217,6 +219,7 @@ pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manife
     }
     match result {
         Ok(()) => {
+            crate::failpoint!("take_set.after_manifest");
             catalog.remove_pending(&id)?;
             tracing::info!(set = %id, skew_ms = manifest.skew().as_millis() as i64, "set taken");
             Ok(manifest)
@@ -671,6 +674,19 @@ fn ship_session(
     // What the standby holds, kept for retention (the common snapshot) and
     // status; updated after every acknowledged snapshot and committed set.
     let previous = catalog.standby_record()?.unwrap_or_default();
+    // A ship that died after the standby committed a set but before this
+    // site recorded it left the set's members unprotected here (ZFS: no
+    // hold on the common snapshot); protect the newest committed set now.
+    if let Some(newest) = catalog
+        .manifests()?
+        .into_iter()
+        .rev()
+        .find(|m| committed.contains(&m.id))
+    {
+        if !previous.committed.contains(&newest.id) {
+            stores.protect_common(&newest.member_snapshots())?;
+        }
+    }
     let record = StandbyRecord {
         standby: conn.display(),
         updated_at: Some(Timestamp::now()),
@@ -727,6 +743,7 @@ fn ship_session(
         acks.read_all(conn)?;
         match conn.reader.msg()? {
             Msg::Committed { set_id } if set_id == set.id => {
+                crate::failpoint!("ship.after_committed");
                 acks.record.committed.insert(set_id.clone());
                 acks.record.updated_at = Some(Timestamp::now());
                 catalog.write_standby_record(&acks.record)?;
@@ -796,6 +813,7 @@ impl Acks<'_> {
             self.record
                 .note_received(&s.role, &s.snapshot, s.base.is_some(), s.bytes);
             self.catalog.write_standby_record(&self.record)?;
+            crate::failpoint!("ship.after_ack");
             self.report.payload_bytes += s.bytes;
             self.report.snapshots.push(s);
         }

@@ -273,104 +273,208 @@ pub fn demote_plan(
 }
 
 /// Fail back: make this site the peer's standby.
+///
+/// Journaled (`state_dir/journal-failback.json`): a rerun after a crash
+/// carries out the recorded plan from the first step not done, without
+/// asking the peer again. A switchover interrupted in its demote is
+/// finished the same way (the documented recovery after such a crash is
+/// `failover --set FINAL` on the peer, then `failback` here).
 pub fn run(cfg: &Config, dry_run: bool) -> Result<(Plan, Option<Report>)> {
     let catalog = Catalog::new(&cfg.state_dir);
     let _lock = catalog.lock("failback", std::time::Duration::from_secs(600))?;
+    for verb in ["failback", "switchover"] {
+        let Some(mut j) = crate::journal::load(&catalog, verb)? else {
+            continue;
+        };
+        let plan = if verb == "failback" {
+            j.intent::<Plan>()?
+        } else {
+            match j.intent::<crate::switchover::Intent>()?.plan {
+                Some(p) => p,
+                // Not demoting yet: this site is still a full primary.
+                None => continue,
+            }
+        };
+        tracing::warn!(journal = %j.path().display(), "finishing an interrupted {verb}");
+        if dry_run {
+            return Ok((plan, None));
+        }
+        let report = demote_steps(cfg, &catalog, &plan, verb, &mut j)?;
+        j.finish()?;
+        return Ok((plan, Some(report)));
+    }
     let view = peer_view(cfg)?;
     let plan = plan(cfg, &view)?;
     if dry_run {
         return Ok((plan, None));
     }
-    let report = demote(cfg, &catalog, &plan, "failback")?;
+    let mut j = crate::journal::begin(&catalog, "failback", "snapsite failback", &plan)?;
+    crate::failpoint!("failback.after_plan");
+    let report = demote_steps(cfg, &catalog, &plan, "failback", &mut j)?;
+    j.finish()?;
+    // A switchover that stopped before its demote is superseded.
+    if let Some(so) = crate::journal::load(&catalog, "switchover")? {
+        so.finish()?;
+    }
     Ok((plan, Some(report)))
 }
 
-/// Carry out a demote plan. The caller holds the site lock.
+/// Carry out a demote plan, journaled from its first step. The caller
+/// holds the site lock.
 pub fn demote(cfg: &Config, catalog: &Catalog, plan: &Plan, how: &str) -> Result<Report> {
+    let mut j = crate::journal::begin(catalog, how, &format!("snapsite {how}"), plan)?;
+    let report = demote_steps(cfg, catalog, plan, how, &mut j)?;
+    j.finish()?;
+    Ok(report)
+}
+
+/// The demote's steps, each recorded in `j` once done; steps already
+/// recorded are skipped, and each is safe to redo when the process died
+/// inside it. The caller holds the site lock and finishes the journal.
+pub fn demote_steps(
+    cfg: &Config,
+    catalog: &Catalog,
+    plan: &Plan,
+    how: &str,
+    j: &mut crate::journal::Open,
+) -> Result<Report> {
     let t = std::time::Instant::now();
     let stores = Stores::open(cfg);
-    // 1. Keep the live data, read-only, before anything is removed.
-    let mut snapshots = BTreeMap::new();
-    for role in plan.live.keys() {
-        let s = stores.get(role)?;
-        let at = s.keep_divergent(&plan.label).ctx(format!(
-            "keep volume `{role}`'s live data; nothing was removed"
-        ))?;
-        snapshots.insert(role.clone(), at);
-    }
-    let record = DivergentRecord {
-        label: plan.label.clone(),
-        at: Timestamp::now(),
-        how: how.to_string(),
-        peer: plan.peer.clone(),
-        peer_generation: plan.peer_generation,
-        generation: plan.generation,
-        base: plan.base.clone(),
-        snapshots,
-        sets: plan.divergent_sets.clone(),
-        recovery_point: plan.recovery_point,
-    };
     let dir = catalog.root().join("divergent");
-    crate::catalog::write_json(&dir.join(format!("{}.json", plan.label)), &record)?;
-    // 2. This site's sets the peer never committed: out of the catalog.
-    for id in &plan.divergent_sets {
-        if let Some(m) = catalog.manifest(id)? {
-            crate::catalog::write_json(
-                &dir.join(&plan.label)
-                    .join("sets")
-                    .join(format!("{id}.json")),
-                &m,
-            )?;
-            catalog.remove_manifest(id)?;
+    let record_path = dir.join(format!("{}.json", plan.label));
+    // 1. Keep the live data, read-only, before anything is removed.
+    let record = if j.is_done("divergent_record") {
+        crate::catalog::read_json::<DivergentRecord>(&record_path)?
+    } else {
+        let mut snapshots = BTreeMap::new();
+        for role in plan.live.keys() {
+            let step = format!("keep:{role}");
+            let s = stores.get(role)?;
+            let at = match j.journal.values.get(&step) {
+                Some(at) => at.clone(),
+                None => {
+                    let at = s.keep_divergent(&plan.label).ctx(format!(
+                        "keep volume `{role}`'s live data; nothing was removed"
+                    ))?;
+                    j.done_with(&step, &at)?;
+                    crate::failpoint!("demote.after_keep_divergent");
+                    at
+                }
+            };
+            snapshots.insert(role.clone(), at);
         }
+        let record = DivergentRecord {
+            label: plan.label.clone(),
+            at: Timestamp::now(),
+            how: how.to_string(),
+            peer: plan.peer.clone(),
+            peer_generation: plan.peer_generation,
+            generation: plan.generation,
+            base: plan.base.clone(),
+            snapshots,
+            sets: plan.divergent_sets.clone(),
+            recovery_point: plan.recovery_point,
+        };
+        crate::catalog::write_json(&record_path, &record)?;
+        j.done("divergent_record")?;
+        crate::failpoint!("demote.after_divergent_record");
+        record
+    };
+    // 2. This site's sets the peer never committed: out of the catalog
+    // (copied first, then removed: a rerun finds either both or the copy).
+    if !j.is_done("sets_moved") {
+        for id in &plan.divergent_sets {
+            if let Some(m) = catalog.manifest(id)? {
+                crate::catalog::write_json(
+                    &dir.join(&plan.label)
+                        .join("sets")
+                        .join(format!("{id}.json")),
+                    &m,
+                )?;
+                catalog.remove_manifest(id)?;
+            }
+        }
+        j.done("sets_moved")?;
+        crate::failpoint!("demote.after_sets_moved");
     }
     // 3. The sets both hold are committed here (usable for failover).
-    for id in &plan.mark_committed {
-        if let Some(mut m) = catalog.manifest(id)? {
-            m.committed_at = Some(Timestamp::now());
-            catalog.write_manifest(&m)?;
+    if !j.is_done("mark_committed") {
+        for id in &plan.mark_committed {
+            if let Some(mut m) = catalog.manifest(id)? {
+                if m.committed_at.is_none() {
+                    m.committed_at = Some(Timestamp::now());
+                    catalog.write_manifest(&m)?;
+                }
+            }
         }
+        j.done("mark_committed")?;
+        crate::failpoint!("demote.after_mark_committed");
     }
     // 4. The live copies go (their data is in the divergent snapshots).
     for mp in &plan.unmount {
-        // Keeping the divergent data may have moved the mount (ZFS
-        // renames the live dataset and mounts it elsewhere).
-        let moved = stores.iter().any(|s| {
-            s.kind() != crate::config::BackendKind::Btrfs
-                && s.volume().mountpoint.as_deref() == Some(mp.as_path())
-                && !crate::failover::live_copy_mounted(s.volume(), mp)
-        });
-        if moved {
+        let step = format!("unmount:{}", mp.display());
+        if j.is_done(&step) {
             continue;
         }
-        Cmd::new("umount")
-            .arg(mp)
-            .run()
-            .ctx("unmount the live copy")?;
+        // Keeping the divergent data may have moved the mount (ZFS
+        // renames the live dataset and mounts it elsewhere), and a run
+        // that died right after its umount left nothing to unmount.
+        let gone = stores.iter().any(|s| {
+            s.volume().mountpoint.as_deref() == Some(mp.as_path())
+                && !crate::failover::live_copy_mounted(s.volume(), mp)
+        });
+        if !gone {
+            Cmd::new("umount")
+                .arg(mp)
+                .run()
+                .ctx("unmount the live copy")?;
+        }
+        j.done(&step)?;
+        crate::failpoint!("demote.after_unmount");
     }
     for role in plan.live.keys() {
+        let step = format!("remove_copy:{role}");
+        if j.is_done(&step) {
+            continue;
+        }
         stores.get(role)?.remove_writable_copy()?;
+        j.done(&step)?;
+        crate::failpoint!("demote.after_remove_copy");
     }
     // 5. The bases, taken here, become receivable from the peer.
     for (role, base) in &plan.base {
+        let step = format!("receivable:{role}");
+        if j.is_done(&step) {
+            continue;
+        }
         if let Some(b) = base {
             stores.get(role)?.make_receivable(b)?;
         }
+        j.done(&step)?;
+        crate::failpoint!("demote.after_receivable");
     }
     // 6. A completed failover's record would block the next failover here.
-    let fs = catalog.failover_state_path();
-    if fs.exists() {
-        let to = fs.with_file_name(format!("state-until-{}.json", plan.label));
-        std::fs::rename(&fs, &to).ctx(format!("move {} aside", fs.display()))?;
+    if !j.is_done("failover_state") {
+        let fs = catalog.failover_state_path();
+        if fs.exists() {
+            let to = fs.with_file_name(format!("state-until-{}.json", plan.label));
+            std::fs::rename(&fs, &to).ctx(format!("move {} aside", fs.display()))?;
+        }
+        j.done("failover_state")?;
+        crate::failpoint!("demote.after_failover_state");
     }
     // 7. The standby of the peer's generation.
-    catalog.write_role_record(&RoleRecord {
-        role: Role::Standby,
-        generation: plan.peer_generation.max(plan.generation),
-        since: Timestamp::now(),
-        how: how.to_string(),
-        set_id: plan.base_set.clone(),
-    })?;
+    if !j.is_done("role") {
+        catalog.write_role_record(&RoleRecord {
+            role: Role::Standby,
+            generation: plan.peer_generation.max(plan.generation),
+            since: Timestamp::now(),
+            how: how.to_string(),
+            set_id: plan.base_set.clone(),
+        })?;
+        j.done("role")?;
+        crate::failpoint!("demote.after_role_record");
+    }
     Ok(Report {
         plan: plan.clone(),
         divergent: record,

@@ -504,6 +504,7 @@ pub fn run_with(cfg: &Config, opts: &Options, progress: &mut dyn FnMut(&Event)) 
     let seconds_mounts = t1.elapsed().as_secs_f64();
     // From here the copies are the live data: this site is the primary.
     let generation = promote(cfg, &plan, &mut ctx)?;
+    crate::failpoint!("failover.after_promote");
 
     // Redolog streaming: the spooled tail onto the redolog copy, before replay.
     let stream = if opts.no_stream {
@@ -520,10 +521,20 @@ pub fn run_with(cfg: &Config, opts: &Options, progress: &mut dyn FnMut(&Event)) 
     let replay_skipped = opts.no_replay || plan.replay_argv.is_none();
     let replay = if replay_skipped {
         None
+    } else if resumed && ctx.st.replay_exit == Some(0) {
+        // The interrupted attempt's replay ran to its end: running it
+        // again would apply its operations twice.
+        ctx.note("the replay finished in the interrupted attempt (exit 0): not run again".into());
+        Some(ReplayOutcome {
+            argv: plan.replay_argv.clone().unwrap_or_default(),
+            exit_code: Some(0),
+            seconds: 0.0,
+        })
     } else {
         verify_mounts(cfg, &plan)?;
         Some(run_replay(&plan, &mut ctx)?)
     };
+    crate::failpoint!("failover.after_replay");
 
     let finished_at = Timestamp::now();
     let mut report = Report {
@@ -575,6 +586,32 @@ fn promote(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<u64> {
         "this site is now the primary in generation {generation} (state_dir/role.json)"
     ));
     Ok(generation)
+}
+
+/// A failover that stopped before its end (its progress file without
+/// `completed_at`, its process gone), for `status` and `role`.
+pub fn interrupted(catalog: &Catalog) -> Result<Option<crate::journal::Interrupted>> {
+    let Some(st) = catalog.failover_state::<State>()? else {
+        return Ok(None);
+    };
+    if st.completed_at.is_some() || st.attempt.as_ref().is_some_and(procs::is_alive) {
+        return Ok(None);
+    }
+    let last = if st.replay_exit.is_some() {
+        Some("replay".to_string())
+    } else if let Some(r) = st.mounts_done.last() {
+        Some(format!("mount:{r}"))
+    } else {
+        st.copies_done.last().map(|r| format!("copy:{r}"))
+    };
+    Ok(Some(crate::journal::Interrupted {
+        verb: "failover".into(),
+        started_at: st.started_at.unwrap_or_else(Timestamp::now),
+        last_step: last,
+        steps_done: st.copies_done.len() + st.mounts_done.len(),
+        finish: "snapsite failover".into(),
+        journal: catalog.failover_state_path(),
+    }))
 }
 
 /// One more than any generation this site has seen: its own, any set's,
@@ -769,6 +806,7 @@ fn make_copies(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
             ctx.st.copies_started.push(c.role.clone());
             ctx.save()?;
             b.writable_copy(&c.snapshot)?;
+            crate::failpoint!("failover.after_copy");
         }
         ctx.st.copies_done.push(c.role.clone());
         ctx.save()?;
@@ -811,6 +849,7 @@ fn mount_copies(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
                 .arg(mp)
                 .run()
                 .ctx(format!("volume `{}`", c.role))?;
+            crate::failpoint!("failover.after_mount");
         }
         ctx.st.mounts_done.push(c.role.clone());
         ctx.save()?;
@@ -872,6 +911,9 @@ fn run_replay(plan: &Plan, ctx: &mut Ctx) -> Result<ReplayOutcome> {
         }
     };
     ctx.st.replay_exit = exit_code;
+    // Recorded at once: a rerun after a crash from here on does not replay
+    // again what this replay applied.
+    ctx.save()?;
     Ok(ReplayOutcome {
         argv,
         exit_code,

@@ -491,12 +491,13 @@ fn cmd_role(
     let (role, generation) = snapsite::site::current_role(cfg, catalog)?;
     let rec = catalog.role_record()?;
     let peer = catalog.peer_record()?;
+    let interrupted = snapsite::status::interrupted(catalog)?;
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "site": cfg.site, "role": role, "generation": generation,
-                "record": rec, "peer": peer,
+                "record": rec, "peer": peer, "interrupted": interrupted,
             }))?
         );
         return Ok(ExitCode::SUCCESS);
@@ -519,6 +520,9 @@ fn cmd_role(
             p.generation.map(|g| g.to_string()).unwrap_or("?".into()),
             p.seen_at
         );
+    }
+    for i in &interrupted {
+        println!("{}", snapsite::journal::render(i));
     }
     Ok(ExitCode::SUCCESS)
 }

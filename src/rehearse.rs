@@ -98,6 +98,25 @@ pub fn in_use(catalog: &Catalog) -> Result<BTreeSet<String>> {
     Ok(out)
 }
 
+/// A rehearsal that was killed (its progress file left, its process gone),
+/// for `status` and `role`: the next `rehearse` (or `prune`) cleans it up.
+pub fn interrupted(catalog: &Catalog) -> Result<Option<crate::journal::Interrupted>> {
+    let Some(st) = catalog.rehearsal_state::<State>()? else {
+        return Ok(None);
+    };
+    if st.attempt.as_ref().is_none_or(procs::is_alive) {
+        return Ok(None);
+    }
+    Ok(Some(crate::journal::Interrupted {
+        verb: "rehearse".into(),
+        started_at: st.started_at.unwrap_or_else(Timestamp::now),
+        last_step: st.clones.last().map(|r| format!("clone:{r}")),
+        steps_done: st.clones.len(),
+        finish: "snapsite rehearse".into(),
+        journal: catalog.root().join("rehearsal/state.json"),
+    }))
+}
+
 /// Clean up after a rehearsal that was killed: stop what is left of its
 /// process groups, remove its clones, forget it. The caller holds the site
 /// lock. A rehearsal still running is left alone (`Ok(false)` and a note).
@@ -186,6 +205,7 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Report> {
                 st.clones.push(c.role.clone());
                 catalog.write_rehearsal_state(&st)?;
                 backend::open(vol).rehearsal_copy(&c.snapshot)?;
+                crate::failpoint!("rehearse.after_clone");
                 eprintln!("  clone    {:<10} {} -> {}", c.role, c.snapshot, c.target);
             }
             Ok(())
@@ -233,6 +253,7 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Report> {
         }
     };
     let seconds_replay = t1.elapsed().as_secs_f64();
+    crate::failpoint!("rehearse.after_replay");
 
     let t2 = Instant::now();
     {
@@ -247,6 +268,7 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Report> {
         teardown(cfg, &st)?;
         catalog.remove_rehearsal_state()?;
     }
+    crate::failpoint!("rehearse.after_teardown");
     let seconds_teardown = t2.elapsed().as_secs_f64();
     let finished_at = Timestamp::now();
     let mut report = Report {

@@ -92,6 +92,10 @@ pub struct Status {
     /// The last rehearsal (`snapsite rehearse`) on this site.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rehearsal: Option<RehearsalStatus>,
+    /// Verbs that stopped before their end (their journals in state_dir),
+    /// with the command that finishes each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interrupted: Vec<crate::journal::Interrupted>,
     pub now: Timestamp,
     pub level: Level,
     pub findings: Vec<Finding>,
@@ -163,6 +167,15 @@ fn redolog_time(
         .and_then(|m| m.member(redolog_role))
         .map(|m| m.before)
         .or_else(|| id_time(id))
+}
+
+/// Every verb that stopped before its end on this site: the journaled
+/// ones, an unfinished failover, a killed rehearsal.
+pub fn interrupted(catalog: &crate::catalog::Catalog) -> Result<Vec<crate::journal::Interrupted>> {
+    let mut out = crate::journal::interrupted(catalog)?;
+    out.extend(crate::failover::interrupted(catalog)?);
+    out.extend(crate::rehearse::interrupted(catalog)?);
+    Ok(out)
 }
 
 /// Gather the figures (reads the catalog and lists the snapshots).
@@ -261,6 +274,7 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
         role_record: catalog.role_record()?,
         peer: catalog.peer_record()?,
         rehearsal: rehearsal_status(catalog)?,
+        interrupted: interrupted(catalog)?,
         now,
         level: Level::Ok,
         findings: Vec::new(),
@@ -295,6 +309,12 @@ fn age(s: f64) -> String {
 pub fn evaluate(cfg: &Config, s: &Status) -> Vec<Finding> {
     let t = &cfg.status;
     let mut out = Vec::new();
+    for i in &s.interrupted {
+        out.push(Finding {
+            level: Level::Critical,
+            message: crate::journal::render(i),
+        });
+    }
     // The split-brain guard: a primary whose peer is primary too, or holds
     // a newer generation, must not ship (and `ship` refuses).
     if s.role == Role::Primary {
@@ -730,6 +750,7 @@ recovery_point_critical = "1h"
             role_record: None,
             peer: None,
             rehearsal: None,
+            interrupted: vec![],
             now,
             level: Level::Ok,
             findings: vec![],

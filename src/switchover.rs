@@ -66,63 +66,189 @@ pub fn check(cfg: &Config) -> Result<String> {
     ))
 }
 
-/// Switch over: final set, ship, demote.
+/// The journal of a switchover (`state_dir/journal-switchover.json`): the
+/// final set once taken, the demote plan once made. The steps recorded
+/// as done: `shipped` (the final set is committed on the peer), then the
+/// demote's own steps.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Intent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_set: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<failback::Plan>,
+}
+
+/// A switchover up to its demote: the final set shipped, the plan made.
+struct Prepared {
+    fin_id: String,
+    payload: u64,
+    wire: u64,
+    plan: failback::Plan,
+    seconds_final_set: f64,
+    seconds_ship: f64,
+}
+
+/// Switch over: final set, ship, demote. Journaled: a rerun after a crash
+/// reuses the recorded final set (no second one), does not ship what the
+/// peer committed, and finishes a demote from its first step not done.
 pub fn run(cfg: &Config) -> Result<Report> {
     let t0 = std::time::Instant::now();
     let catalog = Catalog::new(&cfg.state_dir);
     let _lock = catalog.lock("switchover", std::time::Duration::from_secs(600))?;
-    coordinator::refuse_unless_primary(cfg, &catalog)?;
-    // As the peer's standby this site receives into `replica` (ZFS, LVM):
-    // refused now, before the final set, rather than after it shipped.
-    failback::require_replicas(cfg, &crate::backend::Stores::open(cfg))?;
-    let fin = coordinator::take_set(cfg, &catalog, SetKind::Full).ctx("the final set")?;
-    let seconds_final_set = t0.elapsed().as_secs_f64();
-    let t1 = std::time::Instant::now();
-    let ship: ShipReport = coordinator::ship(cfg, &catalog, &mut |_, _, _, _| {})
-        .ctx("shipping the final set; this site stays primary")?;
-    if !ship.committed.contains(&fin.id) {
-        return Err(Error::storage(format!(
-            "the final set {} did not commit on the peer; this site stays primary",
-            fin.id
-        ))
-        .with_hint("fix the cause (`snapsite ship` says it) and run switchover again"));
-    }
-    let seconds_ship = t1.elapsed().as_secs_f64();
-    // The peer's inventory now, with the final set in it.
-    let view = failback::peer_view(cfg)?;
-    let theirs = view
-        .volumes
-        .iter()
-        .map(|v| (v.role.clone(), v.snapshots.iter().cloned().collect()))
-        .collect();
-    let peer = crate::model::wire_str(&view.site);
-    let (_, own) = crate::site::current_role(cfg, &catalog)?;
-    let plan = failback::demote_plan(
-        cfg,
-        &catalog,
-        &peer,
-        view.generation.unwrap_or(own).min(own),
-        &theirs,
-        &view.committed,
-    )?;
-    if plan
-        .base
-        .values()
-        .any(|b| b.as_deref() != Some(fin.id.as_str()))
-    {
-        return Err(Error::integrity(format!(
-            "the peer does not hold every member of the final set {} (bases: {:?}); this site stays primary",
-            fin.id, plan.base
-        )));
-    }
-    let demote = failback::demote(cfg, &catalog, &plan, "switchover")?;
+    let mut j = match crate::journal::load(&catalog, "switchover")? {
+        Some(j) => {
+            tracing::warn!(journal = %j.path().display(), "finishing an interrupted switchover");
+            j
+        }
+        None => {
+            coordinator::refuse_unless_primary(cfg, &catalog)?;
+            // As the peer's standby this site receives into `replica` (ZFS,
+            // LVM): refused now, before the final set, rather than after it
+            // shipped.
+            failback::require_replicas(cfg, &crate::backend::Stores::open(cfg))?;
+            crate::journal::begin(
+                &catalog,
+                "switchover",
+                "snapsite switchover",
+                &Intent::default(),
+            )?
+        }
+    };
+    let mut intent: Intent = j.intent()?;
+    // Until the demote plan is recorded this site is a full primary: a
+    // plain error (the peer unreachable, the final set not committed)
+    // ends the switchover, and the next one starts afresh with a new final
+    // set (the application may have run in between). Only a crash leaves
+    // the journal behind for a rerun to resume.
+    let before_demote = (|| -> Result<Prepared> {
+        let mut recorded = intent
+            .final_set
+            .clone()
+            .filter(|id| catalog.has_manifest(id));
+        if recorded.is_none() {
+            // A run that died right after its final set was complete,
+            // before recording it, left a full set taken since the journal
+            // began: that is the final set.
+            recorded = catalog
+                .manifests()?
+                .into_iter()
+                .rev()
+                .find(|m| {
+                    m.kind == SetKind::Full
+                        && m.site == cfg.site
+                        && m.members.iter().all(|x| x.before >= j.journal.started_at)
+                })
+                .map(|m| m.id);
+            if let Some(id) = &recorded {
+                intent.final_set = Some(id.clone());
+                j.set_intent(&intent)?;
+            }
+        }
+        let fin_id = match recorded {
+            Some(id) => id,
+            None => {
+                let fin =
+                    coordinator::take_set(cfg, &catalog, SetKind::Full).ctx("the final set")?;
+                intent.final_set = Some(fin.id.clone());
+                j.set_intent(&intent)?;
+                crate::failpoint!("switchover.after_final_set");
+                fin.id
+            }
+        };
+        let seconds_final_set = t0.elapsed().as_secs_f64();
+        let t1 = std::time::Instant::now();
+        let (mut payload, mut wire) = (0, 0);
+        if !j.is_done("shipped") {
+            let ship: ShipReport = coordinator::ship(cfg, &catalog, &mut |_, _, _, _| {})
+                .ctx("shipping the final set; this site stays primary")?;
+            payload = ship.payload_bytes;
+            wire = ship.wire_bytes;
+            // Committed by this ship, or by an earlier run's.
+            let committed = ship.committed.contains(&fin_id)
+                || catalog
+                    .standby_record()?
+                    .is_some_and(|r| r.committed.contains(&fin_id));
+            if !committed {
+                return Err(Error::storage(format!(
+                    "the final set {fin_id} did not commit on the peer; this site stays primary"
+                ))
+                .with_hint("fix the cause (`snapsite ship` says it) and run switchover again"));
+            }
+            j.done("shipped")?;
+            crate::failpoint!("switchover.after_ship");
+        }
+        let seconds_ship = t1.elapsed().as_secs_f64();
+        let plan = match intent.plan.clone() {
+            Some(p) => p,
+            None => {
+                // The peer's inventory now, with the final set in it.
+                let view = failback::peer_view(cfg)?;
+                let theirs = view
+                    .volumes
+                    .iter()
+                    .map(|v| (v.role.clone(), v.snapshots.iter().cloned().collect()))
+                    .collect();
+                let peer = crate::model::wire_str(&view.site);
+                let (_, own) = crate::site::current_role(cfg, &catalog)?;
+                let plan = failback::demote_plan(
+                    cfg,
+                    &catalog,
+                    &peer,
+                    view.generation.unwrap_or(own).min(own),
+                    &theirs,
+                    &view.committed,
+                )?;
+                if plan
+                    .base
+                    .values()
+                    .any(|b| b.as_deref() != Some(fin_id.as_str()))
+                {
+                    return Err(Error::integrity(format!(
+                        "the peer does not hold every member of the final set {fin_id} (bases: {:?}); this site stays primary",
+                        plan.base
+                    )));
+                }
+                intent.plan = Some(plan.clone());
+                j.set_intent(&intent)?;
+                crate::failpoint!("switchover.after_plan");
+                plan
+            }
+        };
+        Ok(Prepared {
+            fin_id,
+            payload,
+            wire,
+            plan,
+            seconds_final_set,
+            seconds_ship,
+        })
+    })();
+    let Prepared {
+        fin_id,
+        payload,
+        wire,
+        plan,
+        seconds_final_set,
+        seconds_ship,
+    } = match before_demote {
+        Ok(x) => x,
+        Err(e) => {
+            if intent.plan.is_none() {
+                j.finish()?;
+            }
+            return Err(e);
+        }
+    };
+    let demote = failback::demote_steps(cfg, &catalog, &plan, "switchover", &mut j)?;
+    j.finish()?;
+    let peer = plan.peer.clone();
     Ok(Report {
         site: cfg.site.clone(),
-        next: format!("on {peer}: snapsite failover --set {}", fin.id),
+        next: format!("on {peer}: snapsite failover --set {fin_id}"),
         peer,
-        final_set: fin.id,
-        ship_payload_bytes: ship.payload_bytes,
-        ship_wire_bytes: ship.wire_bytes,
+        final_set: fin_id,
+        ship_payload_bytes: payload,
+        ship_wire_bytes: wire,
         demote,
         seconds_final_set,
         seconds_ship,

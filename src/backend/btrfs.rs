@@ -491,7 +491,10 @@ impl Backend for Btrfs {
     /// find source subvol". So the snapshot is put into the received form:
     /// `snapshot_dir/<id>/<id>`, a snapshot of it whose Received UUID is the
     /// original's uuid (BTRFS_IOC_SET_RECEIVED_SUBVOL), read-only; then the
-    /// original goes. Idempotent; a received snapshot is left alone.
+    /// original goes. Idempotent, and safe to redo after a crash at any
+    /// point: `.orig-<id>` holds the data until the received form is
+    /// complete (a rerun completes it from there), and a received form
+    /// that is already read-only is checked, not written again.
     fn make_receivable(&self, vol: &Volume, name: &str) -> Result<()> {
         if parse_set_id(name).is_none() {
             return Err(Error::refused(format!("`{name}` is not a set id")));
@@ -507,27 +510,56 @@ impl Backend for Btrfs {
                 return Ok(());
             }
             std::fs::rename(&flat, &orig).ctx(ctx())?;
+            fsync_dir(dir)?;
+            crate::failpoint!("btrfs.make_receivable.after_rename");
         }
         if !is_subvolume(&orig) {
             return Ok(()); // already in the received form (or not here)
         }
         let info = subvolume_show(&orig)?;
         std::fs::create_dir_all(&flat).ctx(ctx())?;
-        if !is_subvolume(&nested) {
+        let done = if is_subvolume(&nested) {
+            let n = subvolume_show(&nested)?;
+            if n.received_uuid.as_deref() == Some(info.uuid.as_str()) && n.readonly {
+                true
+            } else if n.readonly {
+                // Not ours to fix: something else made it read-only.
+                return Err(Error::storage(format!(
+                    "volume `{}`: {} is read-only without the Received UUID {} of {}",
+                    vol.role,
+                    nested.display(),
+                    info.uuid,
+                    orig.display()
+                ))
+                .with_hint(format!(
+                    "{} still holds the data; delete {} (`btrfs subvolume delete`) and run this again",
+                    orig.display(),
+                    nested.display()
+                )));
+            } else {
+                false
+            }
+        } else {
             Cmd::new("btrfs")
                 .args(["subvolume", "snapshot"])
                 .arg(&orig)
                 .arg(&nested)
                 .run()
                 .ctx(ctx())?;
+            crate::failpoint!("btrfs.make_receivable.after_copy");
+            false
+        };
+        if !done {
+            set_received_uuid(&nested, &info.uuid).ctx(ctx())?;
+            crate::failpoint!("btrfs.make_receivable.after_received_uuid");
+            Cmd::new("btrfs")
+                .args(["property", "set", "-ts"])
+                .arg(&nested)
+                .args(["ro", "true"])
+                .run()
+                .ctx(ctx())?;
+            crate::failpoint!("btrfs.make_receivable.after_readonly");
         }
-        set_received_uuid(&nested, &info.uuid).ctx(ctx())?;
-        Cmd::new("btrfs")
-            .args(["property", "set", "-ts"])
-            .arg(&nested)
-            .args(["ro", "true"])
-            .run()
-            .ctx(ctx())?;
         delete_subvolume(&orig).ctx(ctx())?;
         fsync_dir(dir)
     }
