@@ -54,6 +54,7 @@ use crate::catalog::Catalog;
 use crate::config::{Config, VolumeAddr};
 use crate::error::{Context, Error, Result};
 use crate::model::{wire_str, wire_text};
+use crate::safefile::{Access, Root};
 use crate::stream::{Frame, Msg, PROTOCOL_VERSION, Reader, SpoolEvent, SpoolFileState, Writer};
 use crate::streamconf::{StreamSettings, check_name, glob_match};
 
@@ -96,38 +97,9 @@ fn spool_dir(catalog: &Catalog) -> PathBuf {
 }
 
 // ---------------------------------------------------------------------------
-// Files below a root, never through a symlink.
-
-/// `root/name` after checking every component below `root` is a real
-/// directory (no symlink), the name itself validated.
-fn safe_path(root: &Path, name: &str) -> std::result::Result<PathBuf, String> {
-    check_name(name)?;
-    let mut p = root.to_path_buf();
-    let comps: Vec<&str> = name.split('/').collect();
-    for c in &comps[..comps.len() - 1] {
-        p.push(c);
-        match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(format!("{} is not a directory", p.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("{}: {e}", p.display())),
-        }
-    }
-    p.push(comps[comps.len() - 1]);
-    Ok(p)
-}
-
-/// Size of a regular file `name` below `root`; `None` if absent; an error
-/// for anything else there (a symlink, a directory).
-fn file_size(root: &Path, name: &str) -> std::result::Result<Option<u64>, String> {
-    let p = safe_path(root, name)?;
-    match std::fs::symlink_metadata(&p) {
-        Ok(m) if m.is_file() => Ok(Some(m.len())),
-        Ok(_) => Err(format!("{} is not a regular file", p.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", p.display())),
-    }
-}
+// Files below a root: what came from the primary (a snapshot, failover's
+// copy) is opened through `safefile` only; `open_nofollow` is for the
+// primary's own live files.
 
 fn open_nofollow(p: &Path, write: bool) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -734,18 +706,22 @@ fn spool_lock(dir: &Path, name: &str, wait: Duration) -> Result<nix::fcntl::Floc
 // ---------------------------------------------------------------------------
 // Matching the spool against a directory (a snapshot or failover's copy).
 
-/// A view of a directory's files, cached (sizes and compared ranges).
+/// A view of a directory's files, cached (sizes, descriptors and compared
+/// ranges). Every file is opened through [`safefile::Root`]: regular files
+/// only, no symlink anywhere on the way.
 struct View<'a> {
-    root: &'a Path,
+    root: &'a Root,
     sizes: HashMap<String, std::result::Result<Option<u64>, String>>,
+    files: HashMap<String, Option<File>>,
     same: HashMap<(String, u64, Src, u64), bool>,
 }
 
 impl<'a> View<'a> {
-    fn new(root: &'a Path) -> Self {
+    fn new(root: &'a Root) -> Self {
         View {
             root,
             sizes: HashMap::new(),
+            files: HashMap::new(),
             same: HashMap::new(),
         }
     }
@@ -753,8 +729,23 @@ impl<'a> View<'a> {
         let root = self.root;
         self.sizes
             .entry(name.to_string())
-            .or_insert_with(|| file_size(root, name))
+            .or_insert_with(|| {
+                check_name(name)?;
+                root.regular_size(name)
+            })
             .clone()
+    }
+    /// Bytes `[off, off + want.len())` of `name` equal `want`?
+    fn bytes_equal(&mut self, name: &str, off: u64, want: &[u8]) -> bool {
+        let root = self.root;
+        let f = self.files.entry(name.to_string()).or_insert_with(|| {
+            check_name(name).ok()?;
+            root.open_regular(name, Access::Read).ok().flatten()
+        });
+        f.as_ref().is_some_and(|f| {
+            let mut buf = vec![0u8; want.len()];
+            f.read_exact_at(&mut buf, off).is_ok() && buf == want
+        })
     }
     fn equal(&mut self, sp: &Spool, name: &str, r: &Range) -> bool {
         let key = (name.to_string(), r.offset, r.src, r.len);
@@ -762,27 +753,15 @@ impl<'a> View<'a> {
             return *v;
         }
         let want = &sp.data(r.src)[..r.len as usize];
-        let ok = safe_path(self.root, name)
-            .ok()
-            .and_then(|p| open_nofollow(&p, false).ok())
-            .is_some_and(|f| {
-                let mut buf = vec![0u8; want.len()];
-                f.read_exact_at(&mut buf, r.offset).is_ok() && buf == want
-            });
+        let ok = self.bytes_equal(name, r.offset, want);
         self.same.insert(key, ok);
         ok
     }
 
     /// Bytes `[from, to)` of range `r` equal in the file?
-    fn equal_part(&self, sp: &Spool, name: &str, r: &Range, from: u64, to: u64) -> bool {
+    fn equal_part(&mut self, sp: &Spool, name: &str, r: &Range, from: u64, to: u64) -> bool {
         let want = &sp.data(r.src)[(from - r.offset) as usize..(to - r.offset) as usize];
-        safe_path(self.root, name)
-            .ok()
-            .and_then(|p| open_nofollow(&p, false).ok())
-            .is_some_and(|f| {
-                let mut buf = vec![0u8; want.len()];
-                f.read_exact_at(&mut buf, from).is_ok() && buf == want
-            })
+        self.bytes_equal(name, from, want)
     }
 
     /// Is the directory at the state `sim`? `Err(reason)` if not. With
@@ -851,7 +830,7 @@ impl<'a> View<'a> {
 
 /// The largest `j` such that the directory holds the state after the
 /// spool's first `j` items; `Err` with the reason the base does not match.
-fn find_cut(sp: &Spool, root: &Path) -> std::result::Result<(usize, Sim), String> {
+fn find_cut(sp: &Spool, root: &Root) -> std::result::Result<(usize, Sim), String> {
     let mut view = View::new(root);
     let mut sim = sp.base_sim();
     // Forward: which cuts pass the cheap check (names and sizes); only
@@ -1057,6 +1036,7 @@ pub fn checkpoint(dir: &Path, root: &Path, set_id: &str) -> Result<Option<usize>
     if sp.base.is_empty() && sp.items.is_empty() {
         return Ok(None);
     }
+    let root = &Root::open(root)?;
     match find_cut(&sp, root) {
         Ok((j, sim)) => {
             let new = rebase(&sp, j, &sim, None);
@@ -1317,85 +1297,73 @@ pub struct StreamRecovery {
     pub not_used: Option<String>,
 }
 
-fn apply_event(root: &Path, it: &Item) -> std::result::Result<(), String> {
-    let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+fn apply_event(root: &Root, it: &Item) -> std::result::Result<(), String> {
+    let io = |name: &str, e: std::io::Error| format!("{}: {e}", root.display(name).display());
+    let parent_dirs = |name: &str| -> std::result::Result<(), String> {
+        match name.rsplit_once('/') {
+            Some((d, _)) => root.create_dirs(d).map(|_| ()),
+            None => Ok(()),
+        }
+    };
     match &it.ev {
         SpoolEvent::Base { .. } => {}
         SpoolEvent::Append { file, offset, len } => {
-            let p = safe_path(root, file)?;
-            if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
-            }
-            let f = match open_nofollow(&p, true) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && *offset == 0 => {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .read(true)
-                        .create_new(true)
-                        .mode(0o644)
-                        .open(&p)
-                        .map_err(|e| io(&p, e))?
+            check_name(file)?;
+            parent_dirs(file)?;
+            // Checked to be a regular file on its descriptor before any
+            // byte is written (never a device, FIFO or socket).
+            let f = match root.open_regular(file, Access::ReadWrite)? {
+                Some(f) => f,
+                None if *offset == 0 => root.create_new(file)?,
+                None => {
+                    return Err(format!(
+                        "{}: absent, the spool continues it at {offset}",
+                        root.display(file).display()
+                    ));
                 }
-                Err(e) => return Err(io(&p, e)),
             };
-            let size = f.metadata().map_err(|e| io(&p, e))?.len();
+            let size = f.metadata().map_err(|e| io(file, e))?.len();
             if size < *offset {
                 return Err(format!(
                     "{}: {size} bytes, the spool continues it at {offset}",
-                    p.display()
+                    root.display(file).display()
                 ));
             }
             // Bytes already there (the copy was ahead) must be the same.
             let have = (size - offset).min(*len) as usize;
             let mut buf = vec![0u8; have];
-            f.read_exact_at(&mut buf, *offset).map_err(|e| io(&p, e))?;
+            f.read_exact_at(&mut buf, *offset)
+                .map_err(|e| io(file, e))?;
             if buf != it.data[..have] {
                 return Err(format!(
                     "{}: bytes at {offset} differ from the spool",
-                    p.display()
+                    root.display(file).display()
                 ));
             }
             f.write_all_at(&it.data[have..], offset + have as u64)
-                .map_err(|e| io(&p, e))?;
-            f.sync_data().map_err(|e| io(&p, e))?;
+                .map_err(|e| io(file, e))?;
+            f.sync_data().map_err(|e| io(file, e))?;
         }
         SpoolEvent::Truncate { file, size } => {
-            let p = safe_path(root, file)?;
-            let f = open_nofollow(&p, true).map_err(|e| io(&p, e))?;
-            f.set_len(*size).map_err(|e| io(&p, e))?;
-            f.sync_data().map_err(|e| io(&p, e))?;
+            check_name(file)?;
+            let f = root.open_existing(file, Access::ReadWrite)?;
+            f.set_len(*size).map_err(|e| io(file, e))?;
+            f.sync_data().map_err(|e| io(file, e))?;
         }
         SpoolEvent::Rename { from, to } => {
-            let a = safe_path(root, from)?;
-            let b = safe_path(root, to)?;
-            if let Some(parent) = b.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
-            }
-            std::fs::rename(&a, &b).map_err(|e| io(&a, e))?;
+            check_name(from)?;
+            check_name(to)?;
+            root.regular_size(from)?;
+            parent_dirs(to)?;
+            root.rename(from, to)?;
         }
         SpoolEvent::Remove { file } => {
-            let p = safe_path(root, file)?;
-            std::fs::remove_file(&p).map_err(|e| io(&p, e))?;
+            check_name(file)?;
+            root.regular_size(file)?;
+            root.remove(file, false)?;
         }
     }
     Ok(())
-}
-
-fn sync_dirs(root: &Path, names: &BTreeSet<String>) {
-    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
-    dirs.insert(root.to_path_buf());
-    for n in names {
-        if let Ok(p) = safe_path(root, n) {
-            if let Some(d) = p.parent() {
-                dirs.insert(d.to_path_buf());
-            }
-        }
-    }
-    for d in dirs {
-        let _ = File::open(&d).and_then(|f| f.sync_all());
-    }
 }
 
 /// Apply the spool in `spool_dir` to the files at `root` (the redolog copy,
@@ -1405,6 +1373,7 @@ fn sync_dirs(root: &Path, names: &BTreeSet<String>) {
 /// spooled byte.
 pub fn apply_dir(spool: &Path, root: &Path, snapshot_time: Timestamp) -> Result<StreamRecovery> {
     let sp = Spool::load(spool, false)?;
+    let root = &Root::open(root)?;
     if sp.base.is_empty() && sp.items.is_empty() {
         return Ok(StreamRecovery {
             not_used: Some("the spool is empty".into()),
@@ -1422,7 +1391,7 @@ pub fn apply_dir(spool: &Path, root: &Path, snapshot_time: Timestamp) -> Result<
         bytes += it.data.len() as u64;
     }
     let sim = sp.sim();
-    sync_dirs(root, &sim.known);
+    root.sync_dirs(sim.known.iter().map(|s| s.as_str()));
     View::new(root)
         .at(&sp, &sim, true, None)
         .map_err(|e| Error::integrity(format!("the copy after applying the spool: {e}")))?;

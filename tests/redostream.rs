@@ -651,3 +651,215 @@ fn btrfs_failover_no_stream_uses_the_snapshot_alone() {
     assert!(report.get("stream").is_none(), "{report}");
     assert_eq!(digest(&lab.dir.path().join("mnt-app/redolog")), snap);
 }
+
+/// Every entry below `root` (not following symlinks): type, and content of
+/// regular files, symlink targets — never opening a special file.
+fn tree_state(root: &Path) -> BTreeMap<String, String> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut out = BTreeMap::new();
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let mut ents: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
+        ents.sort_by_key(|e| e.file_name());
+        for e in ents {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let t = std::fs::symlink_metadata(&p).unwrap().file_type();
+            let v = if t.is_dir() {
+                walk(root, &p, out);
+                "dir".to_string()
+            } else if t.is_file() {
+                format!(
+                    "file {}",
+                    blake3::hash(&std::fs::read(&p).unwrap()).to_hex()
+                )
+            } else if t.is_symlink() {
+                format!("link {}", std::fs::read_link(&p).unwrap().display())
+            } else if t.is_fifo() {
+                "fifo".into()
+            } else if t.is_socket() {
+                "socket".into()
+            } else {
+                "device".into()
+            };
+            out.insert(rel, v);
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
+
+fn app(file: &str, offset: u64, len: u64) -> SpoolEvent {
+    SpoolEvent::Append {
+        file: file.into(),
+        offset,
+        len,
+    }
+}
+
+/// A spool appending to `redo.log` and creating `archive/redo-1.log`.
+fn two_file_spool() -> Standby {
+    let stb = standby();
+    let (mut c, _, _) = stb.session();
+    let m = raw_batch(&mut c, 1, vec![app("redo.log", 0, 4)], b"abcd", None);
+    assert_eq!(m, Msg::SpoolAck { seq: 1 });
+    let m = raw_batch(
+        &mut c,
+        2,
+        vec![app("archive/redo-1.log", 0, 3), app("redo.log", 4, 2)],
+        b"xyzef",
+        None,
+    );
+    assert_eq!(m, Msg::SpoolAck { seq: 2 });
+    c.close();
+    stb
+}
+
+/// Apply to `copy`: must fail within a second naming `want`, leaving the
+/// copy (and `outside`) exactly as they were.
+fn refused_untouched(stb: &Standby, copy: &Path, outside: &Path, want: &[&str]) {
+    let (before, before_out) = (tree_state(copy), tree_state(outside));
+    let t = std::time::Instant::now();
+    let e = redostream::apply_dir(&stb.spool(), copy, jiff::Timestamp::now())
+        .unwrap_err()
+        .to_string();
+    assert!(t.elapsed() < Duration::from_secs(1), "{e}");
+    for w in want {
+        assert!(e.contains(w), "want `{w}` in: {e}");
+    }
+    assert_eq!(tree_state(outside), before_out, "{e}");
+    assert_eq!(
+        tree_state(copy),
+        before,
+        "the copy must be left as it was: {e}"
+    );
+}
+
+#[test]
+fn failover_apply_refuses_special_files_at_every_component() {
+    use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+    let stb = two_file_spool();
+    // A plain empty copy: both files made from the spool.
+    let ok = tempfile::tempdir().unwrap();
+    let r = redostream::apply_dir(&stb.spool(), ok.path(), jiff::Timestamp::now()).unwrap();
+    assert_eq!(r.events_applied, 3);
+    assert_eq!(
+        std::fs::read(ok.path().join("redo.log")).unwrap(),
+        b"abcdef"
+    );
+    assert_eq!(
+        std::fs::read(ok.path().join("archive/redo-1.log")).unwrap(),
+        b"xyz"
+    );
+    let mode = Mode::from_bits_truncate(0o600);
+    type Setup = fn(&Path, &Path, Mode);
+    let cases: Vec<(&str, Setup, Vec<&str>)> = vec![
+        (
+            "redo.log a FIFO",
+            |c, _, m| nix::unistd::mkfifo(&c.join("redo.log"), m).unwrap(),
+            vec!["redo.log", "FIFO"],
+        ),
+        (
+            "redo.log a socket",
+            |c, _, _| {
+                let l = std::os::unix::net::UnixListener::bind(c.join("redo.log")).unwrap();
+                std::mem::forget(l);
+            },
+            vec!["redo.log", "socket"],
+        ),
+        (
+            "redo.log a character device",
+            |c, _, m| mknod(&c.join("redo.log"), SFlag::S_IFCHR, m, makedev(1, 3)).unwrap(),
+            vec!["redo.log", "character device"],
+        ),
+        (
+            "redo.log a symlink to a file outside",
+            |c, o, _| {
+                std::fs::write(o.join("victim"), b"ab").unwrap();
+                std::os::unix::fs::symlink(o.join("victim"), c.join("redo.log")).unwrap();
+            },
+            vec!["redo.log", "symbolic link"],
+        ),
+        (
+            "archive a symlink to a directory outside",
+            |c, o, _| {
+                std::fs::write(c.join("redo.log"), b"abcd").unwrap();
+                std::os::unix::fs::symlink(o, c.join("archive")).unwrap();
+            },
+            vec!["archive", "symbolic link"],
+        ),
+        (
+            "archive/redo-1.log a FIFO",
+            |c, _, m| {
+                std::fs::write(c.join("redo.log"), b"abcd").unwrap();
+                std::fs::create_dir(c.join("archive")).unwrap();
+                nix::unistd::mkfifo(&c.join("archive/redo-1.log"), m).unwrap();
+            },
+            vec!["archive/redo-1.log", "FIFO"],
+        ),
+        (
+            "archive a FIFO",
+            |c, _, m| {
+                std::fs::write(c.join("redo.log"), b"abcd").unwrap();
+                nix::unistd::mkfifo(&c.join("archive"), m).unwrap();
+            },
+            vec!["archive"],
+        ),
+    ];
+    for (what, setup, want) in cases {
+        eprintln!("case: {what}");
+        let copy = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        setup(copy.path(), outside.path(), mode);
+        refused_untouched(&stb, copy.path(), outside.path(), &want);
+    }
+}
+
+/// The first defect: `redo.log` a block device node of a disk of
+/// the standby (here a loop device over a file of zeros): nothing may be
+/// written to it.
+#[test]
+fn failover_apply_writes_nothing_to_a_block_device() {
+    require_real!();
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::MetadataExt;
+    let stb = two_file_spool();
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("disk.img");
+    std::fs::write(&backing, vec![0u8; 1 << 20]).unwrap();
+    let loopdev = common::sh(&["losetup", "--find", "--show", backing.to_str().unwrap()]);
+    let loopdev = loopdev.trim().to_string();
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", &self.0])
+                .status();
+        }
+    }
+    let _detach = Detach(loopdev.clone());
+    let m = std::fs::metadata(&loopdev).unwrap();
+    assert!(m.file_type().is_block_device());
+    let copy = dir.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    nix::sys::stat::mknod(
+        &copy.join("redo.log"),
+        nix::sys::stat::SFlag::S_IFBLK,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        m.rdev(),
+    )
+    .unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    refused_untouched(&stb, &copy, outside.path(), &["redo.log", "block device"]);
+    // Through the device itself (not the page cache of the file).
+    let mut dev = vec![0u8; 1 << 20];
+    use std::io::Read;
+    std::fs::File::open(&loopdev)
+        .unwrap()
+        .read_exact(&mut dev)
+        .unwrap();
+    assert!(
+        dev.iter().all(|b| *b == 0),
+        "bytes were written to the device"
+    );
+    assert!(std::fs::read(&backing).unwrap().iter().all(|b| *b == 0));
+}
