@@ -62,9 +62,17 @@ use crate::streamconf::{StreamSettings, check_name, glob_match};
 pub const MAX_BATCH_BYTES: u64 = 8 << 20;
 /// Most events in one batch.
 pub const MAX_BATCH_EVENTS: usize = 4096;
+/// Most events the spool holds (beyond them batches are refused as for a
+/// full spool, until a checkpoint drops what a snapshot covers): bounds
+/// matching at failover to a few seconds whatever the primary sends.
+pub const MAX_SPOOL_EVENTS: usize = 1 << 21;
 /// Known tail kept per file across a checkpoint (resume check).
 const TAIL: usize = 4096;
 const JOURNAL: &str = "journal";
+/// Longest a commit-time checkpoint matches (serve holds the site lock).
+const CHECKPOINT_TIME: Duration = Duration::from_secs(20);
+/// Longest failover's apply matches before it uses the snapshot alone.
+const APPLY_MATCH_TIME: Duration = Duration::from_secs(20);
 
 /// `[stream]` if configured and enabled.
 pub fn settings(cfg: &Config) -> Option<&StreamSettings> {
@@ -318,8 +326,12 @@ impl Sim {
                     ));
                 }
                 inst.size = *size;
-                inst.ranges.retain(|r| r.offset < *size);
-                for r in &mut inst.ranges {
+                // Ranges are sorted and disjoint (appends continue the
+                // size): only the top ones are cut.
+                while inst.ranges.last().is_some_and(|r| r.offset >= *size) {
+                    inst.ranges.pop();
+                }
+                if let Some(r) = inst.ranges.last_mut() {
                     r.len = r.len.min(size - r.offset);
                 }
             }
@@ -653,6 +665,16 @@ impl Spool {
         self.items.is_empty()
     }
 
+    /// The first cut a directory may be at: after the last `Base` event (a
+    /// restart of the spool from the primary's files, sizes without bytes:
+    /// a directory before it cannot be brought to it from the spool).
+    fn min_cut(&self) -> usize {
+        self.items
+            .iter()
+            .rposition(|it| matches!(it.ev, SpoolEvent::Base { .. }))
+            .map_or(0, |k| k + 1)
+    }
+
     pub fn pending_bytes(&self) -> u64 {
         self.items.iter().map(|i| i.data.len() as u64).sum()
     }
@@ -714,7 +736,13 @@ struct View<'a> {
     sizes: HashMap<String, std::result::Result<Option<u64>, String>>,
     files: HashMap<String, Option<File>>,
     same: HashMap<(String, u64, Src, u64), bool>,
+    /// The last window read: (name, offset, bytes).
+    window: Option<(String, u64, Vec<u8>)>,
+    /// Bytes read from files so far (the matcher's work bound).
+    read: u64,
 }
+
+const WINDOW: usize = 1 << 20;
 
 impl<'a> View<'a> {
     fn new(root: &'a Root) -> Self {
@@ -723,9 +751,14 @@ impl<'a> View<'a> {
             sizes: HashMap::new(),
             files: HashMap::new(),
             same: HashMap::new(),
+            window: None,
+            read: 0,
         }
     }
     fn size(&mut self, name: &str) -> std::result::Result<Option<u64>, String> {
+        if let Some(v) = self.sizes.get(name) {
+            return v.clone();
+        }
         let root = self.root;
         self.sizes
             .entry(name.to_string())
@@ -735,18 +768,50 @@ impl<'a> View<'a> {
             })
             .clone()
     }
-    /// Bytes `[off, off + want.len())` of `name` equal `want`?
+    /// Bytes `[off, off + want.len())` of `name` equal `want`? Small reads
+    /// go through a window of 1 MiB (ranges are mostly met in file order).
     fn bytes_equal(&mut self, name: &str, off: u64, want: &[u8]) -> bool {
+        self.first_difference(name, off, want) == Some(None)
+    }
+
+    /// `Some(None)`: equal; `Some(Some(k))`: the last differing byte is at
+    /// `off + k`; `None`: the file cannot give these bytes (absent, shorter).
+    fn first_difference(&mut self, name: &str, off: u64, want: &[u8]) -> Option<Option<usize>> {
+        let end = off.checked_add(want.len() as u64)?;
+        let cmp =
+            |have: &[u8]| -> Option<usize> { have.iter().zip(want).rposition(|(a, b)| a != b) };
+        if let Some((n, w_off, w)) = &self.window {
+            if n == name && off >= *w_off && end <= w_off + w.len() as u64 {
+                let s = (off - w_off) as usize;
+                return Some(cmp(&w[s..s + want.len()]));
+            }
+        }
+        // Beyond the file's size (as first seen): nothing to read.
+        let size = self.size(name).ok().flatten()?;
+        if end > size {
+            return None;
+        }
         let root = self.root;
         let f = self.files.entry(name.to_string()).or_insert_with(|| {
             check_name(name).ok()?;
             root.open_regular(name, Access::Read).ok().flatten()
         });
-        f.as_ref().is_some_and(|f| {
+        let f = f.as_ref()?;
+        if want.len() >= WINDOW {
             let mut buf = vec![0u8; want.len()];
-            f.read_exact_at(&mut buf, off).is_ok() && buf == want
-        })
+            f.read_exact_at(&mut buf, off).ok()?;
+            self.read += buf.len() as u64;
+            return Some(cmp(&buf));
+        }
+        let mut buf = vec![0u8; WINDOW.min((size - off) as usize)];
+        let n = fill_at(f, &mut buf, off).ok()?;
+        buf.truncate(n);
+        self.read += n as u64;
+        let res = (n >= want.len()).then(|| cmp(&buf[..want.len()]));
+        self.window = Some((name.to_string(), off, buf));
+        res
     }
+
     fn equal(&mut self, sp: &Spool, name: &str, r: &Range) -> bool {
         let key = (name.to_string(), r.offset, r.src, r.len);
         if let Some(v) = self.same.get(&key) {
@@ -828,9 +893,384 @@ impl<'a> View<'a> {
     }
 }
 
+/// Why matching gave up (a bound, not a mismatch).
+const GAVE_UP: &str = "matching the spool gave up";
+
+/// How long matching may take and how much it may read.
+#[derive(Debug, Clone, Copy)]
+struct Bound {
+    deadline: Option<Instant>,
+}
+
 /// The largest `j` such that the directory holds the state after the
 /// spool's first `j` items; `Err` with the reason the base does not match.
-fn find_cut(sp: &Spool, root: &Root) -> std::result::Result<(usize, Sim), String> {
+///
+/// One forward pass over the events, keeping the verdict of every name
+/// (present, long enough; absent if the spool removed it) and of every file
+/// instance's bytes (the ranges it holds, compared once each against the
+/// file of its current name; the spool's later bytes beyond its size, as
+/// the last differing position, computed once per instance and name) as
+/// counters: a cut passes when no name and no instance is bad. Each event
+/// touches one or two names, so the pass is linear in events and bytes,
+/// except renames, which compare an instance's ranges against its new name
+/// (once per instance and name): the work is bounded by a multiple of the
+/// spool's bytes and events, and by `bound`'s deadline.
+fn find_cut(sp: &Spool, root: &Root, bound: Bound) -> std::result::Result<(usize, Sim), String> {
+    let fin = sp.sim();
+    let mut m = Matcher {
+        sp,
+        view: View::new(root),
+        fin: &fin,
+        sim: sp.base_sim(),
+        name_bad: HashMap::new(),
+        bad_names: 0,
+        pairs: Vec::new(),
+        saved: HashMap::new(),
+        inst_bad: Vec::new(),
+        bad_insts: 0,
+        work: 0,
+        limit: 64 * (sp.pending_bytes() + sp.base.iter().map(|b| b.tail.len() as u64).sum::<u64>())
+            + 256 * (sp.items.len() as u64 + sp.base.len() as u64)
+            + (256 << 20),
+    };
+    let min = sp.min_cut();
+    let names: Vec<(String, usize)> = m.sim.names.iter().map(|(n, i)| (n.clone(), *i)).collect();
+    for (n, i) in names {
+        m.attach(i, &n);
+        m.eval_inst(i);
+    }
+    let known: Vec<String> = m.sim.known.iter().cloned().collect();
+    for n in &known {
+        m.eval_name(n);
+    }
+    let mut best = None;
+    let mut cheap_best = None;
+    for j in 0..=sp.items.len() {
+        if m.bad_names == 0 && j >= min {
+            cheap_best = Some(j);
+            if m.bad_insts == 0 {
+                best = Some(j);
+            }
+        }
+        if j == sp.items.len() {
+            break;
+        }
+        m.step(j)?;
+        if j % 1024 == 0 && bound.deadline.is_some_and(|d| Instant::now() > d) {
+            return Err(format!(
+                "{GAVE_UP} after {j} of {} events: it took longer than allowed",
+                sp.items.len()
+            ));
+        }
+        if m.work + m.view.read > m.limit {
+            return Err(format!(
+                "{GAVE_UP} after {j} of {} events: more than {} bytes compared for a spool of {} bytes (files renamed over and over?)",
+                sp.items.len(),
+                m.limit,
+                sp.pending_bytes()
+            ));
+        }
+    }
+    if let Some(j) = best {
+        let mut s = sp.base_sim();
+        for (i, it) in sp.items[..j].iter().enumerate() {
+            s.apply(&it.ev, Src::Item(i)).expect("recorded items apply");
+        }
+        return Ok((j, s));
+    }
+    // No cut: say why, as the reason at the first cut (names, sizes) or the
+    // bytes at the latest cut whose names and sizes fit.
+    let mut view = View::new(root);
+    let mut s = sp.base_sim();
+    let upto = cheap_best.unwrap_or(0);
+    for (i, it) in sp.items[..upto].iter().enumerate() {
+        s.apply(&it.ev, Src::Item(i)).expect("recorded items apply");
+    }
+    let why = match cheap_best {
+        None => view.at(sp, &s, false, None).err(),
+        Some(_) => view.at(sp, &s, true, Some(&fin)).err(),
+    };
+    Err(why.unwrap_or_else(|| {
+        format!(
+            "no cut of the spool matches (the first {min} events restart the spool from the primary's files, which the snapshot must hold)"
+        )
+    }))
+}
+
+/// A file instance's ranges as compared against one name's file:
+/// (source, length, equal).
+type Compared = Vec<(Src, u64, bool)>;
+
+/// A comparison kept for a name an instance left: ranges, last difference.
+type Saved = (Compared, Option<Option<u64>>);
+
+struct Pair {
+    name: String,
+    stack: Compared,
+    mismatches: usize,
+    /// The last position where the spool's bytes (as of the whole spool)
+    /// differ from the file, `None` if nowhere; computed when first needed.
+    last_diff: Option<Option<u64>>,
+}
+
+struct Matcher<'a> {
+    sp: &'a Spool,
+    view: View<'a>,
+    fin: &'a Sim,
+    sim: Sim,
+    name_bad: HashMap<String, bool>,
+    bad_names: usize,
+    /// Per instance: its current name's comparison, if it has a name.
+    pairs: Vec<Option<Pair>>,
+    /// Comparisons of instances under names they left (a rename back).
+    saved: HashMap<(usize, String), Saved>,
+    inst_bad: Vec<bool>,
+    bad_insts: usize,
+    work: u64,
+    limit: u64,
+}
+
+impl Matcher<'_> {
+    fn range_equal(&mut self, name: &str, src: Src, offset: u64, len: u64) -> bool {
+        self.work += 16;
+        let d = &self.sp.data(src)[..len as usize];
+        self.view.bytes_equal(name, offset, d)
+    }
+
+    fn ensure(&mut self, i: usize) {
+        if self.pairs.len() <= i {
+            self.pairs.resize_with(i + 1, || None);
+            self.inst_bad.resize(i + 1, false);
+        }
+    }
+
+    /// Instance `i` now has name `n`: compare its ranges with `n`'s file
+    /// (reusing an earlier comparison as far as its ranges are unchanged).
+    fn attach(&mut self, i: usize, n: &str) {
+        self.ensure(i);
+        let (mut stack, last_diff) = self.saved.remove(&(i, n.to_string())).unwrap_or_default();
+        let ranges: Vec<Range> = self.sim.insts[i].ranges.clone();
+        // The valid prefix: ranges below an unchanged one are unchanged.
+        let valid = stack
+            .iter()
+            .zip(&ranges)
+            .take_while(|((s, l, _), r)| *s == r.src && *l == r.len)
+            .count();
+        stack.truncate(valid);
+        for r in &ranges[valid..] {
+            let eq = self.range_equal(n, r.src, r.offset, r.len);
+            stack.push((r.src, r.len, eq));
+        }
+        let mismatches = stack.iter().filter(|x| !x.2).count();
+        self.work += stack.len() as u64;
+        self.pairs[i] = Some(Pair {
+            name: n.to_string(),
+            stack,
+            mismatches,
+            last_diff,
+        });
+    }
+
+    fn detach(&mut self, i: usize) {
+        self.ensure(i);
+        if let Some(p) = self.pairs[i].take() {
+            self.saved.insert((i, p.name), (p.stack, p.last_diff));
+        }
+        self.eval_inst(i);
+    }
+
+    /// Ranges of `i` changed at the top (an append or a truncate).
+    fn resync(&mut self, i: usize) {
+        let Some(mut p) = self.pairs[i].take() else {
+            return;
+        };
+        let ranges = &self.sim.insts[i].ranges;
+        while p.stack.len() > ranges.len() {
+            if !p.stack.pop().expect("longer").2 {
+                p.mismatches -= 1;
+            }
+        }
+        if let (Some(top), Some(r)) = (
+            p.stack.last().copied(),
+            ranges.get(p.stack.len().wrapping_sub(1)),
+        ) {
+            if top.1 != r.len || top.0 != r.src {
+                p.stack.pop();
+                if !top.2 {
+                    p.mismatches -= 1;
+                }
+            }
+        }
+        let missing: Vec<Range> = ranges[p.stack.len()..].to_vec();
+        for r in missing {
+            let eq = self.range_equal(&p.name, r.src, r.offset, r.len);
+            if !eq {
+                p.mismatches += 1;
+            }
+            p.stack.push((r.src, r.len, eq));
+        }
+        self.pairs[i] = Some(p);
+    }
+
+    /// The last position where the whole spool's bytes of `i` differ from
+    /// `name`'s file (within the file's size).
+    fn last_diff(&mut self, i: usize, name: &str, have: u64) -> Option<u64> {
+        let mut last = None;
+        let ranges = self
+            .fin
+            .insts
+            .get(i)
+            .map(|x| x.ranges.clone())
+            .unwrap_or_default();
+        for r in ranges {
+            let to = (r.offset + r.len).min(have);
+            if r.offset >= to {
+                continue;
+            }
+            self.work += 16;
+            let d = &self.sp.data(r.src)[..(to - r.offset) as usize];
+            match self.view.first_difference(name, r.offset, d) {
+                Some(None) => {}
+                Some(Some(k)) => last = Some(r.offset + k as u64),
+                None => last = Some(to - 1),
+            }
+        }
+        last
+    }
+
+    fn eval_inst(&mut self, i: usize) {
+        self.ensure(i);
+        let bad = match self.pairs[i]
+            .as_ref()
+            .map(|p| (p.name.clone(), p.mismatches, p.last_diff))
+        {
+            None => false,
+            Some((_, mm, _)) if mm > 0 => true,
+            Some((name, _, ld)) => match self.view.size(&name) {
+                Ok(Some(have)) => {
+                    let ld = match ld {
+                        Some(x) => x,
+                        None => {
+                            let x = self.last_diff(i, &name, have);
+                            self.pairs[i].as_mut().expect("named").last_diff = Some(x);
+                            x
+                        }
+                    };
+                    ld.is_some_and(|p| p >= self.sim.insts[i].size)
+                }
+                // The name's own verdict fails the cut.
+                _ => false,
+            },
+        };
+        if bad != self.inst_bad[i] {
+            self.inst_bad[i] = bad;
+            if bad {
+                self.bad_insts += 1;
+            } else {
+                self.bad_insts -= 1;
+            }
+        }
+    }
+
+    fn eval_name(&mut self, n: &str) {
+        let bad = match self.sim.names.get(n) {
+            Some(&i) => match self.view.size(n) {
+                Ok(Some(s)) => s < self.sim.insts[i].size,
+                _ => true,
+            },
+            None if self.sim.known.contains(n) => !matches!(self.view.size(n), Ok(None)),
+            None => false,
+        };
+        let was = match self.name_bad.get_mut(n) {
+            Some(v) => std::mem::replace(v, bad),
+            None => {
+                self.name_bad.insert(n.to_string(), bad);
+                false
+            }
+        };
+        if bad && !was {
+            self.bad_names += 1;
+        } else if !bad && was {
+            self.bad_names -= 1;
+        }
+    }
+
+    /// Apply item `j` and update the verdicts it touches.
+    fn step(&mut self, j: usize) -> std::result::Result<(), String> {
+        let ev = &self.sp.items[j].ev;
+        match ev {
+            SpoolEvent::Base { file, .. } => {
+                if let Some(&old) = self.sim.names.get(file) {
+                    self.detach(old);
+                }
+                self.sim
+                    .apply(ev, Src::Item(j))
+                    .map_err(|e| format!("item {j}: {e}"))?;
+                let i = self.sim.names[file];
+                self.attach(i, file);
+                self.eval_inst(i);
+                self.eval_name(file);
+            }
+            SpoolEvent::Append { file, .. } => {
+                let existed = self.sim.names.contains_key(file);
+                self.sim
+                    .apply(ev, Src::Item(j))
+                    .map_err(|e| format!("item {j}: {e}"))?;
+                let i = self.sim.names[file];
+                if existed {
+                    self.resync(i);
+                } else {
+                    self.attach(i, file);
+                }
+                self.eval_inst(i);
+                self.eval_name(file);
+            }
+            SpoolEvent::Truncate { file, .. } => {
+                self.sim
+                    .apply(ev, Src::Item(j))
+                    .map_err(|e| format!("item {j}: {e}"))?;
+                let i = self.sim.names[file];
+                self.resync(i);
+                self.eval_inst(i);
+                self.eval_name(file);
+            }
+            SpoolEvent::Rename { from, to } => {
+                let i = self.sim.names.get(from).copied();
+                let over = self.sim.names.get(to).copied();
+                self.sim
+                    .apply(ev, Src::Item(j))
+                    .map_err(|e| format!("item {j}: {e}"))?;
+                if let Some(k) = over {
+                    self.detach(k);
+                }
+                if let Some(i) = i {
+                    self.detach(i);
+                    self.attach(i, to);
+                    self.eval_inst(i);
+                }
+                self.eval_name(from);
+                self.eval_name(to);
+            }
+            SpoolEvent::Remove { file } => {
+                let i = self.sim.names.get(file).copied();
+                self.sim
+                    .apply(ev, Src::Item(j))
+                    .map_err(|e| format!("item {j}: {e}"))?;
+                if let Some(i) = i {
+                    self.detach(i);
+                }
+                self.eval_name(file);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The matching before issue 22 (quadratic: a state rebuilt per candidate,
+/// every name checked per cut), kept to check the linear one against.
+#[cfg(test)]
+fn find_cut_old(sp: &Spool, root: &Root) -> std::result::Result<(usize, Sim), String> {
+    let min = sp.min_cut();
     let mut view = View::new(root);
     let mut sim = sp.base_sim();
     // Forward: which cuts pass the cheap check (names and sizes); only
@@ -839,7 +1279,8 @@ fn find_cut(sp: &Spool, root: &Root) -> std::result::Result<(usize, Sim), String
     let mut first_err = None;
     for j in 0..=sp.items.len() {
         match view.at(sp, &sim, false, None) {
-            Ok(()) => candidates.push(j),
+            Ok(()) if j >= min => candidates.push(j),
+            Ok(()) => {}
             Err(e) if j == 0 => first_err = Some(e),
             Err(_) => {}
         }
@@ -1037,7 +1478,10 @@ pub fn checkpoint(dir: &Path, root: &Path, set_id: &str) -> Result<Option<usize>
         return Ok(None);
     }
     let root = &Root::open(root)?;
-    match find_cut(&sp, root) {
+    let bound = Bound {
+        deadline: Some(Instant::now() + CHECKPOINT_TIME),
+    };
+    match find_cut(&sp, root, bound) {
         Ok((j, sim)) => {
             let new = rebase(&sp, j, &sim, None);
             write_journal_atomic(dir, &new.records())?;
@@ -1051,6 +1495,11 @@ pub fn checkpoint(dir: &Path, root: &Path, set_id: &str) -> Result<Option<usize>
                 reason: reason.clone(),
             };
             crate::catalog::write_json(&dir.join("broken.json"), &b)?;
+            if reason.starts_with(GAVE_UP) {
+                return Err(Error::integrity(format!(
+                    "the spool could not be matched against the redolog snapshot ({reason}); it is marked unusable (spool/broken.json) until a snapshot matches"
+                )));
+            }
             Err(Error::integrity(format!(
                 "the spool does not continue the redolog snapshot ({reason}); it is not used until a snapshot matches"
             )))
@@ -1246,6 +1695,18 @@ pub fn serve_spool<R: Read, W: Write>(
         } else {
             sp.disk_bytes + rec.len() as u64
         };
+        if !reset && sp.items.len() + events.len() > MAX_SPOOL_EVENTS {
+            let e = format!(
+                "the spool would hold more than {MAX_SPOOL_EVENTS} events; refused until a snapshot is committed"
+            );
+            log(tracing::Level::WARN, &e);
+            w.msg(&Msg::SpoolRefused {
+                seq,
+                error: e,
+                full: true,
+            })?;
+            continue;
+        }
         if new_size > s.spool_max {
             let e = format!(
                 "the spool would grow to {new_size} bytes, beyond stream.spool_max {}; refused until a snapshot is committed",
@@ -1380,7 +1841,10 @@ pub fn apply_dir(spool: &Path, root: &Path, snapshot_time: Timestamp) -> Result<
             ..Default::default()
         });
     }
-    let (j, _) = find_cut(&sp, root).map_err(|reason| {
+    let bound = Bound {
+        deadline: Some(Instant::now() + APPLY_MATCH_TIME),
+    };
+    let (j, _) = find_cut(&sp, root, bound).map_err(|reason| {
         Error::integrity(format!(
             "the spool does not continue the redolog copy: {reason}"
         ))
@@ -2131,6 +2595,279 @@ fn follow(
                 conn.abort();
                 sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// xorshift: deterministic and dependency-free.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n.max(1)
+        }
+        fn chance(&mut self, pct: u64) -> bool {
+            self.below(100) < pct
+        }
+    }
+
+    const NAMES: [&str; 3] = ["redo.log", "archive/redo-1.log", "archive/redo-2.log"];
+
+    /// A random spool of valid events (small alphabet: accidental equality).
+    fn random_spool(rng: &mut Rng) -> Spool {
+        let mut sp = Spool::default();
+        if rng.chance(30) {
+            for n in NAMES.iter().take(1 + rng.below(2) as usize) {
+                let size = 4 + rng.below(12);
+                let tail_len = rng.below(size + 1) as usize;
+                sp.base.push(BaseFile {
+                    file: n.to_string(),
+                    size,
+                    tail: (0..tail_len)
+                        .map(|_| b"ab"[rng.below(2) as usize])
+                        .collect(),
+                });
+            }
+        }
+        let mut sim = sp.base_sim();
+        let batches = 1 + rng.below(6);
+        let t = Timestamp::now();
+        for b in 0..batches {
+            let reset = b == 0 && sp.base.is_empty() && rng.chance(30);
+            let mut events = Vec::new();
+            let mut data = Vec::new();
+            let mut s2 = if reset { Sim::default() } else { sim.clone() };
+            if reset {
+                for n in NAMES.iter().take(1 + rng.below(2) as usize) {
+                    let ev = SpoolEvent::Base {
+                        file: n.to_string(),
+                        size: rng.below(10),
+                    };
+                    s2.apply(&ev, Src::Item(0)).unwrap();
+                    events.push(ev);
+                }
+            }
+            for _ in 0..rng.below(8) {
+                let mapped: Vec<String> = s2.names.keys().cloned().collect();
+                let pick = |rng: &mut Rng| mapped[rng.below(mapped.len() as u64) as usize].clone();
+                let ev = match rng.below(10) {
+                    0..=5 => {
+                        let n = NAMES[rng.below(3) as usize];
+                        let offset = match s2.names.get(n) {
+                            Some(&i) => s2.insts[i].size,
+                            None => 0,
+                        };
+                        let len = 1 + rng.below(5);
+                        data.extend((0..len).map(|_| b"ab"[rng.below(2) as usize]));
+                        SpoolEvent::Append {
+                            file: n.into(),
+                            offset,
+                            len,
+                        }
+                    }
+                    6 if !mapped.is_empty() => {
+                        let n = pick(rng);
+                        let size = rng.below(s2.insts[s2.names[&n]].size + 1);
+                        SpoolEvent::Truncate { file: n, size }
+                    }
+                    7 | 8 if !mapped.is_empty() => {
+                        let from = pick(rng);
+                        let to = NAMES[rng.below(3) as usize].to_string();
+                        if to == from {
+                            continue;
+                        }
+                        SpoolEvent::Rename { from, to }
+                    }
+                    9 if !mapped.is_empty() => SpoolEvent::Remove { file: pick(rng) },
+                    _ => continue,
+                };
+                s2.apply(&ev, Src::Item(0)).unwrap();
+                events.push(ev);
+            }
+            let mut trial = if reset {
+                Spool {
+                    last_seq: sp.last_seq,
+                    ..Default::default()
+                }
+            } else {
+                sp.clone()
+            };
+            let mut tsim = if reset { Sim::default() } else { sim.clone() };
+            trial
+                .push_batch(&mut tsim, b + 1, t, &events, &data)
+                .unwrap();
+            sp = trial;
+            sim = tsim;
+        }
+        sp
+    }
+
+    /// The files of `inst` as the state holds them (unknown bytes `q`).
+    fn content(sp: &Spool, inst: &Inst) -> Vec<u8> {
+        let mut v = vec![b'q'; inst.size as usize];
+        for r in &inst.ranges {
+            let d = &sp.data(r.src)[..r.len as usize];
+            v[r.offset as usize..(r.offset + r.len) as usize].copy_from_slice(d);
+        }
+        v
+    }
+
+    /// A directory at a random cut of `sp`, sometimes ahead, sometimes
+    /// damaged.
+    fn random_dir(rng: &mut Rng, sp: &Spool, dir: &Path) {
+        let cut = rng.below(sp.items.len() as u64 + 1) as usize;
+        let mut s = sp.base_sim();
+        for (i, it) in sp.items[..cut].iter().enumerate() {
+            s.apply(&it.ev, Src::Item(i)).unwrap();
+        }
+        let fin = sp.sim();
+        std::fs::create_dir_all(dir.join("archive")).unwrap();
+        for (n, &i) in &s.names {
+            let mut v = content(sp, &s.insts[i]);
+            if rng.chance(40) {
+                // Ahead of the follower: the spool's later bytes, or junk.
+                let later = content(sp, &fin.insts[i]);
+                if later.len() > v.len() && later[..v.len()] == v[..] && rng.chance(70) {
+                    let upto = v.len() + rng.below((later.len() - v.len()) as u64 + 1) as usize;
+                    v = later[..upto].to_vec();
+                } else {
+                    v.extend((0..rng.below(4)).map(|_| b"ab"[rng.below(2) as usize]));
+                }
+            }
+            if !v.is_empty() && rng.chance(15) {
+                let k = rng.below(v.len() as u64) as usize;
+                v[k] ^= 3;
+            }
+            if rng.chance(5) {
+                continue; // lost
+            }
+            std::fs::write(dir.join(n), &v).unwrap();
+        }
+        for n in NAMES {
+            if !s.names.contains_key(n) && rng.chance(10) {
+                std::fs::write(dir.join(n), b"stray").unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn linear_matching_agrees_with_the_old_one_on_random_spools() {
+        // SPOOL_PROP_CASES=N SPOOL_PROP_SEED=S for a longer run.
+        let env = |k: &str, d: u64| std::env::var(k).ok().map_or(d, |v| v.parse().unwrap());
+        let cases = env("SPOOL_PROP_CASES", 600);
+        let mut rng = Rng(env("SPOOL_PROP_SEED", 0x9e3779b97f4a7c15));
+        let mut found = 0;
+        for case in 0..cases {
+            let sp = random_spool(&mut rng);
+            let d = tempfile::tempdir().unwrap();
+            random_dir(&mut rng, &sp, d.path());
+            let root = Root::open(d.path()).unwrap();
+            let old = find_cut_old(&sp, &root).map(|x| x.0);
+            let new = find_cut(&sp, &root, Bound { deadline: None }).map(|x| x.0);
+            assert_eq!(
+                old.as_ref().ok(),
+                new.as_ref().ok(),
+                "case {case}: old {old:?}, new {new:?}, items {:?}",
+                sp.items.iter().map(|i| &i.ev).collect::<Vec<_>>()
+            );
+            found += usize::from(new.is_ok());
+        }
+        // Both outcomes are exercised.
+        assert!(
+            found > cases as usize / 6 && found < cases as usize * 29 / 30,
+            "{found} of {cases} matched"
+        );
+    }
+
+    /// `n` appends of 24 bytes to redo.log, in batches of 4096 events; and a
+    /// directory holding the first half (matching) or every byte but
+    /// different ones (not matching).
+    fn bench_case(n: usize, matching: bool) -> (Spool, tempfile::TempDir) {
+        let mut sp = Spool::default();
+        let mut sim = Sim::default();
+        let mut all = Vec::with_capacity(n * 24);
+        // A spool starts from the primary's files (here an empty redo.log).
+        let base = [SpoolEvent::Base {
+            file: "redo.log".into(),
+            size: 0,
+        }];
+        sp.push_batch(&mut sim, 1, Timestamp::now(), &base, &[])
+            .unwrap();
+        let mut seq = 2;
+        let mut i = 0;
+        while i < n {
+            let k = (n - i).min(MAX_BATCH_EVENTS);
+            let mut events = Vec::with_capacity(k);
+            let mut data = Vec::with_capacity(k * 24);
+            for e in i..i + k {
+                events.push(SpoolEvent::Append {
+                    file: "redo.log".into(),
+                    offset: (e * 24) as u64,
+                    len: 24,
+                });
+                data.extend_from_slice(format!("record {e:016}\n").as_bytes());
+            }
+            all.extend_from_slice(&data);
+            sp.push_batch(&mut sim, seq, Timestamp::now(), &events, &data)
+                .unwrap();
+            seq += 1;
+            i += k;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let file = if matching {
+            all[..n / 2 * 24].to_vec()
+        } else {
+            all.iter().map(|b| b ^ 1).collect()
+        };
+        std::fs::write(d.path().join("redo.log"), file).unwrap();
+        (sp, d)
+    }
+
+    /// `SPOOL_BENCH=10000,100000,1000000 cargo test --release --lib
+    /// bench_matching -- --ignored --nocapture` (scripts/bench-spool).
+    #[test]
+    #[ignore]
+    fn bench_matching() {
+        let sizes: Vec<usize> = std::env::var("SPOOL_BENCH")
+            .unwrap_or_else(|_| "10000,100000,1000000".into())
+            .split(',')
+            .map(|x| x.trim().parse().unwrap())
+            .collect();
+        let old_max: usize = std::env::var("SPOOL_BENCH_OLD_MAX")
+            .ok()
+            .map_or(20000, |x| x.parse().unwrap());
+        for n in sizes {
+            for matching in [true, false] {
+                let (sp, d) = bench_case(n, matching);
+                let root = Root::open(d.path()).unwrap();
+                let t = Instant::now();
+                let r = find_cut(&sp, &root, Bound { deadline: None });
+                let new = t.elapsed();
+                assert_eq!(r.is_ok(), matching);
+                if matching {
+                    assert_eq!(r.unwrap().0, n / 2 + 1);
+                }
+                let old = (n <= old_max).then(|| {
+                    let t = Instant::now();
+                    let r = find_cut_old(&sp, &root);
+                    assert_eq!(r.is_ok(), matching);
+                    t.elapsed()
+                });
+                println!(
+                    "spool-bench events={n} matching={matching} linear={:.3}s old={}",
+                    new.as_secs_f64(),
+                    old.map_or("-".into(), |o| format!("{:.3}s", o.as_secs_f64()))
+                );
             }
         }
     }
