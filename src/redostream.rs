@@ -978,11 +978,11 @@ fn find_cut(sp: &Spool, root: &Root, bound: Bound) -> std::result::Result<(usize
         }
         return Ok((j, s));
     }
-    // No cut: say why, as the reason at the first cut (names, sizes) or the
-    // bytes at the latest cut whose names and sizes fit.
+    // No cut: say why, as the reason at the first cut allowed (names,
+    // sizes) or the bytes at the latest cut whose names and sizes fit.
     let mut view = View::new(root);
     let mut s = sp.base_sim();
-    let upto = cheap_best.unwrap_or(0);
+    let upto = cheap_best.unwrap_or(min);
     for (i, it) in sp.items[..upto].iter().enumerate() {
         s.apply(&it.ev, Src::Item(i)).expect("recorded items apply");
     }
@@ -1758,83 +1758,352 @@ pub struct StreamRecovery {
     pub not_used: Option<String>,
 }
 
-fn apply_event(root: &Root, it: &Item) -> std::result::Result<(), String> {
-    let io = |name: &str, e: std::io::Error| format!("{}: {e}", root.display(name).display());
-    let parent_dirs = |name: &str| -> std::result::Result<(), String> {
-        match name.rsplit_once('/') {
-            Some((d, _)) => root.create_dirs(d).map(|_| ()),
-            None => Ok(()),
-        }
+/// Where failover builds the streamed files, inside the redolog copy (the
+/// same filesystem: placing them is a rename). Removed when done.
+pub const SCRATCH: &str = ".snapsite-spool-apply";
+const PLAN: &str = "plan.json";
+const DONE: &str = "done.json";
+
+/// What the commit of an apply changes in the copy, written before the
+/// first change so that an interrupted failover can undo it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct ApplyPlan {
+    /// Files of the copy moved aside: (name, scratch file).
+    backups: Vec<(String, String)>,
+    /// Staged files put in place: (scratch file, name).
+    placements: Vec<(String, String)>,
+    /// Directories created for placements (outermost first).
+    #[serde(default)]
+    dirs: Vec<String>,
+}
+
+fn scratch(name: &str) -> String {
+    format!("{SCRATCH}/{name}")
+}
+
+/// Remove the scratch directory and everything in it (its own files only:
+/// nothing in it is followed).
+fn clear_scratch(root: &Root) {
+    for n in root.list(SCRATCH).unwrap_or_default() {
+        let _ = root.remove(&scratch(&n), false);
+    }
+    let _ = root.remove(SCRATCH, true);
+}
+
+fn plan_valid(p: &ApplyPlan) -> bool {
+    let ours = |s: &str, pre: &str| {
+        s.strip_prefix(pre)
+            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
     };
-    match &it.ev {
-        SpoolEvent::Base { .. } => {}
-        SpoolEvent::Append { file, offset, len } => {
-            check_name(file)?;
-            parent_dirs(file)?;
-            // Checked to be a regular file on its descriptor before any
-            // byte is written (never a device, FIFO or socket).
-            let f = match root.open_regular(file, Access::ReadWrite)? {
-                Some(f) => f,
-                None if *offset == 0 => root.create_new(file)?,
-                None => {
-                    return Err(format!(
-                        "{}: absent, the spool continues it at {offset}",
-                        root.display(file).display()
-                    ));
-                }
-            };
-            let size = f.metadata().map_err(|e| io(file, e))?.len();
-            if size < *offset {
-                return Err(format!(
-                    "{}: {size} bytes, the spool continues it at {offset}",
-                    root.display(file).display()
-                ));
+    p.backups
+        .iter()
+        .all(|(n, b)| check_name(n).is_ok() && ours(b, "orig-"))
+        && p.placements
+            .iter()
+            .all(|(st, n)| check_name(n).is_ok() && ours(st, "inst-"))
+        && p.dirs.iter().all(|d| check_name(d).is_ok())
+}
+
+/// Undo a commit (all of it or the steps done): placed files back to the
+/// scratch directory, backups back to their names, created directories
+/// removed. `Err` lists what could not be undone.
+fn roll_back(root: &Root, plan: &ApplyPlan) -> std::result::Result<(), String> {
+    let mut failed = Vec::new();
+    let backed: BTreeSet<&str> = plan.backups.iter().map(|(n, _)| n.as_str()).collect();
+    for (st, name) in plan.placements.iter().rev() {
+        // Placed if the staged file left the scratch directory.
+        if root.regular_size(&scratch(st)).ok().flatten().is_some() {
+            continue;
+        }
+        if root.regular_size(name).ok().flatten().is_some() {
+            if let Err(e) = root.rename(name, &scratch(st)) {
+                failed.push(e);
             }
-            // Bytes already there (the copy was ahead) must be the same.
-            let have = (size - offset).min(*len) as usize;
-            let mut buf = vec![0u8; have];
-            f.read_exact_at(&mut buf, *offset)
-                .map_err(|e| io(file, e))?;
-            if buf != it.data[..have] {
-                return Err(format!(
-                    "{}: bytes at {offset} differ from the spool",
-                    root.display(file).display()
-                ));
+        }
+    }
+    for (name, b) in plan.backups.iter().rev() {
+        if root.regular_size(&scratch(b)).ok().flatten().is_some() {
+            if let Err(e) = root.rename(&scratch(b), name) {
+                failed.push(e);
             }
-            f.write_all_at(&it.data[have..], offset + have as u64)
-                .map_err(|e| io(file, e))?;
-            f.sync_data().map_err(|e| io(file, e))?;
         }
-        SpoolEvent::Truncate { file, size } => {
-            check_name(file)?;
-            let f = root.open_existing(file, Access::ReadWrite)?;
-            f.set_len(*size).map_err(|e| io(file, e))?;
-            f.sync_data().map_err(|e| io(file, e))?;
+    }
+    for d in plan.dirs.iter().rev() {
+        if !backed.contains(d.as_str()) {
+            let _ = root.remove(d, true);
         }
-        SpoolEvent::Rename { from, to } => {
-            check_name(from)?;
-            check_name(to)?;
-            root.regular_size(from)?;
-            parent_dirs(to)?;
-            root.rename(from, to)?;
-        }
-        SpoolEvent::Remove { file } => {
-            check_name(file)?;
-            root.regular_size(file)?;
-            root.remove(file, false)?;
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; "))
+    }
+}
+
+/// A scratch directory left by an interrupted failover: undo its commit
+/// unless it had completed, then remove it.
+fn recover_scratch(root: &Root) -> std::result::Result<(), String> {
+    if root.stat(SCRATCH)?.is_none() {
+        return Ok(());
+    }
+    let read = |f: &str| -> Option<ApplyPlan> {
+        let b = root.read_bounded(&scratch(f), 64 << 20).ok()?;
+        serde_json::from_slice(&b).ok()
+    };
+    let (plan, done) = match (read(DONE), read(PLAN)) {
+        (Some(p), _) => (p, true),
+        (None, Some(p)) => (p, false),
+        (None, None) => (ApplyPlan::default(), false),
+    };
+    if !plan_valid(&plan) {
+        return Err(format!(
+            "{} holds a plan naming files that are not snapsite's; remove it by hand after checking the copy",
+            root.display(SCRATCH).display()
+        ));
+    }
+    if !done {
+        roll_back(root, &plan).map_err(|e| {
+            format!(
+                "undoing an interrupted apply of the spool in {}: {e}",
+                root.path().display()
+            )
+        })?;
+    }
+    clear_scratch(root);
+    Ok(())
+}
+
+/// The bytes of the file `name` against an instance's ranges: size at
+/// least the instance's, every spooled byte equal.
+fn verify_staged(sp: &Spool, f: &File, what: &str, inst: &Inst) -> std::result::Result<(), String> {
+    let size = f.metadata().map_err(|e| format!("{what}: {e}"))?.len();
+    if size < inst.size {
+        return Err(format!("{what}: {size} bytes, the spool has {}", inst.size));
+    }
+    for r in &inst.ranges {
+        let want = &sp.data(r.src)[..r.len as usize];
+        let mut buf = vec![0u8; want.len()];
+        f.read_exact_at(&mut buf, r.offset)
+            .map_err(|e| format!("{what}: {e}"))?;
+        if buf != want {
+            return Err(format!(
+                "{what}: bytes {}..{} differ from the spooled ones",
+                r.offset,
+                r.offset + r.len
+            ));
         }
     }
     Ok(())
 }
 
+/// One spooled event on a staged file.
+fn stage_event(
+    f: &File,
+    what: &str,
+    ev: &SpoolEvent,
+    data: &[u8],
+) -> std::result::Result<(), String> {
+    let io = |e: std::io::Error| format!("{what}: {e}");
+    match ev {
+        SpoolEvent::Append { offset, len, .. } => {
+            let size = f.metadata().map_err(io)?.len();
+            if size < *offset {
+                return Err(format!(
+                    "{what}: {size} bytes, the spool continues it at {offset}"
+                ));
+            }
+            // Bytes already there (the copy was ahead) must be the same.
+            let have = (size - offset).min(*len) as usize;
+            let mut buf = vec![0u8; have];
+            f.read_exact_at(&mut buf, *offset).map_err(io)?;
+            if buf != data[..have] {
+                return Err(format!("{what}: bytes at {offset} differ from the spool"));
+            }
+            f.write_all_at(&data[have..], offset + have as u64)
+                .map_err(io)?;
+        }
+        SpoolEvent::Truncate { size, .. } => f.set_len(*size).map_err(io)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The applied spool, staged: files built in the scratch directory and
+/// the plan that puts them in place.
+struct Staged {
+    plan: ApplyPlan,
+    bytes: u64,
+}
+
+/// Build every file the spool changes after cut `j` in the scratch
+/// directory (a copy of the copy's file, or new), apply the events to them,
+/// and verify them against every spooled byte. Changes nothing outside the
+/// scratch directory.
+fn stage(sp: &Spool, root: &Root, j: usize, at_j: &Sim) -> std::result::Result<Staged, String> {
+    root.create_dirs(SCRATCH)?;
+    let mut sim = at_j.clone();
+    // Instance -> its staged file, opened.
+    let mut files: BTreeMap<usize, File> = BTreeMap::new();
+    let mut bytes = 0u64;
+    // The copy's file of each instance at the cut.
+    let copy_name: HashMap<usize, String> =
+        at_j.names.iter().map(|(n, &i)| (i, n.clone())).collect();
+    for (k, it) in sp.items.iter().enumerate().skip(j) {
+        let target = match &it.ev {
+            SpoolEvent::Append { file, .. } | SpoolEvent::Truncate { file, .. } => {
+                Some(file.clone())
+            }
+            SpoolEvent::Base { file, .. } => {
+                return Err(format!(
+                    "event {k} restarts the spool at `{}` after the copy's cut",
+                    wire_str(file)
+                ));
+            }
+            _ => None,
+        };
+        sim.apply(&it.ev, Src::Item(k))?;
+        let Some(file) = target else { continue };
+        let i = sim.names[&file];
+        if let std::collections::btree_map::Entry::Vacant(slot) = files.entry(i) {
+            let name = format!("inst-{i}");
+            let f = root.create_new(&scratch(&name))?;
+            if let Some(orig) = copy_name.get(&i) {
+                // Everything the copy's file holds (a reflink where the
+                // filesystem can), bounded by its size as opened.
+                let src = root.open_existing(orig, Access::Read)?;
+                let len = src
+                    .metadata()
+                    .map_err(|e| format!("{}: {e}", root.display(orig).display()))?
+                    .len();
+                let mut out = &f;
+                let n = std::io::copy(&mut (&src).take(len), &mut out)
+                    .map_err(|e| format!("copying {}: {e}", root.display(orig).display()))?;
+                if n != len {
+                    return Err(format!(
+                        "{} changed while copied ({n} of {len} bytes)",
+                        root.display(orig).display()
+                    ));
+                }
+            }
+            slot.insert(f);
+        }
+        let what = root.display(&file).display().to_string();
+        stage_event(&files[&i], &what, &it.ev, &it.data)?;
+        bytes += it.data.len() as u64;
+    }
+    // Verify every staged file that ends under a name, and place it there;
+    // back up what the copy has under the names that change.
+    let mut plan = ApplyPlan::default();
+    let mut placed_names = BTreeSet::new();
+    for (n, &i) in &sim.names {
+        let unchanged = at_j.names.get(n) == Some(&i) && !files.contains_key(&i);
+        if unchanged {
+            continue;
+        }
+        let Some(f) = files.get(&i) else {
+            // Renamed but not written to: its file is the copy's, moved.
+            let orig = copy_name
+                .get(&i)
+                .ok_or_else(|| format!("`{}` has no file to come from", wire_str(n)))?;
+            let name = format!("inst-{i}");
+            root.link(orig, &scratch(&name))?;
+            let nf = root.open_existing(&scratch(&name), Access::Read)?;
+            verify_staged(
+                sp,
+                &nf,
+                &root.display(n).display().to_string(),
+                &sim.insts[i],
+            )?;
+            plan.placements.push((name, n.clone()));
+            placed_names.insert(n.clone());
+            continue;
+        };
+        verify_staged(sp, f, &root.display(n).display().to_string(), &sim.insts[i])?;
+        f.sync_all()
+            .map_err(|e| format!("{}: {e}", root.display(n).display()))?;
+        plan.placements.push((format!("inst-{i}"), n.clone()));
+        placed_names.insert(n.clone());
+    }
+    // Names the copy holds that are replaced or go away (any name the
+    // spool knows: a file the copy has that the spool removes is removed).
+    let mut k = 0;
+    for n in &sim.known {
+        let stays = sim.names.contains_key(n) && !placed_names.contains(n);
+        if !stays && root.regular_size(n)?.is_some() {
+            plan.backups.push((n.clone(), format!("orig-{k}")));
+            k += 1;
+        }
+    }
+    Ok(Staged { plan, bytes })
+}
+
+/// Put the staged files in place (backups first, then placements), all or
+/// nothing: any failure undoes the steps done.
+fn commit_staged(root: &Root, plan: &mut ApplyPlan) -> std::result::Result<(), String> {
+    // The plan, durable before the first change.
+    let write_plan = |plan: &ApplyPlan| -> std::result::Result<(), String> {
+        let _ = root.remove(&scratch(PLAN), false);
+        let f = root.create_new(&scratch(PLAN))?;
+        let mut w = &f;
+        w.write_all(&serde_json::to_vec(plan).expect("serializes"))
+            .and_then(|_| f.sync_all())
+            .map_err(|e| format!("{}: {e}", root.display(&scratch(PLAN)).display()))?;
+        root.sync_dirs([SCRATCH, &scratch(PLAN)]);
+        Ok(())
+    };
+    // Directories the placements need: recorded in the plan, then made.
+    let mut need = Vec::new();
+    for (_, n) in &plan.placements {
+        if let Some((d, _)) = n.rsplit_once('/') {
+            let mut so_far = String::new();
+            for c in d.split('/') {
+                if !so_far.is_empty() {
+                    so_far.push('/');
+                }
+                so_far.push_str(c);
+                if root.stat(&so_far)?.is_none() && !plan.dirs.contains(&so_far) {
+                    plan.dirs.push(so_far.clone());
+                }
+            }
+            need.push(d.to_string());
+        }
+    }
+    write_plan(plan)?;
+    for d in need {
+        if let Err(e) = root.create_dirs(&d) {
+            let _ = roll_back(root, plan);
+            return Err(format!("{e} (undone)"));
+        }
+    }
+    let res = (|| -> std::result::Result<(), String> {
+        for (n, b) in &plan.backups {
+            root.rename(n, &scratch(b))?;
+        }
+        for (st, n) in &plan.placements {
+            root.rename(&scratch(st), n)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = res {
+        return Err(match roll_back(root, plan) {
+            Ok(()) => format!("{e} (undone)"),
+            Err(u) => format!("{e}; UNDOING FAILED: {u}"),
+        });
+    }
+    Ok(())
+}
+
 /// Apply the spool in `spool_dir` to the files at `root` (the redolog copy,
-/// which holds snapshot `snapshot_time`'s content or a partly applied
-/// spool from an interrupted failover: the match finds where it stands).
-/// Returns what was applied; the copy is then verified against every
-/// spooled byte.
+/// which holds snapshot `snapshot_time`'s content, or the spool applied
+/// already by an interrupted failover: the match finds where it stands).
+/// All or nothing: the files the spool changes are built and verified
+/// against every spooled byte in a scratch directory inside the copy, then
+/// renamed into place (an interrupted apply is undone at the next one). On
+/// any error the copy holds exactly what it held before.
 pub fn apply_dir(spool: &Path, root: &Path, snapshot_time: Timestamp) -> Result<StreamRecovery> {
     let sp = Spool::load(spool, false)?;
     let root = &Root::open(root)?;
+    recover_scratch(root).map_err(Error::storage)?;
     if sp.base.is_empty() && sp.items.is_empty() {
         return Ok(StreamRecovery {
             not_used: Some("the spool is empty".into()),
@@ -1844,28 +2113,65 @@ pub fn apply_dir(spool: &Path, root: &Path, snapshot_time: Timestamp) -> Result<
     let bound = Bound {
         deadline: Some(Instant::now() + APPLY_MATCH_TIME),
     };
-    let (j, _) = find_cut(&sp, root, bound).map_err(|reason| {
+    let (j, at_j) = find_cut(&sp, root, bound).map_err(|reason| {
         Error::integrity(format!(
-            "the spool does not continue the redolog copy: {reason}"
+            "the spool does not continue the redolog copy: {reason}; the copy holds the snapshot alone, unchanged"
         ))
     })?;
-    let mut bytes = 0u64;
-    for it in &sp.items[j..] {
-        apply_event(root, it).map_err(|e| Error::storage(format!("applying the spool: {e}")))?;
-        bytes += it.data.len() as u64;
+    let staged = stage(&sp, root, j, &at_j);
+    let mut st = match staged {
+        Ok(st) => st,
+        Err(e) => {
+            // Only the scratch directory was written to.
+            let _ = recover_scratch(root);
+            return Err(Error::storage(format!(
+                "applying the spool: {e}; nothing was changed: the copy holds the snapshot alone"
+            )));
+        }
+    };
+    if let Err(e) = commit_staged(root, &mut st.plan) {
+        let undone = !e.contains("UNDOING FAILED");
+        if undone {
+            clear_scratch(root);
+        }
+        return Err(Error::storage(if undone {
+            format!(
+                "applying the spool: {e}; nothing was changed: the copy holds the snapshot alone"
+            )
+        } else {
+            format!(
+                "applying the spool: {e}; the copy is partly changed: {} keeps what is needed to undo it",
+                root.display(SCRATCH).display()
+            )
+        }));
     }
-    let sim = sp.sim();
-    root.sync_dirs(sim.known.iter().map(|s| s.as_str()));
-    View::new(root)
-        .at(&sp, &sim, true, None)
-        .map_err(|e| Error::integrity(format!("the copy after applying the spool: {e}")))?;
+    let fin = sp.sim();
+    // The result, read back through the names the replay will use; undone
+    // (backups still there) if it does not hold every spooled byte.
+    if let Err(e) = View::new(root).at(&sp, &fin, true, None) {
+        let undo = roll_back(root, &st.plan);
+        if undo.is_ok() {
+            clear_scratch(root);
+        }
+        return Err(Error::integrity(match undo {
+            Ok(()) => format!(
+                "the copy after applying the spool: {e}; undone: the copy holds the snapshot alone"
+            ),
+            Err(u) => format!("the copy after applying the spool: {e}; UNDOING FAILED: {u}"),
+        }));
+    }
+    // Done: the plan is marked complete before the backups go.
+    let _ = root.rename(&scratch(PLAN), &scratch(DONE));
+    root.sync_dirs(fin.known.iter().map(|s| s.as_str()));
+    clear_scratch(root);
+    root.sync_dirs(std::iter::empty());
     // The newest batch, with or without events: the primary had looked at
     // its files then, and everything it found is applied.
     let last = sp.last_as_of;
     Ok(StreamRecovery {
         recovery_point: Some(last.map_or(snapshot_time, |t| t.max(snapshot_time))),
         events_applied: sp.items.len() - j,
-        bytes_applied: bytes,
+        bytes_applied: st.bytes,
         not_used: None,
     })
 }
@@ -2787,6 +3093,98 @@ mod tests {
             found > cases as usize / 6 && found < cases as usize * 29 / 30,
             "{found} of {cases} matched"
         );
+    }
+
+    fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+        fn walk(root: &Path, d: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+            for e in std::fs::read_dir(d).unwrap().flatten() {
+                let p = e.path();
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                if p.is_dir() {
+                    out.insert(format!("{rel}/"), vec![]);
+                    walk(root, &p, out);
+                } else {
+                    out.insert(rel, std::fs::read(&p).unwrap());
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk(root, root, &mut out);
+        out
+    }
+
+    /// A spool restarting at `redo.log` (4 bytes), appending, rolling over.
+    fn rollover_spool() -> Spool {
+        let mut sp = Spool::default();
+        let mut sim = Sim::default();
+        let t = Timestamp::now();
+        let evs = [
+            SpoolEvent::Base {
+                file: "redo.log".into(),
+                size: 4,
+            },
+            SpoolEvent::Append {
+                file: "redo.log".into(),
+                offset: 4,
+                len: 4,
+            },
+            SpoolEvent::Rename {
+                from: "redo.log".into(),
+                to: "archive/redo-1.log".into(),
+            },
+            SpoolEvent::Append {
+                file: "redo.log".into(),
+                offset: 0,
+                len: 3,
+            },
+        ];
+        sp.push_batch(&mut sim, 1, t, &evs, b"efghnew").unwrap();
+        sp
+    }
+
+    #[test]
+    fn a_failed_commit_is_undone_and_an_interrupted_apply_is_redone() {
+        let sp = rollover_spool();
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("archive")).unwrap();
+        std::fs::write(d.path().join("redo.log"), b"abcd").unwrap();
+        std::fs::write(d.path().join("archive/redo-0.log"), b"x").unwrap();
+        let before = tree(d.path());
+        let root = Root::open(d.path()).unwrap();
+        let (j, at_j) = find_cut(&sp, &root, Bound { deadline: None }).unwrap();
+        assert_eq!(j, 1);
+        // The last placement fails after the others were done: all undone.
+        let mut st = stage(&sp, &root, j, &at_j).unwrap();
+        st.plan
+            .placements
+            .push(("inst-999".into(), "archive/redo-9.log".into()));
+        let e = commit_staged(&root, &mut st.plan).unwrap_err();
+        assert!(e.contains("(undone)"), "{e}");
+        clear_scratch(&root);
+        assert_eq!(tree(d.path()), before);
+
+        // An apply interrupted after its renames (the plan not marked done):
+        // the next one undoes it and applies again.
+        let spool = tempfile::tempdir().unwrap();
+        write_journal_atomic(spool.path(), &sp.records()).unwrap();
+        let mut st = stage(&sp, &root, j, &at_j).unwrap();
+        commit_staged(&root, &mut st.plan).unwrap();
+        assert!(d.path().join(SCRATCH).join(PLAN).exists());
+        let t0 = Timestamp::now();
+        let r = apply_dir(spool.path(), d.path(), t0).unwrap();
+        assert_eq!((r.events_applied, r.bytes_applied), (3, 7));
+        let after = tree(d.path());
+        assert_eq!(after["redo.log"], b"new");
+        assert_eq!(after["archive/redo-1.log"], b"abcdefgh");
+        assert_eq!(after["archive/redo-0.log"], b"x");
+        assert_eq!(after.len(), 4, "{:?}", after.keys());
+        // Interrupted after it was marked done: only the scratch goes.
+        let mut st = stage(&sp, &root, sp.items.len(), &sp.sim()).unwrap();
+        commit_staged(&root, &mut st.plan).unwrap();
+        root.rename(&scratch(PLAN), &scratch(DONE)).unwrap();
+        let r = apply_dir(spool.path(), d.path(), t0).unwrap();
+        assert_eq!(r.events_applied, 0);
+        assert_eq!(tree(d.path()), after);
     }
 
     /// `n` appends of 24 bytes to redo.log, in batches of 4096 events; and a

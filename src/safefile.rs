@@ -418,6 +418,51 @@ impl Root {
         Ok(())
     }
 
+    /// A second name `to` for the regular file `from` (a hard link; the
+    /// name `from` itself is not followed).
+    pub fn link(&self, from: &str, to: &str) -> std::result::Result<(), String> {
+        let (fa, a) = self.parent_of(from)?;
+        let (fb, b) = self.parent_of(to)?;
+        let ca = cstr(a).map_err(|e| explain(&self.display(from), &e))?;
+        let cb = cstr(b).map_err(|e| explain(&self.display(to), &e))?;
+        let da = fa.as_ref().map_or(self.fd.as_raw_fd(), |f| f.as_raw_fd());
+        let db = fb.as_ref().map_or(self.fd.as_raw_fd(), |f| f.as_raw_fd());
+        // SAFETY: valid dirfds and NUL-terminated names; flags 0 does not
+        // follow a symlink at `from`.
+        if unsafe { libc::linkat(da, ca.as_ptr(), db, cb.as_ptr(), 0) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(format!(
+                "link {} to {}: {e}",
+                self.display(from).display(),
+                self.display(to).display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The names in the directory `rel` below the root, which must be a
+    /// real directory reached without symlinks (the names are only listed:
+    /// whatever is done with them goes through this root again).
+    pub fn list(&self, rel: &str) -> std::result::Result<Vec<String>, String> {
+        match self.stat(rel)? {
+            Some(m) if m.file_type().is_dir() => {}
+            Some(m) => {
+                return Err(format!(
+                    "{} is not a directory (a {})",
+                    self.display(rel).display(),
+                    kind_of(&m)
+                ));
+            }
+            None => return Ok(Vec::new()),
+        }
+        let p = self.display(rel);
+        let rd = std::fs::read_dir(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        Ok(rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect())
+    }
+
     /// Remove the file (or, with `dir`, the empty directory) `rel`.
     pub fn remove(&self, rel: &str, dir: bool) -> std::result::Result<(), String> {
         let (fa, a) = self.parent_of(rel)?;

@@ -331,11 +331,22 @@ fn raw_batch(
     data: &[u8],
     hash: Option<&str>,
 ) -> Msg {
+    raw_batch_at(c, seq, false, events, data, hash)
+}
+
+fn raw_batch_at(
+    c: &mut Conn,
+    seq: u64,
+    reset: bool,
+    events: Vec<SpoolEvent>,
+    data: &[u8],
+    hash: Option<&str>,
+) -> Msg {
     let h = blake3::hash(data).to_hex().to_string();
     c.w.msg(&Msg::SpoolBatch {
         seq,
         as_of: jiff::Timestamp::now(),
-        reset: false,
+        reset,
         events,
         bytes: data.len() as u64,
         blake3: hash.unwrap_or(&h).to_string(),
@@ -862,4 +873,81 @@ fn failover_apply_writes_nothing_to_a_block_device() {
         "bytes were written to the device"
     );
     assert!(std::fs::read(&backing).unwrap().iter().all(|b| *b == 0));
+}
+
+/// The case 3: an ack lost in a quiet spell makes the follower
+/// restart the spool (a reset batch: the primary's files by size, no
+/// bytes), then `redo.log` rolls over, then the primary dies before the next
+/// redolog snapshot. The snapshot is older than the restart: the spool
+/// cannot continue it. Failover used to rename the snapshot's `redo.log`
+/// into `archive/` and write a new one (a hole with newer redo on top)
+/// while reporting the spool unused; now nothing is changed and the report
+/// says so, and a snapshot taken after the restart is continued exactly.
+#[test]
+fn a_spool_restarted_after_the_snapshot_changes_nothing_at_failover() {
+    let stb = standby();
+    let (mut c, _, _) = stb.session();
+    let old = b"0123456789".repeat(12); // the snapshot's redo.log: 120 bytes
+    let primary = b"0123456789".repeat(60); // 600 bytes when the ack was lost
+    let m = raw_batch(&mut c, 1, vec![app("redo.log", 0, 40)], &old[..40], None);
+    assert_eq!(m, Msg::SpoolAck { seq: 1 });
+    // The restart: sizes only.
+    let base = SpoolEvent::Base {
+        file: "redo.log".into(),
+        size: primary.len() as u64,
+    };
+    let m = raw_batch_at(&mut c, 2, true, vec![base], b"", None);
+    assert_eq!(m, Msg::SpoolAck { seq: 2 });
+    // The rest of redo.log, the rollover, the new redo.log.
+    let tail = b"tail of the old log\n";
+    let fresh = b"first records of the new log\n".repeat(3);
+    let mut data = tail.to_vec();
+    data.extend_from_slice(&fresh);
+    let m = raw_batch(
+        &mut c,
+        3,
+        vec![
+            app("redo.log", primary.len() as u64, tail.len() as u64),
+            SpoolEvent::Rename {
+                from: "redo.log".into(),
+                to: "archive/redo-2.log".into(),
+            },
+            app("redo.log", 0, fresh.len() as u64),
+        ],
+        &data,
+        None,
+    );
+    assert_eq!(m, Msg::SpoolAck { seq: 3 });
+    c.close();
+
+    // The snapshot from before the restart: refused, the copy untouched.
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::create_dir(copy.path().join("archive")).unwrap();
+    std::fs::write(copy.path().join("redo.log"), &old).unwrap();
+    std::fs::write(copy.path().join("archive/redo-1.log"), b"older").unwrap();
+    let before = tree_state(copy.path());
+    let e = redostream::apply_dir(&stb.spool(), copy.path(), jiff::Timestamp::now())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("snapshot alone, unchanged"), "{e}");
+    assert!(e.contains("redo.log"), "{e}");
+    assert_eq!(tree_state(copy.path()), before, "{e}");
+
+    // A snapshot taken after the restart (before the tail): continued,
+    // and the copy then holds exactly the primary's files.
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::create_dir(copy.path().join("archive")).unwrap();
+    std::fs::write(copy.path().join("redo.log"), &primary).unwrap();
+    std::fs::write(copy.path().join("archive/redo-1.log"), b"older").unwrap();
+    let r = redostream::apply_dir(&stb.spool(), copy.path(), jiff::Timestamp::now()).unwrap();
+    assert_eq!(r.events_applied, 3);
+    assert_eq!(r.bytes_applied, data.len() as u64);
+    let mut archived = primary.clone();
+    archived.extend_from_slice(tail);
+    assert_eq!(
+        std::fs::read(copy.path().join("archive/redo-2.log")).unwrap(),
+        archived
+    );
+    assert_eq!(std::fs::read(copy.path().join("redo.log")).unwrap(), fresh);
+    assert!(!copy.path().join(redostream::SCRATCH).exists());
 }
