@@ -342,8 +342,20 @@ fn raw_batch_at(
     data: &[u8],
     hash: Option<&str>,
 ) -> Msg {
+    send_batch(&mut c.r, &mut c.w, seq, reset, events, data, hash)
+}
+
+fn send_batch<R: std::io::Read, W: std::io::Write>(
+    r: &mut Reader<R>,
+    w: &mut Writer<W>,
+    seq: u64,
+    reset: bool,
+    events: Vec<SpoolEvent>,
+    data: &[u8],
+    hash: Option<&str>,
+) -> Msg {
     let h = blake3::hash(data).to_hex().to_string();
-    c.w.msg(&Msg::SpoolBatch {
+    w.msg(&Msg::SpoolBatch {
         seq,
         as_of: jiff::Timestamp::now(),
         reset,
@@ -353,10 +365,10 @@ fn raw_batch_at(
     })
     .unwrap();
     for ch in data.chunks(1 << 20) {
-        c.w.data(ch).unwrap();
+        w.data(ch).unwrap();
     }
-    c.w.flush().unwrap();
-    c.r.msg().unwrap()
+    w.flush().unwrap();
+    r.msg().unwrap()
 }
 
 #[test]
@@ -950,4 +962,80 @@ fn a_spool_restarted_after_the_snapshot_changes_nothing_at_failover() {
     );
     assert_eq!(std::fs::read(copy.path().join("redo.log")).unwrap(), fresh);
     assert!(!copy.path().join(redostream::SCRATCH).exists());
+}
+
+/// Case 3 on real btrfs, through `snapsite serve --stdio` and `snapsite
+/// failover`: the spool restarted (as after a lost ack) at sizes the
+/// redolog snapshot does not reach, then the rest of `redo.log`, a rollover
+/// and new writes, then the primary is gone. Failover must leave the
+/// redolog copy exactly the snapshot's content and say the spool was not
+/// used; the reported recovery point is the snapshot's.
+#[test]
+fn btrfs_failover_with_a_spool_restarted_after_the_snapshot_keeps_the_snapshot() {
+    require_real!();
+    let lab = common::Lab::new("[\"/bin/true\"]");
+    add_stream(&lab.stb_cfg);
+    add_stream(&lab.pri_cfg);
+    let pcfg = Config::load(&lab.pri_cfg).unwrap();
+    let live = lab.live("redolog");
+    let mut log = Log::new(&live);
+    log.append(50);
+    let set = lab.snapshot(false);
+    let id = set["id"].as_str().unwrap().to_string();
+    lab.ship(&lab.pri_cfg);
+    let snap_digest = digest(&lab.standby_snap("redolog", &id));
+    // The primary goes on; the follower's ack is lost in a quiet spell; it
+    // restarts the spool at the sizes it then finds (the shape: the
+    // snapshot's redo.log is shorter than the restart's).
+    log.append(40);
+    let restart_size = std::fs::metadata(live.join("redo.log")).unwrap().len();
+    log.rollover();
+    log.append(5);
+    let fresh = std::fs::read(live.join("redo.log")).unwrap();
+    let archived = format!("archive/redo-{:08}.log", log.n);
+    let mut child = std::process::Command::new(common::snapsite_exe())
+        .args(["serve", "--stdio", "--config"])
+        .arg(&lab.stb_cfg)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut w = Writer::new(child.stdin.take().unwrap());
+    let mut r = Reader::new(child.stdout.take().unwrap());
+    redostream::spool_handshake(&pcfg, &mut r, &mut w).unwrap();
+    let base = SpoolEvent::Base {
+        file: "redo.log".into(),
+        size: restart_size,
+    };
+    let m = send_batch(&mut r, &mut w, 1, true, vec![base], b"", None);
+    assert_eq!(m, Msg::SpoolAck { seq: 1 });
+    let data = fresh.clone();
+    let events = vec![
+        SpoolEvent::Rename {
+            from: "redo.log".into(),
+            to: archived.clone(),
+        },
+        app("redo.log", 0, fresh.len() as u64),
+    ];
+    let m = send_batch(&mut r, &mut w, 2, false, events, &data, None);
+    assert_eq!(m, Msg::SpoolAck { seq: 2 });
+    w.msg(&Msg::Bye).unwrap();
+    drop(w);
+    assert!(child.wait().unwrap().success());
+
+    let out = lab.ok(&lab.stb_cfg, &["failover", "--no-replay", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let copy = lab.dir.path().join("mnt-app/redolog");
+    assert_eq!(
+        digest(&copy),
+        snap_digest,
+        "the copy is the snapshot: {report}"
+    );
+    let not_used = report["stream"]["not_used"].as_str().unwrap_or_default();
+    assert!(
+        not_used.contains("snapshot alone, unchanged") && not_used.contains("redo.log"),
+        "{report}"
+    );
+    assert!(report["stream"]["recovery_point"].is_null(), "{report}");
+    assert_eq!(report["stream"]["events_applied"], 0, "{report}");
 }
