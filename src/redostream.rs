@@ -2203,6 +2203,96 @@ pub fn apply_at_failover(
     })
 }
 
+/// `failover --dry-run`: what the spool would add to the redolog snapshot
+/// `set_id` (taken at `snapshot_time`): matched against the snapshot's
+/// files as failover's apply would match the copy. Nothing is written (on
+/// ZFS and LVM the snapshot is mounted read-only for the look, as a
+/// checkpoint does). `events_applied`/`bytes_applied` are what it would
+/// apply.
+pub fn preview(cfg: &Config, set_id: &str, snapshot_time: Timestamp) -> Option<StreamRecovery> {
+    settings(cfg)?;
+    let catalog = Catalog::new(&cfg.state_dir);
+    let dir = spool_dir(&catalog);
+    let not_used = |m: String| StreamRecovery {
+        not_used: Some(m),
+        ..Default::default()
+    };
+    if !dir.join(JOURNAL).exists() {
+        return Some(not_used("no spool on this standby".into()));
+    }
+    let sp = match Spool::load(&dir, false) {
+        Ok(sp) => sp,
+        Err(e) => return Some(not_used(e.to_string())),
+    };
+    if sp.base.is_empty() && sp.items.is_empty() {
+        return Some(not_used("the spool is empty".into()));
+    }
+    let stores = Stores::open(cfg);
+    let view = match snapshot_view(cfg, &stores, &dir, set_id) {
+        Ok(v) => v,
+        Err(e) => {
+            return Some(not_used(format!(
+                "the redolog snapshot's files cannot be read: {e}"
+            )));
+        }
+    };
+    let root = match Root::open(&view.root) {
+        Ok(r) => r,
+        Err(e) => return Some(not_used(e.to_string())),
+    };
+    let bound = Bound {
+        deadline: Some(Instant::now() + APPLY_MATCH_TIME),
+    };
+    Some(match find_cut(&sp, &root, bound) {
+        Ok((j, _)) => StreamRecovery {
+            recovery_point: Some(
+                sp.last_as_of
+                    .map_or(snapshot_time, |t| t.max(snapshot_time)),
+            ),
+            events_applied: sp.items.len() - j,
+            bytes_applied: sp.items[j..].iter().map(|i| i.data.len() as u64).sum(),
+            not_used: None,
+        },
+        Err(reason) => not_used(format!(
+            "the spool does not continue the redolog snapshot: {reason}"
+        )),
+    })
+}
+
+/// After a completed failover this site is the primary: the spool of the
+/// old primary's redolog has been applied (or was not usable) and must not
+/// be applied to anything again. Removes the journal and `broken.json`.
+pub fn clear_after_failover(catalog: &Catalog) -> Result<bool> {
+    let dir = spool_dir(catalog);
+    if !dir.join(JOURNAL).exists() {
+        return Ok(false);
+    }
+    let _l = spool_lock(&dir, "lock", Duration::from_secs(30))?;
+    for f in [JOURNAL, "broken.json"] {
+        match std::fs::remove_file(dir.join(f)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("remove {}", dir.join(f).display()), e)),
+        }
+    }
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .ctx(format!("fsync {}", dir.display()))?;
+    Ok(true)
+}
+
+/// The dry run's lines.
+pub fn render_preview(r: &StreamRecovery) -> String {
+    match (&r.not_used, r.recovery_point) {
+        (Some(why), _) => format!("stream        the spool would not be used: {why}\n"),
+        (None, Some(rp)) => format!(
+            "stream        the spool would add {} events, {} bytes; stream point {rp} (primary's clock)\n",
+            r.events_applied, r.bytes_applied
+        ),
+        (None, None) => "stream        nothing to add\n".into(),
+    }
+}
+
 /// Streaming as `status` shows it: the primary's follower (lag) and the
 /// standby's spool.
 #[derive(Debug, Clone, Serialize, PartialEq)]

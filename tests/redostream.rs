@@ -628,8 +628,28 @@ fn btrfs_failover_appends_the_streamed_tail() {
     assert!(status.contains("stream        lag"), "{status}");
     drop(follower);
     let want = digest(&lab.live("redolog"));
+    // The dry run says what the spool would add, and changes nothing.
+    let dry: serde_json::Value = serde_json::from_str(&lab.ok(
+        &lab.stb_cfg,
+        &["failover", "--dry-run", "--no-replay", "--json"],
+    ))
+    .unwrap();
+    let text = lab.ok(&lab.stb_cfg, &["failover", "--dry-run", "--no-replay"]);
+    assert!(text.contains("the spool would add"), "{text}");
+    let journal = lab.dir.path().join("state-stb/spool/journal");
+    assert!(journal.exists());
     let out = lab.ok(&lab.stb_cfg, &["failover", "--no-replay", "--json"]);
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for k in ["events_applied", "bytes_applied", "recovery_point"] {
+        assert_eq!(
+            dry["stream"][k], report["stream"][k],
+            "{k}: {dry} / {report}"
+        );
+    }
+    assert!(
+        !journal.exists(),
+        "the spool is cleared after a completed failover"
+    );
     let copy = lab.dir.path().join("mnt-app/redolog");
     assert_eq!(digest(&copy), want, "redolog copy = primary's files");
     let snap_rp: jiff::Timestamp = report["recovery_point"].as_str().unwrap().parse().unwrap();
@@ -1023,6 +1043,11 @@ fn btrfs_failover_with_a_spool_restarted_after_the_snapshot_keeps_the_snapshot()
     drop(w);
     assert!(child.wait().unwrap().success());
 
+    let text = lab.ok(&lab.stb_cfg, &["failover", "--dry-run"]);
+    assert!(
+        text.contains("the spool would not be used") && text.contains("redo.log"),
+        "{text}"
+    );
     let out = lab.ok(&lab.stb_cfg, &["failover", "--no-replay", "--json"]);
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     let copy = lab.dir.path().join("mnt-app/redolog");
