@@ -998,8 +998,12 @@ fn find_cut(sp: &Spool, root: &Root, bound: Bound) -> std::result::Result<(usize
 }
 
 /// A file instance's ranges as compared against one name's file:
-/// (source, length, equal).
-type Compared = Vec<(Src, u64, bool)>;
+/// (source, length, ranges differing up to and including this one).
+type Compared = Vec<(Src, u64, usize)>;
+
+fn mismatches(stack: &Compared) -> usize {
+    stack.last().map_or(0, |x| x.2)
+}
 
 /// A comparison kept for a name an instance left: ranges, last difference.
 type Saved = (Compared, Option<Option<u64>>);
@@ -1007,7 +1011,6 @@ type Saved = (Compared, Option<Option<u64>>);
 struct Pair {
     name: String,
     stack: Compared,
-    mismatches: usize,
     /// The last position where the spool's bytes (as of the whole spool)
     /// differ from the file, `None` if nowhere; computed when first needed.
     last_diff: Option<Option<u64>>,
@@ -1044,29 +1047,40 @@ impl Matcher<'_> {
         }
     }
 
-    /// Instance `i` now has name `n`: compare its ranges with `n`'s file
-    /// (reusing an earlier comparison as far as its ranges are unchanged).
+    /// Instance `i` now has name `n`: compare its ranges with `n`'s file,
+    /// reusing an earlier comparison under that name as far as its ranges
+    /// are unchanged (ranges change only at the top, and each is a distinct
+    /// item: the comparison is valid up to the last position whose range is
+    /// the same, found by binary search), so renaming back and forth costs
+    /// only the ranges added since.
     fn attach(&mut self, i: usize, n: &str) {
         self.ensure(i);
         let (mut stack, last_diff) = self.saved.remove(&(i, n.to_string())).unwrap_or_default();
-        let ranges: Vec<Range> = self.sim.insts[i].ranges.clone();
-        // The valid prefix: ranges below an unchanged one are unchanged.
-        let valid = stack
-            .iter()
-            .zip(&ranges)
-            .take_while(|((s, l, _), r)| *s == r.src && *l == r.len)
-            .count();
-        stack.truncate(valid);
-        for r in &ranges[valid..] {
-            let eq = self.range_equal(n, r.src, r.offset, r.len);
-            stack.push((r.src, r.len, eq));
+        let same = |stack: &Compared, ranges: &[Range], p: usize| {
+            let (s, l, _) = stack[p];
+            ranges[p].src == s && ranges[p].len == l
+        };
+        let nr = self.sim.insts[i].ranges.len();
+        let (mut lo, mut hi) = (0usize, stack.len().min(nr));
+        // Largest `valid` with positions `..valid` the same.
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if same(&stack, &self.sim.insts[i].ranges, mid - 1) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
         }
-        let mismatches = stack.iter().filter(|x| !x.2).count();
-        self.work += stack.len() as u64;
+        self.work += 64;
+        stack.truncate(lo);
+        for k in lo..nr {
+            let r = self.sim.insts[i].ranges[k].clone();
+            let eq = self.range_equal(n, r.src, r.offset, r.len);
+            stack.push((r.src, r.len, mismatches(&stack) + usize::from(!eq)));
+        }
         self.pairs[i] = Some(Pair {
             name: n.to_string(),
             stack,
-            mismatches,
             last_diff,
         });
     }
@@ -1085,29 +1099,20 @@ impl Matcher<'_> {
             return;
         };
         let ranges = &self.sim.insts[i].ranges;
-        while p.stack.len() > ranges.len() {
-            if !p.stack.pop().expect("longer").2 {
-                p.mismatches -= 1;
-            }
-        }
+        p.stack.truncate(ranges.len());
         if let (Some(top), Some(r)) = (
             p.stack.last().copied(),
             ranges.get(p.stack.len().wrapping_sub(1)),
         ) {
             if top.1 != r.len || top.0 != r.src {
                 p.stack.pop();
-                if !top.2 {
-                    p.mismatches -= 1;
-                }
             }
         }
         let missing: Vec<Range> = ranges[p.stack.len()..].to_vec();
         for r in missing {
             let eq = self.range_equal(&p.name, r.src, r.offset, r.len);
-            if !eq {
-                p.mismatches += 1;
-            }
-            p.stack.push((r.src, r.len, eq));
+            let mm = mismatches(&p.stack) + usize::from(!eq);
+            p.stack.push((r.src, r.len, mm));
         }
         self.pairs[i] = Some(p);
     }
@@ -1142,7 +1147,7 @@ impl Matcher<'_> {
         self.ensure(i);
         let bad = match self.pairs[i]
             .as_ref()
-            .map(|p| (p.name.clone(), p.mismatches, p.last_diff))
+            .map(|p| (p.name.clone(), mismatches(&p.stack), p.last_diff))
         {
             None => false,
             Some((_, mm, _)) if mm > 0 => true,
@@ -3321,6 +3326,73 @@ mod tests {
         (sp, d)
     }
 
+    /// A hostile shape: `n / 2` appends, then `n / 2` renames of the file
+    /// back and forth between two names (each rename used to mean comparing
+    /// every range again); the directory holds other bytes under both.
+    fn pingpong_case(n: usize) -> (Spool, tempfile::TempDir) {
+        let mut sp = Spool::default();
+        let mut sim = Sim::default();
+        let base = [SpoolEvent::Base {
+            file: "redo.log".into(),
+            size: 0,
+        }];
+        sp.push_batch(&mut sim, 1, Timestamp::now(), &base, &[])
+            .unwrap();
+        let mut seq = 2;
+        let mut evs = Vec::new();
+        let mut data = Vec::new();
+        let names = ["redo.log", "archive/redo-1.log"];
+        for e in 0..n {
+            if e < n / 2 {
+                evs.push(SpoolEvent::Append {
+                    file: "redo.log".into(),
+                    offset: (e * 8) as u64,
+                    len: 8,
+                });
+                data.extend_from_slice(format!("{e:07}\n").as_bytes());
+            } else {
+                let k = e - n / 2;
+                evs.push(SpoolEvent::Rename {
+                    from: names[k % 2].into(),
+                    to: names[(k + 1) % 2].into(),
+                });
+            }
+            if evs.len() == MAX_BATCH_EVENTS || e + 1 == n {
+                sp.push_batch(&mut sim, seq, Timestamp::now(), &evs, &data)
+                    .unwrap();
+                seq += 1;
+                evs.clear();
+                data.clear();
+            }
+        }
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("archive")).unwrap();
+        let junk = vec![b'z'; n / 2 * 8];
+        std::fs::write(d.path().join("redo.log"), &junk).unwrap();
+        std::fs::write(d.path().join("archive/redo-1.log"), &junk).unwrap();
+        (sp, d)
+    }
+
+    #[test]
+    fn renaming_back_and_forth_stays_linear() {
+        // Small: the same answer as the old matching.
+        let (sp, d) = pingpong_case(600);
+        let root = Root::open(d.path()).unwrap();
+        let old = find_cut_old(&sp, &root).map(|x| x.0).ok();
+        let new = find_cut(&sp, &root, Bound { deadline: None })
+            .map(|x| x.0)
+            .ok();
+        assert_eq!(old, new);
+        // Large: well within the bound.
+        let (sp, d) = pingpong_case(200_000);
+        let root = Root::open(d.path()).unwrap();
+        let t = Instant::now();
+        let r = find_cut(&sp, &root, Bound { deadline: None });
+        assert!(r.is_err());
+        assert!(!r.unwrap_err().contains(GAVE_UP));
+        assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    }
+
     /// `SPOOL_BENCH=10000,100000,1000000 cargo test --release --lib
     /// bench_matching -- --ignored --nocapture` (scripts/bench-spool).
     #[test]
@@ -3357,6 +3429,15 @@ mod tests {
                     old.map_or("-".into(), |o| format!("{:.3}s", o.as_secs_f64()))
                 );
             }
+            let (sp, d) = pingpong_case(n);
+            let root = Root::open(d.path()).unwrap();
+            let t = Instant::now();
+            let r = find_cut(&sp, &root, Bound { deadline: None });
+            println!(
+                "spool-bench events={n} renames-back-and-forth linear={:.3}s ({})",
+                t.elapsed().as_secs_f64(),
+                if r.is_ok() { "matched" } else { "no match" }
+            );
         }
     }
 }
