@@ -1477,6 +1477,15 @@ pub fn checkpoint_after_commit(
 /// and drop the events it covers. `Ok(None)`: nothing to do. A mismatch is
 /// recorded in `broken.json` and returned as an error.
 pub fn checkpoint(dir: &Path, root: &Path, set_id: &str) -> Result<Option<usize>> {
+    checkpoint_within(dir, root, set_id, CHECKPOINT_TIME)
+}
+
+fn checkpoint_within(
+    dir: &Path,
+    root: &Path,
+    set_id: &str,
+    time: Duration,
+) -> Result<Option<usize>> {
     let _l = spool_lock(dir, "lock", Duration::from_secs(30))?;
     let sp = Spool::load(dir, true)?;
     if sp.base.is_empty() && sp.items.is_empty() {
@@ -1484,7 +1493,7 @@ pub fn checkpoint(dir: &Path, root: &Path, set_id: &str) -> Result<Option<usize>
     }
     let root = &Root::open(root)?;
     let bound = Bound {
-        deadline: Some(Instant::now() + CHECKPOINT_TIME),
+        deadline: Some(Instant::now() + time),
     };
     match find_cut(&sp, root, bound) {
         Ok((j, sim)) => {
@@ -3391,6 +3400,21 @@ mod tests {
         assert!(r.is_err());
         assert!(!r.unwrap_err().contains(GAVE_UP));
         assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn a_checkpoint_out_of_time_marks_the_spool_unusable() {
+        let (sp, snap) = bench_case(5000, false);
+        let spool = tempfile::tempdir().unwrap();
+        write_journal_atomic(spool.path(), &sp.records()).unwrap();
+        let e = checkpoint_within(spool.path(), snap.path(), "s1", Duration::ZERO)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(GAVE_UP) && e.contains("marked unusable"), "{e}");
+        let b: Broken = crate::catalog::read_json(&spool.path().join("broken.json")).unwrap();
+        assert!(b.reason.contains("longer than allowed"), "{}", b.reason);
+        // The spool itself is kept as it was.
+        assert_eq!(Spool::load(spool.path(), false).unwrap().items.len(), 5001);
     }
 
     /// `SPOOL_BENCH=10000,100000,1000000 cargo test --release --lib
