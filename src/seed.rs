@@ -263,7 +263,7 @@ pub fn write_seed(
 pub const MAX_INDEX_BYTES: u64 = 64 << 20;
 
 /// Reads the parts in order. Every file of the seed is opened inside the
-/// seed directory only, through [`safefile::Root`] (no symlink on the way,
+/// seed directory only, through [`Root`] (no symlink on the way,
 /// a regular file or a clear refusal: a FIFO or device never blocks), and
 /// before anything is handed to `serve` every part, the last included, is
 /// read once and checked against the index: `serve` commits when it reads

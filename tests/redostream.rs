@@ -421,6 +421,16 @@ fn hostile_batches_are_refused_and_leave_the_spool_as_it_was() {
         ),
         ("gap", 2, vec![app("redo.log", 5, 1)], b"x".to_vec(), None),
         (
+            // The first event applies, the second does not: the whole
+            // batch is refused and the spool in memory is as before it
+            // (the cap loop below continues at offset 4).
+            "gap after a good event",
+            2,
+            vec![app("redo.log", 4, 1), app("redo.log", 9, 1)],
+            b"xy".to_vec(),
+            None,
+        ),
+        (
             "overlap",
             2,
             vec![app("redo.log", 2, 1)],
