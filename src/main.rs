@@ -780,9 +780,6 @@ fn cmd_failover(
             if let Some(st) = &stream {
                 print!("{}", snapsite::redostream::render_preview(st));
             }
-            if let Some(st) = &stream {
-                print!("{}", snapsite::redostream::render_preview(st));
-            }
         }
         return Ok(ExitCode::SUCCESS);
     }
