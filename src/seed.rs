@@ -269,16 +269,24 @@ pub const MAX_INDEX_BYTES: u64 = 64 << 20;
 /// read once and checked against the index: `serve` commits when it reads
 /// the commit message, which may come before the end of the last part, so
 /// checking a part when it ends is not enough. While the parts are then
-/// streamed each is checked again (size, blake3, and the same file as in
-/// the first pass): a change in between is an error, never a commit of
-/// bytes that were not checked.
+/// streamed each is checked again (size, blake3), and every read is handed
+/// on only if the part is still the file checked, unwritten since (inode
+/// and ctime on its descriptor): a change in between is an error, never a
+/// commit of bytes that were not checked.
 pub struct SeedReader {
     root: Root,
     parts: Vec<Part>,
-    /// (dev, inode) of each part as checked.
-    ids: Vec<(u64, u64)>,
+    /// (dev, inode, ctime) of each part as checked: any write since
+    /// changes the ctime, so bytes read while these hold are the checked ones.
+    ids: Vec<PartId>,
     next: usize,
     current: Option<(std::io::Take<File>, blake3::Hasher, u64)>,
+}
+
+type PartId = (u64, u64, i64, i64);
+
+fn part_id(m: &std::fs::Metadata) -> PartId {
+    (m.dev(), m.ino(), m.ctime(), m.ctime_nsec())
 }
 
 fn refused(dir: &Path, e: String) -> Error {
@@ -378,7 +386,17 @@ impl SeedReader {
                     p.blake3
                 )));
             }
-            ids.push((m.dev(), m.ino()));
+            let after = f
+                .metadata()
+                .map_err(|e| Error::io(format!("{}: part {}", dir.display(), p.name), e))?;
+            if part_id(&after) != part_id(&m) {
+                return Err(Error::integrity(format!(
+                    "{}: seed part {} changed while it was checked",
+                    dir.display(),
+                    p.name
+                )));
+            }
+            ids.push(part_id(&m));
         }
         Ok((
             SeedReader {
@@ -407,9 +425,9 @@ impl Read for SeedReader {
                     .open_existing(&part.name, Access::Read)
                     .map_err(invalid)?;
                 let m = f.metadata()?;
-                if (m.dev(), m.ino()) != self.ids[self.next] {
+                if part_id(&m) != self.ids[self.next] {
                     return Err(invalid(format!(
-                        "seed part {} was replaced after it was checked",
+                        "seed part {} was replaced or written to after it was checked",
                         part.name
                     )));
                 }
@@ -418,6 +436,13 @@ impl Read for SeedReader {
             }
             let (f, h, n) = self.current.as_mut().expect("opened above");
             let k = f.read(buf)?;
+            // Bytes handed on only if the part is still as it was checked.
+            if part_id(&f.get_ref().metadata()?) != self.ids[self.next] {
+                return Err(invalid(format!(
+                    "seed part {} was written to after it was checked",
+                    self.parts[self.next].name
+                )));
+            }
             if k > 0 {
                 h.update(&buf[..k]);
                 *n += k as u64;
@@ -608,6 +633,24 @@ mod tests {
         bad.parts[0].name = "../s.seed/part-000000".into();
         std::fs::write(s.join(INDEX), serde_json::to_vec(&bad).unwrap()).unwrap();
         assert!(open_err(&s).contains("part 0"));
+    }
+
+    #[test]
+    fn a_part_written_to_after_its_check_hands_on_nothing_more() {
+        use std::os::unix::fs::FileExt;
+        let (d, _) = small_seed();
+        let s = d.path().join("s.seed");
+        let (mut r, _) = SeedReader::open(&s).unwrap();
+        // Timestamps have the kernel's tick as resolution.
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(s.join("part-000000"))
+            .unwrap();
+        f.write_all_at(b"Z", 0).unwrap();
+        let mut buf = [0u8; 10];
+        let e = r.read(&mut buf).unwrap_err();
+        assert!(e.to_string().contains("part-000000"), "{e}");
     }
 
     #[test]
