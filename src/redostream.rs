@@ -3174,6 +3174,12 @@ mod tests {
     /// damaged.
     fn random_dir(rng: &mut Rng, sp: &Spool, dir: &Path) {
         let cut = rng.below(sp.items.len() as u64 + 1) as usize;
+        write_dir(rng, sp, dir, cut, true);
+    }
+
+    /// The directory at `cut`; with `damage`, sometimes ahead, sometimes
+    /// damaged.
+    fn write_dir(rng: &mut Rng, sp: &Spool, dir: &Path, cut: usize, damage: bool) {
         let mut s = sp.base_sim();
         for (i, it) in sp.items[..cut].iter().enumerate() {
             s.apply(&it.ev, Src::Item(i)).unwrap();
@@ -3182,6 +3188,10 @@ mod tests {
         std::fs::create_dir_all(dir.join("archive")).unwrap();
         for (n, &i) in &s.names {
             let mut v = content(sp, &s.insts[i]);
+            if !damage {
+                std::fs::write(dir.join(n), &v).unwrap();
+                continue;
+            }
             if rng.chance(40) {
                 // Ahead of the follower: the spool's later bytes, or junk.
                 let later = content(sp, &fin.insts[i]);
@@ -3202,7 +3212,7 @@ mod tests {
             std::fs::write(dir.join(n), &v).unwrap();
         }
         for n in NAMES {
-            if !s.names.contains_key(n) && rng.chance(10) {
+            if damage && !s.names.contains_key(n) && rng.chance(10) {
                 std::fs::write(dir.join(n), b"stray").unwrap();
             }
         }
@@ -3235,6 +3245,77 @@ mod tests {
             found > cases as usize / 6 && found < cases as usize * 29 / 30,
             "{found} of {cases} matched"
         );
+    }
+
+    #[test]
+    fn apply_brings_any_cut_to_the_spool_end_or_changes_nothing() {
+        // APPLY_PROP_CASES=N APPLY_PROP_SEED=S for a longer run.
+        let env = |k: &str, d: u64| std::env::var(k).ok().map_or(d, |v| v.parse().unwrap());
+        let cases = env("APPLY_PROP_CASES", 120);
+        let mut rng = Rng(env("APPLY_PROP_SEED", 0x2545f4914f6cdd1d));
+        let mut applied = 0;
+        for case in 0..cases {
+            let sp = random_spool(&mut rng);
+            let fin = sp.sim();
+            let spool = tempfile::tempdir().unwrap();
+            write_journal_atomic(spool.path(), &sp.records()).unwrap();
+            let t0 = Timestamp::now();
+            // Exactly at a cut the spool can continue: the result is the
+            // spool's end, nothing else of the names it knows, no scratch.
+            let min = sp.min_cut();
+            let cut = min + rng.below((sp.items.len() - min) as u64 + 1) as usize;
+            let d = tempfile::tempdir().unwrap();
+            write_dir(&mut rng, &sp, d.path(), cut, false);
+            std::fs::write(d.path().join("other.log"), b"kept").unwrap();
+            let r = apply_dir(spool.path(), d.path(), t0)
+                .unwrap_or_else(|e| panic!("case {case} cut {cut}: {e}"));
+            assert!(r.events_applied <= sp.items.len() - cut, "case {case}");
+            let t = tree(d.path());
+            // Matched at `cut` itself: exactly the spool's end. A later cut
+            // may match too (after a truncation a longer file looks like a
+            // snapshot ahead of the spool): then it starts with it.
+            let exact = r.events_applied == sp.items.len() - cut;
+            for n in &fin.known {
+                match fin.names.get(n) {
+                    Some(&i) => {
+                        let want = content(&sp, &fin.insts[i]);
+                        let got = t
+                            .get(n.as_str())
+                            .unwrap_or_else(|| panic!("case {case}: {n}"));
+                        assert!(
+                            if exact {
+                                *got == want
+                            } else {
+                                got.starts_with(&want)
+                            },
+                            "case {case} cut {cut} exact {exact}: {n}: {got:?} / {want:?}"
+                        );
+                    }
+                    None => assert!(!t.contains_key(n.as_str()), "case {case}: {n}"),
+                }
+            }
+            assert_eq!(t["other.log"], b"kept");
+            assert!(!t.contains_key(&format!("{SCRATCH}/")), "case {case}");
+            applied += r.events_applied;
+            // Anywhere, damaged or ahead: applied and right, or unchanged.
+            let d = tempfile::tempdir().unwrap();
+            random_dir(&mut rng, &sp, d.path());
+            let before = tree(d.path());
+            match apply_dir(spool.path(), d.path(), t0) {
+                Ok(_) => {
+                    let root = Root::open(d.path()).unwrap();
+                    View::new(&root)
+                        .at(&sp, &fin, true, None)
+                        .unwrap_or_else(|e| panic!("case {case}: {e}"));
+                    assert!(!d.path().join(SCRATCH).exists());
+                }
+                Err(e) => {
+                    assert_eq!(tree(d.path()), before, "case {case}: {e}");
+                    assert!(e.to_string().contains("snapshot alone"), "{e}");
+                }
+            }
+        }
+        assert!(applied as u64 > cases, "{applied} events applied in all");
     }
 
     fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
