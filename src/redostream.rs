@@ -79,6 +79,8 @@ const JOURNAL: &str = "journal";
 const CHECKPOINT_TIME: Duration = Duration::from_secs(20);
 /// Longest failover's apply matches before it uses the snapshot alone.
 const APPLY_MATCH_TIME: Duration = Duration::from_secs(20);
+/// Cuts failover's apply tries, largest first.
+const APPLY_TRIES: usize = 4;
 
 /// `[stream]` if configured and enabled.
 pub fn settings(cfg: &Config) -> Option<&StreamSettings> {
@@ -759,14 +761,13 @@ fn spool_lock(dir: &Path, name: &str, wait: Duration) -> Result<nix::fcntl::Floc
 // ---------------------------------------------------------------------------
 // Matching the spool against a directory (a snapshot or failover's copy).
 
-/// A view of a directory's files, cached (sizes, descriptors and compared
-/// ranges). Every file is opened through [`Root`]: regular files
+/// A view of a directory's files, cached (sizes, descriptors, a window of
+/// bytes). Every file is opened through [`Root`]: regular files
 /// only, no symlink anywhere on the way.
 struct View<'a> {
     root: &'a Root,
     sizes: HashMap<String, std::result::Result<Option<u64>, String>>,
     files: HashMap<String, Option<File>>,
-    same: HashMap<(String, u64, Src, u64), bool>,
     /// The last window read: (name, offset, bytes).
     window: Option<(String, u64, Vec<u8>)>,
     /// Bytes read from files so far (the matcher's work bound).
@@ -781,7 +782,6 @@ impl<'a> View<'a> {
             root,
             sizes: HashMap::new(),
             files: HashMap::new(),
-            same: HashMap::new(),
             window: None,
             read: 0,
         }
@@ -844,14 +844,8 @@ impl<'a> View<'a> {
     }
 
     fn equal(&mut self, sp: &Spool, name: &str, r: &Range) -> bool {
-        let key = (name.to_string(), r.offset, r.src, r.len);
-        if let Some(v) = self.same.get(&key) {
-            return *v;
-        }
         let want = &sp.data(r.src)[..r.len as usize];
-        let ok = self.bytes_equal(name, r.offset, want);
-        self.same.insert(key, ok);
-        ok
+        self.bytes_equal(name, r.offset, want)
     }
 
     /// Bytes `[from, to)` of range `r` equal in the file?
@@ -947,6 +941,29 @@ struct Bound {
 /// (once per instance and name): the work is bounded by a multiple of the
 /// spool's bytes and events, and by `bound`'s deadline.
 fn find_cut(sp: &Spool, root: &Root, bound: Bound) -> std::result::Result<(usize, Sim), String> {
+    let j = find_cuts(sp, root, bound, 1)?[0];
+    Ok((j, sim_at(sp, j)))
+}
+
+/// The state after the spool's first `j` items.
+fn sim_at(sp: &Spool, j: usize) -> Sim {
+    let mut s = sp.base_sim();
+    for (i, it) in sp.items[..j].iter().enumerate() {
+        s.apply(&it.ev, Src::Item(i)).expect("recorded items apply");
+    }
+    s
+}
+
+/// The `keep` largest cuts the directory passes, largest first (at least
+/// one, or the reason there is none). A snapshot ahead of the spool passes
+/// a later cut than the one it was taken at when a truncation hides what
+/// differs; failover's apply then finds the difference and tries the next.
+fn find_cuts(
+    sp: &Spool,
+    root: &Root,
+    bound: Bound,
+    keep: usize,
+) -> std::result::Result<Vec<usize>, String> {
     let fin = sp.sim();
     let mut m = Matcher {
         sp,
@@ -974,13 +991,16 @@ fn find_cut(sp: &Spool, root: &Root, bound: Bound) -> std::result::Result<(usize
     for n in &known {
         m.eval_name(n);
     }
-    let mut best = None;
+    let mut passing = std::collections::VecDeque::new();
     let mut cheap_best = None;
     for j in 0..=sp.items.len() {
         if m.bad_names == 0 && j >= min {
             cheap_best = Some(j);
             if m.bad_insts == 0 {
-                best = Some(j);
+                if passing.len() == keep {
+                    passing.pop_front();
+                }
+                passing.push_back(j);
             }
         }
         if j == sp.items.len() {
@@ -1002,12 +1022,8 @@ fn find_cut(sp: &Spool, root: &Root, bound: Bound) -> std::result::Result<(usize
             ));
         }
     }
-    if let Some(j) = best {
-        let mut s = sp.base_sim();
-        for (i, it) in sp.items[..j].iter().enumerate() {
-            s.apply(&it.ev, Src::Item(i)).expect("recorded items apply");
-        }
-        return Ok((j, s));
+    if !passing.is_empty() {
+        return Ok(passing.into_iter().rev().collect());
     }
     // No cut: say why, as the reason at the first cut allowed (names,
     // sizes) or the bytes at the latest cut whose names and sizes fit.
@@ -1932,12 +1948,21 @@ fn verify_staged(sp: &Spool, f: &File, what: &str, inst: &Inst) -> std::result::
     if size < inst.size {
         return Err(format!("{what}: {size} bytes, the spool has {}", inst.size));
     }
+    // Ranges are sorted by offset: read through a window of 1 MiB.
+    let mut win: (u64, Vec<u8>) = (0, Vec::new());
     for r in &inst.ranges {
         let want = &sp.data(r.src)[..r.len as usize];
-        let mut buf = vec![0u8; want.len()];
-        f.read_exact_at(&mut buf, r.offset)
-            .map_err(|e| format!("{what}: {e}"))?;
-        if buf != want {
+        let end = r.offset + r.len;
+        let inside = r.offset >= win.0 && end <= win.0 + win.1.len() as u64;
+        if !inside {
+            let n = (size - r.offset).min(WINDOW as u64).max(r.len) as usize;
+            let mut buf = vec![0u8; n];
+            f.read_exact_at(&mut buf, r.offset)
+                .map_err(|e| format!("{what}: {e}"))?;
+            win = (r.offset, buf);
+        }
+        let s = (r.offset - win.0) as usize;
+        if win.1[s..s + want.len()] != *want {
             return Err(format!(
                 "{what}: bytes {}..{} differ from the spooled ones",
                 r.offset,
@@ -1948,36 +1973,78 @@ fn verify_staged(sp: &Spool, f: &File, what: &str, inst: &Inst) -> std::result::
     Ok(())
 }
 
-/// One spooled event on a staged file.
-fn stage_event(
-    f: &File,
-    what: &str,
-    ev: &SpoolEvent,
-    data: &[u8],
-) -> std::result::Result<(), String> {
-    let io = |e: std::io::Error| format!("{what}: {e}");
-    match ev {
-        SpoolEvent::Append { offset, len, .. } => {
-            let size = f.metadata().map_err(io)?.len();
-            if size < *offset {
-                return Err(format!(
-                    "{what}: {size} bytes, the spool continues it at {offset}"
-                ));
-            }
-            // Bytes already there (the copy was ahead) must be the same.
-            let have = (size - offset).min(*len) as usize;
-            let mut buf = vec![0u8; have];
-            f.read_exact_at(&mut buf, *offset).map_err(io)?;
-            if buf != data[..have] {
-                return Err(format!("{what}: bytes at {offset} differ from the spool"));
-            }
-            f.write_all_at(&data[have..], offset + have as u64)
-                .map_err(io)?;
-        }
-        SpoolEvent::Truncate { size, .. } => f.set_len(*size).map_err(io)?,
-        _ => {}
+/// A file being built in the scratch directory: its size as written, and
+/// appended bytes gathered into one write per run of appends.
+struct StagedFile {
+    f: File,
+    size: u64,
+    pending_at: u64,
+    pending: Vec<u8>,
+}
+
+impl StagedFile {
+    fn new(f: File) -> std::io::Result<StagedFile> {
+        let size = f.metadata()?.len();
+        Ok(StagedFile {
+            f,
+            size,
+            pending_at: 0,
+            pending: Vec::new(),
+        })
     }
-    Ok(())
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            self.f.write_all_at(&self.pending, self.pending_at)?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+
+    /// One spooled event.
+    fn event(
+        &mut self,
+        what: &str,
+        ev: &SpoolEvent,
+        data: &[u8],
+    ) -> std::result::Result<(), String> {
+        let io = |e: std::io::Error| format!("{what}: {e}");
+        match ev {
+            SpoolEvent::Append { offset, len, .. } => {
+                if self.size < *offset {
+                    return Err(format!(
+                        "{what}: {} bytes, the spool continues it at {offset}",
+                        self.size
+                    ));
+                }
+                // Bytes already there (the copy was ahead) must be the same.
+                let have = (self.size - offset).min(*len) as usize;
+                if have > 0 {
+                    self.flush().map_err(io)?;
+                    let mut buf = vec![0u8; have];
+                    self.f.read_exact_at(&mut buf, *offset).map_err(io)?;
+                    if buf != data[..have] {
+                        return Err(format!("{what}: bytes at {offset} differ from the spool"));
+                    }
+                }
+                let at = offset + have as u64;
+                if self.pending_at + self.pending.len() as u64 != at || self.pending.len() >= WINDOW
+                {
+                    self.flush().map_err(io)?;
+                    self.pending_at = at;
+                }
+                self.pending.extend_from_slice(&data[have..]);
+                self.size = self.size.max(offset + len);
+            }
+            SpoolEvent::Truncate { size, .. } => {
+                self.flush().map_err(io)?;
+                self.f.set_len(*size).map_err(io)?;
+                self.size = *size;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
 }
 
 /// The applied spool, staged: files built in the scratch directory and
@@ -1995,7 +2062,7 @@ fn stage(sp: &Spool, root: &Root, j: usize, at_j: &Sim) -> std::result::Result<S
     root.create_dirs(SCRATCH)?;
     let mut sim = at_j.clone();
     // Instance -> its staged file, opened.
-    let mut files: BTreeMap<usize, File> = BTreeMap::new();
+    let mut files: BTreeMap<usize, StagedFile> = BTreeMap::new();
     let mut bytes = 0u64;
     // The copy's file of each instance at the cut.
     let copy_name: HashMap<usize, String> =
@@ -2037,11 +2104,24 @@ fn stage(sp: &Spool, root: &Root, j: usize, at_j: &Sim) -> std::result::Result<S
                     ));
                 }
             }
-            slot.insert(f);
+            let sf = StagedFile::new(f)
+                .map_err(|e| format!("{}: {e}", root.display(&scratch(&name)).display()))?;
+            slot.insert(sf);
         }
         let what = root.display(&file).display().to_string();
-        stage_event(&files[&i], &what, &it.ev, &it.data)?;
+        files
+            .get_mut(&i)
+            .expect("staged above")
+            .event(&what, &it.ev, &it.data)?;
         bytes += it.data.len() as u64;
+    }
+    for (i, sf) in files.iter_mut() {
+        sf.flush().map_err(|e| {
+            format!(
+                "{}: {e}",
+                root.display(&scratch(&format!("inst-{i}"))).display()
+            )
+        })?;
     }
     // Verify every staged file that ends under a name, and place it there;
     // back up what the copy has under the names that change.
@@ -2052,7 +2132,7 @@ fn stage(sp: &Spool, root: &Root, j: usize, at_j: &Sim) -> std::result::Result<S
         if unchanged {
             continue;
         }
-        let Some(f) = files.get(&i) else {
+        let Some(f) = files.get(&i).map(|sf| &sf.f) else {
             // Renamed but not written to: its file is the copy's, moved.
             let orig = copy_name
                 .get(&i)
@@ -2165,21 +2245,33 @@ pub fn apply_dir(spool: &Path, root: &Path, snapshot_time: Timestamp) -> Result<
     let bound = Bound {
         deadline: Some(Instant::now() + APPLY_MATCH_TIME),
     };
-    let (j, at_j) = find_cut(&sp, root, bound).map_err(|reason| {
+    let cuts = find_cuts(&sp, root, bound, APPLY_TRIES).map_err(|reason| {
         Error::integrity(format!(
             "the spool does not continue the redolog copy: {reason}; the copy holds the snapshot alone, unchanged"
         ))
     })?;
-    let staged = stage(&sp, root, j, &at_j);
-    let mut st = match staged {
-        Ok(st) => st,
-        Err(e) => {
-            // Only the scratch directory was written to.
-            let _ = recover_scratch(root);
-            return Err(Error::storage(format!(
-                "applying the spool: {e}; nothing was changed: the copy holds the snapshot alone"
-            )));
+    // The largest cut first; if the copy's bytes contradict the events
+    // after it (staging finds them), the next one.
+    let mut tried = Vec::new();
+    let mut found = None;
+    for j in cuts {
+        match stage(&sp, root, j, &sim_at(&sp, j)) {
+            Ok(st) => {
+                found = Some((j, st));
+                break;
+            }
+            Err(e) => {
+                // Only the scratch directory was written to.
+                let _ = recover_scratch(root);
+                tried.push(e);
+            }
         }
+    }
+    let Some((j, mut st)) = found else {
+        return Err(Error::storage(format!(
+            "applying the spool: {}; nothing was changed: the copy holds the snapshot alone",
+            tried.join("; then: ")
+        )));
     };
     if let Err(e) = commit_staged(root, &mut st.plan) {
         let undone = !e.contains("UNDOING FAILED");
@@ -3267,8 +3359,16 @@ mod tests {
             let d = tempfile::tempdir().unwrap();
             write_dir(&mut rng, &sp, d.path(), cut, false);
             std::fs::write(d.path().join("other.log"), b"kept").unwrap();
-            let r = apply_dir(spool.path(), d.path(), t0)
-                .unwrap_or_else(|e| panic!("case {case} cut {cut}: {e}"));
+            let r = apply_dir(spool.path(), d.path(), t0).unwrap_or_else(|e| {
+                panic!(
+                    "case {case} cut {cut}: {e}\nbase {:?}\nitems {:?}",
+                    sp.base,
+                    sp.items
+                        .iter()
+                        .map(|i| (&i.ev, String::from_utf8_lossy(&i.data)))
+                        .collect::<Vec<_>>()
+                )
+            });
             assert!(r.events_applied <= sp.items.len() - cut, "case {case}");
             let t = tree(d.path());
             // Matched at `cut` itself: exactly the spool's end. A later cut
@@ -3316,6 +3416,66 @@ mod tests {
             }
         }
         assert!(applied as u64 > cases, "{applied} events applied in all");
+    }
+
+    /// Found by the property test: a copy taken before a truncation also
+    /// passes the cut after it (ahead of the spool, the differing bytes cut
+    /// off), and staging from there finds the difference; the apply then
+    /// takes the next cut down, the one the copy is really at.
+    #[test]
+    fn a_cut_hidden_by_a_truncation_falls_back_to_the_true_one() {
+        let a = |f: &str, offset: u64, len: u64| SpoolEvent::Append {
+            file: f.into(),
+            offset,
+            len,
+        };
+        let mut sp = Spool {
+            base: vec![
+                BaseFile {
+                    file: "redo.log".into(),
+                    size: 9,
+                    tail: b"aaaab".to_vec(),
+                },
+                BaseFile {
+                    file: "archive/redo-1.log".into(),
+                    size: 12,
+                    tail: b"bb".to_vec(),
+                },
+            ],
+            ..Default::default()
+        };
+        let mut sim = sp.base_sim();
+        let evs = [
+            a("archive/redo-2.log", 0, 5),
+            SpoolEvent::Truncate {
+                file: "archive/redo-1.log".into(),
+                size: 4,
+            },
+            SpoolEvent::Remove {
+                file: "redo.log".into(),
+            },
+            a("archive/redo-1.log", 4, 3),
+            SpoolEvent::Truncate {
+                file: "archive/redo-1.log".into(),
+                size: 1,
+            },
+        ];
+        sp.push_batch(&mut sim, 1, Timestamp::now(), &evs, b"abaabaab")
+            .unwrap();
+        let spool = tempfile::tempdir().unwrap();
+        write_journal_atomic(spool.path(), &sp.records()).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let mut rng = Rng(1);
+        write_dir(&mut rng, &sp, d.path(), 1, false);
+        let root = Root::open(d.path()).unwrap();
+        let cuts = find_cuts(&sp, &root, Bound { deadline: None }, 4).unwrap();
+        assert_eq!(cuts, [2, 1, 0]);
+        let r = apply_dir(spool.path(), d.path(), Timestamp::now()).unwrap();
+        assert_eq!(r.events_applied, 4);
+        let t = tree(d.path());
+        assert_eq!(t["archive/redo-1.log"], b"q");
+        assert_eq!(t["archive/redo-2.log"], b"abaab");
+        assert!(!t.contains_key("redo.log"));
     }
 
     fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
