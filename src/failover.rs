@@ -929,7 +929,14 @@ fn save_report(report: &mut Report, ctx: &mut Ctx) -> Result<()> {
     if report.ok() {
         ctx.st.completed_at = Some(report.finished_at);
     }
-    ctx.save()
+    ctx.save()?;
+    if report.ok() {
+        // This site is the primary now: the old primary's spool is done with.
+        if let Err(e) = crate::redostream::clear_after_failover(&ctx.catalog) {
+            tracing::warn!(error = %e, "failover completed; the redolog spool could not be cleared");
+        }
+    }
+    Ok(())
 }
 
 /// Undo what this failover made: unmount, remove copies, forget the state.

@@ -30,6 +30,7 @@ pub mod rehearse;
 pub mod replay;
 pub mod retention;
 pub mod run;
+pub mod safefile;
 pub mod schedule;
 pub mod seed;
 pub mod serve;

@@ -762,8 +762,15 @@ fn cmd_failover(
     };
     if dry_run {
         let (plan, resumed) = failover::current_plan(cfg, &opts)?;
+        let stream = (!no_stream)
+            .then(|| snapsite::redostream::preview(cfg, &plan.redolog_set_id, plan.redolog_before))
+            .flatten();
         if json {
-            println!("{}", serde_json::to_string_pretty(&plan)?);
+            let mut v = serde_json::to_value(&plan)?;
+            if let (Some(st), Some(o)) = (&stream, v.as_object_mut()) {
+                o.insert("stream".into(), serde_json::to_value(st)?);
+            }
+            println!("{}", serde_json::to_string_pretty(&v)?);
         } else {
             println!(
                 "failover plan (dry run: nothing is changed){}",
@@ -774,6 +781,9 @@ fn cmd_failover(
                 }
             );
             print!("{}", failover::render_plan(&plan));
+            if let Some(st) = &stream {
+                print!("{}", snapsite::redostream::render_preview(st));
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }

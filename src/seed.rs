@@ -13,6 +13,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::{Manifest, SetKind, validate_set_id};
 use crate::pipeline::{self, Chunk};
+use crate::safefile::{Access, Root};
 use crate::stream::{Msg, PROTOCOL_VERSION, Writer};
 
 pub const INDEX: &str = "index.json";
@@ -256,28 +258,76 @@ pub fn write_seed(
     })
 }
 
-/// Reads the parts in order, checking each one's size and blake3 against
-/// the index when it ends (a mismatch is an error before EOF is reported,
-/// so serve treats it as a corrupt stream and commits nothing).
+/// Most bytes an `index.json` may have (a seed of 1 MiB parts of about
+/// half a million parts; the default 1 GiB parts need far less).
+pub const MAX_INDEX_BYTES: u64 = 64 << 20;
+
+/// Reads the parts in order. Every file of the seed is opened inside the
+/// seed directory only, through [`Root`] (no symlink on the way,
+/// a regular file or a clear refusal: a FIFO or device never blocks), and
+/// before anything is handed to `serve` every part, the last included, is
+/// read once and checked against the index: `serve` commits when it reads
+/// the commit message, which may come before the end of the last part, so
+/// checking a part when it ends is not enough. While the parts are then
+/// streamed each is checked again (size, blake3), and every read is handed
+/// on only if the part is still the file checked, unwritten since (inode
+/// and ctime on its descriptor): a change in between is an error, never a
+/// commit of bytes that were not checked.
 pub struct SeedReader {
-    dir: PathBuf,
+    root: Root,
     parts: Vec<Part>,
+    /// (dev, inode, ctime) of each part as checked: any write since
+    /// changes the ctime, so bytes read while these hold are the checked ones.
+    ids: Vec<PartId>,
     next: usize,
-    current: Option<(File, blake3::Hasher, u64)>,
+    current: Option<(std::io::Take<File>, blake3::Hasher, u64)>,
+}
+
+type PartId = (u64, u64, i64, i64);
+
+fn part_id(m: &std::fs::Metadata) -> PartId {
+    (m.dev(), m.ino(), m.ctime(), m.ctime_nsec())
+}
+
+fn refused(dir: &Path, e: String) -> Error {
+    Error::integrity(format!("seed {}: {e}", dir.display()))
+}
+
+/// Size and blake3 of a part read through its descriptor (at most one
+/// byte more than the index says, so a growing file cannot run on).
+fn hash_part(f: &File, expect: u64) -> std::io::Result<(u64, String)> {
+    let mut h = blake3::Hasher::new();
+    let mut r = f.take(expect + 1);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = r.read(&mut buf)?;
+        if k == 0 {
+            return Ok((n, h.finalize().to_hex().to_string()));
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
 }
 
 impl SeedReader {
-    /// Open a seed directory; the index must be there and plausible.
+    /// Open a seed directory: the index must be there and plausible, and
+    /// every part must match it (each read once here).
     pub fn open(dir: &Path) -> Result<(SeedReader, Index)> {
-        let text = std::fs::read(dir.join(INDEX)).map_err(|e| {
-            Error::io(
-                format!(
-                    "{}: no {INDEX} (an incomplete seed, or not a seed directory)",
-                    dir.display()
-                ),
-                e,
-            )
-        })?;
+        let root = Root::open(dir)?;
+        if root
+            .regular_size(INDEX)
+            .map_err(|e| refused(dir, e))?
+            .is_none()
+        {
+            return Err(Error::not_found(format!(
+                "{}: no {INDEX} (an incomplete seed, or not a seed directory)",
+                dir.display()
+            )));
+        }
+        let text = root
+            .read_bounded(INDEX, MAX_INDEX_BYTES)
+            .map_err(|e| refused(dir, e))?;
         let index: Index = serde_json::from_slice(&text).map_err(|e| {
             Error::integrity(format!("{}: {INDEX} is not valid: {e}", dir.display()))
         })?;
@@ -297,9 +347,16 @@ impl SeedReader {
                     crate::model::wire_str(&p.name)
                 )));
             }
-            let len = std::fs::metadata(dir.join(&p.name))
-                .map_err(|e| Error::io(format!("{}: part {}", dir.display(), p.name), e))?
-                .len();
+        }
+        // Sizes first (a missing or short part is found without reading).
+        let mut files = Vec::with_capacity(index.parts.len());
+        for p in &index.parts {
+            let len = root
+                .regular_size(&p.name)
+                .map_err(|e| refused(dir, e))?
+                .ok_or_else(|| {
+                    Error::not_found(format!("{}: part {} is missing", dir.display(), p.name))
+                })?;
             if len != p.bytes {
                 return Err(Error::integrity(format!(
                     "{}: {} has {len} bytes, the index says {}",
@@ -308,11 +365,44 @@ impl SeedReader {
                     p.bytes
                 )));
             }
+            files.push(p);
+        }
+        let mut ids = Vec::with_capacity(files.len());
+        for p in files {
+            let f = root
+                .open_existing(&p.name, Access::Read)
+                .map_err(|e| refused(dir, e))?;
+            let m = f
+                .metadata()
+                .map_err(|e| Error::io(format!("{}: part {}", dir.display(), p.name), e))?;
+            let (n, got) = hash_part(&f, p.bytes)
+                .map_err(|e| Error::io(format!("{}: reading part {}", dir.display(), p.name), e))?;
+            if n != p.bytes || got != p.blake3 {
+                return Err(Error::integrity(format!(
+                    "{}: seed part {} does not match its index ({n} bytes blake3 {got}, the index says {} bytes blake3 {}); nothing received",
+                    dir.display(),
+                    p.name,
+                    p.bytes,
+                    p.blake3
+                )));
+            }
+            let after = f
+                .metadata()
+                .map_err(|e| Error::io(format!("{}: part {}", dir.display(), p.name), e))?;
+            if part_id(&after) != part_id(&m) {
+                return Err(Error::integrity(format!(
+                    "{}: seed part {} changed while it was checked",
+                    dir.display(),
+                    p.name
+                )));
+            }
+            ids.push(part_id(&m));
         }
         Ok((
             SeedReader {
-                dir: dir.to_path_buf(),
+                root,
                 parts: index.parts.clone(),
+                ids,
                 next: 0,
                 current: None,
             },
@@ -323,31 +413,54 @@ impl SeedReader {
 
 impl Read for SeedReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
         loop {
             if self.current.is_none() {
                 if self.next == self.parts.len() {
                     return Ok(0);
                 }
-                let f = File::open(self.dir.join(&self.parts[self.next].name))?;
-                self.current = Some((f, blake3::Hasher::new(), 0));
+                let part = &self.parts[self.next];
+                let f = self
+                    .root
+                    .open_existing(&part.name, Access::Read)
+                    .map_err(invalid)?;
+                let m = f.metadata()?;
+                if part_id(&m) != self.ids[self.next] {
+                    return Err(invalid(format!(
+                        "seed part {} was replaced or written to after it was checked",
+                        part.name
+                    )));
+                }
+                let limit = part.bytes + 1;
+                self.current = Some((f.take(limit), blake3::Hasher::new(), 0));
             }
             let (f, h, n) = self.current.as_mut().expect("opened above");
             let k = f.read(buf)?;
+            // Bytes handed on only if the part is still as it was checked.
+            if part_id(&f.get_ref().metadata()?) != self.ids[self.next] {
+                return Err(invalid(format!(
+                    "seed part {} was written to after it was checked",
+                    self.parts[self.next].name
+                )));
+            }
             if k > 0 {
                 h.update(&buf[..k]);
                 *n += k as u64;
+                if *n > self.parts[self.next].bytes {
+                    return Err(invalid(format!(
+                        "seed part {} grew after it was checked",
+                        self.parts[self.next].name
+                    )));
+                }
                 return Ok(k);
             }
             let part = &self.parts[self.next];
             let got = h.finalize().to_hex().to_string();
             if *n != part.bytes || got != part.blake3 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!(
-                        "seed part {} does not match its index ({n} bytes blake3 {got}, the index says {} bytes blake3 {})",
-                        part.name, part.bytes, part.blake3
-                    ),
-                ));
+                return Err(invalid(format!(
+                    "seed part {} does not match its index ({n} bytes blake3 {got}, the index says {} bytes blake3 {})",
+                    part.name, part.bytes, part.blake3
+                )));
             }
             self.current = None;
             self.next += 1;
@@ -412,11 +525,151 @@ mod tests {
         let mut b = std::fs::read(&p).unwrap();
         b[10] ^= 1;
         std::fs::write(&p, b).unwrap();
-        let (mut r, _) = SeedReader::open(dir.path()).unwrap();
-        let e = r.read_to_end(&mut Vec::new()).unwrap_err();
+        // Refused before anything is handed on.
+        let e = SeedReader::open(dir.path()).err().unwrap();
         assert!(e.to_string().contains("part-000002"), "{e}");
         // A missing part: refused before anything is read.
         std::fs::remove_file(dir.path().join("part-000003")).unwrap();
         assert!(SeedReader::open(dir.path()).is_err());
+    }
+
+    /// A seed of three parts with a valid index, in a fresh directory.
+    fn small_seed() -> (tempfile::TempDir, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("s.seed");
+        std::fs::create_dir(&seed).unwrap();
+        let mut w = ChunkWriter {
+            dir: seed.clone(),
+            chunk: 1000,
+            current: None,
+            parts: Vec::new(),
+        };
+        let data: Vec<u8> = (0..2500u32).map(|i| (i * 13) as u8).collect();
+        w.write_all(&data).unwrap();
+        w.seal().unwrap();
+        let index = Index {
+            format: FORMAT,
+            set_id: "20261127T080000.000Z-full".into(),
+            site: "a".into(),
+            compression: "none".into(),
+            parts: w.parts.clone(),
+            payload_bytes: 0,
+        };
+        std::fs::write(seed.join(INDEX), serde_json::to_vec(&index).unwrap()).unwrap();
+        (dir, data)
+    }
+
+    fn open_err(dir: &Path) -> String {
+        let t = std::time::Instant::now();
+        let e = SeedReader::open(dir).err().expect("refused").to_string();
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(1),
+            "refused only after {:?}: {e}",
+            t.elapsed()
+        );
+        e
+    }
+
+    #[test]
+    fn special_files_and_escapes_in_a_seed_are_refused_quickly() {
+        use nix::sys::stat::Mode;
+        let mode = Mode::from_bits_truncate(0o600);
+        // FIFO as index.json: refused at once (it would block a plain open).
+        let (d, _) = small_seed();
+        let s = d.path().join("s.seed");
+        std::fs::remove_file(s.join(INDEX)).unwrap();
+        nix::unistd::mkfifo(&s.join(INDEX), mode).unwrap();
+        let e = open_err(&s);
+        assert!(e.contains("index.json") && e.contains("FIFO"), "{e}");
+        // index.json a symlink to /dev/zero (read until memory runs out).
+        std::fs::remove_file(s.join(INDEX)).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", s.join(INDEX)).unwrap();
+        let e = open_err(&s);
+        assert!(
+            e.contains("index.json") && e.contains("symbolic link"),
+            "{e}"
+        );
+        // An index far beyond its bound: refused without being read.
+        std::fs::remove_file(s.join(INDEX)).unwrap();
+        let f = File::create(s.join(INDEX)).unwrap();
+        f.set_len(MAX_INDEX_BYTES + 1).unwrap();
+        let e = open_err(&s);
+        assert!(e.contains("more than"), "{e}");
+
+        // A part that is a symlink to a file outside DIR with the same bytes.
+        let (d, _) = small_seed();
+        let s = d.path().join("s.seed");
+        let outside = d.path().join("outside");
+        std::fs::rename(s.join("part-000001"), &outside).unwrap();
+        std::os::unix::fs::symlink(&outside, s.join("part-000001")).unwrap();
+        let e = open_err(&s);
+        assert!(
+            e.contains("part-000001") && e.contains("symbolic link"),
+            "{e}"
+        );
+        // A part that is a FIFO, then a character device.
+        std::fs::remove_file(s.join("part-000001")).unwrap();
+        nix::unistd::mkfifo(&s.join("part-000001"), mode).unwrap();
+        let e = open_err(&s);
+        assert!(e.contains("part-000001") && e.contains("FIFO"), "{e}");
+        std::fs::remove_file(s.join("part-000001")).unwrap();
+        if nix::sys::stat::mknod(
+            &s.join("part-000001"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            mode,
+            nix::sys::stat::makedev(1, 5), // /dev/zero's numbers
+        )
+        .is_ok()
+        {
+            let e = open_err(&s);
+            assert!(e.contains("part-000001") && e.contains("device"), "{e}");
+        }
+        // The seed directory's own files only: a part in a subdirectory
+        // reached through a symlinked directory is refused too.
+        let (d, _) = small_seed();
+        let s = d.path().join("s.seed");
+        let idx: Index = serde_json::from_slice(&std::fs::read(s.join(INDEX)).unwrap()).unwrap();
+        let mut bad = idx.clone();
+        bad.parts[0].name = "../s.seed/part-000000".into();
+        std::fs::write(s.join(INDEX), serde_json::to_vec(&bad).unwrap()).unwrap();
+        assert!(open_err(&s).contains("part 0"));
+    }
+
+    #[test]
+    fn a_part_written_to_after_its_check_hands_on_nothing_more() {
+        use std::os::unix::fs::FileExt;
+        let (d, _) = small_seed();
+        let s = d.path().join("s.seed");
+        let (mut r, _) = SeedReader::open(&s).unwrap();
+        // Timestamps have the kernel's tick as resolution.
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(s.join("part-000000"))
+            .unwrap();
+        f.write_all_at(b"Z", 0).unwrap();
+        let mut buf = [0u8; 10];
+        let e = r.read(&mut buf).unwrap_err();
+        assert!(e.to_string().contains("part-000000"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_last_part_is_refused_before_any_byte_is_handed_on() {
+        let (d, data) = small_seed();
+        let s = d.path().join("s.seed");
+        let (mut r, _) = SeedReader::open(&s).unwrap();
+        let mut back = Vec::new();
+        r.read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+        let p = s.join("part-000002");
+        let mut b = std::fs::read(&p).unwrap();
+        let n = b.len();
+        b[n - 1] ^= 1;
+        std::fs::write(&p, b).unwrap();
+        let e = open_err(&s);
+        assert!(
+            e.contains("part-000002") && e.contains("nothing received"),
+            "{e}"
+        );
     }
 }

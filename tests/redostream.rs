@@ -331,21 +331,44 @@ fn raw_batch(
     data: &[u8],
     hash: Option<&str>,
 ) -> Msg {
+    raw_batch_at(c, seq, false, events, data, hash)
+}
+
+fn raw_batch_at(
+    c: &mut Conn,
+    seq: u64,
+    reset: bool,
+    events: Vec<SpoolEvent>,
+    data: &[u8],
+    hash: Option<&str>,
+) -> Msg {
+    send_batch(&mut c.r, &mut c.w, seq, reset, events, data, hash)
+}
+
+fn send_batch<R: std::io::Read, W: std::io::Write>(
+    r: &mut Reader<R>,
+    w: &mut Writer<W>,
+    seq: u64,
+    reset: bool,
+    events: Vec<SpoolEvent>,
+    data: &[u8],
+    hash: Option<&str>,
+) -> Msg {
     let h = blake3::hash(data).to_hex().to_string();
-    c.w.msg(&Msg::SpoolBatch {
+    w.msg(&Msg::SpoolBatch {
         seq,
         as_of: jiff::Timestamp::now(),
-        reset: false,
+        reset,
         events,
         bytes: data.len() as u64,
         blake3: hash.unwrap_or(&h).to_string(),
     })
     .unwrap();
     for ch in data.chunks(1 << 20) {
-        c.w.data(ch).unwrap();
+        w.data(ch).unwrap();
     }
-    c.w.flush().unwrap();
-    c.r.msg().unwrap()
+    w.flush().unwrap();
+    r.msg().unwrap()
 }
 
 #[test]
@@ -397,6 +420,16 @@ fn hostile_batches_are_refused_and_leave_the_spool_as_it_was() {
             None,
         ),
         ("gap", 2, vec![app("redo.log", 5, 1)], b"x".to_vec(), None),
+        (
+            // The first event applies, the second does not: the whole
+            // batch is refused and the spool in memory is as before it
+            // (the cap loop below continues at offset 4).
+            "gap after a good event",
+            2,
+            vec![app("redo.log", 4, 1), app("redo.log", 9, 1)],
+            b"xy".to_vec(),
+            None,
+        ),
         (
             "overlap",
             2,
@@ -605,8 +638,28 @@ fn btrfs_failover_appends_the_streamed_tail() {
     assert!(status.contains("stream        lag"), "{status}");
     drop(follower);
     let want = digest(&lab.live("redolog"));
+    // The dry run says what the spool would add, and changes nothing.
+    let dry: serde_json::Value = serde_json::from_str(&lab.ok(
+        &lab.stb_cfg,
+        &["failover", "--dry-run", "--no-replay", "--json"],
+    ))
+    .unwrap();
+    let text = lab.ok(&lab.stb_cfg, &["failover", "--dry-run", "--no-replay"]);
+    assert!(text.contains("the spool would add"), "{text}");
+    let journal = lab.dir.path().join("state-stb/spool/journal");
+    assert!(journal.exists());
     let out = lab.ok(&lab.stb_cfg, &["failover", "--no-replay", "--json"]);
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for k in ["events_applied", "bytes_applied", "recovery_point"] {
+        assert_eq!(
+            dry["stream"][k], report["stream"][k],
+            "{k}: {dry} / {report}"
+        );
+    }
+    assert!(
+        !journal.exists(),
+        "the spool is cleared after a completed failover"
+    );
     let copy = lab.dir.path().join("mnt-app/redolog");
     assert_eq!(digest(&copy), want, "redolog copy = primary's files");
     let snap_rp: jiff::Timestamp = report["recovery_point"].as_str().unwrap().parse().unwrap();
@@ -650,4 +703,374 @@ fn btrfs_failover_no_stream_uses_the_snapshot_alone() {
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(report.get("stream").is_none(), "{report}");
     assert_eq!(digest(&lab.dir.path().join("mnt-app/redolog")), snap);
+}
+
+/// Every entry below `root` (not following symlinks): type, and content of
+/// regular files, symlink targets — never opening a special file.
+fn tree_state(root: &Path) -> BTreeMap<String, String> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut out = BTreeMap::new();
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let mut ents: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
+        ents.sort_by_key(|e| e.file_name());
+        for e in ents {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let t = std::fs::symlink_metadata(&p).unwrap().file_type();
+            let v = if t.is_dir() {
+                walk(root, &p, out);
+                "dir".to_string()
+            } else if t.is_file() {
+                format!(
+                    "file {}",
+                    blake3::hash(&std::fs::read(&p).unwrap()).to_hex()
+                )
+            } else if t.is_symlink() {
+                format!("link {}", std::fs::read_link(&p).unwrap().display())
+            } else if t.is_fifo() {
+                "fifo".into()
+            } else if t.is_socket() {
+                "socket".into()
+            } else {
+                "device".into()
+            };
+            out.insert(rel, v);
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
+
+fn app(file: &str, offset: u64, len: u64) -> SpoolEvent {
+    SpoolEvent::Append {
+        file: file.into(),
+        offset,
+        len,
+    }
+}
+
+/// A spool appending to `redo.log` and creating `archive/redo-1.log`.
+fn two_file_spool() -> Standby {
+    let stb = standby();
+    let (mut c, _, _) = stb.session();
+    let m = raw_batch(&mut c, 1, vec![app("redo.log", 0, 4)], b"abcd", None);
+    assert_eq!(m, Msg::SpoolAck { seq: 1 });
+    let m = raw_batch(
+        &mut c,
+        2,
+        vec![app("archive/redo-1.log", 0, 3), app("redo.log", 4, 2)],
+        b"xyzef",
+        None,
+    );
+    assert_eq!(m, Msg::SpoolAck { seq: 2 });
+    c.close();
+    stb
+}
+
+/// Apply to `copy`: must fail within a second naming `want`, leaving the
+/// copy (and `outside`) exactly as they were.
+fn refused_untouched(stb: &Standby, copy: &Path, outside: &Path, want: &[&str]) {
+    let (before, before_out) = (tree_state(copy), tree_state(outside));
+    let t = std::time::Instant::now();
+    let e = redostream::apply_dir(&stb.spool(), copy, jiff::Timestamp::now())
+        .unwrap_err()
+        .to_string();
+    assert!(t.elapsed() < Duration::from_secs(1), "{e}");
+    for w in want {
+        assert!(e.contains(w), "want `{w}` in: {e}");
+    }
+    assert_eq!(tree_state(outside), before_out, "{e}");
+    assert_eq!(
+        tree_state(copy),
+        before,
+        "the copy must be left as it was: {e}"
+    );
+}
+
+#[test]
+fn failover_apply_refuses_special_files_at_every_component() {
+    use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+    let stb = two_file_spool();
+    // A plain empty copy: both files made from the spool.
+    let ok = tempfile::tempdir().unwrap();
+    let r = redostream::apply_dir(&stb.spool(), ok.path(), jiff::Timestamp::now()).unwrap();
+    assert_eq!(r.events_applied, 3);
+    assert_eq!(
+        std::fs::read(ok.path().join("redo.log")).unwrap(),
+        b"abcdef"
+    );
+    assert_eq!(
+        std::fs::read(ok.path().join("archive/redo-1.log")).unwrap(),
+        b"xyz"
+    );
+    let mode = Mode::from_bits_truncate(0o600);
+    type Setup = fn(&Path, &Path, Mode);
+    let cases: Vec<(&str, Setup, Vec<&str>)> = vec![
+        (
+            "redo.log a FIFO",
+            |c, _, m| nix::unistd::mkfifo(&c.join("redo.log"), m).unwrap(),
+            vec!["redo.log", "FIFO"],
+        ),
+        (
+            "redo.log a socket",
+            |c, _, _| {
+                let l = std::os::unix::net::UnixListener::bind(c.join("redo.log")).unwrap();
+                std::mem::forget(l);
+            },
+            vec!["redo.log", "socket"],
+        ),
+        (
+            "redo.log a character device",
+            |c, _, m| mknod(&c.join("redo.log"), SFlag::S_IFCHR, m, makedev(1, 3)).unwrap(),
+            vec!["redo.log", "character device"],
+        ),
+        (
+            "redo.log a symlink to a file outside",
+            |c, o, _| {
+                std::fs::write(o.join("victim"), b"ab").unwrap();
+                std::os::unix::fs::symlink(o.join("victim"), c.join("redo.log")).unwrap();
+            },
+            vec!["redo.log", "symbolic link"],
+        ),
+        (
+            "archive a symlink to a directory outside",
+            |c, o, _| {
+                std::fs::write(c.join("redo.log"), b"abcd").unwrap();
+                std::os::unix::fs::symlink(o, c.join("archive")).unwrap();
+            },
+            vec!["archive", "symbolic link"],
+        ),
+        (
+            "archive/redo-1.log a FIFO",
+            |c, _, m| {
+                std::fs::write(c.join("redo.log"), b"abcd").unwrap();
+                std::fs::create_dir(c.join("archive")).unwrap();
+                nix::unistd::mkfifo(&c.join("archive/redo-1.log"), m).unwrap();
+            },
+            vec!["archive/redo-1.log", "FIFO"],
+        ),
+        (
+            "archive a FIFO",
+            |c, _, m| {
+                std::fs::write(c.join("redo.log"), b"abcd").unwrap();
+                nix::unistd::mkfifo(&c.join("archive"), m).unwrap();
+            },
+            vec!["archive"],
+        ),
+    ];
+    for (what, setup, want) in cases {
+        eprintln!("case: {what}");
+        let copy = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        setup(copy.path(), outside.path(), mode);
+        refused_untouched(&stb, copy.path(), outside.path(), &want);
+    }
+}
+
+/// The first defect: `redo.log` a block device node of a disk of
+/// the standby (here a loop device over a file of zeros): nothing may be
+/// written to it.
+#[test]
+fn failover_apply_writes_nothing_to_a_block_device() {
+    require_real!();
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::MetadataExt;
+    let stb = two_file_spool();
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("disk.img");
+    std::fs::write(&backing, vec![0u8; 1 << 20]).unwrap();
+    let loopdev = common::sh(&["losetup", "--find", "--show", backing.to_str().unwrap()]);
+    let loopdev = loopdev.trim().to_string();
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", &self.0])
+                .status();
+        }
+    }
+    let _detach = Detach(loopdev.clone());
+    let m = std::fs::metadata(&loopdev).unwrap();
+    assert!(m.file_type().is_block_device());
+    let copy = dir.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    nix::sys::stat::mknod(
+        &copy.join("redo.log"),
+        nix::sys::stat::SFlag::S_IFBLK,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        m.rdev(),
+    )
+    .unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    refused_untouched(&stb, &copy, outside.path(), &["redo.log", "block device"]);
+    // Through the device itself (not the page cache of the file).
+    let mut dev = vec![0u8; 1 << 20];
+    use std::io::Read;
+    std::fs::File::open(&loopdev)
+        .unwrap()
+        .read_exact(&mut dev)
+        .unwrap();
+    assert!(
+        dev.iter().all(|b| *b == 0),
+        "bytes were written to the device"
+    );
+    assert!(std::fs::read(&backing).unwrap().iter().all(|b| *b == 0));
+}
+
+/// The case 3: an ack lost in a quiet spell makes the follower
+/// restart the spool (a reset batch: the primary's files by size, no
+/// bytes), then `redo.log` rolls over, then the primary dies before the next
+/// redolog snapshot. The snapshot is older than the restart: the spool
+/// cannot continue it. Failover used to rename the snapshot's `redo.log`
+/// into `archive/` and write a new one (a hole with newer redo on top)
+/// while reporting the spool unused; now nothing is changed and the report
+/// says so, and a snapshot taken after the restart is continued exactly.
+#[test]
+fn a_spool_restarted_after_the_snapshot_changes_nothing_at_failover() {
+    let stb = standby();
+    let (mut c, _, _) = stb.session();
+    let old = b"0123456789".repeat(12); // the snapshot's redo.log: 120 bytes
+    let primary = b"0123456789".repeat(60); // 600 bytes when the ack was lost
+    let m = raw_batch(&mut c, 1, vec![app("redo.log", 0, 40)], &old[..40], None);
+    assert_eq!(m, Msg::SpoolAck { seq: 1 });
+    // The restart: sizes only.
+    let base = SpoolEvent::Base {
+        file: "redo.log".into(),
+        size: primary.len() as u64,
+    };
+    let m = raw_batch_at(&mut c, 2, true, vec![base], b"", None);
+    assert_eq!(m, Msg::SpoolAck { seq: 2 });
+    // The rest of redo.log, the rollover, the new redo.log.
+    let tail = b"tail of the old log\n";
+    let fresh = b"first records of the new log\n".repeat(3);
+    let mut data = tail.to_vec();
+    data.extend_from_slice(&fresh);
+    let m = raw_batch(
+        &mut c,
+        3,
+        vec![
+            app("redo.log", primary.len() as u64, tail.len() as u64),
+            SpoolEvent::Rename {
+                from: "redo.log".into(),
+                to: "archive/redo-2.log".into(),
+            },
+            app("redo.log", 0, fresh.len() as u64),
+        ],
+        &data,
+        None,
+    );
+    assert_eq!(m, Msg::SpoolAck { seq: 3 });
+    c.close();
+
+    // The snapshot from before the restart: refused, the copy untouched.
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::create_dir(copy.path().join("archive")).unwrap();
+    std::fs::write(copy.path().join("redo.log"), &old).unwrap();
+    std::fs::write(copy.path().join("archive/redo-1.log"), b"older").unwrap();
+    let before = tree_state(copy.path());
+    let e = redostream::apply_dir(&stb.spool(), copy.path(), jiff::Timestamp::now())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("snapshot alone, unchanged"), "{e}");
+    assert!(e.contains("redo.log"), "{e}");
+    assert_eq!(tree_state(copy.path()), before, "{e}");
+
+    // A snapshot taken after the restart (before the tail): continued,
+    // and the copy then holds exactly the primary's files.
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::create_dir(copy.path().join("archive")).unwrap();
+    std::fs::write(copy.path().join("redo.log"), &primary).unwrap();
+    std::fs::write(copy.path().join("archive/redo-1.log"), b"older").unwrap();
+    let r = redostream::apply_dir(&stb.spool(), copy.path(), jiff::Timestamp::now()).unwrap();
+    assert_eq!(r.events_applied, 3);
+    assert_eq!(r.bytes_applied, data.len() as u64);
+    let mut archived = primary.clone();
+    archived.extend_from_slice(tail);
+    assert_eq!(
+        std::fs::read(copy.path().join("archive/redo-2.log")).unwrap(),
+        archived
+    );
+    assert_eq!(std::fs::read(copy.path().join("redo.log")).unwrap(), fresh);
+    assert!(!copy.path().join(redostream::SCRATCH).exists());
+}
+
+/// Case 3 on real btrfs, through `snapsite serve --stdio` and `snapsite
+/// failover`: the spool restarted (as after a lost ack) at sizes the
+/// redolog snapshot does not reach, then the rest of `redo.log`, a rollover
+/// and new writes, then the primary is gone. Failover must leave the
+/// redolog copy exactly the snapshot's content and say the spool was not
+/// used; the reported recovery point is the snapshot's.
+#[test]
+fn btrfs_failover_with_a_spool_restarted_after_the_snapshot_keeps_the_snapshot() {
+    require_real!();
+    let lab = common::Lab::new("[\"/bin/true\"]");
+    add_stream(&lab.stb_cfg);
+    add_stream(&lab.pri_cfg);
+    let pcfg = Config::load(&lab.pri_cfg).unwrap();
+    let live = lab.live("redolog");
+    let mut log = Log::new(&live);
+    log.append(50);
+    let set = lab.snapshot(false);
+    let id = set["id"].as_str().unwrap().to_string();
+    lab.ship(&lab.pri_cfg);
+    let snap_digest = digest(&lab.standby_snap("redolog", &id));
+    // The primary goes on; the follower's ack is lost in a quiet spell; it
+    // restarts the spool at the sizes it then finds (the shape: the
+    // snapshot's redo.log is shorter than the restart's).
+    log.append(40);
+    let restart_size = std::fs::metadata(live.join("redo.log")).unwrap().len();
+    log.rollover();
+    log.append(5);
+    let fresh = std::fs::read(live.join("redo.log")).unwrap();
+    let archived = format!("archive/redo-{:08}.log", log.n);
+    let mut child = std::process::Command::new(common::snapsite_exe())
+        .args(["serve", "--stdio", "--config"])
+        .arg(&lab.stb_cfg)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut w = Writer::new(child.stdin.take().unwrap());
+    let mut r = Reader::new(child.stdout.take().unwrap());
+    redostream::spool_handshake(&pcfg, &mut r, &mut w).unwrap();
+    let base = SpoolEvent::Base {
+        file: "redo.log".into(),
+        size: restart_size,
+    };
+    let m = send_batch(&mut r, &mut w, 1, true, vec![base], b"", None);
+    assert_eq!(m, Msg::SpoolAck { seq: 1 });
+    let data = fresh.clone();
+    let events = vec![
+        SpoolEvent::Rename {
+            from: "redo.log".into(),
+            to: archived.clone(),
+        },
+        app("redo.log", 0, fresh.len() as u64),
+    ];
+    let m = send_batch(&mut r, &mut w, 2, false, events, &data, None);
+    assert_eq!(m, Msg::SpoolAck { seq: 2 });
+    w.msg(&Msg::Bye).unwrap();
+    drop(w);
+    assert!(child.wait().unwrap().success());
+
+    let text = lab.ok(&lab.stb_cfg, &["failover", "--dry-run"]);
+    assert!(
+        text.contains("the spool would not be used") && text.contains("redo.log"),
+        "{text}"
+    );
+    let out = lab.ok(&lab.stb_cfg, &["failover", "--no-replay", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let copy = lab.dir.path().join("mnt-app/redolog");
+    assert_eq!(
+        digest(&copy),
+        snap_digest,
+        "the copy is the snapshot: {report}"
+    );
+    let not_used = report["stream"]["not_used"].as_str().unwrap_or_default();
+    assert!(
+        not_used.contains("snapshot alone, unchanged") && not_used.contains("redo.log"),
+        "{report}"
+    );
+    assert!(report["stream"]["recovery_point"].is_null(), "{report}");
+    assert_eq!(report["stream"]["events_applied"], 0, "{report}");
 }

@@ -148,6 +148,44 @@ fn a_corrupted_or_incomplete_seed_commits_nothing() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("index.json"));
     std::fs::rename(dir.join("index.json.bak"), dir.join("index.json")).unwrap();
+
+    // The last part wrong (the commit message is in it): nothing committed,
+    // non-zero exit, refused before serve reads a byte.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let last = index["parts"].as_array().unwrap().last().unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lp = dir.join(&last);
+    let mut lb = std::fs::read(&lp).unwrap();
+    let n = lb.len();
+    lb[n - 1] ^= 0x01;
+    std::fs::write(&lp, &lb).unwrap();
+    let out = lab.run(&lab.stb_cfg, &["serve", "--from", dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&last), "{err}");
+    assert!(lab.standby_manifests().is_empty());
+    lb[n - 1] ^= 0x01;
+    std::fs::write(&lp, &lb).unwrap();
+
+    // index.json a FIFO: a clear error within a second (it used to block
+    // forever holding the site lock).
+    std::fs::rename(dir.join("index.json"), dir.join("index.json.bak")).unwrap();
+    nix::unistd::mkfifo(
+        &dir.join("index.json"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    let out = lab.run(&lab.stb_cfg, &["serve", "--from", dir.to_str().unwrap()]);
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("FIFO"), "{err}");
+    std::fs::remove_file(dir.join("index.json")).unwrap();
+    std::fs::rename(dir.join("index.json.bak"), dir.join("index.json")).unwrap();
+
     lab.ok(&lab.stb_cfg, &["serve", "--from", dir.to_str().unwrap()]);
     assert_eq!(lab.standby_manifests(), [format!("{id}.json")]);
     assert_eq!(

@@ -115,6 +115,57 @@ fn stream_and_fail_over(pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: &Path
     assert!(report["stream"]["events_applied"].as_u64().unwrap() >= 3);
 }
 
+/// Issue 22, case 1: the redolog snapshot's `redo.log` is a block device
+/// node (here of a loop device over a file of zeros, standing for a disk
+/// of the standby) while the spool has appends to `redo.log`. The
+/// checkpoint refuses to match it, and failover writes nothing to the
+/// device: the report says the spool was not used and why.
+fn device_redo_and_fail_over(pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let cfg = snapsite::config::Config::load(pri_cfg).unwrap();
+    let mut log = Log::new(root);
+    log.append(20);
+    snapsite_ok(pri_cfg, &["snapshot"]);
+    snapsite_ok(pri_cfg, &["ship"]);
+    let follower = snapsite::redostream::start_follower(&cfg).expect("[stream] is on");
+    log.append(30);
+    wait_acked(&cfg, jiff::Timestamp::now());
+    drop(follower);
+    let backing = sparse_file(&unique_name("victim"), 4 * MIB);
+    let victim = LoopDevice::attach(&backing);
+    let rdev = std::fs::metadata(&victim.path).unwrap().rdev();
+    std::fs::remove_file(root.join("redo.log")).unwrap();
+    nix::sys::stat::mknod(
+        &root.join("redo.log"),
+        nix::sys::stat::SFlag::S_IFBLK,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        rdev,
+    )
+    .unwrap();
+    File::open(root).unwrap().sync_all().unwrap();
+    snapsite_ok(pri_cfg, &["snapshot", "--redolog"]);
+    snapsite_ok(pri_cfg, &["ship"]);
+    let stb_state = snapsite::config::Config::load(stb_cfg).unwrap().state_dir;
+    assert!(stb_state.join("spool/broken.json").exists());
+    let report = snapsite_json(stb_cfg, &["failover", "--no-replay", "--json"]);
+    let not_used = report["stream"]["not_used"].as_str().unwrap_or_default();
+    assert!(
+        not_used.contains("redo.log") && not_used.contains("unchanged"),
+        "{report}"
+    );
+    let m = std::fs::symlink_metadata(copy.join("redo.log")).unwrap();
+    assert_eq!(m.rdev(), rdev, "the copy's redo.log is the snapshot's node");
+    let mut dev = vec![0u8; 4 * MIB as usize];
+    File::open(&victim.path)
+        .unwrap()
+        .read_exact(&mut dev)
+        .unwrap();
+    assert!(
+        dev.iter().all(|b| *b == 0),
+        "bytes were written to the device"
+    );
+}
+
 fn command_transport(stb_cfg: &Path) -> String {
     format!(
         "[standby]\ntransport = \"command\"\ncommand = [\"{}\", \"serve\", \"--stdio\", \"--config\", \"{}\"]\n",
@@ -123,9 +174,23 @@ fn command_transport(stb_cfg: &Path) -> String {
     )
 }
 
+/// Both sites' configs, the primary's redolog files and where failover
+/// mounts the copy, handed to `scenario`.
+type Scenario = fn(&Path, &Path, &Path, &Path);
+
 #[test]
 fn zfs_redostream_failover_appends_the_streamed_tail() {
     require_lab!();
+    zfs_lab(stream_and_fail_over);
+}
+
+#[test]
+fn zfs_redostream_failover_writes_nothing_to_a_device_node() {
+    require_lab!();
+    zfs_lab(device_redo_and_fail_over);
+}
+
+fn zfs_lab(scenario: Scenario) {
     let a = Zpool::on_file(&unique_name("rsa"), 256 * MIB, &[]);
     let c = Zpool::on_file(&unique_name("rsc"), 512 * MIB, &[]);
     let dir = scratch().join(unique_name("rslab"));
@@ -164,13 +229,23 @@ fn zfs_redostream_failover_appends_the_streamed_tail() {
     )
     .unwrap();
     let copy = dir.join("app/redolog");
-    stream_and_fail_over(&pri_cfg, &stb_cfg, &root, &copy);
+    scenario(&pri_cfg, &stb_cfg, &root, &copy);
     let _ = run(&["zfs", "destroy", "-r", &c.dataset("live/redolog")]);
 }
 
 #[test]
 fn lvm_redostream_failover_appends_the_streamed_tail() {
     require_lab!();
+    lvm_lab(stream_and_fail_over);
+}
+
+#[test]
+fn lvm_redostream_failover_writes_nothing_to_a_device_node() {
+    require_lab!();
+    lvm_lab(device_redo_and_fail_over);
+}
+
+fn lvm_lab(scenario: Scenario) {
     let pname = unique_name("rsp");
     let sname = unique_name("rss");
     let pri_lo = LoopDevice::attach(&sparse_file(&pname, 1024 * MIB));
@@ -238,5 +313,5 @@ fn lvm_redostream_failover_appends_the_streamed_tail() {
         ),
     )
     .unwrap();
-    stream_and_fail_over(&pri_cfg, &stb_cfg, &root, &copy);
+    scenario(&pri_cfg, &stb_cfg, &root, &copy);
 }
