@@ -637,6 +637,12 @@ fn check(args: &[String]) -> Result<bool> {
             }
         }
     }
+    if !cfg!(target_arch = "x86_64") {
+        bail!(
+            "the budgets and the client requests that delimit the counted work are x86_64's; this is {}",
+            std::env::consts::ARCH
+        );
+    }
     let valgrind = std::env::var("VALGRIND").unwrap_or_else(|_| "valgrind".into());
     let tmp = tempfile::tempdir()?;
     let dir = keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
