@@ -16,6 +16,8 @@ pub mod coordinator;
 pub mod error;
 pub mod failback;
 pub mod failover;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hooks;
 pub mod model;
 pub mod mountinfo;

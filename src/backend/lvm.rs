@@ -29,6 +29,9 @@ mod thin;
 
 pub use format::{Decoder, Encoder, Event, Extent, Header, MAGIC, RecordHash, StreamKind, VERSION};
 pub use report::{LvInfo, dm_name, lvm, parse_lvs, vg_lvs, vg_size};
+/// The resume token, for the fuzz targets (`crate::fuzzing`).
+#[doc(hidden)]
+pub use resume::Token as ResumeToken;
 pub use thin::{
     BlockRange, Delta, DeltaKind, Mapping, MetadataSnap, Pool, PoolUsage, parse_held_root,
     parse_pool_block_size, parse_pool_usage, parse_thin_delta, parse_thin_dump,
