@@ -21,10 +21,12 @@ use crate::backend::{btrfs, lvm, zfs};
 use crate::model::{Manifest, wire_str, wire_text};
 use crate::stream::{Frame, MAGIC, Msg, Reader, body_check, head_check};
 
-/// A directory of this process for targets that need files.
+/// A directory of this process and thread for targets that need files.
 fn scratch(name: &str) -> PathBuf {
+    let thread = format!("{:?}", std::thread::current().id());
+    let thread: String = thread.chars().filter(char::is_ascii_digit).collect();
     let d = std::env::temp_dir().join(format!(
-        "snapsite-fuzz-{}-{name}",
+        "snapsite-fuzz-{}-{thread}-{name}",
         std::process::id()
     ));
     std::fs::create_dir_all(&d).expect("create the fuzz scratch directory");
@@ -83,14 +85,20 @@ pub fn read_stream(bytes: &[u8], compressed: bool) {
         match r.next_frame() {
             Ok(Some(Frame::Msg(m))) => check_msg(&m),
             Ok(Some(Frame::Data(d))) => {
-                assert!(d.len() <= crate::stream::MAX_DATA_FRAME, "data frame too large")
+                assert!(
+                    d.len() <= crate::stream::MAX_DATA_FRAME,
+                    "data frame too large"
+                )
             }
             Ok(None) | Err(_) => break,
         }
         frames += 1;
         assert!(r.bytes_in <= bytes.len() as u64, "read more than the input");
     }
-    assert!(frames <= bytes.len() as u64 / 9 + 1, "more frames than bytes allow");
+    assert!(
+        frames <= bytes.len() as u64 / 9 + 1,
+        "more frames than bytes allow"
+    );
 }
 
 /// `frame_raw`: the bytes as they arrive (first byte: accept `Z` frames).
@@ -257,7 +265,8 @@ pub fn spool_journal(data: &[u8]) {
 // The seed directory.
 
 /// The parts the `seed_index` target's directory holds.
-pub const SEED_PARTS: [(&str, &[u8]); 2] = [("part-000000", b"snapsite seed part"), ("part-000001", b"")];
+pub const SEED_PARTS: [(&str, &[u8]); 2] =
+    [("part-000000", b"snapsite seed part"), ("part-000001", b"")];
 
 /// `seed_index`: the input is `index.json` of a seed directory holding
 /// [`SEED_PARTS`]; an index that opens is read to its end.
@@ -273,11 +282,18 @@ pub fn seed_index(data: &[u8]) {
     let Ok((mut reader, index)) = crate::seed::SeedReader::open(&dir) else {
         return;
     };
-    assert!(index.parts.len() <= SEED_PARTS.len(), "an index of parts that are not there");
+    assert!(
+        index.parts.len() <= SEED_PARTS.len(),
+        "an index of parts that are not there"
+    );
     let mut out = Vec::new();
     if reader.read_to_end(&mut out).is_ok() {
         let want: u64 = index.parts.iter().map(|p| p.bytes).sum();
-        assert_eq!(out.len() as u64, want, "a seed read other than its index says");
+        assert_eq!(
+            out.len() as u64,
+            want,
+            "a seed read other than its index says"
+        );
     }
 }
 
@@ -317,13 +333,19 @@ fn decode_lvm(payload: &[u8], piece: usize) -> (Vec<String>, bool, bool) {
                 lvm::Event::Write { offset, len } => {
                     assert!(open.is_none(), "a write record inside another");
                     let s = size.expect("a record before the header");
-                    assert!(*len > 0 && offset + *len as u64 <= s, "write beyond the device");
+                    assert!(
+                        *len > 0 && offset + *len as u64 <= s,
+                        "write beyond the device"
+                    );
                     open = Some((*offset, *len as u64));
                 }
                 lvm::Event::Data { offset, data } => {
                     let (at, left) = open.expect("data outside a write record");
                     assert_eq!(*offset, at, "data at the wrong offset");
-                    assert!(!data.is_empty() && data.len() as u64 <= left, "too much data");
+                    assert!(
+                        !data.is_empty() && data.len() as u64 <= left,
+                        "too much data"
+                    );
                     let left = left - data.len() as u64;
                     open = (left > 0).then_some((at + data.len() as u64, left));
                     // Pieces differ between the two decodes: merge them.
@@ -561,6 +583,302 @@ pub fn mountinfo(data: &[u8]) {
     for field in t.split_whitespace().take(64) {
         let _ = crate::mountinfo::unescape(field);
     }
+}
+
+// ---------------------------------------------------------------------------
+// A whole `serve` session against the in-memory store (structure-aware: the
+// `serve_session` fuzz target builds the steps with `arbitrary`).
+
+/// One thing the primary (honest or not) sends in a session.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// `Hello` (with this standby's protocol, or another).
+    Hello {
+        protocol_ok: bool,
+    },
+    /// `Begin` of set number `set` (see [`session_set_id`]) for role number
+    /// `role`, incremental from set `base`.
+    Begin {
+        set: u8,
+        role: u8,
+        base: Option<u8>,
+        resume: bool,
+    },
+    /// The honest stream of the last `Begin` (cut to `cut` bytes when
+    /// non-zero), or `junk`.
+    Data {
+        honest: bool,
+        cut: u16,
+        junk: Vec<u8>,
+    },
+    /// `End` with the count and blake3 of the data sent since `Begin`, or a
+    /// wrong blake3.
+    End {
+        honest: bool,
+    },
+    /// `Commit` of set `set` with the roles in bit mask `roles`; `tweak`
+    /// bits: 1 a member named after another set, 2 another kind, 4 a storage
+    /// id that is not the stream's, 8 the time of another set.
+    Commit {
+        set: u8,
+        roles: u8,
+        seq: u64,
+        generation: u64,
+        tweak: u8,
+    },
+    Abort,
+    Bye,
+    /// A message body as it is (JSON or not), sealed as a message frame.
+    Raw(Vec<u8>),
+}
+
+const SESSION_ROLES: [&str; 2] = ["mysql", "redolog"];
+
+/// The set id a session's set number stands for (even: full, odd: redolog).
+pub fn session_set_id(set: u8) -> String {
+    let kind = if set % 2 == 0 {
+        crate::model::SetKind::Full
+    } else {
+        crate::model::SetKind::Redolog
+    };
+    crate::model::new_set_id(
+        jiff::Timestamp::from_second(1_790_000_000 + 60 * i64::from(set % 16)).expect("time"),
+        kind,
+    )
+}
+
+fn honest_stream(set: u8, role: &str, base: Option<u8>) -> Vec<u8> {
+    let id = session_set_id(set);
+    crate::backend::mem::MemStore::stream(
+        &id,
+        base.map(session_set_id).as_deref(),
+        format!("{role} data of {id}").as_bytes(),
+    )
+}
+
+/// Frames with their checks, as `Writer` writes them (and as it cannot:
+/// raw message bodies).
+struct Frames {
+    out: Vec<u8>,
+    n: u64,
+}
+
+impl Frames {
+    fn frame(&mut self, tag: u8, body: &[u8]) {
+        self.out.push(tag);
+        self.out
+            .extend_from_slice(&(body.len() as u32).to_be_bytes());
+        self.out
+            .extend_from_slice(&head_check(self.n, tag, body.len() as u32));
+        self.out.extend_from_slice(body);
+        if tag == b'M' {
+            self.out.extend_from_slice(&body_check(self.n, body));
+        }
+        self.n += 1;
+    }
+    fn msg(&mut self, m: &Msg) {
+        self.frame(b'M', &serde_json::to_vec(m).expect("serializes"));
+    }
+}
+
+fn session_bytes(ops: &[Op]) -> Vec<u8> {
+    use crate::model::{MANIFEST_FORMAT, Member, SetKind};
+    let mut f = Frames {
+        out: MAGIC.to_vec(),
+        n: 0,
+    };
+    let mut begun: Option<(u8, &str, Option<u8>)> = None;
+    let mut sent: Vec<u8> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Hello { protocol_ok } => f.msg(&Msg::Hello {
+                protocol: if *protocol_ok {
+                    crate::stream::PROTOCOL_VERSION
+                } else {
+                    crate::stream::PROTOCOL_VERSION + 1
+                },
+                site: "primary".into(),
+                version: "fuzz".into(),
+            }),
+            Op::Begin {
+                set,
+                role,
+                base,
+                resume,
+            } => {
+                let r = SESSION_ROLES[*role as usize % SESSION_ROLES.len()];
+                let stream = honest_stream(*set, r, *base);
+                f.msg(&Msg::Begin {
+                    set_id: session_set_id(*set),
+                    role: r.into(),
+                    snapshot: session_set_id(*set),
+                    base: base.map(session_set_id),
+                    storage_id: Some(blake3::hash(&stream).to_hex().to_string()),
+                    resume: *resume,
+                });
+                begun = Some((*set, r, *base));
+                sent.clear();
+            }
+            Op::Data { honest, cut, junk } => {
+                let d = match (honest, begun) {
+                    (true, Some((set, r, base))) => {
+                        let s = honest_stream(set, r, base);
+                        let n = if *cut == 0 {
+                            s.len()
+                        } else {
+                            (*cut as usize).min(s.len())
+                        };
+                        s[..n].to_vec()
+                    }
+                    _ => junk.clone(),
+                };
+                sent.extend_from_slice(&d);
+                f.frame(b'D', &d);
+            }
+            Op::End { honest } => {
+                let hash = if *honest {
+                    blake3::hash(&sent)
+                } else {
+                    blake3::hash(b"something else")
+                };
+                f.msg(&Msg::End {
+                    bytes: sent.len() as u64,
+                    blake3: hash.to_hex().to_string(),
+                });
+            }
+            Op::Commit {
+                set,
+                roles,
+                seq,
+                generation,
+                tweak,
+            } => {
+                let id = session_set_id(*set);
+                let t = crate::model::parse_set_id(&session_set_id(if tweak & 8 != 0 {
+                    set.wrapping_add(2)
+                } else {
+                    *set
+                }))
+                .expect("a set id")
+                .0;
+                let kind = match (set % 2 == 0) != (tweak & 2 != 0) {
+                    true => SetKind::Full,
+                    false => SetKind::Redolog,
+                };
+                let members = SESSION_ROLES
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| roles & (1 << i) != 0)
+                    .map(|(_, r)| Member {
+                        role: r.to_string(),
+                        backend: "btrfs".into(),
+                        source: format!("/live/{r}"),
+                        snapshot: if tweak & 1 != 0 {
+                            session_set_id(set.wrapping_add(1))
+                        } else {
+                            id.clone()
+                        },
+                        storage_id: Some(if tweak & 4 != 0 {
+                            "not-the-stream".into()
+                        } else {
+                            blake3::hash(&honest_stream(*set, r, None))
+                                .to_hex()
+                                .to_string()
+                        }),
+                        before: t,
+                        after: t + jiff::SignedDuration::from_millis(5),
+                        atomic_group: None,
+                        send_options: Vec::new(),
+                        receipt: None,
+                        consistency: None,
+                    })
+                    .collect();
+                f.msg(&Msg::Commit {
+                    manifest: Manifest {
+                        format: MANIFEST_FORMAT,
+                        id,
+                        kind,
+                        site: "primary".into(),
+                        seq: *seq,
+                        generation: *generation,
+                        members,
+                        safety_margin_ms: 0,
+                        committed_at: None,
+                    },
+                });
+            }
+            Op::Abort => f.msg(&Msg::Abort {
+                reason: "fuzz".into(),
+            }),
+            Op::Bye => f.msg(&Msg::Bye),
+            Op::Raw(body) => f.frame(b'M', body),
+        }
+    }
+    f.out
+}
+
+/// Run `sessions` one after the other against a fresh standby (in-memory
+/// store, state in a scratch directory). After each: the site lock is free,
+/// no receive is left open, every committed set is complete in the store
+/// (failover could use it) and no set committed before has changed.
+/// Returns the ids of the sets committed in the end.
+pub fn serve_sessions(sessions: &[Vec<Op>]) -> Vec<String> {
+    use crate::catalog::Catalog;
+    let dir = scratch("serve");
+    let state = dir.join("state");
+    let _ = std::fs::remove_dir_all(&state);
+    let mut text = format!("site = \"standby\"\nstate_dir = \"{}\"\n", state.display());
+    for r in SESSION_ROLES {
+        text.push_str(&format!(
+            "[[volume]]\nrole = \"{r}\"\nbackend = \"btrfs\"\nsource = \"{0}/live/{r}\"\nsnapshot_dir = \"{0}/snap/{r}\"\n",
+            dir.display()
+        ));
+    }
+    let cfg = crate::config::Config::parse(&text, &dir.join("standby.toml")).expect("config");
+    let store = crate::backend::mem::MemStore::new();
+    let catalog = Catalog::new(&cfg.state_dir);
+    let mut committed: std::collections::BTreeMap<String, String> = Default::default();
+    for ops in sessions {
+        let input = session_bytes(ops);
+        let s = store.clone();
+        let _ = crate::serve::serve_with(
+            &cfg,
+            &move |_| Ok(s.backend()),
+            Cursor::new(input),
+            Vec::new(),
+        );
+        assert!(
+            catalog.lock("fuzz", std::time::Duration::ZERO).is_ok(),
+            "the site lock is held after the session"
+        );
+        let st = store.0.lock().expect("store");
+        assert_eq!(st.open_receives, 0, "a receive left open");
+        let now = catalog.manifests().unwrap_or_default();
+        for m in &now {
+            for x in &m.members {
+                assert!(
+                    st.snaps.contains_key(&(x.role.clone(), x.snapshot.clone())),
+                    "set {} committed without its {} snapshot",
+                    m.id,
+                    x.role
+                );
+            }
+            assert!(m.validate_shape().is_ok(), "committed an invalid manifest");
+        }
+        let now: std::collections::BTreeMap<String, String> = now
+            .iter()
+            .map(|m| (m.id.clone(), serde_json::to_string(m).expect("serializes")))
+            .collect();
+        for (id, m) in &committed {
+            assert_eq!(
+                now.get(id),
+                Some(m),
+                "committed set {id} changed or vanished"
+            );
+        }
+        committed = now;
+    }
+    committed.into_keys().collect()
 }
 
 /// Every target by name (scripts/fuzz, the seed corpus, the tests).

@@ -32,7 +32,10 @@ fn with(sel: u8, body: &[u8]) -> Vec<u8> {
 }
 
 fn set_id(secs: i64, kind: SetKind) -> String {
-    new_set_id(jiff::Timestamp::from_second(1_790_000_000 + secs).unwrap(), kind)
+    new_set_id(
+        jiff::Timestamp::from_second(1_790_000_000 + secs).unwrap(),
+        kind,
+    )
 }
 
 fn manifest(id: &str) -> Manifest {
@@ -326,13 +329,20 @@ fn corpus() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
         ],
     );
     let j = journal_spec();
-    c.insert("spool_journal", vec![with(0, &j), with(1, &fuzzing::seal_records(&j))]);
+    c.insert(
+        "spool_journal",
+        vec![with(0, &j), with(1, &fuzzing::seal_records(&j))],
+    );
     c.insert("seed_index", vec![seed_index_json()]);
     let full = lvm_stream(StreamKind::Full);
     let incr = lvm_stream(StreamKind::Incremental);
     c.insert(
         "lvm_stream",
-        vec![with(255, &full), with(6, &incr), with(255, &full[..full.len() / 2])],
+        vec![
+            with(255, &full),
+            with(6, &incr),
+            with(255, &full[..full.len() / 2]),
+        ],
     );
     c.insert("lvm_resume_token", vec![resume_token().into_bytes()]);
     let mut begins = Vec::new();
@@ -350,7 +360,12 @@ fn corpus() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
     let mut zo = Vec::new();
     for v in ["zfs-2.1", "zfs-2.3"] {
         zo.push(with(0, &fixture(&format!("{v}/list-snapshots.txt"))));
-        for f in ["get-guid.txt", "get-token.txt", "get-token-none.txt", "send-nv-token.txt"] {
+        for f in [
+            "get-guid.txt",
+            "get-token.txt",
+            "get-token-none.txt",
+            "send-nv-token.txt",
+        ] {
             zo.push(with(3, &fixture(&format!("{v}/{f}"))));
         }
         zo.push(with(4, &fixture(&format!("{v}/holds.txt"))));
@@ -368,10 +383,15 @@ fn corpus() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
     c.insert("zfs_output", zo);
     c.insert(
         "lvs_json",
-        ["lvs-all.json", "lvs-classic-snapshot.json", "lvs-classic.json", "lvs-snapshot.json"]
-            .iter()
-            .map(|f| fixture(&format!("lvm-2.03/{f}")))
-            .collect(),
+        [
+            "lvs-all.json",
+            "lvs-classic-snapshot.json",
+            "lvs-classic.json",
+            "lvs-snapshot.json",
+        ]
+        .iter()
+        .map(|f| fixture(&format!("lvm-2.03/{f}")))
+        .collect(),
     );
     c.insert(
         "thin_xml",
@@ -387,7 +407,10 @@ fn corpus() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
             with(0, &fixture("lvm-2.03/dmsetup-status-tpool.txt")),
             with(0, &fixture("lvm-2.03/dmsetup-status-tpool-held.txt")),
             with(1, &fixture("lvm-2.03/dmsetup-status-tpool.txt")),
-            with(2, b"0 524288 thin-pool 253:2 253:3 128 0 1 skip_block_zeroing\n"),
+            with(
+                2,
+                b"0 524288 thin-pool 253:2 253:3 128 0 1 skip_block_zeroing\n",
+            ),
         ],
     );
     c.insert(
@@ -424,7 +447,10 @@ fn write_corpus(out: &Path, c: &BTreeMap<&str, Vec<Vec<u8>>>) {
 fn every_target_has_seeds_and_runs_them() {
     let c = corpus();
     for (name, _) in fuzzing::TARGETS {
-        assert!(c.get(name).is_some_and(|s| !s.is_empty()), "no seeds for {name}");
+        assert!(
+            c.get(name).is_some_and(|s| !s.is_empty()),
+            "no seeds for {name}"
+        );
     }
     for (t, seeds) in &c {
         let f = target(t);
@@ -442,7 +468,11 @@ fn every_target_has_seeds_and_runs_them() {
 #[test]
 fn seeds_decode_as_snapsite_wrote_them() {
     let (spec, wire) = session();
-    assert_eq!(fuzzing::seal_frames(&spec), wire, "sealed frames = the writer's");
+    assert_eq!(
+        fuzzing::seal_frames(&spec),
+        wire,
+        "sealed frames = the writer's"
+    );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("journal"),
@@ -489,4 +519,49 @@ fn committed_corpus_and_regressions_run() {
             }
         }
     }
+}
+
+/// The session driver of the `serve_session` target commits an honest set
+/// (so the fuzzer starts from sessions that reach the commit) and refuses
+/// a commit whose member never arrived; its invariants hold for both.
+#[test]
+fn serve_session_driver_commits_honest_sets_only() {
+    use fuzzing::Op;
+    let member = |role: u8| {
+        vec![
+            Op::Begin {
+                set: 0,
+                role,
+                base: None,
+                resume: false,
+            },
+            Op::Data {
+                honest: true,
+                cut: 0,
+                junk: vec![],
+            },
+            Op::End { honest: true },
+        ]
+    };
+    let commit = |roles: u8| Op::Commit {
+        set: 0,
+        roles,
+        seq: 1,
+        generation: 1,
+        tweak: 0,
+    };
+    let mut honest = vec![Op::Hello { protocol_ok: true }];
+    honest.extend(member(0));
+    honest.extend(member(1));
+    honest.push(commit(3));
+    honest.push(Op::Bye);
+    let id = fuzzing::session_set_id(0);
+    assert_eq!(fuzzing::serve_sessions(&[honest.clone()]), vec![id.clone()]);
+    // Only one member sent, the commit names both: nothing committed; the
+    // honest session after it still commits.
+    let mut short = vec![Op::Hello { protocol_ok: true }];
+    short.extend(member(0));
+    short.push(commit(3));
+    assert!(fuzzing::serve_sessions(&[short.clone()]).is_empty());
+    assert_eq!(fuzzing::serve_sessions(&[short, honest]), vec![id]);
 }
