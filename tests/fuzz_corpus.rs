@@ -565,3 +565,73 @@ fn serve_session_driver_commits_honest_sets_only() {
     assert!(fuzzing::serve_sessions(&[short.clone()]).is_empty());
     assert_eq!(fuzzing::serve_sessions(&[short, honest]), vec![id]);
 }
+
+// ---------------------------------------------------------------------------
+// Crashes fuzzing found (inputs also in fuzz/regressions/<target>/).
+
+/// `dmsetup`: counts near 2^64 in `dmsetup status` overflowed the
+/// percentage arithmetic (a panic in debug builds, a wrong fill level that
+/// could pass the 90% limit check in release builds).
+#[test]
+fn fuzz_regression_pool_usage_of_huge_counts() {
+    let u = lvm::parse_pool_usage(
+        "0 524288 thin-pool 3 113/1025940 444445244444444444/10 - rw discard_passdown",
+    )
+    .unwrap();
+    assert_eq!(u.percents(), (4_444_452_444_444_444_440, 1));
+    assert_eq!(u.data_headroom(90), 0);
+    assert!(u.meta_ok(90));
+    let u = lvm::parse_pool_usage("0 1 thin-pool 3 1/1 18446744073709551615/1 -").unwrap();
+    assert_eq!(u.percents().0, u64::MAX, "clamped, still over any limit");
+    let u = lvm::parse_pool_usage("0 1 thin-pool 3 1/1 0/18446744073709551615 -").unwrap();
+    assert_eq!(u.data_headroom(90), 16_602_069_666_338_596_453);
+    assert!(lvm::parse_pool_block_size("0 8 thin-pool 253:2 253:3 36028797018963968 0").is_err());
+}
+
+/// `thin_xml`: a `thin_delta` whose ranges go back or overlap became
+/// overlapping extents, sent out of the order the receiver requires; ranges
+/// whose byte end passes 2^64 wrapped around into the device.
+#[test]
+fn fuzz_regression_thin_ranges_out_of_order_or_range() {
+    let delta = |body: &str| {
+        lvm::parse_thin_delta(&format!(
+            "<superblock uuid=\"\" time=\"2\" transaction=\"3\" data_block_size=\"128\" nr_data_blocks=\"0\">\n<diff left=\"2\" right=\"3\">\n{body}</diff>\n</superblock>\n"
+        ))
+    };
+    let ok = delta("<same begin=\"0\" length=\"16\"/>\n<different begin=\"16\" length=\"16\"/>\n<right_only begin=\"32\" length=\"4\"/>\n").unwrap();
+    assert_eq!(ok.ranges.len(), 3);
+    let e = delta(
+        "<different begin=\"16\" length=\"16\"/>\n<right_only begin=\"28\" length=\"32\"/>\n",
+    )
+    .unwrap_err();
+    assert!(format!("{e}").contains("overlaps"), "{e}");
+    assert!(
+        delta("<left_only begin=\"40\" length=\"4\"/>\n<same begin=\"8\" length=\"4\"/>\n")
+            .is_err()
+    );
+    let e = delta("<different begin=\"18446744073709551615\" length=\"1\"/>\n").unwrap_err();
+    assert!(format!("{e}").contains("out of range"), "{e}");
+    assert!(delta("<different begin=\"36028797018963968\" length=\"1\"/>\n").is_err());
+    let dump = lvm::parse_thin_dump(
+        "<superblock data_block_size=\"36028797018963968\"><device dev_id=\"1\"></device></superblock>",
+        1,
+    );
+    assert!(dump.is_err(), "a block size past 2^64 bytes");
+    let dump = lvm::parse_thin_dump(
+        "<superblock data_block_size=\"128\"><device dev_id=\"1\"><range_mapping origin_begin=\"18446744073709551615\" data_begin=\"0\" length=\"2\" time=\"0\"/></device></superblock>",
+        1,
+    );
+    assert!(dump.is_err(), "a mapping past 2^64 blocks");
+    // Extents of hand-made ranges never wrap either.
+    let d = lvm::Delta {
+        block_size: 1 << 20,
+        ranges: vec![(
+            lvm::DeltaKind::Different,
+            lvm::BlockRange {
+                begin: 1 << 50,
+                length: 1,
+            },
+        )],
+    };
+    assert!(lvm::delta_extents(&d, 1 << 30).is_empty());
+}

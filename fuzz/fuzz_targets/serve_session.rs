@@ -2,7 +2,7 @@
 // Structure-aware: sessions of protocol steps built with `arbitrary`, run
 // against a fresh standby with the in-memory store; see
 // snapsite::fuzzing::serve_sessions for the invariants checked after each.
-use libfuzzer_sys::arbitrary::{self, Arbitrary};
+use arbitrary::Arbitrary;
 use snapsite::fuzzing::{Op, serve_sessions};
 
 #[derive(Arbitrary, Debug)]
@@ -21,7 +21,12 @@ impl From<Step> for Op {
     fn from(s: Step) -> Op {
         match s {
             Step::Hello(protocol_ok) => Op::Hello { protocol_ok },
-            Step::Begin(set, role, base, resume) => Op::Begin { set, role, base, resume },
+            Step::Begin(set, role, base, resume) => Op::Begin {
+                set,
+                role,
+                base,
+                resume,
+            },
             Step::Data(honest, cut, junk) => Op::Data { honest, cut, junk },
             Step::End(honest) => Op::End { honest },
             Step::Commit(set, roles, seq, generation, tweak) => Op::Commit {

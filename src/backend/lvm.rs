@@ -238,7 +238,14 @@ pub fn delta_extents(delta: &Delta, size: u64) -> Vec<Extent> {
             DeltaKind::Different | DeltaKind::RightOnly => true,
             DeltaKind::LeftOnly => false,
         };
-        push_extent(&mut out, r.begin * bs, r.length * bs, data, size);
+        // Saturating: a range past the device is dropped, not wrapped.
+        push_extent(
+            &mut out,
+            r.begin.saturating_mul(bs),
+            r.length.saturating_mul(bs),
+            data,
+            size,
+        );
     }
     out.sort_by_key(|e| e.offset);
     out
@@ -250,8 +257,8 @@ pub fn mapping_extents(m: &Mapping, size: u64) -> Vec<Extent> {
     for r in &m.ranges {
         push_extent(
             &mut out,
-            r.begin * m.block_size,
-            r.length * m.block_size,
+            r.begin.saturating_mul(m.block_size),
+            r.length.saturating_mul(m.block_size),
             true,
             size,
         );
@@ -262,7 +269,7 @@ pub fn mapping_extents(m: &Mapping, size: u64) -> Vec<Extent> {
 /// Append, clamped to the device and merged with an adjacent extent of the
 /// same kind.
 fn push_extent(out: &mut Vec<Extent>, offset: u64, len: u64, data: bool, size: u64) {
-    if offset >= size {
+    if offset >= size || len == 0 {
         return;
     }
     let len = len.min(size - offset);
