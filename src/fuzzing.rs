@@ -881,8 +881,12 @@ pub fn serve_sessions(sessions: &[Vec<Op>]) -> Vec<String> {
     committed.into_keys().collect()
 }
 
-/// Every target by name (scripts/fuzz, the seed corpus, the tests).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A byte-input target.
+pub type Target = fn(&[u8]);
+
+/// Every byte-input target by name (the seed corpus, the tests; the
+/// `serve_session` target takes `arbitrary` steps instead).
+pub const TARGETS: &[(&str, Target)] = &[
     ("frame_raw", frame_raw),
     ("frames", frames),
     ("control_msg", control_msg),
