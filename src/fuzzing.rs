@@ -630,6 +630,48 @@ pub enum Op {
     Bye,
     /// A message body as it is (JSON or not), sealed as a message frame.
     Raw(Vec<u8>),
+    /// `SpoolHello`: the session becomes a redolog spool session.
+    SpoolHello,
+    /// `SpoolBatch` number `seq` with `events` (see [`spool_event`]) and
+    /// `data`, its blake3 right or wrong.
+    SpoolBatch {
+        seq: u64,
+        reset: bool,
+        events: Vec<(u8, u8, u64, u64)>,
+        data: Vec<u8>,
+        honest: bool,
+    },
+}
+
+const SPOOL_FILES: [&str; 6] = [
+    "redo.log",
+    "archive/redo-1.log",
+    "archive/redo-2.log",
+    "other.log",
+    "../redo.log",
+    "archive/../redo.log",
+];
+
+/// A spool event from the fuzzer's numbers: kind, file, two values (offset,
+/// length or size; the second file of a rename).
+pub fn spool_event(kind: u8, file: u8, a: u64, b: u64) -> crate::stream::SpoolEvent {
+    use crate::stream::SpoolEvent;
+    let name = |i: u64| SPOOL_FILES[i as usize % SPOOL_FILES.len()].to_string();
+    let file = name(u64::from(file));
+    match kind % 5 {
+        0 => SpoolEvent::Base { file, size: a },
+        1 => SpoolEvent::Append {
+            file,
+            offset: a,
+            len: b,
+        },
+        2 => SpoolEvent::Truncate { file, size: a },
+        3 => SpoolEvent::Rename {
+            from: file,
+            to: name(b),
+        },
+        _ => SpoolEvent::Remove { file },
+    }
 }
 
 const SESSION_ROLES: [&str; 2] = ["mysql", "redolog"];
@@ -812,6 +854,38 @@ fn session_bytes(ops: &[Op]) -> Vec<u8> {
             }),
             Op::Bye => f.msg(&Msg::Bye),
             Op::Raw(body) => f.frame(b'M', body),
+            Op::SpoolHello => f.msg(&Msg::SpoolHello {
+                protocol: crate::stream::PROTOCOL_VERSION,
+                site: "primary".into(),
+                version: "fuzz".into(),
+            }),
+            Op::SpoolBatch {
+                seq,
+                reset,
+                events,
+                data,
+                honest,
+            } => {
+                let hash = if *honest {
+                    blake3::hash(data)
+                } else {
+                    blake3::hash(b"something else")
+                };
+                f.msg(&Msg::SpoolBatch {
+                    seq: *seq,
+                    as_of: jiff::Timestamp::from_second(1_790_000_000).expect("time"),
+                    reset: *reset,
+                    events: events
+                        .iter()
+                        .map(|&(k, fi, a, b)| spool_event(k, fi, a, b))
+                        .collect(),
+                    bytes: data.len() as u64,
+                    blake3: hash.to_hex().to_string(),
+                });
+                for c in data.chunks(4096) {
+                    f.frame(b'D', c);
+                }
+            }
         }
     }
     f.out
@@ -820,14 +894,17 @@ fn session_bytes(ops: &[Op]) -> Vec<u8> {
 /// Run `sessions` one after the other against a fresh standby (in-memory
 /// store, state in a scratch directory). After each: the site lock is free,
 /// no receive is left open, every committed set is complete in the store
-/// (failover could use it) and no set committed before has changed.
-/// Returns the ids of the sets committed in the end.
-pub fn serve_sessions(sessions: &[Vec<Op>]) -> Vec<String> {
+/// (failover could use it), no set committed before has changed, and the
+/// spool journal holds whole records only.
+pub fn serve_sessions(sessions: &[Vec<Op>]) -> Outcome {
     use crate::catalog::Catalog;
     let dir = scratch("serve");
     let state = dir.join("state");
     let _ = std::fs::remove_dir_all(&state);
-    let mut text = format!("site = \"standby\"\nstate_dir = \"{}\"\n", state.display());
+    let mut text = format!(
+        "site = \"standby\"\nstate_dir = \"{}\"\n[stream]\nfiles = [\"redo.log\", \"archive/redo-*.log\"]\nspool_max = \"1MiB\"\n",
+        state.display()
+    );
     for r in SESSION_ROLES {
         text.push_str(&format!(
             "[[volume]]\nrole = \"{r}\"\nbackend = \"btrfs\"\nsource = \"{0}/live/{r}\"\nsnapshot_dir = \"{0}/snap/{r}\"\n",
@@ -838,6 +915,7 @@ pub fn serve_sessions(sessions: &[Vec<Op>]) -> Vec<String> {
     let store = crate::backend::mem::MemStore::new();
     let catalog = Catalog::new(&cfg.state_dir);
     let mut committed: std::collections::BTreeMap<String, String> = Default::default();
+    let mut spool_pending = 0;
     for ops in sessions {
         let input = session_bytes(ops);
         let s = store.clone();
@@ -877,8 +955,35 @@ pub fn serve_sessions(sessions: &[Vec<Op>]) -> Vec<String> {
             );
         }
         committed = now;
+        // The spool holds whole records only: a restart finds nothing to
+        // cut, and loads what this one loads.
+        let spool = catalog.root().join("spool");
+        let journal = spool.join("journal");
+        if let Ok(len) = std::fs::metadata(&journal).map(|m| m.len()) {
+            let sp = crate::redostream::Spool::load(&spool, false).expect("the spool loads");
+            let again = crate::redostream::Spool::load(&spool, true).expect("the spool loads");
+            assert_eq!(
+                std::fs::metadata(&journal).expect("journal").len(),
+                len,
+                "serve left a torn spool journal"
+            );
+            assert_eq!(sp.pending_bytes(), again.pending_bytes());
+            spool_pending = sp.pending_bytes();
+        }
     }
-    committed.into_keys().collect()
+    Outcome {
+        committed: committed.into_keys().collect(),
+        spool_pending,
+    }
+}
+
+/// What the standby holds after [`serve_sessions`].
+#[derive(Debug, PartialEq)]
+pub struct Outcome {
+    /// Ids of the committed sets.
+    pub committed: Vec<String>,
+    /// Bytes the spool holds for failover.
+    pub spool_pending: u64,
 }
 
 /// A byte-input target.

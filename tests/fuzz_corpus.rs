@@ -556,14 +556,36 @@ fn serve_session_driver_commits_honest_sets_only() {
     honest.push(commit(3));
     honest.push(Op::Bye);
     let id = fuzzing::session_set_id(0);
-    assert_eq!(fuzzing::serve_sessions(&[honest.clone()]), vec![id.clone()]);
+    let committed = |sessions: &[Vec<Op>]| fuzzing::serve_sessions(sessions).committed;
+    assert_eq!(committed(&[honest.clone()]), vec![id.clone()]);
     // Only one member sent, the commit names both: nothing committed; the
     // honest session after it still commits.
     let mut short = vec![Op::Hello { protocol_ok: true }];
     short.extend(member(0));
     short.push(commit(3));
-    assert!(fuzzing::serve_sessions(&[short.clone()]).is_empty());
-    assert_eq!(fuzzing::serve_sessions(&[short, honest]), vec![id]);
+    assert!(committed(&[short.clone()]).is_empty());
+    assert_eq!(committed(&[short, honest]), vec![id]);
+}
+
+/// Spool sessions of the same driver: an honest batch is spooled, one with
+/// a wrong checksum or a name outside the globs is not.
+#[test]
+fn serve_session_driver_spools_honest_batches_only() {
+    use fuzzing::Op;
+    let batch = |seq: u64, file: u8, honest: bool| Op::SpoolBatch {
+        seq,
+        reset: seq == 1,
+        // Base redo.log at 0 bytes, then 5 bytes appended.
+        events: vec![(0, file, 0, 0), (1, file, 0, 5)],
+        data: b"hello".to_vec(),
+        honest,
+    };
+    let pending = |b: Op| fuzzing::serve_sessions(&[vec![Op::SpoolHello, b]]).spool_pending;
+    assert_eq!(pending(batch(1, 0, true)), 5);
+    assert_eq!(pending(batch(1, 0, false)), 0, "checksum mismatch");
+    assert_eq!(pending(batch(1, 4, true)), 0, "../redo.log");
+    assert_eq!(pending(batch(1, 3, true)), 0, "outside the globs");
+    assert_eq!(pending(batch(2, 0, true)), 0, "not the next batch");
 }
 
 // ---------------------------------------------------------------------------

@@ -15,6 +15,9 @@ enum Step {
     Abort,
     Bye,
     Raw(Vec<u8>),
+    SpoolHello,
+    /// Small numbers: offsets and sequence numbers that can line up.
+    SpoolBatch(u8, bool, Vec<(u8, u8, u16, u16)>, Vec<u8>, bool),
 }
 
 impl From<Step> for Op {
@@ -39,6 +42,17 @@ impl From<Step> for Op {
             Step::Abort => Op::Abort,
             Step::Bye => Op::Bye,
             Step::Raw(b) => Op::Raw(b),
+            Step::SpoolHello => Op::SpoolHello,
+            Step::SpoolBatch(seq, reset, events, data, honest) => Op::SpoolBatch {
+                seq: seq.into(),
+                reset,
+                events: events
+                    .into_iter()
+                    .map(|(k, f, a, b)| (k, f, a.into(), b.into()))
+                    .collect(),
+                data,
+                honest,
+            },
         }
     }
 }
@@ -50,5 +64,5 @@ libfuzzer_sys::fuzz_target!(|sessions: Vec<Vec<Step>>| {
         .take(4)
         .map(|s| s.into_iter().take(48).map(Op::from).collect())
         .collect();
-    let _ = serve_sessions(&sessions);
+    serve_sessions(&sessions);
 });
