@@ -10,9 +10,9 @@
 //! the checks, so the fuzzer gets past them to the parsing behind; the raw
 //! variants feed the bytes as they come.
 //!
-//! Targets that need files (`spool_journal`, `seed_index`) use a directory
-//! under `$TMPDIR` of their process (scripts/fuzz points `TMPDIR` at a
-//! directory it removes afterwards).
+//! Targets that need files (`spool_journal`, `seed_index`, `serve_session`)
+//! use a directory under `$TMPDIR` per process and thread (scripts/fuzz
+//! points `TMPDIR` at a directory it removes afterwards).
 
 use std::io::Cursor;
 use std::path::PathBuf;
@@ -411,8 +411,8 @@ pub fn lvm_resume_token(data: &[u8]) {
 // ZFS: the stream's first record and the zfs tool's output.
 
 /// `zfs_begin`: the first record of a stream, checked the way a receive
-/// checks it against what the sender announced (bytes 0..8 of the input
-/// select the announced guids).
+/// checks it against what the sender announced (a full stream, its own
+/// guids, another base): accepted only when it is what was announced.
 pub fn zfs_begin(data: &[u8]) {
     let Ok(b) = zfs::parse_begin(data) else {
         return;
