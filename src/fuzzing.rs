@@ -33,6 +33,14 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// Remove this thread's scratch directories (the tests call it; a fuzz
+/// run's `TMPDIR` is removed by scripts/fuzz).
+pub fn remove_scratch() {
+    for name in ["spool", "seed", "serve"] {
+        let _ = std::fs::remove_dir_all(scratch(name));
+    }
+}
+
 /// Escaped wire strings carry no control characters.
 fn check_wire(s: &str) {
     for out in [wire_str(s), wire_text(s)] {

@@ -461,6 +461,7 @@ fn every_target_has_seeds_and_runs_them() {
     if let Some(out) = std::env::var_os("SNAPSITE_FUZZ_CORPUS_OUT") {
         write_corpus(Path::new(&out), &c);
     }
+    fuzzing::remove_scratch();
 }
 
 /// The seeds reach the decoders' accepting paths (not only their first
@@ -519,6 +520,7 @@ fn committed_corpus_and_regressions_run() {
             }
         }
     }
+    fuzzing::remove_scratch();
 }
 
 /// The session driver of the `serve_session` target commits an honest set
@@ -565,6 +567,7 @@ fn serve_session_driver_commits_honest_sets_only() {
     short.push(commit(3));
     assert!(committed(&[short.clone()]).is_empty());
     assert_eq!(committed(&[short, honest]), vec![id]);
+    fuzzing::remove_scratch();
 }
 
 /// Spool sessions of the same driver: an honest batch is spooled, one with
@@ -586,6 +589,7 @@ fn serve_session_driver_spools_honest_batches_only() {
     assert_eq!(pending(batch(1, 4, true)), 0, "../redo.log");
     assert_eq!(pending(batch(1, 3, true)), 0, "outside the globs");
     assert_eq!(pending(batch(2, 0, true)), 0, "not the next batch");
+    fuzzing::remove_scratch();
 }
 
 // ---------------------------------------------------------------------------
