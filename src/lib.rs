@@ -17,6 +17,8 @@ pub mod error;
 pub mod failback;
 pub mod failover;
 pub mod failpoint;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hooks;
 pub mod journal;
 pub mod model;

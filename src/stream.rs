@@ -39,7 +39,7 @@ const HEAD_LEN: usize = 9;
 const BODY_CHECK_LEN: usize = 16;
 
 /// blake3 over the frame number, tag and length: the header check.
-fn head_check(frame_no: u64, tag: u8, len: u32) -> [u8; 4] {
+pub(crate) fn head_check(frame_no: u64, tag: u8, len: u32) -> [u8; 4] {
     let mut h = blake3::Hasher::new();
     h.update(b"snapsite frame head");
     h.update(&frame_no.to_le_bytes());
@@ -51,7 +51,7 @@ fn head_check(frame_no: u64, tag: u8, len: u32) -> [u8; 4] {
 }
 
 /// blake3 over the frame number and a message body: the body check.
-fn body_check(frame_no: u64, body: &[u8]) -> [u8; BODY_CHECK_LEN] {
+pub(crate) fn body_check(frame_no: u64, body: &[u8]) -> [u8; BODY_CHECK_LEN] {
     let mut h = blake3::Hasher::new();
     h.update(b"snapsite message");
     h.update(&frame_no.to_le_bytes());

@@ -29,6 +29,9 @@ mod thin;
 
 pub use format::{Decoder, Encoder, Event, Extent, Header, MAGIC, RecordHash, StreamKind, VERSION};
 pub use report::{LvInfo, dm_name, lvm, parse_lvs, vg_lvs, vg_size};
+/// The resume token, for the fuzz targets (`crate::fuzzing`).
+#[doc(hidden)]
+pub use resume::Token as ResumeToken;
 pub use thin::{
     BlockRange, Delta, DeltaKind, Mapping, MetadataSnap, Pool, PoolUsage, parse_held_root,
     parse_pool_block_size, parse_pool_usage, parse_thin_delta, parse_thin_dump,
@@ -235,7 +238,14 @@ pub fn delta_extents(delta: &Delta, size: u64) -> Vec<Extent> {
             DeltaKind::Different | DeltaKind::RightOnly => true,
             DeltaKind::LeftOnly => false,
         };
-        push_extent(&mut out, r.begin * bs, r.length * bs, data, size);
+        // Saturating: a range past the device is dropped, not wrapped.
+        push_extent(
+            &mut out,
+            r.begin.saturating_mul(bs),
+            r.length.saturating_mul(bs),
+            data,
+            size,
+        );
     }
     out.sort_by_key(|e| e.offset);
     out
@@ -247,8 +257,8 @@ pub fn mapping_extents(m: &Mapping, size: u64) -> Vec<Extent> {
     for r in &m.ranges {
         push_extent(
             &mut out,
-            r.begin * m.block_size,
-            r.length * m.block_size,
+            r.begin.saturating_mul(m.block_size),
+            r.length.saturating_mul(m.block_size),
             true,
             size,
         );
@@ -259,7 +269,7 @@ pub fn mapping_extents(m: &Mapping, size: u64) -> Vec<Extent> {
 /// Append, clamped to the device and merged with an adjacent extent of the
 /// same kind.
 fn push_extent(out: &mut Vec<Extent>, offset: u64, len: u64, data: bool, size: u64) {
-    if offset >= size {
+    if offset >= size || len == 0 {
         return;
     }
     let len = len.min(size - offset);

@@ -79,10 +79,25 @@ fn superblock_block_size(tool: &str, doc: &roxmltree::Document) -> Result<u64> {
         ));
     }
     let sectors = attr_u64(tool, root, "data_block_size")?;
-    if sectors == 0 {
-        return Err(xml_error(tool, "data_block_size 0"));
+    match sectors.checked_mul(512) {
+        Some(b) if b > 0 => Ok(b),
+        _ => Err(xml_error(tool, format!("data_block_size {sectors}"))),
     }
-    Ok(sectors * 512)
+}
+
+/// A block range whose end, in bytes, is a number (found by fuzzing: a
+/// range past 2^64 bytes wrapped around into the device).
+fn checked_range(tool: &str, begin: u64, length: u64, block_size: u64) -> Result<BlockRange> {
+    begin
+        .checked_add(length)
+        .and_then(|end| end.checked_mul(block_size))
+        .ok_or_else(|| {
+            xml_error(
+                tool,
+                format!("block range {begin}+{length} is out of range"),
+            )
+        })?;
+    Ok(BlockRange { begin, length })
 }
 
 /// Parse `thin_delta [-m] --snap1 A --snap2 B` (thin-provisioning-tools 0.9).
@@ -95,7 +110,7 @@ pub fn parse_thin_delta(xml: &str) -> Result<Delta> {
         .children()
         .find(|n| n.has_tag_name("diff"))
         .ok_or_else(|| xml_error(tool, "no <diff> element"))?;
-    let mut ranges = Vec::new();
+    let mut ranges: Vec<(DeltaKind, BlockRange)> = Vec::new();
     for n in diff.children().filter(|n| n.is_element()) {
         let kind = match n.tag_name().name() {
             "same" => DeltaKind::Same,
@@ -104,13 +119,27 @@ pub fn parse_thin_delta(xml: &str) -> Result<Delta> {
             "right_only" => DeltaKind::RightOnly,
             other => return Err(xml_error(tool, format!("unknown element <{other}>"))),
         };
-        ranges.push((
-            kind,
-            BlockRange {
-                begin: attr_u64(tool, n, "begin")?,
-                length: attr_u64(tool, n, "length")?,
-            },
-        ));
+        let r = checked_range(
+            tool,
+            attr_u64(tool, n, "begin")?,
+            attr_u64(tool, n, "length")?,
+            block_size,
+        )?;
+        // thin_delta walks the mappings in order: ranges that go back or
+        // overlap would become extents sent twice, out of the order the
+        // receiver requires (found by fuzzing).
+        if let Some((_, last)) = ranges.last() {
+            if r.begin < last.begin + last.length {
+                return Err(xml_error(
+                    tool,
+                    format!(
+                        "block range {}+{} overlaps or precedes {}+{}",
+                        r.begin, r.length, last.begin, last.length
+                    ),
+                ));
+            }
+        }
+        ranges.push((kind, r));
     }
     Ok(Delta { block_size, ranges })
 }
@@ -130,14 +159,18 @@ pub fn parse_thin_dump(xml: &str, dev_id: u64) -> Result<Mapping> {
     let mut ranges = Vec::new();
     for n in dev.children().filter(|n| n.is_element()) {
         match n.tag_name().name() {
-            "range_mapping" => ranges.push(BlockRange {
-                begin: attr_u64(tool, n, "origin_begin")?,
-                length: attr_u64(tool, n, "length")?,
-            }),
-            "single_mapping" => ranges.push(BlockRange {
-                begin: attr_u64(tool, n, "origin_block")?,
-                length: 1,
-            }),
+            "range_mapping" => ranges.push(checked_range(
+                tool,
+                attr_u64(tool, n, "origin_begin")?,
+                attr_u64(tool, n, "length")?,
+                block_size,
+            )?),
+            "single_mapping" => ranges.push(checked_range(
+                tool,
+                attr_u64(tool, n, "origin_block")?,
+                1,
+                block_size,
+            )?),
             other => return Err(xml_error(tool, format!("unknown element <{other}>"))),
         }
     }
@@ -197,7 +230,14 @@ pub struct PoolUsage {
 impl PoolUsage {
     /// Percent of data and of metadata in use (rounded up).
     pub fn percents(&self) -> (u64, u64) {
-        let pct = |u: u64, t: u64| if t == 0 { 100 } else { (u * 100).div_ceil(t) };
+        // In u128: any count dmsetup may print (found by fuzzing).
+        let pct = |u: u64, t: u64| {
+            if t == 0 {
+                100
+            } else {
+                u64::try_from((u128::from(u) * 100).div_ceil(u128::from(t))).unwrap_or(u64::MAX)
+            }
+        };
         (
             pct(self.data_used, self.data_total),
             pct(self.meta_used, self.meta_total),
@@ -205,11 +245,14 @@ impl PoolUsage {
     }
     /// Data blocks that may still be allocated before `limit_percent`.
     pub fn data_headroom(&self, limit_percent: u64) -> u64 {
-        (self.data_total * limit_percent / 100).saturating_sub(self.data_used)
+        let limit = u128::from(self.data_total) * u128::from(limit_percent) / 100;
+        u64::try_from(limit)
+            .unwrap_or(u64::MAX)
+            .saturating_sub(self.data_used)
     }
     /// Metadata is below `limit_percent`.
     pub fn meta_ok(&self, limit_percent: u64) -> bool {
-        self.meta_used * 100 < self.meta_total * limit_percent
+        u128::from(self.meta_used) * 100 < u128::from(self.meta_total) * u128::from(limit_percent)
     }
 }
 
@@ -244,7 +287,9 @@ pub fn parse_pool_usage(status: &str) -> Result<PoolUsage> {
 pub fn parse_pool_block_size(table: &str) -> Result<u64> {
     let f: Vec<&str> = table.split_whitespace().collect();
     match (f.get(2), f.get(5).and_then(|s| s.parse::<u64>().ok())) {
-        (Some(&"thin-pool"), Some(sectors)) if sectors > 0 => Ok(sectors * 512),
+        (Some(&"thin-pool"), Some(sectors)) if sectors > 0 && sectors <= u64::MAX / 512 => {
+            Ok(sectors * 512)
+        }
         _ => Err(Error::storage(format!(
             "unexpected `dmsetup table` of a thin pool: {}",
             table.trim()
