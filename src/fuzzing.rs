@@ -854,6 +854,7 @@ fn session_bytes(ops: &[Op]) -> Vec<u8> {
                         members,
                         safety_margin_ms: 0,
                         committed_at: None,
+                        standby_order: None,
                     },
                 });
             }

@@ -74,6 +74,7 @@ fn manifest(id: &str) -> Manifest {
             .collect(),
         safety_margin_ms: 2000,
         committed_at: None,
+        standby_order: None,
     }
 }
 
