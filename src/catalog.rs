@@ -107,6 +107,65 @@ impl StandbyRecord {
     }
 }
 
+/// The format of `sets.index.json`; another one is ignored (rebuilt).
+const INDEX_FORMAT: u32 = 1;
+
+/// `state_dir/sets.index.json`: every manifest of `sets/` with the stamp of
+/// its file when it was read. Never the record: see [`Catalog::manifests`].
+#[derive(Debug, Serialize, Deserialize)]
+struct CatalogIndex {
+    format: u32,
+    /// By set id.
+    entries: BTreeMap<String, IndexEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct IndexEntry {
+    stamp: FileStamp,
+    manifest: Manifest,
+}
+
+/// What says a file is still the one that was read: every rewrite
+/// (temp file and rename) makes a new inode with new times.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct FileStamp {
+    len: u64,
+    ino: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    fn of(md: &std::fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            len: md.len(),
+            ino: md.ino(),
+            mtime_ns: i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec()),
+            ctime_ns: i128::from(md.ctime()) * 1_000_000_000 + i128::from(md.ctime_nsec()),
+        }
+    }
+}
+
+/// Per state_dir, the index as this process last saw it (checked against
+/// the files like the one on disk before every use).
+static INDEX_CACHE: std::sync::Mutex<BTreeMap<PathBuf, CatalogIndex>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// The index, or `None` when it is missing, unreadable or of another format.
+fn read_index(path: &Path) -> Option<CatalogIndex> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice::<CatalogIndex>(&bytes)
+        .ok()
+        .filter(|i| i.format == INDEX_FORMAT)
+}
+
+fn write_json_compact<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    let mut bytes = serde_json::to_vec(v).expect("serializable");
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
 /// Written by `serve` (standby) once it holds the site lock, removed when it
 /// ends: the session `failover` stops instead of waiting for it. The serve
 /// process leads its own process group, so killing `-pgid` also stops the
@@ -570,6 +629,13 @@ impl Catalog {
 
     /// All manifests, oldest first. A manifest that does not parse is an
     /// error naming the file: it is never silently skipped.
+    ///
+    /// The manifest files are the record; `sets.index.json` only saves
+    /// reading and parsing them one by one: an entry is used when its file
+    /// still has the size, modification and change times and inode the
+    /// index recorded (one `stat` per file), anything else is read from
+    /// its file, and the index is rewritten when it differed (best effort:
+    /// a site whose index cannot be written works as before).
     pub fn manifests(&self) -> Result<Vec<Manifest>> {
         let dir = self.root.join("sets");
         let mut out = Vec::new();
@@ -578,6 +644,18 @@ impl Catalog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
             Err(e) => return Err(Error::io(format!("read {}", dir.display()), e)),
         };
+        let index_path = self.index_path();
+        // This process's last look at this catalog, else the index file.
+        let remembered = INDEX_CACHE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.root);
+        let from_file = remembered.is_none();
+        let (mut changed, mut old) = match remembered.or_else(|| read_index(&index_path)) {
+            Some(i) => (false, i.entries),
+            None => (true, BTreeMap::new()),
+        };
+        let mut fresh: BTreeMap<String, IndexEntry> = BTreeMap::new();
         for ent in rd {
             let ent = ent.ctx(format!("read {}", dir.display()))?;
             let name = ent.file_name().to_string_lossy().into_owned();
@@ -587,20 +665,60 @@ impl Catalog {
             if parse_set_id(id).is_none() {
                 continue;
             }
-            let m: Manifest = read_json(&ent.path())?;
-            if m.id != id {
-                return Err(Error::integrity(format!(
-                    "{} holds the manifest of set {}",
-                    ent.path().display(),
-                    m.id
-                )));
-            }
-            out.push(m);
+            let stamp = ent
+                .metadata()
+                .ok()
+                .filter(|md| md.is_file())
+                .map(|md| FileStamp::of(&md));
+            let cached = old
+                .remove(id)
+                .filter(|e| stamp.as_ref() == Some(&e.stamp) && e.manifest.id == id);
+            let entry = match cached {
+                Some(e) => e,
+                None => {
+                    changed = true;
+                    let m: Manifest = read_json(&ent.path())?;
+                    if m.id != id {
+                        return Err(Error::integrity(format!(
+                            "{} holds the manifest of set {}",
+                            ent.path().display(),
+                            m.id
+                        )));
+                    }
+                    IndexEntry {
+                        // Stamped before the read: a file replaced while
+                        // it was read is read again next time.
+                        stamp: stamp.unwrap_or_default(),
+                        manifest: m,
+                    }
+                }
+            };
+            fresh.insert(id.to_string(), entry);
         }
+        changed |= !old.is_empty();
+        let idx = CatalogIndex {
+            format: INDEX_FORMAT,
+            entries: fresh,
+        };
+        if changed || (from_file && !index_path.exists()) {
+            if let Err(e) = write_json_compact(&index_path, &idx) {
+                tracing::debug!(error = %e, "catalog index not written");
+            }
+        }
+        out.extend(idx.entries.values().map(|e| e.manifest.clone()));
+        INDEX_CACHE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.root.clone(), idx);
         // Order by sequence, never by the clock (ids agree for sets taken
         // by this version: they are a logical clock).
         out.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
         Ok(out)
+    }
+
+    /// `sets.index.json`: a cache of `sets/*.json` (see [`Catalog::manifests`]).
+    pub fn index_path(&self) -> PathBuf {
+        self.root.join("sets.index.json")
     }
 
     // --- pending sets (primary) ---
@@ -694,5 +812,133 @@ pub fn flock_exclusive(
             }
             Err((_, e)) => return Ok(Err(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{MANIFEST_FORMAT, Member, SetKind};
+
+    fn manifest(id: &str, seq: u64, snapshot: &str) -> Manifest {
+        let t: Timestamp = "2026-11-27T08:00:00Z".parse().unwrap();
+        Manifest {
+            format: MANIFEST_FORMAT,
+            id: id.into(),
+            kind: SetKind::Full,
+            site: "p".into(),
+            seq,
+            generation: 1,
+            members: vec![Member {
+                role: "mysql".into(),
+                backend: "btrfs".into(),
+                source: "/x".into(),
+                snapshot: snapshot.into(),
+                storage_id: None,
+                before: t,
+                after: t,
+                atomic_group: None,
+                send_options: Vec::new(),
+                receipt: None,
+                consistency: None,
+            }],
+            safety_margin_ms: 0,
+            committed_at: None,
+            standby_order: None,
+        }
+    }
+
+    /// What `manifests` must return: every file read, ignoring the index.
+    fn from_files(c: &Catalog) -> Vec<Manifest> {
+        let mut v: Vec<Manifest> = std::fs::read_dir(c.root().join("sets"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|p| read_json(&p).unwrap())
+            .collect();
+        v.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        v
+    }
+
+    fn forget_process_cache(c: &Catalog) {
+        INDEX_CACHE.lock().unwrap().remove(c.root());
+    }
+
+    #[test]
+    fn the_index_follows_the_manifest_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::new(dir.path());
+        assert!(c.manifests().unwrap().is_empty());
+        let ids: Vec<String> = (0..5)
+            .map(|i| format!("20261127T08000{i}.000Z-full"))
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            c.write_manifest(&manifest(id, i as u64 + 1, id)).unwrap();
+        }
+        assert_eq!(c.manifests().unwrap(), from_files(&c));
+        assert!(c.index_path().exists(), "the first read writes the index");
+
+        // Each change below is seen both by this process (its remembered
+        // index) and by a new one (the index file).
+        for fresh_process in [false, true] {
+            // rewritten with other content, same size
+            let mut m = manifest(&ids[1], 2, &ids[1]);
+            m.site = if fresh_process { "q" } else { "r" }.into();
+            c.write_manifest(&m).unwrap();
+            // removed, added
+            c.remove_manifest(&ids[if fresh_process { 2 } else { 3 }])
+                .unwrap();
+            let new_id = if fresh_process {
+                "20261127T090000.000Z-full"
+            } else {
+                "20261127T090001.000Z-full"
+            };
+            c.write_manifest(&manifest(new_id, 9, new_id)).unwrap();
+            if fresh_process {
+                forget_process_cache(&c);
+            }
+            let got = c.manifests().unwrap();
+            assert_eq!(got, from_files(&c));
+            assert!(got.iter().any(|x| x.id == ids[1] && x.site == m.site));
+        }
+
+        // A manifest file damaged after it was indexed is still an error
+        // naming it, from the process cache and from the index file.
+        for fresh_process in [false, true] {
+            let p = c.root().join("sets").join(format!("{}.json", ids[0]));
+            let good = std::fs::read(&p).unwrap();
+            std::fs::write(&p, b"{ not json").unwrap();
+            if fresh_process {
+                forget_process_cache(&c);
+            }
+            let e = c.manifests().unwrap_err().to_string();
+            assert!(e.contains(&ids[0]), "{e}");
+            write_atomic(&p, &good).unwrap();
+            assert_eq!(c.manifests().unwrap(), from_files(&c));
+        }
+
+        // A damaged, foreign or missing index is rebuilt from the files.
+        for junk in [&b"garbage"[..], b"{\"format\":99,\"entries\":{}}", b""] {
+            forget_process_cache(&c);
+            if junk.is_empty() {
+                std::fs::remove_file(c.index_path()).unwrap();
+            } else {
+                std::fs::write(c.index_path(), junk).unwrap();
+            }
+            assert_eq!(c.manifests().unwrap(), from_files(&c));
+            assert!(read_index(&c.index_path()).is_some(), "rebuilt");
+        }
+
+        // An index claiming what no file says is not believed: an entry
+        // whose stamp does not match is read from its file.
+        forget_process_cache(&c);
+        let mut idx = read_index(&c.index_path()).unwrap();
+        let e = idx.entries.get_mut(&ids[0]).unwrap();
+        e.manifest.site = "forged".into();
+        e.stamp.len += 1;
+        write_json_compact(&c.index_path(), &idx).unwrap();
+        let got = c.manifests().unwrap();
+        assert_eq!(got, from_files(&c));
+        assert!(got.iter().all(|m| m.site != "forged"));
     }
 }
