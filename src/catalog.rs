@@ -112,17 +112,54 @@ const INDEX_FORMAT: u32 = 1;
 
 /// `state_dir/sets.index.json`: every manifest of `sets/` with the stamp of
 /// its file when it was read. Never the record: see [`Catalog::manifests`].
-#[derive(Debug, Serialize, Deserialize)]
+/// JSON lines: `{"format":1}`, then one entry per line, so a rewrite after
+/// one new set copies the other lines as they are.
+#[derive(Debug, Default)]
 struct CatalogIndex {
-    format: u32,
     /// By set id.
     entries: BTreeMap<String, IndexEntry>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug)]
 struct IndexEntry {
     stamp: FileStamp,
     manifest: Manifest,
+    /// Its line in the file (empty: not written yet).
+    line: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct IndexHeader {
+    format: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct IndexLine<M> {
+    stamp: FileStamp,
+    manifest: M,
+}
+
+impl CatalogIndex {
+    /// The index file's bytes (fills in the lines not written yet).
+    fn to_bytes(&mut self) -> Vec<u8> {
+        let mut out = serde_json::to_vec(&IndexHeader {
+            format: INDEX_FORMAT,
+        })
+        .expect("serializable");
+        out.push(b'\n');
+        for e in self.entries.values_mut() {
+            if e.line.is_empty() {
+                e.line = serde_json::to_vec(&IndexLine {
+                    stamp: e.stamp.clone(),
+                    manifest: &e.manifest,
+                })
+                .expect("serializable");
+            }
+            out.extend_from_slice(&e.line);
+            out.push(b'\n');
+        }
+        out
+    }
 }
 
 /// What says a file is still the one that was read: every rewrite
@@ -152,18 +189,29 @@ impl FileStamp {
 static INDEX_CACHE: std::sync::Mutex<BTreeMap<PathBuf, CatalogIndex>> =
     std::sync::Mutex::new(BTreeMap::new());
 
-/// The index, or `None` when it is missing, unreadable or of another format.
+/// The index, or `None` when it is missing, unreadable or of another
+/// format. A line that does not parse is left out (its file is read).
 fn read_index(path: &Path) -> Option<CatalogIndex> {
     let bytes = std::fs::read(path).ok()?;
-    serde_json::from_slice::<CatalogIndex>(&bytes)
-        .ok()
-        .filter(|i| i.format == INDEX_FORMAT)
-}
-
-fn write_json_compact<T: Serialize>(path: &Path, v: &T) -> Result<()> {
-    let mut bytes = serde_json::to_vec(v).expect("serializable");
-    bytes.push(b'\n');
-    write_atomic(path, &bytes)
+    let mut lines = bytes.split(|&b| b == b'\n');
+    let header: IndexHeader = serde_json::from_slice(lines.next()?).ok()?;
+    if header.format != INDEX_FORMAT {
+        return None;
+    }
+    let mut idx = CatalogIndex::default();
+    for line in lines.filter(|l| !l.is_empty()) {
+        if let Ok(e) = serde_json::from_slice::<IndexLine<Manifest>>(line) {
+            idx.entries.insert(
+                e.manifest.id.clone(),
+                IndexEntry {
+                    stamp: e.stamp,
+                    manifest: e.manifest,
+                    line: line.to_vec(),
+                },
+            );
+        }
+    }
+    Some(idx)
 }
 
 /// Written by `serve` (standby) once it holds the site lock, removed when it
@@ -690,18 +738,16 @@ impl Catalog {
                         // it was read is read again next time.
                         stamp: stamp.unwrap_or_default(),
                         manifest: m,
+                        line: Vec::new(),
                     }
                 }
             };
             fresh.insert(id.to_string(), entry);
         }
         changed |= !old.is_empty();
-        let idx = CatalogIndex {
-            format: INDEX_FORMAT,
-            entries: fresh,
-        };
+        let mut idx = CatalogIndex { entries: fresh };
         if changed || (from_file && !index_path.exists()) {
-            if let Err(e) = write_json_compact(&index_path, &idx) {
+            if let Err(e) = write_atomic(&index_path, &idx.to_bytes()) {
                 tracing::debug!(error = %e, "catalog index not written");
             }
         }
@@ -918,7 +964,7 @@ mod tests {
         }
 
         // A damaged, foreign or missing index is rebuilt from the files.
-        for junk in [&b"garbage"[..], b"{\"format\":99,\"entries\":{}}", b""] {
+        for junk in [&b"garbage"[..], b"{\"format\":99}\n", b""] {
             forget_process_cache(&c);
             if junk.is_empty() {
                 std::fs::remove_file(c.index_path()).unwrap();
@@ -936,7 +982,8 @@ mod tests {
         let e = idx.entries.get_mut(&ids[0]).unwrap();
         e.manifest.site = "forged".into();
         e.stamp.len += 1;
-        write_json_compact(&c.index_path(), &idx).unwrap();
+        e.line.clear();
+        write_atomic(&c.index_path(), &idx.to_bytes()).unwrap();
         let got = c.manifests().unwrap();
         assert_eq!(got, from_files(&c));
         assert!(got.iter().all(|m| m.site != "forged"));
