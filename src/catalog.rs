@@ -107,64 +107,16 @@ impl StandbyRecord {
     }
 }
 
-/// The format of `sets.index.json`; another one is ignored (rebuilt).
-const INDEX_FORMAT: u32 = 1;
-
-/// `state_dir/sets.index.json`: every manifest of `sets/` with the stamp of
-/// its file when it was read. Never the record: see [`Catalog::manifests`].
-/// JSON lines: `{"format":1}`, then one entry per line, so a rewrite after
-/// one new set copies the other lines as they are.
-#[derive(Debug, Default)]
-struct CatalogIndex {
-    /// By set id.
-    entries: BTreeMap<String, IndexEntry>,
-}
-
+/// A manifest as this process last read it, with the stamp of its file.
 #[derive(Debug)]
-struct IndexEntry {
+struct CachedManifest {
     stamp: FileStamp,
     manifest: Manifest,
-    /// Its line in the file (empty: not written yet).
-    line: Vec<u8>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct IndexHeader {
-    format: u32,
-}
-
-#[derive(Serialize, Deserialize)]
-struct IndexLine<M> {
-    stamp: FileStamp,
-    manifest: M,
-}
-
-impl CatalogIndex {
-    /// The index file's bytes (fills in the lines not written yet).
-    fn to_bytes(&mut self) -> Vec<u8> {
-        let mut out = serde_json::to_vec(&IndexHeader {
-            format: INDEX_FORMAT,
-        })
-        .expect("serializable");
-        out.push(b'\n');
-        for e in self.entries.values_mut() {
-            if e.line.is_empty() {
-                e.line = serde_json::to_vec(&IndexLine {
-                    stamp: e.stamp.clone(),
-                    manifest: &e.manifest,
-                })
-                .expect("serializable");
-            }
-            out.extend_from_slice(&e.line);
-            out.push(b'\n');
-        }
-        out
-    }
 }
 
 /// What says a file is still the one that was read: every rewrite
 /// (temp file and rename) makes a new inode with new times.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct FileStamp {
     len: u64,
     ino: u64,
@@ -184,35 +136,10 @@ impl FileStamp {
     }
 }
 
-/// Per state_dir, the index as this process last saw it (checked against
-/// the files like the one on disk before every use).
-static INDEX_CACHE: std::sync::Mutex<BTreeMap<PathBuf, CatalogIndex>> =
-    std::sync::Mutex::new(BTreeMap::new());
-
-/// The index, or `None` when it is missing, unreadable or of another
-/// format. A line that does not parse is left out (its file is read).
-fn read_index(path: &Path) -> Option<CatalogIndex> {
-    let bytes = std::fs::read(path).ok()?;
-    let mut lines = bytes.split(|&b| b == b'\n');
-    let header: IndexHeader = serde_json::from_slice(lines.next()?).ok()?;
-    if header.format != INDEX_FORMAT {
-        return None;
-    }
-    let mut idx = CatalogIndex::default();
-    for line in lines.filter(|l| !l.is_empty()) {
-        if let Ok(e) = serde_json::from_slice::<IndexLine<Manifest>>(line) {
-            idx.entries.insert(
-                e.manifest.id.clone(),
-                IndexEntry {
-                    stamp: e.stamp,
-                    manifest: e.manifest,
-                    line: line.to_vec(),
-                },
-            );
-        }
-    }
-    Some(idx)
-}
+/// Per state_dir, the manifests as this process last read them (checked
+/// against the files before every use: see [`Catalog::manifests`]).
+type ManifestCache = BTreeMap<PathBuf, BTreeMap<String, CachedManifest>>;
+static MANIFEST_CACHE: std::sync::Mutex<ManifestCache> = std::sync::Mutex::new(BTreeMap::new());
 
 /// Written by `serve` (standby) once it holds the site lock, removed when it
 /// ends: the session `failover` stops instead of waiting for it. The serve
@@ -678,12 +605,11 @@ impl Catalog {
     /// All manifests, oldest first. A manifest that does not parse is an
     /// error naming the file: it is never silently skipped.
     ///
-    /// The manifest files are the record; `sets.index.json` only saves
-    /// reading and parsing them one by one: an entry is used when its file
-    /// still has the size, modification and change times and inode the
-    /// index recorded (one `stat` per file), anything else is read from
-    /// its file, and the index is rewritten when it differed (best effort:
-    /// a site whose index cannot be written works as before).
+    /// The files are read once per process: a later call reads again only
+    /// the files whose size, modification or change time or inode differ
+    /// from when they were read (one `stat` per file), so the commands
+    /// that ask several times (ship, serve, snapshot) parse each manifest
+    /// once.
     pub fn manifests(&self) -> Result<Vec<Manifest>> {
         let dir = self.root.join("sets");
         let mut out = Vec::new();
@@ -692,18 +618,12 @@ impl Catalog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
             Err(e) => return Err(Error::io(format!("read {}", dir.display()), e)),
         };
-        let index_path = self.index_path();
-        // This process's last look at this catalog, else the index file.
-        let remembered = INDEX_CACHE
+        let mut old = MANIFEST_CACHE
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.root);
-        let from_file = remembered.is_none();
-        let (mut changed, mut old) = match remembered.or_else(|| read_index(&index_path)) {
-            Some(i) => (false, i.entries),
-            None => (true, BTreeMap::new()),
-        };
-        let mut fresh: BTreeMap<String, IndexEntry> = BTreeMap::new();
+            .remove(&self.root)
+            .unwrap_or_default();
+        let mut fresh: BTreeMap<String, CachedManifest> = BTreeMap::new();
         for ent in rd {
             let ent = ent.ctx(format!("read {}", dir.display()))?;
             let name = ent.file_name().to_string_lossy().into_owned();
@@ -720,11 +640,10 @@ impl Catalog {
                 .map(|md| FileStamp::of(&md));
             let cached = old
                 .remove(id)
-                .filter(|e| stamp.as_ref() == Some(&e.stamp) && e.manifest.id == id);
+                .filter(|e| stamp.is_some() && stamp.as_ref() == Some(&e.stamp));
             let entry = match cached {
                 Some(e) => e,
                 None => {
-                    changed = true;
                     let m: Manifest = read_json(&ent.path())?;
                     if m.id != id {
                         return Err(Error::integrity(format!(
@@ -733,38 +652,25 @@ impl Catalog {
                             m.id
                         )));
                     }
-                    IndexEntry {
+                    CachedManifest {
                         // Stamped before the read: a file replaced while
                         // it was read is read again next time.
                         stamp: stamp.unwrap_or_default(),
                         manifest: m,
-                        line: Vec::new(),
                     }
                 }
             };
+            out.push(entry.manifest.clone());
             fresh.insert(id.to_string(), entry);
         }
-        changed |= !old.is_empty();
-        let mut idx = CatalogIndex { entries: fresh };
-        if changed || (from_file && !index_path.exists()) {
-            if let Err(e) = write_atomic(&index_path, &idx.to_bytes()) {
-                tracing::debug!(error = %e, "catalog index not written");
-            }
-        }
-        out.extend(idx.entries.values().map(|e| e.manifest.clone()));
-        INDEX_CACHE
+        MANIFEST_CACHE
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(self.root.clone(), idx);
+            .insert(self.root.clone(), fresh);
         // Order by sequence, never by the clock (ids agree for sets taken
         // by this version: they are a logical clock).
         out.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
         Ok(out)
-    }
-
-    /// `sets.index.json`: a cache of `sets/*.json` (see [`Catalog::manifests`]).
-    pub fn index_path(&self) -> PathBuf {
-        self.root.join("sets.index.json")
     }
 
     // --- pending sets (primary) ---
@@ -907,11 +813,11 @@ mod tests {
     }
 
     fn forget_process_cache(c: &Catalog) {
-        INDEX_CACHE.lock().unwrap().remove(c.root());
+        MANIFEST_CACHE.lock().unwrap().remove(c.root());
     }
 
     #[test]
-    fn the_index_follows_the_manifest_files() {
+    fn manifests_read_again_what_changed() {
         let dir = tempfile::tempdir().unwrap();
         let c = Catalog::new(dir.path());
         assert!(c.manifests().unwrap().is_empty());
@@ -922,16 +828,14 @@ mod tests {
             c.write_manifest(&manifest(id, i as u64 + 1, id)).unwrap();
         }
         assert_eq!(c.manifests().unwrap(), from_files(&c));
-        assert!(c.index_path().exists(), "the first read writes the index");
 
-        // Each change below is seen both by this process (its remembered
-        // index) and by a new one (the index file).
+        // Changes are seen by this process (what it remembers is checked
+        // against the files) and by a new one.
         for fresh_process in [false, true] {
-            // rewritten with other content, same size
+            // rewritten with other content of the same size
             let mut m = manifest(&ids[1], 2, &ids[1]);
             m.site = if fresh_process { "q" } else { "r" }.into();
             c.write_manifest(&m).unwrap();
-            // removed, added
             c.remove_manifest(&ids[if fresh_process { 2 } else { 3 }])
                 .unwrap();
             let new_id = if fresh_process {
@@ -948,44 +852,14 @@ mod tests {
             assert!(got.iter().any(|x| x.id == ids[1] && x.site == m.site));
         }
 
-        // A manifest file damaged after it was indexed is still an error
-        // naming it, from the process cache and from the index file.
-        for fresh_process in [false, true] {
-            let p = c.root().join("sets").join(format!("{}.json", ids[0]));
-            let good = std::fs::read(&p).unwrap();
-            std::fs::write(&p, b"{ not json").unwrap();
-            if fresh_process {
-                forget_process_cache(&c);
-            }
-            let e = c.manifests().unwrap_err().to_string();
-            assert!(e.contains(&ids[0]), "{e}");
-            write_atomic(&p, &good).unwrap();
-            assert_eq!(c.manifests().unwrap(), from_files(&c));
-        }
-
-        // A damaged, foreign or missing index is rebuilt from the files.
-        for junk in [&b"garbage"[..], b"{\"format\":99}\n", b""] {
-            forget_process_cache(&c);
-            if junk.is_empty() {
-                std::fs::remove_file(c.index_path()).unwrap();
-            } else {
-                std::fs::write(c.index_path(), junk).unwrap();
-            }
-            assert_eq!(c.manifests().unwrap(), from_files(&c));
-            assert!(read_index(&c.index_path()).is_some(), "rebuilt");
-        }
-
-        // An index claiming what no file says is not believed: an entry
-        // whose stamp does not match is read from its file.
-        forget_process_cache(&c);
-        let mut idx = read_index(&c.index_path()).unwrap();
-        let e = idx.entries.get_mut(&ids[0]).unwrap();
-        e.manifest.site = "forged".into();
-        e.stamp.len += 1;
-        e.line.clear();
-        write_atomic(&c.index_path(), &idx.to_bytes()).unwrap();
-        let got = c.manifests().unwrap();
-        assert_eq!(got, from_files(&c));
-        assert!(got.iter().all(|m| m.site != "forged"));
+        // A manifest file damaged after it was read is still an error
+        // naming it.
+        let p = c.root().join("sets").join(format!("{}.json", ids[0]));
+        let good = std::fs::read(&p).unwrap();
+        std::fs::write(&p, b"{ not json").unwrap();
+        let e = c.manifests().unwrap_err().to_string();
+        assert!(e.contains(&ids[0]), "{e}");
+        write_atomic(&p, &good).unwrap();
+        assert_eq!(c.manifests().unwrap(), from_files(&c));
     }
 }
