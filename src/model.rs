@@ -507,6 +507,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ids_parsed_by_hand_agree_with_the_general_parser() {
+        let general = |ts: &str| {
+            jiff::fmt::strtime::parse("%Y%m%dT%H%M%S%.fZ", ts)
+                .ok()
+                .and_then(|t| t.to_datetime().ok())
+                .and_then(|dt| dt.to_zoned(jiff::tz::TimeZone::UTC).ok())
+                .map(|z| z.timestamp())
+        };
+        for ts in [
+            "20261127T080000.000Z",
+            "20261231T235959.999Z",
+            "20240229T120000.001Z",
+            "00010101T000000.000Z",
+            "99991231T235959.999Z",
+            "20250229T120000.000Z", // no such day
+            "20261327T080000.000Z",
+            "20261127T246000.000Z",
+            "20261127T080060.000Z",
+            "2026112xT080000.000Z",
+            "20261127 080000.000Z",
+            "+2026127T080000.000Z",
+        ] {
+            if let Some(t) = id_time_fast(ts) {
+                assert_eq!(Some(t), general(ts), "{ts}");
+            }
+            let id = format!("{ts}-full");
+            assert_eq!(
+                SetId::try_parse(&id).map(|s| s.time),
+                general(ts),
+                "{ts}"
+            );
+        }
+    }
+
+    #[test]
     fn set_ids_round_trip_and_sort_by_time() {
         let t: Timestamp = "2026-11-27T08:00:00.123Z".parse().unwrap();
         let id = new_set_id(t, SetKind::Full);
