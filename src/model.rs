@@ -151,7 +151,9 @@ fn id_time_fast(ts: &str) -> Option<Timestamp> {
         num(16..19)? * 1_000_000,
     )
     .ok()?;
-    dt.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp())
+    dt.to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
 }
 
 impl Ord for SetId {
@@ -533,11 +535,7 @@ mod tests {
                 assert_eq!(Some(t), general(ts), "{ts}");
             }
             let id = format!("{ts}-full");
-            assert_eq!(
-                SetId::try_parse(&id).map(|s| s.time),
-                general(ts),
-                "{ts}"
-            );
+            assert_eq!(SetId::try_parse(&id).map(|s| s.time), general(ts), "{ts}");
         }
     }
 

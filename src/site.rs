@@ -114,9 +114,7 @@ pub fn init_role(catalog: &Catalog, role: Role) -> Result<crate::catalog::RoleRe
 /// never present.
 pub fn complete_locally(cfg: &Config, m: &Manifest, lists: &BTreeMap<String, Vec<String>>) -> bool {
     complete_in(cfg, m, &|role, snap| {
-        lists
-            .get(role)
-            .is_some_and(|l| l.iter().any(|s| s == snap))
+        lists.get(role).is_some_and(|l| l.iter().any(|s| s == snap))
     })
 }
 
