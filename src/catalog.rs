@@ -107,6 +107,40 @@ impl StandbyRecord {
     }
 }
 
+/// A manifest as this process last read it, with the stamp of its file.
+#[derive(Debug)]
+struct CachedManifest {
+    stamp: FileStamp,
+    manifest: Manifest,
+}
+
+/// What says a file is still the one that was read: every rewrite
+/// (temp file and rename) makes a new inode with new times.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    ino: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    fn of(md: &std::fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            len: md.len(),
+            ino: md.ino(),
+            mtime_ns: i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec()),
+            ctime_ns: i128::from(md.ctime()) * 1_000_000_000 + i128::from(md.ctime_nsec()),
+        }
+    }
+}
+
+/// Per state_dir, the manifests as this process last read them (checked
+/// against the files before every use: see [`Catalog::manifests`]).
+type ManifestCache = BTreeMap<PathBuf, BTreeMap<String, CachedManifest>>;
+static MANIFEST_CACHE: std::sync::Mutex<ManifestCache> = std::sync::Mutex::new(BTreeMap::new());
+
 /// Written by `serve` (standby) once it holds the site lock, removed when it
 /// ends: the session `failover` stops instead of waiting for it. The serve
 /// process leads its own process group, so killing `-pgid` also stops the
@@ -570,6 +604,12 @@ impl Catalog {
 
     /// All manifests, oldest first. A manifest that does not parse is an
     /// error naming the file: it is never silently skipped.
+    ///
+    /// The files are read once per process: a later call reads again only
+    /// the files whose size, modification or change time or inode differ
+    /// from when they were read (one `stat` per file), so the commands
+    /// that ask several times (ship, serve, snapshot) parse each manifest
+    /// once.
     pub fn manifests(&self) -> Result<Vec<Manifest>> {
         let dir = self.root.join("sets");
         let mut out = Vec::new();
@@ -578,6 +618,12 @@ impl Catalog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
             Err(e) => return Err(Error::io(format!("read {}", dir.display()), e)),
         };
+        let mut old = MANIFEST_CACHE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.root)
+            .unwrap_or_default();
+        let mut fresh: BTreeMap<String, CachedManifest> = BTreeMap::new();
         for ent in rd {
             let ent = ent.ctx(format!("read {}", dir.display()))?;
             let name = ent.file_name().to_string_lossy().into_owned();
@@ -587,16 +633,40 @@ impl Catalog {
             if parse_set_id(id).is_none() {
                 continue;
             }
-            let m: Manifest = read_json(&ent.path())?;
-            if m.id != id {
-                return Err(Error::integrity(format!(
-                    "{} holds the manifest of set {}",
-                    ent.path().display(),
-                    m.id
-                )));
-            }
-            out.push(m);
+            let stamp = ent
+                .metadata()
+                .ok()
+                .filter(|md| md.is_file())
+                .map(|md| FileStamp::of(&md));
+            let cached = old
+                .remove(id)
+                .filter(|e| stamp.is_some() && stamp.as_ref() == Some(&e.stamp));
+            let entry = match cached {
+                Some(e) => e,
+                None => {
+                    let m: Manifest = read_json(&ent.path())?;
+                    if m.id != id {
+                        return Err(Error::integrity(format!(
+                            "{} holds the manifest of set {}",
+                            ent.path().display(),
+                            m.id
+                        )));
+                    }
+                    CachedManifest {
+                        // Stamped before the read: a file replaced while
+                        // it was read is read again next time.
+                        stamp: stamp.unwrap_or_default(),
+                        manifest: m,
+                    }
+                }
+            };
+            out.push(entry.manifest.clone());
+            fresh.insert(id.to_string(), entry);
         }
+        MANIFEST_CACHE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.root.clone(), fresh);
         // Order by sequence, never by the clock (ids agree for sets taken
         // by this version: they are a logical clock).
         out.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
@@ -694,5 +764,102 @@ pub fn flock_exclusive(
             }
             Err((_, e)) => return Ok(Err(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{MANIFEST_FORMAT, Member, SetKind};
+
+    fn manifest(id: &str, seq: u64, snapshot: &str) -> Manifest {
+        let t: Timestamp = "2026-11-27T08:00:00Z".parse().unwrap();
+        Manifest {
+            format: MANIFEST_FORMAT,
+            id: id.into(),
+            kind: SetKind::Full,
+            site: "p".into(),
+            seq,
+            generation: 1,
+            members: vec![Member {
+                role: "mysql".into(),
+                backend: "btrfs".into(),
+                source: "/x".into(),
+                snapshot: snapshot.into(),
+                storage_id: None,
+                before: t,
+                after: t,
+                atomic_group: None,
+                send_options: Vec::new(),
+                receipt: None,
+                consistency: None,
+            }],
+            safety_margin_ms: 0,
+            committed_at: None,
+            standby_order: None,
+        }
+    }
+
+    /// What `manifests` must return: every file read, ignoring the index.
+    fn from_files(c: &Catalog) -> Vec<Manifest> {
+        let mut v: Vec<Manifest> = std::fs::read_dir(c.root().join("sets"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|p| read_json(&p).unwrap())
+            .collect();
+        v.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        v
+    }
+
+    fn forget_process_cache(c: &Catalog) {
+        MANIFEST_CACHE.lock().unwrap().remove(c.root());
+    }
+
+    #[test]
+    fn manifests_read_again_what_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::new(dir.path());
+        assert!(c.manifests().unwrap().is_empty());
+        let ids: Vec<String> = (0..5)
+            .map(|i| format!("20261127T08000{i}.000Z-full"))
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            c.write_manifest(&manifest(id, i as u64 + 1, id)).unwrap();
+        }
+        assert_eq!(c.manifests().unwrap(), from_files(&c));
+
+        // Changes are seen by this process (what it remembers is checked
+        // against the files) and by a new one.
+        for fresh_process in [false, true] {
+            // rewritten with other content of the same size
+            let mut m = manifest(&ids[1], 2, &ids[1]);
+            m.site = if fresh_process { "q" } else { "r" }.into();
+            c.write_manifest(&m).unwrap();
+            c.remove_manifest(&ids[if fresh_process { 2 } else { 3 }])
+                .unwrap();
+            let new_id = if fresh_process {
+                "20261127T090000.000Z-full"
+            } else {
+                "20261127T090001.000Z-full"
+            };
+            c.write_manifest(&manifest(new_id, 9, new_id)).unwrap();
+            if fresh_process {
+                forget_process_cache(&c);
+            }
+            let got = c.manifests().unwrap();
+            assert_eq!(got, from_files(&c));
+            assert!(got.iter().any(|x| x.id == ids[1] && x.site == m.site));
+        }
+
+        // A manifest file damaged after it was read is still an error
+        // naming it.
+        let p = c.root().join("sets").join(format!("{}.json", ids[0]));
+        let good = std::fs::read(&p).unwrap();
+        std::fs::write(&p, b"{ not json").unwrap();
+        let e = c.manifests().unwrap_err().to_string();
+        assert!(e.contains(&ids[0]), "{e}");
+        write_atomic(&p, &good).unwrap();
+        assert_eq!(c.manifests().unwrap(), from_files(&c));
     }
 }

@@ -558,7 +558,7 @@ pub fn sets_to_ship(
         .max()
         .map(|id| id.as_str().to_string());
     let mut out = Vec::new();
-    for set in manifests.iter().cloned() {
+    for set in manifests {
         if committed.contains(&set.id) {
             continue;
         }

@@ -9,7 +9,7 @@
 //! the standby's own config and receipts). Sets are ordered by generation
 //! and sequence, never by the clock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use crate::backend::{Store, Stores};
 use crate::catalog::Catalog;
@@ -113,13 +113,33 @@ pub fn init_role(catalog: &Catalog, role: Role) -> Result<crate::catalog::RoleRe
 /// role), for volumes this site's config names? A set without members is
 /// never present.
 pub fn complete_locally(cfg: &Config, m: &Manifest, lists: &BTreeMap<String, Vec<String>>) -> bool {
+    complete_in(cfg, m, &|role, snap| {
+        lists.get(role).is_some_and(|l| l.iter().any(|s| s == snap))
+    })
+}
+
+/// Per role, the snapshots in `lists` as a set: [`complete_in`] looks each
+/// member up in constant time, so checking every set is linear in the
+/// history, not quadratic.
+pub fn presence(lists: &BTreeMap<String, Vec<String>>) -> BTreeMap<&str, HashSet<&str>> {
+    lists
+        .iter()
+        .map(|(r, l)| (r.as_str(), l.iter().map(String::as_str).collect()))
+        .collect()
+}
+
+/// [`complete_locally`] against a [`presence`] index.
+pub fn complete_with(cfg: &Config, m: &Manifest, present: &BTreeMap<&str, HashSet<&str>>) -> bool {
+    complete_in(cfg, m, &|role, snap| {
+        present.get(role).is_some_and(|l| l.contains(snap))
+    })
+}
+
+fn complete_in(cfg: &Config, m: &Manifest, has: &dyn Fn(&str, &str) -> bool) -> bool {
     !m.members.is_empty()
-        && m.members.iter().all(|mem| {
-            cfg.volume(&mem.role).is_some()
-                && lists
-                    .get(&mem.role)
-                    .is_some_and(|l| l.contains(&mem.snapshot))
-        })
+        && m.members
+            .iter()
+            .all(|mem| cfg.volume(&mem.role).is_some() && has(&mem.role, &mem.snapshot))
 }
 
 /// Per role, the snapsite snapshots on this site's storage, oldest first:
@@ -139,6 +159,11 @@ pub struct Site<'a> {
     manifests: Vec<Manifest>,
     /// Per role, the snapsite snapshots present here, oldest first.
     local: BTreeMap<String, Vec<String>>,
+    /// `manifests[i]` is present (every member here): worked out once,
+    /// with a hash lookup per member.
+    present: Vec<bool>,
+    /// Set id -> index in `manifests`.
+    index: std::collections::HashMap<String, usize>,
 }
 
 impl<'a> Site<'a> {
@@ -163,6 +188,18 @@ impl<'a> Site<'a> {
         manifests: Vec<Manifest>,
         local: BTreeMap<String, Vec<String>>,
     ) -> Site<'a> {
+        let present = {
+            let p = presence(&local);
+            manifests
+                .iter()
+                .map(|m| complete_with(cfg, m, &p))
+                .collect()
+        };
+        let index = manifests
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id.clone(), i))
+            .collect();
         Site {
             cfg,
             catalog,
@@ -171,6 +208,8 @@ impl<'a> Site<'a> {
             stores,
             manifests,
             local,
+            present,
+            index,
         }
     }
 
@@ -191,7 +230,14 @@ impl<'a> Site<'a> {
 
     /// Are all of the set's snapshots here, for volumes this site names?
     pub fn present(&self, m: &Manifest) -> bool {
-        complete_locally(self.cfg, m, &self.local)
+        match self.index.get(&m.id) {
+            // One of this site's manifests (the same one, not a copy that
+            // may differ): the answer worked out at open.
+            Some(&i) if std::ptr::eq(&self.manifests[i], m) || self.manifests[i] == *m => {
+                self.present[i]
+            }
+            _ => complete_locally(self.cfg, m, &self.local),
+        }
     }
 
     /// THE definition of a usable set on this site.
