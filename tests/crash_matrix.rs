@@ -761,6 +761,7 @@ fn check_sets_shipped(s: &Sites) {
     for id in a.keys() {
         assert!(recorded.contains(id), "A recorded {id} as committed: {rec}");
     }
+    check_receipts(s);
     let (ra, ga, _) = role(s.a());
     let (rb, gb, _) = role(&s.lab.stb_cfg);
     assert_eq!(
@@ -807,17 +808,7 @@ fn snapshot_cell(cell: &Cell) {
 fn ship_cell(cell: &Cell) {
     let s = Sites::new(TRUE);
     let lab = &s.lab;
-    write_file(&lab.live("blob").join("m0"), &random_bytes(1, 128 * KIB));
-    lab.snapshot(false);
-    lab.ship(s.a());
-    write_file(&lab.live("blob").join("m1"), &random_bytes(2, 256 * KIB));
-    lab.snapshot(false);
-    write_file(&lab.live("blob").join("m2"), &random_bytes(3, 256 * KIB));
-    write_file(
-        &lab.live("redolog").join("log2"),
-        &random_bytes(4, 16 * KIB),
-    );
-    lab.snapshot(false);
+    one_shipped_two_pending(&s);
     if cell.failpoint.is_some() {
         crash(&s, s.a(), cell, &[]);
     }
@@ -836,6 +827,171 @@ fn ship_cell(cell: &Cell) {
     check_sets_shipped(&s);
 }
 
+/// Does snapshot `id` of volume `r` exist on `site` ('a' or 'b')?
+fn snap_exists(s: &Sites, site: char, r: &str, id: &str) -> bool {
+    if site == 'a' {
+        s.lab.primary_snap(r, id).exists()
+    } else {
+        s.lab.standby_snap(r, id).exists()
+    }
+}
+
+/// `sets` on `site` shows a set complete exactly when all its members are
+/// there: never a set whose snapshots are (partly) gone or not yet received
+/// as usable.
+fn check_listed_sets(s: &Sites, cfg: &Path, site: char) {
+    let v = ok(cfg, &["sets", "--json"]);
+    for x in v.as_array().unwrap() {
+        if x["kind"] == "divergent" {
+            continue;
+        }
+        let id = x["id"].as_str().unwrap();
+        let members = x["manifest"]["members"].as_array().unwrap();
+        let all_there = members
+            .iter()
+            .all(|m| snap_exists(s, site, m["role"].as_str().unwrap(), id));
+        assert_eq!(
+            x["complete"].as_bool(),
+            Some(all_there),
+            "site {site}: set {id} shown complete={} with members there={all_there}",
+            x["complete"]
+        );
+    }
+}
+
+/// B's receipts name exactly the members of its committed sets.
+fn check_receipts(s: &Sites) {
+    let mut want = BTreeSet::new();
+    for (id, m) in manifests(&s.state('b')) {
+        for x in m["members"].as_array().unwrap() {
+            want.insert(format!("{}/{id}.json", x["role"].as_str().unwrap()));
+        }
+    }
+    let got: BTreeSet<String> = walk(&s.state('b').join("received"))
+        .into_iter()
+        .filter(|p| p.ends_with(".json"))
+        .collect();
+    assert_eq!(got, want, "B's receipts are its sets' members'");
+}
+
+/// The ship_cell setup: one set shipped, two more taken.
+fn one_shipped_two_pending(s: &Sites) {
+    let lab = &s.lab;
+    write_file(&lab.live("blob").join("m0"), &random_bytes(1, 128 * KIB));
+    lab.snapshot(false);
+    lab.ship(s.a());
+    write_file(&lab.live("blob").join("m1"), &random_bytes(2, 256 * KIB));
+    lab.snapshot(false);
+    write_file(&lab.live("blob").join("m2"), &random_bytes(3, 256 * KIB));
+    write_file(
+        &lab.live("redolog").join("log2"),
+        &random_bytes(4, 16 * KIB),
+    );
+    lab.snapshot(false);
+}
+
+/// Serve: A ships two sets and B's receiving end is stopped dead (the
+/// local transport's `serve` child inherits `SNAPSITE_FAILPOINT` from the
+/// `ship` that starts it); A's ship fails. Nothing half-received is shown
+/// as committed on B, and the next ship finishes without sending again
+/// what B finished receiving.
+fn serve_cell(cell: &Cell) {
+    let s = Sites::new(TRUE);
+    let lab = &s.lab;
+    one_shipped_two_pending(&s);
+    let fp = cell.failpoint.unwrap();
+    let o = run_snapsite(s.a(), &["ship", "--json"], &[(failpoint::ENV, fp)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "ship went through although serve stopped at {fp}:\n{err}"
+    );
+    assert!(
+        err.contains(&format!("stopped at failpoint {fp}")),
+        "serve did not stop at {fp}:\n{err}"
+    );
+    check_listed_sets(&s, &lab.stb_cfg, 'b');
+    // B's received snapshots that no marker calls unfinished.
+    let entries = lab.standby_recv_entries();
+    let held: BTreeSet<String> = entries
+        .iter()
+        .filter(|e| {
+            let (r, n) = e.split_once('/').unwrap();
+            !n.starts_with('.') && !entries.contains(&format!("{r}/.receiving-{n}"))
+        })
+        .cloned()
+        .collect();
+    let rep = ok(s.a(), &["ship", "--json"]);
+    for sn in rep["snapshots"].as_array().unwrap() {
+        let e = format!(
+            "{}/{}",
+            sn["role"].as_str().unwrap(),
+            sn["snapshot"].as_str().unwrap()
+        );
+        assert!(!held.contains(&e), "resent {e}: {rep}");
+    }
+    check_state_clean(&s);
+    check_sets_shipped(&s);
+}
+
+/// Prune: A holds four sets (three shipped), B three; a grid that keeps
+/// only the newest makes each site prune its two oldest. Each site's
+/// prune is stopped at the failpoint and rerun.
+fn prune_cell(cell: &Cell) {
+    let s = Sites::new(TRUE);
+    let lab = &s.lab;
+    let retention = "\n[retention]\ngrid = \"1x1ms\"\n";
+    for (cfg, extra) in [
+        (s.a(), ""),
+        (lab.stb_cfg.as_path(), "keep_min_age = \"0s\"\n"),
+    ] {
+        let text = std::fs::read_to_string(cfg).unwrap();
+        std::fs::write(cfg, format!("{text}{retention}{extra}")).unwrap();
+    }
+    let mut f = Vec::new();
+    for i in 0..4u64 {
+        write_file(
+            &lab.live("blob").join(format!("m{i}")),
+            &random_bytes(10 + i, 64 * KIB),
+        );
+        f.push(id(&lab.snapshot(false)));
+        if i == 0 || i == 2 {
+            lab.ship(s.a());
+        }
+    }
+    for (cfg, site) in [(s.a(), 'a'), (lab.stb_cfg.as_path(), 'b')] {
+        if cell.failpoint.is_some() {
+            crash(&s, cfg, cell, &[]);
+            check_listed_sets(&s, cfg, site);
+        }
+        let rep = ok(cfg, &["prune", "--json"]);
+        assert!(rep["dry_run"] == false, "{rep}");
+        check_listed_sets(&s, cfg, site);
+    }
+    let keys = |site| manifests(&s.state(site)).into_keys().collect::<Vec<_>>();
+    assert_eq!(
+        keys('a'),
+        vec![f[2].clone(), f[3].clone()],
+        "A keeps the common and the newest set"
+    );
+    assert_eq!(keys('b'), vec![f[2].clone()], "B keeps the newest set");
+    for r in ROLES {
+        for (i, id) in f.iter().enumerate() {
+            assert_eq!(snap_exists(&s, 'a', r, id), i >= 2, "A {r} {id}");
+            assert_eq!(snap_exists(&s, 'b', r, id), i == 2, "B {r} {id}");
+        }
+    }
+    check_receipts(&s);
+    check_state_clean(&s);
+    // Shipping goes on from the kept common set: only the newest is sent.
+    let rep = ok(s.a(), &["ship", "--json"]);
+    for sn in rep["snapshots"].as_array().unwrap() {
+        assert_eq!(sn["snapshot"].as_str(), Some(f[3].as_str()), "{rep}");
+        assert_eq!(sn["base"].as_str(), Some(f[2].as_str()), "{rep}");
+    }
+    check_sets_shipped(&s);
+}
+
 fn cells(full: bool) -> Vec<Cell> {
     let mut v = Vec::new();
     for verb in [
@@ -845,14 +1001,19 @@ fn cells(full: bool) -> Vec<Cell> {
         "switchover",
         "failover",
         "rehearse",
+        "serve",
+        "prune",
     ] {
-        v.push(Cell {
-            verb,
-            failpoint: None,
-            recovery: Recovery::Rerun,
-            reboot: false,
-            one_common: false,
-        });
+        // serve runs under ship: ship's own cell is its baseline.
+        if verb != "serve" {
+            v.push(Cell {
+                verb,
+                failpoint: None,
+                recovery: Recovery::Rerun,
+                reboot: false,
+                one_common: false,
+            });
+        }
         for f in failpoint::ALL.iter().filter(|f| f.verbs.contains(&verb)) {
             // The demote's points are reached by both verbs: by default
             // each point runs once (under failback), the full matrix runs
@@ -884,7 +1045,8 @@ fn cells(full: bool) -> Vec<Cell> {
                     one_common: true,
                 });
             }
-            if !full {
+            // No mount of serve or prune survives them: no reboot variant.
+            if !full || verb == "serve" || verb == "prune" {
                 continue;
             }
             v.push(Cell {
@@ -949,6 +1111,8 @@ fn every_verb_survives_a_crash_at_every_failpoint() {
             "failover" => failover_cell(&cell),
             "snapshot" => snapshot_cell(&cell),
             "ship" => ship_cell(&cell),
+            "serve" => serve_cell(&cell),
+            "prune" => prune_cell(&cell),
             _ => rehearse_cell(&cell),
         });
         let outcome = match r {
