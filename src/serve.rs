@@ -251,11 +251,24 @@ fn expect_hello<W: Write>(first: Msg, w: &mut Writer<W>, log: &SessionLog) -> Re
 
 /// Leftovers of receives an earlier session did not finish.
 /// A receive killed after its receipt was written but before the backend
-/// called it complete leaves that receipt behind: it goes with the removed
-/// snapshot (the primary sends the snapshot again and a new receipt is
-/// written), so no receipt names a snapshot this site does not hold.
+/// called it complete is kept when the backend can check it against the
+/// receipt (btrfs); otherwise the receipt goes with the removed snapshot
+/// (the primary sends it again), so no receipt names a snapshot this site
+/// does not hold.
 fn remove_interrupted(stores: &Stores, catalog: &Catalog, log: &SessionLog) -> Result<()> {
     for st in stores.iter() {
+        // Verified and recorded, only its completion mark missing: kept
+        // (the primary finds it in the inventory and does not send it again).
+        let kept = st.adopt_verified(&|name| catalog.receipt(st.role(), name).ok().flatten())?;
+        for n in kept {
+            log.event(
+                tracing::Level::WARN,
+                &format!(
+                    "volume `{}`: kept interrupted receive {n} (verified and recorded before the session ended)",
+                    st.role()
+                ),
+            );
+        }
         let removed = st.cleanup_partial()?;
         for p in removed {
             log.event(

@@ -911,16 +911,26 @@ fn serve_cell(cell: &Cell) {
         "serve did not stop at {fp}:\n{err}"
     );
     check_listed_sets(&s, &lab.stb_cfg, 'b');
-    // B's received snapshots that no marker calls unfinished.
+    // B's received snapshots: only one whose receive was still running
+    // (its marker there, no receipt) may be sent again; one verified and
+    // recorded is kept even though its marker is still there.
     let entries = lab.standby_recv_entries();
     let held: BTreeSet<String> = entries
         .iter()
         .filter(|e| {
             let (r, n) = e.split_once('/').unwrap();
-            !n.starts_with('.') && !entries.contains(&format!("{r}/.receiving-{n}"))
+            let running = entries.contains(&format!("{r}/.receiving-{n}"))
+                && !s.state('b').join(format!("received/{e}.json")).exists();
+            !n.starts_with('.') && !running
         })
         .cloned()
         .collect();
+    if fp == "serve.after_receipt" {
+        assert!(
+            entries.iter().any(|e| e.contains("/.receiving-")),
+            "a verified receive with its marker: {entries:?}"
+        );
+    }
     let rep = ok(s.a(), &["ship", "--json"]);
     for sn in rep["snapshots"].as_array().unwrap() {
         let e = format!(
