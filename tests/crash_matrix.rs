@@ -1014,8 +1014,9 @@ fn cells(full: bool) -> Vec<Cell> {
         "serve",
         "prune",
     ] {
-        // serve runs under ship: ship's own cell is its baseline.
-        if verb != "serve" {
+        // serve runs under ship: ship's own cell is its baseline; each
+        // prune cell's rerun is one (its run-through only in the full run).
+        if verb != "serve" && (verb != "prune" || full) {
             v.push(Cell {
                 verb,
                 failpoint: None,
