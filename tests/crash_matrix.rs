@@ -1002,6 +1002,65 @@ fn prune_cell(cell: &Cell) {
     check_sets_shipped(&s);
 }
 
+/// Seeding: A writes a seed of its newest set to a directory (`ship --to`)
+/// and B imports it (`serve --from`); the writer (`seed.*`) or the
+/// importing serve (`serve.*`, full run) is stopped dead and rerun. Then
+/// the network ship goes on from the seeded set without sending it again.
+fn seed_cell(cell: &Cell) {
+    let s = Sites::new(TRUE);
+    let lab = &s.lab;
+    write_file(&lab.live("blob").join("m0"), &random_bytes(1, 256 * KIB));
+    write_file(&lab.live("redolog").join("log"), &random_bytes(2, 16 * KIB));
+    let set = id(&lab.snapshot(false));
+    let usb = lab.dir.path().join("usb");
+    std::fs::create_dir_all(&usb).unwrap();
+    let write = ["ship", "--to", usb.to_str().unwrap(), "--json"];
+    let seed = usb.join(format!("{set}.seed"));
+    let import = ["serve", "--from", seed.to_str().unwrap()];
+    let stop = |cfg: &Path, args: &[&str], fp: &str| {
+        let o = run_snapsite(cfg, args, &[(failpoint::ENV, fp)]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            o.status.code(),
+            Some(failpoint::EXIT_CODE),
+            "{args:?} did not stop at {fp}:\n{err}"
+        );
+        assert!(err.contains(&format!("stopped at failpoint {fp}")), "{err}");
+    };
+    if let Some(fp) = cell.failpoint.filter(|f| f.starts_with("seed.")) {
+        stop(s.a(), &write, fp);
+        assert!(
+            !seed.join("index.json").exists(),
+            "a half-written seed has no index"
+        );
+    }
+    let rep = ok(s.a(), &write);
+    assert_eq!(rep["set_id"].as_str(), Some(set.as_str()), "{rep}");
+    let names: Vec<String> = walk(&seed);
+    assert!(
+        names
+            .iter()
+            .all(|n| n == "index.json" || n.starts_with("part-")),
+        "nothing but parts and the index in the seed: {names:?}"
+    );
+    if let Some(fp) = cell.failpoint.filter(|f| f.starts_with("serve.")) {
+        stop(&lab.stb_cfg, &import, fp);
+        check_listed_sets(&s, &lab.stb_cfg, 'b');
+    }
+    let o = run_snapsite(&lab.stb_cfg, &import, &[]);
+    assert!(
+        o.status.success(),
+        "serve --from failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(lab.standby_manifests(), [format!("{set}.json")]);
+    // The network ship finds the set committed: nothing of it is sent.
+    let rep = ok(s.a(), &["ship", "--json"]);
+    assert!(rep["snapshots"].as_array().unwrap().is_empty(), "{rep}");
+    check_state_clean(&s);
+    check_sets_shipped(&s);
+}
+
 fn cells(full: bool) -> Vec<Cell> {
     let mut v = Vec::new();
     for verb in [
@@ -1013,10 +1072,11 @@ fn cells(full: bool) -> Vec<Cell> {
         "rehearse",
         "serve",
         "prune",
+        "seed",
     ] {
         // serve runs under ship: ship's own cell is its baseline; each
         // prune cell's rerun is one (its run-through only in the full run).
-        if verb != "serve" && (verb != "prune" || full) {
+        if verb != "serve" && (!matches!(verb, "prune" | "seed") || full) {
             v.push(Cell {
                 verb,
                 failpoint: None,
@@ -1038,6 +1098,10 @@ fn cells(full: bool) -> Vec<Cell> {
             if verb == "switchover" && shared && !representative && !full {
                 continue;
             }
+            // serve's points under `serve --from` too, in the full run.
+            if verb == "seed" && f.name.starts_with("serve.") && !full {
+                continue;
+            }
             v.push(Cell {
                 verb,
                 failpoint: Some(f.name),
@@ -1057,7 +1121,7 @@ fn cells(full: bool) -> Vec<Cell> {
                 });
             }
             // No mount of serve or prune survives them: no reboot variant.
-            if !full || verb == "serve" || verb == "prune" {
+            if !full || matches!(verb, "serve" | "prune" | "seed") {
                 continue;
             }
             v.push(Cell {
@@ -1124,6 +1188,7 @@ fn every_verb_survives_a_crash_at_every_failpoint() {
             "ship" => ship_cell(&cell),
             "serve" => serve_cell(&cell),
             "prune" => prune_cell(&cell),
+            "seed" => seed_cell(&cell),
             _ => rehearse_cell(&cell),
         });
         let outcome = match r {
