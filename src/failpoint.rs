@@ -90,6 +90,18 @@ pub const ALL: &[Failpoint] = &[
         recovery: "rerun `snapsite ship`: the handshake shows the set committed; a repeated commit protects its members",
     },
     Failpoint {
+        name: "seed.after_member",
+        verbs: &["seed"],
+        state: "`ship --to DIR`: a member's stream is in DIR/<set>.seed/part-*; no index.json (the seed is incomplete)",
+        recovery: "rerun `snapsite ship --to DIR`: the half-written seed (parts, no index) is removed and written again",
+    },
+    Failpoint {
+        name: "seed.before_index",
+        verbs: &["seed"],
+        state: "`ship --to DIR`: every part written and fsynced; no index.json (the seed is incomplete)",
+        recovery: "rerun `snapsite ship --to DIR`: the half-written seed (parts, no index) is removed and written again",
+    },
+    Failpoint {
         name: "switchover.after_final_set",
         verbs: &["switchover"],
         state: "the final set is taken, nothing shipped",
