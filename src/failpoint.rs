@@ -66,6 +66,42 @@ pub const ALL: &[Failpoint] = &[
         recovery: "rerun `snapsite ship`: the handshake shows the set committed; it is recorded and its members protected",
     },
     Failpoint {
+        name: "serve.mid_receive",
+        verbs: &["serve", "seed"],
+        state: "standby: a snapshot's receive has started (marker and partial data in snapshot_dir), not verified, no receipt",
+        recovery: "rerun `snapsite ship` on the primary: the next serve session removes the partial receive (it was never listed) and the snapshot is sent again (resumed where the backend can)",
+    },
+    Failpoint {
+        name: "serve.after_receipt",
+        verbs: &["serve", "seed"],
+        state: "standby: a snapshot is received and verified, its receipt written; the backend has not marked it complete (btrfs: the marker is still there), no ack sent",
+        recovery: "rerun `snapsite ship`: the next serve session keeps the snapshot its receipt vouches for (btrfs: nothing is sent again; elsewhere it and its receipt are removed and that one snapshot is sent again)",
+    },
+    Failpoint {
+        name: "serve.before_manifest",
+        verbs: &["serve", "seed"],
+        state: "standby: every member of a set is received and acknowledged; the set's commit arrived and was checked, no manifest written",
+        recovery: "rerun `snapsite ship`: nothing is sent again; the set is committed",
+    },
+    Failpoint {
+        name: "serve.after_manifest",
+        verbs: &["serve", "seed"],
+        state: "standby: the set's manifest is written (committed); its members not yet protected, no answer sent",
+        recovery: "rerun `snapsite ship`: the handshake shows the set committed; a repeated commit protects its members",
+    },
+    Failpoint {
+        name: "seed.after_member",
+        verbs: &["seed"],
+        state: "`ship --to DIR`: a member's stream is in DIR/<set>.seed/part-*; no index.json (the seed is incomplete)",
+        recovery: "rerun `snapsite ship --to DIR`: the half-written seed (parts, no index) is removed and written again",
+    },
+    Failpoint {
+        name: "seed.before_index",
+        verbs: &["seed"],
+        state: "`ship --to DIR`: every part written and fsynced; no index.json (the seed is incomplete)",
+        recovery: "rerun `snapsite ship --to DIR`: the half-written seed (parts, no index) is removed and written again",
+    },
+    Failpoint {
         name: "switchover.after_final_set",
         verbs: &["switchover"],
         state: "the final set is taken, nothing shipped",
@@ -209,6 +245,30 @@ pub const ALL: &[Failpoint] = &[
         state: "the clones are removed; no report written",
         recovery: "nothing to finish (no verdict was recorded): rerun `snapsite rehearse` for one",
     },
+    Failpoint {
+        name: "prune.after_intent",
+        verbs: &["prune", "run"],
+        state: "the sets to prune are recorded in state_dir/journal-prune.json; nothing destroyed",
+        recovery: "rerun `snapsite prune` (or let `run` do it): it plans again and prunes",
+    },
+    Failpoint {
+        name: "prune.after_member",
+        verbs: &["prune", "run"],
+        state: "a set's first member snapshot is destroyed; its manifest is still there (the set is shown incomplete, never usable)",
+        recovery: "rerun `snapsite prune`: the incomplete set is finished off (its other members, receipts and manifest)",
+    },
+    Failpoint {
+        name: "prune.after_members",
+        verbs: &["prune", "run"],
+        state: "every member of a set is destroyed (and, on a standby, its receipts removed); its manifest is still there",
+        recovery: "rerun `snapsite prune`: the manifest of the incomplete set is removed",
+    },
+    Failpoint {
+        name: "prune.after_manifest",
+        verbs: &["prune", "run"],
+        state: "a set is pruned whole (manifest removed); the other sets of the plan not yet",
+        recovery: "rerun `snapsite prune`: the rest of the plan is pruned",
+    },
 ];
 
 /// Whether `name` is listed in [`ALL`] (usable in a const context: the
@@ -273,7 +333,7 @@ pub fn runbook() -> String {
          checks that this file matches it and crashes each verb at each point.\n\
          `snapsite status` and `snapsite role` name an interrupted verb and the command\n\
          that finishes it. Progress is kept in `state_dir/journal-<verb>.json`\n\
-         (failback, switchover), `state_dir/failover/state.json` (failover) and\n\
+         (failback, switchover, prune), `state_dir/failover/state.json` (failover) and\n\
          `state_dir/rehearsal/state.json` (rehearse). Stop at a point with\n\
          `SNAPSITE_FAILPOINT=<name>` (debug builds or `--features failpoints`; exit 86).\n\n\
          | failpoint | verbs | stopped after | recovery |\n\

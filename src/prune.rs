@@ -15,7 +15,9 @@
 //!   (`protect_recent`). `max_snapshots_per_volume` bounds the count.
 //!
 //! Sets are pruned whole: every member snapshot, then (standby) the
-//! receipts, then the manifest — see `apply` for why in that order.
+//! receipts, then the manifest — see `apply` for why in that order. While
+//! it prunes, `state_dir/journal-prune.json` shows the prune as under way
+//! (`status`, `role`: killed, it is finished by `snapsite prune`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -431,6 +433,21 @@ pub fn apply(
         for n in notes {
             tracing::warn!("{n}");
         }
+        // The journal says a prune is under way (for `status` and `role`)
+        // until it is done; a rerun plans again — the sets a killed run left
+        // incomplete are finished off by the new plan — so the journal's
+        // intent is only a record of what the killed run meant to do.
+        let journal = if plan.to_destroy().next().is_none() && plan.orphans.is_empty() {
+            crate::journal::load(catalog, "prune")?
+        } else {
+            let intent = serde_json::json!({
+                "sets": plan.to_destroy().map(|d| d.set_id.as_str()).collect::<Vec<_>>(),
+                "orphans": &plan.orphans,
+            });
+            let j = crate::journal::begin(catalog, "prune", "snapsite prune", &intent)?;
+            crate::failpoint!("prune.after_intent");
+            Some(j)
+        };
         let stores = backend::Stores::open(cfg);
         let manifests: BTreeMap<String, Manifest> = catalog
             .manifests()?
@@ -452,20 +469,29 @@ pub fn apply(
                 if standby {
                     catalog.remove_receipt(&mem.role, &mem.snapshot)?;
                 }
+                crate::failpoint!("prune.after_member");
             }
+            crate::failpoint!("prune.after_members");
             catalog.remove_manifest(&m.id)?;
+            crate::failpoint!("prune.after_manifest");
             tracing::info!(set = %m.id, kind = m.kind.as_str(), reason = %d.reason, "pruned");
             report.destroyed_sets.push(m.id.clone());
         }
         for (role, snap) in &plan.orphans {
             if let Some(store) = stores.find(role) {
+                // The receipt first: killed in between, the snapshot is
+                // still an orphan for the next prune; the other order would
+                // leak the receipt of a snapshot that is gone.
+                catalog.remove_receipt(role, snap)?;
                 store
                     .destroy(snap)
                     .ctx(format!("pruning orphan snapshot {role} {snap}"))?;
-                catalog.remove_receipt(role, snap)?;
                 tracing::info!(%role, snapshot = %snap, "pruned a snapshot that can never be committed");
                 report.destroyed_snapshots += 1;
             }
+        }
+        if let Some(j) = journal {
+            j.finish()?;
         }
     }
     report.plan = plan;

@@ -29,6 +29,7 @@ use crate::safefile::{Access, Root};
 use crate::stream::{Msg, PROTOCOL_VERSION, Writer};
 
 pub const INDEX: &str = "index.json";
+const INDEX_TMP: &str = ".index.json.tmp";
 const FORMAT: u32 = 1;
 pub const DEFAULT_CHUNK: u64 = 1 << 30;
 
@@ -112,6 +113,36 @@ pub struct SeedReport {
     pub compression: String,
 }
 
+/// A seed killed before its index (written last) is half-written: its
+/// parts are removed so that a rerun writes it afresh. Only a directory
+/// holding nothing but part files and the index's temp file is removed;
+/// anything else (a complete seed, other files) is left for the caller to
+/// refuse.
+fn remove_half_written(out: &Path) -> Result<()> {
+    let Ok(rd) = std::fs::read_dir(out) else {
+        return Ok(());
+    };
+    let names = rd
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| Error::io(format!("read {}", out.display()), e))?;
+    let ours = |n: &str| {
+        n == INDEX_TMP
+            || n.strip_prefix("part-")
+                .is_some_and(|d| d.len() == 6 && d.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if !names.iter().all(|n| n.to_str().is_some_and(ours)) {
+        return Ok(());
+    }
+    for n in &names {
+        let p = out.join(n);
+        std::fs::remove_file(&p).map_err(|e| Error::io(format!("remove {}", p.display()), e))?;
+    }
+    std::fs::remove_dir(out).map_err(|e| Error::io(format!("remove {}", out.display()), e))?;
+    tracing::warn!(dir = %out.display(), parts = names.len(), "removed a half-written seed (no index); writing it again");
+    Ok(())
+}
+
 /// The newest full set whose members all exist here.
 fn newest_complete_full(cfg: &Config, catalog: &Catalog, stores: &Stores) -> Result<Manifest> {
     let local = crate::site::local_lists(stores)?;
@@ -142,6 +173,7 @@ pub fn write_seed(
         .map(|s| s.compression)
         .unwrap_or_default();
     let out = dir.join(format!("{}.seed", set.id));
+    remove_half_written(&out)?;
     std::fs::create_dir(&out).map_err(|e| {
         Error::io(
             format!(
@@ -218,6 +250,7 @@ pub fn write_seed(
             bytes: summary.bytes,
             blake3: summary.blake3,
         })?;
+        crate::failpoint!("seed.after_member");
     }
     w.msg(&Msg::Commit {
         manifest: set.clone(),
@@ -239,7 +272,8 @@ pub fn write_seed(
         parts: chunks.parts,
         payload_bytes: payload,
     };
-    let tmp = out.join(".index.json.tmp");
+    crate::failpoint!("seed.before_index");
+    let tmp = out.join(INDEX_TMP);
     let mut f = File::create(&tmp).map_err(|e| Error::io("writing the seed index", e))?;
     f.write_all(&serde_json::to_vec_pretty(&index).expect("serializes"))
         .and_then(|_| f.sync_all())

@@ -207,7 +207,7 @@ fn serve_session<R: Read, W: Write>(
         primary: Some(primary),
         ..record
     });
-    remove_interrupted(stores, log)?;
+    remove_interrupted(stores, catalog, log)?;
     welcome(cfg, stores, catalog, log, &mut r, &mut w)?;
     session_loop(cfg, stores, catalog, log, &mut r, &mut w)
 }
@@ -250,14 +250,35 @@ fn expect_hello<W: Write>(first: Msg, w: &mut Writer<W>, log: &SessionLog) -> Re
 }
 
 /// Leftovers of receives an earlier session did not finish.
-fn remove_interrupted(stores: &Stores, log: &SessionLog) -> Result<()> {
+/// A receive killed after its receipt was written but before the backend
+/// called it complete is kept when the backend can check it against the
+/// receipt (btrfs); otherwise the receipt goes with the removed snapshot
+/// (the primary sends it again), so no receipt names a snapshot this site
+/// does not hold.
+fn remove_interrupted(stores: &Stores, catalog: &Catalog, log: &SessionLog) -> Result<()> {
     for st in stores.iter() {
+        // Verified and recorded, only its completion mark missing: kept
+        // (the primary finds it in the inventory and does not send it again).
+        let kept = st.adopt_verified(&|name| catalog.receipt(st.role(), name).ok().flatten())?;
+        for n in kept {
+            log.event(
+                tracing::Level::WARN,
+                &format!(
+                    "volume `{}`: kept interrupted receive {n} (verified and recorded before the session ended)",
+                    st.role()
+                ),
+            );
+        }
         let removed = st.cleanup_partial()?;
         for p in removed {
             log.event(
                 tracing::Level::WARN,
                 &format!("volume `{}`: removed interrupted receive {p}", st.role()),
             );
+            let name = p.rsplit(['/', '@']).next().unwrap_or_default();
+            if validate_set_id(name).is_ok() && !catalog.has_manifest(name) {
+                catalog.remove_receipt(st.role(), name)?;
+            }
         }
     }
     Ok(())
@@ -602,12 +623,16 @@ fn pump<R: Read>(
     loop {
         match r.next_frame() {
             Ok(Some(Frame::Data(d))) => {
+                let first = bytes == 0;
                 hasher.update(&d);
                 bytes += d.len() as u64;
                 if write_err.is_none() {
                     if let Err(e) = sink.write_all(&d) {
                         write_err = Some(e);
                     }
+                }
+                if first {
+                    crate::failpoint!("serve.mid_receive");
                 }
             }
             Ok(Some(Frame::Msg(Msg::End {
@@ -723,6 +748,7 @@ fn verify_and_commit(
             sender_storage_id: inc.storage_id.map(str::to_string),
         };
         catalog.write_receipt(role, snapshot, &r)?;
+        crate::failpoint!("serve.after_receipt");
         receipt = Some(r);
         Ok(())
     });
@@ -877,7 +903,20 @@ fn commit(cfg: &Config, stores: &Stores, catalog: &Catalog, m: Manifest) -> Resu
             .manifest(&m.id)?
             .ok_or_else(|| Error::storage(format!("set {} vanished", m.id)))?;
         return if same_as_sent(&have, &m) {
-            Ok(())
+            // The session that wrote it may have died before protecting
+            // its members: protect those still the newest of their volume
+            // (protecting one releases the older ones).
+            let all = catalog.manifests()?;
+            let newest: Vec<(&str, &str)> = have
+                .member_snapshots()
+                .into_iter()
+                .filter(|(role, snap)| {
+                    !all.iter()
+                        .flat_map(|k| &k.members)
+                        .any(|x| x.role == *role && x.snapshot.as_str() > *snap)
+                })
+                .collect();
+            stores.protect_common(&newest)
         } else {
             Err(Error::refused(format!(
                 "set {} is already committed here with other content; the commit record is kept as it is",
@@ -897,7 +936,9 @@ fn commit(cfg: &Config, stores: &Stores, catalog: &Catalog, m: Manifest) -> Resu
     let mut m = validate_commit(cfg, stores, catalog, m)?;
     m.committed_at = Some(Timestamp::now());
     m.standby_order = Some(next_standby_order(own, &m.id, &known)?);
+    crate::failpoint!("serve.before_manifest");
     catalog.write_manifest(&m)?;
+    crate::failpoint!("serve.after_manifest");
     stores.protect_common(&m.member_snapshots())?;
     tracing::info!(set = %m.id, kind = m.kind.as_str(), "set committed");
     Ok(())

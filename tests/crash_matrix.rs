@@ -761,6 +761,7 @@ fn check_sets_shipped(s: &Sites) {
     for id in a.keys() {
         assert!(recorded.contains(id), "A recorded {id} as committed: {rec}");
     }
+    check_receipts(s);
     let (ra, ga, _) = role(s.a());
     let (rb, gb, _) = role(&s.lab.stb_cfg);
     assert_eq!(
@@ -807,17 +808,7 @@ fn snapshot_cell(cell: &Cell) {
 fn ship_cell(cell: &Cell) {
     let s = Sites::new(TRUE);
     let lab = &s.lab;
-    write_file(&lab.live("blob").join("m0"), &random_bytes(1, 128 * KIB));
-    lab.snapshot(false);
-    lab.ship(s.a());
-    write_file(&lab.live("blob").join("m1"), &random_bytes(2, 256 * KIB));
-    lab.snapshot(false);
-    write_file(&lab.live("blob").join("m2"), &random_bytes(3, 256 * KIB));
-    write_file(
-        &lab.live("redolog").join("log2"),
-        &random_bytes(4, 16 * KIB),
-    );
-    lab.snapshot(false);
+    one_shipped_two_pending(&s);
     if cell.failpoint.is_some() {
         crash(&s, s.a(), cell, &[]);
     }
@@ -836,6 +827,240 @@ fn ship_cell(cell: &Cell) {
     check_sets_shipped(&s);
 }
 
+/// Does snapshot `id` of volume `r` exist on `site` ('a' or 'b')?
+fn snap_exists(s: &Sites, site: char, r: &str, id: &str) -> bool {
+    if site == 'a' {
+        s.lab.primary_snap(r, id).exists()
+    } else {
+        s.lab.standby_snap(r, id).exists()
+    }
+}
+
+/// `sets` on `site` shows a set complete exactly when all its members are
+/// there: never a set whose snapshots are (partly) gone or not yet received
+/// as usable.
+fn check_listed_sets(s: &Sites, cfg: &Path, site: char) {
+    let v = ok(cfg, &["sets", "--json"]);
+    for x in v.as_array().unwrap() {
+        if x["kind"] == "divergent" {
+            continue;
+        }
+        let id = x["id"].as_str().unwrap();
+        let members = x["manifest"]["members"].as_array().unwrap();
+        let all_there = members
+            .iter()
+            .all(|m| snap_exists(s, site, m["role"].as_str().unwrap(), id));
+        assert_eq!(
+            x["complete"].as_bool(),
+            Some(all_there),
+            "site {site}: set {id} shown complete={} with members there={all_there}",
+            x["complete"]
+        );
+    }
+}
+
+/// B's receipts name exactly the members of its committed sets.
+fn check_receipts(s: &Sites) {
+    let mut want = BTreeSet::new();
+    for (id, m) in manifests(&s.state('b')) {
+        for x in m["members"].as_array().unwrap() {
+            want.insert(format!("{}/{id}.json", x["role"].as_str().unwrap()));
+        }
+    }
+    let got: BTreeSet<String> = walk(&s.state('b').join("received"))
+        .into_iter()
+        .filter(|p| p.ends_with(".json"))
+        .collect();
+    assert_eq!(got, want, "B's receipts are its sets' members'");
+}
+
+/// The ship_cell setup: one set shipped, two more taken.
+fn one_shipped_two_pending(s: &Sites) {
+    let lab = &s.lab;
+    write_file(&lab.live("blob").join("m0"), &random_bytes(1, 128 * KIB));
+    lab.snapshot(false);
+    lab.ship(s.a());
+    write_file(&lab.live("blob").join("m1"), &random_bytes(2, 256 * KIB));
+    lab.snapshot(false);
+    write_file(&lab.live("blob").join("m2"), &random_bytes(3, 256 * KIB));
+    write_file(
+        &lab.live("redolog").join("log2"),
+        &random_bytes(4, 16 * KIB),
+    );
+    lab.snapshot(false);
+}
+
+/// Serve: A ships two sets and B's receiving end is stopped dead (the
+/// local transport's `serve` child inherits `SNAPSITE_FAILPOINT` from the
+/// `ship` that starts it); A's ship fails. Nothing half-received is shown
+/// as committed on B, and the next ship finishes without sending again
+/// what B finished receiving.
+fn serve_cell(cell: &Cell) {
+    let s = Sites::new(TRUE);
+    let lab = &s.lab;
+    one_shipped_two_pending(&s);
+    let fp = cell.failpoint.unwrap();
+    let o = run_snapsite(s.a(), &["ship", "--json"], &[(failpoint::ENV, fp)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "ship went through although serve stopped at {fp}:\n{err}"
+    );
+    assert!(
+        err.contains(&format!("stopped at failpoint {fp}")),
+        "serve did not stop at {fp}:\n{err}"
+    );
+    check_listed_sets(&s, &lab.stb_cfg, 'b');
+    // B's received snapshots: only one whose receive was still running
+    // (its marker there, no receipt) may be sent again; one verified and
+    // recorded is kept even though its marker is still there.
+    let entries = lab.standby_recv_entries();
+    let held: BTreeSet<String> = entries
+        .iter()
+        .filter(|e| {
+            let (r, n) = e.split_once('/').unwrap();
+            let running = entries.contains(&format!("{r}/.receiving-{n}"))
+                && !s.state('b').join(format!("received/{e}.json")).exists();
+            !n.starts_with('.') && !running
+        })
+        .cloned()
+        .collect();
+    if fp == "serve.after_receipt" {
+        assert!(
+            entries.iter().any(|e| e.contains("/.receiving-")),
+            "a verified receive with its marker: {entries:?}"
+        );
+    }
+    let rep = ok(s.a(), &["ship", "--json"]);
+    for sn in rep["snapshots"].as_array().unwrap() {
+        let e = format!(
+            "{}/{}",
+            sn["role"].as_str().unwrap(),
+            sn["snapshot"].as_str().unwrap()
+        );
+        assert!(!held.contains(&e), "resent {e}: {rep}");
+    }
+    check_state_clean(&s);
+    check_sets_shipped(&s);
+}
+
+/// Prune: A holds four sets (three shipped), B three; a grid that keeps
+/// only the newest makes each site prune its two oldest. Each site's
+/// prune is stopped at the failpoint and rerun.
+fn prune_cell(cell: &Cell) {
+    let s = Sites::new(TRUE);
+    let lab = &s.lab;
+    let retention = "\n[retention]\ngrid = \"1x1ms\"\n";
+    for (cfg, extra) in [
+        (s.a(), ""),
+        (lab.stb_cfg.as_path(), "keep_min_age = \"0s\"\n"),
+    ] {
+        let text = std::fs::read_to_string(cfg).unwrap();
+        std::fs::write(cfg, format!("{text}{retention}{extra}")).unwrap();
+    }
+    let mut f = Vec::new();
+    for i in 0..4u64 {
+        write_file(
+            &lab.live("blob").join(format!("m{i}")),
+            &random_bytes(10 + i, 64 * KIB),
+        );
+        f.push(id(&lab.snapshot(false)));
+        if i == 0 || i == 2 {
+            lab.ship(s.a());
+        }
+    }
+    for (cfg, site) in [(s.a(), 'a'), (lab.stb_cfg.as_path(), 'b')] {
+        if cell.failpoint.is_some() {
+            crash(&s, cfg, cell, &[]);
+            check_listed_sets(&s, cfg, site);
+        }
+        let rep = ok(cfg, &["prune", "--json"]);
+        assert!(rep["dry_run"] == false, "{rep}");
+        check_listed_sets(&s, cfg, site);
+    }
+    let keys = |site| manifests(&s.state(site)).into_keys().collect::<Vec<_>>();
+    assert_eq!(
+        keys('a'),
+        vec![f[2].clone(), f[3].clone()],
+        "A keeps the common and the newest set"
+    );
+    assert_eq!(keys('b'), vec![f[2].clone()], "B keeps the newest set");
+    for r in ROLES {
+        for (i, id) in f.iter().enumerate() {
+            assert_eq!(snap_exists(&s, 'a', r, id), i >= 2, "A {r} {id}");
+            assert_eq!(snap_exists(&s, 'b', r, id), i == 2, "B {r} {id}");
+        }
+    }
+    check_receipts(&s);
+    check_state_clean(&s);
+    // Shipping goes on from the kept common set: only the newest is sent.
+    let rep = ok(s.a(), &["ship", "--json"]);
+    for sn in rep["snapshots"].as_array().unwrap() {
+        assert_eq!(sn["snapshot"].as_str(), Some(f[3].as_str()), "{rep}");
+        assert_eq!(sn["base"].as_str(), Some(f[2].as_str()), "{rep}");
+    }
+    check_sets_shipped(&s);
+}
+
+/// Seeding: A writes a seed of its newest set to a directory (`ship --to`)
+/// and B imports it (`serve --from`); the writer (`seed.*`) or the
+/// importing serve (`serve.*`, full run) is stopped dead and rerun. Then
+/// the network ship goes on from the seeded set without sending it again.
+fn seed_cell(cell: &Cell) {
+    let s = Sites::new(TRUE);
+    let lab = &s.lab;
+    write_file(&lab.live("blob").join("m0"), &random_bytes(1, 256 * KIB));
+    write_file(&lab.live("redolog").join("log"), &random_bytes(2, 16 * KIB));
+    let set = id(&lab.snapshot(false));
+    let usb = lab.dir.path().join("usb");
+    std::fs::create_dir_all(&usb).unwrap();
+    let write = ["ship", "--to", usb.to_str().unwrap(), "--json"];
+    let seed = usb.join(format!("{set}.seed"));
+    let import = ["serve", "--from", seed.to_str().unwrap()];
+    let stop = |cfg: &Path, args: &[&str], fp: &str| {
+        let o = run_snapsite(cfg, args, &[(failpoint::ENV, fp)]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            o.status.code(),
+            Some(failpoint::EXIT_CODE),
+            "{args:?} did not stop at {fp}:\n{err}"
+        );
+        assert!(err.contains(&format!("stopped at failpoint {fp}")), "{err}");
+    };
+    if let Some(fp) = cell.failpoint.filter(|f| f.starts_with("seed.")) {
+        stop(s.a(), &write, fp);
+        assert!(
+            !seed.join("index.json").exists(),
+            "a half-written seed has no index"
+        );
+    }
+    let rep = ok(s.a(), &write);
+    assert_eq!(rep["set_id"].as_str(), Some(set.as_str()), "{rep}");
+    let names: Vec<String> = walk(&seed);
+    assert!(
+        names
+            .iter()
+            .all(|n| n == "index.json" || n.starts_with("part-")),
+        "nothing but parts and the index in the seed: {names:?}"
+    );
+    if let Some(fp) = cell.failpoint.filter(|f| f.starts_with("serve.")) {
+        stop(&lab.stb_cfg, &import, fp);
+        check_listed_sets(&s, &lab.stb_cfg, 'b');
+    }
+    let o = run_snapsite(&lab.stb_cfg, &import, &[]);
+    assert!(
+        o.status.success(),
+        "serve --from failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(lab.standby_manifests(), [format!("{set}.json")]);
+    // The network ship finds the set committed: nothing of it is sent.
+    let rep = ok(s.a(), &["ship", "--json"]);
+    assert!(rep["snapshots"].as_array().unwrap().is_empty(), "{rep}");
+    check_state_clean(&s);
+    check_sets_shipped(&s);
+}
+
 fn cells(full: bool) -> Vec<Cell> {
     let mut v = Vec::new();
     for verb in [
@@ -845,14 +1070,21 @@ fn cells(full: bool) -> Vec<Cell> {
         "switchover",
         "failover",
         "rehearse",
+        "serve",
+        "prune",
+        "seed",
     ] {
-        v.push(Cell {
-            verb,
-            failpoint: None,
-            recovery: Recovery::Rerun,
-            reboot: false,
-            one_common: false,
-        });
+        // serve runs under ship: ship's own cell is its baseline; each
+        // prune cell's rerun is one (its run-through only in the full run).
+        if verb != "serve" && (!matches!(verb, "prune" | "seed") || full) {
+            v.push(Cell {
+                verb,
+                failpoint: None,
+                recovery: Recovery::Rerun,
+                reboot: false,
+                one_common: false,
+            });
+        }
         for f in failpoint::ALL.iter().filter(|f| f.verbs.contains(&verb)) {
             // The demote's points are reached by both verbs: by default
             // each point runs once (under failback), the full matrix runs
@@ -864,6 +1096,10 @@ fn cells(full: bool) -> Vec<Cell> {
                 "btrfs.make_receivable.after_rename" | "btrfs.make_receivable.after_readonly"
             );
             if verb == "switchover" && shared && !representative && !full {
+                continue;
+            }
+            // serve's points under `serve --from` too, in the full run.
+            if verb == "seed" && f.name.starts_with("serve.") && !full {
                 continue;
             }
             v.push(Cell {
@@ -884,7 +1120,8 @@ fn cells(full: bool) -> Vec<Cell> {
                     one_common: true,
                 });
             }
-            if !full {
+            // No mount of serve or prune survives them: no reboot variant.
+            if !full || matches!(verb, "serve" | "prune" | "seed") {
                 continue;
             }
             v.push(Cell {
@@ -949,6 +1186,9 @@ fn every_verb_survives_a_crash_at_every_failpoint() {
             "failover" => failover_cell(&cell),
             "snapshot" => snapshot_cell(&cell),
             "ship" => ship_cell(&cell),
+            "serve" => serve_cell(&cell),
+            "prune" => prune_cell(&cell),
+            "seed" => seed_cell(&cell),
             _ => rehearse_cell(&cell),
         });
         let outcome = match r {

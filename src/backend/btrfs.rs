@@ -381,6 +381,49 @@ impl Backend for Btrfs {
         Ok(removed)
     }
 
+    /// A marker whose directory holds exactly the read-only subvolume
+    /// `<id>`, with the uuid and Received UUID its receipt recorded: the
+    /// receive verified (the receipt is written only then) and was killed
+    /// before its marker was removed. The marker goes; the snapshot stays.
+    fn adopt_verified(
+        &self,
+        vol: &Volume,
+        receipt: &dyn Fn(&str) -> Option<crate::model::Receipt>,
+    ) -> Result<Vec<String>> {
+        let dir = snapshot_dir(vol)?;
+        let mut kept = Vec::new();
+        for name in self.leftovers(vol)? {
+            if parse_set_id(&name).is_none() {
+                continue;
+            }
+            let Some(r) = receipt(&name) else {
+                continue;
+            };
+            let jail = dir.join(&name);
+            let got = jail.join(&name);
+            if dir_entries(&jail) != [name.clone()] || !is_subvolume(&got) {
+                continue;
+            }
+            let Ok(info) = subvolume_show(&got) else {
+                continue;
+            };
+            let matches = info.readonly
+                && r.storage_id.as_deref() == Some(info.uuid.as_str())
+                && info.received_uuid.is_some()
+                && r.sender_storage_id.as_deref() == info.received_uuid.as_deref();
+            if !matches {
+                continue;
+            }
+            let marker = dir.join(format!("{MARKER_PREFIX}{name}"));
+            std::fs::remove_file(&marker).ctx(format!("remove {}", marker.display()))?;
+            kept.push(name);
+        }
+        if !kept.is_empty() {
+            fsync_dir(dir)?;
+        }
+        Ok(kept)
+    }
+
     fn destroy(&self, vol: &Volume, name: &str) -> Result<()> {
         if parse_set_id(name).is_none() {
             return Err(Error::refused(format!(

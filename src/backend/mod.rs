@@ -185,6 +185,19 @@ pub trait Backend: Send + Sync {
     /// Find and remove leftovers of interrupted receives. Returns what was removed.
     fn cleanup_partial(&self, vol: &Volume) -> Result<Vec<String>>;
 
+    /// Receives killed after they were verified and their receipt written
+    /// but before the backend marked them complete: keep each one that is
+    /// exactly what its receipt (`receipt(name)`) says, rather than remove
+    /// it and receive it again. Returns the names kept. Serve calls this
+    /// before [`Backend::cleanup_partial`].
+    fn adopt_verified(
+        &self,
+        _vol: &Volume,
+        _receipt: &dyn Fn(&str) -> Option<crate::model::Receipt>,
+    ) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// Undo what a snapshot interrupted on this site left behind besides
     /// the snapshot itself (LVM: devices a killed `lvcreate` left
     /// suspended, which would block the application's I/O). Called before
@@ -364,6 +377,12 @@ impl Store {
     }
     pub fn cleanup_partial(&self) -> Result<Vec<String>> {
         self.imp.cleanup_partial(&self.vol)
+    }
+    pub fn adopt_verified(
+        &self,
+        receipt: &dyn Fn(&str) -> Option<crate::model::Receipt>,
+    ) -> Result<Vec<String>> {
+        self.imp.adopt_verified(&self.vol, receipt)
     }
     pub fn recover_interrupted(&self) -> Result<Vec<String>> {
         self.imp.recover_interrupted(&self.vol)
