@@ -289,7 +289,7 @@ pub fn run(cfg: &Config, dry_run: bool) -> Result<(Plan, Option<Report>)> {
         let plan = if verb == "failback" {
             j.intent::<Plan>()?
         } else {
-            match j.intent::<crate::switchover::Intent>()?.plan {
+            match j.intent::<SwitchoverIntent>()?.plan {
                 Some(p) => p,
                 // Not demoting yet: this site is still a full primary.
                 None => continue,
@@ -541,4 +541,16 @@ pub fn render_plan(p: &Plan) -> String {
         p.peer_generation.max(p.generation)
     ));
     s
+}
+
+/// The journal of a switchover (`state_dir/journal-switchover.json`): the
+/// final set once taken, the demote plan once made. The steps recorded
+/// as done: `shipped` (the final set is committed on the peer), then the
+/// demote's own steps.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SwitchoverIntent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_set: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
 }

@@ -66,17 +66,10 @@ pub fn check(cfg: &Config) -> Result<String> {
     ))
 }
 
-/// The journal of a switchover (`state_dir/journal-switchover.json`): the
-/// final set once taken, the demote plan once made. The steps recorded
-/// as done: `shipped` (the final set is committed on the peer), then the
-/// demote's own steps.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Intent {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub final_set: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plan: Option<failback::Plan>,
-}
+/// The journal of a switchover: see [`failback::SwitchoverIntent`] (it
+/// lives there so failback can finish a switchover's demote without
+/// importing this module).
+pub use failback::SwitchoverIntent as Intent;
 
 /// A switchover up to its demote: the final set shipped, the plan made.
 struct Prepared {
