@@ -7,80 +7,27 @@
 
 mod common;
 
-use std::os::unix::net::UnixStream;
-use std::thread::JoinHandle;
-
 use proptest::prelude::*;
-use snapsite::backend::mem::MemStore;
 use snapsite::catalog::Catalog;
 use snapsite::config::Config;
-use snapsite::model::{MANIFEST_FORMAT, Manifest, Member, SetKind, new_set_id};
+use snapsite::model::{Manifest, SetKind, new_set_id};
 use snapsite::serve::{MAX_SEQ, MAX_SEQ_STEP};
-use snapsite::stream::{Msg, PROTOCOL_VERSION, Reader, Writer};
+use snapsite::stream::Msg;
 
 const ROLES: [&str; 2] = ["mysql", "redolog"];
 
-struct Site {
-    _dir: tempfile::TempDir,
-    cfg: Config,
-    store: MemStore,
-}
+use common::memsite::{MemSite as Site, Session, payload};
 
 fn site() -> Site {
-    let dir = tempfile::tempdir().unwrap();
-    let mut text = format!(
-        "site = \"standby\"\nstate_dir = \"{}\"\n",
-        dir.path().join("state").display()
-    );
-    for r in ROLES {
-        text.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"btrfs\"\nsource = \"{0}/live/{r}\"\nsnapshot_dir = \"{0}/snap/{r}\"\n",
-            dir.path().display()
-        ));
-    }
-    let cfg = Config::parse(&text, &dir.path().join("standby.toml")).unwrap();
-    Site {
-        _dir: dir,
-        cfg,
-        store: MemStore::new(),
-    }
-}
-
-struct Session {
-    w: Writer<UnixStream>,
-    r: Reader<UnixStream>,
-    serve: JoinHandle<snapsite::Result<()>>,
+    Site::new(&ROLES)
 }
 
 impl Site {
-    fn catalog(&self) -> Catalog {
-        Catalog::new(&self.cfg.state_dir)
-    }
-
+    /// A session after a welcomed hello.
     fn session(&self) -> Session {
-        let (client, server) = UnixStream::pair().unwrap();
-        let cfg = self.cfg.clone();
-        let store = self.store.clone();
-        let serve = std::thread::spawn(move || {
-            snapsite::serve::serve_with(
-                &cfg,
-                &move |_| Ok(store.backend()),
-                server.try_clone().unwrap(),
-                server,
-            )
-        });
-        let mut w = Writer::new(client.try_clone().unwrap());
-        let mut r = Reader::new(client);
-        w.magic().unwrap();
-        r.magic().unwrap();
-        w.msg(&Msg::Hello {
-            protocol: PROTOCOL_VERSION,
-            site: "primary".into(),
-            version: "test".into(),
-        })
-        .unwrap();
-        assert!(matches!(r.msg().unwrap(), Msg::Welcome { .. }));
-        Session { w, r, serve }
+        let (s, welcome) = self.hello();
+        assert!(matches!(welcome, Msg::Welcome { .. }), "{welcome:?}");
+        s
     }
 
     /// What failover would use: (S, R) among the committed sets, in the
@@ -93,86 +40,30 @@ impl Site {
     }
 }
 
-fn payload(id: &str, role: &str) -> Vec<u8> {
-    MemStore::stream(id, None, format!("{role} data of {id}").as_bytes())
-}
-
 /// A set as a primary would send it, claiming `seq` and `generation`.
 fn manifest(id: &str, seq: u64, generation: u64) -> Manifest {
-    let (t, kind) = snapsite::model::parse_set_id(id).unwrap();
-    let roles: &[&str] = match kind {
+    let roles: &[&str] = match snapsite::model::parse_set_id(id).unwrap().1 {
         SetKind::Full => &ROLES,
         SetKind::Redolog => &["redolog"],
     };
-    Manifest {
-        format: MANIFEST_FORMAT,
-        id: id.into(),
-        kind,
-        site: "primary".into(),
-        seq,
-        generation,
-        members: roles
-            .iter()
-            .map(|r| Member {
-                role: r.to_string(),
-                backend: "btrfs".into(),
-                source: format!("/live/{r}"),
-                snapshot: id.into(),
-                storage_id: Some(blake3::hash(&payload(id, r)).to_hex().to_string()),
-                before: t,
-                after: t + jiff::SignedDuration::from_millis(5),
-                atomic_group: None,
-                send_options: Vec::new(),
-                receipt: None,
-                consistency: None,
-            })
-            .collect(),
-        safety_margin_ms: 0,
-        committed_at: None,
-        standby_order: None,
-    }
+    let mut m = common::memsite::manifest(id, roles, &|r| payload(id, r));
+    m.seq = seq;
+    m.generation = generation;
+    m
 }
 
 impl Session {
     /// Send every member of `m`, then its commit: Ok = committed, Err = the refusal.
     fn ship(&mut self, m: &Manifest) -> Result<(), String> {
         for x in &m.members {
-            let stream = payload(&m.id, &x.role);
-            self.w
-                .msg(&Msg::Begin {
-                    set_id: m.id.clone(),
-                    role: x.role.clone(),
-                    snapshot: m.id.clone(),
-                    base: None,
-                    storage_id: x.storage_id.clone(),
-                    resume: false,
-                })
-                .unwrap();
-            self.w.data(&stream).unwrap();
-            self.w
-                .msg(&Msg::End {
-                    bytes: stream.len() as u64,
-                    blake3: blake3::hash(&stream).to_hex().to_string(),
-                })
-                .unwrap();
-            let reply = self.r.msg().unwrap();
+            let reply = self.send(&m.id, &x.role, &payload(&m.id, &x.role), true);
             assert!(matches!(reply, Msg::Ack { .. }), "{}: {reply:?}", m.id);
         }
-        self.w
-            .msg(&Msg::Commit {
-                manifest: m.clone(),
-            })
-            .unwrap();
-        match self.r.msg() {
+        match self.commit(m) {
             Ok(Msg::Committed { set_id }) if set_id == m.id => Ok(()),
             Ok(other) => panic!("{}: {other:?}", m.id),
             Err(e) => Err(e.message),
         }
-    }
-
-    fn bye(mut self) {
-        self.w.msg(&Msg::Bye).unwrap();
-        self.serve.join().unwrap().unwrap();
     }
 }
 
@@ -233,7 +124,7 @@ fn a_hostile_set_never_outranks_later_honest_ones() {
     let r2 = id_at(SetKind::Redolog, 11, 0);
     s.ship(&manifest(&r2, 102, 1)).unwrap();
     assert_eq!(site.chosen(), (f2.clone(), r2.clone()));
-    s.bye();
+    s.bye().unwrap();
     let committed = site.catalog().manifests().unwrap();
     assert_eq!(
         committed.last().map(|m| m.id.as_str()),
@@ -307,7 +198,7 @@ fn the_standby_order_is_never_taken_from_the_wire() {
     // The first set again, with a forged order: a retry, nothing changes.
     s.w.msg(&Msg::Commit { manifest: m }).unwrap();
     assert!(matches!(s.r.msg().unwrap(), Msg::Committed { .. }));
-    s.bye();
+    s.bye().unwrap();
     let ms = site.catalog().manifests().unwrap();
     let orders: Vec<_> = ms.iter().map(|m| m.standby_order.unwrap()).collect();
     assert_eq!(
@@ -338,7 +229,7 @@ fn a_new_standby_takes_the_primarys_generation_once() {
     );
     s.ship(&manifest(&id_at(SetKind::Full, 3, 0), 8, 6))
         .unwrap();
-    s.bye();
+    s.bye().unwrap();
 }
 
 /// The DR verbs' handshake: a peer claiming a generation this site cannot
@@ -494,7 +385,7 @@ proptest! {
             let r_want = log[s_at + 1..].iter().rev().find(|l| !l.1).map_or(s_want.clone(), |l| l.0.clone());
             prop_assert_eq!(site.chosen(), (s_want, r_want));
         }
-        s.bye();
+        s.bye().unwrap();
         // The promoted site's counters continue from the bounded claims.
         let cat = site.catalog();
         let top_gen = log.iter().map(|l| l.3).max().unwrap();
@@ -584,7 +475,7 @@ fn a_commit_ranks_after_sets_committed_by_an_older_version() {
     let mut s = site.session();
     let new = id_at(SetKind::Full, 1, 0);
     s.ship(&manifest(&new, 11, 3)).unwrap();
-    s.bye();
+    s.bye().unwrap();
     assert_eq!(site.chosen(), (new.clone(), new.clone()));
     let ms = cat.manifests().unwrap();
     assert_eq!(

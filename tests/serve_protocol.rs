@@ -3,139 +3,20 @@
 //! without root. (Real storage is proven by tests/btrfs.rs, tests/hostile.rs
 //! and the VM suite; this is the fast layer over the protocol logic.)
 
+mod common;
+
 use std::os::unix::net::UnixStream;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use snapsite::backend::mem::MemStore;
-use snapsite::catalog::Catalog;
-use snapsite::config::Config;
-use snapsite::model::{MANIFEST_FORMAT, Manifest, Member, SetKind, new_set_id};
-use snapsite::stream::{Deadline, Msg, PROTOCOL_VERSION, Reader, Writer};
+use snapsite::model::{Manifest, SetKind, new_set_id};
+use snapsite::stream::{Msg, PROTOCOL_VERSION, Reader, Writer};
+
+use common::memsite::{MemSite as Site, payload};
 
 const ROLES: [&str; 4] = ["mysql", "blob", "index", "redolog"];
 
-struct Site {
-    dir: tempfile::TempDir,
-    cfg: Config,
-    store: MemStore,
-}
-
 fn site() -> Site {
-    let dir = tempfile::tempdir().unwrap();
-    let mut text = format!(
-        "site = \"standby\"\nstate_dir = \"{}\"\n",
-        dir.path().join("state").display()
-    );
-    for r in ROLES {
-        text.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"btrfs\"\nsource = \"{0}/live/{r}\"\nsnapshot_dir = \"{0}/snap/{r}\"\n",
-            dir.path().display()
-        ));
-    }
-    let cfg = Config::parse(&text, &dir.path().join("standby.toml")).unwrap();
-    Site {
-        dir,
-        cfg,
-        store: MemStore::new(),
-    }
-}
-
-struct Session {
-    w: Writer<UnixStream>,
-    r: Reader<UnixStream>,
-    serve: JoinHandle<snapsite::Result<()>>,
-}
-
-impl Site {
-    fn catalog(&self) -> Catalog {
-        Catalog::new(&self.cfg.state_dir)
-    }
-
-    /// Start serve in a thread; the client end is returned after the magic.
-    fn connect(&self, idle: Option<Duration>) -> Session {
-        let (client, server) = UnixStream::pair().unwrap();
-        let cfg = self.cfg.clone();
-        let store = self.store.clone();
-        let serve = std::thread::spawn(move || {
-            let input = Deadline::new(server.try_clone().unwrap(), idle, "the primary");
-            let output = Deadline::new(server, idle, "the primary");
-            snapsite::serve::serve_with(&cfg, &move |_| Ok(store.backend()), input, output)
-        });
-        let mut w = Writer::new(client.try_clone().unwrap());
-        let r = Reader::new(client);
-        w.magic().unwrap();
-        Session { w, r, serve }
-    }
-
-    fn hello(&self) -> (Session, Msg) {
-        let mut s = self.connect(None);
-        s.r.magic().unwrap();
-        s.w.msg(&Msg::Hello {
-            protocol: PROTOCOL_VERSION,
-            site: "primary".into(),
-            version: "test".into(),
-        })
-        .unwrap();
-        let welcome = s.r.msg().unwrap();
-        (s, welcome)
-    }
-
-    fn manifests(&self) -> Vec<String> {
-        self.catalog()
-            .manifests()
-            .unwrap()
-            .into_iter()
-            .map(|m| m.id)
-            .collect()
-    }
-
-    fn lock_is_free(&self) -> bool {
-        self.catalog().lock("test", Duration::ZERO).is_ok()
-    }
-}
-
-impl Session {
-    fn send(&mut self, set: &str, role: &str, stream: &[u8], trailer_ok: bool) -> Msg {
-        self.w
-            .msg(&Msg::Begin {
-                set_id: set.into(),
-                role: role.into(),
-                snapshot: set.into(),
-                base: None,
-                storage_id: Some(blake3::hash(stream).to_hex().to_string()),
-                resume: false,
-            })
-            .unwrap();
-        for c in stream.chunks(7) {
-            self.w.data(c).unwrap();
-        }
-        let mut hash = blake3::hash(stream).to_hex().to_string();
-        if !trailer_ok {
-            hash = blake3::hash(b"other").to_hex().to_string();
-        }
-        self.w
-            .msg(&Msg::End {
-                bytes: stream.len() as u64,
-                blake3: hash,
-            })
-            .unwrap();
-        self.r.msg().unwrap()
-    }
-
-    fn commit(&mut self, m: &Manifest) -> snapsite::Result<Msg> {
-        self.w
-            .msg(&Msg::Commit {
-                manifest: m.clone(),
-            })
-            .unwrap();
-        self.r.msg()
-    }
-
-    fn bye(mut self) -> snapsite::Result<()> {
-        self.w.msg(&Msg::Bye).unwrap();
-        self.serve.join().unwrap()
-    }
+    Site::new(&ROLES)
 }
 
 fn set_id(kind: SetKind, secs: i64) -> String {
@@ -145,44 +26,16 @@ fn set_id(kind: SetKind, secs: i64) -> String {
     )
 }
 
+/// `memsite::manifest`, of the kind the id says (checked).
 fn manifest(
     id: &str,
     kind: SetKind,
     roles: &[&str],
     stream_of: &dyn Fn(&str) -> Vec<u8>,
 ) -> Manifest {
-    let t: jiff::Timestamp = snapsite::model::parse_set_id(id).unwrap().0;
-    Manifest {
-        format: MANIFEST_FORMAT,
-        id: id.into(),
-        kind,
-        site: "primary".into(),
-        seq: 1,
-        generation: 1,
-        members: roles
-            .iter()
-            .map(|r| Member {
-                role: r.to_string(),
-                backend: "btrfs".into(),
-                source: format!("/live/{r}"),
-                snapshot: id.into(),
-                storage_id: Some(blake3::hash(&stream_of(r)).to_hex().to_string()),
-                before: t,
-                after: t + jiff::SignedDuration::from_millis(5),
-                atomic_group: None,
-                send_options: Vec::new(),
-                receipt: None,
-                consistency: None,
-            })
-            .collect(),
-        safety_margin_ms: 0,
-        committed_at: None,
-        standby_order: None,
-    }
-}
-
-fn payload(id: &str, role: &str) -> Vec<u8> {
-    MemStore::stream(id, None, format!("{role} data of {id}").as_bytes())
+    let m = common::memsite::manifest(id, roles, stream_of);
+    assert_eq!(m.kind, kind, "{id}");
+    m
 }
 
 /// A full set shipped honestly: every member acked, the commit accepted.

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod btrfs_stream;
+pub mod memsite;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,183 @@
+//! A standby in process: `serve` on a socket pair with the in-memory store,
+//! and the protocol builders the in-process tests share (tests/serve_protocol.rs,
+//! tests/order.rs). Real storage is proven elsewhere; this is the fast layer
+//! over the protocol logic.
+
+use std::os::unix::net::UnixStream;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use snapsite::backend::mem::MemStore;
+use snapsite::catalog::Catalog;
+use snapsite::config::Config;
+use snapsite::model::{MANIFEST_FORMAT, Manifest, Member};
+use snapsite::stream::{Deadline, Msg, PROTOCOL_VERSION, Reader, Writer};
+
+/// A standby site: its config (btrfs volumes of `roles`, never touched) in a
+/// temp dir, and the in-memory store its `serve` receives into.
+pub struct MemSite {
+    pub dir: tempfile::TempDir,
+    pub cfg: Config,
+    pub store: MemStore,
+}
+
+/// The primary's end of one `serve` session.
+pub struct Session {
+    pub w: Writer<UnixStream>,
+    pub r: Reader<UnixStream>,
+    pub serve: JoinHandle<snapsite::Result<()>>,
+}
+
+impl MemSite {
+    pub fn new(roles: &[&str]) -> MemSite {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = format!(
+            "site = \"standby\"\nstate_dir = \"{}\"\n",
+            dir.path().join("state").display()
+        );
+        for r in roles {
+            text.push_str(&format!(
+                "[[volume]]\nrole = \"{r}\"\nbackend = \"btrfs\"\nsource = \"{0}/live/{r}\"\nsnapshot_dir = \"{0}/snap/{r}\"\n",
+                dir.path().display()
+            ));
+        }
+        let cfg = Config::parse(&text, &dir.path().join("standby.toml")).unwrap();
+        MemSite {
+            dir,
+            cfg,
+            store: MemStore::new(),
+        }
+    }
+
+    pub fn catalog(&self) -> Catalog {
+        Catalog::new(&self.cfg.state_dir)
+    }
+
+    /// Start serve in a thread; the client end is returned after the magic.
+    pub fn connect(&self, idle: Option<Duration>) -> Session {
+        let (client, server) = UnixStream::pair().unwrap();
+        let cfg = self.cfg.clone();
+        let store = self.store.clone();
+        let serve = std::thread::spawn(move || {
+            let input = Deadline::new(server.try_clone().unwrap(), idle, "the primary");
+            let output = Deadline::new(server, idle, "the primary");
+            snapsite::serve::serve_with(&cfg, &move |_| Ok(store.backend()), input, output)
+        });
+        let mut w = Writer::new(client.try_clone().unwrap());
+        let r = Reader::new(client);
+        w.magic().unwrap();
+        Session { w, r, serve }
+    }
+
+    /// A session after the handshake, and the standby's answer to the hello.
+    pub fn hello(&self) -> (Session, Msg) {
+        let mut s = self.connect(None);
+        s.r.magic().unwrap();
+        s.w.msg(&Msg::Hello {
+            protocol: PROTOCOL_VERSION,
+            site: "primary".into(),
+            version: "test".into(),
+        })
+        .unwrap();
+        let welcome = s.r.msg().unwrap();
+        (s, welcome)
+    }
+
+    /// The ids of the sets committed here, in the catalog's order.
+    pub fn manifests(&self) -> Vec<String> {
+        self.catalog()
+            .manifests()
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect()
+    }
+
+    pub fn lock_is_free(&self) -> bool {
+        self.catalog().lock("test", Duration::ZERO).is_ok()
+    }
+}
+
+impl Session {
+    /// One member: Begin, the stream in 7-byte frames, End (with a wrong
+    /// checksum unless `trailer_ok`); the standby's answer.
+    pub fn send(&mut self, set: &str, role: &str, stream: &[u8], trailer_ok: bool) -> Msg {
+        self.w
+            .msg(&Msg::Begin {
+                set_id: set.into(),
+                role: role.into(),
+                snapshot: set.into(),
+                base: None,
+                storage_id: Some(blake3::hash(stream).to_hex().to_string()),
+                resume: false,
+            })
+            .unwrap();
+        for c in stream.chunks(7) {
+            self.w.data(c).unwrap();
+        }
+        let mut hash = blake3::hash(stream).to_hex().to_string();
+        if !trailer_ok {
+            hash = blake3::hash(b"other").to_hex().to_string();
+        }
+        self.w
+            .msg(&Msg::End {
+                bytes: stream.len() as u64,
+                blake3: hash,
+            })
+            .unwrap();
+        self.r.msg().unwrap()
+    }
+
+    pub fn commit(&mut self, m: &Manifest) -> snapsite::Result<Msg> {
+        self.w
+            .msg(&Msg::Commit {
+                manifest: m.clone(),
+            })
+            .unwrap();
+        self.r.msg()
+    }
+
+    pub fn bye(mut self) -> snapsite::Result<()> {
+        self.w.msg(&Msg::Bye).unwrap();
+        self.serve.join().unwrap()
+    }
+}
+
+/// The stream a member of set `id` carries in these tests.
+pub fn payload(id: &str, role: &str) -> Vec<u8> {
+    MemStore::stream(id, None, format!("{role} data of {id}").as_bytes())
+}
+
+/// A manifest as a primary would send it: `roles` as btrfs members of set
+/// `id` (kind from the id), each with the storage id of `stream_of(role)`,
+/// claiming sequence number 1 and generation 1 (callers change them).
+pub fn manifest(id: &str, roles: &[&str], stream_of: &dyn Fn(&str) -> Vec<u8>) -> Manifest {
+    let (t, kind) = snapsite::model::parse_set_id(id).unwrap();
+    Manifest {
+        format: MANIFEST_FORMAT,
+        id: id.into(),
+        kind,
+        site: "primary".into(),
+        seq: 1,
+        generation: 1,
+        members: roles
+            .iter()
+            .map(|r| Member {
+                role: r.to_string(),
+                backend: "btrfs".into(),
+                source: format!("/live/{r}"),
+                snapshot: id.into(),
+                storage_id: Some(blake3::hash(&stream_of(r)).to_hex().to_string()),
+                before: t,
+                after: t + jiff::SignedDuration::from_millis(5),
+                atomic_group: None,
+                send_options: Vec::new(),
+                receipt: None,
+                consistency: None,
+            })
+            .collect(),
+        safety_margin_ms: 0,
+        committed_at: None,
+        standby_order: None,
+    }
+}
