@@ -399,40 +399,47 @@ impl Root {
     /// Rename `from` to `to`, both below the root (their directories
     /// reached without symlinks; the names themselves are not followed).
     pub fn rename(&self, from: &str, to: &str) -> std::result::Result<(), String> {
-        let (fa, a) = self.parent_of(from)?;
-        let (fb, b) = self.parent_of(to)?;
-        let ca = cstr(a).map_err(|e| explain(&self.display(from), &e))?;
-        let cb = cstr(b).map_err(|e| explain(&self.display(to), &e))?;
-        let da = fa.as_ref().map_or(self.fd.as_raw_fd(), |f| f.as_raw_fd());
-        let db = fb.as_ref().map_or(self.fd.as_raw_fd(), |f| f.as_raw_fd());
         // SAFETY: valid dirfds and NUL-terminated names.
-        let r = unsafe { libc::renameat(da, ca.as_ptr(), db, cb.as_ptr()) };
-        if r != 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(format!(
-                "rename {} to {}: {e}",
-                self.display(from).display(),
-                self.display(to).display()
-            ));
-        }
-        Ok(())
+        self.two_names("rename", from, to, |da, a, db, b| unsafe {
+            libc::renameat(da, a, db, b)
+        })
     }
 
     /// A second name `to` for the regular file `from` (a hard link; the
     /// name `from` itself is not followed).
     pub fn link(&self, from: &str, to: &str) -> std::result::Result<(), String> {
+        // SAFETY: valid dirfds and NUL-terminated names; flags 0 does not
+        // follow a symlink at `from`.
+        self.two_names("link", from, to, |da, a, db, b| unsafe {
+            libc::linkat(da, a, db, b, 0)
+        })
+    }
+
+    /// Run `call` (a `renameat`-shaped system call) on `from` and `to`,
+    /// each given as its directory's descriptor (reached without symlinks)
+    /// and its last name; a non-zero return is an error naming both.
+    fn two_names(
+        &self,
+        what: &str,
+        from: &str,
+        to: &str,
+        call: impl FnOnce(
+            std::os::fd::RawFd,
+            *const libc::c_char,
+            std::os::fd::RawFd,
+            *const libc::c_char,
+        ) -> libc::c_int,
+    ) -> std::result::Result<(), String> {
         let (fa, a) = self.parent_of(from)?;
         let (fb, b) = self.parent_of(to)?;
         let ca = cstr(a).map_err(|e| explain(&self.display(from), &e))?;
         let cb = cstr(b).map_err(|e| explain(&self.display(to), &e))?;
         let da = fa.as_ref().map_or(self.fd.as_raw_fd(), |f| f.as_raw_fd());
         let db = fb.as_ref().map_or(self.fd.as_raw_fd(), |f| f.as_raw_fd());
-        // SAFETY: valid dirfds and NUL-terminated names; flags 0 does not
-        // follow a symlink at `from`.
-        if unsafe { libc::linkat(da, ca.as_ptr(), db, cb.as_ptr(), 0) } != 0 {
+        if call(da, ca.as_ptr(), db, cb.as_ptr()) != 0 {
             let e = std::io::Error::last_os_error();
             return Err(format!(
-                "link {} to {}: {e}",
+                "{what} {} to {}: {e}",
                 self.display(from).display(),
                 self.display(to).display()
             ));
