@@ -517,20 +517,7 @@ fn failback_cell(cell: &Cell) {
         lab.snapshot(false);
         lab.ship(s.a());
     }
-    write_file(&lab.live("blob").join("m1"), &random_bytes(4, 512 * KIB));
-    write_file(&lab.live("mysql").join("db"), &random_bytes(5, 128 * KIB));
-    write_file(&lab.live("index").join("ix"), &random_bytes(6, 64 * KIB));
-    write_file(
-        &lab.live("redolog").join("log1"),
-        &random_bytes(7, 16 * KIB),
-    );
-    let set = id(&lab.snapshot(false));
-    write_file(
-        &lab.live("redolog").join("log2"),
-        &random_bytes(8, 16 * KIB),
-    );
-    let redo = id(&lab.snapshot(true));
-    lab.ship(s.a());
+    let (set, redo) = shipped_pair(&s);
     // A goes on alone: data B never gets.
     write_file(&lab.live("blob").join("a-late"), &random_bytes(9, 64 * KIB));
     write_file(
