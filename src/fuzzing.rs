@@ -567,6 +567,32 @@ pub fn dmsetup(data: &[u8]) {
 // ---------------------------------------------------------------------------
 // btrfs and the mount table.
 
+/// `btrfs_vet`: the receive-side check of a btrfs send stream
+/// (`backend::btrfs_vet::StreamVet`). The input fed whole and fed in
+/// pieces (of 1 to 64 bytes, from its first byte) must get the same
+/// verdict and pass on the same bytes; a verdict never passes on more than
+/// was taken.
+pub fn btrfs_vet(data: &[u8]) {
+    fn vet(data: &[u8], step: usize) -> std::result::Result<usize, String> {
+        let mut v = crate::backend::btrfs_vet::StreamVet::new();
+        let mut passed = 0;
+        for piece in data.chunks(step) {
+            let n = v.feed(piece)?;
+            assert!(
+                n <= v.pending().len(),
+                "vetted {n} of {}",
+                v.pending().len()
+            );
+            v.consume(n);
+            passed += n;
+        }
+        v.finish()?;
+        Ok(passed)
+    }
+    let step = 1 + usize::from(data.first().copied().unwrap_or(0)) % 64;
+    assert_eq!(vet(data, data.len().max(1)), vet(data, step), "step {step}");
+}
+
 /// `btrfs_show`: `btrfs subvolume show`.
 pub fn btrfs_show(data: &[u8]) {
     let Ok(t) = std::str::from_utf8(data) else {
@@ -1014,6 +1040,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("lvs_json", lvs_json),
     ("thin_xml", thin_xml),
     ("dmsetup", dmsetup),
+    ("btrfs_vet", btrfs_vet),
     ("btrfs_show", btrfs_show),
     ("mountinfo", mountinfo),
 ];

@@ -7,6 +7,8 @@
 //! Regenerate the committed corpus (after a format change):
 //! `SNAPSITE_FUZZ_CORPUS_OUT=fuzz/corpus cargo test --test fuzz_corpus`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -414,6 +416,23 @@ fn corpus() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
             ),
         ],
     );
+    c.insert("btrfs_vet", {
+        use common::btrfs_stream::{StreamWriter, uuid_from_seed};
+        let honest = || {
+            let mut w = StreamWriter::new();
+            w.subvol("s", uuid_from_seed(1), 7)
+                .mkdir("d")
+                .file("d/f", b"mail");
+            w
+        };
+        let mut setuid = honest();
+        setuid.chmod("d/f", 0o4755).end();
+        vec![
+            honest().end().bytes().to_vec(),
+            honest().bytes().to_vec(),
+            setuid.bytes().to_vec(),
+        ]
+    });
     c.insert(
         "btrfs_show",
         ["partial", "received", "snapshot", "writable"]
