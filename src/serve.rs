@@ -120,7 +120,13 @@ impl SessionLog {
             .open(&self.path)
         {
             let _ = f.write_all(line.as_bytes());
-            let _ = f.sync_data();
+            // Warnings and errors reach the disk before the session goes
+            // on; the progress lines need not wait for it (a killed serve
+            // loses nothing written, and the receipts and manifests are the
+            // records that must survive a power cut).
+            if level <= tracing::Level::WARN {
+                let _ = f.sync_data();
+            }
         }
     }
 }

@@ -574,3 +574,68 @@ fn failover_killed_mid_way_resumes_on_the_next_run() {
         );
     }
 }
+
+/// The kernel's subvolume info (what a receive verifies every snapshot
+/// with, no process spawned) says what `btrfs subvolume show` says: of a
+/// writable subvolume, of a read-only snapshot of it (parent uuid) and of a
+/// received one (received uuid, read-only).
+#[test]
+fn subvolume_info_from_the_kernel_matches_btrfs_subvolume_show() {
+    require_real!();
+    use snapsite::backend::btrfs::{parse_subvolume_show, subvolume_info};
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let fs = BtrfsFs::new(dir.path(), "si", "300M");
+    let live = fs.path("live");
+    sh(&["btrfs", "-q", "subvolume", "create", live.to_str().unwrap()]);
+    write_file(&live.join("f"), &random_bytes(7, 4096));
+    let snap = fs.path("snap");
+    sh(&[
+        "btrfs",
+        "-q",
+        "subvolume",
+        "snapshot",
+        "-r",
+        live.to_str().unwrap(),
+        snap.to_str().unwrap(),
+    ]);
+    let recv = fs.path("recv");
+    std::fs::create_dir(&recv).unwrap();
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("btrfs send -q \"$1\" | btrfs receive \"$2\" >/dev/null 2>&1")
+        .args(["-", snap.to_str().unwrap(), recv.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let received = recv.join("snap");
+    for (path, ro, parent, got_received) in [
+        (&live, false, false, false),
+        (&snap, true, true, false),
+        (&received, true, false, true),
+    ] {
+        let kernel = subvolume_info(path).unwrap();
+        let shown =
+            parse_subvolume_show(&sh(&["btrfs", "subvolume", "show", path.to_str().unwrap()]))
+                .unwrap();
+        assert_eq!(kernel, shown, "{}", path.display());
+        assert_eq!(kernel.readonly, ro, "{}", path.display());
+        assert_eq!(kernel.parent_uuid.is_some(), parent, "{}", path.display());
+        assert_eq!(
+            kernel.received_uuid.is_some(),
+            got_received,
+            "{}",
+            path.display()
+        );
+    }
+    // the received copy carries the sender's uuid as its received uuid
+    let sent = subvolume_info(&snap).unwrap();
+    assert_eq!(
+        subvolume_info(&received).unwrap().received_uuid,
+        Some(sent.uuid)
+    );
+    // not a subvolume root (the ioctl itself would answer for the
+    // subvolume containing it): an error, as from `btrfs subvolume show`
+    assert!(subvolume_info(&live.join("f")).is_err());
+    std::fs::create_dir(live.join("d")).unwrap();
+    assert!(subvolume_info(&live.join("d")).is_err());
+}
