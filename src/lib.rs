@@ -20,6 +20,7 @@ pub mod failpoint;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hooks;
+pub mod init;
 pub mod journal;
 pub mod model;
 pub mod mountinfo;

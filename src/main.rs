@@ -174,6 +174,44 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write both sites' configs from the application's data directories
+    #[command(
+        after_help = "Each volume's backend and address come from the mount table: a btrfs \
+subvolume, a mounted ZFS dataset or a thin LV. Both configs name each other in [standby] and carry \
+[replay], so either site can be primary. Existing files are never overwritten.\n\n\
+Examples:\n  snapsite init --peer mail-b.example.org                 (Zimbra's four data directories)\n  \
+snapsite init --peer mail-b --volume db=/srv/db --volume redolog=/srv/wal --out /etc/snapsite --dry-run"
+    )]
+    Init {
+        /// This site's name (default: this host's short name)
+        #[arg(long)]
+        site: Option<String>,
+        /// The other site's host name or address (ssh)
+        #[arg(long, value_name = "HOST")]
+        peer: String,
+        /// The other site's name (default: the first label of --peer)
+        #[arg(long, value_name = "NAME")]
+        peer_site: Option<String>,
+        /// A volume as ROLE=PATH, repeated in snapshot order (default: Zimbra's
+        /// mysql, blob, index and redolog directories under /opt/zimbra)
+        #[arg(long = "volume", value_name = "ROLE=PATH")]
+        volumes: Vec<String>,
+        /// The volume holding the application's redo log (last in every set)
+        #[arg(long, value_name = "ROLE", default_value = "redolog")]
+        redolog: String,
+        /// Where SITE.toml and PEER.toml are written
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// state_dir of both configs
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/snapsite")]
+        state_dir: PathBuf,
+        /// Where the plugins are installed
+        #[arg(long, value_name = "DIR", default_value = "/usr/lib/snapsite/plugins")]
+        plugins: PathBuf,
+        /// Show what would be written; write nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Write man pages and shell completions (for packaging)
     #[command(hide = true)]
     Generate {
@@ -273,6 +311,15 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Init { .. } = &cli.command {
+        return match cmd_init(&cli.command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("snapsite: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_logging(&cli);
     // For monitoring, a status that cannot be read is UNKNOWN (3), not a warning (1).
     let failed = if matches!(cli.command, Command::Status { .. }) {
@@ -294,6 +341,55 @@ fn main() -> ExitCode {
             ExitCode::from(failed)
         }
     }
+}
+
+/// `snapsite init`: no config yet; everything from the flags and the machine.
+fn cmd_init(c: &Command) -> anyhow::Result<()> {
+    let Command::Init {
+        site,
+        peer,
+        peer_site,
+        volumes,
+        redolog,
+        out,
+        state_dir,
+        plugins,
+        dry_run,
+    } = c
+    else {
+        unreachable!()
+    };
+    let short = |h: &str| h.split('.').next().unwrap_or(h).to_string();
+    let site = match site {
+        Some(s) => s.clone(),
+        None => short(std::fs::read_to_string("/proc/sys/kernel/hostname")?.trim()),
+    };
+    let mut vols = Vec::new();
+    for v in volumes {
+        let (r, p) = v
+            .split_once('=')
+            .with_context(|| format!("--volume `{v}`: expected ROLE=PATH"))?;
+        vols.push((r.to_string(), PathBuf::from(p)));
+    }
+    let opts = snapsite::init::InitOptions {
+        site,
+        peer_host: peer.clone(),
+        peer_site: peer_site.clone().unwrap_or_else(|| short(peer)),
+        volumes: vols,
+        redolog: redolog.clone(),
+        out_dir: out.clone(),
+        exe: std::env::current_exe().context("this program's path")?,
+        plugins: plugins.clone(),
+        state_dir: state_dir.clone(),
+        identity: PathBuf::from("/root/.ssh/snapsite_ed25519"),
+    };
+    let plan = snapsite::init::init(&opts, *dry_run)?;
+    if *dry_run {
+        println!("--- {}\n{}", plan.here.0.display(), plan.here.1);
+        println!("--- {}\n{}", plan.peer.0.display(), plan.peer.1);
+    }
+    print!("{}", snapsite::init::render_plan(&plan, *dry_run));
+    Ok(())
 }
 
 fn load(cli: &Cli) -> anyhow::Result<Config> {
@@ -319,7 +415,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cfg = load(&cli)?;
     let catalog = Catalog::new(&cfg.state_dir);
     match cli.command {
-        Command::Generate { .. } => unreachable!("handled before the config is loaded"),
+        Command::Generate { .. } | Command::Init { .. } => {
+            unreachable!("handled before the config is loaded")
+        }
         Command::Check => check(&cfg).map(|_| ExitCode::SUCCESS),
         Command::Snapshot { redolog, json } => cmd_snapshot(&cfg, &catalog, redolog, json),
         Command::Ship {

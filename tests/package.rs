@@ -82,7 +82,12 @@ fn the_deb_installs_man_pages_completions_and_units_and_removes_cleanly() {
         "./usr/lib/snapsite/plugins/mysql/quiesce",
         "./usr/lib/snapsite/plugins/zimbra/replay",
         "./lib/systemd/system/snapsite.service",
-        "./usr/share/doc/snapsite/examples/snapsite.toml",
+        "./usr/share/doc/snapsite/examples/primary.toml",
+        "./usr/share/doc/snapsite/examples/standby.toml",
+        "./usr/lib/snapsite/plugins/generic/replay",
+        "./usr/share/snapsite/prometheus/snapsite.rules.yml",
+        "./usr/share/snapsite/grafana/snapsite-dashboard.json",
+        "./etc/snapsite/",
         "./usr/share/man/man1/snapsite-ship.1.gz",
         "./usr/share/man/man1/snapsite-failover.1.gz",
         "./usr/share/zsh/vendor-completions/_snapsite",
@@ -129,6 +134,8 @@ fn the_deb_installs_man_pages_completions_and_units_and_removes_cleanly() {
         assert!(
             !Path::new("/etc/systemd/system/multi-user.target.wants/snapsite.service").exists()
         );
+        // Every installed path the documentation names exists in the package.
+        docs_name_only_installed_paths();
     });
     ok(&["dpkg", "-r", "snapsite"], &[]);
     if let Err(e) = result {
@@ -148,4 +155,77 @@ fn the_deb_installs_man_pages_completions_and_units_and_removes_cleanly() {
         }
         assert!(!p.exists(), "{f} was left behind by dpkg -r");
     }
+}
+
+/// The documentation set (README, docs/, the example configs, the plugins'
+/// README and the systemd units): every path it names under the package's
+/// own places must exist once the .deb is installed, and none may point at
+/// /usr/local (the .deb installs nothing there).
+fn docs_name_only_installed_paths() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![
+        root.join("README.md"),
+        root.join("plugins/README.md"),
+        root.join("examples/primary.toml"),
+        root.join("examples/standby.toml"),
+    ];
+    for dir in ["docs", "scripts/systemd"] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap() {
+            files.push(e.unwrap().path());
+        }
+    }
+    const OURS: &[&str] = &[
+        "/usr/bin/snapsite",
+        "/usr/lib/snapsite",
+        "/usr/share/snapsite",
+        "/usr/share/doc/snapsite",
+        "/lib/systemd/system/snapsite",
+        "/etc/snapsite",
+    ];
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let at = format!("{}:{}", f.strip_prefix(root).unwrap().display(), n + 1);
+            if line.contains("/usr/local/bin/snapsite") || line.contains("/usr/local/lib/snapsite")
+            {
+                problems.push(format!(
+                    "{at}: names /usr/local (the .deb installs /usr/bin, /usr/lib)"
+                ));
+            }
+            for start in OURS {
+                let mut rest = line;
+                while let Some(i) = rest.find(start) {
+                    let tail = &rest[i..];
+                    let end = tail
+                        .find(|c: char| c.is_whitespace() || "`\"',)]:;".contains(c))
+                        .unwrap_or(tail.len());
+                    let mut path = tail[..end].trim_end_matches('.').to_string();
+                    rest = &tail[end.max(1)..];
+                    // A placeholder or glob: check the directory before it.
+                    if let Some(cut) = path.find(['*', '<', '{', '$']) {
+                        path.truncate(cut);
+                        path = path
+                            .rsplit_once('/')
+                            .map(|(d, _)| d.to_string())
+                            .unwrap_or(path);
+                    }
+                    // The admin's own files under /etc/snapsite: the directory must exist.
+                    if path.starts_with("/etc/snapsite/") {
+                        path = "/etc/snapsite".into();
+                    }
+                    checked += 1;
+                    if !Path::new(&path).exists() {
+                        problems.push(format!("{at}: `{path}` is not installed by the .deb"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        checked > 10,
+        "only {checked} paths found in the docs: the scan is broken"
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
