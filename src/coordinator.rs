@@ -411,7 +411,9 @@ pub fn send_hello(cfg: &Config, conn: &mut transport::Connection) -> Result<()> 
 
 /// The standby's half: its welcome with its inventory.
 pub fn read_welcome(conn: &mut transport::Connection) -> Result<StandbyView> {
-    conn.reader.magic()?;
+    conn.reader
+        .magic()
+        .map_err(|e| conn.explain_no_handshake(e))?;
     match conn.reader.msg()? {
         Msg::Welcome {
             protocol,
