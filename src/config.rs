@@ -607,6 +607,21 @@ impl Config {
     pub fn redolog(&self) -> &Volume {
         self.volume(&self.redolog_role).expect("validated")
     }
+
+    /// The one rule for the Prometheus textfile: `status --prometheus FILE`
+    /// when given, else `[status] prometheus` (the file `run` refreshes
+    /// after each cycle); an absolute path either way.
+    pub fn prometheus_path(&self, flag: Option<&Path>) -> Result<Option<PathBuf>> {
+        match flag {
+            Some(p) => {
+                check_abs_path(p).map_err(|m| {
+                    Error::config(format!("--prometheus: {m} (as [status] prometheus)"))
+                })?;
+                Ok(Some(p.to_owned()))
+            }
+            None => Ok(self.status.prometheus.clone()),
+        }
+    }
 }
 
 fn check_abs_path(p: &Path) -> std::result::Result<(), String> {
