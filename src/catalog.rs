@@ -167,6 +167,10 @@ pub struct StepError {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RunRecord {
     pub pid: u32,
+    /// The `run` process as it started (pid, start time, boot): `status`
+    /// tells a running `run` from one killed without recording its stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<crate::failover::ProcRecord>,
     pub started_at: Option<Timestamp>,
     pub stopped_at: Option<Timestamp>,
     pub last_cycle_at: Option<Timestamp>,

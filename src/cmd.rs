@@ -15,6 +15,7 @@ pub struct Cmd {
     argv: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     own_group: bool,
+    die_with_parent: bool,
 }
 
 /// Render an argv for logs and errors; each word quoted only when needed.
@@ -49,6 +50,7 @@ impl Cmd {
             argv: vec![program.as_ref().to_owned()],
             env: Vec::new(),
             own_group: false,
+            die_with_parent: false,
         }
     }
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
@@ -75,6 +77,14 @@ impl Cmd {
         self.own_group = true;
         self
     }
+    /// The kernel kills the child (SIGKILL) when the thread that started it
+    /// exits — when snapsite is killed, say. For children with nothing to
+    /// clean up (`ssh`) that would otherwise hang on, orphaned, in a process
+    /// group of their own. Start it from a thread that outlives the child.
+    pub fn die_with_parent(mut self) -> Self {
+        self.die_with_parent = true;
+        self
+    }
     pub fn argv(&self) -> &[OsString] {
         &self.argv
     }
@@ -91,6 +101,22 @@ impl Cmd {
         if self.own_group {
             use std::os::unix::process::CommandExt;
             c.process_group(0);
+        }
+        if self.die_with_parent {
+            use std::os::unix::process::CommandExt;
+            let parent = std::process::id() as i32;
+            // SAFETY: prctl and getppid are async-signal-safe system calls;
+            // nothing is allocated between fork and exec.
+            unsafe {
+                c.pre_exec(move || {
+                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+                    // The parent may have died before the prctl took effect.
+                    if nix::unistd::getppid().as_raw() != parent {
+                        return Err(nix::errno::Errno::ESRCH.into());
+                    }
+                    Ok(())
+                });
+            }
         }
         c
     }
@@ -147,6 +173,23 @@ impl Cmd {
         self.spawn_stdio(stdin, stdout, true)
     }
 
+    /// Like `spawn`, the child's stderr relayed line by line (see [`Relay`])
+    /// and its last lines kept: in the returned tail while it runs, in the
+    /// error of [`Running::wait`] after.
+    pub fn spawn_relayed(
+        &self,
+        stdin: Stdio,
+        stdout: Stdio,
+        relay: Relay,
+    ) -> Result<(Running, StderrTail)> {
+        let tail = StderrTail::default();
+        let t = tail.clone();
+        let running = self.spawn_with(stdin, stdout, Stdio::piped(), move |e| {
+            relay_stderr(e, relay, t)
+        })?;
+        Ok((running, tail))
+    }
+
     /// Like `spawn`; with `capture_stderr` false the child's stderr goes to
     /// ours (a standby's log lines show up live).
     pub fn spawn_stdio(
@@ -155,19 +198,30 @@ impl Cmd {
         stdout: Stdio,
         capture_stderr: bool,
     ) -> Result<Running> {
+        let stderr = if capture_stderr {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        };
+        self.spawn_with(stdin, stdout, stderr, collect_stderr)
+    }
+
+    fn spawn_with(
+        &self,
+        stdin: Stdio,
+        stdout: Stdio,
+        stderr: Stdio,
+        read_stderr: impl FnOnce(ChildStderr) -> JoinHandle<Vec<u8>>,
+    ) -> Result<Running> {
         tracing::debug!(cmd = %self.display(), "spawn");
         let mut child = self
             .command()
             .stdin(stdin)
             .stdout(stdout)
-            .stderr(if capture_stderr {
-                Stdio::piped()
-            } else {
-                Stdio::inherit()
-            })
+            .stderr(stderr)
             .spawn()
             .map_err(|e| self.spawn_error(e))?;
-        let stderr = child.stderr.take().map(collect_stderr);
+        let stderr = child.stderr.take().map(read_stderr);
         if let Some(i) = &child.stdin {
             grow_pipe(i);
         }
@@ -182,6 +236,114 @@ impl Cmd {
             own_group: self.own_group,
         })
     }
+}
+
+/// Where the lines a relayed child writes on stderr go (a standby's log
+/// lines, ssh's own complaints).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relay {
+    /// To our stderr as they come; plain (colour codes removed) unless our
+    /// stderr is a terminal.
+    Show,
+    /// Only into the debug log (`-vv`): a peer's refusal we expect.
+    Quiet,
+}
+
+const TAIL_LINES: usize = 20;
+
+/// The last lines a relayed child wrote on stderr, readable while it runs:
+/// the reason a connection failed is usually there (ssh's "Permission
+/// denied").
+#[derive(Clone, Default)]
+pub struct StderrTail(std::sync::Arc<(std::sync::Mutex<TailState>, std::sync::Condvar)>);
+
+#[derive(Default)]
+struct TailState {
+    lines: std::collections::VecDeque<String>,
+    eof: bool,
+}
+
+impl StderrTail {
+    fn push(&self, line: String) {
+        let mut st = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        if st.lines.len() == TAIL_LINES {
+            st.lines.pop_front();
+        }
+        st.lines.push_back(line);
+    }
+    fn end(&self) {
+        self.0.0.lock().unwrap_or_else(|e| e.into_inner()).eof = true;
+        self.0.1.notify_all();
+    }
+    /// The lines so far, oldest first.
+    pub fn lines(&self) -> Vec<String> {
+        let st = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        st.lines.iter().cloned().collect()
+    }
+    /// Wait until the child closed its stderr (it exited), at most `limit`.
+    pub fn wait_closed(&self, limit: std::time::Duration) -> bool {
+        let (lock, cv) = &*self.0;
+        let st = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let (st, _) = cv
+            .wait_timeout_while(st, limit, |st| !st.eof)
+            .unwrap_or_else(|e| e.into_inner());
+        st.eof
+    }
+}
+
+/// Remove terminal control sequences (colours: `ESC [ ... m`) and other
+/// control characters but tabs from one line.
+pub fn plain_text(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                // parameters and intermediates, then one final byte
+                for f in chars.by_ref() {
+                    if ('\x40'..='\x7e').contains(&f) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        if c.is_control() && c != '\t' {
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn relay_stderr(s: ChildStderr, relay: Relay, tail: StderrTail) -> JoinHandle<Vec<u8>> {
+    use std::io::{BufRead, IsTerminal, Write};
+    std::thread::spawn(move || {
+        let colour = std::io::stderr().is_terminal();
+        let mut r = std::io::BufReader::new(s);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let raw = String::from_utf8_lossy(&buf);
+            let raw = raw.trim_end_matches(['\n', '\r']);
+            let plain = plain_text(raw);
+            match relay {
+                Relay::Show => {
+                    let shown = if colour { raw } else { plain.as_str() };
+                    let _ = writeln!(std::io::stderr().lock(), "{shown}");
+                }
+                Relay::Quiet => tracing::debug!(line = %plain, "peer"),
+            }
+            tail.push(plain);
+        }
+        tail.end();
+        tail.lines().join("\n").into_bytes()
+    })
 }
 
 /// Snapshot streams move gigabytes through these pipes: a 1 MiB pipe buffer

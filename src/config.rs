@@ -302,6 +302,8 @@ struct RawStandby {
     /// ssh: the command run on the standby (default `snapsite serve --stdio`).
     #[serde(default)]
     remote_command: Vec<String>,
+    /// ssh: how long ssh may take to connect (`ConnectTimeout`, default 15s).
+    connect_timeout: Option<String>,
     /// command: the argv to spawn.
     #[serde(default)]
     command: Vec<String>,
@@ -349,7 +351,13 @@ pub struct SshTarget {
     pub ssh_options: Vec<String>,
     /// The command run on the standby (default `snapsite serve --stdio`).
     pub remote_command: Vec<String>,
+    /// `ConnectTimeout` for ssh (whole seconds, at least 1).
+    pub connect_timeout: Duration,
 }
+
+/// `standby.connect_timeout` when it is not set: an unreachable standby
+/// fails `check` and `ship` in this long instead of hanging.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Standby {
     /// Parse a `[standby]` table on its own (tests, tools).
@@ -370,7 +378,13 @@ impl Standby {
 pub struct ReplaySection {
     /// argv template; placeholders: {from_time} {from_time_utc} {set_id}
     /// {redolog_set_id} {redolog_time} {mount:ROLE}.
+    #[serde(default)]
     pub command: Vec<String>,
+    /// `none = true`: this application needs no replay (its volumes are
+    /// consistent as snapshotted); failover and rehearsal then replay nothing
+    /// and say so, instead of `check` calling the missing replay a problem.
+    #[serde(default)]
+    pub none: bool,
     /// `zmplayredo` (yyyy/MM/dd HH:mm:ss.SSS) or a strftime pattern.
     pub time_format: Option<String>,
     /// IANA zone for {from_time}; default: this host's local zone (TZ).
@@ -438,6 +452,8 @@ pub struct Config {
     pub safety_margin: Duration,
     pub standby: Option<Standby>,
     pub replay: Option<Replay>,
+    /// `[replay] none = true`: no replay, on purpose (`replay` is `None`).
+    pub replay_none: bool,
     /// `[schedule]`, if `snapsite run` is configured.
     pub schedule: Option<Schedule>,
     /// `[retention]`, if pruning is configured.
@@ -527,9 +543,11 @@ impl Config {
         validate_layout(&cx, &raw.state_dir, &raw.volumes, &set.volumes)?;
         let has_standby = raw.standby.is_some();
         let standby = raw.standby.map(|s| validate_standby(&cx, s)).transpose()?;
+        let replay_none = raw.replay.as_ref().is_some_and(|r| r.none);
         let replay = raw
             .replay
             .as_ref()
+            .filter(|r| !r.none || !r.command.is_empty())
             .map(|r| validate_replay(&cx, r, &raw.volumes))
             .transpose()?;
         let schedule = raw
@@ -572,6 +590,7 @@ impl Config {
             safety_margin: set.safety_margin,
             standby,
             replay,
+            replay_none,
             schedule,
             retention,
             status,
@@ -587,6 +606,21 @@ impl Config {
 
     pub fn redolog(&self) -> &Volume {
         self.volume(&self.redolog_role).expect("validated")
+    }
+
+    /// The one rule for the Prometheus textfile: `status --prometheus FILE`
+    /// when given, else `[status] prometheus` (the file `run` refreshes
+    /// after each cycle); an absolute path either way.
+    pub fn prometheus_path(&self, flag: Option<&Path>) -> Result<Option<PathBuf>> {
+        match flag {
+            Some(p) => {
+                check_abs_path(p).map_err(|m| {
+                    Error::config(format!("--prometheus: {m} (as [status] prometheus)"))
+                })?;
+                Ok(Some(p.to_owned()))
+            }
+            None => Ok(self.status.prometheus.clone()),
+        }
     }
 }
 
@@ -1166,6 +1200,15 @@ fn validate_standby(cx: &Ctx, s: RawStandby) -> Result<Standby> {
                     ));
                 }
             }
+            let connect_timeout = match &s.connect_timeout {
+                None => DEFAULT_CONNECT_TIMEOUT,
+                Some(v) => cx.duration(
+                    "standby.connect_timeout",
+                    v,
+                    (Duration::from_secs(1), Duration::from_secs(3600)),
+                    "\"15s\", \"1m\"",
+                )?,
+            };
             Transport::Ssh(SshTarget {
                 host: h.to_string(),
                 user: s.user,
@@ -1174,6 +1217,7 @@ fn validate_standby(cx: &Ctx, s: RawStandby) -> Result<Standby> {
                 ssh_config: s.ssh_config,
                 ssh_options: s.ssh_options,
                 remote_command: s.remote_command,
+                connect_timeout,
             })
         }
         TransportKind::Command => {
@@ -1202,6 +1246,18 @@ fn validate_standby(cx: &Ctx, s: RawStandby) -> Result<Standby> {
 
 /// `[replay]`: the command failover runs, its time format and zone.
 fn validate_replay(cx: &Ctx, r: &ReplaySection, raw: &[RawVolume]) -> Result<Replay> {
+    if r.none {
+        return Err(cx.err(
+            "replay.none",
+            "`none = true` says this application needs no replay, but replay.command is set too: keep one",
+        ));
+    }
+    if r.command.is_empty() {
+        return Err(cx.err(
+            "replay.command",
+            "missing: the argv failover runs (e.g. [\"/opt/zimbra/bin/zmplayredo\", \"--fromTime\", \"{from_time}\"]), or `none = true` if this application needs no replay",
+        ));
+    }
     let roles: Vec<&str> = raw.iter().map(|v| v.role.as_str()).collect();
     let command = Template::parse(&r.command, &roles).map_err(|m| cx.err("replay.command", m))?;
     let program = &r.command[0];

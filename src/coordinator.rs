@@ -221,7 +221,7 @@ pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manife
         Ok(()) => {
             crate::failpoint!("take_set.after_manifest");
             catalog.remove_pending(&id)?;
-            tracing::info!(set = %id, skew_ms = manifest.skew().as_millis() as i64, "set taken");
+            tracing::info!(set = %id, kind = kind.as_str(), skew_ms = manifest.skew().as_millis() as i64, "set taken");
             Ok(manifest)
         }
         Err(e) => {
@@ -411,7 +411,9 @@ pub fn send_hello(cfg: &Config, conn: &mut transport::Connection) -> Result<()> 
 
 /// The standby's half: its welcome with its inventory.
 pub fn read_welcome(conn: &mut transport::Connection) -> Result<StandbyView> {
-    conn.reader.magic()?;
+    conn.reader
+        .magic()
+        .map_err(|e| conn.explain_no_handshake(e))?;
     match conn.reader.msg()? {
         Msg::Welcome {
             protocol,

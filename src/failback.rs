@@ -104,7 +104,7 @@ pub fn peer_view(cfg: &Config) -> Result<StandbyView> {
             cfg.path.display()
         ))
     })?;
-    let mut conn = transport::connect(standby)?;
+    let mut conn = transport::connect_quiet(standby)?;
     match coordinator::handshake(cfg, &mut conn) {
         Ok(v) => {
             // A primary peer refuses the session after its welcome; that is

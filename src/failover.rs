@@ -1199,6 +1199,7 @@ pub(crate) mod procs {
     }
 
     /// Is the recorded process still running (same boot, same start time)?
+    /// Also for `status` about a recorded `run`.
     pub fn is_alive(rec: &ProcRecord) -> bool {
         rec.boot_id == boot_id()
             && rec.pid > 1

@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod catalog;
+pub mod checkup;
 pub mod cmd;
 pub mod compress;
 pub mod config;

@@ -85,6 +85,7 @@ enum Command {
     },
     /// List the snapshot sets on this site
     Sets {
+        /// Print the sets (with their manifests) as JSON
         #[arg(long)]
         json: bool,
     },
@@ -131,12 +132,13 @@ enum Command {
         /// Print what would be destroyed and why, destroy nothing
         #[arg(long)]
         dry_run: bool,
+        /// Print the plan and what was destroyed as JSON
         #[arg(long)]
         json: bool,
     },
     /// On the standby: prove failover works, leaving production alone (scratch clones of the
     /// newest set, the replay with SNAPSITE_REHEARSAL=1, a report, everything removed).
-    /// Exit 0 ok, 3 the replay failed, 1 error
+    /// Exit 0 ok, 3 the replay failed or no [replay] is configured (nothing proved), 1 error
     Rehearse {
         /// Use this full set instead of the newest complete one
         #[arg(long)]
@@ -144,6 +146,7 @@ enum Command {
         /// Print the plan and change nothing
         #[arg(long)]
         dry_run: bool,
+        /// Print the report (or with --dry-run the plan) as JSON
         #[arg(long)]
         json: bool,
     },
@@ -154,6 +157,7 @@ enum Command {
         /// Print the plan and change nothing
         #[arg(long)]
         dry_run: bool,
+        /// Print the report (or with --dry-run the plan) as JSON
         #[arg(long)]
         json: bool,
     },
@@ -163,6 +167,7 @@ enum Command {
         /// Print the plan and change nothing
         #[arg(long)]
         dry_run: bool,
+        /// Print the report as JSON
         #[arg(long)]
         json: bool,
     },
@@ -171,6 +176,7 @@ enum Command {
         /// Record the role of a site that has none recorded yet
         #[arg(long, value_enum)]
         init: Option<RoleArg>,
+        /// Print the role record as JSON
         #[arg(long)]
         json: bool,
     },
@@ -212,8 +218,8 @@ snapsite init --peer mail-b --volume db=/srv/db --volume redolog=/srv/wal --out 
         #[arg(long)]
         dry_run: bool,
     },
-    /// Write man pages and shell completions (for packaging)
-    #[command(hide = true)]
+    /// Write man pages (snapsite.1, snapsite-SUBCOMMAND.1) and bash, zsh and fish
+    /// completions into directories (for packaging); needs no config
     Generate {
         /// Directory for the man pages (snapsite.1, snapsite-SUBCOMMAND.1)
         #[arg(long, value_name = "DIR")]
@@ -224,9 +230,12 @@ snapsite init --peer mail-b --volume db=/srv/db --volume redolog=/srv/wal --out 
     },
     /// How far behind the standby is; exit 0 ok, 1 warning, 2 critical (3: unknown)
     Status {
+        /// Print the status as JSON
         #[arg(long)]
         json: bool,
-        /// Also write Prometheus text-format metrics to FILE (node_exporter textfile collector)
+        /// Also write Prometheus text-format metrics to FILE (node_exporter textfile
+        /// collector). Without it, [status] prometheus in the config is written if set (the
+        /// file `run` refreshes after each cycle); FILE or the key: an absolute path
         #[arg(long, value_name = "FILE")]
         prometheus: Option<PathBuf>,
     },
@@ -255,8 +264,10 @@ fn init_logging(cli: &Cli) {
         }
         return;
     }
+    // Colours only on a terminal: a log file or a pipe gets plain lines.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Json => b.json().init(),
@@ -808,8 +819,8 @@ fn cmd_status(cfg: &Config, json: bool, prometheus: Option<PathBuf>) -> anyhow::
             return Ok(ExitCode::from(3));
         }
     };
-    if let Some(p) = prometheus.as_ref().or(cfg.status.prometheus.as_ref()) {
-        snapsite::status::write_prometheus(&s, p)?;
+    if let Some(p) = cfg.prometheus_path(prometheus.as_deref())? {
+        snapsite::status::write_prometheus(&s, &p)?;
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
@@ -1067,15 +1078,7 @@ fn check(cfg: &Config) -> anyhow::Result<()> {
             );
         }
     }
-    println!(
-        "order     {} (redolog volume: {})",
-        cfg.volumes
-            .iter()
-            .map(|v| v.role.as_str())
-            .collect::<Vec<_>>()
-            .join(" -> "),
-        cfg.redolog_role
-    );
+    problems += snapsite::checkup::print(&snapsite::checkup::order(cfg));
     let margin = humantime::format_duration(cfg.safety_margin);
     if primary {
         println!(
@@ -1103,14 +1106,19 @@ fn check(cfg: &Config) -> anyhow::Result<()> {
                 }
             }
         }
-        None if !primary => println!(
-            "replay    none ([replay] is not configured): failover makes and mounts the copies and replays nothing"
-        ),
-        None => {}
+        None => {
+            let f = snapsite::checkup::replay(cfg, primary);
+            problems += snapsite::checkup::print(f.as_slice());
+        }
     }
+    let mut f = vec![snapsite::checkup::schedule(cfg, primary)];
+    f.extend(snapsite::checkup::no_retention(cfg));
+    snapsite::checkup::print(&f);
     if let Some(r) = &cfg.retention {
         print_retention_bound(cfg.schedule.as_ref(), r);
     }
+    let now = jiff::Zoned::now().datetime();
+    snapsite::checkup::print(&snapsite::checkup::wire(cfg, &now));
     if let Some(s) = cfg.standby.as_ref().filter(|_| !primary) {
         // A recorded standby whose config names its peer (after a failback
         // or switchover): the peer is the primary, nothing is shipped there.
@@ -1266,8 +1274,8 @@ fn sets(cfg: &Config, catalog: &Catalog, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<30} {:<8} {:<9} {:<24} members (role: snapshot time)",
-        "SET", "KIND", "COMPLETE", "FROM_TIME (local)"
+        "{:<30} {:<8} {:<9} {:<31} members (role: snapshot time)",
+        "SET", "KIND", "COMPLETE", "FROM_TIME (local, UTC offset)"
     );
     for (m, c) in rows {
         let members: Vec<String> = m
@@ -1282,11 +1290,11 @@ fn sets(cfg: &Config, catalog: &Catalog, json: bool) -> anyhow::Result<()> {
             })
             .collect();
         println!(
-            "{:<30} {:<8} {:<9} {:<24} {}",
+            "{:<30} {:<8} {:<9} {:<31} {}",
             m.id,
             m.kind.as_str(),
             if c { "yes" } else { "NO" },
-            format_zmplayredo(m.from_time(), &tz),
+            snapsite::replay::format_with_offset(m.from_time(), &tz),
             members.join(", ")
         );
     }

@@ -170,6 +170,16 @@ impl Bwlimit {
         Bwlimit::default()
     }
 
+    /// The rate outside every window (`None`: unlimited).
+    pub fn default_rate(&self) -> Option<u64> {
+        self.default
+    }
+
+    /// How many windows `bwlimit_schedule` has.
+    pub fn window_count(&self) -> usize {
+        self.schedule.len()
+    }
+
     pub fn is_unlimited(&self) -> bool {
         self.default.is_none() && self.schedule.iter().all(|w| w.rate.is_none())
     }

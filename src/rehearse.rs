@@ -48,6 +48,10 @@ pub struct Report {
     pub plan: Plan,
     /// Replay exit status; `None`: killed by a signal or not started.
     pub replay_exit: Option<i32>,
+    /// No replay is configured: nothing of it was proved. Not ok unless
+    /// the config says `[replay] none = true`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_replay: bool,
     pub ok: bool,
     /// Data written on the primary after this instant would be lost if
     /// failover ran now (the redolog snapshot's time).
@@ -221,8 +225,14 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Report> {
 
     // The replay, without the site lock: replication goes on.
     let t1 = Instant::now();
+    let no_replay = plan.replay_argv.is_none();
+    if no_replay && !cfg.replay_none {
+        notes.push(
+            "no [replay] is configured: the clones came up, but nothing of the replay was proved, and failover would replay nothing after the set".into(),
+        );
+    }
     let replay_exit = match &plan.replay_argv {
-        None => Some(0),
+        None => None,
         Some(argv) => {
             eprintln!(
                 "  replay   {}",
@@ -275,8 +285,14 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Report> {
         site: cfg.site.clone(),
         recovery_point: plan.redolog_before,
         plan,
-        ok: replay_exit == Some(0),
+        // Without a replay only `[replay] none = true` makes it a pass.
+        ok: if no_replay {
+            cfg.replay_none
+        } else {
+            replay_exit == Some(0)
+        },
         replay_exit,
+        no_replay,
         started_at,
         finished_at,
         seconds_clones,
@@ -306,9 +322,11 @@ pub fn render_report(r: &Report) -> String {
     ));
     s.push_str(&format!(
         "replay exit   {}\n",
-        r.replay_exit
-            .map(|c| c.to_string())
-            .unwrap_or_else(|| "killed by a signal".into())
+        match (r.no_replay, r.replay_exit) {
+            (true, _) => "- (no replay configured)".to_string(),
+            (false, Some(c)) => c.to_string(),
+            (false, None) => "killed by a signal".into(),
+        }
     ));
     s.push_str(&format!(
         "durations     clones {:.2} s, replay {:.2} s, teardown {:.2} s, total {:.2} s\n",
@@ -317,8 +335,12 @@ pub fn render_report(r: &Report) -> String {
     if let Some(p) = &r.report_path {
         s.push_str(&format!("report        {}\n", p.display()));
     }
-    s.push_str(if r.ok {
+    s.push_str(if r.ok && r.no_replay {
+        "result        OK without a replay (`[replay] none = true`): failover would bring up this set\n"
+    } else if r.ok {
         "result        OK: failover would work with this set\n"
+    } else if r.no_replay {
+        "result        NOT PROVEN: no [replay] is configured, so nothing of the replay was tested and failover would lose everything written after the set; add [replay] (or `[replay] none = true` if this application needs none)\n"
     } else {
         "result        REPLAY FAILED: failover would not come up cleanly; see the replay's output\n"
     });

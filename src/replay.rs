@@ -134,6 +134,13 @@ pub fn unambiguous_not_later(t: Timestamp, tz: &TimeZone) -> Timestamp {
 
 /// `yyyy/MM/dd HH:mm:ss.SSS` in `tz`, milliseconds truncated (never rounded
 /// up: a from-time must not move later than the snapshot).
+/// `format_zmplayredo` with the UTC offset in effect then (`+01:00`): in a
+/// repeated DST hour the local time alone names two instants.
+pub fn format_with_offset(t: Timestamp, tz: &TimeZone) -> String {
+    let z = t.to_zoned(tz.clone());
+    format!("{} {}", format_zmplayredo(t, tz), z.strftime("%:z"))
+}
+
 pub fn format_zmplayredo(t: Timestamp, tz: &TimeZone) -> String {
     let z = t.to_zoned(tz.clone());
     format!(
@@ -253,6 +260,27 @@ mod tests {
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    /// The two instants of Berlin's repeated hour (2026-10-25, 02:30 CEST
+    /// and 02:30 CET) print alike without the offset, apart with it.
+    #[test]
+    fn the_offset_tells_the_repeated_dst_hour_apart() {
+        let berlin = TimeZone::get("Europe/Berlin").unwrap();
+        let first = ts("2026-10-25T00:30:00Z");
+        let second = ts("2026-10-25T01:30:00Z");
+        assert_eq!(
+            format_zmplayredo(first, &berlin),
+            format_zmplayredo(second, &berlin)
+        );
+        assert_eq!(
+            format_with_offset(first, &berlin),
+            "2026/10/25 02:30:00.000 +02:00"
+        );
+        assert_eq!(
+            format_with_offset(second, &berlin),
+            "2026/10/25 02:30:00.000 +01:00"
+        );
     }
 
     #[test]

@@ -166,6 +166,7 @@ impl<'a> Runner<'a> {
         let run_lock = catalog.run_lock()?;
         let mut rec = RunRecord {
             pid: std::process::id(),
+            process: Some(crate::failover::procs::record(std::process::id())),
             started_at: Some(Timestamp::now()),
             ..Default::default()
         };
@@ -251,7 +252,7 @@ impl<'a> Runner<'a> {
                     SetKind::Redolog => self.rec.redolog_sets_taken += 1,
                 }
                 self.st.ship_pending = true;
-                tracing::info!(set = %m.id, kind = kind.as_str(), "set taken");
+                // take_set logged it ("set taken"): one line per set.
                 self.notifier.observe(
                     "snapshot",
                     "ok",

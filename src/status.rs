@@ -255,7 +255,12 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
             Ok((s, r)) => (
                 r.member(&cfg.redolog_role)
                     .map(|m| (&r.id, checked(r, m.before))),
-                Some((&s.id, checked(s, s.from_time()))),
+                // The set's time (in its id), as on the primary; not
+                // from_time, which is earlier by the margin.
+                Some((
+                    &s.id,
+                    checked(s, id_time(&s.id).unwrap_or_else(|| s.from_time())),
+                )),
             ),
             Err(_) => (None, None),
         }
@@ -542,10 +547,11 @@ pub fn render_text(s: &Status, tz: &jiff::tz::TimeZone) -> String {
         let _ = writeln!(o, "last ship ok     {}", local(t));
     }
     if let Some(r) = &s.run {
-        let state = if r.stopped_at.is_some() {
-            "stopped"
-        } else {
-            "running or killed"
+        let state = match &r.process {
+            _ if r.stopped_at.is_some() => "stopped",
+            Some(p) if crate::failover::procs::is_alive(p) => "running",
+            Some(_) => "not running (killed or crashed: it recorded no stop)",
+            None => "running or killed (recorded by an older snapsite)",
         };
         let _ = writeln!(
             o,
@@ -658,7 +664,7 @@ pub fn render_prometheus(s: &Status) -> String {
     if let Some(r) = &s.newest_complete_full_set {
         metric(
             "full_set_timestamp_seconds",
-            "Time of the newest complete full set on the standby",
+            "Time of the newest complete full set on the standby (the set's time, the same on both sites)",
             vec![(String::new(), ts(r.time))],
         );
     }
