@@ -48,14 +48,36 @@ impl ZfsSites {
     /// `c/replica/<role>`, made live as `c/live-<role>`, mounted at
     /// `mountpoint` when given.
     pub fn standby_volume(&self, role: &str, mountpoint: Option<&Path>) -> String {
+        self.standby_volume_live_at(role, &format!("live-{role}"), mountpoint)
+    }
+
+    /// Like [`ZfsSites::standby_volume`], made live as `c/<live>` (e.g.
+    /// `live/<role>` under a container made with [`ZfsSites::live_container`]).
+    pub fn standby_volume_live_at(
+        &self,
+        role: &str,
+        live: &str,
+        mountpoint: Option<&Path>,
+    ) -> String {
         volume_with_mountpoint(
             format!(
                 "[[volume]]\nrole = \"{role}\"\nbackend = \"zfs\"\nsource = \"{}\"\nreplica = \"{}\"\n",
-                self.c.dataset(&format!("live-{role}")),
+                self.c.dataset(live),
                 self.c.dataset(&format!("replica/{role}"))
             ),
             mountpoint,
         )
+    }
+
+    /// Makes `c/live` (not mounted), for failover clones `c/live/<role>`.
+    pub fn live_container(&self) {
+        sh(&[
+            "zfs",
+            "create",
+            "-o",
+            "mountpoint=none",
+            &self.c.dataset("live"),
+        ]);
     }
 }
 
@@ -75,13 +97,19 @@ impl LvmSites {
     /// VGs `<prefix>p...` and `<prefix>s...` of `vg_size` bytes, each with a
     /// thin pool of `pool_size` (an `lvcreate -L` size such as `"512M"`).
     pub fn new(prefix: &str, vg_size: u64, pool_size: &str) -> LvmSites {
+        LvmSites::sized(prefix, (vg_size, pool_size), (vg_size, pool_size))
+    }
+
+    /// Like [`LvmSites::new`] with the (VG bytes, thin pool size) of each
+    /// side: primary first.
+    pub fn sized(prefix: &str, pri_size: (u64, &str), stb_size: (u64, &str)) -> LvmSites {
         let pname = unique_name(&format!("{prefix}p"));
         let sname = unique_name(&format!("{prefix}s"));
-        let pri_lo = LoopDevice::attach(&sparse_file(&pname, vg_size));
-        let stb_lo = LoopDevice::attach(&sparse_file(&sname, vg_size));
+        let pri_lo = LoopDevice::attach(&sparse_file(&pname, pri_size.0));
+        let stb_lo = LoopDevice::attach(&sparse_file(&sname, stb_size.0));
         let pri = VolumeGroup::create(&pname, &[&pri_lo.path]);
         let stb = VolumeGroup::create(&sname, &[&stb_lo.path]);
-        for vg in [&pri, &stb] {
+        for (vg, pool_size) in [(&pri, pri_size.1), (&stb, stb_size.1)] {
             sh(&[
                 "lvcreate",
                 "-y",
@@ -210,6 +238,15 @@ pub fn site_configs(
     );
     std::fs::write(&pri_cfg, text).unwrap_or_else(|e| panic!("write {}: {e}", pri_cfg.display()));
     (pri_cfg, stb_cfg)
+}
+
+/// A `[replay]` whose command writes its arguments (`--fromTime
+/// <from_time>`), one a line, to `dir/replay-args`.
+pub fn replay_args(dir: &Path) -> String {
+    format!(
+        "[replay]\ncommand = [\"/bin/sh\", \"-c\", \"printf '%s\\\\n' \\\"$@\\\" > {}/replay-args\", \"replay\", \"--fromTime\", \"{{from_time}}\"]\n",
+        dir.display()
+    )
 }
 
 /// Unmounts the paths on drop (each until nothing is mounted there), also
