@@ -386,8 +386,8 @@ fn hostile_lvm_streams_are_refused_promptly_and_release_the_pool() {
 
     let s1 = snapsite_ok(&pri_cfg, &["snapshot"]).trim().to_string();
     snapsite_ok(&pri_cfg, &["ship"]);
-    let (used0, total) = pool_data(&stb);
-    let lvs0 = lv_names(&stb);
+    let (used0, total) = pool_data(stb);
+    let lvs0 = lv_names(stb);
     eprintln!("standby pool after the first ship: {used0}/{total} blocks");
     let evil = "20991231T235959.000Z-full";
     let header = |kind, size, base: Option<&str>| Header {
@@ -447,9 +447,9 @@ fn hostile_lvm_streams_are_refused_promptly_and_release_the_pool() {
             took < Duration::from_secs(60),
             "{what}: the answer took {took:?}"
         );
-        let (used, _) = pool_data(&stb);
+        let (used, _) = pool_data(stb);
         assert_eq!(used, used0, "{what}: pool blocks not released");
-        assert_eq!(lv_names(&stb), lvs0, "{what}: LVs changed");
+        assert_eq!(lv_names(stb), lvs0, "{what}: LVs changed");
     }
     s.close();
     // The full stream was announced without a base: also refused.
@@ -457,7 +457,7 @@ fn hostile_lvm_streams_are_refused_promptly_and_release_the_pool() {
     let (reply, _) = s.send("mysql", evil, None, &cases[0].1);
     assert_nack(&reply, "more than");
     s.close();
-    assert_eq!(pool_data(&stb).0, used0);
+    assert_eq!(pool_data(stb).0, used0);
 
     // The legitimate ship goes on incrementally.
     write_pattern(&pri.dev("mysql"), 8 * MIB, 22, MIB as usize);
@@ -483,7 +483,7 @@ fn hostile_lvm_streams_are_refused_promptly_and_release_the_pool() {
         "-n",
         "filler",
     ]);
-    let (used, total) = pool_data(&stb);
+    let (used, total) = pool_data(stb);
     let fill_to = (total * 92 / 100).saturating_sub(used) * 65536;
     write_pattern(&stb.dev("filler"), 0, 23, fill_to as usize);
     let out = snapsite_ok(&stb_cfg, &["check"]);

@@ -212,7 +212,7 @@ fn wan_lvm_compressed_full_and_incremental_round_trip() {
         sha256(&vg.dev(&lv))
     };
     for r in roles {
-        assert_eq!(digest(&pri, r, &id1), digest(&stb, r, &id1), "{r} {id1}");
+        assert_eq!(digest(pri, r, &id1), digest(stb, r, &id1), "{r} {id1}");
     }
     // A changed range: the incremental is compressed too.
     write_at(&pri.dev("blob"), 20 * MIB, &mail_like(3, 2 * MIB as usize));
@@ -222,7 +222,7 @@ fn wan_lvm_compressed_full_and_incremental_round_trip() {
     assert_eq!(blob["base"], id1.as_str());
     assert!(blob["wire_bytes"].as_u64().unwrap() < blob["bytes"].as_u64().unwrap());
     for r in roles {
-        assert_eq!(digest(&pri, r, &id2), digest(&stb, r, &id2), "{r} {id2}");
+        assert_eq!(digest(pri, r, &id2), digest(stb, r, &id2), "{r} {id2}");
     }
     let (bytes, _) = receipt(&dir.join("state-stb"), &id2, "blob");
     assert_eq!(bytes, blob["bytes"].as_u64().unwrap());
