@@ -61,76 +61,24 @@ fn storage(counts: &BTreeMap<String, usize>) -> BTreeMap<String, usize> {
 }
 
 struct Sites {
-    pri: BtrfsFs,
-    stb: BtrfsFs,
+    lab: TwoSites,
     pri_cfg: PathBuf,
     stb_log: PathBuf,
-    roles: Vec<String>,
-    _dir: tempfile::TempDir,
 }
 
+/// `n` volumes (`vol1`.. and `redolog`); the primary reaches the standby's
+/// `serve`, whose trace log goes to `stb_log`.
 fn sites(n: usize) -> Sites {
-    let dir = tempfile::Builder::new()
-        .prefix("snapsite-rt-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    let pri = BtrfsFs::new(dir.path(), "pri", "512M");
-    let stb = BtrfsFs::new(dir.path(), "stb", "512M");
     let mut roles: Vec<String> = (1..n).map(|i| format!("vol{i}")).collect();
     roles.push("redolog".into());
-    std::fs::create_dir_all(pri.path("live")).unwrap();
-    let vols = |fs: &BtrfsFs, snapdir: &str| {
-        let mut s = String::new();
-        for r in &roles {
-            s.push_str(&format!(
-                "[[volume]]\nrole = \"{r}\"\nbackend = \"btrfs\"\nsource = \"{}\"\nsnapshot_dir = \"{}\"\n",
-                fs.path(&format!("live/{r}")).display(),
-                fs.path(&format!("{snapdir}/{r}")).display()
-            ));
-        }
-        s
-    };
-    for r in &roles {
-        sh(&[
-            "btrfs",
-            "-q",
-            "subvolume",
-            "create",
-            pri.path(&format!("live/{r}")).to_str().unwrap(),
-        ]);
-    }
-    let stb_cfg = dir.path().join("standby.toml");
-    std::fs::write(
-        &stb_cfg,
-        format!(
-            "site = \"standby\"\nstate_dir = \"{}\"\n{}\n[replay]\ncommand = [\"/bin/true\"]\n",
-            dir.path().join("state-stb").display(),
-            vols(&stb, "recv")
-        ),
-    )
-    .unwrap();
-    let stb_log = dir.path().join("serve.log");
-    // The standby's serve, its trace log to a file of its own.
-    let pri_cfg = dir.path().join("primary.toml");
-    std::fs::write(
-        &pri_cfg,
-        format!(
-            "site = \"primary\"\nstate_dir = \"{}\"\n{}\n[standby]\ntransport = \"command\"\ncommand = [\"sh\", \"-c\", \"exec \\\"$0\\\" serve --stdio --config \\\"$1\\\" 2>>\\\"$2\\\"\", \"{}\", \"{}\", \"{}\"]\n",
-            dir.path().join("state-pri").display(),
-            vols(&pri, "snap"),
-            snapsite_exe(),
-            stb_cfg.display(),
-            stb_log.display()
-        ),
-    )
-    .unwrap();
+    let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+    let lab = TwoSites::with_roles(&roles, "512M", "[\"/bin/true\"]");
+    let stb_log = lab.dir.path().join("serve.log");
+    let pri_cfg = lab.primary_variant("primary-serve", &lab.serve_logging(&stb_log));
     Sites {
-        pri,
-        stb,
+        lab,
         pri_cfg,
         stb_log,
-        roles,
-        _dir: dir,
     }
 }
 
@@ -181,9 +129,9 @@ fn ok(cfg: &Path, args: &[&str]) -> String {
 /// Full ship, no-change ship, one-set incremental ship with `n` volumes.
 fn measure(n: usize) -> (Counted, Counted, Vec<String>, Sites) {
     let s = sites(n);
-    for (i, r) in s.roles.iter().enumerate() {
+    for (i, r) in s.lab.roles.iter().enumerate() {
         write_file(
-            &s.pri.path(&format!("live/{r}/data")),
+            &s.lab.pri.path(&format!("live/{r}/data")),
             &random_bytes(i as u64, 64 * 1024),
         );
     }
@@ -192,9 +140,9 @@ fn measure(n: usize) -> (Counted, Counted, Vec<String>, Sites) {
     assert_eq!(first.report["snapshots"].as_array().unwrap().len(), n);
     let none = counted_ship(&s);
     assert!(none.report["snapshots"].as_array().unwrap().is_empty());
-    for (i, r) in s.roles.iter().enumerate() {
+    for (i, r) in s.lab.roles.iter().enumerate() {
         write_file(
-            &s.pri.path(&format!("live/{r}/more")),
+            &s.lab.pri.path(&format!("live/{r}/more")),
             &random_bytes(100 + i as u64, 16 * 1024),
         );
     }
@@ -208,9 +156,9 @@ fn measure(n: usize) -> (Counted, Counted, Vec<String>, Sites) {
     assert!(sent.iter().all(|x| x["base"].is_string()), "incremental");
     assert_eq!(inc.report["committed"], serde_json::json!([id]));
     let mut digests = Vec::new();
-    for r in &s.roles {
-        let got = tree_digest(&s.stb.path(&format!("recv/{r}/{id}/{id}")));
-        assert_eq!(got, tree_digest(&s.pri.path(&format!("snap/{r}/{id}"))));
+    for r in &s.lab.roles {
+        let got = tree_digest(&s.lab.stb.path(&format!("recv/{r}/{id}/{id}")));
+        assert_eq!(got, tree_digest(&s.lab.pri.path(&format!("snap/{r}/{id}"))));
         digests.push(format!("{r}:{}", got.len()));
     }
     (none, inc, digests, s)

@@ -119,38 +119,53 @@ pub fn unmount_below(dir: &Path) {
     }
 }
 
-impl Drop for Lab {
+impl Drop for TwoSites {
     fn drop(&mut self) {
         // failover's bind mounts, before the filesystems under them go
         unmount_below(&self.dir.path().join("mnt-app"));
     }
 }
 
-/// Two sites (primary and standby btrfs filesystems) and their configs.
-pub struct Lab {
+/// The host tests' two-site lab: a primary and a standby, each a btrfs
+/// filesystem on a loop device, one subvolume per role under the primary's
+/// `live/`, and their configs (`primary.toml` reaching the standby with the
+/// local transport; [`TwoSites::primary_variant`] writes others, e.g. with
+/// [`TwoSites::serve_logging`]). The VM suite's counterpart on ZFS and LVM
+/// thin is `tests/vm/sites.rs`.
+pub struct TwoSites {
     // Fields drop in order: filesystems first, the temp dir under them last.
     pub pri: BtrfsFs,
     pub stb: BtrfsFs,
     pub pri_cfg: PathBuf,
     pub stb_cfg: PathBuf,
+    pub roles: Vec<String>,
     pub dir: tempfile::TempDir,
 }
+
+/// The name most tests know the two-site lab by.
+pub type Lab = TwoSites;
 
 pub fn snapsite_exe() -> &'static str {
     env!("CARGO_BIN_EXE_snapsite")
 }
 
-impl Lab {
-    /// `replay`: TOML array for replay.command (argv template).
-    pub fn new(replay: &str) -> Lab {
+impl TwoSites {
+    /// The four [`ROLES`] on 1 GiB filesystems. `replay`: TOML array for
+    /// replay.command (argv template).
+    pub fn new(replay: &str) -> TwoSites {
+        TwoSites::with_roles(&ROLES, "1G", replay)
+    }
+
+    /// `roles` on filesystems of `size` (a `truncate -s` size) each.
+    pub fn with_roles(roles: &[&str], size: &str, replay: &str) -> TwoSites {
         let dir = tempfile::Builder::new()
             .prefix("snapsite-test-")
             .tempdir_in("/var/tmp")
             .unwrap();
-        let pri = BtrfsFs::new(dir.path(), "pri", "1G");
-        let stb = BtrfsFs::new(dir.path(), "stb", "1G");
+        let pri = BtrfsFs::new(dir.path(), "pri", size);
+        let stb = BtrfsFs::new(dir.path(), "stb", size);
         std::fs::create_dir_all(pri.path("live")).unwrap();
-        for r in ROLES {
+        for r in roles {
             sh(&[
                 "btrfs",
                 "-q",
@@ -161,11 +176,12 @@ impl Lab {
         }
         let pri_cfg = dir.path().join("primary.toml");
         let stb_cfg = dir.path().join("standby.toml");
-        let lab = Lab {
+        let lab = TwoSites {
             pri_cfg,
             stb_cfg,
             pri,
             stb,
+            roles: roles.iter().map(|r| r.to_string()).collect(),
             dir,
         };
         std::fs::write(&lab.stb_cfg, lab.standby_toml(replay)).unwrap();
@@ -180,9 +196,20 @@ impl Lab {
         lab
     }
 
-    fn volumes(fs: &BtrfsFs, snapdir: &str, mountpoints: Option<&Path>) -> String {
+    /// A `[standby]` body running the standby's `snapsite serve --stdio`
+    /// as a command, its stderr (the serve log) appended to `log`.
+    pub fn serve_logging(&self, log: &Path) -> String {
+        format!(
+            "transport = \"command\"\ncommand = [\"sh\", \"-c\", \"exec \\\"$0\\\" serve --stdio --config \\\"$1\\\" 2>>\\\"$2\\\"\", \"{}\", \"{}\", \"{}\"]",
+            snapsite_exe(),
+            self.stb_cfg.display(),
+            log.display()
+        )
+    }
+
+    fn volumes(&self, fs: &BtrfsFs, snapdir: &str, mountpoints: Option<&Path>) -> String {
         let mut s = String::new();
-        for r in ROLES {
+        for r in &self.roles {
             s.push_str(&format!(
                 "[[volume]]\nrole = \"{r}\"\nbackend = \"btrfs\"\nsource = \"{}\"\nsnapshot_dir = \"{}\"\n",
                 fs.path(&format!("live/{r}")).display(),
@@ -199,7 +226,7 @@ impl Lab {
         format!(
             "site = \"primary\"\nstate_dir = \"{}\"\n{}\n[standby]\n{standby}\n",
             self.dir.path().join("state-pri").display(),
-            Self::volumes(&self.pri, "snap", None)
+            self.volumes(&self.pri, "snap", None)
         )
     }
 
@@ -207,7 +234,7 @@ impl Lab {
         format!(
             "site = \"standby\"\nstate_dir = \"{}\"\n{}\n[replay]\ncommand = {replay}\n",
             self.dir.path().join("state-stb").display(),
-            Self::volumes(&self.stb, "recv", Some(&self.dir.path().join("mnt-app")))
+            self.volumes(&self.stb, "recv", Some(&self.dir.path().join("mnt-app")))
         )
     }
 
@@ -281,7 +308,7 @@ impl Lab {
     /// Names inside the standby's receive dirs (including `.receiving-` markers).
     pub fn standby_recv_entries(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for r in ROLES {
+        for r in &self.roles {
             let d = self.standby_recv(r);
             if let Ok(rd) = std::fs::read_dir(&d) {
                 for e in rd.flatten() {

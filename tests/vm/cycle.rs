@@ -11,56 +11,25 @@ use super::*;
 #[test]
 fn zfs_rehearsal_replays_on_clones_and_removes_them() {
     require_lab!();
-    let a = Zpool::on_file(&unique_name("zra"), 256 * MIB, &[]);
-    let c = Zpool::on_file(&unique_name("zrc"), 512 * MIB, &[]);
-    let dir = scratch().join(unique_name("zrehearse"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let lab = ZfsSites::new("zr", 256 * MIB, 512 * MIB);
+    let (a, c, dir) = (&lab.a, &lab.c, &lab.dir);
     let roles = ["mysql", "redolog"];
-    sh(&[
-        "zfs",
-        "create",
-        "-o",
-        "mountpoint=none",
-        &c.dataset("replica"),
-    ]);
-    let mut pri = format!(
-        "site = \"p\"\nstate_dir = \"{}/state-pri\"\n",
-        dir.display()
-    );
-    let mut stb = format!(
-        "site = \"s\"\nstate_dir = \"{}/state-stb\"\n",
-        dir.display()
-    );
+    let (mut pri, mut stb) = (String::new(), String::new());
     for r in roles {
         sh(&["zfs", "create", &a.dataset(r)]);
-        pri.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"zfs\"\nsource = \"{}\"\n",
-            a.dataset(r)
-        ));
-        stb.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"zfs\"\nsource = \"{}\"\nreplica = \"{}\"\nmountpoint = \"{}/app/{r}\"\n",
-            c.dataset(&format!("live-{r}")),
-            c.dataset(&format!("replica/{r}")),
-            dir.display()
-        ));
+        pri.push_str(&lab.primary_volume(r, ""));
+        stb.push_str(&lab.standby_volume(r, Some(&dir.join("app").join(r))));
     }
     // The replay records its environment and what it finds in the clone.
     let log = dir.join("replay.log");
-    stb.push_str(&format!(
-        "[replay]\ncommand = [\"/bin/sh\", \"-c\", \"echo rehearsal=$SNAPSITE_REHEARSAL mysql=$1 > {log}; cat $1/db >> {log}; echo scribble > $1/db\", \"replay\", \"{{mount:mysql}}\"]\n",
-        log = log.display()
-    ));
-    let stb_cfg = dir.join("standby.toml");
-    std::fs::write(&stb_cfg, stb).unwrap();
-    let pri_cfg = dir.join("primary.toml");
-    std::fs::write(
-        &pri_cfg,
-        format!(
-            "{pri}[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
-            stb_cfg.display()
-        ),
-    )
-    .unwrap();
+    let (pri_cfg, stb_cfg) = site_configs(
+        dir,
+        &pri,
+        &stb,
+        &replay_logging(&log),
+        Standby::Local(""),
+        "",
+    );
     std::fs::write(zfs_mountpoint(&a.dataset("mysql")).join("db"), "row 1\n").unwrap();
     let set = snapsite_json(&pri_cfg, &["snapshot", "--json"]);
     let id = set["id"].as_str().unwrap().to_string();
@@ -111,78 +80,19 @@ fn zfs_rehearsal_replays_on_clones_and_removes_them() {
 #[test]
 fn lvm_rehearsal_replays_on_thin_snapshots_and_removes_them() {
     require_lab!();
-    let pname = unique_name("lrp");
-    let sname = unique_name("lrs");
-    let pri_lo = LoopDevice::attach(&sparse_file(&pname, 1024 * MIB));
-    let stb_lo = LoopDevice::attach(&sparse_file(&sname, 1024 * MIB));
-    let pri = VolumeGroup::create(&pname, &[&pri_lo.path]);
-    let stb = VolumeGroup::create(&sname, &[&stb_lo.path]);
-    for vg in [&pri, &stb] {
-        sh(&[
-            "lvcreate",
-            "-y",
-            "-L",
-            "512M",
-            "--chunksize",
-            "64k",
-            "-T",
-            &vg.lv("pool"),
-        ]);
-    }
-    let dir = scratch().join(unique_name("lrehearse"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let lab = LvmSites::new("lr", 1024 * MIB, "512M");
+    let (pri, stb, dir) = (&lab.pri, &lab.stb, &lab.dir);
     let roles = ["mysql", "redolog"];
-    let mut p = format!(
-        "site = \"p\"\nstate_dir = \"{}/state-pri\"\n",
-        dir.display()
-    );
-    let mut s = format!(
-        "site = \"s\"\nstate_dir = \"{}/state-stb\"\n",
-        dir.display()
-    );
+    let (mut p, mut s) = (String::new(), String::new());
     for r in roles {
-        sh(&[
-            "lvcreate",
-            "-y",
-            "-V",
-            "64M",
-            "-T",
-            &pri.lv("pool"),
-            "-n",
-            r,
-        ]);
-        let dev = pri.dev(r);
-        sh(&["mkfs.ext4", "-q", "-E", "nodiscard", dev.to_str().unwrap()]);
-        let mp = dir.join("pri").join(r);
-        std::fs::create_dir_all(&mp).unwrap();
-        sh(&["mount", dev.to_str().unwrap(), mp.to_str().unwrap()]);
-        p.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{}\"\n",
-            pri.lv(r)
-        ));
-        s.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{}\"\nreplica = \"{}\"\nmountpoint = \"{}/app/{r}\"\n",
-            stb.lv(&format!("{r}live")),
-            stb.lv(r),
-            dir.display()
-        ));
+        lab.primary_thin(r, "64M");
+        mount_ext4(&pri.dev(r), &dir.join("pri").join(r));
+        p.push_str(&lab.primary_volume(r, ""));
+        s.push_str(&lab.standby_volume(r, Some(&dir.join("app").join(r))));
     }
     let log = dir.join("replay.log");
-    s.push_str(&format!(
-        "[replay]\ncommand = [\"/bin/sh\", \"-c\", \"echo rehearsal=$SNAPSITE_REHEARSAL mysql=$1 > {log}; cat $1/db >> {log}; echo scribble > $1/db\", \"replay\", \"{{mount:mysql}}\"]\n",
-        log = log.display()
-    ));
-    let stb_cfg = dir.join("standby.toml");
-    std::fs::write(&stb_cfg, s).unwrap();
-    let pri_cfg = dir.join("primary.toml");
-    std::fs::write(
-        &pri_cfg,
-        format!(
-            "{p}[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
-            stb_cfg.display()
-        ),
-    )
-    .unwrap();
+    let (pri_cfg, stb_cfg) =
+        site_configs(dir, &p, &s, &replay_logging(&log), Standby::Local(""), "");
     std::fs::write(dir.join("pri/mysql/db"), "row 1\n").unwrap();
     sh(&["sync"]);
     snapsite_ok(&pri_cfg, &["snapshot"]);
@@ -210,6 +120,15 @@ fn lvm_rehearsal_replays_on_thin_snapshots_and_removes_them() {
         let _ = run(&["umount", dir.join("app").join(r).to_str().unwrap()]);
         let _ = run(&["umount", dir.join("pri").join(r).to_str().unwrap()]);
     }
+}
+
+/// A `[replay]` that writes `rehearsal=<SNAPSITE_REHEARSAL> mysql=<mount>`
+/// and the mysql copy's `db` to `log`, then scribbles over that `db`.
+fn replay_logging(log: &Path) -> String {
+    format!(
+        "[replay]\ncommand = [\"/bin/sh\", \"-c\", \"echo rehearsal=$SNAPSITE_REHEARSAL mysql=$1 > {log}; cat $1/db >> {log}; echo scribble > $1/db\", \"replay\", \"{{mount:mysql}}\"]\n",
+        log = log.display()
+    )
 }
 
 /// `snapsite ... --json` that must fail; returns stderr.
@@ -241,18 +160,10 @@ fn zfs_send_size(snap: &str) -> u64 {
 fn zfs_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
     require_lab!();
     let t0 = Instant::now();
-    let za = Zpool::on_file(&unique_name("zfa"), 384 * MIB, &[]);
-    let zb = Zpool::on_file(&unique_name("zfb"), 384 * MIB, &[]);
-    let dir = scratch().join(unique_name("zcycle"));
-    std::fs::create_dir_all(&dir).unwrap();
+    // A is pool `a`, B pool `c` (B's `replica` made).
+    let lab = ZfsSites::new("zf", 384 * MIB, 384 * MIB);
+    let (za, zb, dir) = (&lab.a, &lab.c, &lab.dir);
     let roles = ["mysql", "redolog"];
-    sh(&[
-        "zfs",
-        "create",
-        "-o",
-        "mountpoint=none",
-        &zb.dataset("replica"),
-    ]);
     let a_mp = |r: &str| dir.join("a").join(r);
     let b_mp = |r: &str| dir.join("b").join(r);
     let pri_cfg = dir.join("a.toml");
@@ -480,40 +391,12 @@ fn zfs_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
 
 /// Unmounts what a test mounted, by path, even after a panic (before the
 /// volume group guard removes the LVs).
-struct Unmount(Vec<PathBuf>);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            while run(&["umount", p.to_str().unwrap()]).status.success() {}
-        }
-    }
-}
-
 #[test]
 fn lvm_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
     require_lab!();
     let t0 = Instant::now();
-    let aname = unique_name("lfa");
-    let bname = unique_name("lfb");
-    let a_lo = LoopDevice::attach(&sparse_file(&aname, 1024 * MIB));
-    let b_lo = LoopDevice::attach(&sparse_file(&bname, 1024 * MIB));
-    let va = VolumeGroup::create(&aname, &[&a_lo.path]);
-    let vb = VolumeGroup::create(&bname, &[&b_lo.path]);
-    for vg in [&va, &vb] {
-        sh(&[
-            "lvcreate",
-            "-y",
-            "-L",
-            "640M",
-            "--chunksize",
-            "64k",
-            "-T",
-            &vg.lv("pool"),
-        ]);
-    }
-    let dir = scratch().join(unique_name("lcycle"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let lab = LvmSites::new("lf", 1024 * MIB, "640M");
+    let (va, vb, dir) = (&lab.pri, &lab.stb, &lab.dir);
     let roles = ["mysql", "redolog"];
     let a_mp = |r: &str| dir.join("a").join(r);
     let b_mp = |r: &str| dir.join("b").join(r);

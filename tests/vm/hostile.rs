@@ -142,19 +142,11 @@ fn zfs_tree(pool: &str) -> String {
 #[test]
 fn hostile_zfs_streams_are_refused_before_zfs_receive() {
     require_lab!();
-    let a = Zpool::on_file(&unique_name("ha"), 256 * MIB, &[]);
-    let c = Zpool::on_file(&unique_name("hc"), 256 * MIB, &[]);
-    let dir = scratch().join(unique_name("hzlab"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let lab = ZfsSites::new("h", 256 * MIB, 256 * MIB);
+    lab.live_container();
+    let (a, c, dir) = (&lab.a, &lab.c, &lab.dir);
     let roles = ["mysql", "redolog"];
-    let mut pri = format!(
-        "site = \"primary\"\nstate_dir = \"{}/state-pri\"\n",
-        dir.display()
-    );
-    let mut stb = format!(
-        "site = \"standby\"\nstate_dir = \"{}/state-stb\"\n",
-        dir.display()
-    );
+    let (mut pri, mut stb) = (String::new(), String::new());
     for r in roles {
         sh(&["zfs", "create", &a.dataset(r)]);
         // A child only replication packages (-R) would carry.
@@ -174,37 +166,12 @@ fn hostile_zfs_streams_are_refused_before_zfs_receive() {
             7,
             MIB as usize,
         );
-        pri.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"zfs\"\nsource = \"{}\"\n",
-            a.dataset(r)
-        ));
-        stb.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"zfs\"\nsource = \"{}\"\nreplica = \"{}\"\nmountpoint = \"{}/app/{r}\"\n",
-            c.dataset(&format!("live/{r}")),
-            c.dataset(&format!("replica/{r}")),
-            dir.display()
-        ));
+        pri.push_str(&lab.primary_volume(r, ""));
+        let mp = dir.join("app").join(r);
+        stb.push_str(&lab.standby_volume_live_at(r, &format!("live/{r}"), Some(&mp)));
     }
-    sh(&[
-        "zfs",
-        "create",
-        "-o",
-        "mountpoint=none",
-        &c.dataset("replica"),
-    ]);
-    sh(&["zfs", "create", "-o", "mountpoint=none", &c.dataset("live")]);
-    stb.push_str("[replay]\ncommand = [\"/bin/true\", \"{from_time}\"]\n");
-    let stb_cfg = dir.join("standby.toml");
-    std::fs::write(&stb_cfg, stb).unwrap();
-    let pri_cfg = dir.join("primary.toml");
-    std::fs::write(
-        &pri_cfg,
-        format!(
-            "{pri}[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
-            stb_cfg.display()
-        ),
-    )
-    .unwrap();
+    let replay = "[replay]\ncommand = [\"/bin/true\", \"{from_time}\"]\n";
+    let (pri_cfg, stb_cfg) = site_configs(dir, &pri, &stb, replay, Standby::Local(""), "");
     let log = dir.join("serve.log");
     let src = |r: &str| a.dataset(r);
     let replica = |r: &str| c.dataset(&format!("replica/{r}"));
@@ -401,66 +368,26 @@ const PIB: u64 = 1 << 50;
 #[test]
 fn hostile_lvm_streams_are_refused_promptly_and_release_the_pool() {
     require_lab!();
-    let pname = unique_name("hlp");
-    let sname = unique_name("hls");
-    let pri_lo = LoopDevice::attach(&sparse_file(&pname, 512 * MIB));
-    let stb_lo = LoopDevice::attach(&sparse_file(&sname, 128 * MIB));
-    let pri = VolumeGroup::create(&pname, &[&pri_lo.path]);
-    let stb = VolumeGroup::create(&sname, &[&stb_lo.path]);
-    for (vg, size) in [(&pri, "384M"), (&stb, "64M")] {
-        sh(&[
-            "lvcreate",
-            "-y",
-            "-L",
-            size,
-            "--chunksize",
-            "64k",
-            "-T",
-            &vg.lv("pool"),
-        ]);
-    }
+    let lab = LvmSites::sized("hl", (512 * MIB, "384M"), (128 * MIB, "64M"));
+    let (pri, stb, dir) = (&lab.pri, &lab.stb, &lab.dir);
     let lv_size = 64 * MIB;
-    sh(&[
-        "lvcreate",
-        "-y",
-        "-V",
-        &format!("{lv_size}b"),
-        "-T",
-        &pri.lv("pool"),
-        "-n",
-        "mysql",
-    ]);
+    lab.primary_thin("mysql", &format!("{lv_size}b"));
     write_pattern(&pri.dev("mysql"), 0, 21, 4 * MIB as usize);
-    let dir = scratch().join(unique_name("hllab"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let stb_cfg = dir.join("standby.toml");
-    std::fs::write(
-        &stb_cfg,
-        format!(
-            "site = \"standby\"\nstate_dir = \"{d}/state-stb\"\n[[volume]]\nrole = \"mysql\"\nbackend = \"lvm\"\nsource = \"{}\"\nreplica = \"{}\"\n[set]\nredolog = \"mysql\"\n[replay]\ncommand = [\"/bin/true\", \"{{from_time}}\"]\n",
-            stb.lv("mysqllive"),
-            stb.lv("mysql"),
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    let pri_cfg = dir.join("primary.toml");
-    std::fs::write(
-        &pri_cfg,
-        format!(
-            "site = \"primary\"\nstate_dir = \"{d}/state-pri\"\n[[volume]]\nrole = \"mysql\"\nbackend = \"lvm\"\nsource = \"{}\"\n[set]\nredolog = \"mysql\"\n[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
-            pri.lv("mysql"),
-            stb_cfg.display(),
-            d = dir.display()
-        ),
-    )
-    .unwrap();
+    let set = "[set]\nredolog = \"mysql\"\n";
+    let (pri_cfg, stb_cfg) = site_configs(
+        dir,
+        &format!("{}{set}", lab.primary_volume("mysql", "")),
+        &lab.standby_volume("mysql", None),
+        &format!("{set}[replay]\ncommand = [\"/bin/true\", \"{{from_time}}\"]\n"),
+        Standby::Local(""),
+        "",
+    );
     let log = dir.join("serve.log");
 
     let s1 = snapsite_ok(&pri_cfg, &["snapshot"]).trim().to_string();
     snapsite_ok(&pri_cfg, &["ship"]);
-    let (used0, total) = pool_data(&stb);
-    let lvs0 = lv_names(&stb);
+    let (used0, total) = pool_data(stb);
+    let lvs0 = lv_names(stb);
     eprintln!("standby pool after the first ship: {used0}/{total} blocks");
     let evil = "20991231T235959.000Z-full";
     let header = |kind, size, base: Option<&str>| Header {
@@ -520,9 +447,9 @@ fn hostile_lvm_streams_are_refused_promptly_and_release_the_pool() {
             took < Duration::from_secs(60),
             "{what}: the answer took {took:?}"
         );
-        let (used, _) = pool_data(&stb);
+        let (used, _) = pool_data(stb);
         assert_eq!(used, used0, "{what}: pool blocks not released");
-        assert_eq!(lv_names(&stb), lvs0, "{what}: LVs changed");
+        assert_eq!(lv_names(stb), lvs0, "{what}: LVs changed");
     }
     s.close();
     // The full stream was announced without a base: also refused.
@@ -530,7 +457,7 @@ fn hostile_lvm_streams_are_refused_promptly_and_release_the_pool() {
     let (reply, _) = s.send("mysql", evil, None, &cases[0].1);
     assert_nack(&reply, "more than");
     s.close();
-    assert_eq!(pool_data(&stb).0, used0);
+    assert_eq!(pool_data(stb).0, used0);
 
     // The legitimate ship goes on incrementally.
     write_pattern(&pri.dev("mysql"), 8 * MIB, 22, MIB as usize);
@@ -556,7 +483,7 @@ fn hostile_lvm_streams_are_refused_promptly_and_release_the_pool() {
         "-n",
         "filler",
     ]);
-    let (used, total) = pool_data(&stb);
+    let (used, total) = pool_data(stb);
     let fill_to = (total * 92 / 100).saturating_sub(used) * 65536;
     write_pattern(&stb.dev("filler"), 0, 23, fill_to as usize);
     let out = snapsite_ok(&stb_cfg, &["check"]);

@@ -69,28 +69,16 @@ struct Counted {
 
 /// Configs whose standby `serve` writes its trace log to `stb_log`.
 fn write_configs(dir: &Path, pri_vols: &str, stb_vols: &str) -> (PathBuf, PathBuf) {
-    let stb_cfg = dir.join("standby.toml");
     let stb_log = dir.join("serve.log");
-    std::fs::write(
-        &stb_cfg,
-        format!(
-            "site = \"standby\"\nstate_dir = \"{}/state-stb\"\n{stb_vols}[replay]\ncommand = [\"/bin/true\"]\n",
-            dir.display()
-        ),
-    )
-    .unwrap();
-    let pri_cfg = dir.join("primary.toml");
-    std::fs::write(
-        &pri_cfg,
-        format!(
-            "site = \"primary\"\nstate_dir = \"{}/state-pri\"\n{pri_vols}[standby]\ntransport = \"command\"\ncommand = [\"sh\", \"-c\", \"exec \\\"$0\\\" serve --stdio --config \\\"$1\\\" 2>>\\\"$2\\\"\", \"{}\", \"{}\", \"{}\"]\n",
-            dir.display(),
-            snapsite_bin(),
-            stb_cfg.display(),
-            stb_log.display()
-        ),
-    )
-    .unwrap();
+    let replay = "[replay]\ncommand = [\"/bin/true\"]\n";
+    let (pri_cfg, _) = site_configs(
+        dir,
+        pri_vols,
+        stb_vols,
+        replay,
+        Standby::ServeLogging(&stb_log),
+        "",
+    );
     (pri_cfg, stb_log)
 }
 
@@ -190,50 +178,15 @@ fn zfs_ships(n: usize) -> (Counted, Counted) {
 
 fn lvm_ships(n: usize) -> (Counted, Counted) {
     const SIZE: u64 = 16 * MIB;
-    let pname = unique_name("llp");
-    let sname = unique_name("lls");
-    let pri_lo = LoopDevice::attach(&sparse_file(&pname, 512 * MIB));
-    let stb_lo = LoopDevice::attach(&sparse_file(&sname, 512 * MIB));
-    let pri = VolumeGroup::create(&pname, &[&pri_lo.path]);
-    let stb = VolumeGroup::create(&sname, &[&stb_lo.path]);
-    for vg in [&pri, &stb] {
-        sh(&[
-            "lvcreate",
-            "-y",
-            "-L",
-            "384M",
-            "--chunksize",
-            "64k",
-            "-T",
-            &vg.lv("pool"),
-        ]);
-    }
-    let dir = scratch().join(unique_name("llist"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let lab = LvmSites::new("ll", 512 * MIB, "384M");
+    let (pri, stb, dir) = (&lab.pri, &lab.stb, &lab.dir);
     let (mut p, mut s) = (String::new(), String::new());
     for r in roles(n) {
-        sh(&[
-            "lvcreate",
-            "-y",
-            "-V",
-            &format!("{SIZE}b"),
-            "-T",
-            &pri.lv("pool"),
-            "-n",
-            &r,
-        ]);
-        p.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{}\"\n",
-            pri.lv(&r)
-        ));
-        s.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{}\"\nreplica = \"{}\"\nmountpoint = \"{}/app/{r}\"\n",
-            stb.lv(&format!("{r}live")),
-            stb.lv(&r),
-            dir.display()
-        ));
+        lab.primary_thin(&r, &format!("{SIZE}b"));
+        p.push_str(&lab.primary_volume(&r, ""));
+        s.push_str(&lab.standby_volume(&r, Some(&dir.join("app").join(&r))));
     }
-    let (pri_cfg, stb_log) = write_configs(&dir, &p, &s);
+    let (pri_cfg, stb_log) = write_configs(dir, &p, &s);
     let fill = |seed: u64| {
         for (i, r) in roles(n).iter().enumerate() {
             write_pattern(&pri.dev(r), seed * 65536, seed + i as u64, 65536);
@@ -266,7 +219,7 @@ fn lvm_ships(n: usize) -> (Counted, Counted) {
             "{r}: the standby holds the primary's snapshot"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
     (none, inc)
 }
 

@@ -16,101 +16,41 @@ const LV_SIZE: u64 = 64 * MIB;
 /// classic LVs). The standby receives into `<role>` and fails over to
 /// `<role>live`, mounted under `dir/app/<role>`.
 struct LvmLab {
-    dir: PathBuf,
+    /// The two VGs with their thin pools and the lab directory (`lab.pri`,
+    /// `lab.stb`, `lab.dir` through `Deref`).
+    sites: LvmSites,
     pri_cfg: PathBuf,
     stb_cfg: PathBuf,
-    // VGs before their loop devices (fields drop in order)
-    pri: VolumeGroup,
-    stb: VolumeGroup,
-    _pri_lo: LoopDevice,
-    _stb_lo: LoopDevice,
 }
 
-fn thin_pool(vg: &VolumeGroup, size: &str) {
-    sh(&[
-        "lvcreate",
-        "-y",
-        "-L",
-        size,
-        "--chunksize",
-        "64k",
-        "-T",
-        &vg.lv("pool"),
-    ]);
+impl std::ops::Deref for LvmLab {
+    type Target = LvmSites;
+    fn deref(&self) -> &LvmSites {
+        &self.sites
+    }
 }
 
 impl LvmLab {
     fn new(classic: bool) -> LvmLab {
-        let pname = unique_name("lvp");
-        let sname = unique_name("lvs");
-        let pri_lo = LoopDevice::attach(&sparse_file(&pname, 2048 * MIB));
-        let stb_lo = LoopDevice::attach(&sparse_file(&sname, 2048 * MIB));
-        let pri = VolumeGroup::create(&pname, &[&pri_lo.path]);
-        let stb = VolumeGroup::create(&sname, &[&stb_lo.path]);
-        thin_pool(&pri, "1536M");
-        thin_pool(&stb, "1536M");
+        let sites = LvmSites::new("lv", 2048 * MIB, "1536M");
+        let (pri, dir) = (&sites.pri, &sites.dir);
+        let (mut p, mut s) = (String::new(), String::new());
         for r in ROLES {
             let size = format!("{}b", LV_SIZE);
             if classic {
                 sh(&["lvcreate", "-y", "-L", &size, "-n", r, &pri.name]);
             } else {
-                sh(&[
-                    "lvcreate",
-                    "-y",
-                    "-V",
-                    &size,
-                    "-T",
-                    &pri.lv("pool"),
-                    "-n",
-                    r,
-                ]);
+                sites.primary_thin(r, &size);
             }
+            p.push_str(&sites.primary_volume(r, ""));
+            s.push_str(&sites.standby_volume(r, Some(&dir.join("app").join(r))));
         }
-        let dir = scratch().join(unique_name("lvlab"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut p = format!(
-            "site = \"primary\"\nstate_dir = \"{}/state-pri\"\n",
-            dir.display()
-        );
-        let mut s = format!(
-            "site = \"standby\"\nstate_dir = \"{}/state-stb\"\n",
-            dir.display()
-        );
-        for r in ROLES {
-            p.push_str(&format!(
-                "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{}\"\n",
-                pri.lv(r)
-            ));
-            s.push_str(&format!(
-                "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{}\"\nreplica = \"{}\"\nmountpoint = \"{}/app/{r}\"\n",
-                stb.lv(&format!("{r}live")),
-                stb.lv(r),
-                dir.display()
-            ));
-        }
-        s.push_str(&format!(
-            "[replay]\ncommand = [\"/bin/sh\", \"-c\", \"printf '%s\\\\n' \\\"$@\\\" > {}/replay-args\", \"replay\", \"--fromTime\", \"{{from_time}}\"]\n",
-            dir.display()
-        ));
-        let stb_cfg = dir.join("standby.toml");
-        std::fs::write(&stb_cfg, s).unwrap();
-        let pri_cfg = dir.join("primary.toml");
-        std::fs::write(
-            &pri_cfg,
-            format!(
-                "{p}[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
-                stb_cfg.display()
-            ),
-        )
-        .unwrap();
+        let (pri_cfg, stb_cfg) =
+            site_configs(dir, &p, &s, &replay_args(dir), Standby::Local(""), "");
         LvmLab {
-            dir,
+            sites,
             pri_cfg,
             stb_cfg,
-            pri,
-            stb,
-            _pri_lo: pri_lo,
-            _stb_lo: stb_lo,
         }
     }
 

@@ -52,9 +52,12 @@ mod hostile;
 mod listing;
 mod lvm;
 mod redostream;
+mod sites;
 mod smoke;
 mod wan;
 mod zfs;
+
+pub use sites::*;
 
 /// Written by `scripts/vmlab/guest-entry` once the guest is prepared.
 pub const GUEST_MARKER: &str = "/run/snapsite-vmlab/guest";

@@ -166,14 +166,6 @@ fn device_redo_and_fail_over(pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: 
     );
 }
 
-fn command_transport(stb_cfg: &Path) -> String {
-    format!(
-        "[standby]\ntransport = \"command\"\ncommand = [\"{}\", \"serve\", \"--stdio\", \"--config\", \"{}\"]\n",
-        snapsite_bin(),
-        stb_cfg.display()
-    )
-}
-
 /// Both sites' configs, the primary's redolog files and where failover
 /// mounts the copy, handed to `scenario`.
 type Scenario = fn(&Path, &Path, &Path, &Path);
@@ -191,43 +183,25 @@ fn zfs_redostream_failover_writes_nothing_to_a_device_node() {
 }
 
 fn zfs_lab(scenario: Scenario) {
-    let a = Zpool::on_file(&unique_name("rsa"), 256 * MIB, &[]);
-    let c = Zpool::on_file(&unique_name("rsc"), 512 * MIB, &[]);
-    let dir = scratch().join(unique_name("rslab"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let lab = ZfsSites::new("rs", 256 * MIB, 512 * MIB);
+    let (a, c, dir) = (&lab.a, &lab.c, &lab.dir);
     sh(&["zfs", "create", &a.dataset("redolog")]);
-    sh(&[
-        "zfs",
-        "create",
-        "-o",
-        "mountpoint=none",
-        &c.dataset("replica"),
-    ]);
     sh(&["zfs", "create", "-o", "mountpoint=none", &c.dataset("live")]);
     let root = zfs_mountpoint(&a.dataset("redolog"));
-    let stb_cfg = dir.join("standby.toml");
-    std::fs::write(
-        &stb_cfg,
-        format!(
-            "site = \"standby\"\nstate_dir = \"{0}/state-stb\"\n[[volume]]\nrole = \"redolog\"\nbackend = \"zfs\"\nsource = \"{1}\"\nreplica = \"{2}\"\nmountpoint = \"{0}/app/redolog\"\n{STREAM}",
-            dir.display(),
-            c.dataset("live/redolog"),
-            c.dataset("replica/redolog")
-        ),
-    )
-    .unwrap();
-    let pri_cfg = dir.join("primary.toml");
-    std::fs::write(
-        &pri_cfg,
-        format!(
-            "site = \"primary\"\nstate_dir = \"{}/state-pri\"\n[[volume]]\nrole = \"redolog\"\nbackend = \"zfs\"\nsource = \"{}\"\n{}{STREAM}root = \"{}\"\n",
-            dir.display(),
-            a.dataset("redolog"),
-            command_transport(&stb_cfg),
-            root.display()
-        ),
-    )
-    .unwrap();
+    let stb_vol = format!(
+        "[[volume]]\nrole = \"redolog\"\nbackend = \"zfs\"\nsource = \"{}\"\nreplica = \"{}\"\nmountpoint = \"{}/app/redolog\"\n",
+        c.dataset("live/redolog"),
+        c.dataset("replica/redolog"),
+        dir.display()
+    );
+    let (pri_cfg, stb_cfg) = site_configs(
+        dir,
+        &lab.primary_volume("redolog", ""),
+        &stb_vol,
+        STREAM,
+        Standby::Serve,
+        &format!("{STREAM}root = \"{}\"\n", root.display()),
+    );
     let copy = dir.join("app/redolog");
     scenario(&pri_cfg, &stb_cfg, &root, &copy);
     let _ = run(&["zfs", "destroy", "-r", &c.dataset("live/redolog")]);
@@ -246,72 +220,20 @@ fn lvm_redostream_failover_writes_nothing_to_a_device_node() {
 }
 
 fn lvm_lab(scenario: Scenario) {
-    let pname = unique_name("rsp");
-    let sname = unique_name("rss");
-    let pri_lo = LoopDevice::attach(&sparse_file(&pname, 1024 * MIB));
-    let stb_lo = LoopDevice::attach(&sparse_file(&sname, 1024 * MIB));
-    let pri = VolumeGroup::create(&pname, &[&pri_lo.path]);
-    let stb = VolumeGroup::create(&sname, &[&stb_lo.path]);
-    for vg in [&pri, &stb] {
-        sh(&[
-            "lvcreate",
-            "-y",
-            "-L",
-            "512M",
-            "--chunksize",
-            "64k",
-            "-T",
-            &vg.lv("pool"),
-        ]);
-    }
-    sh(&[
-        "lvcreate",
-        "-y",
-        "-V",
-        "64M",
-        "-T",
-        &pri.lv("pool"),
-        "-n",
-        "redolog",
-    ]);
-    let dir = scratch().join(unique_name("rslab"));
+    let lab = LvmSites::new("rs", 1024 * MIB, "512M");
+    lab.primary_thin("redolog", "64M");
+    let dir = &lab.dir;
     let root = dir.join("pri-redolog");
-    std::fs::create_dir_all(&root).unwrap();
-    let dev = pri.dev("redolog");
-    sh(&["mkfs.ext4", "-q", "-E", "nodiscard", dev.to_str().unwrap()]);
-    sh(&["mount", dev.to_str().unwrap(), root.to_str().unwrap()]);
-    struct Unmount(Vec<PathBuf>);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            for m in &self.0 {
-                let _ = run(&["umount", m.to_str().unwrap()]);
-            }
-        }
-    }
+    mount_ext4(&lab.pri.dev("redolog"), &root);
     let copy = dir.join("app/redolog");
     let _unmount = Unmount(vec![copy.clone(), root.clone()]);
-    let stb_cfg = dir.join("standby.toml");
-    std::fs::write(
-        &stb_cfg,
-        format!(
-            "site = \"standby\"\nstate_dir = \"{0}/state-stb\"\n[[volume]]\nrole = \"redolog\"\nbackend = \"lvm\"\nsource = \"{1}\"\nreplica = \"{2}\"\nmountpoint = \"{0}/app/redolog\"\n{STREAM}",
-            dir.display(),
-            stb.lv("redologlive"),
-            stb.lv("redolog")
-        ),
-    )
-    .unwrap();
-    let pri_cfg = dir.join("primary.toml");
-    std::fs::write(
-        &pri_cfg,
-        format!(
-            "site = \"primary\"\nstate_dir = \"{}/state-pri\"\n[[volume]]\nrole = \"redolog\"\nbackend = \"lvm\"\nsource = \"{}\"\n{}{STREAM}root = \"{}\"\n",
-            dir.display(),
-            pri.lv("redolog"),
-            command_transport(&stb_cfg),
-            root.display()
-        ),
-    )
-    .unwrap();
+    let (pri_cfg, stb_cfg) = site_configs(
+        dir,
+        &lab.primary_volume("redolog", ""),
+        &lab.standby_volume("redolog", Some(&copy)),
+        STREAM,
+        Standby::Serve,
+        &format!("{STREAM}root = \"{}\"\n", root.display()),
+    );
     scenario(&pri_cfg, &stb_cfg, &root, &copy);
 }

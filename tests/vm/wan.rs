@@ -62,36 +62,24 @@ fn receipt(state: &Path, id: &str, role: &str) -> (u64, String) {
     )
 }
 
+/// The sites' configs: local transport with `standby_extra`, a no-op replay.
 fn configs(dir: &Path, pri_vols: &str, stb_vols: &str, standby_extra: &str) -> (PathBuf, PathBuf) {
-    let stb_cfg = dir.join("standby.toml");
-    std::fs::write(
-        &stb_cfg,
-        format!(
-            "site = \"standby\"\nstate_dir = \"{}/state-stb\"\n{stb_vols}[replay]\ncommand = [\"/bin/true\"]\n",
-            dir.display()
-        ),
+    let replay = "[replay]\ncommand = [\"/bin/true\"]\n";
+    site_configs(
+        dir,
+        pri_vols,
+        stb_vols,
+        replay,
+        Standby::Local(standby_extra),
+        "",
     )
-    .unwrap();
-    let pri_cfg = dir.join("primary.toml");
-    std::fs::write(
-        &pri_cfg,
-        format!(
-            "site = \"primary\"\nstate_dir = \"{}/state-pri\"\n{pri_vols}[standby]\ntransport = \"local\"\nconfig = \"{}\"\n{standby_extra}\n",
-            dir.display(),
-            stb_cfg.display()
-        ),
-    )
-    .unwrap();
-    (pri_cfg, stb_cfg)
 }
 
 #[test]
 fn wan_zfs_compressed_round_trip_and_no_zstd_over_zfs_c() {
     require_lab!();
-    let a = Zpool::on_file(&unique_name("wza"), 512 * MIB, &[]);
-    let c = Zpool::on_file(&unique_name("wzc"), 512 * MIB, &[]);
-    let dir = scratch().join(unique_name("wzlab"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let lab = ZfsSites::new("wz", 512 * MIB, 512 * MIB);
+    let (a, c, dir) = (&lab.a, &lab.c, &lab.dir);
     // blob: plain `zfs send` (zstd applies); redolog: `-c` with lz4 on
     // disk (zstd is skipped for it).
     sh(&["zfs", "create", "-o", "compression=off", &a.dataset("blob")]);
@@ -102,13 +90,6 @@ fn wan_zfs_compressed_round_trip_and_no_zstd_over_zfs_c() {
         "compression=lz4",
         &a.dataset("redolog"),
     ]);
-    sh(&[
-        "zfs",
-        "create",
-        "-o",
-        "mountpoint=none",
-        &c.dataset("replica"),
-    ]);
     let mut pri = String::new();
     let mut stb = String::new();
     for r in ["blob", "redolog"] {
@@ -117,17 +98,10 @@ fn wan_zfs_compressed_round_trip_and_no_zstd_over_zfs_c() {
         } else {
             ""
         };
-        pri.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"zfs\"\nsource = \"{}\"\n{opts}",
-            a.dataset(r)
-        ));
-        stb.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"zfs\"\nsource = \"{}\"\nreplica = \"{}\"\n",
-            c.dataset(&format!("live-{r}")),
-            c.dataset(&format!("replica/{r}"))
-        ));
+        pri.push_str(&lab.primary_volume(r, opts));
+        stb.push_str(&lab.standby_volume(r, None));
     }
-    let (pri_cfg, stb_cfg) = configs(&dir, &pri, &stb, "compress = \"zstd:3\"");
+    let (pri_cfg, stb_cfg) = configs(dir, &pri, &stb, "compress = \"zstd:3\"");
     for (i, r) in ["blob", "redolog"].iter().enumerate() {
         std::fs::write(
             zfs_mountpoint(&a.dataset(r)).join("mail"),
@@ -210,51 +184,18 @@ fn blake3_hex(b: &[u8]) -> String {
 #[test]
 fn wan_lvm_compressed_full_and_incremental_round_trip() {
     require_lab!();
-    let pname = unique_name("wlp");
-    let sname = unique_name("wls");
-    let pri_lo = LoopDevice::attach(&sparse_file(&pname, 1024 * MIB));
-    let stb_lo = LoopDevice::attach(&sparse_file(&sname, 1024 * MIB));
-    let pri = VolumeGroup::create(&pname, &[&pri_lo.path]);
-    let stb = VolumeGroup::create(&sname, &[&stb_lo.path]);
-    for vg in [&pri, &stb] {
-        sh(&[
-            "lvcreate",
-            "-y",
-            "-L",
-            "768M",
-            "--chunksize",
-            "64k",
-            "-T",
-            &vg.lv("pool"),
-        ]);
-    }
+    let lab = LvmSites::new("wl", 1024 * MIB, "768M");
+    let (pri, stb) = (&lab.pri, &lab.stb);
     let roles = ["blob", "redolog"];
-    let dir = scratch().join(unique_name("wllab"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = &lab.dir;
     let mut p = String::new();
     let mut s = String::new();
     for r in roles {
-        sh(&[
-            "lvcreate",
-            "-y",
-            "-V",
-            "64M",
-            "-T",
-            &pri.lv("pool"),
-            "-n",
-            r,
-        ]);
-        p.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{}\"\n",
-            pri.lv(r)
-        ));
-        s.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{}\"\nreplica = \"{}\"\n",
-            stb.lv(&format!("{r}live")),
-            stb.lv(r)
-        ));
+        lab.primary_thin(r, "64M");
+        p.push_str(&lab.primary_volume(r, ""));
+        s.push_str(&lab.standby_volume(r, None));
     }
-    let (pri_cfg, _stb_cfg) = configs(&dir, &p, &s, "compress = \"zstd\"");
+    let (pri_cfg, _stb_cfg) = configs(dir, &p, &s, "compress = \"zstd\"");
     write_at(&pri.dev("blob"), 0, &mail_like(1, 8 * MIB as usize));
     write_at(&pri.dev("redolog"), 0, &mail_like(2, MIB as usize));
     let id1 = snapsite_ok(&pri_cfg, &["snapshot"]).trim().to_string();
@@ -271,7 +212,7 @@ fn wan_lvm_compressed_full_and_incremental_round_trip() {
         sha256(&vg.dev(&lv))
     };
     for r in roles {
-        assert_eq!(digest(&pri, r, &id1), digest(&stb, r, &id1), "{r} {id1}");
+        assert_eq!(digest(pri, r, &id1), digest(stb, r, &id1), "{r} {id1}");
     }
     // A changed range: the incremental is compressed too.
     write_at(&pri.dev("blob"), 20 * MIB, &mail_like(3, 2 * MIB as usize));
@@ -281,7 +222,7 @@ fn wan_lvm_compressed_full_and_incremental_round_trip() {
     assert_eq!(blob["base"], id1.as_str());
     assert!(blob["wire_bytes"].as_u64().unwrap() < blob["bytes"].as_u64().unwrap());
     for r in roles {
-        assert_eq!(digest(&pri, r, &id2), digest(&stb, r, &id2), "{r} {id2}");
+        assert_eq!(digest(pri, r, &id2), digest(stb, r, &id2), "{r} {id2}");
     }
     let (bytes, _) = receipt(&dir.join("state-stb"), &id2, "blob");
     assert_eq!(bytes, blob["bytes"].as_u64().unwrap());

@@ -10,77 +10,45 @@ const ROLES: [&str; 4] = ["mysql", "blob", "index", "redolog"];
 /// Primary: mysql + blob on pool A, index + redolog on pool B (two atomic
 /// groups). Standby: replicas under C/replica, failover clones under C/live.
 struct ZfsLab {
-    // Pools drop last (fields drop in order): nothing must still use them.
-    dir: PathBuf,
     pri_cfg: PathBuf,
     stb_cfg: PathBuf,
-    a: Zpool,
+    /// Pools A and C and the lab directory (`lab.a`, `lab.c`, `lab.dir`
+    /// through `Deref`); pools drop last (fields drop in order).
+    sites: ZfsSites,
     b: Zpool,
-    c: Zpool,
+}
+
+impl std::ops::Deref for ZfsLab {
+    type Target = ZfsSites;
+    fn deref(&self) -> &ZfsSites {
+        &self.sites
+    }
 }
 
 impl ZfsLab {
     fn new(extra_volume_keys: &str) -> ZfsLab {
-        let a = Zpool::on_file(&unique_name("za"), 512 * MIB, &[]);
+        let sites = ZfsSites::new("z", 512 * MIB, 1024 * MIB);
         let b = Zpool::on_file(&unique_name("zb"), 512 * MIB, &[]);
-        let c = Zpool::on_file(&unique_name("zc"), 1024 * MIB, &[]);
-        let dir = scratch().join(unique_name("zlab"));
-        std::fs::create_dir_all(&dir).unwrap();
+        let (a, dir) = (&sites.a, &sites.dir);
+        sites.live_container();
+        let (mut pri, mut stb) = (String::new(), String::new());
         for (i, r) in ROLES.iter().enumerate() {
-            let pool = if i < 2 { &a } else { &b };
+            let pool = if i < 2 { a } else { &b };
             sh(&["zfs", "create", &pool.dataset(r)]);
-        }
-        sh(&[
-            "zfs",
-            "create",
-            "-o",
-            "mountpoint=none",
-            &c.dataset("replica"),
-        ]);
-        sh(&["zfs", "create", "-o", "mountpoint=none", &c.dataset("live")]);
-        let mut pri = format!(
-            "site = \"primary\"\nstate_dir = \"{}/state-pri\"\n",
-            dir.display()
-        );
-        let mut stb = format!(
-            "site = \"standby\"\nstate_dir = \"{}/state-stb\"\n",
-            dir.display()
-        );
-        for (i, r) in ROLES.iter().enumerate() {
-            let pool = if i < 2 { &a } else { &b };
             pri.push_str(&format!(
                 "[[volume]]\nrole = \"{r}\"\nbackend = \"zfs\"\nsource = \"{}\"\n{extra_volume_keys}\n",
                 pool.dataset(r)
             ));
-            stb.push_str(&format!(
-                "[[volume]]\nrole = \"{r}\"\nbackend = \"zfs\"\nsource = \"{}\"\nreplica = \"{}\"\nmountpoint = \"{}/app/{r}\"\n",
-                c.dataset(&format!("live/{r}")),
-                c.dataset(&format!("replica/{r}")),
-                dir.display()
-            ));
+            let mp = dir.join("app").join(r);
+            stb.push_str(&sites.standby_volume_live_at(r, &format!("live/{r}"), Some(&mp)));
         }
-        let stb_cfg = dir.join("standby.toml");
-        stb.push_str(&format!(
-            "[replay]\ncommand = [\"/bin/sh\", \"-c\", \"printf '%s\\\\n' \\\"$@\\\" > {}/replay-args\", \"replay\", \"--fromTime\", \"{{from_time}}\"]\n",
-            dir.display()
-        ));
-        std::fs::write(&stb_cfg, stb).unwrap();
-        let pri_cfg = dir.join("primary.toml");
-        std::fs::write(
-            &pri_cfg,
-            format!(
-                "{pri}[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
-                stb_cfg.display()
-            ),
-        )
-        .unwrap();
+        let (pri_cfg, stb_cfg) =
+            site_configs(dir, &pri, &stb, &replay_args(dir), Standby::Local(""), "");
         ZfsLab {
-            dir,
             pri_cfg,
             stb_cfg,
-            a,
+            sites,
             b,
-            c,
         }
     }
 
