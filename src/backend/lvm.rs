@@ -1390,6 +1390,41 @@ impl LvmSink {
     /// whether the replica was touched. For thin LVs both are metadata
     /// operations (two LVM commands), whatever the size.
     fn prepare(&mut self, h: &Header) -> Result<()> {
+        self.check_header(h)?;
+        let all = vg_lvs(&self.vg)?.unwrap_or_default();
+        let existing = find(&all, &self.rlv).cloned();
+        if let Some(r) = &existing {
+            if !r.has_tag(REPLICA_TAG) {
+                return Err(Error::refused(format!(
+                    "{} exists and is not a snapsite replica (no tag {REPLICA_TAG}); not overwriting it",
+                    self.replica()
+                )));
+            }
+        }
+        let (pool, base_lv) = self.pool_and_base(h, &all)?;
+        self.check_resume_announced(h)?;
+        self.progress.header = resume::header_digest(h);
+        self.progress.limit = checkpoint_every();
+        let watch = PoolWatch::open(Pool {
+            vg: self.vg.clone(),
+            name: pool.clone(),
+        })?;
+        if snapshots_of(&all, &self.rlv).is_empty() {
+            self.before = existing
+                .as_ref()
+                .and_then(|r| Some((r.size, r.pool.clone()?)));
+        }
+        if let Some(from) = &h.resume {
+            return self.prepare_resumed(h, from, existing.as_ref(), watch);
+        }
+        self.recreate_replica(h, &pool, base_lv, existing.is_some())?;
+        self.watch = Some(watch);
+        self.open_replica(h)
+    }
+
+    /// The stream's header against what the sender announced: its
+    /// snapshot, its LV's uuid, a sane device size.
+    fn check_header(&self, h: &Header) -> Result<()> {
         if h.snapshot != self.name {
             return Err(Error::integrity(format!(
                 "the stream carries snapshot {}, expected {}",
@@ -1412,24 +1447,27 @@ impl LvmSink {
                 h.size
             )));
         }
-        let all = vg_lvs(&self.vg)?.unwrap_or_default();
-        let existing = find(&all, &self.rlv).cloned();
-        if let Some(r) = &existing {
-            if !r.has_tag(REPLICA_TAG) {
-                return Err(Error::refused(format!(
-                    "{} exists and is not a snapsite replica (no tag {REPLICA_TAG}); not overwriting it",
-                    self.replica()
-                )));
-            }
-        }
-        // Sizes: the standby's own limit, never the stream's word.
-        let (limit, limit_from) = match self.vol.max_size_bytes() {
+        Ok(())
+    }
+
+    /// The largest device a stream may declare: the standby's own limit
+    /// (`max_size`, else the VG's size), never the stream's word; with
+    /// where the limit comes from, for the refusal.
+    fn size_limit(&self) -> Result<(u64, String)> {
+        Ok(match self.vol.max_size_bytes() {
             Some(l) => (l, "max_size".to_string()),
             None => (
                 vg_size(&self.vg)?,
                 format!("the default max_size, the size of volume group {}", self.vg),
             ),
-        };
+        })
+    }
+
+    /// The thin pool the replica lives in and, for an incremental stream,
+    /// the base snapshot LV (with its size) it is a snapshot of; checks the
+    /// base and the declared size.
+    fn pool_and_base(&self, h: &Header, all: &[LvInfo]) -> Result<(String, Option<(String, u64)>)> {
+        let (limit, limit_from) = self.size_limit()?;
         let too_big = |size: u64| {
             Error::refused(format!(
                 "the stream declares a device of {size} bytes, more than {limit} bytes ({limit_from}); nothing was created"
@@ -1439,12 +1477,12 @@ impl LvmSink {
                 self.vol.role
             ))
         };
-        let (pool, base_lv) = match h.kind {
+        match h.kind {
             StreamKind::Full => {
                 if h.size > limit {
                     return Err(too_big(h.size));
                 }
-                (replica_pool(&self.vol, &all, &self.rlv)?, None)
+                Ok((replica_pool(&self.vol, all, &self.rlv)?, None))
             }
             StreamKind::Incremental => {
                 let base = match (&h.base, &self.base) {
@@ -1456,7 +1494,7 @@ impl LvmSink {
                     }
                 };
                 let base_lv = snap_lv(&self.rlv, &base);
-                let bi = find(&all, &base_lv).ok_or_else(|| {
+                let bi = find(all, &base_lv).ok_or_else(|| {
                     Error::storage(format!("base snapshot {}/{base_lv} is missing", self.vg))
                 })?;
                 if let (Some(want), Some(got)) = (&h.base_storage_id, bi.tag_value(FROM_TAG)) {
@@ -1478,9 +1516,13 @@ impl LvmSink {
                 let pool = bi.pool.clone().ok_or_else(|| {
                     Error::storage(format!("base snapshot {}/{base_lv} is not thin", self.vg))
                 })?;
-                (pool, Some((base_lv, bi.size)))
+                Ok((pool, Some((base_lv, bi.size))))
             }
-        };
+        }
+    }
+
+    /// A resumed stream exactly when the sender announced a resume.
+    fn check_resume_announced(&self, h: &Header) -> Result<()> {
         if h.resume.is_some() != self.resume_req {
             return Err(Error::protocol(format!(
                 "the stream {} a resumed one, the sender announced {}",
@@ -1492,23 +1534,22 @@ impl LvmSink {
                 }
             )));
         }
-        self.progress.header = resume::header_digest(h);
-        self.progress.limit = checkpoint_every();
-        let watch = PoolWatch::open(Pool {
-            vg: self.vg.clone(),
-            name: pool.clone(),
-        })?;
-        if snapshots_of(&all, &self.rlv).is_empty() {
-            self.before = existing
-                .as_ref()
-                .and_then(|r| Some((r.size, r.pool.clone()?)));
-        }
-        if let Some(from) = &h.resume {
-            return self.prepare_resumed(h, from, existing.as_ref(), watch);
-        }
-        // From here on the replica changes: a failure puts it back.
+        Ok(())
+    }
+
+    /// Remove the replica (when it exists) and create it again: empty in
+    /// `pool` for a full stream, a thin snapshot of the base otherwise
+    /// (grown to the stream's size). From here on the replica changes: a
+    /// failure puts it back (`release`).
+    fn recreate_replica(
+        &mut self,
+        h: &Header,
+        pool: &str,
+        base_lv: Option<(String, u64)>,
+        exists: bool,
+    ) -> Result<()> {
         self.touched = true;
-        if existing.is_some() {
+        if exists {
             remove_lv(&self.vg, &self.rlv)?;
         }
         match base_lv {
@@ -1536,8 +1577,7 @@ impl LvmSink {
                 }
             }
         }
-        self.watch = Some(watch);
-        self.open_replica(h)
+        Ok(())
     }
 
     fn open_replica(&mut self, h: &Header) -> Result<()> {

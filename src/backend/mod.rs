@@ -93,6 +93,14 @@ impl Listing {
     }
 }
 
+/// What `copy_prerequisites` found: what it checked (for the plan) and,
+/// when the copy could not be made or used, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyCheck {
+    pub checked: String,
+    pub problem: Option<String>,
+}
+
 pub trait Backend: Send + Sync {
     fn kind(&self) -> BackendKind;
 
@@ -104,6 +112,14 @@ pub trait Backend: Send + Sync {
     /// ZFS pool nearly full). `None` when there is room. `check` reports it;
     /// `failover --dry-run` should too.
     fn capacity_problem(&self, _vol: &Volume) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// What a writable copy of snapshot `name` needs beyond the snapshot
+    /// itself, checked without changing anything (ZFS: an encrypted
+    /// replica's key loaded). `None`: nothing to check for this backend.
+    /// `failover --dry-run` shows it and refuses on a problem.
+    fn copy_prerequisites(&self, _vol: &Volume, _name: &str) -> Result<Option<CopyCheck>> {
         Ok(None)
     }
 
@@ -337,6 +353,9 @@ impl Store {
     }
     /// Stores with equal keys can be snapshotted together atomically by
     /// [`snapshot_together`]. `None`: one at a time.
+    pub fn copy_prerequisites(&self, name: &str) -> Result<Option<CopyCheck>> {
+        self.imp.copy_prerequisites(&self.vol, name)
+    }
     pub fn atomic_key(&self) -> Option<String> {
         self.imp
             .atomic_key(&self.vol)

@@ -31,8 +31,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use super::{
-    Backend, ProcessSink, ProcessSource, ReceiveSteps, Resumable, SnapshotSink, SnapshotSource,
-    VolumeListing, require_replica,
+    Backend, CopyCheck, ProcessSink, ProcessSource, ReceiveSteps, Resumable, SnapshotSink,
+    SnapshotSource, VolumeListing, require_replica,
 };
 use crate::cmd::{Cmd, Running};
 use crate::config::{BackendKind, Volume, VolumeAddr};
@@ -500,6 +500,41 @@ fn send_flags(vol: &Volume) -> Vec<&'static str> {
     f
 }
 
+/// The key check of `copy_prerequisites`, from the values `zfs get`
+/// reports (`encryption` of the snapshot; the dataset's `keystatus` and
+/// `encryptionroot` asked only when it is encrypted).
+pub fn copy_check(
+    role: &str,
+    ds: &str,
+    encryption: Option<&str>,
+    keystatus: &dyn Fn() -> Result<Option<String>>,
+    encryption_root: &dyn Fn() -> Result<Option<String>>,
+) -> Result<CopyCheck> {
+    let enc = match encryption {
+        None | Some("off") => {
+            return Ok(CopyCheck {
+                checked: format!("volume `{role}`: {ds} is not encrypted"),
+                problem: None,
+            });
+        }
+        Some(e) => e,
+    };
+    let status = keystatus()?.unwrap_or_else(|| "-".to_string());
+    if status == "available" {
+        return Ok(CopyCheck {
+            checked: format!("volume `{role}`: {ds} is encrypted ({enc}), its key is loaded"),
+            problem: None,
+        });
+    }
+    let root = encryption_root()?.unwrap_or_else(|| ds.to_string());
+    Ok(CopyCheck {
+        checked: format!("volume `{role}`: {ds} is encrypted ({enc}), key status {status}"),
+        problem: Some(format!(
+            "volume `{role}`: {ds} was received encrypted (a raw stream) and its key is not loaded (keystatus {status}): failover's clone could not be mounted; load it first: `zfs load-key {root}`"
+        )),
+    })
+}
+
 /// Failover's and a rehearsal's clones: set-uid files and device nodes
 /// from the other site do not work there (README: Security), unless the
 /// volume says `allow_privileged_files = true`.
@@ -570,6 +605,23 @@ impl Backend for Zfs {
             .arg(pool)
             .output()?;
         Ok(pool_capacity_problem(pool, &out))
+    }
+
+    /// A raw (encrypted) stream arrives with its key unloaded: the clone
+    /// would exist but could not be mounted. Checked on the replica (the
+    /// snapshot's key is its dataset's), by what ZFS reports, not by what
+    /// the set announced.
+    fn copy_prerequisites(&self, vol: &Volume, name: &str) -> Result<Option<CopyCheck>> {
+        let s = snap_of(vol, name)?;
+        let ds = s.split('@').next().unwrap_or_default().to_string();
+        let enc = get("encryption", &s).ctx(format!("volume `{}`", vol.role))?;
+        Ok(Some(copy_check(
+            &vol.role,
+            &ds,
+            enc.as_deref(),
+            &|| get("keystatus", &ds),
+            &|| get("encryptionroot", &ds),
+        )?))
     }
 
     fn atomic_key(&self, vol: &Volume) -> Option<String> {
@@ -1565,6 +1617,26 @@ mod tests {
             be[o..o + n].reverse();
         }
         assert_eq!(parse_begin(&be).unwrap(), parse_begin(&rec).unwrap());
+    }
+
+    #[test]
+    fn copy_check_names_an_unloaded_key() {
+        let never = || -> Result<Option<String>> { panic!("not asked for a plain dataset") };
+        let c = copy_check("mysql", "p/r/mysql", Some("off"), &never, &never).unwrap();
+        assert_eq!(c.problem, None);
+        assert!(c.checked.contains("not encrypted"), "{c:?}");
+        let loaded = || Ok(Some("available".to_string()));
+        let c = copy_check("mysql", "p/r/mysql", Some("aes-256-gcm"), &loaded, &never).unwrap();
+        assert_eq!(c.problem, None);
+        assert!(c.checked.contains("key is loaded"), "{c:?}");
+        let unloaded = || Ok(Some("unavailable".to_string()));
+        let root = || Ok(Some("p/r/mysql".to_string()));
+        let c = copy_check("mysql", "p/r/mysql", Some("aes-256-gcm"), &unloaded, &root).unwrap();
+        let p = c.problem.expect("a problem");
+        assert!(
+            p.contains("volume `mysql`") && p.contains("zfs load-key p/r/mysql"),
+            "{p}"
+        );
     }
 
     #[test]
