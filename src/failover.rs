@@ -205,6 +205,14 @@ pub fn plan_with(cfg: &Config, requested: Option<&str>, scratch: Option<Scratch>
     }
     let mut warnings = Vec::new();
     for v in &cfg.volumes {
+        match backend::open(v).parked_receive() {
+            Ok(Some(p)) => warnings.push(format!("volume `{}`: {p}", v.role)),
+            Ok(None) => {}
+            Err(e) => warnings.push(format!(
+                "volume `{}`: parked receives could not be checked: {e}",
+                v.role
+            )),
+        }
         match backend::open(v).capacity_problem() {
             Ok(Some(p)) => warnings.push(format!("volume `{}`: {p}", v.role)),
             Ok(None) => {}
@@ -531,6 +539,13 @@ pub fn run_with(cfg: &Config, opts: &Options, progress: &mut dyn FnMut(&Event)) 
     }
     check_mountpoints(cfg, &plan, &ctx.st)?;
     ctx.save()?;
+    // A receive parked for the primary that failed holds pool space the
+    // copies are about to write into: it goes first.
+    for v in &cfg.volumes {
+        if let Some(n) = backend::open(v).release_parked()? {
+            ctx.note(format!("volume `{}`: {n}", v.role));
+        }
+    }
 
     if let Err(e) = make_copies(cfg, &plan, &mut ctx) {
         rollback(cfg, &mut ctx.st, &ctx.catalog);

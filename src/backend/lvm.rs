@@ -138,6 +138,73 @@ fn resumable_in(all: &[LvInfo], rlv: &str) -> Option<super::Resumable> {
         })
 }
 
+/// A cut receive kept for resuming in a replica (its resume tag).
+struct Parked {
+    vg: String,
+    rlv: String,
+    pool: Option<String>,
+    snapshot: String,
+    /// Where in the stream the receive would continue.
+    offset: u64,
+    /// The replica's newest received snapshot (what it is put back to).
+    newest: Option<String>,
+    /// The pool's data and metadata use, in percent.
+    usage: Option<(u64, u64)>,
+}
+
+impl Parked {
+    fn describe(&self) -> String {
+        let pool = match (&self.pool, self.usage) {
+            (Some(p), Some((d, m))) => {
+                format!(" in thin pool {}/{p} ({d}% used, metadata {m}%)", self.vg)
+            }
+            (Some(p), None) => format!(" in thin pool {}/{p}", self.vg),
+            _ => String::new(),
+        };
+        format!(
+            "a cut receive of snapshot {} is parked for resuming in {}/{}: {} bytes of its stream arrived and stay allocated{pool} until the primary resumes it; failover releases it",
+            self.snapshot, self.vg, self.rlv, self.offset
+        )
+    }
+}
+
+/// The pool's data and metadata use in percent, if it can be read.
+fn pool_percent(vg: &str, name: &str) -> Option<(u64, u64)> {
+    Pool {
+        vg: vg.to_string(),
+        name: name.to_string(),
+    }
+    .usage()
+    .ok()
+    .map(|u| u.percents())
+}
+
+/// The volume's parked receive, if its replica holds one.
+fn parked(vol: &Volume) -> Result<Option<Parked>> {
+    let Some(replica) = lvm_addr(vol)?.1 else {
+        return Ok(None);
+    };
+    let (vg, rlv) = split(replica);
+    let Some(all) = vg_lvs(vg)? else {
+        return Ok(None);
+    };
+    let Some(r) = find(&all, rlv).filter(|r| r.has_tag(REPLICA_TAG)) else {
+        return Ok(None);
+    };
+    let Some((_, token)) = resume_tag(r) else {
+        return Ok(None);
+    };
+    Ok(Some(Parked {
+        vg: vg.to_string(),
+        rlv: rlv.to_string(),
+        usage: r.pool.as_deref().and_then(|p| pool_percent(vg, p)),
+        pool: r.pool.clone(),
+        offset: token.offset(),
+        snapshot: token.snapshot,
+        newest: snapshots_of(&all, rlv).last().cloned(),
+    }))
+}
+
 /// The replica's resume tag and its token, if it has a valid one.
 fn resume_tag(r: &LvInfo) -> Option<(String, resume::Token)> {
     let tag = r.tags.iter().find(|t| t.starts_with(resume::RESUME_TAG))?;
@@ -470,6 +537,9 @@ impl Backend for Lvm {
             if let Some(p) = self.capacity_problem(vol)? {
                 notes.push(format!("warning: {p}"));
             }
+            if let Some(p) = parked(vol)? {
+                notes.push(format!("warning: {}", p.describe()));
+            }
         }
         Ok(notes)
     }
@@ -497,6 +567,36 @@ impl Backend for Lvm {
                 Ok(None)
             }
         }
+    }
+
+    fn parked_receive(&self, vol: &Volume) -> Result<Option<String>> {
+        Ok(parked(vol)?.map(|p| p.describe()))
+    }
+
+    /// The replica is put back as its newest snapshot (a thin snapshot:
+    /// metadata only), which frees every block the cut receive allocated;
+    /// without a snapshot it held only a cut first receive and goes.
+    fn release_parked(&self, vol: &Volume) -> Result<Option<String>> {
+        let Some(p) = parked(vol)? else {
+            return Ok(None);
+        };
+        let ctx = || format!("volume `{}`: release the parked receive", vol.role);
+        remove_lv(&p.vg, &p.rlv).ctx(ctx())?;
+        if let Some(newest) = &p.newest {
+            lvm("lvcreate")
+                .args(["-y", "-s", "-kn", "-prw", "-n", &p.rlv])
+                .args(["--addtag", TAG, "--addtag", REPLICA_TAG])
+                .arg(format!("{}/{}", p.vg, snap_lv(&p.rlv, newest)))
+                .run()
+                .ctx(ctx())?;
+        }
+        let after = p
+            .pool
+            .as_ref()
+            .and_then(|name| pool_percent(&p.vg, name))
+            .map(|(d, _)| format!("; pool now {d}% used"))
+            .unwrap_or_default();
+        Ok(Some(format!("released {}{after}", p.describe())))
     }
 
     fn snapshot(&self, vols: &[&Volume], name: &str) -> Result<()> {

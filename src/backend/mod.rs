@@ -115,6 +115,20 @@ pub trait Backend: Send + Sync {
         Ok(None)
     }
 
+    /// A receive cut and kept for resuming ("parked"): what it holds and
+    /// how full its pool is, for `check` and `failover --dry-run`. `None`
+    /// when there is none.
+    fn parked_receive(&self, _vol: &Volume) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// Discard a parked receive, returning the space it holds to the pool
+    /// (failover does so before its own writes: the primary it waited for
+    /// is gone). What was released, for the report; `None`: nothing parked.
+    fn release_parked(&self, _vol: &Volume) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     /// What a writable copy of snapshot `name` needs beyond the snapshot
     /// itself, checked without changing anything (ZFS: an encrypted
     /// replica's key loaded). `None`: nothing to check for this backend.
@@ -353,6 +367,12 @@ impl Store {
     }
     /// Stores with equal keys can be snapshotted together atomically by
     /// [`snapshot_together`]. `None`: one at a time.
+    pub fn parked_receive(&self) -> Result<Option<String>> {
+        self.imp.parked_receive(&self.vol)
+    }
+    pub fn release_parked(&self) -> Result<Option<String>> {
+        self.imp.release_parked(&self.vol)
+    }
     pub fn copy_prerequisites(&self, name: &str) -> Result<Option<CopyCheck>> {
         self.imp.copy_prerequisites(&self.vol, name)
     }

@@ -607,6 +607,28 @@ impl Backend for Zfs {
         Ok(pool_capacity_problem(pool, &out))
     }
 
+    fn parked_receive(&self, vol: &Volume) -> Result<Option<String>> {
+        let Some(ds) = vol.replica() else {
+            return Ok(None);
+        };
+        let l = list_datasets(std::slice::from_ref(&ds))?;
+        Ok(l.tokens.contains_key(&ds).then(|| {
+            format!("a cut receive into {ds} is parked for resuming (receive_resume_token set): its partial data stays allocated in pool {} until the primary resumes it; failover releases it", pool_of(&ds))
+        }))
+    }
+
+    fn release_parked(&self, vol: &Volume) -> Result<Option<String>> {
+        let Some(what) = self.parked_receive(vol)? else {
+            return Ok(None);
+        };
+        let ds = vol.replica().unwrap_or_default();
+        zfs()
+            .args(["receive", "-A", &ds])
+            .run()
+            .ctx(format!("volume `{}`: release the parked receive", vol.role))?;
+        Ok(Some(format!("released {what}")))
+    }
+
     /// A raw (encrypted) stream arrives with its key unloaded: the clone
     /// would exist but could not be mounted. Checked on the replica (the
     /// snapshot's key is its dataset's), by what ZFS reports, not by what

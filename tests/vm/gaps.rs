@@ -152,3 +152,138 @@ fn zfs_dry_run_checks_the_key_of_a_raw_replica() {
         let _ = run(&["zfs", "destroy", "-r", &p.b.dataset(&format!("live-{r}"))]);
     }
 }
+
+/// `lvs -o data_percent` of an LV (a thin pool's fill level), as a number.
+fn data_percent(vg: &VolumeGroup, lv: &str) -> f64 {
+    vg.lvs_field(lv, "data_percent")
+        .parse()
+        .unwrap_or_else(|e| panic!("data_percent of {}: {e}", vg.lv(lv)))
+}
+
+/// Issue 24 item 4: an LVM receive cut half way is parked for resuming
+/// (its blocks stay allocated in the standby's thin pool). `check` and
+/// `failover --dry-run` warn about it with the pool's fill level;
+/// failover releases it before its own writes, so the promoted site's
+/// writes have the room the parked receive held.
+#[test]
+fn lvm_failover_releases_a_parked_receive() {
+    require_lab!();
+    let (an, bn) = (unique_name("gla"), unique_name("glb"));
+    let a_lo = LoopDevice::attach(&sparse_file(&an, 512 * MIB));
+    let b_lo = LoopDevice::attach(&sparse_file(&bn, 256 * MIB));
+    let va = VolumeGroup::create(&an, &[&a_lo.path]);
+    let vb = VolumeGroup::create(&bn, &[&b_lo.path]);
+    for (vg, size) in [(&va, "384M"), (&vb, "96M")] {
+        sh(&[
+            "lvcreate",
+            "-y",
+            "-L",
+            size,
+            "--chunksize",
+            "64k",
+            "-T",
+            &vg.lv("pool"),
+        ]);
+    }
+    for (r, size) in [("mysql", "64M"), ("redolog", "8M")] {
+        sh(&["lvcreate", "-y", "-V", size, "-T", &va.lv("pool"), "-n", r]);
+    }
+    let dir = scratch().join(unique_name("gparked"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ac = format!("site = \"a\"\nstate_dir = \"{}/state-a\"\n", dir.display());
+    let mut bc = format!("site = \"b\"\nstate_dir = \"{}/state-b\"\n", dir.display());
+    for r in ["mysql", "redolog"] {
+        ac.push_str(&format!(
+            "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{}\"\n",
+            va.lv(r)
+        ));
+        // No mountpoint: the copies are raw block devices.
+        bc.push_str(&format!(
+            "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{}\"\nreplica = \"{}\"\n",
+            vb.lv(&format!("live-{r}")),
+            vb.lv(&format!("rep-{r}"))
+        ));
+    }
+    let a_cfg = dir.join("a.toml");
+    let b_cfg = dir.join("b.toml");
+    std::fs::write(
+        &a_cfg,
+        format!(
+            "{ac}[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
+            b_cfg.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(&b_cfg, bc).unwrap();
+
+    // Set 1: 8 MiB, shipped.
+    write_pattern(&va.dev("mysql"), 0, 1, 8 * MIB as usize);
+    snapsite_ok(&a_cfg, &["snapshot"]);
+    snapsite_ok(&a_cfg, &["ship"]);
+    // Set 2: 48 MiB more, its transfer cut after about 40 MB (checkpoints
+    // every MiB, so most of it is kept for resuming).
+    write_pattern(&va.dev("mysql"), 8 * MIB, 2, 48 * MIB as usize);
+    snapsite_ok(&a_cfg, &["snapshot"]);
+    let cut = cutting_config(&dir, &a_cfg, &b_cfg, 40_000_000);
+    let out = Command::new(snapsite_bin())
+        .arg("--config")
+        .arg(&cut)
+        .arg("ship")
+        .env("SNAPSITE_LVM_CHECKPOINT_BYTES", "1048576")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a cut ship must fail");
+    let tags = vb.lvs_field("rep-mysql", "lv_tags");
+    assert!(tags.contains("snapsite-resume:"), "parked: {tags}");
+    let parked_pct = data_percent(&vb, "pool");
+    assert!(
+        parked_pct > 40.0,
+        "the parked receive holds its blocks: {parked_pct}%"
+    );
+
+    // check and the dry run say so, with the pool's fill level.
+    let out = snapsite_run(&b_cfg, &["check"], None);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("parked for resuming") && text.contains("% used"),
+        "check: {text}"
+    );
+    let plan = snapsite_json(&b_cfg, &["failover", "--dry-run", "--json"]);
+    assert!(
+        plan["warnings"].to_string().contains("parked for resuming"),
+        "{plan}"
+    );
+
+    // Failover releases it first, and says so.
+    let rep = snapsite_json(&b_cfg, &["failover", "--no-replay", "--json"]);
+    assert!(
+        rep["notes"].to_string().contains("released a cut receive"),
+        "{rep}"
+    );
+    let tags = vb.lvs_field("rep-mysql", "lv_tags");
+    assert!(!tags.contains("snapsite-resume:"), "released: {tags}");
+    let released_pct = data_percent(&vb, "pool");
+    assert!(
+        released_pct + 30.0 < parked_pct,
+        "the parked blocks went back to the pool: {parked_pct}% -> {released_pct}%"
+    );
+    // The copy is set 1, and the new primary's writes have their room:
+    // 40 MiB more stays under the pool's 90% limit (it would not with the
+    // parked receive still allocated).
+    let live = vb.dev("live-mysql");
+    assert_pattern(&live, 0, 1, 8 * MIB as usize);
+    write_pattern(&live, 16 * MIB, 3, 40 * MIB as usize);
+    let after = data_percent(&vb, "pool");
+    assert!(
+        after < 90.0,
+        "pool at {after}% after the new primary's writes"
+    );
+    drop(vb);
+    drop(va);
+    drop(b_lo);
+    drop(a_lo);
+}
