@@ -113,7 +113,7 @@ fn zfs_dry_run_checks_the_key_of_a_raw_replica() {
         "{plan}"
     );
     assert!(
-        plan["checks"].to_string().contains("keystatus unavailable")
+        plan["checks"].to_string().contains("key status unavailable")
             && plan["checks"].to_string().contains("redolog"),
         "the plan says what it checked: {plan}"
     );
@@ -286,4 +286,102 @@ fn lvm_failover_releases_a_parked_receive() {
     drop(va);
     drop(b_lo);
     drop(a_lo);
+}
+
+/// `ARGV` as the unprivileged user `nobody` (65534), whatever the exit.
+fn as_nobody(argv: &[&str]) -> Output {
+    let mut full = vec![
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--",
+    ];
+    full.extend_from_slice(argv);
+    run(&full)
+}
+
+/// What `nobody` gets from a set-uid-root `id` and a mode-0666 device node
+/// (1:3, the null device) in directory `d`: (euid printed, the write's
+/// outcome).
+fn privileged_files_work(d: &Path) -> (String, Output) {
+    let id = as_nobody(&[d.join("suid-id").to_str().unwrap(), "-u"]);
+    assert!(id.status.success(), "{id:?}");
+    let euid = String::from_utf8_lossy(&id.stdout).trim().to_string();
+    let of = format!("of={}", d.join("nulldev").display());
+    let write = as_nobody(&["dd", "if=/dev/zero", &of, "bs=512", "count=1"]);
+    (euid, write)
+}
+
+fn privileged_files_are_inert_in_failover_copies(kind: super::crash::Kind) {
+    let s = super::crash::Sites::new(kind, false);
+    let live = &s.mounts[0];
+    sh(&["cp", "/usr/bin/id", live.join("suid-id").to_str().unwrap()]);
+    sh(&["chmod", "4755", live.join("suid-id").to_str().unwrap()]);
+    sh(&[
+        "mknod",
+        "-m",
+        "0666",
+        live.join("nulldev").to_str().unwrap(),
+        "c",
+        "1",
+        "3",
+    ]);
+    // The control: on the primary's own volume both work for `nobody`
+    // (so the test can fail).
+    let (euid, write) = privileged_files_work(live);
+    assert_eq!(euid, "0", "{kind:?}: the set-uid control");
+    assert!(
+        write.status.success(),
+        "{kind:?}: the device control: {write:?}"
+    );
+    s.snapshot();
+    snapsite_ok(&s.a_cfg, &["ship"]);
+    snapsite_ok(&s.b_cfg, &["failover", "--no-replay"]);
+    let copy = s.dir.join("b/mysql");
+    // The files arrived as they were...
+    assert_eq!(
+        sh(&[
+            "stat",
+            "-c",
+            "%a %F",
+            copy.join("suid-id").to_str().unwrap()
+        ])
+        .trim(),
+        "4755 regular file"
+    );
+    assert_eq!(
+        sh(&[
+            "stat",
+            "-c",
+            "%t:%T %F",
+            copy.join("nulldev").to_str().unwrap()
+        ])
+        .trim(),
+        "1:3 character special file"
+    );
+    // ...and do nothing privileged in failover's copy.
+    let (euid, write) = privileged_files_work(&copy);
+    assert_eq!(euid, "65534", "{kind:?}: set-uid root worked in the copy");
+    assert!(
+        !write.status.success()
+            && String::from_utf8_lossy(&write.stderr).contains("Permission denied"),
+        "{kind:?}: nobody wrote to a device node in the copy: {write:?}"
+    );
+}
+
+/// Issue 24 item 1 on ZFS and LVM: a set-uid-root binary and a mode-0666
+/// device node shipped from the primary are inert in failover's copies
+/// (ZFS clones `setuid=off devices=off`, LVM copies mounted
+/// `nosuid,nodev`), tried as the unprivileged user `nobody`.
+#[test]
+fn zfs_privileged_files_are_inert_in_failover_copies() {
+    require_lab!();
+    privileged_files_are_inert_in_failover_copies(super::crash::Kind::Zfs);
+}
+
+#[test]
+fn lvm_privileged_files_are_inert_in_failover_copies() {
+    require_lab!();
+    privileged_files_are_inert_in_failover_copies(super::crash::Kind::Lvm);
 }
