@@ -12,10 +12,10 @@
 //!   receipt without a set, no pending intent or journal;
 //! - no resend beyond the unfinished volume.
 //!
-//! The default run is a small subset (see [`SUBSET`]: each cell boots no
+//! The default run is a small subset (see [`subset`]: each cell boots no
 //! guest but costs 1-2 minutes of emulated LVM/ZFS work);
 //! `SNAPSITE_CRASH_MATRIX=full` runs every snapshot, ship, serve and prune
-//! failpoint, `SNAPSITE_CRASH_CELLS=a,b` only those named.
+//! failpoint (serve's receive and commit also on the first, full ship), `SNAPSITE_CRASH_CELLS=a,b` only those named.
 
 use super::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,14 +28,21 @@ pub(super) enum Kind {
 
 const ROLES: [&str; 2] = ["mysql", "redolog"];
 
-/// The default subset: the receive killed between `zfs receive`'s (or the
-/// LVM writes') end and the backend's completion mark, the step the
-/// backends differ in most. Each cell costs 1-2 minutes in the emulated
-/// guest, so the other steps (serve's commit, ship's, prune's; all green
-/// when last run) are in the full run.
-const SUBSET: &[&str] = &["serve.after_receipt"];
+/// The default subset: the receive killed between its end (`zfs receive`
+/// exited, or the LVM writes read back) and the backend's completion mark,
+/// the step the backends differ in most: on the first, full ship on both,
+/// and on an incremental ship on ZFS. A cell costs 0.5-4 minutes in the
+/// emulated guest (LVM the most), so the other steps (serve's commit,
+/// ship's, prune's; green when last run) are in the full run.
+fn subset(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Zfs => &["serve.after_receipt@first", "serve.after_receipt"],
+        Kind::Lvm => &["serve.after_receipt@first"],
+    }
+}
 
-/// `SNAPSITE_CRASH_MATRIX=full`: every failpoint of these verbs.
+/// `SNAPSITE_CRASH_MATRIX=full`: every failpoint of these verbs (`@first`:
+/// on the very first ship, full receives).
 const FULL: &[&str] = &[
     "take_set.after_intent",
     "take_set.after_snapshot",
@@ -46,6 +53,8 @@ const FULL: &[&str] = &[
     "serve.after_receipt",
     "serve.before_manifest",
     "serve.after_manifest",
+    "serve.after_receipt@first",
+    "serve.before_manifest@first",
     "prune.after_intent",
     "prune.after_member",
     "prune.after_members",
@@ -540,6 +549,25 @@ fn ship_cell(kind: Kind, fp: &str) {
     }
 }
 
+/// Serve cells on the very first ship (full receives; on ZFS the receive
+/// creates the replica dataset): the same checks as [`ship_cell`].
+fn first_ship_cell(kind: Kind, fp: &str) {
+    let s = Sites::new(kind, false);
+    s.write("mysql", "m0", 1, 256 << 10);
+    s.write("redolog", "log1", 2, 16 << 10);
+    s.snapshot();
+    let before = snapshot_of_both(&s);
+    crash(&s.a_cfg, &["ship"], fp);
+    let held = held(&s);
+    ship_no_resend(&s, &held, 1);
+    check_invariants(&s, &before);
+    assert_eq!(
+        manifests(&s.state('a')).keys().collect::<Vec<_>>(),
+        manifests(&s.state('b')).keys().collect::<Vec<_>>(),
+        "the set is committed on B"
+    );
+}
+
 /// Snapshot cells: `snapshot` stops dead; the next ship finishes or drops
 /// the set and ships what is complete.
 fn snapshot_cell(kind: Kind, fp: &str) {
@@ -601,7 +629,7 @@ fn run_matrix(kind: Kind) {
     } else if full {
         FULL
     } else {
-        SUBSET
+        subset(kind)
     };
     let t0 = Instant::now();
     let mut failed = Vec::new();
@@ -609,7 +637,9 @@ fn run_matrix(kind: Kind) {
     for fp in cells {
         let t = Instant::now();
         let res = std::panic::catch_unwind(|| {
-            if fp.starts_with("prune.") {
+            if let Some(fp) = fp.strip_suffix("@first") {
+                first_ship_cell(kind, fp)
+            } else if fp.starts_with("prune.") {
                 prune_cell(kind, fp)
             } else if fp.starts_with("take_set.") {
                 snapshot_cell(kind, fp)

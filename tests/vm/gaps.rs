@@ -113,7 +113,9 @@ fn zfs_dry_run_checks_the_key_of_a_raw_replica() {
         "{plan}"
     );
     assert!(
-        plan["checks"].to_string().contains("key status unavailable")
+        plan["checks"]
+            .to_string()
+            .contains("key status unavailable")
             && plan["checks"].to_string().contains("redolog"),
         "the plan says what it checked: {plan}"
     );
