@@ -318,7 +318,7 @@ fn remove_unverified(st: &Store, catalog: &Catalog) -> Result<Vec<String>> {
     {
         return Ok(Vec::new());
     }
-    st.destroy(&name)?;
+    st.discard_unverified(&name)?;
     Ok(vec![name])
 }
 

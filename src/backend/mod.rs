@@ -129,6 +129,14 @@ pub trait Backend: Send + Sync {
         Ok(None)
     }
 
+    /// Remove snapshot `name`, the replica's newest, that a receive
+    /// completed after its session died (never verified, no receipt), so
+    /// that the replica is as it was before that receive. Default: destroy
+    /// it (LVM recreates the replica on every receive anyway).
+    fn discard_unverified(&self, vol: &Volume, name: &str) -> Result<()> {
+        self.destroy(vol, name)
+    }
+
     /// What a writable copy of snapshot `name` needs beyond the snapshot
     /// itself, checked without changing anything (ZFS: an encrypted
     /// replica's key loaded). `None`: nothing to check for this backend.
@@ -367,6 +375,9 @@ impl Store {
     }
     /// Stores with equal keys can be snapshotted together atomically by
     /// [`snapshot_together`]. `None`: one at a time.
+    pub fn discard_unverified(&self, name: &str) -> Result<()> {
+        self.imp.discard_unverified(&self.vol, name)
+    }
     pub fn parked_receive(&self) -> Result<Option<String>> {
         self.imp.parked_receive(&self.vol)
     }

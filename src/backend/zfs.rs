@@ -607,6 +607,35 @@ impl Backend for Zfs {
         Ok(pool_capacity_problem(pool, &out))
     }
 
+    /// The dataset is rolled back to the snapshot before it (`zfs rollback`
+    /// destroys `name` with it): an incremental receive needs the dataset
+    /// unchanged since its base. Without an earlier snapshot the dataset
+    /// was made by that receive and goes with it.
+    fn discard_unverified(&self, vol: &Volume, name: &str) -> Result<()> {
+        let ds = require_replica(vol, "dataset")?;
+        let l = list_datasets(std::slice::from_ref(&ds))?;
+        let chain: Vec<String> = chain_in(vol, &l)
+            .into_iter()
+            .filter(|(_, full, _)| full.starts_with(&format!("{ds}@")))
+            .map(|(n, _, _)| n)
+            .collect();
+        if chain.last().map(String::as_str) != Some(name) {
+            return Err(Error::storage(format!(
+                "volume `{}`: {ds}@{name} is not the replica's newest snapshot; not removed",
+                vol.role
+            )));
+        }
+        let ctx = format!("volume `{}`: remove unverified {ds}@{name}", vol.role);
+        match chain.len().checked_sub(2).map(|i| &chain[i]) {
+            Some(prev) => zfs()
+                .args(["rollback", "-r"])
+                .arg(format!("{ds}@{prev}"))
+                .run()
+                .ctx(ctx),
+            None => zfs().args(["destroy", "-r", &ds]).run().ctx(ctx),
+        }
+    }
+
     fn parked_receive(&self, vol: &Volume) -> Result<Option<String>> {
         let Some(ds) = vol.replica() else {
             return Ok(None);
