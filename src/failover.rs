@@ -124,6 +124,15 @@ pub struct Plan {
     /// seen when the plan was made.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// What the copies need beyond their snapshots, as checked when the
+    /// plan was made (ZFS: an encrypted replica's key status).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
+    /// Why a copy could not be made or used (a raw ZFS replica whose key
+    /// is not loaded): the dry run fails on these, failover refuses before
+    /// it changes anything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
     /// The full set's skew: 0 when its members are one atomic snapshot.
     #[serde(default)]
     pub skew_ms: i64,
@@ -196,6 +205,14 @@ pub fn plan_with(cfg: &Config, requested: Option<&str>, scratch: Option<Scratch>
     }
     let mut warnings = Vec::new();
     for v in &cfg.volumes {
+        match backend::open(v).parked_receive() {
+            Ok(Some(p)) => warnings.push(format!("volume `{}`: {p}", v.role)),
+            Ok(None) => {}
+            Err(e) => warnings.push(format!(
+                "volume `{}`: parked receives could not be checked: {e}",
+                v.role
+            )),
+        }
         match backend::open(v).capacity_problem() {
             Ok(Some(p)) => warnings.push(format!("volume `{}`: {p}", v.role)),
             Ok(None) => {}
@@ -205,6 +222,7 @@ pub fn plan_with(cfg: &Config, requested: Option<&str>, scratch: Option<Scratch>
             )),
         }
     }
+    let (checks, problems) = copy_prerequisites(cfg, &copies)?;
     let mut vars = BTreeMap::new();
     vars.insert("from_time".to_string(), from_time_arg.clone());
     vars.insert(
@@ -245,7 +263,36 @@ pub fn plan_with(cfg: &Config, requested: Option<&str>, scratch: Option<Scratch>
         margin,
         from_time_note: rt.note,
         warnings,
+        checks,
+        problems,
     })
+}
+
+/// Each copy's prerequisites, asked of its backend: (what was checked,
+/// what would make the copy fail).
+fn copy_prerequisites(cfg: &Config, copies: &[PlannedCopy]) -> Result<(Vec<String>, Vec<String>)> {
+    let (mut checks, mut problems) = (Vec::new(), Vec::new());
+    for c in copies {
+        let vol = volume(cfg, &c.role)?;
+        if let Some(found) = backend::open(vol).copy_prerequisites(&c.snapshot)? {
+            checks.push(found.checked);
+            problems.extend(found.problem);
+        }
+    }
+    Ok((checks, problems))
+}
+
+/// A plan with problems is refused before anything is changed.
+pub fn refuse_problems(plan: &Plan) -> Result<()> {
+    if plan.problems.is_empty() {
+        return Ok(());
+    }
+    Err(Error::refused(format!(
+        "the copies of set {} could not be used: {}",
+        plan.set_id,
+        plan.problems.join("; ")
+    ))
+    .with_hint("fix what is named above, then run failover again (nothing was changed)"))
 }
 
 /// A process group leader as recorded in the progress file: enough to find
@@ -486,9 +533,19 @@ pub fn run_with(cfg: &Config, opts: &Options, progress: &mut dyn FnMut(&Event)) 
         ctx.save()?;
     }
     // Nothing is created (not even the progress file of a new failover)
-    // before every mountpoint is known to be free.
+    // before every mountpoint is known to be free and every copy usable.
+    if !resumed {
+        refuse_problems(&plan)?;
+    }
     check_mountpoints(cfg, &plan, &ctx.st)?;
     ctx.save()?;
+    // A receive parked for the primary that failed holds pool space the
+    // copies are about to write into: it goes first.
+    for v in &cfg.volumes {
+        if let Some(n) = backend::open(v).release_parked()? {
+            ctx.note(format!("volume `{}`: {n}", v.role));
+        }
+    }
 
     if let Err(e) = make_copies(cfg, &plan, &mut ctx) {
         rollback(cfg, &mut ctx.st, &ctx.catalog);
@@ -1403,6 +1460,12 @@ pub fn render_plan(p: &Plan) -> String {
     }
     for w in &p.warnings {
         s.push_str(&format!("WARNING       {w}\n"));
+    }
+    for c in &p.checks {
+        s.push_str(&format!("checked       {c}\n"));
+    }
+    for pr in &p.problems {
+        s.push_str(&format!("PROBLEM       {pr}\n"));
     }
     for c in &p.copies {
         let at = c

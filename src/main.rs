@@ -894,6 +894,10 @@ fn cmd_failover(
                 print!("{}", snapsite::redostream::render_preview(st));
             }
         }
+        if let Err(e) = failover::refuse_problems(&plan) {
+            eprintln!("error: failover would be refused: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let report = match failover::run(cfg, &opts) {

@@ -275,6 +275,15 @@ fn remove_interrupted(stores: &Stores, catalog: &Catalog, log: &SessionLog) -> R
                 ),
             );
         }
+        for n in remove_unverified(st, catalog)? {
+            log.event(
+                tracing::Level::WARN,
+                &format!(
+                    "volume `{}`: removed snapshot {n}: its receive finished after the session ended, unverified (no receipt); it is sent again",
+                    st.role()
+                ),
+            );
+        }
         let removed = st.cleanup_partial()?;
         for p in removed {
             log.event(
@@ -288,6 +297,35 @@ fn remove_interrupted(stores: &Stores, catalog: &Catalog, log: &SessionLog) -> R
         }
     }
     Ok(())
+}
+
+/// ZFS and LVM: a snapshot a receive completed after its session died
+/// (`zfs receive` reading the rest of its pipe after serve was killed) has
+/// no receipt: its stream's checksum was never checked. Left there it is
+/// listed as held, so the primary would not send it again and its set's
+/// commit would be refused for want of a receipt. It goes; the primary
+/// sends that one snapshot again. Only the replica's newest snapshot, and
+/// only when it is set-named and neither committed nor receipted (btrfs
+/// keeps its marker for these, see `cleanup_partial`).
+fn remove_unverified(st: &Store, catalog: &Catalog) -> Result<Vec<String>> {
+    if !matches!(
+        st.kind(),
+        crate::config::BackendKind::Zfs | crate::config::BackendKind::Lvm
+    ) || st.volume().replica().is_none()
+    {
+        return Ok(Vec::new());
+    }
+    let Some(name) = st.list()?.pop() else {
+        return Ok(Vec::new());
+    };
+    if validate_set_id(&name).is_err()
+        || catalog.has_manifest(&name)
+        || catalog.receipt(st.role(), &name)?.is_some()
+    {
+        return Ok(Vec::new());
+    }
+    st.discard_unverified(&name)?;
+    Ok(vec![name])
 }
 
 /// The inventory, committed sets and the codecs we decode; compressed

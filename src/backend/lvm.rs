@@ -138,6 +138,73 @@ fn resumable_in(all: &[LvInfo], rlv: &str) -> Option<super::Resumable> {
         })
 }
 
+/// A cut receive kept for resuming in a replica (its resume tag).
+struct Parked {
+    vg: String,
+    rlv: String,
+    pool: Option<String>,
+    snapshot: String,
+    /// Where in the stream the receive would continue.
+    offset: u64,
+    /// The replica's newest received snapshot (what it is put back to).
+    newest: Option<String>,
+    /// The pool's data and metadata use, in percent.
+    usage: Option<(u64, u64)>,
+}
+
+impl Parked {
+    fn describe(&self) -> String {
+        let pool = match (&self.pool, self.usage) {
+            (Some(p), Some((d, m))) => {
+                format!(" in thin pool {}/{p} ({d}% used, metadata {m}%)", self.vg)
+            }
+            (Some(p), None) => format!(" in thin pool {}/{p}", self.vg),
+            _ => String::new(),
+        };
+        format!(
+            "a cut receive of snapshot {} is parked for resuming in {}/{}: {} bytes of its stream arrived and stay allocated{pool} until the primary resumes it; failover releases it",
+            self.snapshot, self.vg, self.rlv, self.offset
+        )
+    }
+}
+
+/// The pool's data and metadata use in percent, if it can be read.
+fn pool_percent(vg: &str, name: &str) -> Option<(u64, u64)> {
+    Pool {
+        vg: vg.to_string(),
+        name: name.to_string(),
+    }
+    .usage()
+    .ok()
+    .map(|u| u.percents())
+}
+
+/// The volume's parked receive, if its replica holds one.
+fn parked(vol: &Volume) -> Result<Option<Parked>> {
+    let Some(replica) = lvm_addr(vol)?.1 else {
+        return Ok(None);
+    };
+    let (vg, rlv) = split(replica);
+    let Some(all) = vg_lvs(vg)? else {
+        return Ok(None);
+    };
+    let Some(r) = find(&all, rlv).filter(|r| r.has_tag(REPLICA_TAG)) else {
+        return Ok(None);
+    };
+    let Some((_, token)) = resume_tag(r) else {
+        return Ok(None);
+    };
+    Ok(Some(Parked {
+        vg: vg.to_string(),
+        rlv: rlv.to_string(),
+        usage: r.pool.as_deref().and_then(|p| pool_percent(vg, p)),
+        pool: r.pool.clone(),
+        offset: token.offset(),
+        snapshot: token.snapshot,
+        newest: snapshots_of(&all, rlv).last().cloned(),
+    }))
+}
+
 /// The replica's resume tag and its token, if it has a valid one.
 fn resume_tag(r: &LvInfo) -> Option<(String, resume::Token)> {
     let tag = r.tags.iter().find(|t| t.starts_with(resume::RESUME_TAG))?;
@@ -470,6 +537,9 @@ impl Backend for Lvm {
             if let Some(p) = self.capacity_problem(vol)? {
                 notes.push(format!("warning: {p}"));
             }
+            if let Some(p) = parked(vol)? {
+                notes.push(format!("warning: {}", p.describe()));
+            }
         }
         Ok(notes)
     }
@@ -497,6 +567,36 @@ impl Backend for Lvm {
                 Ok(None)
             }
         }
+    }
+
+    fn parked_receive(&self, vol: &Volume) -> Result<Option<String>> {
+        Ok(parked(vol)?.map(|p| p.describe()))
+    }
+
+    /// The replica is put back as its newest snapshot (a thin snapshot:
+    /// metadata only), which frees every block the cut receive allocated;
+    /// without a snapshot it held only a cut first receive and goes.
+    fn release_parked(&self, vol: &Volume) -> Result<Option<String>> {
+        let Some(p) = parked(vol)? else {
+            return Ok(None);
+        };
+        let ctx = || format!("volume `{}`: release the parked receive", vol.role);
+        remove_lv(&p.vg, &p.rlv).ctx(ctx())?;
+        if let Some(newest) = &p.newest {
+            lvm("lvcreate")
+                .args(["-y", "-s", "-kn", "-prw", "-n", &p.rlv])
+                .args(["--addtag", TAG, "--addtag", REPLICA_TAG])
+                .arg(format!("{}/{}", p.vg, snap_lv(&p.rlv, newest)))
+                .run()
+                .ctx(ctx())?;
+        }
+        let after = p
+            .pool
+            .as_ref()
+            .and_then(|name| pool_percent(&p.vg, name))
+            .map(|(d, _)| format!("; pool now {d}% used"))
+            .unwrap_or_default();
+        Ok(Some(format!("released {}{after}", p.describe())))
     }
 
     fn snapshot(&self, vols: &[&Volume], name: &str) -> Result<()> {
@@ -1390,6 +1490,41 @@ impl LvmSink {
     /// whether the replica was touched. For thin LVs both are metadata
     /// operations (two LVM commands), whatever the size.
     fn prepare(&mut self, h: &Header) -> Result<()> {
+        self.check_header(h)?;
+        let all = vg_lvs(&self.vg)?.unwrap_or_default();
+        let existing = find(&all, &self.rlv).cloned();
+        if let Some(r) = &existing {
+            if !r.has_tag(REPLICA_TAG) {
+                return Err(Error::refused(format!(
+                    "{} exists and is not a snapsite replica (no tag {REPLICA_TAG}); not overwriting it",
+                    self.replica()
+                )));
+            }
+        }
+        let (pool, base_lv) = self.pool_and_base(h, &all)?;
+        self.check_resume_announced(h)?;
+        self.progress.header = resume::header_digest(h);
+        self.progress.limit = checkpoint_every();
+        let watch = PoolWatch::open(Pool {
+            vg: self.vg.clone(),
+            name: pool.clone(),
+        })?;
+        if snapshots_of(&all, &self.rlv).is_empty() {
+            self.before = existing
+                .as_ref()
+                .and_then(|r| Some((r.size, r.pool.clone()?)));
+        }
+        if let Some(from) = &h.resume {
+            return self.prepare_resumed(h, from, existing.as_ref(), watch);
+        }
+        self.recreate_replica(h, &pool, base_lv, existing.is_some())?;
+        self.watch = Some(watch);
+        self.open_replica(h)
+    }
+
+    /// The stream's header against what the sender announced: its
+    /// snapshot, its LV's uuid, a sane device size.
+    fn check_header(&self, h: &Header) -> Result<()> {
         if h.snapshot != self.name {
             return Err(Error::integrity(format!(
                 "the stream carries snapshot {}, expected {}",
@@ -1412,24 +1547,27 @@ impl LvmSink {
                 h.size
             )));
         }
-        let all = vg_lvs(&self.vg)?.unwrap_or_default();
-        let existing = find(&all, &self.rlv).cloned();
-        if let Some(r) = &existing {
-            if !r.has_tag(REPLICA_TAG) {
-                return Err(Error::refused(format!(
-                    "{} exists and is not a snapsite replica (no tag {REPLICA_TAG}); not overwriting it",
-                    self.replica()
-                )));
-            }
-        }
-        // Sizes: the standby's own limit, never the stream's word.
-        let (limit, limit_from) = match self.vol.max_size_bytes() {
+        Ok(())
+    }
+
+    /// The largest device a stream may declare: the standby's own limit
+    /// (`max_size`, else the VG's size), never the stream's word; with
+    /// where the limit comes from, for the refusal.
+    fn size_limit(&self) -> Result<(u64, String)> {
+        Ok(match self.vol.max_size_bytes() {
             Some(l) => (l, "max_size".to_string()),
             None => (
                 vg_size(&self.vg)?,
                 format!("the default max_size, the size of volume group {}", self.vg),
             ),
-        };
+        })
+    }
+
+    /// The thin pool the replica lives in and, for an incremental stream,
+    /// the base snapshot LV (with its size) it is a snapshot of; checks the
+    /// base and the declared size.
+    fn pool_and_base(&self, h: &Header, all: &[LvInfo]) -> Result<(String, Option<(String, u64)>)> {
+        let (limit, limit_from) = self.size_limit()?;
         let too_big = |size: u64| {
             Error::refused(format!(
                 "the stream declares a device of {size} bytes, more than {limit} bytes ({limit_from}); nothing was created"
@@ -1439,12 +1577,12 @@ impl LvmSink {
                 self.vol.role
             ))
         };
-        let (pool, base_lv) = match h.kind {
+        match h.kind {
             StreamKind::Full => {
                 if h.size > limit {
                     return Err(too_big(h.size));
                 }
-                (replica_pool(&self.vol, &all, &self.rlv)?, None)
+                Ok((replica_pool(&self.vol, all, &self.rlv)?, None))
             }
             StreamKind::Incremental => {
                 let base = match (&h.base, &self.base) {
@@ -1456,7 +1594,7 @@ impl LvmSink {
                     }
                 };
                 let base_lv = snap_lv(&self.rlv, &base);
-                let bi = find(&all, &base_lv).ok_or_else(|| {
+                let bi = find(all, &base_lv).ok_or_else(|| {
                     Error::storage(format!("base snapshot {}/{base_lv} is missing", self.vg))
                 })?;
                 if let (Some(want), Some(got)) = (&h.base_storage_id, bi.tag_value(FROM_TAG)) {
@@ -1478,9 +1616,13 @@ impl LvmSink {
                 let pool = bi.pool.clone().ok_or_else(|| {
                     Error::storage(format!("base snapshot {}/{base_lv} is not thin", self.vg))
                 })?;
-                (pool, Some((base_lv, bi.size)))
+                Ok((pool, Some((base_lv, bi.size))))
             }
-        };
+        }
+    }
+
+    /// A resumed stream exactly when the sender announced a resume.
+    fn check_resume_announced(&self, h: &Header) -> Result<()> {
         if h.resume.is_some() != self.resume_req {
             return Err(Error::protocol(format!(
                 "the stream {} a resumed one, the sender announced {}",
@@ -1492,23 +1634,22 @@ impl LvmSink {
                 }
             )));
         }
-        self.progress.header = resume::header_digest(h);
-        self.progress.limit = checkpoint_every();
-        let watch = PoolWatch::open(Pool {
-            vg: self.vg.clone(),
-            name: pool.clone(),
-        })?;
-        if snapshots_of(&all, &self.rlv).is_empty() {
-            self.before = existing
-                .as_ref()
-                .and_then(|r| Some((r.size, r.pool.clone()?)));
-        }
-        if let Some(from) = &h.resume {
-            return self.prepare_resumed(h, from, existing.as_ref(), watch);
-        }
-        // From here on the replica changes: a failure puts it back.
+        Ok(())
+    }
+
+    /// Remove the replica (when it exists) and create it again: empty in
+    /// `pool` for a full stream, a thin snapshot of the base otherwise
+    /// (grown to the stream's size). From here on the replica changes: a
+    /// failure puts it back (`release`).
+    fn recreate_replica(
+        &mut self,
+        h: &Header,
+        pool: &str,
+        base_lv: Option<(String, u64)>,
+        exists: bool,
+    ) -> Result<()> {
         self.touched = true;
-        if existing.is_some() {
+        if exists {
             remove_lv(&self.vg, &self.rlv)?;
         }
         match base_lv {
@@ -1536,8 +1677,7 @@ impl LvmSink {
                 }
             }
         }
-        self.watch = Some(watch);
-        self.open_replica(h)
+        Ok(())
     }
 
     fn open_replica(&mut self, h: &Header) -> Result<()> {

@@ -93,6 +93,14 @@ impl Listing {
     }
 }
 
+/// What `copy_prerequisites` found: what it checked (for the plan) and,
+/// when the copy could not be made or used, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyCheck {
+    pub checked: String,
+    pub problem: Option<String>,
+}
+
 pub trait Backend: Send + Sync {
     fn kind(&self) -> BackendKind;
 
@@ -104,6 +112,36 @@ pub trait Backend: Send + Sync {
     /// ZFS pool nearly full). `None` when there is room. `check` reports it;
     /// `failover --dry-run` should too.
     fn capacity_problem(&self, _vol: &Volume) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// A receive cut and kept for resuming ("parked"): what it holds and
+    /// how full its pool is, for `check` and `failover --dry-run`. `None`
+    /// when there is none.
+    fn parked_receive(&self, _vol: &Volume) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// Discard a parked receive, returning the space it holds to the pool
+    /// (failover does so before its own writes: the primary it waited for
+    /// is gone). What was released, for the report; `None`: nothing parked.
+    fn release_parked(&self, _vol: &Volume) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// Remove snapshot `name`, the replica's newest, that a receive
+    /// completed after its session died (never verified, no receipt), so
+    /// that the replica is as it was before that receive. Default: destroy
+    /// it (LVM recreates the replica on every receive anyway).
+    fn discard_unverified(&self, vol: &Volume, name: &str) -> Result<()> {
+        self.destroy(vol, name)
+    }
+
+    /// What a writable copy of snapshot `name` needs beyond the snapshot
+    /// itself, checked without changing anything (ZFS: an encrypted
+    /// replica's key loaded). `None`: nothing to check for this backend.
+    /// `failover --dry-run` shows it and refuses on a problem.
+    fn copy_prerequisites(&self, _vol: &Volume, _name: &str) -> Result<Option<CopyCheck>> {
         Ok(None)
     }
 
@@ -337,6 +375,18 @@ impl Store {
     }
     /// Stores with equal keys can be snapshotted together atomically by
     /// [`snapshot_together`]. `None`: one at a time.
+    pub fn discard_unverified(&self, name: &str) -> Result<()> {
+        self.imp.discard_unverified(&self.vol, name)
+    }
+    pub fn parked_receive(&self) -> Result<Option<String>> {
+        self.imp.parked_receive(&self.vol)
+    }
+    pub fn release_parked(&self) -> Result<Option<String>> {
+        self.imp.release_parked(&self.vol)
+    }
+    pub fn copy_prerequisites(&self, name: &str) -> Result<Option<CopyCheck>> {
+        self.imp.copy_prerequisites(&self.vol, name)
+    }
     pub fn atomic_key(&self) -> Option<String> {
         self.imp
             .atomic_key(&self.vol)

@@ -31,8 +31,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use super::{
-    Backend, ProcessSink, ProcessSource, ReceiveSteps, Resumable, SnapshotSink, SnapshotSource,
-    VolumeListing, require_replica,
+    Backend, CopyCheck, ProcessSink, ProcessSource, ReceiveSteps, Resumable, SnapshotSink,
+    SnapshotSource, VolumeListing, require_replica,
 };
 use crate::cmd::{Cmd, Running};
 use crate::config::{BackendKind, Volume, VolumeAddr};
@@ -500,6 +500,41 @@ fn send_flags(vol: &Volume) -> Vec<&'static str> {
     f
 }
 
+/// The key check of `copy_prerequisites`, from the values `zfs get`
+/// reports (`encryption` of the snapshot; the dataset's `keystatus` and
+/// `encryptionroot` asked only when it is encrypted).
+pub fn copy_check(
+    role: &str,
+    ds: &str,
+    encryption: Option<&str>,
+    keystatus: &dyn Fn() -> Result<Option<String>>,
+    encryption_root: &dyn Fn() -> Result<Option<String>>,
+) -> Result<CopyCheck> {
+    let enc = match encryption {
+        None | Some("off") => {
+            return Ok(CopyCheck {
+                checked: format!("volume `{role}`: {ds} is not encrypted"),
+                problem: None,
+            });
+        }
+        Some(e) => e,
+    };
+    let status = keystatus()?.unwrap_or_else(|| "-".to_string());
+    if status == "available" {
+        return Ok(CopyCheck {
+            checked: format!("volume `{role}`: {ds} is encrypted ({enc}), its key is loaded"),
+            problem: None,
+        });
+    }
+    let root = encryption_root()?.unwrap_or_else(|| ds.to_string());
+    Ok(CopyCheck {
+        checked: format!("volume `{role}`: {ds} is encrypted ({enc}), key status {status}"),
+        problem: Some(format!(
+            "volume `{role}`: {ds} was received encrypted (a raw stream) and its key is not loaded (keystatus {status}): failover's clone could not be mounted; load it first: `zfs load-key {root}`"
+        )),
+    })
+}
+
 /// Failover's and a rehearsal's clones: set-uid files and device nodes
 /// from the other site do not work there (README: Security), unless the
 /// volume says `allow_privileged_files = true`.
@@ -570,6 +605,74 @@ impl Backend for Zfs {
             .arg(pool)
             .output()?;
         Ok(pool_capacity_problem(pool, &out))
+    }
+
+    /// The dataset is rolled back to the snapshot before it (`zfs rollback`
+    /// destroys `name` with it): an incremental receive needs the dataset
+    /// unchanged since its base. Without an earlier snapshot the dataset
+    /// was made by that receive and goes with it.
+    fn discard_unverified(&self, vol: &Volume, name: &str) -> Result<()> {
+        let ds = require_replica(vol, "dataset")?;
+        let l = list_datasets(std::slice::from_ref(&ds))?;
+        let chain: Vec<String> = chain_in(vol, &l)
+            .into_iter()
+            .filter(|(_, full, _)| full.starts_with(&format!("{ds}@")))
+            .map(|(n, _, _)| n)
+            .collect();
+        if chain.last().map(String::as_str) != Some(name) {
+            return Err(Error::storage(format!(
+                "volume `{}`: {ds}@{name} is not the replica's newest snapshot; not removed",
+                vol.role
+            )));
+        }
+        let ctx = format!("volume `{}`: remove unverified {ds}@{name}", vol.role);
+        match chain.len().checked_sub(2).map(|i| &chain[i]) {
+            Some(prev) => zfs()
+                .args(["rollback", "-r"])
+                .arg(format!("{ds}@{prev}"))
+                .run()
+                .ctx(ctx),
+            None => zfs().args(["destroy", "-r", &ds]).run().ctx(ctx),
+        }
+    }
+
+    fn parked_receive(&self, vol: &Volume) -> Result<Option<String>> {
+        let Some(ds) = vol.replica() else {
+            return Ok(None);
+        };
+        let l = list_datasets(std::slice::from_ref(&ds))?;
+        Ok(l.tokens.contains_key(&ds).then(|| {
+            format!("a cut receive into {ds} is parked for resuming (receive_resume_token set): its partial data stays allocated in pool {} until the primary resumes it; failover releases it", pool_of(&ds))
+        }))
+    }
+
+    fn release_parked(&self, vol: &Volume) -> Result<Option<String>> {
+        let Some(what) = self.parked_receive(vol)? else {
+            return Ok(None);
+        };
+        let ds = vol.replica().unwrap_or_default();
+        zfs()
+            .args(["receive", "-A", &ds])
+            .run()
+            .ctx(format!("volume `{}`: release the parked receive", vol.role))?;
+        Ok(Some(format!("released {what}")))
+    }
+
+    /// A raw (encrypted) stream arrives with its key unloaded: the clone
+    /// would exist but could not be mounted. Checked on the replica (the
+    /// snapshot's key is its dataset's), by what ZFS reports, not by what
+    /// the set announced.
+    fn copy_prerequisites(&self, vol: &Volume, name: &str) -> Result<Option<CopyCheck>> {
+        let s = snap_of(vol, name)?;
+        let ds = s.split('@').next().unwrap_or_default().to_string();
+        let enc = get("encryption", &s).ctx(format!("volume `{}`", vol.role))?;
+        Ok(Some(copy_check(
+            &vol.role,
+            &ds,
+            enc.as_deref(),
+            &|| get("keystatus", &ds),
+            &|| get("encryptionroot", &ds),
+        )?))
     }
 
     fn atomic_key(&self, vol: &Volume) -> Option<String> {
@@ -1565,6 +1668,26 @@ mod tests {
             be[o..o + n].reverse();
         }
         assert_eq!(parse_begin(&be).unwrap(), parse_begin(&rec).unwrap());
+    }
+
+    #[test]
+    fn copy_check_names_an_unloaded_key() {
+        let never = || -> Result<Option<String>> { panic!("not asked for a plain dataset") };
+        let c = copy_check("mysql", "p/r/mysql", Some("off"), &never, &never).unwrap();
+        assert_eq!(c.problem, None);
+        assert!(c.checked.contains("not encrypted"), "{c:?}");
+        let loaded = || Ok(Some("available".to_string()));
+        let c = copy_check("mysql", "p/r/mysql", Some("aes-256-gcm"), &loaded, &never).unwrap();
+        assert_eq!(c.problem, None);
+        assert!(c.checked.contains("key is loaded"), "{c:?}");
+        let unloaded = || Ok(Some("unavailable".to_string()));
+        let root = || Ok(Some("p/r/mysql".to_string()));
+        let c = copy_check("mysql", "p/r/mysql", Some("aes-256-gcm"), &unloaded, &root).unwrap();
+        let p = c.problem.expect("a problem");
+        assert!(
+            p.contains("volume `mysql`") && p.contains("zfs load-key p/r/mysql"),
+            "{p}"
+        );
     }
 
     #[test]

@@ -46,8 +46,10 @@ macro_rules! require_lab {
     };
 }
 
+mod crash;
 mod cycle;
 mod drill;
+mod gaps;
 mod hostile;
 mod listing;
 mod lvm;
