@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! sets/<id>.json                 manifest (on the standby: the commit record)
+//! sets.index                     every manifest again, one line each, with its file's stamp (a cache)
 //! pending/<id>.json              a set being taken (primary); leftovers are undone
 //! received/<role>/<snap>.json    receipt of a received snapshot (standby)
 //! failover/state.json            progress of a failover, for resuming
