@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! sets/<id>.json                 manifest (on the standby: the commit record)
+//! sets.index                     every manifest again, one line each, with its file's stamp (a cache)
 //! pending/<id>.json              a set being taken (primary); leftovers are undone
 //! received/<role>/<snap>.json    receipt of a received snapshot (standby)
 //! failover/state.json            progress of a failover, for resuming
@@ -609,11 +610,15 @@ impl Catalog {
     /// All manifests, oldest first. A manifest that does not parse is an
     /// error naming the file: it is never silently skipped.
     ///
-    /// The files are read once per process: a later call reads again only
-    /// the files whose size, modification or change time or inode differ
-    /// from when they were read (one `stat` per file), so the commands
-    /// that ask several times (ship, serve, snapshot) parse each manifest
-    /// once.
+    /// Each manifest file is parsed once, ever: `sets.index` (see
+    /// [`set_index`]) holds every manifest this site read, each with the
+    /// stamp (size, inode, modification and change time) its file had, and
+    /// an entry is used only while the file still has that stamp: one
+    /// `stat` per set instead of a JSON parse. A file whose stamp differs,
+    /// or that the index lacks, is read and checked as ever, and the index
+    /// is rewritten (by whichever command first sees the change: commit,
+    /// prune and failback change `sets/` and do not need to). Within one
+    /// process, what was read is also remembered, checked the same way.
     pub fn manifests(&self) -> Result<Vec<Manifest>> {
         let dir = self.root.join("sets");
         let mut out = Vec::new();
@@ -627,11 +632,15 @@ impl Catalog {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.root)
             .unwrap_or_default();
+        // A missing, unreadable or damaged index only costs the parse.
+        let index_text = std::fs::read_to_string(self.set_index_path()).unwrap_or_default();
+        let index = set_index::parse(&index_text);
+        let mut index_current = !index_text.is_empty();
         let mut fresh: BTreeMap<String, CachedManifest> = BTreeMap::new();
         for ent in rd {
             let ent = ent.ctx(format!("read {}", dir.display()))?;
-            let name = ent.file_name().to_string_lossy().into_owned();
-            let Some(id) = name.strip_suffix(".json") else {
+            let name = ent.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
                 continue;
             };
             if parse_set_id(id).is_none() {
@@ -642,9 +651,19 @@ impl Catalog {
                 .ok()
                 .filter(|md| md.is_file())
                 .map(|md| FileStamp::of(&md));
+            let indexed = index.get(id).filter(|e| stamp.as_ref() == Some(&e.stamp));
+            index_current &= indexed.is_some();
             let cached = old
                 .remove(id)
-                .filter(|e| stamp.is_some() && stamp.as_ref() == Some(&e.stamp));
+                .filter(|e| stamp.is_some() && stamp.as_ref() == Some(&e.stamp))
+                .or_else(|| {
+                    let m = set_index::decode(indexed?.manifest).filter(|m| m.id == id);
+                    index_current &= m.is_some();
+                    Some(CachedManifest {
+                        stamp: stamp.clone()?,
+                        manifest: m?,
+                    })
+                });
             let entry = match cached {
                 Some(e) => e,
                 None => {
@@ -667,6 +686,9 @@ impl Catalog {
             out.push(entry.manifest.clone());
             fresh.insert(id.to_string(), entry);
         }
+        if !index_current || index.len() != fresh.len() {
+            self.write_set_index(&fresh, &index);
+        }
         MANIFEST_CACHE
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -675,6 +697,35 @@ impl Catalog {
         // by this version: they are a logical clock).
         out.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
         Ok(out)
+    }
+
+    fn set_index_path(&self) -> PathBuf {
+        self.root.join("sets.index")
+    }
+
+    /// Rewrite `sets.index` from what was just read (lines of the old index
+    /// whose stamp still holds are copied as they are). A cache: a failure
+    /// to write it is logged, never an error of the command.
+    fn write_set_index(
+        &self,
+        fresh: &BTreeMap<String, CachedManifest>,
+        old: &std::collections::HashMap<&str, set_index::Entry<'_>>,
+    ) {
+        let mut text = String::with_capacity(64 + fresh.len() * 512);
+        text.push_str(set_index::MAGIC);
+        text.push('\n');
+        for (id, e) in fresh {
+            if e.stamp == FileStamp::default() {
+                continue; // not a regular file when read: never indexed
+            }
+            match old.get(id.as_str()).filter(|o| o.stamp == e.stamp) {
+                Some(o) => set_index::push_line(&mut text, id, &e.stamp, Some(o.manifest), None),
+                None => set_index::push_line(&mut text, id, &e.stamp, None, Some(&e.manifest)),
+            }
+        }
+        if let Err(e) = write_atomic(&self.set_index_path(), text.as_bytes()) {
+            tracing::debug!(error = %e, "sets.index not written (it is a cache)");
+        }
     }
 
     // --- pending sets (primary) ---
@@ -768,6 +819,365 @@ pub fn flock_exclusive(
             }
             Err((_, e)) => return Ok(Err(e)),
         }
+    }
+}
+
+/// `state_dir/sets.index`: every manifest of `sets/` in one file, each
+/// line `id, the file's stamp, the manifest, $` in tab-separated tokens that
+/// parse without JSON or RFC 3339 (strings `=`-prefixed and escaped,
+/// `~` for none, times as integer nanoseconds). Written only by this site
+/// from manifests it read and checked itself; an entry counts only while
+/// its file's stamp is unchanged, and a line that does not decode is
+/// ignored (the file is read instead). Nothing from the peer reaches it
+/// but through a committed manifest file.
+mod set_index {
+    use std::collections::HashMap;
+    use std::fmt::Write as _;
+
+    use jiff::Timestamp;
+
+    use super::FileStamp;
+    use crate::model::{Consistency, Manifest, Member, Receipt, SetKind, StandbyOrder};
+
+    pub const MAGIC: &str = "snapsite-sets-index 1";
+    const END: &str = "$";
+
+    pub struct Entry<'a> {
+        pub stamp: FileStamp,
+        /// The manifest's tokens, undecoded until used.
+        pub manifest: &'a str,
+    }
+
+    /// The entries of an index file by set id; empty when its first line
+    /// is not [`MAGIC`]. A line that does not split is left out.
+    pub fn parse(text: &str) -> HashMap<&str, Entry<'_>> {
+        let mut lines = text.lines();
+        if lines.next() != Some(MAGIC) {
+            return HashMap::new();
+        }
+        lines
+            .filter_map(|l| {
+                let mut f = l.splitn(6, '\t');
+                let id = f.next()?;
+                let stamp = FileStamp {
+                    len: f.next()?.parse().ok()?,
+                    ino: f.next()?.parse().ok()?,
+                    mtime_ns: f.next()?.parse().ok()?,
+                    ctime_ns: f.next()?.parse().ok()?,
+                };
+                Some((
+                    id,
+                    Entry {
+                        stamp,
+                        manifest: f.next()?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// One line: the old tokens as they are, or `m` encoded.
+    pub fn push_line(
+        out: &mut String,
+        id: &str,
+        s: &FileStamp,
+        tokens: Option<&str>,
+        m: Option<&Manifest>,
+    ) {
+        let _ = write!(
+            out,
+            "{id}\t{}\t{}\t{}\t{}\t",
+            s.len, s.ino, s.mtime_ns, s.ctime_ns
+        );
+        match (tokens, m) {
+            (Some(t), _) => out.push_str(t),
+            (None, Some(m)) => out.push_str(&encode(m)),
+            (None, None) => {}
+        }
+        out.push('\n');
+    }
+
+    struct Enc(String);
+
+    impl Enc {
+        fn sep(&mut self) {
+            if !self.0.is_empty() {
+                self.0.push('\t');
+            }
+        }
+        fn s(&mut self, v: &str) {
+            self.sep();
+            self.0.push('=');
+            for c in v.chars() {
+                match c {
+                    '\\' => self.0.push_str("\\\\"),
+                    '\t' => self.0.push_str("\\t"),
+                    '\n' => self.0.push_str("\\n"),
+                    '\r' => self.0.push_str("\\r"),
+                    c => self.0.push(c),
+                }
+            }
+        }
+        fn n(&mut self, v: impl std::fmt::Display) {
+            self.sep();
+            let _ = write!(self.0, "{v}");
+        }
+        fn t(&mut self, t: Timestamp) {
+            self.n(t.as_nanosecond());
+        }
+        /// `+` before an option's value, `~` for none.
+        fn flag(&mut self, some: bool) {
+            self.sep();
+            self.0.push(if some { '+' } else { '~' });
+        }
+        fn os(&mut self, v: Option<&str>) {
+            self.flag(v.is_some());
+            if let Some(v) = v {
+                self.s(v);
+            }
+        }
+    }
+
+    /// Every field, named: a field added to the manifest fails to compile
+    /// here until the index carries it.
+    pub fn encode(m: &Manifest) -> String {
+        let Manifest {
+            format,
+            id,
+            kind,
+            site,
+            seq,
+            generation,
+            members,
+            safety_margin_ms,
+            committed_at,
+            standby_order,
+        } = m;
+        let mut e = Enc(String::with_capacity(512));
+        e.n(format);
+        e.s(id);
+        e.s(kind.as_str());
+        e.s(site);
+        e.n(seq);
+        e.n(generation);
+        e.n(safety_margin_ms);
+        e.flag(committed_at.is_some());
+        if let Some(t) = committed_at {
+            e.t(*t);
+        }
+        e.flag(standby_order.is_some());
+        if let Some(StandbyOrder { generation, commit }) = standby_order {
+            e.n(generation);
+            e.n(commit);
+        }
+        e.n(members.len());
+        for mem in members {
+            encode_member(&mut e, mem);
+        }
+        // The end: a line cut anywhere (even inside a string) never decodes.
+        e.n(END);
+        e.0
+    }
+
+    fn encode_member(e: &mut Enc, m: &Member) {
+        let Member {
+            role,
+            backend,
+            source,
+            snapshot,
+            storage_id,
+            before,
+            after,
+            atomic_group,
+            send_options,
+            receipt,
+            consistency,
+        } = m;
+        e.s(role);
+        e.s(backend);
+        e.s(source);
+        e.s(snapshot);
+        e.os(storage_id.as_deref());
+        e.t(*before);
+        e.t(*after);
+        e.flag(atomic_group.is_some());
+        if let Some(g) = atomic_group {
+            e.n(g);
+        }
+        e.n(send_options.len());
+        for o in send_options {
+            e.s(o);
+        }
+        e.flag(receipt.is_some());
+        if let Some(Receipt {
+            base,
+            bytes,
+            blake3,
+            received_at,
+            storage_id,
+            set_id,
+            sender_storage_id,
+        }) = receipt
+        {
+            e.os(base.as_deref());
+            e.n(bytes);
+            e.s(blake3);
+            e.t(*received_at);
+            e.os(storage_id.as_deref());
+            e.os(set_id.as_deref());
+            e.os(sender_storage_id.as_deref());
+        }
+        match consistency {
+            None => e.flag(false),
+            Some(Consistency::Quiesced) => e.n("q"),
+            Some(Consistency::CrashConsistent { reason }) => {
+                e.n("c");
+                e.s(reason);
+            }
+        }
+    }
+
+    struct Dec<'a>(std::str::Split<'a, char>);
+
+    impl<'a> Dec<'a> {
+        fn tok(&mut self) -> Option<&'a str> {
+            self.0.next()
+        }
+        fn s(&mut self) -> Option<String> {
+            let t = self.tok()?.strip_prefix('=')?;
+            if !t.contains('\\') {
+                return Some(t.to_string());
+            }
+            let mut out = String::with_capacity(t.len());
+            let mut it = t.chars();
+            while let Some(c) = it.next() {
+                out.push(match c {
+                    '\\' => match it.next()? {
+                        '\\' => '\\',
+                        't' => '\t',
+                        'n' => '\n',
+                        'r' => '\r',
+                        _ => return None,
+                    },
+                    c => c,
+                });
+            }
+            Some(out)
+        }
+        fn n<T: std::str::FromStr>(&mut self) -> Option<T> {
+            self.tok()?.parse().ok()
+        }
+        fn t(&mut self) -> Option<Timestamp> {
+            Timestamp::from_nanosecond(self.n()?).ok()
+        }
+        fn flag(&mut self) -> Option<bool> {
+            match self.tok()? {
+                "+" => Some(true),
+                "~" => Some(false),
+                _ => None,
+            }
+        }
+        fn os(&mut self) -> Option<Option<String>> {
+            if self.flag()? {
+                Some(Some(self.s()?))
+            } else {
+                Some(None)
+            }
+        }
+    }
+
+    /// The manifest of one line's tokens; `None` for anything malformed
+    /// (including tokens left over).
+    pub fn decode(tokens: &str) -> Option<Manifest> {
+        let mut d = Dec(tokens.split('\t'));
+        let format = d.n()?;
+        let id = d.s()?;
+        let kind = match d.s()?.as_str() {
+            "full" => SetKind::Full,
+            "redolog" => SetKind::Redolog,
+            _ => return None,
+        };
+        let site = d.s()?;
+        let seq = d.n()?;
+        let generation = d.n()?;
+        let safety_margin_ms = d.n()?;
+        let committed_at = if d.flag()? { Some(d.t()?) } else { None };
+        let standby_order = if d.flag()? {
+            Some(StandbyOrder {
+                generation: d.n()?,
+                commit: d.n()?,
+            })
+        } else {
+            None
+        };
+        let count: usize = d.n()?;
+        let mut members = Vec::with_capacity(count.min(64));
+        for _ in 0..count {
+            members.push(decode_member(&mut d)?);
+        }
+        if d.tok() != Some(END) || d.tok().is_some() {
+            return None;
+        }
+        Some(Manifest {
+            format,
+            id,
+            kind,
+            site,
+            seq,
+            generation,
+            members,
+            safety_margin_ms,
+            committed_at,
+            standby_order,
+        })
+    }
+
+    fn decode_member(d: &mut Dec<'_>) -> Option<Member> {
+        let role = d.s()?;
+        let backend = d.s()?;
+        let source = d.s()?;
+        let snapshot = d.s()?;
+        let storage_id = d.os()?;
+        let before = d.t()?;
+        let after = d.t()?;
+        let atomic_group = if d.flag()? { Some(d.n()?) } else { None };
+        let n: usize = d.n()?;
+        let mut send_options = Vec::with_capacity(n.min(16));
+        for _ in 0..n {
+            send_options.push(d.s()?);
+        }
+        let receipt = if d.flag()? {
+            Some(Receipt {
+                base: d.os()?,
+                bytes: d.n()?,
+                blake3: d.s()?,
+                received_at: d.t()?,
+                storage_id: d.os()?,
+                set_id: d.os()?,
+                sender_storage_id: d.os()?,
+            })
+        } else {
+            None
+        };
+        let consistency = match d.tok()? {
+            "~" => None,
+            "q" => Some(Consistency::Quiesced),
+            "c" => Some(Consistency::CrashConsistent { reason: d.s()? }),
+            _ => return None,
+        };
+        Some(Member {
+            role,
+            backend,
+            source,
+            snapshot,
+            storage_id,
+            before,
+            after,
+            atomic_group,
+            send_options,
+            receipt,
+            consistency,
+        })
     }
 }
 
@@ -865,5 +1275,110 @@ mod tests {
         assert!(e.contains(&ids[0]), "{e}");
         write_atomic(&p, &good).unwrap();
         assert_eq!(c.manifests().unwrap(), from_files(&c));
+    }
+
+    #[test]
+    fn set_index_round_trips_every_field() {
+        use crate::model::{Consistency, Receipt, StandbyOrder};
+        let id = "20261127T080000.000Z-full";
+        let mut m = manifest(id, 7, id);
+        let t: Timestamp = "2026-11-27T08:00:00.123456789Z".parse().unwrap();
+        m.committed_at = Some(t);
+        m.standby_order = Some(StandbyOrder {
+            generation: 3,
+            commit: 41,
+        });
+        m.safety_margin_ms = -5;
+        let mut other = m.members[0].clone();
+        other.role = "redolog".into();
+        other.source = "tank/a b\tc".into();
+        other.storage_id = Some("=~+".into());
+        other.atomic_group = Some(2);
+        other.send_options = vec!["-w".into(), String::new()];
+        other.receipt = Some(Receipt {
+            base: Some("20261127T070000.000Z-full".into()),
+            bytes: u64::MAX,
+            blake3: "ab".repeat(32),
+            received_at: t,
+            storage_id: None,
+            set_id: Some(id.into()),
+            sender_storage_id: Some("u".into()),
+        });
+        other.consistency = Some(Consistency::CrashConsistent {
+            reason: "hook\tfailed:\n\\ \r\u{e9}".into(),
+        });
+        m.members[0].consistency = Some(Consistency::Quiesced);
+        m.members.push(other);
+        let enc = set_index::encode(&m);
+        assert!(!enc.contains('\n'), "one line: {enc:?}");
+        assert_eq!(set_index::decode(&enc), Some(m.clone()));
+        // Cut anywhere or extended: never a manifest.
+        for cut in 0..enc.len() {
+            if enc.is_char_boundary(cut) {
+                assert_eq!(set_index::decode(&enc[..cut]), None, "{cut}");
+            }
+        }
+        assert_eq!(set_index::decode(&format!("{enc}\t1")), None);
+    }
+
+    #[test]
+    fn set_index_is_used_only_while_the_file_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::new(dir.path());
+        let ids: Vec<String> = (0..4)
+            .map(|i| format!("20261127T08000{i}.000Z-full"))
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            c.write_manifest(&manifest(id, i as u64 + 1, id)).unwrap();
+        }
+        assert_eq!(c.manifests().unwrap(), from_files(&c));
+        let index = c.root().join("sets.index");
+        let text = std::fs::read_to_string(&index).unwrap();
+        assert_eq!(text.lines().count(), 1 + ids.len(), "{text}");
+
+        // The index is what a new process reads: an entry edited here (its
+        // stamp left as it is) is believed...
+        let mut edited = manifest(&ids[1], 2, &ids[1]);
+        edited.site = "from-the-index".into();
+        let line = text.lines().find(|l| l.starts_with(&ids[1])).unwrap();
+        let stamp: Vec<&str> = line.split('\t').take(5).collect();
+        let new_line = format!("{}\t{}", stamp.join("\t"), set_index::encode(&edited));
+        std::fs::write(&index, text.replace(line, &new_line)).unwrap();
+        forget_process_cache(&c);
+        let got = c.manifests().unwrap();
+        assert!(got.iter().any(|m| m.site == "from-the-index"));
+        // ... until the file changes (rewritten with its own content): then
+        // the file is read, and the index rewritten from it.
+        let p = c.root().join("sets").join(format!("{}.json", ids[1]));
+        write_atomic(&p, &std::fs::read(&p).unwrap()).unwrap();
+        forget_process_cache(&c);
+        assert_eq!(c.manifests().unwrap(), from_files(&c));
+        assert!(
+            !std::fs::read_to_string(&index)
+                .unwrap()
+                .contains("from-the-index")
+        );
+
+        // A damaged line or index costs a parse, never a wrong answer; a
+        // removed file leaves the index.
+        let text = std::fs::read_to_string(&index).unwrap();
+        let line = text.lines().find(|l| l.starts_with(&ids[2])).unwrap();
+        std::fs::write(&index, text.replace(line, &line[..line.len() / 2])).unwrap();
+        c.remove_manifest(&ids[3]).unwrap();
+        forget_process_cache(&c);
+        assert_eq!(c.manifests().unwrap(), from_files(&c));
+        let text = std::fs::read_to_string(&index).unwrap();
+        assert_eq!(text.lines().count(), 1 + 3, "{text}");
+        std::fs::write(&index, "garbage").unwrap();
+        forget_process_cache(&c);
+        assert_eq!(c.manifests().unwrap(), from_files(&c));
+
+        // A manifest damaged in place is an error naming it, whatever the
+        // index holds.
+        let p = c.root().join("sets").join(format!("{}.json", ids[0]));
+        std::fs::write(&p, b"{ not json").unwrap();
+        forget_process_cache(&c);
+        let e = c.manifests().unwrap_err().to_string();
+        assert!(e.contains(&ids[0]), "{e}");
     }
 }

@@ -223,6 +223,11 @@ impl<'a> Site<'a> {
         &self.manifests
     }
 
+    /// The set recorded here under `id`.
+    pub fn manifest(&self, id: &str) -> Option<&Manifest> {
+        self.index.get(id).map(|&i| &self.manifests[i])
+    }
+
     /// Per role, the snapshots present on this site's storage.
     pub fn local(&self) -> &BTreeMap<String, Vec<String>> {
         &self.local

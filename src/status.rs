@@ -157,14 +157,8 @@ fn id_time(id: &str) -> Option<Timestamp> {
 
 /// Snapshot time of the redolog member of a set (its before-time: data
 /// written after it is not in the snapshot), or the id's time.
-fn redolog_time(
-    manifests: &BTreeMap<&str, &Manifest>,
-    id: &str,
-    redolog_role: &str,
-) -> Option<Timestamp> {
-    manifests
-        .get(id)
-        .and_then(|m| m.member(redolog_role))
+fn redolog_time(m: Option<&Manifest>, id: &str, redolog_role: &str) -> Option<Timestamp> {
+    m.and_then(|m| m.member(redolog_role))
         .map(|m| m.before)
         .or_else(|| id_time(id))
 }
@@ -178,37 +172,89 @@ pub fn interrupted(catalog: &crate::catalog::Catalog) -> Result<Vec<crate::journ
     Ok(out)
 }
 
-/// Gather the figures (reads the catalog and lists the snapshots).
+/// Gather the figures (reads the catalog and lists the snapshots): the
+/// sets by kind, each volume's newest snapshots, what failover would use,
+/// the records of this site's verbs; then the findings.
 pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
     let site = crate::site::Site::open(cfg)?;
     let catalog = &site.catalog;
-    let manifests = site.manifests();
-    let local = site.local();
     let primary = site.role == Role::Primary;
-    let by_id: BTreeMap<&str, &Manifest> = manifests.iter().map(|m| (m.id.as_str(), m)).collect();
-    let complete = |m: &Manifest| site.is_usable(m);
-    let mut sets = BTreeMap::new();
-    for kind in [SetKind::Full, SetKind::Redolog] {
-        sets.insert(kind.as_str().to_string(), site.usable_count(kind));
-    }
     let run = if primary { catalog.run_record()? } else { None };
     let record = if primary {
         catalog.standby_record()?
     } else {
         None
     };
+    let (recovery_point, newest_full) = match &record {
+        _ if !primary => standby_failover_view(&site),
+        None => (None, None),
+        Some(r) => primary_failover_view(cfg, &site, r),
+    };
+    let set_at = |x: Option<(String, Timestamp)>| {
+        x.map(|(set_id, time)| SetAt {
+            set_id,
+            time,
+            age_seconds: secs(now, time),
+        })
+    };
+    let mut status = Status {
+        site: cfg.site.clone(),
+        role: site.role,
+        generation: site.generation,
+        role_record: catalog.role_record()?,
+        peer: catalog.peer_record()?,
+        rehearsal: rehearsal_status(catalog)?,
+        interrupted: interrupted(catalog)?,
+        now,
+        level: Level::Ok,
+        findings: Vec::new(),
+        volumes: volume_statuses(&site, record.as_ref(), now),
+        recovery_point: set_at(recovery_point),
+        newest_complete_full_set: set_at(newest_full),
+        sets: usable_counts(&site),
+        standby_record_updated_at: record.as_ref().and_then(|r| r.updated_at),
+        last_ship_ok_at: record.as_ref().and_then(|r| r.last_ship_ok),
+        run,
+        stream: crate::redostream::stream_status(cfg, now),
+    };
+    status.findings = evaluate(cfg, &status);
+    status.level = status
+        .findings
+        .iter()
+        .map(|f| f.level)
+        .max()
+        .unwrap_or(Level::Ok);
+    Ok(status)
+}
 
+/// Usable sets on this site, by kind.
+fn usable_counts(site: &crate::site::Site) -> BTreeMap<String, usize> {
+    [SetKind::Full, SetKind::Redolog]
+        .into_iter()
+        .map(|kind| (kind.as_str().to_string(), site.usable_count(kind)))
+        .collect()
+}
+
+/// Per configured volume: the newest snapshot here and the newest the
+/// other end has of it (primary: as `standby.json` recorded; standby: in
+/// a usable set), and the lag between them.
+fn volume_statuses(
+    site: &crate::site::Site,
+    record: Option<&crate::catalog::StandbyRecord>,
+    now: Timestamp,
+) -> Vec<VolumeStatus> {
+    let local = site.local();
     let mut volumes = Vec::new();
-    for v in &cfg.volumes {
-        let snaps = local.get(&v.role).cloned().unwrap_or_default();
+    for v in &site.cfg.volumes {
+        let snaps = local.get(&v.role).map(Vec::as_slice).unwrap_or_default();
         let newest_local = snaps.last().and_then(|s| id_time(s).map(|t| at(s, t, now)));
-        let shipped_id: Option<String> = if primary {
-            record.as_ref().and_then(|r| r.newest(&v.role).cloned())
+        let shipped_id: Option<String> = if site.role == Role::Primary {
+            record.and_then(|r| r.newest(&v.role).cloned())
         } else {
-            manifests
+            site.manifests()
                 .iter()
                 .rev()
-                .filter(|m| complete(m))
+                .filter(|m| site.is_usable(m))
                 .find_map(|m| m.member(&v.role).map(|x| x.snapshot.clone()))
         };
         let newest_shipped = shipped_id
@@ -227,79 +273,50 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
             snapshots_local: snaps.len(),
         });
     }
+    volumes
+}
 
-    // What the standby would fail over to.
-    let (recovery_point, newest_full) = if primary {
-        match &record {
-            None => (None, None),
-            Some(r) => {
-                let rp =
-                    r.committed.iter().next_back().and_then(|id| {
-                        redolog_time(&by_id, id, &cfg.redolog_role).map(|t| (id, t))
-                    });
-                let full = r
-                    .committed
-                    .iter()
-                    .rev()
-                    .find(|id| parse_set_id(id).is_some_and(|(_, k)| k == SetKind::Full))
-                    .and_then(|id| id_time(id).map(|t| (id, t)));
-                (rp, full)
-            }
-        }
-    } else {
-        // A set's times are the sender's claims: no newer than when this
-        // standby committed it (its own clock), so a set dated ahead never
-        // makes the standby look current.
-        let checked = |m: &Manifest, t: Timestamp| m.committed_at.map_or(t, |c| t.min(c));
-        match site.failover_pair(None) {
-            Ok((s, r)) => (
-                r.member(&cfg.redolog_role)
-                    .map(|m| (&r.id, checked(r, m.before))),
-                // The set's time (in its id), as on the primary; not
-                // from_time, which is earlier by the margin.
-                Some((
-                    &s.id,
-                    checked(s, id_time(&s.id).unwrap_or_else(|| s.from_time())),
-                )),
-            ),
-            Err(_) => (None, None),
-        }
-    };
-    let set_at = |x: Option<(&String, Timestamp)>| {
-        x.map(|(id, t)| SetAt {
-            set_id: id.clone(),
-            time: t,
-            age_seconds: secs(now, t),
-        })
-    };
-    let mut status = Status {
-        site: cfg.site.clone(),
-        role: site.role,
-        generation: site.generation,
-        role_record: catalog.role_record()?,
-        peer: catalog.peer_record()?,
-        rehearsal: rehearsal_status(catalog)?,
-        interrupted: interrupted(catalog)?,
-        now,
-        level: Level::Ok,
-        findings: Vec::new(),
-        volumes,
-        recovery_point: set_at(recovery_point),
-        newest_complete_full_set: set_at(newest_full),
-        sets,
-        standby_record_updated_at: record.as_ref().and_then(|r| r.updated_at),
-        last_ship_ok_at: record.as_ref().and_then(|r| r.last_ship_ok),
-        run,
-        stream: crate::redostream::stream_status(cfg, now),
-    };
-    status.findings = evaluate(cfg, &status);
-    status.level = status
-        .findings
+/// What the standby would fail over to, as the primary last saw it: the
+/// recovery point (the newest committed set's redolog time) and the newest
+/// committed full set.
+type FailoverView = (Option<(String, Timestamp)>, Option<(String, Timestamp)>);
+
+fn primary_failover_view(
+    cfg: &Config,
+    site: &crate::site::Site,
+    r: &crate::catalog::StandbyRecord,
+) -> FailoverView {
+    let rp = r.committed.iter().next_back().and_then(|id| {
+        redolog_time(site.manifest(id), id, &cfg.redolog_role).map(|t| (id.clone(), t))
+    });
+    let full = r
+        .committed
         .iter()
-        .map(|f| f.level)
-        .max()
-        .unwrap_or(Level::Ok);
-    Ok(status)
+        .rev()
+        .find(|id| parse_set_id(id).is_some_and(|(_, k)| k == SetKind::Full))
+        .and_then(|id| id_time(id).map(|t| (id.clone(), t)));
+    (rp, full)
+}
+
+/// What this standby would fail over to: the pair failover picks.
+fn standby_failover_view(site: &crate::site::Site) -> FailoverView {
+    // A set's times are the sender's claims: no newer than when this
+    // standby committed it (its own clock), so a set dated ahead never
+    // makes the standby look current.
+    let checked = |m: &Manifest, t: Timestamp| m.committed_at.map_or(t, |c| t.min(c));
+    match site.failover_pair(None) {
+        Ok((s, r)) => (
+            r.member(&site.cfg.redolog_role)
+                .map(|m| (r.id.clone(), checked(r, m.before))),
+            // The set's time (in its id), as on the primary; not
+            // from_time, which is earlier by the margin.
+            Some((
+                s.id.clone(),
+                checked(s, id_time(&s.id).unwrap_or_else(|| s.from_time())),
+            )),
+        ),
+        Err(_) => (None, None),
+    }
 }
 
 fn dur(d: Duration) -> String {
