@@ -2469,7 +2469,7 @@ pub fn render_status(s: &StreamStatus) -> String {
     let mut o = String::new();
     if let Some(f) = &s.follower {
         o.push_str(&format!(
-            "stream        lag {} s, {} bytes; {} batches, {} bytes shipped, {} resets{}\n",
+            "stream        lag {} s, {} bytes; {} batches, {} bytes shipped, {} resets; {} sessions resumed, {} restarted{}\n",
             s.lag_seconds
                 .map(|x| format!("{x:.1}"))
                 .unwrap_or_else(|| "-".into()),
@@ -2477,6 +2477,8 @@ pub fn render_status(s: &StreamStatus) -> String {
             f.batches,
             f.bytes_shipped,
             f.resets,
+            f.resumes,
+            f.restarts,
             f.last_error
                 .as_ref()
                 .map(|e| format!("; last error: {e}"))
@@ -2537,6 +2539,24 @@ pub fn render_metrics(s: &StreamStatus, site: &str) -> String {
             if sp.broken.is_none() { 1.0 } else { 0.0 },
         );
     }
+    if let Some(f) = &s.follower {
+        for (name, help, v) in [
+            (
+                "stream_resumes_total",
+                "Spool sessions that continued the standby's spool where it stood.",
+                f.resumes,
+            ),
+            (
+                "stream_restarts_total",
+                "Times the spool started over from the primary's current files although the standby held one.",
+                f.restarts,
+            ),
+        ] {
+            o.push_str(&format!(
+                "# HELP snapsite_{name} {help}\n# TYPE snapsite_{name} counter\nsnapsite_{name}{{site=\"{site}\"}} {v}\n"
+            ));
+        }
+    }
     o
 }
 
@@ -2583,6 +2603,15 @@ pub struct FollowerRecord {
     pub batches: u64,
     pub bytes_shipped: u64,
     pub resets: u64,
+    /// Sessions that continued the standby's spool where it stood (after a
+    /// cut, a lost ack or a restart of `run`).
+    #[serde(default)]
+    pub resumes: u64,
+    /// Times the spool had to start over from the primary's current files
+    /// (a base without bytes) although the standby held a spool: continuity
+    /// could not be proven, or the standby refused a batch.
+    #[serde(default)]
+    pub restarts: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
@@ -2591,6 +2620,7 @@ pub fn follower_record(cfg: &Config) -> Option<FollowerRecord> {
     crate::catalog::read_json(&Catalog::new(&cfg.state_dir).root().join("stream.json")).ok()
 }
 
+#[derive(Clone)]
 struct Tracked {
     dev: u64,
     ino: u64,
@@ -2609,6 +2639,16 @@ struct Poll {
 /// Reads `[from, to)` of a file into the batch (cut at the batch budget).
 type ReadRange<'a> = dyn Fn(&File, u64, u64, &mut Vec<u8>, &mut bool) -> Result<u64> + 'a;
 
+/// A batch sent and not (yet) acknowledged: the follower's record of what
+/// the standby holds if the batch arrived and only the ack was lost.
+struct InFlight {
+    seq: u64,
+    as_of: Option<Timestamp>,
+    next: BTreeMap<String, Tracked>,
+    bytes: u64,
+    reset: bool,
+}
+
 /// The follower's state: what the standby has acknowledged.
 pub struct Follower {
     root: PathBuf,
@@ -2616,8 +2656,38 @@ pub struct Follower {
     tracked: BTreeMap<String, Tracked>,
     seq: u64,
     need_reset: bool,
+    in_flight: Option<InFlight>,
+    /// A batch whose lost ack `resume` proved: (seq, bytes, reset), for the
+    /// record.
+    adopted: Option<(u64, u64, bool)>,
+    /// Batches refused in a row (not for a full spool).
+    refusals: u32,
     pub acked_as_of: Option<Timestamp>,
     pub max_batch: u64,
+}
+
+/// Whether the standby's files (`theirs`, from its welcome) are exactly
+/// `ours`: the same names and sizes, and each known tail's hash equal to
+/// those bytes of our file (read through the descriptor we kept, so a file
+/// renamed since is still the one compared).
+fn same_files(ours: &BTreeMap<String, Tracked>, theirs: &[SpoolFileState]) -> bool {
+    if ours.len() != theirs.len() {
+        return false;
+    }
+    theirs.iter().all(|f| {
+        let Some(t) = ours.get(&f.file) else {
+            return false;
+        };
+        if t.size != f.size || f.tail_len > f.size || f.tail_len > TAIL as u64 {
+            return false;
+        }
+        if f.tail_len == 0 {
+            return true;
+        }
+        let mut buf = vec![0u8; f.tail_len as usize];
+        t.file.read_exact_at(&mut buf, f.size - f.tail_len).is_ok()
+            && blake3::hash(&buf).to_hex().as_str() == f.tail_blake3
+    })
 }
 
 impl Follower {
@@ -2628,52 +2698,72 @@ impl Follower {
             tracked: BTreeMap::new(),
             seq: 0,
             need_reset: true,
+            in_flight: None,
+            adopted: None,
+            refusals: 0,
             acked_as_of: None,
             max_batch: MAX_BATCH_BYTES,
         }
     }
 
-    /// After a (re)connect: continue where the standby's spool stands if our
-    /// files still hold exactly what it has (tails compared), else reset.
-    pub fn resume(&mut self, last_seq: u64, files: &[SpoolFileState]) -> Result<()> {
-        let same_seq = last_seq == self.seq;
-        self.seq = last_seq;
-        let theirs: BTreeMap<&str, &SpoolFileState> =
-            files.iter().map(|f| (f.file.as_str(), f)).collect();
-        let ours_same = theirs.len() == self.tracked.len()
-            && self
-                .tracked
-                .iter()
-                .all(|(n, t)| theirs.get(n.as_str()).is_some_and(|f| f.size == t.size));
-        if same_seq && !self.need_reset && ours_same && !self.tracked.is_empty() {
-            return Ok(()); // the standby holds exactly what we tracked
+    /// After a (re)connect: continue where the standby's spool stands when
+    /// continuity is proven, else start over (a reset batch). Proof, in
+    /// order: the standby is at our last acknowledged batch with exactly the
+    /// files we tracked; or at the batch we sent last (its ack was lost) with
+    /// exactly the files that batch left; or (a new follower, nothing
+    /// recorded) our files still hold what it has (every tail compared).
+    /// Returns whether the spool is continued.
+    pub fn resume(&mut self, last_seq: u64, files: &[SpoolFileState]) -> Result<bool> {
+        let in_flight = self.in_flight.take();
+        if !self.need_reset
+            && last_seq == self.seq
+            && !self.tracked.is_empty()
+            && same_files(&self.tracked, files)
+        {
+            return Ok(true); // the batch in flight never arrived
         }
+        if let Some(b) = in_flight.filter(|b| {
+            b.seq == last_seq && b.seq > 0 && !b.next.is_empty() && same_files(&b.next, files)
+        }) {
+            // It arrived; only the ack was lost.
+            self.adopted = Some((b.seq, b.bytes, b.reset));
+            self.seq = b.seq;
+            self.tracked = b.next;
+            self.need_reset = false;
+            if b.as_of.is_some() {
+                self.acked_as_of = b.as_of;
+            }
+            return Ok(true);
+        }
+        self.seq = last_seq;
         self.tracked.clear();
         self.need_reset = true;
         if files.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
+        let theirs: BTreeMap<&str, &SpoolFileState> =
+            files.iter().map(|f| (f.file.as_str(), f)).collect();
         let now = scan(&self.root, &self.globs)?;
         let names_equal =
             now.len() == theirs.len() && now.keys().all(|k| theirs.contains_key(k.as_str()));
         if !names_equal {
-            return Ok(());
+            return Ok(false);
         }
         let mut tracked = BTreeMap::new();
         for (name, (dev, ino, size)) in &now {
             let f = theirs[name.as_str()];
             if *size < f.size || f.tail_len == 0 || f.tail_len > f.size {
-                return Ok(());
+                return Ok(false);
             }
             let p = self.root.join(name);
             let Ok(file) = open_nofollow(&p, false) else {
-                return Ok(());
+                return Ok(false);
             };
             let mut buf = vec![0u8; f.tail_len as usize];
             if file.read_exact_at(&mut buf, f.size - f.tail_len).is_err()
                 || blake3::hash(&buf).to_hex().as_str() != f.tail_blake3
             {
-                return Ok(());
+                return Ok(false);
             }
             tracked.insert(
                 name.clone(),
@@ -2687,7 +2777,39 @@ impl Follower {
         }
         self.tracked = tracked;
         self.need_reset = false;
-        Ok(())
+        Ok(true)
+    }
+
+    /// [`Follower::resume`], counted in `rec` (a resume; a restart is
+    /// counted when its reset batch is acknowledged).
+    pub fn resume_recorded(
+        &mut self,
+        last_seq: u64,
+        files: &[SpoolFileState],
+        rec: &mut FollowerRecord,
+    ) -> Result<bool> {
+        let resumed = self.resume(last_seq, files)?;
+        if resumed {
+            rec.resumes += 1;
+        }
+        if let Some((seq, bytes, reset)) = self.adopted.take() {
+            rec.acked_seq = seq;
+            rec.acked_as_of = self.acked_as_of;
+            Self::count_batch(rec, seq, bytes, reset);
+        }
+        Ok(resumed)
+    }
+
+    fn count_batch(rec: &mut FollowerRecord, seq: u64, bytes: u64, reset: bool) {
+        rec.batches += 1;
+        rec.bytes_shipped += bytes;
+        if reset {
+            rec.resets += 1;
+            // Not the spool's first start: its streamed continuity was lost.
+            if seq > 1 {
+                rec.restarts += 1;
+            }
+        }
     }
 
     fn poll(&self) -> Result<Poll> {
@@ -2935,49 +3057,63 @@ impl Follower {
             bytes: poll.data.len() as u64,
             blake3: blake3::hash(&poll.data).to_hex().to_string(),
         })?;
+        // From here the standby may hold the batch whatever becomes of the
+        // ack: remember what it then holds (see `resume`).
+        let next: BTreeMap<String, Tracked> = poll
+            .next
+            .into_iter()
+            .map(|(n, (dev, ino, size, file))| {
+                (
+                    n,
+                    Tracked {
+                        dev,
+                        ino,
+                        size,
+                        file,
+                    },
+                )
+            })
+            .collect();
+        self.in_flight = Some(InFlight {
+            seq,
+            as_of: poll.complete.then_some(as_of),
+            next: next.clone(),
+            bytes: poll.data.len() as u64,
+            reset,
+        });
         for c in poll.data.chunks(crate::stream::MAX_DATA_FRAME) {
             w.data(c)?;
         }
         w.flush()?;
-        match r.msg()? {
+        let answer = r.msg()?;
+        self.in_flight = None;
+        match answer {
             Msg::SpoolAck { seq: s } if s == seq => {
                 self.seq = seq;
                 self.need_reset = false;
-                self.tracked = poll
-                    .next
-                    .into_iter()
-                    .map(|(n, (dev, ino, size, file))| {
-                        (
-                            n,
-                            Tracked {
-                                dev,
-                                ino,
-                                size,
-                                file,
-                            },
-                        )
-                    })
-                    .collect();
+                self.tracked = next;
                 if poll.complete {
                     self.acked_as_of = Some(as_of);
                 }
+                self.refusals = 0;
                 rec.acked_seq = seq;
                 rec.acked_as_of = self.acked_as_of;
-                rec.batches += 1;
-                rec.bytes_shipped += poll.data.len() as u64;
-                if reset {
-                    rec.resets += 1;
-                }
+                Self::count_batch(rec, seq, poll.data.len() as u64, reset);
                 rec.last_error = None;
                 Ok(poll.complete)
             }
             Msg::SpoolRefused { error, full, .. } => {
                 // A full spool: the same changes again later (after a
-                // checkpoint made room). Anything else: start over from a
-                // base at the next flush.
+                // checkpoint made room). Anything else: the spool is as
+                // before the batch, so the first time the changes are sent
+                // again (a batch damaged on the way fails its checksum);
+                // refused twice in a row, start over from a base.
                 if !full {
-                    self.need_reset = true;
-                    self.tracked.clear();
+                    self.refusals += 1;
+                    if self.refusals >= 2 {
+                        self.need_reset = true;
+                        self.tracked.clear();
+                    }
                 }
                 Err(Error::refused(format!(
                     "the standby refused spool batch {seq}: {}",
@@ -3107,7 +3243,8 @@ fn follow(
         };
         let res = (|| -> Result<()> {
             let (last_seq, files) = spool_handshake(cfg, &mut conn.reader, &mut conn.writer)?;
-            f.resume(last_seq, &files)?;
+            f.resume_recorded(last_seq, &files, &mut rec)?;
+            write_record(&catalog, &rec);
             while !stop.load(Ordering::SeqCst) {
                 let t = Instant::now();
                 let complete = f.flush(&mut conn.reader, &mut conn.writer, &mut rec)?;
