@@ -3107,10 +3107,10 @@ impl Follower {
                 // checkpoint made room). Anything else: the spool is as
                 // before the batch, so the first time the changes are sent
                 // again (a batch damaged on the way fails its checksum);
-                // refused twice in a row, start over from a base.
+                // refused three times in a row, start over from a base.
                 if !full {
                     self.refusals += 1;
-                    if self.refusals >= 2 {
+                    if self.refusals >= 3 {
                         self.need_reset = true;
                         self.tracked.clear();
                     }
