@@ -1546,6 +1546,7 @@ fn checkpoint_within(
         Ok((j, sim)) => {
             let new = rebase(&sp, j, &sim, None);
             write_journal_atomic(dir, &new.records())?;
+            crate::failpoint!("spool.checkpoint.after_rewrite");
             let _ = std::fs::remove_file(dir.join("broken.json"));
             Ok(Some(j))
         }
@@ -1805,6 +1806,7 @@ pub fn serve_spool<R: Read, W: Write>(
         sp.disk_bytes = new_size;
         known = journal_id(&dir);
         drop(_l);
+        crate::failpoint!("spool.after_append");
         w.msg(&Msg::SpoolAck { seq })?;
     }
 }
@@ -2201,6 +2203,7 @@ fn commit_staged(root: &Root, plan: &mut ApplyPlan) -> std::result::Result<(), S
         }
     }
     write_plan(plan)?;
+    crate::failpoint!("spool_apply.after_plan");
     for d in need {
         if let Err(e) = root.create_dirs(&d) {
             let _ = roll_back(root, plan);
@@ -2211,6 +2214,7 @@ fn commit_staged(root: &Root, plan: &mut ApplyPlan) -> std::result::Result<(), S
         for (n, b) in &plan.backups {
             root.rename(n, &scratch(b))?;
         }
+        crate::failpoint!("spool_apply.after_backups");
         for (st, n) in &plan.placements {
             root.rename(&scratch(st), n)?;
         }
@@ -2307,6 +2311,7 @@ pub fn apply_dir(spool: &Path, root: &Path, snapshot_time: Timestamp) -> Result<
     // Done: the plan is marked complete before the backups go.
     let _ = root.rename(&scratch(PLAN), &scratch(DONE));
     root.sync_dirs(fin.known.iter().map(|s| s.as_str()));
+    crate::failpoint!("spool_apply.after_done");
     clear_scratch(root);
     root.sync_dirs(std::iter::empty());
     // The newest batch, with or without events: the primary had looked at
