@@ -1210,7 +1210,7 @@ fn btrfs_spool_resumes_after_cuts_and_flips_in_either_direction() {
     let mut rng: u64 = std::env::var("SPOOL_FAULT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_22_05);
+        .unwrap_or(0x5eed_2205);
     eprintln!("SPOOL_FAULT_SEED={rng}");
     let mut rand = move |n: u64| {
         rng ^= rng << 13;
