@@ -90,6 +90,18 @@ pub const ALL: &[Failpoint] = &[
         recovery: "rerun `snapsite ship`: the handshake shows the set committed; a repeated commit protects its members",
     },
     Failpoint {
+        name: "spool.after_append",
+        verbs: &["spool"],
+        state: "standby: a spool batch is appended to state_dir/spool/journal and fsynced; its ack is not sent (the primary sees a lost ack)",
+        recovery: "nothing to finish by hand: the primary's follower reconnects, finds the standby at the batch it sent last and continues the spool (a resume, not a restart)",
+    },
+    Failpoint {
+        name: "spool.checkpoint.after_rewrite",
+        verbs: &["spool"],
+        state: "standby: after a redolog set's commit, the spool journal is rewritten without the events the snapshot covers; spool/broken.json (if any) not yet removed, no answer sent",
+        recovery: "rerun `snapsite ship` (or let `run` do it): the set is committed; the next matching checkpoint removes a stale broken.json, and failover matches the rewritten spool",
+    },
+    Failpoint {
         name: "seed.after_member",
         verbs: &["seed"],
         state: "`ship --to DIR`: a member's stream is in DIR/<set>.seed/part-*; no index.json (the seed is incomplete)",
@@ -220,6 +232,24 @@ pub const ALL: &[Failpoint] = &[
         verbs: &["failover"],
         state: "copies made and mounted; this site is recorded as the primary of the next generation; no replay yet",
         recovery: "rerun `snapsite failover`: it keeps the recorded generation and runs the replay",
+    },
+    Failpoint {
+        name: "spool_apply.after_plan",
+        verbs: &["failover"],
+        state: "the spool's files are built and verified in <redolog copy>/.snapsite-spool-apply/, the plan written; the copy itself unchanged",
+        recovery: "rerun `snapsite failover`: the interrupted apply is undone (the copy is the snapshot's content) and the spool applied again",
+    },
+    Failpoint {
+        name: "spool_apply.after_backups",
+        verbs: &["failover"],
+        state: "the files the spool replaces are moved into <redolog copy>/.snapsite-spool-apply/; the new ones not yet in place",
+        recovery: "rerun `snapsite failover`: the plan puts the moved files back (the copy is the snapshot's content) and the spool is applied again",
+    },
+    Failpoint {
+        name: "spool_apply.after_done",
+        verbs: &["failover"],
+        state: "the spool is applied to the redolog copy and verified, the plan marked done; the scratch directory (old files) not yet removed",
+        recovery: "rerun `snapsite failover`: the done plan's scratch directory is removed; the copy already holds the spool (nothing applied twice)",
     },
     Failpoint {
         name: "failover.after_replay",

@@ -449,6 +449,174 @@ fn failover_cell(cell: &Cell) {
     assert_eq!(manifests(&s.state('b')), b_before, "B's sets");
 }
 
+/// The standby's spool (redolog streaming) for the spool cells.
+const STREAM: &str = "\n[stream]\nfiles = [\"log*\"]\nflush_interval = \"100ms\"\n";
+
+/// A spool session of the test's follower with `snapsite serve --stdio`
+/// on B (a child: a failpoint there stops only it).
+struct SpoolConn {
+    child: std::process::Child,
+    r: snapsite::stream::Reader<std::process::ChildStdout>,
+    w: snapsite::stream::Writer<std::process::ChildStdin>,
+}
+
+impl SpoolConn {
+    fn open(
+        s: &Sites,
+        env: &[(&str, &str)],
+    ) -> (SpoolConn, u64, Vec<snapsite::stream::SpoolFileState>) {
+        let mut c = std::process::Command::new(snapsite_exe());
+        c.args(["serve", "--stdio", "--config"])
+            .arg(&s.lab.stb_cfg)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().unwrap();
+        let mut conn = SpoolConn {
+            w: snapsite::stream::Writer::new(child.stdin.take().unwrap()),
+            r: snapsite::stream::Reader::new(child.stdout.take().unwrap()),
+            child,
+        };
+        let cfg = snapsite::config::Config::load(s.a()).unwrap();
+        let (seq, files) =
+            snapsite::redostream::spool_handshake(&cfg, &mut conn.r, &mut conn.w).unwrap();
+        (conn, seq, files)
+    }
+    fn close(mut self) -> std::process::Output {
+        let _ = self.w.msg(&snapsite::stream::Msg::Bye);
+        drop(self.w);
+        drop(self.r);
+        self.child.wait_with_output().unwrap()
+    }
+}
+
+/// A set and a redolog snapshot shipped to B, streaming on B, and a spool
+/// continuing the redolog snapshot (A's follower in the test: a reset at the
+/// snapshot's sizes, then appends and a new file).
+fn spool_sites() -> (Sites, snapsite::redostream::Follower, String, String) {
+    let s = Sites::new(COUNTING);
+    for cfg in [&s.lab.stb_cfg, &s.b_cfg] {
+        let mut t = std::fs::read_to_string(cfg).unwrap();
+        t.push_str(STREAM);
+        std::fs::write(cfg, t).unwrap();
+    }
+    let (set, redo) = shipped_pair(&s);
+    let mut f = snapsite::redostream::Follower::new(s.lab.live("redolog"), vec!["log*".into()]);
+    let (mut c, seq, files) = SpoolConn::open(&s, &[]);
+    f.resume(seq, &files).unwrap();
+    let mut rec = Default::default();
+    while !f.flush(&mut c.r, &mut c.w, &mut rec).unwrap() {}
+    spool_write(&s, 1);
+    while !f.flush(&mut c.r, &mut c.w, &mut rec).unwrap() {}
+    assert!(c.close().status.success());
+    (s, f, set, redo)
+}
+
+/// New redo on A: appended to log2, and a new file.
+fn spool_write(s: &Sites, k: u64) {
+    use std::io::Write;
+    let live = s.lab.live("redolog");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(live.join("log2"))
+        .unwrap();
+    f.write_all(&random_bytes(100 + k, 3 * KIB)).unwrap();
+    write_file(&live.join(format!("log3-{k}")), &random_bytes(200 + k, KIB));
+}
+
+/// Failover with a spool, stopped in the spool's apply and rerun: B's
+/// redolog copy then holds A's redolog files exactly (the snapshot plus the
+/// spool, nothing applied twice, nothing lost), the other copies the set,
+/// the replay ran once, no scratch directory left.
+fn spool_failover_cell(cell: &Cell) {
+    let (s, _f, set, _redo) = spool_sites();
+    let log = s.lab.dir.path().join("replays.log");
+    let env = [(REPLAY_LOG, log.to_str().unwrap())];
+    let mut want: BTreeMap<String, BTreeMap<String, String>> = ROLES
+        .iter()
+        .map(|r| (r.to_string(), tree_digest(&s.lab.primary_snap(r, &set))))
+        .collect();
+    want.insert("redolog".into(), tree_digest(&s.lab.live("redolog")));
+    crash(&s, &s.lab.stb_cfg, cell, &env);
+    let f = ok_env(&s.lab.stb_cfg, &["failover", "--json"], &env);
+    assert!(f["stream"]["not_used"].is_null(), "{f}");
+    assert_eq!(replays(&s), 1, "the replay ran exactly once");
+    check_state_clean(&s);
+    let mnt = s.lab.dir.path().join("mnt-app");
+    for r in ROLES {
+        assert_eq!(tree_digest(&mnt.join(r)), want[r], "{r}: {f}");
+    }
+    assert!(!mnt.join("redolog/.snapsite-spool-apply").exists());
+}
+
+/// The standby's spool stopped at its durable steps (serve on B is killed
+/// there), then the follower reconnects: it must continue the spool, which
+/// stays exact (failover's copy = A's redolog files).
+fn spool_cell(cell: &Cell) {
+    let (s, mut f, _set, _redo) = spool_sites();
+    let fp = cell.failpoint.unwrap();
+    let mut rec = snapsite::redostream::FollowerRecord::default();
+    let stopped = |o: std::process::Output| {
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(failpoint::EXIT_CODE), "{err}");
+        assert!(err.contains(&format!("stopped at failpoint {fp}")), "{err}");
+    };
+    let fpenv = [(failpoint::ENV, fp)];
+    match fp {
+        "spool.after_append" => {
+            spool_write(&s, 2);
+            let (mut c, seq, files) = SpoolConn::open(&s, &fpenv);
+            f.resume(seq, &files).unwrap();
+            assert!(f.flush(&mut c.r, &mut c.w, &mut rec).is_err(), "no ack");
+            stopped(c.close());
+            let (_, _, r) = role(&s.lab.stb_cfg);
+            assert_eq!(r["interrupted"], serde_json::json!([]), "{r}");
+            let (c, seq2, files) = SpoolConn::open(&s, &[]);
+            assert_eq!(seq2, seq + 1, "the batch is in the journal");
+            assert!(
+                f.resume_recorded(seq2, &files, &mut rec).unwrap(),
+                "resumed"
+            );
+            assert!(c.close().status.success());
+        }
+        _ => {
+            // A redolog set's commit on B runs the checkpoint.
+            s.lab.snapshot(true);
+            let o = run_snapsite(s.a(), &["ship", "--json"], &fpenv);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                err.contains(&format!("stopped at failpoint {fp}")),
+                "serve did not stop at {fp}:\n{err}"
+            );
+            s.lab.ship(s.a());
+            check_sets_shipped(&s);
+        }
+    }
+    // More redo, streamed in a resumed session.
+    spool_write(&s, 3);
+    let (mut c, seq, files) = SpoolConn::open(&s, &[]);
+    assert!(f.resume_recorded(seq, &files, &mut rec).unwrap(), "resumed");
+    while !f.flush(&mut c.r, &mut c.w, &mut rec).unwrap() {}
+    assert!(c.close().status.success());
+    assert_eq!(rec.resets, 0, "{rec:?}");
+    let state = s.state('b').join("spool");
+    assert!(!state.join("broken.json").exists());
+    let want = tree_digest(&s.lab.live("redolog"));
+    let log = s.lab.dir.path().join("replays.log");
+    let env = [(REPLAY_LOG, log.to_str().unwrap())];
+    let rep = ok_env(&s.lab.stb_cfg, &["failover", "--json"], &env);
+    assert!(rep["stream"]["not_used"].is_null(), "{rep}");
+    assert!(
+        rep["stream"]["events_applied"].as_u64().unwrap() > 0,
+        "{rep}"
+    );
+    let mnt = s.lab.dir.path().join("mnt-app");
+    assert_eq!(tree_digest(&mnt.join("redolog")), want, "{rep}");
+}
+
 /// Rehearse: B rehearses a failover on scratch clones.
 fn rehearse_cell(cell: &Cell) {
     let s = Sites::new(COUNTING);
@@ -1058,12 +1226,13 @@ fn cells(full: bool) -> Vec<Cell> {
         "failover",
         "rehearse",
         "serve",
+        "spool",
         "prune",
         "seed",
     ] {
         // serve runs under ship: ship's own cell is its baseline; each
         // prune cell's rerun is one (its run-through only in the full run).
-        if verb != "serve" && (!matches!(verb, "prune" | "seed") || full) {
+        if !matches!(verb, "serve" | "spool") && (!matches!(verb, "prune" | "seed") || full) {
             v.push(Cell {
                 verb,
                 failpoint: None,
@@ -1108,7 +1277,10 @@ fn cells(full: bool) -> Vec<Cell> {
                 });
             }
             // No mount of serve or prune survives them: no reboot variant.
-            if !full || matches!(verb, "serve" | "prune" | "seed") {
+            if !full
+                || matches!(verb, "serve" | "spool" | "prune" | "seed")
+                || f.name.starts_with("spool_apply.")
+            {
                 continue;
             }
             v.push(Cell {
@@ -1170,7 +1342,15 @@ fn every_verb_survives_a_crash_at_every_failpoint() {
         let r = std::panic::catch_unwind(|| match cell.verb {
             "failback" => failback_cell(&cell),
             "switchover" => switchover_cell(&cell),
+            "failover"
+                if cell
+                    .failpoint
+                    .is_some_and(|f| f.starts_with("spool_apply.")) =>
+            {
+                spool_failover_cell(&cell)
+            }
             "failover" => failover_cell(&cell),
+            "spool" => spool_cell(&cell),
             "snapshot" => snapshot_cell(&cell),
             "ship" => ship_cell(&cell),
             "serve" => serve_cell(&cell),
