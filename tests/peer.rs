@@ -72,6 +72,10 @@ fn edit(
     m
 }
 
+/// (peer role, peer generation, own generation, highest seen) -> the
+/// generation adopted, or a piece of the refusal.
+type Case = (Role, u64, u64, u64, Result<u64, &'static str>);
+
 fn claim(role: Role, generation: u64) -> PeerClaim {
     let m = welcome(Some(role.as_str()), Some(generation));
     failback::decode_welcome(&m).unwrap()
@@ -182,7 +186,7 @@ fn a_welcome_that_no_snapsite_peer_sends_is_refused_by_name() {
 fn failback_adopts_only_a_believable_newer_generation() {
     // (peer role, peer generation, own generation, seen) -> adopted or the refusal.
     let max = u64::MAX;
-    let cases: Vec<(Role, u64, u64, u64, Result<u64, &str>)> = vec![
+    let cases: Vec<Case> = vec![
         (Role::Primary, 2, 1, 1, Ok(2)),
         (Role::Primary, 3, 1, 1, Err("claims generation 3")),
         (
@@ -228,7 +232,7 @@ fn failback_adopts_only_a_believable_newer_generation() {
 #[test]
 fn switchover_hands_the_role_only_to_its_standby() {
     let max = u64::MAX;
-    let cases: Vec<(Role, u64, u64, u64, Result<u64, &str>)> = vec![
+    let cases: Vec<Case> = vec![
         (Role::Standby, 1, 1, 1, Ok(1)),
         // A standby that has not seen this generation yet (no set shipped
         // since the last failover) is still this site's standby.
@@ -473,7 +477,7 @@ fn a_running_verb_is_shown_running_and_a_killed_one_interrupted() {
     let cat = Catalog::new(&state);
     // The journal is written, and the hook started, before the final set.
     let t = Instant::now();
-    while !(hook_pid.exists() && !snapsite::journal::interrupted(&cat).unwrap().is_empty()) {
+    while !hook_pid.exists() || snapsite::journal::interrupted(&cat).unwrap().is_empty() {
         assert!(
             t.elapsed() < Duration::from_secs(30),
             "switchover never began"
@@ -481,10 +485,8 @@ fn a_running_verb_is_shown_running_and_a_killed_one_interrupted() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let hook: i32 = loop {
-        if let Ok(p) = std::fs::read_to_string(&hook_pid).map(|s| s.trim().parse()) {
-            if let Ok(p) = p {
-                break p;
-            }
+        if let Ok(Ok(p)) = std::fs::read_to_string(&hook_pid).map(|s| s.trim().parse()) {
+            break p;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
