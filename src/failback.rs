@@ -96,6 +96,240 @@ pub struct Report {
     pub seconds: f64,
 }
 
+/// At most this many volumes in a peer's welcome (a config names a few).
+pub const MAX_PEER_VOLUMES: usize = 256;
+/// At most this many names in all of a peer's lists together (its
+/// volumes' snapshots and its committed sets).
+pub const MAX_PEER_NAMES: usize = 200_000;
+/// A site name from the peer: the config's rule, at most this long.
+pub const MAX_PEER_SITE_LEN: usize = 64;
+
+/// The peer as the DR verbs believe it: its welcome decoded, every claim
+/// checked for shape (a role that is one, a generation, bounded lists of
+/// valid names). Whether the generation is believable is decided against
+/// this site's records ([`failback_verdict`], [`switchover_verdict`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerClaim {
+    /// A valid site name (the config's rule).
+    pub site: String,
+    pub role: Role,
+    pub generation: u64,
+    /// Per volume role: the snapshots the peer holds (set ids).
+    pub volumes: BTreeMap<String, BTreeSet<String>>,
+    /// The sets the peer holds committed (set ids).
+    pub committed: BTreeSet<String>,
+}
+
+fn peer_refused(site: &str, what: String) -> Error {
+    Error::refused(format!("peer `{site}`: {what}; nothing was changed")).with_hint(
+        "the peer's welcome is not what a snapsite site sends: check that [standby] reaches the other site's `snapsite serve --stdio` (the same version), and whether someone else answers in its name",
+    )
+}
+
+/// Decode what a DR verb needs from the peer's welcome (already read, its
+/// protocol checked): hostile input, so every claim is checked for shape
+/// and bounded; a refusal names the claim.
+pub fn decode_peer(view: &StandbyView) -> Result<PeerClaim> {
+    let shown = crate::model::wire_str(&view.site);
+    let site_ok = !view.site.is_empty()
+        && view.site.len() <= MAX_PEER_SITE_LEN
+        && view
+            .site
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !site_ok {
+        return Err(peer_refused(
+            &shown,
+            format!(
+                "its site name is not one (1-{MAX_PEER_SITE_LEN} characters of a-z, A-Z, 0-9, `-`, `_`, `.`)"
+            ),
+        ));
+    }
+    let role = match view.role.as_deref() {
+        Some("primary") => Role::Primary,
+        Some("standby") => Role::Standby,
+        Some(other) => {
+            return Err(peer_refused(
+                &shown,
+                format!(
+                    "it claims the role `{}`, which is neither `primary` nor `standby`",
+                    crate::model::wire_str(other)
+                ),
+            ));
+        }
+        None => {
+            return Err(peer_refused(
+                &shown,
+                "its welcome names no role (a snapsite older than roles, or not snapsite)".into(),
+            ));
+        }
+    };
+    let Some(generation) = view.generation else {
+        return Err(peer_refused(
+            &shown,
+            "its welcome names no generation (a snapsite older than generations, or not snapsite)"
+                .into(),
+        ));
+    };
+    if view.volumes.len() > MAX_PEER_VOLUMES {
+        return Err(peer_refused(
+            &shown,
+            format!(
+                "it lists {} volumes, more than {MAX_PEER_VOLUMES}",
+                view.volumes.len()
+            ),
+        ));
+    }
+    let names = view
+        .volumes
+        .iter()
+        .map(|v| v.snapshots.len())
+        .fold(view.committed.len(), usize::saturating_add);
+    if names > MAX_PEER_NAMES {
+        return Err(peer_refused(
+            &shown,
+            format!("it lists {names} snapshots and sets, more than {MAX_PEER_NAMES}"),
+        ));
+    }
+    let mut volumes = BTreeMap::new();
+    for v in &view.volumes {
+        let r = crate::model::wire_str(&v.role);
+        if crate::model::validate_role(&v.role).is_err() {
+            return Err(peer_refused(
+                &shown,
+                format!("it lists a volume `{r}` whose name is not a role"),
+            ));
+        }
+        let mut snaps = BTreeSet::new();
+        for n in &v.snapshots {
+            if crate::model::parse_set_id(n).is_none() {
+                return Err(peer_refused(
+                    &shown,
+                    format!(
+                        "its volume `{r}` lists a snapshot `{}` that is not a set id",
+                        crate::model::wire_str(n)
+                    ),
+                ));
+            }
+            snaps.insert(n.clone());
+        }
+        if volumes.insert(v.role.clone(), snaps).is_some() {
+            return Err(peer_refused(&shown, format!("it lists volume `{r}` twice")));
+        }
+    }
+    for id in &view.committed {
+        if crate::model::parse_set_id(id).is_none() {
+            return Err(peer_refused(
+                &shown,
+                format!(
+                    "it lists a committed set `{}` that is not a set id",
+                    crate::model::wire_str(id)
+                ),
+            ));
+        }
+    }
+    Ok(PeerClaim {
+        site: view.site.clone(),
+        role,
+        generation,
+        volumes,
+        committed: view.committed.clone(),
+    })
+}
+
+/// [`decode_peer`] of a welcome message as it arrives (the fuzz target's
+/// way in): anything else, or another protocol version, is refused.
+pub fn decode_welcome(msg: &Msg) -> Result<PeerClaim> {
+    match msg {
+        Msg::Welcome {
+            protocol,
+            site,
+            volumes,
+            committed,
+            compress,
+            role,
+            generation,
+        } => {
+            if *protocol != crate::stream::PROTOCOL_VERSION {
+                return Err(Error::protocol(format!(
+                    "peer `{}` speaks protocol {protocol}, this site {}",
+                    crate::model::wire_str(site),
+                    crate::stream::PROTOCOL_VERSION
+                )));
+            }
+            // Bounded as it came, before duplicates collapse.
+            if committed.len() > MAX_PEER_NAMES {
+                return Err(peer_refused(
+                    &crate::model::wire_str(site),
+                    format!(
+                        "it lists {} committed sets, more than {MAX_PEER_NAMES}",
+                        committed.len()
+                    ),
+                ));
+            }
+            decode_peer(&StandbyView {
+                site: site.clone(),
+                volumes: volumes.clone(),
+                committed: committed.iter().cloned().collect(),
+                compress: compress.clone(),
+                role: role.clone(),
+                generation: *generation,
+            })
+        }
+        other => Err(Error::protocol(format!(
+            "expected the peer's welcome, got {}",
+            crate::model::wire_str(&format!("{other:?}"))
+        ))),
+    }
+}
+
+/// May this site (in role `own_role`, generation `own`, having seen
+/// generations up to `seen`) fail back to the peer? Only to a primary of a
+/// newer generation that is believable (at most one above `seen`, with no
+/// wrap): a peer claiming 2^64-1 demotes nobody. Returns the generation
+/// this site adopts as the peer's standby.
+pub fn failback_verdict(claim: &PeerClaim, own_role: Role, own: u64, seen: u64) -> Result<u64> {
+    let site = crate::model::wire_str(&claim.site);
+    if claim.role != Role::Primary || claim.generation <= own {
+        return Err(Error::refused(format!(
+            "peer `{site}` is {} in generation {} (this site: {} in generation {own}): failback needs a peer that is primary in a newer generation",
+            claim.role.as_str(),
+            claim.generation,
+            own_role.as_str(),
+        ))
+        .with_hint("fail over on the peer first (`snapsite failover` there), or use `snapsite switchover` for a planned move"));
+    }
+    // This site becomes the standby in the peer's generation: a claim it
+    // must be able to believe (a failover there made it one more than any
+    // generation both sites knew).
+    crate::site::check_claimed_generation(&format!("peer `{site}`"), claim.generation, seen)?;
+    Ok(claim.generation)
+}
+
+/// May this primary (generation `own`, having seen up to `seen`) demote
+/// itself to the peer's standby at the end of a switchover? Only when the
+/// peer still says it is this site's standby, in no newer generation: a
+/// peer that claims to be primary, or a generation above this site's (a
+/// failover there, or a lie), is not handed the role; this site stays
+/// primary. Returns the peer's generation for the demote plan (<= `own`).
+pub fn switchover_verdict(claim: &PeerClaim, own: u64, seen: u64) -> Result<u64> {
+    let site = crate::model::wire_str(&claim.site);
+    // (Only a claim above `seen` is checked: at the top of the range the
+    // check refuses everything, even a generation this site holds.)
+    if claim.generation > seen {
+        crate::site::check_claimed_generation(&format!("peer `{site}`"), claim.generation, seen)?;
+    }
+    if claim.role != Role::Standby || claim.generation > own {
+        return Err(Error::refused(format!(
+            "peer `{site}` now says it is {} in generation {} (this site: primary in generation {own}): a switchover hands the role only to this site's standby; this site stays primary",
+            claim.role.as_str(),
+            claim.generation,
+        ))
+        .with_hint("find out what happened on the peer (`snapsite status` there) before anything else; if it failed over, run `snapsite failback` here"));
+    }
+    Ok(claim.generation)
+}
+
 /// Ask the peer (handshake only; nothing is sent) who it is.
 pub fn peer_view(cfg: &Config) -> Result<StandbyView> {
     let standby = cfg.standby.as_ref().ok_or_else(|| {
@@ -121,33 +355,22 @@ pub fn peer_view(cfg: &Config) -> Result<StandbyView> {
     }
 }
 
-/// The failback plan: the peer must be primary in a newer generation.
+/// The failback plan: the peer must be primary in a newer generation, one
+/// this site can believe.
 pub fn plan(cfg: &Config, view: &StandbyView) -> Result<Plan> {
     let catalog = Catalog::new(&cfg.state_dir);
     let (role, own) = crate::site::current_role(cfg, &catalog)?;
-    let peer_gen = view.generation.unwrap_or(0);
-    let peer_primary = view.role.as_deref() == Some("primary");
-    let site = crate::model::wire_str(&view.site);
-    if !peer_primary || peer_gen <= own {
-        return Err(Error::refused(format!(
-            "peer `{site}` is {} in generation {} (this site: {} in generation {own}): failback needs a peer that is primary in a newer generation",
-            view.role.as_deref().map(crate::model::wire_str).unwrap_or("of unknown role".into()),
-            view.generation.map(|g| g.to_string()).unwrap_or("?".into()),
-            role.as_str(),
-        ))
-        .with_hint("fail over on the peer first (`snapsite failover` there), or use `snapsite switchover` for a planned move"));
-    }
-    // This site becomes the standby in the peer's generation: a claim it
-    // must be able to believe (a failover there made it one more than any
-    // generation both sites knew).
+    let claim = decode_peer(view)?;
     let seen = crate::site::highest_generation_seen(cfg, &catalog)?;
-    crate::site::check_claimed_generation(&format!("peer `{site}`"), peer_gen, seen)?;
-    let theirs: BTreeMap<String, BTreeSet<String>> = view
-        .volumes
-        .iter()
-        .map(|v| (v.role.clone(), v.snapshots.iter().cloned().collect()))
-        .collect();
-    demote_plan(cfg, &catalog, &site, peer_gen, &theirs, &view.committed)
+    let peer_gen = failback_verdict(&claim, role, own, seen)?;
+    demote_plan(
+        cfg,
+        &catalog,
+        &claim.site,
+        peer_gen,
+        &claim.volumes,
+        &claim.committed,
+    )
 }
 
 /// ZFS and LVM receive into `replica`: a site without one cannot be the
@@ -299,6 +522,7 @@ pub fn run(cfg: &Config, dry_run: bool) -> Result<(Plan, Option<Report>)> {
         if dry_run {
             return Ok((plan, None));
         }
+        j.adopt()?;
         let report = demote_steps(cfg, &catalog, &plan, verb, &mut j)?;
         j.finish()?;
         return Ok((plan, Some(report)));

@@ -668,6 +668,7 @@ pub fn interrupted(catalog: &Catalog) -> Result<Option<crate::journal::Interrupt
         steps_done: st.copies_done.len() + st.mounts_done.len(),
         finish: "snapsite failover".into(),
         journal: catalog.failover_state_path(),
+        running: None,
     }))
 }
 

@@ -1012,6 +1012,118 @@ pub fn serve_sessions(sessions: &[Vec<Op>]) -> Outcome {
     }
 }
 
+// ---------------------------------------------------------------------------
+// The DR verbs' handshake with the peer (failback, switchover).
+
+/// This site's state for the peer targets, from the input's first 17 bytes:
+/// its role (bit 0: primary), its generation, and the highest generation it
+/// has seen (never below its own). The rest is the peer's part.
+fn local_state(data: &[u8]) -> Option<(crate::site::Role, u64, u64, &[u8])> {
+    if data.len() < 17 {
+        return None;
+    }
+    let role = if data[0] & 1 == 1 {
+        crate::site::Role::Primary
+    } else {
+        crate::site::Role::Standby
+    };
+    let own = u64::from_le_bytes(data[1..9].try_into().expect("8 bytes"));
+    let seen = u64::from_le_bytes(data[9..17].try_into().expect("8 bytes")).max(own);
+    Some((role, own, seen, &data[17..]))
+}
+
+/// What must hold of a decoded welcome and of both verbs' verdicts on it,
+/// whatever the peer sent: names valid and lists bounded; failback adopts
+/// only a primary's generation above this site's and at most one above
+/// what it has seen (no wrap: 2^64-1 only after 2^64-2 was seen);
+/// switchover hands the role only to a standby in no newer generation.
+pub fn check_peer(msg: &Msg, role: crate::site::Role, own: u64, seen: u64) {
+    use crate::failback::{self, MAX_PEER_NAMES, MAX_PEER_SITE_LEN, MAX_PEER_VOLUMES};
+    let Ok(claim) = failback::decode_welcome(msg) else {
+        return;
+    };
+    assert!(!claim.site.is_empty() && claim.site.len() <= MAX_PEER_SITE_LEN);
+    check_wire(&claim.site);
+    assert!(claim.volumes.len() <= MAX_PEER_VOLUMES);
+    let names: usize =
+        claim.volumes.values().map(|v| v.len()).sum::<usize>() + claim.committed.len();
+    assert!(names <= MAX_PEER_NAMES, "{names} names accepted");
+    for (r, snaps) in &claim.volumes {
+        assert!(
+            crate::model::validate_role(r).is_ok(),
+            "role {r:?} accepted"
+        );
+        for n in snaps {
+            assert!(
+                crate::model::parse_set_id(n).is_some(),
+                "snapshot {n:?} accepted"
+            );
+        }
+    }
+    for id in &claim.committed {
+        assert!(
+            crate::model::parse_set_id(id).is_some(),
+            "set {id:?} accepted"
+        );
+    }
+    if let Ok(g) = failback::failback_verdict(&claim, role, own, seen) {
+        assert_eq!(g, claim.generation);
+        assert_eq!(
+            claim.role,
+            crate::site::Role::Primary,
+            "failback to a standby"
+        );
+        assert!(
+            g > own,
+            "failback to generation {g}, not above this site's {own}"
+        );
+        assert!(
+            seen.checked_add(1).is_some_and(|b| g <= b),
+            "failback adopted generation {g} having seen {seen}"
+        );
+    }
+    if let Ok(g) = failback::switchover_verdict(&claim, own, seen) {
+        assert_eq!(g, claim.generation);
+        assert_eq!(
+            claim.role,
+            crate::site::Role::Standby,
+            "switchover to a primary"
+        );
+        assert!(
+            g <= own,
+            "switchover to a peer in generation {g} above {own}"
+        );
+    }
+}
+
+/// `peer_welcome`: this site's state (17 bytes, see [`local_state`]), then
+/// the peer's welcome as a control message's JSON body.
+pub fn peer_welcome(data: &[u8]) {
+    let Some((role, own, seen, rest)) = local_state(data) else {
+        return;
+    };
+    if let Ok(m) = serde_json::from_slice::<Msg>(rest) {
+        check_peer(&m, role, own, seen);
+    }
+}
+
+/// `peer_handshake`: this site's state (17 bytes), then the peer's side of
+/// the handshake as frames described the [`seal_frames`] way: its first
+/// message is read as the welcome is (magic, one control frame), then
+/// decoded and judged.
+pub fn peer_handshake(data: &[u8]) {
+    let Some((role, own, seen, rest)) = local_state(data) else {
+        return;
+    };
+    let mut r = Reader::new(Cursor::new(seal_frames(rest)));
+    if r.magic().is_err() {
+        return;
+    }
+    if let Ok(m) = r.msg() {
+        check_peer(&m, role, own, seen);
+    }
+}
+
 /// What the standby holds after [`serve_sessions`].
 #[derive(Debug, PartialEq)]
 pub struct Outcome {
@@ -1043,4 +1155,6 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("btrfs_vet", btrfs_vet),
     ("btrfs_show", btrfs_show),
     ("mountinfo", mountinfo),
+    ("peer_welcome", peer_welcome),
+    ("peer_handshake", peer_handshake),
 ];

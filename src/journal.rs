@@ -9,6 +9,12 @@
 //! and skips the steps already done; each step is itself safe to redo when
 //! the process died inside it. The journal is removed when the verb is done.
 //! `status` and `role` list the journals left behind.
+//!
+//! A journal names its owner: the process that wrote it last (pid, its
+//! start time from `/proc/<pid>/stat` and the boot id, so a reused pid or
+//! a reboot is not mistaken for it). While the owner lives, the verb is
+//! running (a long prune, a failback), not interrupted: `status` says
+//! `running (pid N)` and does not call it critical.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,6 +42,67 @@ pub struct Journal {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub values: BTreeMap<String, String>,
     pub updated_at: Timestamp,
+    /// The process carrying out the verb (absent from older builds: such
+    /// a journal is shown as interrupted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+}
+
+/// A process as recorded, so that a later look can tell whether that very
+/// process is still running.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Owner {
+    pub pid: u32,
+    /// Its start time in clock ticks since boot (`/proc/<pid>/stat`, field 22).
+    pub start_ticks: u64,
+    /// `/proc/sys/kernel/random/boot_id` when it ran.
+    pub boot_id: String,
+}
+
+/// Field 22 (start time) of `/proc/<pid>/stat`, and whether the process is
+/// a zombie (dead, not yet reaped).
+fn proc_start(pid: u32) -> Option<(u64, bool)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: the fields follow
+    // the last `)`; the state is field 3, the start time field 22.
+    let rest = &s[s.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace();
+    let state = f.next()?;
+    let start = f.nth(18)?.parse().ok()?;
+    Some((start, state == "Z" || state == "X"))
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+impl Owner {
+    /// Process `pid` as it is now (None: there is no such process).
+    pub fn of(pid: u32) -> Option<Owner> {
+        let (start_ticks, _) = proc_start(pid)?;
+        Some(Owner {
+            pid,
+            start_ticks,
+            boot_id: boot_id(),
+        })
+    }
+
+    /// This process.
+    pub fn current() -> Option<Owner> {
+        Owner::of(std::process::id())
+    }
+
+    /// Is the recorded process still running: same boot, a live process
+    /// with that pid and the same start time (not a zombie, not a later
+    /// process that was given the same pid)?
+    pub fn is_alive(&self) -> bool {
+        !self.boot_id.is_empty()
+            && self.boot_id == boot_id()
+            && self.pid > 1
+            && proc_start(self.pid).is_some_and(|(t, dead)| !dead && t == self.start_ticks)
+    }
 }
 
 /// What `status` and `role` show of a journal.
@@ -48,6 +115,10 @@ pub struct Interrupted {
     pub steps_done: usize,
     pub finish: String,
     pub journal: PathBuf,
+    /// The pid of the process still carrying out the verb (None: nobody
+    /// is; the verb was interrupted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running: Option<u32>,
 }
 
 /// A verb's journal on disk, kept up to date as steps complete.
@@ -78,7 +149,7 @@ pub fn begin<T: Serialize>(
     intent: &T,
 ) -> Result<Open> {
     let now = Timestamp::now();
-    let j = Open {
+    let mut j = Open {
         path: path(catalog, verb),
         journal: Journal {
             verb: verb.to_string(),
@@ -88,6 +159,7 @@ pub fn begin<T: Serialize>(
             done: Vec::new(),
             values: BTreeMap::new(),
             updated_at: now,
+            owner: None,
         },
     };
     j.write()?;
@@ -95,8 +167,18 @@ pub fn begin<T: Serialize>(
 }
 
 impl Open {
-    fn write(&self) -> Result<()> {
+    /// Every write names this process as the owner: whoever records a
+    /// step is the one carrying the verb out.
+    fn write(&mut self) -> Result<()> {
+        self.journal.owner = Owner::current();
         crate::catalog::write_json(&self.path, &self.journal)
+    }
+
+    /// A rerun takes over the journal of an interrupted run: recorded as
+    /// its owner before its first step, so `status` shows it running.
+    pub fn adopt(&mut self) -> Result<()> {
+        self.journal.updated_at = Timestamp::now();
+        self.write()
     }
 
     pub fn path(&self) -> &Path {
@@ -184,6 +266,7 @@ pub fn interrupted(catalog: &Catalog) -> Result<Vec<Interrupted>> {
     for p in paths {
         match crate::catalog::read_json::<Journal>(&p) {
             Ok(j) => out.push(Interrupted {
+                running: j.owner.as_ref().filter(|o| o.is_alive()).map(|o| o.pid),
                 verb: j.verb,
                 started_at: j.started_at,
                 last_step: j.done.last().cloned(),
@@ -206,6 +289,7 @@ pub fn interrupted(catalog: &Catalog) -> Result<Vec<Interrupted>> {
                     last_step: None,
                     steps_done: 0,
                     journal: p,
+                    running: None,
                 });
             }
         }
@@ -213,19 +297,28 @@ pub fn interrupted(catalog: &Catalog) -> Result<Vec<Interrupted>> {
     Ok(out)
 }
 
-/// One line per interrupted verb, for `status` and `role`.
+/// One line per running or interrupted verb, for `status` and `role`.
 pub fn render(i: &Interrupted) -> String {
-    format!(
-        "interrupted {} (started {}, {} step(s) done{}): finish it with `{}`",
-        i.verb,
+    let progress = format!(
+        "started {}, {} step(s) done{}",
         i.started_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
         i.steps_done,
         i.last_step
             .as_ref()
             .map(|s| format!(", last {s}"))
             .unwrap_or_default(),
-        i.finish
-    )
+    );
+    match i.running {
+        Some(pid) => format!(
+            "{} running (pid {pid}; {progress}; journal {})",
+            i.verb,
+            i.journal.display()
+        ),
+        None => format!(
+            "interrupted {} ({progress}): finish it with `{}`",
+            i.verb, i.finish
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -245,9 +338,45 @@ mod tests {
         let list = interrupted(&cat).unwrap();
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].last_step.as_deref(), Some("keep:blob"));
-        assert!(render(&list[0]).contains("`snapsite failback`"));
+        // Its owner (this process) is alive: running, not interrupted.
+        assert!(render(&list[0]).starts_with("failback running (pid"));
         again.finish().unwrap();
         assert!(load(&cat, "failback").unwrap().is_none());
         assert!(interrupted(&cat).unwrap().is_empty());
+    }
+
+    /// The owner is this process while it lives; the same pid with another
+    /// start time (a reused pid) or another boot is not it.
+    #[test]
+    fn the_owner_is_recognised_and_a_reused_pid_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::new(dir.path());
+        let _j = begin(&cat, "prune", "snapsite prune", &()).unwrap();
+        let list = interrupted(&cat).unwrap();
+        assert_eq!(list[0].running, Some(std::process::id()));
+        assert!(
+            render(&list[0]).starts_with(&format!("prune running (pid {}", std::process::id()))
+        );
+        let me = Owner::current().unwrap();
+        assert!(me.is_alive());
+        let reused = Owner {
+            start_ticks: me.start_ticks + 1,
+            ..me.clone()
+        };
+        assert!(!reused.is_alive());
+        let rebooted = Owner {
+            boot_id: "another-boot".into(),
+            ..me.clone()
+        };
+        assert!(!rebooted.is_alive());
+        // A journal from an older build names no owner: interrupted.
+        let p = dir.path().join("journal-prune.json");
+        let mut raw: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        raw.as_object_mut().unwrap().remove("owner");
+        std::fs::write(&p, serde_json::to_vec(&raw).unwrap()).unwrap();
+        let list = interrupted(&cat).unwrap();
+        assert_eq!(list[0].running, None);
+        assert!(render(&list[0]).starts_with("interrupted prune"));
     }
 }

@@ -118,6 +118,7 @@ pub fn interrupted(catalog: &Catalog) -> Result<Option<crate::journal::Interrupt
         steps_done: st.clones.len(),
         finish: "snapsite rehearse".into(),
         journal: catalog.root().join("rehearsal/state.json"),
+        running: None,
     }))
 }
 

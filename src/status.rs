@@ -333,7 +333,12 @@ pub fn evaluate(cfg: &Config, s: &Status) -> Vec<Finding> {
     let mut out = Vec::new();
     for i in &s.interrupted {
         out.push(Finding {
-            level: Level::Critical,
+            // A verb still running (its recorded process alive) is no fault.
+            level: if i.running.is_some() {
+                Level::Ok
+            } else {
+                Level::Critical
+            },
             message: crate::journal::render(i),
         });
     }

@@ -48,6 +48,8 @@ pub fn check(cfg: &Config) -> Result<String> {
     let view = failback::peer_view(cfg)?;
     coordinator::split_brain_guard(cfg, &catalog, &view)?;
     let (_, own) = crate::site::current_role(cfg, &catalog)?;
+    let seen = crate::site::highest_generation_seen(cfg, &catalog)?;
+    failback::switchover_verdict(&failback::decode_peer(&view)?, own, seen)?;
     Ok(format!(
         "switchover plan (dry run: nothing is changed)\n\
          this site     {} primary in generation {own}\n\
@@ -89,8 +91,9 @@ pub fn run(cfg: &Config) -> Result<Report> {
     let catalog = Catalog::new(&cfg.state_dir);
     let _lock = catalog.lock("switchover", std::time::Duration::from_secs(600))?;
     let mut j = match crate::journal::load(&catalog, "switchover")? {
-        Some(j) => {
+        Some(mut j) => {
             tracing::warn!(journal = %j.path().display(), "finishing an interrupted switchover");
+            j.adopt()?;
             j
         }
         None => {
@@ -175,21 +178,20 @@ pub fn run(cfg: &Config) -> Result<Report> {
             Some(p) => p,
             None => {
                 // The peer's inventory now, with the final set in it.
-                let view = failback::peer_view(cfg)?;
-                let theirs = view
-                    .volumes
-                    .iter()
-                    .map(|v| (v.role.clone(), v.snapshots.iter().cloned().collect()))
-                    .collect();
-                let peer = crate::model::wire_str(&view.site);
+                // A second handshake: what the peer says now is as hostile
+                // as anything from the wire. Only this site's standby, in
+                // no newer generation, is handed the role.
+                let claim = failback::decode_peer(&failback::peer_view(cfg)?)?;
                 let (_, own) = crate::site::current_role(cfg, &catalog)?;
+                let seen = crate::site::highest_generation_seen(cfg, &catalog)?;
+                let peer_generation = failback::switchover_verdict(&claim, own, seen)?;
                 let plan = failback::demote_plan(
                     cfg,
                     &catalog,
-                    &peer,
-                    view.generation.unwrap_or(own).min(own),
-                    &theirs,
-                    &view.committed,
+                    &claim.site,
+                    peer_generation,
+                    &claim.volumes,
+                    &claim.committed,
                 )?;
                 if plan
                     .base

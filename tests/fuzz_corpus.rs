@@ -441,7 +441,62 @@ fn corpus() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
             .collect(),
     );
     c.insert("mountinfo", vec![fixture("mountinfo/host.txt")]);
+    let (welcome, handshake) = peer_seeds();
+    c.insert("peer_welcome", welcome);
+    c.insert("peer_handshake", handshake);
     c
+}
+
+/// The peer targets' seeds: this site's state (role byte, generation,
+/// highest seen) before the peer's welcome — an honest new primary to fail
+/// back to, this site's standby for a switchover, and the hostile claims
+/// (2^64-1, no role, a role that is none).
+fn peer_seeds() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let state = |primary: bool, own: u64, seen: u64| {
+        let mut v = vec![u8::from(primary)];
+        v.extend_from_slice(&own.to_le_bytes());
+        v.extend_from_slice(&seen.to_le_bytes());
+        v
+    };
+    let welcome = |role: Option<&str>, generation: Option<u64>| Msg::Welcome {
+        protocol: PROTOCOL_VERSION,
+        site: "b".into(),
+        volumes: ["mysql", "redolog"]
+            .iter()
+            .map(|r| VolumeInventory {
+                role: r.to_string(),
+                backend: "btrfs".into(),
+                snapshots: vec![set_id(-900, SetKind::Full), set_id(-600, SetKind::Full)],
+                resumable: None,
+            })
+            .collect(),
+        committed: vec![set_id(-900, SetKind::Full), set_id(-600, SetKind::Full)],
+        compress: vec!["zstd".into()],
+        role: role.map(String::from),
+        generation,
+    };
+    let cases = [
+        (state(true, 1, 1), welcome(Some("primary"), Some(2))),
+        (state(true, 1, 1), welcome(Some("standby"), Some(1))),
+        (state(true, 1, 1), welcome(Some("primary"), Some(u64::MAX))),
+        (state(false, 3, 3), welcome(Some("primary"), Some(4))),
+        (state(true, 1, 1), welcome(None, None)),
+        (state(true, 1, 1), welcome(Some("primary\n"), Some(2))),
+    ];
+    let mut json = Vec::new();
+    let mut frames = Vec::new();
+    for (st, m) in cases {
+        let body = serde_json::to_vec(&m).unwrap();
+        let mut j = st.clone();
+        j.extend_from_slice(&body);
+        json.push(j);
+        let mut f = st;
+        f.push(b'M');
+        f.extend_from_slice(&(body.len() as u16).to_le_bytes());
+        f.extend_from_slice(&body);
+        frames.push(f);
+    }
+    (json, frames)
 }
 
 fn target(name: &str) -> fn(&[u8]) {
