@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use snapsite::catalog::Catalog;
-use snapsite::config::{self, Config};
-use snapsite::coordinator;
-use snapsite::failover;
-use snapsite::model::SetKind;
-use snapsite::replay::format_zmplayredo;
-use snapsite::{backend, serve, transport};
+use snapsite::base::catalog::Catalog;
+use snapsite::base::config::{self, Config};
+use snapsite::base::model::SetKind;
+use snapsite::dr::failover;
+use snapsite::dr::replay::format_zmplayredo;
+use snapsite::primary::coordinator;
+use snapsite::{backend, standby::serve, wire::transport};
 
 #[derive(Parser)]
 #[command(
@@ -80,7 +80,7 @@ enum Command {
         #[arg(long, value_name = "DIR", conflicts_with = "dry_run")]
         to: Option<std::path::PathBuf>,
         /// Size of each chunk file of `--to`
-        #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = snapsite::config::parse_size, requires = "to")]
+        #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = snapsite::base::config::parse_size, requires = "to")]
         chunk_size: u64,
     },
     /// List the snapshot sets on this site
@@ -206,11 +206,11 @@ fn init_logging(cli: &Cli) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Under systemd, stderr is the journal: each line carries its syslog
     // priority (`<3>` for errors) and no colours.
-    if snapsite::systemd::stderr_is_journal() {
+    if snapsite::ops::systemd::stderr_is_journal() {
         let b = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_ansi(false)
-            .with_writer(snapsite::systemd::JournalStderr);
+            .with_writer(snapsite::ops::systemd::JournalStderr);
         match cli.log_format {
             LogFormat::Json => b.json().init(),
             LogFormat::Text => b.with_target(false).init(),
@@ -285,8 +285,8 @@ fn main() -> ExitCode {
         Err(e) => {
             // Under systemd: an error line (priority 3) in the journal.
             let line = format!("snapsite: error: {e:#}\n");
-            let bytes = if snapsite::systemd::stderr_is_journal() {
-                snapsite::systemd::prefix_lines(3, line.as_bytes())
+            let bytes = if snapsite::ops::systemd::stderr_is_journal() {
+                snapsite::ops::systemd::prefix_lines(3, line.as_bytes())
             } else {
                 line.into_bytes()
             };
@@ -336,7 +336,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve {
             from: Some(dir), ..
         } => {
-            let id = snapsite::seed::receive_seed(&cfg, &dir)?;
+            let id = snapsite::primary::seed::receive_seed(&cfg, &dir)?;
             println!("seeded: set {id} committed from {}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -367,7 +367,7 @@ fn cmd_rehearse(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     if dry_run {
-        let plan = snapsite::rehearse::plan(cfg, set.as_deref())?;
+        let plan = snapsite::dr::rehearse::plan(cfg, set.as_deref())?;
         if json {
             println!("{}", serde_json::to_string_pretty(&plan)?);
         } else {
@@ -376,33 +376,33 @@ fn cmd_rehearse(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let report = match snapsite::rehearse::run(
+    let report = match snapsite::dr::rehearse::run(
         cfg,
-        &snapsite::rehearse::Options {
+        &snapsite::dr::rehearse::Options {
             set: set.as_deref(),
             lock_wait: Duration::from_secs(600),
         },
     ) {
         Ok(r) => r,
         Err(e) => {
-            snapsite::notify::event(
+            snapsite::ops::notify::event(
                 cfg.notify.as_ref(),
                 &cfg.site,
                 "rehearsal",
-                snapsite::notify::Severity::Critical,
+                snapsite::ops::notify::Severity::Critical,
                 &format!("rehearsal failed: {e}"),
             );
             return Err(e.into());
         }
     };
-    snapsite::notify::event(
+    snapsite::ops::notify::event(
         cfg.notify.as_ref(),
         &cfg.site,
         "rehearsal",
         if report.ok {
-            snapsite::notify::Severity::Ok
+            snapsite::ops::notify::Severity::Ok
         } else {
-            snapsite::notify::Severity::Critical
+            snapsite::ops::notify::Severity::Critical
         },
         &format!(
             "rehearsal {} in {:.1} s (set {}, replay exit {})",
@@ -418,7 +418,7 @@ fn cmd_rehearse(
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", snapsite::rehearse::render_report(&report));
+        print!("{}", snapsite::dr::rehearse::render_report(&report));
     }
     Ok(if report.ok {
         ExitCode::SUCCESS
@@ -429,7 +429,7 @@ fn cmd_rehearse(
 
 /// `failback`: on the returning old primary, become the new primary's standby.
 fn cmd_failback(cfg: &Config, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
-    let (plan, report) = snapsite::failback::run(cfg, dry_run)?;
+    let (plan, report) = snapsite::dr::failback::run(cfg, dry_run)?;
     if json {
         match &report {
             Some(r) => println!("{}", serde_json::to_string_pretty(r)?),
@@ -445,7 +445,7 @@ fn cmd_failback(cfg: &Config, dry_run: bool, json: bool) -> anyhow::Result<ExitC
             ""
         }
     );
-    print!("{}", snapsite::failback::render_plan(&plan));
+    print!("{}", snapsite::dr::failback::render_plan(&plan));
     if let Some(r) = report {
         for (role, at) in &r.divergent.snapshots {
             println!("kept          {role:<10} {at} (read-only)");
@@ -462,14 +462,14 @@ fn cmd_failback(cfg: &Config, dry_run: bool, json: bool) -> anyhow::Result<ExitC
 /// `switchover`: final set, ship, become the standby.
 fn cmd_switchover(cfg: &Config, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
     if dry_run {
-        print!("{}", snapsite::switchover::check(cfg)?);
+        print!("{}", snapsite::dr::switchover::check(cfg)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let r = snapsite::switchover::run(cfg)?;
+    let r = snapsite::dr::switchover::run(cfg)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        print!("{}", snapsite::switchover::render_report(&r));
+        print!("{}", snapsite::dr::switchover::render_report(&r));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -483,15 +483,15 @@ fn cmd_role(
 ) -> anyhow::Result<ExitCode> {
     if let Some(r) = init {
         let role = match r {
-            RoleArg::Primary => snapsite::site::Role::Primary,
-            RoleArg::Standby => snapsite::site::Role::Standby,
+            RoleArg::Primary => snapsite::base::site::Role::Primary,
+            RoleArg::Standby => snapsite::base::site::Role::Standby,
         };
-        snapsite::site::init_role(catalog, role)?;
+        snapsite::base::site::init_role(catalog, role)?;
     }
-    let (role, generation) = snapsite::site::current_role(cfg, catalog)?;
+    let (role, generation) = snapsite::base::site::current_role(cfg, catalog)?;
     let rec = catalog.role_record()?;
     let peer = catalog.peer_record()?;
-    let interrupted = snapsite::status::interrupted(catalog)?;
+    let interrupted = snapsite::ops::status::interrupted(catalog)?;
     if json {
         println!(
             "{}",
@@ -522,7 +522,7 @@ fn cmd_role(
         );
     }
     for i in &interrupted {
-        println!("{}", snapsite::journal::render(i));
+        println!("{}", snapsite::base::journal::render(i));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -611,7 +611,7 @@ fn cmd_seed(
     let mut display = ProgressDisplay::new(catalog, true);
     let mut progress =
         |role: &str, snap: &str, bytes: u64, done: bool| display.update(role, snap, bytes, done);
-    let r = snapsite::seed::write_seed(cfg, catalog, dir, chunk_size, &mut progress)?;
+    let r = snapsite::primary::seed::write_seed(cfg, catalog, dir, chunk_size, &mut progress)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -631,11 +631,15 @@ fn cmd_seed(
 
 /// `run`: the schedule loop (or one cycle).
 fn cmd_run(cfg: &Config, catalog: &Catalog, once: bool) -> anyhow::Result<ExitCode> {
-    snapsite::run::install_stop_handler()?;
+    snapsite::primary::run::install_stop_handler()?;
     let mut display = ProgressDisplay::new(catalog, false);
     let mut progress =
         |role: &str, snap: &str, bytes: u64, done: bool| display.update(role, snap, bytes, done);
-    let rec = snapsite::run::run(cfg, &snapsite::run::Options { once }, &mut progress)?;
+    let rec = snapsite::primary::run::run(
+        cfg,
+        &snapsite::primary::run::Options { once },
+        &mut progress,
+    )?;
     if once {
         println!(
             "{} full set(s), {} redolog snapshot(s) taken; {} set(s) committed on the standby; {} pruned",
@@ -659,8 +663,8 @@ fn cmd_prune(
         )
     })?;
     let _lock = catalog.lock("prune", Duration::from_secs(600))?;
-    let plan = snapsite::prune::plan(cfg, catalog, retention)?;
-    let report = snapsite::prune::apply(cfg, catalog, plan, dry_run)?;
+    let plan = snapsite::ops::prune::plan(cfg, catalog, retention)?;
+    let report = snapsite::ops::prune::apply(cfg, catalog, plan, dry_run)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -702,7 +706,7 @@ fn cmd_prune(
 /// `status`: Nagios-style exit code, text or JSON, Prometheus file.
 fn cmd_status(cfg: &Config, json: bool, prometheus: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let tz = jiff::tz::TimeZone::system();
-    let s = match snapsite::status::gather(cfg, jiff::Timestamp::now()) {
+    let s = match snapsite::ops::status::gather(cfg, jiff::Timestamp::now()) {
         Ok(s) => s,
         Err(e) => {
             // Nagios: 3 = UNKNOWN
@@ -711,12 +715,12 @@ fn cmd_status(cfg: &Config, json: bool, prometheus: Option<PathBuf>) -> anyhow::
         }
     };
     if let Some(p) = prometheus.as_ref().or(cfg.status.prometheus.as_ref()) {
-        snapsite::status::write_prometheus(&s, p)?;
+        snapsite::ops::status::write_prometheus(&s, p)?;
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
-        print!("{}", snapsite::status::render_text(&s, &tz));
+        print!("{}", snapsite::ops::status::render_text(&s, &tz));
     }
     Ok(ExitCode::from(s.level as u8))
 }
@@ -736,11 +740,11 @@ fn cmd_serve(cfg: &Config, idle_timeout: Duration) -> anyhow::Result<ExitCode> {
         cfg,
         std::io::BufReader::with_capacity(
             1 << 20,
-            snapsite::stream::Deadline::new(stdin, timeout, "the primary"),
+            snapsite::wire::stream::Deadline::new(stdin, timeout, "the primary"),
         ),
         std::io::BufWriter::with_capacity(
             1 << 16,
-            snapsite::stream::Deadline::new(stdout, timeout, "the primary"),
+            snapsite::wire::stream::Deadline::new(stdout, timeout, "the primary"),
         ),
     )?;
     Ok(ExitCode::SUCCESS)
@@ -790,24 +794,24 @@ fn cmd_failover(
     let report = match failover::run(cfg, &opts) {
         Ok(r) => r,
         Err(e) => {
-            snapsite::notify::event(
+            snapsite::ops::notify::event(
                 cfg.notify.as_ref(),
                 &cfg.site,
                 "failover",
-                snapsite::notify::Severity::Critical,
+                snapsite::ops::notify::Severity::Critical,
                 &format!("failover failed: {e}"),
             );
             return Err(e.into());
         }
     };
-    snapsite::notify::event(
+    snapsite::ops::notify::event(
         cfg.notify.as_ref(),
         &cfg.site,
         "failover",
         if report.ok() {
-            snapsite::notify::Severity::Ok
+            snapsite::ops::notify::Severity::Ok
         } else {
-            snapsite::notify::Severity::Critical
+            snapsite::ops::notify::Severity::Critical
         },
         if report.ok() {
             "failover finished: the standby is up"
@@ -911,9 +915,9 @@ impl<'a> ProgressDisplay<'a> {
 
 fn check(cfg: &Config) -> anyhow::Result<()> {
     let catalog = Catalog::new(&cfg.state_dir);
-    let (role, generation) = snapsite::site::current_role(cfg, &catalog)?;
+    let (role, generation) = snapsite::base::site::current_role(cfg, &catalog)?;
     let recorded = catalog.role_record()?.is_some();
-    let primary = role == snapsite::site::Role::Primary;
+    let primary = role == snapsite::base::site::Role::Primary;
     println!("config    {} (valid)", cfg.path.display());
     println!(
         "site      {} ({}, generation {generation}: {})",
@@ -1039,8 +1043,8 @@ fn check(cfg: &Config) -> anyhow::Result<()> {
 
 /// `check`: the retention and the most snapshots it lets one volume hold.
 fn print_retention_bound(
-    schedule: Option<&snapsite::config::Schedule>,
-    r: &snapsite::config::Retention,
+    schedule: Option<&snapsite::base::config::Schedule>,
+    r: &snapsite::base::config::Retention,
 ) {
     println!(
         "retention grid `{}`, redolog_grid `{}`, keep_min_age {} (standby)",
@@ -1056,7 +1060,7 @@ fn print_retention_bound(
     }
     match schedule {
         Some(s) => {
-            let b = snapsite::prune::max_snapshots_per_volume(s, r);
+            let b = snapsite::ops::prune::max_snapshots_per_volume(s, r);
             println!(
                 "          this schedule and retention keep at most {} snapshots per volume on each site (primary {}, standby {} if its [retention] is the same)",
                 b.primary.max(b.standby),
@@ -1125,7 +1129,7 @@ fn ship_dry_run(cfg: &Config, catalog: &Catalog) -> anyhow::Result<()> {
 
 fn sets(cfg: &Config, catalog: &Catalog, json: bool) -> anyhow::Result<()> {
     let _ = catalog;
-    let site = snapsite::site::Site::open(cfg).context("listing snapshots")?;
+    let site = snapsite::base::site::Site::open(cfg).context("listing snapshots")?;
     let tz = jiff::tz::TimeZone::system();
     let rows: Vec<_> = site
         .manifests()
@@ -1133,7 +1137,7 @@ fn sets(cfg: &Config, catalog: &Catalog, json: bool) -> anyhow::Result<()> {
         .map(|m| (m.clone(), site.is_usable(m)))
         .collect();
     // Data this site kept when it stopped being primary (failback, switchover).
-    let divergent = snapsite::failback::divergent_records(&site.catalog)?;
+    let divergent = snapsite::dr::failback::divergent_records(&site.catalog)?;
     if json {
         let mut v: Vec<_> = rows
             .iter()

@@ -30,7 +30,7 @@
 //!   for the last batch applied) next to the snapshot-only one.
 //!
 //! Everything read from a snapshot or the copy is opened through
-//! [`crate::safefile`]: regular files only, no symlink on the way, refused
+//! [`crate::base::safefile`]: regular files only, no symlink on the way, refused
 //! before a byte is read or written. Matching is linear in the spool's
 //! events and bytes (`find_cut`), bounded in work and time.
 //!
@@ -56,13 +56,15 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Stores;
-use crate::catalog::Catalog;
-use crate::config::{Config, VolumeAddr};
-use crate::error::{Context, Error, Result};
-use crate::model::{wire_str, wire_text};
-use crate::safefile::{Access, Root};
-use crate::stream::{Frame, Msg, PROTOCOL_VERSION, Reader, SpoolEvent, SpoolFileState, Writer};
-use crate::streamconf::{StreamSettings, check_name, glob_match};
+use crate::base::catalog::Catalog;
+use crate::base::config::{Config, VolumeAddr};
+use crate::base::error::{Context, Error, Result};
+use crate::base::model::{wire_str, wire_text};
+use crate::base::safefile::{Access, Root};
+use crate::base::streamconf::{StreamSettings, check_name, glob_match};
+use crate::wire::stream::{
+    Frame, Msg, PROTOCOL_VERSION, Reader, SpoolEvent, SpoolFileState, Writer,
+};
 
 /// Most bytes one batch carries (the follower cuts larger changes).
 pub const MAX_BATCH_BYTES: u64 = 8 << 20;
@@ -142,7 +144,7 @@ pub fn scan(root: &Path, globs: &[String]) -> Result<BTreeMap<String, (u64, u64,
                         Ok(rd) => rd
                             .filter_map(|e| e.ok())
                             .filter_map(|e| e.file_name().into_string().ok())
-                            .filter(|n| crate::streamconf::component_match(c, n))
+                            .filter(|n| crate::base::streamconf::component_match(c, n))
                             .collect(),
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                         Err(e) => return Err(Error::io(format!("read {}", d.display()), e)),
@@ -718,7 +720,7 @@ impl Spool {
 }
 
 fn write_journal_atomic(dir: &Path, bytes: &[u8]) -> Result<()> {
-    crate::catalog::write_atomic(&dir.join(JOURNAL), bytes)
+    crate::base::catalog::write_atomic(&dir.join(JOURNAL), bytes)
 }
 
 fn append_journal(dir: &Path, bytes: &[u8]) -> Result<()> {
@@ -754,7 +756,7 @@ fn journal_id(dir: &Path) -> Option<(u64, u64)> {
 fn spool_lock(dir: &Path, name: &str, wait: Duration) -> Result<nix::fcntl::Flock<File>> {
     std::fs::create_dir_all(dir).ctx(format!("create {}", dir.display()))?;
     let path = dir.join(name);
-    crate::catalog::flock_exclusive(&path, wait, Duration::from_millis(50))?
+    crate::base::catalog::flock_exclusive(&path, wait, Duration::from_millis(50))?
         .map_err(|e| Error::refused(format!("another snapsite holds {} ({e})", path.display())))
 }
 
@@ -1406,14 +1408,14 @@ struct SnapshotView {
 impl Drop for SnapshotView {
     fn drop(&mut self) {
         if self.mounted {
-            let _ = crate::cmd::Cmd::new("umount").arg(&self.root).run();
+            let _ = crate::base::cmd::Cmd::new("umount").arg(&self.root).run();
             let _ = std::fs::remove_dir(&self.root);
         }
     }
 }
 
 fn snapshot_view(cfg: &Config, stores: &Stores, dir: &Path, set_id: &str) -> Result<SnapshotView> {
-    crate::model::validate_set_id(set_id)?;
+    crate::base::model::validate_set_id(set_id)?;
     let st = stores
         .find(&cfg.redolog_role)
         .ok_or_else(|| Error::config("no redolog volume"))?;
@@ -1437,13 +1439,13 @@ fn snapshot_view(cfg: &Config, stores: &Stores, dir: &Path, set_id: &str) -> Res
                 .as_ref()
                 .ok_or_else(|| Error::config("lvm redolog volume without replica"))?;
             let lv = crate::backend::lvm::snap_lv(&r.lv, set_id);
-            crate::cmd::Cmd::new("lvchange")
+            crate::base::cmd::Cmd::new("lvchange")
                 .env("LC_ALL", "C")
                 .args(["-ay", "-K"])
                 .arg(format!("{}/{lv}", r.vg))
                 .run()?;
             let dev = format!("/dev/{}/{lv}", r.vg);
-            let fstype = crate::cmd::Cmd::new("blkid")
+            let fstype = crate::base::cmd::Cmd::new("blkid")
                 .args(["-o", "value", "-s", "TYPE", "--"])
                 .arg(&dev)
                 .output()?;
@@ -1457,7 +1459,7 @@ fn snapshot_view(cfg: &Config, stores: &Stores, dir: &Path, set_id: &str) -> Res
     };
     let root = dir.join(format!("view-{}", std::process::id()));
     std::fs::create_dir_all(&root).ctx(format!("create {}", root.display()))?;
-    crate::cmd::Cmd::new("mount")
+    crate::base::cmd::Cmd::new("mount")
         .args(options)
         .arg(&device)
         .arg(&root)
@@ -1555,7 +1557,7 @@ fn checkpoint_within(
                 at: Timestamp::now(),
                 reason: reason.clone(),
             };
-            crate::catalog::write_json(&dir.join("broken.json"), &b)?;
+            crate::base::catalog::write_json(&dir.join("broken.json"), &b)?;
             if reason.starts_with(GAVE_UP) {
                 return Err(Error::integrity(format!(
                     "the spool could not be matched against the redolog snapshot ({reason}); it is marked unusable (spool/broken.json) until a snapshot matches"
@@ -1591,7 +1593,7 @@ fn refuse_reason(
             events.len()
         ));
     }
-    if as_of > crate::model::now() + jiff::SignedDuration::from_hours(24) {
+    if as_of > crate::base::model::now() + jiff::SignedDuration::from_hours(24) {
         return Err("batch dated more than a day ahead of this standby's clock".into());
     }
     for ev in events {
@@ -2562,7 +2564,7 @@ pub fn spool_status(cfg: &Config) -> Option<SpoolStatus> {
         events: sp.items.len(),
         bytes: sp.pending_bytes(),
         disk_bytes: sp.disk_bytes,
-        broken: crate::catalog::read_json(&dir.join("broken.json")).ok(),
+        broken: crate::base::catalog::read_json(&dir.join("broken.json")).ok(),
     })
 }
 
@@ -2588,7 +2590,7 @@ pub struct FollowerRecord {
 }
 
 pub fn follower_record(cfg: &Config) -> Option<FollowerRecord> {
-    crate::catalog::read_json(&Catalog::new(&cfg.state_dir).root().join("stream.json")).ok()
+    crate::base::catalog::read_json(&Catalog::new(&cfg.state_dir).root().join("stream.json")).ok()
 }
 
 struct Tracked {
@@ -2935,7 +2937,7 @@ impl Follower {
             bytes: poll.data.len() as u64,
             blake3: blake3::hash(&poll.data).to_hex().to_string(),
         })?;
-        for c in poll.data.chunks(crate::stream::MAX_DATA_FRAME) {
+        for c in poll.data.chunks(crate::wire::stream::MAX_DATA_FRAME) {
             w.data(c)?;
         }
         w.flush()?;
@@ -3072,14 +3074,14 @@ pub fn start_follower(cfg: &Config) -> Option<FollowerHandle> {
 }
 
 fn write_record(catalog: &Catalog, rec: &FollowerRecord) {
-    let _ = crate::catalog::write_json(&catalog.root().join("stream.json"), rec);
+    let _ = crate::base::catalog::write_json(&catalog.root().join("stream.json"), rec);
 }
 
 /// The follower loop: connect, resume, flush every interval; on any error
 /// close the connection and reconnect after a backoff (1 s doubling to 30 s).
 fn follow(
     cfg: &Config,
-    standby: &crate::config::Standby,
+    standby: &crate::base::config::Standby,
     root: &Path,
     s: &StreamSettings,
     stop: &AtomicBool,
@@ -3095,7 +3097,7 @@ fn follow(
         }
     };
     while !stop.load(Ordering::SeqCst) {
-        let mut conn = match crate::transport::connect(standby) {
+        let mut conn = match crate::wire::transport::connect(standby) {
             Ok(c) => c,
             Err(e) => {
                 rec.last_error = Some(e.to_string());
@@ -3690,7 +3692,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains(GAVE_UP) && e.contains("marked unusable"), "{e}");
-        let b: Broken = crate::catalog::read_json(&spool.path().join("broken.json")).unwrap();
+        let b: Broken = crate::base::catalog::read_json(&spool.path().join("broken.json")).unwrap();
         assert!(b.reason.contains("longer than allowed"), "{}", b.reason);
         // The spool itself is kept as it was.
         assert_eq!(Spool::load(spool.path(), false).unwrap().items.len(), 5001);

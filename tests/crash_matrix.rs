@@ -1,5 +1,5 @@
 //! The crash matrix on real btrfs (loop devices): every DR verb is stopped
-//! dead at each of its failpoints (`SNAPSITE_FAILPOINT`, src/failpoint.rs:
+//! dead at each of its failpoints (`SNAPSITE_FAILPOINT`, src/base/failpoint.rs:
 //! `_exit` without cleanup, the same as SIGKILL for what is on disk), then
 //! the verb is rerun (or the documented recovery is run) and the same
 //! invariants are checked after every cell:
@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use common::*;
-use snapsite::failpoint;
+use snapsite::base::failpoint;
 
 const KIB: usize = 1 << 10;
 

@@ -3,7 +3,7 @@
 #[test]
 fn example_config_is_valid() {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/snapsite.toml");
-    let cfg = snapsite::config::Config::load(&p).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = snapsite::base::config::Config::load(&p).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.volumes.len(), 4);
     assert_eq!(cfg.redolog().role, "redolog");
     assert!(cfg.standby.is_some() && cfg.replay.is_some());
@@ -21,6 +21,6 @@ fn vagrant_readme_configs_are_valid() {
         .collect();
     assert_eq!(blocks.len(), 2, "primary and standby configs");
     for b in blocks {
-        snapsite::config::Config::parse(b, &p).unwrap_or_else(|e| panic!("{e}\n{b}"));
+        snapsite::base::config::Config::parse(b, &p).unwrap_or_else(|e| panic!("{e}\n{b}"));
     }
 }
