@@ -921,11 +921,38 @@ fn validate_layout(
     raw: &[RawVolume],
     ordered: &[Volume],
 ) -> Result<()> {
-    struct Place<'a> {
-        i: usize,
-        kind: PathKind,
-        path: &'a Path,
+    let places = layout_places(raw);
+    check_places_apart(cx, raw, ordered, &places)?;
+    check_state_dir_outside(cx, state_dir, raw, &places)?;
+    check_dataset_names_apart(cx, raw)
+}
+
+/// A path a volume occupies on this host: `volume[i].<kind>`.
+struct Place<'a> {
+    i: usize,
+    kind: PathKind,
+    path: &'a Path,
+}
+
+impl Place<'_> {
+    fn key(&self) -> String {
+        format!("volume[{}].{}", self.i, self.kind.key())
     }
+
+    fn name(&self, raw: &[RawVolume]) -> String {
+        format!(
+            "volume[{}].{} `{}` (role `{}`)",
+            self.i,
+            self.kind.key(),
+            self.path.display(),
+            raw[self.i].role
+        )
+    }
+}
+
+/// Every path the volumes occupy, in file order: a btrfs `source`, each
+/// `snapshot_dir` and `mountpoint`.
+fn layout_places(raw: &[RawVolume]) -> Vec<Place<'_>> {
     let mut places = Vec::new();
     for (i, v) in raw.iter().enumerate() {
         if v.backend == BackendKind::Btrfs {
@@ -951,52 +978,28 @@ fn validate_layout(
             });
         }
     }
-    let key = |p: &Place| format!("volume[{}].{}", p.i, p.kind.key());
-    let name = |p: &Place| {
-        format!(
-            "volume[{}].{} `{}` (role `{}`)",
-            p.i,
-            p.kind.key(),
-            p.path.display(),
-            raw[p.i].role
-        )
-    };
-    // Failover mounts ZFS and LVM copies while it makes them, then bind-mounts
-    // the btrfs ones, each group in snapshot order.
-    let mount_seq = |i: usize| {
-        let v = &raw[i];
-        let pos = ordered.iter().position(|o| o.role == v.role).unwrap_or(0);
-        (v.backend == BackendKind::Btrfs, pos)
-    };
-    use PathKind::*;
+    places
+}
+
+/// No two places are the same path or one inside the other, except where
+/// failover's order makes it work; the error is on the later key in the file.
+fn check_places_apart(
+    cx: &Ctx,
+    raw: &[RawVolume],
+    ordered: &[Volume],
+    places: &[Place],
+) -> Result<()> {
     for (n, p) in places.iter().enumerate() {
         for q in &places[..n] {
             // p comes after q in the file (or is a later key of the same volume).
-            let same = p.i == q.i;
             if p.path == q.path {
-                let rank = |k: PathKind| k as u8;
-                let pair = if rank(q.kind) <= rank(p.kind) {
-                    (q.kind, p.kind)
-                } else {
-                    (p.kind, q.kind)
-                };
-                let why = match pair {
-                    (Source, Source) => "two volumes cannot share their data",
-                    (SnapshotDir, SnapshotDir) => "each volume needs its own snapshot_dir",
-                    (Mountpoint, Mountpoint) => "failover would mount two volumes at one place",
-                    (Source, Mountpoint) if same => continue, // the copy is already there
-                    (Source, Mountpoint) => {
-                        "failover would mount one volume over another one's copy"
-                    }
-                    (Source, SnapshotDir) => {
-                        "snapshots must live beside the live subvolume, not in it"
-                    }
-                    _ => "failover's mount would hide the received snapshots",
-                };
-                return Err(cx.err(
-                    &key(p),
-                    format!("`{}` is also {}: {why}", p.path.display(), name(q)),
-                ));
+                if let Some(why) = same_place_conflict(p, q) {
+                    return Err(cx.err(
+                        &p.key(),
+                        format!("`{}` is also {}: {why}", p.path.display(), q.name(raw)),
+                    ));
+                }
+                continue;
             }
             let (inner, outer) = if p.path.starts_with(q.path) {
                 (p, q)
@@ -1005,51 +1008,105 @@ fn validate_layout(
             } else {
                 continue;
             };
-            let why = match (inner.kind, outer.kind) {
-                (Source, Source) => {
-                    "nested subvolumes are snapshotted and copied separately; put them side by side"
-                }
-                (SnapshotDir, SnapshotDir) => {
-                    "each volume needs its own snapshot_dir; put them side by side"
-                }
-                (SnapshotDir, Source) => {
-                    "snapshots would nest in the live subvolume, and on the standby failover puts its copy there"
-                }
-                (Source, SnapshotDir) => "the live data must not live among the snapshots",
-                (Mountpoint, Mountpoint) => {
-                    if mount_seq(outer.i) < mount_seq(inner.i) {
-                        continue; // mounted first, then the inner one inside it
-                    }
-                    "failover mounts that one after this one (ZFS and LVM copies first, then btrfs, each in set.order), hiding this one"
-                }
-                (Mountpoint, SnapshotDir) => "a mount there would hide received snapshots",
-                (Mountpoint, Source) => {
-                    "failover would mount into a subvolume that it replaces with a copy"
-                }
-                (_, Mountpoint) => "failover's mount there would hide it",
-            };
-            return Err(cx.err(
-                &key(inner),
-                format!(
-                    "`{}` is inside {}: {why}",
-                    inner.path.display(),
-                    name(outer)
-                ),
-            ));
+            if let Some(why) = nested_place_conflict(raw, ordered, inner, outer) {
+                return Err(cx.err(
+                    &inner.key(),
+                    format!(
+                        "`{}` is inside {}: {why}",
+                        inner.path.display(),
+                        outer.name(raw)
+                    ),
+                ));
+            }
         }
     }
+    Ok(())
+}
+
+/// Why two keys may not name the same path (`None`: they may).
+fn same_place_conflict(p: &Place, q: &Place) -> Option<&'static str> {
+    use PathKind::*;
+    let same = p.i == q.i;
+    let rank = |k: PathKind| k as u8;
+    let pair = if rank(q.kind) <= rank(p.kind) {
+        (q.kind, p.kind)
+    } else {
+        (p.kind, q.kind)
+    };
+    Some(match pair {
+        (Source, Source) => "two volumes cannot share their data",
+        (SnapshotDir, SnapshotDir) => "each volume needs its own snapshot_dir",
+        (Mountpoint, Mountpoint) => "failover would mount two volumes at one place",
+        (Source, Mountpoint) if same => return None, // the copy is already there
+        (Source, Mountpoint) => "failover would mount one volume over another one's copy",
+        (Source, SnapshotDir) => "snapshots must live beside the live subvolume, not in it",
+        _ => "failover's mount would hide the received snapshots",
+    })
+}
+
+/// Why `inner` may not lie inside `outer` (`None`: it may).
+fn nested_place_conflict(
+    raw: &[RawVolume],
+    ordered: &[Volume],
+    inner: &Place,
+    outer: &Place,
+) -> Option<&'static str> {
+    use PathKind::*;
+    // Failover mounts ZFS and LVM copies while it makes them, then bind-mounts
+    // the btrfs ones, each group in snapshot order.
+    let mount_seq = |i: usize| {
+        let v = &raw[i];
+        let pos = ordered.iter().position(|o| o.role == v.role).unwrap_or(0);
+        (v.backend == BackendKind::Btrfs, pos)
+    };
+    Some(match (inner.kind, outer.kind) {
+        (Source, Source) => {
+            "nested subvolumes are snapshotted and copied separately; put them side by side"
+        }
+        (SnapshotDir, SnapshotDir) => {
+            "each volume needs its own snapshot_dir; put them side by side"
+        }
+        (SnapshotDir, Source) => {
+            "snapshots would nest in the live subvolume, and on the standby failover puts its copy there"
+        }
+        (Source, SnapshotDir) => "the live data must not live among the snapshots",
+        (Mountpoint, Mountpoint) => {
+            if mount_seq(outer.i) < mount_seq(inner.i) {
+                return None; // mounted first, then the inner one inside it
+            }
+            "failover mounts that one after this one (ZFS and LVM copies first, then btrfs, each in set.order), hiding this one"
+        }
+        (Mountpoint, SnapshotDir) => "a mount there would hide received snapshots",
+        (Mountpoint, Source) => {
+            "failover would mount into a subvolume that it replaces with a copy"
+        }
+        (_, Mountpoint) => "failover's mount there would hide it",
+    })
+}
+
+/// `state_dir` is not inside any volume's place.
+fn check_state_dir_outside(
+    cx: &Ctx,
+    state_dir: &Path,
+    raw: &[RawVolume],
+    places: &[Place],
+) -> Result<()> {
     if let Some(p) = places.iter().find(|p| state_dir.starts_with(p.path)) {
         return Err(cx.err(
             "state_dir",
             format!(
                 "`{}` is inside {}: keep the state on a disk that survives the volumes (failover's copies and mounts would replace or hide it)",
                 state_dir.display(),
-                name(p)
+                p.name(raw)
             ),
         ));
     }
+    Ok(())
+}
 
-    // ZFS datasets and LVM `vg/lv` names: source and replica.
+/// ZFS datasets and LVM `vg/lv` names, source and replica: each volume's
+/// own, and (ZFS) none inside another volume's dataset.
+fn check_dataset_names_apart(cx: &Ctx, raw: &[RawVolume]) -> Result<()> {
     let mut names: Vec<(usize, &'static str, &str)> = Vec::new();
     for (i, v) in raw.iter().enumerate() {
         if v.backend == BackendKind::Btrfs {
