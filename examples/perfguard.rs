@@ -28,12 +28,12 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use serde::{Deserialize, Serialize};
 use snapsite::backend::mem::MemStore;
 use snapsite::backend::{Store, Stores};
-use snapsite::catalog::Catalog;
-use snapsite::config::Config;
-use snapsite::coordinator::{plan_set, sets_to_ship};
-use snapsite::model::{MANIFEST_FORMAT, Manifest, Member, SetKind, new_set_id};
+use snapsite::base::catalog::Catalog;
+use snapsite::base::config::Config;
+use snapsite::base::model::{MANIFEST_FORMAT, Manifest, Member, SetKind, new_set_id};
+use snapsite::primary::coordinator::{plan_set, sets_to_ship};
 use snapsite::redostream::{self, Follower, FollowerRecord};
-use snapsite::stream::{Deadline, Msg, PROTOCOL_VERSION, Reader, Writer};
+use snapsite::wire::stream::{Deadline, Msg, PROTOCOL_VERSION, Reader, Writer};
 
 const ROLES: [&str; 4] = ["mysql", "blob", "index", "redolog"];
 /// Bytes of each role's snapshot in a full set: 16 MiB in all. Big enough
@@ -175,7 +175,7 @@ fn set_id(n: usize) -> String {
 /// its manifest in the catalog (as take_set would leave them).
 fn take_set(pri: &Site, n: usize, payload: &dyn Fn(usize) -> Vec<u8>) -> Result<Manifest> {
     let id = set_id(n);
-    let t = snapsite::model::parse_set_id(&id)
+    let t = snapsite::base::model::parse_set_id(&id)
         .ok_or_else(|| anyhow!("bad set id {id}"))?
         .0;
     let mut members = Vec::new();
@@ -234,7 +234,7 @@ fn ship(pri: &Site, stb: &Site) -> Result<Vec<String>> {
             Deadline::new(server.try_clone()?, None, "the primary"),
         );
         let output = BufWriter::with_capacity(1 << 16, Deadline::new(server, None, "the primary"));
-        snapsite::serve::serve_with(&cfg, &move |_| Ok(store.backend()), input, output)
+        snapsite::standby::serve::serve_with(&cfg, &move |_| Ok(store.backend()), input, output)
             .map_err(anyhow::Error::from)
     });
     let mut w: ClientWriter = Writer::new(BufWriter::with_capacity(
@@ -263,7 +263,7 @@ fn ship_session(pri: &Site, r: &mut ClientReader, w: &mut ClientWriter) -> Resul
     })?;
     w.flush()?;
     let stores = pri.stores();
-    let local_has = snapsite::coordinator::local_lists(&stores)?;
+    let local_has = snapsite::primary::coordinator::local_lists(&stores)?;
     r.magic()?;
     let (volumes, committed) = match r.msg()? {
         Msg::Welcome {
@@ -292,17 +292,17 @@ fn ship_session(pri: &Site, r: &mut ClientReader, w: &mut ClientWriter) -> Resul
                 resume: false,
             })?;
             let mut src = store.send(&step.snapshot, step.base.as_deref())?;
-            let summary = snapsite::pipeline::run(
+            let summary = snapsite::wire::pipeline::run(
                 &mut *src,
-                snapsite::compress::Compression::None,
+                snapsite::wire::compress::Compression::None,
                 &mut |chunk| match chunk {
-                    snapsite::pipeline::Chunk::Plain(d) => w.data(&d),
-                    snapsite::pipeline::Chunk::Compressed { z, .. } => w.data_compressed(&z),
+                    snapsite::wire::pipeline::Chunk::Plain(d) => w.data(&d),
+                    snapsite::wire::pipeline::Chunk::Compressed { z, .. } => w.data_compressed(&z),
                 },
             )
             .map_err(|e| match e {
-                snapsite::pipeline::Failed::Read(e) => anyhow!("reading {}: {e}", step.role),
-                snapsite::pipeline::Failed::Emit(e) => anyhow!("sending {}: {e}", step.role),
+                snapsite::wire::pipeline::Failed::Read(e) => anyhow!("reading {}: {e}", step.role),
+                snapsite::wire::pipeline::Failed::Emit(e) => anyhow!("sending {}: {e}", step.role),
             })?;
             src.finish()?;
             w.msg(&Msg::End {
@@ -479,7 +479,7 @@ fn spool_apply() -> Result<()> {
     let serve = std::thread::spawn(move || -> Result<()> {
         let input = Deadline::new(server.try_clone()?, None, "the primary");
         let output = Deadline::new(server, None, "the primary");
-        Ok(snapsite::serve::serve_with(
+        Ok(snapsite::standby::serve::serve_with(
             &cfg,
             &move |_| Ok(store.backend()),
             input,
@@ -687,7 +687,7 @@ fn check(args: &[String]) -> Result<bool> {
         };
         let mut text = serde_json::to_string_pretty(&b)?;
         text.push('\n');
-        snapsite::catalog::write_atomic(&budget_path, text.as_bytes())?;
+        snapsite::base::catalog::write_atomic(&budget_path, text.as_bytes())?;
         println!("perfguard: wrote {}", budget_path.display());
         return Ok(true);
     }

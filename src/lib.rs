@@ -8,42 +8,14 @@
 //! complete set plus the newest redolog snapshot and runs the replay.
 
 pub mod backend;
-pub mod catalog;
-pub mod checkup;
-pub mod cmd;
-pub mod compress;
-pub mod config;
-pub mod coordinator;
-pub mod error;
-pub mod failback;
-pub mod failover;
-pub mod failpoint;
-#[doc(hidden)]
-pub mod fuzzing;
-pub mod hooks;
-pub mod init;
-pub mod journal;
-pub mod model;
-pub mod mountinfo;
-pub mod notify;
-pub mod pipeline;
-pub mod prune;
-pub mod ratelimit;
+pub mod base;
+pub mod dr;
+pub mod ops;
+pub mod primary;
 pub mod redostream;
-pub mod rehearse;
-pub mod replay;
-pub mod retention;
-pub mod run;
-pub mod safefile;
-pub mod schedule;
-pub mod seed;
-pub mod serve;
-pub mod site;
-pub mod status;
-pub mod stream;
-pub mod streamconf;
-pub mod switchover;
-pub mod systemd;
-pub mod transport;
+pub mod standby;
+#[doc(hidden)]
+pub mod testing;
+pub mod wire;
 
-pub use error::{Error, ErrorKind, Result};
+pub use base::error::{Error, ErrorKind, Result};

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::*;
 use jiff::Timestamp;
-use snapsite::replay::format_zmplayredo;
+use snapsite::dr::replay::format_zmplayredo;
 
 const MIB: usize = 1 << 20;
 

@@ -1,5 +1,5 @@
 //! The crash matrix on real btrfs (loop devices): every DR verb is stopped
-//! dead at each of its failpoints (`SNAPSITE_FAILPOINT`, src/failpoint.rs:
+//! dead at each of its failpoints (`SNAPSITE_FAILPOINT`, src/base/failpoint.rs:
 //! `_exit` without cleanup, the same as SIGKILL for what is on disk), then
 //! the verb is rerun (or the documented recovery is run) and the same
 //! invariants are checked after every cell:
@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use common::*;
-use snapsite::failpoint;
+use snapsite::base::failpoint;
 
 const KIB: usize = 1 << 10;
 
@@ -456,15 +456,15 @@ const STREAM: &str = "\n[stream]\nfiles = [\"log*\"]\nflush_interval = \"100ms\"
 /// on B (a child: a failpoint there stops only it).
 struct SpoolConn {
     child: std::process::Child,
-    r: snapsite::stream::Reader<std::process::ChildStdout>,
-    w: snapsite::stream::Writer<std::process::ChildStdin>,
+    r: snapsite::wire::stream::Reader<std::process::ChildStdout>,
+    w: snapsite::wire::stream::Writer<std::process::ChildStdin>,
 }
 
 impl SpoolConn {
     fn open(
         s: &Sites,
         env: &[(&str, &str)],
-    ) -> (SpoolConn, u64, Vec<snapsite::stream::SpoolFileState>) {
+    ) -> (SpoolConn, u64, Vec<snapsite::wire::stream::SpoolFileState>) {
         let mut c = std::process::Command::new(snapsite_exe());
         c.args(["serve", "--stdio", "--config"])
             .arg(&s.lab.stb_cfg)
@@ -476,17 +476,17 @@ impl SpoolConn {
         }
         let mut child = c.spawn().unwrap();
         let mut conn = SpoolConn {
-            w: snapsite::stream::Writer::new(child.stdin.take().unwrap()),
-            r: snapsite::stream::Reader::new(child.stdout.take().unwrap()),
+            w: snapsite::wire::stream::Writer::new(child.stdin.take().unwrap()),
+            r: snapsite::wire::stream::Reader::new(child.stdout.take().unwrap()),
             child,
         };
-        let cfg = snapsite::config::Config::load(s.a()).unwrap();
+        let cfg = snapsite::base::config::Config::load(s.a()).unwrap();
         let (seq, files) =
             snapsite::redostream::spool_handshake(&cfg, &mut conn.r, &mut conn.w).unwrap();
         (conn, seq, files)
     }
     fn close(mut self) -> std::process::Output {
-        let _ = self.w.msg(&snapsite::stream::Msg::Bye);
+        let _ = self.w.msg(&snapsite::wire::stream::Msg::Bye);
         drop(self.w);
         drop(self.r);
         self.child.wait_with_output().unwrap()

@@ -1,9 +1,9 @@
 //! The paired example configs must stay valid, and stay a pair.
 
-fn load(name: &str) -> (snapsite::config::Config, String) {
+fn load(name: &str) -> (snapsite::base::config::Config, String) {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
     let text = std::fs::read_to_string(&p).unwrap();
-    let cfg = snapsite::config::Config::load(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let cfg = snapsite::base::config::Config::load(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
     (cfg, text)
 }
 
@@ -41,6 +41,6 @@ fn vagrant_readme_configs_are_valid() {
         .collect();
     assert_eq!(blocks.len(), 2, "primary and standby configs");
     for b in blocks {
-        snapsite::config::Config::parse(b, &p).unwrap_or_else(|e| panic!("{e}\n{b}"));
+        snapsite::base::config::Config::parse(b, &p).unwrap_or_else(|e| panic!("{e}\n{b}"));
     }
 }

@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use snapsite::stream::{Frame, Reader};
+use snapsite::wire::stream::{Frame, Reader};
 
 /// Two volumes keep each run short; the protocol is the same for four.
 const VOLS: [&str; 2] = ["mysql", "redolog"];

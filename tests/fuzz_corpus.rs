@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 
 use snapsite::backend::lvm::{self, Extent, Header, ResumeToken, StreamKind};
 use snapsite::backend::mem::MemStore;
-use snapsite::fuzzing;
-use snapsite::model::{MANIFEST_FORMAT, Manifest, Member, Receipt, SetKind, new_set_id};
-use snapsite::stream::{Msg, PROTOCOL_VERSION, SpoolEvent, VolumeInventory, Writer};
+use snapsite::base::model::{MANIFEST_FORMAT, Manifest, Member, Receipt, SetKind, new_set_id};
+use snapsite::testing::fuzzing;
+use snapsite::wire::stream::{Msg, PROTOCOL_VERSION, SpoolEvent, VolumeInventory, Writer};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -41,7 +41,7 @@ fn set_id(secs: i64, kind: SetKind) -> String {
 }
 
 fn manifest(id: &str) -> Manifest {
-    let t = snapsite::model::parse_set_id(id).unwrap().0;
+    let t = snapsite::base::model::parse_set_id(id).unwrap().0;
     Manifest {
         format: MANIFEST_FORMAT,
         id: id.into(),
@@ -190,7 +190,7 @@ fn session() -> (Vec<u8>, Vec<u8>) {
         spec.extend_from_slice(c);
         wire.data(c).unwrap();
     }
-    let mut z = snapsite::compress::FrameCompressor::new(3).unwrap();
+    let mut z = snapsite::wire::compress::FrameCompressor::new(3).unwrap();
     let zd = z.compress(&stream).expect("compresses").to_vec();
     spec.push(b'Z');
     spec.extend_from_slice(&(zd.len() as u16).to_le_bytes());
@@ -568,7 +568,7 @@ fn seeds_decode_as_snapsite_wrote_them() {
         std::fs::write(sd.path().join(n), b).unwrap();
     }
     std::fs::write(sd.path().join("index.json"), seed_index_json()).unwrap();
-    let (mut r, _) = snapsite::seed::SeedReader::open(sd.path()).unwrap();
+    let (mut r, _) = snapsite::primary::seed::SeedReader::open(sd.path()).unwrap();
     let mut all = Vec::new();
     r.read_to_end(&mut all).unwrap();
     assert_eq!(all, b"snapsite seed part");

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use common::btrfs_stream::{self, StreamWriter, cmd, parse, uuid_from_seed, uuid_string};
 use common::*;
 use jiff::{SignedDuration, Timestamp};
-use snapsite::model::{Manifest, SetKind, new_set_id};
-use snapsite::stream::{Frame, MAX_DATA_FRAME, Msg, PROTOCOL_VERSION, Reader, Writer};
+use snapsite::base::model::{Manifest, SetKind, new_set_id};
+use snapsite::wire::stream::{Frame, MAX_DATA_FRAME, Msg, PROTOCOL_VERSION, Reader, Writer};
 
 // ---------------------------------------------------------------------------
 // The stream writer against the real btrfs tools

@@ -147,8 +147,8 @@ fn init_writes_a_working_pair_from_the_mount_table() {
     assert!(summary.contains("role --init primary"), "{summary}");
     let a_text = std::fs::read_to_string(out.join("mail-a.toml")).unwrap();
     let b_text = std::fs::read_to_string(out.join("mail-b.toml")).unwrap();
-    let a = snapsite::config::Config::load(&out.join("mail-a.toml")).unwrap();
-    let b = snapsite::config::Config::load(&out.join("mail-b.toml")).unwrap();
+    let a = snapsite::base::config::Config::load(&out.join("mail-a.toml")).unwrap();
+    let b = snapsite::base::config::Config::load(&out.join("mail-b.toml")).unwrap();
     assert_eq!(a.site, "mail-a");
     assert_eq!(b.site, "mail-b");
     assert!(a_text.contains("host = \"mail-b.example.org\""), "{a_text}");

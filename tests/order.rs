@@ -8,11 +8,11 @@
 mod common;
 
 use proptest::prelude::*;
-use snapsite::catalog::Catalog;
-use snapsite::config::Config;
-use snapsite::model::{Manifest, SetKind, new_set_id};
-use snapsite::serve::{MAX_SEQ, MAX_SEQ_STEP};
-use snapsite::stream::Msg;
+use snapsite::base::catalog::Catalog;
+use snapsite::base::config::Config;
+use snapsite::base::model::{Manifest, SetKind, new_set_id};
+use snapsite::standby::serve::{MAX_SEQ, MAX_SEQ_STEP};
+use snapsite::wire::stream::Msg;
 
 const ROLES: [&str; 2] = ["mysql", "redolog"];
 
@@ -35,14 +35,15 @@ impl Site {
     fn chosen(&self) -> (String, String) {
         let ms = self.catalog().manifests().unwrap();
         let (s, r) =
-            snapsite::site::select(&ms, &|m| m.committed_at.is_some(), "redolog", None).unwrap();
+            snapsite::base::site::select(&ms, &|m| m.committed_at.is_some(), "redolog", None)
+                .unwrap();
         (s.id.clone(), r.id.clone())
     }
 }
 
 /// A set as a primary would send it, claiming `seq` and `generation`.
 fn manifest(id: &str, seq: u64, generation: u64) -> Manifest {
-    let roles: &[&str] = match snapsite::model::parse_set_id(id).unwrap().1 {
+    let roles: &[&str] = match snapsite::base::model::parse_set_id(id).unwrap().1 {
         SetKind::Full => &ROLES,
         SetKind::Redolog => &["redolog"],
     };
@@ -140,7 +141,7 @@ fn a_hostile_set_never_outranks_later_honest_ones() {
     // A promoted standby continues from the bounded claims, never wrapping.
     let cat = site.catalog();
     assert_eq!(
-        snapsite::failover::next_generation(&site.cfg, &cat).unwrap(),
+        snapsite::dr::failover::next_generation(&site.cfg, &cat).unwrap(),
         3
     );
     let next = cat
@@ -166,7 +167,7 @@ fn counters_at_the_top_of_the_range_refuse_instead_of_wrapping() {
         e.to_string().contains("sequence number is at its limit"),
         "{e}"
     );
-    let e = snapsite::failover::next_generation(&site.cfg, &cat).unwrap_err();
+    let e = snapsite::dr::failover::next_generation(&site.cfg, &cat).unwrap_err();
     assert!(e.to_string().contains("there is no next one"), "{e}");
     assert!(
         !site.cfg.state_dir.join("sequence.json").exists()
@@ -187,7 +188,7 @@ fn the_standby_order_is_never_taken_from_the_wire() {
     s.ship(&manifest(&f1, 1, 1)).unwrap();
     let f2 = id_at(SetKind::Full, 1, 0);
     let mut m = manifest(&f1, 1, 1);
-    m.standby_order = Some(snapsite::model::StandbyOrder {
+    m.standby_order = Some(snapsite::base::model::StandbyOrder {
         generation: u64::MAX,
         commit: u64::MAX,
     });
@@ -244,7 +245,7 @@ fn a_peer_claiming_an_unbelievable_generation_is_refused() {
     );
     let cfg = Config::parse(&text, &dir.path().join("a.toml")).unwrap();
     let cat = Catalog::new(&cfg.state_dir);
-    let view = |g: u64| snapsite::coordinator::StandbyView {
+    let view = |g: u64| snapsite::primary::coordinator::StandbyView {
         site: "b".into(),
         volumes: Vec::new(),
         committed: Default::default(),
@@ -253,7 +254,7 @@ fn a_peer_claiming_an_unbelievable_generation_is_refused() {
         generation: Some(g),
     };
     for g in [3, u64::MAX] {
-        let e = snapsite::failback::plan(&cfg, &view(g)).unwrap_err();
+        let e = snapsite::dr::failback::plan(&cfg, &view(g)).unwrap_err();
         assert!(
             e.to_string().contains(&format!("claims generation {g}")),
             "{e}"
@@ -261,13 +262,13 @@ fn a_peer_claiming_an_unbelievable_generation_is_refused() {
     }
     let mut standby = view(u64::MAX);
     standby.role = Some("standby".into());
-    let e = snapsite::coordinator::split_brain_guard(&cfg, &cat, &standby).unwrap_err();
+    let e = snapsite::primary::coordinator::split_brain_guard(&cfg, &cat, &standby).unwrap_err();
     assert!(e.to_string().contains("claims generation"), "{e}");
     let rec = cat.peer_record().unwrap().unwrap();
     assert_eq!(rec.generation, None, "the claim is not recorded");
     assert!(rec.refused.is_some());
     assert_eq!(
-        snapsite::failover::next_generation(&cfg, &cat).unwrap(),
+        snapsite::dr::failover::next_generation(&cfg, &cat).unwrap(),
         2,
         "nothing the peer claimed raised this site's next generation"
     );
@@ -389,7 +390,7 @@ proptest! {
         // The promoted site's counters continue from the bounded claims.
         let cat = site.catalog();
         let top_gen = log.iter().map(|l| l.3).max().unwrap();
-        prop_assert_eq!(snapsite::failover::next_generation(&site.cfg, &cat).unwrap(), top_gen + 1);
+        prop_assert_eq!(snapsite::dr::failover::next_generation(&site.cfg, &cat).unwrap(), top_gen + 1);
         let next = cat.next_sequence(jiff::Timestamp::now(), SetKind::Full).unwrap();
         prop_assert_eq!(next.seq, log.iter().map(|l| l.2).max().unwrap() + 1);
         prop_assert!(next.seq <= MAX_SEQ + 1);
@@ -417,7 +418,8 @@ fn a_foreign_set_on_the_standby_does_not_stop_the_primarys_sets() {
         .map(|r| (r.to_string(), vec![a.clone(), b.clone()]))
         .collect();
     let committed = [a.clone(), foreign].into_iter().collect();
-    let ship = snapsite::coordinator::sets_to_ship(&site.cfg, &cat, &committed, &local).unwrap();
+    let ship =
+        snapsite::primary::coordinator::sets_to_ship(&site.cfg, &cat, &committed, &local).unwrap();
     assert_eq!(
         ship.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
         [b.as_str()]
@@ -444,14 +446,20 @@ fn status_is_never_current_because_of_a_claimed_time() {
     lab.ship(&lab.pri_cfg);
     let cfg = Config::load(&lab.stb_cfg).unwrap();
     let now = jiff::Timestamp::now();
-    let st = snapsite::status::gather(&cfg, now).unwrap();
-    assert_eq!(st.level, snapsite::status::Level::Ok, "{:?}", st.findings);
-    let later = snapsite::status::gather(&cfg, now + jiff::SignedDuration::from_hours(10)).unwrap();
+    let st = snapsite::ops::status::gather(&cfg, now).unwrap();
+    assert_eq!(
+        st.level,
+        snapsite::ops::status::Level::Ok,
+        "{:?}",
+        st.findings
+    );
+    let later =
+        snapsite::ops::status::gather(&cfg, now + jiff::SignedDuration::from_hours(10)).unwrap();
     let rp = later.recovery_point.as_ref().unwrap();
     assert!(rp.age_seconds >= 10.0 * 3600.0 - 60.0, "{rp:?}");
     assert_eq!(
         later.level,
-        snapsite::status::Level::Critical,
+        snapsite::ops::status::Level::Critical,
         "{:?}",
         later.findings
     );
@@ -480,7 +488,7 @@ fn a_commit_ranks_after_sets_committed_by_an_older_version() {
     let ms = cat.manifests().unwrap();
     assert_eq!(
         ms.last().unwrap().standby_order,
-        Some(snapsite::model::StandbyOrder {
+        Some(snapsite::base::model::StandbyOrder {
             generation: 3,
             commit: 1
         })

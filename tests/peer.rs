@@ -19,12 +19,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use snapsite::catalog::Catalog;
-use snapsite::config::Config;
-use snapsite::failback::{self, MAX_PEER_NAMES, MAX_PEER_VOLUMES, PeerClaim};
-use snapsite::model::{SetKind, new_set_id};
-use snapsite::site::Role;
-use snapsite::stream::{Msg, PROTOCOL_VERSION, VolumeInventory, Writer};
+use snapsite::base::catalog::Catalog;
+use snapsite::base::config::Config;
+use snapsite::base::model::{SetKind, new_set_id};
+use snapsite::base::site::Role;
+use snapsite::dr::failback::{self, MAX_PEER_NAMES, MAX_PEER_VOLUMES, PeerClaim};
+use snapsite::wire::stream::{Msg, PROTOCOL_VERSION, VolumeInventory, Writer};
 
 fn set_id(secs: i64) -> String {
     new_set_id(
@@ -354,7 +354,11 @@ fn failback_against_a_hostile_peer_process_changes_nothing() {
             cat.peer_record().unwrap().is_none(),
             "{name}: the claim was recorded"
         );
-        assert!(snapsite::journal::interrupted(&cat).unwrap().is_empty());
+        assert!(
+            snapsite::base::journal::interrupted(&cat)
+                .unwrap()
+                .is_empty()
+        );
         let left: Vec<String> = state_entries(&state)
             .into_iter()
             .filter(|n| !n.ends_with(".lock") && n != "lock")
@@ -366,7 +370,7 @@ fn failback_against_a_hostile_peer_process_changes_nothing() {
             "{name}: {left:?}"
         );
         assert_eq!(
-            snapsite::site::current_role(&cfg, &cat).unwrap(),
+            snapsite::base::site::current_role(&cfg, &cat).unwrap(),
             (Role::Primary, 1),
             "{name}"
         );
@@ -477,7 +481,11 @@ fn a_running_verb_is_shown_running_and_a_killed_one_interrupted() {
     let cat = Catalog::new(&state);
     // The journal is written, and the hook started, before the final set.
     let t = Instant::now();
-    while !hook_pid.exists() || snapsite::journal::interrupted(&cat).unwrap().is_empty() {
+    while !hook_pid.exists()
+        || snapsite::base::journal::interrupted(&cat)
+            .unwrap()
+            .is_empty()
+    {
         assert!(
             t.elapsed() < Duration::from_secs(30),
             "switchover never began"
@@ -491,7 +499,7 @@ fn a_running_verb_is_shown_running_and_a_killed_one_interrupted() {
         std::thread::sleep(Duration::from_millis(20));
     };
     let cleanup = HookGuard(hook);
-    let running = snapsite::journal::interrupted(&cat).unwrap();
+    let running = snapsite::base::journal::interrupted(&cat).unwrap();
     assert_eq!(running.len(), 1);
     assert_eq!(running[0].verb, "switchover");
     assert_eq!(running[0].running, Some(pid));
@@ -510,7 +518,7 @@ fn a_running_verb_is_shown_running_and_a_killed_one_interrupted() {
     )
     .unwrap();
     child.wait().unwrap();
-    let list = snapsite::journal::interrupted(&cat).unwrap();
+    let list = snapsite::base::journal::interrupted(&cat).unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].running, None);
     let role = common::run_snapsite(&cfg_path, &["role"], &[]);

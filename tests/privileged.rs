@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use snapsite::config::Config;
-use snapsite::model::{SetKind, new_set_id};
-use snapsite::stream::{Msg, PROTOCOL_VERSION, Reader, Writer};
+use snapsite::base::config::Config;
+use snapsite::base::model::{SetKind, new_set_id};
+use snapsite::wire::stream::{Msg, PROTOCOL_VERSION, Reader, Writer};
 
 /// A standby config with one btrfs volume `blob` on `fs`.
 fn standby(dir: &Path, fs: &BtrfsFs, allow: bool) -> Config {
@@ -75,8 +75,9 @@ fn snapshot_stream_with(
 fn receive(cfg: &Config, id: &str, stream: &[u8], uuid: &str) -> Msg {
     let (client, server) = UnixStream::pair().unwrap();
     let c = cfg.clone();
-    let serve =
-        std::thread::spawn(move || snapsite::serve::serve(&c, server.try_clone().unwrap(), server));
+    let serve = std::thread::spawn(move || {
+        snapsite::standby::serve::serve(&c, server.try_clone().unwrap(), server)
+    });
     let mut w = Writer::new(client.try_clone().unwrap());
     let mut r = Reader::new(client);
     w.magic().unwrap();
@@ -159,7 +160,8 @@ fn setgid(src: &Path) {
 }
 
 fn received(cfg: &Config, id: &str) -> PathBuf {
-    let snapsite::config::VolumeAddr::Btrfs { snapshot_dir, .. } = &cfg.volumes[0].addr else {
+    let snapsite::base::config::VolumeAddr::Btrfs { snapshot_dir, .. } = &cfg.volumes[0].addr
+    else {
         unreachable!()
     };
     snapshot_dir.join(id).join(id)

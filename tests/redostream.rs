@@ -14,9 +14,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use snapsite::backend::mem::MemStore;
-use snapsite::config::Config;
+use snapsite::base::config::Config;
 use snapsite::redostream::{self, Follower, FollowerRecord};
-use snapsite::stream::{Deadline, Msg, PROTOCOL_VERSION, Reader, SpoolEvent, Writer};
+use snapsite::wire::stream::{Deadline, Msg, PROTOCOL_VERSION, Reader, SpoolEvent, Writer};
 
 const STREAM: &str = "[stream]\nfiles = [\"redo.log\", \"archive/redo-*.log\"]\nflush_interval = \"100ms\"\nspool_max = \"2MiB\"\n";
 
@@ -77,12 +77,12 @@ impl Standby {
             let t = Some(Duration::from_secs(20));
             let input = Deadline::new(server.try_clone().unwrap(), t, "the primary");
             let output = Deadline::new(server, t, "the primary");
-            snapsite::serve::serve_with(&cfg, &move |_| Ok(store.backend()), input, output)
+            snapsite::standby::serve::serve_with(&cfg, &move |_| Ok(store.backend()), input, output)
         });
         (client, serve)
     }
     /// A spool session, handshake done.
-    fn session(&self) -> (Conn, u64, Vec<snapsite::stream::SpoolFileState>) {
+    fn session(&self) -> (Conn, u64, Vec<snapsite::wire::stream::SpoolFileState>) {
         let mut c = self.connect();
         let (seq, files) = redostream::spool_handshake(&self.cfg, &mut c.r, &mut c.w).unwrap();
         (c, seq, files)
@@ -534,7 +534,7 @@ fn hostile_batches_are_refused_and_leave_the_spool_as_it_was() {
     let (client, server) = UnixStream::pair().unwrap();
     let store = MemStore::new();
     let h = std::thread::spawn(move || {
-        snapsite::serve::serve_with(
+        snapsite::standby::serve::serve_with(
             &cfg,
             &move |_| Ok(store.backend()),
             server.try_clone().unwrap(),
@@ -1167,7 +1167,7 @@ struct FaultyConn {
 
 impl Standby {
     /// A spool session through fault injectors (idle until planned).
-    fn faulty_session(&self) -> (FaultyConn, u64, Vec<snapsite::stream::SpoolFileState>) {
+    fn faulty_session(&self) -> (FaultyConn, u64, Vec<snapsite::wire::stream::SpoolFileState>) {
         let (sock, serve) = self.spawn_serve();
         let (up, down) = (Plan::default(), Plan::default());
         let mut fc = FaultyConn {

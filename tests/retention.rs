@@ -12,11 +12,11 @@ use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 
 use common::*;
-use snapsite::catalog::StandbyRecord;
-use snapsite::config::Retention;
-use snapsite::failover;
-use snapsite::model::{MANIFEST_FORMAT, Manifest, Member, SetKind, new_set_id};
-use snapsite::prune::{Grid, plan_sets, protect_primary, protect_standby};
+use snapsite::base::catalog::StandbyRecord;
+use snapsite::base::config::Retention;
+use snapsite::base::model::{MANIFEST_FORMAT, Manifest, Member, SetKind, new_set_id};
+use snapsite::dr::failover;
+use snapsite::ops::prune::{Grid, plan_sets, protect_primary, protect_standby};
 
 const VOLS: [&str; 3] = ["mysql", "blob", "redolog"];
 
@@ -689,7 +689,7 @@ fn long_history(seed: u64, steps: usize, nested: bool) {
         }
         prunes += 1;
         let stamps: Vec<Timestamp> = times.iter().map(|&x| ts(x)).collect();
-        let destroy = snapsite::prune::grid_destroy(&grid, &stamps);
+        let destroy = snapsite::ops::prune::grid_destroy(&grid, &stamps);
         let kept = model_keep(&tiers, &times);
         let want: BTreeSet<usize> = (0..times.len()).filter(|i| !kept.contains(i)).collect();
         assert_eq!(
@@ -705,7 +705,7 @@ fn long_history(seed: u64, steps: usize, nested: bool) {
         // A prune of the survivors destroys nothing more.
         let stamps: Vec<Timestamp> = times.iter().map(|&x| ts(x)).collect();
         assert!(
-            snapsite::prune::grid_destroy(&grid, &stamps).is_empty(),
+            snapsite::ops::prune::grid_destroy(&grid, &stamps).is_empty(),
             "seed {seed} grid `{text}` step {step}: a second prune destroys more"
         );
         if nested {
@@ -850,7 +850,7 @@ fn a_year_of_hourly_sets_fills_every_tier_of_the_example_grid() {
         times.push(t);
         old.push(t);
         let stamps: Vec<Timestamp> = times.iter().map(|&x| ts(x)).collect();
-        let destroy = snapsite::prune::grid_destroy(&grid, &stamps);
+        let destroy = snapsite::ops::prune::grid_destroy(&grid, &stamps);
         let kept = model_keep(&tiers, &times);
         assert_eq!(destroy.len() + kept.len(), times.len(), "hour {h}");
         assert!(destroy.iter().all(|i| !kept.contains(i)), "hour {h}");
@@ -874,7 +874,7 @@ fn a_year_of_hourly_sets_fills_every_tier_of_the_example_grid() {
     // The first prune under the new rule of what the old rule kept: every
     // tier and every bucket of it that held a set still holds one.
     let stamps: Vec<Timestamp> = old.iter().map(|&x| ts(x)).collect();
-    let destroy = snapsite::prune::grid_destroy(&grid, &stamps);
+    let destroy = snapsite::ops::prune::grid_destroy(&grid, &stamps);
     let after: Vec<i64> = (0..old.len())
         .filter(|i| !destroy.contains(i))
         .map(|i| old[i])
@@ -924,7 +924,7 @@ fn simulate_sites(
     prune_every: u64,
     seed: u64,
 ) -> StandbySim {
-    use snapsite::prune::{plan_sets_by, protect_recent};
+    use snapsite::ops::prune::{plan_sets_by, protect_recent};
     let mut rng = Rng(seed);
     let start: i64 = "2026-03-01T00:00:00Z"
         .parse::<Timestamp>()
@@ -1122,7 +1122,7 @@ fn the_standby_planner_keeps_the_documented_sets_and_fills_the_grid() {
 /// of the standby's commit times (`SNAPSITE_LONG=1`: 30 days).
 #[test]
 fn counts_stay_within_the_printed_bound_at_a_one_minute_cadence() {
-    use snapsite::config::Schedule;
+    use snapsite::base::config::Schedule;
     let days = if std::env::var_os("SNAPSITE_LONG").is_some() {
         30
     } else {
@@ -1135,7 +1135,7 @@ fn counts_stay_within_the_printed_bound_at_a_one_minute_cadence() {
         retry_min: std::time::Duration::from_secs(10),
         retry_max: std::time::Duration::from_secs(900),
     };
-    let bound = snapsite::prune::max_snapshots_per_volume(&schedule, &r);
+    let bound = snapsite::ops::prune::max_snapshots_per_volume(&schedule, &r);
     let sim = simulate_sites(days, HOUR, MIN, &r, None, 50_000, 20, 11);
     let max_stb = sim.counts.iter().map(|c| c.1).max().unwrap();
     let max_pri = sim.primary_counts.iter().map(|c| c.1).max().unwrap();
@@ -1378,7 +1378,7 @@ fn a_month_of_run_once_through_a_faked_clock() {
         new.sort();
         assert!(!new.is_empty(), "step {n} at {} took nothing", ts(at));
         for id in new {
-            let (t, kind) = snapsite::model::parse_set_id(&id).unwrap();
+            let (t, kind) = snapsite::base::model::parse_set_id(&id).unwrap();
             // The faked clock is frozen at the step's time: ids are that
             // time (or 1 ms after the previous id).
             let taken = t.as_millisecond();

@@ -89,7 +89,10 @@ struct Counted {
     report: serde_json::Value,
 }
 
-const TRACE: [(&str, &str); 2] = [("SNAPSITE_LOG", "snapsite::cmd=debug"), ("NO_COLOR", "1")];
+const TRACE: [(&str, &str); 2] = [
+    ("SNAPSITE_LOG", "snapsite::base::cmd=debug"),
+    ("NO_COLOR", "1"),
+];
 
 fn counted_ship(s: &Sites) -> Counted {
     std::fs::write(&s.stb_log, b"").unwrap();

@@ -8,8 +8,8 @@ mod common;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use snapsite::model::{Manifest, SetKind, new_set_id};
-use snapsite::stream::{Msg, PROTOCOL_VERSION, Reader, Writer};
+use snapsite::base::model::{Manifest, SetKind, new_set_id};
+use snapsite::wire::stream::{Msg, PROTOCOL_VERSION, Reader, Writer};
 
 use common::memsite::{MemSite as Site, payload};
 
@@ -284,7 +284,7 @@ fn a_cut_at_every_frame_boundary_commits_nothing_and_frees_the_lock() {
         let cfg = site.cfg.clone();
         let store = site.store.clone();
         let serve = std::thread::spawn(move || {
-            snapsite::serve::serve_with(
+            snapsite::standby::serve::serve_with(
                 &cfg,
                 &move |_| Ok(store.backend()),
                 server.try_clone().unwrap(),
@@ -461,7 +461,7 @@ fn every_flipped_byte_of_the_commit_commits_nothing_wrong() {
         let cfg = site.cfg.clone();
         let store = site.store.clone();
         let serve = std::thread::spawn(move || {
-            snapsite::serve::serve_with(
+            snapsite::standby::serve::serve_with(
                 &cfg,
                 &move |_| Ok(store.backend()),
                 server.try_clone().unwrap(),

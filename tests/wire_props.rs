@@ -2,8 +2,8 @@
 //! reader or the manifest checks panic, and memory stays bounded.
 
 use proptest::prelude::*;
-use snapsite::model::{MANIFEST_FORMAT, Manifest, Member, SetKind, new_set_id};
-use snapsite::stream::{Frame, MAGIC, MAX_MESSAGE_FRAME, Msg, Reader, Writer};
+use snapsite::base::model::{MANIFEST_FORMAT, Manifest, Member, SetKind, new_set_id};
+use snapsite::wire::stream::{Frame, MAGIC, MAX_MESSAGE_FRAME, Msg, Reader, Writer};
 
 fn ts(secs: i64, nanos: i32) -> jiff::Timestamp {
     jiff::Timestamp::new(secs, nanos).unwrap_or(jiff::Timestamp::UNIX_EPOCH)

@@ -1,3 +1,3 @@
 #![no_main]
-// See snapsite::fuzzing::btrfs_vet.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::fuzzing::btrfs_vet(data));
+// See snapsite::testing::fuzzing::btrfs_vet.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::testing::fuzzing::btrfs_vet(data));

@@ -1,3 +1,3 @@
 #![no_main]
-// See snapsite::fuzzing::control_msg.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::fuzzing::control_msg(data));
+// See snapsite::testing::fuzzing::control_msg.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::testing::fuzzing::control_msg(data));

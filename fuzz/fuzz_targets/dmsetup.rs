@@ -1,3 +1,3 @@
 #![no_main]
-// See snapsite::fuzzing::dmsetup.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::fuzzing::dmsetup(data));
+// See snapsite::testing::fuzzing::dmsetup.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::testing::fuzzing::dmsetup(data));

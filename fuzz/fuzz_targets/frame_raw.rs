@@ -1,3 +1,3 @@
 #![no_main]
-// See snapsite::fuzzing::frame_raw.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::fuzzing::frame_raw(data));
+// See snapsite::testing::fuzzing::frame_raw.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::testing::fuzzing::frame_raw(data));

@@ -1,3 +1,3 @@
 #![no_main]
-// See snapsite::fuzzing::frames.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::fuzzing::frames(data));
+// See snapsite::testing::fuzzing::frames.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::testing::fuzzing::frames(data));

@@ -1,3 +1,3 @@
 #![no_main]
-// See snapsite::fuzzing::lvm_stream.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::fuzzing::lvm_stream(data));
+// See snapsite::testing::fuzzing::lvm_stream.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::testing::fuzzing::lvm_stream(data));

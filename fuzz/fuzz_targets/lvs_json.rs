@@ -1,3 +1,3 @@
 #![no_main]
-// See snapsite::fuzzing::lvs_json.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::fuzzing::lvs_json(data));
+// See snapsite::testing::fuzzing::lvs_json.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::testing::fuzzing::lvs_json(data));

@@ -1,3 +1,3 @@
 #![no_main]
-// See snapsite::fuzzing::manifest.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::fuzzing::manifest(data));
+// See snapsite::testing::fuzzing::manifest.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::testing::fuzzing::manifest(data));

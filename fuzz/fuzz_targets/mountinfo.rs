@@ -1,3 +1,3 @@
 #![no_main]
-// See snapsite::fuzzing::mountinfo.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::fuzzing::mountinfo(data));
+// See snapsite::testing::fuzzing::mountinfo.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::testing::fuzzing::mountinfo(data));

@@ -1,3 +1,3 @@
 #![no_main]
-// See snapsite::fuzzing::peer_handshake.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::fuzzing::peer_handshake(data));
+// See snapsite::testing::fuzzing::peer_handshake.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::testing::fuzzing::peer_handshake(data));

@@ -1,3 +1,3 @@
 #![no_main]
-// See snapsite::fuzzing::peer_welcome.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::fuzzing::peer_welcome(data));
+// See snapsite::testing::fuzzing::peer_welcome.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::testing::fuzzing::peer_welcome(data));

@@ -1,9 +1,9 @@
 #![no_main]
 // Structure-aware: sessions of protocol steps built with `arbitrary`, run
 // against a fresh standby with the in-memory store; see
-// snapsite::fuzzing::serve_sessions for the invariants checked after each.
+// snapsite::testing::fuzzing::serve_sessions for the invariants checked after each.
 use arbitrary::Arbitrary;
-use snapsite::fuzzing::{Op, serve_sessions};
+use snapsite::testing::fuzzing::{Op, serve_sessions};
 
 #[derive(Arbitrary, Debug)]
 enum Step {

@@ -1,3 +1,3 @@
 #![no_main]
-// See snapsite::fuzzing::thin_xml.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::fuzzing::thin_xml(data));
+// See snapsite::testing::fuzzing::thin_xml.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::testing::fuzzing::thin_xml(data));

@@ -1,3 +1,3 @@
 #![no_main]
-// See snapsite::fuzzing::zfs_begin.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::fuzzing::zfs_begin(data));
+// See snapsite::testing::fuzzing::zfs_begin.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::testing::fuzzing::zfs_begin(data));

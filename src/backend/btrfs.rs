@@ -31,10 +31,10 @@ use std::process::Stdio;
 
 use super::btrfs_vet::StreamVet;
 use super::{Backend, ProcessSink, ProcessSource, ReceiveSteps, SnapshotSink, SnapshotSource};
-use crate::cmd::Cmd;
-use crate::config::{BackendKind, Volume, VolumeAddr};
-use crate::error::{Context, Error, Result};
-use crate::model::parse_set_id;
+use crate::base::cmd::Cmd;
+use crate::base::config::{BackendKind, Volume, VolumeAddr};
+use crate::base::error::{Context, Error, Result};
+use crate::base::model::parse_set_id;
 
 pub struct Btrfs;
 
@@ -465,7 +465,7 @@ impl Backend for Btrfs {
     fn adopt_verified(
         &self,
         vol: &Volume,
-        receipt: &dyn Fn(&str) -> Option<crate::model::Receipt>,
+        receipt: &dyn Fn(&str) -> Option<crate::base::model::Receipt>,
     ) -> Result<Vec<String>> {
         let dir = snapshot_dir(vol)?;
         let mut kept = Vec::new();
@@ -880,7 +880,7 @@ impl ReceiveSteps for BtrfsReceive {
                 "volume `{}`: the stream created {} instead of exactly the subvolume {}",
                 self.role,
                 made.iter()
-                    .map(|n| crate::model::wire_str(n))
+                    .map(|n| crate::base::model::wire_str(n))
                     .collect::<Vec<_>>()
                     .join(", "),
                 self.name
@@ -909,7 +909,7 @@ impl ReceiveSteps for BtrfsReceive {
                     "volume `{}`: received uuid {:?} does not match the sender's snapshot uuid {}",
                     self.role,
                     info.received_uuid,
-                    crate::model::wire_str(want)
+                    crate::base::model::wire_str(want)
                 )));
             }
         }

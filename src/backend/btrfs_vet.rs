@@ -13,7 +13,7 @@
 //! one), and from protocol version 2 on a DATA attribute runs to the end
 //! of the command. Checksums are `btrfs receive`'s to check.
 
-use crate::model::wire_str;
+use crate::base::model::wire_str;
 
 const MAGIC: &[u8; 13] = b"btrfs-stream\0";
 const HEADER: usize = MAGIC.len() + 4;

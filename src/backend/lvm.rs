@@ -29,7 +29,7 @@ mod thin;
 
 pub use format::{Decoder, Encoder, Event, Extent, Header, MAGIC, RecordHash, StreamKind, VERSION};
 pub use report::{LvInfo, dm_name, lvm, parse_lvs, vg_lvs, vg_size};
-/// The resume token, for the fuzz targets (`crate::fuzzing`).
+/// The resume token, for the fuzz targets (`crate::testing::fuzzing`).
 #[doc(hidden)]
 pub use resume::Token as ResumeToken;
 pub use thin::{
@@ -44,11 +44,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::{Backend, SnapshotSink, SnapshotSource};
-use crate::cmd::Cmd;
-use crate::config::{BackendKind, LvName, Volume, VolumeAddr};
-use crate::error::{Context, Error, Result};
-use crate::model::parse_set_id;
-use crate::mountinfo;
+use crate::base::cmd::Cmd;
+use crate::base::config::{BackendKind, LvName, Volume, VolumeAddr};
+use crate::base::error::{Context, Error, Result};
+use crate::base::model::parse_set_id;
+use crate::base::mountinfo;
 
 pub struct Lvm;
 

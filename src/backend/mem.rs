@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::{Backend, Resumable, SnapshotSink, SnapshotSource};
-use crate::config::{BackendKind, Volume};
-use crate::error::{Error, Result};
+use crate::base::config::{BackendKind, Volume};
+use crate::base::error::{Error, Result};
 
 #[derive(Default, Debug)]
 pub struct MemState {

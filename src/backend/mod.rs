@@ -13,10 +13,10 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{ChildStdin, ChildStdout, Stdio};
 
-use crate::cmd::{Cmd, Running};
+use crate::base::cmd::{Cmd, Running};
 
-use crate::config::{BackendKind, Volume};
-use crate::error::{Context, Error, Result};
+use crate::base::config::{BackendKind, Volume};
+use crate::base::error::{Context, Error, Result};
 
 /// A stream of one snapshot's data, produced by the backend (`btrfs send`...).
 pub trait SnapshotSource: Read + Send {
@@ -231,7 +231,7 @@ pub trait Backend: Send + Sync {
     fn adopt_verified(
         &self,
         _vol: &Volume,
-        _receipt: &dyn Fn(&str) -> Option<crate::model::Receipt>,
+        _receipt: &dyn Fn(&str) -> Option<crate::base::model::Receipt>,
     ) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
@@ -430,7 +430,7 @@ impl Store {
     }
     pub fn adopt_verified(
         &self,
-        receipt: &dyn Fn(&str) -> Option<crate::model::Receipt>,
+        receipt: &dyn Fn(&str) -> Option<crate::base::model::Receipt>,
     ) -> Result<Vec<String>> {
         self.imp.adopt_verified(&self.vol, receipt)
     }
@@ -501,7 +501,7 @@ pub struct Stores {
 }
 
 impl Stores {
-    pub fn open(cfg: &crate::config::Config) -> Stores {
+    pub fn open(cfg: &crate::base::config::Config) -> Stores {
         Stores {
             stores: cfg.volumes.iter().map(open).collect(),
         }

@@ -34,10 +34,10 @@ use super::{
     Backend, CopyCheck, ProcessSink, ProcessSource, ReceiveSteps, Resumable, SnapshotSink,
     SnapshotSource, VolumeListing, require_replica,
 };
-use crate::cmd::{Cmd, Running};
-use crate::config::{BackendKind, Volume, VolumeAddr};
-use crate::error::{Context, Error, Result};
-use crate::model::parse_set_id;
+use crate::base::cmd::{Cmd, Running};
+use crate::base::config::{BackendKind, Volume, VolumeAddr};
+use crate::base::error::{Context, Error, Result};
+use crate::base::model::parse_set_id;
 
 pub struct Zfs;
 
@@ -386,7 +386,7 @@ pub fn list_datasets(dss: &[String]) -> Result<DatasetListing> {
         let mut argv: Vec<std::ffi::OsString> = vec!["zfs".into()];
         argv.extend(LISTING_ARGS.iter().map(Into::into));
         argv.extend(dss.iter().map(Into::into));
-        return Err(crate::cmd::failure(&argv, out.status, &out.stderr));
+        return Err(crate::base::cmd::failure(&argv, out.status, &out.stderr));
     }
     Ok(parse_dataset_listing(
         dss,
@@ -1729,7 +1729,7 @@ tank/other@20261127T090000.000Z-full\t401\t-\n";
 
         // a volume with a replica: both datasets, creation order, set ids
         // only; the live source's guid where both have the snapshot
-        let cfg = crate::config::Config::parse(
+        let cfg = crate::base::config::Config::parse(
             "site = \"s\"\nstate_dir = \"/var/lib/snapsite-zfs-test\"\n[[volume]]\nrole = \"redolog\"\nbackend = \"zfs\"\nsource = \"tank/live\"\nreplica = \"tank/rep\"\n",
             std::path::Path::new("/x.toml"),
         )

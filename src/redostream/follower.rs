@@ -34,7 +34,7 @@ pub struct FollowerRecord {
 }
 
 pub fn follower_record(cfg: &Config) -> Option<FollowerRecord> {
-    crate::catalog::read_json(&Catalog::new(&cfg.state_dir).root().join("stream.json")).ok()
+    crate::base::catalog::read_json(&Catalog::new(&cfg.state_dir).root().join("stream.json")).ok()
 }
 
 #[derive(Clone)]
@@ -499,7 +499,7 @@ impl Follower {
             bytes: poll.data.len() as u64,
             reset,
         });
-        for c in poll.data.chunks(crate::stream::MAX_DATA_FRAME) {
+        for c in poll.data.chunks(crate::wire::stream::MAX_DATA_FRAME) {
             w.data(c)?;
         }
         w.flush()?;
@@ -626,14 +626,14 @@ pub fn start_follower(cfg: &Config) -> Option<FollowerHandle> {
 }
 
 pub(super) fn write_record(catalog: &Catalog, rec: &FollowerRecord) {
-    let _ = crate::catalog::write_json(&catalog.root().join("stream.json"), rec);
+    let _ = crate::base::catalog::write_json(&catalog.root().join("stream.json"), rec);
 }
 
 /// The follower loop: connect, resume, flush every interval; on any error
 /// close the connection and reconnect after a backoff (1 s doubling to 30 s).
 pub(super) fn follow(
     cfg: &Config,
-    standby: &crate::config::Standby,
+    standby: &crate::base::config::Standby,
     root: &Path,
     s: &StreamSettings,
     stop: &AtomicBool,
@@ -649,7 +649,7 @@ pub(super) fn follow(
         }
     };
     while !stop.load(Ordering::SeqCst) {
-        let mut conn = match crate::transport::connect(standby) {
+        let mut conn = match crate::wire::transport::connect(standby) {
             Ok(c) => c,
             Err(e) => {
                 rec.last_error = Some(e.to_string());

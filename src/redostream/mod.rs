@@ -30,7 +30,7 @@
 //!   for the last batch applied) next to the snapshot-only one.
 //!
 //! Everything read from a snapshot or the copy is opened through
-//! [`crate::safefile`]: regular files only, no symlink on the way, refused
+//! [`crate::base::safefile`]: regular files only, no symlink on the way, refused
 //! before a byte is read or written. Matching is linear in the spool's
 //! events and bytes (`find_cut`), bounded in work and time.
 //!
@@ -56,13 +56,15 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Stores;
-use crate::catalog::Catalog;
-use crate::config::{Config, VolumeAddr};
-use crate::error::{Context, Error, Result};
-use crate::model::{wire_str, wire_text};
-use crate::safefile::{Access, Root};
-use crate::stream::{Frame, Msg, PROTOCOL_VERSION, Reader, SpoolEvent, SpoolFileState, Writer};
-use crate::streamconf::{StreamSettings, check_name, glob_match};
+use crate::base::catalog::Catalog;
+use crate::base::config::{Config, VolumeAddr};
+use crate::base::error::{Context, Error, Result};
+use crate::base::model::{wire_str, wire_text};
+use crate::base::safefile::{Access, Root};
+use crate::base::streamconf::{StreamSettings, check_name, glob_match};
+use crate::wire::stream::{
+    Frame, Msg, PROTOCOL_VERSION, Reader, SpoolEvent, SpoolFileState, Writer,
+};
 
 /// Most bytes one batch carries (the follower cuts larger changes).
 pub const MAX_BATCH_BYTES: u64 = 8 << 20;
@@ -142,7 +144,7 @@ pub fn scan(root: &Path, globs: &[String]) -> Result<BTreeMap<String, (u64, u64,
                         Ok(rd) => rd
                             .filter_map(|e| e.ok())
                             .filter_map(|e| e.file_name().into_string().ok())
-                            .filter(|n| crate::streamconf::component_match(c, n))
+                            .filter(|n| crate::base::streamconf::component_match(c, n))
                             .collect(),
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                         Err(e) => return Err(Error::io(format!("read {}", d.display()), e)),

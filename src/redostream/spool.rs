@@ -429,7 +429,7 @@ impl Spool {
 }
 
 pub(super) fn write_journal_atomic(dir: &Path, bytes: &[u8]) -> Result<()> {
-    crate::catalog::write_atomic(&dir.join(JOURNAL), bytes)
+    crate::base::catalog::write_atomic(&dir.join(JOURNAL), bytes)
 }
 
 pub(super) fn append_journal(dir: &Path, bytes: &[u8]) -> Result<()> {
@@ -469,7 +469,7 @@ pub(super) fn spool_lock(
 ) -> Result<nix::fcntl::Flock<File>> {
     std::fs::create_dir_all(dir).ctx(format!("create {}", dir.display()))?;
     let path = dir.join(name);
-    crate::catalog::flock_exclusive(&path, wait, Duration::from_millis(50))?
+    crate::base::catalog::flock_exclusive(&path, wait, Duration::from_millis(50))?
         .map_err(|e| Error::refused(format!("another snapsite holds {} ({e})", path.display())))
 }
 
@@ -493,7 +493,7 @@ pub(super) struct SnapshotView {
 impl Drop for SnapshotView {
     fn drop(&mut self) {
         if self.mounted {
-            let _ = crate::cmd::Cmd::new("umount").arg(&self.root).run();
+            let _ = crate::base::cmd::Cmd::new("umount").arg(&self.root).run();
             let _ = std::fs::remove_dir(&self.root);
         }
     }
@@ -505,7 +505,7 @@ pub(super) fn snapshot_view(
     dir: &Path,
     set_id: &str,
 ) -> Result<SnapshotView> {
-    crate::model::validate_set_id(set_id)?;
+    crate::base::model::validate_set_id(set_id)?;
     let st = stores
         .find(&cfg.redolog_role)
         .ok_or_else(|| Error::config("no redolog volume"))?;
@@ -529,13 +529,13 @@ pub(super) fn snapshot_view(
                 .as_ref()
                 .ok_or_else(|| Error::config("lvm redolog volume without replica"))?;
             let lv = crate::backend::lvm::snap_lv(&r.lv, set_id);
-            crate::cmd::Cmd::new("lvchange")
+            crate::base::cmd::Cmd::new("lvchange")
                 .env("LC_ALL", "C")
                 .args(["-ay", "-K"])
                 .arg(format!("{}/{lv}", r.vg))
                 .run()?;
             let dev = format!("/dev/{}/{lv}", r.vg);
-            let fstype = crate::cmd::Cmd::new("blkid")
+            let fstype = crate::base::cmd::Cmd::new("blkid")
                 .args(["-o", "value", "-s", "TYPE", "--"])
                 .arg(&dev)
                 .output()?;
@@ -549,7 +549,7 @@ pub(super) fn snapshot_view(
     };
     let root = dir.join(format!("view-{}", std::process::id()));
     std::fs::create_dir_all(&root).ctx(format!("create {}", root.display()))?;
-    crate::cmd::Cmd::new("mount")
+    crate::base::cmd::Cmd::new("mount")
         .args(options)
         .arg(&device)
         .arg(&root)
@@ -648,7 +648,7 @@ pub(super) fn checkpoint_within(
                 at: Timestamp::now(),
                 reason: reason.clone(),
             };
-            crate::catalog::write_json(&dir.join("broken.json"), &b)?;
+            crate::base::catalog::write_json(&dir.join("broken.json"), &b)?;
             if reason.starts_with(GAVE_UP) {
                 return Err(Error::integrity(format!(
                     "the spool could not be matched against the redolog snapshot ({reason}); it is marked unusable (spool/broken.json) until a snapshot matches"
@@ -684,7 +684,7 @@ pub(super) fn refuse_reason(
             events.len()
         ));
     }
-    if as_of > crate::model::now() + jiff::SignedDuration::from_hours(24) {
+    if as_of > crate::base::model::now() + jiff::SignedDuration::from_hours(24) {
         return Err("batch dated more than a day ahead of this standby's clock".into());
     }
     for ev in events {

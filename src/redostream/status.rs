@@ -148,6 +148,6 @@ pub fn spool_status(cfg: &Config) -> Option<SpoolStatus> {
         events: sp.items.len(),
         bytes: sp.pending_bytes(),
         disk_bytes: sp.disk_bytes,
-        broken: crate::catalog::read_json(&dir.join("broken.json")).ok(),
+        broken: crate::base::catalog::read_json(&dir.join("broken.json")).ok(),
     })
 }

@@ -546,7 +546,7 @@ fn a_checkpoint_out_of_time_marks_the_spool_unusable() {
         .unwrap_err()
         .to_string();
     assert!(e.contains(GAVE_UP) && e.contains("marked unusable"), "{e}");
-    let b: Broken = crate::catalog::read_json(&spool.path().join("broken.json")).unwrap();
+    let b: Broken = crate::base::catalog::read_json(&spool.path().join("broken.json")).unwrap();
     assert!(b.reason.contains("longer than allowed"), "{}", b.reason);
     // The spool itself is kept as it was.
     assert_eq!(Spool::load(spool.path(), false).unwrap().items.len(), 5001);

@@ -8,10 +8,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use snapsite::backend::mem::MemStore;
-use snapsite::catalog::Catalog;
-use snapsite::config::Config;
-use snapsite::model::{MANIFEST_FORMAT, Manifest, Member};
-use snapsite::stream::{Deadline, Msg, PROTOCOL_VERSION, Reader, Writer};
+use snapsite::base::catalog::Catalog;
+use snapsite::base::config::Config;
+use snapsite::base::model::{MANIFEST_FORMAT, Manifest, Member};
+use snapsite::wire::stream::{Deadline, Msg, PROTOCOL_VERSION, Reader, Writer};
 
 /// A standby site: its config (btrfs volumes of `roles`, never touched) in a
 /// temp dir, and the in-memory store its `serve` receives into.
@@ -61,7 +61,7 @@ impl MemSite {
         let serve = std::thread::spawn(move || {
             let input = Deadline::new(server.try_clone().unwrap(), idle, "the primary");
             let output = Deadline::new(server, idle, "the primary");
-            snapsite::serve::serve_with(&cfg, &move |_| Ok(store.backend()), input, output)
+            snapsite::standby::serve::serve_with(&cfg, &move |_| Ok(store.backend()), input, output)
         });
         let mut w = Writer::new(client.try_clone().unwrap());
         let r = Reader::new(client);
@@ -152,7 +152,7 @@ pub fn payload(id: &str, role: &str) -> Vec<u8> {
 /// `id` (kind from the id), each with the storage id of `stream_of(role)`,
 /// claiming sequence number 1 and generation 1 (callers change them).
 pub fn manifest(id: &str, roles: &[&str], stream_of: &dyn Fn(&str) -> Vec<u8>) -> Manifest {
-    let (t, kind) = snapsite::model::parse_set_id(id).unwrap();
+    let (t, kind) = snapsite::base::model::parse_set_id(id).unwrap();
     Manifest {
         format: MANIFEST_FORMAT,
         id: id.into(),

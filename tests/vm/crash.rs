@@ -1,6 +1,6 @@
 //! The crash matrix's VM subset (issue 25 item 3): ship's and serve's
 //! commit steps and prune, stopped dead at their failpoints
-//! (`SNAPSITE_FAILPOINT`, src/failpoint.rs) on real OpenZFS and LVM thin,
+//! (`SNAPSITE_FAILPOINT`, src/base/failpoint.rs) on real OpenZFS and LVM thin,
 //! then rerun. After every cell the invariants of tests/crash_matrix.rs
 //! are checked:
 //!
@@ -379,7 +379,7 @@ fn crash(cfg: &Path, args: &[&str], fp: &str) {
         .arg("--config")
         .arg(cfg)
         .args(args)
-        .env(snapsite::failpoint::ENV, fp)
+        .env(snapsite::base::failpoint::ENV, fp)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);

@@ -9,13 +9,13 @@
 //! must still go incrementally.
 //!
 //! The tests speak the protocol only through the library
-//! (`snapsite::stream::{Writer, Reader, Msg}`), never by hand-encoded frames.
+//! (`snapsite::wire::stream::{Writer, Reader, Msg}`), never by hand-encoded frames.
 
 use super::*;
 
 use std::process::{ChildStdin, ChildStdout};
 
-use snapsite::stream::{MAX_DATA_FRAME, Msg, PROTOCOL_VERSION, Reader, Writer};
+use snapsite::wire::stream::{MAX_DATA_FRAME, Msg, PROTOCOL_VERSION, Reader, Writer};
 
 /// One `snapsite serve --stdio` session, driven as the intruder.
 struct Session {

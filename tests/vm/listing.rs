@@ -87,7 +87,7 @@ fn counted_ship(pri_cfg: &Path, stb_log: &Path) -> Counted {
     let mut argv = vec![snapsite_bin(), "--config", pri_cfg.to_str().unwrap()];
     argv.extend(["ship", "--json"]);
     let out = command(&argv)
-        .env("SNAPSITE_LOG", "snapsite::cmd=debug")
+        .env("SNAPSITE_LOG", "snapsite::base::cmd=debug")
         .env("NO_COLOR", "1")
         .output()
         .unwrap();

@@ -70,7 +70,7 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
-fn wait_acked(cfg: &snapsite::config::Config, after: jiff::Timestamp) {
+fn wait_acked(cfg: &snapsite::base::config::Config, after: jiff::Timestamp) {
     wait_for("the follower to catch up", Duration::from_secs(60), || {
         snapsite::redostream::follower_record(cfg)
             .is_some_and(|r| r.acked_as_of.is_some_and(|a| a > after) && r.lag_bytes == 0)
@@ -80,7 +80,7 @@ fn wait_acked(cfg: &snapsite::config::Config, after: jiff::Timestamp) {
 /// The common steps once both configs exist and `root` is the primary's
 /// mounted redolog volume; `copy` is where failover mounts the redolog copy.
 fn stream_and_fail_over(pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: &Path) {
-    let cfg = snapsite::config::Config::load(pri_cfg).unwrap();
+    let cfg = snapsite::base::config::Config::load(pri_cfg).unwrap();
     let mut log = Log::new(root);
     log.append(40);
     snapsite_ok(pri_cfg, &["snapshot"]);
@@ -94,7 +94,9 @@ fn stream_and_fail_over(pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: &Path
     snapsite_ok(pri_cfg, &["snapshot", "--redolog"]);
     snapsite_ok(pri_cfg, &["ship"]);
     // The standby's checkpoint read the committed snapshot (mounted read-only).
-    let stb_state = snapsite::config::Config::load(stb_cfg).unwrap().state_dir;
+    let stb_state = snapsite::base::config::Config::load(stb_cfg)
+        .unwrap()
+        .state_dir;
     let serve_log = std::fs::read_to_string(stb_state.join("serve.log")).unwrap();
     assert!(serve_log.contains("spooled events; dropped"), "{serve_log}");
     log.append(15);
@@ -122,7 +124,7 @@ fn stream_and_fail_over(pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: &Path
 /// device: the report says the spool was not used and why.
 fn device_redo_and_fail_over(pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: &Path) {
     use std::os::unix::fs::MetadataExt;
-    let cfg = snapsite::config::Config::load(pri_cfg).unwrap();
+    let cfg = snapsite::base::config::Config::load(pri_cfg).unwrap();
     let mut log = Log::new(root);
     log.append(20);
     snapsite_ok(pri_cfg, &["snapshot"]);
@@ -145,7 +147,9 @@ fn device_redo_and_fail_over(pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: 
     File::open(root).unwrap().sync_all().unwrap();
     snapsite_ok(pri_cfg, &["snapshot", "--redolog"]);
     snapsite_ok(pri_cfg, &["ship"]);
-    let stb_state = snapsite::config::Config::load(stb_cfg).unwrap().state_dir;
+    let stb_state = snapsite::base::config::Config::load(stb_cfg)
+        .unwrap()
+        .state_dir;
     assert!(stb_state.join("spool/broken.json").exists());
     let report = snapsite_json(stb_cfg, &["failover", "--no-replay", "--json"]);
     let not_used = report["stream"]["not_used"].as_str().unwrap_or_default();

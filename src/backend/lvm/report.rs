@@ -5,8 +5,8 @@
 
 use serde::Deserialize;
 
-use crate::cmd::Cmd;
-use crate::error::{Error, Result};
+use crate::base::cmd::Cmd;
+use crate::base::error::{Error, Result};
 
 /// An LVM program (`lvs`, `lvcreate`, ...) with the environment it needs.
 pub fn lvm(program: &str) -> Cmd {
@@ -167,7 +167,7 @@ pub fn vg_lvs(vg: &str) -> Result<Option<Vec<LvInfo>>> {
         }
         let mut full = vec!["lvs".into()];
         full.extend(argv.iter().map(Into::into));
-        return Err(crate::cmd::failure(&full, out.status, &out.stderr));
+        return Err(crate::base::cmd::failure(&full, out.status, &out.stderr));
     }
     parse_lvs(&String::from_utf8_lossy(&out.stdout)).map(Some)
 }

@@ -31,7 +31,7 @@
 //!   continuation must be of the same snapshot, base, size and kind.
 
 use super::format::Header;
-use crate::error::{Error, Result};
+use crate::base::error::{Error, Result};
 
 pub const RESUME_TAG: &str = "snapsite-resume:";
 /// Segments a token may hold (one per resumed session); LVM tags are

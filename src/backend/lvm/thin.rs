@@ -13,8 +13,8 @@
 use std::path::PathBuf;
 
 use super::report::{dm_name, lvm};
-use crate::cmd::Cmd;
-use crate::error::{Context, Error, Result};
+use crate::base::cmd::Cmd;
+use crate::base::error::{Context, Error, Result};
 
 /// Where the pid files of held metadata snapshots live.
 pub const RUN_DIR: &str = "/run/snapsite/lvm";

@@ -1,0 +1,404 @@
+//! Named failpoints: places in a multi-step verb where a test can stop the
+//! process dead, the way a power cut or an OOM kill would, to prove that a
+//! rerun finishes the work (tests/crash_matrix.rs).
+//!
+//! `failpoint!("demote.after_keep_divergent")` exits the process with
+//! [`EXIT_CODE`] through `_exit` (no destructors, no buffered output, no
+//! cleanup: the same as SIGKILL for everything on disk) when the
+//! environment variable [`ENV`] names that point. Only debug builds and
+//! builds with the cargo feature `failpoints` have them; in a release build
+//! the macro compiles to nothing.
+//!
+//! Every failpoint is listed in [`ALL`] with the verb that reaches it and
+//! the one-line recovery the runbook prints; the macro refuses, at compile
+//! time, a name that is not listed there.
+
+/// The environment variable naming the failpoint to stop at.
+pub const ENV: &str = "SNAPSITE_FAILPOINT";
+
+/// The exit status of a process stopped at a failpoint.
+pub const EXIT_CODE: i32 = 86;
+
+/// A failpoint: where it is, which verb reaches it, and how to finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failpoint {
+    pub name: &'static str,
+    /// The verbs whose run passes through it.
+    pub verbs: &'static [&'static str],
+    /// What the process had done when it stopped there.
+    pub state: &'static str,
+    /// The recovery (one line, for the runbook).
+    pub recovery: &'static str,
+}
+
+const FB: &[&str] = &["failback", "switchover"];
+
+/// Every failpoint, in the order a run reaches them.
+pub const ALL: &[Failpoint] = &[
+    Failpoint {
+        name: "take_set.after_intent",
+        verbs: &["snapshot", "switchover"],
+        state: "the set's intent is in state_dir/pending/<id>.json; no snapshot taken",
+        recovery: "nothing to finish by hand: the next `snapsite snapshot`, `ship` or `run` drops the intent",
+    },
+    Failpoint {
+        name: "take_set.after_snapshot",
+        verbs: &["snapshot", "switchover"],
+        state: "some members of the set are snapshotted (one atomic group), no manifest",
+        recovery: "nothing to finish by hand: the next `snapsite snapshot`, `ship` or `run` destroys the set's snapshots and drops the intent",
+    },
+    Failpoint {
+        name: "take_set.after_manifest",
+        verbs: &["snapshot", "switchover"],
+        state: "the set is complete (manifest written); its intent is not yet removed",
+        recovery: "nothing to finish by hand: the next `snapsite snapshot`, `ship` or `run` keeps the set and drops the intent",
+    },
+    Failpoint {
+        name: "ship.after_ack",
+        verbs: &["ship", "switchover"],
+        state: "the standby acknowledged a snapshot (recorded in standby.json); its set's commit was sent, its answer not read",
+        recovery: "rerun `snapsite ship` (or let `run` do it): what the standby holds or committed is not sent again",
+    },
+    Failpoint {
+        name: "ship.after_committed",
+        verbs: &["ship", "switchover"],
+        state: "the standby committed a set; this site has not recorded it (nor protected its members)",
+        recovery: "rerun `snapsite ship`: the handshake shows the set committed; it is recorded and its members protected",
+    },
+    Failpoint {
+        name: "serve.mid_receive",
+        verbs: &["serve", "seed"],
+        state: "standby: a snapshot's receive has started (marker and partial data in snapshot_dir), not verified, no receipt",
+        recovery: "rerun `snapsite ship` on the primary: the next serve session removes the partial receive (it was never listed) and the snapshot is sent again (resumed where the backend can)",
+    },
+    Failpoint {
+        name: "serve.after_receipt",
+        verbs: &["serve", "seed"],
+        state: "standby: a snapshot is received and verified, its receipt written; the backend has not marked it complete (btrfs: the marker is still there), no ack sent",
+        recovery: "rerun `snapsite ship`: the next serve session keeps the snapshot its receipt vouches for (btrfs: nothing is sent again; elsewhere it and its receipt are removed and that one snapshot is sent again)",
+    },
+    Failpoint {
+        name: "serve.before_manifest",
+        verbs: &["serve", "seed"],
+        state: "standby: every member of a set is received and acknowledged; the set's commit arrived and was checked, no manifest written",
+        recovery: "rerun `snapsite ship`: nothing is sent again; the set is committed",
+    },
+    Failpoint {
+        name: "serve.after_manifest",
+        verbs: &["serve", "seed"],
+        state: "standby: the set's manifest is written (committed); its members not yet protected, no answer sent",
+        recovery: "rerun `snapsite ship`: the handshake shows the set committed; a repeated commit protects its members",
+    },
+    Failpoint {
+        name: "spool.after_append",
+        verbs: &["spool"],
+        state: "standby: a spool batch is appended to state_dir/spool/journal and fsynced; its ack is not sent (the primary sees a lost ack)",
+        recovery: "nothing to finish by hand: the primary's follower reconnects, finds the standby at the batch it sent last and continues the spool (a resume, not a restart)",
+    },
+    Failpoint {
+        name: "spool.checkpoint.after_rewrite",
+        verbs: &["spool"],
+        state: "standby: after a redolog set's commit, the spool journal is rewritten without the events the snapshot covers; spool/broken.json (if any) not yet removed, no answer sent",
+        recovery: "rerun `snapsite ship` (or let `run` do it): the set is committed; the next matching checkpoint removes a stale broken.json, and failover matches the rewritten spool",
+    },
+    Failpoint {
+        name: "seed.after_member",
+        verbs: &["seed"],
+        state: "`ship --to DIR`: a member's stream is in DIR/<set>.seed/part-*; no index.json (the seed is incomplete)",
+        recovery: "rerun `snapsite ship --to DIR`: the half-written seed (parts, no index) is removed and written again",
+    },
+    Failpoint {
+        name: "seed.before_index",
+        verbs: &["seed"],
+        state: "`ship --to DIR`: every part written and fsynced; no index.json (the seed is incomplete)",
+        recovery: "rerun `snapsite ship --to DIR`: the half-written seed (parts, no index) is removed and written again",
+    },
+    Failpoint {
+        name: "switchover.after_final_set",
+        verbs: &["switchover"],
+        state: "the final set is taken, nothing shipped",
+        recovery: "rerun `snapsite switchover`: it ships the recorded final set (no new set) and demotes",
+    },
+    Failpoint {
+        name: "switchover.after_ship",
+        verbs: &["switchover"],
+        state: "the final set is committed on the peer; this site is still primary",
+        recovery: "rerun `snapsite switchover`: nothing is sent again; it plans the demote and does it",
+    },
+    Failpoint {
+        name: "failback.after_plan",
+        verbs: &["failback"],
+        state: "the failback plan is recorded in state_dir/journal-failback.json; nothing changed yet",
+        recovery: "rerun `snapsite failback`: it carries out the recorded plan (the peer is not asked again)",
+    },
+    Failpoint {
+        name: "switchover.after_plan",
+        verbs: &["switchover"],
+        state: "the demote plan is recorded in state_dir/journal-switchover.json; nothing demoted yet",
+        recovery: "rerun `snapsite switchover` (or, once the peer failed over, `snapsite failback`): it carries out the recorded plan",
+    },
+    Failpoint {
+        name: "demote.after_keep_divergent",
+        verbs: FB,
+        state: "a volume's live data is kept as read-only divergent-<label>",
+        recovery: "rerun the verb: the divergent snapshot is found and reused, not taken twice",
+    },
+    Failpoint {
+        name: "demote.after_divergent_record",
+        verbs: FB,
+        state: "state_dir/divergent/<label>.json is written",
+        recovery: "rerun the verb: it moves the divergent sets out of the catalog and goes on",
+    },
+    Failpoint {
+        name: "demote.after_sets_moved",
+        verbs: FB,
+        state: "the sets the peer never committed are under divergent/<label>/sets/",
+        recovery: "rerun the verb: it marks the common sets committed and goes on",
+    },
+    Failpoint {
+        name: "demote.after_mark_committed",
+        verbs: FB,
+        state: "the sets both sites hold are marked committed here",
+        recovery: "rerun the verb: it unmounts and removes the live copies and goes on",
+    },
+    Failpoint {
+        name: "demote.after_unmount",
+        verbs: FB,
+        state: "a live copy's mountpoint is unmounted",
+        recovery: "rerun the verb: mountpoints already unmounted are skipped",
+    },
+    Failpoint {
+        name: "demote.after_remove_copy",
+        verbs: FB,
+        state: "a volume's live copy is removed (its data is in divergent-<label>)",
+        recovery: "rerun the verb: removed copies are skipped; it makes the bases receivable",
+    },
+    Failpoint {
+        name: "btrfs.make_receivable.after_rename",
+        verbs: FB,
+        state: "btrfs: the base snapshot is renamed to .orig-<id>; its received form does not exist yet",
+        recovery: "rerun the verb: it makes the received form from .orig-<id> and deletes .orig-<id> (no re-seed, no older base)",
+    },
+    Failpoint {
+        name: "btrfs.make_receivable.after_copy",
+        verbs: FB,
+        state: "btrfs: <id>/<id> is a writable snapshot of .orig-<id> without a Received UUID",
+        recovery: "rerun the verb: it sets the Received UUID, makes it read-only and deletes .orig-<id>",
+    },
+    Failpoint {
+        name: "btrfs.make_receivable.after_received_uuid",
+        verbs: FB,
+        state: "btrfs: <id>/<id> has its Received UUID, still writable",
+        recovery: "rerun the verb: it makes <id>/<id> read-only and deletes .orig-<id>",
+    },
+    Failpoint {
+        name: "btrfs.make_receivable.after_readonly",
+        verbs: FB,
+        state: "btrfs: <id>/<id> is in the received form (read-only); .orig-<id> still exists",
+        recovery: "rerun the verb: it checks the received form (no write to the read-only copy) and deletes .orig-<id>",
+    },
+    Failpoint {
+        name: "demote.after_receivable",
+        verbs: FB,
+        state: "a volume's base is in the received form",
+        recovery: "rerun the verb: bases already receivable are skipped",
+    },
+    Failpoint {
+        name: "demote.after_failover_state",
+        verbs: FB,
+        state: "the completed failover's record is moved aside (state-until-<label>.json)",
+        recovery: "rerun the verb: it records this site as the standby",
+    },
+    Failpoint {
+        name: "demote.after_role_record",
+        verbs: FB,
+        state: "this site is recorded as the standby; the journal is not yet removed",
+        recovery: "rerun the verb: it finds every step done and removes the journal",
+    },
+    Failpoint {
+        name: "failover.after_copy",
+        verbs: &["failover"],
+        state: "a volume's writable copy is made, not yet recorded in failover/state.json",
+        recovery: "rerun `snapsite failover` (same --set, or none): the copy is checked against the plan and reused",
+    },
+    Failpoint {
+        name: "failover.after_mount",
+        verbs: &["failover"],
+        state: "a copy is bind-mounted at its mountpoint, not yet recorded",
+        recovery: "rerun `snapsite failover`: a copy already mounted is not mounted twice; after a reboot it is mounted again",
+    },
+    Failpoint {
+        name: "failover.after_promote",
+        verbs: &["failover"],
+        state: "copies made and mounted; this site is recorded as the primary of the next generation; no replay yet",
+        recovery: "rerun `snapsite failover`: it keeps the recorded generation and runs the replay",
+    },
+    Failpoint {
+        name: "spool_apply.after_plan",
+        verbs: &["failover"],
+        state: "the spool's files are built and verified in <redolog copy>/.snapsite-spool-apply/, the plan written; the copy itself unchanged",
+        recovery: "rerun `snapsite failover`: the interrupted apply is undone (the copy is the snapshot's content) and the spool applied again",
+    },
+    Failpoint {
+        name: "spool_apply.after_backups",
+        verbs: &["failover"],
+        state: "the files the spool replaces are moved into <redolog copy>/.snapsite-spool-apply/; the new ones not yet in place",
+        recovery: "rerun `snapsite failover`: the plan puts the moved files back (the copy is the snapshot's content) and the spool is applied again",
+    },
+    Failpoint {
+        name: "spool_apply.after_done",
+        verbs: &["failover"],
+        state: "the spool is applied to the redolog copy and verified, the plan marked done; the scratch directory (old files) not yet removed",
+        recovery: "rerun `snapsite failover`: the done plan's scratch directory is removed; the copy already holds the spool (nothing applied twice)",
+    },
+    Failpoint {
+        name: "failover.after_replay",
+        verbs: &["failover"],
+        state: "the replay finished (its exit recorded); no report yet, the failover not recorded as complete",
+        recovery: "rerun `snapsite failover`: a replay that exited 0 is not run again; it writes the report and completes",
+    },
+    Failpoint {
+        name: "rehearse.after_clone",
+        verbs: &["rehearse"],
+        state: "a scratch clone (snapshot_dir/.rehearsal) is made; no replay yet",
+        recovery: "rerun `snapsite rehearse` (or `snapsite prune`): the clones of the killed rehearsal are removed first",
+    },
+    Failpoint {
+        name: "rehearse.after_replay",
+        verbs: &["rehearse"],
+        state: "the replay ran on the clones; they are not torn down",
+        recovery: "rerun `snapsite rehearse` (or `snapsite prune`): the clones of the killed rehearsal are removed first",
+    },
+    Failpoint {
+        name: "rehearse.after_teardown",
+        verbs: &["rehearse"],
+        state: "the clones are removed; no report written",
+        recovery: "nothing to finish (no verdict was recorded): rerun `snapsite rehearse` for one",
+    },
+    Failpoint {
+        name: "prune.after_intent",
+        verbs: &["prune", "run"],
+        state: "the sets to prune are recorded in state_dir/journal-prune.json; nothing destroyed",
+        recovery: "rerun `snapsite prune` (or let `run` do it): it plans again and prunes",
+    },
+    Failpoint {
+        name: "prune.after_member",
+        verbs: &["prune", "run"],
+        state: "a set's first member snapshot is destroyed; its manifest is still there (the set is shown incomplete, never usable)",
+        recovery: "rerun `snapsite prune`: the incomplete set is finished off (its other members, receipts and manifest)",
+    },
+    Failpoint {
+        name: "prune.after_members",
+        verbs: &["prune", "run"],
+        state: "every member of a set is destroyed (and, on a standby, its receipts removed); its manifest is still there",
+        recovery: "rerun `snapsite prune`: the manifest of the incomplete set is removed",
+    },
+    Failpoint {
+        name: "prune.after_manifest",
+        verbs: &["prune", "run"],
+        state: "a set is pruned whole (manifest removed); the other sets of the plan not yet",
+        recovery: "rerun `snapsite prune`: the rest of the plan is pruned",
+    },
+];
+
+/// Whether `name` is listed in [`ALL`] (usable in a const context: the
+/// macro checks its argument at compile time).
+pub const fn known(name: &str) -> bool {
+    let n = name.as_bytes();
+    let mut i = 0;
+    while i < ALL.len() {
+        let m = ALL[i].name.as_bytes();
+        if m.len() == n.len() {
+            let mut j = 0;
+            while j < n.len() && m[j] == n[j] {
+                j += 1;
+            }
+            if j == n.len() {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Stop here, now, if [`ENV`] names this failpoint.
+#[macro_export]
+macro_rules! failpoint {
+    ($name:literal) => {{
+        const _: () = assert!(
+            $crate::base::failpoint::known($name),
+            "failpoint not listed in failpoint::ALL"
+        );
+        $crate::base::failpoint::hit($name)
+    }};
+}
+
+#[cfg(any(debug_assertions, feature = "failpoints"))]
+pub fn hit(name: &'static str) {
+    if std::env::var_os(ENV).is_some_and(|v| v == name) {
+        // A line on stderr so that a test (or a person) can tell where it
+        // stopped; then out without unwinding, flushing or unmounting.
+        let msg = format!("snapsite: stopped at failpoint {name}\n");
+        // SAFETY: write(2) and _exit(2) on a valid buffer.
+        unsafe {
+            nix::libc::write(2, msg.as_ptr().cast(), msg.len());
+            nix::libc::_exit(EXIT_CODE);
+        }
+    }
+}
+
+#[cfg(not(any(debug_assertions, feature = "failpoints")))]
+#[inline(always)]
+pub fn hit(_name: &'static str) {}
+
+/// Whether this build has failpoints compiled in.
+pub const ENABLED: bool = cfg!(any(debug_assertions, feature = "failpoints"));
+
+/// The crash-recovery runbook: one line per failpoint (docs/crash-recovery.md).
+pub fn runbook() -> String {
+    let mut s = String::from(
+        "# Crash recovery: one line per interrupted step\n\n\
+         Generated from `src/base/failpoint.rs` (`failpoint::ALL`); tests/crash_matrix.rs\n\
+         checks that this file matches it and crashes each verb at each point.\n\
+         `snapsite status` and `snapsite role` name an interrupted verb and the command\n\
+         that finishes it. Progress is kept in `state_dir/journal-<verb>.json`\n\
+         (failback, switchover, prune), `state_dir/failover/state.json` (failover) and\n\
+         `state_dir/rehearsal/state.json` (rehearse). Stop at a point with\n\
+         `SNAPSITE_FAILPOINT=<name>` (debug builds or `--features failpoints`; exit 86).\n\n\
+         | failpoint | verbs | stopped after | recovery |\n\
+         |---|---|---|---|\n",
+    );
+    for f in ALL {
+        s.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            f.name,
+            f.verbs.join(", "),
+            f.state,
+            f.recovery
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_known() {
+        let mut names: Vec<&str> = ALL.iter().map(|f| f.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len());
+        assert!(known("demote.after_unmount"));
+        assert!(!known("demote.after_unmoun"));
+        assert!(!known(""));
+    }
+
+    #[test]
+    fn an_unnamed_point_does_nothing() {
+        // The variable is not set in unit tests: this returns.
+        crate::failpoint!("demote.after_unmount");
+    }
+}

@@ -1,0 +1,400 @@
+//! The `snapsite` command line: parse, load the config, call the library,
+//! render. This module holds the argument definitions and the dispatch; each
+//! command's glue is in its own file (`check`, `snapshot`, `ship`, ...).
+//!
+//! May import: every library folder (through `snapsite::`). Nothing imports
+//! `cli`: it is the binary, the library cannot see it
+//! (tests/module_deps.rs checks that no library file names it).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod check;
+mod failback;
+mod failover;
+mod generate;
+mod init;
+mod progress;
+mod prune;
+mod rehearse;
+mod role;
+mod run;
+mod serve;
+mod sets;
+mod ship;
+mod snapshot;
+mod status;
+mod switchover;
+
+use snapsite::base::catalog::Catalog;
+use snapsite::base::config::{self, Config};
+
+#[derive(Parser)]
+#[command(
+    name = "snapsite",
+    version,
+    about = "Keep a standby site for a multi-volume application with storage snapshots",
+    long_about = "snapsite takes ordered snapshot sets of an application's volumes (btrfs, ZFS, \
+LVM thin), ships them to a standby site over a local pipe or ssh, and on failover brings the \
+standby up from the newest complete set plus the newest redolog snapshot and runs the redo \
+replay with --fromTime set to the set's first snapshot time.",
+    after_help = "Typical use:\n  primary:  snapsite check && snapsite snapshot && snapsite ship\n            snapsite snapshot --redolog && snapsite ship     (every 15 min)\n            or unattended: snapsite run   ([schedule], [retention] in the config)\n  standby:  snapsite sets; snapsite failover --dry-run; snapsite failover\n\nConfig: /etc/snapsite/snapsite.toml (annotated example: examples/snapsite.toml).\nExit status: 0 ok, 1 error, 3 failover done but replay failed (run it again to retry)."
+)]
+struct Cli {
+    /// Config file
+    #[arg(long, short = 'c', global = true, env = "SNAPSITE_CONFIG", default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// More log output (-v info, -vv debug: every external command)
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Log line format on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Primary,
+    Standby,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config, probe tools, volumes and the standby; print what would be done
+    Check,
+    /// Take a full snapshot set of all volumes in order (or --redolog: the redolog volume alone)
+    Snapshot {
+        /// Snapshot only the redolog volume
+        #[arg(long)]
+        redolog: bool,
+        /// Print the manifest as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send every snapshot the standby lacks, oldest first, incremental where possible
+    Ship {
+        /// Print the transfer report as JSON
+        #[arg(long)]
+        json: bool,
+        /// Show what would be sent, send nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Seed a standby from a disk: write the newest complete full set as
+        /// a framed, checksummed stream in chunk files under DIR/<set>.seed/
+        /// (read on the standby with `serve --from`)
+        #[arg(long, value_name = "DIR", conflicts_with = "dry_run")]
+        to: Option<std::path::PathBuf>,
+        /// Size of each chunk file of `--to`
+        #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = snapsite::base::config::parse_size, requires = "to")]
+        chunk_size: u64,
+    },
+    /// List the snapshot sets on this site
+    Sets {
+        /// Print the sets (with their manifests) as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// The standby's receiving end (spawned by `ship` locally or through ssh)
+    Serve {
+        /// Speak the protocol on stdin/stdout
+        #[arg(long, required_unless_present = "from")]
+        stdio: bool,
+        /// Receive a seed written by `ship --to` (its `<set>.seed` directory)
+        #[arg(long, value_name = "DIR", conflicts_with = "stdio")]
+        from: Option<std::path::PathBuf>,
+        /// End the session (discarding a partial receive, releasing the lock)
+        /// when the primary sends nothing for this long
+        #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = humantime::parse_duration)]
+        idle_timeout: std::time::Duration,
+    },
+    /// On the standby: bring the site up from the newest complete set and run the replay
+    Failover {
+        /// Use this full set instead of the newest complete one
+        #[arg(long)]
+        set: Option<String>,
+        /// Print the plan and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Make and mount the copies but do not run the replay command
+        #[arg(long)]
+        no_replay: bool,
+        /// Ignore the redolog spool (streamed tail): use the redolog snapshot alone
+        #[arg(long)]
+        no_stream: bool,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// On the primary: take sets and redolog snapshots on the [schedule], ship after each, prune
+    Run {
+        /// Do what is due now and exit (for a systemd timer instead of a service)
+        #[arg(long)]
+        once: bool,
+    },
+    /// Destroy the sets the [retention] grid does not keep (never the common snapshot
+    /// or the newest complete set)
+    Prune {
+        /// Print what would be destroyed and why, destroy nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the plan and what was destroyed as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// On the standby: prove failover works, leaving production alone (scratch clones of the
+    /// newest set, the replay with SNAPSITE_REHEARSAL=1, a report, everything removed).
+    /// Exit 0 ok, 3 the replay failed or no [replay] is configured (nothing proved), 1 error
+    Rehearse {
+        /// Use this full set instead of the newest complete one
+        #[arg(long)]
+        set: Option<String>,
+        /// Print the plan and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report (or with --dry-run the plan) as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// On the returning old primary, after a failover: become the new primary's standby.
+    /// Keeps this site's data written after the common base as read-only divergent
+    /// snapshots; the new primary's next ship sends only what changed since the base
+    Failback {
+        /// Print the plan and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report (or with --dry-run the plan) as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// On the primary, application stopped: final set, ship it, become the standby; then run
+    /// `snapsite failover --set FINAL` on the peer. Zero loss by construction
+    Switchover {
+        /// Print the plan and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// This site's recorded role and generation; --init records it once
+    Role {
+        /// Record the role of a site that has none recorded yet
+        #[arg(long, value_enum)]
+        init: Option<RoleArg>,
+        /// Print the role record as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write both sites' configs from the application's data directories
+    #[command(
+        after_help = "Each volume's backend and address come from the mount table: a btrfs \
+subvolume, a mounted ZFS dataset or a thin LV. Both configs name each other in [standby] and carry \
+[replay], so either site can be primary. Existing files are never overwritten.\n\n\
+Examples:\n  snapsite init --peer mail-b.example.org                 (Zimbra's four data directories)\n  \
+snapsite init --peer mail-b --volume db=/srv/db --volume redolog=/srv/wal --out /etc/snapsite --dry-run"
+    )]
+    Init {
+        /// This site's name (default: this host's short name)
+        #[arg(long)]
+        site: Option<String>,
+        /// The other site's host name or address (ssh)
+        #[arg(long, value_name = "HOST")]
+        peer: String,
+        /// The other site's name (default: the first label of --peer)
+        #[arg(long, value_name = "NAME")]
+        peer_site: Option<String>,
+        /// A volume as ROLE=PATH, repeated in snapshot order (default: Zimbra's
+        /// mysql, blob, index and redolog directories under /opt/zimbra)
+        #[arg(long = "volume", value_name = "ROLE=PATH")]
+        volumes: Vec<String>,
+        /// The volume holding the application's redo log (last in every set)
+        #[arg(long, value_name = "ROLE", default_value = "redolog")]
+        redolog: String,
+        /// Where SITE.toml and PEER.toml are written
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// state_dir of both configs
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/snapsite")]
+        state_dir: PathBuf,
+        /// Where the plugins are installed
+        #[arg(long, value_name = "DIR", default_value = "/usr/lib/snapsite/plugins")]
+        plugins: PathBuf,
+        /// Show what would be written; write nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write man pages (snapsite.1, snapsite-SUBCOMMAND.1) and bash, zsh and fish
+    /// completions into directories (for packaging); needs no config
+    Generate {
+        /// Directory for the man pages (snapsite.1, snapsite-SUBCOMMAND.1)
+        #[arg(long, value_name = "DIR")]
+        man: Option<PathBuf>,
+        /// Directory for bash, zsh and fish completions
+        #[arg(long, value_name = "DIR")]
+        completions: Option<PathBuf>,
+    },
+    /// How far behind the standby is; exit 0 ok, 1 warning, 2 critical (3: unknown)
+    Status {
+        /// Print the status as JSON
+        #[arg(long)]
+        json: bool,
+        /// Also write Prometheus text-format metrics to FILE (node_exporter textfile
+        /// collector). Without it, [status] prometheus in the config is written if set (the
+        /// file `run` refreshes after each cycle); FILE or the key: an absolute path
+        #[arg(long, value_name = "FILE")]
+        prometheus: Option<PathBuf>,
+    },
+}
+
+fn init_logging(cli: &Cli) {
+    let default = match cli.verbose {
+        // an unattended `run` logs what it does
+        0 if matches!(cli.command, Command::Run { .. }) => "snapsite=info",
+        0 => "snapsite=warn",
+        1 => "snapsite=info",
+        _ => "snapsite=debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SNAPSITE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Under systemd, stderr is the journal: each line carries its syslog
+    // priority (`<3>` for errors) and no colours.
+    if snapsite::ops::systemd::stderr_is_journal() {
+        let b = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(snapsite::ops::systemd::JournalStderr);
+        match cli.log_format {
+            LogFormat::Json => b.json().init(),
+            LogFormat::Text => b.with_target(false).init(),
+        }
+        return;
+    }
+    // Colours only on a terminal: a log file or a pipe gets plain lines.
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.with_target(false).init(),
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Generate { man, completions } = &cli.command {
+        return match generate::generate(man.as_deref(), completions.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("snapsite: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Command::Init { .. } = &cli.command {
+        return match init::cmd_init(&cli.command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("snapsite: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    init_logging(&cli);
+    // For monitoring, a status that cannot be read is UNKNOWN (3), not a warning (1).
+    let failed = if matches!(cli.command, Command::Status { .. }) {
+        3
+    } else {
+        1
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // Under systemd: an error line (priority 3) in the journal.
+            let line = format!("snapsite: error: {e:#}\n");
+            let bytes = if snapsite::ops::systemd::stderr_is_journal() {
+                snapsite::ops::systemd::prefix_lines(3, line.as_bytes())
+            } else {
+                line.into_bytes()
+            };
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), &bytes);
+            ExitCode::from(failed)
+        }
+    }
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Config> {
+    Ok(Config::load(&cli.config)?)
+}
+
+fn human_bytes(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < units.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let cfg = load(&cli)?;
+    let catalog = Catalog::new(&cfg.state_dir);
+    match cli.command {
+        Command::Generate { .. } | Command::Init { .. } => {
+            unreachable!("handled before the config is loaded")
+        }
+        Command::Check => check::check(&cfg).map(|_| ExitCode::SUCCESS),
+        Command::Snapshot { redolog, json } => {
+            snapshot::cmd_snapshot(&cfg, &catalog, redolog, json)
+        }
+        Command::Ship {
+            json,
+            dry_run,
+            to: Some(dir),
+            chunk_size,
+        } if !dry_run => ship::cmd_seed(&cfg, &catalog, &dir, chunk_size, json),
+        Command::Ship { json, dry_run, .. } => ship::cmd_ship(&cfg, &catalog, json, dry_run),
+        Command::Sets { json } => sets::sets(&cfg, &catalog, json).map(|_| ExitCode::SUCCESS),
+        Command::Run { once } => run::cmd_run(&cfg, &catalog, once),
+        Command::Prune { dry_run, json } => prune::cmd_prune(&cfg, &catalog, dry_run, json),
+        Command::Status { json, prometheus } => status::cmd_status(&cfg, json, prometheus),
+        Command::Serve {
+            from: Some(dir), ..
+        } => serve::cmd_serve_seed(&cfg, &dir),
+        Command::Serve {
+            stdio: _,
+            from: None,
+            idle_timeout,
+        } => serve::cmd_serve(&cfg, idle_timeout),
+        Command::Failover {
+            set,
+            dry_run,
+            no_replay,
+            no_stream,
+            json,
+        } => failover::cmd_failover(&cfg, set, dry_run, no_replay, no_stream, json),
+        Command::Rehearse { set, dry_run, json } => {
+            rehearse::cmd_rehearse(&cfg, set, dry_run, json)
+        }
+        Command::Failback { dry_run, json } => failback::cmd_failback(&cfg, dry_run, json),
+        Command::Switchover { dry_run, json } => switchover::cmd_switchover(&cfg, dry_run, json),
+        Command::Role { init, json } => role::cmd_role(&cfg, &catalog, init, json),
+    }
+}

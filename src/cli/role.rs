@@ -1,0 +1,61 @@
+//! `snapsite role`: this site's recorded role and generation; `--init` records it.
+
+use std::process::ExitCode;
+
+use snapsite::base::catalog::Catalog;
+use snapsite::base::config::Config;
+
+use super::RoleArg;
+
+/// `role`: this site's recorded role and generation; `--init` records it once.
+pub(super) fn cmd_role(
+    cfg: &Config,
+    catalog: &Catalog,
+    init: Option<RoleArg>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if let Some(r) = init {
+        let role = match r {
+            RoleArg::Primary => snapsite::base::site::Role::Primary,
+            RoleArg::Standby => snapsite::base::site::Role::Standby,
+        };
+        snapsite::base::site::init_role(catalog, role)?;
+    }
+    let (role, generation) = snapsite::base::site::current_role(cfg, catalog)?;
+    let rec = catalog.role_record()?;
+    let peer = catalog.peer_record()?;
+    let interrupted = snapsite::ops::status::interrupted(catalog)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "site": cfg.site, "role": role, "generation": generation,
+                "record": rec, "peer": peer, "interrupted": interrupted,
+            }))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} is {} in generation {}{}",
+        cfg.site,
+        role.as_str(),
+        generation,
+        match &rec {
+            Some(r) => format!(" (recorded: {} at {})", r.how, r.since),
+            None => " (from the config: no role recorded)".into(),
+        }
+    );
+    if let Some(p) = peer {
+        println!(
+            "peer {} said {} in generation {} at {}",
+            p.site,
+            p.role.map(|r| r.as_str()).unwrap_or("?"),
+            p.generation.map(|g| g.to_string()).unwrap_or("?".into()),
+            p.seen_at
+        );
+    }
+    for i in &interrupted {
+        println!("{}", snapsite::base::journal::render(i));
+    }
+    Ok(ExitCode::SUCCESS)
+}

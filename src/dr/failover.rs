@@ -1,0 +1,1817 @@
+//! Failover on the standby: pick the newest complete full set S and the
+//! newest redolog snapshot R not older than S; make writable copies (the
+//! received snapshots stay pristine), mount them, run the replay with
+//! `{from_time}` = S's earliest member time minus the safety margin, and
+//! report the truth: which set, which redolog snapshot, the data-loss bound,
+//! replay status, durations.
+//!
+//! Crash safety. Progress is kept in `state_dir/failover/state.json`. A
+//! failover leads its own process group (so the `btrfs` and `mount` it starts
+//! are in it) and the replay runs in a process group of its own; both are
+//! recorded there (the replay's before it may exec). A rerun first kills what
+//! is left of the recorded groups of an earlier attempt, then checks the
+//! progress file against reality (copies present and made from the planned
+//! snapshot, mounts present and of the right copy) and redoes the steps
+//! reality disagrees with. A failed step rolls back what this failover
+//! created.
+//!
+//! The failover never waits for the thing that failed: a `serve` session
+//! holding the site lock (a half-dead primary) is killed, its partial receive
+//! discarded.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::backend;
+use crate::base::catalog::{Catalog, Lock};
+use crate::base::cmd::Cmd;
+use crate::base::config::{BackendKind, Config, Volume};
+use crate::base::error::{Context, Error, Result};
+use crate::base::model::Manifest;
+use crate::dr::replay::{TimeFormat, format_zmplayredo};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PlannedCopy {
+    pub role: String,
+    /// Snapshot (set id) the writable copy is made from.
+    pub snapshot: String,
+    /// Where the writable copy is made (the volume's `source` here).
+    pub target: String,
+    pub mountpoint: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MemberTime {
+    pub role: String,
+    pub before: Timestamp,
+    pub after: Timestamp,
+}
+
+/// The safety margins subtracted from the set's earliest member time: the
+/// standby's own `[set] safety_margin` and the one the primary recorded in
+/// the manifest. The larger applies.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct Margin {
+    pub standby_ms: i64,
+    pub manifest_ms: i64,
+    pub applied_ms: i64,
+}
+
+/// A manifest's margin above this is nonsense (wire input, refused).
+pub const MAX_MANIFEST_MARGIN_MS: i64 = crate::base::model::MAX_SAFETY_MARGIN_MS;
+
+impl Margin {
+    pub fn new(standby_ms: i64, manifest_ms: i64) -> Margin {
+        Margin {
+            standby_ms,
+            manifest_ms,
+            applied_ms: standby_ms.max(manifest_ms),
+        }
+    }
+
+    /// Which of the two applies, in words.
+    pub fn applies(&self) -> &'static str {
+        match self.standby_ms.cmp(&self.manifest_ms) {
+            std::cmp::Ordering::Greater => "the standby's [set] safety_margin applies",
+            std::cmp::Ordering::Less => "the manifest's safety_margin_ms applies",
+            std::cmp::Ordering::Equal => "equal",
+        }
+    }
+
+    /// Both margins from config and manifest; the manifest's is checked.
+    pub fn of(cfg: &Config, s: &Manifest) -> Result<Margin> {
+        let m = s.safety_margin_ms;
+        if !(0..=MAX_MANIFEST_MARGIN_MS).contains(&m) {
+            return Err(Error::integrity(format!(
+                "set {}: its manifest's safety_margin_ms is {m}, not a margin (0 .. 1 day); refusing to compute a replay start from it",
+                s.id
+            ))
+            .with_hint("choose another set with --set, or fix the primary's [set] safety_margin"));
+        }
+        let standby = i64::try_from(cfg.safety_margin.as_millis()).unwrap_or(i64::MAX);
+        Ok(Margin::new(standby, m))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Plan {
+    pub site: String,
+    pub set_id: String,
+    pub set_members: Vec<MemberTime>,
+    /// The set the redolog copy comes from (S itself or a newer redolog set).
+    pub redolog_set_id: String,
+    pub redolog_before: Timestamp,
+    pub redolog_after: Timestamp,
+    /// The instant the replay starts from (what `from_time_arg` stands for).
+    pub from_time: Timestamp,
+    /// `{from_time}` as handed to the replay command.
+    pub from_time_arg: String,
+    pub copies: Vec<PlannedCopy>,
+    pub replay_argv: Option<Vec<String>>,
+    #[serde(default)]
+    pub margin: Margin,
+    /// Why `from_time` is earlier than earliest member minus margin (a
+    /// local time in a repeated DST hour), if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_time_note: Option<String>,
+    /// Problems failover would meet (a pool too full for its copies), as
+    /// seen when the plan was made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// What the copies need beyond their snapshots, as checked when the
+    /// plan was made (ZFS: an encrypted replica's key status).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
+    /// Why a copy could not be made or used (a raw ZFS replica whose key
+    /// is not loaded): the dry run fails on these, failover refuses before
+    /// it changes anything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+    /// The full set's skew: 0 when its members are one atomic snapshot.
+    #[serde(default)]
+    pub skew_ms: i64,
+    #[serde(default)]
+    pub atomic: bool,
+}
+
+/// The pure selection lives with `Site` (which failover asks); the name
+/// stays here for callers.
+pub use crate::base::site::select;
+
+pub fn plan(cfg: &Config, requested: Option<&str>) -> Result<Plan> {
+    plan_with(cfg, requested, None)
+}
+
+/// Where a plan's copies go instead of the live locations (rehearsal:
+/// scratch clones, no mountpoints), per volume.
+pub type Scratch<'a> = &'a dyn Fn(&Volume) -> Result<PathBuf>;
+
+/// The plan, with the copies at `scratch` locations when given (then
+/// `{mount:ROLE}` is the scratch location and nothing is mounted).
+pub fn plan_with(cfg: &Config, requested: Option<&str>, scratch: Option<Scratch>) -> Result<Plan> {
+    let site = crate::base::site::Site::open(cfg)?;
+    let (s, r) = site.failover_pair(requested)?;
+    let margin = Margin::of(cfg, s)?;
+    let earliest = s
+        .members
+        .iter()
+        .map(|m| m.before)
+        .min()
+        .ok_or_else(|| Error::integrity(format!("set {} has no members", s.id)))?;
+    let wanted = earliest
+        .checked_sub(jiff::SignedDuration::from_millis(margin.applied_ms))
+        .map_err(|e| Error::integrity(format!("set {}: from_time out of range: {e}", s.id)))?;
+    let (tf, tz) = match &cfg.replay {
+        Some(rp) => (rp.time_format.clone(), rp.timezone.clone()),
+        None => (TimeFormat::Zmplayredo, jiff::tz::TimeZone::system()),
+    };
+    let rt = tf.format_for_replay(wanted, &tz);
+    let from_time = rt.instant;
+    let from_time_arg = rt.text;
+    let redo = r.member(&cfg.redolog_role).expect("selected for it");
+    let copies: Vec<PlannedCopy> = cfg
+        .volumes
+        .iter()
+        .map(|v| {
+            let (target, mountpoint) = match scratch {
+                Some(f) => (f(v)?.display().to_string(), None),
+                None => (v.source.clone(), v.mountpoint.clone()),
+            };
+            Ok(PlannedCopy {
+                role: v.role.clone(),
+                snapshot: if v.role == cfg.redolog_role {
+                    r.id.clone()
+                } else {
+                    s.id.clone()
+                },
+                target,
+                mountpoint,
+            })
+        })
+        .collect::<Result<_>>()?;
+    for c in &copies {
+        if s.member(&c.role).is_none() {
+            return Err(Error::storage(format!(
+                "set {} has no member for volume `{}`",
+                s.id, c.role
+            )));
+        }
+    }
+    let mut warnings = Vec::new();
+    for v in &cfg.volumes {
+        match backend::open(v).parked_receive() {
+            Ok(Some(p)) => warnings.push(format!("volume `{}`: {p}", v.role)),
+            Ok(None) => {}
+            Err(e) => warnings.push(format!(
+                "volume `{}`: parked receives could not be checked: {e}",
+                v.role
+            )),
+        }
+        match backend::open(v).capacity_problem() {
+            Ok(Some(p)) => warnings.push(format!("volume `{}`: {p}", v.role)),
+            Ok(None) => {}
+            Err(e) => warnings.push(format!(
+                "volume `{}`: free space could not be checked: {e}",
+                v.role
+            )),
+        }
+    }
+    let (checks, problems) = copy_prerequisites(cfg, &copies)?;
+    let mut vars = BTreeMap::new();
+    vars.insert("from_time".to_string(), from_time_arg.clone());
+    vars.insert(
+        "from_time_utc".to_string(),
+        TimeFormat::Rfc3339.format(from_time, &tz),
+    );
+    vars.insert("set_id".to_string(), s.id.clone());
+    vars.insert("redolog_set_id".to_string(), r.id.clone());
+    vars.insert("redolog_time".to_string(), tf.format(redo.before, &tz));
+    for c in &copies {
+        let at = c
+            .mountpoint
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&c.target));
+        vars.insert(format!("mount:{}", c.role), at.display().to_string());
+    }
+    Ok(Plan {
+        skew_ms: s.skew().as_millis() as i64,
+        atomic: s.is_atomic(),
+        site: cfg.site.clone(),
+        set_id: s.id.clone(),
+        set_members: s
+            .members
+            .iter()
+            .map(|m| MemberTime {
+                role: m.role.clone(),
+                before: m.before,
+                after: m.after,
+            })
+            .collect(),
+        redolog_set_id: r.id.clone(),
+        redolog_before: redo.before,
+        redolog_after: redo.after,
+        from_time,
+        from_time_arg,
+        copies,
+        replay_argv: cfg.replay.as_ref().map(|rp| rp.command.render(&vars)),
+        margin,
+        from_time_note: rt.note,
+        warnings,
+        checks,
+        problems,
+    })
+}
+
+/// Each copy's prerequisites, asked of its backend: (what was checked,
+/// what would make the copy fail).
+fn copy_prerequisites(cfg: &Config, copies: &[PlannedCopy]) -> Result<(Vec<String>, Vec<String>)> {
+    let (mut checks, mut problems) = (Vec::new(), Vec::new());
+    for c in copies {
+        let vol = volume(cfg, &c.role)?;
+        if let Some(found) = backend::open(vol).copy_prerequisites(&c.snapshot)? {
+            checks.push(found.checked);
+            problems.extend(found.problem);
+        }
+    }
+    Ok((checks, problems))
+}
+
+/// A plan with problems is refused before anything is changed.
+pub fn refuse_problems(plan: &Plan) -> Result<()> {
+    if plan.problems.is_empty() {
+        return Ok(());
+    }
+    Err(Error::refused(format!(
+        "the copies of set {} could not be used: {}",
+        plan.set_id,
+        plan.problems.join("; ")
+    ))
+    .with_hint("fix what is named above, then run failover again (nothing was changed)"))
+}
+
+/// A process group leader as recorded in the progress file: enough to find
+/// what is left of its group after a crash, and to not mistake another
+/// group for it (pid reuse, reboot).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProcRecord {
+    pub pid: i32,
+    pub pgid: i32,
+    /// Start time of `pid` in clock ticks since boot (/proc/PID/stat).
+    pub start_ticks: u64,
+    /// /proc/sys/kernel/random/boot_id when it ran.
+    pub boot_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+struct State {
+    plan: Option<Plan>,
+    started_at: Option<Timestamp>,
+    /// Roles whose copy was about to be / has been made.
+    copies_started: Vec<String>,
+    copies_done: Vec<String>,
+    mounts_done: Vec<String>,
+    replay_exit: Option<i32>,
+    completed_at: Option<Timestamp>,
+    report: Option<PathBuf>,
+    /// The failover process of the latest attempt (leader of its group).
+    #[serde(default)]
+    attempt: Option<ProcRecord>,
+    /// The replay of the latest attempt (leader of its own group), recorded
+    /// before it may exec.
+    #[serde(default)]
+    replay_proc: Option<ProcRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplayOutcome {
+    pub argv: Vec<String>,
+    pub exit_code: Option<i32>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub plan: Plan,
+    /// Recovery point: data written on the primary after this instant (the
+    /// redolog snapshot's before-time) is not on the standby.
+    pub recovery_point: Timestamp,
+    /// How old the recovery point was when failover started.
+    pub data_loss_bound_seconds: f64,
+    pub replay: Option<ReplayOutcome>,
+    pub replay_skipped: bool,
+    pub resumed: bool,
+    /// Redolog streaming (issue 17): the spooled tail appended to the
+    /// redolog copy and the stream's recovery point (primary's clock), next
+    /// to the snapshot-only `recovery_point`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<crate::redostream::StreamRecovery>,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    pub seconds_copies: f64,
+    pub seconds_mounts: f64,
+    pub seconds_total: f64,
+    pub report_path: Option<PathBuf>,
+    /// "aborted receive session pid N from PRIMARY (started ...)".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_session: Option<String>,
+    /// What this run found and did beyond the plan: an earlier attempt's
+    /// processes stopped, steps redone because reality disagreed, ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// The generation this site became primary in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.replay_skipped || self.replay.as_ref().is_none_or(|r| r.exit_code == Some(0))
+    }
+}
+
+pub struct Options<'a> {
+    pub set: Option<&'a str>,
+    pub no_replay: bool,
+    /// Ignore the redolog spool (issue 17): the snapshot alone.
+    pub no_stream: bool,
+}
+
+/// Progress of a failover, for the caller to show (`run` prints each to
+/// stderr, one line each).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Something found or done beyond the plan (also kept in the report).
+    Note(String),
+    /// A writable copy is in place; `earlier`: made by an interrupted attempt.
+    Copy {
+        role: String,
+        snapshot: String,
+        target: String,
+        earlier: bool,
+    },
+    /// A copy is mounted; `earlier`: mounted by an interrupted attempt.
+    Mount {
+        role: String,
+        data: PathBuf,
+        mountpoint: PathBuf,
+        earlier: bool,
+    },
+    Replay {
+        argv: Vec<String>,
+    },
+    ReplayNotStarted {
+        error: String,
+    },
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let earlier = |e: &bool, what: &str| {
+            if *e {
+                format!(" ({what} by the interrupted attempt)")
+            } else {
+                String::new()
+            }
+        };
+        match self {
+            Event::Note(s) => write!(f, "  note     {s}"),
+            Event::Copy {
+                role,
+                snapshot,
+                target,
+                earlier: e,
+            } => write!(
+                f,
+                "  copy     {role:<10} {snapshot} -> {target}{}",
+                earlier(e, "made")
+            ),
+            Event::Mount {
+                role,
+                data,
+                mountpoint,
+                earlier: e,
+            } => write!(
+                f,
+                "  mount    {role:<10} {} at {}{}",
+                data.display(),
+                mountpoint.display(),
+                earlier(e, "mounted")
+            ),
+            Event::Replay { argv } => write!(
+                f,
+                "  replay   {}",
+                crate::base::cmd::display_argv(&argv.iter().map(Into::into).collect::<Vec<_>>())
+            ),
+            Event::ReplayNotStarted { error } => write!(f, "  replay could not start: {error}"),
+        }
+    }
+}
+
+/// The plan a (possibly resumed) failover would carry out, and whether it resumes.
+pub fn current_plan(cfg: &Config, opts: &Options) -> Result<(Plan, bool)> {
+    let catalog = Catalog::new(&cfg.state_dir);
+    if let Some(st) = catalog.failover_state::<State>()? {
+        if let Some(p) = st.plan {
+            if st.completed_at.is_none() {
+                if let Some(want) = opts.set {
+                    if want != p.set_id {
+                        return Err(Error::refused(format!(
+                            "an interrupted failover with set {} is in progress; it must finish first", p.set_id
+                        )).with_hint(format!("run `snapsite failover` without --set to resume it, or remove {} after undoing its copies", catalog.failover_state_path().display())));
+                    }
+                }
+                return Ok((p, true));
+            }
+        }
+    }
+    Ok((plan(cfg, opts.set)?, false))
+}
+
+/// Fail over, printing progress to stderr.
+pub fn run(cfg: &Config, opts: &Options) -> Result<Report> {
+    run_with(cfg, opts, &mut |e: &Event| eprintln!("{e}"))
+}
+
+/// What one run carries between its steps.
+struct Ctx<'p> {
+    catalog: Catalog,
+    st: State,
+    notes: Vec<String>,
+    progress: &'p mut dyn FnMut(&Event),
+}
+
+impl Ctx<'_> {
+    fn note(&mut self, s: String) {
+        (self.progress)(&Event::Note(s.clone()));
+        self.notes.push(s);
+    }
+    fn save(&self) -> Result<()> {
+        self.catalog.write_failover_state(&self.st)
+    }
+}
+
+/// Fail over, reporting progress through `progress`.
+pub fn run_with(cfg: &Config, opts: &Options, progress: &mut dyn FnMut(&Event)) -> Result<Report> {
+    // Before any child is started: the btrfs/mount children of this
+    // attempt share its group, which a rerun kills if this one dies.
+    let me = lead_process_group();
+    let catalog = Catalog::new(&cfg.state_dir);
+    let mut notes = Vec::new();
+    let (_lock, aborted_session) = take_site_lock(cfg, &catalog, &mut notes, progress)?;
+    let previous: Option<State> = catalog.failover_state()?;
+    refuse_if_completed(previous.as_ref(), &catalog.failover_state_path())?;
+    let mut ctx = Ctx {
+        catalog: Catalog::new(&cfg.state_dir),
+        st: State::default(),
+        notes,
+        progress,
+    };
+    if let Some(prev) = &previous {
+        stop_earlier_attempt(prev, &mut ctx)?;
+    }
+    let (plan, resumed) = current_plan(cfg, opts)?;
+    ctx.st = match previous {
+        Some(prev) if resumed => prev,
+        _ => State {
+            plan: Some(plan.clone()),
+            started_at: Some(Timestamp::now()),
+            ..Default::default()
+        },
+    };
+    ctx.st.attempt = me;
+    let started_at = Timestamp::now();
+    let t0 = Instant::now();
+    if resumed {
+        ctx.save()?;
+        reconcile(cfg, &plan, &mut ctx)?;
+        ctx.save()?;
+    }
+    // Nothing is created (not even the progress file of a new failover)
+    // before every mountpoint is known to be free and every copy usable.
+    if !resumed {
+        refuse_problems(&plan)?;
+    }
+    check_mountpoints(cfg, &plan, &ctx.st)?;
+    ctx.save()?;
+    // A receive parked for the primary that failed holds pool space the
+    // copies are about to write into: it goes first.
+    for v in &cfg.volumes {
+        if let Some(n) = backend::open(v).release_parked()? {
+            ctx.note(format!("volume `{}`: {n}", v.role));
+        }
+    }
+
+    if let Err(e) = make_copies(cfg, &plan, &mut ctx) {
+        rollback(cfg, &mut ctx.st, &ctx.catalog);
+        return Err(e.context("failover failed; what it created was rolled back"));
+    }
+    let seconds_copies = t0.elapsed().as_secs_f64();
+
+    let t1 = Instant::now();
+    if let Err(e) = mount_copies(cfg, &plan, &mut ctx) {
+        rollback(cfg, &mut ctx.st, &ctx.catalog);
+        return Err(e.context("failover failed; what it created was rolled back"));
+    }
+    let seconds_mounts = t1.elapsed().as_secs_f64();
+    // From here the copies are the live data: this site is the primary.
+    let generation = promote(cfg, &plan, &mut ctx)?;
+    crate::failpoint!("failover.after_promote");
+
+    // Redolog streaming: the spooled tail onto the redolog copy, before replay.
+    let stream = if opts.no_stream {
+        None
+    } else {
+        let copy = backend::open(cfg.redolog()).writable_copy_path();
+        copy.ok()
+            .and_then(|root| crate::redostream::apply_at_failover(cfg, &root, plan.redolog_before))
+    };
+    if let Some(n) = stream.as_ref().and_then(|s| s.not_used.clone()) {
+        ctx.note(format!("redolog spool not used: {n}"));
+    }
+
+    let replay_skipped = opts.no_replay || plan.replay_argv.is_none();
+    let replay = if replay_skipped {
+        None
+    } else if resumed && ctx.st.replay_exit == Some(0) {
+        // The interrupted attempt's replay ran to its end: running it
+        // again would apply its operations twice.
+        ctx.note("the replay finished in the interrupted attempt (exit 0): not run again".into());
+        Some(ReplayOutcome {
+            argv: plan.replay_argv.clone().unwrap_or_default(),
+            exit_code: Some(0),
+            seconds: 0.0,
+        })
+    } else {
+        verify_mounts(cfg, &plan)?;
+        Some(run_replay(&plan, &mut ctx)?)
+    };
+    crate::failpoint!("failover.after_replay");
+
+    let finished_at = Timestamp::now();
+    let mut report = Report {
+        recovery_point: plan.redolog_before,
+        data_loss_bound_seconds: started_at.duration_since(plan.redolog_before).as_secs_f64(),
+        plan,
+        replay,
+        replay_skipped,
+        resumed,
+        stream,
+        started_at,
+        finished_at,
+        seconds_copies,
+        seconds_mounts,
+        seconds_total: t0.elapsed().as_secs_f64(),
+        report_path: None,
+        aborted_session,
+        notes: std::mem::take(&mut ctx.notes),
+        generation: Some(generation),
+    };
+    save_report(&mut report, &mut ctx)?;
+    Ok(report)
+}
+
+/// Record this site as the primary, in a generation one more than any it
+/// has seen (its own, any set's, its peer's): every set it takes from now on
+/// carries it, and a returning old primary learns from it that it must not
+/// ship. A resumed failover keeps the generation its first attempt recorded.
+fn promote(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<u64> {
+    if let Some(r) = ctx.catalog.role_record()? {
+        if r.role == crate::base::catalog::Role::Primary
+            && r.how == "failover"
+            && r.set_id.as_deref() == Some(plan.set_id.as_str())
+        {
+            return Ok(r.generation);
+        }
+    }
+    let generation = next_generation(cfg, &ctx.catalog)?;
+    ctx.catalog
+        .write_role_record(&crate::base::catalog::RoleRecord {
+            role: crate::base::catalog::Role::Primary,
+            generation,
+            since: Timestamp::now(),
+            how: "failover".into(),
+            set_id: Some(plan.set_id.clone()),
+        })
+        .ctx("record this site as the primary")?;
+    ctx.note(format!(
+        "this site is now the primary in generation {generation} (state_dir/role.json)"
+    ));
+    Ok(generation)
+}
+
+/// A failover that stopped before its end (its progress file without
+/// `completed_at`, its process gone), for `status` and `role`.
+pub fn interrupted(catalog: &Catalog) -> Result<Option<crate::base::journal::Interrupted>> {
+    let Some(st) = catalog.failover_state::<State>()? else {
+        return Ok(None);
+    };
+    if st.completed_at.is_some() || st.attempt.as_ref().is_some_and(procs::is_alive) {
+        return Ok(None);
+    }
+    let last = if st.replay_exit.is_some() {
+        Some("replay".to_string())
+    } else if let Some(r) = st.mounts_done.last() {
+        Some(format!("mount:{r}"))
+    } else {
+        st.copies_done.last().map(|r| format!("copy:{r}"))
+    };
+    Ok(Some(crate::base::journal::Interrupted {
+        verb: "failover".into(),
+        started_at: st.started_at.unwrap_or_else(Timestamp::now),
+        last_step: last,
+        steps_done: st.copies_done.len() + st.mounts_done.len(),
+        finish: "snapsite failover".into(),
+        journal: catalog.failover_state_path(),
+        running: None,
+    }))
+}
+
+/// One more than any generation this site has seen: its own, any set's,
+/// its peer's. Refused rather than wrapped or stuck at the top of the range.
+pub fn next_generation(cfg: &Config, catalog: &Catalog) -> Result<u64> {
+    let seen = crate::base::site::highest_generation_seen(cfg, catalog)?;
+    seen.checked_add(1).ok_or_else(|| {
+        Error::refused(format!(
+            "this site has seen generation {seen}: there is no next one; nothing was changed"
+        ))
+        .with_hint("a generation this high was never made by snapsite: check role.json, peer.json and the sets' manifests under state_dir")
+    })
+}
+
+fn refuse_if_completed(previous: Option<&State>, sp: &Path) -> Result<()> {
+    let Some(done) = previous.and_then(|st| st.completed_at) else {
+        return Ok(());
+    };
+    let prev = previous
+        .and_then(|st| st.report.as_deref())
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    Err(Error::refused(format!(
+        "failover already completed at {done} (report: {prev})"
+    ))
+    .with_hint(format!(
+        "the standby is live; to fail over again, unmount and remove the copies and delete {}",
+        sp.display()
+    )))
+}
+
+fn volume<'c>(cfg: &'c Config, role: &str) -> Result<&'c Volume> {
+    cfg.volume(role)
+        .ok_or_else(|| Error::config(format!("volume `{role}` vanished from the config")))
+}
+
+/// Kill what is left of an earlier, interrupted attempt: its own process
+/// group (the `btrfs`, `mount` it had started) and its replay's.
+fn stop_earlier_attempt(prev: &State, ctx: &mut Ctx) -> Result<()> {
+    let groups = [
+        (prev.attempt.as_ref(), "an interrupted failover"),
+        (
+            prev.replay_proc.as_ref(),
+            "the interrupted failover's replay",
+        ),
+    ];
+    for (rec, what) in groups {
+        if let Some(rec) = rec {
+            if let Some(msg) = procs::stop_recorded_group(rec, what)? {
+                ctx.note(msg);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Check the progress file of an interrupted attempt against reality and
+/// forget the steps reality does not confirm, so they are redone.
+fn reconcile(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
+    for c in &plan.copies {
+        let vol = volume(cfg, &c.role)?;
+        let b = backend::open(vol);
+        if ctx.st.copies_started.contains(&c.role) {
+            if !b.writable_copy_exists()? {
+                if ctx.st.copies_done.contains(&c.role) {
+                    ctx.note(format!(
+                        "volume `{}`: the interrupted attempt made a copy at {} but it is gone: making it again",
+                        c.role, c.target
+                    ));
+                }
+                ctx.st.copies_started.retain(|r| r != &c.role);
+                ctx.st.copies_done.retain(|r| r != &c.role);
+                ctx.st.mounts_done.retain(|r| r != &c.role);
+                continue;
+            }
+            check_copy_origin(vol, c)?;
+        }
+        if let Some(mp) = &c.mountpoint {
+            if ctx.st.mounts_done.contains(&c.role) && !our_copy_mounted(vol, mp) {
+                ctx.note(format!(
+                    "volume `{}`: recorded as mounted at {} but it is not (after a reboot?): mounting it again",
+                    c.role,
+                    mp.display()
+                ));
+                ctx.st.mounts_done.retain(|r| r != &c.role);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A btrfs copy found in place must be a snapshot of the planned received
+/// snapshot, nothing else that happens to sit there.
+fn check_copy_origin(vol: &Volume, c: &PlannedCopy) -> Result<()> {
+    if vol.backend() != BackendKind::Btrfs {
+        return Ok(()); // ZFS/LVM check the origin when they remove a copy
+    }
+    let copy =
+        backend::btrfs::subvolume_show(Path::new(&c.target)).ctx(format!("volume `{}`", c.role))?;
+    let snap = backend::btrfs::snapshot_path(vol, &c.snapshot)
+        .and_then(|p| backend::btrfs::subvolume_show(&p))
+        .ctx(format!("volume `{}`", c.role))?;
+    if copy.parent_uuid.as_deref() != Some(snap.uuid.as_str()) {
+        return Err(Error::refused(format!(
+            "volume `{}`: {} is not a copy of snapshot {} (its parent uuid is {}, the snapshot's uuid {}); not using it",
+            c.role,
+            c.target,
+            c.snapshot,
+            copy.parent_uuid.as_deref().unwrap_or("-"),
+            snap.uuid
+        ))
+        .with_hint("move it away (it may be live data) and run failover again"));
+    }
+    Ok(())
+}
+
+/// Refuse a mountpoint that has something mounted on it other than this
+/// failover's own copy — before any copy is made.
+fn check_mountpoints(cfg: &Config, plan: &Plan, st: &State) -> Result<()> {
+    for c in &plan.copies {
+        let Some(mp) = &c.mountpoint else { continue };
+        let vol = volume(cfg, &c.role)?;
+        let Some(top) = mount::top(mp) else { continue };
+        if st.copies_started.contains(&c.role) && our_copy_mounted(vol, mp) {
+            continue;
+        }
+        return Err(foreign_mount(&c.role, mp, &top));
+    }
+    Ok(())
+}
+
+fn foreign_mount(role: &str, mp: &Path, top: &mount::Entry) -> Error {
+    Error::refused(format!(
+        "volume `{role}`: {} already has {} ({}) mounted on it, which is not this failover's copy; nothing was changed",
+        mp.display(),
+        top.source,
+        top.fstype
+    ))
+    .with_hint("unmount it (it may be stale or live data) and run failover again")
+}
+
+/// Is this volume's live copy what is mounted (on top) at `mp`? (failback)
+pub(crate) fn live_copy_mounted(vol: &Volume, mp: &Path) -> bool {
+    our_copy_mounted(vol, mp)
+}
+
+/// Is this volume's writable copy what is mounted (on top) at `mp`?
+fn our_copy_mounted(vol: &Volume, mp: &Path) -> bool {
+    let Some(top) = mount::top(mp) else {
+        return false;
+    };
+    match vol.backend() {
+        BackendKind::Btrfs => mount::same_file(mp, Path::new(&vol.source)),
+        BackendKind::Zfs => top.fstype == "zfs" && top.source == vol.source,
+        BackendKind::Lvm => {
+            // The same block device, whichever of its names mount recorded.
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            let dev = PathBuf::from("/dev").join(&vol.source);
+            match (std::fs::metadata(&top.source), std::fs::metadata(&dev)) {
+                (Ok(a), Ok(b)) => a.file_type().is_block_device() && a.rdev() == b.rdev(),
+                _ => false,
+            }
+        }
+    }
+}
+
+/// Does the volume's copy need a mount of ours at `mp` (rather than being
+/// there already: a btrfs copy made at its mountpoint)?
+fn needs_mount(vol: &Volume, mp: &Path) -> bool {
+    !(vol.backend() == BackendKind::Btrfs && Path::new(&vol.source) == mp)
+}
+
+fn make_copies(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
+    for c in &plan.copies {
+        if ctx.st.copies_done.contains(&c.role) {
+            continue;
+        }
+        let vol = volume(cfg, &c.role)?;
+        let b = backend::open(vol);
+        let earlier = ctx.st.copies_started.contains(&c.role) && b.writable_copy_exists()?;
+        if earlier {
+            // Made by this failover before it was interrupted.
+            check_copy_origin(vol, c)?;
+        } else {
+            if b.writable_copy_exists()? {
+                return Err(Error::refused(format!(
+                    "volume `{}`: {} already exists and was not made by this failover",
+                    c.role, c.target
+                ))
+                .with_hint("move it away (it may be live data) and run failover again"));
+            }
+            ctx.st.copies_started.push(c.role.clone());
+            ctx.save()?;
+            b.writable_copy(&c.snapshot)?;
+            crate::failpoint!("failover.after_copy");
+        }
+        ctx.st.copies_done.push(c.role.clone());
+        ctx.save()?;
+        (ctx.progress)(&Event::Copy {
+            role: c.role.clone(),
+            snapshot: c.snapshot.clone(),
+            target: c.target.clone(),
+            earlier,
+        });
+    }
+    Ok(())
+}
+
+fn mount_copies(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
+    for c in &plan.copies {
+        let Some(mp) = &c.mountpoint else { continue };
+        if ctx.st.mounts_done.contains(&c.role) {
+            continue;
+        }
+        let vol = volume(cfg, &c.role)?;
+        let data = backend::open(vol).writable_copy_path()?;
+        if data == *mp {
+            continue; // the backend mounted it there itself (ZFS clone, LVM)
+        }
+        let earlier = our_copy_mounted(vol, mp);
+        if !earlier {
+            if let Some(top) = mount::top(mp) {
+                return Err(foreign_mount(&c.role, mp, &top));
+            }
+            std::fs::create_dir_all(mp).ctx(format!("create mountpoint {}", mp.display()))?;
+            // Nothing privileged from the other site works here: no
+            // set-uid, set-gid or device file on the copy the application
+            // sees (README: Security; `allow_privileged_files` opts out).
+            let mut mount = Cmd::new("mount").arg("--bind");
+            if !vol.allow_privileged_files {
+                mount = mount.args(["-o", "nosuid,nodev"]);
+            }
+            mount
+                .arg(&data)
+                .arg(mp)
+                .run()
+                .ctx(format!("volume `{}`", c.role))?;
+            crate::failpoint!("failover.after_mount");
+        }
+        ctx.st.mounts_done.push(c.role.clone());
+        ctx.save()?;
+        (ctx.progress)(&Event::Mount {
+            role: c.role.clone(),
+            data,
+            mountpoint: mp.clone(),
+            earlier,
+        });
+    }
+    Ok(())
+}
+
+/// Right before the replay: every mountpoint holds its copy.
+fn verify_mounts(cfg: &Config, plan: &Plan) -> Result<()> {
+    for c in &plan.copies {
+        let Some(mp) = &c.mountpoint else { continue };
+        let vol = volume(cfg, &c.role)?;
+        if needs_mount(vol, mp) && !our_copy_mounted(vol, mp) {
+            return Err(Error::storage(format!(
+                "volume `{}`: its copy {} is not what is mounted at {}; not replaying on it",
+                c.role,
+                c.target,
+                mp.display()
+            ))
+            .with_hint("run failover again: it checks and redoes the mounts"));
+        }
+    }
+    Ok(())
+}
+
+fn run_replay(plan: &Plan, ctx: &mut Ctx) -> Result<ReplayOutcome> {
+    let argv = plan.replay_argv.clone().expect("checked");
+    (ctx.progress)(&Event::Replay { argv: argv.clone() });
+    let env = [
+        ("SNAPSITE_HOOK", "replay".to_string()),
+        ("SNAPSITE_SET_ID", plan.set_id.clone()),
+        ("SNAPSITE_REDOLOG_SET_ID", plan.redolog_set_id.clone()),
+        ("SNAPSITE_FROM_TIME", plan.from_time_arg.clone()),
+        ("SNAPSITE_FROM_TIME_UTC", plan.from_time.to_string()),
+    ];
+    let t = Instant::now();
+    let exit_code = match procs::spawn_gated(&argv, &env) {
+        Err(e) => {
+            (ctx.progress)(&Event::ReplayNotStarted {
+                error: e.to_string(),
+            });
+            Some(127)
+        }
+        Ok(child) => {
+            // Recorded before the replay may exec: a rerun after a crash
+            // from here on finds and stops it.
+            ctx.st.replay_proc = Some(procs::record(child.pid()));
+            if let Err(e) = ctx.save() {
+                child.cancel();
+                return Err(e);
+            }
+            child.go()?
+        }
+    };
+    ctx.st.replay_exit = exit_code;
+    // Recorded at once: a rerun after a crash from here on does not replay
+    // again what this replay applied.
+    ctx.save()?;
+    Ok(ReplayOutcome {
+        argv,
+        exit_code,
+        seconds: t.elapsed().as_secs_f64(),
+    })
+}
+
+fn save_report(report: &mut Report, ctx: &mut Ctx) -> Result<()> {
+    let path = ctx
+        .catalog
+        .write_failover_report(report.finished_at, report, |r, p| r.report_path = Some(p))?;
+    ctx.st.report = Some(path);
+    if report.ok() {
+        ctx.st.completed_at = Some(report.finished_at);
+    }
+    ctx.save()?;
+    if report.ok() {
+        // This site is the primary now: the old primary's spool is done with.
+        if let Err(e) = crate::redostream::clear_after_failover(&ctx.catalog) {
+            tracing::warn!(error = %e, "failover completed; the redolog spool could not be cleared");
+        }
+    }
+    Ok(())
+}
+
+/// Undo what this failover made: unmount, remove copies, forget the state.
+fn rollback(cfg: &Config, st: &mut State, catalog: &Catalog) {
+    let Some(plan) = st.plan.clone() else { return };
+    for c in plan.copies.iter().rev() {
+        if st.mounts_done.contains(&c.role) {
+            if let Some(mp) = &c.mountpoint {
+                if let Err(e) = Cmd::new("umount").arg(mp).run() {
+                    tracing::error!(volume = %c.role, error = %e, "rollback: unmount failed");
+                }
+            }
+        }
+        if st.copies_started.contains(&c.role) {
+            if let Some(vol) = cfg.volume(&c.role) {
+                if let Err(e) = backend::open(vol).remove_writable_copy() {
+                    tracing::error!(volume = %c.role, error = %e, "rollback: could not remove writable copy");
+                    return; // keep the state: a re-run must see what is left
+                }
+            }
+        }
+    }
+    catalog.remove_failover_state();
+}
+
+/// Make this process the leader of its own process group (unless it is one
+/// already, as under an interactive shell or a service manager) and return
+/// its record; `None` when that is impossible (then nothing is recorded, so
+/// a rerun can never kill a group that is not ours).
+pub(crate) fn lead_process_group() -> Option<ProcRecord> {
+    use nix::unistd::{Pid, getpgrp, getpid, setpgid};
+    if getpgrp() != getpid() {
+        if let Err(e) = setpgid(Pid::from_raw(0), Pid::from_raw(0)) {
+            tracing::warn!(error = %e, "cannot lead a process group; an interrupted failover's children cannot be stopped by a rerun");
+        }
+    }
+    (getpgrp() == getpid()).then(|| procs::record(getpid().as_raw() as u32))
+}
+
+/// Take the site lock. If a `serve` session holds it (a primary that went
+/// silent, or one still sending), stop that session: kill its process group,
+/// wait (bounded) for the lock, discard its partial receives. Anything else
+/// holding the lock (another failover, a prune) is waited for a little,
+/// then reported.
+fn take_site_lock(
+    cfg: &Config,
+    catalog: &Catalog,
+    notes: &mut Vec<String>,
+    progress: &mut dyn FnMut(&Event),
+) -> Result<(Lock, Option<String>)> {
+    if let Ok(l) = catalog.lock("failover", Duration::ZERO) {
+        return Ok((l, None));
+    }
+    let rec = match catalog.serve_record() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable serve record");
+            None
+        }
+    };
+    let Some(rec) = rec.filter(|r| procs::is_live_serve(r.pid)) else {
+        return Ok((catalog.lock("failover", Duration::from_secs(5))?, None));
+    };
+    let whole_group = procs::stat(rec.pid).is_some_and(|s| s.pgrp == rec.pgid)
+        && rec.pgid > 1
+        && rec.pgid != nix::unistd::getpgrp().as_raw();
+    let killed = if whole_group {
+        procs::kill_group_and_wait(rec.pgid, "the serve session")?
+    } else {
+        // Not its own group leader: the session alone.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(rec.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        vec![rec.pid]
+    };
+    tracing::warn!(
+        pid = rec.pid,
+        pgid = rec.pgid,
+        ?killed,
+        "killed the serve session holding the site lock"
+    );
+    let lock = catalog
+        .lock("failover", Duration::from_secs(10))
+        .map_err(|e| e.context(format!("killed serve session pid {}, but", rec.pid)))?;
+    catalog.remove_serve_record();
+    let tz = jiff::tz::TimeZone::system();
+    let msg = format!(
+        "aborted receive session pid {} from {} (started {})",
+        rec.pid,
+        // As the primary sent it: shown, never trusted; printable and short.
+        rec.primary
+            .as_deref()
+            .map(|p| p
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect::<String>())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "an unnamed primary".into()),
+        format_zmplayredo(rec.started_at, &tz)
+    );
+    progress(&Event::Note(msg.clone()));
+    for vol in &cfg.volumes {
+        match backend::open(vol).cleanup_partial() {
+            Ok(removed) => {
+                for r in removed {
+                    let n = format!("volume `{}`: discarded the partial receive {r}", vol.role);
+                    progress(&Event::Note(n.clone()));
+                    notes.push(n);
+                }
+            }
+            // A leftover never blocks the failover: sets without a
+            // manifest are not used anyway.
+            Err(e) => {
+                let n = format!(
+                    "volume `{}`: could not discard a partial receive: {e}",
+                    vol.role
+                );
+                progress(&Event::Note(n.clone()));
+                notes.push(n);
+            }
+        }
+    }
+    Ok((lock, Some(msg)))
+}
+
+/// What is mounted where (through `mountinfo`, the one parser).
+mod mount {
+    use std::path::Path;
+
+    use crate::base::mountinfo;
+
+    pub type Entry = mountinfo::Mount;
+
+    /// The visible mount at `mp` (its canonical path).
+    pub fn top(mp: &Path) -> Option<Entry> {
+        let want = std::fs::canonicalize(mp).unwrap_or_else(|_| mp.to_path_buf());
+        mountinfo::top_at(&mountinfo::read(), &want).cloned()
+    }
+
+    /// Same inode on the same device (a bind mount of `b` at `a`).
+    pub fn same_file(a: &Path, b: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    }
+}
+
+/// Processes: /proc, process groups, the gated replay child (also used by
+/// `rehearse`).
+pub(crate) mod procs {
+    use super::*;
+    use nix::errno::Errno;
+    use nix::libc;
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::Pid;
+
+    pub fn boot_id() -> String {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    pub struct Stat {
+        pub state: char,
+        pub pgrp: i32,
+        pub start_ticks: u64,
+    }
+
+    pub fn stat(pid: i32) -> Option<Stat> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // comm may hold spaces and parens: the fields follow the last ')'.
+        let rest = &s[s.rfind(')')? + 1..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some(Stat {
+            state: f.first()?.chars().next()?,
+            pgrp: f.get(2)?.parse().ok()?,
+            start_ticks: f.get(19)?.parse().ok()?,
+        })
+    }
+
+    pub fn record(pid: u32) -> ProcRecord {
+        let pid = pid as i32;
+        ProcRecord {
+            pid,
+            pgid: pid,
+            start_ticks: stat(pid).map(|s| s.start_ticks).unwrap_or(0),
+            boot_id: boot_id(),
+        }
+    }
+
+    /// Live (not zombie) processes of group `pgid`.
+    pub fn members(pgid: i32) -> Vec<i32> {
+        let Ok(rd) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let mut v: Vec<i32> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| stat(*pid).is_some_and(|s| s.pgrp == pgid && s.state != 'Z'))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// `snapsite ... serve ...`, alive.
+    pub fn is_live_serve(pid: i32) -> bool {
+        if pid <= 1 || stat(pid).is_none_or(|s| s.state == 'Z') {
+            return false;
+        }
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            return false;
+        };
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let exe_ok = args
+            .first()
+            .and_then(|a| Path::new(a).file_name())
+            .is_some_and(|n| n.to_string_lossy().contains("snapsite"));
+        exe_ok && args.iter().skip(1).any(|a| a == "serve")
+    }
+
+    const STOP_WAIT: Duration = Duration::from_secs(10);
+
+    /// SIGKILL group `pgid`, wait (bounded) until no live process is left
+    /// in it; returns the pids that were there.
+    pub fn kill_group_and_wait(pgid: i32, what: &str) -> Result<Vec<i32>> {
+        let before = members(pgid);
+        if before.is_empty() {
+            return Ok(before);
+        }
+        match killpg(Pid::from_raw(pgid), Signal::SIGKILL) {
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(e) => {
+                return Err(Error::refused(format!(
+                    "cannot kill {what} (process group {pgid}): {e}"
+                )));
+            }
+        }
+        let start = Instant::now();
+        loop {
+            let left = members(pgid);
+            if left.is_empty() {
+                return Ok(before);
+            }
+            if start.elapsed() > STOP_WAIT {
+                return Err(Error::refused(format!(
+                    "{what} (process group {pgid}) still has processes {left:?} {} s after SIGKILL",
+                    STOP_WAIT.as_secs()
+                ))
+                .with_hint("they are stuck in the kernel (a hung mount or device?); free them or reboot, then run failover again"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Is the recorded process still running (same boot, same start time)?
+    /// Also for `status` about a recorded `run`.
+    pub fn is_alive(rec: &ProcRecord) -> bool {
+        rec.boot_id == boot_id()
+            && rec.pid > 1
+            && stat(rec.pid).is_some_and(|s| s.state != 'Z' && s.start_ticks == rec.start_ticks)
+    }
+
+    /// Stop what is left of a recorded group; `None` when nothing is (the
+    /// machine rebooted, the group ended, or its pid now names another).
+    pub fn stop_recorded_group(rec: &ProcRecord, what: &str) -> Result<Option<String>> {
+        if rec.boot_id != boot_id() || rec.pgid <= 1 {
+            return Ok(None);
+        }
+        if rec.pgid == nix::unistd::getpgrp().as_raw() {
+            return Ok(None);
+        }
+        // While any process is in the group, its number cannot be reused;
+        // a process with the leader's pid but another start time means the
+        // group ended and the number was taken again.
+        if stat(rec.pid).is_some_and(|s| s.start_ticks != rec.start_ticks) {
+            return Ok(None);
+        }
+        let killed = kill_group_and_wait(rec.pgid, what)?;
+        if killed.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "stopped {} process(es) left by {what} (process group {}: pids {killed:?})",
+            killed.len(),
+            rec.pgid
+        )))
+    }
+
+    /// A child forked into its own process group that waits, before it
+    /// execs, for `go` (or exits when the parent dies first).
+    pub struct Gated {
+        pid: Pid,
+        gate: std::os::fd::OwnedFd,
+    }
+
+    impl Gated {
+        pub fn pid(&self) -> u32 {
+            self.pid.as_raw() as u32
+        }
+        /// Let it exec, wait for it; its exit code (`None`: killed by a signal).
+        pub fn go(self) -> Result<Option<i32>> {
+            use nix::sys::wait::{WaitStatus, waitpid};
+            let Gated { pid, gate } = self;
+            let _ = nix::unistd::write(&gate, b"g");
+            drop(gate);
+            loop {
+                match waitpid(pid, None) {
+                    Ok(WaitStatus::Exited(_, code)) => return Ok(Some(code)),
+                    Ok(WaitStatus::Signaled(..)) => return Ok(None),
+                    Ok(_) | Err(Errno::EINTR) => continue,
+                    Err(e) => {
+                        return Err(Error::io("waiting for the replay", std::io::Error::from(e)));
+                    }
+                }
+            }
+        }
+        /// Never let it exec.
+        pub fn cancel(self) {
+            let Gated { pid, gate } = self;
+            drop(gate); // it reads EOF and exits
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+    }
+
+    fn find_program(name: &str) -> Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let executable = |p: &Path| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        };
+        if name.contains('/') {
+            return if executable(Path::new(name)) {
+                Ok(PathBuf::from(name))
+            } else {
+                Err(Error::not_found(format!("{name}: not an executable file")))
+            };
+        }
+        let path =
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        std::env::split_paths(&path)
+            .map(|d| d.join(name))
+            .find(|p| executable(p))
+            .ok_or_else(|| Error::not_found(format!("{name}: not found in PATH")))
+    }
+
+    fn cstr(s: impl AsRef<[u8]>) -> Result<CString> {
+        CString::new(s.as_ref().to_vec())
+            .map_err(|_| Error::config("the replay command has a NUL byte in an argument"))
+    }
+
+    /// Fork `argv` (stdin /dev/null, stdout to our stderr, `env` added) in
+    /// a new process group, held before exec until `Gated::go`.
+    pub fn spawn_gated(argv: &[String], env: &[(&str, String)]) -> Result<Gated> {
+        use std::os::unix::ffi::OsStrExt;
+        let prog = cstr(find_program(&argv[0])?.as_os_str().as_bytes())?;
+        let args: Vec<CString> = argv.iter().map(cstr).collect::<Result<_>>()?;
+        let mut envs: Vec<CString> = Vec::new();
+        for (k, v) in std::env::vars_os() {
+            if env.iter().any(|(ek, _)| k.as_bytes() == ek.as_bytes()) {
+                continue;
+            }
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            if let Ok(c) = CString::new(kv) {
+                envs.push(c);
+            }
+        }
+        for (k, v) in env {
+            envs.push(cstr(format!("{k}={v}"))?);
+        }
+        let mut arg_ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+        arg_ptrs.push(std::ptr::null());
+        let mut env_ptrs: Vec<*const libc::c_char> = envs.iter().map(|a| a.as_ptr()).collect();
+        env_ptrs.push(std::ptr::null());
+        let devnull = std::fs::File::open("/dev/null").ctx("open /dev/null")?;
+        let (gate_r, gate_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::io("pipe", std::io::Error::from(e)))?;
+        let (r, w, null) = (gate_r.as_raw_fd(), gate_w.as_raw_fd(), devnull.as_raw_fd());
+        // SAFETY: the child only makes async-signal-safe calls (setpgid,
+        // close, read, dup2, execve, _exit) on data prepared before the fork.
+        match unsafe { nix::unistd::fork() } {
+            Err(e) => Err(Error::io("fork", std::io::Error::from(e))),
+            Ok(nix::unistd::ForkResult::Child) => unsafe {
+                libc::setpgid(0, 0);
+                libc::close(w);
+                let mut b = 0u8;
+                loop {
+                    let n = libc::read(r, (&mut b as *mut u8).cast(), 1);
+                    if n == 1 {
+                        break;
+                    }
+                    if n < 0 && *libc::__errno_location() == libc::EINTR {
+                        continue;
+                    }
+                    // The failover died before it recorded us: never run.
+                    libc::_exit(125);
+                }
+                libc::dup2(null, 0);
+                libc::dup2(2, 1);
+                libc::execve(prog.as_ptr(), arg_ptrs.as_ptr(), env_ptrs.as_ptr());
+                libc::_exit(127)
+            },
+            Ok(nix::unistd::ForkResult::Parent { child }) => {
+                drop(gate_r);
+                // Also from this side: the group exists before we record it.
+                let _ = nix::unistd::setpgid(child, child);
+                Ok(Gated {
+                    pid: child,
+                    gate: gate_w,
+                })
+            }
+        }
+    }
+}
+
+pub fn render_plan(p: &Plan) -> String {
+    let mut s = String::new();
+    let tz = jiff::tz::TimeZone::system();
+    let t = |ts: Timestamp| format_zmplayredo(ts, &tz);
+    s.push_str(&format!("full set      {}\n", p.set_id));
+    for m in &p.set_members {
+        s.push_str(&format!(
+            "  {:<10} snapshot {} .. {}\n",
+            m.role,
+            t(m.before),
+            t(m.after)
+        ));
+    }
+    s.push_str(&format!(
+        "skew          {} ms{}\n",
+        p.skew_ms,
+        if p.atomic && p.set_members.len() > 1 {
+            " (one atomic snapshot of every member)"
+        } else {
+            ""
+        }
+    ));
+    s.push_str(&format!(
+        "redolog       {} (snapshot {})\n",
+        p.redolog_set_id,
+        t(p.redolog_before)
+    ));
+    let secs = |ms: i64| format!("{:.3} s", ms as f64 / 1000.0);
+    s.push_str(&format!(
+        "margin        standby {}, manifest {}: {} ({} before the earliest snapshot)\n",
+        secs(p.margin.standby_ms),
+        secs(p.margin.manifest_ms),
+        p.margin.applies(),
+        secs(p.margin.applied_ms)
+    ));
+    s.push_str(&format!(
+        "from_time     {}  ({} UTC)\n",
+        p.from_time_arg, p.from_time
+    ));
+    if let Some(n) = &p.from_time_note {
+        s.push_str(&format!("  note        {n}\n"));
+    }
+    for w in &p.warnings {
+        s.push_str(&format!("WARNING       {w}\n"));
+    }
+    for c in &p.checks {
+        s.push_str(&format!("checked       {c}\n"));
+    }
+    for pr in &p.problems {
+        s.push_str(&format!("PROBLEM       {pr}\n"));
+    }
+    for c in &p.copies {
+        let at = c
+            .mountpoint
+            .as_ref()
+            .map(|m| format!(", mounted at {}", m.display()))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "copy          {:<10} {} -> {}{at}\n",
+            c.role, c.snapshot, c.target
+        ));
+    }
+    match &p.replay_argv {
+        Some(a) => s.push_str(&format!(
+            "replay        {}\n",
+            crate::base::cmd::display_argv(&a.iter().map(Into::into).collect::<Vec<_>>())
+        )),
+        None => s.push_str("replay        (none configured)\n"),
+    }
+    s
+}
+
+pub fn render_report(r: &Report) -> String {
+    let tz = jiff::tz::TimeZone::system();
+    let mut s = String::from("=== snapsite failover report ===\n");
+    s.push_str(&format!("site          {}\n", r.plan.site));
+    if let Some(a) = &r.aborted_session {
+        s.push_str(&format!("session       {a}\n"));
+    }
+    s.push_str(&render_plan(&r.plan));
+    for n in &r.notes {
+        if Some(n) != r.aborted_session.as_ref() {
+            s.push_str(&format!("note          {n}\n"));
+        }
+    }
+    s.push_str(&format!(
+        "recovery point {}: data written on the primary after it is not recovered ({:.1} s before failover started)\n",
+        format_zmplayredo(r.recovery_point, &tz),
+        r.data_loss_bound_seconds
+    ));
+    if let Some(rp) = r.stream.as_ref().and_then(|st| st.recovery_point) {
+        let st = r.stream.as_ref().expect("some");
+        s.push_str(&format!(
+            "stream point  {} (primary's clock): the redolog spool added {} events, {} bytes; data written after it is not recovered\n",
+            format_zmplayredo(rp, &tz),
+            st.events_applied,
+            st.bytes_applied
+        ));
+    }
+    match &r.replay {
+        Some(rp) => s.push_str(&format!(
+            "replay exit   {} after {:.2} s\n",
+            rp.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "killed by a signal".into()),
+            rp.seconds
+        )),
+        None => s.push_str("replay        skipped\n"),
+    }
+    if let Some(g) = r.generation {
+        s.push_str(&format!(
+            "role          primary in generation {g} (a returning old primary refuses to ship to this site)\n"
+        ));
+    }
+    s.push_str(&format!(
+        "durations     copies {:.2} s, mounts {:.2} s, total {:.2} s{}\n",
+        r.seconds_copies,
+        r.seconds_mounts,
+        r.seconds_total,
+        if r.resumed { " (resumed)" } else { "" }
+    ));
+    if let Some(p) = &r.report_path {
+        s.push_str(&format!("report        {}\n", p.display()));
+    }
+    s.push_str(if r.ok() {
+        "result        OK\n"
+    } else {
+        "result        REPLAY FAILED\n"
+    });
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::base::model::{MANIFEST_FORMAT, Member, SetKind};
+
+    fn m(id: &str, kind: SetKind, roles: &[&str], before: &str) -> Manifest {
+        let before: Timestamp = before.parse().unwrap();
+        Manifest {
+            format: MANIFEST_FORMAT,
+            id: id.into(),
+            kind,
+            site: "a".into(),
+            seq: 1,
+            generation: 1,
+            members: roles
+                .iter()
+                .enumerate()
+                .map(|(i, r)| Member {
+                    role: r.to_string(),
+                    backend: "btrfs".into(),
+                    source: "/x".into(),
+                    snapshot: id.into(),
+                    storage_id: None,
+                    before: before + jiff::SignedDuration::from_secs(i as i64),
+                    after: before + jiff::SignedDuration::from_millis(i as i64 * 1000 + 500),
+                    atomic_group: None,
+                    send_options: Vec::new(),
+                    receipt: None,
+                    consistency: None,
+                })
+                .collect(),
+            safety_margin_ms: 0,
+            committed_at: Some(before),
+            standby_order: None,
+        }
+    }
+
+    const ALL: &[&str] = &["mysql", "blob", "index", "redolog"];
+
+    fn cfg(margin: &str) -> Config {
+        let text = format!(
+            "site = \"b\"\nstate_dir = \"/var/lib/snapsite\"\n[set]\nsafety_margin = \"{margin}\"\n[[volume]]\nrole = \"mysql\"\nbackend = \"btrfs\"\nsource = \"/srv/mysql\"\nsnapshot_dir = \"/srv/snap/mysql\"\n[[volume]]\nrole = \"redolog\"\nbackend = \"btrfs\"\nsource = \"/srv/redolog\"\nsnapshot_dir = \"/srv/snap/redolog\"\n"
+        );
+        Config::parse(&text, Path::new("/etc/snapsite/test.toml")).unwrap()
+    }
+
+    #[test]
+    fn the_larger_margin_applies_and_absurd_manifest_margins_are_refused() {
+        let mut s = m(
+            "20261127T080000.000Z-full",
+            SetKind::Full,
+            ALL,
+            "2026-11-27T08:00:00Z",
+        );
+        s.safety_margin_ms = 2000;
+        let mg = Margin::of(&cfg("5s"), &s).unwrap();
+        assert_eq!(
+            (mg.standby_ms, mg.manifest_ms, mg.applied_ms),
+            (5000, 2000, 5000)
+        );
+        assert!(mg.applies().contains("standby"));
+        let mg = Margin::of(&cfg("500ms"), &s).unwrap();
+        assert_eq!(mg.applied_ms, 2000);
+        assert!(mg.applies().contains("manifest"));
+        s.safety_margin_ms = 500;
+        assert_eq!(Margin::of(&cfg("500ms"), &s).unwrap().applies(), "equal");
+        for bad in [-1, i64::MIN, MAX_MANIFEST_MARGIN_MS + 1, i64::MAX] {
+            s.safety_margin_ms = bad;
+            let e = Margin::of(&cfg("5s"), &s).unwrap_err();
+            assert!(
+                e.message.contains(&s.id) && e.message.contains(&bad.to_string()),
+                "{e}"
+            );
+        }
+        s.safety_margin_ms = MAX_MANIFEST_MARGIN_MS;
+        assert_eq!(
+            Margin::of(&cfg("5s"), &s).unwrap().applied_ms,
+            MAX_MANIFEST_MARGIN_MS
+        );
+    }
+
+    #[test]
+    fn progress_lines_keep_their_shape() {
+        let e = Event::Copy {
+            role: "mysql".into(),
+            snapshot: "S".into(),
+            target: "/srv/mysql".into(),
+            earlier: false,
+        };
+        assert_eq!(e.to_string(), "  copy     mysql      S -> /srv/mysql");
+        let e = Event::Mount {
+            role: "blob".into(),
+            data: "/srv/blob".into(),
+            mountpoint: "/opt/blob".into(),
+            earlier: true,
+        };
+        assert_eq!(
+            e.to_string(),
+            "  mount    blob       /srv/blob at /opt/blob (mounted by the interrupted attempt)"
+        );
+    }
+
+    #[test]
+    fn proc_stat_and_groups() {
+        let me = std::process::id() as i32;
+        let st = procs::stat(me).unwrap();
+        assert_eq!(st.pgrp, nix::unistd::getpgrp().as_raw());
+        assert!(st.start_ticks > 0);
+        assert!(procs::members(st.pgrp).contains(&me));
+        assert!(
+            !procs::is_live_serve(me),
+            "a test binary is not a serve session"
+        );
+        let r = procs::record(me as u32);
+        assert_eq!(r.start_ticks, st.start_ticks);
+        assert!(!r.boot_id.is_empty());
+    }
+
+    #[test]
+    fn a_gated_child_runs_only_after_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let mark = dir.path().join("ran");
+        let argv: Vec<String> = vec![
+            "sh".into(),
+            "-c".into(),
+            "touch \"$1\"; [ \"$SNAPSITE_HOOK\" = replay ] && exit 7".into(),
+            "sh".into(),
+            mark.display().to_string(),
+        ];
+        let env = [("SNAPSITE_HOOK", "replay".to_string())];
+        // Cancelled before the gate opens: it never runs.
+        let g = procs::spawn_gated(&argv, &env).unwrap();
+        let pid = g.pid() as i32;
+        assert_eq!(procs::stat(pid).unwrap().pgrp, pid, "its own group");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(!mark.exists(), "held at the gate");
+        g.cancel();
+        assert!(!mark.exists(), "never ran");
+        // Let go: it runs with the environment and its exit code comes back.
+        let g = procs::spawn_gated(&argv, &env).unwrap();
+        assert_eq!(g.go().unwrap(), Some(7));
+        assert!(mark.exists());
+        assert!(procs::spawn_gated(&["/nonexistent/replay".into()], &env).is_err());
+    }
+
+    fn history() -> Vec<Manifest> {
+        vec![
+            m(
+                "20261127T070000.000Z-full",
+                SetKind::Full,
+                ALL,
+                "2026-11-27T07:00:00Z",
+            ),
+            m(
+                "20261127T071500.000Z-redolog",
+                SetKind::Redolog,
+                &["redolog"],
+                "2026-11-27T07:15:00Z",
+            ),
+            m(
+                "20261127T080000.000Z-full",
+                SetKind::Full,
+                ALL,
+                "2026-11-27T08:00:00Z",
+            ),
+            m(
+                "20261127T081500.000Z-redolog",
+                SetKind::Redolog,
+                &["redolog"],
+                "2026-11-27T08:15:00Z",
+            ),
+            m(
+                "20261127T083000.000Z-redolog",
+                SetKind::Redolog,
+                &["redolog"],
+                "2026-11-27T08:30:00Z",
+            ),
+        ]
+    }
+
+    #[test]
+    fn newest_full_and_newest_redolog() {
+        let h = history();
+        let (s, r) = select(&h, &|_| true, "redolog", None).unwrap();
+        assert_eq!(s.id, "20261127T080000.000Z-full");
+        assert_eq!(r.id, "20261127T083000.000Z-redolog");
+        assert_eq!(s.from_time().to_string(), "2026-11-27T08:00:00Z");
+    }
+
+    #[test]
+    fn incomplete_sets_are_skipped() {
+        let h = history();
+        let (s, r) = select(
+            &h,
+            &|m| m.id != "20261127T080000.000Z-full" && m.id != "20261127T083000.000Z-redolog",
+            "redolog",
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.id, "20261127T070000.000Z-full");
+        assert_eq!(r.id, "20261127T081500.000Z-redolog");
+    }
+
+    #[test]
+    fn redolog_older_than_set_is_never_used() {
+        let h = history()[..3].to_vec(); // newest full at 08:00, newest redolog 07:15
+        let (s, r) = select(&h, &|_| true, "redolog", None).unwrap();
+        assert_eq!(s.id, "20261127T080000.000Z-full");
+        assert_eq!(r.id, s.id, "falls back to the set's own redolog member");
+    }
+
+    #[test]
+    fn requested_set_and_errors() {
+        let h = history();
+        let (s, r) = select(&h, &|_| true, "redolog", Some("20261127T070000.000Z-full")).unwrap();
+        assert_eq!(s.id, "20261127T070000.000Z-full");
+        assert_eq!(r.id, "20261127T083000.000Z-redolog");
+        assert!(
+            select(
+                &h,
+                &|_| true,
+                "redolog",
+                Some("20261127T071500.000Z-redolog")
+            )
+            .is_err()
+        );
+        assert!(
+            select(&h, &|_| false, "redolog", None)
+                .unwrap_err()
+                .to_string()
+                .contains("no complete full set")
+        );
+        assert!(select(&[], &|_| true, "redolog", None).is_err());
+    }
+
+    #[test]
+    fn order_is_by_sequence_not_by_clock() {
+        // F1, then the clock steps back an hour: F2 and R2 carry earlier
+        // times than F1 but later sequence numbers.
+        let mut f1 = m(
+            "20261127T090000.000Z-full",
+            SetKind::Full,
+            ALL,
+            "2026-11-27T09:00:00Z",
+        );
+        f1.seq = 1;
+        let mut f2 = m(
+            "20261127T090000.001Z-full",
+            SetKind::Full,
+            ALL,
+            "2026-11-27T08:05:00Z",
+        );
+        f2.seq = 2;
+        let mut r2 = m(
+            "20261127T090000.002Z-redolog",
+            SetKind::Redolog,
+            &["redolog"],
+            "2026-11-27T08:10:00Z",
+        );
+        r2.seq = 3;
+        let h = vec![f1, f2, r2];
+        let (s, r) = select(&h, &|_| true, "redolog", None).unwrap();
+        assert_eq!(s.seq, 2);
+        assert_eq!(r.seq, 3, "the redolog snapshot taken after S is used");
+    }
+}

@@ -1,0 +1,1066 @@
+//! The primary's work: take snapshot sets in the configured order, and ship
+//! every snapshot the standby lacks, oldest first, incremental from the
+//! common snapshot where one exists.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::backend::{self, Store, Stores};
+use crate::base::catalog::{Catalog, StandbyRecord};
+use crate::base::config::{Config, Volume};
+use crate::base::error::{Context, Error, Result};
+use crate::base::model::{Consistency, MANIFEST_FORMAT, Manifest, Member, SetKind};
+use crate::primary::hooks::{self, OnFailure};
+use crate::wire::stream::{Msg, PROTOCOL_VERSION};
+use crate::wire::transport;
+
+/// Undo sets whose taking was interrupted (crash between the first snapshot
+/// and the manifest): their snapshots are destroyed, never presented as a set.
+pub fn recover_pending(cfg: &Config, catalog: &Catalog) -> Result<Vec<String>> {
+    let mut undone = Vec::new();
+    let stores = Stores::open(cfg);
+    for p in catalog.pending()? {
+        if catalog.has_manifest(&p.id) {
+            catalog.remove_pending(&p.id)?;
+            continue;
+        }
+        for m in &p.members {
+            if let Some(store) = stores.find(&m.role) {
+                for note in store
+                    .recover_interrupted()
+                    .ctx(format!("undoing interrupted set {}", p.id))?
+                {
+                    tracing::warn!(set = %p.id, volume = %m.role, "{note}");
+                }
+                store
+                    .destroy(&p.id)
+                    .ctx(format!("undoing interrupted set {}", p.id))?;
+            }
+        }
+        catalog.remove_pending(&p.id)?;
+        tracing::warn!(set = %p.id, "removed the snapshots of an interrupted set");
+        undone.push(p.id);
+    }
+    Ok(undone)
+}
+
+/// Group consecutive volumes that one backend call can snapshot atomically.
+fn atomic_groups<'a>(stores: &[&'a Store]) -> Vec<Vec<&'a Store>> {
+    let mut groups: Vec<(Option<String>, Vec<&Store>)> = Vec::new();
+    for s in stores {
+        let key = s.atomic_key();
+        match groups.last_mut() {
+            Some((Some(k), g)) if key.as_ref() == Some(k) => g.push(s),
+            _ => groups.push((key, vec![s])),
+        }
+    }
+    groups.into_iter().map(|(_, g)| g).collect()
+}
+
+/// Snapshot one atomic group under `id`, with its members'
+/// `[hooks.volume.ROLE]` held around exactly this snapshot call. When the
+/// snapshot succeeds its members join `manifest` (with the consistency their
+/// hooks earned) and `done` (what a failure of the set must destroy).
+fn snapshot_group<'s>(
+    cfg: &Config,
+    id: &str,
+    kind: SetKind,
+    gi: usize,
+    group: &[&'s Store],
+    manifest: &mut Manifest,
+    done: &mut Vec<&'s Store>,
+) -> Result<()> {
+    // `[hooks.volume.ROLE]` of this group's members, held around
+    // exactly this snapshot call.
+    let mut held: Vec<(String, hooks::Started)> = Vec::new();
+    for st in group {
+        let v = st.volume();
+        let Some(h) = cfg.hooks.for_volume(&v.role) else {
+            continue;
+        };
+        let s = hooks::start_pre(h, &hook_env(cfg, id, kind, Some(v)));
+        if !s.ok && s.on_failure() == OnFailure::Abort {
+            let e = s.error();
+            held.push((v.role.clone(), s));
+            for (_, s) in held {
+                s.finish(false);
+            }
+            return Err(e.context(format!("volume `{}`", v.role)));
+        }
+        held.push((v.role.clone(), s));
+    }
+    let before = crate::base::model::now();
+    let snap = backend::snapshot_together(group, id);
+    let after = crate::base::model::now();
+    if snap.is_ok() {
+        for s in group {
+            done.push(s);
+            manifest.members.push(Member {
+                before,
+                after,
+                atomic_group: (group.len() > 1).then_some(gi as u32),
+                ..placeholder_member(s.volume(), id)
+            });
+        }
+    }
+    let mut hook_abort = None;
+    for (role, s) in held {
+        let s = s.finish(snap.is_ok());
+        if !s.ok && s.on_failure() == OnFailure::Abort && hook_abort.is_none() {
+            hook_abort = Some(s.error().context(format!("volume `{role}`")));
+        }
+        if let Some(m) = manifest.members.iter_mut().find(|m| m.role == role) {
+            m.consistency = Some(consistency_of(&s));
+        }
+    }
+    snap?;
+    if let Some(e) = hook_abort {
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Take a set: every volume (full) or the redolog volume alone, in order.
+/// Each member records the time just before and just after its snapshot.
+pub fn take_set(cfg: &Config, catalog: &Catalog, kind: SetKind) -> Result<Manifest> {
+    recover_pending(cfg, catalog)?;
+    let stores = Stores::open(cfg);
+    let chosen: Vec<&Store> = match kind {
+        SetKind::Full => stores.iter().collect(),
+        SetKind::Redolog => vec![stores.get(&cfg.redolog_role)?],
+    };
+    let now = crate::base::model::now();
+    let next = catalog.next_sequence(now, kind)?;
+    if let Some(step) = next.clock_step {
+        tracing::warn!(
+            set = %next.id,
+            behind_ms = step.as_millis() as i64,
+            "the clock is behind the previous set's time (stepped back?): the set id continues the sequence; its member times are the clock's, so replay from_time stays early (safe); raise set.safety_margin by at least {}s if this clock cannot be trusted",
+            (step.as_secs_f64().ceil()) as i64
+        );
+    }
+    let id = next.id.clone();
+    let mut manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        id: id.clone(),
+        kind,
+        site: cfg.site.clone(),
+        seq: next.seq,
+        generation: catalog.generation()?,
+        members: Vec::new(),
+        safety_margin_ms: cfg.safety_margin.as_millis() as i64,
+        committed_at: None,
+        standby_order: None,
+    };
+    // The intent, so a crash mid-set is undone on the next run.
+    let intent = Manifest {
+        members: chosen
+            .iter()
+            .map(|s| placeholder_member(s.volume(), &id))
+            .collect(),
+        ..manifest.clone()
+    };
+    catalog.write_pending(&intent)?;
+    crate::failpoint!("take_set.after_intent");
+
+    let mut done: Vec<&Store> = Vec::new();
+    // `[hooks.set]`: started before the first snapshot, released after the
+    // last; its post runs whatever happens (below, if the closure left early).
+    let mut set_hook = cfg
+        .hooks
+        .set
+        .as_ref()
+        .map(|h| hooks::start_pre(h, &hook_env(cfg, &id, kind, None)));
+    let result = (|| -> Result<()> {
+        if let Some(s) = &set_hook {
+            if !s.ok && s.on_failure() == OnFailure::Abort {
+                return Err(s.error());
+            }
+        }
+        for (gi, group) in atomic_groups(&chosen).into_iter().enumerate() {
+            snapshot_group(cfg, &id, kind, gi, &group, &mut manifest, &mut done)?;
+            crate::failpoint!("take_set.after_snapshot");
+        }
+        if let Some(s) = set_hook.take() {
+            let s = s.finish(true);
+            for m in &mut manifest.members {
+                if !matches!(m.consistency, Some(Consistency::CrashConsistent { .. })) {
+                    m.consistency = Some(consistency_of(&s));
+                }
+            }
+            if !s.ok && s.on_failure() == OnFailure::Abort {
+                return Err(s.error());
+            }
+        }
+        for m in &manifest.members {
+            if let Some(Consistency::CrashConsistent { reason }) = &m.consistency {
+                tracing::warn!(set = %id, volume = %m.role, %reason, "snapshot taken crash-consistent: its quiesce hook failed");
+            }
+        }
+        // One listing shows the storage ids of several members at once
+        // (ZFS guids, LVM uuids); what it does not show is asked alone.
+        let listing = match manifest.members.len() {
+            0 | 1 => None,
+            _ => Some(stores.listing()?),
+        };
+        for m in &mut manifest.members {
+            m.storage_id = match listing.as_ref().and_then(|l| l.storage_id(&m.role, &id)) {
+                Some(sid) => Some(sid.to_string()),
+                None => stores.get(&m.role)?.storage_id(&id)?,
+            };
+        }
+        catalog.write_manifest(&manifest)
+    })();
+    if let Some(s) = set_hook.take() {
+        s.finish(false);
+    }
+    match result {
+        Ok(()) => {
+            crate::failpoint!("take_set.after_manifest");
+            catalog.remove_pending(&id)?;
+            tracing::info!(set = %id, kind = kind.as_str(), skew_ms = manifest.skew().as_millis() as i64, "set taken");
+            Ok(manifest)
+        }
+        Err(e) => {
+            for s in done {
+                if let Err(de) = s.destroy(&id) {
+                    tracing::error!(volume = %s.role(), error = %de, "could not remove snapshot of failed set");
+                    return Err(e.context(format!("set {id} failed and snapshot cleanup failed too ({de}); run `snapsite snapshot` again to retry the cleanup")));
+                }
+            }
+            let _ = catalog.remove_pending(&id);
+            Err(e.context(format!("set {id} not taken (its snapshots were removed)")))
+        }
+    }
+}
+
+/// The environment of a hook for set `id` (and volume `v`).
+fn hook_env(cfg: &Config, id: &str, kind: SetKind, v: Option<&Volume>) -> hooks::HookEnv {
+    hooks::HookEnv {
+        site: cfg.site.clone(),
+        set_id: id.to_string(),
+        set_kind: kind.as_str().to_string(),
+        volume: v.map(|v| (v.role.clone(), v.source.clone())),
+    }
+}
+
+fn consistency_of(s: &hooks::Started) -> Consistency {
+    if s.ok {
+        Consistency::Quiesced
+    } else {
+        Consistency::CrashConsistent {
+            reason: s.error().to_string(),
+        }
+    }
+}
+
+fn placeholder_member(v: &Volume, id: &str) -> Member {
+    Member {
+        role: v.role.clone(),
+        backend: v.backend().as_str().into(),
+        source: v.source.clone(),
+        snapshot: id.to_string(),
+        storage_id: None,
+        before: Timestamp::UNIX_EPOCH,
+        after: Timestamp::UNIX_EPOCH,
+        atomic_group: None,
+        send_options: v.zfs_options().names(),
+        receipt: None,
+        consistency: None,
+    }
+}
+
+pub use crate::base::site::{complete_locally, local_lists};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ShippedSnapshot {
+    pub set_id: String,
+    pub role: String,
+    pub snapshot: String,
+    pub base: Option<String>,
+    pub bytes: u64,
+    pub seconds: f64,
+    /// Bytes on the wire for this snapshot (frames, after compression).
+    pub wire_bytes: u64,
+    /// `none`, or the zstd level its data frames were compressed with.
+    pub compression: String,
+    /// This transfer continued a cut one (`bytes` is only the rest).
+    pub resumed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ShipReport {
+    pub standby: String,
+    pub committed: Vec<String>,
+    pub snapshots: Vec<ShippedSnapshot>,
+    pub payload_bytes: u64,
+    pub wire_bytes: u64,
+    pub seconds: f64,
+    /// Compression used on the wire (`none`, `zstd:3`), as negotiated.
+    pub compression: String,
+    /// Seconds the transfer waited for the bandwidth limit.
+    pub bwlimit_wait_seconds: f64,
+    /// How many times the sender waited for the standby's answer (the
+    /// handshake, then one per set: snapshots and commit are pipelined).
+    pub round_trips: u32,
+}
+
+/// One step of the ship plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedSend {
+    pub role: String,
+    pub snapshot: String,
+    /// The common snapshot to send incrementally from.
+    pub base: Option<String>,
+}
+
+/// Pure planner: which members of `set` to send, and from which base, given
+/// what the standby holds per role and what this site holds per role.
+pub fn plan_set(
+    set: &Manifest,
+    standby_has: &BTreeMap<String, BTreeSet<String>>,
+    local_has: &BTreeMap<String, Vec<String>>,
+) -> Vec<PlannedSend> {
+    let mut out = Vec::new();
+    for m in &set.members {
+        let remote = standby_has.get(&m.role);
+        if remote.is_some_and(|r| r.contains(&m.snapshot)) {
+            continue;
+        }
+        let local = local_has.get(&m.role);
+        // Set ids sort by time: the newest snapshot both sites hold that is
+        // older than this one is the common snapshot.
+        let base = remote.and_then(|r| {
+            r.iter()
+                .rev()
+                .find(|s| s.as_str() < m.snapshot.as_str() && local.is_some_and(|l| l.contains(s)))
+                .cloned()
+        });
+        out.push(PlannedSend {
+            role: m.role.clone(),
+            snapshot: m.snapshot.clone(),
+            base,
+        });
+    }
+    out
+}
+
+/// Progress callback: (role, snapshot, bytes so far, done).
+pub type Progress<'a> = &'a mut dyn FnMut(&str, &str, u64, bool);
+
+pub fn ship(cfg: &Config, catalog: &Catalog, progress: Progress) -> Result<ShipReport> {
+    let standby = cfg.standby.as_ref().ok_or_else(|| {
+        Error::config(format!(
+            "{}: no [standby] section: nowhere to ship to",
+            cfg.path.display()
+        ))
+    })?;
+    refuse_unless_primary(cfg, catalog)?;
+    recover_pending(cfg, catalog)?;
+    let started = Instant::now();
+    let mut conn = transport::connect(standby)?;
+    let desc = conn.display();
+    let result = ship_session(cfg, catalog, &mut conn, progress);
+    match result {
+        Ok(mut report) => {
+            report.wire_bytes = conn.writer.bytes_out;
+            report.bwlimit_wait_seconds = conn.writer.limit_waited().as_secs_f64();
+            report.standby = desc;
+            report.seconds = started.elapsed().as_secs_f64();
+            conn.close().ctx("standby session")?;
+            Ok(report)
+        }
+        Err(e) => {
+            conn.abort();
+            Err(e)
+        }
+    }
+}
+
+/// The standby as it answered the handshake.
+pub struct StandbyView {
+    pub site: String,
+    pub volumes: Vec<crate::wire::stream::VolumeInventory>,
+    pub committed: BTreeSet<String>,
+    /// The codecs the standby decodes (empty: an older standby).
+    pub compress: Vec<String>,
+    /// The peer's recorded role and generation (absent from older builds).
+    pub role: Option<String>,
+    pub generation: Option<u64>,
+}
+
+/// Versioned handshake: our hello, the standby's welcome with its inventory.
+pub fn handshake(cfg: &Config, conn: &mut transport::Connection) -> Result<StandbyView> {
+    send_hello(cfg, conn)?;
+    read_welcome(conn)
+}
+
+/// Our half of the handshake; it needs no answer to be sent, so the
+/// sender can do its own listing while the hello travels.
+pub fn send_hello(cfg: &Config, conn: &mut transport::Connection) -> Result<()> {
+    conn.writer.magic()?;
+    conn.writer.msg(&Msg::Hello {
+        protocol: PROTOCOL_VERSION,
+        site: cfg.site.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+/// The standby's half: its welcome with its inventory.
+pub fn read_welcome(conn: &mut transport::Connection) -> Result<StandbyView> {
+    conn.reader
+        .magic()
+        .map_err(|e| conn.explain_no_handshake(e))?;
+    match conn.reader.msg()? {
+        Msg::Welcome {
+            protocol,
+            volumes,
+            committed,
+            site,
+            compress,
+            role,
+            generation,
+        } => {
+            if protocol != PROTOCOL_VERSION {
+                return Err(Error::protocol(format!(
+                    "standby {site} speaks protocol {protocol}, we speak {PROTOCOL_VERSION}"
+                )));
+            }
+            Ok(StandbyView {
+                site,
+                volumes,
+                committed: committed.into_iter().collect(),
+                compress,
+                role,
+                generation,
+            })
+        }
+        other => Err(Error::protocol(format!("expected welcome, got {other:?}"))),
+    }
+}
+
+/// This site ships only while it is the primary by its recorded role.
+pub fn refuse_unless_primary(cfg: &Config, catalog: &Catalog) -> Result<()> {
+    let (role, generation) = crate::base::site::current_role(cfg, catalog)?;
+    if role != crate::base::site::Role::Primary {
+        return Err(Error::refused(format!(
+            "this site ({}) is a standby in generation {generation} (state_dir/role.json): it does not ship",
+            cfg.site
+        ))
+        .with_hint("`snapsite status` says who is primary; `snapsite switchover` or `failover` changes it"));
+    }
+    Ok(())
+}
+
+/// The split-brain guard, shipping end: a primary whose peer says it is
+/// primary too, or holds a newer generation, refuses to ship (a returning
+/// old primary must not overwrite the new one). What the peer said is
+/// recorded in `peer.json`, so `status` turns critical.
+pub fn split_brain_guard(cfg: &Config, catalog: &Catalog, view: &StandbyView) -> Result<()> {
+    let (_, own) = crate::base::site::current_role(cfg, catalog)?;
+    let peer_role = match view.role.as_deref() {
+        Some("primary") => Some(crate::base::site::Role::Primary),
+        Some("standby") => Some(crate::base::site::Role::Standby),
+        _ => None,
+    };
+    let site = crate::base::model::wire_str(&view.site);
+    // A generation more than one above any this site has seen is no
+    // peer's honest claim: it is not recorded (it would become the base
+    // of this site's next generation), and this site does not ship.
+    let seen = crate::base::site::highest_generation_seen(cfg, catalog)?;
+    let unbelievable = view.generation.and_then(|g| {
+        crate::base::site::check_claimed_generation(&format!("peer `{site}`"), g, seen)
+            .err()
+            .map(|e| e.to_string())
+    });
+    let generation = view.generation.filter(|_| unbelievable.is_none());
+    let refused = match (peer_role, view.generation) {
+        _ if unbelievable.is_some() => {
+            unbelievable.map(|e| format!("split-brain guard: {e}; this site refuses to ship"))
+        }
+        (Some(crate::base::site::Role::Primary), g) => Some(format!(
+            "split-brain guard: peer `{site}` is the primary{} (this site: generation {own}); this site refuses to ship",
+            g.map(|g| format!(" in generation {g}")).unwrap_or_default()
+        )),
+        (_, Some(g)) if g > own => Some(format!(
+            "split-brain guard: peer `{site}` holds generation {g}, newer than this site's {own}: a failover happened there; this site refuses to ship"
+        )),
+        _ => None,
+    };
+    let record = crate::base::catalog::PeerRecord {
+        site,
+        role: peer_role,
+        generation,
+        seen_at: Timestamp::now(),
+        refused: refused.clone(),
+    };
+    if let Err(e) = catalog.write_peer_record(&record) {
+        tracing::warn!(error = %e, "could not record the peer's generation");
+    }
+    match refused {
+        Some(m) => Err(Error::refused(m).with_hint(
+            "this site is no longer the primary: stop its application, fence it, and run `snapsite failback` here to become the new primary's standby",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The primary and the standby must name the same volumes with the same
+/// backends: a standby with a volume the primary does not ship would get
+/// "complete" sets that failover cannot use.
+pub fn check_volumes_match(cfg: &Config, view: &StandbyView) -> Result<()> {
+    let site = crate::base::model::wire_str(&view.site);
+    let theirs: Vec<(String, String)> = view
+        .volumes
+        .iter()
+        .map(|v| {
+            (
+                crate::base::model::wire_str(&v.role),
+                crate::base::model::wire_str(&v.backend),
+            )
+        })
+        .collect();
+    let theirs: Vec<(&str, &str)> = theirs
+        .iter()
+        .map(|(r, b)| (r.as_str(), b.as_str()))
+        .collect();
+    let problems = cfg.volume_mismatches(&site, &theirs);
+    if !problems.is_empty() {
+        return Err(Error::config(format!(
+            "the volumes differ: {}",
+            problems.join("; ")
+        ))
+        .with_hint("both sites' configs must list the same roles with the same backends; nothing was sent"));
+    }
+    Ok(())
+}
+
+/// The local sets the standby lacks, oldest first.
+pub fn sets_to_ship(
+    cfg: &Config,
+    catalog: &Catalog,
+    committed: &BTreeSet<String>,
+    local_has: &BTreeMap<String, Vec<String>>,
+) -> Result<Vec<Manifest>> {
+    // Sets are shipped oldest first and committed in that order, so a set
+    // older than the newest committed one was pruned on the standby or
+    // skipped as incomplete: sending it again would only resurrect it.
+    // Only sets this site knows count: a set the standby holds that this
+    // site never had (committed there by whoever else held the key, dated
+    // ahead) must not keep this site's own sets from shipping.
+    let manifests = catalog.manifests()?;
+    let known: BTreeSet<&str> = manifests.iter().map(|m| m.id.as_str()).collect();
+    let newest_committed = committed
+        .iter()
+        .filter(|c| known.contains(c.as_str()))
+        .filter_map(|c| crate::base::model::SetId::parse(c).ok())
+        .max()
+        .map(|id| id.as_str().to_string());
+    let mut out = Vec::new();
+    for set in manifests {
+        if committed.contains(&set.id) {
+            continue;
+        }
+        if newest_committed
+            .as_ref()
+            .is_some_and(|n| crate::base::model::older_set(&set.id, n))
+        {
+            tracing::debug!(set = %set.id, "not shipped: older than the newest set on the standby");
+            continue;
+        }
+        if !complete_locally(cfg, &set, local_has) {
+            tracing::warn!(set = %set.id, "not shipped: some member snapshots are gone on this site");
+            continue;
+        }
+        out.push(set);
+    }
+    Ok(out)
+}
+
+/// What `ship` would do now.
+pub struct ShipPlan {
+    pub standby: StandbyView,
+    /// Per set, oldest first: the snapshots to send.
+    pub sets: Vec<(String, Vec<PlannedSend>)>,
+}
+
+/// What `ship` would send now: asks the standby for its inventory, sends nothing.
+pub fn ship_plan(cfg: &Config, catalog: &Catalog) -> Result<ShipPlan> {
+    refuse_unless_primary(cfg, catalog)?;
+    let standby = cfg.standby.as_ref().ok_or_else(|| {
+        Error::config(format!(
+            "{}: no [standby] section: nowhere to ship to",
+            cfg.path.display()
+        ))
+    })?;
+    let mut conn = transport::connect(standby)?;
+    let res = (|| -> Result<ShipPlan> {
+        send_hello(cfg, &mut conn)?;
+        // our listing while the standby makes its own
+        let local_has = local_lists(&Stores::open(cfg))?;
+        let view = read_welcome(&mut conn)?;
+        split_brain_guard(cfg, catalog, &view)?;
+        check_volumes_match(cfg, &view)?;
+        let mut standby_has: BTreeMap<String, BTreeSet<String>> = view
+            .volumes
+            .iter()
+            .map(|v| (v.role.clone(), v.snapshots.iter().cloned().collect()))
+            .collect();
+        let mut plan = Vec::new();
+        for set in sets_to_ship(cfg, catalog, &view.committed, &local_has)? {
+            let steps = plan_set(&set, &standby_has, &local_has);
+            for st in &steps {
+                standby_has
+                    .entry(st.role.clone())
+                    .or_default()
+                    .insert(st.snapshot.clone());
+            }
+            plan.push((set.id, steps));
+        }
+        conn.writer.msg(&Msg::Bye)?;
+        Ok(ShipPlan {
+            standby: view,
+            sets: plan,
+        })
+    })();
+    match res {
+        Ok(p) => {
+            conn.close()?;
+            Ok(p)
+        }
+        Err(e) => {
+            conn.abort();
+            Err(e)
+        }
+    }
+}
+
+fn ship_session(
+    cfg: &Config,
+    catalog: &Catalog,
+    conn: &mut transport::Connection,
+    progress: Progress,
+) -> Result<ShipReport> {
+    let mut report = ShipReport::default();
+    send_hello(cfg, conn)?;
+    // One listing of this site's storage, made while the hello travels
+    // and the standby lists its own; every step below reuses it.
+    let stores = Stores::open(cfg);
+    let local_has = local_lists(&stores)?;
+    let view = read_welcome(conn)?;
+    report.round_trips = 1;
+    split_brain_guard(cfg, catalog, &view)?;
+    check_volumes_match(cfg, &view)?;
+    let StandbyView {
+        volumes,
+        committed,
+        compress,
+        ..
+    } = view;
+    let standby = cfg.standby.as_ref().expect("ship checked [standby]");
+    let compression = standby.compression.negotiate(&compress);
+    conn.writer.set_limit(standby.bwlimit.clone());
+    tracing::debug!(compression = %compression.name(), "wire");
+    report.compression = compression.name();
+    let mut resumable: BTreeMap<String, crate::backend::Resumable> = volumes
+        .iter()
+        .filter_map(|v| v.resumable.clone().map(|r| (v.role.clone(), r)))
+        .collect();
+    let standby_has: BTreeMap<String, BTreeSet<String>> = volumes
+        .into_iter()
+        .map(|v| (v.role, v.snapshots.into_iter().collect()))
+        .collect();
+    // What the standby holds, kept for retention (the common snapshot) and
+    // status; updated after every acknowledged snapshot and committed set.
+    let previous = catalog.standby_record()?.unwrap_or_default();
+    // A ship that died after the standby committed a set but before this
+    // site recorded it left the set's members unprotected here (ZFS: no
+    // hold on the common snapshot); protect the newest committed set now.
+    if let Some(newest) = catalog
+        .manifests()?
+        .into_iter()
+        .rev()
+        .find(|m| committed.contains(&m.id))
+    {
+        if !previous.committed.contains(&newest.id) {
+            stores.protect_common(&newest.member_snapshots())?;
+        }
+    }
+    let record = StandbyRecord {
+        standby: conn.display(),
+        updated_at: Some(Timestamp::now()),
+        last_ship_ok: previous.last_ship_ok,
+        holds: standby_has.clone(),
+        committed: committed.clone(),
+        last_bytes: previous.last_bytes,
+    };
+    catalog.write_standby_record(&record)?;
+    let mut acks = Acks {
+        catalog,
+        record,
+        standby_has,
+        report,
+        in_flight: VecDeque::new(),
+    };
+    for set in sets_to_ship(cfg, catalog, &committed, &local_has)? {
+        // Every snapshot of the set, then its commit, without waiting: the
+        // standby answers in order (an ack or a nack per snapshot, then the
+        // commit's answer), read once the commit is sent.
+        for step in plan_set(&set, &acks.standby_has, &local_has) {
+            let store = stores.get(&step.role)?;
+            let member = set.member(&step.role).expect("planned from members");
+            let t = Instant::now();
+            let token = resumable
+                .remove(&step.role)
+                .filter(|r| r.snapshot.as_ref().is_none_or(|s| s == &step.snapshot))
+                .map(|r| r.token);
+            let out = Outgoing {
+                set_id: &set.id,
+                step: &step,
+                storage_id: member.storage_id.as_deref(),
+                compression: stream_compression(compression, &member.send_options),
+            };
+            let wire_before = conn.writer.bytes_out;
+            let (bytes, resumed) =
+                send_one(conn, store, &out, token.as_deref(), progress, &mut acks)?;
+            acks.in_flight.push_back(ShippedSnapshot {
+                set_id: set.id.clone(),
+                role: step.role.clone(),
+                snapshot: step.snapshot.clone(),
+                base: step.base.clone(),
+                bytes,
+                seconds: t.elapsed().as_secs_f64(),
+                wire_bytes: conn.writer.bytes_out - wire_before,
+                compression: out.compression.name(),
+                resumed,
+            });
+        }
+        conn.writer.msg(&Msg::Commit {
+            manifest: set.clone(),
+        })?;
+        acks.report.round_trips += 1;
+        acks.read_all(conn)?;
+        match conn.reader.msg()? {
+            Msg::Committed { set_id } if set_id == set.id => {
+                crate::failpoint!("ship.after_committed");
+                acks.record.committed.insert(set_id.clone());
+                acks.record.updated_at = Some(Timestamp::now());
+                catalog.write_standby_record(&acks.record)?;
+                // The set's members are now the common snapshots: protect
+                // them here (the standby protects its side on commit).
+                stores.protect_common(&set.member_snapshots())?;
+                acks.report.committed.push(set_id)
+            }
+            other => {
+                return Err(Error::protocol(format!(
+                    "set {}: expected committed, got {other:?}",
+                    set.id
+                )));
+            }
+        }
+        tracing::info!(set = %set.id, "committed on standby");
+    }
+    conn.writer.msg(&Msg::Bye)?;
+    let Acks {
+        mut record, report, ..
+    } = acks;
+    record.last_ship_ok = Some(Timestamp::now());
+    catalog.write_standby_record(&record)?;
+    Ok(report)
+}
+
+/// Snapshots sent whose answers the sender has not read yet, and what an
+/// ack updates: the standby record (written at every ack, as retention's
+/// common snapshot depends on it), the planner's view and the report.
+struct Acks<'a> {
+    catalog: &'a Catalog,
+    record: StandbyRecord,
+    standby_has: BTreeMap<String, BTreeSet<String>>,
+    report: ShipReport,
+    in_flight: VecDeque<ShippedSnapshot>,
+}
+
+impl Acks<'_> {
+    /// Read the answers to every snapshot in flight, in the order sent: an
+    /// ack records it; a nack (or anything else) is the error.
+    fn read_all(&mut self, conn: &mut transport::Connection) -> Result<()> {
+        while let Some(s) = self.in_flight.pop_front() {
+            match conn.reader.msg()? {
+                Msg::Ack { role, snapshot, .. } if role == s.role && snapshot == s.snapshot => {}
+                Msg::Nack { error, .. } => {
+                    return Err(Error::integrity(format!(
+                        "standby rejected {} {}: {}",
+                        s.role,
+                        s.snapshot,
+                        crate::base::model::wire_text(&error)
+                    ))
+                    .with_hint(
+                        "nothing was committed for this set; run `snapsite ship` again to retry",
+                    ));
+                }
+                other => {
+                    return Err(Error::protocol(format!(
+                        "expected ack of {} {}, got {other:?}",
+                        s.role, s.snapshot
+                    )));
+                }
+            }
+            self.standby_has
+                .entry(s.role.clone())
+                .or_default()
+                .insert(s.snapshot.clone());
+            self.record
+                .note_received(&s.role, &s.snapshot, s.base.is_some(), s.bytes);
+            self.catalog.write_standby_record(&self.record)?;
+            crate::failpoint!("ship.after_ack");
+            self.report.payload_bytes += s.bytes;
+            self.report.snapshots.push(s);
+        }
+        Ok(())
+    }
+}
+
+/// What one snapshot's transfer needs besides the connection.
+struct Outgoing<'a> {
+    set_id: &'a str,
+    step: &'a PlannedSend,
+    storage_id: Option<&'a str>,
+    compression: crate::wire::compress::Compression,
+}
+
+/// No zstd over a stream ZFS already compressed (`-c`) or encrypted (`-w`):
+/// it would spend CPU for nothing.
+fn stream_compression(
+    negotiated: crate::wire::compress::Compression,
+    send_options: &[String],
+) -> crate::wire::compress::Compression {
+    if send_options.iter().any(|o| o == "compressed" || o == "raw") {
+        crate::wire::compress::Compression::None
+    } else {
+        negotiated
+    }
+}
+
+/// Send one snapshot; with a resume token, first try to continue the cut
+/// receive, and fall back to a fresh send when the token is stale.
+fn send_one(
+    conn: &mut transport::Connection,
+    store: &Store,
+    out: &Outgoing,
+    token: Option<&str>,
+    progress: Progress,
+    acks: &mut Acks,
+) -> Result<(u64, bool)> {
+    let step = out.step;
+    if let Some(tok) = token {
+        match send_stream(conn, store, out, Some(tok), progress, acks) {
+            Ok(Sent::Done(bytes)) => return Ok((bytes, true)),
+            Ok(Sent::Stale(why)) => {
+                tracing::warn!(volume = %step.role, snapshot = %step.snapshot, reason = %why, "resume token is stale; sending the snapshot again");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match send_stream(conn, store, out, None, progress, acks)? {
+        Sent::Done(bytes) => Ok((bytes, false)),
+        Sent::Stale(why) => Err(Error::storage(why)),
+    }
+}
+
+enum Sent {
+    Done(u64),
+    /// Resuming failed before any data was sent; the standby discarded its
+    /// partial state.
+    Stale(String),
+}
+
+/// Send one snapshot: `Begin`, its data, `End`. Its answer is read later
+/// (`Acks::read_all`); only an `Abort` waits, for the nack that ends it.
+fn send_stream(
+    conn: &mut transport::Connection,
+    store: &Store,
+    out: &Outgoing,
+    token: Option<&str>,
+    progress: Progress,
+    acks: &mut Acks,
+) -> Result<Sent> {
+    let step = out.step;
+    // A resume is checked against the standby's verified prefix before
+    // anything is said (reading a large prefix back must not hold the
+    // standby's session idle): a stale token falls back to a fresh send.
+    let early = match token {
+        Some(t) => match store.send_resume(&step.snapshot, t) {
+            Ok(src) => Some(src),
+            Err(e) => return Ok(Sent::Stale(e.to_string())),
+        },
+        None => None,
+    };
+    conn.writer.msg(&Msg::Begin {
+        set_id: out.set_id.into(),
+        role: step.role.clone(),
+        snapshot: step.snapshot.clone(),
+        base: step.base.clone(),
+        storage_id: out.storage_id.map(str::to_string),
+        resume: token.is_some(),
+    })?;
+    // Tell the standby to drop its half of the transfer, and read its
+    // answer (after those to the snapshots still in flight).
+    let abort = |conn: &mut transport::Connection, acks: &mut Acks, reason: String| -> Result<()> {
+        conn.writer.msg(&Msg::Abort { reason })?;
+        acks.report.round_trips += 1;
+        acks.read_all(conn)?;
+        match conn.reader.msg()? {
+            Msg::Nack { .. } => Ok(()),
+            other => Err(Error::protocol(format!(
+                "expected nack after abort, got {other:?}"
+            ))),
+        }
+    };
+    let opened = match early {
+        Some(src) => Ok(src),
+        None => store.send(&step.snapshot, step.base.as_deref()),
+    };
+    let mut src = match opened {
+        Ok(s) => s,
+        Err(e) => {
+            abort(conn, acks, e.to_string())?;
+            return Err(e.context(format!("volume `{}`", step.role)));
+        }
+    };
+    let mut sent = 0u64;
+    let writer = &mut conn.writer;
+    let piped = crate::wire::pipeline::run(&mut *src, out.compression, &mut |chunk| {
+        sent += chunk.raw_len() as u64;
+        match &chunk {
+            crate::wire::pipeline::Chunk::Plain(d) => writer.data(d)?,
+            crate::wire::pipeline::Chunk::Compressed { z, .. } => writer.data_compressed(z)?,
+        }
+        progress(&step.role, &step.snapshot, sent, false);
+        Ok(())
+    });
+    let summary = match piped {
+        Ok(s) => s,
+        Err(crate::wire::pipeline::Failed::Read(e)) => {
+            src.abort();
+            abort(conn, acks, e.to_string())?;
+            return Err(Error::storage(format!(
+                "volume `{}`: reading the send stream: {e}",
+                step.role
+            )));
+        }
+        Err(crate::wire::pipeline::Failed::Emit(e)) => {
+            src.abort();
+            return Err(e.context(format!("sending {} {}", step.role, step.snapshot)));
+        }
+    };
+    let bytes = summary.bytes;
+    if let Err(e) = src.finish() {
+        abort(conn, acks, e.to_string())?;
+        if token.is_some() && bytes == 0 {
+            return Ok(Sent::Stale(e.to_string()));
+        }
+        return Err(e.context(format!("volume `{}`", step.role)));
+    }
+    conn.writer.msg(&Msg::End {
+        bytes,
+        blake3: summary.blake3,
+    })?;
+    progress(&step.role, &step.snapshot, bytes, true);
+    Ok(Sent::Done(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(id: &str, roles: &[&str]) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            id: id.into(),
+            kind: SetKind::Full,
+            site: "a".into(),
+            seq: 1,
+            generation: 1,
+            members: roles
+                .iter()
+                .map(|r| Member {
+                    role: r.to_string(),
+                    backend: "btrfs".into(),
+                    source: "/x".into(),
+                    snapshot: id.into(),
+                    storage_id: None,
+                    before: Timestamp::UNIX_EPOCH,
+                    after: Timestamp::UNIX_EPOCH,
+                    atomic_group: None,
+                    send_options: Vec::new(),
+                    receipt: None,
+                    consistency: None,
+                })
+                .collect(),
+            safety_margin_ms: 0,
+            committed_at: None,
+            standby_order: None,
+        }
+    }
+
+    fn map<T: Clone>(
+        pairs: &[(&str, &[&str])],
+        f: impl Fn(Vec<String>) -> T,
+    ) -> BTreeMap<String, T> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), f(v.iter().map(|s| s.to_string()).collect())))
+            .collect()
+    }
+
+    const A: &str = "20261127T080000.000Z-full";
+    const B: &str = "20261127T081500.000Z-redolog";
+    const C: &str = "20261127T090000.000Z-full";
+
+    #[test]
+    fn first_ship_is_full() {
+        let p = plan_set(
+            &set(A, &["mysql", "redolog"]),
+            &BTreeMap::new(),
+            &map(&[("mysql", &[A]), ("redolog", &[A])], |v| v),
+        );
+        assert_eq!(p.len(), 2);
+        assert!(p.iter().all(|s| s.base.is_none()));
+    }
+
+    #[test]
+    fn incremental_from_newest_common_and_skips_received() {
+        let local = map(&[("mysql", &[A, C]), ("redolog", &[A, B, C])], |v| v);
+        let remote = map(&[("mysql", &[A]), ("redolog", &[A, B, C])], |v| {
+            v.into_iter().collect::<BTreeSet<_>>()
+        });
+        let p = plan_set(&set(C, &["mysql", "redolog"]), &remote, &local);
+        assert_eq!(
+            p,
+            vec![PlannedSend {
+                role: "mysql".into(),
+                snapshot: C.into(),
+                base: Some(A.into())
+            }]
+        );
+        // redolog: newest common is B, not A.
+        let remote = map(&[("redolog", &[A, B])], |v| {
+            v.into_iter().collect::<BTreeSet<_>>()
+        });
+        let p = plan_set(&set(C, &["redolog"]), &remote, &local);
+        assert_eq!(p[0].base.as_deref(), Some(B));
+    }
+
+    #[test]
+    fn base_must_exist_on_both_sites() {
+        let local = map(&[("mysql", &[C])], |v| v); // A pruned here
+        let remote = map(&[("mysql", &[A])], |v| {
+            v.into_iter().collect::<BTreeSet<_>>()
+        });
+        let p = plan_set(&set(C, &["mysql"]), &remote, &local);
+        assert_eq!(p[0].base, None);
+    }
+}

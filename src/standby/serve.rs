@@ -1,0 +1,1062 @@
+//! The standby's receiving end: `snapsite serve --stdio`, for every
+//! transport. Everything that arrives here may come from an intruder holding
+//! the primary's key, so serve trusts only its own config, clock and records:
+//! it accepts only the volumes its config names, makes every name and marker
+//! itself, acknowledges a snapshot only after the trailer checksum matched
+//! and the backend's confined receive succeeded, and commits a set's
+//! manifest only when it agrees with this standby's config and receipts.
+//! Anything cut, corrupted or refused is removed, and the session is logged
+//! on the standby (`state_dir/serve.log`), whatever the primary sees.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::backend::{self, SnapshotSink, Store, Stores};
+use crate::base::catalog::{Catalog, ServeRecord};
+use crate::base::config::{Config, Volume};
+use crate::base::error::{Error, Result};
+use crate::base::model::{
+    Manifest, Receipt, SetKind, parse_set_id, validate_set_id, wire_str, wire_text,
+};
+use crate::wire::stream::{Frame, Msg, PROTOCOL_VERSION, Reader, VolumeInventory, Writer};
+
+/// How long serve waits for the primary to say anything before it gives up
+/// the session (discarding a partial receive and releasing the lock).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How far ahead of the standby's clock a set may be dated.
+const MAX_AHEAD: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+
+/// How far a set's sequence number may run ahead of the highest this
+/// standby holds: sets the primary took (and maybe pruned) while the
+/// standby was away — 19 years of one set a minute.
+pub const MAX_SEQ_STEP: u64 = 10_000_000;
+
+/// No set's sequence number is above this (2^53: exact in every JSON
+/// reader; 285 000 years of a set a millisecond), so the sequence of a
+/// site promoted from this standby never runs out.
+pub const MAX_SEQ: u64 = 1 << 53;
+
+/// The generation a standby's first set may claim: a new standby has seen
+/// no generation yet, so it takes the primary's (bounded, so that the one
+/// after it always exists).
+pub const MAX_FIRST_GENERATION: u64 = 1 << 32;
+
+/// The backend implementation of a volume: `backend::implementation` in
+/// production, an in-memory store in the protocol tests. Serve binds each
+/// volume to its implementation once per session ([`Stores`]).
+pub type OpenBackend<'a> = &'a dyn Fn(&Volume) -> Result<Box<dyn backend::Backend>>;
+
+fn production(vol: &Volume) -> Result<Box<dyn backend::Backend>> {
+    Ok(backend::implementation(vol))
+}
+
+fn open_stores(cfg: &Config, open: OpenBackend) -> Result<Stores> {
+    let stores = cfg
+        .volumes
+        .iter()
+        .map(|v| Ok(Store::bind(v.clone(), open(v)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Stores::from_stores(stores))
+}
+
+pub fn inventory(cfg: &Config) -> Result<Vec<VolumeInventory>> {
+    inventory_of(&open_stores(cfg, &production)?)
+}
+
+/// Every volume's snapshots and resumable receive, from one listing per
+/// pool / volume group / filesystem.
+fn inventory_of(stores: &Stores) -> Result<Vec<VolumeInventory>> {
+    let mut listing = stores.listing()?;
+    stores
+        .iter()
+        .map(|s| {
+            let l = listing.volumes.remove(s.role()).unwrap_or_default();
+            Ok(VolumeInventory {
+                role: s.role().to_string(),
+                backend: s.kind().as_str().into(),
+                snapshots: l.snapshots,
+                resumable: l.resumable,
+            })
+        })
+        .collect()
+}
+
+/// The standby's own record of serve sessions: `state_dir/serve.log`, one
+/// line per event, every wire string escaped. Also goes to tracing.
+pub struct SessionLog {
+    path: std::path::PathBuf,
+    session: String,
+}
+
+impl SessionLog {
+    pub fn new(catalog: &Catalog) -> SessionLog {
+        SessionLog {
+            path: catalog.root().join("serve.log"),
+            session: format!("{}-{}", Timestamp::now().as_second(), std::process::id()),
+        }
+    }
+
+    /// `text` must already be safe (wire strings passed through `wire_str`).
+    pub fn event(&self, level: tracing::Level, text: &str) {
+        match level {
+            tracing::Level::ERROR => tracing::error!("{text}"),
+            tracing::Level::WARN => tracing::warn!("{text}"),
+            _ => tracing::info!("{text}"),
+        }
+        let line = format!(
+            "{} session={} {} {}\n",
+            Timestamp::now(),
+            self.session,
+            level.as_str(),
+            text.replace(['\n', '\r'], " ")
+        );
+        let _ = std::fs::create_dir_all(self.path.parent().unwrap_or(&self.path));
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
+            let _ = f.write_all(line.as_bytes());
+            // Warnings and errors reach the disk before the session goes
+            // on; the progress lines need not wait for it (a killed serve
+            // loses nothing written, and the receipts and manifests are the
+            // records that must survive a power cut).
+            if level <= tracing::Level::WARN {
+                let _ = f.sync_data();
+            }
+        }
+    }
+}
+
+/// Removes `serve.json` when the session ends, however it ends.
+struct ServeRecordGuard<'a>(&'a Catalog);
+
+impl Drop for ServeRecordGuard<'_> {
+    fn drop(&mut self) {
+        self.0.remove_serve_record();
+    }
+}
+
+/// Serve one session on `input`/`output` (stdin/stdout for `--stdio`; give
+/// them a `stream::Deadline` so a silent primary ends the session).
+pub fn serve<R: Read, W: Write>(cfg: &Config, input: R, output: W) -> Result<()> {
+    serve_with(cfg, &production, input, output)
+}
+
+/// `serve` with the volumes' backends opened by `open`.
+pub fn serve_with<R: Read, W: Write>(
+    cfg: &Config,
+    open: OpenBackend,
+    input: R,
+    output: W,
+) -> Result<()> {
+    let catalog = Catalog::new(&cfg.state_dir);
+    let log = SessionLog::new(&catalog);
+    let res = open_stores(cfg, open)
+        .and_then(|stores| serve_session(cfg, &stores, &catalog, &log, input, output));
+    match &res {
+        Ok(()) => log.event(tracing::Level::INFO, "session finished"),
+        Err(e) => log.event(
+            tracing::Level::ERROR,
+            &format!("session failed: {}", wire_text(&format!("{e:#}"))),
+        ),
+    }
+    res
+}
+
+fn serve_session<R: Read, W: Write>(
+    cfg: &Config,
+    stores: &Stores,
+    catalog: &Catalog,
+    log: &SessionLog,
+    input: R,
+    output: W,
+) -> Result<()> {
+    let mut r = Reader::new(input);
+    let mut w = Writer::new(output);
+    w.magic()?;
+    w.flush()?;
+    r.magic()?;
+    let first = r.msg()?;
+    if let Msg::SpoolHello { .. } = first {
+        // Redolog streaming: a long-lived session beside the ship sessions,
+        // under the spool's own lock (never the site lock). A site recorded
+        // as primary spools nothing (split-brain guard).
+        let (role, generation) = crate::base::site::current_role(cfg, catalog)?;
+        if role == crate::base::site::Role::Primary {
+            return Err(refuse_as_primary(
+                log,
+                &mut w,
+                "spool session",
+                format!(
+                    "this site ({}) is the primary in generation {generation}: it spools nothing",
+                    cfg.site
+                ),
+            ));
+        }
+        return crate::redostream::serve_spool(cfg, catalog, &|l, t| log.event(l, t), first, r, w);
+    }
+    let _lock = catalog.lock("serve", Duration::from_secs(60))?;
+    let record = ServeRecord {
+        pid: std::process::id() as i32,
+        pgid: nix::unistd::getpgrp().as_raw(),
+        started_at: Timestamp::now(),
+        primary: None,
+    };
+    catalog.write_serve_record(&record)?;
+    let _guard = ServeRecordGuard(catalog);
+    let primary = expect_hello(first, &mut w, log)?;
+    let _ = catalog.write_serve_record(&ServeRecord {
+        primary: Some(primary),
+        ..record
+    });
+    remove_interrupted(stores, catalog, log)?;
+    welcome(cfg, stores, catalog, log, &mut r, &mut w)?;
+    session_loop(cfg, stores, catalog, log, &mut r, &mut w)
+}
+
+/// The primary's hello: a protocol this standby speaks. Returns its site
+/// name, escaped.
+fn expect_hello<W: Write>(first: Msg, w: &mut Writer<W>, log: &SessionLog) -> Result<String> {
+    match first {
+        Msg::Hello {
+            protocol,
+            site,
+            version,
+        } => {
+            if protocol != PROTOCOL_VERSION {
+                let message = format!(
+                    "protocol {protocol} from {} (snapsite {}) is not supported; this standby speaks {PROTOCOL_VERSION}",
+                    wire_str(&site),
+                    wire_str(&version)
+                );
+                let _ = w.msg(&Msg::Error {
+                    message: message.clone(),
+                });
+                return Err(Error::protocol(message));
+            }
+            log.event(
+                tracing::Level::INFO,
+                &format!(
+                    "session started: primary {} (snapsite {})",
+                    wire_str(&site),
+                    wire_str(&version)
+                ),
+            );
+            Ok(wire_str(&site))
+        }
+        other => Err(Error::protocol(format!(
+            "expected hello, got {}",
+            msg_name(&other)
+        ))),
+    }
+}
+
+/// Leftovers of receives an earlier session did not finish.
+/// A receive killed after its receipt was written but before the backend
+/// called it complete is kept when the backend can check it against the
+/// receipt (btrfs); otherwise the receipt goes with the removed snapshot
+/// (the primary sends it again), so no receipt names a snapshot this site
+/// does not hold.
+fn remove_interrupted(stores: &Stores, catalog: &Catalog, log: &SessionLog) -> Result<()> {
+    for st in stores.iter() {
+        // Verified and recorded, only its completion mark missing: kept
+        // (the primary finds it in the inventory and does not send it again).
+        let kept = st.adopt_verified(&|name| catalog.receipt(st.role(), name).ok().flatten())?;
+        for n in kept {
+            log.event(
+                tracing::Level::WARN,
+                &format!(
+                    "volume `{}`: kept interrupted receive {n} (verified and recorded before the session ended)",
+                    st.role()
+                ),
+            );
+        }
+        for n in remove_unverified(st, catalog)? {
+            log.event(
+                tracing::Level::WARN,
+                &format!(
+                    "volume `{}`: removed snapshot {n}: its receive finished after the session ended, unverified (no receipt); it is sent again",
+                    st.role()
+                ),
+            );
+        }
+        let removed = st.cleanup_partial()?;
+        for p in removed {
+            log.event(
+                tracing::Level::WARN,
+                &format!("volume `{}`: removed interrupted receive {p}", st.role()),
+            );
+            let name = p.rsplit(['/', '@']).next().unwrap_or_default();
+            if validate_set_id(name).is_ok() && !catalog.has_manifest(name) {
+                catalog.remove_receipt(st.role(), name)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// ZFS and LVM: a snapshot a receive completed after its session died
+/// (`zfs receive` reading the rest of its pipe after serve was killed) has
+/// no receipt: its stream's checksum was never checked. Left there it is
+/// listed as held, so the primary would not send it again and its set's
+/// commit would be refused for want of a receipt. It goes; the primary
+/// sends that one snapshot again. Only the replica's newest snapshot, and
+/// only when it is set-named and neither committed nor receipted (btrfs
+/// keeps its marker for these, see `cleanup_partial`).
+fn remove_unverified(st: &Store, catalog: &Catalog) -> Result<Vec<String>> {
+    if !matches!(
+        st.kind(),
+        crate::base::config::BackendKind::Zfs | crate::base::config::BackendKind::Lvm
+    ) || st.volume().replica().is_none()
+    {
+        return Ok(Vec::new());
+    }
+    let Some(name) = st.list()?.pop() else {
+        return Ok(Vec::new());
+    };
+    if validate_set_id(&name).is_err()
+        || catalog.has_manifest(&name)
+        || catalog.receipt(st.role(), &name)?.is_some()
+    {
+        return Ok(Vec::new());
+    }
+    st.discard_unverified(&name)?;
+    Ok(vec![name])
+}
+
+/// The inventory, committed sets and the codecs we decode; compressed
+/// frames are accepted from here on.
+fn welcome<R: Read, W: Write>(
+    cfg: &Config,
+    stores: &Stores,
+    catalog: &Catalog,
+    log: &SessionLog,
+    r: &mut Reader<R>,
+    w: &mut Writer<W>,
+) -> Result<()> {
+    let committed = catalog.manifests()?.into_iter().map(|m| m.id).collect();
+    let (role, generation) = crate::base::site::current_role(cfg, catalog)?;
+    w.msg(&Msg::Welcome {
+        protocol: PROTOCOL_VERSION,
+        site: cfg.site.clone(),
+        volumes: inventory_of(stores)?,
+        committed,
+        compress: crate::wire::compress::supported(),
+        role: Some(role.as_str().to_string()),
+        generation: Some(generation),
+    })?;
+    if role == crate::base::site::Role::Primary {
+        // Split-brain guard, receiving end: a primary never takes sets from
+        // anyone (a returning old primary must not overwrite the new one).
+        return Err(refuse_as_primary(
+            log,
+            w,
+            "session",
+            format!(
+                "this site ({}) is the primary in generation {generation}: it receives nothing; the sender must become its standby (`snapsite failback` there)",
+                cfg.site
+            ),
+        ));
+    }
+    r.accept_compressed()
+}
+
+/// Split-brain guard: a site recorded as primary refuses `what`; the peer
+/// is told why, the refusal is logged.
+fn refuse_as_primary<W: Write>(
+    log: &SessionLog,
+    w: &mut Writer<W>,
+    what: &str,
+    message: String,
+) -> Error {
+    log.event(tracing::Level::ERROR, &format!("{what} refused: {message}"));
+    let _ = w.msg(&Msg::Error {
+        message: message.clone(),
+    });
+    let _ = w.flush();
+    Error::refused(message)
+}
+
+/// Snapshots and commits until the primary says bye or closes.
+fn session_loop<R: Read, W: Write>(
+    cfg: &Config,
+    stores: &Stores,
+    catalog: &Catalog,
+    log: &SessionLog,
+    r: &mut Reader<R>,
+    w: &mut Writer<W>,
+) -> Result<()> {
+    loop {
+        let frame = match r.next_frame()? {
+            None => {
+                log.event(tracing::Level::INFO, "primary closed the session");
+                return Ok(());
+            }
+            Some(f) => f,
+        };
+        match frame {
+            Frame::Msg(Msg::Begin {
+                set_id,
+                role,
+                snapshot,
+                base,
+                storage_id,
+                resume,
+            }) => {
+                let inc = Incoming {
+                    set_id: &set_id,
+                    role: &role,
+                    snapshot: &snapshot,
+                    base: base.as_deref(),
+                    storage_id: storage_id.as_deref(),
+                    resume,
+                };
+                let reply = receive_one(cfg, stores, catalog, log, r, inc)?;
+                w.msg(&reply)?;
+            }
+            Frame::Msg(Msg::Commit { manifest }) => {
+                w.msg(&commit_reply(cfg, stores, catalog, log, manifest))?;
+            }
+            Frame::Msg(Msg::Bye) => return Ok(()),
+            Frame::Msg(other) => {
+                return Err(Error::protocol(format!(
+                    "unexpected message {}",
+                    msg_name(&other)
+                )));
+            }
+            Frame::Data(_) => return Err(Error::protocol("data frame outside a snapshot")),
+        }
+    }
+}
+
+/// Commit a set and say how it went (a refusal is an answer, not an end).
+fn commit_reply(
+    cfg: &Config,
+    stores: &Stores,
+    catalog: &Catalog,
+    log: &SessionLog,
+    manifest: Manifest,
+) -> Msg {
+    let id = wire_str(&manifest.id);
+    let reply_id = manifest.id.clone();
+    match commit(cfg, stores, catalog, manifest) {
+        Ok(()) => {
+            log.event(tracing::Level::INFO, &format!("set {id} committed"));
+            crate::redostream::checkpoint_after_commit(
+                cfg,
+                stores,
+                catalog,
+                &|l, t| log.event(l, t),
+                &reply_id,
+            );
+            Msg::Committed { set_id: reply_id }
+        }
+        Err(e) => {
+            let e = wire_text(&e.to_string());
+            log.event(
+                tracing::Level::ERROR,
+                &format!("commit of set {id} refused: {e}"),
+            );
+            Msg::Error {
+                message: format!("set {id}: {e}"),
+            }
+        }
+    }
+}
+
+/// A message's name for logs (never its wire content).
+fn msg_name(m: &Msg) -> &'static str {
+    match m {
+        Msg::Hello { .. } => "hello",
+        Msg::Welcome { .. } => "welcome",
+        Msg::Begin { .. } => "begin",
+        Msg::End { .. } => "end",
+        Msg::Abort { .. } => "abort",
+        Msg::Ack { .. } => "ack",
+        Msg::Nack { .. } => "nack",
+        Msg::Commit { .. } => "commit",
+        Msg::Committed { .. } => "committed",
+        Msg::Error { .. } => "error",
+        Msg::Bye => "bye",
+        Msg::SpoolHello { .. }
+        | Msg::SpoolWelcome { .. }
+        | Msg::SpoolBatch { .. }
+        | Msg::SpoolAck { .. }
+        | Msg::SpoolRefused { .. } => "spool",
+    }
+}
+
+/// Skip a refused snapshot's data up to its End/Abort, keeping the stream in sync.
+fn drain<R: Read>(r: &mut Reader<R>) -> Result<()> {
+    loop {
+        match r.next_frame()? {
+            Some(Frame::Data(_)) => {}
+            Some(Frame::Msg(Msg::End { .. })) | Some(Frame::Msg(Msg::Abort { .. })) => {
+                return Ok(());
+            }
+            Some(Frame::Msg(m)) => {
+                return Err(Error::protocol(format!(
+                    "unexpected message {} inside a snapshot",
+                    msg_name(&m)
+                )));
+            }
+            None => return Err(Error::protocol("stream cut inside a snapshot")),
+        }
+    }
+}
+
+/// What a `Begin` announced.
+struct Incoming<'a> {
+    set_id: &'a str,
+    role: &'a str,
+    snapshot: &'a str,
+    base: Option<&'a str>,
+    storage_id: Option<&'a str>,
+    resume: bool,
+}
+
+/// Check a `Begin` against this standby's config and records; the refusal
+/// text is safe to log and to send back.
+fn admit<'s>(
+    cfg: &Config,
+    stores: &'s Stores,
+    catalog: &Catalog,
+    inc: &Incoming,
+) -> std::result::Result<&'s Store, String> {
+    let store = stores.find(inc.role).ok_or_else(|| {
+        format!(
+            "volume `{}` is not configured on standby {}; refused",
+            wire_str(inc.role),
+            cfg.site
+        )
+    })?;
+    for name in [Some(inc.set_id), Some(inc.snapshot), inc.base]
+        .into_iter()
+        .flatten()
+    {
+        validate_set_id(name)
+            .map_err(|_| format!("`{}` is not a snapsite set id; refused", wire_str(name)))?;
+    }
+    if inc.snapshot != inc.set_id {
+        return Err(format!(
+            "snapshot `{}` is not named after its set `{}`; refused",
+            wire_str(inc.snapshot),
+            wire_str(inc.set_id)
+        ));
+    }
+    if let Some((_, SetKind::Redolog)) = parse_set_id(inc.set_id) {
+        if store.role() != cfg.redolog_role {
+            return Err(format!(
+                "a redolog set carries only the redolog volume `{}`, not `{}`; refused",
+                cfg.redolog_role,
+                store.role()
+            ));
+        }
+    }
+    if let Some(base) = inc.base {
+        if !crate::base::model::older_set(base, inc.snapshot) {
+            return Err(format!(
+                "base `{base}` is not older than `{}`; refused",
+                inc.snapshot
+            ));
+        }
+    }
+    if catalog.has_manifest(inc.set_id) {
+        return Err(format!(
+            "set `{}` is already committed here; refused",
+            inc.set_id
+        ));
+    }
+    if let Some(id) = inc.storage_id {
+        if id.is_empty()
+            || id.len() > 128
+            || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(format!(
+                "storage id `{}` is not plausible; refused",
+                wire_str(id)
+            ));
+        }
+    }
+    Ok(store)
+}
+
+fn receive_one<R: Read>(
+    cfg: &Config,
+    stores: &Stores,
+    catalog: &Catalog,
+    log: &SessionLog,
+    r: &mut Reader<R>,
+    inc: Incoming,
+) -> Result<Msg> {
+    let nack = |error: String| Msg::Nack {
+        role: inc.role.into(),
+        snapshot: inc.snapshot.into(),
+        error,
+    };
+    let store = match admit(cfg, stores, catalog, &inc) {
+        Ok(v) => v,
+        Err(why) => {
+            log.event(tracing::Level::WARN, &why);
+            drain(r)?;
+            return Ok(nack(why));
+        }
+    };
+    let (role, snapshot) = (inc.role, inc.snapshot);
+    let sink = match store.receive(snapshot, inc.base, inc.storage_id, inc.resume) {
+        Ok(s) => s,
+        Err(e) => {
+            let why = wire_text(&e.to_string());
+            log.event(
+                tracing::Level::ERROR,
+                &format!("volume `{role}` {snapshot}: cannot receive: {why}"),
+            );
+            drain(r)?;
+            return Ok(nack(why));
+        }
+    };
+    tracing::info!(%role, %snapshot, base = inc.base.unwrap_or("-"), "receiving");
+    let data = match pump(r, sink, log, &inc)? {
+        Pumped::Complete(d) => d,
+        Pumped::Aborted(reason) => return Ok(nack(reason)),
+    };
+    match verify_and_commit(catalog, log, &inc, data) {
+        Ok(receipt) => Ok(Msg::Ack {
+            role: role.into(),
+            snapshot: snapshot.into(),
+            receipt,
+        }),
+        Err(why) => Ok(nack(why)),
+    }
+}
+
+/// A snapshot's data, all of it received up to the sender's `End`.
+struct Received {
+    sink: Box<dyn SnapshotSink>,
+    bytes: u64,
+    hash: String,
+    want_bytes: u64,
+    want_hash: String,
+    /// The backend stopped taking data (its own error, from commit, says why).
+    write_err: Option<std::io::Error>,
+}
+
+enum Pumped {
+    Complete(Received),
+    /// The sender aborted; the partial receive is gone. The nack's text.
+    Aborted(String),
+}
+
+/// Data frames into the sink (hashing what was decoded: the blake3 covers
+/// uncompressed bytes) up to `End` or `Abort`. A cut or corrupt stream is
+/// an error; the sink keeps its partial state only where it can resume.
+fn pump<R: Read>(
+    r: &mut Reader<R>,
+    mut sink: Box<dyn SnapshotSink>,
+    log: &SessionLog,
+    inc: &Incoming,
+) -> Result<Pumped> {
+    let (role, snapshot) = (inc.role, inc.snapshot);
+    let mut hasher = blake3::Hasher::new();
+    let mut bytes = 0u64;
+    let mut write_err: Option<std::io::Error> = None;
+    loop {
+        match r.next_frame() {
+            Ok(Some(Frame::Data(d))) => {
+                let first = bytes == 0;
+                hasher.update(&d);
+                bytes += d.len() as u64;
+                if write_err.is_none() {
+                    if let Err(e) = sink.write_all(&d) {
+                        write_err = Some(e);
+                    }
+                }
+                if first {
+                    crate::failpoint!("serve.mid_receive");
+                }
+            }
+            Ok(Some(Frame::Msg(Msg::End {
+                bytes: want_bytes,
+                blake3: want_hash,
+            }))) => {
+                return Ok(Pumped::Complete(Received {
+                    sink,
+                    bytes,
+                    hash: hasher.finalize().to_hex().to_string(),
+                    want_bytes,
+                    want_hash,
+                    write_err,
+                }));
+            }
+            Ok(Some(Frame::Msg(Msg::Abort { reason }))) => {
+                sink.abort();
+                log.event(
+                    tracing::Level::WARN,
+                    &format!(
+                        "volume `{role}` {snapshot}: sender aborted ({}); partial receive removed",
+                        wire_text(&reason)
+                    ),
+                );
+                return Ok(Pumped::Aborted(format!(
+                    "aborted by sender: {}",
+                    wire_text(&reason)
+                )));
+            }
+            Ok(Some(Frame::Msg(m))) => {
+                sink.abort();
+                return Err(Error::protocol(format!(
+                    "unexpected message {} inside snapshot data",
+                    msg_name(&m)
+                )));
+            }
+            Ok(None) => {
+                sink.cut();
+                log.event(
+                    tracing::Level::ERROR,
+                    &format!("volume `{role}` {snapshot}: stream cut after {bytes} bytes; partial receive removed or kept for resuming"),
+                );
+                return Err(Error::protocol(format!(
+                    "stream cut after {bytes} bytes of {role} {snapshot}"
+                )));
+            }
+            Err(e) => {
+                // A corrupt frame (one that does not decompress, too) or a
+                // silent primary: nothing of it reached the backend, so what
+                // was received before is as good as a cut.
+                sink.cut();
+                log.event(
+                    tracing::Level::ERROR,
+                    &format!(
+                        "volume `{role}` {snapshot}: {}; partial receive removed or kept for resuming",
+                        wire_text(&e.to_string())
+                    ),
+                );
+                return Err(e.context(format!("{role} {snapshot}")));
+            }
+        }
+    }
+}
+
+/// The trailer must match what arrived and the backend must accept it;
+/// then the receipt is written. `Err`: the nack's text, nothing kept.
+fn verify_and_commit(
+    catalog: &Catalog,
+    log: &SessionLog,
+    inc: &Incoming,
+    data: Received,
+) -> std::result::Result<Receipt, String> {
+    let (role, snapshot) = (inc.role, inc.snapshot);
+    let Received {
+        sink,
+        bytes,
+        hash,
+        want_bytes,
+        want_hash,
+        write_err,
+    } = data;
+    if want_bytes != bytes || want_hash != hash {
+        sink.abort();
+        let msg = format!(
+            "checksum mismatch on {role} {snapshot}: received {bytes} bytes blake3 {hash}, sender says {want_bytes} bytes blake3 {}; discarded",
+            wire_str(&want_hash)
+        );
+        log.event(tracing::Level::ERROR, &msg);
+        return Err(msg);
+    }
+    if let Some(e) = write_err {
+        let msg = match sink.commit(&mut |_| Err(Error::integrity("not all data was written"))) {
+            Err(be) => format!("{be} (input not fully consumed: {e})"),
+            Ok(_) => format!("the receive stopped reading early ({e})"),
+        };
+        let msg = wire_text(&msg);
+        log.event(
+            tracing::Level::ERROR,
+            &format!("volume `{role}` {snapshot}: receive failed: {msg}"),
+        );
+        return Err(msg);
+    }
+    let received_at = Timestamp::now();
+    let mut receipt = None;
+    let committed = sink.commit(&mut |local_id| {
+        let r = Receipt {
+            base: inc.base.map(str::to_string),
+            bytes,
+            blake3: hash.clone(),
+            received_at,
+            storage_id: local_id,
+            set_id: Some(inc.set_id.to_string()),
+            sender_storage_id: inc.storage_id.map(str::to_string),
+        };
+        catalog.write_receipt(role, snapshot, &r)?;
+        crate::failpoint!("serve.after_receipt");
+        receipt = Some(r);
+        Ok(())
+    });
+    match (committed, receipt) {
+        (Ok(_), Some(receipt)) => {
+            log.event(
+                tracing::Level::INFO,
+                &format!("volume `{role}` {snapshot}: received and verified, {bytes} bytes"),
+            );
+            Ok(receipt)
+        }
+        (res, _) => {
+            let _ = catalog.remove_receipt(role, snapshot);
+            let why = match res {
+                Err(e) => wire_text(&e.to_string()),
+                Ok(_) => "the backend did not record a receipt".to_string(),
+            };
+            log.event(
+                tracing::Level::ERROR,
+                &format!("volume `{role}` {snapshot}: receive failed: {why}"),
+            );
+            Err(why)
+        }
+    }
+}
+
+/// Check a manifest from the wire against this standby's own config and
+/// records; returns it with the standby's receipts filled in.
+pub fn validate_commit(
+    cfg: &Config,
+    stores: &Stores,
+    catalog: &Catalog,
+    mut m: Manifest,
+) -> Result<Manifest> {
+    // The standby's own fields are the standby's to write.
+    m.committed_at = None;
+    m.standby_order = None;
+    m.validate_shape()?;
+    // The standby's clock is the one it trusts: a set from the future would
+    // sort after every honest set that follows it.
+    let horizon = crate::base::model::now() + MAX_AHEAD;
+    let id_time = parse_set_id(&m.id).map(|(t, _)| t);
+    if id_time.is_some_and(|t| t > horizon) || m.members.iter().any(|x| x.after > horizon) {
+        return Err(Error::refused(format!(
+            "set {}: dated more than a day ahead of this standby's clock",
+            m.id
+        ))
+        .with_hint("check both sites' clocks (NTP)"));
+    }
+    if m.site.is_empty() || m.site.len() > 64 || wire_str(&m.site) != m.site {
+        return Err(Error::refused(format!(
+            "set {}: site name `{}` is not plausible",
+            m.id,
+            wire_str(&m.site)
+        )));
+    }
+    let expected: Vec<&str> = match m.kind {
+        SetKind::Full => cfg.volumes.iter().map(|v| v.role.as_str()).collect(),
+        SetKind::Redolog => vec![cfg.redolog_role.as_str()],
+    };
+    let mut got: Vec<&str> = m.members.iter().map(|x| x.role.as_str()).collect();
+    got.sort_unstable();
+    let mut want = expected.clone();
+    want.sort_unstable();
+    if got != want {
+        return Err(Error::refused(format!(
+            "set {}: a {} set here has exactly the volumes {:?}, the manifest lists {:?}",
+            m.id,
+            m.kind.as_str(),
+            want,
+            got.iter().map(|r| wire_str(r)).collect::<Vec<_>>()
+        ))
+        .with_hint("the primary's and the standby's configs must name the same volumes"));
+    }
+    // What is here: one listing for every member.
+    let present = stores.listing()?;
+    for member in &mut m.members {
+        let vol = cfg.volume(&member.role).expect("roles checked above");
+        if vol.backend().as_str() != member.backend {
+            return Err(Error::refused(format!(
+                "set {}: volume `{}` is {} on the primary but {} here",
+                m.id,
+                member.role,
+                wire_str(&member.backend),
+                vol.backend().as_str()
+            )));
+        }
+        stores.get(&member.role)?;
+        if !present
+            .get(&member.role)
+            .is_some_and(|l| l.snapshots.contains(&member.snapshot))
+        {
+            return Err(Error::storage(format!(
+                "set {}: member `{}` has not been received",
+                m.id, member.role
+            )));
+        }
+        let receipt = catalog
+            .receipt(&member.role, &member.snapshot)?
+            .ok_or_else(|| {
+                Error::storage(format!(
+                    "set {}: member `{}` has no receipt",
+                    m.id, member.role
+                ))
+            })?;
+        if receipt.set_id.as_deref().is_some_and(|s| s != m.id) {
+            return Err(Error::refused(format!(
+                "set {}: member `{}` was received for another set",
+                m.id, member.role
+            )));
+        }
+        if let (Some(announced), Some(claimed)) = (
+            receipt.sender_storage_id.as_deref(),
+            member.storage_id.as_deref(),
+        ) {
+            if announced != claimed {
+                return Err(Error::integrity(format!(
+                    "set {}: member `{}` storage id {} differs from the one received ({announced})",
+                    m.id,
+                    member.role,
+                    wire_str(claimed)
+                )));
+            }
+        }
+        member.receipt = Some(receipt);
+    }
+    Ok(m)
+}
+
+/// Does a committed manifest say what `sent` says (ignoring what the
+/// standby added: receipts and the commit time)?
+fn same_as_sent(have: &Manifest, sent: &Manifest) -> bool {
+    let strip = |m: &Manifest| {
+        let mut m = m.clone();
+        m.committed_at = None;
+        m.standby_order = None;
+        for x in &mut m.members {
+            x.receipt = None;
+        }
+        m
+    };
+    strip(have) == strip(sent)
+}
+
+/// Write the manifest — the commit record — once every member is here.
+fn commit(cfg: &Config, stores: &Stores, catalog: &Catalog, m: Manifest) -> Result<()> {
+    validate_set_id(&m.id)?;
+    if catalog.has_manifest(&m.id) {
+        // Committed by an earlier session: the same manifest again is a
+        // retry (the primary missed our answer); anything else is refused.
+        let have = catalog
+            .manifest(&m.id)?
+            .ok_or_else(|| Error::storage(format!("set {} vanished", m.id)))?;
+        return if same_as_sent(&have, &m) {
+            // The session that wrote it may have died before protecting
+            // its members: protect those still the newest of their volume
+            // (protecting one releases the older ones).
+            let all = catalog.manifests()?;
+            let newest: Vec<(&str, &str)> = have
+                .member_snapshots()
+                .into_iter()
+                .filter(|(role, snap)| {
+                    !all.iter()
+                        .flat_map(|k| &k.members)
+                        .any(|x| x.role == *role && x.snapshot.as_str() > *snap)
+                })
+                .collect();
+            stores.protect_common(&newest)
+        } else {
+            Err(Error::refused(format!(
+                "set {} is already committed here with other content; the commit record is kept as it is",
+                m.id
+            )))
+        };
+    }
+    let own = crate::base::site::current_role(cfg, catalog)?.1;
+    if m.generation < own {
+        return Err(Error::refused(format!(
+            "set {} was taken in generation {}, older than this site's generation {own}: a set of an old primary is never committed",
+            m.id, m.generation
+        )));
+    }
+    let known = catalog.manifests()?;
+    check_order_claims(cfg, catalog, &m, &known)?;
+    let mut m = validate_commit(cfg, stores, catalog, m)?;
+    m.committed_at = Some(Timestamp::now());
+    m.standby_order = Some(next_standby_order(own, &m.id, &known)?);
+    crate::failpoint!("serve.before_manifest");
+    catalog.write_manifest(&m)?;
+    crate::failpoint!("serve.after_manifest");
+    stores.protect_common(&m.member_snapshots())?;
+    tracing::info!(set = %m.id, kind = m.kind.as_str(), "set committed");
+    Ok(())
+}
+
+/// The manifest's claims about its place in the order — generation and
+/// sequence number — within what this standby can believe: a generation at
+/// most one above the highest it has seen (any, below a bound, for its
+/// first set), a sequence number at most [`MAX_SEQ_STEP`] above the highest
+/// it holds and never above [`MAX_SEQ`]. (The order of committed sets is
+/// the standby's own, `standby_order`; these bounds keep what a promoted
+/// standby continues from — its next generation and sequence — honest.)
+fn check_order_claims(
+    cfg: &Config,
+    catalog: &Catalog,
+    m: &Manifest,
+    known: &[Manifest],
+) -> Result<()> {
+    let what = format!("set {}", wire_str(&m.id));
+    let first_contact = known.is_empty() && catalog.role_record()?.is_none();
+    if first_contact {
+        if m.generation > MAX_FIRST_GENERATION {
+            return Err(Error::refused(format!(
+                "{what} claims generation {}, above {MAX_FIRST_GENERATION} (the most a standby's first set may claim); refused",
+                m.generation
+            )));
+        }
+    } else {
+        let seen = crate::base::site::highest_generation_seen(cfg, catalog)?;
+        crate::base::site::check_claimed_generation(&what, m.generation, seen)?;
+    }
+    let highest = known.iter().map(|k| k.seq).max();
+    let bound = highest.map_or(MAX_SEQ, |h| h.saturating_add(MAX_SEQ_STEP).min(MAX_SEQ));
+    if m.seq > bound {
+        return Err(Error::refused(match highest {
+            Some(h) => format!(
+                "{what} claims sequence number {}, more than {MAX_SEQ_STEP} above the highest this standby holds ({h}) or above {MAX_SEQ}; refused",
+                m.seq
+            ),
+            None => format!(
+                "{what} claims sequence number {}, above {MAX_SEQ}; refused",
+                m.seq
+            ),
+        }));
+    }
+    Ok(())
+}
+
+/// The standby's place for a set it commits now: after everything its
+/// catalog holds. Its generation is its own, or the highest a set in the
+/// catalog ranks by if that is higher (sets committed before
+/// `standby_order` existed rank by their claimed generation); its commit
+/// counter one more than the highest recorded.
+fn next_standby_order(
+    own: u64,
+    id: &str,
+    known: &[Manifest],
+) -> Result<crate::base::model::StandbyOrder> {
+    let generation = known
+        .iter()
+        .map(|k| k.order_key().0)
+        .max()
+        .unwrap_or(0)
+        .max(own);
+    let last = known
+        .iter()
+        .filter_map(|k| k.standby_order.map(|o| o.commit))
+        .max()
+        .unwrap_or(0);
+    let commit = last.checked_add(1).ok_or_else(|| {
+        Error::refused(format!(
+            "set {}: the commit counter is at its limit ({last}); refused",
+            wire_str(id)
+        ))
+    })?;
+    Ok(crate::base::model::StandbyOrder { generation, commit })
+}
