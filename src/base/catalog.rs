@@ -171,7 +171,7 @@ pub struct RunRecord {
     /// The `run` process as it started (pid, start time, boot): `status`
     /// tells a running `run` from one killed without recording its stop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub process: Option<crate::dr::failover::ProcRecord>,
+    pub process: Option<crate::base::procs::ProcRecord>,
     pub started_at: Option<Timestamp>,
     pub stopped_at: Option<Timestamp>,
     pub last_cycle_at: Option<Timestamp>,

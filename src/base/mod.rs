@@ -19,6 +19,7 @@ pub mod failpoint;
 pub mod journal;
 pub mod model;
 pub mod mountinfo;
+pub mod procs;
 pub mod retention;
 pub mod safefile;
 pub mod schedule;

@@ -573,7 +573,7 @@ pub fn render_text(s: &Status, tz: &jiff::tz::TimeZone) -> String {
     if let Some(r) = &s.run {
         let state = match &r.process {
             _ if r.stopped_at.is_some() => "stopped",
-            Some(p) if crate::dr::failover::procs::is_alive(p) => "running",
+            Some(p) if crate::base::procs::is_alive(p) => "running",
             Some(_) => "not running (killed or crashed: it recorded no stop)",
             None => "running or killed (recorded by an older snapsite)",
         };

@@ -166,7 +166,7 @@ impl<'a> Runner<'a> {
         let run_lock = catalog.run_lock()?;
         let mut rec = RunRecord {
             pid: std::process::id(),
-            process: Some(crate::dr::failover::procs::record(std::process::id())),
+            process: Some(crate::base::procs::record(std::process::id())),
             started_at: Some(Timestamp::now()),
             ..Default::default()
         };
