@@ -790,7 +790,7 @@ impl Vetted {
                 "volume `{}`: {why}; the stream is refused (nothing privileged is received from the other site)",
                 self.role
             ))
-            .with_hint("if the application needs it, set `allow_privileged_files = true` on this volume in the standby's config (README: Security)"),
+            .with_hint("if the application needs it, set `allow_privileged_files = true` on this volume in the standby's config (docs/security.md)"),
         );
     }
 }

@@ -456,7 +456,7 @@ fn mount_copy(vol: &Volume, vg: &str, lv: &str, mp: &Path) -> Result<()> {
         opts.push("nouuid");
     }
     if !vol.allow_privileged_files {
-        // Nothing privileged from the other site works (README: Security).
+        // Nothing privileged from the other site works (docs/security.md).
         opts.extend(["nosuid", "nodev"]);
     }
     let mut cmd = Cmd::new("mount");

@@ -536,7 +536,7 @@ pub fn copy_check(
 }
 
 /// Failover's and a rehearsal's clones: set-uid files and device nodes
-/// from the other site do not work there (README: Security), unless the
+/// from the other site do not work there (docs/security.md), unless the
 /// volume says `allow_privileged_files = true`.
 fn unprivileged(vol: &Volume) -> &'static [&'static str] {
     if vol.allow_privileged_files {

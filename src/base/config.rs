@@ -85,7 +85,7 @@ pub struct Volume {
     pub mountpoint: Option<PathBuf>,
     /// `allow_privileged_files`: nothing from the other site may be
     /// set-uid/set-gid, a device node or carry file capabilities unless
-    /// this is set (see the README's Security section).
+    /// this is set (see docs/security.md).
     pub allow_privileged_files: bool,
 }
 
@@ -524,7 +524,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::config(format!("cannot read config {}: {e}", path.display())).with_hint(
-                "pass --config FILE or set SNAPSITE_CONFIG; examples/snapsite.toml is annotated",
+                "pass --config FILE or set SNAPSITE_CONFIG; `snapsite init` writes one, and /usr/share/doc/snapsite/examples/primary.toml is annotated",
             )
         })?;
         Self::parse(&text, path)

@@ -41,7 +41,7 @@ use snapsite::base::config::{self, Config};
 LVM thin), ships them to a standby site over a local pipe or ssh, and on failover brings the \
 standby up from the newest complete set plus the newest redolog snapshot and runs the redo \
 replay with --fromTime set to the set's first snapshot time.",
-    after_help = "Typical use:\n  primary:  snapsite check && snapsite snapshot && snapsite ship\n            snapsite snapshot --redolog && snapsite ship     (every 15 min)\n            or unattended: snapsite run   ([schedule], [retention] in the config)\n  standby:  snapsite sets; snapsite failover --dry-run; snapsite failover\n\nConfig: /etc/snapsite/snapsite.toml (annotated example: examples/snapsite.toml).\nExit status: 0 ok, 1 error, 3 failover done but replay failed (run it again to retry)."
+    after_help = "Typical use:\n  primary:  snapsite check && snapsite snapshot && snapsite ship\n            snapsite snapshot --redolog && snapsite ship     (every 15 min)\n            or unattended: snapsite run   ([schedule], [retention] in the config)\n  standby:  snapsite sets; snapsite failover --dry-run; snapsite failover\n\nConfig: /etc/snapsite/snapsite.toml (`snapsite init` writes both sites' configs; annotated\nexamples: /usr/share/doc/snapsite/examples/primary.toml and standby.toml).\nExit status: 0 ok, 1 error, 3 failover done but replay failed (run it again to retry)."
 )]
 struct Cli {
     /// Config file

@@ -885,7 +885,7 @@ fn mount_copies(cfg: &Config, plan: &Plan, ctx: &mut Ctx) -> Result<()> {
             std::fs::create_dir_all(mp).ctx(format!("create mountpoint {}", mp.display()))?;
             // Nothing privileged from the other site works here: no
             // set-uid, set-gid or device file on the copy the application
-            // sees (README: Security; `allow_privileged_files` opts out).
+            // sees (docs/security.md; `allow_privileged_files` opts out).
             let mut mount = Cmd::new("mount").arg("--bind");
             if !vol.allow_privileged_files {
                 mount = mount.args(["-o", "nosuid,nodev"]);
