@@ -1134,9 +1134,6 @@ mod mount {
     }
 }
 
-/// Processes: /proc, process groups, the gated replay child (also used by
-/// `rehearse`).
-
 pub fn render_plan(p: &Plan) -> String {
     let mut s = String::new();
     let tz = jiff::tz::TimeZone::system();
