@@ -75,7 +75,7 @@ pub const ALL: &[Failpoint] = &[
         name: "serve.after_receipt",
         verbs: &["serve", "seed"],
         state: "standby: a snapshot is received and verified, its receipt written; the backend has not marked it complete (btrfs: the marker is still there), no ack sent",
-        recovery: "rerun `snapsite ship`: the next serve session keeps the snapshot its receipt vouches for (btrfs: nothing is sent again; elsewhere it and its receipt are removed and that one snapshot is sent again)",
+        recovery: "rerun `snapsite ship`: the next serve session keeps the snapshot its receipt vouches for (btrfs and ZFS: nothing is sent again; LVM: that one snapshot is sent again and its receipt rewritten)",
     },
     Failpoint {
         name: "serve.before_manifest",
