@@ -114,6 +114,12 @@ pub struct Status {
     /// Redolog streaming (issue 17): lag and spool, when `[stream]` is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<crate::redostream::StreamStatus>,
+    /// Standby: receives left half-done for resuming (ZFS resume state, an
+    /// LVM replica holding a cut stream's blocks), one line per volume.
+    /// They hold pool space until the next ship resumes them or failover
+    /// releases them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parked: Vec<String>,
 }
 
 /// The last rehearsal, from its report.
@@ -218,6 +224,11 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
         last_ship_ok_at: record.as_ref().and_then(|r| r.last_ship_ok),
         run,
         stream: crate::redostream::stream_status(cfg, now),
+        parked: if site.role == Role::Primary {
+            Vec::new()
+        } else {
+            parked_receives(cfg)
+        },
     };
     status.findings = evaluate(cfg, &status);
     status.level = status
@@ -227,6 +238,23 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
         .max()
         .unwrap_or(Level::Ok);
     Ok(status)
+}
+
+/// Receives parked for resuming on this standby, per volume (a check that
+/// fails is reported the same way: it is worth a look either way).
+fn parked_receives(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for v in &cfg.volumes {
+        match crate::backend::open(v).parked_receive() {
+            Ok(Some(p)) => out.push(format!("volume `{}`: {p}", v.role)),
+            Ok(None) => {}
+            Err(e) => out.push(format!(
+                "volume `{}`: parked receives could not be checked: {e}",
+                v.role
+            )),
+        }
+    }
+    out
 }
 
 /// Usable sets on this site, by kind.
@@ -333,6 +361,14 @@ fn age(s: f64) -> String {
 pub fn evaluate(cfg: &Config, s: &Status) -> Vec<Finding> {
     let t = &cfg.status;
     let mut out = Vec::new();
+    for p in &s.parked {
+        out.push(Finding {
+            level: Level::Warning,
+            message: format!(
+                "{p}: a receive is parked for resuming and holds its space in the pool until the next ship resumes it (failover releases it first)"
+            ),
+        });
+    }
     for i in &s.interrupted {
         out.push(Finding {
             // A verb still running (its recorded process alive) is no fault.
@@ -766,6 +802,22 @@ recovery_point_warning = "20m"
 recovery_point_critical = "1h"
 "#;
 
+    #[test]
+    fn a_parked_receive_is_a_warning() {
+        let cfg = Config::parse(
+            "site = \"a\"\nstate_dir = \"/var/lib/s\"\n[[volume]]\nrole = \"redolog\"\nbackend = \"btrfs\"\nsource = \"/srv/r\"\nsnapshot_dir = \"/srv/.s/r\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let mut s = status(Some(1.0), Some(1.0));
+        assert!(evaluate(&cfg, &s).iter().all(|f| f.level == Level::Ok));
+        s.parked = vec!["volume `blob`: vg/blob holds 3.0 GiB of a cut stream (pool 88% full)".into()];
+        let f = evaluate(&cfg, &s);
+        let w: Vec<_> = f.iter().filter(|f| f.level == Level::Warning).collect();
+        assert_eq!(w.len(), 1, "{f:?}");
+        assert!(w[0].message.contains("parked for resuming"), "{}", w[0].message);
+    }
+
     fn status(rp_age: Option<f64>, full_age: Option<f64>) -> Status {
         let now: Timestamp = "2026-11-27T12:00:00Z".parse().unwrap();
         let mk = |a: f64| SetAt {
@@ -798,6 +850,7 @@ recovery_point_critical = "1h"
             last_ship_ok_at: None,
             run: None,
             stream: None,
+            parked: vec![],
         }
     }
 
