@@ -811,11 +811,16 @@ recovery_point_critical = "1h"
         .unwrap();
         let mut s = status(Some(1.0), Some(1.0));
         assert!(evaluate(&cfg, &s).iter().all(|f| f.level == Level::Ok));
-        s.parked = vec!["volume `blob`: vg/blob holds 3.0 GiB of a cut stream (pool 88% full)".into()];
+        s.parked =
+            vec!["volume `blob`: vg/blob holds 3.0 GiB of a cut stream (pool 88% full)".into()];
         let f = evaluate(&cfg, &s);
         let w: Vec<_> = f.iter().filter(|f| f.level == Level::Warning).collect();
         assert_eq!(w.len(), 1, "{f:?}");
-        assert!(w[0].message.contains("parked for resuming"), "{}", w[0].message);
+        assert!(
+            w[0].message.contains("parked for resuming"),
+            "{}",
+            w[0].message
+        );
     }
 
     fn status(rp_age: Option<f64>, full_age: Option<f64>) -> Status {
