@@ -29,10 +29,12 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// Fields drop in order: the filesystems are unmounted before the
+/// directory holding them is removed.
 struct Twin {
-    dir: tempfile::TempDir,
     pri: BtrfsFs,
     stb: BtrfsFs,
+    dir: tempfile::TempDir,
 }
 
 impl Twin {
@@ -61,7 +63,7 @@ impl Twin {
         for s in ["state", "state-b"] {
             std::fs::create_dir_all(dir.path().join(s)).unwrap();
         }
-        Twin { dir, pri, stb }
+        Twin { pri, stb, dir }
     }
     fn vol_args(&self) -> Vec<String> {
         ["mysql", "blob", "index", "redolog"]
