@@ -162,7 +162,8 @@ pub fn wire(cfg: &Config, now: &jiff::civil::DateTime) -> Vec<Finding> {
     ]
 }
 
-fn human_bytes(b: u64) -> String {
+/// `1.5 GiB`: sizes in check's and the CLI's output.
+pub fn human_bytes(b: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b as f64;
     let mut i = 0;
