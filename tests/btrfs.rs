@@ -4,44 +4,11 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 use jiff::Timestamp;
 use snapsite::dr::replay::format_zmplayredo;
 
 const MIB: usize = 1 << 20;
-
-/// A replay command that records its argv and exits with the code in
-/// `<dir>/replay-rc` (0 when absent).
-fn replay_script(dir: &Path) -> String {
-    let script = dir.join("replay.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$@\" > {d}/replay-args\necho \"$SNAPSITE_SET_ID\" > {d}/replay-env\ncat \"$3/log\" > {d}/replay-redolog 2>/dev/null\nexit $(cat {d}/replay-rc 2>/dev/null || echo 0)\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    sh(&["chmod", "+x", script.to_str().unwrap()]);
-    format!(
-        "[\"{}\", \"--fromTime\", \"{{from_time}}\", \"{{mount:redolog}}\"]",
-        script.display()
-    )
-}
-
-fn new_lab() -> Lab {
-    let tmp = tempfile::tempdir_in("/var/tmp").unwrap();
-    let replay = replay_script(tmp.path());
-    let lab = Lab::new(&replay);
-    // Keep the script dir alive with the lab by moving the script in.
-    let dst = lab.dir.path().join("replay.sh");
-    std::fs::copy(tmp.path().join("replay.sh"), &dst).unwrap();
-    let fixed = replay_script(lab.dir.path());
-    std::fs::write(&lab.stb_cfg, lab.standby_toml(&fixed)).unwrap();
-    lab
-}
 
 fn fill_volumes(lab: &Lab, seed: u64) {
     for (i, r) in ROLES.iter().enumerate() {
@@ -52,17 +19,6 @@ fn fill_volumes(lab: &Lab, seed: u64) {
     }
 }
 
-fn append_redolog(lab: &Lab, line: &str) {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(lab.live("redolog").join("log"))
-        .unwrap();
-    writeln!(f, "{line}").unwrap();
-    f.sync_all().unwrap();
-}
-
 fn parse_ts(v: &serde_json::Value) -> Timestamp {
     v.as_str().unwrap().parse().unwrap()
 }
@@ -70,9 +26,9 @@ fn parse_ts(v: &serde_json::Value) -> Timestamp {
 #[test]
 fn set_ship_failover_end_to_end_local() {
     require_real!();
-    let lab = new_lab();
+    let lab = Lab::with_replay_recorder();
     fill_volumes(&lab, 1);
-    append_redolog(&lab, "op 1");
+    lab.append_redolog("op 1");
     let full = lab.snapshot(false);
     let roles: Vec<&str> = full["members"]
         .as_array()
@@ -89,12 +45,12 @@ fn set_ship_failover_end_to_end_local() {
         .collect();
     assert!(befores.windows(2).all(|w| w[0] <= w[1]), "taken in order");
 
-    append_redolog(&lab, "op 2");
+    lab.append_redolog("op 2");
     let redo1 = lab.snapshot(true);
     assert_eq!(redo1["members"].as_array().unwrap().len(), 1);
-    append_redolog(&lab, "op 3");
+    lab.append_redolog("op 3");
     let redo2 = lab.snapshot(true);
-    append_redolog(&lab, "op 4 (after the last snapshot: lost)");
+    lab.append_redolog("op 4 (after the last snapshot: lost)");
 
     // The dry run asks the standby and sends nothing.
     let plan = lab.ok(&lab.pri_cfg, &["ship", "--dry-run"]);
@@ -212,7 +168,7 @@ fn set_ship_failover_end_to_end_local() {
 #[test]
 fn incremental_ship_sends_about_the_changed_bytes() {
     require_real!();
-    let lab = new_lab();
+    let lab = Lab::with_replay_recorder();
     fill_volumes(&lab, 10);
     write_file(&lab.live("blob").join("big"), &random_bytes(99, 48 * MIB));
     lab.snapshot(false);
@@ -308,7 +264,7 @@ fn assert_nothing_half_received(lab: &Lab) {
 #[test]
 fn cut_stream_leaves_nothing_and_next_ship_completes() {
     require_real!();
-    let lab = new_lab();
+    let lab = Lab::with_replay_recorder();
     fill_volumes(&lab, 20);
     write_file(&lab.live("blob").join("big"), &random_bytes(5, 16 * MIB));
     let set = lab.snapshot(false);
@@ -354,7 +310,7 @@ fn cut_stream_leaves_nothing_and_next_ship_completes() {
 #[test]
 fn flipped_byte_is_detected_and_discarded() {
     require_real!();
-    let lab = new_lab();
+    let lab = Lab::with_replay_recorder();
     fill_volumes(&lab, 30);
     write_file(&lab.live("blob").join("big"), &random_bytes(6, 8 * MIB));
     let set = lab.snapshot(false);
@@ -382,7 +338,7 @@ fn flipped_byte_is_detected_and_discarded() {
 #[test]
 fn half_received_subvolume_from_a_killed_receiver_is_removed() {
     require_real!();
-    let lab = new_lab();
+    let lab = Lab::with_replay_recorder();
     fill_volumes(&lab, 40);
     write_file(&lab.live("index").join("big"), &random_bytes(8, 8 * MIB));
     let set = lab.snapshot(false);
@@ -441,7 +397,7 @@ fn half_received_subvolume_from_a_killed_receiver_is_removed() {
 #[test]
 fn failover_rolls_back_on_error_and_resumes_after_failed_replay() {
     require_real!();
-    let lab = new_lab();
+    let lab = Lab::with_replay_recorder();
     fill_volumes(&lab, 50);
     lab.snapshot(false);
     lab.ship(&lab.pri_cfg);
@@ -524,7 +480,7 @@ fn bad_config_is_a_clear_error_and_touches_nothing() {
 #[test]
 fn failover_killed_mid_way_resumes_on_the_next_run() {
     require_real!();
-    let lab = new_lab();
+    let lab = Lab::with_replay_recorder();
     fill_volumes(&lab, 60);
     let set = lab.snapshot(false);
     lab.ship(&lab.pri_cfg);
@@ -586,18 +542,10 @@ fn subvolume_info_from_the_kernel_matches_btrfs_subvolume_show() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let fs = BtrfsFs::new(dir.path(), "si", "300M");
     let live = fs.path("live");
-    sh(&["btrfs", "-q", "subvolume", "create", live.to_str().unwrap()]);
+    subvolume_create(&live);
     write_file(&live.join("f"), &random_bytes(7, 4096));
     let snap = fs.path("snap");
-    sh(&[
-        "btrfs",
-        "-q",
-        "subvolume",
-        "snapshot",
-        "-r",
-        live.to_str().unwrap(),
-        snap.to_str().unwrap(),
-    ]);
+    snapshot_readonly(&live, &snap);
     let recv = fs.path("recv");
     std::fs::create_dir(&recv).unwrap();
     let status = std::process::Command::new("sh")
@@ -614,9 +562,7 @@ fn subvolume_info_from_the_kernel_matches_btrfs_subvolume_show() {
         (&received, true, false, true),
     ] {
         let kernel = subvolume_info(path).unwrap();
-        let shown =
-            parse_subvolume_show(&sh(&["btrfs", "subvolume", "show", path.to_str().unwrap()]))
-                .unwrap();
+        let shown = parse_subvolume_show(&subvolume_show(path)).unwrap();
         assert_eq!(kernel, shown, "{}", path.display());
         assert_eq!(kernel.readonly, ro, "{}", path.display());
         assert_eq!(kernel.parent_uuid.is_some(), parent, "{}", path.display());

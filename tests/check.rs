@@ -6,22 +6,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
-use common::{Lab, ROLES, run_snapsite, sh};
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn both(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{Lab, ROLES, both, run_snapsite, sh, stdout};
 
 /// A standby config in `dir`: four btrfs volumes (nothing needs to exist for
 /// a standby's check), mountpoints under `dir/app`, `replay` as the program.

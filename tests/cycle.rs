@@ -161,17 +161,7 @@ fn a_site_recorded_as_standby_neither_ships_nor_is_shipped_to_as_primary() {
 }
 
 fn send_size(path: &Path) -> u64 {
-    let out = std::process::Command::new("btrfs")
-        .args(["send", "-q"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout.len() as u64
+    btrfs_send(path, &[]).len() as u64
 }
 
 fn readonly(path: &Path) -> bool {

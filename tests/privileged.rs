@@ -41,34 +41,14 @@ fn snapshot_stream_with(
     send_args: &[&str],
 ) -> (Vec<u8>, String) {
     let src = fs.path(&format!("src-{id}"));
-    sh(&["btrfs", "-q", "subvolume", "create", src.to_str().unwrap()]);
+    subvolume_create(&src);
     fill(&src);
     std::fs::create_dir_all(fs.path("snaps")).unwrap();
     let snap = fs.path("snaps").join(id);
-    sh(&[
-        "btrfs",
-        "-q",
-        "subvolume",
-        "snapshot",
-        "-r",
-        src.to_str().unwrap(),
-        snap.to_str().unwrap(),
-    ]);
-    let out = Command::new("btrfs")
-        .args(["send", "-q"])
-        .args(send_args)
-        .arg(&snap)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let show = sh(&["btrfs", "subvolume", "show", snap.to_str().unwrap()]);
-    let uuid = show
-        .lines()
-        .filter_map(|l| l.trim().split_once(':'))
-        .find(|(k, _)| k.trim() == "UUID")
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap();
-    (out.stdout, uuid)
+    snapshot_readonly(&src, &snap);
+    let uuid = show_field(&subvolume_show(&snap), "UUID");
+    assert!(!uuid.is_empty(), "no UUID for {}", snap.display());
+    (btrfs_send(&snap, send_args), uuid)
 }
 
 /// One snapshot through `serve` (real btrfs backend): the ack or nack.

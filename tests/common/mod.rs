@@ -5,6 +5,7 @@
 
 pub mod btrfs_stream;
 pub mod memsite;
+pub mod sshlab;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -100,6 +101,72 @@ impl Drop for BtrfsFs {
         let _ = Command::new("losetup").args(["-d", &self.dev]).status();
         let _ = std::fs::remove_file(&self.img);
     }
+}
+
+/// `btrfs subvolume create path`.
+pub fn subvolume_create(path: &Path) {
+    sh(&["btrfs", "-q", "subvolume", "create", path.to_str().unwrap()]);
+}
+
+/// `btrfs subvolume snapshot -r src dst`.
+pub fn snapshot_readonly(src: &Path, dst: &Path) {
+    sh(&[
+        "btrfs",
+        "-q",
+        "subvolume",
+        "snapshot",
+        "-r",
+        src.to_str().unwrap(),
+        dst.to_str().unwrap(),
+    ]);
+}
+
+/// `btrfs send -q <args> snap`: the stream (the command must succeed).
+pub fn btrfs_send(snap: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("btrfs")
+        .args(["send", "-q"])
+        .args(args)
+        .arg(snap)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "btrfs send {}: {}",
+        snap.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// `btrfs receive -e dir` fed `stream`: whether it succeeded.
+pub fn btrfs_receive(dir: &Path, stream: &[u8]) -> bool {
+    Command::new("btrfs")
+        .args(["receive", "-e"])
+        .arg(dir)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(stream)?;
+            c.wait()
+        })
+        .unwrap()
+        .success()
+}
+
+/// `btrfs subvolume show path`.
+pub fn subvolume_show(path: &Path) -> String {
+    sh(&["btrfs", "subvolume", "show", path.to_str().unwrap()])
+}
+
+/// One field (`UUID`, `Parent UUID`, `Flags`, …) of a `btrfs subvolume
+/// show` output; empty when absent.
+pub fn show_field(show: &str, key: &str) -> String {
+    show.lines()
+        .filter_map(|l| l.trim().split_once(':'))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Unmount everything mounted at or below `dir` except `dir` itself, deepest first.
@@ -238,6 +305,41 @@ impl TwoSites {
         )
     }
 
+    /// The four [`ROLES`], the standby's replay a recorder
+    /// ([`replay_recorder`]) writing into the lab's directory.
+    pub fn with_replay_recorder() -> TwoSites {
+        let lab = TwoSites::new("[\"/bin/true\"]");
+        let replay = replay_recorder(lab.dir.path());
+        std::fs::write(&lab.stb_cfg, lab.standby_toml(&replay)).unwrap();
+        lab
+    }
+
+    /// Append `line` to the primary's `redolog/log`, synced.
+    pub fn append_redolog(&self, line: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.live("redolog").join("log"))
+            .unwrap();
+        writeln!(f, "{line}").unwrap();
+        f.sync_all().unwrap();
+    }
+
+    /// The primary's committed manifest of set `id`, as JSON.
+    pub fn primary_manifest(&self, id: &str) -> serde_json::Value {
+        let p = self.dir.path().join(format!("state-pri/sets/{id}.json"));
+        serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+    }
+
+    /// The standby's manifest of set `id`, if it committed one.
+    pub fn standby_manifest(&self, id: &str) -> Option<serde_json::Value> {
+        let p = self.dir.path().join(format!("state-stb/sets/{id}.json"));
+        std::fs::read(&p)
+            .ok()
+            .map(|b| serde_json::from_slice(&b).unwrap())
+    }
+
     /// Write a primary config with another [standby] section; returns its path.
     pub fn primary_variant(&self, name: &str, standby: &str) -> PathBuf {
         let p = self.dir.path().join(format!("{name}.toml"));
@@ -319,6 +421,42 @@ impl TwoSites {
         out.sort();
         out
     }
+}
+
+/// A replay command (TOML array) for a standby config: a script in `dir`
+/// that writes its argv to `replay-args`, `$SNAPSITE_SET_ID` to
+/// `replay-env` and the redolog it was given (`<mount>/log`) to
+/// `replay-redolog`, then exits with the code in `replay-rc` (0 when absent).
+pub fn replay_recorder(dir: &Path) -> String {
+    let script = dir.join("replay.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > {d}/replay-args\necho \"$SNAPSITE_SET_ID\" > {d}/replay-env\ncat \"$3/log\" > {d}/replay-redolog 2>/dev/null\nexit $(cat {d}/replay-rc 2>/dev/null || echo 0)\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    sh(&["chmod", "+x", script.to_str().unwrap()]);
+    format!(
+        "[\"{}\", \"--fromTime\", \"{{from_time}}\", \"{{mount:redolog}}\"]",
+        script.display()
+    )
+}
+
+/// A command's stdout, lossily.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A command's status, stdout and stderr, for an assertion's message.
+pub fn both(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 pub fn run_snapsite(cfg: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
