@@ -109,12 +109,7 @@ impl Rig {
                 script.display()
             ),
         );
-        for (i, r) in VOLS.iter().enumerate() {
-            write_file(
-                &lab.live(r).join("data"),
-                &random_bytes(i as u64, 16 * 1024),
-            );
-        }
+        lab.fill(0, 16 * 1024);
         let out = lab.ok(&pri, &["snapshot", "--json"]);
         let set: serde_json::Value = serde_json::from_str(&out).unwrap();
         let id = set["id"].as_str().unwrap().to_string();

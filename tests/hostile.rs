@@ -317,6 +317,22 @@ impl Session {
         }
     }
 
+    /// Send a snapshot that must be refused (`what` names it in `f`).
+    #[allow(clippy::too_many_arguments)]
+    fn refuse(
+        &mut self,
+        f: &mut Findings,
+        case: &str,
+        what: &str,
+        set: &str,
+        role: &str,
+        storage_id: Option<&str>,
+        stream: &[u8],
+    ) {
+        let rep = self.send(set, role, storage_id, stream);
+        f.check(case, !rep.is_ack(), format!("{what} refused: {rep:?}"));
+    }
+
     fn commit(&mut self, manifest: Manifest) -> Reply {
         match self.w.as_mut().unwrap().msg(&Msg::Commit { manifest }) {
             Ok(()) => self.reply(),
@@ -376,6 +392,40 @@ impl Findings {
             eprintln!("FAIL [{case}] {what}");
             self.0.push(format!("[{case}] {what}"));
         }
+    }
+
+    /// `stream`, as snapshot `set` of `role` with uuid `u`, alone in a
+    /// session of its own: it must be refused (`what` names it). Whether
+    /// the session ran (a failed handshake is a finding).
+    #[allow(clippy::too_many_arguments)]
+    fn refused(
+        &mut self,
+        lab: &Lab,
+        case: &str,
+        what: &str,
+        set: &str,
+        role: &str,
+        u: [u8; 16],
+        stream: &[u8],
+    ) -> bool {
+        match Session::open(lab, "primary", &[]) {
+            Ok(mut s) => {
+                s.refuse(self, case, what, set, role, Some(&uuid_string(&u)), stream);
+                s.close();
+                true
+            }
+            Err(e) => {
+                self.check(case, false, e);
+                false
+            }
+        }
+    }
+
+    /// Nothing whose name contains `needle` anywhere in the lab (`what`
+    /// says so in the report).
+    fn nothing_named(&mut self, lab: &Lab, case: &str, needle: &str, what: &str) {
+        let found = find_named(lab.dir.path(), needle);
+        self.check(case, found.is_empty(), format!("{what}: {found:?}"));
     }
 }
 
@@ -484,12 +534,7 @@ fn ransomware_drill() {
         .to_string();
 
     // --- The legitimate history: a full set and a redolog set, shipped. ---
-    for (i, r) in ROLES.iter().enumerate() {
-        write_file(
-            &lab.live(r).join("data"),
-            &random_bytes(i as u64, 64 * 1024),
-        );
-    }
+    lab.fill(0, 64 * 1024);
     lab.append_redolog("op 1");
     let full = lab.snapshot(false);
     lab.append_redolog("op 2");
@@ -533,24 +578,11 @@ fn ransomware_drill() {
             .mkfile(&format!("root/{outside_rel}/pwned-a-root"))
             .write(&format!("root/{outside_rel}/pwned-a-root"), 0, b"via /\n")
             .end();
-        match Session::open(&lab, "primary", &[]) {
-            Ok(mut s) => {
-                let rep = s.send(&h, "blob", Some(&uuid_string(&u)), w.bytes());
-                refused_ids.push(h.clone());
-                f.check(case, !rep.is_ack(), format!("stream refused: {rep:?}"));
-                s.close();
-                refused_sessions += 1;
-            }
-            Err(e) => f.check(case, false, e),
+        if f.refused(&lab, case, "stream", &h, "blob", u, w.bytes()) {
+            refused_ids.push(h.clone());
+            refused_sessions += 1;
         }
-        f.check(
-            case,
-            find_named(lab.dir.path(), "pwned-a").is_empty(),
-            format!(
-                "no file written: {:?}",
-                find_named(lab.dir.path(), "pwned-a")
-            ),
-        );
+        f.nothing_named(&lab, case, "pwned-a", "no file written");
         f.check(case, !received(&lab, "blob", &h).exists(), "nothing kept");
     }
 
@@ -568,24 +600,11 @@ fn ransomware_drill() {
             .mkfile("../pwned-b-sibling")
             .mkfile("../../pwned-b-up2")
             .end();
-        match Session::open(&lab, "primary", &[]) {
-            Ok(mut s) => {
-                let rep = s.send(&h, "mysql", Some(&uuid_string(&u)), w.bytes());
-                refused_ids.push(h.clone());
-                f.check(case, !rep.is_ack(), format!("stream refused: {rep:?}"));
-                s.close();
-                refused_sessions += 1;
-            }
-            Err(e) => f.check(case, false, e),
+        if f.refused(&lab, case, "stream", &h, "mysql", u, w.bytes()) {
+            refused_ids.push(h.clone());
+            refused_sessions += 1;
         }
-        f.check(
-            case,
-            find_named(lab.dir.path(), "pwned-b").is_empty(),
-            format!(
-                "no file written: {:?}",
-                find_named(lab.dir.path(), "pwned-b")
-            ),
-        );
+        f.nothing_named(&lab, case, "pwned-b", "no file written");
         // A subvolume name with ../ in the stream itself.
         let h = ids.next(SetKind::Full);
         let u = uuid_from_seed(0xb2);
@@ -593,19 +612,9 @@ fn ransomware_drill() {
         w.subvol("../../pwned-b-subvol", u, 100)
             .file("x", b"x")
             .end();
-        match Session::open(&lab, "primary", &[]) {
-            Ok(mut s) => {
-                let rep = s.send(&h, "mysql", Some(&uuid_string(&u)), w.bytes());
-                refused_ids.push(h.clone());
-                f.check(
-                    case,
-                    !rep.is_ack(),
-                    format!("../ subvolume refused: {rep:?}"),
-                );
-                s.close();
-                refused_sessions += 1;
-            }
-            Err(e) => f.check(case, false, e),
+        if f.refused(&lab, case, "../ subvolume", &h, "mysql", u, w.bytes()) {
+            refused_ids.push(h.clone());
+            refused_sessions += 1;
         }
         f.check(
             case,
@@ -622,16 +631,12 @@ fn ransomware_drill() {
         let stream = plain_stream(&format!(".receiving-{full_id}"), u, b"x");
         match Session::open(&lab, "primary", &[]) {
             Ok(mut s) => {
-                let rep = s.send(&h, "blob", Some(&uuid_string(&u)), &stream);
+                let uuid = uuid_string(&u);
+                s.refuse(&mut f, case, "stream", &h, "blob", Some(&uuid), &stream);
                 refused_ids.push(h.clone());
-                f.check(case, !rep.is_ack(), format!("stream refused: {rep:?}"));
                 // The same, announced as the committed snapshot itself.
-                let rep = s.send(&full_id, "index", Some(&uuid_string(&u)), &stream);
-                f.check(
-                    case,
-                    !rep.is_ack(),
-                    format!("re-sending a committed snapshot refused: {rep:?}"),
-                );
+                let what = "re-sending a committed snapshot";
+                s.refuse(&mut f, case, what, &full_id, "index", Some(&uuid), &stream);
                 s.close();
                 refused_sessions += 1;
             }
@@ -700,14 +705,7 @@ fn ransomware_drill() {
         if let Ok(s) = Session::open(&lab, "primary", &[]) {
             s.close();
         }
-        f.check(
-            case,
-            find_named(lab.dir.path(), "pwned-d").is_empty(),
-            format!(
-                "second stream had no effect: {:?}",
-                find_named(lab.dir.path(), "pwned-d")
-            ),
-        );
+        f.nothing_named(&lab, case, "pwned-d", "second stream had no effect");
         f.check(
             case,
             find_named(&lab.stb.mnt, &format!(".receiving-{redo_id}")).is_empty(),
@@ -729,41 +727,47 @@ fn ransomware_drill() {
         let u = uuid_from_seed(0xe);
         match Session::open(&lab, "primary", &[]) {
             Ok(mut s) => {
-                let rep = s.send(
+                let uuid = uuid_string(&u);
+                let stream = plain_stream(&other, u, b"x");
+                s.refuse(
+                    &mut f,
+                    case,
+                    "other subvolume name",
                     &h,
                     "index",
-                    Some(&uuid_string(&u)),
-                    &plain_stream(&other, u, b"x"),
+                    Some(&uuid),
+                    &stream,
                 );
-                f.check(
+                let stream = plain_stream("pwned-e", u, b"x");
+                s.refuse(
+                    &mut f,
                     case,
-                    !rep.is_ack(),
-                    format!("other subvolume name refused: {rep:?}"),
-                );
-                let rep = s.send(
+                    "non-id subvolume name",
                     &h,
                     "index",
-                    Some(&uuid_string(&u)),
-                    &plain_stream("pwned-e", u, b"x"),
-                );
-                f.check(
-                    case,
-                    !rep.is_ack(),
-                    format!("non-id subvolume name refused: {rep:?}"),
+                    Some(&uuid),
+                    &stream,
                 );
                 let h2 = ids.next(SetKind::Full);
-                let rep = s.send(
+                let stream = plain_stream(&h2, u, b"x");
+                let wrong = uuid_string(&uuid_from_seed(0xe1));
+                s.refuse(
+                    &mut f,
+                    case,
+                    "wrong uuid",
                     &h2,
                     "index",
-                    Some(&uuid_string(&uuid_from_seed(0xe1))),
-                    &plain_stream(&h2, u, b"x"),
+                    Some(&wrong),
+                    &stream,
                 );
-                f.check(case, !rep.is_ack(), format!("wrong uuid refused: {rep:?}"));
-                let rep = s.send(&h2, "index", None, &plain_stream(&h2, u, b"x"));
-                f.check(
+                s.refuse(
+                    &mut f,
                     case,
-                    !rep.is_ack(),
-                    format!("no announced uuid refused: {rep:?}"),
+                    "no announced uuid",
+                    &h2,
+                    "index",
+                    None,
+                    &stream,
                 );
                 s.close();
                 refused_sessions += 1;
@@ -1093,14 +1097,10 @@ fn ransomware_drill() {
         match Session::open(&lab, "primary\nFAKE session ok\x1b[2J", &[]) {
             Ok(mut s) => {
                 let h = ids.next(SetKind::Full);
-                let rep = s.send(&h, "blob\nFAKE received blob\r\x07", None, b"junk");
-                f.check(
-                    case,
-                    !rep.is_ack(),
-                    format!("unknown role refused: {rep:?}"),
-                );
-                let rep = s.send("x\n\x1b]0;FAKE\x07", "blob", None, b"junk");
-                f.check(case, !rep.is_ack(), format!("bad set id refused: {rep:?}"));
+                let role = "blob\nFAKE received blob\r\x07";
+                s.refuse(&mut f, case, "unknown role", &h, role, None, b"junk");
+                let set = "x\n\x1b]0;FAKE\x07";
+                s.refuse(&mut f, case, "bad set id", set, "blob", None, b"junk");
                 let _ = s.begin(&h, "blob", &h, None);
                 let _ = s.data(b"btrfs-stream\0");
                 let _ = s.w.as_mut().unwrap().msg(&Msg::Abort {
@@ -1180,14 +1180,7 @@ fn ransomware_drill() {
 
     // --- After all of it ---
     let case = "after";
-    f.check(
-        case,
-        find_named(lab.dir.path(), "pwned").is_empty(),
-        format!(
-            "no file written outside: {:?}",
-            find_named(lab.dir.path(), "pwned")
-        ),
-    );
+    f.nothing_named(&lab, case, "pwned", "no file written outside");
     f.check(
         case,
         std::fs::read_dir(&outside).unwrap().count() == 0,

@@ -314,6 +314,17 @@ impl TwoSites {
         lab
     }
 
+    /// Each volume's `data` file: `len` pseudo-random bytes, seeded
+    /// `seed + i` for the i-th role.
+    pub fn fill(&self, seed: u64, len: usize) {
+        for (i, r) in self.roles.iter().enumerate() {
+            write_file(
+                &self.live(r).join("data"),
+                &random_bytes(seed + i as u64, len),
+            );
+        }
+    }
+
     /// Append `line` to the primary's `redolog/log`, synced.
     pub fn append_redolog(&self, line: &str) {
         use std::io::Write;
@@ -338,6 +349,49 @@ impl TwoSites {
         std::fs::read(&p)
             .ok()
             .map(|b| serde_json::from_slice(&b).unwrap())
+    }
+
+    /// A primary config `<name>.toml` whose transport pipes the stream
+    /// through `filter` (a shell command reading stdin, writing stdout, e.g.
+    /// [`byte_filter`]) into the standby's serve; `extra` is appended to
+    /// its `[standby]`.
+    pub fn filtered_transport(&self, name: &str, filter: &str, extra: &str) -> PathBuf {
+        let script = self.dir.path().join(format!("{name}.sh"));
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n{filter} | exec {} serve --stdio --config {}\n",
+                snapsite_exe(),
+                self.stb_cfg.display()
+            ),
+        )
+        .unwrap();
+        sh(&["chmod", "+x", script.to_str().unwrap()]);
+        self.primary_variant(
+            name,
+            &format!(
+                "transport = \"command\"\ncommand = [\"{}\"]\n{extra}",
+                script.display()
+            ),
+        )
+    }
+
+    /// No receive marker (`.receiving-`) left in the standby's receive dirs.
+    pub fn assert_nothing_half_received(&self) {
+        let entries = self.standby_recv_entries();
+        assert!(
+            entries.iter().all(|e| !e.contains("/.receiving-")),
+            "leftovers: {entries:?}"
+        );
+    }
+
+    /// The standby's snapshot `id` of `role` holds what the primary's does.
+    pub fn assert_received_same(&self, role: &str, id: &str) {
+        assert_eq!(
+            tree_digest(&self.standby_snap(role, id)),
+            tree_digest(&self.primary_snap(role, id)),
+            "{role} {id}"
+        );
     }
 
     /// Write a primary config with another [standby] section; returns its path.
@@ -442,6 +496,25 @@ pub fn replay_recorder(dir: &Path) -> String {
         "[\"{}\", \"--fromTime\", \"{{from_time}}\", \"{{mount:redolog}}\"]",
         script.display()
     )
+}
+
+/// A pass-through filter (a `python3 -c` shell command, forwarding data as
+/// it arrives) that cuts the stream after `at` bytes (`mode` "cut") or
+/// XORs the byte at offset `at` with `mask` ("flip").
+pub fn byte_filter(mode: &str, at: usize, mask: u8) -> String {
+    format!(
+        "python3 -c 'import sys\nmode, at, mask = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])\ni, o = sys.stdin.buffer, sys.stdout.buffer\npos = 0\nwhile True:\n  c = i.read1(65536)\n  if not c: break\n  if mode == \"cut\" and pos + len(c) >= at:\n    o.write(c[:at - pos]); o.flush(); sys.exit(0)\n  if mode == \"flip\" and pos <= at < pos + len(c):\n    c = bytearray(c); c[at - pos] ^= mask; c = bytes(c)\n  o.write(c); o.flush(); pos += len(c)\n' {mode} {at} {mask}"
+    )
+}
+
+/// The roles of the snapshots a `ship --json` report says it sent, in order.
+pub fn sent_roles(report: &serde_json::Value) -> Vec<&str> {
+    report["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["role"].as_str().unwrap())
+        .collect()
 }
 
 /// A command's stdout, lossily.
