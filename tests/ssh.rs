@@ -11,12 +11,7 @@ use common::*;
 #[test]
 fn set_ship_failover_over_ssh_between_namespaces() {
     require_real!();
-    if let Some(reason) = sshd_prerequisites() {
-        assert!(
-            !must_be_real(),
-            "ssh test cannot run under CI/SNAPSITE_REQUIRE_REAL=1: {reason}"
-        );
-        eprintln!("SKIP ssh: {reason}");
+    if skip_because("ssh", sshd_prerequisites()) {
         return;
     }
     let lab = Lab::new("[\"/bin/echo\", \"zmplayredo\", \"--fromTime\", \"{from_time}\"]");

@@ -59,9 +59,11 @@ struct SilentHost {
 impl SilentHost {
     /// `None` (the test skips) where ssh is not installed.
     fn new(connect_timeout: &str) -> Option<SilentHost> {
-        if Command::new("ssh").arg("-V").output().is_err() {
-            assert!(!must_be_real(), "ssh is not installed");
-            eprintln!("SKIP: ssh is not installed");
+        let missing = Command::new("ssh").arg("-V").output().is_err();
+        if skip_because(
+            "silent host",
+            missing.then(|| "ssh is not installed".into()),
+        ) {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -191,9 +193,7 @@ fn a_killed_check_takes_its_hanging_ssh_child_with_it() {
 /// error line and the hint for that cause.
 #[test]
 fn ssh_failures_name_their_cause() {
-    if let Some(reason) = sshd_prerequisites() {
-        assert!(!must_be_real(), "cannot run under CI: {reason}");
-        eprintln!("SKIP: {reason}");
+    if skip_because("ssh errors", sshd_prerequisites()) {
         return;
     }
     let dir = tempfile::Builder::new()

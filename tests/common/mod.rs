@@ -53,6 +53,90 @@ pub fn skip_reason() -> Option<String> {
     missing_prerequisite()
 }
 
+/// Whether a test skips for a missing prerequisite `reason` (`None`: it
+/// runs). Under CI / SNAPSITE_REQUIRE_REAL=1 a missing prerequisite fails
+/// the test instead; `what` names the test in either message.
+pub fn skip_because(what: &str, reason: Option<String>) -> bool {
+    let Some(reason) = reason else {
+        return false;
+    };
+    assert!(
+        !must_be_real(),
+        "{what} cannot run under CI/SNAPSITE_REQUIRE_REAL=1: {reason}"
+    );
+    eprintln!("SKIP {what}: {reason}");
+    true
+}
+
+/// The mailstore binary cargo built next to snapsite (a default workspace
+/// member, so `cargo test` builds it).
+pub fn mailstore_exe() -> PathBuf {
+    let p = Path::new(snapsite_exe()).with_file_name("mailstore");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build -p mailstore` (plain `cargo test` does)",
+        p.display()
+    );
+    p
+}
+
+/// `bash scripts/demo` with the settings the host drills share (tests/
+/// drill.rs, tests/cycle.rs): the test's binaries, no install, the demo in
+/// `demo`, containers named `name` on the network `net` (a /24 prefix),
+/// a full set every 8th and a redolog set every 2nd step, kills jittered
+/// by 3 s, 20 messages a second, in New York's time zone. The caller adds
+/// its mode and outputs, and runs it with [`run_demo`].
+pub fn demo_command(demo: &Path, name: &str, net: &str) -> Command {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo");
+    let mut c = Command::new("bash");
+    c.arg(script)
+        .env("SNAPSITE_BIN", snapsite_exe())
+        .env("MAILSTORE_BIN", mailstore_exe())
+        .env("DRILL_NO_INSTALL", "1")
+        .env("DEMO", demo)
+        .env("DRILL_NAME", name)
+        .env("DRILL_NET", net)
+        .env("FULL_EVERY", "8")
+        .env("REDO_EVERY", "2")
+        .env("KILL_JITTER", "3")
+        .env("RATE", "20")
+        .env("TZ", "America/New_York");
+    c
+}
+
+/// Run a [`demo_command`] to its end: (status, stdout, stderr). A hung
+/// demo fails the test, not CI: SIGTERM (the script cleans up on it)
+/// after `limit`, SIGKILL 30 s later, by its PID.
+pub fn run_demo(
+    cmd: &mut Command,
+    limit: std::time::Duration,
+) -> (std::process::ExitStatus, String, String) {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        use nix::sys::signal::{Signal, kill};
+        if rx.recv_timeout(limit).is_err() {
+            let _ = kill(pid, Signal::SIGTERM);
+            if rx.recv_timeout(std::time::Duration::from_secs(30)).is_err() {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
+    });
+    let stderr = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
+    let out = std::io::read_to_string(child.stdout.take().unwrap()).unwrap();
+    let status = child.wait().unwrap();
+    let _ = tx.send(());
+    (status, out, err.join().unwrap())
+}
+
 pub fn sh(argv: &[&str]) -> String {
     let out = Command::new(argv[0])
         .args(&argv[1..])
