@@ -475,8 +475,7 @@ fn failover_killed_mid_way_resumes_on_the_next_run() {
 fn subvolume_info_from_the_kernel_matches_btrfs_subvolume_show() {
     require_real!();
     use snapsite::backend::btrfs::{parse_subvolume_show, subvolume_info};
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let fs = BtrfsFs::new(dir.path(), "si", "300M");
+    let fs = BtrfsFs::scratch("si");
     let live = fs.path("live");
     subvolume_create(&live);
     write_file(&live.join("f"), &random_bytes(7, 4096));

@@ -350,10 +350,7 @@ fn cycle_drill_accounts_for_every_message() {
     if skip_because("cycle drill", missing.map(|p| format!("{p} is missing"))) {
         return;
     }
-    let dir = tempfile::Builder::new()
-        .prefix("snapsite-cycle-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
+    let dir = var_tmp_dir("snapsite-cycle-");
     let demo = dir.path().join("cycle");
     let out_json = dir.path().join("cycle.json");
     let name = format!("sct{}", std::process::id() % 10000);

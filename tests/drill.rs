@@ -49,10 +49,7 @@ fn failover_drill_loses_nothing_before_the_last_shipped_redolog_snapshot() {
     if skip_because("drill", drill_prerequisites()) {
         return;
     }
-    let dir = tempfile::Builder::new()
-        .prefix("snapsite-drill-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
+    let dir = var_tmp_dir("snapsite-drill-");
     let demo = dir.path().join("drill");
     let verdict_path = dir.path().join("verdict.json");
     let n = std::process::id() % 10000;

@@ -34,8 +34,7 @@ use snapsite::wire::stream::{Frame, MAX_DATA_FRAME, Msg, PROTOCOL_VERSION, Reade
 #[test]
 fn stream_writer_encodes_like_btrfs_send() {
     require_real!();
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let fs = BtrfsFs::new(dir.path(), "w", "300M");
+    let fs = BtrfsFs::scratch("w");
     let src = fs.path("src");
     subvolume_create(&src);
     std::fs::create_dir(src.join("d")).unwrap();
@@ -88,8 +87,7 @@ fn stream_writer_encodes_like_btrfs_send() {
 #[test]
 fn stream_writer_is_received_by_btrfs_receive() {
     require_real!();
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let fs = BtrfsFs::new(dir.path(), "r", "300M");
+    let fs = BtrfsFs::scratch("r");
     let recv = fs.path("recv");
     std::fs::create_dir(&recv).unwrap();
     let u1 = uuid_from_seed(1);

@@ -272,17 +272,7 @@ fn a_cut_at_every_frame_boundary_commits_nothing_and_frees_the_lock() {
     let full = w.into_inner();
     for cut in bounds {
         let site = site();
-        let (client, server) = UnixStream::pair().unwrap();
-        let cfg = site.cfg.clone();
-        let store = site.store.clone();
-        let serve = std::thread::spawn(move || {
-            snapsite::standby::serve::serve_with(
-                &cfg,
-                &move |_| Ok(store.backend()),
-                server.try_clone().unwrap(),
-                server,
-            )
-        });
+        let (client, serve) = site.serve_thread(None);
         let mut c = client;
         use std::io::{Read, Write};
         c.write_all(&full[..cut]).unwrap();
@@ -404,17 +394,7 @@ fn every_flipped_byte_of_the_commit_commits_nothing_wrong() {
     // returns what was committed and where the commit frame lies.
     let session = |flip_at: usize| -> (Site, Option<Manifest>, usize, usize) {
         let site = site();
-        let (client, server) = UnixStream::pair().unwrap();
-        let cfg = site.cfg.clone();
-        let store = site.store.clone();
-        let serve = std::thread::spawn(move || {
-            snapsite::standby::serve::serve_with(
-                &cfg,
-                &move |_| Ok(store.backend()),
-                server.try_clone().unwrap(),
-                server,
-            )
-        });
+        let (client, serve) = site.serve_thread(None);
         let mut w = Writer::new(Flip {
             sock: client.try_clone().unwrap(),
             pos: 0,

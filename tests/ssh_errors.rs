@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::sshlab::{SshLab, sshd_prerequisites};
@@ -138,14 +138,7 @@ fn a_killed_check_takes_its_hanging_ssh_child_with_it() {
         return;
     };
     let cfg = &host.cfg;
-    let mut child = Command::new(snapsite_exe())
-        .arg("--config")
-        .arg(cfg)
-        .arg("check")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_snapsite(cfg, &["check"]);
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(20);
     let ssh = loop {
@@ -196,10 +189,7 @@ fn ssh_failures_name_their_cause() {
     if skip_because("ssh errors", sshd_prerequisites()) {
         return;
     }
-    let dir = tempfile::Builder::new()
-        .prefix("snapsite-ssh-errors-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
+    let dir = var_tmp_dir("snapsite-ssh-errors-");
     // The forced command only prints a greeting; `other_host_key` makes a
     // known_hosts file with the wrong key, `stranger` a key not authorized.
     let lab = SshLab::new(

@@ -53,8 +53,12 @@ impl MemSite {
         Catalog::new(&self.cfg.state_dir)
     }
 
-    /// Start serve in a thread; the client end is returned after the magic.
-    pub fn connect(&self, idle: Option<Duration>) -> Session {
+    /// Start serve in a thread on one end of a socket pair (giving up
+    /// after `idle` without progress, if given); the primary's end.
+    pub fn serve_thread(
+        &self,
+        idle: Option<Duration>,
+    ) -> (UnixStream, JoinHandle<snapsite::Result<()>>) {
         let (client, server) = UnixStream::pair().unwrap();
         let cfg = self.cfg.clone();
         let store = self.store.clone();
@@ -63,6 +67,12 @@ impl MemSite {
             let output = Deadline::new(server, idle, "the primary");
             snapsite::standby::serve::serve_with(&cfg, &move |_| Ok(store.backend()), input, output)
         });
+        (client, serve)
+    }
+
+    /// Start serve in a thread; the client end is returned after the magic.
+    pub fn connect(&self, idle: Option<Duration>) -> Session {
+        let (client, serve) = self.serve_thread(idle);
         let mut w = Writer::new(client.try_clone().unwrap());
         let r = Reader::new(client);
         w.magic().unwrap();

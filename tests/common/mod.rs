@@ -156,6 +156,8 @@ pub struct BtrfsFs {
     pub img: PathBuf,
     pub dev: String,
     pub mnt: PathBuf,
+    /// The temp dir of a [`BtrfsFs::scratch`] filesystem (removed after it).
+    home: Option<tempfile::TempDir>,
 }
 
 impl BtrfsFs {
@@ -167,14 +169,36 @@ impl BtrfsFs {
         let dev = sh(&["losetup", "-f", "--show", img.to_str().unwrap()])
             .trim()
             .to_string();
-        let fs = BtrfsFs { img, dev, mnt };
+        let fs = BtrfsFs {
+            img,
+            dev,
+            mnt,
+            home: None,
+        };
         sh(&["mkfs.btrfs", "-q", "-f", &fs.dev]);
         sh(&["mount", &fs.dev, fs.mnt.to_str().unwrap()]);
         fs
     }
+    /// A 300 MB filesystem `name` in a temp dir of its own under /var/tmp.
+    pub fn scratch(name: &str) -> BtrfsFs {
+        let home = var_tmp_dir("snapsite-fs-");
+        let mut fs = BtrfsFs::new(home.path(), name, "300M");
+        fs.home = Some(home);
+        fs
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.mnt.join(rel)
     }
+}
+
+/// A temp dir under /var/tmp (on disk, not tmpfs: loop images and test
+/// state go there), named `<prefix>XXXXXX`.
+pub fn var_tmp_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/var/tmp")
+        .unwrap()
 }
 
 impl Drop for BtrfsFs {
@@ -309,10 +333,7 @@ impl TwoSites {
 
     /// `roles` on filesystems of `size` (a `truncate -s` size) each.
     pub fn with_roles(roles: &[&str], size: &str, replay: &str) -> TwoSites {
-        let dir = tempfile::Builder::new()
-            .prefix("snapsite-test-")
-            .tempdir_in("/var/tmp")
-            .unwrap();
+        let dir = var_tmp_dir("snapsite-test-");
         let pri = BtrfsFs::new(dir.path(), "pri", size);
         let stb = BtrfsFs::new(dir.path(), "stb", size);
         std::fs::create_dir_all(pri.path("live")).unwrap();
@@ -532,17 +553,9 @@ impl TwoSites {
         serde_json::from_str(&self.ok(cfg, &["ship", "--json"])).unwrap()
     }
 
+    /// The file names in the standby's `sets/` (its commit records), sorted.
     pub fn standby_manifests(&self) -> Vec<String> {
-        let d = self.dir.path().join("state-stb/sets");
-        let mut v: Vec<String> = std::fs::read_dir(d)
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
+        sorted_names(&self.dir.path().join("state-stb/sets"))
     }
 
     /// Names inside the standby's receive dirs (including `.receiving-` markers).
@@ -614,6 +627,32 @@ pub fn both(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// `snapsite --config cfg args…` started with its output discarded (for
+/// tests that watch or kill the process, not read it).
+pub fn spawn_snapsite(cfg: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(snapsite_exe())
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The names in directory `dir`, sorted (none when it cannot be read).
+pub fn sorted_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }
 
 pub fn run_snapsite(cfg: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
