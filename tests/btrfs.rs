@@ -362,12 +362,7 @@ fn failover_rolls_back_on_error_and_resumes_after_failed_replay() {
     // Replay fails: copies stay, exit 3, report says so; re-run resumes and replays again.
     std::fs::write(lab.dir.path().join("replay-rc"), "5").unwrap();
     let out = lab.run(&lab.stb_cfg, &["failover"]);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 3);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("replay exit   5"), "{text}");
     assert!(lab.standby_live("mysql").exists());
@@ -476,8 +471,7 @@ fn subvolume_info_from_the_kernel_matches_btrfs_subvolume_show() {
     require_real!();
     use snapsite::backend::btrfs::{parse_subvolume_show, subvolume_info};
     let fs = BtrfsFs::scratch("si");
-    let live = fs.path("live");
-    subvolume_create(&live);
+    let live = fs.subvolume("live");
     write_file(&live.join("f"), &random_bytes(7, 4096));
     let snap = fs.path("snap");
     snapshot_readonly(&live, &snap);

@@ -35,8 +35,7 @@ use snapsite::wire::stream::{Frame, MAX_DATA_FRAME, Msg, PROTOCOL_VERSION, Reade
 fn stream_writer_encodes_like_btrfs_send() {
     require_real!();
     let fs = BtrfsFs::scratch("w");
-    let src = fs.path("src");
-    subvolume_create(&src);
+    let src = fs.subvolume("src");
     std::fs::create_dir(src.join("d")).unwrap();
     write_file(&src.join("d/f"), &random_bytes(1, 100_000));
     write_file(&src.join("small"), b"hello\n");

@@ -41,8 +41,7 @@ fn snapshot_stream_with(
     fill: &dyn Fn(&Path),
     send_args: &[&str],
 ) -> (Vec<u8>, String) {
-    let src = fs.path(&format!("src-{id}"));
-    subvolume_create(&src);
+    let src = fs.subvolume(&format!("src-{id}"));
     fill(&src);
     std::fs::create_dir_all(fs.path("snaps")).unwrap();
     let snap = fs.path("snaps").join(id);

@@ -94,7 +94,7 @@ fn a_silent_host_fails_within_the_connect_timeout_with_an_unreachable_hint() {
     let t = Instant::now();
     let out = run_snapsite(cfg, &["check"], &[]);
     let took = t.elapsed();
-    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert_exit(&out, 1);
     // 2 s of ConnectTimeout (banner exchange), plus the rest of check.
     assert!(took < Duration::from_secs(8), "check took {took:?}");
     let line = standby_problem(&out);
@@ -200,46 +200,38 @@ fn ssh_failures_name_their_cause() {
         &["other_host_key", "stranger"],
     );
     lab.write_known_hosts("wrong_known_hosts", "other_host_key");
-    let check = |cfg: &Path| lab.run_on_primary(cfg, &["check"]);
-    let standby = |key: &str, known_hosts: &str| {
-        lab.standby(key, known_hosts, &["StrictHostKeyChecking=yes"])
+    // `check` with this key and known_hosts file fails: its line about
+    // the standby, and its whole output.
+    let failed_check = |name: &str, key: &str, known_hosts: &str| {
+        let standby = lab.standby(key, known_hosts, &["StrictHostKeyChecking=yes"]);
+        let out = lab.run_on_primary(&primary_config(dir.path(), name, &standby), &["check"]);
+        assert_exit(&out, 1);
+        (standby_problem(&out), both(&out))
     };
 
     // A key the standby does not know.
-    let cfg = primary_config(dir.path(), "auth", &standby("stranger", "known_hosts"));
-    let out = check(&cfg);
-    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
-    let line = standby_problem(&out);
+    let (line, all) = failed_check("auth", "stranger", "known_hosts");
     assert!(
         line.contains("ssh said:")
             && line.contains("Permission denied")
             && line.contains("authentication failed")
             && !line.contains("does the login print"),
-        "{}",
-        both(&out)
+        "{all}"
     );
 
     // The standby's host key is not the one known_hosts holds.
-    let cfg = primary_config(dir.path(), "hostkey", &standby("id", "wrong_known_hosts"));
-    let out = check(&cfg);
-    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
-    let line = standby_problem(&out);
+    let (line, all) = failed_check("hostkey", "id", "wrong_known_hosts");
     assert!(
         line.contains("Host key verification failed") && line.contains("host key:"),
-        "{}",
-        both(&out)
+        "{all}"
     );
 
     // The key is accepted, but what runs there prints a greeting on stdout.
-    let cfg = primary_config(dir.path(), "stdout", &standby("id", "known_hosts"));
-    let out = check(&cfg);
-    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
-    let line = standby_problem(&out);
+    let (line, all) = failed_check("stdout", "id", "known_hosts");
     assert!(
         line.contains("not speaking snapsite protocol")
             && line.contains("Welcome")
             && line.contains("printed something on stdout before the snapsite handshake"),
-        "{}",
-        both(&out)
+        "{all}"
     );
 }

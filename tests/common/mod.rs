@@ -190,6 +190,13 @@ impl BtrfsFs {
     pub fn path(&self, rel: &str) -> PathBuf {
         self.mnt.join(rel)
     }
+
+    /// A new subvolume at `rel`; its path.
+    pub fn subvolume(&self, rel: &str) -> PathBuf {
+        let p = self.path(rel);
+        subvolume_create(&p);
+        p
+    }
 }
 
 /// A temp dir under /var/tmp (on disk, not tmpfs: loop images and test
@@ -612,6 +619,11 @@ pub fn sent_roles(report: &serde_json::Value) -> Vec<&str> {
         .iter()
         .map(|s| s["role"].as_str().unwrap())
         .collect()
+}
+
+/// The command exited with `code`; else fail with its whole output.
+pub fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(o.status.code(), Some(code), "{}", both(o));
 }
 
 /// A command's stdout, lossily.
