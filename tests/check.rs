@@ -9,6 +9,15 @@ use std::path::{Path, PathBuf};
 
 use common::{Lab, ROLES, assert_exit, both, run_snapsite, sh, stdout};
 
+/// `check`'s line about the standby.
+fn standby_line(out: &std::process::Output) -> String {
+    stdout(out)
+        .lines()
+        .find(|l| l.starts_with("standby"))
+        .unwrap_or_else(|| panic!("no standby line: {}", both(out)))
+        .to_string()
+}
+
 /// A standby config in `dir`: four btrfs volumes (nothing needs to exist for
 /// a standby's check), mountpoints under `dir/app`, `replay` as the program.
 fn standby_config(dir: &Path, replay: &str) -> PathBuf {
@@ -187,11 +196,7 @@ fn volumes_differing_from_the_standby_are_a_problem_both_ways() {
     .unwrap();
     let out = lab.run(&three, &["check"]);
     assert_exit(&out, 1);
-    let line = stdout(&out)
-        .lines()
-        .find(|l| l.starts_with("standby"))
-        .unwrap()
-        .to_string();
+    let line = standby_line(&out);
     assert!(
         line.contains("PROBLEM") && line.contains("`index`") && line.contains("standby"),
         "{line}"
@@ -210,11 +215,7 @@ fn volumes_differing_from_the_standby_are_a_problem_both_ways() {
     );
     let out = lab.run(&pri, &["check"]);
     assert_exit(&out, 1);
-    let line = stdout(&out)
-        .lines()
-        .find(|l| l.starts_with("standby"))
-        .unwrap()
-        .to_string();
+    let line = standby_line(&out);
     assert!(
         line.contains("PROBLEM") && line.contains("`blob`"),
         "{line}"
