@@ -4,64 +4,11 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 use jiff::Timestamp;
 use snapsite::dr::replay::format_zmplayredo;
 
 const MIB: usize = 1 << 20;
-
-/// A replay command that records its argv and exits with the code in
-/// `<dir>/replay-rc` (0 when absent).
-fn replay_script(dir: &Path) -> String {
-    let script = dir.join("replay.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$@\" > {d}/replay-args\necho \"$SNAPSITE_SET_ID\" > {d}/replay-env\ncat \"$3/log\" > {d}/replay-redolog 2>/dev/null\nexit $(cat {d}/replay-rc 2>/dev/null || echo 0)\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    sh(&["chmod", "+x", script.to_str().unwrap()]);
-    format!(
-        "[\"{}\", \"--fromTime\", \"{{from_time}}\", \"{{mount:redolog}}\"]",
-        script.display()
-    )
-}
-
-fn new_lab() -> Lab {
-    let tmp = tempfile::tempdir_in("/var/tmp").unwrap();
-    let replay = replay_script(tmp.path());
-    let lab = Lab::new(&replay);
-    // Keep the script dir alive with the lab by moving the script in.
-    let dst = lab.dir.path().join("replay.sh");
-    std::fs::copy(tmp.path().join("replay.sh"), &dst).unwrap();
-    let fixed = replay_script(lab.dir.path());
-    std::fs::write(&lab.stb_cfg, lab.standby_toml(&fixed)).unwrap();
-    lab
-}
-
-fn fill_volumes(lab: &Lab, seed: u64) {
-    for (i, r) in ROLES.iter().enumerate() {
-        write_file(
-            &lab.live(r).join("data"),
-            &random_bytes(seed + i as u64, 256 * 1024),
-        );
-    }
-}
-
-fn append_redolog(lab: &Lab, line: &str) {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(lab.live("redolog").join("log"))
-        .unwrap();
-    writeln!(f, "{line}").unwrap();
-    f.sync_all().unwrap();
-}
 
 fn parse_ts(v: &serde_json::Value) -> Timestamp {
     v.as_str().unwrap().parse().unwrap()
@@ -70,9 +17,9 @@ fn parse_ts(v: &serde_json::Value) -> Timestamp {
 #[test]
 fn set_ship_failover_end_to_end_local() {
     require_real!();
-    let lab = new_lab();
-    fill_volumes(&lab, 1);
-    append_redolog(&lab, "op 1");
+    let lab = Lab::with_replay_recorder();
+    lab.fill(1, 256 * 1024);
+    lab.append_redolog("op 1");
     let full = lab.snapshot(false);
     let roles: Vec<&str> = full["members"]
         .as_array()
@@ -89,12 +36,12 @@ fn set_ship_failover_end_to_end_local() {
         .collect();
     assert!(befores.windows(2).all(|w| w[0] <= w[1]), "taken in order");
 
-    append_redolog(&lab, "op 2");
+    lab.append_redolog("op 2");
     let redo1 = lab.snapshot(true);
     assert_eq!(redo1["members"].as_array().unwrap().len(), 1);
-    append_redolog(&lab, "op 3");
+    lab.append_redolog("op 3");
     let redo2 = lab.snapshot(true);
-    append_redolog(&lab, "op 4 (after the last snapshot: lost)");
+    lab.append_redolog("op 4 (after the last snapshot: lost)");
 
     // The dry run asks the standby and sends nothing.
     let plan = lab.ok(&lab.pri_cfg, &["ship", "--dry-run"]);
@@ -212,8 +159,8 @@ fn set_ship_failover_end_to_end_local() {
 #[test]
 fn incremental_ship_sends_about_the_changed_bytes() {
     require_real!();
-    let lab = new_lab();
-    fill_volumes(&lab, 10);
+    let lab = Lab::with_replay_recorder();
+    lab.fill(10, 256 * 1024);
     write_file(&lab.live("blob").join("big"), &random_bytes(99, 48 * MIB));
     lab.snapshot(false);
     let first = lab.ship(&lab.pri_cfg);
@@ -266,54 +213,15 @@ fn incremental_ship_sends_about_the_changed_bytes() {
     }
 }
 
-/// A pass-through filter (python, forwarding data as it arrives) that cuts
-/// the stream after `at` bytes (`cut`) or flips one bit at offset `at` (`flip`).
-fn stream_filter(mode: &str, at: usize) -> String {
-    format!(
-        "python3 -c 'import sys\nmode, at = sys.argv[1], int(sys.argv[2])\ni, o = sys.stdin.buffer, sys.stdout.buffer\npos = 0\nwhile True:\n  c = i.read1(65536)\n  if not c: break\n  if mode == \"cut\" and pos + len(c) >= at:\n    o.write(c[:at - pos]); o.flush(); sys.exit(0)\n  if mode == \"flip\" and pos <= at < pos + len(c):\n    c = bytearray(c); c[at - pos] ^= 1; c = bytes(c)\n  o.write(c); o.flush(); pos += len(c)\n' {mode} {at}"
-    )
-}
-
-/// A primary config whose transport pipes the stream through `filter`
-/// (an argv reading stdin, writing stdout) before the standby's serve.
-fn filtered_transport(lab: &Lab, name: &str, filter: &str) -> std::path::PathBuf {
-    let script = lab.dir.path().join(format!("{name}.sh"));
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n{filter} | exec {} serve --stdio --config {}\n",
-            snapsite_exe(),
-            lab.stb_cfg.display()
-        ),
-    )
-    .unwrap();
-    sh(&["chmod", "+x", script.to_str().unwrap()]);
-    lab.primary_variant(
-        name,
-        &format!(
-            "transport = \"command\"\ncommand = [\"{}\"]",
-            script.display()
-        ),
-    )
-}
-
-fn assert_nothing_half_received(lab: &Lab) {
-    let entries = lab.standby_recv_entries();
-    assert!(
-        entries.iter().all(|e| !e.contains("/.receiving-")),
-        "leftovers: {entries:?}"
-    );
-}
-
 #[test]
 fn cut_stream_leaves_nothing_and_next_ship_completes() {
     require_real!();
-    let lab = new_lab();
-    fill_volumes(&lab, 20);
+    let lab = Lab::with_replay_recorder();
+    lab.fill(20, 256 * 1024);
     write_file(&lab.live("blob").join("big"), &random_bytes(5, 16 * MIB));
     let set = lab.snapshot(false);
     // Cut 6 MB into the stream: inside the blob volume's data.
-    let cut = filtered_transport(&lab, "cut", &stream_filter("cut", 6_000_000));
+    let cut = lab.filtered_transport("cut", &byte_filter("cut", 6_000_000, 0), "");
     let out = lab.run(&cut, &["ship"]);
     assert!(!out.status.success(), "a cut ship must fail");
     eprintln!("cut ship said: {}", String::from_utf8_lossy(&out.stderr));
@@ -321,7 +229,7 @@ fn cut_stream_leaves_nothing_and_next_ship_completes() {
         lab.standby_manifests().is_empty(),
         "no manifest after a cut"
     );
-    assert_nothing_half_received(&lab);
+    lab.assert_nothing_half_received();
     // Members before the cut were received (and are reused), blob was not.
     let entries = lab.standby_recv_entries();
     let id = set["id"].as_str().unwrap();
@@ -334,56 +242,43 @@ fn cut_stream_leaves_nothing_and_next_ship_completes() {
 
     let report = lab.ship(&lab.pri_cfg);
     assert_eq!(report["committed"][0], set["id"]);
-    let sent: Vec<&str> = report["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["role"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        sent,
+        sent_roles(&report),
         ["blob", "index", "redolog"],
         "mysql was not sent twice"
     );
-    assert_eq!(
-        tree_digest(&lab.standby_snap("blob", id)),
-        tree_digest(&lab.primary_snap("blob", id))
-    );
+    lab.assert_received_same("blob", id);
 }
 
 #[test]
 fn flipped_byte_is_detected_and_discarded() {
     require_real!();
-    let lab = new_lab();
-    fill_volumes(&lab, 30);
+    let lab = Lab::with_replay_recorder();
+    lab.fill(30, 256 * 1024);
     write_file(&lab.live("blob").join("big"), &random_bytes(6, 8 * MIB));
     let set = lab.snapshot(false);
     // Flip one bit 3 MB into the stream (inside the blob volume's file data).
-    let flip = stream_filter("flip", 3_000_000);
-    let bad = filtered_transport(&lab, "flip", &flip);
+    let bad = lab.filtered_transport("flip", &byte_filter("flip", 3_000_000, 1), "");
     let out = lab.run(&bad, &["ship"]);
     assert!(!out.status.success(), "a corrupted ship must fail");
     let err = String::from_utf8_lossy(&out.stderr);
     eprintln!("corrupted ship said: {err}");
     assert!(err.contains("blob"), "{err}");
     assert!(lab.standby_manifests().is_empty());
-    assert_nothing_half_received(&lab);
+    lab.assert_nothing_half_received();
     let id = set["id"].as_str().unwrap();
     assert!(!lab.standby_recv_entries().contains(&format!("blob/{id}")));
 
     lab.ship(&lab.pri_cfg);
     assert_eq!(lab.standby_manifests(), [format!("{id}.json")]);
-    assert_eq!(
-        tree_digest(&lab.standby_snap("blob", id)),
-        tree_digest(&lab.primary_snap("blob", id))
-    );
+    lab.assert_received_same("blob", id);
 }
 
 #[test]
 fn half_received_subvolume_from_a_killed_receiver_is_removed() {
     require_real!();
-    let lab = new_lab();
-    fill_volumes(&lab, 40);
+    let lab = Lab::with_replay_recorder();
+    lab.fill(40, 256 * 1024);
     write_file(&lab.live("index").join("big"), &random_bytes(8, 8 * MIB));
     let set = lab.snapshot(false);
     let id = set["id"].as_str().unwrap();
@@ -431,18 +326,15 @@ fn half_received_subvolume_from_a_killed_receiver_is_removed() {
             .any(|s| s["role"] == "index")
     );
     assert!(!dir.join(format!(".receiving-{id}")).exists());
-    assert_nothing_half_received(&lab);
-    assert_eq!(
-        tree_digest(&lab.standby_snap("index", id)),
-        tree_digest(&lab.primary_snap("index", id))
-    );
+    lab.assert_nothing_half_received();
+    lab.assert_received_same("index", id);
 }
 
 #[test]
 fn failover_rolls_back_on_error_and_resumes_after_failed_replay() {
     require_real!();
-    let lab = new_lab();
-    fill_volumes(&lab, 50);
+    let lab = Lab::with_replay_recorder();
+    lab.fill(50, 256 * 1024);
     lab.snapshot(false);
     lab.ship(&lab.pri_cfg);
 
@@ -470,12 +362,7 @@ fn failover_rolls_back_on_error_and_resumes_after_failed_replay() {
     // Replay fails: copies stay, exit 3, report says so; re-run resumes and replays again.
     std::fs::write(lab.dir.path().join("replay-rc"), "5").unwrap();
     let out = lab.run(&lab.stb_cfg, &["failover"]);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 3);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("replay exit   5"), "{text}");
     assert!(lab.standby_live("mysql").exists());
@@ -524,8 +411,8 @@ fn bad_config_is_a_clear_error_and_touches_nothing() {
 #[test]
 fn failover_killed_mid_way_resumes_on_the_next_run() {
     require_real!();
-    let lab = new_lab();
-    fill_volumes(&lab, 60);
+    let lab = Lab::with_replay_recorder();
+    lab.fill(60, 256 * 1024);
     let set = lab.snapshot(false);
     lab.ship(&lab.pri_cfg);
     // A replay that SIGKILLs the failover process the first time it runs:
@@ -583,21 +470,11 @@ fn failover_killed_mid_way_resumes_on_the_next_run() {
 fn subvolume_info_from_the_kernel_matches_btrfs_subvolume_show() {
     require_real!();
     use snapsite::backend::btrfs::{parse_subvolume_show, subvolume_info};
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let fs = BtrfsFs::new(dir.path(), "si", "300M");
-    let live = fs.path("live");
-    sh(&["btrfs", "-q", "subvolume", "create", live.to_str().unwrap()]);
+    let fs = BtrfsFs::scratch("si");
+    let live = fs.subvolume("live");
     write_file(&live.join("f"), &random_bytes(7, 4096));
     let snap = fs.path("snap");
-    sh(&[
-        "btrfs",
-        "-q",
-        "subvolume",
-        "snapshot",
-        "-r",
-        live.to_str().unwrap(),
-        snap.to_str().unwrap(),
-    ]);
+    snapshot_readonly(&live, &snap);
     let recv = fs.path("recv");
     std::fs::create_dir(&recv).unwrap();
     let status = std::process::Command::new("sh")
@@ -614,9 +491,7 @@ fn subvolume_info_from_the_kernel_matches_btrfs_subvolume_show() {
         (&received, true, false, true),
     ] {
         let kernel = subvolume_info(path).unwrap();
-        let shown =
-            parse_subvolume_show(&sh(&["btrfs", "subvolume", "show", path.to_str().unwrap()]))
-                .unwrap();
+        let shown = parse_subvolume_show(&subvolume_show(path)).unwrap();
         assert_eq!(kernel, shown, "{}", path.display());
         assert_eq!(kernel.readonly, ro, "{}", path.display());
         assert_eq!(kernel.parent_uuid.is_some(), parent, "{}", path.display());

@@ -6,21 +6,16 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
-use common::{Lab, ROLES, run_snapsite, sh};
+use common::{Lab, ROLES, assert_exit, both, run_snapsite, sh, stdout};
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn both(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+/// `check`'s line about the standby.
+fn standby_line(out: &std::process::Output) -> String {
+    stdout(out)
+        .lines()
+        .find(|l| l.starts_with("standby"))
+        .unwrap_or_else(|| panic!("no standby line: {}", both(out)))
+        .to_string()
 }
 
 /// A standby config in `dir`: four btrfs volumes (nothing needs to exist for
@@ -81,7 +76,7 @@ fn something_mounted_at_a_standby_mountpoint_is_a_problem() {
     let mp = dir.path().join("app/blob");
     let mount = BindMount::new(&stale, &mp);
     let out = run_snapsite(&cfg, &["check"], &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert_exit(&out, 1);
     let text = stdout(&out);
     let line = text
         .lines()
@@ -115,7 +110,7 @@ fn a_replay_program_that_failover_could_not_run_is_a_problem() {
     // Missing.
     let cfg = standby_config(dir.path(), program.to_str().unwrap());
     let out = run_snapsite(&cfg, &["check"], &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert_exit(&out, 1);
     let text = stdout(&out);
     assert!(
         text.contains("PROBLEM")
@@ -137,7 +132,7 @@ fn a_replay_program_that_failover_could_not_run_is_a_problem() {
     // There, but not executable.
     std::fs::write(&program, "#!/bin/sh\nexit 0\n").unwrap();
     let out = run_snapsite(&cfg, &["check"], &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert_exit(&out, 1);
     assert!(stdout(&out).contains("not executable"), "{}", both(&out));
 
     // Executable: no problem.
@@ -153,7 +148,7 @@ fn a_replay_program_that_failover_could_not_run_is_a_problem() {
     // A bare name is looked up on PATH, like failover's exec does.
     let cfg = standby_config(dir.path(), "snapsite-no-such-replay");
     let out = run_snapsite(&cfg, &["check"], &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert_exit(&out, 1);
     assert!(
         stdout(&out).contains("`snapsite-no-such-replay` is not an executable found on PATH"),
         "{}",
@@ -200,12 +195,8 @@ fn volumes_differing_from_the_standby_are_a_problem_both_ways() {
     )
     .unwrap();
     let out = lab.run(&three, &["check"]);
-    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
-    let line = stdout(&out)
-        .lines()
-        .find(|l| l.starts_with("standby"))
-        .unwrap()
-        .to_string();
+    assert_exit(&out, 1);
+    let line = standby_line(&out);
     assert!(
         line.contains("PROBLEM") && line.contains("`index`") && line.contains("standby"),
         "{line}"
@@ -223,12 +214,8 @@ fn volumes_differing_from_the_standby_are_a_problem_both_ways() {
         &format!("transport = \"local\"\nconfig = \"{}\"", stb3.display()),
     );
     let out = lab.run(&pri, &["check"]);
-    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
-    let line = stdout(&out)
-        .lines()
-        .find(|l| l.starts_with("standby"))
-        .unwrap()
-        .to_string();
+    assert_exit(&out, 1);
+    let line = standby_line(&out);
     assert!(
         line.contains("PROBLEM") && line.contains("`blob`"),
         "{line}"
@@ -244,7 +231,7 @@ fn check_shows_margins_on_both_sites() {
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, format!("{text}[set]\nsafety_margin = \"20000y\"\n")).unwrap();
     let out = run_snapsite(&cfg, &["check"], &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert_exit(&out, 1);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(cfg.to_str().unwrap()) && err.contains("set.safety_margin"),

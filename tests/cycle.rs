@@ -161,17 +161,7 @@ fn a_site_recorded_as_standby_neither_ships_nor_is_shipped_to_as_primary() {
 }
 
 fn send_size(path: &Path) -> u64 {
-    let out = std::process::Command::new("btrfs")
-        .args(["send", "-q"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout.len() as u64
+    btrfs_send(path, &[]).len() as u64
 }
 
 fn readonly(path: &Path) -> bool {
@@ -354,68 +344,24 @@ fn failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
 #[test]
 fn cycle_drill_accounts_for_every_message() {
     require_real!();
-    for p in ["/usr/sbin/mariadbd", "/usr/sbin/sshd", "/usr/bin/ssh"] {
-        if !Path::new(p).exists() {
-            assert!(
-                !must_be_real(),
-                "cycle drill cannot run under CI: {p} missing"
-            );
-            eprintln!("SKIP cycle drill: {p} is missing");
-            return;
-        }
+    let missing = ["/usr/sbin/mariadbd", "/usr/sbin/sshd", "/usr/bin/ssh"]
+        .into_iter()
+        .find(|p| !Path::new(p).exists());
+    if skip_because("cycle drill", missing.map(|p| format!("{p} is missing"))) {
+        return;
     }
-    let mailstore = Path::new(snapsite_exe()).with_file_name("mailstore");
-    assert!(mailstore.exists(), "build it: cargo build -p mailstore");
-    let dir = tempfile::Builder::new()
-        .prefix("snapsite-cycle-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
+    let dir = var_tmp_dir("snapsite-cycle-");
     let demo = dir.path().join("cycle");
     let out_json = dir.path().join("cycle.json");
     let name = format!("sct{}", std::process::id() % 10000);
     let net = format!("10.234.{}", std::process::id() % 250 + 1);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo");
-    let mut child = std::process::Command::new("bash")
-        .arg(&script)
-        .arg("--cycle")
-        .env("SNAPSITE_BIN", snapsite_exe())
-        .env("MAILSTORE_BIN", &mailstore)
-        .env("DRILL_NO_INSTALL", "1")
-        .env("DEMO", &demo)
-        .env("DRILL_NAME", &name)
-        .env("DRILL_NET", &net)
-        .env("FULL_EVERY", "8")
-        .env("REDO_EVERY", "2")
-        .env("KILL_JITTER", "3")
-        .env("RATE", "20")
-        .env("B_SECONDS", "8")
-        .env("CYCLE_JSON", &out_json)
-        .env("TZ", "America/New_York")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        use nix::sys::signal::{Signal, kill};
-        if rx
-            .recv_timeout(std::time::Duration::from_secs(360))
-            .is_err()
-        {
-            let _ = kill(pid, Signal::SIGTERM);
-            if rx.recv_timeout(std::time::Duration::from_secs(30)).is_err() {
-                let _ = kill(pid, Signal::SIGKILL);
-            }
-        }
-    });
-    let stderr = child.stderr.take().unwrap();
-    let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
-    let out = std::io::read_to_string(child.stdout.take().unwrap()).unwrap();
-    let status = child.wait().unwrap();
-    let _ = tx.send(());
-    let err = err.join().unwrap();
+    let (status, out, err) = run_demo(
+        demo_command(&demo, &name, &net)
+            .arg("--cycle")
+            .env("B_SECONDS", "8")
+            .env("CYCLE_JSON", &out_json),
+        std::time::Duration::from_secs(360),
+    );
     eprintln!("{out}");
     assert!(
         status.success(),

@@ -8,8 +8,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -34,18 +33,6 @@ fn drill_prerequisites() -> Option<String> {
     None
 }
 
-/// The mailstore binary cargo built next to snapsite (it is a default
-/// workspace member, so `cargo test` builds it).
-fn mailstore_exe() -> PathBuf {
-    let p = Path::new(snapsite_exe()).with_file_name("mailstore");
-    assert!(
-        p.exists(),
-        "{} is missing: build it with `cargo build -p mailstore` (plain `cargo test` does)",
-        p.display()
-    );
-    p
-}
-
 fn is_zmplayredo_time(s: &str) -> bool {
     // yyyy/MM/dd HH:mm:ss.SSS
     let shape = "dddd/dd/dd dd:dd:dd.ddd";
@@ -59,64 +46,21 @@ fn is_zmplayredo_time(s: &str) -> bool {
 #[test]
 fn failover_drill_loses_nothing_before_the_last_shipped_redolog_snapshot() {
     require_real!();
-    if let Some(reason) = drill_prerequisites() {
-        assert!(
-            !must_be_real(),
-            "drill cannot run under CI/SNAPSITE_REQUIRE_REAL=1: {reason}"
-        );
-        eprintln!("SKIP drill: {reason}");
+    if skip_because("drill", drill_prerequisites()) {
         return;
     }
-    let dir = tempfile::Builder::new()
-        .prefix("snapsite-drill-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
+    let dir = var_tmp_dir("snapsite-drill-");
     let demo = dir.path().join("drill");
     let verdict_path = dir.path().join("verdict.json");
     let n = std::process::id() % 10000;
     let name = format!("sdt{n}");
     let net = format!("10.233.{}", std::process::id() % 250 + 1);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo");
     let t0 = Instant::now();
-    let mut child = Command::new("bash")
-        .arg(&script)
-        .env("SNAPSITE_BIN", snapsite_exe())
-        .env("MAILSTORE_BIN", mailstore_exe())
-        .env("DRILL_NO_INSTALL", "1")
-        .env("DEMO", &demo)
-        .env("DRILL_NAME", &name)
-        .env("DRILL_NET", &net)
-        .env("FULL_EVERY", "8")
-        .env("REDO_EVERY", "2")
-        .env("KILL_JITTER", "3")
-        .env("RATE", "20")
-        .env("VERDICT_JSON", &verdict_path)
-        .env("TZ", "America/New_York")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // A hung drill must fail the test, not CI: SIGTERM (the script cleans
-    // up on it) after 4 minutes, SIGKILL 30 s later.
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        use nix::sys::signal::{Signal, kill};
-        if rx.recv_timeout(Duration::from_secs(240)).is_err() {
-            let _ = kill(pid, Signal::SIGTERM);
-            if rx.recv_timeout(Duration::from_secs(30)).is_err() {
-                let _ = kill(pid, Signal::SIGKILL);
-            }
-        }
-    });
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let err_reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
-    let out = std::io::read_to_string(stdout).unwrap();
-    let status = child.wait().unwrap();
-    let _ = tx.send(());
-    let err = err_reader.join().unwrap();
+    // A hung drill is stopped after 4 minutes.
+    let (status, out, err) = run_demo(
+        demo_command(&demo, &name, &net).env("VERDICT_JSON", &verdict_path),
+        Duration::from_secs(240),
+    );
     let secs = t0.elapsed().as_secs_f64();
     eprintln!("drill took {secs:.1} s\n{out}");
     assert!(status.success(), "drill failed ({status}):\n{out}\n{err}");

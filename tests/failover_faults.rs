@@ -78,12 +78,7 @@ exec "$real" "$@"
             std::fs::write(&p, script).unwrap();
             sh(&["chmod", "+x", p.to_str().unwrap()]);
         }
-        for (i, r) in ROLES.iter().enumerate() {
-            write_file(
-                &lab.live(r).join("data"),
-                &random_bytes(900 + i as u64, 128 * 1024),
-            );
-        }
+        lab.fill(900, 128 * 1024);
         let set: serde_json::Value =
             serde_json::from_str(&lab.ok(&lab.pri_cfg, &["snapshot", "--json"])).unwrap();
         let set_id = set["id"].as_str().unwrap().to_string();

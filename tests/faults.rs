@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -72,35 +72,10 @@ struct Rig {
     id: String,
 }
 
-fn volumes_toml(fs: &BtrfsFs, snapdir: &str, mnt: Option<&Path>) -> String {
-    let mut s = String::new();
-    for r in VOLS {
-        s.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"btrfs\"\nsource = \"{}\"\nsnapshot_dir = \"{}\"\n",
-            fs.path(&format!("live/{r}")).display(),
-            fs.path(&format!("{snapdir}/{r}")).display()
-        ));
-        if let Some(m) = mnt {
-            s.push_str(&format!("mountpoint = \"{}\"\n", m.join(r).display()));
-        }
-    }
-    s
-}
-
 impl Rig {
     fn new() -> Rig {
-        let lab = Lab::new("[\"/bin/true\"]");
+        let lab = Lab::with_roles(&VOLS, "1G", "[\"/bin/true\"]");
         let d = lab.dir.path();
-        let stb = d.join("faults-standby.toml");
-        std::fs::write(
-            &stb,
-            format!(
-                "site = \"standby\"\nstate_dir = \"{}\"\n{}\n[replay]\ncommand = [\"/bin/true\"]\n",
-                d.join("state-stb").display(),
-                volumes_toml(&lab.stb, "recv", Some(&d.join("mnt-app")))
-            ),
-        )
-        .unwrap();
         let filter = d.join("filter.py");
         std::fs::write(&filter, FILTER).unwrap();
         let spec = d.join("fault-spec");
@@ -120,30 +95,21 @@ impl Rig {
                 "#!/bin/bash\nset -o pipefail\n{} | {} --config {} serve --stdio --idle-timeout 10s 2>>{} | {}\n",
                 f("up"),
                 snapsite_exe(),
-                stb.display(),
+                lab.stb_cfg.display(),
                 d.join("transport-stderr.log").display(),
                 f("down")
             ),
         )
         .unwrap();
         sh(&["chmod", "+x", script.to_str().unwrap()]);
-        let pri = d.join("faults-primary.toml");
-        std::fs::write(
-            &pri,
-            format!(
-                "site = \"primary\"\nstate_dir = \"{}\"\n{}\n[standby]\ntransport = \"command\"\ncommand = [\"{}\"]\n",
-                d.join("state-pri").display(),
-                volumes_toml(&lab.pri, "snap", None),
+        let pri = lab.primary_variant(
+            "faults-primary",
+            &format!(
+                "transport = \"command\"\ncommand = [\"{}\"]",
                 script.display()
             ),
-        )
-        .unwrap();
-        for (i, r) in VOLS.iter().enumerate() {
-            write_file(
-                &lab.live(r).join("data"),
-                &random_bytes(i as u64, 16 * 1024),
-            );
-        }
+        );
+        lab.fill(0, 16 * 1024);
         let out = lab.ok(&pri, &["snapshot", "--json"]);
         let set: serde_json::Value = serde_json::from_str(&out).unwrap();
         let id = set["id"].as_str().unwrap().to_string();
@@ -208,34 +174,14 @@ impl Rig {
         }
     }
 
-    fn standby_manifest(&self) -> Option<serde_json::Value> {
-        let p = self
-            .lab
-            .dir
-            .path()
-            .join(format!("state-stb/sets/{}.json", self.id));
-        std::fs::read(&p)
-            .ok()
-            .map(|b| serde_json::from_slice(&b).unwrap())
-    }
-
-    fn primary_manifest(&self) -> serde_json::Value {
-        let p = self
-            .lab
-            .dir
-            .path()
-            .join(format!("state-pri/sets/{}.json", self.id));
-        serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
-    }
-
     /// What must be true whenever the standby holds a commit record: it is
     /// the primary's manifest (member times included) and the data is the
     /// primary's.
     fn committed_is_right(&self) -> Result<bool, String> {
-        let Some(m) = self.standby_manifest() else {
+        let Some(m) = self.lab.standby_manifest(&self.id) else {
             return Ok(false);
         };
-        let p = self.primary_manifest();
+        let p = self.lab.primary_manifest(&self.id);
         for k in ["id", "kind", "site", "safety_margin_ms", "seq"] {
             if m[k] != p[k] {
                 return Err(format!("{k}: standby {} primary {}", m[k], p[k]));

@@ -29,53 +29,21 @@ use snapsite::wire::stream::{Frame, MAX_DATA_FRAME, Msg, PROTOCOL_VERSION, Reade
 // The stream writer against the real btrfs tools
 // ---------------------------------------------------------------------------
 
-fn subvol_show(p: &Path) -> String {
-    sh(&["btrfs", "subvolume", "show", p.to_str().unwrap()])
-}
-
-fn show_field(show: &str, key: &str) -> String {
-    show.lines()
-        .filter_map(|l| l.trim().split_once(':'))
-        .find(|(k, _)| k.trim() == key)
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_default()
-}
-
 /// Capture a real `btrfs send`, check every command's crc with our crc32c,
 /// and re-encode the parsed commands with our writer: byte-identical.
 #[test]
 fn stream_writer_encodes_like_btrfs_send() {
     require_real!();
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let fs = BtrfsFs::new(dir.path(), "w", "300M");
-    let src = fs.path("src");
-    sh(&["btrfs", "-q", "subvolume", "create", src.to_str().unwrap()]);
+    let fs = BtrfsFs::scratch("w");
+    let src = fs.subvolume("src");
     std::fs::create_dir(src.join("d")).unwrap();
     write_file(&src.join("d/f"), &random_bytes(1, 100_000));
     write_file(&src.join("small"), b"hello\n");
     std::os::unix::fs::symlink("d/f", src.join("sym")).unwrap();
     std::fs::hard_link(src.join("small"), src.join("hard")).unwrap();
     let snap = fs.path("snap1");
-    sh(&[
-        "btrfs",
-        "-q",
-        "subvolume",
-        "snapshot",
-        "-r",
-        src.to_str().unwrap(),
-        snap.to_str().unwrap(),
-    ]);
-    let out = Command::new("btrfs")
-        .args(["send", "-q", "--proto", "1"])
-        .arg(&snap)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let real = out.stdout;
+    snapshot_readonly(&src, &snap);
+    let real = btrfs_send(&snap, &["--proto", "1"]);
     let cmds = parse(&real).expect("our crc32c and parser accept a real btrfs send stream");
     let kinds: Vec<u16> = cmds.iter().map(|c| c.cmd).collect();
     assert_eq!(kinds[0], cmd::SUBVOL);
@@ -83,7 +51,6 @@ fn stream_writer_encodes_like_btrfs_send() {
     for k in [cmd::MKDIR, cmd::MKFILE, cmd::WRITE, cmd::SYMLINK, cmd::LINK] {
         assert!(kinds.contains(&k), "command {k} in {kinds:?}");
     }
-    let show = subvol_show(&snap);
     assert_eq!(
         uuid_string(
             cmds[0]
@@ -92,7 +59,7 @@ fn stream_writer_encodes_like_btrfs_send() {
                 .try_into()
                 .unwrap()
         ),
-        show_field(&show, "UUID"),
+        show_field(&subvolume_show(&snap), "UUID"),
         "SUBVOL carries the snapshot's uuid"
     );
     let written: usize = cmds
@@ -119,8 +86,7 @@ fn stream_writer_encodes_like_btrfs_send() {
 #[test]
 fn stream_writer_is_received_by_btrfs_receive() {
     require_real!();
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let fs = BtrfsFs::new(dir.path(), "r", "300M");
+    let fs = BtrfsFs::scratch("r");
     let recv = fs.path("recv");
     std::fs::create_dir(&recv).unwrap();
     let u1 = uuid_from_seed(1);
@@ -145,18 +111,7 @@ fn stream_writer_is_received_by_btrfs_receive() {
         .symlink("ln", "d/big")
         .link("d/big2", "d/big")
         .end();
-    let st = Command::new("btrfs")
-        .args(["receive", "-e"])
-        .arg(&recv)
-        .stdin(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(w.bytes())?;
-            c.wait()
-        })
-        .unwrap();
-    assert!(st.success());
+    assert!(btrfs_receive(&recv, w.bytes()));
     let s1 = recv.join("s1");
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::read(s1.join("d/big")).unwrap(), big);
@@ -172,7 +127,7 @@ fn stream_writer_is_received_by_btrfs_receive() {
         PathBuf::from("d/big")
     );
     assert_eq!(std::fs::metadata(s1.join("d/big2")).unwrap().nlink(), 2);
-    let show = subvol_show(&s1);
+    let show = subvolume_show(&s1);
     assert_eq!(show_field(&show, "Received UUID"), uuid_string(&u1));
     assert!(show_field(&show, "Flags").contains("readonly"), "{show}");
 
@@ -184,18 +139,7 @@ fn stream_writer_is_received_by_btrfs_receive() {
         .file("new", b"new file")
         .unlink("ln")
         .end();
-    let st = Command::new("btrfs")
-        .args(["receive", "-e"])
-        .arg(&recv)
-        .stdin(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(w.bytes())?;
-            c.wait()
-        })
-        .unwrap();
-    assert!(st.success());
+    assert!(btrfs_receive(&recv, w.bytes()));
     let s2 = recv.join("s2");
     let mut want = big.clone();
     want[1000..1007].copy_from_slice(b"CHANGED");
@@ -207,11 +151,11 @@ fn stream_writer_is_received_by_btrfs_receive() {
         big,
         "s1 untouched"
     );
-    let show = subvol_show(&s2);
+    let show = subvolume_show(&s2);
     assert_eq!(show_field(&show, "Received UUID"), uuid_string(&u2));
     assert_eq!(
         show_field(&show, "Parent UUID"),
-        show_field(&subvol_show(&s1), "UUID")
+        show_field(&subvolume_show(&s1), "UUID")
     );
 }
 
@@ -370,6 +314,22 @@ impl Session {
         }
     }
 
+    /// Send a snapshot that must be refused (`what` names it in `f`).
+    #[allow(clippy::too_many_arguments)]
+    fn refuse(
+        &mut self,
+        f: &mut Findings,
+        case: &str,
+        what: &str,
+        set: &str,
+        role: &str,
+        storage_id: Option<&str>,
+        stream: &[u8],
+    ) {
+        let rep = self.send(set, role, storage_id, stream);
+        f.check(case, !rep.is_ack(), format!("{what} refused: {rep:?}"));
+    }
+
     fn commit(&mut self, manifest: Manifest) -> Reply {
         match self.w.as_mut().unwrap().msg(&Msg::Commit { manifest }) {
             Ok(()) => self.reply(),
@@ -430,6 +390,40 @@ impl Findings {
             self.0.push(format!("[{case}] {what}"));
         }
     }
+
+    /// `stream`, as snapshot `set` of `role` with uuid `u`, alone in a
+    /// session of its own: it must be refused (`what` names it). Whether
+    /// the session ran (a failed handshake is a finding).
+    #[allow(clippy::too_many_arguments)]
+    fn refused(
+        &mut self,
+        lab: &Lab,
+        case: &str,
+        what: &str,
+        set: &str,
+        role: &str,
+        u: [u8; 16],
+        stream: &[u8],
+    ) -> bool {
+        match Session::open(lab, "primary", &[]) {
+            Ok(mut s) => {
+                s.refuse(self, case, what, set, role, Some(&uuid_string(&u)), stream);
+                s.close();
+                true
+            }
+            Err(e) => {
+                self.check(case, false, e);
+                false
+            }
+        }
+    }
+
+    /// Nothing whose name contains `needle` anywhere in the lab (`what`
+    /// says so in the report).
+    fn nothing_named(&mut self, lab: &Lab, case: &str, needle: &str, what: &str) {
+        let found = find_named(lab.dir.path(), needle);
+        self.check(case, found.is_empty(), format!("{what}: {found:?}"));
+    }
 }
 
 /// Received snapshot of `id` on the standby: `<snapshot_dir>/<id>/<id>`
@@ -463,54 +457,6 @@ fn find_named(root: &Path, needle: &str) -> Vec<PathBuf> {
     }
     out.sort();
     out
-}
-
-/// The replay: records its arguments and the redolog it saw.
-fn replay_command(dir: &Path) -> String {
-    let script = dir.join("replay.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$@\" > {d}/replay-args\ncat \"$3/log\" > {d}/replay-redolog\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    sh(&["chmod", "+x", script.to_str().unwrap()]);
-    format!(
-        "[\"{}\", \"--fromTime\", \"{{from_time}}\", \"{{mount:redolog}}\"]",
-        script.display()
-    )
-}
-
-fn new_lab() -> Lab {
-    let lab = Lab::new("[\"/bin/true\"]");
-    let replay = replay_command(lab.dir.path());
-    std::fs::write(&lab.stb_cfg, lab.standby_toml(&replay)).unwrap();
-    lab
-}
-
-fn append_redolog(lab: &Lab, line: &str) {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(lab.live("redolog").join("log"))
-        .unwrap();
-    writeln!(f, "{line}").unwrap();
-    f.sync_all().unwrap();
-}
-
-fn primary_manifest(lab: &Lab, id: &str) -> serde_json::Value {
-    let p = lab.dir.path().join(format!("state-pri/sets/{id}.json"));
-    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
-}
-
-fn standby_manifest(lab: &Lab, id: &str) -> Option<serde_json::Value> {
-    let p = lab.dir.path().join(format!("state-stb/sets/{id}.json"));
-    std::fs::read(&p)
-        .ok()
-        .map(|b| serde_json::from_slice(&b).unwrap())
 }
 
 /// A manifest in whatever shape this build's `Manifest` has: a legitimate
@@ -574,7 +520,7 @@ fn repair_fake_markers(lab: &Lab) {
 fn ransomware_drill() {
     require_real!();
     let started = Instant::now();
-    let lab = new_lab();
+    let lab = Lab::with_replay_recorder();
     let mut f = Findings::default();
     let outside = lab.dir.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
@@ -585,15 +531,10 @@ fn ransomware_drill() {
         .to_string();
 
     // --- The legitimate history: a full set and a redolog set, shipped. ---
-    for (i, r) in ROLES.iter().enumerate() {
-        write_file(
-            &lab.live(r).join("data"),
-            &random_bytes(i as u64, 64 * 1024),
-        );
-    }
-    append_redolog(&lab, "op 1");
+    lab.fill(0, 64 * 1024);
+    lab.append_redolog("op 1");
     let full = lab.snapshot(false);
-    append_redolog(&lab, "op 2");
+    lab.append_redolog("op 2");
     let redo = lab.snapshot(true);
     let full_id = full["id"].as_str().unwrap().to_string();
     let redo_id = redo["id"].as_str().unwrap().to_string();
@@ -613,8 +554,8 @@ fn ransomware_drill() {
         committed_before,
         [format!("{full_id}.json"), format!("{redo_id}.json")]
     );
-    let full_tpl = primary_manifest(&lab, &full_id);
-    let redo_tpl = primary_manifest(&lab, &redo_id);
+    let full_tpl = lab.primary_manifest(&full_id);
+    let redo_tpl = lab.primary_manifest(&redo_id);
     let mut ids = Ids(0);
     let mut refused_sessions = 0usize;
     // Snapshots and sets that must be refused; each is named in serve.log.
@@ -634,24 +575,11 @@ fn ransomware_drill() {
             .mkfile(&format!("root/{outside_rel}/pwned-a-root"))
             .write(&format!("root/{outside_rel}/pwned-a-root"), 0, b"via /\n")
             .end();
-        match Session::open(&lab, "primary", &[]) {
-            Ok(mut s) => {
-                let rep = s.send(&h, "blob", Some(&uuid_string(&u)), w.bytes());
-                refused_ids.push(h.clone());
-                f.check(case, !rep.is_ack(), format!("stream refused: {rep:?}"));
-                s.close();
-                refused_sessions += 1;
-            }
-            Err(e) => f.check(case, false, e),
+        if f.refused(&lab, case, "stream", &h, "blob", u, w.bytes()) {
+            refused_ids.push(h.clone());
+            refused_sessions += 1;
         }
-        f.check(
-            case,
-            find_named(lab.dir.path(), "pwned-a").is_empty(),
-            format!(
-                "no file written: {:?}",
-                find_named(lab.dir.path(), "pwned-a")
-            ),
-        );
+        f.nothing_named(&lab, case, "pwned-a", "no file written");
         f.check(case, !received(&lab, "blob", &h).exists(), "nothing kept");
     }
 
@@ -669,24 +597,11 @@ fn ransomware_drill() {
             .mkfile("../pwned-b-sibling")
             .mkfile("../../pwned-b-up2")
             .end();
-        match Session::open(&lab, "primary", &[]) {
-            Ok(mut s) => {
-                let rep = s.send(&h, "mysql", Some(&uuid_string(&u)), w.bytes());
-                refused_ids.push(h.clone());
-                f.check(case, !rep.is_ack(), format!("stream refused: {rep:?}"));
-                s.close();
-                refused_sessions += 1;
-            }
-            Err(e) => f.check(case, false, e),
+        if f.refused(&lab, case, "stream", &h, "mysql", u, w.bytes()) {
+            refused_ids.push(h.clone());
+            refused_sessions += 1;
         }
-        f.check(
-            case,
-            find_named(lab.dir.path(), "pwned-b").is_empty(),
-            format!(
-                "no file written: {:?}",
-                find_named(lab.dir.path(), "pwned-b")
-            ),
-        );
+        f.nothing_named(&lab, case, "pwned-b", "no file written");
         // A subvolume name with ../ in the stream itself.
         let h = ids.next(SetKind::Full);
         let u = uuid_from_seed(0xb2);
@@ -694,19 +609,9 @@ fn ransomware_drill() {
         w.subvol("../../pwned-b-subvol", u, 100)
             .file("x", b"x")
             .end();
-        match Session::open(&lab, "primary", &[]) {
-            Ok(mut s) => {
-                let rep = s.send(&h, "mysql", Some(&uuid_string(&u)), w.bytes());
-                refused_ids.push(h.clone());
-                f.check(
-                    case,
-                    !rep.is_ack(),
-                    format!("../ subvolume refused: {rep:?}"),
-                );
-                s.close();
-                refused_sessions += 1;
-            }
-            Err(e) => f.check(case, false, e),
+        if f.refused(&lab, case, "../ subvolume", &h, "mysql", u, w.bytes()) {
+            refused_ids.push(h.clone());
+            refused_sessions += 1;
         }
         f.check(
             case,
@@ -723,16 +628,12 @@ fn ransomware_drill() {
         let stream = plain_stream(&format!(".receiving-{full_id}"), u, b"x");
         match Session::open(&lab, "primary", &[]) {
             Ok(mut s) => {
-                let rep = s.send(&h, "blob", Some(&uuid_string(&u)), &stream);
+                let uuid = uuid_string(&u);
+                s.refuse(&mut f, case, "stream", &h, "blob", Some(&uuid), &stream);
                 refused_ids.push(h.clone());
-                f.check(case, !rep.is_ack(), format!("stream refused: {rep:?}"));
                 // The same, announced as the committed snapshot itself.
-                let rep = s.send(&full_id, "index", Some(&uuid_string(&u)), &stream);
-                f.check(
-                    case,
-                    !rep.is_ack(),
-                    format!("re-sending a committed snapshot refused: {rep:?}"),
-                );
+                let what = "re-sending a committed snapshot";
+                s.refuse(&mut f, case, what, &full_id, "index", Some(&uuid), &stream);
                 s.close();
                 refused_sessions += 1;
             }
@@ -788,7 +689,7 @@ fn ransomware_drill() {
                     let files: Vec<String> = tree_digest(&p).into_keys().collect();
                     f.check(
                         case,
-                        show_field(&subvol_show(&p), "Received UUID") == uuid_string(&u)
+                        show_field(&subvolume_show(&p), "Received UUID") == uuid_string(&u)
                             && files == ["log"],
                         format!("what was acked is the first stream only: {files:?}"),
                     );
@@ -801,14 +702,7 @@ fn ransomware_drill() {
         if let Ok(s) = Session::open(&lab, "primary", &[]) {
             s.close();
         }
-        f.check(
-            case,
-            find_named(lab.dir.path(), "pwned-d").is_empty(),
-            format!(
-                "second stream had no effect: {:?}",
-                find_named(lab.dir.path(), "pwned-d")
-            ),
-        );
+        f.nothing_named(&lab, case, "pwned-d", "second stream had no effect");
         f.check(
             case,
             find_named(&lab.stb.mnt, &format!(".receiving-{redo_id}")).is_empty(),
@@ -830,41 +724,47 @@ fn ransomware_drill() {
         let u = uuid_from_seed(0xe);
         match Session::open(&lab, "primary", &[]) {
             Ok(mut s) => {
-                let rep = s.send(
+                let uuid = uuid_string(&u);
+                let stream = plain_stream(&other, u, b"x");
+                s.refuse(
+                    &mut f,
+                    case,
+                    "other subvolume name",
                     &h,
                     "index",
-                    Some(&uuid_string(&u)),
-                    &plain_stream(&other, u, b"x"),
+                    Some(&uuid),
+                    &stream,
                 );
-                f.check(
+                let stream = plain_stream("pwned-e", u, b"x");
+                s.refuse(
+                    &mut f,
                     case,
-                    !rep.is_ack(),
-                    format!("other subvolume name refused: {rep:?}"),
-                );
-                let rep = s.send(
+                    "non-id subvolume name",
                     &h,
                     "index",
-                    Some(&uuid_string(&u)),
-                    &plain_stream("pwned-e", u, b"x"),
-                );
-                f.check(
-                    case,
-                    !rep.is_ack(),
-                    format!("non-id subvolume name refused: {rep:?}"),
+                    Some(&uuid),
+                    &stream,
                 );
                 let h2 = ids.next(SetKind::Full);
-                let rep = s.send(
+                let stream = plain_stream(&h2, u, b"x");
+                let wrong = uuid_string(&uuid_from_seed(0xe1));
+                s.refuse(
+                    &mut f,
+                    case,
+                    "wrong uuid",
                     &h2,
                     "index",
-                    Some(&uuid_string(&uuid_from_seed(0xe1))),
-                    &plain_stream(&h2, u, b"x"),
+                    Some(&wrong),
+                    &stream,
                 );
-                f.check(case, !rep.is_ack(), format!("wrong uuid refused: {rep:?}"));
-                let rep = s.send(&h2, "index", None, &plain_stream(&h2, u, b"x"));
-                f.check(
+                s.refuse(
+                    &mut f,
                     case,
-                    !rep.is_ack(),
-                    format!("no announced uuid refused: {rep:?}"),
+                    "no announced uuid",
+                    &h2,
+                    "index",
+                    None,
+                    &stream,
                 );
                 s.close();
                 refused_sessions += 1;
@@ -898,7 +798,7 @@ fn ransomware_drill() {
                     let rep = s.send(id, role, Some(&uuid_string(&u)), &plain_stream(id, u, b"r"));
                     let p = received(&lab, role, id);
                     let kept = p.exists() && {
-                        let show = subvol_show(&p);
+                        let show = subvolume_show(&p);
                         show_field(&show, "Received UUID") == uuid_string(&u)
                             && show_field(&show, "Flags").contains("readonly")
                     };
@@ -1080,7 +980,7 @@ fn ransomware_drill() {
                 );
                 for (what, m) in bogus {
                     let id = m.id.clone();
-                    let was = standby_manifest(&lab, &id);
+                    let was = lab.standby_manifest(&id);
                     if was.is_none() {
                         refused_ids.push(id.clone());
                     }
@@ -1092,7 +992,7 @@ fn ransomware_drill() {
                     );
                     f.check(
                         case,
-                        standby_manifest(&lab, &id) == was,
+                        lab.standby_manifest(&id) == was,
                         format!("{what}: commit record unchanged"),
                     );
                     if let Reply::Gone(_) = rep {
@@ -1194,14 +1094,10 @@ fn ransomware_drill() {
         match Session::open(&lab, "primary\nFAKE session ok\x1b[2J", &[]) {
             Ok(mut s) => {
                 let h = ids.next(SetKind::Full);
-                let rep = s.send(&h, "blob\nFAKE received blob\r\x07", None, b"junk");
-                f.check(
-                    case,
-                    !rep.is_ack(),
-                    format!("unknown role refused: {rep:?}"),
-                );
-                let rep = s.send("x\n\x1b]0;FAKE\x07", "blob", None, b"junk");
-                f.check(case, !rep.is_ack(), format!("bad set id refused: {rep:?}"));
+                let role = "blob\nFAKE received blob\r\x07";
+                s.refuse(&mut f, case, "unknown role", &h, role, None, b"junk");
+                let set = "x\n\x1b]0;FAKE\x07";
+                s.refuse(&mut f, case, "bad set id", set, "blob", None, b"junk");
                 let _ = s.begin(&h, "blob", &h, None);
                 let _ = s.data(b"btrfs-stream\0");
                 let _ = s.w.as_mut().unwrap().msg(&Msg::Abort {
@@ -1281,14 +1177,7 @@ fn ransomware_drill() {
 
     // --- After all of it ---
     let case = "after";
-    f.check(
-        case,
-        find_named(lab.dir.path(), "pwned").is_empty(),
-        format!(
-            "no file written outside: {:?}",
-            find_named(lab.dir.path(), "pwned")
-        ),
-    );
+    f.nothing_named(&lab, case, "pwned", "no file written outside");
     f.check(
         case,
         std::fs::read_dir(&outside).unwrap().count() == 0,
@@ -1304,15 +1193,15 @@ fn ransomware_drill() {
         let same = p.exists() && &tree_digest(&p) == want;
         f.check(case, same, format!("{r} {id} byte-identical"));
         if p.exists() {
-            let show = subvol_show(&p);
+            let show = subvolume_show(&p);
             f.check(
                 case,
                 show_field(&show, "Flags").contains("readonly"),
                 format!("{r} {id} read-only"),
             );
         }
-        if let Some(m) = standby_manifest(&lab, id).filter(|_| *r == "redolog") {
-            let prim = primary_manifest(&lab, id);
+        if let Some(m) = lab.standby_manifest(id).filter(|_| *r == "redolog") {
+            let prim = lab.primary_manifest(id);
             for (a, b) in m["members"]
                 .as_array()
                 .unwrap()
@@ -1410,12 +1299,12 @@ fn ransomware_drill() {
     );
 
     // The real primary goes on: incremental ship, new sets committed.
-    append_redolog(&lab, "op 3");
+    lab.append_redolog("op 3");
     for r in ["mysql", "blob", "index"] {
         write_file(&lab.live(r).join("data2"), &random_bytes(77, 4096));
     }
     let full2 = lab.snapshot(false);
-    append_redolog(&lab, "op 4");
+    lab.append_redolog("op 4");
     let redo2 = lab.snapshot(true);
     let full2_id = full2["id"].as_str().unwrap().to_string();
     let redo2_id = redo2["id"].as_str().unwrap().to_string();
@@ -1495,11 +1384,11 @@ fn ransomware_drill() {
 #[test]
 fn failover_stops_a_stalled_session() {
     require_real!();
-    let lab = new_lab();
+    let lab = Lab::with_replay_recorder();
     for r in ROLES {
         write_file(&lab.live(r).join("data"), &random_bytes(9, 32 * 1024));
     }
-    append_redolog(&lab, "op 1");
+    lab.append_redolog("op 1");
     let set = lab.snapshot(false);
     let id = set["id"].as_str().unwrap().to_string();
     lab.ship(&lab.pri_cfg);

@@ -16,7 +16,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use snapsite::base::catalog::Catalog;
@@ -286,18 +285,6 @@ fn fake_peer_argv(dir: &Path, name: &str, m: &Msg) -> String {
     )
 }
 
-fn state_entries(state: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(state)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 /// Through the real transport (a peer process): every hostile welcome is
 /// refused by failback before anything is planned, and nothing is written.
 #[test]
@@ -359,7 +346,7 @@ fn failback_against_a_hostile_peer_process_changes_nothing() {
                 .unwrap()
                 .is_empty()
         );
-        let left: Vec<String> = state_entries(&state)
+        let left: Vec<String> = common::sorted_names(&state)
             .into_iter()
             .filter(|n| !n.ends_with(".lock") && n != "lock")
             .collect();
@@ -400,7 +387,7 @@ fn a_peer_claiming_the_last_generation_does_not_demote_the_primary_on_btrfs() {
         .map(|r| common::tree_digest(&lab.live(r)))
         .collect();
     let state = lab.dir.path().join("state-pri");
-    let before_state = state_entries(&state);
+    let before_state = common::sorted_names(&state);
     let before_role = lab.ok(&lab.pri_cfg, &["role"]);
     assert!(
         before_role.contains("primary in generation 1"),
@@ -438,7 +425,7 @@ fn a_peer_claiming_the_last_generation_does_not_demote_the_primary_on_btrfs() {
         assert_eq!(&common::tree_digest(&lab.live(r)), before, "volume {r}");
         assert!(lab.primary_snap(r, &set).exists(), "snapshot of {r}");
     }
-    assert_eq!(state_entries(&state), before_state);
+    assert_eq!(common::sorted_names(&state), before_state);
     assert_eq!(lab.ok(&lab.pri_cfg, &["role"]), before_role);
     // Still the primary: the next set ships to the real standby.
     lab.snapshot(false);
@@ -469,14 +456,7 @@ fn a_running_verb_is_shown_running_and_a_killed_one_interrupted() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(common::snapsite_exe())
-        .arg("--config")
-        .arg(&cfg_path)
-        .arg("switchover")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn_snapsite(&cfg_path, &["switchover"]);
     let pid = child.id();
     let cat = Catalog::new(&state);
     // The journal is written, and the hook started, before the final set.

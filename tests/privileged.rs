@@ -13,10 +13,11 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::memsite::{begin, end, handshake};
 use common::*;
 use snapsite::base::config::Config;
 use snapsite::base::model::{SetKind, new_set_id};
-use snapsite::wire::stream::{Msg, PROTOCOL_VERSION, Reader, Writer};
+use snapsite::wire::stream::{Msg, Reader, Writer};
 
 /// A standby config with one btrfs volume `blob` on `fs`.
 fn standby(dir: &Path, fs: &BtrfsFs, allow: bool) -> Config {
@@ -40,35 +41,14 @@ fn snapshot_stream_with(
     fill: &dyn Fn(&Path),
     send_args: &[&str],
 ) -> (Vec<u8>, String) {
-    let src = fs.path(&format!("src-{id}"));
-    sh(&["btrfs", "-q", "subvolume", "create", src.to_str().unwrap()]);
+    let src = fs.subvolume(&format!("src-{id}"));
     fill(&src);
     std::fs::create_dir_all(fs.path("snaps")).unwrap();
     let snap = fs.path("snaps").join(id);
-    sh(&[
-        "btrfs",
-        "-q",
-        "subvolume",
-        "snapshot",
-        "-r",
-        src.to_str().unwrap(),
-        snap.to_str().unwrap(),
-    ]);
-    let out = Command::new("btrfs")
-        .args(["send", "-q"])
-        .args(send_args)
-        .arg(&snap)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let show = sh(&["btrfs", "subvolume", "show", snap.to_str().unwrap()]);
-    let uuid = show
-        .lines()
-        .filter_map(|l| l.trim().split_once(':'))
-        .find(|(k, _)| k.trim() == "UUID")
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap();
-    (out.stdout, uuid)
+    snapshot_readonly(&src, &snap);
+    let uuid = show_field(&subvolume_show(&snap), "UUID");
+    assert!(!uuid.is_empty(), "no UUID for {}", snap.display());
+    (btrfs_send(&snap, send_args), uuid)
 }
 
 /// One snapshot through `serve` (real btrfs backend): the ack or nack.
@@ -80,32 +60,13 @@ fn receive(cfg: &Config, id: &str, stream: &[u8], uuid: &str) -> Msg {
     });
     let mut w = Writer::new(client.try_clone().unwrap());
     let mut r = Reader::new(client);
-    w.magic().unwrap();
-    r.magic().unwrap();
-    w.msg(&Msg::Hello {
-        protocol: PROTOCOL_VERSION,
-        site: "primary".into(),
-        version: "test".into(),
-    })
-    .unwrap();
-    assert!(matches!(r.msg().unwrap(), Msg::Welcome { .. }));
-    w.msg(&Msg::Begin {
-        set_id: id.into(),
-        role: "blob".into(),
-        snapshot: id.into(),
-        base: None,
-        storage_id: Some(uuid.into()),
-        resume: false,
-    })
-    .unwrap();
+    let welcome = handshake(&mut w, &mut r, "primary");
+    assert!(matches!(welcome, Msg::Welcome { .. }), "{welcome:?}");
+    w.msg(&begin(id, "blob", Some(uuid))).unwrap();
     for c in stream.chunks(64 * 1024) {
         w.data(c).unwrap();
     }
-    w.msg(&Msg::End {
-        bytes: stream.len() as u64,
-        blake3: blake3::hash(stream).to_hex().to_string(),
-    })
-    .unwrap();
+    w.msg(&end(stream)).unwrap();
     let reply = r.msg().unwrap();
     w.msg(&Msg::Bye).unwrap();
     serve.join().unwrap().unwrap();

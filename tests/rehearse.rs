@@ -188,12 +188,7 @@ fn a_rehearsal_replays_on_scratch_clones_and_leaves_production_alone() {
     // A failing replay: exit 3, verdict in the report and status, still torn down.
     std::fs::write(d.join("fail"), "").unwrap();
     let o = lab.run(&lab.stb_cfg, &["rehearse"]);
-    assert_eq!(
-        o.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit(&o, 3);
     assert!(String::from_utf8_lossy(&o.stdout).contains("REPLAY FAILED"));
     assert!(clones(&lab).is_empty());
     let o = run_snapsite(&lab.stb_cfg, &["status", "--json"], &[]);

@@ -327,12 +327,7 @@ fn status_after_a_known_sequence() {
         &format!("{status_cfg}[schedule]\nfull_set_interval = \"1h\"\nredolog_interval = \"1s\"\n"),
     );
     let out = lab.run(&broken, &["run", "--once"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 1);
     let (_, st) = status(&broken);
     assert_eq!(st["run"]["ship_failures"], 1, "{st:#}");
     assert!(

@@ -12,12 +12,7 @@ use common::*;
 const MIB: usize = 1 << 20;
 
 fn fill(lab: &Lab, seed: u64) {
-    for (i, r) in ROLES.iter().enumerate() {
-        write_file(
-            &lab.live(r).join("data"),
-            &random_bytes(seed + i as u64, 256 * 1024),
-        );
-    }
+    lab.fill(seed, 256 * 1024);
     // Half text (compresses), half random: several 1 MiB chunk files.
     let text: Vec<u8> = (0..3 * MIB).map(|i| b"seed text, "[i % 11]).collect();
     write_file(&lab.live("blob").join("text"), &text);
@@ -76,11 +71,7 @@ fn a_seed_from_disk_commits_and_the_next_ship_is_incremental() {
     assert!(out.contains(&id), "{out}");
     assert_eq!(lab.standby_manifests(), [format!("{id}.json")]);
     for r in ROLES {
-        assert_eq!(
-            tree_digest(&lab.standby_snap(r, &id)),
-            tree_digest(&lab.primary_snap(r, &id)),
-            "{r}"
-        );
+        lab.assert_received_same(r, &id);
     }
     // Importing it again is an idempotent retry: the members are refused
     // (the set is committed), the commit record stays as it was.
@@ -107,10 +98,7 @@ fn a_seed_from_disk_commits_and_the_next_ship_is_incremental() {
         "{r}"
     );
     assert!(r["payload_bytes"].as_u64().unwrap() < 2 * MIB as u64, "{r}");
-    assert_eq!(
-        tree_digest(&lab.standby_snap("blob", next_id)),
-        tree_digest(&lab.primary_snap("blob", next_id))
-    );
+    lab.assert_received_same("blob", next_id);
 }
 
 #[test]
@@ -188,8 +176,5 @@ fn a_corrupted_or_incomplete_seed_commits_nothing() {
 
     lab.ok(&lab.stb_cfg, &["serve", "--from", dir.to_str().unwrap()]);
     assert_eq!(lab.standby_manifests(), [format!("{id}.json")]);
-    assert_eq!(
-        tree_digest(&lab.standby_snap("blob", &id)),
-        tree_digest(&lab.primary_snap("blob", &id))
-    );
+    lab.assert_received_same("blob", &id);
 }

@@ -9,11 +9,20 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use snapsite::base::model::{Manifest, SetKind, new_set_id};
-use snapsite::wire::stream::{Msg, PROTOCOL_VERSION, Reader, Writer};
+use snapsite::wire::stream::{Msg, Reader, Writer};
 
-use common::memsite::{MemSite as Site, payload};
+use common::memsite::{MemSite as Site, begin, end, handshake, hello, payload, storage_id};
 
 const ROLES: [&str; 4] = ["mysql", "blob", "index", "redolog"];
+
+/// A Begin made a resume of a cut receive.
+fn resume(mut begin: Msg) -> Msg {
+    let Msg::Begin { resume, .. } = &mut begin else {
+        panic!("not a Begin: {begin:?}")
+    };
+    *resume = true;
+    begin
+}
 
 fn site() -> Site {
     Site::new(&ROLES)
@@ -245,34 +254,17 @@ fn a_cut_at_every_frame_boundary_commits_nothing_and_frees_the_lock() {
     let id = set_id(SetKind::Full, 0);
     let mut w = Writer::new(Vec::new());
     w.magic().unwrap();
-    w.msg(&Msg::Hello {
-        protocol: PROTOCOL_VERSION,
-        site: "p".into(),
-        version: "t".into(),
-    })
-    .unwrap();
+    w.msg(&hello("p")).unwrap();
     let mut bounds = vec![w.bytes_out as usize];
     for r in ROLES {
         let st = payload(&id, r);
-        w.msg(&Msg::Begin {
-            set_id: id.clone(),
-            role: r.into(),
-            snapshot: id.clone(),
-            base: None,
-            storage_id: Some(blake3::hash(&st).to_hex().to_string()),
-            resume: false,
-        })
-        .unwrap();
+        w.msg(&begin(&id, r, Some(&storage_id(&st)))).unwrap();
         bounds.push(w.bytes_out as usize);
         for c in st.chunks(5) {
             w.data(c).unwrap();
             bounds.push(w.bytes_out as usize);
         }
-        w.msg(&Msg::End {
-            bytes: st.len() as u64,
-            blake3: blake3::hash(&st).to_hex().to_string(),
-        })
-        .unwrap();
+        w.msg(&end(&st)).unwrap();
         bounds.push(w.bytes_out as usize);
     }
     let m = manifest(&id, SetKind::Full, &ROLES, &|r| payload(&id, r));
@@ -280,17 +272,7 @@ fn a_cut_at_every_frame_boundary_commits_nothing_and_frees_the_lock() {
     let full = w.into_inner();
     for cut in bounds {
         let site = site();
-        let (client, server) = UnixStream::pair().unwrap();
-        let cfg = site.cfg.clone();
-        let store = site.store.clone();
-        let serve = std::thread::spawn(move || {
-            snapsite::standby::serve::serve_with(
-                &cfg,
-                &move |_| Ok(store.backend()),
-                server.try_clone().unwrap(),
-                server,
-            )
-        });
+        let (client, serve) = site.serve_thread(None);
         let mut c = client;
         use std::io::{Read, Write};
         c.write_all(&full[..cut]).unwrap();
@@ -323,15 +305,7 @@ fn a_cut_receive_resumes_and_a_stale_resume_is_nacked() {
     let st = payload(&id, "blob");
     {
         let (mut s, _) = site.hello();
-        s.w.msg(&Msg::Begin {
-            set_id: id.clone(),
-            role: "blob".into(),
-            snapshot: id.clone(),
-            base: None,
-            storage_id: Some("abc".into()),
-            resume: false,
-        })
-        .unwrap();
+        s.w.msg(&begin(&id, "blob", Some("abc"))).unwrap();
         s.w.data(&st[..10]).unwrap();
         s.w.flush().unwrap();
         s.w.into_inner()
@@ -355,37 +329,13 @@ fn a_cut_receive_resumes_and_a_stale_resume_is_nacked() {
         .unwrap();
     assert_eq!(tok.token, format!("{id}:10"));
     // Resume with the rest: acked.
-    s.w.msg(&Msg::Begin {
-        set_id: id.clone(),
-        role: "blob".into(),
-        snapshot: id.clone(),
-        base: None,
-        storage_id: Some("abc".into()),
-        resume: true,
-    })
-    .unwrap();
+    s.w.msg(&resume(begin(&id, "blob", Some("abc")))).unwrap();
     s.w.data(&st[10..]).unwrap();
-    s.w.msg(&Msg::End {
-        bytes: (st.len() - 10) as u64,
-        blake3: blake3::hash(&st[10..]).to_hex().to_string(),
-    })
-    .unwrap();
+    s.w.msg(&end(&st[10..])).unwrap();
     assert!(matches!(s.r.msg().unwrap(), Msg::Ack { .. }));
     // A resume with nothing to resume is nacked, and the session goes on.
-    s.w.msg(&Msg::Begin {
-        set_id: id.clone(),
-        role: "index".into(),
-        snapshot: id.clone(),
-        base: None,
-        storage_id: Some("abc".into()),
-        resume: true,
-    })
-    .unwrap();
-    s.w.msg(&Msg::End {
-        bytes: 0,
-        blake3: blake3::hash(b"").to_hex().to_string(),
-    })
-    .unwrap();
+    s.w.msg(&resume(begin(&id, "index", Some("abc")))).unwrap();
+    s.w.msg(&end(b"")).unwrap();
     assert!(matches!(s.r.msg().unwrap(), Msg::Nack { .. }));
     s.bye().unwrap();
     assert_eq!(site.store.names("blob"), [id]);
@@ -397,22 +347,9 @@ fn a_silent_primary_ends_the_session_and_frees_the_lock() {
     let id = set_id(SetKind::Full, 0);
     let mut s = site.connect(Some(Duration::from_millis(300)));
     s.r.magic().unwrap();
-    s.w.msg(&Msg::Hello {
-        protocol: PROTOCOL_VERSION,
-        site: "p".into(),
-        version: "t".into(),
-    })
-    .unwrap();
+    s.w.msg(&hello("p")).unwrap();
     let _ = s.r.msg().unwrap();
-    s.w.msg(&Msg::Begin {
-        set_id: id.clone(),
-        role: "mysql".into(),
-        snapshot: id.clone(),
-        base: None,
-        storage_id: Some("abc".into()),
-        resume: false,
-    })
-    .unwrap();
+    s.w.msg(&begin(&id, "mysql", Some("abc"))).unwrap();
     s.w.data(b"MEMSNAP1\n").unwrap();
     // ... and then nothing, with the connection open.
     let t = std::time::Instant::now();
@@ -457,49 +394,19 @@ fn every_flipped_byte_of_the_commit_commits_nothing_wrong() {
     // returns what was committed and where the commit frame lies.
     let session = |flip_at: usize| -> (Site, Option<Manifest>, usize, usize) {
         let site = site();
-        let (client, server) = UnixStream::pair().unwrap();
-        let cfg = site.cfg.clone();
-        let store = site.store.clone();
-        let serve = std::thread::spawn(move || {
-            snapsite::standby::serve::serve_with(
-                &cfg,
-                &move |_| Ok(store.backend()),
-                server.try_clone().unwrap(),
-                server,
-            )
-        });
+        let (client, serve) = site.serve_thread(None);
         let mut w = Writer::new(Flip {
             sock: client.try_clone().unwrap(),
             pos: 0,
             at: flip_at,
         });
         let mut r = Reader::new(client);
-        w.magic().unwrap();
-        r.magic().unwrap();
-        w.msg(&Msg::Hello {
-            protocol: PROTOCOL_VERSION,
-            site: "p".into(),
-            version: "t".into(),
-        })
-        .unwrap();
-        let _ = r.msg().unwrap();
+        let _ = handshake(&mut w, &mut r, "p");
         for role in ROLES {
             let st = payload(&id, role);
-            w.msg(&Msg::Begin {
-                set_id: id.clone(),
-                role: role.into(),
-                snapshot: id.clone(),
-                base: None,
-                storage_id: Some(blake3::hash(&st).to_hex().to_string()),
-                resume: false,
-            })
-            .unwrap();
+            w.msg(&begin(&id, role, Some(&storage_id(&st)))).unwrap();
             w.data(&st).unwrap();
-            w.msg(&Msg::End {
-                bytes: st.len() as u64,
-                blake3: blake3::hash(&st).to_hex().to_string(),
-            })
-            .unwrap();
+            w.msg(&end(&st)).unwrap();
             let _ = r.msg().unwrap();
         }
         let start = w.bytes_out as usize;

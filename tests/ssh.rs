@@ -5,192 +5,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
+use common::sshlab::{SshLab, sshd_prerequisites};
 use common::*;
-
-struct SshSite {
-    ns_pri: String,
-    ns_stb: String,
-    ip_stb: String,
-    dir: PathBuf,
-    sshd_pid: Option<i32>,
-}
-
-impl SshSite {
-    fn new(dir: &Path, forced_command: &str) -> SshSite {
-        let n = std::process::id() % 10000;
-        let octet = std::process::id() % 250 + 1;
-        let site = SshSite {
-            ns_pri: format!("snapsite-t{n}-p"),
-            ns_stb: format!("snapsite-t{n}-s"),
-            ip_stb: format!("10.231.{octet}.2"),
-            dir: dir.join("ssh"),
-            sshd_pid: None,
-        };
-        std::fs::create_dir_all(&site.dir).unwrap();
-        let (vp, vs) = (format!("ssv{n}p"), format!("ssv{n}s"));
-        sh(&["ip", "netns", "add", &site.ns_pri]);
-        sh(&["ip", "netns", "add", &site.ns_stb]);
-        sh(&[
-            "ip", "link", "add", &vp, "type", "veth", "peer", "name", &vs,
-        ]);
-        sh(&["ip", "link", "set", &vp, "netns", &site.ns_pri]);
-        sh(&["ip", "link", "set", &vs, "netns", &site.ns_stb]);
-        sh(&[
-            "ip",
-            "-n",
-            &site.ns_pri,
-            "addr",
-            "add",
-            &format!("10.231.{octet}.1/24"),
-            "dev",
-            &vp,
-        ]);
-        sh(&[
-            "ip",
-            "-n",
-            &site.ns_stb,
-            "addr",
-            "add",
-            &format!("{}/24", site.ip_stb),
-            "dev",
-            &vs,
-        ]);
-        for (ns, dev) in [(&site.ns_pri, &vp), (&site.ns_stb, &vs)] {
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
-        }
-        let d = site.dir.display().to_string();
-        sh(&[
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-f",
-            &format!("{d}/host_key"),
-        ]);
-        sh(&[
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-f",
-            &format!("{d}/id"),
-        ]);
-        let pubkey = std::fs::read_to_string(format!("{d}/id.pub")).unwrap();
-        std::fs::write(
-            format!("{d}/authorized_keys"),
-            format!("command=\"{forced_command}\",restrict {pubkey}"),
-        )
-        .unwrap();
-        std::fs::write(
-            format!("{d}/sshd_config"),
-            format!(
-                "ListenAddress {}:22\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n",
-                site.ip_stb
-            ),
-        )
-        .unwrap();
-        // sshd's privilege separation directory; harmless to leave in place.
-        std::fs::create_dir_all("/run/sshd").unwrap();
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &site.ns_stb,
-            "/usr/sbin/sshd",
-            "-f",
-            &format!("{d}/sshd_config"),
-            "-E",
-            &format!("{d}/sshd.log"),
-        ]);
-        let mut site = site;
-        for _ in 0..100 {
-            if let Ok(p) = std::fs::read_to_string(format!("{d}/sshd.pid")) {
-                if let Ok(pid) = p.trim().parse() {
-                    site.sshd_pid = Some(pid);
-                    break;
-                }
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        assert!(
-            site.sshd_pid.is_some(),
-            "sshd did not start: {}",
-            std::fs::read_to_string(format!("{d}/sshd.log")).unwrap_or_default()
-        );
-        site
-    }
-
-    fn standby_section(&self) -> String {
-        let d = self.dir.display();
-        format!(
-            "transport = \"ssh\"\nhost = \"{}\"\nuser = \"root\"\nidentity = \"{d}/id\"\nssh_options = [\"UserKnownHostsFile={d}/known_hosts\", \"StrictHostKeyChecking=accept-new\", \"ConnectTimeout=10\"]\n",
-            self.ip_stb
-        )
-    }
-
-    fn run_on_primary(&self, cfg: &Path, args: &[&str]) -> std::process::Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.ns_pri, snapsite_exe(), "--config"])
-            .arg(cfg)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for SshSite {
-    fn drop(&mut self) {
-        if let Some(pid) = self.sshd_pid {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.ns_pri])
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.ns_stb])
-            .status();
-    }
-}
-
-fn ssh_prerequisites() -> Option<String> {
-    for p in ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen"] {
-        if !Path::new(p).exists() {
-            return Some(format!(
-                "{p} is missing (apt-get install openssh-server openssh-client)"
-            ));
-        }
-    }
-    if Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .map(|o| !o.status.success())
-        .unwrap_or(true)
-    {
-        return Some("`ip netns` is not available (apt-get install iproute2)".into());
-    }
-    None
-}
 
 #[test]
 fn set_ship_failover_over_ssh_between_namespaces() {
     require_real!();
-    if let Some(reason) = ssh_prerequisites() {
-        assert!(
-            !must_be_real(),
-            "ssh test cannot run under CI/SNAPSITE_REQUIRE_REAL=1: {reason}"
-        );
-        eprintln!("SKIP ssh: {reason}");
+    if skip_because("ssh", sshd_prerequisites()) {
         return;
     }
     let lab = Lab::new("[\"/bin/echo\", \"zmplayredo\", \"--fromTime\", \"{from_time}\"]");
@@ -199,12 +20,17 @@ fn set_ship_failover_over_ssh_between_namespaces() {
         snapsite_exe(),
         lab.stb_cfg.display()
     );
-    let site = SshSite::new(lab.dir.path(), &forced);
-    let cfg = lab.primary_variant("primary-ssh", &site.standby_section());
+    let site = SshLab::new(lab.dir.path(), "t", 231, &forced, &[]);
+    let cfg = lab.primary_variant(
+        "primary-ssh",
+        &site.standby(
+            "id",
+            "known_hosts",
+            &["StrictHostKeyChecking=accept-new", "ConnectTimeout=10"],
+        ),
+    );
 
-    for (i, r) in ROLES.iter().enumerate() {
-        write_file(&lab.live(r).join("data"), &random_bytes(i as u64, 3 << 20));
-    }
+    lab.fill(0, 3 << 20);
     let full = lab.snapshot(false);
     write_file(
         &lab.live("redolog").join("more"),
@@ -237,11 +63,7 @@ fn set_ship_failover_over_ssh_between_namespaces() {
 
     let id = full["id"].as_str().unwrap();
     for r in ROLES {
-        assert_eq!(
-            tree_digest(&lab.standby_snap(r, id)),
-            tree_digest(&lab.primary_snap(r, id)),
-            "{r}"
-        );
+        lab.assert_received_same(r, id);
     }
     let rep: serde_json::Value =
         serde_json::from_str(&lab.ok(&lab.stb_cfg, &["failover", "--json"])).unwrap();

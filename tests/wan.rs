@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use common::*;
@@ -74,11 +73,7 @@ fn local(lab: &Lab, extra: &str) -> String {
 
 fn same_everywhere(lab: &Lab, id: &str) {
     for r in ROLES {
-        assert_eq!(
-            tree_digest(&lab.standby_snap(r, id)),
-            tree_digest(&lab.primary_snap(r, id)),
-            "{r} {id}"
-        );
+        lab.assert_received_same(r, id);
     }
 }
 
@@ -166,36 +161,6 @@ fn compressed_full_and_incremental_round_trip_with_checksums_of_the_raw_bytes() 
     assert_eq!(plain["committed"][0], third["id"]);
 }
 
-/// A command transport that flips one bit at `at` on the way to serve.
-fn flipping_transport(lab: &Lab, at: usize, extra: &str) -> PathBuf {
-    let script = lab.dir.path().join("flip.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\npython3 -c 'import sys\nat = int(sys.argv[1])\ni, o = sys.stdin.buffer, sys.stdout.buffer\npos = 0\nwhile True:\n  c = i.read1(65536)\n  if not c: break\n  if pos <= at < pos + len(c):\n    c = bytearray(c); c[at - pos] ^= 0x20; c = bytes(c)\n  o.write(c); o.flush(); pos += len(c)\n' {at} | exec {} serve --stdio --config {}\n",
-            snapsite_exe(),
-            lab.stb_cfg.display()
-        ),
-    )
-    .unwrap();
-    sh(&["chmod", "+x", script.to_str().unwrap()]);
-    lab.primary_variant(
-        "flip",
-        &format!(
-            "transport = \"command\"\ncommand = [\"{}\"]\n{extra}",
-            script.display()
-        ),
-    )
-}
-
-fn no_half_received(lab: &Lab) {
-    let entries = lab.standby_recv_entries();
-    assert!(
-        entries.iter().all(|e| !e.contains("/.receiving-")),
-        "leftovers: {entries:?}"
-    );
-}
-
 #[test]
 fn a_corrupted_compressed_frame_commits_nothing_and_the_next_ship_completes() {
     require_real!();
@@ -205,14 +170,18 @@ fn a_corrupted_compressed_frame_commits_nothing_and_the_next_ship_completes() {
     let id = set["id"].as_str().unwrap();
     // 2 MB into the wire: inside the blob volume's compressed frames (the
     // mysql volume before it is 256 KiB).
-    let bad = flipping_transport(&lab, 2_000_000, "compress = \"zstd\"");
+    let bad = lab.filtered_transport(
+        "flip",
+        &byte_filter("flip", 2_000_000, 0x20),
+        "compress = \"zstd\"",
+    );
     let out = lab.run(&bad, &["ship"]);
     let err = String::from_utf8_lossy(&out.stderr);
     eprintln!("corrupted compressed ship said: {err}");
     assert!(!out.status.success(), "a corrupted ship must fail");
     assert!(err.contains("blob"), "{err}");
     assert!(lab.standby_manifests().is_empty(), "nothing committed");
-    no_half_received(&lab);
+    lab.assert_nothing_half_received();
     assert!(!lab.standby_recv_entries().contains(&format!("blob/{id}")));
     let log = std::fs::read_to_string(lab.dir.path().join("state-stb/serve.log")).unwrap();
     assert!(
@@ -222,14 +191,8 @@ fn a_corrupted_compressed_frame_commits_nothing_and_the_next_ship_completes() {
 
     let zstd = lab.primary_variant("zstd", &local(&lab, "compress = \"zstd\""));
     let report = lab.ship(&zstd);
-    let sent: Vec<&str> = report["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["role"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        sent,
+        sent_roles(&report),
         ["blob", "index", "redolog"],
         "mysql was not sent again"
     );

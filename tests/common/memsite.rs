@@ -53,8 +53,12 @@ impl MemSite {
         Catalog::new(&self.cfg.state_dir)
     }
 
-    /// Start serve in a thread; the client end is returned after the magic.
-    pub fn connect(&self, idle: Option<Duration>) -> Session {
+    /// Start serve in a thread on one end of a socket pair (giving up
+    /// after `idle` without progress, if given); the primary's end.
+    pub fn serve_thread(
+        &self,
+        idle: Option<Duration>,
+    ) -> (UnixStream, JoinHandle<snapsite::Result<()>>) {
         let (client, server) = UnixStream::pair().unwrap();
         let cfg = self.cfg.clone();
         let store = self.store.clone();
@@ -63,6 +67,12 @@ impl MemSite {
             let output = Deadline::new(server, idle, "the primary");
             snapsite::standby::serve::serve_with(&cfg, &move |_| Ok(store.backend()), input, output)
         });
+        (client, serve)
+    }
+
+    /// Start serve in a thread; the client end is returned after the magic.
+    pub fn connect(&self, idle: Option<Duration>) -> Session {
+        let (client, serve) = self.serve_thread(idle);
         let mut w = Writer::new(client.try_clone().unwrap());
         let r = Reader::new(client);
         w.magic().unwrap();
@@ -73,12 +83,7 @@ impl MemSite {
     pub fn hello(&self) -> (Session, Msg) {
         let mut s = self.connect(None);
         s.r.magic().unwrap();
-        s.w.msg(&Msg::Hello {
-            protocol: PROTOCOL_VERSION,
-            site: "primary".into(),
-            version: "test".into(),
-        })
-        .unwrap();
+        s.w.msg(&hello("primary")).unwrap();
         let welcome = s.r.msg().unwrap();
         (s, welcome)
     }
@@ -103,28 +108,19 @@ impl Session {
     /// checksum unless `trailer_ok`); the standby's answer.
     pub fn send(&mut self, set: &str, role: &str, stream: &[u8], trailer_ok: bool) -> Msg {
         self.w
-            .msg(&Msg::Begin {
-                set_id: set.into(),
-                role: role.into(),
-                snapshot: set.into(),
-                base: None,
-                storage_id: Some(blake3::hash(stream).to_hex().to_string()),
-                resume: false,
-            })
+            .msg(&begin(set, role, Some(&storage_id(stream))))
             .unwrap();
         for c in stream.chunks(7) {
             self.w.data(c).unwrap();
         }
-        let mut hash = blake3::hash(stream).to_hex().to_string();
+        let mut trailer = end(stream);
         if !trailer_ok {
-            hash = blake3::hash(b"other").to_hex().to_string();
-        }
-        self.w
-            .msg(&Msg::End {
+            trailer = Msg::End {
                 bytes: stream.len() as u64,
-                blake3: hash,
-            })
-            .unwrap();
+                blake3: storage_id(b"other"),
+            };
+        }
+        self.w.msg(&trailer).unwrap();
         self.r.msg().unwrap()
     }
 
@@ -141,6 +137,52 @@ impl Session {
         self.w.msg(&Msg::Bye).unwrap();
         self.serve.join().unwrap()
     }
+}
+
+/// The primary's hello, as site `site`.
+pub fn hello(site: &str) -> Msg {
+    Msg::Hello {
+        protocol: PROTOCOL_VERSION,
+        site: site.into(),
+        version: "test".into(),
+    }
+}
+
+/// A Begin of snapshot `set` (named after its set) of `role`, not a resume.
+pub fn begin(set: &str, role: &str, storage_id: Option<&str>) -> Msg {
+    Msg::Begin {
+        set_id: set.into(),
+        role: role.into(),
+        snapshot: set.into(),
+        base: None,
+        storage_id: storage_id.map(str::to_string),
+        resume: false,
+    }
+}
+
+/// The End that closes `stream`: its length and blake3.
+pub fn end(stream: &[u8]) -> Msg {
+    Msg::End {
+        bytes: stream.len() as u64,
+        blake3: blake3::hash(stream).to_hex().to_string(),
+    }
+}
+
+/// The storage id these tests announce for a stream: its blake3.
+pub fn storage_id(stream: &[u8]) -> String {
+    blake3::hash(stream).to_hex().to_string()
+}
+
+/// Write a handshake on `w`/`r` as site `site`; the standby's answer.
+pub fn handshake<W: std::io::Write, R: std::io::Read>(
+    w: &mut Writer<W>,
+    r: &mut Reader<R>,
+    site: &str,
+) -> Msg {
+    w.magic().unwrap();
+    r.magic().unwrap();
+    w.msg(&hello(site)).unwrap();
+    r.msg().unwrap()
 }
 
 /// The stream a member of set `id` carries in these tests.
@@ -167,7 +209,7 @@ pub fn manifest(id: &str, roles: &[&str], stream_of: &dyn Fn(&str) -> Vec<u8>) -
                 backend: "btrfs".into(),
                 source: format!("/live/{r}"),
                 snapshot: id.into(),
-                storage_id: Some(blake3::hash(&stream_of(r)).to_hex().to_string()),
+                storage_id: Some(storage_id(&stream_of(r))),
                 before: t,
                 after: t + jiff::SignedDuration::from_millis(5),
                 atomic_group: None,

@@ -5,6 +5,7 @@
 
 pub mod btrfs_stream;
 pub mod memsite;
+pub mod sshlab;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -52,6 +53,90 @@ pub fn skip_reason() -> Option<String> {
     missing_prerequisite()
 }
 
+/// Whether a test skips for a missing prerequisite `reason` (`None`: it
+/// runs). Under CI / SNAPSITE_REQUIRE_REAL=1 a missing prerequisite fails
+/// the test instead; `what` names the test in either message.
+pub fn skip_because(what: &str, reason: Option<String>) -> bool {
+    let Some(reason) = reason else {
+        return false;
+    };
+    assert!(
+        !must_be_real(),
+        "{what} cannot run under CI/SNAPSITE_REQUIRE_REAL=1: {reason}"
+    );
+    eprintln!("SKIP {what}: {reason}");
+    true
+}
+
+/// The mailstore binary cargo built next to snapsite (a default workspace
+/// member, so `cargo test` builds it).
+pub fn mailstore_exe() -> PathBuf {
+    let p = Path::new(snapsite_exe()).with_file_name("mailstore");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build -p mailstore` (plain `cargo test` does)",
+        p.display()
+    );
+    p
+}
+
+/// `bash scripts/demo` with the settings the host drills share (tests/
+/// drill.rs, tests/cycle.rs): the test's binaries, no install, the demo in
+/// `demo`, containers named `name` on the network `net` (a /24 prefix),
+/// a full set every 8th and a redolog set every 2nd step, kills jittered
+/// by 3 s, 20 messages a second, in New York's time zone. The caller adds
+/// its mode and outputs, and runs it with [`run_demo`].
+pub fn demo_command(demo: &Path, name: &str, net: &str) -> Command {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo");
+    let mut c = Command::new("bash");
+    c.arg(script)
+        .env("SNAPSITE_BIN", snapsite_exe())
+        .env("MAILSTORE_BIN", mailstore_exe())
+        .env("DRILL_NO_INSTALL", "1")
+        .env("DEMO", demo)
+        .env("DRILL_NAME", name)
+        .env("DRILL_NET", net)
+        .env("FULL_EVERY", "8")
+        .env("REDO_EVERY", "2")
+        .env("KILL_JITTER", "3")
+        .env("RATE", "20")
+        .env("TZ", "America/New_York");
+    c
+}
+
+/// Run a [`demo_command`] to its end: (status, stdout, stderr). A hung
+/// demo fails the test, not CI: SIGTERM (the script cleans up on it)
+/// after `limit`, SIGKILL 30 s later, by its PID.
+pub fn run_demo(
+    cmd: &mut Command,
+    limit: std::time::Duration,
+) -> (std::process::ExitStatus, String, String) {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        use nix::sys::signal::{Signal, kill};
+        if rx.recv_timeout(limit).is_err() {
+            let _ = kill(pid, Signal::SIGTERM);
+            if rx.recv_timeout(std::time::Duration::from_secs(30)).is_err() {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
+    });
+    let stderr = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
+    let out = std::io::read_to_string(child.stdout.take().unwrap()).unwrap();
+    let status = child.wait().unwrap();
+    let _ = tx.send(());
+    (status, out, err.join().unwrap())
+}
+
 pub fn sh(argv: &[&str]) -> String {
     let out = Command::new(argv[0])
         .args(&argv[1..])
@@ -71,6 +156,8 @@ pub struct BtrfsFs {
     pub img: PathBuf,
     pub dev: String,
     pub mnt: PathBuf,
+    /// The temp dir of a [`BtrfsFs::scratch`] filesystem (removed after it).
+    home: Option<tempfile::TempDir>,
 }
 
 impl BtrfsFs {
@@ -82,14 +169,43 @@ impl BtrfsFs {
         let dev = sh(&["losetup", "-f", "--show", img.to_str().unwrap()])
             .trim()
             .to_string();
-        let fs = BtrfsFs { img, dev, mnt };
+        let fs = BtrfsFs {
+            img,
+            dev,
+            mnt,
+            home: None,
+        };
         sh(&["mkfs.btrfs", "-q", "-f", &fs.dev]);
         sh(&["mount", &fs.dev, fs.mnt.to_str().unwrap()]);
         fs
     }
+    /// A 300 MB filesystem `name` in a temp dir of its own under /var/tmp.
+    pub fn scratch(name: &str) -> BtrfsFs {
+        let home = var_tmp_dir("snapsite-fs-");
+        let mut fs = BtrfsFs::new(home.path(), name, "300M");
+        fs.home = Some(home);
+        fs
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.mnt.join(rel)
     }
+
+    /// A new subvolume at `rel`; its path.
+    pub fn subvolume(&self, rel: &str) -> PathBuf {
+        let p = self.path(rel);
+        subvolume_create(&p);
+        p
+    }
+}
+
+/// A temp dir under /var/tmp (on disk, not tmpfs: loop images and test
+/// state go there), named `<prefix>XXXXXX`.
+pub fn var_tmp_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/var/tmp")
+        .unwrap()
 }
 
 impl Drop for BtrfsFs {
@@ -100,6 +216,72 @@ impl Drop for BtrfsFs {
         let _ = Command::new("losetup").args(["-d", &self.dev]).status();
         let _ = std::fs::remove_file(&self.img);
     }
+}
+
+/// `btrfs subvolume create path`.
+pub fn subvolume_create(path: &Path) {
+    sh(&["btrfs", "-q", "subvolume", "create", path.to_str().unwrap()]);
+}
+
+/// `btrfs subvolume snapshot -r src dst`.
+pub fn snapshot_readonly(src: &Path, dst: &Path) {
+    sh(&[
+        "btrfs",
+        "-q",
+        "subvolume",
+        "snapshot",
+        "-r",
+        src.to_str().unwrap(),
+        dst.to_str().unwrap(),
+    ]);
+}
+
+/// `btrfs send -q <args> snap`: the stream (the command must succeed).
+pub fn btrfs_send(snap: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("btrfs")
+        .args(["send", "-q"])
+        .args(args)
+        .arg(snap)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "btrfs send {}: {}",
+        snap.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// `btrfs receive -e dir` fed `stream`: whether it succeeded.
+pub fn btrfs_receive(dir: &Path, stream: &[u8]) -> bool {
+    Command::new("btrfs")
+        .args(["receive", "-e"])
+        .arg(dir)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(stream)?;
+            c.wait()
+        })
+        .unwrap()
+        .success()
+}
+
+/// `btrfs subvolume show path`.
+pub fn subvolume_show(path: &Path) -> String {
+    sh(&["btrfs", "subvolume", "show", path.to_str().unwrap()])
+}
+
+/// One field (`UUID`, `Parent UUID`, `Flags`, …) of a `btrfs subvolume
+/// show` output; empty when absent.
+pub fn show_field(show: &str, key: &str) -> String {
+    show.lines()
+        .filter_map(|l| l.trim().split_once(':'))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Unmount everything mounted at or below `dir` except `dir` itself, deepest first.
@@ -158,10 +340,7 @@ impl TwoSites {
 
     /// `roles` on filesystems of `size` (a `truncate -s` size) each.
     pub fn with_roles(roles: &[&str], size: &str, replay: &str) -> TwoSites {
-        let dir = tempfile::Builder::new()
-            .prefix("snapsite-test-")
-            .tempdir_in("/var/tmp")
-            .unwrap();
+        let dir = var_tmp_dir("snapsite-test-");
         let pri = BtrfsFs::new(dir.path(), "pri", size);
         let stb = BtrfsFs::new(dir.path(), "stb", size);
         std::fs::create_dir_all(pri.path("live")).unwrap();
@@ -238,6 +417,95 @@ impl TwoSites {
         )
     }
 
+    /// The four [`ROLES`], the standby's replay a recorder
+    /// ([`replay_recorder`]) writing into the lab's directory.
+    pub fn with_replay_recorder() -> TwoSites {
+        let lab = TwoSites::new("[\"/bin/true\"]");
+        let replay = replay_recorder(lab.dir.path());
+        std::fs::write(&lab.stb_cfg, lab.standby_toml(&replay)).unwrap();
+        lab
+    }
+
+    /// Each volume's `data` file: `len` pseudo-random bytes, seeded
+    /// `seed + i` for the i-th role.
+    pub fn fill(&self, seed: u64, len: usize) {
+        for (i, r) in self.roles.iter().enumerate() {
+            write_file(
+                &self.live(r).join("data"),
+                &random_bytes(seed + i as u64, len),
+            );
+        }
+    }
+
+    /// Append `line` to the primary's `redolog/log`, synced.
+    pub fn append_redolog(&self, line: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.live("redolog").join("log"))
+            .unwrap();
+        writeln!(f, "{line}").unwrap();
+        f.sync_all().unwrap();
+    }
+
+    /// The primary's committed manifest of set `id`, as JSON.
+    pub fn primary_manifest(&self, id: &str) -> serde_json::Value {
+        let p = self.dir.path().join(format!("state-pri/sets/{id}.json"));
+        serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+    }
+
+    /// The standby's manifest of set `id`, if it committed one.
+    pub fn standby_manifest(&self, id: &str) -> Option<serde_json::Value> {
+        let p = self.dir.path().join(format!("state-stb/sets/{id}.json"));
+        std::fs::read(&p)
+            .ok()
+            .map(|b| serde_json::from_slice(&b).unwrap())
+    }
+
+    /// A primary config `<name>.toml` whose transport pipes the stream
+    /// through `filter` (a shell command reading stdin, writing stdout, e.g.
+    /// [`byte_filter`]) into the standby's serve; `extra` is appended to
+    /// its `[standby]`.
+    pub fn filtered_transport(&self, name: &str, filter: &str, extra: &str) -> PathBuf {
+        let script = self.dir.path().join(format!("{name}.sh"));
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n{filter} | exec {} serve --stdio --config {}\n",
+                snapsite_exe(),
+                self.stb_cfg.display()
+            ),
+        )
+        .unwrap();
+        sh(&["chmod", "+x", script.to_str().unwrap()]);
+        self.primary_variant(
+            name,
+            &format!(
+                "transport = \"command\"\ncommand = [\"{}\"]\n{extra}",
+                script.display()
+            ),
+        )
+    }
+
+    /// No receive marker (`.receiving-`) left in the standby's receive dirs.
+    pub fn assert_nothing_half_received(&self) {
+        let entries = self.standby_recv_entries();
+        assert!(
+            entries.iter().all(|e| !e.contains("/.receiving-")),
+            "leftovers: {entries:?}"
+        );
+    }
+
+    /// The standby's snapshot `id` of `role` holds what the primary's does.
+    pub fn assert_received_same(&self, role: &str, id: &str) {
+        assert_eq!(
+            tree_digest(&self.standby_snap(role, id)),
+            tree_digest(&self.primary_snap(role, id)),
+            "{role} {id}"
+        );
+    }
+
     /// Write a primary config with another [standby] section; returns its path.
     pub fn primary_variant(&self, name: &str, standby: &str) -> PathBuf {
         let p = self.dir.path().join(format!("{name}.toml"));
@@ -292,17 +560,9 @@ impl TwoSites {
         serde_json::from_str(&self.ok(cfg, &["ship", "--json"])).unwrap()
     }
 
+    /// The file names in the standby's `sets/` (its commit records), sorted.
     pub fn standby_manifests(&self) -> Vec<String> {
-        let d = self.dir.path().join("state-stb/sets");
-        let mut v: Vec<String> = std::fs::read_dir(d)
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
+        sorted_names(&self.dir.path().join("state-stb/sets"))
     }
 
     /// Names inside the standby's receive dirs (including `.receiving-` markers).
@@ -319,6 +579,92 @@ impl TwoSites {
         out.sort();
         out
     }
+}
+
+/// A replay command (TOML array) for a standby config: a script in `dir`
+/// that writes its argv to `replay-args`, `$SNAPSITE_SET_ID` to
+/// `replay-env` and the redolog it was given (`<mount>/log`) to
+/// `replay-redolog`, then exits with the code in `replay-rc` (0 when absent).
+pub fn replay_recorder(dir: &Path) -> String {
+    let script = dir.join("replay.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > {d}/replay-args\necho \"$SNAPSITE_SET_ID\" > {d}/replay-env\ncat \"$3/log\" > {d}/replay-redolog 2>/dev/null\nexit $(cat {d}/replay-rc 2>/dev/null || echo 0)\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    sh(&["chmod", "+x", script.to_str().unwrap()]);
+    format!(
+        "[\"{}\", \"--fromTime\", \"{{from_time}}\", \"{{mount:redolog}}\"]",
+        script.display()
+    )
+}
+
+/// A pass-through filter (a `python3 -c` shell command, forwarding data as
+/// it arrives) that cuts the stream after `at` bytes (`mode` "cut") or
+/// XORs the byte at offset `at` with `mask` ("flip").
+pub fn byte_filter(mode: &str, at: usize, mask: u8) -> String {
+    format!(
+        "python3 -c 'import sys\nmode, at, mask = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])\ni, o = sys.stdin.buffer, sys.stdout.buffer\npos = 0\nwhile True:\n  c = i.read1(65536)\n  if not c: break\n  if mode == \"cut\" and pos + len(c) >= at:\n    o.write(c[:at - pos]); o.flush(); sys.exit(0)\n  if mode == \"flip\" and pos <= at < pos + len(c):\n    c = bytearray(c); c[at - pos] ^= mask; c = bytes(c)\n  o.write(c); o.flush(); pos += len(c)\n' {mode} {at} {mask}"
+    )
+}
+
+/// The roles of the snapshots a `ship --json` report says it sent, in order.
+pub fn sent_roles(report: &serde_json::Value) -> Vec<&str> {
+    report["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["role"].as_str().unwrap())
+        .collect()
+}
+
+/// The command exited with `code`; else fail with its whole output.
+pub fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(o.status.code(), Some(code), "{}", both(o));
+}
+
+/// A command's stdout, lossily.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A command's status, stdout and stderr, for an assertion's message.
+pub fn both(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `snapsite --config cfg args…` started with its output discarded (for
+/// tests that watch or kill the process, not read it).
+pub fn spawn_snapsite(cfg: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(snapsite_exe())
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The names in directory `dir`, sorted (none when it cannot be read).
+pub fn sorted_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }
 
 pub fn run_snapsite(cfg: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
