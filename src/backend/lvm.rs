@@ -1169,13 +1169,23 @@ fn keep_divergent(vol: &Volume, label: &str) -> Result<String> {
     let ctx = || format!("volume `{}`: keep {vg}/{lv} as divergent", vol.role);
     let all = lvs_of(vol, vg)?;
     if find(&all, lv).is_none() {
-        if find(&all, &dst).is_some() {
+        let Some(kept) = find(&all, &dst) else {
+            return Err(Error::storage(format!(
+                "volume `{}`: logical volume {vg}/{lv} does not exist; nothing to keep",
+                vol.role
+            )));
+        };
+        // Renamed before; a run that died before the read-only tag left
+        // it writable and untagged (make_receivable looks for the tag).
+        if kept.has_tag(DIVERGENT_TAG) && kept.attr.chars().nth(1) == Some('r') {
             return Ok(format!("{vg}/{dst}"));
         }
-        return Err(Error::storage(format!(
-            "volume `{}`: logical volume {vg}/{lv} does not exist; nothing to keep",
-            vol.role
-        )));
+        let mut c = lvm("lvchange").args(["--addtag", DIVERGENT_TAG]);
+        if kept.attr.chars().nth(1) != Some('r') {
+            c = c.arg("-pr");
+        }
+        c.arg(format!("{vg}/{dst}")).run().ctx(ctx())?;
+        return Ok(format!("{vg}/{dst}"));
     }
     if find(&all, &dst).is_some() {
         return Err(Error::refused(format!(
@@ -1192,6 +1202,7 @@ fn keep_divergent(vol: &Volume, label: &str) -> Result<String> {
         .args([vg, lv, dst.as_str()])
         .run()
         .ctx(ctx())?;
+    crate::failpoint!("lvm.keep_divergent.after_rename");
     lvm("lvchange")
         .args(["-pr", "--addtag", DIVERGENT_TAG])
         .arg(format!("{vg}/{dst}"))
@@ -1240,11 +1251,21 @@ fn make_receivable(vol: &Volume, name: &str) -> Result<()> {
             .args([vg, info.name.as_str(), to.as_str()])
             .run()
             .ctx(ctx())?;
-        if info.tag_value(FROM_TAG).is_none() {
+        crate::failpoint!("lvm.make_receivable.after_rename");
+    }
+    // Each moved snapshot is known by the uuid it had here (what the peer
+    // recorded as its base); a run that died after a rename left the tag
+    // off, so the pass looks at the chain, not at what this run renamed.
+    let all = lvs_of(vol, vg)?;
+    for l in &all {
+        let moved = [rlv, divergent.as_deref().unwrap_or(rlv)]
+            .iter()
+            .any(|p| l.name.starts_with(&format!("{p}.")));
+        if moved && l.tag_value(SET_TAG).is_some() && l.tag_value(FROM_TAG).is_none() {
             lvm("lvchange")
                 .arg("--addtag")
-                .arg(format!("{FROM_TAG}{}", info.uuid))
-                .arg(format!("{vg}/{to}"))
+                .arg(format!("{FROM_TAG}{}", l.uuid))
+                .arg(format!("{vg}/{}", l.name))
                 .run()
                 .ctx(ctx())?;
         }

@@ -1221,21 +1221,23 @@ fn keep_divergent(vol: &Volume, label: &str) -> Result<String> {
     }
     let dst = divergent_dataset(src, label);
     if !exists(src)? {
-        if exists(&dst)? {
-            return Ok(dst); // done before
+        if !exists(&dst)? {
+            return Err(Error::storage(format!(
+                "volume `{}`: dataset {src} does not exist; nothing to keep",
+                vol.role
+            )));
         }
-        return Err(Error::storage(format!(
-            "volume `{}`: dataset {src} does not exist; nothing to keep",
-            vol.role
-        )));
-    }
-    if exists(&dst)? {
+        // Renamed before (a run that died after it): finish the steps
+        // below, each safe to redo.
+    } else if exists(&dst)? {
         return Err(Error::refused(format!(
             "volume `{}`: {dst} exists already; nothing was changed",
             vol.role
         )));
+    } else {
+        zfs().args(["rename", src, &dst]).run().ctx(ctx())?;
+        crate::failpoint!("zfs.keep_divergent.after_rename");
     }
-    zfs().args(["rename", src, &dst]).run().ctx(ctx())?;
     let mp = PathBuf::from(DIVERGENT_MOUNT_DIR).join(dst.replace('/', "_"));
     zfs()
         .args(["set", "readonly=on", "canmount=noauto"])
@@ -1367,6 +1369,9 @@ fn make_receivable(vol: &Volume, name: &str) -> Result<()> {
         .arg(&r)
         .run()
         .ctx(ctx())?;
+    // A rerun finds the clone without snapshots of its own, destroys it
+    // and clones again.
+    crate::failpoint!("zfs.make_receivable.after_clone");
     zfs().args(["promote", &r]).run().ctx(ctx())
 }
 

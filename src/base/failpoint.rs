@@ -144,6 +144,18 @@ pub const ALL: &[Failpoint] = &[
         recovery: "rerun the verb: the divergent snapshot is found and reused, not taken twice",
     },
     Failpoint {
+        name: "zfs.keep_divergent.after_rename",
+        verbs: FB,
+        state: "ZFS: the live dataset is renamed to <source>-divergent-<label>; not yet read-only nor mounted under /run/snapsite/divergent",
+        recovery: "rerun the verb: it finds the renamed dataset, makes it read-only and mounts it (nothing renamed twice)",
+    },
+    Failpoint {
+        name: "lvm.keep_divergent.after_rename",
+        verbs: FB,
+        state: "LVM: the live LV is renamed to <lv>-divergent-<label>; not yet read-only nor tagged snapsite-divergent",
+        recovery: "rerun the verb: it finds the renamed LV, makes it read-only and tags it (nothing renamed twice)",
+    },
+    Failpoint {
         name: "demote.after_divergent_record",
         verbs: FB,
         state: "state_dir/divergent/<label>.json is written",
@@ -196,6 +208,18 @@ pub const ALL: &[Failpoint] = &[
         verbs: FB,
         state: "btrfs: <id>/<id> is in the received form (read-only); .orig-<id> still exists",
         recovery: "rerun the verb: it checks the received form (no write to the read-only copy) and deletes .orig-<id>",
+    },
+    Failpoint {
+        name: "zfs.make_receivable.after_clone",
+        verbs: FB,
+        state: "ZFS: the replica is a clone of the base snapshot, not yet promoted (it holds no snapshot of its own)",
+        recovery: "rerun the verb: the unpromoted clone is destroyed, cloned again and promoted",
+    },
+    Failpoint {
+        name: "lvm.make_receivable.after_rename",
+        verbs: FB,
+        state: "LVM: one of this site's snapshot LVs is renamed into the replica's (or the divergent LV's) chain, not yet tagged with the uuid the peer knows it by",
+        recovery: "rerun the verb: the other snapshots are renamed and every moved one without the tag gets it",
     },
     Failpoint {
         name: "demote.after_receivable",

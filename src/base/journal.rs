@@ -11,8 +11,9 @@
 //! `status` and `role` list the journals left behind.
 //!
 //! A journal names its owner: the process that wrote it last (pid, its
-//! start time from `/proc/<pid>/stat` and the boot id, so a reused pid or
-//! a reboot is not mistaken for it). While the owner lives, the verb is
+//! start time and the boot id, as [`crate::base::procs`] reads and judges
+//! them for every recorded process, so a reused pid or a reboot is not
+//! mistaken for it). While the owner lives, the verb is
 //! running (a long prune, a failback), not interrupted: `status` says
 //! `running (pid N)` and does not call it critical.
 
@@ -59,33 +60,14 @@ pub struct Owner {
     pub boot_id: String,
 }
 
-/// Field 22 (start time) of `/proc/<pid>/stat`, and whether the process is
-/// a zombie (dead, not yet reaped).
-fn proc_start(pid: u32) -> Option<(u64, bool)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: the fields follow
-    // the last `)`; the state is field 3, the start time field 22.
-    let rest = &s[s.rfind(')')? + 1..];
-    let mut f = rest.split_whitespace();
-    let state = f.next()?;
-    let start = f.nth(18)?.parse().ok()?;
-    Some((start, state == "Z" || state == "X"))
-}
-
-fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
 impl Owner {
     /// Process `pid` as it is now (None: there is no such process).
     pub fn of(pid: u32) -> Option<Owner> {
-        let (start_ticks, _) = proc_start(pid)?;
+        let st = crate::base::procs::stat(i32::try_from(pid).ok()?)?;
         Some(Owner {
             pid,
-            start_ticks,
-            boot_id: boot_id(),
+            start_ticks: st.start_ticks,
+            boot_id: crate::base::procs::boot_id(),
         })
     }
 
@@ -94,14 +76,11 @@ impl Owner {
         Owner::of(std::process::id())
     }
 
-    /// Is the recorded process still running: same boot, a live process
-    /// with that pid and the same start time (not a zombie, not a later
-    /// process that was given the same pid)?
+    /// Is the recorded process still running ([`crate::base::procs::is_running`]:
+    /// same boot, a live process with that pid and the same start time)?
     pub fn is_alive(&self) -> bool {
-        !self.boot_id.is_empty()
-            && self.boot_id == boot_id()
-            && self.pid > 1
-            && proc_start(self.pid).is_some_and(|(t, dead)| !dead && t == self.start_ticks)
+        i32::try_from(self.pid)
+            .is_ok_and(|pid| crate::base::procs::is_running(pid, self.start_ticks, &self.boot_id))
     }
 }
 

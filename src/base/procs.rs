@@ -133,9 +133,19 @@ pub fn kill_group_and_wait(pgid: i32, what: &str) -> Result<Vec<i32>> {
 /// Is the recorded process still running (same boot, same start time)?
 /// Also for `status` about a recorded `run`.
 pub fn is_alive(rec: &ProcRecord) -> bool {
-    rec.boot_id == boot_id()
-        && rec.pid > 1
-        && stat(rec.pid).is_some_and(|s| s.state != 'Z' && s.start_ticks == rec.start_ticks)
+    is_running(rec.pid, rec.start_ticks, &rec.boot_id)
+}
+
+/// The one test of "that very process still runs", for every record of a
+/// process (a [`ProcRecord`], a journal's owner): this boot (an unknown
+/// boot id is not taken for this one), a live process with that pid (not
+/// a zombie or dead one) and the same start time (not a later process
+/// given the same pid).
+pub fn is_running(pid: i32, start_ticks: u64, boot: &str) -> bool {
+    !boot.is_empty()
+        && boot == boot_id()
+        && pid > 1
+        && stat(pid).is_some_and(|s| !matches!(s.state, 'Z' | 'X') && s.start_ticks == start_ticks)
 }
 
 /// Stop what is left of a recorded group; `None` when nothing is (the

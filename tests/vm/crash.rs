@@ -1,5 +1,5 @@
 //! The crash matrix's VM subset (issue 25 item 3): ship's and serve's
-//! commit steps and prune, stopped dead at their failpoints
+//! commit steps, prune and failback's backend steps, stopped dead at their failpoints
 //! (`SNAPSITE_FAILPOINT`, src/base/failpoint.rs) on real OpenZFS and LVM thin,
 //! then rerun. After every cell the invariants of tests/crash_matrix.rs
 //! are checked:
@@ -15,7 +15,9 @@
 //! The default run is a small subset (see [`subset`]: each cell boots no
 //! guest but costs 1-2 minutes of emulated LVM/ZFS work);
 //! `SNAPSITE_CRASH_MATRIX=full` runs every snapshot, ship, serve and prune
-//! failpoint (serve's receive and commit also on the first, full ship), `SNAPSITE_CRASH_CELLS=a,b` only those named.
+//! failpoint (serve's receive and commit also on the first, full ship) and
+//! the backend's own failback points (keep_divergent, make_receivable),
+//! `SNAPSITE_CRASH_CELLS=a,b` only those named.
 
 use super::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,13 +34,19 @@ const ROLES: [&str; 2] = ["mysql", "redolog"];
 /// exited, or the LVM writes read back) and the backend's completion mark,
 /// the step the backends differ in most, on the first (full) ship; and on
 /// ZFS serve killed mid-receive, where `zfs receive` finishes the snapshot
-/// on its own after serve is gone (the bug this matrix found). A cell costs
-/// 0.5-4 minutes in the emulated guest (LVM the most), so the other steps
-/// (serve's commit, ship's, prune's; green when last run) are in the full
-/// run.
+/// on its own after serve is gone (the bug this matrix found); and on ZFS
+/// failback killed between make_receivable's clone and its promote (the
+/// step issue 25 found on btrfs). A cell costs 0.5-4 minutes in the
+/// emulated guest (LVM the most: an LVM failback cell about 4), so the
+/// other steps (serve's commit, ship's, prune's, keep_divergent, LVM's
+/// make_receivable; green when last run) are in the full run.
 fn subset(kind: Kind) -> &'static [&'static str] {
     match kind {
-        Kind::Zfs => &["serve.after_receipt@first", "serve.mid_receive"],
+        Kind::Zfs => &[
+            "serve.after_receipt@first",
+            "serve.mid_receive",
+            "failback:zfs.make_receivable.after_clone",
+        ],
         Kind::Lvm => &["serve.after_receipt@first"],
     }
 }
@@ -62,6 +70,10 @@ const FULL: &[&str] = &[
     "prune.after_member",
     "prune.after_members",
     "prune.after_manifest",
+    "failback:zfs.keep_divergent.after_rename",
+    "failback:zfs.make_receivable.after_clone",
+    "failback:lvm.keep_divergent.after_rename",
+    "failback:lvm.make_receivable.after_rename",
 ];
 
 /// Unmounts these on drop (A's live LVM filesystems).
@@ -618,6 +630,197 @@ fn prune_cell(kind: Kind, fp: &str) {
     }
 }
 
+/// Failback cells: A ships a set, takes one more (never shipped); B fails
+/// over and writes; A's failback (its config now naming replicas) stops
+/// dead inside the backend's keep_divergent or make_receivable and is
+/// rerun. Then: A is the standby of generation 2 and B primary; A holds
+/// only its replica chain and its divergent data (read-only), nothing
+/// half-made; no journal left; B's next ship is incremental from the
+/// common set and the data are equal on both sites.
+fn failback_cell(kind: Kind, fp: &str) {
+    let s = Sites::new(kind, false);
+    s.write("mysql", "m0", 1, 256 << 10);
+    s.write("redolog", "log1", 2, 16 << 10);
+    let common = s.snapshot();
+    snapsite_ok(&s.a_cfg, &["ship"]);
+    s.write("mysql", "a-late", 3, 128 << 10);
+    let a1 = s.snapshot();
+    let rep = snapsite_json(&s.b_cfg, &["failover", "--no-replay", "--json"]);
+    assert_eq!(rep["generation"].as_u64(), Some(2), "{rep}");
+    for (i, r) in ROLES.iter().enumerate() {
+        write_pattern(
+            &s.dir.join("b").join(r).join("b-new"),
+            0,
+            20 + i as u64,
+            64 << 10,
+        );
+    }
+    // A returns, its config naming a replica for each volume.
+    let mut a = std::fs::read_to_string(&s.a_cfg).unwrap();
+    for r in ROLES {
+        let (src, rep) = match kind {
+            Kind::Zfs => (
+                format!("{}/{r}", s.a_name),
+                format!("{}/replica/{r}", s.a_name),
+            ),
+            Kind::Lvm => (format!("{}/{r}", s.a_name), format!("{}/rep-{r}", s.a_name)),
+        };
+        let line = format!("source = \"{src}\"\n");
+        assert!(a.contains(&line), "{a}");
+        a = a.replace(&line, &format!("{line}replica = \"{rep}\"\n"));
+    }
+    std::fs::write(&s.a_cfg, a).unwrap();
+    crash(&s.a_cfg, &["failback"], fp);
+    let fb = snapsite_json(&s.a_cfg, &["failback", "--json"]);
+    let label = fb["divergent"]["label"].as_str().unwrap().to_string();
+    assert_eq!(
+        fb["plan"]["divergent_sets"],
+        serde_json::json!([a1]),
+        "{fb}"
+    );
+    for (cfg, role) in [(&s.a_cfg, "standby"), (&s.b_cfg, "primary")] {
+        // (B's status is critical until it ships: exit 2, JSON all the same)
+        let o = snapsite_run(cfg, &["status", "--json"], None);
+        let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            (st["role"].as_str(), st["generation"].as_u64()),
+            (Some(role), Some(2)),
+            "{st}"
+        );
+    }
+    for e in std::fs::read_dir(s.state('a')).unwrap() {
+        let n = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            !n.starts_with("journal-") && !n.contains(".tmp"),
+            "site a: left {n}"
+        );
+    }
+    // A's storage: the replica chain (the common set), the divergent
+    // data (read-only) and nothing else: no live volume, no clone or LV
+    // half-made, no snapshot outside both.
+    let sep = if kind == Kind::Zfs { '@' } else { '.' };
+    for r in ROLES {
+        let (rep, div) = (format!("replica/{r}"), format!("{r}-divergent-{label}"));
+        let objs: BTreeSet<String> = s
+            .objects('a')
+            .into_iter()
+            .filter_map(|o| {
+                let o = o
+                    .strip_prefix(&format!("{}/", s.a_name))
+                    .unwrap_or(&o)
+                    .to_string();
+                let base = o.split(sep).next().unwrap().to_string();
+                let mine = base == r
+                    || base == format!("replica/{r}")
+                    || base == format!("rep-{r}")
+                    || base.starts_with(&format!("{r}-"));
+                mine.then_some(o)
+            })
+            .collect();
+        let (rep, want) = match kind {
+            Kind::Zfs => (
+                rep.clone(),
+                [
+                    rep.clone(),
+                    format!("{rep}@{common}"),
+                    div.clone(),
+                    format!("{div}@{a1}"),
+                ],
+            ),
+            Kind::Lvm => (
+                format!("rep-{r}"),
+                [
+                    format!("rep-{r}"),
+                    format!("rep-{r}.{common}"),
+                    div.clone(),
+                    format!("{div}.{a1}"),
+                ],
+            ),
+        };
+        // LVM: the replica LV itself appears with the first receive.
+        let want: BTreeSet<String> = want
+            .into_iter()
+            .filter(|w| kind == Kind::Zfs || *w != rep || objs.contains(w))
+            .collect();
+        assert_eq!(objs, want, "site a, volume {r}: what the storage holds");
+        match kind {
+            Kind::Zfs => {
+                let d = format!("{}/{div}", s.a_name);
+                assert_eq!(zfs_get("readonly", &d), "on", "{d}");
+                assert_eq!(zfs_get("mounted", &d), "yes", "{d}");
+                assert_eq!(zfs_get("origin", &format!("{}/{rep}", s.a_name)), "-");
+            }
+            Kind::Lvm => {
+                let d = format!("{}/{div}", s.a_name);
+                let attr = sh(&["lvs", "--noheadings", "-o", "lv_attr,lv_tags", &d]);
+                assert!(
+                    attr.trim().chars().nth(1) == Some('r') && attr.contains("snapsite-divergent"),
+                    "{d}: read-only and tagged: {attr}"
+                );
+                let tags = sh(&[
+                    "lvs",
+                    "--noheadings",
+                    "-o",
+                    "lv_tags",
+                    &format!("{}/rep-{r}.{common}", s.a_name),
+                ]);
+                assert!(tags.contains("snapsite-from-"), "{r}: {tags}");
+            }
+        }
+    }
+    // B ships its first set of generation 2 to A: incremental from the
+    // common set (nothing sent again), committed; the data equal.
+    let b_peer = s.dir.join("b-peer.toml");
+    std::fs::write(
+        &b_peer,
+        format!(
+            "{}[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
+            std::fs::read_to_string(&s.b_cfg).unwrap(),
+            s.a_cfg.display()
+        ),
+    )
+    .unwrap();
+    sh(&["sync"]);
+    let b2 = snapsite_json(&b_peer, &["snapshot", "--json"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let shipped = snapsite_json(&b_peer, &["ship", "--json"]);
+    assert_eq!(shipped["committed"], serde_json::json!([b2]), "{shipped}");
+    for x in shipped["snapshots"].as_array().unwrap() {
+        assert_eq!(
+            x["base"].as_str(),
+            Some(common.as_str()),
+            "incremental: {shipped}"
+        );
+    }
+    for r in ROLES {
+        let (ha, hb) = match kind {
+            Kind::Zfs => (
+                zfs_get("guid", &format!("{}/replica/{r}@{b2}", s.a_name)),
+                zfs_get("guid", &format!("{}/live-{r}@{b2}", s.b_name)),
+            ),
+            Kind::Lvm => (
+                lv_hash(&s.a_name, &format!("rep-{r}.{b2}")),
+                lv_hash(&s.b_name, &format!("live-{r}.{b2}")),
+            ),
+        };
+        assert_eq!(
+            ha, hb,
+            "volume {r} of set {b2}: the sites hold different data"
+        );
+    }
+}
+
+/// sha256 of a (thin snapshot) LV, activated for the read.
+fn lv_hash(vg: &str, lv: &str) -> String {
+    let full = format!("{vg}/{lv}");
+    sh(&["lvchange", "-ay", "-K", &full]);
+    let h = sha256(Path::new(&format!("/dev/{vg}/{lv}")));
+    sh(&["lvchange", "-an", &full]);
+    h
+}
+
 fn run_matrix(kind: Kind) {
     let full = std::env::var("SNAPSITE_CRASH_MATRIX").as_deref() == Ok("full");
     // SNAPSITE_CRASH_CELLS=a,b: only these failpoints (while working on one).
@@ -634,13 +837,25 @@ fn run_matrix(kind: Kind) {
     } else {
         subset(kind)
     };
+    // A backend's own failpoints (failback's) only on that backend.
+    let other = match kind {
+        Kind::Zfs => "failback:lvm.",
+        Kind::Lvm => "failback:zfs.",
+    };
+    let cells: Vec<&str> = cells
+        .iter()
+        .copied()
+        .filter(|c| !c.starts_with(other))
+        .collect();
     let t0 = Instant::now();
     let mut failed = Vec::new();
     let mut lines = Vec::new();
-    for fp in cells {
+    for &fp in &cells {
         let t = Instant::now();
         let res = std::panic::catch_unwind(|| {
-            if let Some(fp) = fp.strip_suffix("@first") {
+            if let Some(fp) = fp.strip_prefix("failback:") {
+                failback_cell(kind, fp)
+            } else if let Some(fp) = fp.strip_suffix("@first") {
                 first_ship_cell(kind, fp)
             } else if fp.starts_with("prune.") {
                 prune_cell(kind, fp)
@@ -663,7 +878,7 @@ fn run_matrix(kind: Kind) {
             }
         };
         let line = format!(
-            "{kind:?} {fp:<28} {outcome} ({:.1} s)",
+            "{kind:?} {fp:<42} {outcome} ({:.1} s)",
             t.elapsed().as_secs_f64()
         );
         eprintln!("crash cell: {line}");
