@@ -32,6 +32,11 @@ pub(super) struct BaseMeta {
 }
 
 pub(super) fn encode_record(meta: &RecordMeta, data: &[u8]) -> Vec<u8> {
+    encode_record_at(meta, data).0
+}
+
+/// A record, and where its data starts in it.
+pub(super) fn encode_record_at(meta: &RecordMeta, data: &[u8]) -> (Vec<u8>, u64) {
     let m = serde_json::to_vec(meta).expect("records serialize");
     let mut out = Vec::with_capacity(12 + m.len() + data.len() + 32);
     out.extend_from_slice(&(m.len() as u32).to_be_bytes());
@@ -40,46 +45,114 @@ pub(super) fn encode_record(meta: &RecordMeta, data: &[u8]) -> Vec<u8> {
     out.extend_from_slice(data);
     let check = blake3::hash(&out);
     out.extend_from_slice(check.as_bytes());
-    out
+    (out, 12 + m.len() as u64)
 }
 
-/// Records of a journal; stops at the first incomplete or failing record.
-/// Also returns where each record ends.
-pub(super) fn decode_records(bytes: &[u8]) -> (Vec<(RecordMeta, Vec<u8>)>, Vec<usize>) {
-    let mut out = Vec::new();
-    let mut ends = Vec::new();
-    let mut pos = 0usize;
-    loop {
-        let rest = &bytes[pos..];
-        if rest.len() < 12 {
-            break;
-        }
-        let ml = u32::from_be_bytes(rest[..4].try_into().expect("4")) as usize;
-        let dl = u64::from_be_bytes(rest[4..12].try_into().expect("8"));
-        let Some(total) = (dl as usize)
-            .checked_add(12 + ml + 32)
-            .filter(|t| *t <= rest.len())
-        else {
-            break;
-        };
-        let body = &rest[..total - 32];
-        if blake3::hash(body).as_bytes() != &rest[total - 32..total] {
-            break;
-        }
-        let Ok(meta) = serde_json::from_slice::<RecordMeta>(&body[12..12 + ml]) else {
-            break;
-        };
-        out.push((meta, body[12 + ml..].to_vec()));
-        pos += total;
-        ends.push(pos);
-    }
-    (out, ends)
+/// Longest record metadata (a batch's events as JSON: 4096 events with
+/// names; far less in practice); a longer one ends the journal there.
+const MAX_META: u64 = 64 << 20;
+/// Most bytes of known tails a base record carries (kept in memory).
+const MAX_BASE_DATA: u64 = 256 << 20;
+
+/// One record read from a journal: its metadata, and its data (a base's
+/// tails, in memory) or where its data is (a batch's, left on disk).
+pub(super) enum Payload {
+    Mem(Vec<u8>),
+    At { at: u64, len: u64 },
 }
-/// One event of the spool with its data.
+
+/// Records of a journal read as a stream, one at a time, each checked
+/// (its blake3) before it is returned; stops at the first incomplete or
+/// failing record. A batch's data is hashed as it passes, never held.
+pub(super) struct RecordReader<R: Read> {
+    r: R,
+    /// Where the next record starts.
+    pub(super) pos: u64,
+    len: u64,
+}
+
+impl<R: Read> RecordReader<R> {
+    pub(super) fn new(r: R, len: u64) -> Self {
+        RecordReader { r, pos: 0, len }
+    }
+
+    pub(super) fn next_record(&mut self) -> Option<(RecordMeta, Payload)> {
+        let rest = self.len.checked_sub(self.pos)?;
+        let mut head = [0u8; 12];
+        if rest < 12 || self.r.read_exact(&mut head).is_err() {
+            return None;
+        }
+        let ml = u32::from_be_bytes(head[..4].try_into().expect("4")) as u64;
+        let dl = u64::from_be_bytes(head[4..12].try_into().expect("8"));
+        let total = dl.checked_add(12 + ml + 32).filter(|t| *t <= rest)?;
+        if ml > MAX_META {
+            return None;
+        }
+        let mut h = blake3::Hasher::new();
+        h.update(&head);
+        let mut m = vec![0u8; ml as usize];
+        self.r.read_exact(&mut m).ok()?;
+        h.update(&m);
+        let meta = serde_json::from_slice::<RecordMeta>(&m).ok()?;
+        let data_at = self.pos + 12 + ml;
+        let payload = match meta {
+            RecordMeta::Base { .. } => {
+                if dl > MAX_BASE_DATA {
+                    return None;
+                }
+                let mut d = vec![0u8; dl as usize];
+                self.r.read_exact(&mut d).ok()?;
+                h.update(&d);
+                Payload::Mem(d)
+            }
+            RecordMeta::Batch { .. } => {
+                let mut buf = vec![0u8; (64 << 10).min(dl as usize)];
+                let mut left = dl;
+                while left > 0 {
+                    let n = (left as usize).min(buf.len());
+                    self.r.read_exact(&mut buf[..n]).ok()?;
+                    h.update(&buf[..n]);
+                    left -= n as u64;
+                }
+                Payload::At {
+                    at: data_at,
+                    len: dl,
+                }
+            }
+        };
+        let mut check = [0u8; 32];
+        self.r.read_exact(&mut check).ok()?;
+        if h.finalize().as_bytes() != &check {
+            return None;
+        }
+        self.pos += total;
+        Some((meta, payload))
+    }
+}
+
+/// Where an item's bytes are: in memory (a batch built in a test) or in
+/// the journal the spool was read from, read when needed through a window
+/// (the spool is read as a stream: its cap bounds disk, not memory).
+#[derive(Debug, Clone)]
+pub(super) enum Data {
+    Mem(Vec<u8>),
+    Journal { at: u64, len: u64 },
+}
+
+impl Data {
+    pub(super) fn len(&self) -> u64 {
+        match self {
+            Data::Mem(v) => v.len() as u64,
+            Data::Journal { len, .. } => *len,
+        }
+    }
+}
+
+/// One event of the spool and where its data is.
 #[derive(Debug, Clone)]
 pub(super) struct Item {
     pub(super) ev: SpoolEvent,
-    pub(super) data: Vec<u8>,
+    pub(super) data: Data,
     pub(super) seq: u64,
     pub(super) as_of: Timestamp,
 }
@@ -91,7 +164,58 @@ pub(super) struct BaseFile {
     pub(super) tail: Vec<u8>,
 }
 
-/// The spool as recorded: base + items.
+/// The journal file a spool was read from, open (a checkpoint's rewrite
+/// replaces the name, not these bytes), with a window of its last read.
+#[derive(Debug, Clone)]
+pub(super) struct JournalFile {
+    file: Arc<File>,
+    path: PathBuf,
+    window: Arc<std::sync::Mutex<(u64, Vec<u8>)>>,
+}
+
+impl JournalFile {
+    pub(super) fn open(dir: &Path) -> Result<Option<JournalFile>> {
+        let path = dir.join(JOURNAL);
+        match File::open(&path) {
+            Ok(f) => Ok(Some(JournalFile {
+                file: Arc::new(f),
+                path,
+                window: Default::default(),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("open {}", path.display()), e)),
+        }
+    }
+
+    /// Bytes `[at, at + len)`: small reads go through a window of 1 MiB
+    /// (matching and applying read items mostly in journal order).
+    fn read(&self, at: u64, len: u64) -> std::result::Result<Vec<u8>, String> {
+        let err = |e: std::io::Error| format!("reading the spool journal {}: {e}", self.path.display());
+        if len >= WINDOW as u64 {
+            let mut buf = vec![0u8; len as usize];
+            self.file.read_exact_at(&mut buf, at).map_err(err)?;
+            return Ok(buf);
+        }
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let end = at + len;
+        if !(at >= w.0 && end <= w.0 + w.1.len() as u64) {
+            w.1.resize(WINDOW, 0);
+            let n = fill_at(&self.file, &mut w.1, at).map_err(err)?;
+            w.1.truncate(n);
+            w.0 = at;
+            if (n as u64) < len {
+                return Err(format!(
+                    "the spool journal {} ends before byte {end}",
+                    self.path.display()
+                ));
+            }
+        }
+        let s = (at - w.0) as usize;
+        Ok(w.1[s..s + len as usize].to_vec())
+    }
+}
+
+/// The spool as recorded: base + items (their bytes left in the journal).
 #[derive(Debug, Clone, Default)]
 pub struct Spool {
     pub(super) base: Vec<BaseFile>,
@@ -101,13 +225,33 @@ pub struct Spool {
     pub(super) last_as_of: Option<Timestamp>,
     /// Bytes of the journal on disk.
     pub(super) disk_bytes: u64,
+    /// Where `Data::Journal` items are.
+    pub(super) journal: Option<JournalFile>,
 }
 
 impl Spool {
-    pub(super) fn data(&self, src: Src) -> &[u8] {
+    /// Bytes `[from, from + len)` of a base tail's or an item's data.
+    pub(super) fn read(&self, src: Src, from: u64, len: u64) -> std::result::Result<Vec<u8>, String> {
+        let short = || format!("spooled data {src:?} has no bytes {from}..{}", from + len);
+        let mem = |v: &[u8]| -> std::result::Result<Vec<u8>, String> {
+            let end = from.checked_add(len).filter(|e| *e <= v.len() as u64).ok_or_else(short)?;
+            Ok(v[from as usize..end as usize].to_vec())
+        };
         match src {
-            Src::Base(i) => &self.base[i].tail,
-            Src::Item(i) => &self.items[i].data,
+            Src::Base(i) => mem(&self.base[i].tail),
+            Src::Item(i) => match &self.items[i].data {
+                Data::Mem(v) => mem(v),
+                Data::Journal { at, len: dl } => {
+                    if from.checked_add(len).is_none_or(|e| e > *dl) {
+                        return Err(short());
+                    }
+                    let j = self
+                        .journal
+                        .as_ref()
+                        .ok_or("the spool's journal is not open")?;
+                    j.read(at + from, len)
+                }
+            },
         }
     }
 
@@ -144,74 +288,81 @@ impl Spool {
         sim
     }
 
-    /// Build from journal records (items are checked as they are replayed;
-    /// a record that does not apply ends the journal there).
-    pub(super) fn from_records(recs: Vec<(RecordMeta, Vec<u8>)>) -> (Spool, usize) {
-        let mut sp = Spool::default();
-        let mut sim = Sim::default();
-        let mut good = 0;
-        for (meta, data) in recs {
-            match meta {
-                RecordMeta::Base { seq, as_of, files } => {
-                    let mut pos = 0usize;
-                    let mut base = Vec::new();
-                    for f in files {
-                        let end = pos + f.tail_len as usize;
-                        if end > data.len() || f.tail_len > f.size {
-                            return (sp, good);
-                        }
-                        base.push(BaseFile {
-                            file: f.file,
-                            size: f.size,
-                            tail: data[pos..end].to_vec(),
-                        });
-                        pos = end;
+    /// Add one journal record (checked as it is replayed against `sim`,
+    /// which advances); `false` if it does not apply (the spool is then as
+    /// before it).
+    pub(super) fn add_record(&mut self, sim: &mut Sim, meta: RecordMeta, payload: Payload) -> bool {
+        match meta {
+            RecordMeta::Base { seq, as_of, files } => {
+                let Payload::Mem(data) = payload else {
+                    return false;
+                };
+                let mut pos = 0usize;
+                let mut base = Vec::new();
+                for f in files {
+                    let Some(end) = (f.tail_len as usize)
+                        .checked_add(pos)
+                        .filter(|e| *e <= data.len())
+                    else {
+                        return false;
+                    };
+                    if f.tail_len > f.size {
+                        return false;
                     }
-                    sp = Spool {
-                        base,
-                        base_as_of: as_of,
-                        last_seq: seq,
-                        last_as_of: as_of,
+                    base.push(BaseFile {
+                        file: f.file,
+                        size: f.size,
+                        tail: data[pos..end].to_vec(),
+                    });
+                    pos = end;
+                }
+                *self = Spool {
+                    base,
+                    base_as_of: as_of,
+                    last_seq: seq,
+                    last_as_of: as_of,
+                    journal: self.journal.take(),
+                    ..Default::default()
+                };
+                *sim = self.base_sim();
+                true
+            }
+            RecordMeta::Batch {
+                seq,
+                as_of,
+                reset,
+                events,
+            } => {
+                let push = |sp: &mut Spool, sim: &mut Sim| match &payload {
+                    Payload::Mem(d) => sp.push_batch_undoable(sim, seq, as_of, &events, d),
+                    Payload::At { at, len } => {
+                        sp.push_batch_at(sim, seq, as_of, &events, *at, *len, true)
+                    }
+                };
+                if reset {
+                    let mut fresh = Spool {
+                        last_seq: self.last_seq,
+                        journal: self.journal.clone(),
                         ..Default::default()
                     };
-                    sim = sp.base_sim();
-                }
-                RecordMeta::Batch {
-                    seq,
-                    as_of,
-                    reset,
-                    events,
-                } => {
-                    if reset {
-                        let mut fresh = Spool {
-                            last_seq: sp.last_seq,
-                            ..Default::default()
-                        };
-                        let mut fsim = Sim::default();
-                        if fresh
-                            .push_batch(&mut fsim, seq, as_of, &events, &data)
-                            .is_err()
-                        {
-                            return (sp, good);
-                        }
-                        sp = fresh;
-                        sim = fsim;
-                    } else if sp
-                        .push_batch_undoable(&mut sim, seq, as_of, &events, &data)
-                        .is_err()
-                    {
-                        // In place (a copy per record made loading
-                        // quadratic); the spool is as before the record.
-                        return (sp, good);
+                    let mut fsim = Sim::default();
+                    if push(&mut fresh, &mut fsim).is_err() {
+                        return false;
                     }
+                    *self = fresh;
+                    *sim = fsim;
+                    true
+                } else {
+                    // In place (a copy per record made loading
+                    // quadratic); the spool is as before the record.
+                    push(self, sim).is_ok()
                 }
             }
-            good += 1;
         }
-        (sp, good)
     }
 
-    /// Append a batch's items (checked against `sim`, which advances).
+    /// Append a batch's items (checked against `sim`, which advances), its
+    /// data in memory.
     pub(super) fn push_batch(
         &mut self,
         sim: &mut Sim,
@@ -220,19 +371,60 @@ impl Spool {
         events: &[SpoolEvent],
         data: &[u8],
     ) -> std::result::Result<(), String> {
-        let mut pos = 0usize;
+        self.push_items(sim, seq, as_of, events, data.len() as u64, |p, l| {
+            Data::Mem(data[p as usize..(p + l) as usize].to_vec())
+        })
+    }
+
+    /// Append a batch's items whose data is in the journal at `at`, `len`
+    /// bytes. `undo`: if the batch does not apply, the spool as it was (the
+    /// caller rebuilds `sim`, which may be half advanced).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn push_batch_at(
+        &mut self,
+        sim: &mut Sim,
+        seq: u64,
+        as_of: Timestamp,
+        events: &[SpoolEvent],
+        at: u64,
+        len: u64,
+        undo: bool,
+    ) -> std::result::Result<(), String> {
+        let (n, last_seq, last_as_of) = (self.items.len(), self.last_seq, self.last_as_of);
+        let r = self.push_items(sim, seq, as_of, events, len, |p, l| Data::Journal {
+            at: at + p,
+            len: l,
+        });
+        if r.is_err() && undo {
+            self.items.truncate(n);
+            self.last_seq = last_seq;
+            self.last_as_of = last_as_of;
+        }
+        r
+    }
+
+    fn push_items(
+        &mut self,
+        sim: &mut Sim,
+        seq: u64,
+        as_of: Timestamp,
+        events: &[SpoolEvent],
+        total: u64,
+        data: impl Fn(u64, u64) -> Data,
+    ) -> std::result::Result<(), String> {
+        let mut pos = 0u64;
         for ev in events {
             let d = match ev {
                 SpoolEvent::Append { len, .. } => {
                     let end = pos
-                        .checked_add(*len as usize)
-                        .filter(|e| *e <= data.len())
+                        .checked_add(*len)
+                        .filter(|e| *e <= total)
                         .ok_or("the events announce more bytes than the batch carries")?;
-                    let d = data[pos..end].to_vec();
+                    let d = data(pos, *len);
                     pos = end;
                     d
                 }
-                _ => Vec::new(),
+                _ => Data::Mem(Vec::new()),
             };
             sim.apply(ev, Src::Item(self.items.len()))?;
             self.items.push(Item {
@@ -242,7 +434,7 @@ impl Spool {
                 as_of,
             });
         }
-        if pos != data.len() {
+        if pos != total {
             return Err("the batch carries more bytes than its events announce".into());
         }
         self.last_seq = seq;
@@ -270,41 +462,66 @@ impl Spool {
         r
     }
 
-    /// Read `state_dir/spool/journal` (absent: empty). `repair`: cut a torn
-    /// or failing tail off the file (only the spool's writer does).
+    /// Read `state_dir/spool/journal` (absent: empty) as a stream: records
+    /// one at a time, the items' bytes left in the file (read again when
+    /// matched or applied). `repair`: cut a torn or failing tail off the
+    /// file (only the spool's writer does).
     pub fn load(dir: &Path, repair: bool) -> Result<Spool> {
         let path = dir.join(JOURNAL);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Spool::default()),
-            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+        let Some(journal) = JournalFile::open(dir)? else {
+            return Ok(Spool::default());
         };
-        let (recs, ends) = decode_records(&bytes);
-        let (mut sp, good) = Spool::from_records(recs);
+        let len = journal
+            .file
+            .metadata()
+            .ctx(format!("stat {}", path.display()))?
+            .len();
+        let mut rr = RecordReader::new(std::io::BufReader::with_capacity(1 << 20, &*journal.file), len);
+        let mut sp = Spool {
+            journal: Some(journal.clone()),
+            ..Default::default()
+        };
+        let mut sim = Sim::default();
+        let mut good_bytes = 0;
         // Only records that decode and apply count.
-        let good_bytes = if good == 0 { 0 } else { ends[good - 1] };
-        if good_bytes < bytes.len() && repair {
+        while let Some((meta, payload)) = rr.next_record() {
+            if !sp.add_record(&mut sim, meta, payload) {
+                break;
+            }
+            good_bytes = rr.pos;
+        }
+        if good_bytes < len && repair {
             tracing::warn!(
                 path = %path.display(),
-                cut = bytes.len() - good_bytes,
+                cut = len - good_bytes,
                 "spool journal: cutting an incomplete or failing tail"
             );
             let f = std::fs::OpenOptions::new()
                 .write(true)
                 .open(&path)
                 .ctx(format!("open {}", path.display()))?;
-            f.set_len(good_bytes as u64)
+            f.set_len(good_bytes)
                 .ctx(format!("truncate {}", path.display()))?;
             f.sync_all().ctx(format!("fsync {}", path.display()))?;
         }
-        sp.disk_bytes = good_bytes as u64;
+        sp.disk_bytes = good_bytes;
         Ok(sp)
     }
 
-    /// The records that reproduce this spool (a base, then one record per
-    /// batch of remaining items).
+    /// The records that reproduce this spool (tests; see
+    /// [`Spool::write_records`]).
+    #[cfg(test)]
     pub(super) fn records(&self) -> Vec<u8> {
         let mut out = Vec::new();
+        self.write_records(&mut out).expect("records");
+        out
+    }
+
+    /// Write the records that reproduce this spool (a base, then one record
+    /// per batch of remaining items) to `w`, one batch's data read at a
+    /// time.
+    pub(super) fn write_records(&self, w: &mut dyn Write) -> std::result::Result<(), String> {
+        let io = |e: std::io::Error| format!("writing the spool journal: {e}");
         let mut data = Vec::new();
         let files = self
             .base
@@ -319,14 +536,15 @@ impl Spool {
             })
             .collect();
         let first_seq = self.items.first().map_or(self.last_seq, |i| i.seq - 1);
-        out.extend(encode_record(
+        w.write_all(&encode_record(
             &RecordMeta::Base {
                 seq: first_seq,
                 as_of: self.base_as_of,
                 files,
             },
             &data,
-        ));
+        ))
+        .map_err(io)?;
         let mut i = 0;
         while i < self.items.len() {
             let seq = self.items[i].seq;
@@ -335,10 +553,10 @@ impl Spool {
             let mut data = Vec::new();
             while i < self.items.len() && self.items[i].seq == seq {
                 events.push(self.items[i].ev.clone());
-                data.extend_from_slice(&self.items[i].data);
+                data.extend(self.read(Src::Item(i), 0, self.items[i].data.len())?);
                 i += 1;
             }
-            out.extend(encode_record(
+            w.write_all(&encode_record(
                 &RecordMeta::Batch {
                     seq,
                     as_of,
@@ -346,13 +564,14 @@ impl Spool {
                     events,
                 },
                 &data,
-            ));
+            ))
+            .map_err(io)?;
         }
         // Batches without events after the last item still said "nothing
         // new as of": keep the newest of them (sequence and time).
         let last_item_seq = self.items.last().map_or(first_seq, |i| i.seq);
         if let Some(as_of) = self.last_as_of.filter(|_| self.last_seq > last_item_seq) {
-            out.extend(encode_record(
+            w.write_all(&encode_record(
                 &RecordMeta::Batch {
                     seq: self.last_seq,
                     as_of,
@@ -360,49 +579,49 @@ impl Spool {
                     events: vec![],
                 },
                 &[],
-            ));
+            ))
+            .map_err(io)?;
         }
-        out
+        Ok(())
     }
 
-    /// What a follower needs to resume: each file's size and known tail.
-    pub(super) fn file_states(&self) -> Vec<SpoolFileState> {
+/// What a follower needs to resume: each file's size and known tail.
+    pub(super) fn file_states(&self) -> std::result::Result<Vec<SpoolFileState>, String> {
         let sim = self.sim();
         sim.names
             .iter()
             .map(|(name, &i)| {
                 let inst = &sim.insts[i];
-                let tail = self.known_tail(inst);
-                SpoolFileState {
+                let tail = self.known_tail(inst)?;
+                Ok(SpoolFileState {
                     file: name.clone(),
                     size: inst.size,
                     tail_len: tail.len() as u64,
                     tail_blake3: blake3::hash(&tail).to_hex().to_string(),
-                }
+                })
             })
             .collect()
     }
 
     /// The last ≤ TAIL contiguous known bytes ending at the file's size.
-    pub(super) fn known_tail(&self, inst: &Inst) -> Vec<u8> {
-        let mut parts: Vec<&[u8]> = Vec::new();
+    pub(super) fn known_tail(&self, inst: &Inst) -> std::result::Result<Vec<u8>, String> {
+        let mut parts: Vec<Vec<u8>> = Vec::new();
         let mut end = inst.size;
-        let mut have = 0usize;
+        let mut have = 0u64;
         for r in inst.ranges.iter().rev() {
-            if r.offset + r.len != end || have >= TAIL {
+            if r.offset + r.len != end || have >= TAIL as u64 {
                 break;
             }
-            let d = &self.data(r.src)[..r.len as usize];
-            let take = d.len().min(TAIL - have);
-            parts.push(&d[d.len() - take..]);
+            let take = r.len.min(TAIL as u64 - have);
+            parts.push(self.read(r.src, r.len - take, take)?);
             have += take;
-            end = r.offset + (r.len - take as u64);
-            if take < d.len() {
+            end = r.offset + (r.len - take);
+            if take < r.len {
                 break;
             }
         }
         parts.reverse();
-        parts.concat()
+        Ok(parts.concat())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -420,7 +639,7 @@ impl Spool {
     }
 
     pub fn pending_bytes(&self) -> u64 {
-        self.items.iter().map(|i| i.data.len() as u64).sum()
+        self.items.iter().map(|i| i.data.len()).sum()
     }
 
     pub fn last_as_of(&self) -> Option<Timestamp> {
@@ -430,6 +649,30 @@ impl Spool {
 
 pub(super) fn write_journal_atomic(dir: &Path, bytes: &[u8]) -> Result<()> {
     crate::base::catalog::write_atomic(&dir.join(JOURNAL), bytes)
+}
+
+/// Replace the journal with `sp`'s records, written as a stream (one
+/// batch's data at a time) to a temporary file, fsynced, renamed over.
+pub(super) fn rewrite_journal(dir: &Path, sp: &Spool) -> Result<()> {
+    let path = dir.join(JOURNAL);
+    let tmp = dir.join(format!(".{JOURNAL}.tmp.{}", std::process::id()));
+    let written = (|| -> Result<()> {
+        let f = File::create(&tmp).ctx(format!("create {}", tmp.display()))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, &f);
+        sp.write_records(&mut w)
+            .and_then(|_| w.flush().map_err(|e| e.to_string()))
+            .map_err(|e| Error::storage(format!("{}: {e}", tmp.display())))?;
+        drop(w);
+        f.sync_all().ctx(format!("fsync {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).ctx(format!("rename {} -> {}", tmp.display(), path.display()))
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx(format!("fsync {}", dir.display()))
 }
 
 pub(super) fn append_journal(dir: &Path, bytes: &[u8]) -> Result<()> {
@@ -636,8 +879,8 @@ pub(super) fn checkpoint_within(
     };
     match find_cut(&sp, root, bound) {
         Ok((j, sim)) => {
-            let new = rebase(&sp, j, &sim, None);
-            write_journal_atomic(dir, &new.records())?;
+            let new = rebase(&sp, j, &sim, None).map_err(Error::storage)?;
+            rewrite_journal(dir, &new)?;
             crate::failpoint!("spool.checkpoint.after_rewrite");
             let _ = std::fs::remove_file(dir.join("broken.json"));
             Ok(Some(j))
@@ -760,7 +1003,7 @@ pub fn serve_spool<R: Read, W: Write>(
         site: cfg.site.clone(),
         last_seq: sp.last_seq,
         last_as_of: sp.last_as_of,
-        files: sp.file_states(),
+        files: sp.file_states().map_err(Error::storage)?,
     })?;
     loop {
         let frame = match r.next_frame()? {
@@ -823,7 +1066,7 @@ pub fn serve_spool<R: Read, W: Write>(
             w.msg(&refused(e))?;
             continue;
         }
-        let rec = encode_record(
+        let (rec, data_at) = encode_record_at(
             &RecordMeta::Batch {
                 seq,
                 as_of,
@@ -870,12 +1113,17 @@ pub fn serve_spool<R: Read, W: Write>(
                 ..Default::default()
             };
             let mut fsim = Sim::default();
-            if let Err(e) = fresh.push_batch(&mut fsim, seq, as_of, &events, &data) {
+            // The items' bytes are read from the journal when needed, not
+            // kept in memory for the session.
+            let len = data.len() as u64;
+            if let Err(e) = fresh.push_batch_at(&mut fsim, seq, as_of, &events, data_at, len, false)
+            {
                 log(tracing::Level::WARN, &format!("spool batch refused: {e}"));
                 w.msg(&refused(e))?;
                 continue;
             }
             write_journal_atomic(&dir, &rec)?;
+            fresh.journal = JournalFile::open(&dir)?;
             // A first start is one too; a reset of a spool holding events
             // means the primary could not continue it.
             let level = if sp.items.is_empty() {
@@ -887,13 +1135,17 @@ pub fn serve_spool<R: Read, W: Write>(
             sp = fresh;
             sim = fsim;
         } else {
-            if let Err(e) = sp.push_batch_undoable(&mut sim, seq, as_of, &events, &data) {
+            let (at, len) = (sp.disk_bytes + data_at, data.len() as u64);
+            if let Err(e) = sp.push_batch_at(&mut sim, seq, as_of, &events, at, len, true) {
                 sim = sp.sim();
                 log(tracing::Level::WARN, &format!("spool batch refused: {e}"));
                 w.msg(&refused(e))?;
                 continue;
             }
             append_journal(&dir, &rec)?;
+            if sp.journal.is_none() {
+                sp.journal = JournalFile::open(&dir)?;
+            }
         }
         sp.disk_bytes = new_size;
         known = journal_id(&dir);

@@ -112,7 +112,7 @@ fn random_spool(rng: &mut Rng) -> Spool {
 fn content(sp: &Spool, inst: &Inst) -> Vec<u8> {
     let mut v = vec![b'q'; inst.size as usize];
     for r in &inst.ranges {
-        let d = &sp.data(r.src)[..r.len as usize];
+        let d = &sp.read(r.src, 0, r.len).unwrap();
         v[r.offset as usize..(r.offset + r.len) as usize].copy_from_slice(d);
     }
     v
@@ -221,7 +221,7 @@ fn apply_brings_any_cut_to_the_spool_end_or_changes_nothing() {
                 sp.base,
                 sp.items
                     .iter()
-                    .map(|i| (&i.ev, String::from_utf8_lossy(&i.data)))
+                    .map(|i| (&i.ev, &i.data))
                     .collect::<Vec<_>>()
             )
         });
@@ -612,4 +612,49 @@ fn bench_matching() {
             if r.is_ok() { "matched" } else { "no match" }
         );
     }
+}
+
+/// Failover's apply with a hostile spool at the event cap, in two
+/// processes so the second one's peak memory is the apply's alone:
+/// `SPOOL_RSS_DIR=/var/tmp/x cargo test --release --lib bench_apply_write
+/// -- --ignored`, then `... bench_apply_run` (scripts/bench-spool RSS=1).
+/// The spool: 2^21 appends of 24 bytes, every byte different from the
+/// copy's `redo.log`.
+#[test]
+#[ignore]
+fn bench_apply_write() {
+    let out = PathBuf::from(std::env::var("SPOOL_RSS_DIR").expect("SPOOL_RSS_DIR"));
+    let n: usize = std::env::var("SPOOL_RSS_EVENTS")
+        .ok()
+        .map_or(MAX_SPOOL_EVENTS - 1, |x| x.parse().unwrap());
+    let (sp, d) = bench_case(n, false);
+    std::fs::create_dir_all(out.join("spool")).unwrap();
+    write_journal_atomic(&out.join("spool"), &sp.records()).unwrap();
+    let _ = std::fs::remove_dir_all(out.join("copy"));
+    std::fs::create_dir_all(out.join("copy")).unwrap();
+    std::fs::rename(d.path().join("redo.log"), out.join("copy/redo.log")).unwrap();
+}
+
+#[test]
+#[ignore]
+fn bench_apply_run() {
+    let out = PathBuf::from(std::env::var("SPOOL_RSS_DIR").expect("SPOOL_RSS_DIR"));
+    let t = Instant::now();
+    let r = apply_dir(&out.join("spool"), &out.join("copy"), Timestamp::now());
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ?");
+    println!(
+        "spool-bench failover-apply hostile journal={} bytes time={:.3}s {} ({})",
+        std::fs::metadata(out.join("spool/journal")).unwrap().len(),
+        t.elapsed().as_secs_f64(),
+        hwm.split_whitespace().collect::<Vec<_>>().join(" "),
+        match &r {
+            Ok(_) => "applied".to_string(),
+            Err(e) => format!("refused: {}", e.to_string().chars().take(80).collect::<String>()),
+        }
+    );
+    assert!(r.is_err());
 }
