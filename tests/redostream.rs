@@ -1351,7 +1351,10 @@ fn three_refusals_in_a_row_restart_the_spool() {
     std::fs::rename(&tmp, stb.spool().join("journal")).unwrap();
     log.append(5);
     for i in 1..=3 {
-        let e = f.flush(&mut c.r, &mut c.w, &mut rec).unwrap_err().to_string();
+        let e = f
+            .flush(&mut c.r, &mut c.w, &mut rec)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("refused") && e.contains(&format!("holds it up to {}", size - 1)),
             "refusal {i}: {e}"
@@ -1372,5 +1375,9 @@ fn three_refusals_in_a_row_restart_the_spool() {
     c.close();
     let r = redostream::apply_dir(&stb.spool(), from.path(), jiff::Timestamp::now()).unwrap();
     assert!(r.not_used.is_none() && r.events_applied >= 3, "{r:?}");
-    assert_eq!(digest(from.path()), digest(&root), "spool + restart point = primary");
+    assert_eq!(
+        digest(from.path()),
+        digest(&root),
+        "spool + restart point = primary"
+    );
 }

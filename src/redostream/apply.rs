@@ -272,7 +272,8 @@ pub(super) fn stage(
     let copy_name: HashMap<usize, String> =
         at_j.names.iter().map(|(n, &i)| (i, n.clone())).collect();
     for (k, it) in sp.items.iter().enumerate().skip(j) {
-        let target = match &it.ev {
+        let ev = sp.ev(k);
+        let target = match &ev {
             SpoolEvent::Append { file, .. } | SpoolEvent::Truncate { file, .. } => {
                 Some(file.clone())
             }
@@ -284,7 +285,7 @@ pub(super) fn stage(
             }
             _ => None,
         };
-        sim.apply(&it.ev, Src::Item(k))?;
+        sim.apply(&ev, Src::Item(k))?;
         let Some(file) = target else { continue };
         let i = sim.names[&file];
         if let std::collections::btree_map::Entry::Vacant(slot) = files.entry(i) {
@@ -317,7 +318,7 @@ pub(super) fn stage(
         files
             .get_mut(&i)
             .expect("staged above")
-            .event(&what, &it.ev, &data)?;
+            .event(&what, &ev, &data)?;
         bytes += it.data.len();
     }
     for (i, sf) in files.iter_mut() {

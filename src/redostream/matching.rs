@@ -214,8 +214,9 @@ pub(super) fn find_cut(
 /// The state after the spool's first `j` items.
 pub(super) fn sim_at(sp: &Spool, j: usize) -> Sim {
     let mut s = sp.base_sim();
-    for (i, it) in sp.items[..j].iter().enumerate() {
-        s.apply(&it.ev, Src::Item(i)).expect("recorded items apply");
+    for i in 0..j {
+        s.apply(&sp.ev(i), Src::Item(i))
+            .expect("recorded items apply");
     }
     s
 }
@@ -303,8 +304,9 @@ pub(super) fn find_cuts(
     let mut view = View::new(root);
     let mut s = sp.base_sim();
     let upto = cheap_best.unwrap_or(min);
-    for (i, it) in sp.items[..upto].iter().enumerate() {
-        s.apply(&it.ev, Src::Item(i)).expect("recorded items apply");
+    for i in 0..upto {
+        s.apply(&sp.ev(i), Src::Item(i))
+            .expect("recorded items apply");
     }
     let why = match cheap_best {
         None => view.at(sp, &s, false, None).err(),
@@ -535,7 +537,7 @@ impl Matcher<'_> {
 
     /// Apply item `j` and update the verdicts it touches.
     pub(super) fn step(&mut self, j: usize) -> std::result::Result<(), String> {
-        let ev = &self.sp.items[j].ev;
+        let ev = &self.sp.ev(j);
         match ev {
             SpoolEvent::Base { file, .. } => {
                 if let Some(&old) = self.sim.names.get(file) {
@@ -623,15 +625,16 @@ pub(super) fn find_cut_old(sp: &Spool, root: &Root) -> std::result::Result<(usiz
             Err(_) => {}
         }
         if j < sp.items.len() {
-            sim.apply(&sp.items[j].ev, Src::Item(j))
+            sim.apply(&sp.ev(j), Src::Item(j))
                 .expect("recorded items apply");
         }
     }
     let fin = sim;
     for j in candidates.into_iter().rev() {
         let mut s = sp.base_sim();
-        for (i, it) in sp.items[..j].iter().enumerate() {
-            s.apply(&it.ev, Src::Item(i)).expect("recorded items apply");
+        for i in 0..j {
+            s.apply(&sp.ev(i), Src::Item(i))
+                .expect("recorded items apply");
         }
         match view.at(sp, &s, true, Some(&fin)) {
             Ok(()) => return Ok((j, s)),
@@ -664,7 +667,7 @@ pub(super) fn rebase(
         .collect::<std::result::Result<_, String>>()?;
     let items: Vec<Item> = sp.items[j..].to_vec();
     let base_as_of = if j > 0 {
-        Some(sp.items[j - 1].as_of)
+        Some(sp.batch_of(j - 1).1)
     } else {
         sp.base_as_of
     }
@@ -677,5 +680,8 @@ pub(super) fn rebase(
         last_as_of: sp.last_as_of,
         disk_bytes: 0,
         journal: sp.journal.clone(),
+        names: sp.names.clone(),
+        name_ids: sp.name_ids.clone(),
+        batches: sp.batches.clone(),
     })
 }

@@ -1,219 +1,10 @@
-//! The standby's side: the spool journal (records, loading, the cap),
+//! The standby's side: the spool (loading, the cap),
 //! the commit-time checkpoint and the spool session of `serve`.
 
 use super::*;
 
 // ---------------------------------------------------------------------------
-// The spool: journal records on disk, the virtual state in memory.
-
-/// A batch or a base as recorded in the journal (its data follows it).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "rec", rename_all = "snake_case")]
-pub(super) enum RecordMeta {
-    /// A new start (checkpoint): files with their sizes and known tails.
-    Base {
-        seq: u64,
-        as_of: Option<Timestamp>,
-        files: Vec<BaseMeta>,
-    },
-    Batch {
-        seq: u64,
-        as_of: Timestamp,
-        reset: bool,
-        events: Vec<SpoolEvent>,
-    },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct BaseMeta {
-    pub(super) file: String,
-    pub(super) size: u64,
-    pub(super) tail_len: u64,
-}
-
-pub(super) fn encode_record(meta: &RecordMeta, data: &[u8]) -> Vec<u8> {
-    encode_record_at(meta, data).0
-}
-
-/// A record, and where its data starts in it.
-pub(super) fn encode_record_at(meta: &RecordMeta, data: &[u8]) -> (Vec<u8>, u64) {
-    let m = serde_json::to_vec(meta).expect("records serialize");
-    let mut out = Vec::with_capacity(12 + m.len() + data.len() + 32);
-    out.extend_from_slice(&(m.len() as u32).to_be_bytes());
-    out.extend_from_slice(&(data.len() as u64).to_be_bytes());
-    out.extend_from_slice(&m);
-    out.extend_from_slice(data);
-    let check = blake3::hash(&out);
-    out.extend_from_slice(check.as_bytes());
-    (out, 12 + m.len() as u64)
-}
-
-/// Longest record metadata (a batch's events as JSON: 4096 events with
-/// names; far less in practice); a longer one ends the journal there.
-const MAX_META: u64 = 64 << 20;
-/// Most bytes of known tails a base record carries (kept in memory).
-const MAX_BASE_DATA: u64 = 256 << 20;
-
-/// One record read from a journal: its metadata, and its data (a base's
-/// tails, in memory) or where its data is (a batch's, left on disk).
-pub(super) enum Payload {
-    Mem(Vec<u8>),
-    At { at: u64, len: u64 },
-}
-
-/// Records of a journal read as a stream, one at a time, each checked
-/// (its blake3) before it is returned; stops at the first incomplete or
-/// failing record. A batch's data is hashed as it passes, never held.
-pub(super) struct RecordReader<R: Read> {
-    r: R,
-    /// Where the next record starts.
-    pub(super) pos: u64,
-    len: u64,
-}
-
-impl<R: Read> RecordReader<R> {
-    pub(super) fn new(r: R, len: u64) -> Self {
-        RecordReader { r, pos: 0, len }
-    }
-
-    pub(super) fn next_record(&mut self) -> Option<(RecordMeta, Payload)> {
-        let rest = self.len.checked_sub(self.pos)?;
-        let mut head = [0u8; 12];
-        if rest < 12 || self.r.read_exact(&mut head).is_err() {
-            return None;
-        }
-        let ml = u32::from_be_bytes(head[..4].try_into().expect("4")) as u64;
-        let dl = u64::from_be_bytes(head[4..12].try_into().expect("8"));
-        let total = dl.checked_add(12 + ml + 32).filter(|t| *t <= rest)?;
-        if ml > MAX_META {
-            return None;
-        }
-        let mut h = blake3::Hasher::new();
-        h.update(&head);
-        let mut m = vec![0u8; ml as usize];
-        self.r.read_exact(&mut m).ok()?;
-        h.update(&m);
-        let meta = serde_json::from_slice::<RecordMeta>(&m).ok()?;
-        let data_at = self.pos + 12 + ml;
-        let payload = match meta {
-            RecordMeta::Base { .. } => {
-                if dl > MAX_BASE_DATA {
-                    return None;
-                }
-                let mut d = vec![0u8; dl as usize];
-                self.r.read_exact(&mut d).ok()?;
-                h.update(&d);
-                Payload::Mem(d)
-            }
-            RecordMeta::Batch { .. } => {
-                let mut buf = vec![0u8; (64 << 10).min(dl as usize)];
-                let mut left = dl;
-                while left > 0 {
-                    let n = (left as usize).min(buf.len());
-                    self.r.read_exact(&mut buf[..n]).ok()?;
-                    h.update(&buf[..n]);
-                    left -= n as u64;
-                }
-                Payload::At {
-                    at: data_at,
-                    len: dl,
-                }
-            }
-        };
-        let mut check = [0u8; 32];
-        self.r.read_exact(&mut check).ok()?;
-        if h.finalize().as_bytes() != &check {
-            return None;
-        }
-        self.pos += total;
-        Some((meta, payload))
-    }
-}
-
-/// Where an item's bytes are: in memory (a batch built in a test) or in
-/// the journal the spool was read from, read when needed through a window
-/// (the spool is read as a stream: its cap bounds disk, not memory).
-#[derive(Debug, Clone)]
-pub(super) enum Data {
-    Mem(Vec<u8>),
-    Journal { at: u64, len: u64 },
-}
-
-impl Data {
-    pub(super) fn len(&self) -> u64 {
-        match self {
-            Data::Mem(v) => v.len() as u64,
-            Data::Journal { len, .. } => *len,
-        }
-    }
-}
-
-/// One event of the spool and where its data is.
-#[derive(Debug, Clone)]
-pub(super) struct Item {
-    pub(super) ev: SpoolEvent,
-    pub(super) data: Data,
-    pub(super) seq: u64,
-    pub(super) as_of: Timestamp,
-}
-
-#[derive(Debug, Clone)]
-pub(super) struct BaseFile {
-    pub(super) file: String,
-    pub(super) size: u64,
-    pub(super) tail: Vec<u8>,
-}
-
-/// The journal file a spool was read from, open (a checkpoint's rewrite
-/// replaces the name, not these bytes), with a window of its last read.
-#[derive(Debug, Clone)]
-pub(super) struct JournalFile {
-    file: Arc<File>,
-    path: PathBuf,
-    window: Arc<std::sync::Mutex<(u64, Vec<u8>)>>,
-}
-
-impl JournalFile {
-    pub(super) fn open(dir: &Path) -> Result<Option<JournalFile>> {
-        let path = dir.join(JOURNAL);
-        match File::open(&path) {
-            Ok(f) => Ok(Some(JournalFile {
-                file: Arc::new(f),
-                path,
-                window: Default::default(),
-            })),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(format!("open {}", path.display()), e)),
-        }
-    }
-
-    /// Bytes `[at, at + len)`: small reads go through a window of 1 MiB
-    /// (matching and applying read items mostly in journal order).
-    fn read(&self, at: u64, len: u64) -> std::result::Result<Vec<u8>, String> {
-        let err = |e: std::io::Error| format!("reading the spool journal {}: {e}", self.path.display());
-        if len >= WINDOW as u64 {
-            let mut buf = vec![0u8; len as usize];
-            self.file.read_exact_at(&mut buf, at).map_err(err)?;
-            return Ok(buf);
-        }
-        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        let end = at + len;
-        if !(at >= w.0 && end <= w.0 + w.1.len() as u64) {
-            w.1.resize(WINDOW, 0);
-            let n = fill_at(&self.file, &mut w.1, at).map_err(err)?;
-            w.1.truncate(n);
-            w.0 = at;
-            if (n as u64) < len {
-                return Err(format!(
-                    "the spool journal {} ends before byte {end}",
-                    self.path.display()
-                ));
-            }
-        }
-        let s = (at - w.0) as usize;
-        Ok(w.1[s..s + len as usize].to_vec())
-    }
-}
+// The spool: the virtual state in memory, its items' bytes in the journal.
 
 /// The spool as recorded: base + items (their bytes left in the journal).
 #[derive(Debug, Clone, Default)]
@@ -225,32 +16,108 @@ pub struct Spool {
     pub(super) last_as_of: Option<Timestamp>,
     /// Bytes of the journal on disk.
     pub(super) disk_bytes: u64,
-    /// Where `Data::Journal` items are.
+    /// Where the items' bytes are.
     pub(super) journal: Option<JournalFile>,
+    /// The file names of the items' events.
+    pub(super) names: Vec<String>,
+    pub(super) name_ids: HashMap<String, u32>,
+    /// (sequence, primary's time) of the batches the items came in.
+    pub(super) batches: Vec<(u64, Timestamp)>,
 }
 
 impl Spool {
     /// Bytes `[from, from + len)` of a base tail's or an item's data.
-    pub(super) fn read(&self, src: Src, from: u64, len: u64) -> std::result::Result<Vec<u8>, String> {
+    pub(super) fn read(
+        &self,
+        src: Src,
+        from: u64,
+        len: u64,
+    ) -> std::result::Result<Vec<u8>, String> {
         let short = || format!("spooled data {src:?} has no bytes {from}..{}", from + len);
         let mem = |v: &[u8]| -> std::result::Result<Vec<u8>, String> {
-            let end = from.checked_add(len).filter(|e| *e <= v.len() as u64).ok_or_else(short)?;
+            let end = from
+                .checked_add(len)
+                .filter(|e| *e <= v.len() as u64)
+                .ok_or_else(short)?;
             Ok(v[from as usize..end as usize].to_vec())
         };
         match src {
             Src::Base(i) => mem(&self.base[i].tail),
-            Src::Item(i) => match &self.items[i].data {
-                Data::Mem(v) => mem(v),
-                Data::Journal { at, len: dl } => {
-                    if from.checked_add(len).is_none_or(|e| e > *dl) {
-                        return Err(short());
-                    }
-                    let j = self
-                        .journal
-                        .as_ref()
-                        .ok_or("the spool's journal is not open")?;
-                    j.read(at + from, len)
+            Src::Item(i) => {
+                let d = self.items[i].data;
+                if from.checked_add(len).is_none_or(|e| e > d.len) {
+                    return Err(short());
                 }
+                let j = self
+                    .journal
+                    .as_ref()
+                    .ok_or("the spool's journal is not open")?;
+                j.read(d.at + from, len)
+            }
+        }
+    }
+
+    /// Item `k`'s event.
+    pub(super) fn ev(&self, k: usize) -> SpoolEvent {
+        let n = |i: u32| self.names[i as usize].clone();
+        match self.items[k].ev {
+            Ev::Base { file, size } => SpoolEvent::Base {
+                file: n(file),
+                size,
+            },
+            Ev::Append { file, offset, len } => SpoolEvent::Append {
+                file: n(file),
+                offset,
+                len,
+            },
+            Ev::Truncate { file, size } => SpoolEvent::Truncate {
+                file: n(file),
+                size,
+            },
+            Ev::Rename { from, to } => SpoolEvent::Rename {
+                from: n(from),
+                to: n(to),
+            },
+            Ev::Remove { file } => SpoolEvent::Remove { file: n(file) },
+        }
+    }
+
+    /// Item `k`'s batch: (sequence, primary's time).
+    pub(super) fn batch_of(&self, k: usize) -> (u64, Timestamp) {
+        self.batches[self.items[k].batch as usize]
+    }
+
+    fn name_id(&mut self, name: &str) -> u32 {
+        if let Some(i) = self.name_ids.get(name) {
+            return *i;
+        }
+        let i = self.names.len() as u32;
+        self.names.push(name.to_string());
+        self.name_ids.insert(name.to_string(), i);
+        i
+    }
+
+    fn compact(&mut self, ev: &SpoolEvent) -> Ev {
+        match ev {
+            SpoolEvent::Base { file, size } => Ev::Base {
+                file: self.name_id(file),
+                size: *size,
+            },
+            SpoolEvent::Append { file, offset, len } => Ev::Append {
+                file: self.name_id(file),
+                offset: *offset,
+                len: *len,
+            },
+            SpoolEvent::Truncate { file, size } => Ev::Truncate {
+                file: self.name_id(file),
+                size: *size,
+            },
+            SpoolEvent::Rename { from, to } => Ev::Rename {
+                from: self.name_id(from),
+                to: self.name_id(to),
+            },
+            SpoolEvent::Remove { file } => Ev::Remove {
+                file: self.name_id(file),
             },
         }
     }
@@ -281,8 +148,8 @@ impl Spool {
     /// The state after every item.
     pub(super) fn sim(&self) -> Sim {
         let mut sim = self.base_sim();
-        for (i, it) in self.items.iter().enumerate() {
-            sim.apply(&it.ev, Src::Item(i))
+        for i in 0..self.items.len() {
+            sim.apply(&self.ev(i), Src::Item(i))
                 .expect("recorded items applied when they were received");
         }
         sim
@@ -334,7 +201,7 @@ impl Spool {
                 events,
             } => {
                 let push = |sp: &mut Spool, sim: &mut Sim| match &payload {
-                    Payload::Mem(d) => sp.push_batch_undoable(sim, seq, as_of, &events, d),
+                    Payload::Mem(_) => Err("a batch record's data in memory".to_string()),
                     Payload::At { at, len } => {
                         sp.push_batch_at(sim, seq, as_of, &events, *at, *len, true)
                     }
@@ -362,7 +229,8 @@ impl Spool {
     }
 
     /// Append a batch's items (checked against `sim`, which advances), its
-    /// data in memory.
+    /// data kept in the spool's own buffer (a spool built in memory).
+    #[cfg(test)]
     pub(super) fn push_batch(
         &mut self,
         sim: &mut Sim,
@@ -371,8 +239,23 @@ impl Spool {
         events: &[SpoolEvent],
         data: &[u8],
     ) -> std::result::Result<(), String> {
-        self.push_items(sim, seq, as_of, events, data.len() as u64, |p, l| {
-            Data::Mem(data[p as usize..(p + l) as usize].to_vec())
+        let j = self.journal.get_or_insert_with(|| JournalFile {
+            file: None,
+            path: PathBuf::from("(in memory)"),
+            window: Default::default(),
+        });
+        assert!(
+            j.file.is_none(),
+            "a spool read from a journal grows by push_batch_at"
+        );
+        let at = {
+            let mut w = j.window.lock().unwrap_or_else(|p| p.into_inner());
+            w.1.extend_from_slice(data);
+            (w.1.len() - data.len()) as u64
+        };
+        self.push_items(sim, seq, as_of, events, data.len() as u64, |p, l| Data {
+            at: at + p,
+            len: l,
         })
     }
 
@@ -390,13 +273,19 @@ impl Spool {
         len: u64,
         undo: bool,
     ) -> std::result::Result<(), String> {
-        let (n, last_seq, last_as_of) = (self.items.len(), self.last_seq, self.last_as_of);
-        let r = self.push_items(sim, seq, as_of, events, len, |p, l| Data::Journal {
+        let (n, b, last_seq, last_as_of) = (
+            self.items.len(),
+            self.batches.len(),
+            self.last_seq,
+            self.last_as_of,
+        );
+        let r = self.push_items(sim, seq, as_of, events, len, |p, l| Data {
             at: at + p,
             len: l,
         });
         if r.is_err() && undo {
             self.items.truncate(n);
+            self.batches.truncate(b);
             self.last_seq = last_seq;
             self.last_as_of = last_as_of;
         }
@@ -413,6 +302,10 @@ impl Spool {
         data: impl Fn(u64, u64) -> Data,
     ) -> std::result::Result<(), String> {
         let mut pos = 0u64;
+        let batch = self.batches.len() as u32;
+        if !events.is_empty() {
+            self.batches.push((seq, as_of));
+        }
         for ev in events {
             let d = match ev {
                 SpoolEvent::Append { len, .. } => {
@@ -424,15 +317,11 @@ impl Spool {
                     pos = end;
                     d
                 }
-                _ => Data::Mem(Vec::new()),
+                _ => Data { at: 0, len: 0 },
             };
             sim.apply(ev, Src::Item(self.items.len()))?;
-            self.items.push(Item {
-                ev: ev.clone(),
-                data: d,
-                seq,
-                as_of,
-            });
+            let ev = self.compact(ev);
+            self.items.push(Item { ev, data: d, batch });
         }
         if pos != total {
             return Err("the batch carries more bytes than its events announce".into());
@@ -440,26 +329,6 @@ impl Spool {
         self.last_seq = seq;
         self.last_as_of = Some(as_of);
         Ok(())
-    }
-
-    /// [`Spool::push_batch`], and if the batch does not apply, the spool
-    /// as it was (the caller rebuilds `sim`, which may be half advanced).
-    pub(super) fn push_batch_undoable(
-        &mut self,
-        sim: &mut Sim,
-        seq: u64,
-        as_of: Timestamp,
-        events: &[SpoolEvent],
-        data: &[u8],
-    ) -> std::result::Result<(), String> {
-        let (n, last_seq, last_as_of) = (self.items.len(), self.last_seq, self.last_as_of);
-        let r = self.push_batch(sim, seq, as_of, events, data);
-        if r.is_err() {
-            self.items.truncate(n);
-            self.last_seq = last_seq;
-            self.last_as_of = last_as_of;
-        }
-        r
     }
 
     /// Read `state_dir/spool/journal` (absent: empty) as a stream: records
@@ -471,12 +340,12 @@ impl Spool {
         let Some(journal) = JournalFile::open(dir)? else {
             return Ok(Spool::default());
         };
-        let len = journal
-            .file
+        let file = journal.file.clone().expect("opened from a file");
+        let len = file
             .metadata()
             .ctx(format!("stat {}", path.display()))?
             .len();
-        let mut rr = RecordReader::new(std::io::BufReader::with_capacity(1 << 20, &*journal.file), len);
+        let mut rr = RecordReader::new(std::io::BufReader::with_capacity(1 << 20, &*file), len);
         let mut sp = Spool {
             journal: Some(journal.clone()),
             ..Default::default()
@@ -535,7 +404,11 @@ impl Spool {
                 }
             })
             .collect();
-        let first_seq = self.items.first().map_or(self.last_seq, |i| i.seq - 1);
+        let first_seq = if self.items.is_empty() {
+            self.last_seq
+        } else {
+            self.batch_of(0).0 - 1
+        };
         w.write_all(&encode_record(
             &RecordMeta::Base {
                 seq: first_seq,
@@ -547,12 +420,11 @@ impl Spool {
         .map_err(io)?;
         let mut i = 0;
         while i < self.items.len() {
-            let seq = self.items[i].seq;
-            let as_of = self.items[i].as_of;
+            let (seq, as_of) = self.batch_of(i);
             let mut events = Vec::new();
             let mut data = Vec::new();
-            while i < self.items.len() && self.items[i].seq == seq {
-                events.push(self.items[i].ev.clone());
+            while i < self.items.len() && self.batch_of(i).0 == seq {
+                events.push(self.ev(i));
                 data.extend(self.read(Src::Item(i), 0, self.items[i].data.len())?);
                 i += 1;
             }
@@ -569,7 +441,11 @@ impl Spool {
         }
         // Batches without events after the last item still said "nothing
         // new as of": keep the newest of them (sequence and time).
-        let last_item_seq = self.items.last().map_or(first_seq, |i| i.seq);
+        let last_item_seq = if self.items.is_empty() {
+            first_seq
+        } else {
+            self.batch_of(self.items.len() - 1).0
+        };
         if let Some(as_of) = self.last_as_of.filter(|_| self.last_seq > last_item_seq) {
             w.write_all(&encode_record(
                 &RecordMeta::Batch {
@@ -585,7 +461,7 @@ impl Spool {
         Ok(())
     }
 
-/// What a follower needs to resume: each file's size and known tail.
+    /// What a follower needs to resume: each file's size and known tail.
     pub(super) fn file_states(&self) -> std::result::Result<Vec<SpoolFileState>, String> {
         let sim = self.sim();
         sim.names
@@ -634,7 +510,7 @@ impl Spool {
     pub(super) fn min_cut(&self) -> usize {
         self.items
             .iter()
-            .rposition(|it| matches!(it.ev, SpoolEvent::Base { .. }))
+            .rposition(|it| matches!(it.ev, Ev::Base { .. }))
             .map_or(0, |k| k + 1)
     }
 
@@ -645,63 +521,6 @@ impl Spool {
     pub fn last_as_of(&self) -> Option<Timestamp> {
         self.last_as_of
     }
-}
-
-pub(super) fn write_journal_atomic(dir: &Path, bytes: &[u8]) -> Result<()> {
-    crate::base::catalog::write_atomic(&dir.join(JOURNAL), bytes)
-}
-
-/// Replace the journal with `sp`'s records, written as a stream (one
-/// batch's data at a time) to a temporary file, fsynced, renamed over.
-pub(super) fn rewrite_journal(dir: &Path, sp: &Spool) -> Result<()> {
-    let path = dir.join(JOURNAL);
-    let tmp = dir.join(format!(".{JOURNAL}.tmp.{}", std::process::id()));
-    let written = (|| -> Result<()> {
-        let f = File::create(&tmp).ctx(format!("create {}", tmp.display()))?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, &f);
-        sp.write_records(&mut w)
-            .and_then(|_| w.flush().map_err(|e| e.to_string()))
-            .map_err(|e| Error::storage(format!("{}: {e}", tmp.display())))?;
-        drop(w);
-        f.sync_all().ctx(format!("fsync {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).ctx(format!("rename {} -> {}", tmp.display(), path.display()))
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .ctx(format!("fsync {}", dir.display()))
-}
-
-pub(super) fn append_journal(dir: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::create_dir_all(dir).ctx(format!("create {}", dir.display()))?;
-    let path = dir.join(JOURNAL);
-    let existed = path.exists();
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .ctx(format!("open {}", path.display()))?;
-    f.write_all(bytes)
-        .ctx(format!("append to {}", path.display()))?;
-    f.sync_data().ctx(format!("fsync {}", path.display()))?;
-    if !existed {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .ctx(format!("fsync {}", dir.display()))?;
-    }
-    Ok(())
-}
-
-/// The journal's (inode, size): changed by anyone but this session only
-/// through a checkpoint's rewrite.
-pub(super) fn journal_id(dir: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(dir.join(JOURNAL))
-        .ok()
-        .map(|m| (m.ino(), m.len()))
 }
 
 /// Short lock around every change of the journal (a batch, a checkpoint).

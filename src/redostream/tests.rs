@@ -129,8 +129,8 @@ fn random_dir(rng: &mut Rng, sp: &Spool, dir: &Path) {
 /// damaged.
 fn write_dir(rng: &mut Rng, sp: &Spool, dir: &Path, cut: usize, damage: bool) {
     let mut s = sp.base_sim();
-    for (i, it) in sp.items[..cut].iter().enumerate() {
-        s.apply(&it.ev, Src::Item(i)).unwrap();
+    for i in 0..cut {
+        s.apply(&sp.ev(i), Src::Item(i)).unwrap();
     }
     let fin = sp.sim();
     std::fs::create_dir_all(dir.join("archive")).unwrap();
@@ -184,7 +184,7 @@ fn linear_matching_agrees_with_the_old_one_on_random_spools() {
             old.as_ref().ok(),
             new.as_ref().ok(),
             "case {case}: old {old:?}, new {new:?}, items {:?}",
-            sp.items.iter().map(|i| &i.ev).collect::<Vec<_>>()
+            (0..sp.items.len()).map(|i| sp.ev(i)).collect::<Vec<_>>()
         );
         found += usize::from(new.is_ok());
     }
@@ -219,9 +219,8 @@ fn apply_brings_any_cut_to_the_spool_end_or_changes_nothing() {
             panic!(
                 "case {case} cut {cut}: {e}\nbase {:?}\nitems {:?}",
                 sp.base,
-                sp.items
-                    .iter()
-                    .map(|i| (&i.ev, &i.data))
+                (0..sp.items.len())
+                    .map(|i| (sp.ev(i), sp.read(Src::Item(i), 0, sp.items[i].data.len())))
                     .collect::<Vec<_>>()
             )
         });
@@ -653,7 +652,10 @@ fn bench_apply_run() {
         hwm.split_whitespace().collect::<Vec<_>>().join(" "),
         match &r {
             Ok(_) => "applied".to_string(),
-            Err(e) => format!("refused: {}", e.to_string().chars().take(80).collect::<String>()),
+            Err(e) => format!(
+                "refused: {}",
+                e.to_string().chars().take(80).collect::<String>()
+            ),
         }
     );
     assert!(r.is_err());

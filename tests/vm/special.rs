@@ -67,7 +67,14 @@ fn half_copy(src: &Path, dst: &Path) {
 
 /// One case on one pair of sites: the primary's redolog files at `root`
 /// (mounted), failover's copy at `copy`, symlink targets in `outside`.
-fn special_case(case: &str, want: &[&str], pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: &Path) {
+fn special_case(
+    case: &str,
+    want: &[&str],
+    pri_cfg: &Path,
+    stb_cfg: &Path,
+    root: &Path,
+    copy: &Path,
+) {
     let cfg = snapsite::base::config::Config::load(pri_cfg).unwrap();
     let outside = pri_cfg.parent().unwrap().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
@@ -131,9 +138,21 @@ fn special_case(case: &str, want: &[&str], pri_cfg: &Path, stb_cfg: &Path, root:
     for w in want {
         assert!(not_used.contains(w), "{case}: want `{w}` in {report}");
     }
-    assert_eq!(report["stream"]["events_applied"].as_u64(), Some(0), "{case}: {report}");
-    assert_eq!(tree_state(&outside), outside_before, "{case}: outside the copy changed");
-    assert_eq!(tree_state(copy), snap, "{case}: the copy is not the snapshot");
+    assert_eq!(
+        report["stream"]["events_applied"].as_u64(),
+        Some(0),
+        "{case}: {report}"
+    );
+    assert_eq!(
+        tree_state(&outside),
+        outside_before,
+        "{case}: outside the copy changed"
+    );
+    assert_eq!(
+        tree_state(copy),
+        snap,
+        "{case}: the copy is not the snapshot"
+    );
 }
 
 #[test]
