@@ -220,8 +220,12 @@ impl JournalFile {
             return Ok(buf);
         }
         if !(at >= w.0 && end <= w.0 + w.1.len() as u64) {
+            // Emptied first: a failed read leaves no stale window.
+            w.1.clear();
             w.1.resize(WINDOW, 0);
-            let n = fill_at(file, &mut w.1, at).map_err(err)?;
+            let n = fill_at(file, &mut w.1, at)
+                .inspect_err(|_| w.1.clear())
+                .map_err(err)?;
             w.1.truncate(n);
             w.0 = at;
             if (n as u64) < len {
