@@ -551,6 +551,36 @@ fn a_checkpoint_out_of_time_marks_the_spool_unusable() {
     assert_eq!(Spool::load(spool.path(), false).unwrap().items.len(), 5001);
 }
 
+/// The spool is read as a stream: a loaded spool holds its events, not
+/// their bytes, which are read from the journal when matched. A journal
+/// cut under a loaded spool is an error naming it, never other bytes.
+#[test]
+fn a_loaded_spool_reads_its_bytes_from_the_journal() {
+    let (sp, d) = bench_case(10_000, true);
+    let spool = tempfile::tempdir().unwrap();
+    write_journal_atomic(spool.path(), &sp.records()).unwrap();
+    let loaded = Spool::load(spool.path(), false).unwrap();
+    assert_eq!(loaded.items.len(), sp.items.len());
+    for k in [1, 4096, 4097, 10_000] {
+        assert_eq!(
+            loaded.read(Src::Item(k), 0, 24).unwrap(),
+            sp.read(Src::Item(k), 0, 24).unwrap()
+        );
+    }
+    let root = Root::open(d.path()).unwrap();
+    let (j, _) = find_cut(&loaded, &root, Bound { deadline: None }).unwrap();
+    assert_eq!(j, 10_000 / 2 + 1);
+    let again = Spool::load(spool.path(), false).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(spool.path().join(JOURNAL))
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    let e = find_cut(&again, &root, Bound { deadline: None }).unwrap_err();
+    assert!(e.contains("spool journal"), "{e}");
+}
+
 /// `SPOOL_BENCH=10000,100000,1000000 cargo test --release --lib
 /// bench_matching -- --ignored --nocapture` (scripts/bench-spool).
 #[test]
