@@ -1305,3 +1305,79 @@ fn btrfs_spool_resumes_after_cuts_and_flips_in_either_direction() {
     assert!(r.bytes_applied > 0 && r.bytes_applied < pending, "{r:?}");
     eprintln!("took {:?}", t0.elapsed());
 }
+
+/// The follower's rule (issue 22 item 5): a batch the standby refuses is
+/// sent again; refused three times in a row, the spool starts over from the
+/// primary's files. The refusals here are the standby's own: its spool was
+/// rewritten under the session (a base one byte short of what the
+/// follower holds, as a spool damaged on the standby would be), so every
+/// append the follower sends fails the offset check. After the third the
+/// follower restarts the spool (counted once), and the restarted spool is
+/// byte-exact: applied to the files it restarted from, it gives the
+/// primary's files.
+#[test]
+fn three_refusals_in_a_row_restart_the_spool() {
+    let stb = standby();
+    let pri = tempfile::tempdir().unwrap();
+    let root = pri.path().join("redolog");
+    let mut log = Log::new(&root);
+    log.append(30);
+    let (mut c, seq, files) = stb.session();
+    let mut f = Follower::new(root.clone(), redostream_globs());
+    let mut rec = FollowerRecord::default();
+    assert!(!f.resume_recorded(seq, &files, &mut rec).unwrap());
+    while !f.flush(&mut c.r, &mut c.w, &mut rec).unwrap() {}
+    log.append(10);
+    while !f.flush(&mut c.r, &mut c.w, &mut rec).unwrap() {}
+    assert_eq!((rec.resets, rec.restarts), (1, 0), "{rec:?}");
+    // The standby's spool replaced (a new file, as a checkpoint writes it):
+    // one base record, `redo.log` a byte shorter, the same last batch.
+    let size = std::fs::metadata(root.join("redo.log")).unwrap().len();
+    let meta = serde_json::json!({
+        "rec": "base",
+        "seq": rec.acked_seq,
+        "as_of": null,
+        "files": [{"file": "redo.log", "size": size - 1, "tail_len": 0}],
+    });
+    let meta = serde_json::to_vec(&meta).unwrap();
+    let mut journal = Vec::new();
+    journal.extend_from_slice(&(meta.len() as u32).to_be_bytes());
+    journal.extend_from_slice(&0u64.to_be_bytes());
+    journal.extend_from_slice(&meta);
+    let check = blake3::hash(&journal);
+    journal.extend_from_slice(check.as_bytes());
+    let tmp = stb.spool().join("journal.doctored");
+    std::fs::write(&tmp, &journal).unwrap();
+    std::fs::rename(&tmp, stb.spool().join("journal")).unwrap();
+    log.append(5);
+    for i in 1..=3 {
+        let e = f
+            .flush(&mut c.r, &mut c.w, &mut rec)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("refused") && e.contains(&format!("holds it up to {}", size - 1)),
+            "refusal {i}: {e}"
+        );
+        assert_eq!(rec.restarts, 0, "refusal {i}: {rec:?}");
+    }
+    // The files the restart starts from (what a redolog snapshot taken now
+    // would hold).
+    let from = tempfile::tempdir().unwrap();
+    copy_tree(&root, from.path());
+    while !f.flush(&mut c.r, &mut c.w, &mut rec).unwrap() {}
+    assert_eq!((rec.resets, rec.restarts), (2, 1), "{rec:?}");
+    log.append(12);
+    log.rollover();
+    log.append(4);
+    while !f.flush(&mut c.r, &mut c.w, &mut rec).unwrap() {}
+    assert_eq!(rec.restarts, 1, "{rec:?}");
+    c.close();
+    let r = redostream::apply_dir(&stb.spool(), from.path(), jiff::Timestamp::now()).unwrap();
+    assert!(r.not_used.is_none() && r.events_applied >= 3, "{r:?}");
+    assert_eq!(
+        digest(from.path()),
+        digest(&root),
+        "spool + restart point = primary"
+    );
+}

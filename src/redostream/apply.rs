@@ -150,7 +150,7 @@ pub(super) fn verify_staged(
     // Ranges are sorted by offset: read through a window of 1 MiB.
     let mut win: (u64, Vec<u8>) = (0, Vec::new());
     for r in &inst.ranges {
-        let want = &sp.data(r.src)[..r.len as usize];
+        let want = &sp.read(r.src, 0, r.len)?;
         let end = r.offset + r.len;
         let inside = r.offset >= win.0 && end <= win.0 + win.1.len() as u64;
         if !inside {
@@ -272,7 +272,8 @@ pub(super) fn stage(
     let copy_name: HashMap<usize, String> =
         at_j.names.iter().map(|(n, &i)| (i, n.clone())).collect();
     for (k, it) in sp.items.iter().enumerate().skip(j) {
-        let target = match &it.ev {
+        let ev = sp.ev(k);
+        let target = match &ev {
             SpoolEvent::Append { file, .. } | SpoolEvent::Truncate { file, .. } => {
                 Some(file.clone())
             }
@@ -284,7 +285,7 @@ pub(super) fn stage(
             }
             _ => None,
         };
-        sim.apply(&it.ev, Src::Item(k))?;
+        sim.apply(&ev, Src::Item(k))?;
         let Some(file) = target else { continue };
         let i = sim.names[&file];
         if let std::collections::btree_map::Entry::Vacant(slot) = files.entry(i) {
@@ -313,11 +314,12 @@ pub(super) fn stage(
             slot.insert(sf);
         }
         let what = root.display(&file).display().to_string();
+        let data = sp.read(Src::Item(k), 0, it.data.len())?;
         files
             .get_mut(&i)
             .expect("staged above")
-            .event(&what, &it.ev, &it.data)?;
-        bytes += it.data.len() as u64;
+            .event(&what, &ev, &data)?;
+        bytes += it.data.len();
     }
     for (i, sf) in files.iter_mut() {
         sf.flush().map_err(|e| {
@@ -601,7 +603,7 @@ pub fn preview(cfg: &Config, set_id: &str, snapshot_time: Timestamp) -> Option<S
                     .map_or(snapshot_time, |t| t.max(snapshot_time)),
             ),
             events_applied: sp.items.len() - j,
-            bytes_applied: sp.items[j..].iter().map(|i| i.data.len() as u64).sum(),
+            bytes_applied: sp.items[j..].iter().map(|i| i.data.len()).sum(),
             not_used: None,
         },
         Err(reason) => not_used(format!(

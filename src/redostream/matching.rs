@@ -93,9 +93,14 @@ impl<'a> View<'a> {
         res
     }
 
-    pub(super) fn equal(&mut self, sp: &Spool, name: &str, r: &Range) -> bool {
-        let want = &sp.data(r.src)[..r.len as usize];
-        self.bytes_equal(name, r.offset, want)
+    pub(super) fn equal(
+        &mut self,
+        sp: &Spool,
+        name: &str,
+        r: &Range,
+    ) -> std::result::Result<bool, String> {
+        let want = sp.read(r.src, 0, r.len)?;
+        Ok(self.bytes_equal(name, r.offset, &want))
     }
 
     /// Bytes `[from, to)` of range `r` equal in the file?
@@ -106,9 +111,9 @@ impl<'a> View<'a> {
         r: &Range,
         from: u64,
         to: u64,
-    ) -> bool {
-        let want = &sp.data(r.src)[(from - r.offset) as usize..(to - r.offset) as usize];
-        self.bytes_equal(name, from, want)
+    ) -> std::result::Result<bool, String> {
+        let want = sp.read(r.src, from - r.offset, to - from)?;
+        Ok(self.bytes_equal(name, from, &want))
     }
 
     /// Is the directory at the state `sim`? `Err(reason)` if not. With
@@ -147,7 +152,7 @@ impl<'a> View<'a> {
         if check_bytes {
             for (name, &i) in &sim.names {
                 for r in &sim.insts[i].ranges {
-                    if !self.equal(sp, name, r) {
+                    if !self.equal(sp, name, r)? {
                         return Err(format!(
                             "`{}`: bytes {}..{} differ from the spooled ones",
                             wire_str(name),
@@ -162,7 +167,7 @@ impl<'a> View<'a> {
                 let size = sim.insts[i].size;
                 for r in fin.insts.get(i).map(|x| &x.ranges[..]).unwrap_or(&[]) {
                     let (from, to) = (r.offset.max(size), (r.offset + r.len).min(have));
-                    if from < to && !self.equal_part(sp, name, r, from, to) {
+                    if from < to && !self.equal_part(sp, name, r, from, to)? {
                         return Err(format!(
                             "`{}`: bytes {from}..{to} differ from what the spool appends there",
                             wire_str(name)
@@ -209,8 +214,9 @@ pub(super) fn find_cut(
 /// The state after the spool's first `j` items.
 pub(super) fn sim_at(sp: &Spool, j: usize) -> Sim {
     let mut s = sp.base_sim();
-    for (i, it) in sp.items[..j].iter().enumerate() {
-        s.apply(&it.ev, Src::Item(i)).expect("recorded items apply");
+    for i in 0..j {
+        s.apply(&sp.ev(i), Src::Item(i))
+            .expect("recorded items apply");
     }
     s
 }
@@ -238,6 +244,7 @@ pub(super) fn find_cuts(
         inst_bad: Vec::new(),
         bad_insts: 0,
         work: 0,
+        io_err: None,
         limit: 64 * (sp.pending_bytes() + sp.base.iter().map(|b| b.tail.len() as u64).sum::<u64>())
             + 256 * (sp.items.len() as u64 + sp.base.len() as u64)
             + (256 << 20),
@@ -251,6 +258,9 @@ pub(super) fn find_cuts(
     let known: Vec<String> = m.sim.known.iter().cloned().collect();
     for n in &known {
         m.eval_name(n);
+    }
+    if let Some(e) = m.io_err.take() {
+        return Err(e);
     }
     let mut passing = std::collections::VecDeque::new();
     let mut cheap_best = None;
@@ -268,6 +278,9 @@ pub(super) fn find_cuts(
             break;
         }
         m.step(j)?;
+        if let Some(e) = m.io_err.take() {
+            return Err(e);
+        }
         if j % 1024 == 0 && bound.deadline.is_some_and(|d| Instant::now() > d) {
             return Err(format!(
                 "{GAVE_UP} after {j} of {} events: it took longer than allowed",
@@ -291,8 +304,9 @@ pub(super) fn find_cuts(
     let mut view = View::new(root);
     let mut s = sp.base_sim();
     let upto = cheap_best.unwrap_or(min);
-    for (i, it) in sp.items[..upto].iter().enumerate() {
-        s.apply(&it.ev, Src::Item(i)).expect("recorded items apply");
+    for i in 0..upto {
+        s.apply(&sp.ev(i), Src::Item(i))
+            .expect("recorded items apply");
     }
     let why = match cheap_best {
         None => view.at(sp, &s, false, None).err(),
@@ -339,13 +353,20 @@ pub(super) struct Matcher<'a> {
     pub(super) bad_insts: usize,
     pub(super) work: u64,
     pub(super) limit: u64,
+    /// The first failure to read the spool's own bytes (ends the match).
+    pub(super) io_err: Option<String>,
 }
 
 impl Matcher<'_> {
     pub(super) fn range_equal(&mut self, name: &str, src: Src, offset: u64, len: u64) -> bool {
         self.work += 16;
-        let d = &self.sp.data(src)[..len as usize];
-        self.view.bytes_equal(name, offset, d)
+        match self.sp.read(src, 0, len) {
+            Ok(d) => self.view.bytes_equal(name, offset, &d),
+            Err(e) => {
+                self.io_err.get_or_insert(e);
+                false
+            }
+        }
     }
 
     pub(super) fn ensure(&mut self, i: usize) {
@@ -441,8 +462,14 @@ impl Matcher<'_> {
                 continue;
             }
             self.work += 16;
-            let d = &self.sp.data(r.src)[..(to - r.offset) as usize];
-            match self.view.first_difference(name, r.offset, d) {
+            let d = match self.sp.read(r.src, 0, to - r.offset) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.io_err.get_or_insert(e);
+                    return Some(r.offset);
+                }
+            };
+            match self.view.first_difference(name, r.offset, &d) {
                 Some(None) => {}
                 Some(Some(k)) => last = Some(r.offset + k as u64),
                 None => last = Some(to - 1),
@@ -510,7 +537,7 @@ impl Matcher<'_> {
 
     /// Apply item `j` and update the verdicts it touches.
     pub(super) fn step(&mut self, j: usize) -> std::result::Result<(), String> {
-        let ev = &self.sp.items[j].ev;
+        let ev = &self.sp.ev(j);
         match ev {
             SpoolEvent::Base { file, .. } => {
                 if let Some(&old) = self.sim.names.get(file) {
@@ -598,15 +625,16 @@ pub(super) fn find_cut_old(sp: &Spool, root: &Root) -> std::result::Result<(usiz
             Err(_) => {}
         }
         if j < sp.items.len() {
-            sim.apply(&sp.items[j].ev, Src::Item(j))
+            sim.apply(&sp.ev(j), Src::Item(j))
                 .expect("recorded items apply");
         }
     }
     let fin = sim;
     for j in candidates.into_iter().rev() {
         let mut s = sp.base_sim();
-        for (i, it) in sp.items[..j].iter().enumerate() {
-            s.apply(&it.ev, Src::Item(i)).expect("recorded items apply");
+        for i in 0..j {
+            s.apply(&sp.ev(i), Src::Item(i))
+                .expect("recorded items apply");
         }
         match view.at(sp, &s, true, Some(&fin)) {
             Ok(()) => return Ok((j, s)),
@@ -620,29 +648,40 @@ pub(super) fn find_cut_old(sp: &Spool, root: &Root) -> std::result::Result<(usiz
 
 /// Drop the first `j` items: the state they lead to becomes the base (with
 /// up to 4 KiB of known tail per file, from the spool).
-pub(super) fn rebase(sp: &Spool, j: usize, sim: &Sim, as_of: Option<Timestamp>) -> Spool {
+pub(super) fn rebase(
+    sp: &Spool,
+    j: usize,
+    sim: &Sim,
+    as_of: Option<Timestamp>,
+) -> std::result::Result<Spool, String> {
     let base = sim
         .names
         .iter()
-        .map(|(name, &i)| BaseFile {
-            file: name.clone(),
-            size: sim.insts[i].size,
-            tail: sp.known_tail(&sim.insts[i]),
+        .map(|(name, &i)| {
+            Ok(BaseFile {
+                file: name.clone(),
+                size: sim.insts[i].size,
+                tail: sp.known_tail(&sim.insts[i])?,
+            })
         })
-        .collect();
+        .collect::<std::result::Result<_, String>>()?;
     let items: Vec<Item> = sp.items[j..].to_vec();
     let base_as_of = if j > 0 {
-        Some(sp.items[j - 1].as_of)
+        Some(sp.batch_of(j - 1).1)
     } else {
         sp.base_as_of
     }
     .max(as_of);
-    Spool {
+    Ok(Spool {
         base,
         base_as_of,
         items,
         last_seq: sp.last_seq,
         last_as_of: sp.last_as_of,
         disk_bytes: 0,
-    }
+        journal: sp.journal.clone(),
+        names: sp.names.clone(),
+        name_ids: sp.name_ids.clone(),
+        batches: sp.batches.clone(),
+    })
 }

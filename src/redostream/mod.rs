@@ -295,6 +295,7 @@ impl Sim {
 
 mod apply;
 mod follower;
+mod journal;
 mod matching;
 mod spool;
 mod status;
@@ -303,6 +304,8 @@ mod tests;
 
 pub use apply::*;
 pub use follower::*;
+#[allow(unused_imports)]
+pub use journal::*;
 #[allow(unused_imports)]
 pub use matching::*;
 pub use spool::*;

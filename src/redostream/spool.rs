@@ -1,97 +1,12 @@
-//! The standby's side: the spool journal (records, loading, the cap),
+//! The standby's side: the spool (loading, the cap),
 //! the commit-time checkpoint and the spool session of `serve`.
 
 use super::*;
 
 // ---------------------------------------------------------------------------
-// The spool: journal records on disk, the virtual state in memory.
+// The spool: the virtual state in memory, its items' bytes in the journal.
 
-/// A batch or a base as recorded in the journal (its data follows it).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "rec", rename_all = "snake_case")]
-pub(super) enum RecordMeta {
-    /// A new start (checkpoint): files with their sizes and known tails.
-    Base {
-        seq: u64,
-        as_of: Option<Timestamp>,
-        files: Vec<BaseMeta>,
-    },
-    Batch {
-        seq: u64,
-        as_of: Timestamp,
-        reset: bool,
-        events: Vec<SpoolEvent>,
-    },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct BaseMeta {
-    pub(super) file: String,
-    pub(super) size: u64,
-    pub(super) tail_len: u64,
-}
-
-pub(super) fn encode_record(meta: &RecordMeta, data: &[u8]) -> Vec<u8> {
-    let m = serde_json::to_vec(meta).expect("records serialize");
-    let mut out = Vec::with_capacity(12 + m.len() + data.len() + 32);
-    out.extend_from_slice(&(m.len() as u32).to_be_bytes());
-    out.extend_from_slice(&(data.len() as u64).to_be_bytes());
-    out.extend_from_slice(&m);
-    out.extend_from_slice(data);
-    let check = blake3::hash(&out);
-    out.extend_from_slice(check.as_bytes());
-    out
-}
-
-/// Records of a journal; stops at the first incomplete or failing record.
-/// Also returns where each record ends.
-pub(super) fn decode_records(bytes: &[u8]) -> (Vec<(RecordMeta, Vec<u8>)>, Vec<usize>) {
-    let mut out = Vec::new();
-    let mut ends = Vec::new();
-    let mut pos = 0usize;
-    loop {
-        let rest = &bytes[pos..];
-        if rest.len() < 12 {
-            break;
-        }
-        let ml = u32::from_be_bytes(rest[..4].try_into().expect("4")) as usize;
-        let dl = u64::from_be_bytes(rest[4..12].try_into().expect("8"));
-        let Some(total) = (dl as usize)
-            .checked_add(12 + ml + 32)
-            .filter(|t| *t <= rest.len())
-        else {
-            break;
-        };
-        let body = &rest[..total - 32];
-        if blake3::hash(body).as_bytes() != &rest[total - 32..total] {
-            break;
-        }
-        let Ok(meta) = serde_json::from_slice::<RecordMeta>(&body[12..12 + ml]) else {
-            break;
-        };
-        out.push((meta, body[12 + ml..].to_vec()));
-        pos += total;
-        ends.push(pos);
-    }
-    (out, ends)
-}
-/// One event of the spool with its data.
-#[derive(Debug, Clone)]
-pub(super) struct Item {
-    pub(super) ev: SpoolEvent,
-    pub(super) data: Vec<u8>,
-    pub(super) seq: u64,
-    pub(super) as_of: Timestamp,
-}
-
-#[derive(Debug, Clone)]
-pub(super) struct BaseFile {
-    pub(super) file: String,
-    pub(super) size: u64,
-    pub(super) tail: Vec<u8>,
-}
-
-/// The spool as recorded: base + items.
+/// The spool as recorded: base + items (their bytes left in the journal).
 #[derive(Debug, Clone, Default)]
 pub struct Spool {
     pub(super) base: Vec<BaseFile>,
@@ -101,13 +16,109 @@ pub struct Spool {
     pub(super) last_as_of: Option<Timestamp>,
     /// Bytes of the journal on disk.
     pub(super) disk_bytes: u64,
+    /// Where the items' bytes are.
+    pub(super) journal: Option<JournalFile>,
+    /// The file names of the items' events.
+    pub(super) names: Vec<String>,
+    pub(super) name_ids: HashMap<String, u32>,
+    /// (sequence, primary's time) of the batches the items came in.
+    pub(super) batches: Vec<(u64, Timestamp)>,
 }
 
 impl Spool {
-    pub(super) fn data(&self, src: Src) -> &[u8] {
+    /// Bytes `[from, from + len)` of a base tail's or an item's data.
+    pub(super) fn read(
+        &self,
+        src: Src,
+        from: u64,
+        len: u64,
+    ) -> std::result::Result<Vec<u8>, String> {
+        let short = || format!("spooled data {src:?} has no bytes {from}..{}", from + len);
+        let mem = |v: &[u8]| -> std::result::Result<Vec<u8>, String> {
+            let end = from
+                .checked_add(len)
+                .filter(|e| *e <= v.len() as u64)
+                .ok_or_else(short)?;
+            Ok(v[from as usize..end as usize].to_vec())
+        };
         match src {
-            Src::Base(i) => &self.base[i].tail,
-            Src::Item(i) => &self.items[i].data,
+            Src::Base(i) => mem(&self.base[i].tail),
+            Src::Item(i) => {
+                let d = self.items[i].data;
+                if from.checked_add(len).is_none_or(|e| e > d.len) {
+                    return Err(short());
+                }
+                let j = self
+                    .journal
+                    .as_ref()
+                    .ok_or("the spool's journal is not open")?;
+                j.read(d.at + from, len)
+            }
+        }
+    }
+
+    /// Item `k`'s event.
+    pub(super) fn ev(&self, k: usize) -> SpoolEvent {
+        let n = |i: u32| self.names[i as usize].clone();
+        match self.items[k].ev {
+            Ev::Base { file, size } => SpoolEvent::Base {
+                file: n(file),
+                size,
+            },
+            Ev::Append { file, offset, len } => SpoolEvent::Append {
+                file: n(file),
+                offset,
+                len,
+            },
+            Ev::Truncate { file, size } => SpoolEvent::Truncate {
+                file: n(file),
+                size,
+            },
+            Ev::Rename { from, to } => SpoolEvent::Rename {
+                from: n(from),
+                to: n(to),
+            },
+            Ev::Remove { file } => SpoolEvent::Remove { file: n(file) },
+        }
+    }
+
+    /// Item `k`'s batch: (sequence, primary's time).
+    pub(super) fn batch_of(&self, k: usize) -> (u64, Timestamp) {
+        self.batches[self.items[k].batch as usize]
+    }
+
+    fn name_id(&mut self, name: &str) -> u32 {
+        if let Some(i) = self.name_ids.get(name) {
+            return *i;
+        }
+        let i = self.names.len() as u32;
+        self.names.push(name.to_string());
+        self.name_ids.insert(name.to_string(), i);
+        i
+    }
+
+    fn compact(&mut self, ev: &SpoolEvent) -> Ev {
+        match ev {
+            SpoolEvent::Base { file, size } => Ev::Base {
+                file: self.name_id(file),
+                size: *size,
+            },
+            SpoolEvent::Append { file, offset, len } => Ev::Append {
+                file: self.name_id(file),
+                offset: *offset,
+                len: *len,
+            },
+            SpoolEvent::Truncate { file, size } => Ev::Truncate {
+                file: self.name_id(file),
+                size: *size,
+            },
+            SpoolEvent::Rename { from, to } => Ev::Rename {
+                from: self.name_id(from),
+                to: self.name_id(to),
+            },
+            SpoolEvent::Remove { file } => Ev::Remove {
+                file: self.name_id(file),
+            },
         }
     }
 
@@ -137,81 +148,89 @@ impl Spool {
     /// The state after every item.
     pub(super) fn sim(&self) -> Sim {
         let mut sim = self.base_sim();
-        for (i, it) in self.items.iter().enumerate() {
-            sim.apply(&it.ev, Src::Item(i))
+        for i in 0..self.items.len() {
+            sim.apply(&self.ev(i), Src::Item(i))
                 .expect("recorded items applied when they were received");
         }
         sim
     }
 
-    /// Build from journal records (items are checked as they are replayed;
-    /// a record that does not apply ends the journal there).
-    pub(super) fn from_records(recs: Vec<(RecordMeta, Vec<u8>)>) -> (Spool, usize) {
-        let mut sp = Spool::default();
-        let mut sim = Sim::default();
-        let mut good = 0;
-        for (meta, data) in recs {
-            match meta {
-                RecordMeta::Base { seq, as_of, files } => {
-                    let mut pos = 0usize;
-                    let mut base = Vec::new();
-                    for f in files {
-                        let end = pos + f.tail_len as usize;
-                        if end > data.len() || f.tail_len > f.size {
-                            return (sp, good);
-                        }
-                        base.push(BaseFile {
-                            file: f.file,
-                            size: f.size,
-                            tail: data[pos..end].to_vec(),
-                        });
-                        pos = end;
+    /// Add one journal record (checked as it is replayed against `sim`,
+    /// which advances); `false` if it does not apply (the spool is then as
+    /// before it).
+    pub(super) fn add_record(&mut self, sim: &mut Sim, meta: RecordMeta, payload: Payload) -> bool {
+        match meta {
+            RecordMeta::Base { seq, as_of, files } => {
+                let Payload::Mem(data) = payload else {
+                    return false;
+                };
+                let mut pos = 0usize;
+                let mut base = Vec::new();
+                for f in files {
+                    let Some(end) = (f.tail_len as usize)
+                        .checked_add(pos)
+                        .filter(|e| *e <= data.len())
+                    else {
+                        return false;
+                    };
+                    if f.tail_len > f.size {
+                        return false;
                     }
-                    sp = Spool {
-                        base,
-                        base_as_of: as_of,
-                        last_seq: seq,
-                        last_as_of: as_of,
+                    base.push(BaseFile {
+                        file: f.file,
+                        size: f.size,
+                        tail: data[pos..end].to_vec(),
+                    });
+                    pos = end;
+                }
+                *self = Spool {
+                    base,
+                    base_as_of: as_of,
+                    last_seq: seq,
+                    last_as_of: as_of,
+                    journal: self.journal.take(),
+                    ..Default::default()
+                };
+                *sim = self.base_sim();
+                true
+            }
+            RecordMeta::Batch {
+                seq,
+                as_of,
+                reset,
+                events,
+            } => {
+                let push = |sp: &mut Spool, sim: &mut Sim| match &payload {
+                    Payload::Mem(_) => Err("a batch record's data in memory".to_string()),
+                    Payload::At { at, len } => {
+                        sp.push_batch_at(sim, seq, as_of, &events, *at, *len, true)
+                    }
+                };
+                if reset {
+                    let mut fresh = Spool {
+                        last_seq: self.last_seq,
+                        journal: self.journal.clone(),
                         ..Default::default()
                     };
-                    sim = sp.base_sim();
-                }
-                RecordMeta::Batch {
-                    seq,
-                    as_of,
-                    reset,
-                    events,
-                } => {
-                    if reset {
-                        let mut fresh = Spool {
-                            last_seq: sp.last_seq,
-                            ..Default::default()
-                        };
-                        let mut fsim = Sim::default();
-                        if fresh
-                            .push_batch(&mut fsim, seq, as_of, &events, &data)
-                            .is_err()
-                        {
-                            return (sp, good);
-                        }
-                        sp = fresh;
-                        sim = fsim;
-                    } else if sp
-                        .push_batch_undoable(&mut sim, seq, as_of, &events, &data)
-                        .is_err()
-                    {
-                        // In place (a copy per record made loading
-                        // quadratic); the spool is as before the record.
-                        return (sp, good);
+                    let mut fsim = Sim::default();
+                    if push(&mut fresh, &mut fsim).is_err() {
+                        return false;
                     }
+                    *self = fresh;
+                    *sim = fsim;
+                    true
+                } else {
+                    // In place (a copy per record made loading
+                    // quadratic); the spool is as before the record.
+                    push(self, sim).is_ok()
                 }
             }
-            good += 1;
         }
-        (sp, good)
     }
 
-    /// Append a batch's items (checked against `sim`, which advances).
+    /// Append a batch's items (checked against `sim`, which advances), its
+    /// data kept in the spool's own buffer (a spool built in memory).
+    #[cfg(test)]
     pub(super) fn push_batch(
         &mut self,
         sim: &mut Sim,
@@ -220,29 +239,91 @@ impl Spool {
         events: &[SpoolEvent],
         data: &[u8],
     ) -> std::result::Result<(), String> {
-        let mut pos = 0usize;
+        let j = self.journal.get_or_insert_with(|| JournalFile {
+            file: None,
+            path: PathBuf::from("(in memory)"),
+            window: Default::default(),
+        });
+        assert!(
+            j.file.is_none(),
+            "a spool read from a journal grows by push_batch_at"
+        );
+        let at = {
+            let mut w = j.window.lock().unwrap_or_else(|p| p.into_inner());
+            w.1.extend_from_slice(data);
+            (w.1.len() - data.len()) as u64
+        };
+        self.push_items(sim, seq, as_of, events, data.len() as u64, |p, l| Data {
+            at: at + p,
+            len: l,
+        })
+    }
+
+    /// Append a batch's items whose data is in the journal at `at`, `len`
+    /// bytes. `undo`: if the batch does not apply, the spool as it was (the
+    /// caller rebuilds `sim`, which may be half advanced).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn push_batch_at(
+        &mut self,
+        sim: &mut Sim,
+        seq: u64,
+        as_of: Timestamp,
+        events: &[SpoolEvent],
+        at: u64,
+        len: u64,
+        undo: bool,
+    ) -> std::result::Result<(), String> {
+        let (n, b, last_seq, last_as_of) = (
+            self.items.len(),
+            self.batches.len(),
+            self.last_seq,
+            self.last_as_of,
+        );
+        let r = self.push_items(sim, seq, as_of, events, len, |p, l| Data {
+            at: at + p,
+            len: l,
+        });
+        if r.is_err() && undo {
+            self.items.truncate(n);
+            self.batches.truncate(b);
+            self.last_seq = last_seq;
+            self.last_as_of = last_as_of;
+        }
+        r
+    }
+
+    fn push_items(
+        &mut self,
+        sim: &mut Sim,
+        seq: u64,
+        as_of: Timestamp,
+        events: &[SpoolEvent],
+        total: u64,
+        data: impl Fn(u64, u64) -> Data,
+    ) -> std::result::Result<(), String> {
+        let mut pos = 0u64;
+        let batch = self.batches.len() as u32;
+        if !events.is_empty() {
+            self.batches.push((seq, as_of));
+        }
         for ev in events {
             let d = match ev {
                 SpoolEvent::Append { len, .. } => {
                     let end = pos
-                        .checked_add(*len as usize)
-                        .filter(|e| *e <= data.len())
+                        .checked_add(*len)
+                        .filter(|e| *e <= total)
                         .ok_or("the events announce more bytes than the batch carries")?;
-                    let d = data[pos..end].to_vec();
+                    let d = data(pos, *len);
                     pos = end;
                     d
                 }
-                _ => Vec::new(),
+                _ => Data { at: 0, len: 0 },
             };
             sim.apply(ev, Src::Item(self.items.len()))?;
-            self.items.push(Item {
-                ev: ev.clone(),
-                data: d,
-                seq,
-                as_of,
-            });
+            let ev = self.compact(ev);
+            self.items.push(Item { ev, data: d, batch });
         }
-        if pos != data.len() {
+        if pos != total {
             return Err("the batch carries more bytes than its events announce".into());
         }
         self.last_seq = seq;
@@ -250,61 +331,66 @@ impl Spool {
         Ok(())
     }
 
-    /// [`Spool::push_batch`], and if the batch does not apply, the spool
-    /// as it was (the caller rebuilds `sim`, which may be half advanced).
-    pub(super) fn push_batch_undoable(
-        &mut self,
-        sim: &mut Sim,
-        seq: u64,
-        as_of: Timestamp,
-        events: &[SpoolEvent],
-        data: &[u8],
-    ) -> std::result::Result<(), String> {
-        let (n, last_seq, last_as_of) = (self.items.len(), self.last_seq, self.last_as_of);
-        let r = self.push_batch(sim, seq, as_of, events, data);
-        if r.is_err() {
-            self.items.truncate(n);
-            self.last_seq = last_seq;
-            self.last_as_of = last_as_of;
-        }
-        r
-    }
-
-    /// Read `state_dir/spool/journal` (absent: empty). `repair`: cut a torn
-    /// or failing tail off the file (only the spool's writer does).
+    /// Read `state_dir/spool/journal` (absent: empty) as a stream: records
+    /// one at a time, the items' bytes left in the file (read again when
+    /// matched or applied). `repair`: cut a torn or failing tail off the
+    /// file (only the spool's writer does).
     pub fn load(dir: &Path, repair: bool) -> Result<Spool> {
         let path = dir.join(JOURNAL);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Spool::default()),
-            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+        let Some(journal) = JournalFile::open(dir)? else {
+            return Ok(Spool::default());
         };
-        let (recs, ends) = decode_records(&bytes);
-        let (mut sp, good) = Spool::from_records(recs);
+        let file = journal.file.clone().expect("opened from a file");
+        let len = file
+            .metadata()
+            .ctx(format!("stat {}", path.display()))?
+            .len();
+        let mut rr = RecordReader::new(std::io::BufReader::with_capacity(1 << 20, &*file), len);
+        let mut sp = Spool {
+            journal: Some(journal.clone()),
+            ..Default::default()
+        };
+        let mut sim = Sim::default();
+        let mut good_bytes = 0;
         // Only records that decode and apply count.
-        let good_bytes = if good == 0 { 0 } else { ends[good - 1] };
-        if good_bytes < bytes.len() && repair {
+        while let Some((meta, payload)) = rr.next_record() {
+            if !sp.add_record(&mut sim, meta, payload) {
+                break;
+            }
+            good_bytes = rr.pos;
+        }
+        if good_bytes < len && repair {
             tracing::warn!(
                 path = %path.display(),
-                cut = bytes.len() - good_bytes,
+                cut = len - good_bytes,
                 "spool journal: cutting an incomplete or failing tail"
             );
             let f = std::fs::OpenOptions::new()
                 .write(true)
                 .open(&path)
                 .ctx(format!("open {}", path.display()))?;
-            f.set_len(good_bytes as u64)
+            f.set_len(good_bytes)
                 .ctx(format!("truncate {}", path.display()))?;
             f.sync_all().ctx(format!("fsync {}", path.display()))?;
         }
-        sp.disk_bytes = good_bytes as u64;
+        sp.disk_bytes = good_bytes;
         Ok(sp)
     }
 
-    /// The records that reproduce this spool (a base, then one record per
-    /// batch of remaining items).
+    /// The records that reproduce this spool (tests; see
+    /// [`Spool::write_records`]).
+    #[cfg(test)]
     pub(super) fn records(&self) -> Vec<u8> {
         let mut out = Vec::new();
+        self.write_records(&mut out).expect("records");
+        out
+    }
+
+    /// Write the records that reproduce this spool (a base, then one record
+    /// per batch of remaining items) to `w`, one batch's data read at a
+    /// time.
+    pub(super) fn write_records(&self, w: &mut dyn Write) -> std::result::Result<(), String> {
+        let io = |e: std::io::Error| format!("writing the spool journal: {e}");
         let mut data = Vec::new();
         let files = self
             .base
@@ -318,27 +404,31 @@ impl Spool {
                 }
             })
             .collect();
-        let first_seq = self.items.first().map_or(self.last_seq, |i| i.seq - 1);
-        out.extend(encode_record(
+        let first_seq = if self.items.is_empty() {
+            self.last_seq
+        } else {
+            self.batch_of(0).0 - 1
+        };
+        w.write_all(&encode_record(
             &RecordMeta::Base {
                 seq: first_seq,
                 as_of: self.base_as_of,
                 files,
             },
             &data,
-        ));
+        ))
+        .map_err(io)?;
         let mut i = 0;
         while i < self.items.len() {
-            let seq = self.items[i].seq;
-            let as_of = self.items[i].as_of;
+            let (seq, as_of) = self.batch_of(i);
             let mut events = Vec::new();
             let mut data = Vec::new();
-            while i < self.items.len() && self.items[i].seq == seq {
-                events.push(self.items[i].ev.clone());
-                data.extend_from_slice(&self.items[i].data);
+            while i < self.items.len() && self.batch_of(i).0 == seq {
+                events.push(self.ev(i));
+                data.extend(self.read(Src::Item(i), 0, self.items[i].data.len())?);
                 i += 1;
             }
-            out.extend(encode_record(
+            w.write_all(&encode_record(
                 &RecordMeta::Batch {
                     seq,
                     as_of,
@@ -346,13 +436,18 @@ impl Spool {
                     events,
                 },
                 &data,
-            ));
+            ))
+            .map_err(io)?;
         }
         // Batches without events after the last item still said "nothing
         // new as of": keep the newest of them (sequence and time).
-        let last_item_seq = self.items.last().map_or(first_seq, |i| i.seq);
+        let last_item_seq = if self.items.is_empty() {
+            first_seq
+        } else {
+            self.batch_of(self.items.len() - 1).0
+        };
         if let Some(as_of) = self.last_as_of.filter(|_| self.last_seq > last_item_seq) {
-            out.extend(encode_record(
+            w.write_all(&encode_record(
                 &RecordMeta::Batch {
                     seq: self.last_seq,
                     as_of,
@@ -360,49 +455,49 @@ impl Spool {
                     events: vec![],
                 },
                 &[],
-            ));
+            ))
+            .map_err(io)?;
         }
-        out
+        Ok(())
     }
 
     /// What a follower needs to resume: each file's size and known tail.
-    pub(super) fn file_states(&self) -> Vec<SpoolFileState> {
+    pub(super) fn file_states(&self) -> std::result::Result<Vec<SpoolFileState>, String> {
         let sim = self.sim();
         sim.names
             .iter()
             .map(|(name, &i)| {
                 let inst = &sim.insts[i];
-                let tail = self.known_tail(inst);
-                SpoolFileState {
+                let tail = self.known_tail(inst)?;
+                Ok(SpoolFileState {
                     file: name.clone(),
                     size: inst.size,
                     tail_len: tail.len() as u64,
                     tail_blake3: blake3::hash(&tail).to_hex().to_string(),
-                }
+                })
             })
             .collect()
     }
 
     /// The last ≤ TAIL contiguous known bytes ending at the file's size.
-    pub(super) fn known_tail(&self, inst: &Inst) -> Vec<u8> {
-        let mut parts: Vec<&[u8]> = Vec::new();
+    pub(super) fn known_tail(&self, inst: &Inst) -> std::result::Result<Vec<u8>, String> {
+        let mut parts: Vec<Vec<u8>> = Vec::new();
         let mut end = inst.size;
-        let mut have = 0usize;
+        let mut have = 0u64;
         for r in inst.ranges.iter().rev() {
-            if r.offset + r.len != end || have >= TAIL {
+            if r.offset + r.len != end || have >= TAIL as u64 {
                 break;
             }
-            let d = &self.data(r.src)[..r.len as usize];
-            let take = d.len().min(TAIL - have);
-            parts.push(&d[d.len() - take..]);
+            let take = r.len.min(TAIL as u64 - have);
+            parts.push(self.read(r.src, r.len - take, take)?);
             have += take;
-            end = r.offset + (r.len - take as u64);
-            if take < d.len() {
+            end = r.offset + (r.len - take);
+            if take < r.len {
                 break;
             }
         }
         parts.reverse();
-        parts.concat()
+        Ok(parts.concat())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -415,50 +510,17 @@ impl Spool {
     pub(super) fn min_cut(&self) -> usize {
         self.items
             .iter()
-            .rposition(|it| matches!(it.ev, SpoolEvent::Base { .. }))
+            .rposition(|it| matches!(it.ev, Ev::Base { .. }))
             .map_or(0, |k| k + 1)
     }
 
     pub fn pending_bytes(&self) -> u64 {
-        self.items.iter().map(|i| i.data.len() as u64).sum()
+        self.items.iter().map(|i| i.data.len()).sum()
     }
 
     pub fn last_as_of(&self) -> Option<Timestamp> {
         self.last_as_of
     }
-}
-
-pub(super) fn write_journal_atomic(dir: &Path, bytes: &[u8]) -> Result<()> {
-    crate::base::catalog::write_atomic(&dir.join(JOURNAL), bytes)
-}
-
-pub(super) fn append_journal(dir: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::create_dir_all(dir).ctx(format!("create {}", dir.display()))?;
-    let path = dir.join(JOURNAL);
-    let existed = path.exists();
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .ctx(format!("open {}", path.display()))?;
-    f.write_all(bytes)
-        .ctx(format!("append to {}", path.display()))?;
-    f.sync_data().ctx(format!("fsync {}", path.display()))?;
-    if !existed {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .ctx(format!("fsync {}", dir.display()))?;
-    }
-    Ok(())
-}
-
-/// The journal's (inode, size): changed by anyone but this session only
-/// through a checkpoint's rewrite.
-pub(super) fn journal_id(dir: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(dir.join(JOURNAL))
-        .ok()
-        .map(|m| (m.ino(), m.len()))
 }
 
 /// Short lock around every change of the journal (a batch, a checkpoint).
@@ -636,8 +698,8 @@ pub(super) fn checkpoint_within(
     };
     match find_cut(&sp, root, bound) {
         Ok((j, sim)) => {
-            let new = rebase(&sp, j, &sim, None);
-            write_journal_atomic(dir, &new.records())?;
+            let new = rebase(&sp, j, &sim, None).map_err(Error::storage)?;
+            rewrite_journal(dir, &new)?;
             crate::failpoint!("spool.checkpoint.after_rewrite");
             let _ = std::fs::remove_file(dir.join("broken.json"));
             Ok(Some(j))
@@ -760,7 +822,7 @@ pub fn serve_spool<R: Read, W: Write>(
         site: cfg.site.clone(),
         last_seq: sp.last_seq,
         last_as_of: sp.last_as_of,
-        files: sp.file_states(),
+        files: sp.file_states().map_err(Error::storage)?,
     })?;
     loop {
         let frame = match r.next_frame()? {
@@ -823,7 +885,7 @@ pub fn serve_spool<R: Read, W: Write>(
             w.msg(&refused(e))?;
             continue;
         }
-        let rec = encode_record(
+        let (rec, data_at) = encode_record_at(
             &RecordMeta::Batch {
                 seq,
                 as_of,
@@ -870,12 +932,17 @@ pub fn serve_spool<R: Read, W: Write>(
                 ..Default::default()
             };
             let mut fsim = Sim::default();
-            if let Err(e) = fresh.push_batch(&mut fsim, seq, as_of, &events, &data) {
+            // The items' bytes are read from the journal when needed, not
+            // kept in memory for the session.
+            let len = data.len() as u64;
+            if let Err(e) = fresh.push_batch_at(&mut fsim, seq, as_of, &events, data_at, len, false)
+            {
                 log(tracing::Level::WARN, &format!("spool batch refused: {e}"));
                 w.msg(&refused(e))?;
                 continue;
             }
             write_journal_atomic(&dir, &rec)?;
+            fresh.journal = JournalFile::open(&dir)?;
             // A first start is one too; a reset of a spool holding events
             // means the primary could not continue it.
             let level = if sp.items.is_empty() {
@@ -887,13 +954,17 @@ pub fn serve_spool<R: Read, W: Write>(
             sp = fresh;
             sim = fsim;
         } else {
-            if let Err(e) = sp.push_batch_undoable(&mut sim, seq, as_of, &events, &data) {
+            let (at, len) = (sp.disk_bytes + data_at, data.len() as u64);
+            if let Err(e) = sp.push_batch_at(&mut sim, seq, as_of, &events, at, len, true) {
                 sim = sp.sim();
                 log(tracing::Level::WARN, &format!("spool batch refused: {e}"));
                 w.msg(&refused(e))?;
                 continue;
             }
             append_journal(&dir, &rec)?;
+            if sp.journal.is_none() {
+                sp.journal = JournalFile::open(&dir)?;
+            }
         }
         sp.disk_bytes = new_size;
         known = journal_id(&dir);

@@ -112,7 +112,7 @@ fn random_spool(rng: &mut Rng) -> Spool {
 fn content(sp: &Spool, inst: &Inst) -> Vec<u8> {
     let mut v = vec![b'q'; inst.size as usize];
     for r in &inst.ranges {
-        let d = &sp.data(r.src)[..r.len as usize];
+        let d = &sp.read(r.src, 0, r.len).unwrap();
         v[r.offset as usize..(r.offset + r.len) as usize].copy_from_slice(d);
     }
     v
@@ -129,8 +129,8 @@ fn random_dir(rng: &mut Rng, sp: &Spool, dir: &Path) {
 /// damaged.
 fn write_dir(rng: &mut Rng, sp: &Spool, dir: &Path, cut: usize, damage: bool) {
     let mut s = sp.base_sim();
-    for (i, it) in sp.items[..cut].iter().enumerate() {
-        s.apply(&it.ev, Src::Item(i)).unwrap();
+    for i in 0..cut {
+        s.apply(&sp.ev(i), Src::Item(i)).unwrap();
     }
     let fin = sp.sim();
     std::fs::create_dir_all(dir.join("archive")).unwrap();
@@ -184,7 +184,7 @@ fn linear_matching_agrees_with_the_old_one_on_random_spools() {
             old.as_ref().ok(),
             new.as_ref().ok(),
             "case {case}: old {old:?}, new {new:?}, items {:?}",
-            sp.items.iter().map(|i| &i.ev).collect::<Vec<_>>()
+            (0..sp.items.len()).map(|i| sp.ev(i)).collect::<Vec<_>>()
         );
         found += usize::from(new.is_ok());
     }
@@ -219,9 +219,8 @@ fn apply_brings_any_cut_to_the_spool_end_or_changes_nothing() {
             panic!(
                 "case {case} cut {cut}: {e}\nbase {:?}\nitems {:?}",
                 sp.base,
-                sp.items
-                    .iter()
-                    .map(|i| (&i.ev, String::from_utf8_lossy(&i.data)))
+                (0..sp.items.len())
+                    .map(|i| (sp.ev(i), sp.read(Src::Item(i), 0, sp.items[i].data.len())))
                     .collect::<Vec<_>>()
             )
         });
@@ -552,6 +551,36 @@ fn a_checkpoint_out_of_time_marks_the_spool_unusable() {
     assert_eq!(Spool::load(spool.path(), false).unwrap().items.len(), 5001);
 }
 
+/// The spool is read as a stream: a loaded spool holds its events, not
+/// their bytes, which are read from the journal when matched. A journal
+/// cut under a loaded spool is an error naming it, never other bytes.
+#[test]
+fn a_loaded_spool_reads_its_bytes_from_the_journal() {
+    let (sp, d) = bench_case(10_000, true);
+    let spool = tempfile::tempdir().unwrap();
+    write_journal_atomic(spool.path(), &sp.records()).unwrap();
+    let loaded = Spool::load(spool.path(), false).unwrap();
+    assert_eq!(loaded.items.len(), sp.items.len());
+    for k in [1, 4096, 4097, 10_000] {
+        assert_eq!(
+            loaded.read(Src::Item(k), 0, 24).unwrap(),
+            sp.read(Src::Item(k), 0, 24).unwrap()
+        );
+    }
+    let root = Root::open(d.path()).unwrap();
+    let (j, _) = find_cut(&loaded, &root, Bound { deadline: None }).unwrap();
+    assert_eq!(j, 10_000 / 2 + 1);
+    let again = Spool::load(spool.path(), false).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(spool.path().join(JOURNAL))
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    let e = find_cut(&again, &root, Bound { deadline: None }).unwrap_err();
+    assert!(e.contains("spool journal"), "{e}");
+}
+
 /// `SPOOL_BENCH=10000,100000,1000000 cargo test --release --lib
 /// bench_matching -- --ignored --nocapture` (scripts/bench-spool).
 #[test]
@@ -612,4 +641,52 @@ fn bench_matching() {
             if r.is_ok() { "matched" } else { "no match" }
         );
     }
+}
+
+/// Failover's apply with a hostile spool at the event cap, in two
+/// processes so the second one's peak memory is the apply's alone:
+/// `SPOOL_RSS_DIR=/var/tmp/x cargo test --release --lib bench_apply_write
+/// -- --ignored`, then `... bench_apply_run` (scripts/bench-spool RSS=1).
+/// The spool: 2^21 appends of 24 bytes, every byte different from the
+/// copy's `redo.log`.
+#[test]
+#[ignore]
+fn bench_apply_write() {
+    let out = PathBuf::from(std::env::var("SPOOL_RSS_DIR").expect("SPOOL_RSS_DIR"));
+    let n: usize = std::env::var("SPOOL_RSS_EVENTS")
+        .ok()
+        .map_or(MAX_SPOOL_EVENTS - 1, |x| x.parse().unwrap());
+    let (sp, d) = bench_case(n, false);
+    std::fs::create_dir_all(out.join("spool")).unwrap();
+    write_journal_atomic(&out.join("spool"), &sp.records()).unwrap();
+    let _ = std::fs::remove_dir_all(out.join("copy"));
+    std::fs::create_dir_all(out.join("copy")).unwrap();
+    std::fs::rename(d.path().join("redo.log"), out.join("copy/redo.log")).unwrap();
+}
+
+#[test]
+#[ignore]
+fn bench_apply_run() {
+    let out = PathBuf::from(std::env::var("SPOOL_RSS_DIR").expect("SPOOL_RSS_DIR"));
+    let t = Instant::now();
+    let r = apply_dir(&out.join("spool"), &out.join("copy"), Timestamp::now());
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ?");
+    println!(
+        "spool-bench failover-apply hostile journal={} bytes time={:.3}s {} ({})",
+        std::fs::metadata(out.join("spool/journal")).unwrap().len(),
+        t.elapsed().as_secs_f64(),
+        hwm.split_whitespace().collect::<Vec<_>>().join(" "),
+        match &r {
+            Ok(_) => "applied".to_string(),
+            Err(e) => format!(
+                "refused: {}",
+                e.to_string().chars().take(80).collect::<String>()
+            ),
+        }
+    );
+    assert!(r.is_err());
 }

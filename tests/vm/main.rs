@@ -56,6 +56,7 @@ mod lvm;
 mod redostream;
 mod sites;
 mod smoke;
+mod special;
 mod wan;
 mod zfs;
 

@@ -8,17 +8,17 @@ use super::*;
 
 use std::collections::BTreeMap;
 
-const STREAM: &str =
+pub(super) const STREAM: &str =
     "[stream]\nfiles = [\"redo.log\", \"archive/redo-*.log\"]\nflush_interval = \"200ms\"\n";
 
 /// Appends fsynced lines to `root/redo.log`, rolls it over into `archive/`.
-struct Log {
+pub(super) struct Log {
     root: PathBuf,
     n: u64,
 }
 
 impl Log {
-    fn new(root: &Path) -> Log {
+    pub(super) fn new(root: &Path) -> Log {
         std::fs::create_dir_all(root.join("archive")).unwrap();
         std::fs::write(root.join("redo.log"), b"").unwrap();
         Log {
@@ -26,7 +26,7 @@ impl Log {
             n: 0,
         }
     }
-    fn append(&mut self, k: usize) {
+    pub(super) fn append(&mut self, k: usize) {
         let mut f = OpenOptions::new()
             .append(true)
             .open(self.root.join("redo.log"))
@@ -43,7 +43,7 @@ impl Log {
         }
         f.sync_data().unwrap();
     }
-    fn rollover(&mut self) {
+    pub(super) fn rollover(&mut self) {
         std::fs::rename(
             self.root.join("redo.log"),
             self.root.join(format!("archive/redo-{:08}.log", self.n)),
@@ -70,7 +70,7 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
-fn wait_acked(cfg: &snapsite::base::config::Config, after: jiff::Timestamp) {
+pub(super) fn wait_acked(cfg: &snapsite::base::config::Config, after: jiff::Timestamp) {
     wait_for("the follower to catch up", Duration::from_secs(60), || {
         snapsite::redostream::follower_record(cfg)
             .is_some_and(|r| r.acked_as_of.is_some_and(|a| a > after) && r.lag_bytes == 0)
