@@ -1340,6 +1340,7 @@ fn three_refusals_in_a_row_restart_the_spool() {
         "files": [{"file": "redo.log", "size": size - 1, "tail_len": 0}],
     });
     let meta = serde_json::to_vec(&meta).unwrap();
+    let original = std::fs::read(stb.spool().join("journal")).unwrap();
     let mut journal = Vec::new();
     journal.extend_from_slice(&(meta.len() as u32).to_be_bytes());
     journal.extend_from_slice(&0u64.to_be_bytes());
@@ -1361,6 +1362,18 @@ fn three_refusals_in_a_row_restart_the_spool() {
         );
         assert_eq!(rec.restarts, 0, "refusal {i}: {rec:?}");
     }
+    // Each refusal ends the session in `follow`, which reconnects. Here the
+    // standby's journal is its own again, so its files would prove
+    // continuity; after three refusals in a row the follower starts over
+    // all the same.
+    c.close();
+    std::fs::write(&tmp, &original).unwrap();
+    std::fs::rename(&tmp, stb.spool().join("journal")).unwrap();
+    let (mut c, seq, files) = stb.session();
+    assert!(
+        !f.resume_recorded(seq, &files, &mut rec).unwrap(),
+        "resumed after three refusals: {rec:?}"
+    );
     // The files the restart starts from (what a redolog snapshot taken now
     // would hold).
     let from = tempfile::tempdir().unwrap();

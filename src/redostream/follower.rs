@@ -130,9 +130,19 @@ impl Follower {
     /// files we tracked; or at the batch we sent last (its ack was lost) with
     /// exactly the files that batch left; or (a new follower, nothing
     /// recorded) our files still hold what it has (every tail compared).
+    /// Never after three refusals in a row: then the spool starts over.
     /// Returns whether the spool is continued.
     pub fn resume(&mut self, last_seq: u64, files: &[SpoolFileState]) -> Result<bool> {
         let in_flight = self.in_flight.take();
+        if self.refusals >= 3 {
+            // Refused three times in a row (each refusal ends the session):
+            // start over from a base, whatever the standby's files prove —
+            // resuming would only send the refused changes again.
+            self.seq = last_seq;
+            self.tracked.clear();
+            self.need_reset = true;
+            return Ok(false);
+        }
         if !self.need_reset
             && last_seq == self.seq
             && !self.tracked.is_empty()
