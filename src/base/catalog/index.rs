@@ -5,7 +5,7 @@
 //! A line is `id, the manifest file's stamp (size, inode, mtime, ctime),
 //! the manifest, $` in tab-separated tokens (see [`codec`]). The file is
 //! appended to: `write_manifest` appends the line of the manifest it has
-//! just written, and a command that finds a manifest the index lacks (or
+//! just written (so the command after a commit parses no JSON), and a command that finds a manifest the index lacks (or
 //! whose file changed) parses the file and appends its line. A later line
 //! for an id replaces an earlier one; lines of removed sets stay until the
 //! dead lines outnumber the live ones (plus a margin), when the index is
@@ -162,7 +162,7 @@ impl Catalog {
         match &index {
             Some(ix) if ix.lines + new_count <= 2 * fresh.len() + DEAD_MARGIN => {
                 if !new_lines.is_empty() {
-                    self.append_index(&new_lines, false);
+                    self.append_index(&new_lines);
                 }
             }
             _ => self.compact_index(&fresh, index.as_ref()),
@@ -181,28 +181,29 @@ impl Catalog {
         self.root.join("sets.index")
     }
 
-    /// After `write_manifest`: the manifest's line, appended to an index
-    /// that exists (the next `manifests` builds a missing one).
+    /// After `write_manifest`: the manifest's line, appended (to a new
+    /// index if there is none: the others' lines are appended by the next
+    /// `manifests`, which finds them missing).
     pub(super) fn index_written(&self, path: &Path, m: &Manifest) {
         let Ok(md) = std::fs::metadata(path) else {
             return;
         };
         let mut line = String::with_capacity(512);
         codec::push_line(&mut line, &m.id, &FileStamp::of(&md), m);
-        self.append_index(&line, true);
+        self.append_index(&line);
     }
 
-    /// Append `lines` in one write. A cache: a failure is logged, never an
-    /// error of the command. A last line left cut by a kill is ended first
-    /// (it stays a line that does not decode).
-    fn append_index(&self, lines: &str, only_if_exists: bool) {
+    /// Append `lines` in one write (to a new index if there is none). A
+    /// cache: a failure is logged, never an error of the command. A last
+    /// line left cut by a kill is ended first (it stays a line that does
+    /// not decode).
+    fn append_index(&self, lines: &str) {
         use std::os::unix::fs::FileExt;
         let path = self.set_index_path();
-        let appended = (|| -> std::io::Result<()> {
+        let append = || -> std::io::Result<()> {
             let f = std::fs::OpenOptions::new()
                 .append(true)
                 .read(true)
-                .create(!only_if_exists)
                 .open(&path)?;
             let len = f.metadata()?.len();
             let mut last = [b'\n'];
@@ -215,11 +216,23 @@ impl Catalog {
             }
             buf.extend_from_slice(lines.as_bytes());
             (&f).write_all(&buf)
-        })();
-        match appended {
-            Ok(()) => {}
-            Err(e) if only_if_exists && e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::debug!(error = %e, "sets.index not appended to (it is a cache)"),
+        };
+        let create = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            f.write_all(format!("{}\n{lines}", codec::MAGIC).as_bytes())
+        };
+        let appended = match append() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match create() {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => append(),
+                r => r,
+            },
+            r => r,
+        };
+        if let Err(e) = appended {
+            tracing::debug!(error = %e, "sets.index not appended to (it is a cache)");
         }
     }
 

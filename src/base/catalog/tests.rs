@@ -244,6 +244,8 @@ fn set_index_is_appended_to_not_rewritten() {
     for (i, id) in ids[..30].iter().enumerate() {
         c.write_manifest(&manifest(id, i as u64 + 1, id)).unwrap();
     }
+    // Each commit wrote its line: the first listing parses no JSON.
+    assert_eq!(indexed(&c), from_files(&c));
     c.manifests().unwrap();
     let index = c.root().join("sets.index");
     let before = std::fs::read(&index).unwrap();
