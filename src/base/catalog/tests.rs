@@ -91,6 +91,18 @@ fn write_all(c: &Catalog, ids: &[String], first_seq: u64) {
     }
 }
 
+/// No temporary file left in state_dir.
+fn nothing_but_sets_and_index(c: &Catalog) {
+    let names: Vec<String> = std::fs::read_dir(c.root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| n == "sets" || n == "sets.index"),
+        "{names:?}"
+    );
+}
+
 fn forget_process_cache(c: &Catalog) {
     c.forget_process_cache();
 }
@@ -291,14 +303,7 @@ fn set_index_is_appended_to_not_rewritten() {
     forget_process_cache(&c);
     assert_eq!(c.manifests().unwrap(), from_files(&c));
     assert_eq!(indexed(&c), from_files(&c));
-    let names: Vec<String> = std::fs::read_dir(c.root())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(
-        names.iter().all(|n| n == "sets" || n == "sets.index"),
-        "{names:?}"
-    );
+    nothing_but_sets_and_index(&c);
 }
 
 /// A compaction killed (SIGKILL) at random moments leaves no file behind
@@ -339,14 +344,7 @@ fn set_index_compaction_killed_leaves_nothing() {
         left_at_kill += usize::from(dir.path().join(index::TMP_NAME).exists());
         forget_process_cache(&c);
         assert_eq!(c.manifests().unwrap(), from_files(&c));
-        let names: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert!(
-            names.iter().all(|n| n == "sets" || n == "sets.index"),
-            "{names:?}"
-        );
+        nothing_but_sets_and_index(&c);
     }
     // The link-to-rename window is two system calls.
     assert!(
