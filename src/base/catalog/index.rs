@@ -1,0 +1,614 @@
+//! `state_dir/sets.index`: every manifest of `sets/` again, one line each,
+//! so that listing the catalog costs one file read and one `stat` per set
+//! instead of a JSON parse per set.
+//!
+//! A line is `id, the manifest file's stamp (size, inode, mtime, ctime),
+//! the manifest, $` in tab-separated tokens (see [`codec`]). The file is
+//! appended to: `write_manifest` appends the line of the manifest it has
+//! just written (so the command after a commit parses no JSON), and a command that finds a manifest the index lacks (or
+//! whose file changed) parses the file and appends its line. A later line
+//! for an id replaces an earlier one; lines of removed sets stay until the
+//! dead lines outnumber the live ones (plus a margin), when the index is
+//! rewritten with one line per set (compaction: amortized, a constant
+//! share of the lines appended).
+//!
+//! It is a cache: an entry counts only while its manifest file still has
+//! the stamp it was read with, a cut line (a kill during an append) never
+//! decodes, and a missing, damaged or unwritable index only costs the
+//! parses. It is written only by this site, from manifests it wrote or
+//! read and checked itself; nothing from the peer reaches it but through a
+//! committed manifest file. A compaction writes an anonymous file
+//! (`O_TMPFILE`) and links it to `.sets.index.tmp` only to rename it over
+//! the index: a kill while it writes leaves nothing, and the name left by
+//! a kill between the link and the rename is removed by the next command.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::{Catalog, read_json};
+use crate::base::error::{Context, Error, Result};
+use crate::base::model::{Manifest, parse_set_id};
+
+/// A manifest as this process last read it, with the stamp of its file.
+#[derive(Debug)]
+struct CachedManifest {
+    stamp: FileStamp,
+    manifest: Manifest,
+}
+
+/// What says a file is still the one that was read: every rewrite
+/// (temp file and rename) makes a new inode with new times.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct FileStamp {
+    len: u64,
+    ino: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    pub(super) fn of(md: &std::fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            len: md.len(),
+            ino: md.ino(),
+            mtime_ns: i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec()),
+            ctime_ns: i128::from(md.ctime()) * 1_000_000_000 + i128::from(md.ctime_nsec()),
+        }
+    }
+}
+
+/// Per state_dir, the manifests as this process last read them (checked
+/// against the files before every use: see [`Catalog::manifests`]).
+type ManifestCache = BTreeMap<PathBuf, BTreeMap<String, CachedManifest>>;
+static MANIFEST_CACHE: std::sync::Mutex<ManifestCache> = std::sync::Mutex::new(BTreeMap::new());
+
+/// The name a compacted index has between its link and its rename.
+pub(super) const TMP_NAME: &str = ".sets.index.tmp";
+
+/// Dead lines (of removed or rewritten manifests, or damaged) tolerated
+/// beyond one per live set before the index is compacted.
+const DEAD_MARGIN: usize = 64;
+
+impl Catalog {
+    /// All manifests, oldest first. A manifest that does not parse is an
+    /// error naming the file: it is never silently skipped.
+    ///
+    /// Each manifest file is parsed once, ever: its line in `sets.index`
+    /// (see the module's doc) is used while the file keeps the stamp the
+    /// line records. A file the index lacks, or whose stamp differs, is
+    /// read and checked as ever and its line appended. Within one process,
+    /// what was read is also remembered, checked the same way.
+    pub fn manifests(&self) -> Result<Vec<Manifest>> {
+        let dir = self.root.join("sets");
+        let mut out = Vec::new();
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::io(format!("read {}", dir.display()), e)),
+        };
+        let mut old = MANIFEST_CACHE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.root)
+            .unwrap_or_default();
+        // A compaction killed between its link and its rename left this.
+        let _ = std::fs::remove_file(self.root.join(TMP_NAME));
+        let index_text = std::fs::read_to_string(self.set_index_path()).unwrap_or_default();
+        let index = codec::parse(&index_text);
+        let mut fresh: BTreeMap<String, CachedManifest> = BTreeMap::new();
+        let mut new_lines = String::new();
+        let mut new_count = 0;
+        for ent in rd {
+            let ent = ent.ctx(format!("read {}", dir.display()))?;
+            let name = ent.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if parse_set_id(id).is_none() {
+                continue;
+            }
+            let stamp = ent
+                .metadata()
+                .ok()
+                .filter(|md| md.is_file())
+                .map(|md| FileStamp::of(&md));
+            let line = index.as_ref().and_then(|ix| {
+                ix.entries
+                    .get(id)
+                    .filter(|e| stamp.as_ref() == Some(&e.stamp))
+            });
+            let cached = old
+                .remove(id)
+                .filter(|e| stamp.is_some() && stamp.as_ref() == Some(&e.stamp));
+            let (entry, indexed) = match cached {
+                Some(e) => (e, line.is_some()),
+                None => match line
+                    .and_then(|l| codec::decode(l.manifest))
+                    .filter(|m| m.id == id)
+                {
+                    Some(m) => (
+                        CachedManifest {
+                            stamp: stamp.clone().unwrap_or_default(),
+                            manifest: m,
+                        },
+                        true,
+                    ),
+                    None => {
+                        let m: Manifest = read_json(&ent.path())?;
+                        if m.id != id {
+                            return Err(Error::integrity(format!(
+                                "{} holds the manifest of set {}",
+                                ent.path().display(),
+                                m.id
+                            )));
+                        }
+                        // Stamped before the read: a file replaced while
+                        // it was read is read again next time.
+                        let stamp = stamp.unwrap_or_default();
+                        (CachedManifest { stamp, manifest: m }, false)
+                    }
+                },
+            };
+            // Not a regular file when read: never indexed.
+            if !indexed && entry.stamp != FileStamp::default() {
+                codec::push_line(&mut new_lines, id, &entry.stamp, &entry.manifest);
+                new_count += 1;
+            }
+            out.push(entry.manifest.clone());
+            fresh.insert(id.to_string(), entry);
+        }
+        match &index {
+            Some(ix) if ix.lines + new_count <= 2 * fresh.len() + DEAD_MARGIN => {
+                if !new_lines.is_empty() {
+                    self.append_index(&new_lines);
+                }
+            }
+            _ => self.compact_index(&fresh, index.as_ref()),
+        }
+        MANIFEST_CACHE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.root.clone(), fresh);
+        // Order by sequence, never by the clock (ids agree for sets taken
+        // by this version: they are a logical clock).
+        out.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        Ok(out)
+    }
+
+    pub(super) fn set_index_path(&self) -> PathBuf {
+        self.root.join("sets.index")
+    }
+
+    /// After `write_manifest`: the manifest's line, appended (to a new
+    /// index if there is none: the others' lines are appended by the next
+    /// `manifests`, which finds them missing).
+    pub(super) fn index_written(&self, path: &Path, m: &Manifest) {
+        let Ok(md) = std::fs::metadata(path) else {
+            return;
+        };
+        let mut line = String::with_capacity(512);
+        codec::push_line(&mut line, &m.id, &FileStamp::of(&md), m);
+        self.append_index(&line);
+    }
+
+    /// Append `lines` in one write (to a new index if there is none). A
+    /// cache: a failure is logged, never an error of the command. A last
+    /// line left cut by a kill is ended first (it stays a line that does
+    /// not decode).
+    fn append_index(&self, lines: &str) {
+        use std::os::unix::fs::FileExt;
+        let path = self.set_index_path();
+        let append = || -> std::io::Result<()> {
+            let f = std::fs::OpenOptions::new()
+                .append(true)
+                .read(true)
+                .open(&path)?;
+            let len = f.metadata()?.len();
+            let mut last = [b'\n'];
+            if len > 0 {
+                f.read_exact_at(&mut last, len - 1)?;
+            }
+            let mut buf = Vec::with_capacity(lines.len() + 1);
+            if last[0] != b'\n' {
+                buf.push(b'\n');
+            }
+            buf.extend_from_slice(lines.as_bytes());
+            (&f).write_all(&buf)
+        };
+        let create = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            f.write_all(format!("{}\n{lines}", codec::MAGIC).as_bytes())
+        };
+        let appended = match append() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match create() {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => append(),
+                r => r,
+            },
+            r => r,
+        };
+        if let Err(e) = appended {
+            tracing::debug!(error = %e, "sets.index not appended to (it is a cache)");
+        }
+    }
+
+    /// Rewrite `sets.index` with one line per set just read (lines of the
+    /// old index whose stamp still holds are copied as they are).
+    fn compact_index(&self, fresh: &BTreeMap<String, CachedManifest>, old: Option<&codec::Index>) {
+        let mut text = String::with_capacity(64 + fresh.len() * 512);
+        text.push_str(codec::MAGIC);
+        text.push('\n');
+        for (id, e) in fresh {
+            if e.stamp == FileStamp::default() {
+                continue;
+            }
+            match old
+                .and_then(|o| o.entries.get(id.as_str()))
+                .filter(|o| o.stamp == e.stamp)
+            {
+                Some(o) => codec::push_tokens(&mut text, id, &e.stamp, o.manifest),
+                None => codec::push_line(&mut text, id, &e.stamp, &e.manifest),
+            }
+        }
+        if let Err(e) = self.replace_index(text.as_bytes()) {
+            tracing::debug!(error = %e, "sets.index not rewritten (it is a cache)");
+        }
+    }
+
+    /// `text` as the whole index: written to an anonymous file, linked to
+    /// [`TMP_NAME`] and renamed over the index (a file system without
+    /// `O_TMPFILE` writes the named file directly).
+    fn replace_index(&self, text: &[u8]) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = self.root.join(TMP_NAME);
+        let anonymous = std::fs::OpenOptions::new()
+            .write(true)
+            .mode(0o644)
+            .custom_flags(nix::libc::O_TMPFILE)
+            .open(&self.root);
+        let (mut f, named) = match anonymous {
+            Ok(f) => (f, false),
+            Err(_) => (std::fs::File::create(&tmp)?, true),
+        };
+        let written = (|| -> std::io::Result<()> {
+            f.write_all(text)?;
+            f.sync_data()?;
+            if !named {
+                let fd = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+                nix::unistd::linkat(
+                    None,
+                    fd.as_path(),
+                    None,
+                    tmp.as_path(),
+                    nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+                )?;
+            }
+            std::fs::rename(&tmp, self.set_index_path())
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    /// Forget what this process remembers of the manifests (tests: a new
+    /// process).
+    #[cfg(test)]
+    pub(super) fn forget_process_cache(&self) {
+        MANIFEST_CACHE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.root);
+    }
+}
+
+/// The index's lines: strings `=`-prefixed and escaped, `~` for none and
+/// `+` before an option's value, numbers in decimal, times as integer
+/// nanoseconds; no JSON, no RFC 3339. Each record type's fields are listed
+/// once, in [`record!`], which makes both its encoder and its decoder.
+pub(super) mod codec {
+    use std::collections::HashMap;
+    use std::fmt::Write as _;
+
+    use jiff::Timestamp;
+
+    use super::FileStamp;
+    use crate::base::model::{Consistency, Manifest, Member, Receipt, SetKind, StandbyOrder};
+
+    /// The first line. Version 2: an option's `+` also before a member's
+    /// consistency (version 1 files are rebuilt).
+    pub const MAGIC: &str = "snapsite-sets-index 2";
+    const END: &str = "$";
+
+    pub struct Entry<'a> {
+        pub stamp: FileStamp,
+        /// The manifest's tokens, undecoded until used.
+        pub manifest: &'a str,
+    }
+
+    pub struct Index<'a> {
+        /// The last line of each set id.
+        pub entries: HashMap<&'a str, Entry<'a>>,
+        /// Lines after the first, whatever they hold.
+        pub lines: usize,
+    }
+
+    /// An index file's entries; `None` when its first line is not
+    /// [`MAGIC`]. A line that does not split is left out (and counted).
+    pub fn parse(text: &str) -> Option<Index<'_>> {
+        let mut it = text.lines();
+        if it.next() != Some(MAGIC) {
+            return None;
+        }
+        let mut entries = HashMap::new();
+        let mut lines = 0;
+        for l in it {
+            lines += 1;
+            let mut f = l.splitn(6, '\t');
+            let mut split = || -> Option<(&str, Entry<'_>)> {
+                let id = f.next()?;
+                let stamp = FileStamp {
+                    len: f.next()?.parse().ok()?,
+                    ino: f.next()?.parse().ok()?,
+                    mtime_ns: f.next()?.parse().ok()?,
+                    ctime_ns: f.next()?.parse().ok()?,
+                };
+                Some((
+                    id,
+                    Entry {
+                        stamp,
+                        manifest: f.next()?,
+                    },
+                ))
+            };
+            if let Some((id, e)) = split() {
+                entries.insert(id, e);
+            }
+        }
+        Some(Index { entries, lines })
+    }
+
+    /// One line with `m` encoded.
+    pub fn push_line(out: &mut String, id: &str, s: &FileStamp, m: &Manifest) {
+        push_tokens(out, id, s, &encode(m));
+    }
+
+    /// One line with a manifest's tokens as they are.
+    pub fn push_tokens(out: &mut String, id: &str, s: &FileStamp, tokens: &str) {
+        let _ = writeln!(
+            out,
+            "{id}\t{}\t{}\t{}\t{}\t{tokens}",
+            s.len, s.ino, s.mtime_ns, s.ctime_ns
+        );
+    }
+
+    pub struct Enc(String);
+
+    impl Enc {
+        fn tok(&mut self, v: impl std::fmt::Display) {
+            if !self.0.is_empty() {
+                self.0.push('\t');
+            }
+            let _ = write!(self.0, "{v}");
+        }
+    }
+
+    pub struct Dec<'a>(std::str::Split<'a, char>);
+
+    impl<'a> Dec<'a> {
+        fn tok(&mut self) -> Option<&'a str> {
+            self.0.next()
+        }
+    }
+
+    /// A value's tokens.
+    pub trait Field: Sized {
+        fn enc(&self, e: &mut Enc);
+        fn dec(d: &mut Dec<'_>) -> Option<Self>;
+    }
+
+    macro_rules! number {
+        ($($t:ty),*) => {$(
+            impl Field for $t {
+                fn enc(&self, e: &mut Enc) {
+                    e.tok(self);
+                }
+                fn dec(d: &mut Dec<'_>) -> Option<Self> {
+                    d.tok()?.parse().ok()
+                }
+            }
+        )*};
+    }
+    number!(u32, u64, i64, usize);
+
+    impl Field for String {
+        fn enc(&self, e: &mut Enc) {
+            e.tok('=');
+            for c in self.chars() {
+                match c {
+                    '\\' => e.0.push_str("\\\\"),
+                    '\t' => e.0.push_str("\\t"),
+                    '\n' => e.0.push_str("\\n"),
+                    '\r' => e.0.push_str("\\r"),
+                    c => e.0.push(c),
+                }
+            }
+        }
+        fn dec(d: &mut Dec<'_>) -> Option<Self> {
+            let t = d.tok()?.strip_prefix('=')?;
+            if !t.contains('\\') {
+                return Some(t.to_string());
+            }
+            let mut out = String::with_capacity(t.len());
+            let mut it = t.chars();
+            while let Some(c) = it.next() {
+                out.push(match c {
+                    '\\' => match it.next()? {
+                        '\\' => '\\',
+                        't' => '\t',
+                        'n' => '\n',
+                        'r' => '\r',
+                        _ => return None,
+                    },
+                    c => c,
+                });
+            }
+            Some(out)
+        }
+    }
+
+    impl Field for Timestamp {
+        fn enc(&self, e: &mut Enc) {
+            e.tok(self.as_nanosecond());
+        }
+        fn dec(d: &mut Dec<'_>) -> Option<Self> {
+            Timestamp::from_nanosecond(d.tok()?.parse().ok()?).ok()
+        }
+    }
+
+    impl<T: Field> Field for Option<T> {
+        fn enc(&self, e: &mut Enc) {
+            match self {
+                None => e.tok('~'),
+                Some(v) => {
+                    e.tok('+');
+                    v.enc(e);
+                }
+            }
+        }
+        fn dec(d: &mut Dec<'_>) -> Option<Self> {
+            match d.tok()? {
+                "~" => Some(None),
+                "+" => Some(Some(T::dec(d)?)),
+                _ => None,
+            }
+        }
+    }
+
+    impl<T: Field> Field for Vec<T> {
+        fn enc(&self, e: &mut Enc) {
+            self.len().enc(e);
+            for v in self {
+                v.enc(e);
+            }
+        }
+        fn dec(d: &mut Dec<'_>) -> Option<Self> {
+            let n = usize::dec(d)?;
+            // Bounded by the line's tokens, not by what the count claims.
+            let mut out = Vec::with_capacity(n.min(64));
+            for _ in 0..n {
+                out.push(T::dec(d)?);
+            }
+            Some(out)
+        }
+    }
+
+    impl Field for SetKind {
+        fn enc(&self, e: &mut Enc) {
+            e.tok(self.as_str());
+        }
+        fn dec(d: &mut Dec<'_>) -> Option<Self> {
+            match d.tok()? {
+                "full" => Some(SetKind::Full),
+                "redolog" => Some(SetKind::Redolog),
+                _ => None,
+            }
+        }
+    }
+
+    impl Field for Consistency {
+        fn enc(&self, e: &mut Enc) {
+            match self {
+                Consistency::Quiesced => e.tok('q'),
+                Consistency::CrashConsistent { reason } => {
+                    e.tok('c');
+                    reason.enc(e);
+                }
+            }
+        }
+        fn dec(d: &mut Dec<'_>) -> Option<Self> {
+            match d.tok()? {
+                "q" => Some(Consistency::Quiesced),
+                "c" => Some(Consistency::CrashConsistent {
+                    reason: String::dec(d)?,
+                }),
+                _ => None,
+            }
+        }
+    }
+
+    /// A struct's fields, in this order, each as its own type's tokens.
+    /// The encoder takes the struct apart without `..`: a field added to
+    /// the type fails to compile here until the index carries it.
+    macro_rules! record {
+        ($t:ident { $($f:ident),* $(,)? }) => {
+            impl Field for $t {
+                fn enc(&self, e: &mut Enc) {
+                    let $t { $($f),* } = self;
+                    $( $f.enc(e); )*
+                }
+                fn dec(d: &mut Dec<'_>) -> Option<Self> {
+                    // Struct fields are evaluated in the order written.
+                    Some($t { $($f: Field::dec(d)?),* })
+                }
+            }
+        };
+    }
+    record!(Manifest {
+        format,
+        id,
+        kind,
+        site,
+        seq,
+        generation,
+        safety_margin_ms,
+        committed_at,
+        standby_order,
+        members,
+    });
+    record!(StandbyOrder { generation, commit });
+    record!(Member {
+        role,
+        backend,
+        source,
+        snapshot,
+        storage_id,
+        before,
+        after,
+        atomic_group,
+        send_options,
+        receipt,
+        consistency,
+    });
+    record!(Receipt {
+        base,
+        bytes,
+        blake3,
+        received_at,
+        storage_id,
+        set_id,
+        sender_storage_id,
+    });
+
+    /// A manifest's tokens, ending in `$`: a line cut anywhere (even
+    /// inside a string) never decodes.
+    pub fn encode(m: &Manifest) -> String {
+        let mut e = Enc(String::with_capacity(512));
+        m.enc(&mut e);
+        e.tok(END);
+        e.0
+    }
+
+    /// The manifest of one line's tokens; `None` for anything malformed
+    /// (including tokens left over).
+    pub fn decode(tokens: &str) -> Option<Manifest> {
+        let mut d = Dec(tokens.split('\t'));
+        let m = Manifest::dec(&mut d)?;
+        (d.tok() == Some(END) && d.tok().is_none()).then_some(m)
+    }
+}
