@@ -1943,7 +1943,7 @@ impl LvmSink {
         // read-back thread, while the next ones arrive.
         let complete = self.records.len() - usize::from(self.progress.pending > 0);
         let bytes: u64 = self.records[..complete].iter().map(|w| w.len).sum();
-        if bytes >= readback::BATCH {
+        if readback::batch().is_some_and(|b| bytes >= b) {
             if self.behind.is_none() {
                 let dev = self.dev.as_ref().expect("opened on the header");
                 let dev = dev.try_clone().ctx("open the replica again")?;

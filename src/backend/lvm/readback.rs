@@ -23,7 +23,24 @@ use crate::base::error::{Context, Error, Result};
 /// Records handed to the thread in batches of at least this many bytes: big
 /// enough for one write-back wait per batch to be cheap, small enough for
 /// the receiver's own share after the last byte to stay short.
-pub const BATCH: u64 = 8 << 20;
+const BATCH: u64 = 8 << 20;
+
+/// The batch size; `None`: no thread, everything is read back after the
+/// stream (as before issue 27). `SNAPSITE_LVM_READ_BEHIND_BYTES` overrides
+/// it (0: off; tests and before/after benchmarks).
+pub fn batch() -> Option<u64> {
+    static B: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *B.get_or_init(|| {
+        match std::env::var("SNAPSITE_LVM_READ_BEHIND_BYTES")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            Some(0) => None,
+            Some(n) => Some(n.max(64 << 10)),
+            None => Some(BATCH),
+        }
+    })
+}
 
 /// The thread reading back behind the receive.
 pub struct ReadBehind {
