@@ -23,6 +23,7 @@
 //!   (same VG as the replica), activated and mounted at `mountpoint`.
 
 mod format;
+mod readback;
 mod report;
 mod resume;
 mod thin;
@@ -819,6 +820,7 @@ impl Backend for Lvm {
             watch: None,
             resume_req: resume,
             progress: Progress::default(),
+            behind: None,
         }))
     }
 
@@ -1450,6 +1452,8 @@ struct LvmSink {
     resume_req: bool,
     /// Verified progress, for resuming a cut receive (`lvm/resume.rs`).
     progress: Progress,
+    /// Reading back complete records behind the stream (`lvm/readback.rs`).
+    behind: Option<readback::ReadBehind>,
 }
 
 /// What a receive has verified so far, and the resume tag that says so.
@@ -1800,6 +1804,10 @@ impl LvmSink {
 
     /// Read back the complete records not yet checked, into `readback`.
     fn read_back(&mut self, complete: usize) -> Result<()> {
+        // What the thread behind the stream read back comes first.
+        if let Some(b) = self.behind.take() {
+            self.progress.readback = b.finish()?;
+        }
         let dev = self.dev.as_ref().expect("header seen");
         dev.sync_all().ctx("fsync the replica")?;
         if complete == 0 {
@@ -1815,27 +1823,22 @@ impl LvmSink {
                 nix::libc::POSIX_FADV_DONTNEED,
             );
         }
-        let mut buf = Vec::new();
-        for w in &self.records[..complete] {
-            buf.resize(w.len.min(format::MAX_WRITE) as usize, 0);
-            if w.data {
-                dev.read_exact_at(&mut buf[..w.len as usize], w.offset)
-                    .ctx("read back the replica")?;
-                self.progress
-                    .readback
-                    .write(w.offset, &buf[..w.len as usize]);
-            } else {
-                if !range_is_zero(dev, w.offset, w.len, &mut buf)? {
-                    return Err(Error::integrity(format!(
-                        "replica range {}+{} should read as zeros",
-                        w.offset, w.len
-                    )));
-                }
-                self.progress.readback.zero(w.offset, w.len);
-            }
-        }
-        self.records.drain(..complete);
-        Ok(())
+        let records: Vec<Extent> = self
+            .records
+            .drain(..complete)
+            .map(|w| Extent {
+                offset: w.offset,
+                len: w.len,
+                data: w.data,
+            })
+            .collect();
+        readback::read_records(
+            dev,
+            &records,
+            &mut self.progress.readback,
+            &mut Vec::new(),
+            &std::sync::atomic::AtomicBool::new(false),
+        )
     }
 
     /// Make what was received so far verified progress: fsync, read back
@@ -1957,6 +1960,28 @@ impl LvmSink {
             }
             Event::End { data_bytes, hash } => self.end = Some((data_bytes, hash)),
         }
+        // A batch of complete records: read back behind the stream, on the
+        // read-back thread, while the next ones arrive.
+        let complete = self.records.len() - usize::from(self.progress.pending > 0);
+        let bytes: u64 = self.records[..complete].iter().map(|w| w.len).sum();
+        if readback::batch().is_some_and(|b| bytes >= b) {
+            if self.behind.is_none() {
+                let dev = self.dev.as_ref().expect("opened on the header");
+                let dev = dev.try_clone().ctx("open the replica again")?;
+                let hash = std::mem::take(&mut self.progress.readback);
+                self.behind = Some(readback::ReadBehind::start(dev, hash)?);
+            }
+            let batch = self
+                .records
+                .drain(..complete)
+                .map(|w| Extent {
+                    offset: w.offset,
+                    len: w.len,
+                    data: w.data,
+                })
+                .collect();
+            self.behind.as_ref().expect("started").push(batch);
+        }
         Ok(())
     }
 
@@ -2018,6 +2043,7 @@ impl LvmSink {
             return;
         }
         self.touched = false;
+        self.behind = None;
         self.dev = None;
         let res = (|| -> Result<()> {
             let all = vg_lvs(&self.vg)?.unwrap_or_default();
@@ -2090,20 +2116,6 @@ fn zero_range(
         at += n;
     }
     Ok(())
-}
-
-fn range_is_zero(dev: &File, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<bool> {
-    let mut at = offset;
-    while at < offset + len {
-        let n = (offset + len - at).min(format::MAX_WRITE);
-        buf.resize(n as usize, 0);
-        dev.read_exact_at(buf, at).ctx("read back the replica")?;
-        if buf.iter().any(|b| *b != 0) {
-            return Ok(false);
-        }
-        at += n;
-    }
-    Ok(true)
 }
 
 impl Write for LvmSink {
