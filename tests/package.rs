@@ -188,6 +188,7 @@ fn docs_name_only_installed_paths() {
         "/usr/share/doc/snapsite",
         "/lib/systemd/system/snapsite",
         "/etc/snapsite",
+        "/usr/share/man/man5/snapsite",
     ];
     let mut problems = Vec::new();
     let mut checked = 0;

@@ -271,7 +271,7 @@ fn render(opts: &InitOptions, vols: &[Detected], site: &str, peer_host: &str) ->
         "# snapsite config for site `{site}`, written by `snapsite init`.\n\
          # Its pair (the other site's) names this site in [standby]; both carry\n\
          # [replay], so either site can be the primary with no edit.\n\
-         # Every key: /usr/share/doc/snapsite/docs/configuration.md.\n"
+         # Every key: `man snapsite.toml` or /usr/share/doc/snapsite/docs/configuration-reference.md.\n"
     );
     let _ = writeln!(o, "site = {}", q(site));
     let _ = writeln!(o, "state_dir = {}\n", q(&opts.state_dir.to_string_lossy()));
