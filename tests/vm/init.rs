@@ -4,13 +4,18 @@
 //! commits — following init's own next steps, with no edit but how the
 //! primary reaches the other site.
 //!
-//! Both sites live in this guest on the same pool (or volume group), as two
-//! twin hosts would lay it out: the primary's live volumes, the standby's
-//! replicas beside them under the names init chose. The standby's commands
-//! run in a private mount namespace (`unshare --mount`) where its own state
-//! directory is mounted over the primary's and the primary's live volumes
-//! are unmounted, so the standby sees the paths init wrote for it and an
-//! empty mountpoint where failover would mount its copy, as a twin would.
+//! Both sites live in this guest. The standby's commands run in a private
+//! mount namespace (`unshare --mount`) where its own state directory is
+//! mounted over the primary's and the primary's live volumes are
+//! unmounted, so it sees the paths init wrote for it and an empty
+//! mountpoint where failover would mount its copy, as a twin host would.
+//! A twin host's pool (volume group) has the same name as the primary's,
+//! but pool and VG names are per kernel: here the standby's is another
+//! pool (VG), and the test maps its name in init's config for the standby
+//! and in the steps init prints for it. That mapping and the transport are
+//! the only changes to what init wrote. (On one shared pool the standby
+//! would see the primary's own snapshots under its `source` and take them
+//! for received ones.)
 
 use super::*;
 
@@ -119,14 +124,21 @@ fn storage_steps(summary: &str) -> Vec<Vec<String>> {
 }
 
 /// init → role --init on both → init's storage steps → check on both →
-/// snapshot → ship: the standby commits one complete set.
-fn init_check_ship(lab: &Lab, found: &str) {
+/// snapshot → ship: the standby commits one complete set. `(pri, stb)`:
+/// the primary's pool (VG) name and the standby's.
+fn init_check_ship(lab: &Lab, found: &str, (pri, stb): (&str, &str)) {
     let o = lab.init(&[]);
     assert!(o.status.success(), "init: {}", text(&o));
     let summary = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(summary.contains(found), "{summary}");
     let out = lab.dir.join("out");
     let a_text = std::fs::read_to_string(out.join("mail-a.toml")).unwrap();
+    // The twin's pool (VG) is the standby's here.
+    let twin = |t: &str| t.replace(&format!("\"{pri}/"), &format!("\"{stb}/"));
+    let b_path = out.join("mail-b.toml");
+    let b_text = std::fs::read_to_string(&b_path).unwrap();
+    assert!(b_text.contains(&format!("\"{pri}/")), "{b_text}");
+    std::fs::write(&b_path, twin(&b_text)).unwrap();
     // The only edit: how mail-a reaches mail-b (a command entering mail-b's
     // namespace instead of ssh to its address).
     let w = lab.standby_wrapper();
@@ -146,6 +158,13 @@ fn init_check_ship(lab: &Lab, found: &str) {
     let o = snapsite_run(&a_cfg, &["role", "--init", "primary"], None);
     assert!(o.status.success(), "{}", text(&o));
     for step in storage_steps(&summary) {
+        let step: Vec<String> = step
+            .iter()
+            .map(|w| match w.strip_prefix(&format!("{pri}/")) {
+                Some(rest) => format!("{stb}/{rest}"),
+                None => w.clone(),
+            })
+            .collect();
         let argv: Vec<&str> = step.iter().map(String::as_str).collect();
         sh(&argv);
     }
@@ -170,6 +189,7 @@ fn init_on_zfs_checks_and_ships() {
     require_lab!();
     let lab = Lab::new("initz");
     let pool = Zpool::on_file(&unique_name("initp"), 512 * MIB, &[]);
+    let stb = Zpool::on_file(&unique_name("inits"), 512 * MIB, &[]);
     for (i, r) in ROLES.iter().enumerate() {
         sh(&[
             "zfs",
@@ -180,28 +200,32 @@ fn init_on_zfs_checks_and_ships() {
         ]);
         write_pattern(&lab.live(r).join("data"), 0, i as u64, 100_000);
     }
-    init_check_ship(&lab, "ZFS dataset");
+    init_check_ship(&lab, "ZFS dataset", (&pool.name, &stb.name));
     // The replica landed where init said it would.
-    assert!(zfs_exists(&pool.dataset("snapsite/blob")));
+    assert!(zfs_exists(&stb.dataset("snapsite/blob")));
 }
 
 #[test]
 fn init_on_lvm_checks_and_ships() {
     require_lab!();
     let lab = Lab::new("initl");
-    let name = unique_name("initv");
+    let (name, sname) = (unique_name("initv"), unique_name("initw"));
     let lo = LoopDevice::attach(&sparse_file(&name, 1024 * MIB));
+    let slo = LoopDevice::attach(&sparse_file(&sname, 1024 * MIB));
     let vg = VolumeGroup::create(&name, &[&lo.path]);
-    sh(&[
-        "lvcreate",
-        "-y",
-        "-L",
-        "768M",
-        "--chunksize",
-        "64k",
-        "-T",
-        &vg.lv("pool"),
-    ]);
+    let svg = VolumeGroup::create(&sname, &[&slo.path]);
+    for v in [&vg, &svg] {
+        sh(&[
+            "lvcreate",
+            "-y",
+            "-L",
+            "768M",
+            "--chunksize",
+            "64k",
+            "-T",
+            &v.lv("pool"),
+        ]);
+    }
     let mut mounted = Unmount(Vec::new());
     for (i, r) in ROLES.iter().enumerate() {
         thin_lv(&vg, r, "64M");
@@ -210,7 +234,7 @@ fn init_on_lvm_checks_and_ships() {
         write_pattern(&lab.live(r).join("data"), 0, i as u64, 100_000);
     }
     sh(&["sync"]);
-    init_check_ship(&lab, "LVM thin LV");
-    assert_eq!(vg.lvs_field("snapsite-blob", "segtype").trim(), "thin");
+    init_check_ship(&lab, "LVM thin LV", (&vg.name, &svg.name));
+    assert_eq!(svg.lvs_field("snapsite-blob", "segtype").trim(), "thin");
     drop(mounted);
 }
