@@ -224,7 +224,22 @@ fn failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
     let changed: u64 = b_changed.iter().map(|x| x.2 as u64).sum();
 
     // A returns: the guard stops its ship; failback, dry run first.
-    assert!(!lab.run(&lab.pri_cfg, &["ship"]).status.success());
+    let shipped = lab.run(&lab.pri_cfg, &["ship"]);
+    assert!(!shipped.status.success());
+    let ship_err = String::from_utf8_lossy(&shipped.stderr).into_owned();
+    assert!(ship_err.contains("refused"), "{ship_err}");
+    // Failback asks the same peer who it is, and the peer (a primary now)
+    // refuses that session too: expected there, so it is no error line on
+    // the operator's terminal, and the plan says what the peer is.
+    let dry = lab.run(&lab.pri_cfg, &["failback", "--dry-run"]);
+    let dry_err = String::from_utf8_lossy(&dry.stderr).into_owned();
+    let dry_out = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert!(dry.status.success(), "{dry_out}\n{dry_err}");
+    assert!(
+        !dry_err.contains("ERROR") && !dry_err.contains("refused"),
+        "failback shows the peer's expected refusal as an error:\n{dry_err}"
+    );
+    assert!(dry_out.contains("primary"), "{dry_out}");
     let plan = json(&lab.ok(&lab.pri_cfg, &["failback", "--dry-run", "--json"]));
     for role in ROLES {
         let want = if role == "redolog" { &r } else { &s };

@@ -90,6 +90,7 @@ fn the_deb_installs_man_pages_completions_and_units_and_removes_cleanly() {
         "./etc/snapsite/",
         "./usr/share/man/man1/snapsite-ship.1.gz",
         "./usr/share/man/man1/snapsite-failover.1.gz",
+        "./usr/share/man/man5/snapsite.toml.5.gz",
         "./usr/share/zsh/vendor-completions/_snapsite",
         "./usr/share/fish/vendor_completions.d/snapsite.fish",
     ] {
@@ -111,6 +112,12 @@ fn the_deb_installs_man_pages_completions_and_units_and_removes_cleanly() {
         );
         assert!(page.contains("snapsite-ship"), "{page}");
         assert!(page.contains("--dry-run"), "{page}");
+        // The configuration reference as a man page.
+        let page = ok(
+            &["man", "-P", "cat", "5", "snapsite.toml"],
+            &[("MANWIDTH", "80")],
+        );
+        assert!(page.contains("connect_timeout"), "{page}");
         // The bash completion completes subcommands.
         let words = ok(
             &[
@@ -181,6 +188,7 @@ fn docs_name_only_installed_paths() {
         "/usr/share/doc/snapsite",
         "/lib/systemd/system/snapsite",
         "/etc/snapsite",
+        "/usr/share/man/man5/snapsite",
     ];
     let mut problems = Vec::new();
     let mut checked = 0;

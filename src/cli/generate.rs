@@ -1,15 +1,19 @@
-//! `snapsite generate`: man pages and shell completions for packaging.
+//! `snapsite generate`: man pages (the subcommands' and `snapsite.toml(5)`),
+//! shell completions and the configuration reference, for packaging.
 
 use anyhow::Context as _;
 
 use super::Cli;
 
-/// `snapsite generate`: man pages (one per subcommand) and completions.
+/// `snapsite generate`: man pages (one per subcommand, and the config
+/// file's), completions, the configuration reference in Markdown.
 pub(super) fn generate(
     man: Option<&std::path::Path>,
     completions: Option<&std::path::Path>,
+    config_reference: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     use clap::CommandFactory;
+    use snapsite::base::config_keys;
     let mut cmd = Cli::command();
     cmd.build();
     if let Some(dir) = man {
@@ -29,6 +33,9 @@ pub(super) fn generate(
             let display: &'static str = Box::leak(name.clone().into_boxed_str());
             write(&name, sub.clone().name(display).display_name(display))?;
         }
+        let path = dir.join("snapsite.toml.5");
+        std::fs::write(&path, config_keys::man_page(env!("CARGO_PKG_VERSION")))
+            .with_context(|| format!("write {}", path.display()))?;
     }
     if let Some(dir) = completions {
         use clap_complete::Shell;
@@ -36,6 +43,10 @@ pub(super) fn generate(
         for sh in [Shell::Bash, Shell::Zsh, Shell::Fish] {
             clap_complete::generate_to(sh, &mut cmd, "snapsite", dir)?;
         }
+    }
+    if let Some(path) = config_reference {
+        std::fs::write(path, config_keys::markdown())
+            .with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())
 }

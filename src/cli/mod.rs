@@ -243,6 +243,9 @@ snapsite init --peer mail-b --volume db=/srv/db --volume redolog=/srv/wal --out 
         /// Directory for bash, zsh and fish completions
         #[arg(long, value_name = "DIR")]
         completions: Option<PathBuf>,
+        /// Write the configuration reference (docs/configuration-reference.md) to FILE
+        #[arg(long, value_name = "FILE")]
+        config_reference: Option<PathBuf>,
     },
     /// How far behind the standby is; exit 0 ok, 1 warning, 2 critical (3: unknown)
     Status {
@@ -293,8 +296,17 @@ fn init_logging(cli: &Cli) {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Generate { man, completions } = &cli.command {
-        return match generate::generate(man.as_deref(), completions.as_deref()) {
+    if let Command::Generate {
+        man,
+        completions,
+        config_reference,
+    } = &cli.command
+    {
+        return match generate::generate(
+            man.as_deref(),
+            completions.as_deref(),
+            config_reference.as_deref(),
+        ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("snapsite: error: {e:#}");

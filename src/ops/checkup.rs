@@ -29,9 +29,10 @@ impl Finding {
     }
 }
 
-/// A site without `[replay]`: on a standby, failover and rehearsal would
-/// bring up the set alone and replay nothing — for Zimbra, everything after
-/// the set is lost, silently. `[replay] none = true` says it is meant.
+/// A site without `[replay]` (a standby, or a primary: either may become
+/// the other): failover and rehearsal would bring up the set alone and
+/// replay nothing — for Zimbra, everything after the set is lost, silently.
+/// `[replay] none = true` says it is meant.
 /// `None` when a replay is configured (`check` shows it itself).
 pub fn replay(cfg: &Config, primary: bool) -> Option<Finding> {
     if cfg.replay.is_some() {
@@ -44,23 +45,21 @@ pub fn replay(cfg: &Config, primary: bool) -> Option<Finding> {
         ));
     }
     const FIX: &str = "add [replay] with the command failover runs (e.g. command = [\"/opt/zimbra/bin/zmplayredo\", \"--fromTime\", \"{from_time}\"]), or `[replay] none = true` if this application needs none";
-    Some(if primary {
-        // Not counted: a primary replays nothing, but after a switchover
-        // or failback this config is a standby's.
-        Finding::info(
-            "replay",
+    // A primary counts too: after a failover, failback or switchover this
+    // same config is a standby's, and the missing replay would only show
+    // then, at the worst moment.
+    Some(Finding::problem(
+        "replay",
+        if primary {
             format!(
-                "none: WARNING: after a switchover or failback this site is a standby that would replay nothing after the set; {FIX}"
-            ),
-        )
-    } else {
-        Finding::problem(
-            "replay",
+                "no [replay]: after a failover, failback or switchover this site is a standby whose failover would replay nothing after the set; {FIX}"
+            )
+        } else {
             format!(
                 "no [replay]: failover would bring up the set alone and replay nothing written after it (the redolog is shipped for nothing); {FIX}"
-            ),
-        )
-    })
+            )
+        },
+    ))
 }
 
 /// The snapshot order; the redolog volume must come last, so that whatever
@@ -206,11 +205,13 @@ mod tests {
     }
 
     #[test]
-    fn a_standby_without_replay_is_a_problem_unless_said_on_purpose() {
+    fn a_site_without_replay_is_a_problem_unless_said_on_purpose() {
         let f = replay(&cfg("", &[]), false).unwrap();
         assert!(f.problem && f.text.contains("replay nothing"), "{f:?}");
         let f = replay(&cfg("", &[]), true).unwrap();
-        assert!(!f.problem && f.text.contains("WARNING"), "{f:?}");
+        assert!(f.problem && f.text.contains("after a failover"), "{f:?}");
+        let f = replay(&cfg("[replay]\nnone = true\n", &[]), true).unwrap();
+        assert!(!f.problem, "{f:?}");
         let f = replay(&cfg("[replay]\nnone = true\n", &[]), false).unwrap();
         assert!(!f.problem && f.text.contains("needs no replay"), "{f:?}");
         assert!(replay(&cfg("[replay]\ncommand = [\"/bin/true\"]\n", &[]), false).is_none());

@@ -271,7 +271,7 @@ fn render(opts: &InitOptions, vols: &[Detected], site: &str, peer_host: &str) ->
         "# snapsite config for site `{site}`, written by `snapsite init`.\n\
          # Its pair (the other site's) names this site in [standby]; both carry\n\
          # [replay], so either site can be the primary with no edit.\n\
-         # Every key: /usr/share/doc/snapsite/docs/configuration.md.\n"
+         # Every key: `man snapsite.toml` or /usr/share/doc/snapsite/docs/configuration-reference.md.\n"
     );
     let _ = writeln!(o, "site = {}", q(site));
     let _ = writeln!(o, "state_dir = {}\n", q(&opts.state_dir.to_string_lossy()));
@@ -420,12 +420,25 @@ pub fn init_with(opts: &InitOptions, mounts: &[Mount], dry_run: bool) -> Result<
         }
     }
     let exe = opts.exe.display();
-    let next_steps = vec![
+    // ZFS replicas land under `<pool>/snapsite`, which a receive does not
+    // create: the standby makes it once (unmounted: replicas are not live).
+    let mut zfs_parents: Vec<String> = Vec::new();
+    for v in vols.iter().filter(|v| v.backend == "zfs") {
+        if let Some((_, r)) = v.keys.iter().find(|(k, _)| k == "replica") {
+            let r = r.trim_matches('"');
+            if let Some((parent, _)) = r.rsplit_once('/') {
+                if !zfs_parents.iter().any(|p| p == parent) {
+                    zfs_parents.push(parent.to_string());
+                }
+            }
+        }
+    }
+    let mut next_steps = vec![
         format!(
-            "copy {} to the other host as /etc/snapsite/snapsite.toml; here: \
-             cp {} /etc/snapsite/snapsite.toml (unless --out was /etc/snapsite)",
-            peer_path.display(),
-            here_path.display()
+            "here: mv {} /etc/snapsite/snapsite.toml; copy {} to the other host as \
+             /etc/snapsite/snapsite.toml (with your own admin access: the keys below only run `serve`)",
+            here_path.display(),
+            peer_path.display()
         ),
         format!(
             "on both hosts: ssh-keygen -t ed25519 -N '' -f {}",
@@ -443,6 +456,12 @@ pub fn init_with(opts: &InitOptions, mounts: &[Mount], dry_run: bool) -> Result<
         ),
         "on both: snapsite check; then here: snapsite snapshot && snapsite ship".to_string(),
     ];
+    for parent in zfs_parents {
+        next_steps.insert(
+            next_steps.len() - 1,
+            format!("on the other host, once: zfs create -p -o mountpoint=none {parent}"),
+        );
+    }
     if !dry_run {
         std::fs::create_dir_all(&opts.out_dir)
             .map_err(|e| Error::io(format!("create {}", opts.out_dir.display()), e))?;

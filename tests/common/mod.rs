@@ -403,7 +403,7 @@ impl TwoSites {
 
     pub fn primary_toml(&self, standby: &str) -> String {
         format!(
-            "site = \"primary\"\nstate_dir = \"{}\"\n{}\n[standby]\n{standby}\n",
+            "site = \"primary\"\nstate_dir = \"{}\"\n{}\n[replay]\nnone = true\n\n[standby]\n{standby}\n",
             self.dir.path().join("state-pri").display(),
             self.volumes(&self.pri, "snap", None)
         )

@@ -51,6 +51,7 @@ mod cycle;
 mod drill;
 mod gaps;
 mod hostile;
+mod init;
 mod listing;
 mod lvm;
 mod redostream;

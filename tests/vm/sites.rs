@@ -214,8 +214,9 @@ impl Standby<'_> {
 
 /// Writes `dir/standby.toml` (site `standby`, state in `dir/state-stb`, the
 /// volumes `stb_vols`, then `stb_extra`) and `dir/primary.toml` (site
-/// `primary`, state in `dir/state-pri`, `pri_vols`, the `[standby]` section,
-/// then `pri_extra`). Returns (primary, standby) config paths.
+/// `primary`, state in `dir/state-pri`, `pri_vols`, `[replay] none = true`
+/// unless `pri_extra` has a `[replay]`, the `[standby]` section, then
+/// `pri_extra`). Returns (primary, standby) config paths.
 pub fn site_configs(
     dir: &Path,
     pri_vols: &str,
@@ -231,8 +232,15 @@ pub fn site_configs(
     );
     std::fs::write(&stb_cfg, text).unwrap_or_else(|e| panic!("write {}: {e}", stb_cfg.display()));
     let pri_cfg = dir.join("primary.toml");
+    // A primary without [replay] is a `check` problem (it may become a
+    // standby): the lab's says it replays nothing unless pri_extra has one.
+    let replay = if pri_extra.contains("[replay]") {
+        ""
+    } else {
+        "[replay]\nnone = true\n"
+    };
     let text = format!(
-        "site = \"primary\"\nstate_dir = \"{}/state-pri\"\n{pri_vols}{}{pri_extra}",
+        "site = \"primary\"\nstate_dir = \"{}/state-pri\"\n{pri_vols}{replay}{}{pri_extra}",
         dir.display(),
         standby.section(&stb_cfg)
     );

@@ -1,0 +1,240 @@
+//! `snapsite init` on real ZFS and LVM thin (tests/init.rs does btrfs on
+//! the host): init detects the volumes from the mount table, writes both
+//! sites' configs, `check` passes on both sites and the first set ships and
+//! commits — following init's own next steps, with no edit but how the
+//! primary reaches the other site.
+//!
+//! Both sites live in this guest. The standby's commands run in a private
+//! mount namespace (`unshare --mount`) where its own state directory is
+//! mounted over the primary's and the primary's live volumes are
+//! unmounted, so it sees the paths init wrote for it and an empty
+//! mountpoint where failover would mount its copy, as a twin host would.
+//! A twin host's pool (volume group) has the same name as the primary's,
+//! but pool and VG names are per kernel: here the standby's is another
+//! pool (VG), and the test maps its name in init's config for the standby
+//! and in the steps init prints for it. That mapping and the transport are
+//! the only changes to what init wrote. (On one shared pool the standby
+//! would see the primary's own snapshots under its `source` and take them
+//! for received ones.)
+
+use super::*;
+
+const ROLES: [&str; 4] = ["mysql", "blob", "index", "redolog"];
+
+/// The lab directory: `live/<role>` (mountpoints), `state`, `state-b`,
+/// `out` (init's configs).
+struct Lab {
+    dir: PathBuf,
+}
+
+impl Lab {
+    fn new(prefix: &str) -> Lab {
+        let dir = scratch().join(unique_name(prefix));
+        for d in ["live", "state", "state-b"] {
+            std::fs::create_dir_all(dir.join(d)).expect("create the lab");
+        }
+        Lab { dir }
+    }
+
+    fn live(&self, role: &str) -> PathBuf {
+        self.dir.join("live").join(role)
+    }
+
+    /// `snapsite init` for site mail-a, peer mail-b, the four volumes.
+    fn init(&self, extra: &[&str]) -> Output {
+        let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins");
+        let mut argv: Vec<String> = [
+            snapsite_bin(),
+            "init",
+            "--site",
+            "mail-a",
+            "--peer",
+            "mail-b.example.org",
+            "--out",
+            self.dir.join("out").to_str().unwrap(),
+            "--state-dir",
+            self.dir.join("state").to_str().unwrap(),
+            "--plugins",
+            plugins.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for r in ROLES {
+            argv.push("--volume".into());
+            argv.push(format!("{r}={}", self.live(r).display()));
+        }
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        run(&argv)
+    }
+
+    /// The standby's side: unmount the primary's live volumes and mount
+    /// state-b over state in a private mount namespace, then run snapsite
+    /// with init's config for mail-b.
+    fn standby_wrapper(&self) -> PathBuf {
+        let p = self.dir.join("as-standby");
+        let mut script = String::from("#!/bin/sh\nset -e\n");
+        for r in ROLES {
+            script.push_str(&format!("umount -l {}\n", self.live(r).display()));
+        }
+        script.push_str(&format!(
+            "mount --bind {} {}\nexec {} --config {} \"$@\"\n",
+            self.dir.join("state-b").display(),
+            self.dir.join("state").display(),
+            snapsite_bin(),
+            self.dir.join("out/mail-b.toml").display()
+        ));
+        std::fs::write(&p, script).expect("write the standby wrapper");
+        p
+    }
+
+    fn as_standby(&self, args: &[&str]) -> Output {
+        let w = self.standby_wrapper();
+        let mut argv = vec![
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            w.to_str().unwrap(),
+        ];
+        argv.extend_from_slice(args);
+        run(&argv)
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}\n{}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The commands init's summary tells an admin to run on the standby before
+/// `check` that set up storage (e.g. `zfs create ...`), as argv vectors.
+fn storage_steps(summary: &str) -> Vec<Vec<String>> {
+    summary
+        .lines()
+        .filter_map(|l| l.split_once("on the other host, once: ").map(|(_, c)| c))
+        .map(|c| c.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+/// init → role --init on both → init's storage steps → check on both →
+/// snapshot → ship: the standby commits one complete set. `(pri, stb)`:
+/// the primary's pool (VG) name and the standby's.
+fn init_check_ship(lab: &Lab, found: &str, (pri, stb): (&str, &str)) {
+    let o = lab.init(&[]);
+    assert!(o.status.success(), "init: {}", text(&o));
+    let summary = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(summary.contains(found), "{summary}");
+    let out = lab.dir.join("out");
+    let a_text = std::fs::read_to_string(out.join("mail-a.toml")).unwrap();
+    // The twin's pool (VG) is the standby's here.
+    let twin = |t: &str| t.replace(&format!("\"{pri}/"), &format!("\"{stb}/"));
+    let b_path = out.join("mail-b.toml");
+    let b_text = std::fs::read_to_string(&b_path).unwrap();
+    assert!(b_text.contains(&format!("\"{pri}/")), "{b_text}");
+    std::fs::write(&b_path, twin(&b_text)).unwrap();
+    // The only edit: how mail-a reaches mail-b (a command entering mail-b's
+    // namespace instead of ssh to its address).
+    let w = lab.standby_wrapper();
+    let start = a_text.find("\n[standby]\n").expect("[standby]") + 1;
+    let end = a_text.find("\n[schedule]\n").expect("[schedule]") + 1;
+    let a_local = format!(
+        "{}[standby]\ntransport = \"command\"\ncommand = [\"unshare\", \"--mount\", \"--propagation\", \"private\", \"sh\", \"{}\", \"serve\", \"--stdio\"]\n\n{}",
+        &a_text[..start],
+        w.display(),
+        &a_text[end..]
+    );
+    let a_cfg = lab.dir.join("mail-a-local.toml");
+    std::fs::write(&a_cfg, &a_local).unwrap();
+
+    let o = lab.as_standby(&["role", "--init", "standby"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = snapsite_run(&a_cfg, &["role", "--init", "primary"], None);
+    assert!(o.status.success(), "{}", text(&o));
+    for step in storage_steps(&summary) {
+        let step: Vec<String> = step
+            .iter()
+            .map(|w| match w.strip_prefix(&format!("{pri}/")) {
+                Some(rest) => format!("{stb}/{rest}"),
+                None => w.clone(),
+            })
+            .collect();
+        let argv: Vec<&str> = step.iter().map(String::as_str).collect();
+        sh(&argv);
+    }
+    let o = lab.as_standby(&["check"]);
+    assert!(o.status.success(), "check on mail-b: {}", text(&o));
+    let o = snapsite_run(&a_cfg, &["check"], None);
+    assert!(o.status.success(), "check on mail-a: {}", text(&o));
+    snapsite_ok(&a_cfg, &["snapshot"]);
+    snapsite_ok(&a_cfg, &["ship"]);
+    let o = lab.as_standby(&["sets", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let sets: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let complete = sets
+        .as_array()
+        .map(|a| a.iter().filter(|s| s["complete"] == true).count())
+        .unwrap_or(0);
+    assert_eq!(complete, 1, "{sets:#}");
+}
+
+#[test]
+fn init_on_zfs_checks_and_ships() {
+    require_lab!();
+    let lab = Lab::new("initz");
+    let pool = Zpool::on_file(&unique_name("initp"), 512 * MIB, &[]);
+    let stb = Zpool::on_file(&unique_name("inits"), 512 * MIB, &[]);
+    for (i, r) in ROLES.iter().enumerate() {
+        sh(&[
+            "zfs",
+            "create",
+            "-o",
+            &format!("mountpoint={}", lab.live(r).display()),
+            &pool.dataset(r),
+        ]);
+        write_pattern(&lab.live(r).join("data"), 0, i as u64, 100_000);
+    }
+    init_check_ship(&lab, "ZFS dataset", (&pool.name, &stb.name));
+    // The replica landed where init said it would.
+    assert!(zfs_exists(&stb.dataset("snapsite/blob")));
+}
+
+#[test]
+fn init_on_lvm_checks_and_ships() {
+    require_lab!();
+    let lab = Lab::new("initl");
+    let (name, sname) = (unique_name("initv"), unique_name("initw"));
+    let lo = LoopDevice::attach(&sparse_file(&name, 1024 * MIB));
+    let slo = LoopDevice::attach(&sparse_file(&sname, 1024 * MIB));
+    let vg = VolumeGroup::create(&name, &[&lo.path]);
+    let svg = VolumeGroup::create(&sname, &[&slo.path]);
+    for v in [&vg, &svg] {
+        sh(&[
+            "lvcreate",
+            "-y",
+            "-L",
+            "768M",
+            "--chunksize",
+            "64k",
+            "-T",
+            &v.lv("pool"),
+        ]);
+    }
+    let mut mounted = Unmount(Vec::new());
+    for (i, r) in ROLES.iter().enumerate() {
+        thin_lv(&vg, r, "64M");
+        mount_ext4(&vg.dev(r), &lab.live(r));
+        mounted.0.push(lab.live(r));
+        write_pattern(&lab.live(r).join("data"), 0, i as u64, 100_000);
+    }
+    sh(&["sync"]);
+    init_check_ship(&lab, "LVM thin LV", (&vg.name, &svg.name));
+    assert_eq!(svg.lvs_field("snapsite-blob", "segtype").trim(), "thin");
+    drop(mounted);
+}
