@@ -17,6 +17,8 @@
 //! `SNAPSITE_CRASH_MATRIX=full` runs every snapshot, ship, serve and prune
 //! failpoint (serve's receive and commit also on the first, full ship) and
 //! the backend's own failback points (keep_divergent, make_receivable),
+//! failover's copy, promote and replay steps, rehearse's clone and replay
+//! steps, and switchover's own steps and its demote's backend points;
 //! `SNAPSITE_CRASH_CELLS=a,b` only those named.
 
 use super::*;
@@ -74,8 +76,9 @@ const FULL: &[&str] = &[
     "failback:zfs.make_receivable.after_clone",
     "failback:lvm.keep_divergent.after_rename",
     "failback:lvm.make_receivable.after_rename",
+    // (failover.after_mount is btrfs's bind mount: ZFS and LVM mount the
+    // copy inside making it, so the point is never reached there.)
     "failover:failover.after_copy",
-    "failover:failover.after_mount",
     "failover:failover.after_promote",
     "failover:failover.after_replay",
     "rehearse:rehearse.after_clone",
@@ -989,8 +992,8 @@ fn switchover_cell(kind: Kind, fp: &str) {
     let fin = so["final_set"].as_str().unwrap().to_string();
     let f = snapsite_json(&s.b_cfg, &["failover", "--set", &fin, "--json"]);
     assert_eq!(f["generation"].as_u64(), Some(2), "{f}");
-    let (ra, ga) = role_of(&s.a_cfg);
-    assert!(ra == "standby" && ga <= 2, "A: {ra} in {ga}");
+    // The demote records A as the standby of its own generation.
+    assert_eq!(role_of(&s.a_cfg), ("standby".to_string(), 1));
     assert_eq!(role_of(&s.b_cfg), ("primary".to_string(), 2));
     no_journal(&s, 'a');
     no_journal(&s, 'b');
