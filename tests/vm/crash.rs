@@ -17,6 +17,8 @@
 //! `SNAPSITE_CRASH_MATRIX=full` runs every snapshot, ship, serve and prune
 //! failpoint (serve's receive and commit also on the first, full ship) and
 //! the backend's own failback points (keep_divergent, make_receivable),
+//! failover's copy, promote and replay steps, rehearse's clone and replay
+//! steps, and switchover's own steps and its demote's backend points;
 //! `SNAPSITE_CRASH_CELLS=a,b` only those named.
 
 use super::*;
@@ -74,6 +76,20 @@ const FULL: &[&str] = &[
     "failback:zfs.make_receivable.after_clone",
     "failback:lvm.keep_divergent.after_rename",
     "failback:lvm.make_receivable.after_rename",
+    // (failover.after_mount is btrfs's bind mount: ZFS and LVM mount the
+    // copy inside making it, so the point is never reached there.)
+    "failover:failover.after_copy",
+    "failover:failover.after_promote",
+    "failover:failover.after_replay",
+    "rehearse:rehearse.after_clone",
+    "rehearse:rehearse.after_replay",
+    "switchover:switchover.after_final_set",
+    "switchover:switchover.after_ship",
+    "switchover:switchover.after_plan",
+    "switchover:zfs.keep_divergent.after_rename",
+    "switchover:zfs.make_receivable.after_clone",
+    "switchover:lvm.keep_divergent.after_rename",
+    "switchover:lvm.make_receivable.after_rename",
 ];
 
 /// Unmounts these on drop (A's live LVM filesystems).
@@ -656,20 +672,7 @@ fn failback_cell(kind: Kind, fp: &str) {
         );
     }
     // A returns, its config naming a replica for each volume.
-    let mut a = std::fs::read_to_string(&s.a_cfg).unwrap();
-    for r in ROLES {
-        let (src, rep) = match kind {
-            Kind::Zfs => (
-                format!("{}/{r}", s.a_name),
-                format!("{}/replica/{r}", s.a_name),
-            ),
-            Kind::Lvm => (format!("{}/{r}", s.a_name), format!("{}/rep-{r}", s.a_name)),
-        };
-        let line = format!("source = \"{src}\"\n");
-        assert!(a.contains(&line), "{a}");
-        a = a.replace(&line, &format!("{line}replica = \"{rep}\"\n"));
-    }
-    std::fs::write(&s.a_cfg, a).unwrap();
+    name_replicas(&s);
     crash(&s.a_cfg, &["failback"], fp);
     let fb = snapsite_json(&s.a_cfg, &["failback", "--json"]);
     let label = fb["divergent"]["label"].as_str().unwrap().to_string();
@@ -770,6 +773,32 @@ fn failback_cell(kind: Kind, fp: &str) {
     }
     // B ships its first set of generation 2 to A: incremental from the
     // common set (nothing sent again), committed; the data equal.
+    ship_back(&s, &common);
+}
+
+/// Names a replica for each of A's volumes in A's config (what a
+/// failback or a switchover's demote needs).
+fn name_replicas(s: &Sites) {
+    let mut a = std::fs::read_to_string(&s.a_cfg).unwrap();
+    for r in ROLES {
+        let (src, rep) = match s.kind {
+            Kind::Zfs => (
+                format!("{}/{r}", s.a_name),
+                format!("{}/replica/{r}", s.a_name),
+            ),
+            Kind::Lvm => (format!("{}/{r}", s.a_name), format!("{}/rep-{r}", s.a_name)),
+        };
+        let line = format!("source = \"{src}\"\n");
+        assert!(a.contains(&line), "{a}");
+        a = a.replace(&line, &format!("{line}replica = \"{rep}\"\n"));
+    }
+    std::fs::write(&s.a_cfg, a).unwrap();
+}
+
+/// B, now primary, ships its first set of the new generation to A:
+/// incremental from `common` (nothing sent again), committed; the data
+/// equal on both sites.
+fn ship_back(s: &Sites, common: &str) {
     let b_peer = s.dir.join("b-peer.toml");
     std::fs::write(
         &b_peer,
@@ -788,14 +817,10 @@ fn failback_cell(kind: Kind, fp: &str) {
     let shipped = snapsite_json(&b_peer, &["ship", "--json"]);
     assert_eq!(shipped["committed"], serde_json::json!([b2]), "{shipped}");
     for x in shipped["snapshots"].as_array().unwrap() {
-        assert_eq!(
-            x["base"].as_str(),
-            Some(common.as_str()),
-            "incremental: {shipped}"
-        );
+        assert_eq!(x["base"].as_str(), Some(common), "incremental: {shipped}");
     }
     for r in ROLES {
-        let (ha, hb) = match kind {
+        let (ha, hb) = match s.kind {
             Kind::Zfs => (
                 zfs_get("guid", &format!("{}/replica/{r}@{b2}", s.a_name)),
                 zfs_get("guid", &format!("{}/live-{r}@{b2}", s.b_name)),
@@ -810,6 +835,212 @@ fn failback_cell(kind: Kind, fp: &str) {
             "volume {r} of set {b2}: the sites hold different data"
         );
     }
+}
+
+/// A replay for B that counts its runs in `dir/replays.log` (the log's
+/// path is an argument, not part of the script).
+fn counting_replay(s: &Sites) -> PathBuf {
+    let log = s.dir.join("replays.log");
+    let mut b = std::fs::read_to_string(&s.b_cfg).unwrap();
+    b.push_str(&format!(
+        "[replay]\ncommand = [\"sh\", \"-c\", \"echo replay >> \\\"$0\\\"\", \"{}\"]\n",
+        log.display()
+    ));
+    std::fs::write(&s.b_cfg, b).unwrap();
+    log
+}
+
+fn count_lines(p: &Path) -> usize {
+    std::fs::read_to_string(p)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+/// Mount points (from /proc/self/mountinfo) at or below `dir`.
+fn mounts_below(dir: &Path) -> Vec<String> {
+    let d = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| *m == d || m.starts_with(&format!("{d}/")))
+        .collect()
+}
+
+/// `role --json` of a site: (role, generation).
+fn role_of(cfg: &Path) -> (String, u64) {
+    let v = snapsite_json(cfg, &["role", "--json"]);
+    (
+        v["role"].as_str().unwrap_or_default().to_string(),
+        v["generation"].as_u64().unwrap_or_default(),
+    )
+}
+
+/// No journal, temporary file or pending intent left in a site's state.
+fn no_journal(s: &Sites, site: char) {
+    for e in std::fs::read_dir(s.state(site)).unwrap() {
+        let n = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            !n.starts_with("journal-") && !n.contains(".tmp"),
+            "site {site}: left {n}"
+        );
+    }
+}
+
+/// One set with data in both volumes, shipped; returns its id and the
+/// files written (role, name).
+fn one_shipped(s: &Sites) -> (String, Vec<(&'static str, &'static str)>) {
+    s.write("mysql", "m0", 1, 256 << 10);
+    s.write("redolog", "log1", 2, 16 << 10);
+    let set = s.snapshot();
+    snapsite_ok(&s.a_cfg, &["ship"]);
+    (set, vec![("mysql", "m0"), ("redolog", "log1")])
+}
+
+/// Failover cells: B fails over to A's shipped set; failover stops dead
+/// at a step and is rerun. Then: B primary of generation 2, A untouched;
+/// the replay ran once; each copy mounted once and holding what A
+/// shipped; B's storage holds its replica chain and one copy per volume,
+/// nothing else; no journal; no committed set changed.
+fn failover_cell(kind: Kind, fp: &str) {
+    let s = Sites::new(kind, false);
+    let log = counting_replay(&s);
+    let (set, files) = one_shipped(&s);
+    let before = snapshot_of_both(&s);
+    let b_objects = s.objects('b');
+    crash(&s.b_cfg, &["failover"], fp);
+    let f = snapsite_json(&s.b_cfg, &["failover", "--json"]);
+    assert_eq!(f["generation"].as_u64(), Some(2), "{f}");
+    assert_eq!(f["plan"]["set_id"].as_str(), Some(set.as_str()), "{f}");
+    assert_eq!(count_lines(&log), 1, "the replay ran exactly once");
+    no_journal(&s, 'b');
+    assert_eq!(role_of(&s.a_cfg), ("primary".to_string(), 1));
+    assert_eq!(role_of(&s.b_cfg), ("primary".to_string(), 2));
+    assert_eq!(snapshot_of_both(&s), before, "no committed set changed");
+    let mnt = s.dir.join("b");
+    let mounts = mounts_below(&mnt);
+    for r in ROLES {
+        let at = mnt.join(r).display().to_string();
+        assert_eq!(
+            mounts.iter().filter(|m| **m == at).count(),
+            1,
+            "{r} mounted once: {mounts:?}"
+        );
+    }
+    assert_eq!(mounts.len(), ROLES.len(), "only the copies: {mounts:?}");
+    for (r, name) in files {
+        let i = ROLES.iter().position(|x| *x == r).unwrap();
+        assert_eq!(
+            sha256(&mnt.join(r).join(name)),
+            sha256(&s.mounts[i].join(name)),
+            "{r}/{name}: B's copy holds what A shipped"
+        );
+    }
+    let mut want = b_objects;
+    for r in ROLES {
+        want.insert(match kind {
+            Kind::Zfs => format!("{}/live-{r}", s.b_name),
+            Kind::Lvm => format!("live-{r}"),
+        });
+    }
+    assert_eq!(s.objects('b'), want, "B: its replicas and one copy each");
+    assert_eq!(s.objects('a'), s.expected_objects('a'), "A untouched");
+}
+
+/// Rehearse cells: B rehearses on scratch clones, stops dead and is
+/// rerun: the rerun removes the killed rehearsal's clones first and
+/// rehearses; then nothing is left (no clone, LV, mount, journal), the
+/// roles are unchanged and every invariant of [`check_invariants`] holds.
+fn rehearse_cell(kind: Kind, fp: &str) {
+    let s = Sites::new(kind, false);
+    let log = counting_replay(&s);
+    let (set, _) = one_shipped(&s);
+    let before = snapshot_of_both(&s);
+    crash(&s.b_cfg, &["rehearse"], fp);
+    let r = snapsite_json(&s.b_cfg, &["rehearse", "--json"]);
+    assert_eq!(r["ok"].as_bool(), Some(true), "{r}");
+    assert_eq!(r["plan"]["set_id"].as_str(), Some(set.as_str()), "{r}");
+    let ran_before = fp == "rehearse.after_replay";
+    assert_eq!(count_lines(&log), 1 + usize::from(ran_before), "replays");
+    assert!(!s.state('b').join("rehearsal/state.json").exists());
+    let m = mounts_below(&s.dir.join("b"));
+    assert!(m.is_empty(), "nothing mounted at B's mountpoints: {m:?}");
+    let m = mounts_below(&s.state('b'));
+    assert!(m.is_empty(), "nothing mounted in B's state: {m:?}");
+    assert_eq!(role_of(&s.a_cfg), ("primary".to_string(), 1));
+    assert_eq!(role_of(&s.b_cfg), ("standby".to_string(), 1));
+    check_invariants(&s, &before);
+    assert_eq!(snapshot_of_both(&s), before, "no committed set changed");
+}
+
+/// Switchover cells: A (one set shipped, more written) switches over to
+/// B and stops dead at a step; the rerun finishes it, B fails over to the
+/// final set. Then: A standby, B primary of generation 2; A's sets are
+/// what they were plus the one final set; no journal; A's storage holds
+/// nothing half-made; B's next ship is incremental from the final set
+/// with the data equal on both sites.
+fn switchover_cell(kind: Kind, fp: &str) {
+    let s = Sites::new(kind, false);
+    counting_replay(&s);
+    one_shipped(&s);
+    s.write("mysql", "last", 3, 128 << 10);
+    s.write("redolog", "log2", 4, 16 << 10);
+    name_replicas(&s);
+    let before = snapshot_of_both(&s);
+    crash(&s.a_cfg, &["switchover"], fp);
+    let so = snapsite_json(&s.a_cfg, &["switchover", "--json"]);
+    let fin = so["final_set"].as_str().unwrap().to_string();
+    let f = snapsite_json(&s.b_cfg, &["failover", "--set", &fin, "--json"]);
+    assert_eq!(f["generation"].as_u64(), Some(2), "{f}");
+    // The demote records A as the standby of its own generation.
+    assert_eq!(role_of(&s.a_cfg), ("standby".to_string(), 1));
+    assert_eq!(role_of(&s.b_cfg), ("primary".to_string(), 2));
+    no_journal(&s, 'a');
+    no_journal(&s, 'b');
+    for site in ['a', 'b'] {
+        let now = manifests(&s.state(site));
+        let mut want: BTreeSet<&String> = before[&site].keys().collect();
+        want.insert(&fin);
+        assert_eq!(now.keys().collect::<BTreeSet<_>>(), want, "site {site}");
+        for (id, m) in &before[&site] {
+            assert_eq!(comparable(&now[id]), comparable(m), "site {site}: {id}");
+        }
+    }
+    // A's storage: every object a volume, its replica or divergent
+    // data, and every snapshot one of A's sets'; nothing half-made.
+    let ids: BTreeSet<String> = manifests(&s.state('a')).into_keys().collect();
+    let sep = if kind == Kind::Zfs { '@' } else { '.' };
+    for o in s.objects('a') {
+        let rel = o
+            .strip_prefix(&format!("{}/", s.a_name))
+            .unwrap_or(&o)
+            .to_string();
+        let (base, snap) = match rel.split_once(sep) {
+            Some((b, n)) => (b.to_string(), Some(n.to_string())),
+            None => (rel.clone(), None),
+        };
+        let known = o == s.a_name
+            || base == "pool"
+            || base == "replica"
+            || ROLES.iter().any(|r| {
+                base == *r
+                    || base == format!("replica/{r}")
+                    || base == format!("rep-{r}")
+                    || base.starts_with(&format!("{r}-divergent-"))
+            });
+        assert!(known, "site a: {o} is no volume, replica or divergent data");
+        if let Some(n) = snap {
+            assert!(
+                ids.contains(&n) || base.contains("-divergent-"),
+                "site a: snapshot {o} of no set"
+            );
+        }
+        assert!(
+            !rel.contains("orig") && !rel.contains("tmp"),
+            "site a: {o} half-made"
+        );
+    }
+    ship_back(&s, &fin);
 }
 
 /// sha256 of a (thin snapshot) LV, activated for the read.
@@ -837,15 +1068,16 @@ fn run_matrix(kind: Kind) {
     } else {
         subset(kind)
     };
-    // A backend's own failpoints (failback's) only on that backend.
+    // A backend's own failpoints (failback's, switchover's) only on that
+    // backend.
     let other = match kind {
-        Kind::Zfs => "failback:lvm.",
-        Kind::Lvm => "failback:zfs.",
+        Kind::Zfs => "lvm.",
+        Kind::Lvm => "zfs.",
     };
     let cells: Vec<&str> = cells
         .iter()
         .copied()
-        .filter(|c| !c.starts_with(other))
+        .filter(|c| !c.split_once(':').is_some_and(|(_, f)| f.starts_with(other)))
         .collect();
     let t0 = Instant::now();
     let mut failed = Vec::new();
@@ -855,6 +1087,12 @@ fn run_matrix(kind: Kind) {
         let res = std::panic::catch_unwind(|| {
             if let Some(fp) = fp.strip_prefix("failback:") {
                 failback_cell(kind, fp)
+            } else if let Some(fp) = fp.strip_prefix("failover:") {
+                failover_cell(kind, fp)
+            } else if let Some(fp) = fp.strip_prefix("rehearse:") {
+                rehearse_cell(kind, fp)
+            } else if let Some(fp) = fp.strip_prefix("switchover:") {
+                switchover_cell(kind, fp)
             } else if let Some(fp) = fp.strip_suffix("@first") {
                 first_ship_cell(kind, fp)
             } else if fp.starts_with("prune.") {
