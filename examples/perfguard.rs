@@ -31,8 +31,9 @@ use snapsite::backend::{Store, Stores};
 use snapsite::base::catalog::Catalog;
 use snapsite::base::config::Config;
 use snapsite::base::model::{MANIFEST_FORMAT, Manifest, Member, SetKind, new_set_id};
+use snapsite::dr::stream_apply;
 use snapsite::primary::coordinator::{plan_set, sets_to_ship};
-use snapsite::redostream::{self, Follower, FollowerRecord};
+use snapsite::primary::follower::{self, Follower, FollowerRecord};
 use snapsite::wire::stream::{Deadline, Msg, PROTOCOL_VERSION, Reader, Writer};
 
 const ROLES: [&str; 4] = ["mysql", "blob", "index", "redolog"];
@@ -488,7 +489,7 @@ fn spool_apply() -> Result<()> {
     });
     let mut w = Writer::new(client.try_clone()?);
     let mut r = Reader::new(client);
-    let (seq, files) = redostream::spool_handshake(&stb.cfg, &mut r, &mut w)?;
+    let (seq, files) = follower::spool_handshake(&stb.cfg, &mut r, &mut w)?;
     let mut f = Follower::new(
         root.clone(),
         vec!["redo.log".into(), "archive/redo-*.log".into()],
@@ -526,7 +527,7 @@ fn spool_apply() -> Result<()> {
     let copy = snap.path().join("copy");
     let spool = stb.cfg.state_dir.join("spool");
     let t0 = jiff::Timestamp::from_second(1_790_000_000)?;
-    let applied = measured(|| redostream::apply_dir(&spool, &copy, t0))?;
+    let applied = measured(|| stream_apply::apply_dir(&spool, &copy, t0))?;
     ensure!(applied.events_applied > 0, "nothing applied: {applied:?}");
     ensure!(
         tree(&copy)? == tree(&root)?,

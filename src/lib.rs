@@ -12,7 +12,6 @@ pub mod base;
 pub mod dr;
 pub mod ops;
 pub mod primary;
-pub mod redostream;
 pub mod standby;
 #[doc(hidden)]
 pub mod testing;

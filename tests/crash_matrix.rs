@@ -482,7 +482,7 @@ impl SpoolConn {
         };
         let cfg = snapsite::base::config::Config::load(s.a()).unwrap();
         let (seq, files) =
-            snapsite::redostream::spool_handshake(&cfg, &mut conn.r, &mut conn.w).unwrap();
+            snapsite::primary::follower::spool_handshake(&cfg, &mut conn.r, &mut conn.w).unwrap();
         (conn, seq, files)
     }
     fn close(mut self) -> std::process::Output {
@@ -496,7 +496,7 @@ impl SpoolConn {
 /// A set and a redolog snapshot shipped to B, streaming on B, and a spool
 /// continuing the redolog snapshot (A's follower in the test: a reset at the
 /// snapshot's sizes, then appends and a new file).
-fn spool_sites() -> (Sites, snapsite::redostream::Follower, String, String) {
+fn spool_sites() -> (Sites, snapsite::primary::follower::Follower, String, String) {
     let s = Sites::new(COUNTING);
     for cfg in [&s.lab.stb_cfg, &s.b_cfg] {
         let mut t = std::fs::read_to_string(cfg).unwrap();
@@ -504,7 +504,8 @@ fn spool_sites() -> (Sites, snapsite::redostream::Follower, String, String) {
         std::fs::write(cfg, t).unwrap();
     }
     let (set, redo) = shipped_pair(&s);
-    let mut f = snapsite::redostream::Follower::new(s.lab.live("redolog"), vec!["log*".into()]);
+    let mut f =
+        snapsite::primary::follower::Follower::new(s.lab.live("redolog"), vec!["log*".into()]);
     let (mut c, seq, files) = SpoolConn::open(&s, &[]);
     f.resume(seq, &files).unwrap();
     let mut rec = Default::default();
@@ -558,7 +559,7 @@ fn spool_failover_cell(cell: &Cell) {
 fn spool_cell(cell: &Cell) {
     let (s, mut f, _set, _redo) = spool_sites();
     let fp = cell.failpoint.unwrap();
-    let mut rec = snapsite::redostream::FollowerRecord::default();
+    let mut rec = snapsite::primary::follower::FollowerRecord::default();
     let stopped = |o: std::process::Output| {
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
         assert_eq!(o.status.code(), Some(failpoint::EXIT_CODE), "{err}");

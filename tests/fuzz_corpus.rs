@@ -555,7 +555,7 @@ fn seeds_decode_as_snapsite_wrote_them() {
         fuzzing::seal_records(&journal_spec()),
     )
     .unwrap();
-    let sp = snapsite::redostream::Spool::load(dir.path(), false).unwrap();
+    let sp = snapsite::standby::spool::Spool::load(dir.path(), false).unwrap();
     assert!(!sp.is_empty(), "the sealed journal's batches load");
     assert_eq!(sp.pending_bytes(), 5);
     let full = lvm_stream(StreamKind::Full);

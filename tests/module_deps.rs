@@ -13,8 +13,8 @@
 //! the library's files and every `snapsite::` path of the binary's
 //! (`src/cli/`), groups included (`use crate::{a::b, c::{d, e}}`). A module
 //! is `folder::name` for a file `src/folder/name.rs` or anything under
-//! `src/folder/name/`; `backend`, `cli` and a module still at the top level
-//! (`redostream`, being split by side) are one module each; `lib.rs`,
+//! `src/folder/name/`; `backend`, `cli` and a module at the top level are one
+//! module each; `lib.rs`,
 //! `main.rs` and the folders' `mod.rs` are roots and left out. Line comments
 //! are ignored (doc links are not dependencies); `#[cfg(test)]` code counts:
 //! a test module that needs a circle to compile is a circle too.
@@ -31,53 +31,28 @@ type Graph = BTreeMap<String, BTreeSet<String>>;
 const FOLDERS: [&str; 7] = ["base", "wire", "primary", "standby", "dr", "ops", "testing"];
 
 /// What each unit of `src/` may import (besides itself). Layered: base <
-/// backend < wire < redostream < primary, standby < dr < ops < testing,
-/// cli. `redostream` is the stream's two ends in one module until the
-/// `stream` split places them with the primary, the standby and `dr`.
-const ALLOWED: [(&str, &[&str]); 10] = [
+/// backend < wire < primary, standby < dr < ops < testing, cli. The redo
+/// stream is split by side (issue 26 item 2): its model in
+/// `wire::redostream`, the follower in `primary`, the spool, checkpoint and
+/// matching in `standby`, the apply in `dr`, its status in `ops`.
+const ALLOWED: [(&str, &[&str]); 9] = [
     ("base", &[]),
     ("backend", &["base"]),
     ("wire", &["base", "backend"]),
-    ("redostream", &["base", "backend", "wire"]),
-    ("primary", &["base", "backend", "wire", "redostream"]),
-    ("standby", &["base", "backend", "wire", "redostream"]),
+    ("primary", &["base", "backend", "wire"]),
+    ("standby", &["base", "backend", "wire"]),
+    ("dr", &["base", "backend", "wire", "primary", "standby"]),
     (
-        "dr",
-        &[
-            "base",
-            "backend",
-            "wire",
-            "redostream",
-            "primary",
-            "standby",
-        ],
+        "ops",
+        &["base", "backend", "wire", "primary", "standby", "dr"],
     ),
-    ("ops", &["base", "backend", "wire", "redostream", "dr"]),
     (
         "testing",
-        &[
-            "base",
-            "backend",
-            "wire",
-            "redostream",
-            "primary",
-            "standby",
-            "dr",
-            "ops",
-        ],
+        &["base", "backend", "wire", "primary", "standby", "dr", "ops"],
     ),
     (
         "cli",
-        &[
-            "base",
-            "backend",
-            "wire",
-            "redostream",
-            "primary",
-            "standby",
-            "dr",
-            "ops",
-        ],
+        &["base", "backend", "wire", "primary", "standby", "dr", "ops"],
     ),
 ];
 
@@ -245,7 +220,7 @@ fn refs(text: &str, root: &str) -> BTreeSet<Vec<String>> {
     out
 }
 
-/// The unit a path names: `base::config`, `backend`, `redostream`, a bare
+/// The unit a path names: `base::config`, `backend`, `cli`, a bare
 /// folder (`base`), or `None` for a root item (`crate::Error`, a macro).
 fn target(path: &[String], units: &BTreeSet<String>) -> Option<String> {
     let first = path.first()?;
@@ -444,8 +419,7 @@ fn the_folder_table_is_layered() {
     }
 }
 
-/// Issue 26: the top level of `src/` holds `lib.rs`, `main.rs` and folders
-/// (and `redostream.rs` until the `stream` branch splits it by side).
+/// Issue 26: the top level of `src/` holds `lib.rs`, `main.rs` and folders.
 #[test]
 fn src_top_level_holds_only_the_roots_and_folders() {
     let src = src_dir();
@@ -454,7 +428,7 @@ fn src_top_level_holds_only_the_roots_and_folders() {
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_file())
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .filter(|n| !["lib.rs", "main.rs", "redostream.rs"].contains(&n.as_str()))
+        .filter(|n| !["lib.rs", "main.rs"].contains(&n.as_str()))
         .collect();
     loose.sort();
     assert!(
@@ -540,8 +514,8 @@ fn the_scanner_sees_groups_and_the_cycle_finder_finds_cycles() {
         Some("cli")
     );
     assert_eq!(
-        module_of(src, Path::new("/s/redostream.rs")).as_deref(),
-        Some("redostream")
+        module_of(src, Path::new("/s/backend/mod.rs")).as_deref(),
+        Some("backend")
     );
     assert_eq!(module_of(src, Path::new("/s/lib.rs")), None);
 

@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use snapsite::backend::mem::MemStore;
 use snapsite::base::config::Config;
-use snapsite::redostream::{self, Follower, FollowerRecord};
+use snapsite::dr::stream_apply;
+use snapsite::primary::follower::{self, Follower, FollowerRecord};
+use snapsite::standby::spool;
+use snapsite::wire::redostream;
 use snapsite::wire::stream::{Deadline, Msg, PROTOCOL_VERSION, Reader, SpoolEvent, Writer};
 
 const STREAM: &str = "[stream]\nfiles = [\"redo.log\", \"archive/redo-*.log\"]\nflush_interval = \"100ms\"\nspool_max = \"2MiB\"\n";
@@ -84,7 +87,7 @@ impl Standby {
     /// A spool session, handshake done.
     fn session(&self) -> (Conn, u64, Vec<snapsite::wire::stream::SpoolFileState>) {
         let mut c = self.connect();
-        let (seq, files) = redostream::spool_handshake(&self.cfg, &mut c.r, &mut c.w).unwrap();
+        let (seq, files) = follower::spool_handshake(&self.cfg, &mut c.r, &mut c.w).unwrap();
         (c, seq, files)
     }
 }
@@ -202,11 +205,11 @@ fn spool_continues_a_snapshot_taken_anywhere_in_the_stream() {
         let copy = tempfile::tempdir().unwrap();
         copy_tree(snap.path(), copy.path());
         assert_ne!(digest(copy.path()), want, "snapshot {i} lacks the tail");
-        let r = redostream::apply_dir(&stb.spool(), copy.path(), t0).unwrap();
+        let r = stream_apply::apply_dir(&stb.spool(), copy.path(), t0).unwrap();
         assert_eq!(digest(copy.path()), want, "snapshot {i} + spool = primary");
         assert!(r.events_applied > 0 && r.recovery_point.unwrap() > t0);
         // Applying again (an interrupted failover rerun) changes nothing.
-        let again = redostream::apply_dir(&stb.spool(), copy.path(), t0).unwrap();
+        let again = stream_apply::apply_dir(&stb.spool(), copy.path(), t0).unwrap();
         assert_eq!(again.events_applied, 0);
         assert_eq!(digest(copy.path()), want);
     }
@@ -239,7 +242,7 @@ fn checkpoint_drops_what_the_snapshot_covers_and_refuses_a_mismatch() {
     copy_tree(&root, snap.path());
     log.append(6);
     flush(&mut f, &mut c);
-    let spooled = |d: &Path| redostream::Spool::load(d, false).unwrap().pending_bytes();
+    let spooled = |d: &Path| spool::Spool::load(d, false).unwrap().pending_bytes();
     let tail = std::fs::metadata(root.join("redo.log")).unwrap().len()
         - std::fs::metadata(snap.path().join("redo.log"))
             .unwrap()
@@ -247,9 +250,9 @@ fn checkpoint_drops_what_the_snapshot_covers_and_refuses_a_mismatch() {
     assert!(spooled(&stb.spool()) > tail);
     // Batches without changes still advance the stream's time.
     flush(&mut f, &mut c);
-    let as_of = |d: &Path| redostream::Spool::load(d, false).unwrap().last_as_of();
+    let as_of = |d: &Path| spool::Spool::load(d, false).unwrap().last_as_of();
     let newest = as_of(&stb.spool());
-    let dropped = redostream::checkpoint(&stb.spool(), snap.path(), "s1")
+    let dropped = spool::checkpoint(&stb.spool(), snap.path(), "s1")
         .unwrap()
         .unwrap();
     assert!(dropped >= 4, "dropped {dropped}");
@@ -262,7 +265,7 @@ fn checkpoint_drops_what_the_snapshot_covers_and_refuses_a_mismatch() {
     let after = std::fs::metadata(&journal).unwrap().len();
     let copy = tempfile::tempdir().unwrap();
     copy_tree(snap.path(), copy.path());
-    redostream::apply_dir(&stb.spool(), copy.path(), jiff::Timestamp::now()).unwrap();
+    stream_apply::apply_dir(&stb.spool(), copy.path(), jiff::Timestamp::now()).unwrap();
     assert_eq!(digest(copy.path()), digest(&root));
     // A snapshot whose bytes differ from the spool: error, recorded, spool kept.
     let bad = tempfile::tempdir().unwrap();
@@ -272,16 +275,16 @@ fn checkpoint_drops_what_the_snapshot_covers_and_refuses_a_mismatch() {
     let n = b.len();
     b[n - 3] ^= 0x20;
     std::fs::write(&p, &b).unwrap();
-    let e = redostream::checkpoint(&stb.spool(), bad.path(), "s2").unwrap_err();
+    let e = spool::checkpoint(&stb.spool(), bad.path(), "s2").unwrap_err();
     assert!(e.to_string().contains("does not continue"), "{e}");
     assert!(stb.spool().join("broken.json").exists());
     assert_eq!(std::fs::metadata(&journal).unwrap().len(), after);
     // ...and failover does not use it on such a copy (nothing written).
     let before_apply = digest(bad.path());
-    assert!(redostream::apply_dir(&stb.spool(), bad.path(), jiff::Timestamp::now()).is_err());
+    assert!(stream_apply::apply_dir(&stb.spool(), bad.path(), jiff::Timestamp::now()).is_err());
     assert_eq!(digest(bad.path()), before_apply);
     // The next matching snapshot makes it usable again.
-    redostream::checkpoint(&stb.spool(), &root, "s3").unwrap();
+    spool::checkpoint(&stb.spool(), &root, "s3").unwrap();
     assert!(!stb.spool().join("broken.json").exists());
     c.close();
 }
@@ -588,7 +591,7 @@ fn config_errors_name_the_stream_key() {
 fn wait_acked(cfg: &Config, after: jiff::Timestamp) {
     let t = std::time::Instant::now();
     loop {
-        if let Some(r) = redostream::follower_record(cfg) {
+        if let Some(r) = follower::follower_record(cfg) {
             if r.acked_as_of.is_some_and(|a| a > after) && r.lag_bytes == 0 {
                 return;
             }
@@ -626,7 +629,7 @@ fn btrfs_failover_appends_the_streamed_tail() {
     log.append(50);
     lab.ok(&pri, &["snapshot"]);
     lab.ok(&pri, &["ship"]);
-    let follower = redostream::start_follower(&cfg).expect("[stream] is on");
+    let follower = follower::start_follower(&cfg).expect("[stream] is on");
     log.append(30);
     wait_acked(&cfg, jiff::Timestamp::now());
     log.rollover();
@@ -700,7 +703,7 @@ fn btrfs_failover_no_stream_uses_the_snapshot_alone() {
     lab.ok(&pri, &["snapshot"]);
     lab.ok(&pri, &["ship"]);
     let snap = digest(&lab.live("redolog"));
-    let follower = redostream::start_follower(&cfg).unwrap();
+    let follower = follower::start_follower(&cfg).unwrap();
     log.append(10);
     wait_acked(&cfg, jiff::Timestamp::now());
     drop(follower);
@@ -780,7 +783,7 @@ fn two_file_spool() -> Standby {
 fn refused_untouched(stb: &Standby, copy: &Path, outside: &Path, want: &[&str]) {
     let (before, before_out) = (tree_state(copy), tree_state(outside));
     let t = std::time::Instant::now();
-    let e = redostream::apply_dir(&stb.spool(), copy, jiff::Timestamp::now())
+    let e = stream_apply::apply_dir(&stb.spool(), copy, jiff::Timestamp::now())
         .unwrap_err()
         .to_string();
     assert!(t.elapsed() < Duration::from_secs(1), "{e}");
@@ -801,7 +804,7 @@ fn failover_apply_refuses_special_files_at_every_component() {
     let stb = two_file_spool();
     // A plain empty copy: both files made from the spool.
     let ok = tempfile::tempdir().unwrap();
-    let r = redostream::apply_dir(&stb.spool(), ok.path(), jiff::Timestamp::now()).unwrap();
+    let r = stream_apply::apply_dir(&stb.spool(), ok.path(), jiff::Timestamp::now()).unwrap();
     assert_eq!(r.events_applied, 3);
     assert_eq!(
         std::fs::read(ok.path().join("redo.log")).unwrap(),
@@ -976,7 +979,7 @@ fn a_spool_restarted_after_the_snapshot_changes_nothing_at_failover() {
     std::fs::write(copy.path().join("redo.log"), &old).unwrap();
     std::fs::write(copy.path().join("archive/redo-1.log"), b"older").unwrap();
     let before = tree_state(copy.path());
-    let e = redostream::apply_dir(&stb.spool(), copy.path(), jiff::Timestamp::now())
+    let e = stream_apply::apply_dir(&stb.spool(), copy.path(), jiff::Timestamp::now())
         .unwrap_err()
         .to_string();
     assert!(e.contains("snapshot alone, unchanged"), "{e}");
@@ -989,7 +992,7 @@ fn a_spool_restarted_after_the_snapshot_changes_nothing_at_failover() {
     std::fs::create_dir(copy.path().join("archive")).unwrap();
     std::fs::write(copy.path().join("redo.log"), &primary).unwrap();
     std::fs::write(copy.path().join("archive/redo-1.log"), b"older").unwrap();
-    let r = redostream::apply_dir(&stb.spool(), copy.path(), jiff::Timestamp::now()).unwrap();
+    let r = stream_apply::apply_dir(&stb.spool(), copy.path(), jiff::Timestamp::now()).unwrap();
     assert_eq!(r.events_applied, 3);
     assert_eq!(r.bytes_applied, data.len() as u64);
     let mut archived = primary.clone();
@@ -999,7 +1002,7 @@ fn a_spool_restarted_after_the_snapshot_changes_nothing_at_failover() {
         archived
     );
     assert_eq!(std::fs::read(copy.path().join("redo.log")).unwrap(), fresh);
-    assert!(!copy.path().join(redostream::SCRATCH).exists());
+    assert!(!copy.path().join(stream_apply::SCRATCH).exists());
 }
 
 /// Case 3 on real btrfs, through `snapsite serve --stdio` and `snapsite
@@ -1040,7 +1043,7 @@ fn btrfs_failover_with_a_spool_restarted_after_the_snapshot_keeps_the_snapshot()
         .unwrap();
     let mut w = Writer::new(child.stdin.take().unwrap());
     let mut r = Reader::new(child.stdout.take().unwrap());
-    redostream::spool_handshake(&pcfg, &mut r, &mut w).unwrap();
+    follower::spool_handshake(&pcfg, &mut r, &mut w).unwrap();
     let base = SpoolEvent::Base {
         file: "redo.log".into(),
         size: restart_size,
@@ -1183,7 +1186,7 @@ impl Standby {
             down,
             serve,
         };
-        let (seq, files) = redostream::spool_handshake(&self.cfg, &mut fc.r, &mut fc.w).unwrap();
+        let (seq, files) = follower::spool_handshake(&self.cfg, &mut fc.r, &mut fc.w).unwrap();
         (fc, seq, files)
     }
 }
@@ -1293,7 +1296,7 @@ fn btrfs_spool_resumes_after_cuts_and_flips_in_either_direction() {
     assert!(rec.resumes >= 15, "{rec:?}");
     assert_eq!(rec.resets, 1 + rec.restarts, "{rec:?}");
     // Failover's apply on the snapshot: the primary's files exactly.
-    let r = redostream::apply_dir(&stb.spool(), &snap, snap_time).unwrap();
+    let r = stream_apply::apply_dir(&stb.spool(), &snap, snap_time).unwrap();
     assert!(r.not_used.is_none(), "{r:?}");
     let want = digest(&root);
     assert!(want.len() > 2, "rollovers happened: {want:?}");
@@ -1386,7 +1389,7 @@ fn three_refusals_in_a_row_restart_the_spool() {
     while !f.flush(&mut c.r, &mut c.w, &mut rec).unwrap() {}
     assert_eq!(rec.restarts, 1, "{rec:?}");
     c.close();
-    let r = redostream::apply_dir(&stb.spool(), from.path(), jiff::Timestamp::now()).unwrap();
+    let r = stream_apply::apply_dir(&stb.spool(), from.path(), jiff::Timestamp::now()).unwrap();
     assert!(r.not_used.is_none() && r.events_applied >= 3, "{r:?}");
     assert_eq!(
         digest(from.path()),

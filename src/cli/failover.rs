@@ -22,7 +22,9 @@ pub(super) fn cmd_failover(
     if dry_run {
         let (plan, resumed) = failover::current_plan(cfg, &opts)?;
         let stream = (!no_stream)
-            .then(|| snapsite::redostream::preview(cfg, &plan.redolog_set_id, plan.redolog_before))
+            .then(|| {
+                snapsite::dr::stream_apply::preview(cfg, &plan.redolog_set_id, plan.redolog_before)
+            })
             .flatten();
         if json {
             let mut v = serde_json::to_value(&plan)?;
@@ -41,7 +43,7 @@ pub(super) fn cmd_failover(
             );
             print!("{}", failover::render_plan(&plan));
             if let Some(st) = &stream {
-                print!("{}", snapsite::redostream::render_preview(st));
+                print!("{}", snapsite::dr::stream_apply::render_preview(st));
             }
         }
         if let Err(e) = failover::refuse_problems(&plan) {

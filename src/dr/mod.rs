@@ -1,11 +1,13 @@
 //! The disaster-recovery verbs, which act on both sites: `failover`,
-//! `failback`, `switchover`, `rehearse` and the application's redo `replay`.
+//! `failback`, `switchover`, `rehearse`, the application's redo `replay`
+//! and `stream_apply` (failover's step that applies the standby's redo
+//! stream spool to the failover copy).
 //!
-//! May import: `base`, `backend`, `wire`, `redostream`, `primary`,
-//! `standby`.
+//! May import: `base`, `backend`, `wire`, `primary`, `standby`.
 
 pub mod failback;
 pub mod failover;
 pub mod rehearse;
 pub mod replay;
+pub mod stream_apply;
 pub mod switchover;

@@ -1,11 +1,13 @@
 //! Operating a site: `status` (and the metrics it serves), notifications,
-//! systemd units and pruning by the retention grid.
+//! systemd units, pruning by the retention grid, and `stream_status` (the
+//! redo stream's part of status and metrics, from both sites' records).
 //!
-//! May import: `base`, `backend`, `wire`, `redostream`, `dr`.
+//! May import: `base`, `backend`, `wire`, `primary`, `standby`, `dr`.
 
 pub mod checkup;
 pub mod init;
 pub mod notify;
 pub mod prune;
 pub mod status;
+pub mod stream_status;
 pub mod systemd;

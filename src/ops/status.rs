@@ -113,7 +113,7 @@ pub struct Status {
     pub run: Option<RunRecord>,
     /// Redolog streaming (issue 17): lag and spool, when `[stream]` is on.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub stream: Option<crate::redostream::StreamStatus>,
+    pub stream: Option<crate::ops::stream_status::StreamStatus>,
     /// Standby: receives left half-done for resuming (ZFS resume state, an
     /// LVM replica holding a cut stream's blocks), one line per volume.
     /// They hold pool space until the next ship resumes them or failover
@@ -223,7 +223,7 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
         standby_record_updated_at: record.as_ref().and_then(|r| r.updated_at),
         last_ship_ok_at: record.as_ref().and_then(|r| r.last_ship_ok),
         run,
-        stream: crate::redostream::stream_status(cfg, now),
+        stream: crate::ops::stream_status::stream_status(cfg, now),
         parked: if site.role == Role::Primary {
             Vec::new()
         } else {
@@ -630,7 +630,7 @@ pub fn render_text(s: &Status, tz: &jiff::tz::TimeZone) -> String {
         );
     }
     if let Some(st) = &s.stream {
-        o.push_str(&crate::redostream::render_status(st));
+        o.push_str(&crate::ops::stream_status::render_status(st));
     }
     for f in &s.findings {
         let _ = writeln!(o, "{:<8} {}", f.level.as_str(), f.message);
@@ -770,7 +770,7 @@ pub fn render_prometheus(s: &Status) -> String {
         );
     }
     if let Some(st) = &s.stream {
-        o.push_str(&crate::redostream::render_metrics(st, &site));
+        o.push_str(&crate::ops::stream_status::render_metrics(st, &site));
     }
     o
 }

@@ -118,7 +118,7 @@ pub fn run(cfg: &Config, opts: &Options, progress: Progress) -> Result<RunRecord
     // Redolog streaming (issue 17): a thread beside the loop, with its own
     // session to the standby; stopped when `run` returns.
     let _follower = (!opts.once)
-        .then(|| crate::redostream::start_follower(cfg))
+        .then(|| crate::primary::follower::start_follower(cfg))
         .flatten();
     loop {
         if stop_requested() {

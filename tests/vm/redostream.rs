@@ -72,7 +72,7 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
 
 pub(super) fn wait_acked(cfg: &snapsite::base::config::Config, after: jiff::Timestamp) {
     wait_for("the follower to catch up", Duration::from_secs(60), || {
-        snapsite::redostream::follower_record(cfg)
+        snapsite::primary::follower::follower_record(cfg)
             .is_some_and(|r| r.acked_as_of.is_some_and(|a| a > after) && r.lag_bytes == 0)
     });
 }
@@ -85,7 +85,7 @@ fn stream_and_fail_over(pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: &Path
     log.append(40);
     snapsite_ok(pri_cfg, &["snapshot"]);
     snapsite_ok(pri_cfg, &["ship"]);
-    let follower = snapsite::redostream::start_follower(&cfg).expect("[stream] is on");
+    let follower = snapsite::primary::follower::start_follower(&cfg).expect("[stream] is on");
     log.append(30);
     wait_acked(&cfg, jiff::Timestamp::now());
     log.rollover();
@@ -129,7 +129,7 @@ fn device_redo_and_fail_over(pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: 
     log.append(20);
     snapsite_ok(pri_cfg, &["snapshot"]);
     snapsite_ok(pri_cfg, &["ship"]);
-    let follower = snapsite::redostream::start_follower(&cfg).expect("[stream] is on");
+    let follower = snapsite::primary::follower::start_follower(&cfg).expect("[stream] is on");
     log.append(30);
     wait_acked(&cfg, jiff::Timestamp::now());
     drop(follower);

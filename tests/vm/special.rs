@@ -86,7 +86,7 @@ fn special_case(
     log.append(10);
     snapsite_ok(pri_cfg, &["snapshot"]);
     snapsite_ok(pri_cfg, &["ship"]);
-    let follower = snapsite::redostream::start_follower(&cfg).expect("[stream] is on");
+    let follower = snapsite::primary::follower::start_follower(&cfg).expect("[stream] is on");
     log.append(30);
     wait_acked(&cfg, jiff::Timestamp::now());
     log.rollover();

@@ -1,7 +1,9 @@
 //! Streaming in `status` and the metrics: the follower's lag and record,
 //! the standby's spool.
 
-use super::*;
+use crate::primary::follower::*;
+use crate::standby::spool::*;
+use crate::wire::redostream::*;
 
 /// Streaming as `status` shows it: the primary's follower (lag) and the
 /// standby's spool.

@@ -1,7 +1,7 @@
 //! The primary's side: the follower thread of `snapsite run`, its
 //! batches, and resuming the spool after a cut or a lost ack.
 
-use super::*;
+use crate::wire::redostream::*;
 
 // ---------------------------------------------------------------------------
 // The primary's follower.
@@ -38,48 +38,48 @@ pub fn follower_record(cfg: &Config) -> Option<FollowerRecord> {
 }
 
 #[derive(Clone)]
-pub(super) struct Tracked {
-    pub(super) dev: u64,
-    pub(super) ino: u64,
-    pub(super) size: u64,
-    pub(super) file: Arc<File>,
+pub(crate) struct Tracked {
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+    pub(crate) size: u64,
+    pub(crate) file: Arc<File>,
 }
 
 /// What one poll found: events, their data, and the tracking after them.
-pub(super) struct Poll {
-    pub(super) events: Vec<SpoolEvent>,
-    pub(super) data: Vec<u8>,
-    pub(super) next: BTreeMap<String, (u64, u64, u64, Arc<File>)>,
-    pub(super) complete: bool,
+pub(crate) struct Poll {
+    pub(crate) events: Vec<SpoolEvent>,
+    pub(crate) data: Vec<u8>,
+    pub(crate) next: BTreeMap<String, (u64, u64, u64, Arc<File>)>,
+    pub(crate) complete: bool,
 }
 
 /// Reads `[from, to)` of a file into the batch (cut at the batch budget).
-pub(super) type ReadRange<'a> =
+pub(crate) type ReadRange<'a> =
     dyn Fn(&File, u64, u64, &mut Vec<u8>, &mut bool) -> Result<u64> + 'a;
 
 /// A batch sent and not (yet) acknowledged: the follower's record of what
 /// the standby holds if the batch arrived and only the ack was lost.
-pub(super) struct InFlight {
-    pub(super) seq: u64,
-    pub(super) as_of: Option<Timestamp>,
-    pub(super) next: BTreeMap<String, Tracked>,
-    pub(super) bytes: u64,
-    pub(super) reset: bool,
+pub(crate) struct InFlight {
+    pub(crate) seq: u64,
+    pub(crate) as_of: Option<Timestamp>,
+    pub(crate) next: BTreeMap<String, Tracked>,
+    pub(crate) bytes: u64,
+    pub(crate) reset: bool,
 }
 
 /// The follower's state: what the standby has acknowledged.
 pub struct Follower {
-    pub(super) root: PathBuf,
-    pub(super) globs: Vec<String>,
-    pub(super) tracked: BTreeMap<String, Tracked>,
-    pub(super) seq: u64,
-    pub(super) need_reset: bool,
-    pub(super) in_flight: Option<InFlight>,
+    pub(crate) root: PathBuf,
+    pub(crate) globs: Vec<String>,
+    pub(crate) tracked: BTreeMap<String, Tracked>,
+    pub(crate) seq: u64,
+    pub(crate) need_reset: bool,
+    pub(crate) in_flight: Option<InFlight>,
     /// A batch whose lost ack `resume` proved: (seq, bytes, reset), for the
     /// record.
-    pub(super) adopted: Option<(u64, u64, bool)>,
+    pub(crate) adopted: Option<(u64, u64, bool)>,
     /// Batches refused in a row (not for a full spool).
-    pub(super) refusals: u32,
+    pub(crate) refusals: u32,
     pub acked_as_of: Option<Timestamp>,
     pub max_batch: u64,
 }
@@ -88,7 +88,7 @@ pub struct Follower {
 /// `ours`: the same names and sizes, and each known tail's hash equal to
 /// those bytes of our file (read through the descriptor we kept, so a file
 /// renamed since is still the one compared).
-pub(super) fn same_files(ours: &BTreeMap<String, Tracked>, theirs: &[SpoolFileState]) -> bool {
+pub(crate) fn same_files(ours: &BTreeMap<String, Tracked>, theirs: &[SpoolFileState]) -> bool {
     if ours.len() != theirs.len() {
         return false;
     }
@@ -228,7 +228,7 @@ impl Follower {
         Ok(resumed)
     }
 
-    pub(super) fn count_batch(rec: &mut FollowerRecord, seq: u64, bytes: u64, reset: bool) {
+    pub(crate) fn count_batch(rec: &mut FollowerRecord, seq: u64, bytes: u64, reset: bool) {
         rec.batches += 1;
         rec.bytes_shipped += bytes;
         if reset {
@@ -240,7 +240,7 @@ impl Follower {
         }
     }
 
-    pub(super) fn poll(&self) -> Result<Poll> {
+    pub(crate) fn poll(&self) -> Result<Poll> {
         let now = scan(&self.root, &self.globs)?;
         let mut events = Vec::new();
         let mut data = Vec::new();
@@ -418,7 +418,7 @@ impl Follower {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn new_file(
+    pub(crate) fn new_file(
         &self,
         name: &str,
         dev: u64,
@@ -555,22 +555,6 @@ impl Follower {
     }
 }
 
-pub(super) fn fill_at(f: &File, buf: &mut [u8], mut off: u64) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read_at(&mut buf[n..], off) {
-            Ok(0) => break,
-            Ok(k) => {
-                n += k;
-                off += k as u64;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 /// Open a spool session on a connection's reader/writer (after the magic).
 pub fn spool_handshake<R: Read, W: Write>(
     cfg: &Config,
@@ -596,8 +580,8 @@ pub fn spool_handshake<R: Read, W: Write>(
 
 /// The follower thread of `snapsite run`; dropping it stops the thread.
 pub struct FollowerHandle {
-    pub(super) stop: Arc<AtomicBool>,
-    pub(super) done: std::sync::mpsc::Receiver<()>,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) done: std::sync::mpsc::Receiver<()>,
 }
 
 impl Drop for FollowerHandle {
@@ -635,13 +619,13 @@ pub fn start_follower(cfg: &Config) -> Option<FollowerHandle> {
     Some(FollowerHandle { stop, done })
 }
 
-pub(super) fn write_record(catalog: &Catalog, rec: &FollowerRecord) {
+pub(crate) fn write_record(catalog: &Catalog, rec: &FollowerRecord) {
     let _ = crate::base::catalog::write_json(&catalog.root().join("stream.json"), rec);
 }
 
 /// The follower loop: connect, resume, flush every interval; on any error
 /// close the connection and reconnect after a backoff (1 s doubling to 30 s).
-pub(super) fn follow(
+pub(crate) fn follow(
     cfg: &Config,
     standby: &crate::base::config::Standby,
     root: &Path,

@@ -1,7 +1,9 @@
 //! The standby's side: the spool (loading, the cap),
 //! the commit-time checkpoint and the spool session of `serve`.
 
-use super::*;
+use crate::standby::spool::journal::*;
+use crate::standby::spool::matching::*;
+use crate::wire::redostream::*;
 
 // ---------------------------------------------------------------------------
 // The spool: the virtual state in memory, its items' bytes in the journal.
@@ -9,25 +11,25 @@ use super::*;
 /// The spool as recorded: base + items (their bytes left in the journal).
 #[derive(Debug, Clone, Default)]
 pub struct Spool {
-    pub(super) base: Vec<BaseFile>,
-    pub(super) base_as_of: Option<Timestamp>,
-    pub(super) items: Vec<Item>,
-    pub(super) last_seq: u64,
-    pub(super) last_as_of: Option<Timestamp>,
+    pub(crate) base: Vec<BaseFile>,
+    pub(crate) base_as_of: Option<Timestamp>,
+    pub(crate) items: Vec<Item>,
+    pub(crate) last_seq: u64,
+    pub(crate) last_as_of: Option<Timestamp>,
     /// Bytes of the journal on disk.
-    pub(super) disk_bytes: u64,
+    pub(crate) disk_bytes: u64,
     /// Where the items' bytes are.
-    pub(super) journal: Option<JournalFile>,
+    pub(crate) journal: Option<JournalFile>,
     /// The file names of the items' events.
-    pub(super) names: Vec<String>,
-    pub(super) name_ids: HashMap<String, u32>,
+    pub(crate) names: Vec<String>,
+    pub(crate) name_ids: HashMap<String, u32>,
     /// (sequence, primary's time) of the batches the items came in.
-    pub(super) batches: Vec<(u64, Timestamp)>,
+    pub(crate) batches: Vec<(u64, Timestamp)>,
 }
 
 impl Spool {
     /// Bytes `[from, from + len)` of a base tail's or an item's data.
-    pub(super) fn read(
+    pub(crate) fn read(
         &self,
         src: Src,
         from: u64,
@@ -58,7 +60,7 @@ impl Spool {
     }
 
     /// Item `k`'s event.
-    pub(super) fn ev(&self, k: usize) -> SpoolEvent {
+    pub(crate) fn ev(&self, k: usize) -> SpoolEvent {
         let n = |i: u32| self.names[i as usize].clone();
         match self.items[k].ev {
             Ev::Base { file, size } => SpoolEvent::Base {
@@ -83,7 +85,7 @@ impl Spool {
     }
 
     /// Item `k`'s batch: (sequence, primary's time).
-    pub(super) fn batch_of(&self, k: usize) -> (u64, Timestamp) {
+    pub(crate) fn batch_of(&self, k: usize) -> (u64, Timestamp) {
         self.batches[self.items[k].batch as usize]
     }
 
@@ -123,7 +125,7 @@ impl Spool {
     }
 
     /// The state after the base alone.
-    pub(super) fn base_sim(&self) -> Sim {
+    pub(crate) fn base_sim(&self) -> Sim {
         let mut sim = Sim::default();
         for (i, b) in self.base.iter().enumerate() {
             let _ = sim.apply(
@@ -146,7 +148,7 @@ impl Spool {
     }
 
     /// The state after every item.
-    pub(super) fn sim(&self) -> Sim {
+    pub(crate) fn sim(&self) -> Sim {
         let mut sim = self.base_sim();
         for i in 0..self.items.len() {
             sim.apply(&self.ev(i), Src::Item(i))
@@ -158,7 +160,7 @@ impl Spool {
     /// Add one journal record (checked as it is replayed against `sim`,
     /// which advances); `false` if it does not apply (the spool is then as
     /// before it).
-    pub(super) fn add_record(&mut self, sim: &mut Sim, meta: RecordMeta, payload: Payload) -> bool {
+    pub(crate) fn add_record(&mut self, sim: &mut Sim, meta: RecordMeta, payload: Payload) -> bool {
         match meta {
             RecordMeta::Base { seq, as_of, files } => {
                 let Payload::Mem(data) = payload else {
@@ -231,7 +233,7 @@ impl Spool {
     /// Append a batch's items (checked against `sim`, which advances), its
     /// data kept in the spool's own buffer (a spool built in memory).
     #[cfg(test)]
-    pub(super) fn push_batch(
+    pub(crate) fn push_batch(
         &mut self,
         sim: &mut Sim,
         seq: u64,
@@ -263,7 +265,7 @@ impl Spool {
     /// bytes. `undo`: if the batch does not apply, the spool as it was (the
     /// caller rebuilds `sim`, which may be half advanced).
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn push_batch_at(
+    pub(crate) fn push_batch_at(
         &mut self,
         sim: &mut Sim,
         seq: u64,
@@ -380,7 +382,7 @@ impl Spool {
     /// The records that reproduce this spool (tests; see
     /// [`Spool::write_records`]).
     #[cfg(test)]
-    pub(super) fn records(&self) -> Vec<u8> {
+    pub(crate) fn records(&self) -> Vec<u8> {
         let mut out = Vec::new();
         self.write_records(&mut out).expect("records");
         out
@@ -389,7 +391,7 @@ impl Spool {
     /// Write the records that reproduce this spool (a base, then one record
     /// per batch of remaining items) to `w`, one batch's data read at a
     /// time.
-    pub(super) fn write_records(&self, w: &mut dyn Write) -> std::result::Result<(), String> {
+    pub(crate) fn write_records(&self, w: &mut dyn Write) -> std::result::Result<(), String> {
         let io = |e: std::io::Error| format!("writing the spool journal: {e}");
         let mut data = Vec::new();
         let files = self
@@ -462,7 +464,7 @@ impl Spool {
     }
 
     /// What a follower needs to resume: each file's size and known tail.
-    pub(super) fn file_states(&self) -> std::result::Result<Vec<SpoolFileState>, String> {
+    pub(crate) fn file_states(&self) -> std::result::Result<Vec<SpoolFileState>, String> {
         let sim = self.sim();
         sim.names
             .iter()
@@ -480,7 +482,7 @@ impl Spool {
     }
 
     /// The last ≤ TAIL contiguous known bytes ending at the file's size.
-    pub(super) fn known_tail(&self, inst: &Inst) -> std::result::Result<Vec<u8>, String> {
+    pub(crate) fn known_tail(&self, inst: &Inst) -> std::result::Result<Vec<u8>, String> {
         let mut parts: Vec<Vec<u8>> = Vec::new();
         let mut end = inst.size;
         let mut have = 0u64;
@@ -507,7 +509,7 @@ impl Spool {
     /// The first cut a directory may be at: after the last `Base` event (a
     /// restart of the spool from the primary's files, sizes without bytes:
     /// a directory before it cannot be brought to it from the spool).
-    pub(super) fn min_cut(&self) -> usize {
+    pub(crate) fn min_cut(&self) -> usize {
         self.items
             .iter()
             .rposition(|it| matches!(it.ev, Ev::Base { .. }))
@@ -524,7 +526,7 @@ impl Spool {
 }
 
 /// Short lock around every change of the journal (a batch, a checkpoint).
-pub(super) fn spool_lock(
+pub(crate) fn spool_lock(
     dir: &Path,
     name: &str,
     wait: Duration,
@@ -547,9 +549,9 @@ pub struct Broken {
 /// read-only subvolume in place; ZFS mounts the replica's snapshot and LVM
 /// the thin snapshot (activated) read-only, without journal replay, on a
 /// directory of the spool's own, unmounted again on drop.
-pub(super) struct SnapshotView {
-    pub(super) root: PathBuf,
-    pub(super) mounted: bool,
+pub(crate) struct SnapshotView {
+    pub(crate) root: PathBuf,
+    pub(crate) mounted: bool,
 }
 
 impl Drop for SnapshotView {
@@ -561,7 +563,7 @@ impl Drop for SnapshotView {
     }
 }
 
-pub(super) fn snapshot_view(
+pub(crate) fn snapshot_view(
     cfg: &Config,
     stores: &Stores,
     dir: &Path,
@@ -681,7 +683,7 @@ pub fn checkpoint(dir: &Path, root: &Path, set_id: &str) -> Result<Option<usize>
     checkpoint_within(dir, root, set_id, CHECKPOINT_TIME)
 }
 
-pub(super) fn checkpoint_within(
+pub(crate) fn checkpoint_within(
     dir: &Path,
     root: &Path,
     set_id: &str,
@@ -726,7 +728,7 @@ pub(super) fn checkpoint_within(
 // ---------------------------------------------------------------------------
 // The standby's spool session.
 
-pub(super) fn refuse_reason(
+pub(crate) fn refuse_reason(
     s: &StreamSettings,
     sp: &Spool,
     seq: u64,
@@ -973,3 +975,6 @@ pub fn serve_spool<R: Read, W: Write>(
         w.msg(&Msg::SpoolAck { seq })?;
     }
 }
+
+pub mod journal;
+pub mod matching;

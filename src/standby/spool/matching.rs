@@ -9,20 +9,20 @@ use super::*;
 /// A view of a directory's files, cached (sizes, descriptors, a window of
 /// bytes). Every file is opened through [`Root`]: regular files
 /// only, no symlink anywhere on the way.
-pub(super) struct View<'a> {
-    pub(super) root: &'a Root,
-    pub(super) sizes: HashMap<String, std::result::Result<Option<u64>, String>>,
-    pub(super) files: HashMap<String, Option<File>>,
+pub(crate) struct View<'a> {
+    pub(crate) root: &'a Root,
+    pub(crate) sizes: HashMap<String, std::result::Result<Option<u64>, String>>,
+    pub(crate) files: HashMap<String, Option<File>>,
     /// The last window read: (name, offset, bytes).
-    pub(super) window: Option<(String, u64, Vec<u8>)>,
+    pub(crate) window: Option<(String, u64, Vec<u8>)>,
     /// Bytes read from files so far (the matcher's work bound).
-    pub(super) read: u64,
+    pub(crate) read: u64,
 }
 
-pub(super) const WINDOW: usize = 1 << 20;
+pub(crate) const WINDOW: usize = 1 << 20;
 
 impl<'a> View<'a> {
-    pub(super) fn new(root: &'a Root) -> Self {
+    pub(crate) fn new(root: &'a Root) -> Self {
         View {
             root,
             sizes: HashMap::new(),
@@ -31,7 +31,7 @@ impl<'a> View<'a> {
             read: 0,
         }
     }
-    pub(super) fn size(&mut self, name: &str) -> std::result::Result<Option<u64>, String> {
+    pub(crate) fn size(&mut self, name: &str) -> std::result::Result<Option<u64>, String> {
         if let Some(v) = self.sizes.get(name) {
             return v.clone();
         }
@@ -46,13 +46,13 @@ impl<'a> View<'a> {
     }
     /// Bytes `[off, off + want.len())` of `name` equal `want`? Small reads
     /// go through a window of 1 MiB (ranges are mostly met in file order).
-    pub(super) fn bytes_equal(&mut self, name: &str, off: u64, want: &[u8]) -> bool {
+    pub(crate) fn bytes_equal(&mut self, name: &str, off: u64, want: &[u8]) -> bool {
         self.first_difference(name, off, want) == Some(None)
     }
 
     /// `Some(None)`: equal; `Some(Some(k))`: the last differing byte is at
     /// `off + k`; `None`: the file cannot give these bytes (absent, shorter).
-    pub(super) fn first_difference(
+    pub(crate) fn first_difference(
         &mut self,
         name: &str,
         off: u64,
@@ -93,7 +93,7 @@ impl<'a> View<'a> {
         res
     }
 
-    pub(super) fn equal(
+    pub(crate) fn equal(
         &mut self,
         sp: &Spool,
         name: &str,
@@ -104,7 +104,7 @@ impl<'a> View<'a> {
     }
 
     /// Bytes `[from, to)` of range `r` equal in the file?
-    pub(super) fn equal_part(
+    pub(crate) fn equal_part(
         &mut self,
         sp: &Spool,
         name: &str,
@@ -120,7 +120,7 @@ impl<'a> View<'a> {
     /// `fin` (the state after the whole spool), bytes the directory holds
     /// beyond `sim`'s sizes must agree with what the spool appends there
     /// later (a snapshot may be ahead of the follower, never different).
-    pub(super) fn at(
+    pub(crate) fn at(
         &mut self,
         sp: &Spool,
         sim: &Sim,
@@ -181,12 +181,12 @@ impl<'a> View<'a> {
 }
 
 /// Why matching gave up (a bound, not a mismatch).
-pub(super) const GAVE_UP: &str = "matching the spool gave up";
+pub(crate) const GAVE_UP: &str = "matching the spool gave up";
 
 /// How long matching may take and how much it may read.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Bound {
-    pub(super) deadline: Option<Instant>,
+pub(crate) struct Bound {
+    pub(crate) deadline: Option<Instant>,
 }
 
 /// The largest `j` such that the directory holds the state after the
@@ -202,7 +202,7 @@ pub(super) struct Bound {
 /// except renames, which compare an instance's ranges against its new name
 /// (once per instance and name): the work is bounded by a multiple of the
 /// spool's bytes and events, and by `bound`'s deadline.
-pub(super) fn find_cut(
+pub(crate) fn find_cut(
     sp: &Spool,
     root: &Root,
     bound: Bound,
@@ -212,7 +212,7 @@ pub(super) fn find_cut(
 }
 
 /// The state after the spool's first `j` items.
-pub(super) fn sim_at(sp: &Spool, j: usize) -> Sim {
+pub(crate) fn sim_at(sp: &Spool, j: usize) -> Sim {
     let mut s = sp.base_sim();
     for i in 0..j {
         s.apply(&sp.ev(i), Src::Item(i))
@@ -225,7 +225,7 @@ pub(super) fn sim_at(sp: &Spool, j: usize) -> Sim {
 /// one, or the reason there is none). A snapshot ahead of the spool passes
 /// a later cut than the one it was taken at when a truncation hides what
 /// differs; failover's apply then finds the difference and tries the next.
-pub(super) fn find_cuts(
+pub(crate) fn find_cuts(
     sp: &Spool,
     root: &Root,
     bound: Bound,
@@ -321,44 +321,44 @@ pub(super) fn find_cuts(
 
 /// A file instance's ranges as compared against one name's file:
 /// (source, length, ranges differing up to and including this one).
-pub(super) type Compared = Vec<(Src, u64, usize)>;
+pub(crate) type Compared = Vec<(Src, u64, usize)>;
 
-pub(super) fn mismatches(stack: &Compared) -> usize {
+pub(crate) fn mismatches(stack: &Compared) -> usize {
     stack.last().map_or(0, |x| x.2)
 }
 
 /// A comparison kept for a name an instance left: ranges, last difference.
-pub(super) type Saved = (Compared, Option<Option<u64>>);
+pub(crate) type Saved = (Compared, Option<Option<u64>>);
 
-pub(super) struct Pair {
-    pub(super) name: String,
-    pub(super) stack: Compared,
+pub(crate) struct Pair {
+    pub(crate) name: String,
+    pub(crate) stack: Compared,
     /// The last position where the spool's bytes (as of the whole spool)
     /// differ from the file, `None` if nowhere; computed when first needed.
-    pub(super) last_diff: Option<Option<u64>>,
+    pub(crate) last_diff: Option<Option<u64>>,
 }
 
-pub(super) struct Matcher<'a> {
-    pub(super) sp: &'a Spool,
-    pub(super) view: View<'a>,
-    pub(super) fin: &'a Sim,
-    pub(super) sim: Sim,
-    pub(super) name_bad: HashMap<String, bool>,
-    pub(super) bad_names: usize,
+pub(crate) struct Matcher<'a> {
+    pub(crate) sp: &'a Spool,
+    pub(crate) view: View<'a>,
+    pub(crate) fin: &'a Sim,
+    pub(crate) sim: Sim,
+    pub(crate) name_bad: HashMap<String, bool>,
+    pub(crate) bad_names: usize,
     /// Per instance: its current name's comparison, if it has a name.
-    pub(super) pairs: Vec<Option<Pair>>,
+    pub(crate) pairs: Vec<Option<Pair>>,
     /// Comparisons of instances under names they left (a rename back).
-    pub(super) saved: HashMap<(usize, String), Saved>,
-    pub(super) inst_bad: Vec<bool>,
-    pub(super) bad_insts: usize,
-    pub(super) work: u64,
-    pub(super) limit: u64,
+    pub(crate) saved: HashMap<(usize, String), Saved>,
+    pub(crate) inst_bad: Vec<bool>,
+    pub(crate) bad_insts: usize,
+    pub(crate) work: u64,
+    pub(crate) limit: u64,
     /// The first failure to read the spool's own bytes (ends the match).
-    pub(super) io_err: Option<String>,
+    pub(crate) io_err: Option<String>,
 }
 
 impl Matcher<'_> {
-    pub(super) fn range_equal(&mut self, name: &str, src: Src, offset: u64, len: u64) -> bool {
+    pub(crate) fn range_equal(&mut self, name: &str, src: Src, offset: u64, len: u64) -> bool {
         self.work += 16;
         match self.sp.read(src, 0, len) {
             Ok(d) => self.view.bytes_equal(name, offset, &d),
@@ -369,7 +369,7 @@ impl Matcher<'_> {
         }
     }
 
-    pub(super) fn ensure(&mut self, i: usize) {
+    pub(crate) fn ensure(&mut self, i: usize) {
         if self.pairs.len() <= i {
             self.pairs.resize_with(i + 1, || None);
             self.inst_bad.resize(i + 1, false);
@@ -382,7 +382,7 @@ impl Matcher<'_> {
     /// item: the comparison is valid up to the last position whose range is
     /// the same, found by binary search), so renaming back and forth costs
     /// only the ranges added since.
-    pub(super) fn attach(&mut self, i: usize, n: &str) {
+    pub(crate) fn attach(&mut self, i: usize, n: &str) {
         self.ensure(i);
         let (mut stack, last_diff) = self.saved.remove(&(i, n.to_string())).unwrap_or_default();
         let same = |stack: &Compared, ranges: &[Range], p: usize| {
@@ -414,7 +414,7 @@ impl Matcher<'_> {
         });
     }
 
-    pub(super) fn detach(&mut self, i: usize) {
+    pub(crate) fn detach(&mut self, i: usize) {
         self.ensure(i);
         if let Some(p) = self.pairs[i].take() {
             self.saved.insert((i, p.name), (p.stack, p.last_diff));
@@ -423,7 +423,7 @@ impl Matcher<'_> {
     }
 
     /// Ranges of `i` changed at the top (an append or a truncate).
-    pub(super) fn resync(&mut self, i: usize) {
+    pub(crate) fn resync(&mut self, i: usize) {
         let Some(mut p) = self.pairs[i].take() else {
             return;
         };
@@ -448,7 +448,7 @@ impl Matcher<'_> {
 
     /// The last position where the whole spool's bytes of `i` differ from
     /// `name`'s file (within the file's size).
-    pub(super) fn last_diff(&mut self, i: usize, name: &str, have: u64) -> Option<u64> {
+    pub(crate) fn last_diff(&mut self, i: usize, name: &str, have: u64) -> Option<u64> {
         let mut last = None;
         let ranges = self
             .fin
@@ -478,7 +478,7 @@ impl Matcher<'_> {
         last
     }
 
-    pub(super) fn eval_inst(&mut self, i: usize) {
+    pub(crate) fn eval_inst(&mut self, i: usize) {
         self.ensure(i);
         let bad = match self.pairs[i]
             .as_ref()
@@ -512,7 +512,7 @@ impl Matcher<'_> {
         }
     }
 
-    pub(super) fn eval_name(&mut self, n: &str) {
+    pub(crate) fn eval_name(&mut self, n: &str) {
         let bad = match self.sim.names.get(n) {
             Some(&i) => match self.view.size(n) {
                 Ok(Some(s)) => s < self.sim.insts[i].size,
@@ -536,7 +536,7 @@ impl Matcher<'_> {
     }
 
     /// Apply item `j` and update the verdicts it touches.
-    pub(super) fn step(&mut self, j: usize) -> std::result::Result<(), String> {
+    pub(crate) fn step(&mut self, j: usize) -> std::result::Result<(), String> {
         let ev = &self.sp.ev(j);
         match ev {
             SpoolEvent::Base { file, .. } => {
@@ -609,7 +609,7 @@ impl Matcher<'_> {
 /// The matching before issue 22 (quadratic: a state rebuilt per candidate,
 /// every name checked per cut), kept to check the linear one against.
 #[cfg(test)]
-pub(super) fn find_cut_old(sp: &Spool, root: &Root) -> std::result::Result<(usize, Sim), String> {
+pub(crate) fn find_cut_old(sp: &Spool, root: &Root) -> std::result::Result<(usize, Sim), String> {
     let min = sp.min_cut();
     let mut view = View::new(root);
     let mut sim = sp.base_sim();
@@ -648,7 +648,7 @@ pub(super) fn find_cut_old(sp: &Spool, root: &Root) -> std::result::Result<(usiz
 
 /// Drop the first `j` items: the state they lead to becomes the base (with
 /// up to 4 KiB of known tail per file, from the spool).
-pub(super) fn rebase(
+pub(crate) fn rebase(
     sp: &Spool,
     j: usize,
     sim: &Sim,

@@ -43,26 +43,26 @@
 //! is absent. The largest such `j` is where the snapshot stands in the
 //! stream; everything after it is what the snapshot lacks.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::File;
-use std::io::{Read, Write};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+pub(crate) use std::collections::{BTreeMap, BTreeSet, HashMap};
+pub(crate) use std::fs::File;
+pub(crate) use std::io::{Read, Write};
+pub(crate) use std::os::unix::fs::FileExt;
+pub(crate) use std::path::{Path, PathBuf};
+pub(crate) use std::sync::Arc;
+pub(crate) use std::sync::atomic::{AtomicBool, Ordering};
+pub(crate) use std::time::{Duration, Instant};
 
-use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
+pub(crate) use jiff::Timestamp;
+pub(crate) use serde::{Deserialize, Serialize};
 
-use crate::backend::Stores;
-use crate::base::catalog::Catalog;
-use crate::base::config::{Config, VolumeAddr};
-use crate::base::error::{Context, Error, Result};
-use crate::base::model::{wire_str, wire_text};
-use crate::base::safefile::{Access, Root};
-use crate::base::streamconf::{StreamSettings, check_name, glob_match};
-use crate::wire::stream::{
+pub(crate) use crate::backend::Stores;
+pub(crate) use crate::base::catalog::Catalog;
+pub(crate) use crate::base::config::{Config, VolumeAddr};
+pub(crate) use crate::base::error::{Context, Error, Result};
+pub(crate) use crate::base::model::{wire_str, wire_text};
+pub(crate) use crate::base::safefile::{Access, Root};
+pub(crate) use crate::base::streamconf::{StreamSettings, check_name, glob_match};
+pub(crate) use crate::wire::stream::{
     Frame, Msg, PROTOCOL_VERSION, Reader, SpoolEvent, SpoolFileState, Writer,
 };
 
@@ -75,14 +75,14 @@ pub const MAX_BATCH_EVENTS: usize = 4096;
 /// matching at failover to a few seconds whatever the primary sends.
 pub const MAX_SPOOL_EVENTS: usize = 1 << 21;
 /// Known tail kept per file across a checkpoint (resume check).
-const TAIL: usize = 4096;
-const JOURNAL: &str = "journal";
+pub(crate) const TAIL: usize = 4096;
+pub(crate) const JOURNAL: &str = "journal";
 /// Longest a commit-time checkpoint matches (serve holds the site lock).
-const CHECKPOINT_TIME: Duration = Duration::from_secs(20);
+pub(crate) const CHECKPOINT_TIME: Duration = Duration::from_secs(20);
 /// Longest failover's apply matches before it uses the snapshot alone.
-const APPLY_MATCH_TIME: Duration = Duration::from_secs(20);
+pub(crate) const APPLY_MATCH_TIME: Duration = Duration::from_secs(20);
 /// Cuts failover's apply tries, largest first.
-const APPLY_TRIES: usize = 4;
+pub(crate) const APPLY_TRIES: usize = 4;
 
 /// `[stream]` if configured and enabled.
 pub fn settings(cfg: &Config) -> Option<&StreamSettings> {
@@ -110,7 +110,7 @@ pub fn live_root(cfg: &Config) -> Result<PathBuf> {
     }
 }
 
-fn spool_dir(catalog: &Catalog) -> PathBuf {
+pub(crate) fn spool_dir(catalog: &Catalog) -> PathBuf {
     catalog.root().join("spool")
 }
 
@@ -119,7 +119,7 @@ fn spool_dir(catalog: &Catalog) -> PathBuf {
 // copy) is opened through `safefile` only; `open_nofollow` is for the
 // primary's own live files.
 
-fn open_nofollow(p: &Path, write: bool) -> std::io::Result<File> {
+pub(crate) fn open_nofollow(p: &Path, write: bool) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .read(true)
@@ -177,36 +177,36 @@ pub fn scan(root: &Path, globs: &[String]) -> Result<BTreeMap<String, (u64, u64,
 
 /// Where spooled bytes come from: a base file's tail or an item's data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(super) enum Src {
+pub(crate) enum Src {
     Base(usize),
     Item(usize),
 }
 
 #[derive(Debug, Clone)]
-pub(super) struct Range {
-    pub(super) offset: u64,
-    pub(super) len: u64,
-    pub(super) src: Src,
+pub(crate) struct Range {
+    pub(crate) offset: u64,
+    pub(crate) len: u64,
+    pub(crate) src: Src,
 }
 
 #[derive(Debug, Clone, Default)]
-pub(super) struct Inst {
-    pub(super) size: u64,
-    pub(super) ranges: Vec<Range>,
+pub(crate) struct Inst {
+    pub(crate) size: u64,
+    pub(crate) ranges: Vec<Range>,
 }
 
 /// The virtual state after some prefix of the spool.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Sim {
-    pub(super) names: BTreeMap<String, usize>,
-    pub(super) insts: Vec<Inst>,
+pub(crate) struct Sim {
+    pub(crate) names: BTreeMap<String, usize>,
+    pub(crate) insts: Vec<Inst>,
     /// Every name the spool has seen (a name seen but not in `names` was
     /// removed or renamed away).
-    pub(super) known: BTreeSet<String>,
+    pub(crate) known: BTreeSet<String>,
 }
 
 impl Sim {
-    pub(super) fn apply(&mut self, ev: &SpoolEvent, src: Src) -> std::result::Result<(), String> {
+    pub(crate) fn apply(&mut self, ev: &SpoolEvent, src: Src) -> std::result::Result<(), String> {
         match ev {
             SpoolEvent::Base { file, size } => {
                 self.insts.push(Inst {
@@ -293,20 +293,18 @@ impl Sim {
     }
 }
 
-mod apply;
-mod follower;
-mod journal;
-mod matching;
-mod spool;
-mod status;
-#[cfg(test)]
-mod tests;
-
-pub use apply::*;
-pub use follower::*;
-#[allow(unused_imports)]
-pub use journal::*;
-#[allow(unused_imports)]
-pub use matching::*;
-pub use spool::*;
-pub use status::*;
+pub(crate) fn fill_at(f: &File, buf: &mut [u8], mut off: u64) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], off) {
+            Ok(0) => break,
+            Ok(k) => {
+                n += k;
+                off += k as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}

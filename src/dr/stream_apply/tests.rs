@@ -1,4 +1,5 @@
 use super::*;
+use crate::standby::spool::journal::*;
 
 /// xorshift: deterministic and dependency-free.
 struct Rng(u64);

@@ -1,7 +1,9 @@
 //! Failover's side: the spool applied to the redolog copy, all or
 //! nothing; the dry run's preview; the spool cleared after failover.
 
-use super::*;
+use crate::standby::spool::matching::*;
+use crate::standby::spool::*;
+use crate::wire::redostream::*;
 
 // ---------------------------------------------------------------------------
 // Failover: apply the spool to the redolog copy.
@@ -23,36 +25,36 @@ pub struct StreamRecovery {
 /// Where failover builds the streamed files, inside the redolog copy (the
 /// same filesystem: placing them is a rename). Removed when done.
 pub const SCRATCH: &str = ".snapsite-spool-apply";
-pub(super) const PLAN: &str = "plan.json";
-pub(super) const DONE: &str = "done.json";
+pub(crate) const PLAN: &str = "plan.json";
+pub(crate) const DONE: &str = "done.json";
 
 /// What the commit of an apply changes in the copy, written before the
 /// first change so that an interrupted failover can undo it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(super) struct ApplyPlan {
+pub(crate) struct ApplyPlan {
     /// Files of the copy moved aside: (name, scratch file).
-    pub(super) backups: Vec<(String, String)>,
+    pub(crate) backups: Vec<(String, String)>,
     /// Staged files put in place: (scratch file, name).
-    pub(super) placements: Vec<(String, String)>,
+    pub(crate) placements: Vec<(String, String)>,
     /// Directories created for placements (outermost first).
     #[serde(default)]
-    pub(super) dirs: Vec<String>,
+    pub(crate) dirs: Vec<String>,
 }
 
-pub(super) fn scratch(name: &str) -> String {
+pub(crate) fn scratch(name: &str) -> String {
     format!("{SCRATCH}/{name}")
 }
 
 /// Remove the scratch directory and everything in it (its own files only:
 /// nothing in it is followed).
-pub(super) fn clear_scratch(root: &Root) {
+pub(crate) fn clear_scratch(root: &Root) {
     for n in root.list(SCRATCH).unwrap_or_default() {
         let _ = root.remove(&scratch(&n), false);
     }
     let _ = root.remove(SCRATCH, true);
 }
 
-pub(super) fn plan_valid(p: &ApplyPlan) -> bool {
+pub(crate) fn plan_valid(p: &ApplyPlan) -> bool {
     let ours = |s: &str, pre: &str| {
         s.strip_prefix(pre)
             .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
@@ -69,7 +71,7 @@ pub(super) fn plan_valid(p: &ApplyPlan) -> bool {
 /// Undo a commit (all of it or the steps done): placed files back to the
 /// scratch directory, backups back to their names, created directories
 /// removed. `Err` lists what could not be undone.
-pub(super) fn roll_back(root: &Root, plan: &ApplyPlan) -> std::result::Result<(), String> {
+pub(crate) fn roll_back(root: &Root, plan: &ApplyPlan) -> std::result::Result<(), String> {
     let mut failed = Vec::new();
     let backed: BTreeSet<&str> = plan.backups.iter().map(|(n, _)| n.as_str()).collect();
     for (st, name) in plan.placements.iter().rev() {
@@ -104,7 +106,7 @@ pub(super) fn roll_back(root: &Root, plan: &ApplyPlan) -> std::result::Result<()
 
 /// A scratch directory left by an interrupted failover: undo its commit
 /// unless it had completed, then remove it.
-pub(super) fn recover_scratch(root: &Root) -> std::result::Result<(), String> {
+pub(crate) fn recover_scratch(root: &Root) -> std::result::Result<(), String> {
     if root.stat(SCRATCH)?.is_none() {
         return Ok(());
     }
@@ -137,7 +139,7 @@ pub(super) fn recover_scratch(root: &Root) -> std::result::Result<(), String> {
 
 /// The bytes of the file `name` against an instance's ranges: size at
 /// least the instance's, every spooled byte equal.
-pub(super) fn verify_staged(
+pub(crate) fn verify_staged(
     sp: &Spool,
     f: &File,
     what: &str,
@@ -174,15 +176,15 @@ pub(super) fn verify_staged(
 
 /// A file being built in the scratch directory: its size as written, and
 /// appended bytes gathered into one write per run of appends.
-pub(super) struct StagedFile {
-    pub(super) f: File,
-    pub(super) size: u64,
-    pub(super) pending_at: u64,
-    pub(super) pending: Vec<u8>,
+pub(crate) struct StagedFile {
+    pub(crate) f: File,
+    pub(crate) size: u64,
+    pub(crate) pending_at: u64,
+    pub(crate) pending: Vec<u8>,
 }
 
 impl StagedFile {
-    pub(super) fn new(f: File) -> std::io::Result<StagedFile> {
+    pub(crate) fn new(f: File) -> std::io::Result<StagedFile> {
         let size = f.metadata()?.len();
         Ok(StagedFile {
             f,
@@ -192,7 +194,7 @@ impl StagedFile {
         })
     }
 
-    pub(super) fn flush(&mut self) -> std::io::Result<()> {
+    pub(crate) fn flush(&mut self) -> std::io::Result<()> {
         if !self.pending.is_empty() {
             self.f.write_all_at(&self.pending, self.pending_at)?;
             self.pending.clear();
@@ -201,7 +203,7 @@ impl StagedFile {
     }
 
     /// One spooled event.
-    pub(super) fn event(
+    pub(crate) fn event(
         &mut self,
         what: &str,
         ev: &SpoolEvent,
@@ -248,16 +250,16 @@ impl StagedFile {
 
 /// The applied spool, staged: files built in the scratch directory and
 /// the plan that puts them in place.
-pub(super) struct Staged {
-    pub(super) plan: ApplyPlan,
-    pub(super) bytes: u64,
+pub(crate) struct Staged {
+    pub(crate) plan: ApplyPlan,
+    pub(crate) bytes: u64,
 }
 
 /// Build every file the spool changes after cut `j` in the scratch
 /// directory (a copy of the copy's file, or new), apply the events to them,
 /// and verify them against every spooled byte. Changes nothing outside the
 /// scratch directory.
-pub(super) fn stage(
+pub(crate) fn stage(
     sp: &Spool,
     root: &Root,
     j: usize,
@@ -377,7 +379,7 @@ pub(super) fn stage(
 
 /// Put the staged files in place (backups first, then placements), all or
 /// nothing: any failure undoes the steps done.
-pub(super) fn commit_staged(root: &Root, plan: &mut ApplyPlan) -> std::result::Result<(), String> {
+pub(crate) fn commit_staged(root: &Root, plan: &mut ApplyPlan) -> std::result::Result<(), String> {
     // The plan, durable before the first change.
     let write_plan = |plan: &ApplyPlan| -> std::result::Result<(), String> {
         let _ = root.remove(&scratch(PLAN), false);
@@ -645,3 +647,6 @@ pub fn render_preview(r: &StreamRecovery) -> String {
         (None, None) => "stream        nothing to add\n".into(),
     }
 }
+
+#[cfg(test)]
+mod tests;

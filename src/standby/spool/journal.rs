@@ -11,7 +11,7 @@ use super::*;
 /// A batch or a base as recorded in the journal (its data follows it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "rec", rename_all = "snake_case")]
-pub(super) enum RecordMeta {
+pub(crate) enum RecordMeta {
     /// A new start (checkpoint): files with their sizes and known tails.
     Base {
         seq: u64,
@@ -27,18 +27,18 @@ pub(super) enum RecordMeta {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct BaseMeta {
-    pub(super) file: String,
-    pub(super) size: u64,
-    pub(super) tail_len: u64,
+pub(crate) struct BaseMeta {
+    pub(crate) file: String,
+    pub(crate) size: u64,
+    pub(crate) tail_len: u64,
 }
 
-pub(super) fn encode_record(meta: &RecordMeta, data: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_record(meta: &RecordMeta, data: &[u8]) -> Vec<u8> {
     encode_record_at(meta, data).0
 }
 
 /// A record, and where its data starts in it.
-pub(super) fn encode_record_at(meta: &RecordMeta, data: &[u8]) -> (Vec<u8>, u64) {
+pub(crate) fn encode_record_at(meta: &RecordMeta, data: &[u8]) -> (Vec<u8>, u64) {
     let m = serde_json::to_vec(meta).expect("records serialize");
     let mut out = Vec::with_capacity(12 + m.len() + data.len() + 32);
     out.extend_from_slice(&(m.len() as u32).to_be_bytes());
@@ -58,7 +58,7 @@ const MAX_BASE_DATA: u64 = 256 << 20;
 
 /// One record read from a journal: its metadata, and its data (a base's
 /// tails, in memory) or where its data is (a batch's, left on disk).
-pub(super) enum Payload {
+pub(crate) enum Payload {
     Mem(Vec<u8>),
     At { at: u64, len: u64 },
 }
@@ -66,19 +66,19 @@ pub(super) enum Payload {
 /// Records of a journal read as a stream, one at a time, each checked
 /// (its blake3) before it is returned; stops at the first incomplete or
 /// failing record. A batch's data is hashed as it passes, never held.
-pub(super) struct RecordReader<R: Read> {
+pub(crate) struct RecordReader<R: Read> {
     r: R,
     /// Where the next record starts.
-    pub(super) pos: u64,
+    pub(crate) pos: u64,
     len: u64,
 }
 
 impl<R: Read> RecordReader<R> {
-    pub(super) fn new(r: R, len: u64) -> Self {
+    pub(crate) fn new(r: R, len: u64) -> Self {
         RecordReader { r, pos: 0, len }
     }
 
-    pub(super) fn next_record(&mut self) -> Option<(RecordMeta, Payload)> {
+    pub(crate) fn next_record(&mut self) -> Option<(RecordMeta, Payload)> {
         let rest = self.len.checked_sub(self.pos)?;
         let mut head = [0u8; 12];
         if rest < 12 || self.r.read_exact(&mut head).is_err() {
@@ -137,13 +137,13 @@ impl<R: Read> RecordReader<R> {
 /// needed through a window (the spool is read as a stream: its cap bounds
 /// disk, not memory).
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Data {
-    pub(super) at: u64,
-    pub(super) len: u64,
+pub(crate) struct Data {
+    pub(crate) at: u64,
+    pub(crate) len: u64,
 }
 
 impl Data {
-    pub(super) fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.len
     }
 }
@@ -152,7 +152,7 @@ impl Data {
 /// [`Spool::names`] (a spool at the event cap holds two million of
 /// them). [`Spool::ev`] gives the event back.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Ev {
+pub(crate) enum Ev {
     Base { file: u32, size: u64 },
     Append { file: u32, offset: u64, len: u64 },
     Truncate { file: u32, size: u64 },
@@ -163,30 +163,30 @@ pub(super) enum Ev {
 /// One event of the spool: the event, where its data is, its batch (an
 /// index into [`Spool::batches`]).
 #[derive(Debug, Clone)]
-pub(super) struct Item {
-    pub(super) ev: Ev,
-    pub(super) data: Data,
-    pub(super) batch: u32,
+pub(crate) struct Item {
+    pub(crate) ev: Ev,
+    pub(crate) data: Data,
+    pub(crate) batch: u32,
 }
 
 #[derive(Debug, Clone)]
-pub(super) struct BaseFile {
-    pub(super) file: String,
-    pub(super) size: u64,
-    pub(super) tail: Vec<u8>,
+pub(crate) struct BaseFile {
+    pub(crate) file: String,
+    pub(crate) size: u64,
+    pub(crate) tail: Vec<u8>,
 }
 
 /// The journal file a spool was read from, open (a checkpoint's rewrite
 /// replaces the name, not these bytes), with a window of its last read.
 #[derive(Debug, Clone)]
-pub(super) struct JournalFile {
-    pub(super) file: Option<Arc<File>>,
-    pub(super) path: PathBuf,
-    pub(super) window: Arc<std::sync::Mutex<(u64, Vec<u8>)>>,
+pub(crate) struct JournalFile {
+    pub(crate) file: Option<Arc<File>>,
+    pub(crate) path: PathBuf,
+    pub(crate) window: Arc<std::sync::Mutex<(u64, Vec<u8>)>>,
 }
 
 impl JournalFile {
-    pub(super) fn open(dir: &Path) -> Result<Option<JournalFile>> {
+    pub(crate) fn open(dir: &Path) -> Result<Option<JournalFile>> {
         let path = dir.join(JOURNAL);
         match File::open(&path) {
             Ok(f) => Ok(Some(JournalFile {
@@ -201,7 +201,7 @@ impl JournalFile {
 
     /// Bytes `[at, at + len)`: small reads go through a window of 1 MiB
     /// (matching and applying read items mostly in journal order).
-    pub(super) fn read(&self, at: u64, len: u64) -> std::result::Result<Vec<u8>, String> {
+    pub(crate) fn read(&self, at: u64, len: u64) -> std::result::Result<Vec<u8>, String> {
         let err =
             |e: std::io::Error| format!("reading the spool journal {}: {e}", self.path.display());
         let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
@@ -240,13 +240,13 @@ impl JournalFile {
     }
 }
 
-pub(super) fn write_journal_atomic(dir: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_journal_atomic(dir: &Path, bytes: &[u8]) -> Result<()> {
     crate::base::catalog::write_atomic(&dir.join(JOURNAL), bytes)
 }
 
 /// Replace the journal with `sp`'s records, written as a stream (one
 /// batch's data at a time) to a temporary file, fsynced, renamed over.
-pub(super) fn rewrite_journal(dir: &Path, sp: &Spool) -> Result<()> {
+pub(crate) fn rewrite_journal(dir: &Path, sp: &Spool) -> Result<()> {
     let path = dir.join(JOURNAL);
     let tmp = dir.join(format!(".{JOURNAL}.tmp.{}", std::process::id()));
     let written = (|| -> Result<()> {
@@ -268,7 +268,7 @@ pub(super) fn rewrite_journal(dir: &Path, sp: &Spool) -> Result<()> {
         .ctx(format!("fsync {}", dir.display()))
 }
 
-pub(super) fn append_journal(dir: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn append_journal(dir: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::create_dir_all(dir).ctx(format!("create {}", dir.display()))?;
     let path = dir.join(JOURNAL);
     let existed = path.exists();
@@ -290,7 +290,7 @@ pub(super) fn append_journal(dir: &Path, bytes: &[u8]) -> Result<()> {
 
 /// The journal's (inode, size): changed by anyone but this session only
 /// through a checkpoint's rewrite.
-pub(super) fn journal_id(dir: &Path) -> Option<(u64, u64)> {
+pub(crate) fn journal_id(dir: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(dir.join(JOURNAL))
         .ok()

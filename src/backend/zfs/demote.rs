@@ -1,0 +1,267 @@
+//! The DR cycle on ZFS: which dataset holds a snapshot, keeping a demoted
+//! site's live dataset as divergent, and making a volume receivable again.
+
+use super::*;
+
+// ---------------------------------------------------------------------
+// The DR cycle on ZFS: which dataset holds a snapshot, failback, switchover.
+//
+// A volume whose config names a `replica` has two datasets: `replica`
+// (received snapshots, while this site is a standby) and `source` (the live
+// data: failover's clone of a replica snapshot). A clone's incremental from
+// its origin is a *clone stream* (DRR_FLAG_CLONE, also from a bookmark of
+// the origin), which `zfs receive` only accepts as a NEW dataset; so the
+// first set taken on the live clone promotes it (`zfs promote`): the
+// snapshots up to the origin move to `source`, the replica becomes an empty
+// clone of it, and every later send is a plain incremental within `source`.
+// The volume's snapshots are those of both datasets, in creation order.
+//
+// Demoting (failback, switchover) keeps the live dataset, renamed
+// `<source>-divergent-<label>`, read-only, mounted under
+// /run/snapsite/divergent/; then `replica` is remade as a clone of its base
+// snapshot and promoted, so the base (and every older snapshot) belongs to
+// the replica and the next incremental from the peer applies to it. Nothing
+// after the base is destroyed: it stays with the divergent dataset.
+// ---------------------------------------------------------------------
+
+/// Where divergent datasets are mounted (read-only).
+pub(super) const DIVERGENT_MOUNT_DIR: &str = "/run/snapsite/divergent";
+
+/// Parse `zfs list -H -o name -t snapshot -s createtxg -d 1 DS...`: the
+/// snapsite snapshots of the datasets `dss`, in the listed order, as
+/// (name, full name).
+pub fn parse_chain(dss: &[String], text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let full = l.trim_end();
+            let (ds, name) = full.split_once('@')?;
+            (dss.iter().any(|d| d == ds) && parse_set_id(name).is_some())
+                .then(|| (name.to_string(), full.to_string()))
+        })
+        .collect()
+}
+
+/// The full name of snapshot `name` of the volume: on the live `source`
+/// when it is there (this site took it as primary), else on the replica.
+pub(super) fn snap_of(vol: &Volume, name: &str) -> Result<String> {
+    if vol.replica().is_some() {
+        let live = format!("{}@{name}", vol.source);
+        if exists(&live)? {
+            return Ok(live);
+        }
+    }
+    Ok(snap(vol, name))
+}
+
+/// The dataset a new set's snapshot of the volume is taken of: `source`.
+/// When `source` is failover's clone of the replica, it is promoted first
+/// (see above), so its incrementals are plain ones.
+pub(super) fn snapshot_head(vol: &Volume) -> Result<String> {
+    let Some(r) = vol.replica() else {
+        return Ok(dataset(vol).to_string());
+    };
+    if !exists(&vol.source)? {
+        // A standby takes no sets; keep the old behaviour for its errors.
+        return Ok(r);
+    }
+    let origin = get("origin", &vol.source)?.unwrap_or_default();
+    if origin.starts_with(&format!("{r}@")) {
+        tracing::info!(volume = %vol.role, source = %vol.source, %origin, "first set on failover's clone: promoting it");
+        zfs()
+            .args(["promote", &vol.source])
+            .run()
+            .ctx(format!("volume `{}`: promote the live clone", vol.role))?;
+    }
+    Ok(vol.source.clone())
+}
+
+/// `<source>-divergent-<label>`.
+pub fn divergent_dataset(source: &str, label: &str) -> String {
+    format!("{source}-divergent-{label}")
+}
+
+/// A divergent label becomes part of a dataset name: plain characters only.
+pub(super) fn check_label(label: &str) -> Result<()> {
+    let ok = !label.is_empty()
+        && label.len() <= 64
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+        && !label.starts_with(['.', '-']);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::refused(format!(
+            "`{label}` is not a valid divergent label"
+        )))
+    }
+}
+
+/// Keep the live dataset as `<source>-divergent-<label>`: renamed (with
+/// every snapshot it holds), `readonly=on`, `canmount=noauto`, mounted
+/// under /run/snapsite/divergent/. `source` is free afterwards.
+pub(super) fn keep_divergent(vol: &Volume, label: &str) -> Result<String> {
+    check_label(label)?;
+    let src = &vol.source;
+    let ctx = || format!("volume `{}`: keep {src} as divergent", vol.role);
+    if !src.contains('/') {
+        return Err(Error::refused(format!(
+            "volume `{}`: source {src} is a pool's root dataset, which cannot be renamed; nothing was changed",
+            vol.role
+        )));
+    }
+    let dst = divergent_dataset(src, label);
+    if !exists(src)? {
+        if !exists(&dst)? {
+            return Err(Error::storage(format!(
+                "volume `{}`: dataset {src} does not exist; nothing to keep",
+                vol.role
+            )));
+        }
+        // Renamed before (a run that died after it): finish the steps
+        // below, each safe to redo.
+    } else if exists(&dst)? {
+        return Err(Error::refused(format!(
+            "volume `{}`: {dst} exists already; nothing was changed",
+            vol.role
+        )));
+    } else {
+        zfs().args(["rename", src, &dst]).run().ctx(ctx())?;
+        crate::failpoint!("zfs.keep_divergent.after_rename");
+    }
+    let mp = PathBuf::from(DIVERGENT_MOUNT_DIR).join(dst.replace('/', "_"));
+    zfs()
+        .args(["set", "readonly=on", "canmount=noauto"])
+        .arg(format!("mountpoint={}", mp.display()))
+        .arg(&dst)
+        .run()
+        .ctx(ctx())?;
+    if get("mounted", &dst)?.as_deref() != Some("yes") {
+        zfs().args(["mount", &dst]).run().ctx(ctx())?;
+    }
+    Ok(dst)
+}
+
+/// The divergent datasets of the volume, oldest first.
+pub(super) fn divergent(vol: &Volume) -> Result<Vec<String>> {
+    let Some((parent, _)) = vol.source.rsplit_once('/') else {
+        return Ok(Vec::new());
+    };
+    if !exists(parent)? {
+        return Ok(Vec::new());
+    }
+    let text = zfs()
+        .args([
+            "list",
+            "-H",
+            "-o",
+            "name",
+            "-t",
+            "filesystem",
+            "-d",
+            "1",
+            parent,
+        ])
+        .output()?;
+    let prefix = divergent_dataset(&vol.source, "");
+    let mut v: Vec<String> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|n| n.starts_with(&prefix))
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Make `replica` a receive target whose newest snapshot is `name`, the
+/// base this site took as primary (now in `source` or a divergent
+/// dataset): a clone of it, promoted, never mounted. A replica that exists
+/// already must hold `name` as its newest snapshot, or be an empty clone
+/// (what a promoted live dataset leaves behind), which is replaced.
+pub(super) fn make_receivable(vol: &Volume, name: &str) -> Result<()> {
+    if parse_set_id(name).is_none() {
+        return Err(Error::refused(format!("`{name}` is not a set id")));
+    }
+    let r = require_replica(vol, "dataset")?;
+    let ctx = || format!("volume `{}`: make {name} receivable in {r}", vol.role);
+    if exists(&r)? {
+        let own = zfs()
+            .args([
+                "list",
+                "-H",
+                "-o",
+                "name",
+                "-t",
+                "snapshot",
+                "-s",
+                "createtxg",
+            ])
+            .args(["-d", "1", &r])
+            .output()?;
+        let own: Vec<&str> = own.lines().map(str::trim_end).collect();
+        let want = format!("{r}@{name}");
+        if own.contains(&want.as_str()) {
+            let newest = parse_snapshot_list(&r, &own.join("\n"));
+            if newest.last().map(String::as_str) != Some(name) {
+                return Err(Error::refused(format!(
+                    "volume `{}`: {want} exists but is not the newest snapshot of {r}; not changing it",
+                    vol.role
+                )));
+            }
+            return Ok(());
+        }
+        let origin = get("origin", &r)?;
+        if !own.is_empty() || origin.is_none() {
+            return Err(Error::refused(format!(
+                "volume `{}`: replica {r} exists with snapshots of its own (or is not a clone) and lacks {name}; not replacing it",
+                vol.role
+            ))
+            .with_hint(format!("move {r} away by hand, then run this again")));
+        }
+        zfs().args(["destroy", &r]).run().ctx(ctx())?;
+    }
+    let mut holders = vec![vol.source.clone()];
+    holders.extend(divergent(vol)?.into_iter().rev());
+    let mut from = None;
+    for h in holders {
+        let s = format!("{h}@{name}");
+        if exists(&s)? {
+            from = Some(s);
+            break;
+        }
+    }
+    let from = from.ok_or_else(|| {
+        Error::storage(format!(
+            "volume `{}`: no dataset of this volume holds snapshot {name}",
+            vol.role
+        ))
+    })?;
+    if let Some((parent, _)) = r.rsplit_once('/') {
+        if !exists(parent)? {
+            zfs()
+                .args(["create", "-p", "-o", "mountpoint=none", parent])
+                .run()
+                .ctx(ctx())?;
+        }
+    }
+    zfs()
+        .arg("clone")
+        .args([
+            "-o",
+            "readonly=on",
+            "-o",
+            "canmount=noauto",
+            "-o",
+            "mountpoint=none",
+        ])
+        .args(["-o", "exec=off", "-o", "setuid=off", "-o", "devices=off"])
+        .arg(&from)
+        .arg(&r)
+        .run()
+        .ctx(ctx())?;
+    // A rerun finds the clone without snapshots of its own, destroys it
+    // and clones again.
+    crate::failpoint!("zfs.make_receivable.after_clone");
+    zfs().args(["promote", &r]).run().ctx(ctx())
+}
