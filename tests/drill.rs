@@ -88,13 +88,18 @@ fn failover_drill_loses_nothing_before_the_last_shipped_redolog_snapshot() {
         v["recovered"].as_u64().unwrap() + v["lost"].as_u64().unwrap(),
         written
     );
-    // The replay got snapsite's --fromTime in zmplayredo's format, local time.
-    let arg = out
+    // The replay got snapsite's --fromTime in zmplayredo's format, local
+    // time (`check` prints the configured template, `{from_time}`, first).
+    let args: Vec<&str> = out
         .split("--fromTime '")
-        .nth(1)
-        .and_then(|s| s.split('\'').next())
-        .unwrap_or_default();
-    assert!(is_zmplayredo_time(arg), "--fromTime `{arg}` in:\n{out}");
+        .skip(1)
+        .filter_map(|s| s.split('\'').next())
+        .filter(|a| !a.contains('{'))
+        .collect();
+    assert!(!args.is_empty(), "no replay --fromTime in:\n{out}");
+    for arg in args {
+        assert!(is_zmplayredo_time(arg), "--fromTime `{arg}` in:\n{out}");
+    }
     assert!(out.contains("=== snapsite failover report ==="), "{out}");
     assert!(out.contains("verdict: ZERO LOSS"), "{out}");
     // Cleaned up: no namespace, no mount, no files.
