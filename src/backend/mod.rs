@@ -583,6 +583,24 @@ impl Stores {
     }
 }
 
+/// A divergent label (ZFS, LVM) becomes part of a dataset or LV name:
+/// plain characters only, not starting with `.` or `-`.
+pub(crate) fn check_label(label: &str) -> Result<()> {
+    let ok = !label.is_empty()
+        && label.len() <= 64
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+        && !label.starts_with(['.', '-']);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::refused(format!(
+            "`{label}` is not a valid divergent label"
+        )))
+    }
+}
+
 /// The dataset / `vg/lv` a standby receives into: `replica` is required there.
 pub fn require_replica(vol: &Volume, what: &str) -> Result<String> {
     vol.replica().ok_or_else(|| {

@@ -33,8 +33,6 @@ mod receive;
 pub use begin::{BEGIN_RECORD_LEN, StreamBegin, check_begin, parse_begin};
 #[cfg(test)]
 use begin::{DMU_OST_ZFS, DRR_FLAG_CLONE};
-#[cfg(test)]
-use demote::check_label;
 use demote::{divergent, keep_divergent, make_receivable, snap_of, snapshot_head};
 pub use demote::{divergent_dataset, parse_chain};
 pub use listing::{

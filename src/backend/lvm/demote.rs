@@ -77,26 +77,10 @@ pub fn chain_of(all: &[LvInfo], rlv: &str, slv: &str) -> Vec<String> {
     v
 }
 
-pub(super) fn check_label(label: &str) -> Result<()> {
-    let ok = !label.is_empty()
-        && label.len() <= 64
-        && label
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
-        && !label.starts_with(['.', '-']);
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::refused(format!(
-            "`{label}` is not a valid divergent label"
-        )))
-    }
-}
-
 /// Keep the live LV as `<source>-divergent-<label>`: unmounted from the
 /// volume's mountpoint, renamed, read-only, tagged [`DIVERGENT_TAG`].
 pub(super) fn keep_divergent(vol: &Volume, label: &str) -> Result<String> {
-    check_label(label)?;
+    crate::backend::check_label(label)?;
     let (vg, lv) = split(source_lv(vol)?);
     let dst = format!("{lv}-divergent-{label}");
     let ctx = || format!("volume `{}`: keep {vg}/{lv} as divergent", vol.role);

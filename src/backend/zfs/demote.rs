@@ -80,28 +80,11 @@ pub fn divergent_dataset(source: &str, label: &str) -> String {
     format!("{source}-divergent-{label}")
 }
 
-/// A divergent label becomes part of a dataset name: plain characters only.
-pub(super) fn check_label(label: &str) -> Result<()> {
-    let ok = !label.is_empty()
-        && label.len() <= 64
-        && label
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
-        && !label.starts_with(['.', '-']);
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::refused(format!(
-            "`{label}` is not a valid divergent label"
-        )))
-    }
-}
-
 /// Keep the live dataset as `<source>-divergent-<label>`: renamed (with
 /// every snapshot it holds), `readonly=on`, `canmount=noauto`, mounted
 /// under /run/snapsite/divergent/. `source` is free afterwards.
 pub(super) fn keep_divergent(vol: &Volume, label: &str) -> Result<String> {
-    check_label(label)?;
+    crate::backend::check_label(label)?;
     let src = &vol.source;
     let ctx = || format!("volume `{}`: keep {src} as divergent", vol.role);
     if !src.contains('/') {

@@ -292,9 +292,9 @@ fn chain_lists_both_datasets_in_creation_order() {
         divergent_dataset("tank/live", "L1"),
         "tank/live-divergent-L1"
     );
-    assert!(check_label("20261130T091500.123Z").is_ok());
+    assert!(crate::backend::check_label("20261130T091500.123Z").is_ok());
     for bad in ["", "-x", ".x", "a/b", "a@b", "a b"] {
-        assert!(check_label(bad).is_err(), "{bad}");
+        assert!(crate::backend::check_label(bad).is_err(), "{bad}");
     }
 }
 
