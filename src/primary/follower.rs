@@ -374,23 +374,12 @@ impl Follower {
                         e.2 = *size;
                     }
                 }
-                Some(_) => {
-                    // Replaced behind a rename we could not see: remove, then new.
-                    events.push(SpoolEvent::Remove { file: name.clone() });
-                    state.remove(name);
-                    self.new_file(
-                        name,
-                        *dev,
-                        *ino,
-                        *size,
-                        &mut state,
-                        &mut events,
-                        &mut data,
-                        &mut complete,
-                        &read_range,
-                    )?;
-                }
-                None => {
+                other => {
+                    if other.is_some() {
+                        // Replaced behind a rename we could not see: remove, then new.
+                        events.push(SpoolEvent::Remove { file: name.clone() });
+                        state.remove(name);
+                    }
                     self.new_file(
                         name,
                         *dev,
