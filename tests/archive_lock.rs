@@ -1,0 +1,607 @@
+//! The archive bucket's immutability is the engine's, not ours: against a
+//! real Ceph RGW (scripts/rgwlab), with the bucket set up as docs/archive.md
+//! tells an admin to, every way the primary's credentials could destroy an
+//! archived object is tried and must be refused by RGW, and in COMPLIANCE
+//! mode the bucket owner cannot delete a locked version either. The pruner
+//! can delete a version once its retention has passed.
+//!
+//! Needs root and the ceph packages (skips with the reason otherwise; under
+//! CI=true a skip is a failure). About 30 s, most of it the lab's start.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+fn skip_reason() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root for the lab's loop device".into());
+    }
+    for tool in [
+        "ceph-mon",
+        "ceph-mgr",
+        "ceph-osd",
+        "radosgw",
+        "radosgw-admin",
+    ] {
+        if !Path::new("/usr/bin").join(tool).exists() {
+            return Some(format!(
+                "`{tool}` is not installed (apt-get install --no-install-recommends ceph-mon ceph-mgr ceph-osd radosgw ceph-common)"
+            ));
+        }
+    }
+    if Command::new("curl").arg("--version").output().is_err() {
+        return Some("`curl` is not installed".into());
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        return Some("no /dev/loop-control".into());
+    }
+    None
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/rgwlab")
+}
+
+/// A running lab; stopped (by its PIDs, through the script) on drop.
+struct Lab {
+    name: String,
+    env: Vec<(String, String)>,
+}
+
+impl Lab {
+    fn start(name: &str) -> Lab {
+        let out = Command::new("bash")
+            .arg(script())
+            .args(["start", name])
+            .output()
+            .expect("run scripts/rgwlab");
+        // Stop whatever got started even when start failed half-way.
+        let mut lab = Lab {
+            name: name.to_string(),
+            env: Vec::new(),
+        };
+        assert!(
+            out.status.success(),
+            "scripts/rgwlab start {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let (k, v) = line.split_once('=').expect("KEY=VALUE line");
+            // printf %q leaves these values (paths, a URL, words) unquoted.
+            assert!(
+                !v.contains(['\\', '\'', '"', ' ']),
+                "unexpected quoting in {line}"
+            );
+            lab.env.push((k.to_string(), v.to_string()));
+        }
+        lab
+    }
+
+    fn get(&self, key: &str) -> &str {
+        &self
+            .env
+            .iter()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("scripts/rgwlab env has no {key}"))
+            .1
+    }
+
+    fn client(&self, who: &str) -> S3 {
+        let creds = self.get(&format!("RGWLAB_CREDS_{who}"));
+        let mode = std::fs::metadata(creds).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            mode.permissions().mode() & 0o077,
+            0,
+            "{creds} is readable by others"
+        );
+        let text = std::fs::read_to_string(creds).unwrap();
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or_else(|| panic!("{creds} has no {key}"))
+                .to_string()
+        };
+        S3 {
+            who: who.to_string(),
+            base: format!(
+                "{}/{}",
+                self.get("RGWLAB_ENDPOINT"),
+                self.get("RGWLAB_BUCKET")
+            ),
+            user: format!("{}:{}", field("access_key"), field("secret_key")),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let out = Command::new("bash")
+            .arg(script())
+            .args(["stop", &self.name])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => eprintln!(
+                "scripts/rgwlab stop {} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => eprintln!("scripts/rgwlab stop {}: {e}", self.name),
+        }
+    }
+}
+
+/// One user's view of the bucket: requests signed by curl's SigV4 (argv, no
+/// shell). Paths are relative to the bucket; query parameters must be given
+/// in sorted order (curl 7.88 signs them as written).
+struct S3 {
+    who: String,
+    base: String,
+    user: String,
+    dir: tempfile::TempDir,
+}
+
+struct Reply {
+    code: u16,
+    body: Vec<u8>,
+    headers: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl S3 {
+    fn req(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let body_file = self.dir.path().join("body");
+        let out_file = self.dir.path().join("out");
+        let head_file = self.dir.path().join("head");
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-sS",
+            "-X",
+            method,
+            "--aws-sigv4",
+            "aws:amz:us-east-1:s3",
+            "--user",
+        ])
+        .arg(&self.user)
+        .arg("-o")
+        .arg(&out_file)
+        .arg("-D")
+        .arg(&head_file)
+        .args(["-w", "%{http_code}"]);
+        let sha = match body {
+            Some(b) => {
+                std::fs::write(&body_file, b).unwrap();
+                cmd.arg("--data-binary")
+                    .arg(format!("@{}", body_file.display()));
+                cmd.args(["-H", "Content-Type: application/octet-stream"]);
+                cmd.arg("-H")
+                    .arg(format!("Content-MD5: {}", md5_b64(&body_file)));
+                sha256_hex(&body_file)
+            }
+            None => "UNSIGNED-PAYLOAD".to_string(),
+        };
+        cmd.arg("-H").arg(format!("x-amz-content-sha256: {sha}"));
+        for (k, v) in headers {
+            cmd.arg("-H").arg(format!("{k}: {v}"));
+        }
+        cmd.arg(format!("{}{path}", self.base));
+        let out = cmd.output().expect("run curl");
+        assert!(
+            out.status.success(),
+            "curl {method} {path} as {}: {}",
+            self.who,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Reply {
+            code: String::from_utf8_lossy(&out.stdout).trim().parse().unwrap(),
+            body: std::fs::read(&out_file).unwrap_or_default(),
+            headers: std::fs::read_to_string(&head_file).unwrap_or_default(),
+        }
+    }
+
+    fn put(&self, key: &str, data: &[u8], headers: &[(&str, &str)]) -> String {
+        let r = self.req("PUT", &format!("/{key}"), Some(data), headers);
+        assert_eq!(r.code, 200, "PUT {key} as {}: {}", self.who, r.text());
+        r.header("x-amz-version-id")
+            .expect("a versioned bucket names the new version")
+    }
+
+    /// `what` must be refused: a 4xx (403 AccessDenied, or 409 for a bucket
+    /// that is not empty), and never a 2xx.
+    fn refused(
+        &self,
+        what: &str,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let r = self.req(method, path, body, headers);
+        assert!(
+            (400..500).contains(&r.code),
+            "{what} as {} was NOT refused: HTTP {} {}",
+            self.who,
+            r.code,
+            r.text()
+        );
+        // Refused for the right reason: not a signature or request error.
+        assert!(
+            ["<Code>AccessDenied</Code>", "<Code>BucketNotEmpty</Code>"]
+                .iter()
+                .any(|c| r.text().contains(c)),
+            "{what} as {} was refused, but not by the bucket's protection: HTTP {} {}",
+            self.who,
+            r.code,
+            r.text()
+        );
+        eprintln!(
+            "refused as expected: {what} as {}: HTTP {} {}",
+            self.who,
+            r.code,
+            r.text()
+        );
+        r
+    }
+}
+
+fn sha256_hex(file: &Path) -> String {
+    let out = Command::new("sha256sum").arg(file).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn md5_b64(file: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["dgst", "-md5", "-binary"])
+        .arg(file)
+        .output()
+        .unwrap();
+    let out2 = Command::new("base64")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(&out.stdout)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(out2.stdout).unwrap().trim().to_string()
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a retain-until date (UTC, from the epoch).
+fn iso8601(t: SystemTime) -> String {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Every (key, version id) in the bucket, as the owner lists them.
+fn versions(admin: &S3) -> Vec<(String, String)> {
+    let r = admin.req("GET", "?versions=", None, &[]);
+    assert_eq!(r.code, 200, "list versions: {}", r.text());
+    let xml = r.text();
+    assert!(
+        !xml.contains("<DeleteMarker>"),
+        "a delete marker hides an object: {xml}"
+    );
+    let mut out = Vec::new();
+    for v in xml.split("<Version>").skip(1) {
+        let field = |tag: &str| {
+            let open = format!("<{tag}>");
+            let start = v.find(&open).unwrap() + open.len();
+            let end = start + v[start..].find('<').unwrap();
+            v[start..end].to_string()
+        };
+        out.push((field("Key"), field("VersionId")));
+    }
+    out
+}
+
+const LOCK_XML: &str = r#"<ObjectLockConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention><Mode>GOVERNANCE</Mode><Days>1</Days></DefaultRetention></Rule></ObjectLockConfiguration>"#;
+const LIFECYCLE_XML: &str = r#"<LifecycleConfiguration><Rule><ID>wipe</ID><Filter><Prefix></Prefix></Filter><Status>Enabled</Status><Expiration><Days>1</Days></Expiration><NoncurrentVersionExpiration><NoncurrentDays>1</NoncurrentDays></NoncurrentVersionExpiration></Rule></LifecycleConfiguration>"#;
+const SUSPEND_XML: &str = r#"<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Status>Suspended</Status></VersioningConfiguration>"#;
+const POLICY_JSON: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":["arn:aws:iam:::user/primary"]},"Action":["s3:*"],"Resource":["arn:aws:s3:::snapsite-archive","arn:aws:s3:::snapsite-archive/*"]}]}"#;
+
+#[test]
+fn object_lock_refuses_every_destructive_request_of_the_primary() {
+    if common::skip_because("archive_lock", skip_reason()) {
+        return;
+    }
+    let t0 = std::time::Instant::now();
+    let lab = Lab::start(&format!("lock-{}", std::process::id()));
+    eprintln!("lab up in {:.1}s", t0.elapsed().as_secs_f64());
+    assert_eq!(lab.get("RGWLAB_BUCKET"), "snapsite-archive");
+    assert_eq!(lab.get("RGWLAB_MODE"), "COMPLIANCE");
+    let loopdev = std::fs::read_to_string(Path::new(lab.get("RGWLAB_STATE")).join("loopdev"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let state = lab.get("RGWLAB_STATE").to_string();
+    let primary = lab.client("PRIMARY");
+    let admin = lab.client("ARCHIVE_ADMIN");
+    let pruner = lab.client("PRUNER");
+
+    // The primary writes sets: an index and a part.
+    let part = b"part 0 of set 20261206T0800: real bytes".to_vec();
+    let index = b"index of set 20261206T0800".to_vec();
+    let v_part = primary.put("sets/a/part-0000", &part, &[]);
+    primary.put("sets/a/index", &index, &[]);
+    let r = primary.req("GET", "/sets/a/part-0000", None, &[]);
+    assert_eq!((r.code, &r.body), (200, &part), "the primary reads back");
+    let r = primary.req("GET", "?list-type=2", None, &[]);
+    assert!(
+        r.code == 200 && r.text().contains("sets/a/index"),
+        "the primary lists: {}",
+        r.text()
+    );
+    let r = admin.req(
+        "GET",
+        &format!("/sets/a/part-0000?retention=&versionId={v_part}"),
+        None,
+        &[],
+    );
+    assert!(
+        r.code == 200 && r.text().contains("<Mode>COMPLIANCE</Mode>"),
+        "the default retention applies to the primary's object: {}",
+        r.text()
+    );
+
+    // Delete: a delete marker (no versionId) would hide the set from a GET;
+    // refused, and the object still reads.
+    primary.refused(
+        "DeleteObject (delete marker)",
+        "DELETE",
+        "/sets/a/part-0000",
+        None,
+        &[],
+    );
+    let r = primary.req("GET", "/sets/a/part-0000", None, &[]);
+    assert_eq!(
+        (r.code, &r.body),
+        (200, &part),
+        "still readable after the refused delete"
+    );
+    let del = b"<Delete><Object><Key>sets/a/part-0000</Key></Object><Object><Key>sets/a/index</Key></Object></Delete>";
+    let r = primary.req("POST", "?delete=", Some(del), &[]);
+    // Multi-object delete answers 200 with a per-key error list.
+    assert!(
+        r.code >= 400 || (r.text().contains("<Error>") && !r.text().contains("<Deleted>")),
+        "DeleteObjects as primary was not refused: HTTP {} {}",
+        r.code,
+        r.text()
+    );
+
+    // Overwrite: RGW accepts it and makes a new version (the key is not
+    // content-addressed for RGW); the old version stays, locked and readable.
+    let garbage = b"ransomware was here".to_vec();
+    let v_garbage = primary.put("sets/a/part-0000", &garbage, &[]);
+    assert_ne!(v_garbage, v_part, "an overwrite is a new version");
+    let r = admin.req(
+        "GET",
+        &format!("/sets/a/part-0000?versionId={v_part}"),
+        None,
+        &[],
+    );
+    assert_eq!(
+        (r.code, &r.body),
+        (200, &part),
+        "the overwritten version is still readable"
+    );
+
+    // DeleteObject of every version, with every credential: refused by the
+    // policy (primary) or by the COMPLIANCE lock (owner, pruner).
+    let all = versions(&admin);
+    assert_eq!(all.len(), 3, "two keys, one overwritten: {all:?}");
+    for (key, vid) in &all {
+        let path = format!("/{key}?versionId={vid}");
+        primary.refused("DeleteObjectVersion", "DELETE", &path, None, &[]);
+        for who in [&admin, &pruner] {
+            let r = who.refused("DeleteObjectVersion", "DELETE", &path, None, &[]);
+            assert!(
+                r.text().contains("object lock"),
+                "refused by the lock: {}",
+                r.text()
+            );
+            who.refused(
+                "DeleteObjectVersion with governance bypass",
+                "DELETE",
+                &path,
+                None,
+                &[("x-amz-bypass-governance-retention", "true")],
+            );
+        }
+    }
+
+    // Shortening a retention: the primary may not touch it; in COMPLIANCE
+    // the owner cannot shorten it either.
+    let soon = iso8601(SystemTime::now() + Duration::from_secs(60));
+    let retention = format!(
+        r#"<Retention xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Mode>GOVERNANCE</Mode><RetainUntilDate>{soon}</RetainUntilDate></Retention>"#
+    );
+    let path = format!("/sets/a/part-0000?retention=&versionId={v_part}");
+    primary.refused(
+        "PutObjectRetention (shorter)",
+        "PUT",
+        &path,
+        Some(retention.as_bytes()),
+        &[],
+    );
+    admin.refused(
+        "PutObjectRetention (shorter)",
+        "PUT",
+        &path,
+        Some(retention.as_bytes()),
+        &[],
+    );
+    admin.refused(
+        "PutObjectRetention (shorter, bypass)",
+        "PUT",
+        &path,
+        Some(retention.as_bytes()),
+        &[("x-amz-bypass-governance-retention", "true")],
+    );
+    primary.refused(
+        "PutObjectLegalHold",
+        "PUT",
+        &format!("/sets/a/part-0000?legal-hold=&versionId={v_part}"),
+        Some(br#"<LegalHold xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Status>OFF</Status></LegalHold>"#),
+        &[],
+    );
+
+    // The bucket's configuration: lock, lifecycle, versioning, policy.
+    primary.refused(
+        "PutObjectLockConfiguration",
+        "PUT",
+        "?object-lock=",
+        Some(LOCK_XML.as_bytes()),
+        &[],
+    );
+    primary.refused(
+        "PutBucketLifecycle",
+        "PUT",
+        "?lifecycle=",
+        Some(LIFECYCLE_XML.as_bytes()),
+        &[],
+    );
+    primary.refused(
+        "PutBucketVersioning (suspend)",
+        "PUT",
+        "?versioning=",
+        Some(SUSPEND_XML.as_bytes()),
+        &[],
+    );
+    primary.refused(
+        "PutBucketPolicy",
+        "PUT",
+        "?policy=",
+        Some(POLICY_JSON.as_bytes()),
+        &[],
+    );
+    primary.refused("DeleteBucketPolicy", "DELETE", "?policy=", None, &[]);
+    primary.refused("DeleteBucket", "DELETE", "", None, &[]);
+    let r = admin.req("GET", "?object-lock=", None, &[]);
+    assert!(
+        r.code == 200
+            && r.text().contains("<Mode>COMPLIANCE</Mode>")
+            && r.text().contains("<Days>1</Days>"),
+        "the lock configuration is unchanged: {}",
+        r.text()
+    );
+    let r = admin.req("GET", "?lifecycle=", None, &[]);
+    assert_eq!(r.code, 404, "no lifecycle was set: {}", r.text());
+    let r = admin.req("GET", "?versioning=", None, &[]);
+    assert!(
+        r.text().contains("<Status>Enabled</Status>"),
+        "versioning still on: {}",
+        r.text()
+    );
+    // The owner cannot delete the bucket while it holds objects.
+    admin.refused("DeleteBucket (not empty)", "DELETE", "", None, &[]);
+
+    // After all of that every version is still there with its bytes.
+    assert_eq!(versions(&admin), all, "no version was lost");
+    let r = admin.req(
+        "GET",
+        &format!("/sets/a/part-0000?versionId={v_part}"),
+        None,
+        &[],
+    );
+    assert_eq!((r.code, &r.body), (200, &part));
+
+    // The pruner: a version whose retention has passed can be deleted (the
+    // owner sets a 3-second retention on a new object to show it).
+    let until = iso8601(SystemTime::now() + Duration::from_secs(3));
+    let v_short = admin.put(
+        "expired/x",
+        b"short-lived",
+        &[
+            ("x-amz-object-lock-mode", "COMPLIANCE"),
+            ("x-amz-object-lock-retain-until-date", &until),
+        ],
+    );
+    let path = format!("/expired/x?versionId={v_short}");
+    pruner.refused(
+        "DeleteObjectVersion before expiry",
+        "DELETE",
+        &path,
+        None,
+        &[],
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    primary.refused(
+        "DeleteObjectVersion after expiry",
+        "DELETE",
+        &path,
+        None,
+        &[],
+    );
+    let r = pruner.req("DELETE", &path, None, &[]);
+    assert_eq!(
+        r.code,
+        204,
+        "the pruner deletes an expired version: {}",
+        r.text()
+    );
+
+    drop(lab);
+    // Stopped: the loop device is detached, the state dir gone, nothing of
+    // it mounted.
+    let back = Command::new("losetup")
+        .args(["-n", "-O", "BACK-FILE", &loopdev])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&back.stdout).contains(&state),
+        "{loopdev} still backs the lab"
+    );
+    assert!(!Path::new(&state).exists(), "{state} was not removed");
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        !mounts.contains(&state),
+        "something of {state} is still mounted"
+    );
+    eprintln!("archive_lock: {:.1}s", t0.elapsed().as_secs_f64());
+}
