@@ -10,6 +10,7 @@
 
 mod common;
 
+use snapsite::ops::archive_check;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
@@ -268,6 +269,39 @@ impl S3 {
     }
 }
 
+/// The two calls `check` makes, as the archive's client makes them.
+impl archive_check::LockedBucket for S3 {
+    fn display(&self) -> String {
+        self.base.clone()
+    }
+    fn object_lock(&self) -> Result<Option<archive_check::LockFacts>, String> {
+        let r = self.req("GET", "?object-lock=", None, &[]);
+        match r.code {
+            200 => {}
+            404 => return Ok(None),
+            c => return Err(format!("HTTP {c} {}", r.text())),
+        }
+        let xml = r.text();
+        let tag = |t: &str| {
+            let open = format!("<{t}>");
+            let start = xml.find(&open)? + open.len();
+            Some(xml[start..start + xml[start..].find('<')?].to_string())
+        };
+        Ok(Some(archive_check::LockFacts {
+            enabled: tag("ObjectLockEnabled").as_deref() == Some("Enabled"),
+            default_retention: tag("Mode").zip(tag("Days").and_then(|d| d.parse().ok())),
+        }))
+    }
+    fn delete_probe(&self, key: &str) -> Result<archive_check::ProbeAnswer, String> {
+        let r = self.req("DELETE", &format!("/{key}"), None, &[]);
+        match r.code {
+            200..=299 => Ok(archive_check::ProbeAnswer::Accepted),
+            403 => Ok(archive_check::ProbeAnswer::Refused),
+            c => Err(format!("HTTP {c} {}", r.text())),
+        }
+    }
+}
+
 fn sha256_hex(file: &Path) -> String {
     let out = Command::new("sha256sum").arg(file).output().unwrap();
     String::from_utf8_lossy(&out.stdout)
@@ -423,6 +457,25 @@ fn object_lock_refuses_every_destructive_request_of_the_primary() {
     );
     let r = pruner.req("DELETE", "/snapsite-probe/never-written", None, &[]);
     assert_eq!(r.code, 204, "the pruner's probe is accepted: {}", r.text());
+
+    // `check`'s verdict on the bucket (src/ops/archive_check.rs), through
+    // these same requests: with the primary's credentials and the 1-day
+    // lock the lab sets, fine for a 1-day need, a problem naming both
+    // numbers for 30; the pruner's credentials can delete.
+    let f = archive_check::check(&primary, 1);
+    assert_eq!(f.iter().filter(|f| f.problem).count(), 0, "{f:?}");
+    let f = archive_check::check(&primary, 30);
+    assert!(
+        f.iter()
+            .any(|f| f.problem && f.text.contains("is 1 days, the archive needs 30")),
+        "{f:?}"
+    );
+    let f = archive_check::check(&pruner, 1);
+    assert!(
+        f.iter()
+            .any(|f| f.problem && f.text.contains("credentials can delete")),
+        "{f:?}"
+    );
 
     // Overwrite: RGW accepts it and makes a new version (the key is not
     // content-addressed for RGW); the old version stays, locked and readable.

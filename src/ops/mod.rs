@@ -4,6 +4,7 @@
 //!
 //! May import: `base`, `backend`, `wire`, `primary`, `standby`, `dr`.
 
+pub mod archive_check;
 pub mod checkup;
 pub mod init;
 pub mod notify;
