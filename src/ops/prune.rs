@@ -6,7 +6,8 @@
 //! snapshot are never destroyed:
 //!
 //! - primary: per volume the **common snapshot** (the newest snapshot the
-//!   standby holds, recorded after every ship in `state_dir/standby.json`),
+//!   standby holds, recorded after every ship in `state_dir/standby.json`;
+//!   with `[[standby]]`, each standby's, under `state_dir/standbys/<name>/`),
 //!   and every member of the newest complete full set;
 //! - standby: per volume the newest received snapshot (the base of the next
 //!   incremental, even if its set is not committed yet), the newest complete
@@ -145,16 +146,42 @@ pub fn protect_primary(
     local: &BTreeMap<String, Vec<String>>,
     record: Option<&StandbyRecord>,
 ) -> BTreeMap<String, String> {
+    let records: Vec<(String, StandbyRecord)> = record
+        .map(|r| {
+            (
+                crate::base::config::DEFAULT_STANDBY_NAME.to_string(),
+                r.clone(),
+            )
+        })
+        .into_iter()
+        .collect();
+    protect_primary_all(manifests, complete, local, &records)
+}
+
+/// [`protect_primary`] with every standby's record (`[[standby]]`, and any
+/// standby still recorded here though gone from the config): each one's
+/// common snapshot per role is kept, and the reason names the standby.
+pub fn protect_primary_all(
+    manifests: &[Manifest],
+    complete: &dyn Fn(&Manifest) -> bool,
+    local: &BTreeMap<String, Vec<String>>,
+    records: &[(String, StandbyRecord)],
+) -> BTreeMap<String, String> {
     let mut p = BTreeMap::new();
     if let Some(s) = newest_complete(manifests, complete, SetKind::Full) {
         p.insert(s.id.clone(), "the newest complete full set".to_string());
     }
-    if let Some(rec) = record {
+    for (name, rec) in records {
+        let whom = if name == crate::base::config::DEFAULT_STANDBY_NAME {
+            "the standby".to_string()
+        } else {
+            format!("standby `{name}`")
+        };
         for (role, common) in rec.common_snapshots(local) {
             add_reason(
                 &mut p,
                 &common,
-                format!("common snapshot of `{role}` with the standby"),
+                format!("common snapshot of `{role}` with {whom}"),
             );
         }
     }
@@ -358,9 +385,9 @@ pub fn plan(cfg: &Config, catalog: &Catalog, retention: &Retention) -> Result<Pr
     let primary = site.role == crate::base::site::Role::Primary;
     let complete = |m: &Manifest| site.is_usable(m);
     let (protected, orphans) = if primary {
-        let record = catalog.standby_record()?;
+        let records = catalog.standby_records()?;
         (
-            protect_primary(manifests, &complete, local, record.as_ref()),
+            protect_primary_all(manifests, &complete, local, &records),
             Vec::new(),
         )
     } else {
