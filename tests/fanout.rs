@@ -318,3 +318,86 @@ fn prune_keeps_each_standbys_base_over_a_long_history() {
     );
     drop(far.fs);
 }
+
+#[test]
+fn status_shows_each_standby_and_a_removed_one_is_released_by_prune() {
+    require_real!();
+    let lab = Lab::with_roles(&ROLES2, "300M", "[\"/bin/true\"]");
+    let far = far_site(&lab);
+    let pri = fanout_primary(&lab, &local_body(&far), "\n[retention]\ngrid = \"1x1ms\"\n");
+    let state = lab.dir.path().join("state-pri");
+    lab.fill(1, 64 * 1024);
+    let f1 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    lab.ok(&pri, &["ship"]);
+    lab.fill(2, 64 * 1024);
+    let f2 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    lab.ok(&pri, &["ship", "--to", "near"]);
+
+    // status: one entry per standby, far one set behind
+    let st = json(&stdout(&lab.run(&pri, &["status", "--json"])));
+    let per: Vec<(String, String)> = st["standbys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["recovery_point"]["set_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        per,
+        [("near".into(), f2.clone()), ("far".into(), f1.clone())]
+    );
+    assert!(
+        st["standbys"][1]["lag_seconds"].as_f64().unwrap() > 0.0,
+        "{st}"
+    );
+    let text = stdout(&lab.run(&pri, &["status"]));
+    assert!(text.contains("standby far") && text.contains(&f1), "{text}");
+    let prom = lab.dir.path().join("metrics.prom");
+    lab.run(&pri, &["status", "--prometheus", prom.to_str().unwrap()]);
+    let m = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        m.contains("snapsite_standby_lag_seconds{site=\"primary\",standby=\"far\"}"),
+        "{m}"
+    );
+
+    // far leaves the config: prune's dry run names it and changes nothing;
+    // killed after its intent, the rerun releases far's records and its base
+    let near_only = lab.dir.path().join("near-only.toml");
+    let text = std::fs::read_to_string(&pri).unwrap();
+    let cut = text.find("[[standby]]\nname = \"far\"").unwrap();
+    let rest = &text[cut..];
+    let end = rest.find("\n[retention]").unwrap();
+    std::fs::write(&near_only, format!("{}{}", &text[..cut], &rest[end..])).unwrap();
+    let st = json(&stdout(&lab.run(&near_only, &["status", "--json"])));
+    let findings = st["findings"].to_string();
+    assert!(findings.contains("no longer in the config"), "{findings}");
+    let dry = lab.ok(&near_only, &["prune", "--dry-run"]);
+    assert!(dry.contains("RELEASE?") && dry.contains("`far`"), "{dry}");
+    assert!(state.join("standbys/far/standby.json").exists());
+    assert!(lab.primary_snap("mysql", &f1).exists());
+    let killed = run_snapsite(
+        &near_only,
+        &["prune"],
+        &[("SNAPSITE_FAILPOINT", "prune.after_intent")],
+    );
+    assert_eq!(killed.status.code(), Some(86), "{}", both(&killed));
+    assert!(state.join("standbys/far/standby.json").exists());
+    let done = lab.ok(&near_only, &["prune", "--json"]);
+    let done = json(&done);
+    assert_eq!(
+        done["plan"]["released_standbys"],
+        serde_json::json!(["far"])
+    );
+    assert!(!state.join("standbys/far").exists());
+    assert!(
+        !lab.primary_snap("mysql", &f1).exists(),
+        "far's base should go with its hold"
+    );
+    assert!(lab.primary_snap("mysql", &f2).exists());
+    assert!(!state.join("journal-prune.json").exists());
+    drop(far.fs);
+}

@@ -66,6 +66,10 @@ pub struct StandbyRecord {
     /// (an estimate for the next one's ETA).
     #[serde(default)]
     pub last_bytes: BTreeMap<String, BTreeMap<String, u64>>,
+    /// When the ships to this standby began failing (cleared by one that
+    /// completes); `status` shows it per standby.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<Timestamp>,
 }
 
 impl StandbyRecord {

@@ -342,7 +342,9 @@ pub fn ship_to(
     progress: Progress,
 ) -> Result<ShipReport> {
     let started = Instant::now();
-    let mut conn = transport::connect(standby)?;
+    let mut conn = transport::connect(standby).inspect_err(|_| {
+        fanout::note_failure(catalog, &standby.name);
+    })?;
     let desc = conn.display();
     let result = ship_session(cfg, catalog, standby, &mut conn, progress);
     match result {
@@ -356,6 +358,7 @@ pub fn ship_to(
         }
         Err(e) => {
             conn.abort();
+            fanout::note_failure(catalog, &standby.name);
             Err(e)
         }
     }
@@ -595,6 +598,7 @@ fn ship_session(
         holds: standby_has.clone(),
         committed: committed.clone(),
         last_bytes: previous.last_bytes,
+        failing_since: previous.failing_since,
     };
     catalog.write_standby_record_of(&standby.name, &record)?;
     let mut acks = Acks {
@@ -668,6 +672,7 @@ fn ship_session(
         mut record, report, ..
     } = acks;
     record.last_ship_ok = Some(Timestamp::now());
+    record.failing_since = None;
     catalog.write_standby_record_of(&standby.name, &record)?;
     Ok(report)
 }

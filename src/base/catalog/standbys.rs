@@ -102,7 +102,13 @@ impl Catalog {
     /// records go, so nothing it held holds back prune any more.
     pub fn remove_standby_records(&self, name: &str) -> Result<()> {
         let dir = self.standby_dir(name);
-        for f in ["standby.json", "peer.json"] {
+        let lock: &[&str] = if name == DEFAULT_STANDBY_NAME {
+            &[]
+        } else {
+            // no ship uses it: the standby is gone from the config
+            &["ship.lock"]
+        };
+        for f in ["standby.json", "peer.json"].iter().chain(lock) {
             let p = dir.join(f);
             match std::fs::remove_file(&p) {
                 Ok(()) => {}

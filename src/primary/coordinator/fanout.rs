@@ -219,3 +219,21 @@ impl Fanout {
         out
     }
 }
+
+/// A session with standby `name` failed: record since when its ships fail
+/// (kept from the first failure; a completed ship clears it). A record
+/// that cannot be written is logged: the failure itself is what the caller
+/// reports.
+pub fn note_failure(catalog: &Catalog, name: &str) {
+    let r = catalog.standby_record_of(name).and_then(|rec| {
+        let mut rec = rec.unwrap_or_default();
+        if rec.failing_since.is_none() {
+            rec.failing_since = Some(Timestamp::now());
+            catalog.write_standby_record_of(name, &rec)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = r {
+        tracing::warn!(standby = %name, error = %e, "could not record the failed ship");
+    }
+}
