@@ -111,8 +111,11 @@ fn ship_sends_to_every_standby_each_with_its_own_record() {
         })
         .collect();
     assert_eq!(names, ["near", "far"]);
-    assert_eq!(committed(&lab.dir.path().join("state-stb")), [f1.clone()]);
-    assert_eq!(committed(&far.state), [f1.clone()]);
+    assert_eq!(
+        committed(&lab.dir.path().join("state-stb")),
+        vec![f1.clone()]
+    );
+    assert_eq!(committed(&far.state), vec![f1.clone()]);
     let state = lab.dir.path().join("state-pri");
     for n in ["near", "far"] {
         let rec = json(
@@ -138,7 +141,10 @@ fn ship_sends_to_every_standby_each_with_its_own_record() {
     let r = json(&lab.ok(&pri, &["ship", "--to", "far", "--json"]));
     assert_eq!(r["standbys"][0]["name"], "far");
     assert_eq!(committed(&far.state), [f1.clone(), f2.clone()]);
-    assert_eq!(committed(&lab.dir.path().join("state-stb")), [f1.clone()]);
+    assert_eq!(
+        committed(&lab.dir.path().join("state-stb")),
+        vec![f1.clone()]
+    );
     let dry = lab.ok(&pri, &["ship", "--to", "near", "--dry-run"]);
     assert!(dry.contains(&f2) && dry.contains("incremental"), "{dry}");
     let bad = lab.run(&pri, &["ship", "--to", "nowhere"]);

@@ -428,6 +428,9 @@ pub fn plan(cfg: &Config, catalog: &Catalog, retention: &Retention) -> Result<Pr
     })
 }
 
+/// Each standby's record, by its name.
+pub type NamedRecords = Vec<(String, StandbyRecord)>;
+
 /// Primary: the standbys' records prune honours, and the names of the
 /// standbys gone from the config, whose records it releases. Nothing is
 /// released while a configured standby has no committed set recorded yet: it may be a
@@ -436,7 +439,7 @@ pub fn plan(cfg: &Config, catalog: &Catalog, retention: &Retention) -> Result<Pr
 pub fn split_standby_records(
     cfg: &Config,
     catalog: &Catalog,
-) -> Result<(Vec<(String, StandbyRecord)>, Vec<String>)> {
+) -> Result<(NamedRecords, Vec<String>)> {
     let recorded = catalog.recorded_standbys()?;
     let records = catalog.standby_records()?;
     let every_configured_recorded = cfg.standbys.iter().all(|s| {
