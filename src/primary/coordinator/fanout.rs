@@ -237,3 +237,67 @@ pub fn note_failure(catalog: &Catalog, name: &str) {
         tracing::warn!(standby = %name, error = %e, "could not record the failed ship");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        Config::parse(
+            r#"
+site = "a"
+state_dir = "/var/lib/snapsite"
+[[volume]]
+role = "redolog"
+backend = "zfs"
+source = "tank/redolog"
+[replay]
+none = true
+[[standby]]
+name = "near"
+transport = "ssh"
+host = "b"
+[[standby]]
+name = "far"
+transport = "ssh"
+host = "c"
+every = "1h"
+"#,
+            std::path::Path::new("/etc/snapsite/t.toml"),
+        )
+        .unwrap()
+    }
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn every_limits_a_standby_to_one_session_per_slot() {
+        let cfg = cfg();
+        let (near, far) = (&cfg.standbys[0], &cfg.standbys[1]);
+        let mut f = Fanout::new(&cfg);
+        assert!(f.due(near, t("2026-01-01T10:05:00Z")));
+        assert!(f.due(far, t("2026-01-01T10:05:00Z")));
+        f.last_started
+            .insert("far".into(), t("2026-01-01T10:05:00Z"));
+        f.last_started
+            .insert("near".into(), t("2026-01-01T10:05:00Z"));
+        // near (no `every`): after every set; far: once per hour slot
+        assert!(f.due(near, t("2026-01-01T10:20:00Z")));
+        assert!(!f.due(far, t("2026-01-01T10:59:59Z")));
+        assert!(f.due(far, t("2026-01-01T11:00:00Z")));
+        // a session under way is never started twice
+        f.in_flight.insert("near".into(), t("2026-01-01T10:20:00Z"));
+        assert!(!f.due(near, t("2026-01-01T12:00:00Z")));
+    }
+
+    #[test]
+    fn select_names_the_configured_standbys_on_a_typo() {
+        let cfg = cfg();
+        assert_eq!(select(&cfg, None).unwrap().len(), 2);
+        assert_eq!(select(&cfg, Some("far")).unwrap()[0].name, "far");
+        let e = select(&cfg, Some("fra")).err().unwrap().to_string();
+        assert!(e.contains("`fra`") && e.contains("near, far"), "{e}");
+    }
+}
