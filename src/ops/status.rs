@@ -194,14 +194,14 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
     let catalog = &site.catalog;
     let primary = site.role == Role::Primary;
     let run = if primary { catalog.run_record()? } else { None };
+    // the first standby's: the top-level figures are its
+    let first = cfg
+        .standby
+        .as_ref()
+        .map_or(crate::base::config::DEFAULT_STANDBY_NAME, |s| {
+            s.name.as_str()
+        });
     let record = if primary {
-        // the first standby's: the top-level figures are its
-        let first = cfg
-            .standby
-            .as_ref()
-            .map_or(crate::base::config::DEFAULT_STANDBY_NAME, |s| {
-                s.name.as_str()
-            });
         catalog.standby_record_of(first)?
     } else {
         None
@@ -223,7 +223,7 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
         role: site.role,
         generation: site.generation,
         role_record: catalog.role_record()?,
-        peer: catalog.peer_record()?,
+        peer: catalog.peer_record_of(first)?,
         rehearsal: rehearsal_status(catalog)?,
         interrupted: interrupted(catalog)?,
         now,
