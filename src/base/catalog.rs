@@ -12,6 +12,7 @@
 //! serve.json                     the `serve` session holding the lock (standby)
 //! role.json                      which end this site is, in which generation
 //! peer.json                      the peer's role and generation, as last seen
+//! standbys/<name>/                 the same two records of each other standby (see `standbys.rs`)
 //! divergent/<id>.json            data kept when this site stopped being primary
 //! rehearsal/state.json           a rehearsal in progress (for cleanup after a kill)
 //! reports/rehearsal-*.json       rehearsal reports
@@ -36,6 +37,7 @@ use crate::base::error::{Context, Error, ErrorKind, Result};
 use crate::base::model::{Manifest, Receipt, parse_set_id, validate_set_id};
 
 mod index;
+mod standbys;
 #[cfg(test)]
 mod tests;
 
@@ -64,6 +66,10 @@ pub struct StandbyRecord {
     /// (an estimate for the next one's ETA).
     #[serde(default)]
     pub last_bytes: BTreeMap<String, BTreeMap<String, u64>>,
+    /// When the ships to this standby began failing (cleared by one that
+    /// completes); `status` shows it per standby.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<Timestamp>,
 }
 
 impl StandbyRecord {

@@ -12,9 +12,12 @@ use crate::base::model::validate_role;
 use crate::base::mountinfo;
 use crate::dr::replay::{Template, TimeFormat};
 
+mod standbys;
 #[cfg(test)]
 mod tests;
 mod validate;
+
+pub use standbys::{DEFAULT_STANDBY_NAME, validate_standby_name};
 
 use validate::{
     Ctx, validate_layout, validate_replay, validate_retention, validate_schedule, validate_set,
@@ -291,10 +294,17 @@ enum TransportKind {
     Command,
 }
 
-/// `[standby]` as written; [`validate_standby`] turns it into a [`Standby`].
+/// `[standby]` (or one `[[standby]]` entry) as written; [`validate_standby`]
+/// turns it into a [`Standby`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStandby {
+    /// The standby's name in this config: `[a-z0-9-]`, unique. Required in
+    /// a `[[standby]]` list; a single `[standby]` is named `standby`.
+    name: Option<String>,
+    /// Ship to this standby at most once per slot of this length (`"1h"`);
+    /// default: after every set.
+    every: Option<String>,
     transport: TransportKind,
     /// local: the standby's config file.
     config: Option<PathBuf>,
@@ -325,9 +335,16 @@ struct RawStandby {
     bwlimit_schedule: Vec<String>,
 }
 
-/// `[standby]`, validated: how this primary reaches its standby.
+/// `[standby]` or one `[[standby]]` entry, validated: how this primary
+/// reaches that standby.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Standby {
+    /// Its name in this config (`standby` for a single `[standby]`): the key
+    /// of its ship state, holds and status (validated `[a-z0-9-]`).
+    pub name: String,
+    /// `every`: ship to it at most once per slot of this length (`run`);
+    /// `None`: after every set.
+    pub every: Option<Duration>,
     pub transport: Transport,
     /// `compress`: what this primary offers; used when the standby decodes it.
     pub compression: crate::wire::compress::Compression,
@@ -373,10 +390,16 @@ impl Standby {
     pub fn from_toml(text: &str) -> Result<Standby> {
         let raw: RawStandby = toml::from_str(text)
             .map_err(|e| Error::config(format!("[standby]: {}", e.to_string().trim())))?;
+        let name = raw
+            .name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_STANDBY_NAME.to_string());
         validate_standby(
             &Ctx {
                 path: Path::new("[standby]"),
             },
+            "standby",
+            name,
             raw,
         )
     }
@@ -409,7 +432,8 @@ struct RawConfig {
     volumes: Vec<RawVolume>,
     #[serde(default)]
     set: SetSection,
-    standby: Option<RawStandby>,
+    /// A `[standby]` table or a `[[standby]]` list (see `standbys.rs`).
+    standby: Option<toml::Value>,
     replay: Option<ReplaySection>,
     schedule: Option<ScheduleSection>,
     retention: Option<RetentionSection>,
@@ -459,7 +483,12 @@ pub struct Config {
     pub volumes: Vec<Volume>,
     pub redolog_role: String,
     pub safety_margin: Duration,
+    /// The first standby of `standbys`: the peer of the verbs that talk to
+    /// one (the redolog stream, seeds, failback, `check`'s handshake).
     pub standby: Option<Standby>,
+    /// Every standby, in file order (`[[standby]]`); a single `[standby]`
+    /// is one entry named `standby`.
+    pub standbys: Vec<Standby>,
     pub replay: Option<Replay>,
     /// `[replay] none = true`: no replay, on purpose (`replay` is `None`).
     pub replay_none: bool,
@@ -550,8 +579,9 @@ impl Config {
         }
         let set = validate_set(&cx, &raw.set, typed)?;
         validate_layout(&cx, &raw.state_dir, &raw.volumes, &set.volumes)?;
-        let has_standby = raw.standby.is_some();
-        let standby = raw.standby.map(|s| validate_standby(&cx, s)).transpose()?;
+        let standbys = standbys::parse(&cx, raw.standby)?;
+        let has_standby = !standbys.is_empty();
+        let standby = standbys.first().cloned();
         let replay_none = raw.replay.as_ref().is_some_and(|r| r.none);
         let replay = raw
             .replay
@@ -598,6 +628,7 @@ impl Config {
             redolog_role: set.redolog_role,
             safety_margin: set.safety_margin,
             standby,
+            standbys,
             replay,
             replay_none,
             schedule,
@@ -611,6 +642,11 @@ impl Config {
 
     pub fn volume(&self, role: &str) -> Option<&Volume> {
         self.volumes.iter().find(|v| v.role == role)
+    }
+
+    /// The standby named `name`.
+    pub fn standby_named(&self, name: &str) -> Option<&Standby> {
+        self.standbys.iter().find(|s| s.name == name)
     }
 
     pub fn redolog(&self) -> &Volume {

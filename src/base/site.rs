@@ -57,9 +57,12 @@ pub fn highest_generation_seen(cfg: &Config, catalog: &Catalog) -> Result<u64> {
         .map(|m| m.generation)
         .max()
         .unwrap_or(0);
+    // every standby's: a failover on any of them raises the bar
     let peer = catalog
-        .peer_record()?
-        .and_then(|p| p.generation)
+        .peer_records()?
+        .iter()
+        .filter_map(|(_, p)| p.generation)
+        .max()
         .unwrap_or(0);
     Ok(own.max(sets).max(peer))
 }

@@ -90,10 +90,12 @@ enum Command {
         /// Show what would be sent, send nothing
         #[arg(long)]
         dry_run: bool,
-        /// Seed a standby from a disk: write the newest complete full set as
-        /// a framed, checksummed stream in chunk files under DIR/<set>.seed/
-        /// (read on the standby with `serve --from`)
-        #[arg(long, value_name = "DIR", conflicts_with = "dry_run")]
+        /// NAME: ship only to the standby of that name (`[[standby]]`; without
+        /// --to, `ship` sends to every standby at once). DIR (a path with a
+        /// `/`, or an existing directory): seed a standby from a disk, writing
+        /// the newest complete full set as a framed, checksummed stream in
+        /// chunk files under DIR/<set>.seed/ (read there with `serve --from`)
+        #[arg(long, value_name = "NAME|DIR")]
         to: Option<std::path::PathBuf>,
         /// Size of each chunk file of `--to`
         #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = snapsite::base::config::parse_size, requires = "to")]
@@ -366,10 +368,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ship {
             json,
             dry_run,
-            to: Some(dir),
+            to,
             chunk_size,
-        } if !dry_run => ship::cmd_seed(&cfg, &catalog, &dir, chunk_size, json),
-        Command::Ship { json, dry_run, .. } => ship::cmd_ship(&cfg, &catalog, json, dry_run),
+        } => ship::cmd_ship_to(&cfg, &catalog, json, dry_run, to.as_deref(), chunk_size),
         Command::Sets { json } => sets::sets(&cfg, &catalog, json).map(|_| ExitCode::SUCCESS),
         Command::Run { once } => run::cmd_run(&cfg, &catalog, once),
         Command::Prune { dry_run, json } => prune::cmd_prune(&cfg, &catalog, dry_run, json),

@@ -44,6 +44,17 @@ pub(super) fn cmd_prune(
                 d.reason
             );
         }
+        for name in &report.plan.released_standbys {
+            println!(
+                "{:<8} standby `{name}`: no longer configured; its records and holds {}",
+                if dry_run { "RELEASE?" } else { "RELEASE" },
+                if dry_run {
+                    "would be released"
+                } else {
+                    "are released"
+                }
+            );
+        }
         for (role, snap) in &report.plan.orphans {
             println!(
                 "{:<8} {role} {snap}: a snapshot whose set can never be committed",

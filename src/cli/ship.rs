@@ -1,5 +1,6 @@
 //! `snapsite ship`: send what the standby lacks, show the plan (`--dry-run`),
-//! or write a seed (`--to DIR`).
+//! or write a seed (`--to DIR`); with `[[standby]]`, to every standby at
+//! once or to one (`--to NAME`).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -7,8 +8,95 @@ use std::time::Duration;
 use snapsite::base::catalog::Catalog;
 use snapsite::base::config::Config;
 use snapsite::primary::coordinator;
+use snapsite::primary::coordinator::fanout;
 
 use super::{human_bytes, progress::ProgressDisplay};
+
+/// `ship [--to NAME|DIR]`: a value with a `/`, or naming an existing
+/// directory, is a seed directory; any other is a standby's name.
+pub(super) fn cmd_ship_to(
+    cfg: &Config,
+    catalog: &Catalog,
+    json: bool,
+    dry_run: bool,
+    to: Option<&std::path::Path>,
+    chunk_size: u64,
+) -> anyhow::Result<ExitCode> {
+    let name = match to {
+        Some(p) if p.to_string_lossy().contains('/') || p.is_dir() => {
+            if dry_run {
+                anyhow::bail!(
+                    "--dry-run with a seed directory (--to {}): a seed has no dry run",
+                    p.display()
+                );
+            }
+            return cmd_seed(cfg, catalog, p, chunk_size, json);
+        }
+        Some(p) => Some(p.to_string_lossy().into_owned()),
+        None => None,
+    };
+    if name.is_none() && cfg.standbys.len() <= 1 {
+        return cmd_ship(cfg, catalog, json, dry_run);
+    }
+    let targets = fanout::select(cfg, name.as_deref())?;
+    if dry_run {
+        for s in targets {
+            println!("standby `{}`:", s.name);
+            ship_dry_run_to(cfg, catalog, s)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut display = ProgressDisplay::new(catalog, true);
+    let mut progress =
+        |role: &str, snap: &str, bytes: u64, done: bool| display.update(role, snap, bytes, done);
+    let results = fanout::ship_standbys(cfg, catalog, &targets, &mut progress)?;
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|r| {
+            r.result
+                .as_ref()
+                .err()
+                .map(|e| format!("`{}`: {e}", r.name))
+        })
+        .collect();
+    if json {
+        let v: Vec<serde_json::Value> = results
+            .iter()
+            .map(|r| match &r.result {
+                Ok(rep) => serde_json::json!({"name": r.name, "ok": true, "report": rep}),
+                Err(e) => serde_json::json!({"name": r.name, "ok": false, "error": e.to_string()}),
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "standbys": v }))?
+        );
+    } else {
+        for r in &results {
+            match &r.result {
+                Ok(rep) => println!(
+                    "standby `{}`: shipped {} snapshot(s), {} payload ({} on the wire) in {:.2} s; committed {} set(s)",
+                    r.name,
+                    rep.snapshots.len(),
+                    human_bytes(rep.payload_bytes),
+                    human_bytes(rep.wire_bytes),
+                    rep.seconds,
+                    rep.committed.len()
+                ),
+                Err(e) => println!("standby `{}`: FAILED: {e}", r.name),
+            }
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "ship failed to {} of {} standby(s): {}",
+            failed.len(),
+            results.len(),
+            failed.join("; ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 /// `ship`: send what the standby lacks (or show the plan).
 pub(super) fn cmd_ship(
@@ -82,7 +170,15 @@ pub(super) fn cmd_seed(
 }
 
 fn ship_dry_run(cfg: &Config, catalog: &Catalog) -> anyhow::Result<()> {
-    let plan = coordinator::ship_plan(cfg, catalog)?;
+    ship_dry_run_to(cfg, catalog, coordinator::first_standby(cfg)?)
+}
+
+fn ship_dry_run_to(
+    cfg: &Config,
+    catalog: &Catalog,
+    standby: &snapsite::base::config::Standby,
+) -> anyhow::Result<()> {
+    let plan = coordinator::ship_plan_to(cfg, catalog, standby)?;
     println!(
         "ship (dry run: nothing is sent) to standby `{}`, which holds {} committed set(s)",
         plan.standby.site,

@@ -162,7 +162,7 @@ pub fn run(cfg: &Config) -> Result<Report> {
             // Committed by this ship, or by an earlier run's.
             let committed = ship.committed.contains(&fin_id)
                 || catalog
-                    .standby_record()?
+                    .standby_record_of(&coordinator::first_standby(cfg)?.name)?
                     .is_some_and(|r| r.committed.contains(&fin_id));
             if !committed {
                 return Err(Error::storage(format!(

@@ -6,7 +6,8 @@
 //! snapshot are never destroyed:
 //!
 //! - primary: per volume the **common snapshot** (the newest snapshot the
-//!   standby holds, recorded after every ship in `state_dir/standby.json`),
+//!   standby holds, recorded after every ship in `state_dir/standby.json`;
+//!   with `[[standby]]`, each standby's, under `state_dir/standbys/<name>/`),
 //!   and every member of the newest complete full set;
 //! - standby: per volume the newest received snapshot (the base of the next
 //!   incremental, even if its set is not committed yet), the newest complete
@@ -50,6 +51,11 @@ pub struct PrunePlan {
     /// Standby only: snapshots without a manifest that can never be
     /// committed (older than the newest committed set) and are not protected.
     pub orphans: Vec<(String, String)>,
+    /// Primary: standbys gone from the config whose records this prune
+    /// releases (their common snapshots are no longer kept), see
+    /// [`split_standby_records`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub released_standbys: Vec<String>,
 }
 
 impl PrunePlan {
@@ -145,16 +151,42 @@ pub fn protect_primary(
     local: &BTreeMap<String, Vec<String>>,
     record: Option<&StandbyRecord>,
 ) -> BTreeMap<String, String> {
+    let records: Vec<(String, StandbyRecord)> = record
+        .map(|r| {
+            (
+                crate::base::config::DEFAULT_STANDBY_NAME.to_string(),
+                r.clone(),
+            )
+        })
+        .into_iter()
+        .collect();
+    protect_primary_all(manifests, complete, local, &records)
+}
+
+/// [`protect_primary`] with every standby's record (`[[standby]]`, and any
+/// standby still recorded here though gone from the config): each one's
+/// common snapshot per role is kept, and the reason names the standby.
+pub fn protect_primary_all(
+    manifests: &[Manifest],
+    complete: &dyn Fn(&Manifest) -> bool,
+    local: &BTreeMap<String, Vec<String>>,
+    records: &[(String, StandbyRecord)],
+) -> BTreeMap<String, String> {
     let mut p = BTreeMap::new();
     if let Some(s) = newest_complete(manifests, complete, SetKind::Full) {
         p.insert(s.id.clone(), "the newest complete full set".to_string());
     }
-    if let Some(rec) = record {
+    for (name, rec) in records {
+        let whom = if name == crate::base::config::DEFAULT_STANDBY_NAME {
+            "the standby".to_string()
+        } else {
+            format!("standby `{name}`")
+        };
         for (role, common) in rec.common_snapshots(local) {
             add_reason(
                 &mut p,
                 &common,
-                format!("common snapshot of `{role}` with the standby"),
+                format!("common snapshot of `{role}` with {whom}"),
             );
         }
     }
@@ -357,10 +389,12 @@ pub fn plan(cfg: &Config, catalog: &Catalog, retention: &Retention) -> Result<Pr
     let local = site.local();
     let primary = site.role == crate::base::site::Role::Primary;
     let complete = |m: &Manifest| site.is_usable(m);
+    let mut released_standbys = Vec::new();
     let (protected, orphans) = if primary {
-        let record = catalog.standby_record()?;
+        let (records, released) = split_standby_records(cfg, catalog)?;
+        released_standbys = released;
         (
-            protect_primary(manifests, &complete, local, record.as_ref()),
+            protect_primary_all(manifests, &complete, local, &records),
             Vec::new(),
         )
     } else {
@@ -387,7 +421,44 @@ pub fn plan(cfg: &Config, catalog: &Catalog, retention: &Retention) -> Result<Pr
             m.committed_at.unwrap_or_else(|| set_time(m))
         })
     };
-    Ok(PrunePlan { sets, orphans })
+    Ok(PrunePlan {
+        sets,
+        orphans,
+        released_standbys,
+    })
+}
+
+/// Each standby's record, by its name.
+pub type NamedRecords = Vec<(String, StandbyRecord)>;
+
+/// Primary: the standbys' records prune honours, and the names of the
+/// standbys gone from the config, whose records it releases. Nothing is
+/// released while a configured standby has no committed set recorded yet: it may be a
+/// renamed one (`[standby]` given a `name`), whose old record still holds
+/// its incremental base until its first ship under the new name.
+pub fn split_standby_records(
+    cfg: &Config,
+    catalog: &Catalog,
+) -> Result<(NamedRecords, Vec<String>)> {
+    let recorded = catalog.recorded_standbys()?;
+    let records = catalog.standby_records()?;
+    let every_configured_recorded = cfg.standbys.iter().all(|s| {
+        records
+            .iter()
+            .any(|(n, r)| *n == s.name && !r.committed.is_empty())
+    });
+    if !every_configured_recorded {
+        return Ok((records, Vec::new()));
+    }
+    let released: Vec<String> = recorded
+        .into_iter()
+        .filter(|n| cfg.standby_named(n).is_none())
+        .collect();
+    let kept = records
+        .into_iter()
+        .filter(|(n, _)| !released.contains(n))
+        .collect();
+    Ok((kept, released))
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -438,17 +509,27 @@ pub fn apply(
         // until it is done; a rerun plans again — the sets a killed run left
         // incomplete are finished off by the new plan — so the journal's
         // intent is only a record of what the killed run meant to do.
-        let journal = if plan.to_destroy().next().is_none() && plan.orphans.is_empty() {
+        let journal = if plan.to_destroy().next().is_none()
+            && plan.orphans.is_empty()
+            && plan.released_standbys.is_empty()
+        {
             crate::base::journal::load(catalog, "prune")?
         } else {
             let intent = serde_json::json!({
                 "sets": plan.to_destroy().map(|d| d.set_id.as_str()).collect::<Vec<_>>(),
                 "orphans": &plan.orphans,
+                "released_standbys": &plan.released_standbys,
             });
             let j = crate::base::journal::begin(catalog, "prune", "snapsite prune", &intent)?;
             crate::failpoint!("prune.after_intent");
             Some(j)
         };
+        // Records first, then snapshots: killed in between, the rerun
+        // plans without them (their holds are released either way).
+        for name in &plan.released_standbys {
+            catalog.remove_standby_records(name)?;
+            tracing::info!(standby = %name, "released the holds of a standby no longer configured");
+        }
         let stores = backend::Stores::open(cfg);
         let manifests: BTreeMap<String, Manifest> = catalog
             .manifests()?

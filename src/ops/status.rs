@@ -23,6 +23,9 @@ use crate::base::error::Result;
 use crate::base::model::{Manifest, SetKind, parse_set_id};
 use crate::base::site::Role;
 
+mod standbys;
+pub use standbys::StandbyStatus;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
@@ -120,6 +123,9 @@ pub struct Status {
     /// releases them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub parked: Vec<String>,
+    /// Primary: each standby's figures (`[[standby]]`, issue 29).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub standbys: Vec<StandbyStatus>,
 }
 
 /// The last rehearsal, from its report.
@@ -188,8 +194,15 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
     let catalog = &site.catalog;
     let primary = site.role == Role::Primary;
     let run = if primary { catalog.run_record()? } else { None };
+    // the first standby's: the top-level figures are its
+    let first = cfg
+        .standby
+        .as_ref()
+        .map_or(crate::base::config::DEFAULT_STANDBY_NAME, |s| {
+            s.name.as_str()
+        });
     let record = if primary {
-        catalog.standby_record()?
+        catalog.standby_record_of(first)?
     } else {
         None
     };
@@ -210,7 +223,7 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
         role: site.role,
         generation: site.generation,
         role_record: catalog.role_record()?,
-        peer: catalog.peer_record()?,
+        peer: catalog.peer_record_of(first)?,
         rehearsal: rehearsal_status(catalog)?,
         interrupted: interrupted(catalog)?,
         now,
@@ -228,6 +241,11 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
             Vec::new()
         } else {
             parked_receives(cfg)
+        },
+        standbys: if primary {
+            standbys::gather(cfg, &site, now)?
+        } else {
+            Vec::new()
         },
     };
     status.findings = evaluate(cfg, &status);
@@ -486,6 +504,7 @@ pub fn evaluate(cfg: &Config, s: &Status) -> Vec<Finding> {
             });
         }
     }
+    out.extend(standbys::findings(cfg, s));
     out
 }
 
@@ -632,6 +651,7 @@ pub fn render_text(s: &Status, tz: &jiff::tz::TimeZone) -> String {
     if let Some(st) = &s.stream {
         o.push_str(&crate::ops::stream_status::render_status(st));
     }
+    standbys::render_text(s, &mut o, &local);
     for f in &s.findings {
         let _ = writeln!(o, "{:<8} {}", f.level.as_str(), f.message);
     }
@@ -772,6 +792,7 @@ pub fn render_prometheus(s: &Status) -> String {
     if let Some(st) = &s.stream {
         o.push_str(&crate::ops::stream_status::render_metrics(st, &site));
     }
+    standbys::render_prometheus(s, &mut o);
     o
 }
 
@@ -852,6 +873,7 @@ recovery_point_critical = "1h"
             newest_complete_full_set: full_age.map(mk),
             sets: BTreeMap::new(),
             standby_record_updated_at: None,
+            standbys: Vec::new(),
             last_ship_ok_at: None,
             run: None,
             stream: None,

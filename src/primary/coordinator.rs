@@ -10,12 +10,16 @@ use serde::Serialize;
 
 use crate::backend::{self, Store, Stores};
 use crate::base::catalog::{Catalog, StandbyRecord};
-use crate::base::config::{Config, Volume};
+use crate::base::config::{Config, Standby, Volume};
 use crate::base::error::{Context, Error, Result};
 use crate::base::model::{Consistency, MANIFEST_FORMAT, Manifest, Member, SetKind};
 use crate::primary::hooks::{self, OnFailure};
 use crate::wire::stream::{Msg, PROTOCOL_VERSION};
 use crate::wire::transport;
+
+pub mod fanout;
+mod plan;
+pub use plan::{PlannedSend, ShipPlan, plan_set, sets_to_ship, ship_plan, ship_plan_to};
 
 /// Undo sets whose taking was interrupted (crash between the first snapshot
 /// and the manifest): their snapshots are destroyed, never presented as a set.
@@ -308,62 +312,41 @@ pub struct ShipReport {
     pub round_trips: u32,
 }
 
-/// One step of the ship plan.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlannedSend {
-    pub role: String,
-    pub snapshot: String,
-    /// The common snapshot to send incrementally from.
-    pub base: Option<String>,
-}
-
-/// Pure planner: which members of `set` to send, and from which base, given
-/// what the standby holds per role and what this site holds per role.
-pub fn plan_set(
-    set: &Manifest,
-    standby_has: &BTreeMap<String, BTreeSet<String>>,
-    local_has: &BTreeMap<String, Vec<String>>,
-) -> Vec<PlannedSend> {
-    let mut out = Vec::new();
-    for m in &set.members {
-        let remote = standby_has.get(&m.role);
-        if remote.is_some_and(|r| r.contains(&m.snapshot)) {
-            continue;
-        }
-        let local = local_has.get(&m.role);
-        // Set ids sort by time: the newest snapshot both sites hold that is
-        // older than this one is the common snapshot.
-        let base = remote.and_then(|r| {
-            r.iter()
-                .rev()
-                .find(|s| s.as_str() < m.snapshot.as_str() && local.is_some_and(|l| l.contains(s)))
-                .cloned()
-        });
-        out.push(PlannedSend {
-            role: m.role.clone(),
-            snapshot: m.snapshot.clone(),
-            base,
-        });
-    }
-    out
-}
-
 /// Progress callback: (role, snapshot, bytes so far, done).
 pub type Progress<'a> = &'a mut dyn FnMut(&str, &str, u64, bool);
 
+/// Ship to the first (or only) standby; `fanout::ship_all` ships to each.
 pub fn ship(cfg: &Config, catalog: &Catalog, progress: Progress) -> Result<ShipReport> {
-    let standby = cfg.standby.as_ref().ok_or_else(|| {
+    let standby = first_standby(cfg)?;
+    refuse_unless_primary(cfg, catalog)?;
+    recover_pending(cfg, catalog)?;
+    ship_to(cfg, catalog, standby, progress)
+}
+
+/// The first standby, or the error that there is none.
+pub fn first_standby(cfg: &Config) -> Result<&Standby> {
+    cfg.standby.as_ref().ok_or_else(|| {
         Error::config(format!(
             "{}: no [standby] section: nowhere to ship to",
             cfg.path.display()
         ))
-    })?;
-    refuse_unless_primary(cfg, catalog)?;
-    recover_pending(cfg, catalog)?;
+    })
+}
+
+/// One session with `standby`: everything it lacks, its own records
+/// (the caller checked the role and recovered pending sets).
+pub fn ship_to(
+    cfg: &Config,
+    catalog: &Catalog,
+    standby: &Standby,
+    progress: Progress,
+) -> Result<ShipReport> {
     let started = Instant::now();
-    let mut conn = transport::connect(standby)?;
+    let mut conn = transport::connect(standby).inspect_err(|_| {
+        fanout::note_failure(catalog, &standby.name);
+    })?;
     let desc = conn.display();
-    let result = ship_session(cfg, catalog, &mut conn, progress);
+    let result = ship_session(cfg, catalog, standby, &mut conn, progress);
     match result {
         Ok(mut report) => {
             report.wire_bytes = conn.writer.bytes_out;
@@ -375,6 +358,7 @@ pub fn ship(cfg: &Config, catalog: &Catalog, progress: Progress) -> Result<ShipR
         }
         Err(e) => {
             conn.abort();
+            fanout::note_failure(catalog, &standby.name);
             Err(e)
         }
     }
@@ -460,6 +444,22 @@ pub fn refuse_unless_primary(cfg: &Config, catalog: &Catalog) -> Result<()> {
 /// old primary must not overwrite the new one). What the peer said is
 /// recorded in `peer.json`, so `status` turns critical.
 pub fn split_brain_guard(cfg: &Config, catalog: &Catalog, view: &StandbyView) -> Result<()> {
+    let name = cfg
+        .standby
+        .as_ref()
+        .map_or(crate::base::config::DEFAULT_STANDBY_NAME, |s| {
+            s.name.as_str()
+        });
+    split_brain_guard_of(cfg, catalog, name, view)
+}
+
+/// [`split_brain_guard`] for standby `name`, recording in its own peer record.
+pub fn split_brain_guard_of(
+    cfg: &Config,
+    catalog: &Catalog,
+    name: &str,
+    view: &StandbyView,
+) -> Result<()> {
     let (_, own) = crate::base::site::current_role(cfg, catalog)?;
     let peer_role = match view.role.as_deref() {
         Some("primary") => Some(crate::base::site::Role::Primary),
@@ -497,7 +497,7 @@ pub fn split_brain_guard(cfg: &Config, catalog: &Catalog, view: &StandbyView) ->
         seen_at: Timestamp::now(),
         refused: refused.clone(),
     };
-    if let Err(e) = catalog.write_peer_record(&record) {
+    if let Err(e) = catalog.write_peer_record_of(name, &record) {
         tracing::warn!(error = %e, "could not record the peer's generation");
     }
     match refused {
@@ -538,109 +538,10 @@ pub fn check_volumes_match(cfg: &Config, view: &StandbyView) -> Result<()> {
     Ok(())
 }
 
-/// The local sets the standby lacks, oldest first.
-pub fn sets_to_ship(
-    cfg: &Config,
-    catalog: &Catalog,
-    committed: &BTreeSet<String>,
-    local_has: &BTreeMap<String, Vec<String>>,
-) -> Result<Vec<Manifest>> {
-    // Sets are shipped oldest first and committed in that order, so a set
-    // older than the newest committed one was pruned on the standby or
-    // skipped as incomplete: sending it again would only resurrect it.
-    // Only sets this site knows count: a set the standby holds that this
-    // site never had (committed there by whoever else held the key, dated
-    // ahead) must not keep this site's own sets from shipping.
-    let manifests = catalog.manifests()?;
-    let known: BTreeSet<&str> = manifests.iter().map(|m| m.id.as_str()).collect();
-    let newest_committed = committed
-        .iter()
-        .filter(|c| known.contains(c.as_str()))
-        .filter_map(|c| crate::base::model::SetId::parse(c).ok())
-        .max()
-        .map(|id| id.as_str().to_string());
-    let mut out = Vec::new();
-    for set in manifests {
-        if committed.contains(&set.id) {
-            continue;
-        }
-        if newest_committed
-            .as_ref()
-            .is_some_and(|n| crate::base::model::older_set(&set.id, n))
-        {
-            tracing::debug!(set = %set.id, "not shipped: older than the newest set on the standby");
-            continue;
-        }
-        if !complete_locally(cfg, &set, local_has) {
-            tracing::warn!(set = %set.id, "not shipped: some member snapshots are gone on this site");
-            continue;
-        }
-        out.push(set);
-    }
-    Ok(out)
-}
-
-/// What `ship` would do now.
-pub struct ShipPlan {
-    pub standby: StandbyView,
-    /// Per set, oldest first: the snapshots to send.
-    pub sets: Vec<(String, Vec<PlannedSend>)>,
-}
-
-/// What `ship` would send now: asks the standby for its inventory, sends nothing.
-pub fn ship_plan(cfg: &Config, catalog: &Catalog) -> Result<ShipPlan> {
-    refuse_unless_primary(cfg, catalog)?;
-    let standby = cfg.standby.as_ref().ok_or_else(|| {
-        Error::config(format!(
-            "{}: no [standby] section: nowhere to ship to",
-            cfg.path.display()
-        ))
-    })?;
-    let mut conn = transport::connect(standby)?;
-    let res = (|| -> Result<ShipPlan> {
-        send_hello(cfg, &mut conn)?;
-        // our listing while the standby makes its own
-        let local_has = local_lists(&Stores::open(cfg))?;
-        let view = read_welcome(&mut conn)?;
-        split_brain_guard(cfg, catalog, &view)?;
-        check_volumes_match(cfg, &view)?;
-        let mut standby_has: BTreeMap<String, BTreeSet<String>> = view
-            .volumes
-            .iter()
-            .map(|v| (v.role.clone(), v.snapshots.iter().cloned().collect()))
-            .collect();
-        let mut plan = Vec::new();
-        for set in sets_to_ship(cfg, catalog, &view.committed, &local_has)? {
-            let steps = plan_set(&set, &standby_has, &local_has);
-            for st in &steps {
-                standby_has
-                    .entry(st.role.clone())
-                    .or_default()
-                    .insert(st.snapshot.clone());
-            }
-            plan.push((set.id, steps));
-        }
-        conn.writer.msg(&Msg::Bye)?;
-        Ok(ShipPlan {
-            standby: view,
-            sets: plan,
-        })
-    })();
-    match res {
-        Ok(p) => {
-            conn.close()?;
-            Ok(p)
-        }
-        Err(e) => {
-            conn.abort();
-            Err(e)
-        }
-    }
-}
-
 fn ship_session(
     cfg: &Config,
     catalog: &Catalog,
+    standby: &Standby,
     conn: &mut transport::Connection,
     progress: Progress,
 ) -> Result<ShipReport> {
@@ -652,7 +553,7 @@ fn ship_session(
     let local_has = local_lists(&stores)?;
     let view = read_welcome(conn)?;
     report.round_trips = 1;
-    split_brain_guard(cfg, catalog, &view)?;
+    split_brain_guard_of(cfg, catalog, &standby.name, &view)?;
     check_volumes_match(cfg, &view)?;
     let StandbyView {
         volumes,
@@ -660,7 +561,6 @@ fn ship_session(
         compress,
         ..
     } = view;
-    let standby = cfg.standby.as_ref().expect("ship checked [standby]");
     let compression = standby.compression.negotiate(&compress);
     conn.writer.set_limit(standby.bwlimit.clone());
     tracing::debug!(compression = %compression.name(), "wire");
@@ -675,7 +575,9 @@ fn ship_session(
         .collect();
     // What the standby holds, kept for retention (the common snapshot) and
     // status; updated after every acknowledged snapshot and committed set.
-    let previous = catalog.standby_record()?.unwrap_or_default();
+    let previous = catalog
+        .standby_record_of(&standby.name)?
+        .unwrap_or_default();
     // A ship that died after the standby committed a set but before this
     // site recorded it left the set's members unprotected here (ZFS: no
     // hold on the common snapshot); protect the newest committed set now.
@@ -696,10 +598,12 @@ fn ship_session(
         holds: standby_has.clone(),
         committed: committed.clone(),
         last_bytes: previous.last_bytes,
+        failing_since: previous.failing_since,
     };
-    catalog.write_standby_record(&record)?;
+    catalog.write_standby_record_of(&standby.name, &record)?;
     let mut acks = Acks {
         catalog,
+        name: &standby.name,
         record,
         standby_has,
         report,
@@ -748,7 +652,7 @@ fn ship_session(
                 crate::failpoint!("ship.after_committed");
                 acks.record.committed.insert(set_id.clone());
                 acks.record.updated_at = Some(Timestamp::now());
-                catalog.write_standby_record(&acks.record)?;
+                catalog.write_standby_record_of(&standby.name, &acks.record)?;
                 // The set's members are now the common snapshots: protect
                 // them here (the standby protects its side on commit).
                 stores.protect_common(&set.member_snapshots())?;
@@ -768,7 +672,8 @@ fn ship_session(
         mut record, report, ..
     } = acks;
     record.last_ship_ok = Some(Timestamp::now());
-    catalog.write_standby_record(&record)?;
+    record.failing_since = None;
+    catalog.write_standby_record_of(&standby.name, &record)?;
     Ok(report)
 }
 
@@ -777,6 +682,8 @@ fn ship_session(
 /// common snapshot depends on it), the planner's view and the report.
 struct Acks<'a> {
     catalog: &'a Catalog,
+    /// The standby's name: whose record the acks update.
+    name: &'a str,
     record: StandbyRecord,
     standby_has: BTreeMap<String, BTreeSet<String>>,
     report: ShipReport,
@@ -814,7 +721,8 @@ impl Acks<'_> {
                 .insert(s.snapshot.clone());
             self.record
                 .note_received(&s.role, &s.snapshot, s.base.is_some(), s.bytes);
-            self.catalog.write_standby_record(&self.record)?;
+            self.catalog
+                .write_standby_record_of(self.name, &self.record)?;
             crate::failpoint!("ship.after_ack");
             self.report.payload_bytes += s.bytes;
             self.report.snapshots.push(s);

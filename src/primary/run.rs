@@ -30,6 +30,8 @@ use crate::ops::status;
 use crate::ops::systemd;
 use crate::primary::coordinator::{self, Progress};
 
+mod fanout;
+
 static STOP: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(AtomicBool::new(false)));
 
 /// Route SIGTERM and SIGINT to the stop flag (signal-hook: no `unsafe`
@@ -109,6 +111,8 @@ struct Runner<'a> {
     ship_failing_since: Option<Timestamp>,
     notifier: Notifier,
     sd: systemd::Notifier,
+    /// `[[standby]]` with more than one: a session per standby (`run/fanout.rs`).
+    fanout: Option<fanout::RunFanout>,
 }
 
 /// Run until stopped (or once). Returns the final record.
@@ -200,11 +204,13 @@ impl<'a> Runner<'a> {
             ship_failing_since,
             notifier: Notifier::new(cfg.notify.clone(), &cfg.site, &cfg.state_dir),
             sd: systemd::Notifier::from_env(),
+            fanout: (cfg.standbys.len() > 1).then(|| fanout::RunFanout::new(cfg)),
         })
     }
 
     /// What is due now (sets taken by hand count).
     fn plan(&mut self) -> Result<schedule::Plan> {
+        self.collect_ships(false);
         let (full, redo) = catalog_times(&self.catalog)?;
         self.st.last_full = self.st.last_full.max(full);
         self.st.last_redolog = self.st.last_redolog.max(redo);
@@ -275,6 +281,9 @@ impl<'a> Runner<'a> {
     }
 
     fn ship(&mut self, started: Timestamp, progress: Progress) -> Result<()> {
+        if self.fanout.is_some() {
+            return self.ship_fanout(started);
+        }
         self.st.last_ship_attempt = Some(started);
         let (cfg, catalog) = (self.cfg, &self.catalog);
         let sd = &mut self.sd;
@@ -414,6 +423,9 @@ impl<'a> Runner<'a> {
 
     /// Final record; with `--once`, an error if any step failed.
     fn finish(mut self, opts: &Options) -> Result<RunRecord> {
+        // `--once` waits for the sessions it started; a stopping `run`
+        // leaves them to be cut (each standby discards its partial receive).
+        self.collect_ships(opts.once && !stop_requested());
         self.sd.stopping();
         self.rec.stopped_at = Some(Timestamp::now());
         self.catalog.write_run_record(&self.rec)?;

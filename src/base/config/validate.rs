@@ -506,9 +506,28 @@ fn check_dataset_names_apart(cx: &Ctx, raw: &[RawVolume]) -> Result<()> {
     Ok(())
 }
 
-/// `[standby]`: how to reach the standby.
-pub(super) fn validate_standby(cx: &Ctx, s: RawStandby) -> Result<Standby> {
-    let err = |k: &str, m: String| cx.err(&format!("standby.{k}"), m);
+/// `[standby]` or `[[standby]]` entry `key` (`standby`, `standby[1]`):
+/// how to reach that standby.
+pub(super) fn validate_standby(
+    cx: &Ctx,
+    key: &str,
+    name: String,
+    s: RawStandby,
+) -> Result<Standby> {
+    let err = |k: &str, m: String| cx.err(&format!("{key}.{k}"), m);
+    super::validate_standby_name(&name).map_err(|m| err("name", m))?;
+    let every = s
+        .every
+        .as_deref()
+        .map(|v| {
+            cx.duration(
+                &format!("{key}.every"),
+                v,
+                (SECOND, 30 * DAY),
+                INTERVAL_EXAMPLES,
+            )
+        })
+        .transpose()?;
     let compression = match &s.compress {
         Some(c) => crate::wire::compress::Compression::parse(c).map_err(|m| err("compress", m))?,
         None => crate::wire::compress::Compression::None,
@@ -578,7 +597,7 @@ pub(super) fn validate_standby(cx: &Ctx, s: RawStandby) -> Result<Standby> {
             let connect_timeout = match &s.connect_timeout {
                 None => DEFAULT_CONNECT_TIMEOUT,
                 Some(v) => cx.duration(
-                    "standby.connect_timeout",
+                    &format!("{key}.connect_timeout"),
                     v,
                     (Duration::from_secs(1), Duration::from_secs(3600)),
                     "\"15s\", \"1m\"",
@@ -613,6 +632,8 @@ pub(super) fn validate_standby(cx: &Ctx, s: RawStandby) -> Result<Standby> {
         }
     };
     Ok(Standby {
+        name,
+        every,
         transport,
         compression,
         bwlimit,

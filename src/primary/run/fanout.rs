@@ -1,0 +1,132 @@
+//! `run` with several standbys (issue 29): the ship step starts a session
+//! to each standby that is due and has none under way
+//! (`coordinator::fanout::Fanout`), and returns at once; the results are
+//! collected at the top of every turn of the loop. A standby that hangs
+//! holds only its own session: sets keep being taken on time and shipped to
+//! the others. Failures and notifications are per standby (`ship to NAME`).
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+
+use super::{Runner, StepError};
+use crate::base::config::Config;
+use crate::base::error::Result;
+use crate::base::schedule;
+use crate::ops::notify::Severity;
+use crate::primary::coordinator::fanout::Fanout;
+
+pub(super) struct RunFanout {
+    sessions: Fanout,
+    /// Standbys whose last session failed, and since when.
+    failing_since: BTreeMap<String, Timestamp>,
+}
+
+impl RunFanout {
+    pub(super) fn new(cfg: &Config) -> RunFanout {
+        RunFanout {
+            sessions: Fanout::new(cfg),
+            failing_since: BTreeMap::new(),
+        }
+    }
+}
+
+impl Runner<'_> {
+    /// The ship step with several standbys: start the due sessions.
+    pub(super) fn ship_fanout(&mut self, started: Timestamp) -> Result<()> {
+        self.st.last_ship_attempt = Some(started);
+        let fan = self.fanout.as_mut().expect("fan-out configured");
+        let in_flight: Vec<String> = fan.sessions.in_flight.keys().cloned().collect();
+        match fan.sessions.dispatch(&self.catalog, started) {
+            Ok(names) => {
+                self.st.ship_pending = false;
+                tracing::info!(started = ?names, still_running = ?in_flight, "ship sessions");
+                Ok(())
+            }
+            Err(e) => {
+                self.st.ship_pending = true;
+                self.st.ship_failures += 1;
+                self.rec.ship_failures = self.st.ship_failures;
+                self.rec.last_ship_error_at = Some(started);
+                Err(e)
+            }
+        }
+    }
+
+    /// Take in the sessions that ended (with `wait`, every one under way).
+    pub(super) fn collect_ships(&mut self, wait: bool) {
+        let Some(fan) = self.fanout.as_mut() else {
+            return;
+        };
+        let done = fan.sessions.collect(wait);
+        let now = Timestamp::now();
+        for s in done {
+            let event = format!("ship to {}", s.name);
+            let fan = self.fanout.as_mut().expect("fan-out configured");
+            match s.result {
+                Ok(report) => {
+                    self.rec.sets_committed += report.committed.len() as u64;
+                    fan.failing_since.remove(&s.name);
+                    tracing::info!(
+                        standby = %s.name,
+                        snapshots = report.snapshots.len(),
+                        committed = report.committed.len(),
+                        payload_bytes = report.payload_bytes,
+                        seconds = report.seconds,
+                        "shipped"
+                    );
+                    if fan.failing_since.is_empty() {
+                        self.st.ship_failures = 0;
+                        self.rec.ship_failures = 0;
+                        self.ship_failing_since = None;
+                    }
+                    self.rec.last_ship_ok_at = Some(now);
+                    self.notifier.observe(
+                        &event,
+                        "ok",
+                        Severity::Ok,
+                        &format!(
+                            "standby `{}`: ship works again ({} set(s) committed)",
+                            s.name,
+                            report.committed.len()
+                        ),
+                    );
+                }
+                Err(e) => {
+                    let since = *fan.failing_since.entry(s.name.clone()).or_insert(now);
+                    self.ship_failing_since.get_or_insert(since);
+                    self.st.ship_pending = true;
+                    self.st.ship_failures += 1;
+                    self.rec.ship_failures = self.st.ship_failures;
+                    self.rec.last_ship_error_at = Some(now);
+                    self.any_failed = true;
+                    self.rec.last_error = Some(StepError {
+                        at: now,
+                        step: event.clone(),
+                        message: e.to_string(),
+                    });
+                    let retry = schedule::backoff(self.schedule, self.st.ship_failures);
+                    tracing::warn!(
+                        standby = %s.name,
+                        error = %e,
+                        retry_in = %humantime::format_duration(retry),
+                        "ship failed; will retry"
+                    );
+                    let failing_for = now.duration_since(since).unsigned_abs();
+                    if self
+                        .notifier
+                        .ship_failing_after()
+                        .is_some_and(|after| failing_for >= after)
+                    {
+                        self.notifier.observe(
+                            &event,
+                            "failing",
+                            Severity::Critical,
+                            &format!("standby `{}`: ship has failed since {since}: {e}", s.name),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! Fan-out (issue 29) on real btrfs: one primary, two standbys (`near` and
+//! `far`) on loop devices of their own. A stalled standby does not delay
+//! the other; each standby's common snapshot survives the primary's prune
+//! over a long history, and its next ship stays incremental.
+
+#[macro_use]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const ROLES2: [&str; 2] = ["mysql", "redolog"];
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+}
+
+/// A second standby site on its own filesystem, beside the lab's.
+struct Far {
+    fs: BtrfsFs,
+    cfg: PathBuf,
+    state: PathBuf,
+}
+
+fn far_site(lab: &Lab) -> Far {
+    let fs = BtrfsFs::new(lab.dir.path(), "far", "300M");
+    let state = lab.dir.path().join("state-far");
+    let mut t = format!("site = \"far\"\nstate_dir = \"{}\"\n", state.display());
+    for r in &lab.roles {
+        t.push_str(&format!(
+            "[[volume]]\nrole = \"{r}\"\nbackend = \"btrfs\"\nsource = \"{}\"\nsnapshot_dir = \"{}\"\n",
+            fs.path(&format!("live/{r}")).display(),
+            fs.path(&format!("recv/{r}")).display()
+        ));
+    }
+    t.push_str("[replay]\nnone = true\n");
+    let cfg = lab.dir.path().join("far.toml");
+    std::fs::write(&cfg, t).unwrap();
+    Far { fs, cfg, state }
+}
+
+/// The primary's config with `[[standby]]` near (the lab's standby) and
+/// far (`far_body`), plus `extra` sections.
+fn fanout_primary(lab: &Lab, far_body: &str, extra: &str) -> PathBuf {
+    let near = format!(
+        "name = \"near\"\ntransport = \"local\"\nconfig = \"{}\"",
+        lab.stb_cfg.display()
+    );
+    let text = lab
+        .primary_toml(&near)
+        .replace("[standby]\n", "[[standby]]\n");
+    let p = lab.dir.path().join("fanout.toml");
+    std::fs::write(
+        &p,
+        format!("{text}\n[[standby]]\nname = \"far\"\n{far_body}\n{extra}"),
+    )
+    .unwrap();
+    p
+}
+
+fn local_body(far: &Far) -> String {
+    format!("transport = \"local\"\nconfig = \"{}\"", far.cfg.display())
+}
+
+/// A transport that connects and never answers: its pid goes to `pidfile`.
+fn stalled_body(pidfile: &Path) -> String {
+    format!(
+        "transport = \"command\"\ncommand = [\"sh\", \"-c\", \"echo $$ > \\\"$0\\\"; exec sleep 300\", \"{}\"]",
+        pidfile.display()
+    )
+}
+
+fn committed(state: &Path) -> Vec<String> {
+    sorted_names(&state.join("sets"))
+        .into_iter()
+        .filter_map(|n| n.strip_suffix(".json").map(str::to_string))
+        .collect()
+}
+
+/// Kill the process whose pid is in `pidfile`, if it was written.
+fn kill_pidfile(pidfile: &Path) {
+    if let Ok(p) = std::fs::read_to_string(pidfile) {
+        if let Ok(pid) = p.trim().parse::<i32>() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+#[test]
+fn ship_sends_to_every_standby_each_with_its_own_record() {
+    require_real!();
+    let lab = Lab::with_roles(&ROLES2, "300M", "[\"/bin/true\"]");
+    let far = far_site(&lab);
+    let pri = fanout_primary(&lab, &local_body(&far), "");
+    lab.fill(1, 256 * 1024);
+    let f1 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    let out = json(&lab.ok(&pri, &["ship", "--json"]));
+    let names: Vec<&str> = out["standbys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert_eq!(s["ok"], true, "{s}");
+            s["name"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(names, ["near", "far"]);
+    assert_eq!(
+        committed(&lab.dir.path().join("state-stb")),
+        vec![f1.clone()]
+    );
+    assert_eq!(committed(&far.state), vec![f1.clone()]);
+    let state = lab.dir.path().join("state-pri");
+    for n in ["near", "far"] {
+        let rec = json(
+            &std::fs::read_to_string(state.join(format!("standbys/{n}/standby.json"))).unwrap(),
+        );
+        assert!(
+            rec["committed"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c == &f1),
+            "{n}: {rec}"
+        );
+    }
+    assert!(
+        !state.join("standby.json").exists(),
+        "no standby is named `standby`"
+    );
+
+    // --to NAME ships to that one only; an unknown name is refused by name.
+    lab.fill(2, 256 * 1024);
+    let f2 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    let r = json(&lab.ok(&pri, &["ship", "--to", "far", "--json"]));
+    assert_eq!(r["standbys"][0]["name"], "far");
+    assert_eq!(committed(&far.state), [f1.clone(), f2.clone()]);
+    assert_eq!(
+        committed(&lab.dir.path().join("state-stb")),
+        vec![f1.clone()]
+    );
+    let dry = lab.ok(&pri, &["ship", "--to", "near", "--dry-run"]);
+    assert!(dry.contains(&f2) && dry.contains("incremental"), "{dry}");
+    let bad = lab.run(&pri, &["ship", "--to", "nowhere"]);
+    assert!(!bad.status.success());
+    let msg = both(&bad);
+    assert!(
+        msg.contains("nowhere") && msg.contains("near, far"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_stalled_standby_does_not_delay_the_other() {
+    require_real!();
+    let lab = Lab::with_roles(&ROLES2, "300M", "[\"/bin/true\"]");
+    let pidfile = lab.dir.path().join("stalled.pid");
+    let pri = fanout_primary(&lab, &stalled_body(&pidfile), "");
+    lab.fill(1, 256 * 1024);
+    lab.snapshot(false);
+
+    // Normal: near alone, nothing stalled.
+    let t = Instant::now();
+    lab.ok(&pri, &["ship", "--to", "near"]);
+    let normal = t.elapsed();
+
+    // far hangs in its handshake for the rest of the test.
+    let mut hung = Command::new(snapsite_exe())
+        .args(["--config", pri.to_str().unwrap(), "ship", "--to", "far"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pidfile.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut stalled = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        lab.fill(10 + i, 256 * 1024);
+        ids.push(lab.snapshot(false)["id"].as_str().unwrap().to_string());
+        let t = Instant::now();
+        lab.ok(&pri, &["ship", "--to", "near"]);
+        stalled.push(t.elapsed());
+    }
+    let still_hung = hung.try_wait().unwrap().is_none();
+    let _ = hung.kill();
+    let _ = hung.wait();
+    kill_pidfile(&pidfile);
+    assert!(still_hung, "the stalled ship should still be waiting");
+    let near = committed(&lab.dir.path().join("state-stb"));
+    for id in &ids {
+        assert!(near.contains(id), "{id} not on near: {near:?}");
+    }
+    let worst = stalled.iter().max().unwrap();
+    eprintln!(
+        "MEASURE fanout: ship to near {:.2} s alone, {:.2} s worst of 3 with far stalled",
+        normal.as_secs_f64(),
+        worst.as_secs_f64()
+    );
+    assert!(
+        *worst < normal * 5 + Duration::from_secs(5),
+        "near's ship took {worst:?} with far stalled (normal {normal:?})"
+    );
+}
+
+#[test]
+fn run_keeps_shipping_to_near_while_far_hangs() {
+    require_real!();
+    let lab = Lab::with_roles(&ROLES2, "300M", "[\"/bin/true\"]");
+    let pidfile = lab.dir.path().join("stalled.pid");
+    let pri = fanout_primary(
+        &lab,
+        &stalled_body(&pidfile),
+        "[schedule]\nfull_set_interval = \"2s\"\n",
+    );
+    lab.fill(1, 64 * 1024);
+    let mut run = Command::new(snapsite_exe())
+        .args(["--config", pri.to_str().unwrap(), "run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(9));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while run.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = run.kill();
+    let _ = run.wait();
+    kill_pidfile(&pidfile);
+    let taken = committed(&lab.dir.path().join("state-pri"));
+    let near = committed(&lab.dir.path().join("state-stb"));
+    eprintln!(
+        "MEASURE fanout run: {} set(s) taken in 9 s, {} committed on near with far hung",
+        taken.len(),
+        near.len()
+    );
+    assert!(taken.len() >= 3, "sets were not taken on time: {taken:?}");
+    // near is at most one set behind (the one taken as run was stopped)
+    assert!(
+        near.len() + 1 >= taken.len(),
+        "near lags: {near:?} of {taken:?}"
+    );
+}
+
+#[test]
+fn prune_keeps_each_standbys_base_over_a_long_history() {
+    require_real!();
+    let lab = Lab::with_roles(&ROLES2, "300M", "[\"/bin/true\"]");
+    let far = far_site(&lab);
+    let pri = fanout_primary(&lab, &local_body(&far), "\n[retention]\ngrid = \"1x1ms\"\n");
+    let state = lab.dir.path().join("state-pri");
+    let mut far_shipped = 0;
+    for i in 0..12u64 {
+        lab.fill(100 + i, 64 * 1024);
+        lab.snapshot(false);
+        lab.ok(&pri, &["ship", "--to", "near"]);
+        // far ships every fourth set only: its base lags far behind
+        if i % 4 == 3 {
+            let r = json(&lab.ok(&pri, &["ship", "--to", "far", "--json"]));
+            let snaps = r["standbys"][0]["report"]["snapshots"]
+                .as_array()
+                .unwrap()
+                .clone();
+            assert!(!snaps.is_empty());
+            for s in &snaps {
+                assert!(
+                    s["base"].is_string(),
+                    "far's ship after prune was not incremental: {s}"
+                );
+            }
+            far_shipped += 1;
+        } else if i == 0 {
+            lab.ok(&pri, &["ship", "--to", "far"]);
+        }
+        let p = json(&lab.ok(&pri, &["prune", "--json"]));
+        let kept: Vec<String> = p["plan"]["sets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["destroy"] == false)
+            .map(|d| d["reason"].as_str().unwrap().to_string())
+            .collect();
+        // far's common snapshot is held back, and the reason names far
+        let far_rec =
+            json(&std::fs::read_to_string(state.join("standbys/far/standby.json")).unwrap());
+        let base = far_rec["holds"]["mysql"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            lab.primary_snap("mysql", &base).exists(),
+            "round {i}: far's base {base} was pruned"
+        );
+        if i % 4 != 3 {
+            assert!(
+                kept.iter().any(|r| r.contains("standby `far`")),
+                "round {i}: {kept:?}"
+            );
+        }
+    }
+    assert_eq!(far_shipped, 3);
+    // far and near end with the same newest set, and far holds it whole
+    let far_sets = committed(&far.state);
+    assert_eq!(
+        far_sets.last(),
+        committed(&lab.dir.path().join("state-stb")).last()
+    );
+    drop(far.fs);
+}
+
+#[test]
+fn status_shows_each_standby_and_a_removed_one_is_released_by_prune() {
+    require_real!();
+    let lab = Lab::with_roles(&ROLES2, "300M", "[\"/bin/true\"]");
+    let far = far_site(&lab);
+    let pri = fanout_primary(&lab, &local_body(&far), "\n[retention]\ngrid = \"1x1ms\"\n");
+    let state = lab.dir.path().join("state-pri");
+    lab.fill(1, 64 * 1024);
+    let f1 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    lab.ok(&pri, &["ship"]);
+    lab.fill(2, 64 * 1024);
+    let f2 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    lab.ok(&pri, &["ship", "--to", "near"]);
+
+    // status: one entry per standby, far one set behind
+    let st = json(&stdout(&lab.run(&pri, &["status", "--json"])));
+    let per: Vec<(String, String)> = st["standbys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["recovery_point"]["set_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        per,
+        [("near".into(), f2.clone()), ("far".into(), f1.clone())]
+    );
+    assert!(
+        st["standbys"][1]["lag_seconds"].as_f64().unwrap() > 0.0,
+        "{st}"
+    );
+    let text = stdout(&lab.run(&pri, &["status"]));
+    assert!(text.contains("standby far") && text.contains(&f1), "{text}");
+    let prom = lab.dir.path().join("metrics.prom");
+    lab.run(&pri, &["status", "--prometheus", prom.to_str().unwrap()]);
+    let m = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        m.contains("snapsite_standby_lag_seconds{site=\"primary\",standby=\"far\"}"),
+        "{m}"
+    );
+
+    // far leaves the config: prune's dry run names it and changes nothing;
+    // killed after its intent, the rerun releases far's records and its base
+    let near_only = lab.dir.path().join("near-only.toml");
+    let text = std::fs::read_to_string(&pri).unwrap();
+    let cut = text.find("[[standby]]\nname = \"far\"").unwrap();
+    let rest = &text[cut..];
+    let end = rest.find("\n[retention]").unwrap();
+    std::fs::write(&near_only, format!("{}{}", &text[..cut], &rest[end..])).unwrap();
+    let st = json(&stdout(&lab.run(&near_only, &["status", "--json"])));
+    let findings = st["findings"].to_string();
+    assert!(findings.contains("no longer in the config"), "{findings}");
+    let dry = lab.ok(&near_only, &["prune", "--dry-run"]);
+    assert!(dry.contains("RELEASE?") && dry.contains("`far`"), "{dry}");
+    assert!(state.join("standbys/far/standby.json").exists());
+    assert!(lab.primary_snap("mysql", &f1).exists());
+    let killed = run_snapsite(
+        &near_only,
+        &["prune"],
+        &[("SNAPSITE_FAILPOINT", "prune.after_intent")],
+    );
+    assert_eq!(killed.status.code(), Some(86), "{}", both(&killed));
+    assert!(state.join("standbys/far/standby.json").exists());
+    let done = lab.ok(&near_only, &["prune", "--json"]);
+    let done = json(&done);
+    assert_eq!(
+        done["plan"]["released_standbys"],
+        serde_json::json!(["far"])
+    );
+    assert!(!state.join("standbys/far").exists());
+    assert!(
+        !lab.primary_snap("mysql", &f1).exists(),
+        "far's base should go with its hold"
+    );
+    assert!(lab.primary_snap("mysql", &f2).exists());
+    assert!(!state.join("journal-prune.json").exists());
+    drop(far.fs);
+}
