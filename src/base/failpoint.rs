@@ -429,7 +429,7 @@ pub fn runbook() -> String {
          checks that this file matches it and crashes each verb at each point.\n\
          `snapsite status` and `snapsite role` name an interrupted verb and the command\n\
          that finishes it. Progress is kept in `state_dir/journal-<verb>.json`\n\
-         (failback, switchover, prune), `state_dir/failover/state.json` (failover) and\n\
+         (failback, follow, switchover, prune), `state_dir/failover/state.json` (failover) and\n\
          `state_dir/rehearsal/state.json` (rehearse). Stop at a point with\n\
          `SNAPSITE_FAILPOINT=<name>` (debug builds or `--features failpoints`; exit 86).\n\n\
          | failpoint | verbs | stopped after | recovery |\n\
