@@ -729,6 +729,10 @@ impl Backend for Btrfs {
         Ok(out)
     }
 
+    fn can_set_aside(&self) -> bool {
+        true
+    }
+
     fn divergent(&self, vol: &Volume) -> Result<Vec<String>> {
         Ok(dir_entries(snapshot_dir(vol)?)
             .into_iter()

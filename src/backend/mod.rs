@@ -319,14 +319,14 @@ pub trait Backend: Send + Sync {
         if newer.is_empty() {
             return Ok(newer);
         }
-        Err(Error::refused(format!(
-            "volume `{}`: it holds {} snapshot(s) newer than the common base {base} ({}); setting them aside is not supported on {} yet; nothing was changed",
-            vol.role,
-            newer.len(),
-            newer.join(", "),
-            self.kind().as_str()
-        ))
-        .with_hint("re-seed this volume from the new primary, or move those snapshots away by hand and run this again"))
+        Err(set_aside_unsupported(vol, self.kind(), base, &newer))
+    }
+
+    /// Does [`Backend::set_aside_newer`] keep snapshots aside here (or
+    /// only accept a volume with nothing beyond the base)? `follow` asks
+    /// before it records its plan.
+    fn can_set_aside(&self) -> bool {
+        false
     }
 
     /// Protect snapshot `name` as the common snapshot (ZFS: a hold), so
@@ -501,6 +501,9 @@ impl Store {
     pub fn set_aside_newer(&self, base: &str, label: &str) -> Result<Vec<String>> {
         self.imp.set_aside_newer(&self.vol, base, label)
     }
+    pub fn can_set_aside(&self) -> bool {
+        self.imp.can_set_aside()
+    }
 }
 
 /// Snapshot every store under `name` in one backend call, atomically when
@@ -630,6 +633,24 @@ pub(crate) fn check_label(label: &str) -> Result<()> {
 }
 
 /// The dataset / `vg/lv` a standby receives into: `replica` is required there.
+/// `follow` on a backend that cannot set received snapshots aside, for a
+/// volume holding `newer` beyond the common `base`.
+pub fn set_aside_unsupported(
+    vol: &Volume,
+    kind: BackendKind,
+    base: &str,
+    newer: &[String],
+) -> Error {
+    Error::refused(format!(
+        "volume `{}`: it holds {} snapshot(s) newer than the common base {base} ({}); setting them aside is not supported on {} yet; nothing was changed",
+        vol.role,
+        newer.len(),
+        newer.join(", "),
+        kind.as_str()
+    ))
+    .with_hint("re-seed this volume from the new primary, or move those snapshots away by hand and run this again")
+}
+
 pub fn require_replica(vol: &Volume, what: &str) -> Result<String> {
     vol.replica().ok_or_else(|| {
         Error::config(format!(

@@ -736,6 +736,10 @@ impl Backend for Zfs {
         divergent(vol)
     }
 
+    fn can_set_aside(&self) -> bool {
+        true
+    }
+
     fn set_aside_newer(&self, vol: &Volume, base: &str, label: &str) -> Result<Vec<String>> {
         follow::set_aside_newer(vol, base, label)
     }

@@ -132,9 +132,18 @@ pub fn plan(cfg: &Config, view: &StandbyView) -> Result<FollowPlan> {
             .into_iter()
             .filter(|n| n.as_str() > base.as_str())
             .collect();
-        if !newer.is_empty() {
-            set_aside.insert(s.role().to_string(), newer);
+        if newer.is_empty() {
+            continue;
         }
+        if !s.can_set_aside() {
+            return Err(crate::backend::set_aside_unsupported(
+                s.volume(),
+                s.kind(),
+                base,
+                &newer,
+            ));
+        }
+        set_aside.insert(s.role().to_string(), newer);
     }
     Ok(FollowPlan { plan, set_aside })
 }
