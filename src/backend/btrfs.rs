@@ -30,6 +30,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use super::btrfs_vet::StreamVet;
+
+mod follow;
 use super::{Backend, ProcessSink, ProcessSource, ReceiveSteps, SnapshotSink, SnapshotSource};
 use crate::base::cmd::Cmd;
 use crate::base::config::{BackendKind, Volume, VolumeAddr};
@@ -684,49 +686,9 @@ impl Backend for Btrfs {
         fsync_dir(dir)
     }
 
-    /// Renamed in place, `snapshot_dir/divergent-<label>-<id>` (the
-    /// directory a received snapshot lives in moves whole; a read-only
-    /// subvolume can be renamed): no longer a set id, so never listed,
-    /// shipped or pruned as a set; listed with the divergent snapshots.
+    /// See [`follow::set_aside_newer`].
     fn set_aside_newer(&self, vol: &Volume, base: &str, label: &str) -> Result<Vec<String>> {
-        validate_label(label)?;
-        let dir = snapshot_dir(vol)?;
-        let mut out = Vec::new();
-        for name in self.list(vol)? {
-            if name.as_str() <= base {
-                continue;
-            }
-            let from = dir.join(&name);
-            let to = dir.join(format!("{DIVERGENT_PREFIX}{label}-{name}"));
-            if std::fs::symlink_metadata(&to).is_ok() {
-                return Err(Error::storage(format!(
-                    "volume `{}`: {} exists already; {} was not moved",
-                    vol.role,
-                    to.display(),
-                    from.display()
-                )));
-            }
-            std::fs::rename(&from, &to).ctx(format!(
-                "volume `{}`: set {} aside as {}",
-                vol.role,
-                from.display(),
-                to.display()
-            ))?;
-            fsync_dir(dir)?;
-            out.push(to.display().to_string());
-        }
-        // A rerun after a crash finds the ones already moved.
-        let prefix = format!("{DIVERGENT_PREFIX}{label}-");
-        for n in dir_entries(dir) {
-            if n.starts_with(&prefix) {
-                let p = dir.join(&n).display().to_string();
-                if !out.contains(&p) {
-                    out.push(p);
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
+        follow::set_aside_newer(vol, &self.list(vol)?, base, label)
     }
 
     fn can_set_aside(&self) -> bool {
