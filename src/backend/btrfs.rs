@@ -30,6 +30,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use super::btrfs_vet::StreamVet;
+
+mod follow;
 use super::{Backend, ProcessSink, ProcessSource, ReceiveSteps, SnapshotSink, SnapshotSource};
 use crate::base::cmd::Cmd;
 use crate::base::config::{BackendKind, Volume, VolumeAddr};
@@ -682,6 +684,15 @@ impl Backend for Btrfs {
         }
         delete_subvolume(&orig).ctx(ctx())?;
         fsync_dir(dir)
+    }
+
+    /// See [`follow::set_aside_newer`].
+    fn set_aside_newer(&self, vol: &Volume, base: &str, label: &str) -> Result<Vec<String>> {
+        follow::set_aside_newer(vol, &self.list(vol)?, base, label)
+    }
+
+    fn can_set_aside(&self) -> bool {
+        true
     }
 
     fn divergent(&self, vol: &Volume) -> Result<Vec<String>> {

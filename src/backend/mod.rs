@@ -304,6 +304,31 @@ pub trait Backend: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// `follow`: this standby's received snapshots newer than `base` are
+    /// history its new upstream never had. Keep them, never destroyed, out
+    /// of the set namespace (not listed, shipped or pruned as sets) under a
+    /// name with `divergent-<label>`, so that the upstream's next ship is
+    /// incremental from `base`. Idempotent (a rerun finds what it moved);
+    /// returns where each one is now.
+    fn set_aside_newer(&self, vol: &Volume, base: &str, _label: &str) -> Result<Vec<String>> {
+        let newer: Vec<String> = self
+            .list(vol)?
+            .into_iter()
+            .filter(|n| n.as_str() > base)
+            .collect();
+        if newer.is_empty() {
+            return Ok(newer);
+        }
+        Err(set_aside_unsupported(vol, self.kind(), base, &newer))
+    }
+
+    /// Does [`Backend::set_aside_newer`] keep snapshots aside here (or
+    /// only accept a volume with nothing beyond the base)? `follow` asks
+    /// before it records its plan.
+    fn can_set_aside(&self) -> bool {
+        false
+    }
+
     /// Protect snapshot `name` as the common snapshot (ZFS: a hold), so
     /// that no pruning, by snapsite or by hand, can destroy it; release the
     /// protection of every older snapsite snapshot of the volume.
@@ -473,6 +498,12 @@ impl Store {
     pub fn divergent(&self) -> Result<Vec<String>> {
         self.imp.divergent(&self.vol)
     }
+    pub fn set_aside_newer(&self, base: &str, label: &str) -> Result<Vec<String>> {
+        self.imp.set_aside_newer(&self.vol, base, label)
+    }
+    pub fn can_set_aside(&self) -> bool {
+        self.imp.can_set_aside()
+    }
 }
 
 /// Snapshot every store under `name` in one backend call, atomically when
@@ -602,6 +633,24 @@ pub(crate) fn check_label(label: &str) -> Result<()> {
 }
 
 /// The dataset / `vg/lv` a standby receives into: `replica` is required there.
+/// `follow` on a backend that cannot set received snapshots aside, for a
+/// volume holding `newer` beyond the common `base`.
+pub fn set_aside_unsupported(
+    vol: &Volume,
+    kind: BackendKind,
+    base: &str,
+    newer: &[String],
+) -> Error {
+    Error::refused(format!(
+        "volume `{}`: it holds {} snapshot(s) newer than the common base {base} ({}); setting them aside is not supported on {} yet; nothing was changed",
+        vol.role,
+        newer.len(),
+        newer.join(", "),
+        kind.as_str()
+    ))
+    .with_hint("re-seed this volume from the new primary, or move those snapshots away by hand and run this again")
+}
+
 pub fn require_replica(vol: &Volume, what: &str) -> Result<String> {
     vol.replica().ok_or_else(|| {
         Error::config(format!(

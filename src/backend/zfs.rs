@@ -28,6 +28,7 @@
 
 mod begin;
 mod demote;
+mod follow;
 mod listing;
 mod receive;
 pub use begin::{BEGIN_RECORD_LEN, StreamBegin, check_begin, parse_begin};
@@ -733,6 +734,14 @@ impl Backend for Zfs {
 
     fn divergent(&self, vol: &Volume) -> Result<Vec<String>> {
         divergent(vol)
+    }
+
+    fn can_set_aside(&self) -> bool {
+        true
+    }
+
+    fn set_aside_newer(&self, vol: &Volume, base: &str, label: &str) -> Result<Vec<String>> {
+        follow::set_aside_newer(vol, base, label)
     }
 
     fn protect_common(&self, vol: &Volume, name: &str) -> Result<()> {

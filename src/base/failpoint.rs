@@ -240,6 +240,48 @@ pub const ALL: &[Failpoint] = &[
         recovery: "rerun the verb: it finds every step done and removes the journal",
     },
     Failpoint {
+        name: "follow.after_plan",
+        verbs: &["follow"],
+        state: "the follow plan is recorded in state_dir/journal-follow.json; nothing changed yet",
+        recovery: "rerun `snapsite follow`: it carries out the recorded plan (the new primary is not asked again)",
+    },
+    Failpoint {
+        name: "follow.after_set_aside",
+        verbs: &["follow"],
+        state: "a volume's snapshots newer than the base are renamed divergent-<label>-<id> (kept)",
+        recovery: "rerun `snapsite follow`: volumes already set aside are skipped",
+    },
+    Failpoint {
+        name: "follow.after_divergent_record",
+        verbs: &["follow"],
+        state: "state_dir/divergent/<label>.json (how = follow) is written",
+        recovery: "rerun `snapsite follow`: it moves the divergent sets out of the catalog and goes on",
+    },
+    Failpoint {
+        name: "follow.after_sets_moved",
+        verbs: &["follow"],
+        state: "the sets the new primary never committed are under divergent/<label>/sets/",
+        recovery: "rerun `snapsite follow`: it marks the common sets committed and goes on",
+    },
+    Failpoint {
+        name: "follow.after_mark_committed",
+        verbs: &["follow"],
+        state: "the sets both sites hold are marked committed here",
+        recovery: "rerun `snapsite follow`: it makes the bases receivable and goes on",
+    },
+    Failpoint {
+        name: "follow.after_receivable",
+        verbs: &["follow"],
+        state: "a volume's base is ready for the new primary's incremental streams",
+        recovery: "rerun `snapsite follow`: bases already receivable are skipped",
+    },
+    Failpoint {
+        name: "follow.after_role_record",
+        verbs: &["follow"],
+        state: "this site is recorded as the new primary's standby; the journal is not yet removed",
+        recovery: "rerun `snapsite follow`: it finds every step done and removes the journal",
+    },
+    Failpoint {
         name: "failover.after_copy",
         verbs: &["failover"],
         state: "a volume's writable copy is made, not yet recorded in failover/state.json",
@@ -387,7 +429,7 @@ pub fn runbook() -> String {
          checks that this file matches it and crashes each verb at each point.\n\
          `snapsite status` and `snapsite role` name an interrupted verb and the command\n\
          that finishes it. Progress is kept in `state_dir/journal-<verb>.json`\n\
-         (failback, switchover, prune), `state_dir/failover/state.json` (failover) and\n\
+         (failback, follow, switchover, prune), `state_dir/failover/state.json` (failover) and\n\
          `state_dir/rehearsal/state.json` (rehearse). Stop at a point with\n\
          `SNAPSITE_FAILPOINT=<name>` (debug builds or `--features failpoints`; exit 86).\n\n\
          | failpoint | verbs | stopped after | recovery |\n\

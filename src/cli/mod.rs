@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod check;
 mod failback;
 mod failover;
+mod follow;
 mod generate;
 mod init;
 mod progress;
@@ -172,6 +173,18 @@ enum Command {
     /// Keeps this site's data written after the common base as read-only divergent
     /// snapshots; the new primary's next ship sends only what changed since the base
     Failback {
+        /// Print the plan and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report (or with --dry-run the plan) as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Three sites, on a standby after its primary failed over to the other standby: point
+    /// [standby] at the new primary, then follow it. Sets aside (never destroys) what this site
+    /// received beyond the newest set both hold; the new primary's next ship sends only what
+    /// changed since that set. Refused on a live primary (use failback there)
+    Follow {
         /// Print the plan and change nothing
         #[arg(long)]
         dry_run: bool,
@@ -394,6 +407,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rehearse::cmd_rehearse(&cfg, set, dry_run, json)
         }
         Command::Failback { dry_run, json } => failback::cmd_failback(&cfg, dry_run, json),
+        Command::Follow { dry_run, json } => follow::cmd_follow(&cfg, dry_run, json),
         Command::Switchover { dry_run, json } => switchover::cmd_switchover(&cfg, dry_run, json),
         Command::Role { init, json } => role::cmd_role(&cfg, &catalog, init, json),
     }

@@ -439,7 +439,7 @@ pub fn demote_plan(
         .collect();
     if !missing.is_empty() {
         return Err(Error::refused(format!(
-            "no snapshot of volume(s) {} is held by both sites: a failback without a full resend is impossible",
+            "no snapshot of volume(s) {} is held by both sites: becoming the peer's standby without a full resend is impossible",
             missing.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
         ))
         .with_hint("nothing was changed; re-seed this site as a new standby instead"));
@@ -568,8 +568,7 @@ pub fn demote_steps(
 ) -> Result<Report> {
     let t = std::time::Instant::now();
     let stores = Stores::open(cfg);
-    let dir = catalog.root().join("divergent");
-    let record_path = dir.join(format!("{}.json", plan.label));
+    let record_path = divergent_record_path(catalog, &plan.label);
     // 1. Keep the live data, read-only, before anything is removed.
     let record = if j.is_done("divergent_record") {
         crate::base::catalog::read_json::<DivergentRecord>(&record_path)?
@@ -591,18 +590,7 @@ pub fn demote_steps(
             };
             snapshots.insert(role.clone(), at);
         }
-        let record = DivergentRecord {
-            label: plan.label.clone(),
-            at: Timestamp::now(),
-            how: how.to_string(),
-            peer: plan.peer.clone(),
-            peer_generation: plan.peer_generation,
-            generation: plan.generation,
-            base: plan.base.clone(),
-            snapshots,
-            sets: plan.divergent_sets.clone(),
-            recovery_point: plan.recovery_point,
-        };
+        let record = DivergentRecord::of(plan, how, snapshots);
         crate::base::catalog::write_json(&record_path, &record)?;
         j.done("divergent_record")?;
         crate::failpoint!("demote.after_divergent_record");
@@ -611,30 +599,13 @@ pub fn demote_steps(
     // 2. This site's sets the peer never committed: out of the catalog
     // (copied first, then removed: a rerun finds either both or the copy).
     if !j.is_done("sets_moved") {
-        for id in &plan.divergent_sets {
-            if let Some(m) = catalog.manifest(id)? {
-                crate::base::catalog::write_json(
-                    &dir.join(&plan.label)
-                        .join("sets")
-                        .join(format!("{id}.json")),
-                    &m,
-                )?;
-                catalog.remove_manifest(id)?;
-            }
-        }
+        move_divergent_sets(catalog, plan)?;
         j.done("sets_moved")?;
         crate::failpoint!("demote.after_sets_moved");
     }
     // 3. The sets both hold are committed here (usable for failover).
     if !j.is_done("mark_committed") {
-        for id in &plan.mark_committed {
-            if let Some(mut m) = catalog.manifest(id)? {
-                if m.committed_at.is_none() {
-                    m.committed_at = Some(Timestamp::now());
-                    catalog.write_manifest(&m)?;
-                }
-            }
-        }
+        mark_committed(catalog, plan)?;
         j.done("mark_committed")?;
         crate::failpoint!("demote.after_mark_committed");
     }
@@ -670,17 +641,9 @@ pub fn demote_steps(
         crate::failpoint!("demote.after_remove_copy");
     }
     // 5. The bases, taken here, become receivable from the peer.
-    for (role, base) in &plan.base {
-        let step = format!("receivable:{role}");
-        if j.is_done(&step) {
-            continue;
-        }
-        if let Some(b) = base {
-            stores.get(role)?.make_receivable(b)?;
-        }
-        j.done(&step)?;
-        crate::failpoint!("demote.after_receivable");
-    }
+    receivable_steps(&stores, plan, j, &|| {
+        crate::failpoint!("demote.after_receivable")
+    })?;
     // 6. A completed failover's record would block the next failover here.
     if !j.is_done("failover_state") {
         let fs = catalog.failover_state_path();
@@ -693,13 +656,7 @@ pub fn demote_steps(
     }
     // 7. The standby of the peer's generation.
     if !j.is_done("role") {
-        catalog.write_role_record(&RoleRecord {
-            role: Role::Standby,
-            generation: plan.peer_generation.max(plan.generation),
-            since: Timestamp::now(),
-            how: how.to_string(),
-            set_id: plan.base_set.clone(),
-        })?;
+        record_standby_role(catalog, plan, how)?;
         j.done("role")?;
         crate::failpoint!("demote.after_role_record");
     }
@@ -707,6 +664,97 @@ pub fn demote_steps(
         plan: plan.clone(),
         divergent: record,
         seconds: t.elapsed().as_secs_f64(),
+    })
+}
+
+impl DivergentRecord {
+    /// The record of `plan` carried out by `how`, keeping `snapshots`.
+    pub fn of(plan: &Plan, how: &str, snapshots: BTreeMap<String, String>) -> DivergentRecord {
+        DivergentRecord {
+            label: plan.label.clone(),
+            at: Timestamp::now(),
+            how: how.to_string(),
+            peer: plan.peer.clone(),
+            peer_generation: plan.peer_generation,
+            generation: plan.generation,
+            base: plan.base.clone(),
+            snapshots,
+            sets: plan.divergent_sets.clone(),
+            recovery_point: plan.recovery_point,
+        }
+    }
+}
+
+/// `state_dir/divergent/<label>.json`.
+pub fn divergent_record_path(catalog: &Catalog, label: &str) -> PathBuf {
+    catalog
+        .root()
+        .join("divergent")
+        .join(format!("{label}.json"))
+}
+
+/// The plan's divergent sets (this site's sets the peer never committed)
+/// out of the catalog into `divergent/<label>/sets/`: copied first, then
+/// removed, so a rerun finds either both or the copy.
+pub fn move_divergent_sets(catalog: &Catalog, plan: &Plan) -> Result<()> {
+    let dir = catalog
+        .root()
+        .join("divergent")
+        .join(&plan.label)
+        .join("sets");
+    for id in &plan.divergent_sets {
+        if let Some(m) = catalog.manifest(id)? {
+            crate::base::catalog::write_json(&dir.join(format!("{id}.json")), &m)?;
+            catalog.remove_manifest(id)?;
+        }
+    }
+    Ok(())
+}
+
+/// The sets both sites hold are committed here (usable for failover).
+pub fn mark_committed(catalog: &Catalog, plan: &Plan) -> Result<()> {
+    for id in &plan.mark_committed {
+        if let Some(mut m) = catalog.manifest(id)? {
+            if m.committed_at.is_none() {
+                m.committed_at = Some(Timestamp::now());
+                catalog.write_manifest(&m)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Each volume's base becomes receivable from the peer (journal steps
+/// `receivable:<role>`; `after` runs after each step is recorded: the
+/// caller's failpoint).
+pub fn receivable_steps(
+    stores: &Stores,
+    plan: &Plan,
+    j: &mut crate::base::journal::Open,
+    after: &dyn Fn(),
+) -> Result<()> {
+    for (role, base) in &plan.base {
+        let step = format!("receivable:{role}");
+        if j.is_done(&step) {
+            continue;
+        }
+        if let Some(b) = base {
+            stores.get(role)?.make_receivable(b)?;
+        }
+        j.done(&step)?;
+        after();
+    }
+    Ok(())
+}
+
+/// This site is the standby in the peer's generation, since `how`.
+pub fn record_standby_role(catalog: &Catalog, plan: &Plan, how: &str) -> Result<()> {
+    catalog.write_role_record(&RoleRecord {
+        role: Role::Standby,
+        generation: plan.peer_generation.max(plan.generation),
+        since: Timestamp::now(),
+        how: how.to_string(),
+        set_id: plan.base_set.clone(),
     })
 }
 

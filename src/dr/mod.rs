@@ -1,5 +1,5 @@
 //! The disaster-recovery verbs, which act on both sites: `failover`,
-//! `failback`, `switchover`, `rehearse`, the application's redo `replay`
+//! `failback`, `follow` (a third site re-points to the new primary), `switchover`, `rehearse`, the application's redo `replay`
 //! and `stream_apply` (failover's step that applies the standby's redo
 //! stream spool to the failover copy).
 //!
@@ -7,6 +7,7 @@
 
 pub mod failback;
 pub mod failover;
+pub mod follow;
 pub mod rehearse;
 pub mod replay;
 pub mod stream_apply;
