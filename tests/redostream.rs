@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::redolog::{Log, tree_state};
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -97,47 +99,6 @@ impl Conn {
         self.w.msg(&Msg::Bye).unwrap();
         drop(self.w);
         self.serve.join().unwrap().unwrap();
-    }
-}
-
-/// A stand-in for the mail store's redolog: appends lines, rolls over.
-struct Log {
-    root: PathBuf,
-    n: u64,
-}
-
-impl Log {
-    fn new(root: &Path) -> Log {
-        std::fs::create_dir_all(root.join("archive")).unwrap();
-        std::fs::write(root.join("redo.log"), b"").unwrap();
-        Log {
-            root: root.to_path_buf(),
-            n: 0,
-        }
-    }
-    fn append(&mut self, k: usize) {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.root.join("redo.log"))
-            .unwrap();
-        for _ in 0..k {
-            self.n += 1;
-            writeln!(
-                f,
-                "record {} {}",
-                self.n,
-                "x".repeat((self.n % 97) as usize)
-            )
-            .unwrap();
-        }
-    }
-    fn rollover(&mut self) {
-        std::fs::rename(
-            self.root.join("redo.log"),
-            self.root.join(format!("archive/redo-{:08}.log", self.n)),
-        )
-        .unwrap();
-        std::fs::write(self.root.join("redo.log"), b"").unwrap();
     }
 }
 
@@ -610,9 +571,9 @@ fn add_stream(path: &Path) {
     f.write_all(format!("\n{STREAM}").as_bytes()).unwrap();
 }
 
-#[test]
-fn btrfs_failover_appends_the_streamed_tail() {
-    require_real!();
+/// A btrfs lab streaming `redolog`: the primary's config (`serve --stdio`
+/// of the standby's), loaded, and its redolog.
+fn stream_lab() -> (common::Lab, PathBuf, Config, Log) {
     let lab = common::Lab::new("[\"/bin/true\"]");
     add_stream(&lab.stb_cfg);
     let pri = lab.primary_variant(
@@ -625,7 +586,14 @@ fn btrfs_failover_appends_the_streamed_tail() {
     );
     add_stream(&pri);
     let cfg = Config::load(&pri).unwrap();
-    let mut log = Log::new(&lab.live("redolog"));
+    let log = Log::new(&lab.live("redolog"));
+    (lab, pri, cfg, log)
+}
+
+#[test]
+fn btrfs_failover_appends_the_streamed_tail() {
+    require_real!();
+    let (lab, pri, cfg, mut log) = stream_lab();
     log.append(50);
     lab.ok(&pri, &["snapshot"]);
     lab.ok(&pri, &["ship"]);
@@ -686,19 +654,7 @@ fn btrfs_failover_appends_the_streamed_tail() {
 #[test]
 fn btrfs_failover_no_stream_uses_the_snapshot_alone() {
     require_real!();
-    let lab = common::Lab::new("[\"/bin/true\"]");
-    add_stream(&lab.stb_cfg);
-    let pri = lab.primary_variant(
-        "stream-primary",
-        &format!(
-            "transport = \"command\"\ncommand = [\"{}\", \"serve\", \"--stdio\", \"--config\", \"{}\"]",
-            common::snapsite_exe(),
-            lab.stb_cfg.display()
-        ),
-    );
-    add_stream(&pri);
-    let cfg = Config::load(&pri).unwrap();
-    let mut log = Log::new(&lab.live("redolog"));
+    let (lab, pri, cfg, mut log) = stream_lab();
     log.append(10);
     lab.ok(&pri, &["snapshot"]);
     lab.ok(&pri, &["ship"]);
@@ -714,42 +670,6 @@ fn btrfs_failover_no_stream_uses_the_snapshot_alone() {
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(report.get("stream").is_none(), "{report}");
     assert_eq!(digest(&lab.dir.path().join("mnt-app/redolog")), snap);
-}
-
-/// Every entry below `root` (not following symlinks): type, and content of
-/// regular files, symlink targets — never opening a special file.
-fn tree_state(root: &Path) -> BTreeMap<String, String> {
-    use std::os::unix::fs::FileTypeExt;
-    let mut out = BTreeMap::new();
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let mut ents: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
-        ents.sort_by_key(|e| e.file_name());
-        for e in ents {
-            let p = e.path();
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            let t = std::fs::symlink_metadata(&p).unwrap().file_type();
-            let v = if t.is_dir() {
-                walk(root, &p, out);
-                "dir".to_string()
-            } else if t.is_file() {
-                format!(
-                    "file {}",
-                    blake3::hash(&std::fs::read(&p).unwrap()).to_hex()
-                )
-            } else if t.is_symlink() {
-                format!("link {}", std::fs::read_link(&p).unwrap().display())
-            } else if t.is_fifo() {
-                "fifo".into()
-            } else if t.is_socket() {
-                "socket".into()
-            } else {
-                "device".into()
-            };
-            out.insert(rel, v);
-        }
-    }
-    walk(root, root, &mut out);
-    out
 }
 
 fn app(file: &str, offset: u64, len: u64) -> SpoolEvent {

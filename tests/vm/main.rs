@@ -54,10 +54,11 @@ mod hostile;
 mod init;
 mod listing;
 mod lvm;
+#[path = "../common/redolog.rs"]
+mod redolog;
 mod redostream;
 mod sites;
 mod smoke;
-mod special;
 mod wan;
 mod zfs;
 
