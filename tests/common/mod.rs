@@ -763,3 +763,30 @@ pub fn standby_config(dir: &Path, name: &str, tail: &str) -> PathBuf {
     std::fs::write(&p, s).unwrap();
     p
 }
+
+/// The `Welcome` of peer `b`: btrfs volumes `mysql` and `redolog`, each
+/// holding `sets`, all committed; `compress` the codecs it offers.
+pub fn welcome_of_b(
+    sets: Vec<String>,
+    compress: Vec<String>,
+    role: Option<&str>,
+    generation: Option<u64>,
+) -> snapsite::wire::stream::Msg {
+    snapsite::wire::stream::Msg::Welcome {
+        protocol: snapsite::wire::stream::PROTOCOL_VERSION,
+        site: "b".into(),
+        volumes: ["mysql", "redolog"]
+            .iter()
+            .map(|r| snapsite::wire::stream::VolumeInventory {
+                role: r.to_string(),
+                backend: "btrfs".into(),
+                snapshots: sets.clone(),
+                resumable: None,
+            })
+            .collect(),
+        committed: sets,
+        compress,
+        role: role.map(String::from),
+        generation,
+    }
+}
