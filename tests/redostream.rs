@@ -181,17 +181,24 @@ fn redostream_globs() -> Vec<String> {
     vec!["redo.log".into(), "archive/redo-*.log".into()]
 }
 
-#[test]
-fn checkpoint_drops_what_the_snapshot_covers_and_refuses_a_mismatch() {
-    let stb = standby();
+/// A primary's redolog (in a fresh directory) of `first` lines, a spool
+/// session with `stb` and a follower resumed on it, its base flushed.
+fn follow_from(stb: &Standby, first: usize) -> (tempfile::TempDir, PathBuf, Log, Conn, Follower) {
     let pri = tempfile::tempdir().unwrap();
     let root = pri.path().join("redolog");
     let mut log = Log::new(&root);
-    log.append(10);
+    log.append(first);
     let (mut c, seq, files) = stb.session();
     let mut f = Follower::new(root.clone(), redostream_globs());
     f.resume(seq, &files).unwrap();
     flush(&mut f, &mut c);
+    (pri, root, log, c, f)
+}
+
+#[test]
+fn checkpoint_drops_what_the_snapshot_covers_and_refuses_a_mismatch() {
+    let stb = standby();
+    let (_pri, root, mut log, mut c, mut f) = follow_from(&stb, 10);
     log.append(10);
     flush(&mut f, &mut c);
     log.rollover();
@@ -253,14 +260,7 @@ fn checkpoint_drops_what_the_snapshot_covers_and_refuses_a_mismatch() {
 #[test]
 fn restarts_resume_and_a_torn_journal_tail_is_cut() {
     let stb = standby();
-    let pri = tempfile::tempdir().unwrap();
-    let root = pri.path().join("redolog");
-    let mut log = Log::new(&root);
-    log.append(10);
-    let (mut c, seq, files) = stb.session();
-    let mut f = Follower::new(root.clone(), redostream_globs());
-    f.resume(seq, &files).unwrap();
-    flush(&mut f, &mut c);
+    let (_pri, root, mut log, mut c, mut f) = follow_from(&stb, 10);
     log.append(10);
     flush(&mut f, &mut c);
     c.close();
@@ -369,29 +369,15 @@ fn hostile_batches_are_refused_and_leave_the_spool_as_it_was() {
     };
     let big = vec![7u8; 1 << 20];
     type Case<'a> = (&'a str, u64, Vec<SpoolEvent>, Vec<u8>, Option<&'a str>);
+    // Batch `seq` of one byte appended at `offset` of `file`.
+    let one = |name: &'static str, seq: u64, file: &str, offset: u64| -> Case {
+        (name, seq, vec![app(file, offset, 1)], b"x".to_vec(), None)
+    };
     let cases: Vec<Case> = vec![
-        (
-            "traversal",
-            2,
-            vec![app("../etc/passwd", 0, 1)],
-            b"x".to_vec(),
-            None,
-        ),
-        (
-            "absolute",
-            2,
-            vec![app("/etc/passwd", 0, 1)],
-            b"x".to_vec(),
-            None,
-        ),
-        (
-            "not in the globs",
-            2,
-            vec![app("other.log", 0, 1)],
-            b"x".to_vec(),
-            None,
-        ),
-        ("gap", 2, vec![app("redo.log", 5, 1)], b"x".to_vec(), None),
+        one("traversal", 2, "../etc/passwd", 0),
+        one("absolute", 2, "/etc/passwd", 0),
+        one("not in the globs", 2, "other.log", 0),
+        one("gap", 2, "redo.log", 5),
         (
             // The first event applies, the second does not: the whole
             // batch is refused and the spool in memory is as before it
@@ -402,20 +388,8 @@ fn hostile_batches_are_refused_and_leave_the_spool_as_it_was() {
             b"xy".to_vec(),
             None,
         ),
-        (
-            "overlap",
-            2,
-            vec![app("redo.log", 2, 1)],
-            b"x".to_vec(),
-            None,
-        ),
-        (
-            "seq skips",
-            3,
-            vec![app("redo.log", 4, 1)],
-            b"x".to_vec(),
-            None,
-        ),
+        one("overlap", 2, "redo.log", 2),
+        one("seq skips", 3, "redo.log", 4),
         (
             "bytes beyond events",
             2,
