@@ -184,17 +184,10 @@ fn take_set(pri: &Site, n: usize, payload: &dyn Fn(usize) -> Vec<u8>) -> Result<
         pri.store.insert(r, &id, &payload(i));
         let vol = pri.cfg.volumes.iter().find(|v| v.role == *r).expect("role");
         members.push(Member {
-            role: r.to_string(),
-            backend: "btrfs".into(),
             source: vol.source.clone(),
-            snapshot: id.clone(),
             storage_id: snapsite::backend::Backend::storage_id(&pri.store, vol, &id)?,
-            before: t,
             after: t + jiff::SignedDuration::from_millis(5),
-            atomic_group: None,
-            send_options: Vec::new(),
-            receipt: None,
-            consistency: None,
+            ..Member::plain(r, &id, t)
         });
     }
     let m = Manifest {

@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Lab, ROLES, assert_exit, both, run_snapsite, sh, stdout};
+use common::{Lab, assert_exit, both, run_snapsite, sh, stdout};
 
 /// `check`'s line about the standby.
 fn standby_line(out: &std::process::Output) -> String {
@@ -21,22 +21,13 @@ fn standby_line(out: &std::process::Output) -> String {
 /// A standby config in `dir`: four btrfs volumes (nothing needs to exist for
 /// a standby's check), mountpoints under `dir/app`, `replay` as the program.
 fn standby_config(dir: &Path, replay: &str) -> PathBuf {
-    let mut s = format!(
-        "site = \"standby\"\nstate_dir = \"{}\"\n",
-        dir.join("state").display()
-    );
-    for r in ROLES {
-        s.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"btrfs\"\nsource = \"{d}/live/{r}\"\nsnapshot_dir = \"{d}/recv/{r}\"\nmountpoint = \"{d}/app/{r}\"\n",
-            d = dir.display()
-        ));
-    }
-    s.push_str(&format!(
-        "[replay]\ncommand = [\"{replay}\", \"--fromTime\", \"{{from_time}}\", \"--blob\", \"{{mount:blob}}\"]\n"
-    ));
-    let p = dir.join("standby.toml");
-    std::fs::write(&p, s).unwrap();
-    p
+    common::standby_config(
+        dir,
+        "standby",
+        &format!(
+            "[replay]\ncommand = [\"{replay}\", \"--fromTime\", \"{{from_time}}\", \"--blob\", \"{{mount:blob}}\"]\n"
+        ),
+    )
 }
 
 /// Unmounts an exact path on drop (also when an assertion failed).

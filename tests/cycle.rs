@@ -6,6 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::shipcheck::assert_ships_only_changed;
 use common::*;
 
 /// Site B's config with a peer: the same volumes as the standby's, and a
@@ -293,16 +294,7 @@ fn failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
         .iter()
         .map(|r| send_size(&lab.stb.path(&format!("recv/{r}/{b2}"))))
         .sum();
-    eprintln!(
-        "FAILBACK btrfs: shipped {payload} bytes for {changed} bytes changed since the base ({:.3}x); a full send is {full} bytes ({:.3} of it)",
-        payload as f64 / changed as f64,
-        payload as f64 / full as f64
-    );
-    assert!(
-        payload as f64 <= 1.1 * changed as f64,
-        "{payload} vs {changed}"
-    );
-    assert!(payload * 3 < full, "{payload} vs full {full}");
+    assert_ships_only_changed("btrfs", payload, changed, full);
     let got = lab.pri.path(&format!("snap/blob/{b2}/{b2}"));
     assert_eq!(tree_digest(&got), tree_digest(&lab.standby_live("blob")));
 

@@ -458,22 +458,13 @@ fn peer_seeds() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         v.extend_from_slice(&seen.to_le_bytes());
         v
     };
-    let welcome = |role: Option<&str>, generation: Option<u64>| Msg::Welcome {
-        protocol: PROTOCOL_VERSION,
-        site: "b".into(),
-        volumes: ["mysql", "redolog"]
-            .iter()
-            .map(|r| VolumeInventory {
-                role: r.to_string(),
-                backend: "btrfs".into(),
-                snapshots: vec![set_id(-900, SetKind::Full), set_id(-600, SetKind::Full)],
-                resumable: None,
-            })
-            .collect(),
-        committed: vec![set_id(-900, SetKind::Full), set_id(-600, SetKind::Full)],
-        compress: vec!["zstd".into()],
-        role: role.map(String::from),
-        generation,
+    let welcome = |role: Option<&str>, generation: Option<u64>| {
+        common::welcome_of_b(
+            vec![set_id(-900, SetKind::Full), set_id(-600, SetKind::Full)],
+            vec!["zstd".into()],
+            role,
+            generation,
+        )
     };
     let cases = [
         (state(true, 1, 1), welcome(Some("primary"), Some(2))),

@@ -21,23 +21,6 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn standby_config(dir: &Path, name: &str, tail: &str) -> std::path::PathBuf {
-    let mut s = format!(
-        "site = \"standby\"\nstate_dir = \"{}\"\n",
-        dir.join("state").display()
-    );
-    for r in ROLES {
-        s.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"btrfs\"\nsource = \"{d}/live/{r}\"\nsnapshot_dir = \"{d}/recv/{r}\"\nmountpoint = \"{d}/app/{r}\"\n",
-            d = dir.display()
-        ));
-    }
-    s.push_str(tail);
-    let p = dir.join(format!("{name}.toml"));
-    std::fs::write(&p, s).unwrap();
-    p
-}
-
 #[test]
 fn check_refuses_a_standby_without_replay_and_a_redolog_not_last() {
     require_real!();

@@ -34,24 +34,7 @@ fn set_id(secs: i64) -> String {
 
 /// An honest welcome of peer `b`: two volumes holding two sets.
 fn welcome(role: Option<&str>, generation: Option<u64>) -> Msg {
-    let sets = vec![set_id(0), set_id(60)];
-    Msg::Welcome {
-        protocol: PROTOCOL_VERSION,
-        site: "b".into(),
-        volumes: ["mysql", "redolog"]
-            .iter()
-            .map(|r| VolumeInventory {
-                role: r.to_string(),
-                backend: "btrfs".into(),
-                snapshots: sets.clone(),
-                resumable: None,
-            })
-            .collect(),
-        committed: sets,
-        compress: Vec::new(),
-        role: role.map(String::from),
-        generation,
-    }
+    common::welcome_of_b(vec![set_id(0), set_id(60)], Vec::new(), role, generation)
 }
 
 /// Change a welcome's fields in place.

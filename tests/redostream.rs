@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::redolog::{Log, tree_state};
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -100,47 +102,6 @@ impl Conn {
     }
 }
 
-/// A stand-in for the mail store's redolog: appends lines, rolls over.
-struct Log {
-    root: PathBuf,
-    n: u64,
-}
-
-impl Log {
-    fn new(root: &Path) -> Log {
-        std::fs::create_dir_all(root.join("archive")).unwrap();
-        std::fs::write(root.join("redo.log"), b"").unwrap();
-        Log {
-            root: root.to_path_buf(),
-            n: 0,
-        }
-    }
-    fn append(&mut self, k: usize) {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.root.join("redo.log"))
-            .unwrap();
-        for _ in 0..k {
-            self.n += 1;
-            writeln!(
-                f,
-                "record {} {}",
-                self.n,
-                "x".repeat((self.n % 97) as usize)
-            )
-            .unwrap();
-        }
-    }
-    fn rollover(&mut self) {
-        std::fs::rename(
-            self.root.join("redo.log"),
-            self.root.join(format!("archive/redo-{:08}.log", self.n)),
-        )
-        .unwrap();
-        std::fs::write(self.root.join("redo.log"), b"").unwrap();
-    }
-}
-
 fn digest(root: &Path) -> BTreeMap<String, String> {
     common::tree_digest(root)
 }
@@ -220,17 +181,24 @@ fn redostream_globs() -> Vec<String> {
     vec!["redo.log".into(), "archive/redo-*.log".into()]
 }
 
-#[test]
-fn checkpoint_drops_what_the_snapshot_covers_and_refuses_a_mismatch() {
-    let stb = standby();
+/// A primary's redolog (in a fresh directory) of `first` lines, a spool
+/// session with `stb` and a follower resumed on it, its base flushed.
+fn follow_from(stb: &Standby, first: usize) -> (tempfile::TempDir, PathBuf, Log, Conn, Follower) {
     let pri = tempfile::tempdir().unwrap();
     let root = pri.path().join("redolog");
     let mut log = Log::new(&root);
-    log.append(10);
+    log.append(first);
     let (mut c, seq, files) = stb.session();
     let mut f = Follower::new(root.clone(), redostream_globs());
     f.resume(seq, &files).unwrap();
     flush(&mut f, &mut c);
+    (pri, root, log, c, f)
+}
+
+#[test]
+fn checkpoint_drops_what_the_snapshot_covers_and_refuses_a_mismatch() {
+    let stb = standby();
+    let (_pri, root, mut log, mut c, mut f) = follow_from(&stb, 10);
     log.append(10);
     flush(&mut f, &mut c);
     log.rollover();
@@ -292,14 +260,7 @@ fn checkpoint_drops_what_the_snapshot_covers_and_refuses_a_mismatch() {
 #[test]
 fn restarts_resume_and_a_torn_journal_tail_is_cut() {
     let stb = standby();
-    let pri = tempfile::tempdir().unwrap();
-    let root = pri.path().join("redolog");
-    let mut log = Log::new(&root);
-    log.append(10);
-    let (mut c, seq, files) = stb.session();
-    let mut f = Follower::new(root.clone(), redostream_globs());
-    f.resume(seq, &files).unwrap();
-    flush(&mut f, &mut c);
+    let (_pri, root, mut log, mut c, mut f) = follow_from(&stb, 10);
     log.append(10);
     flush(&mut f, &mut c);
     c.close();
@@ -408,29 +369,15 @@ fn hostile_batches_are_refused_and_leave_the_spool_as_it_was() {
     };
     let big = vec![7u8; 1 << 20];
     type Case<'a> = (&'a str, u64, Vec<SpoolEvent>, Vec<u8>, Option<&'a str>);
+    // Batch `seq` of one byte appended at `offset` of `file`.
+    let one = |name: &'static str, seq: u64, file: &str, offset: u64| -> Case {
+        (name, seq, vec![app(file, offset, 1)], b"x".to_vec(), None)
+    };
     let cases: Vec<Case> = vec![
-        (
-            "traversal",
-            2,
-            vec![app("../etc/passwd", 0, 1)],
-            b"x".to_vec(),
-            None,
-        ),
-        (
-            "absolute",
-            2,
-            vec![app("/etc/passwd", 0, 1)],
-            b"x".to_vec(),
-            None,
-        ),
-        (
-            "not in the globs",
-            2,
-            vec![app("other.log", 0, 1)],
-            b"x".to_vec(),
-            None,
-        ),
-        ("gap", 2, vec![app("redo.log", 5, 1)], b"x".to_vec(), None),
+        one("traversal", 2, "../etc/passwd", 0),
+        one("absolute", 2, "/etc/passwd", 0),
+        one("not in the globs", 2, "other.log", 0),
+        one("gap", 2, "redo.log", 5),
         (
             // The first event applies, the second does not: the whole
             // batch is refused and the spool in memory is as before it
@@ -441,20 +388,8 @@ fn hostile_batches_are_refused_and_leave_the_spool_as_it_was() {
             b"xy".to_vec(),
             None,
         ),
-        (
-            "overlap",
-            2,
-            vec![app("redo.log", 2, 1)],
-            b"x".to_vec(),
-            None,
-        ),
-        (
-            "seq skips",
-            3,
-            vec![app("redo.log", 4, 1)],
-            b"x".to_vec(),
-            None,
-        ),
+        one("overlap", 2, "redo.log", 2),
+        one("seq skips", 3, "redo.log", 4),
         (
             "bytes beyond events",
             2,
@@ -610,9 +545,9 @@ fn add_stream(path: &Path) {
     f.write_all(format!("\n{STREAM}").as_bytes()).unwrap();
 }
 
-#[test]
-fn btrfs_failover_appends_the_streamed_tail() {
-    require_real!();
+/// A btrfs lab streaming `redolog`: the primary's config (`serve --stdio`
+/// of the standby's), loaded, and its redolog.
+fn stream_lab() -> (common::Lab, PathBuf, Config, Log) {
     let lab = common::Lab::new("[\"/bin/true\"]");
     add_stream(&lab.stb_cfg);
     let pri = lab.primary_variant(
@@ -625,7 +560,14 @@ fn btrfs_failover_appends_the_streamed_tail() {
     );
     add_stream(&pri);
     let cfg = Config::load(&pri).unwrap();
-    let mut log = Log::new(&lab.live("redolog"));
+    let log = Log::new(&lab.live("redolog"));
+    (lab, pri, cfg, log)
+}
+
+#[test]
+fn btrfs_failover_appends_the_streamed_tail() {
+    require_real!();
+    let (lab, pri, cfg, mut log) = stream_lab();
     log.append(50);
     lab.ok(&pri, &["snapshot"]);
     lab.ok(&pri, &["ship"]);
@@ -686,19 +628,7 @@ fn btrfs_failover_appends_the_streamed_tail() {
 #[test]
 fn btrfs_failover_no_stream_uses_the_snapshot_alone() {
     require_real!();
-    let lab = common::Lab::new("[\"/bin/true\"]");
-    add_stream(&lab.stb_cfg);
-    let pri = lab.primary_variant(
-        "stream-primary",
-        &format!(
-            "transport = \"command\"\ncommand = [\"{}\", \"serve\", \"--stdio\", \"--config\", \"{}\"]",
-            common::snapsite_exe(),
-            lab.stb_cfg.display()
-        ),
-    );
-    add_stream(&pri);
-    let cfg = Config::load(&pri).unwrap();
-    let mut log = Log::new(&lab.live("redolog"));
+    let (lab, pri, cfg, mut log) = stream_lab();
     log.append(10);
     lab.ok(&pri, &["snapshot"]);
     lab.ok(&pri, &["ship"]);
@@ -714,42 +644,6 @@ fn btrfs_failover_no_stream_uses_the_snapshot_alone() {
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(report.get("stream").is_none(), "{report}");
     assert_eq!(digest(&lab.dir.path().join("mnt-app/redolog")), snap);
-}
-
-/// Every entry below `root` (not following symlinks): type, and content of
-/// regular files, symlink targets — never opening a special file.
-fn tree_state(root: &Path) -> BTreeMap<String, String> {
-    use std::os::unix::fs::FileTypeExt;
-    let mut out = BTreeMap::new();
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let mut ents: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
-        ents.sort_by_key(|e| e.file_name());
-        for e in ents {
-            let p = e.path();
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            let t = std::fs::symlink_metadata(&p).unwrap().file_type();
-            let v = if t.is_dir() {
-                walk(root, &p, out);
-                "dir".to_string()
-            } else if t.is_file() {
-                format!(
-                    "file {}",
-                    blake3::hash(&std::fs::read(&p).unwrap()).to_hex()
-                )
-            } else if t.is_symlink() {
-                format!("link {}", std::fs::read_link(&p).unwrap().display())
-            } else if t.is_fifo() {
-                "fifo".into()
-            } else if t.is_socket() {
-                "socket".into()
-            } else {
-                "device".into()
-            };
-            out.insert(rel, v);
-        }
-    }
-    walk(root, root, &mut out);
-    out
 }
 
 fn app(file: &str, offset: u64, len: u64) -> SpoolEvent {

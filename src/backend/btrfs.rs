@@ -208,6 +208,17 @@ pub fn snapshot_path(vol: &Volume, name: &str) -> Result<PathBuf> {
     snap_path(vol, name)
 }
 
+/// `btrfs subvolume snapshot <snapshot name of vol> <target>`: a writable copy.
+fn writable_snapshot(vol: &Volume, name: &str, target: &Path) -> Result<()> {
+    Cmd::new("btrfs")
+        .args(["subvolume", "snapshot"])
+        .arg(snap_path(vol, name)?)
+        .arg(target)
+        .run()
+        .ctx(format!("volume `{}`", vol.role))?;
+    Ok(())
+}
+
 fn snap_path(vol: &Volume, name: &str) -> Result<PathBuf> {
     let dir = snapshot_dir(vol)?.join(name);
     let nested = dir.join(name);
@@ -534,12 +545,7 @@ impl Backend for Btrfs {
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).ctx(format!("create {}", parent.display()))?;
         }
-        Cmd::new("btrfs")
-            .args(["subvolume", "snapshot"])
-            .arg(snap_path(vol, name)?)
-            .arg(&target)
-            .run()
-            .ctx(format!("volume `{}`", vol.role))?;
+        writable_snapshot(vol, name, &target)?;
         Ok(target)
     }
 
@@ -566,12 +572,7 @@ impl Backend for Btrfs {
                 target.display()
             )));
         }
-        Cmd::new("btrfs")
-            .args(["subvolume", "snapshot"])
-            .arg(snap_path(vol, name)?)
-            .arg(&target)
-            .run()
-            .ctx(format!("volume `{}`", vol.role))?;
+        writable_snapshot(vol, name, &target)?;
         Ok(target)
     }
 

@@ -343,6 +343,27 @@ fn default_generation() -> u64 {
     1
 }
 
+impl Member {
+    /// A btrfs member `role` (source `/x`) of set `snapshot`, taken at `t`
+    /// with nothing else recorded: for manifests built by hand in tests
+    /// (change fields with `Member { .., ..Member::plain(..) }`).
+    pub fn plain(role: &str, snapshot: &str, t: Timestamp) -> Member {
+        Member {
+            role: role.into(),
+            backend: "btrfs".into(),
+            source: "/x".into(),
+            snapshot: snapshot.into(),
+            storage_id: None,
+            before: t,
+            after: t,
+            atomic_group: None,
+            send_options: Vec::new(),
+            receipt: None,
+            consistency: None,
+        }
+    }
+}
+
 impl Manifest {
     /// Time from which the redo log must be replayed on top of this set: the
     /// earliest member's before-time minus the safety margin. Replaying a

@@ -366,22 +366,7 @@ mod tests {
             site: "p".into(),
             seq,
             generation: 1,
-            members: roles
-                .iter()
-                .map(|r| Member {
-                    role: r.to_string(),
-                    backend: "btrfs".into(),
-                    source: "/x".into(),
-                    snapshot: id.into(),
-                    storage_id: None,
-                    before: t,
-                    after: t,
-                    atomic_group: None,
-                    send_options: Vec::new(),
-                    receipt: None,
-                    consistency: None,
-                })
-                .collect(),
+            members: roles.iter().map(|r| Member::plain(r, id, t)).collect(),
             safety_margin_ms: 0,
             committed_at: committed.then_some(t),
             standby_order: None,

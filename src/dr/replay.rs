@@ -258,6 +258,21 @@ impl Template {
 mod tests {
     use super::*;
 
+    /// `cmd` with a word of each kind: a variable, text around variables and
+    /// an escaped brace, a mount.
+    pub(super) fn sample_argv(cmd: &str) -> Vec<String> {
+        [
+            cmd,
+            "--fromTime",
+            "{from_time}",
+            "--x={set_id}/{{lit}}",
+            "{mount:mysql}",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
     }
@@ -501,16 +516,7 @@ mod tests {
 
     #[test]
     fn template_substitutes_per_word() {
-        let argv: Vec<String> = [
-            "zmplayredo",
-            "--fromTime",
-            "{from_time}",
-            "--x={set_id}/{{lit}}",
-            "{mount:mysql}",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let argv = sample_argv("zmplayredo");
         let t = Template::parse(&argv, &["mysql"]).unwrap();
         let mut vars = BTreeMap::new();
         vars.insert(
@@ -585,16 +591,7 @@ mod display_tests {
 
     #[test]
     fn template_displays_as_typed() {
-        let argv: Vec<String> = [
-            "/opt/zimbra/bin/zmplayredo",
-            "--fromTime",
-            "{from_time}",
-            "--x={set_id}/{{lit}}",
-            "{mount:mysql}",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let argv = super::tests::sample_argv("/opt/zimbra/bin/zmplayredo");
         let t = Template::parse(&argv, &["mysql"]).unwrap();
         assert_eq!(t.argv(), argv);
         assert_eq!(

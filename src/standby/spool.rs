@@ -901,23 +901,20 @@ pub fn serve_spool<R: Read, W: Write>(
         } else {
             sp.disk_bytes + rec.len() as u64
         };
-        if !reset && sp.items.len() + events.len() > MAX_SPOOL_EVENTS {
-            let e = format!(
-                "the spool would hold more than {MAX_SPOOL_EVENTS} events; refused until a snapshot is committed"
-            );
-            log(tracing::Level::WARN, &e);
-            w.msg(&Msg::SpoolRefused {
-                seq,
-                error: e,
-                full: true,
-            })?;
-            continue;
-        }
-        if new_size > s.spool_max {
-            let e = format!(
-                "the spool would grow to {new_size} bytes, beyond stream.spool_max {}; refused until a snapshot is committed",
+        // The spool is full: refused (`full`, so the follower waits for a
+        // commit instead of giving up) with the reason, logged.
+        let full = if !reset && sp.items.len() + events.len() > MAX_SPOOL_EVENTS {
+            Some(format!("hold more than {MAX_SPOOL_EVENTS} events"))
+        } else if new_size > s.spool_max {
+            Some(format!(
+                "grow to {new_size} bytes, beyond stream.spool_max {}",
                 s.spool_max
-            );
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = full {
+            let e = format!("the spool would {why}; refused until a snapshot is committed");
             log(tracing::Level::WARN, &e);
             w.msg(&Msg::SpoolRefused {
                 seq,

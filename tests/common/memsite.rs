@@ -205,17 +205,10 @@ pub fn manifest(id: &str, roles: &[&str], stream_of: &dyn Fn(&str) -> Vec<u8>) -
         members: roles
             .iter()
             .map(|r| Member {
-                role: r.to_string(),
-                backend: "btrfs".into(),
                 source: format!("/live/{r}"),
-                snapshot: id.into(),
                 storage_id: Some(storage_id(&stream_of(r))),
-                before: t,
                 after: t + jiff::SignedDuration::from_millis(5),
-                atomic_group: None,
-                send_options: Vec::new(),
-                receipt: None,
-                consistency: None,
+                ..Member::plain(r, id, t)
             })
             .collect(),
         safety_margin_ms: 0,

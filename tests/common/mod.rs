@@ -5,6 +5,8 @@
 
 pub mod btrfs_stream;
 pub mod memsite;
+pub mod redolog;
+pub mod shipcheck;
 pub mod sshlab;
 
 use std::path::{Path, PathBuf};
@@ -740,4 +742,51 @@ pub fn tree_digest(root: &Path) -> std::collections::BTreeMap<String, String> {
     }
     walk(root, root, &mut out);
     out
+}
+
+/// `dir/<name>.toml`: a standby (state in `dir/state`) with the four
+/// [`ROLES`] as btrfs volumes under `dir` (`live`, `recv`, mountpoints in
+/// `app`; nothing needs to exist for a standby's check), then `tail`.
+pub fn standby_config(dir: &Path, name: &str, tail: &str) -> PathBuf {
+    let mut s = format!(
+        "site = \"standby\"\nstate_dir = \"{}\"\n",
+        dir.join("state").display()
+    );
+    for r in ROLES {
+        s.push_str(&format!(
+            "[[volume]]\nrole = \"{r}\"\nbackend = \"btrfs\"\nsource = \"{d}/live/{r}\"\nsnapshot_dir = \"{d}/recv/{r}\"\nmountpoint = \"{d}/app/{r}\"\n",
+            d = dir.display()
+        ));
+    }
+    s.push_str(tail);
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+/// The `Welcome` of peer `b`: btrfs volumes `mysql` and `redolog`, each
+/// holding `sets`, all committed; `compress` the codecs it offers.
+pub fn welcome_of_b(
+    sets: Vec<String>,
+    compress: Vec<String>,
+    role: Option<&str>,
+    generation: Option<u64>,
+) -> snapsite::wire::stream::Msg {
+    snapsite::wire::stream::Msg::Welcome {
+        protocol: snapsite::wire::stream::PROTOCOL_VERSION,
+        site: "b".into(),
+        volumes: ["mysql", "redolog"]
+            .iter()
+            .map(|r| snapsite::wire::stream::VolumeInventory {
+                role: r.to_string(),
+                backend: "btrfs".into(),
+                snapshots: sets.clone(),
+                resumable: None,
+            })
+            .collect(),
+        committed: sets,
+        compress,
+        role: role.map(String::from),
+        generation,
+    }
 }

@@ -6,6 +6,7 @@
 //! failover -> writes on B -> failback (A keeps its divergent data, B ships
 //! only the changes) -> switchover back to A with zero loss.
 
+use super::shipcheck::assert_ships_only_changed;
 use super::*;
 
 #[test]
@@ -142,6 +143,94 @@ fn write_random(path: &Path, seed: u64, len: usize) {
     std::fs::write(path, pattern(seed, len)).unwrap();
 }
 
+/// A's failback once its config names replicas: the dry run's plan (base
+/// sets `s` of mysql and `r` of redolog, `a1` divergent), then the
+/// failback (timed); A is a standby of generation 2. Its report.
+fn plan_and_fail_back(
+    backend: &str,
+    pri_cfg: &Path,
+    [s, r]: [&str; 2],
+    a1: &str,
+) -> serde_json::Value {
+    let plan = snapsite_json(pri_cfg, &["failback", "--dry-run", "--json"]);
+    assert_eq!(plan["base"]["mysql"].as_str(), Some(s), "{plan}");
+    assert_eq!(plan["base"]["redolog"].as_str(), Some(r), "{plan}");
+    assert_eq!(plan["divergent_sets"], serde_json::json!([a1]), "{plan}");
+    let t = Instant::now();
+    let fb = snapsite_json(pri_cfg, &["failback", "--json"]);
+    eprintln!(
+        "{backend} failback on A: {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    let st = snapsite_json(pri_cfg, &["status", "--json"]);
+    assert_eq!(
+        (st["role"].as_str(), st["generation"].as_u64()),
+        (Some("standby"), Some(2)),
+        "{st}"
+    );
+    fb
+}
+
+/// The end of both cycles, after B (config `b_cfg`) took over and shipped
+/// to A (`pri_cfg`): B writes `b-last` to its mysql copy at `b_mysql` and
+/// switches over; A fails over to the final set (generation 3) with zero
+/// loss — `b-last` and `earlier` (file, seed, length) in A's `a_mysql` —
+/// and without its divergent `a-late`; B is a standby of generation 2.
+/// Then A ships to B again, incrementally from the final set, carrying
+/// less than `slack` times the 512 KiB it wrote.
+fn switchover_back_and_ship_again(
+    backend: &str,
+    (pri_cfg, b_cfg): (&Path, &Path),
+    (a_mysql, b_mysql): (&Path, &Path),
+    earlier: [(&str, u64, usize); 2],
+    slack: u64,
+) {
+    // Switchover back to A: what B wrote just before it must not be lost.
+    write_random(&b_mysql.join("b-last"), 13, 128 << 10);
+    sh(&["sync"]);
+    let t = Instant::now();
+    let so = snapsite_json(b_cfg, &["switchover", "--json"]);
+    let fin = so["final_set"].as_str().unwrap().to_string();
+    let rep = snapsite_json(
+        pri_cfg,
+        &["failover", "--set", &fin, "--no-replay", "--json"],
+    );
+    eprintln!(
+        "SWITCHOVER {backend}: {:.2} s from the stopped application on B to the copies up on A (final set shipped {} bytes)",
+        t.elapsed().as_secs_f64(),
+        so["ship_payload_bytes"]
+    );
+    assert_eq!(rep["generation"].as_u64(), Some(3), "{rep}");
+    for (f, seed, len) in [("b-last", 13, 128 << 10)].into_iter().chain(earlier) {
+        assert_eq!(
+            std::fs::read(a_mysql.join(f)).unwrap(),
+            pattern(seed, len),
+            "zero loss: {f}"
+        );
+    }
+    assert!(
+        !a_mysql.join("a-late").exists(),
+        "A's divergent data stays divergent"
+    );
+    let st = snapsite_json(b_cfg, &["status", "--json"]);
+    assert_eq!(
+        (st["role"].as_str(), st["generation"].as_u64()),
+        (Some("standby"), Some(2)),
+        "{st}"
+    );
+    // A ships to B again, incrementally from the final set.
+    write_random(&a_mysql.join("a-new"), 15, 512 << 10);
+    sh(&["sync"]);
+    let a3 = snapsite_json(pri_cfg, &["snapshot", "--json"]);
+    assert_eq!(a3["generation"].as_u64(), Some(3));
+    let shipped = snapsite_json(pri_cfg, &["ship", "--json"]);
+    let p = shipped["payload_bytes"].as_u64().unwrap();
+    assert!(p < slack * (512 << 10), "{p}");
+    for sn in shipped["snapshots"].as_array().unwrap() {
+        assert_eq!(sn["base"].as_str(), Some(fin.as_str()), "{sn}");
+    }
+}
+
 /// Bytes of `zfs send [-i base] snap` (what a send of it costs).
 fn zfs_send_size(snap: &str) -> u64 {
     let out = std::process::Command::new("zfs")
@@ -258,20 +347,8 @@ fn zfs_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
     assert!(zfs_exists(&za.dataset("mysql")), "nothing changed");
     assert_eq!(zfs_get("readonly", &za.dataset("mysql")), "off");
     std::fs::write(&pri_cfg, a_conf(true)).unwrap();
-    let plan = snapsite_json(&pri_cfg, &["failback", "--dry-run", "--json"]);
-    assert_eq!(plan["base"]["mysql"].as_str(), Some(s.as_str()), "{plan}");
-    assert_eq!(plan["base"]["redolog"].as_str(), Some(r.as_str()), "{plan}");
-    assert_eq!(plan["divergent_sets"], serde_json::json!([a1]), "{plan}");
-    let t = Instant::now();
-    let fb = snapsite_json(&pri_cfg, &["failback", "--json"]);
-    eprintln!("ZFS failback on A: {:.2} s", t.elapsed().as_secs_f64());
+    let fb = plan_and_fail_back("ZFS", &pri_cfg, [&s, &r], &a1);
     let label = fb["divergent"]["label"].as_str().unwrap().to_string();
-    let st = snapsite_json(&pri_cfg, &["status", "--json"]);
-    assert_eq!(
-        (st["role"].as_str(), st["generation"].as_u64()),
-        (Some("standby"), Some(2)),
-        "{st}"
-    );
     // A's data after the base is kept: read-only, readable, listed.
     for (role, f, seed, len) in [
         ("mysql", "a-late", 4, 256 << 10),
@@ -324,68 +401,20 @@ fn zfs_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
         .iter()
         .map(|r| zfs_send_size(&format!("{}@{b2}", zb.dataset(&format!("live-{r}")))))
         .sum();
-    eprintln!(
-        "FAILBACK zfs: shipped {payload} bytes for {changed} bytes changed since the base ({:.3}x); a full send is {full} bytes ({:.3} of it)",
-        payload as f64 / changed as f64,
-        payload as f64 / full as f64
-    );
-    assert!(
-        payload as f64 <= 1.1 * changed as f64,
-        "{payload} vs {changed}"
-    );
-    assert!(payload * 3 < full, "{payload} vs full {full}");
+    assert_ships_only_changed("zfs", payload, changed, full);
     assert_eq!(
         zfs_get("guid", &format!("{}@{b2}", za.dataset("replica/mysql"))),
         zfs_get("guid", &format!("{}@{b2}", zb.dataset("live-mysql")))
     );
 
-    // Switchover back to A: what B wrote just before it must not be lost.
-    write_random(&b_mp("mysql").join("b-last"), 13, 128 << 10);
-    let t = Instant::now();
-    let so = snapsite_json(&b_cfg, &["switchover", "--json"]);
-    let fin = so["final_set"].as_str().unwrap().to_string();
-    let rep = snapsite_json(
-        &pri_cfg,
-        &["failover", "--set", &fin, "--no-replay", "--json"],
-    );
-    eprintln!(
-        "SWITCHOVER zfs: {:.2} s from the stopped application on B to the copies up on A (final set shipped {} bytes)",
-        t.elapsed().as_secs_f64(),
-        so["ship_payload_bytes"]
-    );
-    assert_eq!(rep["generation"].as_u64(), Some(3), "{rep}");
-    for (f, seed, len) in [
-        ("b-last", 13, 128 << 10),
-        ("b-db", 11, 4 * MIB as usize),
-        ("db", 1, 16 * MIB as usize),
-    ] {
-        assert_eq!(
-            std::fs::read(a_mp("mysql").join(f)).unwrap(),
-            pattern(seed, len),
-            "zero loss: {f}"
-        );
-    }
-    assert!(
-        !a_mp("mysql").join("a-late").exists(),
-        "A's divergent data stays divergent"
-    );
-    let st = snapsite_json(&b_cfg, &["status", "--json"]);
-    assert_eq!(
-        (st["role"].as_str(), st["generation"].as_u64()),
-        (Some("standby"), Some(2)),
-        "{st}"
+    switchover_back_and_ship_again(
+        "zfs",
+        (&pri_cfg, &b_cfg),
+        (&a_mp("mysql"), &b_mp("mysql")),
+        [("b-db", 11, 4 * MIB as usize), ("db", 1, 16 * MIB as usize)],
+        2,
     );
     assert!(!zfs_exists(&zb.dataset("live-mysql")));
-    // A ships to B again, incrementally from the final set.
-    write_random(&a_mp("mysql").join("a-new"), 15, 512 << 10);
-    let a3 = snapsite_json(&pri_cfg, &["snapshot", "--json"]);
-    assert_eq!(a3["generation"].as_u64(), Some(3));
-    let shipped = snapsite_json(&pri_cfg, &["ship", "--json"]);
-    let p = shipped["payload_bytes"].as_u64().unwrap();
-    assert!(p < 2 * (512 << 10), "{p}");
-    for sn in shipped["snapshots"].as_array().unwrap() {
-        assert_eq!(sn["base"].as_str(), Some(fin.as_str()), "{sn}");
-    }
     eprintln!("ZFS cycle test: {:.1} s", t0.elapsed().as_secs_f64());
 }
 
@@ -506,20 +535,8 @@ fn lvm_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
     let e = snapsite_err(&pri_cfg, &["failback", "--dry-run"]);
     assert!(e.contains("replica") && e.contains("`redolog`"), "{e}");
     std::fs::write(&pri_cfg, a_conf(true)).unwrap();
-    let plan = snapsite_json(&pri_cfg, &["failback", "--dry-run", "--json"]);
-    assert_eq!(plan["base"]["mysql"].as_str(), Some(s.as_str()), "{plan}");
-    assert_eq!(plan["base"]["redolog"].as_str(), Some(r.as_str()), "{plan}");
-    assert_eq!(plan["divergent_sets"], serde_json::json!([a1]), "{plan}");
-    let t = Instant::now();
-    let fb = snapsite_json(&pri_cfg, &["failback", "--json"]);
-    eprintln!("LVM failback on A: {:.2} s", t.elapsed().as_secs_f64());
+    let fb = plan_and_fail_back("LVM", &pri_cfg, [&s, &r], &a1);
     let label = fb["divergent"]["label"].as_str().unwrap().to_string();
-    let st = snapsite_json(&pri_cfg, &["status", "--json"]);
-    assert_eq!(
-        (st["role"].as_str(), st["generation"].as_u64()),
-        (Some("standby"), Some(2)),
-        "{st}"
-    );
     // A's data after the base is kept: a read-only LV, readable, listed.
     for (role, f, seed, len) in [
         ("mysql", "a-late", 4, 256 << 10),
@@ -579,61 +596,17 @@ fn lvm_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
             (size * pct / 100.0) as u64
         })
         .sum();
-    eprintln!(
-        "FAILBACK lvm: shipped {payload} bytes for {changed} bytes written since the base ({:.3}x); a full send is about {full} bytes ({:.3} of it)",
-        payload as f64 / changed as f64,
-        payload as f64 / full as f64
-    );
-    assert!(
-        payload as f64 <= 1.1 * changed as f64,
-        "{payload} vs {changed}"
-    );
-    assert!(payload * 3 < full, "{payload} vs full {full}");
+    assert_ships_only_changed("lvm", payload, changed, full);
 
-    // Switchover back to A: what B wrote just before it must not be lost.
-    write_random(&b_mp("mysql").join("b-last"), 13, 128 << 10);
-    sh(&["sync"]);
-    let t = Instant::now();
-    let so = snapsite_json(&b_cfg, &["switchover", "--json"]);
-    let fin = so["final_set"].as_str().unwrap().to_string();
-    let rep = snapsite_json(
-        &pri_cfg,
-        &["failover", "--set", &fin, "--no-replay", "--json"],
+    switchover_back_and_ship_again(
+        "lvm",
+        (&pri_cfg, &b_cfg),
+        (&a_mp("mysql"), &b_mp("mysql")),
+        [
+            ("b-db", 11, 10 * MIB as usize),
+            ("db", 1, 32 * MIB as usize),
+        ],
+        4,
     );
-    eprintln!(
-        "SWITCHOVER lvm: {:.2} s from the stopped application on B to the copies up on A (final set shipped {} bytes)",
-        t.elapsed().as_secs_f64(),
-        so["ship_payload_bytes"]
-    );
-    assert_eq!(rep["generation"].as_u64(), Some(3), "{rep}");
-    for (f, seed, len) in [
-        ("b-last", 13, 128 << 10),
-        ("b-db", 11, 10 * MIB as usize),
-        ("db", 1, 32 * MIB as usize),
-    ] {
-        assert_eq!(
-            std::fs::read(a_mp("mysql").join(f)).unwrap(),
-            pattern(seed, len),
-            "zero loss: {f}"
-        );
-    }
-    assert!(!a_mp("mysql").join("a-late").exists());
-    let st = snapsite_json(&b_cfg, &["status", "--json"]);
-    assert_eq!(
-        (st["role"].as_str(), st["generation"].as_u64()),
-        (Some("standby"), Some(2)),
-        "{st}"
-    );
-    // A ships to B again, incrementally from the final set.
-    write_random(&a_mp("mysql").join("a-new"), 15, 512 << 10);
-    sh(&["sync"]);
-    let a3 = snapsite_json(&pri_cfg, &["snapshot", "--json"]);
-    assert_eq!(a3["generation"].as_u64(), Some(3));
-    let shipped = snapsite_json(&pri_cfg, &["ship", "--json"]);
-    let p = shipped["payload_bytes"].as_u64().unwrap();
-    assert!(p < 4 * (512 << 10), "{p}");
-    for sn in shipped["snapshots"].as_array().unwrap() {
-        assert_eq!(sn["base"].as_str(), Some(fin.as_str()), "{sn}");
-    }
     eprintln!("LVM cycle test: {:.1} s", t0.elapsed().as_secs_f64());
 }

@@ -209,26 +209,11 @@ fn init_on_zfs_checks_and_ships() {
 fn init_on_lvm_checks_and_ships() {
     require_lab!();
     let lab = Lab::new("initl");
-    let (name, sname) = (unique_name("initv"), unique_name("initw"));
-    let lo = LoopDevice::attach(&sparse_file(&name, 1024 * MIB));
-    let slo = LoopDevice::attach(&sparse_file(&sname, 1024 * MIB));
-    let vg = VolumeGroup::create(&name, &[&lo.path]);
-    let svg = VolumeGroup::create(&sname, &[&slo.path]);
-    for v in [&vg, &svg] {
-        sh(&[
-            "lvcreate",
-            "-y",
-            "-L",
-            "768M",
-            "--chunksize",
-            "64k",
-            "-T",
-            &v.lv("pool"),
-        ]);
-    }
+    let sites = LvmSites::new("init", 1024 * MIB, "768M");
+    let (vg, svg) = (&sites.pri, &sites.stb);
     let mut mounted = Unmount(Vec::new());
     for (i, r) in ROLES.iter().enumerate() {
-        thin_lv(&vg, r, "64M");
+        thin_lv(vg, r, "64M");
         mount_ext4(&vg.dev(r), &lab.live(r));
         mounted.0.push(lab.live(r));
         write_pattern(&lab.live(r).join("data"), 0, i as u64, 100_000);

@@ -55,10 +55,13 @@ mod hostile;
 mod init;
 mod listing;
 mod lvm;
+#[path = "../common/redolog.rs"]
+mod redolog;
 mod redostream;
+#[path = "../common/shipcheck.rs"]
+mod shipcheck;
 mod sites;
 mod smoke;
-mod special;
 mod wan;
 mod zfs;
 
@@ -98,6 +101,12 @@ pub fn lab_ready() -> bool {
     }
     eprintln!("skipped: {why}");
     false
+}
+
+/// `SNAPSITE_VM_FULL=1`: also run the long variants the default run leaves
+/// out (each test says which; their times are in docs/testing.md).
+pub fn vm_full() -> bool {
+    std::env::var("SNAPSITE_VM_FULL").as_deref() == Ok("1")
 }
 
 /// The snapsite binary of this build (a host path, visible in the guest).

@@ -1,102 +1,70 @@
-//! Redolog streaming (issue 17) on real ZFS and LVM thin (ext4 on the LV):
-//! ship a set, follow the redolog (appends, a rollover into archive/) into
-//! the standby's spool, then `snapsite failover`: the redolog copy must equal
-//! the primary's files, and the report must carry the stream's recovery
-//! point. File-level, so the same steps as on btrfs (tests/redostream.rs).
+//! Redolog streaming (issues 17 and 22) on real ZFS and LVM thin (ext4 on
+//! the LV), file-level, so the same steps as on btrfs (tests/redostream.rs):
+//!
+//! - `tail`: ship a set, follow the redolog (appends, a rollover into
+//!   archive/) into the standby's spool, then `snapsite failover`: the
+//!   redolog copy must equal the primary's files, and the report must carry
+//!   the stream's recovery point;
+//! - `device`, `fifo`, `socket`, `filelink`, `dirlink`: the redolog
+//!   snapshot's `redo.log` (or a directory on the way to a spooled file) is
+//!   a block device node, a FIFO, a socket or a symbolic link while the
+//!   spool continues it. Failover must refuse the spool before reading or
+//!   writing through it: the report says which file and why, nothing
+//!   outside the copy changes (the device stays zeros, the symlinks'
+//!   targets hold the bytes a follower of them would have matched and
+//!   extended), and the copy is exactly the snapshot.
+//!
+//! One lab per backend (the pools or VGs are the costly part under TCG):
+//! every case is its own pair of sites (primary volume, standby replica and
+//! copy, state directories) on the same pools or volume groups.
 
+use super::redolog::{Log, tree_state};
 use super::*;
 
-use std::collections::BTreeMap;
+use snapsite::base::config::Config;
+use snapsite::primary::follower::{self, FollowerHandle};
 
-pub(super) const STREAM: &str =
+const STREAM: &str =
     "[stream]\nfiles = [\"redo.log\", \"archive/redo-*.log\"]\nflush_interval = \"200ms\"\n";
 
-/// Appends fsynced lines to `root/redo.log`, rolls it over into `archive/`.
-pub(super) struct Log {
-    root: PathBuf,
-    n: u64,
-}
-
-impl Log {
-    pub(super) fn new(root: &Path) -> Log {
-        std::fs::create_dir_all(root.join("archive")).unwrap();
-        std::fs::write(root.join("redo.log"), b"").unwrap();
-        Log {
-            root: root.to_path_buf(),
-            n: 0,
-        }
-    }
-    pub(super) fn append(&mut self, k: usize) {
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(self.root.join("redo.log"))
-            .unwrap();
-        for _ in 0..k {
-            self.n += 1;
-            writeln!(
-                f,
-                "record {} {}",
-                self.n,
-                "y".repeat((self.n % 89) as usize)
-            )
-            .unwrap();
-        }
-        f.sync_data().unwrap();
-    }
-    pub(super) fn rollover(&mut self) {
-        std::fs::rename(
-            self.root.join("redo.log"),
-            self.root.join(format!("archive/redo-{:08}.log", self.n)),
-        )
-        .unwrap();
-        std::fs::write(self.root.join("redo.log"), b"").unwrap();
-        File::open(&self.root).unwrap().sync_all().unwrap();
-    }
-}
-
-fn tree(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for rel in ["redo.log", "archive"] {
-        let p = root.join(rel);
-        if p.is_dir() {
-            for e in std::fs::read_dir(&p).unwrap().flatten() {
-                let name = format!("archive/{}", e.file_name().to_string_lossy());
-                out.insert(name, sha256(&e.path()));
-            }
-        } else if p.exists() {
-            out.insert(rel.to_string(), sha256(&p));
-        }
-    }
-    out
-}
-
-pub(super) fn wait_acked(cfg: &snapsite::base::config::Config, after: jiff::Timestamp) {
+fn wait_acked(cfg: &Config, after: jiff::Timestamp) {
     wait_for("the follower to catch up", Duration::from_secs(60), || {
-        snapsite::primary::follower::follower_record(cfg)
+        follower::follower_record(cfg)
             .is_some_and(|r| r.acked_as_of.is_some_and(|a| a > after) && r.lag_bytes == 0)
     });
+}
+
+/// The spool's base: the redolog at `root` (`Log::new`) written by
+/// `prepare`, a set snapshot shipped; then the follower starts and 30 more
+/// lines are streamed and acknowledged. Returns the primary's config, the
+/// log and the running follower.
+fn base_then_stream(
+    pri_cfg: &Path,
+    root: &Path,
+    prepare: impl FnOnce(&mut Log),
+) -> (Config, Log, FollowerHandle) {
+    let cfg = Config::load(pri_cfg).unwrap();
+    let mut log = Log::new(root);
+    prepare(&mut log);
+    snapsite_ok(pri_cfg, &["snapshot"]);
+    snapsite_ok(pri_cfg, &["ship"]);
+    let follower = follower::start_follower(&cfg).expect("[stream] is on");
+    log.append(30);
+    wait_acked(&cfg, jiff::Timestamp::now());
+    (cfg, log, follower)
 }
 
 /// The common steps once both configs exist and `root` is the primary's
 /// mounted redolog volume; `copy` is where failover mounts the redolog copy.
 fn stream_and_fail_over(pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: &Path) {
-    let cfg = snapsite::base::config::Config::load(pri_cfg).unwrap();
-    let mut log = Log::new(root);
-    log.append(40);
-    snapsite_ok(pri_cfg, &["snapshot"]);
-    snapsite_ok(pri_cfg, &["ship"]);
-    let follower = snapsite::primary::follower::start_follower(&cfg).expect("[stream] is on");
-    log.append(30);
-    wait_acked(&cfg, jiff::Timestamp::now());
+    let (cfg, mut log, follower) = base_then_stream(pri_cfg, root, |log| log.append(40));
     log.rollover();
     log.append(20);
     wait_acked(&cfg, jiff::Timestamp::now());
     snapsite_ok(pri_cfg, &["snapshot", "--redolog"]);
     snapsite_ok(pri_cfg, &["ship"]);
     // The standby's checkpoint read the committed snapshot (mounted read-only).
-    let stb_state = snapsite::base::config::Config::load(stb_cfg)
-        .unwrap()
-        .state_dir;
+    let stb_state = Config::load(stb_cfg).unwrap().state_dir;
     let serve_log = std::fs::read_to_string(stb_state.join("serve.log")).unwrap();
     assert!(serve_log.contains("spooled events; dropped"), "{serve_log}");
     log.append(15);
@@ -105,9 +73,9 @@ fn stream_and_fail_over(pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: &Path
     let last = jiff::Timestamp::now();
     wait_acked(&cfg, last);
     drop(follower);
-    let want = tree(root);
+    let want = tree_state(root);
     let report = snapsite_json(stb_cfg, &["failover", "--no-replay", "--json"]);
-    assert_eq!(tree(copy), want, "redolog copy = primary's files");
+    assert_eq!(tree_state(copy), want, "redolog copy = primary's files");
     let stream_rp: jiff::Timestamp = report["stream"]["recovery_point"]
         .as_str()
         .unwrap_or_else(|| panic!("no stream recovery point: {report}"))
@@ -124,14 +92,7 @@ fn stream_and_fail_over(pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: &Path
 /// device: the report says the spool was not used and why.
 fn device_redo_and_fail_over(pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: &Path) {
     use std::os::unix::fs::MetadataExt;
-    let cfg = snapsite::base::config::Config::load(pri_cfg).unwrap();
-    let mut log = Log::new(root);
-    log.append(20);
-    snapsite_ok(pri_cfg, &["snapshot"]);
-    snapsite_ok(pri_cfg, &["ship"]);
-    let follower = snapsite::primary::follower::start_follower(&cfg).expect("[stream] is on");
-    log.append(30);
-    wait_acked(&cfg, jiff::Timestamp::now());
+    let (_, _, follower) = base_then_stream(pri_cfg, root, |log| log.append(20));
     drop(follower);
     let backing = sparse_file(&unique_name("victim"), 4 * MIB);
     let victim = LoopDevice::attach(&backing);
@@ -147,9 +108,7 @@ fn device_redo_and_fail_over(pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: 
     File::open(root).unwrap().sync_all().unwrap();
     snapsite_ok(pri_cfg, &["snapshot", "--redolog"]);
     snapsite_ok(pri_cfg, &["ship"]);
-    let stb_state = snapsite::base::config::Config::load(stb_cfg)
-        .unwrap()
-        .state_dir;
+    let stb_state = Config::load(stb_cfg).unwrap().state_dir;
     assert!(stb_state.join("spool/broken.json").exists());
     let report = snapsite_json(stb_cfg, &["failover", "--no-replay", "--json"]);
     let not_used = report["stream"]["not_used"].as_str().unwrap_or_default();
@@ -170,74 +129,194 @@ fn device_redo_and_fail_over(pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: 
     );
 }
 
-/// Both sites' configs, the primary's redolog files and where failover
-/// mounts the copy, handed to `scenario`.
-type Scenario = fn(&Path, &Path, &Path, &Path);
+/// `src`'s first half written to `dst`: what a symlink's target holds, so
+/// that a spool followed through the link would match it and append.
+fn half_copy(src: &Path, dst: &Path) {
+    let b = std::fs::read(src).unwrap();
+    std::fs::write(dst, &b[..b.len() / 2]).unwrap();
+}
 
-#[test]
-fn zfs_redostream_failover_appends_the_streamed_tail() {
-    require_lab!();
-    zfs_lab(stream_and_fail_over);
+/// One case on one pair of sites: the primary's redolog files at `root`
+/// (mounted), failover's copy at `copy`, symlink targets in `outside`.
+fn special_case(
+    case: &str,
+    want: &[&str],
+    pri_cfg: &Path,
+    stb_cfg: &Path,
+    root: &Path,
+    copy: &Path,
+) {
+    let outside = pri_cfg.parent().unwrap().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    // The spool's base holds `archive/redo-*.log` and `redo.log`; the
+    // stream then appends and rolls over once more.
+    let (cfg, mut log, follower) = base_then_stream(pri_cfg, root, |log| {
+        log.append(20);
+        log.rollover();
+        log.append(10);
+    });
+    log.rollover();
+    log.append(5);
+    wait_acked(&cfg, jiff::Timestamp::now());
+    drop(follower);
+    let redo = root.join("redo.log");
+    match case {
+        "fifo" => {
+            std::fs::remove_file(&redo).unwrap();
+            nix::unistd::mkfifo(&redo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        }
+        "socket" => {
+            std::fs::remove_file(&redo).unwrap();
+            // The socket file stays when the listener closes.
+            drop(std::os::unix::net::UnixListener::bind(&redo).unwrap());
+        }
+        "filelink" => {
+            half_copy(&redo, &outside.join("redo.log"));
+            std::fs::remove_file(&redo).unwrap();
+            std::os::unix::fs::symlink(outside.join("redo.log"), &redo).unwrap();
+        }
+        "dirlink" => {
+            for e in std::fs::read_dir(root.join("archive")).unwrap().flatten() {
+                half_copy(&e.path(), &outside.join(e.file_name()));
+            }
+            std::fs::rename(root.join("archive"), root.join("archive.real")).unwrap();
+            std::os::unix::fs::symlink(&outside, root.join("archive")).unwrap();
+        }
+        _ => unreachable!("{case}"),
+    }
+    File::open(root).unwrap().sync_all().unwrap();
+    snapsite_ok(pri_cfg, &["snapshot", "--redolog"]);
+    snapsite_ok(pri_cfg, &["ship"]);
+    let snap = tree_state(root);
+    let outside_before = tree_state(&outside);
+    let stb_state = Config::load(stb_cfg).unwrap().state_dir;
+    // The commit-time checkpoint refused the snapshot too.
+    assert!(
+        stb_state.join("spool/broken.json").exists(),
+        "{case}: no spool/broken.json"
+    );
+    let t = Instant::now();
+    let report = snapsite_json(stb_cfg, &["failover", "--no-replay", "--json"]);
+    eprintln!("{case}: failover {:.1}s", t.elapsed().as_secs_f64());
+    let not_used = report["stream"]["not_used"].as_str().unwrap_or_default();
+    for w in want {
+        assert!(not_used.contains(w), "{case}: want `{w}` in {report}");
+    }
+    assert_eq!(
+        report["stream"]["events_applied"].as_u64(),
+        Some(0),
+        "{case}: {report}"
+    );
+    assert_eq!(
+        tree_state(&outside),
+        outside_before,
+        "{case}: outside the copy changed"
+    );
+    assert_eq!(
+        tree_state(copy),
+        snap,
+        "{case}: the copy is not the snapshot"
+    );
+}
+
+/// The cases, each on its own pair of sites: `tail` streams and applies the
+/// spool; the others are refused, and the report must name these words.
+/// The last two run only with `SNAPSITE_VM_FULL=1` ([`vm_full`]): a socket
+/// takes the refusal a FIFO and a device node take (not a regular file),
+/// a symlinked `redo.log` the one a symlinked directory on the way takes,
+/// and tests/redostream.rs runs every class on btrfs on every run.
+const CASES: [(&str, &[&str]); 6] = [
+    ("tail", &[]),
+    ("device", &["redo.log", "unchanged"]),
+    ("fifo", &["redo.log", "FIFO", "unchanged"]),
+    ("dirlink", &["archive", "symbolic link", "unchanged"]),
+    ("socket", &["redo.log", "socket", "unchanged"]),
+    ("filelink", &["redo.log", "symbolic link", "unchanged"]),
+];
+
+/// [`CASES`] this run takes: all with `SNAPSITE_VM_FULL=1`, else the first four.
+fn cases() -> &'static [(&'static str, &'static [&'static str])] {
+    if vm_full() { &CASES } else { &CASES[..4] }
+}
+
+/// Runs `case` on its pair of sites (configs, the primary's mounted redolog
+/// files at `root`, failover's copy at `copy`).
+fn run_case(case: &str, want: &[&str], pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: &Path) {
+    let t = Instant::now();
+    match case {
+        "tail" => stream_and_fail_over(pri_cfg, stb_cfg, root, copy),
+        "device" => device_redo_and_fail_over(pri_cfg, stb_cfg, root, copy),
+        _ => special_case(case, want, pri_cfg, stb_cfg, root, copy),
+    }
+    eprintln!("{case}: {:.1}s", t.elapsed().as_secs_f64());
+}
+
+/// `dir/standby.toml` and `dir/primary.toml` of one case: the redolog
+/// volume `pri_vol` streamed from `root` to the standby's `stb_vol`.
+fn case_configs(dir: &Path, pri_vol: &str, stb_vol: &str, root: &Path) -> (PathBuf, PathBuf) {
+    site_configs(
+        dir,
+        pri_vol,
+        stb_vol,
+        STREAM,
+        Standby::Serve,
+        &format!("{STREAM}root = \"{}\"\n", root.display()),
+    )
 }
 
 #[test]
-fn zfs_redostream_failover_writes_nothing_to_a_device_node() {
+fn zfs_redostream_failover_applies_the_tail_and_refuses_special_redo_files() {
     require_lab!();
-    zfs_lab(device_redo_and_fail_over);
-}
-
-fn zfs_lab(scenario: Scenario) {
     let lab = ZfsSites::new("rs", 256 * MIB, 512 * MIB);
-    let (a, c, dir) = (&lab.a, &lab.c, &lab.dir);
-    sh(&["zfs", "create", &a.dataset("redolog")]);
-    sh(&["zfs", "create", "-o", "mountpoint=none", &c.dataset("live")]);
-    let root = zfs_mountpoint(&a.dataset("redolog"));
-    let stb_vol = format!(
-        "[[volume]]\nrole = \"redolog\"\nbackend = \"zfs\"\nsource = \"{}\"\nreplica = \"{}\"\nmountpoint = \"{}/app/redolog\"\n",
-        c.dataset("live/redolog"),
-        c.dataset("replica/redolog"),
-        dir.display()
-    );
-    let (pri_cfg, stb_cfg) = site_configs(
-        dir,
-        &lab.primary_volume("redolog", ""),
-        &stb_vol,
-        STREAM,
-        Standby::Serve,
-        &format!("{STREAM}root = \"{}\"\n", root.display()),
-    );
-    let copy = dir.join("app/redolog");
-    scenario(&pri_cfg, &stb_cfg, &root, &copy);
-    let _ = run(&["zfs", "destroy", "-r", &c.dataset("live/redolog")]);
+    let (a, c) = (&lab.a, &lab.c);
+    for &(case, want) in cases() {
+        let dir = lab.dir.join(case);
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = a.dataset(&format!("redolog-{case}"));
+        sh(&["zfs", "create", &src]);
+        let live = c.dataset(&format!("live-{case}"));
+        sh(&["zfs", "create", "-o", "mountpoint=none", &live]);
+        let root = zfs_mountpoint(&src);
+        let copy = dir.join("app/redolog");
+        let pri_vol =
+            format!("[[volume]]\nrole = \"redolog\"\nbackend = \"zfs\"\nsource = \"{src}\"\n");
+        let stb_vol = format!(
+            "[[volume]]\nrole = \"redolog\"\nbackend = \"zfs\"\nsource = \"{live}/redolog\"\nreplica = \"{}\"\nmountpoint = \"{}\"\n",
+            c.dataset(&format!("replica/{case}")),
+            copy.display()
+        );
+        let (pri_cfg, stb_cfg) = case_configs(&dir, &pri_vol, &stb_vol, &root);
+        run_case(case, want, &pri_cfg, &stb_cfg, &root, &copy);
+        let _ = run(&["zfs", "destroy", "-r", &live]);
+    }
 }
 
 #[test]
-fn lvm_redostream_failover_appends_the_streamed_tail() {
+fn lvm_redostream_failover_applies_the_tail_and_refuses_special_redo_files() {
     require_lab!();
-    lvm_lab(stream_and_fail_over);
-}
-
-#[test]
-fn lvm_redostream_failover_writes_nothing_to_a_device_node() {
-    require_lab!();
-    lvm_lab(device_redo_and_fail_over);
-}
-
-fn lvm_lab(scenario: Scenario) {
     let lab = LvmSites::new("rs", 1024 * MIB, "512M");
-    lab.primary_thin("redolog", "64M");
-    let dir = &lab.dir;
-    let root = dir.join("pri-redolog");
-    mount_ext4(&lab.pri.dev("redolog"), &root);
-    let copy = dir.join("app/redolog");
-    let _unmount = Unmount(vec![copy.clone(), root.clone()]);
-    let (pri_cfg, stb_cfg) = site_configs(
-        dir,
-        &lab.primary_volume("redolog", ""),
-        &lab.standby_volume("redolog", Some(&copy)),
-        STREAM,
-        Standby::Serve,
-        &format!("{STREAM}root = \"{}\"\n", root.display()),
-    );
-    scenario(&pri_cfg, &stb_cfg, &root, &copy);
+    let mut mounts = Unmount(vec![]);
+    for &(case, want) in cases() {
+        let dir = lab.dir.join(case);
+        std::fs::create_dir_all(&dir).unwrap();
+        let lv = format!("redo{case}");
+        lab.primary_thin(&lv, "32M");
+        let root = dir.join("pri-redolog");
+        mount_ext4(&lab.pri.dev(&lv), &root);
+        let copy = dir.join("app/redolog");
+        mounts.0.extend([copy.clone(), root.clone()]);
+        let pri_vol = format!(
+            "[[volume]]\nrole = \"redolog\"\nbackend = \"lvm\"\nsource = \"{}\"\n",
+            lab.pri.lv(&lv)
+        );
+        let stb_vol = format!(
+            "[[volume]]\nrole = \"redolog\"\nbackend = \"lvm\"\nsource = \"{}\"\nreplica = \"{}\"\nmountpoint = \"{}\"\n",
+            lab.stb.lv(&format!("{case}live")),
+            lab.stb.lv(case),
+            copy.display()
+        );
+        let (pri_cfg, stb_cfg) = case_configs(&dir, &pri_vol, &stb_vol, &root);
+        run_case(case, want, &pri_cfg, &stb_cfg, &root, &copy);
+    }
+    drop(mounts);
 }

@@ -540,15 +540,7 @@ impl LvmSink {
                 nix::libc::POSIX_FADV_DONTNEED,
             );
         }
-        let records: Vec<Extent> = self
-            .records
-            .drain(..complete)
-            .map(|w| Extent {
-                offset: w.offset,
-                len: w.len,
-                data: w.data,
-            })
-            .collect();
+        let records = take_records(&mut self.records, complete);
         readback::read_records(
             dev,
             &records,
@@ -688,15 +680,7 @@ impl LvmSink {
                 let hash = std::mem::take(&mut self.progress.readback);
                 self.behind = Some(readback::ReadBehind::start(dev, hash)?);
             }
-            let batch = self
-                .records
-                .drain(..complete)
-                .map(|w| Extent {
-                    offset: w.offset,
-                    len: w.len,
-                    data: w.data,
-                })
-                .collect();
+            let batch = take_records(&mut self.records, complete);
             self.behind.as_ref().expect("started").push(batch);
         }
         Ok(())
@@ -833,6 +817,18 @@ pub(super) fn zero_range(
         at += n;
     }
     Ok(())
+}
+
+/// The first `complete` written records, taken out to be read back.
+fn take_records(records: &mut Vec<Written>, complete: usize) -> Vec<Extent> {
+    records
+        .drain(..complete)
+        .map(|w| Extent {
+            offset: w.offset,
+            len: w.len,
+            data: w.data,
+        })
+        .collect()
 }
 
 impl Write for LvmSink {

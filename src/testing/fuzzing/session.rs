@@ -230,8 +230,6 @@ pub(super) fn session_bytes(ops: &[Op]) -> Vec<u8> {
                     .enumerate()
                     .filter(|(i, _)| roles & (1 << i) != 0)
                     .map(|(_, r)| Member {
-                        role: r.to_string(),
-                        backend: "btrfs".into(),
                         source: format!("/live/{r}"),
                         snapshot: if tweak & 1 != 0 {
                             session_set_id(set.wrapping_add(1))
@@ -245,12 +243,8 @@ pub(super) fn session_bytes(ops: &[Op]) -> Vec<u8> {
                                 .to_hex()
                                 .to_string()
                         }),
-                        before: t,
                         after: t + jiff::SignedDuration::from_millis(5),
-                        atomic_group: None,
-                        send_options: Vec::new(),
-                        receipt: None,
-                        consistency: None,
+                        ..Member::plain(r, &id, t)
                     })
                     .collect();
                 f.msg(&Msg::Commit {
