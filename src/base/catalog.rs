@@ -15,6 +15,7 @@
 //! divergent/<id>.json            data kept when this site stopped being primary
 //! rehearsal/state.json           a rehearsal in progress (for cleanup after a kill)
 //! reports/rehearsal-*.json       rehearsal reports
+//! signals/, verdicts/            ransomware signals and set verdicts (standby; see [`signals`])
 //! lock                           one mutating snapsite at a time
 //! run.lock                       one `snapsite run` at a time
 //! ```
@@ -36,6 +37,7 @@ use crate::base::error::{Context, Error, ErrorKind, Result};
 use crate::base::model::{Manifest, Receipt, parse_set_id, validate_set_id};
 
 mod index;
+pub mod signals;
 #[cfg(test)]
 mod tests;
 
