@@ -10,4 +10,5 @@ pub mod notify;
 pub mod prune;
 pub mod status;
 pub mod stream_status;
+pub mod suspect;
 pub mod systemd;

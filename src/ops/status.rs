@@ -120,6 +120,9 @@ pub struct Status {
     /// releases them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub parked: Vec<String>,
+    /// Standby: sets judged suspect of ransomware (issue 31).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspect: Option<crate::ops::suspect::SuspectStatus>,
 }
 
 /// The last rehearsal, from its report.
@@ -229,6 +232,7 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
         } else {
             parked_receives(cfg)
         },
+        suspect: crate::ops::suspect::status(catalog)?,
     };
     status.findings = evaluate(cfg, &status);
     status.level = status
@@ -361,6 +365,12 @@ fn age(s: f64) -> String {
 pub fn evaluate(cfg: &Config, s: &Status) -> Vec<Finding> {
     let t = &cfg.status;
     let mut out = Vec::new();
+    if let Some(m) = s.suspect.as_ref().and_then(crate::ops::suspect::message) {
+        out.push(Finding {
+            level: Level::Critical,
+            message: m,
+        });
+    }
     for p in &s.parked {
         out.push(Finding {
             level: Level::Warning,
@@ -772,6 +782,9 @@ pub fn render_prometheus(s: &Status) -> String {
     if let Some(st) = &s.stream {
         o.push_str(&crate::ops::stream_status::render_metrics(st, &site));
     }
+    if let Some(x) = &s.suspect {
+        o.push_str(&crate::ops::suspect::render_metrics(x, &site));
+    }
     o
 }
 
@@ -856,6 +869,7 @@ recovery_point_critical = "1h"
             run: None,
             stream: None,
             parked: vec![],
+            suspect: None,
         }
     }
 

@@ -37,6 +37,7 @@ const C_ENCODED_WRITE: u16 = 25;
 const A_SIZE: u16 = 4;
 const A_PATH: u16 = 15;
 const A_PATH_TO: u16 = 16;
+const A_PATH_LINK: u16 = 17;
 const A_DATA: u16 = 19;
 const A_CLONE_LEN: u16 = 21;
 const A_UNENCODED_LEN: u16 = 29;
@@ -54,6 +55,10 @@ pub struct BtrfsMeter {
     created: HashSet<Vec<u8>>,
     created_dirs: HashSet<Vec<u8>>,
     rewritten: HashSet<Vec<u8>>,
+    /// Old names of existing files that got a new one by LINK (btrfs send
+    /// may move a file as LINK new + UNLINK old): their UNLINK is part of
+    /// the move.
+    moved_away: HashSet<Vec<u8>>,
     overflow: bool,
     all: Sampler,
     rewrites: Sampler,
@@ -176,7 +181,22 @@ impl BtrfsMeter {
         };
         let path = attr(&attrs, A_PATH);
         match cmd {
-            C_MKFILE | C_MKNOD | C_MKFIFO | C_MKSOCK | C_SYMLINK | C_LINK => {
+            C_LINK => {
+                let (Some(p), Some(old)) = (path, attr(&attrs, A_PATH_LINK)) else {
+                    return false;
+                };
+                if self.created.contains(old) {
+                    Self::remember(&mut self.created, &mut self.overflow, p);
+                } else {
+                    // An existing file under a new name: a move.
+                    self.renames += 1;
+                    if extension(old) != extension(p) {
+                        self.renames_new_extension += 1;
+                    }
+                    Self::remember(&mut self.moved_away, &mut self.overflow, old);
+                }
+            }
+            C_MKFILE | C_MKNOD | C_MKFIFO | C_MKSOCK | C_SYMLINK => {
                 let Some(p) = path else { return false };
                 if cmd == C_MKFILE {
                     self.files_new += 1;
@@ -210,7 +230,7 @@ impl BtrfsMeter {
             }
             C_UNLINK => {
                 let Some(p) = path else { return false };
-                if !self.created.remove(p) {
+                if !self.created.remove(p) && !self.moved_away.remove(p) {
                     self.unlinks += 1;
                 }
             }
@@ -364,6 +384,16 @@ mod tests {
             rename("blobs/1/5-1.msg", "blobs/1/5-1.msg.locked"),
             rename("blobs/1/6-1.msg", "blobs/1/6-2.msg"),
             command(C_UNLINK, &[tlv(A_PATH, b"blobs/1/7-1.msg")]),
+            // A move sent as LINK new + UNLINK old, then a write into it.
+            command(
+                C_LINK,
+                &[
+                    tlv(A_PATH, b"blobs/2/8-1.msg.locked"),
+                    tlv(A_PATH_LINK, b"blobs/2/8-1.msg"),
+                ],
+            ),
+            command(C_UNLINK, &[tlv(A_PATH, b"blobs/2/8-1.msg")]),
+            write("blobs/2/8-1.msg.locked", b"xx"),
         ]);
         let mut m = BtrfsMeter::default();
         for piece in s.chunks(7) {
@@ -376,11 +406,11 @@ mod tests {
         m.finish(&mut sig);
         assert!(sig.complete, "{:?}", sig.note);
         assert_eq!(sig.files_new, 1);
-        assert_eq!(sig.data_bytes, 13 + 8192);
-        assert_eq!(sig.rewrite_bytes, 8192);
-        assert_eq!(sig.files_rewritten, 1);
-        assert_eq!(sig.renames, 2);
-        assert_eq!(sig.renames_new_extension, 1);
+        assert_eq!(sig.data_bytes, 13 + 8192 + 2);
+        assert_eq!(sig.rewrite_bytes, 8192 + 2);
+        assert_eq!(sig.files_rewritten, 2);
+        assert_eq!(sig.renames, 3);
+        assert_eq!(sig.renames_new_extension, 2);
         assert_eq!(sig.unlinks, 1);
     }
 
