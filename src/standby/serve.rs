@@ -472,7 +472,12 @@ fn commit_reply(
         Ok(()) => {
             log.event(tracing::Level::INFO, &format!("set {id} committed"));
             if cfg.detect.enabled {
-                crate::standby::signals::judge_committed(cfg, catalog, log, &reply_id);
+                crate::standby::signals::judge_committed(
+                    cfg,
+                    catalog,
+                    &|l, t| log.event(l, t),
+                    &reply_id,
+                );
             }
             crate::standby::spool::checkpoint_after_commit(
                 cfg,
@@ -659,7 +664,13 @@ fn receive_one<R: Read>(
     match verify_and_commit(catalog, log, &inc, data) {
         Ok(receipt) => {
             if let Some(m) = meter {
-                crate::standby::signals::record(catalog, log, role, snapshot, m);
+                crate::standby::signals::record(
+                    catalog,
+                    &|l, t| log.event(l, t),
+                    role,
+                    snapshot,
+                    m,
+                );
             }
             Ok(Msg::Ack {
                 role: role.into(),

@@ -167,14 +167,14 @@ impl Meter {
 /// Record a received snapshot's signals (best effort: logged, never fatal).
 pub fn record(
     catalog: &crate::base::catalog::Catalog,
-    log: &crate::standby::serve::SessionLog,
+    log: &dyn Fn(tracing::Level, &str),
     role: &str,
     snapshot: &str,
     meter: Meter,
 ) {
     let sig = meter.finish();
     if let Err(e) = catalog.write_signals(role, snapshot, &sig) {
-        log.event(
+        log(
             tracing::Level::WARN,
             &format!("volume `{role}` {snapshot}: signals not recorded: {e}"),
         );
@@ -185,7 +185,7 @@ pub fn record(
 pub fn judge_committed(
     cfg: &crate::base::config::Config,
     catalog: &crate::base::catalog::Catalog,
-    log: &crate::standby::serve::SessionLog,
+    log: &dyn Fn(tracing::Level, &str),
     id: &str,
 ) {
     let judged = (|| -> crate::base::error::Result<Option<_>> {
@@ -198,7 +198,7 @@ pub fn judge_committed(
         verdict::judge_set(&cfg.detect, catalog, &m).map(Some)
     })();
     match judged {
-        Ok(Some(v)) if v.is_suspect() => log.event(
+        Ok(Some(v)) if v.is_suspect() => log(
             tracing::Level::ERROR,
             &format!(
                 "set {id} is SUSPECT (score {:.2}): {}",
@@ -207,7 +207,7 @@ pub fn judge_committed(
             ),
         ),
         Ok(_) => {}
-        Err(e) => log.event(
+        Err(e) => log(
             tracing::Level::WARN,
             &format!("set {id}: no verdict recorded: {e}"),
         ),
