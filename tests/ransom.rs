@@ -286,3 +286,120 @@ fn clearing_a_suspect_set_is_journaled_and_lifts_the_alarm() {
             .exists()
     );
 }
+
+/// Retention on the standby over 40 simulated days (a full set every 6 h,
+/// a redolog set every 30 min, pruned every 6 h with a grid that keeps a
+/// week): from the first suspect set on, the newest clean full set before
+/// it and the redolog sets between them stay, however old they get, until
+/// the flag is cleared; without the hold the grid would have dropped them.
+#[test]
+fn retention_keeps_the_clean_sets_before_the_first_suspect_one() {
+    use snapsite::base::config::Retention;
+    use snapsite::base::model::{MANIFEST_FORMAT, Manifest, Member, SetKind, new_set_id};
+    use snapsite::ops::prune::{Grid, plan_sets, protect_standby};
+    use snapsite::ops::suspect::protect_before_suspect;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn manifest(at: jiff::Timestamp, kind: SetKind, seq: u64) -> Manifest {
+        let id = new_set_id(at, kind);
+        let roles: &[&str] = match kind {
+            SetKind::Full => &["blob", "redolog"],
+            SetKind::Redolog => &["redolog"],
+        };
+        Manifest {
+            format: MANIFEST_FORMAT,
+            id: id.clone(),
+            kind,
+            site: "p".into(),
+            seq,
+            generation: 1,
+            members: roles
+                .iter()
+                .map(|r| {
+                    serde_json::from_value::<Member>(serde_json::json!({
+                        "role": r, "backend": "btrfs", "source": "/x", "snapshot": id,
+                        "storage_id": null, "before": at, "after": at, "atomic_group": null,
+                    }))
+                    .unwrap()
+                })
+                .collect(),
+            safety_margin_ms: 0,
+            committed_at: Some(at),
+            standby_order: None,
+        }
+    }
+    let retention = Retention {
+        full: Grid::parse("1x1h(keep=all) | 24x1h | 7x1d").unwrap(),
+        redolog: Grid::parse("1x6h(keep=all)").unwrap(),
+        keep_min_age: std::time::Duration::ZERO,
+    };
+    let t0 = jiff::Timestamp::from_second(1_780_000_000).unwrap();
+    let step = jiff::SignedDuration::from_mins(30);
+    for (attack_at, hold) in [(300usize, true), (301, true), (555, true), (300, false)] {
+        let mut sets: Vec<Manifest> = Vec::new();
+        let mut first_suspect: Option<String> = None;
+        let mut want: Option<BTreeSet<String>> = None;
+        for i in 0..(40 * 48) {
+            let at = t0 + step * i as i32;
+            let kind = if i % 12 == 0 {
+                SetKind::Full
+            } else {
+                SetKind::Redolog
+            };
+            sets.push(manifest(at, kind, i as u64 + 1));
+            if i == attack_at {
+                first_suspect = Some(sets.last().unwrap().id.clone());
+                // What failover would use: the newest full set before it and
+                // the redolog sets after that one.
+                let before = &sets[..sets.len() - 1];
+                let s = before
+                    .iter()
+                    .rposition(|m| m.kind == SetKind::Full)
+                    .unwrap();
+                want = Some(before[s..].iter().map(|m| m.id.clone()).collect());
+                // ... all still here (the grid keeps the last 6 h of redolog sets).
+                let held: BTreeSet<String> = sets.iter().map(|m| m.id.clone()).collect();
+                assert!(want.as_ref().unwrap().is_subset(&held));
+            }
+            if i % 12 != 11 {
+                continue;
+            }
+            let local: BTreeMap<String, Vec<String>> = ["blob", "redolog"]
+                .iter()
+                .map(|r| {
+                    (
+                        r.to_string(),
+                        sets.iter()
+                            .filter(|m| m.member(r).is_some())
+                            .map(|m| m.id.clone())
+                            .collect(),
+                    )
+                })
+                .collect();
+            let complete = |_: &Manifest| true;
+            let mut p = protect_standby(&sets, &complete, &local, "redolog");
+            if let (Some(f), true) = (&first_suspect, hold) {
+                protect_before_suspect(&mut p, &sets, &complete, "redolog", f);
+            }
+            let gone: BTreeSet<String> = plan_sets(&sets, &complete, &p, &retention)
+                .into_iter()
+                .filter(|d| d.destroy)
+                .map(|d| d.set_id)
+                .collect();
+            sets.retain(|m| !gone.contains(&m.id));
+        }
+        let here: BTreeSet<String> = sets.iter().map(|m| m.id.clone()).collect();
+        let want = want.unwrap();
+        if hold {
+            assert!(
+                want.is_subset(&here),
+                "attack at {attack_at}: lost {:?}",
+                want.difference(&here).collect::<Vec<_>>()
+            );
+            // The hold is bounded: the grid still prunes everything else.
+            assert!(here.len() < 60, "{} sets kept", here.len());
+        } else {
+            assert!(want.is_disjoint(&here), "the grid alone keeps {want:?}");
+        }
+    }
+}

@@ -156,10 +156,12 @@ pub fn protect_before_suspect(
     first: &str,
 ) {
     use crate::base::model::SetKind;
-    let Some(f) = manifests.iter().find(|m| m.id == first) else {
-        return;
+    // The suspect set itself may be pruned since: then its id's time.
+    let f = manifests.iter().find(|m| m.id == first);
+    let before = |m: &crate::base::model::Manifest| match f {
+        Some(f) => m.order_key() < f.order_key(),
+        None => crate::base::model::older_set(&m.id, first),
     };
-    let before = |m: &crate::base::model::Manifest| m.order_key() < f.order_key();
     let Some(s) = manifests
         .iter()
         .filter(|m| m.kind == SetKind::Full && complete(m) && before(m))

@@ -56,16 +56,24 @@ pub fn choose<'a>(
         .into_iter()
         .filter(|v| v.is_suspect())
         .collect();
+    // The first suspect set in the standby's order; one pruned since
+    // still counts, by its id's time.
     let first = suspects
         .iter()
         .filter_map(|v| site.manifest(&v.set_id))
         .min_by(|a, b| a.order_key().cmp(&b.order_key()));
-    let Some(first) = first else {
-        let (s, r) = site.failover_pair(requested)?;
-        return Ok((s, r, SuspectChoice::default()));
+    let first_id = match (first, suspects.first()) {
+        (Some(m), _) => m.id.clone(),
+        (None, Some(v)) => v.set_id.clone(),
+        (None, None) => {
+            let (s, r) = site.failover_pair(requested)?;
+            return Ok((s, r, SuspectChoice::default()));
+        }
     };
-    let first_key = first.order_key();
-    let tainted = |m: &Manifest| m.order_key() >= first_key;
+    let tainted = |m: &Manifest| match first {
+        Some(f) => m.order_key() >= f.order_key(),
+        None => !crate::base::model::older_set(&m.id, &first_id),
+    };
     let mut choice = SuspectChoice::default();
     if requested.is_some() || accept_suspect {
         let (s, r) = site.failover_pair(requested)?;
@@ -92,8 +100,7 @@ pub fn choose<'a>(
     )
     .map_err(|e| {
         Error::refused(format!(
-            "no usable set before the first suspect set {} ({e})",
-            first.id
+            "no usable set before the first suspect set {first_id} ({e})"
         ))
         .with_hint("`snapsite sets` shows why it is suspect; `--accept-suspect` fails over to the newest set anyway, `--set ID` to one you choose")
     })?;
@@ -114,7 +121,7 @@ pub fn choose<'a>(
                     humantime::format_duration(std::time::Duration::from_secs(
                         back.as_secs().max(0) as u64
                     )),
-                    first.id
+                    first_id
                 ));
             }
         }
