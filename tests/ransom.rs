@@ -403,3 +403,107 @@ fn retention_keeps_the_clean_sets_before_the_first_suspect_one() {
         }
     }
 }
+
+/// CPU of this process's waited-for children (user + system), seconds:
+/// `/proc/self/stat` fields 16 and 17 (clock ticks, 100 Hz).
+fn children_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // After the comm: state is field 3, so field n is f[n - 3].
+    let ticks: f64 = f[16 - 3].parse::<f64>().unwrap() + f[17 - 3].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// The cost of detection (behind `SNAPSITE_BENCH_DETECT=1`; docs/ransomware.md
+/// has the numbers): a 48 MiB mail store plus 16 MiB of compressed
+/// attachments, then rounds of ~8 MiB of new mail and in-place rewrites
+/// shipped with `[detect]` on and off, alternately; the CPU of ship and
+/// serve (and btrfs send/receive) per ship, and the meter's own time.
+#[test]
+fn bench_detection_cost() {
+    if std::env::var("SNAPSITE_BENCH_DETECT").is_err() {
+        eprintln!("SKIP: set SNAPSITE_BENCH_DETECT=1 to measure");
+        return;
+    }
+    require_real!();
+    let lab = Lab::with_roles(&["blob", "redolog"], "1G", "[\"/bin/true\"]");
+    let base = std::fs::read_to_string(&lab.stb_cfg).unwrap();
+    let set_detect = |on: bool| {
+        std::fs::write(&lab.stb_cfg, format!("{base}\n[detect]\nenabled = {on}\n")).unwrap()
+    };
+    for d in 0..10 {
+        std::fs::create_dir_all(lab.live("blob").join(d.to_string())).unwrap();
+    }
+    let mut next = 0usize;
+    let mut add = |n: usize| {
+        for _ in 0..n {
+            write_file(&blob(&lab, next), &message(next));
+            next += 1;
+        }
+    };
+    add(3000);
+    write_file(
+        &lab.live("blob").join("attachments.z"),
+        &random_bytes(5, 16 << 20),
+    );
+    lab.append_redolog("start");
+    set_detect(true);
+    let c0 = children_cpu();
+    let t0 = std::time::Instant::now();
+    let full = set(&lab);
+    let full_cpu = children_cpu() - c0;
+    let full_wall = t0.elapsed().as_secs_f64();
+    let meter = |id: &str| -> f64 {
+        let p = lab
+            .dir
+            .path()
+            .join(format!("state-stb/signals/blob/{id}.json"));
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+        v["cpu_us"].as_f64().unwrap() / 1e6
+    };
+    eprintln!(
+        "full: {full_wall:.2} s wall, {full_cpu:.2} s CPU (ship, serve, btrfs), meter {:.3} s",
+        meter(&full)
+    );
+    let (mut on, mut off, mut meter_on) = (Vec::new(), Vec::new(), 0.0);
+    for round in 0..8 {
+        let detect = round % 2 == 0;
+        set_detect(detect);
+        add(400);
+        // An index-like file rewritten in place (compressible).
+        write_file(
+            &lab.live("blob").join("index.db"),
+            &message(round).repeat(64),
+        );
+        lab.append_redolog(&format!("round {round}"));
+        let _ = lab.snapshot(false);
+        let c = children_cpu();
+        let t = std::time::Instant::now();
+        lab.ship(&lab.pri_cfg);
+        let cpu = children_cpu() - c;
+        let wall = t.elapsed().as_secs_f64();
+        eprintln!("round {round}: detect {detect}: {wall:.2} s wall, {cpu:.2} s CPU");
+        if detect {
+            on.push(cpu);
+            let id = lab
+                .standby_manifests()
+                .last()
+                .unwrap()
+                .trim_end_matches(".json")
+                .to_string();
+            meter_on += meter(&id);
+        } else {
+            off.push(cpu);
+        }
+    }
+    let sum = |v: &[f64]| v.iter().sum::<f64>();
+    eprintln!(
+        "incremental ships: CPU with detection {:.2} s, without {:.2} s ({:+.1} %); the meter itself {:.3} s = {:.1} % of the ships' CPU with detection",
+        sum(&on),
+        sum(&off),
+        (sum(&on) / sum(&off) - 1.0) * 100.0,
+        meter_on,
+        meter_on / sum(&on) * 100.0
+    );
+}
