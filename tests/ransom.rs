@@ -104,9 +104,21 @@ fn verdict(lab: &Lab, id: &str) -> serde_json::Value {
         .unwrap()
 }
 
+fn notified(lab: &Lab) -> std::path::PathBuf {
+    lab.dir.path().join("notified")
+}
+
+fn told(lab: &Lab) -> String {
+    std::fs::read_to_string(notified(lab)).unwrap_or_default()
+}
+
 fn lab() -> (Lab, Store) {
     let lab = Lab::with_roles(&["blob", "redolog"], "512M", "[\"/bin/true\"]");
     let mut toml = std::fs::read_to_string(&lab.stb_cfg).unwrap();
+    toml.push_str(&format!(
+        "\n[notify]\ncommand = [\"sh\", \"-c\", \"echo \\\"$1 $2\\\" >> \\\"$0\\\"\", \"{}\", \"{{event}}\", \"{{severity}}\"]\n",
+        notified(&lab).display()
+    ));
     toml.push_str(DETECT);
     std::fs::write(&lab.stb_cfg, toml).unwrap();
     let store = Store::new(&lab);
@@ -124,6 +136,7 @@ fn normal_week(lab: &Lab, store: &mut Store) -> Vec<String> {
         let v = verdict(lab, id);
         assert_eq!(v["verdict"], "clean", "{id}: {v:#}");
     }
+    assert_eq!(told(lab), "", "nothing to tell while every set is clean");
     ids
 }
 
@@ -163,6 +176,11 @@ fn attack(pace: usize) {
     assert!(reasons.contains("rewritten in place"), "{v:#}");
     // The redolog volume of the same set is clean.
     assert!(v["volumes"][1]["reasons"].as_array().unwrap().is_empty());
+
+    // Told once, however many sets follow.
+    store.mail(&lab, 20);
+    let newest_id = set(&lab);
+    assert_eq!(told(&lab), "suspect_set critical\n");
 
     // status: CRITICAL, naming the set; metrics export it.
     let o = run_snapsite(&lab.stb_cfg, &["status", "--json"], &[]);
@@ -214,10 +232,7 @@ fn attack(pace: usize) {
         &["failover", "--dry-run", "--accept-suspect", "--json"],
     ))
     .unwrap();
-    assert_eq!(
-        newest["set_id"].as_str(),
-        attacked.last().map(String::as_str)
-    );
+    assert_eq!(newest["set_id"].as_str(), Some(newest_id.as_str()));
     assert!(!newest["suspect"]["accepted"].as_array().unwrap().is_empty());
 
     // The real failover: the victim's file is back as it was.
@@ -259,6 +274,7 @@ fn clearing_a_suspect_set_is_journaled_and_lifts_the_alarm() {
     assert!(verdict(&lab, &id)["cleared_at"].is_null());
     lab.ok(&lab.stb_cfg, &["sets", "--clear-suspect", &id]);
     assert!(verdict(&lab, &id)["cleared_at"].is_string());
+    assert_eq!(told(&lab), "suspect_set critical\nsuspect_set ok\n");
     assert!(
         !lab.dir
             .path()

@@ -9,7 +9,7 @@ use crate::base::catalog::Catalog;
 use crate::base::catalog::signals::SetVerdict;
 use crate::base::config::Config;
 use crate::base::error::{Error, Result};
-use crate::ops::notify::{Notifier, Severity};
+use crate::ops::notify::Severity;
 
 /// What `status` shows.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -87,24 +87,39 @@ pub fn render_metrics(s: &SuspectStatus, site: &str) -> String {
     o
 }
 
-/// Notify once about the first suspect set (and once when none is left).
+/// Notify once about the first suspect set (and once when none is left):
+/// `state_dir/suspect-notified` holds the set last told about.
 pub fn notify(cfg: &Config) -> Result<()> {
     let catalog = Catalog::new(&cfg.state_dir);
-    let Some(s) = status(&catalog)? else {
-        return Ok(());
-    };
-    let mut n = Notifier::new(cfg.notify.clone(), &cfg.site, &cfg.state_dir);
-    match (&s.first, message(&s)) {
-        (Some(first), Some(msg)) => {
-            n.observe("suspect_set", first, Severity::Critical, &msg);
+    let marker = cfg.state_dir.join("suspect-notified");
+    let told = std::fs::read_to_string(&marker)
+        .ok()
+        .map(|t| t.trim().to_string());
+    let s = status(&catalog)?;
+    match s.as_ref().and_then(|s| s.first.clone().zip(message(s))) {
+        Some((first, msg)) => {
+            if told.as_deref() != Some(first.as_str()) {
+                crate::ops::notify::event(
+                    cfg.notify.as_ref(),
+                    &cfg.site,
+                    "suspect_set",
+                    Severity::Critical,
+                    &msg,
+                );
+                crate::base::catalog::write_atomic(&marker, format!("{first}\n").as_bytes())?;
+            }
         }
-        _ => {
-            n.observe(
-                "suspect_set",
-                "none",
-                Severity::Ok,
-                "no suspect set left on the standby",
-            );
+        None => {
+            if told.is_some() {
+                crate::ops::notify::event(
+                    cfg.notify.as_ref(),
+                    &cfg.site,
+                    "suspect_set",
+                    Severity::Ok,
+                    "no suspect set left on the standby",
+                );
+                let _ = std::fs::remove_file(&marker);
+            }
         }
     }
     Ok(())

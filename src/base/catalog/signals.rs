@@ -97,9 +97,6 @@ pub struct SetVerdict {
     /// The admin's `sets --clear-suspect`: the set counts as clean again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cleared_at: Option<Timestamp>,
-    /// A notification about this set was sent (once).
-    #[serde(default)]
-    pub notified: bool,
 }
 
 impl SetVerdict {

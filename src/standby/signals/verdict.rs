@@ -149,7 +149,6 @@ pub fn judge_set(d: &DetectSettings, catalog: &Catalog, m: &Manifest) -> Result<
         volumes,
         judged_at: jiff::Timestamp::now(),
         cleared_at: None,
-        notified: false,
     };
     catalog.write_verdict(&v)?;
     Ok(v)
