@@ -627,6 +627,8 @@ impl Catalog {
     }
     pub fn remove_receipt(&self, role: &str, snap: &str) -> Result<()> {
         let _ = std::fs::remove_file(self.receipt_path(role, snap));
+        // What was measured on its receive goes with it (the set's verdict stays).
+        self.remove_signals(role, snap);
         Ok(())
     }
 }
