@@ -54,6 +54,7 @@ mod hostile;
 mod init;
 mod listing;
 mod lvm;
+mod ransom;
 mod redostream;
 mod sites;
 mod smoke;
