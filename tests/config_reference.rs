@@ -83,6 +83,7 @@ fn base(volume: &str, transport: &str) -> Doc {
             kv(&[("command", "[\"/bin/true\"]")]),
         ),
         (Some("[stream]".into()), vec![]),
+        (Some("[detect]".into()), vec![]),
     ]
 }
 
@@ -204,6 +205,7 @@ fn every_section_lists_exactly_the_keys_the_parser_accepts() {
         "hooks",
         "notify",
         "stream",
+        "detect",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -433,6 +433,21 @@ fn corpus() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
             setuid.bytes().to_vec(),
         ]
     });
+    c.insert("signals_btrfs", {
+        use common::btrfs_stream::{StreamWriter, uuid_from_seed};
+        let mut w = StreamWriter::new();
+        w.snapshot("s", uuid_from_seed(2), 9, uuid_from_seed(1), 7)
+            .mkfile("o257-9-0")
+            .rename("o257-9-0", "new.msg")
+            .write("new.msg", 0, b"Subject: hi")
+            .write("old.msg", 0, &[0x5a; 4096])
+            .rename("old.msg", "old.msg.locked")
+            .link("moved.msg.locked", "moved.msg")
+            .unlink("moved.msg")
+            .unlink("gone.msg")
+            .end();
+        vec![w.bytes().to_vec(), b"btrfs-stream\0\x01\0\0\0".to_vec()]
+    });
     c.insert(
         "btrfs_show",
         ["partial", "received", "snapshot", "writable"]

@@ -16,6 +16,7 @@
 //! divergent/<id>.json            data kept when this site stopped being primary
 //! rehearsal/state.json           a rehearsal in progress (for cleanup after a kill)
 //! reports/rehearsal-*.json       rehearsal reports
+//! signals/, verdicts/            ransomware signals and set verdicts (standby; see [`signals`])
 //! lock                           one mutating snapsite at a time
 //! run.lock                       one `snapsite run` at a time
 //! ```
@@ -37,6 +38,7 @@ use crate::base::error::{Context, Error, ErrorKind, Result};
 use crate::base::model::{Manifest, Receipt, parse_set_id, validate_set_id};
 
 mod index;
+pub mod signals;
 mod standbys;
 #[cfg(test)]
 mod tests;
@@ -631,6 +633,8 @@ impl Catalog {
     }
     pub fn remove_receipt(&self, role: &str, snap: &str) -> Result<()> {
         let _ = std::fs::remove_file(self.receipt_path(role, snap));
+        // What was measured on its receive goes with it (the set's verdict stays).
+        self.remove_signals(role, snap);
         Ok(())
     }
 }

@@ -441,6 +441,7 @@ struct RawConfig {
     hooks: Option<crate::primary::hooks::RawHooks>,
     notify: Option<crate::ops::notify::RawNotify>,
     stream: Option<crate::base::streamconf::StreamSection>,
+    detect: Option<crate::base::detect::DetectSection>,
 }
 
 /// `[schedule]`: what `snapsite run` does and how often (primary).
@@ -504,6 +505,8 @@ pub struct Config {
     pub notify: Option<crate::ops::notify::Notify>,
     /// `[stream]`: redolog streaming (issue 17), if configured.
     pub stream: Option<crate::base::streamconf::StreamSettings>,
+    /// `[detect]`: ransomware signals on receive (standby), with defaults.
+    pub detect: crate::base::detect::DetectSettings,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -619,6 +622,7 @@ impl Config {
             .as_ref()
             .map(|s| crate::base::streamconf::validate(path, s))
             .transpose()?;
+        let detect = crate::base::detect::validate(path, raw.detect.as_ref())?;
 
         Ok(Config {
             path: path.to_owned(),
@@ -637,6 +641,7 @@ impl Config {
             hooks,
             notify,
             stream,
+            detect,
         })
     }
 

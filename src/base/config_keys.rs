@@ -27,10 +27,10 @@ pub enum DefaultValue {
 pub struct Key {
     /// `""` (top level), `volume` (each `[[volume]]`), `volume.zfs`, `set`,
     /// `standby`, `replay`, `schedule`, `retention`, `status`, `hooks.set`
-    /// (also `[hooks.volume.ROLE]`), `notify`, `stream`.
+    /// (also `[hooks.volume.ROLE]`), `notify`, `stream`, `detect`.
     pub section: &'static str,
     pub name: &'static str,
-    /// string, path, bool, integer, duration, size, rate, argv, list, table.
+    /// string, path, bool, integer, float, duration, size, rate, argv, list, table.
     pub ty: &'static str,
     pub default: DefaultValue,
     /// Allowed values, in words (`""`: any value of the type).
@@ -83,6 +83,7 @@ pub const SECTIONS: &[(&str, &str)] = &[
     ("hooks.set", "`[hooks.set]` (around the whole set) and `[hooks.volume.ROLE]` (around one volume's snapshot): quiesce hooks on the primary."),
     ("notify", "`[notify]`: push notifications of failures and recoveries."),
     ("stream", "`[stream]`: redolog streaming between the sets (a recovery point of seconds)."),
+    ("detect", "`[detect]`: ransomware signals measured on receive and the thresholds of a set's verdict (standby; see docs/ransomware.md)."),
 ];
 
 /// Every key the parser accepts.
@@ -226,6 +227,21 @@ pub const KEYS: &[Key] = &[
       "the spool's disk cap", "\"1GiB\""),
     k("stream", "root", "path", Text("the redolog volume's mountpoint, or its btrfs subvolume"), "absolute, no `..`", "",
       "where the redolog volume's files are on this site", "\"/opt/zimbra/redolog\""),
+    // ---- [detect]
+    k("detect", "enabled", "bool", Toml("true"), "", "standby",
+      "measure signals on receive and judge every committed set; `false`: every set is clean", "false"),
+    k("detect", "baseline_sets", "integer", Toml("8"), "3 to 100", "standby",
+      "the rolling baseline: median bytes changed of this many earlier transfers of the volume (sets of the same kind, not suspect)", "12"),
+    k("detect", "growth_factor", "float", Toml("5.0"), "1.5 to 1000", "standby",
+      "growth reason: bytes changed at least this many times the baseline (and `min_changed_bytes`, and `incompressible_share` of it)", "8.0"),
+    k("detect", "min_changed_bytes", "size", Toml("\"256MiB\""), "at least 4KiB", "standby",
+      "growth reason: below this much changed a set is never suspect of growth", "\"1GiB\""),
+    k("detect", "rewrite_min_bytes", "size", Toml("\"64MiB\""), "at least 4KiB", "standby",
+      "rewrite reason (btrfs): data written into files that existed before, of which `incompressible_share` does not compress", "\"16MiB\""),
+    k("detect", "incompressible_share", "float", Toml("0.8"), "0.1 to 1.0", "standby",
+      "the share of sampled 4 KiB blocks (one in 64) zstd cannot shrink that counts as encrypted", "0.9"),
+    k("detect", "rename_min", "integer", Toml("200"), "at least 1", "standby",
+      "rename reason (btrfs): renames of existing files that change the extension (a Maildir `:2,S` suffix is not one)", "500"),
 ];
 
 /// `[set]`, `[[volume]]`, top level: how a section is written in a file.

@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod cmd;
 pub mod config;
 pub mod config_keys;
+pub mod detect;
 pub mod error;
 pub mod failpoint;
 pub mod journal;

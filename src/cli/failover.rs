@@ -10,14 +10,14 @@ pub(super) fn cmd_failover(
     cfg: &Config,
     set: Option<String>,
     dry_run: bool,
-    no_replay: bool,
-    no_stream: bool,
+    (no_replay, no_stream, accept_suspect): (bool, bool, bool),
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let opts = failover::Options {
         set: set.as_deref(),
         no_replay,
         no_stream,
+        accept_suspect,
     };
     if dry_run {
         let (plan, resumed) = failover::current_plan(cfg, &opts)?;

@@ -107,6 +107,14 @@ enum Command {
         /// Print the sets (with their manifests) as JSON
         #[arg(long)]
         json: bool,
+        /// On the standby: clear a set judged suspect of ransomware (a mass
+        /// re-index, a restore or an upgrade looks like one); failover and
+        /// retention count it clean from then on
+        #[arg(long, value_name = "SET")]
+        clear_suspect: Option<String>,
+        /// With --clear-suspect: say what would be cleared, change nothing
+        #[arg(long, requires = "clear_suspect")]
+        dry_run: bool,
     },
     /// The standby's receiving end (spawned by `ship` locally or through ssh)
     Serve {
@@ -135,6 +143,11 @@ enum Command {
         /// Ignore the redolog spool (streamed tail): use the redolog snapshot alone
         #[arg(long)]
         no_stream: bool,
+        /// Use the newest sets even if this standby judged them suspect of
+        /// ransomware (by default failover uses the newest set before the
+        /// first suspect one and says what that costs)
+        #[arg(long)]
+        accept_suspect: bool,
         /// Print the report as JSON
         #[arg(long)]
         json: bool,
@@ -384,7 +397,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             to,
             chunk_size,
         } => ship::cmd_ship_to(&cfg, &catalog, json, dry_run, to.as_deref(), chunk_size),
-        Command::Sets { json } => sets::sets(&cfg, &catalog, json).map(|_| ExitCode::SUCCESS),
+        Command::Sets {
+            clear_suspect: Some(id),
+            dry_run,
+            ..
+        } => sets::clear_suspect(&cfg, &id, dry_run),
+        Command::Sets { json, .. } => sets::sets(&cfg, &catalog, json).map(|_| ExitCode::SUCCESS),
         Command::Run { once } => run::cmd_run(&cfg, &catalog, once),
         Command::Prune { dry_run, json } => prune::cmd_prune(&cfg, &catalog, dry_run, json),
         Command::Status { json, prometheus } => status::cmd_status(&cfg, json, prometheus),
@@ -401,8 +419,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             no_replay,
             no_stream,
+            accept_suspect,
             json,
-        } => failover::cmd_failover(&cfg, set, dry_run, no_replay, no_stream, json),
+        } => failover::cmd_failover(
+            &cfg,
+            set,
+            dry_run,
+            (no_replay, no_stream, accept_suspect),
+            json,
+        ),
         Command::Rehearse { set, dry_run, json } => {
             rehearse::cmd_rehearse(&cfg, set, dry_run, json)
         }

@@ -19,7 +19,7 @@ pub(super) fn cmd_serve(cfg: &Config, idle_timeout: Duration) -> anyhow::Result<
     let stdin = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
     let stdout = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
     let timeout = (!idle_timeout.is_zero()).then_some(idle_timeout);
-    serve::serve(
+    let served = serve::serve(
         cfg,
         std::io::BufReader::with_capacity(
             1 << 20,
@@ -29,7 +29,14 @@ pub(super) fn cmd_serve(cfg: &Config, idle_timeout: Duration) -> anyhow::Result<
             1 << 16,
             snapsite::wire::stream::Deadline::new(stdout, timeout, "the primary"),
         ),
-    )?;
+    );
+    // The first suspect set is told once, whatever the session's end.
+    if cfg.detect.enabled {
+        if let Err(e) = snapsite::ops::suspect::notify(cfg) {
+            tracing::warn!(error = %e, "suspect sets: notification not sent");
+        }
+    }
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -17,10 +17,16 @@ pub(super) fn sets(cfg: &Config, catalog: &Catalog, json: bool) -> anyhow::Resul
         .collect();
     // Data this site kept when it stopped being primary (failback, switchover).
     let divergent = snapsite::dr::failback::divergent_records(&site.catalog)?;
+    let verdicts: std::collections::BTreeMap<String, _> = site
+        .catalog
+        .verdicts()?
+        .into_iter()
+        .map(|v| (v.set_id.clone(), v))
+        .collect();
     if json {
         let mut v: Vec<_> = rows
             .iter()
-            .map(|(m, c)| serde_json::json!({"id": m.id, "kind": m.kind, "complete": c, "from_time": m.from_time(), "manifest": m}))
+            .map(|(m, c)| serde_json::json!({"id": m.id, "kind": m.kind, "complete": c, "from_time": m.from_time(), "manifest": m, "verdict": verdicts.get(&m.id)}))
             .collect();
         v.extend(divergent.iter().map(|d| {
             serde_json::json!({"id": format!("divergent-{}", d.label), "kind": "divergent", "complete": false, "divergent": d})
@@ -74,6 +80,28 @@ pub(super) fn sets(cfg: &Config, catalog: &Catalog, json: bool) -> anyhow::Resul
             snapsite::dr::replay::format_with_offset(m.from_time(), &tz),
             members.join(", ")
         );
+        if let Some(v) = verdicts.get(&m.id) {
+            if v.verdict == snapsite::base::catalog::signals::Verdict::Suspect {
+                let state = match v.cleared_at {
+                    Some(t) => format!("suspect, cleared {t}"),
+                    None => "SUSPECT".into(),
+                };
+                println!("  {state} (score {:.2})", v.score);
+                for line in v.reason_lines() {
+                    println!("    {line}");
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// `sets --clear-suspect ID [--dry-run]`.
+pub(super) fn clear_suspect(
+    cfg: &Config,
+    id: &str,
+    dry_run: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    println!("{}", snapsite::ops::suspect::clear(cfg, id, dry_run)?);
+    Ok(std::process::ExitCode::SUCCESS)
 }

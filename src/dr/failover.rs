@@ -21,14 +21,16 @@
 
 mod plan;
 mod render;
+mod suspect;
 pub use plan::{
-    MAX_MANIFEST_MARGIN_MS, Margin, MemberTime, Plan, PlannedCopy, Scratch, plan, plan_with,
-    refuse_problems,
+    MAX_MANIFEST_MARGIN_MS, Margin, MemberTime, Plan, PlannedCopy, Scratch, plan, plan_choosing,
+    plan_with, refuse_problems,
 };
 pub use render::{render_plan, render_report};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+pub use suspect::{SuspectChoice, SuspectSet};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -119,6 +121,8 @@ pub struct Options<'a> {
     pub no_replay: bool,
     /// Ignore the redolog spool (issue 17): the snapshot alone.
     pub no_stream: bool,
+    /// Use the newest sets even if this standby judged them suspect.
+    pub accept_suspect: bool,
 }
 
 /// Progress of a failover, for the caller to show (`run` prints each to
@@ -209,7 +213,10 @@ pub fn current_plan(cfg: &Config, opts: &Options) -> Result<(Plan, bool)> {
             }
         }
     }
-    Ok((plan(cfg, opts.set)?, false))
+    Ok((
+        plan_choosing(cfg, opts.set, None, opts.accept_suspect)?,
+        false,
+    ))
 }
 
 /// Fail over, printing progress to stderr.

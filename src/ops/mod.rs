@@ -11,4 +11,5 @@ pub mod notify;
 pub mod prune;
 pub mod status;
 pub mod stream_status;
+pub mod suspect;
 pub mod systemd;

@@ -407,6 +407,7 @@ pub fn plan(cfg: &Config, catalog: &Catalog, retention: &Retention) -> Result<Pr
             retention,
             crate::base::model::now(),
         );
+        crate::ops::suspect::protect(&mut p, catalog, manifests, &complete, &cfg.redolog_role)?;
         for id in crate::dr::rehearse::in_use(catalog)? {
             p.entry(id)
                 .or_insert_with(|| "under a running rehearsal's clone".into());

@@ -126,6 +126,9 @@ pub struct Status {
     /// Primary: each standby's figures (`[[standby]]`, issue 29).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub standbys: Vec<StandbyStatus>,
+    /// Standby: sets judged suspect of ransomware (issue 31).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspect: Option<crate::ops::suspect::SuspectStatus>,
 }
 
 /// The last rehearsal, from its report.
@@ -247,6 +250,7 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
         } else {
             Vec::new()
         },
+        suspect: crate::ops::suspect::status(catalog)?,
     };
     status.findings = evaluate(cfg, &status);
     status.level = status
@@ -379,6 +383,12 @@ fn age(s: f64) -> String {
 pub fn evaluate(cfg: &Config, s: &Status) -> Vec<Finding> {
     let t = &cfg.status;
     let mut out = Vec::new();
+    if let Some(m) = s.suspect.as_ref().and_then(crate::ops::suspect::message) {
+        out.push(Finding {
+            level: Level::Critical,
+            message: m,
+        });
+    }
     for p in &s.parked {
         out.push(Finding {
             level: Level::Warning,
@@ -793,6 +803,9 @@ pub fn render_prometheus(s: &Status) -> String {
         o.push_str(&crate::ops::stream_status::render_metrics(st, &site));
     }
     standbys::render_prometheus(s, &mut o);
+    if let Some(x) = &s.suspect {
+        o.push_str(&crate::ops::suspect::render_metrics(x, &site));
+    }
     o
 }
 
@@ -878,6 +891,7 @@ recovery_point_critical = "1h"
             run: None,
             stream: None,
             parked: vec![],
+            suspect: None,
         }
     }
 

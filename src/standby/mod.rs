@@ -7,4 +7,5 @@
 //! May import: `base`, `backend`, `wire`. Never `primary`.
 
 pub mod serve;
+pub mod signals;
 pub mod spool;

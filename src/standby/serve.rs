@@ -471,6 +471,14 @@ fn commit_reply(
     match commit(cfg, stores, catalog, manifest) {
         Ok(()) => {
             log.event(tracing::Level::INFO, &format!("set {id} committed"));
+            if cfg.detect.enabled {
+                crate::standby::signals::judge_committed(
+                    cfg,
+                    catalog,
+                    &|l, t| log.event(l, t),
+                    &reply_id,
+                );
+            }
             crate::standby::spool::checkpoint_after_commit(
                 cfg,
                 stores,
@@ -645,16 +653,31 @@ fn receive_one<R: Read>(
         }
     };
     tracing::info!(%role, %snapshot, base = inc.base.unwrap_or("-"), "receiving");
-    let data = match pump(r, sink, log, &inc)? {
+    let mut meter = cfg.detect.enabled.then(|| {
+        let backend = cfg.volume(role).map_or("", |v| v.backend().as_str());
+        crate::standby::signals::Meter::new(backend, inc.base.is_some(), inc.resume)
+    });
+    let data = match pump(r, sink, log, &inc, &mut meter)? {
         Pumped::Complete(d) => d,
         Pumped::Aborted(reason) => return Ok(nack(reason)),
     };
     match verify_and_commit(catalog, log, &inc, data) {
-        Ok(receipt) => Ok(Msg::Ack {
-            role: role.into(),
-            snapshot: snapshot.into(),
-            receipt,
-        }),
+        Ok(receipt) => {
+            if let Some(m) = meter {
+                crate::standby::signals::record(
+                    catalog,
+                    &|l, t| log.event(l, t),
+                    role,
+                    snapshot,
+                    m,
+                );
+            }
+            Ok(Msg::Ack {
+                role: role.into(),
+                snapshot: snapshot.into(),
+                receipt,
+            })
+        }
         Err(why) => Ok(nack(why)),
     }
 }
@@ -684,6 +707,7 @@ fn pump<R: Read>(
     mut sink: Box<dyn SnapshotSink>,
     log: &SessionLog,
     inc: &Incoming,
+    meter: &mut Option<crate::standby::signals::Meter>,
 ) -> Result<Pumped> {
     let (role, snapshot) = (inc.role, inc.snapshot);
     let mut hasher = blake3::Hasher::new();
@@ -694,6 +718,9 @@ fn pump<R: Read>(
             Ok(Some(Frame::Data(d))) => {
                 let first = bytes == 0;
                 hasher.update(&d);
+                if let Some(m) = meter {
+                    m.feed(&d);
+                }
                 bytes += d.len() as u64;
                 if write_err.is_none() {
                     if let Err(e) = sink.write_all(&d) {

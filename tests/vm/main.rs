@@ -55,6 +55,7 @@ mod hostile;
 mod init;
 mod listing;
 mod lvm;
+mod ransom;
 #[path = "../common/redolog.rs"]
 mod redolog;
 mod redostream;

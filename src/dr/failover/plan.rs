@@ -106,6 +106,9 @@ pub struct Plan {
     pub skew_ms: i64,
     #[serde(default)]
     pub atomic: bool,
+    /// Suspect sets left out or accepted (issue 31).
+    #[serde(default, skip_serializing_if = "SuspectChoice::is_empty")]
+    pub suspect: SuspectChoice,
 }
 
 pub fn plan(cfg: &Config, requested: Option<&str>) -> Result<Plan> {
@@ -119,8 +122,19 @@ pub type Scratch<'a> = &'a dyn Fn(&Volume) -> Result<PathBuf>;
 /// The plan, with the copies at `scratch` locations when given (then
 /// `{mount:ROLE}` is the scratch location and nothing is mounted).
 pub fn plan_with(cfg: &Config, requested: Option<&str>, scratch: Option<Scratch>) -> Result<Plan> {
+    plan_choosing(cfg, requested, scratch, false)
+}
+
+/// The plan; `accept_suspect`: the newest sets even when the standby
+/// judged them suspect (else the newest before the first suspect one).
+pub fn plan_choosing(
+    cfg: &Config,
+    requested: Option<&str>,
+    scratch: Option<Scratch>,
+    accept_suspect: bool,
+) -> Result<Plan> {
     let site = crate::base::site::Site::open(cfg)?;
-    let (s, r) = site.failover_pair(requested)?;
+    let (s, r, suspect) = super::suspect::choose(cfg, &site, requested, accept_suspect)?;
     let margin = Margin::of(cfg, s)?;
     let earliest = s
         .members
@@ -229,6 +243,7 @@ pub fn plan_with(cfg: &Config, requested: Option<&str>, scratch: Option<Scratch>
         warnings,
         checks,
         problems,
+        suspect,
     })
 }
 

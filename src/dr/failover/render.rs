@@ -44,6 +44,27 @@ pub fn render_plan(p: &Plan) -> String {
     if let Some(n) = &p.from_time_note {
         s.push_str(&format!("  note        {n}\n"));
     }
+    for x in &p.suspect.skipped {
+        s.push_str(&format!(
+            "skipped       suspect set {} (score {:.2})\n",
+            x.set_id, x.score
+        ));
+        for r in &x.reasons {
+            s.push_str(&format!("  reason      {r}\n"));
+        }
+    }
+    for x in &p.suspect.accepted {
+        s.push_str(&format!(
+            "ACCEPTED      suspect set {} (score {:.2}) is used as asked\n",
+            x.set_id, x.score
+        ));
+        for r in &x.reasons {
+            s.push_str(&format!("  reason      {r}\n"));
+        }
+    }
+    if let Some(c) = &p.suspect.cost {
+        s.push_str(&format!("cost          {c}\n"));
+    }
     for w in &p.warnings {
         s.push_str(&format!("WARNING       {w}\n"));
     }

@@ -1,0 +1,266 @@
+//! Ransomware signals measured on receive (issue 31): the standby sees
+//! every changed byte of every set, out of the attacker's reach. While a
+//! stream passes to the backend, a [`Meter`] counts what it changes —
+//! bytes, the share of sampled 4 KiB blocks that zstd cannot shrink, and
+//! for btrfs the stream's own commands: writes into files that existed
+//! before (rewrites in place), renames that change a file's extension and
+//! unlinks, against new files. ZFS and LVM streams are measured as bytes
+//! (`raw`): their size against the baseline and their entropy.
+//!
+//! At commit, [`verdict`] judges the set against the thresholds of
+//! `[detect]` and a rolling baseline (the median of the volume's recent
+//! transfers of the same kind) and records a clean or suspect verdict.
+//! Everything here is best effort: a failure to measure or record never
+//! fails a receive; it is logged.
+
+mod btrfs;
+pub mod verdict;
+
+use std::time::{Duration, Instant};
+
+use crate::base::catalog::signals::VolumeSignals;
+
+/// Bytes of a sampled block.
+pub const BLOCK: usize = 4096;
+/// One block in this many is compressed.
+pub const SAMPLE_EVERY: u64 = 64;
+/// A block zstd leaves at this share of its size or more is incompressible.
+const INCOMPRESSIBLE: f64 = 0.97;
+
+/// Is this block (up to 4 KiB) incompressible? zstd level 1.
+pub fn incompressible(block: &[u8]) -> bool {
+    if block.len() < 512 {
+        return false;
+    }
+    match zstd::bulk::compress(block, 1) {
+        Ok(c) => c.len() as f64 >= block.len() as f64 * INCOMPRESSIBLE,
+        Err(_) => false,
+    }
+}
+
+/// Samples every [`SAMPLE_EVERY`]th block of a sequence of data (a block
+/// cut by the end of one piece is completed from the next).
+#[derive(Debug, Default)]
+pub(crate) struct Sampler {
+    /// Bytes seen so far (the block clock).
+    pos: u64,
+    /// A sampled block still being filled.
+    partial: Vec<u8>,
+    pub sampled: u64,
+    pub incompressible: u64,
+}
+
+impl Sampler {
+    pub fn take(&mut self, data: &[u8]) {
+        let period = BLOCK as u64 * SAMPLE_EVERY;
+        let mut i = 0usize;
+        if !self.partial.is_empty() {
+            let n = (BLOCK - self.partial.len()).min(data.len());
+            self.partial.extend_from_slice(&data[..n]);
+            i = n;
+            if self.partial.len() == BLOCK {
+                self.classify_partial();
+            }
+        }
+        while i < data.len() {
+            let at = self.pos + i as u64;
+            let into = at % period;
+            if into == 0 {
+                if data.len() - i >= BLOCK {
+                    self.count(incompressible(&data[i..i + BLOCK]));
+                } else {
+                    self.partial.extend_from_slice(&data[i..]);
+                }
+            }
+            i = i.saturating_add((period - into) as usize);
+        }
+        self.pos += data.len() as u64;
+    }
+
+    fn count(&mut self, noise: bool) {
+        self.sampled += 1;
+        if noise {
+            self.incompressible += 1;
+        }
+    }
+
+    fn classify_partial(&mut self) {
+        let noise = incompressible(&self.partial);
+        self.count(noise);
+        self.partial.clear();
+    }
+
+    /// The end of the data: a short last block counts as it is.
+    pub fn flush(&mut self) {
+        if self.partial.len() >= 512 {
+            self.classify_partial();
+        }
+        self.partial.clear();
+    }
+}
+
+enum Parser {
+    Btrfs(Box<btrfs::BtrfsMeter>),
+    Raw(Sampler),
+}
+
+/// One stream's measurement, fed what `serve` passes to the backend.
+pub struct Meter {
+    parser: Parser,
+    sig: VolumeSignals,
+    spent: Duration,
+}
+
+impl Meter {
+    /// `backend`: the volume's backend (`btrfs` decodes the stream);
+    /// `resume`: the stream continues one cut earlier (so it is partial).
+    pub fn new(backend: &str, incremental: bool, resume: bool) -> Meter {
+        let parser = if backend == "btrfs" && !resume {
+            Parser::Btrfs(Box::default())
+        } else {
+            Parser::Raw(Sampler::default())
+        };
+        let sig = VolumeSignals {
+            parser: match parser {
+                Parser::Btrfs(_) => "btrfs",
+                Parser::Raw(_) => "raw",
+            }
+            .into(),
+            incremental,
+            complete: !resume,
+            note: resume.then(|| "a resumed receive: only its last part was measured".into()),
+            ..VolumeSignals::default()
+        };
+        Meter {
+            parser,
+            sig,
+            spent: Duration::ZERO,
+        }
+    }
+
+    pub fn feed(&mut self, data: &[u8]) {
+        let t = Instant::now();
+        self.sig.stream_bytes += data.len() as u64;
+        match &mut self.parser {
+            Parser::Btrfs(b) => b.feed(data),
+            Parser::Raw(s) => s.take(data),
+        }
+        self.spent += t.elapsed();
+    }
+
+    pub fn finish(self) -> VolumeSignals {
+        let mut sig = self.sig;
+        match self.parser {
+            Parser::Btrfs(b) => b.finish(&mut sig),
+            Parser::Raw(mut s) => {
+                s.flush();
+                sig.data_bytes = sig.stream_bytes;
+                sig.sampled_blocks = s.sampled;
+                sig.incompressible_blocks = s.incompressible;
+            }
+        }
+        sig.cpu_us = u64::try_from(self.spent.as_micros()).unwrap_or(u64::MAX);
+        sig
+    }
+}
+
+/// Record a received snapshot's signals (best effort: logged, never fatal).
+pub fn record(
+    catalog: &crate::base::catalog::Catalog,
+    log: &dyn Fn(tracing::Level, &str),
+    role: &str,
+    snapshot: &str,
+    meter: Meter,
+) {
+    let sig = meter.finish();
+    if let Err(e) = catalog.write_signals(role, snapshot, &sig) {
+        log(
+            tracing::Level::WARN,
+            &format!("volume `{role}` {snapshot}: signals not recorded: {e}"),
+        );
+    }
+}
+
+/// Judge a set just committed (once: a retried commit keeps its verdict).
+pub fn judge_committed(
+    cfg: &crate::base::config::Config,
+    catalog: &crate::base::catalog::Catalog,
+    log: &dyn Fn(tracing::Level, &str),
+    id: &str,
+) {
+    let judged = (|| -> crate::base::error::Result<Option<_>> {
+        if catalog.verdict(id)?.is_some() {
+            return Ok(None);
+        }
+        let Some(m) = catalog.manifest(id)? else {
+            return Ok(None);
+        };
+        verdict::judge_set(&cfg.detect, catalog, &m).map(Some)
+    })();
+    match judged {
+        Ok(Some(v)) if v.is_suspect() => log(
+            tracing::Level::ERROR,
+            &format!(
+                "set {id} is SUSPECT (score {:.2}): {}",
+                v.score,
+                v.reason_lines().join(" | ")
+            ),
+        ),
+        Ok(_) => {}
+        Err(e) => log(
+            tracing::Level::WARN,
+            &format!("set {id}: no verdict recorded: {e}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn random_blocks_are_incompressible_text_is_not() {
+        assert!(incompressible(&noise(4096, 7)));
+        let text = b"Subject: lunch\r\nFrom: a@example.org\r\n\r\nSee you at noon.\r\n".repeat(80);
+        assert!(!incompressible(&text[..4096]));
+    }
+
+    #[test]
+    fn the_sampler_takes_one_block_in_64_however_the_data_is_cut() {
+        let data = noise(BLOCK * SAMPLE_EVERY as usize * 10, 3);
+        let mut whole = Sampler::default();
+        whole.take(&data);
+        let mut cut = Sampler::default();
+        for piece in data.chunks(1000) {
+            cut.take(piece);
+        }
+        assert_eq!(whole.sampled, 10);
+        assert_eq!(whole.incompressible, 10);
+        assert_eq!(cut.sampled, 10);
+        assert_eq!(cut.incompressible, 10);
+    }
+
+    #[test]
+    fn a_raw_meter_counts_bytes_and_entropy() {
+        let mut m = Meter::new("zfs", true, false);
+        m.feed(&noise(BLOCK * 64 * 4, 5));
+        let s = m.finish();
+        assert_eq!(s.parser, "raw");
+        assert_eq!(s.stream_bytes, (BLOCK * 64 * 4) as u64);
+        assert_eq!(s.sampled_blocks, 4);
+        assert_eq!(s.incompressible_blocks, 4);
+        assert!(s.complete);
+    }
+}
