@@ -54,7 +54,7 @@ impl Log {
     }
 }
 
-fn tree(root: &Path) -> BTreeMap<String, String> {
+pub(super) fn tree(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for rel in ["redo.log", "archive"] {
         let p = root.join(rel);
@@ -172,7 +172,7 @@ fn device_redo_and_fail_over(pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: 
 
 /// Both sites' configs, the primary's redolog files and where failover
 /// mounts the copy, handed to `scenario`.
-type Scenario = fn(&Path, &Path, &Path, &Path);
+pub(super) type Scenario = fn(&Path, &Path, &Path, &Path);
 
 #[test]
 fn zfs_redostream_failover_appends_the_streamed_tail() {
@@ -186,7 +186,7 @@ fn zfs_redostream_failover_writes_nothing_to_a_device_node() {
     zfs_lab(device_redo_and_fail_over);
 }
 
-fn zfs_lab(scenario: Scenario) {
+pub(super) fn zfs_lab(scenario: Scenario) {
     let lab = ZfsSites::new("rs", 256 * MIB, 512 * MIB);
     let (a, c, dir) = (&lab.a, &lab.c, &lab.dir);
     sh(&["zfs", "create", &a.dataset("redolog")]);
@@ -223,7 +223,7 @@ fn lvm_redostream_failover_writes_nothing_to_a_device_node() {
     lvm_lab(device_redo_and_fail_over);
 }
 
-fn lvm_lab(scenario: Scenario) {
+pub(super) fn lvm_lab(scenario: Scenario) {
     let lab = LvmSites::new("rs", 1024 * MIB, "512M");
     lab.primary_thin("redolog", "64M");
     let dir = &lab.dir;
