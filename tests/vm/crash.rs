@@ -18,13 +18,19 @@
 //! failpoint (serve's receive and commit also on the first, full ship) and
 //! the backend's own failback points (keep_divergent, make_receivable),
 //! failover's copy, promote and replay steps, rehearse's clone and replay
-//! steps, and switchover's own steps and its demote's backend points;
+//! steps, and switchover's own steps and its demote's backend points; the
+//! steps inside the backends' failover and rehearsal copies and LVM's
+//! receive end; switchover's other recovery (the peer fails over, then
+//! `failback`: crash/cycle.rs) and a switch back onto an empty-clone
+//! replica; the spool's apply at failover in the `[stream]` lab
+//! (crash/spool.rs); seeding, `ship --to` and `serve --from` (crash/seed.rs);
 //! `SNAPSITE_CRASH_CELLS=a,b` only those named.
 
 use super::*;
 use std::collections::{BTreeMap, BTreeSet};
 
 mod cycle;
+mod seed;
 mod spool;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -111,6 +117,12 @@ const FULL: &[&str] = &[
     "spool:spool_apply.after_plan",
     "spool:spool_apply.after_backups",
     "spool:spool_apply.after_done",
+    // Seeding: `ship --to DIR` and `serve --from SEED`.
+    "seed:seed.after_member",
+    "seed:seed.before_index",
+    "seed:serve.after_receipt",
+    "seed:serve.before_manifest",
+    "seed:lvm.receive.after_snapshot",
 ];
 
 /// Unmounts these on drop (A's live LVM filesystems).
@@ -1135,6 +1147,8 @@ fn run_matrix(kind: Kind) {
                 switchover_cell(kind, fp)
             } else if let Some(fp) = fp.strip_prefix("peer-failover:") {
                 cycle::peer_failover_cell(kind, fp)
+            } else if let Some(fp) = fp.strip_prefix("seed:") {
+                seed::seed_cell(kind, fp)
             } else if let Some(fp) = fp.strip_prefix("spool:") {
                 spool::spool_apply_cell(kind, fp)
             } else if let Some(fp) = fp.strip_prefix("switchback:") {

@@ -32,6 +32,13 @@ fn crash_the_apply(pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: &Path) {
     wait_acked(&cfg, jiff::Timestamp::now());
     log.rollover();
     log.append(20);
+    wait_acked(&cfg, jiff::Timestamp::now());
+    // A redolog set: the standby's checkpoint ties the spool to it.
+    snapsite_ok(pri_cfg, &["snapshot", "--redolog"]);
+    snapsite_ok(pri_cfg, &["ship"]);
+    log.append(15);
+    log.rollover();
+    log.append(5);
     let last = jiff::Timestamp::now();
     wait_acked(&cfg, last);
     drop(follower);
@@ -56,6 +63,9 @@ fn crash_the_apply(pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: &Path) {
         .state_dir;
     for e in std::fs::read_dir(&st).unwrap() {
         let n = e.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(!n.starts_with("journal-") && !n.contains(".tmp"), "{fp}: left {n}");
+        assert!(
+            !n.starts_with("journal-") && !n.contains(".tmp"),
+            "{fp}: left {n}"
+        );
     }
 }
