@@ -40,7 +40,7 @@ pub(super) fn seed_cell(kind: Kind, fp: &str) {
     snapsite_ok(&s.b_cfg, &import);
     assert_eq!(
         manifests(&s.state('b')).into_keys().collect::<Vec<_>>(),
-        [set.clone()],
+        [set],
         "{fp}: the seeded set is committed on B"
     );
     let rep = snapsite_json(&s.a_cfg, &["ship", "--json"]);
