@@ -735,6 +735,7 @@ impl Backend for Lvm {
             .arg(format!("{vg}/{origin}"))
             .run()
             .ctx(format!("volume `{}`", vol.role))?;
+        crate::failpoint!("lvm.writable_copy.after_snapshot");
         match &vol.mountpoint {
             None => Ok(dev_path(vg, lv)),
             Some(mp) => {
@@ -807,6 +808,7 @@ impl Backend for Lvm {
             .arg(format!("{vg}/{origin}"))
             .run()
             .ctx(format!("volume `{}`: rehearsal snapshot", vol.role))?;
+        crate::failpoint!("lvm.rehearsal_copy.after_snapshot");
         let mp = self.rehearsal_copy_path(vol)?;
         if let Err(e) = mount_copy(vol, &vg, &lv, &mp) {
             let _ = remove_lv(&vg, &lv);

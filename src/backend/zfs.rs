@@ -621,6 +621,7 @@ impl Backend for Zfs {
             .arg(target)
             .run()
             .ctx(format!("volume `{}`", vol.role))?;
+        crate::failpoint!("zfs.writable_copy.after_clone");
         // A clone is mounted on creation when its pool is imported here.
         let mounted = get("mounted", target)?;
         let mp = get("mountpoint", target)?.unwrap_or_default();
@@ -635,7 +636,17 @@ impl Backend for Zfs {
 
     fn writable_copy_path(&self, vol: &Volume) -> Result<PathBuf> {
         match get("mountpoint", &vol.source)? {
-            Some(mp) if mp.starts_with('/') => Ok(PathBuf::from(mp)),
+            Some(mp) if mp.starts_with('/') => {
+                // A failover interrupted between the clone and its mount
+                // (or a clone its pool did not mount): mount it now.
+                if get("mounted", &vol.source)?.as_deref() != Some("yes") {
+                    zfs()
+                        .args(["mount", &vol.source])
+                        .run()
+                        .ctx(format!("volume `{}`: mount clone", vol.role))?;
+                }
+                Ok(PathBuf::from(mp))
+            }
             other => Err(Error::storage(format!(
                 "volume `{}`: clone {} is not mounted (mountpoint {other:?})",
                 vol.role, vol.source
@@ -696,6 +707,7 @@ impl Backend for Zfs {
             .arg(&ds)
             .run()
             .ctx(format!("volume `{}`: rehearsal clone", vol.role))?;
+        crate::failpoint!("zfs.rehearsal_copy.after_clone");
         if get("mounted", &ds)?.as_deref() != Some("yes") {
             zfs()
                 .args(["mount", &ds])

@@ -78,6 +78,12 @@ pub const ALL: &[Failpoint] = &[
         recovery: "rerun `snapsite ship`: the next serve session keeps the snapshot its receipt vouches for (btrfs and ZFS: nothing is sent again; LVM: that one snapshot is sent again and its receipt rewritten)",
     },
     Failpoint {
+        name: "lvm.receive.after_snapshot",
+        verbs: &["serve", "seed"],
+        state: "standby, LVM: a snapshot's data are verified, its receipt written and its read-only snapshot LV made; no ack sent",
+        recovery: "rerun `snapsite ship`: the snapshot its receipt vouches for is kept, nothing is sent again",
+    },
+    Failpoint {
         name: "serve.before_manifest",
         verbs: &["serve", "seed"],
         state: "standby: every member of a set is received and acknowledged; the set's commit arrived and was checked, no manifest written",
@@ -150,10 +156,22 @@ pub const ALL: &[Failpoint] = &[
         recovery: "rerun the verb: it finds the renamed dataset, makes it read-only and mounts it (nothing renamed twice)",
     },
     Failpoint {
+        name: "zfs.keep_divergent.after_readonly",
+        verbs: FB,
+        state: "ZFS: the renamed dataset <source>-divergent-<label> is read-only with its mountpoint under /run/snapsite/divergent set, not yet mounted",
+        recovery: "rerun the verb: it sets the same properties again and mounts the divergent dataset",
+    },
+    Failpoint {
         name: "lvm.keep_divergent.after_rename",
         verbs: FB,
         state: "LVM: the live LV is renamed to <lv>-divergent-<label>; not yet read-only nor tagged snapsite-divergent",
         recovery: "rerun the verb: it finds the renamed LV, makes it read-only and tags it (nothing renamed twice)",
+    },
+    Failpoint {
+        name: "lvm.keep_divergent.after_umount",
+        verbs: FB,
+        state: "LVM: the live LV is unmounted from the volume's mountpoint, not yet renamed",
+        recovery: "rerun the verb: the LV is not mounted, so it is renamed, made read-only and tagged",
     },
     Failpoint {
         name: "demote.after_divergent_record",
@@ -208,6 +226,12 @@ pub const ALL: &[Failpoint] = &[
         verbs: FB,
         state: "btrfs: <id>/<id> is in the received form (read-only); .orig-<id> still exists",
         recovery: "rerun the verb: it checks the received form (no write to the read-only copy) and deletes .orig-<id>",
+    },
+    Failpoint {
+        name: "zfs.make_receivable.after_destroy",
+        verbs: FB,
+        state: "ZFS: the replica, an empty clone left by promoting the live dataset, is destroyed; not yet cloned again from the base snapshot",
+        recovery: "rerun the verb: the replica is missing, so it is cloned from the base snapshot and promoted",
     },
     Failpoint {
         name: "zfs.make_receivable.after_clone",
@@ -288,9 +312,21 @@ pub const ALL: &[Failpoint] = &[
         recovery: "rerun `snapsite failover` (same --set, or none): the copy is checked against the plan and reused",
     },
     Failpoint {
+        name: "zfs.writable_copy.after_clone",
+        verbs: &["failover"],
+        state: "ZFS: the writable clone of the received snapshot exists (mounted by `zfs clone` unless its pool does not mount it), not checked, not recorded as made",
+        recovery: "rerun `snapsite failover`: the clone is checked and reused; a clone that is not mounted is mounted",
+    },
+    Failpoint {
+        name: "lvm.writable_copy.after_snapshot",
+        verbs: &["failover"],
+        state: "LVM: the writable thin snapshot of the received snapshot exists, not yet mounted nor recorded as made",
+        recovery: "rerun `snapsite failover`: the snapshot is reused and mounted at the volume's mountpoint",
+    },
+    Failpoint {
         name: "failover.after_mount",
         verbs: &["failover"],
-        state: "a copy is bind-mounted at its mountpoint, not yet recorded",
+        state: "btrfs: a copy is bind-mounted at its mountpoint, not yet recorded (ZFS and LVM mount the copy while making it, so they never reach this point)",
         recovery: "rerun `snapsite failover`: a copy already mounted is not mounted twice; after a reboot it is mounted again",
     },
     Failpoint {
@@ -328,6 +364,18 @@ pub const ALL: &[Failpoint] = &[
         verbs: &["rehearse"],
         state: "a scratch clone (snapshot_dir/.rehearsal) is made; no replay yet",
         recovery: "rerun `snapsite rehearse` (or `snapsite prune`): the clones of the killed rehearsal are removed first",
+    },
+    Failpoint {
+        name: "zfs.rehearsal_copy.after_clone",
+        verbs: &["rehearse"],
+        state: "ZFS: a rehearsal clone <replica>-rehearsal exists (recorded in rehearsal/state.json), its mount not yet checked",
+        recovery: "rerun `snapsite rehearse` (or `snapsite prune`): the recorded clone is destroyed first",
+    },
+    Failpoint {
+        name: "lvm.rehearsal_copy.after_snapshot",
+        verbs: &["rehearse"],
+        state: "LVM: a rehearsal thin snapshot exists (recorded in rehearsal/state.json), not yet mounted",
+        recovery: "rerun `snapsite rehearse` (or `snapsite prune`): the recorded snapshot is removed first",
     },
     Failpoint {
         name: "rehearse.after_replay",

@@ -18,11 +18,20 @@
 //! failpoint (serve's receive and commit also on the first, full ship) and
 //! the backend's own failback points (keep_divergent, make_receivable),
 //! failover's copy, promote and replay steps, rehearse's clone and replay
-//! steps, and switchover's own steps and its demote's backend points;
+//! steps, and switchover's own steps and its demote's backend points; the
+//! steps inside the backends' failover and rehearsal copies and LVM's
+//! receive end; switchover's other recovery (the peer fails over, then
+//! `failback`: crash/cycle.rs) and a switch back onto an empty-clone
+//! replica; the spool's apply at failover in the `[stream]` lab
+//! (crash/spool.rs); seeding, `ship --to` and `serve --from` (crash/seed.rs);
 //! `SNAPSITE_CRASH_CELLS=a,b` only those named.
 
 use super::*;
 use std::collections::{BTreeMap, BTreeSet};
+
+mod cycle;
+mod seed;
+mod spool;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(super) enum Kind {
@@ -76,12 +85,20 @@ const FULL: &[&str] = &[
     "failback:zfs.make_receivable.after_clone",
     "failback:lvm.keep_divergent.after_rename",
     "failback:lvm.make_receivable.after_rename",
+    "failback:zfs.keep_divergent.after_readonly",
+    "failback:lvm.keep_divergent.after_umount",
+    "lvm.receive.after_snapshot",
+    "lvm.receive.after_snapshot@first",
     // (failover.after_mount is btrfs's bind mount: ZFS and LVM mount the
     // copy inside making it, so the point is never reached there.)
     "failover:failover.after_copy",
     "failover:failover.after_promote",
     "failover:failover.after_replay",
+    "failover:zfs.writable_copy.after_clone",
+    "failover:lvm.writable_copy.after_snapshot",
     "rehearse:rehearse.after_clone",
+    "rehearse:zfs.rehearsal_copy.after_clone",
+    "rehearse:lvm.rehearsal_copy.after_snapshot",
     "rehearse:rehearse.after_replay",
     "switchover:switchover.after_final_set",
     "switchover:switchover.after_ship",
@@ -90,6 +107,22 @@ const FULL: &[&str] = &[
     "switchover:zfs.make_receivable.after_clone",
     "switchover:lvm.keep_divergent.after_rename",
     "switchover:lvm.make_receivable.after_rename",
+    // Switchover's other recovery: the peer fails over, then `failback`.
+    "peer-failover:switchover.after_plan",
+    "peer-failover:zfs.keep_divergent.after_rename",
+    "peer-failover:lvm.keep_divergent.after_rename",
+    // The replica an empty clone (the promoted live dataset's leftover).
+    "switchback:zfs.make_receivable.after_destroy",
+    // The spool's apply at failover, in the `[stream]` lab.
+    "spool:spool_apply.after_plan",
+    "spool:spool_apply.after_backups",
+    "spool:spool_apply.after_done",
+    // Seeding: `ship --to DIR` and `serve --from SEED`.
+    "seed:seed.after_member",
+    "seed:seed.before_index",
+    "seed:serve.after_receipt",
+    "seed:serve.before_manifest",
+    "seed:lvm.receive.after_snapshot",
 ];
 
 /// Unmounts these on drop (A's live LVM filesystems).
@@ -909,6 +942,13 @@ fn failover_cell(kind: Kind, fp: &str) {
     let before = snapshot_of_both(&s);
     let b_objects = s.objects('b');
     crash(&s.b_cfg, &["failover"], fp);
+    if fp == "zfs.writable_copy.after_clone" {
+        // `zfs clone` mounted it: unmount it, the state of a kill before
+        // the mount (or of a pool that does not mount clones).
+        let made = format!("{}/live-{}", s.b_name, ROLES[0]);
+        assert_eq!(zfs_get("mounted", &made), "yes", "{made}");
+        sh(&["zfs", "unmount", &made]);
+    }
     let f = snapsite_json(&s.b_cfg, &["failover", "--json"]);
     assert_eq!(f["generation"].as_u64(), Some(2), "{f}");
     assert_eq!(f["plan"]["set_id"].as_str(), Some(set.as_str()), "{f}");
@@ -997,10 +1037,23 @@ fn switchover_cell(kind: Kind, fp: &str) {
     assert_eq!(role_of(&s.b_cfg), ("primary".to_string(), 2));
     no_journal(&s, 'a');
     no_journal(&s, 'b');
+    check_sets_and_storage(&s, &before, &fin);
+    ship_back(&s, &fin);
+}
+
+/// After a switchover (however recovered): each site's sets are what they
+/// were plus the final set `fin`; A's storage holds its volumes, replicas
+/// and divergent data and snapshots of its sets only, nothing half-made.
+fn check_sets_and_storage(
+    s: &Sites,
+    before: &BTreeMap<char, BTreeMap<String, serde_json::Value>>,
+    fin: &String,
+) {
+    let kind = s.kind;
     for site in ['a', 'b'] {
         let now = manifests(&s.state(site));
         let mut want: BTreeSet<&String> = before[&site].keys().collect();
-        want.insert(&fin);
+        want.insert(fin);
         assert_eq!(now.keys().collect::<BTreeSet<_>>(), want, "site {site}");
         for (id, m) in &before[&site] {
             assert_eq!(comparable(&now[id]), comparable(m), "site {site}: {id}");
@@ -1040,7 +1093,6 @@ fn switchover_cell(kind: Kind, fp: &str) {
             "site a: {o} half-made"
         );
     }
-    ship_back(&s, &fin);
 }
 
 /// sha256 of a (thin snapshot) LV, activated for the read.
@@ -1077,7 +1129,7 @@ fn run_matrix(kind: Kind) {
     let cells: Vec<&str> = cells
         .iter()
         .copied()
-        .filter(|c| !c.split_once(':').is_some_and(|(_, f)| f.starts_with(other)))
+        .filter(|c| !c.split_once(':').map_or(*c, |(_, f)| f).starts_with(other))
         .collect();
     let t0 = Instant::now();
     let mut failed = Vec::new();
@@ -1093,6 +1145,14 @@ fn run_matrix(kind: Kind) {
                 rehearse_cell(kind, fp)
             } else if let Some(fp) = fp.strip_prefix("switchover:") {
                 switchover_cell(kind, fp)
+            } else if let Some(fp) = fp.strip_prefix("peer-failover:") {
+                cycle::peer_failover_cell(kind, fp)
+            } else if let Some(fp) = fp.strip_prefix("seed:") {
+                seed::seed_cell(kind, fp)
+            } else if let Some(fp) = fp.strip_prefix("spool:") {
+                spool::spool_apply_cell(kind, fp)
+            } else if let Some(fp) = fp.strip_prefix("switchback:") {
+                cycle::switchback_cell(kind, fp)
             } else if let Some(fp) = fp.strip_suffix("@first") {
                 first_ship_cell(kind, fp)
             } else if fp.starts_with("prune.") {

@@ -27,7 +27,7 @@ use snapsite::primary::follower::{self, FollowerHandle};
 const STREAM: &str =
     "[stream]\nfiles = [\"redo.log\", \"archive/redo-*.log\"]\nflush_interval = \"200ms\"\n";
 
-fn wait_acked(cfg: &Config, after: jiff::Timestamp) {
+pub(super) fn wait_acked(cfg: &Config, after: jiff::Timestamp) {
     wait_for("the follower to catch up", Duration::from_secs(60), || {
         follower::follower_record(cfg)
             .is_some_and(|r| r.acked_as_of.is_some_and(|a| a > after) && r.lag_bytes == 0)
@@ -264,17 +264,21 @@ fn case_configs(dir: &Path, pri_vol: &str, stb_vol: &str, root: &Path) -> (PathB
     )
 }
 
-#[test]
-fn zfs_redostream_failover_applies_the_tail_and_refuses_special_redo_files() {
-    require_lab!();
-    let lab = ZfsSites::new("rs", 256 * MIB, 512 * MIB);
+/// One case of a lab: its name, both sites' configs, the primary's mounted
+/// redolog files and where failover mounts the copy.
+pub(super) type Case<'a> = &'a dyn Fn(&str, &Path, &Path, &Path, &Path);
+
+/// A ZFS lab ("rs" for the cases, another name for the crash cells) with one
+/// pair of sites per name in `names`, each handed to `case`.
+pub(super) fn zfs_lab(lab: &str, names: &[&str], case: Case) {
+    let lab = ZfsSites::new(lab, 256 * MIB, 512 * MIB);
     let (a, c) = (&lab.a, &lab.c);
-    for &(case, want) in cases() {
-        let dir = lab.dir.join(case);
+    for &name in names {
+        let dir = lab.dir.join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        let src = a.dataset(&format!("redolog-{case}"));
+        let src = a.dataset(&format!("redolog-{name}"));
         sh(&["zfs", "create", &src]);
-        let live = c.dataset(&format!("live-{case}"));
+        let live = c.dataset(&format!("live-{name}"));
         sh(&["zfs", "create", "-o", "mountpoint=none", &live]);
         let root = zfs_mountpoint(&src);
         let copy = dir.join("app/redolog");
@@ -282,24 +286,23 @@ fn zfs_redostream_failover_applies_the_tail_and_refuses_special_redo_files() {
             format!("[[volume]]\nrole = \"redolog\"\nbackend = \"zfs\"\nsource = \"{src}\"\n");
         let stb_vol = format!(
             "[[volume]]\nrole = \"redolog\"\nbackend = \"zfs\"\nsource = \"{live}/redolog\"\nreplica = \"{}\"\nmountpoint = \"{}\"\n",
-            c.dataset(&format!("replica/{case}")),
+            c.dataset(&format!("replica/{name}")),
             copy.display()
         );
         let (pri_cfg, stb_cfg) = case_configs(&dir, &pri_vol, &stb_vol, &root);
-        run_case(case, want, &pri_cfg, &stb_cfg, &root, &copy);
+        case(name, &pri_cfg, &stb_cfg, &root, &copy);
         let _ = run(&["zfs", "destroy", "-r", &live]);
     }
 }
 
-#[test]
-fn lvm_redostream_failover_applies_the_tail_and_refuses_special_redo_files() {
-    require_lab!();
-    let lab = LvmSites::new("rs", 1024 * MIB, "512M");
+/// The LVM thin twin of [`zfs_lab`] (ext4 on each redolog LV).
+pub(super) fn lvm_lab(lab: &str, names: &[&str], case: Case) {
+    let lab = LvmSites::new(lab, 1024 * MIB, "512M");
     let mut mounts = Unmount(vec![]);
-    for &(case, want) in cases() {
-        let dir = lab.dir.join(case);
+    for &name in names {
+        let dir = lab.dir.join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        let lv = format!("redo{case}");
+        let lv = format!("redo{name}");
         lab.primary_thin(&lv, "32M");
         let root = dir.join("pri-redolog");
         mount_ext4(&lab.pri.dev(&lv), &root);
@@ -311,12 +314,33 @@ fn lvm_redostream_failover_applies_the_tail_and_refuses_special_redo_files() {
         );
         let stb_vol = format!(
             "[[volume]]\nrole = \"redolog\"\nbackend = \"lvm\"\nsource = \"{}\"\nreplica = \"{}\"\nmountpoint = \"{}\"\n",
-            lab.stb.lv(&format!("{case}live")),
-            lab.stb.lv(case),
+            lab.stb.lv(&format!("{name}live")),
+            lab.stb.lv(name),
             copy.display()
         );
         let (pri_cfg, stb_cfg) = case_configs(&dir, &pri_vol, &stb_vol, &root);
-        run_case(case, want, &pri_cfg, &stb_cfg, &root, &copy);
+        case(name, &pri_cfg, &stb_cfg, &root, &copy);
     }
     drop(mounts);
+}
+
+/// The names of [`cases`], and a runner that looks up each one's `want`.
+fn run_cases(lab: fn(&str, &[&str], Case)) {
+    let names: Vec<&str> = cases().iter().map(|(c, _)| *c).collect();
+    lab("rs", &names, &|case, pri_cfg, stb_cfg, root, copy| {
+        let want = cases().iter().find(|(c, _)| *c == case).unwrap().1;
+        run_case(case, want, pri_cfg, stb_cfg, root, copy)
+    });
+}
+
+#[test]
+fn zfs_redostream_failover_applies_the_tail_and_refuses_special_redo_files() {
+    require_lab!();
+    run_cases(zfs_lab);
+}
+
+#[test]
+fn lvm_redostream_failover_applies_the_tail_and_refuses_special_redo_files() {
+    require_lab!();
+    run_cases(lvm_lab);
 }

@@ -113,6 +113,7 @@ pub(super) fn keep_divergent(vol: &Volume, label: &str) -> Result<String> {
     if let Some(mp) = &vol.mountpoint {
         if mounted_source(mp).is_some_and(|s| is_device_of(&s, vg, lv)) {
             Cmd::new("umount").arg(mp).run().ctx(ctx())?;
+            crate::failpoint!("lvm.keep_divergent.after_umount");
         }
     }
     lvm("lvrename")

@@ -731,6 +731,7 @@ impl LvmSink {
             cmd = cmd.arg("--addtag").arg(format!("{FROM_TAG}{id}"));
         }
         cmd.arg(self.replica()).run()?;
+        crate::failpoint!("lvm.receive.after_snapshot");
         self.touched = false;
         Ok(id)
     }

@@ -119,6 +119,7 @@ pub(super) fn keep_divergent(vol: &Volume, label: &str) -> Result<String> {
         .arg(&dst)
         .run()
         .ctx(ctx())?;
+    crate::failpoint!("zfs.keep_divergent.after_readonly");
     if get("mounted", &dst)?.as_deref() != Some("yes") {
         zfs().args(["mount", &dst]).run().ctx(ctx())?;
     }
@@ -203,6 +204,7 @@ pub(super) fn make_receivable(vol: &Volume, name: &str) -> Result<()> {
             .with_hint(format!("move {r} away by hand, then run this again")));
         }
         zfs().args(["destroy", &r]).run().ctx(ctx())?;
+        crate::failpoint!("zfs.make_receivable.after_destroy");
     }
     let mut holders = vec![vol.source.clone()];
     holders.extend(divergent(vol)?.into_iter().rev());
