@@ -83,6 +83,15 @@ fn base(volume: &str, transport: &str) -> Doc {
             kv(&[("command", "[\"/bin/true\"]")]),
         ),
         (Some("[stream]".into()), vec![]),
+        (
+            Some("[[archive]]".into()),
+            kv(&[
+                ("name", "\"offsite\""),
+                ("endpoint", "\"http://127.0.0.1:7480\""),
+                ("bucket", "\"mail-archive\""),
+                ("credentials", "\"/etc/snapsite/archive.creds\""),
+            ]),
+        ),
     ]
 }
 
@@ -103,6 +112,7 @@ fn header(section: &str) -> Option<String> {
     match section {
         "" => None,
         "volume" | "volume.zfs" => Some("[[volume]]".into()),
+        "archive" => Some("[[archive]]".into()),
         s => Some(format!("[{s}]")),
     }
 }
@@ -204,6 +214,7 @@ fn every_section_lists_exactly_the_keys_the_parser_accepts() {
         "hooks",
         "notify",
         "stream",
+        "archive",
     ]
     .iter()
     .map(|s| s.to_string())

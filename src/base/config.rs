@@ -417,6 +417,8 @@ struct RawConfig {
     hooks: Option<crate::primary::hooks::RawHooks>,
     notify: Option<crate::ops::notify::RawNotify>,
     stream: Option<crate::base::streamconf::StreamSection>,
+    #[serde(rename = "archive", default)]
+    archives: Vec<crate::base::archiveconf::RawArchive>,
 }
 
 /// `[schedule]`: what `snapsite run` does and how often (primary).
@@ -475,6 +477,8 @@ pub struct Config {
     pub notify: Option<crate::ops::notify::Notify>,
     /// `[stream]`: redolog streaming (issue 17), if configured.
     pub stream: Option<crate::base::streamconf::StreamSettings>,
+    /// `[[archive]]`: S3 archives of the sets (issue 30).
+    pub archives: Vec<crate::base::archiveconf::Archive>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -589,6 +593,8 @@ impl Config {
             .as_ref()
             .map(|s| crate::base::streamconf::validate(path, s))
             .transpose()?;
+        let archives =
+            crate::base::archiveconf::validate(path, &raw.site, &raw.archives, parse_size)?;
 
         Ok(Config {
             path: path.to_owned(),
@@ -606,6 +612,7 @@ impl Config {
             hooks,
             notify,
             stream,
+            archives,
         })
     }
 

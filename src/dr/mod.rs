@@ -9,5 +9,6 @@ pub mod failback;
 pub mod failover;
 pub mod rehearse;
 pub mod replay;
+pub mod restore;
 pub mod stream_apply;
 pub mod switchover;

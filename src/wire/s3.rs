@@ -17,6 +17,7 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
+use crate::base::archiveconf::{endpoint_host, validate_bucket};
 use crate::base::error::{Error, Result};
 
 /// SHA-256 of the empty body.
@@ -129,47 +130,6 @@ pub struct ObjectLock {
     pub enabled: bool,
     /// `GOVERNANCE` or `COMPLIANCE`, with the default retention in days.
     pub default_retention: Option<(String, u64)>,
-}
-
-/// Checks an endpoint URL; returns the Host header for it.
-pub fn endpoint_host(endpoint: &str) -> std::result::Result<String, String> {
-    let rest = endpoint
-        .strip_prefix("https://")
-        .or_else(|| endpoint.strip_prefix("http://"))
-        .ok_or_else(|| format!("`{endpoint}` must start with https:// or http://"))?;
-    let host = rest.strip_suffix('/').unwrap_or(rest);
-    if host.is_empty()
-        || host.len() > 255
-        || !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
-    {
-        return Err(format!(
-            "`{endpoint}`: expected scheme://host[:port] with no path"
-        ));
-    }
-    let default_port = if endpoint.starts_with("https://") {
-        ":443"
-    } else {
-        ":80"
-    };
-    Ok(host.strip_suffix(default_port).unwrap_or(host).to_string())
-}
-
-/// A bucket name S3 accepts (3-63 of a-z, 0-9, '.', '-').
-pub fn validate_bucket(b: &str) -> std::result::Result<(), String> {
-    if b.len() < 3
-        || b.len() > 63
-        || !b
-            .bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
-        || b.starts_with(['.', '-'])
-    {
-        return Err(format!(
-            "`{b}` is not a bucket name (3 to 63 of a-z, 0-9, '.', '-')"
-        ));
-    }
-    Ok(())
 }
 
 fn uri_encode(s: &str, keep_slash: bool) -> String {
