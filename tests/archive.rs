@@ -119,7 +119,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     let dry = json(&lab.ok(&pri, &["archive", "--dry-run", "--json"]));
     assert_eq!(dry["planned"], serde_json::json!([s1]), "{dry}");
     let a1 = json(&lab.ok(&pri, &["archive", "--json"]));
-    assert_eq!(written(&a1), [s1.clone()], "{a1}");
+    assert_eq!(written(&a1), std::slice::from_ref(&s1), "{a1}");
     assert!(a1["written"][0]["requires"].as_array().unwrap().is_empty());
     // Idempotent: nothing more to write, nothing overwritten.
     let again = json(&lab.ok(&pri, &["archive", "--json"]));
@@ -191,7 +191,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     write_file(&lab.live("redolog").join("log"), b"s4\n");
     let s4 = lab.snapshot(true)["id"].as_str().unwrap().to_string();
     let a4 = json(&lab.ok(&pri, &["archive", "--json"]));
-    assert_eq!(written(&a4), [s4.clone()]);
+    assert_eq!(written(&a4), std::slice::from_ref(&s4));
     let ix: serde_json::Value = serde_json::from_slice(
         &bucket
             .get_bounded(&format!("{prefix}/sets/{s4}/index.json"), 1 << 20)

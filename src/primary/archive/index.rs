@@ -240,7 +240,8 @@ mod tests {
         let b = serde_json::to_vec(&ix).unwrap();
         assert_eq!(decode(&b, Some(&ix.set_id)).unwrap(), ix);
         assert!(decode(&b, Some("20261127T090000.000Z-full")).is_err());
-        let bad: Vec<(&str, Box<dyn Fn(&mut ArchiveIndex)>)> = vec![
+        type Lie = Box<dyn Fn(&mut ArchiveIndex)>;
+        let bad: Vec<(&str, Lie)> = vec![
             (
                 "key",
                 Box::new(|i| i.parts[0].key = "sets/x/../part-000000".into()),
