@@ -313,3 +313,134 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     );
     eprintln!("archive test: {:.1} s", t0.elapsed().as_secs_f64());
 }
+
+/// Peak RSS (KiB) and seconds of one snapsite command, via /usr/bin/time.
+fn timed(cfg: &Path, args: &[&str]) -> (u64, f64, String) {
+    let t = std::time::Instant::now();
+    let o = std::process::Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("MAXRSS=%M")
+        .arg(snapsite_exe())
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .output()
+        .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    assert!(o.status.success(), "{}", both(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let rss = err
+        .lines()
+        .find_map(|l| l.strip_prefix("MAXRSS="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    (rss, secs, stdout(&o))
+}
+
+/// Throughput against curl's PUT of the same bytes to the same RGW, and
+/// peak memory at two set sizes. Long: SNAPSITE_ARCHIVE_BENCH=1 (the
+/// numbers are in docs/archive.md).
+#[test]
+fn archive_throughput_and_memory() {
+    if std::env::var("SNAPSITE_ARCHIVE_BENCH").ok().as_deref() != Some("1") {
+        eprintln!("SKIP archive_throughput_and_memory: set SNAPSITE_ARCHIVE_BENCH=1");
+        return;
+    }
+    require_real!();
+    let r = rgw().expect("RGWLAB_* in the environment");
+    let mib: usize = std::env::var("SNAPSITE_ARCHIVE_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512);
+    let lab = Lab::with_roles(&["redolog"], "4G", "[\"true\"]");
+    let creds = lab.dir.path().join("primary.creds");
+    std::fs::copy(&r.creds, &creds).unwrap();
+    sh(&["chmod", "600", creds.to_str().unwrap()]);
+    let id_file = lab.dir.path().join("archive.age");
+    sh(&["age-keygen", "-o", id_file.to_str().unwrap()]);
+    let recipient = sh(&["age-keygen", "-y", id_file.to_str().unwrap()])
+        .trim()
+        .to_string();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let base = std::fs::read_to_string(&lab.pri_cfg).unwrap();
+    let cfg = |name: &str, extra: &str| {
+        let p = lab.dir.path().join(format!("{name}.toml"));
+        let body = archive_toml(&r, &format!("bench/{stamp}/{name}"), &creds, extra)
+            .replace("chunk_size = \"1MiB\"", "chunk_size = \"64MiB\"");
+        std::fs::write(&p, base.clone() + &body).unwrap();
+        p
+    };
+    let plain = cfg("plain", "");
+    let aged = cfg("age", &format!("recipients = [\"{recipient}\"]"));
+    let small = cfg("small", "");
+    // A small set first (memory at 1/8 the size).
+    write_file(
+        &lab.live("redolog").join("a"),
+        &random_bytes(1, (mib / 8) << 20),
+    );
+    let small_id = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    let (rss_small, s_small, _) = timed(&small, &["archive", "--set", &small_id]);
+    std::fs::remove_file(lab.live("redolog").join("a")).unwrap();
+    let data = random_bytes(2, mib << 20);
+    write_file(&lab.live("redolog").join("a"), &data);
+    let big = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    // Each archive is empty: `--set` sends the big set in full.
+    let (rss_plain, s_plain, _) = timed(&plain, &["archive", "--set", &big]);
+    let (rss_age, s_age, _) = timed(&aged, &["archive", "--set", &big]);
+    eprintln!(
+        "MEASURE archive {} MiB set: {s_small:.1} s, peak RSS {rss_small} KiB",
+        mib / 8
+    );
+    eprintln!(
+        "MEASURE archive {mib} MiB set, plaintext: {s_plain:.1} s = {:.1} MiB/s, peak RSS {rss_plain} KiB",
+        mib as f64 / s_plain
+    );
+    eprintln!(
+        "MEASURE archive {mib} MiB set, age: {s_age:.1} s = {:.1} MiB/s, peak RSS {rss_age} KiB",
+        mib as f64 / s_age
+    );
+    // The same bytes by curl, to the same RGW.
+    let file = lab.dir.path().join("blob");
+    std::fs::write(&file, &data).unwrap();
+    sh(&["sync"]);
+    let creds_text = std::fs::read_to_string(&creds).unwrap();
+    let val = |k: &str| {
+        creds_text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} = \"")))
+            .unwrap()
+            .trim_end_matches('"')
+            .to_string()
+    };
+    let t = std::time::Instant::now();
+    let o = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-f",
+            "--aws-sigv4",
+            &format!("aws:amz:{}:s3", r.region),
+        ])
+        .arg("--user")
+        .arg(format!("{}:{}", val("access_key"), val("secret_key")))
+        .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-T"])
+        .arg(&file)
+        .arg(format!(
+            "{}/{}/bench/{stamp}/curl-blob",
+            r.endpoint, r.bucket
+        ))
+        .output()
+        .unwrap();
+    let curl_s = t.elapsed().as_secs_f64();
+    assert!(o.status.success(), "{}", both(&o));
+    eprintln!(
+        "MEASURE curl PUT {mib} MiB: {curl_s:.1} s = {:.1} MiB/s; archive/curl {:.2} (plaintext), {:.2} (age)",
+        mib as f64 / curl_s,
+        curl_s / s_plain,
+        curl_s / s_age
+    );
+    // Memory does not grow with the set (8x the data).
+    assert!(rss_plain < rss_small * 2, "{rss_small} -> {rss_plain} KiB");
+}

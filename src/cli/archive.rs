@@ -16,6 +16,8 @@ pub(super) fn cmd_archive(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let a = snapsite::primary::archive::pick(cfg, to.as_deref())?;
+    // Under the site lock: `prune` cannot remove a snapshot being sent.
+    let _lock = catalog.lock("archive", std::time::Duration::from_secs(600))?;
     let r = snapsite::primary::archive::archive(cfg, catalog, a, set.as_deref(), dry_run)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);

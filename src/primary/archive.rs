@@ -565,3 +565,42 @@ fn write_set(
         seconds: started.elapsed().as_secs_f64(),
     })
 }
+
+/// When `run` last archived to each archive (monotonic: the wall clock
+/// is a display value).
+static LAST_RUN: std::sync::Mutex<BTreeMap<String, Instant>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// `run`'s hook after a ship: archive to every `[[archive]]` whose
+/// `interval` has passed (each one after every ship without it), under the
+/// site lock. A failure is logged and retried after the next ship; it never
+/// fails the ship.
+pub fn after_ship(cfg: &Config, catalog: &Catalog) {
+    for a in &cfg.archives {
+        let due = {
+            let last = LAST_RUN.lock().unwrap_or_else(|p| p.into_inner());
+            match (a.interval, last.get(&a.name)) {
+                (Some(iv), Some(t)) => t.elapsed() >= iv,
+                _ => true,
+            }
+        };
+        if !due {
+            continue;
+        }
+        let r = catalog
+            .lock("run: archive", std::time::Duration::from_secs(600))
+            .and_then(|_lock| archive(cfg, catalog, a, None, false));
+        match r {
+            Ok(rep) => {
+                LAST_RUN
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(a.name.clone(), Instant::now());
+                tracing::info!(archive = %a.name, sets = rep.written.len(), "archived");
+            }
+            Err(e) => {
+                tracing::warn!(archive = %a.name, "archive failed (retried after the next ship): {e}")
+            }
+        }
+    }
+}
