@@ -236,18 +236,25 @@ fn run_id() -> String {
 }
 
 /// Writes the stream as part objects: each part is staged (through age
-/// when encrypting), then hashed and PUT, then the stage file reused.
-struct PartUploader<'a> {
-    a: &'a Archive,
-    bucket: &'a Bucket,
-    set_id: String,
-    run: String,
-    stage: PathBuf,
+/// when encrypting) in one of two stage files and handed to the upload
+/// thread, which hashes and PUTs it while the next part is produced.
+struct PartUploader {
+    recipients: Vec<String>,
+    /// Two stage files, used in turn.
+    stages: [PathBuf; 2],
     chunk: u64,
     /// The part being written: its sink, plaintext hasher and size.
     current: Option<(Sink, blake3::Hasher, u64)>,
-    parts: Vec<ArchivePart>,
-    limit: Option<crate::wire::ratelimit::TokenBucket>,
+    sealed: usize,
+    tx: std::sync::mpsc::SyncSender<Job>,
+}
+
+/// A staged part for the upload thread.
+struct Job {
+    i: usize,
+    path: PathBuf,
+    bytes: u64,
+    blake3: String,
 }
 
 enum Sink {
@@ -283,25 +290,29 @@ impl<R: Read> Read for Limited<'_, R> {
     }
 }
 
-impl PartUploader<'_> {
+impl PartUploader {
+    fn stage(&self) -> &Path {
+        &self.stages[self.sealed % 2]
+    }
+
     fn open_part(&mut self) -> std::io::Result<Sink> {
-        let _ = std::fs::remove_file(&self.stage);
-        if self.a.recipients.is_empty() {
+        let stage = self.stage().to_path_buf();
+        let _ = std::fs::remove_file(&stage);
+        if self.recipients.is_empty() {
             return Ok(Sink::Plain(
                 std::fs::OpenOptions::new()
-                    .read(true)
                     .write(true)
                     .create_new(true)
-                    .open(&self.stage)?,
+                    .open(&stage)?,
             ));
         }
         let mut cmd = Command::new("age");
         cmd.arg("--encrypt");
-        for r in &self.a.recipients {
+        for r in &self.recipients {
             cmd.arg("-r").arg(r);
         }
         cmd.arg("-o")
-            .arg(&self.stage)
+            .arg(&stage)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -312,13 +323,17 @@ impl PartUploader<'_> {
         Ok(Sink::Age(child, stdin))
     }
 
-    /// Finish the current part: close age, hash the stored bytes, PUT.
+    /// Finish the current part (close age) and hand it to the upload
+    /// thread; this waits until the thread took the part before it, so at
+    /// most two parts are staged.
     fn seal(&mut self) -> std::io::Result<()> {
         let Some((sink, h, n)) = self.current.take() else {
             return Ok(());
         };
         match sink {
-            Sink::Plain(f) => f.sync_all()?,
+            // A scratch file, read back at once: no fsync (a crash
+            // restarts the set under a new run id anyway).
+            Sink::Plain(f) => drop(f),
             Sink::Age(mut child, stdin) => {
                 drop(stdin);
                 let mut err = String::new();
@@ -331,14 +346,46 @@ impl PartUploader<'_> {
                 }
             }
         }
-        let i = self.parts.len();
-        let mut f = File::open(&self.stage)?;
-        let (stored_bytes, sha, b3) = hash_file(&mut f)?;
-        f.rewind()?;
-        let rel = index::part_key(&self.set_id, &self.run, i);
-        let k = key(self.a, &rel);
-        let put = match &mut self.limit {
-            Some(tb) => self.bucket.put(
+        let job = Job {
+            i: self.sealed,
+            path: self.stage().to_path_buf(),
+            bytes: n,
+            blake3: h.finalize().to_hex().to_string(),
+        };
+        self.tx
+            .send(job)
+            .map_err(|_| io_err("the upload stopped (its error follows)".into()))?;
+        self.sealed += 1;
+        Ok(())
+    }
+}
+
+/// The upload thread: hash each staged part, PUT it with its SHA-256,
+/// remove the stage file; the parts for the index, in order.
+fn upload_parts(
+    a: &Archive,
+    bucket: &Bucket,
+    set_id: &str,
+    run: &str,
+    rx: std::sync::mpsc::Receiver<Job>,
+) -> Result<Vec<ArchivePart>> {
+    let mut limit = a
+        .bwlimit
+        .clone()
+        .map(crate::wire::ratelimit::TokenBucket::new);
+    let mut parts = Vec::new();
+    for job in rx {
+        debug_assert_eq!(job.i, parts.len());
+        let mut f = File::open(&job.path)
+            .map_err(|e| Error::io(format!("open {}", job.path.display()), e))?;
+        let (stored_bytes, sha, b3) =
+            hash_file(&mut f).map_err(|e| Error::io(format!("read {}", job.path.display()), e))?;
+        f.rewind()
+            .map_err(|e| Error::io(format!("read {}", job.path.display()), e))?;
+        let rel = index::part_key(set_id, run, job.i);
+        let k = key(a, &rel);
+        match &mut limit {
+            Some(tb) => bucket.put(
                 &k,
                 &mut Limited {
                     inner: &mut f,
@@ -346,20 +393,19 @@ impl PartUploader<'_> {
                 },
                 stored_bytes,
                 &sha,
-            ),
-            None => self.bucket.put(&k, &mut f, stored_bytes, &sha),
-        };
-        put.map_err(|e| io_err(e.to_string()))?;
-        self.parts.push(ArchivePart {
+            )?,
+            None => bucket.put(&k, &mut f, stored_bytes, &sha)?,
+        }
+        let _ = std::fs::remove_file(&job.path);
+        parts.push(ArchivePart {
             key: rel,
-            bytes: n,
-            blake3: h.finalize().to_hex().to_string(),
+            bytes: job.bytes,
+            blake3: job.blake3,
             stored_bytes,
             stored_blake3: b3,
         });
-        let _ = std::fs::remove_file(&self.stage);
-        Ok(())
     }
+    Ok(parts)
 }
 
 /// Size, SHA-256 (hex) and blake3 (hex) of a file, in one pass.
@@ -382,7 +428,7 @@ fn hash_file(f: &mut File) -> std::io::Result<(u64, String, String)> {
     Ok((n, sha, b.finalize().to_hex().to_string()))
 }
 
-impl Write for PartUploader<'_> {
+impl Write for PartUploader {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.current.as_ref().is_some_and(|c| c.2 >= self.chunk) {
             self.seal()?;
@@ -426,20 +472,52 @@ fn write_set(
     }
     std::fs::create_dir_all(stage_dir)
         .map_err(|e| Error::io(format!("create {}", stage_dir.display()), e))?;
+    let run = run_id();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(0);
     let up = PartUploader {
-        a,
-        bucket,
-        set_id: set.id.clone(),
-        run: run_id(),
-        stage: stage_dir.join(format!("{}.part", a.name)),
+        recipients: a.recipients.clone(),
+        stages: [0, 1].map(|i| stage_dir.join(format!("{}.part{i}", a.name))),
         chunk: a.chunk_size,
         current: None,
-        parts: vec![],
-        limit: a
-            .bwlimit
-            .clone()
-            .map(crate::wire::ratelimit::TokenBucket::new),
+        sealed: 0,
+        tx,
     };
+    let (produced, uploaded) = std::thread::scope(|s| {
+        let worker = s.spawn(|| upload_parts(a, bucket, &set.id, &run, rx));
+        // `up` (and with it the channel's sender) is dropped when this
+        // returns, so the thread ends either way.
+        let produced = produce(cfg, a, stores, set, steps, up);
+        (
+            produced,
+            worker.join().expect("the upload thread does not panic"),
+        )
+    });
+    // The upload's own error explains a production stopped by it.
+    let parts = uploaded.map_err(|e| e.context(format!("archive `{}`: set {}", a.name, set.id)))?;
+    let (payload, stream_bytes, members) = produced?;
+    finish_set(
+        cfg,
+        a,
+        bucket,
+        set,
+        &index_key,
+        parts,
+        payload,
+        stream_bytes,
+        members,
+        started,
+    )
+}
+
+/// The set's stream into the part uploader: (payload, stream bytes, members).
+fn produce(
+    cfg: &Config,
+    a: &Archive,
+    stores: &Stores,
+    set: &Manifest,
+    steps: &[crate::primary::coordinator::PlannedSend],
+    up: PartUploader,
+) -> Result<(u64, u64, Vec<ArchiveMember>)> {
     let mut w = Writer::new(std::io::BufWriter::with_capacity(1 << 20, up));
     let ctx = |e: Error| e.context(format!("archive `{}`: set {}", a.name, set.id));
     w.magic().map_err(ctx)?;
@@ -523,6 +601,23 @@ fn write_set(
         .map_err(|e| Error::io("writing the archive", e.into_error()))?;
     up.seal()
         .map_err(|e| ctx(Error::storage(format!("writing a part: {e}"))))?;
+    Ok((payload, stream_bytes, members))
+}
+
+/// The index, written last (once: its absence checked again just before).
+#[allow(clippy::too_many_arguments)]
+fn finish_set(
+    cfg: &Config,
+    a: &Archive,
+    bucket: &Bucket,
+    set: &Manifest,
+    index_key: &str,
+    parts: Vec<ArchivePart>,
+    payload: u64,
+    stream_bytes: u64,
+    members: Vec<ArchiveMember>,
+    started: Instant,
+) -> Result<ArchivedSet> {
     let mut requires: Vec<String> = members.iter().filter_map(|m| m.base.clone()).collect();
     requires.sort();
     requires.dedup();
@@ -540,21 +635,21 @@ fn write_set(
             "age"
         }
         .into(),
-        parts: up.parts,
+        parts,
         payload_bytes: payload,
         stream_bytes,
         written_at: crate::base::model::now().to_string(),
     };
     let body = serde_json::to_vec_pretty(&ix).expect("serializes");
     // The index is written once: checked again just before.
-    if bucket.head(&index_key)?.is_some() {
+    if bucket.head(index_key)?.is_some() {
         return Err(Error::refused(format!(
             "archive `{}`: {index_key} appeared while the parts were written; nothing overwritten",
             a.name
         )));
     }
     let (_, sha) = crate::wire::s3::sha256_hex(&body[..]).expect("in memory");
-    bucket.put(&index_key, &mut &body[..], body.len() as u64, &sha)?;
+    bucket.put(index_key, &mut &body[..], body.len() as u64, &sha)?;
     Ok(ArchivedSet {
         set_id: set.id.clone(),
         requires,
