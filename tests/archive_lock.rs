@@ -11,84 +11,13 @@
 mod common;
 
 use snapsite::ops::archive_check;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-fn skip_reason() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("needs root for the lab's loop device".into());
-    }
-    for tool in [
-        "ceph-mon",
-        "ceph-mgr",
-        "ceph-osd",
-        "radosgw",
-        "radosgw-admin",
-    ] {
-        if !Path::new("/usr/bin").join(tool).exists() {
-            return Some(format!(
-                "`{tool}` is not installed (apt-get install --no-install-recommends ceph-mon ceph-mgr ceph-osd radosgw ceph-common)"
-            ));
-        }
-    }
-    if Command::new("curl").arg("--version").output().is_err() {
-        return Some("`curl` is not installed".into());
-    }
-    if !Path::new("/dev/loop-control").exists() {
-        return Some("no /dev/loop-control".into());
-    }
-    None
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/rgwlab")
-}
-
-/// A running lab; stopped (by its PIDs, through the script) on drop.
-struct Lab {
-    name: String,
-    env: Vec<(String, String)>,
-}
+use common::rgwlab::{Lab, skip_reason};
 
 impl Lab {
-    fn start(name: &str) -> Lab {
-        let out = Command::new("bash")
-            .arg(script())
-            .args(["start", name])
-            .output()
-            .expect("run scripts/rgwlab");
-        // Stop whatever got started even when start failed half-way.
-        let mut lab = Lab {
-            name: name.to_string(),
-            env: Vec::new(),
-        };
-        assert!(
-            out.status.success(),
-            "scripts/rgwlab start {name} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        for line in String::from_utf8(out.stdout).unwrap().lines() {
-            let (k, v) = line.split_once('=').expect("KEY=VALUE line");
-            // printf %q leaves these values (paths, a URL, words) unquoted.
-            assert!(
-                !v.contains(['\\', '\'', '"', ' ']),
-                "unexpected quoting in {line}"
-            );
-            lab.env.push((k.to_string(), v.to_string()));
-        }
-        lab
-    }
-
-    fn get(&self, key: &str) -> &str {
-        &self
-            .env
-            .iter()
-            .find(|(k, _)| k == key)
-            .unwrap_or_else(|| panic!("scripts/rgwlab env has no {key}"))
-            .1
-    }
-
     fn client(&self, who: &str) -> S3 {
         let creds = self.get(&format!("RGWLAB_CREDS_{who}"));
         let mode = std::fs::metadata(creds).unwrap();
@@ -115,24 +44,6 @@ impl Lab {
             ),
             user: format!("{}:{}", field("access_key"), field("secret_key")),
             dir: tempfile::tempdir().unwrap(),
-        }
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let out = Command::new("bash")
-            .arg(script())
-            .args(["stop", &self.name])
-            .output();
-        match out {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => eprintln!(
-                "scripts/rgwlab stop {} failed: {}",
-                self.name,
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) => eprintln!("scripts/rgwlab stop {}: {e}", self.name),
         }
     }
 }

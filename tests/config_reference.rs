@@ -84,6 +84,15 @@ fn base(volume: &str, transport: &str) -> Doc {
         ),
         (Some("[stream]".into()), vec![]),
         (Some("[detect]".into()), vec![]),
+        (
+            Some("[[archive]]".into()),
+            kv(&[
+                ("name", "\"offsite\""),
+                ("endpoint", "\"http://127.0.0.1:7480\""),
+                ("bucket", "\"mail-archive\""),
+                ("credentials", "\"/etc/snapsite/archive.creds\""),
+            ]),
+        ),
     ]
 }
 
@@ -104,6 +113,7 @@ fn header(section: &str) -> Option<String> {
     match section {
         "" => None,
         "volume" | "volume.zfs" => Some("[[volume]]".into()),
+        "archive" => Some("[[archive]]".into()),
         s => Some(format!("[{s}]")),
     }
 }
@@ -206,6 +216,7 @@ fn every_section_lists_exactly_the_keys_the_parser_accepts() {
         "notify",
         "stream",
         "detect",
+        "archive",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -237,6 +237,21 @@ fn journal_spec() -> Vec<u8> {
     v
 }
 
+fn archive_index_json() -> Vec<u8> {
+    let id = set_id(1, SetKind::Full);
+    let base = set_id(0, SetKind::Full);
+    let h = blake3::hash(b"part").to_hex().to_string();
+    serde_json::to_vec_pretty(
+        &serde_json::json!({"format": 1, "set_id": id, "site": "primary",
+        "kind": "full", "members": [{"role": "redolog", "snapshot": id, "base": base}],
+        "requires": [base], "compression": "zstd:3", "encryption": "age",
+        "parts": [{"key": format!("sets/{id}/r1-2/part-000000"), "bytes": 4, "blake3": h,
+            "stored_bytes": 200, "stored_blake3": h}],
+        "payload_bytes": 4, "stream_bytes": 4, "written_at": "2026-12-06T00:00:00Z"}),
+    )
+    .unwrap()
+}
+
 fn seed_index_json() -> Vec<u8> {
     let parts: Vec<_> = fuzzing::SEED_PARTS
         .iter()
@@ -337,6 +352,14 @@ fn corpus() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
         vec![with(0, &j), with(1, &fuzzing::seal_records(&j))],
     );
     c.insert("seed_index", vec![seed_index_json()]);
+    c.insert("archive_index", vec![archive_index_json()]);
+    c.insert(
+        "s3_xml",
+        vec![
+            br#"<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Prefix>p/</Prefix><IsTruncated>true</IsTruncated><NextContinuationToken>t1</NextContinuationToken><Contents><Key>p/sets/a/index.json</Key><Size>512</Size></Contents></ListBucketResult>"#.to_vec(),
+            br#"<?xml version="1.0" encoding="UTF-8"?><ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention><Mode>COMPLIANCE</Mode><Days>30</Days></DefaultRetention></Rule></ObjectLockConfiguration>"#.to_vec(),
+        ],
+    );
     let full = lvm_stream(StreamKind::Full);
     let incr = lvm_stream(StreamKind::Incremental);
     c.insert(

@@ -442,6 +442,8 @@ struct RawConfig {
     notify: Option<crate::ops::notify::RawNotify>,
     stream: Option<crate::base::streamconf::StreamSection>,
     detect: Option<crate::base::detect::DetectSection>,
+    #[serde(rename = "archive", default)]
+    archives: Vec<crate::base::archiveconf::RawArchive>,
 }
 
 /// `[schedule]`: what `snapsite run` does and how often (primary).
@@ -507,6 +509,8 @@ pub struct Config {
     pub stream: Option<crate::base::streamconf::StreamSettings>,
     /// `[detect]`: ransomware signals on receive (standby), with defaults.
     pub detect: crate::base::detect::DetectSettings,
+    /// `[[archive]]`: S3 archives of the sets (issue 30).
+    pub archives: Vec<crate::base::archiveconf::Archive>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -623,6 +627,8 @@ impl Config {
             .map(|s| crate::base::streamconf::validate(path, s))
             .transpose()?;
         let detect = crate::base::detect::validate(path, raw.detect.as_ref())?;
+        let archives =
+            crate::base::archiveconf::validate(path, &raw.site, &raw.archives, parse_size)?;
 
         Ok(Config {
             path: path.to_owned(),
@@ -642,6 +648,7 @@ impl Config {
             notify,
             stream,
             detect,
+            archives,
         })
     }
 

@@ -27,7 +27,7 @@ pub enum DefaultValue {
 pub struct Key {
     /// `""` (top level), `volume` (each `[[volume]]`), `volume.zfs`, `set`,
     /// `standby`, `replay`, `schedule`, `retention`, `status`, `hooks.set`
-    /// (also `[hooks.volume.ROLE]`), `notify`, `stream`, `detect`.
+    /// (also `[hooks.volume.ROLE]`), `notify`, `stream`, `detect`, `archive` (each `[[archive]]`).
     pub section: &'static str,
     pub name: &'static str,
     /// string, path, bool, integer, float, duration, size, rate, argv, list, table.
@@ -84,6 +84,7 @@ pub const SECTIONS: &[(&str, &str)] = &[
     ("notify", "`[notify]`: push notifications of failures and recoveries."),
     ("stream", "`[stream]`: redolog streaming between the sets (a recovery point of seconds)."),
     ("detect", "`[detect]`: ransomware signals measured on receive and the thresholds of a set's verdict (standby; see docs/ransomware.md)."),
+    ("archive", "`[[archive]]`, one per S3 archive: every set written as checksummed part objects and an index, encrypted with age, never overwritten or deleted by snapsite (see docs/archive.md)."),
 ];
 
 /// Every key the parser accepts.
@@ -216,6 +217,31 @@ pub const KEYS: &[Key] = &[
       "ship failures are reported once they last this long", "\"1h\""),
     k("notify", "timeout", "duration", Toml("\"30s\""), "1s to 10m", "",
       "how long the command may run", "\"1m\""),
+    // ---- [[archive]]
+    k("archive", "name", "string", Required, "1-32 of a-z, 0-9, `_`, `-`, starting with a letter; unique", "",
+      "the archive's name (`archive --to`, `restore --from`, `verify --archive`)", "\"offsite\""),
+    k("archive", "endpoint", "string", Required, "`https://host[:port]` or `http://...`, no path", "",
+      "the S3 endpoint; requests are path-style and signed with SigV4", "\"https://s3.example.org\""),
+    k("archive", "bucket", "string", Required, "3 to 63 of a-z, 0-9, `.`, `-`", "",
+      "the bucket (versioning and Object Lock set up by the admin, docs/archive.md)", "\"mail-archive\""),
+    k("archive", "prefix", "string", Text("the site's name"), "a-z, A-Z, 0-9, `-`, `_`, `.`, `/`; no `..`", "",
+      "keys are `PREFIX/sets/SET/...`", "\"mail/a\""),
+    k("archive", "region", "string", Toml("\"us-east-1\""), "a-z, 0-9, `-`", "",
+      "the SigV4 signing region", "\"eu-west-1\""),
+    k("archive", "credentials", "path", Required, "absolute; mode 0600 or stricter", "",
+      "TOML file with `access_key` and `secret_key` (the primary's: put, get, list only)", "\"/etc/snapsite/archive.creds\""),
+    k("archive", "recipients", "list", Unset, "age recipients: `age1...` or ssh-ed25519/ssh-rsa public keys", "primary",
+      "parts are encrypted to these; the identity stays off the primary. Absent: stored unencrypted (warned)", "[\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]"),
+    k("archive", "identity", "path", Unset, "absolute", "standby",
+      "the age identity file `restore` decrypts with (`restore --identity` overrides)", "\"/etc/snapsite/archive.age\""),
+    k("archive", "compression", "string", Toml("\"none\""), "`none` or `zstd:LEVEL`", "primary",
+      "compression of the stream's data frames before encryption", "\"zstd:3\""),
+    k("archive", "chunk_size", "size", Toml("\"64MiB\""), "1MiB to 5GiB", "primary",
+      "stream bytes per part object (each is staged once on local disk under state_dir)", "\"256MiB\""),
+    k("archive", "interval", "duration", Unset, "0s to 366d", "primary",
+      "`run` archives at most once per interval; absent: after every committed set", "\"6h\""),
+    k("archive", "bwlimit", "rate", Unset, "bytes per second, e.g. `50MiB/s`", "primary",
+      "upload bandwidth limit", "\"50MiB/s\""),
     // ---- [stream]
     k("stream", "enabled", "bool", Toml("true"), "", "",
       "`false` turns streaming off but keeps the section", "false"),

@@ -11,6 +11,7 @@
 //! `wire::ratelimit`, `primary::hooks`, `ops::notify`, `dr::replay`), and
 //! `site` opens the local stores (`backend`).
 
+pub mod archiveconf;
 pub mod catalog;
 pub mod cmd;
 pub mod config;

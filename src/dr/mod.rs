@@ -10,5 +10,6 @@ pub mod failover;
 pub mod follow;
 pub mod rehearse;
 pub mod replay;
+pub mod restore;
 pub mod stream_apply;
 pub mod switchover;

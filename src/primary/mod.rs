@@ -10,6 +10,7 @@
 //! `dr`; `run` drives `ops` (prune, status, notify, systemd) by the named
 //! exceptions listed there.
 
+pub mod archive;
 pub mod coordinator;
 pub mod follower;
 pub mod hooks;

@@ -311,6 +311,7 @@ impl<'a> Runner<'a> {
                     seconds = report.seconds,
                     "shipped"
                 );
+                crate::primary::archive::after_ship(cfg, catalog);
                 self.notifier.observe(
                     "ship",
                     "ok",

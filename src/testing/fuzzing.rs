@@ -272,6 +272,36 @@ pub fn spool_journal(data: &[u8]) {
 }
 
 // ---------------------------------------------------------------------------
+// The S3 archive (issue 30): its index object and the server's XML.
+
+/// `archive_index`: an index object read back from the bucket. One that
+/// decodes re-encodes to an index that decodes to the same.
+pub fn archive_index(data: &[u8]) {
+    use crate::primary::archive::index::decode;
+    let Ok(ix) = decode(data, None) else {
+        return;
+    };
+    assert!(ix.parts.len() <= crate::primary::archive::index::MAX_PARTS);
+    assert!(ix.requires.iter().all(|r| r.as_str() < ix.set_id.as_str()));
+    let again = decode(
+        &serde_json::to_vec(&ix).expect("serializes"),
+        Some(&ix.set_id),
+    )
+    .expect("a decoded index re-decodes");
+    assert_eq!(again, ix);
+}
+
+/// `s3_xml`: a ListObjectsV2 page and an object-lock configuration as an
+/// S3 server (or whoever answers in its place) sends them.
+pub fn s3_xml(data: &[u8]) {
+    if let Ok(page) = crate::wire::s3::parse_list(data, "p/") {
+        assert!(page.keys.iter().all(|(k, _)| k.starts_with("p/")));
+        assert!(!page.truncated || page.next.is_some());
+    }
+    let _ = crate::wire::s3::parse_lock(data);
+}
+
+// ---------------------------------------------------------------------------
 // The seed directory.
 
 /// The parts the `seed_index` target's directory holds.
@@ -771,6 +801,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("manifest", manifest),
     ("spool_journal", spool_journal),
     ("seed_index", seed_index),
+    ("archive_index", archive_index),
+    ("s3_xml", s3_xml),
     ("lvm_stream", lvm_stream),
     ("lvm_resume_token", lvm_resume_token),
     ("zfs_begin", zfs_begin),

@@ -11,5 +11,6 @@ pub mod compress;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod redostream;
+pub mod s3;
 pub mod stream;
 pub mod transport;

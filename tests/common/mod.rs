@@ -6,6 +6,7 @@
 pub mod btrfs_stream;
 pub mod memsite;
 pub mod redolog;
+pub mod rgwlab;
 pub mod shipcheck;
 pub mod sshlab;
 

@@ -1,0 +1,416 @@
+//! `snapsite restore --from ARCHIVE [--set ID]` and `snapsite verify
+//! --archive NAME` (issue 30 item 4), on a standby.
+//!
+//! Restore replays the chosen set's chain — every set its members are
+//! based on, recursively, oldest first, skipping sets this site has
+//! committed — through the ordinary receive path: each set's part objects
+//! are downloaded into `state_dir/restore/<set>.seed/` (the stored bytes
+//! checked against the index's size and blake3, then decrypted by `age -d
+//! -i IDENTITY`), written as a seed, and handed to `serve --from`'s reader
+//! ([`crate::primary::seed::receive_seed`]): the seed reader checks every
+//! part against the index again, and `serve` applies every hostile-input
+//! check (names, sizes, frames, trailers, the commit against this config).
+//! Afterwards `failover` works as usual. A rerun after a crash starts the
+//! set in flight again (its stage directory is removed first); sets
+//! already committed are skipped.
+//!
+//! Verify reads objects back without the identity: each part's stored
+//! size and blake3 against the index.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::base::archiveconf::Archive;
+use crate::base::catalog::Catalog;
+use crate::base::config::Config;
+use crate::base::error::{Error, Result};
+use crate::primary::archive::index::ArchiveIndex;
+use crate::primary::archive::{key, open, read_index};
+use crate::wire::s3::Bucket;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoredSet {
+    pub set_id: String,
+    pub parts: usize,
+    pub stored_bytes: u64,
+    pub download_seconds: f64,
+    pub receive_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub archive: String,
+    pub target: String,
+    /// The chain, oldest first (sets already here included, marked).
+    pub chain: Vec<String>,
+    pub already_here: Vec<String>,
+    pub restored: Vec<RestoredSet>,
+    pub dry_run: bool,
+}
+
+/// The sets of the archive (by their index keys), oldest first.
+pub fn archived_sets(a: &Archive, bucket: &Bucket) -> Result<Vec<String>> {
+    let mut v: Vec<String> = bucket
+        .list(&key(a, "sets/"))?
+        .into_iter()
+        .filter_map(|(k, _)| {
+            crate::primary::archive::index::set_of_index_key(&k[a.prefix.len() + 1..])
+                .map(str::to_string)
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// The chain of `target`: it and every set it requires, oldest first.
+fn chain(a: &Archive, bucket: &Bucket, target: &str) -> Result<Vec<ArchiveIndex>> {
+    let mut seen: BTreeMap<String, ArchiveIndex> = BTreeMap::new();
+    let mut todo = vec![target.to_string()];
+    while let Some(id) = todo.pop() {
+        if seen.contains_key(&id) {
+            continue;
+        }
+        if seen.len() > 100_000 {
+            return Err(Error::integrity(format!(
+                "archive `{}`: the chain of {target} has more than 100000 sets",
+                a.name
+            )));
+        }
+        let ix = read_index(a, bucket, &id)
+            .map_err(|e| e.context(format!("set {target} requires {id}")))?;
+        todo.extend(ix.requires.iter().cloned());
+        seen.insert(id, ix);
+    }
+    // Set ids sort by time, and every base is older than its set.
+    Ok(seen.into_values().collect())
+}
+
+/// `restore --from NAME [--set ID] [--identity FILE] [--dry-run]`.
+pub fn restore(
+    cfg: &Config,
+    a: &Archive,
+    set: Option<&str>,
+    identity: Option<&Path>,
+    dry_run: bool,
+) -> Result<RestoreReport> {
+    let bucket = open(a)?;
+    let target = match set {
+        Some(s) => {
+            crate::base::model::validate_set_id(s)?;
+            s.to_string()
+        }
+        None => archived_sets(a, &bucket)?.pop().ok_or_else(|| {
+            Error::not_found(format!(
+                "archive `{}` holds no set (no index object)",
+                a.name
+            ))
+        })?,
+    };
+    let chain = chain(a, &bucket, &target)?;
+    let catalog = Catalog::new(&cfg.state_dir);
+    let mut report = RestoreReport {
+        archive: a.name.clone(),
+        target: target.clone(),
+        chain: chain.iter().map(|i| i.set_id.clone()).collect(),
+        already_here: chain
+            .iter()
+            .filter(|i| catalog.has_manifest(&i.set_id))
+            .map(|i| i.set_id.clone())
+            .collect(),
+        restored: vec![],
+        dry_run,
+    };
+    let identity = identity
+        .map(Path::to_path_buf)
+        .or_else(|| a.identity.clone());
+    if chain.iter().any(|i| i.encryption == "age") && identity.is_none() {
+        return Err(Error::config(format!(
+            "archive `{}` is encrypted: restore needs the age identity",
+            a.name
+        ))
+        .with_hint("pass --identity FILE or set `identity` in its [[archive]]"));
+    }
+    if dry_run {
+        return Ok(report);
+    }
+    let stage_root = cfg.state_dir.join("restore");
+    std::fs::create_dir_all(&stage_root)
+        .map_err(|e| Error::io(format!("create {}", stage_root.display()), e))?;
+    for ix in &chain {
+        if catalog.has_manifest(&ix.set_id) {
+            continue;
+        }
+        let dir = stage_root.join(format!("{}.seed", ix.set_id));
+        if dir.symlink_metadata().is_ok() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| Error::io(format!("remove {}", dir.display()), e))?;
+        }
+        std::fs::create_dir(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        let t = Instant::now();
+        let stored = download_set(a, &bucket, ix, &dir, identity.as_deref())?;
+        let download_seconds = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let got = crate::primary::seed::receive_seed(cfg, &dir).map_err(|e| {
+            e.context(format!(
+                "restoring set {} from archive `{}`",
+                ix.set_id, a.name
+            ))
+        })?;
+        debug_assert_eq!(got, ix.set_id);
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| Error::io(format!("remove {}", dir.display()), e))?;
+        report.restored.push(RestoredSet {
+            set_id: ix.set_id.clone(),
+            parts: ix.parts.len(),
+            stored_bytes: stored,
+            download_seconds,
+            receive_seconds: t.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(report)
+}
+
+/// Download one part object into `out`, checking its stored size and
+/// blake3 against the index as it streams (at most one byte more is read).
+fn fetch_checked(
+    a: &Archive,
+    bucket: &Bucket,
+    rel: &str,
+    stored_bytes: u64,
+    stored_blake3: &str,
+    out: &Path,
+) -> Result<u64> {
+    let k = key(a, rel);
+    let r = bucket
+        .get(&k)?
+        .ok_or_else(|| Error::not_found(format!("archive `{}`: part {k} is missing", a.name)))?;
+    let mut f =
+        File::create_new(out).map_err(|e| Error::io(format!("create {}", out.display()), e))?;
+    let (n, got) = copy_hashing(r.take(stored_bytes + 1), &mut f)
+        .map_err(|e| Error::io(format!("archive `{}`: reading {k}", a.name), e))?;
+    if n != stored_bytes || got != stored_blake3 {
+        return Err(Error::integrity(format!(
+            "archive `{}`: part {k} does not match its index ({n} bytes blake3 {got}, the index says {stored_bytes} bytes blake3 {stored_blake3}); nothing received",
+            a.name
+        )));
+    }
+    f.sync_all()
+        .map_err(|e| Error::io(format!("sync {}", out.display()), e))?;
+    Ok(n)
+}
+
+fn copy_hashing(mut r: impl Read, w: &mut dyn Write) -> std::io::Result<(u64, String)> {
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = r.read(&mut buf)?;
+        if k == 0 {
+            return Ok((n, h.finalize().to_hex().to_string()));
+        }
+        h.update(&buf[..k]);
+        w.write_all(&buf[..k])?;
+        n += k as u64;
+    }
+}
+
+/// Every part of `ix` into `dir` as a seed (`part-NNNNNN` + index.json).
+fn download_set(
+    a: &Archive,
+    bucket: &Bucket,
+    ix: &ArchiveIndex,
+    dir: &Path,
+    identity: Option<&Path>,
+) -> Result<u64> {
+    let mut stored = 0u64;
+    let mut parts = Vec::with_capacity(ix.parts.len());
+    for (i, p) in ix.parts.iter().enumerate() {
+        let name = format!("part-{i:06}");
+        let plain = dir.join(&name);
+        let fetched: PathBuf = if ix.encryption == "age" {
+            dir.join(format!("{name}.age"))
+        } else {
+            plain.clone()
+        };
+        stored += fetch_checked(
+            a,
+            bucket,
+            &p.key,
+            p.stored_bytes,
+            &p.stored_blake3,
+            &fetched,
+        )?;
+        if ix.encryption == "age" {
+            let id = identity.expect("checked by the caller");
+            let out = Command::new("age")
+                .arg("--decrypt")
+                .arg("-i")
+                .arg(id)
+                .arg("-o")
+                .arg(&plain)
+                .arg(&fetched)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| Error::io("cannot run `age` (package age)", e))?;
+            if !out.status.success() {
+                return Err(Error::integrity(format!(
+                    "archive `{}`: part {} does not decrypt with {}: {}",
+                    a.name,
+                    key(a, &p.key),
+                    id.display(),
+                    crate::base::model::wire_text(String::from_utf8_lossy(&out.stderr).trim())
+                )));
+            }
+            std::fs::remove_file(&fetched)
+                .map_err(|e| Error::io(format!("remove {}", fetched.display()), e))?;
+        }
+        parts.push(crate::primary::seed::Part {
+            name,
+            bytes: p.bytes,
+            blake3: p.blake3.clone(),
+        });
+    }
+    let seed = crate::primary::seed::Index {
+        format: 1,
+        set_id: ix.set_id.clone(),
+        site: ix.site.clone(),
+        compression: ix.compression.clone(),
+        parts,
+        payload_bytes: ix.payload_bytes,
+    };
+    std::fs::write(
+        dir.join(crate::primary::seed::INDEX),
+        serde_json::to_vec_pretty(&seed).expect("serializes"),
+    )
+    .map_err(|e| Error::io(format!("write {}", dir.display()), e))?;
+    Ok(stored)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyProblem {
+    pub set_id: String,
+    pub key: String,
+    pub problem: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub archive: String,
+    pub sets: usize,
+    pub parts: usize,
+    /// Parts read back in full and hashed.
+    pub parts_read: usize,
+    pub bytes_read: u64,
+    /// Sets whose chain misses a set (or whose index is bad).
+    pub problems: Vec<VerifyProblem>,
+    pub seconds: f64,
+}
+
+/// `verify --archive NAME [--set ID] [--sample N]`: every index decoded,
+/// every part listed with its stored size, every required set present;
+/// all parts (or `sample` of them, spread evenly) read back and hashed.
+pub fn verify(a: &Archive, set: Option<&str>, sample: Option<usize>) -> Result<VerifyReport> {
+    let t = Instant::now();
+    let bucket = open(a)?;
+    let listing: BTreeMap<String, u64> = bucket.list(&key(a, "sets/"))?.into_iter().collect();
+    let mut sets = archived_sets(a, &bucket)?;
+    if let Some(s) = set {
+        if !sets.iter().any(|x| x == s) {
+            return Err(Error::not_found(format!(
+                "archive `{}`: no index for set `{}`",
+                a.name,
+                crate::base::model::wire_str(s)
+            )));
+        }
+        sets = vec![s.to_string()];
+    }
+    let present: BTreeSet<String> = archived_sets(a, &bucket)?.into_iter().collect();
+    let mut report = VerifyReport {
+        archive: a.name.clone(),
+        sets: sets.len(),
+        parts: 0,
+        parts_read: 0,
+        bytes_read: 0,
+        problems: vec![],
+        seconds: 0.0,
+    };
+    let mut all = Vec::new();
+    for id in &sets {
+        let ix = match read_index(a, &bucket, id) {
+            Ok(ix) => ix,
+            Err(e) => {
+                report.problems.push(VerifyProblem {
+                    set_id: id.clone(),
+                    key: key(a, &crate::primary::archive::index::index_key(id)),
+                    problem: e.to_string(),
+                });
+                continue;
+            }
+        };
+        for r in &ix.requires {
+            if !present.contains(r) {
+                report.problems.push(VerifyProblem {
+                    set_id: id.clone(),
+                    key: key(a, &crate::primary::archive::index::index_key(r)),
+                    problem: format!("requires set {r}, which the archive does not hold"),
+                });
+            }
+        }
+        for p in &ix.parts {
+            let k = key(a, &p.key);
+            match listing.get(&k) {
+                None => report.problems.push(VerifyProblem {
+                    set_id: id.clone(),
+                    key: k,
+                    problem: "missing".into(),
+                }),
+                Some(n) if *n != p.stored_bytes => report.problems.push(VerifyProblem {
+                    set_id: id.clone(),
+                    key: k,
+                    problem: format!("{n} bytes, the index says {}", p.stored_bytes),
+                }),
+                Some(_) => all.push((id.clone(), k, p.stored_bytes, p.stored_blake3.clone())),
+            }
+        }
+        report.parts += ix.parts.len();
+    }
+    let pick: Vec<usize> = match sample {
+        Some(n) if n < all.len() => (0..n).map(|i| i * all.len() / n.max(1)).collect(),
+        _ => (0..all.len()).collect(),
+    };
+    for i in pick {
+        let (id, k, bytes, b3) = &all[i];
+        let r = match bucket.get(k)? {
+            Some(r) => r,
+            None => {
+                report.problems.push(VerifyProblem {
+                    set_id: id.clone(),
+                    key: k.clone(),
+                    problem: "missing".into(),
+                });
+                continue;
+            }
+        };
+        let (n, got) = copy_hashing(r.take(bytes + 1), &mut std::io::sink())
+            .map_err(|e| Error::io(format!("archive `{}`: reading {k}", a.name), e))?;
+        report.parts_read += 1;
+        report.bytes_read += n;
+        if n != *bytes || got != *b3 {
+            report.problems.push(VerifyProblem {
+                set_id: id.clone(),
+                key: k.clone(),
+                problem: format!(
+                    "does not match its index ({n} bytes blake3 {got}, the index says {bytes} bytes blake3 {b3})"
+                ),
+            });
+        }
+    }
+    report.seconds = t.elapsed().as_secs_f64();
+    Ok(report)
+}

@@ -1,0 +1,701 @@
+//! `snapsite archive` (issue 30): each set, in order, written to an S3
+//! archive (`[[archive]]`) as the seed format's framed, checksummed stream
+//! — hello, each member (incremental from the snapshot the archive already
+//! holds for its role, as `ship` does against a standby), the commit — cut
+//! into part objects, then an index object LAST. A set is in the archive
+//! when its index exists and every part matches it.
+//!
+//! Nothing is ever overwritten or deleted: part keys carry a run id
+//! (`sets/SET/RUN/part-NNNNNN`) fresh for each attempt, the index key is
+//! the set's and is written once (its existence is checked first). A run
+//! killed before its index leaves only unreferenced parts; the next run
+//! writes the set again under a new run id. So the bucket itself is the
+//! journal: there is no local state to recover.
+//!
+//! With `recipients`, every part is piped through `age -r ...` (argv, no
+//! shell) as it is produced: the plaintext never touches disk, and the
+//! primary cannot read its archive back. ZFS raw sends are stored as sent.
+//! Each part is staged once (ciphertext, or plaintext without recipients)
+//! under `state_dir/archive-stage/` to learn its size and SHA-256 for the
+//! signed PUT: memory stays constant, local disk is one part.
+
+pub mod index;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::backend::Stores;
+use crate::base::archiveconf::Archive;
+use crate::base::catalog::Catalog;
+use crate::base::config::Config;
+use crate::base::error::{Error, Result};
+use crate::base::model::Manifest;
+use crate::wire::compress::Compression;
+use crate::wire::pipeline::{self, Chunk};
+use crate::wire::s3::{Bucket, Credentials};
+use crate::wire::stream::{Msg, PROTOCOL_VERSION, Writer};
+use index::{ArchiveIndex, ArchiveMember, ArchivePart};
+
+/// The archive named `name` (or the only one).
+pub fn pick<'a>(cfg: &'a Config, name: Option<&str>) -> Result<&'a Archive> {
+    match name {
+        Some(n) => cfg.archives.iter().find(|a| a.name == n).ok_or_else(|| {
+            Error::config(format!(
+                "{}: no [[archive]] named `{}` (configured: {})",
+                cfg.path.display(),
+                crate::base::model::wire_str(n),
+                names(cfg)
+            ))
+        }),
+        None => match cfg.archives.as_slice() {
+            [a] => Ok(a),
+            [] => Err(Error::config(format!(
+                "{}: no [[archive]] is configured",
+                cfg.path.display()
+            ))
+            .with_hint("docs/archive.md shows one")),
+            _ => Err(Error::config(format!(
+                "{}: several archives ({}): name one",
+                cfg.path.display(),
+                names(cfg)
+            ))),
+        },
+    }
+}
+
+fn names(cfg: &Config) -> String {
+    cfg.archives
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Open an archive's bucket with its credentials file.
+pub fn open(a: &Archive) -> Result<Bucket> {
+    Bucket::new(
+        &a.endpoint,
+        &a.bucket,
+        &a.region,
+        Credentials::load(&a.credentials)?,
+    )
+}
+
+/// The full key of `rel` (a key below the archive's prefix).
+pub fn key(a: &Archive, rel: &str) -> String {
+    format!("{}/{rel}", a.prefix)
+}
+
+/// Every set whose index exists, with the index decoded (foreign: a bad
+/// index is an error naming its key).
+pub fn read_indexes(a: &Archive, bucket: &Bucket) -> Result<BTreeMap<String, ArchiveIndex>> {
+    let prefix = key(a, "sets/");
+    let mut out = BTreeMap::new();
+    for (k, _) in bucket.list(&prefix)? {
+        let rel = &k[a.prefix.len() + 1..];
+        let Some(set) = index::set_of_index_key(rel) else {
+            continue;
+        };
+        out.insert(set.to_string(), read_index(a, bucket, set)?);
+    }
+    Ok(out)
+}
+
+/// One set's index, decoded and checked.
+pub fn read_index(a: &Archive, bucket: &Bucket, set: &str) -> Result<ArchiveIndex> {
+    let k = key(a, &index::index_key(set));
+    let bytes = bucket
+        .get_bounded(&k, index::MAX_INDEX_BYTES)?
+        .ok_or_else(|| Error::not_found(format!("archive `{}`: no index {k}", a.name)))?;
+    index::decode(&bytes, Some(set))
+        .map_err(|e| Error::integrity(format!("archive `{}`: index {k}: {e}", a.name)))
+}
+
+/// What one set's archiving did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArchivedSet {
+    pub set_id: String,
+    pub requires: Vec<String>,
+    pub parts: usize,
+    pub payload_bytes: u64,
+    pub stream_bytes: u64,
+    pub stored_bytes: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ArchiveReport {
+    pub archive: String,
+    pub bucket: String,
+    pub encrypted: bool,
+    pub written: Vec<ArchivedSet>,
+    /// Sets the plan names but `--dry-run` did not write.
+    pub planned: Vec<String>,
+    pub already: usize,
+}
+
+/// Which sets to write: those after the newest archived one (catalog
+/// order), complete here, not archived yet; or `only`.
+fn plan(
+    cfg: &Config,
+    catalog: &Catalog,
+    archived: &BTreeMap<String, ArchiveIndex>,
+    local: &BTreeMap<String, Vec<String>>,
+    only: Option<&str>,
+) -> Result<Vec<Manifest>> {
+    let all = catalog.manifests()?;
+    if let Some(id) = only {
+        let m = all.into_iter().find(|m| m.id == id).ok_or_else(|| {
+            Error::not_found(format!(
+                "no set `{}` here",
+                crate::base::model::wire_str(id)
+            ))
+        })?;
+        if archived.contains_key(&m.id) {
+            return Ok(vec![]);
+        }
+        if !crate::base::site::complete_locally(cfg, &m, local) {
+            return Err(Error::storage(format!(
+                "set {} is not complete on this site",
+                m.id
+            )));
+        }
+        return Ok(vec![m]);
+    }
+    let last = all.iter().rposition(|m| archived.contains_key(&m.id));
+    Ok(all
+        .into_iter()
+        .skip(last.map_or(0, |i| i + 1))
+        .filter(|m| crate::base::site::complete_locally(cfg, m, local))
+        .collect())
+}
+
+/// `snapsite archive [--to NAME] [--set ID] [--dry-run]`.
+pub fn archive(
+    cfg: &Config,
+    catalog: &Catalog,
+    a: &Archive,
+    only: Option<&str>,
+    dry_run: bool,
+) -> Result<ArchiveReport> {
+    let bucket = open(a)?;
+    let archived = read_indexes(a, &bucket)?;
+    let stores = Stores::open(cfg);
+    let local = crate::base::site::local_lists(&stores)?;
+    let todo = plan(cfg, catalog, &archived, &local, only)?;
+    let mut report = ArchiveReport {
+        archive: a.name.clone(),
+        bucket: bucket.display(),
+        encrypted: !a.recipients.is_empty(),
+        written: vec![],
+        planned: vec![],
+        already: archived.len(),
+    };
+    if a.recipients.is_empty() {
+        tracing::warn!(archive = %a.name, "archive has no recipients: sets are stored unencrypted");
+    }
+    // What the archive holds per role (snapshot == set id).
+    let mut has: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for ix in archived.values() {
+        for m in &ix.members {
+            has.entry(m.role.clone())
+                .or_default()
+                .insert(m.snapshot.clone());
+        }
+    }
+    if dry_run {
+        report.planned = todo.into_iter().map(|m| m.id).collect();
+        return Ok(report);
+    }
+    let stage = cfg.state_dir.join("archive-stage");
+    for m in todo {
+        let steps = crate::primary::coordinator::plan_set(&m, &has, &local);
+        let done = write_set(cfg, a, &bucket, &stores, &stage, &m, &steps)?;
+        for s in &steps {
+            has.entry(s.role.clone())
+                .or_default()
+                .insert(s.snapshot.clone());
+        }
+        report.written.push(done);
+    }
+    Ok(report)
+}
+
+/// A fresh id for one attempt at writing a set's parts.
+fn run_id() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("r{:x}-{:x}", t.as_nanos(), std::process::id())
+}
+
+/// Writes the stream as part objects: each part is staged (through age
+/// when encrypting) in one of two stage files and handed to the upload
+/// thread, which hashes and PUTs it while the next part is produced.
+struct PartUploader {
+    recipients: Vec<String>,
+    /// Two stage files, used in turn.
+    stages: [PathBuf; 2],
+    chunk: u64,
+    /// The part being written: its sink, plaintext hasher and size.
+    current: Option<(Sink, blake3::Hasher, u64)>,
+    sealed: usize,
+    tx: std::sync::mpsc::SyncSender<Job>,
+}
+
+/// A staged part for the upload thread.
+struct Job {
+    i: usize,
+    path: PathBuf,
+    bytes: u64,
+    blake3: String,
+}
+
+enum Sink {
+    Plain(File),
+    Age(Child, ChildStdin),
+}
+
+impl Sink {
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Sink::Plain(f) => f,
+            Sink::Age(_, i) => i,
+        }
+    }
+}
+
+fn io_err(m: String) -> std::io::Error {
+    std::io::Error::other(m)
+}
+
+/// A reader that waits for the bandwidth limit.
+struct Limited<'a, R> {
+    inner: R,
+    bucket: &'a mut crate::wire::ratelimit::TokenBucket,
+}
+
+impl<R: Read> Read for Limited<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(256 << 10);
+        let k = self.inner.read(&mut buf[..n])?;
+        self.bucket.take(k);
+        Ok(k)
+    }
+}
+
+impl PartUploader {
+    fn stage(&self) -> &Path {
+        &self.stages[self.sealed % 2]
+    }
+
+    fn open_part(&mut self) -> std::io::Result<Sink> {
+        let stage = self.stage().to_path_buf();
+        let _ = std::fs::remove_file(&stage);
+        if self.recipients.is_empty() {
+            return Ok(Sink::Plain(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&stage)?,
+            ));
+        }
+        let mut cmd = Command::new("age");
+        cmd.arg("--encrypt");
+        for r in &self.recipients {
+            cmd.arg("-r").arg(r);
+        }
+        cmd.arg("-o")
+            .arg(&stage)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| io_err(format!("cannot run `age` (package age): {e}")))?;
+        let stdin = child.stdin.take().expect("piped");
+        Ok(Sink::Age(child, stdin))
+    }
+
+    /// Finish the current part (close age) and hand it to the upload
+    /// thread; this waits until the thread took the part before it, so at
+    /// most two parts are staged.
+    fn seal(&mut self) -> std::io::Result<()> {
+        let Some((sink, h, n)) = self.current.take() else {
+            return Ok(());
+        };
+        match sink {
+            // A scratch file, read back at once: no fsync (a crash
+            // restarts the set under a new run id anyway).
+            Sink::Plain(f) => drop(f),
+            Sink::Age(mut child, stdin) => {
+                drop(stdin);
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = (&mut e).take(4096).read_to_string(&mut err);
+                }
+                let st = child.wait()?;
+                if !st.success() {
+                    return Err(io_err(format!("age failed ({st}): {}", err.trim())));
+                }
+            }
+        }
+        let job = Job {
+            i: self.sealed,
+            path: self.stage().to_path_buf(),
+            bytes: n,
+            blake3: h.finalize().to_hex().to_string(),
+        };
+        self.tx
+            .send(job)
+            .map_err(|_| io_err("the upload stopped (its error follows)".into()))?;
+        self.sealed += 1;
+        Ok(())
+    }
+}
+
+/// The upload thread: hash each staged part, PUT it with its SHA-256,
+/// remove the stage file; the parts for the index, in order.
+fn upload_parts(
+    a: &Archive,
+    bucket: &Bucket,
+    set_id: &str,
+    run: &str,
+    rx: std::sync::mpsc::Receiver<Job>,
+) -> Result<Vec<ArchivePart>> {
+    let mut limit = a
+        .bwlimit
+        .clone()
+        .map(crate::wire::ratelimit::TokenBucket::new);
+    let mut parts = Vec::new();
+    for job in rx {
+        debug_assert_eq!(job.i, parts.len());
+        let mut f = File::open(&job.path)
+            .map_err(|e| Error::io(format!("open {}", job.path.display()), e))?;
+        let (stored_bytes, sha, b3) =
+            hash_file(&mut f).map_err(|e| Error::io(format!("read {}", job.path.display()), e))?;
+        f.rewind()
+            .map_err(|e| Error::io(format!("read {}", job.path.display()), e))?;
+        let rel = index::part_key(set_id, run, job.i);
+        let k = key(a, &rel);
+        match &mut limit {
+            Some(tb) => bucket.put(
+                &k,
+                &mut Limited {
+                    inner: &mut f,
+                    bucket: tb,
+                },
+                stored_bytes,
+                &sha,
+            )?,
+            None => bucket.put(&k, &mut f, stored_bytes, &sha)?,
+        }
+        let _ = std::fs::remove_file(&job.path);
+        parts.push(ArchivePart {
+            key: rel,
+            bytes: job.bytes,
+            blake3: job.blake3,
+            stored_bytes,
+            stored_blake3: b3,
+        });
+    }
+    Ok(parts)
+}
+
+/// Size, SHA-256 (hex) and blake3 (hex) of a file, in one pass.
+fn hash_file(f: &mut File) -> std::io::Result<(u64, String, String)> {
+    use sha2::Digest;
+    let mut s = sha2::Sha256::new();
+    let mut b = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        s.update(&buf[..k]);
+        b.update(&buf[..k]);
+        n += k as u64;
+    }
+    let sha: String = s.finalize().iter().map(|x| format!("{x:02x}")).collect();
+    Ok((n, sha, b.finalize().to_hex().to_string()))
+}
+
+impl Write for PartUploader {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.current.as_ref().is_some_and(|c| c.2 >= self.chunk) {
+            self.seal()?;
+        }
+        if self.current.is_none() {
+            let sink = self.open_part()?;
+            self.current = Some((sink, blake3::Hasher::new(), 0));
+        }
+        let (sink, h, n) = self.current.as_mut().expect("opened above");
+        let room = (self.chunk - *n).min(buf.len() as u64) as usize;
+        let k = sink.writer().write(&buf[..room])?;
+        h.update(&buf[..k]);
+        *n += k as u64;
+        Ok(k)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.current {
+            Some((s, _, _)) => s.writer().flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+fn write_set(
+    cfg: &Config,
+    a: &Archive,
+    bucket: &Bucket,
+    stores: &Stores,
+    stage_dir: &Path,
+    set: &Manifest,
+    steps: &[crate::primary::coordinator::PlannedSend],
+) -> Result<ArchivedSet> {
+    let started = Instant::now();
+    crate::base::model::validate_set_id(&set.id)?;
+    let index_key = key(a, &index::index_key(&set.id));
+    if bucket.head(&index_key)?.is_some() {
+        return Err(Error::refused(format!(
+            "archive `{}`: {index_key} exists already (written by another run?); nothing overwritten",
+            a.name
+        )));
+    }
+    std::fs::create_dir_all(stage_dir)
+        .map_err(|e| Error::io(format!("create {}", stage_dir.display()), e))?;
+    let run = run_id();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(0);
+    let up = PartUploader {
+        recipients: a.recipients.clone(),
+        stages: [0, 1].map(|i| stage_dir.join(format!("{}.part{i}", a.name))),
+        chunk: a.chunk_size,
+        current: None,
+        sealed: 0,
+        tx,
+    };
+    let (produced, uploaded) = std::thread::scope(|s| {
+        let worker = s.spawn(|| upload_parts(a, bucket, &set.id, &run, rx));
+        // `up` (and with it the channel's sender) is dropped when this
+        // returns, so the thread ends either way.
+        let produced = produce(cfg, a, stores, set, steps, up);
+        (
+            produced,
+            worker.join().expect("the upload thread does not panic"),
+        )
+    });
+    // The upload's own error explains a production stopped by it.
+    let parts = uploaded.map_err(|e| e.context(format!("archive `{}`: set {}", a.name, set.id)))?;
+    let (payload, stream_bytes, members) = produced?;
+    finish_set(
+        cfg,
+        a,
+        bucket,
+        set,
+        &index_key,
+        parts,
+        payload,
+        stream_bytes,
+        members,
+        started,
+    )
+}
+
+/// The set's stream into the part uploader: (payload, stream bytes, members).
+fn produce(
+    cfg: &Config,
+    a: &Archive,
+    stores: &Stores,
+    set: &Manifest,
+    steps: &[crate::primary::coordinator::PlannedSend],
+    up: PartUploader,
+) -> Result<(u64, u64, Vec<ArchiveMember>)> {
+    let mut w = Writer::new(std::io::BufWriter::with_capacity(1 << 20, up));
+    let ctx = |e: Error| e.context(format!("archive `{}`: set {}", a.name, set.id));
+    w.magic().map_err(ctx)?;
+    w.msg(&Msg::Hello {
+        protocol: PROTOCOL_VERSION,
+        site: cfg.site.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+    .map_err(ctx)?;
+    let mut payload = 0u64;
+    let mut members = Vec::new();
+    for step in steps {
+        let m = set
+            .members
+            .iter()
+            .find(|m| m.role == step.role)
+            .expect("planned from the set");
+        let store = stores.get(&m.role)?;
+        w.msg(&Msg::Begin {
+            set_id: set.id.clone(),
+            role: m.role.clone(),
+            snapshot: m.snapshot.clone(),
+            base: step.base.clone(),
+            storage_id: m.storage_id.clone(),
+            resume: false,
+        })
+        .map_err(ctx)?;
+        let c = if m
+            .send_options
+            .iter()
+            .any(|o| o == "compressed" || o == "raw")
+        {
+            Compression::None
+        } else {
+            a.compression
+        };
+        let mut src = store.send(&m.snapshot, step.base.as_deref())?;
+        let piped = pipeline::run(&mut *src, c, &mut |chunk| {
+            match &chunk {
+                Chunk::Plain(d) => w.data(d)?,
+                Chunk::Compressed { z, .. } => w.data_compressed(z)?,
+            }
+            Ok(())
+        });
+        let summary = match piped {
+            Ok(s) => s,
+            Err(pipeline::Failed::Read(e)) => {
+                src.abort();
+                return Err(Error::storage(format!(
+                    "volume `{}`: reading the send stream: {e}",
+                    m.role
+                )));
+            }
+            Err(pipeline::Failed::Emit(e)) => {
+                src.abort();
+                return Err(ctx(e));
+            }
+        };
+        src.finish()?;
+        payload += summary.bytes;
+        w.msg(&Msg::End {
+            bytes: summary.bytes,
+            blake3: summary.blake3,
+        })
+        .map_err(ctx)?;
+        members.push(ArchiveMember {
+            role: m.role.clone(),
+            snapshot: m.snapshot.clone(),
+            base: step.base.clone(),
+        });
+    }
+    w.msg(&Msg::Commit {
+        manifest: set.clone(),
+    })
+    .map_err(ctx)?;
+    w.msg(&Msg::Bye).map_err(ctx)?;
+    let stream_bytes = w.bytes_out;
+    let mut up = w
+        .into_inner()
+        .into_inner()
+        .map_err(|e| Error::io("writing the archive", e.into_error()))?;
+    up.seal()
+        .map_err(|e| ctx(Error::storage(format!("writing a part: {e}"))))?;
+    Ok((payload, stream_bytes, members))
+}
+
+/// The index, written last (once: its absence checked again just before).
+#[allow(clippy::too_many_arguments)]
+fn finish_set(
+    cfg: &Config,
+    a: &Archive,
+    bucket: &Bucket,
+    set: &Manifest,
+    index_key: &str,
+    parts: Vec<ArchivePart>,
+    payload: u64,
+    stream_bytes: u64,
+    members: Vec<ArchiveMember>,
+    started: Instant,
+) -> Result<ArchivedSet> {
+    let mut requires: Vec<String> = members.iter().filter_map(|m| m.base.clone()).collect();
+    requires.sort();
+    requires.dedup();
+    let ix = ArchiveIndex {
+        format: index::FORMAT,
+        set_id: set.id.clone(),
+        site: cfg.site.clone(),
+        kind: set.kind.as_str().into(),
+        members,
+        requires: requires.clone(),
+        compression: a.compression.name(),
+        encryption: if a.recipients.is_empty() {
+            "none"
+        } else {
+            "age"
+        }
+        .into(),
+        parts,
+        payload_bytes: payload,
+        stream_bytes,
+        written_at: crate::base::model::now().to_string(),
+    };
+    let body = serde_json::to_vec_pretty(&ix).expect("serializes");
+    // The index is written once: checked again just before.
+    if bucket.head(index_key)?.is_some() {
+        return Err(Error::refused(format!(
+            "archive `{}`: {index_key} appeared while the parts were written; nothing overwritten",
+            a.name
+        )));
+    }
+    let (_, sha) = crate::wire::s3::sha256_hex(&body[..]).expect("in memory");
+    bucket.put(index_key, &mut &body[..], body.len() as u64, &sha)?;
+    Ok(ArchivedSet {
+        set_id: set.id.clone(),
+        requires,
+        parts: ix.parts.len(),
+        payload_bytes: payload,
+        stream_bytes,
+        stored_bytes: ix.parts.iter().map(|p| p.stored_bytes).sum(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// When `run` last archived to each archive (monotonic: the wall clock
+/// is a display value).
+static LAST_RUN: std::sync::Mutex<BTreeMap<String, Instant>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// `run`'s hook after a ship: archive to every `[[archive]]` whose
+/// `interval` has passed (each one after every ship without it), under the
+/// site lock. A failure is logged and retried after the next ship; it never
+/// fails the ship.
+pub fn after_ship(cfg: &Config, catalog: &Catalog) {
+    for a in &cfg.archives {
+        let due = {
+            let last = LAST_RUN.lock().unwrap_or_else(|p| p.into_inner());
+            match (a.interval, last.get(&a.name)) {
+                (Some(iv), Some(t)) => t.elapsed() >= iv,
+                _ => true,
+            }
+        };
+        if !due {
+            continue;
+        }
+        let r = catalog
+            .lock("run: archive", std::time::Duration::from_secs(600))
+            .and_then(|_lock| archive(cfg, catalog, a, None, false));
+        match r {
+            Ok(rep) => {
+                LAST_RUN
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(a.name.clone(), Instant::now());
+                tracing::info!(archive = %a.name, sets = rep.written.len(), "archived");
+            }
+            Err(e) => {
+                tracing::warn!(archive = %a.name, "archive failed (retried after the next ship): {e}")
+            }
+        }
+    }
+}

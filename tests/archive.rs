@@ -1,0 +1,474 @@
+//! The S3 archive (issue 30) on real btrfs and a real Ceph RGW with Object
+//! Lock (scripts/rgwlab): the primary archives a full set and incremental
+//! sets, encrypted with age; its own credentials read back only
+//! ciphertext; `verify` checks the archive; a fresh standby is restored from
+//! it and fails over with the primary's data; a corrupted part, a missing
+//! part and a missing index are refused with their names.
+//!
+//! The lab is the one `eval "$(scripts/rgwlab env NAME)"` names
+//! (RGWLAB_ENDPOINT, RGWLAB_BUCKET, RGWLAB_REGION, RGWLAB_CREDS_PRIMARY), or
+//! else one this test starts and stops itself (about 30 s). Without root or
+//! the ceph packages the test is skipped, which fails under CI=true.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::rgwlab::{self, Lab as RgwLab};
+use common::*;
+use snapsite::wire::s3::{Bucket, Credentials};
+
+struct Rgw {
+    endpoint: String,
+    bucket: String,
+    region: String,
+    creds: PathBuf,
+}
+
+/// The RGW lab: the one named by `RGWLAB_*` in the environment (`eval
+/// "$(scripts/rgwlab env NAME)"`), else a lab of this test's own, started
+/// here and stopped (by its PIDs) when the guard drops. `Err` is why no lab
+/// can run here.
+fn rgw() -> Result<(Rgw, Option<RgwLab>), String> {
+    let v = |k: &str| std::env::var(k).ok().filter(|s| !s.is_empty());
+    if let (Some(endpoint), Some(bucket), Some(creds)) = (
+        v("RGWLAB_ENDPOINT"),
+        v("RGWLAB_BUCKET"),
+        v("RGWLAB_CREDS_PRIMARY"),
+    ) {
+        let region = v("RGWLAB_REGION").unwrap_or_else(|| "us-east-1".into());
+        let creds = creds.into();
+        return Ok((
+            Rgw {
+                endpoint,
+                bucket,
+                region,
+                creds,
+            },
+            None,
+        ));
+    }
+    if let Some(why) = rgwlab::skip_reason() {
+        return Err(why);
+    }
+    let lab = RgwLab::start("archive-test");
+    let r = Rgw {
+        endpoint: lab.get("RGWLAB_ENDPOINT").into(),
+        bucket: lab.get("RGWLAB_BUCKET").into(),
+        region: lab.get("RGWLAB_REGION").into(),
+        creds: lab.get("RGWLAB_CREDS_PRIMARY").into(),
+    };
+    Ok((r, Some(lab)))
+}
+
+fn archive_toml(r: &Rgw, prefix: &str, creds: &Path, extra: &str) -> String {
+    format!(
+        "\n[[archive]]\nname = \"offsite\"\nendpoint = \"{}\"\nbucket = \"{}\"\nregion = \"{}\"\nprefix = \"{prefix}\"\ncredentials = \"{}\"\nchunk_size = \"1MiB\"\n{extra}\n",
+        r.endpoint,
+        r.bucket,
+        r.region,
+        creds.display()
+    )
+}
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn written(report: &serde_json::Value) -> Vec<String> {
+    report["written"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["set_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn archive_restore_a_fresh_standby_and_fail_over() {
+    require_real!();
+    let (r, _rgwlab) = match rgw() {
+        Ok(r) => r,
+        Err(why) => {
+            skip_because("archive", Some(format!("no RGW lab: {why}")));
+            return;
+        }
+    };
+    let t0 = std::time::Instant::now();
+    let lab = Lab::new("[\"true\"]");
+    // The bucket's objects are locked for a day: each run its own prefix.
+    let prefix = format!(
+        "test/{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    // The primary holds only the recipient; the identity is the standby's.
+    let id_file = lab.dir.path().join("archive.age");
+    sh(&["age-keygen", "-o", id_file.to_str().unwrap()]);
+    let recipient = sh(&["age-keygen", "-y", id_file.to_str().unwrap()])
+        .trim()
+        .to_string();
+    // The primary's credentials: a copy at 0600 (the lab's file may be elsewhere).
+    let creds = lab.dir.path().join("primary.creds");
+    std::fs::copy(&r.creds, &creds).unwrap();
+    sh(&["chmod", "600", creds.to_str().unwrap()]);
+    let pri = lab.dir.path().join("pri-archive.toml");
+    std::fs::write(
+        &pri,
+        std::fs::read_to_string(&lab.pri_cfg).unwrap()
+            + &archive_toml(
+                &r,
+                &prefix,
+                &creds,
+                &format!("recipients = [\"{recipient}\"]\ncompression = \"zstd:3\""),
+            ),
+    )
+    .unwrap();
+    let stb = lab.dir.path().join("stb-archive.toml");
+    std::fs::write(
+        &stb,
+        std::fs::read_to_string(&lab.stb_cfg).unwrap()
+            + &archive_toml(
+                &r,
+                &prefix,
+                &creds,
+                &format!("identity = \"{}\"", id_file.display()),
+            ),
+    )
+    .unwrap();
+
+    // A full set: 2 MiB of random data per volume plus a plaintext marker.
+    lab.fill(1, 2 << 20);
+    let marker = b"PLAINTEXT-MARKER-that-must-not-be-stored-";
+    write_file(&lab.live("blob").join("marker"), &marker.repeat(1000));
+    let s1 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    let dry = json(&lab.ok(&pri, &["archive", "--dry-run", "--json"]));
+    assert_eq!(dry["planned"], serde_json::json!([s1]), "{dry}");
+    let a1 = json(&lab.ok(&pri, &["archive", "--json"]));
+    assert_eq!(written(&a1), std::slice::from_ref(&s1), "{a1}");
+    assert!(a1["written"][0]["requires"].as_array().unwrap().is_empty());
+    // Idempotent: nothing more to write, nothing overwritten.
+    let again = json(&lab.ok(&pri, &["archive", "--json"]));
+    assert!(written(&again).is_empty(), "{again}");
+
+    // Incremental sets: 64 KiB changed in one volume, then a redolog set.
+    let changed = random_bytes(77, 64 << 10);
+    write_file(&lab.live("mysql").join("changed"), &changed);
+    let s2 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    lab.append_redolog("after s2");
+    let s3 = lab.snapshot(true)["id"].as_str().unwrap().to_string();
+    let a2 = json(&lab.ok(&pri, &["archive", "--json"]));
+    assert_eq!(written(&a2), [s2.clone(), s3.clone()], "{a2}");
+    assert_eq!(a2["written"][0]["requires"], serde_json::json!([s1]));
+    assert_eq!(a2["written"][1]["requires"], serde_json::json!([s2]));
+    let full_stored = a1["written"][0]["stored_bytes"].as_u64().unwrap();
+    let inc_payload = a2["written"][0]["payload_bytes"].as_u64().unwrap();
+    let inc_stored = a2["written"][0]["stored_bytes"].as_u64().unwrap();
+    eprintln!(
+        "MEASURE full set stored {full_stored} B; incremental: {} B changed, payload {inc_payload} B, stored {inc_stored} B ({:.2}x the change)",
+        changed.len(),
+        inc_stored as f64 / changed.len() as f64
+    );
+    // The incremental carries the change, not the volumes again.
+    assert!(inc_payload < full_stored / 4, "{a2}");
+
+    // The primary's credentials read back only age ciphertext.
+    let bucket = Bucket::new(
+        &r.endpoint,
+        &r.bucket,
+        &r.region,
+        Credentials::load(&creds).unwrap(),
+    )
+    .unwrap();
+    let keys = bucket.list(&format!("{prefix}/sets/")).unwrap();
+    let parts: Vec<&String> = keys
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.contains("/part-"))
+        .collect();
+    assert!(parts.len() >= 8, "{keys:?}");
+    for k in &parts {
+        let body = bucket.get_bounded(k, 8 << 20).unwrap().unwrap();
+        assert!(body.starts_with(b"age-encryption.org/v1"), "{k} is not age");
+        assert!(
+            !body.windows(marker.len()).any(|w| w == marker),
+            "{k} holds plaintext"
+        );
+    }
+
+    // verify: every part read back against its index.
+    let v = json(&lab.ok(&pri, &["verify", "--archive", "offsite", "--json"]));
+    assert_eq!(v["sets"], 3, "{v}");
+    assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
+    assert_eq!(v["parts_read"], v["parts"], "{v}");
+
+    // A set whose index is missing: refused, naming the key.
+    let ghost = "20200101T000000.000Z-full";
+    let o = lab.run(&stb, &["restore", "--from", "offsite", "--set", ghost]);
+    assert_exit(&o, 1);
+    assert!(
+        both(&o).contains(&format!("{prefix}/sets/{ghost}/index.json")),
+        "{}",
+        both(&o)
+    );
+
+    // A later set whose part the attacker overwrote (RGW keeps the old
+    // version, locked; a plain GET returns the new bytes).
+    write_file(&lab.live("redolog").join("log"), b"s4\n");
+    let s4 = lab.snapshot(true)["id"].as_str().unwrap().to_string();
+    let a4 = json(&lab.ok(&pri, &["archive", "--json"]));
+    assert_eq!(written(&a4), std::slice::from_ref(&s4));
+    let ix: serde_json::Value = serde_json::from_slice(
+        &bucket
+            .get_bounded(&format!("{prefix}/sets/{s4}/index.json"), 1 << 20)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let part = format!("{prefix}/{}", ix["parts"][0]["key"].as_str().unwrap());
+    let garbage = random_bytes(5, 4096);
+    let (_, sha) = snapsite::wire::s3::sha256_hex(&garbage[..]).unwrap();
+    bucket
+        .put(&part, &mut &garbage[..], garbage.len() as u64, &sha)
+        .unwrap();
+    let o = lab.run(&pri, &["verify", "--archive", "offsite"]);
+    assert_exit(&o, 2);
+    assert!(stdout(&o).contains(&part), "{}", both(&o));
+    // A forged index (the primary may put new keys) naming a part that
+    // does not exist.
+    let s5 = "20991231T000000.000Z-full";
+    let mut forged = ix.clone();
+    forged["set_id"] = s5.into();
+    forged["requires"] = serde_json::json!([s3]);
+    for m in forged["members"].as_array_mut().unwrap() {
+        m["snapshot"] = s5.into();
+        m["base"] = s3.clone().into();
+    }
+    for (i, p) in forged["parts"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .enumerate()
+    {
+        p["key"] = format!("sets/{s5}/rmissing/part-{i:06}").into();
+    }
+    let fb = serde_json::to_vec(&forged).unwrap();
+    let (_, sha) = snapsite::wire::s3::sha256_hex(&fb[..]).unwrap();
+    bucket
+        .put(
+            &format!("{prefix}/sets/{s5}/index.json"),
+            &mut &fb[..],
+            fb.len() as u64,
+            &sha,
+        )
+        .unwrap();
+
+    // Restore a fresh standby: the chain of s3 (s1 full, s2, s3).
+    let dry = json(&lab.ok(
+        &stb,
+        &[
+            "restore",
+            "--from",
+            "offsite",
+            "--set",
+            &s3,
+            "--dry-run",
+            "--json",
+        ],
+    ));
+    assert_eq!(dry["chain"], serde_json::json!([s1, s2, s3]), "{dry}");
+    assert!(lab.standby_manifests().is_empty());
+    // Without the identity: refused before anything is received.
+    let noid = lab.dir.path().join("stb-noid.toml");
+    std::fs::write(
+        &noid,
+        std::fs::read_to_string(&lab.stb_cfg).unwrap() + &archive_toml(&r, &prefix, &creds, ""),
+    )
+    .unwrap();
+    let o = lab.run(&noid, &["restore", "--from", "offsite", "--set", &s3]);
+    assert_exit(&o, 1);
+    assert!(both(&o).contains("identity"), "{}", both(&o));
+    let t = std::time::Instant::now();
+    let rr = json(&lab.ok(
+        &stb,
+        &["restore", "--from", "offsite", "--set", &s3, "--json"],
+    ));
+    eprintln!(
+        "MEASURE restore of 3 sets: {:.1} s: {rr}",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(rr["restored"].as_array().unwrap().len(), 3, "{rr}");
+    for (id, roles) in [
+        (&s1, &ROLES[..]),
+        (&s2, &ROLES[..]),
+        (&s3, &["redolog"][..]),
+    ] {
+        assert!(lab.standby_manifest(id).is_some(), "{id} not committed");
+        for role in roles {
+            lab.assert_received_same(role, id);
+        }
+    }
+    // The corrupted part: refused with its name, nothing of s4 committed.
+    let o = lab.run(&stb, &["restore", "--from", "offsite", "--set", &s4]);
+    assert_exit(&o, 1);
+    assert!(both(&o).contains(&part), "{}", both(&o));
+    assert!(lab.standby_manifest(&s4).is_none());
+    // The forged index's missing part: refused with its name.
+    let o = lab.run(&stb, &["restore", "--from", "offsite", "--set", s5]);
+    assert_exit(&o, 1);
+    assert!(
+        both(&o).contains(&format!("{prefix}/sets/{s5}/rmissing/part-000000")),
+        "{}",
+        both(&o)
+    );
+    lab.assert_nothing_half_received();
+
+    // failover works as usual, on the restored sets: the primary's data.
+    let fo = lab.ok(&stb, &["failover", "--json"]);
+    eprintln!("failover: {fo}");
+    for role in ["mysql", "blob", "index"] {
+        assert_eq!(
+            tree_digest(&lab.standby_live(role)),
+            tree_digest(&lab.primary_snap(role, &s2)),
+            "{role}"
+        );
+    }
+    assert_eq!(
+        tree_digest(&lab.standby_live("redolog")),
+        tree_digest(&lab.primary_snap("redolog", &s3))
+    );
+    eprintln!("archive test: {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// Peak RSS (KiB) and seconds of one snapsite command, via /usr/bin/time.
+fn timed(cfg: &Path, args: &[&str]) -> (u64, f64, String) {
+    let t = std::time::Instant::now();
+    let o = std::process::Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("MAXRSS=%M")
+        .arg(snapsite_exe())
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .output()
+        .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    assert!(o.status.success(), "{}", both(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let rss = err
+        .lines()
+        .find_map(|l| l.strip_prefix("MAXRSS="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    (rss, secs, stdout(&o))
+}
+
+/// Throughput against curl's PUT of the same bytes to the same RGW, and
+/// peak memory at two set sizes. Long: SNAPSITE_ARCHIVE_BENCH=1 (the
+/// numbers are in docs/archive.md).
+#[test]
+fn archive_throughput_and_memory() {
+    if std::env::var("SNAPSITE_ARCHIVE_BENCH").ok().as_deref() != Some("1") {
+        eprintln!("SKIP archive_throughput_and_memory: set SNAPSITE_ARCHIVE_BENCH=1");
+        return;
+    }
+    require_real!();
+    let (r, _rgwlab) = rgw().expect("an RGW lab");
+    let mib: usize = std::env::var("SNAPSITE_ARCHIVE_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512);
+    let lab = Lab::with_roles(&["redolog"], "4G", "[\"true\"]");
+    let creds = lab.dir.path().join("primary.creds");
+    std::fs::copy(&r.creds, &creds).unwrap();
+    sh(&["chmod", "600", creds.to_str().unwrap()]);
+    let id_file = lab.dir.path().join("archive.age");
+    sh(&["age-keygen", "-o", id_file.to_str().unwrap()]);
+    let recipient = sh(&["age-keygen", "-y", id_file.to_str().unwrap()])
+        .trim()
+        .to_string();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let base = std::fs::read_to_string(&lab.pri_cfg).unwrap();
+    let cfg = |name: &str, extra: &str| {
+        let p = lab.dir.path().join(format!("{name}.toml"));
+        let body = archive_toml(&r, &format!("bench/{stamp}/{name}"), &creds, extra)
+            .replace("chunk_size = \"1MiB\"", "chunk_size = \"64MiB\"");
+        std::fs::write(&p, base.clone() + &body).unwrap();
+        p
+    };
+    let plain = cfg("plain", "");
+    let aged = cfg("age", &format!("recipients = [\"{recipient}\"]"));
+    let small = cfg("small", "");
+    // A small set first (memory at 1/8 the size).
+    write_file(
+        &lab.live("redolog").join("a"),
+        &random_bytes(1, (mib / 8) << 20),
+    );
+    let small_id = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    let (rss_small, s_small, _) = timed(&small, &["archive", "--set", &small_id]);
+    std::fs::remove_file(lab.live("redolog").join("a")).unwrap();
+    let data = random_bytes(2, mib << 20);
+    write_file(&lab.live("redolog").join("a"), &data);
+    let big = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    // Each archive is empty: `--set` sends the big set in full.
+    let (rss_plain, s_plain, _) = timed(&plain, &["archive", "--set", &big]);
+    let (rss_age, s_age, _) = timed(&aged, &["archive", "--set", &big]);
+    eprintln!(
+        "MEASURE archive {} MiB set: {s_small:.1} s, peak RSS {rss_small} KiB",
+        mib / 8
+    );
+    eprintln!(
+        "MEASURE archive {mib} MiB set, plaintext: {s_plain:.1} s = {:.1} MiB/s, peak RSS {rss_plain} KiB",
+        mib as f64 / s_plain
+    );
+    eprintln!(
+        "MEASURE archive {mib} MiB set, age: {s_age:.1} s = {:.1} MiB/s, peak RSS {rss_age} KiB",
+        mib as f64 / s_age
+    );
+    // The same bytes by curl, to the same RGW.
+    let file = lab.dir.path().join("blob");
+    std::fs::write(&file, &data).unwrap();
+    sh(&["sync"]);
+    let creds_text = std::fs::read_to_string(&creds).unwrap();
+    let val = |k: &str| {
+        creds_text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} = \"")))
+            .unwrap()
+            .trim_end_matches('"')
+            .to_string()
+    };
+    let t = std::time::Instant::now();
+    let o = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-f",
+            "--aws-sigv4",
+            &format!("aws:amz:{}:s3", r.region),
+        ])
+        .arg("--user")
+        .arg(format!("{}:{}", val("access_key"), val("secret_key")))
+        .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-T"])
+        .arg(&file)
+        .arg(format!(
+            "{}/{}/bench/{stamp}/curl-blob",
+            r.endpoint, r.bucket
+        ))
+        .output()
+        .unwrap();
+    let curl_s = t.elapsed().as_secs_f64();
+    assert!(o.status.success(), "{}", both(&o));
+    eprintln!(
+        "MEASURE curl PUT {mib} MiB: {curl_s:.1} s = {:.1} MiB/s; archive/curl {:.2} (plaintext), {:.2} (age)",
+        mib as f64 / curl_s,
+        curl_s / s_plain,
+        curl_s / s_age
+    );
+    // Memory does not grow with the set (8x the data).
+    assert!(rss_plain < rss_small * 2, "{rss_small} -> {rss_plain} KiB");
+}

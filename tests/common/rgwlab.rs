@@ -1,0 +1,99 @@
+//! The real S3 engine of the archive tests: a one-node Ceph RGW with Object
+//! Lock, started and stopped by scripts/rgwlab (docs/archive.md).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Why the lab cannot run here (not root, no ceph packages, no curl).
+pub fn skip_reason() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root for the lab's loop device".into());
+    }
+    for tool in [
+        "ceph-mon",
+        "ceph-mgr",
+        "ceph-osd",
+        "radosgw",
+        "radosgw-admin",
+    ] {
+        if !Path::new("/usr/bin").join(tool).exists() {
+            return Some(format!(
+                "`{tool}` is not installed (apt-get install --no-install-recommends ceph-mon ceph-mgr ceph-osd radosgw ceph-common)"
+            ));
+        }
+    }
+    if Command::new("curl").arg("--version").output().is_err() {
+        return Some("`curl` is not installed".into());
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        return Some("no /dev/loop-control".into());
+    }
+    None
+}
+
+pub fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/rgwlab")
+}
+
+/// A running lab; stopped (by its PIDs, through the script) on drop.
+pub struct Lab {
+    pub name: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl Lab {
+    pub fn start(name: &str) -> Lab {
+        let out = Command::new("bash")
+            .arg(script())
+            .args(["start", name])
+            .output()
+            .expect("run scripts/rgwlab");
+        // Stop whatever got started even when start failed half-way.
+        let mut lab = Lab {
+            name: name.to_string(),
+            env: Vec::new(),
+        };
+        assert!(
+            out.status.success(),
+            "scripts/rgwlab start {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let (k, v) = line.split_once('=').expect("KEY=VALUE line");
+            // printf %q leaves these values (paths, a URL, words) unquoted.
+            assert!(
+                !v.contains(['\\', '\'', '"', ' ']),
+                "unexpected quoting in {line}"
+            );
+            lab.env.push((k.to_string(), v.to_string()));
+        }
+        lab
+    }
+
+    pub fn get(&self, key: &str) -> &str {
+        &self
+            .env
+            .iter()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("scripts/rgwlab env has no {key}"))
+            .1
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let out = Command::new("bash")
+            .arg(script())
+            .args(["stop", &self.name])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => eprintln!(
+                "scripts/rgwlab stop {} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => eprintln!("scripts/rgwlab stop {}: {e}", self.name),
+        }
+    }
+}
