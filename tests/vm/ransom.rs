@@ -111,12 +111,12 @@ fn zfs_encryption_is_suspect_and_failover_takes_the_set_before() {
 /// LVM thin: the same attack on a raw thin LV (no filesystem: "messages"
 /// written at offsets of the device), measured from the changed chunks
 /// the stream carries. 110 s in the VM: over the default suite's budget,
-/// so only with `SNAPSITE_VM_RANSOM=all`.
+/// so only with `SNAPSITE_VM_FULL=1`.
 #[test]
 fn lvm_encryption_is_suspect_and_failover_takes_the_set_before() {
     require_lab!();
-    if std::env::var("SNAPSITE_VM_RANSOM").as_deref() != Ok("all") {
-        eprintln!("SKIP: SNAPSITE_VM_RANSOM=all runs the LVM ransomware test (110 s)");
+    if !vm_full() {
+        eprintln!("SKIP: SNAPSITE_VM_FULL=1 runs the LVM ransomware test (110 s)");
         return;
     }
     let lab = LvmSites::new("rw", 512 * MIB, "384M");
