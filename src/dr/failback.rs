@@ -777,18 +777,15 @@ pub fn divergent_records(catalog: &Catalog) -> Result<Vec<DivergentRecord>> {
     Ok(out)
 }
 
-pub fn render_plan(p: &Plan) -> String {
-    let mut s = String::new();
-    s.push_str(&format!(
-        "peer          {} is primary in generation {} (this site: generation {})\n",
-        p.peer, p.peer_generation, p.generation
-    ));
-    s.push_str(&format!(
+/// The plan's base set and each volume's common snapshot (failback's and
+/// follow's plans print them alike).
+pub(crate) fn render_base(p: &Plan) -> String {
+    let mut s = format!(
         "base set      {}\n",
         p.base_set
             .as_deref()
             .unwrap_or("(no full set both hold; per volume below)")
-    ));
+    );
     for (role, b) in &p.base {
         s.push_str(&format!(
             "  {:<10} common snapshot {}\n",
@@ -796,6 +793,16 @@ pub fn render_plan(p: &Plan) -> String {
             b.as_deref().unwrap_or("NONE")
         ));
     }
+    s
+}
+
+pub fn render_plan(p: &Plan) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "peer          {} is primary in generation {} (this site: generation {})\n",
+        p.peer, p.peer_generation, p.generation
+    ));
+    s.push_str(&render_base(p));
     for (role, at) in &p.live {
         s.push_str(&format!(
             "keep          {:<10} {} -> read-only divergent-{}, then removed\n",

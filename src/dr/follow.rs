@@ -258,19 +258,7 @@ pub fn render_plan(fp: &FollowPlan) -> String {
         "upstream      {} is primary in generation {} (this site: standby in generation {})\n",
         p.peer, p.peer_generation, p.generation
     ));
-    s.push_str(&format!(
-        "base set      {}\n",
-        p.base_set
-            .as_deref()
-            .unwrap_or("(no full set both hold; per volume below)")
-    ));
-    for (role, b) in &p.base {
-        s.push_str(&format!(
-            "  {:<10} common snapshot {}\n",
-            role,
-            b.as_deref().unwrap_or("NONE")
-        ));
-    }
+    s.push_str(&crate::dr::failback::render_base(p));
     for (role, names) in &fp.set_aside {
         s.push_str(&format!(
             "set aside     {:<10} {} -> divergent-{}-<id> (kept, read-only, not a set)\n",

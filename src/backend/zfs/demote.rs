@@ -170,19 +170,7 @@ pub(super) fn make_receivable(vol: &Volume, name: &str) -> Result<()> {
     let r = require_replica(vol, "dataset")?;
     let ctx = || format!("volume `{}`: make {name} receivable in {r}", vol.role);
     if exists(&r)? {
-        let own = zfs()
-            .args([
-                "list",
-                "-H",
-                "-o",
-                "name",
-                "-t",
-                "snapshot",
-                "-s",
-                "createtxg",
-            ])
-            .args(["-d", "1", &r])
-            .output()?;
+        let own = own_snapshots(&r)?;
         let own: Vec<&str> = own.lines().map(str::trim_end).collect();
         let want = format!("{r}@{name}");
         if own.contains(&want.as_str()) {
@@ -249,4 +237,23 @@ pub(super) fn make_receivable(vol: &Volume, name: &str) -> Result<()> {
     // and clones again.
     crate::failpoint!("zfs.make_receivable.after_clone");
     zfs().args(["promote", &r]).run().ctx(ctx())
+}
+
+/// `zfs list` of `ds`'s own snapshots, oldest first (by createtxg), one
+/// full name a line: what failback's `make_receivable` and follow's
+/// set-aside read before they touch a replica.
+pub(super) fn own_snapshots(ds: &str) -> Result<String> {
+    zfs()
+        .args([
+            "list",
+            "-H",
+            "-o",
+            "name",
+            "-t",
+            "snapshot",
+            "-s",
+            "createtxg",
+        ])
+        .args(["-d", "1", ds])
+        .output()
 }

@@ -34,19 +34,7 @@ pub(super) fn set_aside_newer(vol: &Volume, base: &str, label: &str) -> Result<V
         )
     };
     if exists(&r)? {
-        let text = zfs()
-            .args([
-                "list",
-                "-H",
-                "-o",
-                "name",
-                "-t",
-                "snapshot",
-                "-s",
-                "createtxg",
-            ])
-            .args(["-d", "1", &r])
-            .output()?;
+        let text = super::demote::own_snapshots(&r)?;
         let own = parse_snapshot_list(&r, &text);
         let origin = get("origin", &r)?;
         let cloned = origin.as_deref() == Some(format!("{d}@{base}").as_str());
