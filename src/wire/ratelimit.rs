@@ -261,9 +261,11 @@ impl TokenBucket {
             let wait = Duration::from_secs_f64(-self.tokens / rate as f64);
             std::thread::sleep(wait);
             self.waited += wait;
-            // The sleep refilled exactly the deficit.
+            // The deficit is paid at `now + wait`. A sleep that ran late
+            // (a loaded host) is credited at the next take, up to the
+            // burst, instead of being lost: the average holds under load.
             self.tokens = 0.0;
-            self.last = Instant::now();
+            self.last = now + wait;
         }
     }
 }
