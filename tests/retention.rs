@@ -14,7 +14,7 @@ use proptest::prelude::*;
 use common::*;
 use snapsite::base::catalog::StandbyRecord;
 use snapsite::base::config::Retention;
-use snapsite::base::model::{MANIFEST_FORMAT, Manifest, Member, SetKind, new_set_id};
+use snapsite::base::model::{Manifest, Member, SetKind, new_set_id};
 use snapsite::dr::failover;
 use snapsite::ops::prune::{Grid, plan_sets, protect_primary, protect_standby};
 
@@ -26,27 +26,10 @@ fn manifest(at: Timestamp, kind: SetKind) -> Manifest {
         SetKind::Full => &VOLS,
         SetKind::Redolog => &["redolog"],
     };
+    let members = roles.iter().map(|r| Member::plain(r, &id, at)).collect();
     Manifest {
-        format: MANIFEST_FORMAT,
-        id: id.clone(),
-        kind,
-        site: "p".into(),
-        seq: 1,
-        generation: 1,
-        members: roles
-            .iter()
-            // Through serde, so fields added to Member later keep their defaults.
-            .map(|r| {
-                serde_json::from_value::<Member>(serde_json::json!({
-                    "role": r, "backend": "btrfs", "source": "/x", "snapshot": id,
-                    "storage_id": null, "before": at, "after": at, "atomic_group": null,
-                }))
-                .unwrap()
-            })
-            .collect(),
-        safety_margin_ms: 0,
         committed_at: Some(at),
-        standby_order: None,
+        ..Manifest::plain(&id, kind, "p", members)
     }
 }
 

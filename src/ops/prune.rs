@@ -584,7 +584,7 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::base::model::{MANIFEST_FORMAT, Member, new_set_id};
+    use crate::base::model::{Member, new_set_id};
 
     fn t(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -592,27 +592,10 @@ mod tests {
 
     fn manifest(at: Timestamp, kind: SetKind, roles: &[&str]) -> Manifest {
         let id = new_set_id(at, kind);
+        let members = roles.iter().map(|r| Member::plain(r, &id, at)).collect();
         Manifest {
-            format: MANIFEST_FORMAT,
-            id: id.clone(),
-            kind,
-            site: "a".into(),
-            seq: 1,
-            generation: 1,
-            members: roles
-                .iter()
-                // Through serde, so fields added to Member later keep their defaults.
-                .map(|r| {
-                    serde_json::from_value::<Member>(serde_json::json!({
-                        "role": r, "backend": "btrfs", "source": "/x", "snapshot": id,
-                        "storage_id": null, "before": at, "after": at, "atomic_group": null,
-                    }))
-                    .unwrap()
-                })
-                .collect(),
-            safety_margin_ms: 0,
             committed_at: Some(at),
-            standby_order: None,
+            ..Manifest::plain(&id, kind, "a", members)
         }
     }
 
