@@ -1288,14 +1288,7 @@ fn a_month_of_run_once_through_a_faked_clock() {
                 ("SNAPSITE_LOG", "snapsite=warn"),
             ],
         );
-        assert!(
-            out.status.success(),
-            "snapsite {args:?} at {} failed:\n{}\n{}",
-            ts(at),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        common::output::success(&format!("snapsite {args:?} at {}", ts(at)), &out)
     };
 
     // The step times: whole seconds (libfaketime's format), across the DST

@@ -15,49 +15,15 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use common::cmdcount::{self, Counted, TRACE};
 use common::*;
 
-/// Per program, how many times it ran (`run` or `spawn`), from a trace log.
-fn count_commands(log: &str) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for line in log.lines() {
-        let plain = strip_ansi(line);
-        for ev in [" run cmd=", " spawn cmd="] {
-            if let Some(i) = plain.find(ev) {
-                let rest = &plain[i + ev.len()..];
-                let prog = rest.split_whitespace().next().unwrap_or("").to_string();
-                let prog = prog.rsplit('/').next().unwrap_or("").to_string();
-                *out.entry(prog).or_insert(0) += 1;
-            }
-        }
-    }
-    out
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars().peekable();
-    while let Some(c) = it.next() {
-        if c == '\x1b' {
-            for d in it.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The storage programs among counted commands (not the transport).
-fn storage(counts: &BTreeMap<String, usize>) -> BTreeMap<String, usize> {
-    counts
-        .iter()
-        .filter(|(p, _)| ["btrfs", "zfs", "zpool", "lvs", "lvm", "vgs"].contains(&p.as_str()))
-        .map(|(p, n)| (p.clone(), *n))
-        .collect()
+/// The storage programs among the commands (not the transport), by name.
+fn storage(words: &[&str]) -> Option<String> {
+    let prog = *words.first()?;
+    ["btrfs", "zfs", "zpool", "lvs", "lvm", "vgs"]
+        .contains(&prog)
+        .then(|| prog.to_string())
 }
 
 struct Sites {
@@ -82,37 +48,11 @@ fn sites(n: usize) -> Sites {
     }
 }
 
-/// One counted ship: (primary's storage commands, standby's, the report).
-struct Counted {
-    primary: BTreeMap<String, usize>,
-    standby: BTreeMap<String, usize>,
-    report: serde_json::Value,
-}
-
-const TRACE: [(&str, &str); 2] = [
-    ("SNAPSITE_LOG", "snapsite::base::cmd=debug"),
-    ("NO_COLOR", "1"),
-];
-
+/// One counted ship: each side's storage commands and the report.
 fn counted_ship(s: &Sites) -> Counted {
     std::fs::write(&s.stb_log, b"").unwrap();
     let out = run_snapsite(&s.pri_cfg, &["ship", "--json"], &TRACE);
-    assert!(
-        out.status.success(),
-        "ship failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let primary = storage(&count_commands(&String::from_utf8_lossy(&out.stderr)));
-    let standby = storage(&count_commands(
-        &std::fs::read_to_string(&s.stb_log).unwrap(),
-    ));
-    Counted {
-        primary,
-        standby,
-        report,
-    }
+    cmdcount::counted_ship(&out, &s.stb_log, storage)
 }
 
 fn total(c: &BTreeMap<String, usize>) -> usize {

@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 pub mod btrfs_stream;
+pub mod cmdcount;
 pub mod memsite;
+pub mod output;
 pub mod redolog;
 pub mod rgwlab;
 pub mod shipcheck;
@@ -540,15 +542,7 @@ impl TwoSites {
 
     /// Run and require success; returns stdout.
     pub fn ok(&self, cfg: &Path, args: &[&str]) -> String {
-        let out = self.run(cfg, args);
-        assert!(
-            out.status.success(),
-            "snapsite {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        output::success(&format!("snapsite {args:?}"), &self.run(cfg, args))
     }
 
     pub fn snapshot(&self, redolog: bool) -> serde_json::Value {

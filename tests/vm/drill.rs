@@ -129,13 +129,7 @@ fn mariadb_template() -> &'static Path {
         ])
         .output()
         .expect("start mariadb-install-db");
-        assert!(
-            out.status.success(),
-            "mariadb-install-db failed ({}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::output::success("mariadb-install-db", &out);
         eprintln!(
             "drill: mariadb-install-db (once per guest) took {:.1} s",
             t.elapsed().as_secs_f64()

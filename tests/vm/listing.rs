@@ -9,47 +9,18 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::cmdcount::{self, Counted, TRACE};
 
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars();
-    while let Some(c) = it.next() {
-        if c == '\x1b' {
-            for d in it.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
+/// A command's key: program and subcommand for `zfs`, `zpool` and
+/// `dmsetup` (e.g. `zfs list`), the program for the others; the transport
+/// and snapsite itself are not counted.
+fn command_key(words: &[&str]) -> Option<String> {
+    let prog = *words.first()?;
+    match prog {
+        "zfs" | "zpool" | "dmsetup" => Some(format!("{prog} {}", words.get(1).unwrap_or(&""))),
+        "sh" | "ssh" | "snapsite" => None,
+        p => Some(p.to_string()),
     }
-    out
-}
-
-/// Per command (program and subcommand, e.g. `zfs list`, `lvs`), how many
-/// times it ran, from a trace log.
-fn count_commands(log: &str) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for line in log.lines() {
-        let plain = strip_ansi(line);
-        for ev in [" run cmd=", " spawn cmd="] {
-            if let Some(i) = plain.find(ev) {
-                let mut words = plain[i + ev.len()..].split_whitespace();
-                let prog = words.next().unwrap_or("");
-                let prog = prog.rsplit('/').next().unwrap_or("");
-                let key = match prog {
-                    "zfs" | "zpool" | "dmsetup" => {
-                        format!("{prog} {}", words.next().unwrap_or(""))
-                    }
-                    "sh" | "ssh" | "snapsite" => continue,
-                    p => p.to_string(),
-                };
-                *out.entry(key).or_insert(0) += 1;
-            }
-        }
-    }
-    out
 }
 
 /// The listing commands among them: what a ship asks the storage about
@@ -59,12 +30,6 @@ fn listings(c: &BTreeMap<String, usize>) -> usize {
         .filter(|(k, _)| ["zfs list", "zfs get", "lvs", "vgs"].contains(&k.as_str()))
         .map(|(_, n)| n)
         .sum()
-}
-
-struct Counted {
-    primary: BTreeMap<String, usize>,
-    standby: BTreeMap<String, usize>,
-    report: serde_json::Value,
 }
 
 /// Configs whose standby `serve` writes its trace log to `stb_log`.
@@ -86,22 +51,8 @@ fn counted_ship(pri_cfg: &Path, stb_log: &Path) -> Counted {
     std::fs::write(stb_log, b"").unwrap();
     let mut argv = vec![snapsite_bin(), "--config", pri_cfg.to_str().unwrap()];
     argv.extend(["ship", "--json"]);
-    let out = command(&argv)
-        .env("SNAPSITE_LOG", "snapsite::base::cmd=debug")
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ship failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Counted {
-        primary: count_commands(&String::from_utf8_lossy(&out.stderr)),
-        standby: count_commands(&std::fs::read_to_string(stb_log).unwrap()),
-        report: serde_json::from_slice(&out.stdout).unwrap(),
-    }
+    let out = command(&argv).envs(TRACE).output().unwrap();
+    cmdcount::counted_ship(&out, stb_log, command_key)
 }
 
 fn roles(n: usize) -> Vec<String> {
