@@ -72,32 +72,23 @@ fn ok(cfg: &Path, args: &[&str]) -> String {
 /// Full ship, no-change ship, one-set incremental ship with `n` volumes.
 fn measure(n: usize) -> (Counted, Counted, Vec<String>, Sites) {
     let s = sites(n);
-    for (i, r) in s.lab.roles.iter().enumerate() {
-        write_file(
-            &s.lab.pri.path(&format!("live/{r}/data")),
-            &random_bytes(i as u64, 64 * 1024),
-        );
-    }
-    ok(&s.pri_cfg, &["snapshot"]);
-    let first = counted_ship(&s);
-    assert_eq!(first.report["snapshots"].as_array().unwrap().len(), n);
-    let none = counted_ship(&s);
-    assert!(none.report["snapshots"].as_array().unwrap().is_empty());
-    for (i, r) in s.lab.roles.iter().enumerate() {
-        write_file(
-            &s.lab.pri.path(&format!("live/{r}/more")),
-            &random_bytes(100 + i as u64, 16 * 1024),
-        );
-    }
-    let set: serde_json::Value =
-        serde_json::from_str(&ok(&s.pri_cfg, &["snapshot", "--json"])).unwrap();
-    let id = set["id"].as_str().unwrap().to_string();
-    let inc = counted_ship(&s);
+    // 64 KiB of `data` in each volume, then 16 KiB `more`.
+    let change = |k: usize| {
+        let (file, seed, size) = [("data", 0, 64 * 1024), ("more", 100, 16 * 1024)][k];
+        for (i, r) in s.lab.roles.iter().enumerate() {
+            write_file(
+                &s.lab.pri.path(&format!("live/{r}/{file}")),
+                &random_bytes(seed + i as u64, size),
+            );
+        }
+    };
+    let snapshot = || {
+        let set: serde_json::Value =
+            serde_json::from_str(&ok(&s.pri_cfg, &["snapshot", "--json"])).unwrap();
+        set["id"].as_str().unwrap().to_string()
+    };
+    let (none, inc, id) = cmdcount::three_ships(n, change, snapshot, || counted_ship(&s));
     // what was shipped is what the primary holds
-    let sent = inc.report["snapshots"].as_array().unwrap();
-    assert_eq!(sent.len(), n, "{}", inc.report);
-    assert!(sent.iter().all(|x| x["base"].is_string()), "incremental");
-    assert_eq!(inc.report["committed"], serde_json::json!([id]));
     let mut digests = Vec::new();
     for r in &s.lab.roles {
         let got = tree_digest(&s.lab.stb.path(&format!("recv/{r}/{id}/{id}")));

@@ -71,3 +71,35 @@ pub fn counted_ship(out: &Output, stb_log: &Path, key: fn(&[&str]) -> Option<Str
         report: serde_json::from_str(&report).unwrap(),
     }
 }
+
+/// The three ships the counting tests compare, of `n` volumes: after
+/// `change(0)` and a snapshot the first ship sends all `n`; with nothing
+/// changed the next sends nothing; after `change(1)` and a snapshot (whose
+/// set id `snapshot` returns) the last sends an incremental of each and
+/// commits that set. Returns the no-change and incremental ships and the
+/// set id.
+pub fn three_ships(
+    n: usize,
+    change: impl Fn(usize),
+    snapshot: impl Fn() -> String,
+    ship: impl Fn() -> Counted,
+) -> (Counted, Counted, String) {
+    change(0);
+    snapshot();
+    let first = ship();
+    assert_eq!(first.report["snapshots"].as_array().unwrap().len(), n);
+    let none = ship();
+    assert!(none.report["snapshots"].as_array().unwrap().is_empty());
+    change(1);
+    let id = snapshot();
+    let inc = ship();
+    let sent = inc.report["snapshots"].as_array().unwrap();
+    assert_eq!(sent.len(), n, "{}", inc.report);
+    assert!(
+        sent.iter().all(|x| x["base"].is_string()),
+        "incremental: {}",
+        inc.report
+    );
+    assert_eq!(inc.report["committed"], serde_json::json!([id]));
+    (none, inc, id)
+}

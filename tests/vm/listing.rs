@@ -61,6 +61,22 @@ fn roles(n: usize) -> Vec<String> {
     r
 }
 
+/// [`cmdcount::three_ships`] of `n` volumes from `pri_cfg`, `fill`ing
+/// with seeds 1 and 10.
+fn ships(
+    n: usize,
+    pri_cfg: &Path,
+    stb_log: &Path,
+    fill: impl Fn(u64),
+) -> (Counted, Counted, String) {
+    cmdcount::three_ships(
+        n,
+        |k| fill([1, 10][k]),
+        || snapsite_ok(pri_cfg, &["snapshot"]).trim().to_string(),
+        || counted_ship(pri_cfg, stb_log),
+    )
+}
+
 /// Full, no-change and one-set incremental ship of `n` volumes; returns
 /// the counted no-change and incremental ships.
 fn zfs_ships(n: usize) -> (Counted, Counted) {
@@ -96,21 +112,8 @@ fn zfs_ships(n: usize) -> (Counted, Counted) {
             write_pattern(&f, 0, seed + i as u64, 256 * 1024);
         }
     };
-    fill(1);
-    snapsite_ok(&pri_cfg, &["snapshot"]);
-    let first = counted_ship(&pri_cfg, &stb_log);
-    assert_eq!(first.report["snapshots"].as_array().unwrap().len(), n);
-    let none = counted_ship(&pri_cfg, &stb_log);
-    assert!(none.report["snapshots"].as_array().unwrap().is_empty());
-    fill(10);
-    let id = snapsite_ok(&pri_cfg, &["snapshot"]).trim().to_string();
-    let inc = counted_ship(&pri_cfg, &stb_log);
-    assert_eq!(inc.report["committed"], serde_json::json!([id]));
-    let sent = inc.report["snapshots"].as_array().unwrap();
-    assert_eq!(sent.len(), n);
+    let (none, inc, id) = ships(n, &pri_cfg, &stb_log, fill);
     for r in roles(n) {
-        let x = sent.iter().find(|x| x["role"] == r.as_str()).unwrap();
-        assert!(x["base"].is_string(), "{r}: incremental");
         assert_eq!(
             zfs_get(
                 "guid",
@@ -143,21 +146,8 @@ fn lvm_ships(n: usize) -> (Counted, Counted) {
             write_pattern(&pri.dev(r), seed * 65536, seed + i as u64, 65536);
         }
     };
-    fill(1);
-    snapsite_ok(&pri_cfg, &["snapshot"]);
-    let first = counted_ship(&pri_cfg, &stb_log);
-    assert_eq!(first.report["snapshots"].as_array().unwrap().len(), n);
-    let none = counted_ship(&pri_cfg, &stb_log);
-    assert!(none.report["snapshots"].as_array().unwrap().is_empty());
-    fill(10);
-    let id = snapsite_ok(&pri_cfg, &["snapshot"]).trim().to_string();
-    let inc = counted_ship(&pri_cfg, &stb_log);
-    assert_eq!(inc.report["committed"], serde_json::json!([id]));
-    let sent = inc.report["snapshots"].as_array().unwrap();
-    assert_eq!(sent.len(), n);
+    let (none, inc, id) = ships(n, &pri_cfg, &stb_log, fill);
     for r in roles(n) {
-        let x = sent.iter().find(|x| x["role"] == r.as_str()).unwrap();
-        assert!(x["base"].is_string(), "{r}: incremental");
         let lv = format!("{r}.{id}");
         for vg in [&pri, &stb] {
             if vg.lvs_field(&lv, "lv_active") != "active" {
