@@ -218,25 +218,22 @@ pub(super) fn make_receivable(vol: &Volume, name: &str) -> Result<()> {
                 .ctx(ctx())?;
         }
     }
-    zfs()
-        .arg("clone")
-        .args([
-            "-o",
-            "readonly=on",
-            "-o",
-            "canmount=noauto",
-            "-o",
-            "mountpoint=none",
-        ])
-        .args(["-o", "exec=off", "-o", "setuid=off", "-o", "devices=off"])
-        .arg(&from)
-        .arg(&r)
-        .run()
-        .ctx(ctx())?;
+    clone_inert(&from, &r).ctx(ctx())?;
     // A rerun finds the clone without snapshots of its own, destroys it
     // and clones again.
     crate::failpoint!("zfs.make_receivable.after_clone");
     zfs().args(["promote", &r]).run().ctx(ctx())
+}
+
+/// Clone snapshot `from` as `to` with the first of the receive overrides
+/// (read-only, not mounted, no exec, setuid or devices): a replica that
+/// takes incrementals from the sender again, as inert as a received one.
+pub(super) fn clone_inert(from: &str, to: &str) -> Result<()> {
+    zfs()
+        .arg("clone")
+        .args(CLONE_OVERRIDES)
+        .args([from, to])
+        .run()
 }
 
 /// `zfs list` of `ds`'s own snapshots, oldest first (by createtxg), one
