@@ -55,6 +55,8 @@ mod follow;
 mod gaps;
 mod hostile;
 mod init;
+#[path = "../common/initcheck.rs"]
+mod initcheck;
 mod listing;
 mod lvm;
 #[path = "../common/output.rs"]
