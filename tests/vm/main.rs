@@ -51,6 +51,8 @@ mod cmdcount;
 mod crash;
 mod cycle;
 mod drill;
+#[path = "../common/drillcheck.rs"]
+mod drillcheck;
 mod follow;
 mod gaps;
 mod hostile;
