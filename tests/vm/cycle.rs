@@ -459,16 +459,7 @@ fn lvm_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
     std::fs::write(&pri_cfg, a_conf(false)).unwrap();
     let mut b = format!("site = \"b\"\nstate_dir = \"{}/state-b\"\n", dir.display());
     for r in roles {
-        sh(&[
-            "lvcreate",
-            "-y",
-            "-V",
-            "128M",
-            "-T",
-            &va.lv("pool"),
-            "-n",
-            r,
-        ]);
+        thin_lv(va, r, "128M");
         let dev = va.dev(r);
         sh(&[
             "mkfs.ext4",

@@ -208,21 +208,8 @@ impl Drill {
                 thin_pool(&pri);
                 thin_pool(&stb);
                 for r in ROLES {
-                    sh(&[
-                        "lvcreate",
-                        "-y",
-                        "-V",
-                        "256M",
-                        "-T",
-                        &pri.lv("pool"),
-                        "-n",
-                        r,
-                    ]);
-                    let dev = pri.dev(r);
-                    sh(&["mkfs.ext4", "-q", "-E", "nodiscard", path_str(&dev)]);
-                    let mp = dir.join("pri").join(r);
-                    std::fs::create_dir_all(&mp).unwrap();
-                    sh(&["mount", path_str(&dev), path_str(&mp)]);
+                    thin_lv(&pri, r, "256M");
+                    mount_ext4(&pri.dev(r), &dir.join("pri").join(r));
                 }
                 Storage::Lvm {
                     pri,

@@ -473,16 +473,7 @@ fn hostile_lvm_streams_are_refused_promptly_and_release_the_pool() {
     // `check` reports a standby pool too full for failover's copies.
     let out = snapsite_ok(&stb_cfg, &["check"]);
     assert!(!out.contains("% full"), "{out}");
-    sh(&[
-        "lvcreate",
-        "-y",
-        "-V",
-        "60M",
-        "-T",
-        &stb.lv("pool"),
-        "-n",
-        "filler",
-    ]);
+    thin_lv(stb, "filler", "60M");
     let (used, total) = pool_data(stb);
     let fill_to = (total * 92 / 100).saturating_sub(used) * 65536;
     write_pattern(&stb.dev("filler"), 0, 23, fill_to as usize);
