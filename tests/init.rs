@@ -14,7 +14,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::initcheck::{assert_checks_and_ships, with_command_standby};
+use common::initcheck::{assert_checks_and_ships, init_args, with_command_standby};
 use common::output::text;
 use common::*;
 
@@ -58,38 +58,10 @@ impl Twin {
         }
         Twin { pri, stb, dir }
     }
-    fn vol_args(&self) -> Vec<String> {
-        ["mysql", "blob", "index", "redolog"]
-            .iter()
-            .flat_map(|r| {
-                [
-                    "--volume".to_string(),
-                    format!("{r}={}", self.pri.path(&format!("live/{r}")).display()),
-                ]
-            })
-            .collect()
-    }
     fn init(&self, extra: &[&str]) -> Output {
-        let out = self.dir.path().join("out");
-        let state = self.dir.path().join("state");
-        let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins");
-        let mut args = vec![
-            "init",
-            "--site",
-            "mail-a",
-            "--peer",
-            "mail-b.example.org",
-            "--out",
-            out.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--plugins",
-            plugins.to_str().unwrap(),
-        ];
-        let vols = self.vol_args();
-        args.extend(vols.iter().map(String::as_str));
-        args.extend_from_slice(extra);
-        snapsite(&args)
+        let live = |r: &str| self.pri.path(&format!("live/{r}"));
+        let args = init_args(self.dir.path(), &live, extra);
+        snapsite(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
     /// The standby's side: a script that mounts the standby's filesystem and
     /// state over the primary's paths in a private mount namespace, then

@@ -2,10 +2,34 @@
 //! on ZFS and LVM thin, which includes this file by path) do with the two
 //! configs `init` wrote: reach the standby locally, then check and ship.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use super::output::{success, text};
+
+/// The arguments of `snapsite init` for site mail-a, peer mail-b, writing
+/// to `dir/out` with state in `dir/state`, the repository's plugins, and
+/// each role's live path from `live`, then `extra`.
+pub fn init_args(dir: &Path, live: &dyn Fn(&str) -> PathBuf, extra: &[&str]) -> Vec<String> {
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins");
+    let mut args: Vec<String> = ["init", "--site", "mail-a", "--peer", "mail-b.example.org"]
+        .map(String::from)
+        .into();
+    for (flag, path) in [
+        ("--out", dir.join("out")),
+        ("--state-dir", dir.join("state")),
+        ("--plugins", plugins),
+    ] {
+        args.push(flag.into());
+        args.push(path.to_str().expect("utf-8 path").into());
+    }
+    for r in ["mysql", "blob", "index", "redolog"] {
+        args.push("--volume".into());
+        args.push(format!("{r}={}", live(r).display()));
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
 
 /// mail-a's config `a_text` with its `[standby]` section (up to
 /// `[schedule]`) replaced by a command transport that runs `wrapper`

@@ -631,14 +631,7 @@ pub fn stdout(o: &Output) -> String {
 }
 
 /// A command's status, stdout and stderr, for an assertion's message.
-pub fn both(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+pub use output::text as both;
 
 /// `snapsite --config cfg args…` started with its output discarded (for
 /// tests that watch or kill the process, not read it).

@@ -18,7 +18,7 @@
 //! for received ones.)
 
 use super::*;
-use crate::initcheck::{assert_checks_and_ships, with_command_standby};
+use crate::initcheck::{assert_checks_and_ships, init_args, with_command_standby};
 use crate::output::text;
 
 const ROLES: [&str; 4] = ["mysql", "blob", "index", "redolog"];
@@ -44,30 +44,9 @@ impl Lab {
 
     /// `snapsite init` for site mail-a, peer mail-b, the four volumes.
     fn init(&self, extra: &[&str]) -> Output {
-        let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins");
-        let mut argv: Vec<String> = [
-            snapsite_bin(),
-            "init",
-            "--site",
-            "mail-a",
-            "--peer",
-            "mail-b.example.org",
-            "--out",
-            self.dir.join("out").to_str().unwrap(),
-            "--state-dir",
-            self.dir.join("state").to_str().unwrap(),
-            "--plugins",
-            plugins.to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        for r in ROLES {
-            argv.push("--volume".into());
-            argv.push(format!("{r}={}", self.live(r).display()));
-        }
-        argv.extend(extra.iter().map(|s| s.to_string()));
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let args = init_args(&self.dir, &|r| self.live(r), extra);
+        let mut argv = vec![snapsite_bin()];
+        argv.extend(args.iter().map(String::as_str));
         run(&argv)
     }
 
