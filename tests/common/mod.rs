@@ -475,22 +475,25 @@ impl TwoSites {
     /// [`byte_filter`]) into the standby's serve; `extra` is appended to
     /// its `[standby]`.
     pub fn filtered_transport(&self, name: &str, filter: &str, extra: &str) -> PathBuf {
-        let script = self.dir.path().join(format!("{name}.sh"));
-        std::fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\n{filter} | exec {} serve --stdio --config {}\n",
-                snapsite_exe(),
-                self.stb_cfg.display()
-            ),
-        )
-        .unwrap();
-        sh(&["chmod", "+x", script.to_str().unwrap()]);
+        let script = format!(
+            "#!/bin/sh\n{filter} | exec {} serve --stdio --config {}\n",
+            snapsite_exe(),
+            self.stb_cfg.display()
+        );
+        self.script_transport(name, &script, extra)
+    }
+
+    /// A primary config `<name>.toml` whose transport is the executable
+    /// script `<name>.sh` holding `script`; `extra` is appended to its
+    /// `[standby]`.
+    pub fn script_transport(&self, name: &str, script: &str, extra: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("{name}.sh"));
+        write_script(&path, script);
         self.primary_variant(
             name,
             &format!(
                 "transport = \"command\"\ncommand = [\"{}\"]\n{extra}",
-                script.display()
+                path.display()
             ),
         )
     }
@@ -623,6 +626,12 @@ pub fn sent_roles(report: &serde_json::Value) -> Vec<&str> {
 /// The command exited with `code`; else fail with its whole output.
 pub fn assert_exit(o: &Output, code: i32) {
     assert_eq!(o.status.code(), Some(code), "{}", both(o));
+}
+
+/// Write `text` to `path` and make it executable.
+pub fn write_script(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    sh(&["chmod", "+x", path.to_str().expect("utf-8 path")]);
 }
 
 /// A command's stdout, lossily.
