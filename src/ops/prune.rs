@@ -98,7 +98,7 @@ pub fn plan_sets_by(
             of_kind.into_iter().partition(|m| complete(m));
         let times: Vec<Timestamp> = done.iter().map(|m| time_of(m)).collect();
         let by_grid = grid_destroy(grid, &times);
-        for (i, m) in done.iter().enumerate() {
+        let complete_sets = done.iter().enumerate().map(|(i, m)| {
             let (destroy, reason) = if let Some(why) = protected.get(&m.id) {
                 (false, format!("protected: {why}"))
             } else if by_grid.contains(&i) {
@@ -106,21 +106,13 @@ pub fn plan_sets_by(
             } else {
                 (false, format!("kept by the grid `{grid}`"))
             };
-            decided.insert(
-                m.id.clone(),
-                SetDecision {
-                    set_id: m.id.clone(),
-                    kind,
-                    destroy,
-                    reason,
-                },
-            );
-        }
-        for m in partial {
-            let (destroy, reason) = match protected.get(&m.id) {
-                Some(why) => (false, format!("incomplete but protected: {why}")),
-                None => (true, "incomplete: members are missing".to_string()),
-            };
+            (*m, destroy, reason)
+        });
+        let incomplete_sets = partial.iter().map(|m| match protected.get(&m.id) {
+            Some(why) => (*m, false, format!("incomplete but protected: {why}")),
+            None => (*m, true, "incomplete: members are missing".to_string()),
+        });
+        for (m, destroy, reason) in complete_sets.chain(incomplete_sets) {
             decided.insert(
                 m.id.clone(),
                 SetDecision {
