@@ -12,6 +12,7 @@
 //! (`snapsite::wire::stream::{Writer, Reader, Msg}`), never by hand-encoded frames.
 
 use super::*;
+use crate::output::sent;
 
 use std::process::{ChildStdin, ChildStdout};
 
@@ -293,12 +294,7 @@ fn hostile_zfs_streams_are_refused_before_zfs_receive() {
     // The legitimate ship still goes incrementally from the common base.
     let report = snapsite_json(&pri_cfg, &["ship", "--json"]);
     assert_eq!(report["committed"][0], s2.as_str());
-    let mysql = report["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["role"] == "mysql")
-        .unwrap();
+    let mysql = sent(&report, "mysql");
     assert_eq!(mysql["base"], s1.as_str());
     for (p, v) in want_props {
         assert_eq!(zfs_get(p, &replica("mysql")), v, "after incremental: {p}");
