@@ -134,19 +134,7 @@ pub(super) fn divergent(vol: &Volume) -> Result<Vec<String>> {
     if !exists(parent)? {
         return Ok(Vec::new());
     }
-    let text = zfs()
-        .args([
-            "list",
-            "-H",
-            "-o",
-            "name",
-            "-t",
-            "filesystem",
-            "-d",
-            "1",
-            parent,
-        ])
-        .output()?;
+    let text = names_below(parent, "filesystem", &[])?;
     let prefix = divergent_dataset(&vol.source, "");
     let mut v: Vec<String> = text
         .lines()
@@ -240,17 +228,15 @@ pub(super) fn clone_inert(from: &str, to: &str) -> Result<()> {
 /// full name a line: what failback's `make_receivable` and follow's
 /// set-aside read before they touch a replica.
 pub(super) fn own_snapshots(ds: &str) -> Result<String> {
+    names_below(ds, "snapshot", &["-s", "createtxg"])
+}
+
+/// `zfs list` of the datasets of `kind` directly below `ds` (and `ds`
+/// itself when of that kind), one full name a line, in `sort` order.
+fn names_below(ds: &str, kind: &str, sort: &[&str]) -> Result<String> {
     zfs()
-        .args([
-            "list",
-            "-H",
-            "-o",
-            "name",
-            "-t",
-            "snapshot",
-            "-s",
-            "createtxg",
-        ])
+        .args(["list", "-H", "-o", "name", "-t", kind])
+        .args(sort)
         .args(["-d", "1", ds])
         .output()
 }
