@@ -339,8 +339,14 @@ fn prune_on_btrfs_keeps_the_common_snapshot_and_shipping_stays_incremental() {
     assert!(!decisions[&r3].0, "{decisions:?}");
     assert!(lab.primary_snap("redolog", &r2).exists());
 
-    let text = lab.ok(&lab.pri_cfg, &["prune"]);
-    assert!(text.contains("destroyed 1 set(s)"), "{text}");
+    // `prune` with `cfg` destroys `n` sets and leaves `left`.
+    let prune = |cfg: &std::path::Path, n: usize, left: &[&String]| {
+        let text = lab.ok(cfg, &["prune"]);
+        assert!(text.contains(&format!("destroyed {n} set(s)")), "{text}");
+        let sets = ids(&json(&lab.ok(cfg, &["sets", "--json"])));
+        assert_eq!(sets.iter().collect::<Vec<_>>(), left);
+    };
+    prune(&lab.pri_cfg, 1, &[&f1, &r1, &f2, &r3]);
     assert!(
         !lab.primary_snap("redolog", &r2).exists(),
         "snapshot destroyed"
@@ -352,8 +358,6 @@ fn prune_on_btrfs_keeps_the_common_snapshot_and_shipping_stays_incremental() {
             .exists(),
         "manifest removed"
     );
-    let sets = ids(&json(&lab.ok(&lab.pri_cfg, &["sets", "--json"])));
-    assert_eq!(sets, vec![f1.clone(), r1.clone(), f2.clone(), r3.clone()]);
 
     // Shipping goes on incrementally from the common snapshots.
     let rep = lab.ship(&lab.pri_cfg);
@@ -389,12 +393,7 @@ fn prune_on_btrfs_keeps_the_common_snapshot_and_shipping_stays_incremental() {
     );
 
     // Now the common snapshots moved to F2 / R3: the primary may drop F1, R1.
-    let text = lab.ok(&lab.pri_cfg, &["prune"]);
-    assert!(text.contains("destroyed 2 set(s)"), "{text}");
-    assert_eq!(
-        ids(&json(&lab.ok(&lab.pri_cfg, &["sets", "--json"]))),
-        vec![f2.clone(), r3.clone()]
-    );
+    prune(&lab.pri_cfg, 2, &[&f2, &r3]);
 
     // The standby keeps the failover pair (F2, R3) and its newest received
     // snapshots; F1 and R1 go, with their receipts.
@@ -405,12 +404,7 @@ fn prune_on_btrfs_keeps_the_common_snapshot_and_shipping_stays_incremental() {
         young.contains("would destroy 0 set(s)"),
         "nothing is destroyed while young: {young}"
     );
-    let out = lab.ok(&lab.stb_cfg, &["prune"]);
-    assert!(out.contains("destroyed 2 set(s)"), "{out}");
-    assert_eq!(
-        ids(&json(&lab.ok(&lab.stb_cfg, &["sets", "--json"]))),
-        vec![f2.clone(), r3.clone()]
-    );
+    prune(&lab.stb_cfg, 2, &[&f2, &r3]);
     assert!(!lab.standby_recv("mysql").join(&f1).exists());
     assert!(
         !lab.dir
