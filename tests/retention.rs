@@ -710,43 +710,18 @@ fn long_histories_with_any_grid_equal_the_model() {
 }
 
 fn example_tiers() -> Vec<ModelTier> {
+    let t = |count, len, keep| ModelTier { count, len, keep };
     vec![
-        ModelTier {
-            count: 1,
-            len: HOUR,
-            keep: None,
-        },
-        ModelTier {
-            count: 24,
-            len: HOUR,
-            keep: Some(1),
-        },
-        ModelTier {
-            count: 30,
-            len: DAY,
-            keep: Some(1),
-        },
-        ModelTier {
-            count: 11,
-            len: 30 * DAY,
-            keep: Some(1),
-        },
+        t(1, HOUR, None),
+        t(24, HOUR, Some(1)),
+        t(30, DAY, Some(1)),
+        t(11, 30 * DAY, Some(1)),
     ]
 }
 
 fn example_redolog_tiers() -> Vec<ModelTier> {
-    vec![
-        ModelTier {
-            count: 1,
-            len: HOUR,
-            keep: None,
-        },
-        ModelTier {
-            count: 6,
-            len: HOUR,
-            keep: Some(1),
-        },
-    ]
+    let t = |count, len, keep| ModelTier { count, len, keep };
+    vec![t(1, HOUR, None), t(6, HOUR, Some(1))]
 }
 
 /// How many of `times` (ascending) lie in each tier, by age from the youngest.
