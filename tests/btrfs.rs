@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::output::sent;
 use common::*;
 use jiff::Timestamp;
 use snapsite::dr::replay::format_zmplayredo;
@@ -164,14 +165,7 @@ fn incremental_ship_sends_about_the_changed_bytes() {
     write_file(&lab.live("blob").join("big"), &random_bytes(99, 48 * MIB));
     lab.snapshot(false);
     let first = lab.ship(&lab.pri_cfg);
-    let blob_full = first["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["role"] == "blob")
-        .unwrap()["bytes"]
-        .as_u64()
-        .unwrap();
+    let blob_full = sent(&first, "blob")["bytes"].as_u64().unwrap();
     assert!(
         blob_full >= 48 * MIB as u64,
         "full send carries the data: {blob_full}"
@@ -195,9 +189,7 @@ fn incremental_ship_sends_about_the_changed_bytes() {
         snaps.iter().all(|s| !s["base"].is_null()),
         "all incremental: {second}"
     );
-    let blob = snaps.iter().find(|s| s["role"] == "blob").unwrap()["bytes"]
-        .as_u64()
-        .unwrap();
+    let blob = sent(&second, "blob")["bytes"].as_u64().unwrap();
     let changed = 4 * MIB as u64;
     eprintln!("incremental blob bytes {blob} for {changed} changed (full: {blob_full})");
     assert!(blob >= changed, "{blob} < {changed}");

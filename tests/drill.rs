@@ -11,6 +11,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::drillcheck::{assert_zero_loss, is_zmplayredo_time};
 use common::*;
 
 fn drill_prerequisites() -> Option<String> {
@@ -31,16 +32,6 @@ fn drill_prerequisites() -> Option<String> {
         return Some("tzdata is missing (apt-get install tzdata)".into());
     }
     None
-}
-
-fn is_zmplayredo_time(s: &str) -> bool {
-    // yyyy/MM/dd HH:mm:ss.SSS
-    let shape = "dddd/dd/dd dd:dd:dd.ddd";
-    s.len() == shape.len()
-        && s.chars().zip(shape.chars()).all(|(c, p)| match p {
-            'd' => c.is_ascii_digit(),
-            lit => c == lit,
-        })
 }
 
 #[test]
@@ -67,27 +58,7 @@ fn failover_drill_loses_nothing_before_the_last_shipped_redolog_snapshot() {
 
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&verdict_path).unwrap()).unwrap();
-    assert_eq!(v["zero_loss"], true, "{v:#}");
-    assert_eq!(v["stores_agree"], true, "{v:#}");
-    assert_eq!(v["replay_exit"], 0, "{v:#}");
-    assert_eq!(
-        v["lost_older_than_recovery_point"]
-            .as_array()
-            .unwrap()
-            .len(),
-        0
-    );
-    let written = v["written"].as_u64().unwrap();
-    let before = v["before_recovery_point"].as_u64().unwrap();
-    assert!(
-        before >= 20,
-        "the drill should have acknowledged mail before the recovery point: {v:#}"
-    );
-    assert_eq!(v["before_recovery_point_recovered"].as_u64(), Some(before));
-    assert_eq!(
-        v["recovered"].as_u64().unwrap() + v["lost"].as_u64().unwrap(),
-        written
-    );
+    assert_zero_loss(&v);
     // The replay got snapsite's --fromTime in zmplayredo's format, local
     // time (`check` prints the configured template, `{from_time}`, first).
     let args: Vec<&str> = out

@@ -75,8 +75,7 @@ exec "$real" "$@"
                 real = real_path(tool),
             );
             let p = shims.join(tool);
-            std::fs::write(&p, script).unwrap();
-            sh(&["chmod", "+x", p.to_str().unwrap()]);
+            write_script(&p, &script);
         }
         lab.fill(900, 128 * 1024);
         let set: serde_json::Value =
@@ -110,15 +109,13 @@ exec "$real" "$@"
             ));
         }
         let script = self.d.join("replay.sh");
-        std::fs::write(
+        write_script(
             &script,
-            format!(
+            &format!(
                 "#!/bin/sh\nd={d}\necho \"start $$\" >> $d/replay-log\nok=ok\n{checks}if [ -e $d/crash-replay ]; then\n  rm $d/crash-replay\n  echo $$ > $d/replay-pid\n  kill -9 $PPID\n  sleep 3\nfi\necho \"done $$ $ok $SNAPSITE_SET_ID\" >> $d/replay-log\n",
                 d = self.d.display()
             ),
-        )
-        .unwrap();
-        sh(&["chmod", "+x", script.to_str().unwrap()]);
+        );
         let toml = self.lab.standby_toml(&format!(
             "[\"{}\", \"--fromTime\", \"{{from_time}}\"]",
             script.display()
@@ -395,25 +392,13 @@ fn a_foreign_mount_is_refused_before_any_copy() {
 /// A pass-through filter that forwards `at` bytes, then stops forwarding
 /// and sleeps with both pipes open: a primary that went silent mid-stream.
 fn stall_transport(f: &Faults) -> PathBuf {
-    let script = f.d.join("stall.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\npython3 -c 'import os, sys, time\nopen(sys.argv[1], \"w\").write(str(os.getpid()))\ni, o = sys.stdin.buffer, sys.stdout.buffer\nat, pos = int(sys.argv[2]), 0\nwhile pos < at:\n  c = i.read1(min(65536, at - pos))\n  if not c: break\n  o.write(c); o.flush(); pos += len(c)\ntime.sleep(600)\n' {pidfile} 100000 | exec setsid {exe} serve --stdio --config {cfg}\n",
-            pidfile = f.d.join("stall-pid").display(),
-            exe = snapsite_exe(),
-            cfg = f.lab.stb_cfg.display()
-        ),
-    )
-    .unwrap();
-    sh(&["chmod", "+x", script.to_str().unwrap()]);
-    f.lab.primary_variant(
-        "stall",
-        &format!(
-            "transport = \"command\"\ncommand = [\"{}\"]",
-            script.display()
-        ),
-    )
+    let script = format!(
+        "#!/bin/sh\npython3 -c 'import os, sys, time\nopen(sys.argv[1], \"w\").write(str(os.getpid()))\ni, o = sys.stdin.buffer, sys.stdout.buffer\nat, pos = int(sys.argv[2]), 0\nwhile pos < at:\n  c = i.read1(min(65536, at - pos))\n  if not c: break\n  o.write(c); o.flush(); pos += len(c)\ntime.sleep(600)\n' {pidfile} 100000 | exec setsid {exe} serve --stdio --config {cfg}\n",
+        pidfile = f.d.join("stall-pid").display(),
+        exe = snapsite_exe(),
+        cfg = f.lab.stb_cfg.display()
+    );
+    f.lab.script_transport("stall", &script, "")
 }
 
 fn find_serve(cfg: &Path) -> Option<i32> {

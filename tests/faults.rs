@@ -80,7 +80,6 @@ impl Rig {
         std::fs::write(&filter, FILTER).unwrap();
         let spec = d.join("fault-spec");
         std::fs::write(&spec, "none").unwrap();
-        let script = d.join("faulty-transport.sh");
         let f = |dir: &str| {
             format!(
                 "python3 {} {dir} {} {}",
@@ -89,26 +88,15 @@ impl Rig {
                 d.join(format!("cap-{dir}")).display()
             )
         };
-        std::fs::write(
-            &script,
-            format!(
-                "#!/bin/bash\nset -o pipefail\n{} | {} --config {} serve --stdio --idle-timeout 10s 2>>{} | {}\n",
-                f("up"),
-                snapsite_exe(),
-                lab.stb_cfg.display(),
-                d.join("transport-stderr.log").display(),
-                f("down")
-            ),
-        )
-        .unwrap();
-        sh(&["chmod", "+x", script.to_str().unwrap()]);
-        let pri = lab.primary_variant(
-            "faults-primary",
-            &format!(
-                "transport = \"command\"\ncommand = [\"{}\"]",
-                script.display()
-            ),
+        let script = format!(
+            "#!/bin/bash\nset -o pipefail\n{} | {} --config {} serve --stdio --idle-timeout 10s 2>>{} | {}\n",
+            f("up"),
+            snapsite_exe(),
+            lab.stb_cfg.display(),
+            d.join("transport-stderr.log").display(),
+            f("down")
         );
+        let pri = lab.script_transport("faults-primary", &script, "");
         lab.fill(0, 16 * 1024);
         let out = lab.ok(&pri, &["snapshot", "--json"]);
         let set: serde_json::Value = serde_json::from_str(&out).unwrap();

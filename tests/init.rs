@@ -14,19 +14,12 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::initcheck::{assert_checks_and_ships, init_args, with_command_standby};
+use common::output::text;
 use common::*;
 
 fn snapsite(args: &[&str]) -> Output {
     Command::new(snapsite_exe()).args(args).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n{}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Fields drop in order: the filesystems are unmounted before the
@@ -65,38 +58,10 @@ impl Twin {
         }
         Twin { pri, stb, dir }
     }
-    fn vol_args(&self) -> Vec<String> {
-        ["mysql", "blob", "index", "redolog"]
-            .iter()
-            .flat_map(|r| {
-                [
-                    "--volume".to_string(),
-                    format!("{r}={}", self.pri.path(&format!("live/{r}")).display()),
-                ]
-            })
-            .collect()
-    }
     fn init(&self, extra: &[&str]) -> Output {
-        let out = self.dir.path().join("out");
-        let state = self.dir.path().join("state");
-        let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins");
-        let mut args = vec![
-            "init",
-            "--site",
-            "mail-a",
-            "--peer",
-            "mail-b.example.org",
-            "--out",
-            out.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--plugins",
-            plugins.to_str().unwrap(),
-        ];
-        let vols = self.vol_args();
-        args.extend(vols.iter().map(String::as_str));
-        args.extend_from_slice(extra);
-        snapsite(&args)
+        let live = |r: &str| self.pri.path(&format!("live/{r}"));
+        let args = init_args(self.dir.path(), &live, extra);
+        snapsite(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
     /// The standby's side: a script that mounts the standby's filesystem and
     /// state over the primary's paths in a private mount namespace, then
@@ -191,13 +156,7 @@ fn init_writes_a_working_pair_from_the_mount_table() {
     // The pair works. The only edit: how mail-a reaches mail-b (here a
     // command entering mail-b's namespace instead of ssh to its address).
     let wrapper = t.standby_wrapper();
-    let a_local = a_text.replace(
-        &a_text[a_text.find("\n[standby]\n").unwrap() + 1..a_text.find("\n[schedule]\n").unwrap() + 1],
-        &format!(
-            "[standby]\ntransport = \"command\"\ncommand = [\"unshare\", \"--mount\", \"--propagation\", \"private\", \"sh\", \"{}\", \"serve\", \"--stdio\"]\n\n",
-            wrapper.display()
-        ),
-    );
+    let a_local = with_command_standby(&a_text, &wrapper);
     let a_cfg = t.dir.path().join("mail-a-local.toml");
     std::fs::write(&a_cfg, &a_local).unwrap();
     let a_cfg_s = a_cfg.to_str().unwrap();
@@ -205,23 +164,11 @@ fn init_writes_a_working_pair_from_the_mount_table() {
     assert!(o.status.success(), "{}", text(&o));
     let o = snapsite(&["--config", a_cfg_s, "role", "--init", "primary"]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = t.as_standby(&["check"]);
-    assert!(o.status.success(), "check on mail-b: {}", text(&o));
-    let o = snapsite(&["--config", a_cfg_s, "check"]);
-    assert!(o.status.success(), "check on mail-a: {}", text(&o));
-    let o = snapsite(&["--config", a_cfg_s, "snapshot"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let o = snapsite(&["--config", a_cfg_s, "ship"]);
-    assert!(o.status.success(), "{}", text(&o));
-    // mail-b committed the set, and its copy of blob holds mail-a's bytes.
-    let o = t.as_standby(&["sets", "--json"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let sets: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let complete = sets
-        .as_array()
-        .map(|a| a.iter().filter(|s| s["complete"] == true).count())
-        .unwrap_or(0);
-    assert_eq!(complete, 1, "{sets:#}");
+    // mail-b commits the set mail-a ships.
+    assert_checks_and_ships(
+        &|args| snapsite(&[&["--config", a_cfg_s], args].concat()),
+        &|args| t.as_standby(args),
+    );
 }
 
 #[test]

@@ -40,12 +40,7 @@ fn promtool_checks_the_rules_and_runs_their_unit_tests() {
             .current_dir(&dir)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "promtool {args:?}:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::output::success(&format!("promtool {args:?}"), &out);
     }
 }
 

@@ -34,36 +34,22 @@ fn setup(extra: &str) -> Setup {
     let hang_pid = d.join("hang.pid");
     let notes = d.join("notes.log");
     std::fs::write(&mode, "fail").unwrap();
-    let script = d.join("standby.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\ncase \"$(cat '{mode}')\" in\n  ok) exec '{exe}' --config '{stb}' serve --stdio ;;\n  hang) echo $$ > '{pid}'; exec sleep 600 ;;\n  *) echo 'standby: refused' >&2; exit 1 ;;\nesac\n",
-            mode = mode.display(),
-            exe = snapsite_exe(),
-            stb = lab.stb_cfg.display(),
-            pid = hang_pid.display()
-        ),
-    )
-    .unwrap();
-    sh(&["chmod", "+x", script.to_str().unwrap()]);
+    let script = format!(
+        "#!/bin/sh\ncase \"$(cat '{mode}')\" in\n  ok) exec '{exe}' --config '{stb}' serve --stdio ;;\n  hang) echo $$ > '{pid}'; exec sleep 600 ;;\n  *) echo 'standby: refused' >&2; exit 1 ;;\nesac\n",
+        mode = mode.display(),
+        exe = snapsite_exe(),
+        stb = lab.stb_cfg.display(),
+        pid = hang_pid.display()
+    );
     let recorder = d.join("record.sh");
-    std::fs::write(
+    write_script(
         &recorder,
-        format!(
+        &format!(
             "#!/bin/sh\nprintf '%s %s %s | %s\\n' \"$1\" \"$2\" \"$3\" \"$4\" >> '{}'\n",
             notes.display()
         ),
-    )
-    .unwrap();
-    sh(&["chmod", "+x", recorder.to_str().unwrap()]);
-    let cfg = lab.primary_variant(
-        "primary-cmd",
-        &format!(
-            "transport = \"command\"\ncommand = [\"{}\"]",
-            script.display()
-        ),
     );
+    let cfg = lab.script_transport("primary-cmd", &script, "");
     let mut f = std::fs::OpenOptions::new().append(true).open(&cfg).unwrap();
     write!(
         f,

@@ -18,15 +18,7 @@ fn run(argv: &[&str], env: &[(&str, &str)]) -> std::process::Output {
 }
 
 fn ok(argv: &[&str], env: &[(&str, &str)]) -> String {
-    let out = run(argv, env);
-    assert!(
-        out.status.success(),
-        "{argv:?}: {}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::output::success(&format!("{argv:?}"), &run(argv, env))
 }
 
 fn missing() -> Option<String> {

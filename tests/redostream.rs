@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::redolog::{Log, tree_state};
+use common::redolog::{Log, assert_device_zeroed, checkpoint_then_roll, tree_state, wait_acked};
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -523,23 +523,6 @@ fn config_errors_name_the_stream_key() {
     );
 }
 
-fn wait_acked(cfg: &Config, after: jiff::Timestamp) {
-    let t = std::time::Instant::now();
-    loop {
-        if let Some(r) = follower::follower_record(cfg) {
-            if r.acked_as_of.is_some_and(|a| a > after) && r.lag_bytes == 0 {
-                return;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "follower did not catch up: {r:?}"
-            );
-        }
-        assert!(t.elapsed() < Duration::from_secs(30), "no follower record");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn add_stream(path: &Path) {
     let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
     f.write_all(format!("\n{STREAM}").as_bytes()).unwrap();
@@ -578,15 +561,9 @@ fn btrfs_failover_appends_the_streamed_tail() {
     log.append(20);
     wait_acked(&cfg, jiff::Timestamp::now());
     // A redolog snapshot, shipped: the standby's checkpoint drops what it holds.
-    lab.ok(&pri, &["snapshot", "--redolog"]);
-    lab.ok(&pri, &["ship"]);
-    let serve_log = std::fs::read_to_string(lab.dir.path().join("state-stb/serve.log")).unwrap();
-    assert!(serve_log.contains("spooled events; dropped"), "{serve_log}");
-    log.append(25);
-    log.rollover();
-    log.append(7);
-    let last_write = jiff::Timestamp::now();
-    wait_acked(&cfg, last_write);
+    let serve_log = lab.dir.path().join("state-stb/serve.log");
+    let ok = |args: &[&str]| lab.ok(&pri, args);
+    let last_write = checkpoint_then_roll(&cfg, &ok, &serve_log, &mut log, (25, 7));
     let status = lab.ok(&pri, &["status"]);
     assert!(status.contains("stream        lag"), "{status}");
     drop(follower);
@@ -809,16 +786,7 @@ fn failover_apply_writes_nothing_to_a_block_device() {
     let outside = tempfile::tempdir().unwrap();
     refused_untouched(&stb, &copy, outside.path(), &["redo.log", "block device"]);
     // Through the device itself (not the page cache of the file).
-    let mut dev = vec![0u8; 1 << 20];
-    use std::io::Read;
-    std::fs::File::open(&loopdev)
-        .unwrap()
-        .read_exact(&mut dev)
-        .unwrap();
-    assert!(
-        dev.iter().all(|b| *b == 0),
-        "bytes were written to the device"
-    );
+    assert_device_zeroed(Path::new(&loopdev), 1 << 20);
     assert!(std::fs::read(&backing).unwrap().iter().all(|b| *b == 0));
 }
 

@@ -22,9 +22,9 @@ fn lab() -> (Lab, PathBuf) {
         .unwrap()
         .keep();
     let script = dir.join("replay");
-    std::fs::write(
+    write_script(
         &script,
-        format!(
+        &format!(
             r#"#!/bin/sh
 d={d}
 echo "rehearsal=$SNAPSITE_REHEARSAL from=$SNAPSITE_FROM_TIME blob=$1 redolog=$2" >> $d/calls
@@ -40,9 +40,7 @@ exit 0
 "#,
             d = dir.display()
         ),
-    )
-    .unwrap();
-    sh(&["chmod", "+x", script.to_str().unwrap()]);
+    );
     let lab = Lab::new(&format!(
         "[\"{}\", \"{{mount:blob}}\", \"{{mount:redolog}}\"]",
         script.display()

@@ -14,7 +14,7 @@ use proptest::prelude::*;
 use common::*;
 use snapsite::base::catalog::StandbyRecord;
 use snapsite::base::config::Retention;
-use snapsite::base::model::{MANIFEST_FORMAT, Manifest, Member, SetKind, new_set_id};
+use snapsite::base::model::{Manifest, Member, SetKind, new_set_id};
 use snapsite::dr::failover;
 use snapsite::ops::prune::{Grid, plan_sets, protect_primary, protect_standby};
 
@@ -26,27 +26,10 @@ fn manifest(at: Timestamp, kind: SetKind) -> Manifest {
         SetKind::Full => &VOLS,
         SetKind::Redolog => &["redolog"],
     };
+    let members = roles.iter().map(|r| Member::plain(r, &id, at)).collect();
     Manifest {
-        format: MANIFEST_FORMAT,
-        id: id.clone(),
-        kind,
-        site: "p".into(),
-        seq: 1,
-        generation: 1,
-        members: roles
-            .iter()
-            // Through serde, so fields added to Member later keep their defaults.
-            .map(|r| {
-                serde_json::from_value::<Member>(serde_json::json!({
-                    "role": r, "backend": "btrfs", "source": "/x", "snapshot": id,
-                    "storage_id": null, "before": at, "after": at, "atomic_group": null,
-                }))
-                .unwrap()
-            })
-            .collect(),
-        safety_margin_ms: 0,
         committed_at: Some(at),
-        standby_order: None,
+        ..Manifest::plain(&id, kind, "p", members)
     }
 }
 
@@ -356,8 +339,14 @@ fn prune_on_btrfs_keeps_the_common_snapshot_and_shipping_stays_incremental() {
     assert!(!decisions[&r3].0, "{decisions:?}");
     assert!(lab.primary_snap("redolog", &r2).exists());
 
-    let text = lab.ok(&lab.pri_cfg, &["prune"]);
-    assert!(text.contains("destroyed 1 set(s)"), "{text}");
+    // `prune` with `cfg` destroys `n` sets and leaves `left`.
+    let prune = |cfg: &std::path::Path, n: usize, left: &[&String]| {
+        let text = lab.ok(cfg, &["prune"]);
+        assert!(text.contains(&format!("destroyed {n} set(s)")), "{text}");
+        let sets = ids(&json(&lab.ok(cfg, &["sets", "--json"])));
+        assert_eq!(sets.iter().collect::<Vec<_>>(), left);
+    };
+    prune(&lab.pri_cfg, 1, &[&f1, &r1, &f2, &r3]);
     assert!(
         !lab.primary_snap("redolog", &r2).exists(),
         "snapshot destroyed"
@@ -369,8 +358,6 @@ fn prune_on_btrfs_keeps_the_common_snapshot_and_shipping_stays_incremental() {
             .exists(),
         "manifest removed"
     );
-    let sets = ids(&json(&lab.ok(&lab.pri_cfg, &["sets", "--json"])));
-    assert_eq!(sets, vec![f1.clone(), r1.clone(), f2.clone(), r3.clone()]);
 
     // Shipping goes on incrementally from the common snapshots.
     let rep = lab.ship(&lab.pri_cfg);
@@ -406,12 +393,7 @@ fn prune_on_btrfs_keeps_the_common_snapshot_and_shipping_stays_incremental() {
     );
 
     // Now the common snapshots moved to F2 / R3: the primary may drop F1, R1.
-    let text = lab.ok(&lab.pri_cfg, &["prune"]);
-    assert!(text.contains("destroyed 2 set(s)"), "{text}");
-    assert_eq!(
-        ids(&json(&lab.ok(&lab.pri_cfg, &["sets", "--json"]))),
-        vec![f2.clone(), r3.clone()]
-    );
+    prune(&lab.pri_cfg, 2, &[&f2, &r3]);
 
     // The standby keeps the failover pair (F2, R3) and its newest received
     // snapshots; F1 and R1 go, with their receipts.
@@ -422,12 +404,7 @@ fn prune_on_btrfs_keeps_the_common_snapshot_and_shipping_stays_incremental() {
         young.contains("would destroy 0 set(s)"),
         "nothing is destroyed while young: {young}"
     );
-    let out = lab.ok(&lab.stb_cfg, &["prune"]);
-    assert!(out.contains("destroyed 2 set(s)"), "{out}");
-    assert_eq!(
-        ids(&json(&lab.ok(&lab.stb_cfg, &["sets", "--json"]))),
-        vec![f2.clone(), r3.clone()]
-    );
+    prune(&lab.stb_cfg, 2, &[&f2, &r3]);
     assert!(!lab.standby_recv("mysql").join(&f1).exists());
     assert!(
         !lab.dir
@@ -733,43 +710,18 @@ fn long_histories_with_any_grid_equal_the_model() {
 }
 
 fn example_tiers() -> Vec<ModelTier> {
+    let t = |count, len, keep| ModelTier { count, len, keep };
     vec![
-        ModelTier {
-            count: 1,
-            len: HOUR,
-            keep: None,
-        },
-        ModelTier {
-            count: 24,
-            len: HOUR,
-            keep: Some(1),
-        },
-        ModelTier {
-            count: 30,
-            len: DAY,
-            keep: Some(1),
-        },
-        ModelTier {
-            count: 11,
-            len: 30 * DAY,
-            keep: Some(1),
-        },
+        t(1, HOUR, None),
+        t(24, HOUR, Some(1)),
+        t(30, DAY, Some(1)),
+        t(11, 30 * DAY, Some(1)),
     ]
 }
 
 fn example_redolog_tiers() -> Vec<ModelTier> {
-    vec![
-        ModelTier {
-            count: 1,
-            len: HOUR,
-            keep: None,
-        },
-        ModelTier {
-            count: 6,
-            len: HOUR,
-            keep: Some(1),
-        },
-    ]
+    let t = |count, len, keep| ModelTier { count, len, keep };
+    vec![t(1, HOUR, None), t(6, HOUR, Some(1))]
 }
 
 /// How many of `times` (ascending) lie in each tier, by age from the youngest.
@@ -1305,14 +1257,7 @@ fn a_month_of_run_once_through_a_faked_clock() {
                 ("SNAPSITE_LOG", "snapsite=warn"),
             ],
         );
-        assert!(
-            out.status.success(),
-            "snapsite {args:?} at {} failed:\n{}\n{}",
-            ts(at),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        common::output::success(&format!("snapsite {args:?} at {}", ts(at)), &out)
     };
 
     // The step times: whole seconds (libfaketime's format), across the DST

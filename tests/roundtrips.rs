@@ -15,49 +15,15 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use common::cmdcount::{self, Counted, TRACE};
 use common::*;
 
-/// Per program, how many times it ran (`run` or `spawn`), from a trace log.
-fn count_commands(log: &str) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for line in log.lines() {
-        let plain = strip_ansi(line);
-        for ev in [" run cmd=", " spawn cmd="] {
-            if let Some(i) = plain.find(ev) {
-                let rest = &plain[i + ev.len()..];
-                let prog = rest.split_whitespace().next().unwrap_or("").to_string();
-                let prog = prog.rsplit('/').next().unwrap_or("").to_string();
-                *out.entry(prog).or_insert(0) += 1;
-            }
-        }
-    }
-    out
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars().peekable();
-    while let Some(c) = it.next() {
-        if c == '\x1b' {
-            for d in it.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The storage programs among counted commands (not the transport).
-fn storage(counts: &BTreeMap<String, usize>) -> BTreeMap<String, usize> {
-    counts
-        .iter()
-        .filter(|(p, _)| ["btrfs", "zfs", "zpool", "lvs", "lvm", "vgs"].contains(&p.as_str()))
-        .map(|(p, n)| (p.clone(), *n))
-        .collect()
+/// The storage programs among the commands (not the transport), by name.
+fn storage(words: &[&str]) -> Option<String> {
+    let prog = *words.first()?;
+    ["btrfs", "zfs", "zpool", "lvs", "lvm", "vgs"]
+        .contains(&prog)
+        .then(|| prog.to_string())
 }
 
 struct Sites {
@@ -82,37 +48,11 @@ fn sites(n: usize) -> Sites {
     }
 }
 
-/// One counted ship: (primary's storage commands, standby's, the report).
-struct Counted {
-    primary: BTreeMap<String, usize>,
-    standby: BTreeMap<String, usize>,
-    report: serde_json::Value,
-}
-
-const TRACE: [(&str, &str); 2] = [
-    ("SNAPSITE_LOG", "snapsite::base::cmd=debug"),
-    ("NO_COLOR", "1"),
-];
-
+/// One counted ship: each side's storage commands and the report.
 fn counted_ship(s: &Sites) -> Counted {
     std::fs::write(&s.stb_log, b"").unwrap();
     let out = run_snapsite(&s.pri_cfg, &["ship", "--json"], &TRACE);
-    assert!(
-        out.status.success(),
-        "ship failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let primary = storage(&count_commands(&String::from_utf8_lossy(&out.stderr)));
-    let standby = storage(&count_commands(
-        &std::fs::read_to_string(&s.stb_log).unwrap(),
-    ));
-    Counted {
-        primary,
-        standby,
-        report,
-    }
+    cmdcount::counted_ship(&out, &s.stb_log, storage)
 }
 
 fn total(c: &BTreeMap<String, usize>) -> usize {
@@ -132,32 +72,23 @@ fn ok(cfg: &Path, args: &[&str]) -> String {
 /// Full ship, no-change ship, one-set incremental ship with `n` volumes.
 fn measure(n: usize) -> (Counted, Counted, Vec<String>, Sites) {
     let s = sites(n);
-    for (i, r) in s.lab.roles.iter().enumerate() {
-        write_file(
-            &s.lab.pri.path(&format!("live/{r}/data")),
-            &random_bytes(i as u64, 64 * 1024),
-        );
-    }
-    ok(&s.pri_cfg, &["snapshot"]);
-    let first = counted_ship(&s);
-    assert_eq!(first.report["snapshots"].as_array().unwrap().len(), n);
-    let none = counted_ship(&s);
-    assert!(none.report["snapshots"].as_array().unwrap().is_empty());
-    for (i, r) in s.lab.roles.iter().enumerate() {
-        write_file(
-            &s.lab.pri.path(&format!("live/{r}/more")),
-            &random_bytes(100 + i as u64, 16 * 1024),
-        );
-    }
-    let set: serde_json::Value =
-        serde_json::from_str(&ok(&s.pri_cfg, &["snapshot", "--json"])).unwrap();
-    let id = set["id"].as_str().unwrap().to_string();
-    let inc = counted_ship(&s);
+    // 64 KiB of `data` in each volume, then 16 KiB `more`.
+    let change = |k: usize| {
+        let (file, seed, size) = [("data", 0, 64 * 1024), ("more", 100, 16 * 1024)][k];
+        for (i, r) in s.lab.roles.iter().enumerate() {
+            write_file(
+                &s.lab.pri.path(&format!("live/{r}/{file}")),
+                &random_bytes(seed + i as u64, size),
+            );
+        }
+    };
+    let snapshot = || {
+        let set: serde_json::Value =
+            serde_json::from_str(&ok(&s.pri_cfg, &["snapshot", "--json"])).unwrap();
+        set["id"].as_str().unwrap().to_string()
+    };
+    let (none, inc, id) = cmdcount::three_ships(n, change, snapshot, || counted_ship(&s));
     // what was shipped is what the primary holds
-    let sent = inc.report["snapshots"].as_array().unwrap();
-    assert_eq!(sent.len(), n, "{}", inc.report);
-    assert!(sent.iter().all(|x| x["base"].is_string()), "incremental");
-    assert_eq!(inc.report["committed"], serde_json::json!([id]));
     let mut digests = Vec::new();
     for r in &s.lab.roles {
         let got = tree_digest(&s.lab.stb.path(&format!("recv/{r}/{id}/{id}")));

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Instant;
 
+use common::output::sent;
 use common::*;
 
 const MIB: usize = 1 << 20;
@@ -123,13 +124,7 @@ fn compressed_full_and_incremental_round_trip_with_checksums_of_the_raw_bytes() 
     let rec = receipts(&lab, id1);
     assert_eq!(rec.iter().map(|r| r.1).sum::<u64>(), payload);
     for (role, bytes, hash) in &rec {
-        let sent = r1["snapshots"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["role"] == role.as_str())
-            .unwrap();
-        assert_eq!(sent["bytes"].as_u64().unwrap(), *bytes);
+        assert_eq!(sent(&r1, role)["bytes"].as_u64().unwrap(), *bytes);
         assert_eq!(hash.len(), 64);
     }
 

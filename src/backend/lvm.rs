@@ -163,6 +163,33 @@ fn dev_path(vg: &str, lv: &str) -> PathBuf {
     PathBuf::from("/dev").join(vg).join(lv)
 }
 
+/// `lv`: a writable, active thin snapshot of the received snapshot `name`
+/// of replica `rlv` in `vg` (whose LVs are `all`), tagged ours and `tag`
+/// (failover's copy, the rehearsal's); a failing `lvcreate` is reported
+/// with `what`. The received snapshot stays as it is.
+fn writable_snapshot(
+    vol: &Volume,
+    all: &[LvInfo],
+    (vg, rlv): (&str, &str),
+    name: &str,
+    (lv, tag): (&str, &str),
+    what: &str,
+) -> Result<()> {
+    let origin = snap_lv(rlv, name);
+    if find(all, &origin).is_none() {
+        return Err(Error::storage(format!(
+            "volume `{}`: received snapshot {vg}/{origin} does not exist",
+            vol.role
+        )));
+    }
+    lvm("lvcreate")
+        .args(["-y", "-s", "-kn", "-ay", "-prw", "-n", lv])
+        .args(["--addtag", TAG, "--addtag", tag])
+        .arg(format!("{vg}/{origin}"))
+        .run()
+        .ctx(what)
+}
+
 fn find<'a>(all: &'a [LvInfo], name: &str) -> Option<&'a LvInfo> {
     all.iter().find(|l| l.name == name)
 }
@@ -722,19 +749,8 @@ impl Backend for Lvm {
             ))
             .with_hint("rename or remove it (it may be live data) and run failover again"));
         }
-        let origin = snap_lv(rlv, name);
-        if find(&all, &origin).is_none() {
-            return Err(Error::storage(format!(
-                "volume `{}`: received snapshot {vg}/{origin} does not exist",
-                vol.role
-            )));
-        }
-        lvm("lvcreate")
-            .args(["-y", "-s", "-kn", "-ay", "-prw", "-n", lv])
-            .args(["--addtag", TAG, "--addtag", FAILOVER_TAG])
-            .arg(format!("{vg}/{origin}"))
-            .run()
-            .ctx(format!("volume `{}`", vol.role))?;
+        let what = format!("volume `{}`", vol.role);
+        writable_snapshot(vol, &all, (vg, rlv), name, (lv, FAILOVER_TAG), &what)?;
         crate::failpoint!("lvm.writable_copy.after_snapshot");
         match &vol.mountpoint {
             None => Ok(dev_path(vg, lv)),
@@ -795,19 +811,8 @@ impl Backend for Lvm {
                 vol.role
             )));
         }
-        let origin = snap_lv(rlv, name);
-        if find(&all, &origin).is_none() {
-            return Err(Error::storage(format!(
-                "volume `{}`: received snapshot {vg}/{origin} does not exist",
-                vol.role
-            )));
-        }
-        lvm("lvcreate")
-            .args(["-y", "-s", "-kn", "-ay", "-prw", "-n", &lv])
-            .args(["--addtag", TAG, "--addtag", REHEARSAL_TAG])
-            .arg(format!("{vg}/{origin}"))
-            .run()
-            .ctx(format!("volume `{}`: rehearsal snapshot", vol.role))?;
+        let what = format!("volume `{}`: rehearsal snapshot", vol.role);
+        writable_snapshot(vol, &all, (&vg, rlv), name, (&lv, REHEARSAL_TAG), &what)?;
         crate::failpoint!("lvm.rehearsal_copy.after_snapshot");
         let mp = self.rehearsal_copy_path(vol)?;
         if let Err(e) = mount_copy(vol, &vg, &lv, &mp) {

@@ -103,6 +103,11 @@ pub const RECEIVE_OVERRIDES: &[&str] = &[
     "overlay",
 ];
 
+/// The first six of [`RECEIVE_OVERRIDES`] (readonly, canmount, mountpoint,
+/// exec, setuid, devices): what a replica cloned from a snapshot gets, so it
+/// is as inert as a received one.
+const CLONE_OVERRIDES: &[&str] = RECEIVE_OVERRIDES.split_at(12).0;
+
 fn zfs() -> Cmd {
     Cmd::new("zfs")
 }

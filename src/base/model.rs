@@ -365,6 +365,24 @@ impl Member {
 }
 
 impl Manifest {
+    /// Set `id` of `kind` from `site` holding `members`: sequence number 1,
+    /// generation 1, no safety margin, not committed. For manifests built
+    /// by hand in tests (change fields with `Manifest { .., ..Manifest::plain(..) }`).
+    pub fn plain(id: &str, kind: SetKind, site: &str, members: Vec<Member>) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            id: id.into(),
+            kind,
+            site: site.into(),
+            seq: 1,
+            generation: 1,
+            members,
+            safety_margin_ms: 0,
+            committed_at: None,
+            standby_order: None,
+        }
+    }
+
     /// Time from which the redo log must be replayed on top of this set: the
     /// earliest member's before-time minus the safety margin. Replaying a
     /// little too much is harmless; replaying too little loses mail. Never

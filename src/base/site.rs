@@ -337,7 +337,7 @@ pub fn select<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::base::model::{MANIFEST_FORMAT, Member};
+    use crate::base::model::Member;
 
     fn cfg(standby: bool) -> Config {
         let mut t = String::from("site = \"s\"\nstate_dir = \"/var/lib/snapsite-site-test\"\n");
@@ -359,17 +359,11 @@ mod tests {
             SetKind::Redolog
         };
         let t: jiff::Timestamp = "2026-11-27T08:00:00Z".parse().unwrap();
+        let members = roles.iter().map(|r| Member::plain(r, id, t)).collect();
         Manifest {
-            format: MANIFEST_FORMAT,
-            id: id.into(),
-            kind,
-            site: "p".into(),
             seq,
-            generation: 1,
-            members: roles.iter().map(|r| Member::plain(r, id, t)).collect(),
-            safety_margin_ms: 0,
             committed_at: committed.then_some(t),
-            standby_order: None,
+            ..Manifest::plain(id, kind, "p", members)
         }
     }
 

@@ -317,24 +317,16 @@ mod tests {
     #[test]
     fn zmplayredo_format_across_dst_change() {
         // US spring forward 2026-03-08 02:00 EST -> 03:00 EDT.
-        let ny = TimeZone::get("America/New_York").unwrap();
-        assert_eq!(
-            format_zmplayredo(ts("2026-03-08T06:59:59.500Z"), &ny),
-            "2026/03/08 01:59:59.500"
-        );
-        assert_eq!(
-            format_zmplayredo(ts("2026-03-08T07:00:00.000Z"), &ny),
-            "2026/03/08 03:00:00.000"
-        );
         // Fall back 2026-11-01: 01:30 happens twice; both instants render in local time.
-        assert_eq!(
-            format_zmplayredo(ts("2026-11-01T05:30:00Z"), &ny),
-            "2026/11/01 01:30:00.000"
-        );
-        assert_eq!(
-            format_zmplayredo(ts("2026-11-01T06:30:00Z"), &ny),
-            "2026/11/01 01:30:00.000"
-        );
+        let ny = TimeZone::get("America/New_York").unwrap();
+        for (utc, local) in [
+            ("2026-03-08T06:59:59.500Z", "2026/03/08 01:59:59.500"),
+            ("2026-03-08T07:00:00.000Z", "2026/03/08 03:00:00.000"),
+            ("2026-11-01T05:30:00Z", "2026/11/01 01:30:00.000"),
+            ("2026-11-01T06:30:00Z", "2026/11/01 01:30:00.000"),
+        ] {
+            assert_eq!(format_zmplayredo(ts(utc), &ny), local, "{utc}");
+        }
     }
 
     /// Every format, across every transition of 2026 in zones with 1 h,

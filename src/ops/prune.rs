@@ -98,7 +98,7 @@ pub fn plan_sets_by(
             of_kind.into_iter().partition(|m| complete(m));
         let times: Vec<Timestamp> = done.iter().map(|m| time_of(m)).collect();
         let by_grid = grid_destroy(grid, &times);
-        for (i, m) in done.iter().enumerate() {
+        let complete_sets = done.iter().enumerate().map(|(i, m)| {
             let (destroy, reason) = if let Some(why) = protected.get(&m.id) {
                 (false, format!("protected: {why}"))
             } else if by_grid.contains(&i) {
@@ -106,21 +106,13 @@ pub fn plan_sets_by(
             } else {
                 (false, format!("kept by the grid `{grid}`"))
             };
-            decided.insert(
-                m.id.clone(),
-                SetDecision {
-                    set_id: m.id.clone(),
-                    kind,
-                    destroy,
-                    reason,
-                },
-            );
-        }
-        for m in partial {
-            let (destroy, reason) = match protected.get(&m.id) {
-                Some(why) => (false, format!("incomplete but protected: {why}")),
-                None => (true, "incomplete: members are missing".to_string()),
-            };
+            (*m, destroy, reason)
+        });
+        let incomplete_sets = partial.iter().map(|m| match protected.get(&m.id) {
+            Some(why) => (*m, false, format!("incomplete but protected: {why}")),
+            None => (*m, true, "incomplete: members are missing".to_string()),
+        });
+        for (m, destroy, reason) in complete_sets.chain(incomplete_sets) {
             decided.insert(
                 m.id.clone(),
                 SetDecision {
@@ -584,7 +576,7 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::base::model::{MANIFEST_FORMAT, Member, new_set_id};
+    use crate::base::model::{Member, new_set_id};
 
     fn t(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -592,27 +584,10 @@ mod tests {
 
     fn manifest(at: Timestamp, kind: SetKind, roles: &[&str]) -> Manifest {
         let id = new_set_id(at, kind);
+        let members = roles.iter().map(|r| Member::plain(r, &id, at)).collect();
         Manifest {
-            format: MANIFEST_FORMAT,
-            id: id.clone(),
-            kind,
-            site: "a".into(),
-            seq: 1,
-            generation: 1,
-            members: roles
-                .iter()
-                // Through serde, so fields added to Member later keep their defaults.
-                .map(|r| {
-                    serde_json::from_value::<Member>(serde_json::json!({
-                        "role": r, "backend": "btrfs", "source": "/x", "snapshot": id,
-                        "storage_id": null, "before": at, "after": at, "atomic_group": null,
-                    }))
-                    .unwrap()
-                })
-                .collect(),
-            safety_margin_ms: 0,
             committed_at: Some(at),
-            standby_order: None,
+            ..Manifest::plain(&id, kind, "a", members)
         }
     }
 

@@ -324,10 +324,7 @@ impl<'a> Runner<'a> {
                 Ok(())
             }
             Err(e) => {
-                self.st.ship_pending = true;
-                self.st.ship_failures += 1;
-                self.rec.ship_failures = self.st.ship_failures;
-                self.rec.last_ship_error_at = Some(started);
+                self.ship_failed(started);
                 let since = *self.ship_failing_since.get_or_insert(started);
                 let retry = schedule::backoff(self.schedule, self.st.ship_failures);
                 tracing::warn!(
@@ -357,6 +354,15 @@ impl<'a> Runner<'a> {
     }
 
     /// Apply `[retention]` after a cycle that did something.
+    /// A ship (or one standby's session) failed at `at`: ship again, and
+    /// count it in the state and the run record.
+    fn ship_failed(&mut self, at: Timestamp) {
+        self.st.ship_pending = true;
+        self.st.ship_failures += 1;
+        self.rec.ship_failures = self.st.ship_failures;
+        self.rec.last_ship_error_at = Some(at);
+    }
+
     fn prune(&mut self) {
         let Some(retention) = &self.cfg.retention else {
             return;

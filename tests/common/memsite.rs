@@ -10,7 +10,7 @@ use std::time::Duration;
 use snapsite::backend::mem::MemStore;
 use snapsite::base::catalog::Catalog;
 use snapsite::base::config::Config;
-use snapsite::base::model::{MANIFEST_FORMAT, Manifest, Member};
+use snapsite::base::model::{Manifest, Member};
 use snapsite::wire::stream::{Deadline, Msg, PROTOCOL_VERSION, Reader, Writer};
 
 /// A standby site: its config (btrfs volumes of `roles`, never touched) in a
@@ -195,24 +195,14 @@ pub fn payload(id: &str, role: &str) -> Vec<u8> {
 /// claiming sequence number 1 and generation 1 (callers change them).
 pub fn manifest(id: &str, roles: &[&str], stream_of: &dyn Fn(&str) -> Vec<u8>) -> Manifest {
     let (t, kind) = snapsite::base::model::parse_set_id(id).unwrap();
-    Manifest {
-        format: MANIFEST_FORMAT,
-        id: id.into(),
-        kind,
-        site: "primary".into(),
-        seq: 1,
-        generation: 1,
-        members: roles
-            .iter()
-            .map(|r| Member {
-                source: format!("/live/{r}"),
-                storage_id: Some(storage_id(&stream_of(r))),
-                after: t + jiff::SignedDuration::from_millis(5),
-                ..Member::plain(r, id, t)
-            })
-            .collect(),
-        safety_margin_ms: 0,
-        committed_at: None,
-        standby_order: None,
-    }
+    let members = roles
+        .iter()
+        .map(|r| Member {
+            source: format!("/live/{r}"),
+            storage_id: Some(storage_id(&stream_of(r))),
+            after: t + jiff::SignedDuration::from_millis(5),
+            ..Member::plain(r, id, t)
+        })
+        .collect();
+    Manifest::plain(id, kind, "primary", members)
 }

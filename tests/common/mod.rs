@@ -4,7 +4,11 @@
 #![allow(dead_code)]
 
 pub mod btrfs_stream;
+pub mod cmdcount;
+pub mod drillcheck;
+pub mod initcheck;
 pub mod memsite;
+pub mod output;
 pub mod redolog;
 pub mod rgwlab;
 pub mod shipcheck;
@@ -471,22 +475,25 @@ impl TwoSites {
     /// [`byte_filter`]) into the standby's serve; `extra` is appended to
     /// its `[standby]`.
     pub fn filtered_transport(&self, name: &str, filter: &str, extra: &str) -> PathBuf {
-        let script = self.dir.path().join(format!("{name}.sh"));
-        std::fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\n{filter} | exec {} serve --stdio --config {}\n",
-                snapsite_exe(),
-                self.stb_cfg.display()
-            ),
-        )
-        .unwrap();
-        sh(&["chmod", "+x", script.to_str().unwrap()]);
+        let script = format!(
+            "#!/bin/sh\n{filter} | exec {} serve --stdio --config {}\n",
+            snapsite_exe(),
+            self.stb_cfg.display()
+        );
+        self.script_transport(name, &script, extra)
+    }
+
+    /// A primary config `<name>.toml` whose transport is the executable
+    /// script `<name>.sh` holding `script`; `extra` is appended to its
+    /// `[standby]`.
+    pub fn script_transport(&self, name: &str, script: &str, extra: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("{name}.sh"));
+        write_script(&path, script);
         self.primary_variant(
             name,
             &format!(
                 "transport = \"command\"\ncommand = [\"{}\"]\n{extra}",
-                script.display()
+                path.display()
             ),
         )
     }
@@ -540,15 +547,7 @@ impl TwoSites {
 
     /// Run and require success; returns stdout.
     pub fn ok(&self, cfg: &Path, args: &[&str]) -> String {
-        let out = self.run(cfg, args);
-        assert!(
-            out.status.success(),
-            "snapsite {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        output::success(&format!("snapsite {args:?}"), &self.run(cfg, args))
     }
 
     pub fn snapshot(&self, redolog: bool) -> serde_json::Value {
@@ -629,20 +628,19 @@ pub fn assert_exit(o: &Output, code: i32) {
     assert_eq!(o.status.code(), Some(code), "{}", both(o));
 }
 
+/// Write `text` to `path` and make it executable.
+pub fn write_script(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    sh(&["chmod", "+x", path.to_str().expect("utf-8 path")]);
+}
+
 /// A command's stdout, lossily.
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// A command's status, stdout and stderr, for an assertion's message.
-pub fn both(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+pub use output::text as both;
 
 /// `snapsite --config cfg args…` started with its output discarded (for
 /// tests that watch or kill the process, not read it).

@@ -6,6 +6,10 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use snapsite::base::config::Config;
+use snapsite::primary::follower;
 
 /// Appends fsynced lines to `root/redo.log`, rolls it over into `archive/`.
 pub struct Log {
@@ -84,4 +88,59 @@ pub fn tree_state(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     walk(root, root, &mut out);
     out
+}
+
+/// Wait (at most 60 s) until the primary's follower (config `cfg`) has an
+/// acknowledgement newer than `after` and no lag.
+pub fn wait_acked(cfg: &Config, after: jiff::Timestamp) {
+    let t = std::time::Instant::now();
+    loop {
+        let rec = follower::follower_record(cfg);
+        if let Some(r) = &rec {
+            if r.acked_as_of.is_some_and(|a| a > after) && r.lag_bytes == 0 {
+                return;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the follower did not catch up: {rec:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A redolog snapshot taken and shipped (`ok` runs snapsite with the
+/// primary's config): the standby's checkpoint drops what its spool held,
+/// as its serve log (`serve_log`) says. Then `log` streams on across a
+/// rollover, `before` lines and `after` lines, until the follower
+/// (config `cfg`) caught up. Returns the time of the last write.
+pub fn checkpoint_then_roll(
+    cfg: &Config,
+    ok: &dyn Fn(&[&str]) -> String,
+    serve_log: &Path,
+    log: &mut Log,
+    (before, after): (usize, usize),
+) -> jiff::Timestamp {
+    ok(&["snapshot", "--redolog"]);
+    ok(&["ship"]);
+    let text = std::fs::read_to_string(serve_log).unwrap();
+    assert!(text.contains("spooled events; dropped"), "{text}");
+    log.append(before);
+    log.rollover();
+    log.append(after);
+    let last = jiff::Timestamp::now();
+    wait_acked(cfg, last);
+    last
+}
+
+/// The first `len` bytes of device `dev`, read through the device, are all
+/// zero: a refused redolog copy wrote nothing to it.
+pub fn assert_device_zeroed(dev: &Path, len: usize) {
+    use std::io::Read;
+    let mut buf = vec![0u8; len];
+    File::open(dev).unwrap().read_exact(&mut buf).unwrap();
+    assert!(
+        buf.iter().all(|b| *b == 0),
+        "bytes were written to the device"
+    );
 }

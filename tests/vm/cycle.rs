@@ -231,6 +231,124 @@ fn switchover_back_and_ship_again(
     }
 }
 
+/// A's config: `roles` on `backend` (live `source`, with `replica` when
+/// given), mounted under `dir/a`, shipping to the standby `stb_cfg`.
+fn a_config(
+    dir: &Path,
+    backend: &str,
+    roles: &[&str],
+    source: &dyn Fn(&str) -> String,
+    replica: Option<&dyn Fn(&str) -> String>,
+    stb_cfg: &Path,
+) -> String {
+    let mut c = format!("site = \"a\"\nstate_dir = \"{}/state-a\"\n", dir.display());
+    for &r in roles {
+        c.push_str(&format!(
+            "[[volume]]\nrole = \"{r}\"\nbackend = \"{backend}\"\nsource = \"{}\"\nmountpoint = \"{}\"\n",
+            source(r),
+            dir.join("a").join(r).display()
+        ));
+        if let Some(replica) = replica {
+            c.push_str(&format!("replica = \"{}\"\n", replica(r)));
+        }
+    }
+    c.push_str(&format!(
+        "[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
+        stb_cfg.display()
+    ));
+    c
+}
+
+/// B's `[[volume]]` of `role` on `backend`: `source` live, `replica`,
+/// mounted at `mountpoint`.
+fn b_volume(role: &str, backend: &str, source: &str, replica: &str, mountpoint: &Path) -> String {
+    format!(
+        "[[volume]]\nrole = \"{role}\"\nbackend = \"{backend}\"\nsource = \"{source}\"\nreplica = \"{replica}\"\nmountpoint = \"{}\"\n",
+        mountpoint.display()
+    )
+}
+
+/// B's two configs, `b` (site, state and volumes) as they are: `stb_cfg`,
+/// B as A's standby; `b_cfg`, B as a primary shipping to A (`pri_cfg`).
+fn write_b_configs(b: &str, stb_cfg: &Path, b_cfg: &Path, pri_cfg: &Path) {
+    std::fs::write(stb_cfg, b).unwrap();
+    std::fs::write(
+        b_cfg,
+        format!(
+            "{b}[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
+            pri_cfg.display()
+        ),
+    )
+    .unwrap();
+}
+
+/// A, primary: a `db_len` database and a redolog; a set `s` and a redolog
+/// snapshot `r` shipped; then A writes on, cut off from B, and takes redolog
+/// snapshot `a1`. Returns `(s, r, a1)`.
+fn a_ships_then_diverges(
+    pri_cfg: &Path,
+    a_mp: &dyn Fn(&str) -> PathBuf,
+    db_len: usize,
+) -> (String, String, String) {
+    let id_of = |args: &[&str]| {
+        sh(&["sync"]);
+        snapsite_json(pri_cfg, args)["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    write_random(&a_mp("mysql").join("db"), 1, db_len);
+    write_random(&a_mp("redolog").join("log1"), 2, 256 << 10);
+    let s = id_of(&["snapshot", "--json"]);
+    write_random(&a_mp("redolog").join("log2"), 3, 64 << 10);
+    let r = id_of(&["snapshot", "--redolog", "--json"]);
+    snapsite_ok(pri_cfg, &["ship"]);
+    write_random(&a_mp("mysql").join("a-late"), 4, 256 << 10);
+    write_random(&a_mp("redolog").join("log-a"), 5, 64 << 10);
+    let a1 = id_of(&["snapshot", "--redolog", "--json"]);
+    (s, r, a1)
+}
+
+/// B fails over (generation 2) and the application writes `db_len` to
+/// mysql and `log_len` to redolog on B. Returns the bytes written.
+fn b_fails_over_and_writes(
+    stb_cfg: &Path,
+    b_mp: &dyn Fn(&str) -> PathBuf,
+    db_len: usize,
+    log_len: usize,
+) -> u64 {
+    let rep = snapsite_json(stb_cfg, &["failover", "--no-replay", "--json"]);
+    assert_eq!(rep["generation"].as_u64(), Some(2), "{rep}");
+    write_random(&b_mp("mysql").join("b-db"), 11, db_len);
+    write_random(&b_mp("redolog").join("log-b"), 12, log_len);
+    sh(&["sync"]);
+    (db_len + log_len) as u64
+}
+
+/// After failback A lists its divergent set (`label`) and `a1`.
+fn assert_lists_divergent(pri_cfg: &Path, label: &str, a1: &str) {
+    let sets = snapsite_ok(pri_cfg, &["sets"]);
+    assert!(
+        sets.contains(&format!("divergent-{label}")) && sets.contains(a1),
+        "{sets}"
+    );
+}
+
+/// B takes and ships its first set of generation 2, every volume an
+/// incremental. Returns the set's id and the payload bytes shipped.
+fn b_ships_first_set(b_cfg: &Path) -> (String, u64) {
+    let b2 = snapsite_json(b_cfg, &["snapshot", "--json"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let shipped = snapsite_json(b_cfg, &["ship", "--json"]);
+    assert_eq!(shipped["committed"], serde_json::json!([b2]), "{shipped}");
+    for sn in shipped["snapshots"].as_array().unwrap() {
+        assert!(sn["base"].is_string(), "every volume incremental: {sn}");
+    }
+    (b2, shipped["payload_bytes"].as_u64().unwrap())
+}
+
 /// Bytes of `zfs send [-i base] snap` (what a send of it costs).
 fn zfs_send_size(snap: &str) -> u64 {
     let out = std::process::Command::new("zfs")
@@ -260,25 +378,15 @@ fn zfs_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
     let b_cfg = dir.join("b-peer.toml");
     // A: the primary, no replica yet (as most primaries are configured).
     let a_conf = |with_replica: bool| {
-        let mut c = format!("site = \"a\"\nstate_dir = \"{}/state-a\"\n", dir.display());
-        for r in roles {
-            c.push_str(&format!(
-                "[[volume]]\nrole = \"{r}\"\nbackend = \"zfs\"\nsource = \"{}\"\nmountpoint = \"{}\"\n",
-                za.dataset(r),
-                a_mp(r).display()
-            ));
-            if with_replica {
-                c.push_str(&format!(
-                    "replica = \"{}\"\n",
-                    za.dataset(&format!("replica/{r}"))
-                ));
-            }
-        }
-        c.push_str(&format!(
-            "[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
-            stb_cfg.display()
-        ));
-        c
+        let replica = |r: &str| za.dataset(&format!("replica/{r}"));
+        a_config(
+            dir,
+            "zfs",
+            &roles,
+            &|r| za.dataset(r),
+            with_replica.then_some(&replica),
+            &stb_cfg,
+        )
     };
     std::fs::write(&pri_cfg, a_conf(false)).unwrap();
     let mut b = format!("site = \"b\"\nstate_dir = \"{}/state-b\"\n", dir.display());
@@ -290,55 +398,19 @@ fn zfs_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
             &format!("mountpoint={}", a_mp(r).display()),
             &za.dataset(r),
         ]);
-        b.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"zfs\"\nsource = \"{}\"\nreplica = \"{}\"\nmountpoint = \"{}\"\n",
-            zb.dataset(&format!("live-{r}")),
-            zb.dataset(&format!("replica/{r}")),
-            b_mp(r).display()
+        b.push_str(&b_volume(
+            r,
+            "zfs",
+            &zb.dataset(&format!("live-{r}")),
+            &zb.dataset(&format!("replica/{r}")),
+            &b_mp(r),
         ));
     }
-    std::fs::write(&stb_cfg, &b).unwrap();
-    std::fs::write(
-        &b_cfg,
-        format!(
-            "{b}[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
-            pri_cfg.display()
-        ),
-    )
-    .unwrap();
+    write_b_configs(&b, &stb_cfg, &b_cfg, &pri_cfg);
 
-    // A, primary: a 16 MiB database, a redolog; a set and a redolog
-    // snapshot shipped; then A writes on, cut off from B.
-    write_random(&a_mp("mysql").join("db"), 1, 16 * MIB as usize);
-    write_random(&a_mp("redolog").join("log1"), 2, 256 << 10);
-    let s = snapsite_json(&pri_cfg, &["snapshot", "--json"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    write_random(&a_mp("redolog").join("log2"), 3, 64 << 10);
-    let r = snapsite_json(&pri_cfg, &["snapshot", "--redolog", "--json"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    snapsite_ok(&pri_cfg, &["ship"]);
-    write_random(&a_mp("mysql").join("a-late"), 4, 256 << 10);
-    write_random(&a_mp("redolog").join("log-a"), 5, 64 << 10);
-    let a1 = snapsite_json(&pri_cfg, &["snapshot", "--redolog", "--json"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-
-    // B fails over (generation 2); the application writes on B.
-    let rep = snapsite_json(&stb_cfg, &["failover", "--no-replay", "--json"]);
-    assert_eq!(rep["generation"].as_u64(), Some(2), "{rep}");
-    let b_changed: [(&str, &str, usize, u64); 2] = [
-        ("mysql", "b-db", 4 * MIB as usize, 11),
-        ("redolog", "log-b", 256 << 10, 12),
-    ];
-    for (role, f, len, seed) in b_changed {
-        write_random(&b_mp(role).join(f), seed, len);
-    }
-    let changed: u64 = b_changed.iter().map(|x| x.2 as u64).sum();
+    // A, primary: a 16 MiB database; then B fails over and writes.
+    let (s, r, a1) = a_ships_then_diverges(&pri_cfg, &a_mp, 16 * MIB as usize);
+    let changed = b_fails_over_and_writes(&stb_cfg, &b_mp, 4 * MIB as usize, 256 << 10);
 
     // A returns: failback needs a replica in A's config and says so,
     // changing nothing.
@@ -375,28 +447,15 @@ fn zfs_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
         );
     }
     assert!(zfs_exists(&format!("{}@{s}", za.dataset("replica/mysql"))));
-    let sets = snapsite_ok(&pri_cfg, &["sets"]);
-    assert!(
-        sets.contains(&format!("divergent-{label}")) && sets.contains(&a1),
-        "{sets}"
-    );
+    assert_lists_divergent(&pri_cfg, &label, &a1);
 
     // B ships its first set of generation 2: only what changed since the base.
-    let b2 = snapsite_json(&b_cfg, &["snapshot", "--json"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     assert_eq!(
         zfs_get("origin", &zb.dataset("live-mysql")),
         "-",
         "promoted"
     );
-    let shipped = snapsite_json(&b_cfg, &["ship", "--json"]);
-    assert_eq!(shipped["committed"], serde_json::json!([b2]), "{shipped}");
-    for sn in shipped["snapshots"].as_array().unwrap() {
-        assert!(sn["base"].is_string(), "every volume incremental: {sn}");
-    }
-    let payload = shipped["payload_bytes"].as_u64().unwrap();
+    let (b2, payload) = b_ships_first_set(&b_cfg);
     let full: u64 = roles
         .iter()
         .map(|r| zfs_send_size(&format!("{}@{b2}", zb.dataset(&format!("live-{r}")))))
@@ -439,36 +498,20 @@ fn lvm_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
     let stb_cfg = dir.join("b.toml");
     let b_cfg = dir.join("b-peer.toml");
     let a_conf = |with_replica: bool| {
-        let mut c = format!("site = \"a\"\nstate_dir = \"{}/state-a\"\n", dir.display());
-        for r in roles {
-            c.push_str(&format!(
-                "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{}\"\nmountpoint = \"{}\"\n",
-                va.lv(r),
-                a_mp(r).display()
-            ));
-            if with_replica {
-                c.push_str(&format!("replica = \"{}\"\n", va.lv(&format!("rep-{r}"))));
-            }
-        }
-        c.push_str(&format!(
-            "[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
-            stb_cfg.display()
-        ));
-        c
+        let replica = |r: &str| va.lv(&format!("rep-{r}"));
+        a_config(
+            dir,
+            "lvm",
+            &roles,
+            &|r| va.lv(r),
+            with_replica.then_some(&replica),
+            &stb_cfg,
+        )
     };
     std::fs::write(&pri_cfg, a_conf(false)).unwrap();
     let mut b = format!("site = \"b\"\nstate_dir = \"{}/state-b\"\n", dir.display());
     for r in roles {
-        sh(&[
-            "lvcreate",
-            "-y",
-            "-V",
-            "128M",
-            "-T",
-            &va.lv("pool"),
-            "-n",
-            r,
-        ]);
+        thin_lv(va, r, "128M");
         let dev = va.dev(r);
         sh(&[
             "mkfs.ext4",
@@ -479,57 +522,19 @@ fn lvm_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
         ]);
         std::fs::create_dir_all(a_mp(r)).unwrap();
         sh(&["mount", dev.to_str().unwrap(), a_mp(r).to_str().unwrap()]);
-        b.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{}\"\nreplica = \"{}\"\nmountpoint = \"{}\"\n",
-            vb.lv(&format!("live-{r}")),
-            vb.lv(&format!("rep-{r}")),
-            b_mp(r).display()
+        b.push_str(&b_volume(
+            r,
+            "lvm",
+            &vb.lv(&format!("live-{r}")),
+            &vb.lv(&format!("rep-{r}")),
+            &b_mp(r),
         ));
     }
-    std::fs::write(&stb_cfg, &b).unwrap();
-    std::fs::write(
-        &b_cfg,
-        format!(
-            "{b}[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
-            pri_cfg.display()
-        ),
-    )
-    .unwrap();
-    let id_of = |v: serde_json::Value| v["id"].as_str().unwrap().to_string();
+    write_b_configs(&b, &stb_cfg, &b_cfg, &pri_cfg);
 
-    // A, primary: a 32 MiB database and a redolog, shipped; then A writes
-    // on, cut off from B.
-    write_random(&a_mp("mysql").join("db"), 1, 32 * MIB as usize);
-    write_random(&a_mp("redolog").join("log1"), 2, 256 << 10);
-    sh(&["sync"]);
-    let s = id_of(snapsite_json(&pri_cfg, &["snapshot", "--json"]));
-    write_random(&a_mp("redolog").join("log2"), 3, 64 << 10);
-    sh(&["sync"]);
-    let r = id_of(snapsite_json(
-        &pri_cfg,
-        &["snapshot", "--redolog", "--json"],
-    ));
-    snapsite_ok(&pri_cfg, &["ship"]);
-    write_random(&a_mp("mysql").join("a-late"), 4, 256 << 10);
-    write_random(&a_mp("redolog").join("log-a"), 5, 64 << 10);
-    sh(&["sync"]);
-    let a1 = id_of(snapsite_json(
-        &pri_cfg,
-        &["snapshot", "--redolog", "--json"],
-    ));
-
-    // B fails over (generation 2); the application writes on B.
-    let rep = snapsite_json(&stb_cfg, &["failover", "--no-replay", "--json"]);
-    assert_eq!(rep["generation"].as_u64(), Some(2), "{rep}");
-    let b_changed: [(&str, &str, usize, u64); 2] = [
-        ("mysql", "b-db", 10 * MIB as usize, 11),
-        ("redolog", "log-b", MIB as usize, 12),
-    ];
-    for (role, f, len, seed) in b_changed {
-        write_random(&b_mp(role).join(f), seed, len);
-    }
-    sh(&["sync"]);
-    let changed: u64 = b_changed.iter().map(|x| x.2 as u64).sum();
+    // A, primary: a 32 MiB database; then B fails over and writes.
+    let (s, r, a1) = a_ships_then_diverges(&pri_cfg, &a_mp, 32 * MIB as usize);
+    let changed = b_fails_over_and_writes(&stb_cfg, &b_mp, 10 * MIB as usize, MIB as usize);
 
     // A returns: refused until its config names replicas; then failback.
     let e = snapsite_err(&pri_cfg, &["failback", "--dry-run"]);
@@ -573,20 +578,10 @@ fn lvm_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
             "the live LV moved away: {lvs}"
         );
     }
-    let sets = snapsite_ok(&pri_cfg, &["sets"]);
-    assert!(
-        sets.contains(&format!("divergent-{label}")) && sets.contains(&a1),
-        "{sets}"
-    );
+    assert_lists_divergent(&pri_cfg, &label, &a1);
 
     // B ships its first set of generation 2: only what changed since the base.
-    let b2 = id_of(snapsite_json(&b_cfg, &["snapshot", "--json"]));
-    let shipped = snapsite_json(&b_cfg, &["ship", "--json"]);
-    assert_eq!(shipped["committed"], serde_json::json!([b2]), "{shipped}");
-    for sn in shipped["snapshots"].as_array().unwrap() {
-        assert!(sn["base"].is_string(), "every volume incremental: {sn}");
-    }
-    let payload = shipped["payload_bytes"].as_u64().unwrap();
+    let (b2, payload) = b_ships_first_set(&b_cfg);
     let full: u64 = roles
         .iter()
         .map(|r| {

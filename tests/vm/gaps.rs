@@ -188,7 +188,7 @@ fn lvm_failover_releases_a_parked_receive() {
         ]);
     }
     for (r, size) in [("mysql", "64M"), ("redolog", "8M")] {
-        sh(&["lvcreate", "-y", "-V", size, "-T", &va.lv("pool"), "-n", r]);
+        thin_lv(&va, r, size);
     }
     let dir = scratch().join(unique_name("gparked"));
     std::fs::create_dir_all(&dir).unwrap();

@@ -12,6 +12,7 @@
 //! (`snapsite::wire::stream::{Writer, Reader, Msg}`), never by hand-encoded frames.
 
 use super::*;
+use crate::output::sent;
 
 use std::process::{ChildStdin, ChildStdout};
 
@@ -293,12 +294,7 @@ fn hostile_zfs_streams_are_refused_before_zfs_receive() {
     // The legitimate ship still goes incrementally from the common base.
     let report = snapsite_json(&pri_cfg, &["ship", "--json"]);
     assert_eq!(report["committed"][0], s2.as_str());
-    let mysql = report["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["role"] == "mysql")
-        .unwrap();
+    let mysql = sent(&report, "mysql");
     assert_eq!(mysql["base"], s1.as_str());
     for (p, v) in want_props {
         assert_eq!(zfs_get(p, &replica("mysql")), v, "after incremental: {p}");
@@ -473,16 +469,7 @@ fn hostile_lvm_streams_are_refused_promptly_and_release_the_pool() {
     // `check` reports a standby pool too full for failover's copies.
     let out = snapsite_ok(&stb_cfg, &["check"]);
     assert!(!out.contains("% full"), "{out}");
-    sh(&[
-        "lvcreate",
-        "-y",
-        "-V",
-        "60M",
-        "-T",
-        &stb.lv("pool"),
-        "-n",
-        "filler",
-    ]);
+    thin_lv(stb, "filler", "60M");
     let (used, total) = pool_data(stb);
     let fill_to = (total * 92 / 100).saturating_sub(used) * 65536;
     write_pattern(&stb.dev("filler"), 0, 23, fill_to as usize);

@@ -18,6 +18,8 @@
 //! for received ones.)
 
 use super::*;
+use crate::initcheck::{assert_checks_and_ships, init_args, with_command_standby};
+use crate::output::text;
 
 const ROLES: [&str; 4] = ["mysql", "blob", "index", "redolog"];
 
@@ -42,30 +44,9 @@ impl Lab {
 
     /// `snapsite init` for site mail-a, peer mail-b, the four volumes.
     fn init(&self, extra: &[&str]) -> Output {
-        let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins");
-        let mut argv: Vec<String> = [
-            snapsite_bin(),
-            "init",
-            "--site",
-            "mail-a",
-            "--peer",
-            "mail-b.example.org",
-            "--out",
-            self.dir.join("out").to_str().unwrap(),
-            "--state-dir",
-            self.dir.join("state").to_str().unwrap(),
-            "--plugins",
-            plugins.to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        for r in ROLES {
-            argv.push("--volume".into());
-            argv.push(format!("{r}={}", self.live(r).display()));
-        }
-        argv.extend(extra.iter().map(|s| s.to_string()));
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let args = init_args(&self.dir, &|r| self.live(r), extra);
+        let mut argv = vec![snapsite_bin()];
+        argv.extend(args.iter().map(String::as_str));
         run(&argv)
     }
 
@@ -104,15 +85,6 @@ impl Lab {
     }
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n{}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// The commands init's summary tells an admin to run on the standby before
 /// `check` that set up storage (e.g. `zfs create ...`), as argv vectors.
 fn storage_steps(summary: &str) -> Vec<Vec<String>> {
@@ -142,14 +114,7 @@ fn init_check_ship(lab: &Lab, found: &str, (pri, stb): (&str, &str)) {
     // The only edit: how mail-a reaches mail-b (a command entering mail-b's
     // namespace instead of ssh to its address).
     let w = lab.standby_wrapper();
-    let start = a_text.find("\n[standby]\n").expect("[standby]") + 1;
-    let end = a_text.find("\n[schedule]\n").expect("[schedule]") + 1;
-    let a_local = format!(
-        "{}[standby]\ntransport = \"command\"\ncommand = [\"unshare\", \"--mount\", \"--propagation\", \"private\", \"sh\", \"{}\", \"serve\", \"--stdio\"]\n\n{}",
-        &a_text[..start],
-        w.display(),
-        &a_text[end..]
-    );
+    let a_local = with_command_standby(&a_text, &w);
     let a_cfg = lab.dir.join("mail-a-local.toml");
     std::fs::write(&a_cfg, &a_local).unwrap();
 
@@ -168,20 +133,9 @@ fn init_check_ship(lab: &Lab, found: &str, (pri, stb): (&str, &str)) {
         let argv: Vec<&str> = step.iter().map(String::as_str).collect();
         sh(&argv);
     }
-    let o = lab.as_standby(&["check"]);
-    assert!(o.status.success(), "check on mail-b: {}", text(&o));
-    let o = snapsite_run(&a_cfg, &["check"], None);
-    assert!(o.status.success(), "check on mail-a: {}", text(&o));
-    snapsite_ok(&a_cfg, &["snapshot"]);
-    snapsite_ok(&a_cfg, &["ship"]);
-    let o = lab.as_standby(&["sets", "--json"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let sets: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let complete = sets
-        .as_array()
-        .map(|a| a.iter().filter(|s| s["complete"] == true).count())
-        .unwrap_or(0);
-    assert_eq!(complete, 1, "{sets:#}");
+    assert_checks_and_ships(&|args| snapsite_run(&a_cfg, args, None), &|args| {
+        lab.as_standby(args)
+    });
 }
 
 #[test]

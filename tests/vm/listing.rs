@@ -9,47 +9,18 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::cmdcount::{self, Counted, TRACE};
 
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars();
-    while let Some(c) = it.next() {
-        if c == '\x1b' {
-            for d in it.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
+/// A command's key: program and subcommand for `zfs`, `zpool` and
+/// `dmsetup` (e.g. `zfs list`), the program for the others; the transport
+/// and snapsite itself are not counted.
+fn command_key(words: &[&str]) -> Option<String> {
+    let prog = *words.first()?;
+    match prog {
+        "zfs" | "zpool" | "dmsetup" => Some(format!("{prog} {}", words.get(1).unwrap_or(&""))),
+        "sh" | "ssh" | "snapsite" => None,
+        p => Some(p.to_string()),
     }
-    out
-}
-
-/// Per command (program and subcommand, e.g. `zfs list`, `lvs`), how many
-/// times it ran, from a trace log.
-fn count_commands(log: &str) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for line in log.lines() {
-        let plain = strip_ansi(line);
-        for ev in [" run cmd=", " spawn cmd="] {
-            if let Some(i) = plain.find(ev) {
-                let mut words = plain[i + ev.len()..].split_whitespace();
-                let prog = words.next().unwrap_or("");
-                let prog = prog.rsplit('/').next().unwrap_or("");
-                let key = match prog {
-                    "zfs" | "zpool" | "dmsetup" => {
-                        format!("{prog} {}", words.next().unwrap_or(""))
-                    }
-                    "sh" | "ssh" | "snapsite" => continue,
-                    p => p.to_string(),
-                };
-                *out.entry(key).or_insert(0) += 1;
-            }
-        }
-    }
-    out
 }
 
 /// The listing commands among them: what a ship asks the storage about
@@ -59,12 +30,6 @@ fn listings(c: &BTreeMap<String, usize>) -> usize {
         .filter(|(k, _)| ["zfs list", "zfs get", "lvs", "vgs"].contains(&k.as_str()))
         .map(|(_, n)| n)
         .sum()
-}
-
-struct Counted {
-    primary: BTreeMap<String, usize>,
-    standby: BTreeMap<String, usize>,
-    report: serde_json::Value,
 }
 
 /// Configs whose standby `serve` writes its trace log to `stb_log`.
@@ -86,28 +51,30 @@ fn counted_ship(pri_cfg: &Path, stb_log: &Path) -> Counted {
     std::fs::write(stb_log, b"").unwrap();
     let mut argv = vec![snapsite_bin(), "--config", pri_cfg.to_str().unwrap()];
     argv.extend(["ship", "--json"]);
-    let out = command(&argv)
-        .env("SNAPSITE_LOG", "snapsite::base::cmd=debug")
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ship failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Counted {
-        primary: count_commands(&String::from_utf8_lossy(&out.stderr)),
-        standby: count_commands(&std::fs::read_to_string(stb_log).unwrap()),
-        report: serde_json::from_slice(&out.stdout).unwrap(),
-    }
+    let out = command(&argv).envs(TRACE).output().unwrap();
+    cmdcount::counted_ship(&out, stb_log, command_key)
 }
 
 fn roles(n: usize) -> Vec<String> {
     let mut r: Vec<String> = (1..n).map(|i| format!("vol{i}")).collect();
     r.push("redolog".into());
     r
+}
+
+/// [`cmdcount::three_ships`] of `n` volumes from `pri_cfg`, `fill`ing
+/// with seeds 1 and 10.
+fn ships(
+    n: usize,
+    pri_cfg: &Path,
+    stb_log: &Path,
+    fill: impl Fn(u64),
+) -> (Counted, Counted, String) {
+    cmdcount::three_ships(
+        n,
+        |k| fill([1, 10][k]),
+        || snapsite_ok(pri_cfg, &["snapshot"]).trim().to_string(),
+        || counted_ship(pri_cfg, stb_log),
+    )
 }
 
 /// Full, no-change and one-set incremental ship of `n` volumes; returns
@@ -145,21 +112,8 @@ fn zfs_ships(n: usize) -> (Counted, Counted) {
             write_pattern(&f, 0, seed + i as u64, 256 * 1024);
         }
     };
-    fill(1);
-    snapsite_ok(&pri_cfg, &["snapshot"]);
-    let first = counted_ship(&pri_cfg, &stb_log);
-    assert_eq!(first.report["snapshots"].as_array().unwrap().len(), n);
-    let none = counted_ship(&pri_cfg, &stb_log);
-    assert!(none.report["snapshots"].as_array().unwrap().is_empty());
-    fill(10);
-    let id = snapsite_ok(&pri_cfg, &["snapshot"]).trim().to_string();
-    let inc = counted_ship(&pri_cfg, &stb_log);
-    assert_eq!(inc.report["committed"], serde_json::json!([id]));
-    let sent = inc.report["snapshots"].as_array().unwrap();
-    assert_eq!(sent.len(), n);
+    let (none, inc, id) = ships(n, &pri_cfg, &stb_log, fill);
     for r in roles(n) {
-        let x = sent.iter().find(|x| x["role"] == r.as_str()).unwrap();
-        assert!(x["base"].is_string(), "{r}: incremental");
         assert_eq!(
             zfs_get(
                 "guid",
@@ -192,21 +146,8 @@ fn lvm_ships(n: usize) -> (Counted, Counted) {
             write_pattern(&pri.dev(r), seed * 65536, seed + i as u64, 65536);
         }
     };
-    fill(1);
-    snapsite_ok(&pri_cfg, &["snapshot"]);
-    let first = counted_ship(&pri_cfg, &stb_log);
-    assert_eq!(first.report["snapshots"].as_array().unwrap().len(), n);
-    let none = counted_ship(&pri_cfg, &stb_log);
-    assert!(none.report["snapshots"].as_array().unwrap().is_empty());
-    fill(10);
-    let id = snapsite_ok(&pri_cfg, &["snapshot"]).trim().to_string();
-    let inc = counted_ship(&pri_cfg, &stb_log);
-    assert_eq!(inc.report["committed"], serde_json::json!([id]));
-    let sent = inc.report["snapshots"].as_array().unwrap();
-    assert_eq!(sent.len(), n);
+    let (none, inc, id) = ships(n, &pri_cfg, &stb_log, fill);
     for r in roles(n) {
-        let x = sent.iter().find(|x| x["role"] == r.as_str()).unwrap();
-        assert!(x["base"].is_string(), "{r}: incremental");
         let lv = format!("{r}.{id}");
         for vg in [&pri, &stb] {
             if vg.lvs_field(&lv, "lv_active") != "active" {

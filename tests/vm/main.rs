@@ -46,15 +46,23 @@ macro_rules! require_lab {
     };
 }
 
+#[path = "../common/cmdcount.rs"]
+mod cmdcount;
 mod crash;
 mod cycle;
 mod drill;
+#[path = "../common/drillcheck.rs"]
+mod drillcheck;
 mod follow;
 mod gaps;
 mod hostile;
 mod init;
+#[path = "../common/initcheck.rs"]
+mod initcheck;
 mod listing;
 mod lvm;
+#[path = "../common/output.rs"]
+mod output;
 mod ransom;
 #[path = "../common/redolog.rs"]
 mod redolog;
@@ -144,15 +152,10 @@ pub fn snapsite_run(cfg: &Path, args: &[&str], path_prefix: Option<&Path>) -> Ou
 
 /// Like [`snapsite_run`] without fake tools; panics unless it exits 0. Returns stdout.
 pub fn snapsite_ok(cfg: &Path, args: &[&str]) -> String {
-    let out = snapsite_run(cfg, args, None);
-    assert!(
-        out.status.success(),
-        "snapsite {args:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    output::success(
+        &format!("snapsite {args:?}"),
+        &snapsite_run(cfg, args, None),
+    )
 }
 
 /// [`snapsite_ok`] of a `--json` command, parsed.

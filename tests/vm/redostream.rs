@@ -18,7 +18,7 @@
 //! every case is its own pair of sites (primary volume, standby replica and
 //! copy, state directories) on the same pools or volume groups.
 
-use super::redolog::{Log, tree_state};
+use super::redolog::{Log, assert_device_zeroed, checkpoint_then_roll, tree_state};
 use super::*;
 
 use snapsite::base::config::Config;
@@ -27,12 +27,7 @@ use snapsite::primary::follower::{self, FollowerHandle};
 const STREAM: &str =
     "[stream]\nfiles = [\"redo.log\", \"archive/redo-*.log\"]\nflush_interval = \"200ms\"\n";
 
-pub(super) fn wait_acked(cfg: &Config, after: jiff::Timestamp) {
-    wait_for("the follower to catch up", Duration::from_secs(60), || {
-        follower::follower_record(cfg)
-            .is_some_and(|r| r.acked_as_of.is_some_and(|a| a > after) && r.lag_bytes == 0)
-    });
-}
+pub(super) use super::redolog::wait_acked;
 
 /// The spool's base: the redolog at `root` (`Log::new`) written by
 /// `prepare`, a set snapshot shipped; then the follower starts and 30 more
@@ -61,17 +56,10 @@ fn stream_and_fail_over(pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: &Path
     log.rollover();
     log.append(20);
     wait_acked(&cfg, jiff::Timestamp::now());
-    snapsite_ok(pri_cfg, &["snapshot", "--redolog"]);
-    snapsite_ok(pri_cfg, &["ship"]);
-    // The standby's checkpoint read the committed snapshot (mounted read-only).
-    let stb_state = Config::load(stb_cfg).unwrap().state_dir;
-    let serve_log = std::fs::read_to_string(stb_state.join("serve.log")).unwrap();
-    assert!(serve_log.contains("spooled events; dropped"), "{serve_log}");
-    log.append(15);
-    log.rollover();
-    log.append(5);
-    let last = jiff::Timestamp::now();
-    wait_acked(&cfg, last);
+    // The standby's checkpoint reads the committed snapshot (mounted read-only).
+    let serve_log = Config::load(stb_cfg).unwrap().state_dir.join("serve.log");
+    let ok = |args: &[&str]| snapsite_ok(pri_cfg, args);
+    let last = checkpoint_then_roll(&cfg, &ok, &serve_log, &mut log, (15, 5));
     drop(follower);
     let want = tree_state(root);
     let report = snapsite_json(stb_cfg, &["failover", "--no-replay", "--json"]);
@@ -118,15 +106,7 @@ fn device_redo_and_fail_over(pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: 
     );
     let m = std::fs::symlink_metadata(copy.join("redo.log")).unwrap();
     assert_eq!(m.rdev(), rdev, "the copy's redo.log is the snapshot's node");
-    let mut dev = vec![0u8; 4 * MIB as usize];
-    File::open(&victim.path)
-        .unwrap()
-        .read_exact(&mut dev)
-        .unwrap();
-    assert!(
-        dev.iter().all(|b| *b == 0),
-        "bytes were written to the device"
-    );
+    assert_device_zeroed(&victim.path, 4 * MIB as usize);
 }
 
 /// `src`'s first half written to `dst`: what a symlink's target holds, so

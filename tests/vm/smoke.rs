@@ -271,16 +271,7 @@ fn lvm_thin_snapshots_and_thin_delta() {
         "-T",
         &vg.lv("pool"),
     ]);
-    sh(&[
-        "lvcreate",
-        "-y",
-        "-V",
-        "128M",
-        "-T",
-        &vg.lv("pool"),
-        "-n",
-        "data",
-    ]);
+    thin_lv(&vg, "data", "128M");
     let data = vg.dev("data");
     assert!(
         data.exists(),

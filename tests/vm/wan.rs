@@ -4,6 +4,7 @@
 //! over a ZFS stream that is already compressed (`-c`).
 
 use super::*;
+use crate::output::sent;
 
 /// Mail-like bytes: text lines and base64 lines (compress ~2x with zstd).
 fn mail_like(seed: u64, len: usize) -> Vec<u8> {
@@ -33,15 +34,6 @@ fn write_at(path: &Path, offset: u64, data: &[u8]) {
     f.seek(SeekFrom::Start(offset)).unwrap();
     f.write_all(data).unwrap();
     f.sync_all().unwrap();
-}
-
-fn sent<'a>(report: &'a serde_json::Value, role: &str) -> &'a serde_json::Value {
-    report["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["role"] == role)
-        .unwrap_or_else(|| panic!("{role} not shipped: {report}"))
 }
 
 /// The standby's receipt of `role` in committed set `id`: (bytes, blake3).

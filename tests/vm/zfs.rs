@@ -4,6 +4,7 @@
 //! resume token, send options recorded in the manifest.
 
 use super::*;
+use crate::output::sent;
 
 const ROLES: [&str; 4] = ["mysql", "blob", "index", "redolog"];
 
@@ -253,12 +254,7 @@ fn zfs_cut_transfer_resumes_and_stale_token_is_discarded() {
     // The next ship resumes: only the rest of blob's stream crosses.
     let report = lab.json(&lab.pri_cfg, &["ship", "--json"]);
     assert_eq!(report["committed"][0], id2.as_str());
-    let blob = report["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["role"] == "blob")
-        .unwrap();
+    let blob = sent(&report, "blob");
     let resumed_bytes = blob["bytes"].as_u64().unwrap();
     eprintln!("resumed blob transfer carried {resumed_bytes} bytes");
     assert!(
@@ -348,12 +344,7 @@ fn zfs_prune_keeps_the_held_common_snapshot_and_incrementals_go_on() {
     write_pattern(&lab.file("mysql", "data"), 0, 300, MIB as usize);
     let id4 = lab.ok(&lab.pri_cfg, &["snapshot"]).trim().to_string();
     let report = lab.json(&lab.pri_cfg, &["ship", "--json"]);
-    let mysql = report["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["role"] == "mysql")
-        .unwrap();
+    let mysql = sent(&report, "mysql");
     assert_eq!(mysql["snapshot"], id4.as_str());
     assert_eq!(mysql["base"], ids[2].as_str());
 }

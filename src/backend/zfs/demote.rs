@@ -134,19 +134,7 @@ pub(super) fn divergent(vol: &Volume) -> Result<Vec<String>> {
     if !exists(parent)? {
         return Ok(Vec::new());
     }
-    let text = zfs()
-        .args([
-            "list",
-            "-H",
-            "-o",
-            "name",
-            "-t",
-            "filesystem",
-            "-d",
-            "1",
-            parent,
-        ])
-        .output()?;
+    let text = names_below(parent, "filesystem", &[])?;
     let prefix = divergent_dataset(&vol.source, "");
     let mut v: Vec<String> = text
         .lines()
@@ -218,42 +206,37 @@ pub(super) fn make_receivable(vol: &Volume, name: &str) -> Result<()> {
                 .ctx(ctx())?;
         }
     }
-    zfs()
-        .arg("clone")
-        .args([
-            "-o",
-            "readonly=on",
-            "-o",
-            "canmount=noauto",
-            "-o",
-            "mountpoint=none",
-        ])
-        .args(["-o", "exec=off", "-o", "setuid=off", "-o", "devices=off"])
-        .arg(&from)
-        .arg(&r)
-        .run()
-        .ctx(ctx())?;
+    clone_inert(&from, &r).ctx(ctx())?;
     // A rerun finds the clone without snapshots of its own, destroys it
     // and clones again.
     crate::failpoint!("zfs.make_receivable.after_clone");
     zfs().args(["promote", &r]).run().ctx(ctx())
 }
 
+/// Clone snapshot `from` as `to` with the first of the receive overrides
+/// (read-only, not mounted, no exec, setuid or devices): a replica that
+/// takes incrementals from the sender again, as inert as a received one.
+pub(super) fn clone_inert(from: &str, to: &str) -> Result<()> {
+    zfs()
+        .arg("clone")
+        .args(CLONE_OVERRIDES)
+        .args([from, to])
+        .run()
+}
+
 /// `zfs list` of `ds`'s own snapshots, oldest first (by createtxg), one
 /// full name a line: what failback's `make_receivable` and follow's
 /// set-aside read before they touch a replica.
 pub(super) fn own_snapshots(ds: &str) -> Result<String> {
+    names_below(ds, "snapshot", &["-s", "createtxg"])
+}
+
+/// `zfs list` of the datasets of `kind` directly below `ds` (and `ds`
+/// itself when of that kind), one full name a line, in `sort` order.
+fn names_below(ds: &str, kind: &str, sort: &[&str]) -> Result<String> {
     zfs()
-        .args([
-            "list",
-            "-H",
-            "-o",
-            "name",
-            "-t",
-            "snapshot",
-            "-s",
-            "createtxg",
-        ])
+        .args(["list", "-H", "-o", "name", "-t", kind])
+        .args(sort)
         .args(["-d", "1", ds])
         .output()
 }

@@ -73,21 +73,7 @@ pub(super) fn set_aside_newer(vol: &Volume, base: &str, label: &str) -> Result<V
         .arg(&d)
         .run()
         .ctx(ctx())?;
-    zfs()
-        .arg("clone")
-        .args([
-            "-o",
-            "readonly=on",
-            "-o",
-            "canmount=noauto",
-            "-o",
-            "mountpoint=none",
-        ])
-        .args(["-o", "exec=off", "-o", "setuid=off", "-o", "devices=off"])
-        .arg(format!("{d}@{base}"))
-        .arg(&r)
-        .run()
-        .ctx(ctx())?;
+    super::demote::clone_inert(&format!("{d}@{base}"), &r).ctx(ctx())?;
     zfs().args(["promote", &r]).run().ctx(ctx())?;
     Ok(vec![d])
 }

@@ -309,3 +309,24 @@ fn values_and_tokens() {
         vec![("tank/a@s1".to_string(), "snapsite-common".to_string())]
     );
 }
+
+#[test]
+fn clones_get_the_protective_receive_overrides() {
+    // A reordered RECEIVE_OVERRIDES must not change what a clone gets.
+    let want = [
+        "readonly=on",
+        "canmount=noauto",
+        "mountpoint=none",
+        "exec=off",
+        "setuid=off",
+        "devices=off",
+    ];
+    let got: Vec<&str> = CLONE_OVERRIDES
+        .chunks(2)
+        .map(|p| {
+            assert_eq!(p[0], "-o", "{CLONE_OVERRIDES:?}");
+            p[1]
+        })
+        .collect();
+    assert_eq!(got, want);
+}

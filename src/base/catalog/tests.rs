@@ -2,21 +2,14 @@
 
 use super::index::codec;
 use super::*;
-use crate::base::model::{MANIFEST_FORMAT, Member, SetKind};
+use crate::base::model::{Member, SetKind};
 
 fn manifest(id: &str, seq: u64, snapshot: &str) -> Manifest {
     let t: Timestamp = "2026-11-27T08:00:00Z".parse().unwrap();
+    let members = vec![Member::plain("mysql", snapshot, t)];
     Manifest {
-        format: MANIFEST_FORMAT,
-        id: id.into(),
-        kind: SetKind::Full,
-        site: "p".into(),
         seq,
-        generation: 1,
-        members: vec![Member::plain("mysql", snapshot, t)],
-        safety_margin_ms: 0,
-        committed_at: None,
-        standby_order: None,
+        ..Manifest::plain(id, SetKind::Full, "p", members)
     }
 }
 

@@ -44,18 +44,11 @@ pub fn render_plan(p: &Plan) -> String {
     if let Some(n) = &p.from_time_note {
         s.push_str(&format!("  note        {n}\n"));
     }
-    for x in &p.suspect.skipped {
+    let skipped = p.suspect.skipped.iter().map(|x| ("skipped ", x, ""));
+    let accepted = (p.suspect.accepted.iter()).map(|x| ("ACCEPTED", x, " is used as asked"));
+    for (head, x, tail) in skipped.chain(accepted) {
         s.push_str(&format!(
-            "skipped       suspect set {} (score {:.2})\n",
-            x.set_id, x.score
-        ));
-        for r in &x.reasons {
-            s.push_str(&format!("  reason      {r}\n"));
-        }
-    }
-    for x in &p.suspect.accepted {
-        s.push_str(&format!(
-            "ACCEPTED      suspect set {} (score {:.2}) is used as asked\n",
+            "{head}      suspect set {} (score {:.2}){tail}\n",
             x.set_id, x.score
         ));
         for r in &x.reasons {

@@ -1,35 +1,20 @@
 use super::*;
-use crate::base::model::{MANIFEST_FORMAT, Member, SetKind};
+use crate::base::model::{Member, SetKind};
 
 fn m(id: &str, kind: SetKind, roles: &[&str], before: &str) -> Manifest {
     let before: Timestamp = before.parse().unwrap();
+    let members = roles
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Member {
+            before: before + jiff::SignedDuration::from_secs(i as i64),
+            after: before + jiff::SignedDuration::from_millis(i as i64 * 1000 + 500),
+            ..Member::plain(r, id, before)
+        })
+        .collect();
     Manifest {
-        format: MANIFEST_FORMAT,
-        id: id.into(),
-        kind,
-        site: "a".into(),
-        seq: 1,
-        generation: 1,
-        members: roles
-            .iter()
-            .enumerate()
-            .map(|(i, r)| Member {
-                role: r.to_string(),
-                backend: "btrfs".into(),
-                source: "/x".into(),
-                snapshot: id.into(),
-                storage_id: None,
-                before: before + jiff::SignedDuration::from_secs(i as i64),
-                after: before + jiff::SignedDuration::from_millis(i as i64 * 1000 + 500),
-                atomic_group: None,
-                send_options: Vec::new(),
-                receipt: None,
-                consistency: None,
-            })
-            .collect(),
-        safety_margin_ms: 0,
         committed_at: Some(before),
-        standby_order: None,
+        ..Manifest::plain(id, kind, "a", members)
     }
 }
 

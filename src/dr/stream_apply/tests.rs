@@ -167,12 +167,21 @@ fn write_dir(rng: &mut Rng, sp: &Spool, dir: &Path, cut: usize, damage: bool) {
     }
 }
 
+/// How many cases a property test runs and its random source: `cases` and
+/// `seed` unless `{name}_PROP_CASES=N` / `{name}_PROP_SEED=S` ask for a
+/// longer or another run.
+fn prop_run(name: &str, cases: u64, seed: u64) -> (u64, Rng) {
+    let env = |k: &str, d: u64| {
+        std::env::var(format!("{name}_PROP_{k}"))
+            .ok()
+            .map_or(d, |v| v.parse().unwrap())
+    };
+    (env("CASES", cases), Rng(env("SEED", seed)))
+}
+
 #[test]
 fn linear_matching_agrees_with_the_old_one_on_random_spools() {
-    // SPOOL_PROP_CASES=N SPOOL_PROP_SEED=S for a longer run.
-    let env = |k: &str, d: u64| std::env::var(k).ok().map_or(d, |v| v.parse().unwrap());
-    let cases = env("SPOOL_PROP_CASES", 600);
-    let mut rng = Rng(env("SPOOL_PROP_SEED", 0x9e3779b97f4a7c15));
+    let (cases, mut rng) = prop_run("SPOOL", 600, 0x9e3779b97f4a7c15);
     let mut found = 0;
     for case in 0..cases {
         let sp = random_spool(&mut rng);
@@ -198,10 +207,7 @@ fn linear_matching_agrees_with_the_old_one_on_random_spools() {
 
 #[test]
 fn apply_brings_any_cut_to_the_spool_end_or_changes_nothing() {
-    // APPLY_PROP_CASES=N APPLY_PROP_SEED=S for a longer run.
-    let env = |k: &str, d: u64| std::env::var(k).ok().map_or(d, |v| v.parse().unwrap());
-    let cases = env("APPLY_PROP_CASES", 120);
-    let mut rng = Rng(env("APPLY_PROP_SEED", 0x2545f4914f6cdd1d));
+    let (cases, mut rng) = prop_run("APPLY", 120, 0x2545f4914f6cdd1d);
     let mut applied = 0;
     for case in 0..cases {
         let sp = random_spool(&mut rng);

@@ -1,33 +1,9 @@
 use super::*;
 
 fn set(id: &str, roles: &[&str]) -> Manifest {
-    Manifest {
-        format: MANIFEST_FORMAT,
-        id: id.into(),
-        kind: SetKind::Full,
-        site: "a".into(),
-        seq: 1,
-        generation: 1,
-        members: roles
-            .iter()
-            .map(|r| Member {
-                role: r.to_string(),
-                backend: "btrfs".into(),
-                source: "/x".into(),
-                snapshot: id.into(),
-                storage_id: None,
-                before: Timestamp::UNIX_EPOCH,
-                after: Timestamp::UNIX_EPOCH,
-                atomic_group: None,
-                send_options: Vec::new(),
-                receipt: None,
-                consistency: None,
-            })
-            .collect(),
-        safety_margin_ms: 0,
-        committed_at: None,
-        standby_order: None,
-    }
+    let t = Timestamp::UNIX_EPOCH;
+    let members = roles.iter().map(|r| Member::plain(r, id, t)).collect();
+    Manifest::plain(id, SetKind::Full, "a", members)
 }
 
 fn map<T: Clone>(pairs: &[(&str, &[&str])], f: impl Fn(Vec<String>) -> T) -> BTreeMap<String, T> {

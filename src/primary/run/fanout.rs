@@ -44,10 +44,7 @@ impl Runner<'_> {
                 Ok(())
             }
             Err(e) => {
-                self.st.ship_pending = true;
-                self.st.ship_failures += 1;
-                self.rec.ship_failures = self.st.ship_failures;
-                self.rec.last_ship_error_at = Some(started);
+                self.ship_failed(started);
                 Err(e)
             }
         }
@@ -95,10 +92,7 @@ impl Runner<'_> {
                 Err(e) => {
                     let since = *fan.failing_since.entry(s.name.clone()).or_insert(now);
                     self.ship_failing_since.get_or_insert(since);
-                    self.st.ship_pending = true;
-                    self.st.ship_failures += 1;
-                    self.rec.ship_failures = self.st.ship_failures;
-                    self.rec.last_ship_error_at = Some(now);
+                    self.ship_failed(now);
                     self.any_failed = true;
                     self.rec.last_error = Some(StepError {
                         at: now,

@@ -142,7 +142,7 @@ impl Frames {
 }
 
 pub(super) fn session_bytes(ops: &[Op]) -> Vec<u8> {
-    use crate::base::model::{MANIFEST_FORMAT, Member, SetKind};
+    use crate::base::model::{Member, SetKind};
     let mut f = Frames {
         out: MAGIC.to_vec(),
         n: 0,
@@ -249,16 +249,9 @@ pub(super) fn session_bytes(ops: &[Op]) -> Vec<u8> {
                     .collect();
                 f.msg(&Msg::Commit {
                     manifest: Manifest {
-                        format: MANIFEST_FORMAT,
-                        id,
-                        kind,
-                        site: "primary".into(),
                         seq: *seq,
                         generation: *generation,
-                        members,
-                        safety_margin_ms: 0,
-                        committed_at: None,
-                        standby_order: None,
+                        ..Manifest::plain(&id, kind, "primary", members)
                     },
                 });
             }
