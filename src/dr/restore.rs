@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -192,7 +192,7 @@ fn fetch_checked(
         .ok_or_else(|| Error::not_found(format!("archive `{}`: part {k} is missing", a.name)))?;
     let mut f =
         File::create_new(out).map_err(|e| Error::io(format!("create {}", out.display()), e))?;
-    let (n, got) = copy_hashing(r.take(stored_bytes + 1), &mut f)
+    let (n, got) = crate::primary::seed::copy_hashing(r.take(stored_bytes + 1), &mut f)
         .map_err(|e| Error::io(format!("archive `{}`: reading {k}", a.name), e))?;
     if n != stored_bytes || got != stored_blake3 {
         return Err(Error::integrity(format!(
@@ -203,21 +203,6 @@ fn fetch_checked(
     f.sync_all()
         .map_err(|e| Error::io(format!("sync {}", out.display()), e))?;
     Ok(n)
-}
-
-fn copy_hashing(mut r: impl Read, w: &mut dyn Write) -> std::io::Result<(u64, String)> {
-    let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = r.read(&mut buf)?;
-        if k == 0 {
-            return Ok((n, h.finalize().to_hex().to_string()));
-        }
-        h.update(&buf[..k]);
-        w.write_all(&buf[..k])?;
-        n += k as u64;
-    }
 }
 
 /// Every part of `ix` into `dir` as a seed (`part-NNNNNN` + index.json).
@@ -397,7 +382,7 @@ pub fn verify(a: &Archive, set: Option<&str>, sample: Option<usize>) -> Result<V
                 continue;
             }
         };
-        let (n, got) = copy_hashing(r.take(bytes + 1), &mut std::io::sink())
+        let (n, got) = crate::primary::seed::copy_hashing(r.take(bytes + 1), &mut std::io::sink())
             .map_err(|e| Error::io(format!("archive `{}`: reading {k}", a.name), e))?;
         report.parts_read += 1;
         report.bytes_read += n;
