@@ -342,12 +342,125 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     eprintln!("archive test: {:.1} s", t0.elapsed().as_secs_f64());
 }
 
+/// `snapsite check` judges the archive bucket with this site's
+/// credentials, against the real RGW: the lab's 1-day COMPLIANCE lock is
+/// enough when the retention needs a day, a problem naming both numbers
+/// when `[retention]` keeps sets for 30 days; the primary's credentials
+/// cannot delete (probe refused), the pruner's can (a problem).
+#[test]
+fn check_judges_the_bucket_lock_and_the_credentials() {
+    require_real!();
+    let (r, _rgwlab) = match rgw() {
+        Ok(r) => r,
+        Err(why) => {
+            skip_because("archive check", Some(format!("no RGW lab: {why}")));
+            return;
+        }
+    };
+    let lab = Lab::with_roles(&["redolog"], "1G", "[\"true\"]");
+    let copy = |from: &Path, name: &str| {
+        let p = lab.dir.path().join(name);
+        std::fs::copy(from, &p).unwrap();
+        sh(&["chmod", "600", p.to_str().unwrap()]);
+        p
+    };
+    let primary = copy(&r.creds, "primary.creds");
+    let pruner_src = r.creds.with_file_name("pruner.toml");
+    let base = std::fs::read_to_string(&lab.pri_cfg).unwrap();
+    let cfg = |name: &str, creds: &Path, extra: &str| {
+        let p = lab.dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &p,
+            format!("{base}{extra}") + &archive_toml(&r, "check", creds, ""),
+        )
+        .unwrap();
+        p
+    };
+    let archive_lines = |o: &std::process::Output| {
+        stdout(o)
+            .lines()
+            .filter(|l| l.starts_with("archive"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    // A day is needed (full sets every hour, no [retention]): fine.
+    let o = lab.run(
+        &cfg(
+            "day",
+            &primary,
+            "\n[schedule]\nfull_set_interval = \"1h\"\n",
+        ),
+        &["check"],
+    );
+    let lines = archive_lines(&o);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Object Lock COMPLIANCE, 1 days (needs 1)")
+                && !l.contains("PROBLEM")),
+        "{}",
+        both(&o)
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("cannot delete (probe refused)")),
+        "{}",
+        both(&o)
+    );
+    assert!(!lines.iter().any(|l| l.contains("PROBLEM")), "{lines:#?}");
+    // 30 days kept, full sets daily: 31 days needed, the lock has 1.
+    let o = lab.run(
+        &cfg(
+            "month",
+            &primary,
+            "\n[schedule]\nfull_set_interval = \"1d\"\n\n[retention]\ngrid = \"30x1d\"\n",
+        ),
+        &["check"],
+    );
+    assert!(!o.status.success(), "{}", both(&o));
+    let lines = archive_lines(&o);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("PROBLEM") && l.contains("1 days, the archive needs 31")),
+        "{}",
+        both(&o)
+    );
+    // The pruner's credentials on a site: they can delete.
+    assert!(pruner_src.exists(), "{}", pruner_src.display());
+    {
+        let pruner = copy(&pruner_src, "pruner.creds");
+        let o = lab.run(
+            &cfg(
+                "pruner",
+                &pruner,
+                "\n[schedule]\nfull_set_interval = \"1h\"\n",
+            ),
+            &["check"],
+        );
+        assert!(!o.status.success(), "{}", both(&o));
+        assert!(
+            archive_lines(&o)
+                .iter()
+                .any(|l| l.contains("PROBLEM") && l.contains("can delete objects")),
+            "{}",
+            both(&o)
+        );
+    }
+}
+
 /// Peak RSS (KiB) and seconds of one snapsite command, via /usr/bin/time.
 fn timed(cfg: &Path, args: &[&str]) -> (u64, f64, String) {
     let t = std::time::Instant::now();
     let o = std::process::Command::new("/usr/bin/time")
         .arg("-f")
-        .arg("MAXRSS=%M")
+        .arg("MAXRSS=%M CPU=%U+%S")
+        .args(
+            std::env::var("SNAPSITE_ARCHIVE_BENCH_WRAP")
+                .map(|w| w.split(' ').map(String::from).collect::<Vec<_>>())
+                .unwrap_or_default(),
+        )
         .arg(snapsite_exe())
         .arg("--config")
         .arg(cfg)
@@ -357,11 +470,17 @@ fn timed(cfg: &Path, args: &[&str]) -> (u64, f64, String) {
     let secs = t.elapsed().as_secs_f64();
     assert!(o.status.success(), "{}", both(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    let rss = err
-        .lines()
-        .find_map(|l| l.strip_prefix("MAXRSS="))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap();
+    let line = err.lines().find_map(|l| l.strip_prefix("MAXRSS=")).unwrap();
+    let (rss, cpu) = line.split_once(" CPU=").unwrap();
+    let rss = rss.trim().parse().unwrap();
+    let cpu: f64 = cpu
+        .trim()
+        .split('+')
+        .map(|x| x.parse::<f64>().unwrap())
+        .sum();
+    if std::env::var("SNAPSITE_ARCHIVE_BENCH").is_ok() {
+        eprintln!("MEASURE cpu {} {cpu:.2} s in {secs:.2} s", args[0]);
+    }
     (rss, secs, stdout(&o))
 }
 

@@ -200,12 +200,16 @@ fn fetch_checked(
             a.name
         )));
     }
-    f.sync_all()
-        .map_err(|e| Error::io(format!("sync {}", out.display()), e))?;
+    // A scratch copy, checked again by the seed reader and removed after
+    // the receive: no fsync (a crash downloads the set again).
     Ok(n)
 }
 
-/// Every part of `ix` into `dir` as a seed (`part-NNNNNN` + index.json).
+/// How many part objects are downloaded at once.
+const DOWNLOADERS: usize = 4;
+
+/// Every part of `ix` into `dir` as a seed (`part-NNNNNN` + index.json),
+/// `DOWNLOADERS` parts at a time (memory: one buffer per download).
 fn download_set(
     a: &Archive,
     bucket: &Bucket,
@@ -213,54 +217,49 @@ fn download_set(
     dir: &Path,
     identity: Option<&Path>,
 ) -> Result<u64> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let results: Vec<Result<u64>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..DOWNLOADERS.min(ix.parts.len()))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut stored = 0u64;
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= ix.parts.len() || failed.load(std::sync::atomic::Ordering::Relaxed)
+                        {
+                            return Ok(stored);
+                        }
+                        match download_part(a, bucket, ix, i, dir, identity) {
+                            Ok(n) => stored += n,
+                            Err(e) => {
+                                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                                return Err(e);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a download thread does not panic"))
+            .collect()
+    });
     let mut stored = 0u64;
-    let mut parts = Vec::with_capacity(ix.parts.len());
-    for (i, p) in ix.parts.iter().enumerate() {
-        let name = format!("part-{i:06}");
-        let plain = dir.join(&name);
-        let fetched: PathBuf = if ix.encryption == "age" {
-            dir.join(format!("{name}.age"))
-        } else {
-            plain.clone()
-        };
-        stored += fetch_checked(
-            a,
-            bucket,
-            &p.key,
-            p.stored_bytes,
-            &p.stored_blake3,
-            &fetched,
-        )?;
-        if ix.encryption == "age" {
-            let id = identity.expect("checked by the caller");
-            let out = Command::new("age")
-                .arg("--decrypt")
-                .arg("-i")
-                .arg(id)
-                .arg("-o")
-                .arg(&plain)
-                .arg(&fetched)
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| Error::io("cannot run `age` (package age)", e))?;
-            if !out.status.success() {
-                return Err(Error::integrity(format!(
-                    "archive `{}`: part {} does not decrypt with {}: {}",
-                    a.name,
-                    key(a, &p.key),
-                    id.display(),
-                    crate::base::model::wire_text(String::from_utf8_lossy(&out.stderr).trim())
-                )));
-            }
-            std::fs::remove_file(&fetched)
-                .map_err(|e| Error::io(format!("remove {}", fetched.display()), e))?;
-        }
-        parts.push(crate::primary::seed::Part {
-            name,
+    for r in results {
+        stored += r?;
+    }
+    let parts = ix
+        .parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| crate::primary::seed::Part {
+            name: format!("part-{i:06}"),
             bytes: p.bytes,
             blake3: p.blake3.clone(),
-        });
-    }
+        })
+        .collect();
     let seed = crate::primary::seed::Index {
         format: 1,
         set_id: ix.set_id.clone(),
@@ -275,6 +274,58 @@ fn download_set(
     )
     .map_err(|e| Error::io(format!("write {}", dir.display()), e))?;
     Ok(stored)
+}
+
+/// Part `i` of `ix` into `dir/part-NNNNNN` (checked, then decrypted).
+fn download_part(
+    a: &Archive,
+    bucket: &Bucket,
+    ix: &ArchiveIndex,
+    i: usize,
+    dir: &Path,
+    identity: Option<&Path>,
+) -> Result<u64> {
+    let p = &ix.parts[i];
+    let name = format!("part-{i:06}");
+    let plain = dir.join(&name);
+    let fetched: PathBuf = if ix.encryption == "age" {
+        dir.join(format!("{name}.age"))
+    } else {
+        plain.clone()
+    };
+    let n = fetch_checked(
+        a,
+        bucket,
+        &p.key,
+        p.stored_bytes,
+        &p.stored_blake3,
+        &fetched,
+    )?;
+    if ix.encryption == "age" {
+        let id = identity.expect("checked by the caller");
+        let out = Command::new("age")
+            .arg("--decrypt")
+            .arg("-i")
+            .arg(id)
+            .arg("-o")
+            .arg(&plain)
+            .arg(&fetched)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::io("cannot run `age` (package age)", e))?;
+        if !out.status.success() {
+            return Err(Error::integrity(format!(
+                "archive `{}`: part {} does not decrypt with {}: {}",
+                a.name,
+                key(a, &p.key),
+                id.display(),
+                crate::base::model::wire_text(String::from_utf8_lossy(&out.stderr).trim())
+            )));
+        }
+        std::fs::remove_file(&fetched)
+            .map_err(|e| Error::io(format!("remove {}", fetched.display()), e))?;
+    }
+    Ok(n)
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -388,6 +388,7 @@ impl PartUploader<'_> {
             blake3: st.blake3.finalize().to_hex().to_string(),
             sha256: st.sha256.map(hex_digest),
         };
+        tracing::debug!(part = job.i, bytes = job.bytes, "part staged");
         self.tx
             .send(job)
             .map_err(|_| io_err("the upload stopped (its error follows)".into()))?;
@@ -427,6 +428,7 @@ fn upload_parts(
         }
         match upload_one(a, bucket, set_id, run, &job, limit) {
             Ok(p) => {
+                tracing::debug!(part = job.i, "part uploaded");
                 let _ = std::fs::remove_file(&job.path);
                 parts.push((job.i, p));
                 let _ = free.send(job.slot);
