@@ -17,7 +17,9 @@
 //! primary cannot read its archive back. ZFS raw sends are stored as sent.
 //! Each part is staged once (ciphertext, or plaintext without recipients)
 //! under `state_dir/archive-stage/` to learn its size and SHA-256 for the
-//! signed PUT: memory stays constant, local disk is one part.
+//! signed PUT (a plaintext part's is computed while it is staged). A pool
+//! of [`UPLOADERS`] PUTs parts while the next ones are produced: memory
+//! stays constant, local disk is at most `UPLOADERS + 1` parts.
 
 pub mod index;
 
