@@ -124,6 +124,8 @@ pub(super) fn check(cfg: &Config) -> anyhow::Result<()> {
             }
         }
     }
+    problems +=
+        snapsite::ops::checkup::print(&snapsite::ops::archive_check::s3::check_archives(cfg));
     if problems > 0 {
         anyhow::bail!("{problems} problem(s) found");
     }

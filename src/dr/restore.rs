@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -192,7 +192,7 @@ fn fetch_checked(
         .ok_or_else(|| Error::not_found(format!("archive `{}`: part {k} is missing", a.name)))?;
     let mut f =
         File::create_new(out).map_err(|e| Error::io(format!("create {}", out.display()), e))?;
-    let (n, got) = copy_hashing(r.take(stored_bytes + 1), &mut f)
+    let (n, got) = crate::primary::seed::copy_hashing(r.take(stored_bytes + 1), &mut f)
         .map_err(|e| Error::io(format!("archive `{}`: reading {k}", a.name), e))?;
     if n != stored_bytes || got != stored_blake3 {
         return Err(Error::integrity(format!(
@@ -200,27 +200,16 @@ fn fetch_checked(
             a.name
         )));
     }
-    f.sync_all()
-        .map_err(|e| Error::io(format!("sync {}", out.display()), e))?;
+    // A scratch copy, checked again by the seed reader and removed after
+    // the receive: no fsync (a crash downloads the set again).
     Ok(n)
 }
 
-fn copy_hashing(mut r: impl Read, w: &mut dyn Write) -> std::io::Result<(u64, String)> {
-    let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = r.read(&mut buf)?;
-        if k == 0 {
-            return Ok((n, h.finalize().to_hex().to_string()));
-        }
-        h.update(&buf[..k]);
-        w.write_all(&buf[..k])?;
-        n += k as u64;
-    }
-}
+/// How many part objects are downloaded at once.
+const DOWNLOADERS: usize = 4;
 
-/// Every part of `ix` into `dir` as a seed (`part-NNNNNN` + index.json).
+/// Every part of `ix` into `dir` as a seed (`part-NNNNNN` + index.json),
+/// `DOWNLOADERS` parts at a time (memory: one buffer per download).
 fn download_set(
     a: &Archive,
     bucket: &Bucket,
@@ -228,54 +217,49 @@ fn download_set(
     dir: &Path,
     identity: Option<&Path>,
 ) -> Result<u64> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let results: Vec<Result<u64>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..DOWNLOADERS.min(ix.parts.len()))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut stored = 0u64;
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= ix.parts.len() || failed.load(std::sync::atomic::Ordering::Relaxed)
+                        {
+                            return Ok(stored);
+                        }
+                        match download_part(a, bucket, ix, i, dir, identity) {
+                            Ok(n) => stored += n,
+                            Err(e) => {
+                                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                                return Err(e);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a download thread does not panic"))
+            .collect()
+    });
     let mut stored = 0u64;
-    let mut parts = Vec::with_capacity(ix.parts.len());
-    for (i, p) in ix.parts.iter().enumerate() {
-        let name = format!("part-{i:06}");
-        let plain = dir.join(&name);
-        let fetched: PathBuf = if ix.encryption == "age" {
-            dir.join(format!("{name}.age"))
-        } else {
-            plain.clone()
-        };
-        stored += fetch_checked(
-            a,
-            bucket,
-            &p.key,
-            p.stored_bytes,
-            &p.stored_blake3,
-            &fetched,
-        )?;
-        if ix.encryption == "age" {
-            let id = identity.expect("checked by the caller");
-            let out = Command::new("age")
-                .arg("--decrypt")
-                .arg("-i")
-                .arg(id)
-                .arg("-o")
-                .arg(&plain)
-                .arg(&fetched)
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|e| Error::io("cannot run `age` (package age)", e))?;
-            if !out.status.success() {
-                return Err(Error::integrity(format!(
-                    "archive `{}`: part {} does not decrypt with {}: {}",
-                    a.name,
-                    key(a, &p.key),
-                    id.display(),
-                    crate::base::model::wire_text(String::from_utf8_lossy(&out.stderr).trim())
-                )));
-            }
-            std::fs::remove_file(&fetched)
-                .map_err(|e| Error::io(format!("remove {}", fetched.display()), e))?;
-        }
-        parts.push(crate::primary::seed::Part {
-            name,
+    for r in results {
+        stored += r?;
+    }
+    let parts = ix
+        .parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| crate::primary::seed::Part {
+            name: format!("part-{i:06}"),
             bytes: p.bytes,
             blake3: p.blake3.clone(),
-        });
-    }
+        })
+        .collect();
     let seed = crate::primary::seed::Index {
         format: 1,
         set_id: ix.set_id.clone(),
@@ -290,6 +274,58 @@ fn download_set(
     )
     .map_err(|e| Error::io(format!("write {}", dir.display()), e))?;
     Ok(stored)
+}
+
+/// Part `i` of `ix` into `dir/part-NNNNNN` (checked, then decrypted).
+fn download_part(
+    a: &Archive,
+    bucket: &Bucket,
+    ix: &ArchiveIndex,
+    i: usize,
+    dir: &Path,
+    identity: Option<&Path>,
+) -> Result<u64> {
+    let p = &ix.parts[i];
+    let name = format!("part-{i:06}");
+    let plain = dir.join(&name);
+    let fetched: PathBuf = if ix.encryption == "age" {
+        dir.join(format!("{name}.age"))
+    } else {
+        plain.clone()
+    };
+    let n = fetch_checked(
+        a,
+        bucket,
+        &p.key,
+        p.stored_bytes,
+        &p.stored_blake3,
+        &fetched,
+    )?;
+    if ix.encryption == "age" {
+        let id = identity.expect("checked by the caller");
+        let out = Command::new("age")
+            .arg("--decrypt")
+            .arg("-i")
+            .arg(id)
+            .arg("-o")
+            .arg(&plain)
+            .arg(&fetched)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::io("cannot run `age` (package age)", e))?;
+        if !out.status.success() {
+            return Err(Error::integrity(format!(
+                "archive `{}`: part {} does not decrypt with {}: {}",
+                a.name,
+                key(a, &p.key),
+                id.display(),
+                crate::base::model::wire_text(String::from_utf8_lossy(&out.stderr).trim())
+            )));
+        }
+        std::fs::remove_file(&fetched)
+            .map_err(|e| Error::io(format!("remove {}", fetched.display()), e))?;
+    }
+    Ok(n)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -397,7 +433,7 @@ pub fn verify(a: &Archive, set: Option<&str>, sample: Option<usize>) -> Result<V
                 continue;
             }
         };
-        let (n, got) = copy_hashing(r.take(bytes + 1), &mut std::io::sink())
+        let (n, got) = crate::primary::seed::copy_hashing(r.take(bytes + 1), &mut std::io::sink())
             .map_err(|e| Error::io(format!("archive `{}`: reading {k}", a.name), e))?;
         report.parts_read += 1;
         report.bytes_read += n;

@@ -8,6 +8,8 @@
 //! client: the archive's S3 client implements it (its
 //! GetObjectLockConfiguration, plus one DeleteObject for the probe).
 
+pub mod s3;
+
 use super::checkup::Finding;
 
 /// A bucket's Object Lock configuration, as GetObjectLockConfiguration

@@ -17,7 +17,9 @@
 //! primary cannot read its archive back. ZFS raw sends are stored as sent.
 //! Each part is staged once (ciphertext, or plaintext without recipients)
 //! under `state_dir/archive-stage/` to learn its size and SHA-256 for the
-//! signed PUT: memory stays constant, local disk is one part.
+//! signed PUT (a plaintext part's is computed while it is staged). A pool
+//! of [`UPLOADERS`] PUTs parts while the next ones are produced: memory
+//! stays constant, local disk is at most `UPLOADERS + 1` parts.
 
 pub mod index;
 
@@ -36,10 +38,8 @@ use crate::base::catalog::Catalog;
 use crate::base::config::Config;
 use crate::base::error::{Error, Result};
 use crate::base::model::Manifest;
-use crate::wire::compress::Compression;
-use crate::wire::pipeline::{self, Chunk};
 use crate::wire::s3::{Bucket, Credentials};
-use crate::wire::stream::{Msg, PROTOCOL_VERSION, Writer};
+use crate::wire::stream::Writer;
 use index::{ArchiveIndex, ArchiveMember, ArchivePart};
 
 /// The archive named `name` (or the only one).
@@ -235,26 +235,49 @@ fn run_id() -> String {
     format!("r{:x}-{:x}", t.as_nanos(), std::process::id())
 }
 
+/// How many part objects are PUT at once. One PUT at a time left the
+/// link idle while RGW committed each part (and while the next one was
+/// staged); a few in flight keep it busy. Local disk is bounded by
+/// `UPLOADERS + 1` staged parts, memory by one buffer per upload.
+pub const UPLOADERS: usize = 4;
+
 /// Writes the stream as part objects: each part is staged (through age
-/// when encrypting) in one of two stage files and handed to the upload
-/// thread, which hashes and PUTs it while the next part is produced.
-struct PartUploader {
+/// when encrypting) in a free stage file and handed to the upload pool,
+/// which PUTs it while the next parts are produced.
+struct PartUploader<'a> {
     recipients: Vec<String>,
-    /// Two stage files, used in turn.
-    stages: [PathBuf; 2],
+    /// `UPLOADERS + 1` stage files; `free` holds the unused ones.
+    stages: Vec<PathBuf>,
+    free: std::sync::mpsc::Receiver<usize>,
     chunk: u64,
-    /// The part being written: its sink, plaintext hasher and size.
-    current: Option<(Sink, blake3::Hasher, u64)>,
+    /// The part being written.
+    current: Option<Staging>,
     sealed: usize,
     tx: std::sync::mpsc::SyncSender<Job>,
+    /// Set by an upload that failed: production stops at the next part.
+    failed: &'a std::sync::atomic::AtomicBool,
 }
 
-/// A staged part for the upload thread.
+/// A part being staged: its sink and the plaintext's blake3 and size;
+/// without encryption the stored bytes are the plaintext, so their
+/// SHA-256 (for the signed PUT) is computed here too, saving a read.
+struct Staging {
+    slot: usize,
+    sink: Sink,
+    blake3: blake3::Hasher,
+    sha256: Option<sha2::Sha256>,
+    bytes: u64,
+}
+
+/// A staged part for the upload pool.
 struct Job {
     i: usize,
+    slot: usize,
     path: PathBuf,
     bytes: u64,
     blake3: String,
+    /// The stored bytes' SHA-256, when known already (plaintext parts).
+    sha256: Option<String>,
 }
 
 enum Sink {
@@ -275,62 +298,75 @@ fn io_err(m: String) -> std::io::Error {
     std::io::Error::other(m)
 }
 
-/// A reader that waits for the bandwidth limit.
+/// A reader that waits for the bandwidth limit (one bucket shared by the
+/// uploads: the limit is the archive's, not each connection's).
 struct Limited<'a, R> {
     inner: R,
-    bucket: &'a mut crate::wire::ratelimit::TokenBucket,
+    bucket: &'a std::sync::Mutex<crate::wire::ratelimit::TokenBucket>,
 }
 
 impl<R: Read> Read for Limited<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = buf.len().min(256 << 10);
         let k = self.inner.read(&mut buf[..n])?;
-        self.bucket.take(k);
+        self.bucket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(k);
         Ok(k)
     }
 }
 
-impl PartUploader {
-    fn stage(&self) -> &Path {
-        &self.stages[self.sealed % 2]
-    }
-
-    fn open_part(&mut self) -> std::io::Result<Sink> {
-        let stage = self.stage().to_path_buf();
+impl PartUploader<'_> {
+    fn open_part(&mut self) -> std::io::Result<Staging> {
+        let stopped = || io_err("the upload stopped (its error follows)".into());
+        // Waits while every stage file is queued or uploading.
+        let slot = self.free.recv().map_err(|_| stopped())?;
+        if self.failed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(stopped());
+        }
+        let stage = self.stages[slot].clone();
         let _ = std::fs::remove_file(&stage);
-        if self.recipients.is_empty() {
-            return Ok(Sink::Plain(
+        let plain = self.recipients.is_empty();
+        let sink = if plain {
+            Sink::Plain(
                 std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .open(&stage)?,
-            ));
-        }
-        let mut cmd = Command::new("age");
-        cmd.arg("--encrypt");
-        for r in &self.recipients {
-            cmd.arg("-r").arg(r);
-        }
-        cmd.arg("-o")
-            .arg(&stage)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| io_err(format!("cannot run `age` (package age): {e}")))?;
-        let stdin = child.stdin.take().expect("piped");
-        Ok(Sink::Age(child, stdin))
+            )
+        } else {
+            let mut cmd = Command::new("age");
+            cmd.arg("--encrypt");
+            for r in &self.recipients {
+                cmd.arg("-r").arg(r);
+            }
+            cmd.arg("-o")
+                .arg(&stage)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| io_err(format!("cannot run `age` (package age): {e}")))?;
+            let stdin = child.stdin.take().expect("piped");
+            Sink::Age(child, stdin)
+        };
+        Ok(Staging {
+            slot,
+            sink,
+            blake3: blake3::Hasher::new(),
+            sha256: plain.then(<sha2::Sha256 as sha2::Digest>::new),
+            bytes: 0,
+        })
     }
 
-    /// Finish the current part (close age) and hand it to the upload
-    /// thread; this waits until the thread took the part before it, so at
-    /// most two parts are staged.
+    /// Finish the current part (close age) and queue it for the pool.
     fn seal(&mut self) -> std::io::Result<()> {
-        let Some((sink, h, n)) = self.current.take() else {
+        let Some(st) = self.current.take() else {
             return Ok(());
         };
-        match sink {
+        match st.sink {
             // A scratch file, read back at once: no fsync (a crash
             // restarts the set under a new run id anyway).
             Sink::Plain(f) => drop(f),
@@ -340,18 +376,21 @@ impl PartUploader {
                 if let Some(mut e) = child.stderr.take() {
                     let _ = (&mut e).take(4096).read_to_string(&mut err);
                 }
-                let st = child.wait()?;
-                if !st.success() {
-                    return Err(io_err(format!("age failed ({st}): {}", err.trim())));
+                let status = child.wait()?;
+                if !status.success() {
+                    return Err(io_err(format!("age failed ({status}): {}", err.trim())));
                 }
             }
         }
         let job = Job {
             i: self.sealed,
-            path: self.stage().to_path_buf(),
-            bytes: n,
-            blake3: h.finalize().to_hex().to_string(),
+            slot: st.slot,
+            path: self.stages[st.slot].clone(),
+            bytes: st.bytes,
+            blake3: st.blake3.finalize().to_hex().to_string(),
+            sha256: st.sha256.map(hex_digest),
         };
+        tracing::debug!(part = job.i, bytes = job.bytes, "part staged");
         self.tx
             .send(job)
             .map_err(|_| io_err("the upload stopped (its error follows)".into()))?;
@@ -360,52 +399,94 @@ impl PartUploader {
     }
 }
 
-/// The upload thread: hash each staged part, PUT it with its SHA-256,
-/// remove the stage file; the parts for the index, in order.
+fn hex_digest(s: sha2::Sha256) -> String {
+    use sha2::Digest;
+    s.finalize().iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// One upload worker: take staged parts off the queue, PUT each (hashing
+/// it first when its SHA-256 is not known yet), remove the stage file and
+/// give its slot back. The first error stops the pool and production.
+#[allow(clippy::too_many_arguments)]
 fn upload_parts(
     a: &Archive,
     bucket: &Bucket,
     set_id: &str,
     run: &str,
-    rx: std::sync::mpsc::Receiver<Job>,
-) -> Result<Vec<ArchivePart>> {
-    let mut limit = a
-        .bwlimit
-        .clone()
-        .map(crate::wire::ratelimit::TokenBucket::new);
+    jobs: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>,
+    free: std::sync::mpsc::Sender<usize>,
+    limit: Option<&std::sync::Mutex<crate::wire::ratelimit::TokenBucket>>,
+    failed: &std::sync::atomic::AtomicBool,
+) -> Result<Vec<(usize, ArchivePart)>> {
     let mut parts = Vec::new();
-    for job in rx {
-        debug_assert_eq!(job.i, parts.len());
-        let mut f = File::open(&job.path)
-            .map_err(|e| Error::io(format!("open {}", job.path.display()), e))?;
-        let (stored_bytes, sha, b3) =
-            hash_file(&mut f).map_err(|e| Error::io(format!("read {}", job.path.display()), e))?;
-        f.rewind()
-            .map_err(|e| Error::io(format!("read {}", job.path.display()), e))?;
-        let rel = index::part_key(set_id, run, job.i);
-        let k = key(a, &rel);
-        match &mut limit {
-            Some(tb) => bucket.put(
-                &k,
-                &mut Limited {
-                    inner: &mut f,
-                    bucket: tb,
-                },
-                stored_bytes,
-                &sha,
-            )?,
-            None => bucket.put(&k, &mut f, stored_bytes, &sha)?,
+    loop {
+        let job = match jobs.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+            Ok(j) => j,
+            Err(_) => return Ok(parts),
+        };
+        if failed.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = std::fs::remove_file(&job.path);
+            continue;
         }
-        let _ = std::fs::remove_file(&job.path);
-        parts.push(ArchivePart {
-            key: rel,
-            bytes: job.bytes,
-            blake3: job.blake3,
-            stored_bytes,
-            stored_blake3: b3,
-        });
+        match upload_one(a, bucket, set_id, run, &job, limit) {
+            Ok(p) => {
+                tracing::debug!(part = job.i, "part uploaded");
+                let _ = std::fs::remove_file(&job.path);
+                parts.push((job.i, p));
+                let _ = free.send(job.slot);
+            }
+            Err(e) => {
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                let _ = std::fs::remove_file(&job.path);
+                // The slot back, so that a producer waiting for one wakes
+                // and sees `failed`.
+                let _ = free.send(job.slot);
+                return Err(e);
+            }
+        }
     }
-    Ok(parts)
+}
+
+fn upload_one(
+    a: &Archive,
+    bucket: &Bucket,
+    set_id: &str,
+    run: &str,
+    job: &Job,
+    limit: Option<&std::sync::Mutex<crate::wire::ratelimit::TokenBucket>>,
+) -> Result<ArchivePart> {
+    let read_err = |e| Error::io(format!("read {}", job.path.display()), e);
+    let mut f = File::open(&job.path).map_err(read_err)?;
+    let (stored_bytes, sha, b3) = match &job.sha256 {
+        Some(sha) => (job.bytes, sha.clone(), job.blake3.clone()),
+        None => {
+            let h = hash_file(&mut f).map_err(read_err)?;
+            f.rewind().map_err(read_err)?;
+            h
+        }
+    };
+    let rel = index::part_key(set_id, run, job.i);
+    let k = key(a, &rel);
+    let mut body = std::io::BufReader::with_capacity(1 << 20, f);
+    match limit {
+        Some(tb) => bucket.put(
+            &k,
+            &mut Limited {
+                inner: &mut body,
+                bucket: tb,
+            },
+            stored_bytes,
+            &sha,
+        )?,
+        None => bucket.put(&k, &mut body, stored_bytes, &sha)?,
+    }
+    Ok(ArchivePart {
+        key: rel,
+        bytes: job.bytes,
+        blake3: job.blake3.clone(),
+        stored_bytes,
+        stored_blake3: b3,
+    })
 }
 
 /// Size, SHA-256 (hex) and blake3 (hex) of a file, in one pass.
@@ -424,29 +505,30 @@ fn hash_file(f: &mut File) -> std::io::Result<(u64, String, String)> {
         b.update(&buf[..k]);
         n += k as u64;
     }
-    let sha: String = s.finalize().iter().map(|x| format!("{x:02x}")).collect();
-    Ok((n, sha, b.finalize().to_hex().to_string()))
+    Ok((n, hex_digest(s), b.finalize().to_hex().to_string()))
 }
 
-impl Write for PartUploader {
+impl Write for PartUploader<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.current.as_ref().is_some_and(|c| c.2 >= self.chunk) {
+        if self.current.as_ref().is_some_and(|c| c.bytes >= self.chunk) {
             self.seal()?;
         }
         if self.current.is_none() {
-            let sink = self.open_part()?;
-            self.current = Some((sink, blake3::Hasher::new(), 0));
+            self.current = Some(self.open_part()?);
         }
-        let (sink, h, n) = self.current.as_mut().expect("opened above");
-        let room = (self.chunk - *n).min(buf.len() as u64) as usize;
-        let k = sink.writer().write(&buf[..room])?;
-        h.update(&buf[..k]);
-        *n += k as u64;
+        let st = self.current.as_mut().expect("opened above");
+        let room = (self.chunk - st.bytes).min(buf.len() as u64) as usize;
+        let k = st.sink.writer().write(&buf[..room])?;
+        st.blake3.update(&buf[..k]);
+        if let Some(s) = &mut st.sha256 {
+            sha2::Digest::update(s, &buf[..k]);
+        }
+        st.bytes += k as u64;
         Ok(k)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         match &mut self.current {
-            Some((s, _, _)) => s.writer().flush(),
+            Some(st) => st.sink.writer().flush(),
             None => Ok(()),
         }
     }
@@ -473,24 +555,58 @@ fn write_set(
     std::fs::create_dir_all(stage_dir)
         .map_err(|e| Error::io(format!("create {}", stage_dir.display()), e))?;
     let run = run_id();
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(0);
+    let slots = UPLOADERS + 1;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(slots);
+    let (free_tx, free_rx) = std::sync::mpsc::channel::<usize>();
+    for i in 0..slots {
+        free_tx.send(i).expect("receiver alive");
+    }
+    let jobs = std::sync::Mutex::new(rx);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let limit = a
+        .bwlimit
+        .clone()
+        .map(|l| std::sync::Mutex::new(crate::wire::ratelimit::TokenBucket::new(l)));
     let up = PartUploader {
         recipients: a.recipients.clone(),
-        stages: [0, 1].map(|i| stage_dir.join(format!("{}.part{i}", a.name))),
+        stages: (0..slots)
+            .map(|i| stage_dir.join(format!("{}.part{i}", a.name)))
+            .collect(),
+        free: free_rx,
         chunk: a.chunk_size,
         current: None,
         sealed: 0,
         tx,
+        failed: &failed,
     };
     let (produced, uploaded) = std::thread::scope(|s| {
-        let worker = s.spawn(|| upload_parts(a, bucket, &set.id, &run, rx));
-        // `up` (and with it the channel's sender) is dropped when this
-        // returns, so the thread ends either way.
+        let workers: Vec<_> = (0..UPLOADERS)
+            .map(|_| {
+                let free = free_tx.clone();
+                let (jobs, limit, failed, run) = (&jobs, limit.as_ref(), &failed, &run);
+                s.spawn(move || upload_parts(a, bucket, &set.id, run, jobs, free, limit, failed))
+            })
+            .collect();
+        drop(free_tx);
+        // `up` (and with it the queue's sender) is dropped when this
+        // returns, so the workers end either way.
         let produced = produce(cfg, a, stores, set, steps, up);
-        (
-            produced,
-            worker.join().expect("the upload thread does not panic"),
-        )
+        let mut parts = Vec::new();
+        let mut first_err = None;
+        for w in workers {
+            match w.join().expect("an upload thread does not panic") {
+                Ok(p) => parts.extend(p),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        parts.sort_by_key(|(i, _)| *i);
+        let uploaded = match first_err {
+            Some(e) => Err(e),
+            None => Ok(parts.into_iter().map(|(_, p)| p).collect::<Vec<_>>()),
+        };
+        (produced, uploaded)
     });
     // The upload's own error explains a production stopped by it.
     let parts = uploaded.map_err(|e| e.context(format!("archive `{}`: set {}", a.name, set.id)))?;
@@ -516,17 +632,12 @@ fn produce(
     stores: &Stores,
     set: &Manifest,
     steps: &[crate::primary::coordinator::PlannedSend],
-    up: PartUploader,
+    up: PartUploader<'_>,
 ) -> Result<(u64, u64, Vec<ArchiveMember>)> {
     let mut w = Writer::new(std::io::BufWriter::with_capacity(1 << 20, up));
     let ctx = |e: Error| e.context(format!("archive `{}`: set {}", a.name, set.id));
-    w.magic().map_err(ctx)?;
-    w.msg(&Msg::Hello {
-        protocol: PROTOCOL_VERSION,
-        site: cfg.site.clone(),
-        version: env!("CARGO_PKG_VERSION").into(),
-    })
-    .map_err(ctx)?;
+    crate::primary::seed::write_hello(&mut w, cfg).map_err(ctx)?;
+    let dest = format!("archive `{}`: set {}", a.name, set.id);
     let mut payload = 0u64;
     let mut members = Vec::new();
     for step in steps {
@@ -535,65 +646,23 @@ fn produce(
             .iter()
             .find(|m| m.role == step.role)
             .expect("planned from the set");
-        let store = stores.get(&m.role)?;
-        w.msg(&Msg::Begin {
-            set_id: set.id.clone(),
-            role: m.role.clone(),
-            snapshot: m.snapshot.clone(),
-            base: step.base.clone(),
-            storage_id: m.storage_id.clone(),
-            resume: false,
-        })
-        .map_err(ctx)?;
-        let c = if m
-            .send_options
-            .iter()
-            .any(|o| o == "compressed" || o == "raw")
-        {
-            Compression::None
-        } else {
-            a.compression
-        };
-        let mut src = store.send(&m.snapshot, step.base.as_deref())?;
-        let piped = pipeline::run(&mut *src, c, &mut |chunk| {
-            match &chunk {
-                Chunk::Plain(d) => w.data(d)?,
-                Chunk::Compressed { z, .. } => w.data_compressed(z)?,
-            }
-            Ok(())
-        });
-        let summary = match piped {
-            Ok(s) => s,
-            Err(pipeline::Failed::Read(e)) => {
-                src.abort();
-                return Err(Error::storage(format!(
-                    "volume `{}`: reading the send stream: {e}",
-                    m.role
-                )));
-            }
-            Err(pipeline::Failed::Emit(e)) => {
-                src.abort();
-                return Err(ctx(e));
-            }
-        };
-        src.finish()?;
-        payload += summary.bytes;
-        w.msg(&Msg::End {
-            bytes: summary.bytes,
-            blake3: summary.blake3,
-        })
-        .map_err(ctx)?;
+        payload += crate::primary::seed::write_member(
+            &mut w,
+            stores,
+            set,
+            m,
+            step.base.as_deref(),
+            a.compression,
+            &dest,
+            &mut |_, _, _, _| {},
+        )?;
         members.push(ArchiveMember {
             role: m.role.clone(),
             snapshot: m.snapshot.clone(),
             base: step.base.clone(),
         });
     }
-    w.msg(&Msg::Commit {
-        manifest: set.clone(),
-    })
-    .map_err(ctx)?;
-    w.msg(&Msg::Bye).map_err(ctx)?;
+    crate::primary::seed::write_commit(&mut w, set).map_err(ctx)?;
     let stream_bytes = w.bytes_out;
     let mut up = w
         .into_inner()

@@ -22,7 +22,7 @@ use crate::backend::Stores;
 use crate::base::catalog::Catalog;
 use crate::base::config::Config;
 use crate::base::error::{Error, Result};
-use crate::base::model::{Manifest, SetKind, validate_set_id};
+use crate::base::model::{Manifest, Member, SetKind, validate_set_id};
 use crate::base::safefile::{Access, Root};
 use crate::wire::compress::Compression;
 use crate::wire::pipeline::{self, Chunk};
@@ -192,70 +192,14 @@ pub fn write_seed(
             parts: Vec::new(),
         },
     ));
-    w.magic()?;
-    w.msg(&Msg::Hello {
-        protocol: PROTOCOL_VERSION,
-        site: cfg.site.clone(),
-        version: env!("CARGO_PKG_VERSION").into(),
-    })?;
+    write_hello(&mut w, cfg)?;
     let mut payload = 0u64;
+    let dest = format!("writing the seed in {}", out.display());
     for m in &set.members {
-        let store = stores.get(&m.role)?;
-        w.msg(&Msg::Begin {
-            set_id: set.id.clone(),
-            role: m.role.clone(),
-            snapshot: m.snapshot.clone(),
-            base: None,
-            storage_id: m.storage_id.clone(),
-            resume: false,
-        })?;
-        let c = if m
-            .send_options
-            .iter()
-            .any(|o| o == "compressed" || o == "raw")
-        {
-            Compression::None
-        } else {
-            compression
-        };
-        let mut src = store.send(&m.snapshot, None)?;
-        let mut sent = 0u64;
-        let piped = pipeline::run(&mut *src, c, &mut |chunk| {
-            sent += chunk.raw_len() as u64;
-            match &chunk {
-                Chunk::Plain(d) => w.data(d)?,
-                Chunk::Compressed { z, .. } => w.data_compressed(z)?,
-            }
-            progress(&m.role, &m.snapshot, sent, false);
-            Ok(())
-        });
-        let summary = match piped {
-            Ok(s) => s,
-            Err(pipeline::Failed::Read(e)) => {
-                src.abort();
-                return Err(Error::storage(format!(
-                    "volume `{}`: reading the send stream: {e}",
-                    m.role
-                )));
-            }
-            Err(pipeline::Failed::Emit(e)) => {
-                src.abort();
-                return Err(e.context(format!("writing the seed in {}", out.display())));
-            }
-        };
-        src.finish()?;
-        progress(&m.role, &m.snapshot, summary.bytes, true);
-        payload += summary.bytes;
-        w.msg(&Msg::End {
-            bytes: summary.bytes,
-            blake3: summary.blake3,
-        })?;
+        payload += write_member(&mut w, &stores, &set, m, None, compression, &dest, progress)?;
         crate::failpoint!("seed.after_member");
     }
-    w.msg(&Msg::Commit {
-        manifest: set.clone(),
-    })?;
-    w.msg(&Msg::Bye)?;
+    write_commit(&mut w, &set)?;
     let stream_bytes = w.bytes_out;
     let mut chunks = w
         .into_inner()
@@ -290,6 +234,95 @@ pub fn write_seed(
         stream_bytes,
         compression: index.compression,
     })
+}
+
+/// The stream's opening: magic and hello (as `ship` sends them).
+pub fn write_hello<W: Write>(w: &mut Writer<W>, cfg: &Config) -> Result<()> {
+    w.magic()?;
+    w.msg(&Msg::Hello {
+        protocol: PROTOCOL_VERSION,
+        site: cfg.site.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+/// The stream's close: the set's commit, then bye.
+pub fn write_commit<W: Write>(w: &mut Writer<W>, set: &Manifest) -> Result<()> {
+    w.msg(&Msg::Commit {
+        manifest: set.clone(),
+    })?;
+    w.msg(&Msg::Bye)
+}
+
+/// One member of a set into a seed-format stream (`ship --to DIR` and
+/// `snapsite archive` both write it): Begin, the snapshot's send from
+/// `base` (or in full) as data frames, End with its size and blake3.
+/// A member sent `compressed` or `raw` (ZFS) is stored as sent; any other
+/// is compressed with `compression`. An error writing the stream gets
+/// `dest` as its context. Returns the payload bytes (uncompressed).
+#[allow(clippy::too_many_arguments)]
+pub fn write_member<W: Write>(
+    w: &mut Writer<W>,
+    stores: &Stores,
+    set: &Manifest,
+    m: &Member,
+    base: Option<&str>,
+    compression: Compression,
+    dest: &str,
+    progress: crate::primary::coordinator::Progress,
+) -> Result<u64> {
+    let store = stores.get(&m.role)?;
+    w.msg(&Msg::Begin {
+        set_id: set.id.clone(),
+        role: m.role.clone(),
+        snapshot: m.snapshot.clone(),
+        base: base.map(str::to_string),
+        storage_id: m.storage_id.clone(),
+        resume: false,
+    })
+    .map_err(|e| e.context(dest.to_string()))?;
+    let c = if m
+        .send_options
+        .iter()
+        .any(|o| o == "compressed" || o == "raw")
+    {
+        Compression::None
+    } else {
+        compression
+    };
+    let mut src = store.send(&m.snapshot, base)?;
+    let mut sent = 0u64;
+    let piped = pipeline::run(&mut *src, c, &mut |chunk| {
+        sent += chunk.raw_len() as u64;
+        match &chunk {
+            Chunk::Plain(d) => w.data(d)?,
+            Chunk::Compressed { z, .. } => w.data_compressed(z)?,
+        }
+        progress(&m.role, &m.snapshot, sent, false);
+        Ok(())
+    });
+    let summary = match piped {
+        Ok(s) => s,
+        Err(pipeline::Failed::Read(e)) => {
+            src.abort();
+            return Err(Error::storage(format!(
+                "volume `{}`: reading the send stream: {e}",
+                m.role
+            )));
+        }
+        Err(pipeline::Failed::Emit(e)) => {
+            src.abort();
+            return Err(e.context(dest.to_string()));
+        }
+    };
+    src.finish()?;
+    progress(&m.role, &m.snapshot, summary.bytes, true);
+    w.msg(&Msg::End {
+        bytes: summary.bytes,
+        blake3: summary.blake3,
+    })
+    .map_err(|e| e.context(dest.to_string()))?;
+    Ok(summary.bytes)
 }
 
 /// Most bytes an `index.json` may have (a seed of 1 MiB parts of about
@@ -330,8 +363,14 @@ fn refused(dir: &Path, e: String) -> Error {
 /// Size and blake3 of a part read through its descriptor (at most one
 /// byte more than the index says, so a growing file cannot run on).
 fn hash_part(f: &File, expect: u64) -> std::io::Result<(u64, String)> {
+    copy_hashing(f.take(expect + 1), &mut std::io::sink())
+}
+
+/// Copy `r` to `w`, returning the size and blake3 (hex) of what passed:
+/// the seed reader's part check and restore's download both read parts
+/// through it (bound `r` with `take` for foreign input).
+pub fn copy_hashing(mut r: impl Read, w: &mut dyn Write) -> std::io::Result<(u64, String)> {
     let mut h = blake3::Hasher::new();
-    let mut r = f.take(expect + 1);
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
@@ -340,6 +379,7 @@ fn hash_part(f: &File, expect: u64) -> std::io::Result<(u64, String)> {
             return Ok((n, h.finalize().to_hex().to_string()));
         }
         h.update(&buf[..k]);
+        w.write_all(&buf[..k])?;
         n += k as u64;
     }
 }

@@ -356,6 +356,15 @@ impl Bucket {
         Ok(())
     }
 
+    /// DeleteObject of `key` without a version id (on a versioned bucket:
+    /// a delete marker). Only `check`'s probe calls it, on a key nothing
+    /// else uses; a refusal (403) is an error of kind `Refused`.
+    pub fn delete(&self, key: &str) -> Result<()> {
+        let what = format!("DELETE {}/{key}", self.display());
+        self.call("DELETE", key, &[], Body::Empty, &what)?;
+        Ok(())
+    }
+
     /// HeadObject: the object's size, `None` if there is none.
     pub fn head(&self, key: &str) -> Result<Option<u64>> {
         let what = format!("HEAD {}/{key}", self.display());
