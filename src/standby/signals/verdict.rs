@@ -100,8 +100,15 @@ pub fn judge_volume(
 
 /// The baseline of `role` before `snapshot`: the median payload of its
 /// last `n` incremental transfers of sets of the same kind that were not
-/// judged suspect.
-pub fn baseline(catalog: &Catalog, role: &str, snapshot: &str, n: usize) -> Result<Option<u64>> {
+/// judged suspect. `suspect` remembers the verdicts read, so a set of
+/// several volumes reads each earlier verdict once.
+pub fn baseline(
+    catalog: &Catalog,
+    role: &str,
+    snapshot: &str,
+    n: usize,
+    suspect: &mut std::collections::HashMap<String, bool>,
+) -> Result<Option<u64>> {
     let kind = parse_set_id(snapshot).map(|(_, k)| k);
     let mut bytes = Vec::new();
     for snap in catalog.signal_snapshots(role)?.iter().rev() {
@@ -113,16 +120,22 @@ pub fn baseline(catalog: &Catalog, role: &str, snapshot: &str, n: usize) -> Resu
         {
             continue;
         }
-        if catalog
-            .verdict(snap)?
-            .is_some_and(|v| v.verdict == Verdict::Suspect)
-        {
+        let Some(s) = catalog.signals(role, snap)? else {
+            continue;
+        };
+        if !s.incremental {
             continue;
         }
-        if let Some(s) = catalog.signals(role, snap)? {
-            if s.incremental {
-                bytes.push(s.stream_bytes);
+        let was_suspect = match suspect.get(snap.as_str()) {
+            Some(f) => *f,
+            None => {
+                let f = catalog.judged_suspect(snap)?.unwrap_or(false);
+                suspect.insert(snap.clone(), f);
+                f
             }
+        };
+        if !was_suspect {
+            bytes.push(s.stream_bytes);
         }
     }
     Ok(median(bytes))
@@ -131,9 +144,20 @@ pub fn baseline(catalog: &Catalog, role: &str, snapshot: &str, n: usize) -> Resu
 /// Judge a set just committed and record its verdict.
 pub fn judge_set(d: &DetectSettings, catalog: &Catalog, m: &Manifest) -> Result<SetVerdict> {
     let mut volumes = Vec::new();
+    let mut suspect = std::collections::HashMap::new();
     for x in &m.members {
         let sig = catalog.signals(&x.role, &x.snapshot)?;
-        let base = baseline(catalog, &x.role, &x.snapshot, d.baseline_sets as usize)?;
+        // A volume with nothing measured, or sent whole, has no use for one.
+        let base = match &sig {
+            Some(s) if s.incremental => baseline(
+                catalog,
+                &x.role,
+                &x.snapshot,
+                d.baseline_sets as usize,
+                &mut suspect,
+            )?,
+            _ => None,
+        };
         volumes.push(judge_volume(d, &x.role, sig, base));
     }
     let suspect = volumes.iter().any(|v| !v.reasons.is_empty());
