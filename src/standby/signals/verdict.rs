@@ -43,7 +43,8 @@ pub fn judge_volume(
         signals: None,
     };
     let Some(s) = sig else { return out };
-    if s.incremental {
+    // `[detect.volume.ROLE] enabled = false`: measured, never judged.
+    if s.incremental && d.enabled {
         let ratio = |have: f64, want: f64| if want > 0.0 { have / want } else { 0.0 };
         // 1. Incompressible data written into files that existed before.
         if let Some(share) = s.rewrite_incompressible_share() {
@@ -146,6 +147,8 @@ pub fn judge_set(d: &DetectSettings, catalog: &Catalog, m: &Manifest) -> Result<
     let mut volumes = Vec::new();
     let mut suspect = std::collections::HashMap::new();
     for x in &m.members {
+        // Its `[detect.volume.ROLE]`, or `[detect]`.
+        let d = d.for_volume(&x.role);
         let sig = catalog.signals(&x.role, &x.snapshot)?;
         // A volume with nothing measured, or sent whole, has no use for one.
         let base = match &sig {
@@ -303,6 +306,44 @@ mod tests {
         let v = judge_volume(&d(), "blob", Some(s), None);
         assert_eq!(v.reasons.len(), 1);
         assert!(v.reasons[0].contains("250 existing files renamed"));
+    }
+
+    #[test]
+    fn a_volume_is_judged_by_its_own_thresholds() {
+        let file = std::path::Path::new("/etc/snapsite/b.toml");
+        let section: crate::base::detect::DetectSection = toml::from_str(
+            "[volume.mysql]\nrewrite_min_bytes = \"512MiB\"\n[volume.redolog]\nenabled = false\n",
+        )
+        .unwrap();
+        let d = crate::base::detect::validate(file, Some(&section), &["blob", "mysql", "redolog"])
+            .unwrap();
+        // 100 MiB of noise rewritten in place: over [detect]'s 64 MiB,
+        // under mysql's 512 MiB; redolog is not judged at all.
+        let s = VolumeSignals {
+            stream_bytes: 100 << 20,
+            data_bytes: 100 << 20,
+            rewrite_bytes: 100 << 20,
+            files_rewritten: 30,
+            rewrite_sampled_blocks: 400,
+            rewrite_incompressible_blocks: 400,
+            sampled_blocks: 400,
+            incompressible_blocks: 400,
+            ..sig()
+        };
+        let blob = judge_volume(d.for_volume("blob"), "blob", Some(s.clone()), None);
+        assert_eq!(blob.reasons.len(), 1, "{:?}", blob.reasons);
+        assert!(
+            blob.reasons[0].contains("thresholds 64.0 MiB"),
+            "{:?}",
+            blob.reasons
+        );
+        let mysql = judge_volume(d.for_volume("mysql"), "mysql", Some(s.clone()), None);
+        assert!(mysql.reasons.is_empty(), "{:?}", mysql.reasons);
+        assert_eq!(mysql.score, 0.2, "100 MiB of 512 MiB");
+        let redo = judge_volume(d.for_volume("redolog"), "redolog", Some(s), None);
+        assert!(redo.reasons.is_empty());
+        assert_eq!(redo.score, 0.0);
+        assert!(redo.signals.is_some(), "measured all the same");
     }
 
     #[test]
