@@ -696,3 +696,34 @@ fn a_normal_week_of_mail_is_never_suspect() {
         .sum();
     assert!(rewritten >= 4, "{v:#}");
 }
+
+/// Issue 31 item 4: `scripts/demo --ransomware` (scripts/demo-ransomware)
+/// passes its own verdict at both paces: detected within 2 sets of the
+/// attack's start, failover to the newest clean set, nothing acknowledged
+/// before the attack lost (about 20 s with the debug build).
+#[test]
+fn the_ransomware_drill_passes_at_both_paces() {
+    require_real!();
+    let dir = var_tmp_dir("snapsite-ransom-drill-");
+    let demo = dir.path().join("demo");
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo"))
+        .arg("--ransomware")
+        .env("SNAPSITE_BIN", snapsite_exe())
+        .env("DEMO", &demo)
+        .env("KEEP", "1");
+    let (status, out, err) = run_demo(&mut cmd, std::time::Duration::from_secs(300));
+    assert!(status.success(), "{status}\n{out}\n{err}");
+    for pace in ["fast", "slow"] {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(demo.join(pace).join("verdict.json")).unwrap())
+                .unwrap();
+        assert_eq!(v["passed"], true, "{pace}: {v:#}");
+        assert_eq!(v["first_suspect_attack_set"], 1, "{pace}: {v:#}");
+        assert_eq!(v["failover_set"], v["last_clean_set"], "{pace}: {v:#}");
+        assert_eq!(v["lost"].as_array().unwrap().len(), 0);
+        assert!(v["acknowledged_before_attack"].as_u64().unwrap() >= 400);
+    }
+    assert!(out.contains("PASS  detected within 2 sets"), "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+}

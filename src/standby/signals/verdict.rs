@@ -15,8 +15,14 @@ fn pct(x: f64) -> String {
     format!("{:.0}%", x * 100.0)
 }
 
+/// A size for a reason line: MiB, or KiB below one (a threshold of
+/// 32 KiB printed as "0.0 MiB" said nothing).
 fn mib(b: u64) -> String {
-    format!("{:.1} MiB", b as f64 / MIB)
+    if b < 1 << 20 {
+        format!("{:.0} KiB", b as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", b as f64 / MIB)
+    }
 }
 
 /// Median of the byte counts (`None` below 3 of them: no baseline yet).
@@ -344,6 +350,13 @@ mod tests {
         assert!(redo.reasons.is_empty());
         assert_eq!(redo.score, 0.0);
         assert!(redo.signals.is_some(), "measured all the same");
+    }
+
+    #[test]
+    fn sizes_below_a_mebibyte_are_said_in_kibibytes() {
+        assert_eq!(mib(32 << 10), "32 KiB");
+        assert_eq!(mib(64 << 20), "64.0 MiB");
+        assert_eq!(mib((1 << 20) + (1 << 19)), "1.5 MiB");
     }
 
     #[test]
