@@ -51,7 +51,7 @@ const SPOOL_FLUSHES: usize = 300;
 const SPOOL_RECORDS: usize = 8;
 const SPOOL_ROLLOVER_EVERY: usize = 40;
 
-const WORKLOADS: [(&str, &str); 4] = [
+const WORKLOADS: [(&str, &str); 6] = [
     (
         "ship_full_16mib",
         "a full set of 4 volumes (16 MiB) shipped to serve through the in-memory store",
@@ -59,6 +59,14 @@ const WORKLOADS: [(&str, &str); 4] = [
     (
         "ship_incremental",
         "the next set (5% of the full set's bytes, sent on its base) after a full one",
+    ),
+    (
+        "ship_incremental_detect_off",
+        "ship_incremental with the standby's [detect] off: the difference is the ransomware meter's cost",
+    ),
+    (
+        "meter_btrfs_16mib",
+        "the ransomware meter alone on a 16 MiB btrfs send stream (new mail, rewrites, renames), fed in 1 MiB frames",
     ),
     (
         "ship_no_change_1000_sets",
@@ -344,8 +352,17 @@ fn ship_full() -> Result<()> {
     same_snapshots(&pri, &stb, &m)
 }
 
-fn ship_incremental() -> Result<()> {
-    let (pri, stb) = (site("primary", "")?, site("standby", "")?);
+/// The standby's `[detect]` meter (issue 31) may cost at most this share
+/// of `ship_incremental` (against the same ship with it off).
+const DETECT_COST_PERCENT: f64 = 5.0;
+
+fn ship_incremental(detect: bool) -> Result<()> {
+    let detect = if detect {
+        ""
+    } else {
+        "[detect]\nenabled = false\n"
+    };
+    let (pri, stb) = (site("primary", "")?, site("standby", detect)?);
     take_set(&pri, 0, &full_payload(0))?;
     ship(&pri, &stb)?;
     let m = take_set(&pri, 1, &|i| {
@@ -354,6 +371,82 @@ fn ship_incremental() -> Result<()> {
     let committed = measured(|| ship(&pri, &stb))?;
     ensure!(committed == [m.id.clone()], "committed {committed:?}");
     same_snapshots(&pri, &stb, &m)
+}
+
+/// A btrfs send stream (v1) of `total` bytes as an incremental of a mail
+/// store: new message files written in 48 KiB commands (text), existing
+/// files rewritten with noise and renamed, a few unlinks.
+fn btrfs_stream(total: usize) -> Vec<u8> {
+    fn cmd(out: &mut Vec<u8>, c: u16, attrs: &[(u16, &[u8])]) {
+        let len: usize = attrs.iter().map(|(_, v)| 4 + v.len()).sum();
+        out.extend((len as u32).to_le_bytes());
+        out.extend(c.to_le_bytes());
+        out.extend(0u32.to_le_bytes());
+        for (t, v) in attrs {
+            out.extend(t.to_le_bytes());
+            out.extend((v.len() as u16).to_le_bytes());
+            out.extend(*v);
+        }
+    }
+    let line = b"Subject: the quarterly figures\r\nSee attached. ";
+    let text: Vec<u8> = (0..49152).map(|i| line[i % line.len()]).collect();
+    let noise = data(77, 49152);
+    let mut out = b"btrfs-stream\0".to_vec();
+    out.extend(1u32.to_le_bytes());
+    let mut n = 0u64;
+    while out.len() < total {
+        n += 1;
+        let tmp = format!("o{n}-1-0");
+        let name = format!("blobs/{}/{n}.msg", n % 97);
+        let offset = 0u64.to_le_bytes();
+        if n % 8 == 0 {
+            // An existing file rewritten in place, then renamed.
+            let old = format!("blobs/{}/old{n}.msg", n % 97);
+            cmd(
+                &mut out,
+                15,
+                &[(15, old.as_bytes()), (18, &offset), (19, &noise)],
+            );
+            let to = format!("{old}.locked");
+            cmd(&mut out, 9, &[(15, old.as_bytes()), (16, to.as_bytes())]);
+        } else {
+            cmd(&mut out, 3, &[(15, tmp.as_bytes()), (20, &n.to_le_bytes())]);
+            cmd(&mut out, 9, &[(15, tmp.as_bytes()), (16, name.as_bytes())]);
+            cmd(
+                &mut out,
+                15,
+                &[(15, name.as_bytes()), (18, &offset), (19, &text)],
+            );
+        }
+        if n % 16 == 0 {
+            let gone = format!("blobs/{}/gone{n}.msg", n % 97);
+            cmd(&mut out, 11, &[(15, gone.as_bytes())]);
+        }
+    }
+    cmd(&mut out, 21, &[]);
+    out
+}
+
+fn meter_btrfs() -> Result<()> {
+    let stream = btrfs_stream(16 << 20);
+    let sig = measured(|| {
+        let mut m = snapsite::standby::signals::Meter::new("btrfs", true, false);
+        for frame in stream.chunks(snapsite::wire::stream::MAX_DATA_FRAME) {
+            m.feed(frame);
+        }
+        m.finish()
+    });
+    ensure!(sig.complete, "the stream did not decode: {:?}", sig.note);
+    ensure!(
+        sig.files_new > 0 && sig.files_rewritten > 0 && sig.renames > 0,
+        "{sig:?}"
+    );
+    ensure!(
+        sig.rewrite_sampled_blocks > 0
+            && sig.rewrite_incompressible_blocks == sig.rewrite_sampled_blocks,
+        "{sig:?}"
+    );
+    Ok(())
 }
 
 fn ship_no_change() -> Result<()> {
@@ -722,6 +815,36 @@ fn check(args: &[String]) -> Result<bool> {
             println!("perfguard: ok {name}: {ir} instructions, budget {budget}: {pct:+.2}%");
         }
     }
+    if let (Some(on), Some(off)) = (
+        counts.get("ship_incremental"),
+        counts.get("ship_incremental_detect_off"),
+    ) {
+        let pct = (*on as f64 - *off as f64) * 100.0 / *off as f64;
+        if pct > DETECT_COST_PERCENT {
+            println!(
+                "perfguard: FAIL the ransomware meter costs {pct:+.2}% of ship_incremental (more than {DETECT_COST_PERCENT}%; issue 31)"
+            );
+            ok = false;
+        } else {
+            println!("perfguard: ok the ransomware meter costs {pct:+.2}% of ship_incremental");
+        }
+    }
+    if let (Some(meter), Some(ship)) = (
+        counts.get("meter_btrfs_16mib"),
+        counts.get("ship_full_16mib"),
+    ) {
+        let pct = *meter as f64 * 100.0 / *ship as f64;
+        if pct > DETECT_COST_PERCENT {
+            println!(
+                "perfguard: FAIL the btrfs meter counts {pct:.2}% of a 16 MiB ship's instructions (more than {DETECT_COST_PERCENT}%; issue 31)"
+            );
+            ok = false;
+        } else {
+            println!(
+                "perfguard: ok the btrfs meter counts {pct:.2}% of a 16 MiB ship's instructions"
+            );
+        }
+    }
     if let Some(k) = keep {
         println!(
             "perfguard: callgrind outputs kept in {} (callgrind_annotate FILE)",
@@ -736,7 +859,9 @@ fn main() -> ExitCode {
     let res = match args.first().map(String::as_str) {
         Some("run") => match args.get(1).map(String::as_str) {
             Some("ship_full_16mib") => ship_full().map(|()| true),
-            Some("ship_incremental") => ship_incremental().map(|()| true),
+            Some("ship_incremental") => ship_incremental(true).map(|()| true),
+            Some("ship_incremental_detect_off") => ship_incremental(false).map(|()| true),
+            Some("meter_btrfs_16mib") => meter_btrfs().map(|()| true),
             Some("ship_no_change_1000_sets") => ship_no_change().map(|()| true),
             Some("spool_apply") => spool_apply().map(|()| true),
             other => Err(anyhow!("unknown workload {other:?} (perfguard list)")),

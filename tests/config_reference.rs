@@ -114,6 +114,8 @@ fn header(section: &str) -> Option<String> {
         "" => None,
         "volume" | "volume.zfs" => Some("[[volume]]".into()),
         "archive" => Some("[[archive]]".into()),
+        // The base config's one volume.
+        "detect.volume" => Some("[detect.volume.redolog]".into()),
         s => Some(format!("[{s}]")),
     }
 }
@@ -157,6 +159,10 @@ fn with(mut doc: Doc, key: &Key, value: Option<&str>) -> Doc {
         (key.name, value.map(str::to_string))
     };
     let h = header(key.section);
+    if !doc.iter().any(|(x, _)| *x == h) {
+        // A table the base config leaves out ([detect.volume.ROLE]).
+        doc.push((h.clone(), vec![]));
+    }
     let sect = doc.iter_mut().find(|(x, _)| *x == h).expect("section");
     sect.1.retain(|(k, _)| k != name);
     if let Some(v) = value {

@@ -626,7 +626,7 @@ impl Config {
             .as_ref()
             .map(|s| crate::base::streamconf::validate(path, s))
             .transpose()?;
-        let detect = crate::base::detect::validate(path, raw.detect.as_ref())?;
+        let detect = crate::base::detect::validate(path, raw.detect.as_ref(), &roles)?;
         let archives =
             crate::base::archiveconf::validate(path, &raw.site, &raw.archives, parse_size)?;
 

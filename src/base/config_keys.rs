@@ -27,7 +27,8 @@ pub enum DefaultValue {
 pub struct Key {
     /// `""` (top level), `volume` (each `[[volume]]`), `volume.zfs`, `set`,
     /// `standby`, `replay`, `schedule`, `retention`, `status`, `hooks.set`
-    /// (also `[hooks.volume.ROLE]`), `notify`, `stream`, `detect`, `archive` (each `[[archive]]`).
+    /// (also `[hooks.volume.ROLE]`), `notify`, `stream`, `detect`,
+    /// `detect.volume` (each `[detect.volume.ROLE]`), `archive` (each `[[archive]]`).
     pub section: &'static str,
     pub name: &'static str,
     /// string, path, bool, integer, float, duration, size, rate, argv, list, table.
@@ -84,6 +85,7 @@ pub const SECTIONS: &[(&str, &str)] = &[
     ("notify", "`[notify]`: push notifications of failures and recoveries."),
     ("stream", "`[stream]`: redolog streaming between the sets (a recovery point of seconds)."),
     ("detect", "`[detect]`: ransomware signals measured on receive and the thresholds of a set's verdict (standby; see docs/ransomware.md)."),
+    ("detect.volume", "`[detect.volume.ROLE]`: one volume's own thresholds, ROLE a `[[volume]]` role; a key left out is `[detect]`'s."),
     ("archive", "`[[archive]]`, one per S3 archive: every set written as checksummed part objects and an index, encrypted with age, never overwritten or deleted by snapsite (see docs/archive.md)."),
 ];
 
@@ -268,6 +270,23 @@ pub const KEYS: &[Key] = &[
       "the share of sampled 4 KiB blocks (one in 64) zstd cannot shrink that counts as encrypted", "0.9"),
     k("detect", "rename_min", "integer", Toml("200"), "at least 1", "standby",
       "rename reason (btrfs): renames of existing files that change the extension (a Maildir `:2,S` suffix is not one)", "500"),
+    k("detect", "volume", "table", Toml("{}"), "one `[detect.volume.ROLE]` table per volume with thresholds of its own", "standby",
+      "per-volume thresholds: the keys of `detect.volume` below", "{ redolog = { rename_min = 500 } }"),
+    // ---- [detect.volume.ROLE]
+    k("detect.volume", "enabled", "bool", Text("`[detect]`'s"), "`true` needs `[detect] enabled = true` (`false` there turns every volume off)", "standby",
+      "`false`: the volume is measured but never judged (a volume whose ordinary traffic is encrypted or compressed)", "false"),
+    k("detect.volume", "baseline_sets", "integer", Text("`[detect]`'s"), "3 to 100", "standby",
+      "the volume's rolling baseline", "12"),
+    k("detect.volume", "growth_factor", "float", Text("`[detect]`'s"), "1.5 to 1000", "standby",
+      "the volume's growth factor", "8.0"),
+    k("detect.volume", "min_changed_bytes", "size", Text("`[detect]`'s"), "at least 4KiB", "standby",
+      "the volume's growth floor", "\"1GiB\""),
+    k("detect.volume", "rewrite_min_bytes", "size", Text("`[detect]`'s"), "at least 4KiB", "standby",
+      "the volume's rewrite floor (a database volume rewrites in place all day: raise it there)", "\"1GiB\""),
+    k("detect.volume", "incompressible_share", "float", Text("`[detect]`'s"), "0.1 to 1.0", "standby",
+      "the volume's noise share", "0.95"),
+    k("detect.volume", "rename_min", "integer", Text("`[detect]`'s"), "at least 1", "standby",
+      "the volume's rename count", "500"),
 ];
 
 /// `[set]`, `[[volume]]`, top level: how a section is written in a file.
@@ -277,6 +296,7 @@ pub fn section_heading(section: &str) -> String {
         "volume" => "[[volume]]".into(),
         "volume.zfs" => "[[volume]] zfs = { ... }".into(),
         "hooks.set" => "[hooks.set], [hooks.volume.ROLE]".into(),
+        "detect.volume" => "[detect.volume.ROLE]".into(),
         s => format!("[{s}]"),
     }
 }

@@ -1,7 +1,7 @@
 //! `[detect]`: the standby's ransomware signals and the thresholds of a
 //! set's verdict (issue 31), parsed and validated here so that `config` can
 //! hold them without importing `standby`. Pure: imports nothing of
-//! snapsite but the error type.
+//! snapsite but the error type and the size parser.
 //!
 //! ```toml
 //! [detect]
@@ -12,7 +12,12 @@
 //! rewrite_min_bytes = "64MiB"   # incompressible data written into files that existed before
 //! incompressible_share = 0.8    # share of sampled 4 KiB blocks zstd cannot shrink
 //! rename_min = 200              # renames of existing files that change their extension
+//!
+//! [detect.volume.mysql]         # one volume's own thresholds (the others: [detect]'s)
+//! incompressible_share = 0.95
 //! ```
+
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
@@ -29,12 +34,29 @@ pub struct DetectSection {
     pub rewrite_min_bytes: Option<String>,
     pub incompressible_share: Option<f64>,
     pub rename_min: Option<u64>,
+    /// `[detect.volume.ROLE]`: one volume's own thresholds.
+    pub volume: Option<BTreeMap<String, VolumeDetectSection>>,
+}
+
+/// `[detect.volume.ROLE]`: the keys of `[detect]` for one volume; what it
+/// leaves out is `[detect]`'s value.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeDetectSection {
+    pub enabled: Option<bool>,
+    pub baseline_sets: Option<u32>,
+    pub growth_factor: Option<f64>,
+    pub min_changed_bytes: Option<String>,
+    pub rewrite_min_bytes: Option<String>,
+    pub incompressible_share: Option<f64>,
+    pub rename_min: Option<u64>,
 }
 
 /// Validated `[detect]` (defaults when the section is absent).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DetectSettings {
-    /// `false`: nothing is measured on receive and every set is clean.
+    /// `false`: nothing is measured on receive and every set is clean (in
+    /// `[detect.volume.ROLE]`: that volume is measured, never judged).
     pub enabled: bool,
     pub baseline_sets: u32,
     pub growth_factor: f64,
@@ -42,6 +64,9 @@ pub struct DetectSettings {
     pub rewrite_min_bytes: u64,
     pub incompressible_share: f64,
     pub rename_min: u64,
+    /// The volumes with thresholds of their own, each resolved whole
+    /// (`[detect]`'s values where it left a key out). Empty in an entry.
+    pub volumes: BTreeMap<String, DetectSettings>,
 }
 
 impl Default for DetectSettings {
@@ -54,7 +79,16 @@ impl Default for DetectSettings {
             rewrite_min_bytes: 64 << 20,
             incompressible_share: 0.8,
             rename_min: 200,
+            volumes: BTreeMap::new(),
         }
+    }
+}
+
+impl DetectSettings {
+    /// The thresholds `role` is judged by: its `[detect.volume.ROLE]`, or
+    /// `[detect]`'s.
+    pub fn for_volume(&self, role: &str) -> &DetectSettings {
+        self.volumes.get(role).unwrap_or(self)
     }
 }
 
@@ -62,61 +96,231 @@ fn err(file: &std::path::Path, key: &str, msg: impl std::fmt::Display) -> Error 
     Error::config(format!("{}: detect.{key}: {msg}", file.display()))
 }
 
-/// Validate `[detect]`; every error names its key and the file.
-pub fn validate(file: &std::path::Path, s: Option<&DetectSection>) -> Result<DetectSettings> {
-    let d = DetectSettings::default();
-    let Some(s) = s else { return Ok(d) };
-    let size = |key: &str, v: &Option<String>, default: u64| -> Result<u64> {
+/// The keys both tables hold, borrowed from either.
+struct Fields<'a> {
+    enabled: Option<bool>,
+    baseline_sets: Option<u32>,
+    growth_factor: Option<f64>,
+    min_changed_bytes: &'a Option<String>,
+    rewrite_min_bytes: &'a Option<String>,
+    incompressible_share: Option<f64>,
+    rename_min: Option<u64>,
+}
+
+/// Validate one table's keys over `d` (the defaults, or `[detect]`'s for
+/// a volume); `prefix` is `""` or `volume.ROLE.`, so that every error names
+/// its key as written.
+fn thresholds(
+    file: &std::path::Path,
+    prefix: &str,
+    s: &Fields,
+    d: &DetectSettings,
+) -> Result<DetectSettings> {
+    let key = |k: &str| format!("{prefix}{k}");
+    let size = |k: &str, v: &Option<String>, default: u64| -> Result<u64> {
         match v {
             None => Ok(default),
-            Some(v) => crate::base::streamconf::parse_size(v).map_err(|m| err(file, key, m)),
+            Some(v) => crate::base::streamconf::parse_size(v).map_err(|m| err(file, &key(k), m)),
         }
     };
     let baseline_sets = s.baseline_sets.unwrap_or(d.baseline_sets);
     if !(3..=100).contains(&baseline_sets) {
-        return Err(err(file, "baseline_sets", "must be between 3 and 100"));
+        return Err(err(
+            file,
+            &key("baseline_sets"),
+            "must be between 3 and 100",
+        ));
     }
     let growth_factor = s.growth_factor.unwrap_or(d.growth_factor);
     if !(1.5..=1000.0).contains(&growth_factor) {
-        return Err(err(file, "growth_factor", "must be between 1.5 and 1000"));
+        return Err(err(
+            file,
+            &key("growth_factor"),
+            "must be between 1.5 and 1000",
+        ));
     }
     let incompressible_share = s.incompressible_share.unwrap_or(d.incompressible_share);
     if !(0.1..=1.0).contains(&incompressible_share) {
         return Err(err(
             file,
-            "incompressible_share",
+            &key("incompressible_share"),
             "must be between 0.1 and 1.0",
         ));
     }
     let rename_min = s.rename_min.unwrap_or(d.rename_min);
     if rename_min < 1 {
-        return Err(err(file, "rename_min", "must be at least 1"));
+        return Err(err(file, &key("rename_min"), "must be at least 1"));
     }
     let min_changed_bytes = size(
         "min_changed_bytes",
-        &s.min_changed_bytes,
+        s.min_changed_bytes,
         d.min_changed_bytes,
     )?;
     let rewrite_min_bytes = size(
         "rewrite_min_bytes",
-        &s.rewrite_min_bytes,
+        s.rewrite_min_bytes,
         d.rewrite_min_bytes,
     )?;
-    for (key, v) in [
+    for (k, v) in [
         ("min_changed_bytes", min_changed_bytes),
         ("rewrite_min_bytes", rewrite_min_bytes),
     ] {
         if v < 4096 {
-            return Err(err(file, key, "must be at least 4KiB"));
+            return Err(err(file, &key(k), "must be at least 4KiB"));
         }
     }
     Ok(DetectSettings {
-        enabled: s.enabled.unwrap_or(true),
+        enabled: s.enabled.unwrap_or(d.enabled),
         baseline_sets,
         growth_factor,
         min_changed_bytes,
         rewrite_min_bytes,
         incompressible_share,
         rename_min,
+        volumes: BTreeMap::new(),
     })
+}
+
+/// Validate `[detect]` and its `[detect.volume.ROLE]` tables (each ROLE a
+/// configured volume's); every error names its key and the file.
+pub fn validate(
+    file: &std::path::Path,
+    s: Option<&DetectSection>,
+    roles: &[&str],
+) -> Result<DetectSettings> {
+    let d = DetectSettings::default();
+    let Some(s) = s else { return Ok(d) };
+    let mut top = thresholds(
+        file,
+        "",
+        &Fields {
+            enabled: s.enabled,
+            baseline_sets: s.baseline_sets,
+            growth_factor: s.growth_factor,
+            min_changed_bytes: &s.min_changed_bytes,
+            rewrite_min_bytes: &s.rewrite_min_bytes,
+            incompressible_share: s.incompressible_share,
+            rename_min: s.rename_min,
+        },
+        &d,
+    )?;
+    for (role, v) in s.volume.iter().flatten() {
+        let prefix = format!("volume.{role}.");
+        if !roles.contains(&role.as_str()) {
+            return Err(err(
+                file,
+                &format!("volume.{role}"),
+                format!(
+                    "no [[volume]] has the role `{}` (roles: {})",
+                    role.escape_debug(),
+                    roles.join(", ")
+                ),
+            ));
+        }
+        if v.enabled == Some(true) && !top.enabled {
+            return Err(err(
+                file,
+                &format!("{prefix}enabled"),
+                "`[detect] enabled = false` measures no volume; a volume's own table can only turn it off",
+            ));
+        }
+        let own = thresholds(
+            file,
+            &prefix,
+            &Fields {
+                enabled: v.enabled,
+                baseline_sets: v.baseline_sets,
+                growth_factor: v.growth_factor,
+                min_changed_bytes: &v.min_changed_bytes,
+                rewrite_min_bytes: &v.rewrite_min_bytes,
+                incompressible_share: v.incompressible_share,
+                rename_min: v.rename_min,
+            },
+            &top,
+        )?;
+        top.volumes.insert(role.clone(), own);
+    }
+    Ok(top)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<DetectSettings> {
+        #[derive(Deserialize)]
+        struct File {
+            detect: Option<DetectSection>,
+        }
+        let f: File = toml::from_str(text).map_err(|e| Error::config(e.to_string()))?;
+        validate(
+            std::path::Path::new("/etc/snapsite/b.toml"),
+            f.detect.as_ref(),
+            &["blob", "mysql", "redolog"],
+        )
+    }
+
+    #[test]
+    fn a_volume_overrides_only_what_it_names() {
+        let d = parse(
+            "[detect]\nrename_min = 300\ngrowth_factor = 4.0\n\
+             [detect.volume.mysql]\nincompressible_share = 0.95\nrewrite_min_bytes = \"1GiB\"\n\
+             [detect.volume.redolog]\nenabled = false\n",
+        )
+        .unwrap();
+        assert_eq!(d.rename_min, 300);
+        let m = d.for_volume("mysql");
+        assert_eq!(m.incompressible_share, 0.95);
+        assert_eq!(m.rewrite_min_bytes, 1 << 30);
+        // Left out: [detect]'s value, not the built-in default.
+        assert_eq!(m.rename_min, 300);
+        assert_eq!(m.growth_factor, 4.0);
+        assert!(m.enabled);
+        assert!(!d.for_volume("redolog").enabled);
+        // A volume without a table of its own: [detect] itself.
+        assert_eq!(d.for_volume("blob"), &d);
+        assert_eq!(d.for_volume("blob").incompressible_share, 0.8);
+    }
+
+    #[test]
+    fn errors_name_the_key_as_written_and_the_file() {
+        for (text, want) in [
+            (
+                "[detect.volume.mysql]\nrename_min = 0\n",
+                "/etc/snapsite/b.toml: detect.volume.mysql.rename_min: must be at least 1",
+            ),
+            (
+                "[detect.volume.blob]\nmin_changed_bytes = \"1KiB\"\n",
+                "detect.volume.blob.min_changed_bytes: must be at least 4KiB",
+            ),
+            (
+                "[detect.volume.blob]\nincompressible_share = 2.0\n",
+                "detect.volume.blob.incompressible_share: must be between 0.1 and 1.0",
+            ),
+            (
+                "[detect.volume.blob]\nrewrite_min_bytes = \"lots\"\n",
+                "detect.volume.blob.rewrite_min_bytes:",
+            ),
+            (
+                "[detect.volume.mail]\nrename_min = 10\n",
+                "detect.volume.mail: no [[volume]] has the role `mail` (roles: blob, mysql, redolog)",
+            ),
+            (
+                "[detect]\nenabled = false\n[detect.volume.blob]\nenabled = true\n",
+                "detect.volume.blob.enabled:",
+            ),
+            (
+                "[detect]\ngrowth_factor = 1.0\n",
+                "detect.growth_factor: must be",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        // A key [detect] does not have is refused, naming it.
+        let e = parse("[detect.volume.blob]\nrename_minimum = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rename_minimum"), "{e}");
+    }
 }

@@ -468,16 +468,13 @@ fn commit_reply(
 ) -> Msg {
     let id = wire_str(&manifest.id);
     let reply_id = manifest.id.clone();
+    // The verdict judges the members as sent (not re-read from disk).
+    let judged = cfg.detect.enabled.then(|| manifest.clone());
     match commit(cfg, stores, catalog, manifest) {
         Ok(()) => {
             log.event(tracing::Level::INFO, &format!("set {id} committed"));
-            if cfg.detect.enabled {
-                crate::standby::signals::judge_committed(
-                    cfg,
-                    catalog,
-                    &|l, t| log.event(l, t),
-                    &reply_id,
-                );
+            if let Some(m) = judged {
+                crate::standby::signals::judge_committed(cfg, catalog, &|l, t| log.event(l, t), &m);
             }
             crate::standby::spool::checkpoint_after_commit(
                 cfg,

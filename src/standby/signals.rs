@@ -19,6 +19,7 @@ pub mod verdict;
 use std::time::{Duration, Instant};
 
 use crate::base::catalog::signals::VolumeSignals;
+use crate::wire::compress::FrameCompressor;
 
 /// Bytes of a sampled block.
 pub const BLOCK: usize = 4096;
@@ -27,14 +28,38 @@ pub const SAMPLE_EVERY: u64 = 64;
 /// A block zstd leaves at this share of its size or more is incompressible.
 const INCOMPRESSIBLE: f64 = 0.97;
 
-/// Is this block (up to 4 KiB) incompressible? zstd level 1.
-pub fn incompressible(block: &[u8]) -> bool {
-    if block.len() < 512 {
-        return false;
+/// Tells noise from data by compressing it with zstd level 1 through one
+/// reused context ([`FrameCompressor::probe`], the helper the sender's
+/// pipeline compresses frames with): a context made per block cost more
+/// than the compression itself. Made on the first sampled block, so a
+/// stream too small to sample costs nothing.
+#[derive(Default)]
+pub(crate) struct NoiseProbe {
+    zstd: Option<FrameCompressor>,
+}
+
+impl std::fmt::Debug for NoiseProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NoiseProbe")
     }
-    match zstd::bulk::compress(block, 1) {
-        Ok(c) => c.len() as f64 >= block.len() as f64 * INCOMPRESSIBLE,
-        Err(_) => false,
+}
+
+impl NoiseProbe {
+    /// Is this block (up to 4 KiB) incompressible: does zstd leave it at
+    /// [`INCOMPRESSIBLE`] of its size or more? Under 512 bytes: no.
+    pub fn incompressible(&mut self, block: &[u8]) -> bool {
+        if block.len() < 512 {
+            return false;
+        }
+        if self.zstd.is_none() {
+            self.zstd = FrameCompressor::probe(1).ok();
+        }
+        let Some(z) = self.zstd.as_mut() else {
+            return false;
+        };
+        // Anything that does not fit below the line is noise.
+        let room = (block.len() as f64 * INCOMPRESSIBLE).ceil() as usize - 1;
+        z.compress_within(block, room).is_none()
     }
 }
 
@@ -46,6 +71,7 @@ pub(crate) struct Sampler {
     pos: u64,
     /// A sampled block still being filled.
     partial: Vec<u8>,
+    probe: NoiseProbe,
     pub sampled: u64,
     pub incompressible: u64,
 }
@@ -67,7 +93,8 @@ impl Sampler {
             let into = at % period;
             if into == 0 {
                 if data.len() - i >= BLOCK {
-                    self.count(incompressible(&data[i..i + BLOCK]));
+                    let noise = self.probe.incompressible(&data[i..i + BLOCK]);
+                    self.count(noise);
                 } else {
                     self.partial.extend_from_slice(&data[i..]);
                 }
@@ -85,7 +112,7 @@ impl Sampler {
     }
 
     fn classify_partial(&mut self) {
-        let noise = incompressible(&self.partial);
+        let noise = self.probe.incompressible(&self.partial);
         self.count(noise);
         self.partial.clear();
     }
@@ -186,16 +213,14 @@ pub fn judge_committed(
     cfg: &crate::base::config::Config,
     catalog: &crate::base::catalog::Catalog,
     log: &dyn Fn(tracing::Level, &str),
-    id: &str,
+    m: &crate::base::model::Manifest,
 ) {
+    let id = &m.id;
     let judged = (|| -> crate::base::error::Result<Option<_>> {
-        if catalog.verdict(id)?.is_some() {
+        if catalog.judged_suspect(id)?.is_some() {
             return Ok(None);
         }
-        let Some(m) = catalog.manifest(id)? else {
-            return Ok(None);
-        };
-        verdict::judge_set(&cfg.detect, catalog, &m).map(Some)
+        verdict::judge_set(&cfg.detect, catalog, m).map(Some)
     })();
     match judged {
         Ok(Some(v)) if v.is_suspect() => log(
@@ -232,9 +257,14 @@ mod tests {
 
     #[test]
     fn random_blocks_are_incompressible_text_is_not() {
-        assert!(incompressible(&noise(4096, 7)));
+        let mut p = NoiseProbe::default();
+        assert!(p.incompressible(&noise(4096, 7)));
         let text = b"Subject: lunch\r\nFrom: a@example.org\r\n\r\nSee you at noon.\r\n".repeat(80);
-        assert!(!incompressible(&text[..4096]));
+        assert!(!p.incompressible(&text[..4096]));
+        // The context is reused: the same answers again, in any order.
+        assert!(p.incompressible(&noise(4096, 9)));
+        assert!(!p.incompressible(&text[100..4096]));
+        assert!(!p.incompressible(&noise(300, 9)), "too short to judge");
     }
 
     #[test]

@@ -98,16 +98,34 @@ impl FrameCompressor {
         })
     }
 
+    /// Without zstd's content checksum: for measuring how well data
+    /// compresses (the standby's ransomware signals sample blocks with
+    /// this), not for frames sent on the wire.
+    pub fn probe(level: i32) -> Result<FrameCompressor> {
+        Ok(FrameCompressor {
+            inner: zstd::bulk::Compressor::new(level)
+                .map_err(|e| Error::protocol(format!("zstd: {e}")))?,
+            out: Vec::new(),
+        })
+    }
+
     /// The compressed frame, or `None` when it would not be smaller than
     /// `raw` (send `raw` as it is).
     pub fn compress(&mut self, raw: &[u8]) -> Option<&[u8]> {
-        self.out.clear();
         // Room for one byte less than the input: a result that does not fit
         // would not save anything, and zstd reports it as an error.
-        let room = raw.len().saturating_sub(1);
+        let n = self.compress_within(raw, raw.len().saturating_sub(1))?;
+        Some(&self.out[..n])
+    }
+
+    /// `raw`'s compressed size if it is at most `room` bytes, else `None`
+    /// (zstd stops as soon as the output would not fit). The context and
+    /// the output buffer are reused from call to call.
+    pub fn compress_within(&mut self, raw: &[u8], room: usize) -> Option<usize> {
+        self.out.clear();
         self.out.reserve(room);
         match self.inner.compress_to_buffer(raw, &mut self.out) {
-            Ok(n) if n < raw.len() && self.out.len() <= room => Some(&self.out[..n]),
+            Ok(n) if n <= room && self.out.len() <= room => Some(n),
             _ => None,
         }
     }

@@ -200,6 +200,18 @@ impl Catalog {
         read_optional(&self.verdict_path(id)?)
     }
 
+    /// Whether a set was judged suspect (cleared since or not; `None`: not
+    /// judged), read without building its volumes' reasons and signals:
+    /// the baseline asks this of every earlier set it considers.
+    pub fn judged_suspect(&self, id: &str) -> Result<Option<bool>> {
+        #[derive(Deserialize)]
+        struct Judged {
+            verdict: Verdict,
+        }
+        let j: Option<Judged> = read_optional(&self.verdict_path(id)?)?;
+        Ok(j.map(|j| j.verdict == Verdict::Suspect))
+    }
+
     /// Every verdict, oldest set first.
     pub fn verdicts(&self) -> Result<Vec<SetVerdict>> {
         let dir = self.root.join("verdicts");

@@ -44,9 +44,9 @@ const A_UNENCODED_LEN: u16 = 29;
 
 #[derive(Debug, Default)]
 pub struct BtrfsMeter {
+    /// The stream header, or a command cut by the end of a piece, until
+    /// the next piece completes it.
     pending: Vec<u8>,
-    /// Decoded up to here in `pending`.
-    at: usize,
     version: Option<u32>,
     /// Undecodable from here on (why).
     stopped: Option<String>,
@@ -107,12 +107,18 @@ fn extension(path: &[u8]) -> &[u8] {
 }
 
 impl BtrfsMeter {
-    pub fn feed(&mut self, data: &[u8]) {
+    /// Decode what `data` completes. Whole commands are decoded where
+    /// they lie in `data`; only a command cut by the end of a piece is
+    /// copied (into `pending`) — copying every byte cost more than the
+    /// decoding.
+    pub fn feed(&mut self, mut data: &[u8]) {
         if self.stopped.is_some() || self.ended {
             return;
         }
-        self.pending.extend_from_slice(data);
         if self.version.is_none() {
+            let n = (HEADER - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..n]);
+            data = &data[n..];
             if self.pending.len() < HEADER {
                 return;
             }
@@ -122,43 +128,72 @@ impl BtrfsMeter {
             }
             let v = u32::from_le_bytes(self.pending[MAGIC.len()..HEADER].try_into().expect("4"));
             self.version = Some(v);
-            self.at = HEADER;
+            self.pending.clear();
         }
         let v2 = self.version.is_some_and(|v| v >= 2);
-        loop {
-            let buf = &self.pending[self.at..];
-            if buf.len() < CMD_HEADER {
-                break;
+        if !self.pending.is_empty() {
+            // First the command the last piece cut: its header, then its body.
+            if !self.fill(&mut data, CMD_HEADER) {
+                return;
             }
-            let len = u32::from_le_bytes(buf[..4].try_into().expect("4")) as usize;
-            let cmd = u16::from_le_bytes([buf[4], buf[5]]);
+            let len = u32::from_le_bytes(self.pending[..4].try_into().expect("4")) as usize;
             if len > MAX_CMD {
                 self.stop("a command larger than btrfs send writes");
                 return;
             }
-            if buf.len() - CMD_HEADER < len {
+            if !self.fill(&mut data, CMD_HEADER + len) {
+                return;
+            }
+            let mut cut = std::mem::take(&mut self.pending);
+            let go_on = self.decode(&cut, v2);
+            if go_on {
+                cut.clear();
+                self.pending = cut;
+            } else {
+                return;
+            }
+        }
+        while data.len() >= CMD_HEADER {
+            let len = u32::from_le_bytes(data[..4].try_into().expect("4")) as usize;
+            if len > MAX_CMD {
+                self.stop("a command larger than btrfs send writes");
+                return;
+            }
+            if data.len() - CMD_HEADER < len {
                 break;
             }
-            let start = self.at + CMD_HEADER;
-            self.at = start + len;
-            let body = std::mem::take(&mut self.pending);
-            let ok = self.command(cmd, &body[start..start + len], v2);
-            self.pending = body;
-            if !ok {
-                self.stop("a malformed command");
+            let (whole, rest) = data.split_at(CMD_HEADER + len);
+            if !self.decode(whole, v2) {
                 return;
             }
-            if cmd == C_END {
-                self.ended = true;
-                self.pending = Vec::new();
-                return;
-            }
+            data = rest;
         }
-        // Keep only the undecoded tail.
-        if self.at > 0 {
-            self.pending.drain(..self.at);
-            self.at = 0;
+        self.pending.extend_from_slice(data);
+    }
+
+    /// Move bytes of `data` into `pending` until it holds `want`; `false`:
+    /// `data` ran out first.
+    fn fill(&mut self, data: &mut &[u8], want: usize) -> bool {
+        let n = want.saturating_sub(self.pending.len()).min(data.len());
+        self.pending.extend_from_slice(&data[..n]);
+        *data = &data[n..];
+        self.pending.len() >= want
+    }
+
+    /// Count one whole command (header included); `false`: stop feeding
+    /// (it did not decode, or it was the END).
+    fn decode(&mut self, whole: &[u8], v2: bool) -> bool {
+        let cmd = u16::from_le_bytes([whole[4], whole[5]]);
+        if !self.command(cmd, &whole[CMD_HEADER..], v2) {
+            self.stop("a malformed command");
+            return false;
         }
+        if cmd == C_END {
+            self.ended = true;
+            self.pending = Vec::new();
+            return false;
+        }
+        true
     }
 
     fn stop(&mut self, why: &str) {
@@ -395,15 +430,24 @@ mod tests {
             command(C_UNLINK, &[tlv(A_PATH, b"blobs/2/8-1.msg")]),
             write("blobs/2/8-1.msg.locked", b"xx"),
         ]);
-        let mut m = BtrfsMeter::default();
-        for piece in s.chunks(7) {
-            m.feed(piece);
-        }
-        let mut sig = VolumeSignals {
-            complete: true,
-            ..Default::default()
+        // However the stream is cut (a command across pieces is copied and
+        // completed; whole ones are decoded in place), the counts agree.
+        let counted = |piece: usize| {
+            let mut m = BtrfsMeter::default();
+            for p in s.chunks(piece) {
+                m.feed(p);
+            }
+            let mut sig = VolumeSignals {
+                complete: true,
+                ..Default::default()
+            };
+            m.finish(&mut sig);
+            sig
         };
-        m.finish(&mut sig);
+        let sig = counted(7);
+        for piece in [1, 3, 10, 11, 64, 8200, s.len()] {
+            assert_eq!(counted(piece), sig, "pieces of {piece}");
+        }
         assert!(sig.complete, "{:?}", sig.note);
         assert_eq!(sig.files_new, 1);
         assert_eq!(sig.data_bytes, 13 + 8192 + 2);
@@ -412,6 +456,48 @@ mod tests {
         assert_eq!(sig.renames, 3);
         assert_eq!(sig.renames_new_extension, 2);
         assert_eq!(sig.unlinks, 1);
+    }
+
+    #[test]
+    fn damaged_streams_count_the_same_whole_or_in_pieces() {
+        // Flipped bytes anywhere (lengths, types, paths): never a panic,
+        // and the cut path agrees with the whole-buffer path.
+        let good = stream(&[
+            command(C_MKFILE, &[tlv(A_PATH, b"o1-1-0")]),
+            rename("o1-1-0", "blobs/1/1.msg"),
+            write("blobs/1/1.msg", &[7u8; 3000]),
+            write("blobs/2/2.msg", &[9u8; 5000]),
+            rename("blobs/2/2.msg", "blobs/2/2.msg.locked"),
+        ]);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..400 {
+            let mut s = good.clone();
+            for _ in 0..(next() % 4 + 1) {
+                let at = (next() as usize) % s.len();
+                s[at] ^= (next() % 255 + 1) as u8;
+            }
+            let count = |pieces: &mut dyn FnMut() -> usize| {
+                let mut m = BtrfsMeter::default();
+                let mut rest = &s[..];
+                while !rest.is_empty() {
+                    let n = pieces().clamp(1, rest.len());
+                    m.feed(&rest[..n]);
+                    rest = &rest[n..];
+                }
+                let mut sig = VolumeSignals::default();
+                m.finish(&mut sig);
+                sig
+            };
+            let whole = count(&mut || usize::MAX);
+            let cut = count(&mut || (next() % 9000) as usize);
+            assert_eq!(whole, cut);
+        }
     }
 
     #[test]

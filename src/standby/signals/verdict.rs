@@ -15,8 +15,14 @@ fn pct(x: f64) -> String {
     format!("{:.0}%", x * 100.0)
 }
 
+/// A size for a reason line: MiB, or KiB below one (a threshold of
+/// 32 KiB printed as "0.0 MiB" said nothing).
 fn mib(b: u64) -> String {
-    format!("{:.1} MiB", b as f64 / MIB)
+    if b < 1 << 20 {
+        format!("{:.0} KiB", b as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", b as f64 / MIB)
+    }
 }
 
 /// Median of the byte counts (`None` below 3 of them: no baseline yet).
@@ -43,7 +49,8 @@ pub fn judge_volume(
         signals: None,
     };
     let Some(s) = sig else { return out };
-    if s.incremental {
+    // `[detect.volume.ROLE] enabled = false`: measured, never judged.
+    if s.incremental && d.enabled {
         let ratio = |have: f64, want: f64| if want > 0.0 { have / want } else { 0.0 };
         // 1. Incompressible data written into files that existed before.
         if let Some(share) = s.rewrite_incompressible_share() {
@@ -100,8 +107,15 @@ pub fn judge_volume(
 
 /// The baseline of `role` before `snapshot`: the median payload of its
 /// last `n` incremental transfers of sets of the same kind that were not
-/// judged suspect.
-pub fn baseline(catalog: &Catalog, role: &str, snapshot: &str, n: usize) -> Result<Option<u64>> {
+/// judged suspect. `suspect` remembers the verdicts read, so a set of
+/// several volumes reads each earlier verdict once.
+pub fn baseline(
+    catalog: &Catalog,
+    role: &str,
+    snapshot: &str,
+    n: usize,
+    suspect: &mut std::collections::HashMap<String, bool>,
+) -> Result<Option<u64>> {
     let kind = parse_set_id(snapshot).map(|(_, k)| k);
     let mut bytes = Vec::new();
     for snap in catalog.signal_snapshots(role)?.iter().rev() {
@@ -113,16 +127,22 @@ pub fn baseline(catalog: &Catalog, role: &str, snapshot: &str, n: usize) -> Resu
         {
             continue;
         }
-        if catalog
-            .verdict(snap)?
-            .is_some_and(|v| v.verdict == Verdict::Suspect)
-        {
+        let Some(s) = catalog.signals(role, snap)? else {
+            continue;
+        };
+        if !s.incremental {
             continue;
         }
-        if let Some(s) = catalog.signals(role, snap)? {
-            if s.incremental {
-                bytes.push(s.stream_bytes);
+        let was_suspect = match suspect.get(snap.as_str()) {
+            Some(f) => *f,
+            None => {
+                let f = catalog.judged_suspect(snap)?.unwrap_or(false);
+                suspect.insert(snap.clone(), f);
+                f
             }
+        };
+        if !was_suspect {
+            bytes.push(s.stream_bytes);
         }
     }
     Ok(median(bytes))
@@ -131,9 +151,22 @@ pub fn baseline(catalog: &Catalog, role: &str, snapshot: &str, n: usize) -> Resu
 /// Judge a set just committed and record its verdict.
 pub fn judge_set(d: &DetectSettings, catalog: &Catalog, m: &Manifest) -> Result<SetVerdict> {
     let mut volumes = Vec::new();
+    let mut suspect = std::collections::HashMap::new();
     for x in &m.members {
+        // Its `[detect.volume.ROLE]`, or `[detect]`.
+        let d = d.for_volume(&x.role);
         let sig = catalog.signals(&x.role, &x.snapshot)?;
-        let base = baseline(catalog, &x.role, &x.snapshot, d.baseline_sets as usize)?;
+        // A volume with nothing measured, or sent whole, has no use for one.
+        let base = match &sig {
+            Some(s) if s.incremental => baseline(
+                catalog,
+                &x.role,
+                &x.snapshot,
+                d.baseline_sets as usize,
+                &mut suspect,
+            )?,
+            _ => None,
+        };
         volumes.push(judge_volume(d, &x.role, sig, base));
     }
     let suspect = volumes.iter().any(|v| !v.reasons.is_empty());
@@ -279,6 +312,51 @@ mod tests {
         let v = judge_volume(&d(), "blob", Some(s), None);
         assert_eq!(v.reasons.len(), 1);
         assert!(v.reasons[0].contains("250 existing files renamed"));
+    }
+
+    #[test]
+    fn a_volume_is_judged_by_its_own_thresholds() {
+        let file = std::path::Path::new("/etc/snapsite/b.toml");
+        let section: crate::base::detect::DetectSection = toml::from_str(
+            "[volume.mysql]\nrewrite_min_bytes = \"512MiB\"\n[volume.redolog]\nenabled = false\n",
+        )
+        .unwrap();
+        let d = crate::base::detect::validate(file, Some(&section), &["blob", "mysql", "redolog"])
+            .unwrap();
+        // 100 MiB of noise rewritten in place: over [detect]'s 64 MiB,
+        // under mysql's 512 MiB; redolog is not judged at all.
+        let s = VolumeSignals {
+            stream_bytes: 100 << 20,
+            data_bytes: 100 << 20,
+            rewrite_bytes: 100 << 20,
+            files_rewritten: 30,
+            rewrite_sampled_blocks: 400,
+            rewrite_incompressible_blocks: 400,
+            sampled_blocks: 400,
+            incompressible_blocks: 400,
+            ..sig()
+        };
+        let blob = judge_volume(d.for_volume("blob"), "blob", Some(s.clone()), None);
+        assert_eq!(blob.reasons.len(), 1, "{:?}", blob.reasons);
+        assert!(
+            blob.reasons[0].contains("thresholds 64.0 MiB"),
+            "{:?}",
+            blob.reasons
+        );
+        let mysql = judge_volume(d.for_volume("mysql"), "mysql", Some(s.clone()), None);
+        assert!(mysql.reasons.is_empty(), "{:?}", mysql.reasons);
+        assert_eq!(mysql.score, 0.2, "100 MiB of 512 MiB");
+        let redo = judge_volume(d.for_volume("redolog"), "redolog", Some(s), None);
+        assert!(redo.reasons.is_empty());
+        assert_eq!(redo.score, 0.0);
+        assert!(redo.signals.is_some(), "measured all the same");
+    }
+
+    #[test]
+    fn sizes_below_a_mebibyte_are_said_in_kibibytes() {
+        assert_eq!(mib(32 << 10), "32 KiB");
+        assert_eq!(mib(64 << 20), "64.0 MiB");
+        assert_eq!(mib((1 << 20) + (1 << 19)), "1.5 MiB");
     }
 
     #[test]
