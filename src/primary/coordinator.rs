@@ -578,6 +578,9 @@ fn ship_session(
     let previous = catalog
         .standby_record_of(&standby.name)?
         .unwrap_or_default();
+    // Each standby's base is held under a tag naming it: one standby
+    // moving on never releases another's.
+    let hold_tag = crate::backend::holds::common_tag(&standby.name);
     // A ship that died after the standby committed a set but before this
     // site recorded it left the set's members unprotected here (ZFS: no
     // hold on the common snapshot); protect the newest committed set now.
@@ -588,7 +591,7 @@ fn ship_session(
         .find(|m| committed.contains(&m.id))
     {
         if !previous.committed.contains(&newest.id) {
-            stores.protect_common(&newest.member_snapshots())?;
+            stores.protect_common_tagged(&newest.member_snapshots(), &hold_tag)?;
         }
     }
     let record = StandbyRecord {
@@ -655,7 +658,7 @@ fn ship_session(
                 catalog.write_standby_record_of(&standby.name, &acks.record)?;
                 // The set's members are now the common snapshots: protect
                 // them here (the standby protects its side on commit).
-                stores.protect_common(&set.member_snapshots())?;
+                stores.protect_common_tagged(&set.member_snapshots(), &hold_tag)?;
                 acks.report.committed.push(set_id)
             }
             other => {
