@@ -49,6 +49,7 @@ macro_rules! require_lab {
 mod crash;
 mod cycle;
 mod drill;
+mod fanout;
 mod follow;
 mod gaps;
 mod hostile;
