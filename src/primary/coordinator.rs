@@ -19,7 +19,9 @@ use crate::wire::transport;
 
 pub mod fanout;
 mod plan;
-pub use plan::{PlannedSend, ShipPlan, plan_set, sets_to_ship, ship_plan, ship_plan_to};
+pub use plan::{
+    PlannedSend, ShipPlan, plan_set, sets_to_ship, sets_to_ship_for, ship_plan, ship_plan_to,
+};
 
 /// Undo sets whose taking was interrupted (crash between the first snapshot
 /// and the manifest): their snapshots are destroyed, never presented as a set.
@@ -555,6 +557,7 @@ fn ship_session(
     report.round_trips = 1;
     split_brain_guard_of(cfg, catalog, &standby.name, &view)?;
     check_volumes_match(cfg, &view)?;
+    let standby_generation = view.generation;
     let StandbyView {
         volumes,
         committed,
@@ -612,7 +615,7 @@ fn ship_session(
         report,
         in_flight: VecDeque::new(),
     };
-    for set in sets_to_ship(cfg, catalog, &committed, &local_has)? {
+    for set in sets_to_ship_for(cfg, catalog, &committed, &local_has, standby_generation)? {
         // Every snapshot of the set, then its commit, without waiting: the
         // standby answers in order (an ack or a nack per snapshot, then the
         // commit's answer), read once the commit is sent.
