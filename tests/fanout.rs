@@ -154,6 +154,20 @@ fn ship_sends_to_every_standby_each_with_its_own_record() {
         msg.contains("nowhere") && msg.contains("near, far"),
         "{msg}"
     );
+    // check: each standby's settings and handshake, by name
+    let chk = lab.ok(&pri, &["check"]);
+    for n in ["near", "far"] {
+        assert!(
+            chk.contains(&format!("compress  `{n}`: "))
+                && chk.contains(&format!("every     `{n}`: "))
+                && chk.contains(&format!("standby   `{n}`: ")),
+            "{chk}"
+        );
+    }
+    assert!(
+        chk.contains("ok: standby `far` holds 2 committed set(s)"),
+        "{chk}"
+    );
 }
 
 #[test]
