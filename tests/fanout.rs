@@ -154,6 +154,20 @@ fn ship_sends_to_every_standby_each_with_its_own_record() {
         msg.contains("nowhere") && msg.contains("near, far"),
         "{msg}"
     );
+    // check: each standby's settings and handshake, by name
+    let chk = lab.ok(&pri, &["check"]);
+    for n in ["near", "far"] {
+        assert!(
+            chk.contains(&format!("compress  `{n}`: "))
+                && chk.contains(&format!("every     `{n}`: "))
+                && chk.contains(&format!("standby   `{n}`: ")),
+            "{chk}"
+        );
+    }
+    assert!(
+        chk.contains("ok: standby `far` holds 2 committed set(s)"),
+        "{chk}"
+    );
 }
 
 #[test]
@@ -211,24 +225,69 @@ fn a_stalled_standby_does_not_delay_the_other() {
     );
 }
 
+/// far's transport serves far until `flag` exists, then connects and
+/// never answers (its pid goes to `pidfile`).
+fn hang_on_flag_body(far: &Far, flag: &Path, pidfile: &Path) -> String {
+    format!(
+        "transport = \"command\"\ncommand = [\"sh\", \"-c\", \"if [ -e \\\"$1\\\" ]; then echo $$ > \\\"$2\\\"; exec sleep 300; fi; exec \\\"$0\\\" serve --stdio --config \\\"$3\\\"\", \"{}\", \"{}\", \"{}\", \"{}\"]",
+        snapsite_exe(),
+        flag.display(),
+        pidfile.display(),
+        far.cfg.display()
+    )
+}
+
+/// (near's, far's) recovery point age in `status --json`, seconds.
+fn ages(st: &serde_json::Value) -> (f64, f64) {
+    let age = |name: &str| {
+        st["standbys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .and_then(|s| s["recovery_point"]["age_seconds"].as_f64())
+            .unwrap_or_else(|| panic!("no recovery point for {name}: {st}"))
+    };
+    (age("near"), age("far"))
+}
+
 #[test]
 fn run_keeps_shipping_to_near_while_far_hangs() {
     require_real!();
     let lab = Lab::with_roles(&ROLES2, "300M", "[\"/bin/true\"]");
+    let far = far_site(&lab);
+    let flag = lab.dir.path().join("hang");
     let pidfile = lab.dir.path().join("stalled.pid");
+    let interval = 2.0;
     let pri = fanout_primary(
         &lab,
-        &stalled_body(&pidfile),
-        "[schedule]\nfull_set_interval = \"2s\"\n",
+        &hang_on_flag_body(&far, &flag, &pidfile),
+        "[schedule]\nfull_set_interval = \"2s\"\n[status]\nrecovery_point_warning = \"6s\"\nrecovery_point_critical = \"1h\"\n",
     );
+    // Both standbys hold a set; then far's link hangs for good.
     lab.fill(1, 64 * 1024);
+    lab.snapshot(false);
+    lab.ok(&pri, &["ship"]);
+    std::fs::write(&flag, "").unwrap();
     let mut run = Command::new(snapsite_exe())
         .args(["--config", pri.to_str().unwrap(), "run"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(9));
+    // status every second: near's recovery point age, far's
+    let t = Instant::now();
+    let mut worst_near: f64 = 0.0;
+    let mut last = serde_json::Value::Null;
+    while t.elapsed() < Duration::from_secs(12) {
+        std::thread::sleep(Duration::from_secs(1));
+        let st = json(&stdout(&lab.run(&pri, &["status", "--json"])));
+        if t.elapsed() > Duration::from_secs(4) {
+            // after run's first set and ship
+            worst_near = worst_near.max(ages(&st).0);
+        }
+        last = st;
+    }
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(run.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -242,17 +301,37 @@ fn run_keeps_shipping_to_near_while_far_hangs() {
     kill_pidfile(&pidfile);
     let taken = committed(&lab.dir.path().join("state-pri"));
     let near = committed(&lab.dir.path().join("state-stb"));
+    let far_age = ages(&last).1;
     eprintln!(
-        "MEASURE fanout run: {} set(s) taken in 9 s, {} committed on near with far hung",
+        "MEASURE fanout run: {} set(s) taken in 12 s, {} committed on near with far hung; near's recovery point at most {worst_near:.1} s old (sets every {interval} s), far's {far_age:.1} s",
         taken.len(),
         near.len()
     );
-    assert!(taken.len() >= 3, "sets were not taken on time: {taken:?}");
+    assert!(taken.len() >= 4, "sets were not taken on time: {taken:?}");
     // near is at most one set behind (the one taken as run was stopped)
     assert!(
         near.len() + 1 >= taken.len(),
         "near lags: {near:?} of {taken:?}"
     );
+    // near's normal bound: one interval, plus the ship and the status's
+    // sampling; far's link hangs and status says so
+    assert!(
+        worst_near <= 3.0 * interval + 2.0,
+        "near's recovery point fell {worst_near:.1} s behind while far hung"
+    );
+    assert!(far_age >= 10.0, "far's recovery point should age: {last}");
+    let findings = last["findings"].to_string();
+    assert!(
+        findings.contains("standby `far`: recovery point"),
+        "status should flag far: {findings}"
+    );
+    assert!(
+        !findings.contains("standby `near`"),
+        "near is not behind: {findings}"
+    );
+    let text = stdout(&lab.run(&pri, &["status"]));
+    assert!(text.contains("standby far"), "{text}");
+    drop(far.fs);
 }
 
 #[test]

@@ -271,6 +271,60 @@ fn after_a_failover_the_other_standby_follows_without_a_full_resend() {
     assert_eq!(again["set_aside"], serde_json::json!({}), "{again}");
 }
 
+/// C lags (shipped less often): A's last sets reached B only. After the
+/// failover C follows B from the set both hold, and B's first ship skips
+/// A's generation-1 sets C lacks (C, now in generation 2, would refuse
+/// them): its new set goes incrementally from the base, carrying A's late
+/// changes and B's.
+#[test]
+fn a_lagging_standby_follows_and_gets_the_new_generation_incrementally() {
+    require_real!();
+    let t = ThreeSites::new();
+    let lab = &t.lab;
+    write_file(&lab.live("blob").join("m1"), &random_bytes(1, 4 * MIB));
+    write_file(&lab.live("mysql").join("db"), &random_bytes(2, MIB));
+    let s = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    lab.ship(&lab.pri_cfg);
+    lab.ship(&t.a_to_c);
+    // C's link is slow: A's next full set and a redolog reach B only.
+    write_file(&lab.live("blob").join("a-late"), &random_bytes(5, MIB));
+    lab.snapshot(false);
+    write_file(
+        &lab.live("redolog").join("log-a"),
+        &random_bytes(6, 64 << 10),
+    );
+    lab.snapshot(true);
+    lab.ship(&lab.pri_cfg);
+    let rep = json(&lab.ok(&lab.stb_cfg, &["failover", "--json"]));
+    assert_eq!(rep["generation"].as_u64(), Some(2), "{rep}");
+    let changed = b_writes(&t) + MIB as u64 + (64 << 10);
+    let plan = json(&lab.ok(&t.c_follow_cfg, &["follow", "--dry-run", "--json"]));
+    for r in ROLES {
+        assert_eq!(plan["plan"]["base"][r].as_str(), Some(s.as_str()), "{plan}");
+    }
+    lab.ok(&t.c_follow_cfg, &["follow"]);
+    let b2 = json(&lab.ok(&t.b_to_c, &["snapshot", "--json"]))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let shipped = json(&lab.ok(&t.b_to_c, &["ship", "--json"]));
+    assert_eq!(shipped["committed"], serde_json::json!([b2]), "{shipped}");
+    for sn in shipped["snapshots"].as_array().unwrap() {
+        assert_eq!(sn["base"].as_str(), Some(s.as_str()), "{sn}");
+    }
+    let got = t.c_recv("blob").join(&b2).join(&b2);
+    assert_eq!(tree_digest(&got), tree_digest(&lab.standby_live("blob")));
+    let payload = shipped["payload_bytes"].as_u64().unwrap();
+    eprintln!(
+        "FOLLOW btrfs (C lagging): C's first ship from B {payload} bytes for {changed} bytes changed since the common set ({:.3}x)",
+        payload as f64 / changed as f64
+    );
+    assert!(
+        payload as f64 <= 1.1 * changed as f64,
+        "{payload} vs {changed}"
+    );
+}
+
 /// C shares no snapshot with B: refused, nothing changed.
 #[test]
 fn follow_refuses_without_a_common_set() {

@@ -24,6 +24,7 @@
 
 mod demote;
 mod format;
+mod holds;
 mod readback;
 mod receive;
 mod report;
@@ -327,6 +328,18 @@ fn mount_copy(vol: &Volume, vg: &str, lv: &str, mp: &Path) -> Result<()> {
 }
 
 impl Backend for Lvm {
+    fn protect_common(&self, vol: &Volume, name: &str, tag: &str) -> Result<()> {
+        holds::protect(vol, name, tag)
+    }
+
+    fn common_holds(&self, vol: &Volume) -> Result<Vec<(String, String)>> {
+        holds::common_holds(vol)
+    }
+
+    fn release_common(&self, vol: &Volume, tag: &str) -> Result<Vec<String>> {
+        holds::release(vol, tag)
+    }
+
     fn kind(&self) -> BackendKind {
         BackendKind::Lvm
     }

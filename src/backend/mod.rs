@@ -4,6 +4,7 @@
 
 pub mod btrfs;
 pub mod btrfs_vet;
+pub mod holds;
 pub mod lvm;
 pub mod mem;
 pub mod zfs;
@@ -329,20 +330,35 @@ pub trait Backend: Send + Sync {
         false
     }
 
-    /// Protect snapshot `name` as the common snapshot (ZFS: a hold), so
-    /// that no pruning, by snapsite or by hand, can destroy it; release the
-    /// protection of every older snapsite snapshot of the volume.
-    fn protect_common(&self, _vol: &Volume, _name: &str) -> Result<()> {
+    /// Protect snapshot `name` as the common snapshot of one holder (ZFS:
+    /// a hold named `tag`, which no `zfs destroy`, by snapsite or by hand,
+    /// gets past; LVM: an LV tag `tag`, shown by `lvs -o+lv_tags`); move
+    /// `tag` off every other snapsite snapshot of the volume. Tags are
+    /// [`holds::common_tag`]s: one per standby on a primary.
+    fn protect_common(&self, _vol: &Volume, _name: &str, _tag: &str) -> Result<()> {
         Ok(())
     }
 
     /// `protect_common` of several volumes (with equal
     /// [`Backend::listing_key`]s), in as few commands as the storage allows.
-    fn protect_common_batch(&self, items: &[(&Volume, &str)]) -> Result<()> {
+    fn protect_common_batch(&self, items: &[(&Volume, &str)], tag: &str) -> Result<()> {
         for (v, name) in items {
-            self.protect_common(v, name)?;
+            self.protect_common(v, name, tag)?;
         }
         Ok(())
+    }
+
+    /// The common-snapshot holds / tags on the volume's snapshots:
+    /// (storage name of the snapshot, tag), tags of [`holds::is_common_tag`].
+    fn common_holds(&self, _vol: &Volume) -> Result<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
+
+    /// Release `tag` from every snapshot of the volume (a standby removed
+    /// from the config, or the shared tag of an older version); returns the
+    /// storage names released. Idempotent.
+    fn release_common(&self, _vol: &Volume, _tag: &str) -> Result<Vec<String>> {
+        Ok(Vec::new())
     }
 }
 
@@ -477,9 +493,6 @@ impl Store {
     pub fn remove_writable_copy(&self) -> Result<()> {
         self.imp.remove_writable_copy(&self.vol)
     }
-    pub fn protect_common(&self, name: &str) -> Result<()> {
-        self.imp.protect_common(&self.vol, name)
-    }
     pub fn rehearsal_copy_path(&self) -> Result<PathBuf> {
         self.imp.rehearsal_copy_path(&self.vol)
     }
@@ -575,16 +588,24 @@ impl Stores {
         groups
     }
 
-    /// `protect_common` of snapshot `name` of each role in `items`, one
-    /// batch per pool / volume group (as [`Stores::listing`] groups them).
+    /// `protect_common` of snapshot `name` of each role in `items` under
+    /// this site's own tag ([`holds::COMMON_TAG`]: a standby's side, and a
+    /// primary's single unnamed `[standby]`).
     pub fn protect_common(&self, items: &[(&str, &str)]) -> Result<()> {
+        self.protect_common_tagged(items, holds::COMMON_TAG)
+    }
+
+    /// `protect_common` of snapshot `name` of each role in `items` under
+    /// `tag`, one batch per pool / volume group (as [`Stores::listing`]
+    /// groups them).
+    pub fn protect_common_tagged(&self, items: &[(&str, &str)], tag: &str) -> Result<()> {
         let items = items
             .iter()
             .map(|(role, name)| Ok((self.get(role)?, *name)))
             .collect::<Result<Vec<_>>>()?;
         for g in Self::batches(items) {
             let batch: Vec<(&Volume, &str)> = g.iter().map(|(s, n)| (&s.vol, *n)).collect();
-            g[0].0.imp.protect_common_batch(&batch)?;
+            g[0].0.imp.protect_common_batch(&batch, tag)?;
         }
         Ok(())
     }

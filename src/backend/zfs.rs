@@ -29,6 +29,7 @@
 mod begin;
 mod demote;
 mod follow;
+mod holds;
 mod listing;
 mod receive;
 pub use begin::{BEGIN_RECORD_LEN, StreamBegin, check_begin, parse_begin};
@@ -58,7 +59,7 @@ use crate::base::model::parse_set_id;
 pub struct Zfs;
 
 /// The user hold tag on the common snapshot.
-pub const HOLD_TAG: &str = "snapsite-common";
+pub const HOLD_TAG: &str = super::holds::COMMON_TAG;
 
 /// `zfs receive` options on EVERY receive (full, incremental, resumed):
 /// whatever the stream says, the replica is never mounted, executable,
@@ -761,70 +762,20 @@ impl Backend for Zfs {
         follow::set_aside_newer(vol, base, label)
     }
 
-    fn protect_common(&self, vol: &Volume, name: &str) -> Result<()> {
-        self.protect_common_batch(&[(vol, name)])
+    fn protect_common(&self, vol: &Volume, name: &str, tag: &str) -> Result<()> {
+        holds::protect_batch(&[(vol, name)], tag)
     }
 
-    /// One listing, one `zfs holds`, one `zfs hold` and one `zfs release`
-    /// for every volume, however many.
-    fn protect_common_batch(&self, items: &[(&Volume, &str)]) -> Result<()> {
-        let mut dss: Vec<String> = Vec::new();
-        for (v, _) in items {
-            for d in datasets_of(v) {
-                if !dss.contains(&d) {
-                    dss.push(d);
-                }
-            }
-        }
-        let l = list_datasets(&dss)?;
-        let mut want: Vec<String> = Vec::new();
-        let mut snaps: Vec<String> = Vec::new();
-        for (vol, name) in items {
-            // as `snap_of`: on the live source when it is there
-            let live = format!("{}@{name}", vol.source);
-            want.push(
-                if vol.replica().is_some() && l.has_snap(&vol.source, name) {
-                    live
-                } else {
-                    snap(vol, name)
-                },
-            );
-            snaps.extend(chain_in(vol, &l).into_iter().map(|(_, full, _)| full));
-        }
-        let held: Vec<String> = if snaps.is_empty() {
-            Vec::new()
-        } else {
-            parse_holds(&zfs().args(["holds", "-H"]).args(&snaps).output()?)
-                .into_iter()
-                .filter(|(_, tag)| tag == HOLD_TAG)
-                .map(|(n, _)| n)
-                .collect()
-        };
-        let roles = || {
-            items
-                .iter()
-                .map(|(v, _)| format!("`{}`", v.role))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        // Hold the new ones first: the chain is never unprotected.
-        let hold: Vec<&String> = want.iter().filter(|s| !held.contains(s)).collect();
-        if !hold.is_empty() {
-            zfs()
-                .args(["hold", HOLD_TAG])
-                .args(&hold)
-                .run()
-                .ctx(format!("volume {}", roles()))?;
-        }
-        let release: Vec<&String> = held.iter().filter(|h| !want.contains(h)).collect();
-        if !release.is_empty() {
-            zfs()
-                .args(["release", HOLD_TAG])
-                .args(&release)
-                .run()
-                .ctx(format!("volume {}", roles()))?;
-        }
-        Ok(())
+    fn protect_common_batch(&self, items: &[(&Volume, &str)], tag: &str) -> Result<()> {
+        holds::protect_batch(items, tag)
+    }
+
+    fn common_holds(&self, vol: &Volume) -> Result<Vec<(String, String)>> {
+        holds::common_holds(vol)
+    }
+
+    fn release_common(&self, vol: &Volume, tag: &str) -> Result<Vec<String>> {
+        holds::release(vol, tag)
     }
 }
 

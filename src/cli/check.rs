@@ -113,14 +113,23 @@ pub(super) fn check(cfg: &Config) -> anyhow::Result<()> {
             "peer      {} (this site is the standby: the peer ships here; `ship` is refused)",
             transport::command(s)?.display()
         );
-    } else if let Some(s) = &cfg.standby {
-        let cmd = transport::command(s)?;
-        print!("standby   {} ... ", cmd.display());
-        match probe_standby(cfg) {
-            Ok(msg) => println!("ok: {msg}"),
-            Err(e) => {
-                problems += 1;
-                println!("PROBLEM: {e:#}");
+    } else {
+        // Each standby's handshake, named when there are several.
+        let many = cfg.standbys.len() > 1;
+        for s in &cfg.standbys {
+            let cmd = transport::command(s)?;
+            let name = if many {
+                format!("`{}`: ", s.name)
+            } else {
+                String::new()
+            };
+            print!("standby   {name}{} ... ", cmd.display());
+            match probe_standby(cfg, s) {
+                Ok(msg) => println!("ok: {msg}"),
+                Err(e) => {
+                    problems += 1;
+                    println!("PROBLEM: {e:#}");
+                }
             }
         }
     }
@@ -167,8 +176,11 @@ fn print_retention_bound(
 
 /// Handshake with the standby, compare its volumes with ours both ways
 /// (roles and backends), and say what `ship` would send.
-fn probe_standby(cfg: &Config) -> anyhow::Result<String> {
-    let plan = coordinator::ship_plan(cfg, &Catalog::new(&cfg.state_dir))?;
+fn probe_standby(
+    cfg: &Config,
+    standby: &snapsite::base::config::Standby,
+) -> anyhow::Result<String> {
+    let plan = coordinator::ship_plan_to(cfg, &Catalog::new(&cfg.state_dir), standby)?;
     let site = &plan.standby.site;
     let theirs: Vec<(&str, &str)> = plan
         .standby

@@ -4,34 +4,22 @@ use std::process::ExitCode;
 
 use snapsite::base::config::Config;
 
+use super::demotion::{Demotion, print};
+
 /// `follow`: on a third site, become the new primary's standby.
 pub(super) fn cmd_follow(cfg: &Config, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
     let (plan, report) = snapsite::dr::follow::run(cfg, dry_run)?;
-    if json {
-        match &report {
-            Some(r) => println!("{}", serde_json::to_string_pretty(r)?),
-            None => println!("{}", serde_json::to_string_pretty(&plan)?),
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
-        "follow{}",
-        if dry_run {
-            " plan (dry run: nothing is changed)"
-        } else {
-            ""
-        }
-    );
-    print!("{}", snapsite::dr::follow::render_plan(&plan));
-    if let Some(r) = report {
-        for (role, at) in &r.divergent.snapshots {
-            println!("kept          {role:<10} {at}");
-        }
-        println!(
-            "done          this site is the standby of {} in generation {}; run `snapsite ship` there",
-            plan.plan.peer,
-            plan.plan.peer_generation.max(plan.plan.generation)
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+    print(
+        Demotion {
+            verb: "follow",
+            dry_run,
+            plan: &plan,
+            rendered: snapsite::dr::follow::render_plan(&plan),
+            report: report.as_ref().map(|r| (r, &r.divergent)),
+            kept_note: "",
+            peer: &plan.plan.peer,
+            generation: plan.plan.peer_generation.max(plan.plan.generation),
+        },
+        json,
+    )
 }

@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod archive;
 mod check;
+mod demotion;
 mod failback;
 mod failover;
 mod follow;

@@ -127,38 +127,66 @@ pub fn no_retention(cfg: &Config) -> Option<Finding> {
     })
 }
 
-/// Compression and the bandwidth limit `ship` would use now.
+/// Compression and the bandwidth limit `ship` would use now, per standby
+/// (named, with its `every`, when there are several).
 pub fn wire(cfg: &Config, now: &jiff::civil::DateTime) -> Vec<Finding> {
-    let Some(s) = cfg.standby.as_ref() else {
-        return Vec::new();
-    };
+    let many = cfg.standbys.len() > 1;
+    cfg.standbys
+        .iter()
+        .flat_map(|s| wire_of(s, many, now))
+        .collect()
+}
+
+fn wire_of(
+    s: &crate::base::config::Standby,
+    many: bool,
+    now: &jiff::civil::DateTime,
+) -> Vec<Finding> {
     let rate = |r: Option<u64>| match r {
         None => "unlimited".to_string(),
         Some(b) => format!("{}/s", human_bytes(b)),
     };
+    let who = if many {
+        format!("`{}`: ", s.name)
+    } else {
+        String::new()
+    };
     let windows = s.bwlimit.window_count();
-    vec![
+    let mut out = vec![
         Finding::info(
             "compress",
             match s.compression.name().as_str() {
-                "none" => "none (standby.compress): snapshots travel as they are".to_string(),
-                c => format!("{c} (standby.compress; used when the standby decodes it)"),
+                "none" => format!("{who}none (standby.compress): snapshots travel as they are"),
+                c => format!("{who}{c} (standby.compress; used when the standby decodes it)"),
             },
         ),
         Finding::info(
             "bwlimit",
             if windows == 0 {
-                format!("{} (standby.bwlimit)", rate(s.bwlimit.rate_at(now)))
+                format!("{who}{} (standby.bwlimit)", rate(s.bwlimit.rate_at(now)))
             } else {
                 format!(
-                    "{} now, at {} local time (standby.bwlimit {}, {windows} window(s) in standby.bwlimit_schedule)",
+                    "{who}{} now, at {} local time (standby.bwlimit {}, {windows} window(s) in standby.bwlimit_schedule)",
                     rate(s.bwlimit.rate_at(now)),
                     now.strftime("%a %H:%M"),
                     rate(s.bwlimit.default_rate())
                 )
             },
         ),
-    ]
+    ];
+    if many {
+        out.push(Finding::info(
+            "every",
+            match s.every {
+                Some(e) => format!(
+                    "{who}`run` ships to it at most every {} (standby.every)",
+                    humantime::format_duration(e)
+                ),
+                None => format!("{who}`run` ships to it after every set"),
+            },
+        ));
+    }
+    out
 }
 
 /// `1.5 GiB`: sizes in check's and the CLI's output.

@@ -26,6 +26,8 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::backend;
+
+mod holds;
 use crate::base::catalog::{Catalog, StandbyRecord};
 use crate::base::config::{Config, Retention};
 use crate::base::error::{Context, Result};
@@ -517,13 +519,17 @@ pub fn apply(
             crate::failpoint!("prune.after_intent");
             Some(j)
         };
-        // Records first, then snapshots: killed in between, the rerun
-        // plans without them (their holds are released either way).
+        // Storage holds, then records, then snapshots: killed in between,
+        // the rerun plans again (the records still name a standby whose
+        // holds are not all released yet).
+        let stores = backend::Stores::open(cfg);
+        if !standby {
+            holds::release_holds(cfg, catalog, &stores, &plan.released_standbys)?;
+        }
         for name in &plan.released_standbys {
             catalog.remove_standby_records(name)?;
             tracing::info!(standby = %name, "released the holds of a standby no longer configured");
         }
-        let stores = backend::Stores::open(cfg);
         let manifests: BTreeMap<String, Manifest> = catalog
             .manifests()?
             .into_iter()

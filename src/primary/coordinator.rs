@@ -19,7 +19,9 @@ use crate::wire::transport;
 
 pub mod fanout;
 mod plan;
-pub use plan::{PlannedSend, ShipPlan, plan_set, sets_to_ship, ship_plan, ship_plan_to};
+pub use plan::{
+    PlannedSend, ShipPlan, plan_set, sets_to_ship, sets_to_ship_for, ship_plan, ship_plan_to,
+};
 
 /// Undo sets whose taking was interrupted (crash between the first snapshot
 /// and the manifest): their snapshots are destroyed, never presented as a set.
@@ -555,6 +557,7 @@ fn ship_session(
     report.round_trips = 1;
     split_brain_guard_of(cfg, catalog, &standby.name, &view)?;
     check_volumes_match(cfg, &view)?;
+    let standby_generation = view.generation;
     let StandbyView {
         volumes,
         committed,
@@ -578,6 +581,9 @@ fn ship_session(
     let previous = catalog
         .standby_record_of(&standby.name)?
         .unwrap_or_default();
+    // Each standby's base is held under a tag naming it: one standby
+    // moving on never releases another's.
+    let hold_tag = crate::backend::holds::common_tag(&standby.name);
     // A ship that died after the standby committed a set but before this
     // site recorded it left the set's members unprotected here (ZFS: no
     // hold on the common snapshot); protect the newest committed set now.
@@ -588,7 +594,7 @@ fn ship_session(
         .find(|m| committed.contains(&m.id))
     {
         if !previous.committed.contains(&newest.id) {
-            stores.protect_common(&newest.member_snapshots())?;
+            stores.protect_common_tagged(&newest.member_snapshots(), &hold_tag)?;
         }
     }
     let record = StandbyRecord {
@@ -609,7 +615,7 @@ fn ship_session(
         report,
         in_flight: VecDeque::new(),
     };
-    for set in sets_to_ship(cfg, catalog, &committed, &local_has)? {
+    for set in sets_to_ship_for(cfg, catalog, &committed, &local_has, standby_generation)? {
         // Every snapshot of the set, then its commit, without waiting: the
         // standby answers in order (an ack or a nack per snapshot, then the
         // commit's answer), read once the commit is sent.
@@ -655,7 +661,7 @@ fn ship_session(
                 catalog.write_standby_record_of(&standby.name, &acks.record)?;
                 // The set's members are now the common snapshots: protect
                 // them here (the standby protects its side on commit).
-                stores.protect_common(&set.member_snapshots())?;
+                stores.protect_common_tagged(&set.member_snapshots(), &hold_tag)?;
                 acks.report.committed.push(set_id)
             }
             other => {

@@ -53,6 +53,7 @@ mod cycle;
 mod drill;
 #[path = "../common/drillcheck.rs"]
 mod drillcheck;
+mod fanout;
 mod follow;
 mod gaps;
 mod hostile;

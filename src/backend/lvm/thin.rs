@@ -371,31 +371,52 @@ fn pid_alive(pid: i32) -> bool {
     }
 }
 
+/// The threads of one process (`ship` to several standbys at once) take
+/// turns at the metadata snapshots: a pool has one, and a reservation
+/// lasts one `thin_delta` / `thin_dump`.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// How long a send waits for another live snapsite process's reservation
+/// (a `ship --to` beside `run`) before it gives up.
+const WAIT_FOR_HOLDER: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// The pool's reserved metadata snapshot, released on drop.
 pub struct MetadataSnap {
     pool: Pool,
     released: bool,
+    // Dropped after `Drop::drop` released the reservation.
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl MetadataSnap {
     /// Reserve the metadata snapshot of `pool`. One left by a dead snapsite
-    /// process is released first; one held by anybody else is an error.
+    /// process (or by this one: threads here take turns) is released
+    /// first; one held by another live snapsite process is waited for, up
+    /// to [`WAIT_FOR_HOLDER`]; one held by anybody else is an error.
     pub fn reserve(pool: &Pool) -> Result<MetadataSnap> {
+        let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
         let pid_file = pool.pid_file();
-        if pool.held_root()?.is_some() {
+        let deadline = std::time::Instant::now() + WAIT_FOR_HOLDER;
+        while pool.held_root()?.is_some() {
             let holder = std::fs::read_to_string(&pid_file)
                 .ok()
                 .and_then(|s| s.trim().parse::<i32>().ok());
             match holder {
-                Some(pid) if !pid_alive(pid) => {
-                    tracing::warn!(pool = %pool.tpool(), pid, "releasing the metadata snapshot left by a snapsite process that died");
+                Some(pid) if !pid_alive(pid) || pid == std::process::id() as i32 => {
+                    tracing::warn!(pool = %pool.tpool(), pid, "releasing the metadata snapshot left by a snapsite process that died (or by an earlier send of this one)");
                     pool.message("release_metadata_snap")?;
                     let _ = std::fs::remove_file(&pid_file);
+                    break;
+                }
+                Some(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
                 }
                 Some(pid) => {
                     return Err(Error::storage(format!(
-                        "thin pool {}/{}: the metadata snapshot is held by snapsite process {pid}",
-                        pool.vg, pool.name
+                        "thin pool {}/{}: the metadata snapshot is held by snapsite process {pid} (waited {} s)",
+                        pool.vg,
+                        pool.name,
+                        WAIT_FOR_HOLDER.as_secs()
                     ))
                     .with_hint("wait for that transfer to finish"));
                 }
@@ -421,6 +442,7 @@ impl MetadataSnap {
         Ok(MetadataSnap {
             pool: pool.clone(),
             released: false,
+            _turn: turn,
         })
     }
 

@@ -52,6 +52,18 @@ pub fn sets_to_ship(
     committed: &BTreeSet<String>,
     local_has: &BTreeMap<String, Vec<String>>,
 ) -> Result<Vec<Manifest>> {
+    sets_to_ship_for(cfg, catalog, committed, local_has, None)
+}
+
+/// [`sets_to_ship`] to a standby in generation `standby_generation` (from
+/// its welcome; None: an older build that does not say).
+pub fn sets_to_ship_for(
+    cfg: &Config,
+    catalog: &Catalog,
+    committed: &BTreeSet<String>,
+    local_has: &BTreeMap<String, Vec<String>>,
+    standby_generation: Option<u64>,
+) -> Result<Vec<Manifest>> {
     // Sets are shipped oldest first and committed in that order, so a set
     // older than the newest committed one was pruned on the standby or
     // skipped as incomplete: sending it again would only resurrect it.
@@ -76,6 +88,14 @@ pub fn sets_to_ship(
             .is_some_and(|n| crate::base::model::older_set(&set.id, n))
         {
             tracing::debug!(set = %set.id, "not shipped: older than the newest set on the standby");
+            continue;
+        }
+        // A standby that follows this site (`follow`) is in this site's
+        // generation and refuses the sets of an older one, which it may
+        // lack (it was shipped less often): the next set of this
+        // generation goes incrementally from the common base instead.
+        if standby_generation.is_some_and(|g| set.generation < g) {
+            tracing::debug!(set = %set.id, generation = set.generation, "not shipped: the standby is in a newer generation and would refuse it");
             continue;
         }
         if !complete_locally(cfg, &set, local_has) {
@@ -117,7 +137,7 @@ pub fn ship_plan_to(cfg: &Config, catalog: &Catalog, standby: &Standby) -> Resul
             .map(|v| (v.role.clone(), v.snapshots.iter().cloned().collect()))
             .collect();
         let mut plan = Vec::new();
-        for set in sets_to_ship(cfg, catalog, &view.committed, &local_has)? {
+        for set in sets_to_ship_for(cfg, catalog, &view.committed, &local_has, view.generation)? {
             let steps = plan_set(&set, &standby_has, &local_has);
             for st in &steps {
                 standby_has
