@@ -471,6 +471,19 @@ fn corpus() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
             .end();
         vec![w.bytes().to_vec(), b"btrfs-stream\0\x01\0\0\0".to_vec()]
     });
+    c.insert("signals_zfs", {
+        let hex = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/zfs-2.3/stream-incremental.hex"),
+        )
+        .unwrap();
+        let hex = hex.trim();
+        let real: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        vec![real[..4096].to_vec(), real]
+    });
     c.insert(
         "btrfs_show",
         ["partial", "received", "snapshot", "writable"]

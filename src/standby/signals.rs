@@ -15,6 +15,7 @@
 
 mod btrfs;
 pub mod verdict;
+mod zfs;
 
 use std::time::{Duration, Instant};
 
@@ -101,6 +102,7 @@ impl Sampler {
 
 enum Parser {
     Btrfs(Box<btrfs::BtrfsMeter>),
+    Zfs(Box<zfs::ZfsMeter>),
     Raw(Sampler),
 }
 
@@ -117,12 +119,15 @@ impl Meter {
     pub fn new(backend: &str, incremental: bool, resume: bool) -> Meter {
         let parser = if backend == "btrfs" && !resume {
             Parser::Btrfs(Box::default())
+        } else if backend == "zfs" && !resume {
+            Parser::Zfs(Box::new(zfs::ZfsMeter::new(incremental, None)))
         } else {
             Parser::Raw(Sampler::default())
         };
         let sig = VolumeSignals {
             parser: match parser {
                 Parser::Btrfs(_) => "btrfs",
+                Parser::Zfs(_) => "zfs",
                 Parser::Raw(_) => "raw",
             }
             .into(),
@@ -138,11 +143,20 @@ impl Meter {
         }
     }
 
+    /// What was recorded when the base was received (ZFS: its snapshot's
+    /// time tells old files from new ones).
+    pub fn know_base(&mut self, base: Option<&VolumeSignals>) {
+        if let Parser::Zfs(z) = &mut self.parser {
+            **z = zfs::ZfsMeter::new(self.sig.incremental, base.and_then(|b| b.snapshot_time));
+        }
+    }
+
     pub fn feed(&mut self, data: &[u8]) {
         let t = Instant::now();
         self.sig.stream_bytes += data.len() as u64;
         match &mut self.parser {
             Parser::Btrfs(b) => b.feed(data),
+            Parser::Zfs(z) => z.feed(data),
             Parser::Raw(s) => s.take(data),
         }
         self.spent += t.elapsed();
@@ -152,6 +166,7 @@ impl Meter {
         let mut sig = self.sig;
         match self.parser {
             Parser::Btrfs(b) => b.finish(&mut sig),
+            Parser::Zfs(z) => z.finish(&mut sig),
             Parser::Raw(mut s) => {
                 s.flush();
                 sig.data_bytes = sig.stream_bytes;
@@ -254,7 +269,7 @@ mod tests {
 
     #[test]
     fn a_raw_meter_counts_bytes_and_entropy() {
-        let mut m = Meter::new("zfs", true, false);
+        let mut m = Meter::new("mem", true, false);
         m.feed(&noise(BLOCK * 64 * 4, 5));
         let s = m.finish();
         assert_eq!(s.parser, "raw");
