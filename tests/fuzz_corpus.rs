@@ -268,6 +268,11 @@ fn seed_index_json() -> Vec<u8> {
 
 /// An LVM stream of a small device, encoded by snapsite's encoder.
 fn lvm_stream(kind: StreamKind) -> Vec<u8> {
+    lvm_stream_with(kind, None)
+}
+
+/// The same, its header naming the blocks it overwrites.
+fn lvm_stream_with(kind: StreamKind, overwritten: Option<lvm::Overwritten>) -> Vec<u8> {
     let size = 64 << 10;
     let mut f = tempfile::tempfile().unwrap();
     let mut dev = vec![0u8; size];
@@ -284,6 +289,7 @@ fn lvm_stream(kind: StreamKind) -> Vec<u8> {
         base: (kind == StreamKind::Incremental).then(|| set_id(-900, SetKind::Full)),
         base_storage_id: None,
         resume: None,
+        overwritten,
     };
     let extents = vec![
         Extent {
@@ -484,6 +490,20 @@ fn corpus() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
             .collect();
         vec![real[..4096].to_vec(), real]
     });
+    c.insert(
+        "signals_lvm",
+        vec![
+            lvm_stream_with(
+                StreamKind::Incremental,
+                Some(lvm::Overwritten {
+                    bytes: 8192,
+                    ranges: vec![(4096, 4096), (16384, 4096)],
+                    all: true,
+                }),
+            ),
+            lvm_stream(StreamKind::Incremental),
+        ],
+    );
     c.insert(
         "btrfs_show",
         ["partial", "received", "snapshot", "writable"]

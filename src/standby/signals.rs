@@ -14,6 +14,7 @@
 //! fails a receive; it is logged.
 
 mod btrfs;
+mod lvm;
 pub mod verdict;
 mod zfs;
 
@@ -103,6 +104,7 @@ impl Sampler {
 enum Parser {
     Btrfs(Box<btrfs::BtrfsMeter>),
     Zfs(Box<zfs::ZfsMeter>),
+    Lvm(Box<lvm::LvmMeter>),
     Raw(Sampler),
 }
 
@@ -121,6 +123,8 @@ impl Meter {
             Parser::Btrfs(Box::default())
         } else if backend == "zfs" && !resume {
             Parser::Zfs(Box::new(zfs::ZfsMeter::new(incremental, None)))
+        } else if backend == "lvm" && !resume {
+            Parser::Lvm(Box::default())
         } else {
             Parser::Raw(Sampler::default())
         };
@@ -128,6 +132,7 @@ impl Meter {
             parser: match parser {
                 Parser::Btrfs(_) => "btrfs",
                 Parser::Zfs(_) => "zfs",
+                Parser::Lvm(_) => "lvm",
                 Parser::Raw(_) => "raw",
             }
             .into(),
@@ -157,6 +162,7 @@ impl Meter {
         match &mut self.parser {
             Parser::Btrfs(b) => b.feed(data),
             Parser::Zfs(z) => z.feed(data),
+            Parser::Lvm(l) => l.feed(data),
             Parser::Raw(s) => s.take(data),
         }
         self.spent += t.elapsed();
@@ -167,6 +173,7 @@ impl Meter {
         match self.parser {
             Parser::Btrfs(b) => b.finish(&mut sig),
             Parser::Zfs(z) => z.finish(&mut sig),
+            Parser::Lvm(l) => l.finish(&mut sig),
             Parser::Raw(mut s) => {
                 s.flush();
                 sig.data_bytes = sig.stream_bytes;
