@@ -14,6 +14,7 @@
 //! fails a receive; it is logged.
 
 mod btrfs;
+mod dense;
 mod lvm;
 pub mod verdict;
 mod zfs;

@@ -7,8 +7,8 @@
 //! freed ones too, which is why the noise share decides, not the count).
 //!
 //! Counted: bytes written (`data_bytes`), of which into previously mapped
-//! blocks (`rewrite_bytes`), and the noise share of each (one 4 KiB block
-//! in 64 zstd-sampled). The split comes from the sender's header: an old
+//! blocks (`rewrite_bytes`), and the noise share of each (zstd samples of
+//! 4 KiB blocks, [`super::dense`]). The split comes from the sender's header: an old
 //! sender (or a full stream) does not give it, and the note says so. When
 //! the header lists only a sample of the ranges (more than it holds), the
 //! overwritten bytes are the header's total and their noise share is
@@ -19,7 +19,7 @@
 //! the device) before use. A stream this cannot decode is counted as bytes
 //! from there on and marked incomplete — never refused.
 
-use super::Sampler;
+use super::dense::Dense;
 use crate::backend::lvm::{Decoder, Event, Header, Overwritten};
 use crate::base::catalog::signals::VolumeSignals;
 
@@ -35,8 +35,8 @@ pub struct LvmMeter {
     /// Where in `ranges` the records (which come in order) are.
     at: usize,
     bad_ranges: bool,
-    all: Sampler,
-    rewrites: Sampler,
+    all: Dense,
+    rewrites: Dense,
     data_bytes: u64,
     listed_bytes: u64,
     zero_bytes: u64,
@@ -247,14 +247,15 @@ mod tests {
             let sig = measure(&s, step);
             assert!(sig.complete, "{:?}", sig.note);
             assert_eq!((sig.data_bytes, sig.rewrite_bytes), (2 * MIB, MIB));
-            assert_eq!(sig.sampled_blocks, 8);
-            assert_eq!(sig.incompressible_blocks, 4);
+            // Blocks represented: every one of the first 64, then one in 64.
+            assert_eq!(sig.sampled_blocks, 512);
+            assert_eq!(sig.incompressible_blocks, 256);
             assert_eq!(
                 (
                     sig.rewrite_sampled_blocks,
                     sig.rewrite_incompressible_blocks
                 ),
-                (4, 4),
+                (256, 256),
                 "step {step}"
             );
         }
@@ -266,7 +267,7 @@ mod tests {
         }));
         let sig = measure(&s, 1000);
         assert_eq!(sig.rewrite_bytes, MIB + 4096);
-        assert_eq!(sig.rewrite_sampled_blocks, 1);
+        assert_eq!(sig.rewrite_sampled_blocks, 64);
     }
 
     #[test]

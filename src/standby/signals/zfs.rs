@@ -12,10 +12,11 @@
 //!   created since is *new*. The base's time comes from the signals
 //!   recorded when the base was received; without them the two are not
 //!   told apart (said in the note).
-//! - `DRR_WRITE` into a plain file: its bytes, and one 4 KiB block in 64
-//!   zstd-sampled for noise. A block the sender compressed (`send -c`) is
-//!   compressible by definition (ZFS keeps a block compressed only when it
-//!   saves 1/8 at least) and counts as such without being read.
+//! - `DRR_WRITE` into a plain file: its bytes, and their noise share
+//!   (zstd samples of 4 KiB blocks, [`super::dense`]). A block the sender
+//!   compressed (`send -c`) is compressible by definition (ZFS keeps a
+//!   block compressed only when it saves 1/8 at least) and counts as such
+//!   without being read.
 //! - `DRR_FREEOBJECTS`: the freed object slots (an upper bound on deleted
 //!   files: it also counts slots never used in the dnode blocks sent).
 //!
@@ -27,7 +28,8 @@
 
 use std::collections::HashMap;
 
-use super::{BLOCK, SAMPLE_EVERY, Sampler};
+use super::dense::Dense;
+use super::{BLOCK, Sampler};
 use crate::base::catalog::signals::VolumeSignals;
 
 const RECORD: usize = 312;
@@ -110,8 +112,8 @@ pub struct ZfsMeter {
     snapshot_time: Option<u64>,
     objects: HashMap<u64, Object>,
     overflow: bool,
-    all: Sampler,
-    rewrites: Sampler,
+    all: Dense,
+    rewrites: Dense,
     /// Bytes of sender-compressed blocks (counted as compressible samples
     /// on the same clock as the sampler).
     all_compressed: u64,
@@ -455,7 +457,6 @@ impl ZfsMeter {
         }
         self.all.flush();
         self.rewrites.flush();
-        let period = BLOCK as u64 * SAMPLE_EVERY;
         sig.data_bytes = self.data_bytes;
         sig.rewrite_bytes = self.rewrite_bytes;
         sig.files_new = self.files_new;
@@ -465,9 +466,9 @@ impl ZfsMeter {
             .filter(|o| o.written && o.age == Age::Existing)
             .count() as u64;
         sig.objects_freed = self.objects_freed;
-        sig.sampled_blocks = self.all.sampled + self.all_compressed / period;
+        sig.sampled_blocks = self.all.sampled + self.all_compressed / BLOCK as u64;
         sig.incompressible_blocks = self.all.incompressible;
-        sig.rewrite_sampled_blocks = self.rewrites.sampled + self.rewrite_compressed / period;
+        sig.rewrite_sampled_blocks = self.rewrites.sampled + self.rewrite_compressed / BLOCK as u64;
         sig.rewrite_incompressible_blocks = self.rewrites.incompressible;
         let why = if let Some(w) = self.stopped {
             Some(format!("decoding stopped: {w}"))

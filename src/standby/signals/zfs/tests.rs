@@ -127,10 +127,11 @@ fn new_and_rewritten_files_are_told_apart_by_creation_time() {
         assert_eq!(sig.data_bytes, (bad.len() + text.len()) as u64);
         assert_eq!(sig.rewrite_bytes, bad.len() as u64);
         assert_eq!(sig.objects_freed, 3);
-        assert_eq!(sig.rewrite_sampled_blocks, 1, "step {step}");
-        assert_eq!(sig.rewrite_incompressible_blocks, 1);
-        assert_eq!(sig.sampled_blocks, 2);
-        assert_eq!(sig.incompressible_blocks, 1);
+        // Every block of the first 64, then one standing for 64.
+        assert_eq!(sig.rewrite_sampled_blocks, 64, "step {step}");
+        assert_eq!(sig.rewrite_incompressible_blocks, 64);
+        assert_eq!(sig.sampled_blocks, 128);
+        assert_eq!(sig.incompressible_blocks, 64);
     }
     // Without the base's time the ages are unknown: no rewrites, said so.
     let sig = measure(&s, true, None, s.len());
@@ -166,7 +167,7 @@ fn sender_compressed_blocks_count_as_compressible_samples() {
             sig.rewrite_sampled_blocks,
             sig.rewrite_incompressible_blocks
         ),
-        (2, 0)
+        (128, 0)
     );
 }
 
@@ -244,8 +245,9 @@ fn a_captured_incremental_stream() {
                 sig.rewrite_sampled_blocks,
                 sig.rewrite_incompressible_blocks
             ),
-            (1, 1)
+            (4, 4)
         );
+        assert_eq!((sig.sampled_blocks, sig.incompressible_blocks), (6, 4));
         // b.msg and the free slots of the dnode blocks sent.
         assert_eq!(sig.objects_freed, 148);
     }
