@@ -601,6 +601,37 @@ fn every_target_has_seeds_and_runs_them() {
     fuzzing::remove_scratch();
 }
 
+/// The signal decoders' fuzz checks on a few hundred mutations of their
+/// seeds (bytes changed anywhere, the ZFS stream also cut anywhere).
+#[test]
+fn signal_decoders_survive_mutated_seeds() {
+    let c = corpus();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for (t, f) in [
+        ("signals_zfs", fuzzing::signals_zfs as fn(&[u8])),
+        ("signals_lvm", fuzzing::signals_lvm),
+    ] {
+        let seed = c[t].iter().max_by_key(|s| s.len()).unwrap();
+        for _ in 0..300 {
+            let mut m = seed.clone();
+            for _ in 0..1 + next() % 4 {
+                let i = (next() % m.len() as u64) as usize;
+                m[i] = next() as u8;
+            }
+            if t == "signals_zfs" {
+                m.truncate(1 + (next() % m.len() as u64) as usize);
+            }
+            f(&m);
+        }
+    }
+}
+
 /// The seeds reach the decoders' accepting paths (not only their first
 /// refusal): the sealing in `fuzzing` matches what the readers check.
 #[test]

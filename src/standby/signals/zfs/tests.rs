@@ -257,25 +257,36 @@ fn a_captured_incremental_stream() {
     assert_eq!(sig.files_new, 0);
 }
 
-/// The fuzz target's checks on a few hundred mutations of the captured
-/// stream (bytes flipped in record headers and data, cut anywhere).
+/// The meter's speed on a 64 MiB stream of 128 KiB file blocks (half into
+/// existing files), against blake3 over the same bytes (what serve does to
+/// every byte anyway): `cargo test --lib zfs_meter_cost -- --ignored
+/// --nocapture`.
 #[test]
-fn mutated_streams_never_panic_and_count_the_same_in_pieces() {
-    let s = unhex(&fixture("stream-incremental.hex"));
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    for _ in 0..300 {
-        let mut m = s.clone();
-        for _ in 0..1 + next() % 4 {
-            let i = (next() % m.len() as u64) as usize;
-            m[i] = next() as u8;
-        }
-        m.truncate(1 + (next() % (s.len() as u64 + 400)) as usize);
-        crate::testing::fuzzing::signals_zfs(&m);
+#[ignore]
+fn zfs_meter_cost() {
+    let block = noise(128 << 10, 5);
+    let mut s = begin(2000, 0);
+    for o in 0..512u64 {
+        s.extend(file(o + 100, if o % 2 == 0 { 1000 } else { 3000 }));
+        s.extend(write(o + 100, &block));
     }
+    s.extend(end());
+    let t = std::time::Instant::now();
+    let sig = measure(&s, true, Some(2000), 1 << 20);
+    let meter = t.elapsed();
+    let t = std::time::Instant::now();
+    let mut h = blake3::Hasher::new();
+    for piece in s.chunks(1 << 20) {
+        h.update(piece);
+    }
+    std::hint::black_box(h.finalize());
+    let hash = t.elapsed();
+    assert_eq!(sig.rewrite_bytes, 256 * (128 << 10));
+    eprintln!(
+        "zfs meter: {} MiB in {:.1} ms ({:.0} MiB/s); blake3 {:.1} ms",
+        s.len() >> 20,
+        meter.as_secs_f64() * 1e3,
+        s.len() as f64 / (1 << 20) as f64 / meter.as_secs_f64(),
+        hash.as_secs_f64() * 1e3
+    );
 }
