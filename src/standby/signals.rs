@@ -4,8 +4,10 @@
 //! bytes, the share of sampled 4 KiB blocks that zstd cannot shrink, and
 //! for btrfs the stream's own commands: writes into files that existed
 //! before (rewrites in place), renames that change a file's extension and
-//! unlinks, against new files. ZFS and LVM streams are measured as bytes
-//! (`raw`): their size against the baseline and their entropy.
+//! unlinks, against new files; for ZFS (`zfs.rs`) data written into files
+//! created before the base vs new files; for LVM (`lvm.rs`) blocks mapped
+//! before and overwritten vs newly mapped. A resumed receive is measured
+//! as bytes (`raw`): its size against the baseline and its entropy.
 //!
 //! At commit, [`verdict`] judges the set against the thresholds of
 //! `[detect]` and a rolling baseline (the median of the volume's recent
