@@ -268,6 +268,11 @@ fn seed_index_json() -> Vec<u8> {
 
 /// An LVM stream of a small device, encoded by snapsite's encoder.
 fn lvm_stream(kind: StreamKind) -> Vec<u8> {
+    lvm_stream_with(kind, None)
+}
+
+/// The same, its header naming the blocks it overwrites.
+fn lvm_stream_with(kind: StreamKind, overwritten: Option<lvm::Overwritten>) -> Vec<u8> {
     let size = 64 << 10;
     let mut f = tempfile::tempfile().unwrap();
     let mut dev = vec![0u8; size];
@@ -284,6 +289,7 @@ fn lvm_stream(kind: StreamKind) -> Vec<u8> {
         base: (kind == StreamKind::Incremental).then(|| set_id(-900, SetKind::Full)),
         base_storage_id: None,
         resume: None,
+        overwritten,
     };
     let extents = vec![
         Extent {
@@ -471,6 +477,33 @@ fn corpus() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
             .end();
         vec![w.bytes().to_vec(), b"btrfs-stream\0\x01\0\0\0".to_vec()]
     });
+    c.insert("signals_zfs", {
+        let hex = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/zfs-2.3/stream-incremental.hex"),
+        )
+        .unwrap();
+        let hex = hex.trim();
+        let real: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        vec![real[..4096].to_vec(), real]
+    });
+    c.insert(
+        "signals_lvm",
+        vec![
+            lvm_stream_with(
+                StreamKind::Incremental,
+                Some(lvm::Overwritten {
+                    bytes: 8192,
+                    ranges: vec![(4096, 4096), (16384, 4096)],
+                    all: true,
+                }),
+            ),
+            lvm_stream(StreamKind::Incremental),
+        ],
+    );
     c.insert(
         "btrfs_show",
         ["partial", "received", "snapshot", "writable"]
@@ -566,6 +599,37 @@ fn every_target_has_seeds_and_runs_them() {
         write_corpus(Path::new(&out), &c);
     }
     fuzzing::remove_scratch();
+}
+
+/// The signal decoders' fuzz checks on a few hundred mutations of their
+/// seeds (bytes changed anywhere, the ZFS stream also cut anywhere).
+#[test]
+fn signal_decoders_survive_mutated_seeds() {
+    let c = corpus();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for (t, f) in [
+        ("signals_zfs", fuzzing::signals_zfs as fn(&[u8])),
+        ("signals_lvm", fuzzing::signals_lvm),
+    ] {
+        let seed = c[t].iter().max_by_key(|s| s.len()).unwrap();
+        for _ in 0..300 {
+            let mut m = seed.clone();
+            for _ in 0..1 + next() % 4 {
+                let i = (next() % m.len() as u64) as usize;
+                m[i] = next() as u8;
+            }
+            if t == "signals_zfs" {
+                m.truncate(1 + (next() % m.len() as u64) as usize);
+            }
+            f(&m);
+        }
+    }
 }
 
 /// The seeds reach the decoders' accepting paths (not only their first

@@ -34,14 +34,16 @@ mod thin;
 
 pub use demote::{DIVERGENT_TAG, chain_of};
 use demote::{chain, head, keep_divergent, make_receivable, snap_of};
-pub use format::{Decoder, Encoder, Event, Extent, Header, MAGIC, RecordHash, StreamKind, VERSION};
+pub use format::{
+    Decoder, Encoder, Event, Extent, Header, MAGIC, Overwritten, RecordHash, StreamKind, VERSION,
+};
 use receive::{LvmSink, Progress, open_sized, parked, pool_percent};
 pub use report::{LvInfo, dm_name, lvm, parse_lvs, vg_lvs, vg_size};
 /// The resume token, for the fuzz targets (`crate::testing::fuzzing`).
 #[doc(hidden)]
 pub use resume::Token as ResumeToken;
 use send::{LvmSource, plan_send};
-pub use send::{delta_extents, mapping_extents};
+pub use send::{delta_extents, mapping_extents, overwritten_of};
 pub use thin::{
     BlockRange, Delta, DeltaKind, Mapping, MetadataSnap, Pool, PoolUsage, parse_held_root,
     parse_pool_block_size, parse_pool_usage, parse_thin_delta, parse_thin_dump,

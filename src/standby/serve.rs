@@ -652,7 +652,13 @@ fn receive_one<R: Read>(
     tracing::info!(%role, %snapshot, base = inc.base.unwrap_or("-"), "receiving");
     let mut meter = cfg.detect.enabled.then(|| {
         let backend = cfg.volume(role).map_or("", |v| v.backend().as_str());
-        crate::standby::signals::Meter::new(backend, inc.base.is_some(), inc.resume)
+        let mut m = crate::standby::signals::Meter::new(backend, inc.base.is_some(), inc.resume);
+        m.know_base(
+            inc.base
+                .and_then(|b| catalog.signals(role, b).ok().flatten())
+                .as_ref(),
+        );
+        m
     });
     let data = match pump(r, sink, log, &inc, &mut meter)? {
         Pumped::Complete(d) => d,

@@ -4,8 +4,10 @@
 //! bytes, the share of sampled 4 KiB blocks that zstd cannot shrink, and
 //! for btrfs the stream's own commands: writes into files that existed
 //! before (rewrites in place), renames that change a file's extension and
-//! unlinks, against new files. ZFS and LVM streams are measured as bytes
-//! (`raw`): their size against the baseline and their entropy.
+//! unlinks, against new files; for ZFS (`zfs.rs`) data written into files
+//! created before the base vs new files; for LVM (`lvm.rs`) blocks mapped
+//! before and overwritten vs newly mapped. A resumed receive is measured
+//! as bytes (`raw`): its size against the baseline and its entropy.
 //!
 //! At commit, [`verdict`] judges the set against the thresholds of
 //! `[detect]` and a rolling baseline (the median of the volume's recent
@@ -14,7 +16,10 @@
 //! fails a receive; it is logged.
 
 mod btrfs;
+mod dense;
+mod lvm;
 pub mod verdict;
+mod zfs;
 
 use std::time::{Duration, Instant};
 
@@ -128,6 +133,8 @@ impl Sampler {
 
 enum Parser {
     Btrfs(Box<btrfs::BtrfsMeter>),
+    Zfs(Box<zfs::ZfsMeter>),
+    Lvm(Box<lvm::LvmMeter>),
     Raw(Sampler),
 }
 
@@ -144,12 +151,18 @@ impl Meter {
     pub fn new(backend: &str, incremental: bool, resume: bool) -> Meter {
         let parser = if backend == "btrfs" && !resume {
             Parser::Btrfs(Box::default())
+        } else if backend == "zfs" && !resume {
+            Parser::Zfs(Box::new(zfs::ZfsMeter::new(incremental, None)))
+        } else if backend == "lvm" && !resume {
+            Parser::Lvm(Box::default())
         } else {
             Parser::Raw(Sampler::default())
         };
         let sig = VolumeSignals {
             parser: match parser {
                 Parser::Btrfs(_) => "btrfs",
+                Parser::Zfs(_) => "zfs",
+                Parser::Lvm(_) => "lvm",
                 Parser::Raw(_) => "raw",
             }
             .into(),
@@ -165,11 +178,21 @@ impl Meter {
         }
     }
 
+    /// What was recorded when the base was received (ZFS: its snapshot's
+    /// time tells old files from new ones).
+    pub fn know_base(&mut self, base: Option<&VolumeSignals>) {
+        if let Parser::Zfs(z) = &mut self.parser {
+            **z = zfs::ZfsMeter::new(self.sig.incremental, base.and_then(|b| b.snapshot_time));
+        }
+    }
+
     pub fn feed(&mut self, data: &[u8]) {
         let t = Instant::now();
         self.sig.stream_bytes += data.len() as u64;
         match &mut self.parser {
             Parser::Btrfs(b) => b.feed(data),
+            Parser::Zfs(z) => z.feed(data),
+            Parser::Lvm(l) => l.feed(data),
             Parser::Raw(s) => s.take(data),
         }
         self.spent += t.elapsed();
@@ -179,6 +202,8 @@ impl Meter {
         let mut sig = self.sig;
         match self.parser {
             Parser::Btrfs(b) => b.finish(&mut sig),
+            Parser::Zfs(z) => z.finish(&mut sig),
+            Parser::Lvm(l) => l.finish(&mut sig),
             Parser::Raw(mut s) => {
                 s.flush();
                 sig.data_bytes = sig.stream_bytes;
@@ -284,7 +309,7 @@ mod tests {
 
     #[test]
     fn a_raw_meter_counts_bytes_and_entropy() {
-        let mut m = Meter::new("zfs", true, false);
+        let mut m = Meter::new("mem", true, false);
         m.feed(&noise(BLOCK * 64 * 4, 5));
         let s = m.finish();
         assert_eq!(s.parser, "raw");

@@ -648,6 +648,57 @@ pub fn signals_btrfs(data: &[u8]) {
     assert!(whole.rewrite_incompressible_blocks <= whole.rewrite_sampled_blocks);
 }
 
+/// `signals_zfs`: the standby's ransomware signals of a ZFS send stream
+/// (standby::signals::zfs), against a base taken at a fixed time. Never
+/// panics; fed whole or in pieces (of 1 to 64 bytes, from its first byte)
+/// it counts the same; the counts stay within what was fed.
+pub fn signals_zfs(data: &[u8]) {
+    fn measure(data: &[u8], step: usize) -> crate::base::catalog::signals::VolumeSignals {
+        let mut m = crate::standby::signals::Meter::new("zfs", true, false);
+        m.know_base(Some(&crate::base::catalog::signals::VolumeSignals {
+            snapshot_time: Some(1_796_594_888),
+            ..Default::default()
+        }));
+        for piece in data.chunks(step) {
+            m.feed(piece);
+        }
+        let mut s = m.finish();
+        s.cpu_us = 0;
+        s
+    }
+    let step = 1 + usize::from(data.first().copied().unwrap_or(0)) % 64;
+    let whole = measure(data, data.len().max(1));
+    assert_eq!(whole, measure(data, step), "step {step}");
+    assert_eq!(whole.stream_bytes, data.len() as u64);
+    assert!(whole.rewrite_bytes <= whole.data_bytes);
+    assert!(whole.incompressible_blocks <= whole.sampled_blocks);
+    assert!(whole.rewrite_incompressible_blocks <= whole.rewrite_sampled_blocks);
+}
+
+/// `signals_lvm`: the standby's ransomware signals of an LVM stream
+/// (standby::signals::lvm: the overwritten ranges its header names). Never
+/// panics; fed whole or in pieces it counts the same; the counts stay
+/// within what was fed.
+pub fn signals_lvm(data: &[u8]) {
+    fn measure(data: &[u8], step: usize) -> crate::base::catalog::signals::VolumeSignals {
+        let mut m = crate::standby::signals::Meter::new("lvm", true, false);
+        for piece in data.chunks(step) {
+            m.feed(piece);
+        }
+        let mut s = m.finish();
+        s.cpu_us = 0;
+        s
+    }
+    let step = 1 + usize::from(data.last().copied().unwrap_or(0)) % 64;
+    let whole = measure(data, data.len().max(1));
+    assert_eq!(whole, measure(data, step), "step {step}");
+    assert_eq!(whole.stream_bytes, data.len() as u64);
+    assert!(whole.data_bytes <= whole.stream_bytes);
+    assert!(whole.rewrite_bytes <= whole.data_bytes);
+    assert!(whole.incompressible_blocks <= whole.sampled_blocks);
+    assert!(whole.rewrite_incompressible_blocks <= whole.rewrite_sampled_blocks);
+}
+
 /// `btrfs_show`: `btrfs subvolume show`.
 pub fn btrfs_show(data: &[u8]) {
     let Ok(t) = std::str::from_utf8(data) else {
@@ -812,6 +863,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("dmsetup", dmsetup),
     ("btrfs_vet", btrfs_vet),
     ("signals_btrfs", signals_btrfs),
+    ("signals_zfs", signals_zfs),
+    ("signals_lvm", signals_lvm),
     ("btrfs_show", btrfs_show),
     ("mountinfo", mountinfo),
     ("peer_welcome", peer_welcome),

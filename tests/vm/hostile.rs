@@ -396,6 +396,7 @@ fn hostile_lvm_streams_are_refused_promptly_and_release_the_pool() {
         base: base.map(str::to_string),
         base_storage_id: None,
         resume: None,
+        overwritten: None,
     };
     let full_pib = header(StreamKind::Full, PIB, None);
     let inc = |size| header(StreamKind::Incremental, size, Some(&s1));

@@ -58,7 +58,27 @@ pub struct Header {
     /// at the offset the standby verified, after the segments it names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<ResumeFrom>,
+    /// Incremental only: which changed blocks were mapped in the base
+    /// already (overwritten, not newly mapped), for the standby's
+    /// ransomware signals; not used to apply the stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overwritten: Option<Overwritten>,
 }
+
+/// The changed blocks `thin_delta` found mapped in both snapshots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Overwritten {
+    /// Bytes of them in all.
+    pub bytes: u64,
+    /// Their byte ranges (offset, length), in order; when there are more
+    /// than [`MAX_OVERWRITTEN_RANGES`], an even sample of them.
+    pub ranges: Vec<(u64, u64)>,
+    /// `ranges` lists every one.
+    pub all: bool,
+}
+
+/// Ranges listed in a header at most (it stays far below its 64 KiB).
+pub const MAX_OVERWRITTEN_RANGES: usize = 1024;
 
 /// Where a resumed stream continues: the token's segment ends and chain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

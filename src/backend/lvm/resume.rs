@@ -226,6 +226,7 @@ mod tests {
             base: None,
             base_storage_id: None,
             resume: None,
+            overwritten: None,
         }
     }
 

@@ -28,6 +28,37 @@ pub fn delta_extents(delta: &Delta, size: u64) -> Vec<Extent> {
     out
 }
 
+/// The blocks `thin_delta` found mapped in both snapshots to different
+/// data (overwritten, not newly mapped), as byte ranges of the device:
+/// every one, or an even sample of at most `MAX_OVERWRITTEN_RANGES`.
+pub fn overwritten_of(delta: &Delta, size: u64) -> format::Overwritten {
+    let mut ranges: Vec<Extent> = Vec::new();
+    for (kind, r) in &delta.ranges {
+        if *kind == DeltaKind::Different {
+            push_extent(
+                &mut ranges,
+                r.begin.saturating_mul(delta.block_size),
+                r.length.saturating_mul(delta.block_size),
+                true,
+                size,
+            );
+        }
+    }
+    ranges.sort_by_key(|e| e.offset);
+    let bytes = ranges.iter().map(|e| e.len).sum();
+    let n = ranges.len();
+    let every = n.div_ceil(format::MAX_OVERWRITTEN_RANGES).max(1);
+    format::Overwritten {
+        bytes,
+        ranges: ranges
+            .iter()
+            .step_by(every)
+            .map(|e| (e.offset, e.len))
+            .collect(),
+        all: every == 1,
+    }
+}
+
 /// Mapped blocks of a device as data extents.
 pub fn mapping_extents(m: &Mapping, size: u64) -> Vec<Extent> {
     let mut out = Vec::new();
@@ -95,7 +126,7 @@ pub(super) fn plan_send(vol: &Volume, name: &str, base: Option<&str>) -> Result<
     // copy-on-write space, not the size of the data.
     let dev_p = dev_path(vg, &snap_name);
     let (dev, size) = open_sized(&dev_p, false).ctx(format!("volume `{}`", vol.role))?;
-    let (kind, block_size, extents, base_used) = if snap.is_thin() {
+    let (kind, block_size, extents, base_used, overwritten) = if snap.is_thin() {
         let pool = Pool {
             vg: vg.to_string(),
             name: snap.pool.clone().expect("thin LVs have a pool"),
@@ -114,6 +145,7 @@ pub(super) fn plan_send(vol: &Volume, name: &str, base: Option<&str>) -> Result<
                     d.block_size,
                     delta_extents(&d, size),
                     Some(b.clone()),
+                    Some(overwritten_of(&d, size)),
                 )
             }),
             None => ms.mapped(id).map(|m| {
@@ -121,6 +153,7 @@ pub(super) fn plan_send(vol: &Volume, name: &str, base: Option<&str>) -> Result<
                     StreamKind::Full,
                     m.block_size,
                     mapping_extents(&m, size),
+                    None,
                     None,
                 )
             }),
@@ -137,7 +170,7 @@ pub(super) fn plan_send(vol: &Volume, name: &str, base: Option<&str>) -> Result<
             len: size,
             data: true,
         }];
-        (StreamKind::Full, CLASSIC_UNIT, all_of_it, None)
+        (StreamKind::Full, CLASSIC_UNIT, all_of_it, None, None)
     };
     let header = Header {
         version: format::VERSION,
@@ -155,6 +188,7 @@ pub(super) fn plan_send(vol: &Volume, name: &str, base: Option<&str>) -> Result<
                 .unwrap_or_else(|| b.uuid.clone())
         }),
         resume: None,
+        overwritten,
     };
     Ok(Planned {
         dev,

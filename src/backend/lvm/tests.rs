@@ -40,6 +40,46 @@ fn delta_becomes_byte_extents() {
 }
 
 #[test]
+fn overwritten_blocks_are_the_different_ones_sampled_evenly_beyond_the_cap() {
+    let d = Delta {
+        block_size: 65536,
+        ranges: vec![
+            (DeltaKind::Different, r(16, 16)),
+            (DeltaKind::RightOnly, r(32, 2)),
+            (DeltaKind::Different, r(40, 1)),
+            (DeltaKind::Different, r(1023, 4)), // past the end: clamped
+        ],
+    };
+    let o = overwritten_of(&d, 64 << 20);
+    assert!(o.all);
+    assert_eq!(o.bytes, (16 + 1 + 1) * 65536);
+    assert_eq!(
+        o.ranges,
+        vec![
+            (1 << 20, 1 << 20),
+            (40 * 65536, 65536),
+            (1023 * 65536, 65536)
+        ]
+    );
+    // Three times the cap of ranges, every other block: a third listed,
+    // spread over the device, the total exact.
+    let n = 3 * format::MAX_OVERWRITTEN_RANGES as u64;
+    let d = Delta {
+        block_size: 65536,
+        ranges: (0..n)
+            .map(|i| (DeltaKind::Different, r(2 * i, 1)))
+            .collect(),
+    };
+    let o = overwritten_of(&d, 1 << 40);
+    assert!(!o.all);
+    assert_eq!(o.bytes, n * 65536);
+    assert_eq!(o.ranges.len(), format::MAX_OVERWRITTEN_RANGES);
+    assert_eq!(o.ranges[1], (6 * 65536, 65536));
+    let h = serde_json::to_vec(&o).unwrap();
+    assert!(h.len() < 40 << 10, "{} bytes of header", h.len());
+}
+
+#[test]
 fn snapshots_are_named_and_tagged() {
     let mk = |name: &str, tags: &[&str]| LvInfo {
         name: name.into(),

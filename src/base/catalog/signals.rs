@@ -18,7 +18,8 @@ use crate::base::model::validate_set_id;
 /// What one received stream showed (standby/signals measures it).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct VolumeSignals {
-    /// `btrfs` (the stream's commands were decoded) or `raw` (bytes only).
+    /// `btrfs`, `zfs` or `lvm` (the stream's records were decoded) or
+    /// `raw` (bytes only).
     pub parser: String,
     /// Sent incrementally from a base the standby holds.
     pub incremental: bool,
@@ -50,6 +51,18 @@ pub struct VolumeSignals {
     pub rewrite_incompressible_blocks: u64,
     /// Time spent measuring (the cost of detection), microseconds.
     pub cpu_us: u64,
+    /// ZFS: object slots the stream frees (an upper bound on deleted files).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub objects_freed: u64,
+    /// ZFS: the snapshot's creation time from the stream (seconds, the
+    /// primary's clock): the next incremental's files created before it
+    /// existed before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_time: Option<u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl VolumeSignals {

@@ -58,10 +58,14 @@ pub fn judge_volume(
                 .min(ratio(share, d.incompressible_share));
             out.score = out.score.max(m);
             if m >= 1.0 {
+                let what = if s.parser == "lvm" {
+                    "of blocks mapped before overwritten".to_string()
+                } else {
+                    format!("rewritten in place in {} existing files", s.files_rewritten)
+                };
                 out.reasons.push(format!(
-                    "{} rewritten in place in {} existing files, {} of it incompressible (thresholds {} and {})",
+                    "{} {what}, {} of it incompressible (thresholds {} and {})",
                     mib(s.rewrite_bytes),
-                    s.files_rewritten,
                     pct(share),
                     mib(d.rewrite_min_bytes),
                     pct(d.incompressible_share)
@@ -299,6 +303,25 @@ mod tests {
             judge_volume(&d(), "blob", Some(import), Some(100 << 20))
                 .reasons
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn lvm_overwrites_are_named_as_blocks() {
+        let s = VolumeSignals {
+            parser: "lvm".into(),
+            data_bytes: 100 << 20,
+            rewrite_bytes: 100 << 20,
+            rewrite_sampled_blocks: 400,
+            rewrite_incompressible_blocks: 390,
+            ..sig()
+        };
+        let v = judge_volume(&d(), "blob", Some(s), None);
+        assert_eq!(v.reasons.len(), 1, "{:?}", v.reasons);
+        assert!(
+            v.reasons[0].starts_with("100.0 MiB of blocks mapped before overwritten, 98%"),
+            "{}",
+            v.reasons[0]
         );
     }
 

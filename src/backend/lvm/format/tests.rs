@@ -12,6 +12,7 @@ fn header(kind: StreamKind, size: u64) -> Header {
         base: None,
         base_storage_id: None,
         resume: None,
+        overwritten: None,
     }
 }
 

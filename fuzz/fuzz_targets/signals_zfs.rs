@@ -1,0 +1,3 @@
+#![no_main]
+// See snapsite::testing::fuzzing::signals_zfs.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsite::testing::fuzzing::signals_zfs(data));
