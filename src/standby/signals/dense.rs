@@ -6,7 +6,7 @@
 //! Each sample counts for the blocks it stands for (1, then 64), so the
 //! counts are blocks represented and the share stays a share of bytes.
 
-use super::{BLOCK, SAMPLE_EVERY, incompressible};
+use super::{BLOCK, NoiseProbe, SAMPLE_EVERY};
 
 /// Blocks sampled one by one at the start of a stream.
 pub const DENSE: u64 = 64;
@@ -33,6 +33,8 @@ pub(crate) struct Dense {
     pos: u64,
     partial: Vec<u8>,
     partial_weight: u64,
+    /// One zstd context for the stream's samples.
+    probe: NoiseProbe,
     /// Blocks represented by the samples, and of those the noise.
     pub sampled: u64,
     pub incompressible: u64,
@@ -67,7 +69,8 @@ impl Dense {
             let s = start as usize;
             if data.len() - s >= BLOCK {
                 let w = weight(k);
-                self.count(incompressible(&data[s..s + BLOCK]), w);
+                let noise = self.probe.incompressible(&data[s..s + BLOCK]);
+                self.count(noise, w);
                 i = s + BLOCK;
             } else {
                 self.partial.extend_from_slice(&data[s..]);
@@ -86,7 +89,7 @@ impl Dense {
     }
 
     fn classify_partial(&mut self) {
-        let noise = incompressible(&self.partial);
+        let noise = self.probe.incompressible(&self.partial);
         self.count(noise, self.partial_weight);
         self.partial.clear();
     }
