@@ -14,7 +14,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::rgwlab::{self, Lab as RgwLab};
+use common::rgwlab::{self, Shared as RgwLab};
 use common::*;
 use snapsite::wire::s3::{Bucket, Credentials};
 
@@ -51,11 +51,12 @@ fn rgw() -> Result<(Rgw, Option<RgwLab>), String> {
     if let Some(why) = rgwlab::skip_reason() {
         return Err(why);
     }
+    // One lab for the tests of this file that run side by side.
     let lab = RgwLab::start("archive-test");
     let r = Rgw {
-        endpoint: lab.get("RGWLAB_ENDPOINT").into(),
-        bucket: lab.get("RGWLAB_BUCKET").into(),
-        region: lab.get("RGWLAB_REGION").into(),
+        endpoint: lab.get("RGWLAB_ENDPOINT"),
+        bucket: lab.get("RGWLAB_BUCKET"),
+        region: lab.get("RGWLAB_REGION"),
         creds: lab.get("RGWLAB_CREDS_PRIMARY").into(),
     };
     Ok((r, Some(lab)))

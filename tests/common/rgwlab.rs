@@ -97,3 +97,52 @@ impl Drop for Lab {
         }
     }
 }
+
+/// One lab shared by the tests of a process that run side by side: the
+/// first user starts it, the last one to drop its guard stops it. (Each test
+/// holding a `Lab` of its own stopped the lab under the others: the first
+/// test to finish took RGW away from a restore still uploading.) Start and
+/// stop happen under one lock, so a stop never overlaps a start.
+pub struct Shared {
+    name: String,
+}
+
+static SHARED: std::sync::Mutex<Vec<(String, usize, Lab)>> = std::sync::Mutex::new(Vec::new());
+
+impl Shared {
+    pub fn start(name: &str) -> Shared {
+        let mut labs = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = labs.iter_mut().find(|l| l.0 == name) {
+            l.1 += 1;
+        } else {
+            let lab = Lab::start(name);
+            labs.push((name.to_string(), 1, lab));
+        }
+        Shared {
+            name: name.to_string(),
+        }
+    }
+
+    /// The lab's `KEY=VALUE` line for `key`.
+    pub fn get(&self, key: &str) -> String {
+        let labs = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        let l = labs
+            .iter()
+            .find(|l| l.0 == self.name)
+            .expect("a started lab");
+        l.2.get(key).to_string()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let mut labs = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = labs.iter().position(|l| l.0 == self.name) {
+            labs[i].1 -= 1;
+            if labs[i].1 == 0 {
+                // Dropped (stopped) while the lock is held.
+                drop(labs.remove(i));
+            }
+        }
+    }
+}
