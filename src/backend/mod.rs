@@ -293,6 +293,14 @@ pub trait Backend: Send + Sync {
         )))
     }
 
+    /// Mount the divergent data kept at `at` (what [`Self::keep_divergent`]
+    /// returned) again when it is meant to be mounted and is not: after a
+    /// reboot, a demote's rerun finds the mount gone (/run is empty).
+    /// Backends whose divergent data is never mounted have nothing to do.
+    fn remount_divergent(&self, _vol: &Volume, _at: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// Prepare snapshot `name`, taken on this site, to be the base of
     /// incremental receives from the peer (after a failback or switchover
     /// turns the direction around). btrfs: see `Btrfs::make_receivable`.
@@ -507,6 +515,9 @@ impl Store {
     }
     pub fn make_receivable(&self, name: &str) -> Result<()> {
         self.imp.make_receivable(&self.vol, name)
+    }
+    pub fn remount_divergent(&self, at: &str) -> Result<()> {
+        self.imp.remount_divergent(&self.vol, at)
     }
     pub fn divergent(&self) -> Result<Vec<String>> {
         self.imp.divergent(&self.vol)

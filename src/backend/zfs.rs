@@ -750,6 +750,10 @@ impl Backend for Zfs {
         make_receivable(vol, name)
     }
 
+    fn remount_divergent(&self, vol: &Volume, at: &str) -> Result<()> {
+        demote::remount_divergent(vol, at)
+    }
+
     fn divergent(&self, vol: &Volume) -> Result<Vec<String>> {
         divergent(vol)
     }

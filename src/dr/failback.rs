@@ -596,6 +596,10 @@ pub fn demote_steps(
         crate::failpoint!("demote.after_divergent_record");
         record
     };
+    // A rerun after a reboot skips the kept steps, whose mounts are gone.
+    for (role, at) in &record.snapshots {
+        stores.get(role)?.remount_divergent(at)?;
+    }
     // 2. This site's sets the peer never committed: out of the catalog
     // (copied first, then removed: a rerun finds either both or the copy).
     if !j.is_done("sets_moved") {

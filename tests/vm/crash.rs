@@ -24,12 +24,17 @@
 //! `failback`: crash/cycle.rs) and a switch back onto an empty-clone
 //! replica; the spool's apply at failover in the `[stream]` lab
 //! (crash/spool.rs); seeding, `ship --to` and `serve --from` (crash/seed.rs);
+//! and, for every failover, failback, rehearse and switchover cell, its
+//! "reboot" variant `reboot+CELL` (the crashed site's leftover processes
+//! killed, its mounts and its `/run/snapsite` files gone, LVM's VG
+//! deactivated and auto-activated again before the rerun: crash/reboot.rs);
 //! `SNAPSITE_CRASH_CELLS=a,b` only those named.
 
 use super::*;
 use std::collections::{BTreeMap, BTreeSet};
 
 mod cycle;
+mod reboot;
 mod seed;
 mod spool;
 
@@ -124,6 +129,26 @@ const FULL: &[&str] = &[
     "seed:serve.before_manifest",
     "seed:lvm.receive.after_snapshot",
 ];
+
+/// The verbs whose cells get a "reboot" variant (`reboot+CELL`): those
+/// that mount (failover's copies, rehearse's clones, the demote's
+/// divergent data) or leave a half-done demote. Snapshot, ship, serve,
+/// prune, the spool and seeding leave no mount behind: the plain cell is
+/// the same test.
+const REBOOTS: &[&str] = &["failover:", "failback:", "rehearse:", "switchover:"];
+
+/// `SNAPSITE_CRASH_MATRIX=full`: [`FULL`], then the reboot variants.
+/// (The names live as long as the test: the spool cell keeps its point in
+/// a static.)
+fn full_matrix() -> Vec<&'static str> {
+    let mut v = FULL.to_vec();
+    for c in FULL {
+        if REBOOTS.iter().any(|p| c.starts_with(p)) {
+            v.push(Box::leak(format!("reboot+{c}").into_boxed_str()));
+        }
+    }
+    v
+}
 
 /// Unmounts these on drop (A's live LVM filesystems).
 struct Unmount(Vec<PathBuf>);
@@ -243,6 +268,7 @@ impl Sites {
             unmount.extend(mounts.iter().cloned());
         }
         let unmount = Unmount(unmount);
+        reboot::register(kind, &dir, &a_cfg, &a_name, &b_name);
         Sites {
             kind,
             dir,
@@ -453,6 +479,7 @@ fn crash(cfg: &Path, args: &[&str], fp: &str) {
         "snapsite {args:?} did not stop at {fp} ({}):\n{err}",
         o.status
     );
+    reboot::after_crash(cfg);
 }
 
 /// The invariants every cell ends with.
@@ -942,7 +969,7 @@ fn failover_cell(kind: Kind, fp: &str) {
     let before = snapshot_of_both(&s);
     let b_objects = s.objects('b');
     crash(&s.b_cfg, &["failover"], fp);
-    if fp == "zfs.writable_copy.after_clone" {
+    if fp == "zfs.writable_copy.after_clone" && !reboot::on() {
         // `zfs clone` mounted it: unmount it, the state of a kill before
         // the mount (or of a pool that does not mount clones).
         let made = format!("{}/live-{}", s.b_name, ROLES[0]);
@@ -1108,7 +1135,8 @@ fn run_matrix(kind: Kind) {
     let full = std::env::var("SNAPSITE_CRASH_MATRIX").as_deref() == Ok("full");
     // SNAPSITE_CRASH_CELLS=a,b: only these failpoints (while working on one).
     let chosen = std::env::var("SNAPSITE_CRASH_CELLS").unwrap_or_default();
-    let chosen: Vec<&str> = FULL
+    let all = full_matrix();
+    let chosen: Vec<&str> = all
         .iter()
         .copied()
         .filter(|f| chosen.split(',').any(|c| c == *f))
@@ -1116,7 +1144,7 @@ fn run_matrix(kind: Kind) {
     let cells = if !chosen.is_empty() {
         &chosen[..]
     } else if full {
-        FULL
+        &all[..]
     } else {
         subset(kind)
     };
@@ -1136,7 +1164,15 @@ fn run_matrix(kind: Kind) {
     let mut lines = Vec::new();
     for &fp in &cells {
         let t = Instant::now();
+        // `reboot+CELL`: CELL, with the crashed site rebooted before the
+        // rerun (crash/reboot.rs).
+        let (rebooted, cell) = match fp.strip_prefix("reboot+") {
+            Some(c) => (true, c),
+            None => (false, fp),
+        };
+        reboot::set(rebooted);
         let res = std::panic::catch_unwind(|| {
+            let fp = cell;
             if let Some(fp) = fp.strip_prefix("failback:") {
                 failback_cell(kind, fp)
             } else if let Some(fp) = fp.strip_prefix("failover:") {
@@ -1163,6 +1199,7 @@ fn run_matrix(kind: Kind) {
                 ship_cell(kind, fp)
             }
         });
+        reboot::set(false);
         let outcome = match &res {
             Ok(()) => "ok".to_string(),
             Err(e) => {
@@ -1176,7 +1213,7 @@ fn run_matrix(kind: Kind) {
             }
         };
         let line = format!(
-            "{kind:?} {fp:<42} {outcome} ({:.1} s)",
+            "{kind:?} {fp:<50} {outcome} ({:.1} s)",
             t.elapsed().as_secs_f64()
         );
         eprintln!("crash cell: {line}");

@@ -126,6 +126,20 @@ pub(super) fn keep_divergent(vol: &Volume, label: &str) -> Result<String> {
     Ok(dst)
 }
 
+/// Mounts divergent dataset `dst` (kept by [`keep_divergent`]) again when
+/// it exists and is not mounted: its mountpoint is under /run, and
+/// `canmount=noauto` keeps a boot from mounting it, so after a reboot a
+/// demote's rerun (which skips the kept step) would leave it unmounted.
+pub(super) fn remount_divergent(vol: &Volume, dst: &str) -> Result<()> {
+    if !exists(dst)? || get("mounted", dst)?.as_deref() == Some("yes") {
+        return Ok(());
+    }
+    zfs().args(["mount", dst]).run().ctx(format!(
+        "volume `{}`: mount the divergent dataset {dst} again",
+        vol.role
+    ))
+}
+
 /// The divergent datasets of the volume, oldest first.
 pub(super) fn divergent(vol: &Volume) -> Result<Vec<String>> {
     let Some((parent, _)) = vol.source.rsplit_once('/') else {
