@@ -724,7 +724,8 @@ impl Decoder {
                 continue;
             }
             if self.state == State::Done {
-                return Err(bad(format!("{} bytes after the end record", input.len())));
+                // No count: how much follows depends on how the stream was cut.
+                return Err(bad("data after the end record"));
             }
             let want = self.need() - self.buf.len();
             let n = want.min(input.len());
