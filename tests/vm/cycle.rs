@@ -450,12 +450,13 @@ fn zfs_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
     assert_lists_divergent(&pri_cfg, &label, &a1);
 
     // B ships its first set of generation 2: only what changed since the base.
+    // (B's first snapshot promoted its failover clone.)
+    let (b2, payload) = b_ships_first_set(&b_cfg);
     assert_eq!(
         zfs_get("origin", &zb.dataset("live-mysql")),
         "-",
         "promoted"
     );
-    let (b2, payload) = b_ships_first_set(&b_cfg);
     let full: u64 = roles
         .iter()
         .map(|r| zfs_send_size(&format!("{}@{b2}", zb.dataset(&format!("live-{r}")))))
