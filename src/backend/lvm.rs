@@ -334,6 +334,10 @@ impl Backend for Lvm {
         holds::protect(vol, name, tag)
     }
 
+    fn protect_common_batch(&self, items: &[(&Volume, &str)], tag: &str) -> Result<()> {
+        holds::protect_batch(items, tag)
+    }
+
     fn common_holds(&self, vol: &Volume) -> Result<Vec<(String, String)>> {
         holds::common_holds(vol)
     }
