@@ -265,10 +265,12 @@ pub fn judge_committed(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn noise(n: usize, seed: u64) -> Vec<u8> {
+    /// Deterministic incompressible bytes (xorshift), for the signal
+    /// decoders' tests here and in the submodules.
+    pub(crate) fn noise(n: usize, seed: u64) -> Vec<u8> {
         let mut x = seed | 1;
         (0..n)
             .map(|_| {

@@ -630,22 +630,8 @@ pub fn btrfs_vet(data: &[u8]) {
 /// to 64 bytes, from its first byte) it counts the same; the counts stay
 /// within what was fed.
 pub fn signals_btrfs(data: &[u8]) {
-    fn measure(data: &[u8], step: usize) -> crate::base::catalog::signals::VolumeSignals {
-        let mut m = crate::standby::signals::Meter::new("btrfs", true, false);
-        for piece in data.chunks(step) {
-            m.feed(piece);
-        }
-        let mut s = m.finish();
-        s.cpu_us = 0;
-        s
-    }
     let step = 1 + usize::from(data.first().copied().unwrap_or(0)) % 64;
-    let whole = measure(data, data.len().max(1));
-    assert_eq!(whole, measure(data, step), "step {step}");
-    assert_eq!(whole.stream_bytes, data.len() as u64);
-    assert!(whole.rewrite_bytes <= whole.data_bytes);
-    assert!(whole.incompressible_blocks <= whole.sampled_blocks);
-    assert!(whole.rewrite_incompressible_blocks <= whole.rewrite_sampled_blocks);
+    signals_same_however_cut("btrfs", None, data, step);
 }
 
 /// `signals_zfs`: the standby's ransomware signals of a ZFS send stream
@@ -653,26 +639,12 @@ pub fn signals_btrfs(data: &[u8]) {
 /// panics; fed whole or in pieces (of 1 to 64 bytes, from its first byte)
 /// it counts the same; the counts stay within what was fed.
 pub fn signals_zfs(data: &[u8]) {
-    fn measure(data: &[u8], step: usize) -> crate::base::catalog::signals::VolumeSignals {
-        let mut m = crate::standby::signals::Meter::new("zfs", true, false);
-        m.know_base(Some(&crate::base::catalog::signals::VolumeSignals {
-            snapshot_time: Some(1_796_594_888),
-            ..Default::default()
-        }));
-        for piece in data.chunks(step) {
-            m.feed(piece);
-        }
-        let mut s = m.finish();
-        s.cpu_us = 0;
-        s
-    }
+    let base = crate::base::catalog::signals::VolumeSignals {
+        snapshot_time: Some(1_796_594_888),
+        ..Default::default()
+    };
     let step = 1 + usize::from(data.first().copied().unwrap_or(0)) % 64;
-    let whole = measure(data, data.len().max(1));
-    assert_eq!(whole, measure(data, step), "step {step}");
-    assert_eq!(whole.stream_bytes, data.len() as u64);
-    assert!(whole.rewrite_bytes <= whole.data_bytes);
-    assert!(whole.incompressible_blocks <= whole.sampled_blocks);
-    assert!(whole.rewrite_incompressible_blocks <= whole.rewrite_sampled_blocks);
+    signals_same_however_cut("zfs", Some(&base), data, step);
 }
 
 /// `signals_lvm`: the standby's ransomware signals of an LVM stream
@@ -680,23 +652,39 @@ pub fn signals_zfs(data: &[u8]) {
 /// panics; fed whole or in pieces it counts the same; the counts stay
 /// within what was fed.
 pub fn signals_lvm(data: &[u8]) {
-    fn measure(data: &[u8], step: usize) -> crate::base::catalog::signals::VolumeSignals {
-        let mut m = crate::standby::signals::Meter::new("lvm", true, false);
+    let step = 1 + usize::from(data.last().copied().unwrap_or(0)) % 64;
+    let whole = signals_same_however_cut("lvm", None, data, step);
+    assert!(whole.data_bytes <= whole.stream_bytes);
+}
+
+/// The signals `parser`'s meter gives for `data` (after `base`, if any),
+/// fed whole and in pieces of `step` bytes: the same, and within what was
+/// fed. Returns the whole feed's signals.
+fn signals_same_however_cut(
+    parser: &str,
+    base: Option<&crate::base::catalog::signals::VolumeSignals>,
+    data: &[u8],
+    step: usize,
+) -> crate::base::catalog::signals::VolumeSignals {
+    let measure = |step: usize| {
+        let mut m = crate::standby::signals::Meter::new(parser, true, false);
+        if base.is_some() {
+            m.know_base(base);
+        }
         for piece in data.chunks(step) {
             m.feed(piece);
         }
         let mut s = m.finish();
         s.cpu_us = 0;
         s
-    }
-    let step = 1 + usize::from(data.last().copied().unwrap_or(0)) % 64;
-    let whole = measure(data, data.len().max(1));
-    assert_eq!(whole, measure(data, step), "step {step}");
+    };
+    let whole = measure(data.len().max(1));
+    assert_eq!(whole, measure(step), "step {step}");
     assert_eq!(whole.stream_bytes, data.len() as u64);
-    assert!(whole.data_bytes <= whole.stream_bytes);
     assert!(whole.rewrite_bytes <= whole.data_bytes);
     assert!(whole.incompressible_blocks <= whole.sampled_blocks);
     assert!(whole.rewrite_incompressible_blocks <= whole.rewrite_sampled_blocks);
+    whole
 }
 
 /// `btrfs_show`: `btrfs subvolume show`.

@@ -162,19 +162,8 @@ impl LvmMeter {
 mod tests {
     use super::*;
     use crate::backend::lvm::{Encoder, Extent, StreamKind, VERSION};
+    use crate::standby::signals::tests::noise;
     use std::io::{Read, Write};
-
-    fn noise(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     const MIB: u64 = 1 << 20;
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::standby::signals::tests::noise;
 
 /// A 312-byte record with `fields` (offset, little-endian bytes) set.
 fn rec(kind: u32, payloadlen: u32, fields: &[(usize, Vec<u8>)]) -> Vec<u8> {
@@ -60,18 +61,6 @@ fn write(object: u64, data: &[u8]) -> Vec<u8> {
 
 fn end() -> Vec<u8> {
     rec(DRR_END, 0, &[])
-}
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn measure(stream: &[u8], incremental: bool, base_time: Option<u64>, step: usize) -> VolumeSignals {
