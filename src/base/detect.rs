@@ -96,15 +96,19 @@ fn err(file: &std::path::Path, key: &str, msg: impl std::fmt::Display) -> Error 
     Error::config(format!("{}: detect.{key}: {msg}", file.display()))
 }
 
-/// The keys both tables hold, borrowed from either.
-struct Fields<'a> {
-    enabled: Option<bool>,
-    baseline_sets: Option<u32>,
-    growth_factor: Option<f64>,
-    min_changed_bytes: &'a Option<String>,
-    rewrite_min_bytes: &'a Option<String>,
-    incompressible_share: Option<f64>,
-    rename_min: Option<u64>,
+impl DetectSection {
+    /// `[detect]`'s own keys, in the shape of a volume's table.
+    fn own_keys(&self) -> VolumeDetectSection {
+        VolumeDetectSection {
+            enabled: self.enabled,
+            baseline_sets: self.baseline_sets,
+            growth_factor: self.growth_factor,
+            min_changed_bytes: self.min_changed_bytes.clone(),
+            rewrite_min_bytes: self.rewrite_min_bytes.clone(),
+            incompressible_share: self.incompressible_share,
+            rename_min: self.rename_min,
+        }
+    }
 }
 
 /// Validate one table's keys over `d` (the defaults, or `[detect]`'s for
@@ -113,7 +117,7 @@ struct Fields<'a> {
 fn thresholds(
     file: &std::path::Path,
     prefix: &str,
-    s: &Fields,
+    s: &VolumeDetectSection,
     d: &DetectSettings,
 ) -> Result<DetectSettings> {
     let key = |k: &str| format!("{prefix}{k}");
@@ -123,42 +127,49 @@ fn thresholds(
             Some(v) => crate::base::streamconf::parse_size(v).map_err(|m| err(file, &key(k), m)),
         }
     };
-    let baseline_sets = s.baseline_sets.unwrap_or(d.baseline_sets);
-    if !(3..=100).contains(&baseline_sets) {
-        return Err(err(
-            file,
-            &key("baseline_sets"),
-            "must be between 3 and 100",
-        ));
+    // A value from the table (or the default), within its range.
+    fn within<T: PartialOrd + Copy>(
+        v: Option<T>,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+        fail: impl FnOnce() -> Error,
+    ) -> Result<T> {
+        let v = v.unwrap_or(default);
+        if range.contains(&v) {
+            Ok(v)
+        } else {
+            Err(fail())
+        }
     }
-    let growth_factor = s.growth_factor.unwrap_or(d.growth_factor);
-    if !(1.5..=1000.0).contains(&growth_factor) {
-        return Err(err(
-            file,
-            &key("growth_factor"),
-            "must be between 1.5 and 1000",
-        ));
-    }
-    let incompressible_share = s.incompressible_share.unwrap_or(d.incompressible_share);
-    if !(0.1..=1.0).contains(&incompressible_share) {
-        return Err(err(
-            file,
-            &key("incompressible_share"),
-            "must be between 0.1 and 1.0",
-        ));
-    }
-    let rename_min = s.rename_min.unwrap_or(d.rename_min);
-    if rename_min < 1 {
-        return Err(err(file, &key("rename_min"), "must be at least 1"));
-    }
+    let baseline_sets = within(s.baseline_sets, d.baseline_sets, 3..=100, || {
+        err(file, &key("baseline_sets"), "must be between 3 and 100")
+    })?;
+    let growth_factor = within(s.growth_factor, d.growth_factor, 1.5..=1000.0, || {
+        err(file, &key("growth_factor"), "must be between 1.5 and 1000")
+    })?;
+    let incompressible_share = within(
+        s.incompressible_share,
+        d.incompressible_share,
+        0.1..=1.0,
+        || {
+            err(
+                file,
+                &key("incompressible_share"),
+                "must be between 0.1 and 1.0",
+            )
+        },
+    )?;
+    let rename_min = within(s.rename_min, d.rename_min, 1..=u64::MAX, || {
+        err(file, &key("rename_min"), "must be at least 1")
+    })?;
     let min_changed_bytes = size(
         "min_changed_bytes",
-        s.min_changed_bytes,
+        &s.min_changed_bytes,
         d.min_changed_bytes,
     )?;
     let rewrite_min_bytes = size(
         "rewrite_min_bytes",
-        s.rewrite_min_bytes,
+        &s.rewrite_min_bytes,
         d.rewrite_min_bytes,
     )?;
     for (k, v) in [
@@ -190,20 +201,7 @@ pub fn validate(
 ) -> Result<DetectSettings> {
     let d = DetectSettings::default();
     let Some(s) = s else { return Ok(d) };
-    let mut top = thresholds(
-        file,
-        "",
-        &Fields {
-            enabled: s.enabled,
-            baseline_sets: s.baseline_sets,
-            growth_factor: s.growth_factor,
-            min_changed_bytes: &s.min_changed_bytes,
-            rewrite_min_bytes: &s.rewrite_min_bytes,
-            incompressible_share: s.incompressible_share,
-            rename_min: s.rename_min,
-        },
-        &d,
-    )?;
+    let mut top = thresholds(file, "", &s.own_keys(), &d)?;
     for (role, v) in s.volume.iter().flatten() {
         let prefix = format!("volume.{role}.");
         if !roles.contains(&role.as_str()) {
@@ -224,20 +222,7 @@ pub fn validate(
                 "`[detect] enabled = false` measures no volume; a volume's own table can only turn it off",
             ));
         }
-        let own = thresholds(
-            file,
-            &prefix,
-            &Fields {
-                enabled: v.enabled,
-                baseline_sets: v.baseline_sets,
-                growth_factor: v.growth_factor,
-                min_changed_bytes: &v.min_changed_bytes,
-                rewrite_min_bytes: &v.rewrite_min_bytes,
-                incompressible_share: v.incompressible_share,
-                rename_min: v.rename_min,
-            },
-            &top,
-        )?;
+        let own = thresholds(file, &prefix, v, &top)?;
         top.volumes.insert(role.clone(), own);
     }
     Ok(top)
