@@ -232,7 +232,13 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     let garbage = random_bytes(5, 4096);
     let (_, sha) = snapsite::wire::s3::sha256_hex(&garbage[..]).unwrap();
     bucket
-        .put(&part, &mut &garbage[..], garbage.len() as u64, &sha)
+        .put(
+            &part,
+            &mut std::io::Cursor::new(&garbage[..]),
+            garbage.len() as u64,
+            &sha,
+            false,
+        )
         .unwrap();
     let o = lab.run(&pri, &["verify", "--archive", "offsite"]);
     assert_exit(&o, 2);
@@ -260,9 +266,10 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     bucket
         .put(
             &format!("{prefix}/sets/{s5}/index.json"),
-            &mut &fb[..],
+            &mut std::io::Cursor::new(&fb[..]),
             fb.len() as u64,
             &sha,
+            false,
         )
         .unwrap();
 

@@ -19,8 +19,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::io::{Read, Seek, Write};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -30,6 +30,7 @@ use crate::base::archiveconf::Archive;
 use crate::base::catalog::Catalog;
 use crate::base::config::Config;
 use crate::base::error::{Error, Result};
+use crate::base::safefile::Root;
 use crate::primary::archive::index::ArchiveIndex;
 use crate::primary::archive::{key, open, read_index};
 use crate::wire::s3::Bucket;
@@ -176,24 +177,28 @@ pub fn restore(
     Ok(report)
 }
 
-/// Download one part object into `out`, checking its stored size and
-/// blake3 against the index as it streams (at most one byte more is read).
+/// Download one part object into a new file `name` of `dir`, checking
+/// its stored size and blake3 against the index as it streams (at most one
+/// byte more is read). A GET that times out or loses its connection is
+/// tried again from the start (the archive's `retries`).
 fn fetch_checked(
     a: &Archive,
     bucket: &Bucket,
     rel: &str,
     stored_bytes: u64,
     stored_blake3: &str,
-    out: &Path,
-) -> Result<u64> {
+    dir: &Root,
+    name: &str,
+) -> Result<(u64, File)> {
     let k = key(a, rel);
-    let r = bucket
-        .get(&k)?
+    let mut f = dir.create_new(name).map_err(Error::storage)?;
+    let (n, got) = bucket
+        .fetch(&k, |r| {
+            f.set_len(0)?;
+            f.rewind()?;
+            crate::primary::seed::copy_hashing(r.take(stored_bytes + 1), &mut f)
+        })?
         .ok_or_else(|| Error::not_found(format!("archive `{}`: part {k} is missing", a.name)))?;
-    let mut f =
-        File::create_new(out).map_err(|e| Error::io(format!("create {}", out.display()), e))?;
-    let (n, got) = crate::primary::seed::copy_hashing(r.take(stored_bytes + 1), &mut f)
-        .map_err(|e| Error::io(format!("archive `{}`: reading {k}", a.name), e))?;
     if n != stored_bytes || got != stored_blake3 {
         return Err(Error::integrity(format!(
             "archive `{}`: part {k} does not match its index ({n} bytes blake3 {got}, the index says {stored_bytes} bytes blake3 {stored_blake3}); nothing received",
@@ -202,7 +207,9 @@ fn fetch_checked(
     }
     // A scratch copy, checked again by the seed reader and removed after
     // the receive: no fsync (a crash downloads the set again).
-    Ok(n)
+    f.rewind()
+        .map_err(|e| Error::io(format!("rewind {}", dir.display(name).display()), e))?;
+    Ok((n, f))
 }
 
 /// How many part objects are downloaded at once.
@@ -217,6 +224,7 @@ fn download_set(
     dir: &Path,
     identity: Option<&Path>,
 ) -> Result<u64> {
+    let root = Root::open(dir)?;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
     let results: Vec<Result<u64>> = std::thread::scope(|s| {
@@ -230,7 +238,7 @@ fn download_set(
                         {
                             return Ok(stored);
                         }
-                        match download_part(a, bucket, ix, i, dir, identity) {
+                        match download_part(a, bucket, ix, i, &root, identity) {
                             Ok(n) => stored += n,
                             Err(e) => {
                                 failed.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -268,63 +276,69 @@ fn download_set(
         parts,
         payload_bytes: ix.payload_bytes,
     };
-    std::fs::write(
-        dir.join(crate::primary::seed::INDEX),
-        serde_json::to_vec_pretty(&seed).expect("serializes"),
-    )
-    .map_err(|e| Error::io(format!("write {}", dir.display()), e))?;
+    let mut f = root
+        .create_new(crate::primary::seed::INDEX)
+        .map_err(Error::storage)?;
+    f.write_all(&serde_json::to_vec_pretty(&seed).expect("serializes"))
+        .map_err(|e| Error::io(format!("write {}", dir.display()), e))?;
     Ok(stored)
 }
 
-/// Part `i` of `ix` into `dir/part-NNNNNN` (checked, then decrypted).
+/// Part `i` of `ix` into `dir/part-NNNNNN` (checked, then decrypted by
+/// `age` between two files this process opened: no path is handed to it).
 fn download_part(
     a: &Archive,
     bucket: &Bucket,
     ix: &ArchiveIndex,
     i: usize,
-    dir: &Path,
+    dir: &Root,
     identity: Option<&Path>,
 ) -> Result<u64> {
     let p = &ix.parts[i];
     let name = format!("part-{i:06}");
-    let plain = dir.join(&name);
-    let fetched: PathBuf = if ix.encryption == "age" {
-        dir.join(format!("{name}.age"))
-    } else {
-        plain.clone()
-    };
-    let n = fetch_checked(
+    if ix.encryption != "age" {
+        let (n, _) = fetch_checked(
+            a,
+            bucket,
+            &p.key,
+            p.stored_bytes,
+            &p.stored_blake3,
+            dir,
+            &name,
+        )?;
+        return Ok(n);
+    }
+    let fetched = format!("{name}.age");
+    let (n, cipher) = fetch_checked(
         a,
         bucket,
         &p.key,
         p.stored_bytes,
         &p.stored_blake3,
+        dir,
         &fetched,
     )?;
-    if ix.encryption == "age" {
-        let id = identity.expect("checked by the caller");
-        let out = Command::new("age")
-            .arg("--decrypt")
-            .arg("-i")
-            .arg(id)
-            .arg("-o")
-            .arg(&plain)
-            .arg(&fetched)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| Error::io("cannot run `age` (package age)", e))?;
-        if !out.status.success() {
-            return Err(Error::integrity(format!(
-                "archive `{}`: part {} does not decrypt with {}: {}",
-                a.name,
-                key(a, &p.key),
-                id.display(),
-                crate::base::model::wire_text(String::from_utf8_lossy(&out.stderr).trim())
-            )));
-        }
-        std::fs::remove_file(&fetched)
-            .map_err(|e| Error::io(format!("remove {}", fetched.display()), e))?;
+    let plain = dir.create_new(&name).map_err(Error::storage)?;
+    let id = identity.expect("checked by the caller");
+    let out = Command::new("age")
+        .arg("--decrypt")
+        .arg("-i")
+        .arg(id)
+        .stdin(Stdio::from(cipher))
+        .stdout(Stdio::from(plain))
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| Error::io("cannot run `age` (package age)", e))?;
+    if !out.status.success() {
+        return Err(Error::integrity(format!(
+            "archive `{}`: part {} does not decrypt with {}: {}",
+            a.name,
+            key(a, &p.key),
+            id.display(),
+            crate::base::model::wire_text(String::from_utf8_lossy(&out.stderr).trim())
+        )));
     }
+    dir.remove(&fetched, false).map_err(Error::storage)?;
     Ok(n)
 }
 
@@ -422,19 +436,17 @@ pub fn verify(a: &Archive, set: Option<&str>, sample: Option<usize>) -> Result<V
     };
     for i in pick {
         let (id, k, bytes, b3) = &all[i];
-        let r = match bucket.get(k)? {
-            Some(r) => r,
-            None => {
-                report.problems.push(VerifyProblem {
-                    set_id: id.clone(),
-                    key: k.clone(),
-                    problem: "missing".into(),
-                });
-                continue;
-            }
+        let got = bucket.fetch(k, |r| {
+            crate::primary::seed::copy_hashing(r.take(bytes + 1), &mut std::io::sink())
+        })?;
+        let Some((n, got)) = got else {
+            report.problems.push(VerifyProblem {
+                set_id: id.clone(),
+                key: k.clone(),
+                problem: "missing".into(),
+            });
+            continue;
         };
-        let (n, got) = crate::primary::seed::copy_hashing(r.take(bytes + 1), &mut std::io::sink())
-            .map_err(|e| Error::io(format!("archive `{}`: reading {k}", a.name), e))?;
         report.parts_read += 1;
         report.bytes_read += n;
         if n != *bytes || got != *b3 {

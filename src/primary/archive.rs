@@ -79,12 +79,17 @@ fn names(cfg: &Config) -> String {
 
 /// Open an archive's bucket with its credentials file.
 pub fn open(a: &Archive) -> Result<Bucket> {
-    Bucket::new(
+    Ok(Bucket::new(
         &a.endpoint,
         &a.bucket,
         &a.region,
         Credentials::load(&a.credentials)?,
-    )
+    )?
+    .with_limits(crate::wire::s3::Limits {
+        archive: a.name.clone(),
+        timeout: a.request_timeout,
+        retries: a.retries,
+    }))
 }
 
 /// The full key of `rel` (a key below the archive's prefix).
@@ -305,6 +310,12 @@ struct Limited<'a, R> {
     bucket: &'a std::sync::Mutex<crate::wire::ratelimit::TokenBucket>,
 }
 
+impl<R: Seek> Seek for Limited<'_, R> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
 impl<R: Read> Read for Limited<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = buf.len().min(256 << 10);
@@ -477,8 +488,9 @@ fn upload_one(
             },
             stored_bytes,
             &sha,
+            true,
         )?,
-        None => bucket.put(&k, &mut body, stored_bytes, &sha)?,
+        None => bucket.put(&k, &mut body, stored_bytes, &sha, true)?,
     }
     Ok(ArchivePart {
         key: rel,
@@ -609,7 +621,12 @@ fn write_set(
         (produced, uploaded)
     });
     // The upload's own error explains a production stopped by it.
-    let parts = uploaded.map_err(|e| e.context(format!("archive `{}`: set {}", a.name, set.id)))?;
+    let parts = uploaded.map_err(|e| {
+        e.context(format!(
+            "archive `{}`: set {} is NOT archived (no index written)",
+            a.name, set.id
+        ))
+    })?;
     let (payload, stream_bytes, members) = produced?;
     finish_set(
         cfg,
@@ -717,8 +734,7 @@ fn finish_set(
             a.name
         )));
     }
-    let (_, sha) = crate::wire::s3::sha256_hex(&body[..]).expect("in memory");
-    bucket.put(index_key, &mut &body[..], body.len() as u64, &sha)?;
+    put_index(a, bucket, index_key, &body)?;
     Ok(ArchivedSet {
         set_id: set.id.clone(),
         requires,
@@ -728,6 +744,47 @@ fn finish_set(
         stored_bytes: ix.parts.iter().map(|p| p.stored_bytes).sum(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// PUT the index once per attempt, never over another: after a failed
+/// attempt (a timeout may hide a PUT that landed) the key is read back —
+/// our bytes there is success, other bytes a refusal, nothing there lets
+/// the next attempt (of `retries`) go.
+fn put_index(a: &Archive, bucket: &Bucket, index_key: &str, body: &[u8]) -> Result<()> {
+    let (_, sha) = crate::wire::s3::sha256_hex(body).expect("in memory");
+    let attempts = bucket.limits().retries + 1;
+    let mut n = 1;
+    loop {
+        let err = match bucket.put(
+            index_key,
+            &mut std::io::Cursor::new(body),
+            body.len() as u64,
+            &sha,
+            false,
+        ) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        match bucket.get_bounded(index_key, index::MAX_INDEX_BYTES) {
+            Ok(Some(got)) if got == body => return Ok(()),
+            Ok(Some(_)) => {
+                return Err(Error::refused(format!(
+                    "archive `{}`: {index_key} appeared with other bytes while this run wrote it; nothing overwritten",
+                    a.name
+                )));
+            }
+            Ok(None) if n < attempts => {
+                tracing::warn!(archive = %a.name, attempt = n, "{err} (trying again)");
+                std::thread::sleep(crate::wire::s3::backoff(n));
+                n += 1;
+            }
+            _ => {
+                return Err(err.context(format!(
+                    "the set is NOT archived: its index was not written ({n} attempts)"
+                )));
+            }
+        }
+    }
 }
 
 /// When `run` last archived to each archive (monotonic: the wall clock
