@@ -10,9 +10,16 @@
 //! ([`crate::primary::seed::receive_seed`]): the seed reader checks every
 //! part against the index again, and `serve` applies every hostile-input
 //! check (names, sizes, frames, trailers, the commit against this config).
-//! Afterwards `failover` works as usual. A rerun after a crash starts the
-//! set in flight again (its stage directory is removed first); sets
-//! already committed are skipped.
+//! Afterwards `failover` works as usual.
+//!
+//! `state_dir/journal-restore.json` records the archive and the target
+//! set (a rerun without `--set` finishes that one) and each set's
+//! download and receive. A rerun after a crash skips the sets already
+//! committed and keeps each part of the set in flight that was downloaded
+//! and checked (a part gets its final name `part-NNNNNN` only then, and is
+//! hashed again against the index before it is kept); only the others are
+//! downloaded. A set is presented only by serve's commit, after its whole
+//! stream was received: nothing half-restored is a set.
 //!
 //! Verify reads objects back without the identity: each part's stored
 //! size and blake3 against the index.
@@ -39,6 +46,8 @@ use crate::wire::s3::Bucket;
 pub struct RestoredSet {
     pub set_id: String,
     pub parts: usize,
+    /// Parts an interrupted restore had downloaded and checked, kept.
+    pub resumed_parts: usize,
     pub stored_bytes: u64,
     pub download_seconds: f64,
     pub receive_seconds: f64,
@@ -101,12 +110,22 @@ pub fn restore(
     dry_run: bool,
 ) -> Result<RestoreReport> {
     let bucket = open(a)?;
-    let target = match set {
-        Some(s) => {
+    let catalog = Catalog::new(&cfg.state_dir);
+    let journaled = crate::base::journal::load(&catalog, "restore")?
+        .and_then(|j| j.intent::<Intent>().ok())
+        .filter(|i| i.archive == a.name)
+        .map(|i| i.target);
+    let target = match (set, journaled) {
+        (Some(s), _) => {
             crate::base::model::validate_set_id(s)?;
             s.to_string()
         }
-        None => archived_sets(a, &bucket)?.pop().ok_or_else(|| {
+        (None, Some(t)) => {
+            crate::base::model::validate_set_id(&t)?;
+            tracing::info!(archive = %a.name, set = %t, "finishing the interrupted restore");
+            t
+        }
+        (None, None) => archived_sets(a, &bucket)?.pop().ok_or_else(|| {
             Error::not_found(format!(
                 "archive `{}` holds no set (no index object)",
                 a.name
@@ -114,7 +133,6 @@ pub fn restore(
         })?,
     };
     let chain = chain(a, &bucket, &target)?;
-    let catalog = Catalog::new(&cfg.state_dir);
     let mut report = RestoreReport {
         archive: a.name.clone(),
         target: target.clone(),
@@ -143,18 +161,38 @@ pub fn restore(
     let stage_root = cfg.state_dir.join("restore");
     std::fs::create_dir_all(&stage_root)
         .map_err(|e| Error::io(format!("create {}", stage_root.display()), e))?;
+    let intent = Intent {
+        archive: a.name.clone(),
+        target: target.clone(),
+    };
+    let mut journal = match crate::base::journal::load(&catalog, "restore")? {
+        Some(mut j) if j.intent::<Intent>().is_ok_and(|i| i == intent) => {
+            j.adopt()?;
+            j
+        }
+        other => {
+            if let Some(j) = other {
+                j.finish()?;
+            }
+            crate::base::journal::begin(
+                &catalog,
+                "restore",
+                &format!("snapsite restore --from {} --set {target}", a.name),
+                &intent,
+            )?
+        }
+    };
     for ix in &chain {
         if catalog.has_manifest(&ix.set_id) {
             continue;
         }
         let dir = stage_root.join(format!("{}.seed", ix.set_id));
-        if dir.symlink_metadata().is_ok() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| Error::io(format!("remove {}", dir.display()), e))?;
-        }
-        std::fs::create_dir(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         let t = Instant::now();
-        let stored = download_set(a, &bucket, ix, &dir, identity.as_deref())?;
+        let (stored, resumed_parts) = download_set(a, &bucket, ix, &dir, identity.as_deref())?;
+        journal.done(&format!("downloaded:{}", ix.set_id))?;
+        crate::failpoint!("restore.before_receive");
         let download_seconds = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let got = crate::primary::seed::receive_seed(cfg, &dir).map_err(|e| {
@@ -164,17 +202,27 @@ pub fn restore(
             ))
         })?;
         debug_assert_eq!(got, ix.set_id);
+        journal.done(&format!("received:{}", ix.set_id))?;
         std::fs::remove_dir_all(&dir)
             .map_err(|e| Error::io(format!("remove {}", dir.display()), e))?;
         report.restored.push(RestoredSet {
             set_id: ix.set_id.clone(),
             parts: ix.parts.len(),
+            resumed_parts,
             stored_bytes: stored,
             download_seconds,
             receive_seconds: t.elapsed().as_secs_f64(),
         });
     }
+    journal.finish()?;
     Ok(report)
+}
+
+/// What `state_dir/journal-restore.json` records.
+#[derive(Debug, PartialEq, Serialize, serde::Deserialize)]
+struct Intent {
+    archive: String,
+    target: String,
 }
 
 /// Download one part object into a new file `name` of `dir`, checking
@@ -215,16 +263,67 @@ fn fetch_checked(
 /// How many part objects are downloaded at once.
 const DOWNLOADERS: usize = 4;
 
+/// Keep the parts in `dir` that an interrupted restore downloaded and
+/// checked (a final name, the index's size and blake3: hashed again
+/// here); remove everything else. Returns which parts are there.
+fn keep_checked(ix: &ArchiveIndex, dir: &Root) -> Result<Vec<bool>> {
+    let mut have = vec![false; ix.parts.len()];
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .map_err(|e| Error::io(format!("list {}", dir.path().display()), e))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| Error::io(format!("list {}", dir.path().display()), e))?;
+    // Each name is opened or removed through the directory's descriptor.
+    for name in names {
+        let i = name
+            .strip_prefix("part-")
+            .filter(|n| n.len() == 6)
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|i| *i < ix.parts.len());
+        let ok = match i {
+            Some(i) => match dir
+                .open_regular(&name, crate::base::safefile::Access::Read)
+                .map_err(Error::storage)?
+            {
+                Some(f) => {
+                    let p = &ix.parts[i];
+                    let (n, b3) = crate::primary::seed::copy_hashing(
+                        f.take(p.bytes + 1),
+                        &mut std::io::sink(),
+                    )
+                    .map_err(|e| Error::io(dir.display(&name).display(), e))?;
+                    n == p.bytes && b3 == p.blake3
+                }
+                None => false,
+            },
+            None => false,
+        };
+        match i {
+            Some(i) if ok => have[i] = true,
+            _ => {
+                let is_dir = dir.stat(&name).ok().flatten().is_some_and(|m| m.is_dir());
+                dir.remove(&name, is_dir).map_err(Error::storage)?;
+            }
+        }
+    }
+    Ok(have)
+}
+
 /// Every part of `ix` into `dir` as a seed (`part-NNNNNN` + index.json),
-/// `DOWNLOADERS` parts at a time (memory: one buffer per download).
+/// `DOWNLOADERS` parts at a time (memory: one buffer per download); the
+/// parts an interrupted run left checked are kept. Returns the bytes
+/// downloaded and how many parts were kept.
 fn download_set(
     a: &Archive,
     bucket: &Bucket,
     ix: &ArchiveIndex,
     dir: &Path,
     identity: Option<&Path>,
-) -> Result<u64> {
+) -> Result<(u64, usize)> {
     let root = Root::open(dir)?;
+    let have = keep_checked(ix, &root)?;
+    let kept = have.iter().filter(|h| **h).count();
+    let fetched = std::sync::atomic::AtomicUsize::new(0);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
     let results: Vec<Result<u64>> = std::thread::scope(|s| {
@@ -238,8 +337,17 @@ fn download_set(
                         {
                             return Ok(stored);
                         }
+                        if have[i] {
+                            continue;
+                        }
                         match download_part(a, bucket, ix, i, &root, identity) {
-                            Ok(n) => stored += n,
+                            Ok(n) => {
+                                stored += n;
+                                let k = fetched.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                if k == 1 {
+                                    crate::failpoint!("restore.mid_download");
+                                }
+                            }
                             Err(e) => {
                                 failed.store(true, std::sync::atomic::Ordering::Relaxed);
                                 return Err(e);
@@ -281,7 +389,7 @@ fn download_set(
         .map_err(Error::storage)?;
     f.write_all(&serde_json::to_vec_pretty(&seed).expect("serializes"))
         .map_err(|e| Error::io(format!("write {}", dir.display()), e))?;
-    Ok(stored)
+    Ok((stored, kept))
 }
 
 /// Part `i` of `ix` into `dir/part-NNNNNN` (checked, then decrypted by
@@ -296,6 +404,12 @@ fn download_part(
 ) -> Result<u64> {
     let p = &ix.parts[i];
     let name = format!("part-{i:06}");
+    // The final name only once the part is complete and checked.
+    let tmp = format!("{name}.tmp");
+    let done = |n| {
+        dir.rename(&tmp, &name).map_err(Error::storage)?;
+        Ok(n)
+    };
     if ix.encryption != "age" {
         let (n, _) = fetch_checked(
             a,
@@ -304,9 +418,9 @@ fn download_part(
             p.stored_bytes,
             &p.stored_blake3,
             dir,
-            &name,
+            &tmp,
         )?;
-        return Ok(n);
+        return done(n);
     }
     let fetched = format!("{name}.age");
     let (n, cipher) = fetch_checked(
@@ -318,7 +432,7 @@ fn download_part(
         dir,
         &fetched,
     )?;
-    let plain = dir.create_new(&name).map_err(Error::storage)?;
+    let plain = dir.create_new(&tmp).map_err(Error::storage)?;
     let id = identity.expect("checked by the caller");
     let out = Command::new("age")
         .arg("--decrypt")
@@ -339,7 +453,7 @@ fn download_part(
         )));
     }
     dir.remove(&fetched, false).map_err(Error::storage)?;
-    Ok(n)
+    done(n)
 }
 
 #[derive(Debug, Clone, Serialize)]
