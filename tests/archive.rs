@@ -333,6 +333,47 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     );
     lab.assert_nothing_half_received();
 
+    // With credentials that may read older versions (the lab's owner
+    // here; docs/archive.md: s3:ListBucketVersions, s3:GetObjectVersion),
+    // restore reads the version of the overwritten part that matches the
+    // index, and says so; a part no version of which matches is refused.
+    let admin = lab.dir.path().join("admin.creds");
+    std::fs::copy(r.creds.with_file_name("archive-admin.toml"), &admin).unwrap();
+    sh(&["chmod", "600", admin.to_str().unwrap()]);
+    let stb_v = lab.dir.path().join("stb-versions.toml");
+    std::fs::write(
+        &stb_v,
+        std::fs::read_to_string(&lab.stb_cfg).unwrap()
+            + &archive_toml(
+                &r,
+                &prefix,
+                &admin,
+                &format!("identity = \"{}\"", id_file.display()),
+            ),
+    )
+    .unwrap();
+    let o = lab.run(&stb_v, &["restore", "--from", "offsite", "--set", s5]);
+    assert_exit(&o, 1);
+    assert!(both(&o).contains("none of its 0 versions"), "{}", both(&o));
+    let o = lab.run(
+        &stb_v,
+        &["restore", "--from", "offsite", "--set", &s4, "--json"],
+    );
+    assert!(o.status.success(), "{}", both(&o));
+    let rr = json(&stdout(&o));
+    let older = rr["restored"][0]["older_versions"].as_array().unwrap();
+    assert_eq!(older.len(), 1, "{rr}");
+    assert!(
+        older[0].as_str().unwrap().starts_with(&format!("{part}@")),
+        "{rr}"
+    );
+    assert!(
+        both(&o).contains("its newest version does not match"),
+        "{}",
+        both(&o)
+    );
+    lab.assert_received_same("redolog", &s4);
+
     // failover works as usual, on the restored sets: the primary's data.
     let fo = lab.ok(&stb, &["failover", "--json"]);
     eprintln!("failover: {fo}");
@@ -345,7 +386,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     }
     assert_eq!(
         tree_digest(&lab.standby_live("redolog")),
-        tree_digest(&lab.primary_snap("redolog", &s3))
+        tree_digest(&lab.primary_snap("redolog", &s4))
     );
     eprintln!("archive test: {:.1} s", t0.elapsed().as_secs_f64());
 }

@@ -48,6 +48,9 @@ pub struct RestoredSet {
     pub parts: usize,
     /// Parts an interrupted restore had downloaded and checked, kept.
     pub resumed_parts: usize,
+    /// Parts whose newest version did not match the index, restored from
+    /// the older version that does (`KEY@VERSION`).
+    pub older_versions: Vec<String>,
     pub stored_bytes: u64,
     pub download_seconds: f64,
     pub receive_seconds: f64,
@@ -190,7 +193,8 @@ pub fn restore(
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         let t = Instant::now();
-        let (stored, resumed_parts) = download_set(a, &bucket, ix, &dir, identity.as_deref())?;
+        let (stored, resumed_parts, older_versions) =
+            download_set(a, &bucket, ix, &dir, identity.as_deref())?;
         journal.done(&format!("downloaded:{}", ix.set_id))?;
         crate::failpoint!("restore.before_receive");
         let download_seconds = t.elapsed().as_secs_f64();
@@ -209,6 +213,7 @@ pub fn restore(
             set_id: ix.set_id.clone(),
             parts: ix.parts.len(),
             resumed_parts,
+            older_versions,
             stored_bytes: stored,
             download_seconds,
             receive_seconds: t.elapsed().as_secs_f64(),
@@ -237,27 +242,85 @@ fn fetch_checked(
     stored_blake3: &str,
     dir: &Root,
     name: &str,
-) -> Result<(u64, File)> {
+) -> Result<(u64, File, Option<String>)> {
     let k = key(a, rel);
     let mut f = dir.create_new(name).map_err(Error::storage)?;
-    let (n, got) = bucket
-        .fetch(&k, |r| {
-            f.set_len(0)?;
-            f.rewind()?;
-            crate::primary::seed::copy_hashing(r.take(stored_bytes + 1), &mut f)
-        })?
-        .ok_or_else(|| Error::not_found(format!("archive `{}`: part {k} is missing", a.name)))?;
-    if n != stored_bytes || got != stored_blake3 {
-        return Err(Error::integrity(format!(
-            "archive `{}`: part {k} does not match its index ({n} bytes blake3 {got}, the index says {stored_bytes} bytes blake3 {stored_blake3}); nothing received",
-            a.name
-        )));
-    }
+    let mut copy = |r: &mut crate::wire::s3::BodyReader| {
+        f.set_len(0)?;
+        f.rewind()?;
+        crate::primary::seed::copy_hashing(r.take(stored_bytes + 1), &mut f)
+    };
+    let problem = match bucket.fetch(&k, &mut copy)? {
+        Some((n, got)) if n == stored_bytes && got == stored_blake3 => None,
+        Some((n, got)) => Some(format!("{n} bytes blake3 {got}")),
+        None => Some("missing".to_string()),
+    };
+    let older = match problem {
+        None => None,
+        Some(p) => Some(older_version(
+            a,
+            bucket,
+            &k,
+            stored_bytes,
+            stored_blake3,
+            &p,
+            &mut copy,
+        )?),
+    };
     // A scratch copy, checked again by the seed reader and removed after
     // the receive: no fsync (a crash downloads the set again).
     f.rewind()
         .map_err(|e| Error::io(format!("rewind {}", dir.display(name).display()), e))?;
-    Ok((n, f))
+    Ok((stored_bytes, f, older))
+}
+
+/// The newest version of part `k` is not what the index says (`problem`):
+/// someone who may put objects wrote over it, and Object Lock kept the
+/// version snapsite wrote. Read the versions of the key, newest first, and
+/// take the first whose bytes match the index (`copy` leaves it in the
+/// part's file); say so. None matches, or the versions cannot be listed:
+/// refused, naming the key.
+fn older_version(
+    a: &Archive,
+    bucket: &Bucket,
+    k: &str,
+    stored_bytes: u64,
+    stored_blake3: &str,
+    problem: &str,
+    copy: &mut dyn FnMut(&mut crate::wire::s3::BodyReader) -> std::io::Result<(u64, String)>,
+) -> Result<String> {
+    let refused = |why: String| {
+        Error::integrity(format!(
+            "archive `{}`: part {k} does not match its index ({problem}; the index says {stored_bytes} bytes blake3 {stored_blake3}) and {why}; nothing received",
+            a.name
+        ))
+    };
+    let versions = bucket.versions(k).map_err(|e| {
+        refused(format!("its older versions cannot be read: {e}"))
+            .with_hint("restore's credentials need s3:ListBucketVersions and s3:GetObjectVersion (docs/archive.md)")
+    })?;
+    let mut tried = 0;
+    for v in versions
+        .iter()
+        .filter(|v| !v.latest && v.size == stored_bytes)
+    {
+        tried += 1;
+        if let Some((n, got)) = bucket.fetch_version(k, &v.version_id, &mut *copy)?
+            && n == stored_bytes
+            && got == stored_blake3
+        {
+            tracing::warn!(
+                archive = %a.name,
+                "part {k}: its newest version does not match the index ({problem}); version {} does, and is restored",
+                v.version_id
+            );
+            return Ok(v.version_id.clone());
+        }
+    }
+    Err(refused(format!(
+        "none of its {} versions ({tried} of the index's size) matches",
+        versions.len()
+    )))
 }
 
 /// How many part objects are downloaded at once.
@@ -319,11 +382,12 @@ fn download_set(
     ix: &ArchiveIndex,
     dir: &Path,
     identity: Option<&Path>,
-) -> Result<(u64, usize)> {
+) -> Result<(u64, usize, Vec<String>)> {
     let root = Root::open(dir)?;
     let have = keep_checked(ix, &root)?;
     let kept = have.iter().filter(|h| **h).count();
     let fetched = std::sync::atomic::AtomicUsize::new(0);
+    let notes = std::sync::Mutex::new(Vec::new());
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
     let results: Vec<Result<u64>> = std::thread::scope(|s| {
@@ -341,8 +405,11 @@ fn download_set(
                             continue;
                         }
                         match download_part(a, bucket, ix, i, &root, identity) {
-                            Ok(n) => {
+                            Ok((n, older)) => {
                                 stored += n;
+                                if let Some(o) = older {
+                                    notes.lock().unwrap_or_else(|e| e.into_inner()).push(o);
+                                }
                                 let k = fetched.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                                 if k == 1 {
                                     crate::failpoint!("restore.mid_download");
@@ -389,7 +456,9 @@ fn download_set(
         .map_err(Error::storage)?;
     f.write_all(&serde_json::to_vec_pretty(&seed).expect("serializes"))
         .map_err(|e| Error::io(format!("write {}", dir.display()), e))?;
-    Ok((stored, kept))
+    let mut older = notes.into_inner().unwrap_or_else(|e| e.into_inner());
+    older.sort();
+    Ok((stored, kept, older))
 }
 
 /// Part `i` of `ix` into `dir/part-NNNNNN` (checked, then decrypted by
@@ -401,7 +470,7 @@ fn download_part(
     i: usize,
     dir: &Root,
     identity: Option<&Path>,
-) -> Result<u64> {
+) -> Result<(u64, Option<String>)> {
     let p = &ix.parts[i];
     let name = format!("part-{i:06}");
     // The final name only once the part is complete and checked.
@@ -410,8 +479,9 @@ fn download_part(
         dir.rename(&tmp, &name).map_err(Error::storage)?;
         Ok(n)
     };
+    let note = |older: Option<String>| older.map(|v| format!("{}@{v}", key(a, &p.key)));
     if ix.encryption != "age" {
-        let (n, _) = fetch_checked(
+        let (n, _, older) = fetch_checked(
             a,
             bucket,
             &p.key,
@@ -420,10 +490,10 @@ fn download_part(
             dir,
             &tmp,
         )?;
-        return done(n);
+        return done((n, note(older)));
     }
     let fetched = format!("{name}.age");
-    let (n, cipher) = fetch_checked(
+    let (n, cipher, older) = fetch_checked(
         a,
         bucket,
         &p.key,
@@ -453,7 +523,7 @@ fn download_part(
         )));
     }
     dir.remove(&fetched, false).map_err(Error::storage)?;
-    done(n)
+    done((n, note(older)))
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -25,6 +25,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod versions;
+
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
@@ -614,9 +616,16 @@ impl Bucket {
     /// GetObject, streamed (each read with the deadline); `None` if there
     /// is none.
     pub fn get(&self, key: &str) -> Result<Option<BodyReader>> {
-        let what = format!("GET {}/{key}", self.display());
+        self.get_with(key, &[])
+    }
+
+    fn get_with(&self, key: &str, query: &[(&str, &str)]) -> Result<Option<BodyReader>> {
+        let what = match query {
+            [("versionId", v)] => format!("GET {}/{key} (version {v})", self.display()),
+            _ => format!("GET {}/{key}", self.display()),
+        };
         Ok(self
-            .call("GET", key, &[], Body::Empty, &what, true)?
+            .call("GET", key, query, Body::Empty, &what, true)?
             .map(|r| BodyReader {
                 inner: r.into_reader(),
                 what: format!("{}{what}", self.label()),
@@ -633,11 +642,20 @@ impl Bucket {
     pub fn fetch<T>(
         &self,
         key: &str,
+        consume: impl FnMut(&mut BodyReader) -> std::io::Result<T>,
+    ) -> Result<Option<T>> {
+        self.fetch_with(key, &[], consume)
+    }
+
+    fn fetch_with<T>(
+        &self,
+        key: &str,
+        query: &[(&str, &str)],
         mut consume: impl FnMut(&mut BodyReader) -> std::io::Result<T>,
     ) -> Result<Option<T>> {
         let what = format!("{}GET {}/{key}", self.label(), self.display());
         self.retrying(&what, true, |_| {
-            let Some(mut r) = self.get(key).map_err(|err| Failure {
+            let Some(mut r) = self.get_with(key, query).map_err(|err| Failure {
                 err,
                 transient: false,
             })?
