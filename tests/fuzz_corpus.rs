@@ -363,6 +363,7 @@ fn corpus() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
         "s3_xml",
         vec![
             br#"<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Prefix>p/</Prefix><IsTruncated>true</IsTruncated><NextContinuationToken>t1</NextContinuationToken><Contents><Key>p/sets/a/index.json</Key><Size>512</Size></Contents></ListBucketResult>"#.to_vec(),
+            br#"<?xml version="1.0" encoding="UTF-8"?><ListVersionsResult><IsTruncated>false</IsTruncated><Version><Key>p/a</Key><VersionId>v2</VersionId><IsLatest>true</IsLatest><Size>5</Size></Version><DeleteMarker><Key>p/a</Key><VersionId>d</VersionId></DeleteMarker><Version><Key>p/a</Key><VersionId>v1</VersionId><IsLatest>false</IsLatest><Size>7</Size></Version></ListVersionsResult>"#.to_vec(),
             br#"<?xml version="1.0" encoding="UTF-8"?><ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention><Mode>COMPLIANCE</Mode><Days>30</Days></DefaultRetention></Rule></ObjectLockConfiguration>"#.to_vec(),
         ],
     );

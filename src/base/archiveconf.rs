@@ -14,6 +14,8 @@
 //! compression = "zstd:3"
 //! interval = "1h"                              # `run`: at most one archive pass per interval
 //! bwlimit = "50MiB/s"
+//! request_timeout = "60s"                      # each S3 request's deadline (connect, each write, each read)
+//! retries = 3                                  # more tries of an idempotent request, with backoff
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -39,6 +41,8 @@ pub struct RawArchive {
     pub chunk_size: Option<String>,
     pub interval: Option<String>,
     pub bwlimit: Option<String>,
+    pub request_timeout: Option<String>,
+    pub retries: Option<u32>,
 }
 
 /// A validated `[[archive]]`.
@@ -63,6 +67,11 @@ pub struct Archive {
     pub interval: Option<Duration>,
     /// The upload's limit (`None`: unlimited).
     pub bwlimit: Option<crate::wire::ratelimit::Bwlimit>,
+    /// Each S3 request's deadline: its connect, every write of its body
+    /// and every read of its answer must progress within it.
+    pub request_timeout: Duration,
+    /// How many more times an idempotent request is tried.
+    pub retries: u32,
 }
 
 /// Checks an endpoint URL; returns the Host header for it.
@@ -108,6 +117,8 @@ pub fn validate_bucket(b: &str) -> std::result::Result<(), String> {
 
 pub const DEFAULT_CHUNK: u64 = 64 << 20;
 pub const DEFAULT_REGION: &str = "us-east-1";
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_RETRIES: u32 = 3;
 
 fn err(file: &Path, i: usize, key: &str, msg: impl std::fmt::Display) -> Error {
     Error::config(format!("{}: archive[{i}].{key}: {msg}", file.display()))
@@ -231,6 +242,21 @@ pub fn validate(
             ),
             None => None,
         };
+        let request_timeout = match a.request_timeout.as_deref() {
+            None => DEFAULT_REQUEST_TIMEOUT,
+            Some(s) => {
+                let d = humantime::parse_duration(s)
+                    .map_err(|e| err(file, i, "request_timeout", format!("`{s}`: {e}")))?;
+                if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) {
+                    return Err(err(file, i, "request_timeout", "1s to 1h"));
+                }
+                d
+            }
+        };
+        let retries = a.retries.unwrap_or(DEFAULT_RETRIES);
+        if retries > 10 {
+            return Err(err(file, i, "retries", format!("{retries}: 0 to 10")));
+        }
         out.push(Archive {
             name: a.name.clone(),
             endpoint: a.endpoint.trim_end_matches('/').to_string(),
@@ -244,6 +270,8 @@ pub fn validate(
             chunk_size,
             interval,
             bwlimit,
+            request_timeout,
+            retries,
         });
     }
     Ok(out)
@@ -286,6 +314,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("chunk_size"), "{e}");
+        let e = parse(&raw("request_timeout = \"0s\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("archive[0].request_timeout"), "{e}");
+        let e = parse(&raw("retries = 11")).unwrap_err().to_string();
+        assert!(e.contains("archive[0].retries"), "{e}");
+        let a = &parse(&raw("request_timeout = \"5s\"\nretries = 0")).unwrap()[0];
+        assert_eq!((a.request_timeout, a.retries), (Duration::from_secs(5), 0));
         let ok = parse(&raw(
             "recipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\nbwlimit = \"10MiB/s\"\ninterval = \"1h\"",
         ))

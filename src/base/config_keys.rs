@@ -244,6 +244,10 @@ pub const KEYS: &[Key] = &[
       "`run` archives at most once per interval; absent: after every committed set", "\"6h\""),
     k("archive", "bwlimit", "rate", Unset, "bytes per second, e.g. `50MiB/s`", "primary",
       "upload bandwidth limit", "\"50MiB/s\""),
+    k("archive", "request_timeout", "duration", Toml("\"60s\""), "1s to 1h", "",
+      "each S3 request's deadline: its connect, every write of its body and every read of its answer must progress within it, else it fails naming the archive, bucket, object and what timed out", "\"30s\""),
+    k("archive", "retries", "integer", Toml("3"), "0 to 10", "",
+      "how many more times a failed idempotent request (GET, HEAD, LIST, a part's PUT) is tried after a timeout, a lost connection or a 5xx, waiting 0.5 s, 1 s, 2 s ... (at most 30 s) in between", "5"),
     // ---- [stream]
     k("stream", "enabled", "bool", Toml("true"), "", "",
       "`false` turns streaming off but keeps the section", "false"),

@@ -120,6 +120,30 @@ pub const ALL: &[Failpoint] = &[
         recovery: "rerun `snapsite ship --to DIR`: the half-written seed (parts, no index) is removed and written again",
     },
     Failpoint {
+        name: "archive.after_part",
+        verbs: &["archive"],
+        state: "`archive`: the set's first two parts are in the bucket and recorded in state_dir/journal-archive-NAME.json; no index (the set is not archived)",
+        recovery: "rerun `snapsite archive --to NAME` (or let `run` do it): the parts the bucket holds are used again, not re-sent; the rest and the index are written",
+    },
+    Failpoint {
+        name: "archive.before_index",
+        verbs: &["archive"],
+        state: "`archive`: every part of the set is in the bucket and recorded in the journal; no index (the set is not archived)",
+        recovery: "rerun `snapsite archive --to NAME` (or let `run` do it): no part is re-sent; the index is written",
+    },
+    Failpoint {
+        name: "restore.mid_download",
+        verbs: &["restore"],
+        state: "`restore`: some parts of a set are downloaded and checked into state_dir/restore/SET.seed/; nothing of the set received",
+        recovery: "rerun `snapsite restore --from NAME` (the journal names the set): checked parts are kept, the others downloaded",
+    },
+    Failpoint {
+        name: "restore.before_receive",
+        verbs: &["restore"],
+        state: "`restore`: every part of a set is downloaded and checked; nothing of it received",
+        recovery: "rerun `snapsite restore --from NAME`: nothing is downloaded again; the set is received",
+    },
+    Failpoint {
         name: "switchover.after_final_set",
         verbs: &["switchover"],
         state: "the final set is taken, nothing shipped",

@@ -10,17 +10,24 @@
 //! ([`crate::primary::seed::receive_seed`]): the seed reader checks every
 //! part against the index again, and `serve` applies every hostile-input
 //! check (names, sizes, frames, trailers, the commit against this config).
-//! Afterwards `failover` works as usual. A rerun after a crash starts the
-//! set in flight again (its stage directory is removed first); sets
-//! already committed are skipped.
+//! Afterwards `failover` works as usual.
+//!
+//! `state_dir/journal-restore.json` records the archive and the target
+//! set (a rerun without `--set` finishes that one) and each set's
+//! download and receive. A rerun after a crash skips the sets already
+//! committed and keeps each part of the set in flight that was downloaded
+//! and checked (a part gets its final name `part-NNNNNN` only then, and is
+//! hashed again against the index before it is kept); only the others are
+//! downloaded. A set is presented only by serve's commit, after its whole
+//! stream was received: nothing half-restored is a set.
 //!
 //! Verify reads objects back without the identity: each part's stored
 //! size and blake3 against the index.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::io::{Read, Seek, Write};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -30,6 +37,7 @@ use crate::base::archiveconf::Archive;
 use crate::base::catalog::Catalog;
 use crate::base::config::Config;
 use crate::base::error::{Error, Result};
+use crate::base::safefile::Root;
 use crate::primary::archive::index::ArchiveIndex;
 use crate::primary::archive::{key, open, read_index};
 use crate::wire::s3::Bucket;
@@ -38,6 +46,11 @@ use crate::wire::s3::Bucket;
 pub struct RestoredSet {
     pub set_id: String,
     pub parts: usize,
+    /// Parts an interrupted restore had downloaded and checked, kept.
+    pub resumed_parts: usize,
+    /// Parts whose newest version did not match the index, restored from
+    /// the older version that does (`KEY@VERSION`).
+    pub older_versions: Vec<String>,
     pub stored_bytes: u64,
     pub download_seconds: f64,
     pub receive_seconds: f64,
@@ -100,12 +113,22 @@ pub fn restore(
     dry_run: bool,
 ) -> Result<RestoreReport> {
     let bucket = open(a)?;
-    let target = match set {
-        Some(s) => {
+    let catalog = Catalog::new(&cfg.state_dir);
+    let journaled = crate::base::journal::load(&catalog, "restore")?
+        .and_then(|j| j.intent::<Intent>().ok())
+        .filter(|i| i.archive == a.name)
+        .map(|i| i.target);
+    let target = match (set, journaled) {
+        (Some(s), _) => {
             crate::base::model::validate_set_id(s)?;
             s.to_string()
         }
-        None => archived_sets(a, &bucket)?.pop().ok_or_else(|| {
+        (None, Some(t)) => {
+            crate::base::model::validate_set_id(&t)?;
+            tracing::info!(archive = %a.name, set = %t, "finishing the interrupted restore");
+            t
+        }
+        (None, None) => archived_sets(a, &bucket)?.pop().ok_or_else(|| {
             Error::not_found(format!(
                 "archive `{}` holds no set (no index object)",
                 a.name
@@ -113,7 +136,6 @@ pub fn restore(
         })?,
     };
     let chain = chain(a, &bucket, &target)?;
-    let catalog = Catalog::new(&cfg.state_dir);
     let mut report = RestoreReport {
         archive: a.name.clone(),
         target: target.clone(),
@@ -142,18 +164,39 @@ pub fn restore(
     let stage_root = cfg.state_dir.join("restore");
     std::fs::create_dir_all(&stage_root)
         .map_err(|e| Error::io(format!("create {}", stage_root.display()), e))?;
+    let intent = Intent {
+        archive: a.name.clone(),
+        target: target.clone(),
+    };
+    let mut journal = match crate::base::journal::load(&catalog, "restore")? {
+        Some(mut j) if j.intent::<Intent>().is_ok_and(|i| i == intent) => {
+            j.adopt()?;
+            j
+        }
+        other => {
+            if let Some(j) = other {
+                j.finish()?;
+            }
+            crate::base::journal::begin(
+                &catalog,
+                "restore",
+                &format!("snapsite restore --from {} --set {target}", a.name),
+                &intent,
+            )?
+        }
+    };
     for ix in &chain {
         if catalog.has_manifest(&ix.set_id) {
             continue;
         }
         let dir = stage_root.join(format!("{}.seed", ix.set_id));
-        if dir.symlink_metadata().is_ok() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| Error::io(format!("remove {}", dir.display()), e))?;
-        }
-        std::fs::create_dir(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         let t = Instant::now();
-        let stored = download_set(a, &bucket, ix, &dir, identity.as_deref())?;
+        let (stored, resumed_parts, older_versions) =
+            download_set(a, &bucket, ix, &dir, identity.as_deref())?;
+        journal.done(&format!("downloaded:{}", ix.set_id))?;
+        crate::failpoint!("restore.before_receive");
         let download_seconds = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let got = crate::primary::seed::receive_seed(cfg, &dir).map_err(|e| {
@@ -163,60 +206,188 @@ pub fn restore(
             ))
         })?;
         debug_assert_eq!(got, ix.set_id);
+        journal.done(&format!("received:{}", ix.set_id))?;
         std::fs::remove_dir_all(&dir)
             .map_err(|e| Error::io(format!("remove {}", dir.display()), e))?;
         report.restored.push(RestoredSet {
             set_id: ix.set_id.clone(),
             parts: ix.parts.len(),
+            resumed_parts,
+            older_versions,
             stored_bytes: stored,
             download_seconds,
             receive_seconds: t.elapsed().as_secs_f64(),
         });
     }
+    journal.finish()?;
     Ok(report)
 }
 
-/// Download one part object into `out`, checking its stored size and
-/// blake3 against the index as it streams (at most one byte more is read).
+/// What `state_dir/journal-restore.json` records.
+#[derive(Debug, PartialEq, Serialize, serde::Deserialize)]
+struct Intent {
+    archive: String,
+    target: String,
+}
+
+/// Download one part object into a new file `name` of `dir`, checking
+/// its stored size and blake3 against the index as it streams (at most one
+/// byte more is read). A GET that times out or loses its connection is
+/// tried again from the start (the archive's `retries`).
 fn fetch_checked(
     a: &Archive,
     bucket: &Bucket,
     rel: &str,
     stored_bytes: u64,
     stored_blake3: &str,
-    out: &Path,
-) -> Result<u64> {
+    dir: &Root,
+    name: &str,
+) -> Result<(u64, File, Option<String>)> {
     let k = key(a, rel);
-    let r = bucket
-        .get(&k)?
-        .ok_or_else(|| Error::not_found(format!("archive `{}`: part {k} is missing", a.name)))?;
-    let mut f =
-        File::create_new(out).map_err(|e| Error::io(format!("create {}", out.display()), e))?;
-    let (n, got) = crate::primary::seed::copy_hashing(r.take(stored_bytes + 1), &mut f)
-        .map_err(|e| Error::io(format!("archive `{}`: reading {k}", a.name), e))?;
-    if n != stored_bytes || got != stored_blake3 {
-        return Err(Error::integrity(format!(
-            "archive `{}`: part {k} does not match its index ({n} bytes blake3 {got}, the index says {stored_bytes} bytes blake3 {stored_blake3}); nothing received",
-            a.name
-        )));
-    }
+    let mut f = dir.create_new(name).map_err(Error::storage)?;
+    let mut copy = |r: &mut crate::wire::s3::BodyReader| {
+        f.set_len(0)?;
+        f.rewind()?;
+        crate::primary::seed::copy_hashing(r.take(stored_bytes + 1), &mut f)
+    };
+    let problem = match bucket.fetch(&k, &mut copy)? {
+        Some((n, got)) if n == stored_bytes && got == stored_blake3 => None,
+        Some((n, got)) => Some(format!("{n} bytes blake3 {got}")),
+        None => Some("missing".to_string()),
+    };
+    let older = match problem {
+        None => None,
+        Some(p) => Some(older_version(
+            a,
+            bucket,
+            &k,
+            stored_bytes,
+            stored_blake3,
+            &p,
+            &mut copy,
+        )?),
+    };
     // A scratch copy, checked again by the seed reader and removed after
     // the receive: no fsync (a crash downloads the set again).
-    Ok(n)
+    f.rewind()
+        .map_err(|e| Error::io(format!("rewind {}", dir.display(name).display()), e))?;
+    Ok((stored_bytes, f, older))
+}
+
+/// The newest version of part `k` is not what the index says (`problem`):
+/// someone who may put objects wrote over it, and Object Lock kept the
+/// version snapsite wrote. Read the versions of the key, newest first, and
+/// take the first whose bytes match the index (`copy` leaves it in the
+/// part's file); say so. None matches, or the versions cannot be listed:
+/// refused, naming the key.
+fn older_version(
+    a: &Archive,
+    bucket: &Bucket,
+    k: &str,
+    stored_bytes: u64,
+    stored_blake3: &str,
+    problem: &str,
+    copy: &mut dyn FnMut(&mut crate::wire::s3::BodyReader) -> std::io::Result<(u64, String)>,
+) -> Result<String> {
+    let refused = |why: String| {
+        Error::integrity(format!(
+            "archive `{}`: part {k} does not match its index ({problem}; the index says {stored_bytes} bytes blake3 {stored_blake3}) and {why}; nothing received",
+            a.name
+        ))
+    };
+    let versions = bucket.versions(k).map_err(|e| {
+        refused(format!("its older versions cannot be read: {e}"))
+            .with_hint("restore's credentials need s3:ListBucketVersions and s3:GetObjectVersion (docs/archive.md)")
+    })?;
+    let mut tried = 0;
+    for v in versions
+        .iter()
+        .filter(|v| !v.latest && v.size == stored_bytes)
+    {
+        tried += 1;
+        if let Some((n, got)) = bucket.fetch_version(k, &v.version_id, &mut *copy)?
+            && n == stored_bytes
+            && got == stored_blake3
+        {
+            tracing::warn!(
+                archive = %a.name,
+                "part {k}: its newest version does not match the index ({problem}); version {} does, and is restored",
+                v.version_id
+            );
+            return Ok(v.version_id.clone());
+        }
+    }
+    Err(refused(format!(
+        "none of its {} versions ({tried} of the index's size) matches",
+        versions.len()
+    )))
 }
 
 /// How many part objects are downloaded at once.
 const DOWNLOADERS: usize = 4;
 
+/// Keep the parts in `dir` that an interrupted restore downloaded and
+/// checked (a final name, the index's size and blake3: hashed again
+/// here); remove everything else. Returns which parts are there.
+fn keep_checked(ix: &ArchiveIndex, dir: &Root) -> Result<Vec<bool>> {
+    let mut have = vec![false; ix.parts.len()];
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .map_err(|e| Error::io(format!("list {}", dir.path().display()), e))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| Error::io(format!("list {}", dir.path().display()), e))?;
+    // Each name is opened or removed through the directory's descriptor.
+    for name in names {
+        let i = name
+            .strip_prefix("part-")
+            .filter(|n| n.len() == 6)
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|i| *i < ix.parts.len());
+        let ok = match i {
+            Some(i) => match dir
+                .open_regular(&name, crate::base::safefile::Access::Read)
+                .map_err(Error::storage)?
+            {
+                Some(f) => {
+                    let p = &ix.parts[i];
+                    let (n, b3) = crate::primary::seed::copy_hashing(
+                        f.take(p.bytes + 1),
+                        &mut std::io::sink(),
+                    )
+                    .map_err(|e| Error::io(dir.display(&name).display(), e))?;
+                    n == p.bytes && b3 == p.blake3
+                }
+                None => false,
+            },
+            None => false,
+        };
+        match i {
+            Some(i) if ok => have[i] = true,
+            _ => {
+                let is_dir = dir.stat(&name).ok().flatten().is_some_and(|m| m.is_dir());
+                dir.remove(&name, is_dir).map_err(Error::storage)?;
+            }
+        }
+    }
+    Ok(have)
+}
+
 /// Every part of `ix` into `dir` as a seed (`part-NNNNNN` + index.json),
-/// `DOWNLOADERS` parts at a time (memory: one buffer per download).
+/// `DOWNLOADERS` parts at a time (memory: one buffer per download); the
+/// parts an interrupted run left checked are kept. Returns the bytes
+/// downloaded and how many parts were kept.
 fn download_set(
     a: &Archive,
     bucket: &Bucket,
     ix: &ArchiveIndex,
     dir: &Path,
     identity: Option<&Path>,
-) -> Result<u64> {
+) -> Result<(u64, usize, Vec<String>)> {
+    let root = Root::open(dir)?;
+    let have = keep_checked(ix, &root)?;
+    let kept = have.iter().filter(|h| **h).count();
+    let fetched = std::sync::atomic::AtomicUsize::new(0);
+    let notes = std::sync::Mutex::new(Vec::new());
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
     let results: Vec<Result<u64>> = std::thread::scope(|s| {
@@ -230,8 +401,20 @@ fn download_set(
                         {
                             return Ok(stored);
                         }
-                        match download_part(a, bucket, ix, i, dir, identity) {
-                            Ok(n) => stored += n,
+                        if have[i] {
+                            continue;
+                        }
+                        match download_part(a, bucket, ix, i, &root, identity) {
+                            Ok((n, older)) => {
+                                stored += n;
+                                if let Some(o) = older {
+                                    notes.lock().unwrap_or_else(|e| e.into_inner()).push(o);
+                                }
+                                let k = fetched.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                if k == 1 {
+                                    crate::failpoint!("restore.mid_download");
+                                }
+                            }
                             Err(e) => {
                                 failed.store(true, std::sync::atomic::Ordering::Relaxed);
                                 return Err(e);
@@ -268,64 +451,79 @@ fn download_set(
         parts,
         payload_bytes: ix.payload_bytes,
     };
-    std::fs::write(
-        dir.join(crate::primary::seed::INDEX),
-        serde_json::to_vec_pretty(&seed).expect("serializes"),
-    )
-    .map_err(|e| Error::io(format!("write {}", dir.display()), e))?;
-    Ok(stored)
+    let mut f = root
+        .create_new(crate::primary::seed::INDEX)
+        .map_err(Error::storage)?;
+    f.write_all(&serde_json::to_vec_pretty(&seed).expect("serializes"))
+        .map_err(|e| Error::io(format!("write {}", dir.display()), e))?;
+    let mut older = notes.into_inner().unwrap_or_else(|e| e.into_inner());
+    older.sort();
+    Ok((stored, kept, older))
 }
 
-/// Part `i` of `ix` into `dir/part-NNNNNN` (checked, then decrypted).
+/// Part `i` of `ix` into `dir/part-NNNNNN` (checked, then decrypted by
+/// `age` between two files this process opened: no path is handed to it).
 fn download_part(
     a: &Archive,
     bucket: &Bucket,
     ix: &ArchiveIndex,
     i: usize,
-    dir: &Path,
+    dir: &Root,
     identity: Option<&Path>,
-) -> Result<u64> {
+) -> Result<(u64, Option<String>)> {
     let p = &ix.parts[i];
     let name = format!("part-{i:06}");
-    let plain = dir.join(&name);
-    let fetched: PathBuf = if ix.encryption == "age" {
-        dir.join(format!("{name}.age"))
-    } else {
-        plain.clone()
+    // The final name only once the part is complete and checked.
+    let tmp = format!("{name}.tmp");
+    let done = |n| {
+        dir.rename(&tmp, &name).map_err(Error::storage)?;
+        Ok(n)
     };
-    let n = fetch_checked(
+    let note = |older: Option<String>| older.map(|v| format!("{}@{v}", key(a, &p.key)));
+    if ix.encryption != "age" {
+        let (n, _, older) = fetch_checked(
+            a,
+            bucket,
+            &p.key,
+            p.stored_bytes,
+            &p.stored_blake3,
+            dir,
+            &tmp,
+        )?;
+        return done((n, note(older)));
+    }
+    let fetched = format!("{name}.age");
+    let (n, cipher, older) = fetch_checked(
         a,
         bucket,
         &p.key,
         p.stored_bytes,
         &p.stored_blake3,
+        dir,
         &fetched,
     )?;
-    if ix.encryption == "age" {
-        let id = identity.expect("checked by the caller");
-        let out = Command::new("age")
-            .arg("--decrypt")
-            .arg("-i")
-            .arg(id)
-            .arg("-o")
-            .arg(&plain)
-            .arg(&fetched)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| Error::io("cannot run `age` (package age)", e))?;
-        if !out.status.success() {
-            return Err(Error::integrity(format!(
-                "archive `{}`: part {} does not decrypt with {}: {}",
-                a.name,
-                key(a, &p.key),
-                id.display(),
-                crate::base::model::wire_text(String::from_utf8_lossy(&out.stderr).trim())
-            )));
-        }
-        std::fs::remove_file(&fetched)
-            .map_err(|e| Error::io(format!("remove {}", fetched.display()), e))?;
+    let plain = dir.create_new(&tmp).map_err(Error::storage)?;
+    let id = identity.expect("checked by the caller");
+    let out = Command::new("age")
+        .arg("--decrypt")
+        .arg("-i")
+        .arg(id)
+        .stdin(Stdio::from(cipher))
+        .stdout(Stdio::from(plain))
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| Error::io("cannot run `age` (package age)", e))?;
+    if !out.status.success() {
+        return Err(Error::integrity(format!(
+            "archive `{}`: part {} does not decrypt with {}: {}",
+            a.name,
+            key(a, &p.key),
+            id.display(),
+            crate::base::model::wire_text(String::from_utf8_lossy(&out.stderr).trim())
+        )));
     }
-    Ok(n)
+    dir.remove(&fetched, false).map_err(Error::storage)?;
+    done((n, note(older)))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -422,19 +620,17 @@ pub fn verify(a: &Archive, set: Option<&str>, sample: Option<usize>) -> Result<V
     };
     for i in pick {
         let (id, k, bytes, b3) = &all[i];
-        let r = match bucket.get(k)? {
-            Some(r) => r,
-            None => {
-                report.problems.push(VerifyProblem {
-                    set_id: id.clone(),
-                    key: k.clone(),
-                    problem: "missing".into(),
-                });
-                continue;
-            }
+        let got = bucket.fetch(k, |r| {
+            crate::primary::seed::copy_hashing(r.take(bytes + 1), &mut std::io::sink())
+        })?;
+        let Some((n, got)) = got else {
+            report.problems.push(VerifyProblem {
+                set_id: id.clone(),
+                key: k.clone(),
+                problem: "missing".into(),
+            });
+            continue;
         };
-        let (n, got) = crate::primary::seed::copy_hashing(r.take(bytes + 1), &mut std::io::sink())
-            .map_err(|e| Error::io(format!("archive `{}`: reading {k}", a.name), e))?;
         report.parts_read += 1;
         report.bytes_read += n;
         if n != *bytes || got != *b3 {

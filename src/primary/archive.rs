@@ -8,9 +8,10 @@
 //! Nothing is ever overwritten or deleted: part keys carry a run id
 //! (`sets/SET/RUN/part-NNNNNN`) fresh for each attempt, the index key is
 //! the set's and is written once (its existence is checked first). A run
-//! killed before its index leaves only unreferenced parts; the next run
-//! writes the set again under a new run id. So the bucket itself is the
-//! journal: there is no local state to recover.
+//! killed before its index leaves parts no index names; the next run
+//! produces the set's stream again and reuses each part an earlier run
+//! recorded in its journal that the bucket still holds ([`resume`]),
+//! putting only the others (under its own run id).
 //!
 //! With `recipients`, every part is piped through `age -r ...` (argv, no
 //! shell) as it is produced: the plaintext never touches disk, and the
@@ -22,6 +23,7 @@
 //! stays constant, local disk is at most `UPLOADERS + 1` parts.
 
 pub mod index;
+pub mod resume;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -79,12 +81,17 @@ fn names(cfg: &Config) -> String {
 
 /// Open an archive's bucket with its credentials file.
 pub fn open(a: &Archive) -> Result<Bucket> {
-    Bucket::new(
+    Ok(Bucket::new(
         &a.endpoint,
         &a.bucket,
         &a.region,
         Credentials::load(&a.credentials)?,
-    )
+    )?
+    .with_limits(crate::wire::s3::Limits {
+        archive: a.name.clone(),
+        timeout: a.request_timeout,
+        retries: a.retries,
+    }))
 }
 
 /// The full key of `rel` (a key below the archive's prefix).
@@ -126,6 +133,8 @@ pub struct ArchivedSet {
     pub payload_bytes: u64,
     pub stream_bytes: u64,
     pub stored_bytes: u64,
+    /// Parts an interrupted run had uploaded, used again (not re-sent).
+    pub reused_parts: usize,
     pub seconds: f64,
 }
 
@@ -213,10 +222,11 @@ pub fn archive(
         report.planned = todo.into_iter().map(|m| m.id).collect();
         return Ok(report);
     }
+    resume::drop_stale(catalog, a, &|s| archived.contains_key(s))?;
     let stage = cfg.state_dir.join("archive-stage");
     for m in todo {
         let steps = crate::primary::coordinator::plan_set(&m, &has, &local);
-        let done = write_set(cfg, a, &bucket, &stores, &stage, &m, &steps)?;
+        let done = write_set(cfg, catalog, a, &bucket, &stores, &stage, &m, &steps)?;
         for s in &steps {
             has.entry(s.role.clone())
                 .or_default()
@@ -303,6 +313,12 @@ fn io_err(m: String) -> std::io::Error {
 struct Limited<'a, R> {
     inner: R,
     bucket: &'a std::sync::Mutex<crate::wire::ratelimit::TokenBucket>,
+}
+
+impl<R: Seek> Seek for Limited<'_, R> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(pos)
+    }
 }
 
 impl<R: Read> Read for Limited<'_, R> {
@@ -417,7 +433,8 @@ fn upload_parts(
     free: std::sync::mpsc::Sender<usize>,
     limit: Option<&std::sync::Mutex<crate::wire::ratelimit::TokenBucket>>,
     failed: &std::sync::atomic::AtomicBool,
-) -> Result<Vec<(usize, ArchivePart)>> {
+    resume: &resume::Resume,
+) -> Result<Vec<(usize, ArchivePart, bool)>> {
     let mut parts = Vec::new();
     loop {
         let job = match jobs.lock().unwrap_or_else(|p| p.into_inner()).recv() {
@@ -428,11 +445,11 @@ fn upload_parts(
             let _ = std::fs::remove_file(&job.path);
             continue;
         }
-        match upload_one(a, bucket, set_id, run, &job, limit) {
-            Ok(p) => {
-                tracing::debug!(part = job.i, "part uploaded");
+        match upload_one(a, bucket, set_id, run, &job, limit, resume) {
+            Ok((p, reused)) => {
+                tracing::debug!(part = job.i, reused, "part in the bucket");
                 let _ = std::fs::remove_file(&job.path);
-                parts.push((job.i, p));
+                parts.push((job.i, p, reused));
                 let _ = free.send(job.slot);
             }
             Err(e) => {
@@ -447,6 +464,10 @@ fn upload_parts(
     }
 }
 
+/// Part `job` into the bucket: the part an interrupted run uploaded when
+/// its plaintext is this one and the bucket holds it at the recorded size
+/// (`true`: reused), else a PUT under this run's key, recorded in the
+/// journal once it returns.
 fn upload_one(
     a: &Archive,
     bucket: &Bucket,
@@ -454,7 +475,13 @@ fn upload_one(
     run: &str,
     job: &Job,
     limit: Option<&std::sync::Mutex<crate::wire::ratelimit::TokenBucket>>,
-) -> Result<ArchivePart> {
+    resume: &resume::Resume,
+) -> Result<(ArchivePart, bool)> {
+    if let Some(p) = resume.candidate(job.i, job.bytes, &job.blake3)
+        && bucket.head(&key(a, &p.key))? == Some(p.stored_bytes)
+    {
+        return Ok((p.clone(), true));
+    }
     let read_err = |e| Error::io(format!("read {}", job.path.display()), e);
     let mut f = File::open(&job.path).map_err(read_err)?;
     let (stored_bytes, sha, b3) = match &job.sha256 {
@@ -477,16 +504,23 @@ fn upload_one(
             },
             stored_bytes,
             &sha,
+            true,
         )?,
-        None => bucket.put(&k, &mut body, stored_bytes, &sha)?,
+        None => bucket.put(&k, &mut body, stored_bytes, &sha, true)?,
     }
-    Ok(ArchivePart {
+    let part = ArchivePart {
         key: rel,
         bytes: job.bytes,
         blake3: job.blake3.clone(),
         stored_bytes,
         stored_blake3: b3,
-    })
+    };
+    // Parts finish out of order (several PUTs at once): stop once two
+    // are recorded, whichever they are.
+    if resume.record(job.i, &part)? == 2 {
+        crate::failpoint!("archive.after_part");
+    }
+    Ok((part, false))
 }
 
 /// Size, SHA-256 (hex) and blake3 (hex) of a file, in one pass.
@@ -534,8 +568,10 @@ impl Write for PartUploader<'_> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_set(
     cfg: &Config,
+    catalog: &Catalog,
     a: &Archive,
     bucket: &Bucket,
     stores: &Stores,
@@ -554,6 +590,7 @@ fn write_set(
     }
     std::fs::create_dir_all(stage_dir)
         .map_err(|e| Error::io(format!("create {}", stage_dir.display()), e))?;
+    let resume = resume::Resume::open(catalog, a, &set.id)?;
     let run = run_id();
     let slots = UPLOADERS + 1;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(slots);
@@ -583,8 +620,11 @@ fn write_set(
         let workers: Vec<_> = (0..UPLOADERS)
             .map(|_| {
                 let free = free_tx.clone();
-                let (jobs, limit, failed, run) = (&jobs, limit.as_ref(), &failed, &run);
-                s.spawn(move || upload_parts(a, bucket, &set.id, run, jobs, free, limit, failed))
+                let (jobs, limit, failed, run, resume) =
+                    (&jobs, limit.as_ref(), &failed, &run, &resume);
+                s.spawn(move || {
+                    upload_parts(a, bucket, &set.id, run, jobs, free, limit, failed, resume)
+                })
             })
             .collect();
         drop(free_tx);
@@ -601,17 +641,25 @@ fn write_set(
                 }
             }
         }
-        parts.sort_by_key(|(i, _)| *i);
+        parts.sort_by_key(|(i, _, _)| *i);
         let uploaded = match first_err {
             Some(e) => Err(e),
-            None => Ok(parts.into_iter().map(|(_, p)| p).collect::<Vec<_>>()),
+            None => Ok(parts),
         };
         (produced, uploaded)
     });
     // The upload's own error explains a production stopped by it.
-    let parts = uploaded.map_err(|e| e.context(format!("archive `{}`: set {}", a.name, set.id)))?;
+    let parts = uploaded.map_err(|e| {
+        e.context(format!(
+            "archive `{}`: set {} is NOT archived (no index written)",
+            a.name, set.id
+        ))
+    })?;
     let (payload, stream_bytes, members) = produced?;
-    finish_set(
+    let reused = parts.iter().filter(|(_, _, r)| *r).count();
+    let parts = parts.into_iter().map(|(_, p, _)| p).collect();
+    crate::failpoint!("archive.before_index");
+    let mut done = finish_set(
         cfg,
         a,
         bucket,
@@ -622,7 +670,10 @@ fn write_set(
         stream_bytes,
         members,
         started,
-    )
+    )?;
+    resume.finish()?;
+    done.reused_parts = reused;
+    Ok(done)
 }
 
 /// The set's stream into the part uploader: (payload, stream bytes, members).
@@ -717,8 +768,7 @@ fn finish_set(
             a.name
         )));
     }
-    let (_, sha) = crate::wire::s3::sha256_hex(&body[..]).expect("in memory");
-    bucket.put(index_key, &mut &body[..], body.len() as u64, &sha)?;
+    put_index(a, bucket, index_key, &body)?;
     Ok(ArchivedSet {
         set_id: set.id.clone(),
         requires,
@@ -726,8 +776,50 @@ fn finish_set(
         payload_bytes: payload,
         stream_bytes,
         stored_bytes: ix.parts.iter().map(|p| p.stored_bytes).sum(),
+        reused_parts: 0,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// PUT the index once per attempt, never over another: after a failed
+/// attempt (a timeout may hide a PUT that landed) the key is read back —
+/// our bytes there is success, other bytes a refusal, nothing there lets
+/// the next attempt (of `retries`) go.
+fn put_index(a: &Archive, bucket: &Bucket, index_key: &str, body: &[u8]) -> Result<()> {
+    let (_, sha) = crate::wire::s3::sha256_hex(body).expect("in memory");
+    let attempts = bucket.limits().retries + 1;
+    let mut n = 1;
+    loop {
+        let err = match bucket.put(
+            index_key,
+            &mut std::io::Cursor::new(body),
+            body.len() as u64,
+            &sha,
+            false,
+        ) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        match bucket.get_bounded(index_key, index::MAX_INDEX_BYTES) {
+            Ok(Some(got)) if got == body => return Ok(()),
+            Ok(Some(_)) => {
+                return Err(Error::refused(format!(
+                    "archive `{}`: {index_key} appeared with other bytes while this run wrote it; nothing overwritten",
+                    a.name
+                )));
+            }
+            Ok(None) if n < attempts => {
+                tracing::warn!(archive = %a.name, attempt = n, "{err} (trying again)");
+                std::thread::sleep(crate::wire::s3::backoff(n));
+                n += 1;
+            }
+            _ => {
+                return Err(err.context(format!(
+                    "the set is NOT archived: its index was not written ({n} attempts)"
+                )));
+            }
+        }
+    }
 }
 
 /// When `run` last archived to each archive (monotonic: the wall clock

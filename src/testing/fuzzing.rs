@@ -299,6 +299,12 @@ pub fn s3_xml(data: &[u8]) {
         assert!(!page.truncated || page.next.is_some());
     }
     let _ = crate::wire::s3::parse_lock(data);
+    if let Ok(v) = crate::wire::s3::versions::parse_versions(data, "p/a") {
+        assert!(v.len() <= crate::wire::s3::versions::MAX_VERSIONS);
+        assert!(v.iter().all(
+            |v| !v.version_id.is_empty() && v.version_id.bytes().all(|b| b.is_ascii_graphic())
+        ));
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -8,11 +8,24 @@
 //! Everything the server answers is foreign input: XML bodies are read with
 //! a size bound and parsed with roxmltree (no DTD, no entities), keys are
 //! checked to lie under the prefix asked for, and every count is bounded.
+//!
+//! Every request has a deadline ([`Limits`], the archive's
+//! `request_timeout`): the connect, each write of a body and each read of
+//! an answer (headers and every read of a streamed body) must progress
+//! within it — an RGW whose OSD is full accepts a PUT and then never
+//! answers, which hung `archive` for more than ten minutes. A request that
+//! times out, loses its connection or gets a 5xx/429 is tried again
+//! (`retries`, with backoff) when it is idempotent: GET, HEAD, LIST and the
+//! PUT of a part (its key is fresh for each run, its body rewound). The
+//! error names the archive, the bucket and object, what timed out and how
+//! many attempts were made.
 
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub mod versions;
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -28,6 +41,36 @@ pub const MAX_XML_BYTES: u64 = 4 << 20;
 pub const MAX_LIST_KEYS: usize = 1_000_000;
 /// S3's own limit on a key.
 pub const MAX_KEY_LEN: usize = 1024;
+
+/// The per-request deadline and the retries of idempotent requests.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The archive's name, for errors (`archive `NAME`: ...`).
+    pub archive: String,
+    /// Most time without progress for a connect, a write or a read.
+    pub timeout: Duration,
+    /// How many more times an idempotent request is tried.
+    pub retries: u32,
+}
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_RETRIES: u32 = 3;
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            archive: String::new(),
+            timeout: DEFAULT_TIMEOUT,
+            retries: DEFAULT_RETRIES,
+        }
+    }
+}
+
+/// The wait before attempt `n + 1` (n >= 1): 0.5 s, 1 s, 2 s ... at most 30 s.
+pub fn backoff(n: u32) -> Duration {
+    Duration::from_millis(500u64.saturating_mul(1 << n.saturating_sub(1).min(6)))
+        .min(Duration::from_secs(30))
+}
 
 /// The access key pair, read from the credentials file.
 #[derive(Clone)]
@@ -122,6 +165,7 @@ pub struct Bucket {
     region: String,
     creds: Credentials,
     agent: ureq::Agent,
+    limits: Limits,
 }
 
 /// Object Lock configuration of a bucket.
@@ -229,54 +273,204 @@ fn status_error(what: &str, code: u16, resp: ureq::Response) -> Error {
     }
 }
 
+/// A body that can be sent again (rewound) when a PUT is retried.
+pub trait Source: Read + Seek {}
+impl<T: Read + Seek> Source for T {}
+
 pub enum Body<'a> {
     Empty,
     /// A reader of exactly `len` bytes whose SHA-256 is `sha256` (hex).
     Stream {
-        reader: &'a mut dyn Read,
+        reader: &'a mut dyn Source,
         len: u64,
         sha256: String,
     },
+}
+
+/// One attempt's failure: whether trying again may help.
+struct Failure {
+    err: Error,
+    transient: bool,
+}
+
+/// Whether an error (or one it wraps) is an I/O timeout.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            )
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// Counts the body bytes ureq has taken (to say how far a send got).
+struct Counting<'a> {
+    inner: &'a mut dyn Read,
+    n: u64,
+}
+
+impl Read for Counting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+}
+
+/// A streamed answer body whose reads have the request's deadline: a read
+/// that times out (or fails) is an error naming the object, and marks
+/// the failure as the network's (so that [`Bucket::fetch`] retries it).
+pub struct BodyReader {
+    inner: Box<dyn Read + Send + Sync>,
+    what: String,
+    timeout: Duration,
+    read: u64,
+    pub network_failed: bool,
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(k) => {
+                self.read += k as u64;
+                Ok(k)
+            }
+            Err(e) => {
+                self.network_failed = true;
+                let why = if timed_out(&e) {
+                    format!(
+                        "timed out: no data for {} (request_timeout) while reading the body, after {} bytes",
+                        humantime::format_duration(self.timeout),
+                        self.read
+                    )
+                } else {
+                    format!("reading the body failed after {} bytes: {e}", self.read)
+                };
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("{}: {why}", self.what),
+                ))
+            }
+        }
+    }
 }
 
 impl Bucket {
     pub fn new(endpoint: &str, bucket: &str, region: &str, creds: Credentials) -> Result<Bucket> {
         let host = endpoint_host(endpoint).map_err(|e| Error::config(format!("endpoint {e}")))?;
         validate_bucket(bucket).map_err(|e| Error::config(format!("bucket {e}")))?;
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(30))
-            .timeout_read(Duration::from_secs(300))
-            .timeout_write(Duration::from_secs(300))
-            .redirects(0)
-            .build();
+        let limits = Limits::default();
         Ok(Bucket {
             endpoint: endpoint.trim_end_matches('/').to_string(),
             host,
             bucket: bucket.into(),
             region: region.into(),
             creds,
-            agent,
+            agent: agent(&limits),
+            limits,
         })
+    }
+
+    /// The same bucket with these limits (and the archive's name in errors).
+    pub fn with_limits(mut self, limits: Limits) -> Bucket {
+        self.agent = agent(&limits);
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     pub fn display(&self) -> String {
         format!("{}/{}", self.endpoint, self.bucket)
     }
 
-    /// One signed request; `Ok(None)` for a 404.
+    /// `archive `NAME`: ` (empty without a name).
+    fn label(&self) -> String {
+        if self.limits.archive.is_empty() {
+            String::new()
+        } else {
+            format!("archive `{}`: ", self.limits.archive)
+        }
+    }
+
+    /// Run `attempt` up to `1 + retries` times (once unless `retry`) while
+    /// its failure is transient, waiting [`backoff`] in between.
+    fn retrying<T>(
+        &self,
+        what: &str,
+        retry: bool,
+        mut attempt: impl FnMut(u32) -> std::result::Result<T, Failure>,
+    ) -> Result<T> {
+        let attempts = if retry { self.limits.retries + 1 } else { 1 };
+        let mut n = 1;
+        loop {
+            match attempt(n) {
+                Ok(t) => return Ok(t),
+                Err(f) if f.transient && n < attempts => {
+                    tracing::warn!(
+                        attempt = n,
+                        of = attempts,
+                        "{what}: {} (trying again)",
+                        f.err
+                    );
+                    std::thread::sleep(backoff(n));
+                    n += 1;
+                }
+                Err(f) if n > 1 => {
+                    return Err(f.err.context(format!("gave up after {n} attempts")));
+                }
+                Err(f) => return Err(f.err),
+            }
+        }
+    }
+
+    /// One signed request, tried again while transient when `retry`;
+    /// `Ok(None)` for a 404.
     fn call(
         &self,
         method: &str,
         key: &str,
         query: &[(&str, &str)],
-        body: Body,
+        mut body: Body,
         what: &str,
+        retry: bool,
     ) -> Result<Option<ureq::Response>> {
         if key.len() > MAX_KEY_LEN {
             return Err(Error::config(format!(
                 "{what}: key longer than {MAX_KEY_LEN}"
             )));
         }
+        let what = format!("{}{what}", self.label());
+        self.retrying(&what, retry, |n| {
+            if n > 1
+                && let Body::Stream { reader, .. } = &mut body
+            {
+                reader.seek(SeekFrom::Start(0)).map_err(|e| Failure {
+                    err: Error::io(format!("{what}: rewinding the body"), e),
+                    transient: false,
+                })?;
+            }
+            self.call_once(method, key, query, &mut body, &what)
+        })
+    }
+
+    fn call_once(
+        &self,
+        method: &str,
+        key: &str,
+        query: &[(&str, &str)],
+        body: &mut Body,
+        what: &str,
+    ) -> std::result::Result<Option<ureq::Response>, Failure> {
         let path = if key.is_empty() {
             format!("/{}", self.bucket)
         } else {
@@ -321,26 +515,67 @@ impl Bucket {
             .set("x-amz-date", &amz_date)
             .set("x-amz-content-sha256", &payload)
             .set("Authorization", &auth);
-        let res = match body {
-            Body::Empty => req.call(),
-            Body::Stream { reader, len, .. } => req
-                .set("Content-Length", &len.to_string())
-                .send(reader.take(len)),
+        let (res, sent, len) = match body {
+            Body::Empty => (req.call(), 0, 0),
+            Body::Stream { reader, len, .. } => {
+                let mut c = Counting {
+                    inner: &mut *reader,
+                    n: 0,
+                };
+                let r = req
+                    .set("Content-Length", &len.to_string())
+                    .send((&mut c).take(*len));
+                (r, c.n, *len)
+            }
         };
         match res {
             Ok(r) => Ok(Some(r)),
             Err(ureq::Error::Status(404, _)) if method != "PUT" => Ok(None),
-            Err(ureq::Error::Status(code, r)) => Err(status_error(what, code, r)),
-            Err(ureq::Error::Transport(t)) => Err(Error::storage(format!(
-                "{what}: {} unreachable: {t}",
-                self.endpoint
-            ))),
+            Err(ureq::Error::Status(code, r)) => Err(Failure {
+                err: status_error(what, code, r),
+                transient: code >= 500 || code == 429,
+            }),
+            Err(ureq::Error::Transport(t)) => {
+                let connecting = matches!(
+                    t.kind(),
+                    ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns
+                );
+                let phase = if connecting {
+                    format!("connecting to {}", self.endpoint)
+                } else if sent < len {
+                    format!("sending the body ({sent} of {len} bytes sent)")
+                } else {
+                    "waiting for the answer".to_string()
+                };
+                let msg = if timed_out(&t) {
+                    format!(
+                        "{what}: timed out: no progress for {} (request_timeout) while {phase}",
+                        humantime::format_duration(self.limits.timeout)
+                    )
+                } else {
+                    format!("{what}: {} failed while {phase}: {t}", self.endpoint)
+                };
+                Err(Failure {
+                    err: Error::storage(msg),
+                    transient: true,
+                })
+            }
         }
     }
 
     /// PutObject of exactly `len` bytes from `reader`, whose SHA-256 the
-    /// server checks against the signed one.
-    pub fn put(&self, key: &str, reader: &mut dyn Read, len: u64, sha256: &str) -> Result<()> {
+    /// server checks against the signed one. `retry`: the key is fresh
+    /// (a part's), so sending it again after a failure overwrites nothing
+    /// that another run wrote; the index is put with `retry` false (its
+    /// caller checks whether a failed PUT landed).
+    pub fn put(
+        &self,
+        key: &str,
+        reader: &mut dyn Source,
+        len: u64,
+        sha256: &str,
+        retry: bool,
+    ) -> Result<()> {
         let what = format!("PUT {}/{key}", self.display());
         self.call(
             "PUT",
@@ -352,6 +587,7 @@ impl Bucket {
                 sha256: sha256.into(),
             },
             &what,
+            retry,
         )?;
         Ok(())
     }
@@ -361,14 +597,14 @@ impl Bucket {
     /// else uses; a refusal (403) is an error of kind `Refused`.
     pub fn delete(&self, key: &str) -> Result<()> {
         let what = format!("DELETE {}/{key}", self.display());
-        self.call("DELETE", key, &[], Body::Empty, &what)?;
+        self.call("DELETE", key, &[], Body::Empty, &what, false)?;
         Ok(())
     }
 
     /// HeadObject: the object's size, `None` if there is none.
     pub fn head(&self, key: &str) -> Result<Option<u64>> {
         let what = format!("HEAD {}/{key}", self.display());
-        let Some(r) = self.call("HEAD", key, &[], Body::Empty, &what)? else {
+        let Some(r) = self.call("HEAD", key, &[], Body::Empty, &what, true)? else {
             return Ok(None);
         };
         r.header("Content-Length")
@@ -377,20 +613,118 @@ impl Bucket {
             .ok_or_else(|| Error::protocol(format!("{what}: no Content-Length")))
     }
 
-    /// GetObject, streamed; `None` if there is none.
-    pub fn get(&self, key: &str) -> Result<Option<Box<dyn Read + Send + Sync>>> {
-        let what = format!("GET {}/{key}", self.display());
+    /// GetObject, streamed (each read with the deadline); `None` if there
+    /// is none.
+    pub fn get(&self, key: &str) -> Result<Option<BodyReader>> {
+        self.get_with(key, &[])
+    }
+
+    fn get_with(&self, key: &str, query: &[(&str, &str)]) -> Result<Option<BodyReader>> {
+        let what = match query {
+            [("versionId", v)] => format!("GET {}/{key} (version {v})", self.display()),
+            _ => format!("GET {}/{key}", self.display()),
+        };
         Ok(self
-            .call("GET", key, &[], Body::Empty, &what)?
-            .map(|r| r.into_reader()))
+            .call("GET", key, query, Body::Empty, &what, true)?
+            .map(|r| BodyReader {
+                inner: r.into_reader(),
+                what: format!("{}{what}", self.label()),
+                timeout: self.limits.timeout,
+                read: 0,
+                network_failed: false,
+            }))
+    }
+
+    /// GetObject handed to `consume`, the whole GET tried again (and
+    /// `consume` called again from the start) while the network fails:
+    /// the request, or a read of its body. An error of `consume`'s own
+    /// (its disk, say) is not retried. `None` if there is no object.
+    pub fn fetch<T>(
+        &self,
+        key: &str,
+        consume: impl FnMut(&mut BodyReader) -> std::io::Result<T>,
+    ) -> Result<Option<T>> {
+        self.fetch_with(key, &[], consume)
+    }
+
+    fn fetch_with<T>(
+        &self,
+        key: &str,
+        query: &[(&str, &str)],
+        mut consume: impl FnMut(&mut BodyReader) -> std::io::Result<T>,
+    ) -> Result<Option<T>> {
+        let what = format!("{}GET {}/{key}", self.label(), self.display());
+        self.retrying(&what, true, |_| {
+            let Some(mut r) = self.get_with(key, query).map_err(|err| Failure {
+                err,
+                transient: false,
+            })?
+            else {
+                return Ok(None);
+            };
+            consume(&mut r).map(Some).map_err(|e| Failure {
+                transient: r.network_failed,
+                // The body reader's errors name the request already.
+                err: if r.network_failed {
+                    Error::storage(e.to_string())
+                } else {
+                    Error::io(&what, e)
+                },
+            })
+        })
     }
 
     /// GetObject into memory, refused beyond `max` bytes.
     pub fn get_bounded(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>> {
-        let Some(r) = self.get(key)? else {
-            return Ok(None);
-        };
-        read_bounded(r, max, &format!("{}/{key}", self.display())).map(Some)
+        let what = format!("{}/{key}", self.display());
+        let got = self.fetch(key, |r| {
+            let mut v = Vec::new();
+            r.take(max + 1).read_to_end(&mut v)?;
+            Ok(v)
+        })?;
+        match got {
+            Some(v) if v.len() as u64 > max => Err(Error::protocol(format!(
+                "{}{what}: more than {max} bytes",
+                self.label()
+            ))),
+            v => Ok(v),
+        }
+    }
+
+    /// A bucket-level GET whose answer is XML (at most [`MAX_XML_BYTES`]),
+    /// the request and the read of its answer tried again together.
+    fn get_xml(&self, query: &[(&str, &str)], what: &str) -> Result<Option<Vec<u8>>> {
+        let what = format!("{}{what}", self.label());
+        self.retrying(&what, true, |_| {
+            let Some(r) = self.call_once("GET", "", query, &mut Body::Empty, &what)? else {
+                return Ok(None);
+            };
+            let mut v = Vec::new();
+            r.into_reader()
+                .take(MAX_XML_BYTES + 1)
+                .read_to_end(&mut v)
+                .map_err(|e| {
+                    let why = if timed_out(&e) {
+                        format!(
+                            "timed out: no data for {} (request_timeout) while reading the answer",
+                            humantime::format_duration(self.limits.timeout)
+                        )
+                    } else {
+                        format!("reading the answer: {e}")
+                    };
+                    Failure {
+                        err: Error::storage(format!("{what}: {why}")),
+                        transient: true,
+                    }
+                })?;
+            if v.len() as u64 > MAX_XML_BYTES {
+                return Err(Failure {
+                    err: Error::protocol(format!("{what}: more than {MAX_XML_BYTES} bytes")),
+                    transient: false,
+                });
+            }
+            Ok(Some(v))
+        })
     }
 
     /// ListObjectsV2 of every key under `prefix`, paged, with sizes.
@@ -403,10 +737,9 @@ impl Bucket {
             if let Some(t) = &token {
                 q.push(("continuation-token", t));
             }
-            let r = self
-                .call("GET", "", &q, Body::Empty, &what)?
+            let body = self
+                .get_xml(&q, &what)?
                 .ok_or_else(|| Error::not_found(format!("{what}: no such bucket")))?;
-            let body = read_bounded(r.into_reader(), MAX_XML_BYTES, &what)?;
             let page =
                 parse_list(&body, prefix).map_err(|e| Error::protocol(format!("{what}: {e}")))?;
             out.extend(page.keys);
@@ -425,30 +758,28 @@ impl Bucket {
     /// GetObjectLockConfiguration; `None` when the bucket has none.
     pub fn object_lock(&self) -> Result<Option<ObjectLock>> {
         let what = format!("GET {}?object-lock", self.display());
-        let r = match self.call("GET", "", &[("object-lock", "")], Body::Empty, &what) {
-            Ok(Some(r)) => r,
+        let body = match self.get_xml(&[("object-lock", "")], &what) {
+            Ok(Some(b)) => b,
             Ok(None) => return Ok(None),
             Err(e) if e.to_string().contains("ObjectLockConfigurationNotFound") => {
                 return Ok(None);
             }
             Err(e) => return Err(e),
         };
-        let body = read_bounded(r.into_reader(), MAX_XML_BYTES, &what)?;
         parse_lock(&body)
             .map(Some)
             .map_err(|e| Error::protocol(format!("{what}: {e}")))
     }
 }
 
-fn read_bounded(r: impl Read, max: u64, what: &str) -> Result<Vec<u8>> {
-    let mut v = Vec::new();
-    r.take(max + 1)
-        .read_to_end(&mut v)
-        .map_err(|e| Error::io(format!("reading {what}"), e))?;
-    if v.len() as u64 > max {
-        return Err(Error::protocol(format!("{what}: more than {max} bytes")));
-    }
-    Ok(v)
+/// An agent with the deadline on the connect and on every read and write.
+fn agent(l: &Limits) -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout_connect(l.timeout)
+        .timeout_read(l.timeout)
+        .timeout_write(l.timeout)
+        .redirects(0)
+        .build()
 }
 
 /// One page of ListObjectsV2.

@@ -166,16 +166,17 @@ pub fn decode(bytes: &[u8], expect_set: Option<&str>) -> Result<ArchiveIndex, St
     if ix.parts.is_empty() || ix.parts.len() > MAX_PARTS {
         return Err(format!("{} parts (1 to {MAX_PARTS})", ix.parts.len()));
     }
-    let run = ix.parts[0]
-        .key
-        .strip_prefix(&format!("sets/{}/", ix.set_id))
-        .and_then(|r| r.split('/').next())
-        .filter(|r| valid_run(r))
-        .ok_or_else(|| format!("part key `{}`", wire_str(&ix.parts[0].key)))?
-        .to_string();
     let mut total = 0u64;
     for (i, p) in ix.parts.iter().enumerate() {
-        if p.key != part_key(&ix.set_id, &run, i) {
+        // Each part's run: a resumed set keeps the parts an interrupted
+        // run uploaded (their run id) and puts the others under its own.
+        let run = p
+            .key
+            .strip_prefix(&format!("sets/{}/", ix.set_id))
+            .and_then(|r| r.split('/').next())
+            .filter(|r| valid_run(r))
+            .ok_or_else(|| format!("part {i} has key `{}`", wire_str(&p.key)))?;
+        if p.key != part_key(&ix.set_id, run, i) {
             return Err(format!("part {i} has key `{}`", wire_str(&p.key)));
         }
         if !is_hash(&p.blake3) || !is_hash(&p.stored_blake3) {
