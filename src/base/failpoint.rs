@@ -276,6 +276,18 @@ pub const ALL: &[Failpoint] = &[
         recovery: "rerun `snapsite follow`: volumes already set aside are skipped",
     },
     Failpoint {
+        name: "zfs.set_aside.after_rename",
+        verbs: &["follow"],
+        state: "ZFS: the replica is renamed <replica>-divergent-<label> (with every snapshot); no replica dataset yet",
+        recovery: "rerun `snapsite follow`: the renamed dataset is made read-only and the replica cloned from its base",
+    },
+    Failpoint {
+        name: "zfs.set_aside.after_clone",
+        verbs: &["follow"],
+        state: "ZFS: the replica is a clone of the set-aside dataset's base snapshot, not yet promoted",
+        recovery: "rerun `snapsite follow`: the clone is promoted",
+    },
+    Failpoint {
         name: "follow.after_divergent_record",
         verbs: &["follow"],
         state: "state_dir/divergent/<label>.json (how = follow) is written",
