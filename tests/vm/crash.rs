@@ -1167,13 +1167,13 @@ fn lv_hash(vg: &str, lv: &str) -> String {
 
 fn run_matrix(kind: Kind) {
     let full = std::env::var("SNAPSITE_CRASH_MATRIX").as_deref() == Ok("full");
-    // SNAPSITE_CRASH_CELLS=a,b: only these failpoints (while working on one).
+    // SNAPSITE_CRASH_CELLS=a,b: only these cells, in this order (while
+    // working on one, or to split the full run into calls).
     let chosen = std::env::var("SNAPSITE_CRASH_CELLS").unwrap_or_default();
     let all = full_matrix();
-    let chosen: Vec<&str> = all
-        .iter()
-        .copied()
-        .filter(|f| chosen.split(',').any(|c| c == *f))
+    let chosen: Vec<&str> = chosen
+        .split(',')
+        .filter_map(|c| all.iter().copied().find(|f| *f == c))
         .collect();
     let cells = if !chosen.is_empty() {
         &chosen[..]

@@ -261,7 +261,7 @@ pub(super) fn follow_cell(kind: Kind, fp: &str) {
     assert_eq!(objs, want, "{fp}: C's storage");
     assert_eq!(
         manifests(&state_c).into_keys().collect::<Vec<_>>(),
-        [s0.clone()],
+        [s0.as_str()],
         "{fp}: C's sets are the common one"
     );
     // B's first ship to C: incremental from the common set, equal data.
@@ -383,7 +383,7 @@ pub(super) fn prune_release_cell(kind: Kind, fp: &str) {
     );
     assert_eq!(
         manifests(&s.state('a')).into_keys().collect::<Vec<_>>(),
-        [s1.clone()],
+        [s1.as_str()],
         "{fp}: A keeps near's common set only: {p}"
     );
     assert_eq!(
