@@ -492,6 +492,14 @@ pub fn runbook() -> String {
          (failback, follow, switchover, prune), `state_dir/failover/state.json` (failover) and\n\
          `state_dir/rehearsal/state.json` (rehearse). Stop at a point with\n\
          `SNAPSITE_FAILPOINT=<name>` (debug builds or `--features failpoints`; exit 86).\n\n\
+         After a reboot (not a crash): the divergent data a completed failback or\n\
+         switchover kept on ZFS (`<source>-divergent-<label>`, read-only,\n\
+         `canmount=noauto`, mountpoint under /run/snapsite/divergent) is kept but\n\
+         not mounted; nothing is lost. `snapsite role` lists each volume's kept data,\n\
+         says whether it is mounted and gives the command that mounts it read-only\n\
+         (`zfs mount <dataset>`); a rerun of an interrupted failback or switchover\n\
+         mounts it by itself. On btrfs it is a read-only snapshot in the volume's\n\
+         snapshot directory, on LVM a read-only LV (never mounted).\n\n\
          | failpoint | verbs | stopped after | recovery |\n\
          |---|---|---|---|\n",
     );

@@ -9,7 +9,7 @@
 //! says it is not mounted and gives the command that mounts it
 //! (`zfs mount DATASET`, read-only, at the same place); a failback or
 //! switchover rerun mounts it again by itself. On btrfs the kept data is a
-//! read-only subvolume inside the volume's filesystem (always reachable);
+//! read-only snapshot in the volume's snapshot directory (always reachable);
 //! on LVM a read-only LV (never mounted: `lvchange -ay -K` and
 //! `mount -o ro` reach it).
 
