@@ -301,6 +301,14 @@ pub trait Backend: Send + Sync {
         Ok(())
     }
 
+    /// Where the divergent data kept at `at` is mounted: `Some((mounted,
+    /// mountpoint))` for backends that mount it (ZFS: read-only at a
+    /// mountpoint under /run, which a reboot leaves unmounted), `None`
+    /// for those whose divergent data is a snapshot or LV never mounted.
+    fn divergent_mount(&self, _vol: &Volume, _at: &str) -> Result<Option<(bool, String)>> {
+        Ok(None)
+    }
+
     /// Prepare snapshot `name`, taken on this site, to be the base of
     /// incremental receives from the peer (after a failback or switchover
     /// turns the direction around). btrfs: see `Btrfs::make_receivable`.
@@ -518,6 +526,9 @@ impl Store {
     }
     pub fn remount_divergent(&self, at: &str) -> Result<()> {
         self.imp.remount_divergent(&self.vol, at)
+    }
+    pub fn divergent_mount(&self, at: &str) -> Result<Option<(bool, String)>> {
+        self.imp.divergent_mount(&self.vol, at)
     }
     pub fn divergent(&self) -> Result<Vec<String>> {
         self.imp.divergent(&self.vol)

@@ -754,6 +754,10 @@ impl Backend for Zfs {
         demote::remount_divergent(vol, at)
     }
 
+    fn divergent_mount(&self, _vol: &Volume, at: &str) -> Result<Option<(bool, String)>> {
+        demote::divergent_mount(at)
+    }
+
     fn divergent(&self, vol: &Volume) -> Result<Vec<String>> {
         divergent(vol)
     }

@@ -300,6 +300,18 @@ pub const ALL: &[Failpoint] = &[
         recovery: "rerun `snapsite follow`: volumes already set aside are skipped",
     },
     Failpoint {
+        name: "zfs.set_aside.after_rename",
+        verbs: &["follow"],
+        state: "ZFS: the replica is renamed <replica>-divergent-<label> (with every snapshot); no replica dataset yet",
+        recovery: "rerun `snapsite follow`: the renamed dataset is made read-only and the replica cloned from its base",
+    },
+    Failpoint {
+        name: "zfs.set_aside.after_clone",
+        verbs: &["follow"],
+        state: "ZFS: the replica is a clone of the set-aside dataset's base snapshot, not yet promoted",
+        recovery: "rerun `snapsite follow`: the clone is promoted",
+    },
+    Failpoint {
         name: "follow.after_divergent_record",
         verbs: &["follow"],
         state: "state_dir/divergent/<label>.json (how = follow) is written",
@@ -504,6 +516,14 @@ pub fn runbook() -> String {
          (failback, follow, switchover, prune), `state_dir/failover/state.json` (failover) and\n\
          `state_dir/rehearsal/state.json` (rehearse). Stop at a point with\n\
          `SNAPSITE_FAILPOINT=<name>` (debug builds or `--features failpoints`; exit 86).\n\n\
+         After a reboot (not a crash): the divergent data a completed failback or\n\
+         switchover kept on ZFS (`<source>-divergent-<label>`, read-only,\n\
+         `canmount=noauto`, mountpoint under /run/snapsite/divergent) is kept but\n\
+         not mounted; nothing is lost. `snapsite role` lists each volume's kept data,\n\
+         says whether it is mounted and gives the command that mounts it read-only\n\
+         (`zfs mount <dataset>`); a rerun of an interrupted failback or switchover\n\
+         mounts it by itself. On btrfs it is a read-only snapshot in the volume's\n\
+         snapshot directory, on LVM a read-only LV (never mounted).\n\n\
          | failpoint | verbs | stopped after | recovery |\n\
          |---|---|---|---|\n",
     );

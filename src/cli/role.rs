@@ -25,12 +25,14 @@ pub(super) fn cmd_role(
     let rec = catalog.role_record()?;
     let peer = catalog.peer_record()?;
     let interrupted = snapsite::ops::status::interrupted(catalog)?;
+    let kept = snapsite::dr::kept::kept(cfg, catalog)?;
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "site": cfg.site, "role": role, "generation": generation,
                 "record": rec, "peer": peer, "interrupted": interrupted,
+                "divergent": kept,
             }))?
         );
         return Ok(ExitCode::SUCCESS);
@@ -53,6 +55,9 @@ pub(super) fn cmd_role(
             p.generation.map(|g| g.to_string()).unwrap_or("?".into()),
             p.seen_at
         );
+    }
+    for k in &kept {
+        println!("{}", snapsite::dr::kept::render(k));
     }
     for i in &interrupted {
         println!("{}", snapsite::base::journal::render(i));

@@ -8,6 +8,7 @@
 pub mod failback;
 pub mod failover;
 pub mod follow;
+pub mod kept;
 pub mod rehearse;
 pub mod replay;
 pub mod restore;

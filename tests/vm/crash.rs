@@ -34,6 +34,8 @@ use super::*;
 use std::collections::{BTreeMap, BTreeSet};
 
 mod cycle;
+mod follow;
+mod kept;
 mod reboot;
 mod seed;
 mod spool;
@@ -92,6 +94,9 @@ const FULL: &[&str] = &[
     "failback:lvm.make_receivable.after_rename",
     "failback:zfs.keep_divergent.after_readonly",
     "failback:lvm.keep_divergent.after_umount",
+    // A failback that ran through, then (reboot variant) an ordinary
+    // reboot: `role` says where the kept ZFS dataset is (crash/kept.rs).
+    "failback:zfs.completed",
     "lvm.receive.after_snapshot",
     "lvm.receive.after_snapshot@first",
     // (failover.after_mount is btrfs's bind mount: ZFS and LVM mount the
@@ -118,6 +123,20 @@ const FULL: &[&str] = &[
     "peer-failover:lvm.keep_divergent.after_rename",
     // The replica an empty clone (the promoted live dataset's leftover).
     "switchback:zfs.make_receivable.after_destroy",
+    // `follow` on a third site (crash/follow.rs; on LVM no set-aside, so
+    // not follow.after_set_aside), and prune's release of a standby that
+    // left the config.
+    "follow:follow.after_plan",
+    "follow:zfs.set_aside.after_rename",
+    "follow:zfs.set_aside.after_clone",
+    "follow:follow.after_set_aside",
+    "follow:follow.after_divergent_record",
+    "follow:follow.after_sets_moved",
+    "follow:follow.after_mark_committed",
+    "follow:follow.after_receivable",
+    "follow:follow.after_role_record",
+    "prune-release:prune.after_intent",
+    "prune-release:prune.after_member",
     // The spool's apply at failover, in the `[stream]` lab.
     "spool:spool_apply.after_plan",
     "spool:spool_apply.after_backups",
@@ -148,6 +167,12 @@ fn full_matrix() -> Vec<&'static str> {
         }
     }
     v
+}
+
+thread_local! {
+    /// Seconds the cell running now spent building its two-site lab
+    /// ([`Sites::new`]), printed on the cell's line.
+    static SETUP: std::cell::Cell<f64> = const { std::cell::Cell::new(0.0) };
 }
 
 /// Unmounts these on drop (A's live LVM filesystems).
@@ -181,6 +206,7 @@ pub(super) struct Sites {
 
 impl Sites {
     pub(super) fn new(kind: Kind, retention: bool) -> Sites {
+        let t_setup = Instant::now();
         let dir = scratch().join(unique_name("crash"));
         std::fs::create_dir_all(&dir).unwrap();
         let a_cfg = dir.join("a.toml");
@@ -269,6 +295,7 @@ impl Sites {
         }
         let unmount = Unmount(unmount);
         reboot::register(kind, &dir, &a_cfg, &a_name, &b_name);
+        SETUP.with(|c| c.set(c.get() + t_setup.elapsed().as_secs_f64()));
         Sites {
             kind,
             dir,
@@ -733,7 +760,11 @@ fn failback_cell(kind: Kind, fp: &str) {
     }
     // A returns, its config naming a replica for each volume.
     name_replicas(&s);
-    crash(&s.a_cfg, &["failback"], fp);
+    // `zfs.completed`: no crash; the failback runs through (and, in its
+    // reboot variant, A reboots after it: crash/kept.rs).
+    if fp != "zfs.completed" {
+        crash(&s.a_cfg, &["failback"], fp);
+    }
     let fb = snapsite_json(&s.a_cfg, &["failback", "--json"]);
     let label = fb["divergent"]["label"].as_str().unwrap().to_string();
     assert_eq!(
@@ -834,6 +865,9 @@ fn failback_cell(kind: Kind, fp: &str) {
     // B ships its first set of generation 2 to A: incremental from the
     // common set (nothing sent again), committed; the data equal.
     ship_back(&s, &common);
+    if fp == "zfs.completed" {
+        kept::after_completed_failback(&s, &label);
+    }
 }
 
 /// Names a replica for each of A's volumes in A's config (what a
@@ -1133,13 +1167,13 @@ fn lv_hash(vg: &str, lv: &str) -> String {
 
 fn run_matrix(kind: Kind) {
     let full = std::env::var("SNAPSITE_CRASH_MATRIX").as_deref() == Ok("full");
-    // SNAPSITE_CRASH_CELLS=a,b: only these failpoints (while working on one).
+    // SNAPSITE_CRASH_CELLS=a,b: only these cells, in this order (while
+    // working on one, or to split the full run into calls).
     let chosen = std::env::var("SNAPSITE_CRASH_CELLS").unwrap_or_default();
     let all = full_matrix();
-    let chosen: Vec<&str> = all
-        .iter()
-        .copied()
-        .filter(|f| chosen.split(',').any(|c| c == *f))
+    let chosen: Vec<&str> = chosen
+        .split(',')
+        .filter_map(|c| all.iter().copied().find(|f| *f == c))
         .collect();
     let cells = if !chosen.is_empty() {
         &chosen[..]
@@ -1158,6 +1192,7 @@ fn run_matrix(kind: Kind) {
         .iter()
         .copied()
         .filter(|c| !c.split_once(':').map_or(*c, |(_, f)| f).starts_with(other))
+        .filter(|c| !(kind == Kind::Lvm && c.ends_with("follow:follow.after_set_aside")))
         .collect();
     let t0 = Instant::now();
     let mut failed = Vec::new();
@@ -1171,6 +1206,7 @@ fn run_matrix(kind: Kind) {
             None => (false, fp),
         };
         reboot::set(rebooted);
+        SETUP.with(|c| c.set(0.0));
         let res = std::panic::catch_unwind(|| {
             let fp = cell;
             if let Some(fp) = fp.strip_prefix("failback:") {
@@ -1187,6 +1223,10 @@ fn run_matrix(kind: Kind) {
                 seed::seed_cell(kind, fp)
             } else if let Some(fp) = fp.strip_prefix("spool:") {
                 spool::spool_apply_cell(kind, fp)
+            } else if let Some(fp) = fp.strip_prefix("follow:") {
+                follow::follow_cell(kind, fp)
+            } else if let Some(fp) = fp.strip_prefix("prune-release:") {
+                follow::prune_release_cell(kind, fp)
             } else if let Some(fp) = fp.strip_prefix("switchback:") {
                 cycle::switchback_cell(kind, fp)
             } else if let Some(fp) = fp.strip_suffix("@first") {
@@ -1213,8 +1253,9 @@ fn run_matrix(kind: Kind) {
             }
         };
         let line = format!(
-            "{kind:?} {fp:<50} {outcome} ({:.1} s)",
-            t.elapsed().as_secs_f64()
+            "{kind:?} {fp:<50} {outcome} ({:.1} s, lab setup {:.1} s)",
+            t.elapsed().as_secs_f64(),
+            SETUP.with(|c| c.get())
         );
         eprintln!("crash cell: {line}");
         lines.push(line);

@@ -140,6 +140,21 @@ pub(super) fn remount_divergent(vol: &Volume, dst: &str) -> Result<()> {
     ))
 }
 
+/// Whether divergent dataset `dst` is mounted, and its mountpoint;
+/// `None` when it is gone (destroyed by hand) or never mounted (follow's
+/// set-aside replica: `mountpoint=none`).
+pub(super) fn divergent_mount(dst: &str) -> Result<Option<(bool, String)>> {
+    if !exists(dst)? {
+        return Ok(None);
+    }
+    let mp = get("mountpoint", dst)?.unwrap_or_default();
+    if !mp.starts_with('/') {
+        return Ok(None);
+    }
+    let mounted = get("mounted", dst)?.as_deref() == Some("yes");
+    Ok(Some((mounted, mp)))
+}
+
 /// The divergent datasets of the volume, oldest first.
 pub(super) fn divergent(vol: &Volume) -> Result<Vec<String>> {
     let Some((parent, _)) = vol.source.rsplit_once('/') else {

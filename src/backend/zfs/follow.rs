@@ -62,6 +62,7 @@ pub(super) fn set_aside_newer(vol: &Volume, base: &str, label: &str) -> Result<V
             )));
         }
         zfs().args(["rename", &r, &d]).run().ctx(ctx())?;
+        crate::failpoint!("zfs.set_aside.after_rename");
     } else if !exists(&d)? {
         return Err(Error::storage(format!(
             "volume `{}`: neither {r} nor {d} exists; nothing to set aside",
@@ -74,6 +75,7 @@ pub(super) fn set_aside_newer(vol: &Volume, base: &str, label: &str) -> Result<V
         .run()
         .ctx(ctx())?;
     super::demote::clone_inert(&format!("{d}@{base}"), &r).ctx(ctx())?;
+    crate::failpoint!("zfs.set_aside.after_clone");
     zfs().args(["promote", &r]).run().ctx(ctx())?;
     Ok(vec![d])
 }
