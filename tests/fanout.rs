@@ -80,10 +80,25 @@ fn committed(state: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Kill the process whose pid is in `pidfile`, if it was written.
+/// The pids written to `pidfile` (one per line), in order.
+fn pids_in(pidfile: &Path) -> Vec<i32> {
+    std::fs::read_to_string(pidfile)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Whether `pid` is still the stalled transport's `sleep 300`.
+fn is_stalled_sleep(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0300\0"))
+}
+
+/// Kill each process whose pid is in `pidfile` and is still the stalled
+/// transport (never a reused pid).
 fn kill_pidfile(pidfile: &Path) {
-    if let Ok(p) = std::fs::read_to_string(pidfile) {
-        if let Ok(pid) = p.trim().parse::<i32>() {
+    for pid in pids_in(pidfile) {
+        if is_stalled_sleep(pid) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -226,10 +241,10 @@ fn a_stalled_standby_does_not_delay_the_other() {
 }
 
 /// far's transport serves far until `flag` exists, then connects and
-/// never answers (its pid goes to `pidfile`).
+/// never answers (each such session's pid is appended to `pidfile`).
 fn hang_on_flag_body(far: &Far, flag: &Path, pidfile: &Path) -> String {
     format!(
-        "transport = \"command\"\ncommand = [\"sh\", \"-c\", \"if [ -e \\\"$1\\\" ]; then echo $$ > \\\"$2\\\"; exec sleep 300; fi; exec \\\"$0\\\" serve --stdio --config \\\"$3\\\"\", \"{}\", \"{}\", \"{}\", \"{}\"]",
+        "transport = \"command\"\ncommand = [\"sh\", \"-c\", \"if [ -e \\\"$1\\\" ]; then echo $$ >> \\\"$2\\\"; exec sleep 300; fi; exec \\\"$0\\\" serve --stdio --config \\\"$3\\\"\", \"{}\", \"{}\", \"{}\", \"{}\"]",
         snapsite_exe(),
         flag.display(),
         pidfile.display(),
@@ -259,10 +274,17 @@ fn run_keeps_shipping_to_near_while_far_hangs() {
     let flag = lab.dir.path().join("hang");
     let pidfile = lab.dir.path().join("stalled.pid");
     let interval = 2.0;
+    let told = lab.dir.path().join("notified");
     let pri = fanout_primary(
         &lab,
-        &hang_on_flag_body(&far, &flag, &pidfile),
-        "[schedule]\nfull_set_interval = \"2s\"\n[status]\nrecovery_point_warning = \"6s\"\nrecovery_point_critical = \"1h\"\n",
+        &format!(
+            "{}\nstall_timeout = \"2s\"",
+            hang_on_flag_body(&far, &flag, &pidfile)
+        ),
+        &format!(
+            "[schedule]\nfull_set_interval = \"2s\"\n[status]\nrecovery_point_warning = \"6s\"\nrecovery_point_critical = \"1h\"\n[notify]\ncommand = [\"sh\", \"-c\", \"echo \\\"$1 $2\\\" >> \\\"$0\\\"\", \"{}\", \"{{event}}\", \"{{severity}}\"]\nship_failing_after = \"0s\"\n",
+            told.display()
+        ),
     );
     // Both standbys hold a set; then far's link hangs for good.
     lab.fill(1, 64 * 1024);
@@ -296,9 +318,28 @@ fn run_keeps_shipping_to_near_while_far_hangs() {
     while run.try_wait().unwrap().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
+    let exited = run.try_wait().unwrap();
     let _ = run.kill();
     let _ = run.wait();
+    // far's sessions stalled and were abandoned after its stall_timeout
+    // (2 s): each one's process was killed by snapsite, by its pid, and the
+    // next set started a new one.
+    let sessions = pids_in(&pidfile);
+    let alive: Vec<i32> = sessions
+        .iter()
+        .copied()
+        .filter(|p| is_stalled_sleep(*p))
+        .collect();
     kill_pidfile(&pidfile);
+    assert!(exited.is_some(), "run did not stop on SIGTERM");
+    assert!(
+        sessions.len() >= 2,
+        "far's stalled session was never abandoned and retried: {sessions:?}"
+    );
+    assert!(
+        alive.is_empty(),
+        "stalled transports left running: {alive:?} of {sessions:?}"
+    );
     let taken = committed(&lab.dir.path().join("state-pri"));
     let near = committed(&lab.dir.path().join("state-stb"));
     let far_age = ages(&last).1;
@@ -329,8 +370,66 @@ fn run_keeps_shipping_to_near_while_far_hangs() {
         !findings.contains("standby `near`"),
         "near is not behind: {findings}"
     );
+    // far is failing (since its first stalled session), near is not: in
+    // the JSON, the text, the metrics, and one notification for far.
+    let per = |name: &str| {
+        last["standbys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert!(per("far")["failing_since"].is_string(), "{last}");
+    assert!(per("near")["failing_since"].is_null(), "{last}");
+    assert!(
+        findings.contains("standby `far`: ships failing since"),
+        "{findings}"
+    );
     let text = stdout(&lab.run(&pri, &["status"]));
-    assert!(text.contains("standby far"), "{text}");
+    assert!(
+        text.contains("standby far") && text.contains("failing since"),
+        "{text}"
+    );
+    let prom = lab.dir.path().join("metrics.prom");
+    lab.run(&pri, &["status", "--prometheus", prom.to_str().unwrap()]);
+    let m = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        m.contains("snapsite_standby_failing{site=\"primary\",standby=\"far\"} 1")
+            && m.contains("snapsite_standby_failing{site=\"primary\",standby=\"near\"} 0")
+            && m.contains(
+                "snapsite_standby_failing_since_timestamp_seconds{site=\"primary\",standby=\"far\"}"
+            ),
+        "{m}"
+    );
+    let notes = std::fs::read_to_string(&told).unwrap_or_default();
+    let far_failing = notes
+        .lines()
+        .filter(|l| *l == "ship to far critical")
+        .count();
+    assert_eq!(far_failing, 1, "far's failure is told once: {notes}");
+    assert!(!notes.contains("ship to near"), "{notes}");
+
+    // far's link works again: nothing of the abandoned sessions holds its
+    // lock, the next ship completes and far is no longer failing.
+    std::fs::remove_file(&flag).unwrap();
+    let t = Instant::now();
+    lab.ok(&pri, &["ship", "--to", "far"]);
+    assert!(t.elapsed() < Duration::from_secs(60));
+    let st = json(&stdout(&lab.run(&pri, &["status", "--json"])));
+    assert!(
+        !st["findings"].to_string().contains("failing since"),
+        "{st}"
+    );
+    assert_eq!(
+        committed(&far.state).last(),
+        committed(&lab.dir.path().join("state-pri")).last()
+    );
+    eprintln!(
+        "MEASURE fanout stall: {} stalled session(s) of far abandoned after 2 s each, none left running",
+        sessions.len()
+    );
     drop(far.fs);
 }
 

@@ -9,21 +9,24 @@ use crate::base::config::{Standby, Transport};
 use crate::base::error::{Error, Result};
 use crate::wire::stream::{Deadline, Reader, Writer};
 
-/// How long `ship` waits for the standby to answer or accept data before it
-/// gives up (the standby may verify a large snapshot before it acks).
-/// `SNAPSITE_IO_TIMEOUT` (e.g. `30s`) overrides it.
-pub fn io_timeout() -> std::time::Duration {
+/// How long `ship` waits for standby `s` to answer or accept data before it
+/// abandons the session: its `stall_timeout` (the standby may verify a
+/// large snapshot before it acks). `SNAPSITE_IO_TIMEOUT` (e.g. `30s`)
+/// overrides it for every standby.
+pub fn io_timeout(s: &Standby) -> std::time::Duration {
     std::env::var("SNAPSITE_IO_TIMEOUT")
         .ok()
         .and_then(|v| humantime::parse_duration(&v).ok())
         .filter(|d| !d.is_zero())
-        .unwrap_or(std::time::Duration::from_secs(600))
+        .unwrap_or(s.stall_timeout)
 }
 
 pub struct Connection {
     running: Running,
     stderr: StderrTail,
     ssh: bool,
+    /// Raised when a read or write found no progress for the stall timeout.
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub reader: Reader<BufReader<Deadline<ChildStdout>>>,
     pub writer: Writer<BufWriter<Deadline<ChildStdin>>>,
 }
@@ -122,19 +125,21 @@ fn connect_with(s: &Standby, relay: Relay) -> Result<Connection> {
     let (mut running, stderr) = cmd.spawn_relayed(Stdio::piped(), Stdio::piped(), relay)?;
     let stdin = running.child.stdin.take().expect("piped");
     let stdout = running.child.stdout.take().expect("piped");
-    let t = Some(io_timeout());
+    let t = Some(io_timeout(s));
+    let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     Ok(Connection {
         running,
         stderr,
         ssh,
         reader: Reader::new(BufReader::with_capacity(
             1 << 20,
-            Deadline::new(stdout, t, "the standby"),
+            Deadline::new(stdout, t, "the standby").flag_stall(stalled.clone()),
         )),
         writer: Writer::new(BufWriter::with_capacity(
             1 << 20,
-            Deadline::new(stdin, t, "the standby"),
+            Deadline::new(stdin, t, "the standby").flag_stall(stalled.clone()),
         )),
+        stalled,
     })
 }
 
@@ -165,9 +170,38 @@ impl Connection {
         drop(reader);
         running.wait()
     }
+    /// Whether the session stalled: a read or write saw no progress for
+    /// the stall timeout.
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    /// The transport's process id (what [`Connection::abandon`] kills).
+    pub fn pid(&self) -> u32 {
+        self.running.child.id()
+    }
+    /// Give up on a stalled standby: kill the transport's process (by its
+    /// PID, and its process group) at once, without waiting for it.
+    pub fn abandon(self) {
+        let Connection {
+            running,
+            reader,
+            writer,
+            ..
+        } = self;
+        tracing::warn!(pid = running.child.id(), cmd = %running.display(), "abandoning the stalled session: killing its process");
+        // Killed first: dropping the writer flushes what it buffered, which
+        // would wait the stall timeout again on a pipe nobody reads.
+        running.kill();
+        drop(writer);
+        drop(reader);
+    }
     /// Tear down after an error: close our end, give the standby a moment
-    /// to clean up and exit, then kill it (by PID).
+    /// to clean up and exit, then kill it (by PID). A stalled session is
+    /// abandoned at once.
     pub fn abort(self) {
+        if self.stalled() {
+            return self.abandon();
+        }
         let Connection {
             mut running,
             reader,

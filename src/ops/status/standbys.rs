@@ -113,6 +113,15 @@ pub(super) fn findings(cfg: &Config, s: &Status) -> Vec<Finding> {
             });
             continue;
         }
+        if let (Some(f), true) = (st.failing_since, s.standbys.len() > 1) {
+            out.push(Finding {
+                level: Level::Warning,
+                message: format!(
+                    "standby `{}`: ships failing since {f} (a stalled session counts: stall_timeout)",
+                    st.name
+                ),
+            });
+        }
         if Some(st.name.as_str()) != first {
             match &st.recovery_point {
                 None => out.push(Finding {
@@ -236,6 +245,11 @@ pub(super) fn render_prometheus(s: &Status, o: &mut String) {
         "standby_last_ship_ok_timestamp_seconds",
         "Per standby: end of the last ship that completed",
         per(&|st| st.last_ship_ok_at.map(ts)),
+    );
+    metric(
+        "standby_failing_since_timestamp_seconds",
+        "Per standby: start of the first of the ships failing now (absent: the last one completed)",
+        per(&|st| st.failing_since.map(ts)),
     );
     metric(
         "standby_failing",

@@ -220,15 +220,15 @@ impl Fanout {
     }
 }
 
-/// A session with standby `name` failed: record since when its ships fail
-/// (kept from the first failure; a completed ship clears it). A record
-/// that cannot be written is logged: the failure itself is what the caller
-/// reports.
-pub fn note_failure(catalog: &Catalog, name: &str) {
+/// A session with standby `name`, started at `started`, failed: record
+/// since when its ships fail (the start of the first failed session, kept
+/// until a ship completes). A record that cannot be written is logged: the
+/// failure itself is what the caller reports.
+pub fn note_failure(catalog: &Catalog, name: &str, started: Timestamp) {
     let r = catalog.standby_record_of(name).and_then(|rec| {
         let mut rec = rec.unwrap_or_default();
         if rec.failing_since.is_none() {
-            rec.failing_since = Some(Timestamp::now());
+            rec.failing_since = Some(started);
             catalog.write_standby_record_of(name, &rec)?;
         }
         Ok(())
@@ -236,6 +236,34 @@ pub fn note_failure(catalog: &Catalog, name: &str) {
     if let Err(e) = r {
         tracing::warn!(standby = %name, error = %e, "could not record the failed ship");
     }
+}
+
+/// End a failed session. One that stalled (no byte read or written for
+/// the standby's `stall_timeout`) is abandoned at once: its transport
+/// process is killed by PID, and the error says so. Nothing was
+/// half-committed: the standby commits a set only on our commit message,
+/// and this site records it only on the standby's answer.
+pub fn abandon_if_stalled(
+    standby: &Standby,
+    conn: crate::wire::transport::Connection,
+    e: Error,
+) -> Error {
+    if !conn.stalled() {
+        conn.abort();
+        return e;
+    }
+    let pid = conn.pid();
+    conn.abandon();
+    let limit = crate::wire::transport::io_timeout(standby);
+    e.context(format!(
+        "standby `{}` stalled: no progress for {}; the session was abandoned (process {pid} killed)",
+        standby.name,
+        humantime::format_duration(limit)
+    ))
+    .with_hint(format!(
+        "the next ship retries; check the link to `{}` and its `snapsite serve` (stall_timeout bounds the wait)",
+        standby.name
+    ))
 }
 
 #[cfg(test)]

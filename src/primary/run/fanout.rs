@@ -90,7 +90,18 @@ impl Runner<'_> {
                     );
                 }
                 Err(e) => {
-                    let since = *fan.failing_since.entry(s.name.clone()).or_insert(now);
+                    // A stalled session failed at its start, not when it
+                    // was given up (the standby record says when).
+                    let recorded = self
+                        .catalog
+                        .standby_record_of(&s.name)
+                        .ok()
+                        .flatten()
+                        .and_then(|r| r.failing_since);
+                    let since = *fan
+                        .failing_since
+                        .entry(s.name.clone())
+                        .or_insert(recorded.unwrap_or(now).min(now));
                     self.ship_failing_since.get_or_insert(since);
                     self.ship_failed(now);
                     self.any_failed = true;
