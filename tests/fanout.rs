@@ -585,3 +585,101 @@ fn status_shows_each_standby_and_a_removed_one_is_released_by_prune() {
     assert!(!state.join("journal-prune.json").exists());
     drop(far.fs);
 }
+
+/// `window = "HH:MM-HH:MM UTC"` two hours after now, two hours long:
+/// the wall clock is outside it now and inside it 2½ hours from now.
+fn window_two_hours_ahead() -> String {
+    let h = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .hour() as u32;
+    format!("{:02}:00-{:02}:00 UTC", (h + 2) % 24, (h + 4) % 24)
+}
+
+#[test]
+fn a_night_window_starts_ships_only_inside_it_and_is_not_late_outside() {
+    require_real!();
+    let lab = Lab::with_roles(&ROLES2, "300M", "[\"/bin/true\"]");
+    let far = far_site(&lab);
+    let window = window_two_hours_ahead();
+    let pri = fanout_primary(
+        &lab,
+        &format!("{}\nwindow = \"{window}\"", local_body(&far)),
+        "[schedule]\nfull_set_interval = \"1s\"\n[status]\nrecovery_point_warning = \"30m\"\nrecovery_point_critical = \"3h\"\n",
+    );
+    // `status` exits non-zero with findings (near's own recovery point
+    // ages on the shifted clock too): only `run` must succeed.
+    let at = |offset: &str, args: &[&str]| {
+        let out = run_snapsite(&pri, args, &[("SNAPSITE_TEST_CLOCK_OFFSET", offset)]);
+        assert!(
+            out.status.success() || args[0] == "status",
+            "{args:?} at {offset}: {}",
+            both(&out)
+        );
+        stdout(&out)
+    };
+    let stb = lab.dir.path().join("state-stb");
+    // `ship` is the operator's: it ignores the window.
+    lab.fill(1, 64 * 1024);
+    let f1 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    lab.ok(&pri, &["ship"]);
+    assert_eq!(committed(&far.state), [f1.clone()]);
+
+    // `run` outside far's window: a set, shipped to near only.
+    lab.fill(2, 64 * 1024);
+    std::thread::sleep(Duration::from_millis(1100));
+    at("", &["run", "--once"]);
+    let near = committed(&stb);
+    assert_eq!(near.len(), 2, "{near:?}");
+    assert_eq!(
+        committed(&far.state),
+        [f1.clone()],
+        "far shipped outside its window"
+    );
+
+    // An hour later, still outside: far's recovery point is an hour old by
+    // the wall clock, but no window time has passed: not late.
+    let st = json(&at("+1h", &["status", "--json"]));
+    let far_st = st["standbys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "far")
+        .unwrap()
+        .clone();
+    assert_eq!(far_st["window"], window.as_str(), "{far_st}");
+    assert!(
+        far_st["recovery_point"]["age_seconds"].as_f64().unwrap() >= 3600.0,
+        "{far_st}"
+    );
+    assert_eq!(far_st["window_age_seconds"].as_f64(), Some(0.0), "{far_st}");
+    assert!(
+        !st["findings"]
+            .to_string()
+            .contains("standby `far`: recovery point"),
+        "far is called late outside its window: {}",
+        st["findings"]
+    );
+
+    // Inside the window, `run` ships to far (the set taken then as well).
+    lab.fill(3, 64 * 1024);
+    std::thread::sleep(Duration::from_millis(1100));
+    at("+2h30m", &["run", "--once"]);
+    let near = committed(&stb);
+    assert_eq!(
+        committed(&far.state),
+        near,
+        "far not shipped inside its window"
+    );
+    assert_eq!(near.len(), 3);
+
+    // After the window closed with no ship since: late by the window time
+    // that passed unused (1½ h of the 30 min allowed), not by the 2½ h
+    // wall-clock hours.
+    let st = json(&at("+5h", &["status", "--json"]));
+    let findings = st["findings"].to_string();
+    assert!(
+        findings.contains("standby `far`: recovery point") && findings.contains("in its window"),
+        "{findings}"
+    );
+    drop(far.fs);
+}

@@ -204,7 +204,7 @@ impl<'a> Runner<'a> {
             ship_failing_since,
             notifier: Notifier::new(cfg.notify.clone(), &cfg.site, &cfg.state_dir),
             sd: systemd::Notifier::from_env(),
-            fanout: (cfg.standbys.len() > 1).then(|| fanout::RunFanout::new(cfg)),
+            fanout: fanout::RunFanout::wanted(cfg).then(|| fanout::RunFanout::new(cfg)),
         })
     }
 

@@ -147,10 +147,14 @@ impl Fanout {
         }
     }
 
-    /// Whether `s` is due at `now`: no session under way, and its `every`
-    /// slot not yet served (always, without `every`).
+    /// Whether `s` is due at `now`: no session under way, inside its
+    /// `window` (if any), and its `every` slot not yet served (always,
+    /// without `every`).
     pub fn due(&self, s: &Standby, now: Timestamp) -> bool {
         if self.in_flight.contains_key(&s.name) {
+            return false;
+        }
+        if s.window.as_ref().is_some_and(|w| !w.contains(now)) {
             return false;
         }
         match (s.every, self.last_started.get(&s.name)) {
@@ -160,7 +164,8 @@ impl Fanout {
     }
 
     /// Start a session to every due standby (after the shared setup);
-    /// returns their names. A setup failure starts none.
+    /// returns their names. A setup failure starts none. `now` is the wall
+    /// clock (`model::now`): it decides only when a session starts.
     pub fn dispatch(&mut self, catalog: &Catalog, now: Timestamp) -> Result<Vec<String>> {
         let due: Vec<Standby> = self
             .cfg
@@ -318,6 +323,20 @@ every = "1h"
         // a session under way is never started twice
         f.in_flight.insert("near".into(), t("2026-01-01T10:20:00Z"));
         assert!(!f.due(near, t("2026-01-01T12:00:00Z")));
+    }
+
+    #[test]
+    fn a_window_starts_ships_only_inside_it() {
+        let mut cfg = cfg();
+        cfg.standbys[1].window =
+            Some(crate::base::shipwindow::ShipWindow::parse("22:00-06:00 UTC").unwrap());
+        let (near, far) = (&cfg.standbys[0], &cfg.standbys[1]);
+        let f = Fanout::new(&cfg);
+        assert!(f.due(near, t("2026-01-01T12:00:00Z")));
+        assert!(!f.due(far, t("2026-01-01T12:00:00Z")));
+        assert!(f.due(far, t("2026-01-01T23:00:00Z")));
+        assert!(f.due(far, t("2026-01-02T05:00:00Z")));
+        assert!(!f.due(far, t("2026-01-02T06:00:00Z")));
     }
 
     #[test]

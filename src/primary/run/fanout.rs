@@ -23,6 +23,16 @@ pub(super) struct RunFanout {
 }
 
 impl RunFanout {
+    /// Whether `run` ships through sessions per standby: with several
+    /// standbys, or one with its own schedule (`every`, `window`).
+    pub(super) fn wanted(cfg: &Config) -> bool {
+        cfg.standbys.len() > 1
+            || cfg
+                .standbys
+                .iter()
+                .any(|s| s.every.is_some() || s.window.is_some())
+    }
+
     pub(super) fn new(cfg: &Config) -> RunFanout {
         RunFanout {
             sessions: Fanout::new(cfg),
@@ -37,7 +47,12 @@ impl Runner<'_> {
         self.st.last_ship_attempt = Some(started);
         let fan = self.fanout.as_mut().expect("fan-out configured");
         let in_flight: Vec<String> = fan.sessions.in_flight.keys().cloned().collect();
-        match fan.sessions.dispatch(&self.catalog, started) {
+        // The wall clock decides only when a session starts (`window`,
+        // `every`), never what is shipped.
+        match fan
+            .sessions
+            .dispatch(&self.catalog, crate::base::model::now())
+        {
             Ok(names) => {
                 self.st.ship_pending = false;
                 tracing::info!(started = ?names, still_running = ?in_flight, "ship sessions");
