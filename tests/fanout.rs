@@ -683,3 +683,83 @@ fn a_night_window_starts_ships_only_inside_it_and_is_not_late_outside() {
     );
     drop(far.fs);
 }
+
+#[test]
+fn every_verb_that_talks_to_one_standby_names_it() {
+    require_real!();
+    let lab = Lab::with_roles(&ROLES2, "300M", "[\"/bin/true\"]");
+    let far = far_site(&lab);
+    let pri = fanout_primary(&lab, &local_body(&far), "");
+    lab.fill(1, 64 * 1024);
+    lab.snapshot(false);
+    lab.ok(&pri, &["ship"]);
+
+    // role: what each standby last said about itself, by name
+    let role = lab.ok(&pri, &["role"]);
+    assert!(
+        role.contains("standby near     standby said standby")
+            && role.contains("standby far      far said standby"),
+        "{role}"
+    );
+    let rj = json(&lab.ok(&pri, &["role", "--json"]));
+    let peers: Vec<&str> = rj["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["standby"].as_str().unwrap())
+        .collect();
+    assert_eq!(peers, ["near", "far"], "{rj}");
+
+    // Where the choice matters, none is taken silently: refused, naming
+    // the standbys and the flag; nothing changed.
+    for (verb, flag) in [
+        ("switchover", "--to"),
+        ("failback", "--standby"),
+        ("follow", "--standby"),
+    ] {
+        let out = lab.run(&pri, &[verb, "--dry-run"]);
+        assert!(!out.status.success(), "{verb}");
+        let msg = both(&out);
+        assert!(
+            msg.contains("(near, far)") && msg.contains(&format!("snapsite {verb} {flag} NAME")),
+            "{verb}: {msg}"
+        );
+        let bad = both(&lab.run(&pri, &[verb, flag, "nowhere", "--dry-run"]));
+        assert!(bad.contains("no standby named `nowhere`"), "{bad}");
+    }
+    // [stream] must say which standby the redolog tail streams to
+    let text = std::fs::read_to_string(&pri).unwrap();
+    let streaming = lab.dir.path().join("streaming.toml");
+    std::fs::write(
+        &streaming,
+        format!("{text}\n[stream]\nfiles = [\"redo.log\"]\n"),
+    )
+    .unwrap();
+    let msg = both(&lab.run(&streaming, &["check"]));
+    assert!(
+        msg.contains("stream.to") && msg.contains("(near, far)"),
+        "{msg}"
+    );
+    std::fs::write(
+        &streaming,
+        format!("{text}\n[stream]\nfiles = [\"redo.log\"]\nto = \"far\"\n"),
+    )
+    .unwrap();
+    let st = lab.run(&streaming, &["status", "--json"]);
+    assert!(!both(&st).contains("stream.to"), "{}", both(&st));
+
+    // switchover --to far hands the role to far, not to the first standby
+    let dry = lab.ok(&pri, &["switchover", "--to", "far", "--dry-run"]);
+    assert!(dry.contains("peer          far standby"), "{dry}");
+    lab.fill(2, 64 * 1024);
+    let so = json(&lab.ok(&pri, &["switchover", "--to", "far", "--json"]));
+    let fin = so["final_set"].as_str().unwrap().to_string();
+    assert!(committed(&far.state).contains(&fin), "{so}");
+    assert!(
+        !committed(&lab.dir.path().join("state-stb")).contains(&fin),
+        "the final set went to near"
+    );
+    let role = json(&lab.ok(&pri, &["role", "--json"]));
+    assert_eq!(role["role"], "standby", "{role}");
+    drop(far.fs);
+}

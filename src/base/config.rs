@@ -639,6 +639,10 @@ impl Config {
             .as_ref()
             .map(|s| crate::base::streamconf::validate(path, s))
             .transpose()?;
+        if let Some(s) = &stream {
+            let names: Vec<&str> = standbys.iter().map(|s| s.name.as_str()).collect();
+            crate::base::streamconf::check_target(path, s, &names)?;
+        }
         let detect = crate::base::detect::validate(path, raw.detect.as_ref(), &roles)?;
         let archives =
             crate::base::archiveconf::validate(path, &raw.site, &raw.archives, parse_size)?;

@@ -253,6 +253,8 @@ pub const KEYS: &[Key] = &[
       "`false` turns streaming off but keeps the section", "false"),
     k("stream", "files", "list", Toml("[\"redo.log\", \"archive/redo-*.log\"]"), "1 to 32 globs relative to the redolog volume; `*`, `?` within one component", "",
       "the append-only files streamed", "[\"redo.log\"]"),
+    k("stream", "to", "string", Text("the only standby"), "a configured standby's name; required with several", "primary",
+      "the standby the redolog tail streams to (usually the failover target)", "\"standby\""),
     k("stream", "flush_interval", "duration", Toml("\"1s\""), "50ms to 1h", "primary",
       "one batch per interval", "\"500ms\""),
     k("stream", "spool_max", "size", Toml("\"256MiB\""), "at least 1MiB", "standby",
