@@ -220,6 +220,29 @@ pub fn component_match(g: &str, n: &str) -> bool {
     gi == g.len()
 }
 
+/// `stream.to` against the configured standbys (`names`): it must name
+/// one, and with several it is required (the tail streams to one).
+pub fn check_target(file: &std::path::Path, s: &StreamSettings, names: &[&str]) -> Result<()> {
+    match &s.to {
+        Some(t) if !names.contains(&t.as_str()) => Err(err(
+            file,
+            "to",
+            format!("no standby named `{t}` (configured: {})", names.join(", ")),
+        )),
+        None if s.enabled && names.len() > 1 => Err(err(
+            file,
+            "to",
+            format!(
+                "{} standbys are configured ({}): name the one the redolog tail streams to (usually the failover target), e.g. to = \"{}\"",
+                names.len(),
+                names.join(", "),
+                names[0]
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,28 +305,5 @@ mod tests {
         assert_eq!(ok.flush_interval, Duration::from_secs(1));
         assert_eq!(ok.files.len(), 2);
         assert_eq!(parse_size("2MiB").unwrap(), 2 << 20);
-    }
-}
-
-/// `stream.to` against the configured standbys (`names`): it must name
-/// one, and with several it is required (the tail streams to one).
-pub fn check_target(file: &std::path::Path, s: &StreamSettings, names: &[&str]) -> Result<()> {
-    match &s.to {
-        Some(t) if !names.contains(&t.as_str()) => Err(err(
-            file,
-            "to",
-            format!("no standby named `{t}` (configured: {})", names.join(", ")),
-        )),
-        None if s.enabled && names.len() > 1 => Err(err(
-            file,
-            "to",
-            format!(
-                "{} standbys are configured ({}): name the one the redolog tail streams to (usually the failover target), e.g. to = \"{}\"",
-                names.len(),
-                names.join(", "),
-                names[0]
-            ),
-        )),
-        _ => Ok(()),
     }
 }
