@@ -91,7 +91,7 @@ fn pids_in(pidfile: &Path) -> Vec<i32> {
 
 /// Whether `pid` is still the stalled transport's `sleep 300`.
 fn is_stalled_sleep(pid: i32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0300\0"))
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\x00300\x00"))
 }
 
 /// Kill each process whose pid is in `pidfile` and is still the stalled
@@ -622,7 +622,7 @@ fn a_night_window_starts_ships_only_inside_it_and_is_not_late_outside() {
     lab.fill(1, 64 * 1024);
     let f1 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
     lab.ok(&pri, &["ship"]);
-    assert_eq!(committed(&far.state), [f1.clone()]);
+    assert_eq!(committed(&far.state), std::slice::from_ref(&f1));
 
     // `run` outside far's window: a set, shipped to near only.
     lab.fill(2, 64 * 1024);
@@ -632,7 +632,7 @@ fn a_night_window_starts_ships_only_inside_it_and_is_not_late_outside() {
     assert_eq!(near.len(), 2, "{near:?}");
     assert_eq!(
         committed(&far.state),
-        [f1.clone()],
+        std::slice::from_ref(&f1),
         "far shipped outside its window"
     );
 
