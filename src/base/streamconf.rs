@@ -107,9 +107,7 @@ pub fn validate(file: &std::path::Path, s: &StreamSection) -> Result<StreamSetti
             ));
         }
     }
-    if let Some(t) = &s.to {
-        crate::base::config::validate_standby_name(t).map_err(|m| err(file, "to", m))?;
-    }
+    // `to` is checked against the configured standbys (`check_target`).
     Ok(StreamSettings {
         to: s.to.clone(),
         enabled: s.enabled.unwrap_or(true),
@@ -227,7 +225,11 @@ pub fn check_target(file: &std::path::Path, s: &StreamSettings, names: &[&str]) 
         Some(t) if !names.contains(&t.as_str()) => Err(err(
             file,
             "to",
-            format!("no standby named `{t}` (configured: {})", names.join(", ")),
+            format!(
+                "no standby named `{}` (configured: {})",
+                t.escape_debug(),
+                names.join(", ")
+            ),
         )),
         None if s.enabled && names.len() > 1 => Err(err(
             file,

@@ -21,6 +21,30 @@ pub fn io_timeout(s: &Standby) -> std::time::Duration {
         .unwrap_or(s.stall_timeout)
 }
 
+/// The transport processes of the sessions open in this process (their
+/// PIDs, not yet reaped: a PID here cannot have been reused).
+static LIVE: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+fn forget(pid: u32) {
+    if let Ok(mut l) = LIVE.lock() {
+        l.retain(|p| *p != pid);
+    }
+}
+
+/// Kill the transport of every session still open (by PID, and its process
+/// group): a stopping `run` does not leave a hung standby's transport
+/// behind. The sessions then fail at once.
+pub fn kill_live_sessions() -> usize {
+    let pids: Vec<u32> = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
+    for pid in &pids {
+        tracing::warn!(pid, "stopping: killing an open session's transport");
+        let p = nix::unistd::Pid::from_raw(*pid as i32);
+        let _ = nix::sys::signal::killpg(p, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+    }
+    pids.len()
+}
+
 pub struct Connection {
     running: Running,
     stderr: StderrTail,
@@ -125,6 +149,9 @@ fn connect_with(s: &Standby, relay: Relay) -> Result<Connection> {
     let (mut running, stderr) = cmd.spawn_relayed(Stdio::piped(), Stdio::piped(), relay)?;
     let stdin = running.child.stdin.take().expect("piped");
     let stdout = running.child.stdout.take().expect("piped");
+    if let Ok(mut l) = LIVE.lock() {
+        l.push(running.child.id());
+    }
     let t = Some(io_timeout(s));
     let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     Ok(Connection {
@@ -168,7 +195,10 @@ impl Connection {
         } = self;
         drop(writer);
         drop(reader);
-        running.wait()
+        let pid = running.child.id();
+        let r = running.wait();
+        forget(pid);
+        r
     }
     /// Whether the session stalled: a read or write saw no progress for
     /// the stall timeout.
@@ -191,7 +221,9 @@ impl Connection {
         tracing::warn!(pid = running.child.id(), cmd = %running.display(), "abandoning the stalled session: killing its process");
         // Killed first: dropping the writer flushes what it buffered, which
         // would wait the stall timeout again on a pipe nobody reads.
+        let pid = running.child.id();
         running.kill();
+        forget(pid);
         drop(writer);
         drop(reader);
     }
@@ -210,14 +242,17 @@ impl Connection {
         } = self;
         drop(writer);
         drop(reader);
+        let pid = running.child.id();
         for _ in 0..300 {
             if let Ok(Some(_)) = running.child.try_wait() {
                 let _ = running.wait();
+                forget(pid);
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         running.kill();
+        forget(pid);
     }
 }
 

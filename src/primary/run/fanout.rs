@@ -65,6 +65,18 @@ impl Runner<'_> {
         }
     }
 
+    /// A stopping `run`: the sessions still under way are cut, their
+    /// transports killed by PID (a hung standby's would outlive us).
+    pub(super) fn cut_ships(&mut self) {
+        let Some(fan) = self.fanout.as_ref() else {
+            return;
+        };
+        if !fan.sessions.in_flight.is_empty() {
+            let n = crate::wire::transport::kill_live_sessions();
+            tracing::warn!(sessions = ?fan.sessions.in_flight.keys().collect::<Vec<_>>(), killed = n, "stopping: cut the ship sessions under way");
+        }
+    }
+
     /// Take in the sessions that ended (with `wait`, every one under way).
     pub(super) fn collect_ships(&mut self, wait: bool) {
         let Some(fan) = self.fanout.as_mut() else {
