@@ -80,10 +80,25 @@ fn committed(state: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Kill the process whose pid is in `pidfile`, if it was written.
+/// The pids written to `pidfile` (one per line), in order.
+fn pids_in(pidfile: &Path) -> Vec<i32> {
+    std::fs::read_to_string(pidfile)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Whether `pid` is still the stalled transport's `sleep 300`.
+fn is_stalled_sleep(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\x00300\x00"))
+}
+
+/// Kill each process whose pid is in `pidfile` and is still the stalled
+/// transport (never a reused pid).
 fn kill_pidfile(pidfile: &Path) {
-    if let Ok(p) = std::fs::read_to_string(pidfile) {
-        if let Ok(pid) = p.trim().parse::<i32>() {
+    for pid in pids_in(pidfile) {
+        if is_stalled_sleep(pid) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -226,10 +241,10 @@ fn a_stalled_standby_does_not_delay_the_other() {
 }
 
 /// far's transport serves far until `flag` exists, then connects and
-/// never answers (its pid goes to `pidfile`).
+/// never answers (each such session's pid is appended to `pidfile`).
 fn hang_on_flag_body(far: &Far, flag: &Path, pidfile: &Path) -> String {
     format!(
-        "transport = \"command\"\ncommand = [\"sh\", \"-c\", \"if [ -e \\\"$1\\\" ]; then echo $$ > \\\"$2\\\"; exec sleep 300; fi; exec \\\"$0\\\" serve --stdio --config \\\"$3\\\"\", \"{}\", \"{}\", \"{}\", \"{}\"]",
+        "transport = \"command\"\ncommand = [\"sh\", \"-c\", \"if [ -e \\\"$1\\\" ]; then echo $$ >> \\\"$2\\\"; exec sleep 300; fi; exec \\\"$0\\\" serve --stdio --config \\\"$3\\\"\", \"{}\", \"{}\", \"{}\", \"{}\"]",
         snapsite_exe(),
         flag.display(),
         pidfile.display(),
@@ -259,10 +274,17 @@ fn run_keeps_shipping_to_near_while_far_hangs() {
     let flag = lab.dir.path().join("hang");
     let pidfile = lab.dir.path().join("stalled.pid");
     let interval = 2.0;
+    let told = lab.dir.path().join("notified");
     let pri = fanout_primary(
         &lab,
-        &hang_on_flag_body(&far, &flag, &pidfile),
-        "[schedule]\nfull_set_interval = \"2s\"\n[status]\nrecovery_point_warning = \"6s\"\nrecovery_point_critical = \"1h\"\n",
+        &format!(
+            "{}\nstall_timeout = \"2s\"",
+            hang_on_flag_body(&far, &flag, &pidfile)
+        ),
+        &format!(
+            "[schedule]\nfull_set_interval = \"2s\"\n[status]\nrecovery_point_warning = \"6s\"\nrecovery_point_critical = \"1h\"\n[notify]\ncommand = [\"sh\", \"-c\", \"echo \\\"$1 $2\\\" >> \\\"$0\\\"\", \"{}\", \"{{event}}\", \"{{severity}}\"]\nship_failing_after = \"0s\"\n",
+            told.display()
+        ),
     );
     // Both standbys hold a set; then far's link hangs for good.
     lab.fill(1, 64 * 1024);
@@ -296,9 +318,28 @@ fn run_keeps_shipping_to_near_while_far_hangs() {
     while run.try_wait().unwrap().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
+    let exited = run.try_wait().unwrap();
     let _ = run.kill();
     let _ = run.wait();
+    // far's sessions stalled and were abandoned after its stall_timeout
+    // (2 s): each one's process was killed by snapsite, by its pid, and the
+    // next set started a new one.
+    let sessions = pids_in(&pidfile);
+    let alive: Vec<i32> = sessions
+        .iter()
+        .copied()
+        .filter(|p| is_stalled_sleep(*p))
+        .collect();
     kill_pidfile(&pidfile);
+    assert!(exited.is_some(), "run did not stop on SIGTERM");
+    assert!(
+        sessions.len() >= 2,
+        "far's stalled session was never abandoned and retried: {sessions:?}"
+    );
+    assert!(
+        alive.is_empty(),
+        "stalled transports left running: {alive:?} of {sessions:?}"
+    );
     let taken = committed(&lab.dir.path().join("state-pri"));
     let near = committed(&lab.dir.path().join("state-stb"));
     let far_age = ages(&last).1;
@@ -329,8 +370,66 @@ fn run_keeps_shipping_to_near_while_far_hangs() {
         !findings.contains("standby `near`"),
         "near is not behind: {findings}"
     );
+    // far is failing (since its first stalled session), near is not: in
+    // the JSON, the text, the metrics, and one notification for far.
+    let per = |name: &str| {
+        last["standbys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert!(per("far")["failing_since"].is_string(), "{last}");
+    assert!(per("near")["failing_since"].is_null(), "{last}");
+    assert!(
+        findings.contains("standby `far`: ships failing since"),
+        "{findings}"
+    );
     let text = stdout(&lab.run(&pri, &["status"]));
-    assert!(text.contains("standby far"), "{text}");
+    assert!(
+        text.contains("standby far") && text.contains("failing since"),
+        "{text}"
+    );
+    let prom = lab.dir.path().join("metrics.prom");
+    lab.run(&pri, &["status", "--prometheus", prom.to_str().unwrap()]);
+    let m = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        m.contains("snapsite_standby_failing{site=\"primary\",standby=\"far\"} 1")
+            && m.contains("snapsite_standby_failing{site=\"primary\",standby=\"near\"} 0")
+            && m.contains(
+                "snapsite_standby_failing_since_timestamp_seconds{site=\"primary\",standby=\"far\"}"
+            ),
+        "{m}"
+    );
+    let notes = std::fs::read_to_string(&told).unwrap_or_default();
+    let far_failing = notes
+        .lines()
+        .filter(|l| *l == "ship to far critical")
+        .count();
+    assert_eq!(far_failing, 1, "far's failure is told once: {notes}");
+    assert!(!notes.contains("ship to near"), "{notes}");
+
+    // far's link works again: nothing of the abandoned sessions holds its
+    // lock, the next ship completes and far is no longer failing.
+    std::fs::remove_file(&flag).unwrap();
+    let t = Instant::now();
+    lab.ok(&pri, &["ship", "--to", "far"]);
+    assert!(t.elapsed() < Duration::from_secs(60));
+    let st = json(&stdout(&lab.run(&pri, &["status", "--json"])));
+    assert!(
+        !st["findings"].to_string().contains("failing since"),
+        "{st}"
+    );
+    assert_eq!(
+        committed(&far.state).last(),
+        committed(&lab.dir.path().join("state-pri")).last()
+    );
+    eprintln!(
+        "MEASURE fanout stall: {} stalled session(s) of far abandoned after 2 s each, none left running",
+        sessions.len()
+    );
     drop(far.fs);
 }
 
@@ -484,5 +583,183 @@ fn status_shows_each_standby_and_a_removed_one_is_released_by_prune() {
     );
     assert!(lab.primary_snap("mysql", &f2).exists());
     assert!(!state.join("journal-prune.json").exists());
+    drop(far.fs);
+}
+
+/// `window = "HH:MM-HH:MM UTC"` two hours after now, two hours long:
+/// the wall clock is outside it now and inside it 2½ hours from now.
+fn window_two_hours_ahead() -> String {
+    let h = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .hour() as u32;
+    format!("{:02}:00-{:02}:00 UTC", (h + 2) % 24, (h + 4) % 24)
+}
+
+#[test]
+fn a_night_window_starts_ships_only_inside_it_and_is_not_late_outside() {
+    require_real!();
+    let lab = Lab::with_roles(&ROLES2, "300M", "[\"/bin/true\"]");
+    let far = far_site(&lab);
+    let window = window_two_hours_ahead();
+    let pri = fanout_primary(
+        &lab,
+        &format!("{}\nwindow = \"{window}\"", local_body(&far)),
+        "[schedule]\nfull_set_interval = \"1s\"\n[status]\nrecovery_point_warning = \"30m\"\nrecovery_point_critical = \"3h\"\n",
+    );
+    // `status` exits non-zero with findings (near's own recovery point
+    // ages on the shifted clock too): only `run` must succeed.
+    let at = |offset: &str, args: &[&str]| {
+        let out = run_snapsite(&pri, args, &[("SNAPSITE_TEST_CLOCK_OFFSET", offset)]);
+        assert!(
+            out.status.success() || args[0] == "status",
+            "{args:?} at {offset}: {}",
+            both(&out)
+        );
+        stdout(&out)
+    };
+    let stb = lab.dir.path().join("state-stb");
+    // `ship` is the operator's: it ignores the window.
+    lab.fill(1, 64 * 1024);
+    let f1 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    lab.ok(&pri, &["ship"]);
+    assert_eq!(committed(&far.state), std::slice::from_ref(&f1));
+
+    // `run` outside far's window: a set, shipped to near only.
+    lab.fill(2, 64 * 1024);
+    std::thread::sleep(Duration::from_millis(1100));
+    at("", &["run", "--once"]);
+    let near = committed(&stb);
+    assert_eq!(near.len(), 2, "{near:?}");
+    assert_eq!(
+        committed(&far.state),
+        std::slice::from_ref(&f1),
+        "far shipped outside its window"
+    );
+
+    // An hour later, still outside: far's recovery point is an hour old by
+    // the wall clock, but no window time has passed: not late.
+    let st = json(&at("+1h", &["status", "--json"]));
+    let far_st = st["standbys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "far")
+        .unwrap()
+        .clone();
+    assert_eq!(far_st["window"], window.as_str(), "{far_st}");
+    assert!(
+        far_st["recovery_point"]["age_seconds"].as_f64().unwrap() >= 3600.0,
+        "{far_st}"
+    );
+    assert_eq!(far_st["window_age_seconds"].as_f64(), Some(0.0), "{far_st}");
+    assert!(
+        !st["findings"]
+            .to_string()
+            .contains("standby `far`: recovery point"),
+        "far is called late outside its window: {}",
+        st["findings"]
+    );
+
+    // Inside the window, `run` ships to far (the set taken then as well).
+    lab.fill(3, 64 * 1024);
+    std::thread::sleep(Duration::from_millis(1100));
+    at("+2h30m", &["run", "--once"]);
+    let near = committed(&stb);
+    assert_eq!(
+        committed(&far.state),
+        near,
+        "far not shipped inside its window"
+    );
+    assert_eq!(near.len(), 3);
+
+    // After the window closed with no ship since: late by the window time
+    // that passed unused (1½ h of the 30 min allowed), not by the 2½ h
+    // wall-clock hours.
+    let st = json(&at("+5h", &["status", "--json"]));
+    let findings = st["findings"].to_string();
+    assert!(
+        findings.contains("standby `far`: recovery point") && findings.contains("in its window"),
+        "{findings}"
+    );
+    drop(far.fs);
+}
+
+#[test]
+fn every_verb_that_talks_to_one_standby_names_it() {
+    require_real!();
+    let lab = Lab::with_roles(&ROLES2, "300M", "[\"/bin/true\"]");
+    let far = far_site(&lab);
+    let pri = fanout_primary(&lab, &local_body(&far), "");
+    lab.fill(1, 64 * 1024);
+    lab.snapshot(false);
+    lab.ok(&pri, &["ship"]);
+
+    // role: what each standby last said about itself, by name
+    let role = lab.ok(&pri, &["role"]);
+    assert!(
+        role.contains("standby near     standby said standby")
+            && role.contains("standby far      far said standby"),
+        "{role}"
+    );
+    let rj = json(&lab.ok(&pri, &["role", "--json"]));
+    let peers: Vec<&str> = rj["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["standby"].as_str().unwrap())
+        .collect();
+    assert_eq!(peers, ["near", "far"], "{rj}");
+
+    // Where the choice matters, none is taken silently: refused, naming
+    // the standbys and the flag; nothing changed.
+    for (verb, flag) in [
+        ("switchover", "--to"),
+        ("failback", "--standby"),
+        ("follow", "--standby"),
+    ] {
+        let out = lab.run(&pri, &[verb, "--dry-run"]);
+        assert!(!out.status.success(), "{verb}");
+        let msg = both(&out);
+        assert!(
+            msg.contains("(near, far)") && msg.contains(&format!("snapsite {verb} {flag} NAME")),
+            "{verb}: {msg}"
+        );
+        let bad = both(&lab.run(&pri, &[verb, flag, "nowhere", "--dry-run"]));
+        assert!(bad.contains("no standby named `nowhere`"), "{bad}");
+    }
+    // [stream] must say which standby the redolog tail streams to
+    let text = std::fs::read_to_string(&pri).unwrap();
+    let streaming = lab.dir.path().join("streaming.toml");
+    std::fs::write(
+        &streaming,
+        format!("{text}\n[stream]\nfiles = [\"redo.log\"]\n"),
+    )
+    .unwrap();
+    let msg = both(&lab.run(&streaming, &["check"]));
+    assert!(
+        msg.contains("stream.to") && msg.contains("(near, far)"),
+        "{msg}"
+    );
+    std::fs::write(
+        &streaming,
+        format!("{text}\n[stream]\nfiles = [\"redo.log\"]\nto = \"far\"\n"),
+    )
+    .unwrap();
+    let st = lab.run(&streaming, &["status", "--json"]);
+    assert!(!both(&st).contains("stream.to"), "{}", both(&st));
+
+    // switchover --to far hands the role to far, not to the first standby
+    let dry = lab.ok(&pri, &["switchover", "--to", "far", "--dry-run"]);
+    assert!(dry.contains("peer          far standby"), "{dry}");
+    lab.fill(2, 64 * 1024);
+    let so = json(&lab.ok(&pri, &["switchover", "--to", "far", "--json"]));
+    let fin = so["final_set"].as_str().unwrap().to_string();
+    assert!(committed(&far.state).contains(&fin), "{so}");
+    assert!(
+        !committed(&lab.dir.path().join("state-stb")).contains(&fin),
+        "the final set went to near"
+    );
+    let role = json(&lab.ok(&pri, &["role", "--json"]));
+    assert_eq!(role["role"], "standby", "{role}");
     drop(far.fs);
 }

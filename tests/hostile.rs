@@ -1428,3 +1428,101 @@ fn failover_stops_a_stalled_session() {
         "the stalled snapshot was not committed"
     );
 }
+
+/// Issue 29: a standby that followed a new primary into generation 2 must
+/// never commit a set of the old primary's generation 1. `ship` no longer
+/// sends such sets, so only a forged session reaches serve's refusal: the
+/// intruder sends the old primary's real set (its members' real `btrfs
+/// send` streams, its real manifest) and commits it.
+#[test]
+fn a_forged_commit_of_an_older_generation_is_refused_and_changes_nothing() {
+    require_real!();
+    let lab = Lab::new("[\"/bin/true\"]");
+    for r in ROLES {
+        write_file(&lab.live(r).join("data"), &random_bytes(29, 32 * 1024));
+    }
+    let f1 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    lab.ship(&lab.pri_cfg);
+    // The standby has since followed a new primary into generation 2.
+    let role_file = lab.dir.path().join("state-stb/role.json");
+    std::fs::write(
+        &role_file,
+        "{\"role\":\"standby\",\"generation\":2,\"since\":\"2026-11-30T00:00:00Z\",\"how\":\"follow\"}",
+    )
+    .unwrap();
+    // The old primary, still in generation 1, takes another set.
+    for r in ROLES {
+        write_file(&lab.live(r).join("late"), &random_bytes(30, 16 * 1024));
+    }
+    let m = lab.snapshot(false);
+    assert_eq!(m["generation"].as_u64(), Some(1));
+    let old = m["id"].as_str().unwrap().to_string();
+    let manifests = lab.standby_manifests();
+    let role_before = std::fs::read(&role_file).unwrap();
+    let status_before = stdout(&lab.run(&lab.stb_cfg, &["sets", "--json"]));
+
+    let mut s = Session::open(&lab, "primary", &[]).expect("handshake");
+    let tmp = lab.dir.path().join("member.stream");
+    let mut acked = 0;
+    for member in m["members"].as_array().unwrap() {
+        let role = member["role"].as_str().unwrap();
+        let snap = member["snapshot"].as_str().unwrap();
+        sh(&[
+            "btrfs",
+            "send",
+            "-q",
+            "-f",
+            tmp.to_str().unwrap(),
+            lab.primary_snap(role, snap).to_str().unwrap(),
+        ]);
+        let stream = std::fs::read(&tmp).unwrap();
+        let rep = s
+            .begin(&old, role, snap, member["storage_id"].as_str())
+            .and_then(|_| {
+                s.data(&stream)?;
+                s.w.as_mut()
+                    .unwrap()
+                    .msg(&Msg::End {
+                        bytes: stream.len() as u64,
+                        blake3: blake3::hash(&stream).to_hex().to_string(),
+                    })
+                    .map_err(|e| e.to_string())
+            })
+            .map(|_| s.reply())
+            .unwrap_or_else(Reply::Gone);
+        if rep.is_ack() {
+            acked += 1;
+        } else {
+            eprintln!("member {role} {snap} not received: {}", short(&rep));
+        }
+    }
+    let manifest: Manifest = serde_json::from_value(m.clone()).unwrap();
+    let rep = s.commit(manifest);
+    let said = short(&rep);
+    s.kill();
+    eprintln!("forged older-generation commit ({acked} member(s) acked first): {said}");
+    assert!(!rep.is_committed(), "committed: {said}");
+    assert!(
+        said.contains("older than this site's generation 2"),
+        "the refusal should say why: {said}"
+    );
+    // Nothing changed: the same commit records, the same role, the same
+    // sets listed; failover would still use the generation-1 set that was
+    // committed before the standby followed.
+    assert_eq!(lab.standby_manifests(), manifests);
+    assert!(!manifests.contains(&format!("{old}.json")));
+    assert_eq!(std::fs::read(&role_file).unwrap(), role_before);
+    assert_eq!(
+        stdout(&lab.run(&lab.stb_cfg, &["sets", "--json"])),
+        status_before
+    );
+    // (The members acked before the refused commit stay as any
+    // uncommitted receive does: no manifest, so no set for failover.)
+    assert!(lab.standby_recv_entries().iter().any(|e| e.ends_with(&old)));
+    let plan = json_of(&lab.ok(&lab.stb_cfg, &["failover", "--dry-run", "--json"]));
+    assert_eq!(plan["set_id"].as_str(), Some(f1.as_str()), "{plan}");
+}
+
+fn json_of(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+}

@@ -23,6 +23,7 @@
 //!   (same VG as the replica), activated and mounted at `mountpoint`.
 
 mod demote;
+mod follow;
 mod format;
 mod holds;
 mod readback;
@@ -873,6 +874,15 @@ impl Backend for Lvm {
 
     fn keep_divergent(&self, vol: &Volume, label: &str) -> Result<String> {
         keep_divergent(vol, label)
+    }
+
+    fn can_set_aside(&self) -> bool {
+        true
+    }
+
+    /// See [`follow::set_aside_newer`].
+    fn set_aside_newer(&self, vol: &Volume, base: &str, label: &str) -> Result<Vec<String>> {
+        follow::set_aside_newer(vol, base, label)
     }
 
     fn make_receivable(&self, vol: &Volume, name: &str) -> Result<()> {

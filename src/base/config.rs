@@ -333,6 +333,10 @@ struct RawStandby {
     /// Windows with another limit: `["Mon-Fri 08:00-18:00 5MiB/s"]`.
     #[serde(default)]
     bwlimit_schedule: Vec<String>,
+    /// Abandon a session that makes no progress for this long (`"10m"`).
+    stall_timeout: Option<String>,
+    /// `run` starts ships to it only in these hours (`"22:00-06:00"`).
+    window: Option<String>,
 }
 
 /// `[standby]` or one `[[standby]]` entry, validated: how this primary
@@ -350,7 +354,16 @@ pub struct Standby {
     pub compression: crate::wire::compress::Compression,
     /// `bwlimit` with `bwlimit_schedule`.
     pub bwlimit: crate::wire::ratelimit::Bwlimit,
+    /// `stall_timeout`: a session with no progress for this long is
+    /// abandoned (its process killed) and counts as a failed ship.
+    pub stall_timeout: Duration,
+    /// `window`: `run` starts ships to it only inside (`None`: any hour).
+    pub window: Option<crate::base::shipwindow::ShipWindow>,
 }
+
+/// `standby.stall_timeout` when it is not set: the standby may verify a
+/// large snapshot before it answers.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The pipe to the standby's `snapsite serve --stdio`.
 #[derive(Debug, Clone, PartialEq)]
@@ -626,6 +639,10 @@ impl Config {
             .as_ref()
             .map(|s| crate::base::streamconf::validate(path, s))
             .transpose()?;
+        if let Some(s) = &stream {
+            let names: Vec<&str> = standbys.iter().map(|s| s.name.as_str()).collect();
+            crate::base::streamconf::check_target(path, s, &names)?;
+        }
         let detect = crate::base::detect::validate(path, raw.detect.as_ref(), &roles)?;
         let archives =
             crate::base::archiveconf::validate(path, &raw.site, &raw.archives, parse_size)?;

@@ -26,5 +26,6 @@ pub mod procs;
 pub mod retention;
 pub mod safefile;
 pub mod schedule;
+pub mod shipwindow;
 pub mod site;
 pub mod streamconf;

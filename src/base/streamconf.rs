@@ -28,6 +28,8 @@ pub struct StreamSection {
     pub flush_interval: Option<String>,
     pub spool_max: Option<String>,
     pub root: Option<PathBuf>,
+    /// Primary with several `[[standby]]`: the one the tail streams to.
+    pub to: Option<String>,
 }
 
 /// Validated `[stream]`.
@@ -43,6 +45,8 @@ pub struct StreamSettings {
     /// Where the redolog volume's files are on this site (primary: the live
     /// files). `None`: the volume's mountpoint, or its btrfs subvolume.
     pub root: Option<PathBuf>,
+    /// The standby the redolog tail streams to (`None`: the only one).
+    pub to: Option<String>,
 }
 
 pub const MAX_NAME_LEN: usize = 255;
@@ -103,7 +107,9 @@ pub fn validate(file: &std::path::Path, s: &StreamSection) -> Result<StreamSetti
             ));
         }
     }
+    // `to` is checked against the configured standbys (`check_target`).
     Ok(StreamSettings {
+        to: s.to.clone(),
         enabled: s.enabled.unwrap_or(true),
         files,
         flush_interval,
@@ -210,6 +216,33 @@ pub fn component_match(g: &str, n: &str) -> bool {
         gi += 1;
     }
     gi == g.len()
+}
+
+/// `stream.to` against the configured standbys (`names`): it must name
+/// one, and with several it is required (the tail streams to one).
+pub fn check_target(file: &std::path::Path, s: &StreamSettings, names: &[&str]) -> Result<()> {
+    match &s.to {
+        Some(t) if !names.contains(&t.as_str()) => Err(err(
+            file,
+            "to",
+            format!(
+                "no standby named `{}` (configured: {})",
+                t.escape_debug(),
+                names.join(", ")
+            ),
+        )),
+        None if s.enabled && names.len() > 1 => Err(err(
+            file,
+            "to",
+            format!(
+                "{} standbys are configured ({}): name the one the redolog tail streams to (usually the failover target), e.g. to = \"{}\"",
+                names.len(),
+                names.join(", "),
+                names[0]
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -248,6 +248,10 @@ enum Command {
         /// Print the report (or with --dry-run the plan) as JSON
         #[arg(long)]
         json: bool,
+        /// The standby entry (`[[standby]]` name) that reaches the new
+        /// primary; needed when several are configured
+        #[arg(long, value_name = "NAME")]
+        standby: Option<String>,
     },
     /// Three sites, on a standby after its primary failed over to the other standby: point
     /// [standby] at the new primary, then follow it. Sets aside (never destroys) what this site
@@ -260,6 +264,10 @@ enum Command {
         /// Print the report (or with --dry-run the plan) as JSON
         #[arg(long)]
         json: bool,
+        /// The standby entry (`[[standby]]` name) that reaches the new
+        /// primary; needed when several are configured
+        #[arg(long, value_name = "NAME")]
+        standby: Option<String>,
     },
     /// On the primary, application stopped: final set, ship it, become the standby; then run
     /// `snapsite failover --set FINAL` on the peer. Zero loss by construction
@@ -270,6 +278,10 @@ enum Command {
         /// Print the report as JSON
         #[arg(long)]
         json: bool,
+        /// The standby to hand the role to (as `ship --to NAME`); needed
+        /// when several are configured
+        #[arg(long, value_name = "NAME")]
+        to: Option<String>,
     },
     /// This site's recorded role and generation; --init records it once
     Role {
@@ -487,9 +499,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rehearse { set, dry_run, json } => {
             rehearse::cmd_rehearse(&cfg, set, dry_run, json)
         }
-        Command::Failback { dry_run, json } => failback::cmd_failback(&cfg, dry_run, json),
-        Command::Follow { dry_run, json } => follow::cmd_follow(&cfg, dry_run, json),
-        Command::Switchover { dry_run, json } => switchover::cmd_switchover(&cfg, dry_run, json),
+        Command::Failback {
+            dry_run,
+            json,
+            standby,
+        } => failback::cmd_failback(
+            &cfg.for_peer(standby.as_deref(), "failback", "--standby")?,
+            dry_run,
+            json,
+        ),
+        Command::Follow {
+            dry_run,
+            json,
+            standby,
+        } => follow::cmd_follow(
+            &cfg.for_peer(standby.as_deref(), "follow", "--standby")?,
+            dry_run,
+            json,
+        ),
+        Command::Switchover { dry_run, json, to } => switchover::cmd_switchover(
+            &cfg.for_peer(to.as_deref(), "switchover", "--to")?,
+            dry_run,
+            json,
+        ),
         Command::Role { init, json } => role::cmd_role(&cfg, &catalog, init, json),
         Command::Archive {
             to,

@@ -12,6 +12,8 @@ use super::human_bytes;
 /// otherwise a log line every 30 s for long transfers and one per snapshot.
 pub(super) struct ProgressDisplay<'a> {
     catalog: &'a Catalog,
+    /// Whose transfer estimates to use (the standby being shipped to).
+    standby: Option<String>,
     tty: bool,
     /// Print a line per snapshot sent (interactive `ship`); `run` logs instead.
     print_done: bool,
@@ -22,9 +24,12 @@ pub(super) struct ProgressDisplay<'a> {
 }
 
 impl<'a> ProgressDisplay<'a> {
-    pub(super) fn new(catalog: &'a Catalog, print_done: bool) -> Self {
+    /// `standby`: the one being shipped to (its records give the
+    /// estimates); `None` for several at once (no estimates).
+    pub(super) fn new(catalog: &'a Catalog, standby: Option<&str>, print_done: bool) -> Self {
         ProgressDisplay {
             catalog,
+            standby: standby.map(str::to_string),
             tty: std::io::stderr().is_terminal(),
             print_done,
             current: None,
@@ -39,7 +44,10 @@ impl<'a> ProgressDisplay<'a> {
         if self.current.as_ref() != Some(&key) {
             // A new transfer: incremental if the standby holds any snapshot
             // of the volume (the planner's choice, approximately).
-            let rec = self.catalog.standby_record().ok().flatten();
+            let rec = self
+                .standby
+                .as_deref()
+                .and_then(|n| self.catalog.standby_record_of(n).ok().flatten());
             self.estimate = rec.as_ref().and_then(|r| {
                 let incremental = r.holds.get(role).is_some_and(|h| !h.is_empty());
                 r.estimate(role, incremental)

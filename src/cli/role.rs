@@ -23,7 +23,18 @@ pub(super) fn cmd_role(
     }
     let (role, generation) = snapsite::base::site::current_role(cfg, catalog)?;
     let rec = catalog.role_record()?;
-    let peer = catalog.peer_record()?;
+    // What each standby last said about itself (its own record; a single
+    // [standby]'s is `peer.json`).
+    let mut peers = Vec::new();
+    for s in &cfg.standbys {
+        if let Some(p) = catalog.peer_record_of(&s.name)? {
+            peers.push((s.name.clone(), p));
+        }
+    }
+    let peer = match cfg.standbys.first() {
+        Some(s) => catalog.peer_record_of(&s.name)?,
+        None => catalog.peer_record()?,
+    };
     let interrupted = snapsite::ops::status::interrupted(catalog)?;
     let kept = snapsite::dr::kept::kept(cfg, catalog)?;
     if json {
@@ -33,6 +44,7 @@ pub(super) fn cmd_role(
                 "site": cfg.site, "role": role, "generation": generation,
                 "record": rec, "peer": peer, "interrupted": interrupted,
                 "divergent": kept,
+                "peers": peers.iter().map(|(n, p)| serde_json::json!({"standby": n, "peer": p})).collect::<Vec<_>>(),
             }))?
         );
         return Ok(ExitCode::SUCCESS);
@@ -47,14 +59,21 @@ pub(super) fn cmd_role(
             None => " (from the config: no role recorded)".into(),
         }
     );
-    if let Some(p) = peer {
-        println!(
-            "peer {} said {} in generation {} at {}",
+    let said = |p: &snapsite::base::catalog::PeerRecord| {
+        format!(
+            "{} said {} in generation {} at {}",
             p.site,
             p.role.map(|r| r.as_str()).unwrap_or("?"),
             p.generation.map(|g| g.to_string()).unwrap_or("?".into()),
             p.seen_at
-        );
+        )
+    };
+    if cfg.standbys.len() > 1 {
+        for (name, p) in &peers {
+            println!("standby {name:<8} {}", said(p));
+        }
+    } else if let Some(p) = &peer {
+        println!("peer {}", said(p));
     }
     for k in &kept {
         println!("{}", snapsite::dr::kept::render(k));

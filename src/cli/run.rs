@@ -10,7 +10,9 @@ use super::progress::ProgressDisplay;
 /// `run`: the schedule loop (or one cycle).
 pub(super) fn cmd_run(cfg: &Config, catalog: &Catalog, once: bool) -> anyhow::Result<ExitCode> {
     snapsite::primary::run::install_stop_handler()?;
-    let mut display = ProgressDisplay::new(catalog, false);
+    // The progress callback serves run's single-standby ships only.
+    let first = cfg.standby.as_ref().map(|s| s.name.as_str());
+    let mut display = ProgressDisplay::new(catalog, first, false);
     let mut progress =
         |role: &str, snap: &str, bytes: u64, done: bool| display.update(role, snap, bytes, done);
     let rec = snapsite::primary::run::run(

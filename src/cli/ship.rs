@@ -46,7 +46,11 @@ pub(super) fn cmd_ship_to(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let mut display = ProgressDisplay::new(catalog, true);
+    let one = match &targets[..] {
+        [s] => Some(s.name.as_str()),
+        _ => None,
+    };
+    let mut display = ProgressDisplay::new(catalog, one, true);
     let mut progress =
         |role: &str, snap: &str, bytes: u64, done: bool| display.update(role, snap, bytes, done);
     let results = fanout::ship_standbys(cfg, catalog, &targets, &mut progress)?;
@@ -109,7 +113,8 @@ pub(super) fn cmd_ship(
         return ship_dry_run(cfg, catalog).map(|_| ExitCode::SUCCESS);
     }
     let _lock = catalog.lock("ship", Duration::from_secs(600))?;
-    let mut display = ProgressDisplay::new(catalog, true);
+    let first = cfg.standby.as_ref().map(|s| s.name.as_str());
+    let mut display = ProgressDisplay::new(catalog, first, true);
     let mut progress =
         |role: &str, snap: &str, bytes: u64, done: bool| display.update(role, snap, bytes, done);
     let r = coordinator::ship(cfg, catalog, &mut progress)?;
@@ -148,7 +153,8 @@ pub(super) fn cmd_seed(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let _lock = catalog.lock("ship", Duration::from_secs(600))?;
-    let mut display = ProgressDisplay::new(catalog, true);
+    let first = cfg.standby.as_ref().map(|s| s.name.as_str());
+    let mut display = ProgressDisplay::new(catalog, first, true);
     let mut progress =
         |role: &str, snap: &str, bytes: u64, done: bool| display.update(role, snap, bytes, done);
     let r = snapsite::primary::seed::write_seed(cfg, catalog, dir, chunk_size, &mut progress)?;

@@ -13,7 +13,7 @@ pub(super) fn cmd_status(
     prometheus: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let tz = jiff::tz::TimeZone::system();
-    let s = match snapsite::ops::status::gather(cfg, jiff::Timestamp::now()) {
+    let s = match snapsite::ops::status::gather(cfg, snapsite::base::model::now()) {
         Ok(s) => s,
         Err(e) => {
             // Nagios: 3 = UNKNOWN

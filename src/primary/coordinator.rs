@@ -344,8 +344,9 @@ pub fn ship_to(
     progress: Progress,
 ) -> Result<ShipReport> {
     let started = Instant::now();
+    let started_at = Timestamp::now();
     let mut conn = transport::connect(standby).inspect_err(|_| {
-        fanout::note_failure(catalog, &standby.name);
+        fanout::note_failure(catalog, &standby.name, started_at);
     })?;
     let desc = conn.display();
     let result = ship_session(cfg, catalog, standby, &mut conn, progress);
@@ -359,8 +360,8 @@ pub fn ship_to(
             Ok(report)
         }
         Err(e) => {
-            conn.abort();
-            fanout::note_failure(catalog, &standby.name);
+            let e = fanout::abandon_if_stalled(standby, conn, e);
+            fanout::note_failure(catalog, &standby.name, started_at);
             Err(e)
         }
     }

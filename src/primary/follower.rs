@@ -585,7 +585,11 @@ impl Drop for FollowerHandle {
 /// Errors are logged and retried with backoff; `run` is never stopped by it.
 pub fn start_follower(cfg: &Config) -> Option<FollowerHandle> {
     let s = settings(cfg)?.clone();
-    let standby = cfg.standby.clone()?;
+    // `stream.to` names the standby (validated); else the only one.
+    let standby = match &s.to {
+        Some(n) => cfg.standby_named(n).cloned()?,
+        None => cfg.standby.clone()?,
+    };
     let root = match live_root(cfg) {
         Ok(r) => r,
         Err(e) => {

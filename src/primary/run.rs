@@ -204,7 +204,7 @@ impl<'a> Runner<'a> {
             ship_failing_since,
             notifier: Notifier::new(cfg.notify.clone(), &cfg.site, &cfg.state_dir),
             sd: systemd::Notifier::from_env(),
-            fanout: (cfg.standbys.len() > 1).then(|| fanout::RunFanout::new(cfg)),
+            fanout: fanout::RunFanout::wanted(cfg).then(|| fanout::RunFanout::new(cfg)),
         })
     }
 
@@ -433,6 +433,7 @@ impl<'a> Runner<'a> {
         // `--once` waits for the sessions it started; a stopping `run`
         // leaves them to be cut (each standby discards its partial receive).
         self.collect_ships(opts.once && !stop_requested());
+        self.cut_ships();
         self.sd.stopping();
         self.rec.stopped_at = Some(Timestamp::now());
         self.catalog.write_run_record(&self.rec)?;

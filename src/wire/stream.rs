@@ -67,6 +67,8 @@ pub struct Deadline<T> {
     inner: T,
     timeout: Option<Duration>,
     what: &'static str,
+    /// Set when the deadline fired (the owner abandons the peer at once).
+    stalled: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl<T: AsFd> Deadline<T> {
@@ -76,7 +78,14 @@ impl<T: AsFd> Deadline<T> {
             inner,
             timeout,
             what,
+            stalled: None,
         }
+    }
+
+    /// Raise `flag` when the deadline fires.
+    pub fn flag_stall(mut self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.stalled = Some(flag);
+        self
     }
 
     fn wait(&self, flags: nix::poll::PollFlags) -> std::io::Result<()> {
@@ -94,6 +103,9 @@ impl<T: AsFd> Deadline<T> {
             ) {
                 Ok(0) => {
                     if start.elapsed() >= t {
+                        if let Some(f) = &self.stalled {
+                            f.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
                         return Err(std::io::Error::new(
                             std::io::ErrorKind::TimedOut,
                             format!(

@@ -9,21 +9,48 @@ use crate::base::config::{Standby, Transport};
 use crate::base::error::{Error, Result};
 use crate::wire::stream::{Deadline, Reader, Writer};
 
-/// How long `ship` waits for the standby to answer or accept data before it
-/// gives up (the standby may verify a large snapshot before it acks).
-/// `SNAPSITE_IO_TIMEOUT` (e.g. `30s`) overrides it.
-pub fn io_timeout() -> std::time::Duration {
+/// How long `ship` waits for standby `s` to answer or accept data before it
+/// abandons the session: its `stall_timeout` (the standby may verify a
+/// large snapshot before it acks). `SNAPSITE_IO_TIMEOUT` (e.g. `30s`)
+/// overrides it for every standby.
+pub fn io_timeout(s: &Standby) -> std::time::Duration {
     std::env::var("SNAPSITE_IO_TIMEOUT")
         .ok()
         .and_then(|v| humantime::parse_duration(&v).ok())
         .filter(|d| !d.is_zero())
-        .unwrap_or(std::time::Duration::from_secs(600))
+        .unwrap_or(s.stall_timeout)
+}
+
+/// The transport processes of the sessions open in this process (their
+/// PIDs, not yet reaped: a PID here cannot have been reused).
+static LIVE: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+fn forget(pid: u32) {
+    if let Ok(mut l) = LIVE.lock() {
+        l.retain(|p| *p != pid);
+    }
+}
+
+/// Kill the transport of every session still open (by PID, and its process
+/// group): a stopping `run` does not leave a hung standby's transport
+/// behind. The sessions then fail at once.
+pub fn kill_live_sessions() -> usize {
+    let pids: Vec<u32> = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
+    for pid in &pids {
+        tracing::warn!(pid, "stopping: killing an open session's transport");
+        let p = nix::unistd::Pid::from_raw(*pid as i32);
+        let _ = nix::sys::signal::killpg(p, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+    }
+    pids.len()
 }
 
 pub struct Connection {
     running: Running,
     stderr: StderrTail,
     ssh: bool,
+    /// Raised when a read or write found no progress for the stall timeout.
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub reader: Reader<BufReader<Deadline<ChildStdout>>>,
     pub writer: Writer<BufWriter<Deadline<ChildStdin>>>,
 }
@@ -122,19 +149,24 @@ fn connect_with(s: &Standby, relay: Relay) -> Result<Connection> {
     let (mut running, stderr) = cmd.spawn_relayed(Stdio::piped(), Stdio::piped(), relay)?;
     let stdin = running.child.stdin.take().expect("piped");
     let stdout = running.child.stdout.take().expect("piped");
-    let t = Some(io_timeout());
+    if let Ok(mut l) = LIVE.lock() {
+        l.push(running.child.id());
+    }
+    let t = Some(io_timeout(s));
+    let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     Ok(Connection {
         running,
         stderr,
         ssh,
         reader: Reader::new(BufReader::with_capacity(
             1 << 20,
-            Deadline::new(stdout, t, "the standby"),
+            Deadline::new(stdout, t, "the standby").flag_stall(stalled.clone()),
         )),
         writer: Writer::new(BufWriter::with_capacity(
             1 << 20,
-            Deadline::new(stdin, t, "the standby"),
+            Deadline::new(stdin, t, "the standby").flag_stall(stalled.clone()),
         )),
+        stalled,
     })
 }
 
@@ -163,11 +195,45 @@ impl Connection {
         } = self;
         drop(writer);
         drop(reader);
-        running.wait()
+        let pid = running.child.id();
+        let r = running.wait();
+        forget(pid);
+        r
+    }
+    /// Whether the session stalled: a read or write saw no progress for
+    /// the stall timeout.
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    /// The transport's process id (what [`Connection::abandon`] kills).
+    pub fn pid(&self) -> u32 {
+        self.running.child.id()
+    }
+    /// Give up on a stalled standby: kill the transport's process (by its
+    /// PID, and its process group) at once, without waiting for it.
+    pub fn abandon(self) {
+        let Connection {
+            running,
+            reader,
+            writer,
+            ..
+        } = self;
+        tracing::warn!(pid = running.child.id(), cmd = %running.display(), "abandoning the stalled session: killing its process");
+        // Killed first: dropping the writer flushes what it buffered, which
+        // would wait the stall timeout again on a pipe nobody reads.
+        let pid = running.child.id();
+        running.kill();
+        forget(pid);
+        drop(writer);
+        drop(reader);
     }
     /// Tear down after an error: close our end, give the standby a moment
-    /// to clean up and exit, then kill it (by PID).
+    /// to clean up and exit, then kill it (by PID). A stalled session is
+    /// abandoned at once.
     pub fn abort(self) {
+        if self.stalled() {
+            return self.abandon();
+        }
         let Connection {
             mut running,
             reader,
@@ -176,14 +242,17 @@ impl Connection {
         } = self;
         drop(writer);
         drop(reader);
+        let pid = running.child.id();
         for _ in 0..300 {
             if let Ok(Some(_)) = running.child.try_wait() {
                 let _ = running.wait();
+                forget(pid);
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         running.kill();
+        forget(pid);
     }
 }
 

@@ -92,6 +92,46 @@ pub(super) fn parse(cx: &Ctx, v: Option<toml::Value>) -> Result<Vec<Standby>> {
     }
 }
 
+impl super::Config {
+    /// This config as seen by a verb that talks to one peer (`switchover`,
+    /// `failback`, `follow`): `standby` becomes the one named by `flag`
+    /// (`standbys` stays whole, so nothing else looks removed). Without a
+    /// name: the only standby; with several, an error naming them, as the
+    /// choice matters. No standby at all is left to the verb to explain.
+    pub fn for_peer(&self, name: Option<&str>, verb: &str, flag: &str) -> Result<super::Config> {
+        let names = || {
+            self.standbys
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let chosen = match name {
+            Some(n) => self.standby_named(n).ok_or_else(|| {
+                crate::base::error::Error::config(format!(
+                    "{}: no standby named `{}` (configured: {})",
+                    self.path.display(),
+                    n.escape_debug(),
+                    names()
+                ))
+            })?,
+            None if self.standbys.len() > 1 => {
+                return Err(crate::base::error::Error::config(format!(
+                    "{}: {} standbys are configured ({}): `snapsite {verb}` talks to one",
+                    self.path.display(),
+                    self.standbys.len(),
+                    names()
+                ))
+                .with_hint(format!("name it: `snapsite {verb} {flag} NAME`")));
+            }
+            None => return Ok(self.clone()),
+        };
+        let mut cfg = self.clone();
+        cfg.standby = Some(chosen.clone());
+        Ok(cfg)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;

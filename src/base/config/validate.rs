@@ -631,12 +631,29 @@ pub(super) fn validate_standby(
             Transport::Command { argv: s.command }
         }
     };
+    let stall_timeout = match &s.stall_timeout {
+        None => super::DEFAULT_STALL_TIMEOUT,
+        Some(v) => cx.duration(
+            &format!("{key}.stall_timeout"),
+            v,
+            (Duration::from_secs(1), DAY),
+            "\"10m\", \"1h\"",
+        )?,
+    };
+    let window = s
+        .window
+        .as_deref()
+        .map(crate::base::shipwindow::ShipWindow::parse)
+        .transpose()
+        .map_err(|m| err("window", m))?;
     Ok(Standby {
         name,
         every,
         transport,
         compression,
         bwlimit,
+        stall_timeout,
+        window,
     })
 }
 

@@ -29,6 +29,13 @@ pub struct StandbyStatus {
     pub last_ship_ok_at: Option<Timestamp>,
     /// Since when ships to it fail (absent: the last one completed).
     pub failing_since: Option<Timestamp>,
+    /// Its `window` (`run` starts ships to it only in these hours).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// With a `window`: the recovery point's age counted in window time
+    /// only (what `status` judges: the hours it may not ship are not late).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_age_seconds: Option<f64>,
     /// The oldest of its common snapshots here: prune keeps it for this
     /// standby (set id; `age_seconds` counts from this site's newest set,
     /// as the retention grid does).
@@ -64,6 +71,7 @@ pub(super) fn gather(
     let mut out = Vec::new();
     for (name, rec) in records {
         let configured = cfg.standby_named(&name).is_some();
+        let window = cfg.standby_named(&name).and_then(|s| s.window.clone());
         let rec = rec.unwrap_or_default();
         let recovery_point = rec.committed.iter().next_back().and_then(|id| {
             redolog_time(site.manifest(id), id, &cfg.redolog_role).map(|t| set_at(id, t))
@@ -86,10 +94,14 @@ pub(super) fn gather(
         out.push(StandbyStatus {
             name,
             configured,
-            recovery_point,
             lag_seconds,
             last_ship_ok_at: rec.last_ship_ok,
             failing_since: rec.failing_since,
+            window_age_seconds: window
+                .as_ref()
+                .and_then(|w| recovery_point.as_ref().map(|r| w.open_seconds(r.time, now))),
+            window: window.map(|w| w.text),
+            recovery_point,
             pins,
         });
     }
@@ -113,6 +125,15 @@ pub(super) fn findings(cfg: &Config, s: &Status) -> Vec<Finding> {
             });
             continue;
         }
+        if let (Some(f), true) = (st.failing_since, s.standbys.len() > 1) {
+            out.push(Finding {
+                level: Level::Warning,
+                message: format!(
+                    "standby `{}`: ships failing since {f} (a stalled session counts: stall_timeout)",
+                    st.name
+                ),
+            });
+        }
         if Some(st.name.as_str()) != first {
             match &st.recovery_point {
                 None => out.push(Finding {
@@ -120,7 +141,10 @@ pub(super) fn findings(cfg: &Config, s: &Status) -> Vec<Finding> {
                     message: format!("standby `{}`: no committed set recorded", st.name),
                 }),
                 Some(rp) => {
-                    let age = std::time::Duration::from_secs_f64(rp.age_seconds.max(0.0));
+                    // A standby with a window is late only in window time.
+                    let age = std::time::Duration::from_secs_f64(
+                        st.window_age_seconds.unwrap_or(rp.age_seconds).max(0.0),
+                    );
                     let level = if age >= t.recovery_point_critical {
                         Some(Level::Critical)
                     } else if age >= t.recovery_point_warning {
@@ -132,12 +156,16 @@ pub(super) fn findings(cfg: &Config, s: &Status) -> Vec<Finding> {
                         out.push(Finding {
                             level,
                             message: format!(
-                                "standby `{}`: recovery point {} is {} old{}",
+                                "standby `{}`: recovery point {} is {} old{}{}",
                                 st.name,
                                 rp.set_id,
                                 humantime::format_duration(std::time::Duration::from_secs(
                                     age.as_secs()
                                 )),
+                                st.window
+                                    .as_ref()
+                                    .map(|w| format!(" in its window {w}"))
+                                    .unwrap_or_default(),
                                 st.failing_since
                                     .map(|f| format!(" (ships failing since {f})"))
                                     .unwrap_or_default()
@@ -236,6 +264,11 @@ pub(super) fn render_prometheus(s: &Status, o: &mut String) {
         "standby_last_ship_ok_timestamp_seconds",
         "Per standby: end of the last ship that completed",
         per(&|st| st.last_ship_ok_at.map(ts)),
+    );
+    metric(
+        "standby_failing_since_timestamp_seconds",
+        "Per standby: start of the first of the ships failing now (absent: the last one completed)",
+        per(&|st| st.failing_since.map(ts)),
     );
     metric(
         "standby_failing",

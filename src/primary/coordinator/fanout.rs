@@ -147,10 +147,14 @@ impl Fanout {
         }
     }
 
-    /// Whether `s` is due at `now`: no session under way, and its `every`
-    /// slot not yet served (always, without `every`).
+    /// Whether `s` is due at `now`: no session under way, inside its
+    /// `window` (if any), and its `every` slot not yet served (always,
+    /// without `every`).
     pub fn due(&self, s: &Standby, now: Timestamp) -> bool {
         if self.in_flight.contains_key(&s.name) {
+            return false;
+        }
+        if s.window.as_ref().is_some_and(|w| !w.contains(now)) {
             return false;
         }
         match (s.every, self.last_started.get(&s.name)) {
@@ -160,7 +164,8 @@ impl Fanout {
     }
 
     /// Start a session to every due standby (after the shared setup);
-    /// returns their names. A setup failure starts none.
+    /// returns their names. A setup failure starts none. `now` is the wall
+    /// clock (`model::now`): it decides only when a session starts.
     pub fn dispatch(&mut self, catalog: &Catalog, now: Timestamp) -> Result<Vec<String>> {
         let due: Vec<Standby> = self
             .cfg
@@ -220,15 +225,15 @@ impl Fanout {
     }
 }
 
-/// A session with standby `name` failed: record since when its ships fail
-/// (kept from the first failure; a completed ship clears it). A record
-/// that cannot be written is logged: the failure itself is what the caller
-/// reports.
-pub fn note_failure(catalog: &Catalog, name: &str) {
+/// A session with standby `name`, started at `started`, failed: record
+/// since when its ships fail (the start of the first failed session, kept
+/// until a ship completes). A record that cannot be written is logged: the
+/// failure itself is what the caller reports.
+pub fn note_failure(catalog: &Catalog, name: &str, started: Timestamp) {
     let r = catalog.standby_record_of(name).and_then(|rec| {
         let mut rec = rec.unwrap_or_default();
         if rec.failing_since.is_none() {
-            rec.failing_since = Some(Timestamp::now());
+            rec.failing_since = Some(started);
             catalog.write_standby_record_of(name, &rec)?;
         }
         Ok(())
@@ -236,6 +241,34 @@ pub fn note_failure(catalog: &Catalog, name: &str) {
     if let Err(e) = r {
         tracing::warn!(standby = %name, error = %e, "could not record the failed ship");
     }
+}
+
+/// End a failed session. One that stalled (no byte read or written for
+/// the standby's `stall_timeout`) is abandoned at once: its transport
+/// process is killed by PID, and the error says so. Nothing was
+/// half-committed: the standby commits a set only on our commit message,
+/// and this site records it only on the standby's answer.
+pub fn abandon_if_stalled(
+    standby: &Standby,
+    conn: crate::wire::transport::Connection,
+    e: Error,
+) -> Error {
+    if !conn.stalled() {
+        conn.abort();
+        return e;
+    }
+    let pid = conn.pid();
+    conn.abandon();
+    let limit = crate::wire::transport::io_timeout(standby);
+    e.context(format!(
+        "standby `{}` stalled: no progress for {}; the session was abandoned (process {pid} killed)",
+        standby.name,
+        humantime::format_duration(limit)
+    ))
+    .with_hint(format!(
+        "the next ship retries; check the link to `{}` and its `snapsite serve` (stall_timeout bounds the wait)",
+        standby.name
+    ))
 }
 
 #[cfg(test)]
@@ -290,6 +323,20 @@ every = "1h"
         // a session under way is never started twice
         f.in_flight.insert("near".into(), t("2026-01-01T10:20:00Z"));
         assert!(!f.due(near, t("2026-01-01T12:00:00Z")));
+    }
+
+    #[test]
+    fn a_window_starts_ships_only_inside_it() {
+        let mut cfg = cfg();
+        cfg.standbys[1].window =
+            Some(crate::base::shipwindow::ShipWindow::parse("22:00-06:00 UTC").unwrap());
+        let (near, far) = (&cfg.standbys[0], &cfg.standbys[1]);
+        let f = Fanout::new(&cfg);
+        assert!(f.due(near, t("2026-01-01T12:00:00Z")));
+        assert!(!f.due(far, t("2026-01-01T12:00:00Z")));
+        assert!(f.due(far, t("2026-01-01T23:00:00Z")));
+        assert!(f.due(far, t("2026-01-02T05:00:00Z")));
+        assert!(!f.due(far, t("2026-01-02T06:00:00Z")));
     }
 
     #[test]

@@ -23,6 +23,16 @@ pub(super) struct RunFanout {
 }
 
 impl RunFanout {
+    /// Whether `run` ships through sessions per standby: with several
+    /// standbys, or one with its own schedule (`every`, `window`).
+    pub(super) fn wanted(cfg: &Config) -> bool {
+        cfg.standbys.len() > 1
+            || cfg
+                .standbys
+                .iter()
+                .any(|s| s.every.is_some() || s.window.is_some())
+    }
+
     pub(super) fn new(cfg: &Config) -> RunFanout {
         RunFanout {
             sessions: Fanout::new(cfg),
@@ -37,7 +47,12 @@ impl Runner<'_> {
         self.st.last_ship_attempt = Some(started);
         let fan = self.fanout.as_mut().expect("fan-out configured");
         let in_flight: Vec<String> = fan.sessions.in_flight.keys().cloned().collect();
-        match fan.sessions.dispatch(&self.catalog, started) {
+        // The wall clock decides only when a session starts (`window`,
+        // `every`), never what is shipped.
+        match fan
+            .sessions
+            .dispatch(&self.catalog, crate::base::model::now())
+        {
             Ok(names) => {
                 self.st.ship_pending = false;
                 tracing::info!(started = ?names, still_running = ?in_flight, "ship sessions");
@@ -47,6 +62,18 @@ impl Runner<'_> {
                 self.ship_failed(started);
                 Err(e)
             }
+        }
+    }
+
+    /// A stopping `run`: the sessions still under way are cut, their
+    /// transports killed by PID (a hung standby's would outlive us).
+    pub(super) fn cut_ships(&mut self) {
+        let Some(fan) = self.fanout.as_ref() else {
+            return;
+        };
+        if !fan.sessions.in_flight.is_empty() {
+            let n = crate::wire::transport::kill_live_sessions();
+            tracing::warn!(sessions = ?fan.sessions.in_flight.keys().collect::<Vec<_>>(), killed = n, "stopping: cut the ship sessions under way");
         }
     }
 
@@ -90,7 +117,18 @@ impl Runner<'_> {
                     );
                 }
                 Err(e) => {
-                    let since = *fan.failing_since.entry(s.name.clone()).or_insert(now);
+                    // A stalled session failed at its start, not when it
+                    // was given up (the standby record says when).
+                    let recorded = self
+                        .catalog
+                        .standby_record_of(&s.name)
+                        .ok()
+                        .flatten()
+                        .and_then(|r| r.failing_since);
+                    let since = *fan
+                        .failing_since
+                        .entry(s.name.clone())
+                        .or_insert(recorded.unwrap_or(now).min(now));
                     self.ship_failing_since.get_or_insert(since);
                     self.ship_failed(now);
                     self.any_failed = true;
