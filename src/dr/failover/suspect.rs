@@ -42,6 +42,14 @@ fn entry(v: &SetVerdict) -> SuspectSet {
     }
 }
 
+/// Has the standby judged any set suspect (not cleared)?
+pub fn any_suspect(cfg: &Config) -> Result<bool> {
+    Ok(Catalog::new(&cfg.state_dir)
+        .verdicts()?
+        .iter()
+        .any(|v| v.is_suspect()))
+}
+
 /// S and R for failover, honouring the verdicts: returns them with what
 /// was skipped or accepted.
 pub fn choose<'a>(
