@@ -316,10 +316,20 @@ impl Catalog {
     /// of what it read, unless the directory changed meanwhile or too
     /// recently to trust its stamp (see the module's doc). Best effort.
     pub fn summary_rebuilt(&self, before: Option<SetsDirStamp>, manifests: &[Manifest]) {
+        self.summary_rebuilt_at(before, manifests, wall_ns());
+    }
+
+    /// [`Catalog::summary_rebuilt`] with the clock's time given (tests).
+    fn summary_rebuilt_at(
+        &self,
+        before: Option<SetsDirStamp>,
+        manifests: &[Manifest],
+        wall_ns: i128,
+    ) {
         let (Some(SetsDirStamp(before)), Some(now)) = (before, dir_stamp(self)) else {
             return;
         };
-        if before != now || !settled(&now) {
+        if before != now || !settled(&now, wall_ns) {
             return;
         }
         let mut stamped = Vec::with_capacity(manifests.len());
@@ -444,12 +454,15 @@ impl Catalog {
 
 /// Did the directory change more than [`SETTLED`] ago (by the system
 /// clock, which also dates the directory's changes)?
-fn settled(dir: &FileStamp) -> bool {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128);
+fn settled(dir: &FileStamp, now: i128) -> bool {
     let (_, _, m, c) = dir.parts();
     now - m.max(c) > SETTLED.as_nanos() as i128
+}
+
+fn wall_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 #[cfg(test)]
