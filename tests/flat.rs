@@ -12,8 +12,12 @@ use snapsite::base::catalog::Catalog;
 /// (no ages: the clock moves between the runs).
 fn figures(lab: &Lab, cfg: &std::path::Path) -> serde_json::Value {
     let out = lab.run(cfg, &["status", "--json"]);
-    let s: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("status --json: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status --json: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     let vols: Vec<serde_json::Value> = s["volumes"]
         .as_array()
         .unwrap()
@@ -32,7 +36,13 @@ fn figures(lab: &Lab, cfg: &std::path::Path) -> serde_json::Value {
         .cloned()
         .unwrap_or_default()
         .iter()
-        .map(|v| serde_json::json!([v["name"], v["recovery_point"]["set_id"], v["pins"]["set_id"]]))
+        .map(|v| {
+            serde_json::json!([
+                v["name"],
+                v["recovery_point"]["set_id"],
+                v["pins"]["set_id"]
+            ])
+        })
         .collect();
     serde_json::json!({
         "level": s["level"],
@@ -70,7 +80,9 @@ fn everyday_commands_answer_from_the_newest_sets_and_still_see_the_storage() {
     }
     assert_eq!(whole[1]["newest_full"], fulls[2].as_str());
     assert_eq!(whole[1]["recovery_point"], redologs[2].as_str());
-    std::thread::sleep(snapsite::base::catalog::summary::SETTLED + std::time::Duration::from_millis(300));
+    std::thread::sleep(
+        snapsite::base::catalog::summary::SETTLED + std::time::Duration::from_millis(300),
+    );
     // The first command after the catalog settled writes it...
     for (i, (c, st)) in sites.iter().enumerate() {
         assert_eq!(figures(&lab, c), whole[i]);
@@ -94,7 +106,10 @@ fn everyday_commands_answer_from_the_newest_sets_and_still_see_the_storage() {
         let f = figures(&lab, c);
         assert_eq!(f["sets"]["redolog"], 4, "{f}");
     }
-    assert_eq!(figures(&lab, &lab.stb_cfg)["recovery_point"], newest.as_str());
+    assert_eq!(
+        figures(&lab, &lab.stb_cfg)["recovery_point"],
+        newest.as_str()
+    );
 
     // The storage is the truth: the newest full set's mysql snapshot
     // destroyed by hand on the standby (the catalog does not change, the

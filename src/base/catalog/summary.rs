@@ -243,8 +243,7 @@ impl Summary {
                         f.next()?.parse().ok()?,
                     );
                     let tokens = f.collect::<Vec<_>>().join("\t");
-                    if s
-                        .tail
+                    if s.tail
                         .last()
                         .is_some_and(|p| (p.order, p.id.as_str()) >= (order, id))
                     {
@@ -409,8 +408,8 @@ impl Catalog {
             // every other set.
             let key = |e: &TailEntry| (e.order, e.id.clone());
             let mine = (order, id.to_string());
-            let fits = s.tail.first().is_some_and(|f| mine > key(f))
-                || s.tail.len() + 1 == s.total();
+            let fits =
+                s.tail.first().is_some_and(|f| mine > key(f)) || s.tail.len() + 1 == s.total();
             if fits {
                 let at = s.tail.partition_point(|e| key(e) < mine);
                 s.tail.insert(
@@ -443,8 +442,8 @@ impl Catalog {
         let tmp = self
             .root
             .join(format!(".{FILE}.tmp.{}", std::process::id()));
-        let written = std::fs::write(&tmp, text.as_bytes())
-            .and_then(|()| std::fs::rename(&tmp, &path));
+        let written =
+            std::fs::write(&tmp, text.as_bytes()).and_then(|()| std::fs::rename(&tmp, &path));
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
             tracing::debug!(error = %e, "sets.summary not written (it is a cache)");

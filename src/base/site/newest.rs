@@ -103,14 +103,19 @@ fn newest_sets(
         for (r, names) in ask {
             let found = stores.get(r)?.present(&names)?;
             for (n, yes) in names.iter().zip(found) {
-                checked.entry(r.to_string()).or_default().insert(n.to_string());
+                checked
+                    .entry(r.to_string())
+                    .or_default()
+                    .insert(n.to_string());
                 if yes {
                     here.entry(r.to_string()).or_default().insert(n.to_string());
                 }
             }
         }
         let full = loaded.last().expect("a candidate was loaded");
-        if complete_in(cfg, full, &|r, s| here.get(r).is_some_and(|h| h.contains(s))) {
+        if complete_in(cfg, full, &|r, s| {
+            here.get(r).is_some_and(|h| h.contains(s))
+        }) {
             break;
         }
     }
