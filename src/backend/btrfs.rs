@@ -328,6 +328,22 @@ impl Backend for Btrfs {
         Ok(Some(subvolume_show(&snap_path(vol, name)?)?.uuid))
     }
 
+    /// As `list`, for the named snapshots only: a `stat` of each
+    /// subvolume (and of its receive marker), no directory read.
+    fn present(&self, vol: &Volume, names: &[&str]) -> Result<Vec<bool>> {
+        let dir = snapshot_dir(vol)?;
+        Ok(names
+            .iter()
+            .map(|name| {
+                parse_set_id(name).is_some() && {
+                    let path = dir.join(name);
+                    std::fs::symlink_metadata(dir.join(format!("{MARKER_PREFIX}{name}"))).is_err()
+                        && (is_subvolume(&path) || is_subvolume(&path.join(name)))
+                }
+            })
+            .collect())
+    }
+
     fn list(&self, vol: &Volume) -> Result<Vec<String>> {
         let dir = snapshot_dir(vol)?;
         let mut names = Vec::new();

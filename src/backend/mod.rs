@@ -162,6 +162,15 @@ pub trait Backend: Send + Sync {
     /// Complete snapsite snapshots of the volume on this site, oldest first.
     fn list(&self, vol: &Volume) -> Result<Vec<String>>;
 
+    /// Which of `names` are complete snapsite snapshots of the volume here
+    /// (each as `list` would say): a listing filtered to the names a
+    /// command acts on. The default lists the whole volume (ZFS and LVM
+    /// thin, for now); btrfs looks at the named subvolumes only.
+    fn present(&self, vol: &Volume, names: &[&str]) -> Result<Vec<bool>> {
+        let all = self.list(vol)?;
+        Ok(names.iter().map(|n| all.iter().any(|s| s == n)).collect())
+    }
+
     /// Volumes whose listings one storage command gives share a key (ZFS:
     /// every dataset, one `zfs list` takes them all; LVM: the volume
     /// group). `None`: the volume is listed on its own.
@@ -454,6 +463,10 @@ impl Store {
     }
     pub fn storage_id(&self, name: &str) -> Result<Option<String>> {
         self.imp.storage_id(&self.vol, name)
+    }
+    /// Which of `names` are here (see [`Backend::present`]).
+    pub fn present(&self, names: &[&str]) -> Result<Vec<bool>> {
+        self.imp.present(&self.vol, names)
     }
     pub fn list(&self) -> Result<Vec<String>> {
         self.imp.list(&self.vol)

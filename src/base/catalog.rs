@@ -3,6 +3,7 @@
 //! ```text
 //! sets/<id>.json                 manifest (on the standby: the commit record)
 //! sets.index                     every manifest again, one line each, with its file's stamp (a cache)
+//! sets.summary                   counts and the newest sets, for the everyday commands (a cache; see [`summary`])
 //! pending/<id>.json              a set being taken (primary); leftovers are undone
 //! received/<role>/<snap>.json    receipt of a received snapshot (standby)
 //! failover/state.json            progress of a failover, for resuming
@@ -40,6 +41,7 @@ use crate::base::model::{Manifest, Receipt, parse_set_id, validate_set_id};
 mod index;
 pub mod signals;
 mod standbys;
+pub mod summary;
 #[cfg(test)]
 mod tests;
 
@@ -570,8 +572,10 @@ impl Catalog {
     pub fn write_manifest(&self, m: &Manifest) -> Result<()> {
         validate_set_id(&m.id)?;
         let path = self.set_path(&m.id);
+        let summary = self.summary_before_change(&m.id);
         write_json(&path, m)?;
         self.index_written(&path, m);
+        self.summary_after_change(summary, &m.id, Some(m));
         Ok(())
     }
 
@@ -587,8 +591,12 @@ impl Catalog {
 
     pub fn remove_manifest(&self, id: &str) -> Result<()> {
         validate_set_id(id)?;
+        let summary = self.summary_before_change(id);
         match std::fs::remove_file(self.set_path(id)) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.summary_after_change(summary, id, None);
+                Ok(())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(format!("remove manifest {id}"), e)),
         }

@@ -17,6 +17,8 @@ use crate::base::config::Config;
 use crate::base::error::{Error, Result};
 use crate::base::model::{Manifest, SetKind};
 
+mod newest;
+
 /// Which end of replication this site is (recorded state; see `catalog::Role`).
 pub use crate::base::catalog::Role;
 
@@ -171,6 +173,9 @@ pub struct Site<'a> {
     present: Vec<bool>,
     /// Set id -> index in `manifests`.
     index: std::collections::HashMap<String, usize>,
+    /// Opened from `sets.summary` ([`Site::open_newest`]): `manifests` are
+    /// the newest sets only and the counts are the summary's.
+    partial: Option<newest::Counts>,
 }
 
 impl<'a> Site<'a> {
@@ -217,6 +222,7 @@ impl<'a> Site<'a> {
             local,
             present,
             index,
+            partial: None,
         }
     }
 
@@ -262,9 +268,24 @@ impl<'a> Site<'a> {
         self.manifests.iter().filter(|m| self.is_usable(m))
     }
 
-    /// How many usable sets of each kind.
+    /// How many usable sets of each kind (opened with
+    /// [`Site::open_newest`]: how many are recorded — on a standby,
+    /// committed — as the summary counts them).
     pub fn usable_count(&self, kind: SetKind) -> usize {
-        self.usable().filter(|m| m.kind == kind).count()
+        match &self.partial {
+            Some(c) if self.role == Role::Primary => c.summary.count(kind).recorded,
+            Some(c) => c.summary.count(kind).committed,
+            None => self.usable().filter(|m| m.kind == kind).count(),
+        }
+    }
+
+    /// How many snapshots of `role` this site holds (opened with
+    /// [`Site::open_newest`]: how many its recorded sets name).
+    pub fn snapshot_count(&self, role: &str) -> usize {
+        match &self.partial {
+            Some(c) => c.summary.roles.get(role).copied().unwrap_or(0),
+            None => self.local.get(role).map_or(0, Vec::len),
+        }
     }
 
     /// The newest usable full set.

@@ -193,7 +193,7 @@ pub fn interrupted(
 /// sets by kind, each volume's newest snapshots, what failover would use,
 /// the records of this site's verbs; then the findings.
 pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
-    let site = crate::base::site::Site::open(cfg)?;
+    let site = crate::base::site::Site::open_newest(cfg)?;
     let catalog = &site.catalog;
     let primary = site.role == Role::Primary;
     let run = if primary { catalog.run_record()? } else { None };
@@ -322,7 +322,7 @@ fn volume_statuses(
             newest_local,
             newest_shipped,
             lag_seconds,
-            snapshots_local: snaps.len(),
+            snapshots_local: site.snapshot_count(&v.role),
         });
     }
     volumes
@@ -339,7 +339,8 @@ fn primary_failover_view(
     r: &crate::base::catalog::StandbyRecord,
 ) -> FailoverView {
     let rp = r.committed.iter().next_back().and_then(|id| {
-        redolog_time(site.manifest(id), id, &cfg.redolog_role).map(|t| (id.clone(), t))
+        redolog_time(site.manifest_any(id).as_deref(), id, &cfg.redolog_role)
+            .map(|t| (id.clone(), t))
     });
     let full = r
         .committed

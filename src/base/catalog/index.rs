@@ -48,6 +48,25 @@ pub(super) struct FileStamp {
 }
 
 impl FileStamp {
+    /// (size, inode, mtime, ctime), times in nanoseconds.
+    pub(super) fn parts(&self) -> (u64, u64, i128, i128) {
+        (self.len, self.ino, self.mtime_ns, self.ctime_ns)
+    }
+
+    pub(super) fn from_parts(len: u64, ino: u64, mtime_ns: i128, ctime_ns: i128) -> FileStamp {
+        FileStamp {
+            len,
+            ino,
+            mtime_ns,
+            ctime_ns,
+        }
+    }
+
+    /// The stamp without the size (of a directory: see `summary`).
+    pub(super) fn without_len(self) -> FileStamp {
+        FileStamp { len: 0, ..self }
+    }
+
     pub(super) fn of(md: &std::fs::Metadata) -> FileStamp {
         use std::os::unix::fs::MetadataExt;
         FileStamp {

@@ -133,8 +133,17 @@ pub fn plan_choosing(
     scratch: Option<Scratch>,
     accept_suspect: bool,
 ) -> Result<Plan> {
-    let site = crate::base::site::Site::open(cfg)?;
-    let (s, r, suspect) = super::suspect::choose(cfg, &site, requested, accept_suspect)?;
+    // The newest sets are all the default choice needs (see
+    // `Site::open_newest`); a requested set or suspect verdicts may reach
+    // further back: those read the whole catalog.
+    let suspects = super::suspect::suspects(cfg)?;
+    let site = if requested.is_none() && suspects.is_empty() {
+        crate::base::site::Site::open_newest(cfg)?
+    } else {
+        crate::base::site::Site::open(cfg)?
+    };
+    let (s, r, suspect) =
+        super::suspect::choose_among(cfg, &site, suspects, requested, accept_suspect)?;
     let margin = Margin::of(cfg, s)?;
     let earliest = s
         .members

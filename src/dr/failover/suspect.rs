@@ -42,20 +42,24 @@ fn entry(v: &SetVerdict) -> SuspectSet {
     }
 }
 
-/// S and R for failover, honouring the verdicts: returns them with what
-/// was skipped or accepted.
-pub fn choose<'a>(
-    cfg: &Config,
-    site: &'a crate::base::site::Site,
-    requested: Option<&str>,
-    accept_suspect: bool,
-) -> Result<(&'a Manifest, &'a Manifest, SuspectChoice)> {
-    let catalog = Catalog::new(&cfg.state_dir);
-    let suspects: Vec<SetVerdict> = catalog
+/// The sets the standby judged suspect (not cleared).
+pub fn suspects(cfg: &Config) -> Result<Vec<SetVerdict>> {
+    Ok(Catalog::new(&cfg.state_dir)
         .verdicts()?
         .into_iter()
         .filter(|v| v.is_suspect())
-        .collect();
+        .collect())
+}
+
+/// S and R for failover, honouring the verdicts (the suspect sets, as
+/// [`suspects`] read them): returns them with what was skipped or accepted.
+pub fn choose_among<'a>(
+    cfg: &Config,
+    site: &'a crate::base::site::Site,
+    suspects: Vec<SetVerdict>,
+    requested: Option<&str>,
+    accept_suspect: bool,
+) -> Result<(&'a Manifest, &'a Manifest, SuspectChoice)> {
     // The first suspect set in the standby's order; one pruned since
     // still counts, by its id's time.
     let first = suspects

@@ -74,15 +74,16 @@ pub(super) fn gather(
         let window = cfg.standby_named(&name).and_then(|s| s.window.clone());
         let rec = rec.unwrap_or_default();
         let recovery_point = rec.committed.iter().next_back().and_then(|id| {
-            redolog_time(site.manifest(id), id, &cfg.redolog_role).map(|t| set_at(id, t))
+            redolog_time(site.manifest_any(id).as_deref(), id, &cfg.redolog_role)
+                .map(|t| set_at(id, t))
         });
         let lag_seconds = match (newest_local, &recovery_point) {
             (Some(l), Some(r)) => Some(secs(l, r.time).max(0.0)),
             _ => None,
         };
         // measured from this site's newest set, as the grid measures
-        let pins = rec
-            .common_snapshots(site.local())
+        let pins = site
+            .common_snapshots(&rec)?
             .into_iter()
             .filter_map(|(_, s)| id_time(&s).map(|t| (s, t)))
             .min_by_key(|(_, t)| *t)
