@@ -84,11 +84,13 @@ impl Runner<'_> {
         };
         let done = fan.sessions.collect(wait);
         let now = Timestamp::now();
+        let mut shipped = false;
         for s in done {
             let event = format!("ship to {}", s.name);
             let fan = self.fanout.as_mut().expect("fan-out configured");
             match s.result {
                 Ok(report) => {
+                    shipped = true;
                     self.rec.sets_committed += report.committed.len() as u64;
                     fan.failing_since.remove(&s.name);
                     tracing::info!(
@@ -159,6 +161,11 @@ impl Runner<'_> {
                     }
                 }
             }
+        }
+        // The archive follows a good ship, as on the single-standby path
+        // (a standby with `every` or `window` ships through here too).
+        if shipped {
+            crate::primary::archive::after_ship(self.cfg, &self.catalog);
         }
     }
 }
