@@ -25,6 +25,7 @@
 mod demote;
 mod format;
 mod holds;
+mod mapped;
 mod readback;
 mod receive;
 mod report;
@@ -645,6 +646,10 @@ impl Backend for Lvm {
             enc: Encoder::new(p.dev, &p.header, rest),
             classic: p.classic,
         }))
+    }
+
+    fn replica_mapped(&self, vol: &Volume, name: &str) -> Result<Option<(u64, Vec<(u64, u64)>)>> {
+        mapped::replica_mapped(vol, name)
     }
 
     fn receive(

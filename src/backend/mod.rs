@@ -216,6 +216,14 @@ pub trait Backend: Send + Sync {
         resume: bool,
     ) -> Result<Box<dyn SnapshotSink>>;
 
+    /// The byte ranges snapshot `name` of this standby's replica maps in
+    /// its thin pool, and the pool's block size (LVM thin; `None` where
+    /// the storage keeps no such map). The ransomware signals check the
+    /// sender's "overwritten" list against it (issue 31).
+    fn replica_mapped(&self, _vol: &Volume, _name: &str) -> Result<Option<(u64, Vec<(u64, u64)>)>> {
+        Ok(None)
+    }
+
     /// A cut receive this site could resume, if any.
     fn resumable(&self, _vol: &Volume) -> Result<Option<Resumable>> {
         Ok(None)
@@ -473,6 +481,9 @@ impl Store {
     }
     pub fn resumable(&self) -> Result<Option<Resumable>> {
         self.imp.resumable(&self.vol)
+    }
+    pub fn replica_mapped(&self, name: &str) -> Result<Option<(u64, Vec<(u64, u64)>)>> {
+        self.imp.replica_mapped(&self.vol, name)
     }
     pub fn cleanup_partial(&self) -> Result<Vec<String>> {
         self.imp.cleanup_partial(&self.vol)

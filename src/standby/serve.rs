@@ -658,6 +658,9 @@ fn receive_one<R: Read>(
                 .and_then(|b| catalog.signals(role, b).ok().flatten())
                 .as_ref(),
         );
+        if let (true, Some(b)) = (m.wants_base_map(), inc.base) {
+            m.know_base_map(|| store.replica_mapped(b).map_err(|e| e.to_string()));
+        }
         m
     });
     let data = match pump(r, sink, log, &inc, &mut meter)? {
