@@ -648,7 +648,7 @@ impl Backend for Lvm {
         }))
     }
 
-    fn replica_mapped(&self, vol: &Volume, name: &str) -> Result<Option<(u64, Vec<(u64, u64)>)>> {
+    fn replica_mapped(&self, vol: &Volume, name: &str) -> Result<Option<super::ThinMap>> {
         mapped::replica_mapped(vol, name)
     }
 

@@ -102,6 +102,14 @@ pub struct CopyCheck {
     pub problem: Option<String>,
 }
 
+/// The byte ranges (offset, length) a thin device maps, in order, and its
+/// pool's block size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThinMap {
+    pub block_size: u64,
+    pub ranges: Vec<(u64, u64)>,
+}
+
 pub trait Backend: Send + Sync {
     fn kind(&self) -> BackendKind;
 
@@ -220,7 +228,7 @@ pub trait Backend: Send + Sync {
     /// its thin pool, and the pool's block size (LVM thin; `None` where
     /// the storage keeps no such map). The ransomware signals check the
     /// sender's "overwritten" list against it (issue 31).
-    fn replica_mapped(&self, _vol: &Volume, _name: &str) -> Result<Option<(u64, Vec<(u64, u64)>)>> {
+    fn replica_mapped(&self, _vol: &Volume, _name: &str) -> Result<Option<ThinMap>> {
         Ok(None)
     }
 
@@ -482,7 +490,7 @@ impl Store {
     pub fn resumable(&self) -> Result<Option<Resumable>> {
         self.imp.resumable(&self.vol)
     }
-    pub fn replica_mapped(&self, name: &str) -> Result<Option<(u64, Vec<(u64, u64)>)>> {
+    pub fn replica_mapped(&self, name: &str) -> Result<Option<ThinMap>> {
         self.imp.replica_mapped(&self.vol, name)
     }
     pub fn cleanup_partial(&self) -> Result<Vec<String>> {

@@ -195,7 +195,7 @@ impl Meter {
     /// Read the base's thin map (`read`, timed as the meter's cost).
     pub fn know_base_map(
         &mut self,
-        read: impl FnOnce() -> Result<Option<(u64, Vec<(u64, u64)>)>, String>,
+        read: impl FnOnce() -> Result<Option<crate::backend::ThinMap>, String>,
     ) {
         let t = Instant::now();
         if let Parser::Lvm(l) = &mut self.parser {

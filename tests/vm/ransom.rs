@@ -144,7 +144,10 @@ fn drive(dir: &Path, pri: &Path, stb: &Path, store: &dyn MailStore, msg: usize, 
         // LVM: the overwrites measured against the standby's own thin
         // map, and the primary's header agreeing with it.
         let claimed = sig["rewrite_bytes_claimed"].as_u64();
-        assert!(claimed.is_some(), "the standby's own map was not used: {sig:#}");
+        assert!(
+            claimed.is_some(),
+            "the standby's own map was not used: {sig:#}"
+        );
         assert_eq!(claimed, sig["rewrite_bytes"].as_u64(), "{sig:#}");
     }
     let plan = snapsite_json(stb, &["failover", "--dry-run", "--json"]);
@@ -300,8 +303,8 @@ fn lvm_both_paces_are_suspect_ordinary_mail_is_not() {
 /// An ordinary message of `len` bytes (words, not noise).
 fn message(i: usize, len: usize) -> Vec<u8> {
     const WORDS: [&str; 12] = [
-        "meeting", "invoice", "tomorrow", "project", "the", "and", "regards", "please",
-        "attached", "review", "budget", "thanks",
+        "meeting", "invoice", "tomorrow", "project", "the", "and", "regards", "please", "attached",
+        "review", "budget", "thanks",
     ];
     let mut s = format!("From: user{i}@example.org\r\nSubject: note {i}\r\n\r\n");
     let mut x = i as u64 * 2654435761 + 1;
@@ -512,7 +515,15 @@ fn set_signals(dir: &Path, id: &str) -> Vec<(String, serde_json::Value)> {
 /// and off alternately (the standby's config is read by each ship's
 /// `serve`): wall and CPU (ship, serve and the storage tools under them),
 /// and the meters' own time.
-fn detection_cost(dir: &Path, pri: &Path, stb: &Path, live: &HashMap<&str, PathBuf>, full: &str, full_wall: f64, label: &str) {
+fn detection_cost(
+    dir: &Path,
+    pri: &Path,
+    stb: &Path,
+    live: &HashMap<&str, PathBuf>,
+    full: &str,
+    full_wall: f64,
+    label: &str,
+) {
     let base = std::fs::read_to_string(stb).unwrap();
     let meter = |id: &str| -> f64 {
         set_signals(dir, id)
@@ -525,8 +536,7 @@ fn detection_cost(dir: &Path, pri: &Path, stb: &Path, live: &HashMap<&str, PathB
         "{label} cost: full set: ship {full_wall:.2} s wall, the meters {m:.3} s ({:.1} %)",
         m / full_wall * 100.0
     );
-    let (mut on, mut off, mut on_cpu, mut off_cpu, mut meter_on) =
-        (0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut on, mut off, mut on_cpu, mut off_cpu, mut meter_on) = (0.0, 0.0, 0.0, 0.0, 0.0);
     let rounds = 6;
     for round in 0..rounds {
         let detect = round % 2 == 0;
@@ -547,7 +557,10 @@ fn detection_cost(dir: &Path, pri: &Path, stb: &Path, live: &HashMap<&str, PathB
             0,
             &structured(round as u64 + 77, 512 << 10),
         );
-        append_synced(&live["redolog"].join("log"), &format!("cost round {round}\n"));
+        append_synced(
+            &live["redolog"].join("log"),
+            &format!("cost round {round}\n"),
+        );
         let c = children_cpu();
         let (id, wall) = ship_set(pri);
         let cpu = children_cpu() - c;
@@ -605,7 +618,14 @@ fn zfs_a_normal_week_is_never_suspect() {
         pri_vols.push_str(&lab.primary_volume(r, ""));
         stb_vols.push_str(&lab.standby_volume(r, None));
     }
-    let (pri, stb) = site_configs(&lab.dir, &pri_vols, &stb_vols, WEEK_DETECT, Standby::Serve, "");
+    let (pri, stb) = site_configs(
+        &lab.dir,
+        &pri_vols,
+        &stb_vols,
+        WEEK_DETECT,
+        Standby::Serve,
+        "",
+    );
     let (ids, full_wall) = normal_week(&lab.dir, &pri, &live);
     let renames: u64 = ids[1..]
         .iter()
@@ -646,7 +666,14 @@ fn lvm_a_normal_week_is_never_suspect() {
         pri_vols.push_str(&lab.primary_volume(r, ""));
         stb_vols.push_str(&lab.standby_volume(r, None));
     }
-    let (pri, stb) = site_configs(&lab.dir, &pri_vols, &stb_vols, WEEK_DETECT, Standby::Serve, "");
+    let (pri, stb) = site_configs(
+        &lab.dir,
+        &pri_vols,
+        &stb_vols,
+        WEEK_DETECT,
+        Standby::Serve,
+        "",
+    );
     let (ids, full_wall) = normal_week(&lab.dir, &pri, &live);
     let (mut claimed, mut measured) = (0u64, 0u64);
     for id in &ids[1..] {
@@ -655,7 +682,10 @@ fn lvm_a_normal_week_is_never_suspect() {
                 .as_u64()
                 .unwrap_or_else(|| panic!("{role} {id}: the own map was not used: {s:#}"));
             let m = s["rewrite_bytes"].as_u64().unwrap();
-            assert!(m <= c + (16 << 10), "{role} {id}: the map shows more than the header: {s:#}");
+            assert!(
+                m <= c + (16 << 10),
+                "{role} {id}: the map shows more than the header: {s:#}"
+            );
             claimed += c;
             measured += m;
         }

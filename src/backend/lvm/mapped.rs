@@ -6,12 +6,13 @@
 
 use super::thin::{MetadataSnap, Pool};
 use super::{find, lvs_of, mapping_extents, require_replica, snap_lv, split};
+use crate::backend::ThinMap;
 use crate::base::config::Volume;
 use crate::base::error::{Context, Error, Result};
 
 /// The byte ranges (offset, length) snapshot `name` of the replica maps,
 /// and the pool's block size; `None`: not a thin snapshot here.
-pub(super) fn replica_mapped(vol: &Volume, name: &str) -> Result<Option<(u64, Vec<(u64, u64)>)>> {
+pub(super) fn replica_mapped(vol: &Volume, name: &str) -> Result<Option<ThinMap>> {
     let (vg, rlv) = split(require_replica(vol)?);
     let all = lvs_of(vol, vg)?;
     let lv_name = snap_lv(rlv, name);
@@ -41,5 +42,8 @@ pub(super) fn replica_mapped(vol: &Volume, name: &str) -> Result<Option<(u64, Ve
         .into_iter()
         .map(|e| (e.offset, e.len))
         .collect();
-    Ok(Some((m.block_size, ranges)))
+    Ok(Some(ThinMap {
+        block_size: m.block_size,
+        ranges,
+    }))
 }

@@ -30,6 +30,7 @@
 //! from there on and marked incomplete — never refused.
 
 use super::dense::Dense;
+use crate::backend::ThinMap;
 use crate::backend::lvm::{Decoder, Event, Header, Overwritten};
 use crate::base::catalog::signals::VolumeSignals;
 
@@ -79,9 +80,12 @@ fn checked(o: &Overwritten, size: u64) -> Option<Vec<(u64, u64)>> {
 impl LvmMeter {
     /// The standby's own thin map of the base (pool block size, byte
     /// ranges), read before the stream; `Err`: why it could not be.
-    pub fn know_base_map(&mut self, map: Result<Option<(u64, Vec<(u64, u64)>)>, String>) {
+    pub fn know_base_map(&mut self, map: Result<Option<ThinMap>, String>) {
         match map {
-            Ok(Some((bs, mut ranges))) if bs > 0 => {
+            Ok(Some(ThinMap {
+                block_size: bs,
+                mut ranges,
+            })) if bs > 0 => {
                 // In order and disjoint, as `split` needs them.
                 ranges.sort_unstable();
                 let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
@@ -321,10 +325,7 @@ mod tests {
         assert_eq!(sig.rewrite_sampled_blocks, 64);
     }
 
-    fn measure_with_map(
-        s: &[u8],
-        map: Result<Option<(u64, Vec<(u64, u64)>)>, String>,
-    ) -> VolumeSignals {
+    fn measure_with_map(s: &[u8], map: Result<Option<ThinMap>, String>) -> VolumeSignals {
         let mut m = LvmMeter::default();
         m.know_base_map(map);
         for piece in s.chunks(3000) {
@@ -352,7 +353,13 @@ mod tests {
         }));
         // The base maps 2-3 MiB (and 3.5 MiB on, out of the data), in 64 KiB blocks.
         let map = vec![(3 * MIB + MIB / 2, MIB / 2), (2 * MIB, MIB)];
-        let sig = measure_with_map(&lie, Ok(Some((65536, map.clone()))));
+        let sig = measure_with_map(
+            &lie,
+            Ok(Some(ThinMap {
+                block_size: 65536,
+                ranges: map.clone(),
+            })),
+        );
         assert!(sig.complete, "{:?}", sig.note);
         assert_eq!(
             (sig.rewrite_bytes, sig.rewrite_bytes_claimed),
@@ -371,13 +378,25 @@ mod tests {
             ranges: vec![(2 * MIB, MIB)],
             all: true,
         }));
-        let sig = measure_with_map(&honest, Ok(Some((65536, map.clone()))));
+        let sig = measure_with_map(
+            &honest,
+            Ok(Some(ThinMap {
+                block_size: 65536,
+                ranges: map.clone(),
+            })),
+        );
         assert_eq!(
             (sig.rewrite_bytes, sig.rewrite_bytes_claimed),
             (MIB, Some(MIB))
         );
         // Standby blocks that do not divide the primary's: the header's word.
-        let sig = measure_with_map(&lie, Ok(Some((3 * 65536, map))));
+        let sig = measure_with_map(
+            &lie,
+            Ok(Some(ThinMap {
+                block_size: 3 * 65536,
+                ranges: map,
+            })),
+        );
         assert_eq!((sig.rewrite_bytes, sig.rewrite_bytes_claimed), (0, None));
         assert!(sig.note.unwrap().contains("do not divide"));
         let sig = measure_with_map(&lie, Err("thin_dump: no such device".into()));

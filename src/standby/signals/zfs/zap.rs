@@ -163,7 +163,7 @@ pub(crate) mod tests {
         b[24..28].copy_from_slice(&ZAP_LEAF_MAGIC.to_le_bytes());
         let start = 48 + 2 * (size / 32);
         let mut next = 0usize;
-        let mut put_array = |b: &mut Vec<u8>, bytes: &[u8], next: &mut usize| -> u16 {
+        let put_array = |b: &mut Vec<u8>, bytes: &[u8], next: &mut usize| -> u16 {
             let first = *next as u16;
             let pieces: Vec<&[u8]> = bytes.chunks(ARRAY_BYTES).collect();
             for (k, p) in pieces.iter().enumerate() {
