@@ -59,6 +59,26 @@ pub struct LvmMeter {
     claimed: Option<u64>,
     /// Why the standby's own map is not used.
     own_note: Option<String>,
+    /// The header's ranges, checked, when the own map is used (to count
+    /// the claim), and where the records are in them.
+    header_ranges: Option<Vec<(u64, u64)>>,
+    header_at: usize,
+}
+
+/// Bytes of `[offset, offset + len)` inside the ordered `ranges`; `at`:
+/// the first range not wholly before the data (the records come in order).
+fn overlap(ranges: &[(u64, u64)], at: &mut usize, offset: u64, len: u64) -> u64 {
+    let end = offset.saturating_add(len);
+    while *at < ranges.len() && ranges[*at].1 <= offset {
+        *at += 1;
+    }
+    let mut n = 0;
+    let mut i = *at;
+    while i < ranges.len() && ranges[i].0 < end {
+        n += ranges[i].1.min(end) - ranges[i].0.max(offset);
+        i += 1;
+    }
+    n
 }
 
 /// `(offset, end)` pairs if the ranges are in order, disjoint and within
@@ -128,7 +148,15 @@ impl LvmMeter {
             if h.block_size > 0 && h.block_size % bs == 0 {
                 self.ranges = Some(own);
                 self.own_used = true;
+                // The claim, comparable with the measure: the data inside
+                // the header's ranges when it lists them all, else its total.
                 self.claimed = h.overwritten.as_ref().map(|o| o.bytes);
+                if let Some(o) = h.overwritten.as_ref().filter(|o| o.all) {
+                    if let Some(r) = checked(o, h.size) {
+                        self.header_ranges = Some(r);
+                        self.claimed = Some(0);
+                    }
+                }
                 return;
             }
             self.own_note = Some(format!(
@@ -156,6 +184,9 @@ impl LvmMeter {
                 self.data_bytes += data.len() as u64;
                 self.all.take(data);
                 self.split(offset, data);
+                if let (Some(r), Some(c)) = (&self.header_ranges, &mut self.claimed) {
+                    *c += overlap(r, &mut self.header_at, offset, data.len() as u64);
+                }
             }
             Event::Zero { len, .. } => self.zero_bytes = self.zero_bytes.saturating_add(len),
             Event::End { .. } => self.ended = true,
