@@ -648,10 +648,6 @@ impl Backend for Lvm {
         }))
     }
 
-    fn replica_mapped(&self, vol: &Volume, name: &str) -> Result<Option<super::ThinMap>> {
-        mapped::replica_mapped(vol, name)
-    }
-
     fn receive(
         &self,
         vol: &Volume,
@@ -681,7 +677,12 @@ impl Backend for Lvm {
         if let Some(id) = expect_id {
             check_uuid(id)?;
         }
+        // The base's thin device, from the listing above (no other `lvs`).
+        let base_thin = base
+            .and_then(|b| find(&all, &snap_lv(rlv, b)))
+            .and_then(|l| Some((l.pool.clone()?, l.thin_id?, l.size)));
         Ok(Box::new(LvmSink {
+            base_thin,
             vol: vol.clone(),
             vg: vg.to_string(),
             rlv: rlv.to_string(),

@@ -40,6 +40,12 @@ pub trait SnapshotSink: Write + Send {
     ) -> Result<Option<String>>;
     /// Throw away everything this receive created.
     fn abort(self: Box<Self>);
+    /// What the base of an incremental maps in this site's thin pool
+    /// (LVM thin; `None` elsewhere): the ransomware signals check the
+    /// sender's "overwritten" list against it (issue 31).
+    fn base_map(&self) -> Option<Result<ThinMap>> {
+        None
+    }
     /// The stream was cut (connection lost): backends that can resume keep
     /// their partial state for `send_resume`; others discard like `abort`.
     fn cut(self: Box<Self>) {
@@ -223,14 +229,6 @@ pub trait Backend: Send + Sync {
         expect_id: Option<&str>,
         resume: bool,
     ) -> Result<Box<dyn SnapshotSink>>;
-
-    /// The byte ranges snapshot `name` of this standby's replica maps in
-    /// its thin pool, and the pool's block size (LVM thin; `None` where
-    /// the storage keeps no such map). The ransomware signals check the
-    /// sender's "overwritten" list against it (issue 31).
-    fn replica_mapped(&self, _vol: &Volume, _name: &str) -> Result<Option<ThinMap>> {
-        Ok(None)
-    }
 
     /// A cut receive this site could resume, if any.
     fn resumable(&self, _vol: &Volume) -> Result<Option<Resumable>> {
@@ -489,9 +487,6 @@ impl Store {
     }
     pub fn resumable(&self) -> Result<Option<Resumable>> {
         self.imp.resumable(&self.vol)
-    }
-    pub fn replica_mapped(&self, name: &str) -> Result<Option<ThinMap>> {
-        self.imp.replica_mapped(&self.vol, name)
     }
     pub fn cleanup_partial(&self) -> Result<Vec<String>> {
         self.imp.cleanup_partial(&self.vol)

@@ -658,8 +658,8 @@ fn receive_one<R: Read>(
                 .and_then(|b| catalog.signals(role, b).ok().flatten())
                 .as_ref(),
         );
-        if let (true, Some(b)) = (m.wants_base_map(), inc.base) {
-            m.know_base_map(|| store.replica_mapped(b).map_err(|e| e.to_string()));
+        if m.wants_base_map() {
+            m.know_base_map(|| sink.base_map().transpose().map_err(|e| e.to_string()));
         }
         m
     });
