@@ -26,6 +26,7 @@ mod demote;
 mod follow;
 mod format;
 mod holds;
+mod mapped;
 mod readback;
 mod receive;
 mod report;
@@ -677,7 +678,12 @@ impl Backend for Lvm {
         if let Some(id) = expect_id {
             check_uuid(id)?;
         }
+        // The base's thin device, from the listing above (no other `lvs`).
+        let base_thin = base
+            .and_then(|b| find(&all, &snap_lv(rlv, b)))
+            .and_then(|l| Some((l.pool.clone()?, l.thin_id?, l.size)));
         Ok(Box::new(LvmSink {
+            base_thin,
             vol: vol.clone(),
             vg: vg.to_string(),
             rlv: rlv.to_string(),

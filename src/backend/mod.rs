@@ -40,6 +40,12 @@ pub trait SnapshotSink: Write + Send {
     ) -> Result<Option<String>>;
     /// Throw away everything this receive created.
     fn abort(self: Box<Self>);
+    /// What the base of an incremental maps in this site's thin pool
+    /// (LVM thin; `None` elsewhere): the ransomware signals check the
+    /// sender's "overwritten" list against it (issue 31).
+    fn base_map(&self) -> Option<Result<ThinMap>> {
+        None
+    }
     /// The stream was cut (connection lost): backends that can resume keep
     /// their partial state for `send_resume`; others discard like `abort`.
     fn cut(self: Box<Self>) {
@@ -100,6 +106,14 @@ impl Listing {
 pub struct CopyCheck {
     pub checked: String,
     pub problem: Option<String>,
+}
+
+/// The byte ranges (offset, length) a thin device maps, in order, and its
+/// pool's block size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThinMap {
+    pub block_size: u64,
+    pub ranges: Vec<(u64, u64)>,
 }
 
 pub trait Backend: Send + Sync {

@@ -658,6 +658,9 @@ fn receive_one<R: Read>(
                 .and_then(|b| catalog.signals(role, b).ok().flatten())
                 .as_ref(),
         );
+        if m.wants_base_map() {
+            m.know_base_map(|| sink.base_map().transpose().map_err(|e| e.to_string()));
+        }
         m
     });
     let data = match pump(r, sink, log, &inc, &mut meter)? {

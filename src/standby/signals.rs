@@ -186,6 +186,24 @@ impl Meter {
         }
     }
 
+    /// An LVM incremental: the standby's own thin map of the base is
+    /// wanted (to check the sender's overwritten list against).
+    pub fn wants_base_map(&self) -> bool {
+        matches!(self.parser, Parser::Lvm(_)) && self.sig.incremental
+    }
+
+    /// Read the base's thin map (`read`, timed as the meter's cost).
+    pub fn know_base_map(
+        &mut self,
+        read: impl FnOnce() -> Result<Option<crate::backend::ThinMap>, String>,
+    ) {
+        let t = Instant::now();
+        if let Parser::Lvm(l) = &mut self.parser {
+            l.know_base_map(read());
+        }
+        self.spent += t.elapsed();
+    }
+
     pub fn feed(&mut self, data: &[u8]) {
         let t = Instant::now();
         self.sig.stream_bytes += data.len() as u64;

@@ -140,6 +140,8 @@ pub(super) struct Written {
 /// The receiving end: writes the ranges into the replica LV, and on commit
 /// verifies them and takes the snapshot.
 pub(super) struct LvmSink {
+    /// The base's thin device (pool, thin id, size), for [`SnapshotSink::base_map`].
+    pub(super) base_thin: Option<(String, u64, u64)>,
     pub(super) vol: Volume,
     pub(super) vg: String,
     pub(super) rlv: String,
@@ -863,6 +865,17 @@ impl Write for LvmSink {
 }
 
 impl SnapshotSink for LvmSink {
+    fn base_map(&self) -> Option<Result<crate::backend::ThinMap>> {
+        let (pool, id, size) = self.base_thin.clone()?;
+        Some(super::mapped::thin_map(
+            &self.vol.role,
+            &self.vg,
+            pool,
+            id,
+            size,
+        ))
+    }
+
     fn commit(
         mut self: Box<Self>,
         record: &mut dyn FnMut(Option<String>) -> Result<()>,

@@ -59,6 +59,11 @@ pub struct VolumeSignals {
     /// existed before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_time: Option<u64>,
+    /// LVM: the overwritten bytes the sender's header claimed, when the
+    /// standby measured `rewrite_bytes` against its own thin map of the
+    /// base (a claim below the measure hid overwrites).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite_bytes_claimed: Option<u64>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -66,6 +71,12 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl VolumeSignals {
+    /// Not every count can be trusted, and why (the signal decoders'
+    /// common ending).
+    pub fn incomplete(&mut self, why: impl Into<String>) {
+        self.complete = false;
+        self.note = Some(why.into());
+    }
     pub fn incompressible_share(&self) -> Option<f64> {
         (self.sampled_blocks > 0)
             .then(|| self.incompressible_blocks as f64 / self.sampled_blocks as f64)

@@ -97,7 +97,7 @@ fn le_u64(v: &[u8]) -> Option<u64> {
 
 /// The extension of a path's last component (`a/b.eml` -> `eml`); a
 /// Maildir info suffix (`:2,S`) is not part of it.
-fn extension(path: &[u8]) -> &[u8] {
+pub(super) fn extension(path: &[u8]) -> &[u8] {
     let last = path.rsplit(|b| *b == b'/').next().unwrap_or(path);
     let last = last.split(|b| *b == b':').next().unwrap_or(last);
     match last.iter().rposition(|b| *b == b'.') {
@@ -354,8 +354,7 @@ impl BtrfsMeter {
             None
         };
         if let Some(w) = why {
-            sig.complete = false;
-            sig.note = Some(w);
+            sig.incomplete(w);
         }
     }
 }

@@ -14,12 +14,23 @@
 //! overwritten bytes are the header's total and their noise share is
 //! sampled in the listed ranges.
 //!
+//! The header is the primary's word: a compromised primary could list no
+//! overwrites at all. So the standby reads its own thin map of the base
+//! (`thin_dump`, [`LvmMeter::know_base_map`]) and splits the data by it:
+//! data into blocks the base maps is overwritten, whatever the header
+//! says. The header's total is kept beside (`rewrite_bytes_claimed`) and
+//! the verdict calls a header that hid overwrites suspect. When the
+//! standby's pool blocks are coarser than the primary's (a block mapped
+//! here may be half new there), or the map could not be read, the
+//! header's list is used as before, and the note says so.
+//!
 //! Hostile input: decoded by the same bounded push decoder the receive
 //! uses (`backend::lvm::Decoder`); the ranges are checked (in order, within
 //! the device) before use. A stream this cannot decode is counted as bytes
 //! from there on and marked incomplete — never refused.
 
 use super::dense::Dense;
+use crate::backend::ThinMap;
 use crate::backend::lvm::{Decoder, Event, Header, Overwritten};
 use crate::base::catalog::signals::VolumeSignals;
 
@@ -40,6 +51,34 @@ pub struct LvmMeter {
     data_bytes: u64,
     listed_bytes: u64,
     zero_bytes: u64,
+    /// The standby's own map of the base: pool block size, byte ranges.
+    own: Option<(u64, Vec<(u64, u64)>)>,
+    /// The ranges are the standby's own map (not the header's).
+    own_used: bool,
+    /// The header's overwritten total, when the own map is used.
+    claimed: Option<u64>,
+    /// Why the standby's own map is not used.
+    own_note: Option<String>,
+    /// The header's ranges, checked, when the own map is used (to count
+    /// the claim), and where the records are in them.
+    header_ranges: Option<Vec<(u64, u64)>>,
+    header_at: usize,
+}
+
+/// Bytes of `[offset, offset + len)` inside the ordered `ranges`; `at`:
+/// the first range not wholly before the data (the records come in order).
+fn overlap(ranges: &[(u64, u64)], at: &mut usize, offset: u64, len: u64) -> u64 {
+    let end = offset.saturating_add(len);
+    while *at < ranges.len() && ranges[*at].1 <= offset {
+        *at += 1;
+    }
+    let mut n = 0;
+    let mut i = *at;
+    while i < ranges.len() && ranges[i].0 < end {
+        n += ranges[i].1.min(end) - ranges[i].0.max(offset);
+        i += 1;
+    }
+    n
 }
 
 /// `(offset, end)` pairs if the ranges are in order, disjoint and within
@@ -59,6 +98,36 @@ fn checked(o: &Overwritten, size: u64) -> Option<Vec<(u64, u64)>> {
 }
 
 impl LvmMeter {
+    /// The standby's own thin map of the base (pool block size, byte
+    /// ranges), read before the stream; `Err`: why it could not be.
+    pub fn know_base_map(&mut self, map: Result<Option<ThinMap>, String>) {
+        match map {
+            Ok(Some(ThinMap {
+                block_size: bs,
+                mut ranges,
+            })) if bs > 0 => {
+                // In order and disjoint, as `split` needs them.
+                ranges.sort_unstable();
+                let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+                for (off, len) in ranges {
+                    let end = off.saturating_add(len);
+                    match merged.last_mut() {
+                        Some(last) if off <= last.1 => last.1 = last.1.max(end),
+                        _ if len > 0 => merged.push((off, end)),
+                        _ => {}
+                    }
+                }
+                self.own = Some((bs, merged));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.own_note = Some(format!(
+                    "the standby could not read its own thin map of the base ({e}): the primary's overwritten list is used unchecked"
+                ))
+            }
+        }
+    }
+
     pub fn feed(&mut self, data: &[u8]) {
         if self.stopped.is_some() || self.ended {
             return;
@@ -75,6 +144,26 @@ impl LvmMeter {
     }
 
     fn header(&mut self, h: &Header) {
+        if let Some((bs, own)) = self.own.take() {
+            if h.block_size > 0 && h.block_size % bs == 0 {
+                self.ranges = Some(own);
+                self.own_used = true;
+                // The claim, comparable with the measure: the data inside
+                // the header's ranges when it lists them all, else its total.
+                self.claimed = h.overwritten.as_ref().map(|o| o.bytes);
+                if let Some(o) = h.overwritten.as_ref().filter(|o| o.all) {
+                    if let Some(r) = checked(o, h.size) {
+                        self.header_ranges = Some(r);
+                        self.claimed = Some(0);
+                    }
+                }
+                return;
+            }
+            self.own_note = Some(format!(
+                "the standby's thin blocks ({bs} bytes) do not divide the primary's ({}): the primary's overwritten list is used unchecked",
+                h.block_size
+            ));
+        }
         let Some(o) = &h.overwritten else { return };
         match checked(o, h.size) {
             Some(r) => {
@@ -95,6 +184,9 @@ impl LvmMeter {
                 self.data_bytes += data.len() as u64;
                 self.all.take(data);
                 self.split(offset, data);
+                if let (Some(r), Some(c)) = (&self.header_ranges, &mut self.claimed) {
+                    *c += overlap(r, &mut self.header_at, offset, data.len() as u64);
+                }
             }
             Event::Zero { len, .. } => self.zero_bytes = self.zero_bytes.saturating_add(len),
             Event::End { .. } => self.ended = true,
@@ -126,10 +218,14 @@ impl LvmMeter {
         self.all.flush();
         self.rewrites.flush();
         sig.data_bytes = self.data_bytes;
-        sig.rewrite_bytes = self
-            .sampled_total
-            .unwrap_or(self.listed_bytes)
-            .min(self.data_bytes);
+        sig.rewrite_bytes = if self.own_used {
+            sig.rewrite_bytes_claimed = self.claimed;
+            self.listed_bytes
+        } else {
+            self.sampled_total
+                .unwrap_or(self.listed_bytes)
+                .min(self.data_bytes)
+        };
         sig.sampled_blocks = self.all.sampled;
         sig.incompressible_blocks = self.all.incompressible;
         sig.rewrite_sampled_blocks = self.rewrites.sampled;
@@ -143,6 +239,8 @@ impl LvmMeter {
                 "the header's overwritten ranges are out of order or beyond the device: ignored"
                     .into(),
             )
+        } else if let Some(n) = self.own_note {
+            Some(n)
         } else if sig.incremental && self.ranges.is_none() {
             Some(
                 "the sender did not say which blocks were mapped before: no overwrite signal"
@@ -152,8 +250,7 @@ impl LvmMeter {
             None
         };
         if let Some(w) = why {
-            sig.complete = false;
-            sig.note = Some(w);
+            sig.incomplete(w);
         }
     }
 }
@@ -257,6 +354,89 @@ mod tests {
         let sig = measure(&s, 1000);
         assert_eq!(sig.rewrite_bytes, MIB + 4096);
         assert_eq!(sig.rewrite_sampled_blocks, 64);
+    }
+
+    fn measure_with_map(s: &[u8], map: Result<Option<ThinMap>, String>) -> VolumeSignals {
+        let mut m = LvmMeter::default();
+        m.know_base_map(map);
+        for piece in s.chunks(3000) {
+            m.feed(piece);
+        }
+        let mut sig = VolumeSignals {
+            incremental: true,
+            complete: true,
+            ..Default::default()
+        };
+        m.finish(&mut sig);
+        sig
+    }
+
+    /// A header that lists no overwrites (a lying primary) hides nothing
+    /// from the standby's own map of the base: the noise at 2 MiB was
+    /// written into blocks the base maps. Where the map cannot be used,
+    /// the header's word is, and the note says so.
+    #[test]
+    fn the_standbys_own_map_decides_what_was_overwritten() {
+        let lie = stream(Some(Overwritten {
+            bytes: 0,
+            ranges: vec![],
+            all: true,
+        }));
+        // The base maps 2-3 MiB (and 3.5 MiB on, out of the data), in 64 KiB blocks.
+        let map = vec![(3 * MIB + MIB / 2, MIB / 2), (2 * MIB, MIB)];
+        let sig = measure_with_map(
+            &lie,
+            Ok(Some(ThinMap {
+                block_size: 65536,
+                ranges: map.clone(),
+            })),
+        );
+        assert!(sig.complete, "{:?}", sig.note);
+        assert_eq!(
+            (sig.rewrite_bytes, sig.rewrite_bytes_claimed),
+            (MIB, Some(0))
+        );
+        assert_eq!(
+            (
+                sig.rewrite_sampled_blocks,
+                sig.rewrite_incompressible_blocks
+            ),
+            (256, 256)
+        );
+        // An honest header: the claim and the measure agree.
+        let honest = stream(Some(Overwritten {
+            bytes: MIB,
+            ranges: vec![(2 * MIB, MIB)],
+            all: true,
+        }));
+        let sig = measure_with_map(
+            &honest,
+            Ok(Some(ThinMap {
+                block_size: 65536,
+                ranges: map.clone(),
+            })),
+        );
+        assert_eq!(
+            (sig.rewrite_bytes, sig.rewrite_bytes_claimed),
+            (MIB, Some(MIB))
+        );
+        // Standby blocks that do not divide the primary's: the header's word.
+        let sig = measure_with_map(
+            &lie,
+            Ok(Some(ThinMap {
+                block_size: 3 * 65536,
+                ranges: map,
+            })),
+        );
+        assert_eq!((sig.rewrite_bytes, sig.rewrite_bytes_claimed), (0, None));
+        assert!(sig.note.unwrap().contains("do not divide"));
+        let sig = measure_with_map(&lie, Err("thin_dump: no such device".into()));
+        assert_eq!(sig.rewrite_bytes, 0);
+        assert!(sig.note.unwrap().contains("no such device"));
+        // Not a thin snapshot here: the header's word, nothing to say.
+        let sig = measure_with_map(&honest, Ok(None));
+        assert!(sig.complete, "{:?}", sig.note);
+        assert_eq!((sig.rewrite_bytes, sig.rewrite_bytes_claimed), (MIB, None));
     }
 
     #[test]

@@ -72,6 +72,23 @@ pub fn judge_volume(
                 ));
             }
         }
+        // 1b. LVM: the sender's header hid overwrites that the standby's
+        // own thin map of the base shows (the header is the primary's
+        // word; a compromised primary could list none).
+        if let Some(claimed) = s.rewrite_bytes_claimed {
+            let hidden = s.rewrite_bytes.saturating_sub(claimed);
+            let m = ratio(hidden as f64, d.rewrite_min_bytes as f64);
+            out.score = out.score.max(m);
+            if m >= 1.0 {
+                out.reasons.push(format!(
+                    "the primary's stream listed {} of blocks mapped before overwritten, the standby's own thin map shows {}: {} not listed (threshold {})",
+                    mib(claimed),
+                    mib(s.rewrite_bytes),
+                    mib(hidden),
+                    mib(d.rewrite_min_bytes)
+                ));
+            }
+        }
         // 2. Existing files renamed to a new extension.
         let m = ratio(s.renames_new_extension as f64, d.rename_min as f64);
         out.score = out.score.max(m);
@@ -206,6 +223,38 @@ mod tests {
             complete: true,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_lvm_header_that_hid_overwrites_is_suspect() {
+        let s = VolumeSignals {
+            parser: "lvm".into(),
+            stream_bytes: 100 << 20,
+            data_bytes: 100 << 20,
+            rewrite_bytes: 80 << 20,
+            rewrite_bytes_claimed: Some(0),
+            // Compressible: the lie alone is the reason.
+            rewrite_sampled_blocks: 100,
+            sampled_blocks: 100,
+            ..sig()
+        };
+        let v = judge_volume(&d(), "blob", Some(s.clone()), None);
+        assert_eq!(v.reasons.len(), 1, "{:?}", v.reasons);
+        assert!(
+            v.reasons[0].contains("listed 0 KiB") && v.reasons[0].contains("80.0 MiB not listed"),
+            "{}",
+            v.reasons[0]
+        );
+        // The header's word agrees with the map (within the threshold).
+        let honest = VolumeSignals {
+            rewrite_bytes_claimed: Some(30 << 20),
+            ..s
+        };
+        assert!(
+            judge_volume(&d(), "blob", Some(honest), None)
+                .reasons
+                .is_empty()
+        );
     }
 
     #[test]

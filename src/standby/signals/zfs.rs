@@ -19,6 +19,22 @@
 //!   without being read.
 //! - `DRR_FREEOBJECTS`: the freed object slots (an upper bound on deleted
 //!   files: it also counts slots never used in the dnode blocks sent).
+//! - Renames: the stream does not say a file was renamed, nor its old
+//!   name (a removed ZAP entry is zeroed). It carries the changed blocks
+//!   of each directory (`DRR_WRITE` of its ZAP, read by [`zap`]) with the
+//!   new names, and the znode of every file whose dnode changed. A rename
+//!   sets the file's `ctime` and not its `mtime` (`zfs_link_create` with
+//!   `ZRENAMING`); a write sets both to the same instant. So an existing
+//!   file named in a directory block of the stream whose `ctime` is after
+//!   the base and after its `mtime` was renamed since the base (or had
+//!   its mode, owner or links changed: counted the same). Its new
+//!   extension counts as *new* when no other file named in the blocks of
+//!   that directory — new ones, or existing ones not renamed — has it: an
+//!   encryptor's `x.msg` → `x.msg.locked` among `y.msg`s. A directory
+//!   whose every file sent was renamed gives no comparison (renames
+//!   counted, extensions not). Directory blocks sent compressed
+//!   (`send -c`) are not read (said in the note), nor those of a tiny
+//!   directory embedded in the block pointer.
 //!
 //! Hostile input: each record header is 312 bytes and only it (and up to
 //! [`MAX_BONUS`] of a bonus buffer) is buffered; payloads stream through.
@@ -26,7 +42,9 @@
 //! never the receive, and nothing here panics or grows without bound.
 //! Checksums and the stream's validity are `zfs receive`'s business.
 
-use std::collections::HashMap;
+mod zap;
+
+use std::collections::{HashMap, HashSet};
 
 use super::dense::Dense;
 use super::{BLOCK, Sampler};
@@ -54,6 +72,10 @@ const DRR_REDACT: u32 = 10;
 const OT_FILE: u32 = 19;
 const OT_ZNODE: u32 = 17;
 const OT_SA: u32 = 44;
+/// `DMU_OT_DIRECTORY_CONTENTS`: a directory's ZAP.
+const OT_DIR: u32 = 20;
+/// Larger than any ZAP block ZFS writes (128 KiB).
+const MAX_DIR_BLOCK: u64 = 1 << 20;
 const SA_MAGIC: u32 = 0x2F505A;
 const S_IFMT: u64 = 0o170000;
 const S_IFREG: u64 = 0o100000;
@@ -78,6 +100,18 @@ enum Age {
 struct Object {
     age: Age,
     written: bool,
+    /// Existing, and its `ctime` is after the base and after its `mtime`:
+    /// renamed (or its attributes changed) since the base.
+    renamed: bool,
+}
+
+/// A file entry of a directory block the stream carries.
+#[derive(Debug, Clone, Copy)]
+struct Named {
+    dir: u64,
+    object: u64,
+    /// The name's extension, hashed (only compared).
+    extension: u64,
 }
 
 /// Where the current record's payload goes.
@@ -87,6 +121,8 @@ enum Payload {
     Skip(u64),
     /// File data to sample (`rewrite`: into a file that existed before).
     Data { left: u64, rewrite: bool },
+    /// A directory's ZAP block, kept whole to read its entries.
+    Dir { left: u64, dir: u64, buf: Vec<u8> },
     /// A bonus buffer: the first bytes are kept, then the rest skipped.
     Bonus {
         left: u64,
@@ -112,6 +148,12 @@ pub struct ZfsMeter {
     snapshot_time: Option<u64>,
     objects: HashMap<u64, Object>,
     overflow: bool,
+    named: Vec<Named>,
+    /// Directory objects (their embedded blocks are not file data).
+    dirs: HashSet<u64>,
+    /// Directory blocks not read (sent compressed, or larger than ZFS
+    /// writes).
+    dirs_unread: u64,
     all: Dense,
     rewrites: Dense,
     /// Bytes of sender-compressed blocks (counted as compressible samples
@@ -137,15 +179,26 @@ fn round8(n: u64) -> u64 {
     n.div_ceil(8).saturating_mul(8)
 }
 
-/// A znode's mode and creation time (seconds) from the start of its bonus
-/// buffer: system attributes (`DMU_OT_SA`, laid out by `zfs_mknode` as
-/// MODE, SIZE, GEN, UID, GID, PARENT, FLAGS, ATIME, MTIME, CTIME, CRTIME)
-/// or the old `znode_phys_t`.
-fn znode_crtime(bonus_type: u32, b: &[u8]) -> Option<(u64, u64)> {
+/// What the signals read of a znode: its mode, and its modification,
+/// change and creation times (seconds, nanoseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Znode {
+    mode: u64,
+    mtime: (u64, u64),
+    ctime: (u64, u64),
+    crtime: u64,
+}
+
+/// A znode from the start of its bonus buffer: system attributes
+/// (`DMU_OT_SA`, laid out by `zfs_mknode` as MODE, SIZE, GEN, UID, GID,
+/// PARENT, FLAGS, ATIME, MTIME, CTIME, CRTIME; the times two u64s) or the
+/// old `znode_phys_t` (ATIME, MTIME, CTIME, CRTIME, GEN, MODE).
+fn znode(bonus_type: u32, b: &[u8]) -> Option<Znode> {
     let get = |at: usize| -> Option<u64> {
         Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
     };
-    match bonus_type {
+    let time = |at: usize| -> Option<(u64, u64)> { Some((get(at)?, get(at + 8)?)) };
+    let (mode, times) = match bonus_type {
         OT_SA => {
             if u32::from_le_bytes(b.get(..4)?.try_into().ok()?) != SA_MAGIC {
                 return None;
@@ -155,11 +208,17 @@ fn znode_crtime(bonus_type: u32, b: &[u8]) -> Option<(u64, u64)> {
             if hdr < 8 {
                 return None;
             }
-            Some((get(hdr)?, get(hdr + 104)?))
+            (get(hdr)?, hdr + 72)
         }
-        OT_ZNODE => Some((get(72)?, get(48)?)),
-        _ => None,
-    }
+        OT_ZNODE => (get(72)?, 16),
+        _ => return None,
+    };
+    Some(Znode {
+        mode,
+        mtime: time(times)?,
+        ctime: time(times + 16)?,
+        crtime: get(times + 32)?,
+    })
 }
 
 impl ZfsMeter {
@@ -202,23 +261,31 @@ impl ZfsMeter {
                         buf.extend_from_slice(&data[..keep]);
                         n
                     }
+                    Payload::Dir { left, buf, .. } => {
+                        let n = (*left).min(data.len() as u64) as usize;
+                        *left -= n as u64;
+                        buf.extend_from_slice(&data[..n]);
+                        n
+                    }
                 };
                 data = &data[n..];
                 let done = match p {
                     Payload::Skip(l)
                     | Payload::Data { left: l, .. }
-                    | Payload::Bonus { left: l, .. } => *l == 0,
+                    | Payload::Bonus { left: l, .. }
+                    | Payload::Dir { left: l, .. } => *l == 0,
                 };
                 if done {
-                    if let Some(Payload::Bonus {
-                        object,
-                        file,
-                        bonus_type,
-                        buf,
-                        ..
-                    }) = self.payload.take()
-                    {
-                        self.object(object, file, bonus_type, &buf);
+                    match self.payload.take() {
+                        Some(Payload::Bonus {
+                            object,
+                            file,
+                            bonus_type,
+                            buf,
+                            ..
+                        }) => self.object(object, file, bonus_type, &buf),
+                        Some(Payload::Dir { dir, buf, .. }) => self.directory(dir, &buf),
+                        _ => {}
                     }
                 }
                 continue;
@@ -291,6 +358,13 @@ impl ZfsMeter {
                 let bonus_type = u32_at(h, 20);
                 let bonus_len = u64::from(u32_at(h, 28));
                 let raw_len = u64::from(u32_at(h, 36));
+                if ot == OT_DIR {
+                    if self.dirs.len() < MAX_OBJECTS {
+                        self.dirs.insert(object);
+                    }
+                } else {
+                    self.dirs.remove(&object);
+                }
                 let len = if raw_len != 0 {
                     raw_len
                 } else {
@@ -328,6 +402,19 @@ impl ZfsMeter {
                 if logical > MAX_PAYLOAD || psize > MAX_PAYLOAD {
                     return Err("a WRITE record larger than ZFS sends");
                 }
+                if ot == OT_DIR {
+                    if compressed || psize > MAX_DIR_BLOCK {
+                        self.dirs_unread += 1;
+                        self.skip(psize);
+                    } else if psize > 0 {
+                        self.payload = Some(Payload::Dir {
+                            left: psize,
+                            dir: object,
+                            buf: Vec::with_capacity(psize as usize),
+                        });
+                    }
+                    return Ok(());
+                }
                 if ot != OT_FILE {
                     self.skip(psize);
                     return Ok(());
@@ -360,8 +447,11 @@ impl ZfsMeter {
                     return Err("a WRITE_EMBEDDED record larger than ZFS sends");
                 }
                 // Tiny blocks stored in the block pointer, compressed:
-                // counted, not sampled.
-                self.written(object, len);
+                // counted, not sampled (a directory's, a few entries at
+                // most: not read).
+                if !self.dirs.contains(&object) {
+                    self.written(object, len);
+                }
                 self.skip(round8(psize));
             }
             DRR_SPILL => {
@@ -391,14 +481,11 @@ impl ZfsMeter {
             self.objects.remove(&object);
             return;
         }
-        let age = match (
-            self.incremental,
-            self.base_time,
-            znode_crtime(bonus_type, bonus),
-        ) {
+        let z = znode(bonus_type, bonus);
+        let age = match (self.incremental, self.base_time, z) {
             (false, _, _) => Age::New,
-            (true, Some(base), Some((mode, crtime))) if mode & S_IFMT == S_IFREG => {
-                if crtime >= base {
+            (true, Some(base), Some(z)) if z.mode & S_IFMT == S_IFREG => {
+                if z.crtime >= base {
                     Age::New
                 } else {
                     Age::Existing
@@ -406,6 +493,10 @@ impl ZfsMeter {
             }
             _ => Age::Unknown,
         };
+        let renamed = age == Age::Existing
+            && z.is_some_and(|z| {
+                self.base_time.is_some_and(|b| z.ctime.0 >= b) && z.ctime > z.mtime
+            });
         if self.objects.len() >= MAX_OBJECTS && !self.objects.contains_key(&object) {
             self.overflow = true;
             return;
@@ -415,11 +506,57 @@ impl ZfsMeter {
             Object {
                 age,
                 written: false,
+                renamed,
             },
         );
         if age == Age::New && prev.is_none_or(|p| p.age != Age::New) {
             self.files_new += 1;
         }
+    }
+
+    /// A directory's ZAP block: remember its file entries.
+    fn directory(&mut self, dir: u64, block: &[u8]) {
+        let (named, overflow) = (&mut self.named, &mut self.overflow);
+        zap::entries(block, &mut |name, value| {
+            let (object, kind) = zap::dirent(value);
+            if kind != zap::DT_REG {
+                return;
+            }
+            if named.len() >= MAX_OBJECTS {
+                *overflow = true;
+                return;
+            }
+            let mut h = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(super::btrfs::extension(name), &mut h);
+            named.push(Named {
+                dir,
+                object,
+                extension: std::hash::Hasher::finish(&h),
+            });
+        });
+    }
+
+    /// Renamed existing files named in the stream's directory blocks, and
+    /// of those the ones whose extension no other file named in the same
+    /// directory has.
+    fn renames(&self) -> (u64, u64) {
+        let renamed = |o: u64| self.objects.get(&o).is_some_and(|x| x.renamed);
+        let mut usual: HashMap<u64, HashSet<u64>> = HashMap::new();
+        for n in self.named.iter().filter(|n| !renamed(n.object)) {
+            usual.entry(n.dir).or_default().insert(n.extension);
+        }
+        let mut seen = HashSet::new();
+        let (mut renames, mut new_extension) = (0, 0);
+        for n in self.named.iter().filter(|n| renamed(n.object)) {
+            if !seen.insert(n.object) {
+                continue;
+            }
+            renames += 1;
+            if usual.get(&n.dir).is_some_and(|u| !u.contains(&n.extension)) {
+                new_extension += 1;
+            }
+        }
+        (renames, new_extension)
     }
 
     /// `len` bytes written into file `object`: is it a rewrite?
@@ -450,9 +587,7 @@ impl ZfsMeter {
             sig.data_bytes = sig.stream_bytes;
             sig.sampled_blocks = s.sampled;
             sig.incompressible_blocks = s.incompressible;
-            sig.complete = false;
-            sig.note =
-                Some("a raw (encrypted) send: no file signals, the stream's bytes only".into());
+            sig.incomplete("a raw (encrypted) send: no file signals, the stream's bytes only");
             return;
         }
         self.all.flush();
@@ -466,6 +601,7 @@ impl ZfsMeter {
             .filter(|o| o.written && o.age == Age::Existing)
             .count() as u64;
         sig.objects_freed = self.objects_freed;
+        (sig.renames, sig.renames_new_extension) = self.renames();
         sig.sampled_blocks = self.all.sampled + self.all_compressed / BLOCK as u64;
         sig.incompressible_blocks = self.all.incompressible;
         sig.rewrite_sampled_blocks = self.rewrites.sampled + self.rewrite_compressed / BLOCK as u64;
@@ -488,12 +624,16 @@ impl ZfsMeter {
                     "no readable znode"
                 }
             ))
+        } else if self.incremental && self.dirs_unread > 0 {
+            Some(format!(
+                "{} directory blocks sent compressed (send -c): renames in them not counted",
+                self.dirs_unread
+            ))
         } else {
             None
         };
         if let Some(w) = why {
-            sig.complete = false;
-            sig.note = Some(w);
+            sig.incomplete(w);
         }
     }
 }

@@ -239,6 +239,8 @@ fn a_captured_incremental_stream() {
         assert_eq!((sig.sampled_blocks, sig.incompressible_blocks), (6, 4));
         // b.msg and the free slots of the dnode blocks sent.
         assert_eq!(sig.objects_freed, 148);
+        // c.msg became c.msg.locked beside a.msg (rewritten, not renamed).
+        assert_eq!((sig.renames, sig.renames_new_extension), (1, 1));
     }
     let raw = unhex(&fixture("stream-raw-begin.hex"));
     let sig = measure(&raw, true, Some(time("S1 ")), 7);
@@ -278,4 +280,152 @@ fn zfs_meter_cost() {
         s.len() as f64 / (1 << 20) as f64 / meter.as_secs_f64(),
         hash.as_secs_f64() * 1e3
     );
+}
+
+/// A file's OBJECT record whose SA bonus has its times: created at
+/// `crtime`, written at `mtime`, changed at `ctime` (seconds, nanoseconds).
+fn file_times(object: u64, crtime: u64, mtime: (u64, u64), ctime: (u64, u64)) -> Vec<u8> {
+    let mut r = file(object, crtime);
+    let bonus = RECORD + 8;
+    for (at, v) in [(72, mtime.0), (80, mtime.1), (88, ctime.0), (96, ctime.1)] {
+        r[bonus + at..bonus + at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    r
+}
+
+fn directory(object: u64) -> Vec<u8> {
+    rec(
+        DRR_OBJECT,
+        0,
+        &[
+            (8, object.to_le_bytes().to_vec()),
+            (16, OT_DIR.to_le_bytes().to_vec()),
+        ],
+    )
+}
+
+fn dir_write(object: u64, offset: u64, block: &[u8]) -> Vec<u8> {
+    let mut r = rec(
+        DRR_WRITE,
+        block.len() as u32,
+        &[
+            (8, object.to_le_bytes().to_vec()),
+            (16, OT_DIR.to_le_bytes().to_vec()),
+            (24, offset.to_le_bytes().to_vec()),
+            (32, (block.len() as u64).to_le_bytes().to_vec()),
+        ],
+    );
+    r.extend(block);
+    r
+}
+
+fn reg(object: u64) -> u64 {
+    (zap::DT_REG << 60) | object
+}
+
+/// The encryptor's `x.msg` → `x.msg.locked` among untouched `.msg` files
+/// is a rename to a new extension; a message rewritten in place, or one
+/// written since, is not a rename; a maildir flag change (`:2,` → `:2,S`)
+/// is a rename with the same extension. Microzap and fat ZAP alike.
+#[test]
+fn renames_are_seen_in_the_directory_blocks_and_the_znode_times() {
+    let base = 2000;
+    let text = b"Subject: hello\r\n".repeat(256);
+    for fat in [false, true] {
+        let block = |names: &[(&str, u64)]| {
+            if fat {
+                zap::tests::leaf_block(16384, names)
+            } else {
+                zap::tests::micro_block(4096, names)
+            }
+        };
+        let mail = block(&[
+            ("1.msg", reg(10)),
+            ("2.msg.locked", reg(11)),
+            ("3.msg.locked", reg(12)),
+            ("4.msg", reg(13)),
+            ("5.msg", reg(14)),
+            ("sub", (4 << 60) | 3),
+        ]);
+        let cur = block(&[("a.host:2,S", reg(20)), ("b.host:2,", reg(21))]);
+        let s = [
+            begin(3000, 0),
+            directory(2),
+            dir_write(2, 0, &mail),
+            directory(3),
+            dir_write(3, 0, &cur),
+            // 1.msg: untouched (its dnode block sent, its times old).
+            file_times(10, 100, (100, 0), (100, 0)),
+            // 2 and 3: rewritten, then renamed.
+            file_times(11, 100, (2500, 1), (2500, 2)),
+            write(11, &text),
+            file_times(12, 100, (2500, 5), (2600, 0)),
+            // 4.msg: rewritten in place, not renamed.
+            file_times(13, 100, (2500, 7), (2500, 7)),
+            write(13, &text),
+            // 5.msg: new since the base.
+            file_times(14, 2100, (2100, 0), (2100, 0)),
+            write(14, &text),
+            // a.host: a maildir flag change; b.host: not sent (untouched).
+            file_times(20, 100, (100, 0), (2200, 0)),
+            end(),
+        ]
+        .concat();
+        for step in [s.len(), 1, 311, 4096] {
+            let sig = measure(&s, true, Some(base), step);
+            assert!(sig.complete, "{:?}", sig.note);
+            assert_eq!(
+                (sig.renames, sig.renames_new_extension),
+                (3, 2),
+                "fat {fat} step {step}"
+            );
+            assert_eq!((sig.files_new, sig.files_rewritten), (1, 2));
+        }
+        // Every file of a directory renamed: renames, no comparison.
+        let all = block(&[("1.msg.locked", reg(10)), ("2.msg.locked", reg(11))]);
+        let s = [
+            begin(3000, 0),
+            directory(2),
+            dir_write(2, 0, &all),
+            file_times(10, 100, (2500, 0), (2500, 1)),
+            file_times(11, 100, (2500, 0), (2500, 1)),
+            end(),
+        ]
+        .concat();
+        let sig = measure(&s, true, Some(base), 100);
+        assert_eq!((sig.renames, sig.renames_new_extension), (2, 0));
+        // Changed before the base: not a rename of this set.
+        let s = [
+            begin(3000, 0),
+            directory(2),
+            dir_write(2, 0, &mail),
+            file_times(11, 100, (1500, 0), (1600, 0)),
+            end(),
+        ]
+        .concat();
+        assert_eq!(measure(&s, true, Some(base), 100).renames, 0);
+        // A full stream renames nothing.
+        assert_eq!(measure(&s, false, None, 100).renames, 0);
+    }
+}
+
+#[test]
+fn compressed_directory_blocks_are_not_read_and_the_note_says_so() {
+    let mail = zap::tests::micro_block(4096, &[("2.msg.locked", reg(11)), ("1.msg", reg(10))]);
+    let mut w = dir_write(2, 0, &mail[..100]);
+    w[50] = 15;
+    w[96..104].copy_from_slice(&100u64.to_le_bytes());
+    w[32..40].copy_from_slice(&4096u64.to_le_bytes());
+    let s = [
+        begin(3000, 0),
+        directory(2),
+        w,
+        file_times(11, 100, (2500, 0), (2500, 1)),
+        end(),
+    ]
+    .concat();
+    let sig = measure(&s, true, Some(2000), 50);
+    assert_eq!(sig.renames, 0);
+    assert!(!sig.complete);
+    assert!(sig.note.unwrap().contains("compressed"));
 }
