@@ -85,60 +85,93 @@ fn written(report: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn archive_restore_a_fresh_standby_and_fail_over() {
-    require_real!();
+/// A two-site lab with an archive on the RGW lab under a prefix of its own
+/// (`KIND/<nanoseconds>`: the bucket's objects are locked for a day): the
+/// primary's config holds only the age recipient (plus `pri_extra`), the
+/// standby's the identity; both use a 0600 copy of the lab's credentials.
+struct ArchiveLab {
+    r: Rgw,
+    _rgwlab: Option<RgwLab>,
+    lab: Lab,
+    prefix: String,
+    id_file: PathBuf,
+    creds: PathBuf,
+    pri: PathBuf,
+    stb: PathBuf,
+}
+
+fn archive_lab(kind: &str, pri_extra: &str) -> Option<ArchiveLab> {
     let (r, _rgwlab) = match rgw() {
         Ok(r) => r,
         Err(why) => {
             skip_because("archive", Some(format!("no RGW lab: {why}")));
-            return;
+            return None;
         }
     };
-    let t0 = std::time::Instant::now();
     let lab = Lab::new("[\"true\"]");
-    // The bucket's objects are locked for a day: each run its own prefix.
     let prefix = format!(
-        "test/{}",
+        "{kind}/{}",
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos()
     );
-    // The primary holds only the recipient; the identity is the standby's.
     let id_file = lab.dir.path().join("archive.age");
     sh(&["age-keygen", "-o", id_file.to_str().unwrap()]);
     let recipient = sh(&["age-keygen", "-y", id_file.to_str().unwrap()])
         .trim()
         .to_string();
-    // The primary's credentials: a copy at 0600 (the lab's file may be elsewhere).
     let creds = lab.dir.path().join("primary.creds");
     std::fs::copy(&r.creds, &creds).unwrap();
     sh(&["chmod", "600", creds.to_str().unwrap()]);
-    let pri = lab.dir.path().join("pri-archive.toml");
-    std::fs::write(
-        &pri,
-        std::fs::read_to_string(&lab.pri_cfg).unwrap()
-            + &archive_toml(
-                &r,
-                &prefix,
-                &creds,
-                &format!("recipients = [\"{recipient}\"]\ncompression = \"zstd:3\""),
-            ),
-    )
-    .unwrap();
-    let stb = lab.dir.path().join("stb-archive.toml");
-    std::fs::write(
-        &stb,
-        std::fs::read_to_string(&lab.stb_cfg).unwrap()
-            + &archive_toml(
-                &r,
-                &prefix,
-                &creds,
-                &format!("identity = \"{}\"", id_file.display()),
-            ),
-    )
-    .unwrap();
+    let with = |cfg: &Path, name: &str, extra: &str| {
+        let p = lab.dir.path().join(name);
+        std::fs::write(
+            &p,
+            std::fs::read_to_string(cfg).unwrap() + &archive_toml(&r, &prefix, &creds, extra),
+        )
+        .unwrap();
+        p
+    };
+    let pri = with(
+        &lab.pri_cfg,
+        "pri-archive.toml",
+        &format!("recipients = [\"{recipient}\"]{pri_extra}"),
+    );
+    let stb = with(
+        &lab.stb_cfg,
+        "stb-archive.toml",
+        &format!("identity = \"{}\"", id_file.display()),
+    );
+    Some(ArchiveLab {
+        r,
+        _rgwlab,
+        lab,
+        prefix,
+        id_file,
+        creds,
+        pri,
+        stb,
+    })
+}
+
+#[test]
+fn archive_restore_a_fresh_standby_and_fail_over() {
+    require_real!();
+    let t0 = std::time::Instant::now();
+    let Some(ArchiveLab {
+        r,
+        _rgwlab,
+        lab,
+        prefix,
+        id_file,
+        creds,
+        pri,
+        stb,
+    }) = archive_lab("test", "\ncompression = \"zstd:3\"")
+    else {
+        return;
+    };
 
     // A full set: 2 MiB of random data per volume plus a plaintext marker.
     lab.fill(1, 2 << 20);
@@ -403,54 +436,20 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
 #[test]
 fn archive_and_restore_resume_after_a_crash() {
     require_real!();
-    let (r, _rgwlab) = match rgw() {
-        Ok(r) => r,
-        Err(why) => {
-            skip_because("archive", Some(format!("no RGW lab: {why}")));
-            return;
-        }
-    };
     let t0 = std::time::Instant::now();
-    let lab = Lab::new("[\"true\"]");
-    let prefix = format!(
-        "crash/{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let id_file = lab.dir.path().join("archive.age");
-    sh(&["age-keygen", "-o", id_file.to_str().unwrap()]);
-    let recipient = sh(&["age-keygen", "-y", id_file.to_str().unwrap()])
-        .trim()
-        .to_string();
-    let creds = lab.dir.path().join("primary.creds");
-    std::fs::copy(&r.creds, &creds).unwrap();
-    sh(&["chmod", "600", creds.to_str().unwrap()]);
-    let pri = lab.dir.path().join("pri-archive.toml");
-    std::fs::write(
-        &pri,
-        std::fs::read_to_string(&lab.pri_cfg).unwrap()
-            + &archive_toml(
-                &r,
-                &prefix,
-                &creds,
-                &format!("recipients = [\"{recipient}\"]"),
-            ),
-    )
-    .unwrap();
-    let stb = lab.dir.path().join("stb-archive.toml");
-    std::fs::write(
-        &stb,
-        std::fs::read_to_string(&lab.stb_cfg).unwrap()
-            + &archive_toml(
-                &r,
-                &prefix,
-                &creds,
-                &format!("identity = \"{}\"", id_file.display()),
-            ),
-    )
-    .unwrap();
+    let Some(ArchiveLab {
+        r,
+        _rgwlab,
+        lab,
+        prefix,
+        creds,
+        pri,
+        stb,
+        ..
+    }) = archive_lab("crash", "")
+    else {
+        return;
+    };
     let bucket = Bucket::new(
         &r.endpoint,
         &r.bucket,
