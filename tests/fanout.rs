@@ -763,3 +763,47 @@ fn every_verb_that_talks_to_one_standby_names_it() {
     assert_eq!(role["role"], "standby", "{role}");
     drop(far.fs);
 }
+
+/// A single `[standby]` with a `window`: its figures are the top-level
+/// ones, so the top-level recovery-point check counts window time too
+/// (an hour outside the window is not late; after the window passed
+/// unused, it is, and says so).
+#[test]
+fn a_single_standby_with_a_window_is_late_only_in_window_time() {
+    require_real!();
+    let lab = Lab::with_roles(&ROLES2, "300M", "[\"/bin/true\"]");
+    let window = window_two_hours_ahead();
+    let body = format!(
+        "transport = \"local\"\nconfig = \"{}\"\nwindow = \"{window}\"",
+        lab.stb_cfg.display()
+    );
+    let pri = lab.dir.path().join("windowed.toml");
+    std::fs::write(
+        &pri,
+        lab.primary_toml(&body)
+            + "[status]\nrecovery_point_warning = \"30m\"\nrecovery_point_critical = \"3h\"\n",
+    )
+    .unwrap();
+    lab.fill(1, 64 * 1024);
+    lab.snapshot(false);
+    lab.ok(&pri, &["ship"]);
+    let findings = |offset: &str| {
+        let out = run_snapsite(
+            &pri,
+            &["status", "--json"],
+            &[("SNAPSITE_TEST_CLOCK_OFFSET", offset)],
+        );
+        json(&stdout(&out))["findings"].to_string()
+    };
+    let outside = findings("+1h");
+    assert!(
+        !outside.contains("recovery point: the newest redolog snapshot"),
+        "called late an hour outside its window: {outside}"
+    );
+    let after = findings("+5h");
+    assert!(
+        after.contains("recovery point: the newest redolog snapshot")
+            && after.contains("in its window"),
+        "not late after its window passed unused: {after}"
+    );
+}

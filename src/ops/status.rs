@@ -431,41 +431,58 @@ pub fn evaluate(cfg: &Config, s: &Status) -> Vec<Finding> {
             }
         }
     }
-    let mut check = |what: &str, x: &Option<SetAt>, warn: Duration, crit: Duration| match x {
-        None => out.push(Finding {
-            level: Level::Critical,
-            message: format!("no {what} on the standby"),
-        }),
-        Some(x) => {
-            let a = Duration::from_secs_f64(x.age_seconds.max(0.0));
-            let level = if a > crit {
-                Level::Critical
-            } else if a > warn {
-                Level::Warning
-            } else {
-                return;
-            };
-            out.push(Finding {
-                level,
-                message: format!(
-                    "{what} {} is {} old (warning over {}, critical over {})",
-                    x.set_id,
-                    age(x.age_seconds),
-                    dur(warn),
-                    dur(crit)
-                ),
-            });
-        }
-    };
+    // The first standby's figures are the top-level ones: with a `window`,
+    // its recovery point is late only in window time (as the others').
+    let first_window_age = cfg
+        .standbys
+        .first()
+        .and_then(|f| s.standbys.iter().find(|st| st.name == f.name))
+        .and_then(|st| st.window_age_seconds);
+    let mut check =
+        |what: &str, x: &Option<SetAt>, in_window: Option<f64>, warn: Duration, crit: Duration| {
+            match x {
+                None => out.push(Finding {
+                    level: Level::Critical,
+                    message: format!("no {what} on the standby"),
+                }),
+                Some(x) => {
+                    let a = Duration::from_secs_f64(in_window.unwrap_or(x.age_seconds).max(0.0));
+                    let level = if a > crit {
+                        Level::Critical
+                    } else if a > warn {
+                        Level::Warning
+                    } else {
+                        return;
+                    };
+                    out.push(Finding {
+                        level,
+                        message: format!(
+                            "{what} {} is {} old{} (warning over {}, critical over {})",
+                            x.set_id,
+                            age(a.as_secs_f64()),
+                            if in_window.is_some() {
+                                " in its window"
+                            } else {
+                                ""
+                            },
+                            dur(warn),
+                            dur(crit)
+                        ),
+                    });
+                }
+            }
+        };
     check(
         "recovery point: the newest redolog snapshot",
         &s.recovery_point,
+        first_window_age,
         t.recovery_point_warning,
         t.recovery_point_critical,
     );
     check(
         "complete full set",
         &s.newest_complete_full_set,
+        None,
         t.full_set_warning,
         t.full_set_critical,
     );
