@@ -309,7 +309,11 @@ mod tests {
     }
 
     fn measure(s: &[u8], step: usize) -> VolumeSignals {
-        let mut m = LvmMeter::default();
+        measure_by(LvmMeter::default(), s, step)
+    }
+
+    /// Feed `s` to `m` in pieces of `step` bytes and finish an incremental.
+    fn measure_by(mut m: LvmMeter, s: &[u8], step: usize) -> VolumeSignals {
         for piece in s.chunks(step) {
             m.feed(piece);
         }
@@ -359,16 +363,7 @@ mod tests {
     fn measure_with_map(s: &[u8], map: Result<Option<ThinMap>, String>) -> VolumeSignals {
         let mut m = LvmMeter::default();
         m.know_base_map(map);
-        for piece in s.chunks(3000) {
-            m.feed(piece);
-        }
-        let mut sig = VolumeSignals {
-            incremental: true,
-            complete: true,
-            ..Default::default()
-        };
-        m.finish(&mut sig);
-        sig
+        measure_by(m, s, 3000)
     }
 
     /// A header that lists no overwrites (a lying primary) hides nothing
