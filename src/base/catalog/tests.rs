@@ -13,8 +13,9 @@ fn manifest(id: &str, seq: u64, snapshot: &str) -> Manifest {
     }
 }
 
-/// What `manifests` must return: every file read, ignoring the index.
-fn from_files(c: &Catalog) -> Vec<Manifest> {
+/// What `manifests` must return: every file read, ignoring the index, in
+/// the catalog's order (the truth; `summary`'s tests use it too).
+pub(super) fn from_files(c: &Catalog) -> Vec<Manifest> {
     let mut v: Vec<Manifest> = std::fs::read_dir(c.root().join("sets"))
         .unwrap()
         .map(|e| e.unwrap().path())

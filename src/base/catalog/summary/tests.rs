@@ -2,7 +2,7 @@
 //! them, never stamped with a change too recent to trust.
 
 use super::*;
-use crate::base::catalog::read_json;
+use crate::base::catalog::tests::from_files;
 use crate::base::model::Member;
 
 fn manifest(id: &str, seq: u64, committed: bool) -> Manifest {
@@ -28,18 +28,6 @@ fn id(i: usize) -> String {
         i / 60 % 60,
         i % 60
     )
-}
-
-/// Every manifest file, in the catalog's order (the truth).
-fn from_files(c: &Catalog) -> Vec<Manifest> {
-    let mut v: Vec<Manifest> = std::fs::read_dir(c.root().join("sets"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .map(|p| read_json(&p).unwrap())
-        .collect();
-    v.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
-    v
 }
 
 /// A summary from every file, as a command that read them all writes it.
