@@ -119,9 +119,16 @@ pub fn vm_full() -> bool {
     std::env::var("SNAPSITE_VM_FULL").as_deref() == Ok("1")
 }
 
-/// The snapsite binary of this build (a host path, visible in the guest).
+/// The snapsite binary of this build (a host path, visible in the guest):
+/// `SNAPSITE_VMLAB_BIN` when set (scripts/vmlab/test runs private copies,
+/// so that a host build re-linking target/debug/snapsite during the run
+/// cannot pull the file from under a guest's exec), else cargo's.
 pub fn snapsite_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_snapsite")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| match std::env::var("SNAPSITE_VMLAB_BIN") {
+        Ok(p) if !p.is_empty() => p,
+        _ => env!("CARGO_BIN_EXE_snapsite").to_string(),
+    })
 }
 
 // ---------------------------------------------------------------------------
