@@ -6,10 +6,12 @@
 //! committed — through the ordinary receive path: each set's part objects
 //! are downloaded into `state_dir/restore/<set>.seed/` (the stored bytes
 //! checked against the index's size and blake3, then decrypted by `age -d
-//! -i IDENTITY`), written as a seed, and handed to `serve --from`'s reader
-//! ([`crate::primary::seed::receive_seed`]): the seed reader checks every
-//! part against the index again, and `serve` applies every hostile-input
-//! check (names, sizes, frames, trailers, the commit against this config).
+//! -i IDENTITY`) while the `serve` session reads them through the seed
+//! reader ([`crate::primary::seed::SeedReader::streaming`]): it waits for
+//! each part and checks all of it against the index's plaintext size and
+//! blake3 before a byte of it is handed on, and `serve` applies every
+//! hostile-input check (names, sizes, frames, trailers, the commit against
+//! this config).
 //! Afterwards `failover` works as usual.
 //!
 //! `state_dir/journal-restore.json` records the archive and the target

@@ -18,7 +18,10 @@
 //! primary cannot read its archive back. ZFS raw sends are stored as sent.
 //! Each part is staged once (ciphertext, or plaintext without recipients)
 //! under `state_dir/archive-stage/` to learn its size and SHA-256 for the
-//! signed PUT (a plaintext part's is computed while it is staged). A pool
+//! signed PUT (a plaintext part's is computed while it is staged). Over
+//! https parts are PUT with `UNSIGNED-PAYLOAD` instead (TLS protects them;
+//! no SHA-256 pass): an age part's stored blake3 is then taken as it is
+//! sent. The index is always signed with its SHA-256. A pool
 //! of [`UPLOADERS`] PUTs parts while the next ones are produced: memory
 //! stays constant, local disk is at most `UPLOADERS + 1` parts.
 
