@@ -124,11 +124,16 @@ fn archive_lab(kind: &str, pri_extra: &str) -> Option<ArchiveLab> {
     let creds = lab.dir.path().join("primary.creds");
     std::fs::copy(&r.creds, &creds).unwrap();
     sh(&["chmod", "600", creds.to_str().unwrap()]);
-    let with = |cfg: &Path, name: &str, extra: &str| {
+    // The standby restores with the lab's read-only `restorer`
+    // (GetObject, ListBucket: docs/archive.md).
+    let restorer = lab.dir.path().join("restorer.creds");
+    std::fs::copy(r.creds.with_file_name("restorer.toml"), &restorer).unwrap();
+    sh(&["chmod", "600", restorer.to_str().unwrap()]);
+    let with = |cfg: &Path, name: &str, creds: &Path, extra: &str| {
         let p = lab.dir.path().join(name);
         std::fs::write(
             &p,
-            std::fs::read_to_string(cfg).unwrap() + &archive_toml(&r, &prefix, &creds, extra),
+            std::fs::read_to_string(cfg).unwrap() + &archive_toml(&r, &prefix, creds, extra),
         )
         .unwrap();
         p
@@ -136,11 +141,13 @@ fn archive_lab(kind: &str, pri_extra: &str) -> Option<ArchiveLab> {
     let pri = with(
         &lab.pri_cfg,
         "pri-archive.toml",
+        &creds,
         &format!("recipients = [\"{recipient}\"]{pri_extra}"),
     );
     let stb = with(
         &lab.stb_cfg,
         "stb-archive.toml",
+        &restorer,
         &format!("identity = \"{}\"", id_file.display()),
     );
     Some(ArchiveLab {
@@ -208,6 +215,29 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     // The incremental carries the change, not the volumes again.
     assert!(inc_payload < full_stored / 4, "{a2}");
 
+    // The restorer reads and lists, and may not write.
+    let ro = Bucket::new(
+        &r.endpoint,
+        &r.bucket,
+        &r.region,
+        Credentials::load(&r.creds.with_file_name("restorer.toml")).unwrap(),
+    )
+    .unwrap();
+    assert!(!ro.list(&format!("{prefix}/sets/")).unwrap().is_empty());
+    let e = ro
+        .put(
+            &format!("{prefix}/restorer-may-not-write"),
+            &mut std::io::Cursor::new(&b"x"[..]),
+            1,
+            snapsite::wire::s3::Payload::Sha256(
+                snapsite::wire::s3::sha256_hex(&b"x"[..]).unwrap().1,
+            ),
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("403"), "{e}");
+
     // The primary's credentials read back only age ciphertext.
     let bucket = Bucket::new(
         &r.endpoint,
@@ -269,7 +299,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
             &part,
             &mut std::io::Cursor::new(&garbage[..]),
             garbage.len() as u64,
-            &sha,
+            snapsite::wire::s3::Payload::Sha256(sha),
             false,
         )
         .unwrap();
@@ -301,7 +331,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
             &format!("{prefix}/sets/{s5}/index.json"),
             &mut std::io::Cursor::new(&fb[..]),
             fb.len() as u64,
-            &sha,
+            snapsite::wire::s3::Payload::Sha256(sha),
             false,
         )
         .unwrap();
@@ -351,10 +381,16 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
             lab.assert_received_same(role, id);
         }
     }
-    // The corrupted part: refused with its name, nothing of s4 committed.
+    // The corrupted part: refused with its name, nothing of s4 committed
+    // (the restorer may not list versions to look for the original).
     let o = lab.run(&stb, &["restore", "--from", "offsite", "--set", &s4]);
     assert_exit(&o, 1);
     assert!(both(&o).contains(&part), "{}", both(&o));
+    assert!(
+        both(&o).contains("its older versions cannot be read"),
+        "{}",
+        both(&o)
+    );
     assert!(lab.standby_manifest(&s4).is_none());
     // The forged index's missing part: refused with its name.
     let o = lab.run(&stb, &["restore", "--from", "offsite", "--set", s5]);
@@ -898,6 +934,20 @@ fn archive_throughput_and_memory() {
             &["restore", "--from", "offsite", "--json"],
         );
         assert!(out.contains(&big), "{out}");
+        let rep = json(&out);
+        let phase = |k: &str| {
+            rep["restored"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s[k].as_f64().unwrap())
+                .sum::<f64>()
+        };
+        eprintln!(
+            "MEASURE restore round {i} phases: download {:.2} s, receive {:.2} s",
+            phase("download_seconds"),
+            phase("receive_seconds")
+        );
         rss_rb = rss_rb.max(rss);
         t_restore.push(s);
         let _ = std::fs::remove_file(&got);

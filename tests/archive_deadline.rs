@@ -114,7 +114,7 @@ fn a_stalled_put_says_how_much_was_sent_and_presents_nothing() {
             "mail-a/sets/x/r1/part-000000",
             &mut std::io::Cursor::new(&body[..]),
             body.len() as u64,
-            &"0".repeat(64),
+            snapsite::wire::s3::Payload::Sha256("0".repeat(64)),
             true,
         )
         .unwrap_err()

@@ -134,13 +134,13 @@ pub const ALL: &[Failpoint] = &[
     Failpoint {
         name: "restore.mid_download",
         verbs: &["restore"],
-        state: "`restore`: some parts of a set are downloaded and checked into state_dir/restore/SET.seed/; nothing of the set received",
+        state: "`restore`: some parts of a set are downloaded and checked into state_dir/restore/SET.seed/ (the receive may have read the first ones); nothing of the set committed",
         recovery: "rerun `snapsite restore --from NAME` (the journal names the set): checked parts are kept, the others downloaded",
     },
     Failpoint {
         name: "restore.before_receive",
         verbs: &["restore"],
-        state: "`restore`: every part of a set is downloaded and checked; nothing of it received",
+        state: "`restore`: every part of a set is downloaded and checked (the receive may have begun); nothing of it committed",
         recovery: "rerun `snapsite restore --from NAME`: nothing is downloaded again; the set is received",
     },
     Failpoint {

@@ -6,10 +6,12 @@
 //! committed — through the ordinary receive path: each set's part objects
 //! are downloaded into `state_dir/restore/<set>.seed/` (the stored bytes
 //! checked against the index's size and blake3, then decrypted by `age -d
-//! -i IDENTITY`), written as a seed, and handed to `serve --from`'s reader
-//! ([`crate::primary::seed::receive_seed`]): the seed reader checks every
-//! part against the index again, and `serve` applies every hostile-input
-//! check (names, sizes, frames, trailers, the commit against this config).
+//! -i IDENTITY`) while the `serve` session reads them through the seed
+//! reader ([`crate::primary::seed::SeedReader::streaming`]): it waits for
+//! each part and checks all of it against the index's plaintext size and
+//! blake3 before a byte of it is handed on, and `serve` applies every
+//! hostile-input check (names, sizes, frames, trailers, the commit against
+//! this config).
 //! Afterwards `failover` works as usual.
 //!
 //! `state_dir/journal-restore.json` records the archive and the target
@@ -26,7 +28,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Seek};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -193,19 +195,15 @@ pub fn restore(
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         let t = Instant::now();
-        let (stored, resumed_parts, older_versions) =
-            download_set(a, &bucket, ix, &dir, identity.as_deref())?;
+        let streamed =
+            restore_set(cfg, a, &bucket, ix, &dir, identity.as_deref()).map_err(|e| {
+                e.context(format!(
+                    "restoring set {} from archive `{}`",
+                    ix.set_id, a.name
+                ))
+            })?;
+        let (stored, resumed_parts, older_versions, download_seconds) = streamed;
         journal.done(&format!("downloaded:{}", ix.set_id))?;
-        crate::failpoint!("restore.before_receive");
-        let download_seconds = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let got = crate::primary::seed::receive_seed(cfg, &dir).map_err(|e| {
-            e.context(format!(
-                "restoring set {} from archive `{}`",
-                ix.set_id, a.name
-            ))
-        })?;
-        debug_assert_eq!(got, ix.set_id);
         journal.done(&format!("received:{}", ix.set_id))?;
         std::fs::remove_dir_all(&dir)
             .map_err(|e| Error::io(format!("remove {}", dir.display()), e))?;
@@ -372,20 +370,157 @@ fn keep_checked(ix: &ArchiveIndex, dir: &Root) -> Result<Vec<bool>> {
     Ok(have)
 }
 
-/// Every part of `ix` into `dir` as a seed (`part-NNNNNN` + index.json),
-/// `DOWNLOADERS` parts at a time (memory: one buffer per download); the
-/// parts an interrupted run left checked are kept. Returns the bytes
-/// downloaded and how many parts were kept.
-fn download_set(
+/// Which parts of a set are in place for the receive, as the downloads
+/// finish; or why one never will be.
+struct Ready {
+    state: std::sync::Mutex<(Vec<bool>, Option<String>)>,
+    cv: std::sync::Condvar,
+}
+
+impl Ready {
+    fn new(have: Vec<bool>) -> Ready {
+        Ready {
+            state: std::sync::Mutex::new((have, None)),
+            cv: std::sync::Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<bool>, Option<String>)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Part `i` is downloaded and checked. When it is the last one
+    /// missing, `restore.before_receive` fires before the receive can read
+    /// it: every part is here, and the set (whose commit is in its last
+    /// part) is not committed.
+    fn put(&self, i: usize) {
+        let mut st = self.lock();
+        if st.0.iter().filter(|h| !**h).count() == 1 {
+            crate::failpoint!("restore.before_receive");
+        }
+        st.0[i] = true;
+        self.cv.notify_all();
+    }
+
+    /// No more parts will come (`why`), unless all are here already.
+    fn fail(&self, why: String) {
+        let mut st = self.lock();
+        if st.1.is_none() && st.0.iter().any(|h| !*h) {
+            st.1 = Some(why);
+        }
+        self.cv.notify_all();
+    }
+
+    /// Wait for part `i`.
+    fn wait(&self, i: usize) -> std::io::Result<()> {
+        let mut st = self.lock();
+        loop {
+            if st.0.get(i).copied().unwrap_or(false) {
+                return Ok(());
+            }
+            if let Some(why) = &st.1 {
+                return Err(std::io::Error::other(format!(
+                    "part-{i:06} will not arrive: {why}"
+                )));
+            }
+            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Marks the downloads as ended when dropped (an error or a panic too),
+/// so that the receive never waits for a part nobody fetches.
+struct EndOnDrop<'a>(&'a Ready);
+
+impl Drop for EndOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.fail("the downloads stopped".into());
+    }
+}
+
+/// One set from the archive: its parts downloaded into `dir`
+/// (`part-NNNNNN`), `DOWNLOADERS` at a time in index order, while the
+/// `serve` session reads them ([`SeedReader::streaming`]): part `i` is
+/// handed on once it is downloaded, checked against the index's stored
+/// size and blake3, decrypted, and checked again in full against the
+/// plaintext's size and blake3 — never a byte before that. The parts an
+/// interrupted run left checked are kept. A failed download stops the
+/// receive (nothing committed; its error is the one reported); a receive
+/// that fails stops the downloads. Returns the bytes downloaded, how many
+/// parts were kept, the older versions used and the seconds until the
+/// last download ended.
+///
+/// [`SeedReader::streaming`]: crate::primary::seed::SeedReader::streaming
+fn restore_set(
+    cfg: &Config,
     a: &Archive,
     bucket: &Bucket,
     ix: &ArchiveIndex,
     dir: &Path,
     identity: Option<&Path>,
-) -> Result<(u64, usize, Vec<String>)> {
+) -> Result<(u64, usize, Vec<String>, f64)> {
+    let started = Instant::now();
     let root = Root::open(dir)?;
     let have = keep_checked(ix, &root)?;
     let kept = have.iter().filter(|h| **h).count();
+    if kept == ix.parts.len() {
+        // Nothing to download (a rerun): the receive comes next.
+        crate::failpoint!("restore.before_receive");
+    }
+    let ready = std::sync::Arc::new(Ready::new(have.clone()));
+    let parts = ix
+        .parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| crate::primary::seed::Part {
+            name: format!("part-{i:06}"),
+            bytes: p.bytes,
+            blake3: p.blake3.clone(),
+        })
+        .collect();
+    let gate = {
+        let ready = ready.clone();
+        Box::new(move |i: usize| ready.wait(i))
+    };
+    let reader = crate::primary::seed::SeedReader::streaming(dir, parts, gate)?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (downloaded, received) = std::thread::scope(|s| {
+        let downloads = s.spawn(|| {
+            let _end = EndOnDrop(&ready);
+            let r = download_parts(a, bucket, ix, &root, &have, identity, &ready, &stop);
+            (r, started.elapsed().as_secs_f64())
+        });
+        let received = crate::primary::seed::receive_reader(cfg, reader, &ix.set_id);
+        // The receive is over (committed or not): no more parts needed.
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let downloaded = downloads
+            .join()
+            .expect("the download thread does not panic");
+        (downloaded, received)
+    });
+    // A failed download explains the receive it stopped.
+    let (downloaded, seconds) = downloaded;
+    let (stored, mut older) = downloaded?;
+    received?;
+    older.sort();
+    Ok((stored, kept, older, seconds))
+}
+
+/// The parts of `ix` that `have` lacks into `dir`, `DOWNLOADERS` at a time
+/// in index order (memory: one buffer per download), each handed to
+/// `ready` once in place; until `stop` or the first error. Returns the
+/// bytes downloaded and the older versions used.
+#[allow(clippy::too_many_arguments)]
+fn download_parts(
+    a: &Archive,
+    bucket: &Bucket,
+    ix: &ArchiveIndex,
+    root: &Root,
+    have: &[bool],
+    identity: Option<&Path>,
+    ready: &Ready,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<(u64, Vec<String>)> {
     let fetched = std::sync::atomic::AtomicUsize::new(0);
     let notes = std::sync::Mutex::new(Vec::new());
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -397,14 +532,16 @@ fn download_set(
                     let mut stored = 0u64;
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if i >= ix.parts.len() || failed.load(std::sync::atomic::Ordering::Relaxed)
+                        if i >= ix.parts.len()
+                            || failed.load(std::sync::atomic::Ordering::Relaxed)
+                            || stop.load(std::sync::atomic::Ordering::Relaxed)
                         {
                             return Ok(stored);
                         }
                         if have[i] {
                             continue;
                         }
-                        match download_part(a, bucket, ix, i, &root, identity) {
+                        match download_part(a, bucket, ix, i, root, identity) {
                             Ok((n, older)) => {
                                 stored += n;
                                 if let Some(o) = older {
@@ -414,9 +551,11 @@ fn download_set(
                                 if k == 1 {
                                     crate::failpoint!("restore.mid_download");
                                 }
+                                ready.put(i);
                             }
                             Err(e) => {
                                 failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                                ready.fail(format!("a download failed: {e}"));
                                 return Err(e);
                             }
                         }
@@ -433,32 +572,10 @@ fn download_set(
     for r in results {
         stored += r?;
     }
-    let parts = ix
-        .parts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| crate::primary::seed::Part {
-            name: format!("part-{i:06}"),
-            bytes: p.bytes,
-            blake3: p.blake3.clone(),
-        })
-        .collect();
-    let seed = crate::primary::seed::Index {
-        format: 1,
-        set_id: ix.set_id.clone(),
-        site: ix.site.clone(),
-        compression: ix.compression.clone(),
-        parts,
-        payload_bytes: ix.payload_bytes,
-    };
-    let mut f = root
-        .create_new(crate::primary::seed::INDEX)
-        .map_err(Error::storage)?;
-    f.write_all(&serde_json::to_vec_pretty(&seed).expect("serializes"))
-        .map_err(|e| Error::io(format!("write {}", dir.display()), e))?;
-    let mut older = notes.into_inner().unwrap_or_else(|e| e.into_inner());
-    older.sort();
-    Ok((stored, kept, older))
+    Ok((
+        stored,
+        notes.into_inner().unwrap_or_else(|e| e.into_inner()),
+    ))
 }
 
 /// Part `i` of `ix` into `dir/part-NNNNNN` (checked, then decrypted by

@@ -18,7 +18,10 @@
 //! primary cannot read its archive back. ZFS raw sends are stored as sent.
 //! Each part is staged once (ciphertext, or plaintext without recipients)
 //! under `state_dir/archive-stage/` to learn its size and SHA-256 for the
-//! signed PUT (a plaintext part's is computed while it is staged). A pool
+//! signed PUT (a plaintext part's is computed while it is staged). Over
+//! https parts are PUT with `UNSIGNED-PAYLOAD` instead (TLS protects them;
+//! no SHA-256 pass): an age part's stored blake3 is then taken as it is
+//! sent. The index is always signed with its SHA-256. A pool
 //! of [`UPLOADERS`] PUTs parts while the next ones are produced: memory
 //! stays constant, local disk is at most `UPLOADERS + 1` parts.
 
@@ -40,7 +43,7 @@ use crate::base::catalog::Catalog;
 use crate::base::config::Config;
 use crate::base::error::{Error, Result};
 use crate::base::model::Manifest;
-use crate::wire::s3::{Bucket, Credentials};
+use crate::wire::s3::{Bucket, Credentials, Payload};
 use crate::wire::stream::Writer;
 use index::{ArchiveIndex, ArchiveMember, ArchivePart};
 
@@ -256,6 +259,8 @@ pub const UPLOADERS: usize = 4;
 /// which PUTs it while the next parts are produced.
 struct PartUploader<'a> {
     recipients: Vec<String>,
+    /// Parts are PUT with `UNSIGNED-PAYLOAD` (https only): no SHA-256.
+    unsigned: bool,
     /// `UPLOADERS + 1` stage files; `free` holds the unused ones.
     stages: Vec<PathBuf>,
     free: std::sync::mpsc::Receiver<usize>,
@@ -281,6 +286,8 @@ struct Staging {
 
 /// A staged part for the upload pool.
 struct Job {
+    /// The stored bytes are the plaintext (no encryption).
+    plain: bool,
     i: usize,
     slot: usize,
     path: PathBuf,
@@ -372,7 +379,7 @@ impl PartUploader<'_> {
             slot,
             sink,
             blake3: blake3::Hasher::new(),
-            sha256: plain.then(<sha2::Sha256 as sha2::Digest>::new),
+            sha256: (plain && !self.unsigned).then(<sha2::Sha256 as sha2::Digest>::new),
             bytes: 0,
         })
     }
@@ -399,6 +406,7 @@ impl PartUploader<'_> {
             }
         }
         let job = Job {
+            plain: self.recipients.is_empty(),
             i: self.sealed,
             slot: st.slot,
             path: self.stages[st.slot].clone(),
@@ -484,17 +492,28 @@ fn upload_one(
     }
     let read_err = |e| Error::io(format!("read {}", job.path.display()), e);
     let mut f = File::open(&job.path).map_err(read_err)?;
-    let (stored_bytes, sha, b3) = match &job.sha256 {
-        Some(sha) => (job.bytes, sha.clone(), job.blake3.clone()),
-        None => {
-            let h = hash_file(&mut f).map_err(read_err)?;
+    // What the PUT is signed with, and the stored bytes' blake3 when it is
+    // known before the PUT (`None`: hashed while the body is sent).
+    let (stored_bytes, payload, b3) = match (&job.sha256, job.plain) {
+        (Some(sha), _) => (
+            job.bytes,
+            Payload::Sha256(sha.clone()),
+            Some(job.blake3.clone()),
+        ),
+        (None, true) => (job.bytes, Payload::Unsigned, Some(job.blake3.clone())),
+        (None, false) if bucket.is_https() => {
+            let n = f.metadata().map_err(read_err)?.len();
+            (n, Payload::Unsigned, None)
+        }
+        (None, false) => {
+            let (n, sha, b3) = hash_file(&mut f).map_err(read_err)?;
             f.rewind().map_err(read_err)?;
-            h
+            (n, Payload::Sha256(sha), Some(b3))
         }
     };
     let rel = index::part_key(set_id, run, job.i);
     let k = key(a, &rel);
-    let mut body = std::io::BufReader::with_capacity(1 << 20, f);
+    let mut body = Blake3Reader::new(std::io::BufReader::with_capacity(1 << 20, f));
     match limit {
         Some(tb) => bucket.put(
             &k,
@@ -503,11 +522,25 @@ fn upload_one(
                 bucket: tb,
             },
             stored_bytes,
-            &sha,
+            payload,
             true,
         )?,
-        None => bucket.put(&k, &mut body, stored_bytes, &sha, true)?,
+        None => bucket.put(&k, &mut body, stored_bytes, payload, true)?,
     }
+    let b3 = match b3 {
+        Some(b3) => b3,
+        None => {
+            // Hashed as sent: the bytes of the attempt that succeeded.
+            let (n, b3) = body.finish();
+            if n != stored_bytes {
+                return Err(Error::storage(format!(
+                    "archive `{}`: {k}: {n} bytes sent, {stored_bytes} staged",
+                    a.name
+                )));
+            }
+            b3
+        }
+    };
     let part = ArchivePart {
         key: rel,
         bytes: job.bytes,
@@ -521,6 +554,52 @@ fn upload_one(
         crate::failpoint!("archive.after_part");
     }
     Ok((part, false))
+}
+
+/// A body reader that hashes what passes (blake3), starting over when the
+/// body is rewound for another attempt: after the PUT it holds the hash of
+/// exactly the bytes of the attempt that succeeded.
+struct Blake3Reader<R> {
+    inner: R,
+    hash: blake3::Hasher,
+    n: u64,
+}
+
+impl<R> Blake3Reader<R> {
+    fn new(inner: R) -> Self {
+        Blake3Reader {
+            inner,
+            hash: blake3::Hasher::new(),
+            n: 0,
+        }
+    }
+
+    fn finish(&self) -> (u64, String) {
+        (self.n, self.hash.finalize().to_hex().to_string())
+    }
+}
+
+impl<R: Read> Read for Blake3Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.hash.update(&buf[..k]);
+        self.n += k as u64;
+        Ok(k)
+    }
+}
+
+impl<R: Seek> Seek for Blake3Reader<R> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        let at = self.inner.seek(pos)?;
+        if at != 0 {
+            return Err(std::io::Error::other(
+                "a part body is only ever rewound to its start",
+            ));
+        }
+        self.hash = blake3::Hasher::new();
+        self.n = 0;
+        Ok(at)
+    }
 }
 
 /// Size, SHA-256 (hex) and blake3 (hex) of a file, in one pass.
@@ -606,6 +685,7 @@ fn write_set(
         .map(|l| std::sync::Mutex::new(crate::wire::ratelimit::TokenBucket::new(l)));
     let up = PartUploader {
         recipients: a.recipients.clone(),
+        unsigned: bucket.is_https(),
         stages: (0..slots)
             .map(|i| stage_dir.join(format!("{}.part{i}", a.name)))
             .collect(),
@@ -786,6 +866,7 @@ fn finish_set(
 /// our bytes there is success, other bytes a refusal, nothing there lets
 /// the next attempt (of `retries`) go.
 fn put_index(a: &Archive, bucket: &Bucket, index_key: &str, body: &[u8]) -> Result<()> {
+    // The index is small: always signed with its SHA-256.
     let (_, sha) = crate::wire::s3::sha256_hex(body).expect("in memory");
     let attempts = bucket.limits().retries + 1;
     let mut n = 1;
@@ -794,7 +875,7 @@ fn put_index(a: &Archive, bucket: &Bucket, index_key: &str, body: &[u8]) -> Resu
             index_key,
             &mut std::io::Cursor::new(body),
             body.len() as u64,
-            &sha,
+            Payload::Sha256(sha.clone()),
             false,
         ) {
             Ok(()) => return Ok(()),

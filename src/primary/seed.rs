@@ -340,15 +340,29 @@ pub const MAX_INDEX_BYTES: u64 = 64 << 20;
 /// on only if the part is still the file checked, unwritten since (inode
 /// and ctime on its descriptor): a change in between is an error, never a
 /// commit of bytes that were not checked.
+///
+/// [`SeedReader::streaming`] (restore) reads a seed whose parts arrive
+/// while it is read: before part `i` it waits at its [`Gate`] until the
+/// part is in place, then checks the whole part against the index (the
+/// same check `open` makes of every part) before a byte of it is handed
+/// on. The commit is in the last part, so nothing is committed before
+/// every part was checked.
 pub struct SeedReader {
     root: Root,
+    dir: PathBuf,
     parts: Vec<Part>,
     /// (dev, inode, ctime) of each part as checked: any write since
     /// changes the ctime, so bytes read while these hold are the checked ones.
+    /// Streaming: the parts checked so far.
     ids: Vec<PartId>,
     next: usize,
     current: Option<(std::io::Take<File>, blake3::Hasher, u64)>,
+    gate: Option<Gate>,
 }
+
+/// Waits until part `i` of a streamed seed is in place (restore: its
+/// download checked and decrypted), or says why it never will be.
+pub type Gate = Box<dyn FnMut(usize) -> std::io::Result<()> + Send>;
 
 type PartId = (u64, u64, i64, i64);
 
@@ -443,46 +457,79 @@ impl SeedReader {
         }
         let mut ids = Vec::with_capacity(files.len());
         for p in files {
-            let f = root
-                .open_existing(&p.name, Access::Read)
-                .map_err(|e| refused(dir, e))?;
-            let m = f
-                .metadata()
-                .map_err(|e| Error::io(format!("{}: part {}", dir.display(), p.name), e))?;
-            let (n, got) = hash_part(&f, p.bytes)
-                .map_err(|e| Error::io(format!("{}: reading part {}", dir.display(), p.name), e))?;
-            if n != p.bytes || got != p.blake3 {
-                return Err(Error::integrity(format!(
-                    "{}: seed part {} does not match its index ({n} bytes blake3 {got}, the index says {} bytes blake3 {}); nothing received",
-                    dir.display(),
-                    p.name,
-                    p.bytes,
-                    p.blake3
-                )));
-            }
-            let after = f
-                .metadata()
-                .map_err(|e| Error::io(format!("{}: part {}", dir.display(), p.name), e))?;
-            if part_id(&after) != part_id(&m) {
-                return Err(Error::integrity(format!(
-                    "{}: seed part {} changed while it was checked",
-                    dir.display(),
-                    p.name
-                )));
-            }
-            ids.push(part_id(&m));
+            ids.push(check_part(&root, dir, p)?);
         }
         Ok((
             SeedReader {
                 root,
+                dir: dir.to_owned(),
                 parts: index.parts.clone(),
                 ids,
                 next: 0,
                 current: None,
+                gate: None,
             },
             index,
         ))
     }
+
+    /// A seed in `dir` whose `parts` (named `part-NNNNNN`, in order) are
+    /// put in place while it is read: part `i` is read once `gate(i)`
+    /// returned, and checked in full against its size and blake3 first.
+    pub fn streaming(dir: &Path, parts: Vec<Part>, gate: Gate) -> Result<SeedReader> {
+        for (i, p) in parts.iter().enumerate() {
+            if p.name != part_name(i) {
+                return Err(Error::integrity(format!(
+                    "{}: `{}` as part {i}",
+                    dir.display(),
+                    crate::base::model::wire_str(&p.name)
+                )));
+            }
+        }
+        Ok(SeedReader {
+            root: Root::open(dir)?,
+            dir: dir.to_owned(),
+            ids: Vec::with_capacity(parts.len()),
+            parts,
+            next: 0,
+            current: None,
+            gate: Some(gate),
+        })
+    }
+}
+
+/// Part `p` of the seed in `dir` read once through its descriptor and
+/// checked against the index (size, blake3), unchanged while it was read:
+/// its (dev, inode, ctime) as checked.
+fn check_part(root: &Root, dir: &Path, p: &Part) -> Result<PartId> {
+    let f = root
+        .open_existing(&p.name, Access::Read)
+        .map_err(|e| refused(dir, e))?;
+    let m = f
+        .metadata()
+        .map_err(|e| Error::io(format!("{}: part {}", dir.display(), p.name), e))?;
+    let (n, got) = hash_part(&f, p.bytes)
+        .map_err(|e| Error::io(format!("{}: reading part {}", dir.display(), p.name), e))?;
+    if n != p.bytes || got != p.blake3 {
+        return Err(Error::integrity(format!(
+            "{}: seed part {} does not match its index ({n} bytes blake3 {got}, the index says {} bytes blake3 {}); nothing received",
+            dir.display(),
+            p.name,
+            p.bytes,
+            p.blake3
+        )));
+    }
+    let after = f
+        .metadata()
+        .map_err(|e| Error::io(format!("{}: part {}", dir.display(), p.name), e))?;
+    if part_id(&after) != part_id(&m) {
+        return Err(Error::integrity(format!(
+            "{}: seed part {} changed while it was checked",
+            dir.display(),
+            p.name
+        )));
+    }
+    Ok(part_id(&m))
 }
 
 impl Read for SeedReader {
@@ -492,6 +539,15 @@ impl Read for SeedReader {
             if self.current.is_none() {
                 if self.next == self.parts.len() {
                     return Ok(0);
+                }
+                if self.ids.len() == self.next {
+                    // Streaming: wait for the part, then check all of it.
+                    if let Some(gate) = &mut self.gate {
+                        gate(self.next)?;
+                    }
+                    let id = check_part(&self.root, &self.dir, &self.parts[self.next])
+                        .map_err(|e| invalid(e.to_string()))?;
+                    self.ids.push(id);
                 }
                 let part = &self.parts[self.next];
                 let f = self
@@ -545,17 +601,22 @@ impl Read for SeedReader {
 /// `serve --from DIR`: receive a seed; an error unless its set committed.
 pub fn receive_seed(cfg: &Config, dir: &Path) -> Result<String> {
     let (reader, index) = SeedReader::open(dir)?;
+    receive_reader(cfg, reader, &index.set_id)
+}
+
+/// The `serve` session over a seed reader; an error unless `set_id`
+/// committed.
+pub fn receive_reader(cfg: &Config, reader: SeedReader, set_id: &str) -> Result<String> {
     let input = std::io::BufReader::with_capacity(1 << 20, reader);
     crate::standby::serve::serve(cfg, input, std::io::sink())?;
     let catalog = Catalog::new(&cfg.state_dir);
-    if catalog.has_manifest(&index.set_id) {
-        Ok(index.set_id)
+    if catalog.has_manifest(set_id) {
+        Ok(set_id.to_string())
     } else {
-        Err(Error::refused(format!(
-            "the seed's set {} was not committed here",
-            index.set_id
-        ))
-        .with_hint("`state_dir/serve.log` says why; nothing was committed"))
+        Err(
+            Error::refused(format!("the seed's set {set_id} was not committed here"))
+                .with_hint("`state_dir/serve.log` says why; nothing was committed"),
+        )
     }
 }
 
@@ -725,6 +786,55 @@ mod tests {
         let mut buf = [0u8; 10];
         let e = r.read(&mut buf).unwrap_err();
         assert!(e.to_string().contains("part-000000"), "{e}");
+    }
+
+    /// Restore's streamed seed: part `i` is read only after its gate
+    /// opened, in order, and checked in full first: a part that does not
+    /// match hands on none of its bytes (the earlier parts' bytes were
+    /// handed on, checked); a gate that fails stops the read with its error.
+    #[test]
+    fn a_streamed_seed_waits_for_each_part_and_checks_it_before_its_bytes() {
+        let (d, data) = small_seed();
+        let s = d.path().join("s.seed");
+        let index: Index = serde_json::from_slice(&std::fs::read(s.join(INDEX)).unwrap()).unwrap();
+        assert_eq!(index.parts.len(), 3);
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = asked.clone();
+        let gate: Gate = Box::new(move |i| {
+            log.lock().unwrap().push(i);
+            Ok(())
+        });
+        let mut r = SeedReader::streaming(&s, index.parts.clone(), gate).unwrap();
+        let mut back = Vec::new();
+        r.read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+        assert_eq!(*asked.lock().unwrap(), [0, 1, 2]);
+
+        // Part 1 changed: part 0's 1000 bytes pass, none of part 1's.
+        let p = s.join("part-000001");
+        let mut b = std::fs::read(&p).unwrap();
+        b[0] ^= 1;
+        std::fs::write(&p, b).unwrap();
+        let gate: Gate = Box::new(|_| Ok(()));
+        let mut r = SeedReader::streaming(&s, index.parts.clone(), gate).unwrap();
+        let mut back = Vec::new();
+        let e = r.read_to_end(&mut back).unwrap_err().to_string();
+        assert!(e.contains("part-000001"), "{e}");
+        assert_eq!(back, data[..1000], "only part 0's bytes were handed on");
+
+        // A gate that says the part will not come.
+        let gate: Gate = Box::new(|i| {
+            if i == 1 {
+                Err(std::io::Error::other(
+                    "part-000001 will not arrive: a download failed",
+                ))
+            } else {
+                Ok(())
+            }
+        });
+        let mut r = SeedReader::streaming(&s, index.parts, gate).unwrap();
+        let e = r.read_to_end(&mut Vec::new()).unwrap_err().to_string();
+        assert!(e.contains("a download failed"), "{e}");
     }
 
     #[test]
