@@ -361,7 +361,12 @@ pub fn ship_to(
         }
         Err(e) => {
             let e = fanout::abandon_if_stalled(standby, conn, e);
-            fanout::note_failure(catalog, &standby.name, started_at);
+            // A session cut by a stopping `run` (its transport killed on
+            // SIGTERM) says nothing about the standby: a restart of `run`
+            // must not leave it flagged as failing.
+            if !crate::primary::run::stop_requested() {
+                fanout::note_failure(catalog, &standby.name, started_at);
+            }
             Err(e)
         }
     }
