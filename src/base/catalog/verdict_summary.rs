@@ -102,10 +102,12 @@ impl VerdictLine {
 
 /// The summary as read or about to be written.
 #[derive(Debug, Clone, PartialEq, Default)]
-struct VerdictSummary {
+pub(super) struct VerdictSummary {
     dir: FileStamp,
     /// Oldest set first (the order of [`Catalog::verdicts`]).
     lines: Vec<VerdictLine>,
+    /// Each line's verdict file's stamp (what `failover` checks).
+    stamps: Vec<FileStamp>,
 }
 
 impl VerdictSummary {
@@ -115,11 +117,19 @@ impl VerdictSummary {
         let _ = writeln!(out, "{MAGIC}");
         let (_, ino, m, c) = self.dir.parts();
         let _ = writeln!(out, "dir\t{ino}\t{m}\t{c}");
-        for l in &self.lines {
+        for (l, st) in self.lines.iter().zip(&self.stamps) {
+            let (len, ino, m, c) = st.parts();
             // `{}` of an f64 is the shortest text that parses back to it.
-            let _ = writeln!(out, "v\t{}\t{}\t{}", l.set_id, l.judged.code(), l.score);
+            let _ = writeln!(
+                out,
+                "v\t{}\t{}\t{}\t{len}\t{ino}\t{m}\t{c}",
+                l.set_id,
+                l.judged.code(),
+                l.score
+            );
         }
-        let _ = writeln!(out, "end\t{}", self.lines.len());
+        debug_assert_eq!(self.lines.len(), self.stamps.len());
+        let _ = writeln!(out, "end\t{}", self.lines.len().min(self.stamps.len()));
         out
     }
 
@@ -144,7 +154,7 @@ impl VerdictSummary {
         }
         let mut s = VerdictSummary {
             dir,
-            lines: Vec::new(),
+            ..VerdictSummary::default()
         };
         let mut ended = false;
         for l in lines {
@@ -158,6 +168,12 @@ impl VerdictSummary {
                     parse_set_id(id)?;
                     let judged = Judged::parse(f.next()?)?;
                     let score: f64 = f.next()?.parse().ok()?;
+                    s.stamps.push(FileStamp::from_parts(
+                        f.next()?.parse().ok()?,
+                        f.next()?.parse().ok()?,
+                        f.next()?.parse().ok()?,
+                        f.next()?.parse().ok()?,
+                    ));
                     s.lines.push(VerdictLine {
                         set_id: id.to_string(),
                         judged,
@@ -209,53 +225,100 @@ impl Catalog {
     }
 
     fn verdict_lines_at(&self, wall_ns: i128) -> crate::base::error::Result<Vec<VerdictLine>> {
+        Ok(self.verdict_summary_at(wall_ns)?.0.lines)
+    }
+
+    /// The valid summary (`true`), or one rebuilt from the files
+    /// (`false`; written when `verdicts/` has settled).
+    fn verdict_summary_at(
+        &self,
+        wall_ns: i128,
+    ) -> crate::base::error::Result<(VerdictSummary, bool)> {
         let Some(before) = self.verdicts_dir_stamp() else {
             // No verdicts/ (a primary, or nothing judged yet): nothing to read.
-            return Ok(Vec::new());
+            return Ok((VerdictSummary::default(), false));
         };
         if let Some(s) = self.valid_verdict_summary() {
-            return Ok(s.lines);
+            return Ok((s, true));
         }
-        let lines: Vec<VerdictLine> = self.verdicts()?.iter().map(VerdictLine::of).collect();
+        let s = self.verdict_summary_from_files(before.clone());
         if self.verdicts_dir_stamp().as_ref() == Some(&before)
             && super::summary::settled(&before, wall_ns)
         {
-            self.write_verdict_summary(&VerdictSummary {
-                dir: before,
-                lines: lines.clone(),
-            });
+            self.write_verdict_summary(&s);
         }
-        Ok(lines)
+        Ok((s, false))
     }
 
-    /// [`Catalog::verdict_lines`], and the names in `verdicts/` listed
-    /// (one `readdir`, no file read) to match them: a verdict file the
-    /// summary lacks, or one it names that is gone, makes it drop the
-    /// summary and read every file. For `failover`.
-    pub fn verdict_lines_checked(&self) -> crate::base::error::Result<Vec<VerdictLine>> {
-        let lines = self.verdict_lines()?;
-        let mut listed: Vec<String> = Vec::with_capacity(lines.len());
+    /// Every verdict file read (as [`Catalog::verdicts`] reads them: one
+    /// that cannot be read or parsed is left out), each with its stamp
+    /// taken before it was read.
+    fn verdict_summary_from_files(&self, dir: FileStamp) -> VerdictSummary {
+        let mut found: Vec<(SetVerdict, FileStamp)> = Vec::new();
         if let Ok(rd) = std::fs::read_dir(self.root.join("verdicts")) {
+            for ent in rd.flatten() {
+                let name = ent.file_name().to_string_lossy().into_owned();
+                let Some(id) = name.strip_suffix(".json") else {
+                    continue;
+                };
+                let Some(st) = std::fs::symlink_metadata(ent.path())
+                    .ok()
+                    .map(|md| FileStamp::of(&md))
+                else {
+                    continue;
+                };
+                if let Some(v) = self.verdict(id).ok().flatten() {
+                    found.push((v, st));
+                }
+            }
+        }
+        found.sort_by(|a, b| super::signals::by_set_id(&a.0.set_id, &b.0.set_id));
+        VerdictSummary {
+            dir,
+            lines: found.iter().map(|(v, _)| VerdictLine::of(v)).collect(),
+            stamps: found.into_iter().map(|(_, st)| st).collect(),
+        }
+    }
+
+    /// [`Catalog::verdict_lines`], checked against the files without
+    /// reading them: the names in `verdicts/` (one `readdir`) are the
+    /// summary's, and each file keeps the stamp the summary recorded (one
+    /// `stat` each: a verdict rewritten since is a new inode). Anything
+    /// else makes it drop the summary and read every file. For `failover`.
+    pub fn verdict_lines_checked(&self) -> crate::base::error::Result<Vec<VerdictLine>> {
+        let (s, from_summary) = self.verdict_summary_at(super::summary::wall_ns())?;
+        if !from_summary || self.verdict_files_match(&s) {
+            return Ok(s.lines);
+        }
+        tracing::warn!(
+            "verdicts.summary does not match the files in verdicts/; reading every verdict"
+        );
+        self.forget_verdict_summary();
+        Ok(self.verdicts()?.iter().map(VerdictLine::of).collect())
+    }
+
+    fn verdict_files_match(&self, s: &VerdictSummary) -> bool {
+        let dir = self.root.join("verdicts");
+        let mut listed: Vec<String> = Vec::with_capacity(s.lines.len());
+        if let Ok(rd) = std::fs::read_dir(&dir) {
             for ent in rd.flatten() {
                 let name = ent.file_name();
                 if let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) {
+                    // As `verdicts()`: a name that is no set id is no verdict.
                     if parse_set_id(id).is_some() {
                         listed.push(id.to_string());
                     }
                 }
             }
         }
-        let mut have: Vec<&str> = lines.iter().map(|l| l.set_id.as_str()).collect();
+        let mut have: Vec<&str> = s.lines.iter().map(|l| l.set_id.as_str()).collect();
         have.sort_unstable();
         listed.sort_unstable();
-        if have == listed {
-            return Ok(lines);
-        }
-        tracing::warn!(
-            "verdicts.summary does not list the files in verdicts/; reading every verdict"
-        );
-        self.forget_verdict_summary();
-        Ok(self.verdicts()?.iter().map(VerdictLine::of).collect())
+        have == listed
+            && s.lines.iter().zip(&s.stamps).all(|(l, st)| {
+                std::fs::symlink_metadata(dir.join(format!("{}.json", l.set_id)))
+                    .is_ok_and(|md| FileStamp::of(&md) == *st)
+            })
     }
 
     /// The verdict files disagree with the summary (a reader found out):
@@ -267,7 +330,7 @@ impl Catalog {
     /// Before a verdict is written or removed: the summary if it is valid
     /// (to be updated after the change), removed from disk (fsynced) so
     /// that a kill during the change leaves none.
-    pub(super) fn verdict_summary_before_change(&self) -> Option<Vec<VerdictLine>> {
+    pub(super) fn verdict_summary_before_change(&self) -> Option<VerdictSummary> {
         let s = self.valid_verdict_summary()?;
         let path = self.verdict_summary_path();
         std::fs::remove_file(&path).ok()?;
@@ -276,32 +339,44 @@ impl Catalog {
             tracing::debug!(error = %e, "fsync of state_dir after removing verdicts.summary");
             return None;
         }
-        Some(s.lines)
+        Some(s)
     }
 
     /// After the change: `id`'s verdict is now `new` (`None`: removed).
     pub(super) fn verdict_summary_after_change(
         &self,
-        before: Option<Vec<VerdictLine>>,
+        before: Option<VerdictSummary>,
         id: &str,
         new: Option<&SetVerdict>,
     ) {
-        let Some(mut lines) = before else {
+        let Some(VerdictSummary { lines, stamps, .. }) = before else {
             return;
         };
         let Some(dir) = self.verdicts_dir_stamp() else {
             return;
         };
-        lines.retain(|l| l.set_id != id);
+        let mut pairs: Vec<(VerdictLine, FileStamp)> = lines
+            .into_iter()
+            .zip(stamps)
+            .filter(|(l, _)| l.set_id != id)
+            .collect();
         if let Some(v) = new {
+            let Ok(Some(stamp)) = self.verdict_path(id).map(|p| {
+                std::fs::symlink_metadata(p)
+                    .ok()
+                    .map(|md| FileStamp::of(&md))
+            }) else {
+                return;
+            };
             // The file is named by `id`; `verdicts()` orders by its content's id.
             let line = VerdictLine::of(v);
-            let at = lines.partition_point(|l| {
+            let at = pairs.partition_point(|(l, _)| {
                 super::signals::by_set_id(&l.set_id, &line.set_id) != std::cmp::Ordering::Greater
             });
-            lines.insert(at, line);
+            pairs.insert(at, (line, stamp));
         }
-        self.write_verdict_summary(&VerdictSummary { dir, lines });
+        let (lines, stamps) = pairs.into_iter().unzip();
+        self.write_verdict_summary(&VerdictSummary { dir, lines, stamps });
     }
 
     fn write_verdict_summary(&self, s: &VerdictSummary) {

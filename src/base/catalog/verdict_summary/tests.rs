@@ -220,7 +220,7 @@ fn the_checked_lines_catch_a_file_the_summary_lacks() {
     write_by_hand(&c, &verdict(19));
     c.write_verdict_summary(&VerdictSummary {
         dir: c.verdicts_dir_stamp().unwrap(),
-        lines: s.lines.clone(),
+        ..s.clone()
     });
     assert_eq!(c.verdict_lines().unwrap(), s.lines, "the stamp is trusted");
     let checked = c.verdict_lines_checked().unwrap();
@@ -230,8 +230,58 @@ fn the_checked_lines_catch_a_file_the_summary_lacks() {
 }
 
 #[test]
+fn the_checked_lines_catch_a_verdict_rewritten_behind_its_back() {
+    // Set 3 cleaned by hand (a new file: a new inode), and set 5 made
+    // suspect in place (same inode, new times); each time the summary is
+    // stamped anew, so only the files' own stamps can tell.
+    for how in ["renamed", "in place"] {
+        let (_d, c) = site(8);
+        c.verdict_lines_at(later()).unwrap();
+        let s = c.valid_verdict_summary().unwrap();
+        assert_eq!(
+            c.verdict_lines_checked().unwrap(),
+            s.lines,
+            "{how}: unchanged"
+        );
+        next_tick();
+        let i = if how == "renamed" { 3 } else { 5 };
+        let mut v = verdict(i);
+        v.verdict = if v.verdict == Verdict::Suspect {
+            Verdict::Clean
+        } else {
+            Verdict::Suspect
+        };
+        let path = c.verdict_path(&v.set_id).unwrap();
+        if how == "renamed" {
+            write_by_hand(&c, &v);
+        } else {
+            let mut text = serde_json::to_vec_pretty(&v).unwrap();
+            text.push(b'\n');
+            std::fs::write(&path, text).unwrap();
+        }
+        c.write_verdict_summary(&VerdictSummary {
+            dir: c.verdicts_dir_stamp().unwrap(),
+            ..s.clone()
+        });
+        assert_eq!(
+            c.verdict_lines().unwrap(),
+            s.lines,
+            "{how}: the stamp is trusted"
+        );
+        let checked = c.verdict_lines_checked().unwrap();
+        assert_eq!(checked, from_files(&c), "{how}");
+        assert_ne!(checked, s.lines, "{how}");
+        assert!(
+            !summary_file(&c).exists(),
+            "{how}: the lying summary is dropped"
+        );
+    }
+}
+
+#[test]
 fn scores_round_trip_exactly() {
     let mut s = VerdictSummary::default();
+    s.dir = FileStamp::from_parts(0, 7, -3, 1 << 70);
     for (i, x) in [
         0.0,
         1.0,
@@ -248,6 +298,8 @@ fn scores_round_trip_exactly() {
             judged: Judged::Clean,
             score: x,
         });
+        s.stamps
+            .push(FileStamp::from_parts(i as u64, 9 + i as u64, 10, i128::MAX));
     }
     assert_eq!(VerdictSummary::decode(&s.encode()), Some(s));
 }
