@@ -1,6 +1,7 @@
 //! `state_dir/verdicts.summary`: what `status` and `failover` need of
 //! every verdict (`verdicts/<id>.json`) in one small file — per judged
-//! set its id, clean, suspect or cleared, and its score — so that they do
+//! set its id, clean, suspect or cleared, its score and its file's stamp —
+//! so that they do
 //! not read (and parse) every verdict with its volumes' signals. `sets`
 //! still reads the files, where it prints reasons.
 //!
@@ -24,9 +25,11 @@
 //! like every record: temp file, fsync, rename, fsync of the directory.
 //!
 //! The readers check what they act on: `status` reads the file of the
-//! first suspect set (for its reasons), `failover` the files of every
-//! suspect set and of the sets it chose. A file that disagrees with the
-//! summary makes them remove it and use the files.
+//! first suspect set (for its reasons); `failover` matches the names in
+//! `verdicts/` and every file's stamp (recorded per line: size, inode,
+//! times) against the summary ([`Catalog::verdict_lines_checked`]), reads
+//! the files of every suspect set and of the sets it chose. A file that
+//! disagrees with the summary makes them remove it and use the files.
 
 use std::path::PathBuf;
 
