@@ -110,7 +110,8 @@ fn the_writers_keep_it_true() {
     assert!(c.valid_verdict_summary().is_some());
     // A new suspect set, one older than the newest (ordered in), a
     // clearing, a removal: after each the summary is valid and the truth.
-    let mut steps: Vec<Box<dyn Fn(&Catalog)>> = vec![
+    type Step = Box<dyn Fn(&Catalog)>;
+    let mut steps: Vec<Step> = vec![
         Box::new(|c| c.write_verdict(&verdict(40)).unwrap()),
         Box::new(|c| c.write_verdict(&verdict(13)).unwrap()),
         Box::new(|c| {
@@ -280,8 +281,10 @@ fn the_checked_lines_catch_a_verdict_rewritten_behind_its_back() {
 
 #[test]
 fn scores_round_trip_exactly() {
-    let mut s = VerdictSummary::default();
-    s.dir = FileStamp::from_parts(0, 7, -3, 1 << 70);
+    let mut s = VerdictSummary {
+        dir: FileStamp::from_parts(0, 7, -3, 1 << 70),
+        ..VerdictSummary::default()
+    };
     for (i, x) in [
         0.0,
         1.0,
