@@ -330,8 +330,8 @@ fn crash(s: &Sites, cfg: &Path, cell: &Cell, env: &[(&str, &str)]) {
     // take_set and ship are undone or finished by the next snapshot, ship
     // or run on their own: nothing is shown as interrupted (unless they ran
     // inside a switchover, whose journal says so).
-    let automatic =
-        cell.verb != "switchover" && (fp.starts_with("take_set.") || fp.starts_with("ship."));
+    let automatic = cell.verb != "switchover"
+        && (fp.starts_with("take_set.") || fp.starts_with("ship.") || fp.starts_with("catalog."));
     if NOTHING_TO_FINISH.contains(&fp) || automatic {
         assert_eq!(r["interrupted"], serde_json::json!([]), "{r}");
     } else {
@@ -939,7 +939,26 @@ fn snapshot_cell(cell: &Cell) {
         &random_bytes(3, 16 * KIB),
     );
     let before = manifests(&s.state('a'));
-    if cell.failpoint.is_some() {
+    // Killed between a manifest's write and the sets.summary update: the
+    // summary must be valid before (else there is nothing to update).
+    let summary_cell = cell.failpoint == Some("catalog.before_summary");
+    let summary = s.state('a').join("sets.summary");
+    if summary_cell {
+        let text = settled_summary(s.a(), &summary);
+        crash(&s, s.a(), cell, &[]);
+        assert_eq!(
+            std::fs::read_to_string(&summary).ok().as_deref(),
+            Some(text.as_str()),
+            "the kill came before the summary's update"
+        );
+        // status (from the stale summary: it must notice) agrees with a
+        // whole read, and counts the set whose manifest was written.
+        let got = status_sets(s.a());
+        assert_eq!(got, whole_status_sets(s.a(), &summary));
+        let full = manifests(&s.state('a')).len();
+        assert_eq!(got["sets"]["full"].as_u64(), Some(full as u64), "{got}");
+        assert_eq!(full, before.len() + 1, "the set's manifest was written");
+    } else if cell.failpoint.is_some() {
         crash(&s, s.a(), cell, &[]);
     }
     let new = id(&ok(s.a(), &["snapshot", "--json"]));
@@ -950,7 +969,20 @@ fn snapshot_cell(cell: &Cell) {
         .keys()
         .filter(|k| !before.contains_key(*k) && **k != new)
         .collect();
-    let complete_before_crash = cell.failpoint == Some("take_set.after_manifest");
+    if summary_cell {
+        settled_summary(s.a(), &summary);
+        let got = status_sets(s.a());
+        assert_eq!(got, whole_status_sets(s.a(), &summary));
+        assert_eq!(
+            got["sets"]["full"].as_u64(),
+            Some(after.len() as u64),
+            "{got}"
+        );
+    }
+    let complete_before_crash = matches!(
+        cell.failpoint,
+        Some("take_set.after_manifest" | "catalog.before_summary")
+    );
     assert_eq!(
         extra.len(),
         usize::from(complete_before_crash),
@@ -958,6 +990,37 @@ fn snapshot_cell(cell: &Cell) {
     );
     check_state_clean(&s);
     check_sets_shipped(&s);
+}
+
+/// Once `sets/` has settled, a `status` writes `sets.summary` (as in
+/// service): returns its text.
+fn settled_summary(cfg: &Path, summary: &Path) -> String {
+    std::thread::sleep(
+        snapsite::base::catalog::summary::SETTLED + std::time::Duration::from_millis(500),
+    );
+    run_snapsite(cfg, &["status", "--json"], &[]);
+    std::fs::read_to_string(summary)
+        .unwrap_or_else(|e| panic!("no {} after status: {e}", summary.display()))
+}
+
+/// What `status` says of the sets (counts, newest full set, recovery
+/// point; ages left out: they move).
+fn status_sets(cfg: &Path) -> serde_json::Value {
+    let o = run_snapsite(cfg, &["status", "--json"], &[]);
+    let v = json(&o.stdout);
+    let at = |x: &serde_json::Value| x.get("set_id").cloned();
+    serde_json::json!({
+        "sets": v["sets"],
+        "newest_complete_full_set": at(&v["newest_complete_full_set"]),
+        "recovery_point": at(&v["recovery_point"]),
+    })
+}
+
+/// [`status_sets`] with every manifest read (no `sets.summary`); the
+/// summary is left removed (the next command rebuilds it).
+fn whole_status_sets(cfg: &Path, summary: &Path) -> serde_json::Value {
+    let _ = std::fs::remove_file(summary);
+    status_sets(cfg)
 }
 
 /// Ship: A ships two sets (one already shipped before).

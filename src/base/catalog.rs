@@ -4,6 +4,7 @@
 //! sets/<id>.json                 manifest (on the standby: the commit record)
 //! sets.index                     every manifest again, one line each, with its file's stamp (a cache)
 //! sets.summary                   counts and the newest sets, for the everyday commands (a cache; see [`summary`])
+//! verdicts.summary               every verdict's id, clean/suspect/cleared and score (a cache; see [`verdict_summary`])
 //! pending/<id>.json              a set being taken (primary); leftovers are undone
 //! received/<role>/<snap>.json    receipt of a received snapshot (standby)
 //! failover/state.json            progress of a failover, for resuming
@@ -44,6 +45,7 @@ mod standbys;
 pub mod summary;
 #[cfg(test)]
 mod tests;
+pub mod verdict_summary;
 
 pub struct Catalog {
     root: PathBuf,
@@ -575,6 +577,9 @@ impl Catalog {
         let summary = self.summary_before_change(&m.id);
         write_json(&path, m)?;
         self.index_written(&path, m);
+        // Killed here: sets.summary describes the directory before the
+        // write, so it is stale (the next command rebuilds it).
+        crate::failpoint!("catalog.before_summary");
         self.summary_after_change(summary, &m.id, Some(m));
         Ok(())
     }

@@ -48,6 +48,12 @@ pub const ALL: &[Failpoint] = &[
         recovery: "nothing to finish by hand: the next `snapsite snapshot`, `ship` or `run` destroys the set's snapshots and drops the intent",
     },
     Failpoint {
+        name: "catalog.before_summary",
+        verbs: &["snapshot"],
+        state: "a manifest is written (and its line in sets.index), sets.summary not yet updated (it describes the sets before it: stale); reached by every verb that writes a manifest, here a set's (its intent not yet removed)",
+        recovery: "nothing to finish by hand: the next command that reads the catalog rebuilds sets.summary from the manifests; the next `snapsite snapshot`, `ship` or `run` keeps the set and drops the intent",
+    },
+    Failpoint {
         name: "take_set.after_manifest",
         verbs: &["snapshot", "switchover"],
         state: "the set is complete (manifest written); its intent is not yet removed",

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::base::catalog::Catalog;
 use crate::base::catalog::signals::SetVerdict;
+use crate::base::catalog::verdict_summary::Judged;
 use crate::base::config::Config;
 use crate::base::error::{Error, Result};
 use crate::ops::notify::Severity;
@@ -32,8 +33,41 @@ pub fn first_suspect(catalog: &Catalog) -> Result<Option<SetVerdict>> {
     Ok(catalog.verdicts()?.into_iter().find(|v| v.is_suspect()))
 }
 
-/// `None` when no set was judged on this site.
+/// `None` when no set was judged on this site. From `verdicts.summary`
+/// (see `base::catalog::verdict_summary`) and the first suspect set's file
+/// for its reasons; a file that disagrees with the summary (that set is
+/// not suspect, or gone) drops the summary and every file is read.
 pub fn status(catalog: &Catalog) -> Result<Option<SuspectStatus>> {
+    let lines = catalog.verdict_lines()?;
+    if lines.is_empty() {
+        return Ok(None);
+    }
+    let first = match lines.iter().find(|l| l.is_suspect()) {
+        None => None,
+        Some(l) => match catalog.verdict(&l.set_id)? {
+            Some(v) if v.is_suspect() && v.set_id == l.set_id => Some(v),
+            _ => {
+                tracing::warn!(
+                    set = %l.set_id,
+                    "verdicts.summary disagrees with the set's verdict file; reading every verdict"
+                );
+                catalog.forget_verdict_summary();
+                return status_from_files(catalog);
+            }
+        },
+    };
+    Ok(Some(SuspectStatus {
+        judged: lines.len(),
+        suspect: lines.iter().filter(|l| l.is_suspect()).count(),
+        cleared: lines.iter().filter(|l| l.judged == Judged::Cleared).count(),
+        first: first.as_ref().map(|v| v.set_id.clone()),
+        reasons: first.map(|v| v.reason_lines()).unwrap_or_default(),
+        last_score: lines.last().map(|l| l.score),
+    }))
+}
+
+/// [`status`] from every verdict file.
+pub fn status_from_files(catalog: &Catalog) -> Result<Option<SuspectStatus>> {
     let all = catalog.verdicts()?;
     if all.is_empty() {
         return Ok(None);

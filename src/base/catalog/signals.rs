@@ -140,7 +140,7 @@ impl SetVerdict {
 }
 
 /// Set ids in time order (ids that do not parse by name).
-fn by_set_id(a: &str, b: &str) -> std::cmp::Ordering {
+pub(super) fn by_set_id(a: &str, b: &str) -> std::cmp::Ordering {
     use crate::base::model::older_set;
     if older_set(a, b) {
         std::cmp::Ordering::Less
@@ -211,13 +211,19 @@ impl Catalog {
         }
     }
 
-    fn verdict_path(&self, id: &str) -> Result<PathBuf> {
+    pub(super) fn verdict_path(&self, id: &str) -> Result<PathBuf> {
         validate_set_id(id)?;
         Ok(self.root.join("verdicts").join(format!("{id}.json")))
     }
 
+    /// Write a verdict (and keep `verdicts.summary` true: see
+    /// [`super::verdict_summary`]).
     pub fn write_verdict(&self, v: &SetVerdict) -> Result<()> {
-        write_json(&self.verdict_path(&v.set_id)?, v)
+        let path = self.verdict_path(&v.set_id)?;
+        let summary = self.verdict_summary_before_change();
+        write_json(&path, v)?;
+        self.verdict_summary_after_change(summary, &v.set_id, Some(v));
+        Ok(())
     }
 
     pub fn verdict(&self, id: &str) -> Result<Option<SetVerdict>> {
@@ -255,8 +261,16 @@ impl Catalog {
     }
 
     pub fn remove_verdict(&self, id: &str) {
-        if let Ok(p) = self.verdict_path(id) {
-            let _ = std::fs::remove_file(p);
+        let Ok(p) = self.verdict_path(id) else {
+            return;
+        };
+        if std::fs::symlink_metadata(&p).is_err() {
+            return;
+        }
+        let summary = self.verdict_summary_before_change();
+        // Not removed: the summary stays removed (the next reader rebuilds it).
+        if std::fs::remove_file(&p).is_ok() {
+            self.verdict_summary_after_change(summary, id, None);
         }
     }
 }

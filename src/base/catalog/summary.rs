@@ -438,6 +438,7 @@ impl Catalog {
         let Some(text) = s.encode() else {
             return;
         };
+        self.remove_stale_summary_temps();
         let path = self.summary_path();
         let tmp = self
             .root
@@ -451,14 +452,76 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// Remove the temp files a summary writer killed midway left
+    /// (`.sets.summary.tmp.<pid>`, `.verdicts.summary.tmp.<pid>`): those
+    /// of a process that is gone, or older than [`STALE_TEMP`] (its pid
+    /// may be another process's by now). Never this process's own, nor
+    /// one of a live process younger than that: a writer at work.
+    pub(super) fn remove_stale_summary_temps(&self) {
+        self.remove_stale_summary_temps_at(std::time::SystemTime::now());
+    }
+
+    fn remove_stale_summary_temps_at(&self, now: std::time::SystemTime) {
+        let Ok(rd) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        let me = std::process::id();
+        for ent in rd.flatten() {
+            let name = ent.file_name();
+            let Some(pid) = name.to_str().and_then(summary_temp_pid) else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let old = ent
+                .metadata()
+                .ok()
+                .and_then(|md| md.modified().ok())
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age > STALE_TEMP);
+            if old || !process_alive(pid) {
+                let _ = std::fs::remove_file(ent.path());
+            }
+        }
+    }
+}
+
+/// A writer's temp file older than this is left over whatever its pid.
+pub const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The writer's pid of a summary's temp file name.
+fn summary_temp_pid(name: &str) -> Option<u32> {
+    let rest = [FILE, super::verdict_summary::FILE]
+        .iter()
+        .find_map(|f| name.strip_prefix(&format!(".{f}.tmp.")))?;
+    if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    rest.parse().ok().filter(|&p| p > 0)
+}
+
+/// Whether a process with this pid exists (`kill(pid, 0)`: EPERM means it
+/// exists, owned by someone else).
+fn process_alive(pid: u32) -> bool {
+    let Ok(p) = i32::try_from(pid) else {
+        return false;
+    };
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None) {
+        Ok(()) => true,
+        Err(e) => e != nix::errno::Errno::ESRCH,
+    }
+}
+
 /// Did the directory change more than [`SETTLED`] ago (by the system
 /// clock, which also dates the directory's changes)?
-fn settled(dir: &FileStamp, now: i128) -> bool {
+pub(super) fn settled(dir: &FileStamp, now: i128) -> bool {
     let (_, _, m, c) = dir.parts();
     now - m.max(c) > SETTLED.as_nanos() as i128
 }
 
-fn wall_ns() -> i128 {
+pub(super) fn wall_ns() -> i128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128)

@@ -142,8 +142,22 @@ pub fn plan_choosing(
     } else {
         crate::base::site::Site::open(cfg)?
     };
-    let (s, r, suspect) =
+    let listed = suspects.clone();
+    let (mut s, mut r, mut suspect) =
         super::suspect::choose_among(cfg, &site, suspects, requested, accept_suspect)?;
+    // The suspects came from verdicts.summary: the chosen sets' own files
+    // have the last word. One that calls a chosen set suspect (the
+    // summary did not) means the summary is wrong: choose again from
+    // every verdict file.
+    let whole;
+    if let Some(id) = super::suspect::chosen_unlisted_suspect(cfg, &[s, r], &listed)? {
+        tracing::warn!(set = %id, "verdicts.summary did not list a chosen set as suspect; choosing again from the verdict files");
+        Catalog::new(&cfg.state_dir).forget_verdict_summary();
+        whole = crate::base::site::Site::open(cfg)?;
+        let suspects = super::suspect::suspects_from_files(cfg)?;
+        (s, r, suspect) =
+            super::suspect::choose_among(cfg, &whole, suspects, requested, accept_suspect)?;
+    }
     let margin = Margin::of(cfg, s)?;
     let earliest = s
         .members

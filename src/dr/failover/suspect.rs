@@ -42,13 +42,60 @@ fn entry(v: &SetVerdict) -> SuspectSet {
     }
 }
 
-/// The sets the standby judged suspect (not cleared).
+/// The sets the standby judged suspect (not cleared): the ones
+/// `verdicts.summary` calls suspect, each read from its file (for its
+/// reasons). A file that disagrees (not suspect, or gone) drops the
+/// summary, and every file is read ([`suspects_from_files`]).
 pub fn suspects(cfg: &Config) -> Result<Vec<SetVerdict>> {
+    let catalog = Catalog::new(&cfg.state_dir);
+    let mut out = Vec::new();
+    for l in catalog
+        .verdict_lines_checked()?
+        .iter()
+        .filter(|l| l.is_suspect())
+    {
+        match catalog.verdict(&l.set_id)? {
+            Some(v) if v.is_suspect() && v.set_id == l.set_id => out.push(v),
+            _ => {
+                tracing::warn!(
+                    set = %l.set_id,
+                    "verdicts.summary disagrees with the set's verdict file; reading every verdict"
+                );
+                catalog.forget_verdict_summary();
+                return suspects_from_files(cfg);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The suspect sets from every verdict file (the truth).
+pub fn suspects_from_files(cfg: &Config) -> Result<Vec<SetVerdict>> {
     Ok(Catalog::new(&cfg.state_dir)
         .verdicts()?
         .into_iter()
         .filter(|v| v.is_suspect())
         .collect())
+}
+
+/// Whether the chosen sets' own verdict files call one of them suspect
+/// although `suspects` (from the summary) did not list it: the summary
+/// lied, and the choice must be made again from the files.
+pub fn chosen_unlisted_suspect(
+    cfg: &Config,
+    chosen: &[&Manifest],
+    suspects: &[SetVerdict],
+) -> Result<Option<String>> {
+    let catalog = Catalog::new(&cfg.state_dir);
+    for m in chosen {
+        if suspects.iter().any(|v| v.set_id == m.id) {
+            continue;
+        }
+        if catalog.verdict(&m.id)?.is_some_and(|v| v.is_suspect()) {
+            return Ok(Some(m.id.clone()));
+        }
+    }
+    Ok(None)
 }
 
 /// S and R for failover, honouring the verdicts (the suspect sets, as

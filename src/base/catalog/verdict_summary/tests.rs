@@ -1,0 +1,354 @@
+//! `verdicts.summary`: rebuilt from the verdict files when missing, stale
+//! or invalid; kept true by the writers; never stamped with a change too
+//! recent to trust; and the temp files of killed summary writers removed.
+
+use super::*;
+use crate::base::catalog::summary::SETTLED;
+use crate::base::catalog::{write_atomic, write_json};
+
+fn id(i: usize) -> String {
+    format!(
+        "20261127T{:02}{:02}{:02}.000Z-full",
+        i / 3600,
+        i / 60 % 60,
+        i % 60
+    )
+}
+
+/// Set `i`'s verdict: every third suspect, every ninth of those cleared.
+fn verdict(i: usize) -> SetVerdict {
+    let suspect = i % 3 == 1;
+    SetVerdict {
+        set_id: id(i),
+        verdict: if suspect {
+            Verdict::Suspect
+        } else {
+            Verdict::Clean
+        },
+        score: 0.1 + i as f64 / 7.0,
+        volumes: Vec::new(),
+        judged_at: "2026-11-27T08:00:00Z".parse().unwrap(),
+        cleared_at: (suspect && i % 9 == 7).then(|| "2026-11-28T08:00:00Z".parse().unwrap()),
+    }
+}
+
+/// Written behind the summary's back (not through `write_verdict`).
+fn write_by_hand(c: &Catalog, v: &SetVerdict) {
+    write_json(&c.verdict_path(&v.set_id).unwrap(), v).unwrap();
+}
+
+/// The truth: every verdict file, read whole.
+fn from_files(c: &Catalog) -> Vec<VerdictLine> {
+    c.verdicts().unwrap().iter().map(VerdictLine::of).collect()
+}
+
+/// The clock once the directory's last change has settled.
+fn later() -> i128 {
+    super::super::summary::wall_ns() + 2 * SETTLED.as_nanos() as i128
+}
+
+/// A change the file system's coarse clock tells from the one before.
+fn next_tick() {
+    std::thread::sleep(std::time::Duration::from_millis(30));
+}
+
+fn site(n: usize) -> (tempfile::TempDir, Catalog) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Catalog::new(dir.path());
+    for i in 0..n {
+        write_by_hand(&c, &verdict(i));
+    }
+    (dir, c)
+}
+
+fn summary_file(c: &Catalog) -> PathBuf {
+    c.root().join(FILE)
+}
+
+#[test]
+fn a_missing_summary_is_rebuilt_from_the_files_and_agrees_with_them() {
+    let (_d, c) = site(30);
+    assert!(!summary_file(&c).exists());
+    let lines = c.verdict_lines_at(later()).unwrap();
+    assert_eq!(lines, from_files(&c));
+    assert_eq!(lines.len(), 30);
+    // 1, 4, ... 28 suspect; 7, 16 and 25 of them cleared.
+    assert_eq!(lines.iter().filter(|l| l.is_suspect()).count(), 7);
+    assert_eq!(
+        lines.iter().filter(|l| l.judged == Judged::Cleared).count(),
+        3
+    );
+    // Written, stamped with the directory, and read back the same.
+    let s = c.valid_verdict_summary().expect("a valid summary");
+    assert_eq!(s.lines, lines);
+    assert_eq!(c.verdict_lines().unwrap(), lines);
+}
+
+#[test]
+fn a_directory_changed_too_recently_is_not_stamped() {
+    let (_d, c) = site(5);
+    let now = super::super::summary::wall_ns();
+    assert_eq!(c.verdict_lines_at(now).unwrap(), from_files(&c));
+    assert!(
+        !summary_file(&c).exists(),
+        "stamped with a change just made"
+    );
+}
+
+#[test]
+fn no_verdicts_directory_reads_as_none_judged() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Catalog::new(dir.path());
+    assert!(c.verdict_lines_at(later()).unwrap().is_empty());
+    assert!(!summary_file(&c).exists());
+}
+
+#[test]
+fn the_writers_keep_it_true() {
+    let (_d, c) = site(10);
+    c.verdict_lines_at(later()).unwrap();
+    assert!(c.valid_verdict_summary().is_some());
+    // A new suspect set, one older than the newest (ordered in), a
+    // clearing, a removal: after each the summary is valid and the truth.
+    type Step = Box<dyn Fn(&Catalog)>;
+    let mut steps: Vec<Step> = vec![
+        Box::new(|c| c.write_verdict(&verdict(40)).unwrap()),
+        Box::new(|c| c.write_verdict(&verdict(13)).unwrap()),
+        Box::new(|c| {
+            let mut v = verdict(4);
+            v.cleared_at = Some("2026-11-29T08:00:00Z".parse().unwrap());
+            c.write_verdict(&v).unwrap()
+        }),
+        Box::new(|c| c.remove_verdict(&id(1))),
+        Box::new(|c| c.remove_verdict(&id(99))),
+    ];
+    for (n, step) in steps.drain(..).enumerate() {
+        step(&c);
+        let s = c
+            .valid_verdict_summary()
+            .unwrap_or_else(|| panic!("step {n}: no valid summary"));
+        assert_eq!(s.lines, from_files(&c), "step {n}");
+    }
+    let lines = c.verdict_lines().unwrap();
+    assert!(lines.iter().any(|l| l.set_id == id(13) && l.is_suspect()));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.set_id == id(4) && l.judged == Judged::Cleared)
+    );
+    assert!(!lines.iter().any(|l| l.set_id == id(1)));
+}
+
+#[test]
+fn a_change_behind_its_back_makes_it_stale() {
+    for change in ["new suspect", "cleared by hand", "removed by hand"] {
+        let (_d, c) = site(12);
+        c.verdict_lines_at(later()).unwrap();
+        assert!(c.valid_verdict_summary().is_some());
+        next_tick();
+        match change {
+            "new suspect" => write_by_hand(&c, &verdict(22)),
+            "cleared by hand" => {
+                let mut v = verdict(10);
+                v.cleared_at = Some("2026-11-29T08:00:00Z".parse().unwrap());
+                write_by_hand(&c, &v);
+            }
+            _ => std::fs::remove_file(c.verdict_path(&id(7)).unwrap()).unwrap(),
+        }
+        assert!(c.valid_verdict_summary().is_none(), "{change}: still valid");
+        let lines = c.verdict_lines_at(later()).unwrap();
+        assert_eq!(lines, from_files(&c), "{change}");
+        // ... and rebuilt: valid again, with the change.
+        assert_eq!(c.valid_verdict_summary().unwrap().lines, lines, "{change}");
+    }
+}
+
+#[test]
+fn a_garbage_or_cut_summary_is_rebuilt() {
+    let (_d, c) = site(8);
+    c.verdict_lines_at(later()).unwrap();
+    let good = std::fs::read_to_string(summary_file(&c)).unwrap();
+    let s0 = c.valid_verdict_summary().unwrap();
+    let mut bad = vec![
+        "garbage".to_string(),
+        String::new(),
+        good[..good.len() / 2].to_string(),
+        good.replace("end\t8", "end\t7"),
+        good.replace(MAGIC, "snapsite-verdicts-summary 0"),
+        good.replace("\tsuspect\t", "\tsuspicious\t"),
+        format!("{good}v\t{}\tclean\t0.5\n", id(50)),
+        good.replacen("-full\t", "-fool\t", 1),
+        good.replacen("\tclean\t", "\tclean\t0.5\t", 1),
+    ];
+    // Lines out of place: the `dir` line after the verdicts.
+    let mut ls: Vec<&str> = good.lines().collect();
+    ls.swap(1, 2);
+    bad.push(ls.join("\n") + "\n");
+    for (n, text) in bad.iter().enumerate() {
+        assert!(VerdictSummary::decode(text).is_none(), "case {n} decoded");
+        write_atomic(&summary_file(&c), text.as_bytes()).unwrap();
+        assert!(c.valid_verdict_summary().is_none(), "case {n}");
+        assert_eq!(
+            c.verdict_lines_at(later()).unwrap(),
+            from_files(&c),
+            "case {n}"
+        );
+        assert_eq!(c.valid_verdict_summary().as_ref(), Some(&s0), "case {n}");
+    }
+}
+
+#[test]
+fn a_kill_during_a_verdict_write_leaves_no_summary() {
+    let (_d, c) = site(6);
+    c.verdict_lines_at(later()).unwrap();
+    // write_verdict's first two steps, then the process is gone.
+    let before = c.verdict_summary_before_change();
+    assert!(before.is_some());
+    write_by_hand(&c, &verdict(22));
+    assert!(!summary_file(&c).exists(), "a summary outlived the change");
+    let lines = c.verdict_lines_at(later()).unwrap();
+    assert!(lines.iter().any(|l| l.set_id == id(22) && l.is_suspect()));
+    assert_eq!(lines, from_files(&c));
+}
+
+#[test]
+fn the_checked_lines_catch_a_file_the_summary_lacks() {
+    let (_d, c) = site(6);
+    c.verdict_lines_at(later()).unwrap();
+    let s = c.valid_verdict_summary().unwrap();
+    // A suspect verdict added without the summary knowing, and the
+    // summary stamped anew (the same-tick case the stamp cannot see).
+    write_by_hand(&c, &verdict(19));
+    c.write_verdict_summary(&VerdictSummary {
+        dir: c.verdicts_dir_stamp().unwrap(),
+        ..s.clone()
+    });
+    assert_eq!(c.verdict_lines().unwrap(), s.lines, "the stamp is trusted");
+    let checked = c.verdict_lines_checked().unwrap();
+    assert_eq!(checked, from_files(&c));
+    assert!(checked.iter().any(|l| l.set_id == id(19) && l.is_suspect()));
+    assert!(!summary_file(&c).exists(), "the lying summary is dropped");
+}
+
+#[test]
+fn the_checked_lines_catch_a_verdict_rewritten_behind_its_back() {
+    // Set 3 cleaned by hand (a new file: a new inode), and set 5 made
+    // suspect in place (same inode, new times); each time the summary is
+    // stamped anew, so only the files' own stamps can tell.
+    for how in ["renamed", "in place"] {
+        let (_d, c) = site(8);
+        c.verdict_lines_at(later()).unwrap();
+        let s = c.valid_verdict_summary().unwrap();
+        assert_eq!(
+            c.verdict_lines_checked().unwrap(),
+            s.lines,
+            "{how}: unchanged"
+        );
+        next_tick();
+        let i = if how == "renamed" { 3 } else { 5 };
+        let mut v = verdict(i);
+        v.verdict = if v.verdict == Verdict::Suspect {
+            Verdict::Clean
+        } else {
+            Verdict::Suspect
+        };
+        let path = c.verdict_path(&v.set_id).unwrap();
+        if how == "renamed" {
+            write_by_hand(&c, &v);
+        } else {
+            let mut text = serde_json::to_vec_pretty(&v).unwrap();
+            text.push(b'\n');
+            std::fs::write(&path, text).unwrap();
+        }
+        c.write_verdict_summary(&VerdictSummary {
+            dir: c.verdicts_dir_stamp().unwrap(),
+            ..s.clone()
+        });
+        assert_eq!(
+            c.verdict_lines().unwrap(),
+            s.lines,
+            "{how}: the stamp is trusted"
+        );
+        let checked = c.verdict_lines_checked().unwrap();
+        assert_eq!(checked, from_files(&c), "{how}");
+        assert_ne!(checked, s.lines, "{how}");
+        assert!(
+            !summary_file(&c).exists(),
+            "{how}: the lying summary is dropped"
+        );
+    }
+}
+
+#[test]
+fn scores_round_trip_exactly() {
+    let mut s = VerdictSummary {
+        dir: FileStamp::from_parts(0, 7, -3, 1 << 70),
+        ..VerdictSummary::default()
+    };
+    for (i, x) in [
+        0.0,
+        1.0,
+        1.0 / 3.0,
+        123456.789e-12,
+        f64::MAX,
+        0.999_999_999_999_9,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        s.lines.push(VerdictLine {
+            set_id: id(i),
+            judged: Judged::Clean,
+            score: x,
+        });
+        s.stamps
+            .push(FileStamp::from_parts(i as u64, 9 + i as u64, 10, i128::MAX));
+    }
+    assert_eq!(VerdictSummary::decode(&s.encode()), Some(s));
+}
+
+#[test]
+fn stale_temp_files_of_dead_writers_are_removed_and_no_live_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Catalog::new(dir.path());
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let me = std::process::id();
+    let name = |f: &str, pid: u32| format!(".{f}.tmp.{pid}");
+    let files = [
+        (name("sets.summary", dead), false),
+        (name(FILE, dead), false),
+        // This process's own, and pid 1's (alive): writers at work.
+        (name(FILE, me), true),
+        (name("sets.summary", 1), true),
+        // Not a summary's temp file, or no pid: not ours to remove.
+        (name("run.json", dead), true),
+        (format!(".{FILE}.tmp.{dead}x"), true),
+        (format!(".{FILE}.tmp."), true),
+    ];
+    for (f, _) in &files {
+        std::fs::write(dir.path().join(f), b"x").unwrap();
+    }
+    // pid 1's, but older than a writer ever takes: left over.
+    let old = name(FILE, 1);
+    let f = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.path().join(&old))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() - STALE_TEMP_FOR_TESTS * 2)
+        .unwrap();
+    drop(f);
+    c.remove_stale_summary_temps();
+    for (f, kept) in &files {
+        if f == &old {
+            continue;
+        }
+        assert_eq!(dir.path().join(f).exists(), *kept, "{f}");
+    }
+    assert!(!dir.path().join(&old).exists(), "{old}");
+}
+
+const STALE_TEMP_FOR_TESTS: std::time::Duration = super::super::summary::STALE_TEMP;
