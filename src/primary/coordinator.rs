@@ -364,7 +364,7 @@ pub fn ship_to(
             // A session cut by a stopping `run` (its transport killed on
             // SIGTERM) says nothing about the standby: a restart of `run`
             // must not leave it flagged as failing.
-            if !crate::primary::run::stop_requested() {
+            if !transport::sessions_cut() {
                 fanout::note_failure(catalog, &standby.name, started_at);
             }
             Err(e)

@@ -31,10 +31,21 @@ fn forget(pid: u32) {
     }
 }
 
+/// Set once [`kill_live_sessions`] cut the sessions: their failures are
+/// the cut's, not the standbys'.
+static CUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process cut its sessions ([`kill_live_sessions`]): a
+/// session failing now says nothing about its standby.
+pub fn sessions_cut() -> bool {
+    CUT.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Kill the transport of every session still open (by PID, and its process
 /// group): a stopping `run` does not leave a hung standby's transport
-/// behind. The sessions then fail at once.
+/// behind. The sessions then fail at once ([`sessions_cut`] says why).
 pub fn kill_live_sessions() -> usize {
+    CUT.store(true, std::sync::atomic::Ordering::SeqCst);
     let pids: Vec<u32> = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
     for pid in &pids {
         tracing::warn!(pid, "stopping: killing an open session's transport");
