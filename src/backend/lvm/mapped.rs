@@ -254,15 +254,9 @@ pub(super) fn thin_map(role: &str, vg: &str, b: &BaseThin) -> Result<ThinMap> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::thin::tests::fixture;
     use super::super::thin::{BlockRange, parse_thin_dump_devs};
     use super::*;
-
-    fn fixture(name: &str) -> String {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/lvm-2.03")
-            .join(name);
-        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-    }
 
     fn dev(id: u64, uuid: &str) -> ThinDev {
         ThinDev {

@@ -536,10 +536,11 @@ impl Drop for MetadataSnap {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> String {
+    /// A file of `tests/fixtures/lvm-2.03` (captured LVM output).
+    pub(in crate::backend::lvm) fn fixture(name: &str) -> String {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/lvm-2.03")
             .join(name);
