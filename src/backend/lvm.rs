@@ -49,6 +49,7 @@ pub use send::{delta_extents, mapping_extents, overwritten_of};
 pub use thin::{
     BlockRange, Delta, DeltaKind, Mapping, MetadataSnap, Pool, PoolUsage, parse_held_root,
     parse_pool_block_size, parse_pool_usage, parse_thin_delta, parse_thin_dump,
+    parse_thin_dump_devs,
 };
 
 use std::fs::{File, OpenOptions};
@@ -678,10 +679,10 @@ impl Backend for Lvm {
         if let Some(id) = expect_id {
             check_uuid(id)?;
         }
-        // The base's thin device, from the listing above (no other `lvs`).
-        let base_thin = base
-            .and_then(|b| find(&all, &snap_lv(rlv, b)))
-            .and_then(|l| Some((l.pool.clone()?, l.thin_id?, l.size)));
+        // The base's thin device, and the other replicas' newest snapshots
+        // in its pool (read in the same dump), from the listing above (no
+        // other `lvs`).
+        let base_thin = base.and_then(|b| mapped::base_thin(&all, rlv, &snap_lv(rlv, b)));
         Ok(Box::new(LvmSink {
             base_thin,
             vol: vol.clone(),

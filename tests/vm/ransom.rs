@@ -501,6 +501,57 @@ fn normal_week(dir: &Path, pri: &Path, live: &HashMap<&str, PathBuf>) -> (Vec<St
     (ids, full_wall)
 }
 
+/// A normal week run on two sites (the ZFS and LVM tests differ only in
+/// how a volume is made).
+struct Week {
+    pri: PathBuf,
+    stb: PathBuf,
+    live: HashMap<&'static str, PathBuf>,
+    /// The sets' ids, first the full one.
+    ids: Vec<String>,
+    /// The full set's ship time (seconds).
+    full_wall: f64,
+}
+
+impl Week {
+    /// `volume(role)` makes the primary's volume of each of
+    /// [`WEEK_ROLES`] and returns where it is mounted and the primary's
+    /// and the standby's `[[volume]]` tables; then the sites' configs
+    /// (with [`WEEK_DETECT`]) and [`normal_week`].
+    fn run(dir: &Path, mut volume: impl FnMut(&str) -> (PathBuf, String, String)) -> Week {
+        let mut live = HashMap::new();
+        let (mut pri_vols, mut stb_vols) = (String::new(), String::new());
+        for r in WEEK_ROLES {
+            let (mounted, pri_vol, stb_vol) = volume(r);
+            live.insert(r, mounted);
+            pri_vols.push_str(&pri_vol);
+            stb_vols.push_str(&stb_vol);
+        }
+        let (pri, stb) = site_configs(dir, &pri_vols, &stb_vols, WEEK_DETECT, Standby::Serve, "");
+        let (ids, full_wall) = normal_week(dir, &pri, &live);
+        Week {
+            pri,
+            stb,
+            live,
+            ids,
+            full_wall,
+        }
+    }
+
+    /// [`detection_cost`] after the week.
+    fn cost(&self, dir: &Path, label: &str) {
+        detection_cost(
+            dir,
+            &self.pri,
+            &self.stb,
+            &self.live,
+            &self.ids[0],
+            self.full_wall,
+            label,
+        );
+    }
+}
+
 /// The signals of every volume of set `id` on the standby.
 fn set_signals(dir: &Path, id: &str) -> Vec<(String, serde_json::Value)> {
     WEEK_ROLES
@@ -542,6 +593,11 @@ fn detection_cost(
         m / full_wall * 100.0
     );
     let (mut on, mut off, mut on_cpu, mut off_cpu, mut meter_on) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    // The meters' seconds per volume, over the rounds with detection (on
+    // LVM the first incremental volume of a set reads the pool's map for
+    // the others: docs/ransomware.md).
+    let mut per_role: Vec<(String, f64)> =
+        WEEK_ROLES.iter().map(|r| (r.to_string(), 0.0)).collect();
     let rounds = 6;
     for round in 0..rounds {
         let detect = round % 2 == 0;
@@ -574,6 +630,9 @@ fn detection_cost(
             on += wall;
             on_cpu += cpu;
             meter_on += meter(&id);
+            for ((_, sum), (_, s)) in per_role.iter_mut().zip(set_signals(dir, &id)) {
+                *sum += s["cpu_us"].as_f64().unwrap_or(0.0) / 1e6;
+            }
         } else {
             off += wall;
             off_cpu += cpu;
@@ -589,6 +648,14 @@ fn detection_cost(
         off_cpu / n,
         meter_on / n,
         meter_on / on * 100.0
+    );
+    let per_role: Vec<String> = per_role
+        .iter()
+        .map(|(r, sum)| format!("{r} {:.3} s", sum / n))
+        .collect();
+    eprintln!(
+        "{label} cost: the meters per volume and set (mean of {n}): {}",
+        per_role.join(", ")
     );
 }
 
@@ -615,24 +682,15 @@ fn zfs_a_normal_week_is_never_suspect() {
         return;
     }
     let lab = ZfsSites::new("wk", 768 * MIB, 768 * MIB);
-    let mut live = HashMap::new();
-    let (mut pri_vols, mut stb_vols) = (String::new(), String::new());
-    for r in WEEK_ROLES {
+    let week = Week::run(&lab.dir, |r| {
         sh(&["zfs", "create", &lab.a.dataset(r)]);
-        live.insert(r, zfs_mountpoint(&lab.a.dataset(r)));
-        pri_vols.push_str(&lab.primary_volume(r, ""));
-        stb_vols.push_str(&lab.standby_volume(r, None));
-    }
-    let (pri, stb) = site_configs(
-        &lab.dir,
-        &pri_vols,
-        &stb_vols,
-        WEEK_DETECT,
-        Standby::Serve,
-        "",
-    );
-    let (ids, full_wall) = normal_week(&lab.dir, &pri, &live);
-    let renames: u64 = ids[1..]
+        (
+            zfs_mountpoint(&lab.a.dataset(r)),
+            lab.primary_volume(r, ""),
+            lab.standby_volume(r, None),
+        )
+    });
+    let renames: u64 = week.ids[1..]
         .iter()
         .map(|id| {
             json_at(&lab.dir.join(format!("state-stb/signals/redolog/{id}.json")))["renames"]
@@ -642,7 +700,7 @@ fn zfs_a_normal_week_is_never_suspect() {
         .sum();
     eprintln!("zfs week: {renames} renames seen in the redolog volume");
     assert!(renames >= 6, "the evening rollovers are renames: {renames}");
-    detection_cost(&lab.dir, &pri, &stb, &live, &ids[0], full_wall, "zfs");
+    week.cost(&lab.dir, "zfs");
 }
 
 /// The normal week on LVM thin, ext4 on the primary's thin LVs (a
@@ -659,29 +717,16 @@ fn lvm_a_normal_week_is_never_suspect() {
         return;
     }
     let lab = LvmSites::new("wk", 1024 * MIB, "768M");
-    let mut live = HashMap::new();
     let mut mounts = Unmount(Vec::new());
-    let (mut pri_vols, mut stb_vols) = (String::new(), String::new());
-    for r in WEEK_ROLES {
+    let week = Week::run(&lab.dir, |r| {
         lab.primary_thin(r, "128M");
         let mp = lab.dir.join(format!("mnt-{r}"));
         mount_ext4(&PathBuf::from(format!("/dev/{}", lab.pri.lv(r))), &mp);
         mounts.0.push(mp.clone());
-        live.insert(r, mp);
-        pri_vols.push_str(&lab.primary_volume(r, ""));
-        stb_vols.push_str(&lab.standby_volume(r, None));
-    }
-    let (pri, stb) = site_configs(
-        &lab.dir,
-        &pri_vols,
-        &stb_vols,
-        WEEK_DETECT,
-        Standby::Serve,
-        "",
-    );
-    let (ids, full_wall) = normal_week(&lab.dir, &pri, &live);
+        (mp, lab.primary_volume(r, ""), lab.standby_volume(r, None))
+    });
     let (mut claimed, mut measured) = (0u64, 0u64);
-    for id in &ids[1..] {
+    for id in &week.ids[1..] {
         for (role, s) in set_signals(&lab.dir, id) {
             let c = s["rewrite_bytes_claimed"]
                 .as_u64()
@@ -698,6 +743,6 @@ fn lvm_a_normal_week_is_never_suspect() {
     eprintln!(
         "lvm week: overwritten per the primary's headers {claimed} bytes, per the standby's own thin maps {measured} bytes"
     );
-    detection_cost(&lab.dir, &pri, &stb, &live, &ids[0], full_wall, "lvm");
+    week.cost(&lab.dir, "lvm");
     drop(mounts);
 }

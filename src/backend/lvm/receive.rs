@@ -140,8 +140,9 @@ pub(super) struct Written {
 /// The receiving end: writes the ranges into the replica LV, and on commit
 /// verifies them and takes the snapshot.
 pub(super) struct LvmSink {
-    /// The base's thin device (pool, thin id, size), for [`SnapshotSink::base_map`].
-    pub(super) base_thin: Option<(String, u64, u64)>,
+    /// The base's thin device (and the pool's other likely bases), for
+    /// [`SnapshotSink::base_map`].
+    pub(super) base_thin: Option<super::mapped::BaseThin>,
     pub(super) vol: Volume,
     pub(super) vg: String,
     pub(super) rlv: String,
@@ -866,14 +867,8 @@ impl Write for LvmSink {
 
 impl SnapshotSink for LvmSink {
     fn base_map(&self) -> Option<Result<crate::backend::ThinMap>> {
-        let (pool, id, size) = self.base_thin.clone()?;
-        Some(super::mapped::thin_map(
-            &self.vol.role,
-            &self.vg,
-            pool,
-            id,
-            size,
-        ))
+        let b = self.base_thin.as_ref()?;
+        Some(super::mapped::thin_map(&self.vol.role, &self.vg, b))
     }
 
     fn commit(

@@ -147,39 +147,63 @@ pub fn parse_thin_delta(xml: &str) -> Result<Delta> {
 /// Parse `thin_dump [-m] --dev-id ID`: the device's mapped blocks, from
 /// `<range_mapping origin_begin= length=>` and `<single_mapping origin_block=>`.
 pub fn parse_thin_dump(xml: &str, dev_id: u64) -> Result<Mapping> {
+    parse_thin_dump_devs(xml, &[dev_id])?
+        .pop()
+        .ok_or_else(|| xml_error("thin_dump", format!("no <device dev_id=\"{dev_id}\">")))
+}
+
+/// Parse `thin_dump [-m] --dev-id A --dev-id B ...` (thin-provisioning-tools
+/// 0.9 takes the option more than once and prints the devices in id
+/// order): the mappings of the devices in `dev_ids` that the dump holds,
+/// in the dump's order. A device it does not hold is left out (the tool
+/// skips an unknown id silently, exit status 0): the caller decides. Other
+/// devices are ignored; a requested device that appears twice is an error.
+pub fn parse_thin_dump_devs(xml: &str, dev_ids: &[u64]) -> Result<Vec<Mapping>> {
     let tool = "thin_dump";
     let doc = roxmltree::Document::parse(xml).map_err(|e| xml_error(tool, e))?;
     let block_size = superblock_block_size(tool, &doc)?;
-    let dev = doc
+    let mut out: Vec<Mapping> = Vec::new();
+    for dev in doc
         .root_element()
         .children()
         .filter(|n| n.has_tag_name("device"))
-        .find(|n| n.attribute("dev_id") == Some(dev_id.to_string().as_str()))
-        .ok_or_else(|| xml_error(tool, format!("no <device dev_id=\"{dev_id}\">")))?;
-    let mut ranges = Vec::new();
-    for n in dev.children().filter(|n| n.is_element()) {
-        match n.tag_name().name() {
-            "range_mapping" => ranges.push(checked_range(
-                tool,
-                attr_u64(tool, n, "origin_begin")?,
-                attr_u64(tool, n, "length")?,
-                block_size,
-            )?),
-            "single_mapping" => ranges.push(checked_range(
-                tool,
-                attr_u64(tool, n, "origin_block")?,
-                1,
-                block_size,
-            )?),
-            other => return Err(xml_error(tool, format!("unknown element <{other}>"))),
+    {
+        let dev_id = attr_u64(tool, dev, "dev_id")?;
+        if !dev_ids.contains(&dev_id) {
+            continue;
         }
+        if out.iter().any(|m| m.dev_id == dev_id) {
+            return Err(xml_error(
+                tool,
+                format!("<device dev_id=\"{dev_id}\"> twice"),
+            ));
+        }
+        let mut ranges = Vec::new();
+        for n in dev.children().filter(|n| n.is_element()) {
+            match n.tag_name().name() {
+                "range_mapping" => ranges.push(checked_range(
+                    tool,
+                    attr_u64(tool, n, "origin_begin")?,
+                    attr_u64(tool, n, "length")?,
+                    block_size,
+                )?),
+                "single_mapping" => ranges.push(checked_range(
+                    tool,
+                    attr_u64(tool, n, "origin_block")?,
+                    1,
+                    block_size,
+                )?),
+                other => return Err(xml_error(tool, format!("unknown element <{other}>"))),
+            }
+        }
+        ranges.sort_by_key(|r| r.begin);
+        out.push(Mapping {
+            block_size,
+            dev_id,
+            ranges: coalesce(ranges),
+        });
     }
-    ranges.sort_by_key(|r| r.begin);
-    Ok(Mapping {
-        block_size,
-        dev_id,
-        ranges: coalesce(ranges),
-    })
+    Ok(out)
 }
 
 /// Merge adjacent or overlapping block ranges (input sorted by begin).
@@ -482,6 +506,17 @@ impl MetadataSnap {
             dev_id,
         )
     }
+
+    /// `thin_dump -m --dev-id A --dev-id B ...`: the mapped blocks of
+    /// several thin devices in one run (those the pool holds; see
+    /// [`parse_thin_dump_devs`]).
+    pub fn mapped_devs(&self, dev_ids: &[u64]) -> Result<Vec<Mapping>> {
+        let mut cmd = Cmd::new("thin_dump").arg("-m");
+        for id in dev_ids {
+            cmd = cmd.arg("--dev-id").arg(id.to_string());
+        }
+        parse_thin_dump_devs(&cmd.arg(self.pool.tmeta()).output()?, dev_ids)
+    }
 }
 
 impl Drop for MetadataSnap {
@@ -501,10 +536,11 @@ impl Drop for MetadataSnap {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> String {
+    /// A file of `tests/fixtures/lvm-2.03` (captured LVM output).
+    pub(in crate::backend::lvm) fn fixture(name: &str) -> String {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/lvm-2.03")
             .join(name);
@@ -543,6 +579,50 @@ mod tests {
         let m = parse_thin_dump(&fixture("thin_dump-m-dev2.xml"), 3).unwrap();
         assert_eq!(m.ranges, vec![r(0, 48), r(52, 12), r(128, 32), r(200, 3)]);
         assert!(parse_thin_dump(&fixture("thin_dump-m-dev2.xml"), 7).is_err());
+    }
+
+    #[test]
+    fn thin_dump_of_several_devices_on_captured_output() {
+        // `thin_dump --dev-id 3 --dev-id 2` (0.9.0): both devices, in id
+        // order, each as its own single-device dump reads it.
+        let xml = fixture("thin_dump-devs.xml");
+        let ms = parse_thin_dump_devs(&xml, &[3, 2]).unwrap();
+        let one = |f: &str, id| parse_thin_dump(&fixture(f), id).unwrap();
+        assert_eq!(
+            ms,
+            vec![
+                one("thin_dump-m-dev.xml", 2),
+                one("thin_dump-m-dev2.xml", 3)
+            ]
+        );
+        // only what was asked for; an id the dump lacks is left out
+        let ms = parse_thin_dump_devs(&xml, &[3, 9]).unwrap();
+        assert_eq!(ms.iter().map(|m| m.dev_id).collect::<Vec<_>>(), vec![3]);
+        assert!(parse_thin_dump_devs(&xml, &[9]).unwrap().is_empty());
+        assert_eq!(
+            parse_thin_dump(&xml, 2).unwrap(),
+            one("thin_dump-m-dev.xml", 2)
+        );
+        // a device twice is refused, not merged or picked
+        let dev = xml
+            .lines()
+            .skip_while(|l| !l.contains("dev_id=\"3\""))
+            .take_while(|l| !l.contains("</device>"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let twice = xml.replace(
+            "</superblock>",
+            &format!("{dev}\n  </device>\n</superblock>"),
+        );
+        assert!(parse_thin_dump_devs(&twice, &[3]).is_err());
+        assert!(parse_thin_dump_devs(&twice, &[2]).is_ok());
+        assert!(
+            parse_thin_dump_devs(
+                "<superblock data_block_size=\"128\"><device dev_id=\"x\"/></superblock>",
+                &[1]
+            )
+            .is_err()
+        );
     }
 
     #[test]
