@@ -571,6 +571,17 @@ pub fn apply(
                 report.destroyed_snapshots += 1;
             }
         }
+        if standby {
+            // The verdicts of the sets gone (this run's or a killed run's),
+            // but never a suspect one (catalog::Catalog::prune_verdicts).
+            match catalog.prune_verdicts() {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(verdicts = n, "removed the verdicts of pruned sets"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not remove the verdicts of pruned sets")
+                }
+            }
+        }
         if let Some(j) = journal {
             j.finish()?;
         }

@@ -260,6 +260,43 @@ impl Catalog {
         Ok(out)
     }
 
+    /// Prune: the verdicts of sets no longer here (their manifests removed),
+    /// except suspect ones not cleared, which still mark where an attack
+    /// began. Without this they would pile up with the whole history. A
+    /// set's verdict is written after its manifest is committed, so a
+    /// verdict without a manifest is never a set still arriving. Removed in
+    /// one go: the summary is dropped first (the next reader rebuilds it);
+    /// killed midway, the next prune removes the rest. Returns how many.
+    pub fn prune_verdicts(&self) -> Result<usize> {
+        let gone: Vec<String> = self
+            .verdict_lines()?
+            .into_iter()
+            .filter(|l| !l.is_suspect() && !self.has_manifest(&l.set_id))
+            .map(|l| l.set_id)
+            .collect();
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        self.forget_verdict_summary();
+        let mut n = 0;
+        for id in &gone {
+            // Read again: only a verdict that is still clean (or cleared)
+            // goes, whatever the summary said.
+            match self.verdict(id)? {
+                Some(v) if !v.is_suspect() => {
+                    let p = self.verdict_path(id)?;
+                    match std::fs::remove_file(&p) {
+                        Ok(()) => n += 1,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::io(format!("remove {}", p.display()), e)),
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(n)
+    }
+
     pub fn remove_verdict(&self, id: &str) {
         let Ok(p) = self.verdict_path(id) else {
             return;

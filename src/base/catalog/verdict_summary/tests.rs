@@ -352,3 +352,36 @@ fn stale_temp_files_of_dead_writers_are_removed_and_no_live_one() {
 }
 
 const STALE_TEMP_FOR_TESTS: std::time::Duration = super::super::summary::STALE_TEMP;
+
+/// Prune's sweep: the verdicts of sets whose manifests are gone go, except
+/// suspect ones not cleared; the verdicts of sets still here stay; the
+/// summary read afterwards agrees with the files; a second sweep finds
+/// nothing.
+#[test]
+fn pruned_sets_lose_their_verdicts_but_a_suspect_one_stays() {
+    let (_d, c) = site(12);
+    // Sets 6..12 are still here (a manifest file each); 0..6 were pruned.
+    for i in 6..12 {
+        let p = c.set_path(&id(i));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, b"{}").unwrap();
+    }
+    let n = c.prune_verdicts().unwrap();
+    let left: Vec<String> = from_files(&c).into_iter().map(|l| l.set_id).collect();
+    let mut want: Vec<String> = (0..12)
+        .filter(|&i| i >= 6 || verdict(i).is_suspect())
+        .map(id)
+        .collect();
+    want.sort();
+    let mut got = left.clone();
+    got.sort();
+    assert_eq!(
+        got, want,
+        "kept: the sets still here and the uncleared suspect ones"
+    );
+    assert_eq!(n, 12 - want.len());
+    // sets 1 and 4 are suspect and pruned: their verdicts stay
+    assert!(got.contains(&id(1)) && got.contains(&id(4)));
+    assert_eq!(c.verdict_lines_at(later()).unwrap(), from_files(&c));
+    assert_eq!(c.prune_verdicts().unwrap(), 0);
+}
