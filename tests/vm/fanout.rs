@@ -49,38 +49,26 @@ fn story(sh_: &Shape) {
     let t0 = Instant::now();
     let dir = &sh_.dir;
     let site = |name: &str, vols: &str| {
-        let p = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &p,
-            format!(
-                "site = \"{name}\"\nstate_dir = \"{}/state-{name}\"\n{vols}[replay]\nnone = true\n",
-                dir.display()
-            ),
+        write_config(
+            dir,
+            name,
+            &format!("{}{vols}{NO_REPLAY}", site_head(dir, name)),
         )
-        .unwrap();
-        p
     };
     let near = site("near", &sh_.near_vols);
     let far = site("far", &sh_.far_vols);
-    let standby = |name: &str, cfg: &Path| {
-        format!(
-            "[[standby]]\nname = \"{name}\"\ntransport = \"local\"\nconfig = \"{}\"\n",
-            cfg.display()
-        )
-    };
     let head = format!(
-        "site = \"a\"\nstate_dir = \"{}/state-a\"\n{}[replay]\nnone = true\n[retention]\ngrid = \"1x1ms\"\n",
-        dir.display(),
+        "{}{}{NO_REPLAY}[retention]\ngrid = \"1x1ms\"\n",
+        site_head(dir, "a"),
         sh_.pri_vols
     );
-    let pri = dir.join("a.toml");
-    std::fs::write(
-        &pri,
-        format!("{head}{}{}", standby("near", &near), standby("far", &far)),
-    )
-    .unwrap();
-    let near_only = dir.join("a-near-only.toml");
-    std::fs::write(&near_only, format!("{head}{}", standby("near", &near))).unwrap();
+    let near_standby = local_standby(Some("near"), &near);
+    let pri = write_config(
+        dir,
+        "a",
+        &format!("{head}{near_standby}{}", local_standby(Some("far"), &far)),
+    );
+    let near_only = write_config(dir, "a-near-only", &format!("{head}{near_standby}"));
     let full_roles: Vec<String> = ROLES.iter().map(|r| r.to_string()).collect();
 
     // Round 0: both standbys get the first set; each holds it.
@@ -237,19 +225,15 @@ fn zfs_each_standby_holds_its_own_base() {
     let mut near_vols = String::new();
     let mut far_vols = String::new();
     for r in ROLES {
-        sh(&[
-            "zfs",
-            "create",
-            "-o",
-            &format!("mountpoint={}", mp(r).display()),
-            &lab.a.dataset(r),
-        ]);
+        lab.primary_dataset(r, &mp(r));
         pri_vols.push_str(&lab.primary_volume(r, ""));
         near_vols.push_str(&lab.standby_volume(r, None));
-        far_vols.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"zfs\"\nsource = \"{}\"\nreplica = \"{}\"\n",
-            lab.c.dataset(&format!("far-live-{r}")),
-            lab.c.dataset(&format!("far/{r}"))
+        far_vols.push_str(&volume(
+            r,
+            "zfs",
+            &lab.c.dataset(&format!("far-live-{r}")),
+            Some(&lab.c.dataset(&format!("far/{r}"))),
+            None,
         ));
     }
     let write = |i: u64| {
@@ -289,33 +273,6 @@ fn zfs_each_standby_holds_its_own_base() {
     });
 }
 
-/// The common tags on the primary VG's snapshot LVs.
-fn lvm_holds(vg: &VolumeGroup) -> Vec<(String, String, String)> {
-    let text = sh(&[
-        "lvs",
-        "--noheadings",
-        "--separator",
-        "|",
-        "-o",
-        "lv_name,lv_tags",
-        &vg.name,
-    ]);
-    let mut out = Vec::new();
-    for l in text.lines() {
-        let Some((name, tags)) = l.trim().split_once('|') else {
-            continue;
-        };
-        let Some((role, id)) = name.split_once('.') else {
-            continue;
-        };
-        for t in tags.split(',').filter(|t| t.starts_with("snapsite-common")) {
-            out.push((role.to_string(), id.to_string(), t.to_string()));
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Only with `SNAPSITE_VM_FULL=1` (as the other LVM twins: LVM commands
 /// under TCG are slow); the ZFS twin runs every time.
 #[test]
@@ -333,10 +290,12 @@ fn lvm_each_standby_holds_its_own_base() {
         lab.primary_thin(r, "32M");
         pri_vols.push_str(&lab.primary_volume(r, ""));
         near_vols.push_str(&lab.standby_volume(r, None));
-        far_vols.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{}\"\nreplica = \"{}\"\n",
-            lab.stb.lv(&format!("far{r}live")),
-            lab.stb.lv(&format!("far{r}"))
+        far_vols.push_str(&volume(
+            r,
+            "lvm",
+            &lab.stb.lv(&format!("far{r}live")),
+            Some(&lab.stb.lv(&format!("far{r}"))),
+            None,
         ));
     }
     let write = |i: u64| {
@@ -344,7 +303,7 @@ fn lvm_each_standby_holds_its_own_base() {
             write_pattern(&lab.pri.dev(r), i * (1 << 20), 10 * i + k as u64, 256 << 10);
         }
     };
-    let holds = || lvm_holds(&lab.pri);
+    let holds = || lvm_common_tags(&lab.pri.name);
     let add_shared = |r: &str, id: &str| {
         sh(&[
             "lvchange",
