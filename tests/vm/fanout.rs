@@ -19,9 +19,8 @@ type DestroyRefused<'b> = dyn Fn(&str, &str) -> bool + 'b;
 struct Shape<'a> {
     backend: &'static str,
     dir: PathBuf,
-    pri_vols: String,
-    near_vols: String,
-    far_vols: String,
+    /// The `[[volume]]` of a role on the primary, near and far.
+    volumes: &'a dyn Fn(&str) -> [String; 3],
     /// Writes round `i`'s data on the primary.
     write: &'a dyn Fn(u64),
     /// The common holds on the primary: (role, set id, tag).
@@ -48,6 +47,13 @@ fn tagged(holds: &[(String, String, String)], id: &str, tag: &str) -> Vec<String
 fn story(sh_: &Shape) {
     let t0 = Instant::now();
     let dir = &sh_.dir;
+    let [mut pri_vols, mut near_vols, mut far_vols] = [String::new(), String::new(), String::new()];
+    for r in ROLES {
+        let [p, n, f] = (sh_.volumes)(r);
+        pri_vols.push_str(&p);
+        near_vols.push_str(&n);
+        far_vols.push_str(&f);
+    }
     let site = |name: &str, vols: &str| {
         write_config(
             dir,
@@ -55,12 +61,12 @@ fn story(sh_: &Shape) {
             &format!("{}{vols}{NO_REPLAY}", site_head(dir, name)),
         )
     };
-    let near = site("near", &sh_.near_vols);
-    let far = site("far", &sh_.far_vols);
+    let near = site("near", &near_vols);
+    let far = site("far", &far_vols);
     let head = format!(
         "{}{}{NO_REPLAY}[retention]\ngrid = \"1x1ms\"\n",
         site_head(dir, "a"),
-        sh_.pri_vols
+        pri_vols
     );
     let near_standby = local_standby(Some("near"), &near);
     let pri = write_config(
@@ -221,21 +227,23 @@ fn zfs_each_standby_holds_its_own_base() {
         &lab.c.dataset("far"),
     ]);
     let mp = |r: &str| lab.dir.join("a").join(r);
-    let mut pri_vols = String::new();
-    let mut near_vols = String::new();
-    let mut far_vols = String::new();
     for r in ROLES {
         lab.primary_dataset(r, &mp(r));
-        pri_vols.push_str(&lab.primary_volume(r, ""));
-        near_vols.push_str(&lab.standby_volume(r, None));
-        far_vols.push_str(&volume(
-            r,
-            "zfs",
-            &lab.c.dataset(&format!("far-live-{r}")),
-            Some(&lab.c.dataset(&format!("far/{r}"))),
-            None,
-        ));
     }
+    let volumes = |r: &str| {
+        let far = (format!("far-live-{r}"), format!("far/{r}"));
+        [
+            lab.primary_volume(r, ""),
+            lab.standby_volume(r, None),
+            volume(
+                r,
+                "zfs",
+                &lab.c.dataset(&far.0),
+                Some(&lab.c.dataset(&far.1)),
+                None,
+            ),
+        ]
+    };
     let write = |i: u64| {
         for (k, r) in ROLES.iter().enumerate() {
             std::fs::write(
@@ -263,9 +271,7 @@ fn zfs_each_standby_holds_its_own_base() {
     story(&Shape {
         backend: "zfs",
         dir: lab.dir.clone(),
-        pri_vols,
-        near_vols,
-        far_vols,
+        volumes: &volumes,
         write: &write,
         holds: &holds,
         add_shared: &add_shared,
@@ -283,21 +289,23 @@ fn lvm_each_standby_holds_its_own_base() {
         return;
     }
     let lab = LvmSites::new("fo", 512 * MIB, "384M");
-    let mut pri_vols = String::new();
-    let mut near_vols = String::new();
-    let mut far_vols = String::new();
     for r in ROLES {
         lab.primary_thin(r, "32M");
-        pri_vols.push_str(&lab.primary_volume(r, ""));
-        near_vols.push_str(&lab.standby_volume(r, None));
-        far_vols.push_str(&volume(
-            r,
-            "lvm",
-            &lab.stb.lv(&format!("far{r}live")),
-            Some(&lab.stb.lv(&format!("far{r}"))),
-            None,
-        ));
     }
+    let volumes = |r: &str| {
+        let far = (format!("far{r}live"), format!("far{r}"));
+        [
+            lab.primary_volume(r, ""),
+            lab.standby_volume(r, None),
+            volume(
+                r,
+                "lvm",
+                &lab.stb.lv(&far.0),
+                Some(&lab.stb.lv(&far.1)),
+                None,
+            ),
+        ]
+    };
     let write = |i: u64| {
         for (k, r) in ROLES.iter().enumerate() {
             write_pattern(&lab.pri.dev(r), i * (1 << 20), 10 * i + k as u64, 256 << 10);
@@ -315,9 +323,7 @@ fn lvm_each_standby_holds_its_own_base() {
     story(&Shape {
         backend: "lvm",
         dir: lab.dir.clone(),
-        pri_vols,
-        near_vols,
-        far_vols,
+        volumes: &volumes,
         write: &write,
         holds: &holds,
         add_shared: &add_shared,
