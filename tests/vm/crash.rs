@@ -1023,13 +1023,13 @@ fn rehearse_cell(kind: Kind, fp: &str) {
     assert_eq!(snapshot_of_both(&s), before, "no committed set changed");
 }
 
-/// Switchover cells: A (one set shipped, more written) switches over to
-/// B and stops dead at a step; the rerun finishes it, B fails over to the
-/// final set. Then: A standby, B primary of generation 2; A's sets are
-/// what they were plus the one final set; no journal; A's storage holds
-/// nothing half-made; B's next ship is incremental from the final set
-/// with the data equal on both sites.
-fn switchover_cell(kind: Kind, fp: &str) {
+/// A's switchover stopped dead at `fp`: A has one set shipped and more
+/// written since, replicas named, replays counted. Returns the lab and
+/// both sites' sets from before the switchover.
+fn switchover_stopped_at(
+    kind: Kind,
+    fp: &str,
+) -> (Sites, BTreeMap<char, BTreeMap<String, serde_json::Value>>) {
     let s = Sites::new(kind, false);
     counting_replay(&s);
     one_shipped(&s);
@@ -1038,6 +1038,17 @@ fn switchover_cell(kind: Kind, fp: &str) {
     name_replicas(&s);
     let before = snapshot_of_both(&s);
     crash(&s.a_cfg, &["switchover"], fp);
+    (s, before)
+}
+
+/// Switchover cells: A (one set shipped, more written) switches over to
+/// B and stops dead at a step; the rerun finishes it, B fails over to the
+/// final set. Then: A standby, B primary of generation 2; A's sets are
+/// what they were plus the one final set; no journal; A's storage holds
+/// nothing half-made; B's next ship is incremental from the final set
+/// with the data equal on both sites.
+fn switchover_cell(kind: Kind, fp: &str) {
+    let (s, before) = switchover_stopped_at(kind, fp);
     let so = snapsite_json(&s.a_cfg, &["switchover", "--json"]);
     let fin = so["final_set"].as_str().unwrap().to_string();
     let f = snapsite_json(&s.b_cfg, &["failover", "--set", &fin, "--json"]);
