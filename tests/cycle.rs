@@ -187,19 +187,7 @@ fn failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
     let b_cfg = b_with_peer(&lab);
     // A, primary: a 16 MiB blob store, a database, a redolog; a set and a
     // redolog snapshot shipped.
-    write_file(&lab.live("blob").join("m1"), &random_bytes(1, 16 * MIB));
-    write_file(&lab.live("mysql").join("db"), &random_bytes(2, 2 * MIB));
-    write_file(
-        &lab.live("redolog").join("log1"),
-        &random_bytes(3, 64 << 10),
-    );
-    let s = lab.snapshot(false)["id"].as_str().unwrap().to_string();
-    write_file(
-        &lab.live("redolog").join("log2"),
-        &random_bytes(4, 64 << 10),
-    );
-    let r = lab.snapshot(true)["id"].as_str().unwrap().to_string();
-    lab.ship(&lab.pri_cfg);
+    let (s, r) = lab.base_shipped(16 * MIB);
     // A goes on writing, cut off from B: a redolog snapshot B never gets.
     write_file(
         &lab.live("blob").join("a-late"),

@@ -92,23 +92,31 @@ fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
+/// B's first ship to C: one set, committed alone, every volume `role`
+/// incremental from `base(role)`, C's copy of the blob store what B holds.
+/// Returns (the set, the ship report).
+fn b_ships_to_c(t: &ThreeSites, base: &dyn Fn(&str) -> String) -> (String, serde_json::Value) {
+    let lab = &t.lab;
+    let b2 = json(&lab.ok(&t.b_to_c, &["snapshot", "--json"]))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let shipped = json(&lab.ok(&t.b_to_c, &["ship", "--json"]));
+    assert_eq!(shipped["committed"], serde_json::json!([b2]), "{shipped}");
+    for sn in shipped["snapshots"].as_array().unwrap() {
+        let want = base(sn["role"].as_str().unwrap());
+        assert_eq!(sn["base"].as_str(), Some(want.as_str()), "{sn}");
+    }
+    let got = t.c_recv("blob").join(&b2).join(&b2);
+    assert_eq!(tree_digest(&got), tree_digest(&lab.standby_live("blob")));
+    (b2, shipped)
+}
+
 /// A writes and ships to B and C; then one more set to C alone; A dies,
 /// B fails over. Returns the set ids.
 fn story(t: &ThreeSites) -> Story {
     let lab = &t.lab;
-    write_file(&lab.live("blob").join("m1"), &random_bytes(1, 8 * MIB));
-    write_file(&lab.live("mysql").join("db"), &random_bytes(2, 2 * MIB));
-    write_file(
-        &lab.live("redolog").join("log1"),
-        &random_bytes(3, 64 << 10),
-    );
-    let s = lab.snapshot(false)["id"].as_str().unwrap().to_string();
-    write_file(
-        &lab.live("redolog").join("log2"),
-        &random_bytes(4, 64 << 10),
-    );
-    let r = lab.snapshot(true)["id"].as_str().unwrap().to_string();
-    lab.ship(&lab.pri_cfg);
+    let (s, r) = lab.base_shipped(8 * MIB);
     lab.ship(&t.a_to_c);
     // The link to B is down; C still gets one more set.
     write_file(
@@ -185,20 +193,10 @@ fn check_followed(t: &ThreeSites, st: &Story, changed: u64) -> (u64, u64, u64) {
         assert!(names.iter().all(|n| !n.starts_with(".orig-")), "{names:?}");
     }
     // B's first ship to C: only what changed since the base.
-    let b2 = json(&lab.ok(&t.b_to_c, &["snapshot", "--json"]))["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let shipped = json(&lab.ok(&t.b_to_c, &["ship", "--json"]));
-    assert_eq!(shipped["committed"], serde_json::json!([b2]), "{shipped}");
-    for sn in shipped["snapshots"].as_array().unwrap() {
-        let role = sn["role"].as_str().unwrap();
-        let want = if role == "redolog" { &st.r } else { &st.s };
-        assert_eq!(sn["base"].as_str(), Some(want.as_str()), "{sn}");
-    }
+    let (b2, shipped) = b_ships_to_c(t, &|role| {
+        if role == "redolog" { &st.r } else { &st.s }.clone()
+    });
     let payload = shipped["payload_bytes"].as_u64().unwrap();
-    let got = t.c_recv("blob").join(&b2).join(&b2);
-    assert_eq!(tree_digest(&got), tree_digest(&lab.standby_live("blob")));
     let full: u64 = ROLES
         .iter()
         .map(|r| btrfs_send(&t.c_recv(r).join(&b2).join(&b2), &[]).len() as u64)
@@ -303,17 +301,7 @@ fn a_lagging_standby_follows_and_gets_the_new_generation_incrementally() {
         assert_eq!(plan["plan"]["base"][r].as_str(), Some(s.as_str()), "{plan}");
     }
     lab.ok(&t.c_follow_cfg, &["follow"]);
-    let b2 = json(&lab.ok(&t.b_to_c, &["snapshot", "--json"]))["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let shipped = json(&lab.ok(&t.b_to_c, &["ship", "--json"]));
-    assert_eq!(shipped["committed"], serde_json::json!([b2]), "{shipped}");
-    for sn in shipped["snapshots"].as_array().unwrap() {
-        assert_eq!(sn["base"].as_str(), Some(s.as_str()), "{sn}");
-    }
-    let got = t.c_recv("blob").join(&b2).join(&b2);
-    assert_eq!(tree_digest(&got), tree_digest(&lab.standby_live("blob")));
+    let (_, shipped) = b_ships_to_c(&t, &|_| s.clone());
     let payload = shipped["payload_bytes"].as_u64().unwrap();
     eprintln!(
         "FOLLOW btrfs (C lagging): C's first ship from B {payload} bytes for {changed} bytes changed since the common set ({:.3}x)",

@@ -124,10 +124,7 @@ fn flush(f: &mut Follower, c: &mut Conn) -> FollowerRecord {
 #[test]
 fn spool_continues_a_snapshot_taken_anywhere_in_the_stream() {
     let stb = standby();
-    let pri = tempfile::tempdir().unwrap();
-    let root = pri.path().join("redolog");
-    let mut log = Log::new(&root);
-    log.append(20);
+    let (_pri, root, mut log) = primary_log(20);
     let (mut c, seq, files) = stb.session();
     assert_eq!((seq, files.len()), (0, 0), "a fresh spool");
     let mut f = Follower::new(root.clone(), redostream_globs());
@@ -181,13 +178,20 @@ fn redostream_globs() -> Vec<String> {
     vec!["redo.log".into(), "archive/redo-*.log".into()]
 }
 
-/// A primary's redolog (in a fresh directory) of `first` lines, a spool
-/// session with `stb` and a follower resumed on it, its base flushed.
-fn follow_from(stb: &Standby, first: usize) -> (tempfile::TempDir, PathBuf, Log, Conn, Follower) {
+/// A primary's redolog of `first` lines in a fresh directory: (the
+/// directory, the redolog's root, the log).
+fn primary_log(first: usize) -> (tempfile::TempDir, PathBuf, Log) {
     let pri = tempfile::tempdir().unwrap();
     let root = pri.path().join("redolog");
     let mut log = Log::new(&root);
     log.append(first);
+    (pri, root, log)
+}
+
+/// A primary's redolog (in a fresh directory) of `first` lines, a spool
+/// session with `stb` and a follower resumed on it, its base flushed.
+fn follow_from(stb: &Standby, first: usize) -> (tempfile::TempDir, PathBuf, Log, Conn, Follower) {
+    let (pri, root, log) = primary_log(first);
     let (mut c, seq, files) = stb.session();
     let mut f = Follower::new(root.clone(), redostream_globs());
     f.resume(seq, &files).unwrap();
@@ -1183,10 +1187,7 @@ fn btrfs_spool_resumes_after_cuts_and_flips_in_either_direction() {
 #[test]
 fn three_refusals_in_a_row_restart_the_spool() {
     let stb = standby();
-    let pri = tempfile::tempdir().unwrap();
-    let root = pri.path().join("redolog");
-    let mut log = Log::new(&root);
-    log.append(30);
+    let (_pri, root, mut log) = primary_log(30);
     let (mut c, seq, files) = stb.session();
     let mut f = Follower::new(root.clone(), redostream_globs());
     let mut rec = FollowerRecord::default();

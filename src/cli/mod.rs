@@ -241,34 +241,12 @@ enum Command {
     /// On the returning old primary, after a failover: become the new primary's standby.
     /// Keeps this site's data written after the common base as read-only divergent
     /// snapshots; the new primary's next ship sends only what changed since the base
-    Failback {
-        /// Print the plan and change nothing
-        #[arg(long)]
-        dry_run: bool,
-        /// Print the report (or with --dry-run the plan) as JSON
-        #[arg(long)]
-        json: bool,
-        /// The standby entry (`[[standby]]` name) that reaches the new
-        /// primary; needed when several are configured
-        #[arg(long, value_name = "NAME")]
-        standby: Option<String>,
-    },
+    Failback(ToNewPrimary),
     /// Three sites, on a standby after its primary failed over to the other standby: point
     /// [standby] at the new primary, then follow it. Sets aside (never destroys) what this site
     /// received beyond the newest set both hold; the new primary's next ship sends only what
     /// changed since that set. Refused on a live primary (use failback there)
-    Follow {
-        /// Print the plan and change nothing
-        #[arg(long)]
-        dry_run: bool,
-        /// Print the report (or with --dry-run the plan) as JSON
-        #[arg(long)]
-        json: bool,
-        /// The standby entry (`[[standby]]` name) that reaches the new
-        /// primary; needed when several are configured
-        #[arg(long, value_name = "NAME")]
-        standby: Option<String>,
-    },
+    Follow(ToNewPrimary),
     /// On the primary, application stopped: final set, ship it, become the standby; then run
     /// `snapsite failover --set FINAL` on the peer. Zero loss by construction
     Switchover {
@@ -354,6 +332,22 @@ snapsite init --peer mail-b --volume db=/srv/db --volume redolog=/srv/wal --out 
         #[arg(long, value_name = "FILE")]
         prometheus: Option<PathBuf>,
     },
+}
+
+// The arguments of `failback` and `follow`: a site turning to the peer
+// that became the primary. (No doc comment: the command's own is its help.)
+#[derive(clap::Args)]
+struct ToNewPrimary {
+    /// Print the plan and change nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the report (or with --dry-run the plan) as JSON
+    #[arg(long)]
+    json: bool,
+    /// The standby entry (`[[standby]]` name) that reaches the new
+    /// primary; needed when several are configured
+    #[arg(long, value_name = "NAME")]
+    standby: Option<String>,
 }
 
 fn init_logging(cli: &Cli) {
@@ -499,23 +493,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rehearse { set, dry_run, json } => {
             rehearse::cmd_rehearse(&cfg, set, dry_run, json)
         }
-        Command::Failback {
-            dry_run,
-            json,
-            standby,
-        } => failback::cmd_failback(
-            &cfg.for_peer(standby.as_deref(), "failback", "--standby")?,
-            dry_run,
-            json,
+        Command::Failback(a) => failback::cmd_failback(
+            &cfg.for_peer(a.standby.as_deref(), "failback", "--standby")?,
+            a.dry_run,
+            a.json,
         ),
-        Command::Follow {
-            dry_run,
-            json,
-            standby,
-        } => follow::cmd_follow(
-            &cfg.for_peer(standby.as_deref(), "follow", "--standby")?,
-            dry_run,
-            json,
+        Command::Follow(a) => follow::cmd_follow(
+            &cfg.for_peer(a.standby.as_deref(), "follow", "--standby")?,
+            a.dry_run,
+            a.json,
         ),
         Command::Switchover { dry_run, json, to } => switchover::cmd_switchover(
             &cfg.for_peer(to.as_deref(), "switchover", "--to")?,

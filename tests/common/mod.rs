@@ -589,6 +589,27 @@ impl TwoSites {
         serde_json::from_str(&self.ok(cfg, &["ship", "--json"])).unwrap()
     }
 
+    /// A's base of the failback and follow stories: a `blob_len` blob
+    /// store (`blob/m1`), a 2 MiB database, a redolog (`log1`) and a set
+    /// `s`; then `log2` and a redolog snapshot `r`; both shipped through
+    /// the primary's config. Returns `(s, r)`.
+    pub fn base_shipped(&self, blob_len: usize) -> (String, String) {
+        write_file(&self.live("blob").join("m1"), &random_bytes(1, blob_len));
+        write_file(&self.live("mysql").join("db"), &random_bytes(2, 2 << 20));
+        write_file(
+            &self.live("redolog").join("log1"),
+            &random_bytes(3, 64 << 10),
+        );
+        let s = self.snapshot(false)["id"].as_str().unwrap().to_string();
+        write_file(
+            &self.live("redolog").join("log2"),
+            &random_bytes(4, 64 << 10),
+        );
+        let r = self.snapshot(true)["id"].as_str().unwrap().to_string();
+        self.ship(&self.pri_cfg);
+        (s, r)
+    }
+
     /// The file names in the standby's `sets/` (its commit records), sorted.
     pub fn standby_manifests(&self) -> Vec<String> {
         sorted_names(&self.dir.path().join("state-stb/sets"))

@@ -187,7 +187,8 @@ impl Drop for Unmount {
 }
 
 /// Two sites on one backend: A primary (live volumes mounted), B standby.
-/// Fields drop in declaration order: mounts, then VGs, then loop devices.
+/// Fields drop in declaration order: mounts, then VGs (each before its
+/// loop device), then pools.
 pub(super) struct Sites {
     kind: Kind,
     pub(super) dir: PathBuf,
@@ -199,8 +200,8 @@ pub(super) struct Sites {
     /// A's live mountpoints, in ROLES order.
     pub(super) mounts: Vec<PathBuf>,
     _unmount: Unmount,
-    _vgs: Vec<VolumeGroup>,
-    _loops: Vec<LoopDevice>,
+    /// Each VG drops before its loop device.
+    _vgs: Vec<ThinVg>,
     _pools: Vec<Zpool>,
 }
 
@@ -211,33 +212,25 @@ impl Sites {
         std::fs::create_dir_all(&dir).unwrap();
         let a_cfg = dir.join("a.toml");
         let b_cfg = dir.join("b.toml");
-        let mut a = format!("site = \"a\"\nstate_dir = \"{}/state-a\"\n", dir.display());
-        let mut b = format!("site = \"b\"\nstate_dir = \"{}/state-b\"\n", dir.display());
-        let (mut pools, mut vgs, mut loops, mut mounts) = (vec![], vec![], vec![], vec![]);
+        let mut a = site_head(&dir, "a");
+        let mut b = site_head(&dir, "b");
+        let (mut pools, mut vgs, mut mounts) = (vec![], vec![], vec![]);
+        let b_mp = |r: &str| dir.join("b").join(r);
         let (a_name, b_name);
         match kind {
             Kind::Zfs => {
                 let pa = Zpool::on_file(&unique_name("cza"), 128 * MIB, &[]);
-                let pb = Zpool::on_file(&unique_name("czb"), 128 * MIB, &[]);
-                sh(&[
-                    "zfs",
-                    "create",
-                    "-o",
-                    "mountpoint=none",
-                    &pb.dataset("replica"),
-                ]);
+                let pb = replica_pool("czb", 128 * MIB);
                 for r in ROLES {
                     sh(&["zfs", "create", &pa.dataset(r)]);
                     mounts.push(zfs_mountpoint(&pa.dataset(r)));
-                    a.push_str(&format!(
-                        "[[volume]]\nrole = \"{r}\"\nbackend = \"zfs\"\nsource = \"{}\"\n",
-                        pa.dataset(r)
-                    ));
-                    b.push_str(&format!(
-                        "[[volume]]\nrole = \"{r}\"\nbackend = \"zfs\"\nsource = \"{}\"\nreplica = \"{}\"\nmountpoint = \"{}/b/{r}\"\n",
-                        pb.dataset(&format!("live-{r}")),
-                        pb.dataset(&format!("replica/{r}")),
-                        dir.display()
+                    a.push_str(&volume(r, "zfs", &pa.dataset(r), None, None));
+                    b.push_str(&volume(
+                        r,
+                        "zfs",
+                        &pb.dataset(&format!("live-{r}")),
+                        Some(&pb.dataset(&format!("replica/{r}"))),
+                        Some(&b_mp(r)),
                     ));
                 }
                 a_name = pa.name.clone();
@@ -246,32 +239,21 @@ impl Sites {
                 pools.push(pb);
             }
             Kind::Lvm => {
-                two_vgs(&mut vgs, &mut loops);
-                let (va, vb) = (&vgs[0], &vgs[1]);
+                vgs.push(ThinVg::new("cla", 256 * MIB, "192M"));
+                vgs.push(ThinVg::new("clb", 256 * MIB, "192M"));
+                let (va, vb) = (&vgs[0].vg, &vgs[1].vg);
                 for r in ROLES {
-                    sh(&["lvcreate", "-y", "-V", "32M", "-T", &va.lv("pool"), "-n", r]);
-                    let dev = va.dev(r);
-                    sh(&[
-                        "mkfs.ext4",
-                        "-q",
-                        "-E",
-                        "nodiscard,lazy_itable_init=0,lazy_journal_init=0",
-                        dev.to_str().unwrap(),
-                    ]);
+                    thin_lv(va, r, "32M");
                     let mp = dir.join("a").join(r);
-                    std::fs::create_dir_all(&mp).unwrap();
-                    sh(&["mount", dev.to_str().unwrap(), mp.to_str().unwrap()]);
+                    mount_ext4_settled(&va.dev(r), &mp);
                     mounts.push(mp.clone());
-                    a.push_str(&format!(
-                        "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{}\"\nmountpoint = \"{}\"\n",
-                        va.lv(r),
-                        mp.display()
-                    ));
-                    b.push_str(&format!(
-                        "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{}\"\nreplica = \"{}\"\nmountpoint = \"{}/b/{r}\"\n",
-                        vb.lv(&format!("live-{r}")),
-                        vb.lv(&format!("rep-{r}")),
-                        dir.display()
+                    a.push_str(&volume(r, "lvm", &va.lv(r), None, Some(&mp)));
+                    b.push_str(&volume(
+                        r,
+                        "lvm",
+                        &vb.lv(&format!("live-{r}")),
+                        Some(&vb.lv(&format!("rep-{r}"))),
+                        Some(&b_mp(r)),
                     ));
                 }
                 a_name = va.name.clone();
@@ -282,10 +264,7 @@ impl Sites {
             a.push_str("[retention]\ngrid = \"1x1ms\"\n");
             b.push_str("[retention]\ngrid = \"1x1ms\"\nkeep_min_age = \"0s\"\n");
         }
-        a.push_str(&format!(
-            "[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
-            b_cfg.display()
-        ));
+        a.push_str(&local_standby(None, &b_cfg));
         std::fs::write(&a_cfg, a).unwrap();
         std::fs::write(&b_cfg, b).unwrap();
         // A's live filesystems (LVM) and B's failover copies, when made.
@@ -306,7 +285,6 @@ impl Sites {
             mounts,
             _unmount: unmount,
             _vgs: vgs,
-            _loops: loops,
             _pools: pools,
         }
     }
@@ -362,15 +340,7 @@ impl Sites {
         } else {
             &self.b_name
         };
-        let out = match self.kind {
-            Kind::Zfs => sh(&["zfs", "list", "-H", "-o", "name", "-t", "all", "-r", name]),
-            Kind::Lvm => sh(&["lvs", "--noheadings", "-o", "lv_name", name]),
-        };
-        // Bookmarks are how ZFS keeps a common base cheaply: not a leak.
-        out.lines()
-            .map(|l| l.trim().to_string())
-            .filter(|l| !l.is_empty() && !l.contains('#'))
-            .collect()
+        storage_objects(self.kind == Kind::Zfs, name)
     }
 
     /// What a site's storage should hold: its volumes, the snapshots of
@@ -432,27 +402,6 @@ impl Sites {
                 h
             }
         }
-    }
-}
-
-/// Two VGs on loop devices, each with a thin pool `pool`.
-fn two_vgs(vgs: &mut Vec<VolumeGroup>, loops: &mut Vec<LoopDevice>) {
-    for prefix in ["cla", "clb"] {
-        let name = unique_name(prefix);
-        let lo = LoopDevice::attach(&sparse_file(&name, 256 * MIB));
-        let vg = VolumeGroup::create(&name, &[&lo.path]);
-        sh(&[
-            "lvcreate",
-            "-y",
-            "-L",
-            "192M",
-            "--chunksize",
-            "64k",
-            "-T",
-            &vg.lv("pool"),
-        ]);
-        loops.push(lo);
-        vgs.push(vg);
     }
 }
 
@@ -1074,13 +1023,13 @@ fn rehearse_cell(kind: Kind, fp: &str) {
     assert_eq!(snapshot_of_both(&s), before, "no committed set changed");
 }
 
-/// Switchover cells: A (one set shipped, more written) switches over to
-/// B and stops dead at a step; the rerun finishes it, B fails over to the
-/// final set. Then: A standby, B primary of generation 2; A's sets are
-/// what they were plus the one final set; no journal; A's storage holds
-/// nothing half-made; B's next ship is incremental from the final set
-/// with the data equal on both sites.
-fn switchover_cell(kind: Kind, fp: &str) {
+/// A's switchover stopped dead at `fp`: A has one set shipped and more
+/// written since, replicas named, replays counted. Returns the lab and
+/// both sites' sets from before the switchover.
+fn switchover_stopped_at(
+    kind: Kind,
+    fp: &str,
+) -> (Sites, BTreeMap<char, BTreeMap<String, serde_json::Value>>) {
     let s = Sites::new(kind, false);
     counting_replay(&s);
     one_shipped(&s);
@@ -1089,6 +1038,17 @@ fn switchover_cell(kind: Kind, fp: &str) {
     name_replicas(&s);
     let before = snapshot_of_both(&s);
     crash(&s.a_cfg, &["switchover"], fp);
+    (s, before)
+}
+
+/// Switchover cells: A (one set shipped, more written) switches over to
+/// B and stops dead at a step; the rerun finishes it, B fails over to the
+/// final set. Then: A standby, B primary of generation 2; A's sets are
+/// what they were plus the one final set; no journal; A's storage holds
+/// nothing half-made; B's next ship is incremental from the final set
+/// with the data equal on both sites.
+fn switchover_cell(kind: Kind, fp: &str) {
+    let (s, before) = switchover_stopped_at(kind, fp);
     let so = snapsite_json(&s.a_cfg, &["switchover", "--json"]);
     let fin = so["final_set"].as_str().unwrap().to_string();
     let f = snapsite_json(&s.b_cfg, &["failover", "--set", &fin, "--json"]);

@@ -241,45 +241,26 @@ fn a_config(
     replica: Option<&dyn Fn(&str) -> String>,
     stb_cfg: &Path,
 ) -> String {
-    let mut c = format!("site = \"a\"\nstate_dir = \"{}/state-a\"\n", dir.display());
+    let mut c = site_head(dir, "a");
     for &r in roles {
-        c.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"{backend}\"\nsource = \"{}\"\nmountpoint = \"{}\"\n",
-            source(r),
-            dir.join("a").join(r).display()
+        let replica = replica.map(|replica| replica(r));
+        c.push_str(&volume(
+            r,
+            backend,
+            &source(r),
+            replica.as_deref(),
+            Some(&dir.join("a").join(r)),
         ));
-        if let Some(replica) = replica {
-            c.push_str(&format!("replica = \"{}\"\n", replica(r)));
-        }
     }
-    c.push_str(&format!(
-        "[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
-        stb_cfg.display()
-    ));
+    c.push_str(&local_standby(None, stb_cfg));
     c
-}
-
-/// B's `[[volume]]` of `role` on `backend`: `source` live, `replica`,
-/// mounted at `mountpoint`.
-fn b_volume(role: &str, backend: &str, source: &str, replica: &str, mountpoint: &Path) -> String {
-    format!(
-        "[[volume]]\nrole = \"{role}\"\nbackend = \"{backend}\"\nsource = \"{source}\"\nreplica = \"{replica}\"\nmountpoint = \"{}\"\n",
-        mountpoint.display()
-    )
 }
 
 /// B's two configs, `b` (site, state and volumes) as they are: `stb_cfg`,
 /// B as A's standby; `b_cfg`, B as a primary shipping to A (`pri_cfg`).
 fn write_b_configs(b: &str, stb_cfg: &Path, b_cfg: &Path, pri_cfg: &Path) {
     std::fs::write(stb_cfg, b).unwrap();
-    std::fs::write(
-        b_cfg,
-        format!(
-            "{b}[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
-            pri_cfg.display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(b_cfg, format!("{b}{}", local_standby(None, pri_cfg))).unwrap();
 }
 
 /// A, primary: a `db_len` database and a redolog; a set `s` and a redolog
@@ -389,21 +370,15 @@ fn zfs_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
         )
     };
     std::fs::write(&pri_cfg, a_conf(false)).unwrap();
-    let mut b = format!("site = \"b\"\nstate_dir = \"{}/state-b\"\n", dir.display());
+    let mut b = site_head(dir, "b");
     for r in roles {
-        sh(&[
-            "zfs",
-            "create",
-            "-o",
-            &format!("mountpoint={}", a_mp(r).display()),
-            &za.dataset(r),
-        ]);
-        b.push_str(&b_volume(
+        lab.primary_dataset(r, &a_mp(r));
+        b.push_str(&volume(
             r,
             "zfs",
             &zb.dataset(&format!("live-{r}")),
-            &zb.dataset(&format!("replica/{r}")),
-            &b_mp(r),
+            Some(&zb.dataset(&format!("replica/{r}"))),
+            Some(&b_mp(r)),
         ));
     }
     write_b_configs(&b, &stb_cfg, &b_cfg, &pri_cfg);
@@ -510,25 +485,16 @@ fn lvm_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
         )
     };
     std::fs::write(&pri_cfg, a_conf(false)).unwrap();
-    let mut b = format!("site = \"b\"\nstate_dir = \"{}/state-b\"\n", dir.display());
+    let mut b = site_head(dir, "b");
     for r in roles {
         thin_lv(va, r, "128M");
-        let dev = va.dev(r);
-        sh(&[
-            "mkfs.ext4",
-            "-q",
-            "-E",
-            "nodiscard,lazy_itable_init=0,lazy_journal_init=0",
-            dev.to_str().unwrap(),
-        ]);
-        std::fs::create_dir_all(a_mp(r)).unwrap();
-        sh(&["mount", dev.to_str().unwrap(), a_mp(r).to_str().unwrap()]);
-        b.push_str(&b_volume(
+        mount_ext4_settled(&va.dev(r), &a_mp(r));
+        b.push_str(&volume(
             r,
             "lvm",
             &vb.lv(&format!("live-{r}")),
-            &vb.lv(&format!("rep-{r}")),
-            &b_mp(r),
+            Some(&vb.lv(&format!("rep-{r}"))),
+            Some(&b_mp(r)),
         ));
     }
     write_b_configs(&b, &stb_cfg, &b_cfg, &pri_cfg);

@@ -19,9 +19,8 @@ type DestroyRefused<'b> = dyn Fn(&str, &str) -> bool + 'b;
 struct Shape<'a> {
     backend: &'static str,
     dir: PathBuf,
-    pri_vols: String,
-    near_vols: String,
-    far_vols: String,
+    /// The `[[volume]]` of a role on the primary, near and far.
+    volumes: &'a dyn Fn(&str) -> [String; 3],
     /// Writes round `i`'s data on the primary.
     write: &'a dyn Fn(u64),
     /// The common holds on the primary: (role, set id, tag).
@@ -48,39 +47,34 @@ fn tagged(holds: &[(String, String, String)], id: &str, tag: &str) -> Vec<String
 fn story(sh_: &Shape) {
     let t0 = Instant::now();
     let dir = &sh_.dir;
+    let [mut pri_vols, mut near_vols, mut far_vols] = [String::new(), String::new(), String::new()];
+    for r in ROLES {
+        let [p, n, f] = (sh_.volumes)(r);
+        pri_vols.push_str(&p);
+        near_vols.push_str(&n);
+        far_vols.push_str(&f);
+    }
     let site = |name: &str, vols: &str| {
-        let p = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &p,
-            format!(
-                "site = \"{name}\"\nstate_dir = \"{}/state-{name}\"\n{vols}[replay]\nnone = true\n",
-                dir.display()
-            ),
-        )
-        .unwrap();
-        p
-    };
-    let near = site("near", &sh_.near_vols);
-    let far = site("far", &sh_.far_vols);
-    let standby = |name: &str, cfg: &Path| {
-        format!(
-            "[[standby]]\nname = \"{name}\"\ntransport = \"local\"\nconfig = \"{}\"\n",
-            cfg.display()
+        write_config(
+            dir,
+            name,
+            &format!("{}{vols}{NO_REPLAY}", site_head(dir, name)),
         )
     };
+    let near = site("near", &near_vols);
+    let far = site("far", &far_vols);
     let head = format!(
-        "site = \"a\"\nstate_dir = \"{}/state-a\"\n{}[replay]\nnone = true\n[retention]\ngrid = \"1x1ms\"\n",
-        dir.display(),
-        sh_.pri_vols
+        "{}{}{NO_REPLAY}[retention]\ngrid = \"1x1ms\"\n",
+        site_head(dir, "a"),
+        pri_vols
     );
-    let pri = dir.join("a.toml");
-    std::fs::write(
-        &pri,
-        format!("{head}{}{}", standby("near", &near), standby("far", &far)),
-    )
-    .unwrap();
-    let near_only = dir.join("a-near-only.toml");
-    std::fs::write(&near_only, format!("{head}{}", standby("near", &near))).unwrap();
+    let near_standby = local_standby(Some("near"), &near);
+    let pri = write_config(
+        dir,
+        "a",
+        &format!("{head}{near_standby}{}", local_standby(Some("far"), &far)),
+    );
+    let near_only = write_config(dir, "a-near-only", &format!("{head}{near_standby}"));
     let full_roles: Vec<String> = ROLES.iter().map(|r| r.to_string()).collect();
 
     // Round 0: both standbys get the first set; each holds it.
@@ -233,25 +227,23 @@ fn zfs_each_standby_holds_its_own_base() {
         &lab.c.dataset("far"),
     ]);
     let mp = |r: &str| lab.dir.join("a").join(r);
-    let mut pri_vols = String::new();
-    let mut near_vols = String::new();
-    let mut far_vols = String::new();
     for r in ROLES {
-        sh(&[
-            "zfs",
-            "create",
-            "-o",
-            &format!("mountpoint={}", mp(r).display()),
-            &lab.a.dataset(r),
-        ]);
-        pri_vols.push_str(&lab.primary_volume(r, ""));
-        near_vols.push_str(&lab.standby_volume(r, None));
-        far_vols.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"zfs\"\nsource = \"{}\"\nreplica = \"{}\"\n",
-            lab.c.dataset(&format!("far-live-{r}")),
-            lab.c.dataset(&format!("far/{r}"))
-        ));
+        lab.primary_dataset(r, &mp(r));
     }
+    let volumes = |r: &str| {
+        let far = (format!("far-live-{r}"), format!("far/{r}"));
+        [
+            lab.primary_volume(r, ""),
+            lab.standby_volume(r, None),
+            volume(
+                r,
+                "zfs",
+                &lab.c.dataset(&far.0),
+                Some(&lab.c.dataset(&far.1)),
+                None,
+            ),
+        ]
+    };
     let write = |i: u64| {
         for (k, r) in ROLES.iter().enumerate() {
             std::fs::write(
@@ -279,41 +271,12 @@ fn zfs_each_standby_holds_its_own_base() {
     story(&Shape {
         backend: "zfs",
         dir: lab.dir.clone(),
-        pri_vols,
-        near_vols,
-        far_vols,
+        volumes: &volumes,
         write: &write,
         holds: &holds,
         add_shared: &add_shared,
         destroy_refused: Some(&refused),
     });
-}
-
-/// The common tags on the primary VG's snapshot LVs.
-fn lvm_holds(vg: &VolumeGroup) -> Vec<(String, String, String)> {
-    let text = sh(&[
-        "lvs",
-        "--noheadings",
-        "--separator",
-        "|",
-        "-o",
-        "lv_name,lv_tags",
-        &vg.name,
-    ]);
-    let mut out = Vec::new();
-    for l in text.lines() {
-        let Some((name, tags)) = l.trim().split_once('|') else {
-            continue;
-        };
-        let Some((role, id)) = name.split_once('.') else {
-            continue;
-        };
-        for t in tags.split(',').filter(|t| t.starts_with("snapsite-common")) {
-            out.push((role.to_string(), id.to_string(), t.to_string()));
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Only with `SNAPSITE_VM_FULL=1` (as the other LVM twins: LVM commands
@@ -326,25 +289,29 @@ fn lvm_each_standby_holds_its_own_base() {
         return;
     }
     let lab = LvmSites::new("fo", 512 * MIB, "384M");
-    let mut pri_vols = String::new();
-    let mut near_vols = String::new();
-    let mut far_vols = String::new();
     for r in ROLES {
         lab.primary_thin(r, "32M");
-        pri_vols.push_str(&lab.primary_volume(r, ""));
-        near_vols.push_str(&lab.standby_volume(r, None));
-        far_vols.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{}\"\nreplica = \"{}\"\n",
-            lab.stb.lv(&format!("far{r}live")),
-            lab.stb.lv(&format!("far{r}"))
-        ));
     }
+    let volumes = |r: &str| {
+        let far = (format!("far{r}live"), format!("far{r}"));
+        [
+            lab.primary_volume(r, ""),
+            lab.standby_volume(r, None),
+            volume(
+                r,
+                "lvm",
+                &lab.stb.lv(&far.0),
+                Some(&lab.stb.lv(&far.1)),
+                None,
+            ),
+        ]
+    };
     let write = |i: u64| {
         for (k, r) in ROLES.iter().enumerate() {
             write_pattern(&lab.pri.dev(r), i * (1 << 20), 10 * i + k as u64, 256 << 10);
         }
     };
-    let holds = || lvm_holds(&lab.pri);
+    let holds = || lvm_common_tags(&lab.pri.name);
     let add_shared = |r: &str, id: &str| {
         sh(&[
             "lvchange",
@@ -356,9 +323,7 @@ fn lvm_each_standby_holds_its_own_base() {
     story(&Shape {
         backend: "lvm",
         dir: lab.dir.clone(),
-        pri_vols,
-        near_vols,
-        far_vols,
+        volumes: &volumes,
         write: &write,
         holds: &holds,
         add_shared: &add_shared,

@@ -19,41 +19,33 @@ struct Configs {
     c_follow: PathBuf,
 }
 
-fn local(cfg: &Path) -> String {
-    format!(
-        "[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
-        cfg.display()
-    )
-}
+/// A site's `[[volume]]` of a role, mounted at the given path.
+type VolumeOf<'a> = dyn Fn(&str, &Path) -> String + 'a;
 
-/// Writes the configs; `vols(site)` gives each site's `[[volume]]` lines.
-fn configs(dir: &Path, vols: &dyn Fn(&str) -> String) -> Configs {
+/// Writes the configs: A's volumes from `a`, B's from `b`, C's on the
+/// third site `c`; each site's volume `role` mounted at `dir/<site>/<role>`.
+fn configs(dir: &Path, a: &VolumeOf, b: &VolumeOf, c: &ThirdSite) -> Configs {
     let site = |name: &str| {
-        format!(
-            "site = \"{name}\"\nstate_dir = \"{}/state-{name}\"\n{}",
-            dir.display(),
-            vols(name)
-        )
+        let mut v = format!("{}{NO_REPLAY}", site_head(dir, name));
+        for r in ROLES {
+            let m = dir.join(name).join(r);
+            v.push_str(&match name {
+                "a" => a(r, &m),
+                "b" => b(r, &m),
+                _ => c.volume(r, Some(&m)),
+            });
+        }
+        v
     };
-    let write = |name: &str, text: String| {
-        let p = dir.join(format!("{name}.toml"));
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    let b = write("b", format!("{}[replay]\nnone = true\n", site("b")));
-    let c = write("c", format!("{}[replay]\nnone = true\n", site("c")));
-    let a = |to: &Path| format!("{}[replay]\nnone = true\n{}", site("a"), local(to));
+    let write = |name: &str, text: String| write_config(dir, name, &text);
+    let b = write("b", site("b"));
+    let c = write("c", site("c"));
+    let to = |from: &str, to: &Path| format!("{}{}", site(from), local_standby(None, to));
     Configs {
-        a_to_b: write("a-to-b", a(&b)),
-        a_to_c: write("a-to-c", a(&c)),
-        b_to_c: write(
-            "b-to-c",
-            format!("{}[replay]\nnone = true\n{}", site("b"), local(&c)),
-        ),
-        c_follow: write(
-            "c-follow",
-            format!("{}[replay]\nnone = true\n{}", site("c"), local(&b)),
-        ),
+        a_to_b: write("a-to-b", to("a", &b)),
+        a_to_c: write("a-to-c", to("a", &c)),
+        b_to_c: write("b-to-c", to("b", &c)),
+        c_follow: write("c-follow", to("c", &b)),
         b,
     }
 }
@@ -150,50 +142,18 @@ fn zfs_follow_sets_aside_and_ships_incrementally() {
     let t0 = Instant::now();
     // A is pool `a`, B pool `c` (the lab's), C a third pool.
     let lab = ZfsSites::new("fz", 256 * MIB, 256 * MIB);
-    let zc = Zpool::on_file(&unique_name("fzt"), 256 * MIB, &[]);
-    sh(&[
-        "zfs",
-        "create",
-        "-o",
-        "mountpoint=none",
-        &zc.dataset("replica"),
-    ]);
+    let zc = ThirdSite::zfs("fzt", 256 * MIB);
     let dir = &lab.dir;
     let mp = |site: &str, r: &str| dir.join(site).join(r);
-    let vols = |site: &str| {
-        let mut v = String::new();
-        for r in ROLES {
-            let (source, replica) = match site {
-                "a" => (lab.a.dataset(r), None),
-                "b" => (
-                    lab.c.dataset(&format!("live-{r}")),
-                    Some(lab.c.dataset(&format!("replica/{r}"))),
-                ),
-                _ => (
-                    zc.dataset(&format!("live-{r}")),
-                    Some(zc.dataset(&format!("replica/{r}"))),
-                ),
-            };
-            v.push_str(&format!(
-                "[[volume]]\nrole = \"{r}\"\nbackend = \"zfs\"\nsource = \"{source}\"\nmountpoint = \"{}\"\n",
-                mp(site, r).display()
-            ));
-            if let Some(rep) = replica {
-                v.push_str(&format!("replica = \"{rep}\"\n"));
-            }
-        }
-        v
-    };
     for r in ROLES {
-        sh(&[
-            "zfs",
-            "create",
-            "-o",
-            &format!("mountpoint={}", mp("a", r).display()),
-            &lab.a.dataset(r),
-        ]);
+        lab.primary_dataset(r, &mp("a", r));
     }
-    let cf = configs(dir, &vols);
+    let cf = configs(
+        dir,
+        &|r, m| volume(r, "zfs", &lab.a.dataset(r), None, Some(m)),
+        &|r, m| lab.standby_volume(r, Some(m)),
+        &zc,
+    );
     let (s, a1, fo, b2, shipped, changed) = story(
         &cf,
         &|r| mp("a", r),
@@ -205,7 +165,7 @@ fn zfs_follow_sets_aside_and_ships_incrementally() {
     let a1 = a1.unwrap();
     let label = fo["divergent"]["label"].as_str().unwrap().to_string();
     for r in ROLES {
-        let rep = zc.dataset(&format!("replica/{r}"));
+        let rep = zc.replica(r);
         let kept = format!("{rep}-divergent-{label}");
         // A's set C alone held is kept, read-only; the replica ends at the
         // base before B's set.
@@ -220,10 +180,7 @@ fn zfs_follow_sets_aside_and_ships_incrementally() {
         .iter()
         .map(|r| {
             let out = std::process::Command::new("zfs")
-                .args([
-                    "send",
-                    &format!("{}@{b2}", zc.dataset(&format!("replica/{r}"))),
-                ])
+                .args(["send", &format!("{}@{b2}", zc.replica(r))])
                 .output()
                 .unwrap();
             assert!(out.status.success());
@@ -252,18 +209,7 @@ fn lvm_follow_ships_incrementally() {
     }
     let t0 = Instant::now();
     let lab = LvmSites::new("fl", 512 * MIB, "384M");
-    let c_lo = LoopDevice::attach(&sparse_file(&unique_name("flt"), 512 * MIB));
-    let vc = VolumeGroup::create(&unique_name("flt"), &[&c_lo.path]);
-    sh(&[
-        "lvcreate",
-        "-y",
-        "-L",
-        "384M",
-        "--chunksize",
-        "64k",
-        "-T",
-        &vc.lv("pool"),
-    ]);
+    let vc = ThirdSite::lvm("flt", 512 * MIB, "384M");
     let dir = &lab.dir;
     let mp = |site: &str, r: &str| dir.join(site).join(r);
     let _unmount = Unmount(
@@ -272,35 +218,25 @@ fn lvm_follow_ships_incrementally() {
             .flat_map(|s| ROLES.iter().map(move |r| dir.join(s).join(r)))
             .collect(),
     );
-    let vols = |site: &str| {
-        let mut v = String::new();
-        for r in ROLES {
-            let (source, replica) = match site {
-                "a" => (lab.pri.lv(r), None),
-                "b" => (
-                    lab.stb.lv(&format!("live-{r}")),
-                    Some(lab.stb.lv(&format!("rep-{r}"))),
-                ),
-                _ => (
-                    vc.lv(&format!("live-{r}")),
-                    Some(vc.lv(&format!("rep-{r}"))),
-                ),
-            };
-            v.push_str(&format!(
-                "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{source}\"\nmountpoint = \"{}\"\n",
-                mp(site, r).display()
-            ));
-            if let Some(rep) = replica {
-                v.push_str(&format!("replica = \"{rep}\"\n"));
-            }
-        }
-        v
-    };
     for r in ROLES {
         thin_lv(&lab.pri, r, "64M");
         mount_ext4(&lab.pri.dev(r), &mp("a", r));
     }
-    let cf = configs(dir, &vols);
+    let cf = configs(
+        dir,
+        &|r, m| volume(r, "lvm", &lab.pri.lv(r), None, Some(m)),
+        &|r, m| {
+            let (live, rep) = (format!("live-{r}"), format!("rep-{r}"));
+            volume(
+                r,
+                "lvm",
+                &lab.stb.lv(&live),
+                Some(&lab.stb.lv(&rep)),
+                Some(m),
+            )
+        },
+        &vc,
+    );
     let (s, a1, fo, b2, shipped, changed) = story(
         &cf,
         &|r| mp("a", r),
@@ -313,7 +249,7 @@ fn lvm_follow_ships_incrementally() {
     );
     let a1 = a1.unwrap();
     let label = fo["divergent"]["label"].as_str().unwrap().to_string();
-    let names = sh(&["lvs", "--noheadings", "-o", "lv_name", &vc.name]);
+    let names = sh(&["lvs", "--noheadings", "-o", "lv_name", vc.name()]);
     let names: Vec<&str> = names.split_whitespace().collect();
     for r in ROLES {
         let kept = format!("rep-{r}-divergent-{label}.{a1}");
@@ -323,7 +259,7 @@ fn lvm_follow_ships_incrementally() {
             "--noheadings",
             "-o",
             "lv_attr,lv_tags",
-            &vc.lv(&kept),
+            &vc.vol(&kept),
         ]);
         assert!(
             attr.trim().chars().nth(1) == Some('r') && attr.contains("snapsite-divergent"),
@@ -340,5 +276,4 @@ fn lvm_follow_ships_incrementally() {
         t0.elapsed().as_secs_f64()
     );
     drop(vc);
-    drop(c_lo);
 }

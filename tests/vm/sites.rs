@@ -4,12 +4,20 @@
 //! with a thin pool `pool` per site), a scratch directory for their state
 //! and configs, the `[[volume]]` lines of each side, and [`site_configs`]
 //! writing `primary.toml` and `standby.toml`. Tests that need another shape
-//! (extra datasets, mounts, site names) build on the fields.
+//! (extra datasets, mounts, site names) build on the fields and on the
+//! steps below: a standby's pool ([`replica_pool`]) or VG with a thin pool
+//! ([`ThinVg`]), one `[[volume]]` ([`volume`]), a site's head
+//! ([`site_head`]) and a local `[standby]` ([`local_standby`]).
+//!
+//! The third-site lab: [`ThirdSite`], a site C on its own pool or VG
+//! beside a two-site lab (follow, fan-out to a far standby, prune's
+//! release of a standby that left).
 //!
 //! Everything is named by [`unique_name`] and torn down on drop (pools,
 //! VGs before their loop devices), so tests sharing a guest never meet.
 
 use super::*;
+use std::collections::BTreeSet;
 
 /// A primary on pool `a` and a standby on pool `c` (`c/replica` made, not
 /// mounted), with a fresh directory under [`scratch`].
@@ -23,14 +31,7 @@ impl ZfsSites {
     /// Pools `<prefix>a...` of `a_size` and `<prefix>c...` of `c_size` bytes.
     pub fn new(prefix: &str, a_size: u64, c_size: u64) -> ZfsSites {
         let a = Zpool::on_file(&unique_name(&format!("{prefix}a")), a_size, &[]);
-        let c = Zpool::on_file(&unique_name(&format!("{prefix}c")), c_size, &[]);
-        sh(&[
-            "zfs",
-            "create",
-            "-o",
-            "mountpoint=none",
-            &c.dataset("replica"),
-        ]);
+        let c = replica_pool(&format!("{prefix}c"), c_size);
         let dir = scratch().join(unique_name(&format!("{prefix}lab")));
         std::fs::create_dir_all(&dir).expect("create the lab directory");
         ZfsSites { a, c, dir }
@@ -38,10 +39,18 @@ impl ZfsSites {
 
     /// The primary's `[[volume]]` of `role` on `a/<role>`, then `extra` lines.
     pub fn primary_volume(&self, role: &str, extra: &str) -> String {
-        format!(
-            "[[volume]]\nrole = \"{role}\"\nbackend = \"zfs\"\nsource = \"{}\"\n{extra}",
-            self.a.dataset(role)
-        )
+        volume(role, "zfs", &self.a.dataset(role), None, None) + extra
+    }
+
+    /// Makes the primary's dataset `a/<role>`, mounted at `mountpoint`.
+    pub fn primary_dataset(&self, role: &str, mountpoint: &Path) {
+        sh(&[
+            "zfs",
+            "create",
+            "-o",
+            &format!("mountpoint={}", mountpoint.display()),
+            &self.a.dataset(role),
+        ]);
     }
 
     /// The standby's `[[volume]]` of `role`: received into
@@ -59,12 +68,11 @@ impl ZfsSites {
         live: &str,
         mountpoint: Option<&Path>,
     ) -> String {
-        volume_with_mountpoint(
-            format!(
-                "[[volume]]\nrole = \"{role}\"\nbackend = \"zfs\"\nsource = \"{}\"\nreplica = \"{}\"\n",
-                self.c.dataset(live),
-                self.c.dataset(&format!("replica/{role}"))
-            ),
+        volume(
+            role,
+            "zfs",
+            &self.c.dataset(live),
+            Some(&self.c.dataset(&format!("replica/{role}"))),
             mountpoint,
         )
     }
@@ -103,24 +111,14 @@ impl LvmSites {
     /// Like [`LvmSites::new`] with the (VG bytes, thin pool size) of each
     /// side: primary first.
     pub fn sized(prefix: &str, pri_size: (u64, &str), stb_size: (u64, &str)) -> LvmSites {
-        let pname = unique_name(&format!("{prefix}p"));
-        let sname = unique_name(&format!("{prefix}s"));
-        let pri_lo = LoopDevice::attach(&sparse_file(&pname, pri_size.0));
-        let stb_lo = LoopDevice::attach(&sparse_file(&sname, stb_size.0));
-        let pri = VolumeGroup::create(&pname, &[&pri_lo.path]);
-        let stb = VolumeGroup::create(&sname, &[&stb_lo.path]);
-        for (vg, pool_size) in [(&pri, pri_size.1), (&stb, stb_size.1)] {
-            sh(&[
-                "lvcreate",
-                "-y",
-                "-L",
-                pool_size,
-                "--chunksize",
-                "64k",
-                "-T",
-                &vg.lv("pool"),
-            ]);
-        }
+        let ThinVg {
+            vg: pri,
+            lo: pri_lo,
+        } = ThinVg::new(&format!("{prefix}p"), pri_size.0, pri_size.1);
+        let ThinVg {
+            vg: stb,
+            lo: stb_lo,
+        } = ThinVg::new(&format!("{prefix}s"), stb_size.0, stb_size.1);
         let dir = scratch().join(unique_name(&format!("{prefix}lab")));
         std::fs::create_dir_all(&dir).expect("create the lab directory");
         LvmSites {
@@ -139,21 +137,17 @@ impl LvmSites {
 
     /// The primary's `[[volume]]` of `role` on `<pri>/<role>`, then `extra` lines.
     pub fn primary_volume(&self, role: &str, extra: &str) -> String {
-        format!(
-            "[[volume]]\nrole = \"{role}\"\nbackend = \"lvm\"\nsource = \"{}\"\n{extra}",
-            self.pri.lv(role)
-        )
+        volume(role, "lvm", &self.pri.lv(role), None, None) + extra
     }
 
     /// The standby's `[[volume]]` of `role`: received as `<stb>/<role>`,
     /// made live as `<stb>/<role>live`, mounted at `mountpoint` when given.
     pub fn standby_volume(&self, role: &str, mountpoint: Option<&Path>) -> String {
-        volume_with_mountpoint(
-            format!(
-                "[[volume]]\nrole = \"{role}\"\nbackend = \"lvm\"\nsource = \"{}\"\nreplica = \"{}\"\n",
-                self.stb.lv(&format!("{role}live")),
-                self.stb.lv(role)
-            ),
+        volume(
+            role,
+            "lvm",
+            &self.stb.lv(&format!("{role}live")),
+            Some(&self.stb.lv(role)),
             mountpoint,
         )
     }
@@ -173,11 +167,224 @@ pub fn thin_lv(vg: &VolumeGroup, name: &str, size: &str) {
     ]);
 }
 
-fn volume_with_mountpoint(mut volume: String, mountpoint: Option<&Path>) -> String {
-    if let Some(mp) = mountpoint {
-        volume.push_str(&format!("mountpoint = \"{}\"\n", mp.display()));
+/// One `[[volume]]`: `role` on `backend` with live `source`, then
+/// `replica` and `mountpoint` when given.
+pub fn volume(
+    role: &str,
+    backend: &str,
+    source: &str,
+    replica: Option<&str>,
+    mountpoint: Option<&Path>,
+) -> String {
+    let mut v =
+        format!("[[volume]]\nrole = \"{role}\"\nbackend = \"{backend}\"\nsource = \"{source}\"\n");
+    if let Some(rep) = replica {
+        v.push_str(&format!("replica = \"{rep}\"\n"));
     }
-    volume
+    if let Some(mp) = mountpoint {
+        v.push_str(&format!("mountpoint = \"{}\"\n", mp.display()));
+    }
+    v
+}
+
+/// A site's head: `site = "<site>"` with its state in `dir/state-<site>`.
+pub fn site_head(dir: &Path, site: &str) -> String {
+    format!(
+        "site = \"{site}\"\nstate_dir = \"{}/state-{site}\"\n",
+        dir.display()
+    )
+}
+
+/// A site that replays nothing (`check` wants a `[replay]` of every site
+/// that may become a primary).
+pub const NO_REPLAY: &str = "[replay]\nnone = true\n";
+
+/// A standby reached in-process (`transport = "local"`) through its config
+/// `cfg`: `[standby]`, or `[[standby]]` named `name`.
+pub fn local_standby(name: Option<&str>, cfg: &Path) -> String {
+    let head = match name {
+        None => "[standby]\n".to_string(),
+        Some(n) => format!("[[standby]]\nname = \"{n}\"\n"),
+    };
+    format!(
+        "{head}transport = \"local\"\nconfig = \"{}\"\n",
+        cfg.display()
+    )
+}
+
+/// Writes `text` to `dir/<name>.toml`; returns its path.
+pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, text).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+    p
+}
+
+/// A standby's pool `<prefix>...` of `size` bytes on a sparse file, with
+/// the container `replica` made (not mounted) for the received volumes.
+pub fn replica_pool(prefix: &str, size: u64) -> Zpool {
+    let p = Zpool::on_file(&unique_name(prefix), size, &[]);
+    sh(&[
+        "zfs",
+        "create",
+        "-o",
+        "mountpoint=none",
+        &p.dataset("replica"),
+    ]);
+    p
+}
+
+/// A VG on a loop device over a sparse file, holding a thin pool `pool`
+/// (64 KiB chunks). Fields drop in order: the VG before its loop device.
+pub struct ThinVg {
+    pub vg: VolumeGroup,
+    pub lo: LoopDevice,
+}
+
+impl ThinVg {
+    /// VG `<prefix>...` of `size` bytes with a thin pool of `pool_size`
+    /// (an `lvcreate -L` size such as `"192M"`).
+    pub fn new(prefix: &str, size: u64, pool_size: &str) -> ThinVg {
+        let name = unique_name(prefix);
+        let lo = LoopDevice::attach(&sparse_file(&name, size));
+        let vg = VolumeGroup::create(&name, &[&lo.path]);
+        sh(&[
+            "lvcreate",
+            "-y",
+            "-L",
+            pool_size,
+            "--chunksize",
+            "64k",
+            "-T",
+            &vg.lv("pool"),
+        ]);
+        ThinVg { vg, lo }
+    }
+}
+
+/// `mkfs.ext4` on `dev` without lazy init (nothing written in the
+/// background after: what a ship carries is what the test wrote), mounted
+/// at `mp` (created).
+pub fn mount_ext4_settled(dev: &Path, mp: &Path) {
+    let dev = dev.to_str().expect("utf-8 path");
+    sh(&[
+        "mkfs.ext4",
+        "-q",
+        "-E",
+        "nodiscard,lazy_itable_init=0,lazy_journal_init=0",
+        dev,
+    ]);
+    std::fs::create_dir_all(mp).unwrap_or_else(|e| panic!("create {}: {e}", mp.display()));
+    sh(&["mount", dev, mp.to_str().expect("utf-8 path")]);
+}
+
+/// Every dataset and snapshot of ZFS pool `name`, or every LV of VG
+/// `name` (`zfs` false), bookmarks left out (they are how ZFS keeps a
+/// common base cheaply: not a leak).
+pub fn storage_objects(zfs: bool, name: &str) -> BTreeSet<String> {
+    let out = if zfs {
+        sh(&["zfs", "list", "-H", "-o", "name", "-t", "all", "-r", name])
+    } else {
+        sh(&["lvs", "--noheadings", "-o", "lv_name", name])
+    };
+    out.lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty() && !l.contains('#'))
+        .collect()
+}
+
+/// The `snapsite-common*` tags on VG `vg`'s snapshot LVs (`<role>.<set>`):
+/// (role, set id, tag), sorted.
+pub fn lvm_common_tags(vg: &str) -> Vec<(String, String, String)> {
+    let text = sh(&[
+        "lvs",
+        "--noheadings",
+        "--separator",
+        "|",
+        "-o",
+        "lv_name,lv_tags",
+        vg,
+    ]);
+    let mut out = Vec::new();
+    for l in text.lines() {
+        let Some((name, tags)) = l.trim().split_once('|') else {
+            continue;
+        };
+        let Some((role, id)) = name.split_once('.') else {
+            continue;
+        };
+        for t in tags.split(',').filter(|t| t.starts_with("snapsite-common")) {
+            out.push((role.to_string(), id.to_string(), t.to_string()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A third site C beside a two-site lab, on its own storage: a pool with
+/// `replica` made (ZFS) or a VG with a thin pool `pool` (LVM). C's
+/// volumes are received as `<pool>/replica/<role>` or `<vg>/rep-<role>`
+/// and made live as `<name>/live-<role>`. Torn down on drop.
+pub enum ThirdSite {
+    Zfs(Zpool),
+    Lvm(ThinVg),
+}
+
+impl ThirdSite {
+    /// Pool `<prefix>...` of `size` bytes.
+    pub fn zfs(prefix: &str, size: u64) -> ThirdSite {
+        ThirdSite::Zfs(replica_pool(prefix, size))
+    }
+
+    /// VG `<prefix>...` of `size` bytes, thin pool of `pool_size`.
+    pub fn lvm(prefix: &str, size: u64, pool_size: &str) -> ThirdSite {
+        ThirdSite::Lvm(ThinVg::new(prefix, size, pool_size))
+    }
+
+    /// The pool's or the VG's name.
+    pub fn name(&self) -> &str {
+        match self {
+            ThirdSite::Zfs(p) => &p.name,
+            ThirdSite::Lvm(t) => &t.vg.name,
+        }
+    }
+
+    fn backend(&self) -> &'static str {
+        match self {
+            ThirdSite::Zfs(_) => "zfs",
+            ThirdSite::Lvm(_) => "lvm",
+        }
+    }
+
+    /// `<name>/<rel>`: a dataset of the pool or an LV of the VG.
+    pub fn vol(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.name())
+    }
+
+    /// Where C receives volume `role`: `<pool>/replica/<role>` or
+    /// `<vg>/rep-<role>`.
+    pub fn replica(&self, role: &str) -> String {
+        match self {
+            ThirdSite::Zfs(_) => self.vol(&format!("replica/{role}")),
+            ThirdSite::Lvm(_) => self.vol(&format!("rep-{role}")),
+        }
+    }
+
+    /// C's `[[volume]]` of `role` (live `<name>/live-<role>`, received
+    /// into [`ThirdSite::replica`]), mounted at `mountpoint` when given.
+    pub fn volume(&self, role: &str, mountpoint: Option<&Path>) -> String {
+        volume(
+            role,
+            self.backend(),
+            &self.vol(&format!("live-{role}")),
+            Some(&self.replica(role)),
+            mountpoint,
+        )
+    }
+
+    /// C's datasets and snapshots or LVs ([`storage_objects`]).
+    pub fn objects(&self) -> BTreeSet<String> {
+        storage_objects(matches!(self, ThirdSite::Zfs(_)), self.name())
+    }
 }
 
 /// How the primary reaches the standby, as its `[standby]` section.
@@ -193,10 +400,7 @@ pub enum Standby<'a> {
 impl Standby<'_> {
     fn section(&self, stb_cfg: &Path) -> String {
         match self {
-            Standby::Local(extra) => format!(
-                "[standby]\ntransport = \"local\"\nconfig = \"{}\"\n{extra}\n",
-                stb_cfg.display()
-            ),
+            Standby::Local(extra) => format!("{}{extra}\n", local_standby(None, stb_cfg)),
             Standby::Serve => format!(
                 "[standby]\ntransport = \"command\"\ncommand = [\"{}\", \"serve\", \"--stdio\", \"--config\", \"{}\"]\n",
                 snapsite_bin(),

@@ -13,14 +13,7 @@ use super::*;
 /// storage holds nothing half-made; B's next ship to A is incremental from
 /// the final set with the data equal on both sites.
 pub(super) fn peer_failover_cell(kind: Kind, fp: &str) {
-    let s = Sites::new(kind, false);
-    counting_replay(&s);
-    one_shipped(&s);
-    s.write("mysql", "last", 3, 128 << 10);
-    s.write("redolog", "log2", 4, 16 << 10);
-    name_replicas(&s);
-    let before = snapshot_of_both(&s);
-    crash(&s.a_cfg, &["switchover"], fp);
+    let (s, before) = switchover_stopped_at(kind, fp);
     let j: serde_json::Value = serde_json::from_slice(
         &std::fs::read(s.state('a').join("journal-switchover.json")).unwrap(),
     )

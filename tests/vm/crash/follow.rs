@@ -24,17 +24,10 @@
 
 use super::*;
 
-/// C's storage: a pool (ZFS) or a VG with a thin pool (LVM).
-struct SiteC {
-    name: String,
-    _vg: Option<VolumeGroup>,
-    _loop: Option<LoopDevice>,
-    _pool: Option<Zpool>,
-}
-
+/// The two-site lab plus C on its own pool or VG.
 struct Three {
     s: Sites,
-    c: SiteC,
+    c: ThirdSite,
     c_cfg: PathBuf,
     /// A's head (site, state dir, volumes), without a standby.
     a_head: String,
@@ -44,71 +37,19 @@ impl Three {
     fn new(kind: Kind) -> Three {
         let s = Sites::new(kind, false);
         let dir = s.dir.clone();
-        let mut vols = String::new();
         let c = match kind {
-            Kind::Zfs => {
-                let p = Zpool::on_file(&unique_name("czc"), 128 * MIB, &[]);
-                sh(&[
-                    "zfs",
-                    "create",
-                    "-o",
-                    "mountpoint=none",
-                    &p.dataset("replica"),
-                ]);
-                for r in ROLES {
-                    vols.push_str(&format!(
-                        "[[volume]]\nrole = \"{r}\"\nbackend = \"zfs\"\nsource = \"{}\"\nreplica = \"{}\"\nmountpoint = \"{}/c/{r}\"\n",
-                        p.dataset(&format!("live-{r}")),
-                        p.dataset(&format!("replica/{r}")),
-                        dir.display()
-                    ));
-                }
-                SiteC {
-                    name: p.name.clone(),
-                    _vg: None,
-                    _loop: None,
-                    _pool: Some(p),
-                }
-            }
-            Kind::Lvm => {
-                let name = unique_name("clc");
-                let lo = LoopDevice::attach(&sparse_file(&name, 256 * MIB));
-                let vg = VolumeGroup::create(&name, &[&lo.path]);
-                sh(&[
-                    "lvcreate",
-                    "-y",
-                    "-L",
-                    "192M",
-                    "--chunksize",
-                    "64k",
-                    "-T",
-                    &vg.lv("pool"),
-                ]);
-                for r in ROLES {
-                    vols.push_str(&format!(
-                        "[[volume]]\nrole = \"{r}\"\nbackend = \"lvm\"\nsource = \"{}\"\nreplica = \"{}\"\nmountpoint = \"{}/c/{r}\"\n",
-                        vg.lv(&format!("live-{r}")),
-                        vg.lv(&format!("rep-{r}")),
-                        dir.display()
-                    ));
-                }
-                SiteC {
-                    name: vg.name.clone(),
-                    _vg: Some(vg),
-                    _loop: Some(lo),
-                    _pool: None,
-                }
-            }
+            Kind::Zfs => ThirdSite::zfs("czc", 128 * MIB),
+            Kind::Lvm => ThirdSite::lvm("clc", 256 * MIB, "192M"),
         };
-        let c_cfg = dir.join("c.toml");
-        std::fs::write(
-            &c_cfg,
-            format!(
-                "site = \"c\"\nstate_dir = \"{}/state-c\"\n{vols}[replay]\nnone = true\n",
-                dir.display()
-            ),
-        )
-        .unwrap();
+        let mut vols = String::new();
+        for r in ROLES {
+            vols.push_str(&c.volume(r, Some(&dir.join("c").join(r))));
+        }
+        let c_cfg = write_config(
+            &dir,
+            "c",
+            &format!("{}{vols}{NO_REPLAY}", site_head(&dir, "c")),
+        );
         let a = std::fs::read_to_string(&s.a_cfg).unwrap();
         let a_head = a[..a.find("[standby]").expect("A's config names its standby")].to_string();
         Three {
@@ -121,55 +62,27 @@ impl Three {
 
     /// Writes config `name` in the lab dir.
     fn config(&self, name: &str, text: String) -> PathBuf {
-        let p = self.s.dir.join(format!("{name}.toml"));
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-
-    /// C's snapshots and datasets (ZFS) or LVs (LVM), bookmarks left out.
-    fn c_objects(&self) -> BTreeSet<String> {
-        let out = match self.s.kind {
-            Kind::Zfs => sh(&[
-                "zfs",
-                "list",
-                "-H",
-                "-o",
-                "name",
-                "-t",
-                "all",
-                "-r",
-                &self.c.name,
-            ]),
-            Kind::Lvm => sh(&["lvs", "--noheadings", "-o", "lv_name", &self.c.name]),
-        };
-        out.lines()
-            .map(|l| l.trim().to_string())
-            .filter(|l| !l.is_empty() && !l.contains('#'))
-            .collect()
-    }
-}
-
-fn local(name: Option<&str>, cfg: &Path) -> String {
-    match name {
-        None => format!(
-            "[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
-            cfg.display()
-        ),
-        Some(n) => format!(
-            "[[standby]]\nname = \"{n}\"\ntransport = \"local\"\nconfig = \"{}\"\n",
-            cfg.display()
-        ),
+        write_config(&self.s.dir, name, &text)
     }
 }
 
 pub(super) fn follow_cell(kind: Kind, fp: &str) {
     let t = Three::new(kind);
     let s = &t.s;
-    let a_to_c = t.config("a-to-c", format!("{}{}", t.a_head, local(None, &t.c_cfg)));
+    let a_to_c = t.config(
+        "a-to-c",
+        format!("{}{}", t.a_head, local_standby(None, &t.c_cfg)),
+    );
     let b_text = std::fs::read_to_string(&s.b_cfg).unwrap();
-    let b_to_c = t.config("b-to-c", format!("{b_text}{}", local(None, &t.c_cfg)));
+    let b_to_c = t.config(
+        "b-to-c",
+        format!("{b_text}{}", local_standby(None, &t.c_cfg)),
+    );
     let c_text = std::fs::read_to_string(&t.c_cfg).unwrap();
-    let c_follow = t.config("c-follow", format!("{c_text}{}", local(None, &s.b_cfg)));
+    let c_follow = t.config(
+        "c-follow",
+        format!("{c_text}{}", local_standby(None, &s.b_cfg)),
+    );
     // A's set on B and C; on ZFS one more on C alone.
     s.write("mysql", "m0", 1, 256 << 10);
     s.write("redolog", "log1", 2, 16 << 10);
@@ -220,11 +133,11 @@ pub(super) fn follow_cell(kind: Kind, fp: &str) {
     // C's storage: the common set's snapshots and, on ZFS, A's extra
     // set kept in a read-only set-aside dataset; nothing else.
     let mut want = BTreeSet::new();
-    let objs = t.c_objects();
+    let objs = t.c.objects();
     for r in ROLES {
         match kind {
             Kind::Zfs => {
-                let rep = format!("{}/replica/{r}", t.c.name);
+                let rep = t.c.replica(r);
                 want.insert(rep.clone());
                 want.insert(format!("{rep}@{s0}"));
                 if let Some(a1) = &a1 {
@@ -251,8 +164,8 @@ pub(super) fn follow_cell(kind: Kind, fp: &str) {
     }
     match kind {
         Kind::Zfs => {
-            want.insert(t.c.name.clone());
-            want.insert(format!("{}/replica", t.c.name));
+            want.insert(t.c.name().to_string());
+            want.insert(t.c.vol("replica"));
         }
         Kind::Lvm => {
             want.insert("pool".to_string());
@@ -279,11 +192,11 @@ pub(super) fn follow_cell(kind: Kind, fp: &str) {
         let (hb, hc) = match kind {
             Kind::Zfs => (
                 zfs_get("guid", &format!("{}/live-{r}@{b2}", s.b_name)),
-                zfs_get("guid", &format!("{}/replica/{r}@{b2}", t.c.name)),
+                zfs_get("guid", &format!("{}@{b2}", t.c.replica(r))),
             ),
             Kind::Lvm => (
                 lv_hash(&s.b_name, &format!("live-{r}.{b2}")),
-                lv_hash(&t.c.name, &format!("rep-{r}.{b2}")),
+                lv_hash(t.c.name(), &format!("rep-{r}.{b2}")),
             ),
         };
         assert_eq!(hb, hc, "{fp}: volume {r} of {b2}: B and C differ");
@@ -307,28 +220,7 @@ fn a_holds(s: &Sites) -> BTreeSet<(String, String, String)> {
                 }
             }
         }
-        Kind::Lvm => {
-            let text = sh(&[
-                "lvs",
-                "--noheadings",
-                "--separator",
-                "|",
-                "-o",
-                "lv_name,lv_tags",
-                &s.a_name,
-            ]);
-            for l in text.lines() {
-                let Some((name, tags)) = l.trim().split_once('|') else {
-                    continue;
-                };
-                let Some((role, id)) = name.split_once('.') else {
-                    continue;
-                };
-                for tag in tags.split(',').filter(|t| t.starts_with("snapsite-common")) {
-                    out.insert((role.to_string(), id.to_string(), tag.to_string()));
-                }
-            }
-        }
+        Kind::Lvm => out.extend(lvm_common_tags(&s.a_name)),
     }
     out
 }
@@ -337,8 +229,8 @@ pub(super) fn prune_release_cell(kind: Kind, fp: &str) {
     let t = Three::new(kind);
     let s = &t.s;
     let head = format!("{}[retention]\ngrid = \"1x1ms\"\n", t.a_head);
-    let near = local(Some("near"), &s.b_cfg);
-    let far = local(Some("far"), &t.c_cfg);
+    let near = local_standby(Some("near"), &s.b_cfg);
+    let far = local_standby(Some("far"), &t.c_cfg);
     let both = t.config("a-both", format!("{head}{near}{far}"));
     let near_only = t.config("a-near-only", format!("{head}{near}"));
     s.write("mysql", "m0", 1, 128 << 10);
