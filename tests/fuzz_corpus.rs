@@ -429,9 +429,12 @@ fn corpus() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
     c.insert(
         "thin_xml",
         vec![
+            // selector: even thin_delta; odd thin_dump of device sel / 4
+            // (bit 1 clear) or of devices 0 to sel / 4 % 8 (bit 1 set)
             with(0, &fixture("lvm-2.03/thin_delta-m.xml")),
-            with(4, &fixture("lvm-2.03/thin_dump-m-dev.xml")),
-            with(7, &fixture("lvm-2.03/thin_dump-m-dev2.xml")),
+            with(4 * 2 + 1, &fixture("lvm-2.03/thin_dump-m-dev.xml")),
+            with(4 * 3 + 1, &fixture("lvm-2.03/thin_dump-m-dev2.xml")),
+            with(4 * 3 + 3, &fixture("lvm-2.03/thin_dump-devs.xml")),
         ],
     );
     c.insert(

@@ -550,31 +550,51 @@ pub fn lvs_json(data: &[u8]) {
     }
 }
 
-/// `thin_xml`: first byte: `thin_delta` (even) or `thin_dump` (odd); the
-/// parsed blocks become byte extents of a device as a send does, which
-/// must lie within the device, in order, without overlap.
+/// `thin_xml`: first byte: `thin_delta` (even) or `thin_dump` (odd) of
+/// one device (bit 1 clear: id `sel / 4`) or of several (bit 1 set: ids
+/// 0 to `sel / 4 % 8`, as the LVM meter asks for a pool's bases at once).
+/// A dump yields only devices asked for, each at most once. The parsed
+/// blocks become byte extents of a device as a send does, which must lie
+/// within the device, in order, without overlap.
 pub fn thin_xml(data: &[u8]) {
     let Some((sel, t)) = text(data) else {
         return;
     };
     let size = 1u64 << 40;
-    let extents = if sel % 2 == 0 {
+    let check = |extents: &[lvm::Extent]| {
+        let mut end = 0u64;
+        for e in extents {
+            assert!(e.len > 0, "an empty extent");
+            assert!(e.offset >= end, "extents overlap or are out of order");
+            end = e.offset.checked_add(e.len).expect("extent end overflows");
+            assert!(end <= size, "extent beyond the device");
+        }
+    };
+    if sel % 2 == 0 {
         let Ok(d) = lvm::parse_thin_delta(t) else {
             return;
         };
-        lvm::delta_extents(&d, size)
+        check(&lvm::delta_extents(&d, size));
+        return;
+    }
+    let ids: Vec<u64> = if sel & 2 == 0 {
+        vec![u64::from(sel / 4)]
     } else {
-        let Ok(m) = lvm::parse_thin_dump(t, u64::from(sel / 2)) else {
-            return;
-        };
-        lvm::mapping_extents(&m, size)
+        (0..=u64::from(sel / 4 % 8)).collect()
     };
-    let mut end = 0u64;
-    for e in &extents {
-        assert!(e.len > 0, "an empty extent");
-        assert!(e.offset >= end, "extents overlap or are out of order");
-        end = e.offset.checked_add(e.len).expect("extent end overflows");
-        assert!(end <= size, "extent beyond the device");
+    let Ok(maps) = lvm::parse_thin_dump_devs(t, &ids) else {
+        return;
+    };
+    let mut seen = Vec::new();
+    for m in &maps {
+        assert!(
+            ids.contains(&m.dev_id),
+            "device {} was not asked for",
+            m.dev_id
+        );
+        assert!(!seen.contains(&m.dev_id), "device {} twice", m.dev_id);
+        seen.push(m.dev_id);
+        check(&lvm::mapping_extents(m, size));
     }
 }
 
