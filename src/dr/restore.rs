@@ -473,7 +473,7 @@ fn restore_set(
         .iter()
         .enumerate()
         .map(|(i, p)| crate::primary::seed::Part {
-            name: format!("part-{i:06}"),
+            name: crate::primary::seed::part_name(i),
             bytes: p.bytes,
             blake3: p.blake3.clone(),
         })
@@ -589,7 +589,7 @@ fn download_part(
     identity: Option<&Path>,
 ) -> Result<(u64, Option<String>)> {
     let p = &ix.parts[i];
-    let name = format!("part-{i:06}");
+    let name = crate::primary::seed::part_name(i);
     // The final name only once the part is complete and checked.
     let tmp = format!("{name}.tmp");
     let done = |n| {

@@ -51,7 +51,9 @@ pub struct Index {
     pub payload_bytes: u64,
 }
 
-fn part_name(i: usize) -> String {
+/// The file name of a seed's part `i` (restore writes its parts under
+/// these names for [`SeedReader::streaming`], which requires them).
+pub fn part_name(i: usize) -> String {
     format!("part-{i:06}")
 }
 
