@@ -44,16 +44,9 @@ pub fn status(catalog: &Catalog) -> Result<Option<SuspectStatus>> {
     }
     let first = match lines.iter().find(|l| l.is_suspect()) {
         None => None,
-        Some(l) => match catalog.verdict(&l.set_id)? {
-            Some(v) if v.is_suspect() && v.set_id == l.set_id => Some(v),
-            _ => {
-                tracing::warn!(
-                    set = %l.set_id,
-                    "verdicts.summary disagrees with the set's verdict file; reading every verdict"
-                );
-                catalog.forget_verdict_summary();
-                return status_from_files(catalog);
-            }
+        Some(l) => match catalog.listed_suspect(l)? {
+            Some(v) => Some(v),
+            None => return status_from_files(catalog),
         },
     };
     Ok(Some(SuspectStatus {

@@ -273,12 +273,12 @@ impl Summary {
     }
 }
 
-fn stamp_text(s: &FileStamp) -> String {
+pub(super) fn stamp_text(s: &FileStamp) -> String {
     let (len, ino, m, c) = s.parts();
     format!("{len}\t{ino}\t{m}\t{c}")
 }
 
-fn stamp_parse<'a>(f: &mut impl Iterator<Item = &'a str>) -> Option<FileStamp> {
+pub(super) fn stamp_parse<'a>(f: &mut impl Iterator<Item = &'a str>) -> Option<FileStamp> {
     Some(FileStamp::from_parts(
         f.next()?.parse().ok()?,
         f.next()?.parse().ok()?,
@@ -287,11 +287,12 @@ fn stamp_parse<'a>(f: &mut impl Iterator<Item = &'a str>) -> Option<FileStamp> {
     ))
 }
 
-/// How the `sets` directory is now (`None`: it cannot be read, or is no
-/// directory). Its size is left out: it says nothing a rename does not
-/// also say through the times, and differs between file systems.
-fn dir_stamp(catalog: &Catalog) -> Option<FileStamp> {
-    std::fs::metadata(catalog.root.join("sets"))
+/// How the directory `name` of the catalog (`sets`, `verdicts`) is now
+/// (`None`: it cannot be read, or is no directory). Its size is left out:
+/// it says nothing a rename does not also say through the times, and
+/// differs between file systems.
+pub(super) fn dir_stamp(catalog: &Catalog, name: &str) -> Option<FileStamp> {
+    std::fs::metadata(catalog.root.join(name))
         .ok()
         .filter(|md| md.is_dir())
         .map(|md| FileStamp::of(&md).without_len())
@@ -307,7 +308,7 @@ impl Catalog {
     pub fn summary(&self) -> Option<Summary> {
         let text = std::fs::read_to_string(self.summary_path()).ok()?;
         let s = Summary::decode(&text)?;
-        (dir_stamp(self)? == s.dir).then_some(s)
+        (dir_stamp(self, "sets")? == s.dir).then_some(s)
     }
 
     /// After a command read every manifest (`manifests`, with the
@@ -325,7 +326,7 @@ impl Catalog {
         manifests: &[Manifest],
         wall_ns: i128,
     ) {
-        let (Some(SetsDirStamp(before)), Some(now)) = (before, dir_stamp(self)) else {
+        let (Some(SetsDirStamp(before)), Some(now)) = (before, dir_stamp(self, "sets")) else {
             return;
         };
         if before != now || !settled(&now, wall_ns) {
@@ -347,7 +348,7 @@ impl Catalog {
 
     /// The `sets` directory's stamp now (for [`Catalog::summary_rebuilt`]).
     pub fn sets_dir_stamp(&self) -> Option<SetsDirStamp> {
-        dir_stamp(self).map(SetsDirStamp)
+        dir_stamp(self, "sets").map(SetsDirStamp)
     }
 
     /// Before a manifest is written or removed: the summary if it is
@@ -387,7 +388,7 @@ impl Catalog {
         let Some((mut s, old)) = before else {
             return;
         };
-        let Some(dir) = dir_stamp(self) else {
+        let Some(dir) = dir_stamp(self, "sets") else {
             return;
         };
         if let Some(o) = &old {

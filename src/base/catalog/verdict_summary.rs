@@ -36,6 +36,7 @@ use std::path::PathBuf;
 use super::Catalog;
 use super::index::FileStamp;
 use super::signals::{SetVerdict, Verdict};
+use super::summary::{dir_stamp, stamp_parse, stamp_text};
 use crate::base::model::parse_set_id;
 
 const MAGIC: &str = "snapsite-verdicts-summary 1";
@@ -121,14 +122,14 @@ impl VerdictSummary {
         let (_, ino, m, c) = self.dir.parts();
         let _ = writeln!(out, "dir\t{ino}\t{m}\t{c}");
         for (l, st) in self.lines.iter().zip(&self.stamps) {
-            let (len, ino, m, c) = st.parts();
             // `{}` of an f64 is the shortest text that parses back to it.
             let _ = writeln!(
                 out,
-                "v\t{}\t{}\t{}\t{len}\t{ino}\t{m}\t{c}",
+                "v\t{}\t{}\t{}\t{}",
                 l.set_id,
                 l.judged.code(),
-                l.score
+                l.score,
+                stamp_text(st)
             );
         }
         debug_assert_eq!(self.lines.len(), self.stamps.len());
@@ -171,12 +172,7 @@ impl VerdictSummary {
                     parse_set_id(id)?;
                     let judged = Judged::parse(f.next()?)?;
                     let score: f64 = f.next()?.parse().ok()?;
-                    s.stamps.push(FileStamp::from_parts(
-                        f.next()?.parse().ok()?,
-                        f.next()?.parse().ok()?,
-                        f.next()?.parse().ok()?,
-                        f.next()?.parse().ok()?,
-                    ));
+                    s.stamps.push(stamp_parse(&mut f)?);
                     s.lines.push(VerdictLine {
                         set_id: id.to_string(),
                         judged,
@@ -206,10 +202,7 @@ impl Catalog {
 
     /// `verdicts/` as it is now (`None`: missing, or no directory).
     fn verdicts_dir_stamp(&self) -> Option<FileStamp> {
-        std::fs::metadata(self.root.join("verdicts"))
-            .ok()
-            .filter(|md| md.is_dir())
-            .map(|md| FileStamp::of(&md).without_len())
+        dir_stamp(self, "verdicts")
     }
 
     /// The summary on disk if it describes `verdicts/` as it is now.
@@ -322,6 +315,27 @@ impl Catalog {
                 std::fs::symlink_metadata(dir.join(format!("{}.json", l.set_id)))
                     .is_ok_and(|md| FileStamp::of(&md) == *st)
             })
+    }
+
+    /// The verdict file of a set the summary calls suspect (`l`), read for
+    /// its reasons, if it agrees (suspect, the same id); `None` when it
+    /// does not (not suspect, or gone): then the summary is dropped and the
+    /// caller decides from every file.
+    pub fn listed_suspect(
+        &self,
+        l: &VerdictLine,
+    ) -> crate::base::error::Result<Option<SetVerdict>> {
+        match self.verdict(&l.set_id)? {
+            Some(v) if v.is_suspect() && v.set_id == l.set_id => Ok(Some(v)),
+            _ => {
+                tracing::warn!(
+                    set = %l.set_id,
+                    "verdicts.summary disagrees with the set's verdict file; reading every verdict"
+                );
+                self.forget_verdict_summary();
+                Ok(None)
+            }
+        }
     }
 
     /// The verdict files disagree with the summary (a reader found out):

@@ -54,16 +54,9 @@ pub fn suspects(cfg: &Config) -> Result<Vec<SetVerdict>> {
         .iter()
         .filter(|l| l.is_suspect())
     {
-        match catalog.verdict(&l.set_id)? {
-            Some(v) if v.is_suspect() && v.set_id == l.set_id => out.push(v),
-            _ => {
-                tracing::warn!(
-                    set = %l.set_id,
-                    "verdicts.summary disagrees with the set's verdict file; reading every verdict"
-                );
-                catalog.forget_verdict_summary();
-                return suspects_from_files(cfg);
-            }
+        match catalog.listed_suspect(l)? {
+            Some(v) => out.push(v),
+            None => return suspects_from_files(cfg),
         }
     }
     Ok(out)
