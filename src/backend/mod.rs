@@ -732,36 +732,56 @@ pub fn require_replica(vol: &Volume, what: &str) -> Result<String> {
 }
 
 /// A snapshot stream read from an external program's stdout (`btrfs send`,
-/// `zfs send`); `finish` checks its exit status.
+/// `zfs send`); `finish` checks its exit status. Dropped without `finish`
+/// or `abort` (an error returned past it), it kills and reaps the program:
+/// no sender outlives its ship to hold the snapshot busy or stay a zombie.
 pub struct ProcessSource {
-    running: Running,
-    stdout: ChildStdout,
+    running: Option<Running>,
+    stdout: Option<ChildStdout>,
 }
 
 impl ProcessSource {
     pub fn spawn(cmd: Cmd) -> Result<Box<dyn SnapshotSource>> {
         let mut running = cmd.spawn(Stdio::null(), Stdio::piped())?;
         let stdout = running.child.stdout.take().expect("piped");
-        Ok(Box::new(ProcessSource { running, stdout }))
+        Ok(Box::new(ProcessSource {
+            running: Some(running),
+            stdout: Some(stdout),
+        }))
     }
 }
 
 impl Read for ProcessSource {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.stdout.read(buf)
+        match self.stdout.as_mut() {
+            Some(out) => out.read(buf),
+            None => Ok(0),
+        }
     }
 }
 
 impl SnapshotSource for ProcessSource {
-    fn finish(self: Box<Self>) -> Result<()> {
-        let ProcessSource { running, stdout } = *self;
-        drop(stdout);
-        running.wait()
+    fn finish(mut self: Box<Self>) -> Result<()> {
+        drop(self.stdout.take());
+        match self.running.take() {
+            Some(running) => running.wait(),
+            None => Ok(()),
+        }
     }
-    fn abort(self: Box<Self>) {
-        let ProcessSource { running, stdout } = *self;
-        drop(stdout);
-        running.kill();
+    fn abort(mut self: Box<Self>) {
+        drop(self.stdout.take());
+        if let Some(running) = self.running.take() {
+            running.kill();
+        }
+    }
+}
+
+impl Drop for ProcessSource {
+    fn drop(&mut self) {
+        drop(self.stdout.take());
+        if let Some(running) = self.running.take() {
+            running.kill();
+        }
     }
 }
 

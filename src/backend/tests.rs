@@ -246,3 +246,36 @@ fn resumable_cut_keeps_the_program_state() {
     assert_eq!(std::fs::read(&out).unwrap(), b"abcdef");
     std::fs::remove_file(&out).unwrap();
 }
+
+/// A send program whose source is dropped on an error path (neither
+/// `finish` nor `abort`) is killed and reaped: without that `yes` would
+/// stay a zombie (or, blocked in a kernel send, hold its snapshot busy)
+/// for as long as `run` lives.
+#[test]
+fn dropped_process_source_reaps_its_program() {
+    let mut src = ProcessSource::spawn(Cmd::new("yes")).unwrap();
+    let mut buf = [0u8; 64];
+    src.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf[..4], b"y\ny\n");
+    // The box hides the pid: read it from /proc as the child of this test
+    // whose command is `yes` and whose parent is us.
+    let me = std::process::id();
+    let pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            // pid (comm) state ppid ...
+            let Some((head, rest)) = stat.rsplit_once(") ") else {
+                return false;
+            };
+            head.ends_with("(yes") && rest.split(' ').nth(1) == Some(&me.to_string())
+        })
+        .expect("the spawned `yes` is a child of this test");
+    drop(src);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "`yes` (pid {pid}) outlived its dropped source: {}",
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default()
+    );
+}
