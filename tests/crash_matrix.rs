@@ -1566,3 +1566,79 @@ fn the_runbook_is_generated_from_the_failpoint_list() {
         p.display()
     );
 }
+
+/// A serve session that died may leave its receive program running (it
+/// reads what was left in its pipe and can finish a snapshot with no
+/// receipt after the next session checked for leftovers: the ZFS cell
+/// `serve.mid_receive@first` caught that in the VM). The next session
+/// stops what is left of the dead session's process group before it lists
+/// anything. Here the leftover is a `sleep` in a group whose leader exited,
+/// recorded in B's `serve.json` as a dead session's group would be.
+#[test]
+fn the_next_serve_stops_what_a_dead_session_left_running() {
+    use std::io::{BufRead, Write};
+    use std::os::unix::process::CommandExt;
+    let s = Sites::new(TRUE);
+    one_shipped_two_pending(&s);
+    // The leader prints its background child's pid and waits on stdin, so
+    // that its start time can be read before it exits.
+    let mut leader = std::process::Command::new("sh")
+        .args(["-c", "sleep 300 & echo $!; read x"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(leader.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let left: i32 = line.trim().parse().unwrap();
+    let lpid = leader.id() as i32;
+    let stat = std::fs::read_to_string(format!("/proc/{lpid}/stat")).unwrap();
+    let start_ticks: u64 = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    writeln!(leader.stdin.take().unwrap(), "go").unwrap();
+    assert!(leader.wait().unwrap().success());
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|st| !matches!(st[st.rfind(')').unwrap() + 2..].chars().next(), Some('Z')))
+    };
+    assert!(
+        alive(left),
+        "the leftover sleep {left} runs before the ship"
+    );
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let record = serde_json::json!({
+        "pid": lpid,
+        "pgid": lpid,
+        "started_at": "2026-12-07T08:00:00Z",
+        "group": {"pid": lpid, "pgid": lpid, "start_ticks": start_ticks, "boot_id": boot.trim()},
+    });
+    std::fs::write(s.state('b').join("serve.json"), record.to_string()).unwrap();
+    let shipped = std::panic::catch_unwind(|| ok(s.a(), &["ship", "--json"]));
+    let still = alive(left);
+    if still {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &left.to_string()])
+            .status();
+    }
+    shipped.unwrap();
+    assert!(
+        !still,
+        "the dead session's leftover process {left} still runs after the next session"
+    );
+    let log = std::fs::read_to_string(s.state('b').join("serve.log")).unwrap();
+    assert!(
+        log.contains(&format!(
+            "left by the serve session pid {lpid} that died (process group {lpid}: pids [{left}])"
+        )),
+        "{log}"
+    );
+    check_state_clean(&s);
+    check_sets_shipped(&s);
+}

@@ -137,6 +137,11 @@ pub struct ServeRecord {
     /// The primary's site name from its hello (as sent; for display only).
     #[serde(default)]
     pub primary: Option<String>,
+    /// The session as a process group leader (start time, boot), when it
+    /// leads its own group: what the next session stops of it if it died
+    /// with a receive program still running. Absent in older records.
+    #[serde(default)]
+    pub group: Option<crate::base::procs::ProcRecord>,
 }
 
 /// What `snapsite run` failed at last.

@@ -75,7 +75,7 @@ pub const ALL: &[Failpoint] = &[
         name: "serve.mid_receive",
         verbs: &["serve", "seed"],
         state: "standby: a snapshot's receive has started (marker and partial data in snapshot_dir), not verified, no receipt",
-        recovery: "rerun `snapsite ship` on the primary: the next serve session removes the partial receive (it was never listed) and the snapshot is sent again (resumed where the backend can)",
+        recovery: "rerun `snapsite ship` on the primary: the next serve session stops the receive program the dead one left running, removes the partial receive (or the snapshot it finished unverified: no receipt) and the snapshot is sent again (resumed where the backend can)",
     },
     Failpoint {
         name: "serve.after_receipt",

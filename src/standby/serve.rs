@@ -212,12 +212,19 @@ fn serve_session<R: Read, W: Write>(
     let _lock = catalog.lock("serve", Duration::from_secs(60))?;
     // A record left behind: the last session died without ending (killed,
     // a power cut); only then can a receive have finished unverified.
-    let last_died = matches!(catalog.serve_record(), Ok(Some(_)));
+    let last = catalog.serve_record().ok().flatten();
+    let last_died = last.is_some();
+    if let Some(last) = &last {
+        stop_leftovers(last, log)?;
+    }
+    let pid = std::process::id() as i32;
+    let pgid = nix::unistd::getpgrp().as_raw();
     let record = ServeRecord {
-        pid: std::process::id() as i32,
-        pgid: nix::unistd::getpgrp().as_raw(),
+        pid,
+        pgid,
         started_at: Timestamp::now(),
         primary: None,
+        group: (pid == pgid).then(|| crate::base::procs::record(pid as u32)),
     };
     catalog.write_serve_record(&record)?;
     let _guard = ServeRecordGuard(catalog);
@@ -266,6 +273,26 @@ fn expect_hello<W: Write>(first: Msg, w: &mut Writer<W>, log: &SessionLog) -> Re
             msg_name(&other)
         ))),
     }
+}
+
+/// A session that died (killed, a power cut) may have left its receive
+/// program running: `zfs receive` or `btrfs receive` reading what was left
+/// in its pipe, in the dead session's process group. It is stopped before
+/// anything is listed, so that a receive finishing on its own cannot slip
+/// a snapshot with no receipt into the inventory after the leftovers were
+/// checked (it was listed as held, so the primary did not send it again
+/// and the set's commit was refused). What it left is then removed as any
+/// interrupted receive. Only a group recorded with its leader's start time
+/// on this boot, never one whose number now names another process.
+fn stop_leftovers(last: &ServeRecord, log: &SessionLog) -> Result<()> {
+    let Some(group) = &last.group else {
+        return Ok(());
+    };
+    let what = format!("the serve session pid {} that died", last.pid);
+    if let Some(done) = crate::base::procs::stop_recorded_group(group, &what)? {
+        log.event(tracing::Level::WARN, &done);
+    }
+    Ok(())
 }
 
 /// Leftovers of receives an earlier session did not finish.
