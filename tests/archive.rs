@@ -25,6 +25,19 @@ struct Rgw {
     creds: PathBuf,
 }
 
+impl Rgw {
+    /// The lab's bucket, reached with the credentials in `creds`.
+    fn bucket(&self, creds: &Path) -> Bucket {
+        Bucket::new(
+            &self.endpoint,
+            &self.bucket,
+            &self.region,
+            Credentials::load(creds).unwrap(),
+        )
+        .unwrap()
+    }
+}
+
 /// The RGW lab: the one named by `RGWLAB_*` in the environment (`eval
 /// "$(scripts/rgwlab env NAME)"`), else a lab of this test's own, started
 /// here and stopped (by its PIDs) when the guard drops. `Err` is why no lab
@@ -90,6 +103,8 @@ fn written(report: &serde_json::Value) -> Vec<String> {
 /// primary's config holds only the age recipient (plus `pri_extra`), the
 /// standby's the identity; both use a 0600 copy of the lab's credentials.
 struct ArchiveLab {
+    /// When the test asked for the lab (its wall time includes the start).
+    started: std::time::Instant,
     r: Rgw,
     _rgwlab: Option<RgwLab>,
     lab: Lab,
@@ -101,6 +116,7 @@ struct ArchiveLab {
 }
 
 fn archive_lab(kind: &str, pri_extra: &str) -> Option<ArchiveLab> {
+    let started = std::time::Instant::now();
     let (r, _rgwlab) = match rgw() {
         Ok(r) => r,
         Err(why) => {
@@ -151,6 +167,7 @@ fn archive_lab(kind: &str, pri_extra: &str) -> Option<ArchiveLab> {
         &format!("identity = \"{}\"", id_file.display()),
     );
     Some(ArchiveLab {
+        started,
         r,
         _rgwlab,
         lab,
@@ -165,20 +182,11 @@ fn archive_lab(kind: &str, pri_extra: &str) -> Option<ArchiveLab> {
 #[test]
 fn archive_restore_a_fresh_standby_and_fail_over() {
     require_real!();
-    let t0 = std::time::Instant::now();
-    let Some(ArchiveLab {
-        r,
-        _rgwlab,
-        lab,
-        prefix,
-        id_file,
-        creds,
-        pri,
-        stb,
-    }) = archive_lab("test", "\ncompression = \"zstd:3\"")
-    else {
+    let Some(al) = archive_lab("test", "\ncompression = \"zstd:3\"") else {
         return;
     };
+    let (r, lab, pri, stb) = (&al.r, &al.lab, &al.pri, &al.stb);
+    let (prefix, id_file, creds) = (&al.prefix, &al.id_file, &al.creds);
 
     // A full set: 2 MiB of random data per volume plus a plaintext marker.
     lab.fill(1, 2 << 20);
@@ -216,13 +224,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     assert!(inc_payload < full_stored / 4, "{a2}");
 
     // The restorer reads and lists, and may not write.
-    let ro = Bucket::new(
-        &r.endpoint,
-        &r.bucket,
-        &r.region,
-        Credentials::load(&r.creds.with_file_name("restorer.toml")).unwrap(),
-    )
-    .unwrap();
+    let ro = r.bucket(&r.creds.with_file_name("restorer.toml"));
     assert!(!ro.list(&format!("{prefix}/sets/")).unwrap().is_empty());
     let e = ro
         .put(
@@ -239,13 +241,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     assert!(e.contains("403"), "{e}");
 
     // The primary's credentials read back only age ciphertext.
-    let bucket = Bucket::new(
-        &r.endpoint,
-        &r.bucket,
-        &r.region,
-        Credentials::load(&creds).unwrap(),
-    )
-    .unwrap();
+    let bucket = r.bucket(&creds);
     let keys = bucket.list(&format!("{prefix}/sets/")).unwrap();
     let parts: Vec<&String> = keys
         .iter()
@@ -268,15 +264,16 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
     assert_eq!(v["parts_read"], v["parts"], "{v}");
 
+    // A restore of `set` that is refused (exit 1) naming `needle`.
+    let refused = |set: &str, needle: &str| {
+        let o = lab.run(stb, &["restore", "--from", "offsite", "--set", set]);
+        assert_exit(&o, 1);
+        assert!(both(&o).contains(needle), "{}", both(&o));
+        o
+    };
     // A set whose index is missing: refused, naming the key.
     let ghost = "20200101T000000.000Z-full";
-    let o = lab.run(&stb, &["restore", "--from", "offsite", "--set", ghost]);
-    assert_exit(&o, 1);
-    assert!(
-        both(&o).contains(&format!("{prefix}/sets/{ghost}/index.json")),
-        "{}",
-        both(&o)
-    );
+    refused(ghost, &format!("{prefix}/sets/{ghost}/index.json"));
 
     // A later set whose part the attacker overwrote (RGW keeps the old
     // version, locked; a plain GET returns the new bytes).
@@ -383,9 +380,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     }
     // The corrupted part: refused with its name, nothing of s4 committed
     // (the restorer may not list versions to look for the original).
-    let o = lab.run(&stb, &["restore", "--from", "offsite", "--set", &s4]);
-    assert_exit(&o, 1);
-    assert!(both(&o).contains(&part), "{}", both(&o));
+    let o = refused(&s4, &part);
     assert!(
         both(&o).contains("its older versions cannot be read"),
         "{}",
@@ -393,13 +388,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     );
     assert!(lab.standby_manifest(&s4).is_none());
     // The forged index's missing part: refused with its name.
-    let o = lab.run(&stb, &["restore", "--from", "offsite", "--set", s5]);
-    assert_exit(&o, 1);
-    assert!(
-        both(&o).contains(&format!("{prefix}/sets/{s5}/rmissing/part-000000")),
-        "{}",
-        both(&o)
-    );
+    refused(s5, &format!("{prefix}/sets/{s5}/rmissing/part-000000"));
     lab.assert_nothing_half_received();
 
     // With credentials that may read older versions (the lab's owner
@@ -457,7 +446,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
         tree_digest(&lab.standby_live("redolog")),
         tree_digest(&lab.primary_snap("redolog", &s4))
     );
-    eprintln!("archive test: {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!("archive test: {:.1} s", al.started.elapsed().as_secs_f64());
 }
 
 /// The crash cells of `archive` and `restore` (base::failpoint), against
@@ -472,28 +461,12 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
 #[test]
 fn archive_and_restore_resume_after_a_crash() {
     require_real!();
-    let t0 = std::time::Instant::now();
-    let Some(ArchiveLab {
-        r,
-        _rgwlab,
-        lab,
-        prefix,
-        creds,
-        pri,
-        stb,
-        ..
-    }) = archive_lab("crash", "")
-    else {
+    let Some(al) = archive_lab("crash", "") else {
         return;
     };
-    let bucket = Bucket::new(
-        &r.endpoint,
-        &r.bucket,
-        &r.region,
-        Credentials::load(&creds).unwrap(),
-    )
-    .unwrap();
-    let index_of = |s: &str| format!("{prefix}/sets/{s}/index.json");
+    let (lab, pri, stb) = (&al.lab, &al.pri, &al.stb);
+    let bucket = al.r.bucket(&al.creds);
+    let index_of = |s: &str| format!("{}/sets/{s}/index.json", al.prefix);
     let crash = |cfg: &Path, fp: &str, args: &[&str]| {
         let o = run_snapsite(cfg, args, &[("SNAPSITE_FAILPOINT", fp)]);
         assert_exit(&o, 86);
@@ -601,7 +574,10 @@ fn archive_and_restore_resume_after_a_crash() {
     }
     lab.assert_nothing_half_received();
     assert!(!stb_state.join("journal-restore.json").exists());
-    eprintln!("archive crash cells: {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "archive crash cells: {:.1} s",
+        al.started.elapsed().as_secs_f64()
+    );
 }
 
 /// Every `archive.*` and `restore.*` failpoint has its cell in

@@ -93,12 +93,7 @@ fn set_ship_failover_end_to_end_local() {
         &["failover", "--json"],
         &[("TZ", "America/New_York")],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rep = common::output::success_json("failover", &out);
     assert_eq!(rep["plan"]["set_id"], full["id"]);
     assert_eq!(rep["plan"]["redolog_set_id"], redo2["id"]);
     assert_eq!(rep["replay"]["exit_code"], 0);

@@ -4,27 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::shipcheck::assert_ships_only_changed;
 use common::*;
-
-/// Site B's config with a peer: the same volumes as the standby's, and a
-/// `[standby]` section reaching site A (the lab's primary) through the
-/// local transport.
-fn b_with_peer(lab: &Lab) -> PathBuf {
-    let p = lab.dir.path().join("standby-peer.toml");
-    let base = std::fs::read_to_string(&lab.stb_cfg).unwrap();
-    std::fs::write(
-        &p,
-        format!(
-            "{base}\n[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
-            lab.pri_cfg.display()
-        ),
-    )
-    .unwrap();
-    p
-}
 
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
@@ -109,7 +92,7 @@ fn failover_starts_a_generation_and_the_old_primary_refuses_to_ship() {
     assert!(text.contains("said primary in generation 2"), "{text}");
 
     // B, now primary with A as its peer, takes sets in generation 2.
-    let b_cfg = b_with_peer(&lab);
+    let b_cfg = lab.standby_with_peer("standby-peer.toml");
     let m = json(&lab.ok(&b_cfg, &["snapshot", "--json"]));
     assert_eq!(m["generation"].as_u64(), Some(2), "{m}");
     // A role, once recorded, is not re-initialised.
@@ -127,7 +110,7 @@ fn a_site_recorded_as_standby_neither_ships_nor_is_shipped_to_as_primary() {
     require_real!();
     let lab = Lab::new("[\"true\"]");
     // B names A as its peer; recorded as standby, it does not ship.
-    let b_cfg = b_with_peer(&lab);
+    let b_cfg = lab.standby_with_peer("standby-peer.toml");
     lab.ok(&b_cfg, &["role", "--init", "standby"]);
     let o = lab.run(&b_cfg, &["ship"]);
     assert_eq!(o.status.code(), Some(1));
@@ -184,7 +167,7 @@ const MIB: usize = 1 << 20;
 fn failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
     require_real!();
     let lab = Lab::new("[\"true\"]");
-    let b_cfg = b_with_peer(&lab);
+    let b_cfg = lab.standby_with_peer("standby-peer.toml");
     // A, primary: a 16 MiB blob store, a database, a redolog; a set and a
     // redolog snapshot shipped.
     let (s, r) = lab.base_shipped(16 * MIB);

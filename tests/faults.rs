@@ -267,11 +267,7 @@ fn capture(rig: &Rig) -> Capture {
     let d = rig.lab.dir.path().to_path_buf();
     // The clean session, captured in both directions.
     let out = rig.ship("capture").expect("clean ship ends");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::output::success("ship", &out);
     assert_eq!(rig.committed_is_right(), Ok(true));
     let up = std::fs::read(d.join("cap-up")).unwrap();
     let down = std::fs::read(d.join("cap-down")).unwrap();

@@ -1385,9 +1385,7 @@ fn ransomware_drill() {
 fn failover_stops_a_stalled_session() {
     require_real!();
     let lab = Lab::with_replay_recorder();
-    for r in ROLES {
-        write_file(&lab.live(r).join("data"), &random_bytes(9, 32 * 1024));
-    }
+    lab.fill_same(9, 32 * 1024);
     lab.append_redolog("op 1");
     let set = lab.snapshot(false);
     let id = set["id"].as_str().unwrap().to_string();
@@ -1438,9 +1436,7 @@ fn failover_stops_a_stalled_session() {
 fn a_forged_commit_of_an_older_generation_is_refused_and_changes_nothing() {
     require_real!();
     let lab = Lab::new("[\"/bin/true\"]");
-    for r in ROLES {
-        write_file(&lab.live(r).join("data"), &random_bytes(29, 32 * 1024));
-    }
+    lab.fill_same(29, 32 * 1024);
     let f1 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
     lab.ship(&lab.pri_cfg);
     // The standby has since followed a new primary into generation 2.

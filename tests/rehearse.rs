@@ -60,17 +60,6 @@ fn alive(pid: i32) -> bool {
     })
 }
 
-fn mounted_below(dir: &Path) -> Vec<String> {
-    let prefix = format!("{}/", dir.display());
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&prefix))
-        .map(str::to_string)
-        .collect()
-}
-
 fn clones(lab: &Lab) -> Vec<PathBuf> {
     ROLES
         .iter()
@@ -145,7 +134,7 @@ fn a_rehearsal_replays_on_scratch_clones_and_leaves_production_alone() {
         !lab.standby_live("blob").exists(),
         "no copy at the live location"
     );
-    assert!(mounted_below(&lab.dir.path().join("mnt-app")).is_empty());
+    assert!(mounts_below(&lab.dir.path().join("mnt-app")).is_empty());
     assert!(
         !lab.dir
             .path()

@@ -287,9 +287,7 @@ fn prune_on_btrfs_keeps_the_common_snapshot_and_shipping_stays_incremental() {
     stb.push_str(retention);
     stb.push_str("keep_min_age = \"0s\"\n");
     std::fs::write(&lab.stb_cfg, stb).unwrap();
-    for r in ROLES {
-        write_file(&lab.live(r).join("data"), &random_bytes(7, 512 * 1024));
-    }
+    lab.fill_same(7, 512 * 1024);
 
     // F1 R1 shipped; then F2 R2 R3 taken but not shipped.
     let f1 = lab.snapshot(false)["id"].as_str().unwrap().to_string();

@@ -65,9 +65,7 @@ prometheus = "{}"
         &lab.stb_cfg,
         "\n[retention]\ngrid = \"1x1m(keep=all)\"\nredolog_grid = \"1x10s(keep=all)\"\n[status]\nrecovery_point_warning = \"20s\"\nrecovery_point_critical = \"1m\"\nfull_set_warning = \"90s\"\n",
     );
-    for r in ROLES {
-        write_file(&lab.live(r).join("data"), &random_bytes(1, 256 * 1024));
-    }
+    lab.fill_same(1, 256 * 1024);
 
     let log = lab.dir.path().join("run.log");
     let t0 = Instant::now();

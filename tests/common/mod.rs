@@ -257,17 +257,19 @@ pub fn subvolume_create(path: &Path) {
     sh(&["btrfs", "-q", "subvolume", "create", path.to_str().unwrap()]);
 }
 
+/// `btrfs subvolume snapshot [-r] src dst` (`-r` when `readonly`).
+pub fn subvolume_snapshot(src: &Path, dst: &Path, readonly: bool) {
+    let mut argv = vec!["btrfs", "-q", "subvolume", "snapshot"];
+    if readonly {
+        argv.push("-r");
+    }
+    argv.extend([src.to_str().unwrap(), dst.to_str().unwrap()]);
+    sh(&argv);
+}
+
 /// `btrfs subvolume snapshot -r src dst`.
 pub fn snapshot_readonly(src: &Path, dst: &Path) {
-    sh(&[
-        "btrfs",
-        "-q",
-        "subvolume",
-        "snapshot",
-        "-r",
-        src.to_str().unwrap(),
-        dst.to_str().unwrap(),
-    ]);
+    subvolume_snapshot(src, dst, true);
 }
 
 /// `btrfs send -q <args> snap`: the stream (the command must succeed).
@@ -318,16 +320,28 @@ pub fn show_field(show: &str, key: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Unmount everything mounted at or below `dir` except `dir` itself, deepest first.
-pub fn unmount_below(dir: &Path) {
+/// The mount points below `dir` (not `dir` itself), from
+/// /proc/self/mountinfo; None when that cannot be read.
+fn mountinfo_below(dir: &Path) -> Option<Vec<String>> {
     let prefix = format!("{}/", dir.display());
-    if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
-        let mut below: Vec<String> = info
-            .lines()
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    Some(
+        info.lines()
             .filter_map(|l| l.split(' ').nth(4))
             .filter(|m| m.starts_with(&prefix))
             .map(str::to_string)
-            .collect();
+            .collect(),
+    )
+}
+
+/// The mount points below `dir` (not `dir` itself).
+pub fn mounts_below(dir: &Path) -> Vec<String> {
+    mountinfo_below(dir).expect("/proc/self/mountinfo cannot be read")
+}
+
+/// Unmount everything mounted at or below `dir` except `dir` itself, deepest first.
+pub fn unmount_below(dir: &Path) {
+    if let Some(mut below) = mountinfo_below(dir) {
         below.sort_by_key(|m| std::cmp::Reverse(m.len()));
         for m in below {
             let _ = Command::new("umount").arg(&m).status();
@@ -471,6 +485,14 @@ impl TwoSites {
         }
     }
 
+    /// Each volume's `data` file: the same `len` pseudo-random bytes
+    /// (seeded `seed`) in every volume.
+    pub fn fill_same(&self, seed: u64, len: usize) {
+        for r in &self.roles {
+            write_file(&self.live(r).join("data"), &random_bytes(seed, len));
+        }
+    }
+
     /// Append `line` to the primary's `redolog/log`, synced.
     pub fn append_redolog(&self, line: &str) {
         use std::io::Write;
@@ -541,6 +563,23 @@ impl TwoSites {
             tree_digest(&self.primary_snap(role, id)),
             "{role} {id}"
         );
+    }
+
+    /// Write site B's config with a peer: the standby's volumes and a
+    /// `[standby]` section reaching site A (the primary) through the local
+    /// transport; returns its path (`name` in the lab's directory).
+    pub fn standby_with_peer(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        let base = std::fs::read_to_string(&self.stb_cfg).unwrap();
+        std::fs::write(
+            &p,
+            format!(
+                "{base}\n[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
+                self.pri_cfg.display()
+            ),
+        )
+        .unwrap();
+        p
     }
 
     /// Write a primary config with another [standby] section; returns its path.
@@ -712,6 +751,38 @@ pub fn sorted_names(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A config of site `site` with one btrfs `redolog` volume, its state,
+/// live and snapshot directories under `dir` (nothing else).
+pub fn redolog_site_toml(site: &str, dir: &Path) -> String {
+    format!(
+        "site = \"{site}\"\nstate_dir = \"{0}/state\"\n[[volume]]\nrole = \"redolog\"\nbackend = \"btrfs\"\nsource = \"{0}/live\"\nsnapshot_dir = \"{0}/snap\"\n",
+        dir.display()
+    )
+}
+
+/// The strings of JSON array `v` (panics when it is not an array of strings).
+pub fn json_strs(v: &serde_json::Value) -> Vec<String> {
+    let a = v.as_array().unwrap_or_else(|| panic!("not an array: {v}"));
+    a.iter()
+        .map(|x| {
+            x.as_str()
+                .unwrap_or_else(|| panic!("not a string: {x}"))
+                .to_string()
+        })
+        .collect()
+}
+
+/// The names in directory `dir`, sorted; panics when it cannot be read
+/// (for checks where a missing directory is itself a failure).
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let rd = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mut v: Vec<String> = rd
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }
