@@ -634,23 +634,43 @@ fn rehearse_cell(cell: &Cell) {
     assert_eq!(after, before, "B's received snapshots unchanged");
 }
 
-/// Writes into A's live volumes: (volume, file, seed, length) each.
-fn write_live(lab: &Lab, files: &[(&str, &str, u64, usize)]) {
+/// A file in one of A's live volumes: (volume, name, seed, length).
+type LiveFile = (&'static str, &'static str, u64, usize);
+
+/// Writes `files` into A's live volumes.
+fn write_live(lab: &Lab, files: &[LiveFile]) {
     for &(r, name, seed, len) in files {
         write_file(&lab.live(r).join(name), &random_bytes(seed, len));
     }
 }
 
 /// A's first data on each of its three volumes (blob, mysql, redolog).
-fn write_first_data(lab: &Lab) {
-    write_live(
-        lab,
-        &[
-            ("blob", "m0", 1, 256 * KIB),
-            ("mysql", "db0", 2, 64 * KIB),
-            ("redolog", "log0", 3, 16 * KIB),
-        ],
-    );
+const FIRST_DATA: &[LiveFile] = &[
+    ("blob", "m0", 1, 256 * KIB),
+    ("mysql", "db0", 2, 64 * KIB),
+    ("redolog", "log0", 3, 16 * KIB),
+];
+
+/// What A's application writes after the shipped set, before the
+/// switchover.
+const SWITCHOVER_LAST_WRITES: &[LiveFile] = &[
+    ("blob", "last", 4, 128 * KIB),
+    ("redolog", "log1", 5, 16 * KIB),
+];
+
+/// What A writes after its shipped set, before the snapshot cell's set.
+const SNAPSHOT_CELL_WRITES: &[LiveFile] = &[
+    ("blob", "m1", 2, 128 * KIB),
+    ("redolog", "log1", 3, 16 * KIB),
+];
+
+/// A writes `first`, takes a set and ships it, then writes `then` (in no
+/// set yet).
+fn ship_then_write(s: &Sites, first: &[LiveFile], then: &[LiveFile]) {
+    write_live(&s.lab, first);
+    s.lab.snapshot(false);
+    s.lab.ship(s.a());
+    write_live(&s.lab, then);
 }
 
 /// Failback: A was primary (two full sets and a redolog snapshot shipped,
@@ -659,7 +679,7 @@ fn write_first_data(lab: &Lab) {
 fn failback_cell(cell: &Cell) {
     let s = Sites::new(TRUE);
     let lab = &s.lab;
-    write_first_data(lab);
+    write_live(lab, FIRST_DATA);
     if !cell.one_common {
         lab.snapshot(false);
         lab.ship(s.a());
@@ -728,16 +748,7 @@ fn failback_cell(cell: &Cell) {
 fn switchover_cell(cell: &Cell) {
     let s = Sites::new(TRUE);
     let lab = &s.lab;
-    write_first_data(lab);
-    lab.snapshot(false);
-    lab.ship(s.a());
-    write_live(
-        lab,
-        &[
-            ("blob", "last", 4, 128 * KIB),
-            ("redolog", "log1", 5, 16 * KIB),
-        ],
-    );
+    ship_then_write(&s, FIRST_DATA, SWITCHOVER_LAST_WRITES);
     let kept = s.a_live_digests();
     let a_before = manifests(&s.state('a'));
     let b_before = manifests(&s.state('b'));
@@ -900,16 +911,7 @@ fn check_sets_shipped(s: &Sites) {
 fn snapshot_cell(cell: &Cell) {
     let s = Sites::new(TRUE);
     let lab = &s.lab;
-    write_file(&lab.live("blob").join("m0"), &random_bytes(1, 128 * KIB));
-    lab.snapshot(false);
-    lab.ship(s.a());
-    write_live(
-        lab,
-        &[
-            ("blob", "m1", 2, 128 * KIB),
-            ("redolog", "log1", 3, 16 * KIB),
-        ],
-    );
+    ship_then_write(&s, &[("blob", "m0", 1, 128 * KIB)], SNAPSHOT_CELL_WRITES);
     let before = manifests(&s.state('a'));
     // Killed between a manifest's write and the sets.summary update: the
     // summary must be valid before (else there is nothing to update).
@@ -1074,15 +1076,18 @@ fn check_receipts(s: &Sites) {
 /// The ship_cell setup: one set shipped, two more taken.
 fn one_shipped_two_pending(s: &Sites) {
     let lab = &s.lab;
-    write_file(&lab.live("blob").join("m0"), &random_bytes(1, 128 * KIB));
+    ship_then_write(
+        s,
+        &[("blob", "m0", 1, 128 * KIB)],
+        &[("blob", "m1", 2, 256 * KIB)],
+    );
     lab.snapshot(false);
-    lab.ship(s.a());
-    write_file(&lab.live("blob").join("m1"), &random_bytes(2, 256 * KIB));
-    lab.snapshot(false);
-    write_file(&lab.live("blob").join("m2"), &random_bytes(3, 256 * KIB));
-    write_file(
-        &lab.live("redolog").join("log2"),
-        &random_bytes(4, 16 * KIB),
+    write_live(
+        lab,
+        &[
+            ("blob", "m2", 3, 256 * KIB),
+            ("redolog", "log2", 4, 16 * KIB),
+        ],
     );
     lab.snapshot(false);
 }

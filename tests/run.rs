@@ -11,11 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn append_cfg(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-}
-
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
 }
@@ -39,7 +34,7 @@ fn one_minute_run_takes_ships_prunes_and_stops_cleanly_on_sigterm() {
     require_real!();
     let lab = Lab::new("[\"/bin/true\"]");
     let metrics = lab.dir.path().join("metrics/snapsite.prom");
-    append_cfg(
+    append_to(
         &lab.pri_cfg,
         &format!(
             r#"
@@ -61,7 +56,7 @@ prometheus = "{}"
             metrics.display()
         ),
     );
-    append_cfg(
+    append_to(
         &lab.stb_cfg,
         "\n[retention]\ngrid = \"1x1m(keep=all)\"\nredolog_grid = \"1x10s(keep=all)\"\n[status]\nrecovery_point_warning = \"20s\"\nrecovery_point_critical = \"1m\"\nfull_set_warning = \"90s\"\n",
     );
@@ -240,8 +235,8 @@ fn status_after_a_known_sequence() {
     let lab = Lab::new("[\"/bin/true\"]");
     let metrics: PathBuf = lab.dir.path().join("m.prom");
     let status_cfg = "\n[status]\nrecovery_point_warning = \"3s\"\nrecovery_point_critical = \"1h\"\nfull_set_warning = \"1h\"\nfull_set_critical = \"2h\"\n";
-    append_cfg(&lab.pri_cfg, status_cfg);
-    append_cfg(&lab.stb_cfg, status_cfg);
+    append_to(&lab.pri_cfg, status_cfg);
+    append_to(&lab.stb_cfg, status_cfg);
 
     // A status that cannot be read is UNKNOWN for monitoring.
     let out = run_snapsite(&lab.dir.path().join("missing.toml"), &["status"], &[]);
@@ -320,7 +315,7 @@ fn status_after_a_known_sequence() {
         "broken",
         "transport = \"command\"\ncommand = [\"/bin/false\"]",
     );
-    append_cfg(
+    append_to(
         &broken,
         &format!("{status_cfg}[schedule]\nfull_set_interval = \"1h\"\nredolog_interval = \"1s\"\n"),
     );

@@ -764,6 +764,16 @@ pub fn redolog_site_toml(site: &str, dir: &Path) -> String {
     )
 }
 
+/// Append `text` to the file at `path` (a config: more keys or sections).
+pub fn append_to(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    f.write_all(text.as_bytes()).unwrap();
+}
+
 /// The strings of JSON array `v` (panics when it is not an array of strings).
 pub fn json_strs(v: &serde_json::Value) -> Vec<String> {
     let a = v.as_array().unwrap_or_else(|| panic!("not an array: {v}"));
