@@ -384,15 +384,7 @@ fn run_keeps_shipping_to_near_while_far_hangs() {
     );
     // far is failing (since its first stalled session), near is not: in
     // the JSON, the text, the metrics, and one notification for far.
-    let per = |name: &str| {
-        last["standbys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == name)
-            .unwrap()
-            .clone()
-    };
+    let per = |name: &str| json_entry(&last["standbys"], "name", name).clone();
     assert!(per("far")["failing_since"].is_string(), "{last}");
     assert!(per("near")["failing_since"].is_null(), "{last}");
     assert!(
@@ -645,13 +637,7 @@ fn a_night_window_starts_ships_only_inside_it_and_is_not_late_outside() {
     // An hour later, still outside: far's recovery point is an hour old by
     // the wall clock, but no window time has passed: not late.
     let st = json(&at("+1h", &["status", "--json"]));
-    let far_st = st["standbys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "far")
-        .unwrap()
-        .clone();
+    let far_st = json_entry(&st["standbys"], "name", "far");
     assert_eq!(far_st["window"], window.as_str(), "{far_st}");
     assert!(
         far_st["recovery_point"]["age_seconds"].as_f64().unwrap() >= 3600.0,

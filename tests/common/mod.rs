@@ -774,6 +774,22 @@ pub fn append_to(path: &Path, text: &str) {
     f.write_all(text.as_bytes()).unwrap();
 }
 
+/// The entry of JSON array `list` whose `key` is `value` (panics, showing
+/// `list`, when there is none).
+#[track_caller]
+pub fn json_entry<'a>(
+    list: &'a serde_json::Value,
+    key: &str,
+    value: &str,
+) -> &'a serde_json::Value {
+    let a = list
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"));
+    a.iter()
+        .find(|x| x[key] == value)
+        .unwrap_or_else(|| panic!("no entry with {key} {value}: {list}"))
+}
+
 /// The strings of JSON array `v` (panics when it is not an array of strings).
 pub fn json_strs(v: &serde_json::Value) -> Vec<String> {
     let a = v.as_array().unwrap_or_else(|| panic!("not an array: {v}"));
