@@ -93,7 +93,7 @@ fn set_ship_failover_end_to_end_local() {
         &["failover", "--json"],
         &[("TZ", "America/New_York")],
     );
-    let rep = common::output::success_json("failover", &out);
+    let rep = common::success_json("failover", &out);
     assert_eq!(rep["plan"]["set_id"], full["id"]);
     assert_eq!(rep["plan"]["redolog_set_id"], redo2["id"]);
     assert_eq!(rep["replay"]["exit_code"], 0);

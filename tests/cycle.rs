@@ -17,6 +17,12 @@ fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `o`'s stderr says `needle` (else a panic showing the stderr).
+#[track_caller]
+fn assert_stderr_has(o: &std::process::Output, needle: &str) {
+    assert!(stderr(o).contains(needle), "{}", stderr(o));
+}
+
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -98,11 +104,7 @@ fn failover_starts_a_generation_and_the_old_primary_refuses_to_ship() {
     // A role, once recorded, is not re-initialised.
     let o = lab.run(&b_cfg, &["role", "--init", "standby"]);
     assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("already has a recorded role"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_has(&o, "already has a recorded role");
 }
 
 #[test]
@@ -114,11 +116,7 @@ fn a_site_recorded_as_standby_neither_ships_nor_is_shipped_to_as_primary() {
     lab.ok(&b_cfg, &["role", "--init", "standby"]);
     let o = lab.run(&b_cfg, &["ship"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("is a standby in generation 1"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_has(&o, "is a standby in generation 1");
     // And it still receives from A.
     lab.snapshot(false);
     let r = lab.ship(&lab.pri_cfg);

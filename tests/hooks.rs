@@ -289,7 +289,7 @@ fn the_read_lock_is_held_during_the_snapshot_and_the_copy_needs_no_crash_recover
     require_mariadb!();
     let s = setup(30, "abort");
     let out = s.snapsite(&["snapshot", "--json"]);
-    let m = common::output::success_json("snapshot", &out);
+    let m = common::success_json("snapshot", &out);
     s.assert_write_was_blocked("a write went through while the mysql snapshot was taken");
     assert!(
         s.db.try_write("right-after").is_ok(),
@@ -390,7 +390,7 @@ fn writes_block_no_longer_than_max_hold_and_the_member_is_marked_crash_consisten
     let t = Instant::now();
     let out = s.snapsite(&["snapshot", "--json"]);
     let took = t.elapsed();
-    let m = common::output::success_json("snapshot", &out);
+    let m = common::success_json("snapshot", &out);
     assert!(took >= Duration::from_secs(3));
     let mysql = json_entry(&m["members"], "role", "mysql");
     assert_eq!(mysql["consistency"]["state"], "crash-consistent", "{mysql}");

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -93,12 +92,7 @@ prometheus = "{}"
             &lab.live("blob").join(format!("msg-{n}")),
             &random_bytes(n, 16 * 1024),
         );
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(lab.live("redolog").join("log"))
-            .unwrap();
-        writeln!(f, "op {n}").unwrap();
+        lab.append_redolog(&format!("op {n}"));
         if !second_run_refused && t0.elapsed() > Duration::from_secs(8) {
             // A second `run` on the same site is refused at once.
             let out = lab.run(&lab.pri_cfg, &["run", "--once"]);

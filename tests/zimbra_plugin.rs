@@ -90,6 +90,12 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `o`'s stderr says `needle` (else a panic showing the stderr).
+#[track_caller]
+fn assert_stderr_has(o: &Output, needle: &str) {
+    assert!(stderr(o).contains(needle), "{}", stderr(o));
+}
+
 const FROM: &str = "2026/11/27 08:00:00.000";
 
 #[test]
@@ -152,10 +158,9 @@ fn warns_when_the_redolog_does_not_reach_back_and_strict_refuses() {
     ]);
     let (out, calls) = z.replay(FROM, &[], &[]);
     assert!(out.status.success());
-    assert!(
-        stderr(&out).contains("does not reach back to --fromTime 2026/11/27 08:00:00.000: its oldest archived log is redo-20261127.081500.000-seq12.log"),
-        "{}",
-        stderr(&out)
+    assert_stderr_has(
+        &out,
+        "does not reach back to --fromTime 2026/11/27 08:00:00.000: its oldest archived log is redo-20261127.081500.000-seq12.log",
     );
     assert!(calls.iter().any(|c| c.starts_with("zmplayredo")));
 
@@ -174,21 +179,13 @@ fn warns_on_a_sequence_gap_and_on_an_empty_archive() {
     let z = FakeZimbra::new();
     let (out, _) = z.replay("20261127.080000", &[], &[]);
     assert!(out.status.success());
-    assert!(
-        stderr(&out).contains("holds no rolled-over redologs"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "holds no rolled-over redologs");
     z.archive(&[
         "redo-20261127.060000.000-seq10.log",
         "redo-20261127.070000.000-seq12.log",
     ]);
     let (out, _) = z.replay(FROM, &[], &[]);
-    assert!(
-        stderr(&out).contains("gap (seq 10 -> 12)"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "gap (seq 10 -> 12)");
 }
 
 #[test]
@@ -204,11 +201,7 @@ fn refuses_the_guides_colon_form_and_garbage_without_touching_anything() {
         assert!(calls.is_empty(), "{bad}: {calls:?}");
     }
     let (out, _) = z.replay("2026/11/27 08:00:00:000", &[], &[]);
-    assert!(
-        stderr(&out).contains("colon before the milliseconds"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "colon before the milliseconds");
     // Every zmplayredo shape passes the check.
     for good in [
         "2026/11/27 08:00:00",

@@ -12,6 +12,7 @@ pub mod output;
 pub mod redolog;
 pub mod rgwlab;
 pub mod shipcheck;
+pub mod sitetoml;
 pub mod sshlab;
 
 use std::path::{Path, PathBuf};
@@ -774,6 +775,14 @@ pub fn append_to(path: &Path, text: &str) {
     f.write_all(text.as_bytes()).unwrap();
 }
 
+/// `out`'s stdout as JSON when `what` exited 0; otherwise a panic naming
+/// `what` with its [`output::text`].
+#[track_caller]
+pub fn success_json(what: &str, out: &Output) -> serde_json::Value {
+    let stdout = output::success(what, out);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{what}: {e}: {stdout}"))
+}
+
 /// The entry of JSON array `list` whose `key` is `value` (panics, showing
 /// `list`, when there is none).
 #[track_caller]
@@ -892,16 +901,7 @@ pub fn tree_digest(root: &Path) -> std::collections::BTreeMap<String, String> {
 /// [`ROLES`] as btrfs volumes under `dir` (`live`, `recv`, mountpoints in
 /// `app`; nothing needs to exist for a standby's check), then `tail`.
 pub fn standby_config(dir: &Path, name: &str, tail: &str) -> PathBuf {
-    let mut s = format!(
-        "site = \"standby\"\nstate_dir = \"{}\"\n",
-        dir.join("state").display()
-    );
-    for r in ROLES {
-        s.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"btrfs\"\nsource = \"{d}/live/{r}\"\nsnapshot_dir = \"{d}/recv/{r}\"\nmountpoint = \"{d}/app/{r}\"\n",
-            d = dir.display()
-        ));
-    }
+    let mut s = sitetoml::volumes_toml("standby", dir, &ROLES, "recv", Some("app"));
     s.push_str(tail);
     let p = dir.join(format!("{name}.toml"));
     std::fs::write(&p, s).unwrap();

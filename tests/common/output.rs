@@ -33,11 +33,3 @@ pub fn success(what: &str, out: &Output) -> String {
     assert!(out.status.success(), "{what} failed: {}", text(out));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
-
-/// `out`'s stdout as JSON when `what` exited 0; otherwise a panic naming
-/// `what` with its [`text`].
-#[track_caller]
-pub fn success_json(what: &str, out: &Output) -> serde_json::Value {
-    let stdout = success(what, out);
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{what}: {e}: {stdout}"))
-}
