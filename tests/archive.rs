@@ -193,13 +193,13 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     let marker = b"PLAINTEXT-MARKER-that-must-not-be-stored-";
     write_file(&lab.live("blob").join("marker"), &marker.repeat(1000));
     let s1 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
-    let dry = json(&lab.ok(&pri, &["archive", "--dry-run", "--json"]));
+    let dry = json(&lab.ok(pri, &["archive", "--dry-run", "--json"]));
     assert_eq!(dry["planned"], serde_json::json!([s1]), "{dry}");
-    let a1 = json(&lab.ok(&pri, &["archive", "--json"]));
+    let a1 = json(&lab.ok(pri, &["archive", "--json"]));
     assert_eq!(written(&a1), std::slice::from_ref(&s1), "{a1}");
     assert!(a1["written"][0]["requires"].as_array().unwrap().is_empty());
     // Idempotent: nothing more to write, nothing overwritten.
-    let again = json(&lab.ok(&pri, &["archive", "--json"]));
+    let again = json(&lab.ok(pri, &["archive", "--json"]));
     assert!(written(&again).is_empty(), "{again}");
 
     // Incremental sets: 64 KiB changed in one volume, then a redolog set.
@@ -208,7 +208,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     let s2 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
     lab.append_redolog("after s2");
     let s3 = lab.snapshot(true)["id"].as_str().unwrap().to_string();
-    let a2 = json(&lab.ok(&pri, &["archive", "--json"]));
+    let a2 = json(&lab.ok(pri, &["archive", "--json"]));
     assert_eq!(written(&a2), [s2.clone(), s3.clone()], "{a2}");
     assert_eq!(a2["written"][0]["requires"], serde_json::json!([s1]));
     assert_eq!(a2["written"][1]["requires"], serde_json::json!([s2]));
@@ -241,7 +241,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     assert!(e.contains("403"), "{e}");
 
     // The primary's credentials read back only age ciphertext.
-    let bucket = r.bucket(&creds);
+    let bucket = r.bucket(creds);
     let keys = bucket.list(&format!("{prefix}/sets/")).unwrap();
     let parts: Vec<&String> = keys
         .iter()
@@ -259,7 +259,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     }
 
     // verify: every part read back against its index.
-    let v = json(&lab.ok(&pri, &["verify", "--archive", "offsite", "--json"]));
+    let v = json(&lab.ok(pri, &["verify", "--archive", "offsite", "--json"]));
     assert_eq!(v["sets"], 3, "{v}");
     assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
     assert_eq!(v["parts_read"], v["parts"], "{v}");
@@ -279,7 +279,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     // version, locked; a plain GET returns the new bytes).
     write_file(&lab.live("redolog").join("log"), b"s4\n");
     let s4 = lab.snapshot(true)["id"].as_str().unwrap().to_string();
-    let a4 = json(&lab.ok(&pri, &["archive", "--json"]));
+    let a4 = json(&lab.ok(pri, &["archive", "--json"]));
     assert_eq!(written(&a4), std::slice::from_ref(&s4));
     let ix: serde_json::Value = serde_json::from_slice(
         &bucket
@@ -300,7 +300,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
             false,
         )
         .unwrap();
-    let o = lab.run(&pri, &["verify", "--archive", "offsite"]);
+    let o = lab.run(pri, &["verify", "--archive", "offsite"]);
     assert_exit(&o, 2);
     assert!(stdout(&o).contains(&part), "{}", both(&o));
     // A forged index (the primary may put new keys) naming a part that
@@ -335,7 +335,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
 
     // Restore a fresh standby: the chain of s3 (s1 full, s2, s3).
     let dry = json(&lab.ok(
-        &stb,
+        stb,
         &[
             "restore",
             "--from",
@@ -352,7 +352,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     let noid = lab.dir.path().join("stb-noid.toml");
     std::fs::write(
         &noid,
-        std::fs::read_to_string(&lab.stb_cfg).unwrap() + &archive_toml(&r, &prefix, &creds, ""),
+        std::fs::read_to_string(&lab.stb_cfg).unwrap() + &archive_toml(r, prefix, creds, ""),
     )
     .unwrap();
     let o = lab.run(&noid, &["restore", "--from", "offsite", "--set", &s3]);
@@ -360,7 +360,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     assert!(both(&o).contains("identity"), "{}", both(&o));
     let t = std::time::Instant::now();
     let rr = json(&lab.ok(
-        &stb,
+        stb,
         &["restore", "--from", "offsite", "--set", &s3, "--json"],
     ));
     eprintln!(
@@ -403,8 +403,8 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
         &stb_v,
         std::fs::read_to_string(&lab.stb_cfg).unwrap()
             + &archive_toml(
-                &r,
-                &prefix,
+                r,
+                prefix,
                 &admin,
                 &format!("identity = \"{}\"", id_file.display()),
             ),
@@ -433,7 +433,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     lab.assert_received_same("redolog", &s4);
 
     // failover works as usual, on the restored sets: the primary's data.
-    let fo = lab.ok(&stb, &["failover", "--json"]);
+    let fo = lab.ok(stb, &["failover", "--json"]);
     eprintln!("failover: {fo}");
     for role in ["mysql", "blob", "index"] {
         assert_eq!(
@@ -480,22 +480,22 @@ fn archive_and_restore_resume_after_a_crash() {
             .expect("state_dir in the config");
         PathBuf::from(line.split('"').nth(1).unwrap())
     };
-    let pri_state = state_of(&pri);
-    let stb_state = state_of(&stb);
+    let pri_state = state_of(pri);
+    let stb_state = state_of(stb);
 
     // archive.after_part: a full set of ~8 parts, stopped after two.
     lab.fill(3, 2 << 20);
     let s1 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
-    crash(&pri, "archive.after_part", &["archive"]);
+    crash(pri, "archive.after_part", &["archive"]);
     assert_eq!(bucket.head(&index_of(&s1)).unwrap(), None, "no index");
     assert!(pri_state.join("journal-archive-offsite.json").exists());
-    let o = lab.run(&pri, &["status"]);
+    let o = lab.run(pri, &["status"]);
     assert!(
         both(&o).contains("archive-offsite") && both(&o).contains("snapsite archive --to offsite"),
         "{}",
         both(&o)
     );
-    let a = json(&lab.ok(&pri, &["archive", "--json"]));
+    let a = json(&lab.ok(pri, &["archive", "--json"]));
     assert_eq!(written(&a), std::slice::from_ref(&s1), "{a}");
     let reused = a["written"][0]["reused_parts"].as_u64().unwrap();
     let parts = a["written"][0]["parts"].as_u64().unwrap();
@@ -505,27 +505,27 @@ fn archive_and_restore_resume_after_a_crash() {
     // archive.before_index: every part is in; the rerun sends none again.
     write_file(&lab.live("mysql").join("two"), &random_bytes(8, 1 << 20));
     let s2 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
-    crash(&pri, "archive.before_index", &["archive"]);
+    crash(pri, "archive.before_index", &["archive"]);
     assert_eq!(bucket.head(&index_of(&s2)).unwrap(), None, "no index");
-    let a = json(&lab.ok(&pri, &["archive", "--json"]));
+    let a = json(&lab.ok(pri, &["archive", "--json"]));
     assert_eq!(written(&a), std::slice::from_ref(&s2), "{a}");
     assert_eq!(
         a["written"][0]["reused_parts"], a["written"][0]["parts"],
         "{a}"
     );
-    let v = json(&lab.ok(&pri, &["verify", "--archive", "offsite", "--json"]));
+    let v = json(&lab.ok(pri, &["verify", "--archive", "offsite", "--json"]));
     assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
 
     // restore.mid_download: s1's parts partly here, nothing presented.
     crash(
-        &stb,
+        stb,
         "restore.mid_download",
         &["restore", "--from", "offsite", "--set", &s2],
     );
     assert!(lab.standby_manifests().is_empty());
     assert!(stb_state.join("journal-restore.json").exists());
     // The rerun names no set: the journal's target is finished.
-    let rr = json(&lab.ok(&stb, &["restore", "--from", "offsite", "--json"]));
+    let rr = json(&lab.ok(stb, &["restore", "--from", "offsite", "--json"]));
     assert_eq!(rr["target"], s2.as_str(), "{rr}");
     assert!(
         rr["restored"][0]["resumed_parts"].as_u64().unwrap() >= 2,
@@ -542,15 +542,15 @@ fn archive_and_restore_resume_after_a_crash() {
     let s3 = lab.snapshot(true)["id"].as_str().unwrap().to_string();
     lab.append_redolog("s4");
     let s4 = lab.snapshot(true)["id"].as_str().unwrap().to_string();
-    lab.ok(&pri, &["archive"]);
+    lab.ok(pri, &["archive"]);
     crash(
-        &stb,
+        stb,
         "restore.before_receive",
         &["restore", "--from", "offsite", "--set", &s3],
     );
     assert!(lab.standby_manifest(&s3).is_none());
     let rr = json(&lab.ok(
-        &stb,
+        stb,
         &["restore", "--from", "offsite", "--set", &s3, "--json"],
     ));
     assert_eq!(
@@ -558,7 +558,7 @@ fn archive_and_restore_resume_after_a_crash() {
         "{rr}"
     );
     crash(
-        &stb,
+        stb,
         "serve.before_manifest",
         &["restore", "--from", "offsite", "--set", &s4],
     );
@@ -566,7 +566,7 @@ fn archive_and_restore_resume_after_a_crash() {
         lab.standby_manifest(&s4).is_none(),
         "nothing half-restored is a set"
     );
-    let rr = json(&lab.ok(&stb, &["restore", "--from", "offsite", "--json"]));
+    let rr = json(&lab.ok(stb, &["restore", "--from", "offsite", "--json"]));
     assert_eq!(rr["target"], s4.as_str(), "{rr}");
     for s in [&s3, &s4] {
         assert!(lab.standby_manifest(s).is_some(), "{s}");
