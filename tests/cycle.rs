@@ -357,14 +357,15 @@ fn cycle_drill_accounts_for_every_message() {
     );
     assert!(p <= 1.1 * c + 65536.0, "{v:#}");
     assert!(p < v["full_send_bytes"].as_f64().unwrap(), "{v:#}");
-    for what in [
-        "split-brain guard",
-        "failback",
-        "switchover",
-        "cycle timeline",
-    ] {
-        assert!(out.contains(what), "{what} missing in:\n{out}");
-    }
+    assert_has_all(
+        &out,
+        &[
+            "split-brain guard",
+            "failback",
+            "switchover",
+            "cycle timeline",
+        ],
+    );
     // Cleaned up.
     assert!(!sh(&["ip", "netns", "list"]).contains(&name));
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();

@@ -159,17 +159,13 @@ fn a_rehearsal_replays_on_scratch_clones_and_leaves_production_alone() {
     assert_eq!(st["rehearsal"]["ok"], true, "{st}");
     assert_eq!(st["rehearsal"]["set_id"].as_str(), Some(s.as_str()));
     let m = std::fs::read_to_string(&prom).unwrap();
-    assert!(
-        m.contains("snapsite_rehearsal_ok{site=\"standby\"} 1"),
-        "{m}"
-    );
-    assert!(
-        m.contains("snapsite_rehearsal_seconds{site=\"standby\"}"),
-        "{m}"
-    );
-    assert!(
-        m.contains("snapsite_rehearsal_recovery_point_timestamp_seconds"),
-        "{m}"
+    assert_has_all(
+        &m,
+        &[
+            "snapsite_rehearsal_ok{site=\"standby\"} 1",
+            "snapsite_rehearsal_seconds{site=\"standby\"}",
+            "snapsite_rehearsal_recovery_point_timestamp_seconds",
+        ],
     );
 
     // A failing replay: exit 3, verdict in the report and status, still torn down.

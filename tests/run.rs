@@ -195,13 +195,12 @@ prometheus = "{}"
     assert_eq!(st["run"]["ship_failures"], 0);
     assert!(st["run"]["stopped_at"].is_string());
     let prom = std::fs::read_to_string(&metrics).unwrap();
-    assert!(
-        prom.contains("snapsite_status{site=\"primary\",role=\"primary\"} 0"),
-        "{prom}"
-    );
-    assert!(
-        prom.contains("snapsite_recovery_point_age_seconds{site=\"primary\"}"),
-        "{prom}"
+    assert_has_all(
+        &prom,
+        &[
+            "snapsite_status{site=\"primary\",role=\"primary\"} 0",
+            "snapsite_recovery_point_age_seconds{site=\"primary\"}",
+        ],
     );
 
     // The standby agrees on the recovery point and the newest full set.

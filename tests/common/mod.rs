@@ -799,6 +799,15 @@ pub fn json_entry<'a>(
         .unwrap_or_else(|| panic!("no entry with {key} {value}: {list}"))
 }
 
+/// `text` holds each of `wants` (else a panic naming the first missing one
+/// and showing `text`).
+#[track_caller]
+pub fn assert_has_all(text: &str, wants: &[&str]) {
+    for want in wants {
+        assert!(text.contains(want), "`{want}` missing from:\n{text}");
+    }
+}
+
 /// The strings of JSON array `v` (panics when it is not an array of strings).
 pub fn json_strs(v: &serde_json::Value) -> Vec<String> {
     let a = v.as_array().unwrap_or_else(|| panic!("not an array: {v}"));
