@@ -36,6 +36,9 @@ use snapsite::primary::coordinator::{plan_set, sets_to_ship};
 use snapsite::primary::follower::{self, Follower, FollowerRecord};
 use snapsite::wire::stream::{Deadline, Msg, PROTOCOL_VERSION, Reader, Writer};
 
+#[path = "../tests/common/sitetoml.rs"]
+mod sitetoml;
+
 const ROLES: [&str; 4] = ["mysql", "blob", "index", "redolog"];
 /// Bytes of each role's snapshot in a full set: 16 MiB in all. Big enough
 /// that the per-byte work (blake3 on both ends, framing, copies) is most
@@ -127,16 +130,7 @@ struct Site {
 
 fn site(name: &str, extra: &str) -> Result<Site> {
     let dir = tempfile::tempdir()?;
-    let mut text = format!(
-        "site = \"{name}\"\nstate_dir = \"{}\"\n",
-        dir.path().join("state").display()
-    );
-    for r in ROLES {
-        text.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"btrfs\"\nsource = \"{0}/live/{r}\"\nsnapshot_dir = \"{0}/snap/{r}\"\n",
-            dir.path().display()
-        ));
-    }
+    let mut text = sitetoml::volumes_toml(name, dir.path(), &ROLES, "snap", None);
     text.push_str(extra);
     let cfg = Config::parse(&text, &dir.path().join(format!("{name}.toml")))?;
     Ok(Site {

@@ -25,6 +25,19 @@ struct Rgw {
     creds: PathBuf,
 }
 
+impl Rgw {
+    /// The lab's bucket, reached with the credentials in `creds`.
+    fn bucket(&self, creds: &Path) -> Bucket {
+        Bucket::new(
+            &self.endpoint,
+            &self.bucket,
+            &self.region,
+            Credentials::load(creds).unwrap(),
+        )
+        .unwrap()
+    }
+}
+
 /// The RGW lab: the one named by `RGWLAB_*` in the environment (`eval
 /// "$(scripts/rgwlab env NAME)"`), else a lab of this test's own, started
 /// here and stopped (by its PIDs) when the guard drops. `Err` is why no lab
@@ -90,6 +103,8 @@ fn written(report: &serde_json::Value) -> Vec<String> {
 /// primary's config holds only the age recipient (plus `pri_extra`), the
 /// standby's the identity; both use a 0600 copy of the lab's credentials.
 struct ArchiveLab {
+    /// When the test asked for the lab (its wall time includes the start).
+    started: std::time::Instant,
     r: Rgw,
     _rgwlab: Option<RgwLab>,
     lab: Lab,
@@ -101,6 +116,7 @@ struct ArchiveLab {
 }
 
 fn archive_lab(kind: &str, pri_extra: &str) -> Option<ArchiveLab> {
+    let started = std::time::Instant::now();
     let (r, _rgwlab) = match rgw() {
         Ok(r) => r,
         Err(why) => {
@@ -151,6 +167,7 @@ fn archive_lab(kind: &str, pri_extra: &str) -> Option<ArchiveLab> {
         &format!("identity = \"{}\"", id_file.display()),
     );
     Some(ArchiveLab {
+        started,
         r,
         _rgwlab,
         lab,
@@ -165,33 +182,24 @@ fn archive_lab(kind: &str, pri_extra: &str) -> Option<ArchiveLab> {
 #[test]
 fn archive_restore_a_fresh_standby_and_fail_over() {
     require_real!();
-    let t0 = std::time::Instant::now();
-    let Some(ArchiveLab {
-        r,
-        _rgwlab,
-        lab,
-        prefix,
-        id_file,
-        creds,
-        pri,
-        stb,
-    }) = archive_lab("test", "\ncompression = \"zstd:3\"")
-    else {
+    let Some(al) = archive_lab("test", "\ncompression = \"zstd:3\"") else {
         return;
     };
+    let (r, lab, pri, stb) = (&al.r, &al.lab, &al.pri, &al.stb);
+    let (prefix, id_file, creds) = (&al.prefix, &al.id_file, &al.creds);
 
     // A full set: 2 MiB of random data per volume plus a plaintext marker.
     lab.fill(1, 2 << 20);
     let marker = b"PLAINTEXT-MARKER-that-must-not-be-stored-";
     write_file(&lab.live("blob").join("marker"), &marker.repeat(1000));
     let s1 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
-    let dry = json(&lab.ok(&pri, &["archive", "--dry-run", "--json"]));
+    let dry = json(&lab.ok(pri, &["archive", "--dry-run", "--json"]));
     assert_eq!(dry["planned"], serde_json::json!([s1]), "{dry}");
-    let a1 = json(&lab.ok(&pri, &["archive", "--json"]));
+    let a1 = json(&lab.ok(pri, &["archive", "--json"]));
     assert_eq!(written(&a1), std::slice::from_ref(&s1), "{a1}");
     assert!(a1["written"][0]["requires"].as_array().unwrap().is_empty());
     // Idempotent: nothing more to write, nothing overwritten.
-    let again = json(&lab.ok(&pri, &["archive", "--json"]));
+    let again = json(&lab.ok(pri, &["archive", "--json"]));
     assert!(written(&again).is_empty(), "{again}");
 
     // Incremental sets: 64 KiB changed in one volume, then a redolog set.
@@ -200,7 +208,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     let s2 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
     lab.append_redolog("after s2");
     let s3 = lab.snapshot(true)["id"].as_str().unwrap().to_string();
-    let a2 = json(&lab.ok(&pri, &["archive", "--json"]));
+    let a2 = json(&lab.ok(pri, &["archive", "--json"]));
     assert_eq!(written(&a2), [s2.clone(), s3.clone()], "{a2}");
     assert_eq!(a2["written"][0]["requires"], serde_json::json!([s1]));
     assert_eq!(a2["written"][1]["requires"], serde_json::json!([s2]));
@@ -216,13 +224,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     assert!(inc_payload < full_stored / 4, "{a2}");
 
     // The restorer reads and lists, and may not write.
-    let ro = Bucket::new(
-        &r.endpoint,
-        &r.bucket,
-        &r.region,
-        Credentials::load(&r.creds.with_file_name("restorer.toml")).unwrap(),
-    )
-    .unwrap();
+    let ro = r.bucket(&r.creds.with_file_name("restorer.toml"));
     assert!(!ro.list(&format!("{prefix}/sets/")).unwrap().is_empty());
     let e = ro
         .put(
@@ -239,13 +241,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     assert!(e.contains("403"), "{e}");
 
     // The primary's credentials read back only age ciphertext.
-    let bucket = Bucket::new(
-        &r.endpoint,
-        &r.bucket,
-        &r.region,
-        Credentials::load(&creds).unwrap(),
-    )
-    .unwrap();
+    let bucket = r.bucket(creds);
     let keys = bucket.list(&format!("{prefix}/sets/")).unwrap();
     let parts: Vec<&String> = keys
         .iter()
@@ -263,26 +259,27 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     }
 
     // verify: every part read back against its index.
-    let v = json(&lab.ok(&pri, &["verify", "--archive", "offsite", "--json"]));
+    let v = json(&lab.ok(pri, &["verify", "--archive", "offsite", "--json"]));
     assert_eq!(v["sets"], 3, "{v}");
     assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
     assert_eq!(v["parts_read"], v["parts"], "{v}");
 
+    // A restore of `set` that is refused (exit 1) naming `needle`.
+    let refused = |set: &str, needle: &str| {
+        let o = lab.run(stb, &["restore", "--from", "offsite", "--set", set]);
+        assert_exit(&o, 1);
+        assert!(both(&o).contains(needle), "{}", both(&o));
+        o
+    };
     // A set whose index is missing: refused, naming the key.
     let ghost = "20200101T000000.000Z-full";
-    let o = lab.run(&stb, &["restore", "--from", "offsite", "--set", ghost]);
-    assert_exit(&o, 1);
-    assert!(
-        both(&o).contains(&format!("{prefix}/sets/{ghost}/index.json")),
-        "{}",
-        both(&o)
-    );
+    refused(ghost, &format!("{prefix}/sets/{ghost}/index.json"));
 
     // A later set whose part the attacker overwrote (RGW keeps the old
     // version, locked; a plain GET returns the new bytes).
     write_file(&lab.live("redolog").join("log"), b"s4\n");
     let s4 = lab.snapshot(true)["id"].as_str().unwrap().to_string();
-    let a4 = json(&lab.ok(&pri, &["archive", "--json"]));
+    let a4 = json(&lab.ok(pri, &["archive", "--json"]));
     assert_eq!(written(&a4), std::slice::from_ref(&s4));
     let ix: serde_json::Value = serde_json::from_slice(
         &bucket
@@ -303,7 +300,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
             false,
         )
         .unwrap();
-    let o = lab.run(&pri, &["verify", "--archive", "offsite"]);
+    let o = lab.run(pri, &["verify", "--archive", "offsite"]);
     assert_exit(&o, 2);
     assert!(stdout(&o).contains(&part), "{}", both(&o));
     // A forged index (the primary may put new keys) naming a part that
@@ -338,7 +335,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
 
     // Restore a fresh standby: the chain of s3 (s1 full, s2, s3).
     let dry = json(&lab.ok(
-        &stb,
+        stb,
         &[
             "restore",
             "--from",
@@ -355,7 +352,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     let noid = lab.dir.path().join("stb-noid.toml");
     std::fs::write(
         &noid,
-        std::fs::read_to_string(&lab.stb_cfg).unwrap() + &archive_toml(&r, &prefix, &creds, ""),
+        std::fs::read_to_string(&lab.stb_cfg).unwrap() + &archive_toml(r, prefix, creds, ""),
     )
     .unwrap();
     let o = lab.run(&noid, &["restore", "--from", "offsite", "--set", &s3]);
@@ -363,7 +360,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     assert!(both(&o).contains("identity"), "{}", both(&o));
     let t = std::time::Instant::now();
     let rr = json(&lab.ok(
-        &stb,
+        stb,
         &["restore", "--from", "offsite", "--set", &s3, "--json"],
     ));
     eprintln!(
@@ -383,9 +380,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     }
     // The corrupted part: refused with its name, nothing of s4 committed
     // (the restorer may not list versions to look for the original).
-    let o = lab.run(&stb, &["restore", "--from", "offsite", "--set", &s4]);
-    assert_exit(&o, 1);
-    assert!(both(&o).contains(&part), "{}", both(&o));
+    let o = refused(&s4, &part);
     assert!(
         both(&o).contains("its older versions cannot be read"),
         "{}",
@@ -393,13 +388,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     );
     assert!(lab.standby_manifest(&s4).is_none());
     // The forged index's missing part: refused with its name.
-    let o = lab.run(&stb, &["restore", "--from", "offsite", "--set", s5]);
-    assert_exit(&o, 1);
-    assert!(
-        both(&o).contains(&format!("{prefix}/sets/{s5}/rmissing/part-000000")),
-        "{}",
-        both(&o)
-    );
+    refused(s5, &format!("{prefix}/sets/{s5}/rmissing/part-000000"));
     lab.assert_nothing_half_received();
 
     // With credentials that may read older versions (the lab's owner
@@ -414,8 +403,8 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
         &stb_v,
         std::fs::read_to_string(&lab.stb_cfg).unwrap()
             + &archive_toml(
-                &r,
-                &prefix,
+                r,
+                prefix,
                 &admin,
                 &format!("identity = \"{}\"", id_file.display()),
             ),
@@ -444,7 +433,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     lab.assert_received_same("redolog", &s4);
 
     // failover works as usual, on the restored sets: the primary's data.
-    let fo = lab.ok(&stb, &["failover", "--json"]);
+    let fo = lab.ok(stb, &["failover", "--json"]);
     eprintln!("failover: {fo}");
     for role in ["mysql", "blob", "index"] {
         assert_eq!(
@@ -457,7 +446,7 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
         tree_digest(&lab.standby_live("redolog")),
         tree_digest(&lab.primary_snap("redolog", &s4))
     );
-    eprintln!("archive test: {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!("archive test: {:.1} s", al.started.elapsed().as_secs_f64());
 }
 
 /// The crash cells of `archive` and `restore` (base::failpoint), against
@@ -472,28 +461,12 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
 #[test]
 fn archive_and_restore_resume_after_a_crash() {
     require_real!();
-    let t0 = std::time::Instant::now();
-    let Some(ArchiveLab {
-        r,
-        _rgwlab,
-        lab,
-        prefix,
-        creds,
-        pri,
-        stb,
-        ..
-    }) = archive_lab("crash", "")
-    else {
+    let Some(al) = archive_lab("crash", "") else {
         return;
     };
-    let bucket = Bucket::new(
-        &r.endpoint,
-        &r.bucket,
-        &r.region,
-        Credentials::load(&creds).unwrap(),
-    )
-    .unwrap();
-    let index_of = |s: &str| format!("{prefix}/sets/{s}/index.json");
+    let (lab, pri, stb) = (&al.lab, &al.pri, &al.stb);
+    let bucket = al.r.bucket(&al.creds);
+    let index_of = |s: &str| format!("{}/sets/{s}/index.json", al.prefix);
     let crash = |cfg: &Path, fp: &str, args: &[&str]| {
         let o = run_snapsite(cfg, args, &[("SNAPSITE_FAILPOINT", fp)]);
         assert_exit(&o, 86);
@@ -507,22 +480,22 @@ fn archive_and_restore_resume_after_a_crash() {
             .expect("state_dir in the config");
         PathBuf::from(line.split('"').nth(1).unwrap())
     };
-    let pri_state = state_of(&pri);
-    let stb_state = state_of(&stb);
+    let pri_state = state_of(pri);
+    let stb_state = state_of(stb);
 
     // archive.after_part: a full set of ~8 parts, stopped after two.
     lab.fill(3, 2 << 20);
     let s1 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
-    crash(&pri, "archive.after_part", &["archive"]);
+    crash(pri, "archive.after_part", &["archive"]);
     assert_eq!(bucket.head(&index_of(&s1)).unwrap(), None, "no index");
     assert!(pri_state.join("journal-archive-offsite.json").exists());
-    let o = lab.run(&pri, &["status"]);
+    let o = lab.run(pri, &["status"]);
     assert!(
         both(&o).contains("archive-offsite") && both(&o).contains("snapsite archive --to offsite"),
         "{}",
         both(&o)
     );
-    let a = json(&lab.ok(&pri, &["archive", "--json"]));
+    let a = json(&lab.ok(pri, &["archive", "--json"]));
     assert_eq!(written(&a), std::slice::from_ref(&s1), "{a}");
     let reused = a["written"][0]["reused_parts"].as_u64().unwrap();
     let parts = a["written"][0]["parts"].as_u64().unwrap();
@@ -532,27 +505,27 @@ fn archive_and_restore_resume_after_a_crash() {
     // archive.before_index: every part is in; the rerun sends none again.
     write_file(&lab.live("mysql").join("two"), &random_bytes(8, 1 << 20));
     let s2 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
-    crash(&pri, "archive.before_index", &["archive"]);
+    crash(pri, "archive.before_index", &["archive"]);
     assert_eq!(bucket.head(&index_of(&s2)).unwrap(), None, "no index");
-    let a = json(&lab.ok(&pri, &["archive", "--json"]));
+    let a = json(&lab.ok(pri, &["archive", "--json"]));
     assert_eq!(written(&a), std::slice::from_ref(&s2), "{a}");
     assert_eq!(
         a["written"][0]["reused_parts"], a["written"][0]["parts"],
         "{a}"
     );
-    let v = json(&lab.ok(&pri, &["verify", "--archive", "offsite", "--json"]));
+    let v = json(&lab.ok(pri, &["verify", "--archive", "offsite", "--json"]));
     assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
 
     // restore.mid_download: s1's parts partly here, nothing presented.
     crash(
-        &stb,
+        stb,
         "restore.mid_download",
         &["restore", "--from", "offsite", "--set", &s2],
     );
     assert!(lab.standby_manifests().is_empty());
     assert!(stb_state.join("journal-restore.json").exists());
     // The rerun names no set: the journal's target is finished.
-    let rr = json(&lab.ok(&stb, &["restore", "--from", "offsite", "--json"]));
+    let rr = json(&lab.ok(stb, &["restore", "--from", "offsite", "--json"]));
     assert_eq!(rr["target"], s2.as_str(), "{rr}");
     assert!(
         rr["restored"][0]["resumed_parts"].as_u64().unwrap() >= 2,
@@ -569,15 +542,15 @@ fn archive_and_restore_resume_after_a_crash() {
     let s3 = lab.snapshot(true)["id"].as_str().unwrap().to_string();
     lab.append_redolog("s4");
     let s4 = lab.snapshot(true)["id"].as_str().unwrap().to_string();
-    lab.ok(&pri, &["archive"]);
+    lab.ok(pri, &["archive"]);
     crash(
-        &stb,
+        stb,
         "restore.before_receive",
         &["restore", "--from", "offsite", "--set", &s3],
     );
     assert!(lab.standby_manifest(&s3).is_none());
     let rr = json(&lab.ok(
-        &stb,
+        stb,
         &["restore", "--from", "offsite", "--set", &s3, "--json"],
     ));
     assert_eq!(
@@ -585,7 +558,7 @@ fn archive_and_restore_resume_after_a_crash() {
         "{rr}"
     );
     crash(
-        &stb,
+        stb,
         "serve.before_manifest",
         &["restore", "--from", "offsite", "--set", &s4],
     );
@@ -593,7 +566,7 @@ fn archive_and_restore_resume_after_a_crash() {
         lab.standby_manifest(&s4).is_none(),
         "nothing half-restored is a set"
     );
-    let rr = json(&lab.ok(&stb, &["restore", "--from", "offsite", "--json"]));
+    let rr = json(&lab.ok(stb, &["restore", "--from", "offsite", "--json"]));
     assert_eq!(rr["target"], s4.as_str(), "{rr}");
     for s in [&s3, &s4] {
         assert!(lab.standby_manifest(s).is_some(), "{s}");
@@ -601,7 +574,10 @@ fn archive_and_restore_resume_after_a_crash() {
     }
     lab.assert_nothing_half_received();
     assert!(!stb_state.join("journal-restore.json").exists());
-    eprintln!("archive crash cells: {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "archive crash cells: {:.1} s",
+        al.started.elapsed().as_secs_f64()
+    );
 }
 
 /// Every `archive.*` and `restore.*` failpoint has its cell in

@@ -436,27 +436,14 @@ fn object_lock_refuses_every_destructive_request_of_the_primary() {
         r#"<Retention xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Mode>GOVERNANCE</Mode><RetainUntilDate>{soon}</RetainUntilDate></Retention>"#
     );
     let path = format!("/sets/a/part-0000?retention=&versionId={v_part}");
-    primary.refused(
-        "PutObjectRetention (shorter)",
-        "PUT",
-        &path,
-        Some(retention.as_bytes()),
-        &[],
-    );
-    admin.refused(
-        "PutObjectRetention (shorter)",
-        "PUT",
-        &path,
-        Some(retention.as_bytes()),
-        &[],
-    );
-    admin.refused(
-        "PutObjectRetention (shorter, bypass)",
-        "PUT",
-        &path,
-        Some(retention.as_bytes()),
-        &[("x-amz-bypass-governance-retention", "true")],
-    );
+    let bypass = [("x-amz-bypass-governance-retention", "true")];
+    for (who, what, headers) in [
+        (&primary, "PutObjectRetention (shorter)", &[][..]),
+        (&admin, "PutObjectRetention (shorter)", &[][..]),
+        (&admin, "PutObjectRetention (shorter, bypass)", &bypass[..]),
+    ] {
+        who.refused(what, "PUT", &path, Some(retention.as_bytes()), headers);
+    }
     primary.refused(
         "PutObjectLegalHold",
         "PUT",
@@ -466,34 +453,14 @@ fn object_lock_refuses_every_destructive_request_of_the_primary() {
     );
 
     // The bucket's configuration: lock, lifecycle, versioning, policy.
-    primary.refused(
-        "PutObjectLockConfiguration",
-        "PUT",
-        "?object-lock=",
-        Some(LOCK_XML.as_bytes()),
-        &[],
-    );
-    primary.refused(
-        "PutBucketLifecycle",
-        "PUT",
-        "?lifecycle=",
-        Some(LIFECYCLE_XML.as_bytes()),
-        &[],
-    );
-    primary.refused(
-        "PutBucketVersioning (suspend)",
-        "PUT",
-        "?versioning=",
-        Some(SUSPEND_XML.as_bytes()),
-        &[],
-    );
-    primary.refused(
-        "PutBucketPolicy",
-        "PUT",
-        "?policy=",
-        Some(POLICY_JSON.as_bytes()),
-        &[],
-    );
+    for (what, query, body) in [
+        ("PutObjectLockConfiguration", "?object-lock=", LOCK_XML),
+        ("PutBucketLifecycle", "?lifecycle=", LIFECYCLE_XML),
+        ("PutBucketVersioning (suspend)", "?versioning=", SUSPEND_XML),
+        ("PutBucketPolicy", "?policy=", POLICY_JSON),
+    ] {
+        primary.refused(what, "PUT", query, Some(body.as_bytes()), &[]);
+    }
     primary.refused("DeleteBucketPolicy", "DELETE", "?policy=", None, &[]);
     primary.refused("DeleteBucket", "DELETE", "", None, &[]);
     let r = admin.req("GET", "?object-lock=", None, &[]);

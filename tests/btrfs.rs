@@ -93,12 +93,7 @@ fn set_ship_failover_end_to_end_local() {
         &["failover", "--json"],
         &[("TZ", "America/New_York")],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rep = common::success_json("failover", &out);
     assert_eq!(rep["plan"]["set_id"], full["id"]);
     assert_eq!(rep["plan"]["redolog_set_id"], redo2["id"]);
     assert_eq!(rep["replay"]["exit_code"], 0);
@@ -205,17 +200,40 @@ fn incremental_ship_sends_about_the_changed_bytes() {
     }
 }
 
+/// A lab (with the replay recorder) and its first set: every volume's
+/// `data` (256 KiB, seeded from `seed`) and, in `role`, a file `big` of
+/// `big_len` bytes seeded `big_seed`.
+fn lab_with_big_set(
+    seed: u64,
+    role: &str,
+    big_seed: u64,
+    big_len: usize,
+) -> (Lab, serde_json::Value) {
+    let lab = Lab::with_replay_recorder();
+    lab.fill(seed, 256 * 1024);
+    write_file(
+        &lab.live(role).join("big"),
+        &random_bytes(big_seed, big_len),
+    );
+    let set = lab.snapshot(false);
+    (lab, set)
+}
+
+/// A ship through [`byte_filter`] `mode` at byte `at` (`mask`): it must
+/// fail. Its output.
+fn failed_filtered_ship(lab: &Lab, mode: &str, at: usize, mask: u8) -> std::process::Output {
+    let t = lab.filtered_transport(mode, &byte_filter(mode, at, mask), "");
+    let out = lab.run(&t, &["ship"]);
+    assert!(!out.status.success(), "a ship through `{mode}` must fail");
+    out
+}
+
 #[test]
 fn cut_stream_leaves_nothing_and_next_ship_completes() {
     require_real!();
-    let lab = Lab::with_replay_recorder();
-    lab.fill(20, 256 * 1024);
-    write_file(&lab.live("blob").join("big"), &random_bytes(5, 16 * MIB));
-    let set = lab.snapshot(false);
+    let (lab, set) = lab_with_big_set(20, "blob", 5, 16 * MIB);
     // Cut 6 MB into the stream: inside the blob volume's data.
-    let cut = lab.filtered_transport("cut", &byte_filter("cut", 6_000_000, 0), "");
-    let out = lab.run(&cut, &["ship"]);
-    assert!(!out.status.success(), "a cut ship must fail");
+    let out = failed_filtered_ship(&lab, "cut", 6_000_000, 0);
     eprintln!("cut ship said: {}", String::from_utf8_lossy(&out.stderr));
     assert!(
         lab.standby_manifests().is_empty(),
@@ -245,14 +263,9 @@ fn cut_stream_leaves_nothing_and_next_ship_completes() {
 #[test]
 fn flipped_byte_is_detected_and_discarded() {
     require_real!();
-    let lab = Lab::with_replay_recorder();
-    lab.fill(30, 256 * 1024);
-    write_file(&lab.live("blob").join("big"), &random_bytes(6, 8 * MIB));
-    let set = lab.snapshot(false);
+    let (lab, set) = lab_with_big_set(30, "blob", 6, 8 * MIB);
     // Flip one bit 3 MB into the stream (inside the blob volume's file data).
-    let bad = lab.filtered_transport("flip", &byte_filter("flip", 3_000_000, 1), "");
-    let out = lab.run(&bad, &["ship"]);
-    assert!(!out.status.success(), "a corrupted ship must fail");
+    let out = failed_filtered_ship(&lab, "flip", 3_000_000, 1);
     let err = String::from_utf8_lossy(&out.stderr);
     eprintln!("corrupted ship said: {err}");
     assert!(err.contains("blob"), "{err}");
@@ -269,10 +282,7 @@ fn flipped_byte_is_detected_and_discarded() {
 #[test]
 fn half_received_subvolume_from_a_killed_receiver_is_removed() {
     require_real!();
-    let lab = Lab::with_replay_recorder();
-    lab.fill(40, 256 * 1024);
-    write_file(&lab.live("index").join("big"), &random_bytes(8, 8 * MIB));
-    let set = lab.snapshot(false);
+    let (lab, set) = lab_with_big_set(40, "index", 8, 8 * MIB);
     let id = set["id"].as_str().unwrap();
     // What a receiver killed mid-stream leaves: its marker, and a writable
     // subvolume without a Received UUID.

@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Lab, assert_exit, both, run_snapsite, sh, stdout};
+use common::{Lab, append_to, assert_exit, both, run_snapsite, sh, stdout};
 
 /// `check`'s line about the standby.
 fn standby_line(out: &std::process::Output) -> String {
@@ -165,6 +165,25 @@ fn drop_volume(text: &str, role: &str) -> String {
     out
 }
 
+/// The config `cfg` without the volume `role`, written to `name` in the
+/// lab's directory.
+fn without_volume(lab: &Lab, cfg: &Path, name: &str, role: &str) -> PathBuf {
+    let p = lab.dir.path().join(name);
+    std::fs::write(
+        &p,
+        drop_volume(&std::fs::read_to_string(cfg).unwrap(), role),
+    )
+    .unwrap();
+    p
+}
+
+/// `check` with `cfg` exits 1; its line about the standby.
+fn failed_check_line(lab: &Lab, cfg: &Path) -> String {
+    let out = lab.run(cfg, &["check"]);
+    assert_exit(&out, 1);
+    standby_line(&out)
+}
+
 #[test]
 fn volumes_differing_from_the_standby_are_a_problem_both_ways() {
     require_real!();
@@ -179,34 +198,20 @@ fn volumes_differing_from_the_standby_are_a_problem_both_ways() {
 
     // The primary names 3 of the standby's 4 volumes: its "complete" sets
     // would lack the index, and failover could not use them.
-    let three = lab.dir.path().join("primary-3.toml");
-    std::fs::write(
-        &three,
-        drop_volume(&std::fs::read_to_string(&lab.pri_cfg).unwrap(), "index"),
-    )
-    .unwrap();
-    let out = lab.run(&three, &["check"]);
-    assert_exit(&out, 1);
-    let line = standby_line(&out);
+    let three = without_volume(&lab, &lab.pri_cfg, "primary-3.toml", "index");
+    let line = failed_check_line(&lab, &three);
     assert!(
         line.contains("PROBLEM") && line.contains("`index`") && line.contains("standby"),
         "{line}"
     );
 
     // The other way: the standby lacks a volume the primary ships.
-    let stb3 = lab.dir.path().join("standby-3.toml");
-    std::fs::write(
-        &stb3,
-        drop_volume(&std::fs::read_to_string(&lab.stb_cfg).unwrap(), "blob"),
-    )
-    .unwrap();
+    let stb3 = without_volume(&lab, &lab.stb_cfg, "standby-3.toml", "blob");
     let pri = lab.primary_variant(
         "primary-to-3",
         &format!("transport = \"local\"\nconfig = \"{}\"", stb3.display()),
     );
-    let out = lab.run(&pri, &["check"]);
-    assert_exit(&out, 1);
-    let line = standby_line(&out);
+    let line = failed_check_line(&lab, &pri);
     assert!(
         line.contains("PROBLEM") && line.contains("`blob`"),
         "{line}"
@@ -251,11 +256,12 @@ fn check_prints_the_snapshot_bound_per_volume() {
     require_real!();
     let lab = Lab::new("[\"/bin/true\"]");
     let retention = "\n[retention]\ngrid = \"1x1h(keep=all) | 24x1h | 30x1d | 11x30d\"\nredolog_grid = \"1x1h(keep=all) | 6x1h\"\n";
-    let mut pri = std::fs::read_to_string(&lab.pri_cfg).unwrap();
-    pri.push_str(&format!(
-        "\n[schedule]\nfull_set_interval = \"1h\"\nredolog_interval = \"1m\"\n{retention}"
-    ));
-    std::fs::write(&lab.pri_cfg, pri).unwrap();
+    append_to(
+        &lab.pri_cfg,
+        &format!(
+            "\n[schedule]\nfull_set_interval = \"1h\"\nredolog_interval = \"1m\"\n{retention}"
+        ),
+    );
     let out = lab.run(&lab.pri_cfg, &["check"]);
     assert!(out.status.success(), "{}", both(&out));
     let text = stdout(&out);
@@ -263,9 +269,7 @@ fn check_prints_the_snapshot_bound_per_volume() {
         text.contains("this schedule and retention keep at most 484 snapshots per volume on each site (primary 144, standby 484"),
         "{text}"
     );
-    let mut stb = std::fs::read_to_string(&lab.stb_cfg).unwrap();
-    stb.push_str(retention);
-    std::fs::write(&lab.stb_cfg, stb).unwrap();
+    append_to(&lab.stb_cfg, retention);
     let out = lab.run(&lab.stb_cfg, &["check"]);
     let text = stdout(&out);
     assert!(

@@ -35,9 +35,7 @@ fn snapshot_at(lab: &Lab, offset: &str, redolog: bool) -> (serde_json::Value, St
 fn clock_stepping_back_keeps_order_and_loses_nothing() {
     require_real!();
     let lab = Lab::new("[\"/bin/true\"]");
-    for r in ROLES {
-        write_file(&lab.live(r).join("data"), &random_bytes(1, 64 * 1024));
-    }
+    lab.fill_same(1, 64 * 1024);
     let (f1, _) = snapshot_at(&lab, "", false);
     lab.ship(&lab.pri_cfg);
 
@@ -68,12 +66,7 @@ fn clock_stepping_back_keeps_order_and_loses_nothing() {
     assert!(t(&f2) < t(&f1));
 
     let rep = lab.ship(&lab.pri_cfg);
-    let committed: Vec<String> = rep["committed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
+    let committed = json_strs(&rep["committed"]);
     assert_eq!(
         committed,
         vec![id(&f2), id(&r2)],

@@ -59,15 +59,7 @@ fn json(out: &[u8]) -> serde_json::Value {
 }
 
 fn ok(cfg: &Path, args: &[&str]) -> serde_json::Value {
-    let o = run_snapsite(cfg, args, &[]);
-    assert!(
-        o.status.success(),
-        "snapsite {args:?} failed ({}):\n{}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    json(&o.stdout)
+    ok_env(cfg, args, &[])
 }
 
 fn id(v: &serde_json::Value) -> String {
@@ -137,16 +129,7 @@ impl Sites {
             ]);
         }
         std::fs::write(&lab.pri_cfg, cfg).unwrap();
-        let b_cfg = lab.dir.path().join("b.toml");
-        let base = std::fs::read_to_string(&lab.stb_cfg).unwrap();
-        std::fs::write(
-            &b_cfg,
-            format!(
-                "{base}\n[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
-                lab.pri_cfg.display()
-            ),
-        )
-        .unwrap();
+        let b_cfg = lab.standby_with_peer("b.toml");
         Sites { a_mnt, b_cfg, lab }
     }
 
@@ -221,17 +204,6 @@ fn walk(dir: &Path) -> Vec<String> {
     out
 }
 
-fn mounts_below(dir: &Path) -> Vec<String> {
-    let prefix = format!("{}/", dir.display());
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&prefix))
-        .map(str::to_string)
-        .collect()
-}
-
 /// Nothing half-made on either site: no journal, temp file, `.orig-`,
 /// receive marker; nothing mounted on A; exactly one divergent snapshot
 /// per volume on A, holding `kept` (A's live data when it stopped being
@@ -242,11 +214,7 @@ fn check_clean(s: &Sites, kept: &BTreeMap<String, BTreeMap<String, String>>) -> 
     for r in ROLES {
         for (fs, dir) in [(&s.lab.pri, "snap"), (&s.lab.stb, "recv")] {
             let d = fs.path(&format!("{dir}/{r}"));
-            let names: Vec<String> = std::fs::read_dir(&d)
-                .unwrap()
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect();
+            let names = dir_names(&d);
             let bad: Vec<&String> = names
                 .iter()
                 .filter(|n| n.starts_with(".orig-") || n.starts_with(".receiving-"))
@@ -254,10 +222,8 @@ fn check_clean(s: &Sites, kept: &BTreeMap<String, BTreeMap<String, String>>) -> 
             assert!(bad.is_empty(), "{}: {bad:?}", d.display());
         }
         let d = s.lab.pri.path(&format!("snap/{r}"));
-        let div: Vec<String> = std::fs::read_dir(&d)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
+        let div: Vec<String> = dir_names(&d)
+            .into_iter()
             .filter(|n| n.starts_with("divergent-"))
             .collect();
         assert_eq!(div.len(), 1, "{r}: one divergent snapshot: {div:?}");
@@ -646,10 +612,8 @@ fn rehearse_cell(cell: &Cell) {
     assert!(!s.state('b').join("rehearsal/state.json").exists());
     for rl in ROLES {
         let d = s.lab.standby_recv(rl);
-        let names: Vec<String> = std::fs::read_dir(&d)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
+        let names: Vec<String> = dir_names(&d)
+            .into_iter()
             .filter(|n| n.starts_with('.'))
             .collect();
         assert!(names.is_empty(), "{}: {names:?}", d.display());
@@ -670,18 +634,52 @@ fn rehearse_cell(cell: &Cell) {
     assert_eq!(after, before, "B's received snapshots unchanged");
 }
 
+/// A file in one of A's live volumes: (volume, name, seed, length).
+type LiveFile = (&'static str, &'static str, u64, usize);
+
+/// Writes `files` into A's live volumes.
+fn write_live(lab: &Lab, files: &[LiveFile]) {
+    for &(r, name, seed, len) in files {
+        write_file(&lab.live(r).join(name), &random_bytes(seed, len));
+    }
+}
+
+/// A's first data on each of its three volumes (blob, mysql, redolog).
+const FIRST_DATA: &[LiveFile] = &[
+    ("blob", "m0", 1, 256 * KIB),
+    ("mysql", "db0", 2, 64 * KIB),
+    ("redolog", "log0", 3, 16 * KIB),
+];
+
+/// What A's application writes after the shipped set, before the
+/// switchover.
+const SWITCHOVER_LAST_WRITES: &[LiveFile] = &[
+    ("blob", "last", 4, 128 * KIB),
+    ("redolog", "log1", 5, 16 * KIB),
+];
+
+/// What A writes after its shipped set, before the snapshot cell's set.
+const SNAPSHOT_CELL_WRITES: &[LiveFile] = &[
+    ("blob", "m1", 2, 128 * KIB),
+    ("redolog", "log1", 3, 16 * KIB),
+];
+
+/// A writes `first`, takes a set and ships it, then writes `then` (in no
+/// set yet).
+fn ship_then_write(s: &Sites, first: &[LiveFile], then: &[LiveFile]) {
+    write_live(&s.lab, first);
+    s.lab.snapshot(false);
+    s.lab.ship(s.a());
+    write_live(&s.lab, then);
+}
+
 /// Failback: A was primary (two full sets and a redolog snapshot shipped,
 /// then a redolog snapshot B never got); B failed over and wrote more; A
 /// fails back.
 fn failback_cell(cell: &Cell) {
     let s = Sites::new(TRUE);
     let lab = &s.lab;
-    write_file(&lab.live("blob").join("m0"), &random_bytes(1, 256 * KIB));
-    write_file(&lab.live("mysql").join("db0"), &random_bytes(2, 64 * KIB));
-    write_file(
-        &lab.live("redolog").join("log0"),
-        &random_bytes(3, 16 * KIB),
-    );
+    write_live(lab, FIRST_DATA);
     if !cell.one_common {
         lab.snapshot(false);
         lab.ship(s.a());
@@ -750,19 +748,7 @@ fn failback_cell(cell: &Cell) {
 fn switchover_cell(cell: &Cell) {
     let s = Sites::new(TRUE);
     let lab = &s.lab;
-    write_file(&lab.live("blob").join("m0"), &random_bytes(1, 256 * KIB));
-    write_file(&lab.live("mysql").join("db0"), &random_bytes(2, 64 * KIB));
-    write_file(
-        &lab.live("redolog").join("log0"),
-        &random_bytes(3, 16 * KIB),
-    );
-    lab.snapshot(false);
-    lab.ship(s.a());
-    write_file(&lab.live("blob").join("last"), &random_bytes(4, 128 * KIB));
-    write_file(
-        &lab.live("redolog").join("log1"),
-        &random_bytes(5, 16 * KIB),
-    );
+    ship_then_write(&s, FIRST_DATA, SWITCHOVER_LAST_WRITES);
     let kept = s.a_live_digests();
     let a_before = manifests(&s.state('a'));
     let b_before = manifests(&s.state('b'));
@@ -908,12 +894,7 @@ fn check_sets_shipped(s: &Sites) {
         "no marker or hidden entry on B: {entries:?}"
     );
     let rec = json(&std::fs::read(s.state('a').join("standby.json")).unwrap());
-    let recorded: BTreeSet<String> = rec["committed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
+    let recorded: BTreeSet<String> = json_strs(&rec["committed"]).into_iter().collect();
     for id in a.keys() {
         assert!(recorded.contains(id), "A recorded {id} as committed: {rec}");
     }
@@ -930,14 +911,7 @@ fn check_sets_shipped(s: &Sites) {
 fn snapshot_cell(cell: &Cell) {
     let s = Sites::new(TRUE);
     let lab = &s.lab;
-    write_file(&lab.live("blob").join("m0"), &random_bytes(1, 128 * KIB));
-    lab.snapshot(false);
-    lab.ship(s.a());
-    write_file(&lab.live("blob").join("m1"), &random_bytes(2, 128 * KIB));
-    write_file(
-        &lab.live("redolog").join("log1"),
-        &random_bytes(3, 16 * KIB),
-    );
+    ship_then_write(&s, &[("blob", "m0", 1, 128 * KIB)], SNAPSHOT_CELL_WRITES);
     let before = manifests(&s.state('a'));
     // Killed between a manifest's write and the sets.summary update: the
     // summary must be valid before (else there is nothing to update).
@@ -1033,6 +1007,12 @@ fn ship_cell(cell: &Cell) {
     }
     // What B holds now is not sent again.
     let held: BTreeSet<String> = lab.standby_recv_entries().into_iter().collect();
+    reship_none_of(&s, &held);
+}
+
+/// A's next ship sends none of `held` (what B already holds), and leaves
+/// both sites clean with every set shipped.
+fn reship_none_of(s: &Sites, held: &BTreeSet<String>) {
     let rep = ok(s.a(), &["ship", "--json"]);
     for sn in rep["snapshots"].as_array().unwrap() {
         let e = format!(
@@ -1042,8 +1022,8 @@ fn ship_cell(cell: &Cell) {
         );
         assert!(!held.contains(&e), "resent {e}: {rep}");
     }
-    check_state_clean(&s);
-    check_sets_shipped(&s);
+    check_state_clean(s);
+    check_sets_shipped(s);
 }
 
 /// Does snapshot `id` of volume `r` exist on `site` ('a' or 'b')?
@@ -1096,15 +1076,18 @@ fn check_receipts(s: &Sites) {
 /// The ship_cell setup: one set shipped, two more taken.
 fn one_shipped_two_pending(s: &Sites) {
     let lab = &s.lab;
-    write_file(&lab.live("blob").join("m0"), &random_bytes(1, 128 * KIB));
+    ship_then_write(
+        s,
+        &[("blob", "m0", 1, 128 * KIB)],
+        &[("blob", "m1", 2, 256 * KIB)],
+    );
     lab.snapshot(false);
-    lab.ship(s.a());
-    write_file(&lab.live("blob").join("m1"), &random_bytes(2, 256 * KIB));
-    lab.snapshot(false);
-    write_file(&lab.live("blob").join("m2"), &random_bytes(3, 256 * KIB));
-    write_file(
-        &lab.live("redolog").join("log2"),
-        &random_bytes(4, 16 * KIB),
+    write_live(
+        lab,
+        &[
+            ("blob", "m2", 3, 256 * KIB),
+            ("redolog", "log2", 4, 16 * KIB),
+        ],
     );
     lab.snapshot(false);
 }
@@ -1150,17 +1133,7 @@ fn serve_cell(cell: &Cell) {
             "a verified receive with its marker: {entries:?}"
         );
     }
-    let rep = ok(s.a(), &["ship", "--json"]);
-    for sn in rep["snapshots"].as_array().unwrap() {
-        let e = format!(
-            "{}/{}",
-            sn["role"].as_str().unwrap(),
-            sn["snapshot"].as_str().unwrap()
-        );
-        assert!(!held.contains(&e), "resent {e}: {rep}");
-    }
-    check_state_clean(&s);
-    check_sets_shipped(&s);
+    reship_none_of(&s, &held);
 }
 
 /// Prune: A holds four sets (three shipped), B three; a grid that keeps

@@ -4,27 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::shipcheck::assert_ships_only_changed;
 use common::*;
-
-/// Site B's config with a peer: the same volumes as the standby's, and a
-/// `[standby]` section reaching site A (the lab's primary) through the
-/// local transport.
-fn b_with_peer(lab: &Lab) -> PathBuf {
-    let p = lab.dir.path().join("standby-peer.toml");
-    let base = std::fs::read_to_string(&lab.stb_cfg).unwrap();
-    std::fs::write(
-        &p,
-        format!(
-            "{base}\n[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
-            lab.pri_cfg.display()
-        ),
-    )
-    .unwrap();
-    p
-}
 
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
@@ -32,6 +15,12 @@ fn json(out: &str) -> serde_json::Value {
 
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `o`'s stderr says `needle` (else a panic showing the stderr).
+#[track_caller]
+fn assert_stderr_has(o: &std::process::Output, needle: &str) {
+    assert!(stderr(o).contains(needle), "{}", stderr(o));
 }
 
 fn stdout(o: &std::process::Output) -> String {
@@ -109,17 +98,13 @@ fn failover_starts_a_generation_and_the_old_primary_refuses_to_ship() {
     assert!(text.contains("said primary in generation 2"), "{text}");
 
     // B, now primary with A as its peer, takes sets in generation 2.
-    let b_cfg = b_with_peer(&lab);
+    let b_cfg = lab.standby_with_peer("standby-peer.toml");
     let m = json(&lab.ok(&b_cfg, &["snapshot", "--json"]));
     assert_eq!(m["generation"].as_u64(), Some(2), "{m}");
     // A role, once recorded, is not re-initialised.
     let o = lab.run(&b_cfg, &["role", "--init", "standby"]);
     assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("already has a recorded role"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_has(&o, "already has a recorded role");
 }
 
 #[test]
@@ -127,15 +112,11 @@ fn a_site_recorded_as_standby_neither_ships_nor_is_shipped_to_as_primary() {
     require_real!();
     let lab = Lab::new("[\"true\"]");
     // B names A as its peer; recorded as standby, it does not ship.
-    let b_cfg = b_with_peer(&lab);
+    let b_cfg = lab.standby_with_peer("standby-peer.toml");
     lab.ok(&b_cfg, &["role", "--init", "standby"]);
     let o = lab.run(&b_cfg, &["ship"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("is a standby in generation 1"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_has(&o, "is a standby in generation 1");
     // And it still receives from A.
     lab.snapshot(false);
     let r = lab.ship(&lab.pri_cfg);
@@ -184,7 +165,7 @@ const MIB: usize = 1 << 20;
 fn failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
     require_real!();
     let lab = Lab::new("[\"true\"]");
-    let b_cfg = b_with_peer(&lab);
+    let b_cfg = lab.standby_with_peer("standby-peer.toml");
     // A, primary: a 16 MiB blob store, a database, a redolog; a set and a
     // redolog snapshot shipped.
     let (s, r) = lab.base_shipped(16 * MIB);
@@ -376,14 +357,15 @@ fn cycle_drill_accounts_for_every_message() {
     );
     assert!(p <= 1.1 * c + 65536.0, "{v:#}");
     assert!(p < v["full_send_bytes"].as_f64().unwrap(), "{v:#}");
-    for what in [
-        "split-brain guard",
-        "failback",
-        "switchover",
-        "cycle timeline",
-    ] {
-        assert!(out.contains(what), "{what} missing in:\n{out}");
-    }
+    assert_has_all(
+        &out,
+        &[
+            "split-brain guard",
+            "failback",
+            "switchover",
+            "cycle timeline",
+        ],
+    );
     // Cleaned up.
     assert!(!sh(&["ip", "netns", "list"]).contains(&name));
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();

@@ -150,9 +150,15 @@ fn every_documented_command_line_matches_the_programs_help() {
             }
         }
     }
+    assert_scan(checked, 30, "command lines", &problems);
+}
+
+/// A scan of the docs checked more than `at_least` `what` (else the scan
+/// is broken) and found no problem.
+fn assert_scan(checked: usize, at_least: usize, what: &str, problems: &[String]) {
     assert!(
-        checked > 30,
-        "only {checked} command lines found: the scan is broken"
+        checked > at_least,
+        "only {checked} {what} found: the scan is broken"
     );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
@@ -220,11 +226,7 @@ fn every_relative_link_and_anchor_resolves() {
             }
         }
     }
-    assert!(
-        checked > 20,
-        "only {checked} links found: the scan is broken"
-    );
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_scan(checked, 20, "links", &problems);
 }
 
 #[test]

@@ -25,6 +25,21 @@ struct Far {
     state: PathBuf,
 }
 
+/// The lab of these tests: two volumes on 300 MB filesystems.
+fn fanout_lab() -> Lab {
+    Lab::with_roles(&ROLES2, "300M", "[\"/bin/true\"]")
+}
+
+/// A fanout lab whose far site is reached through the local transport:
+/// the lab, far, the primary's config (with `extra`) and its state directory.
+fn local_fanout(extra: &str) -> (Lab, Far, PathBuf, PathBuf) {
+    let lab = fanout_lab();
+    let far = far_site(&lab);
+    let pri = fanout_primary(&lab, &local_body(&far), extra);
+    let state = lab.dir.path().join("state-pri");
+    (lab, far, pri, state)
+}
+
 fn far_site(lab: &Lab) -> Far {
     let fs = BtrfsFs::new(lab.dir.path(), "far", "300M");
     let state = lab.dir.path().join("state-far");
@@ -110,9 +125,7 @@ fn kill_pidfile(pidfile: &Path) {
 #[test]
 fn ship_sends_to_every_standby_each_with_its_own_record() {
     require_real!();
-    let lab = Lab::with_roles(&ROLES2, "300M", "[\"/bin/true\"]");
-    let far = far_site(&lab);
-    let pri = fanout_primary(&lab, &local_body(&far), "");
+    let (lab, far, pri, state) = local_fanout("");
     lab.fill(1, 256 * 1024);
     let f1 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
     let out = json(&lab.ok(&pri, &["ship", "--json"]));
@@ -131,7 +144,6 @@ fn ship_sends_to_every_standby_each_with_its_own_record() {
         vec![f1.clone()]
     );
     assert_eq!(committed(&far.state), vec![f1.clone()]);
-    let state = lab.dir.path().join("state-pri");
     for n in ["near", "far"] {
         let rec = json(
             &std::fs::read_to_string(state.join(format!("standbys/{n}/standby.json"))).unwrap(),
@@ -188,7 +200,7 @@ fn ship_sends_to_every_standby_each_with_its_own_record() {
 #[test]
 fn a_stalled_standby_does_not_delay_the_other() {
     require_real!();
-    let lab = Lab::with_roles(&ROLES2, "300M", "[\"/bin/true\"]");
+    let lab = fanout_lab();
     let pidfile = lab.dir.path().join("stalled.pid");
     let pri = fanout_primary(&lab, &stalled_body(&pidfile), "");
     lab.fill(1, 256 * 1024);
@@ -269,7 +281,7 @@ fn ages(st: &serde_json::Value) -> (f64, f64) {
 #[test]
 fn run_keeps_shipping_to_near_while_far_hangs() {
     require_real!();
-    let lab = Lab::with_roles(&ROLES2, "300M", "[\"/bin/true\"]");
+    let lab = fanout_lab();
     let far = far_site(&lab);
     let flag = lab.dir.path().join("hang");
     let pidfile = lab.dir.path().join("stalled.pid");
@@ -372,15 +384,7 @@ fn run_keeps_shipping_to_near_while_far_hangs() {
     );
     // far is failing (since its first stalled session), near is not: in
     // the JSON, the text, the metrics, and one notification for far.
-    let per = |name: &str| {
-        last["standbys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == name)
-            .unwrap()
-            .clone()
-    };
+    let per = |name: &str| json_entry(&last["standbys"], "name", name).clone();
     assert!(per("far")["failing_since"].is_string(), "{last}");
     assert!(per("near")["failing_since"].is_null(), "{last}");
     assert!(
@@ -436,10 +440,7 @@ fn run_keeps_shipping_to_near_while_far_hangs() {
 #[test]
 fn prune_keeps_each_standbys_base_over_a_long_history() {
     require_real!();
-    let lab = Lab::with_roles(&ROLES2, "300M", "[\"/bin/true\"]");
-    let far = far_site(&lab);
-    let pri = fanout_primary(&lab, &local_body(&far), "\n[retention]\ngrid = \"1x1ms\"\n");
-    let state = lab.dir.path().join("state-pri");
+    let (lab, far, pri, state) = local_fanout("\n[retention]\ngrid = \"1x1ms\"\n");
     let mut far_shipped = 0;
     for i in 0..12u64 {
         lab.fill(100 + i, 64 * 1024);
@@ -506,10 +507,7 @@ fn prune_keeps_each_standbys_base_over_a_long_history() {
 #[test]
 fn status_shows_each_standby_and_a_removed_one_is_released_by_prune() {
     require_real!();
-    let lab = Lab::with_roles(&ROLES2, "300M", "[\"/bin/true\"]");
-    let far = far_site(&lab);
-    let pri = fanout_primary(&lab, &local_body(&far), "\n[retention]\ngrid = \"1x1ms\"\n");
-    let state = lab.dir.path().join("state-pri");
+    let (lab, far, pri, state) = local_fanout("\n[retention]\ngrid = \"1x1ms\"\n");
     lab.fill(1, 64 * 1024);
     let f1 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
     lab.ok(&pri, &["ship"]);
@@ -598,7 +596,7 @@ fn window_two_hours_ahead() -> String {
 #[test]
 fn a_night_window_starts_ships_only_inside_it_and_is_not_late_outside() {
     require_real!();
-    let lab = Lab::with_roles(&ROLES2, "300M", "[\"/bin/true\"]");
+    let lab = fanout_lab();
     let far = far_site(&lab);
     let window = window_two_hours_ahead();
     let pri = fanout_primary(
@@ -639,13 +637,7 @@ fn a_night_window_starts_ships_only_inside_it_and_is_not_late_outside() {
     // An hour later, still outside: far's recovery point is an hour old by
     // the wall clock, but no window time has passed: not late.
     let st = json(&at("+1h", &["status", "--json"]));
-    let far_st = st["standbys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "far")
-        .unwrap()
-        .clone();
+    let far_st = json_entry(&st["standbys"], "name", "far");
     assert_eq!(far_st["window"], window.as_str(), "{far_st}");
     assert!(
         far_st["recovery_point"]["age_seconds"].as_f64().unwrap() >= 3600.0,
@@ -687,9 +679,7 @@ fn a_night_window_starts_ships_only_inside_it_and_is_not_late_outside() {
 #[test]
 fn every_verb_that_talks_to_one_standby_names_it() {
     require_real!();
-    let lab = Lab::with_roles(&ROLES2, "300M", "[\"/bin/true\"]");
-    let far = far_site(&lab);
-    let pri = fanout_primary(&lab, &local_body(&far), "");
+    let (lab, far, pri, _) = local_fanout("");
     lab.fill(1, 64 * 1024);
     lab.snapshot(false);
     lab.ok(&pri, &["ship"]);
@@ -771,7 +761,7 @@ fn every_verb_that_talks_to_one_standby_names_it() {
 #[test]
 fn a_single_standby_with_a_window_is_late_only_in_window_time() {
     require_real!();
-    let lab = Lab::with_roles(&ROLES2, "300M", "[\"/bin/true\"]");
+    let lab = fanout_lab();
     let window = window_two_hours_ahead();
     let body = format!(
         "transport = \"local\"\nconfig = \"{}\"\nwindow = \"{window}\"",

@@ -267,11 +267,7 @@ fn capture(rig: &Rig) -> Capture {
     let d = rig.lab.dir.path().to_path_buf();
     // The clean session, captured in both directions.
     let out = rig.ship("capture").expect("clean ship ends");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::output::success("ship", &out);
     assert_eq!(rig.committed_is_right(), Ok(true));
     let up = std::fs::read(d.join("cap-up")).unwrap();
     let down = std::fs::read(d.join("cap-down")).unwrap();
@@ -317,6 +313,20 @@ fn capture(rig: &Rig) -> Capture {
 }
 
 type Run = (String, &'static str, usize, u8);
+
+/// A rig with its clean session captured, and when the test started.
+fn captured_rig() -> (Instant, Rig, Capture) {
+    let started = Instant::now();
+    let rig = Rig::new();
+    let cap = capture(&rig);
+    (started, rig, cap)
+}
+
+/// [`run_all`], and none may fail.
+fn assert_all_hold(rig: &Rig, runs: &[Run], started: Instant) {
+    let failures = run_all(rig, runs, started);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
 
 /// Every run from a standby that never saw the set; each one bounded, its
 /// outcome checked, then a clean ship that must complete the set.
@@ -388,14 +398,7 @@ fn run_all(rig: &Rig, runs: &[Run], started: Instant) -> Vec<String> {
 #[test]
 fn flipped_control_bytes_never_commit_wrong_data_nor_hang() {
     require_real!();
-    let started = Instant::now();
-    let rig = Rig::new();
-    let Capture {
-        up,
-        up_msgs,
-        down_msgs,
-        ..
-    } = capture(&rig);
+    let (started, rig, cap) = captured_rig();
     // Which bytes to flip (bounded: about 60 sessions). In every control
     // frame: its tag, one byte of its length and one of its header check
     // (rotating over the frames, so that each header offset is flipped in
@@ -404,7 +407,7 @@ fn flipped_control_bytes_never_commit_wrong_data_nor_hang() {
     // the manifest: every byte of its 9-byte header. Then a digit of a
     // member time in the manifest.
     let mut runs: Vec<Run> = Vec::new();
-    for (dir, msgs) in [("up", &up_msgs), ("down", &down_msgs)] {
+    for (dir, msgs) in [("up", &cap.up_msgs), ("down", &cap.down_msgs)] {
         for (i, (s, e, what)) in msgs.iter().enumerate() {
             let len = e - s;
             let mut offs: Vec<usize> = if what == "Commit" {
@@ -420,8 +423,8 @@ fn flipped_control_bytes_never_commit_wrong_data_nor_hang() {
             }
         }
     }
-    let (cs, ce, _) = up_msgs.iter().find(|m| m.2 == "Commit").unwrap();
-    let body = &up[*cs..*ce];
+    let (cs, ce, _) = cap.up_msgs.iter().find(|m| m.2 == "Commit").unwrap();
+    let body = &cap.up[*cs..*ce];
     let needle = b"\"before\":\"";
     let at = body
         .windows(needle.len())
@@ -434,8 +437,7 @@ fn flipped_control_bytes_never_commit_wrong_data_nor_hang() {
         cs + at + needle.len() + 3,
         0x01,
     ));
-    let failures = run_all(&rig, &runs, started);
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_all_hold(&rig, &runs, started);
 }
 
 /// A corrupted length field in the End frame of each snapshot and in the
@@ -444,26 +446,18 @@ fn flipped_control_bytes_never_commit_wrong_data_nor_hang() {
 #[test]
 fn corrupted_length_fields_never_hang() {
     require_real!();
-    let started = Instant::now();
-    let rig = Rig::new();
-    let Capture {
-        up_msgs,
-        up_data,
-        down_msgs,
-        ..
-    } = capture(&rig);
+    let (started, rig, cap) = captured_rig();
     let mut runs: Vec<Run> = Vec::new();
-    for (s, _, _) in up_msgs.iter().filter(|m| m.2 == "End") {
+    for (s, _, _) in cap.up_msgs.iter().filter(|m| m.2 == "End") {
         runs.push(("up End length".into(), "up", s + 4, 0x10));
         runs.push(("up End length high".into(), "up", s + 3, 0x01));
-        if let Some((ds, _)) = up_data.iter().rev().find(|(ds, _)| ds < s) {
+        if let Some((ds, _)) = cap.up_data.iter().rev().find(|(ds, _)| ds < s) {
             runs.push(("up last data frame length".into(), "up", ds + 4, 0x10));
             runs.push(("up last data frame length high".into(), "up", ds + 3, 0x01));
         }
     }
-    for (s, _, what) in down_msgs.iter().filter(|m| m.2 == "Ack") {
+    for (s, _, what) in cap.down_msgs.iter().filter(|m| m.2 == "Ack") {
         runs.push((format!("down {what} length"), "down", s + 4, 0x10));
     }
-    let failures = run_all(&rig, &runs, started);
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_all_hold(&rig, &runs, started);
 }

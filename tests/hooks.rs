@@ -249,6 +249,19 @@ impl Setup {
     fn probe(&self) -> String {
         std::fs::read_to_string(&self.probe).unwrap_or_default()
     }
+    /// The probe's write during the mysql snapshot was blocked.
+    fn assert_write_was_blocked(&self, what: &str) {
+        assert!(
+            self.probe().contains("write-during-snapshot: blocked"),
+            "{what}: {}",
+            self.probe()
+        );
+    }
+    /// `snapshot` with the snapshot wrapper in `mode` (fail, kill, slow).
+    fn snapshot_in_mode(&self, mode: &str) -> std::process::Output {
+        std::fs::write(&self.mode, mode).unwrap();
+        self.snapsite(&["snapshot"])
+    }
     fn calls(&self) -> Vec<String> {
         std::fs::read_to_string(&self.calls)
             .unwrap_or_default()
@@ -276,17 +289,8 @@ fn the_read_lock_is_held_during_the_snapshot_and_the_copy_needs_no_crash_recover
     require_mariadb!();
     let s = setup(30, "abort");
     let out = s.snapsite(&["snapshot", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(
-        s.probe().contains("write-during-snapshot: blocked"),
-        "a write went through while the mysql snapshot was taken: {}",
-        s.probe()
-    );
+    let m = common::success_json("snapshot", &out);
+    s.assert_write_was_blocked("a write went through while the mysql snapshot was taken");
     assert!(
         s.db.try_write("right-after").is_ok(),
         "the lock outlived the snapshot"
@@ -343,14 +347,9 @@ fn the_read_lock_is_held_during_the_snapshot_and_the_copy_needs_no_crash_recover
 fn a_failed_snapshot_releases_the_lock_and_still_runs_the_post_hooks() {
     require_mariadb!();
     let s = setup(30, "abort");
-    std::fs::write(&s.mode, "fail").unwrap();
-    let out = s.snapsite(&["snapshot"]);
+    let out = s.snapshot_in_mode("fail");
     assert!(!out.status.success());
-    assert!(
-        s.probe().contains("write-during-snapshot: blocked"),
-        "{}",
-        s.probe()
-    );
+    s.assert_write_was_blocked("the failed snapshot");
     assert!(
         s.db.try_write("right-after").is_ok(),
         "the lock outlived the failed snapshot"
@@ -372,15 +371,10 @@ fn a_failed_snapshot_releases_the_lock_and_still_runs_the_post_hooks() {
 fn snapsite_killed_mid_snapshot_releases_the_lock() {
     require_mariadb!();
     let s = setup(60, "abort");
-    std::fs::write(&s.mode, "kill").unwrap();
-    let out = s.snapsite(&["snapshot"]);
+    let out = s.snapshot_in_mode("kill");
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(9), "{out:?}");
-    assert!(
-        s.probe().contains("write-during-snapshot: blocked"),
-        "{}",
-        s.probe()
-    );
+    s.assert_write_was_blocked("snapsite killed");
     // The plugin sees its stdin close and releases (long before --max-hold).
     assert!(
         s.writes_resume(Duration::from_secs(10)),
@@ -395,20 +389,10 @@ fn writes_block_no_longer_than_max_hold_and_the_member_is_marked_crash_consisten
     std::fs::write(&s.mode, "slow").unwrap();
     let t = Instant::now();
     let out = s.snapsite(&["snapshot", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(t.elapsed() >= Duration::from_secs(3));
-    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mysql = m["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["role"] == "mysql")
-        .unwrap()
-        .clone();
+    let took = t.elapsed();
+    let m = common::success_json("snapshot", &out);
+    assert!(took >= Duration::from_secs(3));
+    let mysql = json_entry(&m["members"], "role", "mysql");
     assert_eq!(mysql["consistency"]["state"], "crash-consistent", "{mysql}");
     assert!(
         mysql["consistency"]["reason"]
@@ -417,13 +401,7 @@ fn writes_block_no_longer_than_max_hold_and_the_member_is_marked_crash_consisten
             .contains("status 3"),
         "{mysql}"
     );
-    let blob = m["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["role"] == "blob")
-        .unwrap()
-        .clone();
+    let blob = json_entry(&m["members"], "role", "blob");
     assert_eq!(blob["consistency"]["state"], "quiesced", "{blob}");
 }
 

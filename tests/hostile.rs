@@ -428,6 +428,77 @@ impl Findings {
 
 /// Received snapshot of `id` on the standby: `<snapshot_dir>/<id>/<id>`
 /// (confined receive) or `<snapshot_dir>/<id>` (before it).
+/// A defect of a manifest: edits its JSON.
+type Defect = Box<dyn Fn(&mut serde_json::Value)>;
+
+fn defect(f: impl Fn(&mut serde_json::Value) + 'static) -> Defect {
+    Box::new(f)
+}
+
+/// The ransomware drill's bogus redolog sets (case f), in order: one
+/// defect each, `now` the case's start.
+fn redo_defects(now: Timestamp) -> Vec<(&'static str, Defect)> {
+    use serde_json::json;
+    let t = move |ms: i64| json!((now + SignedDuration::from_millis(ms)).to_string());
+    vec![
+        (
+            "redolog set margin i64::MAX",
+            defect(|v| v["safety_margin_ms"] = json!(i64::MAX)),
+        ),
+        (
+            "redolog set margin i64::MIN",
+            defect(|v| v["safety_margin_ms"] = json!(i64::MIN)),
+        ),
+        (
+            "member times in year 9999",
+            defect(|v| {
+                v["members"][0]["before"] = json!("9999-06-01T00:00:00Z");
+                v["members"][0]["after"] = json!("9999-06-01T00:00:01Z");
+            }),
+        ),
+        (
+            "member time in year 1",
+            defect(|v| v["members"][0]["before"] = json!("0001-01-01T00:00:00Z")),
+        ),
+        (
+            "member before after its after",
+            defect(move |v| {
+                v["members"][0]["before"] = t(60_000);
+                v["members"][0]["after"] = t(0);
+            }),
+        ),
+        (
+            "unknown role",
+            defect(|v| v["members"][0]["role"] = json!("evil")),
+        ),
+        (
+            "unknown role besides redolog",
+            defect(|v| {
+                let mut m = v["members"][0].clone();
+                m["role"] = json!("evil");
+                v["members"].as_array_mut().unwrap().push(m);
+            }),
+        ),
+        (
+            "redolog member twice",
+            defect(|v| {
+                let m = v["members"][0].clone();
+                v["members"].as_array_mut().unwrap().push(m);
+            }),
+        ),
+        (
+            "member storage id is not the announced one",
+            defect(|v| {
+                v["members"][0]["storage_id"] = json!(uuid_string(&uuid_from_seed(0xf9)));
+            }),
+        ),
+        (
+            "id says redolog, kind full",
+            defect(|v| v["kind"] = json!("full")),
+        ),
+    ]
+}
+
 fn received(lab: &Lab, role: &str, id: &str) -> PathBuf {
     let nested = lab.standby_recv(role).join(id).join(id);
     if nested.exists() {
@@ -830,72 +901,9 @@ fn ransomware_drill() {
                     })
                 };
                 let mut bogus: Vec<(&str, Manifest)> = Vec::new();
-                bogus.push((
-                    "redolog set margin i64::MAX",
-                    redo(&mut s, &|v| {
-                        v["safety_margin_ms"] = serde_json::json!(i64::MAX);
-                    }),
-                ));
-                bogus.push((
-                    "redolog set margin i64::MIN",
-                    redo(&mut s, &|v| {
-                        v["safety_margin_ms"] = serde_json::json!(i64::MIN);
-                    }),
-                ));
-                bogus.push((
-                    "member times in year 9999",
-                    redo(&mut s, &|v| {
-                        v["members"][0]["before"] = serde_json::json!("9999-06-01T00:00:00Z");
-                        v["members"][0]["after"] = serde_json::json!("9999-06-01T00:00:01Z");
-                    }),
-                ));
-                bogus.push((
-                    "member time in year 1",
-                    redo(&mut s, &|v| {
-                        v["members"][0]["before"] = serde_json::json!("0001-01-01T00:00:00Z");
-                    }),
-                ));
-                bogus.push((
-                    "member before after its after",
-                    redo(&mut s, &|v| {
-                        v["members"][0]["before"] = t(60_000);
-                        v["members"][0]["after"] = t(0);
-                    }),
-                ));
-                bogus.push((
-                    "unknown role",
-                    redo(&mut s, &|v| {
-                        v["members"][0]["role"] = serde_json::json!("evil");
-                    }),
-                ));
-                bogus.push((
-                    "unknown role besides redolog",
-                    redo(&mut s, &|v| {
-                        let mut m = v["members"][0].clone();
-                        m["role"] = serde_json::json!("evil");
-                        v["members"].as_array_mut().unwrap().push(m);
-                    }),
-                ));
-                bogus.push((
-                    "redolog member twice",
-                    redo(&mut s, &|v| {
-                        let m = v["members"][0].clone();
-                        v["members"].as_array_mut().unwrap().push(m);
-                    }),
-                ));
-                bogus.push((
-                    "member storage id is not the announced one",
-                    redo(&mut s, &|v| {
-                        v["members"][0]["storage_id"] =
-                            serde_json::json!(uuid_string(&uuid_from_seed(0xf9)));
-                    }),
-                ));
-                bogus.push((
-                    "id says redolog, kind full",
-                    redo(&mut s, &|v| {
-                        v["kind"] = serde_json::json!("full");
-                    }),
-                ));
+                for (what, defect) in redo_defects(now) {
+                    bogus.push((what, redo(&mut s, &*defect)));
+                }
                 {
                     let id = ids.next(SetKind::Full);
                     let sid = recv(&mut s, &id, "redolog");
@@ -1385,9 +1393,7 @@ fn ransomware_drill() {
 fn failover_stops_a_stalled_session() {
     require_real!();
     let lab = Lab::with_replay_recorder();
-    for r in ROLES {
-        write_file(&lab.live(r).join("data"), &random_bytes(9, 32 * 1024));
-    }
+    lab.fill_same(9, 32 * 1024);
     lab.append_redolog("op 1");
     let set = lab.snapshot(false);
     let id = set["id"].as_str().unwrap().to_string();
@@ -1438,9 +1444,7 @@ fn failover_stops_a_stalled_session() {
 fn a_forged_commit_of_an_older_generation_is_refused_and_changes_nothing() {
     require_real!();
     let lab = Lab::new("[\"/bin/true\"]");
-    for r in ROLES {
-        write_file(&lab.live(r).join("data"), &random_bytes(29, 32 * 1024));
-    }
+    lab.fill_same(29, 32 * 1024);
     let f1 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
     lab.ship(&lab.pri_cfg);
     // The standby has since followed a new primary into generation 2.

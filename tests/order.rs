@@ -66,6 +66,14 @@ impl Session {
             Err(e) => Err(e.message),
         }
     }
+
+    /// Ship a full set `minute` minutes after the base (see [`id_at`]),
+    /// claiming `seq` and `generation`; it must be committed. Its id.
+    fn ship_full(&mut self, minute: i64, seq: u64, generation: u64) -> String {
+        let id = id_at(SetKind::Full, minute, 0);
+        self.ship(&manifest(&id, seq, generation)).unwrap();
+        id
+    }
 }
 
 /// An id `minutes` after a base a month ago, plus `ms`.
@@ -86,8 +94,7 @@ fn id_at(kind: SetKind, minutes: i64, ms: i64) -> String {
 fn a_hostile_set_never_outranks_later_honest_ones() {
     let site = site();
     let mut s = site.session();
-    let f1 = id_at(SetKind::Full, 0, 0);
-    s.ship(&manifest(&f1, 100, 1)).unwrap();
+    s.ship_full(0, 100, 1);
 
     let h = id_at(SetKind::Full, 1, 0);
     let e = s.ship(&manifest(&h, 101, u64::MAX)).unwrap_err();
@@ -184,8 +191,7 @@ fn counters_at_the_top_of_the_range_refuse_instead_of_wrapping() {
 fn the_standby_order_is_never_taken_from_the_wire() {
     let site = site();
     let mut s = site.session();
-    let f1 = id_at(SetKind::Full, 0, 0);
-    s.ship(&manifest(&f1, 1, 1)).unwrap();
+    let f1 = s.ship_full(0, 1, 1);
     let f2 = id_at(SetKind::Full, 1, 0);
     let mut m = manifest(&f1, 1, 1);
     m.standby_order = Some(snapsite::base::model::StandbyOrder {
@@ -240,8 +246,8 @@ fn a_new_standby_takes_the_primarys_generation_once() {
 fn a_peer_claiming_an_unbelievable_generation_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
-        "site = \"a\"\nstate_dir = \"{0}/state\"\n[[volume]]\nrole = \"redolog\"\nbackend = \"btrfs\"\nsource = \"{0}/live\"\nsnapshot_dir = \"{0}/snap\"\n[standby]\ntransport = \"ssh\"\nhost = \"b.example\"\n",
-        dir.path().display()
+        "{}[standby]\ntransport = \"ssh\"\nhost = \"b.example\"\n",
+        common::redolog_site_toml("a", dir.path())
     );
     let cfg = Config::parse(&text, &dir.path().join("a.toml")).unwrap();
     let cat = Catalog::new(&cfg.state_dir);
@@ -438,11 +444,7 @@ fn status_is_never_current_because_of_a_claimed_time() {
         &["snapshot", "--json"],
         &[("SNAPSITE_TEST_CLOCK_OFFSET", "+20h")],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::output::success("snapshot", &out);
     lab.ship(&lab.pri_cfg);
     let cfg = Config::load(&lab.stb_cfg).unwrap();
     let now = jiff::Timestamp::now();
@@ -481,8 +483,7 @@ fn a_commit_ranks_after_sets_committed_by_an_older_version() {
         site.store.insert(r, &old, b"old");
     }
     let mut s = site.session();
-    let new = id_at(SetKind::Full, 1, 0);
-    s.ship(&manifest(&new, 11, 3)).unwrap();
+    let new = s.ship_full(1, 11, 3);
     s.bye().unwrap();
     assert_eq!(site.chosen(), (new.clone(), new.clone()));
     let ms = cat.manifests().unwrap();

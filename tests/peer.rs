@@ -432,9 +432,8 @@ fn a_running_verb_is_shown_running_and_a_killed_one_interrupted() {
     std::fs::write(
         &cfg_path,
         format!(
-            "site = \"a\"\nstate_dir = \"{}\"\n[[volume]]\nrole = \"redolog\"\nbackend = \"btrfs\"\nsource = \"{1}/live/redolog\"\nsnapshot_dir = \"{1}/snap/redolog\"\n[standby]\ntransport = \"command\"\ncommand = [\"/bin/false\"]\n[hooks.set]\npre = [\"/bin/sh\", \"-c\", \"echo $$ > {2}; exec sleep 120\"]\ntimeout = \"150s\"\n",
-            state.display(),
-            dir.path().display(),
+            "{}[standby]\ntransport = \"command\"\ncommand = [\"/bin/false\"]\n[hooks.set]\npre = [\"/bin/sh\", \"-c\", \"echo $$ > {}; exec sleep 120\"]\ntimeout = \"150s\"\n",
+            common::sitetoml::volumes_toml("a", dir.path(), &["redolog"], "snap", None),
             hook_pid.display()
         ),
     )

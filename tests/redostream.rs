@@ -189,12 +189,19 @@ fn primary_log(first: usize) -> (tempfile::TempDir, PathBuf, Log) {
 }
 
 /// A primary's redolog (in a fresh directory) of `first` lines, a spool
-/// session with `stb` and a follower resumed on it, its base flushed.
-fn follow_from(stb: &Standby, first: usize) -> (tempfile::TempDir, PathBuf, Log, Conn, Follower) {
-    let (pri, root, log) = primary_log(first);
+/// session with `stb` and a follower resumed on it, its base flushed; then
+/// `more` lines appended and flushed.
+fn follow_from(
+    stb: &Standby,
+    first: usize,
+    more: usize,
+) -> (tempfile::TempDir, PathBuf, Log, Conn, Follower) {
+    let (pri, root, mut log) = primary_log(first);
     let (mut c, seq, files) = stb.session();
     let mut f = Follower::new(root.clone(), redostream_globs());
     f.resume(seq, &files).unwrap();
+    flush(&mut f, &mut c);
+    log.append(more);
     flush(&mut f, &mut c);
     (pri, root, log, c, f)
 }
@@ -202,9 +209,7 @@ fn follow_from(stb: &Standby, first: usize) -> (tempfile::TempDir, PathBuf, Log,
 #[test]
 fn checkpoint_drops_what_the_snapshot_covers_and_refuses_a_mismatch() {
     let stb = standby();
-    let (_pri, root, mut log, mut c, mut f) = follow_from(&stb, 10);
-    log.append(10);
-    flush(&mut f, &mut c);
+    let (_pri, root, mut log, mut c, mut f) = follow_from(&stb, 10, 10);
     log.rollover();
     log.append(4);
     flush(&mut f, &mut c);
@@ -264,9 +269,7 @@ fn checkpoint_drops_what_the_snapshot_covers_and_refuses_a_mismatch() {
 #[test]
 fn restarts_resume_and_a_torn_journal_tail_is_cut() {
     let stb = standby();
-    let (_pri, root, mut log, mut c, mut f) = follow_from(&stb, 10);
-    log.append(10);
-    flush(&mut f, &mut c);
+    let (_pri, root, mut log, c, _f) = follow_from(&stb, 10, 10);
     c.close();
     // A restart of `run`: a new follower, resuming from the tails.
     let (mut c, seq, files) = stb.session();
@@ -307,18 +310,7 @@ fn raw_batch(
     data: &[u8],
     hash: Option<&str>,
 ) -> Msg {
-    raw_batch_at(c, seq, false, events, data, hash)
-}
-
-fn raw_batch_at(
-    c: &mut Conn,
-    seq: u64,
-    reset: bool,
-    events: Vec<SpoolEvent>,
-    data: &[u8],
-    hash: Option<&str>,
-) -> Msg {
-    send_batch(&mut c.r, &mut c.w, seq, reset, events, data, hash)
+    send_batch(&mut c.r, &mut c.w, seq, false, events, data, hash)
 }
 
 fn send_batch<R: std::io::Read, W: std::io::Write>(
@@ -468,10 +460,7 @@ fn hostile_batches_are_refused_and_leave_the_spool_as_it_was() {
     c.close();
     // A standby without [stream] refuses spool sessions altogether.
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "site = \"s\"\nstate_dir = \"{0}/state\"\n[[volume]]\nrole = \"redolog\"\nbackend = \"btrfs\"\nsource = \"{0}/live\"\nsnapshot_dir = \"{0}/snap\"\n",
-        dir.path().display()
-    );
+    let text = common::redolog_site_toml("s", dir.path());
     let cfg = Config::parse(&text, &dir.path().join("s.toml")).unwrap();
     let (client, server) = UnixStream::pair().unwrap();
     let store = MemStore::new();
@@ -502,10 +491,7 @@ fn hostile_batches_are_refused_and_leave_the_spool_as_it_was() {
 #[test]
 fn config_errors_name_the_stream_key() {
     let dir = tempfile::tempdir().unwrap();
-    let base = format!(
-        "site = \"s\"\nstate_dir = \"{0}/state\"\n[[volume]]\nrole = \"redolog\"\nbackend = \"btrfs\"\nsource = \"{0}/live\"\nsnapshot_dir = \"{0}/snap\"\n",
-        dir.path().display()
-    );
+    let base = common::redolog_site_toml("s", dir.path());
     for (section, key) in [
         ("[stream]\nfiles = [\"../x\"]\n", "stream.files[0]"),
         (
@@ -533,8 +519,9 @@ fn add_stream(path: &Path) {
 }
 
 /// A btrfs lab streaming `redolog`: the primary's config (`serve --stdio`
-/// of the standby's), loaded, and its redolog.
-fn stream_lab() -> (common::Lab, PathBuf, Config, Log) {
+/// of the standby's), loaded, and its redolog, `first` lines in it
+/// snapshotted and shipped.
+fn stream_lab(first: usize) -> (common::Lab, PathBuf, Config, Log) {
     let lab = common::Lab::new("[\"/bin/true\"]");
     add_stream(&lab.stb_cfg);
     let pri = lab.primary_variant(
@@ -547,17 +534,17 @@ fn stream_lab() -> (common::Lab, PathBuf, Config, Log) {
     );
     add_stream(&pri);
     let cfg = Config::load(&pri).unwrap();
-    let log = Log::new(&lab.live("redolog"));
+    let mut log = Log::new(&lab.live("redolog"));
+    log.append(first);
+    lab.ok(&pri, &["snapshot"]);
+    lab.ok(&pri, &["ship"]);
     (lab, pri, cfg, log)
 }
 
 #[test]
 fn btrfs_failover_appends_the_streamed_tail() {
     require_real!();
-    let (lab, pri, cfg, mut log) = stream_lab();
-    log.append(50);
-    lab.ok(&pri, &["snapshot"]);
-    lab.ok(&pri, &["ship"]);
+    let (lab, pri, cfg, mut log) = stream_lab(50);
     let follower = follower::start_follower(&cfg).expect("[stream] is on");
     log.append(30);
     wait_acked(&cfg, jiff::Timestamp::now());
@@ -609,10 +596,7 @@ fn btrfs_failover_appends_the_streamed_tail() {
 #[test]
 fn btrfs_failover_no_stream_uses_the_snapshot_alone() {
     require_real!();
-    let (lab, pri, cfg, mut log) = stream_lab();
-    log.append(10);
-    lab.ok(&pri, &["snapshot"]);
-    lab.ok(&pri, &["ship"]);
+    let (lab, _pri, cfg, mut log) = stream_lab(10);
     let snap = digest(&lab.live("redolog"));
     let follower = follower::start_follower(&cfg).unwrap();
     log.append(10);
@@ -815,7 +799,7 @@ fn a_spool_restarted_after_the_snapshot_changes_nothing_at_failover() {
         file: "redo.log".into(),
         size: primary.len() as u64,
     };
-    let m = raw_batch_at(&mut c, 2, true, vec![base], b"", None);
+    let m = send_batch(&mut c.r, &mut c.w, 2, true, vec![base], b"", None);
     assert_eq!(m, Msg::SpoolAck { seq: 2 });
     // The rest of redo.log, the rollover, the new redo.log.
     let tail = b"tail of the old log\n";
@@ -1094,14 +1078,7 @@ fn btrfs_spool_resumes_after_cuts_and_flips_in_either_direction() {
     while !f.flush(&mut c.r, &mut c.w, &mut rec).unwrap() {}
     // The redolog snapshot: at the spool's base.
     let snap = fs.path("snap");
-    common::sh(&[
-        "btrfs",
-        "-q",
-        "subvolume",
-        "snapshot",
-        root.to_str().unwrap(),
-        snap.to_str().unwrap(),
-    ]);
+    common::subvolume_snapshot(&root, &snap, false);
     let snap_time = jiff::Timestamp::now();
     let mut kinds = BTreeMap::new();
     for i in 0..20 {

@@ -60,17 +60,6 @@ fn alive(pid: i32) -> bool {
     })
 }
 
-fn mounted_below(dir: &Path) -> Vec<String> {
-    let prefix = format!("{}/", dir.display());
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&prefix))
-        .map(str::to_string)
-        .collect()
-}
-
 fn clones(lab: &Lab) -> Vec<PathBuf> {
     ROLES
         .iter()
@@ -145,7 +134,7 @@ fn a_rehearsal_replays_on_scratch_clones_and_leaves_production_alone() {
         !lab.standby_live("blob").exists(),
         "no copy at the live location"
     );
-    assert!(mounted_below(&lab.dir.path().join("mnt-app")).is_empty());
+    assert!(mounts_below(&lab.dir.path().join("mnt-app")).is_empty());
     assert!(
         !lab.dir
             .path()
@@ -170,17 +159,13 @@ fn a_rehearsal_replays_on_scratch_clones_and_leaves_production_alone() {
     assert_eq!(st["rehearsal"]["ok"], true, "{st}");
     assert_eq!(st["rehearsal"]["set_id"].as_str(), Some(s.as_str()));
     let m = std::fs::read_to_string(&prom).unwrap();
-    assert!(
-        m.contains("snapsite_rehearsal_ok{site=\"standby\"} 1"),
-        "{m}"
-    );
-    assert!(
-        m.contains("snapsite_rehearsal_seconds{site=\"standby\"}"),
-        "{m}"
-    );
-    assert!(
-        m.contains("snapsite_rehearsal_recovery_point_timestamp_seconds"),
-        "{m}"
+    assert_has_all(
+        &m,
+        &[
+            "snapsite_rehearsal_ok{site=\"standby\"} 1",
+            "snapsite_rehearsal_seconds{site=\"standby\"}",
+            "snapsite_rehearsal_recovery_point_timestamp_seconds",
+        ],
     );
 
     // A failing replay: exit 3, verdict in the report and status, still torn down.

@@ -120,6 +120,21 @@ fn retention(h: &History) -> Retention {
     }
 }
 
+/// The ids of the sets in `sets` holding a member of each role, by role
+/// (in the order of `sets`).
+fn ids_by_role(sets: &[Manifest]) -> BTreeMap<String, Vec<String>> {
+    let mut local: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for m in sets {
+        for mem in &m.members {
+            local
+                .entry(mem.role.clone())
+                .or_default()
+                .push(m.id.clone());
+        }
+    }
+    local
+}
+
 fn complete_in(local: &BTreeMap<String, Vec<String>>) -> impl Fn(&Manifest) -> bool + '_ {
     move |m: &Manifest| {
         m.members
@@ -276,9 +291,7 @@ fn prune_on_btrfs_keeps_the_common_snapshot_and_shipping_stays_incremental() {
     // Keep only the newest set of each kind by the grid: everything else
     // goes unless protected.
     let retention = "\n[retention]\ngrid = \"1x1ms\"\n";
-    let mut pri = std::fs::read_to_string(&lab.pri_cfg).unwrap();
-    pri.push_str(retention);
-    std::fs::write(&lab.pri_cfg, pri).unwrap();
+    append_to(&lab.pri_cfg, retention);
     let mut stb = std::fs::read_to_string(&lab.stb_cfg).unwrap();
     // The standby's default keep_min_age (7 days) would keep every set
     // committed in this test: checked below, then turned off.
@@ -287,9 +300,7 @@ fn prune_on_btrfs_keeps_the_common_snapshot_and_shipping_stays_incremental() {
     stb.push_str(retention);
     stb.push_str("keep_min_age = \"0s\"\n");
     std::fs::write(&lab.stb_cfg, stb).unwrap();
-    for r in ROLES {
-        write_file(&lab.live(r).join("data"), &random_bytes(7, 512 * 1024));
-    }
+    lab.fill_same(7, 512 * 1024);
 
     // F1 R1 shipped; then F2 R2 R3 taken but not shipped.
     let f1 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
@@ -922,15 +933,7 @@ fn simulate_sites(
         let now = ts(commit + rng.below(1_000) as i64);
         // the standby
         let all = |_: &Manifest| true;
-        let mut local: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for m in &stb {
-            for mem in &m.members {
-                local
-                    .entry(mem.role.clone())
-                    .or_default()
-                    .push(m.id.clone());
-            }
-        }
+        let local = ids_by_role(&stb);
         let mut p = protect_standby(&stb, &all, &local, "redolog");
         protect_recent(&mut p, &stb, &all, "redolog", retention, now);
         let d = plan_sets_by(&stb, &all, &p, retention, &|m| m.committed_at.unwrap());
@@ -980,15 +983,7 @@ fn simulate_sites(
         stb.retain(|m| !destroyed.contains(m.id.as_str()));
         out.counts.push((commit - start, stb.len()));
         // the primary: the standby holds everything shipped
-        let mut local: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for m in &pri {
-            for mem in &m.members {
-                local
-                    .entry(mem.role.clone())
-                    .or_default()
-                    .push(m.id.clone());
-            }
-        }
+        let local = ids_by_role(&pri);
         let holds: BTreeMap<String, BTreeSet<String>> = local
             .iter()
             .map(|(r, v)| {
@@ -1410,29 +1405,32 @@ fn a_month_of_run_once_through_a_faked_clock() {
         stb_model.iter().any(|k| k.kind == SetKind::Redolog),
         "no redolog set was kept"
     );
+    // What the replay found: the state, and how many redolog lines.
+    let replay_saw = || {
+        let state = std::fs::read_to_string(replayed.join("state")).unwrap();
+        let log = std::fs::read_to_string(replayed.join("log")).unwrap();
+        (state.trim().to_string(), log.lines().count() as u64)
+    };
     faked(last + MIN, &lab.stb_cfg, &["rehearse", "--set", &oldest]);
-    let state = std::fs::read_to_string(replayed.join("state")).unwrap();
+    let (state, lines) = replay_saw();
     assert_eq!(
-        state.trim(),
+        state,
         state_at[&oldest].to_string(),
         "rehearsal of {oldest}"
     );
-    let log = std::fs::read_to_string(replayed.join("log")).unwrap();
-    let lines = log.lines().count() as u64;
     assert_eq!(lines, redolog_step, "rehearsal's redolog");
     // ... and a failover to the newest full set too.
     std::fs::remove_dir_all(&replayed).unwrap();
     std::fs::create_dir_all(&replayed).unwrap();
     faked(last + 2 * MIN, &lab.stb_cfg, &["failover"]);
-    let state = std::fs::read_to_string(replayed.join("state")).unwrap();
+    let (state, lines) = replay_saw();
     assert_eq!(
-        state.trim(),
+        state,
         state_at[&newest_full].to_string(),
         "failover to {newest_full}"
     );
-    let log = std::fs::read_to_string(replayed.join("log")).unwrap();
     assert_eq!(
-        log.lines().count() as u64,
+        lines,
         steps.len() as u64,
         "failover replays every step's log"
     );

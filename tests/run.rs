@@ -4,17 +4,11 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn append_cfg(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-}
 
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
@@ -39,7 +33,7 @@ fn one_minute_run_takes_ships_prunes_and_stops_cleanly_on_sigterm() {
     require_real!();
     let lab = Lab::new("[\"/bin/true\"]");
     let metrics = lab.dir.path().join("metrics/snapsite.prom");
-    append_cfg(
+    append_to(
         &lab.pri_cfg,
         &format!(
             r#"
@@ -61,13 +55,11 @@ prometheus = "{}"
             metrics.display()
         ),
     );
-    append_cfg(
+    append_to(
         &lab.stb_cfg,
         "\n[retention]\ngrid = \"1x1m(keep=all)\"\nredolog_grid = \"1x10s(keep=all)\"\n[status]\nrecovery_point_warning = \"20s\"\nrecovery_point_critical = \"1m\"\nfull_set_warning = \"90s\"\n",
     );
-    for r in ROLES {
-        write_file(&lab.live(r).join("data"), &random_bytes(1, 256 * 1024));
-    }
+    lab.fill_same(1, 256 * 1024);
 
     let log = lab.dir.path().join("run.log");
     let t0 = Instant::now();
@@ -100,12 +92,7 @@ prometheus = "{}"
             &lab.live("blob").join(format!("msg-{n}")),
             &random_bytes(n, 16 * 1024),
         );
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(lab.live("redolog").join("log"))
-            .unwrap();
-        writeln!(f, "op {n}").unwrap();
+        lab.append_redolog(&format!("op {n}"));
         if !second_run_refused && t0.elapsed() > Duration::from_secs(8) {
             // A second `run` on the same site is refused at once.
             let out = lab.run(&lab.pri_cfg, &["run", "--once"]);
@@ -208,13 +195,12 @@ prometheus = "{}"
     assert_eq!(st["run"]["ship_failures"], 0);
     assert!(st["run"]["stopped_at"].is_string());
     let prom = std::fs::read_to_string(&metrics).unwrap();
-    assert!(
-        prom.contains("snapsite_status{site=\"primary\",role=\"primary\"} 0"),
-        "{prom}"
-    );
-    assert!(
-        prom.contains("snapsite_recovery_point_age_seconds{site=\"primary\"}"),
-        "{prom}"
+    assert_has_all(
+        &prom,
+        &[
+            "snapsite_status{site=\"primary\",role=\"primary\"} 0",
+            "snapsite_recovery_point_age_seconds{site=\"primary\"}",
+        ],
     );
 
     // The standby agrees on the recovery point and the newest full set.
@@ -242,8 +228,8 @@ fn status_after_a_known_sequence() {
     let lab = Lab::new("[\"/bin/true\"]");
     let metrics: PathBuf = lab.dir.path().join("m.prom");
     let status_cfg = "\n[status]\nrecovery_point_warning = \"3s\"\nrecovery_point_critical = \"1h\"\nfull_set_warning = \"1h\"\nfull_set_critical = \"2h\"\n";
-    append_cfg(&lab.pri_cfg, status_cfg);
-    append_cfg(&lab.stb_cfg, status_cfg);
+    append_to(&lab.pri_cfg, status_cfg);
+    append_to(&lab.stb_cfg, status_cfg);
 
     // A status that cannot be read is UNKNOWN for monitoring.
     let out = run_snapsite(&lab.dir.path().join("missing.toml"), &["status"], &[]);
@@ -322,7 +308,7 @@ fn status_after_a_known_sequence() {
         "broken",
         "transport = \"command\"\ncommand = [\"/bin/false\"]",
     );
-    append_cfg(
+    append_to(
         &broken,
         &format!("{status_cfg}[schedule]\nfull_set_interval = \"1h\"\nredolog_interval = \"1s\"\n"),
     );

@@ -199,9 +199,7 @@ fn a_corrupted_compressed_frame_commits_nothing_and_the_next_ship_completes() {
 fn the_bandwidth_limit_is_never_exceeded() {
     require_real!();
     let lab = Lab::new("[\"true\"]");
-    for r in ROLES {
-        write_file(&lab.live(r).join("data"), &random_bytes(9, 64 * 1024));
-    }
+    lab.fill_same(9, 64 * 1024);
     write_file(&lab.live("blob").join("big"), &random_bytes(10, 6 * MIB));
     lab.snapshot(false);
     let limited = lab.primary_variant("limited", &local(&lab, "bwlimit = \"2MiB/s\""));

@@ -49,6 +49,15 @@ impl FakeZimbra {
         self.dir.path().join("redolog")
     }
 
+    /// The plugin with `--fromTime from --redolog <the fake redolog>`, then
+    /// `extra`; see [`FakeZimbra::run`].
+    fn replay(&self, from: &str, extra: &[&str], env: &[(&str, &str)]) -> (Output, Vec<String>) {
+        let redolog = self.redolog().display().to_string();
+        let mut args = vec!["--fromTime", from, "--redolog", &redolog];
+        args.extend_from_slice(extra);
+        self.run(&args, env)
+    }
+
     fn run(&self, args: &[&str], env: &[(&str, &str)]) -> (Output, Vec<String>) {
         let log = self.dir.path().join("calls.log");
         let _ = std::fs::remove_file(&log);
@@ -81,6 +90,12 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `o`'s stderr says `needle` (else a panic showing the stderr).
+#[track_caller]
+fn assert_stderr_has(o: &Output, needle: &str) {
+    assert!(stderr(o).contains(needle), "{}", stderr(o));
+}
+
 const FROM: &str = "2026/11/27 08:00:00.000";
 
 #[test]
@@ -90,18 +105,7 @@ fn stops_mailboxd_then_replays_with_the_exact_from_time() {
         "redo-20261127.063000.000-seq10.log",
         "redo-20261127.074500.250-seq11.log",
     ]);
-    let redolog = z.redolog().display().to_string();
-    let (out, calls) = z.run(
-        &[
-            "--fromTime",
-            FROM,
-            "--redolog",
-            &redolog,
-            "--",
-            "--stopOnError",
-        ],
-        &[],
-    );
+    let (out, calls) = z.replay(FROM, &["--", "--stopOnError"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("WARNING"), "{}", stderr(&out));
     assert_eq!(
@@ -124,16 +128,9 @@ fn stops_mailboxd_then_replays_with_the_exact_from_time() {
 fn warns_when_archived_logs_are_deleted_on_rollover() {
     let z = FakeZimbra::new();
     z.archive(&["redo-20261127.063000.000-seq10.log"]);
-    let redolog = z.redolog().display().to_string();
-    let (out, calls) = z.run(
-        &[
-            "--fromTime",
-            FROM,
-            "--redolog",
-            &redolog,
-            "--server",
-            "mbx1",
-        ],
+    let (out, calls) = z.replay(
+        FROM,
+        &["--server", "mbx1"],
         &[("FAKE_DELETE_ON_ROLLOVER", "TRUE")],
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -159,20 +156,15 @@ fn warns_when_the_redolog_does_not_reach_back_and_strict_refuses() {
         "redo-20261127.081500.000-seq12.log",
         "redo-20261127.083000.000-seq13.log",
     ]);
-    let redolog = z.redolog().display().to_string();
-    let (out, calls) = z.run(&["--fromTime", FROM, "--redolog", &redolog], &[]);
+    let (out, calls) = z.replay(FROM, &[], &[]);
     assert!(out.status.success());
-    assert!(
-        stderr(&out).contains("does not reach back to --fromTime 2026/11/27 08:00:00.000: its oldest archived log is redo-20261127.081500.000-seq12.log"),
-        "{}",
-        stderr(&out)
+    assert_stderr_has(
+        &out,
+        "does not reach back to --fromTime 2026/11/27 08:00:00.000: its oldest archived log is redo-20261127.081500.000-seq12.log",
     );
     assert!(calls.iter().any(|c| c.starts_with("zmplayredo")));
 
-    let (out, calls) = z.run(
-        &["--fromTime", FROM, "--redolog", &redolog, "--strict"],
-        &[],
-    );
+    let (out, calls) = z.replay(FROM, &["--strict"], &[]);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(
         !calls
@@ -185,56 +177,31 @@ fn warns_when_the_redolog_does_not_reach_back_and_strict_refuses() {
 #[test]
 fn warns_on_a_sequence_gap_and_on_an_empty_archive() {
     let z = FakeZimbra::new();
-    let redolog = z.redolog().display().to_string();
-    let (out, _) = z.run(
-        &["--fromTime", "20261127.080000", "--redolog", &redolog],
-        &[],
-    );
+    let (out, _) = z.replay("20261127.080000", &[], &[]);
     assert!(out.status.success());
-    assert!(
-        stderr(&out).contains("holds no rolled-over redologs"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "holds no rolled-over redologs");
     z.archive(&[
         "redo-20261127.060000.000-seq10.log",
         "redo-20261127.070000.000-seq12.log",
     ]);
-    let (out, _) = z.run(&["--fromTime", FROM, "--redolog", &redolog], &[]);
-    assert!(
-        stderr(&out).contains("gap (seq 10 -> 12)"),
-        "{}",
-        stderr(&out)
-    );
+    let (out, _) = z.replay(FROM, &[], &[]);
+    assert_stderr_has(&out, "gap (seq 10 -> 12)");
 }
 
 #[test]
 fn refuses_the_guides_colon_form_and_garbage_without_touching_anything() {
     let z = FakeZimbra::new();
-    let redolog = z.redolog().display().to_string();
     for bad in [
         "2026/11/27 08:00:00:000",
         "yesterday",
         "2026-11-27T08:00:00Z",
     ] {
-        let (out, calls) = z.run(&["--fromTime", bad, "--redolog", &redolog], &[]);
+        let (out, calls) = z.replay(bad, &[], &[]);
         assert_eq!(out.status.code(), Some(2), "{bad}");
         assert!(calls.is_empty(), "{bad}: {calls:?}");
     }
-    let (out, _) = z.run(
-        &[
-            "--fromTime",
-            "2026/11/27 08:00:00:000",
-            "--redolog",
-            &redolog,
-        ],
-        &[],
-    );
-    assert!(
-        stderr(&out).contains("colon before the milliseconds"),
-        "{}",
-        stderr(&out)
-    );
+    let (out, _) = z.replay("2026/11/27 08:00:00:000", &[], &[]);
+    assert_stderr_has(&out, "colon before the milliseconds");
     // Every zmplayredo shape passes the check.
     for good in [
         "2026/11/27 08:00:00",
@@ -245,7 +212,7 @@ fn refuses_the_guides_colon_form_and_garbage_without_touching_anything() {
         "20261127080000123",
         "20261127080000",
     ] {
-        let (out, calls) = z.run(&["--fromTime", good, "--redolog", &redolog], &[]);
+        let (out, calls) = z.replay(good, &[], &[]);
         assert!(out.status.success(), "{good}: {}", stderr(&out));
         assert_eq!(
             calls.last().unwrap(),
@@ -258,21 +225,14 @@ fn refuses_the_guides_colon_form_and_garbage_without_touching_anything() {
 fn failures_stop_the_sequence_and_start_runs_after_a_good_replay() {
     let z = FakeZimbra::new();
     z.archive(&["redo-20261127.063000.000-seq10.log"]);
-    let redolog = z.redolog().display().to_string();
-    let (out, calls) = z.run(
-        &["--fromTime", FROM, "--redolog", &redolog],
-        &[("FAKE_MAILBOXD_RC", "1")],
-    );
+    let (out, calls) = z.replay(FROM, &[], &[("FAKE_MAILBOXD_RC", "1")]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         !calls.iter().any(|c| c.starts_with("zmplayredo")),
         "{calls:?}"
     );
 
-    let (out, calls) = z.run(
-        &["--fromTime", FROM, "--redolog", &redolog, "--start"],
-        &[("FAKE_ZMPLAYREDO_RC", "5")],
-    );
+    let (out, calls) = z.replay(FROM, &["--start"], &[("FAKE_ZMPLAYREDO_RC", "5")]);
     assert_eq!(
         out.status.code(),
         Some(5),
@@ -280,7 +240,7 @@ fn failures_stop_the_sequence_and_start_runs_after_a_good_replay() {
     );
     assert!(!calls.contains(&"zmmailboxdctl start|".to_string()));
 
-    let (out, calls) = z.run(&["--fromTime", FROM, "--redolog", &redolog, "--start"], &[]);
+    let (out, calls) = z.replay(FROM, &["--start"], &[]);
     assert!(out.status.success());
     assert_eq!(calls.last().unwrap(), "zmmailboxdctl start|");
 }

@@ -229,10 +229,11 @@ impl StreamWriter {
         )
     }
 
-    pub fn mkdir(&mut self, path: &str) -> &mut Self {
+    /// A new inode at `path`, made by command `c` (MKDIR, MKFILE).
+    fn make_inode(&mut self, c: u16, path: &str) -> &mut Self {
         let ino = self.ino();
         self.command(
-            cmd::MKDIR,
+            c,
             &[
                 (attr::PATH, Val::Bytes(path.as_bytes())),
                 (attr::INO, Val::U64(ino)),
@@ -240,15 +241,12 @@ impl StreamWriter {
         )
     }
 
+    pub fn mkdir(&mut self, path: &str) -> &mut Self {
+        self.make_inode(cmd::MKDIR, path)
+    }
+
     pub fn mkfile(&mut self, path: &str) -> &mut Self {
-        let ino = self.ino();
-        self.command(
-            cmd::MKFILE,
-            &[
-                (attr::PATH, Val::Bytes(path.as_bytes())),
-                (attr::INO, Val::U64(ino)),
-            ],
-        )
+        self.make_inode(cmd::MKFILE, path)
     }
 
     /// `path` becomes a symlink to `target` (any string: absolute, `..`).

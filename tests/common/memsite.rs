@@ -31,16 +31,7 @@ pub struct Session {
 impl MemSite {
     pub fn new(roles: &[&str]) -> MemSite {
         let dir = tempfile::tempdir().unwrap();
-        let mut text = format!(
-            "site = \"standby\"\nstate_dir = \"{}\"\n",
-            dir.path().join("state").display()
-        );
-        for r in roles {
-            text.push_str(&format!(
-                "[[volume]]\nrole = \"{r}\"\nbackend = \"btrfs\"\nsource = \"{0}/live/{r}\"\nsnapshot_dir = \"{0}/snap/{r}\"\n",
-                dir.path().display()
-            ));
-        }
+        let text = super::sitetoml::volumes_toml("standby", dir.path(), roles, "snap", None);
         let cfg = Config::parse(&text, &dir.path().join("standby.toml")).unwrap();
         MemSite {
             dir,

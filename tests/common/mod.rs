@@ -12,6 +12,7 @@ pub mod output;
 pub mod redolog;
 pub mod rgwlab;
 pub mod shipcheck;
+pub mod sitetoml;
 pub mod sshlab;
 
 use std::path::{Path, PathBuf};
@@ -257,17 +258,19 @@ pub fn subvolume_create(path: &Path) {
     sh(&["btrfs", "-q", "subvolume", "create", path.to_str().unwrap()]);
 }
 
+/// `btrfs subvolume snapshot [-r] src dst` (`-r` when `readonly`).
+pub fn subvolume_snapshot(src: &Path, dst: &Path, readonly: bool) {
+    let mut argv = vec!["btrfs", "-q", "subvolume", "snapshot"];
+    if readonly {
+        argv.push("-r");
+    }
+    argv.extend([src.to_str().unwrap(), dst.to_str().unwrap()]);
+    sh(&argv);
+}
+
 /// `btrfs subvolume snapshot -r src dst`.
 pub fn snapshot_readonly(src: &Path, dst: &Path) {
-    sh(&[
-        "btrfs",
-        "-q",
-        "subvolume",
-        "snapshot",
-        "-r",
-        src.to_str().unwrap(),
-        dst.to_str().unwrap(),
-    ]);
+    subvolume_snapshot(src, dst, true);
 }
 
 /// `btrfs send -q <args> snap`: the stream (the command must succeed).
@@ -318,16 +321,28 @@ pub fn show_field(show: &str, key: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Unmount everything mounted at or below `dir` except `dir` itself, deepest first.
-pub fn unmount_below(dir: &Path) {
+/// The mount points below `dir` (not `dir` itself), from
+/// /proc/self/mountinfo; None when that cannot be read.
+fn mountinfo_below(dir: &Path) -> Option<Vec<String>> {
     let prefix = format!("{}/", dir.display());
-    if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
-        let mut below: Vec<String> = info
-            .lines()
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    Some(
+        info.lines()
             .filter_map(|l| l.split(' ').nth(4))
             .filter(|m| m.starts_with(&prefix))
             .map(str::to_string)
-            .collect();
+            .collect(),
+    )
+}
+
+/// The mount points below `dir` (not `dir` itself).
+pub fn mounts_below(dir: &Path) -> Vec<String> {
+    mountinfo_below(dir).expect("/proc/self/mountinfo cannot be read")
+}
+
+/// Unmount everything mounted at or below `dir` except `dir` itself, deepest first.
+pub fn unmount_below(dir: &Path) {
+    if let Some(mut below) = mountinfo_below(dir) {
         below.sort_by_key(|m| std::cmp::Reverse(m.len()));
         for m in below {
             let _ = Command::new("umount").arg(&m).status();
@@ -471,6 +486,14 @@ impl TwoSites {
         }
     }
 
+    /// Each volume's `data` file: the same `len` pseudo-random bytes
+    /// (seeded `seed`) in every volume.
+    pub fn fill_same(&self, seed: u64, len: usize) {
+        for r in &self.roles {
+            write_file(&self.live(r).join("data"), &random_bytes(seed, len));
+        }
+    }
+
     /// Append `line` to the primary's `redolog/log`, synced.
     pub fn append_redolog(&self, line: &str) {
         use std::io::Write;
@@ -541,6 +564,23 @@ impl TwoSites {
             tree_digest(&self.primary_snap(role, id)),
             "{role} {id}"
         );
+    }
+
+    /// Write site B's config with a peer: the standby's volumes and a
+    /// `[standby]` section reaching site A (the primary) through the local
+    /// transport; returns its path (`name` in the lab's directory).
+    pub fn standby_with_peer(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        let base = std::fs::read_to_string(&self.stb_cfg).unwrap();
+        std::fs::write(
+            &p,
+            format!(
+                "{base}\n[standby]\ntransport = \"local\"\nconfig = \"{}\"\n",
+                self.pri_cfg.display()
+            ),
+        )
+        .unwrap();
+        p
     }
 
     /// Write a primary config with another [standby] section; returns its path.
@@ -716,6 +756,81 @@ pub fn sorted_names(dir: &Path) -> Vec<String> {
     v
 }
 
+/// A config of site `site` with one btrfs `redolog` volume, its state,
+/// live and snapshot directories under `dir` (nothing else).
+pub fn redolog_site_toml(site: &str, dir: &Path) -> String {
+    format!(
+        "site = \"{site}\"\nstate_dir = \"{0}/state\"\n[[volume]]\nrole = \"redolog\"\nbackend = \"btrfs\"\nsource = \"{0}/live\"\nsnapshot_dir = \"{0}/snap\"\n",
+        dir.display()
+    )
+}
+
+/// Append `text` to the file at `path` (a config: more keys or sections).
+pub fn append_to(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// `out`'s stdout as JSON when `what` exited 0; otherwise a panic naming
+/// `what` with its [`output::text`].
+#[track_caller]
+pub fn success_json(what: &str, out: &Output) -> serde_json::Value {
+    let stdout = output::success(what, out);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{what}: {e}: {stdout}"))
+}
+
+/// The entry of JSON array `list` whose `key` is `value` (panics, showing
+/// `list`, when there is none).
+#[track_caller]
+pub fn json_entry<'a>(
+    list: &'a serde_json::Value,
+    key: &str,
+    value: &str,
+) -> &'a serde_json::Value {
+    let a = list
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"));
+    a.iter()
+        .find(|x| x[key] == value)
+        .unwrap_or_else(|| panic!("no entry with {key} {value}: {list}"))
+}
+
+/// `text` holds each of `wants` (else a panic naming the first missing one
+/// and showing `text`).
+#[track_caller]
+pub fn assert_has_all(text: &str, wants: &[&str]) {
+    for want in wants {
+        assert!(text.contains(want), "`{want}` missing from:\n{text}");
+    }
+}
+
+/// The strings of JSON array `v` (panics when it is not an array of strings).
+pub fn json_strs(v: &serde_json::Value) -> Vec<String> {
+    let a = v.as_array().unwrap_or_else(|| panic!("not an array: {v}"));
+    a.iter()
+        .map(|x| {
+            x.as_str()
+                .unwrap_or_else(|| panic!("not a string: {x}"))
+                .to_string()
+        })
+        .collect()
+}
+
+/// The names in directory `dir`, sorted; panics when it cannot be read
+/// (for checks where a missing directory is itself a failure).
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let rd = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mut v: Vec<String> = rd
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
 pub fn run_snapsite(cfg: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(snapsite_exe());
     c.arg("--config").arg(cfg).args(args);
@@ -795,16 +910,7 @@ pub fn tree_digest(root: &Path) -> std::collections::BTreeMap<String, String> {
 /// [`ROLES`] as btrfs volumes under `dir` (`live`, `recv`, mountpoints in
 /// `app`; nothing needs to exist for a standby's check), then `tail`.
 pub fn standby_config(dir: &Path, name: &str, tail: &str) -> PathBuf {
-    let mut s = format!(
-        "site = \"standby\"\nstate_dir = \"{}\"\n",
-        dir.join("state").display()
-    );
-    for r in ROLES {
-        s.push_str(&format!(
-            "[[volume]]\nrole = \"{r}\"\nbackend = \"btrfs\"\nsource = \"{d}/live/{r}\"\nsnapshot_dir = \"{d}/recv/{r}\"\nmountpoint = \"{d}/app/{r}\"\n",
-            d = dir.display()
-        ));
-    }
+    let mut s = sitetoml::volumes_toml("standby", dir, &ROLES, "recv", Some("app"));
     s.push_str(tail);
     let p = dir.join(format!("{name}.toml"));
     std::fs::write(&p, s).unwrap();

@@ -93,18 +93,21 @@ enum Command {
         json_out: Option<PathBuf>,
     },
     /// Print the drill timeline
-    Timeline {
-        #[arg(long)]
-        events: PathBuf,
-        #[arg(long)]
-        manifests: PathBuf,
-        /// `snapsite failover --json` output
-        #[arg(long)]
-        report: Option<PathBuf>,
-        /// The writer's acknowledgements file
-        #[arg(long)]
-        acks: Option<PathBuf>,
-    },
+    Timeline(TimelineArgs),
+}
+
+#[derive(clap::Args)]
+struct TimelineArgs {
+    #[arg(long)]
+    events: PathBuf,
+    #[arg(long)]
+    manifests: PathBuf,
+    /// `snapsite failover --json` output
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// The writer's acknowledgements file
+    #[arg(long)]
+    acks: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -191,23 +194,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
-        Command::Timeline {
-            events,
-            manifests,
-            report,
-            acks,
-        } => {
-            let report: Option<serde_json::Value> = match report {
-                Some(p) => Some(serde_json::from_slice(&std::fs::read(&p)?)?),
+        Command::Timeline(t) => {
+            let report: Option<serde_json::Value> = match &t.report {
+                Some(p) => Some(serde_json::from_slice(&std::fs::read(p)?)?),
                 None => None,
             };
-            let acks = match acks {
-                Some(p) => drill::read_acks(&p)?,
+            let acks = match &t.acks {
+                Some(p) => drill::read_acks(p)?,
                 None => Vec::new(),
             };
             print!(
                 "{}",
-                drill::timeline(&events, &manifests, report.as_ref(), &acks)?
+                drill::timeline(&t.events, &t.manifests, report.as_ref(), &acks)?
             );
         }
     }

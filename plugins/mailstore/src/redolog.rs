@@ -170,7 +170,9 @@ pub struct RedoWriter {
     rollover_bytes: u64,
 }
 
-fn fsync_dir(dir: &Path) -> Result<()> {
+/// fsync the directory `dir` (so that a create, rename or unlink in it is
+/// durable).
+pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("fsync {}", dir.display()))

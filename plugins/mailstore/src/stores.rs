@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use crate::redolog::{Message, Record};
+use crate::redolog::{Message, Record, fsync_dir};
 
 pub const DATABASE: &str = "mailstore";
 
@@ -156,12 +156,6 @@ impl Db {
 
 pub struct Blobs {
     root: PathBuf,
-}
-
-fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("fsync {}", dir.display()))
 }
 
 impl Blobs {

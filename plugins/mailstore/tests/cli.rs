@@ -28,15 +28,21 @@ fn volumes(dir: &std::path::Path) -> Vec<String> {
     ]
 }
 
+/// `mailstore replay` on `dir`'s (missing) stores with `--fromTime from`:
+/// it exits 2; its stderr.
+fn refused_replay(dir: &std::path::Path, from: &str) -> String {
+    let mut args = vec!["replay".to_string()];
+    args.extend(volumes(dir));
+    args.extend(["--fromTime".into(), from.into()]);
+    let out = mailstore(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(2));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn replay_refuses_the_guides_colon_form() {
     let d = tempfile::tempdir().unwrap();
-    let mut args = vec!["replay".to_string()];
-    args.extend(volumes(d.path()));
-    args.extend(["--fromTime".into(), "2026/11/27 08:00:00:000".into()]);
-    let out = mailstore(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_replay(d.path(), "2026/11/27 08:00:00:000");
     assert!(err.contains("colon before the milliseconds"), "{err}");
 }
 
@@ -61,12 +67,7 @@ fn replay_refuses_a_redolog_that_does_not_reach_back() {
             std::fs::remove_file(f).unwrap();
         }
     }
-    let mut args = vec!["replay".to_string()];
-    args.extend(volumes(d.path()));
-    args.extend(["--fromTime".into(), "2000/01/01 00:00:00.000".into()]);
-    let out = mailstore(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_replay(d.path(), "2000/01/01 00:00:00.000");
     assert!(err.contains("does not reach back to --fromTime"), "{err}");
 }
 
