@@ -32,7 +32,10 @@ use std::process::Stdio;
 use super::btrfs_vet::StreamVet;
 
 mod follow;
-use super::{Backend, ProcessSink, ProcessSource, ReceiveSteps, SnapshotSink, SnapshotSource};
+use super::{
+    Backend, BoxedSink, BoxedSource, ProcessSink, ProcessSource, Receive, ReceiveSteps,
+    SnapshotSink,
+};
 use crate::base::cmd::Cmd;
 use crate::base::config::{BackendKind, Volume, VolumeAddr};
 use crate::base::error::{Context, Error, Result};
@@ -372,12 +375,7 @@ impl Backend for Btrfs {
         Ok(names)
     }
 
-    fn send(
-        &self,
-        vol: &Volume,
-        name: &str,
-        base: Option<&str>,
-    ) -> Result<Box<dyn SnapshotSource>> {
+    fn send(&self, vol: &Volume, name: &str, base: Option<&str>) -> Result<BoxedSource> {
         let mut cmd = Cmd::new("btrfs").args(["send", "-q"]);
         if let Some(b) = base {
             cmd = cmd.arg("-p").arg(snap_path(vol, b)?);
@@ -385,14 +383,13 @@ impl Backend for Btrfs {
         ProcessSource::spawn(cmd.arg(snap_path(vol, name)?))
     }
 
-    fn receive(
-        &self,
-        vol: &Volume,
-        name: &str,
-        base: Option<&str>,
-        expect_id: Option<&str>,
-        _resume: bool,
-    ) -> Result<Box<dyn SnapshotSink>> {
+    fn receive(&self, vol: &Volume, r: Receive<'_>) -> Result<BoxedSink> {
+        let Receive {
+            name,
+            base,
+            expect_id,
+            resume: _,
+        } = r;
         if expect_id.is_none() {
             return Err(Error::refused(format!(
                 "volume `{}`: no sender uuid announced for {name}; refused",

@@ -48,8 +48,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use super::{
-    Backend, CopyCheck, ProcessSink, ProcessSource, ReceiveSteps, Resumable, SnapshotSink,
-    SnapshotSource, VolumeListing, require_replica,
+    Backend, BoxedSink, BoxedSource, CopyCheck, ProcessSink, ProcessSource, Receive, ReceiveSteps,
+    Resumable, VolumeListing, require_replica,
 };
 use crate::base::cmd::{Cmd, Running};
 use crate::base::config::{BackendKind, Volume, VolumeAddr};
@@ -419,12 +419,7 @@ impl Backend for Zfs {
         Ok(vols.iter().map(|v| volume_listing(v, &l)).collect())
     }
 
-    fn send(
-        &self,
-        vol: &Volume,
-        name: &str,
-        base: Option<&str>,
-    ) -> Result<Box<dyn SnapshotSource>> {
+    fn send(&self, vol: &Volume, name: &str, base: Option<&str>) -> Result<BoxedSource> {
         let mut cmd = zfs().arg("send").args(send_flags(vol));
         // Where the snapshots are: one listing for both (see `snap_of`).
         let live = match vol.replica() {
@@ -448,12 +443,7 @@ impl Backend for Zfs {
         ProcessSource::spawn(cmd)
     }
 
-    fn send_resume(
-        &self,
-        vol: &Volume,
-        name: &str,
-        token: &str,
-    ) -> Result<Box<dyn SnapshotSource>> {
+    fn send_resume(&self, vol: &Volume, name: &str, token: &str) -> Result<BoxedSource> {
         check_token(token)?;
         let dry = zfs().args(["send", "-nv", "-t", token]).run_raw()?;
         let text = format!(
@@ -482,14 +472,13 @@ impl Backend for Zfs {
         ProcessSource::spawn(zfs().args(["send", "-t", token]))
     }
 
-    fn receive(
-        &self,
-        vol: &Volume,
-        name: &str,
-        base: Option<&str>,
-        expect_id: Option<&str>,
-        resume: bool,
-    ) -> Result<Box<dyn SnapshotSink>> {
+    fn receive(&self, vol: &Volume, r: Receive<'_>) -> Result<BoxedSink> {
+        let Receive {
+            name,
+            base,
+            expect_id,
+            resume,
+        } = r;
         let ds = &require_replica(vol, "dataset")?;
         // One listing answers every question below: the partial state, the
         // snapshot and the dataset, the base and its guid.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::backend::{self, SnapshotSink, Store, Stores};
+use crate::backend::{self, Receive, SnapshotSink, Store, Stores};
 use crate::base::catalog::{Catalog, ServeRecord};
 use crate::base::config::{Config, Volume};
 use crate::base::error::{Error, Result};
@@ -227,7 +227,9 @@ fn serve_session<R: Read, W: Write>(
         ..record
     });
     remove_interrupted(stores, catalog, log, last_died)?;
-    welcome(cfg, stores, catalog, log, &mut r, &mut w)?;
+    welcome(cfg, stores, catalog, log, &mut w)?;
+    // Compressed frames are accepted from here on.
+    r.accept_compressed()?;
     session_loop(cfg, stores, catalog, log, &mut r, &mut w)
 }
 
@@ -280,18 +282,16 @@ fn remove_interrupted(
     log: &SessionLog,
     last_died: bool,
 ) -> Result<()> {
+    let warn = |text: String| log.event(tracing::Level::WARN, &text);
     for st in stores.iter() {
         // Verified and recorded, only its completion mark missing: kept
         // (the primary finds it in the inventory and does not send it again).
         let kept = st.adopt_verified(&|name| catalog.receipt(st.role(), name).ok().flatten())?;
         for n in kept {
-            log.event(
-                tracing::Level::WARN,
-                &format!(
-                    "volume `{}`: kept interrupted receive {n} (verified and recorded before the session ended)",
-                    st.role()
-                ),
-            );
+            warn(format!(
+                "volume `{}`: kept interrupted receive {n} (verified and recorded before the session ended)",
+                st.role()
+            ));
         }
         // Only after a session that died: it lists the volume, and a ship's
         // sessions list each pool once (tests/vm/listing.rs).
@@ -301,20 +301,17 @@ fn remove_interrupted(
             Vec::new()
         };
         for n in unverified {
-            log.event(
-                tracing::Level::WARN,
-                &format!(
-                    "volume `{}`: removed snapshot {n}: its receive finished after the session ended, unverified (no receipt); it is sent again",
-                    st.role()
-                ),
-            );
+            warn(format!(
+                "volume `{}`: removed snapshot {n}: its receive finished after the session ended, unverified (no receipt); it is sent again",
+                st.role()
+            ));
         }
         let removed = st.cleanup_partial()?;
         for p in removed {
-            log.event(
-                tracing::Level::WARN,
-                &format!("volume `{}`: removed interrupted receive {p}", st.role()),
-            );
+            warn(format!(
+                "volume `{}`: removed interrupted receive {p}",
+                st.role()
+            ));
             let name = p.rsplit(['/', '@']).next().unwrap_or_default();
             if validate_set_id(name).is_ok() && !catalog.has_manifest(name) {
                 catalog.remove_receipt(st.role(), name)?;
@@ -353,14 +350,13 @@ fn remove_unverified(st: &Store, catalog: &Catalog) -> Result<Vec<String>> {
     Ok(vec![name])
 }
 
-/// The inventory, committed sets and the codecs we decode; compressed
-/// frames are accepted from here on.
-fn welcome<R: Read, W: Write>(
+/// The inventory, committed sets and the codecs we decode (the caller
+/// accepts compressed frames once this is sent).
+fn welcome<W: Write>(
     cfg: &Config,
     stores: &Stores,
     catalog: &Catalog,
     log: &SessionLog,
-    r: &mut Reader<R>,
     w: &mut Writer<W>,
 ) -> Result<()> {
     let committed = catalog.manifests()?.into_iter().map(|m| m.id).collect();
@@ -387,7 +383,7 @@ fn welcome<R: Read, W: Write>(
             ),
         ));
     }
-    r.accept_compressed()
+    Ok(())
 }
 
 /// Split-brain guard: a site recorded as primary refuses `what`; the peer
@@ -637,7 +633,12 @@ fn receive_one<R: Read>(
         }
     };
     let (role, snapshot) = (inc.role, inc.snapshot);
-    let sink = match store.receive(snapshot, inc.base, inc.storage_id, inc.resume) {
+    let sink = match store.receive(Receive {
+        name: snapshot,
+        base: inc.base,
+        expect_id: inc.storage_id,
+        resume: inc.resume,
+    }) {
         Ok(s) => s,
         Err(e) => {
             let why = wire_text(&e.to_string());

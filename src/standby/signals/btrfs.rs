@@ -342,20 +342,10 @@ impl BtrfsMeter {
         sig.incompressible_blocks = self.all.incompressible;
         sig.rewrite_sampled_blocks = self.rewrites.sampled;
         sig.rewrite_incompressible_blocks = self.rewrites.incompressible;
-        let why = if let Some(w) = self.stopped {
-            Some(format!("decoding stopped: {w}"))
-        } else if !self.ended && sig.complete {
-            Some("the stream ended without its END command".into())
-        } else if self.overflow {
-            Some(format!(
-                "more than {MAX_PATHS} paths: file counts are a floor"
-            ))
-        } else {
-            None
-        };
-        if let Some(w) = why {
-            sig.incomplete(w);
-        }
+        super::mark_incomplete(sig, self.stopped, self.ended, "END command", || {
+            self.overflow
+                .then(|| format!("more than {MAX_PATHS} paths: file counts are a floor"))
+        });
     }
 }
 

@@ -230,28 +230,24 @@ impl LvmMeter {
         sig.incompressible_blocks = self.all.incompressible;
         sig.rewrite_sampled_blocks = self.rewrites.sampled;
         sig.rewrite_incompressible_blocks = self.rewrites.incompressible;
-        let why = if let Some(w) = self.stopped {
-            Some(format!("decoding stopped: {w}"))
-        } else if !self.ended && sig.complete {
-            Some("the stream ended without its end record".into())
-        } else if self.bad_ranges {
-            Some(
-                "the header's overwritten ranges are out of order or beyond the device: ignored"
-                    .into(),
-            )
-        } else if let Some(n) = self.own_note {
-            Some(n)
-        } else if sig.incremental && self.ranges.is_none() {
-            Some(
-                "the sender did not say which blocks were mapped before: no overwrite signal"
-                    .into(),
-            )
-        } else {
-            None
-        };
-        if let Some(w) = why {
-            sig.incomplete(w);
-        }
+        let incremental = sig.incremental;
+        super::mark_incomplete(sig, self.stopped, self.ended, "end record", || {
+            if self.bad_ranges {
+                Some(
+                    "the header's overwritten ranges are out of order or beyond the device: ignored"
+                        .into(),
+                )
+            } else if let Some(n) = self.own_note {
+                Some(n)
+            } else if incremental && self.ranges.is_none() {
+                Some(
+                    "the sender did not say which blocks were mapped before: no overwrite signal"
+                        .into(),
+                )
+            } else {
+                None
+            }
+        });
     }
 }
 
