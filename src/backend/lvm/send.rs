@@ -32,18 +32,11 @@ pub fn delta_extents(delta: &Delta, size: u64) -> Vec<Extent> {
 /// data (overwritten, not newly mapped), as byte ranges of the device:
 /// every one, or an even sample of at most `MAX_OVERWRITTEN_RANGES`.
 pub fn overwritten_of(delta: &Delta, size: u64) -> format::Overwritten {
-    let mut ranges: Vec<Extent> = Vec::new();
-    for (kind, r) in &delta.ranges {
-        if *kind == DeltaKind::Different {
-            push_extent(
-                &mut ranges,
-                r.begin.saturating_mul(delta.block_size),
-                r.length.saturating_mul(delta.block_size),
-                true,
-                size,
-            );
-        }
-    }
+    let different = delta
+        .ranges
+        .iter()
+        .filter(|(kind, _)| *kind == DeltaKind::Different);
+    let mut ranges = data_extents(different.map(|(_, r)| r), delta.block_size, size);
     ranges.sort_by_key(|e| e.offset);
     let bytes = ranges.iter().map(|e| e.len).sum();
     let n = ranges.len();
@@ -61,12 +54,22 @@ pub fn overwritten_of(delta: &Delta, size: u64) -> format::Overwritten {
 
 /// Mapped blocks of a device as data extents.
 pub fn mapping_extents(m: &Mapping, size: u64) -> Vec<Extent> {
+    data_extents(&m.ranges, m.block_size, size)
+}
+
+/// Block ranges of `block_size` blocks as data extents of a device of
+/// `size` bytes (saturating: a range past the device is dropped).
+fn data_extents<'a>(
+    ranges: impl IntoIterator<Item = &'a BlockRange>,
+    block_size: u64,
+    size: u64,
+) -> Vec<Extent> {
     let mut out = Vec::new();
-    for r in &m.ranges {
+    for r in ranges {
         push_extent(
             &mut out,
-            r.begin.saturating_mul(m.block_size),
-            r.length.saturating_mul(m.block_size),
+            r.begin.saturating_mul(block_size),
+            r.length.saturating_mul(block_size),
             true,
             size,
         );
