@@ -367,14 +367,7 @@ pub fn plan(cfg: &Config, view: &StandbyView) -> Result<Plan> {
     let claim = decode_peer(view)?;
     let seen = crate::base::site::highest_generation_seen(cfg, &catalog)?;
     let peer_gen = failback_verdict(&claim, role, own, seen)?;
-    demote_plan(
-        cfg,
-        &catalog,
-        &claim.site,
-        peer_gen,
-        &claim.volumes,
-        &claim.committed,
-    )
+    demote_plan(cfg, &catalog, &claim, peer_gen)
 }
 
 /// ZFS and LVM receive into `replica`: a site without one cannot be the
@@ -402,11 +395,10 @@ pub fn require_replicas(cfg: &Config, stores: &Stores) -> Result<()> {
 pub fn demote_plan(
     cfg: &Config,
     catalog: &Catalog,
-    peer: &str,
+    claim: &PeerClaim,
     peer_generation: u64,
-    theirs: &BTreeMap<String, BTreeSet<String>>,
-    committed: &BTreeSet<String>,
 ) -> Result<Plan> {
+    let (peer, theirs, committed) = (&claim.site, &claim.volumes, &claim.committed);
     let (_, own) = crate::base::site::current_role(cfg, catalog)?;
     let stores = Stores::open(cfg);
     require_replicas(cfg, &stores)?;
@@ -600,19 +592,14 @@ pub fn demote_steps(
     for (role, at) in &record.snapshots {
         stores.get(role)?.remount_divergent(at)?;
     }
-    // 2. This site's sets the peer never committed: out of the catalog
-    // (copied first, then removed: a rerun finds either both or the copy).
-    if !j.is_done("sets_moved") {
-        move_divergent_sets(catalog, plan)?;
-        j.done("sets_moved")?;
-        crate::failpoint!("demote.after_sets_moved");
-    }
-    // 3. The sets both hold are committed here (usable for failover).
-    if !j.is_done("mark_committed") {
-        mark_committed(catalog, plan)?;
-        j.done("mark_committed")?;
-        crate::failpoint!("demote.after_mark_committed");
-    }
+    // 2. and 3. The catalog takes the peer's word on which sets count.
+    catalog_steps(
+        catalog,
+        plan,
+        j,
+        &|| crate::failpoint!("demote.after_sets_moved"),
+        &|| crate::failpoint!("demote.after_mark_committed"),
+    )?;
     // 4. The live copies go (their data is in the divergent snapshots).
     for mp in &plan.unmount {
         let step = format!("unmount:{}", mp.display());
@@ -659,11 +646,9 @@ pub fn demote_steps(
         crate::failpoint!("demote.after_failover_state");
     }
     // 7. The standby of the peer's generation.
-    if !j.is_done("role") {
-        record_standby_role(catalog, plan, how)?;
-        j.done("role")?;
-        crate::failpoint!("demote.after_role_record");
-    }
+    standby_role_step(catalog, plan, how, j, &|| {
+        crate::failpoint!("demote.after_role_record")
+    })?;
     Ok(Report {
         plan: plan.clone(),
         divergent: record,
@@ -751,15 +736,51 @@ pub fn receivable_steps(
     Ok(())
 }
 
-/// This site is the standby in the peer's generation, since `how`.
-pub fn record_standby_role(catalog: &Catalog, plan: &Plan, how: &str) -> Result<()> {
-    catalog.write_role_record(&RoleRecord {
-        role: Role::Standby,
-        generation: plan.peer_generation.max(plan.generation),
-        since: Timestamp::now(),
-        how: how.to_string(),
-        set_id: plan.base_set.clone(),
-    })
+/// The catalog steps of a demote and of a follow: this site's sets the
+/// peer never committed leave the catalog (copied first, then removed: a
+/// rerun finds either both or the copy; journal step `sets_moved`), then
+/// the sets both hold are committed here, usable for failover
+/// (`mark_committed`). `after_moved` and `after_marked` run after each
+/// step is recorded: the caller's failpoints.
+pub fn catalog_steps(
+    catalog: &Catalog,
+    plan: &Plan,
+    j: &mut crate::base::journal::Open,
+    after_moved: &dyn Fn(),
+    after_marked: &dyn Fn(),
+) -> Result<()> {
+    j.step(
+        "sets_moved",
+        || move_divergent_sets(catalog, plan),
+        after_moved,
+    )?;
+    j.step(
+        "mark_committed",
+        || mark_committed(catalog, plan),
+        after_marked,
+    )
+}
+
+/// The last step of a demote and of a follow (journal step `role`): this
+/// site is the standby in the peer's generation, since `how`; `after`
+/// runs once the step is recorded (the caller's failpoint).
+pub fn standby_role_step(
+    catalog: &Catalog,
+    plan: &Plan,
+    how: &str,
+    j: &mut crate::base::journal::Open,
+    after: &dyn Fn(),
+) -> Result<()> {
+    let record = || {
+        catalog.write_role_record(&RoleRecord {
+            role: Role::Standby,
+            generation: plan.peer_generation.max(plan.generation),
+            since: Timestamp::now(),
+            how: how.to_string(),
+            set_id: plan.base_set.clone(),
+        })
+    };
+    j.step("role", record, after)
 }
 
 /// The divergent records kept on this site, oldest first.
@@ -800,6 +821,19 @@ pub(crate) fn render_base(p: &Plan) -> String {
     s
 }
 
+/// The plan's line about this site's sets that `peer` (how the plan
+/// names the other site) never committed; empty when there are none.
+pub fn render_divergent(p: &Plan, peer: &str) -> String {
+    if p.divergent_sets.is_empty() {
+        return String::new();
+    }
+    format!(
+        "divergent     {} set(s) the {peer} never committed: {}\n",
+        p.divergent_sets.len(),
+        p.divergent_sets.join(", ")
+    )
+}
+
 pub fn render_plan(p: &Plan) -> String {
     let mut s = String::new();
     s.push_str(&format!(
@@ -816,13 +850,7 @@ pub fn render_plan(p: &Plan) -> String {
     for mp in &p.unmount {
         s.push_str(&format!("unmount       {}\n", mp.display()));
     }
-    if !p.divergent_sets.is_empty() {
-        s.push_str(&format!(
-            "divergent     {} set(s) the peer never committed: {}\n",
-            p.divergent_sets.len(),
-            p.divergent_sets.join(", ")
-        ));
-    }
+    s.push_str(&render_divergent(p, "peer"));
     s.push_str(&format!(
         "then          this site is the standby in generation {}; the peer's next `snapsite ship` sends only what changed since the base\n",
         p.peer_generation.max(p.generation)

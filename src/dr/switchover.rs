@@ -185,14 +185,7 @@ pub fn run(cfg: &Config) -> Result<Report> {
                 let (_, own) = crate::base::site::current_role(cfg, &catalog)?;
                 let seen = crate::base::site::highest_generation_seen(cfg, &catalog)?;
                 let peer_generation = failback::switchover_verdict(&claim, own, seen)?;
-                let plan = failback::demote_plan(
-                    cfg,
-                    &catalog,
-                    &claim.site,
-                    peer_generation,
-                    &claim.volumes,
-                    &claim.committed,
-                )?;
+                let plan = failback::demote_plan(cfg, &catalog, &claim, peer_generation)?;
                 if plan
                     .base
                     .values()
