@@ -261,6 +261,14 @@ fn fsync_dir(dir: &Path) -> Result<()> {
         .ctx(format!("fsync {}", dir.display()))
 }
 
+/// `vol`'s source is not a subvolume (`tail` ends the message).
+fn not_a_subvolume(vol: &Volume, tail: &str) -> Error {
+    Error::storage(format!(
+        "volume `{}`: {} is not a btrfs subvolume{tail}",
+        vol.role, vol.source
+    ))
+}
+
 impl Backend for Btrfs {
     fn kind(&self) -> BackendKind {
         BackendKind::Btrfs
@@ -273,12 +281,7 @@ impl Backend for Btrfs {
         if primary {
             let src = Path::new(&vol.source);
             if !is_subvolume(src) {
-                return Err(Error::storage(format!(
-                    "volume `{}`: {} is not a btrfs subvolume",
-                    vol.role,
-                    src.display()
-                ))
-                .with_hint(format!(
+                return Err(not_a_subvolume(vol, "").with_hint(format!(
                     "create it with `btrfs subvolume create {}`",
                     src.display()
                 )));
@@ -594,11 +597,7 @@ impl Backend for Btrfs {
         validate_label(label)?;
         let src = Path::new(&vol.source);
         if !is_subvolume(src) {
-            return Err(Error::storage(format!(
-                "volume `{}`: {} is not a btrfs subvolume; nothing to keep",
-                vol.role,
-                src.display()
-            )));
+            return Err(not_a_subvolume(vol, "; nothing to keep"));
         }
         let dir = snapshot_dir(vol)?;
         std::fs::create_dir_all(dir).ctx(format!("create {}", dir.display()))?;

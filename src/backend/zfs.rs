@@ -654,23 +654,8 @@ impl Backend for Zfs {
     }
 
     fn remove_writable_copy(&self, vol: &Volume) -> Result<()> {
-        let target = &vol.source;
-        if !exists(target)? {
-            return Ok(());
-        }
-        // Only ever destroy a clone of our own replica.
-        let origin = get("origin", target)?.unwrap_or_default();
-        if !origin.starts_with(&format!("{}@", dataset(vol))) {
-            return Err(Error::refused(format!(
-                "volume `{}`: {target} is not a clone of {} (origin {origin:?}); not destroying it",
-                vol.role,
-                dataset(vol)
-            )));
-        }
-        zfs()
-            .args(["destroy", target])
-            .run()
-            .ctx(format!("volume `{}`", vol.role))
+        let ctx = format!("volume `{}`", vol.role);
+        destroy_own_clone(vol, &vol.source, &[], ctx)
     }
 
     /// `/run/snapsite/rehearsal/<dataset, / as _>`: the rehearsal clone's
@@ -713,22 +698,8 @@ impl Backend for Zfs {
     }
 
     fn remove_rehearsal_copy(&self, vol: &Volume) -> Result<()> {
-        let ds = rehearsal_dataset(vol);
-        if !exists(&ds)? {
-            return Ok(());
-        }
-        let origin = get("origin", &ds)?.unwrap_or_default();
-        if !origin.starts_with(&format!("{}@", dataset(vol))) {
-            return Err(Error::refused(format!(
-                "volume `{}`: {ds} is not a clone of {} (origin {origin:?}); not destroying it",
-                vol.role,
-                dataset(vol)
-            )));
-        }
-        zfs()
-            .args(["destroy", "-f", &ds])
-            .run()
-            .ctx(format!("volume `{}`: remove rehearsal clone", vol.role))
+        let ctx = format!("volume `{}`: remove rehearsal clone", vol.role);
+        destroy_own_clone(vol, &rehearsal_dataset(vol), &["-f"], ctx)
     }
 
     fn keep_divergent(&self, vol: &Volume, label: &str) -> Result<String> {
@@ -774,6 +745,24 @@ impl Backend for Zfs {
     fn release_common(&self, vol: &Volume, tag: &str) -> Result<Vec<String>> {
         holds::release(vol, tag)
     }
+}
+
+/// `zfs destroy FLAGS target`, only when `target` is a clone of `vol`'s
+/// replica (never anything else); absent, there is nothing to do. `ctx`
+/// names the step in a failure.
+fn destroy_own_clone(vol: &Volume, target: &str, flags: &[&str], ctx: String) -> Result<()> {
+    if !exists(target)? {
+        return Ok(());
+    }
+    let origin = get("origin", target)?.unwrap_or_default();
+    if !origin.starts_with(&format!("{}@", dataset(vol))) {
+        return Err(Error::refused(format!(
+            "volume `{}`: {target} is not a clone of {} (origin {origin:?}); not destroying it",
+            vol.role,
+            dataset(vol)
+        )));
+    }
+    zfs().arg("destroy").args(flags).arg(target).run().ctx(ctx)
 }
 
 /// Above this share of its size a ZFS pool slows down and may soon refuse

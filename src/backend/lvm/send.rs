@@ -7,23 +7,12 @@ use super::*;
 /// Turn `thin_delta` output into byte extents: rewritten and new blocks
 /// carry data, blocks only the base had are zero now.
 pub fn delta_extents(delta: &Delta, size: u64) -> Vec<Extent> {
-    let bs = delta.block_size;
-    let mut out: Vec<Extent> = Vec::new();
-    for (kind, r) in &delta.ranges {
-        let data = match kind {
-            DeltaKind::Same => continue,
-            DeltaKind::Different | DeltaKind::RightOnly => true,
-            DeltaKind::LeftOnly => false,
-        };
-        // Saturating: a range past the device is dropped, not wrapped.
-        push_extent(
-            &mut out,
-            r.begin.saturating_mul(bs),
-            r.length.saturating_mul(bs),
-            data,
-            size,
-        );
-    }
+    let ranges = delta.ranges.iter().filter_map(|(kind, r)| match kind {
+        DeltaKind::Same => None,
+        DeltaKind::Different | DeltaKind::RightOnly => Some((r, true)),
+        DeltaKind::LeftOnly => Some((r, false)),
+    });
+    let mut out = byte_extents(ranges, delta.block_size, size);
     out.sort_by_key(|e| e.offset);
     out
 }
@@ -36,7 +25,7 @@ pub fn overwritten_of(delta: &Delta, size: u64) -> format::Overwritten {
         .ranges
         .iter()
         .filter(|(kind, _)| *kind == DeltaKind::Different);
-    let mut ranges = data_extents(different.map(|(_, r)| r), delta.block_size, size);
+    let mut ranges = byte_extents(different.map(|(_, r)| (r, true)), delta.block_size, size);
     ranges.sort_by_key(|e| e.offset);
     let bytes = ranges.iter().map(|e| e.len).sum();
     let n = ranges.len();
@@ -54,23 +43,24 @@ pub fn overwritten_of(delta: &Delta, size: u64) -> format::Overwritten {
 
 /// Mapped blocks of a device as data extents.
 pub fn mapping_extents(m: &Mapping, size: u64) -> Vec<Extent> {
-    data_extents(&m.ranges, m.block_size, size)
+    byte_extents(m.ranges.iter().map(|r| (r, true)), m.block_size, size)
 }
 
-/// Block ranges of `block_size` blocks as data extents of a device of
-/// `size` bytes (saturating: a range past the device is dropped).
-fn data_extents<'a>(
-    ranges: impl IntoIterator<Item = &'a BlockRange>,
+/// Block ranges of `block_size` blocks, each with or without data, as
+/// extents of a device of `size` bytes (saturating: a range past the
+/// device is dropped, not wrapped).
+fn byte_extents<'a>(
+    ranges: impl IntoIterator<Item = (&'a BlockRange, bool)>,
     block_size: u64,
     size: u64,
 ) -> Vec<Extent> {
     let mut out = Vec::new();
-    for r in ranges {
+    for (r, data) in ranges {
         push_extent(
             &mut out,
             r.begin.saturating_mul(block_size),
             r.length.saturating_mul(block_size),
-            true,
+            data,
             size,
         );
     }
