@@ -55,25 +55,14 @@ pub(super) fn cmd_failover(
     let report = match failover::run(cfg, &opts) {
         Ok(r) => r,
         Err(e) => {
-            snapsite::ops::notify::event(
-                cfg.notify.as_ref(),
-                &cfg.site,
-                "failover",
-                snapsite::ops::notify::Severity::Critical,
-                &format!("failover failed: {e}"),
-            );
+            super::notify_end(cfg, "failover", false, &format!("failover failed: {e}"));
             return Err(e.into());
         }
     };
-    snapsite::ops::notify::event(
-        cfg.notify.as_ref(),
-        &cfg.site,
+    super::notify_end(
+        cfg,
         "failover",
-        if report.ok() {
-            snapsite::ops::notify::Severity::Ok
-        } else {
-            snapsite::ops::notify::Severity::Critical
-        },
+        report.ok(),
         if report.ok() {
             "failover finished: the standby is up"
         } else {

@@ -436,6 +436,13 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// A verb's end, told to `[notify]` as `event`: ok, or critical.
+fn notify_end(cfg: &Config, event: &str, ok: bool, message: &str) {
+    use snapsite::ops::notify::{Severity, event as notify};
+    let severity = if ok { Severity::Ok } else { Severity::Critical };
+    notify(cfg.notify.as_ref(), &cfg.site, event, severity, message);
+}
+
 fn load(cli: &Cli) -> anyhow::Result<Config> {
     Ok(Config::load(&cli.config)?)
 }

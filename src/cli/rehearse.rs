@@ -32,25 +32,14 @@ pub(super) fn cmd_rehearse(
     ) {
         Ok(r) => r,
         Err(e) => {
-            snapsite::ops::notify::event(
-                cfg.notify.as_ref(),
-                &cfg.site,
-                "rehearsal",
-                snapsite::ops::notify::Severity::Critical,
-                &format!("rehearsal failed: {e}"),
-            );
+            super::notify_end(cfg, "rehearsal", false, &format!("rehearsal failed: {e}"));
             return Err(e.into());
         }
     };
-    snapsite::ops::notify::event(
-        cfg.notify.as_ref(),
-        &cfg.site,
+    super::notify_end(
+        cfg,
         "rehearsal",
-        if report.ok {
-            snapsite::ops::notify::Severity::Ok
-        } else {
-            snapsite::ops::notify::Severity::Critical
-        },
+        report.ok,
         &format!(
             "rehearsal {} in {:.1} s (set {}, replay exit {})",
             if report.ok { "passed" } else { "FAILED" },
