@@ -191,6 +191,17 @@ pub fn decode_peer(view: &StandbyView) -> Result<PeerClaim> {
             format!("it lists {names} snapshots and sets, more than {MAX_PEER_NAMES}"),
         ));
     }
+    // A name the peer listed where a set id belongs; `what` says where.
+    let set_id = |n: &String, what: &str| match crate::base::model::parse_set_id(n) {
+        Some(_) => Ok(()),
+        None => Err(peer_refused(
+            &shown,
+            format!(
+                "{what} `{}` that is not a set id",
+                crate::base::model::wire_str(n)
+            ),
+        )),
+    };
     let mut volumes = BTreeMap::new();
     for v in &view.volumes {
         let r = crate::base::model::wire_str(&v.role);
@@ -202,15 +213,7 @@ pub fn decode_peer(view: &StandbyView) -> Result<PeerClaim> {
         }
         let mut snaps = BTreeSet::new();
         for n in &v.snapshots {
-            if crate::base::model::parse_set_id(n).is_none() {
-                return Err(peer_refused(
-                    &shown,
-                    format!(
-                        "its volume `{r}` lists a snapshot `{}` that is not a set id",
-                        crate::base::model::wire_str(n)
-                    ),
-                ));
-            }
+            set_id(n, &format!("its volume `{r}` lists a snapshot"))?;
             snaps.insert(n.clone());
         }
         if volumes.insert(v.role.clone(), snaps).is_some() {
@@ -218,15 +221,7 @@ pub fn decode_peer(view: &StandbyView) -> Result<PeerClaim> {
         }
     }
     for id in &view.committed {
-        if crate::base::model::parse_set_id(id).is_none() {
-            return Err(peer_refused(
-                &shown,
-                format!(
-                    "it lists a committed set `{}` that is not a set id",
-                    crate::base::model::wire_str(id)
-                ),
-            ));
-        }
+        set_id(id, "it lists a committed set")?;
     }
     Ok(PeerClaim {
         site: view.site.clone(),
@@ -592,13 +587,18 @@ pub fn demote_steps(
     for (role, at) in &record.snapshots {
         stores.get(role)?.remount_divergent(at)?;
     }
-    // 2. and 3. The catalog takes the peer's word on which sets count.
-    catalog_steps(
-        catalog,
-        plan,
-        j,
-        &|| crate::failpoint!("demote.after_sets_moved"),
-        &|| crate::failpoint!("demote.after_mark_committed"),
+    // 2. This site's sets the peer never committed: out of the catalog
+    // (copied first, then removed: a rerun finds either both or the copy).
+    j.step(
+        "sets_moved",
+        || move_divergent_sets(catalog, plan),
+        || crate::failpoint!("demote.after_sets_moved"),
+    )?;
+    // 3. The sets both hold are committed here (usable for failover).
+    j.step(
+        "mark_committed",
+        || mark_committed(catalog, plan),
+        || crate::failpoint!("demote.after_mark_committed"),
     )?;
     // 4. The live copies go (their data is in the divergent snapshots).
     for mp in &plan.unmount {
@@ -723,42 +723,13 @@ pub fn receivable_steps(
     after: &dyn Fn(),
 ) -> Result<()> {
     for (role, base) in &plan.base {
-        let step = format!("receivable:{role}");
-        if j.is_done(&step) {
-            continue;
-        }
-        if let Some(b) = base {
-            stores.get(role)?.make_receivable(b)?;
-        }
-        j.done(&step)?;
-        after();
+        let receivable = || match base {
+            Some(b) => stores.get(role)?.make_receivable(b),
+            None => Ok(()),
+        };
+        j.step(&format!("receivable:{role}"), receivable, after)?;
     }
     Ok(())
-}
-
-/// The catalog steps of a demote and of a follow: this site's sets the
-/// peer never committed leave the catalog (copied first, then removed: a
-/// rerun finds either both or the copy; journal step `sets_moved`), then
-/// the sets both hold are committed here, usable for failover
-/// (`mark_committed`). `after_moved` and `after_marked` run after each
-/// step is recorded: the caller's failpoints.
-pub fn catalog_steps(
-    catalog: &Catalog,
-    plan: &Plan,
-    j: &mut crate::base::journal::Open,
-    after_moved: &dyn Fn(),
-    after_marked: &dyn Fn(),
-) -> Result<()> {
-    j.step(
-        "sets_moved",
-        || move_divergent_sets(catalog, plan),
-        after_moved,
-    )?;
-    j.step(
-        "mark_committed",
-        || mark_committed(catalog, plan),
-        after_marked,
-    )
 }
 
 /// The last step of a demote and of a follow (journal step `role`): this

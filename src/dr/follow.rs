@@ -214,14 +214,17 @@ fn steps(
         crate::failpoint!("follow.after_divergent_record");
         record
     };
-    // 2. and 3. The sets the peer never committed leave the catalog; the
-    // sets both hold are committed here.
-    failback::catalog_steps(
-        catalog,
-        plan,
-        j,
-        &|| crate::failpoint!("follow.after_sets_moved"),
-        &|| crate::failpoint!("follow.after_mark_committed"),
+    // 2. The sets the peer never committed leave the catalog.
+    j.step(
+        "sets_moved",
+        || failback::move_divergent_sets(catalog, plan),
+        || crate::failpoint!("follow.after_sets_moved"),
+    )?;
+    // 3. The sets both hold are committed here.
+    j.step(
+        "mark_committed",
+        || failback::mark_committed(catalog, plan),
+        || crate::failpoint!("follow.after_mark_committed"),
     )?;
     // 4. The bases take the peer's incremental streams.
     failback::receivable_steps(&stores, plan, j, &|| {

@@ -227,10 +227,16 @@ fn serve_session<R: Read, W: Write>(
         ..record
     });
     remove_interrupted(stores, catalog, log, last_died)?;
-    welcome(cfg, stores, catalog, log, &mut w)?;
+    let sess = Session {
+        cfg,
+        stores,
+        catalog,
+        log,
+    };
+    welcome(&sess, &mut w)?;
     // Compressed frames are accepted from here on.
     r.accept_compressed()?;
-    session_loop(cfg, stores, catalog, log, &mut r, &mut w)
+    session_loop(&sess, &mut r, &mut w)
 }
 
 /// The primary's hello: a protocol this standby speaks. Returns its site
@@ -350,21 +356,28 @@ fn remove_unverified(st: &Store, catalog: &Catalog) -> Result<Vec<String>> {
     Ok(vec![name])
 }
 
+/// What every step of a ship session works with.
+struct Session<'a> {
+    cfg: &'a Config,
+    stores: &'a Stores,
+    catalog: &'a Catalog,
+    log: &'a SessionLog,
+}
+
 /// The inventory, committed sets and the codecs we decode (the caller
 /// accepts compressed frames once this is sent).
-fn welcome<W: Write>(
-    cfg: &Config,
-    stores: &Stores,
-    catalog: &Catalog,
-    log: &SessionLog,
-    w: &mut Writer<W>,
-) -> Result<()> {
-    let committed = catalog.manifests()?.into_iter().map(|m| m.id).collect();
-    let (role, generation) = crate::base::site::current_role(cfg, catalog)?;
+fn welcome<W: Write>(sess: &Session, w: &mut Writer<W>) -> Result<()> {
+    let committed = sess
+        .catalog
+        .manifests()?
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    let (role, generation) = crate::base::site::current_role(sess.cfg, sess.catalog)?;
     w.msg(&Msg::Welcome {
         protocol: PROTOCOL_VERSION,
-        site: cfg.site.clone(),
-        volumes: inventory_of(stores)?,
+        site: sess.cfg.site.clone(),
+        volumes: inventory_of(sess.stores)?,
         committed,
         compress: crate::wire::compress::supported(),
         role: Some(role.as_str().to_string()),
@@ -374,12 +387,12 @@ fn welcome<W: Write>(
         // Split-brain guard, receiving end: a primary never takes sets from
         // anyone (a returning old primary must not overwrite the new one).
         return Err(refuse_as_primary(
-            log,
+            sess.log,
             w,
             "session",
             format!(
                 "this site ({}) is the primary in generation {generation}: it receives nothing; the sender must become its standby (`snapsite failback` there)",
-                cfg.site
+                sess.cfg.site
             ),
         ));
     }
@@ -404,17 +417,15 @@ fn refuse_as_primary<W: Write>(
 
 /// Snapshots and commits until the primary says bye or closes.
 fn session_loop<R: Read, W: Write>(
-    cfg: &Config,
-    stores: &Stores,
-    catalog: &Catalog,
-    log: &SessionLog,
+    sess: &Session,
     r: &mut Reader<R>,
     w: &mut Writer<W>,
 ) -> Result<()> {
     loop {
         let frame = match r.next_frame()? {
             None => {
-                log.event(tracing::Level::INFO, "primary closed the session");
+                sess.log
+                    .event(tracing::Level::INFO, "primary closed the session");
                 return Ok(());
             }
             Some(f) => f,
@@ -436,11 +447,11 @@ fn session_loop<R: Read, W: Write>(
                     storage_id: storage_id.as_deref(),
                     resume,
                 };
-                let reply = receive_one(cfg, stores, catalog, log, r, inc)?;
+                let reply = receive_one(sess, r, inc)?;
                 w.msg(&reply)?;
             }
             Frame::Msg(Msg::Commit { manifest }) => {
-                w.msg(&commit_reply(cfg, stores, catalog, log, manifest))?;
+                w.msg(&commit_reply(sess, manifest))?;
             }
             Frame::Msg(Msg::Bye) => return Ok(()),
             Frame::Msg(other) => {
@@ -455,35 +466,35 @@ fn session_loop<R: Read, W: Write>(
 }
 
 /// Commit a set and say how it went (a refusal is an answer, not an end).
-fn commit_reply(
-    cfg: &Config,
-    stores: &Stores,
-    catalog: &Catalog,
-    log: &SessionLog,
-    manifest: Manifest,
-) -> Msg {
+fn commit_reply(sess: &Session, manifest: Manifest) -> Msg {
     let id = wire_str(&manifest.id);
     let reply_id = manifest.id.clone();
     // The verdict judges the members as sent (not re-read from disk).
-    let judged = cfg.detect.enabled.then(|| manifest.clone());
-    match commit(cfg, stores, catalog, manifest) {
+    let judged = sess.cfg.detect.enabled.then(|| manifest.clone());
+    match commit(sess.cfg, sess.stores, sess.catalog, manifest) {
         Ok(()) => {
-            log.event(tracing::Level::INFO, &format!("set {id} committed"));
+            sess.log
+                .event(tracing::Level::INFO, &format!("set {id} committed"));
             if let Some(m) = judged {
-                crate::standby::signals::judge_committed(cfg, catalog, &|l, t| log.event(l, t), &m);
+                crate::standby::signals::judge_committed(
+                    sess.cfg,
+                    sess.catalog,
+                    &|l, t| sess.log.event(l, t),
+                    &m,
+                );
             }
             crate::standby::spool::checkpoint_after_commit(
-                cfg,
-                stores,
-                catalog,
-                &|l, t| log.event(l, t),
+                sess.cfg,
+                sess.stores,
+                sess.catalog,
+                &|l, t| sess.log.event(l, t),
                 &reply_id,
             );
             Msg::Committed { set_id: reply_id }
         }
         Err(e) => {
             let e = wire_text(&e.to_string());
-            log.event(
+            sess.log.event(
                 tracing::Level::ERROR,
                 &format!("commit of set {id} refused: {e}"),
             );
@@ -611,23 +622,16 @@ fn admit<'s>(
     Ok(store)
 }
 
-fn receive_one<R: Read>(
-    cfg: &Config,
-    stores: &Stores,
-    catalog: &Catalog,
-    log: &SessionLog,
-    r: &mut Reader<R>,
-    inc: Incoming,
-) -> Result<Msg> {
+fn receive_one<R: Read>(sess: &Session, r: &mut Reader<R>, inc: Incoming) -> Result<Msg> {
     let nack = |error: String| Msg::Nack {
         role: inc.role.into(),
         snapshot: inc.snapshot.into(),
         error,
     };
-    let store = match admit(cfg, stores, catalog, &inc) {
+    let store = match admit(sess.cfg, sess.stores, sess.catalog, &inc) {
         Ok(v) => v,
         Err(why) => {
-            log.event(tracing::Level::WARN, &why);
+            sess.log.event(tracing::Level::WARN, &why);
             drain(r)?;
             return Ok(nack(why));
         }
@@ -642,7 +646,7 @@ fn receive_one<R: Read>(
         Ok(s) => s,
         Err(e) => {
             let why = wire_text(&e.to_string());
-            log.event(
+            sess.log.event(
                 tracing::Level::ERROR,
                 &format!("volume `{role}` {snapshot}: cannot receive: {why}"),
             );
@@ -651,12 +655,12 @@ fn receive_one<R: Read>(
         }
     };
     tracing::info!(%role, %snapshot, base = inc.base.unwrap_or("-"), "receiving");
-    let mut meter = cfg.detect.enabled.then(|| {
-        let backend = cfg.volume(role).map_or("", |v| v.backend().as_str());
+    let mut meter = sess.cfg.detect.enabled.then(|| {
+        let backend = sess.cfg.volume(role).map_or("", |v| v.backend().as_str());
         let mut m = crate::standby::signals::Meter::new(backend, inc.base.is_some(), inc.resume);
         m.know_base(
             inc.base
-                .and_then(|b| catalog.signals(role, b).ok().flatten())
+                .and_then(|b| sess.catalog.signals(role, b).ok().flatten())
                 .as_ref(),
         );
         if m.wants_base_map() {
@@ -664,16 +668,16 @@ fn receive_one<R: Read>(
         }
         m
     });
-    let data = match pump(r, sink, log, &inc, &mut meter)? {
+    let data = match pump(r, sink, sess.log, &inc, &mut meter)? {
         Pumped::Complete(d) => d,
         Pumped::Aborted(reason) => return Ok(nack(reason)),
     };
-    match verify_and_commit(catalog, log, &inc, data) {
+    match verify_and_commit(sess.catalog, sess.log, &inc, data) {
         Ok(receipt) => {
             if let Some(m) = meter {
                 crate::standby::signals::record(
-                    catalog,
-                    &|l, t| log.event(l, t),
+                    sess.catalog,
+                    &|l, t| sess.log.event(l, t),
                     role,
                     snapshot,
                     m,

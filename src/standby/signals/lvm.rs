@@ -260,6 +260,22 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
 
+    /// The header of an incremental stream of a `size`-byte device.
+    fn incremental(size: u64, overwritten: Option<Overwritten>) -> Header {
+        Header {
+            version: VERSION,
+            kind: StreamKind::Incremental,
+            size,
+            block_size: 65536,
+            snapshot: "20261130T110000.000Z-full".into(),
+            storage_id: None,
+            base: Some("20261130T100000.000Z-full".into()),
+            base_storage_id: None,
+            resume: None,
+            overwritten,
+        }
+    }
+
     /// A 4 MiB device: 1 MiB of text newly mapped at 0, 1 MiB of noise
     /// overwritten at 2 MiB; a stream of both from `overwritten`.
     fn stream(overwritten: Option<Overwritten>) -> Vec<u8> {
@@ -269,18 +285,7 @@ mod tests {
         dev.write_all(&vec![0; MIB as usize]).unwrap();
         dev.write_all(&noise(MIB as usize, 3)).unwrap();
         dev.write_all(&vec![0; MIB as usize]).unwrap();
-        let header = Header {
-            version: VERSION,
-            kind: StreamKind::Incremental,
-            size: 4 * MIB,
-            block_size: 65536,
-            snapshot: "20261130T110000.000Z-full".into(),
-            storage_id: None,
-            base: Some("20261130T100000.000Z-full".into()),
-            base_storage_id: None,
-            resume: None,
-            overwritten,
-        };
+        let header = incremental(4 * MIB, overwritten);
         let extents = vec![
             Extent {
                 offset: 0,
@@ -465,22 +470,12 @@ mod tests {
         let mut dev = tempfile::tempfile().unwrap();
         dev.write_all(&noise(size as usize, 11)).unwrap();
         let ranges: Vec<(u64, u64)> = (0..4096u64).map(|i| (i * 4 * 4096, 4096)).collect();
-        let header = Header {
-            version: VERSION,
-            kind: StreamKind::Incremental,
-            size,
-            block_size: 65536,
-            snapshot: "20261130T110000.000Z-full".into(),
-            storage_id: None,
-            base: Some("20261130T100000.000Z-full".into()),
-            base_storage_id: None,
-            resume: None,
-            overwritten: Some(Overwritten {
-                bytes: 4096 * 4096,
-                ranges,
-                all: true,
-            }),
+        let overwritten = Overwritten {
+            bytes: 4096 * 4096,
+            ranges,
+            all: true,
         };
+        let header = incremental(size, Some(overwritten));
         let extents = vec![Extent {
             offset: 0,
             len: size,
