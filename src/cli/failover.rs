@@ -52,13 +52,7 @@ pub(super) fn cmd_failover(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let report = match failover::run(cfg, &opts) {
-        Ok(r) => r,
-        Err(e) => {
-            super::notify_end(cfg, "failover", false, &format!("failover failed: {e}"));
-            return Err(e.into());
-        }
-    };
+    let report = super::notify_failure(cfg, "failover", failover::run(cfg, &opts))?;
     super::notify_end(
         cfg,
         "failover",

@@ -23,19 +23,11 @@ pub(super) fn cmd_rehearse(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let report = match snapsite::dr::rehearse::run(
-        cfg,
-        &snapsite::dr::rehearse::Options {
-            set: set.as_deref(),
-            lock_wait: Duration::from_secs(600),
-        },
-    ) {
-        Ok(r) => r,
-        Err(e) => {
-            super::notify_end(cfg, "rehearsal", false, &format!("rehearsal failed: {e}"));
-            return Err(e.into());
-        }
+    let opts = snapsite::dr::rehearse::Options {
+        set: set.as_deref(),
+        lock_wait: Duration::from_secs(600),
     };
+    let report = super::notify_failure(cfg, "rehearsal", snapsite::dr::rehearse::run(cfg, &opts))?;
     super::notify_end(
         cfg,
         "rehearsal",
