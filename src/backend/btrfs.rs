@@ -32,7 +32,10 @@ use std::process::Stdio;
 use super::btrfs_vet::StreamVet;
 
 mod follow;
-use super::{Backend, ProcessSink, ProcessSource, ReceiveSteps, SnapshotSink, SnapshotSource};
+use super::{
+    Backend, BoxedSink, BoxedSource, ProcessSink, ProcessSource, Receive, ReceiveSteps,
+    SnapshotSink,
+};
 use crate::base::cmd::Cmd;
 use crate::base::config::{BackendKind, Volume, VolumeAddr};
 use crate::base::error::{Context, Error, Result};
@@ -258,6 +261,14 @@ fn fsync_dir(dir: &Path) -> Result<()> {
         .ctx(format!("fsync {}", dir.display()))
 }
 
+/// `vol`'s source is not a subvolume (`tail` ends the message).
+fn not_a_subvolume(vol: &Volume, tail: &str) -> Error {
+    Error::storage(format!(
+        "volume `{}`: {} is not a btrfs subvolume{tail}",
+        vol.role, vol.source
+    ))
+}
+
 impl Backend for Btrfs {
     fn kind(&self) -> BackendKind {
         BackendKind::Btrfs
@@ -270,12 +281,7 @@ impl Backend for Btrfs {
         if primary {
             let src = Path::new(&vol.source);
             if !is_subvolume(src) {
-                return Err(Error::storage(format!(
-                    "volume `{}`: {} is not a btrfs subvolume",
-                    vol.role,
-                    src.display()
-                ))
-                .with_hint(format!(
+                return Err(not_a_subvolume(vol, "").with_hint(format!(
                     "create it with `btrfs subvolume create {}`",
                     src.display()
                 )));
@@ -372,12 +378,7 @@ impl Backend for Btrfs {
         Ok(names)
     }
 
-    fn send(
-        &self,
-        vol: &Volume,
-        name: &str,
-        base: Option<&str>,
-    ) -> Result<Box<dyn SnapshotSource>> {
+    fn send(&self, vol: &Volume, name: &str, base: Option<&str>) -> Result<BoxedSource> {
         let mut cmd = Cmd::new("btrfs").args(["send", "-q"]);
         if let Some(b) = base {
             cmd = cmd.arg("-p").arg(snap_path(vol, b)?);
@@ -385,14 +386,13 @@ impl Backend for Btrfs {
         ProcessSource::spawn(cmd.arg(snap_path(vol, name)?))
     }
 
-    fn receive(
-        &self,
-        vol: &Volume,
-        name: &str,
-        base: Option<&str>,
-        expect_id: Option<&str>,
-        _resume: bool,
-    ) -> Result<Box<dyn SnapshotSink>> {
+    fn receive(&self, vol: &Volume, r: Receive<'_>) -> Result<BoxedSink> {
+        let Receive {
+            name,
+            base,
+            expect_id,
+            resume: _,
+        } = r;
         if expect_id.is_none() {
             return Err(Error::refused(format!(
                 "volume `{}`: no sender uuid announced for {name}; refused",
@@ -597,11 +597,7 @@ impl Backend for Btrfs {
         validate_label(label)?;
         let src = Path::new(&vol.source);
         if !is_subvolume(src) {
-            return Err(Error::storage(format!(
-                "volume `{}`: {} is not a btrfs subvolume; nothing to keep",
-                vol.role,
-                src.display()
-            )));
+            return Err(not_a_subvolume(vol, "; nothing to keep"));
         }
         let dir = snapshot_dir(vol)?;
         std::fs::create_dir_all(dir).ctx(format!("create {}", dir.display()))?;

@@ -15,27 +15,46 @@
 
 use crate::base::model::wire_str;
 
-const MAGIC: &[u8; 13] = b"btrfs-stream\0";
-const HEADER: usize = MAGIC.len() + 4;
-/// u32 length, u16 command, u32 crc.
-const CMD_HEADER: usize = 10;
-/// The largest command held back for vetting (btrfs-progs' v2 buffer is
-/// 144 KiB).
-const MAX_CMD: usize = 4 << 20;
+/// The btrfs send stream format (btrfs-progs `send.h`), one table for the
+/// vetting here and the ransomware meter (`standby::signals::btrfs`).
+pub(crate) mod stream {
+    pub const MAGIC: &[u8; 13] = b"btrfs-stream\0";
+    pub const HEADER: usize = MAGIC.len() + 4;
+    /// u32 length, u16 command, u32 crc.
+    pub const CMD_HEADER: usize = 10;
+    /// The largest command held back (btrfs-progs' v2 buffer is 144 KiB).
+    pub const MAX_CMD: usize = 4 << 20;
 
-const C_MKNOD: u16 = 5;
-const C_MKFIFO: u16 = 6;
-const C_MKSOCK: u16 = 7;
-const C_SET_XATTR: u16 = 13;
-const C_RENAME: u16 = 9;
-const C_CHMOD: u16 = 18;
-const C_END: u16 = 21;
+    pub const C_MKFILE: u16 = 3;
+    pub const C_MKDIR: u16 = 4;
+    pub const C_MKNOD: u16 = 5;
+    pub const C_MKFIFO: u16 = 6;
+    pub const C_MKSOCK: u16 = 7;
+    pub const C_SYMLINK: u16 = 8;
+    pub const C_RENAME: u16 = 9;
+    pub const C_LINK: u16 = 10;
+    pub const C_UNLINK: u16 = 11;
+    pub const C_SET_XATTR: u16 = 13;
+    pub const C_WRITE: u16 = 15;
+    pub const C_CLONE: u16 = 16;
+    pub const C_CHMOD: u16 = 18;
+    pub const C_END: u16 = 21;
+    pub const C_ENCODED_WRITE: u16 = 25;
 
-const A_MODE: u16 = 5;
-const A_XATTR_NAME: u16 = 13;
-const A_PATH: u16 = 15;
-const A_PATH_TO: u16 = 16;
-const A_DATA: u16 = 19;
+    pub const A_SIZE: u16 = 4;
+    pub const A_MODE: u16 = 5;
+    pub const A_XATTR_NAME: u16 = 13;
+    pub const A_PATH: u16 = 15;
+    pub const A_PATH_TO: u16 = 16;
+    pub const A_PATH_LINK: u16 = 17;
+    pub const A_DATA: u16 = 19;
+    pub const A_CLONE_LEN: u16 = 21;
+    pub const A_UNENCODED_LEN: u16 = 29;
+}
+use stream::{
+    A_DATA, A_MODE, A_PATH, A_PATH_TO, A_XATTR_NAME, C_CHMOD, C_END, C_MKFIFO, C_MKNOD, C_MKSOCK,
+    C_RENAME, C_SET_XATTR, CMD_HEADER, HEADER, MAGIC, MAX_CMD,
+};
 
 const S_IFMT: u64 = 0o170000;
 const S_IFCHR: u64 = 0o020000;

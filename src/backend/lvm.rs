@@ -58,7 +58,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::{Backend, SnapshotSink, SnapshotSource};
+use super::{Backend, BoxedSink, BoxedSource, Receive, SnapshotSink, SnapshotSource};
 use crate::base::cmd::Cmd;
 use crate::base::config::{BackendKind, LvName, Volume, VolumeAddr};
 use crate::base::error::{Context, Error, Result};
@@ -570,12 +570,7 @@ impl Backend for Lvm {
             .collect()
     }
 
-    fn send(
-        &self,
-        vol: &Volume,
-        name: &str,
-        base: Option<&str>,
-    ) -> Result<Box<dyn SnapshotSource>> {
+    fn send(&self, vol: &Volume, name: &str, base: Option<&str>) -> Result<BoxedSource> {
         let p = plan_send(vol, name, base)?;
         tracing::info!(
             volume = %vol.role,
@@ -590,12 +585,7 @@ impl Backend for Lvm {
         }))
     }
 
-    fn send_resume(
-        &self,
-        vol: &Volume,
-        name: &str,
-        token: &str,
-    ) -> Result<Box<dyn SnapshotSource>> {
+    fn send_resume(&self, vol: &Volume, name: &str, token: &str) -> Result<BoxedSource> {
         let tok = resume::Token::parse(token)?;
         if tok.snapshot != name {
             return Err(Error::storage(format!(
@@ -650,14 +640,13 @@ impl Backend for Lvm {
         }))
     }
 
-    fn receive(
-        &self,
-        vol: &Volume,
-        name: &str,
-        base: Option<&str>,
-        expect_id: Option<&str>,
-        resume: bool,
-    ) -> Result<Box<dyn SnapshotSink>> {
+    fn receive(&self, vol: &Volume, r: Receive<'_>) -> Result<BoxedSink> {
+        let Receive {
+            name,
+            base,
+            expect_id,
+            resume,
+        } = r;
         let replica = require_replica(vol)?;
         let (vg, rlv) = split(replica);
         let all = lvs_of(vol, vg)?;

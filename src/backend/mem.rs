@@ -13,7 +13,7 @@ use std::io::{Cursor, Read, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use super::{Backend, Resumable, SnapshotSink, SnapshotSource};
+use super::{Backend, BoxedSink, BoxedSource, Receive, Resumable, SnapshotSink, SnapshotSource};
 use crate::base::config::{BackendKind, Volume};
 use crate::base::error::{Error, Result};
 
@@ -195,12 +195,7 @@ impl Backend for MemStore {
     fn list(&self, vol: &Volume) -> Result<Vec<String>> {
         Ok(self.names(&vol.role))
     }
-    fn send(
-        &self,
-        vol: &Volume,
-        name: &str,
-        base: Option<&str>,
-    ) -> Result<Box<dyn SnapshotSource>> {
+    fn send(&self, vol: &Volume, name: &str, base: Option<&str>) -> Result<BoxedSource> {
         let st = self.0.lock().unwrap();
         let bytes = st
             .snaps
@@ -211,12 +206,7 @@ impl Backend for MemStore {
             name, base, payload,
         )))))
     }
-    fn send_resume(
-        &self,
-        vol: &Volume,
-        name: &str,
-        token: &str,
-    ) -> Result<Box<dyn SnapshotSource>> {
+    fn send_resume(&self, vol: &Volume, name: &str, token: &str) -> Result<BoxedSource> {
         let (tname, offset) = token
             .rsplit_once(':')
             .and_then(|(n, o)| Some((n, o.parse::<usize>().ok()?)))
@@ -232,14 +222,13 @@ impl Backend for MemStore {
         let rest = all.get(offset..).unwrap_or_default().to_vec();
         Ok(Box::new(MemSource(Cursor::new(rest))))
     }
-    fn receive(
-        &self,
-        vol: &Volume,
-        name: &str,
-        base: Option<&str>,
-        _expect_id: Option<&str>,
-        resume: bool,
-    ) -> Result<Box<dyn SnapshotSink>> {
+    fn receive(&self, vol: &Volume, r: Receive<'_>) -> Result<BoxedSink> {
+        let Receive {
+            name,
+            base,
+            expect_id: _,
+            resume,
+        } = r;
         let mut st = self.0.lock().unwrap();
         if st.snaps.contains_key(&(vol.role.clone(), name.to_string())) {
             return Err(Error::storage(format!("{name} already exists")));

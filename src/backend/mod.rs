@@ -27,6 +27,12 @@ pub trait SnapshotSource: Read + Send {
     fn abort(self: Box<Self>);
 }
 
+/// What [`Backend::send`] and its kin return.
+pub type BoxedSource = Box<dyn SnapshotSource>;
+
+/// What [`Backend::receive`] returns.
+pub type BoxedSink = Box<dyn SnapshotSink>;
+
 /// Consumes one snapshot's data. Nothing it wrote may survive unless
 /// `commit` returns Ok.
 pub trait SnapshotSink: Write + Send {
@@ -51,6 +57,22 @@ pub trait SnapshotSink: Write + Send {
     fn cut(self: Box<Self>) {
         self.abort()
     }
+}
+
+/// What a stream about to be received is: the four facts every backend's
+/// [`Backend::receive`] checks before it writes a byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receive<'a> {
+    /// The snapshot the stream makes.
+    pub name: &'a str,
+    /// The snapshot it is incremental on (`None`: a full stream).
+    pub base: Option<&'a str>,
+    /// The sender's storage id, checked against what arrives where the
+    /// storage records it (btrfs received uuid, ZFS guid).
+    pub expect_id: Option<&'a str>,
+    /// The stream continues a cut receive of `name`; otherwise any partial
+    /// state is discarded first.
+    pub resume: bool,
 }
 
 /// A partial receive the standby can resume (ZFS `receive_resume_token`).
@@ -208,17 +230,11 @@ pub trait Backend: Send + Sync {
             .collect()
     }
 
-    fn send(&self, vol: &Volume, name: &str, base: Option<&str>)
-    -> Result<Box<dyn SnapshotSource>>;
+    fn send(&self, vol: &Volume, name: &str, base: Option<&str>) -> Result<BoxedSource>;
 
     /// Continue a cut send of snapshot `name` from the receiver's resume
     /// token; an error when the token is stale or names another snapshot.
-    fn send_resume(
-        &self,
-        vol: &Volume,
-        _name: &str,
-        _token: &str,
-    ) -> Result<Box<dyn SnapshotSource>> {
+    fn send_resume(&self, vol: &Volume, _name: &str, _token: &str) -> Result<BoxedSource> {
         Err(Error::storage(format!(
             "volume `{}`: {} cannot resume a transfer",
             vol.role,
@@ -226,18 +242,8 @@ pub trait Backend: Send + Sync {
         )))
     }
 
-    /// `expect_id`: the sender's storage id, checked against what arrives
-    /// where the storage records it (btrfs received uuid, ZFS guid).
-    /// `resume`: the stream continues a cut receive of `name`; otherwise
-    /// any partial state is discarded first.
-    fn receive(
-        &self,
-        vol: &Volume,
-        name: &str,
-        base: Option<&str>,
-        expect_id: Option<&str>,
-        resume: bool,
-    ) -> Result<Box<dyn SnapshotSink>>;
+    /// Receive the stream `r` describes into `vol` (see [`Receive`]).
+    fn receive(&self, vol: &Volume, r: Receive<'_>) -> Result<BoxedSink>;
 
     /// A cut receive this site could resume, if any.
     fn resumable(&self, _vol: &Volume) -> Result<Option<Resumable>> {
@@ -491,20 +497,14 @@ impl Store {
         v.pop()
             .ok_or_else(|| Error::storage(format!("volume `{}`: empty listing", self.role())))
     }
-    pub fn send(&self, name: &str, base: Option<&str>) -> Result<Box<dyn SnapshotSource>> {
+    pub fn send(&self, name: &str, base: Option<&str>) -> Result<BoxedSource> {
         self.imp.send(&self.vol, name, base)
     }
-    pub fn send_resume(&self, name: &str, token: &str) -> Result<Box<dyn SnapshotSource>> {
+    pub fn send_resume(&self, name: &str, token: &str) -> Result<BoxedSource> {
         self.imp.send_resume(&self.vol, name, token)
     }
-    pub fn receive(
-        &self,
-        name: &str,
-        base: Option<&str>,
-        expect_id: Option<&str>,
-        resume: bool,
-    ) -> Result<Box<dyn SnapshotSink>> {
-        self.imp.receive(&self.vol, name, base, expect_id, resume)
+    pub fn receive(&self, r: Receive<'_>) -> Result<BoxedSink> {
+        self.imp.receive(&self.vol, r)
     }
     pub fn resumable(&self) -> Result<Option<Resumable>> {
         self.imp.resumable(&self.vol)
@@ -741,7 +741,7 @@ pub struct ProcessSource {
 }
 
 impl ProcessSource {
-    pub fn spawn(cmd: Cmd) -> Result<Box<dyn SnapshotSource>> {
+    pub fn spawn(cmd: Cmd) -> Result<BoxedSource> {
         let mut running = cmd.spawn(Stdio::null(), Stdio::piped())?;
         let stdout = running.child.stdout.take().expect("piped");
         Ok(Box::new(ProcessSource {

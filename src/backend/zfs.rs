@@ -48,8 +48,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use super::{
-    Backend, CopyCheck, ProcessSink, ProcessSource, ReceiveSteps, Resumable, SnapshotSink,
-    SnapshotSource, VolumeListing, require_replica,
+    Backend, BoxedSink, BoxedSource, CopyCheck, ProcessSink, ProcessSource, Receive, ReceiveSteps,
+    Resumable, VolumeListing, require_replica,
 };
 use crate::base::cmd::{Cmd, Running};
 use crate::base::config::{BackendKind, Volume, VolumeAddr};
@@ -419,12 +419,7 @@ impl Backend for Zfs {
         Ok(vols.iter().map(|v| volume_listing(v, &l)).collect())
     }
 
-    fn send(
-        &self,
-        vol: &Volume,
-        name: &str,
-        base: Option<&str>,
-    ) -> Result<Box<dyn SnapshotSource>> {
+    fn send(&self, vol: &Volume, name: &str, base: Option<&str>) -> Result<BoxedSource> {
         let mut cmd = zfs().arg("send").args(send_flags(vol));
         // Where the snapshots are: one listing for both (see `snap_of`).
         let live = match vol.replica() {
@@ -448,12 +443,7 @@ impl Backend for Zfs {
         ProcessSource::spawn(cmd)
     }
 
-    fn send_resume(
-        &self,
-        vol: &Volume,
-        name: &str,
-        token: &str,
-    ) -> Result<Box<dyn SnapshotSource>> {
+    fn send_resume(&self, vol: &Volume, name: &str, token: &str) -> Result<BoxedSource> {
         check_token(token)?;
         let dry = zfs().args(["send", "-nv", "-t", token]).run_raw()?;
         let text = format!(
@@ -482,14 +472,13 @@ impl Backend for Zfs {
         ProcessSource::spawn(zfs().args(["send", "-t", token]))
     }
 
-    fn receive(
-        &self,
-        vol: &Volume,
-        name: &str,
-        base: Option<&str>,
-        expect_id: Option<&str>,
-        resume: bool,
-    ) -> Result<Box<dyn SnapshotSink>> {
+    fn receive(&self, vol: &Volume, r: Receive<'_>) -> Result<BoxedSink> {
+        let Receive {
+            name,
+            base,
+            expect_id,
+            resume,
+        } = r;
         let ds = &require_replica(vol, "dataset")?;
         // One listing answers every question below: the partial state, the
         // snapshot and the dataset, the base and its guid.
@@ -665,23 +654,8 @@ impl Backend for Zfs {
     }
 
     fn remove_writable_copy(&self, vol: &Volume) -> Result<()> {
-        let target = &vol.source;
-        if !exists(target)? {
-            return Ok(());
-        }
-        // Only ever destroy a clone of our own replica.
-        let origin = get("origin", target)?.unwrap_or_default();
-        if !origin.starts_with(&format!("{}@", dataset(vol))) {
-            return Err(Error::refused(format!(
-                "volume `{}`: {target} is not a clone of {} (origin {origin:?}); not destroying it",
-                vol.role,
-                dataset(vol)
-            )));
-        }
-        zfs()
-            .args(["destroy", target])
-            .run()
-            .ctx(format!("volume `{}`", vol.role))
+        let ctx = format!("volume `{}`", vol.role);
+        destroy_own_clone(vol, &vol.source, &[], ctx)
     }
 
     /// `/run/snapsite/rehearsal/<dataset, / as _>`: the rehearsal clone's
@@ -724,22 +698,8 @@ impl Backend for Zfs {
     }
 
     fn remove_rehearsal_copy(&self, vol: &Volume) -> Result<()> {
-        let ds = rehearsal_dataset(vol);
-        if !exists(&ds)? {
-            return Ok(());
-        }
-        let origin = get("origin", &ds)?.unwrap_or_default();
-        if !origin.starts_with(&format!("{}@", dataset(vol))) {
-            return Err(Error::refused(format!(
-                "volume `{}`: {ds} is not a clone of {} (origin {origin:?}); not destroying it",
-                vol.role,
-                dataset(vol)
-            )));
-        }
-        zfs()
-            .args(["destroy", "-f", &ds])
-            .run()
-            .ctx(format!("volume `{}`: remove rehearsal clone", vol.role))
+        let ctx = format!("volume `{}`: remove rehearsal clone", vol.role);
+        destroy_own_clone(vol, &rehearsal_dataset(vol), &["-f"], ctx)
     }
 
     fn keep_divergent(&self, vol: &Volume, label: &str) -> Result<String> {
@@ -785,6 +745,24 @@ impl Backend for Zfs {
     fn release_common(&self, vol: &Volume, tag: &str) -> Result<Vec<String>> {
         holds::release(vol, tag)
     }
+}
+
+/// `zfs destroy FLAGS target`, only when `target` is a clone of `vol`'s
+/// replica (never anything else); absent, there is nothing to do. `ctx`
+/// names the step in a failure.
+fn destroy_own_clone(vol: &Volume, target: &str, flags: &[&str], ctx: String) -> Result<()> {
+    if !exists(target)? {
+        return Ok(());
+    }
+    let origin = get("origin", target)?.unwrap_or_default();
+    if !origin.starts_with(&format!("{}@", dataset(vol))) {
+        return Err(Error::refused(format!(
+            "volume `{}`: {target} is not a clone of {} (origin {origin:?}); not destroying it",
+            vol.role,
+            dataset(vol)
+        )));
+    }
+    zfs().arg("destroy").args(flags).arg(target).run().ctx(ctx)
 }
 
 /// Above this share of its size a ZFS pool slows down and may soon refuse

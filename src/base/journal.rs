@@ -189,6 +189,23 @@ impl Open {
         self.write()
     }
 
+    /// Run `step` unless it is recorded as done, record it, then `after`
+    /// (the caller's failpoint). `run` must be safe to redo: a process that
+    /// died inside it runs it again.
+    pub fn step(
+        &mut self,
+        step: &str,
+        run: impl FnOnce() -> Result<()>,
+        after: impl FnOnce(),
+    ) -> Result<()> {
+        if !self.is_done(step) {
+            run()?;
+            self.done(step)?;
+            after();
+        }
+        Ok(())
+    }
+
     /// Record `step` as done with what it produced.
     pub fn done_with(&mut self, step: &str, value: &str) -> Result<()> {
         self.journal

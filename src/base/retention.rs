@@ -355,33 +355,37 @@ mod tests {
     /// the 10:00 bucket, one at 11:00:00.000 in the 11:00 bucket.
     #[test]
     fn bucket_boundaries_are_fixed_utc_times() {
-        let g = Grid::parse("1x1h(keep=all) | 24x1h").unwrap();
-        let times: Vec<Timestamp> = [
-            "2026-11-27T10:00:00.001Z",
-            "2026-11-27T10:59:59.999Z",
-            "2026-11-27T11:00:00.000Z",
-            "2026-11-27T11:00:00.002Z",
-            "2026-11-27T15:00:00Z",
-        ]
-        .iter()
-        .map(|s| t(s))
-        .collect();
-        let got: Vec<usize> = grid_destroy(&g, &times).into_iter().collect();
-        assert_eq!(got, vec![1, 3]);
-        // A day is 86 400 s from the epoch, DST or not: in Vienna the
-        // bucket of 2026-10-25 (25 h long locally) runs 01:00 to 01:00 CET.
-        let g = Grid::parse("1x1h(keep=all) | 3x1d").unwrap();
-        let times: Vec<Timestamp> = [
-            "2026-10-24T23:59:59.999Z",
-            "2026-10-25T00:00:00Z",
-            "2026-10-25T23:00:00Z",
-            "2026-10-27T12:00:00Z",
-        ]
-        .iter()
-        .map(|s| t(s))
-        .collect();
-        let got: Vec<usize> = grid_destroy(&g, &times).into_iter().collect();
-        assert_eq!(got, vec![2]);
+        let cases: [(&str, &[&str], &[usize]); 2] = [
+            (
+                "1x1h(keep=all) | 24x1h",
+                &[
+                    "2026-11-27T10:00:00.001Z",
+                    "2026-11-27T10:59:59.999Z",
+                    "2026-11-27T11:00:00.000Z",
+                    "2026-11-27T11:00:00.002Z",
+                    "2026-11-27T15:00:00Z",
+                ],
+                &[1, 3],
+            ),
+            // A day is 86 400 s from the epoch, DST or not: in Vienna the
+            // bucket of 2026-10-25 (25 h long locally) runs 01:00 to 01:00 CET.
+            (
+                "1x1h(keep=all) | 3x1d",
+                &[
+                    "2026-10-24T23:59:59.999Z",
+                    "2026-10-25T00:00:00Z",
+                    "2026-10-25T23:00:00Z",
+                    "2026-10-27T12:00:00Z",
+                ],
+                &[2],
+            ),
+        ];
+        for (grid, times, want) in cases {
+            let g = Grid::parse(grid).unwrap();
+            let times: Vec<Timestamp> = times.iter().map(|s| t(s)).collect();
+            let got: Vec<usize> = grid_destroy(&g, &times).into_iter().collect();
+            assert_eq!(got, want, "{grid}");
+        }
     }
 
     #[test]

@@ -520,13 +520,20 @@ pub fn read_in(dir: &Path, name: &str, max: u64) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn specials_and_symlinks_are_refused_by_name() {
+    /// A directory holding `sub/f` (with `content`) and `link` -> `sub`.
+    fn tree(content: &[u8]) -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
         let p = d.path();
         std::fs::create_dir(p.join("sub")).unwrap();
-        std::fs::write(p.join("sub/f"), b"hello").unwrap();
+        std::fs::write(p.join("sub/f"), content).unwrap();
         std::os::unix::fs::symlink("sub", p.join("link")).unwrap();
+        d
+    }
+
+    #[test]
+    fn specials_and_symlinks_are_refused_by_name() {
+        let d = tree(b"hello");
+        let p = d.path();
         std::os::unix::fs::symlink("f", p.join("sub/lf")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", p.join("abs")).unwrap();
         nix::unistd::mkfifo(
@@ -575,11 +582,8 @@ mod tests {
     fn the_walk_refuses_what_openat2_refuses() {
         // Force the fallback for this process's later opens in this test
         // only by calling the walk directly.
-        let d = tempfile::tempdir().unwrap();
+        let d = tree(b"x");
         let p = d.path();
-        std::fs::create_dir(p.join("sub")).unwrap();
-        std::fs::write(p.join("sub/f"), b"x").unwrap();
-        std::os::unix::fs::symlink("sub", p.join("link")).unwrap();
         let r = Root::open(p).unwrap();
         let walk = |rel: &str| -> std::io::Result<OwnedFd> {
             let comps = components(rel)?;

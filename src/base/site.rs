@@ -388,6 +388,12 @@ mod tests {
         }
     }
 
+    /// The site of config `c` from these records (no storage is read).
+    fn site<'a>(c: &'a Config, ms: &[Manifest], local: &BTreeMap<String, Vec<String>>) -> Site<'a> {
+        let catalog = Catalog::new(&c.state_dir);
+        Site::from_parts(c, catalog, Stores::open(c), ms.to_vec(), local.clone())
+    }
+
     const F1: &str = "20261127T080000.000Z-full";
     const R1: &str = "20261127T081500.000Z-redolog";
     const F2: &str = "20261127T090000.000Z-full";
@@ -409,13 +415,7 @@ mod tests {
         ]
         .into();
         let c = cfg(true);
-        let stb = Site::from_parts(
-            &c,
-            Catalog::new(&c.state_dir),
-            Stores::open(&c),
-            ms.clone(),
-            local.clone(),
-        );
+        let stb = site(&c, &ms, &local);
         assert_eq!(stb.role, Role::Standby);
         let ids: Vec<&str> = stb.usable().map(|m| m.id.as_str()).collect();
         assert_eq!(
@@ -427,13 +427,7 @@ mod tests {
         assert_eq!((s.id.as_str(), r.id.as_str()), (F1, R1));
 
         let p = cfg(false);
-        let pri = Site::from_parts(
-            &p,
-            Catalog::new(&p.state_dir),
-            Stores::open(&p),
-            ms.clone(),
-            local.clone(),
-        );
+        let pri = site(&p, &ms, &local);
         assert_eq!(pri.role, Role::Primary);
         assert_eq!(
             pri.usable().count(),
@@ -445,7 +439,7 @@ mod tests {
         // A member gone from storage makes the set unusable on both.
         let mut gone = local.clone();
         gone.get_mut("mysql").unwrap().retain(|s| s != F1);
-        let stb = Site::from_parts(&c, Catalog::new(&c.state_dir), Stores::open(&c), ms, gone);
+        let stb = site(&c, &ms, &gone);
         assert!(stb.failover_pair(None).is_err());
         assert_eq!(stb.usable_count(SetKind::Full), 0);
     }

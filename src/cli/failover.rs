@@ -52,28 +52,11 @@ pub(super) fn cmd_failover(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let report = match failover::run(cfg, &opts) {
-        Ok(r) => r,
-        Err(e) => {
-            snapsite::ops::notify::event(
-                cfg.notify.as_ref(),
-                &cfg.site,
-                "failover",
-                snapsite::ops::notify::Severity::Critical,
-                &format!("failover failed: {e}"),
-            );
-            return Err(e.into());
-        }
-    };
-    snapsite::ops::notify::event(
-        cfg.notify.as_ref(),
-        &cfg.site,
+    let report = super::notify_failure(cfg, "failover", failover::run(cfg, &opts))?;
+    super::notify_end(
+        cfg,
         "failover",
-        if report.ok() {
-            snapsite::ops::notify::Severity::Ok
-        } else {
-            snapsite::ops::notify::Severity::Critical
-        },
+        report.ok(),
         if report.ok() {
             "failover finished: the standby is up"
         } else {

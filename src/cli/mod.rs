@@ -436,6 +436,22 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// A verb's end, told to `[notify]` as `event`: ok, or critical.
+fn notify_end(cfg: &Config, event: &str, ok: bool, message: &str) {
+    use snapsite::ops::notify::{Severity, event as notify};
+    let severity = if ok { Severity::Ok } else { Severity::Critical };
+    notify(cfg.notify.as_ref(), &cfg.site, event, severity, message);
+}
+
+/// A verb's outcome `r`: a failure is told to `[notify]` as `event`
+/// (`EVENT failed: ...`, critical) and returned.
+fn notify_failure<T>(cfg: &Config, event: &str, r: snapsite::Result<T>) -> anyhow::Result<T> {
+    r.map_err(|e| {
+        notify_end(cfg, event, false, &format!("{event} failed: {e}"));
+        e.into()
+    })
+}
+
 fn load(cli: &Cli) -> anyhow::Result<Config> {
     Ok(Config::load(&cli.config)?)
 }

@@ -23,34 +23,15 @@ pub(super) fn cmd_rehearse(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let report = match snapsite::dr::rehearse::run(
-        cfg,
-        &snapsite::dr::rehearse::Options {
-            set: set.as_deref(),
-            lock_wait: Duration::from_secs(600),
-        },
-    ) {
-        Ok(r) => r,
-        Err(e) => {
-            snapsite::ops::notify::event(
-                cfg.notify.as_ref(),
-                &cfg.site,
-                "rehearsal",
-                snapsite::ops::notify::Severity::Critical,
-                &format!("rehearsal failed: {e}"),
-            );
-            return Err(e.into());
-        }
+    let opts = snapsite::dr::rehearse::Options {
+        set: set.as_deref(),
+        lock_wait: Duration::from_secs(600),
     };
-    snapsite::ops::notify::event(
-        cfg.notify.as_ref(),
-        &cfg.site,
+    let report = super::notify_failure(cfg, "rehearsal", snapsite::dr::rehearse::run(cfg, &opts))?;
+    super::notify_end(
+        cfg,
         "rehearsal",
-        if report.ok {
-            snapsite::ops::notify::Severity::Ok
-        } else {
-            snapsite::ops::notify::Severity::Critical
-        },
+        report.ok,
         &format!(
             "rehearsal {} in {:.1} s (set {}, replay exit {})",
             if report.ok { "passed" } else { "FAILED" },

@@ -191,6 +191,17 @@ pub fn decode_peer(view: &StandbyView) -> Result<PeerClaim> {
             format!("it lists {names} snapshots and sets, more than {MAX_PEER_NAMES}"),
         ));
     }
+    // A name the peer listed where a set id belongs; `what` says where.
+    let set_id = |n: &String, what: &str| match crate::base::model::parse_set_id(n) {
+        Some(_) => Ok(()),
+        None => Err(peer_refused(
+            &shown,
+            format!(
+                "{what} `{}` that is not a set id",
+                crate::base::model::wire_str(n)
+            ),
+        )),
+    };
     let mut volumes = BTreeMap::new();
     for v in &view.volumes {
         let r = crate::base::model::wire_str(&v.role);
@@ -202,15 +213,7 @@ pub fn decode_peer(view: &StandbyView) -> Result<PeerClaim> {
         }
         let mut snaps = BTreeSet::new();
         for n in &v.snapshots {
-            if crate::base::model::parse_set_id(n).is_none() {
-                return Err(peer_refused(
-                    &shown,
-                    format!(
-                        "its volume `{r}` lists a snapshot `{}` that is not a set id",
-                        crate::base::model::wire_str(n)
-                    ),
-                ));
-            }
+            set_id(n, &format!("its volume `{r}` lists a snapshot"))?;
             snaps.insert(n.clone());
         }
         if volumes.insert(v.role.clone(), snaps).is_some() {
@@ -218,15 +221,7 @@ pub fn decode_peer(view: &StandbyView) -> Result<PeerClaim> {
         }
     }
     for id in &view.committed {
-        if crate::base::model::parse_set_id(id).is_none() {
-            return Err(peer_refused(
-                &shown,
-                format!(
-                    "it lists a committed set `{}` that is not a set id",
-                    crate::base::model::wire_str(id)
-                ),
-            ));
-        }
+        set_id(id, "it lists a committed set")?;
     }
     Ok(PeerClaim {
         site: view.site.clone(),
@@ -367,14 +362,7 @@ pub fn plan(cfg: &Config, view: &StandbyView) -> Result<Plan> {
     let claim = decode_peer(view)?;
     let seen = crate::base::site::highest_generation_seen(cfg, &catalog)?;
     let peer_gen = failback_verdict(&claim, role, own, seen)?;
-    demote_plan(
-        cfg,
-        &catalog,
-        &claim.site,
-        peer_gen,
-        &claim.volumes,
-        &claim.committed,
-    )
+    demote_plan(cfg, &catalog, &claim, peer_gen)
 }
 
 /// ZFS and LVM receive into `replica`: a site without one cannot be the
@@ -402,11 +390,10 @@ pub fn require_replicas(cfg: &Config, stores: &Stores) -> Result<()> {
 pub fn demote_plan(
     cfg: &Config,
     catalog: &Catalog,
-    peer: &str,
+    claim: &PeerClaim,
     peer_generation: u64,
-    theirs: &BTreeMap<String, BTreeSet<String>>,
-    committed: &BTreeSet<String>,
 ) -> Result<Plan> {
+    let (peer, theirs, committed) = (&claim.site, &claim.volumes, &claim.committed);
     let (_, own) = crate::base::site::current_role(cfg, catalog)?;
     let stores = Stores::open(cfg);
     require_replicas(cfg, &stores)?;
@@ -602,17 +589,17 @@ pub fn demote_steps(
     }
     // 2. This site's sets the peer never committed: out of the catalog
     // (copied first, then removed: a rerun finds either both or the copy).
-    if !j.is_done("sets_moved") {
-        move_divergent_sets(catalog, plan)?;
-        j.done("sets_moved")?;
-        crate::failpoint!("demote.after_sets_moved");
-    }
+    j.step(
+        "sets_moved",
+        || move_divergent_sets(catalog, plan),
+        || crate::failpoint!("demote.after_sets_moved"),
+    )?;
     // 3. The sets both hold are committed here (usable for failover).
-    if !j.is_done("mark_committed") {
-        mark_committed(catalog, plan)?;
-        j.done("mark_committed")?;
-        crate::failpoint!("demote.after_mark_committed");
-    }
+    j.step(
+        "mark_committed",
+        || mark_committed(catalog, plan),
+        || crate::failpoint!("demote.after_mark_committed"),
+    )?;
     // 4. The live copies go (their data is in the divergent snapshots).
     for mp in &plan.unmount {
         let step = format!("unmount:{}", mp.display());
@@ -659,11 +646,9 @@ pub fn demote_steps(
         crate::failpoint!("demote.after_failover_state");
     }
     // 7. The standby of the peer's generation.
-    if !j.is_done("role") {
-        record_standby_role(catalog, plan, how)?;
-        j.done("role")?;
-        crate::failpoint!("demote.after_role_record");
-    }
+    standby_role_step(catalog, plan, how, j, &|| {
+        crate::failpoint!("demote.after_role_record")
+    })?;
     Ok(Report {
         plan: plan.clone(),
         divergent: record,
@@ -738,28 +723,35 @@ pub fn receivable_steps(
     after: &dyn Fn(),
 ) -> Result<()> {
     for (role, base) in &plan.base {
-        let step = format!("receivable:{role}");
-        if j.is_done(&step) {
-            continue;
-        }
-        if let Some(b) = base {
-            stores.get(role)?.make_receivable(b)?;
-        }
-        j.done(&step)?;
-        after();
+        let receivable = || match base {
+            Some(b) => stores.get(role)?.make_receivable(b),
+            None => Ok(()),
+        };
+        j.step(&format!("receivable:{role}"), receivable, after)?;
     }
     Ok(())
 }
 
-/// This site is the standby in the peer's generation, since `how`.
-pub fn record_standby_role(catalog: &Catalog, plan: &Plan, how: &str) -> Result<()> {
-    catalog.write_role_record(&RoleRecord {
-        role: Role::Standby,
-        generation: plan.peer_generation.max(plan.generation),
-        since: Timestamp::now(),
-        how: how.to_string(),
-        set_id: plan.base_set.clone(),
-    })
+/// The last step of a demote and of a follow (journal step `role`): this
+/// site is the standby in the peer's generation, since `how`; `after`
+/// runs once the step is recorded (the caller's failpoint).
+pub fn standby_role_step(
+    catalog: &Catalog,
+    plan: &Plan,
+    how: &str,
+    j: &mut crate::base::journal::Open,
+    after: &dyn Fn(),
+) -> Result<()> {
+    let record = || {
+        catalog.write_role_record(&RoleRecord {
+            role: Role::Standby,
+            generation: plan.peer_generation.max(plan.generation),
+            since: Timestamp::now(),
+            how: how.to_string(),
+            set_id: plan.base_set.clone(),
+        })
+    };
+    j.step("role", record, after)
 }
 
 /// The divergent records kept on this site, oldest first.
@@ -800,6 +792,19 @@ pub(crate) fn render_base(p: &Plan) -> String {
     s
 }
 
+/// The plan's line about this site's sets that `peer` (how the plan
+/// names the other site) never committed; empty when there are none.
+pub fn render_divergent(p: &Plan, peer: &str) -> String {
+    if p.divergent_sets.is_empty() {
+        return String::new();
+    }
+    format!(
+        "divergent     {} set(s) the {peer} never committed: {}\n",
+        p.divergent_sets.len(),
+        p.divergent_sets.join(", ")
+    )
+}
+
 pub fn render_plan(p: &Plan) -> String {
     let mut s = String::new();
     s.push_str(&format!(
@@ -816,13 +821,7 @@ pub fn render_plan(p: &Plan) -> String {
     for mp in &p.unmount {
         s.push_str(&format!("unmount       {}\n", mp.display()));
     }
-    if !p.divergent_sets.is_empty() {
-        s.push_str(&format!(
-            "divergent     {} set(s) the peer never committed: {}\n",
-            p.divergent_sets.len(),
-            p.divergent_sets.join(", ")
-        ));
-    }
+    s.push_str(&render_divergent(p, "peer"));
     s.push_str(&format!(
         "then          this site is the standby in generation {}; the peer's next `snapsite ship` sends only what changed since the base\n",
         p.peer_generation.max(p.generation)

@@ -114,14 +114,7 @@ pub fn plan(cfg: &Config, view: &StandbyView) -> Result<FollowPlan> {
         }
     }
     let peer_gen = follow_verdict(&claim, recorded, own, seen, &live)?;
-    let plan = failback::demote_plan(
-        cfg,
-        &catalog,
-        &claim.site,
-        peer_gen,
-        &claim.volumes,
-        &claim.committed,
-    )?;
+    let plan = failback::demote_plan(cfg, &catalog, &claim, peer_gen)?;
     let mut set_aside = BTreeMap::new();
     for s in stores.iter() {
         let Some(Some(base)) = plan.base.get(s.role()) else {
@@ -222,27 +215,25 @@ fn steps(
         record
     };
     // 2. The sets the peer never committed leave the catalog.
-    if !j.is_done("sets_moved") {
-        failback::move_divergent_sets(catalog, plan)?;
-        j.done("sets_moved")?;
-        crate::failpoint!("follow.after_sets_moved");
-    }
+    j.step(
+        "sets_moved",
+        || failback::move_divergent_sets(catalog, plan),
+        || crate::failpoint!("follow.after_sets_moved"),
+    )?;
     // 3. The sets both hold are committed here.
-    if !j.is_done("mark_committed") {
-        failback::mark_committed(catalog, plan)?;
-        j.done("mark_committed")?;
-        crate::failpoint!("follow.after_mark_committed");
-    }
+    j.step(
+        "mark_committed",
+        || failback::mark_committed(catalog, plan),
+        || crate::failpoint!("follow.after_mark_committed"),
+    )?;
     // 4. The bases take the peer's incremental streams.
     failback::receivable_steps(&stores, plan, j, &|| {
         crate::failpoint!("follow.after_receivable")
     })?;
     // 5. The standby of the peer's generation: the new upstream.
-    if !j.is_done("role") {
-        failback::record_standby_role(catalog, plan, "follow")?;
-        j.done("role")?;
-        crate::failpoint!("follow.after_role_record");
-    }
+    failback::standby_role_step(catalog, plan, "follow", j, &|| {
+        crate::failpoint!("follow.after_role_record")
+    })?;
     Ok(Report {
         plan: fp.clone(),
         divergent: record,
@@ -267,13 +258,7 @@ pub fn render_plan(fp: &FollowPlan) -> String {
             p.label
         ));
     }
-    if !p.divergent_sets.is_empty() {
-        s.push_str(&format!(
-            "divergent     {} set(s) the new primary never committed: {}\n",
-            p.divergent_sets.len(),
-            p.divergent_sets.join(", ")
-        ));
-    }
+    s.push_str(&crate::dr::failback::render_divergent(p, "new primary"));
     s.push_str(&format!(
         "then          this site is the standby of {} in generation {}; its next `snapsite ship` sends only what changed since the base\n",
         p.peer,

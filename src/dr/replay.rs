@@ -239,17 +239,17 @@ impl Template {
     }
 
     pub fn render(&self, vars: &BTreeMap<String, String>) -> Vec<String> {
+        self.words_with(|p| match p {
+            Piece::Lit(s) => s.clone(),
+            Piece::Var(v) => vars.get(v).cloned().unwrap_or_default(),
+        })
+    }
+
+    /// Each word, its pieces written by `piece` and joined.
+    fn words_with(&self, piece: impl Fn(&Piece) -> String) -> Vec<String> {
         self.words
             .iter()
-            .map(|pieces| {
-                pieces
-                    .iter()
-                    .map(|p| match p {
-                        Piece::Lit(s) => s.clone(),
-                        Piece::Var(v) => vars.get(v).cloned().unwrap_or_default(),
-                    })
-                    .collect()
-            })
+            .map(|pieces| pieces.iter().map(&piece).collect())
             .collect()
     }
 }
@@ -550,18 +550,10 @@ impl std::fmt::Display for Template {
 impl Template {
     /// The words as written in the config (placeholders unexpanded).
     pub fn argv(&self) -> Vec<String> {
-        self.words
-            .iter()
-            .map(|pieces| {
-                pieces
-                    .iter()
-                    .map(|p| match p {
-                        Piece::Lit(s) => s.replace('{', "{{").replace('}', "}}"),
-                        Piece::Var(v) => format!("{{{v}}}"),
-                    })
-                    .collect()
-            })
-            .collect()
+        self.words_with(|p| match p {
+            Piece::Lit(s) => s.replace('{', "{{").replace('}', "}}"),
+            Piece::Var(v) => format!("{{{v}}}"),
+        })
     }
 
     /// The placeholder names used, in order (`from_time`, `mount:mysql`, ...).

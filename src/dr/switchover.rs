@@ -185,14 +185,7 @@ pub fn run(cfg: &Config) -> Result<Report> {
                 let (_, own) = crate::base::site::current_role(cfg, &catalog)?;
                 let seen = crate::base::site::highest_generation_seen(cfg, &catalog)?;
                 let peer_generation = failback::switchover_verdict(&claim, own, seen)?;
-                let plan = failback::demote_plan(
-                    cfg,
-                    &catalog,
-                    &claim.site,
-                    peer_generation,
-                    &claim.volumes,
-                    &claim.committed,
-                )?;
+                let plan = failback::demote_plan(cfg, &catalog, &claim, peer_generation)?;
                 if plan
                     .base
                     .values()
@@ -218,14 +211,7 @@ pub fn run(cfg: &Config) -> Result<Report> {
             seconds_ship,
         })
     })();
-    let Prepared {
-        fin_id,
-        payload,
-        wire,
-        plan,
-        seconds_final_set,
-        seconds_ship,
-    } = match before_demote {
+    let p = match before_demote {
         Ok(x) => x,
         Err(e) => {
             if intent.plan.is_none() {
@@ -234,19 +220,19 @@ pub fn run(cfg: &Config) -> Result<Report> {
             return Err(e);
         }
     };
-    let demote = failback::demote_steps(cfg, &catalog, &plan, "switchover", &mut j)?;
+    let demote = failback::demote_steps(cfg, &catalog, &p.plan, "switchover", &mut j)?;
     j.finish()?;
-    let peer = plan.peer.clone();
+    let peer = p.plan.peer;
     Ok(Report {
         site: cfg.site.clone(),
-        next: format!("on {peer}: snapsite failover --set {fin_id}"),
+        next: format!("on {peer}: snapsite failover --set {}", p.fin_id),
         peer,
-        final_set: fin_id,
-        ship_payload_bytes: payload,
-        ship_wire_bytes: wire,
+        final_set: p.fin_id,
+        ship_payload_bytes: p.payload,
+        ship_wire_bytes: p.wire,
         demote,
-        seconds_final_set,
-        seconds_ship,
+        seconds_final_set: p.seconds_final_set,
+        seconds_ship: p.seconds_ship,
         seconds_total: t0.elapsed().as_secs_f64(),
     })
 }

@@ -599,6 +599,11 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// `n` hours before the tests' noon.
+    fn h(n: i64) -> Timestamp {
+        t("2026-11-27T12:00:00Z") - jiff::SignedDuration::from_hours(n)
+    }
+
     fn manifest(at: Timestamp, kind: SetKind, roles: &[&str]) -> Manifest {
         let id = new_set_id(at, kind);
         let members = roles.iter().map(|r| Member::plain(r, &id, at)).collect();
@@ -618,8 +623,6 @@ mod tests {
 
     #[test]
     fn protected_and_incomplete_sets() {
-        let base = t("2026-11-27T12:00:00Z");
-        let h = |n: i64| base - jiff::SignedDuration::from_hours(n);
         let ms = vec![
             manifest(h(5), SetKind::Full, &["mysql", "redolog"]),
             manifest(h(4), SetKind::Full, &["mysql", "redolog"]),
@@ -647,8 +650,6 @@ mod tests {
 
     #[test]
     fn standby_protects_newest_received_and_failover_pair() {
-        let base = t("2026-11-27T12:00:00Z");
-        let h = |n: i64| base - jiff::SignedDuration::from_hours(n);
         let ms = vec![
             manifest(h(3), SetKind::Full, &["mysql", "redolog"]),
             manifest(h(2), SetKind::Redolog, &["redolog"]),

@@ -602,23 +602,13 @@ impl<R: Seek> Seek for Blake3Reader<R> {
     }
 }
 
-/// Size, SHA-256 (hex) and blake3 (hex) of a file, in one pass.
+/// Size, SHA-256 (hex) and blake3 (hex) of a file, in one pass (the
+/// seed's copy_hashing, writing into the SHA-256).
 fn hash_file(f: &mut File) -> std::io::Result<(u64, String, String)> {
     use sha2::Digest;
     let mut s = sha2::Sha256::new();
-    let mut b = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = f.read(&mut buf)?;
-        if k == 0 {
-            break;
-        }
-        s.update(&buf[..k]);
-        b.update(&buf[..k]);
-        n += k as u64;
-    }
-    Ok((n, hex_digest(s), b.finalize().to_hex().to_string()))
+    let (n, b3) = crate::primary::seed::copy_hashing(f, &mut s)?;
+    Ok((n, hex_digest(s), b3))
 }
 
 impl Write for PartUploader<'_> {
@@ -939,5 +929,32 @@ pub fn after_ship(cfg: &Config, catalog: &Catalog) {
                 tracing::warn!(archive = %a.name, "archive failed (retried after the next ship): {e}")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::SeekFrom;
+
+    #[test]
+    fn hash_file_gives_the_size_sha256_and_blake3_of_every_byte() {
+        use sha2::Digest;
+        let mut empty = tempfile::tempfile().unwrap();
+        let (n, sha, _) = hash_file(&mut empty).unwrap();
+        assert_eq!(n, 0);
+        assert_eq!(
+            sha,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        // More than one read buffer (1 MiB), and a short last read.
+        let data: Vec<u8> = (0..(3u32 << 20) + 7).map(|i| (i * 31) as u8).collect();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&data).unwrap();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        let (n, sha, b3) = hash_file(&mut f).unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(sha, hex_digest(sha2::Sha256::new_with_prefix(&data)));
+        assert_eq!(b3, blake3::hash(&data).to_hex().to_string());
     }
 }

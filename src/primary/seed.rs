@@ -644,15 +644,7 @@ mod tests {
             w.parts.iter().map(|p| p.bytes).collect::<Vec<_>>(),
             [1000, 1000, 1000, 500]
         );
-        let index = Index {
-            format: FORMAT,
-            set_id: "20261127T080000.000Z-full".into(),
-            site: "a".into(),
-            compression: "none".into(),
-            parts: w.parts.clone(),
-            payload_bytes: 0,
-        };
-        std::fs::write(dir.path().join(INDEX), serde_json::to_vec(&index).unwrap()).unwrap();
+        write_index(dir.path(), &w);
         let (mut r, _) = SeedReader::open(dir.path()).unwrap();
         let mut back = Vec::new();
         r.read_to_end(&mut back).unwrap();
@@ -684,6 +676,12 @@ mod tests {
         let data: Vec<u8> = (0..2500u32).map(|i| (i * 13) as u8).collect();
         w.write_all(&data).unwrap();
         w.seal().unwrap();
+        write_index(&seed, &w);
+        (dir, data)
+    }
+
+    /// The index of the parts `w` wrote, in `dir`, as a seed writer leaves it.
+    fn write_index(dir: &Path, w: &ChunkWriter) {
         let index = Index {
             format: FORMAT,
             set_id: "20261127T080000.000Z-full".into(),
@@ -692,8 +690,7 @@ mod tests {
             parts: w.parts.clone(),
             payload_bytes: 0,
         };
-        std::fs::write(seed.join(INDEX), serde_json::to_vec(&index).unwrap()).unwrap();
-        (dir, data)
+        std::fs::write(dir.join(INDEX), serde_json::to_vec(&index).unwrap()).unwrap();
     }
 
     fn open_err(dir: &Path) -> String {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::backend::{self, SnapshotSink, Store, Stores};
+use crate::backend::{self, Receive, SnapshotSink, Store, Stores};
 use crate::base::catalog::{Catalog, ServeRecord};
 use crate::base::config::{Config, Volume};
 use crate::base::error::{Error, Result};
@@ -234,8 +234,16 @@ fn serve_session<R: Read, W: Write>(
         ..record
     });
     remove_interrupted(stores, catalog, log, last_died)?;
-    welcome(cfg, stores, catalog, log, &mut r, &mut w)?;
-    session_loop(cfg, stores, catalog, log, &mut r, &mut w)
+    let sess = Session {
+        cfg,
+        stores,
+        catalog,
+        log,
+    };
+    welcome(&sess, &mut w)?;
+    // Compressed frames are accepted from here on.
+    r.accept_compressed()?;
+    session_loop(&sess, &mut r, &mut w)
 }
 
 /// The primary's hello: a protocol this standby speaks. Returns its site
@@ -307,18 +315,16 @@ fn remove_interrupted(
     log: &SessionLog,
     last_died: bool,
 ) -> Result<()> {
+    let warn = |text: String| log.event(tracing::Level::WARN, &text);
     for st in stores.iter() {
         // Verified and recorded, only its completion mark missing: kept
         // (the primary finds it in the inventory and does not send it again).
         let kept = st.adopt_verified(&|name| catalog.receipt(st.role(), name).ok().flatten())?;
         for n in kept {
-            log.event(
-                tracing::Level::WARN,
-                &format!(
-                    "volume `{}`: kept interrupted receive {n} (verified and recorded before the session ended)",
-                    st.role()
-                ),
-            );
+            warn(format!(
+                "volume `{}`: kept interrupted receive {n} (verified and recorded before the session ended)",
+                st.role()
+            ));
         }
         // Only after a session that died: it lists the volume, and a ship's
         // sessions list each pool once (tests/vm/listing.rs).
@@ -328,20 +334,17 @@ fn remove_interrupted(
             Vec::new()
         };
         for n in unverified {
-            log.event(
-                tracing::Level::WARN,
-                &format!(
-                    "volume `{}`: removed snapshot {n}: its receive finished after the session ended, unverified (no receipt); it is sent again",
-                    st.role()
-                ),
-            );
+            warn(format!(
+                "volume `{}`: removed snapshot {n}: its receive finished after the session ended, unverified (no receipt); it is sent again",
+                st.role()
+            ));
         }
         let removed = st.cleanup_partial()?;
         for p in removed {
-            log.event(
-                tracing::Level::WARN,
-                &format!("volume `{}`: removed interrupted receive {p}", st.role()),
-            );
+            warn(format!(
+                "volume `{}`: removed interrupted receive {p}",
+                st.role()
+            ));
             let name = p.rsplit(['/', '@']).next().unwrap_or_default();
             if validate_set_id(name).is_ok() && !catalog.has_manifest(name) {
                 catalog.remove_receipt(st.role(), name)?;
@@ -380,22 +383,28 @@ fn remove_unverified(st: &Store, catalog: &Catalog) -> Result<Vec<String>> {
     Ok(vec![name])
 }
 
-/// The inventory, committed sets and the codecs we decode; compressed
-/// frames are accepted from here on.
-fn welcome<R: Read, W: Write>(
-    cfg: &Config,
-    stores: &Stores,
-    catalog: &Catalog,
-    log: &SessionLog,
-    r: &mut Reader<R>,
-    w: &mut Writer<W>,
-) -> Result<()> {
-    let committed = catalog.manifests()?.into_iter().map(|m| m.id).collect();
-    let (role, generation) = crate::base::site::current_role(cfg, catalog)?;
+/// What every step of a ship session works with.
+struct Session<'a> {
+    cfg: &'a Config,
+    stores: &'a Stores,
+    catalog: &'a Catalog,
+    log: &'a SessionLog,
+}
+
+/// The inventory, committed sets and the codecs we decode (the caller
+/// accepts compressed frames once this is sent).
+fn welcome<W: Write>(sess: &Session, w: &mut Writer<W>) -> Result<()> {
+    let committed = sess
+        .catalog
+        .manifests()?
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    let (role, generation) = crate::base::site::current_role(sess.cfg, sess.catalog)?;
     w.msg(&Msg::Welcome {
         protocol: PROTOCOL_VERSION,
-        site: cfg.site.clone(),
-        volumes: inventory_of(stores)?,
+        site: sess.cfg.site.clone(),
+        volumes: inventory_of(sess.stores)?,
         committed,
         compress: crate::wire::compress::supported(),
         role: Some(role.as_str().to_string()),
@@ -405,16 +414,16 @@ fn welcome<R: Read, W: Write>(
         // Split-brain guard, receiving end: a primary never takes sets from
         // anyone (a returning old primary must not overwrite the new one).
         return Err(refuse_as_primary(
-            log,
+            sess.log,
             w,
             "session",
             format!(
                 "this site ({}) is the primary in generation {generation}: it receives nothing; the sender must become its standby (`snapsite failback` there)",
-                cfg.site
+                sess.cfg.site
             ),
         ));
     }
-    r.accept_compressed()
+    Ok(())
 }
 
 /// Split-brain guard: a site recorded as primary refuses `what`; the peer
@@ -435,17 +444,15 @@ fn refuse_as_primary<W: Write>(
 
 /// Snapshots and commits until the primary says bye or closes.
 fn session_loop<R: Read, W: Write>(
-    cfg: &Config,
-    stores: &Stores,
-    catalog: &Catalog,
-    log: &SessionLog,
+    sess: &Session,
     r: &mut Reader<R>,
     w: &mut Writer<W>,
 ) -> Result<()> {
     loop {
         let frame = match r.next_frame()? {
             None => {
-                log.event(tracing::Level::INFO, "primary closed the session");
+                sess.log
+                    .event(tracing::Level::INFO, "primary closed the session");
                 return Ok(());
             }
             Some(f) => f,
@@ -467,11 +474,11 @@ fn session_loop<R: Read, W: Write>(
                     storage_id: storage_id.as_deref(),
                     resume,
                 };
-                let reply = receive_one(cfg, stores, catalog, log, r, inc)?;
+                let reply = receive_one(sess, r, inc)?;
                 w.msg(&reply)?;
             }
             Frame::Msg(Msg::Commit { manifest }) => {
-                w.msg(&commit_reply(cfg, stores, catalog, log, manifest))?;
+                w.msg(&commit_reply(sess, manifest))?;
             }
             Frame::Msg(Msg::Bye) => return Ok(()),
             Frame::Msg(other) => {
@@ -486,35 +493,35 @@ fn session_loop<R: Read, W: Write>(
 }
 
 /// Commit a set and say how it went (a refusal is an answer, not an end).
-fn commit_reply(
-    cfg: &Config,
-    stores: &Stores,
-    catalog: &Catalog,
-    log: &SessionLog,
-    manifest: Manifest,
-) -> Msg {
+fn commit_reply(sess: &Session, manifest: Manifest) -> Msg {
     let id = wire_str(&manifest.id);
     let reply_id = manifest.id.clone();
     // The verdict judges the members as sent (not re-read from disk).
-    let judged = cfg.detect.enabled.then(|| manifest.clone());
-    match commit(cfg, stores, catalog, manifest) {
+    let judged = sess.cfg.detect.enabled.then(|| manifest.clone());
+    match commit(sess.cfg, sess.stores, sess.catalog, manifest) {
         Ok(()) => {
-            log.event(tracing::Level::INFO, &format!("set {id} committed"));
+            sess.log
+                .event(tracing::Level::INFO, &format!("set {id} committed"));
             if let Some(m) = judged {
-                crate::standby::signals::judge_committed(cfg, catalog, &|l, t| log.event(l, t), &m);
+                crate::standby::signals::judge_committed(
+                    sess.cfg,
+                    sess.catalog,
+                    &|l, t| sess.log.event(l, t),
+                    &m,
+                );
             }
             crate::standby::spool::checkpoint_after_commit(
-                cfg,
-                stores,
-                catalog,
-                &|l, t| log.event(l, t),
+                sess.cfg,
+                sess.stores,
+                sess.catalog,
+                &|l, t| sess.log.event(l, t),
                 &reply_id,
             );
             Msg::Committed { set_id: reply_id }
         }
         Err(e) => {
             let e = wire_text(&e.to_string());
-            log.event(
+            sess.log.event(
                 tracing::Level::ERROR,
                 &format!("commit of set {id} refused: {e}"),
             );
@@ -642,33 +649,31 @@ fn admit<'s>(
     Ok(store)
 }
 
-fn receive_one<R: Read>(
-    cfg: &Config,
-    stores: &Stores,
-    catalog: &Catalog,
-    log: &SessionLog,
-    r: &mut Reader<R>,
-    inc: Incoming,
-) -> Result<Msg> {
+fn receive_one<R: Read>(sess: &Session, r: &mut Reader<R>, inc: Incoming) -> Result<Msg> {
     let nack = |error: String| Msg::Nack {
         role: inc.role.into(),
         snapshot: inc.snapshot.into(),
         error,
     };
-    let store = match admit(cfg, stores, catalog, &inc) {
+    let store = match admit(sess.cfg, sess.stores, sess.catalog, &inc) {
         Ok(v) => v,
         Err(why) => {
-            log.event(tracing::Level::WARN, &why);
+            sess.log.event(tracing::Level::WARN, &why);
             drain(r)?;
             return Ok(nack(why));
         }
     };
     let (role, snapshot) = (inc.role, inc.snapshot);
-    let sink = match store.receive(snapshot, inc.base, inc.storage_id, inc.resume) {
+    let sink = match store.receive(Receive {
+        name: snapshot,
+        base: inc.base,
+        expect_id: inc.storage_id,
+        resume: inc.resume,
+    }) {
         Ok(s) => s,
         Err(e) => {
             let why = wire_text(&e.to_string());
-            log.event(
+            sess.log.event(
                 tracing::Level::ERROR,
                 &format!("volume `{role}` {snapshot}: cannot receive: {why}"),
             );
@@ -677,12 +682,12 @@ fn receive_one<R: Read>(
         }
     };
     tracing::info!(%role, %snapshot, base = inc.base.unwrap_or("-"), "receiving");
-    let mut meter = cfg.detect.enabled.then(|| {
-        let backend = cfg.volume(role).map_or("", |v| v.backend().as_str());
+    let mut meter = sess.cfg.detect.enabled.then(|| {
+        let backend = sess.cfg.volume(role).map_or("", |v| v.backend().as_str());
         let mut m = crate::standby::signals::Meter::new(backend, inc.base.is_some(), inc.resume);
         m.know_base(
             inc.base
-                .and_then(|b| catalog.signals(role, b).ok().flatten())
+                .and_then(|b| sess.catalog.signals(role, b).ok().flatten())
                 .as_ref(),
         );
         if m.wants_base_map() {
@@ -690,16 +695,16 @@ fn receive_one<R: Read>(
         }
         m
     });
-    let data = match pump(r, sink, log, &inc, &mut meter)? {
+    let data = match pump(r, sink, sess.log, &inc, &mut meter)? {
         Pumped::Complete(d) => d,
         Pumped::Aborted(reason) => return Ok(nack(reason)),
     };
-    match verify_and_commit(catalog, log, &inc, data) {
+    match verify_and_commit(sess.catalog, sess.log, &inc, data) {
         Ok(receipt) => {
             if let Some(m) = meter {
                 crate::standby::signals::record(
-                    catalog,
-                    &|l, t| log.event(l, t),
+                    sess.catalog,
+                    &|l, t| sess.log.event(l, t),
                     role,
                     snapshot,
                     m,

@@ -26,6 +26,29 @@ use std::time::{Duration, Instant};
 use crate::base::catalog::signals::VolumeSignals;
 use crate::wire::compress::FrameCompressor;
 
+/// Ends every decoder's `finish`: the first reason its counts are
+/// incomplete, if any, goes on `sig`. Decoding stopped, or the stream ended
+/// without its `end` marker (the format's name for it), come first; then
+/// the decoder's `own` reasons.
+pub(super) fn mark_incomplete(
+    sig: &mut VolumeSignals,
+    stopped: Option<String>,
+    ended: bool,
+    end: &str,
+    own: impl FnOnce() -> Option<String>,
+) {
+    let why = if let Some(w) = stopped {
+        Some(format!("decoding stopped: {w}"))
+    } else if !ended && sig.complete {
+        Some(format!("the stream ended without its {end}"))
+    } else {
+        own()
+    };
+    if let Some(w) = why {
+        sig.incomplete(w);
+    }
+}
+
 /// Bytes of a sampled block.
 pub const BLOCK: usize = 4096;
 /// One block in this many is compressed.
@@ -68,6 +91,18 @@ impl NoiseProbe {
     }
 }
 
+/// Completes a sampled block that the end of the previous piece cut, from
+/// the start of `data`: how many bytes of `data` it took, and whether the
+/// block is now whole (nothing is taken when no block is open).
+pub(super) fn complete_partial(partial: &mut Vec<u8>, data: &[u8]) -> (usize, bool) {
+    if partial.is_empty() {
+        return (0, false);
+    }
+    let n = (BLOCK - partial.len()).min(data.len());
+    partial.extend_from_slice(&data[..n]);
+    (n, partial.len() == BLOCK)
+}
+
 /// Samples every [`SAMPLE_EVERY`]th block of a sequence of data (a block
 /// cut by the end of one piece is completed from the next).
 #[derive(Debug, Default)]
@@ -84,14 +119,9 @@ pub(crate) struct Sampler {
 impl Sampler {
     pub fn take(&mut self, data: &[u8]) {
         let period = BLOCK as u64 * SAMPLE_EVERY;
-        let mut i = 0usize;
-        if !self.partial.is_empty() {
-            let n = (BLOCK - self.partial.len()).min(data.len());
-            self.partial.extend_from_slice(&data[..n]);
-            i = n;
-            if self.partial.len() == BLOCK {
-                self.classify_partial();
-            }
+        let (mut i, whole) = complete_partial(&mut self.partial, data);
+        if whole {
+            self.classify_partial();
         }
         while i < data.len() {
             let at = self.pos + i as u64;

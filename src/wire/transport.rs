@@ -198,6 +198,15 @@ impl Connection {
     }
     /// Close our end and wait for the standby process.
     pub fn close(self) -> Result<()> {
+        let running = self.hang_up();
+        let pid = running.child.id();
+        let r = running.wait();
+        forget(pid);
+        r
+    }
+    /// Close our end (the writer first, flushing it), keeping the
+    /// standby's process to wait for or kill.
+    fn hang_up(self) -> Running {
         let Connection {
             running,
             reader,
@@ -206,10 +215,7 @@ impl Connection {
         } = self;
         drop(writer);
         drop(reader);
-        let pid = running.child.id();
-        let r = running.wait();
-        forget(pid);
-        r
+        running
     }
     /// Whether the session stalled: a read or write saw no progress for
     /// the stall timeout.
@@ -245,14 +251,7 @@ impl Connection {
         if self.stalled() {
             return self.abandon();
         }
-        let Connection {
-            mut running,
-            reader,
-            writer,
-            ..
-        } = self;
-        drop(writer);
-        drop(reader);
+        let mut running = self.hang_up();
         let pid = running.child.id();
         for _ in 0..300 {
             if let Ok(Some(_)) = running.child.try_wait() {

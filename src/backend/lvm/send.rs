@@ -7,23 +7,12 @@ use super::*;
 /// Turn `thin_delta` output into byte extents: rewritten and new blocks
 /// carry data, blocks only the base had are zero now.
 pub fn delta_extents(delta: &Delta, size: u64) -> Vec<Extent> {
-    let bs = delta.block_size;
-    let mut out: Vec<Extent> = Vec::new();
-    for (kind, r) in &delta.ranges {
-        let data = match kind {
-            DeltaKind::Same => continue,
-            DeltaKind::Different | DeltaKind::RightOnly => true,
-            DeltaKind::LeftOnly => false,
-        };
-        // Saturating: a range past the device is dropped, not wrapped.
-        push_extent(
-            &mut out,
-            r.begin.saturating_mul(bs),
-            r.length.saturating_mul(bs),
-            data,
-            size,
-        );
-    }
+    let ranges = delta.ranges.iter().filter_map(|(kind, r)| match kind {
+        DeltaKind::Same => None,
+        DeltaKind::Different | DeltaKind::RightOnly => Some((r, true)),
+        DeltaKind::LeftOnly => Some((r, false)),
+    });
+    let mut out = byte_extents(ranges, delta.block_size, size);
     out.sort_by_key(|e| e.offset);
     out
 }
@@ -32,18 +21,11 @@ pub fn delta_extents(delta: &Delta, size: u64) -> Vec<Extent> {
 /// data (overwritten, not newly mapped), as byte ranges of the device:
 /// every one, or an even sample of at most `MAX_OVERWRITTEN_RANGES`.
 pub fn overwritten_of(delta: &Delta, size: u64) -> format::Overwritten {
-    let mut ranges: Vec<Extent> = Vec::new();
-    for (kind, r) in &delta.ranges {
-        if *kind == DeltaKind::Different {
-            push_extent(
-                &mut ranges,
-                r.begin.saturating_mul(delta.block_size),
-                r.length.saturating_mul(delta.block_size),
-                true,
-                size,
-            );
-        }
-    }
+    let different = delta
+        .ranges
+        .iter()
+        .filter(|(kind, _)| *kind == DeltaKind::Different);
+    let mut ranges = byte_extents(different.map(|(_, r)| (r, true)), delta.block_size, size);
     ranges.sort_by_key(|e| e.offset);
     let bytes = ranges.iter().map(|e| e.len).sum();
     let n = ranges.len();
@@ -61,13 +43,24 @@ pub fn overwritten_of(delta: &Delta, size: u64) -> format::Overwritten {
 
 /// Mapped blocks of a device as data extents.
 pub fn mapping_extents(m: &Mapping, size: u64) -> Vec<Extent> {
+    byte_extents(m.ranges.iter().map(|r| (r, true)), m.block_size, size)
+}
+
+/// Block ranges of `block_size` blocks, each with or without data, as
+/// extents of a device of `size` bytes (saturating: a range past the
+/// device is dropped, not wrapped).
+fn byte_extents<'a>(
+    ranges: impl IntoIterator<Item = (&'a BlockRange, bool)>,
+    block_size: u64,
+    size: u64,
+) -> Vec<Extent> {
     let mut out = Vec::new();
-    for r in &m.ranges {
+    for (r, data) in ranges {
         push_extent(
             &mut out,
-            r.begin.saturating_mul(m.block_size),
-            r.length.saturating_mul(m.block_size),
-            true,
+            r.begin.saturating_mul(block_size),
+            r.length.saturating_mul(block_size),
+            data,
             size,
         );
     }

@@ -64,20 +64,15 @@ pub(super) fn protect_batch(items: &[(&Volume, &str)], tag: &str) -> Result<()> 
     };
     // Hold the new ones first: the chain is never unprotected.
     let hold: Vec<&String> = want.iter().filter(|s| !held.contains(s)).collect();
-    if !hold.is_empty() {
-        zfs()
-            .args(["hold", tag])
-            .args(&hold)
-            .run()
-            .ctx(format!("volume {}", roles()))?;
-    }
     let release: Vec<&String> = held.iter().filter(|h| !want.contains(h)).collect();
-    if !release.is_empty() {
-        zfs()
-            .args(["release", tag])
-            .args(&release)
-            .run()
-            .ctx(format!("volume {}", roles()))?;
+    for (verb, names) in [("hold", hold), ("release", release)] {
+        if !names.is_empty() {
+            zfs()
+                .args([verb, tag])
+                .args(&names)
+                .run()
+                .ctx(format!("volume {}", roles()))?;
+        }
     }
     Ok(())
 }

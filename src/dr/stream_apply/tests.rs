@@ -432,20 +432,26 @@ fn a_failed_commit_is_undone_and_an_interrupted_apply_is_redone() {
     assert_eq!(tree(d.path()), after);
 }
 
-/// `n` appends of 24 bytes to redo.log, in batches of 4096 events; and a
-/// directory holding the first half (matching) or every byte but
-/// different ones (not matching).
-fn bench_case(n: usize, matching: bool) -> (Spool, tempfile::TempDir) {
+/// A spool (and its simulation) that starts from the primary's files, here
+/// an empty redo.log: batch 1.
+fn empty_redo_log() -> (Spool, Sim) {
     let mut sp = Spool::default();
     let mut sim = Sim::default();
-    let mut all = Vec::with_capacity(n * 24);
-    // A spool starts from the primary's files (here an empty redo.log).
     let base = [SpoolEvent::Base {
         file: "redo.log".into(),
         size: 0,
     }];
     sp.push_batch(&mut sim, 1, Timestamp::now(), &base, &[])
         .unwrap();
+    (sp, sim)
+}
+
+/// `n` appends of 24 bytes to redo.log, in batches of 4096 events; and a
+/// directory holding the first half (matching) or every byte but
+/// different ones (not matching).
+fn bench_case(n: usize, matching: bool) -> (Spool, tempfile::TempDir) {
+    let (mut sp, mut sim) = empty_redo_log();
+    let mut all = Vec::with_capacity(n * 24);
     let mut seq = 2;
     let mut i = 0;
     while i < n {
@@ -480,14 +486,7 @@ fn bench_case(n: usize, matching: bool) -> (Spool, tempfile::TempDir) {
 /// back and forth between two names (each rename used to mean comparing
 /// every range again); the directory holds other bytes under both.
 fn pingpong_case(n: usize) -> (Spool, tempfile::TempDir) {
-    let mut sp = Spool::default();
-    let mut sim = Sim::default();
-    let base = [SpoolEvent::Base {
-        file: "redo.log".into(),
-        size: 0,
-    }];
-    sp.push_batch(&mut sim, 1, Timestamp::now(), &base, &[])
-        .unwrap();
+    let (mut sp, mut sim) = empty_redo_log();
     let mut seq = 2;
     let mut evs = Vec::new();
     let mut data = Vec::new();

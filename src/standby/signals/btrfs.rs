@@ -11,36 +11,15 @@ use std::collections::HashSet;
 use super::Sampler;
 use crate::base::catalog::signals::VolumeSignals;
 
-const MAGIC: &[u8; 13] = b"btrfs-stream\0";
-const HEADER: usize = MAGIC.len() + 4;
-const CMD_HEADER: usize = 10;
-/// Larger than any command btrfs send writes (v2: 144 KiB buffers).
-const MAX_CMD: usize = 4 << 20;
+use crate::backend::btrfs_vet::stream::{
+    A_CLONE_LEN, A_DATA, A_PATH, A_PATH_LINK, A_PATH_TO, A_SIZE, A_UNENCODED_LEN, C_CLONE,
+    C_ENCODED_WRITE, C_END, C_LINK, C_MKDIR, C_MKFIFO, C_MKFILE, C_MKNOD, C_MKSOCK, C_RENAME,
+    C_SYMLINK, C_UNLINK, C_WRITE, CMD_HEADER, HEADER, MAGIC, MAX_CMD,
+};
+
 /// Paths remembered (new files, rewritten files); beyond, the counts are
 /// marked incomplete rather than memory growing with the stream.
 const MAX_PATHS: usize = 1 << 20;
-
-const C_MKFILE: u16 = 3;
-const C_MKDIR: u16 = 4;
-const C_MKNOD: u16 = 5;
-const C_MKFIFO: u16 = 6;
-const C_MKSOCK: u16 = 7;
-const C_SYMLINK: u16 = 8;
-const C_RENAME: u16 = 9;
-const C_LINK: u16 = 10;
-const C_UNLINK: u16 = 11;
-const C_WRITE: u16 = 15;
-const C_CLONE: u16 = 16;
-const C_END: u16 = 21;
-const C_ENCODED_WRITE: u16 = 25;
-
-const A_SIZE: u16 = 4;
-const A_PATH: u16 = 15;
-const A_PATH_TO: u16 = 16;
-const A_PATH_LINK: u16 = 17;
-const A_DATA: u16 = 19;
-const A_CLONE_LEN: u16 = 21;
-const A_UNENCODED_LEN: u16 = 29;
 
 #[derive(Debug, Default)]
 pub struct BtrfsMeter {
@@ -342,20 +321,10 @@ impl BtrfsMeter {
         sig.incompressible_blocks = self.all.incompressible;
         sig.rewrite_sampled_blocks = self.rewrites.sampled;
         sig.rewrite_incompressible_blocks = self.rewrites.incompressible;
-        let why = if let Some(w) = self.stopped {
-            Some(format!("decoding stopped: {w}"))
-        } else if !self.ended && sig.complete {
-            Some("the stream ended without its END command".into())
-        } else if self.overflow {
-            Some(format!(
-                "more than {MAX_PATHS} paths: file counts are a floor"
-            ))
-        } else {
-            None
-        };
-        if let Some(w) = why {
-            sig.incomplete(w);
-        }
+        super::mark_incomplete(sig, self.stopped, self.ended, "END command", || {
+            self.overflow
+                .then(|| format!("more than {MAX_PATHS} paths: file counts are a floor"))
+        });
     }
 }
 

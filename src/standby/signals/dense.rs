@@ -6,7 +6,7 @@
 //! Each sample counts for the blocks it stands for (1, then 64), so the
 //! counts are blocks represented and the share stays a share of bytes.
 
-use super::{BLOCK, NoiseProbe, SAMPLE_EVERY};
+use super::{BLOCK, NoiseProbe, SAMPLE_EVERY, complete_partial};
 
 /// Blocks sampled one by one at the start of a stream.
 pub const DENSE: u64 = 64;
@@ -43,14 +43,9 @@ pub(crate) struct Dense {
 impl Dense {
     pub fn take(&mut self, data: &[u8]) {
         let bs = BLOCK as u64;
-        let mut i = 0usize;
-        if !self.partial.is_empty() {
-            let n = (BLOCK - self.partial.len()).min(data.len());
-            self.partial.extend_from_slice(&data[..n]);
-            i = n;
-            if self.partial.len() == BLOCK {
-                self.classify_partial();
-            }
+        let (mut i, whole) = complete_partial(&mut self.partial, data);
+        if whole {
+            self.classify_partial();
         }
         while i < data.len() {
             let at = self.pos + i as u64;

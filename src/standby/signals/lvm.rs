@@ -230,28 +230,24 @@ impl LvmMeter {
         sig.incompressible_blocks = self.all.incompressible;
         sig.rewrite_sampled_blocks = self.rewrites.sampled;
         sig.rewrite_incompressible_blocks = self.rewrites.incompressible;
-        let why = if let Some(w) = self.stopped {
-            Some(format!("decoding stopped: {w}"))
-        } else if !self.ended && sig.complete {
-            Some("the stream ended without its end record".into())
-        } else if self.bad_ranges {
-            Some(
-                "the header's overwritten ranges are out of order or beyond the device: ignored"
-                    .into(),
-            )
-        } else if let Some(n) = self.own_note {
-            Some(n)
-        } else if sig.incremental && self.ranges.is_none() {
-            Some(
-                "the sender did not say which blocks were mapped before: no overwrite signal"
-                    .into(),
-            )
-        } else {
-            None
-        };
-        if let Some(w) = why {
-            sig.incomplete(w);
-        }
+        let incremental = sig.incremental;
+        super::mark_incomplete(sig, self.stopped, self.ended, "end record", || {
+            if self.bad_ranges {
+                Some(
+                    "the header's overwritten ranges are out of order or beyond the device: ignored"
+                        .into(),
+                )
+            } else if let Some(n) = self.own_note {
+                Some(n)
+            } else if incremental && self.ranges.is_none() {
+                Some(
+                    "the sender did not say which blocks were mapped before: no overwrite signal"
+                        .into(),
+                )
+            } else {
+                None
+            }
+        });
     }
 }
 
@@ -264,6 +260,22 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
 
+    /// The header of an incremental stream of a `size`-byte device.
+    fn incremental(size: u64, overwritten: Option<Overwritten>) -> Header {
+        Header {
+            version: VERSION,
+            kind: StreamKind::Incremental,
+            size,
+            block_size: 65536,
+            snapshot: "20261130T110000.000Z-full".into(),
+            storage_id: None,
+            base: Some("20261130T100000.000Z-full".into()),
+            base_storage_id: None,
+            resume: None,
+            overwritten,
+        }
+    }
+
     /// A 4 MiB device: 1 MiB of text newly mapped at 0, 1 MiB of noise
     /// overwritten at 2 MiB; a stream of both from `overwritten`.
     fn stream(overwritten: Option<Overwritten>) -> Vec<u8> {
@@ -273,18 +285,7 @@ mod tests {
         dev.write_all(&vec![0; MIB as usize]).unwrap();
         dev.write_all(&noise(MIB as usize, 3)).unwrap();
         dev.write_all(&vec![0; MIB as usize]).unwrap();
-        let header = Header {
-            version: VERSION,
-            kind: StreamKind::Incremental,
-            size: 4 * MIB,
-            block_size: 65536,
-            snapshot: "20261130T110000.000Z-full".into(),
-            storage_id: None,
-            base: Some("20261130T100000.000Z-full".into()),
-            base_storage_id: None,
-            resume: None,
-            overwritten,
-        };
+        let header = incremental(4 * MIB, overwritten);
         let extents = vec![
             Extent {
                 offset: 0,
@@ -469,22 +470,12 @@ mod tests {
         let mut dev = tempfile::tempfile().unwrap();
         dev.write_all(&noise(size as usize, 11)).unwrap();
         let ranges: Vec<(u64, u64)> = (0..4096u64).map(|i| (i * 4 * 4096, 4096)).collect();
-        let header = Header {
-            version: VERSION,
-            kind: StreamKind::Incremental,
-            size,
-            block_size: 65536,
-            snapshot: "20261130T110000.000Z-full".into(),
-            storage_id: None,
-            base: Some("20261130T100000.000Z-full".into()),
-            base_storage_id: None,
-            resume: None,
-            overwritten: Some(Overwritten {
-                bytes: 4096 * 4096,
-                ranges,
-                all: true,
-            }),
+        let overwritten = Overwritten {
+            bytes: 4096 * 4096,
+            ranges,
+            all: true,
         };
+        let header = incremental(size, Some(overwritten));
         let extents = vec![Extent {
             offset: 0,
             len: size,

@@ -606,35 +606,30 @@ impl ZfsMeter {
         sig.incompressible_blocks = self.all.incompressible;
         sig.rewrite_sampled_blocks = self.rewrites.sampled + self.rewrite_compressed / BLOCK as u64;
         sig.rewrite_incompressible_blocks = self.rewrites.incompressible;
-        let why = if let Some(w) = self.stopped {
-            Some(format!("decoding stopped: {w}"))
-        } else if !self.ended && sig.complete {
-            Some("the stream ended without its END record".into())
-        } else if self.overflow {
-            Some(format!(
-                "more than {MAX_OBJECTS} objects: file counts are a floor"
-            ))
-        } else if self.incremental && self.unknown_age_bytes > 0 {
-            Some(format!(
-                "{} bytes written into files of unknown age ({}): not counted as rewrites",
-                self.unknown_age_bytes,
-                if self.base_time.is_none() {
-                    "the base's snapshot time was not recorded"
-                } else {
-                    "no readable znode"
-                }
-            ))
-        } else if self.incremental && self.dirs_unread > 0 {
-            Some(format!(
-                "{} directory blocks sent compressed (send -c): renames in them not counted",
-                self.dirs_unread
-            ))
-        } else {
-            None
-        };
-        if let Some(w) = why {
-            sig.incomplete(w);
-        }
+        super::mark_incomplete(sig, self.stopped, self.ended, "END record", || {
+            if self.overflow {
+                Some(format!(
+                    "more than {MAX_OBJECTS} objects: file counts are a floor"
+                ))
+            } else if self.incremental && self.unknown_age_bytes > 0 {
+                Some(format!(
+                    "{} bytes written into files of unknown age ({}): not counted as rewrites",
+                    self.unknown_age_bytes,
+                    if self.base_time.is_none() {
+                        "the base's snapshot time was not recorded"
+                    } else {
+                        "no readable znode"
+                    }
+                ))
+            } else if self.incremental && self.dirs_unread > 0 {
+                Some(format!(
+                    "{} directory blocks sent compressed (send -c): renames in them not counted",
+                    self.dirs_unread
+                ))
+            } else {
+                None
+            }
+        });
     }
 }
 

@@ -535,6 +535,13 @@ impl Matcher<'_> {
         }
     }
 
+    /// Item `j` (`ev`) applied to the simulated spool; an error names it.
+    fn apply_item(&mut self, ev: &SpoolEvent, j: usize) -> std::result::Result<(), String> {
+        self.sim
+            .apply(ev, Src::Item(j))
+            .map_err(|e| format!("item {j}: {e}"))
+    }
+
     /// Apply item `j` and update the verdicts it touches.
     pub(crate) fn step(&mut self, j: usize) -> std::result::Result<(), String> {
         let ev = &self.sp.ev(j);
@@ -543,9 +550,7 @@ impl Matcher<'_> {
                 if let Some(&old) = self.sim.names.get(file) {
                     self.detach(old);
                 }
-                self.sim
-                    .apply(ev, Src::Item(j))
-                    .map_err(|e| format!("item {j}: {e}"))?;
+                self.apply_item(ev, j)?;
                 let i = self.sim.names[file];
                 self.attach(i, file);
                 self.eval_inst(i);
@@ -553,9 +558,7 @@ impl Matcher<'_> {
             }
             SpoolEvent::Append { file, .. } => {
                 let existed = self.sim.names.contains_key(file);
-                self.sim
-                    .apply(ev, Src::Item(j))
-                    .map_err(|e| format!("item {j}: {e}"))?;
+                self.apply_item(ev, j)?;
                 let i = self.sim.names[file];
                 if existed {
                     self.resync(i);
@@ -566,9 +569,7 @@ impl Matcher<'_> {
                 self.eval_name(file);
             }
             SpoolEvent::Truncate { file, .. } => {
-                self.sim
-                    .apply(ev, Src::Item(j))
-                    .map_err(|e| format!("item {j}: {e}"))?;
+                self.apply_item(ev, j)?;
                 let i = self.sim.names[file];
                 self.resync(i);
                 self.eval_inst(i);
@@ -577,9 +578,7 @@ impl Matcher<'_> {
             SpoolEvent::Rename { from, to } => {
                 let i = self.sim.names.get(from).copied();
                 let over = self.sim.names.get(to).copied();
-                self.sim
-                    .apply(ev, Src::Item(j))
-                    .map_err(|e| format!("item {j}: {e}"))?;
+                self.apply_item(ev, j)?;
                 if let Some(k) = over {
                     self.detach(k);
                 }
@@ -593,9 +592,7 @@ impl Matcher<'_> {
             }
             SpoolEvent::Remove { file } => {
                 let i = self.sim.names.get(file).copied();
-                self.sim
-                    .apply(ev, Src::Item(j))
-                    .map_err(|e| format!("item {j}: {e}"))?;
+                self.apply_item(ev, j)?;
                 if let Some(i) = i {
                     self.detach(i);
                 }
