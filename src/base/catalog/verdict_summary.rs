@@ -24,12 +24,19 @@
 //! edit) changes the directory's stamp: the summary is stale. Written
 //! like every record: temp file, fsync, rename, fsync of the directory.
 //!
-//! The readers check what they act on: `status` reads the file of the
-//! first suspect set (for its reasons); `failover` matches the names in
-//! `verdicts/` and every file's stamp (recorded per line: size, inode,
-//! times) against the summary ([`Catalog::verdict_lines_checked`]), reads
-//! the files of every suspect set and of the sets it chose. A file that
+//! The readers check what they act on, and read only the head (the
+//! lines before the per-verdict ones: counts, the newest set's score, the
+//! uncleared suspect sets; [`VerdictHead`]) and the file's last line, so
+//! that what they read does not grow with the history: `status` reads the
+//! file of the first suspect set (for its reasons); `failover` reads the
+//! files of every suspect set and of the sets it chose. A file that
 //! disagrees with the summary makes them remove it and use the files.
+//! The act of failover first checks the whole summary against the files
+//! ([`Catalog::check_verdict_summary`]: the names in `verdicts/` and every
+//! file's stamp, recorded per line: size, inode, times). Writers, `prune`
+//! and that check decode the whole file, which refuses a head that
+//! disagrees with the lines. A version 1 file (no head) is not this
+//! magic: rebuilt from the files like a malformed one.
 
 use std::path::PathBuf;
 
