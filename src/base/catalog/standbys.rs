@@ -158,13 +158,7 @@ impl Catalog {
 
     /// [`Self::standby_head_of`] of every standby with records here.
     pub fn standby_heads(&self) -> Result<Vec<(String, StandbyRecord)>> {
-        let mut out = Vec::new();
-        for name in self.recorded_standbys()? {
-            if let Some(r) = self.standby_head_of(&name)? {
-                out.push((name, r));
-            }
-        }
-        Ok(out)
+        self.each_recorded(|name| self.standby_head_of(name))
     }
 
     /// Standby `name` as last seen in a handshake.
@@ -207,9 +201,18 @@ impl Catalog {
 
     /// Every standby's ship record, by name (see [`Self::recorded_standbys`]).
     pub fn standby_records(&self) -> Result<Vec<(String, StandbyRecord)>> {
+        self.each_recorded(|name| self.standby_record_of(name))
+    }
+
+    /// `read` of every standby with records here, by name (those it finds
+    /// nothing for left out).
+    fn each_recorded<T>(
+        &self,
+        read: impl Fn(&str) -> Result<Option<T>>,
+    ) -> Result<Vec<(String, T)>> {
         let mut out = Vec::new();
         for name in self.recorded_standbys()? {
-            if let Some(r) = self.standby_record_of(&name)? {
+            if let Some(r) = read(&name)? {
                 out.push((name, r));
             }
         }
@@ -218,13 +221,7 @@ impl Catalog {
 
     /// Every standby's peer record, by name.
     pub fn peer_records(&self) -> Result<Vec<(String, PeerRecord)>> {
-        let mut out = Vec::new();
-        for name in self.recorded_standbys()? {
-            if let Some(r) = self.peer_record_of(&name)? {
-                out.push((name, r));
-            }
-        }
-        Ok(out)
+        self.each_recorded(|name| self.peer_record_of(name))
     }
 
     /// Forget standby `name` (removed from the config): its ship and peer
