@@ -117,6 +117,15 @@ fn everyday_commands_answer_from_the_newest_sets_and_still_see_the_storage() {
         figures(&lab, &lab.stb_cfg)["recovery_point"],
         newest.as_str()
     );
+    // The primary's status reads `standby.head.json` (written by the
+    // ship), not every snapshot `standby.json` lists: the same figures as
+    // the record read whole.
+    let head = sites[0].1.join("standby.head.json");
+    assert!(head.exists(), "written by the ship");
+    let from_head = figures(&lab, &lab.pri_cfg);
+    assert_eq!(from_head["recovery_point"], newest.as_str(), "{from_head}");
+    std::fs::remove_file(&head).unwrap();
+    assert_eq!(figures(&lab, &lab.pri_cfg), from_head);
 
     // The storage is the truth: the newest full set's mysql snapshot
     // destroyed by hand on the standby (the catalog does not change, the

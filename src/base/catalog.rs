@@ -10,6 +10,7 @@
 //! failover/state.json            progress of a failover, for resuming
 //! reports/failover-<time>.json   failover reports
 //! standby.json                   what the standby holds, as of the last ship (primary)
+//! standby.head.json              its newest entries, for `status` (a cache; see `standbys.rs`)
 //! run.json                       what `snapsite run` did last (primary)
 //! serve.json                     the `serve` session holding the lock (standby)
 //! role.json                      which end this site is, in which generation
@@ -362,7 +363,7 @@ impl Catalog {
     }
 
     pub fn write_standby_record(&self, r: &StandbyRecord) -> Result<()> {
-        write_json(&self.root.join("standby.json"), r)
+        self.write_standby_record_of(crate::base::config::DEFAULT_STANDBY_NAME, r)
     }
 
     /// The next set's sequence number and id, persisted before it is used.

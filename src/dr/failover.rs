@@ -261,6 +261,10 @@ pub fn run_with(cfg: &Config, opts: &Options, progress: &mut dyn FnMut(&Event)) 
     if let Some(prev) = &previous {
         stop_earlier_attempt(prev, &mut ctx)?;
     }
+    // The act checks every verdict file against verdicts.summary (one
+    // `stat` each; a mismatch drops it, and the plan reads the files); the
+    // dry run checks only the files of the sets it uses.
+    ctx.catalog.check_verdict_summary();
     let (plan, resumed) = current_plan(cfg, opts)?;
     ctx.st = match previous {
         Some(prev) if resumed => prev,

@@ -204,8 +204,9 @@ pub fn gather(cfg: &Config, now: Timestamp) -> Result<Status> {
         .map_or(crate::base::config::DEFAULT_STANDBY_NAME, |s| {
             s.name.as_str()
         });
+    // Its newest entries (`standby.head.json`): what the figures below use.
     let record = if primary {
-        catalog.standby_record_of(first)?
+        catalog.standby_head_of(first)?
     } else {
         None
     };

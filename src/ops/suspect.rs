@@ -7,7 +7,6 @@ use serde::Serialize;
 
 use crate::base::catalog::Catalog;
 use crate::base::catalog::signals::SetVerdict;
-use crate::base::catalog::verdict_summary::Judged;
 use crate::base::config::Config;
 use crate::base::error::{Error, Result};
 use crate::ops::notify::Severity;
@@ -33,16 +32,18 @@ pub fn first_suspect(catalog: &Catalog) -> Result<Option<SetVerdict>> {
     Ok(catalog.verdicts()?.into_iter().find(|v| v.is_suspect()))
 }
 
-/// `None` when no set was judged on this site. From `verdicts.summary`
-/// (see `base::catalog::verdict_summary`) and the first suspect set's file
-/// for its reasons; a file that disagrees with the summary (that set is
-/// not suspect, or gone) drops the summary and every file is read.
+/// `None` when no set was judged on this site. From `verdicts.summary`'s
+/// head (see `base::catalog::verdict_summary`: counts, the newest score,
+/// the suspect sets; not its per-verdict lines) and the first suspect
+/// set's file for its reasons; a file that disagrees with the summary
+/// (that set is not suspect, or gone) drops the summary and every file is
+/// read.
 pub fn status(catalog: &Catalog) -> Result<Option<SuspectStatus>> {
-    let lines = catalog.verdict_lines()?;
-    if lines.is_empty() {
+    let head = catalog.verdict_head()?;
+    if head.judged == 0 {
         return Ok(None);
     }
-    let first = match lines.iter().find(|l| l.is_suspect()) {
+    let first = match head.suspects.first() {
         None => None,
         Some(l) => match catalog.listed_suspect(l)? {
             Some(v) => Some(v),
@@ -50,12 +51,12 @@ pub fn status(catalog: &Catalog) -> Result<Option<SuspectStatus>> {
         },
     };
     Ok(Some(SuspectStatus {
-        judged: lines.len(),
-        suspect: lines.iter().filter(|l| l.is_suspect()).count(),
-        cleared: lines.iter().filter(|l| l.judged == Judged::Cleared).count(),
+        judged: head.judged,
+        suspect: head.suspects.len(),
+        cleared: head.cleared,
         first: first.as_ref().map(|v| v.set_id.clone()),
         reasons: first.map(|v| v.reason_lines()).unwrap_or_default(),
-        last_score: lines.last().map(|l| l.score),
+        last_score: head.newest.map(|(_, score)| score),
     }))
 }
 

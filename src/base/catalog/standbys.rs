@@ -7,6 +7,20 @@
 //! standbys/<name>/standby.json, peer.json   every other standby
 //! ```
 //!
+//! Next to each `standby.json`, `standby.head.json` holds the part of it
+//! `status` reads ([`Catalog::standby_head_of`]): the record with `holds`
+//! and `committed` cut to their newest entries, and the stamp (size,
+//! inode, times) of the `standby.json` it was cut from. `standby.json`
+//! lists every snapshot the standby holds and every set committed there,
+//! so it grows with the history; the head does not. It is a cache: used
+//! only while `standby.json` keeps the stamp recorded, else the record is
+//! read whole. The writer removes it before it writes `standby.json`
+//! (whose directory fsync makes the removal durable too) and writes it
+//! after, by rename without fsync: a kill or power loss leaves none, or
+//! one of the record before, whose stamp no longer matches; never one
+//! that passes for the new record. A `standby.json` written by an older
+//! snapsite has a new inode: its head is stale.
+//!
 //! A single `[standby]` is named `standby`, so its files keep the names they
 //! had before the list existed: nothing to migrate. Records of a standby no
 //! longer in the config stay (and keep holding back prune) until `prune`
@@ -14,9 +28,65 @@
 
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
+use super::index::FileStamp;
+use super::summary::stamp_text;
 use super::{Catalog, PeerRecord, StandbyRecord, read_optional, write_json};
 use crate::base::config::{DEFAULT_STANDBY_NAME, validate_standby_name};
 use crate::base::error::{Context, Result};
+use crate::base::model::{SetKind, parse_set_id};
+
+/// The head's file, next to `standby.json`.
+const HEAD: &str = "standby.head.json";
+
+/// `standby.head.json`: the cut record and the stamp of the `standby.json`
+/// it was cut from.
+#[derive(Serialize, Deserialize)]
+struct Head {
+    of: String,
+    record: StandbyRecord,
+}
+
+impl StandbyRecord {
+    /// This record with `holds` cut to the newest snapshot per role and
+    /// `committed` to the newest set and the newest full set: what
+    /// `status` reads of it (its [`StandbyRecord::newest`] and
+    /// [`StandbyRecord::common_snapshots`] when the newest held snapshot
+    /// is still here; the newest committed and committed full set).
+    pub fn head(&self) -> StandbyRecord {
+        let newest_full = self
+            .committed
+            .iter()
+            .rev()
+            .find(|id| parse_set_id(id).is_some_and(|(_, k)| k == SetKind::Full));
+        StandbyRecord {
+            standby: self.standby.clone(),
+            updated_at: self.updated_at,
+            last_ship_ok: self.last_ship_ok,
+            holds: self
+                .holds
+                .iter()
+                .map(|(role, h)| {
+                    (
+                        role.clone(),
+                        h.iter().next_back().cloned().into_iter().collect(),
+                    )
+                })
+                .collect(),
+            committed: self
+                .committed
+                .iter()
+                .next_back()
+                .into_iter()
+                .chain(newest_full)
+                .cloned()
+                .collect(),
+            last_bytes: self.last_bytes.clone(),
+            failing_since: self.failing_since,
+        }
+    }
+}
 
 impl Catalog {
     /// Where standby `name`'s records live (validated name).
@@ -35,7 +105,60 @@ impl Catalog {
     }
 
     pub fn write_standby_record_of(&self, name: &str, r: &StandbyRecord) -> Result<()> {
-        write_json(&self.standby_dir(name).join("standby.json"), r)
+        let dir = self.standby_dir(name);
+        let head = dir.join(HEAD);
+        match std::fs::remove_file(&head) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // Left: its stamp will not match the new record's.
+            Err(e) => tracing::debug!(error = %e, "remove {}", head.display()),
+        }
+        let path = dir.join("standby.json");
+        write_json(&path, r)?;
+        if let Ok(md) = std::fs::symlink_metadata(&path) {
+            let h = Head {
+                of: stamp_text(&FileStamp::of(&md)),
+                record: r.head(),
+            };
+            let tmp = dir.join(format!(".{HEAD}.tmp.{}", std::process::id()));
+            let text = serde_json::to_vec(&h).expect("serializable");
+            let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &head));
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&tmp);
+                tracing::debug!(error = %e, "{} not written (it is a cache)", head.display());
+            }
+        }
+        Ok(())
+    }
+
+    /// What `status` needs of standby `name`'s record, without reading
+    /// every snapshot it holds: the record with `holds` cut to the newest
+    /// snapshot per role and `committed` to the newest set and the newest
+    /// full set ([`StandbyRecord::head`]), from `standby.head.json` while
+    /// it matches `standby.json` (see the module's doc), else cut from
+    /// the record read whole. Not for ship or prune: they need it all.
+    pub fn standby_head_of(&self, name: &str) -> Result<Option<StandbyRecord>> {
+        let dir = self.standby_dir(name);
+        match std::fs::symlink_metadata(dir.join("standby.json")) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(_) => {}
+            Ok(md) => {
+                let now = stamp_text(&FileStamp::of(&md));
+                let head = std::fs::read(dir.join(HEAD))
+                    .ok()
+                    .and_then(|t| serde_json::from_slice::<Head>(&t).ok())
+                    .filter(|h| h.of == now);
+                if let Some(h) = head {
+                    return Ok(Some(h.record));
+                }
+            }
+        }
+        Ok(self.standby_record_of(name)?.map(|r| r.head()))
+    }
+
+    /// [`Self::standby_head_of`] of every standby with records here.
+    pub fn standby_heads(&self) -> Result<Vec<(String, StandbyRecord)>> {
+        self.each_recorded(|name| self.standby_head_of(name))
     }
 
     /// Standby `name` as last seen in a handshake.
@@ -78,9 +201,18 @@ impl Catalog {
 
     /// Every standby's ship record, by name (see [`Self::recorded_standbys`]).
     pub fn standby_records(&self) -> Result<Vec<(String, StandbyRecord)>> {
+        self.each_recorded(|name| self.standby_record_of(name))
+    }
+
+    /// `read` of every standby with records here, by name (those it finds
+    /// nothing for left out).
+    fn each_recorded<T>(
+        &self,
+        read: impl Fn(&str) -> Result<Option<T>>,
+    ) -> Result<Vec<(String, T)>> {
         let mut out = Vec::new();
         for name in self.recorded_standbys()? {
-            if let Some(r) = self.standby_record_of(&name)? {
+            if let Some(r) = read(&name)? {
                 out.push((name, r));
             }
         }
@@ -89,13 +221,7 @@ impl Catalog {
 
     /// Every standby's peer record, by name.
     pub fn peer_records(&self) -> Result<Vec<(String, PeerRecord)>> {
-        let mut out = Vec::new();
-        for name in self.recorded_standbys()? {
-            if let Some(r) = self.peer_record_of(&name)? {
-                out.push((name, r));
-            }
-        }
-        Ok(out)
+        self.each_recorded(|name| self.peer_record_of(name))
     }
 
     /// Forget standby `name` (removed from the config): its ship and peer
@@ -108,7 +234,7 @@ impl Catalog {
             // no ship uses it: the standby is gone from the config
             &["ship.lock"]
         };
-        for f in ["standby.json", "peer.json"].iter().chain(lock) {
+        for f in [HEAD, "standby.json", "peer.json"].iter().chain(lock) {
             let p = dir.join(f);
             match std::fs::remove_file(&p) {
                 Ok(()) => {}

@@ -205,19 +205,10 @@ impl Summary {
 
     /// A summary's text; `None` for anything malformed or cut.
     fn decode(text: &str) -> Option<Summary> {
-        let mut lines = text.lines();
-        if lines.next()? != MAGIC {
-            return None;
-        }
         let mut s = Summary::default();
-        let mut ended = false;
-        for l in lines {
-            if ended {
-                return None;
-            }
-            let mut f = l.split('\t');
-            match f.next()? {
-                "dir" => s.dir = stamp_parse(&mut f)?,
+        let ended = decode_frame(text, MAGIC, |kind, f| {
+            match kind {
+                "dir" => s.dir = stamp_parse(f)?,
                 "count" => {
                     let kind = match f.next()? {
                         "full" => SetKind::Full,
@@ -236,13 +227,14 @@ impl Summary {
                 "set" => {
                     let id = f.next()?;
                     parse_set_id(id)?;
-                    let stamp = stamp_parse(&mut f)?;
+                    let stamp = stamp_parse(f)?;
                     let order = (
                         f.next()?.parse().ok()?,
                         f.next()?.parse().ok()?,
                         f.next()?.parse().ok()?,
                     );
-                    let tokens = f.collect::<Vec<_>>().join("\t");
+                    // The manifest's tokens are the rest of the line.
+                    let tokens = f.by_ref().collect::<Vec<_>>().join("\t");
                     if s.tail
                         .last()
                         .is_some_and(|p| (p.order, p.id.as_str()) >= (order, id))
@@ -255,22 +247,50 @@ impl Summary {
                         tokens,
                         order,
                     });
-                    continue;
-                }
-                "end" => {
-                    if f.next()?.parse::<usize>().ok()? != s.tail.len() {
-                        return None;
-                    }
-                    ended = true;
                 }
                 _ => return None,
             }
-            if f.next().is_some() {
-                return None;
-            }
-        }
-        ended.then_some(s)
+            Some(())
+        })?;
+        (ended == s.tail.len()).then_some(s)
     }
+}
+
+/// One record's fields after its kind (see [`decode_frame`]).
+pub(super) type Fields<'a> = std::str::Split<'a, char>;
+
+/// The frame both summaries (`sets.summary`, `verdicts.summary`) share:
+/// `magic` on the first line, then records of tab-separated fields (the
+/// first field names the record's kind), `end\t<count>` as the last line
+/// and nothing after it. `record(kind, fields)` takes one record (not
+/// `end`) and must take every field of it: a field left over, a record it
+/// refuses (`None`), a missing magic or `end` make the text malformed.
+/// Returns the count `end` states, for the caller to compare with the
+/// records it took; `None` for a malformed or cut text.
+pub(super) fn decode_frame<'a>(
+    text: &'a str,
+    magic: &str,
+    mut record: impl FnMut(&'a str, &mut Fields<'a>) -> Option<()>,
+) -> Option<usize> {
+    let mut lines = text.lines();
+    if lines.next()? != magic {
+        return None;
+    }
+    let mut ended = None;
+    for l in lines {
+        if ended.is_some() {
+            return None;
+        }
+        let mut f = l.split('\t');
+        match f.next()? {
+            "end" => ended = Some(f.next()?.parse::<usize>().ok()?),
+            kind => record(kind, &mut f)?,
+        }
+        if f.next().is_some() {
+            return None;
+        }
+    }
+    ended
 }
 
 pub(super) fn stamp_text(s: &FileStamp) -> String {

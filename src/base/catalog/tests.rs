@@ -358,3 +358,82 @@ fn compact_until_killed() {
         }
     }
 }
+
+/// `standby.head.json`: what `status` reads of a standby's record — the
+/// newest held snapshot per role, the newest committed set and committed
+/// full set — written beside `standby.json` by its writer, used only while
+/// `standby.json` keeps the stamp it recorded; otherwise (rewritten behind
+/// its back, garbage, missing) the record is read whole and cut.
+#[test]
+fn standby_head_is_the_records_newest_and_never_outlives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Catalog::new(dir.path());
+    let set = |i: usize, kind: &str| format!("20261127T0800{i:02}.000Z-{kind}");
+    let mut r = StandbyRecord {
+        standby: "local".into(),
+        ..StandbyRecord::default()
+    };
+    for i in 0..40 {
+        let kind = if i % 4 == 0 { "full" } else { "redolog" };
+        r.committed.insert(set(i, kind));
+        for role in ["mysql", "redolog"] {
+            r.holds
+                .entry(role.to_string())
+                .or_default()
+                .insert(set(i, kind));
+        }
+    }
+    let head = r.head();
+    assert_eq!(
+        head.committed.iter().cloned().collect::<Vec<_>>(),
+        [set(36, "full"), set(39, "redolog")],
+        "the newest full set and the newest set"
+    );
+    for role in ["mysql", "redolog"] {
+        assert_eq!(head.newest(role), r.newest(role));
+        assert_eq!(head.holds[role].len(), 1);
+    }
+    for name in ["standby", "far"] {
+        c.write_standby_record_of(name, &r).unwrap();
+        let hp = if name == "standby" {
+            dir.path().join("standby.head.json")
+        } else {
+            dir.path().join("standbys/far/standby.head.json")
+        };
+        assert!(hp.exists(), "{name}: written");
+        // Read from the head: the record read whole is not needed, so a
+        // head that says something else (here: planted) is what it reads.
+        let mut planted: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&hp).unwrap()).unwrap();
+        assert_eq!(c.standby_head_of(name).unwrap(), Some(head.clone()));
+        planted["record"]["committed"] = serde_json::json!([set(1, "redolog")]);
+        std::fs::write(&hp, planted.to_string()).unwrap();
+        assert_eq!(
+            c.standby_head_of(name).unwrap().unwrap().committed.len(),
+            1,
+            "{name}: the head is what status reads"
+        );
+        // standby.json rewritten behind its back (an older snapsite): a
+        // new file, a new stamp; the head is stale and not used.
+        let mut r2 = r.clone();
+        r2.committed.insert(set(50, "full"));
+        let json = hp.with_file_name("standby.json");
+        write_json(&json, &r2).unwrap();
+        assert_eq!(c.standby_head_of(name).unwrap(), Some(r2.head()), "{name}");
+        // Garbage or missing: read whole.
+        std::fs::write(&hp, b"{\"of\":").unwrap();
+        assert_eq!(c.standby_head_of(name).unwrap(), Some(r2.head()));
+        std::fs::remove_file(&hp).unwrap();
+        assert_eq!(c.standby_head_of(name).unwrap(), Some(r2.head()));
+        // The writer writes both again; the records go together.
+        c.write_standby_record_of(name, &r2).unwrap();
+        assert_eq!(c.standby_head_of(name).unwrap(), Some(r2.head()));
+        c.remove_standby_records(name).unwrap();
+        assert!(!hp.exists() && !json.exists(), "{name}: removed");
+        assert_eq!(c.standby_head_of(name).unwrap(), None);
+    }
+    assert_eq!(
+        c.standby_heads().unwrap(),
+        Vec::<(String, StandbyRecord)>::new()
+    );
+}

@@ -24,22 +24,31 @@
 //! edit) changes the directory's stamp: the summary is stale. Written
 //! like every record: temp file, fsync, rename, fsync of the directory.
 //!
-//! The readers check what they act on: `status` reads the file of the
-//! first suspect set (for its reasons); `failover` matches the names in
-//! `verdicts/` and every file's stamp (recorded per line: size, inode,
-//! times) against the summary ([`Catalog::verdict_lines_checked`]), reads
-//! the files of every suspect set and of the sets it chose. A file that
+//! The readers check what they act on, and read only the head (the
+//! lines before the per-verdict ones: counts, the newest set's score, the
+//! uncleared suspect sets; [`VerdictHead`]) and the file's last line, so
+//! that what they read does not grow with the history: `status` reads the
+//! file of the first suspect set (for its reasons); `failover` reads the
+//! files of every suspect set and of the sets it chose. A file that
 //! disagrees with the summary makes them remove it and use the files.
+//! The act of failover first checks the whole summary against the files
+//! ([`Catalog::check_verdict_summary`]: the names in `verdicts/` and every
+//! file's stamp, recorded per line: size, inode, times). Writers, `prune`
+//! and that check decode the whole file, which refuses a head that
+//! disagrees with the lines. A version 1 file (no head) is not this
+//! magic: rebuilt from the files like a malformed one.
 
 use std::path::PathBuf;
 
 use super::Catalog;
 use super::index::FileStamp;
 use super::signals::{SetVerdict, Verdict};
-use super::summary::{dir_stamp, stamp_parse, stamp_text};
+use super::summary::{Fields, decode_frame, dir_stamp, stamp_parse, stamp_text};
 use crate::base::model::parse_set_id;
 
-const MAGIC: &str = "snapsite-verdicts-summary 1";
+/// Version 2 adds the head (`count`, `newest`, `s` records) before the
+/// lines; a version 1 file is not this magic: rebuilt from the files.
+const MAGIC: &str = "snapsite-verdicts-summary 2";
 pub(super) const FILE: &str = "verdicts.summary";
 
 /// A verdict as the summary holds it.
@@ -104,6 +113,60 @@ impl VerdictLine {
     }
 }
 
+/// What `status` and `failover` need, in the summary's head (its first
+/// lines, before the per-verdict lines): read without the lines, so its
+/// cost does not grow with the history. Computed from the lines by the
+/// writer ([`VerdictHead::of`]); a full decode checks that they agree.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VerdictHead {
+    /// Sets judged (every verdict).
+    pub judged: usize,
+    /// Of those, suspect and cleared.
+    pub cleared: usize,
+    /// The newest set's id and score.
+    pub newest: Option<(String, f64)>,
+    /// The suspect sets not cleared, oldest first.
+    pub suspects: Vec<VerdictLine>,
+}
+
+impl VerdictHead {
+    pub fn of(lines: &[VerdictLine]) -> VerdictHead {
+        VerdictHead {
+            judged: lines.len(),
+            cleared: lines.iter().filter(|l| l.judged == Judged::Cleared).count(),
+            newest: lines.last().map(|l| (l.set_id.clone(), l.score)),
+            suspects: lines.iter().filter(|l| l.is_suspect()).cloned().collect(),
+        }
+    }
+
+    /// The head's records of `kind` (with `f` its fields); `None` for a
+    /// malformed one or another kind.
+    fn record<'a>(&mut self, kind: &str, f: &mut Fields<'a>) -> Option<()> {
+        match kind {
+            "count" => {
+                self.judged = f.next()?.parse().ok()?;
+                self.cleared = f.next()?.parse().ok()?;
+            }
+            "newest" => {
+                let id = f.next()?;
+                parse_set_id(id)?;
+                self.newest = Some((id.to_string(), f.next()?.parse().ok()?));
+            }
+            "s" => {
+                let id = f.next()?;
+                parse_set_id(id)?;
+                self.suspects.push(VerdictLine {
+                    set_id: id.to_string(),
+                    judged: Judged::Suspect,
+                    score: f.next()?.parse().ok()?,
+                });
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+}
+
 /// The summary as read or about to be written.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(super) struct VerdictSummary {
@@ -114,15 +177,29 @@ pub(super) struct VerdictSummary {
     stamps: Vec<FileStamp>,
 }
 
+/// The text: the magic, the `verdicts/` directory's stamp, the head
+/// (`count\t<judged>\t<cleared>`, `newest\t<id>\t<score>` when one was
+/// judged, `s\t<id>\t<score>` per uncleared suspect), then one
+/// `v\t<id>\t<judged>\t<score>\t<stamp>` per verdict, `end\t<lines>`.
 impl VerdictSummary {
     fn encode(&self) -> String {
         use std::fmt::Write as _;
-        let mut out = String::with_capacity(128 + self.lines.len() * 64);
+        debug_assert_eq!(self.lines.len(), self.stamps.len());
+        let n = self.lines.len().min(self.stamps.len());
+        let head = VerdictHead::of(&self.lines[..n]);
+        let mut out = String::with_capacity(256 + n * 64);
         let _ = writeln!(out, "{MAGIC}");
         let (_, ino, m, c) = self.dir.parts();
         let _ = writeln!(out, "dir\t{ino}\t{m}\t{c}");
+        let _ = writeln!(out, "count\t{}\t{}", head.judged, head.cleared);
+        // `{}` of an f64 is the shortest text that parses back to it.
+        if let Some((id, score)) = &head.newest {
+            let _ = writeln!(out, "newest\t{id}\t{score}");
+        }
+        for l in &head.suspects {
+            let _ = writeln!(out, "s\t{}\t{}", l.set_id, l.score);
+        }
         for (l, st) in self.lines.iter().zip(&self.stamps) {
-            // `{}` of an f64 is the shortest text that parses back to it.
             let _ = writeln!(
                 out,
                 "v\t{}\t{}\t{}\t{}",
@@ -132,67 +209,107 @@ impl VerdictSummary {
                 stamp_text(st)
             );
         }
-        debug_assert_eq!(self.lines.len(), self.stamps.len());
-        let _ = writeln!(out, "end\t{}", self.lines.len().min(self.stamps.len()));
+        let _ = writeln!(out, "end\t{n}");
         out
     }
 
-    /// `None` for anything malformed or cut.
+    /// `None` for anything malformed or cut, or a head that does not
+    /// agree with the lines.
     fn decode(text: &str) -> Option<VerdictSummary> {
-        let mut lines = text.lines();
-        if lines.next()? != MAGIC {
-            return None;
-        }
-        let mut f = lines.next()?.split('\t');
-        if f.next()? != "dir" {
-            return None;
-        }
-        let dir = FileStamp::from_parts(
-            0,
-            f.next()?.parse().ok()?,
-            f.next()?.parse().ok()?,
-            f.next()?.parse().ok()?,
-        );
-        if f.next().is_some() {
-            return None;
-        }
-        let mut s = VerdictSummary {
-            dir,
-            ..VerdictSummary::default()
-        };
-        let mut ended = false;
-        for l in lines {
-            if ended {
-                return None;
-            }
-            let mut f = l.split('\t');
-            match f.next()? {
+        let mut s = VerdictSummary::default();
+        let mut head = VerdictHead::default();
+        let mut dir = None;
+        let ended = decode_frame(text, MAGIC, |kind, f| {
+            match kind {
+                // The directory's stamp first, once.
+                "dir" if dir.is_none() => dir = Some(dir_parse(f)?),
+                _ if dir.is_none() => return None,
                 "v" => {
                     let id = f.next()?;
                     parse_set_id(id)?;
                     let judged = Judged::parse(f.next()?)?;
                     let score: f64 = f.next()?.parse().ok()?;
-                    s.stamps.push(stamp_parse(&mut f)?);
+                    s.stamps.push(stamp_parse(f)?);
                     s.lines.push(VerdictLine {
                         set_id: id.to_string(),
                         judged,
                         score,
                     });
                 }
-                "end" => {
-                    if f.next()?.parse::<usize>().ok()? != s.lines.len() {
-                        return None;
-                    }
-                    ended = true;
-                }
+                // The head comes before the lines.
+                _ if s.lines.is_empty() => head.record(kind, f)?,
                 _ => return None,
             }
-            if f.next().is_some() {
-                return None;
-            }
-        }
-        ended.then_some(s)
+            Some(())
+        })?;
+        s.dir = dir?;
+        (ended == s.lines.len() && head == VerdictHead::of(&s.lines)).then_some(s)
     }
+
+    /// The head alone, from the text before the first `v` line (`head`)
+    /// and the file's last line (`last`, its `end`): `None` when that is
+    /// not a frame whose `end` counts the head's `judged`.
+    fn decode_head(head: &str, last: &str) -> Option<(FileStamp, VerdictHead)> {
+        let text = format!("{head}{last}\n");
+        let mut h = VerdictHead::default();
+        let mut dir = None;
+        let ended = decode_frame(&text, MAGIC, |kind, f| {
+            match kind {
+                "dir" if dir.is_none() => dir = Some(dir_parse(f)?),
+                _ if dir.is_none() => return None,
+                _ => h.record(kind, f)?,
+            }
+            Some(())
+        })?;
+        let consistent = ended == h.judged
+            && h.cleared + h.suspects.len() <= h.judged
+            && h.newest.is_some() == (h.judged > 0);
+        consistent.then_some((dir?, h))
+    }
+}
+
+fn dir_parse<'a>(f: &mut Fields<'a>) -> Option<FileStamp> {
+    Some(FileStamp::from_parts(
+        0,
+        f.next()?.parse().ok()?,
+        f.next()?.parse().ok()?,
+        f.next()?.parse().ok()?,
+    ))
+}
+
+/// The summary file's text before its first `v` line, and its last line
+/// (without its newline); read without the lines between (a few
+/// kilobytes, whatever the history). `None`: cannot be read, or no frame
+/// (cut: no newline at the end).
+fn read_head_and_last(path: &std::path::Path) -> Option<(String, String)> {
+    use std::io::{BufRead as _, Read as _, Seek as _};
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    let mut r = std::io::BufReader::with_capacity(4096, &mut file);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 || !line.ends_with('\n') {
+            return None;
+        }
+        if line.starts_with("v\t") {
+            break;
+        }
+        if line.starts_with("end\t") {
+            // No lines: the rest (nothing, in a good file) is the frame's.
+            r.read_to_string(&mut line).ok()?;
+            return Some((head, line.strip_suffix('\n')?.to_string()));
+        }
+        head.push_str(&line);
+    }
+    drop(r);
+    // The last line: `end\t<count>` is short; 64 bytes hold it.
+    let from = len.saturating_sub(64);
+    file.seek(std::io::SeekFrom::Start(from)).ok()?;
+    let mut tail = String::new();
+    file.take(64).read_to_string(&mut tail).ok()?;
+    let last = tail.strip_suffix('\n')?.rsplit('\n').next()?;
+    Some((head, last.to_string()))
 }
 
 impl Catalog {
@@ -276,21 +393,48 @@ impl Catalog {
         }
     }
 
-    /// [`Catalog::verdict_lines`], checked against the files without
-    /// reading them: the names in `verdicts/` (one `readdir`) are the
-    /// summary's, and each file keeps the stamp the summary recorded (one
-    /// `stat` each: a verdict rewritten since is a new inode). Anything
-    /// else makes it drop the summary and read every file. For `failover`.
-    pub fn verdict_lines_checked(&self) -> crate::base::error::Result<Vec<VerdictLine>> {
-        let (s, from_summary) = self.verdict_summary_at(super::summary::wall_ns())?;
-        if !from_summary || self.verdict_files_match(&s) {
-            return Ok(s.lines);
+    /// What `status` and `failover` need ([`VerdictHead`]): from the
+    /// summary's head when the summary describes `verdicts/` as it is now
+    /// (its first lines and its last; the per-verdict lines are not read),
+    /// else from the summary rebuilt from the files (as
+    /// [`Catalog::verdict_lines`]).
+    pub fn verdict_head(&self) -> crate::base::error::Result<VerdictHead> {
+        self.verdict_head_at(super::summary::wall_ns())
+    }
+
+    fn verdict_head_at(&self, wall_ns: i128) -> crate::base::error::Result<VerdictHead> {
+        let Some(now) = self.verdicts_dir_stamp() else {
+            return Ok(VerdictHead::default());
+        };
+        let head = read_head_and_last(&self.verdict_summary_path())
+            .and_then(|(head, last)| VerdictSummary::decode_head(&head, &last));
+        if let Some((dir, h)) = head {
+            if dir == now {
+                return Ok(h);
+            }
+        }
+        Ok(VerdictHead::of(&self.verdict_summary_at(wall_ns)?.0.lines))
+    }
+
+    /// The summary checked against the files without reading them: the
+    /// names in `verdicts/` (one `readdir`) are the summary's, and each
+    /// file keeps the stamp the summary recorded (one `stat` each: a
+    /// verdict rewritten since is a new inode). A summary that does not
+    /// match is removed (the next reader rebuilds it from the files);
+    /// `false` then. For a failover that acts (its dry run checks only the
+    /// files of the sets it uses).
+    pub fn check_verdict_summary(&self) -> bool {
+        let Some(s) = self.valid_verdict_summary() else {
+            return true;
+        };
+        if self.verdict_files_match(&s) {
+            return true;
         }
         tracing::warn!(
             "verdicts.summary does not match the files in verdicts/; reading every verdict"
         );
         self.forget_verdict_summary();
-        Ok(self.verdicts()?.iter().map(VerdictLine::of).collect())
+        false
     }
 
     fn verdict_files_match(&self, s: &VerdictSummary) -> bool {

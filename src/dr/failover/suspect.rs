@@ -43,17 +43,15 @@ fn entry(v: &SetVerdict) -> SuspectSet {
 }
 
 /// The sets the standby judged suspect (not cleared): the ones
-/// `verdicts.summary` calls suspect, each read from its file (for its
-/// reasons). A file that disagrees (not suspect, or gone) drops the
-/// summary, and every file is read ([`suspects_from_files`]).
+/// `verdicts.summary`'s head lists (its per-verdict lines are not read),
+/// each read from its file (for its reasons). A file that disagrees (not
+/// suspect, or gone) drops the summary, and every file is read
+/// ([`suspects_from_files`]); so do the chosen sets' own files
+/// ([`chosen_unlisted_suspect`]).
 pub fn suspects(cfg: &Config) -> Result<Vec<SetVerdict>> {
     let catalog = Catalog::new(&cfg.state_dir);
     let mut out = Vec::new();
-    for l in catalog
-        .verdict_lines_checked()?
-        .iter()
-        .filter(|l| l.is_suspect())
-    {
+    for l in &catalog.verdict_head()?.suspects {
         match catalog.listed_suspect(l)? {
             Some(v) => out.push(v),
             None => return suspects_from_files(cfg),

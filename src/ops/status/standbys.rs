@@ -50,9 +50,11 @@ pub(super) fn gather(
 ) -> Result<Vec<StandbyStatus>> {
     let mut records: Vec<(String, Option<StandbyRecord>)> = Vec::new();
     for s in &cfg.standbys {
-        records.push((s.name.clone(), site.catalog.standby_record_of(&s.name)?));
+        records.push((s.name.clone(), site.catalog.standby_head_of(&s.name)?));
     }
-    for (name, r) in site.catalog.standby_records()? {
+    // Each record's newest entries (`standby.head.json`), not every
+    // snapshot it holds: see `Catalog::standby_head_of`.
+    for (name, r) in site.catalog.standby_heads()? {
         if !records.iter().any(|(n, _)| *n == name) {
             records.push((name, Some(r)));
         }
@@ -82,8 +84,16 @@ pub(super) fn gather(
             _ => None,
         };
         // measured from this site's newest set, as the grid measures
-        let pins = site
-            .common_snapshots(&rec)?
+        // The head holds each role's newest held snapshot: the common
+        // one while it is still here; else an older one is, and the
+        // record is read whole to find it.
+        let mut common = site.common_snapshots(&rec)?;
+        if common.len() < rec.holds.values().filter(|h| !h.is_empty()).count() {
+            if let Some(whole) = site.catalog.standby_record_of(&name)? {
+                common = site.common_snapshots(&whole)?;
+            }
+        }
+        let pins = common
             .into_iter()
             .filter_map(|(_, s)| id_time(&s).map(|t| (s, t)))
             .min_by_key(|(_, t)| *t)

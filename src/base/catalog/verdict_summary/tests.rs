@@ -212,10 +212,11 @@ fn a_kill_during_a_verdict_write_leaves_no_summary() {
 }
 
 #[test]
-fn the_checked_lines_catch_a_file_the_summary_lacks() {
+fn the_check_catches_a_file_the_summary_lacks() {
     let (_d, c) = site(6);
     c.verdict_lines_at(later()).unwrap();
     let s = c.valid_verdict_summary().unwrap();
+    assert!(c.check_verdict_summary(), "unchanged");
     // A suspect verdict added without the summary knowing, and the
     // summary stamped anew (the same-tick case the stamp cannot see).
     write_by_hand(&c, &verdict(19));
@@ -224,14 +225,16 @@ fn the_checked_lines_catch_a_file_the_summary_lacks() {
         ..s.clone()
     });
     assert_eq!(c.verdict_lines().unwrap(), s.lines, "the stamp is trusted");
-    let checked = c.verdict_lines_checked().unwrap();
-    assert_eq!(checked, from_files(&c));
-    assert!(checked.iter().any(|l| l.set_id == id(19) && l.is_suspect()));
+    assert_eq!(c.verdict_head().unwrap(), VerdictHead::of(&s.lines));
+    assert!(!c.check_verdict_summary());
     assert!(!summary_file(&c).exists(), "the lying summary is dropped");
+    let head = c.verdict_head_at(later()).unwrap();
+    assert_eq!(head, VerdictHead::of(&from_files(&c)));
+    assert!(head.suspects.iter().any(|l| l.set_id == id(19)));
 }
 
 #[test]
-fn the_checked_lines_catch_a_verdict_rewritten_behind_its_back() {
+fn the_check_catches_a_verdict_rewritten_behind_its_back() {
     // Set 3 cleaned by hand (a new file: a new inode), and set 5 made
     // suspect in place (same inode, new times); each time the summary is
     // stamped anew, so only the files' own stamps can tell.
@@ -239,11 +242,7 @@ fn the_checked_lines_catch_a_verdict_rewritten_behind_its_back() {
         let (_d, c) = site(8);
         c.verdict_lines_at(later()).unwrap();
         let s = c.valid_verdict_summary().unwrap();
-        assert_eq!(
-            c.verdict_lines_checked().unwrap(),
-            s.lines,
-            "{how}: unchanged"
-        );
+        assert!(c.check_verdict_summary(), "{how}: unchanged");
         next_tick();
         let i = if how == "renamed" { 3 } else { 5 };
         let mut v = verdict(i);
@@ -269,12 +268,103 @@ fn the_checked_lines_catch_a_verdict_rewritten_behind_its_back() {
             s.lines,
             "{how}: the stamp is trusted"
         );
-        let checked = c.verdict_lines_checked().unwrap();
-        assert_eq!(checked, from_files(&c), "{how}");
-        assert_ne!(checked, s.lines, "{how}");
+        assert!(!c.check_verdict_summary(), "{how}");
         assert!(
             !summary_file(&c).exists(),
             "{how}: the lying summary is dropped"
+        );
+        let lines = c.verdict_lines_at(later()).unwrap();
+        assert_eq!(lines, from_files(&c), "{how}");
+        assert_ne!(lines, s.lines, "{how}");
+    }
+}
+
+/// The head (`status`, `failover`) is what the lines say, read without
+/// them; a head that disagrees with the lines, a version 1 file, a cut
+/// or a missing `end` are not used: rebuilt from the files.
+#[test]
+fn the_head_agrees_with_the_files_and_a_bad_one_is_rebuilt() {
+    for n in [0, 1, 2, 8, 30] {
+        let (_d, c) = site(n);
+        std::fs::create_dir_all(c.root().join("verdicts")).unwrap();
+        let want = VerdictHead::of(&from_files(&c));
+        assert_eq!(want.judged, n);
+        assert_eq!(c.verdict_head_at(later()).unwrap(), want, "{n} rebuilt");
+        assert!(summary_file(&c).exists(), "{n}: written");
+        let (head, last) = read_head_and_last(&summary_file(&c)).unwrap();
+        assert!(!head.contains("\nv\t"), "{n}: the lines were not read");
+        assert_eq!(last, format!("end\t{n}"));
+        assert_eq!(c.verdict_head().unwrap(), want, "{n} from the head");
+    }
+    let (_d, c) = site(8);
+    c.verdict_lines_at(later()).unwrap();
+    let good = std::fs::read_to_string(summary_file(&c)).unwrap();
+    let want = VerdictHead::of(&from_files(&c));
+    assert_eq!(want.suspects.len(), 2, "1 and 4 (7 is cleared)");
+    let v1: String = good
+        .replace(MAGIC, "snapsite-verdicts-summary 1")
+        .lines()
+        .filter(|l| !["count", "newest", "s"].contains(&l.split('\t').next().unwrap()))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let bad = [
+        // written by the version before the head
+        v1,
+        good.replacen("count\t8\t", "count\t9\t", 1),
+        good.replacen(&format!("s\t{}\t", id(1)), "x\t", 1),
+        // cut, or the `end` gone
+        good[..good.len() - 2].to_string(),
+        good.replace("end\t8\n", ""),
+        good.replace("end\t8\n", "end\t7\n"),
+    ];
+    for (k, text) in bad.iter().enumerate() {
+        assert!(VerdictSummary::decode(text).is_none(), "case {k} decoded");
+        write_atomic(&summary_file(&c), text.as_bytes()).unwrap();
+        assert_eq!(c.verdict_head_at(later()).unwrap(), want, "case {k}");
+        assert_eq!(
+            std::fs::read_to_string(summary_file(&c)).unwrap(),
+            good,
+            "case {k}: rebuilt"
+        );
+    }
+    // A head that names a clean set suspect: the full decode refuses it;
+    // the head path trusts it as it trusts the stamp, and the reader that
+    // acts on that suspect reads its file, which disagrees: dropped.
+    let lying = good.replacen(&format!("s\t{}\t", id(4)), &format!("s\t{}\t", id(3)), 1);
+    assert!(VerdictSummary::decode(&lying).is_none());
+    write_atomic(&summary_file(&c), lying.as_bytes()).unwrap();
+    let head = c.verdict_head_at(later()).unwrap();
+    let l3 = head.suspects.iter().find(|l| l.set_id == id(3)).unwrap();
+    assert_eq!(c.listed_suspect(l3).unwrap(), None);
+    assert!(!summary_file(&c).exists(), "dropped");
+    assert_eq!(c.verdict_head_at(later()).unwrap(), want);
+}
+
+/// Writers keep the head true: after each write or removal, the head
+/// read alone is the head of the files.
+#[test]
+fn the_writers_keep_the_head_true() {
+    let (_d, c) = site(10);
+    c.verdict_lines_at(later()).unwrap();
+    for (k, i) in [12, 4, 13, 0, 25, 9].into_iter().enumerate() {
+        if k % 3 == 1 {
+            c.remove_verdict(&id(i));
+        } else {
+            let mut v = verdict(i);
+            // a binary fraction: the JSON file gives it back exactly
+            v.score = i as f64 / 4.0;
+            if k == 2 {
+                v.cleared_at = Some("2026-11-29T08:00:00Z".parse().unwrap());
+            }
+            c.write_verdict(&v).unwrap();
+        }
+        assert!(summary_file(&c).exists(), "step {k}: kept");
+        let (head, _) = read_head_and_last(&summary_file(&c)).unwrap();
+        assert!(!head.contains("\nv\t"));
+        assert_eq!(
+            c.verdict_head().unwrap(),
+            VerdictHead::of(&from_files(&c)),
+            "step {k}"
         );
     }
 }
@@ -384,4 +474,181 @@ fn pruned_sets_lose_their_verdicts_but_a_suspect_one_stays() {
     assert!(got.contains(&id(1)) && got.contains(&id(4)));
     assert_eq!(c.verdict_lines_at(later()).unwrap(), from_files(&c));
     assert_eq!(c.prune_verdicts().unwrap(), 0);
+}
+
+/// Prune's sweep over a long simulated history, against a model written
+/// from its rule alone: after every sweep, the verdict files are exactly
+/// the verdicts of the sets still here plus the uncleared suspect ones of
+/// sets gone, each as last written; nothing else is left behind. Between
+/// sweeps: sets arrive with random verdicts, suspects are cleared, sets
+/// are pruned, and processes are killed — after a summary was dropped
+/// for a verdict write (the write done, the summary not), and partway
+/// through a sweep (the summary dropped, some of its removals done, in its
+/// order); a manifest removed without a sweep after it. The summary, when
+/// there is one, agrees with the files throughout.
+#[test]
+fn the_sweep_over_a_long_history_keeps_exactly_what_the_rule_says() {
+    use std::collections::BTreeMap;
+    // xorshift64*: reproducible without a dependency; the seed is printed.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+    // ~2 000 sweeps in all (3 seeds); SNAPSITE_LONG=1: ~30 000.
+    let steps: usize = if std::env::var_os("SNAPSITE_LONG").is_some() {
+        20_000
+    } else {
+        1_200
+    };
+    let mut total = 0;
+    for seed in [0x9e37_79b9_7f4a_7c15_u64, 23, 0xdead_beef] {
+        let mut rng = Rng(seed);
+        // In memory where there is /dev/shm: thousands of fsyncs.
+        let shm = std::path::Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm)
+        } else {
+            tempfile::tempdir()
+        }
+        .unwrap();
+        let c = Catalog::new(dir.path());
+        // The model: each set's last written verdict (judged, cleared),
+        // and whether its manifest is here.
+        let mut written: BTreeMap<usize, SetVerdict> = BTreeMap::new();
+        let mut here: std::collections::BTreeSet<usize> = Default::default();
+        let mut next = 0usize;
+        let mut sweeps = 0usize;
+        let manifest = |i: usize, on: bool| {
+            let p = c.set_path(&id(i));
+            if on {
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(&p, b"{}").unwrap();
+            } else {
+                std::fs::remove_file(&p).unwrap();
+            }
+        };
+        let files = |c: &Catalog| -> BTreeMap<String, SetVerdict> {
+            c.verdicts()
+                .unwrap()
+                .into_iter()
+                .map(|v| (v.set_id.clone(), v))
+                .collect()
+        };
+        for step in 0..steps {
+            let ctx = format!("seed {seed:#x}, step {step}");
+            match rng.below(100) {
+                // A set arrives and is judged (the verdict after the manifest).
+                0..=29 => {
+                    let i = next;
+                    next += 1;
+                    manifest(i, true);
+                    here.insert(i);
+                    let mut v = verdict(i);
+                    v.verdict = if rng.below(5) == 0 {
+                        Verdict::Suspect
+                    } else {
+                        Verdict::Clean
+                    };
+                    v.cleared_at = None;
+                    // binary fractions: the JSON files give them back exactly
+                    v.score = rng.below(1024) as f64 / 512.0;
+                    if rng.below(10) == 0 {
+                        // killed after the summary was dropped and the
+                        // verdict written, before the summary's rewrite
+                        let _ = c.verdict_summary_before_change();
+                        write_by_hand(&c, &v);
+                    } else {
+                        c.write_verdict(&v).unwrap();
+                    }
+                    written.insert(i, v);
+                }
+                // The admin clears a suspect set (here or gone).
+                30..=34 => {
+                    let open: Vec<usize> = written
+                        .iter()
+                        .filter(|(_, v)| v.is_suspect())
+                        .map(|(&i, _)| i)
+                        .collect();
+                    if let Some(&i) = open.get(rng.below(open.len().max(1) as u64) as usize) {
+                        let mut v = written[&i].clone();
+                        v.cleared_at = Some("2026-11-30T08:00:00Z".parse().unwrap());
+                        c.write_verdict(&v).unwrap();
+                        written.insert(i, v);
+                    }
+                }
+                // Prune: the oldest sets' manifests go (keeping 3..12),
+                // then the sweep — or the process is killed before it, or
+                // partway through it.
+                _ => {
+                    let keep = 3 + rng.below(10) as usize;
+                    while here.len() > keep {
+                        let i = *here.iter().next().unwrap();
+                        manifest(i, false);
+                        here.remove(&i);
+                    }
+                    let eligible: Vec<usize> = written
+                        .iter()
+                        .filter(|(i, v)| !here.contains(i) && !v.is_suspect())
+                        .map(|(&i, _)| i)
+                        .collect();
+                    match rng.below(10) {
+                        0 => continue,
+                        1 if !eligible.is_empty() => {
+                            // killed partway: the summary dropped, then a
+                            // prefix of the removals (the ids' order)
+                            c.forget_verdict_summary();
+                            let k = rng.below(eligible.len() as u64) as usize;
+                            for i in &eligible[..k] {
+                                std::fs::remove_file(c.verdict_path(&id(*i)).unwrap()).unwrap();
+                                written.remove(i);
+                            }
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    let n = c.prune_verdicts().unwrap();
+                    sweeps += 1;
+                    assert_eq!(n, eligible.len(), "{ctx}: removed");
+                    for i in &eligible {
+                        written.remove(i);
+                    }
+                    // The rule, independently: the sets here and the
+                    // uncleared suspects of sets gone; as last written.
+                    let want: BTreeMap<String, SetVerdict> = written
+                        .iter()
+                        .filter(|(i, v)| here.contains(i) || v.is_suspect())
+                        .map(|(&i, v)| (id(i), v.clone()))
+                        .collect();
+                    assert_eq!(want.len(), written.len(), "{ctx}: the model kept all");
+                    assert_eq!(files(&c), want, "{ctx}: kept");
+                    // Nothing else in verdicts/ (no temp files, no strays).
+                    let names =
+                        std::fs::read_dir(c.root().join("verdicts")).map_or(0, |rd| rd.count());
+                    assert_eq!(names, want.len(), "{ctx}: left behind");
+                }
+            }
+            // A reader (status) now and then: the head it reads is the
+            // files' (and a dropped summary comes back, settled).
+            // Whatever a summary left by the step says agrees with them.
+            if rng.below(4) == 0 {
+                let truth = from_files(&c);
+                if let Some(s) = c.valid_verdict_summary() {
+                    assert_eq!(s.lines, truth, "{ctx}: summary lines");
+                }
+                let h = c.verdict_head_at(later()).unwrap();
+                assert_eq!(h, VerdictHead::of(&truth), "{ctx}: read");
+            }
+        }
+        assert!(sweeps > steps / 2, "seed {seed:#x}: {sweeps} sweeps");
+        total += sweeps;
+    }
+    eprintln!("{total} sweeps checked against the model");
 }
