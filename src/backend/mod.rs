@@ -768,11 +768,9 @@ impl SnapshotSource for ProcessSource {
             None => Ok(()),
         }
     }
-    fn abort(mut self: Box<Self>) {
-        drop(self.stdout.take());
-        if let Some(running) = self.running.take() {
-            running.kill();
-        }
+    fn abort(self: Box<Self>) {
+        // Dropping it kills and reaps the program.
+        drop(self);
     }
 }
 

@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::index::FileStamp;
-use super::summary::stamp_text;
+use super::summary::{stamp_text, write_cache};
 use super::{Catalog, PeerRecord, StandbyRecord, read_optional, write_json};
 use crate::base::config::{DEFAULT_STANDBY_NAME, validate_standby_name};
 use crate::base::error::{Context, Result};
@@ -120,13 +120,7 @@ impl Catalog {
                 of: stamp_text(&FileStamp::of(&md)),
                 record: r.head(),
             };
-            let tmp = dir.join(format!(".{HEAD}.tmp.{}", std::process::id()));
-            let text = serde_json::to_vec(&h).expect("serializable");
-            let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &head));
-            if let Err(e) = written {
-                let _ = std::fs::remove_file(&tmp);
-                tracing::debug!(error = %e, "{} not written (it is a cache)", head.display());
-            }
+            write_cache(&head, &serde_json::to_vec(&h).expect("serializable"));
         }
         Ok(())
     }

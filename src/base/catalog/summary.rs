@@ -460,16 +460,21 @@ impl Catalog {
             return;
         };
         self.remove_stale_summary_temps();
-        let path = self.summary_path();
-        let tmp = self
-            .root
-            .join(format!(".{FILE}.tmp.{}", std::process::id()));
-        let written =
-            std::fs::write(&tmp, text.as_bytes()).and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            tracing::debug!(error = %e, "sets.summary not written (it is a cache)");
-        }
+        write_cache(&self.summary_path(), text.as_bytes());
+    }
+}
+
+/// Write a cache file (`sets.summary`, `standby.head.json`): a temp file
+/// `.<name>.tmp.<pid>` beside it, renamed over it, without fsync (a cache
+/// lost or left stale by a crash is rebuilt; its readers check it against
+/// what it describes). A failure leaves no temp file and is only logged.
+pub(super) fn write_cache(path: &std::path::Path, bytes: &[u8]) {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
+    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::debug!(error = %e, "{} not written (it is a cache)", path.display());
     }
 }
 
