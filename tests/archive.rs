@@ -1005,7 +1005,7 @@ fn archive_throughput_and_memory() {
         extra_tls = format!("\nca_file = \"{}\"", ca.display());
     }
     let restores = 1 + usize::from(before.is_some());
-    let fs_gib = ((mib * (rounds * restores + 2)).div_ceil(1024) + 2).to_string() + "G";
+    let fs_gib = ((mib * (rounds * (restores + 1) + 2)).div_ceil(1024) + 2).to_string() + "G";
     let lab = Lab::with_roles(&["redolog"], &fs_gib, "[\"true\"]");
     let creds = lab.dir.path().join("primary.creds");
     std::fs::copy(&r.creds, &creds).unwrap();
@@ -1153,7 +1153,7 @@ fn archive_throughput_and_memory() {
         restorers.push(("before", b.as_str()));
     }
     let mut t_restore: Vec<Vec<f64>> = vec![vec![]; restorers.len()];
-    let (mut t_get, mut rss_rb) = (vec![], 0);
+    let (mut t_get, mut t_raw, mut rss_rb) = (vec![], vec![], 0);
     let got = lab.dir.path().join("got");
     for i in 0..rounds {
         for (w, (label, exe)) in restorers.iter().enumerate() {
@@ -1191,17 +1191,40 @@ fn archive_throughput_and_memory() {
             &format!("bench/{stamp}/curl-{i}"),
         ));
         assert_eq!(std::fs::metadata(&got).unwrap().len(), (mib as u64) << 20);
-        eprintln!("MEASURE restore round {i}: curl GET {:.2} s", t_get[i]);
+        // The receive alone: `btrfs send | btrfs receive` of the same
+        // snapshot onto the standby's filesystem (no archive, no serve).
+        let into = lab.stb.path(&format!("raw-recv-{i}"));
+        std::fs::create_dir_all(&into).unwrap();
+        let t = std::time::Instant::now();
+        let mut send = std::process::Command::new("btrfs")
+            .args(["-q", "send"])
+            .arg(lab.primary_snap("redolog", &big))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let recv = std::process::Command::new("btrfs")
+            .args(["-q", "receive"])
+            .arg(&into)
+            .stdin(send.stdout.take().unwrap())
+            .status()
+            .unwrap();
+        assert!(send.wait().unwrap().success() && recv.success());
+        t_raw.push(t.elapsed().as_secs_f64());
+        eprintln!(
+            "MEASURE restore round {i}: curl GET {:.2} s, btrfs send | receive {:.2} s",
+            t_get[i], t_raw[i]
+        );
     }
-    let gt = median(t_get);
+    let (gt, raw) = (median(t_get), median(t_raw));
     for (w, (label, _)) in restorers.iter().enumerate() {
         let rt = median(t_restore[w].clone());
         eprintln!(
-            "MEASURE restore {label} {mib} MiB (median of {rounds}): {rt:.2} s = {:.0} MiB/s (rounds {:.2?}); curl GET {gt:.2} s = {:.0} MiB/s; restore/download time {:.2}",
+            "MEASURE restore {label} {mib} MiB (median of {rounds}): {rt:.2} s = {:.0} MiB/s (rounds {:.2?}); curl GET {gt:.2} s = {:.0} MiB/s; restore/download time {:.2}; btrfs send | receive {raw:.2} s, restore/that {:.2}",
             mib as f64 / rt,
             t_restore[w],
             mib as f64 / gt,
-            rt / gt
+            rt / gt,
+            rt / raw
         );
     }
     eprintln!(
