@@ -986,10 +986,15 @@ fn archive_throughput_and_memory() {
     let mib = env("SNAPSITE_ARCHIVE_BENCH_MIB", 1024);
     let small_mib = env("SNAPSITE_ARCHIVE_BENCH_SMALL_MIB", 64);
     let rounds = env("SNAPSITE_ARCHIVE_BENCH_ROUNDS", 3).max(1);
-    let uploads: Vec<usize> = std::env::var("SNAPSITE_ARCHIVE_BENCH_UPLOADS")
+    let chunk = std::env::var("SNAPSITE_ARCHIVE_BENCH_CHUNK").unwrap_or_else(|_| "64MiB".into());
+    // Each contender: `UPLOADS` or `UPLOADS/CHUNK` (e.g. `4/16MiB`).
+    let uploads: Vec<(usize, String)> = std::env::var("SNAPSITE_ARCHIVE_BENCH_UPLOADS")
         .unwrap_or_else(|_| "4 2".into())
         .split_whitespace()
-        .map(|u| u.parse().unwrap())
+        .map(|u| match u.split_once('/') {
+            Some((n, c)) => (n.parse().unwrap(), c.to_string()),
+            None => (u.parse().unwrap(), chunk.clone()),
+        })
         .collect();
     let before = std::env::var("SNAPSITE_ARCHIVE_BENCH_BEFORE")
         .ok()
@@ -1019,8 +1024,7 @@ fn archive_throughput_and_memory() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    let chunk = std::env::var("SNAPSITE_ARCHIVE_BENCH_CHUNK").unwrap_or_else(|_| "64MiB".into());
-    let cfg = |base: &Path, name: &str, extra: &str| {
+    let cfg_chunk = |base: &Path, name: &str, extra: &str, chunk: &str| {
         let p = lab.dir.path().join(format!("{name}.toml"));
         let body = archive_toml(
             &r,
@@ -1035,6 +1039,7 @@ fn archive_throughput_and_memory() {
         std::fs::write(&p, std::fs::read_to_string(base).unwrap() + &body).unwrap();
         p
     };
+    let cfg = |base: &Path, name: &str, extra: &str| cfg_chunk(base, name, extra, &chunk);
     // The small set first.
     write_file(
         &lab.live("redolog").join("a"),
@@ -1052,27 +1057,46 @@ fn archive_throughput_and_memory() {
     drop(data);
     sh(&["sync"]);
     // The contenders: this snapsite with each `uploads`, then BEFORE's.
-    let mut who: Vec<(String, &str, String)> = uploads
+    let mut who: Vec<(String, &str, String, String)> = uploads
         .iter()
-        .map(|u| {
+        .map(|(u, c)| {
             (
-                format!("uploads={u}"),
+                format!("uploads={u} chunk={c}"),
                 snapsite_exe(),
                 format!("uploads = {u}"),
+                c.clone(),
             )
         })
         .collect();
     if let Some(b) = &before {
-        who.push(("before".into(), b.as_str(), String::new()));
+        who.push((
+            format!("before chunk={chunk}"),
+            b.as_str(),
+            String::new(),
+            chunk.clone(),
+        ));
     }
     // Rounds take turns (each contender, then curl), so that load drifts
     // hit all of them.
     let mut times: Vec<Vec<f64>> = vec![vec![]; who.len()];
     let (mut t_age, mut t_put, mut rss_big) = (vec![], vec![], 0);
     for i in 0..rounds {
-        for (w, (label, exe, extra)) in who.iter().enumerate() {
+        // The production's floor: `btrfs send` of the snapshot, alone.
+        let t = std::time::Instant::now();
+        let send = std::process::Command::new("btrfs")
+            .args(["-q", "send"])
+            .arg(lab.primary_snap("redolog", &big))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(send.success());
+        eprintln!(
+            "MEASURE round {i}: btrfs send > /dev/null {:.2} s",
+            t.elapsed().as_secs_f64()
+        );
+        for (w, (label, exe, extra, chunk)) in who.iter().enumerate() {
             // Each prefix is empty: `--set` sends the big set in full.
-            let c = cfg(&lab.pri_cfg, &format!("plain{i}-{w}"), extra);
+            let c = cfg_chunk(&lab.pri_cfg, &format!("plain{i}-{w}"), extra, chunk);
             let lab0 = state.as_deref().map(lab_cpu);
             let (rss, s, cpu, out) = timed_with(exe, &c, &["archive", "--set", &big, "--json"]);
             let lab_s = state.as_deref().map(lab_cpu).zip(lab0).map(|(b, a)| b - a);
@@ -1113,7 +1137,7 @@ fn archive_throughput_and_memory() {
         );
     }
     let c = median(t_put);
-    for (w, (label, _, _)) in who.iter().enumerate() {
+    for (w, (label, _, _, _)) in who.iter().enumerate() {
         let a = median(times[w].clone());
         eprintln!(
             "MEASURE archive {label} {mib} MiB (median of {rounds}): {a:.2} s = {:.0} MiB/s (rounds {:.2?}); curl PUT {c:.2} s = {:.0} MiB/s; archive/curl throughput ratio {:.2}",
