@@ -21,8 +21,9 @@
 //! signed PUT — SHA-256, all taken as it is written (age's output is
 //! copied into the stage file by a thread that hashes it), so the upload
 //! reads each stage file once. Over https parts are PUT with
-//! `UNSIGNED-PAYLOAD` (TLS protects them; no SHA-256 pass). Every body is
-//! hashed again as it is sent and must be the staged bytes. The index is
+//! `UNSIGNED-PAYLOAD` (TLS protects them; no SHA-256 pass); such a body is
+//! hashed again as it is sent and must be the staged bytes (a signed one
+//! the server checks against its SHA-256). The index is
 //! always signed with its SHA-256. A pool of `uploads` (default 4) PUTs
 //! parts while the next ones are produced: memory stays constant, local
 //! disk is at most `uploads + 1` parts. [`WriteTiming`] says whether the
@@ -669,9 +670,12 @@ fn upload_one(pool: &Pool<'_>, job: &Job) -> Result<(ArchivePart, bool)> {
     };
     let rel = index::part_key(pool.set_id, pool.run, job.i);
     let k = key(a, &rel);
-    // The body is hashed as it is sent (over again if the PUT is tried
-    // again): the index's stored blake3 is of the bytes that went out.
-    let mut body = Blake3Reader::new(std::io::BufReader::with_capacity(1 << 20, f));
+    // An unsigned body is hashed as it is sent (over again if the PUT is
+    // tried again) and must be the staged bytes: the index's stored blake3
+    // is of the bytes that went out. A signed body needs no second hash:
+    // the server checks it against the SHA-256 taken while staging.
+    let unsigned = payload == Payload::Unsigned;
+    let mut body = Blake3Reader::new(std::io::BufReader::with_capacity(1 << 20, f), unsigned);
     match &pool.limit {
         Some(tb) => bucket.put(
             &k,
@@ -686,11 +690,12 @@ fn upload_one(pool: &Pool<'_>, job: &Job) -> Result<(ArchivePart, bool)> {
         None => bucket.put(&k, &mut body, job.stored_bytes, payload, true)?,
     }
     let (n, sent_b3) = body.finish();
-    if n != job.stored_bytes || sent_b3 != job.stored_blake3 {
+    if n != job.stored_bytes || sent_b3.as_ref().is_some_and(|b| *b != job.stored_blake3) {
         return Err(Error::integrity(format!(
-            "archive `{}`: {k}: the stage file {} changed between staging and its PUT ({n} bytes sent, blake3 {sent_b3}; {} bytes staged, blake3 {})",
+            "archive `{}`: {k}: the stage file {} changed between staging and its PUT ({n} bytes sent, blake3 {}; {} bytes staged, blake3 {})",
             a.name,
             job.path.display(),
+            sent_b3.as_deref().unwrap_or("-"),
             job.stored_bytes,
             job.stored_blake3
         )));
@@ -700,7 +705,7 @@ fn upload_one(pool: &Pool<'_>, job: &Job) -> Result<(ArchivePart, bool)> {
         bytes: job.bytes,
         blake3: job.blake3.clone(),
         stored_bytes: job.stored_bytes,
-        stored_blake3: sent_b3,
+        stored_blake3: job.stored_blake3.clone(),
     };
     // Parts finish out of order (several PUTs at once): stop once two
     // are recorded, whichever they are.
@@ -710,33 +715,41 @@ fn upload_one(pool: &Pool<'_>, job: &Job) -> Result<(ArchivePart, bool)> {
     Ok((part, false))
 }
 
-/// A body reader that hashes what passes (blake3), starting over when the
-/// body is rewound for another attempt: after the PUT it holds the hash of
-/// exactly the bytes of the attempt that succeeded.
+/// A body reader that counts what passes and (when `hashing`) hashes it
+/// with blake3, starting over when the body is rewound for another
+/// attempt: after the PUT it holds the size and hash of exactly the bytes
+/// of the attempt that succeeded.
 struct Blake3Reader<R> {
     inner: R,
-    hash: blake3::Hasher,
+    hash: Option<blake3::Hasher>,
     n: u64,
 }
 
 impl<R> Blake3Reader<R> {
-    fn new(inner: R) -> Self {
+    fn new(inner: R, hashing: bool) -> Self {
         Blake3Reader {
             inner,
-            hash: blake3::Hasher::new(),
+            hash: hashing.then(blake3::Hasher::new),
             n: 0,
         }
     }
 
-    fn finish(&self) -> (u64, String) {
-        (self.n, self.hash.finalize().to_hex().to_string())
+    fn finish(&self) -> (u64, Option<String>) {
+        (
+            self.n,
+            self.hash
+                .as_ref()
+                .map(|h| h.finalize().to_hex().to_string()),
+        )
     }
 }
 
 impl<R: Read> Read for Blake3Reader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let k = self.inner.read(buf)?;
-        self.hash.update(&buf[..k]);
+        if let Some(h) = &mut self.hash {
+            h.update(&buf[..k]);
+        }
         self.n += k as u64;
         Ok(k)
     }
@@ -750,7 +763,9 @@ impl<R: Seek> Seek for Blake3Reader<R> {
                 "a part body is only ever rewound to its start",
             ));
         }
-        self.hash = blake3::Hasher::new();
+        if let Some(h) = &mut self.hash {
+            h.reset();
+        }
         self.n = 0;
         Ok(at)
     }
@@ -1144,16 +1159,21 @@ mod tests {
     #[test]
     fn the_blake3_reader_hashes_the_attempt_that_was_sent_last() {
         let data = b"part bytes, sent twice".to_vec();
-        let mut r = Blake3Reader::new(std::io::Cursor::new(data.clone()));
-        let mut half = [0u8; 5];
-        r.read_exact(&mut half).unwrap();
-        r.seek(std::io::SeekFrom::Start(0)).unwrap();
-        let mut all = Vec::new();
-        r.read_to_end(&mut all).unwrap();
-        assert_eq!(
-            r.finish(),
-            (data.len() as u64, blake3::hash(&data).to_hex().to_string())
-        );
-        assert!(r.seek(std::io::SeekFrom::Start(3)).is_err());
+        for hashing in [true, false] {
+            let mut r = Blake3Reader::new(std::io::Cursor::new(data.clone()), hashing);
+            let mut half = [0u8; 5];
+            r.read_exact(&mut half).unwrap();
+            r.seek(std::io::SeekFrom::Start(0)).unwrap();
+            let mut all = Vec::new();
+            r.read_to_end(&mut all).unwrap();
+            assert_eq!(
+                r.finish(),
+                (
+                    data.len() as u64,
+                    hashing.then(|| blake3::hash(&data).to_hex().to_string())
+                )
+            );
+            assert!(r.seek(std::io::SeekFrom::Start(3)).is_err());
+        }
     }
 }
