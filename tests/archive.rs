@@ -18,11 +18,15 @@ use common::rgwlab::{self, Shared as RgwLab};
 use common::*;
 use snapsite::wire::s3::{Bucket, Credentials};
 
+#[derive(Clone)]
 struct Rgw {
     endpoint: String,
     bucket: String,
     region: String,
     creds: PathBuf,
+    /// The lab's https endpoint and the CA its certificate chains to
+    /// (`RGWLAB_ENDPOINT_HTTPS`, `RGWLAB_CA`).
+    https: Option<(String, PathBuf)>,
 }
 
 impl Rgw {
@@ -51,12 +55,14 @@ fn rgw() -> Result<(Rgw, Option<RgwLab>), String> {
     ) {
         let region = v("RGWLAB_REGION").unwrap_or_else(|| "us-east-1".into());
         let creds = creds.into();
+        let https = v("RGWLAB_ENDPOINT_HTTPS").zip(v("RGWLAB_CA").map(PathBuf::from));
         return Ok((
             Rgw {
                 endpoint,
                 bucket,
                 region,
                 creds,
+                https,
             },
             None,
         ));
@@ -71,6 +77,10 @@ fn rgw() -> Result<(Rgw, Option<RgwLab>), String> {
         bucket: lab.get("RGWLAB_BUCKET"),
         region: lab.get("RGWLAB_REGION"),
         creds: lab.get("RGWLAB_CREDS_PRIMARY").into(),
+        https: Some((
+            lab.get("RGWLAB_ENDPOINT_HTTPS"),
+            lab.get("RGWLAB_CA").into(),
+        )),
     };
     Ok((r, Some(lab)))
 }
@@ -116,14 +126,28 @@ struct ArchiveLab {
 }
 
 fn archive_lab(kind: &str, pri_extra: &str) -> Option<ArchiveLab> {
+    archive_lab_on(kind, pri_extra, false)
+}
+
+/// [`archive_lab`], over the lab's https endpoint when `https` (both
+/// sites trust the lab's CA through `ca_file`).
+fn archive_lab_on(kind: &str, pri_extra: &str, https: bool) -> Option<ArchiveLab> {
     let started = std::time::Instant::now();
-    let (r, _rgwlab) = match rgw() {
+    let (mut r, _rgwlab) = match rgw() {
         Ok(r) => r,
         Err(why) => {
             skip_because("archive", Some(format!("no RGW lab: {why}")));
             return None;
         }
     };
+    let mut ca = String::new();
+    if https {
+        let (endpoint, ca_file) = r.https.clone().expect(
+            "the lab named by RGWLAB_* has no https endpoint: restart it with this scripts/rgwlab",
+        );
+        r.endpoint = endpoint;
+        ca = format!("\nca_file = \"{}\"", ca_file.display());
+    }
     let lab = Lab::new("[\"true\"]");
     let prefix = format!(
         "{kind}/{}",
@@ -158,13 +182,13 @@ fn archive_lab(kind: &str, pri_extra: &str) -> Option<ArchiveLab> {
         &lab.pri_cfg,
         "pri-archive.toml",
         &creds,
-        &format!("recipients = [\"{recipient}\"]{pri_extra}"),
+        &format!("recipients = [\"{recipient}\"]{pri_extra}{ca}"),
     );
     let stb = with(
         &lab.stb_cfg,
         "stb-archive.toml",
         &restorer,
-        &format!("identity = \"{}\"", id_file.display()),
+        &format!("identity = \"{}\"{ca}", id_file.display()),
     );
     Some(ArchiveLab {
         started,
@@ -449,6 +473,123 @@ fn archive_restore_a_fresh_standby_and_fail_over() {
     eprintln!("archive test: {:.1} s", al.started.elapsed().as_secs_f64());
 }
 
+/// The https path (the lab's TLS endpoint, its own CA through `ca_file`):
+/// parts are PUT with `UNSIGNED-PAYLOAD` (the debug log says so for each),
+/// `verify` reads every part back against the index and a fresh standby
+/// is restored from it with the data of the primary. Without `ca_file` the
+/// lab's certificate is refused; a `ca_file` that is not PEM, or one on an
+/// http endpoint, is an error naming the key; over http an unsigned body
+/// is refused before it is sent, and nothing lands.
+#[test]
+fn archive_and_restore_over_https_unsigned() {
+    require_real!();
+    let Some(al) = archive_lab_on("https", "", true) else {
+        return;
+    };
+    let (r, lab, pri, stb) = (&al.r, &al.lab, &al.pri, &al.stb);
+    // One small set: 1.5 MiB per volume, 1 MiB parts.
+    lab.fill(31, 3 << 19);
+    let s1 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    let o = run_snapsite(
+        pri,
+        &["archive", "--json"],
+        &[("SNAPSITE_LOG", "snapsite=debug")],
+    );
+    assert!(o.status.success(), "{}", both(&o));
+    let rep = json(&stdout(&o));
+    assert_eq!(written(&rep), std::slice::from_ref(&s1), "{rep}");
+    let log = String::from_utf8_lossy(&o.stderr);
+    let puts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("part PUT starts"))
+        .collect();
+    let parts = rep["written"][0]["parts"].as_u64().unwrap();
+    assert!(parts >= 6, "{rep}");
+    assert_eq!(puts.len() as u64, parts, "{log}");
+    assert!(puts.iter().all(|l| l.contains("signed=false")), "{log}");
+    let t = &rep["written"][0]["timing"];
+    assert!(t["max_in_flight"].as_u64().unwrap() >= 1, "{rep}");
+    assert!(t["put_seconds"].as_f64().unwrap() > 0.0, "{rep}");
+
+    // verify reads every part back over https.
+    let v = json(&lab.ok(pri, &["verify", "--archive", "offsite", "--json"]));
+    assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
+    assert_eq!(v["parts_read"], v["parts"], "{v}");
+
+    // A fresh standby restored over https (the restorer's credentials).
+    let rr = json(&lab.ok(stb, &["restore", "--from", "offsite", "--json"]));
+    assert_eq!(rr["restored"].as_array().unwrap().len(), 1, "{rr}");
+    for role in ROLES {
+        lab.assert_received_same(role, &s1);
+    }
+
+    // The lab's CA is what makes its certificate trusted.
+    let pri_text = std::fs::read_to_string(pri).unwrap();
+    let (_, ca_file) = r.https.clone().unwrap();
+    let ca_line = format!("ca_file = \"{}\"", ca_file.display());
+    assert!(pri_text.contains(&ca_line));
+    let variant = |name: &str, text: String| {
+        let p = lab.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let no_ca = variant("pri-no-ca.toml", pri_text.replace(&ca_line, ""));
+    let o = lab.run(&no_ca, &["archive", "--dry-run"]);
+    assert_exit(&o, 1);
+    assert!(
+        both(&o).to_lowercase().contains("certificate"),
+        "{}",
+        both(&o)
+    );
+    let not_pem = lab.dir.path().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "just text\n").unwrap();
+    let bad_ca = variant(
+        "pri-bad-ca.toml",
+        pri_text.replace(&ca_line, &format!("ca_file = \"{}\"", not_pem.display())),
+    );
+    let o = lab.run(&bad_ca, &["archive", "--dry-run"]);
+    assert_exit(&o, 1);
+    assert!(
+        both(&o).contains("ca_file") && both(&o).contains(not_pem.to_str().unwrap()),
+        "{}",
+        both(&o)
+    );
+    let http_ca = variant(
+        "pri-http-ca.toml",
+        pri_text.replace(&r.endpoint, &r.endpoint.replacen("https://", "http://", 1)),
+    );
+    let o = lab.run(&http_ca, &["archive", "--dry-run"]);
+    assert_exit(&o, 1);
+    assert!(
+        both(&o).contains("ca_file") && both(&o).contains("is http"),
+        "{}",
+        both(&o)
+    );
+
+    // Over the lab's http endpoint an unsigned body is refused before it
+    // is sent: nothing lands.
+    let (http, _guard) = rgw().unwrap();
+    let bucket = http.bucket(&al.creds);
+    assert!(!bucket.is_https());
+    let k = format!("{}/unsigned-over-http", al.prefix);
+    let e = bucket
+        .put(
+            &k,
+            &mut std::io::Cursor::new(&b"body"[..]),
+            4,
+            snapsite::wire::s3::Payload::Unsigned,
+            true,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unsigned payload"), "{e}");
+    assert_eq!(bucket.head(&k).unwrap(), None);
+    eprintln!(
+        "archive over https test: {:.1} s",
+        al.started.elapsed().as_secs_f64()
+    );
+}
+
 /// The crash cells of `archive` and `restore` (base::failpoint), against
 /// the real RGW: each verb is stopped dead (exit 86) at each of its
 /// failpoints, then rerun. After an archive crash the set is not in the
@@ -713,6 +854,13 @@ fn check_judges_the_bucket_lock_and_the_credentials() {
 
 /// Peak RSS (KiB) and seconds of one snapsite command, via /usr/bin/time.
 fn timed(cfg: &Path, args: &[&str]) -> (u64, f64, String) {
+    let (rss, secs, _, out) = timed_with(snapsite_exe(), cfg, args);
+    (rss, secs, out)
+}
+
+/// [`timed`] of the snapsite binary `exe`: (peak RSS KiB, seconds, CPU
+/// seconds (user + system, waited-for children included), stdout).
+fn timed_with(exe: &str, cfg: &Path, args: &[&str]) -> (u64, f64, f64, String) {
     let t = std::time::Instant::now();
     let o = std::process::Command::new("/usr/bin/time")
         .arg("-f")
@@ -722,7 +870,7 @@ fn timed(cfg: &Path, args: &[&str]) -> (u64, f64, String) {
                 .map(|w| w.split(' ').map(String::from).collect::<Vec<_>>())
                 .unwrap_or_default(),
         )
-        .arg(snapsite_exe())
+        .arg(exe)
         .arg("--config")
         .arg(cfg)
         .args(args)
@@ -742,12 +890,32 @@ fn timed(cfg: &Path, args: &[&str]) -> (u64, f64, String) {
     if std::env::var("SNAPSITE_ARCHIVE_BENCH").is_ok() {
         eprintln!("MEASURE cpu {} {cpu:.2} s in {secs:.2} s", args[0]);
     }
-    (rss, secs, stdout(&o))
+    (rss, secs, cpu, stdout(&o))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
+}
+
+/// CPU seconds (user + system) the lab's daemons (mon, mgr, osd, rgw)
+/// have used so far: read from /proc by the PIDs the lab recorded.
+fn lab_cpu(state: &Path) -> f64 {
+    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    ["mon", "mgr", "osd", "rgw"]
+        .iter()
+        .filter_map(|d| std::fs::read_to_string(state.join(format!("run/{d}.pid"))).ok())
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok())
+        .map(|stat| {
+            // After the command's `)`: state is field 3, utime 14, stime 15.
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            let f: Vec<&str> = rest.split(' ').collect();
+            (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / tick
+        })
+        .sum()
 }
 
 /// `curl --aws-sigv4` as the primary: the raw transfer the archive is
@@ -761,14 +929,20 @@ fn curl_s3(r: &Rgw, creds: &Path, args: &[&str], key: &str) -> f64 {
             .trim_end_matches('"')
             .to_string()
     };
-    let t = std::time::Instant::now();
-    let o = std::process::Command::new("curl")
-        .args(["-sS", "-f", "--aws-sigv4"])
+    let mut c = std::process::Command::new("curl");
+    c.args(["-sS", "-f", "--aws-sigv4"])
         .arg(format!("aws:amz:{}:s3", r.region))
         .arg("--user")
         .arg(format!("{}:{}", val("access_key"), val("secret_key")))
         .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
-        .args(args)
+        .args(args);
+    if let Some((endpoint, ca)) = &r.https
+        && r.endpoint == *endpoint
+    {
+        c.arg("--cacert").arg(ca);
+    }
+    let t = std::time::Instant::now();
+    let o = c
         .arg(format!("{}/{}/{key}", r.endpoint, r.bucket))
         .output()
         .unwrap();
@@ -780,12 +954,17 @@ fn curl_s3(r: &Rgw, creds: &Path, args: &[&str], key: &str) -> f64 {
 /// scripts/bench-archive (issue 30's measures; long, so only with
 /// SNAPSITE_ARCHIVE_BENCH=1; the numbers are in docs/archive.md):
 /// - throughput: `snapsite archive` of a set of BIG MiB (random, so
-///   incompressible; no compression, no encryption, then with age) against
-///   curl's PUT of the same bytes to the same RGW, medians of ROUNDS each;
-/// - restore: `snapsite restore` of that set onto the standby against
-///   curl's GET of the same bytes into a file (medians of ROUNDS; each
-///   restore round onto a standby that no longer holds the set);
+///   incompressible; no compression, no encryption, then with age) with
+///   each of `UPLOADS` PUTs in flight (and, with `BEFORE=BINARY`, that
+///   snapsite binary too) against curl's PUT of the same bytes to the same
+///   RGW, in turns, medians of ROUNDS each; each archive's CPU seconds, the
+///   lab's CPU seconds meanwhile, and where the write waited (`timing`);
+/// - restore: `snapsite restore` of that set onto a standby (and with
+///   `BEFORE`'s binary) against curl's GET of the same bytes into a file
+///   (medians of ROUNDS; each restore onto a standby of its own);
 /// - peak RSS of archive and restore at SMALL and BIG MiB: constant.
+///
+/// `HTTPS=1`: all of it over the lab's https endpoint (parts unsigned).
 #[test]
 fn archive_throughput_and_memory() {
     if std::env::var("SNAPSITE_ARCHIVE_BENCH").ok().as_deref() != Some("1") {
@@ -793,7 +972,11 @@ fn archive_throughput_and_memory() {
         return;
     }
     require_real!();
-    let (r, _rgwlab) = rgw().expect("an RGW lab");
+    let (mut r, _rgwlab) = rgw().expect("an RGW lab");
+    let state = _rgwlab
+        .as_ref()
+        .map(|l| PathBuf::from(l.get("RGWLAB_STATE")))
+        .or_else(|| std::env::var("RGWLAB_STATE").ok().map(PathBuf::from));
     let env = |k: &str, d: usize| {
         std::env::var(k)
             .ok()
@@ -803,7 +986,31 @@ fn archive_throughput_and_memory() {
     let mib = env("SNAPSITE_ARCHIVE_BENCH_MIB", 1024);
     let small_mib = env("SNAPSITE_ARCHIVE_BENCH_SMALL_MIB", 64);
     let rounds = env("SNAPSITE_ARCHIVE_BENCH_ROUNDS", 3).max(1);
-    let fs_gib = ((mib * (rounds + 2)).div_ceil(1024) + 2).to_string() + "G";
+    let chunk = std::env::var("SNAPSITE_ARCHIVE_BENCH_CHUNK").unwrap_or_else(|_| "64MiB".into());
+    // Each contender: `UPLOADS` or `UPLOADS/CHUNK` (e.g. `4/16MiB`).
+    let uploads: Vec<(usize, String)> = std::env::var("SNAPSITE_ARCHIVE_BENCH_UPLOADS")
+        .unwrap_or_else(|_| "4 2".into())
+        .split_whitespace()
+        .map(|u| match u.split_once('/') {
+            Some((n, c)) => (n.parse().unwrap(), c.to_string()),
+            None => (u.parse().unwrap(), chunk.clone()),
+        })
+        .collect();
+    let before = std::env::var("SNAPSITE_ARCHIVE_BENCH_BEFORE")
+        .ok()
+        .filter(|b| !b.is_empty());
+    let mut extra_tls = String::new();
+    if std::env::var("SNAPSITE_ARCHIVE_BENCH_HTTPS")
+        .ok()
+        .as_deref()
+        == Some("1")
+    {
+        let (endpoint, ca) = r.https.clone().expect("a lab with https");
+        r.endpoint = endpoint;
+        extra_tls = format!("\nca_file = \"{}\"", ca.display());
+    }
+    let restores = 1 + usize::from(before.is_some());
+    let fs_gib = ((mib * (rounds * (restores + 1) + 2)).div_ceil(1024) + 2).to_string() + "G";
     let lab = Lab::with_roles(&["redolog"], &fs_gib, "[\"true\"]");
     let creds = lab.dir.path().join("primary.creds");
     std::fs::copy(&r.creds, &creds).unwrap();
@@ -817,16 +1024,22 @@ fn archive_throughput_and_memory() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    let chunk = std::env::var("SNAPSITE_ARCHIVE_BENCH_CHUNK").unwrap_or_else(|_| "64MiB".into());
-    let cfg = |base: &Path, name: &str, extra: &str| {
+    let cfg_chunk = |base: &Path, name: &str, extra: &str, chunk: &str| {
         let p = lab.dir.path().join(format!("{name}.toml"));
-        let body = archive_toml(&r, &format!("bench/{stamp}/{name}"), &creds, extra).replace(
+        let body = archive_toml(
+            &r,
+            &format!("bench/{stamp}/{name}"),
+            &creds,
+            &format!("{extra}{extra_tls}"),
+        )
+        .replace(
             "chunk_size = \"1MiB\"",
             &format!("chunk_size = \"{chunk}\""),
         );
         std::fs::write(&p, std::fs::read_to_string(base).unwrap() + &body).unwrap();
         p
     };
+    let cfg = |base: &Path, name: &str, extra: &str| cfg_chunk(base, name, extra, &chunk);
     // The small set first.
     write_file(
         &lab.live("redolog").join("a"),
@@ -843,14 +1056,63 @@ fn archive_throughput_and_memory() {
     std::fs::write(&file, &data).unwrap();
     drop(data);
     sh(&["sync"]);
-    // Rounds alternate archive and curl, so that load drifts hit both.
-    let (mut t_arch, mut t_age, mut t_put, mut rss_big) = (vec![], vec![], vec![], 0);
+    // The contenders: this snapsite with each `uploads`, then BEFORE's.
+    let mut who: Vec<(String, &str, String, String)> = uploads
+        .iter()
+        .map(|(u, c)| {
+            (
+                format!("uploads={u} chunk={c}"),
+                snapsite_exe(),
+                format!("uploads = {u}"),
+                c.clone(),
+            )
+        })
+        .collect();
+    if let Some(b) = &before {
+        who.push((
+            format!("before chunk={chunk}"),
+            b.as_str(),
+            String::new(),
+            chunk.clone(),
+        ));
+    }
+    // Rounds take turns (each contender, then curl), so that load drifts
+    // hit all of them.
+    let mut times: Vec<Vec<f64>> = vec![vec![]; who.len()];
+    let (mut t_age, mut t_put, mut rss_big) = (vec![], vec![], 0);
     for i in 0..rounds {
-        // Each prefix is empty: `--set` sends the big set in full.
-        let plain = cfg(&lab.pri_cfg, &format!("plain{i}"), "");
-        let (rss, s, _) = timed(&plain, &["archive", "--set", &big]);
-        rss_big = rss_big.max(rss);
-        t_arch.push(s);
+        // The production's floor: `btrfs send` of the snapshot, alone.
+        let t = std::time::Instant::now();
+        let send = std::process::Command::new("btrfs")
+            .args(["-q", "send"])
+            .arg(lab.primary_snap("redolog", &big))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(send.success());
+        eprintln!(
+            "MEASURE round {i}: btrfs send > /dev/null {:.2} s",
+            t.elapsed().as_secs_f64()
+        );
+        for (w, (label, exe, extra, chunk)) in who.iter().enumerate() {
+            // Each prefix is empty: `--set` sends the big set in full.
+            let c = cfg_chunk(&lab.pri_cfg, &format!("plain{i}-{w}"), extra, chunk);
+            let lab0 = state.as_deref().map(lab_cpu);
+            let (rss, s, cpu, out) = timed_with(exe, &c, &["archive", "--set", &big, "--json"]);
+            let lab_s = state.as_deref().map(lab_cpu).zip(lab0).map(|(b, a)| b - a);
+            rss_big = rss_big.max(rss);
+            times[w].push(s);
+            let t = &json(&out)["written"][0]["timing"];
+            eprintln!(
+                "MEASURE round {i} archive {label}: {s:.2} s, cpu {cpu:.2} s, lab cpu {} s; timing {}",
+                lab_s.map_or("?".into(), |l| format!("{l:.2}")),
+                if t.is_null() {
+                    "-".into()
+                } else {
+                    t.to_string()
+                }
+            );
+        }
         // With age once (the lab's disk holds about 9 sets of 1 GiB).
         if i == 0 {
             let aged = cfg(
@@ -860,72 +1122,91 @@ fn archive_throughput_and_memory() {
             );
             t_age.push(timed(&aged, &["archive", "--set", &big]).1);
         }
+        let lab0 = state.as_deref().map(lab_cpu);
         t_put.push(curl_s3(
             &r,
             &creds,
             &["-T", file.to_str().unwrap()],
             &format!("bench/{stamp}/curl-{i}"),
         ));
+        let lab_s = state.as_deref().map(lab_cpu).zip(lab0).map(|(b, a)| b - a);
         eprintln!(
-            "MEASURE round {i}: archive {:.2} s, curl PUT {:.2} s",
-            t_arch[i], t_put[i]
+            "MEASURE round {i}: curl PUT {:.2} s, lab cpu {} s",
+            t_put[i],
+            lab_s.map_or("?".into(), |l| format!("{l:.2}"))
         );
     }
-    let (a, g, c) = (median(t_arch), median(t_age), median(t_put));
+    let c = median(t_put);
+    for (w, (label, _, _, _)) in who.iter().enumerate() {
+        let a = median(times[w].clone());
+        eprintln!(
+            "MEASURE archive {label} {mib} MiB (median of {rounds}): {a:.2} s = {:.0} MiB/s (rounds {:.2?}); curl PUT {c:.2} s = {:.0} MiB/s; archive/curl throughput ratio {:.2}",
+            mib as f64 / a,
+            times[w],
+            mib as f64 / c,
+            c / a
+        );
+    }
+    let g = median(t_age);
     eprintln!(
-        "MEASURE archive {mib} MiB (median of {rounds}): {a:.2} s = {:.0} MiB/s; with age (once) {g:.2} s = {:.0} MiB/s; curl PUT {c:.2} s = {:.0} MiB/s",
-        mib as f64 / a,
+        "MEASURE archive with age (once, uploads default): {g:.2} s = {:.0} MiB/s; ratio to curl {:.2}",
         mib as f64 / g,
-        mib as f64 / c
-    );
-    eprintln!(
-        "MEASURE archive/curl throughput ratio: {:.2} (plaintext), {:.2} (age)",
-        c / a,
         c / g
     );
     eprintln!(
         "MEASURE archive peak RSS: {small_mib} MiB set {rss_small} KiB ({s_small:.2} s), {mib} MiB set {rss_big} KiB"
     );
-    // Restore: the standby reads the plaintext archive of round 0.
-    // Round i > 0 restores onto a standby of its own (state and snapshot
-    // dirs), on the same filesystem.
-    let stb = |name: &str, round: usize| {
-        let p = lab.dir.path().join(format!("stb-{name}-{round}.toml"));
-        let body = archive_toml(&r, &format!("bench/{stamp}/{name}"), &creds, "");
+    // Restore: the standby reads the plaintext archive of round 0's first
+    // contender. Each restore goes onto a standby of its own (state and
+    // snapshot dirs), on the same filesystem.
+    let stb = |name: &str, n: usize| {
+        let p = lab.dir.path().join(format!("stb-{name}-{n}.toml"));
+        let body = archive_toml(&r, &format!("bench/{stamp}/{name}"), &creds, &extra_tls);
         let mut base = std::fs::read_to_string(&lab.stb_cfg).unwrap();
-        if round > 0 {
+        if n > 0 {
             base = base
-                .replace("state-stb", &format!("state-stb-r{round}"))
-                .replace("/recv/", &format!("/recv-r{round}/"));
+                .replace("state-stb", &format!("state-stb-r{n}"))
+                .replace("/recv/", &format!("/recv-r{n}/"));
         }
         std::fs::write(&p, base + &body).unwrap();
         p
     };
     let (rss_rs, _, _) = timed(&stb("small", 0), &["restore", "--from", "offsite"]);
-    let (mut t_restore, mut t_get, mut rss_rb) = (vec![], vec![], 0);
+    let mut restorers: Vec<(&str, &str)> = vec![("this", snapsite_exe())];
+    if let Some(b) = &before {
+        restorers.push(("before", b.as_str()));
+    }
+    let mut t_restore: Vec<Vec<f64>> = vec![vec![]; restorers.len()];
+    let (mut t_get, mut t_raw, mut rss_rb) = (vec![], vec![], 0);
     let got = lab.dir.path().join("got");
     for i in 0..rounds {
-        let (rss, s, out) = timed(
-            &stb("plain0", i),
-            &["restore", "--from", "offsite", "--json"],
-        );
-        assert!(out.contains(&big), "{out}");
-        let rep = json(&out);
-        let phase = |k: &str| {
-            rep["restored"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| s[k].as_f64().unwrap())
-                .sum::<f64>()
-        };
-        eprintln!(
-            "MEASURE restore round {i} phases: download {:.2} s, receive {:.2} s",
-            phase("download_seconds"),
-            phase("receive_seconds")
-        );
-        rss_rb = rss_rb.max(rss);
-        t_restore.push(s);
+        for (w, (label, exe)) in restorers.iter().enumerate() {
+            let n = i * restorers.len() + w;
+            let (rss, s, cpu, out) = timed_with(
+                exe,
+                &stb("plain0-0", n),
+                &["restore", "--from", "offsite", "--json"],
+            );
+            assert!(out.contains(&big), "{out}");
+            let rep = json(&out);
+            let phase = |k: &str| {
+                rep["restored"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s[k].as_f64().unwrap_or(f64::NAN))
+                    .sum::<f64>()
+            };
+            eprintln!(
+                "MEASURE restore round {i} {label}: {s:.2} s, cpu {cpu:.2} s; download {:.2} s, receive {:.2} s",
+                phase("download_seconds"),
+                phase("receive_seconds")
+            );
+            if w == 0 {
+                rss_rb = rss_rb.max(rss);
+            }
+            t_restore[w].push(s);
+        }
         let _ = std::fs::remove_file(&got);
         t_get.push(curl_s3(
             &r,
@@ -934,18 +1215,42 @@ fn archive_throughput_and_memory() {
             &format!("bench/{stamp}/curl-{i}"),
         ));
         assert_eq!(std::fs::metadata(&got).unwrap().len(), (mib as u64) << 20);
+        // The receive alone: `btrfs send | btrfs receive` of the same
+        // snapshot onto the standby's filesystem (no archive, no serve).
+        let into = lab.stb.path(&format!("raw-recv-{i}"));
+        std::fs::create_dir_all(&into).unwrap();
+        let t = std::time::Instant::now();
+        let mut send = std::process::Command::new("btrfs")
+            .args(["-q", "send"])
+            .arg(lab.primary_snap("redolog", &big))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let recv = std::process::Command::new("btrfs")
+            .args(["-q", "receive"])
+            .arg(&into)
+            .stdin(send.stdout.take().unwrap())
+            .status()
+            .unwrap();
+        assert!(send.wait().unwrap().success() && recv.success());
+        t_raw.push(t.elapsed().as_secs_f64());
         eprintln!(
-            "MEASURE restore round {i}: restore {:.2} s, curl GET {:.2} s",
-            t_restore[i], t_get[i]
+            "MEASURE restore round {i}: curl GET {:.2} s, btrfs send | receive {:.2} s",
+            t_get[i], t_raw[i]
         );
     }
-    let (rt, gt) = (median(t_restore), median(t_get));
-    eprintln!(
-        "MEASURE restore {mib} MiB (median of {rounds}): {rt:.2} s = {:.0} MiB/s; curl GET {gt:.2} s = {:.0} MiB/s; restore/download time {:.2}",
-        mib as f64 / rt,
-        mib as f64 / gt,
-        rt / gt
-    );
+    let (gt, raw) = (median(t_get), median(t_raw));
+    for (w, (label, _)) in restorers.iter().enumerate() {
+        let rt = median(t_restore[w].clone());
+        eprintln!(
+            "MEASURE restore {label} {mib} MiB (median of {rounds}): {rt:.2} s = {:.0} MiB/s (rounds {:.2?}); curl GET {gt:.2} s = {:.0} MiB/s; restore/download time {:.2}; btrfs send | receive {raw:.2} s, restore/that {:.2}",
+            mib as f64 / rt,
+            t_restore[w],
+            mib as f64 / gt,
+            rt / gt,
+            rt / raw
+        );
+    }
     eprintln!(
         "MEASURE restore peak RSS: {small_mib} MiB set {rss_rs} KiB, {mib} MiB set {rss_rb} KiB"
     );

@@ -16,6 +16,8 @@
 //! bwlimit = "50MiB/s"
 //! request_timeout = "60s"                      # each S3 request's deadline (connect, each write, each read)
 //! retries = 3                                  # more tries of an idempotent request, with backoff
+//! uploads = 4                                  # part PUTs in flight at once
+//! ca_file = "/etc/snapsite/archive-ca.pem"     # https: trust these CAs (PEM) instead of the built-in roots
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -43,6 +45,8 @@ pub struct RawArchive {
     pub bwlimit: Option<String>,
     pub request_timeout: Option<String>,
     pub retries: Option<u32>,
+    pub uploads: Option<usize>,
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A validated `[[archive]]`.
@@ -72,6 +76,13 @@ pub struct Archive {
     pub request_timeout: Duration,
     /// How many more times an idempotent request is tried.
     pub retries: u32,
+    /// How many part PUTs are in flight at once (the primary's archive
+    /// write; local disk holds at most `uploads + 1` staged parts).
+    pub uploads: usize,
+    /// PEM certificates to trust for an https endpoint instead of the
+    /// built-in (Mozilla) roots: a private CA. Read when the bucket is
+    /// opened (`s3::Bucket::with_ca_file`).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Checks an endpoint URL; returns the Host header for it.
@@ -119,6 +130,8 @@ pub const DEFAULT_CHUNK: u64 = 64 << 20;
 pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_RETRIES: u32 = 3;
+pub const DEFAULT_UPLOADS: usize = 4;
+pub const MAX_UPLOADS: usize = 16;
 
 fn err(file: &Path, i: usize, key: &str, msg: impl std::fmt::Display) -> Error {
     Error::config(format!("{}: archive[{i}].{key}: {msg}", file.display()))
@@ -257,6 +270,20 @@ pub fn validate(
         if retries > 10 {
             return Err(err(file, i, "retries", format!("{retries}: 0 to 10")));
         }
+        let uploads = a.uploads.unwrap_or(DEFAULT_UPLOADS);
+        if !(1..=MAX_UPLOADS).contains(&uploads) {
+            return Err(err(
+                file,
+                i,
+                "uploads",
+                format!("{uploads}: 1 to {MAX_UPLOADS}"),
+            ));
+        }
+        if let Some(p) = &a.ca_file
+            && !p.is_absolute()
+        {
+            return Err(err(file, i, "ca_file", "must be an absolute path"));
+        }
         out.push(Archive {
             name: a.name.clone(),
             endpoint: a.endpoint.trim_end_matches('/').to_string(),
@@ -272,6 +299,8 @@ pub fn validate(
             bwlimit,
             request_timeout,
             retries,
+            uploads,
+            ca_file: a.ca_file.clone(),
         });
     }
     Ok(out)
@@ -320,6 +349,17 @@ mod tests {
         assert!(e.contains("archive[0].request_timeout"), "{e}");
         let e = parse(&raw("retries = 11")).unwrap_err().to_string();
         assert!(e.contains("archive[0].retries"), "{e}");
+        assert_eq!(parse(&raw("")).unwrap()[0].uploads, DEFAULT_UPLOADS);
+        for bad in ["uploads = 0", "uploads = 17"] {
+            let e = parse(&raw(bad)).unwrap_err().to_string();
+            assert!(e.contains("archive[0].uploads"), "{bad}: {e}");
+        }
+        assert_eq!(parse(&raw("uploads = 2")).unwrap()[0].uploads, 2);
+        let e = parse(&raw("ca_file = \"ca.pem\"")).unwrap_err().to_string();
+        assert!(
+            e.contains("archive[0].ca_file") && e.contains("absolute"),
+            "{e}"
+        );
         let a = &parse(&raw("request_timeout = \"5s\"\nretries = 0")).unwrap()[0];
         assert_eq!((a.request_timeout, a.retries), (Duration::from_secs(5), 0));
         let ok = parse(&raw(

@@ -252,6 +252,10 @@ pub const KEYS: &[Key] = &[
       "each S3 request's deadline: its connect, every write of its body and every read of its answer must progress within it, else it fails naming the archive, bucket, object and what timed out", "\"30s\""),
     k("archive", "retries", "integer", Toml("3"), "0 to 10", "",
       "how many more times a failed idempotent request (GET, HEAD, LIST, a part's PUT) is tried after a timeout, a lost connection or a 5xx, waiting 0.5 s, 1 s, 2 s ... (at most 30 s) in between", "5"),
+    k("archive", "uploads", "integer", Toml("4"), "1 to 16", "primary",
+      "part PUTs in flight at once while the next parts are produced; local disk holds at most `uploads + 1` staged parts", "2"),
+    k("archive", "ca_file", "path", Unset, "absolute; PEM, at least one certificate", "",
+      "an https endpoint's certificate must chain to one of these CAs (instead of the built-in Mozilla roots): a private CA. Read when the archive is opened; a missing, unreadable or certificate-less file is an error naming the key", "\"/etc/snapsite/archive-ca.pem\""),
     // ---- [stream]
     k("stream", "enabled", "bool", Toml("true"), "", "",
       "`false` turns streaming off but keeps the section", "false"),

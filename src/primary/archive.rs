@@ -17,13 +17,17 @@
 //! shell) as it is produced: the plaintext never touches disk, and the
 //! primary cannot read its archive back. ZFS raw sends are stored as sent.
 //! Each part is staged once (ciphertext, or plaintext without recipients)
-//! under `state_dir/archive-stage/` to learn its size and SHA-256 for the
-//! signed PUT (a plaintext part's is computed while it is staged). Over
-//! https parts are PUT with `UNSIGNED-PAYLOAD` instead (TLS protects them;
-//! no SHA-256 pass): an age part's stored blake3 is then taken as it is
-//! sent. The index is always signed with its SHA-256. A pool
-//! of [`UPLOADERS`] PUTs parts while the next ones are produced: memory
-//! stays constant, local disk is at most `UPLOADERS + 1` parts.
+//! under `state_dir/archive-stage/` to learn its size, blake3 and — for a
+//! signed PUT — SHA-256, all taken as it is written (age's output is
+//! copied into the stage file by a thread that hashes it), so the upload
+//! reads each stage file once. Over https parts are PUT with
+//! `UNSIGNED-PAYLOAD` (TLS protects them; no SHA-256 pass); such a body is
+//! hashed again as it is sent and must be the staged bytes (a signed one
+//! the server checks against its SHA-256). The index is
+//! always signed with its SHA-256. A pool of `uploads` (default 4) PUTs
+//! parts while the next ones are produced: memory stays constant, local
+//! disk is at most `uploads + 1` parts. [`WriteTiming`] says whether the
+//! production or the uploads were the limit.
 
 pub mod index;
 pub mod resume;
@@ -33,6 +37,8 @@ use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -84,7 +90,7 @@ fn names(cfg: &Config) -> String {
 
 /// Open an archive's bucket with its credentials file.
 pub fn open(a: &Archive) -> Result<Bucket> {
-    Ok(Bucket::new(
+    let b = Bucket::new(
         &a.endpoint,
         &a.bucket,
         &a.region,
@@ -94,7 +100,11 @@ pub fn open(a: &Archive) -> Result<Bucket> {
         archive: a.name.clone(),
         timeout: a.request_timeout,
         retries: a.retries,
-    }))
+    });
+    match &a.ca_file {
+        Some(ca) => b.with_ca_file(ca),
+        None => Ok(b),
+    }
 }
 
 /// The full key of `rel` (a key below the archive's prefix).
@@ -139,6 +149,8 @@ pub struct ArchivedSet {
     /// Parts an interrupted run had uploaded, used again (not re-sent).
     pub reused_parts: usize,
     pub seconds: f64,
+    /// Where the write spent its time.
+    pub timing: WriteTiming,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -248,11 +260,85 @@ fn run_id() -> String {
     format!("r{:x}-{:x}", t.as_nanos(), std::process::id())
 }
 
-/// How many part objects are PUT at once. One PUT at a time left the
-/// link idle while RGW committed each part (and while the next one was
-/// staged); a few in flight keep it busy. Local disk is bounded by
-/// `UPLOADERS + 1` staged parts, memory by one buffer per upload.
-pub const UPLOADERS: usize = 4;
+/// Where one set's write spent its time (issue 30: does the write wait
+/// for its production or for its uploads?). In `archive --json` (each
+/// written set's `timing`); the debug log (`SNAPSITE_LOG=snapsite=debug`)
+/// has each part's timeline: staged, PUT started, PUT ended, with the
+/// milliseconds since the set began and the PUTs in flight.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WriteTiming {
+    /// The archive's `uploads`: PUTs allowed in flight.
+    pub uploads: usize,
+    /// From the set's start until its last part was staged.
+    pub produce_seconds: f64,
+    /// Of that, how long the production waited for a free stage file:
+    /// every stage file queued or uploading (the uploads are the limit).
+    pub producer_waited_seconds: f64,
+    /// Summed over the upload workers: how long they waited for the next
+    /// staged part (the production is the limit).
+    pub uploads_idle_seconds: f64,
+    /// Summed over the parts: how long their PUTs took.
+    pub put_seconds: f64,
+    /// From the last part staged until the last PUT ended.
+    pub tail_seconds: f64,
+    /// Most PUTs in flight at once.
+    pub max_in_flight: usize,
+}
+
+/// The clock and counters behind [`WriteTiming`], shared by the producer
+/// and the upload workers.
+struct Clock {
+    t0: Instant,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    waited_ns: AtomicU64,
+    idle_ns: AtomicU64,
+    put_ns: AtomicU64,
+    produced_ns: AtomicU64,
+    last_put_end_ns: AtomicU64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            t0: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            waited_ns: AtomicU64::new(0),
+            idle_ns: AtomicU64::new(0),
+            put_ns: AtomicU64::new(0),
+            produced_ns: AtomicU64::new(0),
+            last_put_end_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Nanoseconds since the set began.
+    fn now(&self) -> u64 {
+        self.t0.elapsed().as_nanos() as u64
+    }
+
+    fn ms(&self) -> u64 {
+        self.now() / 1_000_000
+    }
+
+    fn add(counter: &AtomicU64, since: Instant) {
+        counter.fetch_add(since.elapsed().as_nanos() as u64, Relaxed);
+    }
+
+    fn timing(&self, uploads: usize) -> WriteTiming {
+        let s = |n: u64| n as f64 / 1e9;
+        let produced = self.produced_ns.load(Relaxed);
+        WriteTiming {
+            uploads,
+            produce_seconds: s(produced),
+            producer_waited_seconds: s(self.waited_ns.load(Relaxed)),
+            uploads_idle_seconds: s(self.idle_ns.load(Relaxed)),
+            put_seconds: s(self.put_ns.load(Relaxed)),
+            tail_seconds: s(self.last_put_end_ns.load(Relaxed).saturating_sub(produced)),
+            max_in_flight: self.max_in_flight.load(Relaxed),
+        }
+    }
+}
 
 /// Writes the stream as part objects: each part is staged (through age
 /// when encrypting) in a free stage file and handed to the upload pool,
@@ -261,7 +347,7 @@ struct PartUploader<'a> {
     recipients: Vec<String>,
     /// Parts are PUT with `UNSIGNED-PAYLOAD` (https only): no SHA-256.
     unsigned: bool,
-    /// `UPLOADERS + 1` stage files; `free` holds the unused ones.
+    /// `uploads + 1` stage files; `free` holds the unused ones.
     stages: Vec<PathBuf>,
     free: std::sync::mpsc::Receiver<usize>,
     chunk: u64,
@@ -270,7 +356,8 @@ struct PartUploader<'a> {
     sealed: usize,
     tx: std::sync::mpsc::SyncSender<Job>,
     /// Set by an upload that failed: production stops at the next part.
-    failed: &'a std::sync::atomic::AtomicBool,
+    failed: &'a AtomicBool,
+    clock: &'a Clock,
 }
 
 /// A part being staged: its sink and the plaintext's blake3 and size;
@@ -286,33 +373,72 @@ struct Staging {
 
 /// A staged part for the upload pool.
 struct Job {
-    /// The stored bytes are the plaintext (no encryption).
-    plain: bool,
     i: usize,
     slot: usize,
     path: PathBuf,
+    /// The plaintext's size and blake3.
     bytes: u64,
     blake3: String,
-    /// The stored bytes' SHA-256, when known already (plaintext parts).
+    /// The stored bytes' size, blake3 and (for a signed PUT) SHA-256, all
+    /// taken as the stage file was written: the upload reads it once.
+    stored_bytes: u64,
+    stored_blake3: String,
     sha256: Option<String>,
 }
 
+/// What age wrote for one part: the stage file's size, blake3 and
+/// SHA-256 (when the PUT is signed), hashed on the way to the file.
+type Pumped = std::io::Result<(u64, String, Option<String>)>;
+
 enum Sink {
     Plain(File),
-    Age(Child, ChildStdin),
+    /// age, its stdin, and the thread copying its stdout into the stage
+    /// file while hashing it.
+    Age(Child, ChildStdin, std::thread::JoinHandle<Pumped>),
 }
 
 impl Sink {
     fn writer(&mut self) -> &mut dyn Write {
         match self {
             Sink::Plain(f) => f,
-            Sink::Age(_, i) => i,
+            Sink::Age(_, i, _) => i,
         }
     }
 }
 
 fn io_err(m: String) -> std::io::Error {
     std::io::Error::other(m)
+}
+
+/// Copy `from` into `to` to its end, hashing the bytes (blake3, and
+/// SHA-256 when `sha256`): (size, blake3, SHA-256), hex.
+fn pump(from: impl Read, to: impl Write, sha256: bool) -> Pumped {
+    let mut tee = Sha256Tee {
+        inner: to,
+        sha: sha256.then(<sha2::Sha256 as sha2::Digest>::new),
+    };
+    let (n, b3) = crate::primary::seed::copy_hashing(from, &mut tee)?;
+    tee.inner.flush()?;
+    Ok((n, b3, tee.sha.map(hex_digest)))
+}
+
+/// Writes to `inner`, hashing what it took with SHA-256 (when `sha`).
+struct Sha256Tee<W> {
+    inner: W,
+    sha: Option<sha2::Sha256>,
+}
+
+impl<W: Write> Write for Sha256Tee<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        if let Some(s) = &mut self.sha {
+            sha2::Digest::update(s, &buf[..k]);
+        }
+        Ok(k)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// A reader that waits for the bandwidth limit (one bucket shared by the
@@ -344,36 +470,44 @@ impl PartUploader<'_> {
     fn open_part(&mut self) -> std::io::Result<Staging> {
         let stopped = || io_err("the upload stopped (its error follows)".into());
         // Waits while every stage file is queued or uploading.
+        let waiting = Instant::now();
         let slot = self.free.recv().map_err(|_| stopped())?;
-        if self.failed.load(std::sync::atomic::Ordering::Relaxed) {
+        Clock::add(&self.clock.waited_ns, waiting);
+        if self.failed.load(Relaxed) {
             return Err(stopped());
         }
         let stage = self.stages[slot].clone();
         let _ = std::fs::remove_file(&stage);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&stage)?;
         let plain = self.recipients.is_empty();
         let sink = if plain {
-            Sink::Plain(
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&stage)?,
-            )
+            Sink::Plain(file)
         } else {
             let mut cmd = Command::new("age");
             cmd.arg("--encrypt");
             for r in &self.recipients {
                 cmd.arg("-r").arg(r);
             }
-            cmd.arg("-o")
-                .arg(&stage)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             let mut child = cmd
                 .spawn()
                 .map_err(|e| io_err(format!("cannot run `age` (package age): {e}")))?;
             let stdin = child.stdin.take().expect("piped");
-            Sink::Age(child, stdin)
+            let stdout = child.stdout.take().expect("piped");
+            let sha256 = !self.unsigned;
+            let pumping = std::thread::spawn(move || {
+                pump(
+                    stdout,
+                    std::io::BufWriter::with_capacity(1 << 20, file),
+                    sha256,
+                )
+            });
+            Sink::Age(child, stdin, pumping)
         };
         Ok(Staging {
             slot,
@@ -389,32 +523,46 @@ impl PartUploader<'_> {
         let Some(st) = self.current.take() else {
             return Ok(());
         };
-        match st.sink {
+        let blake3 = st.blake3.finalize().to_hex().to_string();
+        let (stored_bytes, stored_blake3, sha256) = match st.sink {
             // A scratch file, read back at once: no fsync (a crash
             // restarts the set under a new run id anyway).
-            Sink::Plain(f) => drop(f),
-            Sink::Age(mut child, stdin) => {
+            Sink::Plain(f) => {
+                drop(f);
+                (st.bytes, blake3.clone(), st.sha256.map(hex_digest))
+            }
+            Sink::Age(mut child, stdin, pumping) => {
                 drop(stdin);
                 let mut err = String::new();
                 if let Some(mut e) = child.stderr.take() {
                     let _ = (&mut e).take(4096).read_to_string(&mut err);
                 }
                 let status = child.wait()?;
+                let pumped = pumping
+                    .join()
+                    .map_err(|_| io_err("the copy of age's output panicked".into()))?;
                 if !status.success() {
                     return Err(io_err(format!("age failed ({status}): {}", err.trim())));
                 }
+                pumped.map_err(|e| io_err(format!("staging age's output: {e}")))?
             }
-        }
+        };
         let job = Job {
-            plain: self.recipients.is_empty(),
             i: self.sealed,
             slot: st.slot,
             path: self.stages[st.slot].clone(),
             bytes: st.bytes,
-            blake3: st.blake3.finalize().to_hex().to_string(),
-            sha256: st.sha256.map(hex_digest),
+            blake3,
+            stored_bytes,
+            stored_blake3,
+            sha256,
         };
-        tracing::debug!(part = job.i, bytes = job.bytes, "part staged");
+        tracing::debug!(
+            part = job.i,
+            bytes = job.stored_bytes,
+            at_ms = self.clock.ms(),
+            "part staged"
+        );
         self.tx
             .send(job)
             .map_err(|_| io_err("the upload stopped (its error follows)".into()))?;
@@ -428,44 +576,74 @@ fn hex_digest(s: sha2::Sha256) -> String {
     s.finalize().iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// One upload worker: take staged parts off the queue, PUT each (hashing
-/// it first when its SHA-256 is not known yet), remove the stage file and
-/// give its slot back. The first error stops the pool and production.
-#[allow(clippy::too_many_arguments)]
+/// What the upload workers share.
+struct Pool<'a> {
+    a: &'a Archive,
+    bucket: &'a Bucket,
+    set_id: &'a str,
+    run: &'a str,
+    jobs: std::sync::Mutex<std::sync::mpsc::Receiver<Job>>,
+    limit: Option<std::sync::Mutex<crate::wire::ratelimit::TokenBucket>>,
+    failed: &'a AtomicBool,
+    resume: &'a resume::Resume,
+    clock: &'a Clock,
+}
+
+/// One upload worker: take staged parts off the queue, PUT each, remove
+/// the stage file and give its slot back. The first error stops the pool
+/// and production.
 fn upload_parts(
-    a: &Archive,
-    bucket: &Bucket,
-    set_id: &str,
-    run: &str,
-    jobs: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>,
+    pool: &Pool<'_>,
     free: std::sync::mpsc::Sender<usize>,
-    limit: Option<&std::sync::Mutex<crate::wire::ratelimit::TokenBucket>>,
-    failed: &std::sync::atomic::AtomicBool,
-    resume: &resume::Resume,
 ) -> Result<Vec<(usize, ArchivePart, bool)>> {
     let mut parts = Vec::new();
     loop {
-        let job = match jobs.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+        let waiting = Instant::now();
+        let job = match pool.jobs.lock().unwrap_or_else(|p| p.into_inner()).recv() {
             Ok(j) => j,
             Err(_) => return Ok(parts),
         };
-        if failed.load(std::sync::atomic::Ordering::Relaxed) {
+        // Only a wait that a part ended counts as idle (the last wait,
+        // for a queue that closes, is the end of the set).
+        Clock::add(&pool.clock.idle_ns, waiting);
+        if pool.failed.load(Relaxed) {
             let _ = std::fs::remove_file(&job.path);
             continue;
         }
-        match upload_one(a, bucket, set_id, run, &job, limit, resume) {
+        let n = pool.clock.in_flight.fetch_add(1, Relaxed) + 1;
+        pool.clock.max_in_flight.fetch_max(n, Relaxed);
+        tracing::debug!(
+            part = job.i,
+            at_ms = pool.clock.ms(),
+            in_flight = n,
+            signed = job.sha256.is_some(),
+            "part PUT starts"
+        );
+        let putting = Instant::now();
+        let r = upload_one(pool, &job);
+        let n = pool.clock.in_flight.fetch_sub(1, Relaxed) - 1;
+        Clock::add(&pool.clock.put_ns, putting);
+        pool.clock
+            .last_put_end_ns
+            .fetch_max(pool.clock.now(), Relaxed);
+        let _ = std::fs::remove_file(&job.path);
+        // The slot back (after a failure too, so that a producer waiting
+        // for one wakes and sees `failed`).
+        let _ = free.send(job.slot);
+        match r {
             Ok((p, reused)) => {
-                tracing::debug!(part = job.i, reused, "part in the bucket");
-                let _ = std::fs::remove_file(&job.path);
+                tracing::debug!(
+                    part = job.i,
+                    reused,
+                    at_ms = pool.clock.ms(),
+                    put_ms = putting.elapsed().as_millis() as u64,
+                    in_flight = n,
+                    "part in the bucket"
+                );
                 parts.push((job.i, p, reused));
-                let _ = free.send(job.slot);
             }
             Err(e) => {
-                failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                let _ = std::fs::remove_file(&job.path);
-                // The slot back, so that a producer waiting for one wakes
-                // and sees `failed`.
-                let _ = free.send(job.slot);
+                pool.failed.store(true, Relaxed);
                 return Err(e);
             }
         }
@@ -476,113 +654,102 @@ fn upload_parts(
 /// its plaintext is this one and the bucket holds it at the recorded size
 /// (`true`: reused), else a PUT under this run's key, recorded in the
 /// journal once it returns.
-fn upload_one(
-    a: &Archive,
-    bucket: &Bucket,
-    set_id: &str,
-    run: &str,
-    job: &Job,
-    limit: Option<&std::sync::Mutex<crate::wire::ratelimit::TokenBucket>>,
-    resume: &resume::Resume,
-) -> Result<(ArchivePart, bool)> {
-    if let Some(p) = resume.candidate(job.i, job.bytes, &job.blake3)
+fn upload_one(pool: &Pool<'_>, job: &Job) -> Result<(ArchivePart, bool)> {
+    let (a, bucket) = (pool.a, pool.bucket);
+    if let Some(p) = pool.resume.candidate(job.i, job.bytes, &job.blake3)
         && bucket.head(&key(a, &p.key))? == Some(p.stored_bytes)
     {
         return Ok((p.clone(), true));
     }
     let read_err = |e| Error::io(format!("read {}", job.path.display()), e);
-    let mut f = File::open(&job.path).map_err(read_err)?;
-    // What the PUT is signed with, and the stored bytes' blake3 when it is
-    // known before the PUT (`None`: hashed while the body is sent).
-    let (stored_bytes, payload, b3) = match (&job.sha256, job.plain) {
-        (Some(sha), _) => (
-            job.bytes,
-            Payload::Sha256(sha.clone()),
-            Some(job.blake3.clone()),
-        ),
-        (None, true) => (job.bytes, Payload::Unsigned, Some(job.blake3.clone())),
-        (None, false) if bucket.is_https() => {
-            let n = f.metadata().map_err(read_err)?.len();
-            (n, Payload::Unsigned, None)
-        }
-        (None, false) => {
-            let (n, sha, b3) = hash_file(&mut f).map_err(read_err)?;
-            f.rewind().map_err(read_err)?;
-            (n, Payload::Sha256(sha), Some(b3))
-        }
+    let f = File::open(&job.path).map_err(read_err)?;
+    // Signed with the SHA-256 taken while staging; over https unsigned.
+    let payload = match &job.sha256 {
+        Some(sha) => Payload::Sha256(sha.clone()),
+        None => Payload::Unsigned,
     };
-    let rel = index::part_key(set_id, run, job.i);
+    let rel = index::part_key(pool.set_id, pool.run, job.i);
     let k = key(a, &rel);
-    let mut body = Blake3Reader::new(std::io::BufReader::with_capacity(1 << 20, f));
-    match limit {
+    // An unsigned body is hashed as it is sent (over again if the PUT is
+    // tried again) and must be the staged bytes: the index's stored blake3
+    // is of the bytes that went out. A signed body needs no second hash:
+    // the server checks it against the SHA-256 taken while staging.
+    let unsigned = payload == Payload::Unsigned;
+    let mut body = Blake3Reader::new(std::io::BufReader::with_capacity(1 << 20, f), unsigned);
+    match &pool.limit {
         Some(tb) => bucket.put(
             &k,
             &mut Limited {
                 inner: &mut body,
                 bucket: tb,
             },
-            stored_bytes,
+            job.stored_bytes,
             payload,
             true,
         )?,
-        None => bucket.put(&k, &mut body, stored_bytes, payload, true)?,
+        None => bucket.put(&k, &mut body, job.stored_bytes, payload, true)?,
     }
-    let b3 = match b3 {
-        Some(b3) => b3,
-        None => {
-            // Hashed as sent: the bytes of the attempt that succeeded.
-            let (n, b3) = body.finish();
-            if n != stored_bytes {
-                return Err(Error::storage(format!(
-                    "archive `{}`: {k}: {n} bytes sent, {stored_bytes} staged",
-                    a.name
-                )));
-            }
-            b3
-        }
-    };
+    let (n, sent_b3) = body.finish();
+    if n != job.stored_bytes || sent_b3.as_ref().is_some_and(|b| *b != job.stored_blake3) {
+        return Err(Error::integrity(format!(
+            "archive `{}`: {k}: the stage file {} changed between staging and its PUT ({n} bytes sent, blake3 {}; {} bytes staged, blake3 {})",
+            a.name,
+            job.path.display(),
+            sent_b3.as_deref().unwrap_or("-"),
+            job.stored_bytes,
+            job.stored_blake3
+        )));
+    }
     let part = ArchivePart {
         key: rel,
         bytes: job.bytes,
         blake3: job.blake3.clone(),
-        stored_bytes,
-        stored_blake3: b3,
+        stored_bytes: job.stored_bytes,
+        stored_blake3: job.stored_blake3.clone(),
     };
     // Parts finish out of order (several PUTs at once): stop once two
     // are recorded, whichever they are.
-    if resume.record(job.i, &part)? == 2 {
+    if pool.resume.record(job.i, &part)? == 2 {
         crate::failpoint!("archive.after_part");
     }
     Ok((part, false))
 }
 
-/// A body reader that hashes what passes (blake3), starting over when the
-/// body is rewound for another attempt: after the PUT it holds the hash of
-/// exactly the bytes of the attempt that succeeded.
+/// A body reader that counts what passes and (when `hashing`) hashes it
+/// with blake3, starting over when the body is rewound for another
+/// attempt: after the PUT it holds the size and hash of exactly the bytes
+/// of the attempt that succeeded.
 struct Blake3Reader<R> {
     inner: R,
-    hash: blake3::Hasher,
+    hash: Option<blake3::Hasher>,
     n: u64,
 }
 
 impl<R> Blake3Reader<R> {
-    fn new(inner: R) -> Self {
+    fn new(inner: R, hashing: bool) -> Self {
         Blake3Reader {
             inner,
-            hash: blake3::Hasher::new(),
+            hash: hashing.then(blake3::Hasher::new),
             n: 0,
         }
     }
 
-    fn finish(&self) -> (u64, String) {
-        (self.n, self.hash.finalize().to_hex().to_string())
+    fn finish(&self) -> (u64, Option<String>) {
+        (
+            self.n,
+            self.hash
+                .as_ref()
+                .map(|h| h.finalize().to_hex().to_string()),
+        )
     }
 }
 
 impl<R: Read> Read for Blake3Reader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let k = self.inner.read(buf)?;
-        self.hash.update(&buf[..k]);
+        if let Some(h) = &mut self.hash {
+            h.update(&buf[..k]);
+        }
         self.n += k as u64;
         Ok(k)
     }
@@ -596,19 +763,12 @@ impl<R: Seek> Seek for Blake3Reader<R> {
                 "a part body is only ever rewound to its start",
             ));
         }
-        self.hash = blake3::Hasher::new();
+        if let Some(h) = &mut self.hash {
+            h.reset();
+        }
         self.n = 0;
         Ok(at)
     }
-}
-
-/// Size, SHA-256 (hex) and blake3 (hex) of a file, in one pass (the
-/// seed's copy_hashing, writing into the SHA-256).
-fn hash_file(f: &mut File) -> std::io::Result<(u64, String, String)> {
-    use sha2::Digest;
-    let mut s = sha2::Sha256::new();
-    let (n, b3) = crate::primary::seed::copy_hashing(f, &mut s)?;
-    Ok((n, hex_digest(s), b3))
 }
 
 impl Write for PartUploader<'_> {
@@ -661,18 +821,28 @@ fn write_set(
         .map_err(|e| Error::io(format!("create {}", stage_dir.display()), e))?;
     let resume = resume::Resume::open(catalog, a, &set.id)?;
     let run = run_id();
-    let slots = UPLOADERS + 1;
+    let slots = a.uploads + 1;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(slots);
     let (free_tx, free_rx) = std::sync::mpsc::channel::<usize>();
     for i in 0..slots {
         free_tx.send(i).expect("receiver alive");
     }
-    let jobs = std::sync::Mutex::new(rx);
-    let failed = std::sync::atomic::AtomicBool::new(false);
-    let limit = a
-        .bwlimit
-        .clone()
-        .map(|l| std::sync::Mutex::new(crate::wire::ratelimit::TokenBucket::new(l)));
+    let failed = AtomicBool::new(false);
+    let clock = Clock::new();
+    let pool = Pool {
+        a,
+        bucket,
+        set_id: &set.id,
+        run: &run,
+        jobs: std::sync::Mutex::new(rx),
+        limit: a
+            .bwlimit
+            .clone()
+            .map(|l| std::sync::Mutex::new(crate::wire::ratelimit::TokenBucket::new(l))),
+        failed: &failed,
+        resume: &resume,
+        clock: &clock,
+    };
     let up = PartUploader {
         recipients: a.recipients.clone(),
         unsigned: bucket.is_https(),
@@ -685,22 +855,21 @@ fn write_set(
         sealed: 0,
         tx,
         failed: &failed,
+        clock: &clock,
     };
     let (produced, uploaded) = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..UPLOADERS)
+        let workers: Vec<_> = (0..a.uploads)
             .map(|_| {
                 let free = free_tx.clone();
-                let (jobs, limit, failed, run, resume) =
-                    (&jobs, limit.as_ref(), &failed, &run, &resume);
-                s.spawn(move || {
-                    upload_parts(a, bucket, &set.id, run, jobs, free, limit, failed, resume)
-                })
+                let pool = &pool;
+                s.spawn(move || upload_parts(pool, free))
             })
             .collect();
         drop(free_tx);
         // `up` (and with it the queue's sender) is dropped when this
         // returns, so the workers end either way.
         let produced = produce(cfg, a, stores, set, steps, up);
+        clock.produced_ns.store(clock.now(), Relaxed);
         let mut parts = Vec::new();
         let mut first_err = None;
         for w in workers {
@@ -726,6 +895,18 @@ fn write_set(
         ))
     })?;
     let (payload, stream_bytes, members) = produced?;
+    let timing = clock.timing(a.uploads);
+    tracing::debug!(
+        set = %set.id,
+        uploads = timing.uploads,
+        produce_s = timing.produce_seconds,
+        producer_waited_s = timing.producer_waited_seconds,
+        uploads_idle_s = timing.uploads_idle_seconds,
+        put_s = timing.put_seconds,
+        tail_s = timing.tail_seconds,
+        max_in_flight = timing.max_in_flight,
+        "parts written"
+    );
     let reused = parts.iter().filter(|(_, _, r)| *r).count();
     let parts = parts.into_iter().map(|(_, p, _)| p).collect();
     crate::failpoint!("archive.before_index");
@@ -743,6 +924,7 @@ fn write_set(
     )?;
     resume.finish()?;
     done.reused_parts = reused;
+    done.timing = timing;
     Ok(done)
 }
 
@@ -848,6 +1030,7 @@ fn finish_set(
         stored_bytes: ix.parts.iter().map(|p| p.stored_bytes).sum(),
         reused_parts: 0,
         seconds: started.elapsed().as_secs_f64(),
+        timing: WriteTiming::default(),
     })
 }
 
@@ -935,26 +1118,62 @@ pub fn after_ship(cfg: &Config, catalog: &Catalog) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::SeekFrom;
+
+    /// A reader that hands out at most 7000 bytes a read (short reads, as
+    /// from age's pipe).
+    struct Dribble<'a>(&'a [u8]);
+
+    impl Read for Dribble<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let k = self.0.len().min(buf.len()).min(7000);
+            buf[..k].copy_from_slice(&self.0[..k]);
+            self.0 = &self.0[k..];
+            Ok(k)
+        }
+    }
 
     #[test]
-    fn hash_file_gives_the_size_sha256_and_blake3_of_every_byte() {
+    fn pump_copies_every_byte_and_hashes_what_it_wrote() {
         use sha2::Digest;
-        let mut empty = tempfile::tempfile().unwrap();
-        let (n, sha, _) = hash_file(&mut empty).unwrap();
-        assert_eq!(n, 0);
+        let mut out = Vec::new();
+        let (n, b3, sha) = pump(Dribble(&[]), &mut out, true).unwrap();
+        assert_eq!((n, out.len()), (0, 0));
         assert_eq!(
-            sha,
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            sha.as_deref(),
+            Some("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
         );
-        // More than one read buffer (1 MiB), and a short last read.
+        assert_eq!(b3, blake3::hash(b"").to_hex().to_string());
+        // More than one copy buffer (1 MiB), short reads, a short end.
         let data: Vec<u8> = (0..(3u32 << 20) + 7).map(|i| (i * 31) as u8).collect();
-        let mut f = tempfile::tempfile().unwrap();
-        f.write_all(&data).unwrap();
-        f.seek(SeekFrom::Start(0)).unwrap();
-        let (n, sha, b3) = hash_file(&mut f).unwrap();
+        let mut out = Vec::new();
+        let (n, b3, sha) = pump(Dribble(&data), &mut out, true).unwrap();
         assert_eq!(n, data.len() as u64);
-        assert_eq!(sha, hex_digest(sha2::Sha256::new_with_prefix(&data)));
+        assert!(out == data, "the copy differs");
+        assert_eq!(sha, Some(hex_digest(sha2::Sha256::new_with_prefix(&data))));
         assert_eq!(b3, blake3::hash(&data).to_hex().to_string());
+        // Unsigned (https): no SHA-256 pass.
+        let (_, b3u, none) = pump(Dribble(&data), std::io::sink(), false).unwrap();
+        assert_eq!((b3u, none), (b3, None));
+    }
+
+    #[test]
+    fn the_blake3_reader_hashes_the_attempt_that_was_sent_last() {
+        let data = b"part bytes, sent twice".to_vec();
+        for hashing in [true, false] {
+            let mut r = Blake3Reader::new(std::io::Cursor::new(data.clone()), hashing);
+            let mut half = [0u8; 5];
+            r.read_exact(&mut half).unwrap();
+            r.seek(std::io::SeekFrom::Start(0)).unwrap();
+            let mut all = Vec::new();
+            r.read_to_end(&mut all).unwrap();
+            assert_eq!(
+                r.finish(),
+                (
+                    data.len() as u64,
+                    hashing.then(|| blake3::hash(&data).to_hex().to_string())
+                )
+            );
+            assert!(r.seek(std::io::SeekFrom::Start(3)).is_err());
+        }
     }
 }

@@ -51,3 +51,24 @@ pub(super) fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
     }
     false
 }
+
+/// Whether a transport error is TLS refusing the connection (a
+/// certificate that does not chain to a trusted CA, a name it does not
+/// cover, a failed handshake): trying again does not help.
+pub(super) fn tls_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some())
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}

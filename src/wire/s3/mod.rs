@@ -33,6 +33,8 @@
 //! error names the archive, the bucket and object, what timed out and how
 //! many attempts were made.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 mod errors;
@@ -92,6 +94,8 @@ pub struct Bucket {
     creds: Credentials,
     agent: ureq::Agent,
     limits: Limits,
+    /// The TLS setup when `ca_file` replaced the built-in roots.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Bucket {
@@ -105,16 +109,63 @@ impl Bucket {
             bucket: bucket.into(),
             region: region.into(),
             creds,
-            agent: agent(&limits),
+            agent: agent(&limits, None),
             limits,
+            tls: None,
         })
     }
 
     /// The same bucket with these limits (and the archive's name in errors).
     pub fn with_limits(mut self, limits: Limits) -> Bucket {
-        self.agent = agent(&limits);
+        self.agent = agent(&limits, self.tls.clone());
         self.limits = limits;
         self
+    }
+
+    /// The same bucket trusting only the CA certificates (PEM) in `path`
+    /// for its https endpoint (the archive's `ca_file`), as `curl
+    /// --cacert` does: the built-in roots are not used. Errors name
+    /// `ca_file` and the file: an http endpoint (nothing to check), a file
+    /// that cannot be read, is not PEM, or holds no certificate.
+    pub fn with_ca_file(mut self, path: &Path) -> Result<Bucket> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let what = format!("{}ca_file {}", self.label(), path.display());
+        if !self.is_https() {
+            return Err(Error::config(format!(
+                "{what}: the endpoint {} is http, which has no certificate to check (use https:// or drop ca_file)",
+                self.endpoint
+            )));
+        }
+        let bytes = std::fs::read(path).map_err(|e| Error::io(&what, e))?;
+        let certs = CertificateDer::pem_slice_iter(&bytes)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::config(format!("{what}: not PEM certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::config(format!(
+                "{what}: no certificate in it (expected PEM `-----BEGIN CERTIFICATE-----` blocks)"
+            )));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for (i, c) in certs.into_iter().enumerate() {
+            roots
+                .add(c)
+                .map_err(|e| Error::config(format!("{what}: certificate {}: {e}", i + 1)))?;
+        }
+        // The provider ureq's own https setup uses (ring): rustls 0.23.48
+        // deprecates naming it because ring has no post-quantum key
+        // exchange, which ureq's default connections lack as well.
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::config(format!("{what}: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tls = Arc::new(cfg);
+        self.agent = agent(&self.limits, Some(tls.clone()));
+        self.tls = Some(tls);
+        Ok(self)
     }
 
     pub fn limits(&self) -> &Limits {
@@ -141,11 +192,63 @@ impl Bucket {
     }
 }
 
-fn agent(l: &Limits) -> ureq::Agent {
-    ureq::AgentBuilder::new()
+fn agent(l: &Limits, tls: Option<Arc<rustls::ClientConfig>>) -> ureq::Agent {
+    let b = ureq::AgentBuilder::new()
         .timeout_connect(l.timeout)
         .timeout_read(l.timeout)
         .timeout_write(l.timeout)
-        .redirects(0)
-        .build()
+        .redirects(0);
+    match tls {
+        Some(t) => b.tls_config(t),
+        None => b,
+    }
+    .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_file_errors_name_the_key_and_the_file() {
+        let bucket = |endpoint| {
+            Bucket::new(endpoint, "bucket", "us-east-1", Credentials::new("a", "b"))
+                .unwrap()
+                .with_limits(Limits {
+                    archive: "offsite".into(),
+                    ..Limits::default()
+                })
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("ca.pem");
+        std::fs::write(&text, "no certificate here\n").unwrap();
+        let missing = dir.path().join("missing.pem");
+        for (endpoint, file, needle) in [
+            ("http://127.0.0.1:7480", &text, "is http"),
+            ("https://s3.example.org", &text, "no certificate"),
+            ("https://s3.example.org", &missing, "missing.pem"),
+        ] {
+            let e = bucket(endpoint)
+                .with_ca_file(file)
+                .err()
+                .unwrap_or_else(|| panic!("{endpoint} {} accepted", file.display()))
+                .to_string();
+            assert!(
+                e.contains("archive `offsite`: ca_file") && e.contains(needle),
+                "{e}"
+            );
+        }
+        // A PEM block that is not a certificate is no certificate either.
+        std::fs::write(
+            &text,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let e = bucket("https://s3.example.org")
+            .with_ca_file(&text)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("ca_file"), "{e}");
+    }
 }

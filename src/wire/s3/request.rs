@@ -10,7 +10,7 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::time::Duration;
 
-use super::errors::{Failure, status_error, timed_out};
+use super::errors::{Failure, status_error, timed_out, tls_refused};
 use super::signing::{EMPTY_SHA256, UNSIGNED_PAYLOAD, authorization, uri_encode};
 use super::{Bucket, MAX_KEY_LEN, MAX_XML_BYTES};
 use crate::base::error::{Error, Result};
@@ -265,6 +265,16 @@ impl Bucket {
                 } else {
                     "waiting for the answer".to_string()
                 };
+                if tls_refused(&t) {
+                    return Err(Failure {
+                        err: Error::storage(format!(
+                            "{what}: TLS with {} refused: {t}",
+                            self.endpoint
+                        ))
+                        .with_hint("the endpoint's certificate must chain to a trusted CA: a private CA goes in the archive's ca_file (docs/archive.md)"),
+                        transient: false,
+                    });
+                }
                 let msg = if timed_out(&t) {
                     format!(
                         "{what}: timed out: no progress for {} (request_timeout) while {phase}",
