@@ -172,8 +172,8 @@ impl Catalog {
         Ok(self.read_sets(false)?.0)
     }
 
-    /// Every set's head and, when `whole`, every manifest (both in the
-    /// catalog's order; the manifests empty otherwise).
+    /// Every set's head, or when `whole` every manifest (in the catalog's
+    /// order; the other one empty).
     fn read_sets(&self, whole: bool) -> Result<(Vec<SetHead>, Vec<Manifest>)> {
         let dir = self.root.join("sets");
         let mut heads = Vec::new();
@@ -214,20 +214,42 @@ impl Catalog {
         let mut fresh: BTreeMap<String, CachedManifest> = BTreeMap::new();
         let mut new_lines = String::new();
         let mut new_count = 0;
+        // The tokens of a set's line in the index, if that has its stamp.
+        fn line<'a>(
+            ix: &Option<codec::Index<'a>>,
+            id: &str,
+            stamp: Option<&FileStamp>,
+        ) -> Option<&'a str> {
+            ix.as_ref()?
+                .entries
+                .get(id)
+                .filter(|e| stamp == Some(&e.stamp))
+                .map(|e| e.manifest)
+        }
         for ent in rd {
             let ent = ent.ctx(format!("read {}", dir.display()))?;
             let name = ent.file_name();
             let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
                 continue;
             };
-            if parse_set_id(id).is_none() {
-                continue;
-            }
+            // A name this process or the index has seen with this stamp
+            // was checked then (only set ids get there): parsing a set
+            // id's time is most of what a remembered set costs.
+            let vouched = |stamp: Option<&FileStamp>| {
+                stamp.is_some()
+                    && (old.get(id).is_some_and(|e| Some(&e.stamp) == stamp)
+                        || index_cell
+                            .get()
+                            .is_some_and(|ix| line(ix, id, stamp).is_some()))
+            };
             let stamp = ent
                 .metadata()
                 .ok()
                 .filter(|md| md.is_file())
                 .map(|md| FileStamp::of(&md));
+            if !vouched(stamp.as_ref()) && parse_set_id(id).is_none() {
+                continue;
+            }
             // What this process read before, while the file kept its
             // stamp, and had read whole if the whole is wanted now.
             let cached = old.remove(id).filter(|e| {
@@ -235,18 +257,6 @@ impl Catalog {
                     && stamp.as_ref() == Some(&e.stamp)
                     && (!whole || e.manifest.is_some())
             });
-            // The tokens of its line in the index, if that has its stamp.
-            fn line<'a>(
-                ix: &Option<codec::Index<'a>>,
-                id: &str,
-                stamp: Option<&FileStamp>,
-            ) -> Option<&'a str> {
-                ix.as_ref()?
-                    .entries
-                    .get(id)
-                    .filter(|e| stamp == Some(&e.stamp))
-                    .map(|e| e.manifest)
-            }
             let entry = match cached {
                 // Still indexed, unless the index was read and lacks it.
                 Some(mut e) => {
@@ -308,7 +318,7 @@ impl Catalog {
                     entry.indexed = true;
                 }
             }
-            heads.push(entry.head.clone());
+            // Heads or manifests, whichever was asked for (not both).
             if whole {
                 out.push(
                     entry
@@ -316,6 +326,8 @@ impl Catalog {
                         .clone()
                         .expect("read whole when wanted whole"),
                 );
+            } else {
+                heads.push(entry.head.clone());
             }
             fresh.insert(id.to_string(), entry);
         }
