@@ -154,3 +154,123 @@ fn everyday_commands_answer_from_the_newest_sets_and_still_see_the_storage() {
     assert_eq!(f["newest_full"], fulls[1].as_str());
     assert_eq!(f["sets"]["full"], 2, "{f}");
 }
+
+/// Issue 23 item 3, second part: `ship` plans from the catalog's heads
+/// (ids and order, no members; only the sets it sends read whole), and on
+/// the standby `prune --dry-run` and `sets` take the verdicts from
+/// `verdicts.summary` once it is checked against the files (names and
+/// stamps), reading only the suspect sets' files. Each says what the files
+/// say: the same output with the summary as without it; a verdict
+/// rewritten as suspect behind the summary's back is seen by both; a ship
+/// without any index sends exactly the new set.
+#[test]
+fn ship_prune_and_sets_say_what_the_files_say() {
+    require_real!();
+    let lab = Lab::with_replay_recorder();
+    lab.fill(1, 64 * 1024);
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        lab.append_redolog(&format!("op {i}"));
+        ids.push(lab.snapshot(i % 2 == 1)["id"].as_str().unwrap().to_string());
+    }
+    lab.ship(&lab.pri_cfg);
+    let keep_all =
+        "\n[retention]\ngrid = \"1x100000d(keep=all)\"\nredolog_grid = \"1x100000d(keep=all)\"\n";
+    append_to(&lab.pri_cfg, keep_all);
+    append_to(&lab.stb_cfg, keep_all);
+    let stb = lab.dir.path().join("state-stb");
+    let summary = stb.join("verdicts.summary");
+    for id in &ids {
+        assert!(
+            stb.join(format!("verdicts/{id}.json")).exists(),
+            "{id} judged"
+        );
+    }
+    let settle = || {
+        std::thread::sleep(
+            snapsite::base::catalog::summary::SETTLED + std::time::Duration::from_millis(300),
+        );
+        // (critical once a set is suspect: its exit status is not the point)
+        lab.run(&lab.stb_cfg, &["status"]);
+        assert!(summary.exists(), "written by status once settled");
+    };
+    let listings = || {
+        (
+            lab.ok(&lab.stb_cfg, &["sets"]),
+            lab.ok(&lab.stb_cfg, &["prune", "--dry-run"]),
+        )
+    };
+    settle();
+    let from_summary = listings();
+    assert!(summary.exists(), "checked and kept");
+    std::fs::remove_file(&summary).unwrap();
+    assert_eq!(listings(), from_summary, "the same from the files");
+    assert!(!from_summary.0.contains("SUSPECT"), "{}", from_summary.0);
+
+    // A clean verdict rewritten as suspect by something else (temp file
+    // and rename: a new inode), the summary otherwise as it was.
+    settle();
+    let vpath = stb.join(format!("verdicts/{}.json", ids[2]));
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&vpath).unwrap()).unwrap();
+    assert_eq!(v["verdict"], "clean");
+    v["verdict"] = "suspect".into();
+    let tmp = vpath.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&v).unwrap()).unwrap();
+    std::fs::rename(&tmp, &vpath).unwrap();
+    let (sets, prune) = listings();
+    assert!(sets.contains("SUSPECT"), "{sets}");
+    assert!(
+        prune.contains(&format!("before suspect set {}", ids[2])),
+        "{prune}"
+    );
+    let _ = std::fs::remove_file(&summary);
+    assert_eq!(listings(), (sets, prune), "the same from the files");
+
+    // `sets --last N`: the newest N of what `sets` lists, from the summary
+    // (valid here) and read whole (without it); a member destroyed by hand
+    // makes its set incomplete in both.
+    let json = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut a = vec!["sets", "--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&lab.ok(&lab.stb_cfg, &a)).unwrap()
+    };
+    let last_of_all = |n: usize| {
+        let all = json(&[]);
+        all[all.len() - n..].to_vec()
+    };
+    for destroyed in [false, true] {
+        if destroyed {
+            sh(&[
+                "btrfs",
+                "subvolume",
+                "delete",
+                // (a redolog set: its one member)
+                lab.standby_snap("redolog", &ids[3]).to_str().unwrap(),
+            ]);
+        }
+        settle();
+        assert!(stb.join("sets.summary").exists());
+        let from_summary = json(&["--last", "2"]);
+        assert_eq!(from_summary.len(), 2);
+        assert_eq!(from_summary[1]["id"], ids[3].as_str());
+        assert_eq!(from_summary[1]["complete"], !destroyed);
+        assert_eq!(from_summary, last_of_all(2), "destroyed {destroyed}");
+        std::fs::remove_file(stb.join("sets.summary")).unwrap();
+        assert_eq!(json(&["--last", "2"]), from_summary, "read whole");
+        assert_eq!(json(&["--last", "99"]), json(&[]), "more than there are");
+    }
+    assert_exit(&lab.run(&lab.stb_cfg, &["sets", "--last", "0"]), 1);
+
+    // Ship: nothing new sends nothing; without either site's index (every
+    // manifest read again) a new set is sent, alone.
+    let r = lab.ship(&lab.pri_cfg);
+    assert_eq!(r["committed"], serde_json::json!([]), "{r}");
+    for s in ["state-pri", "state-stb"] {
+        std::fs::remove_file(lab.dir.path().join(s).join("sets.index")).unwrap();
+    }
+    lab.append_redolog("op new");
+    let new = lab.snapshot(false)["id"].as_str().unwrap().to_string();
+    let r = lab.ship(&lab.pri_cfg);
+    assert_eq!(r["committed"], serde_json::json!([new]), "{r}");
+    assert_eq!(lab.standby_manifests().len(), ids.len() + 1);
+}

@@ -41,6 +41,7 @@ use crate::base::error::{Context, Error, ErrorKind, Result};
 use crate::base::model::{Manifest, Receipt, parse_set_id, validate_set_id};
 
 mod index;
+pub use index::SetHead;
 pub mod signals;
 mod standbys;
 pub mod summary;

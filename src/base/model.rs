@@ -339,6 +339,20 @@ pub struct StandbyOrder {
     pub commit: u64,
 }
 
+/// [`Manifest::order_key`] of a set's fields (also of the catalog's
+/// `SetHead`, which has these without the members).
+pub fn order_key_of(
+    standby_order: Option<StandbyOrder>,
+    generation: u64,
+    seq: u64,
+    id: &str,
+) -> (u64, u64, u64, &str) {
+    match standby_order {
+        Some(o) => (o.generation, o.commit, seq, id),
+        None => (generation, 0, seq, id),
+    }
+}
+
 fn default_generation() -> u64 {
     1
 }
@@ -422,10 +436,7 @@ impl Manifest {
     /// their generation and sequence number; a set committed here ranks
     /// after every set the catalog held when it was committed.
     pub fn order_key(&self) -> (u64, u64, u64, &str) {
-        match self.standby_order {
-            Some(o) => (o.generation, o.commit, self.seq, self.id.as_str()),
-            None => (self.generation, 0, self.seq, self.id.as_str()),
-        }
+        order_key_of(self.standby_order, self.generation, self.seq, &self.id)
     }
 
     /// Everything about a manifest that can be checked without the site:

@@ -54,7 +54,7 @@ pub fn current_role(cfg: &Config, catalog: &Catalog) -> Result<(Role, u64)> {
 pub fn highest_generation_seen(cfg: &Config, catalog: &Catalog) -> Result<u64> {
     let (_, own) = current_role(cfg, catalog)?;
     let sets = catalog
-        .manifests()?
+        .set_heads()?
         .iter()
         .map(|m| m.generation)
         .max()

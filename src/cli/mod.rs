@@ -109,6 +109,10 @@ enum Command {
         /// Print the sets (with their manifests) as JSON
         #[arg(long)]
         json: bool,
+        /// Only the newest N sets (read from sets.summary while it holds
+        /// them: what it costs does not grow with the history)
+        #[arg(long, value_name = "N", conflicts_with = "clear_suspect")]
+        last: Option<usize>,
         /// On the standby: clear a set judged suspect of ransomware (a mass
         /// re-index, a restore or an upgrade looks like one); failover and
         /// retention count it clean from then on
@@ -480,7 +484,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             ..
         } => sets::clear_suspect(&cfg, &id, dry_run),
-        Command::Sets { json, .. } => sets::sets(&cfg, &catalog, json).map(|_| ExitCode::SUCCESS),
+        Command::Sets { json, last, .. } => {
+            sets::sets(&cfg, &catalog, json, last).map(|_| ExitCode::SUCCESS)
+        }
         Command::Run { once } => run::cmd_run(&cfg, &catalog, once),
         Command::Prune { dry_run, json } => prune::cmd_prune(&cfg, &catalog, dry_run, json),
         Command::Status { json, prometheus } => status::cmd_status(&cfg, json, prometheus),

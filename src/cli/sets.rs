@@ -6,23 +6,45 @@ use snapsite::base::catalog::Catalog;
 use snapsite::base::config::Config;
 use snapsite::dr::replay::format_zmplayredo;
 
-pub(super) fn sets(cfg: &Config, catalog: &Catalog, json: bool) -> anyhow::Result<()> {
-    let _ = catalog;
-    let site = snapsite::base::site::Site::open(cfg).context("listing snapshots")?;
+pub(super) fn sets(
+    cfg: &Config,
+    catalog: &Catalog,
+    json: bool,
+    last: Option<usize>,
+) -> anyhow::Result<()> {
+    if last == Some(0) {
+        anyhow::bail!("sets --last 0: nothing to list (give N of 1 or more)");
+    }
+    let (site, rows) = match last {
+        None => {
+            let site = snapsite::base::site::Site::open(cfg).context("listing snapshots")?;
+            let rows: Vec<_> = site
+                .manifests()
+                .iter()
+                .map(|m| (m.clone(), site.is_usable(m)))
+                .collect();
+            (site, rows)
+        }
+        Some(n) => newest(cfg, catalog, n).context("listing snapshots")?,
+    };
     let tz = jiff::tz::TimeZone::system();
-    let rows: Vec<_> = site
-        .manifests()
-        .iter()
-        .map(|m| (m.clone(), site.is_usable(m)))
-        .collect();
     // Data this site kept when it stopped being primary (failback, switchover).
     let divergent = snapsite::dr::failback::divergent_records(&site.catalog)?;
-    let verdicts: std::collections::BTreeMap<String, _> = site
-        .catalog
-        .verdicts()?
-        .into_iter()
-        .map(|v| (v.set_id.clone(), v))
-        .collect();
+    let verdicts: std::collections::BTreeMap<String, _> = if last.is_some() {
+        // The listed sets' own files, whatever they say.
+        let mut own = Vec::new();
+        for (m, _) in &rows {
+            own.extend(site.catalog.verdict(&m.id)?);
+        }
+        own
+    } else if json {
+        site.catalog.verdicts()?
+    } else {
+        suspect_verdicts(&site.catalog)?
+    }
+    .into_iter()
+    .map(|v| (v.set_id.clone(), v))
+    .collect();
     if json {
         let mut v: Vec<_> = rows
             .iter()
@@ -94,6 +116,105 @@ pub(super) fn sets(cfg: &Config, catalog: &Catalog, json: bool) -> anyhow::Resul
         }
     }
     Ok(())
+}
+
+/// A listed set and whether it is usable (complete here; on a standby
+/// committed).
+type Row = (snapsite::base::model::Manifest, bool);
+
+/// `sets --last N`: the newest `n` sets, oldest first, with the site that
+/// knows them. From `sets.summary` when it is valid and its tail holds
+/// them (each manifest used only while its file keeps the stamp
+/// recorded; each member looked up on the storage by name, one call per
+/// volume): what this costs does not grow with the history. Otherwise the
+/// site is read whole and its newest `n` are taken.
+fn newest<'a>(
+    cfg: &'a Config,
+    catalog: &Catalog,
+    n: usize,
+) -> snapsite::base::error::Result<(snapsite::base::site::Site<'a>, Vec<Row>)> {
+    use snapsite::base::site::Site;
+    if let Some(s) = catalog.summary() {
+        let want = n.min(s.total());
+        let mut ms = Vec::with_capacity(want);
+        if want <= s.tail.len() {
+            for m in s.newest(catalog).take(want) {
+                match m {
+                    Ok(m) => ms.push(m),
+                    // A manifest changed since: read whole.
+                    Err(_) => break,
+                }
+            }
+        }
+        if ms.len() == want {
+            ms.reverse();
+            let stores = snapsite::backend::Stores::open(cfg);
+            let mut ask: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+            for m in &ms {
+                for mem in &m.members {
+                    if stores.find(&mem.role).is_some() {
+                        ask.entry(mem.role.as_str())
+                            .or_default()
+                            .push(mem.snapshot.as_str());
+                    }
+                }
+            }
+            let mut local = std::collections::BTreeMap::new();
+            for (role, names) in &ask {
+                let found = stores.get(role)?.present(names)?;
+                let mut here: Vec<String> = names
+                    .iter()
+                    .zip(found)
+                    .filter(|(_, yes)| *yes)
+                    .map(|(n, _)| n.to_string())
+                    .collect();
+                here.sort();
+                here.dedup();
+                local.insert(role.to_string(), here);
+            }
+            let (role, generation) = snapsite::base::site::current_role(cfg, catalog)?;
+            let mut site = Site::from_parts(cfg, Catalog::new(&cfg.state_dir), stores, ms, local);
+            site.role = role;
+            site.generation = generation;
+            let rows = site
+                .manifests()
+                .iter()
+                .map(|m| (m.clone(), site.is_usable(m)))
+                .collect();
+            return Ok((site, rows));
+        }
+    }
+    let before = catalog.sets_dir_stamp();
+    let site = Site::open(cfg)?;
+    site.catalog.summary_rebuilt(before, site.manifests());
+    let all = site.manifests();
+    let rows = all[all.len().saturating_sub(n)..]
+        .iter()
+        .map(|m| (m.clone(), site.is_usable(m)))
+        .collect();
+    Ok((site, rows))
+}
+
+/// The verdicts the listing prints (judged suspect, cleared or not): the
+/// files of the sets `verdicts.summary` calls suspect or cleared, when it
+/// matches the files (names and stamps, see
+/// `Catalog::checked_verdict_lines`); else every verdict file. A clean
+/// verdict prints nothing, so its file need not be parsed.
+fn suspect_verdicts(
+    catalog: &Catalog,
+) -> anyhow::Result<Vec<snapsite::base::catalog::signals::SetVerdict>> {
+    use snapsite::base::catalog::verdict_summary::Judged;
+    let Some(lines) = catalog.checked_verdict_lines() else {
+        return Ok(catalog.verdicts()?);
+    };
+    let mut out = Vec::new();
+    for l in lines.iter().filter(|l| l.judged != Judged::Clean) {
+        // Gone since the check, or unreadable: as `verdicts()`, left out.
+        if let Some(v) = catalog.verdict(&l.set_id).ok().flatten() {
+            out.push(v);
+        }
+    }
+    Ok(out)
 }
 
 /// `sets --clear-suspect ID [--dry-run]`.

@@ -385,7 +385,7 @@ pub fn plan(cfg: &Config, catalog: &Catalog, retention: &Retention) -> Result<Pr
     let complete = |m: &Manifest| site.is_usable(m);
     let mut released_standbys = Vec::new();
     let (protected, orphans) = if primary {
-        let (records, released) = split_standby_records(cfg, catalog)?;
+        let (records, released) = split_standby_records(cfg, catalog, local)?;
         released_standbys = released;
         (
             protect_primary_all(manifests, &complete, local, &records),
@@ -431,12 +431,30 @@ pub type NamedRecords = Vec<(String, StandbyRecord)>;
 /// released while a configured standby has no committed set recorded yet: it may be a
 /// renamed one (`[standby]` given a `name`), whose old record still holds
 /// its incremental base until its first ship under the new name.
+///
+/// Each record as far as [`protect_primary_all`] reads it: its head
+/// (`standby.head.json`, the newest held snapshot per volume) when each
+/// of those is still here (then it is the common snapshot, as the whole
+/// record would say), else the whole record (an older one is).
 pub fn split_standby_records(
     cfg: &Config,
     catalog: &Catalog,
+    local: &BTreeMap<String, Vec<String>>,
 ) -> Result<(NamedRecords, Vec<String>)> {
     let recorded = catalog.recorded_standbys()?;
-    let records = catalog.standby_records()?;
+    let mut records = catalog.standby_heads()?;
+    for (name, r) in &mut records {
+        let newest_here = r.holds.iter().all(|(role, held)| {
+            held.iter()
+                .next_back()
+                .is_none_or(|n| local.get(role).is_some_and(|l| l.contains(n)))
+        });
+        if !newest_here {
+            if let Some(whole) = catalog.standby_record_of(name)? {
+                *r = whole;
+            }
+        }
+    }
     let every_configured_recorded = cfg.standbys.iter().all(|s| {
         records
             .iter()
@@ -594,6 +612,60 @@ pub fn apply(
 mod tests {
     use super::*;
     use crate::base::model::{Member, new_set_id};
+
+    /// Prune reads each standby's record head (`standby.head.json`) where
+    /// it says the common snapshot: its protections are exactly those of
+    /// the whole records — when the standby's newest snapshot is here, and
+    /// when it is not (then the whole record finds an older common one).
+    #[test]
+    fn the_records_heads_protect_what_the_whole_records_protect() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::parse(
+            &format!(
+                "site = \"a\"\nstate_dir = \"{}\"\n[[volume]]\nrole = \"redolog\"\nbackend = \"btrfs\"\nsource = \"/x/live\"\nsnapshot_dir = \"/x/snap\"\n[replay]\nnone = true\n[[standby]]\nname = \"near\"\ntransport = \"local\"\nconfig = \"/x/b.toml\"\n",
+                dir.path().display()
+            ),
+            std::path::Path::new("/etc/snapsite/t.toml"),
+        )
+        .unwrap();
+        let catalog = Catalog::new(dir.path());
+        let ids: Vec<String> = (0..40)
+            .map(|i| new_set_id(h(40 - i), SetKind::Full))
+            .collect();
+        let mut r = StandbyRecord::default();
+        for id in &ids {
+            r.holds
+                .entry("redolog".into())
+                .or_default()
+                .insert(id.clone());
+            r.committed.insert(id.clone());
+        }
+        catalog.write_standby_record_of("near", &r).unwrap();
+        let ms: Vec<Manifest> = ids
+            .iter()
+            .map(|id| {
+                manifest(
+                    crate::base::model::parse_set_id(id).unwrap().0,
+                    SetKind::Full,
+                    &["redolog"],
+                )
+            })
+            .collect();
+        for here in [ids.len(), ids.len() - 3, 0] {
+            let local: BTreeMap<String, Vec<String>> =
+                [("redolog".to_string(), ids[..here].to_vec())].into();
+            let (records, released) = split_standby_records(&cfg, &catalog, &local).unwrap();
+            assert!(released.is_empty());
+            let whole = catalog.standby_records().unwrap();
+            let complete = |_: &Manifest| true;
+            assert_eq!(
+                protect_primary_all(&ms, &complete, &local, &records),
+                protect_primary_all(&ms, &complete, &local, &whole),
+                "{here} of {} here",
+                ids.len()
+            );
+        }
+    }
 
     fn t(s: &str) -> Timestamp {
         s.parse().unwrap()

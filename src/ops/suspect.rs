@@ -27,8 +27,22 @@ pub struct SuspectStatus {
     pub last_score: Option<f64>,
 }
 
-/// The oldest suspect set not cleared.
+/// The oldest suspect set not cleared. From `verdicts.summary` when it
+/// matches the files (names and stamps: `Catalog::checked_verdict_lines`)
+/// and that set's own file agrees (read: suspect, not cleared); else from
+/// every verdict file, as ever.
 pub fn first_suspect(catalog: &Catalog) -> Result<Option<SetVerdict>> {
+    if let Some(lines) = catalog.checked_verdict_lines() {
+        match lines.iter().find(|l| l.is_suspect()) {
+            None => return Ok(None),
+            Some(l) => {
+                // A file that disagrees drops the summary: read them all.
+                if let Some(v) = catalog.listed_suspect(l)? {
+                    return Ok(Some(v));
+                }
+            }
+        }
+    }
     Ok(catalog.verdicts()?.into_iter().find(|v| v.is_suspect()))
 }
 

@@ -584,23 +584,29 @@ fn ship_session(
         .collect();
     // What the standby holds, kept for retention (the common snapshot) and
     // status; updated after every acknowledged snapshot and committed set.
-    let previous = catalog
-        .standby_record_of(&standby.name)?
-        .unwrap_or_default();
+    // Its head (`standby.head.json`: the newest entries; the whole record
+    // when the head is missing or stale) has every field this session
+    // keeps; the whole record is read below only if the head cannot say.
+    let previous = catalog.standby_head_of(&standby.name)?.unwrap_or_default();
     // Each standby's base is held under a tag naming it: one standby
     // moving on never releases another's.
     let hold_tag = crate::backend::holds::common_tag(&standby.name);
     // A ship that died after the standby committed a set but before this
     // site recorded it left the set's members unprotected here (ZFS: no
     // hold on the common snapshot); protect the newest committed set now.
-    if let Some(newest) = catalog
-        .manifests()?
-        .into_iter()
-        .rev()
-        .find(|m| committed.contains(&m.id))
-    {
-        if !previous.committed.contains(&newest.id) {
-            stores.protect_common_tagged(&newest.member_snapshots(), &hold_tag)?;
+    // (Decided from the heads; that set alone is read whole.)
+    let heads = catalog.set_heads()?;
+    if let Some(newest) = heads.iter().rev().find(|m| committed.contains(&m.id)) {
+        // The head holds the newest committed set recorded: in it, it was
+        // recorded; not in it, the whole record says.
+        let recorded = previous.committed.contains(&newest.id)
+            || catalog
+                .standby_record_of(&standby.name)?
+                .is_some_and(|r| r.committed.contains(&newest.id));
+        if !recorded {
+            if let Some(m) = catalog.manifest(&newest.id)? {
+                stores.protect_common_tagged(&m.member_snapshots(), &hold_tag)?;
+            }
         }
     }
     let record = StandbyRecord {
@@ -612,7 +618,19 @@ fn ship_session(
         last_bytes: previous.last_bytes,
         failing_since: previous.failing_since,
     };
-    catalog.write_standby_record_of(&standby.name, &record)?;
+    let to_ship = plan::sets_to_ship_from(
+        cfg,
+        catalog,
+        &heads,
+        &committed,
+        &local_has,
+        standby_generation,
+    )?;
+    // Recorded before anything is sent; with nothing to send, the record
+    // written at the end (the next step) is the same one.
+    if !to_ship.is_empty() {
+        catalog.write_standby_record_of(&standby.name, &record)?;
+    }
     let mut acks = Acks {
         catalog,
         name: &standby.name,
@@ -621,7 +639,7 @@ fn ship_session(
         report,
         in_flight: VecDeque::new(),
     };
-    for set in sets_to_ship_for(cfg, catalog, &committed, &local_has, standby_generation)? {
+    for set in to_ship {
         // Every snapshot of the set, then its commit, without waiting: the
         // standby answers in order (an ack or a nack per snapshot, then the
         // commit's answer), read once the commit is sent.

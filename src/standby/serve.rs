@@ -394,11 +394,12 @@ struct Session<'a> {
 /// The inventory, committed sets and the codecs we decode (the caller
 /// accepts compressed frames once this is sent).
 fn welcome<W: Write>(sess: &Session, w: &mut Writer<W>) -> Result<()> {
+    // Ids only: the heads of the catalog's index lines, no manifest decoded.
     let committed = sess
         .catalog
-        .manifests()?
+        .set_heads()?
         .into_iter()
-        .map(|m| m.id)
+        .map(|h| h.id)
         .collect();
     let (role, generation) = crate::base::site::current_role(sess.cfg, sess.catalog)?;
     w.msg(&Msg::Welcome {

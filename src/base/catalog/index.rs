@@ -12,6 +12,15 @@
 //! rewritten with one line per set (compaction: amortized, a constant
 //! share of the lines appended).
 //!
+//! A command that needs only where each set stands — `ship`'s plan,
+//! `serve`'s welcome and commit — reads the sets' heads
+//! ([`Catalog::set_heads`]: id, kind, sequence, generation, commit time
+//! and order) from each line's first tokens, and the whole manifest of
+//! the few sets it acts on from their files. Within one process the index
+//! is read once: what was read is remembered with the index file's stamp,
+//! and read again only when a set is new to the process or its file
+//! changed.
+//!
 //! It is a cache: an entry counts only while its manifest file still has
 //! the stamp it was read with, a cut line (a kill during an append) never
 //! decodes, and a missing, damaged or unwritable index only costs the
@@ -30,11 +39,50 @@ use super::{Catalog, read_json};
 use crate::base::error::{Context, Error, Result};
 use crate::base::model::{Manifest, parse_set_id};
 
-/// A manifest as this process last read it, with the stamp of its file.
+/// A manifest as this process last read it, with the stamp of its file:
+/// its head always, the whole manifest once a command wanted it.
 #[derive(Debug)]
 struct CachedManifest {
     stamp: FileStamp,
-    manifest: Manifest,
+    head: SetHead,
+    manifest: Option<Manifest>,
+    /// `sets.index` has its line (with this stamp).
+    indexed: bool,
+}
+
+/// What a set's manifest says of its place in the catalog, without its
+/// members: what `ship` plans from (which sets the standby lacks), what
+/// `serve` answers (which sets it holds) and what a commit ranks by. Read
+/// from the first tokens of the set's line in `sets.index` (see
+/// [`codec::decode_head`]) while its manifest file keeps the stamp the
+/// line records; a set whose whole manifest a command needs is read with
+/// [`Catalog::manifest`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetHead {
+    pub id: String,
+    pub kind: crate::base::model::SetKind,
+    pub seq: u64,
+    pub generation: u64,
+    pub committed_at: Option<jiff::Timestamp>,
+    pub standby_order: Option<crate::base::model::StandbyOrder>,
+}
+
+impl SetHead {
+    pub fn of(m: &Manifest) -> SetHead {
+        SetHead {
+            id: m.id.clone(),
+            kind: m.kind,
+            seq: m.seq,
+            generation: m.generation,
+            committed_at: m.committed_at,
+            standby_order: m.standby_order,
+        }
+    }
+
+    /// The set's manifest's [`Manifest::order_key`].
+    pub fn order_key(&self) -> (u64, u64, u64, &str) {
+        crate::base::model::order_key_of(self.standby_order, self.generation, self.seq, &self.id)
+    }
 }
 
 /// What says a file is still the one that was read: every rewrite
@@ -80,8 +128,19 @@ impl FileStamp {
 
 /// Per state_dir, the manifests as this process last read them (checked
 /// against the files before every use: see [`Catalog::manifests`]).
-type ManifestCache = BTreeMap<PathBuf, BTreeMap<String, CachedManifest>>;
+type ManifestCache = BTreeMap<PathBuf, ProcessMemo>;
 static MANIFEST_CACHE: std::sync::Mutex<ManifestCache> = std::sync::Mutex::new(BTreeMap::new());
+
+/// What this process remembers of one state_dir's catalog.
+#[derive(Debug, Default)]
+struct ProcessMemo {
+    sets: BTreeMap<String, CachedManifest>,
+    /// `sets.index` as this process last read or wrote it: while the file
+    /// keeps this stamp and every set is remembered, the next read of the
+    /// catalog does not read the index again (a set it does not remember,
+    /// or whose file changed, makes it read the index).
+    index: Option<(FileStamp, usize)>,
+}
 
 /// The name a compacted index has between its link and its rename.
 pub(super) const TMP_NAME: &str = ".sets.index.tmp";
@@ -100,100 +159,210 @@ impl Catalog {
     /// read and checked as ever and its line appended. Within one process,
     /// what was read is also remembered, checked the same way.
     pub fn manifests(&self) -> Result<Vec<Manifest>> {
+        Ok(self.read_sets(true)?.1)
+    }
+
+    /// Every recorded set's [`SetHead`], in the catalog's order (that of
+    /// [`Catalog::manifests`]): the same files, stamps and index lines, but
+    /// of an indexed set only the line's first tokens are decoded — none
+    /// of its members — and nothing is copied but the head. A set whose
+    /// line is missing or stale is read and checked whole, as `manifests`
+    /// does (a manifest that does not parse is the same error).
+    pub fn set_heads(&self) -> Result<Vec<SetHead>> {
+        Ok(self.read_sets(false)?.0)
+    }
+
+    /// Every set's head, or when `whole` every manifest (in the catalog's
+    /// order; the other one empty).
+    fn read_sets(&self, whole: bool) -> Result<(Vec<SetHead>, Vec<Manifest>)> {
         let dir = self.root.join("sets");
+        let mut heads = Vec::new();
         let mut out = Vec::new();
         let rd = match std::fs::read_dir(&dir) {
             Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((heads, out)),
             Err(e) => return Err(Error::io(format!("read {}", dir.display()), e)),
         };
-        let mut old = MANIFEST_CACHE
+        let ProcessMemo {
+            sets: mut old,
+            index: memo,
+        } = MANIFEST_CACHE
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.root)
             .unwrap_or_default();
         // A compaction killed between its link and its rename left this.
         let _ = std::fs::remove_file(self.root.join(TMP_NAME));
-        let index_text = std::fs::read_to_string(self.set_index_path()).unwrap_or_default();
-        let index = codec::parse(&index_text);
+        // The index as this process left it: read only when a set needs it.
+        let index_path = self.set_index_path();
+        let memo = memo.filter(|(st, _)| {
+            std::fs::metadata(&index_path).is_ok_and(|md| FileStamp::of(&md) == *st)
+        });
+        let index_text = std::cell::OnceCell::new();
+        let index_cell = std::cell::OnceCell::new();
+        let index = || {
+            index_cell.get_or_init(|| {
+                codec::parse(
+                    index_text
+                        .get_or_init(|| std::fs::read_to_string(&index_path).unwrap_or_default()),
+                )
+            })
+        };
+        if memo.is_none() {
+            index();
+        }
         let mut fresh: BTreeMap<String, CachedManifest> = BTreeMap::new();
         let mut new_lines = String::new();
         let mut new_count = 0;
+        // The tokens of a set's line in the index, if that has its stamp.
+        fn line<'a>(
+            ix: &Option<codec::Index<'a>>,
+            id: &str,
+            stamp: Option<&FileStamp>,
+        ) -> Option<&'a str> {
+            ix.as_ref()?
+                .entries
+                .get(id)
+                .filter(|e| stamp == Some(&e.stamp))
+                .map(|e| e.manifest)
+        }
         for ent in rd {
             let ent = ent.ctx(format!("read {}", dir.display()))?;
             let name = ent.file_name();
             let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
                 continue;
             };
-            if parse_set_id(id).is_none() {
-                continue;
-            }
+            // A name this process or the index has seen with this stamp
+            // was checked then (only set ids get there): parsing a set
+            // id's time is most of what a remembered set costs.
+            let vouched = |stamp: Option<&FileStamp>| {
+                stamp.is_some()
+                    && (old.get(id).is_some_and(|e| Some(&e.stamp) == stamp)
+                        || index_cell
+                            .get()
+                            .is_some_and(|ix| line(ix, id, stamp).is_some()))
+            };
             let stamp = ent
                 .metadata()
                 .ok()
                 .filter(|md| md.is_file())
                 .map(|md| FileStamp::of(&md));
-            let line = index.as_ref().and_then(|ix| {
-                ix.entries
-                    .get(id)
-                    .filter(|e| stamp.as_ref() == Some(&e.stamp))
-            });
-            let cached = old
-                .remove(id)
-                .filter(|e| stamp.is_some() && stamp.as_ref() == Some(&e.stamp));
-            let (entry, indexed) = match cached {
-                Some(e) => (e, line.is_some()),
-                None => match line
-                    .and_then(|l| codec::decode(l.manifest))
-                    .filter(|m| m.id == id)
-                {
-                    Some(m) => (
-                        CachedManifest {
-                            stamp: stamp.clone().unwrap_or_default(),
-                            manifest: m,
-                        },
-                        true,
-                    ),
-                    None => {
-                        let m: Manifest = read_json(&ent.path())?;
-                        if m.id != id {
-                            return Err(Error::integrity(format!(
-                                "{} holds the manifest of set {}",
-                                ent.path().display(),
-                                m.id
-                            )));
-                        }
-                        // Stamped before the read: a file replaced while
-                        // it was read is read again next time.
-                        let stamp = stamp.unwrap_or_default();
-                        (CachedManifest { stamp, manifest: m }, false)
-                    }
-                },
-            };
-            // Not a regular file when read: never indexed.
-            if !indexed && entry.stamp != FileStamp::default() {
-                codec::push_line(&mut new_lines, id, &entry.stamp, &entry.manifest);
-                new_count += 1;
+            if !vouched(stamp.as_ref()) && parse_set_id(id).is_none() {
+                continue;
             }
-            out.push(entry.manifest.clone());
+            // What this process read before, while the file kept its
+            // stamp, and had read whole if the whole is wanted now.
+            let cached = old.remove(id).filter(|e| {
+                stamp.is_some()
+                    && stamp.as_ref() == Some(&e.stamp)
+                    && (!whole || e.manifest.is_some())
+            });
+            let entry = match cached {
+                // Still indexed, unless the index was read and lacks it.
+                Some(mut e) => {
+                    if let Some(ix) = index_cell.get() {
+                        e.indexed = line(ix, id, stamp.as_ref()).is_some();
+                    }
+                    e
+                }
+                None => {
+                    let from_line = line(index(), id, stamp.as_ref()).and_then(|tokens| {
+                        let stamp = stamp.clone().unwrap_or_default();
+                        if whole {
+                            let m = codec::decode(tokens).filter(|m| m.id == id)?;
+                            Some(CachedManifest {
+                                stamp,
+                                head: SetHead::of(&m),
+                                manifest: Some(m),
+                                indexed: true,
+                            })
+                        } else {
+                            let head = codec::decode_head(tokens).filter(|h| h.id == id)?;
+                            Some(CachedManifest {
+                                stamp,
+                                head,
+                                manifest: None,
+                                indexed: true,
+                            })
+                        }
+                    });
+                    match from_line {
+                        Some(e) => e,
+                        None => {
+                            let m: Manifest = read_json(&ent.path())?;
+                            if m.id != id {
+                                return Err(Error::integrity(format!(
+                                    "{} holds the manifest of set {}",
+                                    ent.path().display(),
+                                    m.id
+                                )));
+                            }
+                            // Stamped before the read: a file replaced while
+                            // it was read is read again next time.
+                            CachedManifest {
+                                stamp: stamp.unwrap_or_default(),
+                                head: SetHead::of(&m),
+                                manifest: Some(m),
+                                indexed: false,
+                            }
+                        }
+                    }
+                }
+            };
+            let mut entry = entry;
+            // Not a regular file when read: never indexed.
+            if !entry.indexed && entry.stamp != FileStamp::default() {
+                if let Some(m) = &entry.manifest {
+                    codec::push_line(&mut new_lines, id, &entry.stamp, m);
+                    new_count += 1;
+                    entry.indexed = true;
+                }
+            }
+            // Heads or manifests, whichever was asked for (not both).
+            if whole {
+                out.push(
+                    entry
+                        .manifest
+                        .clone()
+                        .expect("read whole when wanted whole"),
+                );
+            } else {
+                heads.push(entry.head.clone());
+            }
             fresh.insert(id.to_string(), entry);
         }
-        match &index {
-            Some(ix) if ix.lines + new_count <= 2 * fresh.len() + DEAD_MARGIN => {
+        // The index's lines: as read, or as this process last knew them.
+        let lines = match index_cell.get() {
+            Some(ix) => ix.as_ref().map(|ix| ix.lines),
+            None => memo.as_ref().map(|(_, n)| *n),
+        };
+        let lines = match lines {
+            Some(n) if n + new_count <= 2 * fresh.len() + DEAD_MARGIN => {
                 if !new_lines.is_empty() {
                     self.append_index(&new_lines);
                 }
+                n + new_count
             }
-            _ => self.compact_index(&fresh, index.as_ref()),
-        }
+            _ => {
+                self.compact_index(&fresh, index().as_ref());
+                fresh.values().filter(|e| e.indexed).count()
+            }
+        };
+        // Remembered with the index's stamp now (this process's appends
+        // included; one by another process meanwhile is found by the set
+        // it adds, which this process does not remember).
+        let index = std::fs::metadata(&index_path)
+            .ok()
+            .map(|md| (FileStamp::of(&md), lines));
         MANIFEST_CACHE
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(self.root.clone(), fresh);
+            .insert(self.root.clone(), ProcessMemo { sets: fresh, index });
         // Order by sequence, never by the clock (ids agree for sets taken
         // by this version: they are a logical clock).
+        heads.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
         out.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
-        Ok(out)
+        Ok((heads, out))
     }
 
     pub(super) fn set_index_path(&self) -> PathBuf {
@@ -265,12 +434,16 @@ impl Catalog {
             if e.stamp == FileStamp::default() {
                 continue;
             }
-            match old
-                .and_then(|o| o.entries.get(id.as_str()))
-                .filter(|o| o.stamp == e.stamp)
-            {
-                Some(o) => codec::push_tokens(&mut text, id, &e.stamp, o.manifest),
-                None => codec::push_line(&mut text, id, &e.stamp, &e.manifest),
+            match (
+                old.and_then(|o| o.entries.get(id.as_str()))
+                    .filter(|o| o.stamp == e.stamp),
+                &e.manifest,
+            ) {
+                (Some(o), _) => codec::push_tokens(&mut text, id, &e.stamp, o.manifest),
+                (None, Some(m)) => codec::push_line(&mut text, id, &e.stamp, m),
+                // Only its head was read (from a line no longer there): the
+                // next command that wants it whole reads the file.
+                (None, None) => {}
             }
         }
         if let Err(e) = self.replace_index(text.as_bytes()) {
@@ -621,6 +794,38 @@ pub(super) mod codec {
         m.enc(&mut e);
         e.tok(END);
         e.0
+    }
+
+    /// The head of one line's tokens: the manifest's fields before its
+    /// members, in [`record!`]'s order for `Manifest` (a test checks the
+    /// two agree). The members are not decoded, but the line must end in
+    /// its `$` token: a line cut anywhere (a number cut short would still
+    /// parse) never gives a head. Only `$` itself is that token (a string
+    /// starts with `=`, and a tab inside one is escaped). `None` when
+    /// the head's tokens are malformed.
+    pub fn decode_head(tokens: &str) -> Option<super::SetHead> {
+        if !tokens.ends_with(&format!("\t{END}")) {
+            return None;
+        }
+        let mut d = Dec(tokens.split('\t'));
+        let _format = u32::dec(&mut d)?;
+        let id = String::dec(&mut d)?;
+        let kind = SetKind::dec(&mut d)?;
+        // The site: checked for its form, not copied.
+        d.tok()?.strip_prefix('=')?;
+        let seq = u64::dec(&mut d)?;
+        let generation = u64::dec(&mut d)?;
+        let _safety_margin_ms = i64::dec(&mut d)?;
+        let committed_at = Option::<Timestamp>::dec(&mut d)?;
+        let standby_order = Option::<StandbyOrder>::dec(&mut d)?;
+        Some(super::SetHead {
+            id,
+            kind,
+            seq,
+            generation,
+            committed_at,
+            standby_order,
+        })
     }
 
     /// The manifest of one line's tokens; `None` for anything malformed

@@ -265,8 +265,10 @@ impl Catalog {
     /// began. Without this they would pile up with the whole history. A
     /// set's verdict is written after its manifest is committed, so a
     /// verdict without a manifest is never a set still arriving. Removed in
-    /// one go: the summary is dropped first (the next reader rebuilds it);
-    /// killed midway, the next prune removes the rest. Returns how many.
+    /// one go: a valid summary is removed first (a kill midway leaves none;
+    /// the next prune removes the rest) and written again after the last
+    /// file, without their lines — unless a file disagreed with it (then
+    /// the next reader rebuilds it). Returns how many.
     pub fn prune_verdicts(&self) -> Result<usize> {
         let gone: Vec<String> = self
             .verdict_lines()?
@@ -277,7 +279,8 @@ impl Catalog {
         if gone.is_empty() {
             return Ok(0);
         }
-        self.forget_verdict_summary();
+        let mut summary = self.verdict_summary_before_change();
+        let mut removed = std::collections::BTreeSet::new();
         let mut n = 0;
         for id in &gone {
             // Read again: only a verdict that is still clean (or cleared)
@@ -290,10 +293,18 @@ impl Catalog {
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                         Err(e) => return Err(Error::io(format!("remove {}", p.display()), e)),
                     }
+                    removed.insert(id.as_str());
                 }
-                _ => {}
+                // Gone meanwhile: its line goes too.
+                None => {
+                    removed.insert(id.as_str());
+                }
+                // Suspect now, not what the summary said: it is not
+                // written again (the next reader rebuilds it).
+                Some(_) => summary = None,
             }
         }
+        self.verdict_summary_after_removals(summary, &removed);
         Ok(n)
     }
 

@@ -113,6 +113,12 @@ impl Catalog {
             // Left: its stamp will not match the new record's.
             Err(e) => tracing::debug!(error = %e, "remove {}", head.display()),
         }
+        // What a writer killed midway left here (its temp files).
+        super::summary::remove_stale_temps(
+            &dir,
+            &[HEAD, "standby.json"],
+            std::time::SystemTime::now(),
+        );
         let path = dir.join("standby.json");
         write_json(&path, r)?;
         if let Ok(md) = std::fs::symlink_metadata(&path) {

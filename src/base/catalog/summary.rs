@@ -480,36 +480,47 @@ pub(super) fn write_cache(path: &std::path::Path, bytes: &[u8]) {
 
 impl Catalog {
     /// Remove the temp files a summary writer killed midway left
-    /// (`.sets.summary.tmp.<pid>`, `.verdicts.summary.tmp.<pid>`): those
-    /// of a process that is gone, or older than [`STALE_TEMP`] (its pid
-    /// may be another process's by now). Never this process's own, nor
-    /// one of a live process younger than that: a writer at work.
+    /// (`.sets.summary.tmp.<pid>`, `.verdicts.summary.tmp.<pid>`): see
+    /// [`remove_stale_temps`].
     pub(super) fn remove_stale_summary_temps(&self) {
-        self.remove_stale_summary_temps_at(std::time::SystemTime::now());
+        remove_stale_temps(
+            &self.root,
+            &[FILE, super::verdict_summary::FILE],
+            std::time::SystemTime::now(),
+        );
     }
+}
 
-    fn remove_stale_summary_temps_at(&self, now: std::time::SystemTime) {
-        let Ok(rd) = std::fs::read_dir(&self.root) else {
-            return;
+/// Remove from `dir` the temp files `.<name>.tmp.<pid>` of a writer of one
+/// of `names` killed midway (by [`write_cache`] or `write_atomic`): those
+/// of a process that is gone, or older than [`STALE_TEMP`] (its pid may be
+/// another process's by now). Never this process's own, nor one of a live
+/// process younger than that: a writer at work. Best effort.
+pub(super) fn remove_stale_temps(
+    dir: &std::path::Path,
+    names: &[&str],
+    now: std::time::SystemTime,
+) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let me = std::process::id();
+    for ent in rd.flatten() {
+        let name = ent.file_name();
+        let Some(pid) = name.to_str().and_then(|n| temp_pid(n, names)) else {
+            continue;
         };
-        let me = std::process::id();
-        for ent in rd.flatten() {
-            let name = ent.file_name();
-            let Some(pid) = name.to_str().and_then(summary_temp_pid) else {
-                continue;
-            };
-            if pid == me {
-                continue;
-            }
-            let old = ent
-                .metadata()
-                .ok()
-                .and_then(|md| md.modified().ok())
-                .and_then(|m| now.duration_since(m).ok())
-                .is_some_and(|age| age > STALE_TEMP);
-            if old || !process_alive(pid) {
-                let _ = std::fs::remove_file(ent.path());
-            }
+        if pid == me {
+            continue;
+        }
+        let old = ent
+            .metadata()
+            .ok()
+            .and_then(|md| md.modified().ok())
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age > STALE_TEMP);
+        if old || !process_alive(pid) {
+            let _ = std::fs::remove_file(ent.path());
         }
     }
 }
@@ -517,11 +528,13 @@ impl Catalog {
 /// A writer's temp file older than this is left over whatever its pid.
 pub const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// The writer's pid of a summary's temp file name.
-fn summary_temp_pid(name: &str) -> Option<u32> {
-    let rest = [FILE, super::verdict_summary::FILE]
-        .iter()
-        .find_map(|f| name.strip_prefix(&format!(".{f}.tmp.")))?;
+/// The writer's pid of the temp file name `name` of one of `names`.
+fn temp_pid(name: &str, names: &[&str]) -> Option<u32> {
+    let rest = names.iter().find_map(|f| {
+        name.strip_prefix('.')?
+            .strip_prefix(f)?
+            .strip_prefix(".tmp.")
+    })?;
     if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

@@ -437,3 +437,155 @@ fn standby_head_is_the_records_newest_and_never_outlives_it() {
         Vec::<(String, StandbyRecord)>::new()
     );
 }
+
+/// `set_heads`: the heads of exactly the manifests `manifests` returns, in
+/// the same order, whatever state the index and this process's memory
+/// are in — a new process reading the index, manifests changed or removed
+/// behind it, a file the index lacks (read whole and indexed), heads
+/// before and after whole reads in one process; a damaged manifest file is
+/// the same error naming it.
+#[test]
+fn set_heads_are_the_heads_of_the_manifests() {
+    use crate::base::model::StandbyOrder;
+    let dir = tempfile::tempdir().unwrap();
+    let c = Catalog::new(dir.path());
+    let heads = |c: &Catalog| -> Vec<SetHead> { from_files(c).iter().map(SetHead::of).collect() };
+    assert!(c.set_heads().unwrap().is_empty());
+    let ids = ids(9);
+    write_all(&c, &ids, 1);
+    // Some committed with a standby order that ranks them otherwise than
+    // their sequence (the catalog's order is the order key's).
+    for (i, id) in ids.iter().enumerate().filter(|(i, _)| i % 3 == 0) {
+        let mut m = manifest(id, 1 + i as u64, id);
+        m.committed_at = Some("2026-11-28T08:00:00Z".parse().unwrap());
+        m.standby_order = Some(StandbyOrder {
+            generation: 2,
+            commit: 100 - i as u64,
+        });
+        c.write_manifest(&m).unwrap();
+    }
+    for fresh_process in [true, false] {
+        if fresh_process {
+            forget_process_cache(&c);
+        }
+        assert_eq!(c.set_heads().unwrap(), heads(&c), "fresh {fresh_process}");
+        // Whole after heads only (the process remembers heads): whole.
+        assert_eq!(c.manifests().unwrap(), from_files(&c));
+        assert_eq!(c.set_heads().unwrap(), heads(&c));
+    }
+    // Behind the index's back: one rewritten by hand (another generation),
+    // one removed, one new file the index lacks.
+    let mut m = manifest(&ids[4], 5, &ids[4]);
+    m.generation = 7;
+    write_json(&c.set_path(&ids[4]), &m).unwrap();
+    std::fs::remove_file(c.set_path(&ids[5])).unwrap();
+    let new_id = "20261127T100000.000Z-redolog";
+    let mut n = manifest(new_id, 50, new_id);
+    n.kind = SetKind::Redolog;
+    write_json(&c.set_path(new_id), &n).unwrap();
+    for fresh_process in [false, true] {
+        if fresh_process {
+            forget_process_cache(&c);
+        }
+        let got = c.set_heads().unwrap();
+        assert_eq!(got, heads(&c), "fresh {fresh_process}");
+        assert!(got.iter().any(|h| h.id == ids[4] && h.generation == 7));
+        assert!(
+            got.iter()
+                .any(|h| h.id == new_id && h.kind == SetKind::Redolog)
+        );
+        assert!(!got.iter().any(|h| h.id == ids[5]));
+    }
+    // The new file is indexed now: a new process finds its line.
+    assert!(index_lines(&c).iter().any(|l| l.starts_with(new_id)));
+    // A damaged manifest file: the same error as `manifests`.
+    let p = c.set_path(&ids[0]);
+    let good = std::fs::read(&p).unwrap();
+    std::fs::write(&p, b"{ not json").unwrap();
+    let e = c.set_heads().unwrap_err().to_string();
+    assert!(e.contains(&ids[0]), "{e}");
+    write_atomic(&p, &good).unwrap();
+    forget_process_cache(&c);
+    assert_eq!(c.set_heads().unwrap(), heads(&c));
+    // The heads' order is the manifests' order key.
+    let h = c.set_heads().unwrap();
+    let ms = c.manifests().unwrap();
+    assert_eq!(
+        h.iter().map(|h| h.order_key()).collect::<Vec<_>>(),
+        ms.iter().map(|m| m.order_key()).collect::<Vec<_>>()
+    );
+}
+
+/// The head decoder reads the first tokens of a manifest's line in the
+/// order the codec writes them: for manifests with every head field set
+/// and unset it gives back `SetHead::of`; a line cut anywhere (even after
+/// the head, or in a number that would still parse) gives none.
+#[test]
+fn the_head_decoder_agrees_with_the_codec() {
+    use crate::base::model::StandbyOrder;
+    let id = "20261127T080000.000Z-redolog";
+    let t: Timestamp = "2026-11-27T08:00:00.123456789Z".parse().unwrap();
+    let mut variants = Vec::new();
+    let mut m = manifest(id, 7, id);
+    m.kind = SetKind::Redolog;
+    variants.push(m.clone());
+    m.site = "p\tq=~+$".into();
+    m.generation = 4;
+    m.safety_margin_ms = -3;
+    m.committed_at = Some(t);
+    m.standby_order = Some(StandbyOrder {
+        generation: 5,
+        commit: 9,
+    });
+    variants.push(m.clone());
+    m.standby_order = None;
+    m.seq = u64::MAX;
+    variants.push(m);
+    for m in variants {
+        let enc = codec::encode(&m);
+        let head = codec::decode_head(&enc).expect("a head");
+        assert_eq!(head, SetHead::of(&m));
+        assert_eq!(head.order_key(), m.order_key());
+        for cut in 0..enc.len() {
+            if enc.is_char_boundary(cut) {
+                assert_eq!(codec::decode_head(&enc[..cut]), None, "{cut}");
+            }
+        }
+    }
+}
+
+/// A writer of `standby.json` killed midway leaves `.standby.json.tmp.<pid>`
+/// or `.standby.head.json.tmp.<pid>`: the next writer of that standby's
+/// records removes those of dead processes, never a live writer's.
+#[test]
+fn the_next_standby_record_writer_removes_a_dead_writers_temp_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Catalog::new(dir.path());
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let r = StandbyRecord {
+        standby: "local".into(),
+        ..StandbyRecord::default()
+    };
+    for (name, sub) in [("standby", ""), ("far", "standbys/far")] {
+        let d = dir.path().join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        let files = [
+            (format!(".standby.head.json.tmp.{dead}"), false),
+            (format!(".standby.json.tmp.{dead}"), false),
+            // pid 1 is alive: a writer at work.
+            (".standby.head.json.tmp.1".to_string(), true),
+            // not a temp of these records
+            (format!(".peer.json.tmp.{dead}"), true),
+        ];
+        for (f, _) in &files {
+            std::fs::write(d.join(f), b"{").unwrap();
+        }
+        c.write_standby_record_of(name, &r).unwrap();
+        for (f, kept) in &files {
+            assert_eq!(d.join(f).exists(), *kept, "{name}: {f}");
+        }
+        assert_eq!(c.standby_head_of(name).unwrap(), Some(r.head()));
+    }
+}

@@ -437,6 +437,24 @@ impl Catalog {
         false
     }
 
+    /// The summary's lines, when it describes `verdicts/` as it is now and
+    /// matches the files as [`Catalog::check_verdict_summary`] checks them
+    /// (the names in `verdicts/`, each file's stamp): what a command that
+    /// acts on the verdicts (`prune`) or prints them (`sets`) may take
+    /// instead of parsing every file. `None`: no such summary (one that
+    /// did not match is removed); the caller reads the files.
+    pub fn checked_verdict_lines(&self) -> Option<Vec<VerdictLine>> {
+        let s = self.valid_verdict_summary()?;
+        if self.verdict_files_match(&s) {
+            return Some(s.lines);
+        }
+        tracing::warn!(
+            "verdicts.summary does not match the files in verdicts/; reading every verdict"
+        );
+        self.forget_verdict_summary();
+        None
+    }
+
     fn verdict_files_match(&self, s: &VerdictSummary) -> bool {
         let dir = self.root.join("verdicts");
         let mut listed: Vec<String> = Vec::with_capacity(s.lines.len());
@@ -537,6 +555,29 @@ impl Catalog {
             pairs.insert(at, (line, stamp));
         }
         let (lines, stamps) = pairs.into_iter().unzip();
+        self.write_verdict_summary(&VerdictSummary { dir, lines, stamps });
+    }
+
+    /// After `prune_verdicts` removed the verdict files of `removed`: the
+    /// summary valid before (`before`, removed from disk by
+    /// [`Catalog::verdict_summary_before_change`]) without their lines,
+    /// stamped with the directory as it is now.
+    pub(super) fn verdict_summary_after_removals(
+        &self,
+        before: Option<VerdictSummary>,
+        removed: &std::collections::BTreeSet<&str>,
+    ) {
+        let Some(VerdictSummary { lines, stamps, .. }) = before else {
+            return;
+        };
+        let Some(dir) = self.verdicts_dir_stamp() else {
+            return;
+        };
+        let (lines, stamps) = lines
+            .into_iter()
+            .zip(stamps)
+            .filter(|(l, _)| !removed.contains(l.set_id.as_str()))
+            .unzip();
         self.write_verdict_summary(&VerdictSummary { dir, lines, stamps });
     }
 

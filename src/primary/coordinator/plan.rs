@@ -64,14 +64,35 @@ pub fn sets_to_ship_for(
     local_has: &BTreeMap<String, Vec<String>>,
     standby_generation: Option<u64>,
 ) -> Result<Vec<Manifest>> {
+    let heads = catalog.set_heads()?;
+    sets_to_ship_from(
+        cfg,
+        catalog,
+        &heads,
+        committed,
+        local_has,
+        standby_generation,
+    )
+}
+
+/// [`sets_to_ship_for`] from the catalog's heads (`heads`, in its order,
+/// as [`Catalog::set_heads`] gives them): which sets to send is decided
+/// from the heads; only those are read whole.
+pub(super) fn sets_to_ship_from(
+    cfg: &Config,
+    catalog: &Catalog,
+    heads: &[crate::base::catalog::SetHead],
+    committed: &BTreeSet<String>,
+    local_has: &BTreeMap<String, Vec<String>>,
+    standby_generation: Option<u64>,
+) -> Result<Vec<Manifest>> {
     // Sets are shipped oldest first and committed in that order, so a set
     // older than the newest committed one was pruned on the standby or
     // skipped as incomplete: sending it again would only resurrect it.
     // Only sets this site knows count: a set the standby holds that this
     // site never had (committed there by whoever else held the key, dated
     // ahead) must not keep this site's own sets from shipping.
-    let manifests = catalog.manifests()?;
-    let known: BTreeSet<&str> = manifests.iter().map(|m| m.id.as_str()).collect();
+    let known: BTreeSet<&str> = heads.iter().map(|m| m.id.as_str()).collect();
     let newest_committed = committed
         .iter()
         .filter(|c| known.contains(c.as_str()))
@@ -79,24 +100,34 @@ pub fn sets_to_ship_for(
         .max()
         .map(|id| id.as_str().to_string());
     let mut out = Vec::new();
-    for set in manifests {
-        if committed.contains(&set.id) {
+    for head in heads {
+        if committed.contains(&head.id) {
             continue;
         }
         if newest_committed
             .as_ref()
-            .is_some_and(|n| crate::base::model::older_set(&set.id, n))
+            .is_some_and(|n| crate::base::model::older_set(&head.id, n))
         {
-            tracing::debug!(set = %set.id, "not shipped: older than the newest set on the standby");
+            tracing::debug!(set = %head.id, "not shipped: older than the newest set on the standby");
             continue;
         }
         // A standby that follows this site (`follow`) is in this site's
         // generation and refuses the sets of an older one, which it may
         // lack (it was shipped less often): the next set of this
         // generation goes incrementally from the common base instead.
-        if standby_generation.is_some_and(|g| set.generation < g) {
-            tracing::debug!(set = %set.id, generation = set.generation, "not shipped: the standby is in a newer generation and would refuse it");
+        if standby_generation.is_some_and(|g| head.generation < g) {
+            tracing::debug!(set = %head.id, generation = head.generation, "not shipped: the standby is in a newer generation and would refuse it");
             continue;
+        }
+        // A set to send: read whole (gone since the heads were read: not sent).
+        let Some(set) = catalog.manifest(&head.id)? else {
+            continue;
+        };
+        if set.id != head.id {
+            return Err(Error::integrity(format!(
+                "the manifest of set {} holds set {}",
+                head.id, set.id
+            )));
         }
         if !complete_locally(cfg, &set, local_has) {
             tracing::warn!(set = %set.id, "not shipped: some member snapshots are gone on this site");

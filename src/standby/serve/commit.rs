@@ -239,7 +239,8 @@ pub(super) fn commit(cfg: &Config, stores: &Stores, catalog: &Catalog, m: Manife
             m.id, m.generation
         )));
     }
-    let known = catalog.manifests()?;
+    // What the commit ranks against: the heads (order, claims), no members.
+    let known = catalog.set_heads()?;
     check_order_claims(cfg, catalog, &m, &known)?;
     let mut m = validate_commit(cfg, stores, catalog, m)?;
     m.committed_at = Some(Timestamp::now());
@@ -263,7 +264,7 @@ pub(super) fn check_order_claims(
     cfg: &Config,
     catalog: &Catalog,
     m: &Manifest,
-    known: &[Manifest],
+    known: &[crate::base::catalog::SetHead],
 ) -> Result<()> {
     let what = format!("set {}", wire_str(&m.id));
     let first_contact = known.is_empty() && catalog.role_record()?.is_none();
@@ -303,7 +304,7 @@ pub(super) fn check_order_claims(
 pub(super) fn next_standby_order(
     own: u64,
     id: &str,
-    known: &[Manifest],
+    known: &[crate::base::catalog::SetHead],
 ) -> Result<crate::base::model::StandbyOrder> {
     let generation = known
         .iter()

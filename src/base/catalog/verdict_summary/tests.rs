@@ -643,6 +643,10 @@ fn the_sweep_over_a_long_history_keeps_exactly_what_the_rule_says() {
                 if let Some(s) = c.valid_verdict_summary() {
                     assert_eq!(s.lines, truth, "{ctx}: summary lines");
                 }
+                // What prune and `sets` decide from, when it answers.
+                if let Some(lines) = c.checked_verdict_lines() {
+                    assert_eq!(lines, truth, "{ctx}: checked lines");
+                }
                 let h = c.verdict_head_at(later()).unwrap();
                 assert_eq!(h, VerdictHead::of(&truth), "{ctx}: read");
             }
@@ -651,4 +655,83 @@ fn the_sweep_over_a_long_history_keeps_exactly_what_the_rule_says() {
         total += sweeps;
     }
     eprintln!("{total} sweeps checked against the model");
+}
+
+/// Prune's sweep keeps a valid summary valid (it was dropped before, and
+/// rebuilt from every file by the next `status`): after the sweep the
+/// summary is there, describes `verdicts/` as it is and agrees with the
+/// files, line for line; a sweep that finds a file disagreeing with the
+/// summary (suspect, where the summary said clean) leaves none.
+#[test]
+fn the_sweep_updates_the_summary_in_place() {
+    let (_d, c) = site(12);
+    for i in 6..12 {
+        let p = c.set_path(&id(i));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, b"{}").unwrap();
+    }
+    // A valid summary, written by a reader once verdicts/ settled.
+    c.verdict_lines_at(later()).unwrap();
+    assert!(c.valid_verdict_summary().is_some(), "written by the reader");
+    let n = c.prune_verdicts().unwrap();
+    assert!(n > 0, "the sweep removed verdicts");
+    let s = c
+        .valid_verdict_summary()
+        .expect("the sweep leaves a valid summary");
+    assert_eq!(s.lines, from_files(&c), "the summary is the files'");
+    assert_eq!(
+        c.checked_verdict_lines(),
+        Some(from_files(&c)),
+        "and passes the check against every file's stamp"
+    );
+
+    // A clean verdict of a pruned set turned suspect behind the summary's
+    // back in the same tick (its stamp checked by nobody before the sweep):
+    // the sweep keeps the file and writes no summary.
+    let (_d2, c) = site(12);
+    c.verdict_lines_at(later()).unwrap();
+    let clean = (0..12)
+        .find(|&i| !verdict(i).is_suspect())
+        .expect("a clean one");
+    let mut v = verdict(clean);
+    v.verdict = super::super::signals::Verdict::Suspect;
+    v.cleared_at = None;
+    let summary = std::fs::read(summary_file(&c)).unwrap();
+    write_by_hand(&c, &v);
+    // The summary as it was, stamped with the directory as it is now: it
+    // passes as valid (what a change in the same tick could leave).
+    let mut s = VerdictSummary::decode(std::str::from_utf8(&summary).unwrap()).unwrap();
+    s.dir = c.verdicts_dir_stamp().unwrap();
+    std::fs::write(summary_file(&c), s.encode()).unwrap();
+    assert!(c.valid_verdict_summary().is_some());
+    c.prune_verdicts().unwrap();
+    assert!(
+        c.verdict(&id(clean)).unwrap().is_some(),
+        "the suspect verdict stays"
+    );
+    assert!(!summary_file(&c).exists(), "no summary that disagreed");
+}
+
+/// `checked_verdict_lines` (what `prune` and `sets` take instead of every
+/// file) refuses a summary one file disagrees with by its stamp, and
+/// removes it; with none valid it says so.
+#[test]
+fn checked_lines_refuse_a_summary_whose_file_changed() {
+    let (_d, c) = site(8);
+    assert_eq!(c.checked_verdict_lines(), None, "no summary yet");
+    c.verdict_lines_at(later()).unwrap();
+    assert_eq!(c.checked_verdict_lines(), Some(from_files(&c)));
+    // One verdict rewritten (a new inode), the summary restamped with the
+    // directory as if nothing had changed.
+    let text = std::fs::read_to_string(summary_file(&c)).unwrap();
+    next_tick();
+    let mut v = verdict(3);
+    v.score += 1.0;
+    write_by_hand(&c, &v);
+    let mut s = VerdictSummary::decode(&text).unwrap();
+    s.dir = c.verdicts_dir_stamp().unwrap();
+    std::fs::write(summary_file(&c), s.encode()).unwrap();
+    assert!(c.valid_verdict_summary().is_some());
+    assert_eq!(c.checked_verdict_lines(), None, "the stamp of 3 differs");
+    assert!(!summary_file(&c).exists(), "removed");
 }
