@@ -10,6 +10,7 @@
 
 mod common;
 
+use common::mailgen::{self, base64, rewrite_at};
 use common::*;
 
 /// Blob files in the store, each [`MSG`] bytes of ordinary (compressible) mail.
@@ -24,18 +25,9 @@ fn message(i: usize) -> Vec<u8> {
         "meeting", "invoice", "tomorrow", "project", "the", "and", "regards", "please", "attached",
         "review", "budget", "thanks", "schedule", "call", "report",
     ];
-    let mut s =
+    let head =
         format!("From: user{i}@example.org\r\nTo: team@example.org\r\nSubject: note {i}\r\n\r\n");
-    let mut x = i as u64 * 2654435761 + 1;
-    while s.len() < MSG {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.push_str(words[(x % words.len() as u64) as usize]);
-        s.push(if x % 11 == 0 { '\n' } else { ' ' });
-    }
-    s.truncate(MSG);
-    s.into_bytes()
+    mailgen::message(head, i, &words, MSG)
 }
 
 fn blob(lab: &Lab, i: usize) -> std::path::PathBuf {
@@ -524,43 +516,9 @@ fn bench_detection_cost() {
     );
 }
 
-/// MIME's base64 (an attachment as it sits in a message file): 6 bits of
-/// every byte carry data, so even a compressed attachment compresses to
-/// about three quarters — mail, not noise.
-fn base64(data: &[u8]) -> Vec<u8> {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::with_capacity(data.len() * 4 / 3 + data.len() / 57 * 2 + 4);
-    for (n, c) in data.chunks(3).enumerate() {
-        let v = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for k in 0..4 {
-            out.push(A[(v >> (18 - 6 * k) & 63) as usize]);
-        }
-        if n % 19 == 18 {
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-    out
-}
-
-/// Binary but structured data (index postings, database rows): small
-/// values from a skewed distribution that zstd shrinks to about half.
+/// [`structured`](mailgen::structured) data of seed `seed`.
 fn structured(seed: u64, len: usize) -> Vec<u8> {
-    let r = random_bytes(seed, len);
-    r.iter()
-        .enumerate()
-        .map(|(i, b)| if i % 4 == 0 { *b } else { b & 0x0f })
-        .collect()
-}
-
-/// Rewrite `len` bytes of `path` at `at`, in place (same inode), synced.
-fn rewrite_at(path: &std::path::Path, at: u64, data: &[u8]) {
-    use std::io::{Seek, Write};
-    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.seek(std::io::SeekFrom::Start(at)).unwrap();
-    f.write_all(data).unwrap();
-    f.sync_all().unwrap();
+    mailgen::structured(random_bytes(seed, len))
 }
 
 /// Issue 31 item 5: a simulated week of ordinary traffic on a mail server

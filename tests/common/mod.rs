@@ -7,6 +7,7 @@ pub mod btrfs_stream;
 pub mod cmdcount;
 pub mod drillcheck;
 pub mod initcheck;
+pub mod mailgen;
 pub mod memsite;
 pub mod output;
 pub mod redolog;

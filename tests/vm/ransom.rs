@@ -12,6 +12,7 @@
 //! above nothing; the noise share is the default (80%).
 
 use super::*;
+use crate::mailgen::{self, base64, rewrite_at};
 use std::collections::HashMap;
 
 /// Ordinary mail: compressible text, `len` bytes.
@@ -68,10 +69,7 @@ fn drive(dir: &Path, pri: &Path, stb: &Path, store: &dyn MailStore, msg: usize, 
     store.index(&text(7, 64 << 10));
     let ship = |k: usize| -> String {
         store.redo(&text(k, 4096 * (k + 1)));
-        let id = snapsite_json(pri, &["snapshot", "--json"])["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let id = snapshot_id(pri);
         snapsite_ok(pri, &["ship", "--json"]);
         eprintln!("set {k} shipped at {:.1} s", t0.elapsed().as_secs_f64());
         id
@@ -183,6 +181,15 @@ fn drive(dir: &Path, pri: &Path, stb: &Path, store: &dyn MailStore, msg: usize, 
 
 const DETECT: &str = "[replay]\ncommand = [\"/bin/true\"]\n[detect]\nbaseline_sets = 3\nmin_changed_bytes = \"1MiB\"\nrewrite_min_bytes = \"16KiB\"\n";
 
+/// Volumes blob and redolog of `lab`, the standby with
+/// [`DETECT`] reached through `serve`; then [`drive`].
+fn drive_on(lab: &dyn TwoSites, store: &dyn MailStore, msg: usize, fast: bool) {
+    let dir = lab.dir();
+    let (pri_vols, stb_vols) = lab.volumes(&["blob", "redolog"]);
+    let (pri, stb) = site_configs(dir, &pri_vols, &stb_vols, DETECT, Standby::Serve, "");
+    drive(dir, &pri, &stb, store, msg, fast);
+}
+
 struct ZfsStore {
     blob: PathBuf,
     redo: PathBuf,
@@ -223,18 +230,7 @@ fn zfs_both_paces_are_suspect_ordinary_mail_is_not() {
         blob: zfs_mountpoint(&lab.a.dataset("blob")),
         redo: zfs_mountpoint(&lab.a.dataset("redolog")),
     };
-    let pri_vols = format!(
-        "{}{}",
-        lab.primary_volume("blob", ""),
-        lab.primary_volume("redolog", "")
-    );
-    let stb_vols = format!(
-        "{}{}",
-        lab.standby_volume("blob", None),
-        lab.standby_volume("redolog", None)
-    );
-    let (pri, stb) = site_configs(&lab.dir, &pri_vols, &stb_vols, DETECT, Standby::Serve, "");
-    drive(&lab.dir, &pri, &stb, &store, 16 << 10, vm_full());
+    drive_on(&lab, &store, 16 << 10, vm_full());
 }
 
 /// Messages at 64 KiB slots of a raw thin LV (one pool chunk each: a new
@@ -273,11 +269,7 @@ impl MailStore for LvmStore {
 /// default suite's budget (see docs/ransomware.md for its time).
 #[test]
 fn lvm_both_paces_are_suspect_ordinary_mail_is_not() {
-    require_lab!();
-    if !vm_full() {
-        eprintln!("SKIP: SNAPSITE_VM_FULL=1 runs the LVM ransomware test");
-        return;
-    }
+    require_lab!(full: "the LVM ransomware test");
     let lab = LvmSites::new("rw", 512 * MIB, "384M");
     for r in ["blob", "redolog"] {
         lab.primary_thin(r, "64M");
@@ -286,18 +278,7 @@ fn lvm_both_paces_are_suspect_ordinary_mail_is_not() {
         blob: PathBuf::from(format!("/dev/{}", lab.pri.lv("blob"))),
         redo: PathBuf::from(format!("/dev/{}", lab.pri.lv("redolog"))),
     };
-    let pri_vols = format!(
-        "{}{}",
-        lab.primary_volume("blob", ""),
-        lab.primary_volume("redolog", "")
-    );
-    let stb_vols = format!(
-        "{}{}",
-        lab.standby_volume("blob", None),
-        lab.standby_volume("redolog", None)
-    );
-    let (pri, stb) = site_configs(&lab.dir, &pri_vols, &stb_vols, DETECT, Standby::Serve, "");
-    drive(&lab.dir, &pri, &stb, &store, SLOT as usize, true);
+    drive_on(&lab, &store, SLOT as usize, true);
 }
 
 // ---------------------------------------------------------------------------
@@ -311,57 +292,17 @@ fn message(i: usize, len: usize) -> Vec<u8> {
         "meeting", "invoice", "tomorrow", "project", "the", "and", "regards", "please", "attached",
         "review", "budget", "thanks",
     ];
-    let mut s = format!("From: user{i}@example.org\r\nSubject: note {i}\r\n\r\n");
-    let mut x = i as u64 * 2654435761 + 1;
-    while s.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.push_str(WORDS[(x % WORDS.len() as u64) as usize]);
-        s.push(if x % 11 == 0 { '\n' } else { ' ' });
-    }
-    s.truncate(len);
-    s.into_bytes()
+    let head = format!("From: user{i}@example.org\r\nSubject: note {i}\r\n\r\n");
+    mailgen::message(head, i, &WORDS, len)
 }
 
-/// MIME base64 of `data`: a compressed attachment as it sits in a
-/// message (about three quarters after zstd: mail, not noise).
-fn base64(data: &[u8]) -> Vec<u8> {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::with_capacity(data.len() * 4 / 3 + data.len() / 28);
-    for (n, c) in data.chunks(3).enumerate() {
-        let v = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for k in 0..4 {
-            out.push(A[(v >> (18 - 6 * k) & 63) as usize]);
-        }
-        if n % 19 == 18 {
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-    out
-}
-
-/// Database pages or index segments: binary, about half compressible.
+/// [`structured`](mailgen::structured) data of seed `seed`.
 fn structured(seed: u64, len: usize) -> Vec<u8> {
-    noise(seed, len)
-        .into_iter()
-        .enumerate()
-        .map(|(i, b)| if i % 4 == 0 { b } else { b & 0x0f })
-        .collect()
+    mailgen::structured(noise(seed, len))
 }
 
 fn write_synced(path: &Path, data: &[u8]) {
     let mut f = File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    f.write_all(data).unwrap();
-    f.sync_all().unwrap();
-}
-
-/// Rewrite `data` into `path` at `at`, in place (same inode), synced.
-fn rewrite_at(path: &Path, at: u64, data: &[u8]) {
-    let mut f = OpenOptions::new().write(true).open(path).unwrap();
-    f.seek(SeekFrom::Start(at)).unwrap();
     f.write_all(data).unwrap();
     f.sync_all().unwrap();
 }
@@ -378,10 +319,7 @@ fn append_synced(path: &Path, line: &str) {
 
 /// A set: snapshot and ship; (id, the ship's wall seconds).
 fn ship_set(pri: &Path) -> (String, f64) {
-    let id = snapsite_json(pri, &["snapshot", "--json"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = snapshot_id(pri);
     let t = Instant::now();
     snapsite_ok(pri, &["ship", "--json"]);
     (id, t.elapsed().as_secs_f64())
@@ -683,11 +621,7 @@ const WEEK_DETECT: &str = DETECT;
 /// time).
 #[test]
 fn zfs_a_normal_week_is_never_suspect() {
-    require_lab!();
-    if !vm_full() {
-        eprintln!("SKIP: SNAPSITE_VM_FULL=1 runs the ZFS normal week");
-        return;
-    }
+    require_lab!(full: "the ZFS normal week");
     let lab = ZfsSites::new("wk", 768 * MIB, 768 * MIB);
     let week = Week::run(&lab.dir, |r| {
         sh(&["zfs", "create", &lab.a.dataset(r)]);
@@ -718,11 +652,7 @@ fn zfs_a_normal_week_is_never_suspect() {
 /// detection. With `SNAPSITE_VM_FULL=1` only.
 #[test]
 fn lvm_a_normal_week_is_never_suspect() {
-    require_lab!();
-    if !vm_full() {
-        eprintln!("SKIP: SNAPSITE_VM_FULL=1 runs the LVM normal week");
-        return;
-    }
+    require_lab!(full: "the LVM normal week");
     let lab = LvmSites::new("wk", 1024 * MIB, "768M");
     let mut mounts = Unmount(Vec::new());
     let week = Week::run(&lab.dir, |r| {
