@@ -5,6 +5,7 @@
 
 pub mod btrfs_stream;
 pub mod cmdcount;
+pub mod crashcheck;
 pub mod drillcheck;
 pub mod initcheck;
 pub mod mailgen;

@@ -468,16 +468,7 @@ fn crash(cfg: &Path, args: &[&str], fp: &str) {
         .env(snapsite::base::failpoint::ENV, fp)
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success(),
-        "snapsite {args:?} went through although stopped at {fp}:\n{err}"
-    );
-    assert!(
-        err.contains(&format!("stopped at failpoint {fp}")),
-        "snapsite {args:?} did not stop at {fp} ({}):\n{err}",
-        o.status
-    );
+    crate::crashcheck::assert_stopped_at(&o, &format!("snapsite {args:?}"), fp);
     reboot::after_crash(cfg);
 }
 
@@ -984,14 +975,7 @@ fn failover_cell(kind: Kind, fp: &str) {
     assert_eq!(snapshot_of_both(&s), before, "no committed set changed");
     let mnt = s.dir.join("b");
     let mounts = mounts_below(&mnt);
-    for r in ROLES {
-        let at = mnt.join(r).display().to_string();
-        assert_eq!(
-            mounts.iter().filter(|m| **m == at).count(),
-            1,
-            "{r} mounted once: {mounts:?}"
-        );
-    }
+    crate::crashcheck::assert_mounted_once(&mounts, &mnt, &ROLES);
     assert_eq!(mounts.len(), ROLES.len(), "only the copies: {mounts:?}");
     for (r, name) in files {
         let i = ROLES.iter().position(|x| *x == r).unwrap();

@@ -57,6 +57,8 @@ macro_rules! require_lab {
 
 #[path = "../common/cmdcount.rs"]
 mod cmdcount;
+#[path = "../common/crashcheck.rs"]
+mod crashcheck;
 mod crash;
 mod cycle;
 mod drill;
