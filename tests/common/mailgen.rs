@@ -64,4 +64,3 @@ pub fn rewrite_at(path: &Path, at: u64, data: &[u8]) {
     f.write_all(data).unwrap();
     f.sync_all().unwrap();
 }
-

@@ -1025,10 +1025,7 @@ fn rehearse_cell(kind: Kind, fp: &str) {
 /// A's switchover stopped dead at `fp`: A has one set shipped and more
 /// written since, replicas named, replays counted. Returns the lab and
 /// both sites' sets from before the switchover.
-fn switchover_stopped_at(
-    kind: Kind,
-    fp: &str,
-) -> (Sites, Before) {
+fn switchover_stopped_at(kind: Kind, fp: &str) -> (Sites, Before) {
     let s = Sites::new(kind, false);
     counting_replay(&s);
     one_shipped(&s);
@@ -1064,11 +1061,7 @@ fn switchover_cell(kind: Kind, fp: &str) {
 /// After a switchover (however recovered): each site's sets are what they
 /// were plus the final set `fin`; A's storage holds its volumes, replicas
 /// and divergent data and snapshots of its sets only, nothing half-made.
-fn check_sets_and_storage(
-    s: &Sites,
-    before: &Before,
-    fin: &String,
-) {
+fn check_sets_and_storage(s: &Sites, before: &Before, fin: &String) {
     let kind = s.kind;
     for site in ['a', 'b'] {
         let now = sets_kept(s, site, before);
@@ -1196,9 +1189,7 @@ fn run_matrix(kind: Kind) {
         };
         reboot::set(rebooted);
         SETUP.with(|c| c.set(0.0));
-        let res = std::panic::catch_unwind(|| {
-            run_cell(kind, cell)
-        });
+        let res = std::panic::catch_unwind(|| run_cell(kind, cell));
         reboot::set(false);
         let outcome = match &res {
             Ok(()) => "ok".to_string(),

@@ -268,7 +268,12 @@ fn cycle_configs(dir: &Path, backend: &str, a: &str, b: &str, roles: &[&str]) ->
     std::fs::write(&pri, a_config(false)).unwrap();
     let mut b_text = site_head(dir, "b");
     for &r in roles {
-        b_text.push_str(&own_standby_volume(backend, b, r, Some(&dir.join("b").join(r))));
+        b_text.push_str(&own_standby_volume(
+            backend,
+            b,
+            r,
+            Some(&dir.join("b").join(r)),
+        ));
     }
     std::fs::write(&stb, &b_text).unwrap();
     std::fs::write(&b_peer, format!("{b_text}{}", local_standby(None, &pri))).unwrap();

@@ -57,9 +57,9 @@ macro_rules! require_lab {
 
 #[path = "../common/cmdcount.rs"]
 mod cmdcount;
+mod crash;
 #[path = "../common/crashcheck.rs"]
 mod crashcheck;
-mod crash;
 mod cycle;
 mod drill;
 #[path = "../common/drillcheck.rs"]

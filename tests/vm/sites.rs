@@ -122,7 +122,6 @@ impl LvmSites {
     pub fn primary_thin(&self, role: &str, size: &str) {
         thin_lv(&self.pri, role, size);
     }
-
 }
 
 /// What both two-site labs offer: each side's `[[volume]]` of a role.
