@@ -389,12 +389,12 @@ fn zfs_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
     }
 
     // A, primary: a 16 MiB database; then B fails over and writes.
-    let (s, r, a1) = a_ships_then_diverges(&pri_cfg, &a_mp, 16 * MIB as usize);
-    let changed = b_fails_over_and_writes(&stb_cfg, &b_mp, 4 * MIB as usize, 256 << 10);
+    let (s, r, a1) = a_ships_then_diverges(pri_cfg, &a_mp, 16 * MIB as usize);
+    let changed = b_fails_over_and_writes(stb_cfg, &b_mp, 4 * MIB as usize, 256 << 10);
 
     // A returns: failback needs a replica in A's config and says so,
     // changing nothing.
-    let e = snapsite_err(&pri_cfg, &["failback"]);
+    let e = snapsite_err(pri_cfg, &["failback"]);
     assert!(e.contains("replica") && e.contains("`mysql`"), "{e}");
     assert!(zfs_exists(&za.dataset("mysql")), "nothing changed");
     assert_eq!(zfs_get("readonly", &za.dataset("mysql")), "off");
@@ -423,11 +423,11 @@ fn zfs_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
         );
     }
     assert!(zfs_exists(&format!("{}@{s}", za.dataset("replica/mysql"))));
-    assert_lists_divergent(&pri_cfg, &label, &a1);
+    assert_lists_divergent(pri_cfg, &label, &a1);
 
     // B ships its first set of generation 2: only what changed since the base.
     // (B's first snapshot promoted its failover clone.)
-    let (b2, payload) = b_ships_first_set(&b_cfg);
+    let (b2, payload) = b_ships_first_set(b_cfg);
     assert_eq!(
         zfs_get("origin", &zb.dataset("live-mysql")),
         "-",
@@ -445,7 +445,7 @@ fn zfs_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
 
     switchover_back_and_ship_again(
         "zfs",
-        (&pri_cfg, &b_cfg),
+        (pri_cfg, b_cfg),
         (&a_mp("mysql"), &b_mp("mysql")),
         [("b-db", 11, 4 * MIB as usize), ("db", 1, 16 * MIB as usize)],
         2,
@@ -479,11 +479,11 @@ fn lvm_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
     }
 
     // A, primary: a 32 MiB database; then B fails over and writes.
-    let (s, r, a1) = a_ships_then_diverges(&pri_cfg, &a_mp, 32 * MIB as usize);
-    let changed = b_fails_over_and_writes(&stb_cfg, &b_mp, 10 * MIB as usize, MIB as usize);
+    let (s, r, a1) = a_ships_then_diverges(pri_cfg, &a_mp, 32 * MIB as usize);
+    let changed = b_fails_over_and_writes(stb_cfg, &b_mp, 10 * MIB as usize, MIB as usize);
 
     // A returns: refused until its config names replicas; then failback.
-    let e = snapsite_err(&pri_cfg, &["failback", "--dry-run"]);
+    let e = snapsite_err(pri_cfg, &["failback", "--dry-run"]);
     assert!(e.contains("replica") && e.contains("`redolog`"), "{e}");
     let fb = plan_and_fail_back("LVM", &cf, [&s, &r], &a1);
     let label = fb["divergent"]["label"].as_str().unwrap().to_string();
@@ -520,10 +520,10 @@ fn lvm_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
             "the live LV moved away: {lvs}"
         );
     }
-    assert_lists_divergent(&pri_cfg, &label, &a1);
+    assert_lists_divergent(pri_cfg, &label, &a1);
 
     // B ships its first set of generation 2: only what changed since the base.
-    let (b2, payload) = b_ships_first_set(&b_cfg);
+    let (b2, payload) = b_ships_first_set(b_cfg);
     let full: u64 = roles
         .iter()
         .map(|r| {
@@ -537,7 +537,7 @@ fn lvm_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
 
     switchover_back_and_ship_again(
         "lvm",
-        (&pri_cfg, &b_cfg),
+        (pri_cfg, b_cfg),
         (&a_mp("mysql"), &b_mp("mysql")),
         [
             ("b-db", 11, 10 * MIB as usize),
