@@ -12,7 +12,7 @@
 //! above nothing; the noise share is the default (80%).
 
 use super::*;
-use crate::mailgen::{self, base64, rewrite_at};
+use crate::mailgen::{self, append_synced, base64, rewrite_at, write_synced};
 use std::collections::HashMap;
 
 /// Ordinary mail: compressible text, `len` bytes.
@@ -301,22 +301,6 @@ fn structured(seed: u64, len: usize) -> Vec<u8> {
     mailgen::structured(noise(seed, len))
 }
 
-fn write_synced(path: &Path, data: &[u8]) {
-    let mut f = File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    f.write_all(data).unwrap();
-    f.sync_all().unwrap();
-}
-
-fn append_synced(path: &Path, line: &str) {
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(line.as_bytes()).unwrap();
-    f.sync_all().unwrap();
-}
-
 /// A set: snapshot and ship; (id, the ship's wall seconds).
 fn ship_set(pri: &Path) -> (String, f64) {
     let id = snapshot_id(pri);
@@ -328,6 +312,47 @@ fn ship_set(pri: &Path) -> (String, f64) {
 fn json_at(p: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
         .unwrap()
+}
+
+/// The blob volume of the VM's week: messages of 8 KiB (`<i>.eml`), a
+/// quarter with a base64 attachment of 12 KiB; sets shipped from `pri`.
+struct WeekMail {
+    blob: PathBuf,
+    /// The messages not deleted, oldest first.
+    plain: Vec<usize>,
+    next: usize,
+    pri: PathBuf,
+}
+
+impl WeekMail {
+    fn path(&self, i: usize) -> PathBuf {
+        self.blob.join(format!("{i}.eml"))
+    }
+}
+
+impl mailgen::MailServer for WeekMail {
+    fn deliver(&mut self, n: usize, seed: u64) {
+        for k in 0..n {
+            let mut m = message(self.next, 8 << 10);
+            if k % 4 == 0 {
+                m.extend_from_slice(b"\r\n--b\r\nContent-Transfer-Encoding: base64\r\n\r\n");
+                m.extend(base64(&noise(seed + k as u64, 12 << 10)));
+            }
+            write_synced(&self.path(self.next), &m);
+            self.plain.push(self.next);
+            self.next += 1;
+        }
+    }
+    fn delete(&mut self, at: usize) {
+        let i = self.plain.remove(at);
+        std::fs::remove_file(self.path(i)).unwrap();
+    }
+    fn messages(&self) -> usize {
+        self.plain.len()
+    }
+    fn set(&mut self) -> String {
+        ship_set(&self.pri).0
+    }
 }
 
 /// The roles of the week and where each is mounted on the primary.
@@ -343,88 +368,35 @@ const WEEK_ROLES: [&str; 4] = ["mysql", "blob", "index", "redolog"];
 /// ship time (seconds).
 fn normal_week(dir: &Path, pri: &Path, live: &HashMap<&str, PathBuf>) -> (Vec<String>, f64) {
     let t0 = Instant::now();
-    let at = |role: &str, name: &str| live[role].join(name);
-    let ibdata = at("mysql", "ibdata1");
-    let iblog = at("mysql", "ib_logfile0");
-    write_synced(&ibdata, &structured(1, 2 << 20));
-    write_synced(&iblog, &structured(2, 1 << 20));
-    let segment = |g: usize| at("index", &format!("_{g}.cfs"));
-    for g in 0..6 {
-        write_synced(&segment(g), &structured(100 + g as u64, 128 << 10));
-    }
-    write_synced(&at("index", "segments.gen"), &structured(99, 4096));
-    std::fs::create_dir_all(at("redolog", "archive")).unwrap();
-    let redo = at("redolog", "log");
-    append_synced(&redo, "start\n");
-    let blob = |i: usize| at("blob", &format!("{i}.eml"));
-    let mut plain: Vec<usize> = Vec::new();
-    let mut next = 0usize;
-    let mut deliver = |n: usize, seed: u64, plain: &mut Vec<usize>| {
-        for k in 0..n {
-            let mut m = message(next, 8 << 10);
-            if k % 4 == 0 {
-                m.extend_from_slice(b"\r\n--b\r\nContent-Transfer-Encoding: base64\r\n\r\n");
-                m.extend(base64(&noise(seed + k as u64, 12 << 10)));
-            }
-            write_synced(&blob(next), &m);
-            plain.push(next);
-            next += 1;
-        }
+    let week = mailgen::Week {
+        new: [30, 15, 4],
+        deleted: 3,
+        segment: 128 << 10,
+        pages: 128,
+        pages_rewritten: 24,
+        // The rollover comes well after the log's last write, as on a mail
+        // server: a rename in the same coarse-clock tick as the write looks
+        // like a rewrite on ZFS (ctime not after mtime; docs/ransomware.md),
+        // which a quiet host's speed made happen here (4 of 7 renames seen).
+        pause_before_rollover: std::time::Duration::from_millis(50),
+        random: noise,
+        index: live["index"].clone(),
+        ibdata: live["mysql"].join("ibdata1"),
+        iblog: live["mysql"].join("ib_logfile0"),
+        redolog: live["redolog"].clone(),
     };
-    deliver(200, 7, &mut plain);
+    week.prepare();
+    append_synced(&week.log(), "start");
+    let mut mail = WeekMail {
+        blob: live["blob"].clone(),
+        plain: Vec::new(),
+        next: 0,
+        pri: pri.to_path_buf(),
+    };
+    mailgen::MailServer::deliver(&mut mail, 200, 7);
     let (full, full_wall) = ship_set(pri);
     let mut ids = vec![full];
-    let (mut next_segment, mut oldest_segment, mut page) = (6usize, 0usize, 0u64);
-    for day in 0..7u64 {
-        for half in 0..2u64 {
-            let seed = 1000 * day + 100 * half;
-            let new = match day {
-                0 => 30,
-                5 | 6 => 4,
-                _ => 15,
-            };
-            deliver(new, seed, &mut plain);
-            for _ in 0..3 {
-                let i = plain.remove(3);
-                std::fs::remove_file(blob(i)).unwrap();
-            }
-            for g in [next_segment - 1, next_segment - 2] {
-                rewrite_at(&segment(g), 0, &structured(seed + g as u64, 64 << 10));
-            }
-            write_synced(&segment(next_segment), &structured(seed + 7, 128 << 10));
-            std::fs::remove_file(segment(oldest_segment)).unwrap();
-            next_segment += 1;
-            oldest_segment += 1;
-            rewrite_at(&at("index", "segments.gen"), 0, &structured(seed + 8, 4096));
-            for p in 0..24u64 {
-                page = (page + 37 + p) % 128;
-                rewrite_at(&ibdata, page * 16384, &structured(seed + 50 + p, 16384));
-            }
-            rewrite_at(
-                &iblog,
-                ((2 * day + half) % 4) * (256 << 10),
-                &structured(seed + 9, 256 << 10),
-            );
-            append_synced(&redo, &format!("day {day} half {half}: {new} delivered\n"));
-            if half == 1 {
-                // The rollover comes well after the log's last write, as on
-                // a mail server: a rename in the same coarse-clock tick as
-                // the write looks like a rewrite on ZFS (ctime not after
-                // mtime; docs/ransomware.md), which a quiet host's speed
-                // made happen here (4 of 7 renames seen).
-                std::thread::sleep(std::time::Duration::from_millis(50));
-                std::fs::rename(&redo, at("redolog", &format!("archive/redo-{day}.log"))).unwrap();
-                append_synced(&redo, &format!("day {day}: new log\n"));
-            }
-            if day == 6 && half == 1 {
-                for _ in 0..plain.len() / 10 {
-                    let i = plain.remove(1);
-                    std::fs::remove_file(blob(i)).unwrap();
-                }
-            }
-            ids.push(ship_set(pri).0);
-        }
-    }
+    ids.extend(week.run(&mut mail));
     assert_eq!(ids.len(), 15);
     // (-1: a week of zero scores still names the set it printed)
     let mut highest = (-1.0f64, String::new());
@@ -563,10 +535,7 @@ fn detection_cost(
             0,
             &structured(round as u64 + 77, 512 << 10),
         );
-        append_synced(
-            &live["redolog"].join("log"),
-            &format!("cost round {round}\n"),
-        );
+        append_synced(&live["redolog"].join("log"), &format!("cost round {round}"));
         let c = children_cpu();
         let (id, wall) = ship_set(pri);
         let cpu = children_cpu() - c;
