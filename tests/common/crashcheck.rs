@@ -35,3 +35,16 @@ pub fn assert_mounted_once(mounts: &[String], mnt: &Path, roles: &[&str]) {
         );
     }
 }
+
+/// After a prune cell: of A's four sets `f` (`f[0]` and `f[2]` shipped),
+/// with a grid keeping only the newest, A's committed sets `a` are the
+/// common one and the newest, B's `b` the newest it holds.
+#[track_caller]
+pub fn assert_pruned_to_newest(f: &[String], a: Vec<String>, b: Vec<String>) {
+    assert_eq!(
+        a,
+        vec![f[2].clone(), f[3].clone()],
+        "A keeps the common and the newest set"
+    );
+    assert_eq!(b, vec![f[2].clone()], "B keeps the newest set");
+}
