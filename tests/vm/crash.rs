@@ -1109,8 +1109,11 @@ fn lv_hash(vg: &str, lv: &str) -> String {
     h
 }
 
+/// A cell's test on one backend, stopped at a failpoint.
+type CellFn = fn(Kind, &'static str);
+
 /// The cells of the other verbs and labs: `<prefix>FAILPOINT`.
-const PREFIXED: &[(&str, fn(Kind, &'static str))] = &[
+const PREFIXED: &[(&str, CellFn)] = &[
     ("failback:", failback_cell),
     ("failover:", failover_cell),
     ("rehearse:", rehearse_cell),
