@@ -401,14 +401,8 @@ fn failover_cell(cell: &Cell) {
     );
     assert_eq!(s.b_live_digests(), want, "B's copies hold what A shipped");
     let mnt = s.lab.dir.path().join("mnt-app");
-    let mounts = mounts_below(&mnt);
+    common::crashcheck::assert_mounted_once(&mounts_below(&mnt), &mnt, &ROLES);
     for r in ROLES {
-        let at = mnt.join(r).display().to_string();
-        assert_eq!(
-            mounts.iter().filter(|m| **m == at).count(),
-            1,
-            "{r} mounted once: {mounts:?}"
-        );
         assert_eq!(tree_digest(&mnt.join(r)), want[r]);
     }
     assert_eq!(manifests(&s.state('a')), a_before, "A's sets");
@@ -1103,15 +1097,7 @@ fn serve_cell(cell: &Cell) {
     one_shipped_two_pending(&s);
     let fp = cell.failpoint.unwrap();
     let o = run_snapsite(s.a(), &["ship", "--json"], &[(failpoint::ENV, fp)]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success(),
-        "ship went through although serve stopped at {fp}:\n{err}"
-    );
-    assert!(
-        err.contains(&format!("stopped at failpoint {fp}")),
-        "serve did not stop at {fp}:\n{err}"
-    );
+    common::crashcheck::assert_stopped_at(&o, "serve (under ship)", fp);
     check_listed_sets(&s, &lab.stb_cfg, 'b');
     // B's received snapshots: only one whose receive was still running
     // (its marker there, no receipt) may be sent again; one verified and
@@ -1171,12 +1157,7 @@ fn prune_cell(cell: &Cell) {
         check_listed_sets(&s, cfg, site);
     }
     let keys = |site| manifests(&s.state(site)).into_keys().collect::<Vec<_>>();
-    assert_eq!(
-        keys('a'),
-        vec![f[2].clone(), f[3].clone()],
-        "A keeps the common and the newest set"
-    );
-    assert_eq!(keys('b'), vec![f[2].clone()], "B keeps the newest set");
+    common::crashcheck::assert_pruned_to_newest(&f, keys('a'), keys('b'));
     for r in ROLES {
         for (i, id) in f.iter().enumerate() {
             assert_eq!(snap_exists(&s, 'a', r, id), i >= 2, "A {r} {id}");

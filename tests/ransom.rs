@@ -10,6 +10,7 @@
 
 mod common;
 
+use common::mailgen::{self, base64};
 use common::*;
 
 /// Blob files in the store, each [`MSG`] bytes of ordinary (compressible) mail.
@@ -24,18 +25,9 @@ fn message(i: usize) -> Vec<u8> {
         "meeting", "invoice", "tomorrow", "project", "the", "and", "regards", "please", "attached",
         "review", "budget", "thanks", "schedule", "call", "report",
     ];
-    let mut s =
+    let head =
         format!("From: user{i}@example.org\r\nTo: team@example.org\r\nSubject: note {i}\r\n\r\n");
-    let mut x = i as u64 * 2654435761 + 1;
-    while s.len() < MSG {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.push_str(words[(x % words.len() as u64) as usize]);
-        s.push(if x % 11 == 0 { '\n' } else { ' ' });
-    }
-    s.truncate(MSG);
-    s.into_bytes()
+    mailgen::message(head, i, &words, MSG)
 }
 
 fn blob(lab: &Lab, i: usize) -> std::path::PathBuf {
@@ -524,43 +516,37 @@ fn bench_detection_cost() {
     );
 }
 
-/// MIME's base64 (an attachment as it sits in a message file): 6 bits of
-/// every byte carry data, so even a compressed attachment compresses to
-/// about three quarters — mail, not noise.
-fn base64(data: &[u8]) -> Vec<u8> {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::with_capacity(data.len() * 4 / 3 + data.len() / 57 * 2 + 4);
-    for (n, c) in data.chunks(3).enumerate() {
-        let v = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for k in 0..4 {
-            out.push(A[(v >> (18 - 6 * k) & 63) as usize]);
-        }
-        if n % 19 == 18 {
-            out.extend_from_slice(b"\r\n");
+/// The blob store of the btrfs week: messages of [`MSG`] bytes, a quarter
+/// with a base64 attachment of 24 KiB.
+struct WeekMail<'a> {
+    lab: &'a Lab,
+    store: &'a mut Store,
+}
+
+impl mailgen::MailServer for WeekMail<'_> {
+    fn deliver(&mut self, n: usize, seed: u64) {
+        for k in 0..n {
+            let i = self.store.next;
+            let mut m = message(i);
+            if k % 4 == 0 {
+                m.extend_from_slice(b"\r\n--b\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n");
+                m.extend(base64(&random_bytes(seed + k as u64, 24 << 10)));
+            }
+            write_file(&blob(self.lab, i), &m);
+            self.store.plain.push(i);
+            self.store.next += 1;
         }
     }
-    out
-}
-
-/// Binary but structured data (index postings, database rows): small
-/// values from a skewed distribution that zstd shrinks to about half.
-fn structured(seed: u64, len: usize) -> Vec<u8> {
-    let r = random_bytes(seed, len);
-    r.iter()
-        .enumerate()
-        .map(|(i, b)| if i % 4 == 0 { *b } else { b & 0x0f })
-        .collect()
-}
-
-/// Rewrite `len` bytes of `path` at `at`, in place (same inode), synced.
-fn rewrite_at(path: &std::path::Path, at: u64, data: &[u8]) {
-    use std::io::{Seek, Write};
-    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.seek(std::io::SeekFrom::Start(at)).unwrap();
-    f.write_all(data).unwrap();
-    f.sync_all().unwrap();
+    fn delete(&mut self, at: usize) {
+        let i = self.store.plain.remove(at);
+        std::fs::remove_file(blob(self.lab, i)).unwrap();
+    }
+    fn messages(&self) -> usize {
+        self.store.plain.len()
+    }
+    fn set(&mut self) -> String {
+        set(self.lab)
+    }
 }
 
 /// Issue 31 item 5: a simulated week of ordinary traffic on a mail server
@@ -584,91 +570,27 @@ fn a_normal_week_of_mail_is_never_suspect() {
     toml.push_str(DETECT);
     std::fs::write(&lab.stb_cfg, toml).unwrap();
     let mut store = Store::new(&lab);
-    // MariaDB: a 4 MiB tablespace of 16 KiB pages and a 1 MiB redo log.
-    let ibdata = lab.live("mysql").join("ibdata1");
-    let iblog = lab.live("mysql").join("ib_logfile0");
-    write_file(&ibdata, &structured(1, 4 << 20));
-    write_file(&iblog, &structured(2, 1 << 20));
-    // The search index: segment files and the file that lists them.
-    let segment = |g: usize| lab.live("index").join(format!("_{g}.cfs"));
-    for g in 0..6 {
-        write_file(&segment(g), &structured(100 + g as u64, 256 << 10));
-    }
-    write_file(
-        &lab.live("index").join("segments.gen"),
-        &structured(99, 4096),
-    );
-    std::fs::create_dir_all(lab.live("redolog").join("archive")).unwrap();
+    let week = mailgen::Week {
+        new: [60, 30, 8],
+        deleted: 5,
+        segment: 256 << 10,
+        pages: 256,
+        pages_rewritten: 48,
+        pause_before_rollover: std::time::Duration::ZERO,
+        random: random_bytes,
+        index: lab.live("index"),
+        ibdata: lab.live("mysql").join("ibdata1"),
+        iblog: lab.live("mysql").join("ib_logfile0"),
+        redolog: lab.live("redolog"),
+    };
+    // MariaDB: a 4 MiB tablespace of 16 KiB pages and a 1 MiB redo log;
+    // the search index: segment files and the file that lists them.
+    week.prepare();
     let mut ids = vec![set(&lab)];
-    let (mut next_segment, mut oldest_segment, mut page) = (6usize, 0usize, 0u64);
-    for day in 0..7u64 {
-        for half in 0..2u64 {
-            let seed = 1000 * day + 100 * half;
-            // New mail: Monday's backlog, a quiet weekend.
-            let new = match day {
-                0 => 60,
-                5 | 6 => 8,
-                _ => 30,
-            };
-            for k in 0..new {
-                let i = store.next;
-                let mut m = message(i);
-                if k % 4 == 0 {
-                    m.extend_from_slice(b"\r\n--b\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n");
-                    m.extend(base64(&random_bytes(seed + k as u64, 24 << 10)));
-                }
-                write_file(&blob(&lab, i), &m);
-                store.plain.push(i);
-                store.next += 1;
-            }
-            for _ in 0..5 {
-                let i = store.plain.remove(3);
-                std::fs::remove_file(blob(&lab, i)).unwrap();
-            }
-            // An index merge: two segments rewritten in place, a new one
-            // written, the oldest dropped, the list rewritten.
-            for g in [next_segment - 1, next_segment - 2] {
-                rewrite_at(&segment(g), 0, &structured(seed + g as u64, 128 << 10));
-            }
-            write_file(&segment(next_segment), &structured(seed + 7, 256 << 10));
-            std::fs::remove_file(segment(oldest_segment)).unwrap();
-            next_segment += 1;
-            oldest_segment += 1;
-            rewrite_at(
-                &lab.live("index").join("segments.gen"),
-                0,
-                &structured(seed + 8, 4096),
-            );
-            // MariaDB: 48 pages rewritten in place, 256 KiB of its log.
-            for p in 0..48u64 {
-                page = (page + 37 + p) % 256;
-                rewrite_at(&ibdata, page * 16384, &structured(seed + 50 + p, 16384));
-            }
-            rewrite_at(
-                &iblog,
-                ((2 * day + half) % 4) * (256 << 10),
-                &structured(seed + 9, 256 << 10),
-            );
-            lab.append_redolog(&format!("day {day} half {half}: {new} delivered"));
-            if half == 1 {
-                // The evening's rollover.
-                std::fs::rename(
-                    lab.live("redolog").join("log"),
-                    lab.live("redolog").join(format!("archive/redo-{day}.log")),
-                )
-                .unwrap();
-                lab.append_redolog(&format!("day {day}: new log"));
-            }
-            if day == 6 && half == 1 {
-                // Sunday's trash purge: 10% of the store.
-                for _ in 0..store.plain.len() / 10 {
-                    let i = store.plain.remove(1);
-                    std::fs::remove_file(blob(&lab, i)).unwrap();
-                }
-            }
-            ids.push(set(&lab));
-        }
-    }
+    ids.extend(week.run(&mut WeekMail {
+        lab: &lab,
+        store: &mut store,
+    }));
     let mut highest = (0.0f64, String::new());
     for id in &ids {
         let v = verdict(&lab, id);

@@ -565,8 +565,17 @@ mod tests {
     }
 
     fn read_all(bytes: &[u8]) -> Result<Vec<Frame>> {
+        read_frames(bytes, false)
+    }
+
+    /// Every frame of `bytes` after the magic (with `compressed`, a reader
+    /// that accepts compressed data frames), or the first error.
+    fn read_frames(bytes: &[u8], compressed: bool) -> Result<Vec<Frame>> {
         let mut r = Reader::new(bytes);
         r.magic()?;
+        if compressed {
+            r.accept_compressed()?;
+        }
         let mut out = Vec::new();
         while let Some(f) = r.next_frame()? {
             out.push(f);
@@ -660,14 +669,7 @@ mod tests {
     }
 
     fn read_all_compressed(bytes: &[u8]) -> Result<Vec<Frame>> {
-        let mut r = Reader::new(bytes);
-        r.magic()?;
-        r.accept_compressed()?;
-        let mut out = Vec::new();
-        while let Some(f) = r.next_frame()? {
-            out.push(f);
-        }
-        Ok(out)
+        read_frames(bytes, true)
     }
 
     #[test]

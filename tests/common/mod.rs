@@ -5,8 +5,10 @@
 
 pub mod btrfs_stream;
 pub mod cmdcount;
+pub mod crashcheck;
 pub mod drillcheck;
 pub mod initcheck;
+pub mod mailgen;
 pub mod memsite;
 pub mod output;
 pub mod redolog;

@@ -144,3 +144,20 @@ pub fn assert_device_zeroed(dev: &Path, len: usize) {
         "bytes were written to the device"
     );
 }
+
+/// A failover report's stream recovery point (`stream.recovery_point`),
+/// which must be later than `after` (the last write the follower had
+/// acknowledged); `case` names the case in a failure.
+pub fn stream_recovery_point(
+    report: &serde_json::Value,
+    after: jiff::Timestamp,
+    case: &str,
+) -> jiff::Timestamp {
+    let rp: jiff::Timestamp = report["stream"]["recovery_point"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{case}: no stream recovery point: {report}"))
+        .parse()
+        .unwrap();
+    assert!(rp > after, "{case}: {report}");
+    rp
+}

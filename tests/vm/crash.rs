@@ -46,6 +46,15 @@ pub(super) enum Kind {
     Lvm,
 }
 
+impl Kind {
+    fn backend(self) -> &'static str {
+        match self {
+            Kind::Zfs => "zfs",
+            Kind::Lvm => "lvm",
+        }
+    }
+}
+
 const ROLES: [&str; 2] = ["mysql", "redolog"];
 
 /// The default subset: the receive killed between its end (`zfs receive`
@@ -204,7 +213,9 @@ pub(super) struct Sites {
     /// A's live mountpoints, in ROLES order.
     pub(super) mounts: Vec<PathBuf>,
     _unmount: Unmount,
-    /// Each VG drops before its loop device.
+    /// B's pool or VG.
+    _b: ThirdSite,
+    /// A's VG (LVM): it drops before its loop device.
     _vgs: Vec<ThinVg>,
     _pools: Vec<Zpool>,
 }
@@ -220,50 +231,43 @@ impl Sites {
         let mut b = site_head(&dir, "b");
         let (mut pools, mut vgs, mut mounts) = (vec![], vec![], vec![]);
         let b_mp = |r: &str| dir.join("b").join(r);
-        let (a_name, b_name);
-        match kind {
+        // A: its volumes on a pool or in a VG's thin pool; B: a site on its
+        // own storage, received into `replica/<role>` or `rep-<role>`.
+        let b_site = match kind {
             Kind::Zfs => {
-                let pa = Zpool::on_file(&unique_name("cza"), 128 * MIB, &[]);
-                let pb = replica_pool("czb", 128 * MIB);
-                for r in ROLES {
-                    sh(&["zfs", "create", &pa.dataset(r)]);
-                    mounts.push(zfs_mountpoint(&pa.dataset(r)));
-                    a.push_str(&volume(r, "zfs", &pa.dataset(r), None, None));
-                    b.push_str(&volume(
-                        r,
-                        "zfs",
-                        &pb.dataset(&format!("live-{r}")),
-                        Some(&pb.dataset(&format!("replica/{r}"))),
-                        Some(&b_mp(r)),
-                    ));
-                }
-                a_name = pa.name.clone();
-                b_name = pb.name.clone();
-                pools.push(pa);
-                pools.push(pb);
+                pools.push(Zpool::on_file(&unique_name("cza"), 128 * MIB, &[]));
+                ThirdSite::zfs("czb", 128 * MIB)
             }
             Kind::Lvm => {
                 vgs.push(ThinVg::new("cla", 256 * MIB, "192M"));
-                vgs.push(ThinVg::new("clb", 256 * MIB, "192M"));
-                let (va, vb) = (&vgs[0].vg, &vgs[1].vg);
-                for r in ROLES {
+                ThirdSite::lvm("clb", 256 * MIB, "192M")
+            }
+        };
+        for r in ROLES {
+            let (source, mp) = match kind {
+                Kind::Zfs => {
+                    let pa = &pools[0];
+                    sh(&["zfs", "create", &pa.dataset(r)]);
+                    mounts.push(zfs_mountpoint(&pa.dataset(r)));
+                    (pa.dataset(r), None)
+                }
+                Kind::Lvm => {
+                    let va = &vgs[0].vg;
                     thin_lv(va, r, "32M");
                     let mp = dir.join("a").join(r);
                     mount_ext4_settled(&va.dev(r), &mp);
                     mounts.push(mp.clone());
-                    a.push_str(&volume(r, "lvm", &va.lv(r), None, Some(&mp)));
-                    b.push_str(&volume(
-                        r,
-                        "lvm",
-                        &vb.lv(&format!("live-{r}")),
-                        Some(&vb.lv(&format!("rep-{r}"))),
-                        Some(&b_mp(r)),
-                    ));
+                    (va.lv(r), Some(mp))
                 }
-                a_name = va.name.clone();
-                b_name = vb.name.clone();
-            }
+            };
+            a.push_str(&volume(r, kind.backend(), &source, None, mp.as_deref()));
+            b.push_str(&b_site.volume(r, Some(&b_mp(r))));
         }
+        let a_name = match kind {
+            Kind::Zfs => pools[0].name.clone(),
+            Kind::Lvm => vgs[0].vg.name.clone(),
+        };
+        let b_name = b_site.name().to_string();
         if retention {
             a.push_str("[retention]\ngrid = \"1x1ms\"\n");
             b.push_str("[retention]\ngrid = \"1x1ms\"\nkeep_min_age = \"0s\"\n");
@@ -288,6 +292,7 @@ impl Sites {
             b_name,
             mounts,
             _unmount: unmount,
+            _b: b_site,
             _vgs: vgs,
             _pools: pools,
         }
@@ -311,10 +316,24 @@ impl Sites {
         write_pattern(&self.mounts[i].join(name), 0, seed, len);
     }
 
+    /// A dies: B fails over (generation 2, no replay) and writes `len`
+    /// new bytes (file `b-new`) into each of its volumes.
+    pub(super) fn fail_over_to_b(&self, len: usize) {
+        let rep = snapsite_json(&self.b_cfg, &["failover", "--no-replay", "--json"]);
+        assert_eq!(rep["generation"].as_u64(), Some(2), "{rep}");
+        for (i, r) in ROLES.iter().enumerate() {
+            write_pattern(
+                &self.dir.join("b").join(r).join("b-new"),
+                0,
+                20 + i as u64,
+                len,
+            );
+        }
+    }
+
     pub(super) fn snapshot(&self) -> String {
         sh(&["sync"]);
-        let v = snapsite_json(&self.a_cfg, &["snapshot", "--json"]);
-        v["id"].as_str().unwrap().to_string()
+        snapshot_id(&self.a_cfg)
     }
 
     /// Snapshot names of volume `role` on `site`, from the storage itself.
@@ -449,34 +468,32 @@ fn crash(cfg: &Path, args: &[&str], fp: &str) {
         .env(snapsite::base::failpoint::ENV, fp)
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success(),
-        "snapsite {args:?} went through although stopped at {fp}:\n{err}"
-    );
-    assert!(
-        err.contains(&format!("stopped at failpoint {fp}")),
-        "snapsite {args:?} did not stop at {fp} ({}):\n{err}",
-        o.status
-    );
+    crate::crashcheck::assert_stopped_at(&o, &format!("snapsite {args:?}"), fp);
     reboot::after_crash(cfg);
 }
 
+/// Every set `site` had committed `before` is still there, unchanged;
+/// returns the site's sets now.
+fn sets_kept(s: &Sites, site: char, before: &Before) -> BTreeMap<String, serde_json::Value> {
+    let now = manifests(&s.state(site));
+    for (id, m) in &before[&site] {
+        let got = now
+            .get(id)
+            .unwrap_or_else(|| panic!("site {site}: committed set {id} lost"));
+        assert_eq!(
+            comparable(got),
+            comparable(m),
+            "site {site}: set {id} changed"
+        );
+    }
+    now
+}
+
 /// The invariants every cell ends with.
-fn check_invariants(s: &Sites, before: &BTreeMap<char, BTreeMap<String, serde_json::Value>>) {
+fn check_invariants(s: &Sites, before: &Before) {
     for site in ['a', 'b'] {
-        let now = manifests(&s.state(site));
         // Nothing committed before the crash is lost or changed.
-        for (id, m) in &before[&site] {
-            let got = now
-                .get(id)
-                .unwrap_or_else(|| panic!("site {site}: committed set {id} lost"));
-            assert_eq!(
-                comparable(got),
-                comparable(m),
-                "site {site}: set {id} changed"
-            );
-        }
+        sets_kept(s, site, before);
         // Nothing leaked on the storage.
         assert_eq!(
             s.objects(site),
@@ -489,13 +506,7 @@ fn check_invariants(s: &Sites, before: &BTreeMap<char, BTreeMap<String, serde_js
             .map(|d| d.map(|e| e.unwrap().file_name()).collect())
             .unwrap_or_default();
         assert!(pending.is_empty(), "site {site}: pending {pending:?}");
-        for e in std::fs::read_dir(&st).unwrap() {
-            let n = e.unwrap().file_name().to_string_lossy().into_owned();
-            assert!(
-                !n.starts_with("journal-") && !n.contains(".tmp"),
-                "site {site}: left {n}"
-            );
-        }
+        no_journal(s, site);
     }
     if s.kind == Kind::Zfs {
         for r in ROLES {
@@ -567,7 +578,10 @@ fn held(s: &Sites) -> BTreeSet<(String, String)> {
         .collect()
 }
 
-fn snapshot_of_both(s: &Sites) -> BTreeMap<char, BTreeMap<String, serde_json::Value>> {
+/// Each site's committed sets (manifests by id), as [`snapshot_of_both`] takes them.
+type Before = BTreeMap<char, BTreeMap<String, serde_json::Value>>;
+
+fn snapshot_of_both(s: &Sites) -> Before {
     [
         ('a', manifests(&s.state('a'))),
         ('b', manifests(&s.state('b'))),
@@ -672,12 +686,7 @@ fn prune_cell(kind: Kind, fp: &str) {
         snapsite_ok(s.cfg(site), &["prune", "--json"]);
     }
     let keys = |site| manifests(&s.state(site)).into_keys().collect::<Vec<_>>();
-    assert_eq!(
-        keys('a'),
-        vec![f[2].clone(), f[3].clone()],
-        "A keeps the common and the newest set"
-    );
-    assert_eq!(keys('b'), vec![f[2].clone()], "B keeps the newest set");
+    crate::crashcheck::assert_pruned_to_newest(&f, keys('a'), keys('b'));
     check_invariants(&s, &snapshot_of_both(&s));
     let rep = snapsite_json(&s.a_cfg, &["ship", "--json"]);
     for x in rep["snapshots"].as_array().unwrap() {
@@ -701,16 +710,7 @@ fn failback_cell(kind: Kind, fp: &str) {
     snapsite_ok(&s.a_cfg, &["ship"]);
     s.write("mysql", "a-late", 3, 128 << 10);
     let a1 = s.snapshot();
-    let rep = snapsite_json(&s.b_cfg, &["failover", "--no-replay", "--json"]);
-    assert_eq!(rep["generation"].as_u64(), Some(2), "{rep}");
-    for (i, r) in ROLES.iter().enumerate() {
-        write_pattern(
-            &s.dir.join("b").join(r).join("b-new"),
-            0,
-            20 + i as u64,
-            64 << 10,
-        );
-    }
+    s.fail_over_to_b(64 << 10);
     // A returns, its config naming a replica for each volume.
     name_replicas(&s);
     // `zfs.completed`: no crash; the failback runs through (and, in its
@@ -857,10 +857,7 @@ fn ship_back(s: &Sites, common: &str) {
     )
     .unwrap();
     sh(&["sync"]);
-    let b2 = snapsite_json(&b_peer, &["snapshot", "--json"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let b2 = snapshot_id(&b_peer);
     let shipped = snapsite_json(&b_peer, &["ship", "--json"]);
     assert_eq!(shipped["committed"], serde_json::json!([b2]), "{shipped}");
     for x in shipped["snapshots"].as_array().unwrap() {
@@ -973,14 +970,7 @@ fn failover_cell(kind: Kind, fp: &str) {
     assert_eq!(snapshot_of_both(&s), before, "no committed set changed");
     let mnt = s.dir.join("b");
     let mounts = mounts_below(&mnt);
-    for r in ROLES {
-        let at = mnt.join(r).display().to_string();
-        assert_eq!(
-            mounts.iter().filter(|m| **m == at).count(),
-            1,
-            "{r} mounted once: {mounts:?}"
-        );
-    }
+    crate::crashcheck::assert_mounted_once(&mounts, &mnt, &ROLES);
     assert_eq!(mounts.len(), ROLES.len(), "only the copies: {mounts:?}");
     for (r, name) in files {
         let i = ROLES.iter().position(|x| *x == r).unwrap();
@@ -1030,10 +1020,7 @@ fn rehearse_cell(kind: Kind, fp: &str) {
 /// A's switchover stopped dead at `fp`: A has one set shipped and more
 /// written since, replicas named, replays counted. Returns the lab and
 /// both sites' sets from before the switchover.
-fn switchover_stopped_at(
-    kind: Kind,
-    fp: &str,
-) -> (Sites, BTreeMap<char, BTreeMap<String, serde_json::Value>>) {
+fn switchover_stopped_at(kind: Kind, fp: &str) -> (Sites, Before) {
     let s = Sites::new(kind, false);
     counting_replay(&s);
     one_shipped(&s);
@@ -1069,20 +1056,13 @@ fn switchover_cell(kind: Kind, fp: &str) {
 /// After a switchover (however recovered): each site's sets are what they
 /// were plus the final set `fin`; A's storage holds its volumes, replicas
 /// and divergent data and snapshots of its sets only, nothing half-made.
-fn check_sets_and_storage(
-    s: &Sites,
-    before: &BTreeMap<char, BTreeMap<String, serde_json::Value>>,
-    fin: &String,
-) {
+fn check_sets_and_storage(s: &Sites, before: &Before, fin: &String) {
     let kind = s.kind;
     for site in ['a', 'b'] {
-        let now = manifests(&s.state(site));
+        let now = sets_kept(s, site, before);
         let mut want: BTreeSet<&String> = before[&site].keys().collect();
         want.insert(fin);
         assert_eq!(now.keys().collect::<BTreeSet<_>>(), want, "site {site}");
-        for (id, m) in &before[&site] {
-            assert_eq!(comparable(&now[id]), comparable(m), "site {site}: {id}");
-        }
     }
     // A's storage: every object a volume, its replica or divergent
     // data, and every snapshot one of A's sets'; nothing half-made.
@@ -1129,6 +1109,42 @@ fn lv_hash(vg: &str, lv: &str) -> String {
     h
 }
 
+/// A cell's test on one backend, stopped at a failpoint.
+type CellFn = fn(Kind, &'static str);
+
+/// The cells of the other verbs and labs: `<prefix>FAILPOINT`.
+const PREFIXED: &[(&str, CellFn)] = &[
+    ("failback:", failback_cell),
+    ("failover:", failover_cell),
+    ("rehearse:", rehearse_cell),
+    ("switchover:", switchover_cell),
+    ("peer-failover:", cycle::peer_failover_cell),
+    ("seed:", seed::seed_cell),
+    ("spool:", spool::spool_apply_cell),
+    ("follow:", follow::follow_cell),
+    ("prune-release:", follow::prune_release_cell),
+    ("switchback:", cycle::switchback_cell),
+];
+
+/// Runs the cell `fp` names (a prefixed cell, a first-ship, prune,
+/// snapshot, or else a ship or serve cell).
+fn run_cell(kind: Kind, fp: &'static str) {
+    for (prefix, cell) in PREFIXED {
+        if let Some(point) = fp.strip_prefix(prefix) {
+            return cell(kind, point);
+        }
+    }
+    if let Some(point) = fp.strip_suffix("@first") {
+        first_ship_cell(kind, point)
+    } else if fp.starts_with("prune.") {
+        prune_cell(kind, fp)
+    } else if fp.starts_with("take_set.") {
+        snapshot_cell(kind, fp)
+    } else {
+        ship_cell(kind, fp)
+    }
+}
+
 fn run_matrix(kind: Kind) {
     let full = std::env::var("SNAPSITE_CRASH_MATRIX").as_deref() == Ok("full");
     // SNAPSITE_CRASH_CELLS=a,b: only these cells, in this order (while
@@ -1171,38 +1187,7 @@ fn run_matrix(kind: Kind) {
         };
         reboot::set(rebooted);
         SETUP.with(|c| c.set(0.0));
-        let res = std::panic::catch_unwind(|| {
-            let fp = cell;
-            if let Some(fp) = fp.strip_prefix("failback:") {
-                failback_cell(kind, fp)
-            } else if let Some(fp) = fp.strip_prefix("failover:") {
-                failover_cell(kind, fp)
-            } else if let Some(fp) = fp.strip_prefix("rehearse:") {
-                rehearse_cell(kind, fp)
-            } else if let Some(fp) = fp.strip_prefix("switchover:") {
-                switchover_cell(kind, fp)
-            } else if let Some(fp) = fp.strip_prefix("peer-failover:") {
-                cycle::peer_failover_cell(kind, fp)
-            } else if let Some(fp) = fp.strip_prefix("seed:") {
-                seed::seed_cell(kind, fp)
-            } else if let Some(fp) = fp.strip_prefix("spool:") {
-                spool::spool_apply_cell(kind, fp)
-            } else if let Some(fp) = fp.strip_prefix("follow:") {
-                follow::follow_cell(kind, fp)
-            } else if let Some(fp) = fp.strip_prefix("prune-release:") {
-                follow::prune_release_cell(kind, fp)
-            } else if let Some(fp) = fp.strip_prefix("switchback:") {
-                cycle::switchback_cell(kind, fp)
-            } else if let Some(fp) = fp.strip_suffix("@first") {
-                first_ship_cell(kind, fp)
-            } else if fp.starts_with("prune.") {
-                prune_cell(kind, fp)
-            } else if fp.starts_with("take_set.") {
-                snapshot_cell(kind, fp)
-            } else {
-                ship_cell(kind, fp)
-            }
-        });
+        let res = std::panic::catch_unwind(|| run_cell(kind, cell));
         reboot::set(false);
         let outcome = match &res {
             Ok(()) => "ok".to_string(),

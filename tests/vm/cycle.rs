@@ -143,15 +143,17 @@ fn write_random(path: &Path, seed: u64, len: usize) {
     std::fs::write(path, pattern(seed, len)).unwrap();
 }
 
-/// A's failback once its config names replicas: the dry run's plan (base
-/// sets `s` of mysql and `r` of redolog, `a1` divergent), then the
-/// failback (timed); A is a standby of generation 2. Its report.
+/// A's failback once its config names replicas (written here): the dry
+/// run's plan (base sets `s` of mysql and `r` of redolog, `a1` divergent),
+/// then the failback (timed); A is a standby of generation 2. Its report.
 fn plan_and_fail_back(
     backend: &str,
-    pri_cfg: &Path,
+    cf: &CycleConfigs,
     [s, r]: [&str; 2],
     a1: &str,
 ) -> serde_json::Value {
+    let pri_cfg = &cf.pri;
+    std::fs::write(pri_cfg, &cf.a_with_replicas).unwrap();
     let plan = snapsite_json(pri_cfg, &["failback", "--dry-run", "--json"]);
     assert_eq!(plan["base"]["mysql"].as_str(), Some(s), "{plan}");
     assert_eq!(plan["base"]["redolog"].as_str(), Some(r), "{plan}");
@@ -231,37 +233,65 @@ fn switchover_back_and_ship_again(
     }
 }
 
-/// A's config: `roles` on `backend` (live `source`, with `replica` when
-/// given), mounted under `dir/a`, shipping to the standby `stb_cfg`.
-fn a_config(
-    dir: &Path,
-    backend: &str,
-    roles: &[&str],
-    source: &dyn Fn(&str) -> String,
-    replica: Option<&dyn Fn(&str) -> String>,
-    stb_cfg: &Path,
-) -> String {
-    let mut c = site_head(dir, "a");
-    for &r in roles {
-        let replica = replica.map(|replica| replica(r));
-        c.push_str(&volume(
-            r,
-            backend,
-            &source(r),
-            replica.as_deref(),
-            Some(&dir.join("a").join(r)),
-        ));
-    }
-    c.push_str(&local_standby(None, stb_cfg));
-    c
+/// The failback tests' configs in `dir`: `pri` (A, the primary shipping
+/// to B), `stb` (B as A's standby) and `b` (B as a primary shipping to A).
+/// A's `roles` on `backend` live as `<a>/<role>`; B's on its own pool or
+/// VG `b` ([`own_standby_volume`]); each mounted under `dir/<site>/<role>`.
+struct CycleConfigs {
+    pri: PathBuf,
+    stb: PathBuf,
+    b: PathBuf,
+    /// A's config naming its replicas ([`replica_of`] on `a`), as
+    /// failback needs; `pri` is written without (as most primaries are
+    /// configured).
+    a_with_replicas: String,
 }
 
-/// B's two configs, `b` (site, state and volumes) as they are: `stb_cfg`,
-/// B as A's standby; `b_cfg`, B as a primary shipping to A (`pri_cfg`).
-fn write_b_configs(b: &str, stb_cfg: &Path, b_cfg: &Path, pri_cfg: &Path) {
-    std::fs::write(stb_cfg, b).unwrap();
-    std::fs::write(b_cfg, format!("{b}{}", local_standby(None, pri_cfg))).unwrap();
+fn cycle_configs(dir: &Path, backend: &str, a: &str, b: &str, roles: &[&str]) -> CycleConfigs {
+    let (pri, stb) = (dir.join("a.toml"), dir.join("b.toml"));
+    let b_peer = dir.join("b-peer.toml");
+    let a_config = |with_replica: bool| {
+        let mut c = site_head(dir, "a");
+        for &r in roles {
+            let replica = with_replica.then(|| replica_of(backend, a, r));
+            c.push_str(&volume(
+                r,
+                backend,
+                &format!("{a}/{r}"),
+                replica.as_deref(),
+                Some(&dir.join("a").join(r)),
+            ));
+        }
+        c.push_str(&local_standby(None, &stb));
+        c
+    };
+    std::fs::write(&pri, a_config(false)).unwrap();
+    let mut b_text = site_head(dir, "b");
+    for &r in roles {
+        b_text.push_str(&own_standby_volume(
+            backend,
+            b,
+            r,
+            Some(&dir.join("b").join(r)),
+        ));
+    }
+    std::fs::write(&stb, &b_text).unwrap();
+    std::fs::write(&b_peer, format!("{b_text}{}", local_standby(None, &pri))).unwrap();
+    let a_with_replicas = a_config(true);
+    CycleConfigs {
+        pri,
+        stb,
+        b: b_peer,
+        a_with_replicas,
+    }
 }
+
+/// What A writes after its last shipped set, cut off from B: (role, file,
+/// seed, length); failback keeps it as A's divergent data.
+const A_LATE: [(&str, &str, u64, usize); 2] = [
+    ("mysql", "a-late", 4, 256 << 10),
+    ("redolog", "log-a", 5, 64 << 10),
+];
 
 /// A, primary: a `db_len` database and a redolog; a set `s` and a redolog
 /// snapshot `r` shipped; then A writes on, cut off from B, and takes redolog
@@ -284,8 +314,9 @@ fn a_ships_then_diverges(
     write_random(&a_mp("redolog").join("log2"), 3, 64 << 10);
     let r = id_of(&["snapshot", "--redolog", "--json"]);
     snapsite_ok(pri_cfg, &["ship"]);
-    write_random(&a_mp("mysql").join("a-late"), 4, 256 << 10);
-    write_random(&a_mp("redolog").join("log-a"), 5, 64 << 10);
+    for (role, f, seed, len) in A_LATE {
+        write_random(&a_mp(role).join(f), seed, len);
+    }
     let a1 = id_of(&["snapshot", "--redolog", "--json"]);
     (s, r, a1)
 }
@@ -318,10 +349,7 @@ fn assert_lists_divergent(pri_cfg: &Path, label: &str, a1: &str) {
 /// B takes and ships its first set of generation 2, every volume an
 /// incremental. Returns the set's id and the payload bytes shipped.
 fn b_ships_first_set(b_cfg: &Path) -> (String, u64) {
-    let b2 = snapsite_json(b_cfg, &["snapshot", "--json"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let b2 = snapshot_id(b_cfg);
     let shipped = snapsite_json(b_cfg, &["ship", "--json"]);
     assert_eq!(shipped["committed"], serde_json::json!([b2]), "{shipped}");
     for sn in shipped["snapshots"].as_array().unwrap() {
@@ -354,53 +382,26 @@ fn zfs_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
     let roles = ["mysql", "redolog"];
     let a_mp = |r: &str| dir.join("a").join(r);
     let b_mp = |r: &str| dir.join("b").join(r);
-    let pri_cfg = dir.join("a.toml");
-    let stb_cfg = dir.join("b.toml");
-    let b_cfg = dir.join("b-peer.toml");
-    // A: the primary, no replica yet (as most primaries are configured).
-    let a_conf = |with_replica: bool| {
-        let replica = |r: &str| za.dataset(&format!("replica/{r}"));
-        a_config(
-            dir,
-            "zfs",
-            &roles,
-            &|r| za.dataset(r),
-            with_replica.then_some(&replica),
-            &stb_cfg,
-        )
-    };
-    std::fs::write(&pri_cfg, a_conf(false)).unwrap();
-    let mut b = site_head(dir, "b");
+    let cf = cycle_configs(dir, "zfs", &za.name, &zb.name, &roles);
+    let (pri_cfg, stb_cfg, b_cfg) = (&cf.pri, &cf.stb, &cf.b);
     for r in roles {
         lab.primary_dataset(r, &a_mp(r));
-        b.push_str(&volume(
-            r,
-            "zfs",
-            &zb.dataset(&format!("live-{r}")),
-            Some(&zb.dataset(&format!("replica/{r}"))),
-            Some(&b_mp(r)),
-        ));
     }
-    write_b_configs(&b, &stb_cfg, &b_cfg, &pri_cfg);
 
     // A, primary: a 16 MiB database; then B fails over and writes.
-    let (s, r, a1) = a_ships_then_diverges(&pri_cfg, &a_mp, 16 * MIB as usize);
-    let changed = b_fails_over_and_writes(&stb_cfg, &b_mp, 4 * MIB as usize, 256 << 10);
+    let (s, r, a1) = a_ships_then_diverges(pri_cfg, &a_mp, 16 * MIB as usize);
+    let changed = b_fails_over_and_writes(stb_cfg, &b_mp, 4 * MIB as usize, 256 << 10);
 
     // A returns: failback needs a replica in A's config and says so,
     // changing nothing.
-    let e = snapsite_err(&pri_cfg, &["failback"]);
+    let e = snapsite_err(pri_cfg, &["failback"]);
     assert!(e.contains("replica") && e.contains("`mysql`"), "{e}");
     assert!(zfs_exists(&za.dataset("mysql")), "nothing changed");
     assert_eq!(zfs_get("readonly", &za.dataset("mysql")), "off");
-    std::fs::write(&pri_cfg, a_conf(true)).unwrap();
-    let fb = plan_and_fail_back("ZFS", &pri_cfg, [&s, &r], &a1);
+    let fb = plan_and_fail_back("ZFS", &cf, [&s, &r], &a1);
     let label = fb["divergent"]["label"].as_str().unwrap().to_string();
     // A's data after the base is kept: read-only, readable, listed.
-    for (role, f, seed, len) in [
-        ("mysql", "a-late", 4, 256 << 10),
-        ("redolog", "log-a", 5, 64 << 10),
-    ] {
+    for (role, f, seed, len) in A_LATE {
         let kept = format!("{}-divergent-{label}", za.dataset(role));
         assert_eq!(
             fb["divergent"]["snapshots"][role].as_str(),
@@ -422,11 +423,11 @@ fn zfs_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
         );
     }
     assert!(zfs_exists(&format!("{}@{s}", za.dataset("replica/mysql"))));
-    assert_lists_divergent(&pri_cfg, &label, &a1);
+    assert_lists_divergent(pri_cfg, &label, &a1);
 
     // B ships its first set of generation 2: only what changed since the base.
     // (B's first snapshot promoted its failover clone.)
-    let (b2, payload) = b_ships_first_set(&b_cfg);
+    let (b2, payload) = b_ships_first_set(b_cfg);
     assert_eq!(
         zfs_get("origin", &zb.dataset("live-mysql")),
         "-",
@@ -444,7 +445,7 @@ fn zfs_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
 
     switchover_back_and_ship_again(
         "zfs",
-        (&pri_cfg, &b_cfg),
+        (pri_cfg, b_cfg),
         (&a_mp("mysql"), &b_mp("mysql")),
         [("b-db", 11, 4 * MIB as usize), ("db", 1, 16 * MIB as usize)],
         2,
@@ -470,50 +471,24 @@ fn lvm_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
             .flat_map(|r| [a_mp(r), b_mp(r), dir.join("look").join(r)])
             .collect(),
     );
-    let pri_cfg = dir.join("a.toml");
-    let stb_cfg = dir.join("b.toml");
-    let b_cfg = dir.join("b-peer.toml");
-    let a_conf = |with_replica: bool| {
-        let replica = |r: &str| va.lv(&format!("rep-{r}"));
-        a_config(
-            dir,
-            "lvm",
-            &roles,
-            &|r| va.lv(r),
-            with_replica.then_some(&replica),
-            &stb_cfg,
-        )
-    };
-    std::fs::write(&pri_cfg, a_conf(false)).unwrap();
-    let mut b = site_head(dir, "b");
+    let cf = cycle_configs(dir, "lvm", &va.name, &vb.name, &roles);
+    let (pri_cfg, stb_cfg, b_cfg) = (&cf.pri, &cf.stb, &cf.b);
     for r in roles {
         thin_lv(va, r, "128M");
         mount_ext4_settled(&va.dev(r), &a_mp(r));
-        b.push_str(&volume(
-            r,
-            "lvm",
-            &vb.lv(&format!("live-{r}")),
-            Some(&vb.lv(&format!("rep-{r}"))),
-            Some(&b_mp(r)),
-        ));
     }
-    write_b_configs(&b, &stb_cfg, &b_cfg, &pri_cfg);
 
     // A, primary: a 32 MiB database; then B fails over and writes.
-    let (s, r, a1) = a_ships_then_diverges(&pri_cfg, &a_mp, 32 * MIB as usize);
-    let changed = b_fails_over_and_writes(&stb_cfg, &b_mp, 10 * MIB as usize, MIB as usize);
+    let (s, r, a1) = a_ships_then_diverges(pri_cfg, &a_mp, 32 * MIB as usize);
+    let changed = b_fails_over_and_writes(stb_cfg, &b_mp, 10 * MIB as usize, MIB as usize);
 
     // A returns: refused until its config names replicas; then failback.
-    let e = snapsite_err(&pri_cfg, &["failback", "--dry-run"]);
+    let e = snapsite_err(pri_cfg, &["failback", "--dry-run"]);
     assert!(e.contains("replica") && e.contains("`redolog`"), "{e}");
-    std::fs::write(&pri_cfg, a_conf(true)).unwrap();
-    let fb = plan_and_fail_back("LVM", &pri_cfg, [&s, &r], &a1);
+    let fb = plan_and_fail_back("LVM", &cf, [&s, &r], &a1);
     let label = fb["divergent"]["label"].as_str().unwrap().to_string();
     // A's data after the base is kept: a read-only LV, readable, listed.
-    for (role, f, seed, len) in [
-        ("mysql", "a-late", 4, 256 << 10),
-        ("redolog", "log-a", 5, 64 << 10),
-    ] {
+    for (role, f, seed, len) in A_LATE {
         let kept = format!("{role}-divergent-{label}");
         assert_eq!(
             fb["divergent"]["snapshots"][role].as_str(),
@@ -545,10 +520,10 @@ fn lvm_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
             "the live LV moved away: {lvs}"
         );
     }
-    assert_lists_divergent(&pri_cfg, &label, &a1);
+    assert_lists_divergent(pri_cfg, &label, &a1);
 
     // B ships its first set of generation 2: only what changed since the base.
-    let (b2, payload) = b_ships_first_set(&b_cfg);
+    let (b2, payload) = b_ships_first_set(b_cfg);
     let full: u64 = roles
         .iter()
         .map(|r| {
@@ -562,7 +537,7 @@ fn lvm_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
 
     switchover_back_and_ship_again(
         "lvm",
-        (&pri_cfg, &b_cfg),
+        (pri_cfg, b_cfg),
         (&a_mp("mysql"), &b_mp("mysql")),
         [
             ("b-db", 11, 10 * MIB as usize),

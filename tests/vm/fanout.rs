@@ -18,9 +18,10 @@ type DestroyRefused<'b> = dyn Fn(&str, &str) -> bool + 'b;
 /// One backend's side of the story.
 struct Shape<'a> {
     backend: &'static str,
-    dir: PathBuf,
-    /// The `[[volume]]` of a role on the primary, near and far.
-    volumes: &'a dyn Fn(&str) -> [String; 3],
+    /// The primary and near ([`TwoSites`]).
+    lab: &'a dyn TwoSites,
+    /// far's `[[volume]]` of a role.
+    far: &'a dyn Fn(&str) -> String,
     /// Writes round `i`'s data on the primary.
     write: &'a dyn Fn(u64),
     /// The common holds on the primary: (role, set id, tag).
@@ -30,10 +31,6 @@ struct Shape<'a> {
     /// Tries to destroy a snapshot by hand: did the storage refuse?
     /// (`None`: this storage has no holds.)
     destroy_refused: Option<&'a DestroyRefused<'a>>,
-}
-
-fn id_of(v: &serde_json::Value) -> String {
-    v["id"].as_str().unwrap().to_string()
 }
 
 fn tagged(holds: &[(String, String, String)], id: &str, tag: &str) -> Vec<String> {
@@ -46,13 +43,12 @@ fn tagged(holds: &[(String, String, String)], id: &str, tag: &str) -> Vec<String
 
 fn story(sh_: &Shape) {
     let t0 = Instant::now();
-    let dir = &sh_.dir;
+    let dir = sh_.lab.dir();
     let [mut pri_vols, mut near_vols, mut far_vols] = [String::new(), String::new(), String::new()];
     for r in ROLES {
-        let [p, n, f] = (sh_.volumes)(r);
-        pri_vols.push_str(&p);
-        near_vols.push_str(&n);
-        far_vols.push_str(&f);
+        pri_vols.push_str(&sh_.lab.primary_volume(r, ""));
+        near_vols.push_str(&sh_.lab.standby_volume(r, None));
+        far_vols.push_str(&(sh_.far)(r));
     }
     let site = |name: &str, vols: &str| {
         write_config(
@@ -79,7 +75,7 @@ fn story(sh_: &Shape) {
 
     // Round 0: both standbys get the first set; each holds it.
     (sh_.write)(0);
-    let s0 = id_of(&snapsite_json(&pri, &["snapshot", "--json"]));
+    let s0 = snapshot_id(&pri);
     snapsite_ok(&pri, &["ship"]);
     let h = (sh_.holds)();
     assert_eq!(tagged(&h, &s0, "snapsite-common-near"), full_roles, "{h:?}");
@@ -90,7 +86,7 @@ fn story(sh_: &Shape) {
     let mut pruned = 0;
     for i in 1..=ROUNDS {
         (sh_.write)(i);
-        newest = id_of(&snapsite_json(&pri, &["snapshot", "--json"]));
+        newest = snapshot_id(&pri);
         snapsite_ok(&pri, &["ship", "--to", "near"]);
         let p = snapsite_json(&pri, &["prune", "--json"]);
         pruned += p["destroyed_sets"].as_array().map_or(0, Vec::len);
@@ -230,19 +226,9 @@ fn zfs_each_standby_holds_its_own_base() {
     for r in ROLES {
         lab.primary_dataset(r, &mp(r));
     }
-    let volumes = |r: &str| {
-        let far = (format!("far-live-{r}"), format!("far/{r}"));
-        [
-            lab.primary_volume(r, ""),
-            lab.standby_volume(r, None),
-            volume(
-                r,
-                "zfs",
-                &lab.c.dataset(&far.0),
-                Some(&lab.c.dataset(&far.1)),
-                None,
-            ),
-        ]
+    let far = |r: &str| {
+        let (live, rep) = (lab.c.dataset(&format!("far-live-{r}")), format!("far/{r}"));
+        volume(r, "zfs", &live, Some(&lab.c.dataset(&rep)), None)
     };
     let write = |i: u64| {
         for (k, r) in ROLES.iter().enumerate() {
@@ -270,8 +256,8 @@ fn zfs_each_standby_holds_its_own_base() {
     };
     story(&Shape {
         backend: "zfs",
-        dir: lab.dir.clone(),
-        volumes: &volumes,
+        lab: &lab,
+        far: &far,
         write: &write,
         holds: &holds,
         add_shared: &add_shared,
@@ -283,28 +269,14 @@ fn zfs_each_standby_holds_its_own_base() {
 /// under TCG are slow); the ZFS twin runs every time.
 #[test]
 fn lvm_each_standby_holds_its_own_base() {
-    require_lab!();
-    if !vm_full() {
-        eprintln!("SKIP: SNAPSITE_VM_FULL=1 runs the LVM fan-out holds test");
-        return;
-    }
+    require_lab!(full: "the LVM fan-out holds test");
     let lab = LvmSites::new("fo", 512 * MIB, "384M");
     for r in ROLES {
         lab.primary_thin(r, "32M");
     }
-    let volumes = |r: &str| {
-        let far = (format!("far{r}live"), format!("far{r}"));
-        [
-            lab.primary_volume(r, ""),
-            lab.standby_volume(r, None),
-            volume(
-                r,
-                "lvm",
-                &lab.stb.lv(&far.0),
-                Some(&lab.stb.lv(&far.1)),
-                None,
-            ),
-        ]
+    let far = |r: &str| {
+        let (live, rep) = (lab.stb.lv(&format!("far{r}live")), format!("far{r}"));
+        volume(r, "lvm", &live, Some(&lab.stb.lv(&rep)), None)
     };
     let write = |i: u64| {
         for (k, r) in ROLES.iter().enumerate() {
@@ -322,8 +294,8 @@ fn lvm_each_standby_holds_its_own_base() {
     };
     story(&Shape {
         backend: "lvm",
-        dir: lab.dir.clone(),
-        volumes: &volumes,
+        lab: &lab,
+        far: &far,
         write: &write,
         holds: &holds,
         add_shared: &add_shared,

@@ -50,41 +50,40 @@ fn configs(dir: &Path, a: &VolumeOf, b: &VolumeOf, c: &ThirdSite) -> Configs {
     }
 }
 
-fn id_of(v: serde_json::Value) -> String {
-    v["id"].as_str().unwrap().to_string()
+/// What [`story`] made.
+struct Story {
+    /// The base set (the newest B and C both held).
+    s: String,
+    /// A's set C alone received (with `c_ahead`).
+    a1: Option<String>,
+    /// The label of what C's follow set aside.
+    label: String,
+    /// B's first set of generation 2, and the payload bytes of its ship
+    /// to C.
+    b2: String,
+    payload: u64,
+    /// The bytes B wrote after the failover.
+    changed: u64,
 }
 
 /// The story on any backend: A's sets to B and C (and, with `c_ahead`,
 /// one more to C alone), B fails over and writes, C follows, B ships to
-/// C. `a_mp`/`b_mp`: where A's and B's live data are mounted; `db` and
-/// `b_db`: the database's size on A and what B writes to it. Returns
-/// (the base set, the follow report, B's set, B's ship report, bytes
-/// changed on B).
-fn story(
-    cf: &Configs,
-    a_mp: &dyn Fn(&str) -> PathBuf,
-    b_mp: &dyn Fn(&str) -> PathBuf,
-    c_ahead: bool,
-    db: usize,
-    b_db: usize,
-) -> (
-    String,
-    Option<String>,
-    serde_json::Value,
-    String,
-    serde_json::Value,
-    u64,
-) {
+/// C. A's and B's live data are mounted at `dir/<site>/<role>` (as
+/// [`configs`] writes them); `db` and `b_db`: the database's size on A
+/// and what B writes to it.
+fn story(cf: &Configs, dir: &Path, c_ahead: bool, db: usize, b_db: usize) -> Story {
+    let a_mp = |r: &str| dir.join("a").join(r);
+    let b_mp = |r: &str| dir.join("b").join(r);
     std::fs::write(a_mp("mysql").join("db"), pattern(1, db)).unwrap();
     std::fs::write(a_mp("redolog").join("log1"), pattern(2, 256 << 10)).unwrap();
     sh(&["sync"]);
-    let s = id_of(snapsite_json(&cf.a_to_b, &["snapshot", "--json"]));
+    let s = snapshot_id(&cf.a_to_b);
     snapsite_ok(&cf.a_to_b, &["ship"]);
     snapsite_ok(&cf.a_to_c, &["ship"]);
     let a1 = c_ahead.then(|| {
         std::fs::write(a_mp("mysql").join("a-late"), pattern(4, 256 << 10)).unwrap();
         sh(&["sync"]);
-        let a1 = id_of(snapsite_json(&cf.a_to_b, &["snapshot", "--json"]));
+        let a1 = snapshot_id(&cf.a_to_b);
         snapsite_ok(&cf.a_to_c, &["ship"]);
         a1
     });
@@ -122,7 +121,7 @@ fn story(
         "{role}"
     );
     // B's first ship to C: incremental from the base.
-    let b2 = id_of(snapsite_json(&cf.b_to_c, &["snapshot", "--json"]));
+    let b2 = snapshot_id(&cf.b_to_c);
     let shipped = snapsite_json(&cf.b_to_c, &["ship", "--json"]);
     assert_eq!(shipped["committed"], serde_json::json!([b2]), "{shipped}");
     for sn in shipped["snapshots"].as_array().unwrap() {
@@ -133,7 +132,15 @@ fn story(
         payload as f64 <= 1.1 * changed as f64,
         "{payload} vs {changed}"
     );
-    (s, a1, fo, b2, shipped, changed)
+    let label = fo["divergent"]["label"].as_str().unwrap().to_string();
+    Story {
+        s,
+        a1,
+        label,
+        b2,
+        payload,
+        changed,
+    }
 }
 
 #[test]
@@ -154,16 +161,9 @@ fn zfs_follow_sets_aside_and_ships_incrementally() {
         &|r, m| lab.standby_volume(r, Some(m)),
         &zc,
     );
-    let (s, a1, fo, b2, shipped, changed) = story(
-        &cf,
-        &|r| mp("a", r),
-        &|r| mp("b", r),
-        true,
-        8 * MIB as usize,
-        4 * MIB as usize,
-    );
-    let a1 = a1.unwrap();
-    let label = fo["divergent"]["label"].as_str().unwrap().to_string();
+    let st = story(&cf, dir, true, 8 * MIB as usize, 4 * MIB as usize);
+    let (s, b2, label) = (&st.s, &st.b2, &st.label);
+    let a1 = st.a1.as_deref().unwrap();
     for r in ROLES {
         let rep = zc.replica(r);
         let kept = format!("{rep}-divergent-{label}");
@@ -175,7 +175,7 @@ fn zfs_follow_sets_aside_and_ships_incrementally() {
         assert!(zfs_exists(&format!("{rep}@{s}")), "{r}");
         assert!(zfs_exists(&format!("{rep}@{b2}")), "{r}");
     }
-    let payload = shipped["payload_bytes"].as_u64().unwrap();
+    let (payload, changed) = (st.payload, st.changed);
     let full: u64 = ROLES
         .iter()
         .map(|r| {
@@ -202,11 +202,7 @@ fn zfs_follow_sets_aside_and_ships_incrementally() {
 /// <label>.<id>`, read-only, tagged divergent), never destroyed.
 #[test]
 fn lvm_follow_ships_incrementally() {
-    require_lab!();
-    if !vm_full() {
-        eprintln!("SKIP: SNAPSITE_VM_FULL=1 runs the LVM follow test (340 s at load)");
-        return;
-    }
+    require_lab!(full: "the LVM follow test (340 s at load)");
     let t0 = Instant::now();
     let lab = LvmSites::new("fl", 512 * MIB, "384M");
     let vc = ThirdSite::lvm("flt", 512 * MIB, "384M");
@@ -225,30 +221,14 @@ fn lvm_follow_ships_incrementally() {
     let cf = configs(
         dir,
         &|r, m| volume(r, "lvm", &lab.pri.lv(r), None, Some(m)),
-        &|r, m| {
-            let (live, rep) = (format!("live-{r}"), format!("rep-{r}"));
-            volume(
-                r,
-                "lvm",
-                &lab.stb.lv(&live),
-                Some(&lab.stb.lv(&rep)),
-                Some(m),
-            )
-        },
+        &|r, m| own_standby_volume("lvm", &lab.stb.name, r, Some(m)),
         &vc,
     );
-    let (s, a1, fo, b2, shipped, changed) = story(
-        &cf,
-        &|r| mp("a", r),
-        &|r| mp("b", r),
-        true,
-        16 * MIB as usize,
-        // ext4 adds its metadata and journal (about 0.6 MiB here) to what
-        // changed: 10 MiB keeps that within the 1.1x bound.
-        10 * MIB as usize,
-    );
-    let a1 = a1.unwrap();
-    let label = fo["divergent"]["label"].as_str().unwrap().to_string();
+    // ext4 adds its metadata and journal (about 0.6 MiB here) to what
+    // changed: B writes 10 MiB, which keeps that within the 1.1x bound.
+    let st = story(&cf, dir, true, 16 * MIB as usize, 10 * MIB as usize);
+    let (s, b2, label) = (&st.s, &st.b2, &st.label);
+    let a1 = st.a1.as_deref().unwrap();
     let names = sh(&["lvs", "--noheadings", "-o", "lv_name", vc.name()]);
     let names: Vec<&str> = names.split_whitespace().collect();
     for r in ROLES {
@@ -269,7 +249,7 @@ fn lvm_follow_ships_incrementally() {
         assert!(names.contains(&format!("rep-{r}.{s}").as_str()), "{r}");
         assert!(names.contains(&format!("rep-{r}.{b2}").as_str()), "{r}");
     }
-    let payload = shipped["payload_bytes"].as_u64().unwrap();
+    let (payload, changed) = (st.payload, st.changed);
     eprintln!(
         "FOLLOW lvm: C's first ship from B {payload} bytes for {changed} bytes changed since the common set ({:.3}x); {:.1} s",
         payload as f64 / changed as f64,

@@ -38,9 +38,18 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// Skip (or, when real storage is required, fail) unless running in the VM.
+/// `require_lab!(full: "the LVM follow test")`: a long variant, which also
+/// skips (with that reason) unless `SNAPSITE_VM_FULL=1` ([`vm_full`]).
 macro_rules! require_lab {
     () => {
         if !$crate::lab_ready() {
+            return;
+        }
+    };
+    (full: $what:expr) => {
+        require_lab!();
+        if !$crate::vm_full() {
+            eprintln!("SKIP: SNAPSITE_VM_FULL=1 runs {}", $what);
             return;
         }
     };
@@ -49,6 +58,8 @@ macro_rules! require_lab {
 #[path = "../common/cmdcount.rs"]
 mod cmdcount;
 mod crash;
+#[path = "../common/crashcheck.rs"]
+mod crashcheck;
 mod cycle;
 mod drill;
 #[path = "../common/drillcheck.rs"]
@@ -62,6 +73,8 @@ mod init;
 mod initcheck;
 mod listing;
 mod lvm;
+#[path = "../common/mailgen.rs"]
+mod mailgen;
 #[path = "../common/output.rs"]
 mod output;
 mod ransom;
@@ -169,6 +182,15 @@ pub fn snapsite_ok(cfg: &Path, args: &[&str]) -> String {
 /// [`snapsite_ok`] of a `--json` command, parsed.
 pub fn snapsite_json(cfg: &Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&snapsite_ok(cfg, args)).expect("snapsite printed JSON")
+}
+
+/// `snapsite snapshot --json` of a primary's config: the new set's id.
+pub fn snapshot_id(cfg: &Path) -> String {
+    let v = snapsite_json(cfg, &["snapshot", "--json"]);
+    v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("snapshot --json printed no id: {v}"))
+        .to_string()
 }
 
 /// How many manifests (committed sets) a site's `state_dir` holds.
@@ -282,6 +304,20 @@ pub fn sh(argv: &[&str]) -> String {
     let out = run(argv);
     check(argv, out.status, &out.stderr);
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `argv` of a guard's drop: a failure is printed as a warning with
+/// the argv and stderr, not a panic (a drop may run while a test panics).
+fn teardown(argv: &[&str]) {
+    let out = run(argv);
+    if !out.status.success() {
+        eprintln!(
+            "warning: `{}` failed ({}): {}",
+            display_argv(argv),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        );
+    }
 }
 
 /// Reads a child's stderr on a thread (so neither end of a pipe can block).
@@ -553,14 +589,7 @@ impl LoopDevice {
 
 impl Drop for LoopDevice {
     fn drop(&mut self) {
-        let out = run(&["losetup", "-d", self.path_str()]);
-        if !out.status.success() {
-            eprintln!(
-                "warning: losetup -d {}: {}",
-                self.path.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        teardown(&["losetup", "-d", self.path_str()]);
     }
 }
 
@@ -609,14 +638,7 @@ impl Zpool {
 
 impl Drop for Zpool {
     fn drop(&mut self) {
-        let out = run(&["zpool", "destroy", "-f", &self.name]);
-        if !out.status.success() {
-            eprintln!(
-                "warning: zpool destroy {}: {}",
-                self.name,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        teardown(&["zpool", "destroy", "-f", &self.name]);
     }
 }
 
@@ -702,14 +724,7 @@ impl VolumeGroup {
 
 impl Drop for VolumeGroup {
     fn drop(&mut self) {
-        let out = run(&["vgremove", "-ff", "-y", &self.name]);
-        if !out.status.success() {
-            eprintln!(
-                "warning: vgremove {}: {}",
-                self.name,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        teardown(&["vgremove", "-ff", "-y", &self.name]);
         for pv in &self.pvs {
             let _ = run(&["pvremove", "-ff", "-y", pv]);
         }

@@ -12,6 +12,7 @@
 //! above nothing; the noise share is the default (80%).
 
 use super::*;
+use crate::mailgen::{self, append_synced, base64, rewrite_at, write_synced};
 use std::collections::HashMap;
 
 /// Ordinary mail: compressible text, `len` bytes.
@@ -68,10 +69,7 @@ fn drive(dir: &Path, pri: &Path, stb: &Path, store: &dyn MailStore, msg: usize, 
     store.index(&text(7, 64 << 10));
     let ship = |k: usize| -> String {
         store.redo(&text(k, 4096 * (k + 1)));
-        let id = snapsite_json(pri, &["snapshot", "--json"])["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let id = snapshot_id(pri);
         snapsite_ok(pri, &["ship", "--json"]);
         eprintln!("set {k} shipped at {:.1} s", t0.elapsed().as_secs_f64());
         id
@@ -183,6 +181,15 @@ fn drive(dir: &Path, pri: &Path, stb: &Path, store: &dyn MailStore, msg: usize, 
 
 const DETECT: &str = "[replay]\ncommand = [\"/bin/true\"]\n[detect]\nbaseline_sets = 3\nmin_changed_bytes = \"1MiB\"\nrewrite_min_bytes = \"16KiB\"\n";
 
+/// Volumes blob and redolog of `lab`, the standby with
+/// [`DETECT`] reached through `serve`; then [`drive`].
+fn drive_on(lab: &dyn TwoSites, store: &dyn MailStore, msg: usize, fast: bool) {
+    let dir = lab.dir();
+    let (pri_vols, stb_vols) = lab.volumes(&["blob", "redolog"]);
+    let (pri, stb) = site_configs(dir, &pri_vols, &stb_vols, DETECT, Standby::Serve, "");
+    drive(dir, &pri, &stb, store, msg, fast);
+}
+
 struct ZfsStore {
     blob: PathBuf,
     redo: PathBuf,
@@ -223,18 +230,7 @@ fn zfs_both_paces_are_suspect_ordinary_mail_is_not() {
         blob: zfs_mountpoint(&lab.a.dataset("blob")),
         redo: zfs_mountpoint(&lab.a.dataset("redolog")),
     };
-    let pri_vols = format!(
-        "{}{}",
-        lab.primary_volume("blob", ""),
-        lab.primary_volume("redolog", "")
-    );
-    let stb_vols = format!(
-        "{}{}",
-        lab.standby_volume("blob", None),
-        lab.standby_volume("redolog", None)
-    );
-    let (pri, stb) = site_configs(&lab.dir, &pri_vols, &stb_vols, DETECT, Standby::Serve, "");
-    drive(&lab.dir, &pri, &stb, &store, 16 << 10, vm_full());
+    drive_on(&lab, &store, 16 << 10, vm_full());
 }
 
 /// Messages at 64 KiB slots of a raw thin LV (one pool chunk each: a new
@@ -273,11 +269,7 @@ impl MailStore for LvmStore {
 /// default suite's budget (see docs/ransomware.md for its time).
 #[test]
 fn lvm_both_paces_are_suspect_ordinary_mail_is_not() {
-    require_lab!();
-    if !vm_full() {
-        eprintln!("SKIP: SNAPSITE_VM_FULL=1 runs the LVM ransomware test");
-        return;
-    }
+    require_lab!(full: "the LVM ransomware test");
     let lab = LvmSites::new("rw", 512 * MIB, "384M");
     for r in ["blob", "redolog"] {
         lab.primary_thin(r, "64M");
@@ -286,18 +278,7 @@ fn lvm_both_paces_are_suspect_ordinary_mail_is_not() {
         blob: PathBuf::from(format!("/dev/{}", lab.pri.lv("blob"))),
         redo: PathBuf::from(format!("/dev/{}", lab.pri.lv("redolog"))),
     };
-    let pri_vols = format!(
-        "{}{}",
-        lab.primary_volume("blob", ""),
-        lab.primary_volume("redolog", "")
-    );
-    let stb_vols = format!(
-        "{}{}",
-        lab.standby_volume("blob", None),
-        lab.standby_volume("redolog", None)
-    );
-    let (pri, stb) = site_configs(&lab.dir, &pri_vols, &stb_vols, DETECT, Standby::Serve, "");
-    drive(&lab.dir, &pri, &stb, &store, SLOT as usize, true);
+    drive_on(&lab, &store, SLOT as usize, true);
 }
 
 // ---------------------------------------------------------------------------
@@ -311,77 +292,18 @@ fn message(i: usize, len: usize) -> Vec<u8> {
         "meeting", "invoice", "tomorrow", "project", "the", "and", "regards", "please", "attached",
         "review", "budget", "thanks",
     ];
-    let mut s = format!("From: user{i}@example.org\r\nSubject: note {i}\r\n\r\n");
-    let mut x = i as u64 * 2654435761 + 1;
-    while s.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.push_str(WORDS[(x % WORDS.len() as u64) as usize]);
-        s.push(if x % 11 == 0 { '\n' } else { ' ' });
-    }
-    s.truncate(len);
-    s.into_bytes()
+    let head = format!("From: user{i}@example.org\r\nSubject: note {i}\r\n\r\n");
+    mailgen::message(head, i, &WORDS, len)
 }
 
-/// MIME base64 of `data`: a compressed attachment as it sits in a
-/// message (about three quarters after zstd: mail, not noise).
-fn base64(data: &[u8]) -> Vec<u8> {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::with_capacity(data.len() * 4 / 3 + data.len() / 28);
-    for (n, c) in data.chunks(3).enumerate() {
-        let v = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for k in 0..4 {
-            out.push(A[(v >> (18 - 6 * k) & 63) as usize]);
-        }
-        if n % 19 == 18 {
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-    out
-}
-
-/// Database pages or index segments: binary, about half compressible.
+/// [`structured`](mailgen::structured) data of seed `seed`.
 fn structured(seed: u64, len: usize) -> Vec<u8> {
-    noise(seed, len)
-        .into_iter()
-        .enumerate()
-        .map(|(i, b)| if i % 4 == 0 { b } else { b & 0x0f })
-        .collect()
-}
-
-fn write_synced(path: &Path, data: &[u8]) {
-    let mut f = File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    f.write_all(data).unwrap();
-    f.sync_all().unwrap();
-}
-
-/// Rewrite `data` into `path` at `at`, in place (same inode), synced.
-fn rewrite_at(path: &Path, at: u64, data: &[u8]) {
-    let mut f = OpenOptions::new().write(true).open(path).unwrap();
-    f.seek(SeekFrom::Start(at)).unwrap();
-    f.write_all(data).unwrap();
-    f.sync_all().unwrap();
-}
-
-fn append_synced(path: &Path, line: &str) {
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(line.as_bytes()).unwrap();
-    f.sync_all().unwrap();
+    mailgen::structured(noise(seed, len))
 }
 
 /// A set: snapshot and ship; (id, the ship's wall seconds).
 fn ship_set(pri: &Path) -> (String, f64) {
-    let id = snapsite_json(pri, &["snapshot", "--json"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = snapshot_id(pri);
     let t = Instant::now();
     snapsite_ok(pri, &["ship", "--json"]);
     (id, t.elapsed().as_secs_f64())
@@ -390,6 +312,47 @@ fn ship_set(pri: &Path) -> (String, f64) {
 fn json_at(p: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
         .unwrap()
+}
+
+/// The blob volume of the VM's week: messages of 8 KiB (`<i>.eml`), a
+/// quarter with a base64 attachment of 12 KiB; sets shipped from `pri`.
+struct WeekMail {
+    blob: PathBuf,
+    /// The messages not deleted, oldest first.
+    plain: Vec<usize>,
+    next: usize,
+    pri: PathBuf,
+}
+
+impl WeekMail {
+    fn path(&self, i: usize) -> PathBuf {
+        self.blob.join(format!("{i}.eml"))
+    }
+}
+
+impl mailgen::MailServer for WeekMail {
+    fn deliver(&mut self, n: usize, seed: u64) {
+        for k in 0..n {
+            let mut m = message(self.next, 8 << 10);
+            if k % 4 == 0 {
+                m.extend_from_slice(b"\r\n--b\r\nContent-Transfer-Encoding: base64\r\n\r\n");
+                m.extend(base64(&noise(seed + k as u64, 12 << 10)));
+            }
+            write_synced(&self.path(self.next), &m);
+            self.plain.push(self.next);
+            self.next += 1;
+        }
+    }
+    fn delete(&mut self, at: usize) {
+        let i = self.plain.remove(at);
+        std::fs::remove_file(self.path(i)).unwrap();
+    }
+    fn messages(&self) -> usize {
+        self.plain.len()
+    }
+    fn set(&mut self) -> String {
+        ship_set(&self.pri).0
+    }
 }
 
 /// The roles of the week and where each is mounted on the primary.
@@ -405,88 +368,35 @@ const WEEK_ROLES: [&str; 4] = ["mysql", "blob", "index", "redolog"];
 /// ship time (seconds).
 fn normal_week(dir: &Path, pri: &Path, live: &HashMap<&str, PathBuf>) -> (Vec<String>, f64) {
     let t0 = Instant::now();
-    let at = |role: &str, name: &str| live[role].join(name);
-    let ibdata = at("mysql", "ibdata1");
-    let iblog = at("mysql", "ib_logfile0");
-    write_synced(&ibdata, &structured(1, 2 << 20));
-    write_synced(&iblog, &structured(2, 1 << 20));
-    let segment = |g: usize| at("index", &format!("_{g}.cfs"));
-    for g in 0..6 {
-        write_synced(&segment(g), &structured(100 + g as u64, 128 << 10));
-    }
-    write_synced(&at("index", "segments.gen"), &structured(99, 4096));
-    std::fs::create_dir_all(at("redolog", "archive")).unwrap();
-    let redo = at("redolog", "log");
-    append_synced(&redo, "start\n");
-    let blob = |i: usize| at("blob", &format!("{i}.eml"));
-    let mut plain: Vec<usize> = Vec::new();
-    let mut next = 0usize;
-    let mut deliver = |n: usize, seed: u64, plain: &mut Vec<usize>| {
-        for k in 0..n {
-            let mut m = message(next, 8 << 10);
-            if k % 4 == 0 {
-                m.extend_from_slice(b"\r\n--b\r\nContent-Transfer-Encoding: base64\r\n\r\n");
-                m.extend(base64(&noise(seed + k as u64, 12 << 10)));
-            }
-            write_synced(&blob(next), &m);
-            plain.push(next);
-            next += 1;
-        }
+    let week = mailgen::Week {
+        new: [30, 15, 4],
+        deleted: 3,
+        segment: 128 << 10,
+        pages: 128,
+        pages_rewritten: 24,
+        // The rollover comes well after the log's last write, as on a mail
+        // server: a rename in the same coarse-clock tick as the write looks
+        // like a rewrite on ZFS (ctime not after mtime; docs/ransomware.md),
+        // which a quiet host's speed made happen here (4 of 7 renames seen).
+        pause_before_rollover: std::time::Duration::from_millis(50),
+        random: noise,
+        index: live["index"].clone(),
+        ibdata: live["mysql"].join("ibdata1"),
+        iblog: live["mysql"].join("ib_logfile0"),
+        redolog: live["redolog"].clone(),
     };
-    deliver(200, 7, &mut plain);
+    week.prepare();
+    append_synced(&week.log(), "start");
+    let mut mail = WeekMail {
+        blob: live["blob"].clone(),
+        plain: Vec::new(),
+        next: 0,
+        pri: pri.to_path_buf(),
+    };
+    mailgen::MailServer::deliver(&mut mail, 200, 7);
     let (full, full_wall) = ship_set(pri);
     let mut ids = vec![full];
-    let (mut next_segment, mut oldest_segment, mut page) = (6usize, 0usize, 0u64);
-    for day in 0..7u64 {
-        for half in 0..2u64 {
-            let seed = 1000 * day + 100 * half;
-            let new = match day {
-                0 => 30,
-                5 | 6 => 4,
-                _ => 15,
-            };
-            deliver(new, seed, &mut plain);
-            for _ in 0..3 {
-                let i = plain.remove(3);
-                std::fs::remove_file(blob(i)).unwrap();
-            }
-            for g in [next_segment - 1, next_segment - 2] {
-                rewrite_at(&segment(g), 0, &structured(seed + g as u64, 64 << 10));
-            }
-            write_synced(&segment(next_segment), &structured(seed + 7, 128 << 10));
-            std::fs::remove_file(segment(oldest_segment)).unwrap();
-            next_segment += 1;
-            oldest_segment += 1;
-            rewrite_at(&at("index", "segments.gen"), 0, &structured(seed + 8, 4096));
-            for p in 0..24u64 {
-                page = (page + 37 + p) % 128;
-                rewrite_at(&ibdata, page * 16384, &structured(seed + 50 + p, 16384));
-            }
-            rewrite_at(
-                &iblog,
-                ((2 * day + half) % 4) * (256 << 10),
-                &structured(seed + 9, 256 << 10),
-            );
-            append_synced(&redo, &format!("day {day} half {half}: {new} delivered\n"));
-            if half == 1 {
-                // The rollover comes well after the log's last write, as on
-                // a mail server: a rename in the same coarse-clock tick as
-                // the write looks like a rewrite on ZFS (ctime not after
-                // mtime; docs/ransomware.md), which a quiet host's speed
-                // made happen here (4 of 7 renames seen).
-                std::thread::sleep(std::time::Duration::from_millis(50));
-                std::fs::rename(&redo, at("redolog", &format!("archive/redo-{day}.log"))).unwrap();
-                append_synced(&redo, &format!("day {day}: new log\n"));
-            }
-            if day == 6 && half == 1 {
-                for _ in 0..plain.len() / 10 {
-                    let i = plain.remove(1);
-                    std::fs::remove_file(blob(i)).unwrap();
-                }
-            }
-            ids.push(ship_set(pri).0);
-        }
-    }
+    ids.extend(week.run(&mut mail));
     assert_eq!(ids.len(), 15);
     // (-1: a week of zero scores still names the set it printed)
     let mut highest = (-1.0f64, String::new());
@@ -625,10 +535,7 @@ fn detection_cost(
             0,
             &structured(round as u64 + 77, 512 << 10),
         );
-        append_synced(
-            &live["redolog"].join("log"),
-            &format!("cost round {round}\n"),
-        );
+        append_synced(&live["redolog"].join("log"), &format!("cost round {round}"));
         let c = children_cpu();
         let (id, wall) = ship_set(pri);
         let cpu = children_cpu() - c;
@@ -683,11 +590,7 @@ const WEEK_DETECT: &str = DETECT;
 /// time).
 #[test]
 fn zfs_a_normal_week_is_never_suspect() {
-    require_lab!();
-    if !vm_full() {
-        eprintln!("SKIP: SNAPSITE_VM_FULL=1 runs the ZFS normal week");
-        return;
-    }
+    require_lab!(full: "the ZFS normal week");
     let lab = ZfsSites::new("wk", 768 * MIB, 768 * MIB);
     let week = Week::run(&lab.dir, |r| {
         sh(&["zfs", "create", &lab.a.dataset(r)]);
@@ -718,11 +621,7 @@ fn zfs_a_normal_week_is_never_suspect() {
 /// detection. With `SNAPSITE_VM_FULL=1` only.
 #[test]
 fn lvm_a_normal_week_is_never_suspect() {
-    require_lab!();
-    if !vm_full() {
-        eprintln!("SKIP: SNAPSITE_VM_FULL=1 runs the LVM normal week");
-        return;
-    }
+    require_lab!(full: "the LVM normal week");
     let lab = LvmSites::new("wk", 1024 * MIB, "768M");
     let mut mounts = Unmount(Vec::new());
     let week = Week::run(&lab.dir, |r| {

@@ -18,7 +18,9 @@
 //! every case is its own pair of sites (primary volume, standby replica and
 //! copy, state directories) on the same pools or volume groups.
 
-use super::redolog::{Log, assert_device_zeroed, checkpoint_then_roll, tree_state};
+use super::redolog::{
+    Log, assert_device_zeroed, checkpoint_then_roll, stream_recovery_point, tree_state,
+};
 use super::*;
 
 use snapsite::base::config::Config;
@@ -64,12 +66,7 @@ fn stream_and_fail_over(pri_cfg: &Path, stb_cfg: &Path, root: &Path, copy: &Path
     let want = tree_state(root);
     let report = snapsite_json(stb_cfg, &["failover", "--no-replay", "--json"]);
     assert_eq!(tree_state(copy), want, "redolog copy = primary's files");
-    let stream_rp: jiff::Timestamp = report["stream"]["recovery_point"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no stream recovery point: {report}"))
-        .parse()
-        .unwrap();
-    assert!(stream_rp > last, "{report}");
+    stream_recovery_point(&report, last, "failover");
     assert!(report["stream"]["events_applied"].as_u64().unwrap() >= 3);
 }
 

@@ -37,11 +37,6 @@ impl ZfsSites {
         ZfsSites { a, c, dir }
     }
 
-    /// The primary's `[[volume]]` of `role` on `a/<role>`, then `extra` lines.
-    pub fn primary_volume(&self, role: &str, extra: &str) -> String {
-        volume(role, "zfs", &self.a.dataset(role), None, None) + extra
-    }
-
     /// Makes the primary's dataset `a/<role>`, mounted at `mountpoint`.
     pub fn primary_dataset(&self, role: &str, mountpoint: &Path) {
         sh(&[
@@ -53,14 +48,7 @@ impl ZfsSites {
         ]);
     }
 
-    /// The standby's `[[volume]]` of `role`: received into
-    /// `c/replica/<role>`, made live as `c/live-<role>`, mounted at
-    /// `mountpoint` when given.
-    pub fn standby_volume(&self, role: &str, mountpoint: Option<&Path>) -> String {
-        self.standby_volume_live_at(role, &format!("live-{role}"), mountpoint)
-    }
-
-    /// Like [`ZfsSites::standby_volume`], made live as `c/<live>` (e.g.
+    /// Like [`TwoSites::standby_volume`], made live as `c/<live>` (e.g.
     /// `live/<role>` under a container made with [`ZfsSites::live_container`]).
     pub fn standby_volume_live_at(
         &self,
@@ -72,7 +60,7 @@ impl ZfsSites {
             role,
             "zfs",
             &self.c.dataset(live),
-            Some(&self.c.dataset(&format!("replica/{role}"))),
+            Some(&replica_of("zfs", &self.c.name, role)),
             mountpoint,
         )
     }
@@ -134,15 +122,55 @@ impl LvmSites {
     pub fn primary_thin(&self, role: &str, size: &str) {
         thin_lv(&self.pri, role, size);
     }
+}
 
-    /// The primary's `[[volume]]` of `role` on `<pri>/<role>`, then `extra` lines.
-    pub fn primary_volume(&self, role: &str, extra: &str) -> String {
+/// What both two-site labs offer: each side's `[[volume]]` of a role.
+pub trait TwoSites {
+    /// The primary's `[[volume]]` of `role` (ZFS `a/<role>`, LVM
+    /// `<pri>/<role>`), then `extra` lines.
+    fn primary_volume(&self, role: &str, extra: &str) -> String;
+
+    /// The standby's `[[volume]]` of `role` (ZFS: received into
+    /// `c/replica/<role>`, made live as `c/live-<role>`; LVM: received as
+    /// `<stb>/<role>`, made live as `<stb>/<role>live`), mounted at
+    /// `mountpoint` when given.
+    fn standby_volume(&self, role: &str, mountpoint: Option<&Path>) -> String;
+
+    /// The lab's directory (state, configs) under [`scratch`].
+    fn dir(&self) -> &Path;
+
+    /// The primary's and the standby's `[[volume]]`s of `roles`, unmounted.
+    fn volumes(&self, roles: &[&str]) -> (String, String) {
+        let pri = roles.iter().map(|r| self.primary_volume(r, "")).collect();
+        let stb = roles.iter().map(|r| self.standby_volume(r, None)).collect();
+        (pri, stb)
+    }
+}
+
+impl TwoSites for ZfsSites {
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn primary_volume(&self, role: &str, extra: &str) -> String {
+        volume(role, "zfs", &self.a.dataset(role), None, None) + extra
+    }
+
+    fn standby_volume(&self, role: &str, mountpoint: Option<&Path>) -> String {
+        self.standby_volume_live_at(role, &format!("live-{role}"), mountpoint)
+    }
+}
+
+impl TwoSites for LvmSites {
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn primary_volume(&self, role: &str, extra: &str) -> String {
         volume(role, "lvm", &self.pri.lv(role), None, None) + extra
     }
 
-    /// The standby's `[[volume]]` of `role`: received as `<stb>/<role>`,
-    /// made live as `<stb>/<role>live`, mounted at `mountpoint` when given.
-    pub fn standby_volume(&self, role: &str, mountpoint: Option<&Path>) -> String {
+    fn standby_volume(&self, role: &str, mountpoint: Option<&Path>) -> String {
         volume(
             role,
             "lvm",
@@ -165,6 +193,34 @@ pub fn thin_lv(vg: &VolumeGroup, name: &str, size: &str) {
         "-n",
         name,
     ]);
+}
+
+/// Where a standby on its own pool or VG `name` receives `role`:
+/// `<name>/replica/<role>` on ZFS (the container [`replica_pool`] makes),
+/// `<name>/rep-<role>` on LVM.
+pub fn replica_of(backend: &str, name: &str, role: &str) -> String {
+    match backend {
+        "zfs" => format!("{name}/replica/{role}"),
+        _ => format!("{name}/rep-{role}"),
+    }
+}
+
+/// A standby's `[[volume]]` of `role` on its own pool or VG `name`
+/// (`backend`): received into [`replica_of`], made live as
+/// `<name>/live-<role>`, mounted at `mountpoint` when given.
+pub fn own_standby_volume(
+    backend: &str,
+    name: &str,
+    role: &str,
+    mountpoint: Option<&Path>,
+) -> String {
+    volume(
+        role,
+        backend,
+        &format!("{name}/live-{role}"),
+        Some(&replica_of(backend, name, role)),
+        mountpoint,
+    )
 }
 
 /// One `[[volume]]`: `role` on `backend` with live `source`, then
@@ -244,9 +300,7 @@ impl ThinVg {
     /// VG `<prefix>...` of `size` bytes with a thin pool of `pool_size`
     /// (an `lvcreate -L` size such as `"192M"`).
     pub fn new(prefix: &str, size: u64, pool_size: &str) -> ThinVg {
-        let name = unique_name(prefix);
-        let lo = LoopDevice::attach(&sparse_file(&name, size));
-        let vg = VolumeGroup::create(&name, &[&lo.path]);
+        let ThinVg { vg, lo } = ThinVg::without_pool(prefix, size);
         sh(&[
             "lvcreate",
             "-y",
@@ -257,6 +311,15 @@ impl ThinVg {
             "-T",
             &vg.lv("pool"),
         ]);
+        ThinVg { vg, lo }
+    }
+
+    /// VG `<prefix>...` of `size` bytes, no thin pool made yet (classic
+    /// LVs, or a pool of the test's own).
+    pub fn without_pool(prefix: &str, size: u64) -> ThinVg {
+        let name = unique_name(prefix);
+        let lo = LoopDevice::attach(&sparse_file(&name, size));
+        let vg = VolumeGroup::create(&name, &[&lo.path]);
         ThinVg { vg, lo }
     }
 }
@@ -323,7 +386,8 @@ pub fn lvm_common_tags(vg: &str) -> Vec<(String, String, String)> {
 /// A third site C beside a two-site lab, on its own storage: a pool with
 /// `replica` made (ZFS) or a VG with a thin pool `pool` (LVM). C's
 /// volumes are received as `<pool>/replica/<role>` or `<vg>/rep-<role>`
-/// and made live as `<name>/live-<role>`. Torn down on drop.
+/// and made live as `<name>/live-<role>` ([`own_standby_volume`]). The
+/// crash matrix's standby B is one too. Torn down on drop.
 pub enum ThirdSite {
     Zfs(Zpool),
     Lvm(ThinVg),
@@ -360,25 +424,15 @@ impl ThirdSite {
         format!("{}/{rel}", self.name())
     }
 
-    /// Where C receives volume `role`: `<pool>/replica/<role>` or
-    /// `<vg>/rep-<role>`.
+    /// Where C receives volume `role` ([`replica_of`]).
     pub fn replica(&self, role: &str) -> String {
-        match self {
-            ThirdSite::Zfs(_) => self.vol(&format!("replica/{role}")),
-            ThirdSite::Lvm(_) => self.vol(&format!("rep-{role}")),
-        }
+        replica_of(self.backend(), self.name(), role)
     }
 
-    /// C's `[[volume]]` of `role` (live `<name>/live-<role>`, received
-    /// into [`ThirdSite::replica`]), mounted at `mountpoint` when given.
+    /// C's `[[volume]]` of `role` ([`own_standby_volume`]), mounted at
+    /// `mountpoint` when given.
     pub fn volume(&self, role: &str, mountpoint: Option<&Path>) -> String {
-        volume(
-            role,
-            self.backend(),
-            &self.vol(&format!("live-{role}")),
-            Some(&self.replica(role)),
-            mountpoint,
-        )
+        own_standby_volume(self.backend(), self.name(), role, mountpoint)
     }
 
     /// C's datasets and snapshots or LVs ([`storage_objects`]).

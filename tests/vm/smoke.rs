@@ -257,21 +257,9 @@ fn blocks_of(ranges: &[DeltaRange], kinds: &[&str]) -> Vec<u64> {
 #[test]
 fn lvm_thin_snapshots_and_thin_delta() {
     require_lab!();
-    let name = unique_name("thin");
-    let file = sparse_file(&name, 1024 * MIB);
-    let lo = LoopDevice::attach(&file);
-    let vg = VolumeGroup::create(&name, &[&lo.path]);
-    sh(&[
-        "lvcreate",
-        "-y",
-        "-L",
-        "256M",
-        "--chunksize",
-        "64k",
-        "-T",
-        &vg.lv("pool"),
-    ]);
-    thin_lv(&vg, "data", "128M");
+    let lab = ThinVg::new("thin", 1024 * MIB, "256M");
+    let vg = &lab.vg;
+    thin_lv(vg, "data", "128M");
     let data = vg.dev("data");
     assert!(
         data.exists(),
@@ -339,10 +327,8 @@ fn lvm_thin_snapshots_and_thin_delta() {
 #[test]
 fn lvm_classic_snapshot_keeps_old_data() {
     require_lab!();
-    let name = unique_name("cow");
-    let file = sparse_file(&name, 512 * MIB);
-    let lo = LoopDevice::attach(&file);
-    let vg = VolumeGroup::create(&name, &[&lo.path]);
+    let lab = ThinVg::without_pool("cow", 512 * MIB);
+    let vg = &lab.vg;
     sh(&["lvcreate", "-y", "-L", "64M", "-n", "origin", &vg.name]);
     write_pattern(&vg.dev("origin"), 0, 21, 8 * MIB as usize);
     sh(&[

@@ -134,22 +134,18 @@ fn begin_record_garbage_and_byte_order() {
     let mut bad = rec.clone();
     bad[8] ^= 0xff;
     assert!(parse_begin(&bad).unwrap_err().contains("magic"));
-    let mut clone = rec.clone();
-    clone[36] |= DRR_FLAG_CLONE as u8;
-    let b = parse_begin(&clone).unwrap();
-    assert!(
-        check_begin(&b, S1, None, None)
-            .unwrap_err()
-            .contains("clone")
-    );
-    let mut zvol = rec.clone();
-    zvol[32] = 1;
-    let b = parse_begin(&zvol).unwrap();
-    assert!(
-        check_begin(&b, S1, None, None)
-            .unwrap_err()
-            .contains("filesystem")
-    );
+    // Parsed, then refused: a clone's stream (flag), a zvol's (type 1).
+    let flag_clone = |r: &mut Vec<u8>| r[36] |= DRR_FLAG_CLONE as u8;
+    let zvol = |r: &mut Vec<u8>| r[32] = 1;
+    for (change, refusal) in [
+        (&flag_clone as &dyn Fn(&mut Vec<u8>), "clone"),
+        (&zvol, "filesystem"),
+    ] {
+        let mut r = rec.clone();
+        change(&mut r);
+        let e = check_begin(&parse_begin(&r).unwrap(), S1, None, None).unwrap_err();
+        assert!(e.contains(refusal), "{refusal}: {e}");
+    }
     // A big-endian sender's record: every field swapped.
     let mut be = rec.clone();
     for (o, n) in [

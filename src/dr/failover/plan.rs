@@ -206,21 +206,20 @@ pub fn plan_choosing(
     }
     let mut warnings = Vec::new();
     for v in &cfg.volumes {
-        match backend::open(v).parked_receive() {
-            Ok(Some(p)) => warnings.push(format!("volume `{}`: {p}", v.role)),
-            Ok(None) => {}
-            Err(e) => warnings.push(format!(
-                "volume `{}`: parked receives could not be checked: {e}",
-                v.role
-            )),
-        }
-        match backend::open(v).capacity_problem() {
-            Ok(Some(p)) => warnings.push(format!("volume `{}`: {p}", v.role)),
-            Ok(None) => {}
-            Err(e) => warnings.push(format!(
-                "volume `{}`: free space could not be checked: {e}",
-                v.role
-            )),
+        let store = backend::open(v);
+        // Each check's finding, or why it could not be made: a warning.
+        for (found, what) in [
+            (store.parked_receive(), "parked receives"),
+            (store.capacity_problem(), "free space"),
+        ] {
+            match found {
+                Ok(Some(p)) => warnings.push(format!("volume `{}`: {p}", v.role)),
+                Ok(None) => {}
+                Err(e) => warnings.push(format!(
+                    "volume `{}`: {what} could not be checked: {e}",
+                    v.role
+                )),
+            }
         }
     }
     let (checks, problems) = copy_prerequisites(cfg, &copies)?;

@@ -96,16 +96,7 @@ pub(super) fn follow_cell(kind: Kind, fp: &str) {
         a1
     });
     // A dies; B fails over and writes.
-    let f = snapsite_json(&s.b_cfg, &["failover", "--no-replay", "--json"]);
-    assert_eq!(f["generation"].as_u64(), Some(2), "{f}");
-    for (i, r) in ROLES.iter().enumerate() {
-        write_pattern(
-            &s.dir.join("b").join(r).join("b-new"),
-            0,
-            20 + i as u64,
-            128 << 10,
-        );
-    }
+    s.fail_over_to_b(128 << 10);
     sh(&["sync"]);
     // C's follow stops dead, then is rerun.
     crash(&c_follow, &["follow"], fp);
@@ -179,10 +170,7 @@ pub(super) fn follow_cell(kind: Kind, fp: &str) {
     );
     // B's first ship to C: incremental from the common set, equal data.
     sh(&["sync"]);
-    let b2 = snapsite_json(&b_to_c, &["snapshot", "--json"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let b2 = snapshot_id(&b_to_c);
     let shipped = snapsite_json(&b_to_c, &["ship", "--json"]);
     assert_eq!(shipped["committed"], serde_json::json!([b2]), "{shipped}");
     for x in shipped["snapshots"].as_array().unwrap() {
@@ -236,17 +224,11 @@ pub(super) fn prune_release_cell(kind: Kind, fp: &str) {
     s.write("mysql", "m0", 1, 128 << 10);
     s.write("redolog", "log1", 2, 16 << 10);
     sh(&["sync"]);
-    let s0 = snapsite_json(&both, &["snapshot", "--json"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let s0 = snapshot_id(&both);
     snapsite_ok(&both, &["ship"]);
     s.write("mysql", "m1", 3, 128 << 10);
     sh(&["sync"]);
-    let s1 = snapsite_json(&both, &["snapshot", "--json"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let s1 = snapshot_id(&both);
     snapsite_ok(&both, &["ship", "--to", "near"]);
     let h = a_holds(s);
     assert!(
@@ -287,10 +269,7 @@ pub(super) fn prune_release_cell(kind: Kind, fp: &str) {
     // near's next ship: incremental from s1.
     s.write("mysql", "m2", 4, 64 << 10);
     sh(&["sync"]);
-    let s2 = snapsite_json(&near_only, &["snapshot", "--json"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let s2 = snapshot_id(&near_only);
     let r = snapsite_json(&near_only, &["ship", "--json"]);
     assert!(r.to_string().contains(&s2), "{r}");
     assert!(!r.to_string().contains(&s0), "{fp}: s0 sent again: {r}");

@@ -51,12 +51,7 @@ fn crash_the_apply(_case: &str, pri_cfg: &Path, stb_cfg: &Path, root: &Path, cop
         !copy.join(".snapsite-spool-apply").exists(),
         "{fp}: the apply's scratch directory is left"
     );
-    let rp: jiff::Timestamp = report["stream"]["recovery_point"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{fp}: no stream recovery point: {report}"))
-        .parse()
-        .unwrap();
-    assert!(rp > last, "{fp}: {report}");
+    crate::redolog::stream_recovery_point(&report, last, fp);
     let (role, generation) = role_of(stb_cfg);
     assert_eq!((role.as_str(), generation), ("primary", 2), "{fp}");
     let st = snapsite::base::config::Config::load(stb_cfg)

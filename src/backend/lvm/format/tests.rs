@@ -32,6 +32,15 @@ fn read_all(f: &File, size: u64) -> Vec<u8> {
     v
 }
 
+/// The whole stream of `dev`'s extents `ext` (a `kind` send of `size` bytes).
+fn encode(dev: &File, kind: StreamKind, size: u64, ext: Vec<Extent>) -> Vec<u8> {
+    let mut stream = Vec::new();
+    Encoder::new(dev.try_clone().unwrap(), &header(kind, size), ext)
+        .read_to_end(&mut stream)
+        .unwrap();
+    stream
+}
+
 #[test]
 fn full_stream_skips_zeros_and_round_trips() {
     let size = 8 << 20;
@@ -41,14 +50,7 @@ fn full_stream_skips_zeros_and_round_trips() {
         len: size,
         data: true,
     }];
-    let mut stream = Vec::new();
-    Encoder::new(
-        src.try_clone().unwrap(),
-        &header(StreamKind::Full, size),
-        ext,
-    )
-    .read_to_end(&mut stream)
-    .unwrap();
+    let stream = encode(&src, StreamKind::Full, size, ext);
     // 100_000 bytes round up to two 64 KiB units, plus 1 MiB
     assert!(
         stream.len() < (1 << 20) + 2 * 65536 + 4096,
@@ -114,14 +116,7 @@ fn incremental_stream_writes_and_zeroes() {
         },
     ];
     new.write_all_at(&vec![0; 65536], 3 << 20).unwrap();
-    let mut stream = Vec::new();
-    Encoder::new(
-        new.try_clone().unwrap(),
-        &header(StreamKind::Incremental, size),
-        ext,
-    )
-    .read_to_end(&mut stream)
-    .unwrap();
+    let stream = encode(&new, StreamKind::Incremental, size, ext);
     assert!(stream.len() < 65536 + 1024, "{}", stream.len());
     for piece in [1, 13, 4096, 1 << 20] {
         let dst = device(size, &[(0, 1, 4 << 20)]);
