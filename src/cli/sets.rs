@@ -18,11 +18,7 @@ pub(super) fn sets(
     let (site, rows) = match last {
         None => {
             let site = snapsite::base::site::Site::open(cfg).context("listing snapshots")?;
-            let rows: Vec<_> = site
-                .manifests()
-                .iter()
-                .map(|m| (m.clone(), site.is_usable(m)))
-                .collect();
+            let rows = rows_of(&site, site.manifests());
             (site, rows)
         }
         Some(n) => newest(cfg, catalog, n).context("listing snapshots")?,
@@ -176,11 +172,7 @@ fn newest<'a>(
             let mut site = Site::from_parts(cfg, Catalog::new(&cfg.state_dir), stores, ms, local);
             site.role = role;
             site.generation = generation;
-            let rows = site
-                .manifests()
-                .iter()
-                .map(|m| (m.clone(), site.is_usable(m)))
-                .collect();
+            let rows = rows_of(&site, site.manifests());
             return Ok((site, rows));
         }
     }
@@ -188,11 +180,13 @@ fn newest<'a>(
     let site = Site::open(cfg)?;
     site.catalog.summary_rebuilt(before, site.manifests());
     let all = site.manifests();
-    let rows = all[all.len().saturating_sub(n)..]
-        .iter()
-        .map(|m| (m.clone(), site.is_usable(m)))
-        .collect();
+    let rows = rows_of(&site, &all[all.len().saturating_sub(n)..]);
     Ok((site, rows))
+}
+
+/// Each of `ms` with whether `site` can use it.
+fn rows_of(site: &snapsite::base::site::Site, ms: &[snapsite::base::model::Manifest]) -> Vec<Row> {
+    ms.iter().map(|m| (m.clone(), site.is_usable(m))).collect()
 }
 
 /// The verdicts the listing prints (judged suspect, cleared or not): the
