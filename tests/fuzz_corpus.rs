@@ -421,6 +421,8 @@ fn corpus() -> BTreeMap<&'static str, Vec<Vec<u8>>> {
             "lvs-classic-snapshot.json",
             "lvs-classic.json",
             "lvs-snapshot.json",
+            "vgs-mda-fresh.json",
+            "vgs-mda-full.json",
         ]
         .iter()
         .map(|f| fixture(&format!("lvm-2.03/{f}")))

@@ -32,6 +32,7 @@ mod receive;
 mod report;
 mod resume;
 mod send;
+mod space;
 mod thin;
 
 pub use demote::{DIVERGENT_TAG, chain_of};
@@ -46,6 +47,7 @@ pub use report::{LvInfo, dm_name, lvm, parse_lvs, vg_lvs, vg_size};
 pub use resume::Token as ResumeToken;
 use send::{LvmSource, plan_send};
 pub use send::{delta_extents, mapping_extents, overwritten_of};
+pub use space::{VgMda, mda_problem, parse_vg_mda};
 pub use thin::{
     BlockRange, Delta, DeltaKind, Mapping, MetadataSnap, Pool, PoolUsage, parse_held_root,
     parse_pool_block_size, parse_pool_usage, parse_thin_delta, parse_thin_dump,
@@ -380,11 +382,21 @@ impl Backend for Lvm {
                     "thin LV in pool {vg}/{}: incremental sends of changed blocks",
                     info.pool.as_deref().unwrap_or("?")
                 ));
+                if let Some(p) = info
+                    .pool
+                    .as_deref()
+                    .and_then(|p| space::primary_pool_problem(vol, vg, p))
+                {
+                    notes.push(format!("warning: {p}"));
+                }
             } else {
                 notes.push(format!(
                     "warning: {} is a classic (non-thin) LV: every ship sends a full image and each snapshot reserves the LV's size; incremental shipping needs thin LVs",
                     vol.source
                 ));
+            }
+            if let Some(p) = space::vg_mda(vg)?.and_then(|m| space::mda_problem(vg, &m)) {
+                notes.push(format!("warning: {p}"));
             }
         } else {
             let replica = require_replica(vol)?;
@@ -439,13 +451,20 @@ impl Backend for Lvm {
             vg: vg.to_string(),
             name,
         };
-        match pool.usage() {
-            Ok(u) => Ok(pool_problem(&pool, &u)),
+        let full = match pool.usage() {
+            Ok(u) => pool_problem(&pool, &u),
             Err(e) => {
                 tracing::warn!(volume = %vol.role, error = %e, "cannot read the thin pool's fill level (inactive?)");
-                Ok(None)
+                None
             }
-        }
+        };
+        // Failover's writable snapshots are new LVs: a full metadata area
+        // stops them as surely as a full pool.
+        let mda = space::vg_mda(vg)?.and_then(|m| space::mda_problem(vg, &m));
+        Ok(match (full, mda) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        })
     }
 
     fn parked_receive(&self, vol: &Volume) -> Result<Option<String>> {

@@ -529,11 +529,16 @@ pub fn zfs_output(data: &[u8]) {
 // ---------------------------------------------------------------------------
 // LVM tool output: lvs, thin_dump/thin_delta, dmsetup.
 
-/// `lvs_json`: `lvs --reportformat json`, and what snapsite asks of it.
+/// `lvs_json`: `lvs --reportformat json` (and `vgs`'), and what snapsite
+/// asks of it.
 pub fn lvs_json(data: &[u8]) {
     let Ok(t) = std::str::from_utf8(data) else {
         return;
     };
+    // `vgs` answers in the same shape: the metadata area's room
+    if let Ok(Some(m)) = lvm::parse_vg_mda(t, "mda") {
+        let _ = (m.more_lvs(), lvm::mda_problem("mda", &m));
+    }
     let Ok(all) = lvm::parse_lvs(t) else {
         return;
     };

@@ -73,6 +73,7 @@ mod init;
 mod initcheck;
 mod listing;
 mod lvm;
+mod lvmspace;
 #[path = "../common/mailgen.rs"]
 mod mailgen;
 #[path = "../common/output.rs"]
