@@ -616,7 +616,9 @@ impl Tamper {
         std::thread::spawn(move || {
             for c in l.incoming() {
                 let Ok(mut c) = c else { break };
-                let Ok(mut s) = TcpStream::connect(&up) else { continue };
+                let Ok(mut s) = TcpStream::connect(&up) else {
+                    continue;
+                };
                 let (mut c2, mut s2) = (c.try_clone().unwrap(), s.try_clone().unwrap());
                 std::thread::spawn(move || {
                     let _ = std::io::copy(&mut s2, &mut c2);
@@ -684,7 +686,10 @@ fn archive_streams_parts_signed_chunk_by_chunk() {
     let out = both(&o);
     assert!(!o.status.success(), "{out}");
     assert!(proxy.hits() >= 1, "{out}");
-    assert!(out.contains("NOT archived") && out.contains("part-"), "{out}");
+    assert!(
+        out.contains("NOT archived") && out.contains("part-"),
+        "{out}"
+    );
     eprintln!("tampered archive: {}", out.trim());
     let bucket = r.bucket(&al.creds);
     let stored = bucket.list(&format!("{}/sets/", al.prefix)).unwrap();
@@ -722,7 +727,9 @@ fn archive_streams_parts_signed_chunk_by_chunk() {
     assert!((chunk / 4..chunk).contains(&rest), "{rep}");
     assert_eq!(t["restarted_parts"].as_u64(), Some(1), "{rep}");
     assert_eq!(
-        log.lines().filter(|l| l.contains("part ended short")).count(),
+        log.lines()
+            .filter(|l| l.contains("part ended short"))
+            .count(),
         1,
         "{log}"
     );

@@ -603,8 +603,8 @@ fn put_following(
     len: u64,
     payload: &Payload,
 ) -> Result<(u64, String)> {
-    let f = File::open(&job.path)
-        .map_err(|e| Error::io(format!("read {}", job.path.display()), e))?;
+    let f =
+        File::open(&job.path).map_err(|e| Error::io(format!("read {}", job.path.display()), e))?;
     let mut body = Follower::new(f, &job.progress, len, Some(pool.clock));
     match &pool.limit {
         Some(tb) => pool.bucket.put(
@@ -667,7 +667,9 @@ impl Read for Follower<'_> {
         }
         let pos = self.pos;
         let waiting = Instant::now();
-        let state = self.progress.wait(|s| matches!(s, PartState::Open(n) if *n > pos));
+        let state = self
+            .progress
+            .wait(|s| matches!(s, PartState::Open(n) if *n > pos));
         if let Some(c) = self.clock {
             Clock::add(&c.follow_ns, waiting);
         }
@@ -681,7 +683,9 @@ impl Read for Follower<'_> {
                 )));
             }
             PartState::Abandoned => {
-                return Err(io_err("the production stopped before the part was complete".into()));
+                return Err(io_err(
+                    "the production stopped before the part was complete".into(),
+                ));
             }
         };
         let want = (avail.min(self.len) - pos).min(buf.len() as u64) as usize;
@@ -791,7 +795,12 @@ mod tests {
         let mut w = File::create(&path).unwrap();
         std::thread::scope(|s| {
             let reader = s.spawn(|| {
-                let mut f = Follower::new(File::open(&path).unwrap(), &progress, data.len() as u64, None);
+                let mut f = Follower::new(
+                    File::open(&path).unwrap(),
+                    &progress,
+                    data.len() as u64,
+                    None,
+                );
                 let mut got = Vec::new();
                 let mut buf = vec![0u8; 50_000];
                 loop {
@@ -806,7 +815,10 @@ mod tests {
                     got.extend_from_slice(&buf[..k]);
                 }
                 assert!(got == data, "the bytes differ");
-                assert_eq!(f.finish(), (data.len() as u64, blake3::hash(&data).to_hex().to_string()));
+                assert_eq!(
+                    f.finish(),
+                    (data.len() as u64, blake3::hash(&data).to_hex().to_string())
+                );
                 // Rewound: read again from the start, hashed again.
                 f.seek(std::io::SeekFrom::Start(0)).unwrap();
                 let mut again = Vec::new();

@@ -120,8 +120,7 @@ impl<R: Read> AwsChunked<R> {
         }
         let sig = self.signer.sign(&self.data[..n]);
         self.out.clear();
-        self.out
-            .extend_from_slice(chunk_header(n, &sig).as_bytes());
+        self.out.extend_from_slice(chunk_header(n, &sig).as_bytes());
         self.out.extend_from_slice(&self.data[..n]);
         self.out.extend_from_slice(b"\r\n");
         self.pos = 0;
@@ -641,7 +640,10 @@ mod tests {
                 if n == 0 {
                     break;
                 }
-                assert!(n == chunk || at + 86 == out.len(), "{len}: short chunk inside");
+                assert!(
+                    n == chunk || at + 86 == out.len(),
+                    "{len}: short chunk inside"
+                );
             }
             assert_eq!((at, &got[..]), (out.len(), &data[..len]));
         }

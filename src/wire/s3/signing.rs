@@ -1,10 +1,12 @@
 //! SigV4 signing (issue 30): the credentials file (0600, TOML) and the
 //! `Authorization` header of one request — canonical request, string to
-//! sign, the derived key — over exactly three signed headers (`host`,
-//! `x-amz-content-sha256`, `x-amz-date`). Pure functions, tested against
-//! AWS's documented example. The payload hash is the body's SHA-256 (the
-//! server checks it), [`EMPTY_SHA256`] or `UNSIGNED-PAYLOAD` (see
-//! [`super::Payload`]).
+//! sign, the derived key — over `host`, `x-amz-content-sha256` and
+//! `x-amz-date` (an `aws-chunked` PUT also signs `content-encoding`,
+//! `content-length` and `x-amz-decoded-content-length`). Pure functions,
+//! tested against AWS's documented examples. The payload hash is the
+//! body's SHA-256 (the server checks it), [`EMPTY_SHA256`],
+//! `UNSIGNED-PAYLOAD`, or [`STREAMING_PAYLOAD`]: the body signed chunk by
+//! chunk ([`ChunkSigner`]) as it is sent (see [`super::Payload`]).
 
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -191,7 +193,11 @@ pub(super) fn sign(
     debug_assert!(headers.windows(2).all(|w| w[0].0 < w[1].0));
     let date = &amz_date[..8];
     let canonical_headers: String = headers.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-    let signed = headers.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(";");
+    let signed = headers
+        .iter()
+        .map(|(k, _)| *k)
+        .collect::<Vec<_>>()
+        .join(";");
     let creq = format!(
         "{method}\n{canonical_uri}\n{canonical_query}\n{canonical_headers}\n{signed}\n{payload_sha}"
     );
