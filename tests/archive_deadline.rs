@@ -181,11 +181,24 @@ fn a_body_that_cannot_be_read_is_not_retried() {
     }
     let s = staller(Stall::Silent);
     let b = bucket(s.port, 3);
-    for payload in [
+    // The listener counts a connection when its thread accepts it, which
+    // may lag the client's connect: wait for the count to settle.
+    let settled = |want: usize| {
+        let t = Instant::now();
+        while s.accepted.load(Ordering::SeqCst) < want && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // A retry would connect again after a 0.5 s backoff.
+        std::thread::sleep(Duration::from_millis(800));
+        s.accepted.load(Ordering::SeqCst)
+    };
+    for (i, payload) in [
         snapsite::wire::s3::Payload::Chunked,
         snapsite::wire::s3::Payload::Sha256("0".repeat(64)),
-    ] {
-        let before = s.accepted.load(Ordering::SeqCst);
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let e = b
             .put(
                 "mail-a/sets/x/r1/part-000002",
@@ -203,7 +216,7 @@ fn a_body_that_cannot_be_read_is_not_retried() {
             "{e}"
         );
         assert!(!e.contains("gave up"), "{e}");
-        assert_eq!(s.accepted.load(Ordering::SeqCst), before + 1, "{e}");
+        assert_eq!(settled(i + 1), i + 1, "one connection per PUT: {e}");
     }
 }
 

@@ -27,16 +27,17 @@ use super::*;
 pub struct WriteTiming {
     /// The archive's `uploads`: PUTs allowed in flight.
     pub uploads: usize,
-    /// From the set's start until its last part was staged.
+    /// From the set's start until its last part was sealed.
     pub produce_seconds: f64,
     /// Of that, how long the production waited for a free stage file:
     /// every stage file queued or uploading (the uploads are the limit).
     pub producer_waited_seconds: f64,
     /// Summed over the upload workers: how long they waited for the next
-    /// staged part (the production is the limit).
+    /// part to be opened (the production is the limit).
     pub uploads_idle_seconds: f64,
-    /// Summed over the parts: how long their PUTs took (a PUT that follows
-    /// its part's production takes at least that production's time).
+    /// Summed over the parts: from a worker taking the part until its PUT
+    /// ended (a PUT that follows its part lasts at least the rest of that
+    /// part's production).
     pub put_seconds: f64,
     /// Of that, how long the PUTs waited for bytes not yet produced.
     pub put_waited_seconds: f64,
@@ -45,7 +46,7 @@ pub struct WriteTiming {
     /// Streamed parts that ended short of `chunk_size` (the stream's last),
     /// their first PUT cut before its end and made again at their length.
     pub restarted_parts: usize,
-    /// From the last part staged until the last PUT ended.
+    /// From the last part sealed until the last PUT ended.
     pub tail_seconds: f64,
     /// Most PUTs in flight at once.
     pub max_in_flight: usize,
