@@ -595,9 +595,12 @@ fn archive_and_restore_over_https_unsigned() {
     );
 }
 
-/// A TCP proxy to the lab's http endpoint that changes one byte (at
-/// offset `at` of each connection's client-to-server bytes: inside the
-/// body of a part's PUT) in transit, and counts the bytes it changed.
+/// An HTTP/1.1 proxy to the lab's http endpoint that changes one byte of
+/// every request body longer than `2 * at` (byte `at` of the body: inside
+/// a chunk's data, past the first three 64 KiB chunks) in transit, and
+/// counts the bodies it changed. Requests are framed by their
+/// `Content-Length` (what this client sends), so every PUT of a part is
+/// changed, whichever keep-alive connection carries it.
 struct Tamper {
     url: String,
     hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -605,7 +608,7 @@ struct Tamper {
 
 impl Tamper {
     fn start(upstream: &str, at: usize) -> Tamper {
-        use std::io::{Read, Write};
+        use std::io::{BufRead, BufReader, Read, Write};
         use std::net::{Shutdown, TcpListener, TcpStream};
         use std::sync::atomic::Ordering::Relaxed;
         let up = upstream.trim_start_matches("http://").to_string();
@@ -615,7 +618,7 @@ impl Tamper {
         let h = hits.clone();
         std::thread::spawn(move || {
             for c in l.incoming() {
-                let Ok(mut c) = c else { break };
+                let Ok(c) = c else { break };
                 let Ok(mut s) = TcpStream::connect(&up) else {
                     continue;
                 };
@@ -626,19 +629,38 @@ impl Tamper {
                 });
                 let h = h.clone();
                 std::thread::spawn(move || {
-                    let (mut buf, mut n) = (vec![0u8; 64 << 10], 0usize);
-                    while let Ok(k) = c.read(&mut buf) {
-                        if k == 0 {
+                    let mut c = BufReader::new(c);
+                    'requests: loop {
+                        let mut head = Vec::new();
+                        while !head.ends_with(b"\r\n\r\n") {
+                            match c.read_until(b'\n', &mut head) {
+                                Ok(0) | Err(_) => break 'requests,
+                                Ok(_) => {}
+                            }
+                        }
+                        let len: usize = String::from_utf8_lossy(&head)
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse().ok())?
+                            })
+                            .unwrap_or(0);
+                        if s.write_all(&head).is_err() {
                             break;
                         }
-                        if (n..n + k).contains(&at) {
-                            buf[at - n] ^= 0x20;
+                        let mut body = vec![0u8; len];
+                        if c.read_exact(&mut body).is_err() {
+                            // A body cut short (a PUT the client stopped).
+                            break;
+                        }
+                        if len > 2 * at {
+                            body[at] ^= 0x20;
                             h.fetch_add(1, Relaxed);
                         }
-                        if s.write_all(&buf[..k]).is_err() {
+                        if s.write_all(&body).is_err() {
                             break;
                         }
-                        n += k;
                     }
                     let _ = s.shutdown(Shutdown::Write);
                 });
@@ -672,7 +694,7 @@ fn archive_streams_parts_signed_chunk_by_chunk() {
     lab.fill(41, 1_677_722);
     let s1 = lab.snapshot(false)["id"].as_str().unwrap().to_string();
 
-    let proxy = Tamper::start(&r.endpoint, 300_000);
+    let proxy = Tamper::start(&r.endpoint, 200_000);
     let via = lab.dir.path().join("pri-tampered.toml");
     std::fs::write(
         &via,
@@ -694,6 +716,7 @@ fn archive_streams_parts_signed_chunk_by_chunk() {
     let bucket = r.bucket(&al.creds);
     let stored = bucket.list(&format!("{}/sets/", al.prefix)).unwrap();
     assert!(stored.is_empty(), "tampered parts stored: {stored:?}");
+    eprintln!("tampered bodies: {}", proxy.hits());
 
     let o = run_snapsite(
         pri,
@@ -720,19 +743,24 @@ fn archive_streams_parts_signed_chunk_by_chunk() {
     );
     let t = &set["timing"];
     assert_eq!(t["streamed_parts"].as_u64(), Some(parts), "{rep}");
-    // The last part: restarted exactly when it is more than a quarter
-    // part and less than a whole one (here it is).
+    // The last part is more than a quarter part and less than a whole
+    // one: its PUT starts with `chunk_size` unless the part was sealed
+    // first (a race with the production: either is right). If it started,
+    // it was cut and made again at the part's length: at most one a set,
+    // logged, and what verify and restore read below is that PUT's.
     let chunk = 1u64 << 20;
     let rest = set["stored_bytes"].as_u64().unwrap() % chunk;
     assert!((chunk / 4..chunk).contains(&rest), "{rep}");
-    assert_eq!(t["restarted_parts"].as_u64(), Some(1), "{rep}");
+    let restarted = t["restarted_parts"].as_u64().unwrap();
+    assert!(restarted <= 1, "{rep}");
     assert_eq!(
         log.lines()
             .filter(|l| l.contains("part ended short"))
-            .count(),
-        1,
+            .count() as u64,
+        restarted,
         "{log}"
     );
+    eprintln!("archive streaming test: last part restarted: {restarted}");
 
     let v = json(&lab.ok(pri, &["verify", "--archive", "offsite", "--json"]));
     assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
