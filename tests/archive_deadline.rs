@@ -130,6 +130,96 @@ fn a_stalled_put_says_how_much_was_sent_and_presents_nothing() {
     assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
 }
 
+/// The same stall with the body sent `aws-chunked` (how a part goes over
+/// http): the error counts the part's own bytes sent, not the framing.
+#[test]
+fn a_stalled_chunked_put_says_how_much_was_sent() {
+    let s = staller(Stall::Silent);
+    let b = bucket(s.port, 0);
+    let body = vec![1u8; 32 << 20];
+    let e = b
+        .put(
+            "mail-a/sets/x/r1/part-000001",
+            &mut std::io::Cursor::new(&body[..]),
+            body.len() as u64,
+            snapsite::wire::s3::Payload::Chunked,
+            true,
+        )
+        .unwrap_err()
+        .to_string();
+    assert_names(
+        &e,
+        "mail-a/sets/x/r1/part-000001",
+        "while sending the body (",
+    );
+    assert!(e.contains(&format!("of {} bytes sent", body.len())), "{e}");
+    assert_eq!(s.accepted.load(Ordering::SeqCst), 1);
+}
+
+/// A body that fails to read (a part that ended short of its PUT's
+/// length, a stage file that cannot be read) is not the network's
+/// failure: the PUT is not tried again, whatever `retries` says, and the
+/// error says how far the body got and why.
+#[test]
+fn a_body_that_cannot_be_read_is_not_retried() {
+    struct Breaks(u64);
+    impl Read for Breaks {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::Error::other("the part ended short"));
+            }
+            let k = buf.len().min(self.0 as usize);
+            buf[..k].fill(3);
+            self.0 -= k as u64;
+            Ok(k)
+        }
+    }
+    impl std::io::Seek for Breaks {
+        fn seek(&mut self, _: std::io::SeekFrom) -> std::io::Result<u64> {
+            Ok(0)
+        }
+    }
+    let s = staller(Stall::Silent);
+    let b = bucket(s.port, 3);
+    // The listener counts a connection when its thread accepts it, which
+    // may lag the client's connect: wait for the count to settle.
+    let settled = |want: usize| {
+        let t = Instant::now();
+        while s.accepted.load(Ordering::SeqCst) < want && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // A retry would connect again after a 0.5 s backoff.
+        std::thread::sleep(Duration::from_millis(800));
+        s.accepted.load(Ordering::SeqCst)
+    };
+    for (i, payload) in [
+        snapsite::wire::s3::Payload::Chunked,
+        snapsite::wire::s3::Payload::Sha256("0".repeat(64)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let e = b
+            .put(
+                "mail-a/sets/x/r1/part-000002",
+                &mut Breaks(100_000),
+                1 << 20,
+                payload,
+                true,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("reading the body failed after 100000 of 1048576 bytes")
+                && e.contains("the part ended short")
+                && e.contains("part-000002"),
+            "{e}"
+        );
+        assert!(!e.contains("gave up"), "{e}");
+        assert_eq!(settled(i + 1), i + 1, "one connection per PUT: {e}");
+    }
+}
+
 #[test]
 fn a_body_that_stops_mid_way_is_a_timeout_and_the_get_is_retried() {
     let s = staller(Stall::MidBody);

@@ -16,18 +16,20 @@
 //! With `recipients`, every part is piped through `age -r ...` (argv, no
 //! shell) as it is produced: the plaintext never touches disk, and the
 //! primary cannot read its archive back. ZFS raw sends are stored as sent.
-//! Each part is staged once (ciphertext, or plaintext without recipients)
-//! under `state_dir/archive-stage/` to learn its size, blake3 and — for a
-//! signed PUT — SHA-256, all taken as it is written (age's output is
-//! copied into the stage file by a thread that hashes it), so the upload
-//! reads each stage file once. Over https parts are PUT with
-//! `UNSIGNED-PAYLOAD` (TLS protects them; no SHA-256 pass); such a body is
-//! hashed again as it is sent and must be the staged bytes (a signed one
-//! the server checks against its SHA-256). The index is
-//! always signed with its SHA-256. A pool of `uploads` (default 4) PUTs
-//! parts while the next ones are produced: memory stays constant, local
-//! disk is at most `uploads + 1` parts. [`WriteTiming`] says whether the
-//! production or the uploads were the limit.
+//! Each part is written once to a stage file under
+//! `state_dir/archive-stage/`, its size and blake3 taken as it is written
+//! (age's output is copied into the stage file by a thread that hashes
+//! it). A pool of `uploads` (default 4) PUTs parts: a plaintext part
+//! while it is produced, the PUT reading the stage file behind the writer
+//! with the part's length (`chunk_size`) declared up front; a last part
+//! that ends short is PUT again at its length ([`upload`]). An age part
+//! is PUT once sealed. Over http a part's body is signed chunk by chunk
+//! (`aws-chunked`, which the server checks as it arrives), over https
+//! sent `UNSIGNED-PAYLOAD`; either way the bytes sent are hashed as they
+//! go and must be the bytes produced. The index is always signed with its
+//! SHA-256. Memory stays constant, local disk is at most `uploads + 1`
+//! parts. [`WriteTiming`] says whether the production or the uploads
+//! were the limit.
 
 pub mod index;
 pub mod resume;
@@ -38,6 +40,7 @@ use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::time::Instant;
@@ -311,14 +314,13 @@ fn write_set(
     };
     let up = PartUploader {
         recipients: a.recipients.clone(),
-        unsigned: bucket.is_https(),
         stages: (0..slots)
             .map(|i| stage_dir.join(format!("{}.part{i}", a.name)))
             .collect(),
         free: free_rx,
         chunk: a.chunk_size,
         current: None,
-        sealed: 0,
+        opened: 0,
         tx,
         failed: &failed,
         clock: &clock,
@@ -369,6 +371,9 @@ fn write_set(
         producer_waited_s = timing.producer_waited_seconds,
         uploads_idle_s = timing.uploads_idle_seconds,
         put_s = timing.put_seconds,
+        put_waited_s = timing.put_waited_seconds,
+        streamed = timing.streamed_parts,
+        restarted = timing.restarted_parts,
         tail_s = timing.tail_seconds,
         max_in_flight = timing.max_in_flight,
         "parts written"

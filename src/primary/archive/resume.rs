@@ -130,6 +130,12 @@ impl Resume {
             .filter(|p| p.bytes == bytes && p.blake3 == blake3)
     }
 
+    /// Whether an earlier run recorded a part `i` (then the part is judged
+    /// once sealed, not PUT while it is produced).
+    pub fn has(&self, i: usize) -> bool {
+        self.recorded.contains_key(&i)
+    }
+
     /// Record part `i` as in the bucket (fsynced before this returns);
     /// returns how many parts the journal holds now.
     pub fn record(&self, i: usize, p: &ArchivePart) -> Result<usize> {

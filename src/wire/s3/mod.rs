@@ -1,14 +1,16 @@
 //! A small, synchronous S3 client for the archive (issue 30): path-style
 //! requests signed with AWS Signature Version 4 over `ureq` (rustls), no
-//! async runtime. What the archive needs and nothing more: PutObject from a
-//! file (streamed, its SHA-256 in the signed `x-amz-content-sha256`, which
-//! the server checks; over https a part may be sent `UNSIGNED-PAYLOAD`, see
-//! [`Payload`]), GetObject (streamed, or bounded into memory), HeadObject,
+//! async runtime. What the archive needs and nothing more: PutObject of a
+//! streamed body (its SHA-256 in the signed `x-amz-content-sha256`, which
+//! the server checks; or signed chunk by chunk as it is sent, `aws-chunked`,
+//! so that only its length is needed up front; over https a part may be
+//! sent `UNSIGNED-PAYLOAD`, see [`Payload`]), GetObject (streamed, or bounded into memory), HeadObject,
 //! ListObjectsV2 (paged), ListObjectVersions and GetObjectLockConfiguration.
 //!
 //! By concern:
 //! - [`signing`]: the credentials file and SigV4 (the `Authorization`
-//!   header, the payload hash);
+//!   header, the payload hash, the chunk signatures of an `aws-chunked`
+//!   body);
 //! - [`request`]: one signed request with its deadline and retries, the
 //!   streamed bodies both ways, and the object verbs (PUT, GET, HEAD,
 //!   DELETE);

@@ -11,7 +11,10 @@ use std::io::{Read, Seek, SeekFrom};
 use std::time::Duration;
 
 use super::errors::{Failure, status_error, timed_out, tls_refused};
-use super::signing::{EMPTY_SHA256, UNSIGNED_PAYLOAD, authorization, uri_encode};
+use super::signing::{
+    AWS_CHUNK, ChunkSigner, EMPTY_SHA256, STREAMING_PAYLOAD, UNSIGNED_PAYLOAD, authorization,
+    chunk_header, chunked_len, sign, uri_encode,
+};
 use super::{Bucket, MAX_KEY_LEN, MAX_XML_BYTES};
 use crate::base::error::{Error, Result};
 
@@ -47,18 +50,96 @@ pub enum Payload {
     /// records each part's blake3 in its index, which `verify` and
     /// `restore` check whatever the PUT was signed with.
     Unsigned,
+    /// `STREAMING-AWS4-HMAC-SHA256-PAYLOAD`: the body is sent
+    /// `aws-chunked` in [`super::signing::AWS_CHUNK`] chunks, each signed
+    /// in a chain that starts at the request's signature; the server
+    /// checks every chunk as it arrives and refuses the PUT at the first
+    /// one that does not match. Needs only the length up front, not the
+    /// body's hash: a part is PUT while it is produced.
+    Chunked,
 }
 
-/// Counts the body bytes ureq has taken (to say how far a send got).
+/// Counts the body bytes ureq has taken (to say how far a send got) and
+/// keeps the body's own read error: a body that cannot be read is not
+/// the network's fault, and is not tried again.
 struct Counting<'a> {
     inner: &'a mut dyn Read,
     n: u64,
+    failed: Option<String>,
 }
 
 impl Read for Counting<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let k = self.inner.read(buf)?;
-        self.n += k as u64;
+        match self.inner.read(buf) {
+            Ok(k) => {
+                self.n += k as u64;
+                Ok(k)
+            }
+            Err(e) => {
+                self.failed = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A body of exactly `len` bytes sent `aws-chunked`: every
+/// [`AWS_CHUNK`] bytes (fewer in the last) framed with its signature,
+/// then the final empty chunk. Its size is [`chunked_len`]`(len)`.
+struct AwsChunked<R> {
+    inner: R,
+    signer: ChunkSigner,
+    data: Vec<u8>,
+    out: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl<R: Read> AwsChunked<R> {
+    fn new(inner: R, signer: ChunkSigner) -> Self {
+        AwsChunked {
+            inner,
+            signer,
+            data: vec![0; AWS_CHUNK as usize],
+            out: Vec::with_capacity(AWS_CHUNK as usize + 128),
+            pos: 0,
+            done: false,
+        }
+    }
+
+    /// The next chunk, filled to [`AWS_CHUNK`] unless the body ends.
+    fn next_chunk(&mut self) -> std::io::Result<()> {
+        let mut n = 0;
+        while n < self.data.len() {
+            match self.inner.read(&mut self.data[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let sig = self.signer.sign(&self.data[..n]);
+        self.out.clear();
+        self.out.extend_from_slice(chunk_header(n, &sig).as_bytes());
+        self.out.extend_from_slice(&self.data[..n]);
+        self.out.extend_from_slice(b"\r\n");
+        self.pos = 0;
+        self.done = n == 0;
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for AwsChunked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.out.len() {
+            if self.done {
+                return Ok(0);
+            }
+            self.next_chunk()?;
+        }
+        let k = (self.out.len() - self.pos).min(buf.len());
+        buf[..k].copy_from_slice(&self.out[self.pos..self.pos + k]);
+        self.pos += k;
         Ok(k)
     }
 }
@@ -192,6 +273,10 @@ impl Bucket {
         let payload = match &body {
             Body::Empty => EMPTY_SHA256.to_string(),
             Body::Stream {
+                payload: Payload::Chunked,
+                ..
+            } => STREAMING_PAYLOAD.to_string(),
+            Body::Stream {
                 payload: Payload::Sha256(sha256),
                 ..
             } => sha256.clone(),
@@ -211,16 +296,51 @@ impl Bucket {
                 UNSIGNED_PAYLOAD.to_string()
             }
         };
-        let auth = authorization(
-            &self.creds,
-            &self.region,
-            method,
-            &path,
-            &cq,
-            &self.host,
-            &amz_date,
-            &payload,
-        );
+        // An aws-chunked body signs its encoding and both lengths too.
+        let chunked = match &body {
+            Body::Stream {
+                len,
+                payload: Payload::Chunked,
+                ..
+            } => Some((*len, chunked_len(*len))),
+            _ => None,
+        };
+        let (auth, seed) = match chunked {
+            None => (
+                authorization(
+                    &self.creds,
+                    &self.region,
+                    method,
+                    &path,
+                    &cq,
+                    &self.host,
+                    &amz_date,
+                    &payload,
+                ),
+                String::new(),
+            ),
+            Some((len, encoded)) => {
+                let (encoded, len) = (encoded.to_string(), len.to_string());
+                let headers = [
+                    ("content-encoding", "aws-chunked"),
+                    ("content-length", encoded.as_str()),
+                    ("host", self.host.as_str()),
+                    ("x-amz-content-sha256", payload.as_str()),
+                    ("x-amz-date", amz_date.as_str()),
+                    ("x-amz-decoded-content-length", len.as_str()),
+                ];
+                sign(
+                    &self.creds,
+                    &self.region,
+                    method,
+                    &path,
+                    &cq,
+                    &headers,
+                    &amz_date,
+                    &payload,
+                )
+            }
+        };
         let url = if cq.is_empty() {
             format!("{}{path}", self.endpoint)
         } else {
@@ -233,17 +353,28 @@ impl Bucket {
             .set("x-amz-date", &amz_date)
             .set("x-amz-content-sha256", &payload)
             .set("Authorization", &auth);
-        let (res, sent, len) = match body {
-            Body::Empty => (req.call(), 0, 0),
+        let (res, sent, len, body_failed) = match body {
+            Body::Empty => (req.call(), 0, 0, None),
             Body::Stream { reader, len, .. } => {
                 let mut c = Counting {
                     inner: &mut *reader,
                     n: 0,
+                    failed: None,
                 };
-                let r = req
-                    .set("Content-Length", &len.to_string())
-                    .send((&mut c).take(*len));
-                (r, c.n, *len)
+                let r = match chunked {
+                    None => req
+                        .set("Content-Length", &len.to_string())
+                        .send((&mut c).take(*len)),
+                    Some((_, encoded)) => req
+                        .set("Content-Encoding", "aws-chunked")
+                        .set("x-amz-decoded-content-length", &len.to_string())
+                        .set("Content-Length", &encoded.to_string())
+                        .send(AwsChunked::new(
+                            (&mut c).take(*len),
+                            ChunkSigner::new(&self.creds, &self.region, &amz_date, &seed),
+                        )),
+                };
+                (r, c.n, *len, c.failed)
             }
         };
         match res {
@@ -252,6 +383,13 @@ impl Bucket {
             Err(ureq::Error::Status(code, r)) => Err(Failure {
                 err: status_error(what, code, r),
                 transient: code >= 500 || code == 429,
+            }),
+            Err(ureq::Error::Transport(_)) if body_failed.is_some() => Err(Failure {
+                err: Error::storage(format!(
+                    "{what}: reading the body failed after {sent} of {len} bytes: {}",
+                    body_failed.unwrap_or_default()
+                )),
+                transient: false,
             }),
             Err(ureq::Error::Transport(t)) => {
                 let connecting = matches!(
@@ -293,7 +431,8 @@ impl Bucket {
 
     /// PutObject of exactly `len` bytes from `reader`, covered by
     /// `payload`: with [`Payload::Sha256`] the server checks the bytes
-    /// against the signed hash; [`Payload::Unsigned`] only over https. `retry`: the key is fresh
+    /// against the signed hash, with [`Payload::Chunked`] each chunk against
+    /// its signature; [`Payload::Unsigned`] only over https. `retry`: the key is fresh
     /// (a part's), so sending it again after a failure overwrites nothing
     /// that another run wrote; the index is put with `retry` false (its
     /// caller checks whether a failed PUT landed).
@@ -461,6 +600,54 @@ impl Bucket {
 mod tests {
     use super::*;
     use crate::wire::s3::Credentials;
+
+    /// The aws-chunked body is exactly `chunked_len` bytes for any length
+    /// (short reads included), and decodes to the data, each chunk framed
+    /// with the signature chain's next link.
+    #[test]
+    fn the_aws_chunked_body_has_the_announced_length_and_chain() {
+        struct Dribble<'a>(&'a [u8]);
+        impl Read for Dribble<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let k = self.0.len().min(buf.len()).min(7000);
+                buf[..k].copy_from_slice(&self.0[..k]);
+                self.0 = &self.0[k..];
+                Ok(k)
+            }
+        }
+        let c = Credentials::new("a", "b");
+        let data: Vec<u8> = (0..(3 * AWS_CHUNK + 5) as u32).map(|i| i as u8).collect();
+        let chunk = AWS_CHUNK as usize;
+        for len in [0, 1, chunk, chunk + 1, 3 * chunk, data.len()] {
+            let mut out = Vec::new();
+            let signer = ChunkSigner::new(&c, "r", "20261207T000000Z", "seed");
+            AwsChunked::new(Dribble(&data[..len]), signer)
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(out.len() as u64, chunked_len(len as u64), "{len}");
+            let mut expect = ChunkSigner::new(&c, "r", "20261207T000000Z", "seed");
+            let (mut at, mut got) = (0, Vec::new());
+            loop {
+                let eol = at + out[at..].windows(2).position(|w| w == b"\r\n").unwrap();
+                let head = std::str::from_utf8(&out[at..eol]).unwrap();
+                let (size, sig) = head.split_once(";chunk-signature=").unwrap();
+                let n = usize::from_str_radix(size, 16).unwrap();
+                let body = &out[eol + 2..eol + 2 + n];
+                assert_eq!(sig, expect.sign(body), "{len}");
+                assert_eq!(&out[eol + 2 + n..eol + 4 + n], b"\r\n");
+                got.extend_from_slice(body);
+                at = eol + 4 + n;
+                if n == 0 {
+                    break;
+                }
+                assert!(
+                    n == chunk || at + 86 == out.len(),
+                    "{len}: short chunk inside"
+                );
+            }
+            assert_eq!((at, &got[..]), (out.len(), &data[..len]));
+        }
+    }
 
     /// An unsigned body is refused on an http endpoint before anything is
     /// sent (nothing listens on port 1: a request that went out would fail

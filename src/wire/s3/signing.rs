@@ -1,10 +1,12 @@
 //! SigV4 signing (issue 30): the credentials file (0600, TOML) and the
 //! `Authorization` header of one request — canonical request, string to
-//! sign, the derived key — over exactly three signed headers (`host`,
-//! `x-amz-content-sha256`, `x-amz-date`). Pure functions, tested against
-//! AWS's documented example. The payload hash is the body's SHA-256 (the
-//! server checks it), [`EMPTY_SHA256`] or `UNSIGNED-PAYLOAD` (see
-//! [`super::Payload`]).
+//! sign, the derived key — over `host`, `x-amz-content-sha256` and
+//! `x-amz-date` (an `aws-chunked` PUT also signs `content-encoding`,
+//! `content-length` and `x-amz-decoded-content-length`). Pure functions,
+//! tested against AWS's documented examples. The payload hash is the
+//! body's SHA-256 (the server checks it), [`EMPTY_SHA256`],
+//! `UNSIGNED-PAYLOAD`, or [`STREAMING_PAYLOAD`]: the body signed chunk by
+//! chunk ([`ChunkSigner`]) as it is sent (see [`super::Payload`]).
 
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -143,7 +145,8 @@ pub fn sha256_hex(mut r: impl Read) -> std::io::Result<(u64, String)> {
 }
 
 /// The SigV4 `Authorization` header for one request (pure: tested with
-/// AWS's documented example).
+/// AWS's documented example), over `host`, `x-amz-content-sha256` and
+/// `x-amz-date`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn authorization(
     creds: &Credentials,
@@ -155,30 +158,139 @@ pub(super) fn authorization(
     amz_date: &str,
     payload_sha: &str,
 ) -> String {
+    let headers = [
+        ("host", host),
+        ("x-amz-content-sha256", payload_sha),
+        ("x-amz-date", amz_date),
+    ];
+    sign(
+        creds,
+        region,
+        method,
+        canonical_uri,
+        canonical_query,
+        &headers,
+        amz_date,
+        payload_sha,
+    )
+    .0
+}
+
+/// The `Authorization` header and its signature (hex) for a request that
+/// signs `headers` (lowercase names, sorted, values trimmed; `host`,
+/// `x-amz-content-sha256` and `x-amz-date` among them).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn sign(
+    creds: &Credentials,
+    region: &str,
+    method: &str,
+    canonical_uri: &str,
+    canonical_query: &str,
+    headers: &[(&str, &str)],
+    amz_date: &str,
+    payload_sha: &str,
+) -> (String, String) {
+    debug_assert!(headers.windows(2).all(|w| w[0].0 < w[1].0));
     let date = &amz_date[..8];
-    let canonical_headers =
-        format!("host:{host}\nx-amz-content-sha256:{payload_sha}\nx-amz-date:{amz_date}\n");
-    let signed = "host;x-amz-content-sha256;x-amz-date";
+    let canonical_headers: String = headers.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
+    let signed = headers
+        .iter()
+        .map(|(k, _)| *k)
+        .collect::<Vec<_>>()
+        .join(";");
     let creq = format!(
         "{method}\n{canonical_uri}\n{canonical_query}\n{canonical_headers}\n{signed}\n{payload_sha}"
     );
-    let scope = format!("{date}/{region}/s3/aws4_request");
+    let scope = scope(date, region);
     let sts = format!(
         "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
         hex(&Sha256::digest(creq.as_bytes()))
     );
+    let sig = hex(&hmac(&signing_key(creds, date, region), sts.as_bytes()));
+    (
+        format!(
+            "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={sig}",
+            creds.access_key
+        ),
+        sig,
+    )
+}
+
+fn scope(date: &str, region: &str) -> String {
+    format!("{date}/{region}/s3/aws4_request")
+}
+
+/// The key derived from the secret for one day and region.
+fn signing_key(creds: &Credentials, date: &str, region: &str) -> Vec<u8> {
     let k = hmac(
         format!("AWS4{}", creds.secret_key).as_bytes(),
         date.as_bytes(),
     );
     let k = hmac(&k, region.as_bytes());
     let k = hmac(&k, b"s3");
-    let k = hmac(&k, b"aws4_request");
-    let sig = hex(&hmac(&k, sts.as_bytes()));
-    format!(
-        "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={sig}",
-        creds.access_key
-    )
+    hmac(&k, b"aws4_request")
+}
+
+/// The payload hash of a body sent `aws-chunked`, each chunk signed
+/// (AWS's "Transferring Payload in Multiple Chunks").
+pub(super) const STREAMING_PAYLOAD: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";
+
+/// The payload bytes of every aws-chunked chunk but the last.
+pub const AWS_CHUNK: u64 = 64 << 10;
+
+/// The signatures of an aws-chunked body, chained: each chunk's covers
+/// its bytes' SHA-256 and the signature before it, starting from the
+/// request's own ("seed") signature, so the server refuses a chunk that
+/// was changed, dropped or reordered in transit.
+pub(super) struct ChunkSigner {
+    key: Vec<u8>,
+    amz_date: String,
+    scope: String,
+    prev: String,
+}
+
+impl ChunkSigner {
+    pub(super) fn new(
+        creds: &Credentials,
+        region: &str,
+        amz_date: &str,
+        seed: &str,
+    ) -> ChunkSigner {
+        let date = &amz_date[..8];
+        ChunkSigner {
+            key: signing_key(creds, date, region),
+            amz_date: amz_date.into(),
+            scope: scope(date, region),
+            prev: seed.into(),
+        }
+    }
+
+    /// The next chunk's signature (the final, empty chunk's too).
+    pub(super) fn sign(&mut self, data: &[u8]) -> String {
+        let sts = format!(
+            "AWS4-HMAC-SHA256-PAYLOAD\n{}\n{}\n{}\n{EMPTY_SHA256}\n{}",
+            self.amz_date,
+            self.scope,
+            self.prev,
+            hex(&Sha256::digest(data))
+        );
+        self.prev = hex(&hmac(&self.key, sts.as_bytes()));
+        self.prev.clone()
+    }
+}
+
+/// The frame of one chunk: `SIZE;chunk-signature=SIG\r\n` (its data and
+/// `\r\n` follow).
+pub(super) fn chunk_header(len: usize, sig: &str) -> String {
+    format!("{len:x};chunk-signature={sig}\r\n")
+}
+
+/// The `Content-Length` of `len` payload bytes sent aws-chunked in
+/// [`AWS_CHUNK`] chunks: every frame, the data, the final empty chunk.
+pub fn chunked_len(len: u64) -> u64 {
+    let frame = |n: u64| format!("{n:x}").len() as u64 + 17 + 64 + 2 + n + 2;
+    let (full, rest) = (len / AWS_CHUNK, len % AWS_CHUNK);
+    full * frame(AWS_CHUNK) + if rest > 0 { frame(rest) } else { 0 } + frame(0)
 }
 
 #[cfg(test)]
@@ -209,6 +321,75 @@ mod tests {
             auth,
             "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"
         );
+    }
+
+    /// AWS's published chunked-upload example ("Signature Calculations
+    /// for the Authorization Header: Transferring Payload in Multiple
+    /// Chunks", Example: PUT Object): 66 560 bytes of `a` in 64 KiB
+    /// chunks; the seed signature, each chunk's, the encoded length.
+    #[test]
+    fn chunk_signatures_match_the_aws_example() {
+        let c = Credentials::new(
+            "AKIAIOSFODNN7EXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        );
+        let len = 66_560u64;
+        assert_eq!(chunked_len(len), 66_824);
+        let clen = chunked_len(len).to_string();
+        let dlen = len.to_string();
+        let headers = [
+            ("content-encoding", "aws-chunked"),
+            ("content-length", clen.as_str()),
+            ("host", "s3.amazonaws.com"),
+            ("x-amz-content-sha256", STREAMING_PAYLOAD),
+            ("x-amz-date", "20130524T000000Z"),
+            ("x-amz-decoded-content-length", dlen.as_str()),
+            ("x-amz-storage-class", "REDUCED_REDUNDANCY"),
+        ];
+        let (auth, seed) = sign(
+            &c,
+            "us-east-1",
+            "PUT",
+            "/examplebucket/chunkObject.txt",
+            "",
+            &headers,
+            "20130524T000000Z",
+            STREAMING_PAYLOAD,
+        );
+        assert_eq!(
+            seed,
+            "4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9"
+        );
+        assert_eq!(
+            auth,
+            "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, SignedHeaders=content-encoding;content-length;host;x-amz-content-sha256;x-amz-date;x-amz-decoded-content-length;x-amz-storage-class, Signature=4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9"
+        );
+        let mut s = ChunkSigner::new(&c, "us-east-1", "20130524T000000Z", &seed);
+        let data = vec![b'a'; len as usize];
+        let first = s.sign(&data[..AWS_CHUNK as usize]);
+        assert_eq!(
+            chunk_header(AWS_CHUNK as usize, &first),
+            "10000;chunk-signature=ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648\r\n"
+        );
+        let second = s.sign(&data[AWS_CHUNK as usize..]);
+        assert_eq!(
+            chunk_header(1024, &second),
+            "400;chunk-signature=0055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497\r\n"
+        );
+        assert_eq!(
+            s.sign(b""),
+            "b6c6ea8a5354eaf15b3cb7646744f4275b71ea724fed81ceb9323e279d449df9"
+        );
+        // A changed chunk signs differently, and so does everything after it.
+        let mut t = ChunkSigner::new(&c, "us-east-1", "20130524T000000Z", &seed);
+        let mut bad = data[..AWS_CHUNK as usize].to_vec();
+        bad[100] = b'b';
+        assert_ne!(t.sign(&bad), first);
+        assert_ne!(t.sign(&data[AWS_CHUNK as usize..]), second);
+        // Lengths: exact multiples, empty, one byte.
+        assert_eq!(chunked_len(0), 86);
+        assert_eq!(chunked_len(AWS_CHUNK), 65_626 + 86);
+        assert_eq!(chunked_len(1), 1 + 17 + 64 + 2 + 1 + 2 + 86);
     }
 
     #[test]
