@@ -998,10 +998,67 @@ fn ship_cell(cell: &Cell) {
     one_shipped_two_pending(&s);
     if cell.failpoint.is_some() {
         crash(&s, s.a(), cell, &[]);
+        // A's record of B may be behind after the crash, never ahead.
+        check_standby_record(&s, false);
     }
     // What B holds now is not sent again.
     let held: BTreeSet<String> = lab.standby_recv_entries().into_iter().collect();
     reship_none_of(&s, &held);
+    check_standby_record(&s, true);
+}
+
+/// A's record of B (`standby.json`, what prune's common snapshot and
+/// `status` read) claims nothing B does not hold: every set it says is
+/// committed has its manifest on B, every snapshot it says B holds is
+/// there with its receipt. `settled` (after a ship that ran through): it
+/// says all of it, B's committed sets and each volume's newest snapshot.
+fn check_standby_record(s: &Sites, settled: bool) {
+    let text = std::fs::read_to_string(s.state('a').join("standby.json")).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let b_sets: BTreeSet<String> = manifests(&s.state('b')).into_keys().collect();
+    let committed: BTreeSet<String> = rec["committed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        committed.is_subset(&b_sets),
+        "A's record says committed {committed:?}, B committed {b_sets:?}"
+    );
+    let b_entries: BTreeSet<String> = s.lab.standby_recv_entries().into_iter().collect();
+    for r in ROLES {
+        let held: Vec<String> = rec["holds"][r]
+            .as_array()
+            .map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default();
+        for id in &held {
+            assert!(
+                b_entries.contains(&format!("{r}/{id}"))
+                    && s.state('b')
+                        .join(format!("received/{r}/{id}.json"))
+                        .exists(),
+                "A's record says B holds {r} {id}; B: {b_entries:?}"
+            );
+        }
+        if settled {
+            let newest_b = b_entries
+                .iter()
+                .filter_map(|e| e.strip_prefix(&format!("{r}/")))
+                .filter(|n| !n.starts_with('.'))
+                .max()
+                .map(str::to_string);
+            assert_eq!(
+                held.last().cloned(),
+                newest_b,
+                "{r}: A's record of B's newest"
+            );
+        }
+    }
+    if settled {
+        assert_eq!(committed, b_sets, "A's record of B's committed sets");
+        assert!(rec["last_ship_ok"].is_string(), "{rec}");
+    }
 }
 
 /// A's next ship sends none of `held` (what B already holds), and leaves
@@ -1099,6 +1156,7 @@ fn serve_cell(cell: &Cell) {
     let o = run_snapsite(s.a(), &["ship", "--json"], &[(failpoint::ENV, fp)]);
     common::crashcheck::assert_stopped_at(&o, "serve (under ship)", fp);
     check_listed_sets(&s, &lab.stb_cfg, 'b');
+    check_standby_record(&s, false);
     // B's received snapshots: only one whose receive was still running
     // (its marker there, no receipt) may be sent again; one verified and
     // recorded is kept even though its marker is still there.
@@ -1120,6 +1178,7 @@ fn serve_cell(cell: &Cell) {
         );
     }
     reship_none_of(&s, &held);
+    check_standby_record(&s, true);
 }
 
 /// Prune: A holds four sets (three shipped), B three; a grid that keeps

@@ -62,7 +62,7 @@ pub const ALL: &[Failpoint] = &[
     Failpoint {
         name: "ship.after_ack",
         verbs: &["ship", "switchover"],
-        state: "the standby acknowledged a snapshot (recorded in standby.json); its set's commit was sent, its answer not read",
+        state: "the standby acknowledged a snapshot (its receipt is durable there); its set's commit was sent, its answer not read; standby.json is not rewritten per ack (it says what the last recorded set left: behind)",
         recovery: "rerun `snapsite ship` (or let `run` do it): what the standby holds or committed is not sent again",
     },
     Failpoint {
@@ -70,6 +70,12 @@ pub const ALL: &[Failpoint] = &[
         verbs: &["ship", "switchover"],
         state: "the standby committed a set; this site has not recorded it (nor protected its members)",
         recovery: "rerun `snapsite ship`: the handshake shows the set committed; it is recorded and its members protected",
+    },
+    Failpoint {
+        name: "ship.before_record",
+        verbs: &["ship", "switchover"],
+        state: "every set the session sent is committed on the standby and its members protected here; standby.json not yet rewritten for the last one (behind: it lacks that set and the session's end)",
+        recovery: "rerun `snapsite ship` (or let `run` do it): the handshake shows the sets committed; nothing is sent again and the record is rewritten",
     },
     Failpoint {
         name: "serve.mid_receive",
@@ -542,8 +548,80 @@ pub fn runbook() -> String {
             f.recovery
         ));
     }
+    s.push_str(SHIP_SYNCS);
     s
 }
+
+/// The runbook's section on the syncs of a ship: which exist, what each
+/// makes durable, and which were cut (issue 27).
+const SHIP_SYNCS: &str = "
+## Syncs of a ship: what each makes durable
+
+A ship's cost on a small change is mostly its syncs (1–8 ms each on a
+virtual disk). Each one left is there because a power cut just before it
+would make a record say more than the disk holds; the ones a record can do
+without are gone (issue 27). \"Written\" below is temp file → fsync →
+rename → fsync of the directory (`write_atomic`, 2 syncs) unless it says
+otherwise.
+
+Standby (`serve`), once a session:
+
+- `serve.json`, written once (with the primary's name: the hello is checked
+  first). Synced: after a power cut it must still say that a session died,
+  so the next one removes a snapshot a receive finished with no receipt
+  (ZFS, LVM: `remove_unverified`). Its removal at the end is not synced: a
+  record a power cut brings back only makes the next session check for
+  leftovers it does not have.
+
+Standby, per snapshot received (the order is the guarantee: data durable →
+receipt says so → marker gone):
+
+- btrfs: the receive marker `.receiving-<id>` and the empty chroot, then one
+  fsync of `snapshot_dir`: a power cut after the receive began must leave
+  the marker, or the half-received directory would pass for a snapshot.
+- the signals the meter measured (`signals/<role>/<id>.json`, when
+  `[detect]` is on), written before the receipt: a receipt that survives a
+  power cut has its signals, so the set's verdict at commit never lacks a
+  volume's measure (before, they were written after the receipt).
+- the receipt (`received/<role>/<id>.json`): the ack tells the primary the
+  snapshot is here; the next session keeps a received snapshot only with
+  its receipt. Written after the backend's receive is complete and its
+  data durable — btrfs: the subvolume read-only with its Received UUID,
+  then one `syncfs` of the receiving filesystem (added with this section:
+  before it nothing wrote the received data back, and a `sync -f` right
+  after a local ship of 80 MiB took 0.5 s, so a power cut could take a
+  snapshot its receipt vouched for); ZFS: `zfs receive` returned (its end
+  waits for the transaction group); LVM: the data fsynced and read back.
+- the marker's removal: not synced (a marker a power cut brings back beside a
+  receipt is adopted, `adopt_verified`).
+
+Standby, per set: the manifest (the commit record) and its verdict. The
+`sets.index` line and `sets.summary` are caches, not synced (a stale one is
+rebuilt).
+
+Primary (`ship`), per session:
+
+- `peer.json` (what the peer said in the handshake: the split-brain record).
+- `standby.json`, the record of what the standby holds (prune's common
+  snapshot, `status`): written once per committed set, the last set's write
+  being the session's end (with `last_ship_ok`). Before, it was also written
+  before the first snapshot was sent and after every acknowledged snapshot
+  (4 volumes: 6 more writes, 12 syncs, per set). The standby's welcome and
+  receipts are the truth; the record is a cache that a crash leaves behind,
+  never ahead: it is written only after the standby's answers (every ack
+  comes after that snapshot's receipt is synced there; the commit answer
+  after the manifest), so it never names a snapshot or set the standby does
+  not hold. Behind is safe: prune keeps the common snapshot the record
+  names, an older one still on both sites (the standby keeps its newest
+  committed set, and a snapshot acknowledged but not committed is never a
+  standby's only base); ship plans from the welcome, not the record; `ship`
+  and `prune` share the site lock, so no prune runs while a record is
+  behind within a session; the next ship's handshake rewrites it. A set's
+  members are protected (ZFS hold) before the record says it is committed,
+  so a record that says so never leaves them unheld (the next ship protects
+  only a set the record lacks). `standby.head.json` is a cache of the
+  record, written by rename without sync (see `catalog::standbys`).
+";
 
 #[cfg(test)]
 mod tests {

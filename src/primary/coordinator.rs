@@ -583,7 +583,8 @@ fn ship_session(
         .map(|v| (v.role, v.snapshots.into_iter().collect()))
         .collect();
     // What the standby holds, kept for retention (the common snapshot) and
-    // status; updated after every acknowledged snapshot and committed set.
+    // status; updated in memory after every acknowledged snapshot and
+    // committed set, written once per committed set (below).
     // Its head (`standby.head.json`: the newest entries; the whole record
     // when the head is missing or stale) has every field this session
     // keeps; the whole record is read below only if the head cannot say.
@@ -626,20 +627,17 @@ fn ship_session(
         &local_has,
         standby_generation,
     )?;
-    // Recorded before anything is sent; with nothing to send, the record
-    // written at the end (the next step) is the same one.
-    if !to_ship.is_empty() {
-        catalog.write_standby_record_of(&standby.name, &record)?;
-    }
+    // Not written here: the record is a cache of what the standby holds
+    // (its welcome and receipts are the truth) and is written once per
+    // committed set, the last one with the session's end (see `Acks`).
+    let sets = to_ship.len();
     let mut acks = Acks {
-        catalog,
-        name: &standby.name,
         record,
         standby_has,
         report,
         in_flight: VecDeque::new(),
     };
-    for set in to_ship {
+    for (n, set) in to_ship.into_iter().enumerate() {
         // Every snapshot of the set, then its commit, without waiting: the
         // standby answers in order (an ack or a nack per snapshot, then the
         // commit's answer), read once the commit is sent.
@@ -680,12 +678,19 @@ fn ship_session(
         match conn.reader.msg()? {
             Msg::Committed { set_id } if set_id == set.id => {
                 crate::failpoint!("ship.after_committed");
+                // The set's members are now the common snapshots: protect
+                // them here (the standby protects its side on commit),
+                // before the record says the set is committed: a record
+                // that says so is never left with its members unprotected
+                // (the next ship protects only a set the record lacks).
+                stores.protect_common_tagged(&set.member_snapshots(), &hold_tag)?;
                 acks.record.committed.insert(set_id.clone());
                 acks.record.updated_at = Some(Timestamp::now());
-                catalog.write_standby_record_of(&standby.name, &acks.record)?;
-                // The set's members are now the common snapshots: protect
-                // them here (the standby protects its side on commit).
-                stores.protect_common_tagged(&set.member_snapshots(), &hold_tag)?;
+                // A backlog is recorded set by set; the last set's record
+                // is the session's end's (one write, below).
+                if n + 1 < sets {
+                    catalog.write_standby_record_of(&standby.name, &acks.record)?;
+                }
                 acks.report.committed.push(set_id)
             }
             other => {
@@ -703,24 +708,24 @@ fn ship_session(
     } = acks;
     record.last_ship_ok = Some(Timestamp::now());
     record.failing_since = None;
+    crate::failpoint!("ship.before_record");
     catalog.write_standby_record_of(&standby.name, &record)?;
     Ok(report)
 }
 
 /// Snapshots sent whose answers the sender has not read yet, and what an
-/// ack updates: the standby record (written at every ack, as retention's
-/// common snapshot depends on it), the planner's view and the report.
-struct Acks<'a> {
-    catalog: &'a Catalog,
-    /// The standby's name: whose record the acks update.
-    name: &'a str,
+/// ack updates: the standby record in memory (written once its set is
+/// committed, not at every ack: a record behind the standby only keeps
+/// more here, see docs/crash-recovery.md "Syncs of a ship"), the
+/// planner's view and the report.
+struct Acks {
     record: StandbyRecord,
     standby_has: BTreeMap<String, BTreeSet<String>>,
     report: ShipReport,
     in_flight: VecDeque<ShippedSnapshot>,
 }
 
-impl Acks<'_> {
+impl Acks {
     /// Read the answers to every snapshot in flight, in the order sent: an
     /// ack records it; a nack (or anything else) is the error.
     fn read_all(&mut self, conn: &mut transport::Connection) -> Result<()> {
@@ -751,8 +756,6 @@ impl Acks<'_> {
                 .insert(s.snapshot.clone());
             self.record
                 .note_received(&s.role, &s.snapshot, s.base.is_some(), s.bytes);
-            self.catalog
-                .write_standby_record_of(self.name, &self.record)?;
             crate::failpoint!("ship.after_ack");
             self.report.payload_bytes += s.bytes;
             self.report.snapshots.push(s);

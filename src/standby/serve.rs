@@ -217,22 +217,21 @@ fn serve_session<R: Read, W: Write>(
     if let Some(last) = &last {
         stop_leftovers(last, log)?;
     }
+    // The hello is checked before the record is written, so that it is
+    // written (and synced) once, with the primary's name in it: nothing
+    // of this session can be left running before that write.
+    let primary = expect_hello(first, &mut w, log)?;
     let pid = std::process::id() as i32;
     let pgid = nix::unistd::getpgrp().as_raw();
     let record = ServeRecord {
         pid,
         pgid,
         started_at: Timestamp::now(),
-        primary: None,
+        primary: Some(primary),
         group: (pid == pgid).then(|| crate::base::procs::record(pid as u32)),
     };
     catalog.write_serve_record(&record)?;
     let _guard = ServeRecordGuard(catalog);
-    let primary = expect_hello(first, &mut w, log)?;
-    let _ = catalog.write_serve_record(&ServeRecord {
-        primary: Some(primary),
-        ..record
-    });
     remove_interrupted(stores, catalog, log, last_died)?;
     let sess = Session {
         cfg,
@@ -700,23 +699,12 @@ fn receive_one<R: Read>(sess: &Session, r: &mut Reader<R>, inc: Incoming) -> Res
         Pumped::Complete(d) => d,
         Pumped::Aborted(reason) => return Ok(nack(reason)),
     };
-    match verify_and_commit(sess.catalog, sess.log, &inc, data) {
-        Ok(receipt) => {
-            if let Some(m) = meter {
-                crate::standby::signals::record(
-                    sess.catalog,
-                    &|l, t| sess.log.event(l, t),
-                    role,
-                    snapshot,
-                    m,
-                );
-            }
-            Ok(Msg::Ack {
-                role: role.into(),
-                snapshot: snapshot.into(),
-                receipt,
-            })
-        }
+    match verify_and_commit(sess.catalog, sess.log, &inc, data, meter) {
+        Ok(receipt) => Ok(Msg::Ack {
+            role: role.into(),
+            snapshot: snapshot.into(),
+            receipt,
+        }),
         Err(why) => Ok(nack(why)),
     }
 }

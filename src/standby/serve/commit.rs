@@ -6,12 +6,17 @@
 use super::*;
 
 /// The trailer must match what arrived and the backend must accept it;
-/// then the receipt is written. `Err`: the nack's text, nothing kept.
+/// then the signals `meter` measured (if any) and the receipt are written,
+/// in that order: both are synced, so a receipt that survives a power cut
+/// has its signals beside it (a set judged at its commit never lacks one
+/// volume's measure because the receipt outlived it). `Err`: the nack's
+/// text, nothing kept.
 pub(super) fn verify_and_commit(
     catalog: &Catalog,
     log: &SessionLog,
     inc: &Incoming,
     data: Received,
+    mut meter: Option<crate::standby::signals::Meter>,
 ) -> std::result::Result<Receipt, String> {
     let (role, snapshot) = (inc.role, inc.snapshot);
     let Received {
@@ -55,6 +60,9 @@ pub(super) fn verify_and_commit(
             set_id: Some(inc.set_id.to_string()),
             sender_storage_id: inc.storage_id.map(str::to_string),
         };
+        if let Some(m) = meter.take() {
+            crate::standby::signals::record(catalog, &|l, t| log.event(l, t), role, snapshot, m);
+        }
         catalog.write_receipt(role, snapshot, &r)?;
         crate::failpoint!("serve.after_receipt");
         receipt = Some(r);
