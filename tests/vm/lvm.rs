@@ -37,7 +37,8 @@ impl LvmLab {
                 .0
                 .extend(["app", "pri"].map(|sub| dir.join(sub).join(r)));
         }
-        Lab::local(sites, mounts, &p, &s)
+        let replay = replay_args(dir);
+        Lab::local(sites, mounts, &p, &s, &replay)
     }
 
     /// sha256 of snapshot `id` of `role` on one site (activated to be read).

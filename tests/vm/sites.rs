@@ -188,8 +188,8 @@ impl TwoSites for LvmSites {
 /// ([`ZfsSites`] or [`LvmSites`]; its fields through `Deref`: `lab.a`,
 /// `lab.pri`, `lab.dir`), `primary.toml` and `standby.toml`, and `added`:
 /// what the test file builds on top of that storage and its drop guard
-/// (LVM: the ext4 mounts, an [`Unmount`]; ZFS: failover's clones and a
-/// second primary pool). `added` goes before the storage under it (fields
+/// (LVM: the ext4 mounts, an [`Unmount`]; ZFS: failover's clones, a
+/// [`ZfsDestroy`], or more). `added` goes before the storage under it (fields
 /// drop in order).
 pub struct Lab<S, G> {
     pub pri_cfg: PathBuf,
@@ -207,15 +207,14 @@ impl<S, G> std::ops::Deref for Lab<S, G> {
 
 impl<S: TwoSites, G> Lab<S, G> {
     /// The lab of `sites` with the `[[volume]]`s `pri_vols` and `stb_vols`:
-    /// the standby in-process (`transport = "local"`), its `[replay]`
-    /// writing its arguments to `dir/replay-args` ([`replay_args`]).
-    pub fn local(sites: S, added: G, pri_vols: &str, stb_vols: &str) -> Lab<S, G> {
-        let dir = sites.dir();
+    /// the standby in-process (`transport = "local"`) with the `[replay]`
+    /// `replay` (e.g. [`replay_args`]).
+    pub fn local(sites: S, added: G, pri_vols: &str, stb_vols: &str, replay: &str) -> Lab<S, G> {
         let (pri_cfg, stb_cfg) = site_configs(
-            dir,
+            sites.dir(),
             pri_vols,
             stb_vols,
-            &replay_args(dir),
+            replay,
             Standby::Local(""),
             "",
         );
@@ -259,7 +258,7 @@ impl<S: TwoSites, G> Lab<S, G> {
 
     /// The standby's `failover --json`, which must fail over to set `id`
     /// with the redolog set `rid` and run the replay (exit 0) with the
-    /// plan's `--fromTime` ([`replay_args`]).
+    /// plan's `--fromTime` (a lab whose replay is [`replay_args`]).
     pub fn fail_over_to(&self, id: &str, rid: &str) {
         let rep = self.json(&self.stb_cfg, &["failover", "--json"]);
         assert_eq!(rep["plan"]["set_id"], id, "{rep}");
@@ -623,6 +622,18 @@ impl Drop for Unmount {
                 .status
                 .success()
             {}
+        }
+    }
+}
+
+/// Destroys the ZFS datasets on drop, each with its children (failover's
+/// clones before their pool goes), also when the test panics.
+pub struct ZfsDestroy(pub Vec<String>);
+
+impl Drop for ZfsDestroy {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = run(&["zfs", "destroy", "-r", d]);
         }
     }
 }

@@ -12,19 +12,11 @@ const ROLES: [&str; 4] = ["mysql", "blob", "index", "redolog"];
 /// groups). Standby: replicas under C/replica, failover clones under C/live.
 type ZfsLab = Lab<ZfsSites, PoolB>;
 
-/// What [`ZfsLab`] adds to its pools A and C: pool B, and failover's clones
-/// `C/live/<role>`, destroyed on drop before the pools go.
+/// What [`ZfsLab`] adds to its pools A and C: failover's clones
+/// `C/live/<role>` (destroyed first: fields drop in order), and pool B.
 struct PoolB {
+    _clones: ZfsDestroy,
     b: Zpool,
-    clones: Vec<String>,
-}
-
-impl Drop for PoolB {
-    fn drop(&mut self) {
-        for c in &self.clones {
-            let _ = run(&["zfs", "destroy", "-r", c]);
-        }
-    }
 }
 
 impl ZfsLab {
@@ -42,10 +34,13 @@ impl ZfsLab {
             let mp = dir.join("app").join(r);
             stb.push_str(&sites.standby_volume_live_at(r, &format!("live/{r}"), Some(&mp)));
         }
-        let clones = ROLES
-            .map(|r| sites.c.dataset(&format!("live/{r}")))
-            .to_vec();
-        Lab::local(sites, PoolB { b, clones }, &pri, &stb)
+        let clones = ZfsDestroy(
+            ROLES
+                .map(|r| sites.c.dataset(&format!("live/{r}")))
+                .to_vec(),
+        );
+        let replay = replay_args(dir);
+        Lab::local(sites, PoolB { _clones: clones, b }, &pri, &stb, &replay)
     }
 
     fn pool(&self, role: &str) -> &Zpool {
