@@ -31,11 +31,11 @@ fn zfs_rehearsal_replays_on_clones_and_removes_them() {
     let (a, c, dir) = (&lab.a, &lab.c, &lab.dir);
     let (pri_cfg, stb_cfg) = (&lab.pri_cfg, &lab.stb_cfg);
     std::fs::write(zfs_mountpoint(&a.dataset("mysql")).join("db"), "row 1\n").unwrap();
-    let set = snapsite_json(&pri_cfg, &["snapshot", "--json"]);
+    let set = snapsite_json(pri_cfg, &["snapshot", "--json"]);
     let id = set["id"].as_str().unwrap().to_string();
-    snapsite_ok(&pri_cfg, &["ship"]);
+    snapsite_ok(pri_cfg, &["ship"]);
 
-    let plan = snapsite_json(&stb_cfg, &["rehearse", "--dry-run", "--json"]);
+    let plan = snapsite_json(stb_cfg, &["rehearse", "--dry-run", "--json"]);
     let clone = format!("{}-rehearsal", c.dataset("replica/mysql"));
     let mp = PathBuf::from("/run/snapsite/rehearsal").join(clone.replace('/', "_"));
     assert_eq!(
@@ -46,7 +46,7 @@ fn zfs_rehearsal_replays_on_clones_and_removes_them() {
     assert!(!zfs_exists(&clone), "a dry run changes nothing");
 
     let t = Instant::now();
-    let rep = snapsite_json(&stb_cfg, &["rehearse", "--json"]);
+    let rep = snapsite_json(stb_cfg, &["rehearse", "--json"]);
     eprintln!(
         "ZFS rehearsal of a 2-volume set: {:.2} s",
         t.elapsed().as_secs_f64()
@@ -64,11 +64,11 @@ fn zfs_rehearsal_replays_on_clones_and_removes_them() {
     }
     assert!(zfs_exists(&format!("{}@{id}", c.dataset("replica/mysql"))));
     assert!(!dir.join("state-stb/rehearsal/state.json").exists());
-    let st = snapsite_json(&stb_cfg, &["status", "--json"]);
+    let st = snapsite_json(stb_cfg, &["status", "--json"]);
     assert_eq!(st["rehearsal"]["ok"], true, "{st}");
     assert_eq!(st["role"].as_str(), Some("standby"));
     // A failover after the rehearsal sees the data as shipped, not the scribble.
-    snapsite_ok(&stb_cfg, &["failover", "--no-replay"]);
+    snapsite_ok(stb_cfg, &["failover", "--no-replay"]);
     let live =
         std::fs::read_to_string(zfs_mountpoint(&c.dataset("live-mysql")).join("db")).unwrap();
     assert_eq!(live, "row 1\n");
@@ -95,10 +95,10 @@ fn lvm_rehearsal_replays_on_thin_snapshots_and_removes_them() {
     let (pri_cfg, stb_cfg) = (&lab.pri_cfg, &lab.stb_cfg);
     std::fs::write(dir.join("pri/mysql/db"), "row 1\n").unwrap();
     sh(&["sync"]);
-    snapsite_ok(&pri_cfg, &["snapshot"]);
-    snapsite_ok(&pri_cfg, &["ship"]);
+    snapsite_ok(pri_cfg, &["snapshot"]);
+    snapsite_ok(pri_cfg, &["ship"]);
 
-    let rep = snapsite_json(&stb_cfg, &["rehearse", "--json"]);
+    let rep = snapsite_json(stb_cfg, &["rehearse", "--json"]);
     assert_eq!(rep["ok"], true, "{rep}");
     let mp = PathBuf::from("/run/snapsite/rehearsal").join(format!("{}_mysql-rehearsal", stb.name));
     let got = std::fs::read_to_string(&log).unwrap();
@@ -108,10 +108,10 @@ fn lvm_rehearsal_replays_on_thin_snapshots_and_removes_them() {
     assert!(!lvs.contains("mysqllive"), "nothing live was made: {lvs}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains("/run/snapsite/rehearsal/"), "{mounts}");
-    let st = snapsite_json(&stb_cfg, &["status", "--json"]);
+    let st = snapsite_json(stb_cfg, &["status", "--json"]);
     assert_eq!(st["rehearsal"]["ok"], true, "{st}");
     // A failover after the rehearsal sees the data as shipped, not the scribble.
-    snapsite_ok(&stb_cfg, &["failover", "--no-replay"]);
+    snapsite_ok(stb_cfg, &["failover", "--no-replay"]);
     assert_eq!(
         std::fs::read_to_string(dir.join("app/mysql/db")).unwrap(),
         "row 1\n"
