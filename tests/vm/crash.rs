@@ -162,6 +162,10 @@ const FULL: &[&str] = &[
     "seed:lvm.receive.after_snapshot",
 ];
 
+/// Cells that stop at no failpoint: the verb runs through (then, in the
+/// reboot variant, an ordinary reboot: crash/kept.rs).
+const RUNS_THROUGH: &[&str] = &["failback:zfs.completed"];
+
 /// The verbs whose cells get a "reboot" variant (`reboot+CELL`): those
 /// that mount (failover's copies, rehearse's clones, the demote's
 /// divergent data) or leave a half-done demote. Snapshot, ship, serve,
@@ -1112,37 +1116,62 @@ fn lv_hash(vg: &str, lv: &str) -> String {
 /// A cell's test on one backend, stopped at a failpoint.
 type CellFn = fn(Kind, &'static str);
 
-/// The cells of the other verbs and labs: `<prefix>FAILPOINT`.
-const PREFIXED: &[(&str, CellFn)] = &[
-    ("failback:", failback_cell),
-    ("failover:", failover_cell),
-    ("rehearse:", rehearse_cell),
-    ("switchover:", switchover_cell),
-    ("peer-failover:", cycle::peer_failover_cell),
-    ("seed:", seed::seed_cell),
-    ("spool:", spool::spool_apply_cell),
-    ("follow:", follow::follow_cell),
-    ("prune-release:", follow::prune_release_cell),
-    ("switchback:", cycle::switchback_cell),
+/// The verbs a ship cell's crashed command runs: `ship`, and the `serve`
+/// it drives (the serve and LVM receive points).
+const SHIP: &[&str] = &["ship", "serve"];
+
+/// The cells of the other verbs and labs: `<prefix>FAILPOINT`, with the
+/// verbs the cell's crashed command runs (its failpoint is reached by one
+/// of them: `failpoint::ALL`'s `verbs`).
+const PREFIXED: &[(&str, CellFn, &[&str])] = &[
+    ("failback:", failback_cell, &["failback"]),
+    ("failover:", failover_cell, &["failover"]),
+    ("rehearse:", rehearse_cell, &["rehearse"]),
+    ("switchover:", switchover_cell, &["switchover"]),
+    ("peer-failover:", cycle::peer_failover_cell, &["switchover"]),
+    ("seed:", seed::seed_cell, &["seed"]),
+    ("spool:", spool::spool_apply_cell, &["failover"]),
+    ("follow:", follow::follow_cell, &["follow"]),
+    ("prune-release:", follow::prune_release_cell, &["prune"]),
+    ("switchback:", cycle::switchback_cell, &["switchover"]),
 ];
 
-/// Runs the cell `fp` names (a prefixed cell, a first-ship, prune,
-/// snapshot, or else a ship or serve cell).
-fn run_cell(kind: Kind, fp: &'static str) {
-    for (prefix, cell) in PREFIXED {
+/// The cell `fp` names (a prefixed cell, a first-ship, prune, snapshot,
+/// or else a ship or serve cell): its test, the failpoint it stops at and
+/// the verbs its crashed command runs.
+fn route(fp: &'static str) -> (CellFn, &'static str, &'static [&'static str]) {
+    for (prefix, cell, verbs) in PREFIXED {
         if let Some(point) = fp.strip_prefix(prefix) {
-            return cell(kind, point);
+            return (*cell, point, verbs);
         }
     }
     if let Some(point) = fp.strip_suffix("@first") {
-        first_ship_cell(kind, point)
+        (first_ship_cell, point, SHIP)
     } else if fp.starts_with("prune.") {
-        prune_cell(kind, fp)
+        (prune_cell, fp, &["prune"])
     } else if fp.starts_with("take_set.") {
-        snapshot_cell(kind, fp)
+        (snapshot_cell, fp, &["snapshot"])
     } else {
-        ship_cell(kind, fp)
+        (ship_cell, fp, SHIP)
     }
+}
+
+/// Runs the cell `fp` names ([`route`]).
+fn run_cell(kind: Kind, fp: &'static str) {
+    let (cell, point, _) = route(fp);
+    cell(kind, point)
+}
+
+/// Whether cell `c` runs on `kind`: a backend's own failpoints (failback's,
+/// switchover's) only on that backend; LVM sets nothing aside for follow.
+fn runs_on(kind: Kind, c: &str) -> bool {
+    let other = match kind {
+        Kind::Zfs => "lvm.",
+        Kind::Lvm => "zfs.",
+    };
+    let point = c.split_once(':').map_or(c, |(_, f)| f);
+    let set_aside = kind == Kind::Lvm && c.ends_with("follow:follow.after_set_aside");
+    !(point.starts_with(other) || set_aside)
 }
 
 fn run_matrix(kind: Kind) {
@@ -1162,18 +1191,7 @@ fn run_matrix(kind: Kind) {
     } else {
         subset(kind)
     };
-    // A backend's own failpoints (failback's, switchover's) only on that
-    // backend.
-    let other = match kind {
-        Kind::Zfs => "lvm.",
-        Kind::Lvm => "zfs.",
-    };
-    let cells: Vec<&str> = cells
-        .iter()
-        .copied()
-        .filter(|c| !c.split_once(':').map_or(*c, |(_, f)| f).starts_with(other))
-        .filter(|c| !(kind == Kind::Lvm && c.ends_with("follow:follow.after_set_aside")))
-        .collect();
+    let cells: Vec<&str> = cells.iter().copied().filter(|c| runs_on(kind, c)).collect();
     let t0 = Instant::now();
     let mut failed = Vec::new();
     let mut lines = Vec::new();
@@ -1228,4 +1246,70 @@ fn zfs_crash_matrix_subset() {
 fn lvm_crash_matrix_subset() {
     require_lab!();
     run_matrix(Kind::Lvm);
+}
+
+/// The dispatch covers the cell lists (no VM needed: a check of the tables
+/// only): every cell of [`FULL`], its reboot variants and both subsets
+/// routes to a test whose crashed command reaches the cell's failpoint
+/// (listed in `failpoint::ALL` with one of that command's verbs; but
+/// [`RUNS_THROUGH`]), and runs on a backend; the subsets and the reboot verbs are in the full
+/// matrix; no table row is dead and no cell listed twice.
+#[test]
+fn crash_cells_all_route_to_a_test_that_reaches_their_failpoint() {
+    use snapsite::base::failpoint;
+    let all = full_matrix();
+    let mut seen = BTreeSet::new();
+    for c in FULL {
+        assert!(seen.insert(*c), "{c} listed twice in FULL");
+    }
+    for kind in [Kind::Zfs, Kind::Lvm] {
+        for c in subset(kind) {
+            assert!(FULL.contains(c), "{kind:?} subset cell {c} is not in FULL");
+            assert!(
+                runs_on(kind, c),
+                "{kind:?} subset cell {c} never runs there"
+            );
+        }
+    }
+    for r in REBOOTS {
+        assert!(
+            PREFIXED.iter().any(|(p, _, _)| p == r),
+            "reboot verb {r} has no cell test"
+        );
+        assert!(
+            all.iter().any(|c| c.starts_with(&format!("reboot+{r}"))),
+            "no reboot cell of {r}"
+        );
+    }
+    for (prefix, _, _) in PREFIXED {
+        assert!(
+            FULL.iter().any(|c| c.starts_with(prefix)),
+            "dispatch row {prefix} serves no cell of FULL"
+        );
+    }
+    for c in RUNS_THROUGH {
+        assert!(FULL.contains(c), "{c} (runs through) is not in FULL");
+    }
+    for c in &all {
+        let cell = c.strip_prefix("reboot+").unwrap_or(c);
+        if RUNS_THROUGH.contains(&cell) {
+            continue;
+        }
+        let (_, point, verbs) = route(cell);
+        let fp = failpoint::ALL
+            .iter()
+            .find(|f| f.name == point)
+            .unwrap_or_else(|| {
+                panic!("cell {c}: its failpoint {point:?} is not in failpoint::ALL")
+            });
+        assert!(
+            fp.verbs.iter().any(|v| verbs.contains(v)),
+            "cell {c}: {point} is reached by {:?}, the cell's test runs {verbs:?}",
+            fp.verbs
+        );
+        assert!(
+            runs_on(Kind::Zfs, c) || runs_on(Kind::Lvm, c),
+            "cell {c} runs on no backend"
+        );
+    }
 }

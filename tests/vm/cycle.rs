@@ -12,31 +12,30 @@ use super::*;
 #[test]
 fn zfs_rehearsal_replays_on_clones_and_removes_them() {
     require_lab!();
-    let lab = ZfsSites::new("zr", 256 * MIB, 512 * MIB);
-    let (a, c, dir) = (&lab.a, &lab.c, &lab.dir);
+    let sites = ZfsSites::new("zr", 256 * MIB, 512 * MIB);
     let roles = ["mysql", "redolog"];
     let (mut pri, mut stb) = (String::new(), String::new());
     for r in roles {
-        sh(&["zfs", "create", &a.dataset(r)]);
-        pri.push_str(&lab.primary_volume(r, ""));
-        stb.push_str(&lab.standby_volume(r, Some(&dir.join("app").join(r))));
+        sh(&["zfs", "create", &sites.a.dataset(r)]);
+        pri.push_str(&sites.primary_volume(r, ""));
+        stb.push_str(&sites.standby_volume(r, Some(&sites.dir.join("app").join(r))));
     }
     // The replay records its environment and what it finds in the clone.
-    let log = dir.join("replay.log");
-    let (pri_cfg, stb_cfg) = site_configs(
-        dir,
-        &pri,
-        &stb,
-        &replay_logging(&log),
-        Standby::Local(""),
-        "",
+    let log = sites.dir.join("replay.log");
+    let clones = ZfsDestroy(
+        roles
+            .map(|r| sites.c.dataset(&format!("live-{r}")))
+            .to_vec(),
     );
+    let lab = Lab::local(sites, clones, &pri, &stb, &replay_logging(&log));
+    let (a, c, dir) = (&lab.a, &lab.c, &lab.dir);
+    let (pri_cfg, stb_cfg) = (&lab.pri_cfg, &lab.stb_cfg);
     std::fs::write(zfs_mountpoint(&a.dataset("mysql")).join("db"), "row 1\n").unwrap();
-    let set = snapsite_json(&pri_cfg, &["snapshot", "--json"]);
+    let set = snapsite_json(pri_cfg, &["snapshot", "--json"]);
     let id = set["id"].as_str().unwrap().to_string();
-    snapsite_ok(&pri_cfg, &["ship"]);
+    snapsite_ok(pri_cfg, &["ship"]);
 
-    let plan = snapsite_json(&stb_cfg, &["rehearse", "--dry-run", "--json"]);
+    let plan = snapsite_json(stb_cfg, &["rehearse", "--dry-run", "--json"]);
     let clone = format!("{}-rehearsal", c.dataset("replica/mysql"));
     let mp = PathBuf::from("/run/snapsite/rehearsal").join(clone.replace('/', "_"));
     assert_eq!(
@@ -47,7 +46,7 @@ fn zfs_rehearsal_replays_on_clones_and_removes_them() {
     assert!(!zfs_exists(&clone), "a dry run changes nothing");
 
     let t = Instant::now();
-    let rep = snapsite_json(&stb_cfg, &["rehearse", "--json"]);
+    let rep = snapsite_json(stb_cfg, &["rehearse", "--json"]);
     eprintln!(
         "ZFS rehearsal of a 2-volume set: {:.2} s",
         t.elapsed().as_secs_f64()
@@ -65,41 +64,41 @@ fn zfs_rehearsal_replays_on_clones_and_removes_them() {
     }
     assert!(zfs_exists(&format!("{}@{id}", c.dataset("replica/mysql"))));
     assert!(!dir.join("state-stb/rehearsal/state.json").exists());
-    let st = snapsite_json(&stb_cfg, &["status", "--json"]);
+    let st = snapsite_json(stb_cfg, &["status", "--json"]);
     assert_eq!(st["rehearsal"]["ok"], true, "{st}");
     assert_eq!(st["role"].as_str(), Some("standby"));
     // A failover after the rehearsal sees the data as shipped, not the scribble.
-    snapsite_ok(&stb_cfg, &["failover", "--no-replay"]);
+    snapsite_ok(stb_cfg, &["failover", "--no-replay"]);
     let live =
         std::fs::read_to_string(zfs_mountpoint(&c.dataset("live-mysql")).join("db")).unwrap();
     assert_eq!(live, "row 1\n");
-    for r in roles {
-        let _ = run(&["zfs", "destroy", "-r", &c.dataset(&format!("live-{r}"))]);
-    }
 }
 
 #[test]
 fn lvm_rehearsal_replays_on_thin_snapshots_and_removes_them() {
     require_lab!();
-    let lab = LvmSites::new("lr", 1024 * MIB, "512M");
-    let (pri, stb, dir) = (&lab.pri, &lab.stb, &lab.dir);
+    let sites = LvmSites::new("lr", 1024 * MIB, "512M");
     let roles = ["mysql", "redolog"];
     let (mut p, mut s) = (String::new(), String::new());
+    let mut mounts = Unmount(Vec::new());
     for r in roles {
-        lab.primary_thin(r, "64M");
-        mount_ext4(&pri.dev(r), &dir.join("pri").join(r));
-        p.push_str(&lab.primary_volume(r, ""));
-        s.push_str(&lab.standby_volume(r, Some(&dir.join("app").join(r))));
+        let (pri_mp, app_mp) = (sites.dir.join("pri").join(r), sites.dir.join("app").join(r));
+        mounts.0.extend([app_mp.clone(), pri_mp.clone()]);
+        sites.primary_thin(r, "64M");
+        mount_ext4(&sites.pri.dev(r), &pri_mp);
+        p.push_str(&sites.primary_volume(r, ""));
+        s.push_str(&sites.standby_volume(r, Some(&app_mp)));
     }
-    let log = dir.join("replay.log");
-    let (pri_cfg, stb_cfg) =
-        site_configs(dir, &p, &s, &replay_logging(&log), Standby::Local(""), "");
+    let log = sites.dir.join("replay.log");
+    let lab = Lab::local(sites, mounts, &p, &s, &replay_logging(&log));
+    let (stb, dir) = (&lab.stb, &lab.dir);
+    let (pri_cfg, stb_cfg) = (&lab.pri_cfg, &lab.stb_cfg);
     std::fs::write(dir.join("pri/mysql/db"), "row 1\n").unwrap();
     sh(&["sync"]);
-    snapsite_ok(&pri_cfg, &["snapshot"]);
-    snapsite_ok(&pri_cfg, &["ship"]);
+    snapsite_ok(pri_cfg, &["snapshot"]);
+    snapsite_ok(pri_cfg, &["ship"]);
 
-    let rep = snapsite_json(&stb_cfg, &["rehearse", "--json"]);
+    let rep = snapsite_json(stb_cfg, &["rehearse", "--json"]);
     assert_eq!(rep["ok"], true, "{rep}");
     let mp = PathBuf::from("/run/snapsite/rehearsal").join(format!("{}_mysql-rehearsal", stb.name));
     let got = std::fs::read_to_string(&log).unwrap();
@@ -109,18 +108,14 @@ fn lvm_rehearsal_replays_on_thin_snapshots_and_removes_them() {
     assert!(!lvs.contains("mysqllive"), "nothing live was made: {lvs}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains("/run/snapsite/rehearsal/"), "{mounts}");
-    let st = snapsite_json(&stb_cfg, &["status", "--json"]);
+    let st = snapsite_json(stb_cfg, &["status", "--json"]);
     assert_eq!(st["rehearsal"]["ok"], true, "{st}");
     // A failover after the rehearsal sees the data as shipped, not the scribble.
-    snapsite_ok(&stb_cfg, &["failover", "--no-replay"]);
+    snapsite_ok(stb_cfg, &["failover", "--no-replay"]);
     assert_eq!(
         std::fs::read_to_string(dir.join("app/mysql/db")).unwrap(),
         "row 1\n"
     );
-    for r in roles {
-        let _ = run(&["umount", dir.join("app").join(r).to_str().unwrap()]);
-        let _ = run(&["umount", dir.join("pri").join(r).to_str().unwrap()]);
-    }
 }
 
 /// A `[replay]` that writes `rehearsal=<SNAPSITE_REHEARSAL> mysql=<mount>`
@@ -454,8 +449,6 @@ fn zfs_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
     eprintln!("ZFS cycle test: {:.1} s", t0.elapsed().as_secs_f64());
 }
 
-/// Unmounts what a test mounted, by path, even after a panic (before the
-/// volume group guard removes the LVs).
 #[test]
 fn lvm_failback_ships_only_what_changed_and_switchover_back_loses_nothing() {
     require_lab!();

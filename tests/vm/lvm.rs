@@ -14,27 +14,16 @@ const LV_SIZE: u64 = 64 * MIB;
 /// A primary VG and a standby VG, each on its own loop device with a 64 KiB
 /// chunk thin pool; volumes `mysql` and `redolog` (64 MiB thin LVs, or
 /// classic LVs). The standby receives into `<role>` and fails over to
-/// `<role>live`, mounted under `dir/app/<role>`.
-struct LvmLab {
-    /// The two VGs with their thin pools and the lab directory (`lab.pri`,
-    /// `lab.stb`, `lab.dir` through `Deref`).
-    sites: LvmSites,
-    pri_cfg: PathBuf,
-    stb_cfg: PathBuf,
-}
-
-impl std::ops::Deref for LvmLab {
-    type Target = LvmSites;
-    fn deref(&self) -> &LvmSites {
-        &self.sites
-    }
-}
+/// `<role>live`, mounted under `dir/app/<role>`; tests mount the primary's
+/// under `dir/pri/<role>`. Both unmounted on drop, before the VGs go.
+type LvmLab = Lab<LvmSites, Unmount>;
 
 impl LvmLab {
     fn new(classic: bool) -> LvmLab {
         let sites = LvmSites::new("lv", 2048 * MIB, "1536M");
         let (pri, dir) = (&sites.pri, &sites.dir);
         let (mut p, mut s) = (String::new(), String::new());
+        let mut mounts = Unmount(Vec::new());
         for r in ROLES {
             let size = format!("{}b", LV_SIZE);
             if classic {
@@ -44,33 +33,12 @@ impl LvmLab {
             }
             p.push_str(&sites.primary_volume(r, ""));
             s.push_str(&sites.standby_volume(r, Some(&dir.join("app").join(r))));
+            mounts
+                .0
+                .extend(["app", "pri"].map(|sub| dir.join(sub).join(r)));
         }
-        let (pri_cfg, stb_cfg) =
-            site_configs(dir, &p, &s, &replay_args(dir), Standby::Local(""), "");
-        LvmLab {
-            sites,
-            pri_cfg,
-            stb_cfg,
-        }
-    }
-
-    fn snapsite_env(&self, cfg: &Path, args: &[&str], path_prefix: Option<&Path>) -> Output {
-        snapsite_run(cfg, args, path_prefix)
-    }
-    fn snapsite(&self, cfg: &Path, args: &[&str]) -> Output {
-        snapsite_run(cfg, args, None)
-    }
-    fn ok(&self, cfg: &Path, args: &[&str]) -> String {
-        snapsite_ok(cfg, args)
-    }
-    fn json(&self, cfg: &Path, args: &[&str]) -> serde_json::Value {
-        snapsite_json(cfg, args)
-    }
-    fn snapshot(&self) -> String {
-        self.ok(&self.pri_cfg, &["snapshot"]).trim().to_string()
-    }
-    fn standby_manifests(&self) -> usize {
-        manifest_count(&self.dir.join("state-stb"))
+        let replay = replay_args(dir);
+        Lab::local(sites, mounts, &p, &s, &replay)
     }
 
     /// sha256 of snapshot `id` of `role` on one site (activated to be read).
@@ -102,11 +70,6 @@ impl LvmLab {
         st.split_whitespace().nth(6).unwrap().to_string()
     }
 
-    /// A primary config whose transport cuts the stream after `at` bytes.
-    fn cutting_config(&self, at: u64) -> PathBuf {
-        cutting_config(&self.dir, &self.pri_cfg, &self.stb_cfg, at)
-    }
-
     /// A directory with a fake `thin_delta` running `body` (sh).
     fn fake_thin_delta(&self, body: &str) -> PathBuf {
         let d = self.dir.join(unique_name("fakebin"));
@@ -115,17 +78,6 @@ impl LvmLab {
         std::fs::write(&f, format!("#!/bin/sh\n{body}\n")).unwrap();
         sh(&["chmod", "+x", f.to_str().unwrap()]);
         d
-    }
-}
-
-impl Drop for LvmLab {
-    fn drop(&mut self) {
-        for sub in ["app", "pri"] {
-            for r in ROLES {
-                let mp = self.dir.join(sub).join(r);
-                let _ = run(&["umount", mp.to_str().unwrap()]);
-            }
-        }
     }
 }
 
@@ -260,7 +212,7 @@ fn lvm_cut_transfer_recovers_and_metadata_snapshot_is_always_released() {
     write_pattern(&mysql, 0, 13, MIB as usize);
     let id3 = lab.snapshot();
     let bin = lab.fake_thin_delta("echo 'thin_delta: simulated failure' >&2; exit 1");
-    let out = lab.snapsite_env(&lab.pri_cfg, &["ship"], Some(&bin));
+    let out = snapsite_run(&lab.pri_cfg, &["ship"], Some(&bin));
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("simulated failure"),
@@ -320,14 +272,6 @@ fn resume_tag(lab: &LvmLab, role: &str) -> Option<String> {
 /// Segments a resume tag holds (one per session that made progress).
 fn segments(tag: &str) -> usize {
     tag.split(':').nth(5).unwrap().split('+').count()
-}
-
-fn random_between(lo: u64, hi: u64) -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    lo + (nanos ^ (nanos >> 7)) % (hi - lo)
 }
 
 #[test]
@@ -493,15 +437,7 @@ fn lvm_set_ship_failover_end_to_end() {
 
     let check = lab.ok(&lab.stb_cfg, &["check"]);
     assert!(check.contains("replica"), "{check}");
-    let rep = lab.json(&lab.stb_cfg, &["failover", "--json"]);
-    assert_eq!(rep["plan"]["set_id"], id.as_str());
-    assert_eq!(rep["plan"]["redolog_set_id"], rid.as_str());
-    assert_eq!(rep["replay"]["exit_code"], 0);
-    let args = std::fs::read_to_string(lab.dir.join("replay-args")).unwrap();
-    assert_eq!(
-        args.lines().nth(1).unwrap(),
-        rep["plan"]["from_time_arg"].as_str().unwrap()
-    );
+    lab.fail_over_to(&id, &rid);
     let app = |r: &str, f: &str| lab.dir.join("app").join(r).join(f);
     assert_pattern(&app("mysql", "ibdata1"), 0, 21, 4 * MIB as usize);
     assert_pattern(&app("redolog", "redo.log"), 0, 22, MIB as usize);

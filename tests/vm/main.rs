@@ -445,6 +445,16 @@ pub fn sparse_file(name: &str, size: u64) -> PathBuf {
     path
 }
 
+/// A number in `lo..hi` from the clock (a cut offset that differs run
+/// to run: the tests print it).
+pub fn random_between(lo: u64, hi: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    lo + (nanos ^ (nanos >> 7)) % (hi - lo)
+}
+
 /// Deterministic pseudo-random bytes (xorshift64*): incompressible test data
 /// that can be regenerated to check what a device or file holds.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {

@@ -7,7 +7,10 @@
 //! (extra datasets, mounts, site names) build on the fields and on the
 //! steps below: a standby's pool ([`replica_pool`]) or VG with a thin pool
 //! ([`ThinVg`]), one `[[volume]]` ([`volume`]), a site's head
-//! ([`site_head`]) and a local `[standby]` ([`local_standby`]).
+//! ([`site_head`]) and a local `[standby]` ([`local_standby`]). [`Lab`]
+//! is either lab with its two configs written and the test file's own
+//! additions (mounts, clones, more pools) behind a drop guard: the LVM and
+//! ZFS backend tests (lvm.rs, zfs.rs) run on it.
 //!
 //! The third-site lab: [`ThirdSite`], a site C on its own pool or VG
 //! beside a two-site lab (follow, fan-out to a far standby, prune's
@@ -178,6 +181,99 @@ impl TwoSites for LvmSites {
             Some(&self.stb.lv(role)),
             mountpoint,
         )
+    }
+}
+
+/// A two-site lab with its configs: the backend's storage `S`
+/// ([`ZfsSites`] or [`LvmSites`]; its fields through `Deref`: `lab.a`,
+/// `lab.pri`, `lab.dir`), `primary.toml` and `standby.toml`, and `added`:
+/// what the test file builds on top of that storage and its drop guard
+/// (LVM: the ext4 mounts, an [`Unmount`]; ZFS: failover's clones, a
+/// [`ZfsDestroy`], or more). `added` goes before the storage under it (fields
+/// drop in order).
+pub struct Lab<S, G> {
+    pub pri_cfg: PathBuf,
+    pub stb_cfg: PathBuf,
+    pub added: G,
+    pub sites: S,
+}
+
+impl<S, G> std::ops::Deref for Lab<S, G> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        &self.sites
+    }
+}
+
+impl<S: TwoSites, G> Lab<S, G> {
+    /// The lab of `sites` with the `[[volume]]`s `pri_vols` and `stb_vols`:
+    /// the standby in-process (`transport = "local"`) with the `[replay]`
+    /// `replay` (e.g. [`replay_args`]).
+    pub fn local(sites: S, added: G, pri_vols: &str, stb_vols: &str, replay: &str) -> Lab<S, G> {
+        let (pri_cfg, stb_cfg) = site_configs(
+            sites.dir(),
+            pri_vols,
+            stb_vols,
+            replay,
+            Standby::Local(""),
+            "",
+        );
+        Lab {
+            pri_cfg,
+            stb_cfg,
+            added,
+            sites,
+        }
+    }
+
+    /// `snapsite --config <cfg> <args>` ([`snapsite_run`]).
+    pub fn snapsite(&self, cfg: &Path, args: &[&str]) -> Output {
+        snapsite_run(cfg, args, None)
+    }
+
+    /// Like [`Lab::snapsite`]; must succeed. Its stdout.
+    pub fn ok(&self, cfg: &Path, args: &[&str]) -> String {
+        snapsite_ok(cfg, args)
+    }
+
+    /// Like [`Lab::ok`], stdout parsed as JSON.
+    pub fn json(&self, cfg: &Path, args: &[&str]) -> serde_json::Value {
+        snapsite_json(cfg, args)
+    }
+
+    /// The primary's `snapshot`: the new set's id.
+    pub fn snapshot(&self) -> String {
+        self.ok(&self.pri_cfg, &["snapshot"]).trim().to_string()
+    }
+
+    /// How many sets the standby has committed.
+    pub fn standby_manifests(&self) -> usize {
+        manifest_count(&self.sites.dir().join("state-stb"))
+    }
+
+    /// A primary config whose transport cuts the stream after `at` bytes.
+    pub fn cutting_config(&self, at: u64) -> PathBuf {
+        cutting_config(self.sites.dir(), &self.pri_cfg, &self.stb_cfg, at)
+    }
+
+    /// The standby's `failover --json`, which must fail over to set `id`
+    /// with the redolog set `rid` and run the replay (exit 0) with the
+    /// plan's `--fromTime` (a lab whose replay is [`replay_args`]).
+    pub fn fail_over_to(&self, id: &str, rid: &str) {
+        let rep = self.json(&self.stb_cfg, &["failover", "--json"]);
+        assert_eq!(rep["plan"]["set_id"], id, "{rep}");
+        assert_eq!(rep["plan"]["redolog_set_id"], rid, "{rep}");
+        assert_eq!(rep["replay"]["exit_code"], 0, "{rep}");
+        let args = std::fs::read_to_string(self.sites.dir().join("replay-args"))
+            .expect("the replay wrote its arguments");
+        let from_time = rep["plan"]["from_time_arg"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no from_time_arg in the plan: {rep}"));
+        assert_eq!(
+            args.lines().nth(1),
+            Some(from_time),
+            "the replay's --fromTime is the plan's"
+        );
     }
 }
 
@@ -526,6 +622,18 @@ impl Drop for Unmount {
                 .status
                 .success()
             {}
+        }
+    }
+}
+
+/// Destroys the ZFS datasets on drop, each with its children (failover's
+/// clones before their pool goes), also when the test panics.
+pub struct ZfsDestroy(pub Vec<String>);
+
+impl Drop for ZfsDestroy {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = run(&["zfs", "destroy", "-r", d]);
         }
     }
 }

@@ -10,20 +10,13 @@ const ROLES: [&str; 4] = ["mysql", "blob", "index", "redolog"];
 
 /// Primary: mysql + blob on pool A, index + redolog on pool B (two atomic
 /// groups). Standby: replicas under C/replica, failover clones under C/live.
-struct ZfsLab {
-    pri_cfg: PathBuf,
-    stb_cfg: PathBuf,
-    /// Pools A and C and the lab directory (`lab.a`, `lab.c`, `lab.dir`
-    /// through `Deref`); pools drop last (fields drop in order).
-    sites: ZfsSites,
-    b: Zpool,
-}
+type ZfsLab = Lab<ZfsSites, PoolB>;
 
-impl std::ops::Deref for ZfsLab {
-    type Target = ZfsSites;
-    fn deref(&self) -> &ZfsSites {
-        &self.sites
-    }
+/// What [`ZfsLab`] adds to its pools A and C: failover's clones
+/// `C/live/<role>` (destroyed first: fields drop in order), and pool B.
+struct PoolB {
+    _clones: ZfsDestroy,
+    b: Zpool,
 }
 
 impl ZfsLab {
@@ -36,28 +29,25 @@ impl ZfsLab {
         for (i, r) in ROLES.iter().enumerate() {
             let pool = if i < 2 { a } else { &b };
             sh(&["zfs", "create", &pool.dataset(r)]);
-            pri.push_str(&format!(
-                "[[volume]]\nrole = \"{r}\"\nbackend = \"zfs\"\nsource = \"{}\"\n{extra_volume_keys}\n",
-                pool.dataset(r)
-            ));
+            pri.push_str(&volume(r, "zfs", &pool.dataset(r), None, None));
+            pri.push_str(&format!("{extra_volume_keys}\n"));
             let mp = dir.join("app").join(r);
             stb.push_str(&sites.standby_volume_live_at(r, &format!("live/{r}"), Some(&mp)));
         }
-        let (pri_cfg, stb_cfg) =
-            site_configs(dir, &pri, &stb, &replay_args(dir), Standby::Local(""), "");
-        ZfsLab {
-            pri_cfg,
-            stb_cfg,
-            sites,
-            b,
-        }
+        let clones = ZfsDestroy(
+            ROLES
+                .map(|r| sites.c.dataset(&format!("live/{r}")))
+                .to_vec(),
+        );
+        let replay = replay_args(dir);
+        Lab::local(sites, PoolB { _clones: clones, b }, &pri, &stb, &replay)
     }
 
     fn pool(&self, role: &str) -> &Zpool {
         if role == "mysql" || role == "blob" {
             &self.a
         } else {
-            &self.b
+            &self.added.b
         }
     }
     fn source(&self, role: &str) -> String {
@@ -71,31 +61,6 @@ impl ZfsLab {
     }
     fn file(&self, role: &str, name: &str) -> PathBuf {
         zfs_mountpoint(&self.source(role)).join(name)
-    }
-
-    fn snapsite(&self, cfg: &Path, args: &[&str]) -> Output {
-        snapsite_run(cfg, args, None)
-    }
-    fn ok(&self, cfg: &Path, args: &[&str]) -> String {
-        snapsite_ok(cfg, args)
-    }
-    fn json(&self, cfg: &Path, args: &[&str]) -> serde_json::Value {
-        snapsite_json(cfg, args)
-    }
-    fn standby_manifests(&self) -> usize {
-        manifest_count(&self.dir.join("state-stb"))
-    }
-    fn cutting_config(&self, at: u64) -> PathBuf {
-        cutting_config(&self.dir, &self.pri_cfg, &self.stb_cfg, at)
-    }
-}
-
-impl Drop for ZfsLab {
-    fn drop(&mut self) {
-        // Clones first (failover), then the pools go in field order.
-        for r in ROLES {
-            let _ = run(&["zfs", "destroy", "-r", &self.live(r)]);
-        }
     }
 }
 
@@ -185,15 +150,7 @@ fn zfs_atomic_sets_across_two_pools_ship_and_failover() {
     );
     assert!(zfs_exists(&common));
 
-    let rep = lab.json(&lab.stb_cfg, &["failover", "--json"]);
-    assert_eq!(rep["plan"]["set_id"], id.as_str());
-    assert_eq!(rep["plan"]["redolog_set_id"], rid.as_str());
-    assert_eq!(rep["replay"]["exit_code"], 0);
-    let args = std::fs::read_to_string(lab.dir.join("replay-args")).unwrap();
-    assert_eq!(
-        args.lines().nth(1).unwrap(),
-        rep["plan"]["from_time_arg"].as_str().unwrap()
-    );
+    lab.fail_over_to(&id, &rid);
     for (i, r) in ROLES.iter().enumerate() {
         let mp = lab.dir.join("app").join(r);
         assert_eq!(
@@ -236,12 +193,8 @@ fn zfs_cut_transfer_resumes_and_stale_token_is_discarded() {
     write_pattern(&lab.file("blob", "big"), 0, 42, 24 * MIB as usize);
     let set2 = lab.json(&lab.pri_cfg, &["snapshot", "--json"]);
     let id2 = set2["id"].as_str().unwrap().to_string();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
     // mysql's small incremental goes first; cut 4..20 MB into the stream.
-    let at = 4_000_000 + nanos % 16_000_000;
+    let at = random_between(4_000_000, 20_000_000);
     eprintln!("cutting the transfer at byte {at}");
     let cut = lab.cutting_config(at);
     let out = lab.snapsite(&cut, &["ship"]);
@@ -270,13 +223,13 @@ fn zfs_cut_transfer_resumes_and_stale_token_is_discarded() {
     // Stale token: cut set 3, then the primary loses set 3's blob snapshot;
     // the next ship (set 4) must discard the partial receive and go on.
     write_pattern(&lab.file("blob", "big"), 0, 43, 24 * MIB as usize);
-    let id3 = lab.ok(&lab.pri_cfg, &["snapshot"]).trim().to_string();
+    let id3 = lab.snapshot();
     let out = lab.snapsite(&lab.cutting_config(6_000_000), &["ship"]);
     assert!(!out.status.success());
     assert_ne!(zfs_get("receive_resume_token", &lab.replica("blob")), "-");
     sh(&["zfs", "destroy", &format!("{}@{id3}", lab.source("blob"))]);
     write_pattern(&lab.file("blob", "big"), 0, 44, 4 * MIB as usize);
-    let id4 = lab.ok(&lab.pri_cfg, &["snapshot"]).trim().to_string();
+    let id4 = lab.snapshot();
     let report = lab.json(&lab.pri_cfg, &["ship", "--json"]);
     assert_eq!(
         report["committed"]
@@ -302,7 +255,7 @@ fn zfs_prune_keeps_the_held_common_snapshot_and_incrementals_go_on() {
     let mut ids = Vec::new();
     for i in 0..3u64 {
         write_pattern(&lab.file("mysql", "data"), 0, 200 + i, MIB as usize);
-        ids.push(lab.ok(&lab.pri_cfg, &["snapshot"]).trim().to_string());
+        ids.push(lab.snapshot());
         std::thread::sleep(Duration::from_millis(1500));
     }
     lab.ok(&lab.pri_cfg, &["ship"]);
@@ -342,7 +295,7 @@ fn zfs_prune_keeps_the_held_common_snapshot_and_incrementals_go_on() {
     }
     // The chain is intact: the next ship is incremental from the kept one.
     write_pattern(&lab.file("mysql", "data"), 0, 300, MIB as usize);
-    let id4 = lab.ok(&lab.pri_cfg, &["snapshot"]).trim().to_string();
+    let id4 = lab.snapshot();
     let report = lab.json(&lab.pri_cfg, &["ship", "--json"]);
     let mysql = sent(&report, "mysql");
     assert_eq!(mysql["snapshot"], id4.as_str());
