@@ -351,31 +351,31 @@ impl Backend for Btrfs {
     }
 
     fn list(&self, vol: &Volume) -> Result<Vec<String>> {
-        let dir = snapshot_dir(vol)?;
-        let mut names = Vec::new();
-        let rd = match std::fs::read_dir(dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
-            Err(e) => {
-                return Err(Error::io(
-                    format!("volume `{}`: read {}", vol.role, dir.display()),
-                    e,
-                ));
-            }
-        };
-        let receiving = self.leftovers(vol)?;
-        for ent in rd {
-            let ent = ent.ctx(format!("read {}", dir.display()))?;
-            let name = ent.file_name().to_string_lossy().into_owned();
-            if parse_set_id(&name).is_some()
-                && !receiving.contains(&name)
-                && (is_subvolume(&ent.path()) || is_subvolume(&ent.path().join(&name)))
-            {
-                names.push(name);
-            }
-        }
-        names.sort();
-        Ok(names)
+        self.list_from(vol, None)
+    }
+
+    fn present_by_listing(&self) -> bool {
+        false
+    }
+
+    /// Only the names from `from[i]` on are parsed and looked at (a
+    /// `stat` each); the directory is read once, the receive markers with
+    /// the names.
+    fn list_batch_from(
+        &self,
+        vols: &[&Volume],
+        from: &[Option<&str>],
+    ) -> Result<Vec<super::VolumeListing>> {
+        vols.iter()
+            .enumerate()
+            .map(|(i, v)| {
+                Ok(super::VolumeListing {
+                    snapshots: self.list_from(v, from.get(i).copied().flatten())?,
+                    ids: std::collections::BTreeMap::new(),
+                    resumable: self.resumable(v)?,
+                })
+            })
+            .collect()
     }
 
     fn send(&self, vol: &Volume, name: &str, base: Option<&str>) -> Result<BoxedSource> {
@@ -729,6 +729,44 @@ impl Backend for Btrfs {
 }
 
 impl Btrfs {
+    /// Complete snapshots of the volume (as [`Backend::list`] says), only
+    /// those named `from` or later when given: one directory read, which
+    /// also gives the receive markers (a snapshot with one is being
+    /// received, not complete); each name from `from` on is parsed and its
+    /// subvolume looked at.
+    fn list_from(&self, vol: &Volume, from: Option<&str>) -> Result<Vec<String>> {
+        let dir = snapshot_dir(vol)?;
+        let mut names = Vec::new();
+        let rd = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("volume `{}`: read {}", vol.role, dir.display()),
+                    e,
+                ));
+            }
+        };
+        let mut receiving = std::collections::BTreeSet::new();
+        for ent in rd {
+            let ent = ent.ctx(format!("read {}", dir.display()))?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if let Some(n) = name.strip_prefix(MARKER_PREFIX) {
+                receiving.insert(n.to_string());
+            } else if from.is_none_or(|f| name.as_str() >= f) {
+                names.push(name);
+            }
+        }
+        names.retain(|name| {
+            parse_set_id(name).is_some() && !receiving.contains(name) && {
+                let path = dir.join(name);
+                is_subvolume(&path) || is_subvolume(&path.join(name))
+            }
+        });
+        names.sort();
+        Ok(names)
+    }
+
     /// Names whose receive marker is still present: cut receives.
     fn leftovers(&self, vol: &Volume) -> Result<Vec<String>> {
         Ok(dir_entries(snapshot_dir(vol)?)

@@ -207,6 +207,14 @@ pub trait Backend: Send + Sync {
         Ok(names.iter().map(|n| all.iter().any(|s| s == n)).collect())
     }
 
+    /// Whether [`Backend::present`] lists the volume to answer (the
+    /// default's way): then volumes sharing a [`Backend::listing_key`] are
+    /// better answered from one listing of them all
+    /// ([`Stores::present_all`]). btrfs looks at the named ones only.
+    fn present_by_listing(&self) -> bool {
+        true
+    }
+
     /// Volumes whose listings one storage command gives share a key (ZFS:
     /// every dataset, one `zfs list` takes them all; LVM: the volume
     /// group). `None`: the volume is listed on its own.
@@ -228,6 +236,26 @@ pub trait Backend: Send + Sync {
                 })
             })
             .collect()
+    }
+
+    /// As [`Backend::list_batch`], each volume's snapshots (and storage
+    /// ids) only from `from` on (by name; its entry per volume, None: all):
+    /// a listing filtered to the names a command needs. The default
+    /// filters the whole listing (ZFS and LVM thin, for now); btrfs looks
+    /// only at the names from there on.
+    fn list_batch_from(
+        &self,
+        vols: &[&Volume],
+        from: &[Option<&str>],
+    ) -> Result<Vec<VolumeListing>> {
+        let mut out = self.list_batch(vols)?;
+        for (l, f) in out.iter_mut().zip(from) {
+            if let Some(f) = f {
+                l.snapshots.retain(|s| s.as_str() >= *f);
+                l.ids.retain(|s, _| s.as_str() >= *f);
+            }
+        }
+        Ok(out)
     }
 
     fn send(&self, vol: &Volume, name: &str, base: Option<&str>) -> Result<BoxedSource>;
@@ -637,6 +665,49 @@ impl Stores {
         groups
     }
 
+    /// Which of the named snapshots of each role (`ask`) are complete
+    /// snapshots here, each as [`Store::present`] says, in as few storage
+    /// commands as [`Stores::listing`]: volumes that share a listing key
+    /// and whose backend answers by listing
+    /// ([`Backend::present_by_listing`]: ZFS, LVM thin) are answered from
+    /// one listing of them all, the others volume by volume.
+    pub fn present_all(
+        &self,
+        ask: &BTreeMap<&str, Vec<&str>>,
+    ) -> Result<BTreeMap<String, Vec<bool>>> {
+        let items = ask
+            .iter()
+            .map(|(role, names)| Ok((self.get(role)?, names)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut out = BTreeMap::new();
+        for g in Self::batches(items) {
+            if g.len() > 1 && g[0].0.imp.present_by_listing() {
+                let vols: Vec<&Volume> = g.iter().map(|(s, _)| &s.vol).collect();
+                let got = g[0].0.imp.list_batch(&vols)?;
+                if got.len() != g.len() {
+                    return Err(Error::storage(format!(
+                        "{} listing of {} volumes returned {}",
+                        g[0].0.kind().as_str(),
+                        g.len(),
+                        got.len()
+                    )));
+                }
+                for ((s, names), l) in g.iter().zip(got) {
+                    let found = names
+                        .iter()
+                        .map(|n| l.snapshots.iter().any(|x| x == n))
+                        .collect();
+                    out.insert(s.role().to_string(), found);
+                }
+            } else {
+                for (s, names) in g {
+                    out.insert(s.role().to_string(), s.present(names)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// `protect_common` of snapshot `name` of each role in `items` under
     /// this site's own tag ([`holds::COMMON_TAG`]: a standby's side, and a
     /// primary's single unnamed `[standby]`).
@@ -664,10 +735,25 @@ impl Stores {
     /// [`Backend::listing_key`]s are listed by one call of the first one's
     /// implementation); the others one by one.
     pub fn listing(&self) -> Result<Listing> {
+        self.listing_from(&BTreeMap::new())
+    }
+
+    /// [`Stores::listing`] with each volume's snapshots only from its
+    /// entry in `from` (role to snapshot name) on, by name (see
+    /// [`Backend::list_batch_from`]); a volume without one whole.
+    pub fn listing_from(&self, from: &BTreeMap<String, String>) -> Result<Listing> {
         let mut out = Listing::default();
         for g in Self::batches(self.stores.iter().map(|s| (s, ())).collect()) {
             let vols: Vec<&Volume> = g.iter().map(|(s, _)| &s.vol).collect();
-            let got = g[0].0.imp.list_batch(&vols)?;
+            let starts: Vec<Option<&str>> = g
+                .iter()
+                .map(|(s, _)| from.get(s.role()).map(String::as_str))
+                .collect();
+            let got = if starts.iter().all(Option::is_none) {
+                g[0].0.imp.list_batch(&vols)?
+            } else {
+                g[0].0.imp.list_batch_from(&vols, &starts)?
+            };
             if got.len() != g.len() {
                 return Err(Error::storage(format!(
                     "{} listing of {} volumes returned {}",

@@ -386,19 +386,147 @@ pub struct StandbyView {
 
 /// Versioned handshake: our hello, the standby's welcome with its inventory.
 pub fn handshake(cfg: &Config, conn: &mut transport::Connection) -> Result<StandbyView> {
-    send_hello(cfg, conn)?;
+    send_hello(cfg, conn, None)?;
     read_welcome(conn)
 }
 
-/// Our half of the handshake; it needs no answer to be sent, so the
-/// sender can do its own listing while the hello travels.
-pub fn send_hello(cfg: &Config, conn: &mut transport::Connection) -> Result<()> {
+/// Our half of the handshake. `since`: the set the standby's welcome may
+/// start from (see `Msg::Hello`; `ship` lists its own storage first, to
+/// name only a set it holds); None asks for the whole inventory, and
+/// needs no listing first.
+pub fn send_hello(
+    cfg: &Config,
+    conn: &mut transport::Connection,
+    since: Option<&str>,
+) -> Result<()> {
     conn.writer.magic()?;
     conn.writer.msg(&Msg::Hello {
         protocol: PROTOCOL_VERSION,
         site: cfg.site.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
+        since: since.map(str::to_string),
     })
+}
+
+/// The set a ship's welcome may start from: the newest full set the
+/// standby's record (`previous`, its head) says is committed there and
+/// that this site still knows (`heads`). Reads that one set's manifest.
+/// The caller sends it only when this site still holds every member (see
+/// [`local_listing_from`]).
+pub fn welcome_since(
+    catalog: &Catalog,
+    previous: &StandbyRecord,
+    heads: &[crate::base::catalog::SetHead],
+) -> Result<Option<Manifest>> {
+    let Some(id) =
+        previous.committed.iter().rev().find(|id| {
+            crate::base::model::parse_set_id(id).is_some_and(|(_, k)| k == SetKind::Full)
+        })
+    else {
+        return Ok(None);
+    };
+    if !heads.iter().any(|h| h.id == *id) {
+        return Ok(None);
+    }
+    Ok(catalog.manifest(id)?.filter(|m| m.id == *id))
+}
+
+/// This site's listing for a ship: with `since` (see [`welcome_since`]),
+/// each volume's snapshots from `since`'s member on, and `since` itself
+/// when this site holds every member (the newest common snapshot is then
+/// that member or a newer one); else the whole listing and no `since`.
+pub fn local_listing_from(
+    stores: &Stores,
+    since: Option<Manifest>,
+) -> Result<(crate::backend::Listing, Option<Manifest>)> {
+    let Some(set) = since else {
+        return Ok((stores.listing()?, None));
+    };
+    let from: BTreeMap<String, String> = set
+        .members
+        .iter()
+        .map(|m| (m.role.clone(), m.snapshot.clone()))
+        .collect();
+    let listing = stores.listing_from(&from)?;
+    let held = set.members.iter().all(|m| {
+        listing
+            .get(&m.role)
+            .is_some_and(|l| l.snapshots.iter().any(|s| *s == m.snapshot))
+    });
+    if held {
+        Ok((listing, Some(set)))
+    } else {
+        Ok((stores.listing()?, None))
+    }
+}
+
+/// After a welcome answering `since`: a standby that does not hold
+/// `since` committed (pruned, seeded anew) gets every set this site holds
+/// considered, from the whole listing here; a volume the standby listed
+/// whole (it does not hold `since`'s member there, or it predates
+/// `since`) is listed whole here too. The plan is then the one two whole
+/// listings give.
+pub fn complete_local_listing(
+    stores: &Stores,
+    local: &mut crate::backend::Listing,
+    since: &Manifest,
+    committed: &BTreeSet<String>,
+    volumes: &[crate::wire::stream::VolumeInventory],
+) -> Result<()> {
+    if !committed.contains(&since.id) {
+        *local = stores.listing()?;
+        return Ok(());
+    }
+    for m in &since.members {
+        let tail = volumes
+            .iter()
+            .find(|v| v.role == m.role)
+            .is_some_and(|v| v.snapshots.iter().all(|s| *s >= m.snapshot));
+        if !tail {
+            let whole = stores.get(&m.role)?.listing()?;
+            local.volumes.insert(m.role.clone(), whole);
+        }
+    }
+    Ok(())
+}
+
+/// The committed sets a ship records: the welcome's (`committed`), and
+/// when the welcome started from `since`, the older sets this site still
+/// holds (`heads`) that the record said were committed: as the record
+/// last saw them (a welcome from `since` does not list them again). So
+/// the record names every set of this site's history the standby took,
+/// and no set this site no longer holds (bounded as this site's history
+/// is). Reads the whole record only then.
+fn recorded_committed(
+    catalog: &Catalog,
+    name: &str,
+    since: Option<&Manifest>,
+    heads: &[crate::base::catalog::SetHead],
+    committed: &BTreeSet<String>,
+) -> Result<BTreeSet<String>> {
+    let mut out = committed.clone();
+    let Some(since) = since else {
+        return Ok(out);
+    };
+    // a welcome that lists a set older than `since` is whole
+    if !committed.contains(&since.id)
+        || committed
+            .iter()
+            .any(|c| crate::base::model::older_set(c, &since.id))
+    {
+        return Ok(out);
+    }
+    let Some(whole) = catalog.standby_record_of(name)? else {
+        return Ok(out);
+    };
+    let here: std::collections::HashSet<&str> = heads.iter().map(|h| h.id.as_str()).collect();
+    out.extend(
+        whole
+            .committed
+            .into_iter()
+            .filter(|c| crate::base::model::older_set(c, &since.id) && here.contains(c.as_str())),
+    );
+    Ok(out)
 }
 
 /// The standby's half: its welcome with its inventory.
@@ -468,6 +596,17 @@ pub fn split_brain_guard_of(
     name: &str,
     view: &StandbyView,
 ) -> Result<()> {
+    split_brain_guard_in(cfg, catalog, name, view, &catalog.set_heads()?)
+}
+
+/// [`split_brain_guard_of`] with the catalog's heads already read (`heads`).
+fn split_brain_guard_in(
+    cfg: &Config,
+    catalog: &Catalog,
+    name: &str,
+    view: &StandbyView,
+    heads: &[crate::base::catalog::SetHead],
+) -> Result<()> {
     let (_, own) = crate::base::site::current_role(cfg, catalog)?;
     let peer_role = match view.role.as_deref() {
         Some("primary") => Some(crate::base::site::Role::Primary),
@@ -478,7 +617,7 @@ pub fn split_brain_guard_of(
     // A generation more than one above any this site has seen is no
     // peer's honest claim: it is not recorded (it would become the base
     // of this site's next generation), and this site does not ship.
-    let seen = crate::base::site::highest_generation_seen(cfg, catalog)?;
+    let seen = crate::base::site::highest_generation_seen_in(cfg, catalog, heads)?;
     let unbelievable = view.generation.and_then(|g| {
         crate::base::site::check_claimed_generation(&format!("peer `{site}`"), g, seen)
             .err()
@@ -554,14 +693,27 @@ fn ship_session(
     progress: Progress,
 ) -> Result<ShipReport> {
     let mut report = ShipReport::default();
-    send_hello(cfg, conn)?;
-    // One listing of this site's storage, made while the hello travels
-    // and the standby lists its own; every step below reuses it.
+    // One listing of this site's storage (from the set the welcome starts
+    // from, see `welcome_since`); every step below reuses it. It is made
+    // before the hello, which names that set only if this site holds it.
     let stores = Stores::open(cfg);
-    let local_has = local_lists(&stores)?;
+    // What the standby holds, kept for retention (the common snapshot) and
+    // status; updated after every acknowledged snapshot and committed set.
+    // Its head (`standby.head.json`: the newest entries; the whole record
+    // when the head is missing or stale) has every field this session
+    // keeps; the whole record is read below only if the head cannot say.
+    let previous = catalog.standby_head_of(&standby.name)?.unwrap_or_default();
+    let heads = catalog.set_heads()?;
+    let (mut local, since) =
+        local_listing_from(&stores, welcome_since(catalog, &previous, &heads)?)?;
+    send_hello(cfg, conn, since.as_ref().map(|m| m.id.as_str()))?;
     let view = read_welcome(conn)?;
+    if let Some(since) = &since {
+        complete_local_listing(&stores, &mut local, since, &view.committed, &view.volumes)?;
+    }
+    let local_has = local.snapshots();
     report.round_trips = 1;
-    split_brain_guard_of(cfg, catalog, &standby.name, &view)?;
+    split_brain_guard_in(cfg, catalog, &standby.name, &view, &heads)?;
     check_volumes_match(cfg, &view)?;
     let standby_generation = view.generation;
     let StandbyView {
@@ -582,12 +734,6 @@ fn ship_session(
         .into_iter()
         .map(|v| (v.role, v.snapshots.into_iter().collect()))
         .collect();
-    // What the standby holds, kept for retention (the common snapshot) and
-    // status; updated after every acknowledged snapshot and committed set.
-    // Its head (`standby.head.json`: the newest entries; the whole record
-    // when the head is missing or stale) has every field this session
-    // keeps; the whole record is read below only if the head cannot say.
-    let previous = catalog.standby_head_of(&standby.name)?.unwrap_or_default();
     // Each standby's base is held under a tag naming it: one standby
     // moving on never releases another's.
     let hold_tag = crate::backend::holds::common_tag(&standby.name);
@@ -595,7 +741,6 @@ fn ship_session(
     // site recorded it left the set's members unprotected here (ZFS: no
     // hold on the common snapshot); protect the newest committed set now.
     // (Decided from the heads; that set alone is read whole.)
-    let heads = catalog.set_heads()?;
     if let Some(newest) = heads.iter().rev().find(|m| committed.contains(&m.id)) {
         // The head holds the newest committed set recorded: in it, it was
         // recorded; not in it, the whole record says.
@@ -614,7 +759,7 @@ fn ship_session(
         updated_at: Some(Timestamp::now()),
         last_ship_ok: previous.last_ship_ok,
         holds: standby_has.clone(),
-        committed: committed.clone(),
+        committed: recorded_committed(catalog, &standby.name, since.as_ref(), &heads, &committed)?,
         last_bytes: previous.last_bytes,
         failing_since: previous.failing_since,
     };
