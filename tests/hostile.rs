@@ -1546,8 +1546,9 @@ fn a_hello_naming_since_gets_the_tail_or_a_clear_refusal() {
     lab.ship(&lab.pri_cfg);
     let manifests = lab.standby_manifests();
     let sets_before = stdout(&lab.run(&lab.stb_cfg, &["sets", "--json"]));
-    // hello with `since`; the first answer, and how serve ended
-    let ask = |since: &str| -> (Msg, bool) {
+    // hello with `since`; the first answer (a refusal: the reader reports
+    // the `Error`, its text here), and how serve ended
+    let ask = |since: &str| -> (Result<Msg, String>, bool) {
         let mut s = Session::spawn(&lab, &[], Duration::from_secs(90));
         let w = s.w.as_mut().unwrap();
         w.magic().unwrap();
@@ -1560,7 +1561,7 @@ fn a_hello_naming_since_gets_the_tail_or_a_clear_refusal() {
         .unwrap();
         w.flush().unwrap();
         s.r.magic().unwrap();
-        let m = s.r.msg().unwrap();
+        let m = s.r.msg().map_err(|e| e.to_string());
         let st = s.close();
         (m, st.success())
     };
@@ -1574,13 +1575,16 @@ fn a_hello_naming_since_gets_the_tail_or_a_clear_refusal() {
         long.as_str(),
     ] {
         let (m, ok) = ask(bad);
-        let Msg::Error { message } = &m else {
+        let Err(message) = &m else {
             panic!(
                 "since {:?}: expected a refusal, got {m:?}",
                 &bad[..bad.len().min(40)]
             );
         };
-        assert!(message.contains("`since`"), "{message}");
+        assert!(
+            message.contains("`since` that is not a set id"),
+            "{message}"
+        );
         assert!(
             message.len() < 1000,
             "the refusal is bounded: {}",
@@ -1591,9 +1595,9 @@ fn a_hello_naming_since_gets_the_tail_or_a_clear_refusal() {
     let welcome = |since: &str| -> (Vec<String>, Vec<Vec<String>>) {
         match ask(since) {
             (
-                Msg::Welcome {
+                Ok(Msg::Welcome {
                     committed, volumes, ..
-                },
+                }),
                 true,
             ) => (
                 committed,
