@@ -451,7 +451,7 @@ pub fn local_listing_from(
     let held = set.members.iter().all(|m| {
         listing
             .get(&m.role)
-            .is_some_and(|l| l.snapshots.iter().any(|s| *s == m.snapshot))
+            .is_some_and(|l| l.snapshots.contains(&m.snapshot))
     });
     if held {
         Ok((listing, Some(set)))
