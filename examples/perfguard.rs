@@ -221,6 +221,13 @@ type ClientWriter = Writer<BufWriter<Deadline<UnixStream>>>;
 /// snapshot of a set, then its commit, the answers read after — then bye.
 /// Returns the committed set ids.
 fn ship(pri: &Site, stb: &Site) -> Result<Vec<String>> {
+    ship_since(pri, stb, None)
+}
+
+/// [`ship`] whose hello names `since` (the newest full set the primary's
+/// record says the standby committed, as `coordinator::welcome_since`
+/// picks it): the welcome starts from it.
+fn ship_since(pri: &Site, stb: &Site, since: Option<&str>) -> Result<Vec<String>> {
     let (client, server) = UnixStream::pair()?;
     let cfg = stb.cfg.clone();
     let store = stb.store.clone();
@@ -241,7 +248,7 @@ fn ship(pri: &Site, stb: &Site) -> Result<Vec<String>> {
         1 << 20,
         Deadline::new(client, None, "the standby"),
     ));
-    let sent = ship_session(pri, &mut r, &mut w);
+    let sent = ship_session(pri, &mut r, &mut w, since);
     drop(w);
     drop(r);
     let served = serve.join().map_err(|_| anyhow!("serve panicked"))?;
@@ -250,16 +257,30 @@ fn ship(pri: &Site, stb: &Site) -> Result<Vec<String>> {
     Ok(committed)
 }
 
-fn ship_session(pri: &Site, r: &mut ClientReader, w: &mut ClientWriter) -> Result<Vec<String>> {
+fn ship_session(
+    pri: &Site,
+    r: &mut ClientReader,
+    w: &mut ClientWriter,
+    since: Option<&str>,
+) -> Result<Vec<String>> {
+    use snapsite::primary::coordinator::{complete_local_listing, local_listing_from};
+    let stores = pri.stores();
+    let catalog = pri.catalog();
+    // as `coordinator::ship_session`: this site's listing from `since`
+    // (when it holds it), then the hello naming it
+    let since = match since {
+        Some(id) => catalog.manifest(id)?,
+        None => None,
+    };
+    let (mut local, since) = local_listing_from(&stores, since)?;
     w.magic()?;
     w.msg(&Msg::Hello {
         protocol: PROTOCOL_VERSION,
         site: pri.cfg.site.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
+        since: since.as_ref().map(|m| m.id.clone()),
     })?;
     w.flush()?;
-    let stores = pri.stores();
-    let local_has = snapsite::primary::coordinator::local_lists(&stores)?;
     r.magic()?;
     let (volumes, committed) = match r.msg()? {
         Msg::Welcome {
@@ -268,11 +289,14 @@ fn ship_session(pri: &Site, r: &mut ClientReader, w: &mut ClientWriter) -> Resul
         other => bail!("expected welcome, got {other:?}"),
     };
     let committed = committed.into_iter().collect();
+    if let Some(since) = &since {
+        complete_local_listing(&stores, &mut local, since, &committed, &volumes)?;
+    }
+    let local_has = local.snapshots();
     let mut standby_has: BTreeMap<String, std::collections::BTreeSet<String>> = volumes
         .into_iter()
         .map(|v| (v.role, v.snapshots.into_iter().collect()))
         .collect();
-    let catalog = pri.catalog();
     let mut done = Vec::new();
     for set in sets_to_ship(&pri.cfg, &catalog, &committed, &local_has)? {
         let steps = plan_set(&set, &standby_has, &local_has);
@@ -462,7 +486,10 @@ fn ship_no_change() -> Result<()> {
         committed.committed_at = Some(jiff::Timestamp::from_second(1_800_000_000)?);
         stb.catalog().write_manifest(&committed)?;
     }
-    let committed = measured(|| ship(&pri, &stb))?;
+    // The primary's record names the newest set (all full), committed
+    // there by the ship before: the welcome starts from it.
+    let newest = set_id(NO_CHANGE_SETS - 1);
+    let committed = measured(|| ship_since(&pri, &stb, Some(&newest)))?;
     ensure!(
         committed.is_empty(),
         "nothing to ship, yet committed {committed:?}"

@@ -274,3 +274,136 @@ fn ship_prune_and_sets_say_what_the_files_say() {
     assert_eq!(r["committed"], serde_json::json!([new]), "{r}");
     assert_eq!(lab.standby_manifests().len(), ids.len() + 1);
 }
+
+/// The ship's welcome starts from the newest full set the primary's
+/// record says is committed (the hello's `since`): the record's held
+/// snapshots are then that set's and the newer ones, not the whole
+/// history (its committed sets still name every set this site holds that
+/// the standby took); the ship sends from the same bases the whole
+/// inventory gives (`ship --dry-run` asks for it whole); without a record
+/// the welcome, and so the record, is whole again; a standby that lost
+/// its catalog is sent every set again.
+#[test]
+fn ship_plans_from_the_welcomes_tail_as_from_the_whole_inventory() {
+    require_real!();
+    let lab = Lab::new("[\"/bin/true\"]");
+    let keep_all =
+        "\n[retention]\ngrid = \"1x100000d(keep=all)\"\nredolog_grid = \"1x100000d(keep=all)\"\n";
+    append_to(&lab.pri_cfg, keep_all);
+    append_to(&lab.stb_cfg, keep_all);
+    let mut ids: Vec<String> = Vec::new();
+    let take = |ids: &mut Vec<String>, redolog: bool| {
+        let i = ids.len();
+        lab.fill_same(60 + i as u64, 16 * 1024);
+        lab.append_redolog(&format!("op {i}"));
+        ids.push(lab.snapshot(redolog)["id"].as_str().unwrap().to_string());
+        ids[i].clone()
+    };
+    // F0 R0 F1 R1, shipped with no record yet: the whole inventory
+    for i in 0..4 {
+        take(&mut ids, i % 2 == 1);
+    }
+    lab.ship(&lab.pri_cfg);
+    let pri = lab.dir.path().join("state-pri");
+    let record = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(pri.join("standby.json")).unwrap()).unwrap()
+    };
+    let committed = |r: &serde_json::Value| -> Vec<String> {
+        r["committed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let first = record();
+    assert_eq!(committed(&first).len(), 4, "{first}");
+
+    // F2 R2: the welcome starts from F1 (the newest committed full set)
+    let f2 = take(&mut ids, false);
+    let r2 = take(&mut ids, true);
+    let dry = lab.ok(&lab.pri_cfg, &["ship", "--dry-run"]);
+    assert!(dry.contains("holds 4 committed set(s)"), "whole: {dry}");
+    let rep = lab.ship(&lab.pri_cfg);
+    assert_eq!(rep["committed"], serde_json::json!([f2, r2]), "{rep}");
+    let snaps = rep["snapshots"].as_array().unwrap();
+    assert!(!snaps.is_empty());
+    for s in snaps {
+        let (role, base) = (s["role"].as_str().unwrap(), &s["base"]);
+        let base = base.as_str().unwrap_or_else(|| panic!("incremental: {s}"));
+        // the dry run (whole inventory) planned the same base
+        assert!(
+            dry.lines()
+                .any(|l| l.contains(role) && l.ends_with(&format!("incremental from {base}"))),
+            "{role} from {base}: {dry}"
+        );
+    }
+    // F2's members go from F1's, R2's redolog from F2's
+    let base_of = |set: &str, role: &str| {
+        snaps
+            .iter()
+            .find(|s| s["set_id"] == set && s["role"] == role)
+            .map(|s| s["base"].as_str().unwrap().to_string())
+    };
+    assert_eq!(base_of(&f2, "mysql").as_deref(), Some(ids[2].as_str()));
+    assert_eq!(base_of(&r2, "redolog").as_deref(), Some(f2.as_str()));
+    // the record: held from F1 on; committed: F0 and R0 as recorded
+    // before (this site holds them), F1 and what is newer from the welcome
+    let tail = record();
+    assert_eq!(committed(&tail), ids, "{tail}");
+    let held_from = |r: &serde_json::Value| -> String {
+        let mut oldest = String::from("~");
+        for (_, held) in r["holds"].as_object().unwrap() {
+            for s in held.as_array().unwrap() {
+                oldest = oldest.min(s.as_str().unwrap().to_string());
+            }
+        }
+        oldest
+    };
+    assert_eq!(held_from(&first), ids[0], "{first}");
+    assert_eq!(held_from(&tail), ids[2], "{tail}");
+    // what status and the standby's failover say is unchanged by it
+    let st: serde_json::Value =
+        serde_json::from_str(&lab.ok(&lab.pri_cfg, &["status", "--json"])).unwrap();
+    assert_eq!(st["recovery_point"]["set_id"], r2.as_str(), "{st}");
+    let plan: serde_json::Value =
+        serde_json::from_str(&lab.ok(&lab.stb_cfg, &["failover", "--dry-run", "--json"])).unwrap();
+    assert_eq!(plan["set_id"], f2.as_str(), "{plan}");
+    assert_eq!(plan["redolog_set_id"], r2.as_str(), "{plan}");
+
+    // Nothing new: nothing sent, the record still the tail.
+    let rep = lab.ship(&lab.pri_cfg);
+    assert_eq!(rep["committed"], serde_json::json!([]), "{rep}");
+    assert_eq!(committed(&record()), ids);
+    assert_eq!(held_from(&record()), f2, "from the newest full set now");
+
+    // No record (a new primary state, an older build's): the welcome, and
+    // so the record, is whole again; the new set still goes incrementally.
+    for f in ["standby.json", "standby.head.json"] {
+        let _ = std::fs::remove_file(pri.join(f));
+    }
+    let f3 = take(&mut ids, false);
+    let rep = lab.ship(&lab.pri_cfg);
+    assert_eq!(rep["committed"], serde_json::json!([f3]), "{rep}");
+    for s in rep["snapshots"].as_array().unwrap() {
+        let want = if s["role"] == "redolog" { &r2 } else { &f2 };
+        assert_eq!(s["base"].as_str(), Some(want.as_str()), "{rep}");
+    }
+    assert_eq!(committed(&record()), ids, "whole again");
+    assert_eq!(held_from(&record()), ids[0], "whole again");
+
+    // A standby that lost its catalog (every set's manifest; its snapshots
+    // stay): it holds the hello's `since` committed no more, so its welcome
+    // is whole, this site lists whole too and every set is committed again
+    // (its members already there: commit only), not just the newest.
+    let stb = lab.dir.path().join("state-stb");
+    for f in std::fs::read_dir(stb.join("sets")).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    for f in ["sets.index", "sets.summary"] {
+        let _ = std::fs::remove_file(stb.join(f));
+    }
+    let rep = lab.ship(&lab.pri_cfg);
+    assert_eq!(rep["committed"], serde_json::json!(ids), "{rep}");
+    assert_eq!(lab.standby_manifests().len(), ids.len());
+}

@@ -89,6 +89,7 @@ fn messages() -> Vec<Msg> {
             protocol: PROTOCOL_VERSION,
             site: "primary".into(),
             version: "0.1.0".into(),
+            since: None,
         },
         Msg::Welcome {
             protocol: PROTOCOL_VERSION,

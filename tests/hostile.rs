@@ -240,6 +240,7 @@ impl Session {
                 protocol: PROTOCOL_VERSION,
                 site: site.into(),
                 version: "6.6.6".into(),
+                since: None,
             })
         });
         let welcome = hello.and_then(|_| s.r.magic()).and_then(|_| s.r.msg());
@@ -1525,6 +1526,106 @@ fn a_forged_commit_of_an_older_generation_is_refused_and_changes_nothing() {
     assert!(lab.standby_recv_entries().iter().any(|e| e.ends_with(&old)));
     let plan = json_of(&lab.ok(&lab.stb_cfg, &["failover", "--dry-run", "--json"]));
     assert_eq!(plan["set_id"].as_str(), Some(f1.as_str()), "{plan}");
+}
+
+/// The hello's `since` (issue 23: the set the welcome may start from) is
+/// hostile input: anything but a set id is refused with an error naming
+/// the field, before anything is listed or changed; a set id the standby
+/// does not hold committed gets the whole inventory; one it holds gets
+/// that set and the newer ones, and per volume the snapshots from its
+/// member on.
+#[test]
+fn a_hello_naming_since_gets_the_tail_or_a_clear_refusal() {
+    require_real!();
+    let lab = Lab::new("[\"/bin/true\"]");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        lab.fill_same(40 + i, 16 * 1024);
+        ids.push(lab.snapshot(false)["id"].as_str().unwrap().to_string());
+    }
+    lab.ship(&lab.pri_cfg);
+    let manifests = lab.standby_manifests();
+    let sets_before = stdout(&lab.run(&lab.stb_cfg, &["sets", "--json"]));
+    // hello with `since`; the first answer (a refusal: the reader reports
+    // the `Error`, its text here), and how serve ended
+    let ask = |since: &str| -> (Result<Msg, String>, bool) {
+        let mut s = Session::spawn(&lab, &[], Duration::from_secs(90));
+        let w = s.w.as_mut().unwrap();
+        w.magic().unwrap();
+        w.msg(&Msg::Hello {
+            protocol: PROTOCOL_VERSION,
+            site: "primary".into(),
+            version: "6.6.6".into(),
+            since: Some(since.into()),
+        })
+        .unwrap();
+        w.flush().unwrap();
+        s.r.magic().unwrap();
+        let m = s.r.msg().map_err(|e| e.to_string());
+        let st = s.close();
+        (m, st.success())
+    };
+    let long = "9".repeat(100_000);
+    for bad in [
+        "",
+        "../../etc/passwd",
+        "latest",
+        "20261127T080000.000Z-full/../x",
+        "20261127T080000.000Z-full\n",
+        long.as_str(),
+    ] {
+        let (m, ok) = ask(bad);
+        let Err(message) = &m else {
+            panic!(
+                "since {:?}: expected a refusal, got {m:?}",
+                &bad[..bad.len().min(40)]
+            );
+        };
+        assert!(
+            message.contains("`since` that is not a set id"),
+            "{message}"
+        );
+        assert!(
+            message.len() < 1000,
+            "the refusal is bounded: {}",
+            message.len()
+        );
+        assert!(!ok, "serve ends the refused session with an error");
+    }
+    let welcome = |since: &str| -> (Vec<String>, Vec<Vec<String>>) {
+        match ask(since) {
+            (
+                Ok(Msg::Welcome {
+                    committed, volumes, ..
+                }),
+                true,
+            ) => (
+                committed,
+                volumes.into_iter().map(|v| v.snapshots).collect(),
+            ),
+            other => panic!("since {since}: expected a welcome, got {other:?}"),
+        }
+    };
+    let all = welcome(&ids[0]);
+    assert_eq!(all.0, ids, "from the oldest set: every set");
+    for v in &all.1 {
+        assert_eq!(v, &ids, "every member");
+    }
+    // a set id the standby does not hold: the whole inventory
+    let unknown = "20201127T080000.000Z-full";
+    assert_eq!(welcome(unknown), all);
+    let tail = welcome(&ids[1]);
+    assert_eq!(tail.0, ids[1..].to_vec(), "from `since` on");
+    assert_eq!(tail.1.len(), all.1.len(), "every volume");
+    for v in &tail.1 {
+        assert_eq!(v, &ids[1..].to_vec(), "each volume from its member on");
+    }
+    // Nothing changed on the standby.
+    assert_eq!(lab.standby_manifests(), manifests);
+    assert_eq!(
+        stdout(&lab.run(&lab.stb_cfg, &["sets", "--json"])),
+        sets_before
+    );
 }
 
 fn json_of(s: &str) -> serde_json::Value {

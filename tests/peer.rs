@@ -143,6 +143,7 @@ fn a_welcome_that_no_snapsite_peer_sends_is_refused_by_name() {
                 protocol: PROTOCOL_VERSION,
                 site: "b".into(),
                 version: "x".into(),
+                since: None,
             },
             "expected the peer's welcome",
         ),

@@ -472,3 +472,96 @@ fn a_committed_set_is_never_rewritten() {
     let log = std::fs::read_to_string(site.cfg.state_dir.join("serve.log")).unwrap();
     assert!(log.contains("already committed"), "{log}");
 }
+
+/// The hello's `since` (issue 23): with a set committed here, the welcome
+/// lists it and the newer sets, and per volume the snapshots from its
+/// member on; a volume whose member is gone is listed whole; a set not
+/// committed here gets the whole inventory; a `since` that is not a set id
+/// is refused with an error naming it, and the session ends.
+#[test]
+fn the_welcome_starts_from_the_hellos_since() {
+    let site = site();
+    let ids: Vec<String> = (0..4).map(|i| ship_full(&site, i * 60)).collect();
+    // the welcome, or the refusal's text (the reader reports an `Error`)
+    let ask = |since: &str| -> Result<Msg, String> {
+        let mut s = site.connect(None);
+        s.r.magic().unwrap();
+        let Msg::Hello {
+            protocol,
+            site: name,
+            version,
+            ..
+        } = hello("primary")
+        else {
+            unreachable!()
+        };
+        s.w.msg(&Msg::Hello {
+            protocol,
+            site: name,
+            version,
+            since: Some(since.into()),
+        })
+        .unwrap();
+        match s.r.msg() {
+            Ok(m) => {
+                s.bye().unwrap();
+                Ok(m)
+            }
+            Err(e) => {
+                assert!(s.serve.join().unwrap().is_err(), "the session ends");
+                Err(e.to_string())
+            }
+        }
+    };
+    let lists = |m: Result<Msg, String>| -> (Vec<String>, Vec<(String, Vec<String>)>) {
+        let m = m.unwrap();
+        let Msg::Welcome {
+            committed, volumes, ..
+        } = m
+        else {
+            panic!("expected a welcome, got {m:?}")
+        };
+        (
+            committed,
+            volumes.into_iter().map(|v| (v.role, v.snapshots)).collect(),
+        )
+    };
+    let (committed, volumes) = lists(ask(&ids[2]));
+    assert_eq!(committed, ids[2..].to_vec());
+    assert_eq!(volumes.len(), ROLES.len());
+    for (role, snaps) in &volumes {
+        assert_eq!(snaps, &ids[2..].to_vec(), "{role}");
+    }
+    // not committed here: whole
+    let (committed, volumes) = lists(ask(&set_id(SetKind::Full, 7)));
+    assert_eq!(committed, ids);
+    for (role, snaps) in &volumes {
+        assert_eq!(snaps, &ids, "{role}");
+    }
+    // the member of `blob` gone: that volume whole, the others from it
+    site.store
+        .0
+        .lock()
+        .unwrap()
+        .snaps
+        .remove(&("blob".to_string(), ids[2].clone()));
+    let (committed, volumes) = lists(ask(&ids[2]));
+    assert_eq!(committed, ids[2..].to_vec());
+    for (role, snaps) in &volumes {
+        let want: Vec<String> = if role == "blob" {
+            ids.iter().filter(|i| **i != ids[2]).cloned().collect()
+        } else {
+            ids[2..].to_vec()
+        };
+        assert_eq!(snaps, &want, "{role}");
+    }
+    for bad in ["", "latest", "../sets/x", "20261127T080000.000Z-full/.."] {
+        match ask(bad) {
+            Err(message) => assert!(
+                message.contains("`since` that is not a set id"),
+                "{message}"
+            ),
+            Ok(other) => panic!("since {bad:?}: expected a refusal, got {other:?}"),
+        }
+    }
+}

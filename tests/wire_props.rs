@@ -126,7 +126,7 @@ proptest! {
     ) {
         let mut w = Writer::new(Vec::new());
         w.magic().unwrap();
-        w.msg(&Msg::Hello { protocol: 2, site: "p".into(), version: "x".into() }).unwrap();
+        w.msg(&Msg::Hello { protocol: 2, site: "p".into(), version: "x".into(), since: None }).unwrap();
         w.data(&[1, 2, 3]).unwrap();
         w.msg(&Msg::End { bytes: 3, blake3: "ab".into() }).unwrap();
         let mut bytes = w.into_inner();

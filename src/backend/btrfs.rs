@@ -33,6 +33,7 @@ use std::process::Stdio;
 use super::btrfs_vet::StreamVet;
 
 mod follow;
+mod subvolume;
 use super::{
     Backend, BoxedSink, BoxedSource, ProcessSink, ProcessSource, Receive, ReceiveSteps,
     SnapshotSink,
@@ -41,6 +42,7 @@ use crate::base::cmd::Cmd;
 use crate::base::config::{BackendKind, Volume, VolumeAddr};
 use crate::base::error::{Context, Error, Result};
 use crate::base::model::parse_set_id;
+pub use subvolume::{SubvolumeInfo, parse_subvolume_show, subvolume_info, subvolume_show};
 
 pub struct Btrfs;
 
@@ -49,134 +51,6 @@ const MARKER_PREFIX: &str = ".receiving-";
 const DIVERGENT_PREFIX: &str = "divergent-";
 /// A rehearsal's writable clone, in `snapshot_dir`.
 const REHEARSAL_NAME: &str = ".rehearsal";
-
-/// The fields of `btrfs subvolume show` we rely on.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct SubvolumeInfo {
-    pub name: String,
-    pub uuid: String,
-    pub parent_uuid: Option<String>,
-    pub received_uuid: Option<String>,
-    pub readonly: bool,
-}
-
-/// Parse `btrfs subvolume show PATH` (btrfs-progs 5.x/6.x text output).
-pub fn parse_subvolume_show(text: &str) -> Result<SubvolumeInfo> {
-    let mut info = SubvolumeInfo::default();
-    let opt = |v: &str| {
-        if v == "-" || v.is_empty() {
-            None
-        } else {
-            Some(v.to_string())
-        }
-    };
-    for line in text.lines() {
-        let Some((k, v)) = line.trim().split_once(':') else {
-            continue;
-        };
-        let v = v.trim();
-        match k.trim() {
-            "Name" => info.name = v.to_string(),
-            "UUID" => info.uuid = v.to_string(),
-            "Parent UUID" => info.parent_uuid = opt(v),
-            "Received UUID" => info.received_uuid = opt(v),
-            "Flags" => info.readonly = v.split([',', ' ']).any(|f| f == "readonly"),
-            _ => {}
-        }
-    }
-    if info.uuid.is_empty() {
-        return Err(Error::storage(format!(
-            "unexpected `btrfs subvolume show` output (no UUID line): {}",
-            text.lines().take(3).collect::<Vec<_>>().join(" | ")
-        )));
-    }
-    Ok(info)
-}
-
-/// What `btrfs subvolume show PATH` says of these fields: asked of the
-/// kernel ([`subvolume_info`], no process), or of the command where the
-/// kernel cannot answer (before Linux 4.18) — its error is the one reported.
-pub fn subvolume_show(path: &Path) -> Result<SubvolumeInfo> {
-    if let Ok(info) = subvolume_info(path) {
-        return Ok(info);
-    }
-    let out = Cmd::new("btrfs")
-        .args(["subvolume", "show"])
-        .arg(path)
-        .output()?;
-    parse_subvolume_show(&out)
-}
-
-/// `BTRFS_IOC_GET_SUBVOL_INFO` on the subvolume root `path` (unprivileged,
-/// Linux >= 4.18): the fields of `btrfs subvolume show` without spawning it
-/// (a receive verifies every snapshot it makes with these: one process per
-/// snapshot was a visible share of a no-change ship).
-pub fn subvolume_info(path: &Path) -> Result<SubvolumeInfo> {
-    use std::os::fd::AsRawFd;
-    // struct btrfs_ioctl_get_subvol_info_args (504 bytes): treeid u64,
-    // name[256], parent_id, dirid, generation, flags (u64 each), uuid[16],
-    // parent_uuid[16], received_uuid[16], 4 transids, 4 timespecs {u64,
-    // u32, pad}, reserved u64[8].
-    const SIZE: usize = 504;
-    const REQ: u64 = (2 << 30) | ((SIZE as u64) << 16) | (0x94 << 8) | 60;
-    // the root item's flags (not the SUBVOL_GETFLAGS ioctl's bits)
-    const BTRFS_ROOT_SUBVOL_RDONLY: u64 = 1 << 0;
-    let f = std::fs::File::open(path).ctx(format!("open {}", path.display()))?;
-    // The ioctl answers for the subvolume *containing* any inode: only a
-    // subvolume root (a directory with inode 256) is asked, as `btrfs
-    // subvolume show` refuses anything else.
-    let meta = f.metadata().ctx(format!("inspect {}", path.display()))?;
-    {
-        use std::os::unix::fs::MetadataExt;
-        if !meta.is_dir() || meta.ino() != 256 {
-            return Err(Error::storage(format!(
-                "{} is not a btrfs subvolume",
-                path.display()
-            )));
-        }
-    }
-    let mut args = [0u8; SIZE];
-    // SAFETY: `args` is the 504-byte struct the ioctl fills.
-    let rc = unsafe { nix::libc::ioctl(f.as_raw_fd(), REQ as _, args.as_mut_ptr()) };
-    // Success can be 1 (the kernel passes on its tree search's "not an
-    // exact match"); libbtrfsutil checks for -1 too.
-    if rc < 0 {
-        return Err(Error::io(
-            format!("subvolume info of {}", path.display()),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    let name = &args[8..264];
-    let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
-    let flags = u64::from_ne_bytes(args[288..296].try_into().expect("8 bytes"));
-    let uuid = |at: usize| -> Option<String> {
-        let u = &args[at..at + 16];
-        if u.iter().all(|b| *b == 0) {
-            return None;
-        }
-        let hex: String = u.iter().map(|b| format!("{b:02x}")).collect();
-        Some(format!(
-            "{}-{}-{}-{}-{}",
-            &hex[..8],
-            &hex[8..12],
-            &hex[12..16],
-            &hex[16..20],
-            &hex[20..]
-        ))
-    };
-    Ok(SubvolumeInfo {
-        name: String::from_utf8_lossy(name).into_owned(),
-        uuid: uuid(296).ok_or_else(|| {
-            Error::storage(format!(
-                "{}: the kernel reports no subvolume uuid",
-                path.display()
-            ))
-        })?,
-        parent_uuid: uuid(312),
-        received_uuid: uuid(328),
-        readonly: flags & BTRFS_ROOT_SUBVOL_RDONLY != 0,
-    })
-}
 
 pub fn is_subvolume(path: &Path) -> bool {
     // A btrfs subvolume root has inode number 256.
@@ -362,31 +236,31 @@ impl Backend for Btrfs {
     }
 
     fn list(&self, vol: &Volume) -> Result<Vec<String>> {
-        let dir = snapshot_dir(vol)?;
-        let mut names = Vec::new();
-        let rd = match std::fs::read_dir(dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
-            Err(e) => {
-                return Err(Error::io(
-                    format!("volume `{}`: read {}", vol.role, dir.display()),
-                    e,
-                ));
-            }
-        };
-        let receiving = self.leftovers(vol)?;
-        for ent in rd {
-            let ent = ent.ctx(format!("read {}", dir.display()))?;
-            let name = ent.file_name().to_string_lossy().into_owned();
-            if parse_set_id(&name).is_some()
-                && !receiving.contains(&name)
-                && (is_subvolume(&ent.path()) || is_subvolume(&ent.path().join(&name)))
-            {
-                names.push(name);
-            }
-        }
-        names.sort();
-        Ok(names)
+        self.list_from(vol, None)
+    }
+
+    fn present_by_listing(&self) -> bool {
+        false
+    }
+
+    /// Only the names from `from[i]` on are parsed and looked at (a
+    /// `stat` each); the directory is read once, the receive markers with
+    /// the names.
+    fn list_batch_from(
+        &self,
+        vols: &[&Volume],
+        from: &[Option<&str>],
+    ) -> Result<Vec<super::VolumeListing>> {
+        vols.iter()
+            .enumerate()
+            .map(|(i, v)| {
+                Ok(super::VolumeListing {
+                    snapshots: self.list_from(v, from.get(i).copied().flatten())?,
+                    ids: std::collections::BTreeMap::new(),
+                    resumable: self.resumable(v)?,
+                })
+            })
+            .collect()
     }
 
     fn send(&self, vol: &Volume, name: &str, base: Option<&str>) -> Result<BoxedSource> {
@@ -740,6 +614,44 @@ impl Backend for Btrfs {
 }
 
 impl Btrfs {
+    /// Complete snapshots of the volume (as [`Backend::list`] says), only
+    /// those named `from` or later when given: one directory read, which
+    /// also gives the receive markers (a snapshot with one is being
+    /// received, not complete); each name from `from` on is parsed and its
+    /// subvolume looked at.
+    fn list_from(&self, vol: &Volume, from: Option<&str>) -> Result<Vec<String>> {
+        let dir = snapshot_dir(vol)?;
+        let mut names = Vec::new();
+        let rd = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("volume `{}`: read {}", vol.role, dir.display()),
+                    e,
+                ));
+            }
+        };
+        let mut receiving = std::collections::BTreeSet::new();
+        for ent in rd {
+            let ent = ent.ctx(format!("read {}", dir.display()))?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if let Some(n) = name.strip_prefix(MARKER_PREFIX) {
+                receiving.insert(n.to_string());
+            } else if from.is_none_or(|f| name.as_str() >= f) {
+                names.push(name);
+            }
+        }
+        names.retain(|name| {
+            parse_set_id(name).is_some() && !receiving.contains(name) && {
+                let path = dir.join(name);
+                is_subvolume(&path) || is_subvolume(&path.join(name))
+            }
+        });
+        names.sort();
+        Ok(names)
+    }
+
     /// Names whose receive marker is still present: cut receives.
     fn leftovers(&self, vol: &Volume) -> Result<Vec<String>> {
         Ok(dir_entries(snapshot_dir(vol)?)

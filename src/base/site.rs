@@ -52,13 +52,18 @@ pub fn current_role(cfg: &Config, catalog: &Catalog) -> Result<(Role, u64)> {
 /// catalog, its peer's as recorded. Whatever the other site claims is
 /// checked against it ([`check_claimed_generation`]).
 pub fn highest_generation_seen(cfg: &Config, catalog: &Catalog) -> Result<u64> {
+    highest_generation_seen_in(cfg, catalog, &catalog.set_heads()?)
+}
+
+/// [`highest_generation_seen`] with the catalog's heads (`heads`, as
+/// [`Catalog::set_heads`] gives them) already read by the caller.
+pub fn highest_generation_seen_in(
+    cfg: &Config,
+    catalog: &Catalog,
+    heads: &[crate::base::catalog::SetHead],
+) -> Result<u64> {
     let (_, own) = current_role(cfg, catalog)?;
-    let sets = catalog
-        .set_heads()?
-        .iter()
-        .map(|m| m.generation)
-        .max()
-        .unwrap_or(0);
+    let sets = heads.iter().map(|m| m.generation).max().unwrap_or(0);
     // every standby's: a failover on any of them raises the bar
     let peer = catalog
         .peer_records()?

@@ -18,7 +18,13 @@ use crate::wire::stream::{Msg, PROTOCOL_VERSION};
 use crate::wire::transport;
 
 pub mod fanout;
+mod handshake;
 mod plan;
+use handshake::recorded_committed;
+pub use handshake::{
+    StandbyView, complete_local_listing, handshake, local_listing_from, read_welcome, send_hello,
+    welcome_since,
+};
 pub use plan::{
     PlannedSend, ShipPlan, plan_set, sets_to_ship, sets_to_ship_for, ship_plan, ship_plan_to,
 };
@@ -372,68 +378,6 @@ pub fn ship_to(
     }
 }
 
-/// The standby as it answered the handshake.
-pub struct StandbyView {
-    pub site: String,
-    pub volumes: Vec<crate::wire::stream::VolumeInventory>,
-    pub committed: BTreeSet<String>,
-    /// The codecs the standby decodes (empty: an older standby).
-    pub compress: Vec<String>,
-    /// The peer's recorded role and generation (absent from older builds).
-    pub role: Option<String>,
-    pub generation: Option<u64>,
-}
-
-/// Versioned handshake: our hello, the standby's welcome with its inventory.
-pub fn handshake(cfg: &Config, conn: &mut transport::Connection) -> Result<StandbyView> {
-    send_hello(cfg, conn)?;
-    read_welcome(conn)
-}
-
-/// Our half of the handshake; it needs no answer to be sent, so the
-/// sender can do its own listing while the hello travels.
-pub fn send_hello(cfg: &Config, conn: &mut transport::Connection) -> Result<()> {
-    conn.writer.magic()?;
-    conn.writer.msg(&Msg::Hello {
-        protocol: PROTOCOL_VERSION,
-        site: cfg.site.clone(),
-        version: env!("CARGO_PKG_VERSION").into(),
-    })
-}
-
-/// The standby's half: its welcome with its inventory.
-pub fn read_welcome(conn: &mut transport::Connection) -> Result<StandbyView> {
-    conn.reader
-        .magic()
-        .map_err(|e| conn.explain_no_handshake(e))?;
-    match conn.reader.msg()? {
-        Msg::Welcome {
-            protocol,
-            volumes,
-            committed,
-            site,
-            compress,
-            role,
-            generation,
-        } => {
-            if protocol != PROTOCOL_VERSION {
-                return Err(Error::protocol(format!(
-                    "standby {site} speaks protocol {protocol}, we speak {PROTOCOL_VERSION}"
-                )));
-            }
-            Ok(StandbyView {
-                site,
-                volumes,
-                committed: committed.into_iter().collect(),
-                compress,
-                role,
-                generation,
-            })
-        }
-        other => Err(Error::protocol(format!("expected welcome, got {other:?}"))),
-    }
-}
-
 /// This site ships only while it is the primary by its recorded role.
 pub fn refuse_unless_primary(cfg: &Config, catalog: &Catalog) -> Result<()> {
     let (role, generation) = crate::base::site::current_role(cfg, catalog)?;
@@ -468,6 +412,17 @@ pub fn split_brain_guard_of(
     name: &str,
     view: &StandbyView,
 ) -> Result<()> {
+    split_brain_guard_in(cfg, catalog, name, view, &catalog.set_heads()?)
+}
+
+/// [`split_brain_guard_of`] with the catalog's heads already read (`heads`).
+fn split_brain_guard_in(
+    cfg: &Config,
+    catalog: &Catalog,
+    name: &str,
+    view: &StandbyView,
+    heads: &[crate::base::catalog::SetHead],
+) -> Result<()> {
     let (_, own) = crate::base::site::current_role(cfg, catalog)?;
     let peer_role = match view.role.as_deref() {
         Some("primary") => Some(crate::base::site::Role::Primary),
@@ -478,7 +433,7 @@ pub fn split_brain_guard_of(
     // A generation more than one above any this site has seen is no
     // peer's honest claim: it is not recorded (it would become the base
     // of this site's next generation), and this site does not ship.
-    let seen = crate::base::site::highest_generation_seen(cfg, catalog)?;
+    let seen = crate::base::site::highest_generation_seen_in(cfg, catalog, heads)?;
     let unbelievable = view.generation.and_then(|g| {
         crate::base::site::check_claimed_generation(&format!("peer `{site}`"), g, seen)
             .err()
@@ -554,14 +509,28 @@ fn ship_session(
     progress: Progress,
 ) -> Result<ShipReport> {
     let mut report = ShipReport::default();
-    send_hello(cfg, conn)?;
-    // One listing of this site's storage, made while the hello travels
-    // and the standby lists its own; every step below reuses it.
+    // One listing of this site's storage (from the set the welcome starts
+    // from, see `welcome_since`); every step below reuses it. It is made
+    // before the hello, which names that set only if this site holds it.
     let stores = Stores::open(cfg);
-    let local_has = local_lists(&stores)?;
+    // What the standby holds, kept for retention (the common snapshot) and
+    // status; updated in memory after every acknowledged snapshot and
+    // committed set, written once per committed set (see `Acks`).
+    // Its head (`standby.head.json`: the newest entries; the whole record
+    // when the head is missing or stale) has every field this session
+    // keeps; the whole record is read below only if the head cannot say.
+    let previous = catalog.standby_head_of(&standby.name)?.unwrap_or_default();
+    let heads = catalog.set_heads()?;
+    let (mut local, since) =
+        local_listing_from(&stores, welcome_since(catalog, &previous, &heads)?)?;
+    send_hello(cfg, conn, since.as_ref().map(|m| m.id.as_str()))?;
     let view = read_welcome(conn)?;
+    if let Some(since) = &since {
+        complete_local_listing(&stores, &mut local, since, &view.committed, &view.volumes)?;
+    }
+    let local_has = local.snapshots();
     report.round_trips = 1;
-    split_brain_guard_of(cfg, catalog, &standby.name, &view)?;
+    split_brain_guard_in(cfg, catalog, &standby.name, &view, &heads)?;
     check_volumes_match(cfg, &view)?;
     let standby_generation = view.generation;
     let StandbyView {
@@ -582,13 +551,6 @@ fn ship_session(
         .into_iter()
         .map(|v| (v.role, v.snapshots.into_iter().collect()))
         .collect();
-    // What the standby holds, kept for retention (the common snapshot) and
-    // status; updated in memory after every acknowledged snapshot and
-    // committed set, written once per committed set (below).
-    // Its head (`standby.head.json`: the newest entries; the whole record
-    // when the head is missing or stale) has every field this session
-    // keeps; the whole record is read below only if the head cannot say.
-    let previous = catalog.standby_head_of(&standby.name)?.unwrap_or_default();
     // Each standby's base is held under a tag naming it: one standby
     // moving on never releases another's.
     let hold_tag = crate::backend::holds::common_tag(&standby.name);
@@ -596,7 +558,6 @@ fn ship_session(
     // site recorded it left the set's members unprotected here (ZFS: no
     // hold on the common snapshot); protect the newest committed set now.
     // (Decided from the heads; that set alone is read whole.)
-    let heads = catalog.set_heads()?;
     if let Some(newest) = heads.iter().rev().find(|m| committed.contains(&m.id)) {
         // The head holds the newest committed set recorded: in it, it was
         // recorded; not in it, the whole record says.
@@ -615,7 +576,7 @@ fn ship_session(
         updated_at: Some(Timestamp::now()),
         last_ship_ok: previous.last_ship_ok,
         holds: standby_has.clone(),
-        committed: committed.clone(),
+        committed: recorded_committed(catalog, &standby.name, since.as_ref(), &heads, &committed)?,
         last_bytes: previous.last_bytes,
         failing_since: previous.failing_since,
     };

@@ -245,6 +245,7 @@ pub fn write_hello<W: Write>(w: &mut Writer<W>, cfg: &Config) -> Result<()> {
         protocol: PROTOCOL_VERSION,
         site: cfg.site.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
+        since: None,
     })
 }
 

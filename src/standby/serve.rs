@@ -220,7 +220,7 @@ fn serve_session<R: Read, W: Write>(
     // The hello is checked before the record is written, so that it is
     // written (and synced) once, with the primary's name in it: nothing
     // of this session can be left running before that write.
-    let primary = expect_hello(first, &mut w, log)?;
+    let (primary, since) = expect_hello(first, &mut w, log)?;
     let pid = std::process::id() as i32;
     let pgid = nix::unistd::getpgrp().as_raw();
     let record = ServeRecord {
@@ -239,20 +239,26 @@ fn serve_session<R: Read, W: Write>(
         catalog,
         log,
     };
-    welcome(&sess, &mut w)?;
+    welcome(&sess, &mut w, since.as_deref())?;
     // Compressed frames are accepted from here on.
     r.accept_compressed()?;
     session_loop(&sess, &mut r, &mut w)
 }
 
 /// The primary's hello: a protocol this standby speaks. Returns its site
-/// name, escaped.
-fn expect_hello<W: Write>(first: Msg, w: &mut Writer<W>, log: &SessionLog) -> Result<String> {
+/// name, escaped, and the set it asks the welcome to start from (a valid
+/// set id: anything else is refused, naming the field).
+fn expect_hello<W: Write>(
+    first: Msg,
+    w: &mut Writer<W>,
+    log: &SessionLog,
+) -> Result<(String, Option<String>)> {
     match first {
         Msg::Hello {
             protocol,
             site,
             version,
+            since,
         } => {
             if protocol != PROTOCOL_VERSION {
                 let message = format!(
@@ -265,6 +271,18 @@ fn expect_hello<W: Write>(first: Msg, w: &mut Writer<W>, log: &SessionLog) -> Re
                 });
                 return Err(Error::protocol(message));
             }
+            if let Some(s) = &since {
+                if let Err(e) = validate_set_id(s) {
+                    let message = format!(
+                        "the hello of {} names `since` that is not a set id: {e}",
+                        wire_str(&site)
+                    );
+                    let _ = w.msg(&Msg::Error {
+                        message: message.clone(),
+                    });
+                    return Err(Error::protocol(message));
+                }
+            }
             log.event(
                 tracing::Level::INFO,
                 &format!(
@@ -273,7 +291,7 @@ fn expect_hello<W: Write>(first: Msg, w: &mut Writer<W>, log: &SessionLog) -> Re
                     wire_str(&version)
                 ),
             );
-            Ok(wire_str(&site))
+            Ok((wire_str(&site), since))
         }
         other => Err(Error::protocol(format!(
             "expected hello, got {}",
@@ -391,20 +409,25 @@ struct Session<'a> {
 }
 
 /// The inventory, committed sets and the codecs we decode (the caller
-/// accepts compressed frames once this is sent).
-fn welcome<W: Write>(sess: &Session, w: &mut Writer<W>) -> Result<()> {
+/// accepts compressed frames once this is sent). With `since` (the
+/// primary's newest recorded full set, see `Msg::Hello`) committed here,
+/// only it and the newer sets, and per volume the snapshots from its
+/// member on (when that member is held): what the primary's plan and
+/// record need, whatever the history's length.
+fn welcome<W: Write>(sess: &Session, w: &mut Writer<W>, since: Option<&str>) -> Result<()> {
     // Ids only: the heads of the catalog's index lines, no manifest decoded.
-    let committed = sess
-        .catalog
-        .set_heads()?
-        .into_iter()
-        .map(|h| h.id)
-        .collect();
+    let heads = sess.catalog.set_heads()?;
+    let (committed, volumes) = welcome_tail(
+        sess.catalog,
+        sess.stores,
+        heads.into_iter().map(|h| h.id).collect(),
+        since,
+    )?;
     let (role, generation) = crate::base::site::current_role(sess.cfg, sess.catalog)?;
     w.msg(&Msg::Welcome {
         protocol: PROTOCOL_VERSION,
         site: sess.cfg.site.clone(),
-        volumes: inventory_of(sess.stores)?,
+        volumes,
         committed,
         compress: crate::wire::compress::supported(),
         role: Some(role.as_str().to_string()),
@@ -424,6 +447,63 @@ fn welcome<W: Write>(sess: &Session, w: &mut Writer<W>) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// What the welcome lists: from `committed` (every committed set id, in
+/// the catalog's order) and the storage's listing, all of it; or with
+/// `since` committed here, the sets not older than it and per volume the
+/// snapshots from its member on (the listing filtered to those names; a
+/// volume whose member is not held, or that the set has no member of, is
+/// listed whole). The primary plans the same from either: every set older
+/// than `since` is older than the newest committed one it knows, and the
+/// newest common snapshot (its incremental base) is `since`'s member or a
+/// newer one. Only `since`'s manifest is read.
+pub fn welcome_tail(
+    catalog: &Catalog,
+    stores: &Stores,
+    committed: Vec<String>,
+    since: Option<&str>,
+) -> Result<(Vec<String>, Vec<VolumeInventory>)> {
+    // `since`'s set, when it is committed here and is what its name says
+    let set = match since {
+        Some(id) if committed.iter().any(|c| c == id) => {
+            catalog.manifest(id)?.filter(|m| m.id == id)
+        }
+        _ => None,
+    };
+    let Some(set) = set else {
+        return Ok((committed, inventory_of(stores)?));
+    };
+    let from: std::collections::BTreeMap<String, String> = set
+        .members
+        .iter()
+        .map(|m| (m.role.clone(), m.snapshot.clone()))
+        .collect();
+    let mut listing = stores.listing_from(&from)?;
+    let volumes = stores
+        .iter()
+        .map(|s| {
+            let mut l = listing.volumes.remove(s.role()).unwrap_or_default();
+            // the member is not held: that volume whole
+            if from
+                .get(s.role())
+                .is_some_and(|m| !l.snapshots.iter().any(|x| x == m))
+            {
+                l = s.listing()?;
+            }
+            Ok(VolumeInventory {
+                role: s.role().to_string(),
+                backend: s.kind().as_str().into(),
+                snapshots: l.snapshots,
+                resumable: l.resumable,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let committed = committed
+        .into_iter()
+        .filter(|c| !crate::base::model::older_set(c, &set.id))
+        .collect();
+    Ok((committed, volumes))
 }
 
 /// Split-brain guard: a site recorded as primary refuses `what`; the peer

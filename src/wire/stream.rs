@@ -160,6 +160,16 @@ pub enum Msg {
         protocol: u32,
         site: String,
         version: String,
+        /// The newest full set this primary records as committed on the
+        /// standby and still holds (issue 23): the standby's welcome may
+        /// then list only that set and the newer ones (committed ids, and
+        /// per volume the snapshots from that set's member on), when it
+        /// holds that set committed and, per volume, that member; else the
+        /// whole inventory. Absent (older builds, dry runs, the DR verbs):
+        /// the whole inventory. A standby that predates it ignores it and
+        /// sends the whole inventory, which the primary handles alike.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<String>,
     },
     Welcome {
         protocol: u32,
@@ -600,6 +610,7 @@ mod tests {
                 protocol: PROTOCOL_VERSION,
                 site: "a".into(),
                 version: "0".into(),
+                since: None,
             }),
             Frame::Data(vec![7; 100]),
             Frame::Msg(Msg::End {

@@ -136,6 +136,7 @@ pub fn hello(site: &str) -> Msg {
         protocol: PROTOCOL_VERSION,
         site: site.into(),
         version: "test".into(),
+        since: None,
     }
 }
 

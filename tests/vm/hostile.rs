@@ -43,6 +43,7 @@ impl Session {
             protocol: PROTOCOL_VERSION,
             site: "intruder".into(),
             version: "0".into(),
+            since: None,
         })
         .unwrap();
         w.flush().unwrap();

@@ -100,8 +100,11 @@ fn newest_sets(
                 }
             }
         }
-        for (r, names) in ask {
-            let found = stores.get(r)?.present(&names)?;
+        // (one listing per pool / volume group where the backend lists to
+        // answer, as a whole read lists)
+        let answers = stores.present_all(&ask)?;
+        for (r, names) in &ask {
+            let found = answers.get(*r).cloned().unwrap_or_default();
             for (n, yes) in names.iter().zip(found) {
                 checked
                     .entry(r.to_string())

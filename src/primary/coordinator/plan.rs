@@ -156,7 +156,8 @@ pub fn ship_plan_to(cfg: &Config, catalog: &Catalog, standby: &Standby) -> Resul
     refuse_unless_primary(cfg, catalog)?;
     let mut conn = transport::connect(standby)?;
     let res = (|| -> Result<ShipPlan> {
-        send_hello(cfg, &mut conn)?;
+        // the whole inventory: the dry run reports what the standby holds
+        send_hello(cfg, &mut conn, None)?;
         // our listing while the standby makes its own
         let local_has = local_lists(&Stores::open(cfg))?;
         let view = read_welcome(&mut conn)?;

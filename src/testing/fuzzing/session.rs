@@ -159,6 +159,7 @@ pub(super) fn session_bytes(ops: &[Op]) -> Vec<u8> {
                 },
                 site: "primary".into(),
                 version: "fuzz".into(),
+                since: None,
             }),
             Op::Begin {
                 set,
