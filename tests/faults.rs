@@ -227,6 +227,12 @@ impl Rig {
             }
         }
         let _ = std::fs::remove_dir_all(self.lab.dir.path().join("state-stb"));
+        // and what the primary recorded of it: with a record, the hello
+        // names the set the welcome may start from (`since`), and the
+        // captured session started without one
+        for f in ["standby.json", "standby.head.json"] {
+            let _ = std::fs::remove_file(self.lab.dir.path().join("state-pri").join(f));
+        }
     }
 }
 
