@@ -212,14 +212,8 @@ pub fn dm_name(vg: &str, lv: &str, layer: Option<&str>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::thin::tests::fixture;
     use super::*;
-
-    pub fn fixture(name: &str) -> String {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/lvm-2.03")
-            .join(name);
-        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-    }
 
     #[test]
     fn parses_thin_lvs_snapshots_and_pool() {

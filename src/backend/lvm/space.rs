@@ -173,14 +173,8 @@ pub fn primary_pool_problem(vol: &Volume, vg: &str, name: &str) -> Option<String
 
 #[cfg(test)]
 mod tests {
+    use super::super::thin::tests::fixture;
     use super::*;
-
-    fn fixture(name: &str) -> String {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/lvm-2.03")
-            .join(name);
-        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-    }
 
     #[test]
     fn a_fresh_vg_has_room_and_a_full_one_is_named() {

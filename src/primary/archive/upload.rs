@@ -745,19 +745,7 @@ impl Write for PartUploader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A reader that hands out at most 7000 bytes a read (short reads, as
-    /// from age's pipe).
-    struct Dribble<'a>(&'a [u8]);
-
-    impl Read for Dribble<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let k = self.0.len().min(buf.len()).min(7000);
-            buf[..k].copy_from_slice(&self.0[..k]);
-            self.0 = &self.0[k..];
-            Ok(k)
-        }
-    }
+    use crate::wire::s3::request::tests::Dribble;
 
     #[test]
     fn pump_copies_every_byte_and_hashes_what_it_wrote() {

@@ -597,24 +597,28 @@ impl Bucket {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::wire::s3::Credentials;
+
+    /// A reader that hands out at most 7000 bytes a read (short reads, as
+    /// from age's pipe or a socket).
+    pub(crate) struct Dribble<'a>(pub(crate) &'a [u8]);
+
+    impl Read for Dribble<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let k = self.0.len().min(buf.len()).min(7000);
+            buf[..k].copy_from_slice(&self.0[..k]);
+            self.0 = &self.0[k..];
+            Ok(k)
+        }
+    }
 
     /// The aws-chunked body is exactly `chunked_len` bytes for any length
     /// (short reads included), and decodes to the data, each chunk framed
     /// with the signature chain's next link.
     #[test]
     fn the_aws_chunked_body_has_the_announced_length_and_chain() {
-        struct Dribble<'a>(&'a [u8]);
-        impl Read for Dribble<'_> {
-            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                let k = self.0.len().min(buf.len()).min(7000);
-                buf[..k].copy_from_slice(&self.0[..k]);
-                self.0 = &self.0[k..];
-                Ok(k)
-            }
-        }
         let c = Credentials::new("a", "b");
         let data: Vec<u8> = (0..(3 * AWS_CHUNK + 5) as u32).map(|i| i as u8).collect();
         let chunk = AWS_CHUNK as usize;
