@@ -617,6 +617,23 @@ pub fn snapshot_together(stores: &[&Store], name: &str) -> Result<()> {
     first.imp.snapshot(&vols, name)
 }
 
+/// A batch listing of `asked` volumes by `first`'s backend, checked to
+/// hold one listing per volume (they are zipped with the volumes).
+fn one_per_volume(
+    first: &Store,
+    asked: usize,
+    got: Vec<VolumeListing>,
+) -> Result<Vec<VolumeListing>> {
+    if got.len() != asked {
+        return Err(Error::storage(format!(
+            "{} listing of {asked} volumes returned {}",
+            first.kind().as_str(),
+            got.len()
+        )));
+    }
+    Ok(got)
+}
+
 /// Every configured volume's store, opened once, in snapshot order.
 #[derive(Debug)]
 pub struct Stores {
@@ -685,15 +702,7 @@ impl Stores {
         for g in Self::batches(items) {
             if g.len() > 1 && g[0].0.imp.present_by_listing() {
                 let vols: Vec<&Volume> = g.iter().map(|(s, _)| &s.vol).collect();
-                let got = g[0].0.imp.list_batch(&vols)?;
-                if got.len() != g.len() {
-                    return Err(Error::storage(format!(
-                        "{} listing of {} volumes returned {}",
-                        g[0].0.kind().as_str(),
-                        g.len(),
-                        got.len()
-                    )));
-                }
+                let got = one_per_volume(g[0].0, g.len(), g[0].0.imp.list_batch(&vols)?)?;
                 for ((s, names), l) in g.iter().zip(got) {
                     let found = names
                         .iter()
@@ -756,14 +765,7 @@ impl Stores {
             } else {
                 g[0].0.imp.list_batch_from(&vols, &starts)?
             };
-            if got.len() != g.len() {
-                return Err(Error::storage(format!(
-                    "{} listing of {} volumes returned {}",
-                    g[0].0.kind().as_str(),
-                    g.len(),
-                    got.len()
-                )));
-            }
+            let got = one_per_volume(g[0].0, g.len(), got)?;
             for ((s, _), l) in g.iter().zip(got) {
                 out.volumes.insert(s.role().to_string(), l);
             }
