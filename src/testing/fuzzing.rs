@@ -812,8 +812,10 @@ pub fn check_peer(msg: &Msg, role: crate::base::site::Role, own: u64, seen: u64)
             g > own,
             "failback to generation {g}, not above this site's {own}"
         );
+        // At most one above what was seen, without wrapping (at the top of
+        // the range, what was seen itself).
         assert!(
-            seen.checked_add(1).is_some_and(|b| g <= b),
+            g <= seen || seen.checked_add(1).is_some_and(|b| g <= b),
             "failback adopted generation {g} having seen {seen}"
         );
     }

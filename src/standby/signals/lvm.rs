@@ -129,7 +129,10 @@ impl LvmMeter {
     }
 
     pub fn feed(&mut self, data: &[u8]) {
-        if self.stopped.is_some() || self.ended {
+        // After the end record the decoder still sees what follows (and
+        // stops on it), however the stream was cut: bytes after the end in
+        // the same piece or in the next one read the same.
+        if self.stopped.is_some() {
             return;
         }
         let mut dec = std::mem::take(&mut self.dec);
