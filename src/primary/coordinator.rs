@@ -460,8 +460,11 @@ fn split_brain_guard_in(
         seen_at: Timestamp::now(),
         refused: refused.clone(),
     };
-    if let Err(e) = catalog.write_peer_record_of(name, &record) {
-        tracing::warn!(error = %e, "could not record the peer's generation");
+    let recorded = catalog.peer_record_of(name).ok().flatten();
+    if !peer_record_current(recorded.as_ref(), &record) {
+        if let Err(e) = catalog.write_peer_record_of(name, &record) {
+            tracing::warn!(error = %e, "could not record the peer's generation");
+        }
     }
     match refused {
         Some(m) => Err(Error::refused(m).with_hint(
@@ -469,6 +472,28 @@ fn split_brain_guard_in(
         )),
         None => Ok(()),
     }
+}
+
+/// How old the recorded `seen_at` may get while the peer keeps saying the
+/// same: `peer.json` (two syncs) is then not rewritten on every ship.
+pub const PEER_RECORD_REFRESH: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Does the recorded peer (`recorded`) already say what `new` says (site,
+/// role, generation, refusal), seen less than [`PEER_RECORD_REFRESH`] ago?
+/// `seen_at` is a display value (the wall clock): a record from the future
+/// or an unreadable one is rewritten.
+fn peer_record_current(
+    recorded: Option<&crate::base::catalog::PeerRecord>,
+    new: &crate::base::catalog::PeerRecord,
+) -> bool {
+    let Some(r) = recorded else { return false };
+    let age = new.seen_at.duration_since(r.seen_at);
+    r.site == new.site
+        && r.role == new.role
+        && r.generation == new.generation
+        && r.refused == new.refused
+        && !age.is_negative()
+        && age.unsigned_abs() < PEER_RECORD_REFRESH
 }
 
 /// The primary and the standby must name the same volumes with the same

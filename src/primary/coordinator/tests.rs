@@ -60,3 +60,43 @@ fn base_must_exist_on_both_sites() {
     let p = plan_set(&set(C, &["mysql"]), &remote, &local);
     assert_eq!(p[0].base, None);
 }
+
+#[test]
+fn the_peer_record_is_rewritten_only_when_the_peer_says_something_new_or_an_hour_passed() {
+    use crate::base::catalog::PeerRecord;
+    use crate::base::site::Role;
+    let t0: Timestamp = "2026-12-07T10:00:00Z".parse().unwrap();
+    let rec = |at: Timestamp| PeerRecord {
+        site: "b".into(),
+        role: Some(Role::Standby),
+        generation: Some(3),
+        seen_at: at,
+        refused: None,
+    };
+    let now = |mins: i64| {
+        t0.checked_add(jiff::SignedDuration::from_mins(mins))
+            .unwrap()
+    };
+    assert!(!peer_record_current(None, &rec(t0)), "nothing recorded");
+    assert!(peer_record_current(Some(&rec(t0)), &rec(now(15))));
+    assert!(peer_record_current(Some(&rec(t0)), &rec(now(59))));
+    assert!(
+        !peer_record_current(Some(&rec(t0)), &rec(now(60))),
+        "an hour old"
+    );
+    assert!(
+        !peer_record_current(Some(&rec(now(5))), &rec(t0)),
+        "a record from the future (the clock stepped back)"
+    );
+    let changed: [fn(&mut PeerRecord); 4] = [
+        |r| r.site = "c".into(),
+        |r| r.role = Some(Role::Primary),
+        |r| r.generation = Some(4),
+        |r| r.refused = Some("split-brain guard".into()),
+    ];
+    for (i, change) in changed.iter().enumerate() {
+        let mut new = rec(now(1));
+        change(&mut new);
+        assert!(!peer_record_current(Some(&rec(t0)), &new), "change {i}");
+    }
+}
