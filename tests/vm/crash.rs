@@ -90,6 +90,7 @@ const FULL: &[&str] = &[
     "take_set.after_manifest",
     "ship.after_ack",
     "ship.after_committed",
+    "ship.before_record",
     "serve.mid_receive",
     "serve.after_receipt",
     "serve.before_manifest",
@@ -1182,7 +1183,13 @@ fn run_matrix(kind: Kind) {
     let all = full_matrix();
     let chosen: Vec<&str> = chosen
         .split(',')
-        .filter_map(|c| all.iter().copied().find(|f| *f == c))
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            all.iter()
+                .copied()
+                .find(|f| *f == c)
+                .unwrap_or_else(|| panic!("SNAPSITE_CRASH_CELLS names `{c}`, no cell of the matrix (tests/vm/crash.rs FULL and its reboot+ variants)"))
+        })
         .collect();
     let cells = if !chosen.is_empty() {
         &chosen[..]
