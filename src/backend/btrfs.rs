@@ -41,7 +41,7 @@ use super::{
 use crate::base::cmd::Cmd;
 use crate::base::config::{BackendKind, Volume, VolumeAddr};
 use crate::base::error::{Context, Error, Result};
-use crate::base::model::parse_set_id;
+use crate::base::model::{is_set_id, parse_set_id};
 pub use subvolume::{SubvolumeInfo, parse_subvolume_show, subvolume_info, subvolume_show};
 
 pub struct Btrfs;
@@ -226,7 +226,7 @@ impl Backend for Btrfs {
         Ok(names
             .iter()
             .map(|name| {
-                parse_set_id(name).is_some() && {
+                is_set_id(name) && {
                     let path = dir.join(name);
                     std::fs::symlink_metadata(dir.join(format!("{MARKER_PREFIX}{name}"))).is_err()
                         && (is_subvolume(&path) || is_subvolume(&path.join(name)))
@@ -356,7 +356,7 @@ impl Backend for Btrfs {
         let dir = snapshot_dir(vol)?;
         for name in self.leftovers(vol)? {
             let marker = dir.join(format!("{MARKER_PREFIX}{name}"));
-            if parse_set_id(&name).is_some() {
+            if is_set_id(&name) {
                 let p = dir.join(&name);
                 if std::fs::symlink_metadata(&p).is_ok() {
                     tracing::warn!(volume = %vol.role, path = %p.display(), "deleting interrupted receive");
@@ -384,7 +384,7 @@ impl Backend for Btrfs {
         let dir = snapshot_dir(vol)?;
         let mut kept = Vec::new();
         for name in self.leftovers(vol)? {
-            if parse_set_id(&name).is_none() {
+            if !is_set_id(&name) {
                 continue;
             }
             let Some(r) = receipt(&name) else {
@@ -634,7 +634,8 @@ impl Btrfs {
         };
         let mut receiving = std::collections::BTreeSet::new();
         for ent in rd {
-            let ent = ent.ctx(format!("read {}", dir.display()))?;
+            // (the message made only on an error: this runs once a snapshot)
+            let ent = ent.map_err(|e| Error::io(format!("read {}", dir.display()), e))?;
             let name = ent.file_name().to_string_lossy().into_owned();
             if let Some(n) = name.strip_prefix(MARKER_PREFIX) {
                 receiving.insert(n.to_string());
@@ -643,7 +644,7 @@ impl Btrfs {
             }
         }
         names.retain(|name| {
-            parse_set_id(name).is_some() && !receiving.contains(name) && {
+            is_set_id(name) && !receiving.contains(name) && {
                 let path = dir.join(name);
                 is_subvolume(&path) || is_subvolume(&path.join(name))
             }

@@ -64,7 +64,7 @@ use super::{Backend, BoxedSink, BoxedSource, Receive, SnapshotSink, SnapshotSour
 use crate::base::cmd::Cmd;
 use crate::base::config::{BackendKind, LvName, Volume, VolumeAddr};
 use crate::base::error::{Context, Error, Result};
-use crate::base::model::parse_set_id;
+use crate::base::model::{is_set_id, parse_set_id};
 use crate::base::mountinfo;
 
 pub struct Lvm;
@@ -232,7 +232,7 @@ pub fn snapshots_of(all: &[LvInfo], lv: &str) -> Vec<String> {
         .iter()
         .filter_map(|l| {
             let id = l.name.strip_prefix(&prefix)?;
-            (parse_set_id(id).is_some() && l.tag_value(SET_TAG) == Some(id)).then(|| id.to_string())
+            (is_set_id(id) && l.tag_value(SET_TAG) == Some(id)).then(|| id.to_string())
         })
         .collect();
     names.sort();

@@ -54,7 +54,7 @@ use super::{
 use crate::base::cmd::{Cmd, Running};
 use crate::base::config::{BackendKind, Volume, VolumeAddr};
 use crate::base::error::{Context, Error, Result};
-use crate::base::model::parse_set_id;
+use crate::base::model::{is_set_id, parse_set_id};
 
 pub struct Zfs;
 

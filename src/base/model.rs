@@ -90,23 +90,7 @@ impl SetId {
     }
 
     fn try_parse(id: &str) -> Option<SetId> {
-        let (ts, kind) = id.rsplit_once('-')?;
-        let kind = match kind {
-            "full" => SetKind::Full,
-            "redolog" => SetKind::Redolog,
-            _ => return None,
-        };
-        if ts.len() != 20 || !ts.ends_with('Z') {
-            return None;
-        }
-        let time = match id_time_fast(ts) {
-            Some(t) => t,
-            None => {
-                let t = jiff::fmt::strtime::parse("%Y%m%dT%H%M%S%.fZ", ts).ok()?;
-                let dt = t.to_datetime().ok()?;
-                dt.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp()
-            }
-        };
+        let (time, kind) = id_parts(id)?;
         Some(SetId {
             text: id.to_string(),
             time,
@@ -125,6 +109,98 @@ impl SetId {
     pub fn kind(&self) -> SetKind {
         self.kind
     }
+}
+
+/// An id's time and kind, without keeping its text: what `SetId::parse`
+/// checks.
+fn id_parts(id: &str) -> Option<(Timestamp, SetKind)> {
+    let (ts, kind) = id.rsplit_once('-')?;
+    let kind = match kind {
+        "full" => SetKind::Full,
+        "redolog" => SetKind::Redolog,
+        _ => return None,
+    };
+    if ts.len() != 20 || !ts.ends_with('Z') {
+        return None;
+    }
+    let time = match id_time_fast(ts) {
+        Some(t) => t,
+        None => {
+            let t = jiff::fmt::strtime::parse("%Y%m%dT%H%M%S%.fZ", ts).ok()?;
+            let dt = t.to_datetime().ok()?;
+            dt.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp()
+        }
+    };
+    Some((time, kind))
+}
+
+/// The kind of `id` when it is a *canonical* set id: exactly
+/// `YYYYmmddTHHMMSS.fffZ-full` or `…-redolog`, every field in range (a
+/// real day of the proleptic Gregorian calendar, no leap second), the
+/// year 0000–9998. Every id `new_set_id` makes from a `plausible_time` is
+/// one. Checked by hand: no allocation, no time arithmetic.
+///
+/// Two canonical ids compare as text exactly as their `SetId`s do (time,
+/// then kind, then text): the time is fixed-width digits, most significant
+/// first, one text per instant, and after the same time `-full` sorts
+/// before `-redolog` as `full` does before `redolog`. Every canonical id
+/// parses (`SetId::parse`); an id that parses but is not canonical (the
+/// general parser's other forms) is compared by its parsed time.
+pub fn canonical_set_id(id: &str) -> Option<SetKind> {
+    let b = id.as_bytes();
+    let kind = match b.get(20..)? {
+        b"-full" => SetKind::Full,
+        b"-redolog" => SetKind::Redolog,
+        _ => return None,
+    };
+    if b[8] != b'T' || b[15] != b'.' || b[19] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    let (year, month, day) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    let in_range = year <= 9998
+        && (1..=days).contains(&day)
+        && num(9..11)? <= 23
+        && num(11..13)? <= 59
+        && num(13..15)? <= 59
+        && num(16..19).is_some();
+    in_range.then_some(kind)
+}
+
+/// Is `id` a set id (what `SetId::parse` accepts)? A canonical one is
+/// recognised without parsing its time.
+pub fn is_set_id(id: &str) -> bool {
+    set_kind(id).is_some()
+}
+
+/// The kind of a set id, `None` when it is not one (as `parse_set_id`).
+pub fn set_kind(id: &str) -> Option<SetKind> {
+    canonical_set_id(id).or_else(|| id_parts(id).map(|(_, k)| k))
+}
+
+/// The `SetId` order of two set ids (time, then kind, then text), `None`
+/// when either is not one. Two canonical ids (`canonical_set_id`, every id
+/// snapsite makes) are compared as text, without parsing; others by their
+/// parsed times.
+pub fn cmp_set_ids(a: &str, b: &str) -> Option<std::cmp::Ordering> {
+    if canonical_set_id(a).is_some() && canonical_set_id(b).is_some() {
+        return Some(a.cmp(b));
+    }
+    let (ta, ka) = id_parts(a)?;
+    let (tb, kb) = id_parts(b)?;
+    Some((ta, ka.as_str(), a).cmp(&(tb, kb.as_str(), b)))
 }
 
 /// The time of an id's `YYYYmmddTHHMMSS.fffZ` part when it is exactly
@@ -151,9 +227,7 @@ fn id_time_fast(ts: &str) -> Option<Timestamp> {
         num(16..19)? * 1_000_000,
     )
     .ok()?;
-    dt.to_zoned(jiff::tz::TimeZone::UTC)
-        .ok()
-        .map(|z| z.timestamp())
+    jiff::tz::Offset::UTC.to_timestamp(dt).ok()
 }
 
 impl Ord for SetId {
@@ -179,20 +253,22 @@ impl std::fmt::Display for SetId {
 }
 
 /// Is `a` an older set id than `b`? Ids that do not parse are never older.
+/// Canonical ids (every id snapsite makes) are compared as text.
 pub fn older_set(a: &str, b: &str) -> bool {
-    match (SetId::try_parse(a), SetId::try_parse(b)) {
-        (Some(a), Some(b)) => a < b,
-        _ => false,
-    }
+    cmp_set_ids(a, b) == Some(std::cmp::Ordering::Less)
 }
 
 /// Parse a set id back into (time, kind); `None` when it isn't one of ours.
 pub fn parse_set_id(id: &str) -> Option<(Timestamp, SetKind)> {
-    SetId::try_parse(id).map(|s| (s.time, s.kind))
+    id_parts(id)
 }
 
 pub fn validate_set_id(id: &str) -> Result<()> {
-    SetId::parse(id).map(|_| ())
+    if is_set_id(id) {
+        Ok(())
+    } else {
+        SetId::parse(id).map(|_| ())
+    }
 }
 
 /// A name that came over the wire, made safe for a log line or an error:
@@ -586,6 +662,143 @@ mod tests {
             }
             let id = format!("{ts}-full");
             assert_eq!(SetId::try_parse(&id).map(|s| s.time), general(ts), "{ts}");
+        }
+    }
+
+    /// `canonical_set_id` accepts exactly the days and times the by-hand
+    /// parser does (years 0000–9998), field by field, at the calendar's
+    /// edges; what else parses (a leap second) is not canonical.
+    #[test]
+    fn canonical_ids_are_the_days_the_parser_accepts() {
+        let mut seen = 0;
+        for year in [
+            0, 1, 4, 100, 999, 1000, 1900, 1999, 2000, 2024, 2026, 2100, 2400, 9996, 9998, 9999,
+        ] {
+            for month in 0..=13 {
+                for day in 0..=32 {
+                    for (h, mi, s) in [(0, 0, 0), (23, 59, 59), (24, 0, 0), (0, 60, 0), (0, 0, 60)]
+                    {
+                        let ts = format!("{year:04}{month:02}{day:02}T{h:02}{mi:02}{s:02}.999Z");
+                        let id = format!("{ts}-redolog");
+                        let parsed = id_parts(&id);
+                        let canonical = canonical_set_id(&id);
+                        // the by-hand path's days; the general parser also
+                        // takes a leap second (as :59), not canonical: such
+                        // an id is compared by its parsed time
+                        if year <= 9998 {
+                            assert_eq!(canonical.is_some(), id_time_fast(&ts).is_some(), "{id}");
+                        } else {
+                            assert_eq!(canonical, None, "{id}");
+                        }
+                        if canonical.is_none() && parsed.is_some() {
+                            assert!(year > 9998 || s == 60, "{id}");
+                        }
+                        if let Some(k) = canonical {
+                            seen += 1;
+                            let (t, kind) = parsed.unwrap();
+                            assert_eq!(k, kind);
+                            // one text per instant: the id is the one new_set_id makes
+                            assert_eq!(new_set_id(t, k), id);
+                        }
+                    }
+                }
+            }
+        }
+        // 15 years × 365/366 days × 2 valid times
+        assert!(seen > 15 * 365 * 2, "{seen}");
+        for bad in [
+            "20261127T080000.000Z-full\n",
+            "20261127T080000.000Z-Full",
+            "20261127T080000.000Z",
+            "20261127T080000.000z-full",
+            "20261127t080000.000Z-full",
+            "20261127T080000,000Z-full",
+            "2026112xT080000.000Z-full",
+            "20261127T08000x.000Z-full",
+            "20261127T080000.00xZ-full",
+            "+2026127T080000.000Z-full",
+            "20261127T080000.000Z-full-full",
+            "",
+            "-full",
+        ] {
+            assert_eq!(canonical_set_id(bad), None, "{bad:?}");
+        }
+    }
+
+    fn id_order(a: &str, b: &str) -> Option<std::cmp::Ordering> {
+        Some(SetId::parse(a).ok()?.cmp(&SetId::parse(b).ok()?))
+    }
+
+    /// A canonical id (year, month, …, millisecond, kind) from raw numbers
+    /// that may be out of range (then it is not one).
+    fn raw_id(f: (u32, u32, u32, u32, u32, u32, u32), redolog: bool) -> String {
+        let (y, mo, d, h, mi, s, ms) = f;
+        let kind = if redolog { "redolog" } else { "full" };
+        format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}.{ms:03}Z-{kind}")
+    }
+
+    proptest::proptest! {
+        /// For two valid ids made by snapsite (times across the whole
+        /// range, ties and near ties, both kinds), text order is the
+        /// parsed order, and `cmp_set_ids`/`older_set` say the same.
+        #[test]
+        fn canonical_ids_compare_as_text(
+            ms_a in 0i64..7_258_118_400_000,
+            delta in proptest::prop_oneof![
+                proptest::strategy::Just(0i64),
+                -3i64..=3,
+                -86_400_000i64..=86_400_000,
+                -7_258_118_400_000i64..=7_258_118_400_000,
+            ],
+            ka: bool,
+            kb: bool,
+        ) {
+            let ms_b = (ms_a + delta).clamp(0, 7_258_118_400_000 - 1);
+            let kind = |r: bool| if r { SetKind::Redolog } else { SetKind::Full };
+            let a = new_set_id(Timestamp::from_millisecond(ms_a).unwrap(), kind(ka));
+            let b = new_set_id(Timestamp::from_millisecond(ms_b).unwrap(), kind(kb));
+            proptest::prop_assert_eq!(canonical_set_id(&a), Some(kind(ka)));
+            proptest::prop_assert_eq!(canonical_set_id(&b), Some(kind(kb)));
+            let parsed = id_order(&a, &b);
+            proptest::prop_assert!(parsed.is_some());
+            proptest::prop_assert_eq!(Some(a.cmp(&b)), parsed, "{} {}", a, b);
+            proptest::prop_assert_eq!(cmp_set_ids(&a, &b), parsed);
+            proptest::prop_assert_eq!(older_set(&a, &b), parsed == Some(std::cmp::Ordering::Less));
+        }
+
+        /// Near-ids of any field values, in range or not: a canonical one
+        /// parses to the id `new_set_id` makes of it; `is_set_id` is
+        /// exactly what parses; `cmp_set_ids` is the parsed order whenever
+        /// both parse (canonical or not) and `None` otherwise.
+        #[test]
+        fn near_ids_are_refused_or_ordered_as_parsed(
+            fa in (0u32..=10_000, 0u32..=13, 0u32..=32, 0u32..=25, 0u32..=61, 0u32..=61, 0u32..=999),
+            fb in (0u32..=10_000, 0u32..=13, 0u32..=32, 0u32..=25, 0u32..=61, 0u32..=61, 0u32..=999),
+            ka: bool,
+            kb: bool,
+            mangle in proptest::option::of((0usize..28, proptest::sample::select(
+                vec![b'0', b'9', b'T', b'Z', b'.', b'-', b'+', b' ', b'x', b'\n'],
+            ))),
+        ) {
+            let a = raw_id(fa, ka);
+            let mut b = raw_id(fb, kb).into_bytes();
+            if let Some((at, c)) = mangle {
+                if at < b.len() {
+                    b[at] = c;
+                }
+            }
+            let b = String::from_utf8(b).unwrap();
+            for id in [&a, &b] {
+                proptest::prop_assert_eq!(is_set_id(id), SetId::parse(id).is_ok(), "{}", id);
+                proptest::prop_assert_eq!(validate_set_id(id).is_ok(), SetId::parse(id).is_ok());
+                if let Some(k) = canonical_set_id(id) {
+                    let (t, kind) = parse_set_id(id).unwrap();
+                    proptest::prop_assert_eq!(k, kind);
+                    proptest::prop_assert_eq!(&new_set_id(t, k), id);
+                }
+            }
+            proptest::prop_assert_eq!(cmp_set_ids(&a, &b), id_order(&a, &b), "{} {}", a, b);
+            proptest::prop_assert_eq!(cmp_set_ids(&a, &a), id_order(&a, &a));
         }
     }
 

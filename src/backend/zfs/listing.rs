@@ -9,7 +9,7 @@ pub fn parse_snapshot_list(ds: &str, text: &str) -> Vec<String> {
     let prefix = format!("{ds}@");
     text.lines()
         .filter_map(|l| l.trim_end().strip_prefix(&prefix))
-        .filter(|n| parse_set_id(n).is_some())
+        .filter(|n| is_set_id(n))
         .map(str::to_string)
         .collect()
 }
@@ -132,7 +132,7 @@ pub(super) fn chain_in(vol: &Volume, l: &DatasetListing) -> Vec<(String, String,
         .collect();
     l.snaps
         .iter()
-        .filter(|(ds, name, _)| dss.contains(ds) && parse_set_id(name).is_some())
+        .filter(|(ds, name, _)| dss.contains(ds) && is_set_id(name))
         .map(|(ds, name, g)| (name.clone(), format!("{ds}@{name}"), g.clone()))
         .collect()
 }

@@ -36,8 +36,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::{Catalog, read_json};
-use crate::base::error::{Context, Error, Result};
-use crate::base::model::{Manifest, parse_set_id};
+use crate::base::error::{Error, Result};
+use crate::base::model::{Manifest, is_set_id};
 
 /// A manifest as this process last read it, with the stamp of its file:
 /// its head always, the whole manifest once a command wanted it.
@@ -227,7 +227,8 @@ impl Catalog {
                 .map(|e| e.manifest)
         }
         for ent in rd {
-            let ent = ent.ctx(format!("read {}", dir.display()))?;
+            // (the message made only on an error: this runs once a set)
+            let ent = ent.map_err(|e| Error::io(format!("read {}", dir.display()), e))?;
             let name = ent.file_name();
             let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
                 continue;
@@ -247,7 +248,7 @@ impl Catalog {
                 .ok()
                 .filter(|md| md.is_file())
                 .map(|md| FileStamp::of(&md));
-            if !vouched(stamp.as_ref()) && parse_set_id(id).is_none() {
+            if !vouched(stamp.as_ref()) && !is_set_id(id) {
                 continue;
             }
             // What this process read before, while the file kept its

@@ -50,10 +50,11 @@ pub fn welcome_since(
     previous: &StandbyRecord,
     heads: &[crate::base::catalog::SetHead],
 ) -> Result<Option<Manifest>> {
-    let Some(id) =
-        previous.committed.iter().rev().find(|id| {
-            crate::base::model::parse_set_id(id).is_some_and(|(_, k)| k == SetKind::Full)
-        })
+    let Some(id) = previous
+        .committed
+        .iter()
+        .rev()
+        .find(|id| crate::base::model::set_kind(id) == Some(SetKind::Full))
     else {
         return Ok(None);
     };

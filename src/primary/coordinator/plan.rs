@@ -93,12 +93,12 @@ pub(super) fn sets_to_ship_from(
     // site never had (committed there by whoever else held the key, dated
     // ahead) must not keep this site's own sets from shipping.
     let known: BTreeSet<&str> = heads.iter().map(|m| m.id.as_str()).collect();
+    // (canonical ids are compared as text, see `cmp_set_ids`)
     let newest_committed = committed
         .iter()
-        .filter(|c| known.contains(c.as_str()))
-        .filter_map(|c| crate::base::model::SetId::parse(c).ok())
-        .max()
-        .map(|id| id.as_str().to_string());
+        .filter(|c| known.contains(c.as_str()) && crate::base::model::is_set_id(c))
+        .max_by(|a, b| crate::base::model::cmp_set_ids(a, b).unwrap_or(std::cmp::Ordering::Equal))
+        .cloned();
     let mut out = Vec::new();
     for head in heads {
         if committed.contains(&head.id) {
