@@ -1137,6 +1137,78 @@ fn curl_s3(r: &Rgw, creds: &Path, args: &[&str], key: &str) -> f64 {
     secs
 }
 
+/// The S3 tools the issue names as the yardstick, when installed: `rclone
+/// copyto` (multipart, 4 parts in flight) and `s3cmd put` (multipart, one
+/// at a time), each with its own defaults (over http both sign the
+/// payload's SHA-256, as snapsite's chunks are signed; over https rclone
+/// sends it unsigned). `None` when the tool is not on PATH.
+fn tool_put(tool: &str, r: &Rgw, creds: &Path, file: &Path, key: &str) -> Option<f64> {
+    let have = std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        return None;
+    }
+    let text = std::fs::read_to_string(creds).unwrap();
+    let val = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} = \"")))
+            .unwrap()
+            .trim_end_matches('"')
+            .to_string()
+    };
+    let tls = r
+        .https
+        .as_ref()
+        .filter(|(endpoint, _)| r.endpoint == *endpoint)
+        .map(|(_, ca)| ca.clone());
+    let mut c = std::process::Command::new(tool);
+    // rclone reads AWS_CA_BUNDLE and refuses its own transport with it.
+    c.env_remove("AWS_CA_BUNDLE");
+    if tool == "rclone" {
+        c.envs([
+            ("RCLONE_CONFIG_LAB_TYPE", "s3".to_string()),
+            ("RCLONE_CONFIG_LAB_PROVIDER", "Ceph".to_string()),
+            ("RCLONE_CONFIG_LAB_ACCESS_KEY_ID", val("access_key")),
+            ("RCLONE_CONFIG_LAB_SECRET_ACCESS_KEY", val("secret_key")),
+            ("RCLONE_CONFIG_LAB_ENDPOINT", r.endpoint.clone()),
+            ("RCLONE_CONFIG_LAB_REGION", r.region.clone()),
+        ])
+        .args(["--config", "/dev/null", "-q", "--s3-no-check-bucket"]);
+        if let Some(ca) = &tls {
+            c.arg("--ca-cert").arg(ca);
+        }
+        c.arg("copyto")
+            .arg(file)
+            .arg(format!("lab:{}/{key}", r.bucket));
+    } else {
+        let host = r
+            .endpoint
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .to_string();
+        c.args(["-c", "/dev/null", "--no-progress", "--region"])
+            .arg(&r.region)
+            .arg(format!("--access_key={}", val("access_key")))
+            .arg(format!("--secret_key={}", val("secret_key")))
+            .arg(format!("--host={host}"))
+            .arg(format!("--host-bucket={host}"));
+        match &tls {
+            Some(ca) => c.arg("--ssl").arg(format!("--ca-certs={}", ca.display())),
+            None => c.arg("--no-ssl"),
+        };
+        c.arg("put")
+            .arg(file)
+            .arg(format!("s3://{}/{key}", r.bucket));
+    }
+    let t = std::time::Instant::now();
+    let o = c.output().unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    assert!(o.status.success(), "{tool}: {}", both(&o));
+    Some(secs)
+}
+
 /// scripts/bench-archive (issue 30's measures; long, so only with
 /// SNAPSITE_ARCHIVE_BENCH=1; the numbers are in docs/archive.md):
 /// - throughput: `snapsite archive` of a set of BIG MiB (random, so
@@ -1266,6 +1338,8 @@ fn archive_throughput_and_memory() {
     // hit all of them.
     let mut times: Vec<Vec<f64>> = vec![vec![]; who.len()];
     let (mut t_age, mut t_put, mut rss_big) = (vec![], vec![], 0);
+    const TOOLS: [&str; 2] = ["rclone", "s3cmd"];
+    let mut t_tools: Vec<Vec<f64>> = vec![vec![]; TOOLS.len()];
     for i in 0..rounds {
         // The production's floor: `btrfs send` of the snapshot, alone.
         let t = std::time::Instant::now();
@@ -1321,8 +1395,27 @@ fn archive_throughput_and_memory() {
             t_put[i],
             lab_s.map_or("?".into(), |l| format!("{l:.2}"))
         );
+        for (n, tool) in TOOLS.iter().enumerate() {
+            let lab0 = state.as_deref().map(lab_cpu);
+            let key = format!("bench/{stamp}/{tool}-{i}");
+            if let Some(s) = tool_put(tool, &r, &creds, &file, &key) {
+                let lab_s = state.as_deref().map(lab_cpu).zip(lab0).map(|(b, a)| b - a);
+                eprintln!(
+                    "MEASURE round {i}: {tool} PUT {s:.2} s, lab cpu {} s",
+                    lab_s.map_or("?".into(), |l| format!("{l:.2}"))
+                );
+                t_tools[n].push(s);
+            }
+        }
     }
     let c = median(t_put);
+    // The yardsticks the issue names (rclone, s3cmd), when installed.
+    let tools: Vec<(&str, f64)> = TOOLS
+        .iter()
+        .zip(&t_tools)
+        .filter(|(_, t)| !t.is_empty())
+        .map(|(tool, t)| (*tool, median(t.clone())))
+        .collect();
     for (w, (label, _, _, _)) in who.iter().enumerate() {
         let a = median(times[w].clone());
         eprintln!(
@@ -1332,6 +1425,13 @@ fn archive_throughput_and_memory() {
             mib as f64 / c,
             c / a
         );
+        for (tool, t) in &tools {
+            eprintln!(
+                "MEASURE archive {label} {mib} MiB against {tool} PUT {t:.2} s = {:.0} MiB/s: archive/{tool} throughput ratio {:.2}",
+                mib as f64 / t,
+                t / a
+            );
+        }
     }
     let g = median(t_age);
     eprintln!(
