@@ -1104,17 +1104,21 @@ fn lab_cpu(state: &Path) -> f64 {
         .sum()
 }
 
+/// Key `k` (`access_key`, `secret_key`) of a credentials file.
+fn cred(creds: &Path, k: &str) -> String {
+    std::fs::read_to_string(creds)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{k} = \"")))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_string()
+}
+
 /// `curl --aws-sigv4` as the primary: the raw transfer the archive is
 /// measured against (UNSIGNED-PAYLOAD, one stream, as `curl -T` sends).
 fn curl_s3(r: &Rgw, creds: &Path, args: &[&str], key: &str) -> f64 {
-    let text = std::fs::read_to_string(creds).unwrap();
-    let val = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k} = \"")))
-            .unwrap()
-            .trim_end_matches('"')
-            .to_string()
-    };
+    let val = |k: &str| cred(creds, k);
     let mut c = std::process::Command::new("curl");
     c.args(["-sS", "-f", "--aws-sigv4"])
         .arg(format!("aws:amz:{}:s3", r.region))
@@ -1150,14 +1154,7 @@ fn tool_put(tool: &str, r: &Rgw, creds: &Path, file: &Path, key: &str) -> Option
     if !have {
         return None;
     }
-    let text = std::fs::read_to_string(creds).unwrap();
-    let val = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k} = \"")))
-            .unwrap()
-            .trim_end_matches('"')
-            .to_string()
-    };
+    let val = |k: &str| cred(creds, k);
     let tls = r
         .https
         .as_ref()
