@@ -601,7 +601,13 @@ rebuilt).
 
 Primary (`ship`), per session:
 
-- `peer.json` (what the peer said in the handshake: the split-brain record).
+- `peer.json` (what the peer said in the handshake: the split-brain record),
+  written when the peer says something new (site, role, generation, a
+  refusal) or when the one recorded was seen an hour ago or more (its
+  `seen_at` is for display: `status` says when the peer last said it);
+  a ship every few minutes to the same standby no longer rewrites it (2
+  syncs) each time. A power cut can only leave the older record, which
+  says the same.
 - `standby.json`, the record of what the standby holds (prune's common
   snapshot, `status`): written once per committed set, the last set's write
   being the session's end (with `last_ship_ok`). Before, it was also written
