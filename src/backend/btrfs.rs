@@ -634,8 +634,9 @@ impl Btrfs {
         };
         let mut receiving = std::collections::BTreeSet::new();
         for ent in rd {
-            // (the message made only on an error: this runs once a snapshot)
-            let ent = ent.map_err(|e| Error::io(format!("read {}", dir.display()), e))?;
+            // (format_args!: the message is made only on an error, this
+            // runs once a snapshot)
+            let ent = ent.ctx(format_args!("read {}", dir.display()))?;
             let name = ent.file_name().to_string_lossy().into_owned();
             if let Some(n) = name.strip_prefix(MARKER_PREFIX) {
                 receiving.insert(n.to_string());

@@ -36,7 +36,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::{Catalog, read_json};
-use crate::base::error::{Error, Result};
+use crate::base::error::{Context, Error, Result};
 use crate::base::model::{Manifest, is_set_id};
 
 /// A manifest as this process last read it, with the stamp of its file:
@@ -227,8 +227,9 @@ impl Catalog {
                 .map(|e| e.manifest)
         }
         for ent in rd {
-            // (the message made only on an error: this runs once a set)
-            let ent = ent.map_err(|e| Error::io(format!("read {}", dir.display()), e))?;
+            // (format_args!: the message is made only on an error, this
+            // runs once a set)
+            let ent = ent.ctx(format_args!("read {}", dir.display()))?;
             let name = ent.file_name();
             let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
                 continue;
