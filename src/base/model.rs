@@ -153,7 +153,15 @@ pub fn canonical_set_id(id: &str) -> Option<SetKind> {
         b"-redolog" => SetKind::Redolog,
         _ => return None,
     };
-    let [year, month, day, hour, minute, second, _] = id_fields(&b[..20])?;
+    if b[8] != b'T' || b[15] != b'.' || b[19] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    let (year, month, day) = (num(0..4)?, num(4..6)?, num(6..8)?);
     let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
     let days = match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
@@ -162,8 +170,12 @@ pub fn canonical_set_id(id: &str) -> Option<SetKind> {
         2 => 28,
         _ => return None,
     };
-    let in_range =
-        year <= 9998 && (1..=days).contains(&day) && hour <= 23 && minute <= 59 && second <= 59;
+    let in_range = year <= 9998
+        && (1..=days).contains(&day)
+        && num(9..11)? <= 23
+        && num(11..13)? <= 59
+        && num(13..15)? <= 59
+        && num(16..19).is_some();
     in_range.then_some(kind)
 }
 
@@ -196,42 +208,26 @@ pub fn cmp_set_ids(a: &str, b: &str) -> Option<std::cmp::Ordering> {
 /// jiff. `None` sends the caller to the general parser. Listings parse
 /// every snapshot name, so this is on every command's path.
 fn id_time_fast(ts: &str) -> Option<Timestamp> {
-    let [year, month, day, hour, minute, second, milli] = id_fields(ts.as_bytes())?;
+    let b = ts.as_bytes();
+    if b.len() != 20 || b[8] != b'T' || b[15] != b'.' || b[19] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i32> {
+        b[r].iter().try_fold(0i32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + i32::from(c - b'0'))
+        })
+    };
     let dt = jiff::civil::DateTime::new(
-        i16::try_from(year).ok()?,
-        i8::try_from(month).ok()?,
-        i8::try_from(day).ok()?,
-        i8::try_from(hour).ok()?,
-        i8::try_from(minute).ok()?,
-        i8::try_from(second).ok()?,
-        i32::try_from(milli * 1_000_000).ok()?,
+        i16::try_from(num(0..4)?).ok()?,
+        i8::try_from(num(4..6)?).ok()?,
+        i8::try_from(num(6..8)?).ok()?,
+        i8::try_from(num(9..11)?).ok()?,
+        i8::try_from(num(11..13)?).ok()?,
+        i8::try_from(num(13..15)?).ok()?,
+        num(16..19)? * 1_000_000,
     )
     .ok()?;
     jiff::tz::Offset::UTC.to_timestamp(dt).ok()
-}
-
-/// The numbers of an id's `YYYYmmddTHHMMSS.fffZ` part (year, month, day,
-/// hour, minute, second, millisecond) when it has exactly that layout,
-/// digits where the digits go; their ranges are the callers' to check
-/// (`canonical_set_id` by hand, `id_time_fast` by jiff).
-fn id_fields(ts: &[u8]) -> Option<[u32; 7]> {
-    if ts.len() != 20 || ts[8] != b'T' || ts[15] != b'.' || ts[19] != b'Z' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        ts[r].iter().try_fold(0u32, |acc, &c| {
-            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-        })
-    };
-    Some([
-        num(0..4)?,
-        num(4..6)?,
-        num(6..8)?,
-        num(9..11)?,
-        num(11..13)?,
-        num(13..15)?,
-        num(16..19)?,
-    ])
 }
 
 impl Ord for SetId {
