@@ -55,6 +55,7 @@ macro_rules! require_lab {
     };
 }
 
+mod archive;
 #[path = "../common/cmdcount.rs"]
 mod cmdcount;
 mod crash;
