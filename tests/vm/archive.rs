@@ -128,17 +128,15 @@ type Files = Vec<(&'static str, &'static str, Vec<u8>)>;
 /// 64 KiB more in mysql) and s3 (redolog); restores a standby that never
 /// received a set from the archive alone, and fails over to s2 + s3.
 fn archive_restore_fail_over<S: TwoSites, G>(
+    env: &[(String, String)],
     lab: &Lab<S, G>,
     kind: &str,
     put: &dyn Fn(&str, &str, &[u8]),
     live: &dyn Fn(&str) -> PathBuf,
 ) {
-    let Some(env) = rgw_env() else {
-        return;
-    };
     let t0 = Instant::now();
     let dir = lab.dir().to_path_buf();
-    let (pri, stb) = with_archive(&env, &dir, &lab.pri_cfg, &lab.stb_cfg, kind);
+    let (pri, stb) = with_archive(env, &dir, &lab.pri_cfg, &lab.stb_cfg, kind);
     let mut files: Files = vec![
         ("mysql", "db", pattern(1, 3 << 20)),
         ("redolog", "log", b"redo 1\n".to_vec()),
@@ -244,6 +242,9 @@ fn archive_restore_fail_over<S: TwoSites, G>(
 #[test]
 fn zfs_archive_restore_a_fresh_standby_and_fail_over() {
     require_lab!();
+    let Some(env) = rgw_env() else {
+        return;
+    };
     let sites = ZfsSites::new("ar", 256 * MIB, 512 * MIB);
     sites.live_container();
     let roles = ["mysql", "redolog"];
@@ -265,12 +266,15 @@ fn zfs_archive_restore_a_fresh_standby_and_fail_over() {
         std::fs::write(zfs_mountpoint(&lab.a.dataset(role)).join(name), data).unwrap();
     };
     let live = |role: &str| lab.dir.join("app").join(role);
-    archive_restore_fail_over(&lab, "zfs", &put, &live);
+    archive_restore_fail_over(&env, &lab, "zfs", &put, &live);
 }
 
 #[test]
 fn lvm_archive_restore_a_fresh_standby_and_fail_over() {
     require_lab!();
+    let Some(env) = rgw_env() else {
+        return;
+    };
     let sites = LvmSites::new("ar", 1024 * MIB, "512M");
     let roles = ["mysql", "redolog"];
     let (mut p, mut s) = (String::new(), String::new());
@@ -290,5 +294,5 @@ fn lvm_archive_restore_a_fresh_standby_and_fail_over() {
         sh(&["sync"]);
     };
     let live = |role: &str| lab.dir.join("app").join(role);
-    archive_restore_fail_over(&lab, "lvm", &put, &live);
+    archive_restore_fail_over(&env, &lab, "lvm", &put, &live);
 }
