@@ -196,25 +196,16 @@ fn archive_restore_fail_over<S: TwoSites, G>(
 
     // A standby that never received a set, rebuilt from the archive.
     assert_eq!(lab.standby_manifests(), 0);
-    let dry = snapsite_json(
-        &stb,
-        &[
-            "restore",
-            "--from",
-            "offsite",
-            "--set",
-            &s3,
-            "--dry-run",
-            "--json",
-        ],
-    );
+    let restore = |extra: &[&str]| {
+        let mut argv = vec!["restore", "--from", "offsite", "--set", &s3, "--json"];
+        argv.extend_from_slice(extra);
+        snapsite_json(&stb, &argv)
+    };
+    let dry = restore(&["--dry-run"]);
     assert_eq!(dry["chain"], serde_json::json!([s1, s2, s3]), "{dry}");
     assert_eq!(lab.standby_manifests(), 0, "a dry run restores nothing");
     let t = Instant::now();
-    let rr = snapsite_json(
-        &stb,
-        &["restore", "--from", "offsite", "--set", &s3, "--json"],
-    );
+    let rr = restore(&[]);
     eprintln!(
         "MEASURE {kind}: restore of 3 sets {:.1} s: {rr}",
         t.elapsed().as_secs_f64()
@@ -222,10 +213,7 @@ fn archive_restore_fail_over<S: TwoSites, G>(
     assert_eq!(rr["restored"].as_array().unwrap().len(), 3, "{rr}");
     assert_eq!(lab.standby_manifests(), 3);
     // Rerun: everything is here already, nothing is received again.
-    let again = snapsite_json(
-        &stb,
-        &["restore", "--from", "offsite", "--set", &s3, "--json"],
-    );
+    let again = restore(&[]);
     assert!(again["restored"].as_array().unwrap().is_empty(), "{again}");
     let sets = snapsite_json(&stb, &["sets", "--json"]);
     for id in [&s1, &s2, &s3] {
