@@ -739,11 +739,29 @@ pub(super) mod codec {
         }
     }
 
-    pub struct Dec<'a>(std::str::Split<'a, char>);
+    /// A line's tokens, as `split('\t')` gives them (the text after the
+    /// last tab the last one, then `None`), found by a byte loop: tokens
+    /// are short, and a `memchr` call a token cost more than its scan.
+    pub struct Dec<'a>(Option<&'a str>);
 
     impl<'a> Dec<'a> {
-        fn tok(&mut self) -> Option<&'a str> {
-            self.0.next()
+        pub fn new(tokens: &'a str) -> Dec<'a> {
+            Dec(Some(tokens))
+        }
+
+        pub fn tok(&mut self) -> Option<&'a str> {
+            let rest = self.0?;
+            match rest.bytes().position(|c| c == b'\t') {
+                // (a tab is one byte: both cuts fall on char boundaries)
+                Some(i) => {
+                    self.0 = Some(&rest[i + 1..]);
+                    Some(&rest[..i])
+                }
+                None => {
+                    self.0 = None;
+                    Some(rest)
+                }
+            }
         }
     }
 
@@ -953,10 +971,11 @@ pub(super) mod codec {
     /// starts with `=`, and a tab inside one is escaped). `None` when
     /// the head's tokens are malformed.
     pub fn decode_head(tokens: &str) -> Option<super::SetHead> {
-        if !tokens.ends_with(&format!("\t{END}")) {
+        // (`$` after a tab; no string made for the test, once a set)
+        if !tokens.strip_suffix(END).is_some_and(|t| t.ends_with('\t')) {
             return None;
         }
-        let mut d = Dec(tokens.split('\t'));
+        let mut d = Dec::new(tokens);
         let _format = u32::dec(&mut d)?;
         let id = String::dec(&mut d)?;
         let kind = SetKind::dec(&mut d)?;
@@ -980,7 +999,7 @@ pub(super) mod codec {
     /// The manifest of one line's tokens; `None` for anything malformed
     /// (including tokens left over).
     pub fn decode(tokens: &str) -> Option<Manifest> {
-        let mut d = Dec(tokens.split('\t'));
+        let mut d = Dec::new(tokens);
         let m = Manifest::dec(&mut d)?;
         (d.tok() == Some(END) && d.tok().is_none()).then_some(m)
     }

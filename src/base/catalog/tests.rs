@@ -832,3 +832,21 @@ fn a_cut_or_damaged_index_costs_parses_never_a_wrong_answer() {
         assert_eq!(c.set_heads().unwrap(), heads(&c), "damage {i}, again");
     }
 }
+
+proptest::proptest! {
+    /// The codec's tokenizer gives what `split('\t')` gives, to the end.
+    #[test]
+    fn the_token_reader_is_split_at_tabs(
+        pieces in proptest::collection::vec(
+            proptest::sample::select(vec!["\t", "a", "=", "$", "\u{e9}", "\\t", "12"]),
+            0..30,
+        ),
+    ) {
+        let t: String = pieces.concat();
+        let mut d = codec::Dec::new(&t);
+        let mut split = t.split('\t');
+        for _ in 0..=pieces.len() + 1 {
+            proptest::prop_assert_eq!(d.tok(), split.next());
+        }
+    }
+}
