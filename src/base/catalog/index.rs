@@ -237,18 +237,19 @@ impl Catalog {
             // A name this process or the index has seen with this stamp
             // was checked then (only set ids get there): parsing a set
             // id's time is most of what a remembered set costs.
-            let vouched = |stamp: Option<&FileStamp>| {
-                stamp.is_some()
-                    && (old.get(id).is_some_and(|e| Some(&e.stamp) == stamp)
-                        || index_cell
-                            .get()
-                            .is_some_and(|ix| line(ix, id, stamp).is_some()))
-            };
             let stamp = ent
                 .metadata()
                 .ok()
                 .filter(|md| md.is_file())
                 .map(|md| FileStamp::of(&md));
+            // The set's line, if the index was read: looked up once, for
+            // the three questions below (nothing reads the index between).
+            let ix_line = index_cell.get().map(|ix| line(ix, id, stamp.as_ref()));
+            let vouched = |stamp: Option<&FileStamp>| {
+                stamp.is_some()
+                    && (old.get(id).is_some_and(|e| Some(&e.stamp) == stamp)
+                        || ix_line.is_some_and(|l| l.is_some()))
+            };
             if !vouched(stamp.as_ref()) && !is_set_id(id) {
                 continue;
             }
@@ -262,13 +263,17 @@ impl Catalog {
             let entry = match cached {
                 // Still indexed, unless the index was read and lacks it.
                 Some(mut e) => {
-                    if let Some(ix) = index_cell.get() {
-                        e.indexed = line(ix, id, stamp.as_ref()).is_some();
+                    if let Some(l) = ix_line {
+                        e.indexed = l.is_some();
                     }
                     e
                 }
                 None => {
-                    let from_line = line(index(), id, stamp.as_ref()).and_then(|tokens| {
+                    let tokens = match ix_line {
+                        Some(l) => l,
+                        None => line(index(), id, stamp.as_ref()),
+                    };
+                    let from_line = tokens.and_then(|tokens| {
                         let stamp = stamp.clone().unwrap_or_default();
                         if whole {
                             let m = codec::decode(tokens).filter(|m| m.id == id)?;
