@@ -237,18 +237,19 @@ impl Catalog {
             // A name this process or the index has seen with this stamp
             // was checked then (only set ids get there): parsing a set
             // id's time is most of what a remembered set costs.
-            let vouched = |stamp: Option<&FileStamp>| {
-                stamp.is_some()
-                    && (old.get(id).is_some_and(|e| Some(&e.stamp) == stamp)
-                        || index_cell
-                            .get()
-                            .is_some_and(|ix| line(ix, id, stamp).is_some()))
-            };
             let stamp = ent
                 .metadata()
                 .ok()
                 .filter(|md| md.is_file())
                 .map(|md| FileStamp::of(&md));
+            // The set's line, if the index was read: looked up once, for
+            // the three questions below (nothing reads the index between).
+            let ix_line = index_cell.get().map(|ix| line(ix, id, stamp.as_ref()));
+            let vouched = |stamp: Option<&FileStamp>| {
+                stamp.is_some()
+                    && (old.get(id).is_some_and(|e| Some(&e.stamp) == stamp)
+                        || ix_line.is_some_and(|l| l.is_some()))
+            };
             if !vouched(stamp.as_ref()) && !is_set_id(id) {
                 continue;
             }
@@ -262,13 +263,17 @@ impl Catalog {
             let entry = match cached {
                 // Still indexed, unless the index was read and lacks it.
                 Some(mut e) => {
-                    if let Some(ix) = index_cell.get() {
-                        e.indexed = line(ix, id, stamp.as_ref()).is_some();
+                    if let Some(l) = ix_line {
+                        e.indexed = l.is_some();
                     }
                     e
                 }
                 None => {
-                    let from_line = line(index(), id, stamp.as_ref()).and_then(|tokens| {
+                    let tokens = match ix_line {
+                        Some(l) => l,
+                        None => line(index(), id, stamp.as_ref()),
+                    };
+                    let from_line = tokens.and_then(|tokens| {
                         let stamp = stamp.clone().unwrap_or_default();
                         if whole {
                             let m = codec::decode(tokens).filter(|m| m.id == id)?;
@@ -508,6 +513,7 @@ impl Catalog {
 pub(super) mod codec {
     use std::collections::HashMap;
     use std::fmt::Write as _;
+    use std::hash::{BuildHasher, Hasher};
 
     use jiff::Timestamp;
 
@@ -525,46 +531,192 @@ pub(super) mod codec {
         pub manifest: &'a str,
     }
 
+    /// The last line of each set id.
+    pub struct Entries<'a>(HashMap<&'a str, Entry<'a>, IdHashing>);
+
+    impl<'a> Entries<'a> {
+        pub fn get(&self, id: &str) -> Option<&Entry<'a>> {
+            self.0.get(id)
+        }
+
+        /// How many ids have a line.
+        #[cfg(test)]
+        pub fn len(&self) -> usize {
+            self.0.len()
+        }
+
+        /// Every id with its entry, in no order.
+        #[cfg(test)]
+        pub fn iter(&self) -> impl Iterator<Item = (&&'a str, &Entry<'a>)> {
+            self.0.iter()
+        }
+    }
+
+    /// The hash of an id in [`Entries`]: eight bytes a step (FxHash's
+    /// step) from a seed drawn once per process, and splitmix64's
+    /// finalizer, so that ids differing in a few digits spread over the
+    /// table. Not SipHash, which hashing every id twice made a tenth of a
+    /// no-change ship: the keys are this site's own set ids (ids a
+    /// primary chose reach it only through committed manifests, whose
+    /// names are checked set ids), and the seed keeps collisions from
+    /// being computed ahead (a slower lookup is all they could cause).
+    #[derive(Clone)]
+    pub struct IdHashing(u64);
+
+    impl IdHashing {
+        fn new() -> IdHashing {
+            static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+            IdHashing(
+                *SEED.get_or_init(|| std::collections::hash_map::RandomState::new().hash_one(0u64)),
+            )
+        }
+    }
+
+    impl BuildHasher for IdHashing {
+        type Hasher = IdHasher;
+
+        fn build_hasher(&self) -> IdHasher {
+            IdHasher(self.0)
+        }
+    }
+
+    pub struct IdHasher(u64);
+
+    impl Hasher for IdHasher {
+        fn write(&mut self, bytes: &[u8]) {
+            for chunk in bytes.chunks(8) {
+                let mut w = [0u8; 8];
+                w[..chunk.len()].copy_from_slice(chunk);
+                self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w))
+                    .wrapping_mul(0x517c_c1b7_2722_0a95);
+            }
+        }
+
+        fn finish(&self) -> u64 {
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+    }
+
     pub struct Index<'a> {
         /// The last line of each set id.
-        pub entries: HashMap<&'a str, Entry<'a>>,
+        pub entries: Entries<'a>,
         /// Lines after the first, whatever they hold.
         pub lines: usize,
     }
 
     /// An index file's entries; `None` when its first line is not
     /// [`MAGIC`]. A line that does not split is left out (and counted).
+    ///
+    /// Lines are what [`str::lines`] makes of the text (split at `\n`, a
+    /// `\r` before it dropped), a line's fields what `splitn(6, '\t')`
+    /// makes of it and each stamp number what `str::parse` accepts: the
+    /// parser this one replaced, kept in the tests as the reference the
+    /// two are compared with on cut and damaged files. This one finds the
+    /// line ends with `memchr` (most of the text is the manifests' tokens,
+    /// which only the sets a command uses decode) and reads a number of
+    /// plain digits by hand, leaving anything else (a sign, more than 19
+    /// digits) to `str::parse`.
     pub fn parse(text: &str) -> Option<Index<'_>> {
-        let mut it = text.lines();
-        if it.next() != Some(MAGIC) {
+        let mut lines = Lines(text);
+        if lines.next() != Some(MAGIC) {
             return None;
         }
-        let mut entries = HashMap::new();
-        let mut lines = 0;
-        for l in it {
-            lines += 1;
-            let mut f = l.splitn(6, '\t');
-            let mut split = || -> Option<(&str, Entry<'_>)> {
-                let id = f.next()?;
-                let stamp = FileStamp {
-                    len: f.next()?.parse().ok()?,
-                    ino: f.next()?.parse().ok()?,
-                    mtime_ns: f.next()?.parse().ok()?,
-                    ctime_ns: f.next()?.parse().ok()?,
-                };
-                Some((
-                    id,
-                    Entry {
-                        stamp,
-                        manifest: f.next()?,
-                    },
-                ))
-            };
-            if let Some((id, e)) = split() {
-                entries.insert(id, e);
+        let mut all = Vec::new();
+        let mut count = 0;
+        for l in lines {
+            count += 1;
+            if let Some(e) = split_line(l) {
+                all.push(e);
             }
         }
-        Some(Index { entries, lines })
+        // A later line of an id replaces an earlier one.
+        let mut entries = HashMap::with_capacity_and_hasher(all.len(), IdHashing::new());
+        entries.extend(all);
+        Some(Index {
+            entries: Entries(entries),
+            lines: count,
+        })
+    }
+
+    /// [`str::lines`], with the line ends found by `memchr`.
+    struct Lines<'a>(&'a str);
+
+    impl<'a> Iterator for Lines<'a> {
+        type Item = &'a str;
+
+        fn next(&mut self) -> Option<&'a str> {
+            if self.0.is_empty() {
+                return None;
+            }
+            let Some(end) = memchr::memchr(b'\n', self.0.as_bytes()) else {
+                // The last line, unended: kept as it is (a `\r` too).
+                return Some(std::mem::take(&mut self.0));
+            };
+            // (`\n` is one byte: both cuts fall on char boundaries)
+            let (line, rest) = (&self.0[..end], &self.0[end + 1..]);
+            self.0 = rest;
+            Some(line.strip_suffix('\r').unwrap_or(line))
+        }
+    }
+
+    /// One line's id, stamp and manifest tokens: `splitn(6, '\t')`'s
+    /// pieces, the four numbers parsed; `None` as soon as one is missing
+    /// or does not parse.
+    fn split_line(l: &str) -> Option<(&str, Entry<'_>)> {
+        let b = l.as_bytes();
+        let tab = memchr::memchr(b'\t', b)?;
+        let id = &l[..tab];
+        let mut at = tab + 1;
+        let len = number::<u64>(l, &mut at)?;
+        let ino = number::<u64>(l, &mut at)?;
+        let mtime_ns = number::<i128>(l, &mut at)?;
+        let ctime_ns = number::<i128>(l, &mut at)?;
+        Some((
+            id,
+            Entry {
+                stamp: FileStamp {
+                    len,
+                    ino,
+                    mtime_ns,
+                    ctime_ns,
+                },
+                manifest: &l[at..],
+            },
+        ))
+    }
+
+    /// The field of `l` at `*at`, up to the next tab (which must be
+    /// there: a manifest follows every number), parsed as `str::parse`
+    /// would; `*at` moved past the tab.
+    fn number<T: std::str::FromStr + From<u64>>(l: &str, at: &mut usize) -> Option<T> {
+        let b = &l.as_bytes()[*at..];
+        // Plain digits, at most 19 (below u64::MAX, so no overflow): what
+        // every stamp this version writes is, and parse would take.
+        let (mut digits, mut v) = (0, 0u64);
+        while let Some(d) = b
+            .get(digits)
+            .map(|c| c.wrapping_sub(b'0'))
+            .filter(|d| *d <= 9)
+        {
+            if digits == 19 {
+                break;
+            }
+            v = v * 10 + u64::from(d);
+            digits += 1;
+        }
+        if digits > 0 && b.get(digits) == Some(&b'\t') {
+            *at += digits + 1;
+            return Some(T::from(v));
+        }
+        // Anything else (a sign, leading zeros beyond 19 digits, not a
+        // number): the field as `splitn` cuts it, and `parse`.
+        let tab = memchr::memchr(b'\t', b)?;
+        let v = l[*at..*at + tab].parse().ok()?;
+        *at += tab + 1;
+        Some(v)
     }
 
     /// One line with `m` encoded.
@@ -592,11 +744,29 @@ pub(super) mod codec {
         }
     }
 
-    pub struct Dec<'a>(std::str::Split<'a, char>);
+    /// A line's tokens, as `split('\t')` gives them (the text after the
+    /// last tab the last one, then `None`), found by a byte loop: tokens
+    /// are short, and a `memchr` call a token cost more than its scan.
+    pub struct Dec<'a>(Option<&'a str>);
 
     impl<'a> Dec<'a> {
-        fn tok(&mut self) -> Option<&'a str> {
-            self.0.next()
+        pub fn new(tokens: &'a str) -> Dec<'a> {
+            Dec(Some(tokens))
+        }
+
+        pub fn tok(&mut self) -> Option<&'a str> {
+            let rest = self.0?;
+            match rest.bytes().position(|c| c == b'\t') {
+                // (a tab is one byte: both cuts fall on char boundaries)
+                Some(i) => {
+                    self.0 = Some(&rest[i + 1..]);
+                    Some(&rest[..i])
+                }
+                None => {
+                    self.0 = None;
+                    Some(rest)
+                }
+            }
         }
     }
 
@@ -806,10 +976,11 @@ pub(super) mod codec {
     /// starts with `=`, and a tab inside one is escaped). `None` when
     /// the head's tokens are malformed.
     pub fn decode_head(tokens: &str) -> Option<super::SetHead> {
-        if !tokens.ends_with(&format!("\t{END}")) {
+        // (`$` after a tab; no string made for the test, once a set)
+        if !tokens.strip_suffix(END).is_some_and(|t| t.ends_with('\t')) {
             return None;
         }
-        let mut d = Dec(tokens.split('\t'));
+        let mut d = Dec::new(tokens);
         let _format = u32::dec(&mut d)?;
         let id = String::dec(&mut d)?;
         let kind = SetKind::dec(&mut d)?;
@@ -833,7 +1004,7 @@ pub(super) mod codec {
     /// The manifest of one line's tokens; `None` for anything malformed
     /// (including tokens left over).
     pub fn decode(tokens: &str) -> Option<Manifest> {
-        let mut d = Dec(tokens.split('\t'));
+        let mut d = Dec::new(tokens);
         let m = Manifest::dec(&mut d)?;
         (d.tok() == Some(END) && d.tok().is_none()).then_some(m)
     }

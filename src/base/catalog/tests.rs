@@ -589,3 +589,264 @@ fn the_next_standby_record_writer_removes_a_dead_writers_temp_files() {
         assert_eq!(c.standby_head_of(name).unwrap(), Some(r.head()));
     }
 }
+
+/// A stamp's (size, inode, mtime, ctime).
+type Stamp = (u64, u64, i128, i128);
+
+/// An index's entries (id, stamp, manifest tokens; by id) and its count
+/// of lines.
+type Parsed = (Vec<(String, Stamp, String)>, usize);
+
+/// The index parser this version replaced (`str::lines`, `splitn(6,
+/// '\t')`, `str::parse`, a map of the last line of each id): the
+/// reference the hand parser must equal on any text, so that it accepts
+/// and refuses exactly what it did.
+fn reference_parse(text: &str) -> Option<Parsed> {
+    let mut it = text.lines();
+    if it.next() != Some(codec::MAGIC) {
+        return None;
+    }
+    let mut entries = std::collections::HashMap::new();
+    let mut lines = 0;
+    for l in it {
+        lines += 1;
+        let mut f = l.splitn(6, '\t');
+        let mut split = || -> Option<(&str, Stamp, &str)> {
+            let id = f.next()?;
+            let stamp = (
+                f.next()?.parse().ok()?,
+                f.next()?.parse().ok()?,
+                f.next()?.parse().ok()?,
+                f.next()?.parse().ok()?,
+            );
+            Some((id, stamp, f.next()?))
+        };
+        if let Some((id, stamp, manifest)) = split() {
+            entries.insert(id, (stamp, manifest));
+        }
+    }
+    let mut v: Vec<_> = entries
+        .into_iter()
+        .map(|(id, (s, m))| (id.to_string(), s, m.to_string()))
+        .collect();
+    v.sort();
+    Some((v, lines))
+}
+
+/// What `codec::parse` made of `text`, in `reference_parse`'s form (and
+/// every entry found again by `get`).
+fn parsed(text: &str) -> Option<Parsed> {
+    let ix = codec::parse(text)?;
+    let mut v: Vec<_> = ix
+        .entries
+        .iter()
+        .map(|(id, e)| (id.to_string(), e.stamp.parts(), e.manifest.to_string()))
+        .collect();
+    v.sort();
+    assert_eq!(v.len(), ix.entries.len());
+    for (id, stamp, manifest) in &v {
+        let e = ix.entries.get(id).expect("found by get");
+        assert_eq!((&e.stamp.parts(), e.manifest), (stamp, manifest.as_str()));
+    }
+    Some((v, ix.lines))
+}
+
+/// An index as the catalog writes it: some sets, one rewritten (two lines
+/// of one id), one with a string needing escapes.
+fn a_real_index() -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Catalog::new(dir.path());
+    let ids = ids(5);
+    write_all(&c, &ids, 1);
+    let mut m = manifest(&ids[2], 3, &ids[2]);
+    m.site = "p\tq\\r\u{e9}".into();
+    c.write_manifest(&m).unwrap();
+    std::fs::read_to_string(c.root().join("sets.index")).unwrap()
+}
+
+/// The hand parser equals the reference on a real index, on every cut of
+/// it (a kill during an append or a write) and on every ASCII byte of it
+/// replaced by each byte that means something to a line's layout (a
+/// damaged file): the same entries, the same last line per id, the same
+/// count of lines, `None` for the same files.
+#[test]
+fn the_index_parser_accepts_and_refuses_what_the_reference_does() {
+    let text = a_real_index();
+    assert_eq!(text.lines().count(), 1 + 6, "{text}");
+    let (entries, lines) = parsed(&text).expect("an index");
+    assert_eq!((entries.len(), lines), (5, 6));
+    assert_eq!(parsed(&text), reference_parse(&text));
+    for cut in 0..=text.len() {
+        if text.is_char_boundary(cut) {
+            let t = &text[..cut];
+            assert_eq!(parsed(t), reference_parse(t), "cut at {cut}");
+        }
+    }
+    let mut tried = 0;
+    for at in 0..text.len() {
+        if !text.as_bytes()[at].is_ascii() {
+            continue;
+        }
+        for b in [b'\t', b'\n', b'\r', b'+', b'-', b'0', b'9', b'x', b' '] {
+            let mut bytes = text.clone().into_bytes();
+            bytes[at] = b;
+            let t = String::from_utf8(bytes).unwrap();
+            assert_eq!(parsed(&t), reference_parse(&t), "byte {at} set to {b}");
+            tried += 1;
+        }
+    }
+    assert!(tried > 1000, "{tried}");
+}
+
+/// Stamp numbers at and past the hand parser's edges (19 digits, signs,
+/// leading zeros, beyond u64 and i128) and odd line ends: as the
+/// reference parses them.
+#[test]
+fn the_index_parser_reads_numbers_and_line_ends_as_the_reference_does() {
+    let numbers = [
+        "0",
+        "7",
+        "+7",
+        "-7",
+        "",
+        "-",
+        "+",
+        "1 ",
+        " 1",
+        "9999999999999999999",
+        "10000000000000000000",
+        "18446744073709551615",
+        "18446744073709551616",
+        "000000000000000000000000012",
+        "-170141183460469231731687303715884105728",
+        "170141183460469231731687303715884105728",
+        "1a",
+        "٣",
+    ];
+    let mut text = format!("{}\n", codec::MAGIC);
+    let mut n = 0;
+    for a in numbers {
+        for b in numbers {
+            n += 1;
+            text.push_str(&format!("id{n}\t{a}\t{a}\t{b}\t{b}\tm\t$\n"));
+            text.push_str(&format!("jd{n}\t1\t{b}\t2\t{a}\t\n"));
+        }
+    }
+    for tail in [
+        "k\t1\t2\t3\t4\tm\r\n",
+        "k2\t1\t2\t3\t4\tm\r\r\n",
+        "\n\n",
+        "\r\n",
+        "k3\t1\t2\t3\t4",
+        "k4\t1\t2\t3\t4\t",
+        "k5\t1\t2\t3\t4\tm\r",
+    ] {
+        let t = format!("{text}{tail}");
+        assert_eq!(parsed(&t), reference_parse(&t), "{tail:?}");
+    }
+    let (entries, _) = parsed(&text).unwrap();
+    assert!(
+        entries.len() > numbers.len(),
+        "some parse: {}",
+        entries.len()
+    );
+    assert!(entries.len() < 2 * n, "some do not: {}", entries.len());
+    for head in [
+        "",
+        "\n",
+        "snapsite-sets-index 1\n",
+        "snapsite-sets-index 2\r\n",
+        "x",
+    ] {
+        let t = format!("{head}a\t1\t2\t3\t4\tm\n");
+        assert_eq!(parsed(&t), reference_parse(&t), "{head:?}");
+    }
+}
+
+proptest::proptest! {
+    /// Any text made of a line's pieces: as the reference parses it.
+    #[test]
+    fn the_index_parser_equals_the_reference_on_any_text(
+        pieces in proptest::collection::vec(
+            proptest::sample::select(vec![
+                "\t", "\n", "\r", "1", "0", "+", "-", "x", "id", "$", "9999999999",
+                "snapsite-sets-index 2\n", "=", "\u{e9}", "\nid\t1\t2\t3\t4\t=m\t$",
+                "\nid\t", "1\t", "\t\t", "-1\t",
+            ]),
+            0..80,
+        ),
+        magic in proptest::bool::ANY,
+    ) {
+        let mut t = if magic { format!("{}\n", codec::MAGIC) } else { String::new() };
+        t.extend(pieces);
+        proptest::prop_assert_eq!(parsed(&t), reference_parse(&t));
+    }
+}
+
+/// A cut or damaged index, read by a new process: every answer is the
+/// files' (never a wrong one), and after that read a new process finds
+/// every set in the index again (rebuilt by appended lines or a
+/// compaction). The damage is of the kinds the index detects (a cut, a
+/// line's layout broken); a number changed inside a line that still
+/// decodes is believed, as before this parser (it is the site's own
+/// cache, checked by the manifest file's stamp only).
+#[test]
+fn a_cut_or_damaged_index_costs_parses_never_a_wrong_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Catalog::new(dir.path());
+    let ids = ids(6);
+    write_all(&c, &ids, 1);
+    let index = c.root().join("sets.index");
+    let good = std::fs::read_to_string(&index).unwrap();
+    let heads = |c: &Catalog| -> Vec<SetHead> { from_files(c).iter().map(SetHead::of).collect() };
+    let mut damaged = Vec::new();
+    // Truncated: in the magic line, at a line's start, inside lines.
+    for cut in [
+        0,
+        5,
+        22,
+        good.len() / 3,
+        good.len() / 2,
+        good.len() - 2,
+        good.len() - 1,
+    ] {
+        damaged.push(good[..cut].to_string());
+    }
+    // Corrupted: a line's tabs, its end token, a stamp's digit made a
+    // letter, a line end removed (two lines joined), a line doubled cut.
+    let second = good.lines().nth(2).unwrap();
+    damaged.push(good.replacen(second, &second.replacen('\t', " ", 1), 1));
+    damaged.push(good.replacen(second, &second.replace("\t$", "\tx"), 1));
+    damaged.push(good.replacen(second, &second.replacen("\t1", "\tz", 1), 1));
+    damaged.push(good.replacen(&format!("{second}\n"), second, 1));
+    damaged.push(good.replacen(second, &format!("{}\n{second}", &second[..40]), 1));
+    damaged.push(good.replace('$', "%"));
+    damaged.push(good.replacen("snapsite", "snapsitf", 1));
+    for (i, text) in damaged.iter().enumerate() {
+        std::fs::write(&index, text).unwrap();
+        forget_process_cache(&c);
+        assert_eq!(c.set_heads().unwrap(), heads(&c), "damage {i}");
+        assert_eq!(c.manifests().unwrap(), from_files(&c), "damage {i}");
+        assert_eq!(indexed(&c), from_files(&c), "damage {i}: rebuilt");
+        forget_process_cache(&c);
+        assert_eq!(c.set_heads().unwrap(), heads(&c), "damage {i}, again");
+    }
+}
+
+proptest::proptest! {
+    /// The codec's tokenizer gives what `split('\t')` gives, to the end.
+    #[test]
+    fn the_token_reader_is_split_at_tabs(
+        pieces in proptest::collection::vec(
+            proptest::sample::select(vec!["\t", "a", "=", "$", "\u{e9}", "\\t", "12"]),
+            0..30,
+        ),
+    ) {
+        let t: String = pieces.concat();
+        let mut d = codec::Dec::new(&t);
+        let mut split = t.split('\t');
+        for _ in 0..=pieces.len() + 1 {
+            proptest::prop_assert_eq!(d.tok(), split.next());
+        }
+    }
+}
