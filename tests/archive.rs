@@ -14,7 +14,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::rgwlab::{self, Shared as RgwLab};
+use common::rgwlab::{self, Shared as RgwLab, written};
 use common::*;
 use snapsite::wire::s3::{Bucket, Credentials};
 
@@ -86,26 +86,11 @@ fn rgw() -> Result<(Rgw, Option<RgwLab>), String> {
 }
 
 fn archive_toml(r: &Rgw, prefix: &str, creds: &Path, extra: &str) -> String {
-    format!(
-        "\n[[archive]]\nname = \"offsite\"\nendpoint = \"{}\"\nbucket = \"{}\"\nregion = \"{}\"\nprefix = \"{prefix}\"\ncredentials = \"{}\"\nchunk_size = \"1MiB\"\n{extra}\n",
-        r.endpoint,
-        r.bucket,
-        r.region,
-        creds.display()
-    )
+    rgwlab::archive_section(&r.endpoint, &r.bucket, &r.region, prefix, creds, extra)
 }
 
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
-fn written(report: &serde_json::Value) -> Vec<String> {
-    report["written"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["set_id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// A two-site lab with an archive on the RGW lab under a prefix of its own

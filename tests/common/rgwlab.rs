@@ -58,26 +58,64 @@ impl Lab {
             "scripts/rgwlab start {name} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        for line in String::from_utf8(out.stdout).unwrap().lines() {
+        lab.env = parse_env(&String::from_utf8(out.stdout).unwrap());
+        lab
+    }
+
+    pub fn get(&self, key: &str) -> &str {
+        env_value(&self.env, key)
+    }
+}
+
+/// The `KEY=VALUE` lines `scripts/rgwlab start` and `env` print.
+pub fn parse_env(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .map(|line| {
             let (k, v) = line.split_once('=').expect("KEY=VALUE line");
             // printf %q leaves these values (paths, a URL, words) unquoted.
             assert!(
                 !v.contains(['\\', '\'', '"', ' ']),
                 "unexpected quoting in {line}"
             );
-            lab.env.push((k.to_string(), v.to_string()));
-        }
-        lab
-    }
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
 
-    pub fn get(&self, key: &str) -> &str {
-        &self
-            .env
-            .iter()
-            .find(|(k, _)| k == key)
-            .unwrap_or_else(|| panic!("scripts/rgwlab env has no {key}"))
-            .1
-    }
+/// `key`'s value in a lab's [`parse_env`] lines.
+pub fn env_value<'a>(env: &'a [(String, String)], key: &str) -> &'a str {
+    &env.iter()
+        .find(|(k, _)| k == key)
+        .unwrap_or_else(|| panic!("scripts/rgwlab env has no {key}"))
+        .1
+}
+
+/// The set ids an `archive --json` report says it wrote, in order.
+pub fn written(report: &serde_json::Value) -> Vec<String> {
+    report["written"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no `written` in {report}"))
+        .iter()
+        .map(|s| s["set_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// An `[[archive]]` named "offsite" on a lab's bucket under `prefix`,
+/// reached with the credentials file `creds` in 1 MiB parts, then the
+/// `extra` lines (recipients, identity, compression, `ca_file`).
+pub fn archive_section(
+    endpoint: &str,
+    bucket: &str,
+    region: &str,
+    prefix: &str,
+    creds: &Path,
+    extra: &str,
+) -> String {
+    format!(
+        "\n[[archive]]\nname = \"offsite\"\nendpoint = \"{endpoint}\"\nbucket = \"{bucket}\"\nregion = \"{region}\"\nprefix = \"{prefix}\"\ncredentials = \"{}\"\nchunk_size = \"1MiB\"\n{extra}\n",
+        creds.display()
+    )
 }
 
 impl Drop for Lab {

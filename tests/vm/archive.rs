@@ -16,6 +16,7 @@
 //! visible in the guest) holds here as it is.
 
 use super::*;
+use crate::rgwlab::written;
 
 /// The lab's `KEY=VALUE` lines (`scripts/rgwlab env NAME`, NAME from
 /// `SNAPSITE_VMLAB_RGWLAB`), or `None` after a skip. Panics when real
@@ -30,16 +31,8 @@ fn rgw_env() -> Option<Vec<(String, String)>> {
         eprintln!("skipped: {why}");
         return None;
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/rgwlab");
-    let out = sh(&["bash", script.to_str().unwrap(), "env", &name]);
-    Some(
-        out.lines()
-            .map(|l| {
-                let (k, v) = l.split_once('=').expect("KEY=VALUE");
-                (k.to_string(), v.to_string())
-            })
-            .collect(),
-    )
+    let out = sh(&["bash", rgwlab::script().to_str().unwrap(), "env", &name]);
+    Some(rgwlab::parse_env(&out))
 }
 
 /// Appends the `[[archive]]` "offsite" of the lab in `env` to both sites'
@@ -54,12 +47,7 @@ fn with_archive(
     stb_cfg: &Path,
     kind: &str,
 ) -> (PathBuf, PathBuf) {
-    let get = |k: &str| -> &str {
-        &env.iter()
-            .find(|(key, _)| key == k)
-            .unwrap_or_else(|| panic!("scripts/rgwlab env has no {k}"))
-            .1
-    };
+    let get = |k: &str| rgwlab::env_value(env, k);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -78,12 +66,13 @@ fn with_archive(
         p
     };
     let section = |creds: &Path, extra: &str| {
-        format!(
-            "\n[[archive]]\nname = \"offsite\"\nendpoint = \"{}\"\nbucket = \"{}\"\nregion = \"{}\"\nprefix = \"{prefix}\"\ncredentials = \"{}\"\nchunk_size = \"1MiB\"\n{extra}\n",
+        rgwlab::archive_section(
             get("RGWLAB_ENDPOINT"),
             get("RGWLAB_BUCKET"),
             get("RGWLAB_REGION"),
-            creds.display()
+            &prefix,
+            creds,
+            extra,
         )
     };
     let write = |from: &Path, name: &str, text: String| -> PathBuf {
@@ -108,15 +97,6 @@ fn with_archive(
         ),
     );
     (pri, stb)
-}
-
-fn written(report: &serde_json::Value) -> Vec<String> {
-    report["written"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no `written` in {report}"))
-        .iter()
-        .map(|s| s["set_id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// What the test wrote: (role, key, bytes). A key is a file's name on ZFS
@@ -292,13 +272,8 @@ fn lvm_archive_restore_a_fresh_standby_and_fail_over() {
     }
     let replay = replay_args(&sites.dir);
     let lab = Lab::local(sites, (), &p, &s, &replay);
-    let put = |role: &str, key: &str, data: &[u8]| {
-        let dev = lab.pri.dev(role);
-        let mut f = OpenOptions::new().write(true).open(&dev).unwrap();
-        f.seek(SeekFrom::Start(lvm_offset(key))).unwrap();
-        f.write_all(data).unwrap();
-        f.sync_all().unwrap();
-    };
+    let put =
+        |role: &str, key: &str, data: &[u8]| write_at(&lab.pri.dev(role), lvm_offset(key), data);
     let got = |role: &str, key: &str, len: usize| {
         read_at(&lab.stb.dev(&format!("{role}live")), lvm_offset(key), len)
     };

@@ -83,6 +83,9 @@ mod ransom;
 #[path = "../common/redolog.rs"]
 mod redolog;
 mod redostream;
+#[path = "../common/rgwlab.rs"]
+#[allow(dead_code)] // the host's lab start and stop; the guest reads `env` only
+mod rgwlab;
 #[path = "../common/shipcheck.rs"]
 mod shipcheck;
 mod sites;
@@ -474,6 +477,13 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 /// Writes `pattern(seed, len)` at `offset` of a file or block device and
 /// syncs it to stable storage.
 pub fn write_pattern(path: &Path, offset: u64, seed: u64, len: usize) {
+    write_at(path, offset, &pattern(seed, len));
+}
+
+/// Writes `data` at `offset` of a file or block device and syncs it to
+/// stable storage.
+pub fn write_at(path: &Path, offset: u64, data: &[u8]) {
+    let len = data.len();
     let mut f = OpenOptions::new()
         .write(true)
         .create(!path.starts_with("/dev"))
@@ -481,7 +491,7 @@ pub fn write_pattern(path: &Path, offset: u64, seed: u64, len: usize) {
         .open(path)
         .unwrap_or_else(|e| panic!("open {} for writing: {e}", path.display()));
     f.seek(SeekFrom::Start(offset)).expect("seek");
-    f.write_all(&pattern(seed, len))
+    f.write_all(data)
         .unwrap_or_else(|e| panic!("write {len} bytes at {offset} to {}: {e}", path.display()));
     f.sync_all()
         .unwrap_or_else(|e| panic!("fsync {}: {e}", path.display()));
