@@ -516,3 +516,125 @@ fn subvolume_info_from_the_kernel_matches_btrfs_subvolume_show() {
     std::fs::create_dir(live.join("d")).unwrap();
     assert!(subvolume_info(&live.join("d")).is_err());
 }
+
+/// The incremental receive's base check looks at the one base (issue 23
+/// item 3: no listing of the whole history per receive) and answers as the
+/// listing does: for a snapshot taken here, one with a receive marker, a
+/// received one (`<id>/<id>`), a missing one, a plain directory named as a
+/// set id, and a subvolume not named as one. `present`, `list`,
+/// `list_batch_from` and `receive` agree on each.
+#[test]
+fn receive_base_check_answers_as_the_listing_does() {
+    require_real!();
+    use snapsite::backend::btrfs::Btrfs;
+    use snapsite::backend::{Backend, Receive};
+    use snapsite::base::config::{Volume, VolumeAddr};
+    let fs = BtrfsFs::scratch("basecheck");
+    let live = fs.subvolume("live");
+    write_file(&live.join("f"), &random_bytes(3, 4096));
+    let dir = fs.path("snap");
+    std::fs::create_dir(&dir).unwrap();
+    let vol = Volume {
+        role: "mysql".into(),
+        source: live.display().to_string(),
+        addr: VolumeAddr::Btrfs {
+            subvolume: live.clone(),
+            snapshot_dir: dir.clone(),
+        },
+        mountpoint: None,
+        allow_privileged_files: false,
+    };
+    let taken = "20261208T010000.000Z-full";
+    let marked = "20261208T010100.000Z-full";
+    let received = "20261208T010200.000Z-redolog";
+    let missing = "20261208T010300.000Z-full";
+    let plain = "20261208T010400.000Z-full";
+    let plain_nested = "20261208T010500.000Z-full";
+    let not_an_id = "not-a-set-id";
+    snapshot_readonly(&live, &dir.join(taken));
+    snapshot_readonly(&live, &dir.join(marked));
+    write_file(&dir.join(format!(".receiving-{marked}")), b"");
+    std::fs::create_dir(dir.join(received)).unwrap();
+    snapshot_readonly(&live, &dir.join(received).join(received));
+    std::fs::create_dir(dir.join(plain)).unwrap();
+    std::fs::create_dir_all(dir.join(plain_nested).join(plain_nested)).unwrap();
+    snapshot_readonly(&live, &dir.join(not_an_id));
+    // Many other names around them (what a long history looks like to a
+    // directory read; the base check must not care).
+    for i in 0..500 {
+        std::fs::create_dir(dir.join(format!("20250101T{:06}.000Z-full", i))).unwrap();
+    }
+
+    let cases = [
+        (taken, true),
+        (marked, false),
+        (received, true),
+        (missing, false),
+        (plain, false),
+        (plain_nested, false),
+        (not_an_id, false),
+    ];
+    let listed = Btrfs.list(&vol).unwrap();
+    assert_eq!(
+        listed,
+        [taken, received],
+        "only the complete ones are listed"
+    );
+    for (name, want) in cases {
+        let present = Btrfs.present(&vol, &[name]).unwrap();
+        assert_eq!(present, [want], "{name}");
+        assert_eq!(listed.iter().any(|s| s == name), want, "{name}");
+    }
+    // Listing from a name on: the same rule, the names before it left out.
+    let from = Btrfs.list_batch_from(&[&vol], &[Some(marked)]).unwrap();
+    assert_eq!(from[0].snapshots, [received]);
+
+    // The receive itself. A base the listing does not count is refused
+    // before anything is written; one it counts starts the receive (which
+    // is then aborted: nothing of it stays). The first receive also removes
+    // the marked snapshot as a cut receive (`cleanup_partial`), so the
+    // marked one is asked last.
+    let new = "20261208T020000.000Z-full";
+    let uuid = "0b6e2f28-5a3e-4f4e-9d64-2f0a5c9c1f11";
+    let mut order: Vec<(&str, bool)> = cases.into_iter().filter(|c| c.0 != marked).collect();
+    order.push((marked, false));
+    for (name, want) in order {
+        let r = Btrfs.receive(
+            &vol,
+            Receive {
+                name: new,
+                base: Some(name),
+                expect_id: Some(uuid),
+                resume: false,
+            },
+        );
+        match r {
+            Ok(sink) => {
+                assert!(
+                    want,
+                    "{name}: receive started on a base the listing does not count"
+                );
+                assert!(dir.join(format!(".receiving-{new}")).exists());
+                sink.abort();
+            }
+            Err(e) => {
+                assert!(!want, "{name}: {e}");
+                let e = e.to_string();
+                if name == not_an_id {
+                    assert!(e.contains("not a snapsite set id"), "{e}");
+                } else {
+                    assert!(
+                        e.contains(&format!(
+                            "volume `mysql`: base snapshot {name} for incremental receive is missing"
+                        )),
+                        "{e}"
+                    );
+                }
+            }
+        }
+        assert!(!dir.join(new).exists(), "{name}: the receive left {new}");
+        assert!(!dir.join(format!(".receiving-{new}")).exists(), "{name}");
+    }
+    assert!(!dir.join(marked).exists(), "the cut receive was removed");
+    assert_eq!(Btrfs.list(&vol).unwrap(), [taken, received]);
+}

@@ -225,13 +225,7 @@ impl Backend for Btrfs {
         let dir = snapshot_dir(vol)?;
         Ok(names
             .iter()
-            .map(|name| {
-                is_set_id(name) && {
-                    let path = dir.join(name);
-                    std::fs::symlink_metadata(dir.join(format!("{MARKER_PREFIX}{name}"))).is_err()
-                        && (is_subvolume(&path) || is_subvolume(&path.join(name)))
-                }
-            })
+            .map(|name| complete(dir, name, || marked(dir, name)))
             .collect())
     }
 
@@ -301,8 +295,10 @@ impl Backend for Btrfs {
                 jail.display()
             )));
         }
+        // The base alone is looked at (`present`: the rule `list` counts
+        // by), not the whole history.
         if let Some(b) = base {
-            if !self.list(vol)?.iter().any(|s| s == b) {
+            if !self.present(vol, &[b])?[0] {
                 return Err(Error::storage(format!(
                     "volume `{}`: base snapshot {b} for incremental receive is missing",
                     vol.role
@@ -622,45 +618,98 @@ impl Btrfs {
     fn list_from(&self, vol: &Volume, from: Option<&str>) -> Result<Vec<String>> {
         let dir = snapshot_dir(vol)?;
         let mut names = Vec::new();
-        let rd = match std::fs::read_dir(dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
-            Err(e) => {
+        let mut receiving = std::collections::BTreeSet::new();
+        // Only the markers and the set-id names from `from` on become
+        // `String`s; every other name is looked at borrowed and dropped.
+        let scan = scan_dir(dir, |name| {
+            if let Some(n) = name.strip_prefix(MARKER_PREFIX.as_bytes()) {
+                receiving.insert(String::from_utf8_lossy(n).into_owned());
+            } else if let Ok(name) = std::str::from_utf8(name) {
+                if from.is_none_or(|f| name >= f) && is_set_id(name) {
+                    names.push(name.to_string());
+                }
+            }
+        });
+        match scan {
+            Ok(()) => {}
+            Err(ScanError::Open(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Vec::new());
+            }
+            Err(ScanError::Open(e)) => {
                 return Err(Error::io(
                     format!("volume `{}`: read {}", vol.role, dir.display()),
                     e,
                 ));
             }
-        };
-        let mut receiving = std::collections::BTreeSet::new();
-        for ent in rd {
-            // (format_args!: the message is made only on an error, this
-            // runs once a snapshot)
-            let ent = ent.ctx(format_args!("read {}", dir.display()))?;
-            let name = ent.file_name().to_string_lossy().into_owned();
-            if let Some(n) = name.strip_prefix(MARKER_PREFIX) {
-                receiving.insert(n.to_string());
-            } else if from.is_none_or(|f| name.as_str() >= f) {
-                names.push(name);
-            }
+            Err(ScanError::Read(e)) => return Err(Error::io(format!("read {}", dir.display()), e)),
         }
-        names.retain(|name| {
-            is_set_id(name) && !receiving.contains(name) && {
-                let path = dir.join(name);
-                is_subvolume(&path) || is_subvolume(&path.join(name))
-            }
-        });
+        names.retain(|name| complete(dir, name, || receiving.contains(name)));
         names.sort();
         Ok(names)
     }
 
-    /// Names whose receive marker is still present: cut receives.
+    /// Names whose receive marker is still present: cut receives, sorted.
+    /// One pass over the directory; only the markers' names are kept.
     fn leftovers(&self, vol: &Volume) -> Result<Vec<String>> {
-        Ok(dir_entries(snapshot_dir(vol)?)
-            .into_iter()
-            .filter_map(|n| n.strip_prefix(MARKER_PREFIX).map(str::to_string))
-            .collect())
+        let mut markers = Vec::new();
+        // As before this read: a directory that cannot be read (or stops
+        // being readable) has no (more) markers to show.
+        let _ = scan_dir(snapshot_dir(vol)?, |name| {
+            if let Some(n) = name.strip_prefix(MARKER_PREFIX.as_bytes()) {
+                markers.push(String::from_utf8_lossy(n).into_owned());
+            }
+        });
+        markers.sort();
+        Ok(markers)
     }
+}
+
+/// Whether `dir` holds snapshot `name` complete: the one rule of
+/// [`Backend::list`], [`Backend::present`] and so of the incremental
+/// receive's base check. A set id, no receive marker (`receiving` says
+/// whether there is one: from a listing, or [`marked`]), and its
+/// subvolume at `dir/<id>` (taken here) or `dir/<id>/<id>` (received).
+fn complete(dir: &Path, name: &str, receiving: impl FnOnce() -> bool) -> bool {
+    is_set_id(name) && !receiving() && {
+        let path = dir.join(name);
+        is_subvolume(&path) || is_subvolume(&path.join(name))
+    }
+}
+
+/// Whether `dir` holds the receive marker of `name` (one `stat`).
+fn marked(dir: &Path, name: &str) -> bool {
+    std::fs::symlink_metadata(dir.join(format!("{MARKER_PREFIX}{name}"))).is_ok()
+}
+
+/// Why [`scan_dir`] stopped.
+enum ScanError {
+    /// The directory could not be opened (`NotFound`: it does not exist).
+    Open(std::io::Error),
+    /// Reading it failed part way; the names before were seen.
+    Read(std::io::Error),
+}
+
+/// Call `each` with the name of every entry of `dir` but `.` and `..`,
+/// borrowed: no allocation per entry (std's `read_dir` makes two per name,
+/// its own copy and `file_name()`'s), no `stat`. The snapshot directory
+/// holds every snapshot of the volume, and a receive only wants its
+/// markers out of it.
+fn scan_dir(dir: &Path, mut each: impl FnMut(&[u8])) -> std::result::Result<(), ScanError> {
+    use nix::fcntl::OFlag;
+    let mut d = nix::dir::Dir::open(
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| ScanError::Open(e.into()))?;
+    for ent in d.iter() {
+        let ent = ent.map_err(|e| ScanError::Read(e.into()))?;
+        let name = ent.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            each(name);
+        }
+    }
+    Ok(())
 }
 
 /// BTRFS_IOC_SET_RECEIVED_SUBVOL on a writable subvolume: its Received
@@ -918,5 +967,93 @@ mod tests {
     #[test]
     fn garbage_is_an_error() {
         assert!(parse_subvolume_show("ERROR: not a subvolume").is_err());
+    }
+
+    fn btrfs_volume(snapshot_dir: &Path) -> Volume {
+        Volume {
+            role: "mysql".into(),
+            source: "/nonexistent/live".into(),
+            addr: VolumeAddr::Btrfs {
+                subvolume: "/nonexistent/live".into(),
+                snapshot_dir: snapshot_dir.to_path_buf(),
+            },
+            mountpoint: None,
+            allow_privileged_files: false,
+        }
+    }
+
+    /// The old way: every name read, as a sorted `String` each, filtered.
+    fn markers_by_listing_every_name(dir: &Path) -> Vec<String> {
+        dir_entries(dir)
+            .into_iter()
+            .filter_map(|n| n.strip_prefix(MARKER_PREFIX).map(str::to_string))
+            .collect()
+    }
+
+    /// A snapshot directory of thousands of names, a few of them receive
+    /// markers (as files and as a directory, of set ids and not, one not
+    /// UTF-8): `leftovers` finds exactly the markers, sorted, as reading
+    /// every name did. No btrfs needed: markers are names.
+    #[test]
+    fn leftovers_are_exactly_the_markers_among_many_names() {
+        use std::os::unix::ffi::OsStrExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("snap");
+        std::fs::create_dir(&dir).unwrap();
+        let vol = btrfs_volume(&dir);
+        assert_eq!(Btrfs.leftovers(&vol).unwrap(), Vec::<String>::new());
+        for i in 0..3000 {
+            let id = format!("20261208T{:06}.000Z-full", i % 240000);
+            std::fs::create_dir(dir.join(&id)).unwrap();
+            std::fs::write(dir.join(format!("x-{i}")), b"").unwrap();
+        }
+        std::fs::create_dir(dir.join(".rehearsal")).unwrap();
+        std::fs::create_dir(dir.join("divergent-a")).unwrap();
+        // Near misses: not the prefix.
+        std::fs::write(dir.join(".receiving"), b"").unwrap();
+        std::fs::write(dir.join("receiving-20261208T000001.000Z-full"), b"").unwrap();
+        std::fs::write(dir.join("x.receiving-20261208T000001.000Z-full"), b"").unwrap();
+        // The markers.
+        std::fs::write(dir.join(".receiving-20261208T000002.000Z-full"), b"").unwrap();
+        std::fs::write(dir.join(".receiving-20261207T235959.000Z-redolog"), b"").unwrap();
+        std::fs::create_dir(dir.join(".receiving-junk")).unwrap();
+        std::fs::write(dir.join(".receiving-"), b"").unwrap();
+        let bad = std::ffi::OsStr::from_bytes(b".receiving-\xffz");
+        std::fs::write(dir.join(bad), b"").unwrap();
+        let got = Btrfs.leftovers(&vol).unwrap();
+        assert_eq!(
+            got,
+            [
+                "",
+                "20261207T235959.000Z-redolog",
+                "20261208T000002.000Z-full",
+                "junk",
+                "\u{fffd}z",
+            ]
+        );
+        assert_eq!(got, markers_by_listing_every_name(&dir));
+        // None of these is a subvolume: nothing is complete, whatever the
+        // names, and `from` changes nothing of that.
+        assert_eq!(Btrfs.list(&vol).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            Btrfs
+                .list_from(&vol, Some("20261208T000100.000Z-full"))
+                .unwrap(),
+            Vec::<String>::new()
+        );
+        // A missing directory has no markers and no snapshots; one that is
+        // a file is an error for the listing, naming the volume.
+        let gone = btrfs_volume(&tmp.path().join("none"));
+        assert!(Btrfs.leftovers(&gone).unwrap().is_empty());
+        assert!(Btrfs.list(&gone).unwrap().is_empty());
+        let file = tmp.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let not_dir = btrfs_volume(&file);
+        assert!(Btrfs.leftovers(&not_dir).unwrap().is_empty());
+        let e = Btrfs.list(&not_dir).unwrap_err().to_string();
+        assert!(
+            e.contains("volume `mysql`: read ") && e.contains("file"),
+            "{e}"
+        );
     }
 }
