@@ -607,7 +607,7 @@ fn ship_session(
         updated_at: Some(Timestamp::now()),
         last_ship_ok: previous.last_ship_ok,
         holds: standby_has.clone(),
-        committed: recorded_committed(&mut whole, since.as_ref(), &heads, &committed)?,
+        committed: recorded_committed(whole, since.as_ref(), &heads, &committed)?,
         last_bytes: previous.last_bytes,
         failing_since: previous.failing_since,
     };

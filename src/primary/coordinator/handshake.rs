@@ -131,7 +131,7 @@ pub fn complete_local_listing(
 /// and no set this site no longer holds (bounded as this site's history
 /// is). Reads the whole record only then.
 pub(super) fn recorded_committed(
-    whole: &mut WholeRecord,
+    whole: WholeRecord,
     since: Option<&Manifest>,
     heads: &[crate::base::catalog::SetHead],
     committed: &BTreeSet<String>,
@@ -148,16 +148,15 @@ pub(super) fn recorded_committed(
     {
         return Ok(out);
     }
-    let Some(whole) = whole.get()? else {
+    let Some(whole) = whole.into_record()? else {
         return Ok(out);
     };
     let here: std::collections::HashSet<&str> = heads.iter().map(|h| h.id.as_str()).collect();
     out.extend(
         whole
             .committed
-            .iter()
-            .filter(|c| crate::base::model::older_set(c, &since.id) && here.contains(c.as_str()))
-            .cloned(),
+            .into_iter()
+            .filter(|c| crate::base::model::older_set(c, &since.id) && here.contains(c.as_str())),
     );
     Ok(out)
 }
@@ -187,6 +186,14 @@ impl<'a> WholeRecord<'a> {
             self.read = Some(self.catalog.standby_record_of(self.name)?);
         }
         Ok(self.read.as_ref().and_then(Option::as_ref))
+    }
+
+    /// The record, for its last reader (read now if no one read it yet).
+    pub(super) fn into_record(self) -> Result<Option<StandbyRecord>> {
+        match self.read {
+            Some(read) => Ok(read),
+            None => self.catalog.standby_record_of(self.name),
+        }
     }
 }
 
