@@ -377,6 +377,16 @@ fn ship_plans_from_the_welcomes_tail_as_from_the_whole_inventory() {
     assert_eq!(committed(&record()), ids);
     assert_eq!(held_from(&record()), f2, "from the newest full set now");
 
+    // The head lost (a kill between the record and its head): the record
+    // read whole (once) says what the head said; the welcome is still the
+    // tail, the record the same, and the head written again.
+    std::fs::remove_file(pri.join("standby.head.json")).unwrap();
+    let rep = lab.ship(&lab.pri_cfg);
+    assert_eq!(rep["committed"], serde_json::json!([]), "{rep}");
+    assert_eq!(committed(&record()), ids, "without the head");
+    assert_eq!(held_from(&record()), f2, "the tail without the head");
+    assert!(pri.join("standby.head.json").exists(), "written again");
+
     // No record (a new primary state, an older build's): the welcome, and
     // so the record, is whole again; the new set still goes incrementally.
     for f in ["standby.json", "standby.head.json"] {

@@ -44,6 +44,7 @@ mod index;
 pub use index::SetHead;
 pub mod signals;
 mod standbys;
+pub use standbys::HeadCache;
 pub mod summary;
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use snapsite::base::catalog::Catalog;
+use snapsite::base::catalog::{Catalog, StandbyRecord};
 
 use super::human_bytes;
 
@@ -21,6 +21,15 @@ pub(super) struct ProgressDisplay<'a> {
     started: Instant,
     last: Instant,
     estimate: Option<u64>,
+}
+
+/// The estimate of `role`'s next transfer from standby record `r` (whole
+/// or its head: the same answer): the last transfer of the same kind,
+/// incremental if the standby holds any snapshot of the volume (the
+/// planner's choice, approximately).
+fn estimate(r: &StandbyRecord, role: &str) -> Option<u64> {
+    let incremental = r.holds.get(role).is_some_and(|h| !h.is_empty());
+    r.estimate(role, incremental)
 }
 
 impl<'a> ProgressDisplay<'a> {
@@ -42,16 +51,14 @@ impl<'a> ProgressDisplay<'a> {
     pub(super) fn update(&mut self, role: &str, snap: &str, bytes: u64, done: bool) {
         let key = (role.to_string(), snap.to_string());
         if self.current.as_ref() != Some(&key) {
-            // A new transfer: incremental if the standby holds any snapshot
-            // of the volume (the planner's choice, approximately).
+            // A new transfer. The record's head (not the record read whole,
+            // which lists the whole history) says all the estimate needs:
+            // it keeps the newest snapshot per volume and every last_bytes.
             let rec = self
                 .standby
                 .as_deref()
-                .and_then(|n| self.catalog.standby_record_of(n).ok().flatten());
-            self.estimate = rec.as_ref().and_then(|r| {
-                let incremental = r.holds.get(role).is_some_and(|h| !h.is_empty());
-                r.estimate(role, incremental)
-            });
+                .and_then(|n| self.catalog.standby_head_of(n).ok().flatten());
+            self.estimate = rec.as_ref().and_then(|r| estimate(r, role));
             self.current = Some(key);
             self.started = Instant::now();
             self.last = Instant::now();
@@ -95,5 +102,74 @@ impl<'a> ProgressDisplay<'a> {
             self.last = Instant::now();
             tracing::info!(volume = %role, snapshot = %snap, bytes, rate_bytes_per_second = rate as u64, estimate_bytes = self.estimate, "sending");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use snapsite::base::catalog::HeadCache;
+    use std::collections::BTreeMap;
+
+    /// The display's estimate, read from the record's head, is the one the
+    /// whole record gives, for every kind of volume: one the standby holds
+    /// many snapshots of (incremental), one with no snapshot there (full),
+    /// one it lists with none held, one without bytes recorded.
+    #[test]
+    fn estimate_from_the_head_is_the_whole_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::new(dir.path());
+        let mut r = StandbyRecord {
+            standby: "local".into(),
+            ..StandbyRecord::default()
+        };
+        let set = |i: usize| format!("20261127T{:02}{:02}00.000Z-full", i / 60, i % 60);
+        for i in 0..600 {
+            r.committed.insert(set(i));
+            for role in ["mysql", "redolog", "nobytes"] {
+                r.holds.entry(role.into()).or_default().insert(set(i));
+            }
+        }
+        r.holds.insert("empty".into(), Default::default());
+        let bytes = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+            pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        for (role, b) in [
+            ("mysql", bytes(&[("full", 1 << 30), ("incremental", 4096)])),
+            ("redolog", bytes(&[("full", 7 << 20)])),
+            ("empty", bytes(&[("full", 5 << 20), ("incremental", 12)])),
+            ("absent", bytes(&[("full", 9 << 20), ("incremental", 34)])),
+        ] {
+            r.last_bytes.insert(role.into(), b);
+        }
+        catalog.write_standby_record_of("standby", &r).unwrap();
+        assert!(
+            matches!(catalog.standby_head_cached_of("standby"), HeadCache::Fresh(h) if h.holds["mysql"].len() == 1),
+            "the head is written and cut"
+        );
+        let mut display = ProgressDisplay::new(&catalog, Some("standby"), false);
+        for (n, (role, want)) in [
+            ("mysql", Some(4096)),
+            ("redolog", None),
+            ("nobytes", None),
+            ("empty", Some(5 << 20)),
+            ("absent", Some(9 << 20)),
+            ("unknown", None),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            display.update(role, &set(n), 0, false);
+            assert_eq!(display.estimate, want, "{role}");
+            assert_eq!(
+                display.estimate,
+                estimate(&r, role),
+                "{role}: the whole record's"
+            );
+        }
+        // No record: no estimate (and no error).
+        let mut display = ProgressDisplay::new(&catalog, Some("other"), false);
+        display.update("mysql", &set(0), 0, false);
+        assert_eq!(display.estimate, None);
     }
 }

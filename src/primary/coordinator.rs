@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::backend::{self, Store, Stores};
-use crate::base::catalog::{Catalog, StandbyRecord};
+use crate::base::catalog::{Catalog, HeadCache, StandbyRecord};
 use crate::base::config::{Config, Standby, Volume};
 use crate::base::error::{Context, Error, Result};
 use crate::base::model::{Consistency, MANIFEST_FORMAT, Manifest, Member, SetKind};
@@ -20,11 +20,11 @@ use crate::wire::transport;
 pub mod fanout;
 mod handshake;
 mod plan;
-use handshake::recorded_committed;
 pub use handshake::{
     StandbyView, complete_local_listing, handshake, local_listing_from, read_welcome, send_hello,
     welcome_since,
 };
+use handshake::{WholeRecord, recorded_committed};
 pub use plan::{
     PlannedSend, ShipPlan, plan_set, sets_to_ship, sets_to_ship_for, ship_plan, ship_plan_to,
 };
@@ -541,10 +541,16 @@ fn ship_session(
     // What the standby holds, kept for retention (the common snapshot) and
     // status; updated in memory after every acknowledged snapshot and
     // committed set, written once per committed set (see `Acks`).
-    // Its head (`standby.head.json`: the newest entries; the whole record
-    // when the head is missing or stale) has every field this session
-    // keeps; the whole record is read below only if the head cannot say.
-    let previous = catalog.standby_head_of(&standby.name)?.unwrap_or_default();
+    // Its head (`standby.head.json`: the newest entries) has every field
+    // this session keeps; the whole record is read (once: `whole`) only
+    // when the head is missing or stale, or below where the head cannot
+    // say. Nothing writes it before the last of those reads.
+    let mut whole = WholeRecord::new(catalog, &standby.name);
+    let previous = match catalog.standby_head_cached_of(&standby.name) {
+        HeadCache::Fresh(head) => head,
+        HeadCache::NoRecord => StandbyRecord::default(),
+        HeadCache::Stale => whole.get()?.map(StandbyRecord::head).unwrap_or_default(),
+    };
     let heads = catalog.set_heads()?;
     let (mut local, since) =
         local_listing_from(&stores, welcome_since(catalog, &previous, &heads)?)?;
@@ -587,8 +593,8 @@ fn ship_session(
         // The head holds the newest committed set recorded: in it, it was
         // recorded; not in it, the whole record says.
         let recorded = previous.committed.contains(&newest.id)
-            || catalog
-                .standby_record_of(&standby.name)?
+            || whole
+                .get()?
                 .is_some_and(|r| r.committed.contains(&newest.id));
         if !recorded {
             if let Some(m) = catalog.manifest(&newest.id)? {
@@ -601,7 +607,7 @@ fn ship_session(
         updated_at: Some(Timestamp::now()),
         last_ship_ok: previous.last_ship_ok,
         holds: standby_has.clone(),
-        committed: recorded_committed(catalog, &standby.name, since.as_ref(), &heads, &committed)?,
+        committed: recorded_committed(whole, since.as_ref(), &heads, &committed)?,
         last_bytes: previous.last_bytes,
         failing_since: previous.failing_since,
     };

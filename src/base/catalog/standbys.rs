@@ -48,6 +48,18 @@ struct Head {
     record: StandbyRecord,
 }
 
+/// What [`Catalog::standby_head_cached_of`] found.
+#[derive(Debug, PartialEq)]
+pub enum HeadCache {
+    /// The head, matching `standby.json` (see [`StandbyRecord::head`]).
+    Fresh(StandbyRecord),
+    /// No `standby.json`: no record of this standby.
+    NoRecord,
+    /// A `standby.json` whose head is missing, unreadable or stale: only
+    /// the record read whole says.
+    Stale,
+}
+
 impl StandbyRecord {
     /// This record with `holds` cut to the newest snapshot per role and
     /// `committed` to the newest set and the newest full set: what
@@ -138,22 +150,32 @@ impl Catalog {
     /// it matches `standby.json` (see the module's doc), else cut from
     /// the record read whole. Not for ship or prune: they need it all.
     pub fn standby_head_of(&self, name: &str) -> Result<Option<StandbyRecord>> {
+        match self.standby_head_cached_of(name) {
+            HeadCache::Fresh(h) => Ok(Some(h)),
+            HeadCache::NoRecord => Ok(None),
+            HeadCache::Stale => Ok(self.standby_record_of(name)?.map(|r| r.head())),
+        }
+    }
+
+    /// [`Self::standby_head_of`] without its fallback: the head from
+    /// `standby.head.json` while it matches `standby.json`, or what
+    /// stands instead (no `standby.json`; a head missing, unreadable or
+    /// stale). For a caller that reads the record whole anyway when the
+    /// head cannot say (`ship`: one whole read serves both).
+    pub fn standby_head_cached_of(&self, name: &str) -> HeadCache {
         let dir = self.standby_dir(name);
         match std::fs::symlink_metadata(dir.join("standby.json")) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HeadCache::NoRecord,
+            Err(_) => HeadCache::Stale,
             Ok(md) => {
                 let now = stamp_text(&FileStamp::of(&md));
-                let head = std::fs::read(dir.join(HEAD))
+                std::fs::read(dir.join(HEAD))
                     .ok()
                     .and_then(|t| serde_json::from_slice::<Head>(&t).ok())
-                    .filter(|h| h.of == now);
-                if let Some(h) = head {
-                    return Ok(Some(h.record));
-                }
+                    .filter(|h| h.of == now)
+                    .map_or(HeadCache::Stale, |h| HeadCache::Fresh(h.record))
             }
         }
-        Ok(self.standby_record_of(name)?.map(|r| r.head()))
     }
 
     /// [`Self::standby_head_of`] of every standby with records here.

@@ -230,6 +230,13 @@ impl Fanout {
 /// until a ship completes). A record that cannot be written is logged: the
 /// failure itself is what the caller reports.
 pub fn note_failure(catalog: &Catalog, name: &str, started: Timestamp) {
+    // Already failing (the head says it while it matches the record):
+    // nothing to write, no need to read the record whole.
+    if let crate::base::catalog::HeadCache::Fresh(h) = catalog.standby_head_cached_of(name)
+        && h.failing_since.is_some()
+    {
+        return;
+    }
     let r = catalog.standby_record_of(name).and_then(|rec| {
         let mut rec = rec.unwrap_or_default();
         if rec.failing_since.is_none() {

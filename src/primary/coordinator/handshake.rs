@@ -131,8 +131,7 @@ pub fn complete_local_listing(
 /// and no set this site no longer holds (bounded as this site's history
 /// is). Reads the whole record only then.
 pub(super) fn recorded_committed(
-    catalog: &Catalog,
-    name: &str,
+    whole: WholeRecord,
     since: Option<&Manifest>,
     heads: &[crate::base::catalog::SetHead],
     committed: &BTreeSet<String>,
@@ -149,7 +148,7 @@ pub(super) fn recorded_committed(
     {
         return Ok(out);
     }
-    let Some(whole) = catalog.standby_record_of(name)? else {
+    let Some(whole) = whole.into_record()? else {
         return Ok(out);
     };
     let here: std::collections::HashSet<&str> = heads.iter().map(|h| h.id.as_str()).collect();
@@ -160,6 +159,42 @@ pub(super) fn recorded_committed(
             .filter(|c| crate::base::model::older_set(c, &since.id) && here.contains(c.as_str())),
     );
     Ok(out)
+}
+
+/// A standby's `standby.json`, read whole at most once in a session and
+/// only when something needs what its head lacks (the older committed
+/// sets): the session writes it only after every reader here has read,
+/// so one read serves them all.
+pub(super) struct WholeRecord<'a> {
+    catalog: &'a Catalog,
+    name: &'a str,
+    read: Option<Option<StandbyRecord>>,
+}
+
+impl<'a> WholeRecord<'a> {
+    pub(super) fn new(catalog: &'a Catalog, name: &'a str) -> Self {
+        WholeRecord {
+            catalog,
+            name,
+            read: None,
+        }
+    }
+
+    /// The record (None: there is none), read on the first call.
+    pub(super) fn get(&mut self) -> Result<Option<&StandbyRecord>> {
+        if self.read.is_none() {
+            self.read = Some(self.catalog.standby_record_of(self.name)?);
+        }
+        Ok(self.read.as_ref().and_then(Option::as_ref))
+    }
+
+    /// The record, for its last reader (read now if no one read it yet).
+    pub(super) fn into_record(self) -> Result<Option<StandbyRecord>> {
+        match self.read {
+            Some(read) => Ok(read),
+            None => self.catalog.standby_record_of(self.name),
+        }
+    }
 }
 
 /// The standby's half: its welcome with its inventory.

@@ -120,10 +120,11 @@ impl Runner<'_> {
                 }
                 Err(e) => {
                     // A stalled session failed at its start, not when it
-                    // was given up (the standby record says when).
+                    // was given up (the standby record says when; its
+                    // head carries it).
                     let recorded = self
                         .catalog
-                        .standby_record_of(&s.name)
+                        .standby_head_of(&s.name)
                         .ok()
                         .flatten()
                         .and_then(|r| r.failing_since);
