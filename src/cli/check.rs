@@ -78,7 +78,9 @@ pub(super) fn check(cfg: &Config) -> anyhow::Result<()> {
     }
     match &cfg.replay {
         Some(r) => {
-            let demo = r.time_format.format(jiff::Timestamp::now(), &r.timezone);
+            let demo = r
+                .time_format
+                .format(jiff::Timestamp::now(), &r.timezone.get());
             println!("replay    {} with {{from_time}} like `{demo}`", r.command);
             match cfg.replay_program() {
                 Ok(Some(p)) => println!("          program {} ok", p.display()),

@@ -448,6 +448,37 @@ fn durations_are_range_checked() {
     assert_eq!(c.retention.unwrap().keep_min_age, Duration::ZERO);
 }
 
+/// `[replay] timezone`: a named zone is looked up at load (a wrong one
+/// fails there, naming the key) and formats `{from_time}` in that zone;
+/// without it the host's zone is used, found only when a time is
+/// formatted.
+#[test]
+fn replay_timezone_named_checked_at_load_system_when_used() {
+    use crate::base::config::ReplayZone;
+    let with = |z: &str| GOOD.replace("[replay]\n", &format!("[replay]\ntimezone = \"{z}\"\n"));
+    let c = parse(&with("Europe/Vienna")).unwrap();
+    let r = c.replay.as_ref().unwrap();
+    assert!(matches!(r.timezone, ReplayZone::Named(_)));
+    let t: jiff::Timestamp = "2026-07-01T10:00:00Z".parse().unwrap();
+    // Vienna is UTC+2 in July
+    assert_eq!(
+        r.time_format.format(t, &r.timezone.get()),
+        "2026/07/01 12:00:00.000"
+    );
+    expect_err_all(
+        &with("Mars/Olympus_Mons"),
+        "replay.timezone",
+        &["`Mars/Olympus_Mons`"],
+    );
+    let c = parse(GOOD).unwrap();
+    let r = c.replay.as_ref().unwrap();
+    assert!(matches!(r.timezone, ReplayZone::System));
+    assert_eq!(
+        r.timezone.get().to_offset(t),
+        jiff::tz::TimeZone::system().to_offset(t)
+    );
+}
+
 #[test]
 fn replay_mistakes_that_fail_only_at_failover() {
     expect_err_all(

@@ -702,9 +702,11 @@ pub(super) fn validate_replay(cx: &Ctx, r: &ReplaySection, raw: &[RawVolume]) ->
     let time_format = TimeFormat::parse(r.time_format.as_deref().unwrap_or("zmplayredo"))
         .map_err(|m| cx.err("replay.time_format", m))?;
     let timezone = match &r.timezone {
-        None => jiff::tz::TimeZone::system(),
-        Some(z) => jiff::tz::TimeZone::get(z)
-            .map_err(|e| cx.err("replay.timezone", format!("`{z}`: {e}")))?,
+        None => ReplayZone::System,
+        Some(z) => ReplayZone::Named(
+            jiff::tz::TimeZone::get(z)
+                .map_err(|e| cx.err("replay.timezone", format!("`{z}`: {e}")))?,
+        ),
     };
     Ok(Replay {
         command,

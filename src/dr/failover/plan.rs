@@ -169,7 +169,7 @@ pub fn plan_choosing(
         .checked_sub(jiff::SignedDuration::from_millis(margin.applied_ms))
         .map_err(|e| Error::integrity(format!("set {}: from_time out of range: {e}", s.id)))?;
     let (tf, tz) = match &cfg.replay {
-        Some(rp) => (rp.time_format.clone(), rp.timezone.clone()),
+        Some(rp) => (rp.time_format.clone(), rp.timezone.get()),
         None => (TimeFormat::Zmplayredo, jiff::tz::TimeZone::system()),
     };
     let rt = tf.format_for_replay(wanted, &tz);

@@ -139,8 +139,17 @@ pub fn validate_commit(
         ))
         .with_hint("the primary's and the standby's configs must name the same volumes"));
     }
-    // What is here: one listing for every member.
-    let present = stores.listing()?;
+    // Which members are here, asked of them alone: btrfs looks at the
+    // named snapshots (not the whole history), ZFS and LVM thin answer
+    // from one listing per pool or volume group.
+    let present = {
+        let ask: std::collections::BTreeMap<&str, Vec<&str>> = m
+            .members
+            .iter()
+            .map(|x| (x.role.as_str(), vec![x.snapshot.as_str()]))
+            .collect();
+        stores.present_all(&ask)?
+    };
     for member in &mut m.members {
         let vol = cfg.volume(&member.role).expect("roles checked above");
         if vol.backend().as_str() != member.backend {
@@ -153,10 +162,7 @@ pub fn validate_commit(
             )));
         }
         stores.get(&member.role)?;
-        if !present
-            .get(&member.role)
-            .is_some_and(|l| l.snapshots.contains(&member.snapshot))
-        {
+        if present.get(&member.role).and_then(|found| found.first()) != Some(&true) {
             return Err(Error::storage(format!(
                 "set {}: member `{}` has not been received",
                 m.id, member.role
