@@ -139,6 +139,22 @@ impl SetVerdict {
     }
 }
 
+/// Sort `items` by their set ids in [`by_set_id`]'s order. When every id is
+/// canonical (every id snapsite makes), that order is the ids' text order,
+/// so each id is checked once and the sort compares text; otherwise each
+/// comparison goes through [`by_set_id`] (which checks both ids every
+/// time: at 1 000 sets that was 40 000 checks a sort).
+pub(super) fn sort_by_set_id<T>(items: &mut [T], id: impl Fn(&T) -> &str) {
+    if items
+        .iter()
+        .all(|t| crate::base::model::canonical_set_id(id(t)).is_some())
+    {
+        items.sort_by(|a, b| id(a).cmp(id(b)));
+    } else {
+        items.sort_by(|a, b| by_set_id(id(a), id(b)));
+    }
+}
+
 /// Set ids in time order (ids that do not parse by name).
 pub(super) fn by_set_id(a: &str, b: &str) -> std::cmp::Ordering {
     use crate::base::model::older_set;
@@ -201,7 +217,7 @@ impl Catalog {
                 }
             }
         }
-        out.sort_by(|a, b| by_set_id(a, b));
+        sort_by_set_id(&mut out, |id| id.as_str());
         Ok(out)
     }
 
@@ -256,7 +272,7 @@ impl Catalog {
                 }
             }
         }
-        out.sort_by(|a, b| by_set_id(&a.set_id, &b.set_id));
+        sort_by_set_id(&mut out, |v| v.set_id.as_str());
         Ok(out)
     }
 

@@ -850,3 +850,61 @@ proptest::proptest! {
         }
     }
 }
+
+/// The sort of signal snapshots and verdicts: text order when every id is
+/// canonical, equal to the comparison-by-comparison `by_set_id` order both
+/// then and with ids that only the general parser takes (a leap second,
+/// the year 9999) mixed in.
+#[test]
+fn set_id_sort_is_by_set_id_order() {
+    use super::signals::{by_set_id, sort_by_set_id};
+    let mut canonical: Vec<String> = (0..500u32)
+        .map(|i| {
+            let n = i.wrapping_mul(2_654_435_761) % 100_000;
+            let kind = if n % 3 == 0 { "redolog" } else { "full" };
+            format!(
+                "2026{:02}{:02}T{:02}{:02}{:02}.{:03}Z-{kind}",
+                1 + n % 12,
+                1 + n % 28,
+                n % 24,
+                n % 60,
+                (n / 7) % 60,
+                n % 1000
+            )
+        })
+        .collect();
+    let reference = |v: &[String]| {
+        let mut r = v.to_vec();
+        r.sort_by(|a, b| by_set_id(a, b));
+        r
+    };
+    let want = reference(&canonical);
+    let mut text = canonical.clone();
+    text.sort();
+    assert_eq!(want, text, "canonical ids: time order is text order");
+    sort_by_set_id(&mut canonical, |s| s.as_str());
+    assert_eq!(canonical, want);
+    let mut mixed = want.clone();
+    mixed.reverse();
+    for odd in [
+        "20260630T235960.000Z-full",
+        "99990101T000000.000Z-redolog",
+        "20261231T235960.500Z-redolog",
+    ] {
+        assert!(crate::base::model::is_set_id(odd), "{odd}");
+        assert!(crate::base::model::canonical_set_id(odd).is_none(), "{odd}");
+        mixed.insert(mixed.len() / 2, odd.to_string());
+    }
+    // A canonical id that the leap second (read as :59.000) precedes in
+    // time but follows as text: text order would be wrong here.
+    mixed.push("20260630T235959.500Z-full".to_string());
+    let want = reference(&mixed);
+    let mut text = mixed.clone();
+    text.sort();
+    assert_ne!(
+        want, text,
+        "the mixed list tells time order from text order"
+    );
+    sort_by_set_id(&mut mixed, |s| s.as_str());
+    assert_eq!(mixed, want);
+}

@@ -385,7 +385,7 @@ impl Catalog {
                 }
             }
         }
-        found.sort_by(|a, b| super::signals::by_set_id(&a.0.set_id, &b.0.set_id));
+        super::signals::sort_by_set_id(&mut found, |f| f.0.set_id.as_str());
         VerdictSummary {
             dir,
             lines: found.iter().map(|(v, _)| VerdictLine::of(v)).collect(),

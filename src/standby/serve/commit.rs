@@ -290,7 +290,8 @@ pub(super) fn check_order_claims(
             )));
         }
     } else {
-        let seen = crate::base::site::highest_generation_seen(cfg, catalog)?;
+        // (the heads just read: not the catalog read again)
+        let seen = crate::base::site::highest_generation_seen_in(cfg, catalog, known)?;
         crate::base::site::check_claimed_generation(&what, m.generation, seen)?;
     }
     let highest = known.iter().map(|k| k.seq).max();
